@@ -1,0 +1,77 @@
+"""Builds the ASGI app from the capabilities. Read it top to bottom: this is all the wiring there is."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from kilnbase.auth import routes as auth_routes
+from kilnbase.config import Settings
+from kilnbase.dashboard import routes as dashboard_routes
+from kilnbase.db.pool import create_pool
+from kilnbase.db.session import Database
+from kilnbase.http.access_tokens import TokenService
+from kilnbase.http.errors import EXCEPTION_HANDLERS
+from kilnbase.http.principal import CredentialResolver
+from kilnbase.http.request_context import RequestContextMiddleware
+from kilnbase.logs import routes as logs_routes
+from kilnbase.server import routes as server_routes
+from kilnbase.server.database_startup import open_database
+from kilnbase.server.project_keys import load_project_keys
+from kilnbase.server.runtime import Runtime
+
+log = logging.getLogger("kilnbase")
+
+
+def create_app(settings: Settings, *, progress: Callable[[str], None] | None = None) -> Starlette:
+    """The whole server. Its lifespan opens the database (embedded or `DATABASE_URL`) and migrates it."""
+    report = progress or (lambda message: log.info(message))
+    keys = load_project_keys(settings)
+    tokens = TokenService(keys)
+    runtime = Runtime(settings=settings, keys=keys, tokens=tokens)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        conninfo, embedded = await anyio.to_thread.run_sync(open_database, settings, keys, report)
+        pool = create_pool(conninfo, settings)
+        try:
+            await pool.open(wait=True, timeout=30)
+            runtime.db = Database(pool)
+            yield
+        finally:
+            runtime.db = None
+            await pool.close()
+            if embedded is not None:
+                report("Stopping PostgreSQL")
+                await anyio.to_thread.run_sync(embedded.stop)
+
+    app = Starlette(
+        routes=[
+            *server_routes.routes,
+            *auth_routes.routes,
+            *logs_routes.routes,
+            *dashboard_routes.routes,
+        ],
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origin_regex=r".*",
+                allow_credentials=True,
+                allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                allow_headers=["*"],
+                expose_headers=["Content-Range", "Preference-Applied"],
+                max_age=86400,
+            ),
+            Middleware(RequestContextMiddleware, resolver=CredentialResolver(keys, tokens)),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    return app

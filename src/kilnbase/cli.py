@@ -1,0 +1,169 @@
+"""The `kilnbase` command: serve, keys, db migrate."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from kilnbase import __version__
+from kilnbase.config import Settings
+from kilnbase.db.migrate import MigrationError, apply_migrations
+from kilnbase.server.database_startup import DatabaseStartupError, check_external_database
+from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
+from kilnbase.server.project_keys import KeyConfigurationError, load_project_keys
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Kilnbase: an agent-native backend.")
+db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
+app.add_typer(db_app, name="db")
+console = Console(stderr=True, soft_wrap=True)
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Where the database and keys live [./.kilnbase].")
+]
+Host = Annotated[str | None, typer.Option("--host", help="Interface to listen on [127.0.0.1].")]
+Port = Annotated[int | None, typer.Option("--port", help="Port to listen on [7130, or $PORT].")]
+
+_KNOWN_ERRORS = (KeyConfigurationError, EmbeddedPostgresError, DatabaseStartupError, MigrationError)
+
+
+def _settings(data_dir: Path | None = None, host: str | None = None, port: int | None = None) -> Settings:
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    return Settings(**overrides)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]Error:[/] {message}")
+    raise typer.Exit(1)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            _fail(f"Cannot listen on {host}:{port} ({exc.strerror}). Stop what uses it, or pass --port.")
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """uvicorn, plus a banner once the socket is really listening."""
+
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        super().__init__(config)
+        self.settings = settings
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            url = self.settings.base_url
+            console.print(f"[bold green]Kilnbase {__version__} is ready[/] at [link={url}]{url}[/]")
+            console.print(f"  Dashboard: {url}/dashboard")
+            console.print(
+                f"  Keys:      {self.settings.keys_path.resolve()} (print them with: kilnbase keys"
+                f" --data-dir {self.settings.data_dir})"
+            )
+
+
+@app.command()
+def serve(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None:
+    """Start the server (and the embedded PostgreSQL unless DATABASE_URL is set)."""
+    from kilnbase.app import create_app
+    from kilnbase.logs.structured import configure_logging
+
+    settings = _settings(data_dir, host, port)
+    configure_logging(settings.log_level)
+    _check_port_free(settings.host, settings.port)
+    try:
+        application = create_app(settings, progress=lambda msg: console.print(f"[dim]•[/] {msg}"))
+    except _KNOWN_ERRORS as exc:
+        _fail(str(exc))
+    config = uvicorn.Config(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = _AnnouncingServer(config, settings)
+    try:
+        server.run()
+    except _KNOWN_ERRORS as exc:
+        _fail(str(exc))
+    if not server.started:
+        raise typer.Exit(1)
+
+
+@app.command()
+def keys(data_dir: DataDir = None) -> None:
+    """Print the URL, the admin API key and the anon key as JSON."""
+    settings = _settings(data_dir)
+    try:
+        project_keys = load_project_keys(settings)
+    except _KNOWN_ERRORS as exc:
+        _fail(str(exc))
+        return
+    json.dump(
+        {"url": settings.base_url, "apiKey": project_keys.api_key, "anonKey": project_keys.anon_key},
+        sys.stdout,
+        indent=2,
+    )
+    sys.stdout.write("\n")
+
+
+@db_app.command("migrate")
+def migrate(data_dir: DataDir = None) -> None:
+    """Apply pending migrations without serving."""
+    settings = _settings(data_dir)
+    embedded = None
+    try:
+        project_keys = load_project_keys(settings)
+        if settings.database_url:
+            check_external_database(settings.database_url)
+            conninfo = settings.database_url
+        else:
+            embedded = EmbeddedPostgres(
+                settings.data_dir,
+                project_keys.postgres_password,
+                progress=lambda msg: console.print(f"[dim]•[/] {msg}"),
+            )
+            conninfo = embedded.start()
+        with console.status("Applying migrations"):
+            applied = apply_migrations(conninfo)
+    except _KNOWN_ERRORS as exc:
+        _fail(str(exc))
+        return
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    if applied:
+        for migration in applied:
+            console.print(f"[green]applied[/] {migration.version:04d}_{migration.name}")
+    else:
+        console.print("The database is up to date.")
+
+
+@app.command()
+def version() -> None:
+    """Print Kilnbase's version."""
+    print(__version__)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""The connection pool, the per-request session (role + claims) and the migrations."""

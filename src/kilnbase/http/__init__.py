@@ -1,0 +1,1 @@
+"""Edge plumbing shared by every capability: credentials -> Principal, error shapes, request log."""

@@ -1,0 +1,96 @@
+"""InsForge's error shape for everything under `/api`: `{error, message, statusCode, nextActions?}`.
+
+A client mistake gets a 4xx with a message that says what to do; an unexpected failure gets a bare 500
+(logged with its traceback on the server, never sent to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+log = logging.getLogger("kilnbase.errors")
+
+_STATUS_CODES = {
+    400: "INVALID_INPUT",
+    401: "AUTH_UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "INVALID_INPUT",
+    409: "ALREADY_EXISTS",
+    413: "INVALID_INPUT",
+    415: "INVALID_INPUT",
+    429: "RATE_LIMITED",
+}
+
+
+class ApiError(Exception):
+    """Raise from a route or a service to answer with InsForge's error shape."""
+
+    def __init__(self, status: int, code: str, message: str, next_actions: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.next_actions = next_actions
+
+
+def error_body(status: int, code: str, message: str, next_actions: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": code, "message": message, "statusCode": status}
+    if next_actions:
+        body["nextActions"] = next_actions
+    return body
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    next_actions: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    return Response(
+        orjson.dumps(error_body(status, code, message, next_actions)),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+async def handle_api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.next_actions)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _STATUS_CODES.get(exc.status_code, "INVALID_INPUT" if exc.status_code < 500 else "INTERNAL_ERROR")
+    if exc.status_code == 404:
+        message = f"Route {request.method} {request.url.path} not found"
+        hint = "Check the path and the method against the API reference in the README."
+        return error_response(404, code, message, hint)
+    message = exc.detail if isinstance(exc.detail, str) else "Request failed"
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(
+        500,
+        "INTERNAL_ERROR",
+        "An unexpected error occurred; it has been logged.",
+        "Retry later; if it persists, check the server log.",
+    )
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: handle_api_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

@@ -1,0 +1,103 @@
+"""Who is calling: every credential InsForge accepts, turned into a Principal.
+
+Dispatch is by the credential's shape, as in InsForge's `verifyUser`: `ik_...` is the admin API key,
+`anon_...` the anon key, anything else must be a valid JWT. A credential that is present but wrong fails
+closed (401); it is never downgraded to anon.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from kilnbase.http.access_tokens import InvalidToken, TokenService
+from kilnbase.server.project_keys import ProjectKeys
+
+
+class CredentialKind(StrEnum):
+    NONE = "none"
+    API_KEY = "api_key"
+    ANON_KEY = "anon_key"
+    JWT = "jwt"
+
+
+JWT_ROLES = frozenset({"anon", "authenticated", "project_admin"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    db_role: str
+    kind: CredentialKind
+    user_id: str | None = None
+    email: str | None = None
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    scopes: frozenset[str] = frozenset()
+
+    @property
+    def is_admin(self) -> bool:
+        return self.db_role == "project_admin"
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this caller."""
+        if self.kind is CredentialKind.API_KEY:
+            return "api-key"
+        return self.email or self.user_id or self.db_role
+
+
+ANONYMOUS = Principal(db_role="anon", kind=CredentialKind.NONE, claims={"role": "anon"})
+
+
+class CredentialError(Exception):
+    """A credential was presented and is not valid."""
+
+
+class CredentialResolver:
+    def __init__(self, keys: ProjectKeys, tokens: TokenService) -> None:
+        self._keys = keys
+        self._tokens = tokens
+        self._admin = Principal(
+            db_role="project_admin", kind=CredentialKind.API_KEY, claims={"role": "project_admin"}
+        )
+        self._anon = Principal(db_role="anon", kind=CredentialKind.ANON_KEY, claims={"role": "anon"})
+
+    def resolve(self, authorization: str | None, api_key_header: str | None) -> Principal:
+        credential = self._extract(authorization, api_key_header)
+        if credential is None:
+            return ANONYMOUS
+        if credential.startswith("ik_"):
+            if hmac.compare_digest(credential.encode(), self._keys.api_key.encode()):
+                return self._admin
+            raise CredentialError("invalid API key")
+        if credential.startswith("anon_"):
+            if hmac.compare_digest(credential.encode(), self._keys.anon_key.encode()):
+                return self._anon
+            raise CredentialError("invalid anon key")
+        try:
+            claims = self._tokens.verify(credential)
+        except InvalidToken as exc:
+            raise CredentialError(str(exc)) from exc
+        role = claims.get("role")
+        if role not in JWT_ROLES:
+            raise CredentialError("token role is not allowed")
+        return Principal(
+            db_role=role,
+            kind=CredentialKind.JWT,
+            user_id=claims.get("sub"),
+            email=claims.get("email"),
+            claims=claims,
+        )
+
+    @staticmethod
+    def _extract(authorization: str | None, api_key_header: str | None) -> str | None:
+        if api_key_header:
+            return api_key_header.strip()
+        if not authorization:
+            return None
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise CredentialError("the Authorization header must be 'Bearer <token>'")
+        return value.strip()

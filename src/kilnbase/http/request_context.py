@@ -1,0 +1,107 @@
+"""Per-request plumbing: resolve the caller once, and write one structured log line per request.
+
+A pure ASGI middleware (no `BaseHTTPMiddleware`), because it sits on every request's path. The principal is
+resolved here and kept in the scope; an invalid credential is remembered, not answered, so that public
+routes (health, JWKS) still answer, and every route that needs a caller fails closed with 401.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kilnbase.http.errors import ApiError
+from kilnbase.http.principal import ANONYMOUS, CredentialError, CredentialResolver, Principal
+
+request_log = logging.getLogger("kilnbase.request")
+
+_PRINCIPAL = "kilnbase.principal"
+_CREDENTIAL_ERROR = "kilnbase.credential_error"
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, resolver: CredentialResolver) -> None:
+        self.app = app
+        self.resolver = resolver
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        authorization = api_key = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"x-api-key":
+                api_key = value.decode("latin-1")
+        principal: Principal | None
+        try:
+            principal = self.resolver.resolve(authorization, api_key)
+        except CredentialError as exc:
+            principal = None
+            scope[_CREDENTIAL_ERROR] = str(exc)
+        scope[_PRINCIPAL] = principal
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            fields: dict[str, Any] = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "role": principal.db_role if principal else "invalid",
+            }
+            request_log.info("request", extra={"fields": fields})
+
+
+def principal_of(request: Request) -> Principal:
+    """The caller, or 401 when a credential was presented and is invalid. No credential is anon."""
+    principal: Principal | None = request.scope.get(_PRINCIPAL, ANONYMOUS)
+    if principal is None:
+        reason = request.scope.get(_CREDENTIAL_ERROR, "invalid credential")
+        raise ApiError(
+            401,
+            "AUTH_UNAUTHORIZED",
+            f"Authentication failed: {reason}.",
+            "Send a valid API key, anon key or access token; sign in again if the token expired.",
+        )
+    return principal
+
+
+def require_credential(request: Request) -> Principal:
+    """A caller that presented a valid credential of any kind (InsForge's `verifyUser`)."""
+    principal = principal_of(request)
+    if principal is ANONYMOUS:
+        raise ApiError(
+            401,
+            "AUTH_UNAUTHORIZED",
+            "Authentication required.",
+            "Send the anon key, an access token, or the API key as 'Authorization: Bearer ...'.",
+        )
+    return principal
+
+
+def require_admin(request: Request) -> Principal:
+    """The API key or a project_admin JWT (InsForge's `verifyAdmin`)."""
+    principal = require_credential(request)
+    if not principal.is_admin:
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            "This endpoint needs admin rights.",
+            "Use the project's API key (kilnbase keys) or sign in as the project admin.",
+        )
+    return principal

@@ -1,0 +1,1 @@
+"""The structured request log and the audit log."""

@@ -1,0 +1,1 @@
+"""Process-level concerns: the embedded Postgres, project keys, startup, health."""

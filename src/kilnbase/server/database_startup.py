@@ -1,0 +1,64 @@
+"""Bring the project database up: the embedded cluster or `DATABASE_URL`, checked, then migrated."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+
+from kilnbase.config import Settings
+from kilnbase.db.migrate import apply_migrations
+from kilnbase.server.embedded_postgres import EmbeddedPostgres
+from kilnbase.server.project_keys import ProjectKeys
+
+MIN_SERVER_VERSION = 150000
+
+
+class DatabaseStartupError(RuntimeError):
+    pass
+
+
+def check_external_database(conninfo: str) -> None:
+    """Kilnbase needs Postgres >= 15 and a superuser (it creates roles and event triggers)."""
+    try:
+        with psycopg.connect(conninfo, connect_timeout=10) as conn:
+            version = conn.info.server_version
+            row = conn.execute("select rolsuper from pg_roles where rolname = current_user").fetchone()
+    except psycopg.OperationalError as exc:
+        raise DatabaseStartupError(
+            f"Cannot connect to DATABASE_URL: {str(exc).strip().splitlines()[0]}. "
+            "Check host, port and credentials."
+        ) from None
+    if version < MIN_SERVER_VERSION:
+        raise DatabaseStartupError(
+            f"DATABASE_URL points at PostgreSQL {version // 10000}; Kilnbase needs 15 or newer."
+        )
+    if not (row and row[0]):
+        raise DatabaseStartupError(
+            "The DATABASE_URL user must be a superuser: Kilnbase creates the anon, authenticated and "
+            "project_admin roles and the event triggers that enable RLS on new tables."
+        )
+
+
+def open_database(
+    settings: Settings, keys: ProjectKeys, progress: Callable[[str], None]
+) -> tuple[str, EmbeddedPostgres | None]:
+    """Start (or check) the database and migrate it; return its conninfo and the embedded cluster, if any."""
+    embedded: EmbeddedPostgres | None = None
+    if settings.database_url:
+        conninfo = settings.database_url
+        check_external_database(conninfo)
+    else:
+        embedded = EmbeddedPostgres(settings.data_dir, keys.postgres_password, progress=progress)
+        conninfo = embedded.start()
+    try:
+        applied = apply_migrations(conninfo)
+    except BaseException:
+        if embedded is not None:
+            embedded.stop()
+        raise
+    if applied:
+        progress(
+            f"Applied {len(applied)} migration(s): " + ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
+        )
+    return conninfo, embedded

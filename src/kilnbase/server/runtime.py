@@ -1,0 +1,33 @@
+"""What a running server holds: settings, keys, tokens and the database. Routes reach it via `runtime_of`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from starlette.requests import Request
+
+from kilnbase.config import Settings
+from kilnbase.db.session import Database
+from kilnbase.http.access_tokens import TokenService
+from kilnbase.server.project_keys import ProjectKeys
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    keys: ProjectKeys
+    tokens: TokenService
+    db: Database | None = None
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def database(self) -> Database:
+        if self.db is None:
+            raise RuntimeError("the database is not open yet")
+        return self.db
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
