@@ -24,6 +24,7 @@ from kilnbase.logs import routes as logs_routes
 from kilnbase.server import routes as server_routes
 from kilnbase.server.database_startup import open_database
 from kilnbase.server.project_keys import load_project_keys
+from kilnbase.secrets.encryption import SecretBox
 from kilnbase.server.runtime import Runtime
 
 log = logging.getLogger("kilnbase")
@@ -34,7 +35,7 @@ def create_app(settings: Settings, *, progress: Callable[[str], None] | None = N
     report = progress or (lambda message: log.info(message))
     keys = load_project_keys(settings)
     tokens = TokenService(keys)
-    runtime = Runtime(settings=settings, keys=keys, tokens=tokens)
+    runtime = Runtime(settings=settings, keys=keys, tokens=tokens, secret_box=SecretBox(keys.encryption_key))
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
 from kilnbase.http.access_tokens import TokenService
+from kilnbase.secrets.encryption import SecretBox
 from kilnbase.server.project_keys import ProjectKeys
 
 
@@ -18,6 +19,7 @@ class Runtime:
     settings: Settings
     keys: ProjectKeys
     tokens: TokenService
+    secret_box: SecretBox
     db: Database | None = None
     started_at: float = field(default_factory=time.time)
 

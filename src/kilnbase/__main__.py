@@ -1,0 +1,3 @@
+from kilnbase.cli import main
+
+main()

@@ -1,0 +1,92 @@
+"""Health, error shapes, CORS, JWKS, and the request log."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import jwt
+import pytest
+from starlette.testclient import TestClient
+
+
+def test_health_reports_insforge_shape_and_checks_the_database(client: TestClient) -> None:
+    response = client.get("/api/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["service"] == "Kilnbase"
+    major, minor, patch = (int(part) for part in body["version"].split("."))
+    assert (major, minor, patch) >= (1, 5, 1)
+    assert body["kilnbaseVersion"]
+    assert body["timestamp"].endswith("Z")
+    assert body["checks"]["database"]["status"] == "ok"
+
+
+def test_unknown_route_is_404_in_insforge_shape(client: TestClient) -> None:
+    response = client.get("/api/no/such/thing")
+    assert response.status_code == 404
+    body = response.json()
+    assert body["error"] == "NOT_FOUND"
+    assert body["statusCode"] == 404
+    assert "/api/no/such/thing" in body["message"]
+    assert body["nextActions"]
+
+
+def test_wrong_method_is_a_client_error(client: TestClient) -> None:
+    response = client.post("/api/health")
+    assert response.status_code == 405
+    assert response.json()["statusCode"] == 405
+
+
+def test_cors_preflight_allows_credentials_and_reflects_origin(client: TestClient) -> None:
+    response = client.options(
+        "/api/health",
+        headers={
+            "Origin": "http://app.example",
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "authorization, prefer",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "http://app.example"
+    assert response.headers["access-control-allow-credentials"] == "true"
+    assert "PATCH" in response.headers["access-control-allow-methods"]
+
+
+def test_cors_exposes_content_range_and_preference_applied(client: TestClient) -> None:
+    response = client.get("/api/health", headers={"Origin": "http://app.example"})
+    exposed = {h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")}
+    assert {"content-range", "preference-applied"} <= exposed
+
+
+def test_jwks_serves_the_signing_key_at_both_paths(client: TestClient) -> None:
+    first = client.get("/.well-known/jwks.json").json()
+    second = client.get("/api/.well-known/jwks.json").json()
+    assert first == second
+    (key,) = first["keys"]
+    assert key["kty"] == "RSA" and key["alg"] == "RS256" and key["kid"]
+    assert "d" not in key and "p" not in key  # never the private half
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    token = runtime.tokens.sign({"sub": "u1", "role": "authenticated"})
+    public_key = jwt.PyJWK(key).key
+    assert jwt.decode(token, public_key, algorithms=["RS256"])["sub"] == "u1"
+
+
+def test_one_json_log_line_per_request_without_secrets(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    api_key = client.app.state.runtime.keys.api_key  # type: ignore[attr-defined]
+    with caplog.at_level(logging.INFO, logger="kilnbase.request"):
+        client.get(f"/api/logs/audits?token={api_key}", headers={"Authorization": f"Bearer {api_key}"})
+    records = [r for r in caplog.records if r.name == "kilnbase.request"]
+    assert len(records) == 1
+    fields = records[0].fields  # type: ignore[attr-defined]
+    assert fields["method"] == "GET" and fields["path"] == "/api/logs/audits"
+    assert fields["status"] == 200 and fields["role"] == "project_admin"
+    assert isinstance(fields["duration_ms"], float)
+    from kilnbase.logs.structured import JsonFormatter
+
+    line = JsonFormatter().format(records[0])
+    assert json.loads(line)["path"] == "/api/logs/audits"
+    assert api_key not in line and api_key not in caplog.text
