@@ -1,11 +1,41 @@
-"""Auth endpoints. For now the public JWKS document, at both paths InsForge serves it."""
+"""Auth endpoints under `/api/auth` (InsForge's contract), plus the public JWKS.
+
+Users, sessions, profiles, the auth config and the root admin live here; email flows in `email_routes`,
+OAuth in `oauth_routes`. Handlers parse, call a service, and shape the answer.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from kilnbase.auth import accounts, auth_config, email_routes, users
+from kilnbase.auth.accounts import SessionResult
+from kilnbase.auth.edge import (
+    clear_refresh_cookie,
+    client_ip,
+    client_type_of,
+    context_of,
+    db_ip,
+    json_response,
+    refresh_token_from,
+    require_csrf,
+    session_response,
+)
+from kilnbase.auth.oauth_routes import oauth_providers_public
+from kilnbase.auth.root_admin import admin_subject, admin_user_json, credentials_match
+from kilnbase.auth.services import auth_services
+from kilnbase.auth.sessions import revoke_all_for_subject, revoke_family, revoke_token_family
+from kilnbase.auth.validation import UUID_PATTERN, parse, read_json
+from kilnbase.http.errors import ApiError, error_response
+from kilnbase.http.principal import CredentialKind, Principal
+from kilnbase.http.rate_limit import enforce
+from kilnbase.http.request_context import principal_of, require_admin, require_credential
+from kilnbase.logs import audit
 from kilnbase.server.runtime import runtime_of
 
 
@@ -13,7 +43,397 @@ async def jwks(request: Request) -> Response:
     return JSONResponse(runtime_of(request).keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
 
+def _int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ApiError(400, "INVALID_INPUT", f"'{name}' must be an integer from {low} to {high}.")
+    return value
+
+
+def _user_id(value: str) -> str:
+    if not UUID_PATTERN.match(value):
+        raise ApiError(400, "INVALID_INPUT", "Invalid user ID format.")
+    return value.lower()
+
+
+def _require_user(request: Request) -> Principal:
+    principal = require_credential(request)
+    if (
+        principal.kind is not CredentialKind.JWT
+        or principal.db_role != "authenticated"
+        or not principal.user_id
+    ):
+        raise ApiError(
+            401, "AUTH_UNAUTHORIZED", "A user access token is required.", "Sign in as a user first."
+        )
+    return principal
+
+
+async def _require_live_session(request: Request, principal: Principal) -> None:
+    """Access tokens carry their session (`sid`); once that session is signed out they stop working here."""
+    sid = principal.claims.get("sid")
+    if isinstance(sid, str):
+        live = await auth_services(runtime_of(request)).sessions.family_is_live(
+            runtime_of(request).database, sid
+        )
+        if not live:
+            raise ApiError(401, "AUTH_UNAUTHORIZED", "This session has been signed out.", "Sign in again.")
+
+
+# --- configuration ---------------------------------------------------------------------------------------
+
+
+async def public_config(request: Request) -> Response:
+    runtime = runtime_of(request)
+    row = await auth_config.read(runtime.database)
+    built_in, custom = await oauth_providers_public(runtime.database)
+    return json_response(
+        {"oAuthProviders": built_in, "customOAuthProviders": custom, **auth_config.public_config_json(row)}
+    )
+
+
+async def get_config(request: Request) -> Response:
+    require_admin(request)
+    return json_response(auth_config.config_json(await auth_config.read(runtime_of(request).database)))
+
+
+async def put_config(request: Request) -> Response:
+    principal = require_admin(request)
+    change = parse(auth_config.AuthConfigUpdate, await read_json(request))
+    async with runtime_of(request).database.as_owner() as cur:
+        row = await auth_config.update(cur, change)
+        await audit.record(
+            cur,
+            actor=principal.actor,
+            action="UPDATE_AUTH_CONFIG",
+            module="AUTH",
+            details={"updatedFields": sorted(change.model_dump(exclude_unset=True))},
+            ip=db_ip(request),
+        )
+    return json_response(auth_config.config_json(row))
+
+
+# --- users and sessions ---------------------------------------------------------------------------------
+
+
+async def create_user(request: Request) -> Response:
+    principal = principal_of(request)
+    ctx = context_of(request)
+    body = parse(accounts.SignUp, await read_json(request))
+    runtime = runtime_of(request)
+    settings = runtime.auth_settings
+    await enforce(
+        runtime.rate_limiter,
+        f"sign-up:{client_ip(request)}",
+        settings.sign_in_limit,
+        settings.rate_limit_window_seconds,
+    )
+    result = await accounts.sign_up(ctx, body, caller_is_admin=principal.is_admin)
+    if principal.is_admin:
+        await audit.record(
+            runtime.database,
+            actor=principal.actor,
+            action="CREATE_USER",
+            module="AUTH",
+            details={"userId": result.user["id"], "email": result.user["email"]},
+            ip=db_ip(request),
+        )
+    response = session_response(request, result, ctx.client_type)
+    if result.pending is not None:
+        response.background = email_routes.delivery(result.pending)
+    return response
+
+
+async def create_session(request: Request) -> Response:
+    ctx = context_of(request)
+    data = await read_json(request)
+    runtime = runtime_of(request)
+    settings = runtime.auth_settings
+    window = settings.rate_limit_window_seconds
+    method = data.get("method", "password") if isinstance(data, dict) else None
+    result: SessionResult
+    if method == "otp":
+        await enforce(runtime.rate_limiter, f"verify:{client_ip(request)}", settings.verify_limit, window)
+        result = await accounts.sign_in_with_code(ctx, parse(accounts.CodeSignIn, data))
+    elif method == "password":
+        body = parse(accounts.PasswordSignIn, data)
+        key = f"sign-in:{client_ip(request)}:{body.email}"
+        await enforce(runtime.rate_limiter, key, settings.sign_in_limit, window)
+        result = await accounts.sign_in_with_password(ctx, body)
+    else:
+        raise ApiError(400, "INVALID_INPUT", "method must be 'password' or 'otp'.")
+    return session_response(request, result, ctx.client_type)
+
+
+async def refresh_session(request: Request) -> Response:
+    client_type = client_type_of(request)
+    body = await read_json(request, optional=True) if client_type != "web" else None
+    token, from_cookie = refresh_token_from(request, body, client_type, "user")
+    try:
+        if not token:
+            raise ApiError(401, "AUTH_UNAUTHORIZED", "No refresh token provided.", "Sign in again.")
+        if from_cookie:
+            require_csrf(request, token)
+        result = await accounts.refresh(context_of(request), token)
+    except ApiError as exc:
+        response = error_response(exc.status, exc.code, exc.message, exc.next_actions)
+        if from_cookie and exc.status == 401:
+            clear_refresh_cookie(request, response, "user")
+        return response
+    return session_response(request, result, client_type)
+
+
+async def _logout(request: Request, kind: Any) -> Response:
+    client_type = client_type_of(request)
+    body = await read_json(request, optional=True) if client_type != "web" else None
+    scope = request.query_params.get("scope", "local")
+    if scope not in ("local", "global"):
+        raise ApiError(400, "INVALID_INPUT", "scope must be 'local' or 'global'.")
+    token, from_cookie = refresh_token_from(request, body, client_type, kind)
+    if token and from_cookie:
+        require_csrf(request, token)
+    principal = principal_of(request)
+    runtime = runtime_of(request)
+    sessions = auth_services(runtime).sessions
+    async with runtime.database.as_owner() as cur:
+        subject: str | None = None
+        if token:
+            claims = sessions.decode_refresh(token, kind)
+            subject = str(claims["sub"])
+            await revoke_token_family(cur, token)
+        elif principal.kind is CredentialKind.JWT and isinstance(principal.claims.get("sid"), str):
+            subject = principal.user_id
+            await revoke_family(cur, str(principal.claims["sid"]))
+        if scope == "global":
+            if subject is None:
+                raise ApiError(401, "AUTH_UNAUTHORIZED", "Signing out everywhere needs a session.")
+            await revoke_all_for_subject(cur, subject)
+    response = json_response({"success": True, "message": "Logged out successfully"})
+    if client_type == "web":
+        clear_refresh_cookie(request, response, kind)
+    return response
+
+
+async def logout(request: Request) -> Response:
+    return await _logout(request, "user")
+
+
+async def current_session(request: Request) -> Response:
+    principal = require_credential(request)
+    if principal.kind is not CredentialKind.JWT:
+        raise ApiError(401, "AUTH_UNAUTHORIZED", "An access token is required.", "Sign in first.")
+    await _require_live_session(request, principal)
+    runtime = runtime_of(request)
+    if principal.db_role == "project_admin":
+        who = admin_subject(principal.email or runtime.settings.root_admin_username)
+        return json_response({"user": admin_user_json(who, runtime.started_at)})
+    if principal.db_role != "authenticated" or not principal.user_id:
+        raise ApiError(401, "AUTH_UNAUTHORIZED", "A user access token is required.")
+    async with runtime.database.as_owner() as cur:
+        row = await users.by_id(cur, principal.user_id)
+    if row is None:
+        raise ApiError(401, "AUTH_UNAUTHORIZED", "The user of this token no longer exists.", "Sign in again.")
+    return json_response({"user": {**users.user_json(row), "role": "authenticated"}})
+
+
+class ProfileUpdate(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    profile: dict[str, Any]
+
+    @field_validator("profile")
+    @classmethod
+    def _size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(value) > 100:
+            raise ValueError("at most 100 fields")
+        return value
+
+
+async def update_profile(request: Request) -> Response:
+    principal = _require_user(request)
+    await _require_live_session(request, principal)
+    change = parse(ProfileUpdate, await read_json(request))
+    assert principal.user_id is not None
+    async with runtime_of(request).database.as_owner() as cur:
+        row = await users.merge_profile(cur, principal.user_id, change.profile)
+    if row is None:
+        raise ApiError(404, "NOT_FOUND", "User not found.")
+    return json_response({"id": str(row["id"]), "profile": row["profile"]})
+
+
+async def get_profile(request: Request) -> Response:
+    principal_of(request)
+    user_id = _user_id(request.path_params["user_id"])
+    async with runtime_of(request).database.as_owner() as cur:
+        row = await users.public_profile(cur, user_id)
+    if row is None:
+        raise ApiError(404, "NOT_FOUND", "User not found.")
+    return json_response({"id": str(row["id"]), "profile": row["profile"]})
+
+
+# --- admin: users ---------------------------------------------------------------------------------------
+
+
+async def list_users(request: Request) -> Response:
+    require_admin(request)
+    limit = _int_query(request, "limit", 10, 1, 1000)
+    offset = _int_query(request, "offset", 0, 0, 100_000_000)
+    search = request.query_params.get("search") or None
+    async with runtime_of(request).database.as_owner() as cur:
+        rows, total = await users.list_page(cur, limit=limit, offset=offset, search=search)
+    return json_response(
+        {
+            "data": [users.user_json(r) for r in rows],
+            "pagination": {"offset": offset, "limit": limit, "total": total},
+        }
+    )
+
+
+async def get_user(request: Request) -> Response:
+    require_admin(request)
+    user_id = _user_id(request.path_params["user_id"])
+    async with runtime_of(request).database.as_owner() as cur:
+        row = await users.by_id(cur, user_id)
+    if row is None:
+        raise ApiError(404, "NOT_FOUND", "User not found.")
+    return json_response(users.user_json(row))
+
+
+class DeleteUsers(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    userIds: list[str] = Field(min_length=1, max_length=1000)
+
+    @field_validator("userIds")
+    @classmethod
+    def _ids(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not UUID_PATTERN.match(item):
+                raise ValueError(f"Invalid user ID format: {item!r}")
+        return value
+
+
+async def delete_users(request: Request) -> Response:
+    principal = require_admin(request)
+    body = parse(DeleteUsers, await read_json(request))
+    async with runtime_of(request).database.as_owner() as cur:
+        deleted = await users.delete_many(cur, body.userIds)
+        await audit.record(
+            cur,
+            actor=principal.actor,
+            action="DELETE_USERS",
+            module="AUTH",
+            details={"userIds": body.userIds, "deletedCount": deleted},
+            ip=db_ip(request),
+        )
+    return json_response({"message": "Users deleted successfully", "deletedCount": deleted})
+
+
+async def anon_token(request: Request) -> Response:
+    """Deprecated in InsForge, still called by `@insforge/mcp`'s get-anon-key tool."""
+    require_admin(request)
+    return json_response(
+        {"accessToken": runtime_of(request).keys.anon_key, "message": "Anonymous key (opaque, rotatable)."}
+    )
+
+
+# --- root admin (dashboard) -----------------------------------------------------------------------------
+
+
+class AdminSignIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    email: str | None = Field(None, max_length=256)
+    username: str | None = Field(None, max_length=256)
+    password: str = Field(max_length=1024)
+
+
+async def admin_sign_in(request: Request) -> Response:
+    body = parse(AdminSignIn, await read_json(request))
+    runtime = runtime_of(request)
+    settings = runtime.auth_settings
+    name = body.username if body.username is not None else body.email
+    if name is None:
+        raise ApiError(400, "INVALID_INPUT", "username (or email) is required.")
+    key = f"admin-sign-in:{client_ip(request)}"
+    await enforce(runtime.rate_limiter, key, settings.sign_in_limit, settings.rate_limit_window_seconds)
+    expected_name = runtime.settings.root_admin_username
+    if not credentials_match(name, body.password, expected_name, runtime.keys.root_admin_password):
+        raise ApiError(401, "AUTH_INVALID_CREDENTIALS", "Invalid admin credentials.")
+    ctx = context_of(request)
+    who = admin_subject(expected_name)
+    async with runtime.database.as_owner() as cur:
+        tokens = await ctx.services.sessions.issue(
+            cur, who, client_type=ctx.client_type, ip=ctx.ip, user_agent=ctx.user_agent
+        )
+        await audit.record(cur, actor=expected_name, action="ADMIN_SIGN_IN", module="AUTH", ip=ctx.ip)
+    result = SessionResult(admin_user_json(who, runtime.started_at), tokens)
+    return session_response(request, result, ctx.client_type, kind="admin")
+
+
+async def admin_refresh(request: Request) -> Response:
+    client_type = client_type_of(request)
+    body = await read_json(request, optional=True) if client_type != "web" else None
+    token, from_cookie = refresh_token_from(request, body, client_type, "admin")
+    runtime = runtime_of(request)
+    ctx = context_of(request)
+    try:
+        if not token:
+            raise ApiError(401, "AUTH_UNAUTHORIZED", "No refresh token provided.", "Sign in again.")
+        if from_cookie:
+            require_csrf(request, token)
+        family_id, _subject = await ctx.services.sessions.redeem(runtime.database, token, "admin")
+        who = admin_subject(runtime.settings.root_admin_username)
+        async with runtime.database.as_owner() as cur:
+            tokens = await ctx.services.sessions.issue(
+                cur, who, client_type=client_type, family_id=family_id, ip=ctx.ip, user_agent=ctx.user_agent
+            )
+    except ApiError as exc:
+        response = error_response(exc.status, exc.code, exc.message, exc.next_actions)
+        if from_cookie and exc.status == 401:
+            clear_refresh_cookie(request, response, "admin")
+        return response
+    result = SessionResult(admin_user_json(who, runtime.started_at), tokens)
+    return session_response(request, result, client_type, kind="admin")
+
+
+async def admin_logout(request: Request) -> Response:
+    return await _logout(request, "admin")
+
+
+async def admin_current_session(request: Request) -> Response:
+    principal = require_admin(request)
+    if principal.kind is CredentialKind.JWT:
+        await _require_live_session(request, principal)
+    return json_response({"admin": {"sub": principal.user_id or "api-key", "email": principal.email}})
+
+
 routes: list[BaseRoute] = [
     Route("/.well-known/jwks.json", jwks, methods=["GET"]),
     Route("/api/.well-known/jwks.json", jwks, methods=["GET"]),
+    Route("/api/auth/public-config", public_config, methods=["GET"]),
+    Route("/api/auth/config", get_config, methods=["GET"]),
+    Route("/api/auth/config", put_config, methods=["PUT"]),
+    Route("/api/auth/users", create_user, methods=["POST"]),
+    Route("/api/auth/users", list_users, methods=["GET"]),
+    Route("/api/auth/users", delete_users, methods=["DELETE"]),
+    Route("/api/auth/users/{user_id}", get_user, methods=["GET"]),
+    Route("/api/auth/sessions", create_session, methods=["POST"]),
+    Route("/api/auth/sessions/current", current_session, methods=["GET"]),
+    Route("/api/auth/refresh", refresh_session, methods=["POST"]),
+    Route("/api/auth/logout", logout, methods=["POST"]),
+    Route("/api/auth/profiles/current", update_profile, methods=["PATCH"]),
+    Route("/api/auth/profiles/{user_id}", get_profile, methods=["GET"]),
+    Route("/api/auth/tokens/anon", anon_token, methods=["POST"]),
+    Route("/api/auth/admin/sessions", admin_sign_in, methods=["POST"]),
+    Route("/api/auth/admin/sessions/current", admin_current_session, methods=["GET"]),
+    Route("/api/auth/admin/refresh", admin_refresh, methods=["POST"]),
+    Route("/api/auth/admin/logout", admin_logout, methods=["POST"]),
+    *email_routes.routes,
 ]

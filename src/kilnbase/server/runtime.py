@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from kilnbase.auth.settings import AuthSettings
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
 from kilnbase.http.access_tokens import TokenService
+from kilnbase.http.rate_limit import InProcessRateLimiter, RateLimiter
 from kilnbase.secrets.encryption import SecretBox
 from kilnbase.server.project_keys import ProjectKeys
 
@@ -22,6 +24,10 @@ class Runtime:
     secret_box: SecretBox
     db: Database | None = None
     started_at: float = field(default_factory=time.time)
+    auth_settings: AuthSettings = field(default_factory=lambda: AuthSettings())
+    rate_limiter: RateLimiter = field(default_factory=InProcessRateLimiter)
+    #: Services built from the fields above on first use (auth.services.auth_services).
+    auth_cache: object | None = None
 
     @property
     def database(self) -> Database:

@@ -1,0 +1,114 @@
+"""The project's SMTP server (`auth.smtp_config`, one row). The password is write-only: stored encrypted with
+the project's SecretBox, reported only as `hasPassword`, and decrypted just before sending."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncCursor
+from psycopg.rows import DictRow
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from kilnbase.auth.auth_config import iso
+from kilnbase.auth.validation import normalize_email
+from kilnbase.email.smtp import SmtpServer
+from kilnbase.secrets.encryption import SecretBox
+
+_PASSWORD_CONTEXT = "auth.smtp_config.password"  # noqa: S105 (a label, not a password)
+
+
+class SmtpConfigUpdate(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    enabled: bool
+    host: str = Field(min_length=1, max_length=255)
+    #: Any port: InsForge allows only 25/465/587/2525, which rules out test servers and some relays.
+    port: int = Field(ge=1, le=65535)
+    username: str = Field(min_length=1, max_length=255)
+    password: str | None = Field(None, min_length=1, max_length=1024)
+    senderEmail: str
+    senderName: str = Field(min_length=1, max_length=255)
+    minIntervalSeconds: int = Field(60, ge=0, le=86400)
+
+    @field_validator("senderEmail")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        return normalize_email(value)
+
+
+def smtp_json(row: DictRow | None) -> dict[str, Any]:
+    if row is None:
+        return {
+            "id": None,
+            "enabled": False,
+            "host": "",
+            "port": 587,
+            "username": "",
+            "hasPassword": False,
+            "senderEmail": "",
+            "senderName": "",
+            "minIntervalSeconds": 60,
+            "createdAt": None,
+            "updatedAt": None,
+        }
+    return {
+        "id": str(row["id"]),
+        "enabled": row["enabled"],
+        "host": row["host"],
+        "port": row["port"],
+        "username": row["username"],
+        "hasPassword": row["password_ciphertext"] is not None,
+        "senderEmail": row["sender_email"],
+        "senderName": row["sender_name"],
+        "minIntervalSeconds": row["min_interval_seconds"],
+        "createdAt": iso(row["created_at"]),
+        "updatedAt": iso(row["updated_at"]),
+    }
+
+
+async def load(cur: AsyncCursor[DictRow]) -> DictRow | None:
+    await cur.execute("select * from auth.smtp_config where singleton")
+    return await cur.fetchone()
+
+
+async def upsert(cur: AsyncCursor[DictRow], change: SmtpConfigUpdate, box: SecretBox) -> DictRow:
+    ciphertext = box.encrypt(change.password, context=_PASSWORD_CONTEXT) if change.password else None
+    await cur.execute(
+        "insert into auth.smtp_config (enabled, host, port, username, password_ciphertext, sender_email, "
+        "sender_name, min_interval_seconds) values (%s, %s, %s, %s, %s, %s, %s, %s) "
+        "on conflict (singleton) do update set enabled = excluded.enabled, host = excluded.host, "
+        "port = excluded.port, username = excluded.username, "
+        "password_ciphertext = coalesce(excluded.password_ciphertext, auth.smtp_config.password_ciphertext), "
+        "sender_email = excluded.sender_email, sender_name = excluded.sender_name, "
+        "min_interval_seconds = excluded.min_interval_seconds, updated_at = now() returning *",
+        (
+            change.enabled,
+            change.host,
+            change.port,
+            change.username,
+            ciphertext,
+            change.senderEmail,
+            change.senderName,
+            change.minIntervalSeconds,
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+def server_of(row: DictRow | None, box: SecretBox) -> SmtpServer | None:
+    """The server to send through, or None when SMTP is not configured and enabled."""
+    if row is None or not row["enabled"] or not row["host"]:
+        return None
+    password = None
+    if row["password_ciphertext"]:
+        password = box.decrypt(row["password_ciphertext"], context=_PASSWORD_CONTEXT)
+    return SmtpServer(
+        host=row["host"],
+        port=row["port"],
+        username=row["username"],
+        password=password,
+        sender_email=row["sender_email"],
+        sender_name=row["sender_name"],
+    )

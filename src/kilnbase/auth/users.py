@@ -1,0 +1,128 @@
+"""Users (`auth.users`): create, find, list, delete, profiles, and the JSON shape InsForge's clients read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from psycopg import AsyncCursor, errors
+from psycopg.rows import DictRow
+
+from kilnbase.auth.auth_config import iso
+from kilnbase.http.errors import ApiError
+
+USER_COLUMNS = """
+    u.id, u.email, u.password, u.email_verified, u.profile, u.metadata, u.created_at, u.updated_at,
+    coalesce((select array_agg(distinct p.provider order by p.provider) from auth.user_providers p
+              where p.user_id = u.id), '{}') as providers
+"""
+
+
+def user_json(row: DictRow) -> dict[str, Any]:
+    providers = list(row["providers"] or [])
+    if row["password"] and "email" not in providers:
+        providers.insert(0, "email")
+    return {
+        "id": str(row["id"]),
+        "email": row["email"],
+        "emailVerified": row["email_verified"],
+        "providers": providers,
+        "createdAt": iso(row["created_at"]),
+        "updatedAt": iso(row["updated_at"]),
+        "profile": row["profile"],
+        "metadata": row["metadata"],
+    }
+
+
+async def by_id(cur: AsyncCursor[DictRow], user_id: str) -> DictRow | None:
+    await cur.execute(f"select {USER_COLUMNS} from auth.users u where u.id = %s", (user_id,))
+    return await cur.fetchone()
+
+
+async def by_email(cur: AsyncCursor[DictRow], email: str, *, lock: bool = False) -> DictRow | None:
+    suffix = " for update of u" if lock else ""
+    await cur.execute(f"select {USER_COLUMNS} from auth.users u where u.email = %s{suffix}", (email,))
+    return await cur.fetchone()
+
+
+async def create(
+    cur: AsyncCursor[DictRow],
+    *,
+    email: str,
+    password_hash: str | None,
+    name: str | None,
+    email_verified: bool,
+) -> DictRow:
+    profile = {"name": name} if name else {}
+    try:
+        await cur.execute(
+            "insert into auth.users (email, password, email_verified, profile) values (%s, %s, %s, "
+            "%s::jsonb) "
+            "returning id",
+            (email, password_hash, email_verified, orjson.dumps(profile).decode()),
+        )
+    except errors.UniqueViolation:
+        raise ApiError(
+            409,
+            "AUTH_EMAIL_EXISTS",
+            "A user with this email already exists.",
+            "Sign in instead, or reset the password.",
+        ) from None
+    created = await cur.fetchone()
+    assert created is not None
+    row = await by_id(cur, str(created["id"]))
+    assert row is not None
+    return row
+
+
+async def set_password(cur: AsyncCursor[DictRow], user_id: str, password_hash: str) -> None:
+    await cur.execute(
+        "update auth.users set password = %s, updated_at = now() where id = %s", (password_hash, user_id)
+    )
+
+
+async def mark_verified(cur: AsyncCursor[DictRow], user_id: str) -> None:
+    await cur.execute(
+        "update auth.users set email_verified = true, updated_at = now() where id = %s and not "
+        "email_verified",
+        (user_id,),
+    )
+
+
+async def merge_profile(cur: AsyncCursor[DictRow], user_id: str, profile: dict[str, Any]) -> DictRow | None:
+    await cur.execute(
+        "update auth.users set profile = profile || %s::jsonb, updated_at = now() where id = %s returning id",
+        (orjson.dumps(profile).decode(), user_id),
+    )
+    if await cur.fetchone() is None:
+        return None
+    return await by_id(cur, user_id)
+
+
+async def public_profile(cur: AsyncCursor[DictRow], user_id: str) -> DictRow | None:
+    await cur.execute("select id, profile from auth.users where id = %s", (user_id,))
+    return await cur.fetchone()
+
+
+async def list_page(
+    cur: AsyncCursor[DictRow], *, limit: int, offset: int, search: str | None
+) -> tuple[list[DictRow], int]:
+    where, params = "", []
+    if search:
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where = "where u.email ilike %s or u.profile->>'name' ilike %s or u.id::text = %s"
+        params = [f"%{escaped}%", f"%{escaped}%", search]
+    await cur.execute(f"select count(*) as total from auth.users u {where}", params)
+    total_row = await cur.fetchone()
+    await cur.execute(
+        f"select {USER_COLUMNS} from auth.users u {where} order by u.created_at desc, u.id limit %s offset "
+        f"%s",
+        [*params, limit, offset],
+    )
+    rows = await cur.fetchall()
+    return rows, int(total_row["total"]) if total_row else 0
+
+
+async def delete_many(cur: AsyncCursor[DictRow], user_ids: list[str]) -> int:
+    await cur.execute("delete from auth.users where id = any(%s::uuid[])", (user_ids,))
+    return cur.rowcount
