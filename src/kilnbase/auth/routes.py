@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from kilnbase.auth import accounts, auth_config, email_routes, users
+from kilnbase.auth import accounts, auth_config, email_routes, oauth_routes, users
 from kilnbase.auth.accounts import SessionResult
 from kilnbase.auth.edge import (
     clear_refresh_cookie,
@@ -436,4 +436,5 @@ routes: list[BaseRoute] = [
     Route("/api/auth/admin/refresh", admin_refresh, methods=["POST"]),
     Route("/api/auth/admin/logout", admin_logout, methods=["POST"]),
     *email_routes.routes,
+    *oauth_routes.routes,
 ]

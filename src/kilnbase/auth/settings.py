@@ -6,7 +6,9 @@ password-hashing profile, relaxed rate limits) by assigning `runtime.auth_settin
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,5 +39,21 @@ class AuthSettings(BaseSettings):
     reset_code_expiry_minutes: int = Field(default=10, ge=1)
     reset_link_expiry_minutes: int = Field(default=60, ge=1)
 
+    #: Endpoint overrides per built-in OAuth provider, e.g. `{"github": {"authorize_url": "...",
+    #: "token_url": "...", "userinfo_url": "..."}}` for GitHub Enterprise, or a test provider.
+    oauth_endpoints: dict[str, dict[str, str]] = Field(default_factory=dict)
+    #: How long an OAuth flow (provider round trip) and the one-time `insforge_code` stay valid.
+    oauth_flow_seconds: int = Field(default=600, ge=30)
+
     #: Trust `X-Forwarded-For` for the client address (only behind a proxy you run).
     trust_forwarded_for: bool = False
+
+    @field_validator("oauth_endpoints")
+    @classmethod
+    def _known_endpoints(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        allowed = {"authorize_url", "token_url", "userinfo_url", "jwks_uri", "issuer", "emails_url"}
+        for provider, fields in value.items():
+            unknown = set(fields) - allowed
+            if unknown:
+                raise ValueError(f"unknown endpoint fields for {provider}: {sorted(unknown)}")
+        return value

@@ -1,0 +1,469 @@
+"""The OAuth sign-in flow InsForge's SDK speaks, for built-in providers and custom OpenID Connect providers.
+
+1. `start`: the app sends its `redirect_uri` (allow-listed) and a PKCE `code_challenge`; we record a flow
+   under a random `state` (single use, stored hashed) with our own PKCE verifier towards the provider, and
+   return the provider's authorization URL.
+2. `callback`: the provider returns `code` and `state`; we redeem the state, exchange the code (with our
+   verifier), read the identity (userinfo, and the ID token validated against the provider's JWKS when there
+   is one), find or create the user, and send the browser back with a one-time `insforge_code`.
+3. `exchange`: the app trades `insforge_code` plus its `code_verifier` for a session. A wrong verifier burns
+   the code.
+
+Linking: an identity already linked signs in that user. Otherwise a *verified* provider address that matches
+an account links to it; if that account never verified its address, its password is dropped and its sessions
+revoked (whoever registered it could not prove the address, the provider just did). An unverified provider
+address that matches an account is refused rather than linked.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+import jwt
+import orjson
+from authlib.integrations.base_client.errors import OAuthError
+from authlib.integrations.httpx_client import AsyncOAuth2Client
+from psycopg import AsyncCursor
+from psycopg.rows import DictRow
+
+from kilnbase.auth import auth_config, oauth_configs, users
+from kilnbase.auth.accounts import AuthContext, SessionResult, user_subject, with_query
+from kilnbase.auth.oauth_providers import (
+    BUILT_IN,
+    UNSUPPORTED_PROVIDERS,
+    Endpoints,
+    Identity,
+    parse_oidc_claims,
+    spec_for,
+)
+from kilnbase.auth.redirects import is_allowed_redirect
+from kilnbase.auth.sessions import revoke_all_for_subject
+from kilnbase.http.errors import ApiError
+
+_HTTP_TIMEOUT = 15.0
+_CACHE_SECONDS = 300.0
+_RESERVED_PARAMS = frozenset(
+    {
+        "redirect_uri",
+        "code_challenge",
+        "code_challenge_method",
+        "client_id",
+        "state",
+        "response_type",
+        "nonce",
+    }
+)
+
+
+class OAuthFailure(Exception):
+    """The provider round trip failed after the state was redeemed: reported to the app by redirect."""
+
+
+@dataclass(frozen=True)
+class ResolvedProvider:
+    key: str
+    stored_name: str
+    client_id: str
+    client_secret: str
+    endpoints: Endpoints
+    scopes: tuple[str, ...]
+    parse: Any
+    client_auth_method: str
+    extra_params: tuple[tuple[str, str], ...]
+    callback_url: str
+    is_oidc: bool
+
+
+def _hash(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
+
+
+def s256(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+_documents: dict[str, tuple[dict[str, Any], float]] = {}
+
+
+async def _fetch_json(url: str) -> dict[str, Any]:
+    cached = _documents.get(url)
+    if cached and cached[1] > time.monotonic():
+        return cached[0]
+    async with httpx.AsyncClient(timeout=_HTTP_TIMEOUT) as client:
+        response = await client.get(url, headers={"Accept": "application/json"})
+    response.raise_for_status()
+    document = response.json()
+    if not isinstance(document, dict):
+        raise ValueError(f"{url} did not return a JSON object")
+    _documents[url] = (document, time.monotonic() + _CACHE_SECONDS)
+    return document
+
+
+async def discover(discovery_url: str) -> Endpoints:
+    try:
+        document = await _fetch_json(discovery_url)
+        return Endpoints(
+            authorize_url=document["authorization_endpoint"],
+            token_url=document["token_endpoint"],
+            userinfo_url=document.get("userinfo_endpoint"),
+            jwks_uri=document["jwks_uri"],
+            issuer=document["issuer"],
+        )
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        raise ApiError(
+            400,
+            "AUTH_OAUTH_CONFIG_ERROR",
+            "The provider's OpenID discovery document could not be read.",
+            "Check the discoveryEndpoint of the custom provider.",
+        ) from exc
+
+
+def _apple_client_secret(client_id: str, stored: str) -> str:
+    """Apple's client secret is a short-lived ES256 JWT made from `{teamId, keyId, privateKey}`."""
+    try:
+        parts = json.loads(stored)
+    except ValueError:
+        return stored
+    if not isinstance(parts, dict) or not {"teamId", "keyId", "privateKey"} <= set(parts):
+        return stored
+    now = int(time.time())
+    claims = {
+        "iss": parts["teamId"],
+        "iat": now,
+        "exp": now + 300,
+        "aud": "https://appleid.apple.com",
+        "sub": client_id,
+    }
+    return jwt.encode(claims, parts["privateKey"], algorithm="ES256", headers={"kid": parts["keyId"]})
+
+
+async def resolve_built_in(ctx: AuthContext, cur: AsyncCursor[DictRow], provider: str) -> ResolvedProvider:
+    if provider in UNSUPPORTED_PROVIDERS or provider not in BUILT_IN:
+        raise ApiError(400, "AUTH_UNSUPPORTED_PROVIDER", f"OAuth provider {provider!r} is not supported.")
+    row = await oauth_configs.get_built_in(cur, provider)
+    secret = oauth_configs.built_in_secret(row, ctx.box) if row else None
+    if row is None or not row["client_id"] or not secret:
+        raise ApiError(
+            400,
+            "AUTH_OAUTH_CONFIG_ERROR",
+            f"OAuth provider {provider!r} is not configured.",
+            f"Configure it with POST /api/auth/oauth/configs (provider {provider}, clientId, clientSecret).",
+        )
+    spec = spec_for(provider, ctx.services.settings.oauth_endpoints)
+    if provider == "apple":
+        secret = _apple_client_secret(row["client_id"], secret)
+    return ResolvedProvider(
+        key=provider,
+        stored_name=provider,
+        client_id=row["client_id"],
+        client_secret=secret,
+        endpoints=spec.endpoints,
+        scopes=tuple(row["scopes"] or spec.scopes),
+        parse=spec.parse,
+        client_auth_method=spec.client_auth_method,
+        extra_params=spec.extra_authorize_params,
+        callback_url=row["redirect_uri"] or f"{ctx.base_url}/api/auth/oauth/{provider}/callback",
+        is_oidc=spec.endpoints.jwks_uri is not None,
+    )
+
+
+async def resolve_custom(ctx: AuthContext, cur: AsyncCursor[DictRow], key: str) -> ResolvedProvider:
+    row = await oauth_configs.get_custom(cur, key)
+    if row is None:
+        raise ApiError(404, "NOT_FOUND", f"No custom OAuth provider with key {key!r}.")
+    endpoints = await discover(row["discovery_endpoint"])
+    return ResolvedProvider(
+        key=key,
+        stored_name=f"custom:{key}",
+        client_id=row["client_id"],
+        client_secret=oauth_configs.custom_secret(row, ctx.box),
+        endpoints=endpoints,
+        scopes=("openid", "email", "profile"),
+        parse=parse_oidc_claims,
+        client_auth_method="client_secret_post",
+        extra_params=(),
+        callback_url=f"{ctx.base_url}/api/auth/oauth/custom/{key}/callback",
+        is_oidc=True,
+    )
+
+
+def _client(provider: ResolvedProvider, **kwargs: Any) -> AsyncOAuth2Client:
+    return AsyncOAuth2Client(
+        client_id=provider.client_id,
+        client_secret=provider.client_secret,
+        token_endpoint_auth_method=provider.client_auth_method,
+        redirect_uri=provider.callback_url,
+        code_challenge_method="S256",
+        timeout=_HTTP_TIMEOUT,
+        **kwargs,
+    )
+
+
+async def start(
+    ctx: AuthContext,
+    provider: ResolvedProvider,
+    redirect_uri: str,
+    code_challenge: str,
+    extra: dict[str, str],
+) -> str:
+    config = await auth_config.read(ctx.db)
+    if not is_allowed_redirect(redirect_uri, list(config["allowed_redirect_urls"])):
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "redirect_uri is not in the allowed redirect URLs.",
+            "Add it to allowedRedirectUrls with PUT /api/auth/config.",
+        )
+    state = secrets.token_urlsafe(32)
+    verifier = secrets.token_urlsafe(48)
+    nonce = secrets.token_urlsafe(16)
+    async with ctx.db.as_owner() as cur:
+        await cur.execute("delete from auth.oauth_flows where expires_at < now()")
+        await cur.execute(
+            "insert into auth.oauth_flows (state_hash, provider, redirect_uri, code_challenge, "
+            "provider_code_verifier, nonce, expires_at) values (%s, %s, %s, %s, %s, %s, "
+            "now() + make_interval(secs => %s))",
+            (
+                _hash(state),
+                provider.stored_name,
+                redirect_uri,
+                code_challenge,
+                verifier,
+                nonce,
+                ctx.services.settings.oauth_flow_seconds,
+            ),
+        )
+    params = {k: v for k, v in extra.items() if k not in _RESERVED_PARAMS and k != "scope"}
+    params.update(dict(provider.extra_params))
+    if provider.is_oidc:
+        params["nonce"] = nonce
+    async with _client(provider, scope=" ".join(provider.scopes)) as client:
+        url, _state = client.create_authorization_url(
+            provider.endpoints.authorize_url, state=state, code_verifier=verifier, **params
+        )
+    return str(url)
+
+
+async def _redeem_state(ctx: AuthContext, provider: ResolvedProvider, state: str) -> DictRow:
+    async with ctx.db.as_owner() as cur:
+        await cur.execute(
+            "delete from auth.oauth_flows where state_hash = %s returning provider, redirect_uri, "
+            "code_challenge, "
+            "provider_code_verifier, nonce, expires_at < now() as expired",
+            (_hash(state),),
+        )
+        row = await cur.fetchone()
+    if row is None or row["expired"] or row["provider"] != provider.stored_name:
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "Invalid or expired OAuth state.",
+            "Start the sign-in again from the app; each attempt can be completed once.",
+        )
+    return row
+
+
+async def _validate_id_token(provider: ResolvedProvider, token: str, nonce: str | None) -> dict[str, Any]:
+    endpoints = provider.endpoints
+    assert endpoints.jwks_uri is not None
+    try:
+        key_set = jwt.PyJWKSet.from_dict(await _fetch_json(endpoints.jwks_uri))
+        header = jwt.get_unverified_header(token)
+        key = next((k for k in key_set.keys if k.key_id == header.get("kid")), None)
+        if key is None or header.get("alg") in (None, "none") or header["alg"].startswith("HS"):
+            raise OAuthFailure("the ID token is not signed by a key of the provider")
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key.key,
+            algorithms=[header["alg"]],
+            audience=provider.client_id,
+            issuer=endpoints.issuer,
+            options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            leeway=30,
+        )
+    except (jwt.PyJWTError, httpx.HTTPError, ValueError) as exc:
+        raise OAuthFailure(f"invalid ID token: {exc}") from exc
+    if nonce is not None and "nonce" in claims and not hmac.compare_digest(str(claims["nonce"]), nonce):
+        raise OAuthFailure("the ID token's nonce does not match this sign-in")
+    return claims
+
+
+async def _identity(provider: ResolvedProvider, flow: DictRow, code: str) -> Identity:
+    try:
+        async with _client(provider) as client:
+            token = await client.fetch_token(
+                provider.endpoints.token_url,
+                grant_type="authorization_code",
+                code=code,
+                code_verifier=flow["provider_code_verifier"],
+            )
+            claims: dict[str, Any] | None = None
+            if provider.is_oidc and token.get("id_token"):
+                claims = await _validate_id_token(provider, token["id_token"], flow["nonce"])
+            elif provider.is_oidc and provider.endpoints.userinfo_url is None:
+                raise OAuthFailure("the provider returned no ID token")
+            if provider.endpoints.userinfo_url is None:
+                assert claims is not None
+                identity: Identity = provider.parse(claims)
+                return identity
+            response = await client.get(
+                provider.endpoints.userinfo_url, headers={"Accept": "application/json"}
+            )
+            response.raise_for_status()
+            data = response.json()
+            if provider.endpoints.emails_url:
+                emails = await client.get(
+                    provider.endpoints.emails_url, headers={"Accept": "application/json"}
+                )
+                emails.raise_for_status()
+                data = {**data, "emails": emails.json()}
+    except (OAuthError, httpx.HTTPError, ValueError, KeyError) as exc:
+        raise OAuthFailure(f"{type(exc).__name__}: {exc}") from exc
+    identity = provider.parse(data)
+    if claims is not None and str(claims["sub"]) != identity.account_id:
+        raise OAuthFailure("the userinfo subject differs from the ID token's")
+    return identity
+
+
+def _placeholder_email(provider: ResolvedProvider, identity: Identity) -> str:
+    digest = hashlib.sha256(f"{provider.stored_name}:{identity.account_id}".encode()).hexdigest()[:24]
+    return f"{provider.key.replace(':', '-')}-{digest}@users.noreply.invalid"
+
+
+async def link_or_create(ctx: AuthContext, provider: ResolvedProvider, identity: Identity) -> DictRow:
+    """The user this identity signs in, linking or creating as described in the module docstring."""
+    provider_data = orjson.dumps(
+        {"email": identity.email, "name": identity.name, "avatar_url": identity.avatar_url}
+    ).decode()
+    config = await auth_config.read(ctx.db)
+    async with ctx.db.as_owner() as cur:
+        await cur.execute(
+            "update auth.user_providers set provider_data = %s::jsonb, updated_at = now() "
+            "where provider = %s and provider_account_id = %s returning user_id::text",
+            (provider_data, provider.stored_name, identity.account_id),
+        )
+        linked = await cur.fetchone()
+        if linked is not None:
+            row = await users.by_id(cur, linked["user_id"])
+            assert row is not None
+            return row
+        email = identity.email.lower() if identity.email else None
+        existing = await users.by_email(cur, email, lock=True) if email else None
+        if existing is not None:
+            if not identity.email_verified:
+                raise OAuthFailure("email_exists: an account with this email exists; sign in to it first")
+            if not existing["email_verified"]:
+                await cur.execute(
+                    "update auth.users set password = null, email_verified = true, updated_at = now() where "
+                    "id = %s",
+                    (existing["id"],),
+                )
+                await revoke_all_for_subject(cur, str(existing["id"]))
+            user_id = str(existing["id"])
+        else:
+            if config["disable_signup"]:
+                raise OAuthFailure("signup_disabled: sign-up is disabled for this project")
+            profile: dict[str, Any] = {}
+            if identity.name:
+                profile["name"] = identity.name
+            if identity.avatar_url:
+                profile["avatar_url"] = identity.avatar_url
+            created = await users.create(
+                cur,
+                email=email or _placeholder_email(provider, identity),
+                password_hash=None,
+                name=None,
+                email_verified=identity.email_verified,
+            )
+            user_id = str(created["id"])
+            if profile:
+                await users.merge_profile(cur, user_id, profile)
+        await cur.execute(
+            "insert into auth.user_providers (user_id, provider, provider_account_id, provider_data) "
+            "values (%s, %s, %s, %s::jsonb)",
+            (user_id, provider.stored_name, identity.account_id, provider_data),
+        )
+        row = await users.by_id(cur, user_id)
+        assert row is not None
+        return row
+
+
+async def callback(ctx: AuthContext, provider: ResolvedProvider, params: dict[str, str]) -> str:
+    """Where to send the browser: the app's redirect_uri with `insforge_code`, or with `error`."""
+    state = params.get("state")
+    if not state:
+        raise ApiError(400, "INVALID_INPUT", "The OAuth callback has no state.")
+    flow = await _redeem_state(ctx, provider, state)
+    redirect_uri: str = flow["redirect_uri"]
+    if params.get("error"):
+        return with_query(redirect_uri, {"error": params["error"][:200]})
+    code = params.get("code")
+    if not code:
+        return with_query(redirect_uri, {"error": "missing_code"})
+    try:
+        identity = await _identity(provider, flow, code)
+        if provider.key == "apple" and params.get("user"):
+            identity = _with_apple_name(identity, params["user"])
+        row = await link_or_create(ctx, provider, identity)
+    except OAuthFailure as exc:
+        reason = str(exc)
+        error = (
+            reason.split(":", 1)[0]
+            if reason.split(":", 1)[0] in ("email_exists", "signup_disabled")
+            else "oauth_failed"
+        )
+        return with_query(redirect_uri, {"error": error})
+    one_time = secrets.token_urlsafe(32)
+    async with ctx.db.as_owner() as cur:
+        await cur.execute("delete from auth.oauth_exchange_codes where expires_at < now()")
+        await cur.execute(
+            "insert into auth.oauth_exchange_codes (code_hash, user_id, code_challenge, expires_at) "
+            "values (%s, %s, %s, now() + make_interval(secs => %s))",
+            (_hash(one_time), row["id"], flow["code_challenge"], ctx.services.settings.oauth_flow_seconds),
+        )
+    return with_query(redirect_uri, {"insforge_code": one_time})
+
+
+def _with_apple_name(identity: Identity, user_json: str) -> Identity:
+    """Apple sends the name once, as a form field on the first sign-in."""
+    try:
+        name = json.loads(user_json).get("name", {})
+        full = " ".join(p for p in (name.get("firstName"), name.get("lastName")) if isinstance(p, str) and p)
+    except (ValueError, AttributeError):
+        return identity
+    return replace(identity, name=full or identity.name)
+
+
+async def exchange(ctx: AuthContext, code: str, verifier: str) -> SessionResult:
+    async with ctx.db.as_owner() as cur:
+        await cur.execute(
+            "delete from auth.oauth_exchange_codes where code_hash = %s "
+            "returning user_id::text, code_challenge, expires_at < now() as expired",
+            (_hash(code),),
+        )
+        found = await cur.fetchone()
+    if found is None or found["expired"]:
+        raise ApiError(400, "INVALID_INPUT", "Invalid or expired OAuth code.", "Start the sign-in again.")
+    if not hmac.compare_digest(s256(verifier), found["code_challenge"]):
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "The code_verifier does not match the code_challenge of this sign-in.",
+            "Send the verifier generated with the challenge; the code is now spent, start again.",
+        )
+    async with ctx.db.as_owner() as cur:
+        row = await users.by_id(cur, found["user_id"])
+        if row is None:
+            raise ApiError(400, "INVALID_INPUT", "The user of this sign-in no longer exists.")
+        tokens = await ctx.services.sessions.issue(
+            cur, user_subject(row), client_type=ctx.client_type, ip=ctx.ip, user_agent=ctx.user_agent
+        )
+    return SessionResult(users.user_json(row), tokens)
