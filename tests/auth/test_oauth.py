@@ -315,3 +315,42 @@ def test_a_provider_error_is_passed_to_the_app(client: TestClient, configured: N
     state = parse_qs(urlsplit(started.json()["authUrl"]).query)["state"][0]
     back = come_back(client, f"/api/auth/oauth/google/callback?error=access_denied&state={state}")
     assert back == {"error": ["access_denied"]}
+
+
+def test_id_token_sign_in_checks_audience_signature_expiry_and_nonce(
+    client: TestClient, admin_headers: dict[str, str], configured: None, provider: OidcProvider
+) -> None:
+    client.put("/api/auth/oauth/google/config", json={"nativeClientIds": ["ios-app"]}, headers=admin_headers)
+    email = new_email()
+    user = ProviderUser(secrets.token_hex(4), email)
+    ok = client.post(
+        "/api/auth/id-token?client_type=mobile",
+        json={"provider": "google", "token": provider.mint_id_token(user)},
+    )
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["user"]["email"] == email
+    assert ok.json()["refreshToken"]
+    native = provider.mint_id_token(user, aud="ios-app", nonce="raw-nonce")
+    hashed_nonce = provider.mint_id_token(user, nonce=hashlib.sha256(b"raw-nonce").hexdigest())
+    for token in (native, hashed_nonce):
+        body = {"provider": "google", "token": token, "nonce": "raw-nonce"}
+        response = client.post("/api/auth/id-token?client_type=mobile", json=body)
+        assert response.json()["user"]["id"] == ok.json()["user"]["id"]
+    refused = [
+        {"provider": "google", "token": provider.mint_id_token(user, aud="someone-else")},
+        {"provider": "google", "token": provider.mint_id_token(user, lifetime=-120)},
+        {"provider": "google", "token": provider.mint_id_token(user, nonce="a"), "nonce": "b"},
+        {"provider": "google", "token": "not.a.jwt"},
+    ]
+    for body in refused:
+        assert client.post("/api/auth/id-token", json=body).status_code == 401, body
+    provider.sign_with_wrong_key = True
+    try:
+        forged = provider.mint_id_token(user)
+    finally:
+        provider.sign_with_wrong_key = False
+    assert client.post("/api/auth/id-token", json={"provider": "google", "token": forged}).status_code == 401
+    assert client.post("/api/auth/id-token", json={"provider": "github", "token": forged}).status_code == 400
+    assert client.post("/api/auth/id-token", json={"provider": "apple", "token": forged}).json()["error"] == (
+        "AUTH_OAUTH_CONFIG_ERROR"
+    )

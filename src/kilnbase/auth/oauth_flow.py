@@ -271,28 +271,33 @@ async def _redeem_state(ctx: AuthContext, provider: ResolvedProvider, state: str
     return row
 
 
-async def _validate_id_token(provider: ResolvedProvider, token: str, nonce: str | None) -> dict[str, Any]:
-    endpoints = provider.endpoints
+async def validate_id_token(
+    endpoints: Endpoints, audiences: list[str], token: str, nonce: str | None
+) -> dict[str, Any]:
+    """Signature (by a key of the provider's JWKS, asymmetric only), issuer, audience, expiry, nonce."""
     assert endpoints.jwks_uri is not None
     try:
         key_set = jwt.PyJWKSet.from_dict(await _fetch_json(endpoints.jwks_uri))
         header = jwt.get_unverified_header(token)
         key = next((k for k in key_set.keys if k.key_id == header.get("kid")), None)
-        if key is None or header.get("alg") in (None, "none") or header["alg"].startswith("HS"):
+        if key is None or header.get("alg") in (None, "none") or str(header["alg"]).startswith("HS"):
             raise OAuthFailure("the ID token is not signed by a key of the provider")
         claims: dict[str, Any] = jwt.decode(
             token,
             key.key,
             algorithms=[header["alg"]],
-            audience=provider.client_id,
+            audience=audiences,
             issuer=endpoints.issuer,
             options={"require": ["exp", "iat", "sub", "iss", "aud"]},
             leeway=30,
         )
     except (jwt.PyJWTError, httpx.HTTPError, ValueError) as exc:
         raise OAuthFailure(f"invalid ID token: {exc}") from exc
-    if nonce is not None and "nonce" in claims and not hmac.compare_digest(str(claims["nonce"]), nonce):
-        raise OAuthFailure("the ID token's nonce does not match this sign-in")
+    if nonce is not None:
+        found = str(claims.get("nonce", ""))
+        hashed = hashlib.sha256(nonce.encode()).hexdigest()
+        if not (hmac.compare_digest(found, nonce) or hmac.compare_digest(found, hashed)):
+            raise OAuthFailure("the ID token's nonce does not match this sign-in")
     return claims
 
 
@@ -307,7 +312,9 @@ async def _identity(provider: ResolvedProvider, flow: DictRow, code: str) -> Ide
             )
             claims: dict[str, Any] | None = None
             if provider.is_oidc and token.get("id_token"):
-                claims = await _validate_id_token(provider, token["id_token"], flow["nonce"])
+                claims = await validate_id_token(
+                    provider.endpoints, [provider.client_id], token["id_token"], flow["nonce"]
+                )
             elif provider.is_oidc and provider.endpoints.userinfo_url is None:
                 raise OAuthFailure("the provider returned no ID token")
             if provider.endpoints.userinfo_url is None:
@@ -467,3 +474,49 @@ async def exchange(ctx: AuthContext, code: str, verifier: str) -> SessionResult:
             cur, user_subject(row), client_type=ctx.client_type, ip=ctx.ip, user_agent=ctx.user_agent
         )
     return SessionResult(users.user_json(row), tokens)
+
+
+async def id_token_sign_in(
+    ctx: AuthContext, provider_name: str, token: str, nonce: str | None, name: str | None
+) -> SessionResult:
+    """Native sign-in (Google One Tap, Sign in with Apple): the app already holds the provider's ID token."""
+    async with ctx.db.as_owner() as cur:
+        row = await oauth_configs.get_built_in(cur, provider_name)
+    if row is None or not row["client_id"]:
+        raise ApiError(400, "AUTH_OAUTH_CONFIG_ERROR", f"OAuth provider {provider_name!r} is not configured.")
+    spec = spec_for(provider_name, ctx.services.settings.oauth_endpoints)
+    audiences = [row["client_id"], *row["native_client_ids"]]
+    try:
+        claims = await validate_id_token(spec.endpoints, audiences, token, nonce)
+    except OAuthFailure as exc:
+        raise ApiError(401, "AUTH_UNAUTHORIZED", "The ID token is not valid for this project.") from exc
+    identity = parse_oidc_claims(claims)
+    if name and not identity.name:
+        identity = replace(identity, name=name)
+    resolved = ResolvedProvider(
+        key=provider_name,
+        stored_name=provider_name,
+        client_id=row["client_id"],
+        client_secret="",
+        endpoints=spec.endpoints,
+        scopes=spec.scopes,
+        parse=spec.parse,
+        client_auth_method=spec.client_auth_method,
+        extra_params=(),
+        callback_url="",
+        is_oidc=True,
+    )
+    try:
+        user = await link_or_create(ctx, resolved, identity)
+    except OAuthFailure as exc:
+        code = str(exc).split(":", 1)[0]
+        if code == "email_exists":
+            raise ApiError(
+                409, "AUTH_EMAIL_EXISTS", "An account with this email exists; sign in to it first."
+            ) from None
+        raise ApiError(403, "FORBIDDEN", "Sign-up is disabled for this project.") from None
+    async with ctx.db.as_owner() as cur:
+        tokens = await ctx.services.sessions.issue(
+            cur, user_subject(user), client_type=ctx.client_type, ip=ctx.ip, user_agent=ctx.user_agent
+        )
+    return SessionResult(users.user_json(user), tokens)

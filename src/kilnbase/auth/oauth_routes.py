@@ -244,7 +244,29 @@ async def exchange(request: Request) -> Response:
     return session_response(request, result, ctx.client_type)
 
 
+class IdTokenSignIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    provider: str = Field(pattern=r"^(google|apple)$")
+    token: str = Field(min_length=1, max_length=16384)
+    nonce: str | None = Field(None, max_length=512)
+    name: str | None = Field(None, max_length=100)
+
+
+async def id_token(request: Request) -> Response:
+    principal_of(request)
+    runtime = runtime_of(request)
+    settings = runtime.auth_settings
+    key = f"id-token:{client_ip(request)}"
+    await enforce(runtime.rate_limiter, key, settings.id_token_limit, settings.rate_limit_window_seconds)
+    body = parse(IdTokenSignIn, await read_json(request))
+    ctx = context_of(request)
+    result = await oauth_flow.id_token_sign_in(ctx, body.provider, body.token, body.nonce, body.name)
+    return session_response(request, result, ctx.client_type)
+
+
 routes: list[BaseRoute] = [
+    Route("/api/auth/id-token", id_token, methods=["POST"]),
     Route("/api/auth/oauth/configs", list_configs, methods=["GET"]),
     Route("/api/auth/oauth/configs", create_config, methods=["POST"]),
     Route("/api/auth/oauth/exchange", exchange, methods=["POST"]),
