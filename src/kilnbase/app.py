@@ -21,10 +21,11 @@ from kilnbase.http.errors import EXCEPTION_HANDLERS
 from kilnbase.http.principal import CredentialResolver
 from kilnbase.http.request_context import RequestContextMiddleware
 from kilnbase.logs import routes as logs_routes
+from kilnbase.secrets import routes as secrets_routes
+from kilnbase.secrets.encryption import SecretBox
 from kilnbase.server import routes as server_routes
 from kilnbase.server.database_startup import open_database
 from kilnbase.server.project_keys import load_project_keys
-from kilnbase.secrets.encryption import SecretBox
 from kilnbase.server.runtime import Runtime
 
 log = logging.getLogger("kilnbase")
@@ -57,6 +58,7 @@ def create_app(settings: Settings, *, progress: Callable[[str], None] | None = N
             *server_routes.routes,
             *auth_routes.routes,
             *logs_routes.routes,
+            *secrets_routes.routes,
             *dashboard_routes.routes,
         ],
         middleware=[

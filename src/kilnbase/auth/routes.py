@@ -339,7 +339,10 @@ async def anon_token(request: Request) -> Response:
     """Deprecated in InsForge, still called by `@insforge/mcp`'s get-anon-key tool."""
     require_admin(request)
     return json_response(
-        {"accessToken": runtime_of(request).keys.anon_key, "message": "Anonymous key (opaque, rotatable)."}
+        {
+            "accessToken": runtime_of(request).keys.ring.current("anon_key"),
+            "message": "Anonymous key (opaque, rotatable).",
+        }
     )
 
 

@@ -7,7 +7,6 @@ closed (401); it is never downgraded to anon.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -68,12 +67,14 @@ class CredentialResolver:
         credential = self._extract(authorization, api_key_header)
         if credential is None:
             return ANONYMOUS
-        if credential.startswith("ik_"):
-            if hmac.compare_digest(credential.encode(), self._keys.api_key.encode()):
-                return self._admin
-            raise CredentialError("invalid API key")
-        if credential.startswith("anon_"):
-            if hmac.compare_digest(credential.encode(), self._keys.anon_key.encode()):
+        if credential.startswith(("ik_", "anon_")):
+            ring = self._keys.ring
+            ring.maybe_refresh()
+            if credential.startswith("ik_"):
+                if ring.accepts("api_key", credential):
+                    return self._admin
+                raise CredentialError("invalid API key")
+            if ring.accepts("anon_key", credential):
                 return self._anon
             raise CredentialError("invalid anon key")
         try:

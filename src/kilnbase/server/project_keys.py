@@ -9,17 +9,22 @@ day the JWT secret was rotated.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
+import hmac
 import json
+import logging
 import os
 import re
 import secrets
 import tempfile
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -29,6 +34,83 @@ from kilnbase.config import Settings
 
 API_KEY_PATTERN = re.compile(r"ik_[0-9a-f]{64}")
 ANON_KEY_PATTERN = re.compile(r"anon_[0-9a-f]{64}")
+
+
+KeyKind = Literal["api_key", "anon_key"]
+#: (current key per kind, previous keys per kind as (key, expires_at epoch seconds)).
+RotatedKeys = tuple[dict[str, str], dict[str, list[tuple[str, float]]]]
+
+log = logging.getLogger("kilnbase.keys")
+
+
+class KeyRing:
+    """The API and anon keys in force: the current key of each kind and, during a grace period after a
+    rotation, the previous ones.
+
+    Rotations are stored in the database (`system.project_keys`, encrypted), so every process agrees: a
+    process reloads its ring at most `refresh_seconds` after the last load, in the background, when a request
+    resolves a key. A key's grace period ends at its `expires_at` in every process without a reload.
+    """
+
+    def __init__(self, api_key: str, anon_key: str, refresh_seconds: float = 5.0) -> None:
+        self._current: dict[str, str] = {"api_key": api_key, "anon_key": anon_key}
+        self._previous: dict[str, list[tuple[str, float]]] = {"api_key": [], "anon_key": []}
+        self.refresh_seconds = refresh_seconds
+        self._loader: Callable[[], Awaitable[RotatedKeys | None]] | None = None
+        self._loaded_at = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def current(self, kind: KeyKind) -> str:
+        return self._current[kind]
+
+    def accepts(self, kind: KeyKind, credential: str) -> bool:
+        """Constant-time comparison against every key of `kind` still in force."""
+        now = time.time()
+        candidate = credential.encode()
+        matched = hmac.compare_digest(candidate, self._current[kind].encode())
+        for key, expires_at in self._previous[kind]:
+            matched |= hmac.compare_digest(candidate, key.encode()) and expires_at > now
+        return matched
+
+    def replace(self, loaded: RotatedKeys) -> None:
+        current, previous = loaded
+        self._current = {**self._current, **current}
+        self._previous = {"api_key": previous.get("api_key", []), "anon_key": previous.get("anon_key", [])}
+
+    def attach(self, loader: Callable[[], Awaitable[RotatedKeys | None]] | None) -> None:
+        """Set where rotated keys are read from (None detaches), and start a first load."""
+        self._loader = loader
+        self._loaded_at = 0.0
+        self.maybe_refresh()
+
+    def maybe_refresh(self) -> asyncio.Task[None] | None:
+        """Start a background reload if the last one is older than `refresh_seconds`; the task, if any."""
+        if self._loader is None or self._task is not None:
+            return self._task
+        if time.monotonic() - self._loaded_at < self.refresh_seconds:
+            return None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        self._task = loop.create_task(self._refresh())
+        return self._task
+
+    async def refresh_now(self) -> None:
+        if self._loader is not None:
+            loaded = await self._loader()
+            if loaded is not None:
+                self.replace(loaded)
+            self._loaded_at = time.monotonic()
+
+    async def _refresh(self) -> None:
+        try:
+            await self.refresh_now()
+        except Exception as exc:  # a reload failure keeps the keys we have; it must never break a request
+            log.warning("could not reload rotated keys", extra={"fields": {"error": type(exc).__name__}})
+            self._loaded_at = time.monotonic()
+        finally:
+            self._task = None
 
 
 class KeyConfigurationError(ValueError):
@@ -46,6 +128,11 @@ class ProjectKeys:
     key_id: str
     root_admin_password: str
     postgres_password: str
+    #: The keys in force after rotations (`api_key`/`anon_key` above are the configured, initial ones).
+    ring: KeyRing = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ring", KeyRing(self.api_key, self.anon_key))
 
     def jwks(self) -> dict[str, Any]:
         """The public half of the signing key as a JWK Set."""
