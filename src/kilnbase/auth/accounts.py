@@ -19,7 +19,14 @@ from kilnbase.auth import auth_config, mailer, users
 from kilnbase.auth.mailer import PendingEmail
 from kilnbase.auth.redirects import is_allowed_redirect
 from kilnbase.auth.services import AuthServices
-from kilnbase.auth.sessions import IssuedTokens, Subject, revoke_all_for_subject, unauthorized
+from kilnbase.auth.sessions import (
+    IssuedTokens,
+    Subject,
+    relax_durability,
+    reused_error,
+    revoke_all_for_subject,
+    unauthorized,
+)
 from kilnbase.auth.validation import normalize_email
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
@@ -128,6 +135,7 @@ def with_query(url: str, params: dict[str, str]) -> str:
 
 
 async def _issue(ctx: AuthContext, cur: Any, row: DictRow) -> IssuedTokens:
+    await relax_durability(cur)
     return await ctx.services.sessions.issue(
         cur, user_subject(row), client_type=ctx.client_type, ip=ctx.ip, user_agent=ctx.user_agent
     )
@@ -218,20 +226,27 @@ async def sign_in_with_code(ctx: AuthContext, body: CodeSignIn) -> SessionResult
 
 
 async def refresh(ctx: AuthContext, refresh_token: str) -> SessionResult:
+    """Rotate in one transaction; a reused token revokes its family (committed), then fails."""
     sessions = ctx.services.sessions
-    family_id, subject = await sessions.redeem(ctx.db, refresh_token, "user")
     async with ctx.db.as_owner() as cur:
-        row = await users.by_id(cur, subject)
-        if row is None:
-            raise unauthorized("The user of this session no longer exists.")
-        tokens = await sessions.issue(
-            cur,
-            user_subject(row),
-            client_type=ctx.client_type,
-            family_id=family_id,
-            ip=ctx.ip,
-            user_agent=ctx.user_agent,
-        )
+        redeemed = await sessions.redeem(cur, refresh_token, "user")
+        if redeemed is not None:
+            family_id, subject = redeemed
+            row = await users.by_id(cur, subject)
+            if row is None:
+                raise unauthorized("The user of this session no longer exists.")
+            await relax_durability(cur)
+            tokens = await sessions.issue(
+                cur,
+                user_subject(row),
+                client_type=ctx.client_type,
+                family_id=family_id,
+                ip=ctx.ip,
+                user_agent=ctx.user_agent,
+            )
+    if redeemed is None:
+        raise reused_error()
+    assert row is not None
     return SessionResult(users.user_json(row), tokens)
 
 

@@ -29,7 +29,13 @@ from kilnbase.auth.edge import (
 from kilnbase.auth.oauth_routes import oauth_providers_public
 from kilnbase.auth.root_admin import admin_subject, admin_user_json, credentials_match
 from kilnbase.auth.services import auth_services
-from kilnbase.auth.sessions import revoke_all_for_subject, revoke_family, revoke_token_family
+from kilnbase.auth.sessions import (
+    relax_durability,
+    reused_error,
+    revoke_all_for_subject,
+    revoke_family,
+    revoke_token_family,
+)
 from kilnbase.auth.validation import UUID_PATTERN, parse, read_json
 from kilnbase.http.errors import ApiError, error_response
 from kilnbase.http.principal import CredentialKind, Principal
@@ -391,12 +397,21 @@ async def admin_refresh(request: Request) -> Response:
             raise ApiError(401, "AUTH_UNAUTHORIZED", "No refresh token provided.", "Sign in again.")
         if from_cookie:
             require_csrf(request, token)
-        family_id, _subject = await ctx.services.sessions.redeem(runtime.database, token, "admin")
         who = admin_subject(runtime.settings.root_admin_username)
         async with runtime.database.as_owner() as cur:
-            tokens = await ctx.services.sessions.issue(
-                cur, who, client_type=client_type, family_id=family_id, ip=ctx.ip, user_agent=ctx.user_agent
-            )
+            redeemed = await ctx.services.sessions.redeem(cur, token, "admin")
+            if redeemed is not None:
+                await relax_durability(cur)
+                tokens = await ctx.services.sessions.issue(
+                    cur,
+                    who,
+                    client_type=client_type,
+                    family_id=redeemed[0],
+                    ip=ctx.ip,
+                    user_agent=ctx.user_agent,
+                )
+        if redeemed is None:
+            raise reused_error()
     except ApiError as exc:
         response = error_response(exc.status, exc.code, exc.message, exc.next_actions)
         if from_cookie and exc.status == 401:

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
 from kilnbase.auth.settings import AuthSettings
 from kilnbase.db.session import Database
-from kilnbase.http.access_tokens import TokenService
 from kilnbase.http.errors import ApiError
 from kilnbase.server.project_keys import ProjectKeys
 
@@ -58,9 +59,14 @@ class Subject:
 
 
 class SessionService:
-    def __init__(self, keys: ProjectKeys, tokens: TokenService, settings: AuthSettings) -> None:
-        self._tokens = tokens
+    def __init__(self, keys: ProjectKeys, settings: AuthSettings) -> None:
         self._settings = settings
+        # Parsed once: PyJWT would parse (and validate) the PEM on every call, about 40 ms for RSA-2048,
+        # which is most of a sign-in or a refresh. `TokenService.sign` still does; see the report.
+        signing_key = serialization.load_pem_private_key(keys.signing_key_pem.encode(), password=None)
+        assert isinstance(signing_key, rsa.RSAPrivateKey)
+        self._signing_key = signing_key
+        self._key_id = keys.key_id
         self._refresh_key = hmac.new(
             keys.jwt_secret.encode(), b"kilnbase:refresh-token:v1", "sha256"
         ).digest()
@@ -74,7 +80,9 @@ class SessionService:
             "aud": "authenticated" if who.role == "authenticated" else "insforge",
             "sid": session_id,
         }
-        return self._tokens.sign(claims, expires_in=self._settings.access_token_seconds)
+        now = int(time.time())
+        payload = {"iat": now, **claims, "exp": now + self._settings.access_token_seconds}
+        return jwt.encode(payload, self._signing_key, algorithm="RS256", headers={"kid": self._key_id})
 
     def csrf_token(self, refresh_token: str) -> str:
         return hmac.new(self._csrf_key, refresh_token.encode(), "sha256").hexdigest()
@@ -153,32 +161,31 @@ class SessionService:
             session_id=family,
         )
 
-    async def redeem(self, db: Database, refresh_token: str, kind: SessionKind) -> tuple[str, str]:
-        """Mark a refresh token used; return (family_id, subject). Reuse revokes the family, then fails."""
+    async def redeem(
+        self, cur: AsyncCursor[DictRow], refresh_token: str, kind: SessionKind
+    ) -> tuple[str, str] | None:
+        """Mark a refresh token used and return (family_id, subject), inside the caller's transaction.
+
+        None means the token had already been used: its whole family is now revoked, and the caller must let
+        the transaction commit (so the revocation sticks) and then refuse the request.
+        """
         claims = self.decode_refresh(refresh_token, kind)
-        reused_family: str | None = None
-        async with db.as_owner() as cur:
-            await cur.execute(
-                "select id, family_id::text, subject, used_at, revoked_at, expires_at < now() as expired "
-                "from auth.sessions where token_hash = %s and kind = %s for update",
-                (_digest(refresh_token), kind),
-            )
-            row = await cur.fetchone()
-            if row is None or row["family_id"] != claims["sid"]:
-                raise unauthorized("Unknown refresh token.")
-            if row["revoked_at"] is not None:
-                raise unauthorized("This session has been signed out.")
-            if row["expired"]:
-                raise ApiError(401, "AUTH_TOKEN_EXPIRED", "The refresh token has expired.", "Sign in again.")
-            if row["used_at"] is not None:
-                await revoke_family(cur, row["family_id"])
-                reused_family = row["family_id"]
-            else:
-                await cur.execute("update auth.sessions set used_at = now() where id = %s", (row["id"],))
-        if reused_family is not None:
-            raise unauthorized(
-                "This refresh token was already used; the session has been revoked for safety."
-            )
+        await cur.execute(
+            "select id, family_id::text, subject, used_at, revoked_at, expires_at < now() as expired "
+            "from auth.sessions where token_hash = %s and kind = %s for update",
+            (_digest(refresh_token), kind),
+        )
+        row = await cur.fetchone()
+        if row is None or row["family_id"] != claims["sid"]:
+            raise unauthorized("Unknown refresh token.")
+        if row["revoked_at"] is not None:
+            raise unauthorized("This session has been signed out.")
+        if row["expired"]:
+            raise ApiError(401, "AUTH_TOKEN_EXPIRED", "The refresh token has expired.", "Sign in again.")
+        if row["used_at"] is not None:
+            await revoke_family(cur, row["family_id"])
+            return None
+        await cur.execute("update auth.sessions set used_at = now() where id = %s", (row["id"],))
         return row["family_id"], row["subject"]
 
     async def family_is_live(self, db: Database, family_id: str) -> bool:
@@ -190,6 +197,17 @@ class SessionService:
             )
             row = await cur.fetchone()
         return bool(row and row["live"])
+
+
+def reused_error() -> ApiError:
+    return unauthorized("This refresh token was already used; the session has been revoked for safety.")
+
+
+async def relax_durability(cur: AsyncCursor[DictRow]) -> None:
+    """Commit this transaction without waiting for the WAL flush: used for issuing and rotating sessions
+    only. A crash in the next fraction of a second can forget the new session (its user signs in again);
+    it can never resurrect a revoked one, because revocations keep synchronous commits."""
+    await cur.execute("set local synchronous_commit = off")
 
 
 def _digest(token: str) -> bytes:
