@@ -181,8 +181,13 @@ def test_verification_link_redirects_once_to_an_allowed_url(
     target = urlsplit(clicked.headers["location"])
     assert f"{target.scheme}://{target.netloc}{target.path}" == REDIRECT
     assert parse_qs(target.query) == {"insforge_status": ["success"], "insforge_type": ["verify_email"]}
-    assert client.get(f"{link.path}?{link.query}", follow_redirects=False).status_code == 400
+    again = client.get(f"{link.path}?{link.query}", follow_redirects=False)
+    assert again.status_code == 302
+    failed = parse_qs(urlsplit(again.headers["location"]).query)
+    assert failed["insforge_status"] == ["error"]
+    assert failed["insforge_type"] == ["verify_email"]
     assert client.get("/api/auth/email/verify-link?token=abc").status_code == 400
+    assert client.get("/api/auth/email/verify-link?token=" + "0" * 64).status_code == 400
     assert client.post("/api/auth/sessions", json={"email": email, "password": PASSWORD}).status_code == 200
 
 
@@ -274,6 +279,8 @@ def test_password_reset_with_a_link(client: TestClient, smtp: SmtpServer, config
         client.post("/api/auth/sessions", json={"email": email, "password": "link password 9"}).status_code
         == 200
     )
+    reopened = client.get(f"{link.path}?{link.query}", follow_redirects=False)
+    assert parse_qs(urlsplit(reopened.headers["location"]).query)["insforge_status"] == ["error"]
     client.cookies.clear()
 
 

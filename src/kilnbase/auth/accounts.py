@@ -285,19 +285,30 @@ async def verify_email_with_code(ctx: AuthContext, body: EmailCode) -> SessionRe
 
 
 async def verify_email_with_link(ctx: AuthContext, token: str) -> str | None:
-    """The URL to send the browser to, or None when the token is unknown (no redirect is known either)."""
+    """The URL to send the browser to (success or error), or None when the token is unknown."""
     async with ctx.db.as_owner() as cur:
         try:
             redeemed = await ctx.services.codes.redeem_token(cur, "VERIFY_EMAIL", token)
         except ApiError:
             redeemed = None
+            spent = await ctx.services.codes.spent_token_redirect(cur, "VERIFY_EMAIL", token)
         if redeemed is not None:
             row = await users.by_email(cur, redeemed.email, lock=True)
             if row is not None:
                 await users.mark_verified(cur, str(row["id"]))
-    if redeemed is None or redeemed.redirect_to is None:
+    if redeemed is None:
+        return _link_failed(spent, "verify_email", "Invalid or expired verification link")
+    if redeemed.redirect_to is None:
         return None
     return with_query(redeemed.redirect_to, {"insforge_status": "success", "insforge_type": "verify_email"})
+
+
+def _link_failed(redirect_to: str | None, kind: str, reason: str) -> str | None:
+    if redirect_to is None:
+        return None
+    return with_query(
+        redirect_to, {"insforge_status": "error", "insforge_type": kind, "insforge_error": reason}
+    )
 
 
 async def send_reset_password(ctx: AuthContext, body: EmailOnly) -> tuple[str, PendingEmail | None]:
@@ -349,7 +360,10 @@ async def reset_password(ctx: AuthContext, body: PasswordReset) -> None:
 async def reset_password_link(ctx: AuthContext, token: str) -> str | None:
     async with ctx.db.as_owner() as cur:
         found = await ctx.services.codes.peek_token(cur, "RESET_PASSWORD", token)
-    if found is None or found.redirect_to is None:
+        spent = None if found else await ctx.services.codes.spent_token_redirect(cur, "RESET_PASSWORD", token)
+    if found is None:
+        return _link_failed(spent, "reset_password", "Invalid or expired password reset link")
+    if found.redirect_to is None:
         return None
     return with_query(
         found.redirect_to, {"token": token, "insforge_status": "ready", "insforge_type": "reset_password"}

@@ -186,3 +186,14 @@ class OneTimeCodes:
         )
         row = await cur.fetchone()
         return Redeemed(row["email"], row["redirect_to"]) if row else None
+
+    async def spent_token_redirect(
+        self, cur: AsyncCursor[DictRow], purpose: Purpose, token: str
+    ) -> str | None:
+        """Where a used or expired link token wanted to go, so the browser can be told it failed."""
+        await cur.execute(
+            "select redirect_to from auth.email_otps where purpose = %s and otp_hash = %s",
+            (purpose, hashlib.sha256(token.encode()).hexdigest()),
+        )
+        row = await cur.fetchone()
+        return row["redirect_to"] if row else None

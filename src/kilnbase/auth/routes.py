@@ -137,7 +137,7 @@ async def create_user(request: Request) -> Response:
     await enforce(
         runtime.rate_limiter,
         f"sign-up:{client_ip(request)}",
-        settings.sign_in_limit,
+        settings.sign_up_limit,
         settings.rate_limit_window_seconds,
     )
     result = await accounts.sign_up(ctx, body, caller_is_admin=principal.is_admin)

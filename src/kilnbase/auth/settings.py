@@ -31,6 +31,8 @@ class AuthSettings(BaseSettings):
     verify_limit: int = Field(default=10, ge=1)
     id_token_limit: int = Field(default=30, ge=1)
     sign_in_limit: int = Field(default=30, ge=1)
+    #: Sign-ups per client address per window (InsForge has none; behind a proxy, see trust_forwarded_for).
+    sign_up_limit: int = Field(default=100, ge=1)
 
     #: Wrong guesses allowed on one emailed code before it is burnt.
     otp_max_attempts: int = Field(default=5, ge=1, le=100)
