@@ -222,3 +222,21 @@ def test_current_session_needs_a_user_token(client: TestClient, admin_headers: d
     current = client.get("/api/auth/sessions/current", headers=bearer(session["accessToken"]))
     assert current.status_code == 200
     assert current.json()["user"]["id"] == session["user"]["id"]
+
+
+def test_logout_with_a_stale_token_still_succeeds_and_touches_nothing_else(client: TestClient) -> None:
+    session = sign_up(client)
+    out = client.post("/api/auth/logout?client_type=mobile", json={"refreshToken": "not-a-token"})
+    assert out.status_code == 200
+    assert client.post("/api/auth/logout?client_type=mobile", json={"refreshToken": 5}).status_code == 400
+    still = client.post(
+        "/api/auth/refresh?client_type=mobile", json={"refreshToken": session["refreshToken"]}
+    )
+    assert still.status_code == 200
+
+
+def test_admin_logout_does_not_end_a_users_session(client: TestClient) -> None:
+    session = sign_up(client)
+    out = client.post("/api/auth/admin/logout?client_type=mobile", headers=bearer(session["accessToken"]))
+    assert out.status_code == 200
+    assert client.get("/api/auth/sessions/current", headers=bearer(session["accessToken"])).status_code == 200

@@ -29,13 +29,7 @@ from kilnbase.auth.edge import (
 from kilnbase.auth.oauth_routes import oauth_providers_public
 from kilnbase.auth.root_admin import admin_subject, admin_user_json, credentials_match
 from kilnbase.auth.services import auth_services
-from kilnbase.auth.sessions import (
-    relax_durability,
-    reused_error,
-    revoke_all_for_subject,
-    revoke_family,
-    revoke_token_family,
-)
+from kilnbase.auth.sessions import SessionKind, end_sessions, relax_durability, reused_error
 from kilnbase.auth.validation import UUID_PATTERN, parse, read_json
 from kilnbase.http.errors import ApiError, error_response
 from kilnbase.http.principal import CredentialKind, Principal
@@ -195,7 +189,9 @@ async def refresh_session(request: Request) -> Response:
     return session_response(request, result, client_type)
 
 
-async def _logout(request: Request, kind: Any) -> Response:
+async def _logout(request: Request, kind: SessionKind) -> Response:
+    """Ends the session of the refresh token (cookie or body) or, failing that, of the bearer access token;
+    `scope=global` ends every session of that subject. A stale token still gets its cookie cleared."""
     client_type = client_type_of(request)
     body = await read_json(request, optional=True) if client_type != "web" else None
     scope = request.query_params.get("scope", "local")
@@ -204,22 +200,22 @@ async def _logout(request: Request, kind: Any) -> Response:
     token, from_cookie = refresh_token_from(request, body, client_type, kind)
     if token and from_cookie:
         require_csrf(request, token)
-    principal = principal_of(request)
-    runtime = runtime_of(request)
-    sessions = auth_services(runtime).sessions
-    async with runtime.database.as_owner() as cur:
-        subject: str | None = None
-        if token:
-            claims = sessions.decode_refresh(token, kind)
-            subject = str(claims["sub"])
-            await revoke_token_family(cur, token)
-        elif principal.kind is CredentialKind.JWT and isinstance(principal.claims.get("sid"), str):
-            subject = principal.user_id
-            await revoke_family(cur, str(principal.claims["sid"]))
-        if scope == "global":
-            if subject is None:
-                raise ApiError(401, "AUTH_UNAUTHORIZED", "Signing out everywhere needs a session.")
-            await revoke_all_for_subject(cur, subject)
+    try:
+        principal: Principal | None = principal_of(request)
+    except ApiError:
+        principal = None
+    sid: str | None = None
+    if principal is not None and principal.kind is CredentialKind.JWT:
+        expected_role = "project_admin" if kind == "admin" else "authenticated"
+        claimed = principal.claims.get("sid")
+        if principal.db_role == expected_role and isinstance(claimed, str):
+            sid = claimed
+    async with runtime_of(request).database.as_owner() as cur:
+        ended = await end_sessions(
+            cur, kind, refresh_token=token, family_id=sid, everywhere=scope == "global"
+        )
+    if scope == "global" and not ended:
+        raise ApiError(401, "AUTH_UNAUTHORIZED", "Signing out everywhere needs a valid session.")
     response = json_response({"success": True, "message": "Logged out successfully"})
     if client_type == "web":
         clear_refresh_cookie(request, response, kind)

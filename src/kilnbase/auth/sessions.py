@@ -222,13 +222,35 @@ async def revoke_family(cur: AsyncCursor[DictRow], family_id: str) -> int:
     return cur.rowcount
 
 
-async def revoke_token_family(cur: AsyncCursor[DictRow], refresh_token: str) -> int:
-    await cur.execute(
-        "update auth.sessions set revoked_at = now() where revoked_at is null and family_id = "
-        "(select family_id from auth.sessions where token_hash = %s)",
-        (_digest(refresh_token),),
-    )
-    return cur.rowcount
+async def end_sessions(
+    cur: AsyncCursor[DictRow],
+    kind: SessionKind,
+    *,
+    refresh_token: str | None,
+    family_id: str | None,
+    everywhere: bool,
+) -> bool:
+    """Revoke the family of `refresh_token` (else `family_id`); with `everywhere`, every session of its
+    subject. False when neither identifies a session of this kind."""
+    if not refresh_token and not family_id:
+        return False
+    if refresh_token:
+        await cur.execute(
+            "select family_id::text, subject from auth.sessions where token_hash = %s and kind = %s",
+            (_digest(refresh_token), kind),
+        )
+    else:
+        await cur.execute(
+            "select family_id::text, subject from auth.sessions where family_id = %s and kind = %s limit 1",
+            (family_id, kind),
+        )
+    found = await cur.fetchone()
+    if found is None:
+        return False
+    await revoke_family(cur, found["family_id"])
+    if everywhere:
+        await revoke_all_for_subject(cur, found["subject"])
+    return True
 
 
 async def revoke_all_for_subject(cur: AsyncCursor[DictRow], subject: str) -> int:

@@ -2,7 +2,8 @@
 
 Dispatch is by the credential's shape, as in InsForge's `verifyUser`: `ik_...` is the admin API key,
 `anon_...` the anon key, anything else must be a valid JWT. A credential that is present but wrong fails
-closed (401); it is never downgraded to anon.
+closed (401); it is never downgraded to anon. API and anon keys are checked against the project's key ring,
+which holds the current keys and, after a rotation, the previous ones until their grace period ends.
 """
 
 from __future__ import annotations

@@ -1,0 +1,59 @@
+"""The redirect allow-list matcher and the in-process rate limiter, as plain functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from kilnbase.auth.redirects import is_allowed_redirect
+from kilnbase.http.rate_limit import InProcessRateLimiter
+
+ALLOW = [
+    "https://app.example.com/auth",
+    "https://*.preview.example.com",
+    "myapp://callback",
+    "http://localhost:3000",
+]
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://app.example.com/auth", True),
+        ("https://app.example.com/auth/callback?x=1", True),
+        ("https://app.example.com/authority", False),
+        ("https://app.example.com/", False),
+        ("http://app.example.com/auth", False),
+        ("https://app.example.com:8443/auth", False),
+        ("https://pr-12.preview.example.com/cb", True),
+        ("https://preview.example.com/cb", False),
+        ("https://pr-12.preview.example.com.evil.io/cb", False),
+        ("https://app.example.com@evil.io/auth", False),
+        ("myapp://callback/done", True),
+        ("otherapp://callback", False),
+        ("javascript:alert(1)", False),
+        ("http://localhost:3000/anything", True),
+        ("http://localhost:3001/anything", False),
+        ("not a url", False),
+    ],
+)
+def test_allow_list(url: str, allowed: bool) -> None:
+    assert is_allowed_redirect(url, ALLOW) is allowed
+
+
+def test_empty_allow_list_admits_only_localhost() -> None:
+    assert is_allowed_redirect("http://localhost:5173/cb", [])
+    assert is_allowed_redirect("http://127.0.0.1:8080/cb", [])
+    assert not is_allowed_redirect("https://example.com/cb", [])
+
+
+@pytest.mark.anyio
+async def test_fixed_window_limiter_counts_per_key() -> None:
+    limiter = InProcessRateLimiter()
+    assert [await limiter.hit("a", 2, 60) for _ in range(3)][:2] == [None, None]
+    retry = await limiter.hit("a", 2, 60)
+    assert retry is not None
+    assert 0 < retry <= 60
+    assert await limiter.hit("b", 2, 60) is None
+    assert await limiter.hit("c", 1, 0.000001) is None
+    limiter.reset()
+    assert await limiter.hit("a", 2, 60) is None
