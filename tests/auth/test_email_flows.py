@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 from kilnbase.app import create_app
 from kilnbase.config import Settings
 from tests.auth.conftest import PASSWORD, auth_settings, new_email, sign_up
+from tests.support.servers import free_port
 from tests.support.smtp_server import SmtpServer
 
 REDIRECT = "http://localhost:3000/auth/done"
@@ -369,5 +370,38 @@ def test_each_address_has_a_cooldown(
         assert client.post("/api/auth/email/send-otp", json={"email": email}).status_code == 429
         assert client.post("/api/auth/email/send-otp", json={"email": new_email()}).status_code == 202
         assert len(smtp.mail_for(email)) == 1
+    finally:
+        client.put("/api/auth/smtp-config", json=smtp_body(smtp), headers=admin_headers)
+
+
+def test_delivery_failures_are_logged_without_secrets(
+    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nothing listens on this port: the connection is refused, as with a relay that is down.
+    unreachable = smtp_body(smtp, port=free_port(), password="not-the-smtp-password")
+    assert client.put("/api/auth/smtp-config", json=unreachable, headers=admin_headers).status_code == 200
+    try:
+        email = new_email()
+        with caplog.at_level("ERROR", logger="kilnbase.auth.email"):
+            assert client.post("/api/auth/email/send-otp", json={"email": email}).status_code == 202
+        assert smtp.mail_for(email, timeout=0) == []
+        failures = [r for r in caplog.records if r.getMessage() == "email delivery failed"]
+        assert len(failures) == 1
+        logged = str(failures[0].__dict__)
+        assert "not-the-smtp-password" not in logged
+        assert email not in logged
+    finally:
+        client.put("/api/auth/smtp-config", json=smtp_body(smtp), headers=admin_headers)
+
+
+def test_without_smtp_the_send_endpoints_still_answer_202(
+    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer
+) -> None:
+    disabled = smtp_body(smtp, enabled=False)
+    assert client.put("/api/auth/smtp-config", json=disabled, headers=admin_headers).status_code == 200
+    try:
+        email = new_email()
+        assert client.post("/api/auth/email/send-otp", json={"email": email}).status_code == 202
+        assert smtp.mail_for(email, timeout=0) == []
     finally:
         client.put("/api/auth/smtp-config", json=smtp_body(smtp), headers=admin_headers)
