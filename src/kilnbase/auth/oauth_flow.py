@@ -56,6 +56,7 @@ _RESERVED_PARAMS = frozenset(
         "code_challenge",
         "code_challenge_method",
         "client_id",
+        "client_type",
         "state",
         "response_type",
         "nonce",
