@@ -37,6 +37,8 @@ class SecretBox:
             raise DecryptionError("unknown ciphertext format")
         try:
             raw = base64.b64decode(stored[len(_PREFIX) :], validate=True)
-            return self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], context.encode() or None).decode()
+            return self._aead.decrypt(
+                raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], context.encode() or None
+            ).decode()
         except (InvalidTag, ValueError) as exc:
             raise DecryptionError("cannot decrypt: wrong key or altered data") from exc

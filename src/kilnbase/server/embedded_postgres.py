@@ -309,10 +309,13 @@ class EmbeddedPostgres:
         except (FileNotFoundError, IndexError, ValueError):
             return None
         try:
-            name = psutil.Process(pid).name()
+            process = psutil.Process(pid)
+            # A zombie is dead (PID 1 in a container may never reap it); pid reuse by another program is not ours.
+            if process.status() == psutil.STATUS_ZOMBIE or process.name() not in ("postgres", "postmaster"):
+                return None
         except psutil.Error:
             return None
-        return pid if name in ("postgres", "postmaster") else None
+        return pid
 
     def _hand_over(self, path: Path) -> None:
         if self.run_as is not None:
