@@ -310,7 +310,7 @@ class EmbeddedPostgres:
             return None
         try:
             process = psutil.Process(pid)
-            # A zombie is dead (PID 1 in a container may never reap it); pid reuse by another program is not ours.
+            # A zombie is dead (PID 1 in a container may never reap it); a reused pid is not ours.
             if process.status() == psutil.STATUS_ZOMBIE or process.name() not in ("postgres", "postmaster"):
                 return None
         except psutil.Error:
