@@ -24,15 +24,22 @@ from kilnbase.logs import routes as logs_routes
 from kilnbase.secrets import routes as secrets_routes
 from kilnbase.secrets.encryption import SecretBox
 from kilnbase.server import routes as server_routes
-from kilnbase.server.database_startup import open_database
+from kilnbase.server.database_startup import OpenedDatabase, open_database
 from kilnbase.server.project_keys import load_project_keys
 from kilnbase.server.runtime import Runtime
 
 log = logging.getLogger("kilnbase")
 
 
-def create_app(settings: Settings, *, progress: Callable[[str], None] | None = None) -> Starlette:
-    """The whole server. Its lifespan opens the database (embedded or `DATABASE_URL`) and migrates it."""
+def create_app(
+    settings: Settings,
+    *,
+    progress: Callable[[str], None] | None = None,
+    database: OpenedDatabase | None = None,
+) -> Starlette:
+    """The whole server. Its lifespan opens the database (embedded or `DATABASE_URL`) and migrates it, unless
+    the caller did that already (the CLI does, to report startup errors before the HTTP server starts); either
+    way the lifespan closes it."""
     report = progress or (lambda message: log.info(message))
     keys = load_project_keys(settings)
     tokens = TokenService(keys)
@@ -40,8 +47,12 @@ def create_app(settings: Settings, *, progress: Callable[[str], None] | None = N
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        conninfo, embedded = await anyio.to_thread.run_sync(open_database, settings, keys, report)
-        pool = create_pool(conninfo, settings)
+        opened: OpenedDatabase = (
+            database
+            if database is not None
+            else await anyio.to_thread.run_sync(open_database, settings, keys, report)
+        )
+        pool = create_pool(opened.conninfo, settings)
         try:
             await pool.open(wait=True, timeout=30)
             runtime.db = Database(pool)
@@ -49,9 +60,9 @@ def create_app(settings: Settings, *, progress: Callable[[str], None] | None = N
         finally:
             runtime.db = None
             await pool.close()
-            if embedded is not None:
+            if opened.embedded is not None:
                 report("Stopping PostgreSQL")
-                await anyio.to_thread.run_sync(embedded.stop)
+            await anyio.to_thread.run_sync(opened.close)
 
     app = Starlette(
         routes=[

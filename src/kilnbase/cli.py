@@ -15,7 +15,7 @@ from rich.console import Console
 from kilnbase import __version__
 from kilnbase.config import Settings
 from kilnbase.db.migrate import MigrationError, apply_migrations
-from kilnbase.server.database_startup import DatabaseStartupError, check_external_database
+from kilnbase.server.database_startup import DatabaseStartupError, check_external_database, open_database
 from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
 from kilnbase.server.project_keys import KeyConfigurationError, load_project_keys
 
@@ -42,6 +42,10 @@ def _settings(data_dir: Path | None = None, host: str | None = None, port: int |
     if port is not None:
         overrides["port"] = port
     return Settings(**overrides)
+
+
+def _progress(message: str) -> None:
+    console.print(f"[dim]•[/] {message}")
 
 
 def _fail(message: str) -> None:
@@ -87,10 +91,14 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None) -> Non
     settings = _settings(data_dir, host, port)
     configure_logging(settings.log_level)
     _check_port_free(settings.host, settings.port)
+    report = _progress
     try:
-        application = create_app(settings, progress=lambda msg: console.print(f"[dim]•[/] {msg}"))
+        project_keys = load_project_keys(settings)
+        database = open_database(settings, project_keys, report)
     except _KNOWN_ERRORS as exc:
         _fail(str(exc))
+        return
+    application = create_app(settings, progress=report, database=database)
     config = uvicorn.Config(
         application,
         host=settings.host,
@@ -102,10 +110,7 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None) -> Non
         timeout_graceful_shutdown=10,
     )
     server = _AnnouncingServer(config, settings)
-    try:
-        server.run()
-    except _KNOWN_ERRORS as exc:
-        _fail(str(exc))
+    server.run()
     if not server.started:
         raise typer.Exit(1)
 

@@ -9,6 +9,9 @@ import jwt
 import pytest
 from starlette.testclient import TestClient
 
+from kilnbase.app import create_app
+from kilnbase.config import Settings
+
 
 def test_health_reports_insforge_shape_and_checks_the_database(client: TestClient) -> None:
     response = client.get("/api/health")
@@ -90,3 +93,21 @@ def test_one_json_log_line_per_request_without_secrets(
     line = JsonFormatter().format(records[0])
     assert json.loads(line)["path"] == "/api/logs/audits"
     assert api_key not in line and api_key not in caplog.text
+
+
+def test_health_is_honest_when_the_database_is_gone(settings: Settings) -> None:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as own_client:
+        runtime = own_client.app.state.runtime  # type: ignore[attr-defined]
+        own_client.portal.call(runtime.database.pool.close)  # type: ignore[union-attr]
+        response = own_client.get("/api/health")
+        assert response.status_code == 503
+        body = response.json()
+        assert body["status"] == "unhealthy" and body["checks"]["database"] == {"status": "unavailable"}
+        assert own_client.get("/dashboard").status_code == 503
+
+
+def test_dashboard_page_says_where_things_are(client: TestClient) -> None:
+    response = client.get("/dashboard")
+    assert response.status_code == 200 and "text/html" in response.headers["content-type"]
+    assert "healthy" in response.text and "kilnbase keys" in response.text
+    assert client.get("/", follow_redirects=False).headers["location"] == "/dashboard"

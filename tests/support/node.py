@@ -41,7 +41,9 @@ def run_node(script: str, env: Mapping[str, str], timeout: float = 120) -> Any:
     finally:
         path.unlink(missing_ok=True)
     if result.returncode != 0:
-        raise AssertionError(f"node exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        raise AssertionError(
+            f"node exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     if not lines:
         raise AssertionError(f"node printed nothing\nstderr:\n{result.stderr}")

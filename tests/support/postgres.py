@@ -1,4 +1,4 @@
-"""One embedded Postgres cluster per test session, and cheap fresh databases cloned from a migrated template."""
+"""One embedded Postgres cluster per test session; cheap fresh databases cloned from a migrated template."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ TEMPLATE = "kb_template"
 
 
 class TestCluster:
+    __test__ = False  # a fixture class, not a test
+
     def __init__(self) -> None:
         # A short path, so the unix socket fits the kernel's limit.
         self.root = Path(tempfile.mkdtemp(prefix="kbt-", dir="/tmp"))
@@ -34,7 +36,9 @@ class TestCluster:
         name = f"{prefix}_{secrets.token_hex(4)}"
         with psycopg.connect(self.conninfo("postgres"), autocommit=True) as conn:
             conn.execute(
-                sql.SQL("create database {} template {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE))
+                sql.SQL("create database {} template {}").format(
+                    sql.Identifier(name), sql.Identifier(TEMPLATE)
+                )
             )
         return self.conninfo(name)
 

@@ -1,4 +1,4 @@
-"""A real `kilnbase serve` process on a free loopback port, for tests that need one (CLI, official clients)."""
+"""A real `kilnbase serve` process on a free loopback port, for tests that need one (CLI, npm clients)."""
 
 from __future__ import annotations
 
@@ -40,8 +40,21 @@ class ServerProcess:
         started = time.perf_counter()
         self._log = self.log_path.open("a")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kilnbase", "serve", "--data-dir", str(self.data_dir), "--port", str(self.port)],
-            stdout=self._log, stderr=subprocess.STDOUT, env=self.env, text=True, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "kilnbase",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            text=True,
+            start_new_session=True,
         )
         deadline = started + timeout
         while time.perf_counter() < deadline:

