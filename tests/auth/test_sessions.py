@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from tests.auth.conftest import new_email, sign_up
+from kilnbase.app import create_app
+from tests.auth.conftest import auth_settings, new_email, sign_up
 
 PASSWORD = "correct horse 1"
 
@@ -240,3 +242,22 @@ def test_admin_logout_does_not_end_a_users_session(client: TestClient) -> None:
     out = client.post("/api/auth/admin/logout?client_type=mobile", headers=bearer(session["accessToken"]))
     assert out.status_code == 200
     assert client.get("/api/auth/sessions/current", headers=bearer(session["accessToken"])).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def https_client(settings: Any) -> Iterator[TestClient]:
+    """The same project served behind https (its public URL says so)."""
+    app = create_app(settings.model_copy(update={"public_url": "https://api.example.test"}))
+    app.state.runtime.auth_settings = auth_settings()
+    with TestClient(app, base_url="https://api.example.test", raise_server_exceptions=False) as secure:
+        yield secure
+
+
+def test_over_https_the_cookie_is_secure_and_cross_site(https_client: TestClient) -> None:
+    response = https_client.post("/api/auth/users", json={"email": new_email(), "password": PASSWORD})
+    flags = [part.strip().lower() for part in response.headers["set-cookie"].split(";")]
+    assert "secure" in flags
+    assert "samesite=none" in flags
+    assert "httponly" in flags
+    refreshed = https_client.post("/api/auth/refresh", headers={"X-CSRF-Token": response.json()["csrfToken"]})
+    assert refreshed.status_code == 200
