@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import jwt
+import psycopg
 import pytest
 from starlette.testclient import TestClient
 
@@ -101,3 +102,21 @@ def test_token_from_another_key_is_refused(client: TestClient, session: Any) -> 
     kid = jwt.get_unverified_header(session["accessToken"])["kid"]
     forged = jwt.encode(claims, other, algorithm="RS256", headers={"kid": kid})
     assert _current(client, forged) == 401
+
+
+def test_refresh_token_lives_seven_days_and_expires_in_the_store_too(
+    client: TestClient, database_url: str
+) -> None:
+    session = sign_up(client)
+    claims = jwt.decode(session["refreshToken"], options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 7 * 24 * 3600
+    assert claims["type"] == "refresh"
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "update auth.sessions set expires_at = now() - interval '1 second' where family_id = %s",
+            (claims["sid"],),
+        )
+    response = client.post(
+        "/api/auth/refresh?client_type=mobile", json={"refreshToken": session["refreshToken"]}
+    )
+    assert (response.status_code, response.json()["error"]) == (401, "AUTH_TOKEN_EXPIRED")
