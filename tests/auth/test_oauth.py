@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import psycopg
 import pytest
 from starlette.testclient import TestClient
 
@@ -94,7 +95,11 @@ def sign_in(client: TestClient, start: str) -> Any:
 
 
 def test_provider_configs_are_admin_only_and_keep_secrets(
-    client: TestClient, admin_headers: dict[str, str], configured: None, provider: OidcProvider
+    client: TestClient,
+    admin_headers: dict[str, str],
+    configured: None,
+    provider: OidcProvider,
+    database_url: str,
 ) -> None:
     listed = client.get("/api/auth/oauth/configs", headers=admin_headers).json()
     assert listed["count"] == 3
@@ -130,6 +135,14 @@ def test_provider_configs_are_admin_only_and_keep_secrets(
     assert (
         client.post("/api/auth/oauth/custom/configs", json=bad_key, headers=admin_headers).status_code == 400
     )
+    with psycopg.connect(database_url) as conn:
+        actions = {r[0] for r in conn.execute("select action from system.audit_logs").fetchall()}
+    assert {
+        "CREATE_OAUTH_CONFIG",
+        "UPDATE_OAUTH_CONFIG",
+        "DELETE_OAUTH_CONFIG",
+        "CREATE_CUSTOM_OAUTH_CONFIG",
+    } <= actions
     public = client.get("/api/auth/public-config").json()
     assert public["oAuthProviders"] == ["discord", "github", "google"]
     assert public["customOAuthProviders"] == ["acme"]
