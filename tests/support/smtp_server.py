@@ -61,10 +61,11 @@ class SmtpServer:
         self, _server: Any, _session: Any, _envelope: Any, _mechanism: str, data: Any
     ) -> AuthResult:
         if not isinstance(data, LoginPassword):
-            return AuthResult(success=False)
+            return AuthResult(success=False, handled=False)
         login, password = data.login.decode(), data.password.decode()
         self.logins.append((login, password))
-        return AuthResult(success=login == self.username and password == self.password)
+        # handled=False: aiosmtpd then answers 535 itself (with the default, it answers nothing at all).
+        return AuthResult(success=login == self.username and password == self.password, handled=False)
 
     def start(self) -> None:
         self._controller = Controller(
