@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 import anyio.to_thread
 from starlette.applications import Starlette
@@ -21,6 +22,7 @@ from kilnbase.http.errors import EXCEPTION_HANDLERS
 from kilnbase.http.principal import CredentialResolver
 from kilnbase.http.request_context import RequestContextMiddleware
 from kilnbase.logs import routes as logs_routes
+from kilnbase.secrets import project_key_rotation
 from kilnbase.secrets import routes as secrets_routes
 from kilnbase.secrets.encryption import SecretBox
 from kilnbase.server import routes as server_routes
@@ -56,8 +58,11 @@ def create_app(
         try:
             await pool.open(wait=True, timeout=30)
             runtime.db = Database(pool)
+            # Rotated API/anon keys live in the database, so every process agrees on them.
+            keys.ring.attach(partial(project_key_rotation.load, runtime.db, runtime.secret_box))
             yield
         finally:
+            keys.ring.attach(None)
             runtime.db = None
             await pool.close()
             if opened.embedded is not None:

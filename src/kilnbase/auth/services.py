@@ -27,7 +27,7 @@ def auth_services(runtime: Runtime) -> AuthServices:
         built = AuthServices(
             settings=settings,
             passwords=Passwords(settings),
-            sessions=SessionService(runtime.keys, settings),
+            sessions=SessionService(runtime.keys, runtime.tokens, settings),
             codes=OneTimeCodes(runtime.keys, settings),
         )
         runtime.auth_cache = built

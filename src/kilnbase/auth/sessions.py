@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
 from kilnbase.auth.settings import AuthSettings
 from kilnbase.db.session import Database
+from kilnbase.http.access_tokens import TokenService
 from kilnbase.http.errors import ApiError
 from kilnbase.server.project_keys import ProjectKeys
 
@@ -59,14 +58,9 @@ class Subject:
 
 
 class SessionService:
-    def __init__(self, keys: ProjectKeys, settings: AuthSettings) -> None:
+    def __init__(self, keys: ProjectKeys, tokens: TokenService, settings: AuthSettings) -> None:
         self._settings = settings
-        # Parsed once: PyJWT would parse (and validate) the PEM on every call, about 40 ms for RSA-2048,
-        # which is most of a sign-in or a refresh. `TokenService.sign` still does; see the report.
-        signing_key = serialization.load_pem_private_key(keys.signing_key_pem.encode(), password=None)
-        assert isinstance(signing_key, rsa.RSAPrivateKey)
-        self._signing_key = signing_key
-        self._key_id = keys.key_id
+        self._tokens = tokens
         self._refresh_key = hmac.new(
             keys.jwt_secret.encode(), b"kilnbase:refresh-token:v1", "sha256"
         ).digest()
@@ -80,9 +74,7 @@ class SessionService:
             "aud": "authenticated" if who.role == "authenticated" else "insforge",
             "sid": session_id,
         }
-        now = int(time.time())
-        payload = {"iat": now, **claims, "exp": now + self._settings.access_token_seconds}
-        return jwt.encode(payload, self._signing_key, algorithm="RS256", headers={"kid": self._key_id})
+        return self._tokens.sign(claims, expires_in=self._settings.access_token_seconds)
 
     def csrf_token(self, refresh_token: str) -> str:
         return hmac.new(self._csrf_key, refresh_token.encode(), "sha256").hexdigest()

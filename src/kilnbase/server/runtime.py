@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -13,9 +12,8 @@ from kilnbase.config import Settings
 from kilnbase.db.session import Database
 from kilnbase.http.access_tokens import TokenService
 from kilnbase.http.rate_limit import InProcessRateLimiter, RateLimiter
-from kilnbase.secrets import project_key_rotation
 from kilnbase.secrets.encryption import SecretBox
-from kilnbase.server.project_keys import ProjectKeys, RotatedKeys
+from kilnbase.server.project_keys import ProjectKeys
 
 
 @dataclass
@@ -31,22 +29,11 @@ class Runtime:
     #: Services built from the fields above on first use (auth.services.auth_services).
     auth_cache: object | None = None
 
-    def __setattr__(self, name: str, value: object) -> None:
-        """Opening (or closing) the database also tells the key ring where rotated keys are kept."""
-        super().__setattr__(name, value)
-        if name == "db" and "secret_box" in self.__dict__:
-            self.keys.ring.attach(_rotated_keys_loader(value, self.secret_box) if value is not None else None)
-
     @property
     def database(self) -> Database:
         if self.db is None:
             raise RuntimeError("the database is not open yet")
         return self.db
-
-
-def _rotated_keys_loader(db: object, box: SecretBox) -> Callable[[], Awaitable[RotatedKeys | None]]:
-    assert isinstance(db, Database)
-    return lambda: project_key_rotation.load(db, box)
 
 
 def runtime_of(request: Request) -> Runtime:
