@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import psycopg
 import typer
 import uvicorn
 from rich.console import Console
@@ -15,9 +17,13 @@ from rich.console import Console
 from kilnbase import __version__
 from kilnbase.config import Settings
 from kilnbase.db.migrate import MigrationError, apply_migrations
+from kilnbase.db.pool import create_pool
+from kilnbase.db.session import Database
+from kilnbase.secrets import project_key_rotation
+from kilnbase.secrets.encryption import SecretBox
 from kilnbase.server.database_startup import DatabaseStartupError, check_external_database, open_database
 from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
-from kilnbase.server.project_keys import KeyConfigurationError, load_project_keys
+from kilnbase.server.project_keys import KeyConfigurationError, ProjectKeys, RotatedKeys, load_project_keys
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Kilnbase: an agent-native backend.")
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
@@ -117,19 +123,60 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None) -> Non
 
 @app.command()
 def keys(data_dir: DataDir = None) -> None:
-    """Print the URL, the admin API key and the anon key as JSON."""
+    """Print the URL, the admin API key and the anon key as JSON (the current ones, after any rotation)."""
     settings = _settings(data_dir)
     try:
         project_keys = load_project_keys(settings)
+        rotated = _rotated_keys(settings, project_keys)
     except _KNOWN_ERRORS as exc:
         _fail(str(exc))
         return
+    current = rotated[0] if rotated else {}
     json.dump(
-        {"url": settings.base_url, "apiKey": project_keys.api_key, "anonKey": project_keys.anon_key},
+        {
+            "url": settings.base_url,
+            "apiKey": current.get("api_key", project_keys.api_key),
+            "anonKey": current.get("anon_key", project_keys.anon_key),
+        },
         sys.stdout,
         indent=2,
     )
     sys.stdout.write("\n")
+
+
+def _rotated_keys(settings: Settings, project_keys: ProjectKeys) -> RotatedKeys | None:
+    """Keys rotated through the API live in the database: read them from the running server's cluster, or
+    start the embedded one briefly. A project that never started has none."""
+    embedded: EmbeddedPostgres | None = None
+    if settings.database_url:
+        conninfo: str | None = settings.database_url
+    else:
+        cluster = EmbeddedPostgres(settings.data_dir, project_keys.postgres_password)
+        if not cluster.initialised:
+            return None
+        conninfo = cluster.running_conninfo()
+        if conninfo is None:
+            embedded = cluster
+            conninfo = cluster.start()
+    try:
+        return asyncio.run(_load_rotated_keys(conninfo, settings, project_keys))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _load_rotated_keys(
+    conninfo: str | None, settings: Settings, project_keys: ProjectKeys
+) -> RotatedKeys | None:
+    assert conninfo is not None
+    pool = create_pool(conninfo, settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 1}))
+    await pool.open(wait=True, timeout=30)
+    try:
+        return await project_key_rotation.load(Database(pool), SecretBox(project_keys.encryption_key))
+    except psycopg.errors.UndefinedTable:  # not migrated yet: nothing was rotated
+        return None
+    finally:
+        await pool.close()
 
 
 @db_app.command("migrate")

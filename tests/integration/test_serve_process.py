@@ -182,6 +182,23 @@ def test_keys_and_migrate_commands(data_dir: Path) -> None:
     assert postgres_processes(data_dir) == []
 
 
+def test_keys_prints_the_current_keys_after_a_rotation(data_dir: Path) -> None:
+    server = ServerProcess(data_dir)
+    server.start()
+    original = json.loads(kilnbase("keys", "--data-dir", str(data_dir)).stdout)
+    rotated = httpx.post(
+        server.url + "/api/secrets/api-key/rotate",
+        headers={"x-api-key": original["apiKey"]},
+        json={"gracePeriodHours": 0},
+    ).json()["apiKey"]
+    while_running = json.loads(kilnbase("keys", "--data-dir", str(data_dir)).stdout)
+    assert while_running == {**original, "apiKey": rotated}
+    server.stop()
+    stopped = kilnbase("keys", "--data-dir", str(data_dir))
+    assert json.loads(stopped.stdout) == while_running, stopped.stderr
+    assert postgres_processes(data_dir) == []
+
+
 def _external_available() -> bool:
     try:
         with psycopg.connect(EXTERNAL):

@@ -144,6 +144,16 @@ class EmbeddedPostgres:
     def postmaster_pid(self) -> int | None:
         return self._postmaster_pid()
 
+    def running_conninfo(self, dbname: str = DATABASE_NAME) -> str | None:
+        """A conninfo for the cluster when another process (a running server) has started it, else None."""
+        if self._postmaster_pid() is None:
+            return None
+        lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+        port, socket_dir = lines[3], lines[4] if len(lines) > 4 else ""
+        return make_conninfo(
+            host=socket_dir or "127.0.0.1", port=port, user=SUPERUSER, password=self.password, dbname=dbname
+        )
+
     # -- steps ------------------------------------------------------------------------------------
 
     def _acquire_lock(self) -> None:
