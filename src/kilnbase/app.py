@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from kilnbase.ai import routes as ai_routes
 from kilnbase.auth import routes as auth_routes
 from kilnbase.config import Settings
 from kilnbase.dashboard import routes as dashboard_routes
@@ -58,6 +59,7 @@ def create_app(settings: Settings, *, progress: Callable[[str], None] | None = N
             *auth_routes.routes,
             *logs_routes.routes,
             *dashboard_routes.routes,
+            *ai_routes.routes,
         ],
         middleware=[
             Middleware(

@@ -1,0 +1,9 @@
+"""Every route of the model gateway: the OpenAI-compatible `/v1` surface and InsForge's `/api/ai`."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from kilnbase.ai import openai_routes
+
+routes: list[BaseRoute] = [*openai_routes.routes]
