@@ -29,7 +29,7 @@ from kilnbase.ai.cache import ResponseCache, cache_key
 from kilnbase.ai.catalog import ModelCatalog, Price
 from kilnbase.ai.errors import GatewayError
 from kilnbase.ai.ledger import LedgerWriter, UsageRecord
-from kilnbase.ai.policy import Configuration, PolicySnapshot, PolicyStore
+from kilnbase.ai.policy import Configuration, PolicySnapshot, PolicyStore, model_matches
 from kilnbase.ai.providers import (
     OpenAICompatibleProvider,
     Provider,
@@ -218,7 +218,7 @@ class Gateway:
             extra = await self.catalog.models(provider, record.api_key)
             models.extend({**m, "id": f"{record.name}/{m['id']}"} for m in extra or [])
         if snapshot.allowed_models is not None:
-            models = [m for m in models if requests.model_matches(m["id"], snapshot.allowed_models)]
+            models = [m for m in models if model_matches(m["id"], snapshot.allowed_models)]
         return models
 
     # -- preparation ----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
     """Seconds to wait before retry `attempt` (0-based), or None when the provider asks for longer than `cap`."""
     if retry_after is not None:
         return retry_after if retry_after <= cap else None
-    return min(cap, base * (2**attempt)) * random.uniform(0.75, 1.0)  # noqa: S311 - jitter, not security
+    return min(cap, base * (2.0**attempt)) * random.uniform(0.75, 1.0)  # noqa: S311 - jitter, not security
 
 
 @dataclass

@@ -29,11 +29,11 @@ def _model(body: dict[str, Any]) -> str:
     return model.strip()
 
 
-def validate_chat(body: Any) -> dict[str, Any]:
+def validate_chat(raw: Any) -> dict[str, Any]:
     """The request as a dict, checked field by field; raises a 400 naming the field."""
-    if not isinstance(body, dict):
+    if not isinstance(raw, dict):
         raise invalid("The request body must be a JSON object.")
-    body = dict(body)
+    body: dict[str, Any] = dict(raw)
     body["model"] = _model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -83,10 +83,10 @@ def validate_chat(body: Any) -> dict[str, Any]:
     return body
 
 
-def validate_embeddings(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
+def validate_embeddings(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
         raise invalid("The request body must be a JSON object.")
-    body = dict(body)
+    body: dict[str, Any] = dict(raw)
     body["model"] = _model(body)
     value = body.get("input")
     ok = (isinstance(value, str) and value != "") or (
@@ -110,10 +110,10 @@ def validate_embeddings(body: Any) -> dict[str, Any]:
     return body
 
 
-def validate_image(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
+def validate_image(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
         raise invalid("The request body must be a JSON object.")
-    body = dict(body)
+    body: dict[str, Any] = dict(raw)
     body["model"] = _model(body)
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > 32_000:

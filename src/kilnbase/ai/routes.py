@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from kilnbase.ai import openai_routes
+from kilnbase.ai import insforge_routes, openai_routes
 
-routes: list[BaseRoute] = [*openai_routes.routes]
+routes: list[BaseRoute] = [*openai_routes.routes, *insforge_routes.routes]
