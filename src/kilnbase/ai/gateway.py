@@ -271,7 +271,13 @@ class Gateway:
 
     async def _reserve(self, caller: Caller, prepared: Prepared, tokens: int, usd: Decimal) -> None:
         subject = limits.Subject(key_id=caller.key_id, user_id=caller.user_id)
-        prepared.reservation = await limits.reserve(self.database(), prepared.snapshot, subject, tokens, usd)
+        try:
+            prepared.reservation = await limits.reserve(
+                self.database(), prepared.snapshot, subject, tokens, usd
+            )
+        except GatewayError as exc:
+            self._finish(prepared, "refused", cost=Decimal(0), http_status=exc.status, error=exc.message)
+            raise
 
     def _finish(
         self,
