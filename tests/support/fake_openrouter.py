@@ -293,6 +293,8 @@ class FakeOpenRouter:
         self.calls.append({"path": request.url.path, "body": None, "authorization": None})
         if self.models_down:
             return self._error(503, "Service temporarily unavailable")
+        if request.headers.get("authorization") and not self._authorized(request):
+            return self._error(401, "Incorrect API key provided.")  # as OpenAI-style servers answer
         return Response(orjson.dumps({"data": MODELS}), media_type="application/json")
 
     async def _embeddings(self, request: Request) -> Response:
