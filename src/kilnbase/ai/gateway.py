@@ -374,9 +374,10 @@ class Gateway:
         for model in prepared.candidates:
             target = await self.target(prepared.snapshot, model)
             name = target.provider.name
+            deployment = f"{name}:{model}"
             body = {**prepared.body, "model": target.model}
             for attempt in range(settings.ai_max_retries + 1):
-                if not self.breaker.allow(name):
+                if not (self.breaker.allow(name) and self.breaker.allow(deployment)):
                     last = GatewayError(
                         503,
                         f"The provider of {model} is unavailable (circuit open).",
@@ -390,8 +391,10 @@ class Gateway:
                 except UpstreamError as exc:
                     if not exc.retryable:
                         raise self._client_error(exc, model, target.key_source) from None
-                    if exc.status != 429:
+                    if exc.status == 0:
                         self.breaker.failure(name)
+                    elif exc.status != 429:
+                        self.breaker.failure(deployment)
                     last = self._failure(exc, model)
                     delay = backoff_delay(
                         attempt, settings.ai_retry_base_delay, settings.ai_retry_max_delay, exc.retry_after
@@ -401,6 +404,7 @@ class Gateway:
                     await asyncio.sleep(delay)
                     continue
                 self.breaker.success(name)
+                self.breaker.success(deployment)
                 prepared.record.provider = name
                 prepared.record.key_source = target.key_source
                 return result, model, target

@@ -21,7 +21,11 @@ class _State:
 
 
 class CircuitBreaker:
-    """Opens after `threshold` consecutive failures; after `cooldown` one trial call may pass (half-open)."""
+    """Opens after `threshold` consecutive failures; after `cooldown` one trial call may pass (half-open).
+
+    Keyed by name: the gateway keeps one per provider (connection failures) and one per provider and model
+    (a model that keeps failing), so one model being down does not close its provider's other models.
+    """
 
     def __init__(self, threshold: int, cooldown: float) -> None:
         self._threshold = threshold
@@ -47,6 +51,9 @@ class CircuitBreaker:
         state.failures += 1
         if state.failures >= self._threshold:
             state.opened_at = time.monotonic()
+
+    def reset(self) -> None:
+        self._states.clear()
 
     def is_open(self, name: str) -> bool:
         state = self._states.get(name)
