@@ -1,0 +1,134 @@
+"""Model gateway benchmark: what Kilnbase adds on top of calling the upstream directly, in the same run.
+
+Starts the scripted OpenRouter-compatible upstream (uvicorn, async: not the bottleneck) and a real
+`kilnbase serve` (embedded Postgres, ledger on) pointed at it, then sends the same chat request straight to
+the upstream and through the gateway, at concurrency 1, 16 and 64, streaming and not. Prints p50/p99
+latency added, time-to-first-token added, throughput ratio, and the gateway's resident memory before and
+after the run. LiteLLM's figures measured on this machine kind (reference/performance-floor.md) are quoted
+as the anchor; LiteLLM itself is not installed by the project.
+
+    .venv/bin/python -m bench.gateway [--requests 2000] [--memory-requests 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx2
+import psutil
+
+from tests.support.servers import ServerProcess, free_port
+
+LITELLM_ANCHOR = {
+    "p50_added_ms_c1": 21.7,
+    "p99_added_ms_c1": 29.7,
+    "throughput_c16_per_worker": 38.0,
+    "ttft_added_ms_c1": "20-25",
+    "rss_mib": "309 -> 407 after 20,000 requests",
+}
+BODY = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "benchmark"}], "max_tokens": 32}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run(url: str, key: str, total: int, concurrency: int, stream: bool) -> tuple[list[float], list[float], float]:
+    """(latencies ms, time-to-first-token ms, requests/s)."""
+    latencies: list[float] = []
+    ttfts: list[float] = []
+    body = {**BODY, "stream": stream}
+    queue = iter(range(total))
+    limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx2.AsyncClient(limits=limits, timeout=60, headers={"authorization": f"Bearer {key}"}) as client:
+
+        async def worker() -> None:
+            for _ in queue:
+                started = time.perf_counter()
+                if stream:
+                    async with client.stream("POST", url, json=body) as response:
+                        first = None
+                        async for line in response.aiter_lines():
+                            if first is None and line.startswith("data: {"):
+                                first = time.perf_counter()
+                        assert response.status_code == 200, response.status_code
+                    ttfts.append(((first or time.perf_counter()) - started) * 1000)
+                else:
+                    response = await client.post(url, json=body)
+                    assert response.status_code == 200, response.text
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    return latencies, ttfts, total / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--memory-requests", type=int, default=20000)
+    args = parser.parse_args()
+
+    upstream_port = free_port()
+    upstream = subprocess.Popen([sys.executable, "-m", "tests.support.fake_openrouter", "--port", str(upstream_port)])
+    scratch = Path(tempfile.mkdtemp(prefix="kilnbase-bench-"))
+    scratch.chmod(0o755)  # embedded Postgres drops to 'nobody' when run as root and must enter it
+    data_dir = scratch / "data"
+    api_key = "ik_" + secrets.token_hex(32)
+    gateway = ServerProcess(data_dir, env={
+        "OPENROUTER_BASE_URL": f"http://127.0.0.1:{upstream_port}/api/v1", "OPENROUTER_API_KEY": "sk-or-v1-bench",
+        "ACCESS_API_KEY": api_key, "LOG_LEVEL": "warning"})
+    try:
+        for _ in range(200):
+            try:
+                httpx2.get(f"http://127.0.0.1:{upstream_port}/api/v1/models", timeout=1)
+                break
+            except httpx2.TransportError:
+                time.sleep(0.05)
+        gateway.start(timeout=120)
+        assert gateway.process is not None
+        process = psutil.Process(gateway.process.pid)
+        direct_url = f"http://127.0.0.1:{upstream_port}/api/v1/chat/completions"
+        gateway_url = gateway.url + "/v1/chat/completions"
+        asyncio.run(run(gateway_url, api_key, 200, 4, False))  # warm up: catalog, pools, policy
+        rss_start = process.memory_info().rss / 2**20
+        print(f"{'scenario':<22}{'direct p50/p99':>18}{'gateway p50/p99':>20}{'added p50/p99':>18}"
+              f"{'direct rps':>12}{'gateway rps':>13}{'ttft added p50':>16}")
+        for stream in (False, True):
+            for concurrency in (1, 16, 64):
+                total = args.requests if concurrency > 1 else max(200, args.requests // 4)
+                d_lat, d_ttft, d_rps = asyncio.run(run(direct_url, "sk-or-v1-bench", total, concurrency, stream))
+                g_lat, g_ttft, g_rps = asyncio.run(run(gateway_url, api_key, total, concurrency, stream))
+                added50 = percentile(g_lat, 0.5) - percentile(d_lat, 0.5)
+                added99 = percentile(g_lat, 0.99) - percentile(d_lat, 0.99)
+                ttft = (f"{statistics.median(g_ttft) - statistics.median(d_ttft):+.2f} ms" if stream else "-")
+                print(f"{('stream' if stream else 'json') + f' c={concurrency}':<22}"
+                      f"{percentile(d_lat, 0.5):>8.2f}/{percentile(d_lat, 0.99):<8.2f}ms"
+                      f"{percentile(g_lat, 0.5):>9.2f}/{percentile(g_lat, 0.99):<8.2f}ms"
+                      f"{added50:>+8.2f}/{added99:<+8.2f}ms{d_rps:>12.0f}{g_rps:>13.0f}{ttft:>16}")
+        rss_mid = process.memory_info().rss / 2**20
+        asyncio.run(run(gateway_url, api_key, args.memory_requests, 16, False))
+        rss_end = process.memory_info().rss / 2**20
+        print(f"\ngateway resident memory: {rss_start:.0f} MiB after warm-up, {rss_mid:.0f} MiB after the "
+              f"scenarios, {rss_end:.0f} MiB after {args.memory_requests} more requests")
+        print(f"anchor (LiteLLM 1.106.2 proxy, 1 worker, same machine kind, performance-floor.md): {LITELLM_ANCHOR}")
+        print(f"cores: {os.cpu_count()}; one gateway process; the client, upstream and gateway share the machine")
+    finally:
+        gateway.stop()
+        upstream.terminate()
+        upstream.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
