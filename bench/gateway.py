@@ -25,7 +25,6 @@ from pathlib import Path
 
 import httpx2
 import psutil
-
 from tests.support.servers import ServerProcess, free_port
 
 LITELLM_ANCHOR = {
@@ -35,7 +34,11 @@ LITELLM_ANCHOR = {
     "ttft_added_ms_c1": "20-25",
     "rss_mib": "309 -> 407 after 20,000 requests",
 }
-BODY = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "benchmark"}], "max_tokens": 32}
+BODY = {
+    "model": "openai/gpt-4o-mini",
+    "messages": [{"role": "user", "content": "benchmark"}],
+    "max_tokens": 32,
+}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -43,14 +46,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(url: str, key: str, total: int, concurrency: int, stream: bool) -> tuple[list[float], list[float], float]:
+async def run(
+    url: str, key: str, total: int, concurrency: int, stream: bool
+) -> tuple[list[float], list[float], float]:
     """(latencies ms, time-to-first-token ms, requests/s)."""
     latencies: list[float] = []
     ttfts: list[float] = []
     body = {**BODY, "stream": stream}
     queue = iter(range(total))
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx2.AsyncClient(limits=limits, timeout=60, headers={"authorization": f"Bearer {key}"}) as client:
+    async with httpx2.AsyncClient(
+        limits=limits, timeout=60, headers={"authorization": f"Bearer {key}"}
+    ) as client:
 
         async def worker() -> None:
             for _ in queue:
@@ -75,20 +82,30 @@ async def run(url: str, key: str, total: int, concurrency: int, stream: bool) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--memory-requests", type=int, default=20000)
     args = parser.parse_args()
 
     upstream_port = free_port()
-    upstream = subprocess.Popen([sys.executable, "-m", "tests.support.fake_openrouter", "--port", str(upstream_port)])
+    upstream = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.fake_openrouter", "--port", str(upstream_port)]
+    )
     scratch = Path(tempfile.mkdtemp(prefix="kilnbase-bench-"))
     scratch.chmod(0o755)  # embedded Postgres drops to 'nobody' when run as root and must enter it
     data_dir = scratch / "data"
     api_key = "ik_" + secrets.token_hex(32)
-    gateway = ServerProcess(data_dir, env={
-        "OPENROUTER_BASE_URL": f"http://127.0.0.1:{upstream_port}/api/v1", "OPENROUTER_API_KEY": "sk-or-v1-bench",
-        "ACCESS_API_KEY": api_key, "LOG_LEVEL": "warning"})
+    gateway = ServerProcess(
+        data_dir,
+        env={
+            "OPENROUTER_BASE_URL": f"http://127.0.0.1:{upstream_port}/api/v1",
+            "OPENROUTER_API_KEY": "sk-or-v1-bench",
+            "ACCESS_API_KEY": api_key,
+            "LOG_LEVEL": "warning",
+        },
+    )
     try:
         for _ in range(200):
             try:
@@ -103,27 +120,38 @@ def main() -> None:
         gateway_url = gateway.url + "/v1/chat/completions"
         asyncio.run(run(gateway_url, api_key, 200, 4, False))  # warm up: catalog, pools, policy
         rss_start = process.memory_info().rss / 2**20
-        print(f"{'scenario':<22}{'direct p50/p99':>18}{'gateway p50/p99':>20}{'added p50/p99':>18}"
-              f"{'direct rps':>12}{'gateway rps':>13}{'ttft added p50':>16}")
+        print(
+            f"{'scenario':<22}{'direct p50/p99':>18}{'gateway p50/p99':>20}{'added p50/p99':>18}"
+            f"{'direct rps':>12}{'gateway rps':>13}{'ttft added p50':>16}"
+        )
         for stream in (False, True):
             for concurrency in (1, 16, 64):
                 total = args.requests if concurrency > 1 else max(200, args.requests // 4)
-                d_lat, d_ttft, d_rps = asyncio.run(run(direct_url, "sk-or-v1-bench", total, concurrency, stream))
+                d_lat, d_ttft, d_rps = asyncio.run(
+                    run(direct_url, "sk-or-v1-bench", total, concurrency, stream)
+                )
                 g_lat, g_ttft, g_rps = asyncio.run(run(gateway_url, api_key, total, concurrency, stream))
                 added50 = percentile(g_lat, 0.5) - percentile(d_lat, 0.5)
                 added99 = percentile(g_lat, 0.99) - percentile(d_lat, 0.99)
-                ttft = (f"{statistics.median(g_ttft) - statistics.median(d_ttft):+.2f} ms" if stream else "-")
-                print(f"{('stream' if stream else 'json') + f' c={concurrency}':<22}"
-                      f"{percentile(d_lat, 0.5):>8.2f}/{percentile(d_lat, 0.99):<8.2f}ms"
-                      f"{percentile(g_lat, 0.5):>9.2f}/{percentile(g_lat, 0.99):<8.2f}ms"
-                      f"{added50:>+8.2f}/{added99:<+8.2f}ms{d_rps:>12.0f}{g_rps:>13.0f}{ttft:>16}")
+                ttft = f"{statistics.median(g_ttft) - statistics.median(d_ttft):+.2f} ms" if stream else "-"
+                print(
+                    f"{('stream' if stream else 'json') + f' c={concurrency}':<22}"
+                    f"{percentile(d_lat, 0.5):>8.2f}/{percentile(d_lat, 0.99):<8.2f}ms"
+                    f"{percentile(g_lat, 0.5):>9.2f}/{percentile(g_lat, 0.99):<8.2f}ms"
+                    f"{added50:>+8.2f}/{added99:<+8.2f}ms{d_rps:>12.0f}{g_rps:>13.0f}{ttft:>16}"
+                )
         rss_mid = process.memory_info().rss / 2**20
         asyncio.run(run(gateway_url, api_key, args.memory_requests, 16, False))
         rss_end = process.memory_info().rss / 2**20
-        print(f"\ngateway resident memory: {rss_start:.0f} MiB after warm-up, {rss_mid:.0f} MiB after the "
-              f"scenarios, {rss_end:.0f} MiB after {args.memory_requests} more requests")
-        print(f"anchor (LiteLLM 1.106.2 proxy, 1 worker, same machine kind, performance-floor.md): {LITELLM_ANCHOR}")
-        print(f"cores: {os.cpu_count()}; one gateway process; the client, upstream and gateway share the machine")
+        print(
+            f"\ngateway resident memory: {rss_start:.0f} MiB after warm-up, {rss_mid:.0f} MiB after the "
+            f"scenarios, {rss_end:.0f} MiB after {args.memory_requests} more requests"
+        )
+        print(
+            "anchor (LiteLLM 1.106.2 proxy, 1 worker, same machine kind, performance-floor.md): "
+            f"{LITELLM_ANCHOR}"
+        )
+        print(f"cores: {os.cpu_count()}; one gateway process; client, upstream and gateway share the machine")
     finally:
         gateway.stop()
         upstream.terminate()

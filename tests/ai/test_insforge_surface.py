@@ -1,5 +1,6 @@
 """InsForge's `/api/ai`: chat (its JSON and SSE dialect), images, embeddings, configurations with system
-prompts clients cannot remove, usage reports, BYOK credentials, registered providers; InsForge's error shape."""
+prompts clients cannot remove, usage reports, BYOK credentials, registered providers; InsForge's
+error shape."""
 
 from __future__ import annotations
 

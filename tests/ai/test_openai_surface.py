@@ -1,4 +1,4 @@
-"""The `/v1` surface driven by the real `openai` SDK against the scripted upstream; the ledger checked in SQL."""
+"""The `/v1` surface driven by the real `openai` SDK against the scripted upstream; the ledger in SQL."""
 
 from __future__ import annotations
 
@@ -274,12 +274,12 @@ def test_mid_stream_error_frame_and_malformed_bytes_surface_as_api_errors(
     client: openai.OpenAI, fake: FakeOpenRouter, sql: SQL
 ) -> None:
     fake.script(MidStreamError(after_chunks=1, message="provider crashed"))
-    received = []
+    received: list[Any] = []
+    stream = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "tell me a long story"}], stream=True
+    )
     with pytest.raises(openai.APIError) as frame:
-        for chunk in client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "tell me a long story"}], stream=True
-        ):
-            received.append(chunk)
+        received.extend(stream)
     assert "provider crashed" in frame.value.message
     assert received  # content before the error reached the client
     fake.script(Malformed(after_chunks=1))

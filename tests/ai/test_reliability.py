@@ -13,7 +13,7 @@ import pytest
 
 from kilnbase.config import Settings
 from tests.ai.conftest import AppServer, wait_for
-from tests.support.fake_openrouter import Fail, FakeOpenRouter, MidStreamError, Reply
+from tests.support.fake_openrouter import Fail, FakeOpenRouter, MidStreamError
 
 SQL = Callable[..., list[dict[str, Any]]]
 MODEL = "openai/gpt-4o-mini"

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from tests.ai.conftest import wait_for
-from tests.support.fake_openrouter import FakeOpenRouter, Reply
 from tests.support import postgres
+from tests.support.fake_openrouter import FakeOpenRouter, Reply
 from tests.support.servers import ServerProcess
 
 HAIKU = "anthropic/claude-3.5-haiku"

@@ -27,13 +27,16 @@ for await (const chunk of stream) {
   out.streamed += chunk.choices[0]?.delta?.content ?? '';
   for (const call of chunk.choices[0]?.delta?.tool_calls ?? []) out.toolCalls.push(call);
 }
-const embedded = await client.ai.embeddings.create({ model: 'openai/text-embedding-3-small', input: ['a', 'b'] });
+const embedded = await client.ai.embeddings.create({
+  model: 'openai/text-embedding-3-small', input: ['a', 'b'] });
 out.embeddings = embedded.data.length;
 out.embeddingUsage = embedded.usage;
-const image = await client.ai.images.generate({ model: 'google/gemini-2.5-flash-image-preview', prompt: 'a kiln' });
+const image = await client.ai.images.generate({
+  model: 'google/gemini-2.5-flash-image-preview', prompt: 'a kiln' });
 out.imageStart = image.data[0].b64_json.slice(0, 8);
 try {
-  await client.ai.chat.completions.create({ model: 'no/such-model', messages: [{ role: 'user', content: 'x' }] });
+  await client.ai.chat.completions.create({
+    model: 'no/such-model', messages: [{ role: 'user', content: 'x' }] });
   out.unknown = 'accepted';
 } catch (error) {
   out.unknown = String(error.message || error);
@@ -55,8 +58,9 @@ def gateway_env() -> Iterator[FakeOpenRouter]:
 
 
 @pytest.fixture(scope="module")
-def ai_live(gateway_env: FakeOpenRouter, live_server: ServerProcess,
-            live_keys: dict[str, str]) -> tuple[FakeOpenRouter, dict[str, str]]:
+def ai_live(
+    gateway_env: FakeOpenRouter, live_server: ServerProcess, live_keys: dict[str, str]
+) -> tuple[FakeOpenRouter, dict[str, str]]:
     return gateway_env, live_keys
 
 

@@ -3,9 +3,9 @@
 It reproduces OpenRouter's wire format as the gateway meets it: a role-first chunk, content deltas, tool-call
 fragments by index, `: OPENROUTER PROCESSING` comment lines, a final usage chunk whose `choices` is not empty
 and which carries `usage.cost`, `data: [DONE]`; and its failures: 429 with `Retry-After`, 402 with
-`metadata.limit_source`, 401, 502, an error frame at HTTP 200 in the middle of a stream, slow chunks, malformed
-bytes. What each call does is scripted: `script(...)` queues behaviours for the next calls, `rule(model, ...)`
-fixes a model's behaviour; otherwise a call is answered with a deterministic reply.
+`metadata.limit_source`, 401, 502, an error frame at HTTP 200 in the middle of a stream, slow chunks,
+malformed bytes. What each call does is scripted: `script(...)` queues behaviours for the next calls,
+`rule(model, ...)` fixes a model's behaviour; otherwise a call is answered with a deterministic reply.
 
 Run it on its own (for the benchmark) with `python -m tests.support.fake_openrouter --port N`.
 """
@@ -240,7 +240,7 @@ class FakeOpenRouter:
                 return self._queue.popleft()
         return Reply()
 
-    # -- lifecycle ---------------------------------------------------------------------------------------------
+    # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> FakeOpenRouter:
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, lifespan="off"
@@ -458,9 +458,8 @@ class FakeOpenRouter:
             for _ in range(reply.keepalives):
                 yield b": OPENROUTER PROCESSING\n\n"
             yield frame([delta({"role": "assistant", "content": ""})])
-            sent = 0
             pieces = _split(content) if content else []
-            for piece in pieces:
+            for sent, piece in enumerate(pieces):
                 if isinstance(behaviour, MidStreamError) and sent >= behaviour.after_chunks:
                     extra: dict[str, Any] = {"error": {"code": behaviour.code, "message": behaviour.message}}
                     if behaviour.with_usage:
@@ -477,7 +476,6 @@ class FakeOpenRouter:
                     if sent == 1:
                         yield b": OPENROUTER PROCESSING\n\n"
                 yield frame([delta({"content": piece})])
-                sent += 1
             for index, call in enumerate(reply.tool_calls or []):
                 arguments = call["function"]["arguments"]
                 half = len(arguments) // 2

@@ -1,1 +1,1 @@
-"""The model gateway: OpenAI-compatible and InsForge-compatible routes over providers, with quotas and a ledger."""
+"""The model gateway: OpenAI- and InsForge-compatible routes over providers, with quotas and a ledger."""

@@ -77,7 +77,8 @@ class Admin:
             async with self.db.as_owner() as cur:
                 await cur.execute(
                     "insert into ai.configurations (input_modality, output_modality, provider, model_id, "
-                    "system_prompt, client_system_messages, fallback_models) values (%s, %s, %s, %s, %s, %s, %s) "
+                    "system_prompt, client_system_messages, fallback_models) "
+                    "values (%s, %s, %s, %s, %s, %s, %s) "
                     "returning id::text",
                     (
                         values["input_modality"],
@@ -125,7 +126,7 @@ class Admin:
             await self._audit(cur, "DELETE_CONFIGURATION", {"configId": config_id})
         self._changed()
 
-    # -- credentials (BYOK) ------------------------------------------------------------------------------------
+    # -- credentials (BYOK) ----------------------------------------------------------------------------------
     async def credential_status(self) -> dict[str, Any]:
         snapshot = await self.gateway.policy.get(self.db)
         resolved = await self.gateway.openrouter_key(snapshot)
@@ -187,7 +188,7 @@ class Admin:
         self._changed()
         return deleted
 
-    # -- gateway keys ------------------------------------------------------------------------------------------
+    # -- gateway keys ----------------------------------------------------------------------------------------
     async def create_key(
         self, name: str, models: list[str] | None, max_tokens: int | None, limits: dict[str, Any]
     ) -> dict[str, Any]:
@@ -263,12 +264,13 @@ class Admin:
             await self._audit(cur, "REVOKE_GATEWAY_KEY", {"keyId": key_id})
         self._changed()
 
-    # -- limits and policy -------------------------------------------------------------------------------------
+    # -- limits and policy -----------------------------------------------------------------------------------
     async def _put_limits(self, cur: Any, scope: str, subject: str, values: dict[str, Any]) -> None:
         await cur.execute(
             "insert into ai.limits (scope, subject, rpm, tpm, tokens_per_day, usd_per_day, usd_per_month) "
-            "values (%s, %s, %s, %s, %s, %s, %s) on conflict (scope, subject) do update set rpm = excluded.rpm, "
-            "tpm = excluded.tpm, tokens_per_day = excluded.tokens_per_day, usd_per_day = excluded.usd_per_day, "
+            "values (%s, %s, %s, %s, %s, %s, %s) on conflict (scope, subject) do update set "
+            "rpm = excluded.rpm, tpm = excluded.tpm, tokens_per_day = excluded.tokens_per_day, "
+            "usd_per_day = excluded.usd_per_day, "
             "usd_per_month = excluded.usd_per_month, updated_at = now()",
             (scope, subject, *(values.get(f) for f in LIMIT_FIELDS)),
         )
@@ -319,7 +321,7 @@ class Admin:
         self._changed()
         return await self.get_policy()
 
-    # -- providers ---------------------------------------------------------------------------------------------
+    # -- providers -------------------------------------------------------------------------------------------
     async def list_providers(self) -> list[dict[str, Any]]:
         async with self.db.as_owner() as cur:
             await cur.execute("select name, base_url, masked_key from ai.providers order by name")
@@ -348,7 +350,8 @@ class Admin:
         try:
             async with self.db.as_owner() as cur:
                 await cur.execute(
-                    "insert into ai.providers (name, base_url, encrypted_key, masked_key) values (%s, %s, %s, %s) "
+                    "insert into ai.providers (name, base_url, encrypted_key, masked_key) "
+                    "values (%s, %s, %s, %s) "
                     "on conflict (name) do update set base_url = excluded.base_url, "
                     "encrypted_key = excluded.encrypted_key, masked_key = excluded.masked_key",
                     (
@@ -418,7 +421,8 @@ _USAGE_COLUMNS = (
     "id::text, "
     + _TS.format("created_at")
     + " as created_at, endpoint, principal, user_id, key_id, key_source, "
-    "provider, requested_model, model, config_id::text, input_tokens, output_tokens, cached_tokens, image_count, "
+    "provider, requested_model, model, config_id::text, input_tokens, output_tokens, cached_tokens, "
+    "image_count, "
     "cost_usd, latency_ms, ttft_ms, status, http_status, streamed, cache_hit"
 )
 

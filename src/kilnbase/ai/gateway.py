@@ -313,7 +313,7 @@ class Gateway:
         )
         self.ledger.submit(record, settlement)
 
-    # -- calling providers ------------------------------------------------------------------------------------
+    # -- calling providers -----------------------------------------------------------------------------------
     def _client_error(self, exc: UpstreamError, model: str, source: str | None) -> GatewayError:
         if exc.status == 401:
             return GatewayError(
@@ -419,7 +419,7 @@ class Gateway:
             )
         raise last
 
-    # -- chat -------------------------------------------------------------------------------------------------
+    # -- chat ------------------------------------------------------------------------------------------------
     async def _prepare_chat(self, caller: Caller, raw: Any, endpoint: str) -> Prepared:
         body = requests.validate_chat(raw)
         fallbacks = list(body.pop("models", None) or [])
@@ -515,7 +515,7 @@ class Gateway:
         prepared.record.model = model
         return ChatStream(self, prepared, upstream, model, include_usage)
 
-    # -- embeddings and images --------------------------------------------------------------------------------
+    # -- embeddings and images -------------------------------------------------------------------------------
     async def embeddings(
         self, caller: Caller, raw: Any, *, endpoint: str = "/v1/embeddings", cache_mode: str | None = None
     ) -> Result:

@@ -248,7 +248,7 @@ def _per_million(value: Any) -> float | None:
         return None
 
 
-# -- configurations -------------------------------------------------------------------------------------------
+# -- configurations ------------------------------------------------------------------------------------------
 _MODES = ("append", "drop", "refuse")
 
 
@@ -335,7 +335,7 @@ async def delete_configuration(request: Request) -> Response:
     return _json({"message": "AI configuration deleted successfully"})
 
 
-# -- usage ------------------------------------------------------------------------------------------------------
+# -- usage ---------------------------------------------------------------------------------------------------
 def _date(request: Request, name: str) -> str | None:
     value = request.query_params.get(name)
     if not value:
@@ -397,7 +397,7 @@ async def usage_by_config(request: Request) -> Response:
     return _json(result["records"])
 
 
-# -- credentials -------------------------------------------------------------------------------------------------
+# -- credentials ---------------------------------------------------------------------------------------------
 def _key_field(body: Any, name: str, *, required: bool) -> str | None:
     value = body.get(name) if isinstance(body, dict) else None
     if value is None and not required:
@@ -448,7 +448,7 @@ async def put_config(request: Request) -> Response:
     return _json(await admin.insforge_config())
 
 
-# -- Kilnbase: gateway keys, limits, policy, providers ----------------------------------------------------------
+# -- Kilnbase: gateway keys, limits, policy, providers -------------------------------------------------------
 def _models_field(body: dict[str, Any], name: str) -> list[str] | None:
     value = body.get(name)
     if value is None:

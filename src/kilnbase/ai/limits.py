@@ -160,7 +160,7 @@ def _items(
 async def reserve(
     db: Database, snapshot: PolicySnapshot, subject: Subject, tokens: int, usd: Decimal
 ) -> Reservation:
-    """Reserve the estimate everywhere, or raise 429 (rate) / 402 (quota, spend) without reserving anything."""
+    """Reserve the estimate everywhere, or raise 429 (rate) / 402 (quota, spend) reserving nothing."""
     rules = applicable_rules(snapshot, subject)
     if not rules:
         return Reservation()

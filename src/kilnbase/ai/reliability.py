@@ -1,4 +1,4 @@
-"""Retries with exponential backoff and jitter (honouring `Retry-After`), and a circuit breaker per provider."""
+"""Retries with exponential backoff and jitter (honouring `Retry-After`), and circuit breakers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None) -> float | None:
-    """Seconds to wait before retry `attempt` (0-based), or None when the provider asks for longer than `cap`."""
+    """Seconds to wait before retry `attempt` (0-based); None when the provider asks for more than `cap`."""
     if retry_after is not None:
         return retry_after if retry_after <= cap else None
     return min(cap, base * (2.0**attempt)) * random.uniform(0.75, 1.0)  # noqa: S311 - jitter, not security

@@ -164,7 +164,7 @@ def check_allowed(models: list[str], patterns: tuple[str, ...] | None, who: str)
 
 
 def cap_max_tokens(body: dict[str, Any], caps: list[int | None], model_limit: int | None) -> int | None:
-    """Enforce the smallest cap (400 when asked for more); when nothing was asked, the cap is sent upstream."""
+    """Enforce the smallest cap (400 when asked for more); when nothing was asked, send the cap upstream."""
     requested = body.get("max_completion_tokens") or body.get("max_tokens")
     limits = [c for c in caps if c is not None]
     cap = min(limits) if limits else None
