@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -104,10 +104,11 @@ class LedgerWriter:
                     queue.task_done()
 
     async def _write(self, batch: _Batch) -> None:
-        async with self._database().as_owner() as cur:
+        """Autocommit statements in one pipeline: one round trip for the whole batch."""
+        rows = [tuple(getattr(r, c) for c in _COLUMNS) for r in batch.records]
+        async with self._database().pool.connection() as conn, conn.pipeline():
             if batch.settlements:
-                await cur.execute(SETTLE_SQL, (orjson.dumps(batch.settlements).decode(),))
-            if batch.records:
-                await cur.executemany(
-                    _INSERT, [tuple(row[c] for c in _COLUMNS) for row in map(asdict, batch.records)]
-                )
+                await conn.execute(SETTLE_SQL, (orjson.dumps(batch.settlements).decode(),))
+            if rows:
+                async with conn.cursor() as cur:
+                    await cur.executemany(_INSERT, rows)
