@@ -80,7 +80,11 @@ def test_chat_non_streaming_returns_openai_shape_and_writes_the_ledger(
 def test_stream_with_include_usage_ends_with_one_cumulative_usage_chunk(
     client: openai.OpenAI, fake: FakeOpenRouter, sql: SQL
 ) -> None:
-    fake.script(Reply(content="one two three four", prompt_tokens=7, completion_tokens=40, cost=0.5))
+    fake.script(
+        Reply(
+            content="one two three four", prompt_tokens=7, completion_tokens=40, cost=0.5, interim_usage=True
+        )
+    )
     before = count_rows(sql)
     chunks = list(
         client.chat.completions.create(
@@ -120,6 +124,8 @@ def test_stream_without_include_usage_has_no_usage_field_and_ends_with_done(
     data = [orjson.loads(e[6:]) for e in events if e.startswith("data: {")]
     assert data
     assert all("usage" not in d and d["object"] == "chat.completion.chunk" for d in data)
+    assert all(list(d) == ["id", "object", "created", "model", "system_fingerprint", "choices"] for d in data)
+    assert all(list(c) == ["index", "delta", "logprobs", "finish_reason"] for d in data for c in d["choices"])
     assert len({d["id"] for d in data}) == 1
     assert all(d["choices"] for d in data)
 
@@ -322,3 +328,21 @@ def test_an_abandoned_stream_cancels_the_upstream_and_is_recorded(
     row = sql("select * from ai.usage where status = 'abandoned' order by created_at desc limit 1")[0]
     assert row["streamed"] is True
     assert row["input_tokens"] > 0
+
+
+def test_a_client_leaving_a_non_streaming_call_cancels_it(
+    server: AppServer, api_key: str, fake: FakeOpenRouter, sql: SQL
+) -> None:
+    fake.reset()
+    fake.script(Reply(chunk_delay=1.0))  # the fake answers after 4 s
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "slow json"}]}
+    with pytest.raises(httpx2.ReadTimeout):
+        httpx2.post(
+            server.url + "/v1/chat/completions",
+            json=body,
+            timeout=0.5,
+            headers={"authorization": f"Bearer {api_key}"},
+        )
+    rows = wait_for(lambda: sql("select * from ai.usage where status = 'abandoned' and not streamed"))
+    assert rows
+    assert rows[0]["latency_ms"] < 3000

@@ -13,7 +13,7 @@ import pytest
 
 from kilnbase.config import Settings
 from tests.ai.conftest import AppServer, wait_for
-from tests.support.fake_openrouter import Fail, FakeOpenRouter, MidStreamError
+from tests.support.fake_openrouter import Fail, FakeOpenRouter, MidStreamError, Reply
 
 SQL = Callable[..., list[dict[str, Any]]]
 MODEL = "openai/gpt-4o-mini"
@@ -36,6 +36,7 @@ def ai_settings(
         ai_breaker_threshold=3,
         ai_breaker_cooldown=600,
         ai_catalog_ttl=0.0,
+        ai_read_timeout=1.0,
     )
 
 
@@ -170,3 +171,13 @@ def test_cache_hits_are_marked_free_and_need_no_quota(
         server.url + "/v1/chat/completions", json=body, headers={**headers, "x-kilnbase-cache": "off"}
     )
     assert "x-kilnbase-cache" not in no_cache.headers
+
+
+def test_a_provider_that_does_not_answer_in_time_is_a_502(
+    client: openai.OpenAI, fake: FakeOpenRouter
+) -> None:
+    fake.rule(HAIKU, Reply(chunk_delay=0.5))  # answers after 2 s; the gateway waits 1 s per attempt
+    with pytest.raises(openai.InternalServerError) as slow:
+        ask(client, model=HAIKU)
+    assert "did not answer in time" in slow.value.message
+    assert len(fake.chat_calls()) == 3

@@ -129,6 +129,8 @@ class Reply:
     keepalives: int = 1
     chunk_delay: float = 0.0
     finish_reason: str | None = None
+    #: Also send a partial usage figure early in the stream (cumulative usage: the last one is the total).
+    interim_usage: bool = False
 
 
 @dataclass
@@ -457,7 +459,16 @@ class FakeOpenRouter:
         try:
             for _ in range(reply.keepalives):
                 yield b": OPENROUTER PROCESSING\n\n"
-            yield frame([delta({"role": "assistant", "content": ""})])
+            if reply.interim_usage:
+                partial = {
+                    **usage,
+                    "completion_tokens": 1,
+                    "total_tokens": usage["prompt_tokens"] + 1,
+                    "cost": 0,
+                }
+                yield frame([delta({"role": "assistant", "content": ""})], usage=partial)
+            else:
+                yield frame([delta({"role": "assistant", "content": ""})])
             pieces = _split(content) if content else []
             for sent, piece in enumerate(pieces):
                 if isinstance(behaviour, MidStreamError) and sent >= behaviour.after_chunks:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
+import anyio
 import orjson
 from starlette.requests import Request
 
@@ -13,6 +15,8 @@ from kilnbase.http.errors import ApiError
 from kilnbase.http.principal import CredentialKind
 from kilnbase.http.request_context import require_credential
 from kilnbase.server.runtime import runtime_of
+
+T = TypeVar("T")
 
 #: Gateway (virtual) keys: handed to an agent or an app, scoped to models and limits.
 GATEWAY_KEY_PREFIX = "kbk_"
@@ -73,3 +77,28 @@ async def json_body(request: Request) -> Any:
 def cache_mode(request: Request) -> str | None:
     value = request.headers.get("x-kilnbase-cache", "").strip().lower()
     return value if value in ("on", "off") else None
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:
+    """Run `work`; if the client disconnects first, cancel it (closing the upstream call) and return None."""
+    results: list[T] = []
+    errors: list[BaseException] = []
+    async with anyio.create_task_group() as group:
+
+        async def run() -> None:
+            try:
+                results.append(await work)
+            except Exception as exc:
+                errors.append(exc)
+            group.cancel_scope.cancel()
+
+        async def watch() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()
+
+        group.start_soon(run)
+        group.start_soon(watch)
+    if errors:
+        raise errors[0]
+    return results[0] if results else None

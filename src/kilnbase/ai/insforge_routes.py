@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from kilnbase.ai import credentials
 from kilnbase.ai.admin import Admin, parse_limits, usage_records, usage_summary
-from kilnbase.ai.edge import cache_mode, caller_of, gateway_of, json_body
+from kilnbase.ai.edge import cache_mode, caller_of, gateway_of, json_body, unless_client_leaves
 from kilnbase.ai.errors import GatewayError, insforge_code, invalid
 from kilnbase.ai.event_stream import EventStreamResponse
 from kilnbase.ai.gateway import ChatStream
@@ -155,9 +155,12 @@ async def chat_completion(request: Request) -> Response:
     if body.get("stream"):
         stream = await gateway.open_chat_stream(caller, body, endpoint="/api/ai/chat/completion")
         return EventStreamResponse(_insforge_events(stream), headers={"connection": "keep-alive"})
-    result = await gateway.chat(
-        caller, body, endpoint="/api/ai/chat/completion", cache_mode=cache_mode(request)
+    result = await unless_client_leaves(
+        request,
+        gateway.chat(caller, body, endpoint="/api/ai/chat/completion", cache_mode=cache_mode(request)),
     )
+    if result is None:
+        return Response(status_code=499)  # nobody is listening any more
     message = result.body["choices"][0]["message"] if result.body["choices"] else {}
     answer: dict[str, Any] = {"text": message.get("content") or ""}
     if message.get("tool_calls"):

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from kilnbase.ai.edge import cache_mode, caller_of, gateway_of, json_body
+from kilnbase.ai.edge import cache_mode, caller_of, gateway_of, json_body, unless_client_leaves
 from kilnbase.ai.errors import GatewayError, openai_error_body
 from kilnbase.ai.event_stream import EventStreamResponse
 from kilnbase.ai.gateway import ChatStream
@@ -69,7 +69,9 @@ async def chat_completions(request: Request) -> Response:
     if isinstance(body, dict) and body.get("stream"):
         stream = await gateway.open_chat_stream(caller, body)
         return EventStreamResponse(_openai_events(stream))
-    result = await gateway.chat(caller, body, cache_mode=cache_mode(request))
+    result = await unless_client_leaves(request, gateway.chat(caller, body, cache_mode=cache_mode(request)))
+    if result is None:
+        return Response(status_code=499)  # nobody is listening any more
     return _json(result.body, result.headers)
 
 
