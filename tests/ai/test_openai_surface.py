@@ -60,7 +60,12 @@ def test_chat_non_streaming_returns_openai_shape_and_writes_the_ledger(
     client: openai.OpenAI, sql: SQL
 ) -> None:
     before = count_rows(sql)
-    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "ping"}])
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "ping"}]
+    )
+    assert float(raw.headers["x-kilnbase-overhead-ms"]) >= 0
+    assert float(raw.headers["x-kilnbase-cost-usd"]) > 0
+    reply = raw.parse()
     assert reply.object == "chat.completion"
     assert reply.choices[0].message.content == "Hello from openai/gpt-4o-mini: you said 'ping'."
     assert reply.choices[0].finish_reason == "stop"

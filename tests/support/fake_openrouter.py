@@ -190,6 +190,9 @@ class FakeOpenRouter:
         self.calls: list[dict[str, Any]] = []
         self.stream_outcomes: list[str] = []
         self.models_down = False
+        #: What `GET /managed/key` hands out (a stand-in for InsForge Cloud's key service).
+        self.managed_key: str | None = None
+        self.managed_token = "cloud-token"
         self._queue: deque[Behaviour] = deque()
         self._rules: dict[str, Behaviour] = {}
         self._lock = threading.Lock()
@@ -200,6 +203,7 @@ class FakeOpenRouter:
                 Route("/api/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/api/v1/models", self._models, methods=["GET"]),
                 Route("/api/v1/key", self._key, methods=["GET"]),
+                Route("/managed/key", self._managed_key, methods=["GET"]),
             ]
         )
         self._server: uvicorn.Server | None = None
@@ -290,6 +294,13 @@ class FakeOpenRouter:
             ),
             media_type="application/json",
         )
+
+    async def _managed_key(self, request: Request) -> Response:
+        if request.headers.get("authorization") != f"Bearer {self.managed_token}":
+            return self._error(401, "Unauthorized")
+        if self.managed_key is None:
+            return self._error(404, "No key for this project")
+        return Response(orjson.dumps({"apiKey": self.managed_key}), media_type="application/json")
 
     async def _models(self, request: Request) -> Response:
         self.calls.append({"path": request.url.path, "body": None, "authorization": None})

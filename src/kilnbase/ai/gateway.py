@@ -77,6 +77,8 @@ class Prepared:
     #: (prompt tokens, completion tokens) the reservation assumes.
     estimate: tuple[int, int] = (0, 0)
     started: float = field(default_factory=time.perf_counter)
+    #: Time spent waiting on providers (all attempts), to report the gateway's own overhead.
+    upstream_seconds: float = 0.0
 
 
 @dataclass
@@ -163,6 +165,13 @@ class Gateway:
             timeout=httpx2.Timeout(settings.ai_read_timeout, connect=settings.ai_connect_timeout),
             limits=httpx2.Limits(max_connections=1024, max_keepalive_connections=256),
         )
+        if managed is None and settings.ai_managed_key_url:
+            self.managed = credentials.HttpManagedKeySource(
+                settings.ai_managed_key_url,
+                settings.ai_managed_key_token,
+                self.client,
+                settings.ai_managed_key_ttl,
+            )
         self.openrouter = openrouter(settings.openrouter_base_url, self.client)
         self.catalog = ModelCatalog(settings.ai_catalog_ttl)
         self.policy = PolicyStore(box, settings.ai_policy_ttl)
@@ -223,7 +232,7 @@ class Gateway:
 
     # -- preparation ----------------------------------------------------------------------------------------
     async def _prepare(
-        self, caller: Caller, body: dict[str, Any], endpoint: str, fallbacks: list[str]
+        self, caller: Caller, body: dict[str, Any], endpoint: str, fallbacks: list[str], started: float
     ) -> Prepared:
         snapshot = await self.policy.get(self.database())
         model = body["model"]
@@ -267,6 +276,7 @@ class Gateway:
             record=record,
             configuration=configuration,
             price=price,
+            started=started,
         )
 
     async def _reserve(self, caller: Caller, prepared: Prepared, tokens: int, usd: Decimal) -> None:
@@ -387,7 +397,11 @@ class Gateway:
                     )
                     break
                 try:
-                    result = await call(target.provider, body, target.key)
+                    sent_at = time.perf_counter()
+                    try:
+                        result = await call(target.provider, body, target.key)
+                    finally:
+                        prepared.upstream_seconds += time.perf_counter() - sent_at
                 except UpstreamError as exc:
                     if not exc.retryable:
                         raise self._client_error(exc, model, target.key_source) from None
@@ -421,9 +435,10 @@ class Gateway:
 
     # -- chat ------------------------------------------------------------------------------------------------
     async def _prepare_chat(self, caller: Caller, raw: Any, endpoint: str) -> Prepared:
+        started = time.perf_counter()
         body = requests.validate_chat(raw)
         fallbacks = list(body.pop("models", None) or [])
-        prepared = await self._prepare(caller, body, endpoint, fallbacks)
+        prepared = await self._prepare(caller, body, endpoint, fallbacks, started)
         body["messages"] = requests.apply_configuration(body["messages"], prepared.configuration)
         model_limit = prepared.price.max_completion_tokens if prepared.price else None
         requested = requests.cap_max_tokens(
@@ -484,6 +499,8 @@ class Gateway:
         cost = _reported_cost(upstream.body.get("usage"))
         self._finish(prepared, "ok", usage=upstream.body.get("usage"), cost=cost, http_status=200)
         headers: dict[str, str] = {}
+        overhead = time.perf_counter() - prepared.started - prepared.upstream_seconds
+        headers["x-kilnbase-overhead-ms"] = f"{overhead * 1000:.2f}"
         if cost is not None:
             headers["x-kilnbase-cost-usd"] = str(cost)
         if key is not None:
@@ -519,9 +536,10 @@ class Gateway:
     async def embeddings(
         self, caller: Caller, raw: Any, *, endpoint: str = "/v1/embeddings", cache_mode: str | None = None
     ) -> Result:
+        started = time.perf_counter()
         body = requests.validate_embeddings(raw)
         encoding = body.pop("encoding_format", None) or "float"
-        prepared = await self._prepare(caller, body, endpoint, [])
+        prepared = await self._prepare(caller, body, endpoint, [], started)
         upstream_body = {
             k: body[k] for k in ("model", "input", "dimensions", "user") if body.get(k) is not None
         }
@@ -603,6 +621,7 @@ class Gateway:
         input_images: list[str] | None = None,
     ) -> tuple[list[str], str | None, dict[str, Any], str]:
         """Image generation through chat with `modalities`; returns (data URLs, text, usage, model)."""
+        started = time.perf_counter()
         body = requests.validate_image(raw)
         n = int(body.get("n") or 1)
         content: Any = body["prompt"]
@@ -616,7 +635,7 @@ class Gateway:
             "messages": [{"role": "user", "content": content}],
             "modalities": ["image", "text"],
         }
-        prepared = await self._prepare(caller, chat_body, endpoint, [])
+        prepared = await self._prepare(caller, chat_body, endpoint, [], started)
         model_info = self.catalog.lookup("openrouter", body["model"])
         outputs = ((model_info or {}).get("architecture") or {}).get("output_modalities")
         if isinstance(outputs, list) and "image" not in outputs:
