@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     ai_cache_ttl: float = Field(300.0, ge=0)
     ai_cache_max_entries: int = Field(10_000, ge=0)
     ai_default_max_tokens: int = Field(4096, ge=1)
+    ai_stream_keepalive: float = Field(15.0, ge=0)
 
     @property
     def base_url(self) -> str:

@@ -37,6 +37,7 @@ def ai_settings(
         ai_breaker_cooldown=600,
         ai_catalog_ttl=0.0,
         ai_read_timeout=1.0,
+        ai_stream_keepalive=0.1,
     )
 
 
@@ -181,3 +182,19 @@ def test_a_provider_that_does_not_answer_in_time_is_a_502(
         ask(client, model=HAIKU)
     assert "did not answer in time" in slow.value.message
     assert len(fake.chat_calls()) == 3
+
+
+def test_a_silent_stream_gets_keepalive_comments(
+    server: AppServer, api_key: str, fake: FakeOpenRouter
+) -> None:
+    fake.script(Reply(content="slow thinker", chunk_delay=0.4, keepalives=0))
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "think"}], "stream": True}
+    response = httpx2.post(
+        server.url + "/v1/chat/completions",
+        json=body,
+        timeout=20,
+        headers={"authorization": f"Bearer {api_key}"},
+    )
+    lines = response.text.split("\n\n")
+    assert lines.count(": keepalive") >= 3  # the fake itself sends one comment; the rest are the gateway's
+    assert "data: [DONE]" in lines

@@ -154,7 +154,11 @@ async def chat_completion(request: Request) -> Response:
     body = _chat_request(await json_body(request))
     if body.get("stream"):
         stream = await gateway.open_chat_stream(caller, body, endpoint="/api/ai/chat/completion")
-        return EventStreamResponse(_insforge_events(stream), headers={"connection": "keep-alive"})
+        return EventStreamResponse(
+            _insforge_events(stream),
+            headers={"connection": "keep-alive"},
+            keepalive=gateway.settings.ai_stream_keepalive,
+        )
     result = await unless_client_leaves(
         request,
         gateway.chat(caller, body, endpoint="/api/ai/chat/completion", cache_mode=cache_mode(request)),

@@ -68,7 +68,7 @@ async def chat_completions(request: Request) -> Response:
     body = await json_body(request)
     if isinstance(body, dict) and body.get("stream"):
         stream = await gateway.open_chat_stream(caller, body)
-        return EventStreamResponse(_openai_events(stream))
+        return EventStreamResponse(_openai_events(stream), keepalive=gateway.settings.ai_stream_keepalive)
     result = await unless_client_leaves(request, gateway.chat(caller, body, cache_mode=cache_mode(request)))
     if result is None:
         return Response(status_code=499)  # nobody is listening any more
