@@ -42,10 +42,14 @@ class Settings(BaseSettings):
     openrouter_base_url: str = Field(
         "https://openrouter.ai/api/v1", validation_alias=AliasChoices("OPENROUTER_BASE_URL")
     )
-    #: A pluggable managed key source (second in line after BYOK): GET it, with this bearer token, for {apiKey}.
+    #: A pluggable managed key source (after BYOK, before the environment): GET it for {apiKey}.
     ai_managed_key_url: str | None = None
     ai_managed_key_token: str | None = None
     ai_managed_key_ttl: float = Field(300.0, ge=0)
+    #: Quota counters in Redis instead of Postgres (shared by every process pointing at it).
+    ai_redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("KILNBASE_AI_REDIS_URL", "REDIS_URL")
+    )
     ai_max_retries: int = Field(2, ge=0, le=10)
     ai_retry_base_delay: float = Field(0.25, ge=0)
     ai_retry_max_delay: float = Field(8.0, ge=0)

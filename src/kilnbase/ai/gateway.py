@@ -27,6 +27,7 @@ import orjson
 from kilnbase.ai import credentials, limits, requests
 from kilnbase.ai.cache import ResponseCache, cache_key
 from kilnbase.ai.catalog import ModelCatalog, Price
+from kilnbase.ai.counters_redis import RedisCounters
 from kilnbase.ai.errors import GatewayError
 from kilnbase.ai.ledger import LedgerWriter, UsageRecord
 from kilnbase.ai.policy import Configuration, PolicySnapshot, PolicyStore, model_matches
@@ -175,7 +176,12 @@ class Gateway:
         self.openrouter = openrouter(settings.openrouter_base_url, self.client)
         self.catalog = ModelCatalog(settings.ai_catalog_ttl)
         self.policy = PolicyStore(box, settings.ai_policy_ttl)
-        self.ledger = LedgerWriter(database)
+        self.counters: limits.CounterStore = (
+            RedisCounters(settings.ai_redis_url)
+            if settings.ai_redis_url
+            else limits.PostgresCounters(database)
+        )
+        self.ledger = LedgerWriter(database, self.counters)
         self.breaker = CircuitBreaker(settings.ai_breaker_threshold, settings.ai_breaker_cooldown)
         self.cache = ResponseCache(settings.ai_cache_ttl, settings.ai_cache_max_entries)
         self._registered: dict[str, tuple[str, OpenAICompatibleProvider]] = {}
@@ -283,7 +289,7 @@ class Gateway:
         subject = limits.Subject(key_id=caller.key_id, user_id=caller.user_id)
         try:
             prepared.reservation = await limits.reserve(
-                self.database(), prepared.snapshot, subject, tokens, usd
+                self.counters, prepared.snapshot, subject, tokens, usd
             )
         except GatewayError as exc:
             self._finish(prepared, "refused", cost=Decimal(0), http_status=exc.status, error=exc.message)

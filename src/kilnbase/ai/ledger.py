@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from kilnbase.ai.limits import SETTLE_SQL
+from kilnbase.ai.limits import SETTLE_SQL, CounterStore, PostgresCounters
 from kilnbase.db.session import Database
 
 log = logging.getLogger("kilnbase.ai.ledger")
@@ -61,8 +61,9 @@ class _Batch:
 
 
 class LedgerWriter:
-    def __init__(self, database: Callable[[], Database]) -> None:
+    def __init__(self, database: Callable[[], Database], counters: CounterStore) -> None:
         self._database = database
+        self._counters = counters
         self._queue: asyncio.Queue[tuple[UsageRecord | None, list[dict[str, Any]]]] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -106,8 +107,11 @@ class LedgerWriter:
     async def _write(self, batch: _Batch) -> None:
         """Autocommit statements in one pipeline: one round trip for the whole batch."""
         rows = [tuple(getattr(r, c) for c in _COLUMNS) for r in batch.records]
+        in_postgres = isinstance(self._counters, PostgresCounters)
+        if batch.settlements and not in_postgres:
+            await self._counters.settle(batch.settlements)
         async with self._database().pool.connection() as conn, conn.pipeline():
-            if batch.settlements:
+            if batch.settlements and in_postgres:
                 await conn.execute(SETTLE_SQL, (orjson.dumps(batch.settlements).decode(),))
             if rows:
                 async with conn.cursor() as cur:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from psycopg import errors as pg_errors
@@ -157,8 +158,52 @@ def _items(
     return items
 
 
+class CounterStore(Protocol):
+    """Where the counters live: Postgres by default, Redis when configured (see `counters_redis.py`)."""
+
+    async def reserve(self, items: list[dict[str, Any]]) -> int | None:
+        """Increment every counter if all stay within their limits; else change nothing and return the index
+        of the first item that would pass its limit."""
+        ...
+
+    async def current(self, item: dict[str, Any]) -> tuple[int, int, Decimal]:
+        """(requests, tokens, usd) of one counter."""
+        ...
+
+    async def settle(self, corrections: list[dict[str, Any]]) -> None: ...
+
+
+class PostgresCounters:
+    """`ai.counters`, reserved through `ai.reserve` (one statement) and settled in the ledger's round trip."""
+
+    def __init__(self, database: Callable[[], Database]) -> None:
+        self._database = database
+
+    async def reserve(self, items: list[dict[str, Any]]) -> int | None:
+        try:
+            async with self._database().as_owner() as cur:
+                await cur.execute("select ai.reserve(%s::jsonb)", (orjson.dumps(items).decode(),))
+        except pg_errors.RaiseException as exc:
+            return int(exc.diag.message_primary or 0)
+        return None
+
+    async def current(self, item: dict[str, Any]) -> tuple[int, int, Decimal]:
+        async with self._database().as_owner() as cur:
+            await cur.execute(
+                "select requests, tokens, usd from ai.counters where scope = %s and subject = %s "
+                "and window_kind = %s and window_start = %s::timestamptz",
+                (item["scope"], item["subject"], item["window"], item["start"]),
+            )
+            row = await cur.fetchone()
+        return (row["requests"], row["tokens"], row["usd"]) if row else (0, 0, Decimal(0))
+
+    async def settle(self, corrections: list[dict[str, Any]]) -> None:
+        async with self._database().pool.connection() as conn:
+            await conn.execute(SETTLE_SQL, (orjson.dumps(corrections).decode(),))
+
+
 async def reserve(
-    db: Database, snapshot: PolicySnapshot, subject: Subject, tokens: int, usd: Decimal
+    store: CounterStore, snapshot: PolicySnapshot, subject: Subject, tokens: int, usd: Decimal
 ) -> Reservation:
     """Reserve the estimate everywhere, or raise 429 (rate) / 402 (quota, spend) reserving nothing."""
     rules = applicable_rules(snapshot, subject)
@@ -170,31 +215,24 @@ async def reserve(
     for rule, counter_subject in rules:
         _check_single(rule, tokens, usd, windows)
         items.extend(_items(rule, counter_subject, tokens, usd, windows))
-    try:
-        async with db.as_owner() as cur:
-            await cur.execute("select ai.reserve(%s::jsonb)", (orjson.dumps(items).decode(),))
-    except pg_errors.RaiseException as exc:
-        index = int(exc.diag.message_primary or 0)
-        raise await _explain(db, items[index], windows) from None
+    refused = await store.reserve(items)
+    if refused is not None:
+        raise await _explain(store, items[refused], windows)
     return Reservation(items=items, tokens=tokens, usd=usd)
 
 
-async def _explain(db: Database, item: dict[str, Any], windows: dict[str, tuple[str, float]]) -> GatewayError:
+async def _explain(
+    store: CounterStore, item: dict[str, Any], windows: dict[str, tuple[str, float]]
+) -> GatewayError:
     """Which limit of the refused counter would have been passed (429 for a minute, 402 otherwise)."""
-    async with db.as_owner() as cur:
-        await cur.execute(
-            "select requests, tokens, usd from ai.counters where scope = %s and subject = %s "
-            "and window_kind = %s and window_start = %s::timestamptz",
-            (item["scope"], item["subject"], item["window"], item["start"]),
-        )
-        row = await cur.fetchone() or {"requests": 0, "tokens": 0, "usd": Decimal(0)}
+    requests, tokens, _usd = await store.current(item)
     scope = item["scope"]
     if item["window"] == "minute":
         max_requests = item.get("max_requests")
-        what = "requests" if max_requests is not None and row["requests"] + 1 > max_requests else "tokens"
+        what = "requests" if max_requests is not None and requests + 1 > max_requests else "tokens"
         return _rate_limited(scope, what, windows["minute"][1])
     max_tokens = item.get("max_tokens")
-    if item["window"] == "day" and max_tokens is not None and row["tokens"] + item["tokens"] > max_tokens:
+    if item["window"] == "day" and max_tokens is not None and tokens + item["tokens"] > max_tokens:
         return _quota_exceeded(scope, "tokens per day", spend=False)
     return _quota_exceeded(scope, f"USD per {item['window']}", spend=True)
 
