@@ -12,7 +12,10 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
+from kilnbase.ai.limits import PostgresCounters
+from kilnbase.db.session import Database
 from tests.ai.conftest import AppServer, wait_for
 from tests.support.fake_openrouter import FakeOpenRouter, Reply
 
@@ -187,3 +190,19 @@ def test_admin_routes_need_admin_and_every_change_is_audited(
         "REVOKE_GATEWAY_KEY",
         "UPDATE_AI_POLICY",
     } <= actions
+
+
+def test_expired_counters_are_pruned_and_live_ones_kept(
+    admin: httpx2.Client, sql: SQL, database_url: str
+) -> None:
+    sql(
+        "insert into ai.counters (scope, subject, window_kind, window_start, requests) values "
+        "('project', '*', 'minute', now() - interval '1 hour', 1), ('project', '*', 'day', now(), 1)"
+    )
+
+    async def prune() -> int:
+        async with AsyncConnectionPool(database_url, min_size=1, open=False) as pool:
+            return await PostgresCounters(lambda: Database(pool)).prune()
+
+    assert asyncio.run(prune()) == 1
+    assert [r["window_kind"] for r in sql("select window_kind from ai.counters")] == ["day"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -48,6 +49,8 @@ class UsageRecord:
 
 
 _COLUMNS = tuple(UsageRecord.__dataclass_fields__)
+#: Seconds between two prunings of expired quota counters (Redis expires its own).
+_PRUNE_EVERY = 300.0
 _INSERT = (
     f"insert into ai.usage ({', '.join(_COLUMNS)}) "
     f"values ({', '.join('%s::uuid' if c == 'config_id' else '%s' for c in _COLUMNS)})"
@@ -64,6 +67,7 @@ class LedgerWriter:
     def __init__(self, database: Callable[[], Database], counters: CounterStore) -> None:
         self._database = database
         self._counters = counters
+        self._pruned_at = time.monotonic()
         self._queue: asyncio.Queue[tuple[UsageRecord | None, list[dict[str, Any]]]] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -103,6 +107,15 @@ class LedgerWriter:
             finally:
                 for _ in taken:
                     queue.task_done()
+            if (
+                isinstance(self._counters, PostgresCounters)
+                and time.monotonic() - self._pruned_at > _PRUNE_EVERY
+            ):
+                self._pruned_at = time.monotonic()
+                try:
+                    await self._counters.prune()
+                except Exception:
+                    log.exception("could not prune old quota counters")
 
     async def _write(self, batch: _Batch) -> None:
         """Autocommit statements in one pipeline: one round trip for the whole batch."""

@@ -201,6 +201,12 @@ class PostgresCounters:
         async with self._database().pool.connection() as conn:
             await conn.execute(SETTLE_SQL, (orjson.dumps(corrections).decode(),))
 
+    async def prune(self, batch: int = 5000) -> int:
+        """Delete counters whose window is long over, a bounded batch at a time (never one huge delete)."""
+        async with self._database().pool.connection() as conn:
+            cur = await conn.execute(PRUNE_SQL, (batch,))
+            return cur.rowcount
+
 
 async def reserve(
     store: CounterStore, snapshot: PolicySnapshot, subject: Subject, tokens: int, usd: Decimal
@@ -246,4 +252,14 @@ from (
     group by 1, 2, 3, 4
 ) d
 where c.scope = d.scope and c.subject = d.subject and c.window_kind = d."window" and c.window_start = d.start
+"""
+
+PRUNE_SQL = """
+delete from ai.counters where ctid in (
+    select ctid from ai.counters
+    where (window_kind = 'minute' and window_start < now() - interval '5 minutes')
+       or (window_kind = 'day' and window_start < now() - interval '3 days')
+       or (window_kind = 'month' and window_start < now() - interval '70 days')
+    limit %s
+)
 """
