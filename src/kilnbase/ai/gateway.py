@@ -498,7 +498,13 @@ class Gateway:
             self._finish(prepared, "error", http_status=exc.status, error=exc.message)
             raise
         except BaseException:
-            self._finish(prepared, "abandoned", error="the client went away")
+            # The client left while the provider was working: keep the prompt's estimated cost on the books.
+            self._finish(
+                prepared,
+                "abandoned",
+                usage={"prompt_tokens": prepared.estimate[0]},
+                error="the client went away",
+            )
             raise
         answer = _completion(upstream.body, model)
         prepared.record.model = answer["model"]
@@ -800,7 +806,7 @@ class ChatStream:
             await self._upstream.aclose()
         status = self.status or "abandoned"
         usage = self.usage
-        if usage is None and status != "ok":
+        if usage is None:
             # The provider never sent its figures: bill what was seen (prompt estimate + text relayed).
             prompt, _ = self._prepared.estimate
             usage = {"prompt_tokens": prompt, "completion_tokens": max(0, self._chars // 4)}

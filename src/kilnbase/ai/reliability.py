@@ -47,6 +47,8 @@ class CircuitBreaker:
             state.failures, state.opened_at = 0, None
 
     def failure(self, name: str) -> None:
+        if name not in self._states and len(self._states) >= 10_000:
+            self._states = {k: v for k, v in self._states.items() if v.opened_at is not None}
         state = self._states.setdefault(name, _State())
         state.failures += 1
         if state.failures >= self._threshold:
