@@ -262,6 +262,12 @@ def test_upstream_failures_map_to_402_429_502_and_never_leak_the_key(
     fake.script(*[Fail(429, "Slow down", headers={"retry-after": "0"})] * 3)
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    fake.script(Fail(400, "Incorrect API key provided: sk-proj-abcdef123456. Bearer sk-or-v1-fake rejected"))
+    with pytest.raises(openai.BadRequestError) as echoed:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+    assert "abcdef123456" not in echoed.value.response.text
+    assert "sk-or-v1-fake" not in echoed.value.response.text
+    assert "[redacted]" in echoed.value.message
     fake.valid_keys.discard("sk-or-v1-fake")
     try:
         with pytest.raises(openai.APIStatusError) as rejected:

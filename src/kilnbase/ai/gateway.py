@@ -38,6 +38,7 @@ from kilnbase.ai.providers import (
     UpstreamError,
     UpstreamStream,
     openrouter,
+    scrub,
 )
 from kilnbase.ai.reliability import CircuitBreaker, backoff_delay
 from kilnbase.config import Settings
@@ -750,7 +751,9 @@ class ChatStream:
                 if event.get("error"):
                     error = event["error"]
                     message = error.get("message") if isinstance(error, dict) else None
-                    raise StreamBroken(f"The provider failed mid-stream: {message or 'unknown error'}")
+                    raise StreamBroken(
+                        f"The provider failed mid-stream: {scrub(str(message or 'unknown error'))}"
+                    )
                 choices = []
                 for choice in event.get("choices") or []:
                     if self._keep(choice):

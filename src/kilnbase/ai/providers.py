@@ -8,6 +8,7 @@ provider call is one HTTP exchange, so that a retry can land on another model.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -112,13 +113,22 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+#: Anything shaped like a key (`sk-...`, `sk_...`, Bearer tokens): providers echo keys in some messages
+#: (OpenAI's 401 names the key it refused), and no key may reach a client, a log or the ledger.
+_KEY_SHAPED = re.compile(r"\b(?:sk|ik|kbk|anon)[-_][A-Za-z0-9_\-*.]{6,}|(?i:bearer)\s+\S{6,}")
+
+
+def scrub(message: str) -> str:
+    return _KEY_SHAPED.sub("[redacted]", message)
+
+
 def _error_message(status: int, raw: bytes) -> str:
     """The upstream's own message when it has one (OpenAI and OpenRouter share `{error: {message}}`)."""
     try:
         body = orjson.loads(raw)
         message = body.get("error", {}).get("message") if isinstance(body, dict) else None
         if isinstance(message, str) and message:
-            return message[:500]
+            return scrub(message[:500])
     except (orjson.JSONDecodeError, AttributeError):
         pass
     return f"The provider answered HTTP {status}."
@@ -170,7 +180,8 @@ class OpenAICompatibleProvider:
             error = parsed["error"] if isinstance(parsed["error"], dict) else {}
             code = error.get("code")
             status = code if isinstance(code, int) and 400 <= code < 600 else 502
-            raise UpstreamError(status, str(error.get("message") or "The provider returned an error.")[:500])
+            message = str(error.get("message") or "The provider returned an error.")[:500]
+            raise UpstreamError(status, scrub(message))
         return UpstreamResponse(parsed, response.headers)
 
     async def chat(self, body: dict[str, Any], key: str | None) -> UpstreamResponse:
