@@ -85,6 +85,17 @@ def start_litellm(command: str, upstream_port: int, scratch: Path) -> str:
     raise RuntimeError(f"LiteLLM did not start; see {scratch / 'litellm.log'}")
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    """CPU time of a server and its worker processes (not its embedded Postgres, also a child)."""
+    times = process.cpu_times()
+    total = times.user + times.system
+    for child in process.children(recursive=True):
+        if "postgres" not in child.name():
+            child_times = child.cpu_times()
+            total += child_times.user + child_times.system
+    return total
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -172,7 +183,7 @@ def main() -> None:
             targets.append(("litellm", litellm_url, LITELLM_KEY))
         print(
             f"{'scenario':<14}{'target':<10}{'p50/p99 ms':>18}{'added p50/p99 ms':>20}"
-            f"{'req/s':>8}{'ttft+ p50':>11}"
+            f"{'req/s':>8}{'ttft+ p50':>11}{'CPU us/req':>12}"
         )
         for stream in (False, True):
             for concurrency in (1, 16, 64):
@@ -187,13 +198,16 @@ def main() -> None:
                 )
                 for target, url, key in targets:
                     count = total if target == "kilnbase" else min(total, 300)
+                    server_process = process if target == "kilnbase" else psutil.Process(LITELLM[0].pid)
+                    cpu_before = cpu_seconds(server_process)
                     g_lat, g_ttft, g_rps = asyncio.run(run(url, key, count, concurrency, stream))
+                    cpu_us = (cpu_seconds(server_process) - cpu_before) / count * 1e6
                     added50 = percentile(g_lat, 0.5) - percentile(d_lat, 0.5)
                     added99 = percentile(g_lat, 0.99) - percentile(d_lat, 0.99)
                     ttft = f"{statistics.median(g_ttft) - statistics.median(d_ttft):+.2f}" if stream else "-"
                     print(
                         f"{'':<14}{target:<10}{percentile(g_lat, 0.5):>8.2f}/{percentile(g_lat, 0.99):<9.2f}"
-                        f"{added50:>+9.2f}/{added99:<+10.2f}{g_rps:>8.0f}{ttft:>11}"
+                        f"{added50:>+9.2f}/{added99:<+10.2f}{g_rps:>8.0f}{ttft:>11}{cpu_us:>12.0f}"
                     )
         rss_mid = process.memory_info().rss / 2**20
         if LITELLM:
