@@ -233,3 +233,33 @@ def test_a_registered_openai_compatible_provider_is_routed_by_prefix(
         "inputPrice",
         "outputPrice",
     } <= set(models[0])
+
+
+def test_insforge_options_become_openrouter_parameters(http: httpx2.Client, fake: FakeOpenRouter) -> None:
+    reply = http.post(
+        "/api/ai/chat/completion",
+        json={
+            "model": MODEL,
+            "thinking": True,
+            "topP": 0.5,
+            "toolChoice": "none",
+            "parallelToolCalls": False,
+            "webSearch": {"enabled": True, "engine": "exa", "maxResults": 3},
+            "fileParser": {"enabled": True, "pdf": {"engine": "pdf-text"}},
+            "messages": [
+                {"role": "user", "content": "look", "images": [{"url": "https://example.com/a.png"}]}
+            ],
+        },
+    )
+    assert reply.status_code == 200
+    sent = fake.chat_calls()[-1]["body"]
+    assert sent["model"] == MODEL + ":thinking"
+    assert (sent["top_p"], sent["tool_choice"], sent["parallel_tool_calls"]) == (0.5, "none", False)
+    assert sent["plugins"] == [
+        {"id": "web", "engine": "exa", "max_results": 3},
+        {"id": "file-parser", "pdf": {"engine": "pdf-text"}},
+    ]
+    assert sent["messages"][0]["content"] == [
+        {"type": "text", "text": "look"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+    ]
