@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 import uvicorn
 from psycopg.rows import dict_row
 
+from kilnbase.ai import routes as ai_routes
 from kilnbase.app import create_app
 from kilnbase.config import Settings
 from tests.support.fake_openrouter import FakeOpenRouter
@@ -31,7 +33,10 @@ class AppServer:
             self.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=lambda: self.loop.run_until_complete(self.server.serve()), daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -47,6 +52,12 @@ class AppServer:
         return self
 
     def stop(self) -> None:
+        gateway = getattr(self.app.state, "ai_gateway", None)
+        loop = (
+            getattr(gateway.ledger, "_queue", None) and gateway.ledger._task.get_loop() if gateway else None
+        )
+        if loop is not None:  # what the lifespan should do on a graceful stop: write the queued rows first
+            asyncio.run_coroutine_threadsafe(ai_routes.shutdown(self.app), loop).result(timeout=20)
         self.server.should_exit = True
         self.thread.join(timeout=20)
 

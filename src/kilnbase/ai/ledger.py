@@ -8,6 +8,7 @@ waits for its own row. `flush()` waits until everything submitted so far is writ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -83,6 +84,15 @@ class LedgerWriter:
     async def flush(self) -> None:
         if self._queue is not None:
             await self._queue.join()
+
+    async def close(self) -> None:
+        """Write everything queued, then stop the writer task."""
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = self._queue = None
 
     async def _run(self, queue: asyncio.Queue[tuple[UsageRecord | None, list[dict[str, Any]]]]) -> None:
         while True:
