@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from kilnbase.ai import routes as ai_routes
 from kilnbase.auth import routes as auth_routes
 from kilnbase.config import Settings
 from kilnbase.dashboard import routes as dashboard_routes
@@ -62,6 +63,7 @@ def create_app(
             keys.ring.attach(partial(project_key_rotation.load, runtime.db, runtime.secret_box))
             yield
         finally:
+            await ai_routes.shutdown(_app)  # flush queued usage rows while the pool is still open
             keys.ring.attach(None)
             runtime.db = None
             await pool.close()
@@ -76,6 +78,7 @@ def create_app(
             *logs_routes.routes,
             *secrets_routes.routes,
             *dashboard_routes.routes,
+            *ai_routes.routes,
         ],
         middleware=[
             Middleware(

@@ -1,0 +1,618 @@
+"""InsForge's `/api/ai` surface (so `@insforge/sdk`'s `ai` module works unchanged), plus Kilnbase's
+administration of the gateway: keys, limits, policy, providers. Errors take InsForge's shape.
+
+InsForge's chat stream is its own SSE dialect: `{"chunk": text}` per delta, then `{"tokenUsage": ...}`,
+`{"tool_calls": [...]}` (accumulated by index), and `{"done": true}`; a failure midway is
+`{"error": true, "message": ...}`. There is no `[DONE]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from kilnbase.ai import credentials
+from kilnbase.ai.admin import Admin, parse_limits, usage_records, usage_summary
+from kilnbase.ai.edge import cache_mode, caller_of, gateway_of, json_body, unless_client_leaves
+from kilnbase.ai.errors import GatewayError, insforge_code, invalid
+from kilnbase.ai.event_stream import EventStreamResponse
+from kilnbase.ai.gateway import ChatStream
+from kilnbase.ai.providers import StreamBroken
+from kilnbase.http.errors import error_response
+from kilnbase.http.request_context import require_admin
+from kilnbase.server.runtime import runtime_of
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _insforge_errors(handler: Handler) -> Handler:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except GatewayError as exc:
+            return error_response(exc.status, insforge_code(exc), exc.message, headers=exc.headers)
+
+    return wrapped
+
+
+def _admin(request: Request) -> Admin:
+    principal = require_admin(request)
+    runtime = runtime_of(request)
+    ip = request.client.host if request.client else None
+    return Admin(runtime.database, gateway_of(request), runtime.secret_box, principal.actor, ip)
+
+
+def _usage(usage: dict[str, Any]) -> dict[str, int]:
+    prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    return {"promptTokens": prompt, "completionTokens": completion, "totalTokens": prompt + completion}
+
+
+# -- chat, images, embeddings -------------------------------------------------------------------------------
+def _chat_request(body: Any) -> dict[str, Any]:
+    """InsForge's request shape, translated to OpenAI's (legacy `images` become content parts)."""
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    messages = body.get("messages")
+    translated: Any = messages
+    if isinstance(messages, list):
+        translated = []
+        for message in messages:
+            if isinstance(message, dict) and isinstance(message.get("images"), list) and message["images"]:
+                parts: list[dict[str, Any]] = []
+                if isinstance(message.get("content"), str):
+                    parts.append({"type": "text", "text": message["content"]})
+                parts.extend(
+                    {"type": "image_url", "image_url": {"url": i.get("url")}}
+                    for i in message["images"]
+                    if isinstance(i, dict)
+                )
+                message = {k: v for k, v in message.items() if k != "images"} | {"content": parts}
+            translated.append(message)
+    model = body.get("model")
+    if body.get("thinking") and isinstance(model, str) and not model.endswith(":thinking"):
+        model = model + ":thinking"
+    out: dict[str, Any] = {"model": model, "messages": translated}
+    for source, target in (
+        ("temperature", "temperature"),
+        ("topP", "top_p"),
+        ("maxTokens", "max_tokens"),
+        ("tools", "tools"),
+        ("toolChoice", "tool_choice"),
+        ("parallelToolCalls", "parallel_tool_calls"),
+        ("stream", "stream"),
+    ):
+        if body.get(source) is not None:
+            out[target] = body[source]
+    plugins: list[dict[str, Any]] = []
+    web = body.get("webSearch")
+    if isinstance(web, dict) and web.get("enabled"):
+        plugin = {
+            "id": "web",
+            "engine": web.get("engine"),
+            "max_results": web.get("maxResults"),
+            "search_prompt": web.get("searchPrompt"),
+        }
+        plugins.append({k: v for k, v in plugin.items() if v is not None})
+    parser = body.get("fileParser")
+    if isinstance(parser, dict) and parser.get("enabled"):
+        plugins.append(
+            {"id": "file-parser", **({"pdf": parser["pdf"]} if isinstance(parser.get("pdf"), dict) else {})}
+        )
+    if plugins:
+        out["plugins"] = plugins
+    return out
+
+
+async def _insforge_events(stream: ChatStream) -> AsyncIterator[bytes]:
+    def event(payload: dict[str, Any]) -> bytes:
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+    calls: dict[int, dict[str, Any]] = {}
+    try:
+        async for chunk in stream.chunks():
+            if chunk is None:
+                yield b": keepalive\n\n"
+                continue
+            for choice in chunk["choices"]:
+                delta = choice["delta"]
+                if delta.get("content"):
+                    yield event({"chunk": delta["content"]})
+                for fragment in delta.get("tool_calls") or []:
+                    entry = calls.setdefault(
+                        int(fragment.get("index", 0)),
+                        {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+                    )
+                    entry["id"] = fragment.get("id") or entry["id"]
+                    function = fragment.get("function") or {}
+                    entry["function"]["name"] = function.get("name") or entry["function"]["name"]
+                    entry["function"]["arguments"] += function.get("arguments") or ""
+        if stream.usage:
+            yield event({"tokenUsage": _usage(stream.usage)})
+        if calls:
+            yield event({"tool_calls": [calls[i] for i in sorted(calls)]})
+        yield event({"done": True})
+    except StreamBroken as exc:
+        yield event({"error": True, "message": exc.message})
+    finally:
+        await stream.close()
+
+
+@_insforge_errors
+async def chat_completion(request: Request) -> Response:
+    gateway = gateway_of(request)
+    caller = await caller_of(request)
+    body = _chat_request(await json_body(request))
+    if body.get("stream"):
+        stream = await gateway.open_chat_stream(caller, body, endpoint="/api/ai/chat/completion")
+        return EventStreamResponse(
+            _insforge_events(stream),
+            headers={"connection": "keep-alive"},
+            keepalive=gateway.settings.ai_stream_keepalive,
+        )
+    result = await unless_client_leaves(
+        request,
+        gateway.chat(caller, body, endpoint="/api/ai/chat/completion", cache_mode=cache_mode(request)),
+    )
+    if result is None:
+        return Response(status_code=499)  # nobody is listening any more
+    message = result.body["choices"][0]["message"] if result.body["choices"] else {}
+    answer: dict[str, Any] = {"text": message.get("content") or ""}
+    if message.get("tool_calls"):
+        answer["tool_calls"] = message["tool_calls"]
+    if message.get("annotations"):
+        answer["annotations"] = message["annotations"]
+    answer["metadata"] = {"model": result.model, "usage": _usage(result.body["usage"])}
+    return _json(answer, headers=result.headers)
+
+
+@_insforge_errors
+async def image_generation(request: Request) -> Response:
+    gateway = gateway_of(request)
+    caller = await caller_of(request)
+    body = await json_body(request)
+    inputs = body.get("images") if isinstance(body, dict) else None
+    if inputs is not None and (
+        not isinstance(inputs, list)
+        or not all(isinstance(i, dict) and isinstance(i.get("url"), str) for i in inputs)
+    ):
+        raise invalid("'images' must be an array of {url}.", param="images")
+    request_body = {k: v for k, v in body.items() if k != "images"} if isinstance(body, dict) else body
+    urls, text, usage, model = await gateway.images(
+        caller,
+        request_body,
+        endpoint="/api/ai/image/generation",
+        input_images=[i["url"] for i in inputs or []],
+    )
+    answer: dict[str, Any] = {
+        "images": [{"type": "imageUrl", "imageUrl": url} for url in urls],
+        "metadata": {"model": model, "usage": _usage(usage)},
+    }
+    if text:
+        answer["text"] = text
+    return _json(answer)
+
+
+@_insforge_errors
+async def embeddings(request: Request) -> Response:
+    gateway = gateway_of(request)
+    caller = await caller_of(request)
+    result = await gateway.embeddings(
+        caller, await json_body(request), endpoint="/api/ai/embeddings", cache_mode=cache_mode(request)
+    )
+    usage = result.body["usage"]
+    return _json(
+        {
+            "object": "list",
+            "data": result.body["data"],
+            "metadata": {
+                "model": result.model,
+                "usage": {"promptTokens": usage["prompt_tokens"], "totalTokens": usage["total_tokens"]},
+            },
+        },
+        headers=result.headers,
+    )
+
+
+@_insforge_errors
+async def models(request: Request) -> Response:
+    require_admin(request)
+    found = await gateway_of(request).models()
+    out = []
+    for model in found:
+        architecture = model.get("architecture") or {}
+        pricing = model.get("pricing") or {}
+        out.append(
+            {
+                "id": model["id"],
+                "modelId": model["id"],
+                "provider": "openrouter",
+                "name": model.get("name") or model["id"],
+                "inputModality": architecture.get("input_modalities") or ["text"],
+                "outputModality": architecture.get("output_modalities") or ["text"],
+                "inputPrice": _per_million(pricing.get("prompt")),
+                "outputPrice": _per_million(pricing.get("completion")),
+                "contextLength": model.get("context_length"),
+                "pricing": pricing,
+            }
+        )
+    return _json(out)
+
+
+def _per_million(value: Any) -> float | None:
+    try:
+        return round(float(value) * 1_000_000, 6) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+# -- configurations ------------------------------------------------------------------------------------------
+_MODES = ("append", "drop", "refuse")
+
+
+def _modalities(body: dict[str, Any], name: str) -> list[str]:
+    value = body.get(name, [body["modality"]] if isinstance(body.get("modality"), str) else ["text"])
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(v in ("text", "image", "audio", "video", "file") for v in value)
+    ):
+        raise invalid(
+            f"'{name}' must be an array of modalities (text, image, audio, video, file).", param=name
+        )
+    return value
+
+
+def _configuration_changes(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if "systemPrompt" in body:
+        if body["systemPrompt"] is not None and (
+            not isinstance(body["systemPrompt"], str) or len(body["systemPrompt"]) > 100_000
+        ):
+            raise invalid(
+                "'systemPrompt' must be a string (at most 100000 characters) or null.", param="systemPrompt"
+            )
+        changes["system_prompt"] = body["systemPrompt"]
+    if "clientSystemMessages" in body:
+        if body["clientSystemMessages"] not in _MODES:
+            raise invalid(
+                f"'clientSystemMessages' must be one of {list(_MODES)}.", param="clientSystemMessages"
+            )
+        changes["client_system_messages"] = body["clientSystemMessages"]
+    if "fallbackModels" in body:
+        value = body["fallbackModels"]
+        if not isinstance(value, list) or len(value) > 10 or not all(isinstance(v, str) and v for v in value):
+            raise invalid(
+                "'fallbackModels' must be an array of at most 10 model ids.", param="fallbackModels"
+            )
+        changes["fallback_models"] = value
+    if creating:
+        model_id, provider = body.get("modelId"), body.get("provider", "openrouter")
+        if not isinstance(model_id, str) or not model_id.strip():
+            raise invalid("'modelId' is required.", param="modelId")
+        if not isinstance(provider, str) or not provider:
+            raise invalid("'provider' must be a string.", param="provider")
+        changes.update(
+            model_id=model_id.strip(),
+            provider=provider,
+            input_modality=_modalities(body, "inputModality"),
+            output_modality=_modalities(body, "outputModality"),
+        )
+    elif not changes:
+        raise invalid("Nothing to update: send systemPrompt, clientSystemMessages or fallbackModels.")
+    return changes
+
+
+@_insforge_errors
+async def list_configurations(request: Request) -> Response:
+    return _json(await _admin(request).list_configurations())
+
+
+@_insforge_errors
+async def create_configuration(request: Request) -> Response:
+    admin = _admin(request)
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    return _json(await admin.create_configuration(_configuration_changes(body, creating=True)), 201)
+
+
+@_insforge_errors
+async def update_configuration(request: Request) -> Response:
+    admin = _admin(request)
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    await admin.update_configuration(request.path_params["id"], _configuration_changes(body, creating=False))
+    return _json({"message": "AI configuration updated successfully"})
+
+
+@_insforge_errors
+async def delete_configuration(request: Request) -> Response:
+    await _admin(request).delete_configuration(request.path_params["id"])
+    return _json({"message": "AI configuration deleted successfully"})
+
+
+# -- usage ---------------------------------------------------------------------------------------------------
+def _date(request: Request, name: str) -> str | None:
+    value = request.query_params.get(name)
+    if not value:
+        return None
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid(f"'{name}' must be an ISO 8601 date.", param=name) from None
+    return value
+
+
+def _int(request: Request, name: str, default: int, high: int) -> int:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) > high:
+        raise invalid(f"'{name}' must be an integer from 0 to {high}.", param=name)
+    return int(value)
+
+
+@_insforge_errors
+async def usage(request: Request) -> Response:
+    admin = _admin(request)
+    return _json(
+        await usage_records(
+            admin.db,
+            limit=_int(request, "limit", 50, 1000),
+            offset=_int(request, "offset", 0, 10**9),
+            start=_date(request, "startDate"),
+            end=_date(request, "endDate"),
+        )
+    )
+
+
+@_insforge_errors
+async def usage_summary_route(request: Request) -> Response:
+    admin = _admin(request)
+    return _json(
+        await usage_summary(
+            admin.db,
+            start=_date(request, "startDate"),
+            end=_date(request, "endDate"),
+            config_id=request.query_params.get("configId"),
+        )
+    )
+
+
+@_insforge_errors
+async def usage_by_config(request: Request) -> Response:
+    admin = _admin(request)
+    result = await usage_records(
+        admin.db,
+        limit=_int(request, "limit", 1000, 1000),
+        offset=_int(request, "offset", 0, 10**9),
+        start=_date(request, "startDate"),
+        end=_date(request, "endDate"),
+        config_id=request.path_params["configId"],
+    )
+    return _json(result["records"])
+
+
+# -- credentials ---------------------------------------------------------------------------------------------
+def _key_field(body: Any, name: str, *, required: bool) -> str | None:
+    value = body.get(name) if isinstance(body, dict) else None
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not 10 <= len(value.strip()) <= 500:
+        raise invalid(f"'{name}' must be an API key string.", param=name)
+    return value.strip()
+
+
+@_insforge_errors
+async def gateway_config(request: Request) -> Response:
+    return _json(await _admin(request).credential_status())
+
+
+@_insforge_errors
+async def set_gateway_config(request: Request) -> Response:
+    admin = _admin(request)
+    key = _key_field(await json_body(request), "apiKey", required=True)
+    assert key is not None
+    await admin.set_credential(credentials.OPENROUTER_KEY, key, validate=True)
+    return _json(await admin.credential_status())
+
+
+@_insforge_errors
+async def delete_gateway_config(request: Request) -> Response:
+    admin = _admin(request)
+    await admin.delete_credential(credentials.OPENROUTER_KEY)
+    return _json(await admin.credential_status())
+
+
+@_insforge_errors
+async def get_config(request: Request) -> Response:
+    return _json(await _admin(request).insforge_config())
+
+
+@_insforge_errors
+async def put_config(request: Request) -> Response:
+    admin = _admin(request)
+    body = await json_body(request)
+    api_key = _key_field(body, "apiKey", required=False)
+    management = _key_field(body, "managementKey", required=False)
+    if api_key is None and management is None:
+        raise invalid("Send apiKey and/or managementKey.")
+    if api_key is not None:
+        await admin.set_credential(credentials.OPENROUTER_KEY, api_key, validate=True)
+    if management is not None:
+        await admin.set_credential(credentials.MANAGEMENT_KEY, management, validate=False)
+    return _json(await admin.insforge_config())
+
+
+# -- Kilnbase: gateway keys, limits, policy, providers -------------------------------------------------------
+def _models_field(body: dict[str, Any], name: str) -> list[str] | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > 500 or not all(isinstance(v, str) and v for v in value):
+        raise invalid(
+            f"'{name}' must be an array of model ids (or patterns ending in '*') or null.", param=name
+        )
+    return value
+
+
+def _optional_positive(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise invalid(f"'{name}' must be a positive integer or null.", param=name)
+    return value
+
+
+@_insforge_errors
+async def list_keys(request: Request) -> Response:
+    return _json(await _admin(request).list_keys())
+
+
+@_insforge_errors
+async def create_key(request: Request) -> Response:
+    admin = _admin(request)
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    name = body.get("name")
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
+        raise invalid("'name' is required (1 to 100 characters).", param="name")
+    limits = parse_limits(body.get("limits") or {}) if isinstance(body.get("limits") or {}, dict) else None
+    if limits is None:
+        raise invalid("'limits' must be an object.", param="limits")
+    created = await admin.create_key(
+        name.strip(), _models_field(body, "models"), _optional_positive(body, "maxTokens"), limits
+    )
+    return _json(created, 201)
+
+
+@_insforge_errors
+async def revoke_key(request: Request) -> Response:
+    await _admin(request).revoke_key(request.path_params["id"])
+    return _json({"message": "Gateway key revoked"})
+
+
+def _scope(request: Request) -> tuple[str, str]:
+    scope, subject = request.path_params["scope"], request.path_params["subject"]
+    if scope not in ("project", "key", "user"):
+        raise invalid("The scope is one of project, key, user.", param="scope")
+    if scope == "project" and subject != "*":
+        raise invalid("Project limits use the subject '*'.", param="subject")
+    return scope, subject
+
+
+@_insforge_errors
+async def list_limits(request: Request) -> Response:
+    return _json(await _admin(request).list_limits())
+
+
+@_insforge_errors
+async def put_limits(request: Request) -> Response:
+    admin = _admin(request)
+    scope, subject = _scope(request)
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    return _json(await admin.put_limits(scope, subject, parse_limits(body)))
+
+
+@_insforge_errors
+async def delete_limits(request: Request) -> Response:
+    admin = _admin(request)
+    await admin.delete_limits(*_scope(request))
+    return _json({"message": "Limits removed"})
+
+
+@_insforge_errors
+async def get_policy(request: Request) -> Response:
+    return _json(await _admin(request).get_policy())
+
+
+@_insforge_errors
+async def put_policy(request: Request) -> Response:
+    admin = _admin(request)
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    cache_enabled = body.get("cacheEnabled", False)
+    if not isinstance(cache_enabled, bool):
+        raise invalid("'cacheEnabled' must be a boolean.", param="cacheEnabled")
+    values = {
+        "allowedModels": _models_field(body, "allowedModels"),
+        "maxTokensCap": _optional_positive(body, "maxTokensCap"),
+        "cacheEnabled": cache_enabled,
+    }
+    return _json(await admin.put_policy(values))
+
+
+@_insforge_errors
+async def list_providers(request: Request) -> Response:
+    return _json(await _admin(request).list_providers())
+
+
+@_insforge_errors
+async def put_provider(request: Request) -> Response:
+    admin = _admin(request)
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    base_url = body.get("baseUrl")
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+        raise invalid("'baseUrl' must be an http(s) URL such as http://127.0.0.1:11434/v1.", param="baseUrl")
+    if request.path_params["name"] == "openrouter":
+        raise invalid("'openrouter' is built in; set its key under /api/ai/gateway/config.", param="name")
+    return _json(
+        await admin.put_provider(
+            request.path_params["name"], base_url, _key_field(body, "apiKey", required=False)
+        )
+    )
+
+
+@_insforge_errors
+async def delete_provider(request: Request) -> Response:
+    await _admin(request).delete_provider(request.path_params["name"])
+    return _json({"message": "Provider removed"})
+
+
+routes: list[BaseRoute] = [
+    Route("/api/ai/chat/completion", chat_completion, methods=["POST"]),
+    Route("/api/ai/image/generation", image_generation, methods=["POST"]),
+    Route("/api/ai/embeddings", embeddings, methods=["POST"]),
+    Route("/api/ai/models", models, methods=["GET"]),
+    Route("/api/ai/configurations", list_configurations, methods=["GET"]),
+    Route("/api/ai/configurations", create_configuration, methods=["POST"]),
+    Route("/api/ai/configurations/{id}", update_configuration, methods=["PATCH"]),
+    Route("/api/ai/configurations/{id}", delete_configuration, methods=["DELETE"]),
+    Route("/api/ai/usage", usage, methods=["GET"]),
+    Route("/api/ai/usage/summary", usage_summary_route, methods=["GET"]),
+    Route("/api/ai/usage/config/{configId}", usage_by_config, methods=["GET"]),
+    Route("/api/ai/gateway/config", gateway_config, methods=["GET"]),
+    Route("/api/ai/gateway/config", set_gateway_config, methods=["POST"]),
+    Route("/api/ai/gateway/config", delete_gateway_config, methods=["DELETE"]),
+    Route("/api/ai/config", get_config, methods=["GET"]),
+    Route("/api/ai/config", put_config, methods=["PUT"]),
+    Route("/api/ai/gateway/keys", list_keys, methods=["GET"]),
+    Route("/api/ai/gateway/keys", create_key, methods=["POST"]),
+    Route("/api/ai/gateway/keys/{id}", revoke_key, methods=["DELETE"]),
+    Route("/api/ai/limits", list_limits, methods=["GET"]),
+    Route("/api/ai/limits/{scope}/{subject}", put_limits, methods=["PUT"]),
+    Route("/api/ai/limits/{scope}/{subject}", delete_limits, methods=["DELETE"]),
+    Route("/api/ai/policy", get_policy, methods=["GET"]),
+    Route("/api/ai/policy", put_policy, methods=["PUT"]),
+    Route("/api/ai/providers", list_providers, methods=["GET"]),
+    Route("/api/ai/providers/{name}", put_provider, methods=["PUT"]),
+    Route("/api/ai/providers/{name}", delete_provider, methods=["DELETE"]),
+]

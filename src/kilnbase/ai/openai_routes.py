@@ -1,0 +1,148 @@
+"""The OpenAI-compatible surface under `/v1`: the `openai` SDKs work unchanged with `base_url=.../v1`.
+
+Errors take OpenAI's shape `{error: {message, type, param, code}}`; streams are OpenAI's chunks, a usage chunk
+with `choices: []` only when `stream_options.include_usage` asked for it, and `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from kilnbase.ai.edge import cache_mode, caller_of, gateway_of, json_body, unless_client_leaves
+from kilnbase.ai.errors import GatewayError, openai_error_body
+from kilnbase.ai.event_stream import EventStreamResponse
+from kilnbase.ai.gateway import ChatStream
+from kilnbase.ai.providers import StreamBroken
+
+DONE = b"data: [DONE]\n\n"
+
+
+def _json(body: object, headers: dict[str, str] | None = None, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _openai_errors(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except GatewayError as exc:
+            return _json(openai_error_body(exc), exc.headers, exc.status)
+
+    return wrapped
+
+
+async def _openai_events(stream: ChatStream) -> AsyncIterator[bytes]:
+    include_usage = stream.include_usage
+    try:
+        async for chunk in stream.chunks():
+            if chunk is None:
+                yield b": keepalive\n\n"
+                continue
+            if include_usage:
+                chunk["usage"] = None
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        if include_usage:
+            yield b"data: " + orjson.dumps(stream.usage_chunk()) + b"\n\n"
+    except StreamBroken as exc:
+        error = {
+            "error": {"message": exc.message, "type": "api_error", "param": None, "code": "upstream_error"}
+        }
+        yield b"data: " + orjson.dumps(error) + b"\n\n"
+    finally:
+        await stream.close()
+    yield DONE
+
+
+@_openai_errors
+async def chat_completions(request: Request) -> Response:
+    gateway = gateway_of(request)
+    caller = await caller_of(request)
+    body = await json_body(request)
+    if isinstance(body, dict) and body.get("stream"):
+        stream = await gateway.open_chat_stream(caller, body)
+        return EventStreamResponse(_openai_events(stream), keepalive=gateway.settings.ai_stream_keepalive)
+    result = await unless_client_leaves(request, gateway.chat(caller, body, cache_mode=cache_mode(request)))
+    if result is None:
+        return Response(status_code=499)  # nobody is listening any more
+    return _json(result.body, result.headers)
+
+
+@_openai_errors
+async def embeddings(request: Request) -> Response:
+    gateway = gateway_of(request)
+    caller = await caller_of(request)
+    result = await gateway.embeddings(caller, await json_body(request), cache_mode=cache_mode(request))
+    return _json(result.body, result.headers)
+
+
+@_openai_errors
+async def images(request: Request) -> Response:
+    gateway = gateway_of(request)
+    caller = await caller_of(request)
+    body = await json_body(request)
+    urls, _text, usage, _model = await gateway.images(caller, body)
+    as_url = isinstance(body, dict) and body.get("response_format") == "url"
+    data = [{"url": url} if as_url else {"b64_json": url.split(",", 1)[-1]} for url in urls]
+    return _json(
+        {
+            "created": int(time.time()),
+            "data": data,
+            "usage": {
+                "input_tokens": usage["prompt_tokens"],
+                "output_tokens": usage["completion_tokens"],
+                "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
+                "input_tokens_details": {"text_tokens": usage["prompt_tokens"], "image_tokens": 0},
+            },
+        }
+    )
+
+
+def _model_entry(model: dict[str, object]) -> dict[str, object]:
+    model_id = str(model["id"])
+    created = model.get("created")
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": created if isinstance(created, int) else 0,
+        "owned_by": model_id.split("/", 1)[0] if "/" in model_id else "kilnbase",
+    }
+
+
+@_openai_errors
+async def list_models(request: Request) -> Response:
+    await caller_of(request)
+    models = await gateway_of(request).models()
+    return _json({"object": "list", "data": [_model_entry(m) for m in models]})
+
+
+@_openai_errors
+async def get_model(request: Request) -> Response:
+    await caller_of(request)
+    model_id = request.path_params["model_id"]
+    for model in await gateway_of(request).models():
+        if model["id"] == model_id:
+            return _json(_model_entry(model))
+    raise GatewayError(
+        404,
+        f"The model '{model_id}' does not exist.",
+        type_="invalid_request_error",
+        code="model_not_found",
+        param="model",
+    )
+
+
+routes: list[BaseRoute] = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/images/generations", images, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
+]

@@ -1,0 +1,254 @@
+"""Providers: the outside parties that run models, behind one small interface.
+
+Every provider Kilnbase speaks to today talks the OpenAI wire format (OpenRouter, OpenAI, Ollama, vLLM,
+llama.cpp server, LM Studio), so one implementation serves them all; OpenRouter differs only in its base URL,
+its attribution headers and the endpoint that validates a key. Retries live in the gateway, not here: a
+provider call is one HTTP exchange, so that a retry can land on another model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx2
+import orjson
+
+_JSON = {"content-type": "application/json"}
+
+
+class UpstreamError(Exception):
+    """The provider answered with an error, or could not be reached (`status` 0)."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.status in (0, 408, 409, 429) or self.status >= 500
+
+
+class StreamBroken(Exception):
+    """The stream started and then failed: an error frame, malformed bytes, or a dropped connection."""
+
+    def __init__(self, message: str, usage: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.usage = usage
+
+
+@dataclass
+class UpstreamResponse:
+    body: dict[str, Any]
+    headers: Mapping[str, str]
+
+
+class UpstreamStream:
+    """An open event stream: `events()` yields each `data:` payload parsed; comment lines as None."""
+
+    def __init__(self, response: httpx2.Response) -> None:
+        self._response = response
+
+    async def events(self) -> AsyncIterator[dict[str, Any] | None]:
+        try:
+            async for line in self._response.aiter_lines():
+                if not line:
+                    continue
+                if line.startswith(":"):
+                    yield None
+                    continue
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                try:
+                    event = orjson.loads(data)
+                except orjson.JSONDecodeError as exc:
+                    raise StreamBroken("The provider sent a malformed event.") from exc
+                if not isinstance(event, dict):
+                    raise StreamBroken("The provider sent a malformed event.")
+                yield event
+        except (httpx2.TransportError, UnicodeDecodeError) as exc:
+            raise StreamBroken("The connection to the provider was lost mid-stream.") from exc
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class Provider(Protocol):
+    """What the gateway needs from a provider."""
+
+    name: str
+
+    async def chat(self, body: dict[str, Any], key: str | None) -> UpstreamResponse: ...
+
+    async def open_chat_stream(self, body: dict[str, Any], key: str | None) -> UpstreamStream: ...
+
+    async def embeddings(self, body: dict[str, Any], key: str | None) -> UpstreamResponse: ...
+
+    async def models(self, key: str | None) -> list[dict[str, Any]]: ...
+
+    async def validate_key(self, key: str) -> bool: ...
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    raw = headers.get("retry-after-ms")
+    if raw:
+        try:
+            return max(0.0, float(raw) / 1000)
+        except ValueError:
+            return None
+    raw = headers.get("retry-after")
+    if raw:
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            return None
+    return None
+
+
+#: Anything shaped like a key (`sk-...`, `sk_...`, Bearer tokens): providers echo keys in some messages
+#: (OpenAI's 401 names the key it refused), and no key may reach a client, a log or the ledger.
+_KEY_SHAPED = re.compile(r"\b(?:sk|ik|kbk|anon)[-_][A-Za-z0-9_\-*.]{6,}|(?i:bearer)\s+\S{6,}")
+
+
+def scrub(message: str) -> str:
+    return _KEY_SHAPED.sub("[redacted]", message)
+
+
+def _error_message(status: int, raw: bytes) -> str:
+    """The upstream's own message when it has one (OpenAI and OpenRouter share `{error: {message}}`)."""
+    try:
+        body = orjson.loads(raw)
+        message = body.get("error", {}).get("message") if isinstance(body, dict) else None
+        if isinstance(message, str) and message:
+            return scrub(message[:500])
+    except (orjson.JSONDecodeError, AttributeError):
+        pass
+    return f"The provider answered HTTP {status}."
+
+
+class OpenAICompatibleProvider:
+    """Any server speaking OpenAI's `/chat/completions`, `/embeddings` and `/models`."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        client: httpx2.AsyncClient,
+        *,
+        extra_headers: Mapping[str, str] | None = None,
+        key_check_path: str = "/models",
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._client = client
+        self._headers = {**_JSON, **(extra_headers or {})}
+        self._key_check_path = key_check_path
+
+    def _auth(self, key: str | None) -> dict[str, str]:
+        return {**self._headers, "authorization": f"Bearer {key}"} if key else self._headers
+
+    async def _post(self, path: str, body: dict[str, Any], key: str | None) -> UpstreamResponse:
+        try:
+            response = await self._client.post(
+                self.base_url + path, content=orjson.dumps(body), headers=self._auth(key)
+            )
+        except httpx2.TimeoutException as exc:
+            raise UpstreamError(408, "The provider did not answer in time.") from exc
+        except httpx2.TransportError as exc:
+            raise UpstreamError(0, "The provider could not be reached.") from exc
+        if response.status_code != 200:
+            raise UpstreamError(
+                response.status_code,
+                _error_message(response.status_code, response.content),
+                _retry_after(response.headers),
+            )
+        try:
+            parsed = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(502, "The provider sent a malformed response.") from exc
+        if not isinstance(parsed, dict):
+            raise UpstreamError(502, "The provider sent a malformed response.")
+        if "error" in parsed and not parsed.get("choices") and not parsed.get("data"):
+            error = parsed["error"] if isinstance(parsed["error"], dict) else {}
+            code = error.get("code")
+            status = code if isinstance(code, int) and 400 <= code < 600 else 502
+            message = str(error.get("message") or "The provider returned an error.")[:500]
+            raise UpstreamError(status, scrub(message))
+        return UpstreamResponse(parsed, response.headers)
+
+    async def chat(self, body: dict[str, Any], key: str | None) -> UpstreamResponse:
+        return await self._post("/chat/completions", body, key)
+
+    async def embeddings(self, body: dict[str, Any], key: str | None) -> UpstreamResponse:
+        return await self._post("/embeddings", body, key)
+
+    async def open_chat_stream(self, body: dict[str, Any], key: str | None) -> UpstreamStream:
+        request = self._client.build_request(
+            "POST", self.base_url + "/chat/completions", content=orjson.dumps(body), headers=self._auth(key)
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx2.TimeoutException as exc:
+            raise UpstreamError(408, "The provider did not answer in time.") from exc
+        except httpx2.TransportError as exc:
+            raise UpstreamError(0, "The provider could not be reached.") from exc
+        if response.status_code != 200:
+            try:
+                raw = await response.aread()
+            except httpx2.TransportError:
+                raw = b""
+            finally:
+                await response.aclose()
+            raise UpstreamError(
+                response.status_code,
+                _error_message(response.status_code, raw),
+                _retry_after(response.headers),
+            )
+        return UpstreamStream(response)
+
+    async def models(self, key: str | None) -> list[dict[str, Any]]:
+        try:
+            response = await self._client.get(self.base_url + "/models", headers=self._auth(key))
+        except httpx2.TransportError as exc:
+            raise UpstreamError(0, "The provider could not be reached.") from exc
+        if response.status_code != 200:
+            raise UpstreamError(response.status_code, _error_message(response.status_code, response.content))
+        try:
+            data = orjson.loads(response.content).get("data")
+        except (orjson.JSONDecodeError, AttributeError) as exc:
+            raise UpstreamError(502, "The provider sent a malformed model list.") from exc
+        return (
+            [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+            if isinstance(data, list)
+            else []
+        )
+
+    async def validate_key(self, key: str) -> bool:
+        """True when the provider accepts the key; raises UpstreamError when it cannot tell."""
+        try:
+            response = await self._client.get(self.base_url + self._key_check_path, headers=self._auth(key))
+        except httpx2.TransportError as exc:
+            raise UpstreamError(0, "The provider could not be reached to validate the key.") from exc
+        if response.status_code in (401, 403):
+            return False
+        if response.status_code != 200:
+            raise UpstreamError(response.status_code, "The provider could not validate the key right now.")
+        return True
+
+
+def openrouter(base_url: str, client: httpx2.AsyncClient) -> OpenAICompatibleProvider:
+    return OpenAICompatibleProvider(
+        "openrouter",
+        base_url,
+        client,
+        extra_headers={"http-referer": "https://kilnbase.dev", "x-title": "Kilnbase"},
+        key_check_path="/key",
+    )

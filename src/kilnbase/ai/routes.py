@@ -1,0 +1,20 @@
+"""Every route of the model gateway: the OpenAI-compatible `/v1` surface and InsForge's `/api/ai`."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from kilnbase.ai import insforge_routes, openai_routes
+from kilnbase.ai.gateway import Gateway
+
+routes: list[BaseRoute] = [*openai_routes.routes, *insforge_routes.routes]
+
+
+async def shutdown(app: Starlette) -> None:
+    """Write the usage rows still queued and close the upstream connections. Call it in the lifespan's
+    shutdown, before the database pool closes, so that no ledger row is lost on a graceful stop."""
+    gateway: Gateway | None = getattr(app.state, "ai_gateway", None)
+    if gateway is not None:
+        await gateway.ledger.close()
+        await gateway.client.aclose()

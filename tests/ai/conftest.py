@@ -1,0 +1,122 @@
+"""Fixtures for the gateway: the scripted upstream, and the whole app served by uvicorn on loopback (the
+`openai` SDK needs a real HTTP server), with OpenRouter's base URL pointing at the fake."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import uvicorn
+from psycopg.rows import dict_row
+
+from kilnbase.ai import routes as ai_routes
+from kilnbase.app import create_app
+from kilnbase.config import Settings
+from tests.support.fake_openrouter import FakeOpenRouter
+from tests.support.servers import free_port
+
+
+class AppServer:
+    """`create_app(settings)` under uvicorn in a thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.port = free_port()
+        self.app = create_app(settings)
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=lambda: self.loop.run_until_complete(self.server.serve()), daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> AppServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the app did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        gateway = getattr(self.app.state, "ai_gateway", None)
+        loop = (
+            getattr(gateway.ledger, "_queue", None) and gateway.ledger._task.get_loop() if gateway else None
+        )
+        if loop is not None:  # what the lifespan should do on a graceful stop: write the queued rows first
+            asyncio.run_coroutine_threadsafe(ai_routes.shutdown(self.app), loop).result(timeout=20)
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenRouter]:
+    upstream = FakeOpenRouter().start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture(scope="module")
+def ai_settings(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, fake: FakeOpenRouter
+) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path_factory.mktemp("ai-data"),
+        openrouter_base_url=fake.url,
+        openrouter_api_key="sk-or-v1-fake",
+        ai_retry_base_delay=0.01,
+        ai_retry_max_delay=2.0,
+        ai_policy_ttl=0.0,
+        ai_breaker_threshold=1000,
+    )
+
+
+@pytest.fixture(scope="module")
+def server(ai_settings: Settings) -> Iterator[AppServer]:
+    app_server = AppServer(ai_settings).start()
+    yield app_server
+    app_server.stop()
+
+
+@pytest.fixture(scope="module")
+def api_key(ai_settings: Settings, server: AppServer) -> str:
+    stored = json.loads(Path(ai_settings.data_dir, "keys.json").read_text())
+    key: str = stored["api_key"]
+    return key
+
+
+@pytest.fixture(scope="module")
+def sql(database_url: str) -> Iterator[Callable[..., list[dict[str, Any]]]]:
+    """Run SQL against the module's database (autocommit) and return the rows."""
+    conn = psycopg.connect(database_url, autocommit=True, row_factory=dict_row)
+
+    def run(query: str, *params: Any) -> list[dict[str, Any]]:
+        cur = conn.execute(query, params)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description else []
+
+    yield run
+    conn.close()
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll until `check()` is truthy (the ledger is written off the request path)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)

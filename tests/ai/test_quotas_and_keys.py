@@ -1,0 +1,208 @@
+"""Quotas, rate limits and spend caps (reserved before, settled after, atomically), gateway keys scoped to
+models and limits, the allow-list and the max_tokens cap, and the audit trail of every change."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from kilnbase.ai.limits import PostgresCounters
+from kilnbase.db.session import Database
+from tests.ai.conftest import AppServer, wait_for
+from tests.support.fake_openrouter import FakeOpenRouter, Reply
+
+SQL = Callable[..., list[dict[str, Any]]]
+MODEL = "openai/gpt-4o-mini"
+HAIKU = "anthropic/claude-3.5-haiku"
+
+
+@pytest.fixture
+def admin(server: AppServer, api_key: str, fake: FakeOpenRouter, sql: SQL) -> Iterator[httpx2.Client]:
+    fake.reset()
+    sql("delete from ai.limits")
+    sql("delete from ai.counters")
+    sql("update ai.policy set allowed_models = null, max_tokens_cap = null, cache_enabled = false")
+    with httpx2.Client(base_url=server.url, headers={"authorization": f"Bearer {api_key}"}, timeout=30) as c:
+        yield c
+
+
+def sdk(server: AppServer, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+
+
+def ask(client: openai.OpenAI, model: str = MODEL, **extra: Any) -> Any:
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], **extra)
+
+
+def test_fifty_concurrent_requests_never_spend_past_the_cap(
+    admin: httpx2.Client, server: AppServer, api_key: str, fake: FakeOpenRouter, sql: SQL
+) -> None:
+    cap = Decimal("0.01")
+    per_request = Decimal("0.0004")
+    fake.rule(HAIKU, Reply(content="ok", prompt_tokens=10, completion_tokens=100, cost=float(per_request)))
+    assert admin.put("/api/ai/limits/project/*", json={"usdPerDay": float(cap)}).status_code == 200
+    before = Decimal(sql("select coalesce(sum(cost_usd), 0) as s from ai.usage")[0]["s"])
+    body = {"model": HAIKU, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}
+
+    async def burst() -> list[httpx2.Response]:
+        async with httpx2.AsyncClient(
+            base_url=server.url, timeout=60, headers={"authorization": f"Bearer {api_key}"}
+        ) as client:
+            return await asyncio.gather(*(client.post("/v1/chat/completions", json=body) for _ in range(50)))
+
+    responses = asyncio.run(burst())
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) == {200, 402}
+    refused = next(r for r in responses if r.status_code == 402).json()["error"]
+    assert (refused["type"], refused["code"]) == ("insufficient_quota", "spend_limit_exceeded")
+    served = statuses.count(200)
+    rows = wait_for(
+        lambda: (
+            len(sql("select 1 from ai.usage where requested_model = %s", HAIKU)) >= 50
+            and sql("select coalesce(sum(cost_usd), 0) as s from ai.usage")[0]["s"]
+        )
+    )
+    spent = Decimal(rows) - before
+    assert spent == per_request * served
+    assert cap - 2 * per_request <= spent <= cap
+    counter = wait_for(
+        lambda: (
+            (r := sql("select usd from ai.counters where window_kind = 'day'"))
+            and Decimal(r[0]["usd"]) == spent
+            and r
+        )
+    )
+    assert counter, "the settled counter equals the ledger's total"
+
+
+def test_rate_limit_is_429_with_retry_after_and_token_quota_is_402(
+    admin: httpx2.Client, server: AppServer, api_key: str
+) -> None:
+    admin.put("/api/ai/limits/project/*", json={"rpm": 2})
+    client = sdk(server, api_key)
+    ask(client)
+    ask(client)
+    with pytest.raises(openai.RateLimitError) as limited:
+        ask(client)
+    assert 1 <= int(limited.value.response.headers["retry-after"]) <= 60
+    assert limited.value.code == "rate_limit_exceeded"
+    admin.put("/api/ai/limits/project/*", json={"tokensPerDay": 100})
+    with pytest.raises(openai.APIStatusError) as quota:
+        ask(client, max_tokens=200)
+    assert quota.value.status_code == 402
+    assert quota.value.code == "quota_exceeded"
+    assert admin.delete("/api/ai/limits/project/*").status_code == 200
+    assert admin.delete("/api/ai/limits/project/*").status_code == 404
+    ask(client)
+
+
+def test_gateway_keys_are_scoped_to_models_max_tokens_and_their_own_limits(
+    admin: httpx2.Client, server: AppServer, sql: SQL
+) -> None:
+    created = admin.post(
+        "/api/ai/gateway/keys",
+        json={"name": "agent-7", "models": ["openai/*"], "maxTokens": 50, "limits": {"rpm": 2}},
+    )
+    assert created.status_code == 201
+    key = created.json()["key"]
+    assert key.startswith("kbk_")
+    listed = admin.get("/api/ai/gateway/keys").json()
+    assert key not in str(listed)
+    assert listed[0]["limits"]["rpm"] == 2
+    agent = sdk(server, key)
+    assert ask(agent).choices[0].message.content
+    with pytest.raises(openai.PermissionDeniedError) as other_model:
+        ask(agent, model=HAIKU)
+    assert other_model.value.code == "model_not_allowed"
+    with pytest.raises(openai.BadRequestError) as too_long:
+        ask(agent, max_tokens=100)
+    assert too_long.value.code == "max_tokens_exceeded"
+    ask(agent)
+    with pytest.raises(openai.RateLimitError):
+        ask(agent)
+    rows = wait_for(lambda: sql("select * from ai.usage where key_id = %s", created.json()["id"]))
+    assert rows[0]["principal"] == "gateway-key:agent-7"
+    assert admin.delete(f"/api/ai/gateway/keys/{created.json()['id']}").status_code == 200
+    with pytest.raises(openai.AuthenticationError):
+        ask(agent)
+    assert admin.post("/api/ai/gateway/keys", json={"name": ""}).status_code == 400
+    assert admin.post("/api/ai/gateway/keys", json={"name": "x", "limits": {"rpm": -1}}).status_code == 400
+
+
+def test_per_user_limits_count_each_user_separately(admin: httpx2.Client, server: AppServer) -> None:
+    admin.put("/api/ai/limits/user/*", json={"rpm": 1})
+    tokens = server.app.state.runtime.tokens
+    first, second = (
+        tokens.sign({"sub": str(uuid.uuid4()), "role": "authenticated", "email": f"{n}@x.dev"})
+        for n in ("a", "b")
+    )
+    ask(sdk(server, first))
+    with pytest.raises(openai.RateLimitError):
+        ask(sdk(server, first))
+    ask(sdk(server, second))
+
+
+def test_allow_list_and_max_tokens_cap(
+    admin: httpx2.Client, server: AppServer, api_key: str, fake: FakeOpenRouter
+) -> None:
+    put = admin.put("/api/ai/policy", json={"allowedModels": [MODEL], "maxTokensCap": 64})
+    assert put.json() == {"allowedModels": [MODEL], "maxTokensCap": 64, "cacheEnabled": False}
+    client = sdk(server, api_key)
+    ask(client)
+    assert fake.chat_calls()[-1]["body"]["max_tokens"] == 64
+    with pytest.raises(openai.PermissionDeniedError):
+        ask(client, model=HAIKU)
+    with pytest.raises(openai.BadRequestError):
+        ask(client, max_tokens=65)
+    assert [m.id for m in client.models.list()] == [MODEL]
+    assert admin.put("/api/ai/policy", json={"maxTokensCap": 0}).status_code == 400
+    assert admin.put("/api/ai/policy", json={"allowedModels": "all"}).status_code == 400
+
+
+def test_admin_routes_need_admin_and_every_change_is_audited(
+    admin: httpx2.Client, server: AppServer, sql: SQL
+) -> None:
+    anon_key = server.app.state.runtime.keys.anon_key
+    for method, path in (
+        ("GET", "/api/ai/limits"),
+        ("PUT", "/api/ai/policy"),
+        ("GET", "/api/ai/gateway/keys"),
+    ):
+        response = httpx2.request(
+            method, server.url + path, json={}, headers={"authorization": f"Bearer {anon_key}"}
+        )
+        assert response.status_code == 403
+    assert admin.put("/api/ai/limits/galaxy/*", json={}).status_code == 400
+    assert admin.put("/api/ai/limits/project/someone", json={}).status_code == 400
+    actions = {r["action"] for r in sql("select action from system.audit_logs where module = 'AI'")}
+    assert {
+        "SET_AI_LIMITS",
+        "DELETE_AI_LIMITS",
+        "CREATE_GATEWAY_KEY",
+        "REVOKE_GATEWAY_KEY",
+        "UPDATE_AI_POLICY",
+    } <= actions
+
+
+def test_expired_counters_are_pruned_and_live_ones_kept(
+    admin: httpx2.Client, sql: SQL, database_url: str
+) -> None:
+    sql(
+        "insert into ai.counters (scope, subject, window_kind, window_start, requests) values "
+        "('project', '*', 'minute', now() - interval '1 hour', 1), ('project', '*', 'day', now(), 1)"
+    )
+
+    async def prune() -> int:
+        async with AsyncConnectionPool(database_url, min_size=1, open=False) as pool:
+            return await PostgresCounters(lambda: Database(pool)).prune()
+
+    assert asyncio.run(prune()) == 1
+    assert [r["window_kind"] for r in sql("select window_kind from ai.counters")] == ["day"]
