@@ -35,6 +35,12 @@ DataDir = Annotated[
 ]
 Host = Annotated[str | None, typer.Option("--host", help="Interface to listen on [127.0.0.1].")]
 Port = Annotated[int | None, typer.Option("--port", help="Port to listen on [7130, or $PORT].")]
+Workers = Annotated[
+    int,
+    typer.Option(
+        "--workers", min=1, max=64, help="API processes; more than 1 serves with granian, one per core."
+    ),
+]
 
 _KNOWN_ERRORS = (KeyConfigurationError, EmbeddedPostgresError, DatabaseStartupError, MigrationError)
 
@@ -79,17 +85,21 @@ class _AnnouncingServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            url = self.settings.base_url
-            console.print(f"[bold green]Kilnbase {__version__} is ready[/] at [link={url}]{url}[/]")
-            console.print(f"  Dashboard: {url}/dashboard")
-            console.print(
-                f"  Keys:      {self.settings.keys_path.resolve()} (print them with: kilnbase keys"
-                f" --data-dir {self.settings.data_dir})"
-            )
+            _announce(self.settings)
+
+
+def _announce(settings: Settings, how: str = "") -> None:
+    url = settings.base_url
+    console.print(f"[bold green]Kilnbase {__version__} is ready[/] at [link={url}]{url}[/] {how}".rstrip())
+    console.print(f"  Dashboard: {url}/dashboard")
+    console.print(
+        f"  Keys:      {settings.keys_path.resolve()}"
+        f" (print them with: kilnbase keys --data-dir {settings.data_dir})"
+    )
 
 
 @app.command()
-def serve(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None:
+def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, workers: Workers = 1) -> None:
     """Start the server (and the embedded PostgreSQL unless DATABASE_URL is set)."""
     from kilnbase.app import create_app
     from kilnbase.logs.structured import configure_logging
@@ -103,6 +113,17 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None) -> Non
         database = open_database(settings, project_keys, report)
     except _KNOWN_ERRORS as exc:
         _fail(str(exc))
+        return
+    if workers > 1:
+        from kilnbase.server.workers import serve_with_workers
+
+        _announce(settings, f"with {workers} workers (granian)")
+        try:
+            serve_with_workers(settings, database, workers)
+        finally:
+            if database.embedded is not None:
+                report("Stopping PostgreSQL")
+            database.close()
         return
     application = create_app(settings, progress=report, database=database)
     config = uvicorn.Config(

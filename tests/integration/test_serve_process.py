@@ -94,6 +94,23 @@ def test_first_start_then_restart_keeps_data_and_keys(data_dir: Path) -> None:
     server.stop()
 
 
+def test_workers_mode_serves_from_several_processes_and_stops_cleanly(data_dir: Path) -> None:
+    server = ServerProcess(data_dir, args=["--workers", "2"])
+    server.start()
+    assert server.process is not None
+    workers = [
+        p for p in psutil.Process(server.process.pid).children() if "kilnbase" in " ".join(p.cmdline())
+    ]
+    assert len(workers) == 2
+    for _ in range(20):
+        assert httpx.get(server.url + "/api/health").json()["checks"]["database"]["status"] == "ok"
+    assert "with 2 workers" in server.output()
+    assert server.stop() in (0, -signal.SIGTERM)
+    assert "Stopping PostgreSQL" in server.output()
+    assert postgres_processes(data_dir) == []
+    assert not any(alive(worker.pid) for worker in workers)
+
+
 def test_a_killed_server_is_recovered_on_the_next_start(data_dir: Path) -> None:
     server = ServerProcess(data_dir)
     server.start()

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -24,8 +24,15 @@ def free_port() -> int:
 class ServerProcess:
     """`kilnbase serve` as a child process; `start()` waits until `/api/health` answers 200."""
 
-    def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
         self.data_dir = data_dir
+        self.args = list(args)
         self.port = port or free_port()
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[str] | None = None
@@ -49,6 +56,7 @@ class ServerProcess:
                 str(self.data_dir),
                 "--port",
                 str(self.port),
+                *self.args,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
