@@ -33,6 +33,7 @@ from kilnbase.auth.sessions import SessionKind, end_sessions, relax_durability, 
 from kilnbase.auth.validation import UUID_PATTERN, parse, read_json
 from kilnbase.http.errors import ApiError, error_response
 from kilnbase.http.principal import CredentialKind, Principal
+from kilnbase.http.query_params import int_param
 from kilnbase.http.rate_limit import enforce
 from kilnbase.http.request_context import principal_of, require_admin, require_credential
 from kilnbase.logs import audit
@@ -41,19 +42,6 @@ from kilnbase.server.runtime import runtime_of
 
 async def jwks(request: Request) -> Response:
     return JSONResponse(runtime_of(request).keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
-
-
-def _int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise ApiError(400, "INVALID_INPUT", f"'{name}' must be an integer from {low} to {high}.")
-    return value
 
 
 def _user_id(value: str) -> str:
@@ -284,8 +272,8 @@ async def get_profile(request: Request) -> Response:
 
 async def list_users(request: Request) -> Response:
     require_admin(request)
-    limit = _int_query(request, "limit", 10, 1, 1000)
-    offset = _int_query(request, "offset", 0, 0, 100_000_000)
+    limit = int_param(request, "limit", 10, 1, 1000)
+    offset = int_param(request, "offset", 0, 0, 100_000_000)
     search = request.query_params.get("search") or None
     async with runtime_of(request).database.as_owner() as cur:
         rows, total = await users.list_page(cur, limit=limit, offset=offset, search=search)

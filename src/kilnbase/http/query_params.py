@@ -1,0 +1,34 @@
+"""Query-string values checked at the edge: a bad one is a 400 that names the parameter and its range."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from starlette.requests import Request
+
+from kilnbase.http.errors import ApiError
+
+
+def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ApiError(400, "INVALID_INPUT", f"'{name}' must be an integer from {low} to {high}.")
+    return value
+
+
+def timestamp_param(request: Request, name: str) -> str | None:
+    """An ISO 8601 date or timestamp, passed on as given (Postgres parses it); None when absent."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, "INVALID_INPUT", f"'{name}' must be an ISO 8601 date or timestamp.") from None
+    return raw
