@@ -21,10 +21,12 @@ from kilnbase.http.errors import EXCEPTION_HANDLERS
 from kilnbase.http.principal import CredentialResolver
 from kilnbase.http.request_context import RequestContextMiddleware
 from kilnbase.logs import routes as logs_routes
+from kilnbase.records import routes as records_routes
+from kilnbase.records.schema_cache import SchemaCache
+from kilnbase.secrets.encryption import SecretBox
 from kilnbase.server import routes as server_routes
 from kilnbase.server.database_startup import open_database
 from kilnbase.server.project_keys import load_project_keys
-from kilnbase.secrets.encryption import SecretBox
 from kilnbase.server.runtime import Runtime
 
 log = logging.getLogger("kilnbase")
@@ -44,8 +46,13 @@ def create_app(settings: Settings, *, progress: Callable[[str], None] | None = N
         try:
             await pool.open(wait=True, timeout=30)
             runtime.db = Database(pool)
+            runtime.schema_cache = SchemaCache(pool)
+            await runtime.schema_cache.start()
             yield
         finally:
+            if runtime.schema_cache is not None:
+                await runtime.schema_cache.stop()
+                runtime.schema_cache = None
             runtime.db = None
             await pool.close()
             if embedded is not None:
@@ -57,6 +64,7 @@ def create_app(settings: Settings, *, progress: Callable[[str], None] | None = N
             *server_routes.routes,
             *auth_routes.routes,
             *logs_routes.routes,
+            *records_routes.routes,
             *dashboard_routes.routes,
         ],
         middleware=[

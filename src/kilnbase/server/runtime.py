@@ -10,6 +10,7 @@ from starlette.requests import Request
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
 from kilnbase.http.access_tokens import TokenService
+from kilnbase.records.schema_cache import SchemaCache
 from kilnbase.secrets.encryption import SecretBox
 from kilnbase.server.project_keys import ProjectKeys
 
@@ -21,6 +22,7 @@ class Runtime:
     tokens: TokenService
     secret_box: SecretBox
     db: Database | None = None
+    schema_cache: SchemaCache | None = None
     started_at: float = field(default_factory=time.time)
 
     @property
