@@ -425,7 +425,8 @@ class _SelectParser:
             hints.append(_unquote(raw_hint))
         if self.pos >= len(self.text) or self.text[self.pos] != "(":
             raise self.fail(f'expected "(" after "{head}"')
-        if name in AGGREGATES and self.text.startswith("()", self.pos) and not hints:
+        aggregate = name.rsplit(".", 1)[-1] if "." in name else name
+        if aggregate in AGGREGATES and self.text.startswith("()", self.pos) and not hints:
             raise _aggregates_disabled()
         self.pos += 1
         items = self.items()
