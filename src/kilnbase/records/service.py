@@ -387,7 +387,9 @@ class RecordsEngine:
                 assert row is not None
                 affected, body = int(row["page_total"]), str(row["body"])
             else:
-                await cur.execute(statement.text, statement.params)
+                # In pipeline mode the row count arrives with the results: a nested block syncs.
+                async with cur.connection.pipeline():
+                    await cur.execute(statement.text, statement.params)
                 affected, body = max(cur.rowcount, 0), "[]"
             _check_max_affected(prefs, affected)
             response = _mutation_response(
