@@ -73,4 +73,6 @@ async def rpc_endpoint(request: Request) -> Response:
 routes = [
     Route("/api/database/records/{table}", records_endpoint, methods=_METHODS),
     Route("/api/database/rpc/{function}", rpc_endpoint, methods=_METHODS),
+    # InsForge forwards `/records/*` to PostgREST as is, so a PostgREST client based there reaches `/rpc/fn`.
+    Route("/api/database/records/rpc/{function}", rpc_endpoint, methods=_METHODS),
 ]
