@@ -32,7 +32,8 @@ CREATE TABLE tasks (
     due date
 );
 CREATE POLICY tasks_read ON tasks FOR SELECT TO anon, authenticated USING (is_public OR owner = auth.uid());
-CREATE POLICY tasks_write ON tasks FOR ALL TO authenticated USING (owner = auth.uid()) WITH CHECK (owner = auth.uid());
+CREATE POLICY tasks_write ON tasks FOR ALL TO authenticated
+    USING (owner = auth.uid()) WITH CHECK (owner = auth.uid());
 CREATE FUNCTION my_task_count(min_priority int DEFAULT 0) RETURNS bigint LANGUAGE sql STABLE
     AS 'SELECT count(*) FROM tasks WHERE priority >= min_priority';
 """
@@ -63,7 +64,8 @@ const bob = make({ accessToken: env.KB_BOB, isServerMode: true });
 const out = {};
 const e = (r) => (r.error ? { code: r.error.code, message: r.error.message } : null);
 
-let r = await admin.database.from('projects').insert([{ name: 'apollo', budget: 10 }, { name: 'gemini', budget: 5 }]).select('id,name');
+let r = await admin.database.from('projects')
+  .insert([{ name: 'apollo', budget: 10 }, { name: 'gemini', budget: 5 }]).select('id,name');
 out.adminInsert = { data: r.data, error: e(r) };
 const apollo = r.data[0].id;
 r = await alice.database.from('tasks').insert([
@@ -86,11 +88,13 @@ out.anonSees = r.data.map((x) => x.title);
 r = await anon.database.from('tasks').insert({ title: 'anon' });
 out.anonInsert = { status: r.status, code: r.error?.code };
 
-r = await alice.database.from('tasks').select('title', { count: 'exact' }).gte('priority', 2).order('priority', { ascending: false });
+r = await alice.database.from('tasks').select('title', { count: 'exact' })
+  .gte('priority', 2).order('priority', { ascending: false });
 out.filtered = { titles: r.data.map((x) => x.title), count: r.count };
 r = await alice.database.from('tasks').select('title').or('priority.eq.1,title.ilike.*three*').order('id');
 out.orFilter = r.data.map((x) => x.title);
-r = await alice.database.from('tasks').select('title').in('priority', [1, 3]).like('title', 'alice%').order('id');
+r = await alice.database.from('tasks').select('title')
+  .in('priority', [1, 3]).like('title', 'alice%').order('id');
 out.inFilter = r.data.map((x) => x.title);
 r = await alice.database.from('tasks').select('id', { count: 'exact' }).range(0, 1);
 out.range = { n: r.data.length, count: r.count, status: r.status };
@@ -107,13 +111,16 @@ out.maybeSingle = { data: r.data, error: e(r) };
 r = await alice.database.from('tasks').select('title').single();
 out.singleMany = { status: r.status, code: r.error?.code };
 
-r = await alice.database.from('tasks').update({ priority: 9 }).eq('title', 'alice two').select('title,priority');
+r = await alice.database.from('tasks').update({ priority: 9 })
+  .eq('title', 'alice two').select('title,priority');
 out.update = r.data;
 r = await bob.database.from('tasks').update({ priority: 0 }).eq('title', 'alice two').select();
 out.bobUpdate = r.data;
-r = await admin.database.from('projects').upsert({ name: 'apollo', budget: 99 }, { onConflict: 'name' }).select('name,budget');
+r = await admin.database.from('projects')
+  .upsert({ name: 'apollo', budget: 99 }, { onConflict: 'name' }).select('name,budget');
 out.upsert = r.data;
-r = await admin.database.from('projects').upsert({ name: 'apollo', budget: 1 }, { onConflict: 'name', ignoreDuplicates: true }).select();
+r = await admin.database.from('projects')
+  .upsert({ name: 'apollo', budget: 1 }, { onConflict: 'name', ignoreDuplicates: true }).select();
 out.upsertIgnore = r.data;
 r = await bob.database.from('tasks').delete().eq('title', 'alice one').select();
 out.bobDelete = r.data;
