@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from kilnbase.auth import routes as auth_routes
 from kilnbase.config import Settings
 from kilnbase.dashboard import routes as dashboard_routes
+from kilnbase.database import routes as database_routes
 from kilnbase.db.pool import create_pool
 from kilnbase.db.session import Database
 from kilnbase.http.access_tokens import TokenService
@@ -65,6 +66,7 @@ def create_app(settings: Settings, *, progress: Callable[[str], None] | None = N
             *auth_routes.routes,
             *logs_routes.routes,
             *records_routes.routes,
+            *database_routes.routes,
             *dashboard_routes.routes,
         ],
         middleware=[
