@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import orjson
@@ -29,6 +30,15 @@ async def _body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "INVALID_INPUT", "The body must be a JSON object.")
     return body
+
+
+def _client_ip(request: Request) -> str | None:
+    """The peer address for the audit log, when it is one (test transports use a name)."""
+    host = request.client.host if request.client else None
+    try:
+        return str(ipaddress.ip_address(host)) if host else None
+    except ValueError:
+        return None
 
 
 def _schema(request: Request) -> str:
@@ -96,7 +106,7 @@ async def _run_raw_sql(request: Request, *, unrestricted: bool) -> Response:
         params,
         explain=body.get("explain") is True,
         unrestricted=unrestricted,
-        ip=request.client.host if request.client else None,
+        ip=_client_ip(request),
     )
     await _refresh_schema(request)
     return _json(result.as_json())
@@ -118,7 +128,7 @@ async def list_migrations(request: Request) -> Response:
 async def create_migration(request: Request) -> Response:
     principal = require_admin(request)
     body = await _body(request)
-    ip = request.client.host if request.client else None
+    ip = _client_ip(request)
     result = await custom_migrations.apply(runtime_of(request).database, principal, body, ip)
     await _refresh_schema(request)
     return _json(result, 201)
