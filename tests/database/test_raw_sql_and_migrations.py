@@ -88,7 +88,10 @@ def test_rawsql_runs_as_project_admin(client: TestClient, admin: dict[str, str])
 
 
 def test_rawsql_ddl_is_visible_to_records_at_once(client: TestClient, admin: dict[str, str]) -> None:
-    script = "create table gadgets (id serial primary key, name text); insert into gadgets (name) values ('a'), ('b')"
+    script = (
+        "create table gadgets (id serial primary key, name text); "
+        "insert into gadgets (name) values ('a'), ('b')"
+    )
     response = client.post(RAW, json={"query": script}, headers=admin)
     assert response.status_code == 200, response.text
     assert response.json()["rowCount"] == 2
