@@ -10,10 +10,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from kilnbase.database import catalog, custom_migrations, raw_sql
+from kilnbase.database import bulk_data, catalog, custom_migrations, raw_sql
 from kilnbase.database.tables import TableService, identifier
 from kilnbase.http.errors import ApiError
 from kilnbase.http.request_context import require_admin
+from kilnbase.logs import audit
 from kilnbase.server.runtime import runtime_of
 
 
@@ -120,6 +121,79 @@ async def rawsql_unrestricted(request: Request) -> Response:
     return await _run_raw_sql(request, unrestricted=True)
 
 
+async def _upload(request: Request) -> tuple[bytes, str, Any]:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise ApiError(400, "INVALID_INPUT", "Send multipart/form-data with a 'file' field.")
+    form = await request.form(max_part_size=100 * 1024 * 1024)
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise ApiError(400, "INVALID_INPUT", "File is required", "Attach the file as the 'file' field.")
+    return await upload.read(), upload.filename or "", form
+
+
+async def bulk_upsert(request: Request) -> Response:
+    principal = require_admin(request)
+    content, filename, form = await _upload(request)
+    table = form.get("table")
+    if not isinstance(table, str) or not table:
+        raise ApiError(400, "MISSING_FIELD", "table is required")
+    upsert_key = form.get("upsertKey")
+    schema = form.get("schema") or "public"
+    runtime = runtime_of(request)
+    assert runtime.schema_cache is not None
+    result = await bulk_data.bulk_upsert(
+        runtime.database,
+        runtime.schema_cache,
+        schema=schema if isinstance(schema, str) else "public",
+        table_name=table,
+        rows=bulk_data.parse_rows(content, filename),
+        upsert_key=upsert_key if isinstance(upsert_key, str) and upsert_key else None,
+    )
+    await audit.record(
+        runtime.database,
+        actor=principal.actor,
+        action="BULK_UPSERT",
+        module="DATABASE",
+        details={"table": table, "filename": filename, "rowsAffected": result["rowsAffected"]},
+        ip=_client_ip(request),
+    )
+    return _json(result)
+
+
+async def export_database(request: Request) -> Response:
+    principal = require_admin(request)
+    database = runtime_of(request).database
+    result = await bulk_data.export(database, await _body(request))
+    await audit.record(
+        database,
+        actor=principal.actor,
+        action="EXPORT_DATABASE",
+        module="DATABASE",
+        details={"format": result["format"]},
+        ip=_client_ip(request),
+    )
+    return _json(result)
+
+
+async def import_database(request: Request) -> Response:
+    principal = require_admin(request)
+    content, filename, form = await _upload(request)
+    truncate = str(form.get("truncate", "false")).lower() == "true"
+    database = runtime_of(request).database
+    result = await bulk_data.import_sql(database, content, filename, truncate)
+    await audit.record(
+        database,
+        actor=principal.actor,
+        action="IMPORT_DATABASE",
+        module="DATABASE",
+        details={"filename": filename, "truncate": truncate, "rowsImported": result["rowsImported"]},
+        ip=_client_ip(request),
+    )
+    await _refresh_schema(request)
+    return _json(result)
+
+
 async def list_migrations(request: Request) -> Response:
     require_admin(request)
     return _json(await custom_migrations.list_migrations(runtime_of(request).database))
@@ -159,6 +233,9 @@ routes = [
     ),
     Route("/api/database/advance/rawsql", rawsql, methods=["POST"]),
     Route("/api/database/advance/rawsql/unrestricted", rawsql_unrestricted, methods=["POST"]),
+    Route("/api/database/advance/bulk-upsert", bulk_upsert, methods=["POST"]),
+    Route("/api/database/advance/export", export_database, methods=["POST"]),
+    Route("/api/database/advance/import", import_database, methods=["POST"]),
     Route("/api/database/migrations", list_migrations, methods=["GET"]),
     Route("/api/database/migrations", create_migration, methods=["POST"]),
     Route("/api/database/migrations/dry-run", dry_run_migration, methods=["POST"]),
