@@ -216,3 +216,47 @@ def test_postgrest_js_against_the_records_base(app_env: dict[str, str]) -> None:
     assert out["csv"].splitlines()[0] == "name"
     assert out["badValue"] == {"status": 400, "code": "22P02"}
     assert json.dumps(out)
+
+
+def test_python_postgrest_client(app_env: dict[str, str]) -> None:
+    from postgrest import APIError, SyncPostgrestClient
+
+    def client(token: str) -> SyncPostgrestClient:
+        return SyncPostgrestClient(
+            app_env["KB_URL"] + "/api/database/records", headers={"Authorization": f"Bearer {token}"}
+        )
+
+    with client(app_env["KB_API_KEY"]) as admin, client(app_env["KB_BOB"]) as bob:
+        inserted = (
+            admin.from_("projects").insert([{"name": "py-one", "budget": 7}, {"name": "py-two"}]).execute()
+        )
+        assert [row["name"] for row in inserted.data] == ["py-one", "py-two"]
+        page = (
+            admin.from_("projects")
+            .select("name,budget", count="exact")  # type: ignore[arg-type]
+            .like("name", "py-*")
+            .order("name", desc=True)
+            .limit(1)
+            .execute()
+        )
+        assert page.data == [{"name": "py-two", "budget": None}]
+        assert page.count == 2
+        updated = admin.from_("projects").update({"budget": 8}).eq("name", "py-two").execute()
+        assert updated.data == [{**updated.data[0], "budget": 8}]
+        upserted = (
+            admin.from_("projects").upsert({"name": "py-one", "budget": 70}, on_conflict="name").execute()
+        )
+        assert upserted.data[0]["budget"] == 70
+        single = admin.from_("projects").select("budget").eq("name", "py-one").single().execute()
+        assert single.data == {"budget": 70}
+        assert bob.rpc("my_task_count", {"min_priority": 0}).execute().data == 2
+        tasks = bob.from_("tasks").select("title,projects(name)").order("id").execute()
+        assert [t["title"] for t in tasks.data] == ["alice two", "bob one"]
+        deleted = admin.from_("projects").delete().like("name", "py-*").execute()
+        assert len(deleted.data) == 2
+        try:
+            bob.from_("tasks").insert({"title": "forged", "owner": ALICE}).execute()
+        except APIError as exc:
+            assert exc.code == "42501"
+        else:
+            raise AssertionError("the forged insert should have been refused")
