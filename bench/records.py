@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ import httpx
 import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
+from tests.support.postgres import TestCluster
+from tests.support.servers import free_port
 
 from bench.records_servers import ADMIN
 from kilnbase.db.session import Database
@@ -46,8 +47,6 @@ from kilnbase.records.sql_builder import (
     table_source,
     update_statement,
 )
-from tests.support.postgres import TestCluster
-from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -370,9 +369,10 @@ def main() -> None:
 
         print(
             f"server: {args.server} x{args.workers} worker(s); concurrency {args.concurrency}; "
-            f"{args.seconds:.0f}s per measurement; Postgres {cluster.server.__class__.__name__}"
+            f"{args.seconds:.0f}s per measurement; embedded Postgres"
         )
-        header = f"{'case':<10} {'(a) psycopg':>22} {'(b) bare Starlette':>22} {'(c) Kilnbase':>22} {'c/b':>6} {'c/a':>6}"
+        columns = ("(a) psycopg", "(b) bare Starlette", "(c) Kilnbase")
+        header = f"{'case':<10} " + " ".join(f"{c:>22}" for c in columns) + f" {'c/b':>6} {'c/a':>6}"
         print(header)
         print("-" * len(header))
         for case in CASES:
@@ -399,9 +399,7 @@ def main() -> None:
                 f"{kilnbase.rps / bare.rps:6.2f} {kilnbase.rps / direct.rps:6.2f}",
                 flush=True,
             )
-        print(
-            "cells: requests/s p50/p99; c/b is the share of the Python floor the records API reaches (target 0.8)"
-        )
+        print("cells: requests/s p50/p99 ms; c/b = the share of the Python floor reached (target 0.8)")
     finally:
         for process in processes:
             process.terminate()
