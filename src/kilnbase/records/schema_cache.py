@@ -105,6 +105,8 @@ class SchemaSnapshot:
     tables: dict[tuple[str, str], Table] = field(default_factory=dict)
     routines: dict[tuple[str, str], list[Routine]] = field(default_factory=dict)
     loaded_at: float = 0.0
+    #: Rendered read statements for this snapshot (see `RecordsEngine`); a reload starts a new one.
+    read_plans: dict[Any, Any] = field(default_factory=dict)
 
 
 _SCHEMAS = """

@@ -47,6 +47,8 @@ from kilnbase.records.sql_builder import (
 
 #: `Prefer: count=estimated` counts exactly up to this many rows, and trusts the planner above it.
 ESTIMATE_THRESHOLD = 1000
+#: Rendered read statements kept per schema snapshot (keyed by the URL); the cache empties when full.
+READ_PLAN_CACHE_SIZE = 2048
 
 
 @dataclass
@@ -95,6 +97,8 @@ class RecordsEngine:
         media = response_shape.negotiate(request.headers.get("accept"))
         if request.is_rpc:
             return await self._call(request, snapshot, schema, prefs, media)
+        if method in ("GET", "HEAD") and prefs.count not in ("planned", "estimated"):
+            return await self._cached_read(request, snapshot, schema, prefs, media)
         table = find_table(snapshot, schema, request.resource)
         query = parse_query(request.query)
         if method in ("GET", "HEAD"):
@@ -111,6 +115,34 @@ class RecordsEngine:
 
     # -----------------------------------------------------------------------------------------------------
     # reads
+
+    async def _cached_read(
+        self, request: RecordsRequest, snapshot: SchemaSnapshot, schema: str, prefs: Preferences, media: str
+    ) -> RecordsResponse:
+        """A read whose statement depends only on the URL: rendered once per schema snapshot, then reused."""
+        key = (schema, request.resource, tuple(request.query), request.headers.get("range"), prefs.count)
+        cached = snapshot.read_plans.get(key)
+        if cached is None:
+            table = find_table(snapshot, schema, request.resource)
+            node = build_read_plan(snapshot, table, parse_query(request.query))
+            offset, limit = _page(request, node)
+            statement = read_statement(
+                node,
+                table_source(table, node.alias),
+                count_exact=prefs.count == "exact",
+                limit=limit,
+                offset=offset,
+            )
+            cached = (statement.text, tuple(statement.params), offset)
+            if len(snapshot.read_plans) >= READ_PLAN_CACHE_SIZE:
+                snapshot.read_plans.clear()
+            snapshot.read_plans[key] = cached
+        text, params, offset = cached
+        async with self._transaction(request, read_only=True) as cur:
+            await cur.execute(text, params)
+            row = await cur.fetchone()
+        assert row is not None
+        return _read_response(request, row, offset, None, prefs, media, single_value=False)
 
     async def _read(
         self,
@@ -153,27 +185,7 @@ class RecordsEngine:
             await cur.execute(statement.text, statement.params)
             row = await cur.fetchone()
         assert row is not None
-        total: int | None = row["total"] if row["total"] is not None else planned
-        page_total: int = row["page_total"]
-        body: str = row["body"]
-        lower, upper = offset, offset + page_total - 1
-        status = response_shape.range_status(lower, upper, total)
-        headers = {"Content-Range": response_shape.content_range(lower, upper, total)}
-        applied = prefs.applied(mutation=False)
-        if applied:
-            headers["Preference-Applied"] = applied
-        if status == 416:
-            headers["Content-Range"] = response_shape.content_range(1, 0, total)
-            raise _range_error(total, headers)
-        if single_value:
-            body = response_shape.singular(body, page_total) if page_total == 1 else "null"
-        elif media == response_shape.OBJECT:
-            body = response_shape.singular(body, page_total)
-        elif media == response_shape.CSV:
-            body = response_shape.to_csv(body)
-        if request.method.upper() == "HEAD":
-            body = ""
-        return RecordsResponse(status, body, headers, media)
+        return _read_response(request, row, offset, planned, prefs, media, single_value=single_value)
 
     # -----------------------------------------------------------------------------------------------------
     # writes
@@ -571,6 +583,40 @@ async def _planned_rows(cur: Any, node: ReadNode, source: Source, prefix: Sql | 
         return int(plan[0]["Plan"]["Plan Rows"])
     except (KeyError, IndexError, TypeError, ValueError):
         return None
+
+
+def _read_response(
+    request: RecordsRequest,
+    row: Mapping[str, Any],
+    offset: int,
+    planned: int | None,
+    prefs: Preferences,
+    media: str,
+    *,
+    single_value: bool,
+) -> RecordsResponse:
+    """Status, Content-Range and body of a read, from the statement's (total, page_total, body) row."""
+    total: int | None = row["total"] if row["total"] is not None else planned
+    page_total: int = row["page_total"]
+    body: str = row["body"]
+    lower, upper = offset, offset + page_total - 1
+    status = response_shape.range_status(lower, upper, total)
+    headers = {"Content-Range": response_shape.content_range(lower, upper, total)}
+    applied = prefs.applied(mutation=False)
+    if applied:
+        headers["Preference-Applied"] = applied
+    if status == 416:
+        headers["Content-Range"] = response_shape.content_range(1, 0, total)
+        raise _range_error(total, headers)
+    if single_value:
+        body = response_shape.singular(body, page_total) if page_total == 1 else "null"
+    elif media == response_shape.OBJECT:
+        body = response_shape.singular(body, page_total)
+    elif media == response_shape.CSV:
+        body = response_shape.to_csv(body)
+    if request.method.upper() == "HEAD":
+        body = ""
+    return RecordsResponse(status, body, headers, media)
 
 
 def _range_error(total: int | None, headers: dict[str, str]) -> RecordsError:
