@@ -355,6 +355,7 @@ def main() -> None:
             "KB_BENCH_DATA": str(workdir / "data"),
             "KB_BENCH_CASES": str(cases_file),
             "LOG_LEVEL": "warning",
+            "KILNBASE_DB_POOL_MIN": "8",  # the bare app's pool starts with 8 too
         }
         kb_port, bare_port = free_port(), free_port()
         processes.append(
