@@ -11,6 +11,7 @@ import csv
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from typing import Any
 from urllib.parse import quote
 
@@ -192,8 +193,11 @@ class RecordsEngine:
 
     def _payload(
         self, request: RecordsRequest, table: Table, query: QueryParams, *, allow_array: bool
-    ) -> tuple[list[dict[str, Any]], list[str], bool]:
-        """Rows, the columns they set, and whether the body was an array. Applies InsForge's "" quirk."""
+    ) -> tuple[list[dict[str, Any]], list[str], str]:
+        """Rows, the columns they set, and the rows as one JSON array. Applies InsForge's "" quirk.
+
+        The JSON body is passed on as received when nothing had to be dropped from it (the common case),
+        so a bulk insert is not serialized twice."""
         content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         rows: Any
         if content_type == "text/csv":
@@ -228,16 +232,18 @@ class RecordsEngine:
             )
         if is_array and not allow_array:
             raise RecordsError(400, "PGRST102", "Invalid body", "The body must be a single JSON object")
-        for row in rows:
-            for key in [k for k, v in row.items() if v == ""]:
-                column = table.columns.get(key)
-                if column is not None and not column.is_text:
-                    del row[key]
+        untouched = content_type not in ("text/csv", "application/x-www-form-urlencoded")
+        if b'""' in request.body or not untouched:
+            for row in rows:
+                for key in [k for k, v in row.items() if v == ""]:
+                    column = table.columns.get(key)
+                    if column is not None and not column.is_text:
+                        del row[key]
+                        untouched = False
         if query.columns is not None:
             columns = list(query.columns)
-            rows = [{k: v for k, v in row.items() if k in query.columns} for row in rows]
         else:
-            columns = list(dict.fromkeys(key for row in rows for key in row))
+            columns = list(dict.fromkeys(chain.from_iterable(rows)))
         for name in columns:
             if name not in table.columns:
                 raise RecordsError(
@@ -245,7 +251,12 @@ class RecordsEngine:
                     "PGRST204",
                     f"Could not find the '{name}' column of '{table.name}' in the schema cache",
                 )
-        return rows, columns, is_array
+        if untouched and request.body.strip():
+            text = request.body.decode()
+            rows_json = text if is_array else f"[{text}]"
+        else:
+            rows_json = orjson.dumps(rows).decode()
+        return rows, columns, rows_json
 
     async def _insert(
         self,
@@ -258,7 +269,7 @@ class RecordsEngine:
         *,
         put_conflict: tuple[str, ...] | None = None,
     ) -> RecordsResponse:
-        rows, columns, _ = self._payload(request, table, query, allow_array=put_conflict is None)
+        _, columns, rows_json = self._payload(request, table, query, allow_array=put_conflict is None)
         resolution = "merge-duplicates" if put_conflict is not None else prefs.resolution
         conflict: tuple[str, ...] | None = None
         if resolution is not None:
@@ -276,7 +287,7 @@ class RecordsEngine:
         statement = insert_statement(
             table,
             columns,
-            orjson.dumps(rows).decode(),
+            rows_json,
             conflict_columns=conflict,
             resolution=resolution,
             missing_default=prefs.missing == "default",
@@ -398,6 +409,10 @@ class RecordsEngine:
                 row = await cur.fetchone()
                 assert row is not None
                 affected, body = int(row["page_total"]), str(row["body"])
+            elif insert and prefs.count != "exact" and prefs.max_affected is None:
+                # Nothing in the answer depends on the row count: stay in the one pipeline.
+                await cur.execute(statement.text, statement.params)
+                affected, body = 0, "[]"
             else:
                 # In pipeline mode the row count arrives with the results: a nested block syncs.
                 async with cur.connection.pipeline():
