@@ -49,6 +49,8 @@ from kilnbase.records.sql_builder import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Load before each measurement: pools fill, statements get prepared, the first request's imports are done.
+WARMUP_SECONDS = 1.0
 
 SEED = """
 CREATE TABLE bench_owners (id serial PRIMARY KEY, name text NOT NULL);
@@ -213,7 +215,7 @@ async def http_load(port: int, request: bytes, expected: int, concurrency: int, 
         finally:
             writer.close()
 
-    await asyncio.gather(*(worker(time.perf_counter() + 0.5, False) for _ in range(concurrency)))
+    await asyncio.gather(*(worker(time.perf_counter() + WARMUP_SECONDS, False) for _ in range(concurrency)))
     started = time.perf_counter()
     await asyncio.gather(*(worker(started + seconds, True) for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
@@ -247,7 +249,9 @@ async def direct_load(
                 latencies.append(time.perf_counter() - started)
 
     try:
-        await asyncio.gather(*(worker(time.perf_counter() + 0.5, False) for _ in range(concurrency)))
+        await asyncio.gather(
+            *(worker(time.perf_counter() + WARMUP_SECONDS, False) for _ in range(concurrency))
+        )
         started = time.perf_counter()
         await asyncio.gather(*(worker(started + seconds, True) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
