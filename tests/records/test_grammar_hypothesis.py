@@ -59,6 +59,7 @@ def postgrest_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@settings(deadline=None)
 @given(plain_text)
 def test_plain_filter_values_are_taken_verbatim(value: str) -> None:
     operation = parse_operation(f"eq.{value}")
@@ -66,12 +67,14 @@ def test_plain_filter_values_are_taken_verbatim(value: str) -> None:
     assert operation.value == value
 
 
+@settings(deadline=None)
 @given(st.lists(plain_text, max_size=6))
 def test_quoted_in_lists_round_trip(values: list[str]) -> None:
     text = "in.(" + ",".join(postgrest_quote(v) for v in values) + ")"
     assert parse_operation(text).value == tuple(values)
 
 
+@settings(deadline=None)
 @given(plain_text)
 def test_quoted_values_in_logic_trees_round_trip(value: str) -> None:
     tree = parse_logic_tree("or", False, f"(title.eq.{postgrest_quote(value)},id.eq.1)")
@@ -88,6 +91,7 @@ def _refusal(parse: Any, text: Any) -> RecordsError | None:
     return None
 
 
+@settings(deadline=None)
 @given(hostile_text)
 def test_hostile_input_parses_or_is_refused_cleanly(text: str) -> None:
     for parse in (parse_select, parse_order, lambda t: parse_logic_tree("and", False, t), parse_operation):
@@ -97,6 +101,7 @@ def test_hostile_input_parses_or_is_refused_cleanly(text: str) -> None:
             assert error.code.startswith("PGRST")
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(hostile_text, hostile_text), max_size=4))
 def test_whole_query_strings_never_crash(pairs: list[tuple[str, str]]) -> None:
     error = _refusal(parse_query, pairs)

@@ -17,6 +17,10 @@ from kilnbase.records.service import RecordsEngine, RecordsRequest, RecordsRespo
 from kilnbase.server.runtime import runtime_of
 
 _METHODS = ["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"]
+#: The request headers the engine reads (ASGI gives names in lower case).
+_ENGINE_HEADERS = frozenset(
+    {"accept", "prefer", "range", "range-unit", "content-type", "accept-profile", "content-profile"}
+)
 
 
 def engine_of(request: Request) -> RecordsEngine:
@@ -28,9 +32,15 @@ def engine_of(request: Request) -> RecordsEngine:
 
 async def _serve(request: Request, resource: str, is_rpc: bool) -> Response:
     principal = require_credential(request)
-    headers = {name: value for name, value in request.headers.items()}
-    prefer = request.headers.getlist("prefer")
-    if prefer:
+    headers: dict[str, str] = {}
+    prefer: list[str] = []
+    for raw_name, raw_value in request.scope["headers"]:
+        name = raw_name.decode("latin-1")
+        if name in _ENGINE_HEADERS:
+            headers[name] = raw_value.decode("latin-1")
+            if name == "prefer":
+                prefer.append(headers[name])
+    if len(prefer) > 1:
         headers["prefer"] = ",".join(prefer)
     records_request = RecordsRequest(
         method=request.method,
@@ -38,7 +48,7 @@ async def _serve(request: Request, resource: str, is_rpc: bool) -> Response:
         is_rpc=is_rpc,
         query=request.query_params.multi_items(),
         headers=headers,
-        body=await request.body(),
+        body=b"" if request.method in ("GET", "HEAD") else await request.body(),
         principal=principal,
     )
     try:
