@@ -408,3 +408,18 @@ def test_rpc_errors(client: TestClient, admin: dict[str, str]) -> None:
     assert custom.status_code == 402
     bad_value = client.post(f"{rpc}/add_numbers", json={"a": "x"}, headers=admin)
     assert bad_value.status_code == 400
+
+
+def test_ddl_by_anyone_refreshes_the_schema_cache(client: TestClient, database_url: str) -> None:
+    """The event trigger's NOTIFY reaches the listener: the cache learns of a table no request named yet."""
+    import time
+
+    import psycopg
+
+    cache = client.app.state.runtime.schema_cache  # type: ignore[attr-defined]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE heard_about (id int PRIMARY KEY)")
+    deadline = time.monotonic() + 10
+    while ("public", "heard_about") not in cache.snapshot.tables and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ("public", "heard_about") in cache.snapshot.tables
