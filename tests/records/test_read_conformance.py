@@ -220,6 +220,7 @@ def test_ambiguous_embed_is_300_pgrst201(client: TestClient, admin: dict[str, st
         ("posts?select=id,comments(id)&order=comments(id)", 400, "PGRST118"),
         ("posts?id=eq.notanumber", 400, "22P02"),
         ("posts?select=amount.sum()", 400, "PGRST123"),
+        ("posts?select=id::int from pg_authid", 400, "PGRST100"),
         ("posts?schema=secret", 406, "PGRST106"),
     ],
 )

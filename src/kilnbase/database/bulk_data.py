@@ -1,7 +1,7 @@
 """Bulk data for admins: upsert rows from a CSV/JSON file, export tables as SQL or JSON, import a SQL file.
 
-Upserts reuse the records engine's one-statement `INSERT ... SELECT FROM jsonb_array_elements(...)`, so a
-file of any size is one bound parameter. Imports go through the raw SQL guard and run as project_admin in
+An upsert is one `INSERT ... SELECT FROM jsonb_array_elements(...)`, so a file of any size is one bound
+parameter. Imports go through the raw SQL guard and run as project_admin in
 one transaction: a failing file imports nothing.
 """
 
@@ -22,8 +22,6 @@ from kilnbase.database.database_errors import api_error_from
 from kilnbase.database.tables import identifier
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
-from kilnbase.records.schema_cache import SchemaCache
-from kilnbase.records.sql_builder import insert_statement
 
 MAX_EXPORT_ROWS = 10_000
 
@@ -51,7 +49,6 @@ def parse_rows(content: bytes, filename: str) -> list[dict[str, Any]]:
 
 async def bulk_upsert(
     database: Database,
-    cache: SchemaCache,
     *,
     schema: str,
     table_name: str,
@@ -60,40 +57,30 @@ async def bulk_upsert(
 ) -> dict[str, Any]:
     identifier(schema, "schema")
     identifier(table_name, "table")
-    table = cache.snapshot.tables.get((schema, table_name))
-    if table is None:
-        table = (await cache.reload()).tables.get((schema, table_name))
-    if table is None:
-        raise ApiError(404, "DATABASE_NOT_FOUND", f"table {schema}.{table_name} not found")
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    unknown = [c for c in columns if c not in table.columns]
-    if unknown:
-        raise ApiError(400, "DATABASE_VALIDATION_ERROR", f"Unknown columns: {', '.join(unknown)}")
-    if upsert_key is not None and upsert_key not in table.columns:
-        raise ApiError(400, "DATABASE_VALIDATION_ERROR", f"upsertKey {upsert_key} is not a column")
-    if not rows:
-        return {
-            "success": True,
-            "message": "No rows to upsert",
-            "table": table_name,
-            "rowsAffected": 0,
-            "totalRecords": 0,
-        }
-    statement = insert_statement(
-        table,
-        columns,
-        orjson.dumps(rows).decode(),
-        conflict_columns=[upsert_key] if upsert_key else None,
-        resolution="merge-duplicates" if upsert_key else None,
-        missing_default=True,
-        returning=False,
-    )
+    target = sql.Identifier(schema, table_name)
     try:
         async with database.pool.connection() as conn, conn.transaction():
-            cur = conn.cursor()
+            cur = conn.cursor(row_factory=dict_row)
             await cur.execute("select set_config('role', 'project_admin', true)")
-            await cur.execute(statement.text, statement.params)
-            affected = max(cur.rowcount, 0)
+            await cur.execute(
+                "select column_name::text as name, column_default::text as default "
+                "from information_schema.columns where table_schema = %s and table_name = %s",
+                (schema, table_name),
+            )
+            known = {row["name"]: row["default"] for row in await cur.fetchall()}
+            if not known:
+                raise ApiError(404, "DATABASE_NOT_FOUND", f"table {schema}.{table_name} not found")
+            unknown = [c for c in columns if c not in known]
+            if unknown:
+                raise ApiError(400, "DATABASE_VALIDATION_ERROR", f"Unknown columns: {', '.join(unknown)}")
+            if upsert_key is not None and upsert_key not in known:
+                raise ApiError(400, "DATABASE_VALIDATION_ERROR", f"upsertKey {upsert_key} is not a column")
+            affected = 0
+            if rows:
+                statement = _upsert_statement(target, columns, known, upsert_key)
+                await cur.execute(statement, (orjson.dumps(rows).decode(),))
+                affected = max(cur.rowcount, 0)
     except psycopg.Error as exc:
         raise api_error_from(exc) from None
     return {
@@ -103,6 +90,32 @@ async def bulk_upsert(
         "rowsAffected": affected,
         "totalRecords": len(rows),
     }
+
+
+def _upsert_statement(
+    target: sql.Composable, columns: list[str], defaults: dict[str, str | None], upsert_key: str | None
+) -> sql.Composed:
+    """One `INSERT ... SELECT` over the rows as a JSON array parameter; a missing key takes the column's
+    default (its expression as the catalog prints it)."""
+    names = [sql.Identifier(c) for c in columns]
+    values = [
+        sql.SQL("CASE WHEN e ? {} THEN (p).{} ELSE {} END").format(
+            sql.Literal(c), sql.Identifier(c), sql.SQL((defaults.get(c) or "NULL").replace("%", "%%"))
+        )
+        for c in columns
+    ]
+    statement = sql.SQL(
+        "INSERT INTO {target} ({names}) SELECT {values} "
+        "FROM jsonb_array_elements(%s::jsonb) AS e, jsonb_populate_record(NULL::{target}, e) AS p"
+    ).format(target=target, names=sql.SQL(", ").join(names), values=sql.SQL(", ").join(values))
+    if upsert_key is None:
+        return statement
+    updates = [sql.SQL("{} = EXCLUDED.{}").format(n, n) for n in names if n != sql.Identifier(upsert_key)]
+    conflict = sql.SQL(" ON CONFLICT ({}) ").format(sql.Identifier(upsert_key))
+    action = (
+        sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(updates)) if updates else sql.SQL("DO NOTHING")
+    )
+    return sql.Composed([statement, conflict, action])
 
 
 async def export(database: Database, body: dict[str, Any]) -> dict[str, Any]:

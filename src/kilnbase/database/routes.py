@@ -57,7 +57,9 @@ async def list_tables(request: Request) -> Response:
 
 async def create_table(request: Request) -> Response:
     require_admin(request)
-    return _json(await _tables(request).create_table(await _body(request)), 201)
+    result = await _tables(request).create_table(await _body(request))
+    await _refresh_schema(request)
+    return _json(result, 201)
 
 
 async def table_schema(request: Request) -> Response:
@@ -68,12 +70,16 @@ async def table_schema(request: Request) -> Response:
 
 async def update_table(request: Request) -> Response:
     require_admin(request)
-    return _json(await _tables(request).update_table(request.path_params["table"], await _body(request)))
+    result = await _tables(request).update_table(request.path_params["table"], await _body(request))
+    await _refresh_schema(request)
+    return _json(result)
 
 
 async def delete_table(request: Request) -> Response:
     require_admin(request)
-    return _json(await _tables(request).delete_table(request.path_params["table"]))
+    result = await _tables(request).delete_table(request.path_params["table"])
+    await _refresh_schema(request)
+    return _json(result)
 
 
 async def list_catalog(request: Request) -> Response:
@@ -141,10 +147,8 @@ async def bulk_upsert(request: Request) -> Response:
     upsert_key = form.get("upsertKey")
     schema = form.get("schema") or "public"
     runtime = runtime_of(request)
-    assert runtime.schema_cache is not None
     result = await bulk_data.bulk_upsert(
         runtime.database,
-        runtime.schema_cache,
         schema=schema if isinstance(schema, str) else "public",
         table_name=table,
         rows=bulk_data.parse_rows(content, filename),

@@ -46,7 +46,11 @@ IS_VALUES = {"null": "NULL", "not_null": "NOT NULL", "true": "TRUE", "false": "F
 AGGREGATES = frozenset({"count", "sum", "avg", "max", "min"})
 RESERVED_KEYS = frozenset({"select", "order", "limit", "offset", "on_conflict", "columns", "schema"})
 
-_CAST = re.compile(r"[A-Za-z_][A-Za-z0-9_ ]*(\[\])*")
+#: A cast is a type name: one word, or one of Postgres's multi-word type names; never free text.
+_CAST = re.compile(
+    r"(?i:[a-z_][a-z0-9_]*|double precision|character varying|bit varying"
+    r"|time(stamp)? with(out)? time zone)(\[\])*"
+)
 _JSON_ARROW = re.compile(r"(->>|->)")
 _LANGUAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

@@ -182,11 +182,12 @@ where p.prokind = 'f' and n.nspname = any(%(schemas)s)
 
 async def load_snapshot(conn: AsyncConnection[Any]) -> SchemaSnapshot:
     """Read the catalogs into a fresh snapshot (a few cheap queries)."""
+    started = time.monotonic()  # before the first catalog read: what `reload_unless_fresh` relies on
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(_SCHEMAS, {"hidden": list(HIDDEN_SCHEMAS)})
     schemas = [row["nspname"] for row in await cur.fetchall()]
     args = {"schemas": schemas}
-    snapshot = SchemaSnapshot(schemas=tuple(schemas), loaded_at=time.monotonic())
+    snapshot = SchemaSnapshot(schemas=tuple(schemas), loaded_at=started)
     await cur.execute(_TABLES, args)
     for row in await cur.fetchall():
         snapshot.tables[(row["schema"], row["name"])] = Table(row["schema"], row["name"], row["kind"])
@@ -279,18 +280,22 @@ class SchemaCache:
 
     async def reload(self) -> SchemaSnapshot:
         async with self._lock:
-            async with self._pool.connection() as conn:
-                self.snapshot = await load_snapshot(conn)
-            return self.snapshot
+            return await self._load()
 
-    async def reload_if_older_than(self, seen: SchemaSnapshot) -> SchemaSnapshot:
-        """Reload unless someone already did since `seen` was taken (a miss does not reload twice)."""
-        if self.snapshot is not seen:
-            return self.snapshot
+    async def _load(self) -> SchemaSnapshot:
+        async with self._pool.connection() as conn:
+            self.snapshot = await load_snapshot(conn)
+        return self.snapshot
+
+    async def reload_unless_fresh(self, since: float) -> SchemaSnapshot:
+        """A snapshot whose reading began at or after `since` (monotonic time of a lookup miss).
+
+        A reload already running may have read the catalogs before the DDL the caller depends on was
+        committed, so only one that started after the miss is good enough; reloads never overlap."""
         async with self._lock:
-            if self.snapshot is not seen:
+            if self.snapshot.loaded_at >= since:
                 return self.snapshot
-        return await self.reload()
+            return await self._load()
 
     async def start(self) -> None:
         await self.reload()

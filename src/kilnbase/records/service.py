@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain
@@ -85,7 +86,7 @@ class RecordsEngine:
         except RecordsError as exc:
             if exc.code not in ("PGRST205", "PGRST202", "PGRST200", "PGRST204", "42703", "PGRST106"):
                 raise
-            fresh = await self.cache.reload_if_older_than(snapshot)
+            fresh = await self.cache.reload_unless_fresh(time.monotonic())
             if fresh is snapshot:
                 raise
             return await self._handle(request, fresh)
