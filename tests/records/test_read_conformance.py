@@ -424,3 +424,28 @@ def test_ddl_by_anyone_refreshes_the_schema_cache(client: TestClient, database_u
     while ("public", "heard_about") not in cache.snapshot.tables and time.monotonic() < deadline:
         time.sleep(0.02)
     assert ("public", "heard_about") in cache.snapshot.tables
+
+
+def test_logic_trees_inside_embeds(client: TestClient, admin: dict[str, str]) -> None:
+    response = get(
+        client,
+        admin,
+        "posts?select=id,comments(body)&comments.or=(body.eq.nice,body.eq.meh)&id=lte.2&order=id",
+    )
+    assert response.json() == [
+        {"id": 1, "comments": [{"body": "nice"}]},
+        {"id": 2, "comments": [{"body": "meh"}]},
+    ]
+
+
+def test_range_header_intersects_limit_and_offset(client: TestClient, admin: dict[str, str]) -> None:
+    response = get(client, admin, "posts?select=id&order=id&offset=1&limit=2", Range="0-1")
+    assert [r["id"] for r in response.json()] == [2]
+    assert response.headers["content-range"] == "1-1/*"
+
+
+def test_head_on_rpc_and_counted_rpc(client: TestClient, admin: dict[str, str]) -> None:
+    head = client.head("/api/database/rpc/posts_by?author=1", headers={**admin, "Prefer": "count=exact"})
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-range"] == "0-1/2"

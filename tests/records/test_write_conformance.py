@@ -294,3 +294,21 @@ def test_bad_values_are_client_errors(client: TestClient, admin: dict[str, str])
     assert response.json()["code"] == "22P02"
     nul = write(client, "POST", "notes", admin, {"slug": "nul\u0000"})
     assert nul.status_code == 400
+
+
+def test_form_urlencoded_body_and_content_profile(client: TestClient, admin: dict[str, str]) -> None:
+    response = client.post(
+        f"{RECORDS}/notes?select=slug,score",
+        headers={
+            **admin,
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Content-Profile": "public",
+            "Prefer": "return=representation",
+        },
+        content=b"slug=form&score=4",
+    )
+    assert response.status_code == 201, response.text
+    assert response.json() == [{"slug": "form", "score": 4}]
+    wrong = write(client, "POST", "notes", admin, {"slug": "x"}, **{"Content-Profile": "nowhere"})
+    assert wrong.status_code == 406
+    assert wrong.json()["code"] == "PGRST106"
