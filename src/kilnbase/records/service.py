@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import orjson
 import psycopg
@@ -211,8 +211,6 @@ class RecordsEngine:
             "application/x-www-form-urlencoded",
         ) or content_type.endswith("+json"):
             if content_type == "application/x-www-form-urlencoded":
-                from urllib.parse import parse_qsl
-
                 rows = dict(parse_qsl(request.body.decode("utf-8", errors="replace"), keep_blank_values=True))
             else:
                 try:
@@ -653,6 +651,8 @@ def _wants_rows(prefs: Preferences, media: str) -> bool:
 
 
 def _root_conditions(table: Table, query: QueryParams) -> list[Any]:
+    """The root filters of a write, checked against the table's columns (no embeds on writes, so an
+    empty snapshot: nothing here may resolve a relationship)."""
     node = build_read_plan(
         SchemaSnapshot(), table, replace(query, select=(), conditions={(): query.conditions.get((), [])})
     )
