@@ -159,3 +159,16 @@ def test_hostile_query_strings_are_never_server_errors(
         assert set(response.json()) == {"code", "message", "details", "hint"}
     count = client.get("/api/database/records/posts?select=id", headers={**admin, "Prefer": "count=exact"})
     assert count.headers["content-range"].endswith("/4")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "select=" + "a(" * 3000 + ")" * 3000,
+        "or=(" + "and(" * 3000 + "id.eq.1" + ")" * 3001,
+    ],
+)
+def test_deep_nesting_is_refused_not_a_crash(client: TestClient, admin: dict[str, str], query: str) -> None:
+    response = client.get(f"/api/database/records/posts?{query}", headers=admin)
+    assert response.status_code == 400
+    assert response.json()["code"] == "PGRST100"

@@ -44,6 +44,8 @@ FTS_OPERATORS = {
 QUANTIFIABLE = frozenset({"eq", "like", "ilike", "gt", "gte", "lt", "lte", "match", "imatch"})
 IS_VALUES = {"null": "NULL", "not_null": "NOT NULL", "true": "TRUE", "false": "FALSE", "unknown": "UNKNOWN"}
 AGGREGATES = frozenset({"count", "sum", "avg", "max", "min"})
+#: How deep embeds and logic trees may nest; deeper is refused (PGRST100), never a recursion error.
+MAX_DEPTH = 16
 RESERVED_KEYS = frozenset({"select", "order", "limit", "offset", "on_conflict", "columns", "schema"})
 
 #: A cast is a type name: one word, or one of Postgres's multi-word type names; never free text.
@@ -284,8 +286,10 @@ def parse_operation(text: str, *, in_logic_tree: bool = False) -> Operation:
     return Operation(operator, value, negated, None, language)
 
 
-def parse_logic_tree(conjunction: str, negated: bool, text: str) -> LogicTree:
+def parse_logic_tree(conjunction: str, negated: bool, text: str, depth: int = 0) -> LogicTree:
     """`(a.eq.1,or(b.gt.2,not.and(c.lt.3,d.is.null)))`."""
+    if depth > MAX_DEPTH:
+        raise parse_error(f"logic trees may nest at most {MAX_DEPTH} levels deep")
     text = text.strip()
     if len(text) < 2 or text[0] != "(" or text[-1] != ")":
         raise parse_error(f'logic tree must be in parentheses: "{text}"')
@@ -300,7 +304,7 @@ def parse_logic_tree(conjunction: str, negated: bool, text: str) -> LogicTree:
             item_negated, body = True, body[4:]
         nested = re.match(r"(and|or)\(", body)
         if nested:
-            children.append(parse_logic_tree(nested[1], item_negated, body[len(nested[1]) :]))
+            children.append(parse_logic_tree(nested[1], item_negated, body[len(nested[1]) :], depth + 1))
             continue
         children.append(_parse_inline_filter(item))
     if not children:
@@ -339,6 +343,7 @@ class _SelectParser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
+        self.depth = 0
 
     def fail(self, why: str) -> RecordsError:
         return parse_error(f"failed to parse select parameter ({self.text})", why)
@@ -433,7 +438,11 @@ class _SelectParser:
         if aggregate in AGGREGATES and self.text.startswith("()", self.pos) and not hints:
             raise _aggregates_disabled()
         self.pos += 1
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(f"embeds may nest at most {MAX_DEPTH} levels deep")
         items = self.items()
+        self.depth -= 1
         if self.pos >= len(self.text) or self.text[self.pos] != ")":
             raise self.fail(f'missing ")" for "{name}"')
         self.pos += 1
