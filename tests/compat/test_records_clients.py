@@ -220,6 +220,7 @@ def test_postgrest_js_against_the_records_base(app_env: dict[str, str]) -> None:
 
 def test_python_postgrest_client(app_env: dict[str, str]) -> None:
     from postgrest import APIError, SyncPostgrestClient
+    from postgrest.types import CountMethod
 
     def client(token: str) -> SyncPostgrestClient:
         return SyncPostgrestClient(
@@ -233,7 +234,7 @@ def test_python_postgrest_client(app_env: dict[str, str]) -> None:
         assert [row["name"] for row in inserted.data] == ["py-one", "py-two"]
         page = (
             admin.from_("projects")
-            .select("name,budget", count="exact")  # type: ignore[arg-type]
+            .select("name,budget", count=CountMethod.exact)
             .like("name", "py-*")
             .order("name", desc=True)
             .limit(1)
