@@ -20,6 +20,8 @@ CREATE TABLE post_labels (
 );
 CREATE TABLE profiles (author_id int PRIMARY KEY REFERENCES authors (id), bio text);
 CREATE TABLE comments (id serial PRIMARY KEY, post_id int NOT NULL REFERENCES posts (id) ON DELETE CASCADE, body text);
+CREATE VIEW published_posts AS SELECT id, title, author_id FROM posts WHERE published;
+GRANT SELECT ON published_posts TO project_admin;
 CREATE TABLE "odd table" ("weird ""col""" text, id int PRIMARY KEY);
 
 INSERT INTO authors (name, email, age) VALUES

@@ -449,3 +449,13 @@ def test_head_on_rpc_and_counted_rpc(client: TestClient, admin: dict[str, str]) 
     assert head.status_code == 200
     assert head.content == b""
     assert head.headers["content-range"] == "0-1/2"
+
+
+def test_embedding_through_a_view(client: TestClient, admin: dict[str, str]) -> None:
+    forward = get(client, admin, "published_posts?select=title,authors(name)&order=id").json()
+    assert forward[0] == {"title": "Hello world", "authors": {"name": "Ada"}}
+    assert len(forward) == 3
+    back = get(client, admin, "authors?select=name,published_posts(title)&id=eq.2").json()
+    assert back == [{"name": "Brian", "published_posts": []}]
+    comments = get(client, admin, "published_posts?select=id,comments(body)&id=eq.2").json()
+    assert comments == [{"id": 2, "comments": [{"body": "meh"}]}]

@@ -180,6 +180,62 @@ where p.prokind = 'f' and n.nspname = any(%(schemas)s)
 """
 
 
+_VIEW_SOURCES = """
+select distinct v.nspname as schema, vc.relname as view, tn.nspname as table_schema, t.relname as table
+from pg_class vc
+join pg_namespace v on v.oid = vc.relnamespace
+join pg_rewrite r on r.ev_class = vc.oid
+join pg_depend d on d.objid = r.oid and d.classid = 'pg_rewrite'::regclass
+    and d.refclassid = 'pg_class'::regclass
+join pg_class t on t.oid = d.refobjid and t.relkind in ('r', 'p', 'v', 'm', 'f') and t.oid <> vc.oid
+join pg_namespace tn on tn.oid = t.relnamespace
+where vc.relkind in ('v', 'm') and v.nspname = any(%(schemas)s)
+"""
+
+
+def _inherit_view_keys(snapshot: SchemaSnapshot, rows: list[dict[str, Any]]) -> None:
+    """Give a view the keys and foreign keys of the one table it reads, for the columns it keeps by name.
+
+    PostgREST follows view columns back to their tables so embedding works through views; this covers the
+    common shape (a view over one table that keeps the key columns' names), without parsing the view."""
+    sources: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for row in rows:
+        sources.setdefault((row["schema"], row["view"]), []).append((row["table_schema"], row["table"]))
+    for view_key, bases in sources.items():
+        view = snapshot.tables.get(view_key)
+        base = snapshot.tables.get(bases[0]) if len(bases) == 1 else None
+        if view is None or base is None or base.kind in ("v", "m"):
+            continue
+        kept = set(view.columns)
+        if base.primary_key and set(base.primary_key) <= kept:
+            view.primary_key = base.primary_key
+        view.unique_keys.extend(k for k in base.unique_keys if set(k) <= kept)
+        for key in list(base.outgoing):
+            if set(key.columns) <= kept:
+                inherited = ForeignKey(
+                    key.name,
+                    view.schema,
+                    view.name,
+                    key.columns,
+                    key.foreign_schema,
+                    key.foreign_table,
+                    key.foreign_columns,
+                )
+                view.outgoing.append(inherited)
+                target = snapshot.tables.get((key.foreign_schema, key.foreign_table))
+                if target is not None:
+                    target.incoming.append(inherited)
+        for key in list(base.incoming):
+            if set(key.foreign_columns) <= kept:
+                inherited = ForeignKey(
+                    key.name, key.schema, key.table, key.columns, view.schema, view.name, key.foreign_columns
+                )
+                view.incoming.append(inherited)
+                source = snapshot.tables.get((key.schema, key.table))
+                if source is not None:
+                    source.outgoing.append(inherited)
+
+
 async def load_snapshot(conn: AsyncConnection[Any]) -> SchemaSnapshot:
     """Read the catalogs into a fresh snapshot (a few cheap queries)."""
     started = time.monotonic()  # before the first catalog read: what `reload_unless_fresh` relies on
@@ -227,6 +283,8 @@ async def load_snapshot(conn: AsyncConnection[Any]) -> SchemaSnapshot:
         table = snapshot.tables.get((row["schema"], row["table"]))
         if table is not None and tuple(row["columns"]) not in table.unique_keys:
             table.unique_keys.append(tuple(row["columns"]))
+    await cur.execute(_VIEW_SOURCES, args)
+    _inherit_view_keys(snapshot, await cur.fetchall())
     await cur.execute(_ROUTINES, args)
     for row in await cur.fetchall():
         routine = _routine(row)
