@@ -16,6 +16,7 @@ from kilnbase.ai import routes as ai_routes
 from kilnbase.auth import routes as auth_routes
 from kilnbase.config import Settings
 from kilnbase.dashboard import routes as dashboard_routes
+from kilnbase.database import routes as database_routes
 from kilnbase.db.pool import create_pool
 from kilnbase.db.session import Database
 from kilnbase.http.access_tokens import TokenService
@@ -23,6 +24,8 @@ from kilnbase.http.errors import EXCEPTION_HANDLERS
 from kilnbase.http.principal import CredentialResolver
 from kilnbase.http.request_context import RequestContextMiddleware
 from kilnbase.logs import routes as logs_routes
+from kilnbase.records import routes as records_routes
+from kilnbase.records.schema_cache import SchemaCache
 from kilnbase.secrets import project_key_rotation
 from kilnbase.secrets import routes as secrets_routes
 from kilnbase.secrets.encryption import SecretBox
@@ -59,12 +62,17 @@ def create_app(
         try:
             await pool.open(wait=True, timeout=30)
             runtime.db = Database(pool)
+            runtime.schema_cache = SchemaCache(pool)
+            await runtime.schema_cache.start()
             # Rotated API/anon keys live in the database, so every process agrees on them.
             keys.ring.attach(partial(project_key_rotation.load, runtime.db, runtime.secret_box))
             yield
         finally:
             await ai_routes.shutdown(_app)  # flush queued usage rows while the pool is still open
             keys.ring.attach(None)
+            if runtime.schema_cache is not None:
+                await runtime.schema_cache.stop()
+                runtime.schema_cache = None
             runtime.db = None
             await pool.close()
             if opened.embedded is not None:
@@ -77,6 +85,8 @@ def create_app(
             *auth_routes.routes,
             *logs_routes.routes,
             *secrets_routes.routes,
+            *records_routes.routes,
+            *database_routes.routes,
             *dashboard_routes.routes,
             *ai_routes.routes,
         ],

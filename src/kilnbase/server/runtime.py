@@ -12,6 +12,7 @@ from kilnbase.config import Settings
 from kilnbase.db.session import Database
 from kilnbase.http.access_tokens import TokenService
 from kilnbase.http.rate_limit import InProcessRateLimiter, RateLimiter
+from kilnbase.records.schema_cache import SchemaCache
 from kilnbase.secrets.encryption import SecretBox
 from kilnbase.server.project_keys import ProjectKeys
 
@@ -23,6 +24,7 @@ class Runtime:
     tokens: TokenService
     secret_box: SecretBox
     db: Database | None = None
+    schema_cache: SchemaCache | None = None
     started_at: float = field(default_factory=time.time)
     auth_settings: AuthSettings = field(default_factory=lambda: AuthSettings())
     rate_limiter: RateLimiter = field(default_factory=InProcessRateLimiter)

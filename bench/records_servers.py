@@ -1,0 +1,69 @@
+"""The two HTTP servers `bench/records.py` compares, as ASGI factories for uvicorn/granian.
+
+`kilnbase_app`: the whole Kilnbase app. `bare_app`: the floor for any Python HTTP layer, a bare Starlette
+handler that runs exactly the statement the records engine would send for the case (read from
+`KB_BENCH_CASES`, written by the driver), in the same kind of transaction (role and claims, one pipeline).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kilnbase.config import Settings
+from kilnbase.db.session import Database
+from kilnbase.http.principal import CredentialKind, Principal
+
+ADMIN = Principal(db_role="project_admin", kind=CredentialKind.API_KEY, claims={"role": "project_admin"})
+
+
+def kilnbase_app() -> Any:
+    from kilnbase.app import create_app
+
+    settings = Settings(data_dir=Path(os.environ["KB_BENCH_DATA"]), database_url=os.environ["DATABASE_URL"])
+    return create_app(settings)
+
+
+def bare_app() -> Starlette:
+    cases: dict[str, dict[str, Any]] = orjson.loads(Path(os.environ["KB_BENCH_CASES"]).read_bytes())
+    state: dict[str, Database] = {}
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            os.environ["DATABASE_URL"], min_size=8, max_size=16, open=False, kwargs={"prepare_threshold": 5}
+        )
+        await pool.open(wait=True)
+        state["db"] = Database(pool)
+        yield
+        await pool.close()
+
+    async def handle(request: Request) -> Response:
+        case = cases[request.path_params["case"]]
+        params = list(case["params"])
+        body = await request.body()
+        if case["body_param"] is not None:
+            text = body.decode()
+            params[case["body_param"]] = f"[{text}]" if case["wrap_body"] and text.startswith("{") else text
+        async with state["db"].as_caller(ADMIN, read_only=case["read_only"]) as cur:
+            await cur.execute(case["sql"], params)
+            row = await cur.fetchone() if cur.description else None
+        if case["status"] == 204:
+            return Response(status_code=204)
+        if row is None:
+            return Response(b"[]", status_code=case["status"], media_type="application/json")
+        return Response(row["body"], status_code=case["status"], media_type="application/json")
+
+    return Starlette(
+        routes=[Route("/case/{case}", handle, methods=["GET", "POST", "PATCH"])], lifespan=lifespan
+    )

@@ -1,0 +1,378 @@
+"""Stage two: the parsed query checked against the schema cache and turned into a tree of read nodes.
+
+Every column, table and relationship named in the URL is resolved here (404/400 with PostgREST's codes
+when it does not exist), so the SQL stage only ever sees identifiers that the catalog vouched for.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from kilnbase.records.errors import RecordsError
+from kilnbase.records.query_grammar import (
+    Condition,
+    EmbedPath,
+    Field,
+    Filter,
+    LogicTree,
+    OrderTerm,
+    QueryParams,
+    SelectColumn,
+    SelectEmbed,
+    SelectItem,
+    SelectStar,
+)
+from kilnbase.records.schema_cache import ForeignKey, SchemaSnapshot, Table
+
+
+@dataclass(frozen=True)
+class Relationship:
+    kind: str  # "m2o", "o2m", "o2o" or "m2m"
+    source: Table
+    target: Table
+    key: ForeignKey  # m2o: source -> target; o2m/o2o: target -> source; m2m: junction -> source
+    junction: Table | None = None
+    target_key: ForeignKey | None = None  # m2m: junction -> target
+
+    @property
+    def to_one(self) -> bool:
+        return self.kind in ("m2o", "o2o")
+
+    def describe(self) -> dict[str, str]:
+        """PGRST201's `details` entry."""
+        cardinality = {"m2o": "many-to-one", "o2m": "one-to-many", "o2o": "one-to-one", "m2m": "many-to-many"}
+        key = self.key
+        if self.kind == "m2m" and self.junction is not None and self.target_key is not None:
+            text = (
+                f"{self.junction.qualified} using {key.name}({', '.join(key.columns)}) and "
+                f"{self.target_key.name}({', '.join(self.target_key.columns)})"
+            )
+        else:
+            text = (
+                f"{key.name} using {key.table}({', '.join(key.columns)}) and "
+                f"{key.foreign_table}({', '.join(key.foreign_columns)})"
+            )
+        return {
+            "cardinality": cardinality[self.kind],
+            "embedding": f"{self.source.name} with {self.target.name}",
+            "relationship": text,
+        }
+
+
+@dataclass
+class OutputColumn:
+    field: Field
+    name: str
+    cast: str | None = None
+
+
+@dataclass
+class ReadNode:
+    """One table (or function result) read: its outputs, embeds, conditions, order and page."""
+
+    table: Table | None  # None: a function whose row type is not a table (RETURNS TABLE/record)
+    alias: str
+    star: bool = False
+    columns: list[OutputColumn] = field(default_factory=list)
+    embeds: list[Embed] = field(default_factory=list)
+    conditions: list[Condition] = field(default_factory=list)
+    exists: list[tuple[Embed, bool]] = field(default_factory=list)  # (embed, must exist)
+    order: list[OrderTerm] = field(default_factory=list)
+    limit: int | None = None
+    offset: int = 0
+
+    @property
+    def output_names(self) -> list[str]:
+        names: list[str] = []
+        if self.star and self.table is not None:
+            names.extend(self.table.columns)
+        names.extend(column.name for column in self.columns)
+        for embed in self.embeds:
+            if embed.spread:
+                names.extend(embed.node.output_names)
+            elif embed.has_output:
+                names.append(embed.output_name)
+        return names
+
+
+@dataclass
+class Embed:
+    node: ReadNode
+    relationship: Relationship
+    output_name: str
+    name: str
+    inner: bool
+    spread: bool
+    has_output: bool
+    lateral: str
+
+
+class _Aliases:
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def take(self, base: str) -> str:
+        candidate, counter = base, 1
+        while candidate in self.used:
+            counter += 1
+            candidate = f"{base}_{counter}"
+        self.used.add(candidate)
+        return candidate
+
+
+def find_table(snapshot: SchemaSnapshot, schema: str, name: str) -> Table:
+    table = snapshot.tables.get((schema, name))
+    if table is not None:
+        return table
+    names = [t for (s, t) in snapshot.tables if s == schema]
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"Perhaps you meant the table '{schema}.{close[0]}'" if close else None
+    raise RecordsError(
+        404, "PGRST205", f"Could not find the table '{schema}.{name}' in the schema cache", None, hint
+    )
+
+
+def check_column(table: Table | None, name: str) -> None:
+    if table is not None and name not in table.columns:
+        raise RecordsError(400, "42703", f"column {table.name}.{name} does not exist")
+
+
+def build_read_plan(
+    snapshot: SchemaSnapshot,
+    table: Table | None,
+    query: QueryParams,
+    *,
+    alias: str | None = None,
+    known_columns: list[str] | None = None,
+) -> ReadNode:
+    """The root node for `table` (or for a function result with `known_columns`) and its embeds."""
+    aliases = _Aliases()
+    root_alias = aliases.take(alias or (table.name if table else "pgrst_source"))
+    node = ReadNode(table=table, alias=root_alias)
+    _fill(snapshot, node, query.select, (), query, aliases, known_columns)
+    _check_paths(node, query)
+    return node
+
+
+def _fill(
+    snapshot: SchemaSnapshot,
+    node: ReadNode,
+    items: tuple[SelectItem, ...],
+    path: EmbedPath,
+    query: QueryParams,
+    aliases: _Aliases,
+    known_columns: list[str] | None = None,
+) -> None:
+    for item in items:
+        if isinstance(item, SelectStar):
+            node.star = True
+            if node.table is None and known_columns is not None:
+                node.columns.extend(OutputColumn(Field(name), name) for name in known_columns)
+                node.star = False
+        elif isinstance(item, SelectColumn):
+            check_column(node.table, item.field.name)
+            node.columns.append(OutputColumn(item.field, item.alias or item.field.default_alias, item.cast))
+        else:
+            node.embeds.append(_embed(snapshot, node, item, path, query, aliases))
+    for condition in query.conditions.get(path, []):
+        if isinstance(condition, Filter) and not condition.field.json_path:
+            embed = _embed_named(node, condition.field.name)
+            if embed is not None:
+                operation = condition.operation
+                if operation.operator != "is" or operation.value not in ("null", "not_null"):
+                    raise RecordsError(
+                        400,
+                        "PGRST120",
+                        "Only is null or not is null filters are allowed on embedded resources",
+                    )
+                must_exist = (operation.value == "not_null") != operation.negated
+                node.exists.append((embed, must_exist))
+                continue
+        _check_condition(node.table, condition)
+        node.conditions.append(condition)
+    for term in query.order.get(path, []):
+        if term.relation is not None:
+            embed = _embed_named(node, term.relation)
+            if embed is None:
+                raise RecordsError(
+                    400, "PGRST108", f"'{term.relation}' is not an embedded resource in this request"
+                )
+            if not embed.relationship.to_one:
+                raise RecordsError(
+                    400,
+                    "PGRST118",
+                    f"A related order on '{term.relation}' is not possible",
+                    f"'{node.table.name if node.table else node.alias}' and '{term.relation}' do not form "
+                    "a many-to-one or one-to-one relationship",
+                )
+            check_column(embed.relationship.target, term.field.name)
+        else:
+            check_column(node.table, term.field.name)
+        node.order.append(term)
+    node.limit = query.limit.get(path)
+    node.offset = query.offset.get(path, 0)
+
+
+def _check_condition(table: Table | None, condition: Condition) -> None:
+    if isinstance(condition, Filter):
+        check_column(table, condition.field.name)
+    else:
+        for child in condition.children:
+            _check_condition(table, child)
+
+
+def _embed_named(node: ReadNode, name: str) -> Embed | None:
+    for embed in node.embeds:
+        if embed.output_name == name or embed.name == name:
+            return embed
+    return None
+
+
+def _check_paths(root: ReadNode, query: QueryParams) -> None:
+    """A filter, order or page for an embed that is not in `select` is PGRST108."""
+    paths = set(query.conditions) | set(query.order) | set(query.limit) | set(query.offset)
+    for path in paths:
+        node = root
+        for step in path:
+            embed = _embed_named(node, step)
+            if embed is None:
+                raise RecordsError(
+                    400,
+                    "PGRST108",
+                    f"'{step}' is not an embedded resource in this request",
+                    None,
+                    f"Verify that '{step}' is included in the 'select' query parameter.",
+                )
+            node = embed.node
+
+
+def _embed(
+    snapshot: SchemaSnapshot,
+    parent: ReadNode,
+    item: SelectEmbed,
+    path: EmbedPath,
+    query: QueryParams,
+    aliases: _Aliases,
+) -> Embed:
+    if parent.table is None:
+        raise RecordsError(
+            400, "PGRST200", f"Could not find a relationship for '{item.name}' in the schema cache"
+        )
+    relationship = resolve_relationship(snapshot, parent.table, item.name, item.hint)
+    child = ReadNode(table=relationship.target, alias=aliases.take(relationship.target.name))
+    output = item.alias or item.name
+    _fill(snapshot, child, item.items, (*path, output), query, aliases)
+    if (*path, item.name) != (*path, output) and (*path, item.name) in query.conditions:
+        # Filters may name the embed by its table name too.
+        for condition in query.conditions[(*path, item.name)]:
+            _check_condition(child.table, condition)
+            child.conditions.append(condition)
+    if item.spread and relationship.to_one is False and child.star:
+        child.star = False
+        child.columns = [OutputColumn(Field(name), name) for name in relationship.target.columns]
+    return Embed(
+        node=child,
+        relationship=relationship,
+        output_name=output,
+        name=item.name,
+        inner=item.join == "inner",
+        spread=item.spread,
+        has_output=bool(item.items),
+        lateral=aliases.take(f"{output}_lateral"),
+    )
+
+
+def resolve_relationship(
+    snapshot: SchemaSnapshot, source: Table, name: str, hint: str | None
+) -> Relationship:
+    candidates: list[Relationship] = []
+    schema_tables = [t for (s, _), t in snapshot.tables.items() if s == source.schema]
+    by_table = [t for t in schema_tables if t.name == name]
+    for target in by_table:
+        for key in source.outgoing:
+            if (key.foreign_schema, key.foreign_table) == (target.schema, target.name):
+                candidates.append(Relationship("m2o", source, target, key))
+        for key in source.incoming:
+            if (key.schema, key.table) == (target.schema, target.name):
+                kind = "o2o" if target.is_unique(key.columns) else "o2m"
+                candidates.append(Relationship(kind, source, target, key))
+        for junction in schema_tables:
+            candidates.extend(_through(junction, source, target))
+    if not by_table:
+        for key in source.outgoing:
+            if key.name == name or key.columns == (name,):
+                target_table = snapshot.tables.get((key.foreign_schema, key.foreign_table))
+                if target_table is not None:
+                    candidates.append(Relationship("m2o", source, target_table, key))
+        for key in source.incoming:
+            if key.name == name:
+                target_table = snapshot.tables.get((key.schema, key.table))
+                if target_table is not None:
+                    kind = "o2o" if target_table.is_unique(key.columns) else "o2m"
+                    candidates.append(Relationship(kind, source, target_table, key))
+    if hint is not None:
+        candidates = [c for c in candidates if _matches_hint(c, hint)]
+    if not candidates:
+        detail = (
+            f"Searched for a foreign key relationship between '{source.name}' and '{name}'"
+            + (f" using the hint '{hint}'" if hint else "")
+            + f" in the schema '{source.schema}', but no matches were found."
+        )
+        raise RecordsError(
+            400,
+            "PGRST200",
+            f"Could not find a relationship between '{source.name}' and '{name}' in the schema cache",
+            detail,
+        )
+    if len(candidates) > 1:
+        options = [f"'{name}!{_hint_for(c)}'" for c in candidates]
+        raise RecordsError(
+            300,
+            "PGRST201",
+            f"Could not embed because more than one relationship was found for '{source.name}' and '{name}'",
+            [c.describe() for c in candidates],
+            f"Try changing '{name}' to one of the following: {', '.join(options)}. "
+            "Find the desired relationship in the 'details' key.",
+        )
+    return candidates[0]
+
+
+def _through(junction: Table, source: Table, target: Table) -> list[Relationship]:
+    found: list[Relationship] = []
+    if junction in (source, target):
+        return found
+    for to_source in junction.outgoing:
+        if (to_source.foreign_schema, to_source.foreign_table) != (source.schema, source.name):
+            continue
+        for to_target in junction.outgoing:
+            if to_target is to_source:
+                continue
+            if (to_target.foreign_schema, to_target.foreign_table) != (target.schema, target.name):
+                continue
+            if junction.is_unique(tuple(dict.fromkeys(to_source.columns + to_target.columns))):
+                found.append(Relationship("m2m", source, target, to_source, junction, to_target))
+    return found
+
+
+def _matches_hint(candidate: Relationship, hint: str) -> bool:
+    keys = [candidate.key] + ([candidate.target_key] if candidate.target_key else [])
+    if candidate.junction is not None and candidate.junction.name == hint:
+        return True
+    return any(hint == key.name or hint in key.columns or hint in key.foreign_columns for key in keys)
+
+
+def _hint_for(candidate: Relationship) -> str:
+    if candidate.kind == "m2m" and candidate.junction is not None:
+        return candidate.junction.name
+    return candidate.key.name
+
+
+def collect_fields(conditions: list[Condition]) -> list[Field]:
+    fields: list[Field] = []
+    for condition in conditions:
+        if isinstance(condition, Filter):
+            fields.append(condition.field)
+        elif isinstance(condition, LogicTree):
+            fields.extend(collect_fields(list(condition.children)))
+    return fields

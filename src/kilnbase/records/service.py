@@ -1,0 +1,762 @@
+"""The records engine end to end: a request as plain data in, a response as plain data out.
+
+grammar (`query_grammar`, `preferences`) -> plan (`read_plan`) -> SQL (`sql_builder`) -> one statement run as
+the caller (`Database.as_caller`, READ ONLY for reads) -> status, headers and body (`response_shape`).
+No HTTP objects here: the route adapts Starlette to `RecordsRequest`, and the MCP server may call this too.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from itertools import chain
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+import orjson
+import psycopg
+
+from kilnbase.db.session import Database
+from kilnbase.http.principal import Principal
+from kilnbase.records import response_shape
+from kilnbase.records.errors import RecordsError, from_database_error
+from kilnbase.records.preferences import Preferences, parse_preferences
+from kilnbase.records.query_grammar import (
+    Filter,
+    QueryParams,
+    parse_query,
+    parse_range_header,
+)
+from kilnbase.records.read_plan import ReadNode, build_read_plan, find_table
+from kilnbase.records.schema_cache import Routine, SchemaCache, SchemaSnapshot, Table
+from kilnbase.records.sql_builder import (
+    MUTATION_CTE,
+    Source,
+    Sql,
+    call_source,
+    cte_source,
+    delete_statement,
+    explain_statement,
+    ident,
+    insert_statement,
+    read_statement,
+    table_source,
+    update_statement,
+)
+
+#: `Prefer: count=estimated` counts exactly up to this many rows, and trusts the planner above it.
+ESTIMATE_THRESHOLD = 1000
+#: Rendered read statements kept per schema snapshot (keyed by the URL); the cache empties when full.
+READ_PLAN_CACHE_SIZE = 2048
+
+
+@dataclass
+class RecordsRequest:
+    method: str
+    resource: str
+    is_rpc: bool
+    query: list[tuple[str, str]]
+    headers: Mapping[str, str]  # lower-case names; `prefer` joined with ","
+    body: bytes
+    principal: Principal
+
+
+@dataclass
+class RecordsResponse:
+    status: int
+    body: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    media_type: str | None = response_shape.JSON
+
+
+class RecordsEngine:
+    def __init__(self, database: Database, cache: SchemaCache) -> None:
+        self.database = database
+        self.cache = cache
+
+    async def handle(self, request: RecordsRequest) -> RecordsResponse:
+        if any("\x00" in key or "\x00" in value for key, value in request.query):
+            raise RecordsError(400, "PGRST100", "NUL characters are not allowed in the query string")
+        snapshot = self.cache.snapshot
+        try:
+            return await self._handle(request, snapshot)
+        except RecordsError as exc:
+            if exc.code not in ("PGRST205", "PGRST202", "PGRST200", "PGRST204", "42703", "PGRST106"):
+                raise
+            fresh = await self.cache.reload_unless_fresh(time.monotonic())
+            if fresh is snapshot:
+                raise
+            return await self._handle(request, fresh)
+
+    async def _handle(self, request: RecordsRequest, snapshot: SchemaSnapshot) -> RecordsResponse:
+        method = request.method.upper()
+        writing = method not in ("GET", "HEAD")
+        schema = _schema_of(request, snapshot, writing)
+        prefs = parse_preferences([request.headers.get("prefer", "")])
+        media = response_shape.negotiate(request.headers.get("accept"))
+        if request.is_rpc:
+            return await self._call(request, snapshot, schema, prefs, media)
+        if method in ("GET", "HEAD") and prefs.count not in ("planned", "estimated"):
+            return await self._cached_read(request, snapshot, schema, prefs, media)
+        table = find_table(snapshot, schema, request.resource)
+        query = parse_query(request.query)
+        if method in ("GET", "HEAD"):
+            return await self._read(request, snapshot, table, query, prefs, media)
+        if method == "POST":
+            return await self._insert(request, snapshot, table, query, prefs, media)
+        if method == "PATCH":
+            return await self._update(request, snapshot, table, query, prefs, media)
+        if method == "PUT":
+            return await self._put(request, snapshot, table, query, prefs, media)
+        if method == "DELETE":
+            return await self._delete(request, snapshot, table, query, prefs, media)
+        raise RecordsError(405, "PGRST117", f"Unsupported HTTP method: {method}")
+
+    # -----------------------------------------------------------------------------------------------------
+    # reads
+
+    async def _cached_read(
+        self, request: RecordsRequest, snapshot: SchemaSnapshot, schema: str, prefs: Preferences, media: str
+    ) -> RecordsResponse:
+        """A read whose statement depends only on the URL: rendered once per schema snapshot, then reused."""
+        key = (schema, request.resource, tuple(request.query), request.headers.get("range"), prefs.count)
+        cached = snapshot.read_plans.get(key)
+        if cached is None:
+            table = find_table(snapshot, schema, request.resource)
+            node = build_read_plan(snapshot, table, parse_query(request.query))
+            offset, limit = _page(request, node)
+            statement = read_statement(
+                node,
+                table_source(table, node.alias),
+                count_exact=prefs.count == "exact",
+                limit=limit,
+                offset=offset,
+            )
+            cached = (statement.text, tuple(statement.params), offset)
+            if len(snapshot.read_plans) >= READ_PLAN_CACHE_SIZE:
+                snapshot.read_plans.clear()
+            snapshot.read_plans[key] = cached
+        text, params, offset = cached
+        async with self._transaction(request, read_only=True) as cur:
+            await cur.execute(text, params)
+            row = await cur.fetchone()
+        assert row is not None
+        return _read_response(request, row, offset, None, prefs, media, single_value=False)
+
+    async def _read(
+        self,
+        request: RecordsRequest,
+        snapshot: SchemaSnapshot,
+        table: Table,
+        query: QueryParams,
+        prefs: Preferences,
+        media: str,
+    ) -> RecordsResponse:
+        node = build_read_plan(snapshot, table, query)
+        source = table_source(table, node.alias)
+        return await self._run_read(request, node, source, prefs, media, None)
+
+    async def _run_read(
+        self,
+        request: RecordsRequest,
+        node: ReadNode,
+        source: Source,
+        prefs: Preferences,
+        media: str,
+        prefix: Sql | None,
+        *,
+        read_only: bool = True,
+        single_value: bool = False,
+    ) -> RecordsResponse:
+        offset, limit = _page(request, node)
+        count = prefs.count
+        statement = read_statement(
+            node, source, count_exact=count == "exact", limit=limit, offset=offset, prefix=prefix
+        )
+        async with self._transaction(request, read_only=read_only) as cur:
+            planned: int | None = None
+            if count in ("planned", "estimated"):
+                planned = await _planned_rows(cur, node, source, prefix)
+            if count == "estimated" and planned is not None and planned <= ESTIMATE_THRESHOLD:
+                statement = read_statement(
+                    node, source, count_exact=True, limit=limit, offset=offset, prefix=prefix
+                )
+            await cur.execute(statement.text, statement.params)
+            row = await cur.fetchone()
+        assert row is not None
+        return _read_response(request, row, offset, planned, prefs, media, single_value=single_value)
+
+    # -----------------------------------------------------------------------------------------------------
+    # writes
+
+    def _payload(
+        self, request: RecordsRequest, table: Table, query: QueryParams, *, allow_array: bool
+    ) -> tuple[list[dict[str, Any]], list[str], str]:
+        """Rows, the columns they set, and the rows as one JSON array. Applies InsForge's "" quirk.
+
+        The JSON body is passed on as received when nothing had to be dropped from it (the common case),
+        so a bulk insert is not serialized twice."""
+        content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        rows: Any
+        if content_type == "text/csv":
+            text = request.body.decode("utf-8", errors="replace")
+            rows = [dict(r) for r in csv.DictReader(io.StringIO(text))]
+            is_array = True
+        elif content_type in (
+            "application/json",
+            "",
+            "application/x-www-form-urlencoded",
+        ) or content_type.endswith("+json"):
+            if content_type == "application/x-www-form-urlencoded":
+                rows = dict(parse_qsl(request.body.decode("utf-8", errors="replace"), keep_blank_values=True))
+            else:
+                try:
+                    rows = orjson.loads(request.body or b"{}")
+                except orjson.JSONDecodeError as exc:
+                    raise RecordsError(400, "PGRST102", "Empty or invalid json", str(exc)) from None
+            is_array = isinstance(rows, list)
+            if isinstance(rows, dict):
+                rows = [rows]
+        else:
+            raise RecordsError(415, "PGRST102", f"Content-Type not acceptable: {content_type}")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise RecordsError(
+                400,
+                "PGRST102",
+                "All object keys must match",
+                "The body must be an object or an array of objects",
+            )
+        if is_array and not allow_array:
+            raise RecordsError(400, "PGRST102", "Invalid body", "The body must be a single JSON object")
+        untouched = content_type not in ("text/csv", "application/x-www-form-urlencoded")
+        if b'""' in request.body or not untouched:
+            for row in rows:
+                for key in [k for k, v in row.items() if v == ""]:
+                    column = table.columns.get(key)
+                    if column is not None and not column.is_text:
+                        del row[key]
+                        untouched = False
+        if query.columns is not None:
+            columns = list(query.columns)
+        else:
+            columns = list(dict.fromkeys(chain.from_iterable(rows)))
+        for name in columns:
+            if name not in table.columns:
+                raise RecordsError(
+                    400,
+                    "PGRST204",
+                    f"Could not find the '{name}' column of '{table.name}' in the schema cache",
+                )
+        if untouched and request.body.strip():
+            text = request.body.decode()
+            rows_json = text if is_array else f"[{text}]"
+        else:
+            rows_json = orjson.dumps(rows).decode()
+        return rows, columns, rows_json
+
+    async def _insert(
+        self,
+        request: RecordsRequest,
+        snapshot: SchemaSnapshot,
+        table: Table,
+        query: QueryParams,
+        prefs: Preferences,
+        media: str,
+        *,
+        put_conflict: tuple[str, ...] | None = None,
+    ) -> RecordsResponse:
+        _, columns, rows_json = self._payload(request, table, query, allow_array=put_conflict is None)
+        resolution = "merge-duplicates" if put_conflict is not None else prefs.resolution
+        conflict: tuple[str, ...] | None = None
+        if resolution is not None:
+            conflict = put_conflict or query.on_conflict or table.primary_key
+            for name in conflict:
+                if name not in table.columns:
+                    raise RecordsError(400, "42703", f"column {table.name}.{name} does not exist")
+            if not conflict and resolution == "merge-duplicates":
+                raise RecordsError(
+                    400,
+                    "PGRST100",
+                    f"'{table.name}' has no primary key: name the conflict target with on_conflict=",
+                )
+        representation = _wants_rows(prefs, media)
+        statement = insert_statement(
+            table,
+            columns,
+            rows_json,
+            conflict_columns=conflict,
+            resolution=resolution,
+            missing_default=prefs.missing == "default",
+            returning=representation,
+        )
+        status = 200 if put_conflict is not None else 201
+        return await self._run_mutation(
+            request, snapshot, table, query, prefs, media, statement, representation, status, insert=True
+        )
+
+    async def _update(
+        self,
+        request: RecordsRequest,
+        snapshot: SchemaSnapshot,
+        table: Table,
+        query: QueryParams,
+        prefs: Preferences,
+        media: str,
+    ) -> RecordsResponse:
+        rows, columns, _ = self._payload(request, table, query, allow_array=False)
+        conditions = _root_conditions(table, query)
+        representation = _wants_rows(prefs, media)
+        if not columns:
+            return _mutation_response(request, prefs, media, "[]", 0, representation, 200, insert=False)
+        statement = update_statement(
+            table, table.name, columns, orjson.dumps(rows[0]).decode(), conditions, returning=representation
+        )
+        return await self._run_mutation(
+            request, snapshot, table, query, prefs, media, statement, representation, 200, insert=False
+        )
+
+    async def _delete(
+        self,
+        request: RecordsRequest,
+        snapshot: SchemaSnapshot,
+        table: Table,
+        query: QueryParams,
+        prefs: Preferences,
+        media: str,
+    ) -> RecordsResponse:
+        conditions = _root_conditions(table, query)
+        representation = _wants_rows(prefs, media)
+        statement = delete_statement(table, table.name, conditions, returning=representation)
+        return await self._run_mutation(
+            request, snapshot, table, query, prefs, media, statement, representation, 200, insert=False
+        )
+
+    async def _put(
+        self,
+        request: RecordsRequest,
+        snapshot: SchemaSnapshot,
+        table: Table,
+        query: QueryParams,
+        prefs: Preferences,
+        media: str,
+    ) -> RecordsResponse:
+        if () in query.limit or () in query.offset:
+            raise RecordsError(400, "PGRST114", "limit/offset querystring parameters are not allowed for PUT")
+        filters = query.conditions.get((), [])
+        pk = table.primary_key
+        eq_values: dict[str, str] = {}
+        for condition in filters:
+            if (
+                isinstance(condition, Filter)
+                and not condition.field.json_path
+                and condition.operation.operator == "eq"
+                and not condition.operation.negated
+            ):
+                eq_values[condition.field.name] = str(condition.operation.value)
+            else:
+                eq_values = {}
+                break
+        if not pk or set(eq_values) != set(pk) or len(filters) != len(pk):
+            raise RecordsError(
+                405, "PGRST105", "Filters must include all and only primary key columns with 'eq' operators"
+            )
+        rows, _, _ = self._payload(request, table, query, allow_array=False)
+        row = rows[0] if rows else {}
+        for name in pk:
+            if name not in row or _plain(row[name]) != eq_values[name]:
+                raise RecordsError(
+                    400, "PGRST115", "Payload values do not match URL in primary key column(s)"
+                )
+        return await self._insert(request, snapshot, table, query, prefs, media, put_conflict=pk)
+
+    async def _run_mutation(
+        self,
+        request: RecordsRequest,
+        snapshot: SchemaSnapshot,
+        table: Table,
+        query: QueryParams,
+        prefs: Preferences,
+        media: str,
+        statement: Sql,
+        representation: bool,
+        status: int,
+        *,
+        insert: bool,
+    ) -> RecordsResponse:
+        async with self._transaction(request, read_only=False) as cur:
+            if representation:
+                read_query = replace(
+                    query,
+                    conditions={k: v for k, v in query.conditions.items() if k != ()},
+                    order={k: v for k, v in query.order.items() if k != ()},
+                    limit={k: v for k, v in query.limit.items() if k != ()},
+                    offset={k: v for k, v in query.offset.items() if k != ()},
+                )
+                node = build_read_plan(snapshot, table, read_query)
+                full = read_statement(
+                    node,
+                    cte_source(MUTATION_CTE, node.alias),
+                    count_exact=False,
+                    limit=None,
+                    offset=0,
+                    prefix=statement.add(" "),
+                )
+                await cur.execute(full.text, full.params)
+                row = await cur.fetchone()
+                assert row is not None
+                affected, body = int(row["page_total"]), str(row["body"])
+            elif insert and prefs.count != "exact" and prefs.max_affected is None:
+                # Nothing in the answer depends on the row count: stay in the one pipeline.
+                await cur.execute(statement.text, statement.params)
+                affected, body = 0, "[]"
+            else:
+                # In pipeline mode the row count arrives with the results: a nested block syncs.
+                async with cur.connection.pipeline():
+                    await cur.execute(statement.text, statement.params)
+                affected, body = max(cur.rowcount, 0), "[]"
+            _check_max_affected(prefs, affected)
+            response = _mutation_response(
+                request, prefs, media, body, affected, representation, status, insert=insert
+            )
+        if prefs.return_ == "headers-only" and insert and representation:
+            location = _location(table, body)
+            if location:
+                response.headers["Location"] = location
+            response.body = ""
+        return response
+
+    # -----------------------------------------------------------------------------------------------------
+    # functions
+
+    async def _call(
+        self,
+        request: RecordsRequest,
+        snapshot: SchemaSnapshot,
+        schema: str,
+        prefs: Preferences,
+        media: str,
+    ) -> RecordsResponse:
+        method = request.method.upper()
+        if method not in ("GET", "HEAD", "POST"):
+            raise RecordsError(405, "PGRST101", "Only GET and POST verbs are allowed for functions")
+        overloads = snapshot.routines.get((schema, request.resource), [])
+        names = frozenset(p.name for r in overloads for p in r.parameters if p.name)
+        query = parse_query(request.query, names if method != "POST" else frozenset())
+        args: dict[str, Any]
+        if method == "POST":
+            try:
+                parsed = orjson.loads(request.body) if request.body.strip() else {}
+            except orjson.JSONDecodeError as exc:
+                raise RecordsError(400, "PGRST102", "Empty or invalid json", str(exc)) from None
+            args = parsed if isinstance(parsed, dict) else {}
+            raw_body = parsed
+        else:
+            args = dict(query.function_args)
+            raw_body = args
+        routine = _choose_routine(schema, request.resource, overloads, args, raw_body)
+        if routine.single_unnamed_json:
+            arg_names: list[str] = []
+            args_json = orjson.dumps(raw_body).decode()
+        else:
+            arg_names = [p.name for p in routine.parameters if p.name in args]
+            args_json = orjson.dumps({k: args[k] for k in arg_names}).decode()
+        read_only = method != "POST" or routine.volatility != "v"
+        from_args, call = call_source(routine, args_json, arg_names, request.resource)
+        alias = routine.name
+        if routine.return_kind == "composite":
+            table = snapshot.tables.get(routine.return_table) if routine.return_table else None
+            node = build_read_plan(snapshot, table, query, alias=alias)
+            source_sql = Sql()
+            if from_args.parts:
+                source_sql.extend(from_args).add(" CROSS JOIN LATERAL ")
+            source_sql.extend(call).add(f" AS {ident(node.alias)}")
+            return await self._run_read(
+                request,
+                node,
+                Source(source_sql),
+                prefs,
+                media,
+                None,
+                read_only=read_only,
+                single_value=not routine.returns_set,
+            )
+        sql = Sql()
+        if routine.return_kind == "void":
+            sql.add("SELECT ").extend(call).add(" AS body")
+        elif routine.returns_set:
+            sql.add("SELECT coalesce(json_agg(\"pgrst_value\".v), '[]')::text AS body FROM ")
+            if from_args.parts:
+                sql.extend(from_args).add(" CROSS JOIN LATERAL ")
+            sql.extend(call).add(' AS "pgrst_value"(v)')
+        else:
+            sql.add("SELECT to_json(").extend(call).add(")::text AS body")
+        if from_args.parts and not (routine.return_kind == "scalar" and routine.returns_set):
+            sql.add(" FROM ").extend(from_args)
+        async with self._transaction(request, read_only=read_only) as cur:
+            await cur.execute(sql.text, sql.params)
+            row = await cur.fetchone()
+        if routine.return_kind == "void":
+            return RecordsResponse(204, "", {}, None)
+        body = row["body"] if row and row["body"] is not None else "null"
+        if method == "HEAD":
+            body = ""
+        return RecordsResponse(
+            200, body, {"Content-Range": "0-0/*" if not routine.returns_set else "*/*"}, media
+        )
+
+    # -----------------------------------------------------------------------------------------------------
+
+    def _transaction(self, request: RecordsRequest, *, read_only: bool) -> _CallerTransaction:
+        return _CallerTransaction(self.database, request.principal, read_only)
+
+
+class _CallerTransaction:
+    """`Database.as_caller`, with database errors turned into PostgREST's error body."""
+
+    def __init__(self, database: Database, principal: Principal, read_only: bool) -> None:
+        self._context = database.as_caller(principal, read_only=read_only)
+        self._anonymous = principal.db_role == "anon"
+
+    async def __aenter__(self) -> Any:
+        try:
+            return await self._context.__aenter__()
+        except psycopg.Error as exc:
+            raise _translate(exc, self._anonymous) from None
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        try:
+            suppressed = await self._context.__aexit__(exc_type, exc, tb)
+        except psycopg.Error as error:
+            raise _translate(error, self._anonymous) from None
+        except RecordsError:
+            raise
+        if isinstance(exc, psycopg.Error):
+            raise _translate(exc, self._anonymous) from None
+        return bool(suppressed)
+
+
+def _translate(exc: psycopg.Error, anonymous: bool) -> RecordsError:
+    if exc.diag.sqlstate is None and isinstance(exc, psycopg.DataError | psycopg.ProgrammingError):
+        return RecordsError(400, "22023", str(exc).splitlines()[0] if str(exc) else "invalid value")
+    return from_database_error(exc, is_anonymous=anonymous)
+
+
+def _schema_of(request: RecordsRequest, snapshot: SchemaSnapshot, writing: bool) -> str:
+    schema = None
+    for key, value in request.query:
+        if key == "schema":
+            schema = value
+    if schema is None:
+        header = (
+            "content-profile"
+            if writing or (request.is_rpc and request.method.upper() == "POST")
+            else "accept-profile"
+        )
+        schema = request.headers.get(header)
+    schema = schema or "public"
+    if schema not in snapshot.schemas:
+        raise RecordsError(
+            406,
+            "PGRST106",
+            f"Invalid schema: {schema}",
+            None,
+            "Only the following schemas are exposed: " + ", ".join(snapshot.schemas),
+        )
+    return schema
+
+
+def _page(request: RecordsRequest, node: ReadNode) -> tuple[int, int | None]:
+    """Offset and limit from `limit`/`offset` and the `Range` header (their intersection)."""
+    offset, limit = node.offset, node.limit
+    header = request.headers.get("range")
+    if header and request.method.upper() in ("GET", "HEAD"):
+        first, last = parse_range_header(header)
+        upper_query = None if limit is None else offset + limit - 1
+        lower = max(first, offset)
+        upper = last if upper_query is None else (upper_query if last is None else min(last, upper_query))
+        offset = lower
+        limit = None if upper is None else max(upper - lower + 1, 0)
+    return offset, limit
+
+
+async def _planned_rows(cur: Any, node: ReadNode, source: Source, prefix: Sql | None) -> int | None:
+    if prefix is not None:
+        return None
+    statement = explain_statement(node, source)
+    await cur.execute(statement.text, statement.params)
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    plan = next(iter(row.values()))
+    if isinstance(plan, str):
+        plan = orjson.loads(plan)
+    try:
+        return int(plan[0]["Plan"]["Plan Rows"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def _read_response(
+    request: RecordsRequest,
+    row: Mapping[str, Any],
+    offset: int,
+    planned: int | None,
+    prefs: Preferences,
+    media: str,
+    *,
+    single_value: bool,
+) -> RecordsResponse:
+    """Status, Content-Range and body of a read, from the statement's (total, page_total, body) row."""
+    total: int | None = row["total"] if row["total"] is not None else planned
+    page_total: int = row["page_total"]
+    body: str = row["body"]
+    lower, upper = offset, offset + page_total - 1
+    status = response_shape.range_status(lower, upper, total)
+    headers = {"Content-Range": response_shape.content_range(lower, upper, total)}
+    applied = prefs.applied(mutation=False)
+    if applied:
+        headers["Preference-Applied"] = applied
+    if status == 416:
+        headers["Content-Range"] = response_shape.content_range(1, 0, total)
+        raise _range_error(total, headers)
+    if single_value:
+        body = response_shape.singular(body, page_total) if page_total == 1 else "null"
+    elif media == response_shape.OBJECT:
+        body = response_shape.singular(body, page_total)
+    elif media == response_shape.CSV:
+        body = response_shape.to_csv(body)
+    if request.method.upper() == "HEAD":
+        body = ""
+    return RecordsResponse(status, body, headers, media)
+
+
+def _range_error(total: int | None, headers: dict[str, str]) -> RecordsError:
+    error = RecordsError(
+        416,
+        "PGRST103",
+        "Requested range not satisfiable",
+        f"An offset of the requested range is greater than the total of {total} rows",
+    )
+    error.headers = headers
+    return error
+
+
+def _wants_rows(prefs: Preferences, media: str) -> bool:
+    return prefs.return_ in ("representation", "headers-only") or (
+        media == response_shape.OBJECT and prefs.return_ != "minimal"
+    )
+
+
+def _root_conditions(table: Table, query: QueryParams) -> list[Any]:
+    """The root filters of a write, checked against the table's columns (no embeds on writes, so an
+    empty snapshot: nothing here may resolve a relationship)."""
+    node = build_read_plan(
+        SchemaSnapshot(), table, replace(query, select=(), conditions={(): query.conditions.get((), [])})
+    )
+    if node.exists:
+        raise RecordsError(400, "PGRST100", "Filters on embedded resources are not allowed on writes")
+    return node.conditions
+
+
+def _check_max_affected(prefs: Preferences, affected: int) -> None:
+    if prefs.handling == "strict" and prefs.max_affected is not None and affected > prefs.max_affected:
+        raise RecordsError(
+            400,
+            "PGRST124",
+            "Query result exceeds max-affected preference constraint",
+            f"The query affects {affected} rows",
+        )
+
+
+def _mutation_response(
+    request: RecordsRequest,
+    prefs: Preferences,
+    media: str,
+    body: str,
+    affected: int,
+    representation: bool,
+    status: int,
+    *,
+    insert: bool,
+) -> RecordsResponse:
+    total = affected if prefs.count == "exact" else None
+    headers = {
+        "Content-Range": response_shape.content_range(1, 0, total)
+        if insert
+        else response_shape.content_range(0, affected - 1, total)
+    }
+    applied = prefs.applied(mutation=True, upsert_allowed=insert)
+    if applied:
+        headers["Preference-Applied"] = applied
+    if media == response_shape.OBJECT and representation:
+        body = response_shape.singular(body, affected)
+    elif media == response_shape.CSV and representation:
+        body = response_shape.to_csv(body)
+    if representation and prefs.return_ != "headers-only":
+        return RecordsResponse(status, body, headers, media)
+    if insert:
+        # InsForge answers a blank body with `[]`.
+        return RecordsResponse(201 if status == 201 else 204, "[]" if status == 201 else "", headers, media)
+    return RecordsResponse(204, "", headers, None)
+
+
+def _location(table: Table, body: str) -> str | None:
+    rows = orjson.loads(body or "[]")
+    if not rows or not table.primary_key:
+        return None
+    first = rows[0]
+    parts = [f"{quote(name)}=eq.{quote(_plain(first.get(name)))}" for name in table.primary_key]
+    return f"/{quote(table.name)}?" + "&".join(parts)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def _choose_routine(
+    schema: str, name: str, overloads: Sequence[Routine], args: Mapping[str, Any], raw_body: Any
+) -> Routine:
+    given = set(args)
+    fits: list[Routine] = []
+    for routine in overloads:
+        if routine.single_unnamed_json:
+            fits.append(routine)
+            continue
+        names = {p.name for p in routine.parameters}
+        required = {p.name for p in routine.parameters if not p.has_default}
+        if required <= given <= names and all(p.name for p in routine.parameters):
+            fits.append(routine)
+    if len(fits) > 1:
+        named = [r for r in fits if not r.single_unnamed_json]
+        if len(named) == 1:
+            return named[0]
+        raise RecordsError(
+            300,
+            "PGRST203",
+            "Could not choose the best candidate function between: "
+            + ", ".join(
+                f"{r.schema}.{r.name}({', '.join(p.name + ' => ' + p.type for p in r.parameters)})"
+                for r in fits
+            ),
+            None,
+            "Try renaming the parameters or the function itself in the database so function overloading "
+            "can be resolved",
+        )
+    if not fits:
+        signature = ", ".join(sorted(given))
+        raise RecordsError(
+            404,
+            "PGRST202",
+            f"Could not find the function {schema}.{name}({signature}) in the schema cache",
+            f"Searched for the function {schema}.{name} with parameters {signature or 'none'}, "
+            "but no matches "
+            "were found in the schema cache.",
+        )
+    return fits[0]

@@ -1,0 +1,458 @@
+"""Stage three: a plan rendered as one SQL statement with bound parameters. The only stage that knows SQL.
+
+Identifiers come from the schema cache (or are user aliases) and are always quoted; every value from the
+URL or the body is a bound parameter, sent with the `unknown` type so Postgres casts it to the column's
+type exactly as it would cast a literal. Postgres builds the JSON (`json_agg`, `row_to_json`), and the
+body travels back as one text value that the response passes through untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kilnbase.records.query_grammar import (
+    FTS_OPERATORS,
+    IS_VALUES,
+    SIMPLE_OPERATORS,
+    Condition,
+    Field,
+    Filter,
+    OrderTerm,
+)
+from kilnbase.records.read_plan import Embed, ReadNode
+from kilnbase.records.schema_cache import Routine, Table
+
+
+@dataclass
+class Sql:
+    """SQL text with its parameters, in order; `%` in text is escaped by `ident`, values are never in text."""
+
+    parts: list[str] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
+
+    def add(self, text: str, *params: Any) -> Sql:
+        self.parts.append(text)
+        self.params.extend(params)
+        return self
+
+    def extend(self, other: Sql) -> Sql:
+        self.parts.extend(other.parts)
+        self.params.extend(other.params)
+        return self
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def ident(name: str) -> str:
+    return '"' + name.replace('"', '""').replace("%", "%%") + '"'
+
+
+def qualified(table: Table) -> str:
+    return f"{ident(table.schema)}.{ident(table.name)}"
+
+
+def array_literal(values: Sequence[str]) -> str:
+    """A Postgres array literal whose every element is quoted (so `,`, `{` or `NULL` stay plain text)."""
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+
+
+def field_expr(alias: str, item: Field) -> Sql:
+    sql = Sql().add(f"{ident(alias)}.{ident(item.name)}")
+    for step in item.json_path:
+        key = step.key
+        if key.lstrip("-").isdigit() and len(key) < 10:
+            sql.add(f" {step.arrow} ({int(key)})")
+        else:
+            sql.add(f" {step.arrow} %s::text", key)
+    return sql
+
+
+def render_condition(alias: str, table: Table | None, condition: Condition) -> Sql:
+    if not isinstance(condition, Filter):
+        joiner = " AND " if condition.conjunction == "and" else " OR "
+        sql = Sql().add("NOT (" if condition.negated else "(")
+        for index, child in enumerate(condition.children):
+            if index:
+                sql.add(joiner)
+            sql.extend(render_condition(alias, table, child))
+        return sql.add(")")
+    operation = condition.operation
+    expr = field_expr(alias, condition.field)
+    sql = Sql().add("NOT (" if operation.negated else "(")
+    operator = operation.operator
+    if operator == "is":
+        sql.extend(expr).add(f" IS {IS_VALUES[str(operation.value)]}")
+    elif operator == "in":
+        sql.extend(expr).add(" = ANY(%s)", array_literal(list(operation.value)))
+    elif operation.quantifier is not None:
+        values = list(operation.value)
+        if operator in ("like", "ilike"):
+            values = [v.replace("*", "%") for v in values]
+        quantifier = "ANY" if operation.quantifier == "any" else "ALL"
+        sql.extend(expr).add(f" {SIMPLE_OPERATORS[operator]} {quantifier}(%s)", array_literal(values))
+    elif operator in FTS_OPERATORS:
+        column = table.columns.get(condition.field.name) if table else None
+        is_vector = column is not None and column.type == "tsvector" and not condition.field.json_path
+        language = operation.language
+        if is_vector:
+            sql.extend(expr)
+        elif language:
+            sql.add("to_tsvector(%s::regconfig, ", language).extend(expr).add(")")
+        else:
+            sql.add("to_tsvector(").extend(expr).add(")")
+        function = FTS_OPERATORS[operator]
+        if language:
+            sql.add(f" @@ {function}(%s::regconfig, %s)", language, operation.value)
+        else:
+            sql.add(f" @@ {function}(%s)", operation.value)
+    else:
+        value = str(operation.value)
+        if operator in ("like", "ilike"):
+            value = value.replace("*", "%")
+        sql.extend(expr).add(f" {SIMPLE_OPERATORS[operator]} %s", value)
+    return sql.add(")")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# reads
+
+
+JSON_COLUMN = "pgrst_json"
+EXISTS_COLUMN = "pgrst_exists"
+COUNT_COLUMN = "pgrst_count"
+
+
+@dataclass
+class Source:
+    """What a node reads from: FROM text (with the node's alias) and the join condition to its parent."""
+
+    from_sql: Sql
+    join_condition: Sql | None = None
+
+
+def table_source(table: Table, alias: str) -> Source:
+    return Source(Sql().add(f"{qualified(table)} AS {ident(alias)}"))
+
+
+def cte_source(cte: str, alias: str) -> Source:
+    return Source(Sql().add(f"{ident(cte)} AS {ident(alias)}"))
+
+
+def _embed_source(embed: Embed, parent_alias: str) -> Source:
+    relation = embed.relationship
+    child = embed.node.alias
+    key = relation.key
+    from_sql = Sql().add(f"{qualified(relation.target)} AS {ident(child)}")
+    pairs: list[tuple[str, str, str, str]]  # (left alias, left column, right alias, right column)
+    if relation.kind == "m2o":
+        pairs = [(child, fc, parent_alias, c) for c, fc in zip(key.columns, key.foreign_columns, strict=True)]
+    elif relation.kind in ("o2m", "o2o"):
+        pairs = [(child, c, parent_alias, fc) for c, fc in zip(key.columns, key.foreign_columns, strict=True)]
+    else:
+        assert relation.junction is not None
+        assert relation.target_key is not None
+        junction = f"{child}_junction"
+        from_sql.add(f" JOIN {qualified(relation.junction)} AS {ident(junction)} ON ")
+        target_key = relation.target_key
+        on = [
+            f"{ident(junction)}.{ident(c)} = {ident(child)}.{ident(fc)}"
+            for c, fc in zip(target_key.columns, target_key.foreign_columns, strict=True)
+        ]
+        from_sql.add(" AND ".join(on))
+        pairs = [
+            (junction, c, parent_alias, fc) for c, fc in zip(key.columns, key.foreign_columns, strict=True)
+        ]
+    condition = Sql().add(
+        " AND ".join(f"{ident(a)}.{ident(b)} = {ident(c)}.{ident(d)}" for a, b, c, d in pairs)
+    )
+    return Source(from_sql, condition)
+
+
+def _exists_expr(embed: Embed) -> str:
+    lateral = ident(embed.lateral)
+    if not embed.spread:
+        return f"{lateral}.{JSON_COLUMN} IS NOT NULL"
+    if embed.relationship.to_one:
+        return f"{lateral}.{EXISTS_COLUMN} IS NOT NULL"
+    return f"{lateral}.{COUNT_COLUMN} > 0"
+
+
+def _lateral(embed: Embed, parent_alias: str) -> Sql:
+    child = render_node(embed.node, _embed_source(embed, parent_alias), marker=embed.spread)
+    sql = Sql().add(" LEFT JOIN LATERAL (")
+    if not embed.spread:
+        aggregate = "row_to_json" if embed.relationship.to_one else "json_agg"
+        sql.add(f'SELECT {aggregate}("pgrst_row") AS {JSON_COLUMN} FROM (').extend(child).add(
+            ') AS "pgrst_row"'
+        )
+    elif embed.relationship.to_one:
+        sql.extend(child)
+    else:
+        columns = ", ".join(
+            f'json_agg("pgrst_row".{ident(n)}) AS {ident(n)}' for n in embed.node.output_names
+        )
+        sql.add("SELECT ")
+        if columns:
+            sql.add(columns + ", ")
+        sql.add(f"count(*) AS {COUNT_COLUMN} FROM (").extend(child).add(') AS "pgrst_row"')
+    return sql.add(f") AS {ident(embed.lateral)} ON TRUE")
+
+
+def _embed_outputs(embed: Embed) -> list[str]:
+    lateral = ident(embed.lateral)
+    if not embed.spread:
+        if not embed.has_output:
+            return []
+        if embed.relationship.to_one:
+            return [f"{lateral}.{JSON_COLUMN} AS {ident(embed.output_name)}"]
+        return [f"COALESCE({lateral}.{JSON_COLUMN}, '[]') AS {ident(embed.output_name)}"]
+    names = embed.node.output_names
+    if embed.relationship.to_one:
+        return [f"{lateral}.{ident(n)} AS {ident(n)}" for n in names]
+    return [f"COALESCE({lateral}.{ident(n)}, '[]') AS {ident(n)}" for n in names]
+
+
+def _order_expr(node: ReadNode, term: OrderTerm) -> Sql:
+    if term.relation is None:
+        sql = field_expr(node.alias, term.field)
+    else:
+        embed = next(e for e in node.embeds if term.relation in (e.output_name, e.name))
+        lateral = ident(embed.lateral)
+        if embed.spread:
+            sql = Sql().add(f"{lateral}.{ident(term.field.name)}")
+        else:
+            sql = Sql().add(f"({lateral}.{JSON_COLUMN}::jsonb -> %s::text)", term.field.name)
+    if term.descending:
+        sql.add(" DESC")
+    if term.nulls:
+        sql.add(f" NULLS {term.nulls.upper()}")
+    return sql
+
+
+def render_node(
+    node: ReadNode,
+    source: Source,
+    *,
+    marker: bool = False,
+    paged: bool = True,
+    count_only: bool = False,
+    limit: int | None = None,
+    offset: int | None = None,
+) -> Sql:
+    """`SELECT outputs FROM source laterals WHERE ... ORDER BY ... LIMIT ... OFFSET ...` for one node."""
+    outputs: list[Sql] = []
+    if not count_only:
+        if node.star:
+            outputs.append(Sql().add(f"{ident(node.alias)}.*"))
+        for column in node.columns:
+            expr = field_expr(node.alias, column.field)
+            if column.cast:
+                expr = Sql().add("(").extend(expr).add(f")::{column.cast}")
+            outputs.append(expr.add(f" AS {ident(column.name)}"))
+        for embed in node.embeds:
+            outputs.extend(Sql().add(text) for text in _embed_outputs(embed))
+    if marker:
+        outputs.append(Sql().add(f"TRUE AS {EXISTS_COLUMN}"))
+    sql = Sql().add("SELECT ")
+    if count_only and not outputs:
+        sql.add("1")
+    for index, output in enumerate(outputs):
+        if index:
+            sql.add(", ")
+        sql.extend(output)
+    sql.add(" FROM ").extend(source.from_sql)
+    needed = {id(embed) for embed, _ in node.exists} | {id(e) for e in node.embeds if e.inner}
+    for embed in node.embeds:
+        if not count_only or id(embed) in needed:
+            sql.extend(_lateral(embed, node.alias))
+    where: list[Sql] = []
+    if source.join_condition is not None:
+        where.append(source.join_condition)
+    where.extend(render_condition(node.alias, node.table, c) for c in node.conditions)
+    where.extend(Sql().add(_exists_expr(e)) for e in node.embeds if e.inner)
+    for embed, must_exist in node.exists:
+        text = _exists_expr(embed)
+        where.append(Sql().add(text if must_exist else f"NOT ({text})"))
+    if where:
+        sql.add(" WHERE ")
+        for index, part in enumerate(where):
+            if index:
+                sql.add(" AND ")
+            sql.extend(part)
+    if count_only:
+        return sql
+    if node.order:
+        sql.add(" ORDER BY ")
+        for index, term in enumerate(node.order):
+            if index:
+                sql.add(", ")
+            sql.extend(_order_expr(node, term))
+    if paged:
+        page_limit = node.limit if limit is None else limit
+        page_offset = node.offset if offset is None else offset
+        if page_limit is not None:
+            sql.add(f" LIMIT {int(page_limit)}")
+        if page_offset:
+            sql.add(f" OFFSET {int(page_offset)}")
+    return sql
+
+
+def read_statement(
+    node: ReadNode,
+    source: Source,
+    *,
+    count_exact: bool,
+    limit: int | None,
+    offset: int,
+    prefix: Sql | None = None,
+) -> Sql:
+    """One statement -> (total, page_total, body): the page as JSON text, and the exact count if asked."""
+    sql = Sql()
+    if prefix is not None:
+        sql.extend(prefix)
+    sql.add("SELECT ")
+    if count_exact:
+        sql.add("(SELECT count(*) FROM (")
+        sql.extend(render_node(node, source, count_only=True))
+        sql.add(') AS "pgrst_counted")')
+    else:
+        sql.add("NULL::bigint")
+    sql.add(" AS total, count(*) AS page_total, coalesce(json_agg(\"pgrst_row\"), '[]')::text AS body FROM (")
+    sql.extend(render_node(node, source, limit=limit, offset=offset))
+    return sql.add(') AS "pgrst_row"')
+
+
+def count_statement(node: ReadNode, source: Source) -> Sql:
+    return (
+        Sql().add("SELECT count(*) FROM (").extend(render_node(node, source, count_only=True)).add(") AS c")
+    )
+
+
+def explain_statement(node: ReadNode, source: Source) -> Sql:
+    return Sql().add("EXPLAIN (FORMAT JSON) ").extend(render_node(node, source, count_only=True))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# writes
+
+
+MUTATION_CTE = "pgrst_mutation"
+
+
+def insert_statement(
+    table: Table,
+    columns: Sequence[str],
+    rows_json: str,
+    *,
+    conflict_columns: Sequence[str] | None,
+    resolution: str | None,
+    missing_default: bool,
+    returning: bool,
+) -> Sql:
+    """`INSERT ... SELECT` from the JSON array in one parameter (bulk insert is still one statement)."""
+    target = qualified(table)
+    alias = ident(table.name)
+    sql = Sql().add(
+        'WITH "pgrst_rows" AS (SELECT e AS j FROM jsonb_array_elements(%s::jsonb) AS e)', rows_json
+    )
+    if returning:
+        sql.add(f", {MUTATION_CTE} AS (")
+    else:
+        sql.add(" ")
+    sql.add(f"INSERT INTO {target} AS {alias}")
+    if columns:
+        sql.add(" (" + ", ".join(ident(c) for c in columns) + ")")
+    sql.add(" SELECT ")
+    values: list[Sql] = []
+    for name in columns:
+        column = table.columns[name]
+        if missing_default:
+            default = (column.default or "NULL").replace("%", "%%")
+            values.append(
+                Sql().add(f'CASE WHEN "pgrst_rows".j ? %s THEN p.{ident(name)} ELSE {default} END', name)
+            )
+        else:
+            values.append(Sql().add(f"p.{ident(name)}"))
+    for index, value in enumerate(values):
+        if index:
+            sql.add(", ")
+        sql.extend(value)
+    sql.add(f' FROM "pgrst_rows", jsonb_populate_record(NULL::{target}, "pgrst_rows".j) AS p')
+    if resolution is not None:
+        sql.add(" ON CONFLICT")
+        if conflict_columns:
+            sql.add(" (" + ", ".join(ident(c) for c in conflict_columns) + ")")
+        updatable = [c for c in columns if c not in (conflict_columns or ())]
+        if resolution == "merge-duplicates" and updatable:
+            sql.add(" DO UPDATE SET " + ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in updatable))
+        else:
+            sql.add(" DO NOTHING")
+    if returning:
+        sql.add(f" RETURNING {alias}.*)")
+    return sql
+
+
+def update_statement(
+    table: Table,
+    alias: str,
+    columns: Sequence[str],
+    body_json: str,
+    conditions: Sequence[Condition],
+    *,
+    returning: bool,
+) -> Sql:
+    target = qualified(table)
+    sql = Sql()
+    if returning:
+        sql.add(f"WITH {MUTATION_CTE} AS (")
+    sql.add(f"UPDATE {target} AS {ident(alias)} SET ")
+    sql.add(", ".join(f"{ident(c)} = p.{ident(c)}" for c in columns))
+    sql.add(f" FROM jsonb_populate_record(NULL::{target}, %s::jsonb) AS p", body_json)
+    _where(sql, alias, table, conditions)
+    if returning:
+        sql.add(f" RETURNING {ident(alias)}.*)")
+    return sql
+
+
+def delete_statement(table: Table, alias: str, conditions: Sequence[Condition], *, returning: bool) -> Sql:
+    sql = Sql()
+    if returning:
+        sql.add(f"WITH {MUTATION_CTE} AS (")
+    sql.add(f"DELETE FROM {qualified(table)} AS {ident(alias)}")
+    _where(sql, alias, table, conditions)
+    if returning:
+        sql.add(f" RETURNING {ident(alias)}.*)")
+    return sql
+
+
+def _where(sql: Sql, alias: str, table: Table, conditions: Sequence[Condition]) -> None:
+    for index, condition in enumerate(conditions):
+        sql.add(" WHERE " if index == 0 else " AND ")
+        sql.extend(render_condition(alias, table, condition))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# functions
+
+
+def call_source(
+    routine: Routine, args_json: str | None, arg_names: Sequence[str], alias: str
+) -> tuple[Sql, Sql]:
+    """(FROM items that bind the arguments, the call expression). Arguments travel as one JSON parameter."""
+    function = f"{ident(routine.schema)}.{ident(routine.name)}"
+    from_sql = Sql()
+    if routine.single_unnamed_json:
+        call = Sql().add(f"{function}(%s::{routine.parameters[0].type})", args_json or "{}")
+        return from_sql, call
+    types = {p.name: p.type for p in routine.parameters}
+    if arg_names:
+        columns = ", ".join(f"{ident(n)} {types[n]}" for n in arg_names)
+        from_sql.add(f'json_to_record(%s::json) AS "pgrst_args"({columns})', args_json or "{}")
+    call = Sql().add(
+        f"{function}(" + ", ".join(f'{ident(n)} := "pgrst_args".{ident(n)}' for n in arg_names) + ")"
+    )
+    return from_sql, call

@@ -1,0 +1,35 @@
+"""Records tests: a module database with the fixture schema (authors, posts, labels, ...) loaded first."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+from tests.support.postgres import TestCluster
+
+FIXTURE_SQL = (Path(__file__).parent / "fixture_schema.sql").read_text()
+
+
+@pytest.fixture(scope="module")
+def database_url(cluster: TestCluster) -> str:
+    url = cluster.create_database("records")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(FIXTURE_SQL)
+    return url
+
+
+@pytest.fixture(scope="module")
+def admin(client: TestClient) -> dict[str, str]:
+    """Headers that carry the project's API key (runs as project_admin)."""
+    keys = json.loads((client.app.state.runtime.settings.data_dir / "keys.json").read_text())  # type: ignore[attr-defined]
+    return {"Authorization": f"Bearer {keys['api_key']}"}
+
+
+@pytest.fixture(scope="module")
+def anon(client: TestClient) -> dict[str, str]:
+    keys = json.loads((client.app.state.runtime.settings.data_dir / "keys.json").read_text())  # type: ignore[attr-defined]
+    return {"Authorization": f"Bearer {keys['anon_key']}"}

@@ -1,0 +1,314 @@
+"""PostgREST writes: insert (single, bulk, CSV), upsert, PUT, PATCH, DELETE, Prefer options, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+RECORDS = "/api/database/records"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def notes_table(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            """
+            CREATE TABLE notes (
+                id serial PRIMARY KEY,
+                slug text UNIQUE,
+                title text NOT NULL DEFAULT 'untitled',
+                score int,
+                done boolean DEFAULT false,
+                due date,
+                extra jsonb
+            )
+            """
+        )
+
+
+def write(
+    client: TestClient, method: str, query: str, headers: dict[str, str], body: Any = None, **extra: str
+) -> Any:
+    return client.request(method, f"{RECORDS}/{query}", headers={**headers, **extra}, json=body)
+
+
+def rows(client: TestClient, headers: dict[str, str], query: str) -> list[dict[str, Any]]:
+    response = client.get(f"{RECORDS}/{query}", headers=headers)
+    assert response.status_code == 200, response.text
+    result: list[dict[str, Any]] = response.json()
+    return result
+
+
+def test_insert_minimal_answers_201_with_an_empty_array(client: TestClient, admin: dict[str, str]) -> None:
+    response = write(client, "POST", "notes", admin, {"slug": "a", "title": "first"})
+    assert response.status_code == 201
+    assert response.json() == []
+    assert response.headers["content-range"] == "*/*"
+    assert rows(client, admin, "notes?slug=eq.a&select=title,done") == [{"title": "first", "done": False}]
+
+
+def test_insert_representation_with_select_and_embedless_columns(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    response = write(
+        client,
+        "POST",
+        "notes?select=slug,score",
+        admin,
+        {"slug": "b", "score": 3},
+        Prefer="return=representation",
+    )
+    assert response.status_code == 201
+    assert response.json() == [{"slug": "b", "score": 3}]
+    assert response.headers["preference-applied"] == "return=representation"
+
+
+def test_bulk_insert_is_one_statement(client: TestClient, admin: dict[str, str]) -> None:
+    body = [{"slug": f"bulk{i}", "score": i} for i in range(50)]
+    response = write(
+        client, "POST", "notes?select=slug", admin, body, Prefer="return=representation,count=exact"
+    )
+    assert response.status_code == 201
+    assert len(response.json()) == 50
+    assert response.headers["content-range"] == "*/50"
+
+
+def test_bulk_insert_failure_inserts_nothing(client: TestClient, admin: dict[str, str]) -> None:
+    body = [{"slug": "ok-1"}, {"slug": "a"}]
+    response = write(client, "POST", "notes", admin, body)
+    assert response.status_code == 409
+    assert response.json()["code"] == "23505"
+    assert rows(client, admin, "notes?slug=eq.ok-1") == []
+
+
+def test_missing_default_uses_column_defaults(client: TestClient, admin: dict[str, str]) -> None:
+    body = [{"slug": "m1", "title": "given"}, {"slug": "m2"}]
+    nulls = write(client, "POST", "notes", admin, body)
+    assert nulls.status_code == 400  # title is NOT NULL, and the missing key means null
+    assert nulls.json()["code"] == "23502"
+    response = write(
+        client,
+        "POST",
+        "notes?select=slug,title",
+        admin,
+        body,
+        Prefer="missing=default, return=representation",
+    )
+    assert response.status_code == 201, response.text
+    assert response.json() == [{"slug": "m1", "title": "given"}, {"slug": "m2", "title": "untitled"}]
+    assert "missing=default" in response.headers["preference-applied"]
+
+
+def test_empty_strings_for_non_text_columns_are_dropped(client: TestClient, admin: dict[str, str]) -> None:
+    body = {"slug": "quirk", "title": "", "score": "", "due": "", "done": ""}
+    response = write(
+        client, "POST", "notes?select=title,score,due,done", admin, body, Prefer="return=representation"
+    )
+    assert response.status_code == 201, response.text
+    assert response.json() == [{"title": "", "score": None, "due": None, "done": False}]
+
+
+def test_columns_parameter_limits_the_payload(client: TestClient, admin: dict[str, str]) -> None:
+    body = [{"slug": "c1", "score": 1, "title": "ignored"}]
+    response = write(
+        client,
+        "POST",
+        "notes?columns=slug,score&select=slug,title",
+        admin,
+        body,
+        Prefer="return=representation",
+    )
+    assert response.json() == [{"slug": "c1", "title": "untitled"}]
+
+
+def test_unknown_payload_column_is_pgrst204(client: TestClient, admin: dict[str, str]) -> None:
+    response = write(client, "POST", "notes", admin, {"slug": "x", "nope": 1})
+    assert response.status_code == 400
+    assert response.json()["code"] == "PGRST204"
+
+
+def test_invalid_json_body_is_pgrst102(client: TestClient, admin: dict[str, str]) -> None:
+    response = client.post(
+        f"{RECORDS}/notes", headers={**admin, "Content-Type": "application/json"}, content=b"{not json"
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "PGRST102"
+
+
+def test_headers_only_sets_location(client: TestClient, admin: dict[str, str]) -> None:
+    response = write(client, "POST", "notes", admin, {"slug": "loc"}, Prefer="return=headers-only")
+    assert response.status_code == 201
+    new_id = rows(client, admin, "notes?slug=eq.loc&select=id")[0]["id"]
+    assert response.headers["location"] == f"/notes?id=eq.{new_id}"
+
+
+def test_upsert_merge_and_ignore_duplicates(client: TestClient, admin: dict[str, str]) -> None:
+    write(client, "POST", "notes", admin, {"slug": "u", "score": 1})
+    merged = write(
+        client,
+        "POST",
+        "notes?on_conflict=slug&select=slug,score",
+        admin,
+        [{"slug": "u", "score": 2}, {"slug": "u2", "score": 5}],
+        Prefer="resolution=merge-duplicates,return=representation",
+    )
+    assert merged.status_code == 201, merged.text
+    assert sorted(r["score"] for r in merged.json()) == [2, 5]
+    assert merged.headers["preference-applied"] == "resolution=merge-duplicates, return=representation"
+    ignored = write(
+        client,
+        "POST",
+        "notes?on_conflict=slug&select=slug",
+        admin,
+        {"slug": "u", "score": 9},
+        Prefer="resolution=ignore-duplicates,return=representation",
+    )
+    assert ignored.json() == []
+    assert rows(client, admin, "notes?slug=eq.u&select=score") == [{"score": 2}]
+
+
+def test_put_upserts_one_row_by_primary_key(client: TestClient, admin: dict[str, str]) -> None:
+    created = write(
+        client,
+        "PUT",
+        "notes?id=eq.1000",
+        admin,
+        {"id": 1000, "slug": "put", "title": "one"},
+        Prefer="return=representation",
+    )
+    assert created.status_code == 200, created.text
+    assert created.json()[0]["title"] == "one"
+    replaced = write(client, "PUT", "notes?id=eq.1000", admin, {"id": 1000, "slug": "put", "title": "two"})
+    assert replaced.status_code == 204
+    assert rows(client, admin, "notes?id=eq.1000&select=title") == [{"title": "two"}]
+
+
+@pytest.mark.parametrize(
+    ("query", "body", "code"),
+    [
+        ("notes?slug=eq.put", {"id": 1000}, "PGRST105"),
+        ("notes?id=eq.1000", {"id": 1001}, "PGRST115"),
+        ("notes?id=eq.1000&limit=1", {"id": 1000}, "PGRST114"),
+    ],
+)
+def test_put_errors(
+    client: TestClient, admin: dict[str, str], query: str, body: dict[str, Any], code: str
+) -> None:
+    response = write(client, "PUT", query, admin, body)
+    assert response.status_code in (400, 405)
+    assert response.json()["code"] == code
+
+
+def test_patch_minimal_and_representation(client: TestClient, admin: dict[str, str]) -> None:
+    write(client, "POST", "notes", admin, [{"slug": "patch1", "score": 1}, {"slug": "patch2", "score": 1}])
+    minimal = write(client, "PATCH", "notes?slug=like.patch*", admin, {"score": 7})
+    assert minimal.status_code == 204
+    assert minimal.headers["content-range"] == "0-1/*"
+    shown = write(
+        client,
+        "PATCH",
+        "notes?slug=eq.patch1&select=slug,score",
+        admin,
+        {"score": 8},
+        Prefer="return=representation",
+    )
+    assert shown.status_code == 200
+    assert shown.json() == [{"slug": "patch1", "score": 8}]
+    none = write(client, "PATCH", "notes?slug=eq.nothing", admin, {"score": 1})
+    assert none.headers["content-range"] == "*/*"
+
+
+def test_patch_rejects_an_array_body(client: TestClient, admin: dict[str, str]) -> None:
+    response = write(client, "PATCH", "notes?slug=eq.patch1", admin, [{"score": 1}])
+    assert response.status_code == 400
+    assert response.json()["code"] == "PGRST102"
+
+
+def test_single_object_write_rolls_back_when_not_exactly_one(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    response = write(
+        client,
+        "PATCH",
+        "notes?slug=like.patch*",
+        admin,
+        {"score": 100},
+        Prefer="return=representation",
+        Accept="application/vnd.pgrst.object+json",
+    )
+    assert response.status_code == 406
+    assert response.json()["code"] == "PGRST116"
+    assert all(r["score"] != 100 for r in rows(client, admin, "notes?slug=like.patch*&select=score"))
+    one = write(
+        client,
+        "PATCH",
+        "notes?slug=eq.patch2&select=score",
+        admin,
+        {"score": 3},
+        Accept="application/vnd.pgrst.object+json",
+    )
+    assert one.status_code == 200
+    assert one.json() == {"score": 3}
+
+
+def test_max_affected_with_strict_handling(client: TestClient, admin: dict[str, str]) -> None:
+    response = write(
+        client, "DELETE", "notes?slug=like.patch*", admin, Prefer="handling=strict, max-affected=1"
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "PGRST124"
+    assert len(rows(client, admin, "notes?slug=like.patch*")) == 2
+
+
+def test_delete_with_representation_and_count(client: TestClient, admin: dict[str, str]) -> None:
+    response = write(
+        client,
+        "DELETE",
+        "notes?slug=like.patch*&select=slug",
+        admin,
+        Prefer="return=representation,count=exact",
+    )
+    assert response.status_code == 200
+    assert sorted(r["slug"] for r in response.json()) == ["patch1", "patch2"]
+    assert response.headers["content-range"] == "0-1/2"
+    gone = write(client, "DELETE", "notes?slug=like.patch*", admin)
+    assert gone.status_code == 204
+
+
+def test_csv_body_inserts_rows(client: TestClient, admin: dict[str, str]) -> None:
+    response = client.post(
+        f"{RECORDS}/notes?select=slug,score",
+        headers={**admin, "Content-Type": "text/csv", "Prefer": "return=representation"},
+        content=b"slug,score\ncsv1,1\ncsv2,2\n",
+    )
+    assert response.status_code == 201, response.text
+    assert response.json() == [{"slug": "csv1", "score": 1}, {"slug": "csv2", "score": 2}]
+
+
+def test_bad_values_are_client_errors(client: TestClient, admin: dict[str, str]) -> None:
+    response = write(client, "POST", "notes", admin, {"slug": "bad", "score": "many"})
+    assert response.status_code == 400
+    assert response.json()["code"] == "22P02"
+    nul = write(client, "POST", "notes", admin, {"slug": "nul\u0000"})
+    assert nul.status_code == 400
+
+
+def test_form_urlencoded_body_and_content_profile(client: TestClient, admin: dict[str, str]) -> None:
+    response = client.post(
+        f"{RECORDS}/notes?select=slug,score",
+        headers={
+            **admin,
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Content-Profile": "public",
+            "Prefer": "return=representation",
+        },
+        content=b"slug=form&score=4",
+    )
+    assert response.status_code == 201, response.text
+    assert response.json() == [{"slug": "form", "score": 4}]
+    wrong = write(client, "POST", "notes", admin, {"slug": "x"}, **{"Content-Profile": "nowhere"})
+    assert wrong.status_code == 406
+    assert wrong.json()["code"] == "PGRST106"
