@@ -3,6 +3,7 @@ a Node script against a live server and read back the JSON it prints on its last
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -21,10 +22,16 @@ def ensure_npm_clients() -> Path:
         raise RuntimeError("Node.js 20 and npm are needed for tests/compat: apt-get install nodejs npm")
     marker = JS_DIR / "node_modules" / ".package-lock.json"
     lock = JS_DIR / "package-lock.json"
-    if not marker.exists() or marker.stat().st_mtime < lock.stat().st_mtime:
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=JS_DIR, check=True, timeout=600
-        )
+    # One installer at a time: parallel test workers share node_modules.
+    with (JS_DIR / ".npm-install.lock").open("w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        if not marker.exists() or marker.stat().st_mtime < lock.stat().st_mtime:
+            subprocess.run(
+                ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=JS_DIR,
+                check=True,
+                timeout=600,
+            )
     return JS_DIR
 
 
