@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -327,6 +328,7 @@ class Gateway:
         if cost is None and prepared.price is not None:
             cost = prepared.price.cost(record.input_tokens, record.output_tokens, images)
         record.cost_usd = cost or Decimal(0)
+        record.created_at = datetime.now(UTC)
         record.latency_ms = int((time.perf_counter() - prepared.started) * 1000)
         record.ttft_ms = int(ttft * 1000) if ttft is not None else None
         settlement = prepared.reservation.settlement(
