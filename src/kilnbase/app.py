@@ -81,6 +81,7 @@ def create_app(
 
     app = Starlette(
         routes=[
+            *ai_routes.routes,  # first: the router tries routes in order, and these carry the most requests
             *server_routes.routes,
             *auth_routes.routes,
             *logs_routes.routes,
@@ -88,7 +89,6 @@ def create_app(
             *records_routes.routes,
             *database_routes.routes,
             *dashboard_routes.routes,
-            *ai_routes.routes,
         ],
         middleware=[
             Middleware(

@@ -189,6 +189,9 @@ class FakeOpenRouter:
         self.valid_keys: set[str] = {"sk-or-v1-fake"}
         self.calls: list[dict[str, Any]] = []
         self.stream_outcomes: list[str] = []
+        #: Off for the benchmark: a long run would keep every request in memory, and the garbage collector's
+        #: passes over them would stall the server (the upstream must not be what is measured).
+        self.record = True
         self.models_down = False
         #: What `GET /managed/key` hands out (a stand-in for InsForge Cloud's key service).
         self.managed_key: str | None = None
@@ -237,6 +240,10 @@ class FakeOpenRouter:
 
     def chat_calls(self) -> list[dict[str, Any]]:
         return [c for c in self.calls if c["path"].endswith("/chat/completions")]
+
+    def _record(self, call: dict[str, Any]) -> None:
+        if self.record:
+            self.calls.append(call)
 
     def _next(self, model: str) -> Behaviour:
         with self._lock:
@@ -303,7 +310,7 @@ class FakeOpenRouter:
         return Response(orjson.dumps({"apiKey": self.managed_key}), media_type="application/json")
 
     async def _models(self, request: Request) -> Response:
-        self.calls.append({"path": request.url.path, "body": None, "authorization": None})
+        self._record({"path": request.url.path, "body": None, "authorization": None})
         if self.models_down:
             return self._error(503, "Service temporarily unavailable")
         if request.headers.get("authorization") and not self._authorized(request):
@@ -312,7 +319,7 @@ class FakeOpenRouter:
 
     async def _embeddings(self, request: Request) -> Response:
         body = orjson.loads(await request.body())
-        self.calls.append(
+        self._record(
             {"path": request.url.path, "body": body, "authorization": request.headers.get("authorization")}
         )
         if not self._authorized(request):
@@ -350,7 +357,7 @@ class FakeOpenRouter:
     async def _chat(self, request: Request) -> Response:
         raw = await request.body()
         body = orjson.loads(raw)
-        self.calls.append(
+        self._record(
             {"path": request.url.path, "body": body, "authorization": request.headers.get("authorization")}
         )
         if not self._authorized(request):
@@ -526,7 +533,8 @@ class FakeOpenRouter:
             outcome = "cancelled"
             raise
         finally:
-            self.stream_outcomes.append(outcome)
+            if self.record:
+                self.stream_outcomes.append(outcome)
 
 
 def main() -> None:
@@ -535,6 +543,7 @@ def main() -> None:
     args = parser.parse_args()
     fake = FakeOpenRouter(args.port)
     fake.valid_keys.add("sk-or-v1-bench")
+    fake.record = False
     uvicorn.run(
         fake.app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, lifespan="off"
     )

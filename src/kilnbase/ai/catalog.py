@@ -62,6 +62,8 @@ def price_of(model: dict[str, Any]) -> Price:
 class _Entry:
     models: list[dict[str, Any]] = field(default_factory=list)
     by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Prices parsed (Decimal) on first use, per model id asked about: every request needs one.
+    prices: dict[str, Price] = field(default_factory=dict)
     fetched_at: float = 0.0
     failed_at: float = 0.0
     loaded: bool = False
@@ -98,6 +100,7 @@ class ModelCatalog:
                 return entry.models if entry.loaded else None
             entry.models = models
             entry.by_id = {m["id"]: m for m in models}
+            entry.prices = {}
             entry.fetched_at = time.monotonic()
             entry.loaded = True
             return models
@@ -113,5 +116,15 @@ class ModelCatalog:
         return bool(entry and entry.loaded)
 
     def price(self, provider_name: str, model_id: str) -> Price | None:
-        model = self.lookup(provider_name, model_id)
-        return price_of(model) if model is not None else None
+        entry = self._entries.get(provider_name)
+        if entry is None or not entry.loaded:
+            return None
+        price = entry.prices.get(model_id)
+        if price is None:
+            model = self.lookup(provider_name, model_id)
+            if model is None:
+                return None
+            price = price_of(model)
+            if len(entry.prices) < 10_000:  # ids with any `:variant` suffix map to a model: keep it bounded
+                entry.prices[model_id] = price
+        return price

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-import anyio
 import orjson
 from starlette.requests import Request
+from starlette.types import Receive
 
 from kilnbase.ai.errors import GatewayError
 from kilnbase.ai.gateway import Caller, Gateway
@@ -22,6 +24,22 @@ T = TypeVar("T")
 GATEWAY_KEY_PREFIX = "kbk_"
 
 
+_heap_frozen = False
+
+
+def _freeze_startup_heap() -> None:
+    """Move everything alive now (modules, app, pools: ~100,000 objects) out of the garbage collector's
+    reach. Otherwise each full collection walks all of it, and under load those collections stalled every
+    request in flight for 30-70 ms (the p99 at concurrency 16 was 62 ms with a 6 ms median). Done once per
+    process, when the first gateway request finds the app fully started; garbage is collected first, so
+    none is frozen."""
+    global _heap_frozen
+    if not _heap_frozen:
+        _heap_frozen = True
+        gc.collect()
+        gc.freeze()
+
+
 def gateway_of(request: Request) -> Gateway:
     """One Gateway per app (it owns the upstream connection pool, caches and the ledger writer)."""
     gateway: Gateway | None = getattr(request.app.state, "ai_gateway", None)
@@ -29,15 +47,22 @@ def gateway_of(request: Request) -> Gateway:
         runtime = runtime_of(request)
         gateway = Gateway(runtime.settings, runtime.secret_box, lambda: runtime.database)
         request.app.state.ai_gateway = gateway
+        _freeze_startup_heap()
     return gateway
 
 
 def _bearer(request: Request) -> str | None:
-    api_key = request.headers.get("x-api-key")
+    authorization: str | None = None
+    api_key: str | None = None
+    for name, value in request.scope["headers"]:  # one pass; Headers() would decode every header
+        if name == b"x-api-key" and api_key is None:
+            api_key = value.decode("latin-1")
+        elif name == b"authorization" and authorization is None:
+            authorization = value.decode("latin-1")
     if api_key:
         return api_key.strip()
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else None
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
 
 
 async def caller_of(request: Request) -> Caller:
@@ -79,26 +104,27 @@ def cache_mode(request: Request) -> str | None:
     return value if value in ("on", "off") else None
 
 
-async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:
-    """Run `work`; if the client disconnects first, cancel it (closing the upstream call) and return None."""
-    results: list[T] = []
-    errors: list[BaseException] = []
-    async with anyio.create_task_group() as group:
+async def unless_client_leaves(receive: Receive, work: Awaitable[T]) -> T | None:
+    """Run `work` in this task; if the client disconnects first, cancel it (closing the upstream call) and
+    return None. One watcher task per call, instead of a task group around two (this is on every request)."""
+    task = asyncio.current_task()
+    assert task is not None
+    left = False
 
-        async def run() -> None:
-            try:
-                results.append(await work)
-            except Exception as exc:
-                errors.append(exc)
-            group.cancel_scope.cancel()
+    async def watch() -> None:
+        nonlocal left
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        left = True
+        task.cancel()
 
-        async def watch() -> None:
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-            group.cancel_scope.cancel()
-
-        group.start_soon(run)
-        group.start_soon(watch)
-    if errors:
-        raise errors[0]
-    return results[0] if results else None
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if left:
+            task.uncancel()
+            return None
+        raise
+    finally:
+        watcher.cancel()

@@ -9,10 +9,10 @@ seconds, so that proxies with idle timeouts (nginx, ALB, Envoy) do not cut it; S
 
 from __future__ import annotations
 
-import time
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
-import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -32,45 +32,64 @@ class EventStreamResponse(Response):
         self.init_headers({**SSE_HEADERS, **(headers or {})})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The relay runs in the request's own task; a watcher task cancels it when the client leaves, and
+        # a timer (not a task) sends keepalives: no task group, since this is on every stream's path.
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        lock = anyio.Lock()
-        last_write = time.monotonic()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        lock = asyncio.Lock()
+        last_write = loop.time()
+        left = False
+        keepalives: set[asyncio.Task[None]] = set()
+        timer: asyncio.TimerHandle | None = None
 
         async def write(body: bytes, more: bool = True) -> None:
             nonlocal last_write
             async with lock:
                 await send({"type": "http.response.body", "body": body, "more_body": more})
-            last_write = time.monotonic()
+            last_write = loop.time()
 
+        async def watch() -> None:
+            nonlocal left
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            left = True
+            task.cancel()
+
+        async def keep_alive() -> None:
+            with contextlib.suppress(OSError):
+                await write(b": keepalive\n\n")
+
+        def tick() -> None:
+            nonlocal timer
+            if loop.time() - last_write >= self.keepalive:
+                sending = loop.create_task(keep_alive())
+                keepalives.add(sending)
+                sending.add_done_callback(keepalives.discard)
+                timer = loop.call_later(self.keepalive, tick)
+            else:
+                timer = loop.call_at(last_write + self.keepalive, tick)
+
+        watcher = loop.create_task(watch())
+        if self.keepalive > 0:
+            timer = loop.call_later(self.keepalive, tick)
         try:
-            async with anyio.create_task_group() as group:
-
-                async def relay() -> None:
-                    try:
-                        async for chunk in self.events:
-                            await write(chunk)
-                        await write(b"", more=False)
-                    except OSError:
-                        pass
-                    group.cancel_scope.cancel()
-
-                async def watch() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    group.cancel_scope.cancel()
-
-                async def keep_alive() -> None:
-                    while True:
-                        await anyio.sleep(max(0.01, last_write + self.keepalive - time.monotonic()))
-                        if time.monotonic() - last_write >= self.keepalive:
-                            await write(b": keepalive\n\n")
-
-                group.start_soon(relay)
-                group.start_soon(watch)
-                if self.keepalive > 0:
-                    group.start_soon(keep_alive)
+            async for chunk in self.events:
+                await write(chunk)
+            await write(b"", more=False)
+        except OSError:
+            pass
+        except asyncio.CancelledError:
+            if not left:
+                raise
+            task.uncancel()  # the client left: that ends the stream, it does not fail the request
         finally:
-            with anyio.CancelScope(shield=True):
-                aclose = getattr(self.events, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+            watcher.cancel()
+            if timer is not None:
+                timer.cancel()
+            for sending in keepalives:
+                sending.cancel()
+            aclose = getattr(self.events, "aclose", None)
+            if aclose is not None:
+                await asyncio.shield(aclose())

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -41,6 +42,7 @@ from kilnbase.ai.providers import (
     scrub,
 )
 from kilnbase.ai.reliability import CircuitBreaker, backoff_delay
+from kilnbase.ai.upstream_http import HttpPool
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
 from kilnbase.secrets.encryption import SecretBox
@@ -174,7 +176,10 @@ class Gateway:
                 self.client,
                 settings.ai_managed_key_ttl,
             )
-        self.openrouter = openrouter(settings.openrouter_base_url, self.client)
+        self.pool = HttpPool(
+            connect_timeout=settings.ai_connect_timeout, read_timeout=settings.ai_read_timeout
+        )
+        self.openrouter = openrouter(settings.openrouter_base_url, self.client, self.pool)
         self.catalog = ModelCatalog(settings.ai_catalog_ttl)
         self.policy = PolicyStore(box, settings.ai_policy_ttl)
         self.counters: limits.CounterStore = (
@@ -194,7 +199,7 @@ class Gateway:
     def _registered_provider(self, name: str, base_url: str) -> OpenAICompatibleProvider:
         known = self._registered.get(name)
         if known is None or known[0] != base_url:
-            known = (base_url, OpenAICompatibleProvider(name, base_url, self.client))
+            known = (base_url, OpenAICompatibleProvider(name, base_url, self.client, pool=self.pool))
             self._registered[name] = known
         return known[1]
 
@@ -323,6 +328,7 @@ class Gateway:
         if cost is None and prepared.price is not None:
             cost = prepared.price.cost(record.input_tokens, record.output_tokens, images)
         record.cost_usd = cost or Decimal(0)
+        record.created_at = datetime.now(UTC)
         record.latency_ms = int((time.perf_counter() - prepared.started) * 1000)
         record.ttft_ms = int(ttft * 1000) if ttft is not None else None
         settlement = prepared.reservation.settlement(

@@ -160,7 +160,7 @@ async def chat_completion(request: Request) -> Response:
             keepalive=gateway.settings.ai_stream_keepalive,
         )
     result = await unless_client_leaves(
-        request,
+        request.receive,
         gateway.chat(caller, body, endpoint="/api/ai/chat/completion", cache_mode=cache_mode(request)),
     )
     if result is None:

@@ -7,12 +7,13 @@ with `choices: []` only when `stream_options.include_usage` asked for it, and `d
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from kilnbase.ai.edge import cache_mode, caller_of, gateway_of, json_body, unless_client_leaves
 from kilnbase.ai.errors import GatewayError, openai_error_body
@@ -61,18 +62,45 @@ async def _openai_events(stream: ChatStream) -> AsyncIterator[bytes]:
     yield DONE
 
 
-@_openai_errors
-async def chat_completions(request: Request) -> Response:
-    gateway = gateway_of(request)
-    caller = await caller_of(request)
-    body = await json_body(request)
-    if isinstance(body, dict) and body.get("stream"):
-        stream = await gateway.open_chat_stream(caller, body)
-        return EventStreamResponse(_openai_events(stream), keepalive=gateway.settings.ai_stream_keepalive)
-    result = await unless_client_leaves(request, gateway.chat(caller, body, cache_mode=cache_mode(request)))
-    if result is None:
-        return Response(status_code=499)  # nobody is listening any more
-    return _json(result.body, result.headers)
+async def _send_json(send: Send, body: object, status: int, headers: Mapping[str, str] | None = None) -> None:
+    payload = orjson.dumps(body) if body is not None else b""
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    raw.append((b"content-length", str(len(payload)).encode()))
+    if body is not None:
+        raw.append((b"content-type", b"application/json"))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class ChatCompletions:
+    """`POST /v1/chat/completions`, the gateway's hot path, as a plain ASGI app: no per-request handler
+    wrapper or Response object; the answer goes out as the bytes orjson made."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            gateway = gateway_of(request)
+            caller = await caller_of(request)
+            body = await json_body(request)
+            if isinstance(body, dict) and body.get("stream"):
+                stream = await gateway.open_chat_stream(caller, body)
+                events = EventStreamResponse(
+                    _openai_events(stream), keepalive=gateway.settings.ai_stream_keepalive
+                )
+            else:
+                events = None
+                result = await unless_client_leaves(
+                    receive, gateway.chat(caller, body, cache_mode=cache_mode(request))
+                )
+        except GatewayError as exc:
+            await _send_json(send, openai_error_body(exc), exc.status, exc.headers)
+            return
+        if events is not None:
+            await events(scope, receive, send)
+        elif result is None:
+            await _send_json(send, None, 499)  # nobody is listening any more
+        else:
+            await _send_json(send, result.body, 200, result.headers)
 
 
 @_openai_errors
@@ -140,7 +168,7 @@ async def get_model(request: Request) -> Response:
 
 
 routes: list[BaseRoute] = [
-    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/chat/completions", ChatCompletions(), methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/images/generations", images, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),

@@ -18,3 +18,4 @@ async def shutdown(app: Starlette) -> None:
     if gateway is not None:
         await gateway.ledger.close()
         await gateway.client.aclose()
+        await gateway.pool.aclose()
