@@ -1,8 +1,8 @@
 """Model gateway benchmark: what Kilnbase adds on top of calling the upstream directly, in the same run.
 
 Starts the scripted OpenRouter-compatible upstream (uvicorn, async, recording nothing: ~70-90 us of CPU a
-request, so not the bottleneck) and a real `kilnbase serve` (uvicorn, one process, embedded Postgres,
-usage ledger on) pointed at it, and, when given, the LiteLLM proxy (plain proxy mode, one worker) on the
+request, so not the bottleneck) and a real `kilnbase serve` (uvicorn, one process; or granian with
+`--workers N`; embedded Postgres, usage ledger on) pointed at it, and, when given, the LiteLLM proxy (plain proxy mode, one worker) on the
 same upstream. Then it sends the same chat request straight to the upstream, through Kilnbase and through
 LiteLLM, at concurrency 1, 16 and 64, streaming and not, and prints, per target: p50/p99 latency and what
 the gateway adds to the direct call's, throughput, the server's CPU per request (the server process; for
@@ -103,8 +103,16 @@ class Target:
         return server, postgres
 
     def rss_mib(self) -> float:
+        """Resident memory of the server and its workers (not its Postgres)."""
         assert self.process is not None
-        return float(self.process.memory_info().rss) / 2**20
+        total = 0
+        for proc in [self.process, *self.process.children(recursive=True)]:
+            try:
+                if proc.name() != "postgres":
+                    total += proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        return float(total) / 2**20
 
 
 def postmaster_of(data_dir: Path) -> psutil.Process | None:
@@ -258,6 +266,7 @@ def main() -> None:
     parser.add_argument("--ttft-requests", type=int, default=200)
     parser.add_argument("--litellm", help="the `litellm` command of a venv with litellm[proxy]==1.106.2")
     parser.add_argument("--no-wrk", action="store_true", help="use the Python client even if wrk is there")
+    parser.add_argument("--workers", type=int, default=1, help="kilnbase serve --workers (granian when > 1)")
     args = parser.parse_args()
     use_wrk = shutil.which("wrk") is not None and not args.no_wrk
 
@@ -276,6 +285,7 @@ def main() -> None:
             "ACCESS_API_KEY": api_key,
             "LOG_LEVEL": "warning",
         },
+        args=["--workers", str(args.workers)] if args.workers > 1 else [],
     )
     litellm: subprocess.Popen[bytes] | None = None
     try:
@@ -310,7 +320,8 @@ def main() -> None:
             "the upstream, the servers and Postgres)"
         )
         print(
-            "servers: fake upstream = uvicorn, 1 process; kilnbase = `kilnbase serve` (uvicorn), 1 process;"
+            "servers: fake upstream = uvicorn, 1 process; kilnbase = `kilnbase serve`"
+            + (f" --workers {args.workers} (granian);" if args.workers > 1 else " (uvicorn), 1 process;")
             + (" litellm = `litellm --num_workers 1`" if args.litellm else "")
         )
         print(
