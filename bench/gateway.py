@@ -2,14 +2,14 @@
 
 Starts the scripted OpenRouter-compatible upstream (uvicorn, async, recording nothing: ~70-90 us of CPU a
 request, so not the bottleneck) and a real `kilnbase serve` (uvicorn, one process; or granian with
-`--workers N`; embedded Postgres, usage ledger on) pointed at it, and, when given, the LiteLLM proxy
-(plain proxy mode, one worker) on the same upstream. Then it sends the same chat request straight to the
-upstream, through Kilnbase and through LiteLLM, at concurrency 1, 16 and 64, streaming and not, and prints, per target: p50/p99 latency and what
-the gateway adds to the direct call's, throughput, the server's CPU per request (the server process; for
-Kilnbase also its Postgres), and, for streams, the time to first token added (median of sequential calls).
-Finally it sends `--memory-requests` more requests through Kilnbase and prints its resident memory along
-the way. The load generator is `wrk` when installed (Debian package `wrk`; a Python client tops out near
-the rates measured here), else an httpx2 client.
+`--workers N`; embedded Postgres, usage ledger on) pointed at it, and, when given, the LiteLLM proxy (plain
+proxy mode, one worker) on the same upstream. Then it sends the same chat request straight to the upstream,
+through Kilnbase and through LiteLLM, at concurrency 1, 16 and 64, streaming and not, and prints, per
+target: p50/p99 latency and what the gateway adds to the direct call's, throughput, the server's CPU per
+request (the server process; for Kilnbase also its Postgres), and, for streams, the time to first token
+added (median of sequential calls). Finally it sends `--memory-requests` more requests through Kilnbase and
+prints its resident memory along the way. The load generator is `wrk` when installed (Debian package `wrk`;
+a Python client tops out near the rates measured here), else an httpx2 client.
 
 LiteLLM is not a project dependency: install `litellm[proxy]==1.106.2` in a venv of its own, pass its
 `litellm` command with --litellm. Targets (issue 5): p50 added under 1 ms with one client, p99 added under
