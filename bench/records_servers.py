@@ -28,9 +28,12 @@ ADMIN = Principal(db_role="project_admin", kind=CredentialKind.API_KEY, claims={
 
 
 def kilnbase_app() -> Any:
+    """As `kilnbase serve` builds it, logging included (one JSON line per request at the default level)."""
     from kilnbase.app import create_app
+    from kilnbase.logs.structured import configure_logging
 
     settings = Settings(data_dir=Path(os.environ["KB_BENCH_DATA"]), database_url=os.environ["DATABASE_URL"])
+    configure_logging(settings.log_level)
     return create_app(settings)
 
 
