@@ -23,6 +23,7 @@ from kilnbase.http.access_tokens import TokenService
 from kilnbase.http.errors import EXCEPTION_HANDLERS
 from kilnbase.http.principal import CredentialResolver
 from kilnbase.http.request_context import RequestContextMiddleware
+from kilnbase.http.routing import IndexedRouter
 from kilnbase.logs import routes as logs_routes
 from kilnbase.records import routes as records_routes
 from kilnbase.records.schema_cache import SchemaCache
@@ -105,5 +106,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    # The same routes and lifespan, matched through an index instead of one regex after another.
+    app.router = IndexedRouter(app.router.routes, lifespan=lifespan)
     app.state.runtime = runtime
     return app
