@@ -37,11 +37,12 @@ import httpx
 import orjson
 import psutil
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 from tests.support.postgres import TestCluster
 from tests.support.servers import free_port
 
 from bench.records_servers import ADMIN
+from kilnbase.config import Settings
+from kilnbase.db.pool import create_pool
 from kilnbase.db.session import Database
 from kilnbase.records.query_grammar import parse_query
 from kilnbase.records.read_plan import build_read_plan
@@ -255,9 +256,7 @@ async def direct_load(
     if case["body_param"] is not None:
         text = body.decode()
         params[case["body_param"]] = f"[{text}]" if case["wrap_body"] and text.startswith("{") else text
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        conninfo, min_size=concurrency, max_size=concurrency, open=False, kwargs={"prepare_threshold": 5}
-    )
+    pool = create_pool(conninfo, Settings(db_pool_min=concurrency, db_pool_max=concurrency))
     await pool.open(wait=True)
     database = Database(pool)
     latencies: list[float] = []
@@ -267,8 +266,8 @@ async def direct_load(
             started = time.perf_counter()
             async with database.as_caller(ADMIN, read_only=case["read_only"]) as cur:
                 await cur.execute(case["sql"], params)
-                if cur.description:
-                    await cur.fetchone()
+            if cur.description:
+                await cur.fetchone()
             if record:
                 latencies.append(time.perf_counter() - started)
 

@@ -142,7 +142,7 @@ class RecordsEngine:
         text, params, offset = cached
         async with self._transaction(request, read_only=True) as cur:
             await cur.execute(text, params)
-            row = await cur.fetchone()
+        row = await cur.fetchone()  # after COMMIT: the whole transaction was one round trip
         assert row is not None
         return _read_response(request, row, offset, None, prefs, media, single_value=False)
 
@@ -185,7 +185,7 @@ class RecordsEngine:
                     node, source, count_exact=True, limit=limit, offset=offset, prefix=prefix
                 )
             await cur.execute(statement.text, statement.params)
-            row = await cur.fetchone()
+        row = await cur.fetchone()
         assert row is not None
         return _read_response(request, row, offset, planned, prefs, media, single_value=single_value)
 
@@ -386,41 +386,52 @@ class RecordsEngine:
         *,
         insert: bool,
     ) -> RecordsResponse:
-        async with self._transaction(request, read_only=False) as cur:
+        if representation:
+            read_query = replace(
+                query,
+                conditions={k: v for k, v in query.conditions.items() if k != ()},
+                order={k: v for k, v in query.order.items() if k != ()},
+                limit={k: v for k, v in query.limit.items() if k != ()},
+                offset={k: v for k, v in query.offset.items() if k != ()},
+            )
+            node = build_read_plan(snapshot, table, read_query)
+            statement = read_statement(
+                node,
+                cte_source(MUTATION_CTE, node.alias),
+                count_exact=False,
+                limit=None,
+                offset=0,
+                prefix=statement.add(" "),
+            )
+
+        async def answer(cur: Any) -> tuple[RecordsResponse, str]:
             if representation:
-                read_query = replace(
-                    query,
-                    conditions={k: v for k, v in query.conditions.items() if k != ()},
-                    order={k: v for k, v in query.order.items() if k != ()},
-                    limit={k: v for k, v in query.limit.items() if k != ()},
-                    offset={k: v for k, v in query.offset.items() if k != ()},
-                )
-                node = build_read_plan(snapshot, table, read_query)
-                full = read_statement(
-                    node,
-                    cte_source(MUTATION_CTE, node.alias),
-                    count_exact=False,
-                    limit=None,
-                    offset=0,
-                    prefix=statement.add(" "),
-                )
-                await cur.execute(full.text, full.params)
                 row = await cur.fetchone()
                 assert row is not None
                 affected, body = int(row["page_total"]), str(row["body"])
-            elif insert and prefs.count != "exact" and prefs.max_affected is None:
-                # Nothing in the answer depends on the row count: stay in the one pipeline.
-                await cur.execute(statement.text, statement.params)
-                affected, body = 0, "[]"
             else:
-                # In pipeline mode the row count arrives with the results: a nested block syncs.
-                async with cur.connection.pipeline():
-                    await cur.execute(statement.text, statement.params)
                 affected, body = max(cur.rowcount, 0), "[]"
             _check_max_affected(prefs, affected)
             response = _mutation_response(
                 request, prefs, media, body, affected, representation, status, insert=insert
             )
+            return response, body
+
+        # The answer is read after COMMIT (the transaction is then one round trip), unless it can still
+        # fail and must roll the write back (a strict max-affected, a single object that may not be one):
+        # then a nested pipeline block syncs, and the answer is made before COMMIT.
+        check_first = (prefs.handling == "strict" and prefs.max_affected is not None) or (
+            representation and media == response_shape.OBJECT
+        )
+        async with self._transaction(request, read_only=False) as cur:
+            if check_first:
+                async with cur.connection.pipeline():
+                    await cur.execute(statement.text, statement.params)
+                response, body = await answer(cur)
+            else:
+                await cur.execute(statement.text, statement.params)
+        if not check_first:
+            response, body = await answer(cur)
         if prefs.return_ == "headers-only" and insert and representation:
             location = _location(table, body)
             if location:
@@ -497,7 +508,7 @@ class RecordsEngine:
             sql.add(" FROM ").extend(from_args)
         async with self._transaction(request, read_only=read_only) as cur:
             await cur.execute(sql.text, sql.params)
-            row = await cur.fetchone()
+        row = await cur.fetchone()
         if routine.return_kind == "void":
             return RecordsResponse(204, "", {}, None)
         body = row["body"] if row and row["body"] is not None else "null"
