@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -67,6 +68,10 @@ def create_app(
             await runtime.schema_cache.start()
             # Rotated API/anon keys live in the database, so every process agrees on them.
             keys.ring.attach(partial(project_key_rotation.load, runtime.db, runtime.secret_box))
+            # Everything built so far lives as long as the process: collect once, then keep it out of
+            # every later collection, which would otherwise walk it again and again under load.
+            gc.collect()
+            gc.freeze()
             yield
         finally:
             await ai_routes.shutdown(_app)  # flush queued usage rows while the pool is still open
