@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain
 from typing import Any
@@ -101,8 +101,7 @@ class RecordsEngine:
             return await self._call(request, snapshot, schema, prefs, media)
         if method in ("GET", "HEAD") and prefs.count not in ("planned", "estimated"):
             return await self._cached_read(request, snapshot, schema, prefs, media)
-        table = find_table(snapshot, schema, request.resource)
-        query = parse_query(request.query)
+        table, query = _parsed(snapshot, schema, request)
         if method in ("GET", "HEAD"):
             return await self._read(request, snapshot, table, query, prefs, media)
         if method == "POST":
@@ -283,14 +282,21 @@ class RecordsEngine:
                     f"'{table.name}' has no primary key: name the conflict target with on_conflict=",
                 )
         representation = _wants_rows(prefs, media)
-        statement = insert_statement(
-            table,
-            columns,
+        missing_default = prefs.missing == "default"
+        key = ("insert", table.schema, table.name, tuple(columns), conflict, resolution, missing_default)
+        statement = _cached_statement(
+            snapshot,
+            (*key, representation),
             rows_json,
-            conflict_columns=conflict,
-            resolution=resolution,
-            missing_default=prefs.missing == "default",
-            returning=representation,
+            lambda body: insert_statement(
+                table,
+                columns,
+                body,
+                conflict_columns=conflict,
+                resolution=resolution,
+                missing_default=missing_default,
+                returning=representation,
+            ),
         )
         status = 200 if put_conflict is not None else 201
         return await self._run_mutation(
@@ -307,12 +313,17 @@ class RecordsEngine:
         media: str,
     ) -> RecordsResponse:
         rows, columns, _ = self._payload(request, table, query, allow_array=False)
-        conditions = _root_conditions(table, query)
         representation = _wants_rows(prefs, media)
         if not columns:
+            _root_conditions(table, query)  # still checked, as for any write
             return _mutation_response(request, prefs, media, "[]", 0, representation, 200, insert=False)
-        statement = update_statement(
-            table, table.name, columns, orjson.dumps(rows[0]).decode(), conditions, returning=representation
+        statement = _cached_statement(
+            snapshot,
+            ("update", table.schema, table.name, tuple(request.query), tuple(columns), representation),
+            orjson.dumps(rows[0]).decode(),
+            lambda body: update_statement(
+                table, table.name, columns, body, _root_conditions(table, query), returning=representation
+            ),
         )
         return await self._run_mutation(
             request, snapshot, table, query, prefs, media, statement, representation, 200, insert=False
@@ -553,6 +564,42 @@ def _translate(exc: psycopg.Error, anonymous: bool) -> RecordsError:
     if exc.diag.sqlstate is None and isinstance(exc, psycopg.DataError | psycopg.ProgrammingError):
         return RecordsError(400, "22023", str(exc).splitlines()[0] if str(exc) else "invalid value")
     return from_database_error(exc, is_anonymous=anonymous)
+
+
+#: Stands for the request body in a cached write statement's parameters (found by identity, not value).
+_BODY = "\x00pgrst-body\x00"
+
+
+def _remember(snapshot: SchemaSnapshot, key: Any, value: Any) -> None:
+    """Cache per schema snapshot (a reload starts a new one), emptied when full."""
+    if len(snapshot.read_plans) >= READ_PLAN_CACHE_SIZE:
+        snapshot.read_plans.clear()
+    snapshot.read_plans[key] = value
+
+
+def _parsed(snapshot: SchemaSnapshot, schema: str, request: RecordsRequest) -> tuple[Table, QueryParams]:
+    """The table and the parsed query string, once per URL and snapshot (nothing mutates a parsed query)."""
+    key = ("parsed", schema, request.resource, tuple(request.query))
+    cached: tuple[Table, QueryParams] | None = snapshot.read_plans.get(key)
+    if cached is None:
+        cached = (find_table(snapshot, schema, request.resource), parse_query(request.query))
+        _remember(snapshot, key, cached)
+    return cached
+
+
+def _cached_statement(snapshot: SchemaSnapshot, key: Any, body: str, render: Callable[[str], Sql]) -> Sql:
+    """A write statement whose text depends only on `key` (URL, columns, preferences): rendered once per
+    snapshot with a stand-in for the body, which is the only parameter that changes between requests."""
+    cached: tuple[str, tuple[Any, ...], int] | None = snapshot.read_plans.get(key)
+    if cached is None:
+        template = render(_BODY)
+        index = next(i for i, param in enumerate(template.params) if param is _BODY)
+        cached = (template.text, tuple(template.params), index)
+        _remember(snapshot, key, cached)
+    text, params, index = cached
+    filled = list(params)
+    filled[index] = body
+    return Sql([text], filled)
 
 
 def _schema_of(request: RecordsRequest, snapshot: SchemaSnapshot, writing: bool) -> str:
