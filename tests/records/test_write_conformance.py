@@ -336,3 +336,21 @@ def test_repeated_writes_to_one_url_each_use_their_own_body(
         {"slug": "cache2", "score": 7},
         {"slug": "cache3", "score": 3},
     ]
+
+
+def test_bulk_insert_takes_keys_that_only_later_rows_have(client: TestClient, admin: dict[str, str]) -> None:
+    body = [{"slug": "k1"}, {"slug": "k2", "score": 2, "title": "later"}, {"score": 3, "slug": "k3"}]
+    response = write(
+        client,
+        "POST",
+        "notes?select=slug,score,title&order=slug",
+        admin,
+        body,
+        Prefer="missing=default, return=representation",
+    )
+    assert response.status_code == 201, response.text
+    assert response.json() == [
+        {"slug": "k1", "score": None, "title": "untitled"},
+        {"slug": "k2", "score": 2, "title": "later"},
+        {"slug": "k3", "score": 3, "title": "untitled"},
+    ]

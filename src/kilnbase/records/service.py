@@ -242,7 +242,13 @@ class RecordsEngine:
         if query.columns is not None:
             columns = list(query.columns)
         else:
-            columns = list(dict.fromkeys(chain.from_iterable(rows)))
+            # Every key of every row, first seen first. Usually all rows have the first row's keys, which a
+            # set union (in C) confirms faster than walking every key in order.
+            first = list(rows[0]) if rows else []
+            if set().union(*rows) == set(first):
+                columns = first
+            else:
+                columns = list(dict.fromkeys(chain.from_iterable(rows)))
         for name in columns:
             if name not in table.columns:
                 raise RecordsError(
