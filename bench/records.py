@@ -8,7 +8,13 @@ at a fixed concurrency, it measures requests/s and p50/p99 of
 and prints c/b (target: 0.8 or more) and c/a. The statement for (a) and (b) is the one the records engine
 renders for the request, so all three do the same database work.
 
-    python -m bench.records [--seconds 3] [--concurrency 16] [--server uvicorn|granian] [--workers 1]
+Load comes from wrk (one thread) when it is installed, else from an asyncio client. b and c are measured
+alternately over several rounds and the medians printed, with each server's CPU time per request (user +
+system over all its processes): on a shared 2-core machine that is far steadier than requests/s.
+The Kilnbase server logs as `kilnbase serve` does (one JSON line per request, written to /dev/null).
+
+    python -m bench.records [--seconds 3] [--concurrency 16] [--server granian|uvicorn] [--workers 2]
+                            [--rounds 3] [--client wrk|python] [--skip-direct] [--cases get_one,patch]
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,12 +35,14 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 from tests.support.postgres import TestCluster
 from tests.support.servers import free_port
 
 from bench.records_servers import ADMIN
+from kilnbase.config import Settings
+from kilnbase.db.pool import create_pool
 from kilnbase.db.session import Database
 from kilnbase.records.query_grammar import parse_query
 from kilnbase.records.read_plan import build_read_plan
@@ -173,6 +183,8 @@ class Result:
     requests: int
     seconds: float
     latencies: list[float]
+    p50_ms: float | None = None  # given by the client when it keeps no samples (wrk)
+    p99_ms: float | None = None
 
     @property
     def rps(self) -> float:
@@ -181,6 +193,14 @@ class Result:
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+    @property
+    def p50(self) -> float:
+        return self.p50_ms if self.p50_ms is not None else self.percentile(0.5)
+
+    @property
+    def p99(self) -> float:
+        return self.p99_ms if self.p99_ms is not None else self.percentile(0.99)
 
 
 async def _read_response(reader: asyncio.StreamReader) -> int:
@@ -197,7 +217,9 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def http_load(port: int, request: bytes, expected: int, concurrency: int, seconds: float) -> Result:
+async def http_load(
+    port: int, request: bytes, expected: int, concurrency: int, seconds: float, *, warmup: bool = True
+) -> Result:
     latencies: list[float] = []
     failures: list[int] = []
 
@@ -215,7 +237,10 @@ async def http_load(port: int, request: bytes, expected: int, concurrency: int, 
         finally:
             writer.close()
 
-    await asyncio.gather(*(worker(time.perf_counter() + WARMUP_SECONDS, False) for _ in range(concurrency)))
+    if warmup:
+        await asyncio.gather(
+            *(worker(time.perf_counter() + WARMUP_SECONDS, False) for _ in range(concurrency))
+        )
     started = time.perf_counter()
     await asyncio.gather(*(worker(started + seconds, True) for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
@@ -231,9 +256,7 @@ async def direct_load(
     if case["body_param"] is not None:
         text = body.decode()
         params[case["body_param"]] = f"[{text}]" if case["wrap_body"] and text.startswith("{") else text
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        conninfo, min_size=concurrency, max_size=concurrency, open=False, kwargs={"prepare_threshold": 5}
-    )
+    pool = create_pool(conninfo, Settings(db_pool_min=concurrency, db_pool_max=concurrency))
     await pool.open(wait=True)
     database = Database(pool)
     latencies: list[float] = []
@@ -243,8 +266,8 @@ async def direct_load(
             started = time.perf_counter()
             async with database.as_caller(ADMIN, read_only=case["read_only"]) as cur:
                 await cur.execute(case["sql"], params)
-                if cur.description:
-                    await cur.fetchone()
+            if cur.description:
+                await cur.fetchone()
             if record:
                 latencies.append(time.perf_counter() - started)
 
@@ -312,7 +335,14 @@ def start_server(
             "--lifespan",
             "on",
         ]
-    return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, start_new_session=True)
+    # Output (the request log lines, as `kilnbase serve` writes them) goes nowhere, but is written.
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def wait_ready(url: str, timeout: float = 60) -> None:
@@ -327,21 +357,113 @@ def wait_ready(url: str, timeout: float = 60) -> None:
     raise TimeoutError(f"{url} did not answer")
 
 
+# ---------------------------------------------------------------------------------------------------------
+# measurement: wrk (or the asyncio client) against a server, with the server's CPU time per request
+
+
+def server_cpu_seconds(process: psutil.Process) -> float:
+    """User+system CPU of a server process and its workers (granian forks them; uvicorn x1 has none)."""
+    total = 0.0
+    for proc in [process, *process.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+_WRK_SCRIPT = """
+wrk.method = {method}
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+{auth}
+done = function(summary, latency, requests)
+  io.write(string.format("KB %d %d %d %d %d\\n", summary.requests, summary.errors.status,
+    latency:percentile(50), latency:percentile(99), summary.duration))
+end
+"""
+
+
+def _lua_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def wrk_load(
+    port: int, case: Case, path: str, token: str | None, concurrency: int, seconds: float, workdir: Path
+) -> Result:
+    """One wrk run (1 thread: the client should take as little of the 2 cores as it can)."""
+    script = workdir / f"{case.name}.lua"
+    auth = f'wrk.headers["Authorization"] = {_lua_string("Bearer " + token)}' if token else ""
+    script.write_text(
+        _WRK_SCRIPT.format(
+            method=_lua_string(case.method), body=_lua_string(case.body_bytes.decode()), auth=auth
+        )
+    )
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{max(1, round(seconds))}s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(line for line in out.splitlines() if line.startswith("KB "))
+    requests, bad_status, p50_us, p99_us, duration_us = (int(x) for x in line.split()[1:])
+    if bad_status:
+        raise RuntimeError(f"{case.name}: {bad_status} responses were not 2xx/3xx on port {port}")
+    # wrk gives percentiles, not samples: two synthetic samples keep Result's interface.
+    return Result(requests, duration_us / 1e6, [p50_us / 1e6, p99_us / 1e6], p50_us / 1e3, p99_us / 1e3)
+
+
+@dataclass
+class Measured:
+    result: Result
+    cpu_us: float  # server CPU per request, microseconds
+
+
+def measure(
+    client: str,
+    process: psutil.Process,
+    port: int,
+    case: Case,
+    path: str,
+    token: str | None,
+    concurrency: int,
+    seconds: float,
+    workdir: Path,
+) -> Measured:
+    before = server_cpu_seconds(process)
+    if client == "wrk":
+        result = wrk_load(port, case, path, token, concurrency, seconds, workdir)
+    else:
+        request = http_request(case.method, path, case.body_bytes, token)
+        result = asyncio.run(http_load(port, request, case.status, concurrency, seconds, warmup=False))
+    cpu = server_cpu_seconds(process) - before
+    return Measured(result, cpu / max(result.requests, 1) * 1e6)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--server", choices=["uvicorn", "granian"], default="granian")
+    parser.add_argument("--workers", type=int, default=2, help="granian x2 is the faster setup on 2 cores")
+    parser.add_argument("--rounds", type=int, default=3, help="b and c measured alternately, medians kept")
+    parser.add_argument(
+        "--client", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python"
+    )
+    parser.add_argument("--skip-direct", action="store_true", help="leave out (a), the psycopg-only run")
     parser.add_argument("--cases", default=",".join(c.name for c in CASES))
     args = parser.parse_args()
-    if args.server == "granian":
-        try:
-            import granian  # noqa: F401
-        except ImportError:
-            parser.error("granian is not installed (pip install granian==2.8.7)")
     wanted = set(args.cases.split(","))
 
     cluster = TestCluster()
@@ -358,7 +480,6 @@ def main() -> None:
             "DATABASE_URL": conninfo,
             "KB_BENCH_DATA": str(workdir / "data"),
             "KB_BENCH_CASES": str(cases_file),
-            "LOG_LEVEL": "warning",
             "KILNBASE_DB_POOL_MIN": "8",  # the bare app's pool starts with 8 too
         }
         kb_port, bare_port = free_port(), free_port()
@@ -371,47 +492,82 @@ def main() -> None:
         wait_ready(f"http://127.0.0.1:{kb_port}/api/health")
         wait_ready(f"http://127.0.0.1:{bare_port}/case/get_one")
         api_key = json.loads((workdir / "data" / "keys.json").read_text())["api_key"]
+        kb_process, bare_process = psutil.Process(processes[0].pid), psutil.Process(processes[1].pid)
 
         print(
-            f"server: {args.server} x{args.workers} worker(s); concurrency {args.concurrency}; "
-            f"{args.seconds:.0f}s per measurement; embedded Postgres"
+            f"server: {args.server} x{args.workers} worker(s); client: {args.client}; concurrency "
+            f"{args.concurrency}; {args.seconds:.0f}s per run; b and c alternated over {args.rounds} rounds "
+            f"(medians); {os.cpu_count()} cores; embedded Postgres; request log lines on (to /dev/null)"
         )
-        columns = ("(a) psycopg", "(b) bare Starlette", "(c) Kilnbase")
-        header = f"{'case':<10} " + " ".join(f"{c:>22}" for c in columns) + f" {'c/b':>6} {'c/a':>6}"
+        header = (
+            f"{'case':<10} {'(a) psycopg':>11} {'(b) bare':>22} {'(c) Kilnbase':>22} {'c/b':>5}"
+            f" {'cpu b':>7} {'cpu c':>7} {'b/c cpu':>7}"
+        )
         print(header)
         print("-" * len(header))
         # Every case once through both servers first: imports, plan caches and pools are warm for all.
         for case in CASES:
             if case.name in wanted:
-                warm = http_request(case.method, f"/case/{case.name}", case.body_bytes, None)
-                asyncio.run(http_load(bare_port, warm, case.status, args.concurrency, 0.5))
-                warm = http_request(case.method, f"/api/database{case.path}", case.body_bytes, api_key)
-                asyncio.run(http_load(kb_port, warm, case.status, args.concurrency, 0.5))
+                path = f"/case/{case.name}"
+                measure(args.client, bare_process, bare_port, case, path, None, args.concurrency, 1, workdir)
+                path = f"/api/database{case.path}"
+                measure(args.client, kb_process, kb_port, case, path, api_key, args.concurrency, 1, workdir)
         for case in CASES:
             if case.name not in wanted:
                 continue
-            body = case.body_bytes
-            direct = asyncio.run(
-                direct_load(conninfo, statements[case.name], body, args.concurrency, args.seconds)
-            )
-            bare_request = http_request(case.method, f"/case/{case.name}", body, None)
-            bare = asyncio.run(
-                http_load(bare_port, bare_request, case.status, args.concurrency, args.seconds)
-            )
-            kb_request = http_request(case.method, f"/api/database{case.path}", body, api_key)
-            kilnbase = asyncio.run(
-                http_load(kb_port, kb_request, case.status, args.concurrency, args.seconds)
-            )
-
-            def cell(result: Result) -> str:
-                return f"{result.rps:7.0f}/s {result.percentile(0.5):5.1f}/{result.percentile(0.99):5.1f}ms"
-
+            direct_rps = float("nan")
+            if not args.skip_direct:
+                direct = asyncio.run(
+                    direct_load(
+                        conninfo, statements[case.name], case.body_bytes, args.concurrency, args.seconds
+                    )
+                )
+                direct_rps = direct.rps
+            bare_runs: list[Measured] = []
+            kb_runs: list[Measured] = []
+            for index in range(args.rounds):
+                order = ["b", "c"] if index % 2 == 0 else ["c", "b"]
+                for which in order:
+                    if which == "b":
+                        bare_runs.append(
+                            measure(
+                                args.client,
+                                bare_process,
+                                bare_port,
+                                case,
+                                f"/case/{case.name}",
+                                None,
+                                args.concurrency,
+                                args.seconds,
+                                workdir,
+                            )
+                        )
+                    else:
+                        kb_runs.append(
+                            measure(
+                                args.client,
+                                kb_process,
+                                kb_port,
+                                case,
+                                f"/api/database{case.path}",
+                                api_key,
+                                args.concurrency,
+                                args.seconds,
+                                workdir,
+                            )
+                        )
+            bare, kilnbase = summarize(bare_runs), summarize(kb_runs)
             print(
-                f"{case.name:<10} {cell(direct):>22} {cell(bare):>22} {cell(kilnbase):>22} "
-                f"{kilnbase.rps / bare.rps:6.2f} {kilnbase.rps / direct.rps:6.2f}",
+                f"{case.name:<10} {direct_rps:9.0f}/s {bare.cell():>22} {kilnbase.cell():>22} "
+                f"{kilnbase.rps / bare.rps:5.2f} {bare.cpu_us:7.0f} {kilnbase.cpu_us:7.0f} "
+                f"{bare.cpu_us / kilnbase.cpu_us:7.2f}",
                 flush=True,
             )
-        print("cells: requests/s p50/p99 ms; c/b = the share of the Python floor reached (target 0.8)")
+        print(
+            "cells: requests/s p50/p99 ms (medians over rounds); c/b: throughput share of the Python floor "
+            "(target 0.8);\ncpu b/c: server CPU microseconds per request (user+system, all its processes); "
+            "b/c cpu: the share of the floor's CPU cost, the less noisy form of c/b"
+        )
     finally:
         for process in processes:
             process.terminate()
@@ -421,6 +577,26 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
         cluster.close()
+
+
+@dataclass
+class Summary:
+    rps: float
+    p50: float
+    p99: float
+    cpu_us: float
+
+    def cell(self) -> str:
+        return f"{self.rps:7.0f}/s {self.p50:5.1f}/{self.p99:5.1f}ms"
+
+
+def summarize(runs: list[Measured]) -> Summary:
+    return Summary(
+        rps=statistics.median(m.result.rps for m in runs),
+        p50=statistics.median(m.result.p50 for m in runs),
+        p99=statistics.median(m.result.p99 for m in runs),
+        cpu_us=statistics.median(m.cpu_us for m in runs),
+    )
 
 
 if __name__ == "__main__":

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from kilnbase.config import Settings
+from kilnbase.db.pool import create_pool
 from kilnbase.db.session import Database
 from kilnbase.http.principal import CredentialKind, Principal
 
@@ -28,9 +28,12 @@ ADMIN = Principal(db_role="project_admin", kind=CredentialKind.API_KEY, claims={
 
 
 def kilnbase_app() -> Any:
+    """As `kilnbase serve` builds it, logging included (one JSON line per request at the default level)."""
     from kilnbase.app import create_app
+    from kilnbase.logs.structured import configure_logging
 
     settings = Settings(data_dir=Path(os.environ["KB_BENCH_DATA"]), database_url=os.environ["DATABASE_URL"])
+    configure_logging(settings.log_level)
     return create_app(settings)
 
 
@@ -40,9 +43,8 @@ def bare_app() -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            os.environ["DATABASE_URL"], min_size=8, max_size=16, open=False, kwargs={"prepare_threshold": 5}
-        )
+        # Kilnbase's own pool (autocommit connections, prepared statements), sized as the app's is here.
+        pool = create_pool(os.environ["DATABASE_URL"], Settings(db_pool_min=8, db_pool_max=16))
         await pool.open(wait=True)
         state["db"] = Database(pool)
         yield
@@ -57,7 +59,8 @@ def bare_app() -> Starlette:
             params[case["body_param"]] = f"[{text}]" if case["wrap_body"] and text.startswith("{") else text
         async with state["db"].as_caller(ADMIN, read_only=case["read_only"]) as cur:
             await cur.execute(case["sql"], params)
-            row = await cur.fetchone() if cur.description else None
+        # Read after COMMIT, as the records engine does: the transaction is one round trip.
+        row = await cur.fetchone() if cur.description else None
         if case["status"] == 204:
             return Response(status_code=204)
         if row is None:

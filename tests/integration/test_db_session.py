@@ -155,3 +155,39 @@ async def test_audit_record_is_written_with_its_transaction(db: Database) -> Non
     rows, total = await audit.query(db, limit=10, offset=0, module="database")
     assert total == 1 and rows[0]["action"] == "CREATE_TABLE" and rows[0]["ipAddress"] == "127.0.0.1"
     assert rows[0]["details"] == {"table": "t"}
+
+
+async def test_results_are_read_after_the_block_and_failures_leave_the_connection_clean(
+    database_url: str,
+) -> None:
+    # One connection, so every block below reuses the one before it.
+    pool: AsyncConnectionPool = create_pool(  # type: ignore[type-arg]
+        database_url, Settings(db_pool_min=1, db_pool_max=1)
+    )
+    await pool.open(wait=True)
+    try:
+        single = Database(pool)
+        async with single.as_owner() as cur:
+            await cur.execute("create table public.tx_probe (id int primary key)")
+            await cur.execute("grant all on public.tx_probe to project_admin")
+        async with single.as_caller(ADMIN) as cur:
+            await cur.execute("insert into public.tx_probe values (1) returning id")
+        assert await cur.fetchone() == {"id": 1}  # committed, and the row is still on the cursor
+        with pytest.raises(RuntimeError, match="after the write"):
+            async with single.as_caller(ADMIN) as cur:
+                await cur.execute("insert into public.tx_probe values (2)")
+                raise RuntimeError("after the write")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            async with single.as_caller(ADMIN) as cur:
+                await cur.execute("insert into public.tx_probe values (3)")
+                await cur.execute("insert into public.tx_probe values (1)")
+        async with single.as_caller(ANONYMOUS, read_only=True) as cur:
+            await cur.execute("select current_user as who, current_setting('transaction_read_only') as ro")
+        assert await cur.fetchone() == {"who": "anon", "ro": "on"}
+        async with single.as_caller(ADMIN) as cur:
+            await cur.execute("select array_agg(id order by id) as ids from public.tx_probe")
+        assert await cur.fetchone() == {"ids": [1]}  # 2 and 3 were rolled back
+        async with pool.connection() as conn:
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    finally:
+        await pool.close()

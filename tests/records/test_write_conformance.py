@@ -312,3 +312,45 @@ def test_form_urlencoded_body_and_content_profile(client: TestClient, admin: dic
     wrong = write(client, "POST", "notes", admin, {"slug": "x"}, **{"Content-Profile": "nowhere"})
     assert wrong.status_code == 406
     assert wrong.json()["code"] == "PGRST106"
+
+
+def test_repeated_writes_to_one_url_each_use_their_own_body(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    # The statement of a write is rendered once per URL, columns and preferences; only the body changes.
+    for score in (1, 2, 3):
+        response = write(client, "POST", "notes", admin, {"slug": f"cache{score}", "score": score})
+        assert response.status_code == 201, response.text
+    for score in (10, 20):
+        assert write(client, "PATCH", "notes?slug=eq.cache1", admin, {"score": score}).status_code == 204
+        assert rows(client, admin, "notes?slug=eq.cache1&select=score") == [{"score": score}]
+    # The same URL with other columns, and with a representation, is another statement.
+    assert write(client, "PATCH", "notes?slug=eq.cache1", admin, {"title": "t"}).status_code == 204
+    answer = write(
+        client, "PATCH", "notes?slug=eq.cache1", admin, {"score": 5}, Prefer="return=representation"
+    )
+    assert [(r["title"], r["score"]) for r in answer.json()] == [("t", 5)]
+    assert write(client, "PATCH", "notes?slug=eq.cache2", admin, {"score": 7}).status_code == 204
+    assert rows(client, admin, "notes?slug=like.cache*&select=slug,score&order=slug") == [
+        {"slug": "cache1", "score": 5},
+        {"slug": "cache2", "score": 7},
+        {"slug": "cache3", "score": 3},
+    ]
+
+
+def test_bulk_insert_takes_keys_that_only_later_rows_have(client: TestClient, admin: dict[str, str]) -> None:
+    body = [{"slug": "k1"}, {"slug": "k2", "score": 2, "title": "later"}, {"score": 3, "slug": "k3"}]
+    response = write(
+        client,
+        "POST",
+        "notes?select=slug,score,title&order=slug",
+        admin,
+        body,
+        Prefer="missing=default, return=representation",
+    )
+    assert response.status_code == 201, response.text
+    assert response.json() == [
+        {"slug": "k1", "score": None, "title": "untitled"},
+        {"slug": "k2", "score": 2, "title": "later"},
+        {"slug": "k3", "score": 3, "title": "untitled"},
+    ]

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import logging
 
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kilnbase.logs import structured
 from kilnbase.logs.structured import JsonFormatter, scrub
 
 
@@ -27,3 +31,65 @@ def test_formatter_writes_one_json_object_with_fields() -> None:
     record.fields = {"path": "/api/health", "status": 200}
     entry = json.loads(JsonFormatter().format(record))
     assert entry["path"] == "/api/health" and entry["status"] == 200 and entry["level"] == "info"
+
+
+def _scrub_every_pattern(text: str) -> str:
+    """The scrubber without its quick check: every pattern applied to every line."""
+    for pattern in structured._SECRET_PATTERNS:
+        if pattern.groups == 2:
+            text = pattern.sub(lambda m: f"{m[1]}=[redacted]", text)
+        elif pattern.groups == 3:
+            text = pattern.sub(lambda m: f"{m[1]}[redacted]{m[3]}", text)
+        else:
+            text = pattern.sub("[redacted]", text)
+    return text
+
+
+_PIECES = st.sampled_from(
+    [
+        "ik_",
+        "anon_",
+        "eyJ",
+        "a1b2c3d4e5f6a7b8c9",
+        ".",
+        "-",
+        "=",
+        "&",
+        "@",
+        ":",
+        "/",
+        " ",
+        "x",
+        "_",
+        "password",
+        "PassWord",
+        "pa\u017fsword",
+        "passwd",
+        "SECRET",
+        "api_key",
+        "Api-Key",
+        "apikey",
+        "token",
+        "TOKEN",
+        "postgres://",
+        "PostgreSQL://",
+        "u",
+        "p@h",
+        "\u212a",
+    ]
+)
+
+
+@given(st.lists(_PIECES | st.text(max_size=3), max_size=14).map("".join))
+def test_the_quick_check_never_skips_a_line_a_pattern_would_change(text: str) -> None:
+    assert scrub(text) == _scrub_every_pattern(text)
+
+
+def test_formatter_time_is_the_records_utc_time() -> None:
+    record = logging.LogRecord("kilnbase.request", logging.INFO, __file__, 1, "request", None, None)
+    formatter = JsonFormatter()
+    times = []
+    for created, msecs in ((1_700_000_000.25, 250.0), (1_700_000_000.75, 750.0), (1_700_000_001.5, 500.0)):
+        record.created, record.msecs = created, msecs
+        times.append(json.loads(formatter.format(record))["time"])
+    assert times == ["2023-11-14T22:13:20.250Z", "2023-11-14T22:13:20.750Z", "2023-11-14T22:13:21.500Z"]

@@ -6,6 +6,8 @@ that, answers and errors are PostgREST's own.
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -46,7 +48,8 @@ async def _serve(request: Request, resource: str, is_rpc: bool) -> Response:
         method=request.method,
         resource=resource,
         is_rpc=is_rpc,
-        query=request.query_params.multi_items(),
+        # What `request.query_params.multi_items()` gives, without building the multidict first.
+        query=parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True),
         headers=headers,
         body=b"" if request.method in ("GET", "HEAD") else await request.body(),
         principal=principal,

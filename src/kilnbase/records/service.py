@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain
 from typing import Any
@@ -101,8 +101,7 @@ class RecordsEngine:
             return await self._call(request, snapshot, schema, prefs, media)
         if method in ("GET", "HEAD") and prefs.count not in ("planned", "estimated"):
             return await self._cached_read(request, snapshot, schema, prefs, media)
-        table = find_table(snapshot, schema, request.resource)
-        query = parse_query(request.query)
+        table, query = _parsed(snapshot, schema, request)
         if method in ("GET", "HEAD"):
             return await self._read(request, snapshot, table, query, prefs, media)
         if method == "POST":
@@ -142,7 +141,7 @@ class RecordsEngine:
         text, params, offset = cached
         async with self._transaction(request, read_only=True) as cur:
             await cur.execute(text, params)
-            row = await cur.fetchone()
+        row = await cur.fetchone()  # after COMMIT: the whole transaction was one round trip
         assert row is not None
         return _read_response(request, row, offset, None, prefs, media, single_value=False)
 
@@ -185,7 +184,7 @@ class RecordsEngine:
                     node, source, count_exact=True, limit=limit, offset=offset, prefix=prefix
                 )
             await cur.execute(statement.text, statement.params)
-            row = await cur.fetchone()
+        row = await cur.fetchone()
         assert row is not None
         return _read_response(request, row, offset, planned, prefs, media, single_value=single_value)
 
@@ -222,7 +221,8 @@ class RecordsEngine:
                 rows = [rows]
         else:
             raise RecordsError(415, "PGRST102", f"Content-Type not acceptable: {content_type}")
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        # Rows come from orjson, csv or dict(): plain dicts, so their types are checked in C, not per row.
+        if not isinstance(rows, list) or not set(map(type, rows)) <= {dict}:
             raise RecordsError(
                 400,
                 "PGRST102",
@@ -242,7 +242,13 @@ class RecordsEngine:
         if query.columns is not None:
             columns = list(query.columns)
         else:
-            columns = list(dict.fromkeys(chain.from_iterable(rows)))
+            # Every key of every row, first seen first. Usually all rows have the first row's keys, which a
+            # set union (in C) confirms faster than walking every key in order.
+            first = list(rows[0]) if rows else []
+            if set().union(*rows) == set(first):
+                columns = first
+            else:
+                columns = list(dict.fromkeys(chain.from_iterable(rows)))
         for name in columns:
             if name not in table.columns:
                 raise RecordsError(
@@ -283,14 +289,21 @@ class RecordsEngine:
                     f"'{table.name}' has no primary key: name the conflict target with on_conflict=",
                 )
         representation = _wants_rows(prefs, media)
-        statement = insert_statement(
-            table,
-            columns,
+        missing_default = prefs.missing == "default"
+        key = ("insert", table.schema, table.name, tuple(columns), conflict, resolution, missing_default)
+        statement = _cached_statement(
+            snapshot,
+            (*key, representation),
             rows_json,
-            conflict_columns=conflict,
-            resolution=resolution,
-            missing_default=prefs.missing == "default",
-            returning=representation,
+            lambda body: insert_statement(
+                table,
+                columns,
+                body,
+                conflict_columns=conflict,
+                resolution=resolution,
+                missing_default=missing_default,
+                returning=representation,
+            ),
         )
         status = 200 if put_conflict is not None else 201
         return await self._run_mutation(
@@ -307,12 +320,17 @@ class RecordsEngine:
         media: str,
     ) -> RecordsResponse:
         rows, columns, _ = self._payload(request, table, query, allow_array=False)
-        conditions = _root_conditions(table, query)
         representation = _wants_rows(prefs, media)
         if not columns:
+            _root_conditions(table, query)  # still checked, as for any write
             return _mutation_response(request, prefs, media, "[]", 0, representation, 200, insert=False)
-        statement = update_statement(
-            table, table.name, columns, orjson.dumps(rows[0]).decode(), conditions, returning=representation
+        statement = _cached_statement(
+            snapshot,
+            ("update", table.schema, table.name, tuple(request.query), tuple(columns), representation),
+            orjson.dumps(rows[0]).decode(),
+            lambda body: update_statement(
+                table, table.name, columns, body, _root_conditions(table, query), returning=representation
+            ),
         )
         return await self._run_mutation(
             request, snapshot, table, query, prefs, media, statement, representation, 200, insert=False
@@ -386,41 +404,52 @@ class RecordsEngine:
         *,
         insert: bool,
     ) -> RecordsResponse:
-        async with self._transaction(request, read_only=False) as cur:
+        if representation:
+            read_query = replace(
+                query,
+                conditions={k: v for k, v in query.conditions.items() if k != ()},
+                order={k: v for k, v in query.order.items() if k != ()},
+                limit={k: v for k, v in query.limit.items() if k != ()},
+                offset={k: v for k, v in query.offset.items() if k != ()},
+            )
+            node = build_read_plan(snapshot, table, read_query)
+            statement = read_statement(
+                node,
+                cte_source(MUTATION_CTE, node.alias),
+                count_exact=False,
+                limit=None,
+                offset=0,
+                prefix=statement.add(" "),
+            )
+
+        async def answer(cur: Any) -> tuple[RecordsResponse, str]:
             if representation:
-                read_query = replace(
-                    query,
-                    conditions={k: v for k, v in query.conditions.items() if k != ()},
-                    order={k: v for k, v in query.order.items() if k != ()},
-                    limit={k: v for k, v in query.limit.items() if k != ()},
-                    offset={k: v for k, v in query.offset.items() if k != ()},
-                )
-                node = build_read_plan(snapshot, table, read_query)
-                full = read_statement(
-                    node,
-                    cte_source(MUTATION_CTE, node.alias),
-                    count_exact=False,
-                    limit=None,
-                    offset=0,
-                    prefix=statement.add(" "),
-                )
-                await cur.execute(full.text, full.params)
                 row = await cur.fetchone()
                 assert row is not None
                 affected, body = int(row["page_total"]), str(row["body"])
-            elif insert and prefs.count != "exact" and prefs.max_affected is None:
-                # Nothing in the answer depends on the row count: stay in the one pipeline.
-                await cur.execute(statement.text, statement.params)
-                affected, body = 0, "[]"
             else:
-                # In pipeline mode the row count arrives with the results: a nested block syncs.
-                async with cur.connection.pipeline():
-                    await cur.execute(statement.text, statement.params)
                 affected, body = max(cur.rowcount, 0), "[]"
             _check_max_affected(prefs, affected)
             response = _mutation_response(
                 request, prefs, media, body, affected, representation, status, insert=insert
             )
+            return response, body
+
+        # The answer is read after COMMIT (the transaction is then one round trip), unless it can still
+        # fail and must roll the write back (a strict max-affected, a single object that may not be one):
+        # then a nested pipeline block syncs, and the answer is made before COMMIT.
+        check_first = (prefs.handling == "strict" and prefs.max_affected is not None) or (
+            representation and media == response_shape.OBJECT
+        )
+        async with self._transaction(request, read_only=False) as cur:
+            if check_first:
+                async with cur.connection.pipeline():
+                    await cur.execute(statement.text, statement.params)
+                response, body = await answer(cur)
+            else:
+                await cur.execute(statement.text, statement.params)
+        if not check_first:
+            response, body = await answer(cur)
         if prefs.return_ == "headers-only" and insert and representation:
             location = _location(table, body)
             if location:
@@ -497,7 +526,7 @@ class RecordsEngine:
             sql.add(" FROM ").extend(from_args)
         async with self._transaction(request, read_only=read_only) as cur:
             await cur.execute(sql.text, sql.params)
-            row = await cur.fetchone()
+        row = await cur.fetchone()
         if routine.return_kind == "void":
             return RecordsResponse(204, "", {}, None)
         body = row["body"] if row and row["body"] is not None else "null"
@@ -542,6 +571,42 @@ def _translate(exc: psycopg.Error, anonymous: bool) -> RecordsError:
     if exc.diag.sqlstate is None and isinstance(exc, psycopg.DataError | psycopg.ProgrammingError):
         return RecordsError(400, "22023", str(exc).splitlines()[0] if str(exc) else "invalid value")
     return from_database_error(exc, is_anonymous=anonymous)
+
+
+#: Stands for the request body in a cached write statement's parameters (found by identity, not value).
+_BODY = "\x00pgrst-body\x00"
+
+
+def _remember(snapshot: SchemaSnapshot, key: Any, value: Any) -> None:
+    """Cache per schema snapshot (a reload starts a new one), emptied when full."""
+    if len(snapshot.read_plans) >= READ_PLAN_CACHE_SIZE:
+        snapshot.read_plans.clear()
+    snapshot.read_plans[key] = value
+
+
+def _parsed(snapshot: SchemaSnapshot, schema: str, request: RecordsRequest) -> tuple[Table, QueryParams]:
+    """The table and the parsed query string, once per URL and snapshot (nothing mutates a parsed query)."""
+    key = ("parsed", schema, request.resource, tuple(request.query))
+    cached: tuple[Table, QueryParams] | None = snapshot.read_plans.get(key)
+    if cached is None:
+        cached = (find_table(snapshot, schema, request.resource), parse_query(request.query))
+        _remember(snapshot, key, cached)
+    return cached
+
+
+def _cached_statement(snapshot: SchemaSnapshot, key: Any, body: str, render: Callable[[str], Sql]) -> Sql:
+    """A write statement whose text depends only on `key` (URL, columns, preferences): rendered once per
+    snapshot with a stand-in for the body, which is the only parameter that changes between requests."""
+    cached: tuple[str, tuple[Any, ...], int] | None = snapshot.read_plans.get(key)
+    if cached is None:
+        template = render(_BODY)
+        index = next(i for i, param in enumerate(template.params) if param is _BODY)
+        cached = (template.text, tuple(template.params), index)
+        _remember(snapshot, key, cached)
+    text, params, index = cached
+    filled = list(params)
+    filled[index] = body
+    return Sql([text], filled)
 
 
 def _schema_of(request: RecordsRequest, snapshot: SchemaSnapshot, writing: bool) -> str:

@@ -1,0 +1,206 @@
+"""In-process CPU cost of one records request, without an HTTP server: where the microseconds go.
+
+Both apps of `bench/records.py` ((b) the bare Starlette handler and (c) Kilnbase) are driven directly through
+ASGI by concurrent tasks in this process, so the figure is this process's CPU time per request: the HTTP
+server's share is left out and nothing else on the machine adds noise. `--profile` prints cProfile's view of
+the Kilnbase runs.
+
+    python -m bench.records_profile [--requests 4000] [--concurrency 16] [--cases get_one,patch] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+from tests.support.postgres import TestCluster
+
+from bench.records import CASES, SEED, Case, render_statements
+
+Asgi = Callable[
+    [dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[Any], Awaitable[None]]], Any
+]
+
+
+class Lifespan:
+    """Runs an ASGI app's lifespan in a task: `start()` after startup completed, `stop()` after shutdown."""
+
+    def __init__(self, app: Asgi) -> None:
+        self.app = app
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.task: asyncio.Task[Any] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(
+            self.app({"type": "lifespan", "asgi": {"version": "3.0"}}, self.inbox.get, self.outbox.put)
+        )
+        await self.inbox.put({"type": "lifespan.startup"})
+        message = await self.outbox.get()
+        if message["type"] != "lifespan.startup.complete":
+            raise RuntimeError(f"startup failed: {message}")
+
+    async def stop(self) -> None:
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        await self.outbox.get()
+        if self.task is not None:
+            await self.task
+
+
+def scope_for(case: Case, path: str, token: str | None) -> dict[str, Any]:
+    raw_path, _, query = path.partition("?")
+    body = case.body_bytes
+    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")]
+    if token:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    headers.append((b"content-length", str(len(body)).encode()))
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": case.method,
+        "scheme": "http",
+        "path": raw_path,
+        "raw_path": raw_path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+
+
+async def drive(
+    app: Asgi, scope: dict[str, Any], body: bytes, expected: int, requests: int, concurrency: int
+) -> float:
+    """CPU seconds of this process per request, over `requests` requests from `concurrency` tasks."""
+    remaining = requests
+
+    async def one() -> None:
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                await asyncio.sleep(3600)
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        status = 0
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+
+        await app(dict(scope, state={}), receive, send)
+        if status != expected:
+            raise RuntimeError(f"status {status}, expected {expected}")
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await one()
+
+    started = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return (time.process_time() - started) / requests
+
+
+async def run(args: argparse.Namespace, conninfo: str, workdir: Path) -> None:
+    from bench.records_servers import bare_app, kilnbase_app
+
+    # The request log is written as in production, to /dev/null (the handler keeps the stream it is given).
+    devnull = open(os.devnull, "w")  # noqa: SIM115 (open for the whole run)
+    with contextlib.redirect_stdout(devnull):
+        kb = kilnbase_app()
+        kb_life = Lifespan(kb)
+        await kb_life.start()
+    bare = bare_app()
+    bare_life = Lifespan(bare)
+    await bare_life.start()
+    api_key = json.loads((workdir / "data" / "keys.json").read_text())["api_key"]
+    profiler = cProfile.Profile() if args.profile else None
+    try:
+        print(f"{'case':<10} {'bare us':>8} {'kb us':>8} {'b/c':>6}   (CPU of this process per request)")
+        for case in CASES:
+            if case.name not in args.cases.split(","):
+                continue
+            bare_scope = scope_for(case, f"/case/{case.name}", None)
+            kb_scope = scope_for(case, f"/api/database{case.path}", api_key)
+            body = case.body_bytes
+            count = max(args.requests // (20 if case.name == "post_1000" else 1), 50)
+            await drive(bare, bare_scope, body, case.status, count // 4, args.concurrency)
+            await drive(kb, kb_scope, body, case.status, count // 4, args.concurrency)
+            bare_us, kb_us = [], []
+            for _ in range(args.rounds):
+                bare_us.append(
+                    await drive(bare, bare_scope, body, case.status, count, args.concurrency) * 1e6
+                )
+                if profiler is not None:
+                    profiler.enable()
+                kb_us.append(await drive(kb, kb_scope, body, case.status, count, args.concurrency) * 1e6)
+                if profiler is not None:
+                    profiler.disable()
+            b, c = sorted(bare_us)[len(bare_us) // 2], sorted(kb_us)[len(kb_us) // 2]
+            print(f"{case.name:<10} {b:8.0f} {c:8.0f} {b / c:6.2f}", flush=True)
+    finally:
+        await kb_life.stop()
+        await bare_life.stop()
+    if profiler is not None:
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats(args.sort).print_stats(args.top)
+        print(out.getvalue())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cases", default=",".join(c.name for c in CASES))
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--sort", default="tottime")
+    parser.add_argument("--top", type=int, default=45)
+    args = parser.parse_args()
+    cluster = TestCluster()
+    workdir = Path(tempfile.mkdtemp(prefix="kb-prof-"))
+    try:
+        conninfo = cluster.create_database("bench")
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(SEED)
+        statements = asyncio.run(render_statements(conninfo))
+        (workdir / "cases.json").write_bytes(orjson.dumps(statements))
+        os.environ.update(
+            {
+                "DATABASE_URL": conninfo,
+                "KB_BENCH_DATA": str(workdir / "data"),
+                "KB_BENCH_CASES": str(workdir / "cases.json"),
+                "KILNBASE_DB_POOL_MIN": "8",
+            }
+        )
+        asyncio.run(run(args, conninfo, workdir))
+    finally:
+        cluster.close()
+
+
+if __name__ == "__main__":
+    main()

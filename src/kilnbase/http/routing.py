@@ -1,0 +1,78 @@
+"""Starlette's router, minus its linear scan: a request is matched only against routes that can fit its path.
+
+Starlette tries every route's regex in order until one matches, so with some fifty routes a request to the
+last ones pays fifty regex matches before its handler runs. Every route's path begins with literal
+segments (`/api/database/records/` before `{table}`); a route can only match a path that starts with them.
+`IndexedRouter` keeps, for the first few segments of a request path, the routes whose literal segments
+agree, in their original order, and tries those. The first full match is therefore the one Starlette would
+find; anything else (405, 404, the trailing-slash redirect) is left to Starlette's own scan, unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from starlette._utils import get_route_path
+from starlette.routing import BaseRoute, Match, Mount, Route, Router
+from starlette.types import Receive, Scope, Send
+
+#: How many leading path segments select the candidate routes.
+INDEX_DEPTH = 3
+#: Distinct request prefixes remembered; the memo empties when full (request paths are the client's choice).
+MEMO_SIZE = 4096
+
+
+def literal_segments(route: BaseRoute) -> tuple[str, ...]:
+    """The path segments every path this route matches begins with (none for routes without a path)."""
+    if isinstance(route, Route):
+        path = route.path
+    elif isinstance(route, Mount):
+        path = route.path + "/{path}"  # a mount matches its prefix followed by anything
+    else:
+        return ()
+    literal, brace, _ = path.partition("{")
+    segments = literal.split("/")[1:]
+    if brace:
+        segments = segments[:-1]  # the segment the first parameter sits in is not literal
+    return tuple(segments[:INDEX_DEPTH])
+
+
+class IndexedRouter(Router):
+    def __init__(self, routes: Sequence[BaseRoute], **kwargs: Any) -> None:
+        super().__init__(routes, **kwargs)
+        self._memo: dict[tuple[str, ...], list[BaseRoute]] = {}
+        self._indexed: tuple[BaseRoute, ...] = ()
+        self._keys: tuple[tuple[str, ...], ...] = ()
+
+    def candidates(self, route_path: str) -> list[BaseRoute]:
+        """The routes, in order, whose literal segments agree with the start of `route_path`."""
+        if len(self._indexed) != len(self.routes):  # routes added after construction: index them again
+            self._indexed = tuple(self.routes)
+            self._keys = tuple(literal_segments(route) for route in self._indexed)
+            self._memo.clear()
+        prefix = tuple(route_path.split("/", INDEX_DEPTH + 1)[1 : INDEX_DEPTH + 1])
+        found = self._memo.get(prefix)
+        if found is None:
+            found = [
+                route
+                for route, key in zip(self._indexed, self._keys, strict=True)
+                if key == prefix[: len(key)]
+            ]
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[prefix] = found
+        return found
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route in self.candidates(get_route_path(scope)):
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    if "router" not in scope:
+                        scope["router"] = self
+                    scope["route"] = route
+                    scope.update(child_scope)
+                    await route.handle(scope, receive, send)
+                    return
+        await super().app(scope, receive, send)

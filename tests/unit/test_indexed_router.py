@@ -1,0 +1,115 @@
+"""The indexed router picks exactly the route Starlette's linear scan would, for every path shape."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.testclient import TestClient
+
+from kilnbase.app import create_app
+from kilnbase.config import Settings
+from kilnbase.http.routing import IndexedRouter, literal_segments
+
+
+def _scan(routes: list[BaseRoute], path: str, method: str) -> tuple[BaseRoute | None, Match]:
+    """Starlette's own choice: the first full match, else the first partial one."""
+    scope = {"type": "http", "path": path, "root_path": "", "method": method}
+    partial = None
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return route, Match.FULL
+        if match is Match.PARTIAL and partial is None:
+            partial = route
+    return partial, Match.PARTIAL if partial else Match.NONE
+
+
+def _indexed(router: IndexedRouter, path: str, method: str) -> BaseRoute | None:
+    scope = {"type": "http", "path": path, "root_path": "", "method": method}
+    for route in router.candidates(path):
+        if route.matches(scope)[0] is Match.FULL:
+            return route
+    return None
+
+
+def _paths(routes: list[BaseRoute]) -> list[str]:
+    """Every route's path with its parameters filled in several ways, plus near misses."""
+    paths = {"/", "", "/api", "/api/", "/nope", "/api/database/records", "/api/database/records/"}
+    for route in routes:
+        if not isinstance(route, Route | Mount):
+            continue
+        template = route.path + ("/{rest}" if isinstance(route, Mount) else "")
+        for fill in ("x", "rpc", "a.b", "records", "with space", ""):
+            path = re.sub(r"\{[^}]*\}", fill, template)
+            paths.update({path, path + "/", path.rstrip("/"), path + "/extra", path[:-1]})
+    return sorted(paths)
+
+
+@pytest.fixture(scope="module")
+def app_router(tmp_path_factory: pytest.TempPathFactory) -> object:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("router"), database_url="postgresql://unused/db")
+    return create_app(settings).router
+
+
+@pytest.fixture(scope="module")
+def app_routes(app_router: IndexedRouter) -> list[BaseRoute]:
+    return list(app_router.routes)
+
+
+def test_the_app_uses_the_indexed_router(app_router: object) -> None:
+    assert isinstance(app_router, IndexedRouter) and len(app_router.routes) > 20
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PATCH", "DELETE", "OPTIONS"])
+def test_same_route_as_a_linear_scan_for_every_path_of_the_app(
+    app_routes: list[BaseRoute], method: str
+) -> None:
+    router = IndexedRouter(app_routes)
+    for path in _paths(app_routes):
+        expected, kind = _scan(app_routes, path, method)
+        assert _indexed(router, path, method) is (expected if kind is Match.FULL else None), path
+
+
+def test_literal_segments_stop_at_the_first_parameter() -> None:
+    def endpoint() -> None:
+        return None
+
+    assert literal_segments(Route("/api/database/records/{table}", endpoint)) == (
+        "api",
+        "database",
+        "records",
+    )
+    assert literal_segments(Route("/api/da{x}", endpoint)) == ("api",)
+    assert literal_segments(Route("/api/health", endpoint)) == ("api", "health")
+    assert literal_segments(Route("/a/b/c/d/e", endpoint)) == ("a", "b", "c")
+    assert literal_segments(Mount("/static", routes=[])) == ("static",)
+    assert literal_segments(Mount("", routes=[])) == ()
+
+
+def test_misses_still_get_starlettes_405_404_and_slash_redirect(tmp_path: Path) -> None:
+    def ok(_request: object) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette()
+    app.router = IndexedRouter(
+        [
+            Route("/api/items/{id}", ok, methods=["GET"]),
+            Route("/api/items/{id}/", ok, methods=["POST"]),
+            Route("/api/things", ok),
+        ]
+    )
+    client = TestClient(app)
+    assert client.get("/api/items/1").text == "ok"
+    assert client.post("/api/items/1").status_code == 405  # partial match, as Starlette answers it
+    assert client.get("/api/other").status_code == 404
+    redirected = client.get("/api/items/1/", follow_redirects=False)
+    assert redirected.status_code == 405  # the slash route matches the path, not the method
+    redirected = client.get("/api/things/", follow_redirects=False)
+    assert redirected.status_code == 307 and redirected.headers["location"].endswith("/api/things")
+    app.router.routes.append(Route("/late", ok))  # a route added later is indexed too
+    assert client.get("/late").text == "ok"
