@@ -68,6 +68,7 @@ def create_app(
             await runtime.schema_cache.start()
             # Rotated API/anon keys live in the database, so every process agrees on them.
             keys.ring.attach(partial(project_key_rotation.load, runtime.db, runtime.secret_box))
+            ai_routes.startup(_app, runtime)
             # Everything built so far lives as long as the process: collect once, then keep it out of
             # every later collection, which would otherwise walk it again and again under load.
             gc.collect()
@@ -87,13 +88,13 @@ def create_app(
 
     app = Starlette(
         routes=[
-            *ai_routes.routes,  # first: the router tries routes in order, and these carry the most requests
             *server_routes.routes,
             *auth_routes.routes,
             *logs_routes.routes,
             *secrets_routes.routes,
             *records_routes.routes,
             *database_routes.routes,
+            *ai_routes.routes,
             *dashboard_routes.routes,
         ],
         middleware=[

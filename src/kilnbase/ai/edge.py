@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -24,30 +23,10 @@ T = TypeVar("T")
 GATEWAY_KEY_PREFIX = "kbk_"
 
 
-_heap_frozen = False
-
-
-def _freeze_startup_heap() -> None:
-    """Move everything alive now (modules, app, pools: ~100,000 objects) out of the garbage collector's
-    reach. Otherwise each full collection walks all of it, and under load those collections stalled every
-    request in flight for 30-70 ms (the p99 at concurrency 16 was 62 ms with a 6 ms median). Done once per
-    process, when the first gateway request finds the app fully started; garbage is collected first, so
-    none is frozen."""
-    global _heap_frozen
-    if not _heap_frozen:
-        _heap_frozen = True
-        gc.collect()
-        gc.freeze()
-
-
 def gateway_of(request: Request) -> Gateway:
-    """One Gateway per app (it owns the upstream connection pool, caches and the ledger writer)."""
-    gateway: Gateway | None = getattr(request.app.state, "ai_gateway", None)
-    if gateway is None:
-        runtime = runtime_of(request)
-        gateway = Gateway(runtime.settings, runtime.secret_box, lambda: runtime.database)
-        request.app.state.ai_gateway = gateway
-        _freeze_startup_heap()
+    """The app's one Gateway (it owns the upstream connection pool, caches and the ledger writer), made by
+    `ai.routes.startup` in the lifespan."""
+    gateway: Gateway = request.app.state.ai_gateway
     return gateway
 
 

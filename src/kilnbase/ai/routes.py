@@ -7,8 +7,14 @@ from starlette.routing import BaseRoute
 
 from kilnbase.ai import insforge_routes, openai_routes
 from kilnbase.ai.gateway import Gateway
+from kilnbase.server.runtime import Runtime
 
 routes: list[BaseRoute] = [*openai_routes.routes, *insforge_routes.routes]
+
+
+def startup(app: Starlette, runtime: Runtime) -> None:
+    """Make the gateway in the lifespan, before the startup heap is frozen out of the GC's reach."""
+    app.state.ai_gateway = Gateway(runtime.settings, runtime.secret_box, lambda: runtime.database)
 
 
 async def shutdown(app: Starlette) -> None:
