@@ -347,23 +347,9 @@ class HttpPool:
         raw = _encode(method, target, headers, body)
         await self._acquire_slot()
         try:
-            for fresh_only in (False, True):
-                conn, reused = await self._connection(target, fresh_only)
-                exchange = conn.start(raw, streaming=False)
-                try:
-                    while not exchange.complete and exchange.error is None:
-                        await conn.wait(exchange)
-                except BaseException:
-                    conn.close()  # cancelled mid-exchange: the connection's state is unknown
-                    raise
-                if exchange.error is not None:
-                    conn.close()
-                    if reused and not exchange.received and not isinstance(exchange.error, TransportTimeout):
-                        continue  # a kept-alive connection the server had already closed: try a new one
-                    raise exchange.error
-                self._release(target, conn, exchange)
-                return HttpResponse(exchange.status, exchange.headers, b"".join(exchange.body))
-            raise AssertionError("unreachable")
+            conn, exchange = await self._exchange(target, raw, streaming=False)
+            self._release(target, conn, exchange)
+            return HttpResponse(exchange.status, exchange.headers, b"".join(exchange.body))
         finally:
             self._slots.release()
 
@@ -375,25 +361,35 @@ class HttpPool:
         raw = _encode(method, target, headers, body)
         await self._acquire_slot()
         try:
-            for fresh_only in (False, True):
-                conn, reused = await self._connection(target, fresh_only)
-                exchange = conn.start(raw, streaming=True)
-                try:
-                    while not exchange.headers_done and exchange.error is None:
-                        await conn.wait(exchange)
-                except BaseException:
-                    conn.close()
-                    raise
-                if exchange.error is not None and not exchange.headers_done:
-                    conn.close()
-                    if reused and not exchange.received and not isinstance(exchange.error, TransportTimeout):
-                        continue
-                    raise exchange.error
-                return StreamedResponse(self, target, conn, exchange)
-            raise AssertionError("unreachable")
+            conn, exchange = await self._exchange(target, raw, streaming=True)
+            return StreamedResponse(self, target, conn, exchange)
         except BaseException:
             self._slots.release()
             raise
+
+    async def _exchange(
+        self, target: _Target, raw: bytes, *, streaming: bool
+    ) -> tuple[_Connection, _Exchange]:
+        """Run the exchange until the response is whole (streaming: until its headers are in), on a kept-alive
+        connection, or on a fresh one when the kept-alive one turns out to have been closed by the server."""
+        for fresh_only in (False, True):
+            conn, reused = await self._connection(target, fresh_only)
+            exchange = conn.start(raw, streaming=streaming)
+            try:
+                while (
+                    not (exchange.headers_done if streaming else exchange.complete) and exchange.error is None
+                ):
+                    await conn.wait(exchange)
+            except BaseException:
+                conn.close()  # cancelled mid-exchange: the connection's state is unknown
+                raise
+            if exchange.error is not None and not (streaming and exchange.headers_done):
+                conn.close()
+                if reused and not exchange.received and not isinstance(exchange.error, TransportTimeout):
+                    continue  # a kept-alive connection the server had already closed: try a new one
+                raise exchange.error
+            return conn, exchange
+        raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         for connections in self._idle.values():
