@@ -11,7 +11,6 @@ from functools import partial
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 
 from kilnbase.ai import routes as ai_routes
 from kilnbase.auth import routes as auth_routes
@@ -98,15 +97,6 @@ def create_app(
             *dashboard_routes.routes,
         ],
         middleware=[
-            Middleware(
-                CORSMiddleware,
-                allow_origin_regex=r".*",
-                allow_credentials=True,
-                allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-                allow_headers=["*"],
-                expose_headers=["Content-Range", "Preference-Applied"],
-                max_age=86400,
-            ),
             Middleware(RequestContextMiddleware, resolver=CredentialResolver(keys, tokens)),
         ],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -11,13 +11,17 @@ import csv
 import io
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from itertools import chain
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
 import orjson
 import psycopg
+from psycopg import AsyncCursor
+from psycopg.rows import DictRow
 
 from kilnbase.db.session import Database
 from kilnbase.http.principal import Principal
@@ -58,10 +62,18 @@ class RecordsRequest:
     method: str
     resource: str
     is_rpc: bool
-    query: list[tuple[str, str]]
+    query_string: str  # as received: the caches are keyed by it, so a repeated URL is not parsed again
     headers: Mapping[str, str]  # lower-case names; `prefer` joined with ","
     body: bytes
     principal: Principal
+
+    @cached_property
+    def query(self) -> list[tuple[str, str]]:
+        """The query string's (name, value) pairs, decoded."""
+        pairs = parse_qsl(self.query_string, keep_blank_values=True)
+        if any("\x00" in key or "\x00" in value for key, value in pairs):
+            raise RecordsError(400, "PGRST100", "NUL characters are not allowed in the query string")
+        return pairs
 
 
 @dataclass
@@ -78,8 +90,6 @@ class RecordsEngine:
         self.cache = cache
 
     async def handle(self, request: RecordsRequest) -> RecordsResponse:
-        if any("\x00" in key or "\x00" in value for key, value in request.query):
-            raise RecordsError(400, "PGRST100", "NUL characters are not allowed in the query string")
         snapshot = self.cache.snapshot
         try:
             return await self._handle(request, snapshot)
@@ -92,6 +102,13 @@ class RecordsEngine:
             return await self._handle(request, fresh)
 
     async def _handle(self, request: RecordsRequest, snapshot: SchemaSnapshot) -> RecordsResponse:
+        try:
+            return await self._dispatch(request, snapshot)
+        except psycopg.Error as exc:
+            # Every statement runs in `Database.as_caller`; whatever fails there is PostgREST's error body.
+            raise _translate(exc, request.principal.db_role == "anon") from None
+
+    async def _dispatch(self, request: RecordsRequest, snapshot: SchemaSnapshot) -> RecordsResponse:
         method = request.method.upper()
         writing = method not in ("GET", "HEAD")
         schema = _schema_of(request, snapshot, writing)
@@ -538,33 +555,10 @@ class RecordsEngine:
 
     # -----------------------------------------------------------------------------------------------------
 
-    def _transaction(self, request: RecordsRequest, *, read_only: bool) -> _CallerTransaction:
-        return _CallerTransaction(self.database, request.principal, read_only)
-
-
-class _CallerTransaction:
-    """`Database.as_caller`, with database errors turned into PostgREST's error body."""
-
-    def __init__(self, database: Database, principal: Principal, read_only: bool) -> None:
-        self._context = database.as_caller(principal, read_only=read_only)
-        self._anonymous = principal.db_role == "anon"
-
-    async def __aenter__(self) -> Any:
-        try:
-            return await self._context.__aenter__()
-        except psycopg.Error as exc:
-            raise _translate(exc, self._anonymous) from None
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        try:
-            suppressed = await self._context.__aexit__(exc_type, exc, tb)
-        except psycopg.Error as error:
-            raise _translate(error, self._anonymous) from None
-        except RecordsError:
-            raise
-        if isinstance(exc, psycopg.Error):
-            raise _translate(exc, self._anonymous) from None
-        return bool(suppressed)
+    def _transaction(
+        self, request: RecordsRequest, *, read_only: bool
+    ) -> AbstractAsyncContextManager[AsyncCursor[DictRow]]:
+        return self.database.as_caller(request.principal, read_only=read_only)
 
 
 def _translate(exc: psycopg.Error, anonymous: bool) -> RecordsError:

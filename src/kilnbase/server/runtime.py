@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
+from starlette.types import Scope
 
 from kilnbase.auth.settings import AuthSettings
 from kilnbase.config import Settings
@@ -39,5 +40,10 @@ class Runtime:
 
 
 def runtime_of(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
+    return runtime_in(request.scope)
+
+
+def runtime_in(scope: Scope) -> Runtime:
+    """The same for plain ASGI endpoints."""
+    runtime: Runtime = scope["app"].state.runtime
     return runtime
