@@ -391,6 +391,20 @@ def test_rpc_calls(client: TestClient, admin: dict[str, str]) -> None:
     assert client.post(f"{rpc}/touch_labels", headers=admin).status_code == 204
 
 
+def test_a_repeated_call_shape_binds_each_calls_own_values(client: TestClient, admin: dict[str, str]) -> None:
+    """Statements are cached per request shape; the arguments and the body never are."""
+    rpc = "/api/database/rpc"
+    counted = {**admin, "Prefer": "count=exact"}
+    answers = [
+        client.post(f"{rpc}/posts_by?select=id&order=id", json={"author": author}, headers=counted)
+        for author in (1, 2, 1, 9)
+    ]
+    assert [[r["id"] for r in a.json()] for a in answers] == [[1, 2], [3], [1, 2], []]
+    assert [a.headers["content-range"] for a in answers] == ["0-1/2", "0-0/1", "0-1/2", "*/0"]
+    sums = [client.post(f"{rpc}/add_numbers", json={"a": a, "b": 1}, headers=admin).json() for a in (1, 5)]
+    assert sums == [2, 6]
+
+
 def test_rpc_errors(client: TestClient, admin: dict[str, str]) -> None:
     rpc = "/api/database/rpc"
     missing = client.post(f"{rpc}/no_such_fn", json={}, headers=admin)

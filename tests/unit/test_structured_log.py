@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -93,3 +96,31 @@ def test_formatter_time_is_the_records_utc_time() -> None:
         record.created, record.msecs = created, msecs
         times.append(json.loads(formatter.format(record))["time"])
     assert times == ["2023-11-14T22:13:20.250Z", "2023-11-14T22:13:20.750Z", "2023-11-14T22:13:21.500Z"]
+
+
+def test_request_lines_go_straight_to_the_json_handler_and_are_scrubbed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, structured._json_handler)
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", stream)
+    try:
+        structured.configure_logging("info")
+        secret = "ik_" + "c3" * 32
+        structured.log_request({"method": "GET", "path": f"/x/{secret}", "status": 200})
+        (line,) = stream.getvalue().splitlines()
+        entry = json.loads(line)
+        assert entry["logger"] == "kilnbase.request" and entry["status"] == 200 and entry["level"] == "info"
+        assert secret not in line and entry["path"] == "/x/[redacted]"
+        # Another destination (here pytest's capture) gets an ordinary record instead, and the line too.
+        root.addHandler(caplog.handler)
+        structured.log_request({"method": "GET", "path": "/y", "status": 201})
+        assert [r.fields["path"] for r in caplog.records] == ["/y"]  # type: ignore[attr-defined]
+        assert json.loads(stream.getvalue().splitlines()[-1])["path"] == "/y"
+        # Below the logger's level nothing is written at all.
+        root.setLevel(logging.WARNING)
+        structured.log_request({"method": "GET", "path": "/z", "status": 200})
+        assert len(stream.getvalue().splitlines()) == 2
+    finally:
+        root.handlers[:], root.level, structured._json_handler = saved

@@ -10,7 +10,6 @@ headers are read here anyway, and a request without an origin needs nothing from
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -20,8 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kilnbase.http.errors import ApiError
 from kilnbase.http.principal import ANONYMOUS, CredentialError, CredentialResolver, Principal
-
-request_log = logging.getLogger("kilnbase.request")
+from kilnbase.logs.structured import log_request
 
 _PRINCIPAL = "kilnbase.principal"
 _CREDENTIAL_ERROR = "kilnbase.credential_error"
@@ -76,27 +74,15 @@ class RequestContextMiddleware:
         try:
             await (self.app if origin is None else self.cors)(scope, receive, send_wrapper)
         finally:
-            fields: dict[str, Any] = {
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "role": principal.db_role if principal else "invalid",
-            }
-            if request_log.isEnabledFor(logging.INFO):
-                # `Logger.info` without its caller lookup (a stack walk), which nothing here reads.
-                request_log.handle(
-                    request_log.makeRecord(
-                        request_log.name,
-                        logging.INFO,
-                        __file__,
-                        0,
-                        "request",
-                        (),
-                        None,
-                        extra={"fields": fields},
-                    )
-                )
+            log_request(
+                {
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "role": principal.db_role if principal else "invalid",
+                }
+            )
 
 
 def principal_of(request: Request) -> Principal:

@@ -110,14 +110,22 @@ class RecordsEngine:
 
     async def _dispatch(self, request: RecordsRequest, snapshot: SchemaSnapshot) -> RecordsResponse:
         method = request.method.upper()
-        writing = method not in ("GET", "HEAD")
-        schema = _schema_of(request, snapshot, writing)
-        prefs = parse_preferences([request.headers.get("prefer", "")])
-        media = response_shape.negotiate(request.headers.get("accept"))
+        # Everything but the body and the caller: what the schema, preferences and media type (and, for a
+        # read, the statement) depend on. A repeated request shape reuses them from the snapshot.
+        shape = (method, request.is_rpc, request.resource, request.query_string, *request.headers.items())
+        prelude: tuple[str, Preferences, str] | None = snapshot.read_plans.get(shape)
+        if prelude is None:
+            prelude = (
+                _schema_of(request, snapshot, method not in ("GET", "HEAD")),
+                parse_preferences([request.headers.get("prefer", "")]),
+                response_shape.negotiate(request.headers.get("accept")),
+            )
+            _remember(snapshot, shape, prelude)
+        schema, prefs, media = prelude
         if request.is_rpc:
-            return await self._call(request, snapshot, schema, prefs, media)
+            return await self._call(request, snapshot, shape, schema, prefs, media)
         if method in ("GET", "HEAD") and prefs.count not in ("planned", "estimated"):
-            return await self._cached_read(request, snapshot, schema, prefs, media)
+            return await self._cached_read(request, snapshot, shape, schema, prefs, media)
         table, query = _parsed(snapshot, schema, request)
         if method in ("GET", "HEAD"):
             return await self._read(request, snapshot, table, query, prefs, media)
@@ -135,10 +143,16 @@ class RecordsEngine:
     # reads
 
     async def _cached_read(
-        self, request: RecordsRequest, snapshot: SchemaSnapshot, schema: str, prefs: Preferences, media: str
+        self,
+        request: RecordsRequest,
+        snapshot: SchemaSnapshot,
+        shape: tuple[Any, ...],
+        schema: str,
+        prefs: Preferences,
+        media: str,
     ) -> RecordsResponse:
-        """A read whose statement depends only on the URL: rendered once per schema snapshot, then reused."""
-        key = (schema, request.resource, tuple(request.query), request.headers.get("range"), prefs.count)
+        """A read whose statement depends only on the request's shape: rendered once per schema snapshot."""
+        key = ("read", shape)
         cached = snapshot.read_plans.get(key)
         if cached is None:
             table = find_table(snapshot, schema, request.resource)
@@ -152,9 +166,7 @@ class RecordsEngine:
                 offset=offset,
             )
             cached = (statement.text, tuple(statement.params), offset)
-            if len(snapshot.read_plans) >= READ_PLAN_CACHE_SIZE:
-                snapshot.read_plans.clear()
-            snapshot.read_plans[key] = cached
+            _remember(snapshot, key, cached)
         text, params, offset = cached
         async with self._transaction(request, read_only=True) as cur:
             await cur.execute(text, params)
@@ -343,7 +355,7 @@ class RecordsEngine:
             return _mutation_response(request, prefs, media, "[]", 0, representation, 200, insert=False)
         statement = _cached_statement(
             snapshot,
-            ("update", table.schema, table.name, tuple(request.query), tuple(columns), representation),
+            ("update", table.schema, table.name, request.query_string, tuple(columns), representation),
             orjson.dumps(rows[0]).decode(),
             lambda body: update_statement(
                 table, table.name, columns, body, _root_conditions(table, query), returning=representation
@@ -481,6 +493,7 @@ class RecordsEngine:
         self,
         request: RecordsRequest,
         snapshot: SchemaSnapshot,
+        shape: tuple[Any, ...],
         schema: str,
         prefs: Preferences,
         media: str,
@@ -489,61 +502,53 @@ class RecordsEngine:
         if method not in ("GET", "HEAD", "POST"):
             raise RecordsError(405, "PGRST101", "Only GET and POST verbs are allowed for functions")
         overloads = snapshot.routines.get((schema, request.resource), [])
-        names = frozenset(p.name for r in overloads for p in r.parameters if p.name)
-        query = parse_query(request.query, names if method != "POST" else frozenset())
         args: dict[str, Any]
         if method == "POST":
+            query = _parsed_query(snapshot, request, frozenset())
             try:
-                parsed = orjson.loads(request.body) if request.body.strip() else {}
+                raw_body = orjson.loads(request.body) if request.body.strip() else {}
             except orjson.JSONDecodeError as exc:
                 raise RecordsError(400, "PGRST102", "Empty or invalid json", str(exc)) from None
-            args = parsed if isinstance(parsed, dict) else {}
-            raw_body = parsed
+            args = raw_body if isinstance(raw_body, dict) else {}
         else:
+            names = frozenset(p.name for r in overloads for p in r.parameters if p.name)
+            query = _parsed_query(snapshot, request, names)
             args = dict(query.function_args)
             raw_body = args
-        routine = _choose_routine(schema, request.resource, overloads, args, raw_body)
+        # The routine and the statement depend on the shape and the argument names, not their values.
+        key = ("rpc", shape, frozenset(args))
+        plan: _CallPlan | None = snapshot.read_plans.get(key)
+        if plan is None:
+            routine = _choose_routine(schema, request.resource, overloads, args)
+            plan = _plan_call(snapshot, request, routine, query, args, prefs)
+            _remember(snapshot, key, plan)
+        routine = plan.routine
         if routine.single_unnamed_json:
-            arg_names: list[str] = []
             args_json = orjson.dumps(raw_body).decode()
         else:
-            arg_names = [p.name for p in routine.parameters if p.name in args]
-            args_json = orjson.dumps({k: args[k] for k in arg_names}).decode()
+            args_json = orjson.dumps({k: args[k] for k in plan.arg_names}).decode()
         read_only = method != "POST" or routine.volatility != "v"
-        from_args, call = call_source(routine, args_json, arg_names, request.resource)
-        alias = routine.name
-        if routine.return_kind == "composite":
-            table = snapshot.tables.get(routine.return_table) if routine.return_table else None
-            node = build_read_plan(snapshot, table, query, alias=alias)
-            source_sql = Sql()
-            if from_args.parts:
-                source_sql.extend(from_args).add(" CROSS JOIN LATERAL ")
-            source_sql.extend(call).add(f" AS {ident(node.alias)}")
+        if plan.node is not None:  # a set or row of a table type: read like a table, as PostgREST does
+            from_args, call = call_source(routine, args_json, plan.arg_names, request.resource)
             return await self._run_read(
                 request,
-                node,
-                Source(source_sql),
+                plan.node,
+                _call_read_source(from_args, call, plan.node.alias),
                 prefs,
                 media,
                 None,
                 read_only=read_only,
                 single_value=not routine.returns_set,
             )
-        sql = Sql()
-        if routine.return_kind == "void":
-            sql.add("SELECT ").extend(call).add(" AS body")
-        elif routine.returns_set:
-            sql.add("SELECT coalesce(json_agg(\"pgrst_value\".v), '[]')::text AS body FROM ")
-            if from_args.parts:
-                sql.extend(from_args).add(" CROSS JOIN LATERAL ")
-            sql.extend(call).add(' AS "pgrst_value"(v)')
-        else:
-            sql.add("SELECT to_json(").extend(call).add(")::text AS body")
-        if from_args.parts and not (routine.return_kind == "scalar" and routine.returns_set):
-            sql.add(" FROM ").extend(from_args)
+        statement = _filled(plan.statement.text, plan.statement.params, plan.args_indexes, args_json)
         async with self._transaction(request, read_only=read_only) as cur:
-            await cur.execute(sql.text, sql.params)
+            await cur.execute(statement.text, statement.params)
         row = await cur.fetchone()
+        if plan.offset is not None:
+            assert row is not None
+            return _read_response(
+                request, row, plan.offset, None, prefs, media, single_value=not routine.returns_set
+            )
         if routine.return_kind == "void":
             return RecordsResponse(204, "", {}, None)
         body = row["body"] if row and row["body"] is not None else "null"
@@ -580,7 +585,7 @@ def _remember(snapshot: SchemaSnapshot, key: Any, value: Any) -> None:
 
 def _parsed(snapshot: SchemaSnapshot, schema: str, request: RecordsRequest) -> tuple[Table, QueryParams]:
     """The table and the parsed query string, once per URL and snapshot (nothing mutates a parsed query)."""
-    key = ("parsed", schema, request.resource, tuple(request.query))
+    key = ("parsed", schema, request.resource, request.query_string)
     cached: tuple[Table, QueryParams] | None = snapshot.read_plans.get(key)
     if cached is None:
         cached = (find_table(snapshot, schema, request.resource), parse_query(request.query))
@@ -591,16 +596,95 @@ def _parsed(snapshot: SchemaSnapshot, schema: str, request: RecordsRequest) -> t
 def _cached_statement(snapshot: SchemaSnapshot, key: Any, body: str, render: Callable[[str], Sql]) -> Sql:
     """A write statement whose text depends only on `key` (URL, columns, preferences): rendered once per
     snapshot with a stand-in for the body, which is the only parameter that changes between requests."""
-    cached: tuple[str, tuple[Any, ...], int] | None = snapshot.read_plans.get(key)
+    cached: tuple[str, tuple[Any, ...], tuple[int, ...]] | None = snapshot.read_plans.get(key)
     if cached is None:
         template = render(_BODY)
-        index = next(i for i, param in enumerate(template.params) if param is _BODY)
-        cached = (template.text, tuple(template.params), index)
+        cached = (template.text, tuple(template.params), _body_indexes(template))
         _remember(snapshot, key, cached)
-    text, params, index = cached
+    return _filled(*cached, body)
+
+
+@dataclass(frozen=True)
+class _CallPlan:
+    """How to call a routine for one request shape and set of argument names. The arguments travel as one
+    JSON parameter, at `args_indexes` of `statement`. A table-typed result is read
+    like a table: with `offset`, the statement is final; with `node`, counts need planning per request."""
+
+    routine: Routine
+    arg_names: list[str]
+    statement: Sql
+    args_indexes: tuple[int, ...] = ()
+    offset: int | None = None
+    node: ReadNode | None = None
+
+
+def _plan_call(
+    snapshot: SchemaSnapshot,
+    request: RecordsRequest,
+    routine: Routine,
+    query: QueryParams,
+    args: Mapping[str, Any],
+    prefs: Preferences,
+) -> _CallPlan:
+    arg_names = [] if routine.single_unnamed_json else [p.name for p in routine.parameters if p.name in args]
+    from_args, call = call_source(routine, _BODY, arg_names, request.resource)
+    if routine.return_kind == "composite":
+        table = snapshot.tables.get(routine.return_table) if routine.return_table else None
+        node = build_read_plan(snapshot, table, query, alias=routine.name)
+        if prefs.count in ("planned", "estimated"):
+            return _CallPlan(routine, arg_names, Sql(), node=node)
+        offset, limit = _page(request, node)
+        statement = read_statement(
+            node,
+            _call_read_source(from_args, call, node.alias),
+            count_exact=prefs.count == "exact",
+            limit=limit,
+            offset=offset,
+        )
+        return _CallPlan(routine, arg_names, statement, _body_indexes(statement), offset=offset)
+    sql = Sql()
+    if routine.return_kind == "void":
+        sql.add("SELECT ").extend(call).add(" AS body")
+    elif routine.returns_set:
+        sql.add("SELECT coalesce(json_agg(\"pgrst_value\".v), '[]')::text AS body FROM ")
+        if from_args.parts:
+            sql.extend(from_args).add(" CROSS JOIN LATERAL ")
+        sql.extend(call).add(' AS "pgrst_value"(v)')
+    else:
+        sql.add("SELECT to_json(").extend(call).add(")::text AS body")
+    if from_args.parts and not (routine.return_kind == "scalar" and routine.returns_set):
+        sql.add(" FROM ").extend(from_args)
+    return _CallPlan(routine, arg_names, sql, _body_indexes(sql))
+
+
+def _call_read_source(from_args: Sql, call: Sql, alias: str) -> Source:
+    source_sql = Sql()
+    if from_args.parts:
+        source_sql.extend(from_args).add(" CROSS JOIN LATERAL ")
+    source_sql.extend(call).add(f" AS {ident(alias)}")
+    return Source(source_sql)
+
+
+def _body_indexes(statement: Sql) -> tuple[int, ...]:
+    """Where the stand-in for the body sits among the parameters (a count renders the source twice)."""
+    return tuple(i for i, param in enumerate(statement.params) if param is _BODY)
+
+
+def _filled(text: str, params: Sequence[Any], indexes: tuple[int, ...], body: str) -> Sql:
     filled = list(params)
-    filled[index] = body
+    for index in indexes:
+        filled[index] = body
     return Sql([text], filled)
+
+
+def _parsed_query(snapshot: SchemaSnapshot, request: RecordsRequest, names: frozenset[str]) -> QueryParams:
+    """A function call's query string, parsed once per URL and snapshot (`names`: its GET arguments)."""
+    key = ("call-query", request.resource, request.query_string, names)
+    cached: QueryParams | None = snapshot.read_plans.get(key)
+    if cached is None:
+        cached = parse_query(request.query, names)
+        _remember(snapshot, key, cached)
+    return cached
 
 
 def _schema_of(request: RecordsRequest, snapshot: SchemaSnapshot, writing: bool) -> str:
@@ -779,9 +863,7 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
-def _choose_routine(
-    schema: str, name: str, overloads: Sequence[Routine], args: Mapping[str, Any], raw_body: Any
-) -> Routine:
+def _choose_routine(schema: str, name: str, overloads: Sequence[Routine], args: Mapping[str, Any]) -> Routine:
     given = set(args)
     fits: list[Routine] = []
     for routine in overloads:
