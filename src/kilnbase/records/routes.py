@@ -23,7 +23,7 @@ from kilnbase.server.runtime import runtime_in
 _METHODS = ["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"]
 #: The request headers the engine reads (ASGI gives names in lower case).
 _ENGINE_HEADERS = frozenset(
-    {"accept", "prefer", "range", "range-unit", "content-type", "accept-profile", "content-profile"}
+    {b"accept", b"prefer", b"range", b"range-unit", b"content-type", b"accept-profile", b"content-profile"}
 )
 _JSON_UTF8 = b"application/json; charset=utf-8"
 
@@ -58,9 +58,8 @@ class RecordsEndpoint:
         method: str = scope["method"]
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
-            name = raw_name.decode("latin-1")
-            if name in _ENGINE_HEADERS:
-                value = raw_value.decode("latin-1")
+            if raw_name in _ENGINE_HEADERS:
+                name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
                 # Several `Prefer` headers count as one, joined (the only repeatable header read here).
                 headers[name] = f"{headers[name]},{value}" if name == "prefer" and name in headers else value
         request = RecordsRequest(
