@@ -112,20 +112,21 @@ class RecordsEngine:
         method = request.method.upper()
         # Everything but the body and the caller: what the schema, preferences and media type (and, for a
         # read, the statement) depend on. A repeated request shape reuses them from the snapshot.
-        shape = (method, request.is_rpc, request.resource, request.query_string, *request.headers.items())
-        prelude: tuple[str, Preferences, str] | None = snapshot.read_plans.get(shape)
-        if prelude is None:
-            prelude = (
+        key = (method, request.is_rpc, request.resource, request.query_string, *request.headers.items())
+        shape: _Shape | None = snapshot.read_plans.get(key)
+        if shape is None:
+            shape = _Shape(
+                key,
                 _schema_of(request, snapshot, method not in ("GET", "HEAD")),
                 parse_preferences([request.headers.get("prefer", "")]),
                 response_shape.negotiate(request.headers.get("accept")),
             )
-            _remember(snapshot, shape, prelude)
-        schema, prefs, media = prelude
+            _remember(snapshot, key, shape)
+        schema, prefs, media = shape.schema, shape.prefs, shape.media
         if request.is_rpc:
-            return await self._call(request, snapshot, shape, schema, prefs, media)
+            return await self._call(request, snapshot, shape)
         if method in ("GET", "HEAD") and prefs.count not in ("planned", "estimated"):
-            return await self._cached_read(request, snapshot, shape, schema, prefs, media)
+            return await self._cached_read(request, snapshot, shape)
         table, query = _parsed(snapshot, schema, request)
         if method in ("GET", "HEAD"):
             return await self._read(request, snapshot, table, query, prefs, media)
@@ -143,19 +144,14 @@ class RecordsEngine:
     # reads
 
     async def _cached_read(
-        self,
-        request: RecordsRequest,
-        snapshot: SchemaSnapshot,
-        shape: tuple[Any, ...],
-        schema: str,
-        prefs: Preferences,
-        media: str,
+        self, request: RecordsRequest, snapshot: SchemaSnapshot, shape: _Shape
     ) -> RecordsResponse:
         """A read whose statement depends only on the request's shape: rendered once per schema snapshot."""
-        key = ("read", shape)
+        prefs = shape.prefs
+        key = ("read", shape.key)
         cached = snapshot.read_plans.get(key)
         if cached is None:
-            table = find_table(snapshot, schema, request.resource)
+            table = find_table(snapshot, shape.schema, request.resource)
             node = build_read_plan(snapshot, table, parse_query(request.query))
             offset, limit = _page(request, node)
             statement = read_statement(
@@ -172,7 +168,7 @@ class RecordsEngine:
             await cur.execute(text, params)
         row = await cur.fetchone()  # after COMMIT: the whole transaction was one round trip
         assert row is not None
-        return _read_response(request, row, offset, None, prefs, media, single_value=False)
+        return _read_response(request, row, offset, None, prefs, shape.media, single_value=False)
 
     async def _read(
         self,
@@ -490,14 +486,9 @@ class RecordsEngine:
     # functions
 
     async def _call(
-        self,
-        request: RecordsRequest,
-        snapshot: SchemaSnapshot,
-        shape: tuple[Any, ...],
-        schema: str,
-        prefs: Preferences,
-        media: str,
+        self, request: RecordsRequest, snapshot: SchemaSnapshot, shape: _Shape
     ) -> RecordsResponse:
+        schema, prefs, media = shape.schema, shape.prefs, shape.media
         method = request.method.upper()
         if method not in ("GET", "HEAD", "POST"):
             raise RecordsError(405, "PGRST101", "Only GET and POST verbs are allowed for functions")
@@ -516,7 +507,7 @@ class RecordsEngine:
             args = dict(query.function_args)
             raw_body = args
         # The routine and the statement depend on the shape and the argument names, not their values.
-        key = ("rpc", shape, frozenset(args))
+        key = ("rpc", shape.key, frozenset(args))
         plan: _CallPlan | None = snapshot.read_plans.get(key)
         if plan is None:
             routine = _choose_routine(schema, request.resource, overloads, args)
@@ -602,6 +593,16 @@ def _cached_statement(snapshot: SchemaSnapshot, key: Any, body: str, render: Cal
         cached = (template.text, tuple(template.params), _body_indexes(template))
         _remember(snapshot, key, cached)
     return _filled(*cached, body)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a request's shape (`key`: all of it but the body and the caller) decides, once per snapshot."""
+
+    key: tuple[Any, ...]
+    schema: str
+    prefs: Preferences
+    media: str
 
 
 @dataclass(frozen=True)
