@@ -299,7 +299,9 @@ class RecordsEngine:
         *,
         put_conflict: tuple[str, ...] | None = None,
     ) -> RecordsResponse:
-        _, columns, rows_json = self._payload(request, table, query, allow_array=put_conflict is None)
+        # Not the parsed rows: they must not outlive the parse, let alone wait for the database (a bulk
+        # insert's thousands of young objects would be walked by every garbage collection meanwhile).
+        columns, rows_json = self._payload(request, table, query, allow_array=put_conflict is None)[1:]
         resolution = "merge-duplicates" if put_conflict is not None else prefs.resolution
         conflict: tuple[str, ...] | None = None
         if resolution is not None:
