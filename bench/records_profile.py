@@ -144,7 +144,7 @@ async def run(args: argparse.Namespace, conninfo: str, workdir: Path) -> None:
             bare_scope = scope_for(case, f"/case/{case.name}", None)
             kb_scope = scope_for(case, f"/api/database{case.path}", api_key)
             body = case.body_bytes
-            count = max(args.requests // (20 if case.name == "post_1000" else 1), 50)
+            count = max(args.requests // (20 if case.name.startswith("post_1000") else 1), 50)
             await drive(bare, bare_scope, body, case.status, count // 4, args.concurrency)
             await drive(kb, kb_scope, body, case.status, count // 4, args.concurrency)
             bare_us, kb_us = [], []

@@ -124,6 +124,56 @@ def test_columns_parameter_limits_the_payload(client: TestClient, admin: dict[st
     assert response.json() == [{"slug": "c1", "title": "untitled"}]
 
 
+def test_named_columns_send_the_body_unparsed_and_postgres_checks_it(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    """With `columns=` (postgrest-js sends it for every array insert) the body is not parsed here."""
+    rep = {"Prefer": "return=representation"}
+    bulk = [{"slug": "u1", "score": 1, "extra": {"k": [1, "x"]}}, {"slug": "u2"}]
+    named = write(
+        client, "POST", "notes?columns=slug,score,extra&select=slug,score,extra", admin, bulk, **rep
+    )
+    assert named.status_code == 201, named.text
+    # A named column a row lacks is NULL; with missing=default it takes its default.
+    assert named.json() == [
+        {"slug": "u1", "score": 1, "extra": {"k": [1, "x"]}},
+        {"slug": "u2", "score": None, "extra": None},
+    ]
+    single = write(client, "POST", "notes?columns=slug,done&select=slug,done", admin, {"slug": "u3"}, **rep)
+    assert single.json() == [{"slug": "u3", "done": None}]
+    defaulted = write(
+        client,
+        "POST",
+        "notes?columns=slug,done&select=slug,done",
+        admin,
+        [{"slug": "u4"}],
+        Prefer="return=representation,missing=default",
+    )
+    assert defaulted.json() == [{"slug": "u4", "done": False}]
+    # InsForge's "" quirk still applies (those bodies are parsed).
+    quirk = write(
+        client,
+        "POST",
+        "notes?columns=slug,score&select=slug,score",
+        admin,
+        [{"slug": "u5", "score": ""}],
+        **rep,
+    )
+    assert quirk.json() == [{"slug": "u5", "score": None}]
+    # Bad bodies are refused by Postgres, and nothing of them is written.
+    for body in (b'[{"slug": "u6"}, 5]', b'[{"slug": "u7"', b"7"):
+        refused = client.post(
+            f"{RECORDS}/notes?columns=slug",
+            headers={**admin, "Content-Type": "application/json"},
+            content=body,
+        )
+        assert refused.status_code == 400, (body, refused.text)
+        assert {"code", "message"} <= set(refused.json())
+    assert rows(client, admin, "notes?select=slug&slug=in.(u6,u7)") == []
+    unknown = write(client, "POST", "notes?columns=slug,nope", admin, [{"slug": "u8"}])
+    assert unknown.status_code == 400 and unknown.json()["code"] == "PGRST204"
+
+
 def test_unknown_payload_column_is_pgrst204(client: TestClient, admin: dict[str, str]) -> None:
     response = write(client, "POST", "notes", admin, {"slug": "x", "nope": 1})
     assert response.status_code == 400

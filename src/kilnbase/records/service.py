@@ -274,13 +274,7 @@ class RecordsEngine:
                 columns = first
             else:
                 columns = list(dict.fromkeys(chain.from_iterable(rows)))
-        for name in columns:
-            if name not in table.columns:
-                raise RecordsError(
-                    400,
-                    "PGRST204",
-                    f"Could not find the '{name}' column of '{table.name}' in the schema cache",
-                )
+        _check_columns(table, columns)
         if untouched and request.body.strip():
             text = request.body.decode()
             rows_json = text if is_array else f"[{text}]"
@@ -299,9 +293,13 @@ class RecordsEngine:
         *,
         put_conflict: tuple[str, ...] | None = None,
     ) -> RecordsResponse:
-        # Not the parsed rows: they must not outlive the parse, let alone wait for the database (a bulk
-        # insert's thousands of young objects would be walked by every garbage collection meanwhile).
-        columns, rows_json = self._payload(request, table, query, allow_array=put_conflict is None)[1:]
+        unparsed = _unparsed_rows(request, table, query) if put_conflict is None else None
+        if unparsed is not None:
+            columns, rows_json = unparsed
+        else:
+            # Not the parsed rows: they must not outlive the parse, let alone wait for the database (a bulk
+            # insert's thousands of young objects would be walked by every garbage collection meanwhile).
+            columns, rows_json = self._payload(request, table, query, allow_array=put_conflict is None)[1:]
         resolution = "merge-duplicates" if put_conflict is not None else prefs.resolution
         conflict: tuple[str, ...] | None = None
         if resolution is not None:
@@ -688,6 +686,35 @@ def _parsed_query(snapshot: SchemaSnapshot, request: RecordsRequest, names: froz
         cached = parse_query(request.query, names)
         _remember(snapshot, key, cached)
     return cached
+
+
+def _unparsed_rows(request: RecordsRequest, table: Table, query: QueryParams) -> tuple[list[str], str] | None:
+    """The columns and rows of an insert whose JSON body need not be parsed here, else None.
+
+    PostgREST's documented shortcut: with `?columns=` the body goes to Postgres as it is, and Postgres checks
+    its shape (`@supabase/postgrest-js`, and so `@insforge/sdk`, name the columns of every array insert).
+    Not when the body holds `""` somewhere: InsForge's quirk needs the rows."""
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    body = request.body.strip()
+    if (
+        query.columns is None
+        or not (content_type in ("application/json", "") or content_type.endswith("+json"))
+        or not body
+        or b'""' in body
+    ):
+        return None
+    columns = list(query.columns)
+    _check_columns(table, columns)
+    text = body.decode()
+    return columns, text if text.startswith("[") else f"[{text}]"
+
+
+def _check_columns(table: Table, columns: Sequence[str]) -> None:
+    for name in columns:
+        if name not in table.columns:
+            raise RecordsError(
+                400, "PGRST204", f"Could not find the '{name}' column of '{table.name}' in the schema cache"
+            )
 
 
 def _schema_of(request: RecordsRequest, snapshot: SchemaSnapshot, writing: bool) -> str:
