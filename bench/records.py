@@ -1,7 +1,8 @@
 """Records API benchmark: each case against its floor, in the same run.
 
 For single-row GET, 100-row filtered+ordered GET, an embed, single POST, 1,000-row bulk POST (also with
-`?columns=`, as postgrest-js sends it), PATCH and RPC, at a fixed concurrency, it measures requests/s and p50/p99 of
+`?columns=`, as postgrest-js sends it), PATCH and RPC, at a fixed concurrency, it measures requests/s and
+p50/p99 of
   (a) the same SQL sent straight to Postgres (psycopg pool, same role+claims transaction, one pipeline),
   (b) a bare Starlette handler running that same SQL on the same server stack (the floor for Python HTTP),
   (c) Kilnbase's records API,
