@@ -76,6 +76,8 @@ class RecordsEndpoint:
         except RecordsError as exc:
             error_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
             error_headers.append((b"content-type", _JSON_UTF8))
+            # PostgREST names the error here too, so a HEAD (no body) still tells which one it was.
+            error_headers.append((b"proxy-status", f"PostgREST; error={exc.code}".encode("latin-1")))
             await _respond(send, exc.status, error_headers, orjson.dumps(exc.body()), method)
             return
         await _respond(send, answer.status, _raw_headers(answer), answer.body.encode(), method)
