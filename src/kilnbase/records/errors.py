@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import psycopg
 
 
@@ -64,10 +65,78 @@ def from_database_error(exc: psycopg.Error, *, is_anonymous: bool) -> RecordsErr
     diag = exc.diag
     sqlstate = diag.sqlstate or "XX000"
     message = diag.message_primary or str(exc).strip()
+    if sqlstate == "PGRST":
+        return _raised_pgrst(message, diag.message_detail)
     return RecordsError(
         status_for_sqlstate(sqlstate, is_anonymous),
         sqlstate,
         message,
         diag.message_detail,
         diag.message_hint,
+    )
+
+
+_PGRST_HINT = (
+    "MESSAGE must be a JSON object with obligatory keys: 'code', 'message' and optional keys: 'details', "
+    "'hint'. DETAIL must be a JSON object with obligatory keys: 'status', 'headers' and optional key: "
+    "'status_text'."
+)
+
+
+def _raised_pgrst(message: str, detail: str | None) -> RecordsError:
+    """`RAISE SQLSTATE 'PGRST'`: the function chose the body (MESSAGE), status and headers (DETAIL) as JSON.
+
+    Anything else than PostgREST's documented shape is 500 PGRST121, not a guess at what was meant. The
+    status line's reason phrase (`status_text`) is accepted but not sent: ASGI has no way to set it."""
+
+    def unparsable(details: str) -> RecordsError:
+        return RecordsError(
+            500, "PGRST121", "Could not parse JSON in the RAISE SQLSTATE 'PGRST' error", details, _PGRST_HINT
+        )
+
+    body = _json_object(message)
+    if (
+        body is None
+        or not isinstance(body.get("code"), str)
+        or not isinstance(body.get("message"), str)
+        or not all(isinstance(body.get(key), str | None) for key in ("details", "hint"))
+    ):
+        return unparsable(f"Invalid JSON value for MESSAGE: '{message}'")
+    if detail is None:
+        return unparsable("DETAIL is missing in the RAISE statement")
+    control = _json_object(detail)
+    status = None if control is None else control.get("status")
+    headers = None if control is None else control.get("headers")
+    if (
+        control is None
+        or not isinstance(status, int)
+        or isinstance(status, bool)
+        or not 100 <= status <= 599
+        or not isinstance(control.get("status_text"), str | None)
+        or not isinstance(headers, dict)
+        or not all(valid_header(name, value) for name, value in headers.items())
+    ):
+        return unparsable(f"Invalid JSON value for DETAIL: '{detail}'")
+    error = RecordsError(status, body["code"], body["message"], body.get("details"), body.get("hint"))
+    error.headers = dict(headers)
+    return error
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def valid_header(name: Any, value: Any) -> bool:
+    """A header a function asked for (by GUC or by a raised error) that can go on the wire as it is:
+    strings of visible Latin-1 characters, so no control character can split the response."""
+    return (
+        isinstance(name, str)
+        and isinstance(value, str)
+        and bool(name)
+        and all("!" <= c <= "~" and c != ":" for c in name)
+        and all(c == "\t" or " " <= c <= "~" or "\xa0" <= c <= "\xff" for c in value)
     )
