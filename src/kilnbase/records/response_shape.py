@@ -13,6 +13,8 @@ from kilnbase.records.errors import RecordsError
 JSON = "application/json"
 OBJECT = "application/vnd.pgrst.object+json"
 CSV = "text/csv"
+#: A JSON array whose objects lose their null-valued keys (PostgREST's `json_strip_nulls`).
+STRIPPED = "application/vnd.pgrst.array+json;nulls=stripped"
 _ACCEPTED = {
     "*/*": JSON,
     "application/*": JSON,
@@ -22,6 +24,7 @@ _ACCEPTED = {
     "application/vnd.pgrst.object": OBJECT,
     CSV: CSV,
     "text/*": CSV,
+    STRIPPED: STRIPPED,
 }
 
 
@@ -40,7 +43,12 @@ def negotiate(accept: str | None) -> str:
                     quality = float(value)
                 except ValueError:
                     quality = 0.0
-        offered.append((-quality, index, media.lower()))
+        media = media.lower()
+        if media == "application/vnd.pgrst.array+json" and "nulls=stripped" in (
+            p.replace(" ", "") for p in params
+        ):
+            media = STRIPPED
+        offered.append((-quality, index, media))
     for negative_quality, _, media in sorted(offered):
         if negative_quality < 0 and media in _ACCEPTED:
             return _ACCEPTED[media]
@@ -76,6 +84,27 @@ def singular(body: str, rows: int) -> str:
             None,
         )
     return body.strip()[1:-1].strip()
+
+
+def shaped(body: str, media: str, rows: int) -> str:
+    """A JSON array body in the negotiated media type: one object, CSV, nulls stripped, or as it is."""
+    if media == OBJECT:
+        return singular(body, rows)
+    if media == CSV:
+        return to_csv(body)
+    if media == STRIPPED:
+        return orjson.dumps(_strip_nulls(orjson.loads(body))).decode()
+    return body
+
+
+def _strip_nulls(value: Any) -> Any:
+    """Like Postgres' `json_strip_nulls`: null-valued keys go from every object, at any depth; nulls in
+    arrays stay."""
+    if isinstance(value, dict):
+        return {key: _strip_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_strip_nulls(item) for item in value]
+    return value
 
 
 def to_csv(body: str) -> str:
