@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from itertools import chain
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote
 
 import orjson
@@ -26,7 +26,7 @@ from psycopg.rows import DictRow
 from kilnbase.db.session import Database
 from kilnbase.http.principal import Principal
 from kilnbase.records import response_shape
-from kilnbase.records.errors import RecordsError, from_database_error
+from kilnbase.records.errors import RecordsError, from_database_error, valid_header
 from kilnbase.records.preferences import Preferences, parse_preferences
 from kilnbase.records.query_grammar import (
     Filter,
@@ -49,12 +49,15 @@ from kilnbase.records.sql_builder import (
     read_statement,
     table_source,
     update_statement,
+    with_response_gucs,
 )
 
 #: `Prefer: count=estimated` counts exactly up to this many rows, and trusts the planner above it.
 ESTIMATE_THRESHOLD = 1000
 #: Rendered read statements kept per schema snapshot (keyed by the URL); the cache empties when full.
 READ_PLAN_CACHE_SIZE = 2048
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -194,24 +197,35 @@ class RecordsEngine:
         *,
         read_only: bool = True,
         single_value: bool = False,
+        call: bool = False,
     ) -> RecordsResponse:
+        """`call`: the source calls a function, whose response GUCs and max-affected apply."""
         offset, limit = _page(request, node)
         count = prefs.count
-        statement = read_statement(
-            node, source, count_exact=count == "exact", limit=limit, offset=offset, prefix=prefix
-        )
-        async with self._transaction(request, read_only=read_only) as cur:
-            planned: int | None = None
+        planned: int | None = None
+
+        async def render(cur: AsyncCursor[DictRow]) -> Sql:
+            nonlocal planned
             if count in ("planned", "estimated"):
                 planned = await _planned_rows(cur, node, source, prefix)
-            if count == "estimated" and planned is not None and planned <= ESTIMATE_THRESHOLD:
-                statement = read_statement(
-                    node, source, count_exact=True, limit=limit, offset=offset, prefix=prefix
-                )
-            await cur.execute(statement.text, statement.params)
-        row = await cur.fetchone()
-        assert row is not None
-        return _read_response(request, row, offset, planned, prefs, media, single_value=single_value)
+            exact = count == "exact" or (
+                count == "estimated" and planned is not None and planned <= ESTIMATE_THRESHOLD
+            )
+            statement = read_statement(
+                node, source, count_exact=exact, limit=limit, offset=offset, prefix=prefix
+            )
+            return with_response_gucs(statement) if call else statement
+
+        async def answer(cur: AsyncCursor[DictRow]) -> RecordsResponse:
+            row = await cur.fetchone()
+            assert row is not None
+            return _read_response(
+                request, row, offset, planned, prefs, media, single_value=single_value, call=call
+            )
+
+        return await self._execute(
+            request, render, answer, read_only=read_only, check_first=call and not read_only
+        )
 
     # -----------------------------------------------------------------------------------------------------
     # writes
@@ -460,21 +474,13 @@ class RecordsEngine:
             )
             return response, body
 
-        # The answer is read after COMMIT (the transaction is then one round trip), unless it can still
-        # fail and must roll the write back (a strict max-affected, a single object that may not be one):
-        # then a nested pipeline block syncs, and the answer is made before COMMIT.
+        # The answer can still fail (a strict max-affected, a single object that may not be one).
         check_first = (prefs.handling == "strict" and prefs.max_affected is not None) or (
             representation and media == response_shape.OBJECT
         )
-        async with self._transaction(request, read_only=False) as cur:
-            if check_first:
-                async with cur.connection.pipeline():
-                    await cur.execute(statement.text, statement.params)
-                response, body = await answer(cur)
-            else:
-                await cur.execute(statement.text, statement.params)
-        if not check_first:
-            response, body = await answer(cur)
+        response, body = await self._execute(
+            request, statement, answer, read_only=False, check_first=check_first
+        )
         if prefs.return_ == "headers-only" and insert and representation:
             location = _location(table, body)
             if location:
@@ -514,6 +520,14 @@ class RecordsEngine:
             plan = _plan_call(snapshot, request, routine, query, args, prefs)
             _remember(snapshot, key, plan)
         routine = plan.routine
+        if prefs.handling == "strict" and prefs.max_affected is not None and not routine.returns_set:
+            # PostgREST refuses before the call: only a set's rows can be counted against the limit.
+            raise RecordsError(
+                400,
+                "PGRST128",
+                "Function must return SETOF or TABLE when max-affected preference is used with "
+                "handling=strict",
+            )
         if routine.single_unnamed_json:
             args_json = orjson.dumps(raw_body).decode()
         else:
@@ -530,26 +544,65 @@ class RecordsEngine:
                 None,
                 read_only=read_only,
                 single_value=not routine.returns_set,
+                call=True,
             )
         statement = _filled(plan.statement.text, plan.statement.params, plan.args_indexes, args_json)
-        async with self._transaction(request, read_only=read_only) as cur:
-            await cur.execute(statement.text, statement.params)
-        row = await cur.fetchone()
-        if plan.offset is not None:
+
+        async def answer(cur: AsyncCursor[DictRow]) -> RecordsResponse:
+            row = await cur.fetchone()
             assert row is not None
-            return _read_response(
-                request, row, plan.offset, None, prefs, media, single_value=not routine.returns_set
+            if plan.offset is not None:
+                return _read_response(
+                    request,
+                    row,
+                    plan.offset,
+                    None,
+                    prefs,
+                    media,
+                    single_value=not routine.returns_set,
+                    call=True,
+                )
+            if routine.returns_set:
+                _check_max_affected(prefs, row["page_total"])
+            if routine.return_kind == "void":
+                return _with_response_gucs(row, RecordsResponse(204, "", {}, None))
+            body = row["body"] if row["body"] is not None else "null"
+            if method == "HEAD":
+                body = ""
+            content_range = "0-0/*" if not routine.returns_set else "*/*"
+            return _with_response_gucs(
+                row, RecordsResponse(200, body, {"Content-Range": content_range}, media)
             )
-        if routine.return_kind == "void":
-            return RecordsResponse(204, "", {}, None)
-        body = row["body"] if row and row["body"] is not None else "null"
-        if method == "HEAD":
-            body = ""
-        return RecordsResponse(
-            200, body, {"Content-Range": "0-0/*" if not routine.returns_set else "*/*"}, media
-        )
+
+        # A write is answered before COMMIT: a bad response GUC or too many rows must still roll it back.
+        return await self._execute(request, statement, answer, read_only=read_only, check_first=not read_only)
 
     # -----------------------------------------------------------------------------------------------------
+
+    async def _execute(
+        self,
+        request: RecordsRequest,
+        statement: Sql | Callable[[AsyncCursor[DictRow]], Awaitable[Sql]],
+        answer: Callable[[AsyncCursor[DictRow]], Awaitable[_T]],
+        *,
+        read_only: bool,
+        check_first: bool,
+    ) -> _T:
+        """One statement as the caller (`statement` may be rendered in the transaction), then the answer.
+
+        The answer is read after COMMIT (the transaction is then one round trip), unless it can still fail
+        and must roll a write back (`check_first`): then a nested pipeline block syncs, and the answer is
+        made before COMMIT."""
+        async with self._transaction(request, read_only=read_only) as cur:
+            if not isinstance(statement, Sql):
+                statement = await statement(cur)
+            if not check_first:
+                await cur.execute(statement.text, statement.params)
+            else:
+                async with cur.connection.pipeline():
+                    await cur.execute(statement.text, statement.params)
+                return await answer(cur)
+        return await answer(cur)
 
     def _transaction(
         self, request: RecordsRequest, *, read_only: bool
@@ -635,19 +688,23 @@ def _plan_call(
         if prefs.count in ("planned", "estimated"):
             return _CallPlan(routine, arg_names, Sql(), node=node)
         offset, limit = _page(request, node)
-        statement = read_statement(
-            node,
-            _call_read_source(from_args, call, node.alias),
-            count_exact=prefs.count == "exact",
-            limit=limit,
-            offset=offset,
+        statement = with_response_gucs(
+            read_statement(
+                node,
+                _call_read_source(from_args, call, node.alias),
+                count_exact=prefs.count == "exact",
+                limit=limit,
+                offset=offset,
+            )
         )
         return _CallPlan(routine, arg_names, statement, _body_indexes(statement), offset=offset)
     sql = Sql()
     if routine.return_kind == "void":
         sql.add("SELECT ").extend(call).add(" AS body")
     elif routine.returns_set:
-        sql.add("SELECT coalesce(json_agg(\"pgrst_value\".v), '[]')::text AS body FROM ")
+        sql.add(
+            "SELECT coalesce(json_agg(\"pgrst_value\".v), '[]')::text AS body, count(*) AS page_total FROM "
+        )
         if from_args.parts:
             sql.extend(from_args).add(" CROSS JOIN LATERAL ")
         sql.extend(call).add(' AS "pgrst_value"(v)')
@@ -655,6 +712,7 @@ def _plan_call(
         sql.add("SELECT to_json(").extend(call).add(")::text AS body")
     if from_args.parts and not (routine.return_kind == "scalar" and routine.returns_set):
         sql.add(" FROM ").extend(from_args)
+    sql = with_response_gucs(sql)
     return _CallPlan(routine, arg_names, sql, _body_indexes(sql))
 
 
@@ -781,10 +839,14 @@ def _read_response(
     media: str,
     *,
     single_value: bool,
+    call: bool = False,
 ) -> RecordsResponse:
-    """Status, Content-Range and body of a read, from the statement's (total, page_total, body) row."""
+    """Status, Content-Range and body of a read, from the statement's (total, page_total, body) row; for a
+    function `call`, with its max-affected check and response GUCs."""
     total: int | None = row["total"] if row["total"] is not None else planned
     page_total: int = row["page_total"]
+    if call:
+        _check_max_affected(prefs, page_total)
     body: str = row["body"]
     lower, upper = offset, offset + page_total - 1
     status = response_shape.range_status(lower, upper, total)
@@ -797,13 +859,41 @@ def _read_response(
         raise _range_error(total, headers)
     if single_value:
         body = response_shape.singular(body, page_total) if page_total == 1 else "null"
-    elif media == response_shape.OBJECT:
-        body = response_shape.singular(body, page_total)
-    elif media == response_shape.CSV:
-        body = response_shape.to_csv(body)
+    else:
+        body = response_shape.shaped(body, media, page_total)
     if request.method.upper() == "HEAD":
         body = ""
-    return RecordsResponse(status, body, headers, media)
+    response = RecordsResponse(status, body, headers, media)
+    return _with_response_gucs(row, response) if call else response
+
+
+def _with_response_gucs(row: Mapping[str, Any], response: RecordsResponse) -> RecordsResponse:
+    """The status and headers a function asked for with `response.status` / `response.headers`, checked as
+    PostgREST checks them (500 PGRST112 / PGRST111, never a guess)."""
+    status: str | None = row["response_status"]
+    if status is not None:
+        if not (status.isascii() and status.isdigit() and 100 <= int(status) <= 599):
+            raise RecordsError(500, "PGRST112", "response.status guc must be a valid status code")
+        response.status = int(status)
+    headers: str | None = row["response_headers"]
+    if headers is not None:
+        try:
+            items = orjson.loads(headers)
+        except orjson.JSONDecodeError:
+            items = None
+        if not isinstance(items, list) or not all(
+            isinstance(item, dict) and len(item) == 1 and valid_header(*next(iter(item.items())))
+            for item in items
+        ):
+            raise RecordsError(
+                500,
+                "PGRST111",
+                "response.headers guc must be a JSON array composed of objects with a single key and a "
+                "string value",
+            )
+        for item in items:
+            response.headers.update(item)
+    return response
 
 
 def _range_error(total: int | None, headers: dict[str, str]) -> RecordsError:
@@ -864,10 +954,8 @@ def _mutation_response(
     applied = prefs.applied(mutation=True, upsert_allowed=insert)
     if applied:
         headers["Preference-Applied"] = applied
-    if media == response_shape.OBJECT and representation:
-        body = response_shape.singular(body, affected)
-    elif media == response_shape.CSV and representation:
-        body = response_shape.to_csv(body)
+    if representation:
+        body = response_shape.shaped(body, media, affected)
     if representation and prefs.return_ != "headers-only":
         return RecordsResponse(status, body, headers, media)
     if insert:

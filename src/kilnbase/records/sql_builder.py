@@ -456,3 +456,20 @@ def call_source(
         f"{function}(" + ", ".join(f'{ident(n)} := "pgrst_args".{ident(n)}' for n in arg_names) + ")"
     )
     return from_sql, call
+
+
+def with_response_gucs(statement: Sql) -> Sql:
+    """The statement's one row plus the `response.status` / `response.headers` a function set (PostgREST's
+    response GUCs). They are read in the outer query over a MATERIALIZED CTE, so only once the row (and with
+    it every call of the function) exists: the SELECT list cannot be evaluated before the call."""
+    return (
+        Sql()
+        .add('WITH "pgrst_call" AS MATERIALIZED (')
+        .extend(statement)
+        .add(
+            ') SELECT "pgrst_call".*,'
+            " nullif(current_setting('response.headers', true), '') AS response_headers,"
+            " nullif(current_setting('response.status', true), '') AS response_status"
+            ' FROM "pgrst_call"'
+        )
+    )
