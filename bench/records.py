@@ -49,10 +49,8 @@ from kilnbase.records.query_grammar import parse_query
 from kilnbase.records.read_plan import build_read_plan
 from kilnbase.records.schema_cache import load_snapshot
 from kilnbase.records.sql_builder import (
-    Source,
-    Sql,
     call_source,
-    ident,
+    function_read_statement,
     insert_statement,
     read_statement,
     table_source,
@@ -162,14 +160,9 @@ async def render_statements(conninfo: str) -> dict[str, dict[str, Any]]:
             routine = snapshot.routines[("public", "bench_top")][0]
             from_args, call = call_source(routine, "{}", ["n"], "bench_top")
             node = build_read_plan(snapshot, items, query, alias="bench_top")
-            source = (
-                Sql()
-                .extend(from_args)
-                .add(" CROSS JOIN LATERAL ")
-                .extend(call)
-                .add(f" AS {ident(node.alias)}")
+            statement = function_read_statement(
+                node, from_args, call, count_exact=False, limit=None, offset=0
             )
-            statement = read_statement(node, Source(source), count_exact=False, limit=None, offset=0)
             body_param = 0
             read_only = True
         out[case.name] = {

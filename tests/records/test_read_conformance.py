@@ -405,6 +405,21 @@ def test_a_repeated_call_shape_binds_each_calls_own_values(client: TestClient, a
     assert sums == [2, 6]
 
 
+def test_argument_names_no_function_has_are_not_remembered(client: TestClient, admin: dict[str, str]) -> None:
+    """The call-plan memory is keyed by the parameters the arguments name: a caller cannot fill it with
+    names of its own choosing (here a function that takes the whole body, so any names are accepted)."""
+    snapshot = client.app.state.runtime.schema_cache.snapshot  # type: ignore[attr-defined]
+
+    def plans() -> int:
+        return sum(1 for key in snapshot.read_plans if key[0] == "rpc")
+
+    before = plans()
+    for index in range(20):
+        answer = client.post("/api/database/rpc/echo_json", json={f"key{index}": index}, headers=admin)
+        assert answer.json() == {f"key{index}": index}
+    assert plans() - before <= 1
+
+
 def test_rpc_errors(client: TestClient, admin: dict[str, str]) -> None:
     rpc = "/api/database/rpc"
     missing = client.post(f"{rpc}/no_such_fn", json={}, headers=admin)

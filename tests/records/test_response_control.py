@@ -49,6 +49,8 @@ def functions(database_url: str) -> None:
             $$;
             CREATE FUNCTION add_notes(n int) RETURNS SETOF ledger LANGUAGE sql VOLATILE AS
                 $$ INSERT INTO ledger (note) SELECT 'bulk' FROM generate_series(1, n) RETURNING * $$;
+            CREATE FUNCTION add_counted(n int) RETURNS SETOF ledger LANGUAGE sql VOLATILE AS
+                $$ INSERT INTO ledger (note) SELECT 'counted' FROM generate_series(1, n) RETURNING * $$;
             CREATE FUNCTION add_note_ids(n int) RETURNS SETOF int LANGUAGE sql VOLATILE AS
                 $$ INSERT INTO ledger (note) SELECT 'bulk-id' FROM generate_series(1, n) RETURNING id $$;
             """
@@ -267,3 +269,21 @@ def test_nulls_stripped_drops_null_keys_from_every_object(client: TestClient, ad
     assert written.json() == [{"note": "stripped"}, {"note": "stripped", "extra": "x"}]
     plain = client.get(f"{RECORDS}/ledger?note=eq.stripped&select=extra&order=id", headers=admin)
     assert plain.json() == [{"extra": None}, {"extra": "x"}]
+
+
+# -- a function read twice runs once ----------------------------------------------------------------------
+
+
+def test_a_counted_call_runs_the_function_once(client: TestClient, admin: dict[str, str]) -> None:
+    """`count=exact` reads a set-returning function for the page and for the count; its writes happen once."""
+    before = ledger_count(client, admin, "counted")
+    for count in ("exact", "estimated"):
+        answer = call(client, admin, "add_counted", {"n": 3}, Prefer=f"count={count}")
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()) == 3 and answer.headers["content-range"] == "0-2/3"
+    assert ledger_count(client, admin, "counted") == before + 6
+    limited = client.post(
+        f"{RPC}/add_counted?limit=1", json={"n": 2}, headers={**admin, "Prefer": "count=exact"}
+    )
+    assert limited.status_code == 206 and limited.headers["content-range"] == "0-0/2"
+    assert ledger_count(client, admin, "counted") == before + 8

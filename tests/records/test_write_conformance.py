@@ -169,7 +169,15 @@ def test_named_columns_send_the_body_unparsed_and_postgres_checks_it(
         )
         assert refused.status_code == 400, (body, refused.text)
         assert {"code", "message"} <= set(refused.json())
-    assert rows(client, admin, "notes?select=slug&slug=in.(u6,u7)") == []
+    # Only an array is passed on unparsed: `{..},{..}` is not JSON, and stays refused; so does bad UTF-8.
+    for body in (b'{"slug": "u9"},{"slug": "u10"}', b'[{"slug": "\xff"}]'):
+        refused = client.post(
+            f"{RECORDS}/notes?columns=slug",
+            headers={**admin, "Content-Type": "application/json"},
+            content=body,
+        )
+        assert refused.status_code == 400 and refused.json()["code"] == "PGRST102", refused.text
+    assert rows(client, admin, "notes?select=slug&slug=in.(u6,u7,u9,u10)") == []
     unknown = write(client, "POST", "notes?columns=slug,nope", admin, [{"slug": "u8"}])
     assert unknown.status_code == 400 and unknown.json()["code"] == "PGRST204"
 

@@ -124,3 +124,30 @@ def test_request_lines_go_straight_to_the_json_handler_and_are_scrubbed(
         assert len(stream.getvalue().splitlines()) == 2
     finally:
         root.handlers[:], root.level, structured._json_handler = saved
+
+
+def test_a_traceback_line_stays_json_when_its_message_is_scrubbed() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord(
+            "kilnbase.errors", logging.ERROR, __file__, 1, "failed on %s", ("/x?token=abc",), sys.exc_info()
+        )
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "failed on /x?token=[redacted]" and "ValueError: boom" in entry["exception"]
+
+
+def test_a_request_line_that_cannot_be_written_does_not_fail_the_request(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, structured._json_handler)
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", stream)
+    try:
+        structured.configure_logging("info")
+        stream.close()
+        structured.log_request({"method": "GET", "path": "/a", "status": 200})  # no exception
+    finally:
+        root.handlers[:], root.level, structured._json_handler = saved
+    assert "Logging error" in capsys.readouterr().err  # reported by logging's own handler

@@ -18,7 +18,7 @@ _SECRET_PATTERNS = [
     re.compile(r"ik_[0-9a-fA-F]{16,}"),
     re.compile(r"anon_[0-9a-fA-F]{16,}"),
     re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+"),
-    re.compile(r"(?i)(password|passwd|secret|api[_-]?key|token)=([^&\s]+)"),
+    re.compile(r"(?i)(password|passwd|secret|api[_-]?key|token)=([^&\s\"\\]+)"),
     re.compile(r"(?i)(postgres(?:ql)?://[^:/\s]+:)([^@\s]+)(@)"),
 ]
 
@@ -54,18 +54,10 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None)
-        line = self.line(
-            record.created,
-            record.levelname.lower(),
-            record.name,
-            record.getMessage(),
-            fields if isinstance(fields, dict) else None,
-        )
+        extra = dict(fields) if isinstance(fields, dict) else {}
         if record.exc_info:
-            entry = orjson.loads(line)
-            entry["exception"] = self.formatException(record.exc_info)
-            line = scrub(orjson.dumps(entry, default=str).decode())
-        return line
+            extra["exception"] = self.formatException(record.exc_info)
+        return self.line(record.created, record.levelname.lower(), record.name, record.getMessage(), extra)
 
     def line(
         self, created: float, level: str, logger: str, message: str, fields: dict[str, Any] | None
@@ -89,26 +81,41 @@ class JsonFormatter(logging.Formatter):
 #: The handler `configure_logging` installed, while it is the root logger's only one.
 _json_handler: logging.StreamHandler[Any] | None = None
 request_log = logging.getLogger("kilnbase.request")
+_kilnbase_log = logging.getLogger("kilnbase")
 
 
 def log_request(fields: dict[str, Any]) -> None:
     """The one line per request (logger `kilnbase.request`, level INFO), the server's most frequent log call.
 
-    When the JSON handler of `configure_logging` is the only destination, the line is formatted and written
-    straight to its stream: logging's general path (a record of two dozen attributes, a formatter, the logger
-    hierarchy) costs more than planning a records query does. Any other set-up (a test capturing records, an
-    application's own handlers) gets an ordinary record."""
+    When the JSON handler of `configure_logging` is the only destination, as configured (no filters, its
+    level, the logger hierarchy untouched), the line is formatted and written straight to its stream:
+    logging's general path (a record of two dozen attributes, a formatter, the hierarchy) costs more than
+    planning a records query does. Any other set-up (a test capturing records, an application's own
+    handlers), and any failure to write, takes the ordinary path, whose handler reports the failure."""
     if not request_log.isEnabledFor(logging.INFO):
         return
     handler = _json_handler
-    if handler is not None and logging.root.handlers == [handler] and not request_log.handlers:
+    if (
+        handler is not None
+        and logging.root.handlers == [handler]
+        and not handler.filters
+        and handler.level <= logging.INFO
+        and not request_log.handlers
+        and not request_log.filters
+        and request_log.propagate
+        and not _kilnbase_log.handlers
+        and _kilnbase_log.propagate
+    ):
         formatter = handler.formatter
         assert isinstance(formatter, JsonFormatter)
         line = formatter.line(time.time(), "info", "kilnbase.request", "request", fields)
-        with handler.lock:  # type: ignore[union-attr]  # (created with the handler)
-            handler.stream.write(line + "\n")
-            handler.stream.flush()
-        return
+        try:
+            with handler.lock:  # type: ignore[union-attr]  # (created with the handler)
+                handler.stream.write(line + "\n")
+                handler.stream.flush()
+            return
+        except Exception:  # noqa: S110 (the ordinary path below reports it, as logging does)
+            pass
     # `Logger.info` without its caller lookup (a stack walk), which nothing here reads.
     request_log.handle(
         request_log.makeRecord(

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from kilnbase.http.request_context import credential_in
-from kilnbase.records.errors import RecordsError
+from kilnbase.records.errors import RecordsError, valid_header
 from kilnbase.records.service import RecordsEngine, RecordsRequest, RecordsResponse
 from kilnbase.server.runtime import runtime_in
 
@@ -74,17 +74,25 @@ class RecordsEndpoint:
         try:
             answer = await engine_in(scope).handle(request)
         except RecordsError as exc:
-            error_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()]
+            error_headers = _encoded(exc.headers)
             error_headers.append((b"content-type", _JSON_UTF8))
-            # PostgREST names the error here too, so a HEAD (no body) still tells which one it was.
-            error_headers.append((b"proxy-status", f"PostgREST; error={exc.code}".encode("latin-1")))
+            # PostgREST names the error here too, so a HEAD (no body) still tells which one it was. (A code
+            # raised from SQL is the function's choice: it goes on the wire only if it is a plain value.)
+            proxy_status = f"PostgREST; error={exc.code}"
+            if valid_header("proxy-status", proxy_status):
+                error_headers.append((b"proxy-status", proxy_status.encode("latin-1")))
             await _respond(send, exc.status, error_headers, orjson.dumps(exc.body()), method)
             return
         await _respond(send, answer.status, _raw_headers(answer), answer.body.encode(), method)
 
 
+def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """ASGI's form: names in lower case."""
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+
 def _raw_headers(answer: RecordsResponse) -> list[tuple[bytes, bytes]]:
-    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers.items()]
+    raw = _encoded(answer.headers)
     if answer.status != 204 and answer.media_type is not None:
         raw.append((b"content-type", f"{answer.media_type}; charset=utf-8".encode("latin-1")))
     return raw

@@ -44,7 +44,8 @@ from kilnbase.records.sql_builder import (
     cte_source,
     delete_statement,
     explain_statement,
-    ident,
+    function_read_statement,
+    function_source,
     insert_statement,
     read_statement,
     table_source,
@@ -54,7 +55,7 @@ from kilnbase.records.sql_builder import (
 
 #: `Prefer: count=estimated` counts exactly up to this many rows, and trusts the planner above it.
 ESTIMATE_THRESHOLD = 1000
-#: Rendered read statements kept per schema snapshot (keyed by the URL); the cache empties when full.
+#: Entries remembered per schema snapshot (request shapes, statements, call plans); emptied when full.
 READ_PLAN_CACHE_SIZE = 2048
 
 _T = TypeVar("_T")
@@ -197,9 +198,10 @@ class RecordsEngine:
         *,
         read_only: bool = True,
         single_value: bool = False,
-        call: bool = False,
+        call: tuple[Sql, Sql] | None = None,
     ) -> RecordsResponse:
-        """`call`: the source calls a function, whose response GUCs and max-affected apply."""
+        """`call`: the source is that function call (`call_source`), whose response GUCs and max-affected
+        apply; the statement then reads it through `function_read_statement`."""
         offset, limit = _page(request, node)
         count = prefs.count
         planned: int | None = None
@@ -211,20 +213,19 @@ class RecordsEngine:
             exact = count == "exact" or (
                 count == "estimated" and planned is not None and planned <= ESTIMATE_THRESHOLD
             )
-            statement = read_statement(
-                node, source, count_exact=exact, limit=limit, offset=offset, prefix=prefix
-            )
-            return with_response_gucs(statement) if call else statement
+            if call is not None:
+                return function_read_statement(node, *call, count_exact=exact, limit=limit, offset=offset)
+            return read_statement(node, source, count_exact=exact, limit=limit, offset=offset, prefix=prefix)
 
         async def answer(cur: AsyncCursor[DictRow]) -> RecordsResponse:
             row = await cur.fetchone()
             assert row is not None
             return _read_response(
-                request, row, offset, planned, prefs, media, single_value=single_value, call=call
+                request, row, offset, planned, prefs, media, single_value=single_value, call=call is not None
             )
 
         return await self._execute(
-            request, render, answer, read_only=read_only, check_first=call and not read_only
+            request, render, answer, read_only=read_only, check_first=call is not None and not read_only
         )
 
     # -----------------------------------------------------------------------------------------------------
@@ -499,6 +500,7 @@ class RecordsEngine:
         if method not in ("GET", "HEAD", "POST"):
             raise RecordsError(405, "PGRST101", "Only GET and POST verbs are allowed for functions")
         overloads = snapshot.routines.get((schema, request.resource), [])
+        names = frozenset(p.name for r in overloads for p in r.parameters if p.name)
         args: dict[str, Any]
         if method == "POST":
             query = _parsed_query(snapshot, request, frozenset())
@@ -508,12 +510,14 @@ class RecordsEngine:
                 raise RecordsError(400, "PGRST102", "Empty or invalid json", str(exc)) from None
             args = raw_body if isinstance(raw_body, dict) else {}
         else:
-            names = frozenset(p.name for r in overloads for p in r.parameters if p.name)
             query = _parsed_query(snapshot, request, names)
             args = dict(query.function_args)
             raw_body = args
-        # The routine and the statement depend on the shape and the argument names, not their values.
-        key = ("rpc", shape.key, frozenset(args))
+        # The routine and the statement depend on the shape and on which parameters the arguments name (and
+        # whether they name others), never on their values, nor on names no overload has: those are the
+        # caller's choice, and the memory must not keep them.
+        given = args.keys()
+        key = ("rpc", shape.key, frozenset(given & names), not given <= names)
         plan: _CallPlan | None = snapshot.read_plans.get(key)
         if plan is None:
             routine = _choose_routine(schema, request.resource, overloads, args)
@@ -538,13 +542,13 @@ class RecordsEngine:
             return await self._run_read(
                 request,
                 plan.node,
-                _call_read_source(from_args, call, plan.node.alias),
+                function_source(from_args, call, plan.node.alias),  # (what a planned count explains)
                 prefs,
                 media,
                 None,
                 read_only=read_only,
                 single_value=not routine.returns_set,
-                call=True,
+                call=(from_args, call),
             )
         statement = _filled(plan.statement.text, plan.statement.params, plan.args_indexes, args_json)
 
@@ -616,7 +620,7 @@ def _translate(exc: psycopg.Error, anonymous: bool) -> RecordsError:
     return from_database_error(exc, is_anonymous=anonymous)
 
 
-#: Stands for the request body in a cached write statement's parameters (found by identity, not value).
+#: Stands for the body (or a call's arguments) in a cached statement's parameters (found by identity).
 _BODY = "\x00pgrst-body\x00"
 
 
@@ -688,14 +692,8 @@ def _plan_call(
         if prefs.count in ("planned", "estimated"):
             return _CallPlan(routine, arg_names, Sql(), node=node)
         offset, limit = _page(request, node)
-        statement = with_response_gucs(
-            read_statement(
-                node,
-                _call_read_source(from_args, call, node.alias),
-                count_exact=prefs.count == "exact",
-                limit=limit,
-                offset=offset,
-            )
+        statement = function_read_statement(
+            node, from_args, call, count_exact=prefs.count == "exact", limit=limit, offset=offset
         )
         return _CallPlan(routine, arg_names, statement, _body_indexes(statement), offset=offset)
     sql = Sql()
@@ -714,14 +712,6 @@ def _plan_call(
         sql.add(" FROM ").extend(from_args)
     sql = with_response_gucs(sql)
     return _CallPlan(routine, arg_names, sql, _body_indexes(sql))
-
-
-def _call_read_source(from_args: Sql, call: Sql, alias: str) -> Source:
-    source_sql = Sql()
-    if from_args.parts:
-        source_sql.extend(from_args).add(" CROSS JOIN LATERAL ")
-    source_sql.extend(call).add(f" AS {ident(alias)}")
-    return Source(source_sql)
 
 
 def _body_indexes(statement: Sql) -> tuple[int, ...]:
@@ -749,22 +739,27 @@ def _parsed_query(snapshot: SchemaSnapshot, request: RecordsRequest, names: froz
 def _unparsed_rows(request: RecordsRequest, table: Table, query: QueryParams) -> tuple[list[str], str] | None:
     """The columns and rows of an insert whose JSON body need not be parsed here, else None.
 
-    PostgREST's documented shortcut: with `?columns=` the body goes to Postgres as it is, and Postgres checks
-    its shape (`@supabase/postgrest-js`, and so `@insforge/sdk`, name the columns of every array insert).
-    Not when the body holds `""` somewhere: InsForge's quirk needs the rows."""
+    PostgREST's documented shortcut: with `?columns=` an array body goes to Postgres as it is, and Postgres
+    checks it (`@supabase/postgrest-js`, and so `@insforge/sdk`, name the columns of every array insert).
+    Anything else takes the parsed path: a body that is not an array (it would have to be wrapped in one,
+    which could turn `{..},{..}` into valid JSON), that is not UTF-8, or that holds `""` somewhere (InsForge's
+    quirk needs the rows)."""
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     body = request.body.strip()
     if (
         query.columns is None
         or not (content_type in ("application/json", "") or content_type.endswith("+json"))
-        or not body
+        or not body.startswith(b"[")
         or b'""' in body
     ):
         return None
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        return None
     columns = list(query.columns)
     _check_columns(table, columns)
-    text = body.decode()
-    return columns, text if text.startswith("[") else f"[{text}]"
+    return columns, text
 
 
 def _check_columns(table: Table, columns: Sequence[str]) -> None:

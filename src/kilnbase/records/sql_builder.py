@@ -473,3 +473,41 @@ def with_response_gucs(statement: Sql) -> Sql:
             ' FROM "pgrst_call"'
         )
     )
+
+
+#: The CTE a table-typed function's rows are read from.
+FUNCTION_CTE = "pgrst_source"
+
+
+def function_source(from_args: Sql, call: Sql, alias: str) -> Source:
+    """The rows of a function call under `alias` (`from_args` binds its arguments, see `call_source`)."""
+    source_sql = Sql()
+    if from_args.parts:
+        source_sql.extend(from_args).add(" CROSS JOIN LATERAL ")
+    source_sql.extend(call).add(f" AS {ident(alias)}")
+    return Source(source_sql)
+
+
+def function_read_statement(
+    node: ReadNode, from_args: Sql, call: Sql, *, count_exact: bool, limit: int | None, offset: int
+) -> Sql:
+    """A table-typed function's rows read like a table's, with the response GUCs it set.
+
+    The call is a CTE of its own. Read twice (the page and an exact count) Postgres materializes it, so the
+    function runs once, side effects and all; read once, the planner may still inline it."""
+    alias = node.alias
+    prefix = (
+        Sql()
+        .add(f"WITH {ident(FUNCTION_CTE)} AS (SELECT {ident(alias)}.* FROM ")
+        .extend(function_source(from_args, call, alias).from_sql)
+        .add(") ")
+    )
+    statement = read_statement(
+        node,
+        cte_source(FUNCTION_CTE, alias),
+        count_exact=count_exact,
+        limit=limit,
+        offset=offset,
+        prefix=prefix,
+    )
+    return with_response_gucs(statement)
