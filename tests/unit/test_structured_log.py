@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import sys
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
@@ -98,32 +99,35 @@ def test_formatter_time_is_the_records_utc_time() -> None:
     assert times == ["2023-11-14T22:13:20.250Z", "2023-11-14T22:13:20.750Z", "2023-11-14T22:13:21.500Z"]
 
 
-def test_request_lines_go_straight_to_the_json_handler_and_are_scrubbed(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.fixture
+def json_stdout() -> Iterator[io.StringIO]:
+    """A string for `configure_logging` to write to, with the logging set-up restored afterwards. (Tests
+    configure in their body: pytest adds its capture handlers to the root logger once the test runs.)"""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level, structured._json_handler)
-    stream = io.StringIO()
-    monkeypatch.setattr(sys, "stdout", stream)
-    try:
-        structured.configure_logging("info")
-        secret = "ik_" + "c3" * 32
-        structured.log_request({"method": "GET", "path": f"/x/{secret}", "status": 200})
-        (line,) = stream.getvalue().splitlines()
-        entry = json.loads(line)
-        assert entry["logger"] == "kilnbase.request" and entry["status"] == 200 and entry["level"] == "info"
-        assert secret not in line and entry["path"] == "/x/[redacted]"
-        # Another destination (here pytest's capture) gets an ordinary record instead, and the line too.
-        root.addHandler(caplog.handler)
-        structured.log_request({"method": "GET", "path": "/y", "status": 201})
-        assert [r.fields["path"] for r in caplog.records] == ["/y"]  # type: ignore[attr-defined]
-        assert json.loads(stream.getvalue().splitlines()[-1])["path"] == "/y"
-        # Below the logger's level nothing is written at all.
-        root.setLevel(logging.WARNING)
-        structured.log_request({"method": "GET", "path": "/z", "status": 200})
-        assert len(stream.getvalue().splitlines()) == 2
-    finally:
-        root.handlers[:], root.level, structured._json_handler = saved
+    yield io.StringIO()
+    root.handlers[:], root.level, structured._json_handler = saved
+
+
+def test_request_lines_go_straight_to_the_json_handler_and_are_scrubbed(
+    json_stdout: io.StringIO, caplog: pytest.LogCaptureFixture
+) -> None:
+    structured.configure_logging("info", json_stdout)
+    secret = "ik_" + "c3" * 32
+    structured.log_request({"method": "GET", "path": f"/x/{secret}", "status": 200})
+    (line,) = json_stdout.getvalue().splitlines()
+    entry = json.loads(line)
+    assert entry["logger"] == "kilnbase.request" and entry["status"] == 200 and entry["level"] == "info"
+    assert secret not in line and entry["path"] == "/x/[redacted]"
+    # Another destination (here pytest's capture) gets an ordinary record instead, and the line too.
+    logging.getLogger().addHandler(caplog.handler)
+    structured.log_request({"method": "GET", "path": "/y", "status": 201})
+    assert [r.fields["path"] for r in caplog.records] == ["/y"]  # type: ignore[attr-defined]
+    assert json.loads(json_stdout.getvalue().splitlines()[-1])["path"] == "/y"
+    # Below the logger's level nothing is written at all.
+    logging.getLogger().setLevel(logging.WARNING)
+    structured.log_request({"method": "GET", "path": "/z", "status": 200})
+    assert len(json_stdout.getvalue().splitlines()) == 2
 
 
 def test_a_traceback_line_stays_json_when_its_message_is_scrubbed() -> None:
@@ -138,16 +142,9 @@ def test_a_traceback_line_stays_json_when_its_message_is_scrubbed() -> None:
 
 
 def test_a_request_line_that_cannot_be_written_does_not_fail_the_request(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    json_stdout: io.StringIO, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level, structured._json_handler)
-    stream = io.StringIO()
-    monkeypatch.setattr(sys, "stdout", stream)
-    try:
-        structured.configure_logging("info")
-        stream.close()
-        structured.log_request({"method": "GET", "path": "/a", "status": 200})  # no exception
-    finally:
-        root.handlers[:], root.level, structured._json_handler = saved
+    structured.configure_logging("info", json_stdout)
+    json_stdout.close()
+    structured.log_request({"method": "GET", "path": "/a", "status": 200})  # no exception
     assert "Logging error" in capsys.readouterr().err  # reported by logging's own handler
