@@ -72,6 +72,11 @@ class RecordsRequest:
     principal: Principal
 
     @cached_property
+    def content_type(self) -> str:
+        """The body's media type, without parameters, in lower case (JSON when none is given)."""
+        return self.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+
+    @cached_property
     def query(self) -> list[tuple[str, str]]:
         """The query string's (name, value) pairs, decoded."""
         pairs = parse_qsl(self.query_string, keep_blank_values=True)
@@ -117,15 +122,16 @@ class RecordsEngine:
         # Everything but the body and the caller: what the schema, preferences and media type (and, for a
         # read, the statement) depend on. A repeated request shape reuses them from the snapshot.
         key = (method, request.is_rpc, request.resource, request.query_string, *request.headers.items())
-        shape: _Shape | None = snapshot.read_plans.get(key)
-        if shape is None:
-            shape = _Shape(
+        shape = _memoized(
+            snapshot,
+            key,
+            lambda: _Shape(
                 key,
                 _schema_of(request, snapshot, method not in ("GET", "HEAD")),
                 parse_preferences([request.headers.get("prefer", "")]),
                 response_shape.negotiate(request.headers.get("accept")),
-            )
-            _remember(snapshot, key, shape)
+            ),
+        )
         schema, prefs, media = shape.schema, shape.prefs, shape.media
         if request.is_rpc:
             return await self._call(request, snapshot, shape)
@@ -152,9 +158,8 @@ class RecordsEngine:
     ) -> RecordsResponse:
         """A read whose statement depends only on the request's shape: rendered once per schema snapshot."""
         prefs = shape.prefs
-        key = ("read", shape.key)
-        cached = snapshot.read_plans.get(key)
-        if cached is None:
+
+        def render() -> tuple[str, tuple[Any, ...], int]:
             table = find_table(snapshot, shape.schema, request.resource)
             node = build_read_plan(snapshot, table, parse_query(request.query))
             offset, limit = _page(request, node)
@@ -165,9 +170,9 @@ class RecordsEngine:
                 limit=limit,
                 offset=offset,
             )
-            cached = (statement.text, tuple(statement.params), offset)
-            _remember(snapshot, key, cached)
-        text, params, offset = cached
+            return statement.text, tuple(statement.params), offset
+
+        text, params, offset = _memoized(snapshot, ("read", shape.key), render)
         async with self._transaction(request, read_only=True) as cur:
             await cur.execute(text, params)
         row = await cur.fetchone()  # after COMMIT: the whole transaction was one round trip
@@ -238,7 +243,7 @@ class RecordsEngine:
 
         The JSON body is passed on as received when nothing had to be dropped from it (the common case),
         so a bulk insert is not serialized twice."""
-        content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        content_type = request.content_type
         rows: Any
         if content_type == "text/csv":
             text = request.body.decode("utf-8", errors="replace")
@@ -517,12 +522,18 @@ class RecordsEngine:
         # whether they name others), never on their values, nor on names no overload has: those are the
         # caller's choice, and the memory must not keep them.
         given = args.keys()
-        key = ("rpc", shape.key, frozenset(given & names), not given <= names)
-        plan: _CallPlan | None = snapshot.read_plans.get(key)
-        if plan is None:
-            routine = _choose_routine(schema, request.resource, overloads, args)
-            plan = _plan_call(snapshot, request, routine, query, args, prefs)
-            _remember(snapshot, key, plan)
+        plan = _memoized(
+            snapshot,
+            ("rpc", shape.key, frozenset(given & names), not given <= names),
+            lambda: _plan_call(
+                snapshot,
+                request,
+                _choose_routine(schema, request.resource, overloads, args),
+                query,
+                args,
+                prefs,
+            ),
+        )
         routine = plan.routine
         if prefs.handling == "strict" and prefs.max_affected is not None and not routine.returns_set:
             # PostgREST refuses before the call: only a set's rows can be counted against the limit.
@@ -624,32 +635,36 @@ def _translate(exc: psycopg.Error, anonymous: bool) -> RecordsError:
 _BODY = "\x00pgrst-body\x00"
 
 
-def _remember(snapshot: SchemaSnapshot, key: Any, value: Any) -> None:
-    """Cache per schema snapshot (a reload starts a new one), emptied when full."""
-    if len(snapshot.read_plans) >= READ_PLAN_CACHE_SIZE:
-        snapshot.read_plans.clear()
-    snapshot.read_plans[key] = value
+def _memoized(snapshot: SchemaSnapshot, key: Any, make: Callable[[], _T]) -> _T:
+    """`make()`, once per `key` and schema snapshot (a reload starts a new one); emptied when full. An
+    exception from `make` is not remembered."""
+    found: _T | None = snapshot.read_plans.get(key)
+    if found is None:
+        found = make()
+        if len(snapshot.read_plans) >= READ_PLAN_CACHE_SIZE:
+            snapshot.read_plans.clear()
+        snapshot.read_plans[key] = found
+    return found
 
 
 def _parsed(snapshot: SchemaSnapshot, schema: str, request: RecordsRequest) -> tuple[Table, QueryParams]:
     """The table and the parsed query string, once per URL and snapshot (nothing mutates a parsed query)."""
-    key = ("parsed", schema, request.resource, request.query_string)
-    cached: tuple[Table, QueryParams] | None = snapshot.read_plans.get(key)
-    if cached is None:
-        cached = (find_table(snapshot, schema, request.resource), parse_query(request.query))
-        _remember(snapshot, key, cached)
-    return cached
+    return _memoized(
+        snapshot,
+        ("parsed", schema, request.resource, request.query_string),
+        lambda: (find_table(snapshot, schema, request.resource), parse_query(request.query)),
+    )
 
 
 def _cached_statement(snapshot: SchemaSnapshot, key: Any, body: str, render: Callable[[str], Sql]) -> Sql:
     """A write statement whose text depends only on `key` (URL, columns, preferences): rendered once per
     snapshot with a stand-in for the body, which is the only parameter that changes between requests."""
-    cached: tuple[str, tuple[Any, ...], tuple[int, ...]] | None = snapshot.read_plans.get(key)
-    if cached is None:
-        template = render(_BODY)
-        cached = (template.text, tuple(template.params), _body_indexes(template))
-        _remember(snapshot, key, cached)
-    return _filled(*cached, body)
+
+    def template() -> tuple[str, tuple[Any, ...], tuple[int, ...]]:
+        rendered = render(_BODY)
+        return rendered.text, tuple(rendered.params), _body_indexes(rendered)
+
+    return _filled(*_memoized(snapshot, key, template), body)
 
 
 @dataclass(frozen=True)
@@ -728,12 +743,11 @@ def _filled(text: str, params: Sequence[Any], indexes: tuple[int, ...], body: st
 
 def _parsed_query(snapshot: SchemaSnapshot, request: RecordsRequest, names: frozenset[str]) -> QueryParams:
     """A function call's query string, parsed once per URL and snapshot (`names`: its GET arguments)."""
-    key = ("call-query", request.resource, request.query_string, names)
-    cached: QueryParams | None = snapshot.read_plans.get(key)
-    if cached is None:
-        cached = parse_query(request.query, names)
-        _remember(snapshot, key, cached)
-    return cached
+    return _memoized(
+        snapshot,
+        ("call-query", request.resource, request.query_string, names),
+        lambda: parse_query(request.query, names),
+    )
 
 
 def _unparsed_rows(request: RecordsRequest, table: Table, query: QueryParams) -> tuple[list[str], str] | None:
@@ -744,7 +758,7 @@ def _unparsed_rows(request: RecordsRequest, table: Table, query: QueryParams) ->
     Anything else takes the parsed path: a body that is not an array (it would have to be wrapped in one,
     which could turn `{..},{..}` into valid JSON), that is not UTF-8, or that holds `""` somewhere (InsForge's
     quirk needs the rows)."""
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    content_type = request.content_type
     body = request.body.strip()
     if (
         query.columns is None
