@@ -19,11 +19,11 @@ from kilnbase.config import Settings
 from kilnbase.db.migrate import MigrationError, apply_migrations
 from kilnbase.db.pool import create_pool
 from kilnbase.db.session import Database
+from kilnbase.keys.project_keys import KeyConfigurationError, ProjectKeys, RotatedKeys, load_project_keys
+from kilnbase.keys.secret_box import SecretBox
 from kilnbase.secrets import project_key_rotation
-from kilnbase.secrets.encryption import SecretBox
 from kilnbase.server.database_startup import DatabaseStartupError, check_external_database, open_database
 from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
-from kilnbase.server.project_keys import KeyConfigurationError, ProjectKeys, RotatedKeys, load_project_keys
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Kilnbase: an agent-native backend.")
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
@@ -102,7 +102,7 @@ def _announce(settings: Settings, how: str = "") -> None:
 def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, workers: Workers = 1) -> None:
     """Start the server (and the embedded PostgreSQL unless DATABASE_URL is set)."""
     from kilnbase.app import create_app
-    from kilnbase.logs.structured import configure_logging
+    from kilnbase.structured_log import configure_logging
 
     settings = _settings(data_dir, host, port)
     configure_logging(settings.log_level)
@@ -134,6 +134,9 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, worker
         access_log=False,
         lifespan="on",
         server_header=False,
+        # The client address is Kilnbase's to decide (`http/client_address.py`, KILNBASE_TRUSTED_PROXIES):
+        # uvicorn's own rule would believe X-Forwarded-For from any loopback peer.
+        proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
     server = _AnnouncingServer(config, settings)
@@ -190,10 +193,11 @@ async def _load_rotated_keys(
     conninfo: str | None, settings: Settings, project_keys: ProjectKeys
 ) -> RotatedKeys | None:
     assert conninfo is not None
-    pool = create_pool(conninfo, settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 1}))
+    pool = create_pool(conninfo, settings.model_copy(update={"db_owner_pool_min": 1}), owner=True)
     await pool.open(wait=True, timeout=30)
     try:
-        return await project_key_rotation.load(Database(pool), SecretBox(project_keys.encryption_key))
+        # Only the owner's reads happen here: one pool serves as both.
+        return await project_key_rotation.load(Database(pool, pool), SecretBox(project_keys.encryption_key))
     except psycopg.errors.UndefinedTable:  # not migrated yet: nothing was rotated
         return None
     finally:

@@ -22,7 +22,7 @@ _CONNINFO_ENV = "KILNBASE_SUPERVISED_CONNINFO"
 def create_worker_app() -> Starlette:
     """granian's factory in each worker: settings from the environment the supervisor prepared."""
     from kilnbase.app import create_app
-    from kilnbase.logs.structured import configure_logging
+    from kilnbase.structured_log import configure_logging
 
     settings = Settings()
     configure_logging(settings.log_level)
