@@ -115,7 +115,7 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, worker
         _fail(str(exc))
         return
     if workers > 1:
-        from kilnbase.server.workers import serve_with_workers
+        from kilnbase.workers import serve_with_workers
 
         _announce(settings, f"with {workers} workers (granian)")
         try:

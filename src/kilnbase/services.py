@@ -12,6 +12,7 @@ from kilnbase.capability import Core
 from kilnbase.config import Settings
 from kilnbase.database.admin import DatabaseAdmin
 from kilnbase.db.pool import create_database
+from kilnbase.db.roles import request_conninfo
 from kilnbase.db.schema_cache import SchemaCache
 from kilnbase.http.rate_limit import InProcessRateLimiter
 from kilnbase.keys.access_tokens import TokenService
@@ -19,7 +20,6 @@ from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.records.service import RecordsEngine
 from kilnbase.secrets.project_key_rotation import KeyRotation
-from kilnbase.server.database_startup import request_conninfo
 
 
 @dataclass(frozen=True)

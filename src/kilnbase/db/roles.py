@@ -19,6 +19,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from kilnbase.config import Settings
+from kilnbase.keys.project_keys import ProjectKeys
+
 AUTHENTICATOR = "kilnbase_authenticator"
 REQUEST_ROLES = ("anon", "authenticated", "project_admin")
 
@@ -43,6 +46,16 @@ def derived_password(owner_conninfo: str, fallback_secret: str) -> str:
 def authenticator_conninfo(owner_conninfo: str, password: str) -> str:
     """The owner's connection string, logging in as the authenticator instead."""
     return make_conninfo(owner_conninfo, user=AUTHENTICATOR, password=password)
+
+
+def authenticator_password(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> str:
+    """The operator's password for the role when one is set, else the derived one."""
+    return settings.db_authenticator_password or derived_password(owner_conninfo, keys.postgres_password)
+
+
+def request_conninfo(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> str:
+    """Where the request pool connects: the owner's database, as the authenticator."""
+    return authenticator_conninfo(owner_conninfo, authenticator_password(settings, keys, owner_conninfo))
 
 
 def prepare_authenticator(owner_conninfo: str, password: str, *, managed_by_operator: bool) -> None:

@@ -10,7 +10,7 @@ import psycopg
 
 from kilnbase.config import Settings
 from kilnbase.db.migrate import apply_migrations
-from kilnbase.db.roles import authenticator_conninfo, derived_password, prepare_authenticator
+from kilnbase.db.roles import authenticator_password, prepare_authenticator
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.server.embedded_postgres import EmbeddedPostgres
 
@@ -53,15 +53,6 @@ class OpenedDatabase:
     def close(self) -> None:
         if self.embedded is not None:
             self.embedded.stop()
-
-
-def authenticator_password(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> str:
-    return settings.db_authenticator_password or derived_password(owner_conninfo, keys.postgres_password)
-
-
-def request_conninfo(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> str:
-    """Where the request pool connects: the owner's database, as the authenticator."""
-    return authenticator_conninfo(owner_conninfo, authenticator_password(settings, keys, owner_conninfo))
 
 
 def prepare(settings: Settings, keys: ProjectKeys, conninfo: str, progress: Callable[[str], None]) -> None:

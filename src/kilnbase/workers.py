@@ -40,7 +40,7 @@ def serve_with_workers(settings: Settings, opened: OpenedDatabase, workers: int)
     os.environ["KILNBASE_PORT"] = str(settings.port)
     os.environ.pop("PORT", None)  # KILNBASE_PORT above carries the port the supervisor settled on
     server = Granian(
-        "kilnbase.server.workers:create_worker_app",
+        "kilnbase.workers:create_worker_app",
         factory=True,
         interface=Interfaces.ASGI,
         address=settings.host,
