@@ -40,10 +40,10 @@ def test_access_token_has_insforge_claims_and_verifies_against_the_jwks(
 ) -> None:
     token = session["accessToken"]
     header = jwt.get_unverified_header(token)
-    assert header["alg"] == "RS256"
+    assert header["alg"] == "ES256"
     jwks = client.get("/.well-known/jwks.json").json()
     key = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
-    claims = jwt.decode(token, jwt.PyJWK(key).key, algorithms=["RS256"], audience="authenticated")
+    claims = jwt.decode(token, jwt.PyJWK(key).key, algorithms=["ES256"], audience="authenticated")
     assert claims["sub"] == session["user"]["id"]
     assert claims["email"] == session["user"]["email"]
     assert claims["role"] == "authenticated"

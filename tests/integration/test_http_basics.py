@@ -68,12 +68,14 @@ def test_jwks_serves_the_signing_key_at_both_paths(client: TestClient) -> None:
     first = client.get("/.well-known/jwks.json").json()
     second = client.get("/api/.well-known/jwks.json").json()
     assert first == second
-    (key,) = first["keys"]
-    assert key["kty"] == "RSA" and key["alg"] == "RS256" and key["kid"]
-    assert "d" not in key and "p" not in key  # never the private half
+    signing, previous = first["keys"]  # ES256 signs; the RS256 key of earlier tokens still verifies
+    assert signing["kty"] == "EC" and signing["alg"] == "ES256" and signing["kid"]
+    assert previous["kty"] == "RSA" and previous["alg"] == "RS256" and previous["kid"]
+    assert not {"d", "p"} & (set(signing) | set(previous))  # never the private half
     token = services_of(client).core.tokens.sign({"sub": "u1", "role": "authenticated"})
-    public_key = jwt.PyJWK(key).key
-    assert jwt.decode(token, public_key, algorithms=["RS256"])["sub"] == "u1"
+    assert jwt.get_unverified_header(token)["kid"] == signing["kid"]
+    public_key = jwt.PyJWK(signing).key
+    assert jwt.decode(token, public_key, algorithms=["ES256"])["sub"] == "u1"
 
 
 def test_one_json_log_line_per_request_without_secrets(

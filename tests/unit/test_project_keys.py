@@ -109,8 +109,44 @@ def test_a_damaged_key_file_is_refused(tmp_path: Path) -> None:
         load_project_keys(settings(tmp_path))
 
 
-def test_jwks_holds_only_the_public_key(tmp_path: Path) -> None:
+def test_jwks_holds_only_the_public_keys(tmp_path: Path) -> None:
     keys = load_project_keys(settings(tmp_path))
-    (jwk,) = keys.jwks()["keys"]
-    assert jwk["kid"] == keys.key_id and jwk["alg"] == "RS256" and jwk["use"] == "sig"
-    assert set(jwk) >= {"n", "e"} and not set(jwk) & {"d", "p", "q", "dp", "dq", "qi"}
+    ec_jwk, rsa_jwk = keys.jwks()["keys"]
+    assert ec_jwk["kid"] == keys.ec_key_id and ec_jwk["alg"] == "ES256" and ec_jwk["use"] == "sig"
+    assert ec_jwk["crv"] == "P-256" and set(ec_jwk) >= {"x", "y"} and "d" not in ec_jwk
+    assert rsa_jwk["kid"] == keys.key_id and rsa_jwk["alg"] == "RS256" and rsa_jwk["use"] == "sig"
+    assert set(rsa_jwk) >= {"n", "e"} and not set(rsa_jwk) & {"d", "p", "q", "dp", "dq", "qi"}
+
+
+def _from_before_es256(path: Path) -> dict[str, str]:
+    """A key file as Kilnbase wrote it before the EC key existed."""
+    stored: dict[str, str] = json.loads(path.read_text())
+    del stored["jwt_ec_private_key"], stored["jwt_ec_key_id"]
+    path.write_text(json.dumps(stored))
+    return stored
+
+
+def test_a_key_file_from_before_es256_gains_an_ec_key_and_keeps_the_rest(tmp_path: Path) -> None:
+    first = load_project_keys(settings(tmp_path))
+    old = _from_before_es256(tmp_path / "keys.json")
+    upgraded = load_project_keys(settings(tmp_path))
+    assert (upgraded.api_key, upgraded.jwt_secret, upgraded.key_id) == (
+        first.api_key,
+        first.jwt_secret,
+        first.key_id,
+    )
+    assert upgraded.signing_key_pem == old["jwt_private_key"]
+    assert upgraded.jwks()["keys"][0]["crv"] == "P-256"
+    assert upgraded.ec_key_id != first.ec_key_id  # a new key, written back for the next start
+    assert load_project_keys(settings(tmp_path)).ec_key_id == upgraded.ec_key_id
+    assert stat.S_IMODE((tmp_path / "keys.json").stat().st_mode) == 0o600
+
+
+def test_processes_upgrading_one_key_file_together_agree_on_one_ec_key(tmp_path: Path) -> None:
+    load_project_keys(settings(tmp_path))
+    _from_before_es256(tmp_path / "keys.json")
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: load_stored_keys(tmp_path / "keys.json"), range(8)))
+    assert len({r["jwt_ec_key_id"] for r in results}) == 1
+    assert json.loads((tmp_path / "keys.json").read_text())["jwt_ec_key_id"] == results[0]["jwt_ec_key_id"]
+    assert [p.name for p in tmp_path.iterdir()] == ["keys.json"]

@@ -1,47 +1,69 @@
 """Signing and verifying the project's JWTs.
 
-Access tokens are RS256 with the project's key id (published at `/.well-known/jwks.json`); HS256 with
-`JWT_SECRET` is accepted too, as InsForge falls back to it. The algorithm is chosen by the key that matches
-the token's header, never by the token alone: `none`, and HS256 signed with the public key, are refused.
-Verified tokens are cached until they expire, because verifying RS256 costs more than the rest of a request.
+Access tokens are ES256 with the project's EC key id; RS256 tokens with the RSA key id (what signed them
+before the switch) and HS256 with `JWT_SECRET` (InsForge falls back to it) are accepted too. Both public keys
+are published at `/.well-known/jwks.json`. The algorithm is chosen by the key that matches the token's
+header, never by the token alone: `none`, HS256 signed with a public key, and a known key id under another
+algorithm are refused. Verified tokens are cached until they expire, because verifying a signature costs more
+than the rest of a request.
+
+Signing is ours rather than PyJWT's `encode`, which spends more time on its generic checks and JSON than
+the ES256 signature itself takes; the output is the same compact JWS (PyJWT verifies it in the tests).
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+import orjson
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from kilnbase.keys.project_keys import ProjectKeys
 
 ACCESS_TOKEN_SECONDS = 15 * 60
 _CACHE_LIMIT = 10_000
+_ES256 = ec.ECDSA(hashes.SHA256())
 
 
 class InvalidToken(Exception):
     """The token is malformed, tampered with, expired, or signed by a key we do not know."""
 
 
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
 class TokenService:
     def __init__(self, keys: ProjectKeys) -> None:
         self._keys = keys
-        # Parsed once: PyJWT given PEM text parses and validates the RSA key on every call (about 40 ms).
-        signing_key = serialization.load_pem_private_key(keys.signing_key_pem.encode(), password=None)
-        assert isinstance(signing_key, rsa.RSAPrivateKey)
-        self._signing_key = signing_key
-        self._public_key = serialization.load_pem_public_key(keys.public_key_pem.encode())
+        # Parsed once: PyJWT given PEM text parses and validates the key on every call.
+        ec_key = serialization.load_pem_private_key(keys.ec_signing_key_pem.encode(), password=None)
+        assert isinstance(ec_key, ec.EllipticCurvePrivateKey)
+        self._ec_key = ec_key
+        self._verify_keys: dict[tuple[str, str | None], Any] = {
+            ("ES256", keys.ec_key_id): ec_key.public_key(),
+            ("RS256", keys.key_id): serialization.load_pem_public_key(keys.public_key_pem.encode()),
+        }
+        # Tokens issued before key ids were published carried none; they can only have been RS256.
+        self._verify_keys[("RS256", None)] = self._verify_keys[("RS256", keys.key_id)]
+        self._header = _b64(orjson.dumps({"alg": "ES256", "typ": "JWT", "kid": keys.ec_key_id}))
         self._cache: dict[str, tuple[dict[str, Any], float]] = {}
 
     def sign(self, claims: dict[str, Any], *, expires_in: int | None = ACCESS_TOKEN_SECONDS) -> str:
-        """An RS256 token with `iat` (and `exp` unless `expires_in` is None) added to `claims`."""
+        """An ES256 token with `iat` (and `exp` unless `expires_in` is None) added to `claims`."""
         now = int(time.time())
         payload = {"iat": now, **claims}
         if expires_in is not None:
             payload["exp"] = now + expires_in
-        return jwt.encode(payload, self._signing_key, algorithm="RS256", headers={"kid": self._keys.key_id})
+        signing_input = self._header + b"." + _b64(orjson.dumps(payload))
+        r, s = decode_dss_signature(self._ec_key.sign(signing_input, _ES256))
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return (signing_input + b"." + _b64(signature)).decode()
 
     def sign_hs256(self, claims: dict[str, Any], *, expires_in: int = ACCESS_TOKEN_SECONDS) -> str:
         now = int(time.time())
@@ -69,12 +91,12 @@ class TokenService:
             raise InvalidToken("malformed token") from exc
         algorithm = header.get("alg")
         key: Any
-        if algorithm == "RS256":
-            if header.get("kid") not in (None, self._keys.key_id):
-                raise InvalidToken("unknown signing key")
-            key = self._public_key
-        elif algorithm == "HS256":
+        if algorithm == "HS256":
             key = self._keys.jwt_secret
+        elif algorithm in ("ES256", "RS256"):
+            key = self._verify_keys.get((algorithm, header.get("kid")))
+            if key is None:
+                raise InvalidToken("unknown signing key")
         else:
             raise InvalidToken(f"unsupported algorithm {algorithm!r}")
         try:

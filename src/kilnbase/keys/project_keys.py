@@ -5,6 +5,11 @@ InsForge's environment names override what the file holds (`ACCESS_API_KEY`, `AC
 The encryption key for secrets at rest is generated on its own and is never derived from the JWT
 secret: InsForge's fallback to `JWT_SECRET` (its issue #905) made every stored secret unreadable the
 day the JWT secret was rotated.
+
+Access tokens are signed with a P-256 key (ES256), which signs about twenty times faster than the RSA-2048
+key InsForge uses; the RSA key stays, published in the JWKS beside the EC key, so tokens issued before the
+switch verify until they expire. A key file written before the EC key existed gets one added on first start,
+under a lock, so that every process of the project agrees on it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -27,8 +33,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from kilnbase.config import Settings
 
@@ -123,9 +129,13 @@ class ProjectKeys:
     anon_key: str
     jwt_secret: str
     encryption_key: bytes
+    #: The RSA-2048 key pair (RS256): what signed access tokens before ES256; still verified.
     signing_key_pem: str
     public_key_pem: str
     key_id: str
+    #: The P-256 private key (ES256) that signs access tokens, and its key id.
+    ec_signing_key_pem: str
+    ec_key_id: str
     root_admin_password: str
     postgres_password: str
     #: The keys in force after rotations (`api_key`/`anon_key` above are the configured, initial ones).
@@ -135,12 +145,45 @@ class ProjectKeys:
         object.__setattr__(self, "ring", KeyRing(self.api_key, self.anon_key))
 
     def jwks(self) -> dict[str, Any]:
-        """The public half of the signing key as a JWK Set."""
+        """The public halves of the signing keys as a JWK Set: the ES256 key that signs, then the RS256 key
+        that signed before it."""
+        ec_private = serialization.load_pem_private_key(self.ec_signing_key_pem.encode(), password=None)
+        assert isinstance(ec_private, ec.EllipticCurvePrivateKey)
+        ec_jwk: dict[str, Any] = ECAlgorithm.to_jwk(ec_private.public_key(), as_dict=True)
+        ec_jwk.update({"kid": self.ec_key_id, "use": "sig", "alg": "ES256"})
         public_key = serialization.load_pem_public_key(self.public_key_pem.encode())
         assert isinstance(public_key, rsa.RSAPublicKey)
-        jwk: dict[str, Any] = RSAAlgorithm.to_jwk(public_key, as_dict=True)
-        jwk.update({"kid": self.key_id, "use": "sig", "alg": "RS256"})
-        return {"keys": [jwk]}
+        rsa_jwk: dict[str, Any] = RSAAlgorithm.to_jwk(public_key, as_dict=True)
+        rsa_jwk.update({"kid": self.key_id, "use": "sig", "alg": "RS256"})
+        return {"keys": [ec_jwk, rsa_jwk]}
+
+
+#: What the key file holds.
+STORED_FIELDS = (
+    "api_key",
+    "anon_key",
+    "jwt_secret",
+    "encryption_key",
+    "jwt_private_key",
+    "jwt_public_key",
+    "jwt_key_id",
+    "jwt_ec_private_key",
+    "jwt_ec_key_id",
+    "root_admin_password",
+    "postgres_password",
+)
+
+
+#: Added to key files written before ES256.
+_EC_FIELDS = ("jwt_ec_private_key", "jwt_ec_key_id")
+
+
+def _generate_ec() -> dict[str, str]:
+    private_key = ec.generate_private_key(ec.SECP256R1())
+    private_pem = private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return {"jwt_ec_private_key": private_pem, "jwt_ec_key_id": secrets.token_hex(8)}
 
 
 def _generate() -> dict[str, str]:
@@ -161,21 +204,28 @@ def _generate() -> dict[str, str]:
         "jwt_private_key": private_pem,
         "jwt_public_key": public_pem,
         "jwt_key_id": secrets.token_hex(8),
+        **_generate_ec(),
         "root_admin_password": secrets.token_urlsafe(18),
         "postgres_password": secrets.token_hex(24),
     }
 
 
-def _write_exclusive(path: Path, stored: dict[str, str]) -> bool:
-    """Create `path` atomically with mode 0600; False if another process created it first."""
+def _write_temporary(path: Path, stored: dict[str, str]) -> str:
+    """`stored` in a new file (mode 0600, synced) beside `path`; its name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-")
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        json.dump(stored, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    return tmp
+
+
+def _write_exclusive(path: Path, stored: dict[str, str]) -> bool:
+    """Create `path` atomically with mode 0600; False if another process created it first."""
+    tmp = _write_temporary(path, stored)
     try:
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o600)
-            json.dump(stored, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -184,6 +234,20 @@ def _write_exclusive(path: Path, stored: dict[str, str]) -> bool:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def _add_ec_key(path: Path) -> dict[str, str]:
+    """The key file with an EC signing key, adding one if it has none (a data dir from before ES256).
+
+    Under an exclusive lock on the file, re-read after the lock is held: processes starting together add
+    one key between them. The file is replaced atomically, so a reader sees the old file or the new one."""
+    with path.open() as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        stored = _read(path)  # by name: another process may have replaced the file while we waited
+        if not set(_EC_FIELDS) <= set(stored):
+            stored = {**stored, **_generate_ec()}
+            os.replace(_write_temporary(path, stored), path)
+        return stored
 
 
 def _read(path: Path) -> dict[str, str]:
@@ -202,12 +266,14 @@ def load_stored_keys(path: Path) -> dict[str, str]:
     else:
         fresh = _generate()
         stored = fresh if _write_exclusive(path, fresh) else _read(path)
-    missing = set(_generate()) - set(stored)
+    missing = set(STORED_FIELDS) - set(stored) - set(_EC_FIELDS)
     if missing:
         raise KeyConfigurationError(
             f"{path} lacks {', '.join(sorted(missing))}; restore it from a backup, or move it away to "
             "generate new keys (existing tokens and encrypted secrets will stop working)."
         )
+    if not set(_EC_FIELDS) <= set(stored):
+        stored = _add_ec_key(path)
     return stored
 
 
@@ -255,6 +321,8 @@ def load_project_keys(settings: Settings) -> ProjectKeys:
         signing_key_pem=stored["jwt_private_key"],
         public_key_pem=stored["jwt_public_key"],
         key_id=stored["jwt_key_id"],
+        ec_signing_key_pem=stored["jwt_ec_private_key"],
+        ec_key_id=stored["jwt_ec_key_id"],
         root_admin_password=settings.root_admin_password or stored["root_admin_password"],
         postgres_password=stored["postgres_password"],
     )
