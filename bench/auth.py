@@ -1,8 +1,16 @@
-"""Auth throughput: password sign-ins and token refreshes per second at a fixed concurrency, against a real
-`kilnbase serve` process, with `GET /api/health` on the same server and client as the anchor, plus the cost of
-one password hash with the configured argon2id parameters (anchored on bcrypt cost 10, what InsForge uses).
+"""Auth throughput: token refreshes and password sign-ins per second at a fixed concurrency, against a real
+`kilnbase serve` process, with `GET /api/health` on the same server, client and run as the ceiling, plus the
+cost of one password hash with the configured argon2id parameters (anchored on bcrypt cost 10, what InsForge
+uses).
 
-    .venv/bin/python -m bench.auth [--concurrency 16] [--seconds 5] [--argon2 owasp|default]
+Load comes from wrk (one thread, so the client takes as little of the machine as it can) when it is
+installed, else from an asyncio client (`--client python`), which on a 2-core machine competes with the
+server for the same cores and reports a lower figure. Each refresh uses the token the previous refresh of that
+connection returned (a Lua queue in wrk), as a real client does. The server's CPU time per request (user +
+system over its processes) is printed beside each rate: on a shared machine it is the steadier figure.
+
+    .venv/bin/python -m bench.auth [--concurrency 16] [--seconds 5] [--workers 1] [--client wrk|python]
+                                   [--argon2 owasp|default]
 
 PocketBase's published figure (about 3,200 refreshes/s on 2 vCPU) is printed for orientation only; it was not
 measured here.
@@ -14,14 +22,18 @@ import argparse
 import asyncio
 import json
 import secrets
+import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
 import httpx
+import psutil
 from tests.support.postgres import TestCluster
 from tests.support.servers import ServerProcess
 
@@ -33,11 +45,116 @@ PROFILES = {
     "default": {},
 }
 POCKETBASE_REFRESHES_PER_SECOND = 3200
+PASSWORD = "bench password 1"  # noqa: S105 (a throwaway account's password)
+REFRESH = "/api/auth/refresh?client_type=mobile"
+SIGN_IN = "/api/auth/sessions?client_type=mobile"
+
+
+@dataclass(frozen=True)
+class Rate:
+    per_second: float
+    #: Server CPU (user + system, all its processes) per request, in microseconds.
+    cpu_us: float
+
+
+def server_cpu_seconds(pid: int) -> float:
+    process = psutil.Process(pid)
+    total = 0.0
+    for proc in [process, *process.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+# --- wrk ---------------------------------------------------------------------------------------------------
+
+_DONE = """
+done = function(summary, latency, requests)
+  io.write(string.format("KB %d %d %d\\n", summary.requests, summary.errors.status, summary.duration))
+end
+"""
+
+#: Each connection has one request in flight, so a queue of more tokens than connections never runs dry: a
+#: request takes the oldest token, its response puts the rotated one back. (wrk calls `request` once more
+#: before the run, to check the request it builds: that one is never sent, and spends a token.)
+_REFRESH_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local queue = {%(tokens)s}
+local head, tail = 1, #queue
+function request()
+  local token = queue[head] or "spent"
+  queue[head] = nil
+  head = head + 1
+  return wrk.format(nil, nil, nil, '{"refreshToken":"' .. token .. '"}')
+end
+function response(status, headers, body)
+  local token = string.match(body, '"refreshToken":"([^"]+)"')
+  if token then
+    tail = tail + 1
+    queue[tail] = token
+  end
+end
+"""
+
+_POST_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '%(body)s'
+"""
+
+
+def wrk(url: str, script: str, concurrency: int, seconds: float, workdir: Path) -> tuple[int, float]:
+    """(requests, seconds) of one wrk run; raises if any answer was not 2xx/3xx."""
+    path = workdir / f"load-{secrets.token_hex(4)}.lua"
+    path.write_text(script + _DONE)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "-s", str(path), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(line for line in out.splitlines() if line.startswith("KB "))
+    requests, bad_status, duration_us = (int(x) for x in line.split()[1:])
+    if bad_status:
+        raise RuntimeError(f"{bad_status} of {requests} answers from {url} were errors")
+    return requests, duration_us / 1e6
+
+
+def wrk_rate(pid: int, url: str, script: str, concurrency: int, seconds: float, workdir: Path) -> Rate:
+    before = server_cpu_seconds(pid)
+    requests, elapsed = wrk(url, script, concurrency, seconds, workdir)
+    cpu = server_cpu_seconds(pid) - before
+    return Rate(requests / elapsed, cpu / max(requests, 1) * 1e6)
+
+
+def measure_wrk(
+    url: str, pid: int, tokens: list[str], email: str, concurrency: int, seconds: float
+) -> dict[str, Rate]:
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        refresh_script = _REFRESH_SCRIPT % {"tokens": ", ".join(f'"{t}"' for t in tokens)}
+        sign_in_script = _POST_SCRIPT % {"body": json.dumps({"email": email, "password": PASSWORD})}
+        wrk(url + "/api/health", "", concurrency, 1, workdir)  # warm-up
+        return {
+            "health": wrk_rate(pid, url + "/api/health", "", concurrency, seconds, workdir),
+            "refresh": wrk_rate(pid, url + REFRESH, refresh_script, concurrency, seconds, workdir),
+            "sign_in": wrk_rate(pid, url + SIGN_IN, sign_in_script, concurrency, seconds, workdir),
+        }
+
+
+# --- the asyncio client ------------------------------------------------------------------------------------
 
 
 async def _load(
-    concurrency: int, seconds: float, make_worker: Callable[[int], Awaitable[Callable[[], Awaitable[None]]]]
-) -> float:
+    pid: int,
+    concurrency: int,
+    seconds: float,
+    make_worker: Callable[[int], Awaitable[Callable[[], Awaitable[None]]]],
+) -> Rate:
     """Requests per second completed by `concurrency` workers looping for `seconds`."""
     steps = [await make_worker(i) for i in range(concurrency)]
     done = 0
@@ -49,23 +166,19 @@ async def _load(
             await step()
             done += 1
 
+    before = server_cpu_seconds(pid)
     started = time.perf_counter()
     await asyncio.gather(*(run(step) for step in steps))
-    return done / (time.perf_counter() - started)
+    rate = done / (time.perf_counter() - started)
+    return Rate(rate, (server_cpu_seconds(pid) - before) / max(done, 1) * 1e6)
 
 
-async def measure(url: str, concurrency: int, seconds: float) -> dict[str, float]:
+async def measure_python(
+    url: str, pid: int, tokens: list[str], email: str, concurrency: int, seconds: float
+) -> dict[str, Rate]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    refresh_tokens = dict(enumerate(tokens))
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
-        password = "bench password 1"  # noqa: S105 (a throwaway account's password)
-        emails = [f"bench-{secrets.token_hex(6)}@example.com" for _ in range(concurrency)]
-        refresh_tokens: dict[int, str] = {}
-        for i, email in enumerate(emails):
-            response = await http.post(
-                "/api/auth/users?client_type=mobile", json={"email": email, "password": password}
-            )
-            response.raise_for_status()
-            refresh_tokens[i] = response.json()["refreshToken"]
 
         async def health_worker(_i: int) -> Callable[[], Awaitable[None]]:
             async def step() -> None:
@@ -75,27 +188,42 @@ async def measure(url: str, concurrency: int, seconds: float) -> dict[str, float
 
         async def refresh_worker(i: int) -> Callable[[], Awaitable[None]]:
             async def step() -> None:
-                response = await http.post(
-                    "/api/auth/refresh?client_type=mobile", json={"refreshToken": refresh_tokens[i]}
-                )
+                response = await http.post(REFRESH, json={"refreshToken": refresh_tokens[i]})
                 response.raise_for_status()
                 refresh_tokens[i] = response.json()["refreshToken"]
 
             return step
 
-        async def sign_in_worker(i: int) -> Callable[[], Awaitable[None]]:
+        async def sign_in_worker(_i: int) -> Callable[[], Awaitable[None]]:
             async def step() -> None:
-                body = {"email": emails[i], "password": password}
-                (await http.post("/api/auth/sessions?client_type=mobile", json=body)).raise_for_status()
+                body = {"email": email, "password": PASSWORD}
+                (await http.post(SIGN_IN, json=body)).raise_for_status()
 
             return step
 
-        await _load(concurrency, 1.0, health_worker)  # warm-up
+        await _load(pid, concurrency, 1.0, health_worker)  # warm-up
         return {
-            "health": await _load(concurrency, seconds, health_worker),
-            "refresh": await _load(concurrency, seconds, refresh_worker),
-            "sign_in": await _load(concurrency, seconds, sign_in_worker),
+            "health": await _load(pid, concurrency, seconds, health_worker),
+            "refresh": await _load(pid, concurrency, seconds, refresh_worker),
+            "sign_in": await _load(pid, concurrency, seconds, sign_in_worker),
         }
+
+
+# --- the run -----------------------------------------------------------------------------------------------
+
+
+def sign_up_users(url: str, count: int) -> tuple[list[str], str]:
+    """`count` fresh accounts: their refresh tokens, and the email of the first (for sign-ins)."""
+    emails = [f"bench-{secrets.token_hex(6)}@example.com" for _ in range(count)]
+    tokens = []
+    with httpx.Client(base_url=url, timeout=30) as http:
+        for email in emails:
+            response = http.post(
+                "/api/auth/users?client_type=mobile", json={"email": email, "password": PASSWORD}
+            )
+            response.raise_for_status()
+            tokens.append(response.json()["refreshToken"])
+    return tokens, emails[0]
 
 
 def hash_costs(profile: dict[str, int]) -> tuple[float, float]:
@@ -103,12 +231,12 @@ def hash_costs(profile: dict[str, int]) -> tuple[float, float]:
     argon = []
     for _ in range(5):
         started = time.perf_counter()
-        passwords.hash_sync("bench password 1")
+        passwords.hash_sync(PASSWORD)
         argon.append(time.perf_counter() - started)
     bcrypt_times = []
     for _ in range(5):
         started = time.perf_counter()
-        bcrypt.hashpw(b"bench password 1", bcrypt.gensalt(rounds=10))
+        bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10))
         bcrypt_times.append(time.perf_counter() - started)
     return statistics.median(argon), statistics.median(bcrypt_times)
 
@@ -119,33 +247,58 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=1, help="API processes (`kilnbase serve --workers`)")
+    parser.add_argument(
+        "--client", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python"
+    )
     parser.add_argument("--argon2", choices=sorted(PROFILES), default="owasp")
     args = parser.parse_args()
     profile = PROFILES[args.argon2]
     env = {f"KILNBASE_AUTH_{k.upper()}": str(v) for k, v in profile.items()}
-    env.update({"KILNBASE_AUTH_SIGN_IN_LIMIT": "100000000", "LOG_LEVEL": "warning"})
+    env.update(
+        {
+            "KILNBASE_AUTH_SIGN_IN_LIMIT": "100000000",
+            "KILNBASE_AUTH_SIGN_IN_IP_LIMIT": "100000000",
+            "KILNBASE_AUTH_SIGN_UP_LIMIT": "100000000",
+            "LOG_LEVEL": "warning",
+        }
+    )
     cluster = TestCluster()
     try:
         env["DATABASE_URL"] = cluster.create_database("bench")
         with tempfile.TemporaryDirectory() as tmp:
-            server = ServerProcess(Path(tmp) / "data", env=env)
+            server = ServerProcess(Path(tmp) / "data", env=env, args=["--workers", str(args.workers)])
             server.start(timeout=120)
             try:
-                rates = asyncio.run(measure(server.url, args.concurrency, args.seconds))
+                assert server.process is not None
+                pid = server.process.pid
+                tokens, email = sign_up_users(server.url, args.concurrency + 4)
+                if args.client == "wrk":
+                    rates = measure_wrk(server.url, pid, tokens, email, args.concurrency, args.seconds)
+                else:
+                    rates = asyncio.run(
+                        measure_python(server.url, pid, tokens, email, args.concurrency, args.seconds)
+                    )
             finally:
                 server.stop()
     finally:
         cluster.close()
     argon_seconds, bcrypt_seconds = hash_costs(profile)
+    health, refresh, sign_in = rates["health"], rates["refresh"], rates["sign_in"]
     report = {
+        "client": args.client,
+        "workers": args.workers,
         "concurrency": args.concurrency,
         "argon2_profile": args.argon2,
-        "health_per_second": round(rates["health"]),
-        "refresh_per_second": round(rates["refresh"]),
-        "sign_in_per_second": round(rates["sign_in"]),
-        "refresh_vs_health": round(rates["refresh"] / rates["health"], 3),
-        "sign_in_vs_health": round(rates["sign_in"] / rates["health"], 3),
-        "refresh_vs_pocketbase_published": round(rates["refresh"] / POCKETBASE_REFRESHES_PER_SECOND, 3),
+        "health_per_second": round(health.per_second),
+        "refresh_per_second": round(refresh.per_second),
+        "sign_in_per_second": round(sign_in.per_second),
+        "refresh_vs_health": round(refresh.per_second / health.per_second, 3),
+        "sign_in_vs_health": round(sign_in.per_second / health.per_second, 3),
+        "server_cpu_us_per_health": round(health.cpu_us),
+        "server_cpu_us_per_refresh": round(refresh.cpu_us),
+        "server_cpu_us_per_sign_in": round(sign_in.cpu_us),
+        "refresh_vs_pocketbase_published": round(refresh.per_second / POCKETBASE_REFRESHES_PER_SECOND, 3),
         "argon2_hash_ms": round(argon_seconds * 1000, 1),
         "bcrypt10_hash_ms": round(bcrypt_seconds * 1000, 1),
         "argon2_vs_bcrypt10": round(argon_seconds / bcrypt_seconds, 2),

@@ -129,7 +129,7 @@ def create_app(
     middleware = [
         Middleware(
             RequestContextMiddleware,
-            resolver=CredentialResolver(keys, services.core.tokens),
+            resolver=CredentialResolver(keys, services.core.tokens, services.core.ended_sessions),
             body_limit_for=body_limits(settings, offered),
             max_header_bytes=settings.max_header_bytes,
             trusted_proxies=settings.trusted_proxies,

@@ -2,7 +2,8 @@
 (`Capability`).
 
 `Core` is what a running server holds that every capability may use, built once at startup with no optional
-fields: settings, keys, tokens, the secret box, the database, the schema cache, the rate limiter. A capability
+fields: settings, keys, tokens, the secret box, the database, the schema cache, the rate limiter, and the view
+of ended sessions that the credential resolver consults. A capability
 builds its service from it, then offers a `Capability`: its routes, its lifespan (started in the app's order,
 stopped in reverse, through one exit stack) and its MCP tools. `app.py` is the list of them.
 """
@@ -22,6 +23,7 @@ from kilnbase.config import Settings
 from kilnbase.db.schema_cache import SchemaCache
 from kilnbase.db.session import Database
 from kilnbase.http.rate_limit import RateLimiter
+from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.keys.access_tokens import TokenService
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.keys.secret_box import SecretBox
@@ -39,20 +41,22 @@ class Core:
     database: Database
     schema_cache: SchemaCache
     rate_limiter: RateLimiter
+    ended_sessions: EndedSessions
     started_at: float = field(default_factory=time.time)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Open the pools and start the schema cache; stop both, in reverse, on the way out."""
-        await self.database.open()
-        try:
+        """Open the pools, start the schema cache and the ended-sessions listener; stop them, in reverse,
+        on the way out."""
+        async with contextlib.AsyncExitStack() as stack:
+            await self.database.open()
+            stack.push_async_callback(self.database.close)
+            stack.push_async_callback(self.rate_limiter.close)
             await self.schema_cache.start()
-            try:
-                yield
-            finally:
-                await self.schema_cache.stop()
-        finally:
-            await self.database.close()
+            stack.push_async_callback(self.schema_cache.stop)
+            await self.ended_sessions.start()
+            stack.push_async_callback(self.ended_sessions.stop)
+            yield
 
 
 @dataclass(frozen=True)

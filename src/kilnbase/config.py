@@ -33,13 +33,17 @@ class AuthSettings(BaseSettings):
     refresh_token_seconds: int = Field(default=7 * 24 * 3600, ge=60)
 
     #: InsForge's limits: 5 emails per 15 minutes per IP on the send endpoints, 10 verifications
-    #: per 15 minutes.
+    #: per 15 minutes. Every limit is counted across all the project's processes (`http/rate_limit.py`).
     rate_limit_window_seconds: int = Field(default=15 * 60, ge=1)
     email_send_limit: int = Field(default=5, ge=1)
     verify_limit: int = Field(default=10, ge=1)
     id_token_limit: int = Field(default=30, ge=1)
-    #: Password sign-ins per (client address, email) per window.
-    sign_in_limit: int = Field(default=30, ge=1)
+    #: Password sign-ins per (client address, email) per window: guessing one account's password.
+    sign_in_limit: int = Field(default=10, ge=1)
+    #: Password sign-ins per client address per window, whatever the email: spraying many accounts.
+    sign_in_ip_limit: int = Field(default=30, ge=1)
+    #: OAuth starts, callbacks and code exchanges per client address per window (three per sign-in).
+    oauth_limit: int = Field(default=60, ge=1)
     #: Sign-ups per client address per window (InsForge has none; behind a proxy, see `trusted_proxies`).
     sign_up_limit: int = Field(default=100, ge=1)
 
@@ -110,6 +114,11 @@ class Settings(BaseSettings):
     encryption_key: str | None = Field(None, validation_alias=AliasChoices("ENCRYPTION_KEY"))
     root_admin_username: str = Field("admin", validation_alias=AliasChoices("ROOT_ADMIN_USERNAME"))
     root_admin_password: str | None = Field(None, validation_alias=AliasChoices("ROOT_ADMIN_PASSWORD"))
+
+    #: Rate-limit counters in Redis (shared by every process pointing at it) instead of Postgres.
+    rate_limit_redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("KILNBASE_RATE_LIMIT_REDIS_URL", "REDIS_URL")
+    )
 
     log_level: str = Field("info", validation_alias=AliasChoices("LOG_LEVEL", "KILNBASE_LOG_LEVEL"))
 

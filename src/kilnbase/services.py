@@ -4,6 +4,7 @@ settings. The HTTP app, the MCP server and the CLI call these same services."""
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 
 from kilnbase.ai.service import AiService
@@ -14,7 +15,9 @@ from kilnbase.database.admin import DatabaseAdmin
 from kilnbase.db.pool import create_database
 from kilnbase.db.roles import request_conninfo
 from kilnbase.db.schema_cache import SchemaCache
-from kilnbase.http.rate_limit import InProcessRateLimiter
+from kilnbase.db.session import Database
+from kilnbase.http.rate_limit import PostgresRateLimiter, RateLimiter, RedisRateLimiter
+from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.keys.access_tokens import TokenService
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.keys.secret_box import SecretBox
@@ -42,8 +45,18 @@ def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Co
         secret_box=SecretBox(keys.encryption_key),
         database=database,
         schema_cache=SchemaCache(database.owner_pool),
-        rate_limiter=InProcessRateLimiter(),
+        rate_limiter=rate_limiter(settings, keys, database),
+        ended_sessions=EndedSessions(owner_conninfo, settings.auth.access_token_seconds),
     )
+
+
+def rate_limiter(settings: Settings, keys: ProjectKeys, database: Database) -> RateLimiter:
+    """Counters in Redis when one is configured, else in the project's Postgres: shared by every process."""
+    if settings.rate_limit_redis_url is None:
+        return PostgresRateLimiter(database)
+    # Several projects may share one Redis: the prefix is this project's (its processes share the JWT secret).
+    project = hmac.new(keys.jwt_secret.encode(), b"kilnbase:rate-limit", "sha256").hexdigest()[:16]
+    return RedisRateLimiter(settings.rate_limit_redis_url, f"kilnbase:{project}:rate:")
 
 
 def build_services(core: Core) -> Services:

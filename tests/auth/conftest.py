@@ -4,9 +4,10 @@ for the admin key and sign-ups. Tests that exercise limits build their own setti
 from __future__ import annotations
 
 import json
+import time
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from starlette.testclient import TestClient
@@ -16,7 +17,15 @@ from kilnbase.config import AuthSettings, Settings
 
 #: The OWASP minimum argon2id profile: about 36 ms a hash instead of 145 ms.
 CHEAP = {"argon2_time_cost": 2, "argon2_memory_cost_kib": 19456, "argon2_parallelism": 1}
-ROOMY = {"email_send_limit": 1000, "verify_limit": 1000, "sign_in_limit": 1000}
+ROOMY = {
+    "email_send_limit": 1000,
+    "verify_limit": 1000,
+    "sign_in_limit": 1000,
+    "sign_in_ip_limit": 1000,
+    "sign_up_limit": 1000,
+    "oauth_limit": 1000,
+    "id_token_limit": 1000,
+}
 
 
 def auth_settings(**overrides: Any) -> AuthSettings:
@@ -34,6 +43,19 @@ def client(settings: Settings) -> Iterator[TestClient]:
 def admin_headers(settings: Settings, client: TestClient) -> dict[str, str]:
     keys = json.loads(settings.keys_path.read_text())
     return {"Authorization": f"Bearer {keys['api_key']}"}
+
+
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T], timeout: float = 10.0) -> T:
+    """`probe()` once it is truthy (work done off the request path, a notification on its way)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
 
 
 def new_email() -> str:

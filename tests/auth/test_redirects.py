@@ -1,11 +1,10 @@
-"""The redirect allow-list matcher and the in-process rate limiter, as plain functions."""
+"""The redirect allow-list matcher, as a plain function."""
 
 from __future__ import annotations
 
 import pytest
 
 from kilnbase.auth.redirects import is_allowed_redirect
-from kilnbase.http.rate_limit import InProcessRateLimiter
 
 ALLOW = [
     "https://app.example.com/auth",
@@ -44,16 +43,3 @@ def test_empty_allow_list_admits_only_localhost() -> None:
     assert is_allowed_redirect("http://localhost:5173/cb", [])
     assert is_allowed_redirect("http://127.0.0.1:8080/cb", [])
     assert not is_allowed_redirect("https://example.com/cb", [])
-
-
-@pytest.mark.anyio
-async def test_fixed_window_limiter_counts_per_key() -> None:
-    limiter = InProcessRateLimiter()
-    assert [await limiter.hit("a", 2, 60) for _ in range(3)][:2] == [None, None]
-    retry = await limiter.hit("a", 2, 60)
-    assert retry is not None
-    assert 0 < retry <= 60
-    assert await limiter.hit("b", 2, 60) is None
-    assert await limiter.hit("c", 1, 0.000001) is None
-    limiter.reset()
-    assert await limiter.hit("a", 2, 60) is None

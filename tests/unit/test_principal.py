@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kilnbase.config import Settings
+from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.identity.principal import ANONYMOUS, CredentialError, CredentialKind, CredentialResolver
 from kilnbase.keys.access_tokens import TokenService
 from kilnbase.keys.project_keys import ProjectKeys, load_project_keys
@@ -21,8 +22,14 @@ def tokens(keys: ProjectKeys) -> TokenService:
 
 
 @pytest.fixture(scope="module")
-def resolver(keys: ProjectKeys, tokens: TokenService) -> CredentialResolver:
-    return CredentialResolver(keys, tokens)
+def ended() -> EndedSessions:
+    """Never started: filled by hand (the database side is tested over HTTP)."""
+    return EndedSessions("postgresql://unused", access_token_seconds=900)
+
+
+@pytest.fixture(scope="module")
+def resolver(keys: ProjectKeys, tokens: TokenService, ended: EndedSessions) -> CredentialResolver:
+    return CredentialResolver(keys, tokens, ended)
 
 
 def test_no_credential_is_anonymous(resolver: CredentialResolver) -> None:
@@ -88,3 +95,15 @@ def test_wrong_api_key_header_fails_closed(resolver: CredentialResolver) -> None
 def test_expired_user_token_fails_closed(resolver: CredentialResolver, tokens: TokenService) -> None:
     with pytest.raises(CredentialError, match="expired"):
         resolver.resolve("Bearer " + tokens.sign({"sub": "u", "role": "authenticated"}, expires_in=-5), None)
+
+
+def test_a_token_of_an_ended_session_fails_closed(
+    resolver: CredentialResolver, tokens: TokenService, ended: EndedSessions
+) -> None:
+    live = tokens.sign({"sub": "u", "role": "authenticated", "sid": "family-live"})
+    gone = tokens.sign({"sub": "u", "role": "authenticated", "sid": "family-gone"})
+    assert resolver.resolve("Bearer " + gone, None).user_id == "u"  # verified, and cached
+    ended.add(["family-gone"])
+    with pytest.raises(CredentialError, match="signed out"):
+        resolver.resolve("Bearer " + gone, None)
+    assert resolver.resolve("Bearer " + live, None).user_id == "u"

@@ -1,93 +1,84 @@
-"""Account flows: sign-up, sign-in (password or emailed code), refresh, email verification, password reset.
+"""Account flows: sign-up, sign-in (password or emailed code), refresh, sign-out, the current user, profiles.
 
-Every function takes an `AuthContext` (no HTTP objects) and returns what the route turns into a response.
+Every method takes the `Actor` (for public flows, the anonymous principal with the client's address), owns its
+transactions and enforces its rate limits, so the HTTP routes, and later the MCP tools and the CLI, only
+parse and shape around these calls. An admin creating a user is recorded in the audit log.
+
 Messages never tell whether an address has an account, except where InsForge's contract says so (sign-up of
 an existing address answers 409).
+
+Proving an address ends what an unverified owner set up (`claim_address`): whoever registered an address
+without proving it (verification is off by default) may not be its owner, so once someone proves it, by an
+emailed code or link or a provider that verified it, the password set before, the sessions from before and
+the linked identities go. The one exception is the sign-up that the proof completes: when the project
+requires verification, the password of an unverified account could never be used, and verifying keeps it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kilnbase.auth import auth_config, mailer, users
+from kilnbase import audit
+from kilnbase.auth import auth_config, users
 from kilnbase.auth.mailer import PendingEmail
+from kilnbase.auth.parts import AuthParts
 from kilnbase.auth.redirects import is_allowed_redirect
-from kilnbase.auth.services import AuthServices
+from kilnbase.auth.root_admin import admin_subject, admin_user_json
 from kilnbase.auth.sessions import (
     IssuedTokens,
+    SessionKind,
     Subject,
+    end_sessions,
     relax_durability,
-    reused_error,
     revoke_all_for_subject,
     unauthorized,
 )
-from kilnbase.auth.validation import normalize_email
-from kilnbase.db.session import Database
+from kilnbase.auth.validation import UUID_PATTERN, WithEmail, storable
 from kilnbase.http.errors import ApiError
-from kilnbase.keys.secret_box import SecretBox
+from kilnbase.identity.actor import Actor
+from kilnbase.identity.principal import CredentialKind, Principal
+
+MODULE = "AUTH"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore")
-
-
-class _WithEmail(_Strict):
-    email: str
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        return normalize_email(value)
-
-
-class SignUp(_WithEmail):
+class SignUp(WithEmail):
     password: str = Field(max_length=1024)
     name: str | None = Field(None, min_length=1, max_length=100)
     redirectTo: str | None = Field(None, max_length=2048)
     autoConfirm: bool | None = None
 
+    _storable = field_validator("name", "redirectTo")(storable)
 
-class PasswordSignIn(_WithEmail):
+
+class PasswordSignIn(WithEmail):
     password: str = Field(max_length=1024)
 
 
-class CodeSignIn(_WithEmail):
+class CodeSignIn(WithEmail):
     otp: str = Field(pattern=r"^\d{6}$")
     name: str | None = Field(None, min_length=1, max_length=100)
 
-
-class EmailOnly(_WithEmail):
-    redirectTo: str | None = Field(None, max_length=2048)
+    _storable = field_validator("name")(storable)
 
 
-class EmailCode(_WithEmail):
-    otp: str = Field(pattern=r"^\d{6}$")
+class ProfileUpdate(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
 
+    profile: dict[str, Any]
 
-class ResetCodeExchange(_WithEmail):
-    code: str = Field(pattern=r"^\d{6}$")
-
-
-class PasswordReset(_Strict):
-    newPassword: str = Field(max_length=1024)
-    otp: str = Field(min_length=1, max_length=256)
-
-
-@dataclass(frozen=True)
-class AuthContext:
-    db: Database
-    services: AuthServices
-    box: SecretBox
-    base_url: str
-    client_type: str
-    ip: str | None
-    user_agent: str | None
+    @field_validator("profile")
+    @classmethod
+    def _size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(value) > 100:
+            raise ValueError("at most 100 fields")
+        storable(value)
+        return value
 
 
 @dataclass(frozen=True)
@@ -95,7 +86,6 @@ class SessionResult:
     user: dict[str, Any]
     tokens: IssuedTokens | None
     require_verification: bool = False
-    pending: PendingEmail | None = None
 
 
 def user_subject(row: DictRow) -> Subject:
@@ -104,7 +94,7 @@ def user_subject(row: DictRow) -> Subject:
     )
 
 
-def _weak_password(problems: list[str]) -> ApiError:
+def weak_password(problems: list[str]) -> ApiError:
     return ApiError(
         400,
         "AUTH_WEAK_PASSWORD",
@@ -113,7 +103,7 @@ def _weak_password(problems: list[str]) -> ApiError:
     )
 
 
-def _check_redirect(url: str | None, config: DictRow, *, required: bool) -> str | None:
+def check_redirect(url: str | None, config: DictRow, *, required: bool) -> str | None:
     if url is None:
         if required:
             raise ApiError(400, "INVALID_INPUT", "redirectTo is required when links are sent by email.")
@@ -134,237 +124,241 @@ def with_query(url: str, params: dict[str, str]) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
-async def _issue(ctx: AuthContext, cur: Any, row: DictRow) -> IssuedTokens:
-    await relax_durability(cur)
-    return await ctx.services.sessions.issue(
-        cur, user_subject(row), client_type=ctx.client_type, ip=ctx.ip, user_agent=ctx.user_agent
+def user_id_of(value: str) -> str:
+    if not UUID_PATTERN.match(value):
+        raise ApiError(400, "INVALID_INPUT", "Invalid user ID format.")
+    return value.lower()
+
+
+async def claim_address(cur: AsyncCursor[DictRow], row: DictRow, *, keep_password: bool) -> list[str]:
+    """The address of `row` has just been proven. If the account had not proven it before, end what its
+    unverified owner set up (see the module docstring): its password (unless `keep_password`), its linked
+    identities and its sessions. The session families ended (empty for an account verified already)."""
+    if row["email_verified"]:
+        return []
+    user_id = str(row["id"])
+    await cur.execute(
+        "update auth.users set email_verified = true, "
+        "password = case when %s then password end, updated_at = now() where id = %s",
+        (keep_password, user_id),
     )
+    await cur.execute("delete from auth.user_providers where user_id = %s", (user_id,))
+    return await revoke_all_for_subject(cur, user_id)
 
 
-async def _verification_email(
-    ctx: AuthContext, cur: Any, config: DictRow, email: str, redirect_to: str | None
-) -> PendingEmail | None:
-    codes = ctx.services.codes
-    if config["verify_email_method"] == "link":
-        issued = await codes.new_link_token(cur, email, "VERIFY_EMAIL", redirect_to)
-        link = f"{ctx.base_url}/api/auth/email/verify-link?{urlencode({'token': issued.secret})}"
-        values: dict[str, Any] = {"link": link, "expires_in_minutes": issued.minutes}
-        return await mailer.prepare(cur, ctx.box, "email-verification-link", email, values)
-    issued = await codes.new_code(cur, email, "VERIFY_EMAIL")
-    values = {"code": issued.secret, "expires_in_minutes": issued.minutes}
-    return await mailer.prepare(cur, ctx.box, "email-verification-code", email, values)
-
-
-async def sign_up(ctx: AuthContext, body: SignUp, *, caller_is_admin: bool) -> SessionResult:
-    config = await auth_config.read(ctx.db)
-    if config["disable_signup"] and not caller_is_admin:
+def require_user(actor: Actor) -> Principal:
+    """A signed-in user (an access token of role authenticated); 401 otherwise."""
+    principal = actor.principal
+    if (
+        principal.kind is not CredentialKind.JWT
+        or principal.db_role != "authenticated"
+        or not principal.user_id
+    ):
         raise ApiError(
-            403, "FORBIDDEN", "Sign-up is disabled for this project.", "Ask an admin to create the user."
+            401, "AUTH_UNAUTHORIZED", "A user access token is required.", "Sign in as a user first."
         )
-    problems = auth_config.password_problems(config, body.password)
-    if problems:
-        raise _weak_password(problems)
-    auto_confirm = bool(body.autoConfirm) and caller_is_admin
-    needs_verification = config["require_email_verification"] and not auto_confirm
-    redirect_to = _check_redirect(
-        body.redirectTo, config, required=needs_verification and config["verify_email_method"] == "link"
-    )
-    password_hash = await ctx.services.passwords.hash(body.password)
-    async with ctx.db.as_owner() as cur:
-        row = await users.create(
-            cur, email=body.email, password_hash=password_hash, name=body.name, email_verified=auto_confirm
+    return principal
+
+
+class Accounts:
+    def __init__(self, parts: AuthParts) -> None:
+        self.parts = parts
+
+    async def issue(
+        self, cur: AsyncCursor[DictRow], actor: Actor, row: DictRow, client_type: str
+    ) -> IssuedTokens:
+        """A new session for the user of `row`, inside the caller's transaction."""
+        await relax_durability(cur)
+        return await self.parts.sessions.issue(
+            cur, user_subject(row), client_type=client_type, ip=actor.ip, user_agent=actor.user_agent
         )
-        if needs_verification:
-            pending = await _verification_email(ctx, cur, config, body.email, redirect_to)
-            return SessionResult(users.user_json(row), None, require_verification=True, pending=pending)
-        if caller_is_admin:
-            return SessionResult(users.user_json(row), None)
-        tokens = await _issue(ctx, cur, row)
-    return SessionResult(users.user_json(row), tokens)
 
-
-async def sign_in_with_password(ctx: AuthContext, body: PasswordSignIn) -> SessionResult:
-    async with ctx.db.as_owner() as cur:
-        row = await users.by_email(cur, body.email)
-    check = await ctx.services.passwords.check(row["password"] if row else None, body.password)
-    if row is None or not check.ok:
-        raise ApiError(
-            401, "AUTH_INVALID_CREDENTIALS", "Invalid email or password.", "Check the email and password."
-        )
-    config = await auth_config.read(ctx.db)
-    if config["require_email_verification"] and not row["email_verified"]:
-        raise ApiError(
-            403,
-            "AUTH_NEED_VERIFICATION",
-            "Email verification is required before signing in.",
-            "Verify the email (POST /api/auth/email/send-verification sends a new code or link).",
-        )
-    async with ctx.db.as_owner() as cur:
-        if check.new_hash:
-            await users.set_password(cur, str(row["id"]), check.new_hash)
-        tokens = await _issue(ctx, cur, row)
-    return SessionResult(users.user_json(row), tokens)
-
-
-async def sign_in_with_code(ctx: AuthContext, body: CodeSignIn) -> SessionResult:
-    await ctx.services.codes.redeem_code(ctx.db, body.email, "SIGN_IN", body.otp)
-    config = await auth_config.read(ctx.db)
-    async with ctx.db.as_owner() as cur:
-        row = await users.by_email(cur, body.email, lock=True)
-        if row is None:
-            if config["disable_signup"]:
-                raise ApiError(403, "FORBIDDEN", "Sign-up is disabled for this project.")
-            row = await users.create(
-                cur, email=body.email, password_hash=None, name=body.name, email_verified=True
-            )
-        elif not row["email_verified"]:
-            await users.mark_verified(cur, str(row["id"]))
-            row = await users.by_id(cur, str(row["id"]))
-            assert row is not None
-        tokens = await _issue(ctx, cur, row)
-    return SessionResult(users.user_json(row), tokens)
-
-
-async def refresh(ctx: AuthContext, refresh_token: str) -> SessionResult:
-    """Rotate in one transaction; a reused token revokes its family (committed), then fails."""
-    sessions = ctx.services.sessions
-    async with ctx.db.as_owner() as cur:
-        redeemed = await sessions.redeem(cur, refresh_token, "user")
-        if redeemed is not None:
-            family_id, subject = redeemed
-            row = await users.by_id(cur, subject)
-            if row is None:
-                raise unauthorized("The user of this session no longer exists.")
-            await relax_durability(cur)
-            tokens = await sessions.issue(
-                cur,
-                user_subject(row),
-                client_type=ctx.client_type,
-                family_id=family_id,
-                ip=ctx.ip,
-                user_agent=ctx.user_agent,
-            )
-    if redeemed is None:
-        raise reused_error()
-    assert row is not None
-    return SessionResult(users.user_json(row), tokens)
-
-
-async def send_sign_in_code(ctx: AuthContext, body: EmailOnly) -> PendingEmail | None:
-    config = await auth_config.read(ctx.db)
-    async with ctx.db.as_owner() as cur:
-        if config["disable_signup"] and await users.by_email(cur, body.email) is None:
-            return None
-        issued = await ctx.services.codes.new_code(cur, body.email, "SIGN_IN")
-        values = {"code": issued.secret, "expires_in_minutes": issued.minutes}
-        return await mailer.prepare(cur, ctx.box, "request-otp", body.email, values)
-
-
-async def send_verification(ctx: AuthContext, body: EmailOnly) -> tuple[str, PendingEmail | None]:
-    config = await auth_config.read(ctx.db)
-    method: str = config["verify_email_method"]
-    redirect_to = _check_redirect(body.redirectTo, config, required=method == "link")
-    async with ctx.db.as_owner() as cur:
-        row = await users.by_email(cur, body.email)
-        if row is None or row["email_verified"]:
-            return method, None
-        return method, await _verification_email(ctx, cur, config, body.email, redirect_to)
-
-
-async def verify_email_with_code(ctx: AuthContext, body: EmailCode) -> SessionResult:
-    await ctx.services.codes.redeem_code(ctx.db, body.email, "VERIFY_EMAIL", body.otp)
-    async with ctx.db.as_owner() as cur:
-        row = await users.by_email(cur, body.email, lock=True)
-        if row is None:
-            raise ApiError(400, "INVALID_INPUT", "Invalid or expired verification code.")
-        await users.mark_verified(cur, str(row["id"]))
-        row = await users.by_id(cur, str(row["id"]))
-        assert row is not None
-        tokens = await _issue(ctx, cur, row)
-    return SessionResult(users.user_json(row), tokens)
-
-
-async def verify_email_with_link(ctx: AuthContext, token: str) -> str | None:
-    """The URL to send the browser to (success or error), or None when the token is unknown."""
-    async with ctx.db.as_owner() as cur:
-        try:
-            redeemed = await ctx.services.codes.redeem_token(cur, "VERIFY_EMAIL", token)
-        except ApiError:
-            redeemed = None
-            spent = await ctx.services.codes.spent_token_redirect(cur, "VERIFY_EMAIL", token)
-        if redeemed is not None:
-            row = await users.by_email(cur, redeemed.email, lock=True)
-            if row is not None:
-                await users.mark_verified(cur, str(row["id"]))
-    if redeemed is None:
-        return _link_failed(spent, "verify_email", "Invalid or expired verification link")
-    if redeemed.redirect_to is None:
-        return None
-    return with_query(redeemed.redirect_to, {"insforge_status": "success", "insforge_type": "verify_email"})
-
-
-def _link_failed(redirect_to: str | None, kind: str, reason: str) -> str | None:
-    if redirect_to is None:
-        return None
-    return with_query(
-        redirect_to, {"insforge_status": "error", "insforge_type": kind, "insforge_error": reason}
-    )
-
-
-async def send_reset_password(ctx: AuthContext, body: EmailOnly) -> tuple[str, PendingEmail | None]:
-    config = await auth_config.read(ctx.db)
-    method: str = config["reset_password_method"]
-    redirect_to = _check_redirect(body.redirectTo, config, required=method == "link")
-    codes = ctx.services.codes
-    async with ctx.db.as_owner() as cur:
-        if await users.by_email(cur, body.email) is None:
-            return method, None
-        if method == "link":
-            issued = await codes.new_link_token(cur, body.email, "RESET_PASSWORD", redirect_to)
-            link = f"{ctx.base_url}/api/auth/email/reset-password-link?{urlencode({'token': issued.secret})}"
+    async def verification_email(
+        self, cur: AsyncCursor[DictRow], config: DictRow, email: str, redirect_to: str | None
+    ) -> PendingEmail | None:
+        """A new verification code or link for `email` (by the project's method), as an email to send."""
+        codes, mailer = self.parts.codes, self.parts.mailer
+        if config["verify_email_method"] == "link":
+            issued = await codes.new_link_token(cur, email, "VERIFY_EMAIL", redirect_to)
+            link = f"{self.parts.base_url}/api/auth/email/verify-link?{urlencode({'token': issued.secret})}"
             values: dict[str, Any] = {"link": link, "expires_in_minutes": issued.minutes}
-            return method, await mailer.prepare(cur, ctx.box, "reset-password-link", body.email, values)
-        issued = await codes.new_code(cur, body.email, "RESET_PASSWORD")
+            return await mailer.prepare(cur, "email-verification-link", email, values)
+        issued = await codes.new_code(cur, email, "VERIFY_EMAIL")
         values = {"code": issued.secret, "expires_in_minutes": issued.minutes}
-        return method, await mailer.prepare(cur, ctx.box, "reset-password-code", body.email, values)
+        return await mailer.prepare(cur, "email-verification-code", email, values)
 
+    # --- sign-up -------------------------------------------------------------------------------------------
 
-async def exchange_reset_code(ctx: AuthContext, body: ResetCodeExchange) -> tuple[str, datetime]:
-    await ctx.services.codes.redeem_code(ctx.db, body.email, "RESET_PASSWORD", body.code)
-    async with ctx.db.as_owner() as cur:
-        issued = await ctx.services.codes.new_link_token(cur, body.email, "RESET_PASSWORD", None)
-    return issued.secret, issued.expires_at
+    async def sign_up(self, actor: Actor, body: SignUp, client_type: str) -> SessionResult:
+        """A public sign-up (InsForge's `POST /users` without admin rights): a session, or a pending
+        verification when the project requires one."""
+        await self.parts.limit(f"sign-up:{actor.ip}", self.parts.settings.sign_up_limit)
+        return await self._register(actor, body, client_type, by_admin=False)
 
+    async def create_user(self, actor: Actor, body: SignUp) -> SessionResult:
+        """An admin adds a user (no session; `autoConfirm` honoured); audited."""
+        if not actor.is_admin:
+            raise ApiError(403, "FORBIDDEN", "Creating users needs admin rights.")
+        return await self._register(actor, body, "server", by_admin=True)
 
-async def reset_password(ctx: AuthContext, body: PasswordReset) -> None:
-    config = await auth_config.read(ctx.db)
-    problems = auth_config.password_problems(config, body.newPassword)
-    if problems:
-        raise _weak_password(problems)
-    async with ctx.db.as_owner() as cur:
-        if await ctx.services.codes.peek_token(cur, "RESET_PASSWORD", body.otp) is None:
+    async def _register(
+        self, actor: Actor, body: SignUp, client_type: str, *, by_admin: bool
+    ) -> SessionResult:
+        config = await auth_config.read(self.parts.database)
+        if config["disable_signup"] and not by_admin:
             raise ApiError(
-                400, "INVALID_INPUT", "Invalid or expired reset token.", "Request a new reset email."
+                403, "FORBIDDEN", "Sign-up is disabled for this project.", "Ask an admin to create the user."
             )
-    password_hash = await ctx.services.passwords.hash(body.newPassword)
-    async with ctx.db.as_owner() as cur:
-        redeemed = await ctx.services.codes.redeem_token(cur, "RESET_PASSWORD", body.otp)
-        row = await users.by_email(cur, redeemed.email, lock=True)
+        problems = auth_config.password_problems(config, body.password)
+        if problems:
+            raise weak_password(problems)
+        auto_confirm = bool(body.autoConfirm) and by_admin
+        needs_verification = config["require_email_verification"] and not auto_confirm
+        redirect_to = check_redirect(
+            body.redirectTo, config, required=needs_verification and config["verify_email_method"] == "link"
+        )
+        password_hash = await self.parts.passwords.hash(body.password)
+        tokens = pending = None
+        async with self.parts.database.as_owner() as cur:
+            row = await users.create(
+                cur,
+                email=body.email,
+                password_hash=password_hash,
+                name=body.name,
+                email_verified=auto_confirm,
+            )
+            if needs_verification:
+                pending = await self.verification_email(cur, config, body.email, redirect_to)
+            elif not by_admin:
+                tokens = await self.issue(cur, actor, row, client_type)
+            if by_admin:
+                details = {"userId": str(row["id"]), "email": row["email"]}
+                await audit.record(cur, actor, "CREATE_USER", MODULE, details)
+        self.parts.mailer.send(pending)
+        return SessionResult(users.user_json(row), tokens, require_verification=needs_verification)
+
+    # --- sign-in -------------------------------------------------------------------------------------------
+
+    async def sign_in_with_password(
+        self, actor: Actor, body: PasswordSignIn, client_type: str
+    ) -> SessionResult:
+        settings = self.parts.settings
+        # Per address alone (spraying many accounts), then per address and account (guessing one).
+        await self.parts.limit(f"sign-in-ip:{actor.ip}", settings.sign_in_ip_limit)
+        await self.parts.limit(f"sign-in:{actor.ip}:{body.email}", settings.sign_in_limit)
+        async with self.parts.database.as_owner() as cur:
+            row = await users.by_email(cur, body.email)
+        check = await self.parts.passwords.check(row["password"] if row else None, body.password)
+        if row is None or not check.ok:
+            raise ApiError(
+                401, "AUTH_INVALID_CREDENTIALS", "Invalid email or password.", "Check the email and password."
+            )
+        config = await auth_config.read(self.parts.database)
+        if config["require_email_verification"] and not row["email_verified"]:
+            raise ApiError(
+                403,
+                "AUTH_NEED_VERIFICATION",
+                "Email verification is required before signing in.",
+                "Verify the email (POST /api/auth/email/send-verification sends a new code or link).",
+            )
+        async with self.parts.database.as_owner() as cur:
+            if check.new_hash:
+                await users.set_password(cur, str(row["id"]), check.new_hash)
+            tokens = await self.issue(cur, actor, row, client_type)
+        return SessionResult(users.user_json(row), tokens)
+
+    async def sign_in_with_code(self, actor: Actor, body: CodeSignIn, client_type: str) -> SessionResult:
+        """Sign in with an emailed code, creating the account if there is none (unless sign-up is off). The
+        code proves the address: an unverified account's password, identities and sessions end."""
+        await self.parts.limit(f"verify:{actor.ip}", self.parts.settings.verify_limit)
+        await self.parts.codes.redeem_code(self.parts.database, body.email, "SIGN_IN", body.otp)
+        config = await auth_config.read(self.parts.database)
+        ended: list[str] = []
+        async with self.parts.database.as_owner() as cur:
+            row = await users.by_email(cur, body.email, lock=True)
+            if row is None:
+                if config["disable_signup"]:
+                    raise ApiError(403, "FORBIDDEN", "Sign-up is disabled for this project.")
+                row = await users.create(
+                    cur, email=body.email, password_hash=None, name=body.name, email_verified=True
+                )
+            elif not row["email_verified"]:
+                ended = await claim_address(cur, row, keep_password=False)
+                row = await users.by_id(cur, str(row["id"]))
+                assert row is not None
+            tokens = await self.issue(cur, actor, row, client_type)
+        self.parts.sessions.ended(ended)
+        return SessionResult(users.user_json(row), tokens)
+
+    # --- sessions ------------------------------------------------------------------------------------------
+
+    async def refresh(self, actor: Actor, refresh_token: str, client_type: str) -> SessionResult:
+        """Rotate a user's refresh token (one statement); a reused token revokes its family, then fails."""
+        sessions = self.parts.sessions
+        rotation = await sessions.rotate(
+            refresh_token, "user", client_type=client_type, ip=actor.ip, user_agent=actor.user_agent
+        )
+        if rotation.user is None:
+            raise unauthorized("The user of this session no longer exists.")
+        tokens = sessions.tokens_for(user_subject(rotation.user), rotation)
+        return SessionResult(users.user_json(rotation.user), tokens)
+
+    async def sign_out(
+        self, actor: Actor, kind: SessionKind, refresh_token: str | None, *, everywhere: bool
+    ) -> None:
+        """End the session of the refresh token or, failing that, of the caller's access token; with
+        `everywhere`, every session of that subject. A stale token ends nothing and is not an error, except
+        that signing out everywhere needs a session to know whose."""
+        principal = actor.principal
+        family_id: str | None = None
+        if principal.kind is CredentialKind.JWT:
+            expected_role = "project_admin" if kind == "admin" else "authenticated"
+            claimed = principal.claims.get("sid")
+            if principal.db_role == expected_role and isinstance(claimed, str):
+                family_id = claimed
+        async with self.parts.database.as_owner() as cur:
+            ended = await end_sessions(
+                cur, kind, refresh_token=refresh_token, family_id=family_id, everywhere=everywhere
+            )
+        if ended is None:
+            if everywhere:
+                raise ApiError(401, "AUTH_UNAUTHORIZED", "Signing out everywhere needs a valid session.")
+            return
+        self.parts.sessions.ended(ended)
+
+    async def current_user(self, actor: Actor) -> dict[str, Any]:
+        """The user (or the root admin) of the caller's access token."""
+        principal = actor.principal
+        if principal.kind is not CredentialKind.JWT:
+            raise ApiError(401, "AUTH_UNAUTHORIZED", "An access token is required.", "Sign in first.")
+        if principal.db_role == "project_admin":
+            who = admin_subject(principal.email or self.parts.server.root_admin_username)
+            return admin_user_json(who, self.parts.started_at)
+        user_id = require_user(actor).user_id
+        assert user_id is not None
+        async with self.parts.database.as_owner() as cur:
+            row = await users.by_id(cur, user_id)
         if row is None:
-            raise ApiError(400, "INVALID_INPUT", "Invalid or expired reset token.")
-        await users.set_password(cur, str(row["id"]), password_hash)
-        await users.mark_verified(cur, str(row["id"]))
-        await revoke_all_for_subject(cur, str(row["id"]))
+            raise ApiError(
+                401, "AUTH_UNAUTHORIZED", "The user of this token no longer exists.", "Sign in again."
+            )
+        return {**users.user_json(row), "role": "authenticated"}
 
+    # --- profiles ------------------------------------------------------------------------------------------
 
-async def reset_password_link(ctx: AuthContext, token: str) -> str | None:
-    async with ctx.db.as_owner() as cur:
-        found = await ctx.services.codes.peek_token(cur, "RESET_PASSWORD", token)
-        spent = None if found else await ctx.services.codes.spent_token_redirect(cur, "RESET_PASSWORD", token)
-    if found is None:
-        return _link_failed(spent, "reset_password", "Invalid or expired password reset link")
-    if found.redirect_to is None:
-        return None
-    return with_query(
-        found.redirect_to, {"token": token, "insforge_status": "ready", "insforge_type": "reset_password"}
-    )
+    async def update_profile(self, actor: Actor, change: ProfileUpdate) -> dict[str, Any]:
+        user_id = require_user(actor).user_id
+        assert user_id is not None
+        async with self.parts.database.as_owner() as cur:
+            row = await users.merge_profile(cur, user_id, change.profile)
+        if row is None:
+            raise ApiError(404, "NOT_FOUND", "User not found.")
+        return {"id": str(row["id"]), "profile": row["profile"]}
+
+    async def profile(self, actor: Actor, user_id: str) -> dict[str, Any]:
+        """Anyone's public profile (InsForge's contract: `{id, profile}`)."""
+        async with self.parts.database.as_owner() as cur:
+            row = await users.public_profile(cur, user_id_of(user_id))
+        if row is None:
+            raise ApiError(404, "NOT_FOUND", "User not found.")
+        return {"id": str(row["id"]), "profile": row["profile"]}

@@ -1,5 +1,6 @@
-"""HTTP edge helpers shared by auth's route modules: client type, the refresh-token cookie, and the session
-response (`{user, accessToken, csrfToken | refreshToken}`)."""
+"""HTTP edge pieces shared by auth's route modules: the client type, the refresh-token cookie and its CSRF
+check, and the session response (`{user, accessToken, csrfToken | refreshToken}`). Web clients keep the
+refresh token in an httpOnly cookie; the others get it in the body."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from kilnbase.auth.accounts import AuthContext, SessionResult
-from kilnbase.auth.services import Auth
+from kilnbase.auth.accounts import SessionResult
+from kilnbase.auth.parts import AuthParts
 from kilnbase.auth.sessions import CLIENT_TYPES, IssuedTokens, SessionKind
 from kilnbase.http.errors import ApiError
-from kilnbase.http.request_context import client_ip
+from kilnbase.http.json_body import read_json
+from kilnbase.http.request_context import actor_of, principal_of
 from kilnbase.http.responses import json_response
+from kilnbase.identity.actor import Actor
+from kilnbase.identity.principal import ANONYMOUS
 
 USER_COOKIE = "insforge_refresh_token"
 ADMIN_COOKIE = "insforge_admin_refresh_token"
@@ -27,96 +31,99 @@ def client_type_of(request: Request) -> str:
     return value
 
 
-def context_of(auth: Auth, request: Request) -> AuthContext:
-    return AuthContext(
-        db=auth.database,
-        services=auth.services,
-        box=auth.secret_box,
-        base_url=auth.server.base_url,
-        client_type=client_type_of(request),
-        ip=client_ip(request),
-        user_agent=request.headers.get("user-agent"),
-    )
+def public_actor(request: Request) -> Actor:
+    """The caller of a public flow (sign-in, refresh, sign-out, OAuth callback): a credential that is
+    presented but invalid counts as none, since a client refreshing its session may well send its expired
+    access token."""
+    try:
+        principal = principal_of(request)
+    except ApiError:
+        principal = ANONYMOUS
+    return actor_of(request, principal)
 
 
-def _secure(auth: Auth, request: Request) -> bool:
-    return request.url.scheme == "https" or auth.server.base_url.startswith("https://")
+class SessionEdge:
+    def __init__(self, parts: AuthParts) -> None:
+        self._parts = parts
 
+    def _secure(self, request: Request) -> bool:
+        return request.url.scheme == "https" or self._parts.base_url.startswith("https://")
 
-def set_refresh_cookie(
-    auth: Auth, request: Request, response: Response, kind: SessionKind, tokens: IssuedTokens
-) -> None:
-    """httpOnly, path /api/auth, 7 days. Cross-site (SameSite=None) needs Secure, so over plain http
-    the cookie is SameSite=Lax, which still works for a frontend on the same site (localhost on any port)."""
-    secure = _secure(auth, request)
-    response.set_cookie(
-        ADMIN_COOKIE if kind == "admin" else USER_COOKIE,
-        tokens.refresh_token,
-        max_age=auth.services.settings.refresh_token_seconds,
-        path=COOKIE_PATH,
-        httponly=True,
-        secure=secure,
-        samesite="none" if secure else "lax",
-    )
+    def _cookie_flags(self, request: Request) -> dict[str, Any]:
+        """httpOnly, path /api/auth. Cross-site (SameSite=None) needs Secure, so over plain http the cookie
+        is SameSite=Lax, which still works for a frontend on the same site (localhost on any port)."""
+        secure = self._secure(request)
+        return {
+            "path": COOKIE_PATH,
+            "httponly": True,
+            "secure": secure,
+            "samesite": "none" if secure else "lax",
+        }
 
-
-def clear_refresh_cookie(auth: Auth, request: Request, response: Response, kind: SessionKind) -> None:
-    secure = _secure(auth, request)
-    response.delete_cookie(
-        ADMIN_COOKIE if kind == "admin" else USER_COOKIE,
-        path=COOKIE_PATH,
-        httponly=True,
-        secure=secure,
-        samesite="none" if secure else "lax",
-    )
-
-
-def session_response(
-    auth: Auth,
-    request: Request,
-    result: SessionResult,
-    client_type: str,
-    kind: SessionKind = "user",
-    status: int = 200,
-) -> Response:
-    body: dict[str, Any] = {
-        "user": result.user,
-        "accessToken": result.tokens.access_token if result.tokens else None,
-    }
-    if result.require_verification:
-        body["requireEmailVerification"] = True
-    tokens = result.tokens
-    if tokens is not None:
-        if client_type == "web":
-            body["csrfToken"] = tokens.csrf_token
-        else:
-            body["refreshToken"] = tokens.refresh_token
-    response = json_response(body, status)
-    if tokens is not None and client_type == "web":
-        set_refresh_cookie(auth, request, response, kind, tokens)
-    return response
-
-
-def refresh_token_from(
-    request: Request, body: Any, client_type: str, kind: SessionKind
-) -> tuple[str | None, bool]:
-    """(token, from_cookie). Web clients send the cookie; others send `refreshToken` or `refresh_token`."""
-    if client_type != "web":
-        token = None
-        if isinstance(body, dict):
-            token = body.get("refreshToken") or body.get("refresh_token")
-        if token is not None and not isinstance(token, str):
-            raise ApiError(400, "INVALID_INPUT", "refreshToken must be a string.")
-        return token, False
-    return request.cookies.get(ADMIN_COOKIE if kind == "admin" else USER_COOKIE), True
-
-
-def require_csrf(auth: Auth, request: Request, refresh_token: str) -> None:
-    header = request.headers.get("x-csrf-token")
-    if not auth.services.sessions.csrf_matches(header, refresh_token):
-        raise ApiError(
-            403,
-            "FORBIDDEN",
-            "Missing or invalid CSRF token.",
-            "Send the csrfToken from the last sign-in or refresh as the X-CSRF-Token header.",
+    def set_cookie(
+        self, request: Request, response: Response, kind: SessionKind, tokens: IssuedTokens
+    ) -> None:
+        response.set_cookie(
+            ADMIN_COOKIE if kind == "admin" else USER_COOKIE,
+            tokens.refresh_token,
+            max_age=self._parts.settings.refresh_token_seconds,
+            **self._cookie_flags(request),
         )
+
+    def clear_cookie(self, request: Request, response: Response, kind: SessionKind) -> None:
+        response.delete_cookie(
+            ADMIN_COOKIE if kind == "admin" else USER_COOKIE, **self._cookie_flags(request)
+        )
+
+    def response(
+        self,
+        request: Request,
+        result: SessionResult,
+        client_type: str,
+        kind: SessionKind = "user",
+        status: int = 200,
+    ) -> Response:
+        body: dict[str, Any] = {
+            "user": result.user,
+            "accessToken": result.tokens.access_token if result.tokens else None,
+        }
+        if result.require_verification:
+            body["requireEmailVerification"] = True
+        tokens = result.tokens
+        if tokens is not None:
+            if client_type == "web":
+                body["csrfToken"] = tokens.csrf_token
+            else:
+                body["refreshToken"] = tokens.refresh_token
+        response = json_response(body, status)
+        if tokens is not None and client_type == "web":
+            self.set_cookie(request, response, kind, tokens)
+        return response
+
+    async def refresh_token(
+        self, request: Request, client_type: str, kind: SessionKind
+    ) -> tuple[str | None, bool]:
+        """(token, from_cookie). Web clients send the cookie, whose use needs the CSRF header; the others
+        send `refreshToken` or `refresh_token` in the body."""
+        if client_type != "web":
+            body = await read_json(request, optional=True)
+            token = None
+            if isinstance(body, dict):
+                token = body.get("refreshToken") or body.get("refresh_token")
+            if token is not None and not isinstance(token, str):
+                raise ApiError(400, "INVALID_INPUT", "refreshToken must be a string.")
+            return token, False
+        token = request.cookies.get(ADMIN_COOKIE if kind == "admin" else USER_COOKIE)
+        if token:
+            self._require_csrf(request, token)
+        return token, True
+
+    def _require_csrf(self, request: Request, refresh_token: str) -> None:
+        header = request.headers.get("x-csrf-token")
+        if not self._parts.sessions.csrf_matches(header, refresh_token):
+            raise ApiError(
+                403,
+                "FORBIDDEN",
+                "Missing or invalid CSRF token.",
+                "Send the csrfToken from the last sign-in or refresh as the X-CSRF-Token header.",
+            )

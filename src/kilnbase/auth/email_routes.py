@@ -1,94 +1,30 @@
-"""Email flows under `/api/auth/email`, and the admin's SMTP settings and templates.
+"""Email flows under `/api/auth/email`, and the admin's SMTP settings and templates. Handlers parse the
+request, call the service (`EmailFlows`, `AuthAdmin`), and shape the answer.
 
-The send endpoints always answer 202 with the same message whether or not the address has an account; mail
-goes out after the response (see `mailer`). Each endpoint is rate-limited per client address, and the send
-endpoints also per recipient (the SMTP config's `minIntervalSeconds`).
-"""
+The send endpoints always answer 202 with the same message whether or not the address has an account; what
+depends on the account happens after the answer (see `mailer`)."""
 
 from __future__ import annotations
 
-from functools import partial
-
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from kilnbase import audit
-from kilnbase.auth import accounts, email_templates, mailer, smtp_settings
-from kilnbase.auth.edge import context_of, session_response
-from kilnbase.auth.mailer import PendingEmail
+from kilnbase.auth.edge import SessionEdge, client_type_of, public_actor
+from kilnbase.auth.email_flows import EmailCode, EmailOnly, PasswordReset, ResetCodeExchange
+from kilnbase.auth.email_templates import TemplateUpdate
 from kilnbase.auth.services import Auth
+from kilnbase.auth.smtp_settings import SmtpConfigUpdate
 from kilnbase.http.errors import ApiError
-from kilnbase.http.json_body import parse, read_json
-from kilnbase.http.rate_limit import enforce
-from kilnbase.http.request_context import actor_of, client_ip, principal_of, require_admin
+from kilnbase.http.json_body import read_model
+from kilnbase.http.request_context import actor_of, admin_actor
 from kilnbase.http.responses import json_response
 
 _TOKEN_LENGTH = 64
 
 
-def delivery(pending: PendingEmail | None) -> BackgroundTask:
-    return BackgroundTask(mailer.deliver, pending)
-
-
-async def _limit_sends(auth: Auth, request: Request, email: str) -> None:
-    settings = auth.services.settings
-    window = settings.rate_limit_window_seconds
-    await enforce(auth.rate_limiter, f"email-send:{client_ip(request)}", settings.email_send_limit, window)
-    async with auth.database.as_owner() as cur:
-        row = await smtp_settings.load(cur)
-    interval = row["min_interval_seconds"] if row is not None else 60
-    if interval > 0:
-        await enforce(auth.rate_limiter, f"email-cooldown:{email}", 1, interval)
-
-
-async def _limit_verifications(auth: Auth, request: Request) -> None:
-    settings = auth.services.settings
-    await enforce(
-        auth.rate_limiter,
-        f"verify:{client_ip(request)}",
-        settings.verify_limit,
-        settings.rate_limit_window_seconds,
-    )
-
-
-def _accepted(message: str, pending: PendingEmail | None) -> Response:
-    response = json_response({"success": True, "message": message}, 202)
-    response.background = delivery(pending)
-    return response
-
-
-async def send_otp(auth: Auth, request: Request) -> Response:
-    principal_of(request)
-    ctx = context_of(auth, request)
-    body = parse(accounts.EmailOnly, await read_json(request))
-    await _limit_sends(auth, request, body.email)
-    pending = await accounts.send_sign_in_code(ctx, body)
-    return _accepted(
-        "If the email can sign in, we have sent a sign-in code. Please check your inbox.", pending
-    )
-
-
-async def send_verification(auth: Auth, request: Request) -> Response:
-    principal_of(request)
-    ctx = context_of(auth, request)
-    body = parse(accounts.EmailOnly, await read_json(request))
-    await _limit_sends(auth, request, body.email)
-    method, pending = await accounts.send_verification(ctx, body)
-    what = "verification link" if method == "link" else "verification code"
-    return _accepted(
-        f"If your email is registered, we have sent you a {what}. Please check your inbox.", pending
-    )
-
-
-async def verify_email(auth: Auth, request: Request) -> Response:
-    principal_of(request)
-    ctx = context_of(auth, request)
-    await _limit_verifications(auth, request)
-    body = parse(accounts.EmailCode, await read_json(request))
-    result = await accounts.verify_email_with_code(ctx, body)
-    return session_response(auth, request, result, ctx.client_type)
+def _accepted(message: str) -> Response:
+    return json_response({"success": True, "message": message}, 202)
 
 
 def _link_token(request: Request) -> str:
@@ -98,116 +34,97 @@ def _link_token(request: Request) -> str:
     return token
 
 
-async def verify_link(auth: Auth, request: Request) -> Response:
-    await _limit_verifications(auth, request)
-    target = await accounts.verify_email_with_link(context_of(auth, request), _link_token(request))
-    if target is None:
-        raise ApiError(400, "INVALID_INPUT", "Invalid or expired verification link.", "Request a new email.")
-    return RedirectResponse(target, status_code=302)
+class EmailRoutes:
+    def __init__(self, auth: Auth) -> None:
+        self.flows = auth.email
+        self.admin = auth.admin
+        self.edge = SessionEdge(auth.parts)
 
+    async def send_otp(self, request: Request) -> Response:
+        actor = actor_of(request)
+        await self.flows.send_sign_in_code(actor, await read_model(request, EmailOnly))
+        return _accepted("If the email can sign in, we have sent a sign-in code. Please check your inbox.")
 
-async def send_reset_password(auth: Auth, request: Request) -> Response:
-    principal_of(request)
-    ctx = context_of(auth, request)
-    body = parse(accounts.EmailOnly, await read_json(request))
-    await _limit_sends(auth, request, body.email)
-    method, pending = await accounts.send_reset_password(ctx, body)
-    what = "password reset link" if method == "link" else "password reset code"
-    return _accepted(
-        f"If your email is registered, we have sent you a {what}. Please check your inbox.", pending
-    )
+    async def send_verification(self, request: Request) -> Response:
+        actor = actor_of(request)
+        method = await self.flows.send_verification(actor, await read_model(request, EmailOnly))
+        what = "verification link" if method == "link" else "verification code"
+        return _accepted(f"If your email is registered, we have sent you a {what}. Please check your inbox.")
 
-
-async def exchange_reset_token(auth: Auth, request: Request) -> Response:
-    principal_of(request)
-    await _limit_verifications(auth, request)
-    body = parse(accounts.ResetCodeExchange, await read_json(request))
-    token, expires_at = await accounts.exchange_reset_code(context_of(auth, request), body)
-    return json_response({"token": token, "expiresAt": expires_at.isoformat().replace("+00:00", "Z")})
-
-
-async def reset_password(auth: Auth, request: Request) -> Response:
-    principal_of(request)
-    await _limit_verifications(auth, request)
-    body = parse(accounts.PasswordReset, await read_json(request))
-    await accounts.reset_password(context_of(auth, request), body)
-    return json_response({"message": "Password has been reset successfully. Please sign in again."})
-
-
-async def reset_password_link(auth: Auth, request: Request) -> Response:
-    await _limit_verifications(auth, request)
-    target = await accounts.reset_password_link(context_of(auth, request), _link_token(request))
-    if target is None:
-        raise ApiError(
-            400, "INVALID_INPUT", "Invalid or expired password reset link.", "Request a new email."
+    async def verify_email(self, request: Request) -> Response:
+        actor = actor_of(request)
+        client_type = client_type_of(request)
+        result = await self.flows.verify_email_with_code(
+            actor, await read_model(request, EmailCode), client_type
         )
-    return RedirectResponse(target, status_code=302)
+        return self.edge.response(request, result, client_type)
 
+    async def verify_link(self, request: Request) -> Response:
+        target = await self.flows.verify_email_with_link(public_actor(request), _link_token(request))
+        if target is None:
+            raise ApiError(
+                400, "INVALID_INPUT", "Invalid or expired verification link.", "Request a new email."
+            )
+        return RedirectResponse(target, status_code=302)
 
-async def get_smtp_config(auth: Auth, request: Request) -> Response:
-    require_admin(request)
-    async with auth.database.as_owner() as cur:
-        row = await smtp_settings.load(cur)
-    return json_response(smtp_settings.smtp_json(row))
+    async def send_reset_password(self, request: Request) -> Response:
+        actor = actor_of(request)
+        method = await self.flows.send_reset_password(actor, await read_model(request, EmailOnly))
+        what = "password reset link" if method == "link" else "password reset code"
+        return _accepted(f"If your email is registered, we have sent you a {what}. Please check your inbox.")
 
-
-async def put_smtp_config(auth: Auth, request: Request) -> Response:
-    principal = require_admin(request)
-    change = parse(smtp_settings.SmtpConfigUpdate, await read_json(request))
-    async with auth.database.as_owner() as cur:
-        row = await smtp_settings.upsert(cur, change, auth.secret_box)
-        details = change.model_dump(exclude={"password"})
-        details["passwordChanged"] = change.password is not None
-        await audit.record(cur, actor_of(request, principal), "UPDATE_SMTP_CONFIG", "AUTH", details)
-    return json_response(smtp_settings.smtp_json(row))
-
-
-async def list_templates(auth: Auth, request: Request) -> Response:
-    require_admin(request)
-    async with auth.database.as_owner() as cur:
-        rows = await email_templates.list_all(cur)
-    return json_response({"data": [email_templates.template_json(r) for r in rows]})
-
-
-async def put_template(auth: Auth, request: Request) -> Response:
-    principal = require_admin(request)
-    template_type = request.path_params["template_type"]
-    if template_type not in email_templates.TEMPLATE_TYPES:
-        raise ApiError(
-            400,
-            "INVALID_INPUT",
-            f"Unknown template type; use one of {', '.join(email_templates.TEMPLATE_TYPES)}.",
+    async def exchange_reset_token(self, request: Request) -> Response:
+        actor = actor_of(request)
+        token, expires_at = await self.flows.exchange_reset_code(
+            actor, await read_model(request, ResetCodeExchange)
         )
-    change = parse(email_templates.TemplateUpdate, await read_json(request))
-    async with auth.database.as_owner() as cur:
-        row = await email_templates.update(cur, template_type, change)
-        assert row is not None, "all template types are seeded"
-        await audit.record(
-            cur,
-            actor_of(request, principal),
-            "UPDATE_EMAIL_TEMPLATE",
-            "AUTH",
-            {"templateType": template_type},
+        return json_response({"token": token, "expiresAt": expires_at.isoformat().replace("+00:00", "Z")})
+
+    async def reset_password(self, request: Request) -> Response:
+        actor = actor_of(request)
+        await self.flows.reset_password(actor, await read_model(request, PasswordReset))
+        return json_response({"message": "Password has been reset successfully. Please sign in again."})
+
+    async def reset_password_link(self, request: Request) -> Response:
+        target = await self.flows.reset_password_link(public_actor(request), _link_token(request))
+        if target is None:
+            raise ApiError(
+                400, "INVALID_INPUT", "Invalid or expired password reset link.", "Request a new email."
+            )
+        return RedirectResponse(target, status_code=302)
+
+    async def get_smtp_config(self, request: Request) -> Response:
+        return json_response(await self.admin.smtp_config(admin_actor(request)))
+
+    async def put_smtp_config(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        change = await read_model(request, SmtpConfigUpdate)
+        return json_response(await self.admin.update_smtp_config(actor, change))
+
+    async def list_templates(self, request: Request) -> Response:
+        return json_response({"data": await self.admin.templates(admin_actor(request))})
+
+    async def put_template(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        change = await read_model(request, TemplateUpdate)
+        return json_response(
+            await self.admin.update_template(actor, request.path_params["template_type"], change)
         )
-    return json_response(email_templates.template_json(row))
 
-
-def routes(auth: Auth) -> list[BaseRoute]:
-    return [
-        Route("/api/auth/email/send-otp", partial(send_otp, auth), methods=["POST"]),
-        Route("/api/auth/email/send-verification", partial(send_verification, auth), methods=["POST"]),
-        Route("/api/auth/email/verify", partial(verify_email, auth), methods=["POST"]),
-        Route("/api/auth/email/verify-link", partial(verify_link, auth), methods=["GET"]),
-        Route("/api/auth/email/send-reset-password", partial(send_reset_password, auth), methods=["POST"]),
-        Route(
-            "/api/auth/email/exchange-reset-password-token",
-            partial(exchange_reset_token, auth),
-            methods=["POST"],
-        ),
-        Route("/api/auth/email/reset-password", partial(reset_password, auth), methods=["POST"]),
-        Route("/api/auth/email/reset-password-link", partial(reset_password_link, auth), methods=["GET"]),
-        Route("/api/auth/smtp-config", partial(get_smtp_config, auth), methods=["GET"]),
-        Route("/api/auth/smtp-config", partial(put_smtp_config, auth), methods=["PUT"]),
-        Route("/api/auth/email-templates", partial(list_templates, auth), methods=["GET"]),
-        Route("/api/auth/email-templates/{template_type}", partial(put_template, auth), methods=["PUT"]),
-    ]
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/api/auth/email/send-otp", self.send_otp, methods=["POST"]),
+            Route("/api/auth/email/send-verification", self.send_verification, methods=["POST"]),
+            Route("/api/auth/email/verify", self.verify_email, methods=["POST"]),
+            Route("/api/auth/email/verify-link", self.verify_link, methods=["GET"]),
+            Route("/api/auth/email/send-reset-password", self.send_reset_password, methods=["POST"]),
+            Route(
+                "/api/auth/email/exchange-reset-password-token", self.exchange_reset_token, methods=["POST"]
+            ),
+            Route("/api/auth/email/reset-password", self.reset_password, methods=["POST"]),
+            Route("/api/auth/email/reset-password-link", self.reset_password_link, methods=["GET"]),
+            Route("/api/auth/smtp-config", self.get_smtp_config, methods=["GET"]),
+            Route("/api/auth/smtp-config", self.put_smtp_config, methods=["PUT"]),
+            Route("/api/auth/email-templates", self.list_templates, methods=["GET"]),
+            Route("/api/auth/email-templates/{template_type}", self.put_template, methods=["PUT"]),
+        ]

@@ -113,6 +113,15 @@ def custom_json(row: DictRow) -> dict[str, Any]:
     }
 
 
+async def enabled_providers(cur: AsyncCursor[DictRow]) -> tuple[list[str], list[str]]:
+    """(built-in providers with a client id, custom OIDC keys): what `/public-config` offers."""
+    await cur.execute("select provider from auth.oauth_configs where client_id is not null order by provider")
+    built_in = [r["provider"] for r in await cur.fetchall()]
+    await cur.execute("select key from auth.custom_oauth_configs order by key")
+    custom = [r["key"] for r in await cur.fetchall()]
+    return built_in, custom
+
+
 async def list_built_in(cur: AsyncCursor[DictRow]) -> list[DictRow]:
     await cur.execute("select * from auth.oauth_configs order by provider")
     return await cur.fetchall()

@@ -9,10 +9,15 @@
 3. `exchange`: the app trades `insforge_code` plus its `code_verifier` for a session. A wrong verifier burns
    the code.
 
+The app may add provider parameters to the start (the SDK's `additionalParams`): those of the allow-list
+below are passed on; the flow's own are set by us and ignored; `code_verifier` (the app's secret, which must
+never travel in a URL) and anything unknown are refused, so a crafted sign-in link cannot reshape the request
+to the provider (OpenID's `request`, `request_uri` or `claims` would replace it wholesale).
+
 Linking: an identity already linked signs in that user. Otherwise a *verified* provider address that matches
-an account links to it; if that account never verified its address, its password is dropped and its sessions
-revoked (whoever registered it could not prove the address, the provider just did). An unverified provider
-address that matches an account is refused rather than linked.
+an account links to it; if that account never verified its address, its password, identities and sessions
+end (`accounts.claim_address`: whoever registered it could not prove the address, the provider just did). An
+unverified provider address that matches an account is refused rather than linked.
 
 HTTP here goes through `httpx`, not the `httpx2` the gateway uses: Authlib's OAuth client is built on httpx.
 """
@@ -23,8 +28,10 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,11 +40,11 @@ import jwt
 import orjson
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
-from psycopg import AsyncCursor
 from psycopg.rows import DictRow
+from pydantic import Field
 
 from kilnbase.auth import auth_config, oauth_configs, users
-from kilnbase.auth.accounts import AuthContext, SessionResult, user_subject, with_query
+from kilnbase.auth.accounts import Accounts, SessionResult, claim_address, with_query
 from kilnbase.auth.oauth_providers import (
     BUILT_IN,
     UNSUPPORTED_PROVIDERS,
@@ -46,13 +53,17 @@ from kilnbase.auth.oauth_providers import (
     parse_oidc_claims,
     spec_for,
 )
+from kilnbase.auth.parts import AuthParts
 from kilnbase.auth.redirects import is_allowed_redirect
-from kilnbase.auth.sessions import revoke_all_for_subject
+from kilnbase.auth.validation import StrictBody
 from kilnbase.http.errors import ApiError
+from kilnbase.identity.actor import Actor
 
 _HTTP_TIMEOUT = 15.0
 _CACHE_SECONDS = 300.0
-_RESERVED_PARAMS = frozenset(
+_PKCE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+#: Set by the flow itself: ignored when the app sends them.
+_FLOW_PARAMS = frozenset(
     {
         "redirect_uri",
         "code_challenge",
@@ -62,12 +73,41 @@ _RESERVED_PARAMS = frozenset(
         "state",
         "response_type",
         "nonce",
+        "scope",
+    }
+)
+#: Provider parameters an app may choose (OpenID Connect's, Google's, Microsoft's, GitHub's).
+PASSED_PARAMS = frozenset(
+    {
+        "prompt",
+        "login_hint",
+        "max_age",
+        "ui_locales",
+        "display",
+        "acr_values",
+        "access_type",
+        "include_granted_scopes",
+        "hd",
+        "domain_hint",
+        "allow_signup",
     }
 )
 
 
 class OAuthFailure(Exception):
     """The provider round trip failed after the state was redeemed: reported to the app by redirect."""
+
+
+class CodeExchange(StrictBody):
+    code: str = Field(min_length=1, max_length=512)
+    code_verifier: str = Field(pattern=_PKCE.pattern)
+
+
+class IdTokenSignIn(StrictBody):
+    provider: str = Field(pattern=r"^(google|apple)$")
+    token: str = Field(min_length=1, max_length=16384)
+    nonce: str | None = Field(None, max_length=512)
+    name: str | None = Field(None, max_length=100)
 
 
 @dataclass(frozen=True)
@@ -148,56 +188,6 @@ def _apple_client_secret(client_id: str, stored: str) -> str:
     return jwt.encode(claims, parts["privateKey"], algorithm="ES256", headers={"kid": parts["keyId"]})
 
 
-async def resolve_built_in(ctx: AuthContext, cur: AsyncCursor[DictRow], provider: str) -> ResolvedProvider:
-    if provider in UNSUPPORTED_PROVIDERS or provider not in BUILT_IN:
-        raise ApiError(400, "AUTH_UNSUPPORTED_PROVIDER", f"OAuth provider {provider!r} is not supported.")
-    row = await oauth_configs.get_built_in(cur, provider)
-    secret = oauth_configs.built_in_secret(row, ctx.box) if row else None
-    if row is None or not row["client_id"] or not secret:
-        raise ApiError(
-            400,
-            "AUTH_OAUTH_CONFIG_ERROR",
-            f"OAuth provider {provider!r} is not configured.",
-            f"Configure it with POST /api/auth/oauth/configs (provider {provider}, clientId, clientSecret).",
-        )
-    spec = spec_for(provider, ctx.services.settings.oauth_endpoints)
-    if provider == "apple":
-        secret = _apple_client_secret(row["client_id"], secret)
-    return ResolvedProvider(
-        key=provider,
-        stored_name=provider,
-        client_id=row["client_id"],
-        client_secret=secret,
-        endpoints=spec.endpoints,
-        scopes=tuple(row["scopes"] or spec.scopes),
-        parse=spec.parse,
-        client_auth_method=spec.client_auth_method,
-        extra_params=spec.extra_authorize_params,
-        callback_url=row["redirect_uri"] or f"{ctx.base_url}/api/auth/oauth/{provider}/callback",
-        is_oidc=spec.endpoints.jwks_uri is not None,
-    )
-
-
-async def resolve_custom(ctx: AuthContext, cur: AsyncCursor[DictRow], key: str) -> ResolvedProvider:
-    row = await oauth_configs.get_custom(cur, key)
-    if row is None:
-        raise ApiError(404, "NOT_FOUND", f"No custom OAuth provider with key {key!r}.")
-    endpoints = await discover(row["discovery_endpoint"])
-    return ResolvedProvider(
-        key=key,
-        stored_name=f"custom:{key}",
-        client_id=row["client_id"],
-        client_secret=oauth_configs.custom_secret(row, ctx.box),
-        endpoints=endpoints,
-        scopes=("openid", "email", "profile"),
-        parse=parse_oidc_claims,
-        client_auth_method="client_secret_post",
-        extra_params=(),
-        callback_url=f"{ctx.base_url}/api/auth/oauth/custom/{key}/callback",
-        is_oidc=True,
-    )
-
-
 def _client(provider: ResolvedProvider, **kwargs: Any) -> AsyncOAuth2Client:
     return AsyncOAuth2Client(
         client_id=provider.client_id,
@@ -208,70 +198,6 @@ def _client(provider: ResolvedProvider, **kwargs: Any) -> AsyncOAuth2Client:
         timeout=_HTTP_TIMEOUT,
         **kwargs,
     )
-
-
-async def start(
-    ctx: AuthContext,
-    provider: ResolvedProvider,
-    redirect_uri: str,
-    code_challenge: str,
-    extra: dict[str, str],
-) -> str:
-    config = await auth_config.read(ctx.db)
-    if not is_allowed_redirect(redirect_uri, list(config["allowed_redirect_urls"])):
-        raise ApiError(
-            400,
-            "INVALID_INPUT",
-            "redirect_uri is not in the allowed redirect URLs.",
-            "Add it to allowedRedirectUrls with PUT /api/auth/config.",
-        )
-    state = secrets.token_urlsafe(32)
-    verifier = secrets.token_urlsafe(48)
-    nonce = secrets.token_urlsafe(16)
-    async with ctx.db.as_owner() as cur:
-        await cur.execute("delete from auth.oauth_flows where expires_at < now()")
-        await cur.execute(
-            "insert into auth.oauth_flows (state_hash, provider, redirect_uri, code_challenge, "
-            "provider_code_verifier, nonce, expires_at) values (%s, %s, %s, %s, %s, %s, "
-            "now() + make_interval(secs => %s))",
-            (
-                _hash(state),
-                provider.stored_name,
-                redirect_uri,
-                code_challenge,
-                verifier,
-                nonce,
-                ctx.services.settings.oauth_flow_seconds,
-            ),
-        )
-    params = {k: v for k, v in extra.items() if k not in _RESERVED_PARAMS and k != "scope"}
-    params.update(dict(provider.extra_params))
-    if provider.is_oidc:
-        params["nonce"] = nonce
-    async with _client(provider, scope=" ".join(provider.scopes)) as client:
-        url, _state = client.create_authorization_url(
-            provider.endpoints.authorize_url, state=state, code_verifier=verifier, **params
-        )
-    return str(url)
-
-
-async def _redeem_state(ctx: AuthContext, provider: ResolvedProvider, state: str) -> DictRow:
-    async with ctx.db.as_owner() as cur:
-        await cur.execute(
-            "delete from auth.oauth_flows where state_hash = %s returning provider, redirect_uri, "
-            "code_challenge, "
-            "provider_code_verifier, nonce, expires_at < now() as expired",
-            (_hash(state),),
-        )
-        row = await cur.fetchone()
-    if row is None or row["expired"] or row["provider"] != provider.stored_name:
-        raise ApiError(
-            400,
-            "INVALID_INPUT",
-            "Invalid or expired OAuth state.",
-            "Start the sign-in again from the app; each attempt can be completed once.",
-        )
-    return row
 
 
 async def validate_id_token(
@@ -348,100 +274,6 @@ def _placeholder_email(provider: ResolvedProvider, identity: Identity) -> str:
     return f"{provider.key.replace(':', '-')}-{digest}@users.noreply.invalid"
 
 
-async def link_or_create(ctx: AuthContext, provider: ResolvedProvider, identity: Identity) -> DictRow:
-    """The user this identity signs in, linking or creating as described in the module docstring."""
-    provider_data = orjson.dumps(
-        {"email": identity.email, "name": identity.name, "avatar_url": identity.avatar_url}
-    ).decode()
-    config = await auth_config.read(ctx.db)
-    async with ctx.db.as_owner() as cur:
-        await cur.execute(
-            "update auth.user_providers set provider_data = %s::jsonb, updated_at = now() "
-            "where provider = %s and provider_account_id = %s returning user_id::text",
-            (provider_data, provider.stored_name, identity.account_id),
-        )
-        linked = await cur.fetchone()
-        if linked is not None:
-            row = await users.by_id(cur, linked["user_id"])
-            assert row is not None
-            return row
-        email = identity.email.lower() if identity.email else None
-        existing = await users.by_email(cur, email, lock=True) if email else None
-        if existing is not None:
-            if not identity.email_verified:
-                raise OAuthFailure("email_exists: an account with this email exists; sign in to it first")
-            if not existing["email_verified"]:
-                await cur.execute(
-                    "update auth.users set password = null, email_verified = true, updated_at = now() where "
-                    "id = %s",
-                    (existing["id"],),
-                )
-                await revoke_all_for_subject(cur, str(existing["id"]))
-            user_id = str(existing["id"])
-        else:
-            if config["disable_signup"]:
-                raise OAuthFailure("signup_disabled: sign-up is disabled for this project")
-            profile: dict[str, Any] = {}
-            if identity.name:
-                profile["name"] = identity.name
-            if identity.avatar_url:
-                profile["avatar_url"] = identity.avatar_url
-            created = await users.create(
-                cur,
-                email=email or _placeholder_email(provider, identity),
-                password_hash=None,
-                name=None,
-                email_verified=identity.email_verified,
-            )
-            user_id = str(created["id"])
-            if profile:
-                await users.merge_profile(cur, user_id, profile)
-        await cur.execute(
-            "insert into auth.user_providers (user_id, provider, provider_account_id, provider_data) "
-            "values (%s, %s, %s, %s::jsonb)",
-            (user_id, provider.stored_name, identity.account_id, provider_data),
-        )
-        row = await users.by_id(cur, user_id)
-        assert row is not None
-        return row
-
-
-async def callback(ctx: AuthContext, provider: ResolvedProvider, params: dict[str, str]) -> str:
-    """Where to send the browser: the app's redirect_uri with `insforge_code`, or with `error`."""
-    state = params.get("state")
-    if not state:
-        raise ApiError(400, "INVALID_INPUT", "The OAuth callback has no state.")
-    flow = await _redeem_state(ctx, provider, state)
-    redirect_uri: str = flow["redirect_uri"]
-    if params.get("error"):
-        return with_query(redirect_uri, {"error": params["error"][:200]})
-    code = params.get("code")
-    if not code:
-        return with_query(redirect_uri, {"error": "missing_code"})
-    try:
-        identity = await _identity(provider, flow, code)
-        if provider.key == "apple" and params.get("user"):
-            identity = _with_apple_name(identity, params["user"])
-        row = await link_or_create(ctx, provider, identity)
-    except OAuthFailure as exc:
-        reason = str(exc)
-        error = (
-            reason.split(":", 1)[0]
-            if reason.split(":", 1)[0] in ("email_exists", "signup_disabled")
-            else "oauth_failed"
-        )
-        return with_query(redirect_uri, {"error": error})
-    one_time = secrets.token_urlsafe(32)
-    async with ctx.db.as_owner() as cur:
-        await cur.execute("delete from auth.oauth_exchange_codes where expires_at < now()")
-        await cur.execute(
-            "insert into auth.oauth_exchange_codes (code_hash, user_id, code_challenge, expires_at) "
-            "values (%s, %s, %s, now() + make_interval(secs => %s))",
-            (_hash(one_time), row["id"], flow["code_challenge"], ctx.services.settings.oauth_flow_seconds),
-        )
-    return with_query(redirect_uri, {"insforge_code": one_time})
-
-
 def _with_apple_name(identity: Identity, user_json: str) -> Identity:
     """Apple sends the name once, as a form field on the first sign-in."""
     try:
@@ -452,74 +284,324 @@ def _with_apple_name(identity: Identity, user_json: str) -> Identity:
     return replace(identity, name=full or identity.name)
 
 
-async def exchange(ctx: AuthContext, code: str, verifier: str) -> SessionResult:
-    async with ctx.db.as_owner() as cur:
-        await cur.execute(
-            "delete from auth.oauth_exchange_codes where code_hash = %s "
-            "returning user_id::text, code_challenge, expires_at < now() as expired",
-            (_hash(code),),
-        )
-        found = await cur.fetchone()
-    if found is None or found["expired"]:
-        raise ApiError(400, "INVALID_INPUT", "Invalid or expired OAuth code.", "Start the sign-in again.")
-    if not hmac.compare_digest(s256(verifier), found["code_challenge"]):
+def _passed_params(params: Mapping[str, str]) -> dict[str, str]:
+    """The app's extra parameters for the provider, refusing the secret and the unknown (module docstring)."""
+    if "code_verifier" in params:
         raise ApiError(
             400,
             "INVALID_INPUT",
-            "The code_verifier does not match the code_challenge of this sign-in.",
-            "Send the verifier generated with the challenge; the code is now spent, start again.",
+            "code_verifier must not be sent when starting a sign-in.",
+            "Keep the verifier in the app; send only its code_challenge now, and the verifier to "
+            "/api/auth/oauth/exchange.",
         )
-    async with ctx.db.as_owner() as cur:
-        row = await users.by_id(cur, found["user_id"])
-        if row is None:
-            raise ApiError(400, "INVALID_INPUT", "The user of this sign-in no longer exists.")
-        tokens = await ctx.services.sessions.issue(
-            cur, user_subject(row), client_type=ctx.client_type, ip=ctx.ip, user_agent=ctx.user_agent
+    if params.get("code_challenge_method", "S256") != "S256":
+        raise ApiError(400, "INVALID_INPUT", "code_challenge_method must be S256.")
+    unknown = sorted(name for name in params if name not in _FLOW_PARAMS and name not in PASSED_PARAMS)
+    if unknown:
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            f"Unknown sign-in parameter {unknown[0][:64]!r}.",
+            f"Provider parameters that may be passed: {', '.join(sorted(PASSED_PARAMS))}.",
         )
-    return SessionResult(users.user_json(row), tokens)
+    return {name: value for name, value in params.items() if name in PASSED_PARAMS}
 
 
-async def id_token_sign_in(
-    ctx: AuthContext, provider_name: str, token: str, nonce: str | None, name: str | None
-) -> SessionResult:
-    """Native sign-in (Google One Tap, Sign in with Apple): the app already holds the provider's ID token."""
-    async with ctx.db.as_owner() as cur:
-        row = await oauth_configs.get_built_in(cur, provider_name)
-    if row is None or not row["client_id"]:
-        raise ApiError(400, "AUTH_OAUTH_CONFIG_ERROR", f"OAuth provider {provider_name!r} is not configured.")
-    spec = spec_for(provider_name, ctx.services.settings.oauth_endpoints)
-    audiences = [row["client_id"], *row["native_client_ids"]]
-    try:
-        claims = await validate_id_token(spec.endpoints, audiences, token, nonce)
-    except OAuthFailure as exc:
-        raise ApiError(401, "AUTH_UNAUTHORIZED", "The ID token is not valid for this project.") from exc
-    identity = parse_oidc_claims(claims)
-    if name and not identity.name:
-        identity = replace(identity, name=name)
-    resolved = ResolvedProvider(
-        key=provider_name,
-        stored_name=provider_name,
-        client_id=row["client_id"],
-        client_secret="",
-        endpoints=spec.endpoints,
-        scopes=spec.scopes,
-        parse=spec.parse,
-        client_auth_method=spec.client_auth_method,
-        extra_params=(),
-        callback_url="",
-        is_oidc=True,
-    )
-    try:
-        user = await link_or_create(ctx, resolved, identity)
-    except OAuthFailure as exc:
-        code = str(exc).split(":", 1)[0]
-        if code == "email_exists":
+class OAuthSignIn:
+    def __init__(self, parts: AuthParts, accounts: Accounts) -> None:
+        self.parts = parts
+        self.accounts = accounts
+
+    async def _limit(self, actor: Actor) -> None:
+        await self.parts.limit(f"oauth:{actor.ip}", self.parts.settings.oauth_limit)
+
+    async def _provider(self, key: str, *, custom: bool) -> ResolvedProvider:
+        """The provider's configuration with its secret, and its endpoints (discovered for custom ones)."""
+        async with self.parts.database.as_owner() as cur:
+            if custom:
+                row = await oauth_configs.get_custom(cur, key)
+            elif key in UNSUPPORTED_PROVIDERS or key not in BUILT_IN:
+                raise ApiError(400, "AUTH_UNSUPPORTED_PROVIDER", f"OAuth provider {key!r} is not supported.")
+            else:
+                row = await oauth_configs.get_built_in(cur, key)
+        return await self._custom(key, row) if custom else self._built_in(key, row)
+
+    def _built_in(self, provider: str, row: DictRow | None) -> ResolvedProvider:
+        secret = oauth_configs.built_in_secret(row, self.parts.box) if row else None
+        if row is None or not row["client_id"] or not secret:
             raise ApiError(
-                409, "AUTH_EMAIL_EXISTS", "An account with this email exists; sign in to it first."
-            ) from None
-        raise ApiError(403, "FORBIDDEN", "Sign-up is disabled for this project.") from None
-    async with ctx.db.as_owner() as cur:
-        tokens = await ctx.services.sessions.issue(
-            cur, user_subject(user), client_type=ctx.client_type, ip=ctx.ip, user_agent=ctx.user_agent
+                400,
+                "AUTH_OAUTH_CONFIG_ERROR",
+                f"OAuth provider {provider!r} is not configured.",
+                f"Configure it with POST /api/auth/oauth/configs (provider {provider}, clientId, "
+                "clientSecret).",
+            )
+        spec = spec_for(provider, self.parts.settings.oauth_endpoints)
+        if provider == "apple":
+            secret = _apple_client_secret(row["client_id"], secret)
+        return ResolvedProvider(
+            key=provider,
+            stored_name=provider,
+            client_id=row["client_id"],
+            client_secret=secret,
+            endpoints=spec.endpoints,
+            scopes=tuple(row["scopes"] or spec.scopes),
+            parse=spec.parse,
+            client_auth_method=spec.client_auth_method,
+            extra_params=spec.extra_authorize_params,
+            callback_url=row["redirect_uri"] or f"{self.parts.base_url}/api/auth/oauth/{provider}/callback",
+            is_oidc=spec.endpoints.jwks_uri is not None,
         )
-    return SessionResult(users.user_json(user), tokens)
+
+    async def _custom(self, key: str, row: DictRow | None) -> ResolvedProvider:
+        if row is None:
+            raise ApiError(404, "NOT_FOUND", f"No custom OAuth provider with key {key!r}.")
+        endpoints = await discover(row["discovery_endpoint"])
+        return ResolvedProvider(
+            key=key,
+            stored_name=f"custom:{key}",
+            client_id=row["client_id"],
+            client_secret=oauth_configs.custom_secret(row, self.parts.box),
+            endpoints=endpoints,
+            scopes=("openid", "email", "profile"),
+            parse=parse_oidc_claims,
+            client_auth_method="client_secret_post",
+            extra_params=(),
+            callback_url=f"{self.parts.base_url}/api/auth/oauth/custom/{key}/callback",
+            is_oidc=True,
+        )
+
+    # --- 1. start ------------------------------------------------------------------------------------------
+
+    async def start(self, actor: Actor, key: str, params: Mapping[str, str], *, custom: bool) -> str:
+        """The provider's authorization URL for a new flow back to the app's `redirect_uri`."""
+        await self._limit(actor)
+        redirect_uri = params.get("redirect_uri")
+        challenge = params.get("code_challenge", "")
+        if not redirect_uri:
+            raise ApiError(400, "INVALID_INPUT", "redirect_uri is required.")
+        if not _PKCE.match(challenge):
+            raise ApiError(
+                400, "INVALID_INPUT", "code_challenge must be 43-128 base64url characters (PKCE S256)."
+            )
+        passed = _passed_params(params)
+        provider = await self._provider(key, custom=custom)
+        config = await auth_config.read(self.parts.database)
+        if not is_allowed_redirect(redirect_uri, list(config["allowed_redirect_urls"])):
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                "redirect_uri is not in the allowed redirect URLs.",
+                "Add it to allowedRedirectUrls with PUT /api/auth/config.",
+            )
+        state = secrets.token_urlsafe(32)
+        verifier = secrets.token_urlsafe(48)
+        nonce = secrets.token_urlsafe(16)
+        async with self.parts.database.as_owner() as cur:
+            await cur.execute("delete from auth.oauth_flows where expires_at < now()")
+            await cur.execute(
+                "insert into auth.oauth_flows (state_hash, provider, redirect_uri, code_challenge, "
+                "provider_code_verifier, nonce, expires_at) values (%s, %s, %s, %s, %s, %s, "
+                "now() + make_interval(secs => %s))",
+                (
+                    _hash(state),
+                    provider.stored_name,
+                    redirect_uri,
+                    challenge,
+                    verifier,
+                    nonce,
+                    self.parts.settings.oauth_flow_seconds,
+                ),
+            )
+        passed.update(dict(provider.extra_params))
+        if provider.is_oidc:
+            passed["nonce"] = nonce
+        async with _client(provider, scope=" ".join(provider.scopes)) as client:
+            url, _state = client.create_authorization_url(
+                provider.endpoints.authorize_url, state=state, code_verifier=verifier, **passed
+            )
+        return str(url)
+
+    # --- 2. callback ---------------------------------------------------------------------------------------
+
+    async def callback(self, actor: Actor, key: str, params: Mapping[str, str], *, custom: bool) -> str:
+        """Where to send the browser: the app's redirect_uri with `insforge_code`, or with `error`."""
+        await self._limit(actor)
+        provider = await self._provider(key, custom=custom)
+        state = params.get("state")
+        if not state:
+            raise ApiError(400, "INVALID_INPUT", "The OAuth callback has no state.")
+        flow = await self._redeem_state(provider, state)
+        redirect_uri: str = flow["redirect_uri"]
+        if params.get("error"):
+            return with_query(redirect_uri, {"error": params["error"][:200]})
+        code = params.get("code")
+        if not code:
+            return with_query(redirect_uri, {"error": "missing_code"})
+        try:
+            identity = await _identity(provider, flow, code)
+            if provider.key == "apple" and params.get("user"):
+                identity = _with_apple_name(identity, params["user"])
+            row = await self._link_or_create(provider, identity)
+        except OAuthFailure as exc:
+            reason = str(exc)
+            error = (
+                reason.split(":", 1)[0]
+                if reason.split(":", 1)[0] in ("email_exists", "signup_disabled")
+                else "oauth_failed"
+            )
+            return with_query(redirect_uri, {"error": error})
+        one_time = secrets.token_urlsafe(32)
+        async with self.parts.database.as_owner() as cur:
+            await cur.execute("delete from auth.oauth_exchange_codes where expires_at < now()")
+            await cur.execute(
+                "insert into auth.oauth_exchange_codes (code_hash, user_id, code_challenge, expires_at) "
+                "values (%s, %s, %s, now() + make_interval(secs => %s))",
+                (_hash(one_time), row["id"], flow["code_challenge"], self.parts.settings.oauth_flow_seconds),
+            )
+        return with_query(redirect_uri, {"insforge_code": one_time})
+
+    async def _redeem_state(self, provider: ResolvedProvider, state: str) -> DictRow:
+        async with self.parts.database.as_owner() as cur:
+            await cur.execute(
+                "delete from auth.oauth_flows where state_hash = %s returning provider, redirect_uri, "
+                "code_challenge, provider_code_verifier, nonce, expires_at < now() as expired",
+                (_hash(state),),
+            )
+            row = await cur.fetchone()
+        if row is None or row["expired"] or row["provider"] != provider.stored_name:
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                "Invalid or expired OAuth state.",
+                "Start the sign-in again from the app; each attempt can be completed once.",
+            )
+        return row
+
+    async def _link_or_create(self, provider: ResolvedProvider, identity: Identity) -> DictRow:
+        """The user this identity signs in, linking or creating as described in the module docstring."""
+        provider_data = orjson.dumps(
+            {"email": identity.email, "name": identity.name, "avatar_url": identity.avatar_url}
+        ).decode()
+        config = await auth_config.read(self.parts.database)
+        ended: list[str] = []
+        async with self.parts.database.as_owner() as cur:
+            await cur.execute(
+                "update auth.user_providers set provider_data = %s::jsonb, updated_at = now() "
+                "where provider = %s and provider_account_id = %s returning user_id::text",
+                (provider_data, provider.stored_name, identity.account_id),
+            )
+            linked = await cur.fetchone()
+            if linked is not None:
+                row = await users.by_id(cur, linked["user_id"])
+                assert row is not None
+                return row
+            email = identity.email.lower() if identity.email else None
+            existing = await users.by_email(cur, email, lock=True) if email else None
+            if existing is not None:
+                if not identity.email_verified:
+                    raise OAuthFailure("email_exists: an account with this email exists; sign in to it first")
+                ended = await claim_address(cur, existing, keep_password=False)
+                user_id = str(existing["id"])
+            else:
+                if config["disable_signup"]:
+                    raise OAuthFailure("signup_disabled: sign-up is disabled for this project")
+                profile: dict[str, Any] = {}
+                if identity.name:
+                    profile["name"] = identity.name
+                if identity.avatar_url:
+                    profile["avatar_url"] = identity.avatar_url
+                created = await users.create(
+                    cur,
+                    email=email or _placeholder_email(provider, identity),
+                    password_hash=None,
+                    name=None,
+                    email_verified=identity.email_verified,
+                )
+                user_id = str(created["id"])
+                if profile:
+                    await users.merge_profile(cur, user_id, profile)
+            await cur.execute(
+                "insert into auth.user_providers (user_id, provider, provider_account_id, provider_data) "
+                "values (%s, %s, %s, %s::jsonb)",
+                (user_id, provider.stored_name, identity.account_id, provider_data),
+            )
+            row = await users.by_id(cur, user_id)
+            assert row is not None
+        self.parts.sessions.ended(ended)
+        return row
+
+    # --- 3. exchange ---------------------------------------------------------------------------------------
+
+    async def exchange(self, actor: Actor, body: CodeExchange, client_type: str) -> SessionResult:
+        """A session for the one-time `insforge_code`, given the verifier of the flow's challenge."""
+        await self._limit(actor)
+        async with self.parts.database.as_owner() as cur:
+            await cur.execute(
+                "delete from auth.oauth_exchange_codes where code_hash = %s "
+                "returning user_id::text, code_challenge, expires_at < now() as expired",
+                (_hash(body.code),),
+            )
+            found = await cur.fetchone()
+        if found is None or found["expired"]:
+            raise ApiError(400, "INVALID_INPUT", "Invalid or expired OAuth code.", "Start the sign-in again.")
+        if not hmac.compare_digest(s256(body.code_verifier), found["code_challenge"]):
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                "The code_verifier does not match the code_challenge of this sign-in.",
+                "Send the verifier generated with the challenge; the code is now spent, start again.",
+            )
+        async with self.parts.database.as_owner() as cur:
+            row = await users.by_id(cur, found["user_id"])
+            if row is None:
+                raise ApiError(400, "INVALID_INPUT", "The user of this sign-in no longer exists.")
+            tokens = await self.accounts.issue(cur, actor, row, client_type)
+        return SessionResult(users.user_json(row), tokens)
+
+    # --- native sign-in ------------------------------------------------------------------------------------
+
+    async def id_token_sign_in(self, actor: Actor, body: IdTokenSignIn, client_type: str) -> SessionResult:
+        """Native sign-in (Google One Tap, Sign in with Apple): the app already holds the provider's ID
+        token."""
+        await self.parts.limit(f"id-token:{actor.ip}", self.parts.settings.id_token_limit)
+        async with self.parts.database.as_owner() as cur:
+            row = await oauth_configs.get_built_in(cur, body.provider)
+        if row is None or not row["client_id"]:
+            raise ApiError(
+                400, "AUTH_OAUTH_CONFIG_ERROR", f"OAuth provider {body.provider!r} is not configured."
+            )
+        spec = spec_for(body.provider, self.parts.settings.oauth_endpoints)
+        audiences = [row["client_id"], *row["native_client_ids"]]
+        try:
+            claims = await validate_id_token(spec.endpoints, audiences, body.token, body.nonce)
+        except OAuthFailure as exc:
+            raise ApiError(401, "AUTH_UNAUTHORIZED", "The ID token is not valid for this project.") from exc
+        identity = parse_oidc_claims(claims)
+        if body.name and not identity.name:
+            identity = replace(identity, name=body.name)
+        resolved = ResolvedProvider(
+            key=body.provider,
+            stored_name=body.provider,
+            client_id=row["client_id"],
+            client_secret="",
+            endpoints=spec.endpoints,
+            scopes=spec.scopes,
+            parse=spec.parse,
+            client_auth_method=spec.client_auth_method,
+            extra_params=(),
+            callback_url="",
+            is_oidc=True,
+        )
+        try:
+            user = await self._link_or_create(resolved, identity)
+        except OAuthFailure as exc:
+            code = str(exc).split(":", 1)[0]
+            if code == "email_exists":
+                raise ApiError(
+                    409, "AUTH_EMAIL_EXISTS", "An account with this email exists; sign in to it first."
+                ) from None
+            raise ApiError(403, "FORBIDDEN", "Sign-up is disabled for this project.") from None
+        async with self.parts.database.as_owner() as cur:
+            tokens = await self.accounts.issue(cur, actor, user, client_type)
+        return SessionResult(users.user_json(user), tokens)

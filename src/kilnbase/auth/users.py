@@ -123,6 +123,13 @@ async def list_page(
     return rows, int(total_row["total"]) if total_row else 0
 
 
-async def delete_many(cur: AsyncCursor[DictRow], user_ids: list[str]) -> int:
+async def delete_many(cur: AsyncCursor[DictRow], user_ids: list[str]) -> tuple[list[str], int]:
+    """Delete users (their sessions go with them): the session families that ended, and how many users."""
+    await cur.execute(
+        "select distinct family_id::text from auth.sessions where user_id = any(%s::uuid[]) "
+        "and revoked_at is null",
+        (user_ids,),
+    )
+    ended = [row["family_id"] for row in await cur.fetchall()]
     await cur.execute("delete from auth.users where id = any(%s::uuid[])", (user_ids,))
-    return cur.rowcount
+    return ended, cur.rowcount

@@ -1,18 +1,47 @@
-"""Rate limits for public endpoints: a fixed-window counter per key.
+"""Rate limits for public endpoints: a fixed-window counter per key, shared by every process of the project.
 
-The interface is one coroutine, `hit(key, limit, window_seconds)`, so a Redis-backed limiter (INCR + EXPIRE)
-can replace the in-process one when several API processes share the load. In-process is the default: with
-one process it is exact, with N processes each allows up to N times the limit.
+The counters live where every API process sees them: in Postgres by default (`system.rate_limits`, an
+UNLOGGED table: a crash forgets the counts, which only resets the windows), or in Redis when
+`KILNBASE_RATE_LIMIT_REDIS_URL` (or `REDIS_URL`) is set. Either way one hit is one round trip that counts
+and answers at once (an upsert, a Lua script), so N processes together allow the limit, not N times it.
+
+The interface is one coroutine, `hit(key, limit, window_seconds)`; `enforce` turns a refusal into InsForge's
+429. A limiter that cannot reach its store raises (the request fails with a 500): limits are never silently
+lifted.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Protocol
 
+import redis.asyncio as aioredis
+
+from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
 
-_PRUNE_EVERY = 4096
+#: Expired windows are deleted on every this-many hits of a process.
+_PRUNE_EVERY = 1024
+
+_HIT_SQL = """
+insert into system.rate_limits as r (key, hits, resets_at)
+values (%(key)s, 1, now() + make_interval(secs => %(window)s))
+on conflict (key) do update set
+    hits = case when r.resets_at <= now() then 1 else r.hits + 1 end,
+    resets_at = case when r.resets_at <= now() then excluded.resets_at else r.resets_at end
+returning hits, extract(epoch from r.resets_at - now())::float8 as remaining
+"""
+_PRUNE_SQL = "delete from system.rate_limits where resets_at < now()"
+
+#: Count one hit; the window starts with the first. Returns {hits, milliseconds left in the window}.
+_HIT_SCRIPT = """
+local hits = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {hits, ttl}
+"""
 
 
 class RateLimiter(Protocol):
@@ -20,27 +49,46 @@ class RateLimiter(Protocol):
         """Count one event; None when allowed, else the seconds until the window resets."""
         ...
 
+    async def close(self) -> None: ...
 
-class InProcessRateLimiter:
-    def __init__(self) -> None:
-        self._windows: dict[str, tuple[float, int]] = {}
+
+class PostgresRateLimiter:
+    """Counters in `system.rate_limits` (migration 0050), one autocommit upsert per hit on the owner pool."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
         self._hits = 0
 
     async def hit(self, key: str, limit: int, window_seconds: float) -> float | None:
-        now = time.monotonic()
         self._hits += 1
-        if self._hits % _PRUNE_EVERY == 0:
-            self._windows = {k: v for k, v in self._windows.items() if v[0] > now}
-        resets_at, count = self._windows.get(key, (0.0, 0))
-        if resets_at <= now:
-            resets_at, count = now + window_seconds, 0
-        if count >= limit:
-            return resets_at - now
-        self._windows[key] = (resets_at, count + 1)
-        return None
+        async with self._database.owner_pool.connection() as conn:
+            if self._hits % _PRUNE_EVERY == 0:
+                await conn.execute(_PRUNE_SQL)
+            cur = await conn.execute(_HIT_SQL, {"key": key, "window": window_seconds})
+            row = await cur.fetchone()
+        assert row is not None
+        hits, remaining = row
+        return None if hits <= limit else max(float(remaining), 0.0)
 
-    def reset(self) -> None:
-        self._windows.clear()
+    async def close(self) -> None:
+        """Nothing of its own to close: the pool belongs to the database."""
+
+
+class RedisRateLimiter:
+    """Counters in Redis under `prefix` (one key per counter, expiring with its window)."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self._redis = aioredis.Redis.from_url(url)
+        self._script = self._redis.register_script(_HIT_SCRIPT)
+        self._prefix = prefix
+
+    async def hit(self, key: str, limit: int, window_seconds: float) -> float | None:
+        window_ms = max(1, int(window_seconds * 1000))
+        hits, ttl_ms = await self._script(keys=[self._prefix + key], args=[window_ms])
+        return None if int(hits) <= limit else max(int(ttl_ms), 0) / 1000
+
+    async def close(self) -> None:
+        await self._redis.aclose()
 
 
 async def enforce(limiter: RateLimiter, key: str, limit: int, window_seconds: float) -> None:

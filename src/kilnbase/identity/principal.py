@@ -3,7 +3,9 @@
 Dispatch is by the credential's shape, as in InsForge's `verifyUser`: `ik_...` is the admin API key,
 `anon_...` the anon key, anything else must be a valid JWT. A credential that is present but wrong fails
 closed (401); it is never downgraded to anon. API and anon keys are checked against the project's key ring,
-which holds the current keys and, after a rotation, the previous ones until their grace period ends.
+which holds the current keys and, after a rotation, the previous ones until their grace period ends. A user
+or admin token whose session has ended (signed out, revoked, reset, deleted) fails closed too, within moments
+of the change in any process (`EndedSessions`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.keys.access_tokens import InvalidToken, TokenService
 from kilnbase.keys.project_keys import ProjectKeys
 
@@ -65,9 +68,10 @@ class CredentialError(Exception):
 
 
 class CredentialResolver:
-    def __init__(self, keys: ProjectKeys, tokens: TokenService) -> None:
+    def __init__(self, keys: ProjectKeys, tokens: TokenService, ended_sessions: EndedSessions) -> None:
         self._keys = keys
         self._tokens = tokens
+        self._ended_sessions = ended_sessions
         self._admin = Principal(
             db_role="project_admin", kind=CredentialKind.API_KEY, claims={"role": "project_admin"}
         )
@@ -94,6 +98,9 @@ class CredentialResolver:
         role = claims.get("role")
         if role not in JWT_ROLES:
             raise CredentialError("token role is not allowed")
+        session_id = claims.get("sid")
+        if isinstance(session_id, str) and self._ended_sessions.has_ended(session_id):
+            raise CredentialError("the session of this token has been signed out")
         return Principal(
             db_role=role,
             kind=CredentialKind.JWT,

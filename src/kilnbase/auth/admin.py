@@ -1,0 +1,294 @@
+"""The auth admin service: the project's auth config, users, SMTP, email templates, OAuth provider configs,
+the anon key, and the root admin's own sessions, for any caller (HTTP routes now, MCP tools and the CLI
+later).
+
+Every method takes the `Actor` and checks it is an admin. Each change runs in one transaction with its audit
+entry, so both commit or neither does; a refused change (a bad provider, a missing config) is recorded on its
+own with outcome "refused". The root admin's sign-in is recorded too, refused attempts included (a wrong
+password, not a rate-limited one: those are counted, not written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from psycopg import AsyncCursor
+from psycopg.rows import DictRow
+from pydantic import Field
+
+from kilnbase import audit
+from kilnbase.auth import auth_config, email_templates, oauth_configs, smtp_settings, users
+from kilnbase.auth.accounts import SessionResult, user_id_of
+from kilnbase.auth.oauth_providers import KNOWN_PROVIDERS
+from kilnbase.auth.parts import AuthParts
+from kilnbase.auth.root_admin import admin_subject, admin_user_json, credentials_match
+from kilnbase.auth.validation import StrictBody
+from kilnbase.http.errors import ApiError
+from kilnbase.identity.actor import Actor
+from kilnbase.identity.principal import CredentialKind, Principal
+
+MODULE = "AUTH"
+
+
+class AdminSignIn(StrictBody):
+    email: str | None = Field(None, max_length=256)
+    username: str | None = Field(None, max_length=256)
+    password: str = Field(max_length=1024)
+
+
+def require_admin(actor: Actor) -> None:
+    if not actor.is_admin:
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            "This needs admin rights.",
+            "Use the project's API key (kilnbase keys) or sign in as the project admin.",
+        )
+
+
+def _provider(provider: str) -> str:
+    if provider not in KNOWN_PROVIDERS:
+        raise ApiError(400, "AUTH_UNSUPPORTED_PROVIDER", f"Unknown OAuth provider {provider!r}.")
+    return provider
+
+
+def _found(row: DictRow | None, what: str) -> DictRow:
+    if row is None:
+        raise ApiError(404, "NOT_FOUND", f"{what} is not configured.")
+    return row
+
+
+class AuthAdmin:
+    def __init__(self, parts: AuthParts) -> None:
+        self.parts = parts
+
+    @contextlib.asynccontextmanager
+    async def _audited(
+        self, actor: Actor, action: str, details: dict[str, Any]
+    ) -> AsyncIterator[AsyncCursor[DictRow]]:
+        """A transaction whose change is recorded as `action` inside it (with what the block added to
+        `details`); a refusal is recorded on its own."""
+        try:
+            require_admin(actor)
+            async with self.parts.database.as_owner() as cur:
+                yield cur
+                await audit.record(cur, actor, action, MODULE, details)
+        except ApiError as exc:
+            failed = {**details, "error": exc.message}
+            await audit.record(self.parts.database, actor, action, MODULE, failed, outcome="refused")
+            raise
+
+    # --- config --------------------------------------------------------------------------------------------
+
+    async def public_config(self) -> dict[str, Any]:
+        """What any client may read: the password policy, verification methods, sign-in providers."""
+        async with self.parts.database.as_owner() as cur:
+            row = await auth_config.load(cur)
+            built_in, custom = await oauth_configs.enabled_providers(cur)
+        return {
+            "oAuthProviders": built_in,
+            "customOAuthProviders": custom,
+            **auth_config.public_config_json(row),
+        }
+
+    async def config(self, actor: Actor) -> dict[str, Any]:
+        require_admin(actor)
+        return auth_config.config_json(await auth_config.read(self.parts.database))
+
+    async def update_config(self, actor: Actor, change: auth_config.AuthConfigUpdate) -> dict[str, Any]:
+        details = {"updatedFields": sorted(change.model_dump(exclude_unset=True))}
+        async with self._audited(actor, "UPDATE_AUTH_CONFIG", details) as cur:
+            row = await auth_config.update(cur, change)
+        return auth_config.config_json(row)
+
+    # --- users ---------------------------------------------------------------------------------------------
+
+    async def list_users(
+        self, actor: Actor, *, limit: int, offset: int, search: str | None
+    ) -> dict[str, Any]:
+        require_admin(actor)
+        async with self.parts.database.as_owner() as cur:
+            rows, total = await users.list_page(cur, limit=limit, offset=offset, search=search)
+        return {
+            "data": [users.user_json(r) for r in rows],
+            "pagination": {"offset": offset, "limit": limit, "total": total},
+        }
+
+    async def user(self, actor: Actor, user_id: str) -> dict[str, Any]:
+        require_admin(actor)
+        async with self.parts.database.as_owner() as cur:
+            row = await users.by_id(cur, user_id_of(user_id))
+        if row is None:
+            raise ApiError(404, "NOT_FOUND", "User not found.")
+        return users.user_json(row)
+
+    async def delete_users(self, actor: Actor, user_ids: list[str]) -> int:
+        """Delete users; their sessions end with them (their access tokens stop working everywhere)."""
+        details: dict[str, Any] = {"userIds": user_ids}
+        async with self._audited(actor, "DELETE_USERS", details) as cur:
+            ended, deleted = await users.delete_many(cur, user_ids)
+            details["deletedCount"] = deleted
+        self.parts.sessions.ended(ended)
+        return deleted
+
+    # --- email ---------------------------------------------------------------------------------------------
+
+    async def smtp_config(self, actor: Actor) -> dict[str, Any]:
+        require_admin(actor)
+        async with self.parts.database.as_owner() as cur:
+            row = await smtp_settings.load(cur)
+        return smtp_settings.smtp_json(row)
+
+    async def update_smtp_config(
+        self, actor: Actor, change: smtp_settings.SmtpConfigUpdate
+    ) -> dict[str, Any]:
+        details = change.model_dump(exclude={"password"})
+        details["passwordChanged"] = change.password is not None
+        async with self._audited(actor, "UPDATE_SMTP_CONFIG", details) as cur:
+            row = await smtp_settings.upsert(cur, change, self.parts.box)
+        return smtp_settings.smtp_json(row)
+
+    async def templates(self, actor: Actor) -> list[dict[str, Any]]:
+        require_admin(actor)
+        async with self.parts.database.as_owner() as cur:
+            rows = await email_templates.list_all(cur)
+        return [email_templates.template_json(r) for r in rows]
+
+    async def update_template(
+        self, actor: Actor, template_type: str, change: email_templates.TemplateUpdate
+    ) -> dict[str, Any]:
+        async with self._audited(actor, "UPDATE_EMAIL_TEMPLATE", {"templateType": template_type}) as cur:
+            if template_type not in email_templates.TEMPLATE_TYPES:
+                raise ApiError(
+                    400,
+                    "INVALID_INPUT",
+                    f"Unknown template type; use one of {', '.join(email_templates.TEMPLATE_TYPES)}.",
+                )
+            row = await email_templates.update(cur, template_type, change)
+            assert row is not None, "all template types are seeded"
+        return email_templates.template_json(row)
+
+    # --- OAuth providers -----------------------------------------------------------------------------------
+
+    async def list_oauth_configs(self, actor: Actor) -> list[dict[str, Any]]:
+        require_admin(actor)
+        async with self.parts.database.as_owner() as cur:
+            rows = await oauth_configs.list_built_in(cur)
+        return [oauth_configs.config_json(r) for r in rows]
+
+    async def oauth_config(self, actor: Actor, provider: str) -> dict[str, Any]:
+        require_admin(actor)
+        async with self.parts.database.as_owner() as cur:
+            row = await oauth_configs.get_built_in(cur, _provider(provider))
+        return oauth_configs.config_json(_found(row, provider))
+
+    async def create_oauth_config(
+        self, actor: Actor, body: oauth_configs.OAuthConfigCreate
+    ) -> dict[str, Any]:
+        async with self._audited(actor, "CREATE_OAUTH_CONFIG", {"provider": body.provider}) as cur:
+            row = await oauth_configs.create_built_in(cur, body, self.parts.box)
+        return oauth_configs.config_json(row)
+
+    async def update_oauth_config(
+        self, actor: Actor, provider: str, body: oauth_configs.OAuthConfigFields
+    ) -> dict[str, Any]:
+        details = {"provider": provider, "fields": sorted(body.model_fields_set)}
+        async with self._audited(actor, "UPDATE_OAUTH_CONFIG", details) as cur:
+            row = await oauth_configs.update_built_in(cur, _provider(provider), body, self.parts.box)
+            found = _found(row, provider)
+        return oauth_configs.config_json(found)
+
+    async def delete_oauth_config(self, actor: Actor, provider: str) -> None:
+        async with self._audited(actor, "DELETE_OAUTH_CONFIG", {"provider": provider}) as cur:
+            if not await oauth_configs.delete_built_in(cur, _provider(provider)):
+                raise ApiError(404, "NOT_FOUND", f"{provider} is not configured.")
+
+    async def list_custom_oauth_configs(self, actor: Actor) -> list[dict[str, Any]]:
+        require_admin(actor)
+        async with self.parts.database.as_owner() as cur:
+            rows = await oauth_configs.list_custom(cur)
+        return [oauth_configs.custom_json(r) for r in rows]
+
+    async def custom_oauth_config(self, actor: Actor, key: str) -> dict[str, Any]:
+        require_admin(actor)
+        async with self.parts.database.as_owner() as cur:
+            row = await oauth_configs.get_custom(cur, key)
+        if row is None:
+            raise ApiError(404, "NOT_FOUND", "No such custom OAuth provider.")
+        return oauth_configs.custom_json(row)
+
+    async def create_custom_oauth_config(
+        self, actor: Actor, body: oauth_configs.CustomConfigCreate
+    ) -> dict[str, Any]:
+        async with self._audited(actor, "CREATE_CUSTOM_OAUTH_CONFIG", {"key": body.key}) as cur:
+            row = await oauth_configs.create_custom(cur, body, self.parts.box)
+        return oauth_configs.custom_json(row)
+
+    async def update_custom_oauth_config(
+        self, actor: Actor, key: str, body: oauth_configs.CustomConfigFields
+    ) -> dict[str, Any]:
+        details = {"key": key, "fields": sorted(body.model_fields_set)}
+        async with self._audited(actor, "UPDATE_CUSTOM_OAUTH_CONFIG", details) as cur:
+            row = await oauth_configs.update_custom(cur, key, body, self.parts.box)
+            if row is None:
+                raise ApiError(404, "NOT_FOUND", "No such custom OAuth provider.")
+        return oauth_configs.custom_json(row)
+
+    async def delete_custom_oauth_config(self, actor: Actor, key: str) -> None:
+        async with self._audited(actor, "DELETE_CUSTOM_OAUTH_CONFIG", {"key": key}) as cur:
+            if not await oauth_configs.delete_custom(cur, key):
+                raise ApiError(404, "NOT_FOUND", "No such custom OAuth provider.")
+
+    # --- keys ----------------------------------------------------------------------------------------------
+
+    def anon_key(self, actor: Actor) -> str:
+        """The anon key in force (InsForge's deprecated `POST /tokens/anon`, still called by its MCP)."""
+        require_admin(actor)
+        return self.parts.keys.ring.current("anon_key")
+
+    # --- the root admin ------------------------------------------------------------------------------------
+
+    async def sign_in(self, actor: Actor, body: AdminSignIn, client_type: str) -> SessionResult:
+        """The dashboard's root admin signs in (`ROOT_ADMIN_USERNAME`/`ROOT_ADMIN_PASSWORD`)."""
+        name = body.username if body.username is not None else body.email
+        if name is None:
+            raise ApiError(400, "INVALID_INPUT", "username (or email) is required.")
+        settings = self.parts.settings
+        await self.parts.limit(f"admin-sign-in:{actor.ip}", settings.sign_in_limit)
+        expected_name = self.parts.server.root_admin_username
+        if not credentials_match(name, body.password, expected_name, self.parts.keys.root_admin_password):
+            refused = {"error": "Invalid admin credentials."}
+            await audit.record(
+                self.parts.database, actor, "ADMIN_SIGN_IN", MODULE, refused, outcome="refused"
+            )
+            raise ApiError(401, "AUTH_INVALID_CREDENTIALS", "Invalid admin credentials.")
+        who = admin_subject(expected_name)
+        signed_in = Principal(
+            db_role="project_admin",
+            kind=CredentialKind.JWT,
+            email=expected_name,
+            claims={"role": "project_admin"},
+        )
+        async with self.parts.database.as_owner() as cur:
+            tokens = await self.parts.sessions.issue(
+                cur, who, client_type=client_type, ip=actor.ip, user_agent=actor.user_agent
+            )
+            as_admin = Actor(signed_in, ip=actor.ip, user_agent=actor.user_agent)
+            await audit.record(cur, as_admin, "ADMIN_SIGN_IN", MODULE)
+        return SessionResult(admin_user_json(who, self.parts.started_at), tokens)
+
+    async def refresh(self, actor: Actor, refresh_token: str, client_type: str) -> SessionResult:
+        """Rotate the root admin's refresh token."""
+        sessions = self.parts.sessions
+        rotation = await sessions.rotate(
+            refresh_token, "admin", client_type=client_type, ip=actor.ip, user_agent=actor.user_agent
+        )
+        who = admin_subject(self.parts.server.root_admin_username)
+        return SessionResult(admin_user_json(who, self.parts.started_at), sessions.tokens_for(who, rotation))
+
+    def current(self, actor: Actor) -> dict[str, Any]:
+        require_admin(actor)
+        principal = actor.principal
+        return {"sub": principal.user_id or "api-key", "email": principal.email}
