@@ -4,7 +4,6 @@ settings. The HTTP app, the MCP server and the CLI call these same services."""
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 
 from kilnbase.ai.service import AiService
@@ -16,7 +15,7 @@ from kilnbase.db.pool import create_database
 from kilnbase.db.roles import request_conninfo
 from kilnbase.db.schema_cache import SchemaCache
 from kilnbase.db.session import Database
-from kilnbase.http.rate_limit import PostgresRateLimiter, RateLimiter, RedisRateLimiter
+from kilnbase.http.rate_limit import PostgresRateLimiter, RateLimiter, RedisRateLimiter, redis_prefix
 from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.keys.access_tokens import TokenService
 from kilnbase.keys.project_keys import ProjectKeys
@@ -54,9 +53,7 @@ def rate_limiter(settings: Settings, keys: ProjectKeys, database: Database) -> R
     """Counters in Redis when one is configured, else in the project's Postgres: shared by every process."""
     if settings.rate_limit_redis_url is None:
         return PostgresRateLimiter(database)
-    # Several projects may share one Redis: the prefix is this project's (its processes share the JWT secret).
-    project = hmac.new(keys.jwt_secret.encode(), b"kilnbase:rate-limit", "sha256").hexdigest()[:16]
-    return RedisRateLimiter(settings.rate_limit_redis_url, f"kilnbase:{project}:rate:")
+    return RedisRateLimiter(settings.rate_limit_redis_url, redis_prefix(keys.jwt_secret))
 
 
 def build_services(core: Core) -> Services:

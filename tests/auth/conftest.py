@@ -1,12 +1,16 @@
-"""Auth test fixtures: the whole app with a cheap password-hashing profile and roomy rate limits, and helpers
-for the admin key and sign-ups. Tests that exercise limits build their own settings."""
+"""Auth test fixtures: the whole app with a cheap password-hashing profile and roomy rate limits, helpers for
+the admin key and sign-ups, and a project served by several real processes (`live_project`). Tests that
+exercise limits build their own settings."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -14,6 +18,8 @@ from starlette.testclient import TestClient
 
 from kilnbase.app import create_app
 from kilnbase.config import AuthSettings, Settings
+from tests.support.postgres import TestCluster
+from tests.support.servers import ServerProcess
 
 #: The OWASP minimum argon2id profile: about 36 ms a hash instead of 145 ms.
 CHEAP = {"argon2_time_cost": 2, "argon2_memory_cost_kib": 19456, "argon2_parallelism": 1}
@@ -72,3 +78,49 @@ def sign_up(client: TestClient, email: str | None = None, password: str = PASSWO
     )
     assert response.status_code == 200, response.text
     return response.json()
+
+
+@dataclass
+class LiveProject:
+    """One project served by several `kilnbase serve` processes over one database and one data dir, as N
+    stateless API processes behind a load balancer would be."""
+
+    database_url: str
+    data_dir: Path
+    servers: list[ServerProcess]
+
+    @property
+    def keys(self) -> dict[str, str]:
+        stored: dict[str, str] = json.loads((self.data_dir / "keys.json").read_text())
+        return stored
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys['api_key']}"}
+
+    def url(self, index: int) -> str:
+        return self.servers[index % len(self.servers)].url
+
+
+@contextlib.contextmanager
+def live_project(
+    cluster: TestCluster, root: Path, processes: int = 2, env: dict[str, str] | None = None
+) -> Iterator[LiveProject]:
+    database_url = cluster.create_database("live")
+    environment = {
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": "warning",
+        **{f"KILNBASE_AUTH_{name.upper()}": str(value) for name, value in CHEAP.items()},
+        **(env or {}),
+    }
+    project = LiveProject(database_url, root / "data", [])
+    try:
+        for _ in range(processes):
+            server = ServerProcess(project.data_dir, env=environment)
+            project.servers.append(server)
+            server.start()
+        yield project
+    finally:
+        for server in project.servers:
+            if server.process is not None and server.process.poll() is None:
+                server.stop()

@@ -309,15 +309,20 @@ def test_templates_are_listed_edited_and_used(
         "reset-password-code",
         "reset-password-link",
     ]
+    original = next(t for t in listed if t["templateType"] == "request-otp")
     change = {"subject": "Code for {{ email }}", "bodyHtml": "<p>Use <b>{{ code }}</b> now, {{ '<x>' }}</p>"}
     updated = client.put("/api/auth/email-templates/request-otp", json=change, headers=admin_headers)
-    assert updated.status_code == 200
-    assert updated.json()["subject"] == change["subject"]
-    email = new_email()
-    client.post("/api/auth/email/send-otp", json={"email": email})
-    mail = smtp.last_for(email)
-    assert mail.message["Subject"] == f"Code for {email}"
-    assert "&lt;x&gt;" in mail.html
+    try:
+        assert updated.status_code == 200
+        assert updated.json()["subject"] == change["subject"]
+        email = new_email()
+        client.post("/api/auth/email/send-otp", json={"email": email})
+        mail = smtp.last_for(email)
+        assert mail.message["Subject"] == f"Code for {email}"
+        assert "&lt;x&gt;" in mail.html
+    finally:  # other tests read the default template
+        restore = {"subject": original["subject"], "bodyHtml": original["bodyHtml"]}
+        client.put("/api/auth/email-templates/request-otp", json=restore, headers=admin_headers)
     assert client.put("/api/auth/email-templates/nope", json=change, headers=admin_headers).status_code == 400
     broken = {"subject": "x", "bodyHtml": "{{ code "}
     assert (

@@ -236,6 +236,38 @@ def test_start_validates_its_input(
     assert missing.status_code == 404
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"code_verifier": "v" * 43},
+        {"url": "https://evil.test"},
+        {"request_uri": "https://evil.test/request.jwt"},
+        {"code_challenge_method": "plain"},
+    ],
+)
+def test_a_start_with_a_parameter_it_must_not_pass_is_a_400(
+    client: TestClient, configured: None, extra: dict[str, str]
+) -> None:
+    """Unauthenticated, as the SDK starts it: each was a 500 (or passed on to the provider) before."""
+    params = {"redirect_uri": REDIRECT, "code_challenge": s256(secrets.token_urlsafe(48)), **extra}
+    response = client.get("/api/auth/oauth/google", params=params)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "INVALID_INPUT" and response.json()["statusCode"] == 400
+    assert response.json()["nextActions"]
+
+
+def test_provider_parameters_of_the_allow_list_reach_the_provider(
+    client: TestClient, configured: None
+) -> None:
+    challenge = s256(secrets.token_urlsafe(48))
+    params = {"redirect_uri": REDIRECT, "code_challenge": challenge, "prompt": "consent", "scope": "ignored"}
+    started = client.get("/api/auth/oauth/google", params=params)
+    assert started.status_code == 200, started.text
+    query = parse_qs(urlsplit(started.json()["authUrl"]).query)
+    assert query["prompt"] == ["consent"]
+    assert query["scope"] != ["ignored"]  # the flow's own parameters are the configured ones
+
+
 def test_github_shaped_provider_through_the_same_path(
     client: TestClient, configured: None, provider: OidcProvider
 ) -> None:

@@ -262,3 +262,30 @@ def test_over_https_the_cookie_is_secure_and_cross_site(https_client: TestClient
     assert "httponly" in flags
     refreshed = https_client.post("/api/auth/refresh", headers={"X-CSRF-Token": response.json()["csrfToken"]})
     assert refreshed.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/auth/sessions", {"email": "nul\x00@example.com", "password": PASSWORD}),
+        ("/api/auth/sessions", {"method": "otp", "email": "a\x00b@example.com", "otp": "123456"}),
+        ("/api/auth/users", {"email": "nul\x00@example.com", "password": PASSWORD}),
+        ("/api/auth/users", {"email": "named@example.com", "password": PASSWORD, "name": "Ada\x00"}),
+        ("/api/auth/email/send-otp", {"email": "nul\x00@example.com"}),
+    ],
+)
+def test_a_nul_character_is_a_400_in_insforges_shape(client: TestClient, path: str, body: Any) -> None:
+    """Postgres cannot store NUL in text: refused at the edge, never a 500 from the database."""
+    response = client.post(path, json=body)
+    assert response.status_code == 400, response.text
+    assert set(response.json()) >= {"error", "message", "statusCode"}
+    assert response.json()["error"] == "INVALID_INPUT" and response.json()["statusCode"] == 400
+
+
+def test_a_nul_character_in_a_profile_is_a_400(client: TestClient) -> None:
+    session = sign_up(client)
+    for profile in ({"bio": "a\x00b"}, {"a\x00": 1}, {"tags": ["x", {"deep": "\x00"}]}):
+        response = client.patch(
+            "/api/auth/profiles/current", json={"profile": profile}, headers=bearer(session["accessToken"])
+        )
+        assert (response.status_code, response.json()["error"]) == (400, "INVALID_INPUT")

@@ -121,3 +121,13 @@ def test_refresh_token_lives_seven_days_and_expires_in_the_store_too(
         "/api/auth/refresh?client_type=mobile", json={"refreshToken": session["refreshToken"]}
     )
     assert (response.status_code, response.json()["error"]) == (401, "AUTH_TOKEN_EXPIRED")
+
+
+def test_an_rs256_token_issued_before_es256_still_works(client: TestClient, session: Any) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    keys = services_of(client).core.keys
+    rsa_key = serialization.load_pem_private_key(keys.signing_key_pem.encode(), password=None)
+    claims = jwt.decode(session["accessToken"], options={"verify_signature": False})
+    earlier = jwt.encode(claims, rsa_key, algorithm="RS256", headers={"kid": keys.key_id})  # type: ignore[arg-type]
+    assert _current(client, earlier) == 200

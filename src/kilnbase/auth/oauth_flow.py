@@ -295,7 +295,12 @@ def _passed_params(params: Mapping[str, str]) -> dict[str, str]:
             "/api/auth/oauth/exchange.",
         )
     if params.get("code_challenge_method", "S256") != "S256":
-        raise ApiError(400, "INVALID_INPUT", "code_challenge_method must be S256.")
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "code_challenge_method must be S256.",
+            "Send the SHA-256 of the verifier as code_challenge (PKCE S256); plain is not accepted.",
+        )
     unknown = sorted(name for name in params if name not in _FLOW_PARAMS and name not in PASSED_PARAMS)
     if unknown:
         raise ApiError(

@@ -12,6 +12,7 @@ lifted.
 
 from __future__ import annotations
 
+import hmac
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -72,6 +73,13 @@ class PostgresRateLimiter:
 
     async def close(self) -> None:
         """Nothing of its own to close: the pool belongs to the database."""
+
+
+def redis_prefix(jwt_secret: str) -> str:
+    """This project's key prefix in Redis: several projects may share one, and every process of a project
+    shares its JWT secret (the prefix is a hash of it, which tells nothing about it)."""
+    project = hmac.new(jwt_secret.encode(), b"kilnbase:rate-limit", "sha256").hexdigest()[:16]
+    return f"kilnbase:{project}:rate:"
 
 
 class RedisRateLimiter:

@@ -27,6 +27,8 @@ from psycopg import AsyncConnection
 log = logging.getLogger("kilnbase.identity")
 
 CHANNEL = "kilnbase_sessions_ended"
+#: How the listener's connection shows in `pg_stat_activity`.
+APPLICATION_NAME = "kilnbase-ended-sessions"
 #: Seconds added to the access-token lifetime before an ended session is forgotten (clock skew, leeway).
 _MARGIN_SECONDS = 60
 _RETRY_SECONDS = 1.0
@@ -70,7 +72,9 @@ class EndedSessions:
     async def _listen(self) -> None:
         while True:
             try:
-                async with await AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
+                async with await AsyncConnection.connect(
+                    self._conninfo, autocommit=True, application_name=APPLICATION_NAME
+                ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     # After LISTEN: anything that ends from now on is heard, anything before is read here.
                     cur = await conn.execute(
