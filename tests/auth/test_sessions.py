@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from starlette.testclient import TestClient
 
@@ -289,3 +290,43 @@ def test_a_nul_character_in_a_profile_is_a_400(client: TestClient) -> None:
             "/api/auth/profiles/current", json={"profile": profile}, headers=bearer(session["accessToken"])
         )
         assert (response.status_code, response.json()["error"]) == (400, "INVALID_INPUT")
+
+
+def test_a_refresh_token_from_before_numbered_families_still_rotates_once_then_is_spent(
+    client: TestClient, database_url: str
+) -> None:
+    """Sessions stored one row per token (before migration 0052) keep working: the token is spent the old
+    way and its family goes on as one numbered row; presenting it again revokes the family."""
+    import hashlib
+    import hmac
+    import time
+    import uuid
+
+    from kilnbase.keys.compact_jws import sign_hs256
+    from tests.support.app import services_of
+
+    user = sign_up(client)["user"]
+    secret = services_of(client).core.keys.jwt_secret
+    key = hmac.new(secret.encode(), b"kilnbase:refresh-token:v1", "sha256").digest()
+    family, now = str(uuid.uuid4()), int(time.time())
+    claims = {"sub": user["id"], "type": "refresh", "iss": "insforge", "kind": "user", "sid": family}
+    legacy = sign_hs256({**claims, "jti": "x", "iat": now, "exp": now + 3600}, key)
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "insert into auth.sessions (family_id, kind, user_id, subject, token_hash, expires_at) "
+            "values (%s, 'user', %s, %s, %s, now() + interval '1 hour')",
+            (family, user["id"], user["id"], hashlib.sha256(legacy.encode()).digest()),
+        )
+    rotated = client.post("/api/auth/refresh?client_type=mobile", json={"refreshToken": legacy})
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.json()["user"]["id"] == user["id"]
+    again = client.post(
+        "/api/auth/refresh?client_type=mobile", json={"refreshToken": rotated.json()["refreshToken"]}
+    )
+    assert again.status_code == 200
+    reuse = client.post("/api/auth/refresh?client_type=mobile", json={"refreshToken": legacy})
+    assert (reuse.status_code, "already used" in reuse.json()["message"]) == (401, True)
+    latest = client.post(
+        "/api/auth/refresh?client_type=mobile", json={"refreshToken": again.json()["refreshToken"]}
+    )
+    assert latest.status_code == 401

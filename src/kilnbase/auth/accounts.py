@@ -34,7 +34,6 @@ from kilnbase.auth.sessions import (
     IssuedTokens,
     SessionKind,
     Subject,
-    end_sessions,
     relax_durability,
     revoke_all_for_subject,
     unauthorized,
@@ -317,7 +316,7 @@ class Accounts:
             if principal.db_role == expected_role and isinstance(claimed, str):
                 family_id = claimed
         async with self.parts.database.as_owner() as cur:
-            ended = await end_sessions(
+            ended = await self.parts.sessions.end(
                 cur, kind, refresh_token=refresh_token, family_id=family_id, everywhere=everywhere
             )
         if ended is None:

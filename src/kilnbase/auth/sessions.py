@@ -1,19 +1,24 @@
-"""Stored sessions: access tokens (ES256, short) and refresh tokens (one row each in `auth.sessions`).
+"""Stored sessions: access tokens (ES256, short) and refresh tokens (one row per session in `auth.sessions`).
 
-Unlike InsForge, whose refresh tokens are stateless, every refresh token is recorded, so logging out,
-"sign out everywhere" and a password reset really end sessions. Rotation keeps a family: a refresh token
-used a second time means someone else holds a copy, so the whole family is revoked (RFC 9700 4.14.2).
-An access token carries its family as `sid`; when a family ends, every process refuses its access tokens
-within moments (`identity/ended_sessions.py`), and this process at once (`SessionService.ended`).
+Unlike InsForge, whose refresh tokens are stateless, every session is recorded, so logging out, "sign out
+everywhere" and a password reset really end sessions. A session is a family of refresh tokens: each use of
+one returns its successor, and a token used a second time means someone else holds a copy, so the whole
+family is revoked (RFC 9700 4.14.2). An access token carries its family as `sid`; when a family ends, every
+process refuses its access tokens within moments (`identity/ended_sessions.py`), and this process at once
+(`SessionService.ended`).
 
-A rotation is one statement and one round trip (`rotate`): mark the token used, insert its successor and
-read the user, committed without waiting for the WAL flush. Only a refused token takes a second look, to
-say why and to revoke a family whose token came back.
+A family is one row, and its refresh tokens are numbered (`gen` in the token, `generation` in the row): the
+token presented must carry the row's number, which the rotation then bumps. A smaller number is a token
+already spent. Only numbers are stored, no token: the signature says the number is ours. A rotation is one
+statement and one round trip (`rotate`): bump the number and read the user, an update in place that touches
+no index (a HOT update), committed without waiting for the WAL flush. Only a refused token takes a second
+look, to say why and to revoke a family whose token came back. Families from before the numbering (one row
+per token, found by the token's hash) are rotated once the old way and continue numbered (`_rotate_legacy`).
 
-The refresh token is a JWT (the SSR helpers of `@insforge/sdk` read its `exp`) signed with a key derived
-from the JWT secret for this purpose only, so it can never pass as an access token. The CSRF token for web
-clients is an HMAC of the refresh token, as InsForge computes it: a cross-site page can make the browser
-send the cookie but cannot read it, so it cannot produce the header.
+The refresh token is an HS256 JWT (the SSR helpers of `@insforge/sdk` read its `exp`) signed with a key
+derived from the JWT secret for this purpose only, so it can never pass as an access token. The CSRF token
+for web clients is an HMAC of the refresh token, as InsForge computes it: a cross-site page can make the
+browser send the cookie but cannot read it, so it cannot produce the header.
 """
 
 from __future__ import annotations
@@ -24,18 +29,19 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-import jwt
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow, dict_row
 
+from kilnbase.auth import users
 from kilnbase.auth.users import USER_COLUMNS
 from kilnbase.config import AuthSettings
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.keys.access_tokens import TokenService
+from kilnbase.keys.compact_jws import MalformedToken, sign_hs256, verify_hs256
 from kilnbase.keys.project_keys import ProjectKeys
 
 SessionKind = Literal["user", "admin"]
@@ -70,27 +76,28 @@ class Rotation:
     """A refresh token rotated: its family, its successor, and the user row (None for the root admin)."""
 
     family_id: str
-    subject: str
     refresh_token: str
     user: DictRow | None
 
 
+#: The family's row (`token_hash is null`: the numbered kind) at the presented number: bump it, read the user.
 _ROTATE = f"""
 with rotated as (
-    update auth.sessions set used_at = now()
-    where token_hash = %(old)s and kind = %(kind)s and family_id = %(family)s
-      and used_at is null and revoked_at is null and expires_at > now()
-    returning family_id, kind, user_id, subject
-), successor as (
-    insert into auth.sessions (family_id, kind, user_id, subject, token_hash, client_type, expires_at,
-                               user_agent, ip_address)
-    select family_id, kind, user_id, subject, %(new)s, %(client_type)s,
-           now() + make_interval(secs => %(seconds)s), %(user_agent)s, %(ip)s::inet
-    from rotated
+    update auth.sessions set generation = generation + 1, used_at = now(), client_type = %(client_type)s,
+        expires_at = now() + make_interval(secs => %(seconds)s), user_agent = %(user_agent)s,
+        ip_address = %(ip)s::inet
+    where family_id = %(family)s and token_hash is null and generation = %(generation)s and kind = %(kind)s
+      and revoked_at is null and expires_at > now()
+    returning user_id
 )
-select r.subject, set_config('synchronous_commit', 'off', true) as relaxed, {USER_COLUMNS}
+select set_config('synchronous_commit', 'off', true) as relaxed, {USER_COLUMNS}
 from rotated r left join auth.users u on u.id = r.user_id
 """
+
+_INSERT_FAMILY = (
+    "insert into auth.sessions (family_id, kind, user_id, subject, generation, client_type, expires_at, "
+    "user_agent, ip_address) values (%s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s), %s, %s::inet)"
+)
 
 
 class SessionService:
@@ -129,7 +136,7 @@ class SessionService:
             return False
         return hmac.compare_digest(header.encode(), self.csrf_token(refresh_token).encode())
 
-    def _refresh_jwt(self, subject: str, kind: SessionKind, family_id: str) -> str:
+    def _refresh_jwt(self, subject: str, kind: SessionKind, family_id: str, generation: int) -> str:
         now = int(time.time())
         claims = {
             "sub": subject,
@@ -137,29 +144,33 @@ class SessionService:
             "iss": "insforge",
             "kind": kind,
             "sid": family_id,
+            "gen": generation,
             "jti": secrets.token_urlsafe(16),
             "iat": now,
             "exp": now + self._settings.refresh_token_seconds,
         }
-        return jwt.encode(claims, self._refresh_key, algorithm="HS256")
+        return sign_hs256(claims, self._refresh_key)
 
-    def decode_refresh(self, token: str, kind: SessionKind) -> dict[str, Any]:
+    def decode_refresh(self, token: str, kind: SessionKind, *, expired_too: bool = False) -> dict[str, Any]:
+        """The claims of a refresh token of `kind` that this project signed and (unless `expired_too`) that
+        has not expired."""
         try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                self._refresh_key,
-                algorithms=["HS256"],
-                issuer="insforge",
-                options={"require": ["exp", "sub", "sid"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise ApiError(
-                401, "AUTH_TOKEN_EXPIRED", "The refresh token has expired.", "Sign in again."
-            ) from None
-        except jwt.PyJWTError:
+            claims = verify_hs256(token, self._refresh_key)
+        except MalformedToken:
             raise unauthorized("Invalid refresh token.") from None
-        if claims.get("type") != "refresh" or claims.get("kind") != kind:
+        expires, generation = claims.get("exp"), claims.get("gen", 0)
+        if (
+            not _is_number(expires)
+            or not _is_number(generation)
+            or claims.get("iss") != "insforge"
+            or claims.get("type") != "refresh"
+            or claims.get("kind") != kind
+            or not isinstance(claims.get("sub"), str)
+            or not isinstance(claims.get("sid"), str)
+        ):
             raise unauthorized("Invalid refresh token.")
+        if cast(float, expires) <= time.time() and not expired_too:
+            raise ApiError(401, "AUTH_TOKEN_EXPIRED", "The refresh token has expired.", "Sign in again.")
         return claims
 
     async def issue(
@@ -168,26 +179,23 @@ class SessionService:
         who: Subject,
         *,
         client_type: str,
-        family_id: str | None = None,
         ip: str | None = None,
         user_agent: str | None = None,
     ) -> IssuedTokens:
-        family = family_id or str(uuid.uuid4())
-        refresh = self._refresh_jwt(who.subject, who.kind, family)
+        """A new session (family) for `who`, inside the caller's transaction."""
+        family = str(uuid.uuid4())
+        refresh = self._refresh_jwt(who.subject, who.kind, family, 0)
         await cur.execute(
-            "insert into auth.sessions (family_id, kind, user_id, subject, token_hash, client_type, "
-            "expires_at, "
-            "user_agent, ip_address) values (%s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s), %s, "
-            "%s::inet)",
+            _INSERT_FAMILY,
             (
                 family,
                 who.kind,
                 who.user_id,
                 who.subject,
-                _digest(refresh),
+                0,
                 client_type,
                 self._settings.refresh_token_seconds,
-                (user_agent or "")[:512] or None,
+                _user_agent(user_agent),
                 ip,
             ),
         )
@@ -216,55 +224,138 @@ class SessionService:
         ip: str | None,
         user_agent: str | None,
     ) -> Rotation:
-        """Spend `refresh_token` and record its successor, in one statement; or raise why it was refused.
+        """Spend `refresh_token` and return its successor, in one statement; or raise why it was refused.
 
         A token already spent revokes its whole family (committed) before the refusal: someone else holds a
-        copy. Two requests racing with the same token serialise on its row; the second finds it spent."""
+        copy. Two requests racing with the same token serialise on the family's row; the second finds the
+        number moved on."""
         claims = self.decode_refresh(refresh_token, kind)
-        family_id, subject = str(claims["sid"]), str(claims["sub"])
-        successor = self._refresh_jwt(subject, kind, family_id)
+        if "gen" not in claims:
+            return await self._rotate_legacy(refresh_token, claims, kind, client_type, ip, user_agent)
+        family_id, generation = claims["sid"], int(claims["gen"])
+        successor = self._refresh_jwt(claims["sub"], kind, family_id, generation + 1)
         async with self._database.owner_pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 _ROTATE,
                 {
-                    "old": _digest(refresh_token),
-                    "kind": kind,
                     "family": family_id,
-                    "new": _digest(successor),
+                    "generation": generation,
+                    "kind": kind,
                     "client_type": client_type,
                     "seconds": self._settings.refresh_token_seconds,
-                    "user_agent": (user_agent or "")[:512] or None,
+                    "user_agent": _user_agent(user_agent),
                     "ip": ip,
                 },
             )
             row = await cur.fetchone()
         if row is None:
-            raise await self._refusal(refresh_token, kind)
-        return Rotation(family_id, row["subject"], successor, row if row["id"] is not None else None)
+            raise await self._refusal(family_id, generation, kind)
+        return Rotation(family_id, successor, row if row["id"] is not None else None)
 
-    async def _refusal(self, refresh_token: str, kind: SessionKind) -> ApiError:
+    async def _refusal(self, family_id: str, generation: int, kind: SessionKind) -> ApiError:
         """Why a token that decoded was not rotated; a spent one revokes its family on the way."""
         async with self._database.as_owner() as cur:
             await cur.execute(
-                "select family_id::text, used_at, revoked_at, expires_at < now() as expired "
-                "from auth.sessions where token_hash = %s and kind = %s for update",
-                (_digest(refresh_token), kind),
+                "select generation, revoked_at, expires_at < now() as expired from auth.sessions "
+                "where family_id = %s and token_hash is null and kind = %s for update",
+                (family_id, kind),
             )
             row = await cur.fetchone()
-            ended: list[str] = []
-            if row is not None and row["used_at"] is not None and row["revoked_at"] is None:
-                ended = await revoke_family(cur, row["family_id"])
+            spent = row is not None and row["revoked_at"] is None and row["generation"] > generation
+            ended = await revoke_family(cur, family_id) if spent else []
+        return self._refused(row, spent, ended)
+
+    def _refused(self, row: DictRow | None, spent: bool, ended: list[str]) -> ApiError:
         if row is None:
             return unauthorized("Unknown refresh token.")
         if row["revoked_at"] is not None:
             return unauthorized("This session has been signed out.")
         if row["expired"]:
             return ApiError(401, "AUTH_TOKEN_EXPIRED", "The refresh token has expired.", "Sign in again.")
-        if row["used_at"] is not None:
+        if spent:
             self.ended(ended)
             return reused_error()
         return unauthorized("Unknown refresh token.")
+
+    async def _rotate_legacy(
+        self,
+        refresh_token: str,
+        claims: dict[str, Any],
+        kind: SessionKind,
+        client_type: str,
+        ip: str | None,
+        user_agent: str | None,
+    ) -> Rotation:
+        """A token from before the numbering (a row of its own, found by its hash): spend it, and continue
+        its family as one numbered row."""
+        family_id = claims["sid"]
+        async with self._database.as_owner() as cur:
+            await cur.execute(
+                "select family_id::text, kind, user_id, subject, used_at, revoked_at, expires_at < now() as "
+                "expired from auth.sessions where token_hash = %s and kind = %s for update",
+                (_digest(refresh_token), kind),
+            )
+            row = await cur.fetchone()
+            spent = row is not None and row["used_at"] is not None and row["revoked_at"] is None
+            ended = await revoke_family(cur, family_id) if spent else []
+            if (
+                row is not None
+                and row["family_id"] == family_id
+                and not (spent or row["revoked_at"] or row["expired"])
+            ):
+                await cur.execute(
+                    "update auth.sessions set used_at = now() where token_hash = %s",
+                    (_digest(refresh_token),),
+                )
+                await cur.execute(
+                    _INSERT_FAMILY,
+                    (
+                        family_id,
+                        kind,
+                        row["user_id"],
+                        row["subject"],
+                        1,
+                        client_type,
+                        self._settings.refresh_token_seconds,
+                        _user_agent(user_agent),
+                        ip,
+                    ),
+                )
+                user = await users.by_id(cur, str(row["user_id"])) if row["user_id"] else None
+                return Rotation(family_id, self._refresh_jwt(row["subject"], kind, family_id, 1), user)
+        if row is not None and row["family_id"] != family_id:
+            row = None
+        raise self._refused(row, spent, ended)
+
+    async def end(
+        self,
+        cur: AsyncCursor[DictRow],
+        kind: SessionKind,
+        *,
+        refresh_token: str | None,
+        family_id: str | None,
+        everywhere: bool,
+    ) -> list[str] | None:
+        """Revoke the family of `refresh_token` (any of its tokens, even expired; else `family_id`); with
+        `everywhere`, every session of its subject. The families ended, or None when neither identifies a
+        session of this kind."""
+        if refresh_token:
+            try:
+                family_id = self.decode_refresh(refresh_token, kind, expired_too=True)["sid"]
+            except ApiError:
+                return None
+        if not family_id:
+            return None
+        await cur.execute(
+            "select subject from auth.sessions where family_id = %s and kind = %s limit 1", (family_id, kind)
+        )
+        found = await cur.fetchone()
+        if found is None:
+            return None
+        if everywhere:
+            return await revoke_all_for_subject(cur, found["subject"])
+        return await revoke_family(cur, family_id)
 
     def ended(self, family_ids: list[str]) -> None:
         """Tell this process at once that these families ended (others hear it from the database)."""
@@ -283,7 +374,16 @@ async def relax_durability(cur: AsyncCursor[DictRow]) -> None:
 
 
 def _digest(token: str) -> bytes:
+    """How tokens from before the numbering were stored (and are still found)."""
     return hashlib.sha256(token.encode()).digest()
+
+
+def _user_agent(value: str | None) -> str | None:
+    return (value or "")[:512] or None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 async def revoke_family(cur: AsyncCursor[DictRow], family_id: str) -> list[str]:
@@ -293,36 +393,6 @@ async def revoke_family(cur: AsyncCursor[DictRow], family_id: str) -> list[str]:
         (family_id,),
     )
     return [family_id] if cur.rowcount else []
-
-
-async def end_sessions(
-    cur: AsyncCursor[DictRow],
-    kind: SessionKind,
-    *,
-    refresh_token: str | None,
-    family_id: str | None,
-    everywhere: bool,
-) -> list[str] | None:
-    """Revoke the family of `refresh_token` (else `family_id`); with `everywhere`, every session of its
-    subject. The families ended, or None when neither identifies a session of this kind."""
-    if not refresh_token and not family_id:
-        return None
-    if refresh_token:
-        await cur.execute(
-            "select family_id::text, subject from auth.sessions where token_hash = %s and kind = %s",
-            (_digest(refresh_token), kind),
-        )
-    else:
-        await cur.execute(
-            "select family_id::text, subject from auth.sessions where family_id = %s and kind = %s limit 1",
-            (family_id, kind),
-        )
-    found = await cur.fetchone()
-    if found is None:
-        return None
-    if everywhere:
-        return await revoke_all_for_subject(cur, found["subject"])
-    return await revoke_family(cur, found["family_id"])
 
 
 async def revoke_all_for_subject(cur: AsyncCursor[DictRow], subject: str) -> list[str]:

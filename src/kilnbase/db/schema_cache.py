@@ -9,7 +9,6 @@ before it answers 404, so a table created a millisecond ago is never reported mi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -361,11 +360,12 @@ class SchemaCache:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        listener, self._listener = self._listener, None
+        # Cancelled until it is done: Python 3.11's `asyncio.wait_for` (which psycopg waits with) drops a
+        # cancellation that arrives as its inner wait completes, and the listener would then listen on.
+        while listener is not None and not listener.done():
+            listener.cancel()
+            await asyncio.wait([listener], timeout=0.1)
 
     async def _listen(self) -> None:
         """LISTEN on the DDL channel; reconnect after a lost connection (with a pause)."""

@@ -63,11 +63,12 @@ class EndedSessions:
             await asyncio.wait_for(self._listening.wait(), timeout=10)
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        listener, self._listener = self._listener, None
+        # Cancelled until it is done: Python 3.11's `asyncio.wait_for` (which psycopg waits with) drops a
+        # cancellation that arrives as its inner wait completes, and the listener would then listen on.
+        while listener is not None and not listener.done():
+            listener.cancel()
+            await asyncio.wait([listener], timeout=0.1)
 
     async def _listen(self) -> None:
         while True:

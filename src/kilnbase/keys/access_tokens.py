@@ -7,35 +7,28 @@ header, never by the token alone: `none`, HS256 signed with a public key, and a 
 algorithm are refused. Verified tokens are cached until they expire, because verifying a signature costs more
 than the rest of a request.
 
-Signing is ours rather than PyJWT's `encode`, which spends more time on its generic checks and JSON than
+Signing is `compact_jws`'s rather than PyJWT's `encode`, which spends more time on its generic checks than
 the ES256 signature itself takes; the output is the same compact JWS (PyJWT verifies it in the tests).
 """
 
 from __future__ import annotations
 
-import base64
 import time
 from typing import Any
 
 import jwt
-import orjson
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from kilnbase.keys.compact_jws import header_for, sign_es256
 from kilnbase.keys.project_keys import ProjectKeys
 
 ACCESS_TOKEN_SECONDS = 15 * 60
 _CACHE_LIMIT = 10_000
-_ES256 = ec.ECDSA(hashes.SHA256())
 
 
 class InvalidToken(Exception):
     """The token is malformed, tampered with, expired, or signed by a key we do not know."""
-
-
-def _b64(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 class TokenService:
@@ -51,7 +44,7 @@ class TokenService:
         }
         # Tokens issued before key ids were published carried none; they can only have been RS256.
         self._verify_keys[("RS256", None)] = self._verify_keys[("RS256", keys.key_id)]
-        self._header = _b64(orjson.dumps({"alg": "ES256", "typ": "JWT", "kid": keys.ec_key_id}))
+        self._header = header_for("ES256", keys.ec_key_id)
         self._cache: dict[str, tuple[dict[str, Any], float]] = {}
 
     def sign(self, claims: dict[str, Any], *, expires_in: int | None = ACCESS_TOKEN_SECONDS) -> str:
@@ -60,10 +53,7 @@ class TokenService:
         payload = {"iat": now, **claims}
         if expires_in is not None:
             payload["exp"] = now + expires_in
-        signing_input = self._header + b"." + _b64(orjson.dumps(payload))
-        r, s = decode_dss_signature(self._ec_key.sign(signing_input, _ES256))
-        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-        return (signing_input + b"." + _b64(signature)).decode()
+        return sign_es256(self._header, payload, self._ec_key)
 
     def sign_hs256(self, claims: dict[str, Any], *, expires_in: int = ACCESS_TOKEN_SECONDS) -> str:
         now = int(time.time())
