@@ -6,8 +6,9 @@ uses).
 Load comes from wrk (one thread, so the client takes as little of the machine as it can) when it is
 installed, else from an asyncio client (`--client python`), which on a 2-core machine competes with the
 server for the same cores and reports a lower figure. Each refresh uses the token the previous refresh of that
-connection returned (a Lua queue in wrk), as a real client does. The server's CPU time per request (user +
-system over its processes) is printed beside each rate: on a shared machine it is the steadier figure.
+connection returned (a Lua queue in wrk), as a real client does. Beside each rate, the CPU time per request
+(user + system) of the server's processes, of Postgres's, and of the load generator's: on a shared machine
+the steadier figures, and together they say where a request's time goes.
 
     .venv/bin/python -m bench.auth [--concurrency 16] [--seconds 5] [--workers 1] [--client wrk|python]
                                    [--argon2 owasp|default]
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import secrets
 import shutil
 import statistics
@@ -53,11 +55,19 @@ SIGN_IN = "/api/auth/sessions?client_type=mobile"
 @dataclass(frozen=True)
 class Rate:
     per_second: float
-    #: Server CPU (user + system, all its processes) per request, in microseconds.
-    cpu_us: float
+    #: CPU (user + system) per request, in microseconds: the server's processes, Postgres's, the client's.
+    cpu_us: int
+    postgres_cpu_us: int
+    client_cpu_us: int
 
 
-def server_cpu_seconds(pid: int) -> float:
+@dataclass(frozen=True)
+class Processes:
+    server: int
+    postgres: int
+
+
+def cpu_seconds(pid: int) -> float:
     process = psutil.Process(pid)
     total = 0.0
     for proc in [process, *process.children(recursive=True)]:
@@ -108,7 +118,8 @@ wrk.body = '%(body)s'
 
 
 def wrk(url: str, script: str, concurrency: int, seconds: float, workdir: Path) -> tuple[int, float]:
-    """(requests, seconds) of one wrk run; raises if any answer was not 2xx/3xx."""
+    """(requests, seconds) of one wrk run; raises if any answer was not 2xx/3xx. Its CPU time shows in
+    `resource.RUSAGE_CHILDREN` once it exits."""
     path = workdir / f"load-{secrets.token_hex(4)}.lua"
     path.write_text(script + _DONE)
     out = subprocess.run(
@@ -124,15 +135,25 @@ def wrk(url: str, script: str, concurrency: int, seconds: float, workdir: Path) 
     return requests, duration_us / 1e6
 
 
-def wrk_rate(pid: int, url: str, script: str, concurrency: int, seconds: float, workdir: Path) -> Rate:
-    before = server_cpu_seconds(pid)
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wrk_rate(
+    processes: Processes, url: str, script: str, concurrency: int, seconds: float, workdir: Path
+) -> Rate:
+    before = (cpu_seconds(processes.server), cpu_seconds(processes.postgres), children_cpu_seconds())
     requests, elapsed = wrk(url, script, concurrency, seconds, workdir)
-    cpu = server_cpu_seconds(pid) - before
-    return Rate(requests / elapsed, cpu / max(requests, 1) * 1e6)
+    after = (cpu_seconds(processes.server), cpu_seconds(processes.postgres), children_cpu_seconds())
+    server, postgres, client = (
+        round((b - a) / max(requests, 1) * 1e6) for a, b in zip(before, after, strict=True)
+    )
+    return Rate(requests / elapsed, server, postgres, client)
 
 
 def measure_wrk(
-    url: str, pid: int, tokens: list[str], email: str, concurrency: int, seconds: float
+    url: str, processes: Processes, tokens: list[str], email: str, concurrency: int, seconds: float
 ) -> dict[str, Rate]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -140,9 +161,9 @@ def measure_wrk(
         sign_in_script = _POST_SCRIPT % {"body": json.dumps({"email": email, "password": PASSWORD})}
         wrk(url + "/api/health", "", concurrency, 1, workdir)  # warm-up
         return {
-            "health": wrk_rate(pid, url + "/api/health", "", concurrency, seconds, workdir),
-            "refresh": wrk_rate(pid, url + REFRESH, refresh_script, concurrency, seconds, workdir),
-            "sign_in": wrk_rate(pid, url + SIGN_IN, sign_in_script, concurrency, seconds, workdir),
+            "health": wrk_rate(processes, url + "/api/health", "", concurrency, seconds, workdir),
+            "refresh": wrk_rate(processes, url + REFRESH, refresh_script, concurrency, seconds, workdir),
+            "sign_in": wrk_rate(processes, url + SIGN_IN, sign_in_script, concurrency, seconds, workdir),
         }
 
 
@@ -150,7 +171,7 @@ def measure_wrk(
 
 
 async def _load(
-    pid: int,
+    processes: Processes,
     concurrency: int,
     seconds: float,
     make_worker: Callable[[int], Awaitable[Callable[[], Awaitable[None]]]],
@@ -166,15 +187,19 @@ async def _load(
             await step()
             done += 1
 
-    before = server_cpu_seconds(pid)
+    before = (cpu_seconds(processes.server), cpu_seconds(processes.postgres), time.process_time())
     started = time.perf_counter()
     await asyncio.gather(*(run(step) for step in steps))
     rate = done / (time.perf_counter() - started)
-    return Rate(rate, (server_cpu_seconds(pid) - before) / max(done, 1) * 1e6)
+    after = (cpu_seconds(processes.server), cpu_seconds(processes.postgres), time.process_time())
+    server, postgres, client = (
+        round((b - a) / max(done, 1) * 1e6) for a, b in zip(before, after, strict=True)
+    )
+    return Rate(rate, server, postgres, client)
 
 
 async def measure_python(
-    url: str, pid: int, tokens: list[str], email: str, concurrency: int, seconds: float
+    url: str, processes: Processes, tokens: list[str], email: str, concurrency: int, seconds: float
 ) -> dict[str, Rate]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     refresh_tokens = dict(enumerate(tokens))
@@ -201,11 +226,11 @@ async def measure_python(
 
             return step
 
-        await _load(pid, concurrency, 1.0, health_worker)  # warm-up
+        await _load(processes, concurrency, 1.0, health_worker)  # warm-up
         return {
-            "health": await _load(pid, concurrency, seconds, health_worker),
-            "refresh": await _load(pid, concurrency, seconds, refresh_worker),
-            "sign_in": await _load(pid, concurrency, seconds, sign_in_worker),
+            "health": await _load(processes, concurrency, seconds, health_worker),
+            "refresh": await _load(processes, concurrency, seconds, refresh_worker),
+            "sign_in": await _load(processes, concurrency, seconds, sign_in_worker),
         }
 
 
@@ -270,14 +295,15 @@ def main() -> None:
             server = ServerProcess(Path(tmp) / "data", env=env, args=["--workers", str(args.workers)])
             server.start(timeout=120)
             try:
-                assert server.process is not None
-                pid = server.process.pid
+                postmaster = cluster.server.postmaster_pid()
+                assert server.process is not None and postmaster is not None
+                processes = Processes(server.process.pid, postmaster)
                 tokens, email = sign_up_users(server.url, args.concurrency + 4)
                 if args.client == "wrk":
-                    rates = measure_wrk(server.url, pid, tokens, email, args.concurrency, args.seconds)
+                    rates = measure_wrk(server.url, processes, tokens, email, args.concurrency, args.seconds)
                 else:
                     rates = asyncio.run(
-                        measure_python(server.url, pid, tokens, email, args.concurrency, args.seconds)
+                        measure_python(server.url, processes, tokens, email, args.concurrency, args.seconds)
                     )
             finally:
                 server.stop()
@@ -295,9 +321,10 @@ def main() -> None:
         "sign_in_per_second": round(sign_in.per_second),
         "refresh_vs_health": round(refresh.per_second / health.per_second, 3),
         "sign_in_vs_health": round(sign_in.per_second / health.per_second, 3),
-        "server_cpu_us_per_health": round(health.cpu_us),
-        "server_cpu_us_per_refresh": round(refresh.cpu_us),
-        "server_cpu_us_per_sign_in": round(sign_in.cpu_us),
+        "cpu_us_per_request": {
+            name: {"server": rate.cpu_us, "postgres": rate.postgres_cpu_us, "client": rate.client_cpu_us}
+            for name, rate in rates.items()
+        },
         "refresh_vs_pocketbase_published": round(refresh.per_second / POCKETBASE_REFRESHES_PER_SECOND, 3),
         "argon2_hash_ms": round(argon_seconds * 1000, 1),
         "bcrypt10_hash_ms": round(bcrypt_seconds * 1000, 1),

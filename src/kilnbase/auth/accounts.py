@@ -352,7 +352,7 @@ class Accounts:
             row = await users.merge_profile(cur, user_id, change.profile)
         if row is None:
             raise ApiError(404, "NOT_FOUND", "User not found.")
-        return {"id": str(row["id"]), "profile": row["profile"]}
+        return {"id": str(row["id"]), "profile": users.user_json(row)["profile"]}
 
     async def profile(self, actor: Actor, user_id: str) -> dict[str, Any]:
         """Anyone's public profile (InsForge's contract: `{id, profile}`)."""
