@@ -1,7 +1,9 @@
 """Auth throughput: token refreshes and password sign-ins per second at a fixed concurrency, against a real
 `kilnbase serve` process, with `GET /api/health` on the same server, client and run as the ceiling, plus the
 cost of one password hash with the configured argon2id parameters (anchored on bcrypt cost 10, what InsForge
-uses).
+uses). The health endpoint is run twice: with no credential, and with a user's access token, which the
+server verifies (from its cache) and checks against the sessions ended lately: the difference is what
+checking a user's credential costs on every request.
 
 Load comes from wrk (one thread, so the client takes as little of the machine as it can) when it is
 installed, else from an asyncio client (`--client python`), which on a 2-core machine competes with the
@@ -153,17 +155,22 @@ def wrk_rate(
 
 
 def measure_wrk(
-    url: str, processes: Processes, tokens: list[str], email: str, concurrency: int, seconds: float
+    url: str, processes: Processes, accounts: Accounts, concurrency: int, seconds: float
 ) -> dict[str, Rate]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        refresh_script = _REFRESH_SCRIPT % {"tokens": ", ".join(f'"{t}"' for t in tokens)}
-        sign_in_script = _POST_SCRIPT % {"body": json.dumps({"email": email, "password": PASSWORD})}
+        refresh_script = _REFRESH_SCRIPT % {"tokens": ", ".join(f'"{t}"' for t in accounts.refresh_tokens)}
+        body = json.dumps({"email": accounts.email, "password": PASSWORD})
+        as_user = f'wrk.headers["Authorization"] = "Bearer {accounts.access_token}"'
         wrk(url + "/api/health", "", concurrency, 1, workdir)  # warm-up
+        health = url + "/api/health"
         return {
-            "health": wrk_rate(processes, url + "/api/health", "", concurrency, seconds, workdir),
+            "health": wrk_rate(processes, health, "", concurrency, seconds, workdir),
+            "health_as_user": wrk_rate(processes, health, as_user, concurrency, seconds, workdir),
             "refresh": wrk_rate(processes, url + REFRESH, refresh_script, concurrency, seconds, workdir),
-            "sign_in": wrk_rate(processes, url + SIGN_IN, sign_in_script, concurrency, seconds, workdir),
+            "sign_in": wrk_rate(
+                processes, url + SIGN_IN, _POST_SCRIPT % {"body": body}, concurrency, seconds, workdir
+            ),
         }
 
 
@@ -199,15 +206,23 @@ async def _load(
 
 
 async def measure_python(
-    url: str, processes: Processes, tokens: list[str], email: str, concurrency: int, seconds: float
+    url: str, processes: Processes, accounts: Accounts, concurrency: int, seconds: float
 ) -> dict[str, Rate]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    refresh_tokens = dict(enumerate(tokens))
+    refresh_tokens = dict(enumerate(accounts.refresh_tokens))
+    email = accounts.email
+    as_user = {"Authorization": f"Bearer {accounts.access_token}"}
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
 
         async def health_worker(_i: int) -> Callable[[], Awaitable[None]]:
             async def step() -> None:
                 (await http.get("/api/health")).raise_for_status()
+
+            return step
+
+        async def health_as_user_worker(_i: int) -> Callable[[], Awaitable[None]]:
+            async def step() -> None:
+                (await http.get("/api/health", headers=as_user)).raise_for_status()
 
             return step
 
@@ -229,6 +244,7 @@ async def measure_python(
         await _load(processes, concurrency, 1.0, health_worker)  # warm-up
         return {
             "health": await _load(processes, concurrency, seconds, health_worker),
+            "health_as_user": await _load(processes, concurrency, seconds, health_as_user_worker),
             "refresh": await _load(processes, concurrency, seconds, refresh_worker),
             "sign_in": await _load(processes, concurrency, seconds, sign_in_worker),
         }
@@ -237,18 +253,25 @@ async def measure_python(
 # --- the run -----------------------------------------------------------------------------------------------
 
 
-def sign_up_users(url: str, count: int) -> tuple[list[str], str]:
-    """`count` fresh accounts: their refresh tokens, and the email of the first (for sign-ins)."""
+@dataclass(frozen=True)
+class Accounts:
+    refresh_tokens: list[str]
+    #: The first account's email (for sign-ins) and access token (for requests as a user).
+    email: str
+    access_token: str
+
+
+def sign_up_users(url: str, count: int) -> Accounts:
     emails = [f"bench-{secrets.token_hex(6)}@example.com" for _ in range(count)]
-    tokens = []
+    sessions = []
     with httpx.Client(base_url=url, timeout=30) as http:
         for email in emails:
             response = http.post(
                 "/api/auth/users?client_type=mobile", json={"email": email, "password": PASSWORD}
             )
             response.raise_for_status()
-            tokens.append(response.json()["refreshToken"])
-    return tokens, emails[0]
+            sessions.append(response.json())
+    return Accounts([s["refreshToken"] for s in sessions], emails[0], sessions[0]["accessToken"])
 
 
 def hash_costs(profile: dict[str, int]) -> tuple[float, float]:
@@ -298,12 +321,12 @@ def main() -> None:
                 postmaster = cluster.server.postmaster_pid()
                 assert server.process is not None and postmaster is not None
                 processes = Processes(server.process.pid, postmaster)
-                tokens, email = sign_up_users(server.url, args.concurrency + 4)
+                accounts = sign_up_users(server.url, args.concurrency + 4)
                 if args.client == "wrk":
-                    rates = measure_wrk(server.url, processes, tokens, email, args.concurrency, args.seconds)
+                    rates = measure_wrk(server.url, processes, accounts, args.concurrency, args.seconds)
                 else:
                     rates = asyncio.run(
-                        measure_python(server.url, processes, tokens, email, args.concurrency, args.seconds)
+                        measure_python(server.url, processes, accounts, args.concurrency, args.seconds)
                     )
             finally:
                 server.stop()
@@ -317,6 +340,7 @@ def main() -> None:
         "concurrency": args.concurrency,
         "argon2_profile": args.argon2,
         "health_per_second": round(health.per_second),
+        "health_as_user_per_second": round(rates["health_as_user"].per_second),
         "refresh_per_second": round(refresh.per_second),
         "sign_in_per_second": round(sign_in.per_second),
         "refresh_vs_health": round(refresh.per_second / health.per_second, 3),

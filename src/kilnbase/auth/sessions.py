@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -145,7 +144,6 @@ class SessionService:
             "kind": kind,
             "sid": family_id,
             "gen": generation,
-            "jti": secrets.token_urlsafe(16),
             "iat": now,
             "exp": now + self._settings.refresh_token_seconds,
         }

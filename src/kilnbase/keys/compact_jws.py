@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 _ES256 = ec.ECDSA(hashes.SHA256())
 _HS256_HEADER = b"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"  # {"alg":"HS256","typ":"JWT"}
+_HS256_HEADER_TEXT = _HS256_HEADER.decode()
 
 
 class MalformedToken(Exception):
@@ -73,7 +74,8 @@ def verify_hs256(token: str, key: bytes) -> dict[str, Any]:
     payload, dot2, signature = rest.partition(".")
     if not dot or not dot2 or "." in signature:
         raise MalformedToken("not a compact JWS")
-    if _json_object(_unb64(header)).get("alg") != "HS256":
+    # The header we (and PyJWT) write, compared as it is; any other is read.
+    if header != _HS256_HEADER_TEXT and _json_object(_unb64(header)).get("alg") != "HS256":
         raise MalformedToken("not HS256")
     expected = hmac.new(key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
     if not hmac.compare_digest(expected, _unb64(signature)):
