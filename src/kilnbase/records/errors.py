@@ -56,7 +56,7 @@ def status_for_sqlstate(sqlstate: str, is_anonymous: bool) -> int:
         return 503
     if sqlstate in ("57014", "XX000") or sqlstate.startswith(("58", "F0", "P0", "XX")):
         return 500
-    if sqlstate.startswith("PT") and sqlstate[2:].isdigit():
+    if sqlstate.startswith("PT") and sqlstate[2:].isascii() and sqlstate[2:].isdigit():
         return int(sqlstate[2:])
     return 400
 

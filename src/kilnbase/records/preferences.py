@@ -54,7 +54,7 @@ def parse_preferences(values: Iterable[str]) -> Preferences:
                 continue
             key, _, value = item.partition("=")
             key, value = key.strip().lower(), value.strip()
-            if key == "max-affected" and value.isdigit():
+            if key == "max-affected" and value.isascii() and value.isdigit() and len(value) <= 18:
                 prefs.max_affected = int(value)
             elif key in _ALLOWED and value in _ALLOWED[key]:
                 setattr(prefs, "return_" if key == "return" else key, value)

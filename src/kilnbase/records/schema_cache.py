@@ -23,8 +23,18 @@ from psycopg_pool import AsyncConnectionPool
 log = logging.getLogger("kilnbase.records.schema")
 
 CHANNEL = "kilnbase_schema"
-#: Schemas the records API never exposes: Postgres's own and Kilnbase's internals.
-HIDDEN_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", "system", "auth", "storage", "realtime")
+#: Schemas the records API never exposes (nor names in a PGRST106 hint): Postgres's own and every schema of
+#: Kilnbase's (`tests/records/test_exposed_schemas.py` checks the migrations create no other).
+HIDDEN_SCHEMAS = (
+    "pg_catalog",
+    "information_schema",
+    "pg_toast",
+    "system",
+    "auth",
+    "ai",
+    "storage",
+    "realtime",
+)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ body travels back as one text value that the response passes through untouched.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,10 @@ class Sql:
         return "".join(self.parts)
 
 
+#: A JSON path step that indexes an array: ASCII digits only (`int` refuses `²`, which `isdigit` accepts).
+_ARRAY_INDEX = re.compile(r"-?[0-9]{1,9}")
+
+
 def ident(name: str) -> str:
     return '"' + name.replace('"', '""').replace("%", "%%") + '"'
 
@@ -64,7 +69,7 @@ def field_expr(alias: str, item: Field) -> Sql:
     sql = Sql().add(f"{ident(alias)}.{ident(item.name)}")
     for step in item.json_path:
         key = step.key
-        if key.lstrip("-").isdigit() and len(key) < 10:
+        if _ARRAY_INDEX.fullmatch(key):
             sql.add(f" {step.arrow} ({int(key)})")
         else:
             sql.add(f" {step.arrow} %s::text", key)
