@@ -17,6 +17,8 @@ from kilnbase.records.query_grammar import (
     parse_range_header,
 )
 
+pytestmark = pytest.mark.no_postgres
+
 
 def refusal(pairs: list[tuple[str, str]]) -> RecordsError:
     with pytest.raises(RecordsError) as caught:

@@ -61,6 +61,14 @@ def status_for_sqlstate(sqlstate: str, is_anonymous: bool) -> int:
     return 400
 
 
+def from_statement_error(exc: psycopg.Error, *, is_anonymous: bool) -> RecordsError:
+    """Whatever failed while a statement ran as the caller, as PostgREST's error body. A value psycopg
+    itself refused to send (no SQLSTATE) is the client's: 400 22023."""
+    if exc.diag.sqlstate is None and isinstance(exc, psycopg.DataError | psycopg.ProgrammingError):
+        return RecordsError(400, "22023", str(exc).splitlines()[0] if str(exc) else "invalid value")
+    return from_database_error(exc, is_anonymous=is_anonymous)
+
+
 def from_database_error(exc: psycopg.Error, *, is_anonymous: bool) -> RecordsError:
     diag = exc.diag
     sqlstate = diag.sqlstate or "XX000"

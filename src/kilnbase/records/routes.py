@@ -16,8 +16,10 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from kilnbase.http.request_context import credential_in
+from kilnbase.records.api_request import RecordsRequest
 from kilnbase.records.errors import RecordsError, valid_header
-from kilnbase.records.service import RecordsEngine, RecordsRequest, RecordsResponse
+from kilnbase.records.response import RecordsResponse
+from kilnbase.records.service import RecordsEngine
 from kilnbase.server.runtime import runtime_in
 
 _METHODS = ["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"]

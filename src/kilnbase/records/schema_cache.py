@@ -115,7 +115,7 @@ class SchemaSnapshot:
     tables: dict[tuple[str, str], Table] = field(default_factory=dict)
     routines: dict[tuple[str, str], list[Routine]] = field(default_factory=dict)
     loaded_at: float = 0.0
-    #: Rendered read statements for this snapshot (see `RecordsEngine`); a reload starts a new one.
+    #: What the records engine remembers for this snapshot (`records.plan_cache`); a reload starts anew.
     read_plans: dict[Any, Any] = field(default_factory=dict)
 
 
