@@ -136,7 +136,7 @@ class RecordsEngine:
         columns = payload.columns if payload is not None else ()
         key = (shape, columns)
         prepared = plans.writes.get(key) or plans.writes.put(
-            key, _prepare_write(api, snapshot, target, columns)
+            key, _prepare_write(shape, snapshot, target, columns)
         )
         plan = prepared.plan
         if prepared.statement is None:
@@ -164,7 +164,7 @@ class RecordsEngine:
         # overload has: those are the caller's choice, and the memory must not keep them.
         given, names = args.keys(), target.parameter_names
         key = (shape, frozenset(given & names), not given <= names)
-        prepared = plans.calls.get(key) or plans.calls.put(key, _prepare_call(api, snapshot, target, args))
+        prepared = plans.calls.get(key) or plans.calls.put(key, _prepare_call(shape, snapshot, target, args))
         plan = prepared.plan
         check_call(shape, plan)
         routine = plan.routine
@@ -238,9 +238,8 @@ def _table(shape: RequestShape, snapshot: SchemaSnapshot, plans: PlanCache) -> T
 
 
 def _prepare_write(
-    api: ApiRequest, snapshot: SchemaSnapshot, target: TableTarget, columns: tuple[str, ...]
+    shape: RequestShape, snapshot: SchemaSnapshot, target: TableTarget, columns: tuple[str, ...]
 ) -> PreparedWrite:
-    shape = api.shape
     if shape.action == "delete":
         plan = delete_plan(shape, snapshot, target)
     elif shape.action == "update":
@@ -251,9 +250,8 @@ def _prepare_write(
 
 
 def _prepare_call(
-    api: ApiRequest, snapshot: SchemaSnapshot, target: CallTarget, args: dict[str, object]
+    shape: RequestShape, snapshot: SchemaSnapshot, target: CallTarget, args: dict[str, object]
 ) -> PreparedCall:
-    shape = api.shape
     plan = call_plan(shape, snapshot, target, args)
     if plan.read is not None and shape.prefs.count in _PLANNED_COUNTS:
         return PreparedCall(plan, None)  # the statement depends on the planner's estimate
