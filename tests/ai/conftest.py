@@ -16,7 +16,6 @@ import pytest
 import uvicorn
 from psycopg.rows import dict_row
 
-from kilnbase.ai import routes as ai_routes
 from kilnbase.app import create_app
 from kilnbase.config import Settings
 from tests.support.fake_openrouter import FakeOpenRouter
@@ -52,12 +51,6 @@ class AppServer:
         return self
 
     def stop(self) -> None:
-        gateway = getattr(self.app.state, "ai_gateway", None)
-        loop = (
-            getattr(gateway.ledger, "_queue", None) and gateway.ledger._task.get_loop() if gateway else None
-        )
-        if loop is not None:  # what the lifespan should do on a graceful stop: write the queued rows first
-            asyncio.run_coroutine_threadsafe(ai_routes.shutdown(self.app), loop).result(timeout=20)
         self.server.should_exit = True
         self.thread.join(timeout=20)
 

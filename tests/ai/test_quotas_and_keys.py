@@ -139,7 +139,7 @@ def test_gateway_keys_are_scoped_to_models_max_tokens_and_their_own_limits(
 
 def test_per_user_limits_count_each_user_separately(admin: httpx2.Client, server: AppServer) -> None:
     admin.put("/api/ai/limits/user/*", json={"rpm": 1})
-    tokens = server.app.state.runtime.tokens
+    tokens = server.app.services.core.tokens
     first, second = (
         tokens.sign({"sub": str(uuid.uuid4()), "role": "authenticated", "email": f"{n}@x.dev"})
         for n in ("a", "b")
@@ -170,7 +170,7 @@ def test_allow_list_and_max_tokens_cap(
 def test_admin_routes_need_admin_and_every_change_is_audited(
     admin: httpx2.Client, server: AppServer, sql: SQL
 ) -> None:
-    anon_key = server.app.state.runtime.keys.anon_key
+    anon_key = server.app.services.core.keys.anon_key
     for method, path in (
         ("GET", "/api/ai/limits"),
         ("PUT", "/api/ai/policy"),
@@ -202,7 +202,7 @@ def test_expired_counters_are_pruned_and_live_ones_kept(
 
     async def prune() -> int:
         async with AsyncConnectionPool(database_url, min_size=1, open=False) as pool:
-            return await PostgresCounters(lambda: Database(pool)).prune()
+            return await PostgresCounters(lambda: Database(pool, pool)).prune()  # owner work only
 
     assert asyncio.run(prune()) == 1
     assert [r["window_kind"] for r in sql("select window_kind from ai.counters")] == ["day"]

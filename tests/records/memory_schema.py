@@ -6,7 +6,8 @@ few functions: the shapes `fixture_schema.sql` gives the database tests.
 
 from __future__ import annotations
 
-from kilnbase.http.principal import ANONYMOUS
+from kilnbase.db.schema_cache import Column, ForeignKey, Parameter, Routine, SchemaSnapshot, Table
+from kilnbase.identity.principal import ANONYMOUS
 from kilnbase.records.api_request import (
     ApiRequest,
     RecordsRequest,
@@ -15,7 +16,6 @@ from kilnbase.records.api_request import (
     request_shape,
     shape_key,
 )
-from kilnbase.records.schema_cache import Column, ForeignKey, Parameter, Routine, SchemaSnapshot, Table
 
 _TYPES = {"int": "N", "text": "S", "jsonb": "U", "boolean": "B"}
 

@@ -14,12 +14,12 @@ from typing import Any, cast
 
 import pytest
 
+from kilnbase.db.schema_cache import SchemaCache, SchemaSnapshot
 from kilnbase.db.session import Database
 from kilnbase.records.api_request import MAX_REMEMBERED_URL, RecordsRequest
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.plan_cache import PlanCache
 from kilnbase.records.response import RecordsResponse
-from kilnbase.records.schema_cache import SchemaCache, SchemaSnapshot
 from kilnbase.records.service import RecordsEngine
 from tests.records.memory_schema import memory_snapshot, records_request, rpc_request
 
@@ -104,7 +104,6 @@ async def handle(records: RecordsEngine, request: RecordsRequest) -> RecordsResp
 
 async def test_a_repeated_read_reuses_its_statement() -> None:
     records, database = engine(answer=lambda text, params: page('[{"id":1}]', 1))
-    snapshot = records.cache.snapshot
     for _ in range(3):
         response = await handle(records, records_request("GET", "posts", "select=id&id=eq.1"))
         assert (response.status, response.body, response.headers) == (
@@ -112,7 +111,7 @@ async def test_a_repeated_read_reuses_its_statement() -> None:
             '[{"id":1}]',
             {"Content-Range": "0-0/*"},
         )
-    plans = PlanCache.of(snapshot)
+    plans = records.plans
     assert (len(plans.shapes), len(plans.reads)) == (1, 1)
     assert len({(e.text, tuple(e.params), e.read_only) for e in database.executed}) == 1
     assert database.executed[0].read_only and database.executed[0].params == ["1"]
@@ -124,7 +123,7 @@ async def test_unique_unknown_preferences_are_one_shape() -> None:
     for index in range(50):
         prefer = f"count=exact, x-{index}={'y' * 10_000}"
         assert (await handle(records, records_request("GET", "posts", prefer=prefer))).status == 200
-    plans = PlanCache.of(records.cache.snapshot)
+    plans = records.plans
     assert (len(plans.shapes), len(plans.reads)) == (1, 1)
     assert plans.size == 2
 
@@ -138,14 +137,14 @@ async def test_accept_and_profile_spellings_are_one_shape() -> None:
         {"accept": "application/json, text/csv;q=0.1"},
     ):
         assert (await handle(records, records_request("GET", "posts", **headers))).status == 200
-    assert len(PlanCache.of(records.cache.snapshot).shapes) == 1
+    assert len(records.plans.shapes) == 1
 
 
 async def test_a_long_url_is_answered_but_not_remembered() -> None:
     records, _ = engine()
     long_filter = "title=in.(" + ",".join(str(i) for i in range(MAX_REMEMBERED_URL // 4)) + ")"
     assert (await handle(records, records_request("GET", "posts", long_filter))).status == 200
-    assert PlanCache.of(records.cache.snapshot).size == 0
+    assert records.plans.size == 0
 
 
 async def test_writes_are_planned_per_columns_and_take_each_body() -> None:
@@ -156,7 +155,7 @@ async def test_writes_are_planned_per_columns_and_take_each_body() -> None:
         )
         assert (response.status, response.body) == (201, "[]")
     await handle(records, records_request("POST", "posts", "", b'{"title": "c", "score": 1}'))
-    assert len(PlanCache.of(records.cache.snapshot).writes) == 2
+    assert len(records.plans.writes) == 2
     assert [e.params for e in database.executed] == [
         ['[{"title": "a"}]'],
         ['[{"title": "b"}]'],
@@ -180,7 +179,7 @@ async def test_argument_names_no_function_has_are_not_remembered() -> None:
     for index in range(20):
         response = await handle(records, rpc_request("POST", "echo_json", "", f'{{"k{index}": 1}}'.encode()))
         assert response.body == f'{{"k{index}":1}}'
-    assert len(PlanCache.of(records.cache.snapshot).calls) == 1
+    assert len(records.plans.calls) == 1
     assert len({e.text for e in database.executed}) == 1
 
 
@@ -192,7 +191,7 @@ async def test_calls_are_planned_per_parameters_named() -> None:
     with pytest.raises(RecordsError) as caught:  # a name no overload has: refused, and not remembered
         await handle(records, rpc_request("POST", "add_numbers", "", b'{"a": 1, "zz": 2}'))
     assert caught.value.code == "PGRST202"
-    assert len(PlanCache.of(records.cache.snapshot).calls) == 2  # {a} and {a, b}
+    assert len(records.plans.calls) == 2  # {a} and {a, b}
 
 
 async def test_a_table_created_since_the_snapshot_is_found_after_one_reload() -> None:
@@ -209,9 +208,7 @@ async def test_a_table_created_since_the_snapshot_is_found_after_one_reload() ->
 
 
 def test_the_cache_empties_when_full() -> None:
-    plans = PlanCache(capacity=3)
-    snapshot = memory_snapshot()
-    assert PlanCache.of(snapshot) is PlanCache.of(snapshot)
+    plans = PlanCache(memory_snapshot(), capacity=3)
     for index in range(3):
         plans.routines.put(cast(Any, index), cast(Any, index))
     assert (plans.size, len(plans.routines)) == (3, 3)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from kilnbase.records.plan_cache import PlanCache
+from tests.support.app import services_of
 
 RECORDS = "/api/database/records"
 
@@ -410,14 +410,16 @@ def test_a_repeated_call_shape_binds_each_calls_own_values(client: TestClient, a
 def test_argument_names_no_function_has_are_not_remembered(client: TestClient, admin: dict[str, str]) -> None:
     """The call-plan memory is keyed by the parameters the arguments name: a caller cannot fill it with
     names of its own choosing (here a function that takes the whole body, so any names are accepted)."""
-    calls = PlanCache.of(client.app.state.runtime.schema_cache.snapshot).calls  # type: ignore[attr-defined]
+    records = services_of(client).records
     first = client.post("/api/database/rpc/echo_json", json={"key0": 0}, headers=admin)
     assert first.json() == {"key0": 0}
+    calls = records.plans.calls
     remembered = len(calls)
     assert remembered >= 1
     for index in range(1, 20):
         answer = client.post("/api/database/rpc/echo_json", json={f"key{index}": index}, headers=admin)
         assert answer.json() == {f"key{index}": index}
+    assert records.plans.calls is calls  # (no reload meanwhile)
     assert len(calls) == remembered
 
 
@@ -447,7 +449,7 @@ def test_ddl_by_anyone_refreshes_the_schema_cache(client: TestClient, database_u
 
     import psycopg
 
-    cache = client.app.state.runtime.schema_cache  # type: ignore[attr-defined]
+    cache = services_of(client).core.schema_cache
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE heard_about (id int PRIMARY KEY)")
     deadline = time.monotonic() + 10

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qsl
 
-from kilnbase.http.principal import Principal
+from kilnbase.identity.principal import Principal
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.media_type import negotiate
 from kilnbase.records.preferences import Preferences, parse_preferences

@@ -10,11 +10,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kilnbase.db.schema_cache import Routine, SchemaSnapshot
 from kilnbase.records.api_request import RequestShape, query_pairs
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.query_grammar import QueryParams, parse_query
 from kilnbase.records.read_plan import ReadPlan, build_read_plan, page
-from kilnbase.records.schema_cache import Routine, SchemaSnapshot
 
 
 @dataclass(frozen=True, slots=True)

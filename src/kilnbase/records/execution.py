@@ -14,7 +14,7 @@ from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
 from kilnbase.db.session import Database
-from kilnbase.http.principal import Principal
+from kilnbase.identity.principal import Principal
 from kilnbase.records.sql_builder import Sql
 
 _T = TypeVar("_T")

@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from kilnbase.db.schema_cache import SchemaSnapshot, Table
 from kilnbase.records import media_type
 from kilnbase.records.api_request import RequestShape
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.query_grammar import Condition, Filter, QueryParams
 from kilnbase.records.read_plan import ReadNode, TableTarget, build_read_plan
-from kilnbase.records.schema_cache import SchemaSnapshot, Table
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,12 +17,12 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from kilnbase.db.schema_cache import Table
 from kilnbase.records.api_request import ApiRequest
 from kilnbase.records.call_plan import CallTarget
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.query_grammar import QueryParams
 from kilnbase.records.read_plan import TableTarget
-from kilnbase.records.schema_cache import Table
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
 """What the engine remembers per schema snapshot: shapes, plans and rendered statements, each kind typed.
 
 A repeated request shape (see `api_request.shape_key`) is parsed, planned and rendered once; only the body,
-the arguments and the caller change between requests. Everything is forgotten with the snapshot (a reload
-after DDL starts a new one), and all of it at once when `PLAN_CACHE_SIZE` entries are held: keys are
-normalised and of bounded size, so the memory a client can make the server hold is bounded too.
+the arguments and the caller change between requests. The engine keeps one cache for the current snapshot
+and starts a new one when the snapshot changes (a reload after DDL); all of it is forgotten at once when
+`PLAN_CACHE_SIZE` entries are held. Keys are normalised and of bounded size, so the memory a client can
+make the server hold is bounded too.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from kilnbase.db.schema_cache import SchemaSnapshot
 from kilnbase.records.api_request import RequestShape, ShapeKey
 from kilnbase.records.call_plan import CallPlan, CallTarget
 from kilnbase.records.mutate_plan import MutatePlan
 from kilnbase.records.read_plan import ReadPlan, TableTarget
-from kilnbase.records.schema_cache import SchemaSnapshot
 from kilnbase.records.statements import StatementTemplate
 
 #: Entries held per schema snapshot, all kinds together; emptied when full.
@@ -84,7 +85,8 @@ class PlanCache:
     """The per-snapshot memory, one typed `Memo` per kind of entry. Shapes are handed out once per key,
     so what is remembered for a shape is keyed by the shape itself (by identity: no rehashing)."""
 
-    def __init__(self, capacity: int = PLAN_CACHE_SIZE) -> None:
+    def __init__(self, snapshot: SchemaSnapshot, capacity: int = PLAN_CACHE_SIZE) -> None:
+        self.snapshot = snapshot  # what everything here was made from
         self.capacity = capacity
         self.size = 0
         self.shapes: Memo[ShapeKey, RequestShape] = Memo(self)
@@ -94,15 +96,6 @@ class PlanCache:
         self.writes: Memo[WriteKey, PreparedWrite] = Memo(self)
         self.calls: Memo[CallKey, PreparedCall] = Memo(self)
         self._memos = (self.shapes, self.tables, self.routines, self.reads, self.writes, self.calls)
-
-    @staticmethod
-    def of(snapshot: SchemaSnapshot) -> PlanCache:
-        """The snapshot's cache. (The snapshot keeps it in the one slot it has for the records engine, so
-        that it goes with the snapshot; this is the only code that reads or writes that slot.)"""
-        found: PlanCache | None = snapshot.read_plans.get(PlanCache)
-        if found is None:
-            found = snapshot.read_plans[PlanCache] = PlanCache()
-        return found
 
     def make_room(self) -> None:
         if self.size >= self.capacity:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
+from kilnbase.db.schema_cache import ForeignKey, SchemaSnapshot, Table
 from kilnbase.records.api_request import RequestShape, query_pairs
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.query_grammar import (
@@ -27,7 +28,6 @@ from kilnbase.records.query_grammar import (
     SelectStar,
     parse_query,
 )
-from kilnbase.records.schema_cache import ForeignKey, SchemaSnapshot, Table
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ from urllib.parse import quote
 
 import orjson
 
+from kilnbase.db.schema_cache import Table
 from kilnbase.records import media_type
 from kilnbase.records.api_request import ApiRequest
 from kilnbase.records.errors import RecordsError, valid_header
 from kilnbase.records.mutate_plan import MutatePlan, plain_text
 from kilnbase.records.preferences import Preferences
-from kilnbase.records.schema_cache import Table
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import orjson
 import psycopg
 
+from kilnbase.db.schema_cache import SchemaCache, SchemaSnapshot
 from kilnbase.db.session import Database
 from kilnbase.records import statements
 from kilnbase.records.api_request import (
@@ -49,7 +50,6 @@ from kilnbase.records.response import (
     mutation_response,
     read_response,
 )
-from kilnbase.records.schema_cache import SchemaCache, SchemaSnapshot
 from kilnbase.records.sql_builder import Sql
 from kilnbase.records.statements import BODY, template
 
@@ -64,6 +64,8 @@ class RecordsEngine:
     def __init__(self, database: Database, cache: SchemaCache) -> None:
         self.database = database
         self.cache = cache
+        #: What is remembered for the current snapshot (replaced with it).
+        self.plans = PlanCache(cache.snapshot)
 
     async def handle(self, request: RecordsRequest) -> RecordsResponse:
         snapshot = self.cache.snapshot
@@ -82,9 +84,11 @@ class RecordsEngine:
         transaction and response."""
         key = shape_key(request, snapshot.schemas)
         if key is None:  # not to be remembered: a memory of its own, dropped with the request
-            plans, shape = PlanCache(), request_shape(request, snapshot.schemas, None)
+            plans, shape = PlanCache(snapshot), request_shape(request, snapshot.schemas, None)
         else:
-            plans = PlanCache.of(snapshot)
+            plans = self.plans
+            if plans.snapshot is not snapshot:  # reloaded after DDL: what was remembered goes with it
+                plans = self.plans = PlanCache(snapshot)
             shape = plans.shapes.get(key) or plans.shapes.put(
                 key, request_shape(request, snapshot.schemas, key)
             )

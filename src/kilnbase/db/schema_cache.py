@@ -115,8 +115,6 @@ class SchemaSnapshot:
     tables: dict[tuple[str, str], Table] = field(default_factory=dict)
     routines: dict[tuple[str, str], list[Routine]] = field(default_factory=dict)
     loaded_at: float = 0.0
-    #: What the records engine remembers for this snapshot (`records.plan_cache`); a reload starts anew.
-    read_plans: dict[Any, Any] = field(default_factory=dict)
 
 
 _SCHEMAS = """
