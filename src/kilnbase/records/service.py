@@ -61,6 +61,9 @@ _PLANNED_COUNTS = ("planned", "estimated")
 
 
 class RecordsEngine:
+    """The records API as one service: `handle` takes a request and gives its response (or raises the
+    `RecordsError` that is the response)."""
+
     def __init__(self, database: Database, cache: SchemaCache) -> None:
         self.database = database
         self.cache = cache

@@ -59,10 +59,8 @@ def template(statement: Sql) -> StatementTemplate:
 
 def table_read(plan: ReadPlan, *, count_exact: bool) -> Sql:
     """One row `(total, page_total, body)`: the page as JSON text, and the exact count if asked."""
-    node = plan.node
-    assert node.table is not None
     return read_statement(
-        node, _table_source(plan), count_exact=count_exact, limit=plan.limit, offset=plan.offset
+        plan.node, _table_source(plan), count_exact=count_exact, limit=plan.limit, offset=plan.offset
     )
 
 
