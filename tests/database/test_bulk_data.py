@@ -4,6 +4,7 @@ Each test gets a table of its own (`items`, one row to start with), so the tests
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -198,11 +199,11 @@ def test_export_sql(client: TestClient, admin: dict[str, str], items: str) -> No
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
-        ({"format": "xml"}, 400, "INVALID_INPUT"),
-        ({"rowLimit": 0}, 400, "INVALID_INPUT"),
-        ({"rowLimit": 10_001}, 400, "INVALID_INPUT"),
-        ({"tables": "{items}"}, 400, "INVALID_INPUT"),
-        ({"tables": ["{missing}"]}, 404, "DATABASE_NOT_FOUND"),
+        (lambda items, missing: {"format": "xml", "tables": [items]}, 400, "INVALID_INPUT"),
+        (lambda items, missing: {"tables": [items], "rowLimit": 0}, 400, "INVALID_INPUT"),
+        (lambda items, missing: {"tables": [items], "rowLimit": 10_001}, 400, "INVALID_INPUT"),
+        (lambda items, missing: {"tables": items}, 400, "INVALID_INPUT"),
+        (lambda items, missing: {"tables": [items, missing]}, 404, "DATABASE_NOT_FOUND"),
     ],
 )
 def test_export_errors(
@@ -210,14 +211,11 @@ def test_export_errors(
     admin: dict[str, str],
     items: str,
     new_name: NewName,
-    body: dict[str, Any],
+    body: Callable[[str, str], dict[str, Any]],
     status: int,
     code: str,
 ) -> None:
-    filled = orjson.loads(
-        orjson.dumps(body).decode().replace("{items}", items).replace("{missing}", new_name("nope"))
-    )
-    response = client.post(f"{ADVANCE}/export", headers=admin, json=filled)
+    response = client.post(f"{ADVANCE}/export", headers=admin, json=body(items, new_name("nope")))
     assert response.status_code == status, response.text
     assert response.json()["error"] == code
 

@@ -6,6 +6,7 @@ in any order. Shapes follow InsForge's `/advance/rawsql` and `/migrations` contr
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -332,7 +333,7 @@ def test_migrations_apply_and_list(
         (second, "more-widgets", [f"insert into {widgets} values (2)"]),  # newest first
         (first, "add-widgets", created.json()["statements"]),
     ]
-    assert all(m["createdAt"] for m in mine)
+    assert all(datetime.fromisoformat(m["createdAt"]).tzinfo is not None for m in mine)
 
 
 @pytest.mark.parametrize(

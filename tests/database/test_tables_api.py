@@ -90,7 +90,7 @@ def test_create_table_adds_auto_fields_and_is_usable_at_once(
     assert row["name"] == "Ada"
     assert row["karma"] == 0
     assert len(row["id"]) == 36
-    assert datetime.fromisoformat(row["created_at"])
+    assert datetime.fromisoformat(row["created_at"]).tzinfo is not None  # a timestamptz
     duplicate = client.post(f"{RECORDS}/{table}", json={"name": "Ada"}, headers=admin)
     assert duplicate.status_code == 409, duplicate.text  # isUnique holds
 
