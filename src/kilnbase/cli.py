@@ -16,13 +16,14 @@ from rich.console import Console
 
 from kilnbase import __version__
 from kilnbase.config import Settings
-from kilnbase.db.migrate import MigrationError, apply_migrations
+from kilnbase.db.migrate import MigrationError
 from kilnbase.db.pool import create_pool
+from kilnbase.db.roles import AuthenticatorError
 from kilnbase.db.session import Database
 from kilnbase.keys.project_keys import KeyConfigurationError, ProjectKeys, RotatedKeys, load_project_keys
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.secrets import project_key_rotation
-from kilnbase.server.database_startup import DatabaseStartupError, check_external_database, open_database
+from kilnbase.server.database_startup import DatabaseStartupError, open_database
 from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Kilnbase: an agent-native backend.")
@@ -42,7 +43,13 @@ Workers = Annotated[
     ),
 ]
 
-_KNOWN_ERRORS = (KeyConfigurationError, EmbeddedPostgresError, DatabaseStartupError, MigrationError)
+_KNOWN_ERRORS = (
+    KeyConfigurationError,
+    EmbeddedPostgresError,
+    DatabaseStartupError,
+    MigrationError,
+    AuthenticatorError,
+)
 
 
 def _settings(data_dir: Path | None = None, host: str | None = None, port: int | None = None) -> Settings:
@@ -206,33 +213,20 @@ async def _load_rotated_keys(
 
 @db_app.command("migrate")
 def migrate(data_dir: DataDir = None) -> None:
-    """Apply pending migrations without serving."""
+    """Apply pending migrations without serving (and make the request role ready)."""
     settings = _settings(data_dir)
-    embedded = None
+    opened = None
     try:
         project_keys = load_project_keys(settings)
-        if settings.database_url:
-            check_external_database(settings.database_url)
-            conninfo = settings.database_url
-        else:
-            embedded = EmbeddedPostgres(
-                settings.data_dir,
-                project_keys.postgres_password,
-                progress=lambda msg: console.print(f"[dim]•[/] {msg}"),
-            )
-            conninfo = embedded.start()
         with console.status("Applying migrations"):
-            applied = apply_migrations(conninfo)
+            opened = open_database(settings, project_keys, _progress)
     except _KNOWN_ERRORS as exc:
         _fail(str(exc))
         return
     finally:
-        if embedded is not None:
-            embedded.stop()
-    if applied:
-        for migration in applied:
-            console.print(f"[green]applied[/] {migration.version:04d}_{migration.name}")
-    else:
+        if opened is not None:
+            opened.close()
+    if not opened.applied:
         console.print("The database is up to date.")
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import psycopg
 
 from kilnbase.config import Settings
-from kilnbase.db.migrate import apply_migrations
+from kilnbase.db.migrate import Migration, apply_migrations
 from kilnbase.db.roles import authenticator_password, prepare_authenticator
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.server.embedded_postgres import EmbeddedPostgres
@@ -49,14 +49,19 @@ class OpenedDatabase:
 
     conninfo: str
     embedded: EmbeddedPostgres | None
+    #: The migrations this start applied.
+    applied: tuple[Migration, ...] = ()
 
     def close(self) -> None:
         if self.embedded is not None:
             self.embedded.stop()
 
 
-def prepare(settings: Settings, keys: ProjectKeys, conninfo: str, progress: Callable[[str], None]) -> None:
-    """Migrate, then give the authenticator role its password (and check it), as the owner."""
+def prepare(
+    settings: Settings, keys: ProjectKeys, conninfo: str, progress: Callable[[str], None]
+) -> list[Migration]:
+    """Migrate, then give the authenticator role its password (and check it), as the owner. Returns the
+    migrations applied now."""
     applied = apply_migrations(conninfo)
     if applied:
         progress(
@@ -67,6 +72,7 @@ def prepare(settings: Settings, keys: ProjectKeys, conninfo: str, progress: Call
         authenticator_password(settings, keys, conninfo),
         managed_by_operator=settings.db_authenticator_password is not None,
     )
+    return applied
 
 
 def open_database(settings: Settings, keys: ProjectKeys, progress: Callable[[str], None]) -> OpenedDatabase:
@@ -79,9 +85,9 @@ def open_database(settings: Settings, keys: ProjectKeys, progress: Callable[[str
         embedded = EmbeddedPostgres(settings.data_dir, keys.postgres_password, progress=progress)
         conninfo = embedded.start()
     try:
-        prepare(settings, keys, conninfo, progress)
+        applied = prepare(settings, keys, conninfo, progress)
     except BaseException:
         if embedded is not None:
             embedded.stop()
         raise
-    return OpenedDatabase(conninfo, embedded)
+    return OpenedDatabase(conninfo, embedded, tuple(applied))
