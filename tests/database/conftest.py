@@ -6,42 +6,31 @@ creates itself, under a name of its own, so the tests pass in any order and on a
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Callable
 
 import pytest
 from starlette.testclient import TestClient
 
-from tests.support.app import services_of
+from tests.support.app import admin_headers, anon_headers, user_headers
 
 #: `new_name("books")` -> `books_3f9a0c1e`: a table, function or column name no other test uses.
 NewName = Callable[[str], str]
 
 
-def _keys(client: TestClient) -> dict[str, str]:
-    settings = services_of(client).core.settings
-    stored: dict[str, str] = json.loads((settings.data_dir / "keys.json").read_text())
-    return stored
-
-
 @pytest.fixture(scope="module")
 def admin(client: TestClient) -> dict[str, str]:
-    return {"Authorization": f"Bearer {_keys(client)['api_key']}"}
+    return admin_headers(client)
 
 
 @pytest.fixture(scope="module")
 def anon(client: TestClient) -> dict[str, str]:
-    return {"Authorization": f"Bearer {_keys(client)['anon_key']}"}
+    return anon_headers(client)
 
 
 @pytest.fixture(scope="module")
 def user(client: TestClient) -> dict[str, str]:
-    tokens = services_of(client).core.tokens
-    token = tokens.sign(
-        {"sub": "6a0c8f3e-1a4b-4a7e-9f51-2f7d9c1b2a3c", "role": "authenticated", "email": "u@x.io"}
-    )
-    return {"Authorization": f"Bearer {token}"}
+    return user_headers(client, "6a0c8f3e-1a4b-4a7e-9f51-2f7d9c1b2a3c", "u@x.io")
 
 
 @pytest.fixture
