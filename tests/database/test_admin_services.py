@@ -466,11 +466,6 @@ async def test_statement_timeouts_are_the_admins(settings: Settings, database_ur
         assert quick.rows[0]["done"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KeyRotation.rotate raises 403 for a non-admin before recording anything: unlike DatabaseAdmin, "
-    "a refused rotation leaves no audit entry",
-)
 async def test_refused_key_rotation_is_audited(services: Services) -> None:
     actor = actor_for(USER)
     with pytest.raises(ApiError) as refused:
@@ -479,12 +474,6 @@ async def test_refused_key_rotation_is_audited(services: Services) -> None:
     await the_entry(services, actor, "ROTATE_API_KEY", "SECRETS", "refused")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A session-level SET in raw SQL (the guard allows `set default_transaction_read_only = on`, "
-    "`set work_mem`, ...) outlives the request: the request pool hands the connection to the next request "
-    "without resetting it, so later requests, whoever makes them, run read-only",
-)
 async def test_raw_sql_session_settings_end_with_the_request(
     settings: Settings, database_url: str, new_name: NewName
 ) -> None:

@@ -49,12 +49,6 @@ def test_guard_refuses(query: str) -> None:
         check(query)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sql_guard refuses SET statement_timeout and set_config('statement_timeout', ...) at top level, "
-    "but its check of DO and function bodies leaves statement_timeout out: `do $$ begin set "
-    "statement_timeout = 0; end $$; select pg_sleep(60)` runs past the admin's statement timeout",
-)
 @pytest.mark.parametrize(
     "query",
     [
