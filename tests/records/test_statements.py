@@ -94,25 +94,29 @@ def test_json_path_steps_are_indexes_only_in_ascii() -> None:
     assert rendered(field_expr("t", path)) == ('"t"."meta" -> (-1) -> %s::text ->> %s::text', ["--5", "²"])
 
 
+def insert_sql(
+    resource: str, query_string: str, columns: tuple[str, ...], body: str, /, **headers: str
+) -> tuple[str, list[Any]]:
+    write = shape("POST", resource, query_string, **headers)
+    plan = insert_plan(write, SNAPSHOT, table_target(write, SNAPSHOT), columns)
+    return rendered(statements.mutation(plan, body))
+
+
 def test_an_insert_that_answers_with_its_rows() -> None:
-    write = shape("POST", "posts", "select=id", prefer="return=representation")
-    plan = insert_plan(write, SNAPSHOT, table_target(write, SNAPSHOT), ("title", "score"))
-    assert rendered(statements.mutation(plan, '[{"title":"t"}]')) == (
+    body = '[{"title":"t"}]'
+    assert insert_sql("posts", "select=id", ("title", "score"), body, prefer="return=representation") == (
         'WITH "pgrst_rows" AS (SELECT e AS j FROM jsonb_array_elements(%s::jsonb) AS e),'
         ' pgrst_mutation AS (INSERT INTO "public"."posts" AS "posts" ("title", "score")'
         ' SELECT p."title", p."score" FROM "pgrst_rows", jsonb_populate_record(NULL::"public"."posts",'
         ' "pgrst_rows".j) AS p RETURNING "posts".*)'
         f' {PAGE} FROM (SELECT "posts"."id" AS "id" FROM "pgrst_mutation" AS "posts") AS "pgrst_row"',
-        ['[{"title":"t"}]'],
+        [body],
     )
 
 
 def test_an_upsert_and_missing_defaults() -> None:
-    write = shape(
-        "POST", "authors", "on_conflict=email", prefer="resolution=merge-duplicates,missing=default"
-    )
-    plan = insert_plan(write, SNAPSHOT, table_target(write, SNAPSHOT), ("email", "name"))
-    assert rendered(statements.mutation(plan, "[]")) == (
+    prefer = "resolution=merge-duplicates,missing=default"
+    assert insert_sql("authors", "on_conflict=email", ("email", "name"), "[]", prefer=prefer) == (
         'WITH "pgrst_rows" AS (SELECT e AS j FROM jsonb_array_elements(%s::jsonb) AS e)'
         ' INSERT INTO "public"."authors" AS "authors" ("email", "name") SELECT'
         ' CASE WHEN "pgrst_rows".j ? %s THEN p."email" ELSE NULL END,'
