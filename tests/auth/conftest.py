@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 
 from kilnbase.app import create_app
 from kilnbase.config import AuthSettings, Settings
+from tests.support.oidc_provider import OidcProvider
 from tests.support.postgres import TestCluster
 from tests.support.servers import ServerProcess
 
@@ -43,6 +44,15 @@ def client(settings: Settings) -> Iterator[TestClient]:
     app = create_app(settings.model_copy(update={"auth": auth_settings()}))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[OidcProvider]:
+    """An OpenID provider on loopback, for the modules that sign in through OAuth."""
+    server = OidcProvider()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")

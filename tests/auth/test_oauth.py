@@ -30,14 +30,6 @@ def s256(verifier: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def provider() -> Iterator[OidcProvider]:
-    server = OidcProvider()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def client(settings: Settings, provider: OidcProvider) -> Iterator[TestClient]:
     endpoints = {name: provider.endpoints_for(name) for name in ("google", "github", "discord")}
     app = create_app(settings.model_copy(update={"auth": auth_settings(oauth_endpoints=endpoints)}))

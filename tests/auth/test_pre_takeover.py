@@ -28,14 +28,6 @@ APP = "http://localhost:3000"
 
 
 @pytest.fixture(scope="module")
-def provider() -> Iterator[OidcProvider]:
-    server = OidcProvider()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def client(settings: Settings, provider: OidcProvider) -> Iterator[TestClient]:
     endpoints = {"google": provider.endpoints_for("google")}
     app = create_app(settings.model_copy(update={"auth": auth_settings(oauth_endpoints=endpoints)}))

@@ -29,14 +29,9 @@ def _server(
     process.stop()
 
 
-PER_PROCESS_LIMITS = pytest.mark.xfail(
-    strict=True, reason="auth limits are counted per process until the shared limiter lands (issue 10 #10)"
-)
-
-
 @pytest.fixture(
     scope="module",
-    params=[(), pytest.param(("--workers", "2"), marks=PER_PROCESS_LIMITS)],
+    params=[(), ("--workers", "2")],
     ids=["uvicorn", "granian-workers"],
 )
 def untrusting(

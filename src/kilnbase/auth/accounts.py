@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from kilnbase import audit
 from kilnbase.auth import auth_config, users
 from kilnbase.auth.mailer import PendingEmail
+from kilnbase.auth.one_time_codes import Purpose
 from kilnbase.auth.parts import AuthParts
 from kilnbase.auth.redirects import is_allowed_redirect
 from kilnbase.auth.root_admin import admin_subject, admin_user_json
@@ -102,16 +103,19 @@ def weak_password(problems: list[str]) -> ApiError:
     )
 
 
-def check_redirect(url: str | None, config: DictRow, *, required: bool) -> str | None:
+def check_redirect(
+    url: str | None, config: DictRow, *, required: bool, field: str = "redirectTo"
+) -> str | None:
+    """`url` if it is on the allow-list (or absent and not `required`); else a 400 naming `field`."""
     if url is None:
         if required:
-            raise ApiError(400, "INVALID_INPUT", "redirectTo is required when links are sent by email.")
+            raise ApiError(400, "INVALID_INPUT", f"{field} is required when links are sent by email.")
         return None
     if not is_allowed_redirect(url, list(config["allowed_redirect_urls"])):
         raise ApiError(
             400,
             "INVALID_INPUT",
-            "redirectTo is not in the allowed redirect URLs.",
+            f"{field} is not in the allowed redirect URLs.",
             "Add it to allowedRedirectUrls with PUT /api/auth/config.",
         )
     return url
@@ -172,19 +176,36 @@ class Accounts:
             cur, user_subject(row), client_type=client_type, ip=actor.ip, user_agent=actor.user_agent
         )
 
+    async def code_or_link_email(
+        self,
+        cur: AsyncCursor[DictRow],
+        email: str,
+        purpose: Purpose,
+        *,
+        link_path: str | None,
+        redirect_to: str | None,
+        template: str,
+    ) -> PendingEmail | None:
+        """A new one-time code for `email`, or a link to `link_path` with a token, as an email to send
+        (`template` with `-code` or `-link` appended)."""
+        codes, mailer = self.parts.codes, self.parts.mailer
+        if link_path is not None:
+            issued = await codes.new_link_token(cur, email, purpose, redirect_to)
+            link = f"{self.parts.base_url}{link_path}?{urlencode({'token': issued.secret})}"
+            values: dict[str, Any] = {"link": link, "expires_in_minutes": issued.minutes}
+            return await mailer.prepare(cur, f"{template}-link", email, values)
+        issued = await codes.new_code(cur, email, purpose)
+        values = {"code": issued.secret, "expires_in_minutes": issued.minutes}
+        return await mailer.prepare(cur, f"{template}-code", email, values)
+
     async def verification_email(
         self, cur: AsyncCursor[DictRow], config: DictRow, email: str, redirect_to: str | None
     ) -> PendingEmail | None:
         """A new verification code or link for `email` (by the project's method), as an email to send."""
-        codes, mailer = self.parts.codes, self.parts.mailer
-        if config["verify_email_method"] == "link":
-            issued = await codes.new_link_token(cur, email, "VERIFY_EMAIL", redirect_to)
-            link = f"{self.parts.base_url}/api/auth/email/verify-link?{urlencode({'token': issued.secret})}"
-            values: dict[str, Any] = {"link": link, "expires_in_minutes": issued.minutes}
-            return await mailer.prepare(cur, "email-verification-link", email, values)
-        issued = await codes.new_code(cur, email, "VERIFY_EMAIL")
-        values = {"code": issued.secret, "expires_in_minutes": issued.minutes}
-        return await mailer.prepare(cur, "email-verification-code", email, values)
+        link = "/api/auth/email/verify-link" if config["verify_email_method"] == "link" else None
+        return await self.code_or_link_email(
+            cur, email, "VERIFY_EMAIL", link_path=link, redirect_to=redirect_to, template="email-verification"
+        )
 
     # --- sign-up -------------------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ password, not a rate-limited one: those are counted, not written).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from psycopg import AsyncCursor
@@ -30,6 +30,7 @@ from kilnbase.identity.actor import Actor
 from kilnbase.identity.principal import CredentialKind, Principal
 
 MODULE = "AUTH"
+_NO_CUSTOM_PROVIDER = "No such custom OAuth provider."
 
 
 class AdminSignIn(StrictBody):
@@ -184,26 +185,53 @@ class AuthAdmin:
             row = await oauth_configs.get_built_in(cur, _provider(provider))
         return oauth_configs.config_json(_found(row, provider))
 
+    async def _change_config(
+        self,
+        actor: Actor,
+        action: str,
+        details: dict[str, Any],
+        change: Callable[[AsyncCursor[DictRow]], Awaitable[DictRow | bool | None]],
+        missing: str = "",
+    ) -> DictRow:
+        """Run `change` (a write answering the row it wrote, or whether it deleted one) audited as `action`;
+        404 with `missing` when it found nothing to change."""
+        async with self._audited(actor, action, details) as cur:
+            row = await change(cur)
+            if not row:
+                raise ApiError(404, "NOT_FOUND", missing)
+        return row if not isinstance(row, bool) else {}
+
     async def create_oauth_config(
         self, actor: Actor, body: oauth_configs.OAuthConfigCreate
     ) -> dict[str, Any]:
-        async with self._audited(actor, "CREATE_OAUTH_CONFIG", {"provider": body.provider}) as cur:
-            row = await oauth_configs.create_built_in(cur, body, self.parts.box)
+        row = await self._change_config(
+            actor,
+            "CREATE_OAUTH_CONFIG",
+            {"provider": body.provider},
+            lambda cur: oauth_configs.create_built_in(cur, body, self.parts.box),
+        )
         return oauth_configs.config_json(row)
 
     async def update_oauth_config(
         self, actor: Actor, provider: str, body: oauth_configs.OAuthConfigFields
     ) -> dict[str, Any]:
-        details = {"provider": provider, "fields": sorted(body.model_fields_set)}
-        async with self._audited(actor, "UPDATE_OAUTH_CONFIG", details) as cur:
-            row = await oauth_configs.update_built_in(cur, _provider(provider), body, self.parts.box)
-            found = _found(row, provider)
-        return oauth_configs.config_json(found)
+        row = await self._change_config(
+            actor,
+            "UPDATE_OAUTH_CONFIG",
+            {"provider": provider, "fields": sorted(body.model_fields_set)},
+            lambda cur: oauth_configs.update_built_in(cur, _provider(provider), body, self.parts.box),
+            f"{provider} is not configured.",
+        )
+        return oauth_configs.config_json(row)
 
     async def delete_oauth_config(self, actor: Actor, provider: str) -> None:
-        async with self._audited(actor, "DELETE_OAUTH_CONFIG", {"provider": provider}) as cur:
-            if not await oauth_configs.delete_built_in(cur, _provider(provider)):
-                raise ApiError(404, "NOT_FOUND", f"{provider} is not configured.")
+        await self._change_config(
+            actor,
+            "DELETE_OAUTH_CONFIG",
+            {"provider": provider},
+            lambda cur: oauth_configs.delete_built_in(cur, _provider(provider)),
+            f"{provider} is not configured.",
+        )
 
     async def list_custom_oauth_configs(self, actor: Actor) -> list[dict[str, Any]]:
         require_admin(actor)
@@ -216,30 +244,40 @@ class AuthAdmin:
         async with self.parts.database.as_owner() as cur:
             row = await oauth_configs.get_custom(cur, key)
         if row is None:
-            raise ApiError(404, "NOT_FOUND", "No such custom OAuth provider.")
+            raise ApiError(404, "NOT_FOUND", _NO_CUSTOM_PROVIDER)
         return oauth_configs.custom_json(row)
 
     async def create_custom_oauth_config(
         self, actor: Actor, body: oauth_configs.CustomConfigCreate
     ) -> dict[str, Any]:
-        async with self._audited(actor, "CREATE_CUSTOM_OAUTH_CONFIG", {"key": body.key}) as cur:
-            row = await oauth_configs.create_custom(cur, body, self.parts.box)
+        row = await self._change_config(
+            actor,
+            "CREATE_CUSTOM_OAUTH_CONFIG",
+            {"key": body.key},
+            lambda cur: oauth_configs.create_custom(cur, body, self.parts.box),
+        )
         return oauth_configs.custom_json(row)
 
     async def update_custom_oauth_config(
         self, actor: Actor, key: str, body: oauth_configs.CustomConfigFields
     ) -> dict[str, Any]:
-        details = {"key": key, "fields": sorted(body.model_fields_set)}
-        async with self._audited(actor, "UPDATE_CUSTOM_OAUTH_CONFIG", details) as cur:
-            row = await oauth_configs.update_custom(cur, key, body, self.parts.box)
-            if row is None:
-                raise ApiError(404, "NOT_FOUND", "No such custom OAuth provider.")
+        row = await self._change_config(
+            actor,
+            "UPDATE_CUSTOM_OAUTH_CONFIG",
+            {"key": key, "fields": sorted(body.model_fields_set)},
+            lambda cur: oauth_configs.update_custom(cur, key, body, self.parts.box),
+            _NO_CUSTOM_PROVIDER,
+        )
         return oauth_configs.custom_json(row)
 
     async def delete_custom_oauth_config(self, actor: Actor, key: str) -> None:
-        async with self._audited(actor, "DELETE_CUSTOM_OAUTH_CONFIG", {"key": key}) as cur:
-            if not await oauth_configs.delete_custom(cur, key):
-                raise ApiError(404, "NOT_FOUND", "No such custom OAuth provider.")
+        await self._change_config(
+            actor,
+            "DELETE_CUSTOM_OAUTH_CONFIG",
+            {"key": key},
+            lambda cur: oauth_configs.delete_custom(cur, key),
+            _NO_CUSTOM_PROVIDER,
+        )
 
     # --- keys ----------------------------------------------------------------------------------------------
 

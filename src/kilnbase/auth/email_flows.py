@@ -12,8 +12,6 @@ Redeeming a code or link proves the address, which ends what an unverified owner
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
-from urllib.parse import urlencode
 
 from pydantic import Field
 
@@ -119,19 +117,18 @@ class EmailFlows:
         return method
 
     async def _reset(self, email: str, method: str, redirect_to: str | None) -> PendingEmail | None:
-        codes, mailer = self.parts.codes, self.parts.mailer
         async with self.parts.database.as_owner() as cur:
             if await users.by_email(cur, email) is None:
                 return None
-            if method == "link":
-                issued = await codes.new_link_token(cur, email, "RESET_PASSWORD", redirect_to)
-                query = urlencode({"token": issued.secret})
-                link = f"{self.parts.base_url}/api/auth/email/reset-password-link?{query}"
-                values: dict[str, Any] = {"link": link, "expires_in_minutes": issued.minutes}
-                return await mailer.prepare(cur, "reset-password-link", email, values)
-            issued = await codes.new_code(cur, email, "RESET_PASSWORD")
-            values = {"code": issued.secret, "expires_in_minutes": issued.minutes}
-            return await mailer.prepare(cur, "reset-password-code", email, values)
+            link = "/api/auth/email/reset-password-link" if method == "link" else None
+            return await self.accounts.code_or_link_email(
+                cur,
+                email,
+                "RESET_PASSWORD",
+                link_path=link,
+                redirect_to=redirect_to,
+                template="reset-password",
+            )
 
     # --- verification --------------------------------------------------------------------------------------
 

@@ -34,6 +34,13 @@ def _link_token(request: Request) -> str:
     return token
 
 
+def _redirect(target: str | None, unknown: str) -> Response:
+    """The browser sent on from an emailed link; a 400 for a link we do not know (nowhere to send it)."""
+    if target is None:
+        raise ApiError(400, "INVALID_INPUT", unknown, "Request a new email.")
+    return RedirectResponse(target, status_code=302)
+
+
 class EmailRoutes:
     def __init__(self, auth: Auth) -> None:
         self.flows = auth.email
@@ -61,11 +68,7 @@ class EmailRoutes:
 
     async def verify_link(self, request: Request) -> Response:
         target = await self.flows.verify_email_with_link(public_actor(request), _link_token(request))
-        if target is None:
-            raise ApiError(
-                400, "INVALID_INPUT", "Invalid or expired verification link.", "Request a new email."
-            )
-        return RedirectResponse(target, status_code=302)
+        return _redirect(target, "Invalid or expired verification link.")
 
     async def send_reset_password(self, request: Request) -> Response:
         actor = actor_of(request)
@@ -87,11 +90,7 @@ class EmailRoutes:
 
     async def reset_password_link(self, request: Request) -> Response:
         target = await self.flows.reset_password_link(public_actor(request), _link_token(request))
-        if target is None:
-            raise ApiError(
-                400, "INVALID_INPUT", "Invalid or expired password reset link.", "Request a new email."
-            )
-        return RedirectResponse(target, status_code=302)
+        return _redirect(target, "Invalid or expired password reset link.")
 
     async def get_smtp_config(self, request: Request) -> Response:
         return json_response(await self.admin.smtp_config(admin_actor(request)))

@@ -44,7 +44,7 @@ from psycopg.rows import DictRow
 from pydantic import Field
 
 from kilnbase.auth import auth_config, oauth_configs, users
-from kilnbase.auth.accounts import Accounts, SessionResult, claim_address, with_query
+from kilnbase.auth.accounts import Accounts, SessionResult, check_redirect, claim_address, with_query
 from kilnbase.auth.oauth_providers import (
     BUILT_IN,
     UNSUPPORTED_PROVIDERS,
@@ -54,7 +54,6 @@ from kilnbase.auth.oauth_providers import (
     spec_for,
 )
 from kilnbase.auth.parts import AuthParts
-from kilnbase.auth.redirects import is_allowed_redirect
 from kilnbase.auth.validation import StrictBody
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
@@ -392,13 +391,7 @@ class OAuthSignIn:
         passed = _passed_params(params)
         provider = await self._provider(key, custom=custom)
         config = await auth_config.read(self.parts.database)
-        if not is_allowed_redirect(redirect_uri, list(config["allowed_redirect_urls"])):
-            raise ApiError(
-                400,
-                "INVALID_INPUT",
-                "redirect_uri is not in the allowed redirect URLs.",
-                "Add it to allowedRedirectUrls with PUT /api/auth/config.",
-            )
+        check_redirect(redirect_uri, config, required=True, field="redirect_uri")
         state = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(48)
         nonce = secrets.token_urlsafe(16)
