@@ -154,7 +154,13 @@ def test_allow_list_and_max_tokens_cap(
     admin: httpx2.Client, server: AppServer, api_key: str, fake: FakeOpenRouter
 ) -> None:
     put = admin.put("/api/ai/policy", json={"allowedModels": [MODEL], "maxTokensCap": 64})
-    assert put.json() == {"allowedModels": [MODEL], "maxTokensCap": 64, "cacheEnabled": False}
+    assert put.json() == {
+        "allowedModels": [MODEL],
+        "maxTokensCap": 64,
+        "cacheEnabled": False,
+        "anonAccess": False,
+        "allowedRequestFields": [],
+    }
     client = sdk(server, api_key)
     ask(client)
     assert fake.chat_calls()[-1]["body"]["max_tokens"] == 64

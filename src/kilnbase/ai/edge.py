@@ -10,8 +10,9 @@ import orjson
 from starlette.requests import Request
 from starlette.types import Receive
 
+from kilnbase.ai.caller import Caller
 from kilnbase.ai.errors import GatewayError
-from kilnbase.ai.gateway import Caller, Gateway
+from kilnbase.ai.gateway import Gateway
 from kilnbase.http.errors import ApiError
 from kilnbase.http.principal import CredentialKind
 from kilnbase.http.request_context import require_credential
@@ -64,8 +65,16 @@ async def caller_of(request: Request) -> Caller:
         principal = require_credential(request)
     except ApiError as exc:
         raise GatewayError(401, exc.message, type_="authentication_error", code="invalid_api_key") from None
+    if principal.db_role == "anon":
+        return Caller(principal=principal.actor, anonymous=True, client_address=client_address(request))
     user_id = principal.user_id if principal.kind is CredentialKind.JWT else None
     return Caller(principal=principal.actor, user_id=user_id)
+
+
+def client_address(request: Request) -> str | None:
+    """The caller's address, for anon limits and the audit trail. The one place the gateway reads it, so
+    that it follows the server's rule for trusted proxies when that rule moves into `http/`."""
+    return request.client.host if request.client else None
 
 
 async def json_body(request: Request) -> Any:
@@ -79,6 +88,7 @@ async def json_body(request: Request) -> Any:
 
 
 def cache_mode(request: Request) -> str | None:
+    """`x-kilnbase-cache`: "off" keeps this request out of the cache; only the policy turns caching on."""
     value = request.headers.get("x-kilnbase-cache", "").strip().lower()
     return value if value in ("on", "off") else None
 

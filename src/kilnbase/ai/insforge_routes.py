@@ -1,5 +1,6 @@
 """InsForge's `/api/ai` surface (so `@insforge/sdk`'s `ai` module works unchanged), plus Kilnbase's
-administration of the gateway: keys, limits, policy, providers. Errors take InsForge's shape.
+administration of the gateway: keys, limits, policy, providers, prices. Errors take InsForge's shape; admin
+bodies are parsed by the models of `admin_requests.py`.
 
 InsForge's chat stream is its own SSE dialect: `{"chunk": text}` per delta, then `{"tokenUsage": ...}`,
 `{"tool_calls": [...]}` (accumulated by index), and `{"done": true}`; a failure midway is
@@ -17,12 +18,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from kilnbase.ai import credentials
-from kilnbase.ai.admin import Admin, parse_limits, usage_records, usage_summary
-from kilnbase.ai.edge import cache_mode, caller_of, gateway_of, json_body, unless_client_leaves
+from kilnbase.ai import admin_requests, credentials
+from kilnbase.ai.admin import Admin, usage_records, usage_summary
+from kilnbase.ai.admin_requests import parse
+from kilnbase.ai.chat_stream import ChatStream
+from kilnbase.ai.edge import (
+    cache_mode,
+    caller_of,
+    client_address,
+    gateway_of,
+    json_body,
+    unless_client_leaves,
+)
 from kilnbase.ai.errors import GatewayError, insforge_code, invalid
 from kilnbase.ai.event_stream import EventStreamResponse
-from kilnbase.ai.gateway import ChatStream
 from kilnbase.ai.providers import StreamBroken
 from kilnbase.http.errors import error_response
 from kilnbase.http.request_context import require_admin
@@ -48,7 +57,7 @@ def _insforge_errors(handler: Handler) -> Handler:
 def _admin(request: Request) -> Admin:
     principal = require_admin(request)
     runtime = runtime_of(request)
-    ip = request.client.host if request.client else None
+    ip = client_address(request)
     return Admin(runtime.database, gateway_of(request), runtime.secret_box, principal.actor, ip)
 
 
@@ -256,62 +265,6 @@ def _per_million(value: Any) -> float | None:
 
 
 # -- configurations ------------------------------------------------------------------------------------------
-_MODES = ("append", "drop", "refuse")
-
-
-def _modalities(body: dict[str, Any], name: str) -> list[str]:
-    value = body.get(name, [body["modality"]] if isinstance(body.get("modality"), str) else ["text"])
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(v in ("text", "image", "audio", "video", "file") for v in value)
-    ):
-        raise invalid(
-            f"'{name}' must be an array of modalities (text, image, audio, video, file).", param=name
-        )
-    return value
-
-
-def _configuration_changes(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
-    changes: dict[str, Any] = {}
-    if "systemPrompt" in body:
-        if body["systemPrompt"] is not None and (
-            not isinstance(body["systemPrompt"], str) or len(body["systemPrompt"]) > 100_000
-        ):
-            raise invalid(
-                "'systemPrompt' must be a string (at most 100000 characters) or null.", param="systemPrompt"
-            )
-        changes["system_prompt"] = body["systemPrompt"]
-    if "clientSystemMessages" in body:
-        if body["clientSystemMessages"] not in _MODES:
-            raise invalid(
-                f"'clientSystemMessages' must be one of {list(_MODES)}.", param="clientSystemMessages"
-            )
-        changes["client_system_messages"] = body["clientSystemMessages"]
-    if "fallbackModels" in body:
-        value = body["fallbackModels"]
-        if not isinstance(value, list) or len(value) > 10 or not all(isinstance(v, str) and v for v in value):
-            raise invalid(
-                "'fallbackModels' must be an array of at most 10 model ids.", param="fallbackModels"
-            )
-        changes["fallback_models"] = value
-    if creating:
-        model_id, provider = body.get("modelId"), body.get("provider", "openrouter")
-        if not isinstance(model_id, str) or not model_id.strip():
-            raise invalid("'modelId' is required.", param="modelId")
-        if not isinstance(provider, str) or not provider:
-            raise invalid("'provider' must be a string.", param="provider")
-        changes.update(
-            model_id=model_id.strip(),
-            provider=provider,
-            input_modality=_modalities(body, "inputModality"),
-            output_modality=_modalities(body, "outputModality"),
-        )
-    elif not changes:
-        raise invalid("Nothing to update: send systemPrompt, clientSystemMessages or fallbackModels.")
-    return changes
-
-
 @_insforge_errors
 async def list_configurations(request: Request) -> Response:
     return _json(await _admin(request).list_configurations())
@@ -320,19 +273,15 @@ async def list_configurations(request: Request) -> Response:
 @_insforge_errors
 async def create_configuration(request: Request) -> Response:
     admin = _admin(request)
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object.")
-    return _json(await admin.create_configuration(_configuration_changes(body, creating=True)), 201)
+    body = parse(admin_requests.ConfigurationCreate, await json_body(request))
+    return _json(await admin.create_configuration(body.columns()), 201)
 
 
 @_insforge_errors
 async def update_configuration(request: Request) -> Response:
     admin = _admin(request)
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object.")
-    await admin.update_configuration(request.path_params["id"], _configuration_changes(body, creating=False))
+    body = parse(admin_requests.ConfigurationUpdate, await json_body(request))
+    await admin.update_configuration(request.path_params["id"], body.columns())
     return _json({"message": "AI configuration updated successfully"})
 
 
@@ -405,15 +354,6 @@ async def usage_by_config(request: Request) -> Response:
 
 
 # -- credentials ---------------------------------------------------------------------------------------------
-def _key_field(body: Any, name: str, *, required: bool) -> str | None:
-    value = body.get(name) if isinstance(body, dict) else None
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not 10 <= len(value.strip()) <= 500:
-        raise invalid(f"'{name}' must be an API key string.", param=name)
-    return value.strip()
-
-
 @_insforge_errors
 async def gateway_config(request: Request) -> Response:
     return _json(await _admin(request).credential_status())
@@ -422,9 +362,8 @@ async def gateway_config(request: Request) -> Response:
 @_insforge_errors
 async def set_gateway_config(request: Request) -> Response:
     admin = _admin(request)
-    key = _key_field(await json_body(request), "apiKey", required=True)
-    assert key is not None
-    await admin.set_credential(credentials.OPENROUTER_KEY, key, validate=True)
+    body = parse(admin_requests.GatewayCredential, await json_body(request))
+    await admin.set_credential(credentials.OPENROUTER_KEY, body.apiKey, validate=True)
     return _json(await admin.credential_status())
 
 
@@ -443,39 +382,15 @@ async def get_config(request: Request) -> Response:
 @_insforge_errors
 async def put_config(request: Request) -> Response:
     admin = _admin(request)
-    body = await json_body(request)
-    api_key = _key_field(body, "apiKey", required=False)
-    management = _key_field(body, "managementKey", required=False)
-    if api_key is None and management is None:
-        raise invalid("Send apiKey and/or managementKey.")
-    if api_key is not None:
-        await admin.set_credential(credentials.OPENROUTER_KEY, api_key, validate=True)
-    if management is not None:
-        await admin.set_credential(credentials.MANAGEMENT_KEY, management, validate=False)
+    body = parse(admin_requests.InsforgeConfig, await json_body(request))
+    if body.apiKey is not None:
+        await admin.set_credential(credentials.OPENROUTER_KEY, body.apiKey, validate=True)
+    if body.managementKey is not None:
+        await admin.set_credential(credentials.MANAGEMENT_KEY, body.managementKey, validate=False)
     return _json(await admin.insforge_config())
 
 
 # -- Kilnbase: gateway keys, limits, policy, providers -------------------------------------------------------
-def _models_field(body: dict[str, Any], name: str) -> list[str] | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, list) or len(value) > 500 or not all(isinstance(v, str) and v for v in value):
-        raise invalid(
-            f"'{name}' must be an array of model ids (or patterns ending in '*') or null.", param=name
-        )
-    return value
-
-
-def _optional_positive(body: dict[str, Any], name: str) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise invalid(f"'{name}' must be a positive integer or null.", param=name)
-    return value
-
-
 @_insforge_errors
 async def list_keys(request: Request) -> Response:
     return _json(await _admin(request).list_keys())
@@ -484,19 +399,9 @@ async def list_keys(request: Request) -> Response:
 @_insforge_errors
 async def create_key(request: Request) -> Response:
     admin = _admin(request)
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object.")
-    name = body.get("name")
-    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
-        raise invalid("'name' is required (1 to 100 characters).", param="name")
-    limits = parse_limits(body.get("limits") or {}) if isinstance(body.get("limits") or {}, dict) else None
-    if limits is None:
-        raise invalid("'limits' must be an object.", param="limits")
-    created = await admin.create_key(
-        name.strip(), _models_field(body, "models"), _optional_positive(body, "maxTokens"), limits
-    )
-    return _json(created, 201)
+    body = parse(admin_requests.KeyCreate, await json_body(request))
+    limits = (body.limits or admin_requests.Limits()).columns()
+    return _json(await admin.create_key(body.name, body.models, body.maxTokens, limits), 201)
 
 
 @_insforge_errors
@@ -506,9 +411,11 @@ async def revoke_key(request: Request) -> Response:
 
 
 def _scope(request: Request) -> tuple[str, str]:
+    """`project/*`; `key/<gateway key id>`; `user/<user id>` or `user/*` (each user); `anon/<address>` or
+    `anon/*` (each client address calling with the anon key)."""
     scope, subject = request.path_params["scope"], request.path_params["subject"]
-    if scope not in ("project", "key", "user"):
-        raise invalid("The scope is one of project, key, user.", param="scope")
+    if scope not in ("project", "key", "user", "anon"):
+        raise invalid("The scope is one of project, key, user, anon.", param="scope")
     if scope == "project" and subject != "*":
         raise invalid("Project limits use the subject '*'.", param="subject")
     return scope, subject
@@ -523,10 +430,8 @@ async def list_limits(request: Request) -> Response:
 async def put_limits(request: Request) -> Response:
     admin = _admin(request)
     scope, subject = _scope(request)
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object.")
-    return _json(await admin.put_limits(scope, subject, parse_limits(body)))
+    body = parse(admin_requests.Limits, await json_body(request))
+    return _json(await admin.put_limits(scope, subject, body.columns()))
 
 
 @_insforge_errors
@@ -544,18 +449,8 @@ async def get_policy(request: Request) -> Response:
 @_insforge_errors
 async def put_policy(request: Request) -> Response:
     admin = _admin(request)
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object.")
-    cache_enabled = body.get("cacheEnabled", False)
-    if not isinstance(cache_enabled, bool):
-        raise invalid("'cacheEnabled' must be a boolean.", param="cacheEnabled")
-    values = {
-        "allowedModels": _models_field(body, "allowedModels"),
-        "maxTokensCap": _optional_positive(body, "maxTokensCap"),
-        "cacheEnabled": cache_enabled,
-    }
-    return _json(await admin.put_policy(values))
+    body = parse(admin_requests.PolicyUpdate, await json_body(request))
+    return _json(await admin.put_policy(body.model_dump()))
 
 
 @_insforge_errors
@@ -566,25 +461,34 @@ async def list_providers(request: Request) -> Response:
 @_insforge_errors
 async def put_provider(request: Request) -> Response:
     admin = _admin(request)
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object.")
-    base_url = body.get("baseUrl")
-    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-        raise invalid("'baseUrl' must be an http(s) URL such as http://127.0.0.1:11434/v1.", param="baseUrl")
+    body = parse(admin_requests.ProviderPut, await json_body(request))
     if request.path_params["name"] == "openrouter":
         raise invalid("'openrouter' is built in; set its key under /api/ai/gateway/config.", param="name")
-    return _json(
-        await admin.put_provider(
-            request.path_params["name"], base_url, _key_field(body, "apiKey", required=False)
-        )
-    )
+    return _json(await admin.put_provider(request.path_params["name"], body.baseUrl, body.apiKey))
 
 
 @_insforge_errors
 async def delete_provider(request: Request) -> Response:
     await _admin(request).delete_provider(request.path_params["name"])
     return _json({"message": "Provider removed"})
+
+
+@_insforge_errors
+async def list_prices(request: Request) -> Response:
+    return _json(await _admin(request).list_prices())
+
+
+@_insforge_errors
+async def put_price(request: Request) -> Response:
+    admin = _admin(request)
+    body = parse(admin_requests.PricePut, await json_body(request))
+    return _json(await admin.put_price(request.path_params["model_id"], body.columns()))
+
+
+@_insforge_errors
+async def delete_price(request: Request) -> Response:
+    await _admin(request).delete_price(request.path_params["model_id"])
+    return _json({"message": "Price removed"})
 
 
 routes: list[BaseRoute] = [
@@ -615,4 +519,7 @@ routes: list[BaseRoute] = [
     Route("/api/ai/providers", list_providers, methods=["GET"]),
     Route("/api/ai/providers/{name}", put_provider, methods=["PUT"]),
     Route("/api/ai/providers/{name}", delete_provider, methods=["DELETE"]),
+    Route("/api/ai/prices", list_prices, methods=["GET"]),
+    Route("/api/ai/prices/{model_id:path}", put_price, methods=["PUT"]),
+    Route("/api/ai/prices/{model_id:path}", delete_price, methods=["DELETE"]),
 ]

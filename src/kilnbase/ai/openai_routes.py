@@ -15,10 +15,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from kilnbase.ai.chat_stream import ChatStream
 from kilnbase.ai.edge import cache_mode, caller_of, gateway_of, json_body, unless_client_leaves
 from kilnbase.ai.errors import GatewayError, openai_error_body
 from kilnbase.ai.event_stream import EventStreamResponse
-from kilnbase.ai.gateway import ChatStream
 from kilnbase.ai.providers import StreamBroken
 
 DONE = b"data: [DONE]\n\n"

@@ -1,0 +1,112 @@
+"""What a call will cost, so that a USD cap is reserved against before the call, for every kind of provider.
+
+A price comes from, in order: the admin (`PUT /api/ai/prices/{model}`, for registered providers or to override
+a catalog), OpenRouter's catalog, or, only when a USD limit applies and neither knows the model, the ledger:
+the highest cost per token the model was billed over its recent calls. A model with no price at all is refused
+under a USD cap (402, saying how to set one), since reserving $0 would let any burst spend past the cap.
+The learned price is only for reservations; the ledger's own cost never comes from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from kilnbase.ai.catalog import ModelCatalog, Price
+from kilnbase.ai.errors import GatewayError
+from kilnbase.ai.policy import PolicySnapshot
+from kilnbase.db.session import Database
+
+#: Seconds a learned price (or the lack of one) is kept before the ledger is read again.
+_LEARNED_TTL = 60.0
+_UNKNOWN_TTL = 5.0
+#: How many recent calls of a model the learned price looks at.
+_RECENT_CALLS = 200
+
+LEARNED_PRICE_SQL = """
+select max(rate) as rate from (
+    select cost_usd / (input_tokens + output_tokens) as rate from ai.usage
+    where requested_model = %s and cost_usd > 0 and input_tokens + output_tokens > 0
+    order by created_at desc limit %s
+) recent
+"""
+
+
+@dataclass(frozen=True)
+class CallPrice:
+    price: Price | None = None
+    #: "configured", "catalog" or "learned".
+    source: str | None = None
+
+    @property
+    def for_ledger(self) -> Price | None:
+        """The price the ledger may bill with when the provider reports no cost (never a learned one)."""
+        return self.price if self.source in ("configured", "catalog") else None
+
+
+def _dearer(price: Price, than: Price | None) -> bool:
+    return than is None or (price.completion, price.prompt) > (than.completion, than.prompt)
+
+
+def unpriced(model: str) -> GatewayError:
+    return GatewayError(
+        402,
+        f"No price is known for {model} and a USD spend cap applies, so its cost cannot be reserved. "
+        f"An admin sets one with PUT /api/ai/prices/{model} "
+        '{"inputPrice": ..., "outputPrice": ...} (USD per million tokens).',
+        type_="insufficient_quota",
+        code="model_price_unknown",
+        headers={"x-should-retry": "false"},
+    )
+
+
+class Pricing:
+    def __init__(self, catalog: ModelCatalog, database: Callable[[], Database]) -> None:
+        self._catalog = catalog
+        self._database = database
+        self._learned: dict[str, tuple[float, Price | None]] = {}
+        self._lock = asyncio.Lock()
+
+    def known(self, snapshot: PolicySnapshot, model: str, *, openrouter: bool) -> CallPrice:
+        """The configured or catalog price of one model, without I/O."""
+        configured = snapshot.prices.get(model)
+        if configured is not None:
+            return CallPrice(configured, "configured")
+        listed = self._catalog.price("openrouter", model) if openrouter else None
+        return CallPrice(listed, "catalog") if listed is not None else CallPrice()
+
+    async def for_call(self, known: Mapping[str, CallPrice], spend_capped: bool) -> CallPrice:
+        """The dearest price among a call's candidate models (any of them may serve it). Unpriced candidates
+        matter only under a USD cap: then their learned price counts, and without one the call is refused."""
+        chosen = CallPrice()
+        for model, candidate in known.items():
+            if candidate.price is None and spend_capped:
+                learned = await self.learned(model)
+                if learned is None:
+                    raise unpriced(model)
+                candidate = CallPrice(learned, "learned")
+            if candidate.price is not None and _dearer(candidate.price, chosen.price):
+                chosen = candidate
+        return chosen
+
+    async def learned(self, model: str) -> Price | None:
+        cached = self._learned.get(model)
+        if cached is not None and time.monotonic() < cached[0]:
+            return cached[1]
+        async with self._lock:
+            cached = self._learned.get(model)
+            if cached is not None and time.monotonic() < cached[0]:
+                return cached[1]
+            async with self._database().as_owner() as cur:
+                await cur.execute(LEARNED_PRICE_SQL, (model, _RECENT_CALLS))
+                row = await cur.fetchone()
+            rate = row["rate"] if row else None
+            price = Price(rate, rate, Decimal(0), Decimal(0), None) if rate is not None else None
+            if len(self._learned) > 10_000:
+                self._learned.clear()
+            ttl = _LEARNED_TTL if price is not None else _UNKNOWN_TTL
+            self._learned[model] = (time.monotonic() + ttl, price)
+            return price
