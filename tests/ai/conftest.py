@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import psycopg
 import pytest
 import uvicorn
@@ -97,6 +98,35 @@ def api_key(ai_settings: Settings, server: AppServer) -> str:
     stored = json.loads(Path(ai_settings.data_dir, "keys.json").read_text())
     key: str = stored["api_key"]
     return key
+
+
+@pytest.fixture(scope="module")
+def anon_key(ai_settings: Settings, server: AppServer) -> str:
+    stored = json.loads(Path(ai_settings.data_dir, "keys.json").read_text())
+    key: str = stored["anon_key"]
+    return key
+
+
+@pytest.fixture
+def admin(
+    server: AppServer, api_key: str, fake: FakeOpenRouter, sql: Callable[..., list[dict[str, Any]]]
+) -> Iterator[httpx2.Client]:
+    """The admin API with the project's API key, after putting the gateway back to its defaults: no limits,
+    no prices, no counters, the default policy, no BYOK key, no registered provider, a fresh script."""
+    fake.reset()
+    with httpx2.Client(base_url=server.url, headers={"authorization": f"Bearer {api_key}"}, timeout=60) as c:
+        for path in ("/api/ai/limits", "/api/ai/prices", "/api/ai/providers"):
+            rows = c.get(path).json()
+            for row in rows if isinstance(rows, list) else []:
+                name = row.get("name") or row.get("modelId") or f"{row['scope']}/{row['subject']}"
+                c.delete(f"{path}/{name}")
+        c.put("/api/ai/policy", json={})
+        c.delete("/api/ai/gateway/config")
+        sql("delete from ai.counters")
+        gateway = getattr(server.app.state, "ai_gateway", None)
+        if gateway is not None:
+            gateway.breaker.reset()
+        yield c
 
 
 @pytest.fixture(scope="module")
