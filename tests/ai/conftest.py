@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -140,6 +141,34 @@ def sql(database_url: str) -> Iterator[Callable[..., list[dict[str, Any]]]]:
 
     yield run
     conn.close()
+
+
+#: The ledger's `key_source` of each provider kind `use_provider_kind` sets up.
+KEY_SOURCES = {"env": "env", "byok": "byok", "managed": "managed", "registered": "provider"}
+
+
+def use_provider_kind(
+    kind: str, admin: httpx2.Client, fake: FakeOpenRouter, model: str, provider: str = "groq"
+) -> str:
+    """Make `kind` serve the next calls of `model` (an OpenRouter id): the environment's OpenRouter key, a
+    BYOK key, a managed key (the server needs the managed source configured) or a registered provider called
+    `provider`, pointed at the fake. Returns the model id to call."""
+    admin.delete("/api/ai/gateway/config")
+    fake.managed_key = None
+    if kind == "byok":
+        key = "sk-or-v1-byok-" + secrets.token_hex(8)
+        fake.valid_keys.add(key)
+        assert admin.post("/api/ai/gateway/config", json={"apiKey": key}).json()["source"] == "byok"
+    elif kind == "managed":
+        fake.managed_key = "sk-or-v1-managed-" + secrets.token_hex(8)
+        fake.valid_keys.add(fake.managed_key)
+    elif kind == "registered":
+        key = "gsk_" + secrets.token_hex(16)
+        fake.valid_keys.add(key)
+        put = admin.put(f"/api/ai/providers/{provider}", json={"baseUrl": fake.url, "apiKey": key})
+        assert put.is_success
+        return f"{provider}/{model}"
+    return model
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:

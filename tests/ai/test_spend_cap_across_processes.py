@@ -13,7 +13,7 @@ import httpx2
 import psycopg
 import pytest
 
-from tests.ai.conftest import wait_for
+from tests.ai.conftest import KEY_SOURCES, use_provider_kind, wait_for
 from tests.support import postgres
 from tests.support.fake_openrouter import FakeOpenRouter, Reply
 from tests.support.servers import ServerProcess
@@ -55,36 +55,17 @@ def pair(
             server.stop()
 
 
-def use_provider_kind(kind: str, url: str, headers: dict[str, str], fake: FakeOpenRouter) -> str:
-    """Configure `kind` through the first process; returns the model id to call."""
-    with httpx2.Client(base_url=url, headers=headers, timeout=30) as admin:
-        admin.delete("/api/ai/gateway/config")
-        fake.managed_key = None
-        if kind == "byok":
-            key = "sk-or-v1-byok-" + secrets.token_hex(8)
-            fake.valid_keys.add(key)
-            assert admin.post("/api/ai/gateway/config", json={"apiKey": key}).json()["source"] == "byok"
-        elif kind == "managed":
-            fake.managed_key = "sk-or-v1-managed-" + secrets.token_hex(8)
-            fake.valid_keys.add(fake.managed_key)
-        elif kind == "registered":
-            key = "gsk_" + secrets.token_hex(16)
-            fake.valid_keys.add(key)
-            assert admin.put("/api/ai/providers/groq", json={"baseUrl": fake.url, "apiKey": key}).is_success
-            model = "groq/" + HAIKU
-            per_million = float(PER_REQUEST / 100 * 10**6)  # all of a call's cost is its 100 output tokens
-            assert admin.put(f"/api/ai/prices/{model}", json={"outputPrice": per_million}).is_success
-            return model
-        return HAIKU
-
-
 @pytest.mark.parametrize("kind", ["env", "byok", "managed", "registered"])
 def test_two_processes_share_one_spend_cap(
     kind: str, pair: tuple[list[ServerProcess], str, str], fake: FakeOpenRouter
 ) -> None:
     servers, api_key, database = pair
     headers = {"authorization": f"Bearer {api_key}"}
-    model = use_provider_kind(kind, servers[0].url, headers, fake)
+    with httpx2.Client(base_url=servers[0].url, headers=headers, timeout=30) as admin:
+        model = use_provider_kind(kind, admin, fake, HAIKU)
+        if kind == "registered":
+            per_million = float(PER_REQUEST / 100 * 10**6)  # all of a call's cost is its 100 output tokens
+            assert admin.put(f"/api/ai/prices/{model}", json={"outputPrice": per_million}).is_success
     fake.rule(HAIKU, Reply(content="ok", prompt_tokens=10, completion_tokens=100, cost=float(PER_REQUEST)))
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute("delete from ai.counters")
@@ -116,4 +97,4 @@ def test_two_processes_share_one_spend_cap(
     assert rows == 50
     assert total == PER_REQUEST * statuses.count(200)
     assert CAP - PER_REQUEST <= total <= CAP  # within one call of the cap
-    assert sources == {{"env": "env", "byok": "byok", "managed": "managed", "registered": "provider"}[kind]}
+    assert sources == {KEY_SOURCES[kind]}
