@@ -26,7 +26,7 @@ from tests.support.postgres import TestCluster
 from tests.support.servers import ServerProcess
 
 from kilnbase.auth.passwords import Passwords
-from kilnbase.auth.settings import AuthSettings
+from kilnbase.config import AuthSettings
 
 PROFILES = {
     "owasp": {"argon2_time_cost": 2, "argon2_memory_cost_kib": 19456, "argon2_parallelism": 1},

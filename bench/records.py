@@ -38,16 +38,14 @@ import httpx
 import orjson
 import psutil
 import psycopg
-from tests.support.postgres import TestCluster
+from tests.support.postgres import TestCluster, database_for
 from tests.support.servers import free_port
 
 from bench.records_servers import ADMIN
 from kilnbase.config import Settings
-from kilnbase.db.pool import create_pool
-from kilnbase.db.session import Database
+from kilnbase.db.schema_cache import load_snapshot
 from kilnbase.records.query_grammar import parse_query
 from kilnbase.records.read_plan import build_read_plan
-from kilnbase.records.schema_cache import load_snapshot
 from kilnbase.records.sql_builder import (
     call_source,
     function_read_statement,
@@ -258,9 +256,9 @@ async def direct_load(
     if case["body_param"] is not None:
         text = body.decode()
         params[case["body_param"]] = f"[{text}]" if case["wrap_body"] and text.startswith("{") else text
-    pool = create_pool(conninfo, Settings(db_pool_min=concurrency, db_pool_max=concurrency))
-    await pool.open(wait=True)
-    database = Database(pool)
+    # As the app connects: requests log in as the authenticator.
+    database = database_for(conninfo, Settings(db_pool_min=concurrency, db_pool_max=concurrency))
+    await database.open()
     latencies: list[float] = []
 
     async def worker(deadline: float, record: bool) -> None:
@@ -281,7 +279,7 @@ async def direct_load(
         await asyncio.gather(*(worker(started + seconds, True) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     finally:
-        await pool.close()
+        await database.close()
     return Result(len(latencies), elapsed, latencies)
 
 

@@ -18,11 +18,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from tests.support.postgres import database_for
 
 from kilnbase.config import Settings
-from kilnbase.db.pool import create_pool
 from kilnbase.db.session import Database
-from kilnbase.http.principal import CredentialKind, Principal
+from kilnbase.identity.principal import CredentialKind, Principal
 
 ADMIN = Principal(db_role="project_admin", kind=CredentialKind.API_KEY, claims={"role": "project_admin"})
 
@@ -30,7 +30,7 @@ ADMIN = Principal(db_role="project_admin", kind=CredentialKind.API_KEY, claims={
 def kilnbase_app() -> Any:
     """As `kilnbase serve` builds it, logging included (one JSON line per request at the default level)."""
     from kilnbase.app import create_app
-    from kilnbase.logs.structured import configure_logging
+    from kilnbase.structured_log import configure_logging
 
     settings = Settings(data_dir=Path(os.environ["KB_BENCH_DATA"]), database_url=os.environ["DATABASE_URL"])
     configure_logging(settings.log_level)
@@ -43,12 +43,13 @@ def bare_app() -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        # Kilnbase's own pool (autocommit connections, prepared statements), sized as the app's is here.
-        pool = create_pool(os.environ["DATABASE_URL"], Settings(db_pool_min=8, db_pool_max=16))
-        await pool.open(wait=True)
-        state["db"] = Database(pool)
+        # Kilnbase's own pools (autocommit connections, prepared statements, requests as the
+        # authenticator), sized as the app's are here.
+        database = database_for(os.environ["DATABASE_URL"], Settings(db_pool_min=8, db_pool_max=16))
+        await database.open()
+        state["db"] = database
         yield
-        await pool.close()
+        await database.close()
 
     async def handle(request: Request) -> Response:
         case = cases[request.path_params["case"]]

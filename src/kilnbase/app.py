@@ -1,41 +1,94 @@
-"""Builds the ASGI app from the capabilities. Read it top to bottom: this is all the wiring there is."""
+"""Builds the ASGI app from the capabilities. Read it top to bottom: this is all the wiring there is.
+
+A capability is a folder with a `capability(service)` function (its routes, lifespan and MCP tools); adding
+one is its folder, its service in `services.py`, and one line in `capabilities` below. Lifespans are entered
+in that order, after the core (pools, schema cache), and left in reverse through one exit stack.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from functools import partial
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
 
 from kilnbase.ai import routes as ai_routes
 from kilnbase.auth import routes as auth_routes
+from kilnbase.capability import BodySurface, Capability
 from kilnbase.config import Settings
 from kilnbase.dashboard import routes as dashboard_routes
 from kilnbase.database import routes as database_routes
-from kilnbase.db.pool import create_pool
-from kilnbase.db.session import Database
-from kilnbase.http.access_tokens import TokenService
+from kilnbase.health import routes as health_routes
 from kilnbase.http.errors import EXCEPTION_HANDLERS
-from kilnbase.http.principal import CredentialResolver
-from kilnbase.http.request_context import RequestContextMiddleware
+from kilnbase.http.request_context import BodyLimit, RequestContextMiddleware
 from kilnbase.http.routing import IndexedRouter
+from kilnbase.identity.principal import CredentialResolver
+from kilnbase.keys.project_keys import load_project_keys
 from kilnbase.logs import routes as logs_routes
 from kilnbase.records import routes as records_routes
-from kilnbase.records.schema_cache import SchemaCache
-from kilnbase.secrets import project_key_rotation
 from kilnbase.secrets import routes as secrets_routes
-from kilnbase.secrets.encryption import SecretBox
-from kilnbase.server import routes as server_routes
-from kilnbase.server.database_startup import OpenedDatabase, open_database
-from kilnbase.server.project_keys import load_project_keys
-from kilnbase.server.runtime import Runtime
+from kilnbase.server.database_startup import OpenedDatabase, prepare
+from kilnbase.services import Services, build_core, build_services
 
 log = logging.getLogger("kilnbase")
+
+
+def capabilities(services: Services) -> list[Capability]:
+    """Every capability, in the order its routes are matched and its lifespan is entered."""
+    return [
+        health_routes.capability(services.core),
+        auth_routes.capability(services.auth),
+        logs_routes.capability(services.core.database),
+        secrets_routes.capability(services.key_rotation),
+        records_routes.capability(services.records),
+        database_routes.capability(services.database),
+        ai_routes.capability(services.ai),
+        dashboard_routes.capability(services.core),
+    ]
+
+
+class KilnbaseApp(Starlette):
+    """Starlette, matching routes through an index (`http/routing.py`), holding the services it was built
+    from (for the CLI, tests and tools; routes are given theirs explicitly)."""
+
+    def __init__(
+        self,
+        services: Services,
+        routes: Sequence[BaseRoute],
+        middleware: Sequence[Middleware],
+        lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]],
+    ) -> None:
+        super().__init__(middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+        self.router = IndexedRouter(routes, lifespan=lifespan)
+        self.services = services
+
+
+def body_limits(settings: Settings, offered: Sequence[Capability]) -> Callable[[str], BodyLimit]:
+    """The body limit for a request path: the longest prefix a capability declared, else the JSON limit."""
+    by_surface: dict[BodySurface, BodyLimit] = {
+        "json": BodyLimit(settings.max_json_body_bytes, "KILNBASE_MAX_JSON_BODY_BYTES"),
+        "gateway": BodyLimit(settings.max_gateway_body_bytes, "KILNBASE_MAX_GATEWAY_BODY_BYTES"),
+        "upload": BodyLimit(settings.max_upload_body_bytes, "KILNBASE_MAX_UPLOAD_BODY_BYTES"),
+    }
+    prefixes = sorted(
+        ((prefix, surface) for capability in offered for prefix, surface in capability.body_limits.items()),
+        key=lambda item: len(item[0]),
+        reverse=True,
+    )
+    default = by_surface["json"]
+
+    def limit_for(path: str) -> BodyLimit:
+        for prefix, surface in prefixes:
+            if path.startswith(prefix):
+                return by_surface[surface]
+        return default
+
+    return limit_for
 
 
 def create_app(
@@ -43,66 +96,50 @@ def create_app(
     *,
     progress: Callable[[str], None] | None = None,
     database: OpenedDatabase | None = None,
-) -> Starlette:
-    """The whole server. Its lifespan opens the database (embedded or `DATABASE_URL`) and migrates it, unless
-    the caller did that already (the CLI does, to report startup errors before the HTTP server starts); either
-    way the lifespan closes it."""
+) -> KilnbaseApp:
+    """The whole server, over a database the caller opened (the CLI does, to report startup errors before
+    the HTTP server starts), or over `DATABASE_URL`, which the lifespan migrates. Either way the lifespan
+    closes it."""
     report = progress or (lambda message: log.info(message))
     keys = load_project_keys(settings)
-    tokens = TokenService(keys)
-    runtime = Runtime(settings=settings, keys=keys, tokens=tokens, secret_box=SecretBox(keys.encryption_key))
+    prepared = database is not None
+    if database is None:
+        if not settings.database_url:
+            raise ValueError("create_app needs an opened database or DATABASE_URL (the CLI opens one)")
+        database = OpenedDatabase(settings.database_url, embedded=None)
+    opened = database
+    services = build_services(build_core(settings, keys, opened.conninfo))
+    offered = capabilities(services)
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        opened: OpenedDatabase = (
-            database
-            if database is not None
-            else await anyio.to_thread.run_sync(open_database, settings, keys, report)
-        )
-        pool = create_pool(opened.conninfo, settings)
-        try:
-            await pool.open(wait=True, timeout=30)
-            runtime.db = Database(pool)
-            runtime.schema_cache = SchemaCache(pool)
-            await runtime.schema_cache.start()
-            # Rotated API/anon keys live in the database, so every process agrees on them.
-            keys.ring.attach(partial(project_key_rotation.load, runtime.db, runtime.secret_box))
-            ai_routes.startup(_app, runtime)
-            # Everything built so far lives as long as the process: collect once, then keep it out of
-            # every later collection, which would otherwise walk it again and again under load.
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(_close_database, opened, report)
+            if not prepared:
+                await anyio.to_thread.run_sync(prepare, settings, keys, opened.conninfo, report)
+            await stack.enter_async_context(services.core.running())
+            for capability in offered:
+                await stack.enter_async_context(capability.lifespan())
+            # Everything built so far lives as long as the process: collect once, then keep it out of every
+            # later collection, which would otherwise walk it again and again under load.
             gc.collect()
             gc.freeze()
             yield
-        finally:
-            await ai_routes.shutdown(_app)  # flush queued usage rows while the pool is still open
-            keys.ring.attach(None)
-            if runtime.schema_cache is not None:
-                await runtime.schema_cache.stop()
-                runtime.schema_cache = None
-            runtime.db = None
-            await pool.close()
-            if opened.embedded is not None:
-                report("Stopping PostgreSQL")
-            await anyio.to_thread.run_sync(opened.close)
 
-    app = Starlette(
-        routes=[
-            *server_routes.routes,
-            *auth_routes.routes,
-            *logs_routes.routes,
-            *secrets_routes.routes,
-            *records_routes.routes,
-            *database_routes.routes,
-            *ai_routes.routes,
-            *dashboard_routes.routes,
-        ],
-        middleware=[
-            Middleware(RequestContextMiddleware, resolver=CredentialResolver(keys, tokens)),
-        ],
-        exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=lifespan,
-    )
-    # The same routes and lifespan, matched through an index instead of one regex after another.
-    app.router = IndexedRouter(app.router.routes, lifespan=lifespan)
-    app.state.runtime = runtime
-    return app
+    middleware = [
+        Middleware(
+            RequestContextMiddleware,
+            resolver=CredentialResolver(keys, services.core.tokens),
+            body_limit_for=body_limits(settings, offered),
+            max_header_bytes=settings.max_header_bytes,
+            trusted_proxies=settings.trusted_proxies,
+        )
+    ]
+    routes = [route for capability in offered for route in capability.routes]
+    return KilnbaseApp(services, routes, middleware, lifespan)
+
+
+async def _close_database(opened: OpenedDatabase, report: Callable[[str], None]) -> None:
+    if opened.embedded is not None:
+        report("Stopping PostgreSQL")
+    await anyio.to_thread.run_sync(opened.close)

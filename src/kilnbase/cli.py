@@ -16,14 +16,15 @@ from rich.console import Console
 
 from kilnbase import __version__
 from kilnbase.config import Settings
-from kilnbase.db.migrate import MigrationError, apply_migrations
+from kilnbase.db.migrate import MigrationError
 from kilnbase.db.pool import create_pool
+from kilnbase.db.roles import AuthenticatorError
 from kilnbase.db.session import Database
+from kilnbase.keys.project_keys import KeyConfigurationError, ProjectKeys, RotatedKeys, load_project_keys
+from kilnbase.keys.secret_box import SecretBox
 from kilnbase.secrets import project_key_rotation
-from kilnbase.secrets.encryption import SecretBox
-from kilnbase.server.database_startup import DatabaseStartupError, check_external_database, open_database
+from kilnbase.server.database_startup import DatabaseStartupError, open_database
 from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
-from kilnbase.server.project_keys import KeyConfigurationError, ProjectKeys, RotatedKeys, load_project_keys
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Kilnbase: an agent-native backend.")
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
@@ -42,7 +43,13 @@ Workers = Annotated[
     ),
 ]
 
-_KNOWN_ERRORS = (KeyConfigurationError, EmbeddedPostgresError, DatabaseStartupError, MigrationError)
+_KNOWN_ERRORS = (
+    KeyConfigurationError,
+    EmbeddedPostgresError,
+    DatabaseStartupError,
+    MigrationError,
+    AuthenticatorError,
+)
 
 
 def _settings(data_dir: Path | None = None, host: str | None = None, port: int | None = None) -> Settings:
@@ -102,7 +109,7 @@ def _announce(settings: Settings, how: str = "") -> None:
 def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, workers: Workers = 1) -> None:
     """Start the server (and the embedded PostgreSQL unless DATABASE_URL is set)."""
     from kilnbase.app import create_app
-    from kilnbase.logs.structured import configure_logging
+    from kilnbase.structured_log import configure_logging
 
     settings = _settings(data_dir, host, port)
     configure_logging(settings.log_level)
@@ -115,7 +122,7 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, worker
         _fail(str(exc))
         return
     if workers > 1:
-        from kilnbase.server.workers import serve_with_workers
+        from kilnbase.workers import serve_with_workers
 
         _announce(settings, f"with {workers} workers (granian)")
         try:
@@ -134,6 +141,9 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, worker
         access_log=False,
         lifespan="on",
         server_header=False,
+        # The client address is Kilnbase's to decide (`http/client_address.py`, KILNBASE_TRUSTED_PROXIES):
+        # uvicorn's own rule would believe X-Forwarded-For from any loopback peer.
+        proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
     server = _AnnouncingServer(config, settings)
@@ -190,10 +200,11 @@ async def _load_rotated_keys(
     conninfo: str | None, settings: Settings, project_keys: ProjectKeys
 ) -> RotatedKeys | None:
     assert conninfo is not None
-    pool = create_pool(conninfo, settings.model_copy(update={"db_pool_min": 1, "db_pool_max": 1}))
+    pool = create_pool(conninfo, settings.model_copy(update={"db_owner_pool_min": 1}), owner=True)
     await pool.open(wait=True, timeout=30)
     try:
-        return await project_key_rotation.load(Database(pool), SecretBox(project_keys.encryption_key))
+        # Only the owner's reads happen here: one pool serves as both.
+        return await project_key_rotation.load(Database(pool, pool), SecretBox(project_keys.encryption_key))
     except psycopg.errors.UndefinedTable:  # not migrated yet: nothing was rotated
         return None
     finally:
@@ -202,33 +213,20 @@ async def _load_rotated_keys(
 
 @db_app.command("migrate")
 def migrate(data_dir: DataDir = None) -> None:
-    """Apply pending migrations without serving."""
+    """Apply pending migrations without serving (and make the request role ready)."""
     settings = _settings(data_dir)
-    embedded = None
+    opened = None
     try:
         project_keys = load_project_keys(settings)
-        if settings.database_url:
-            check_external_database(settings.database_url)
-            conninfo = settings.database_url
-        else:
-            embedded = EmbeddedPostgres(
-                settings.data_dir,
-                project_keys.postgres_password,
-                progress=lambda msg: console.print(f"[dim]•[/] {msg}"),
-            )
-            conninfo = embedded.start()
         with console.status("Applying migrations"):
-            applied = apply_migrations(conninfo)
+            opened = open_database(settings, project_keys, _progress)
     except _KNOWN_ERRORS as exc:
         _fail(str(exc))
         return
     finally:
-        if embedded is not None:
-            embedded.stop()
-    if applied:
-        for migration in applied:
-            console.print(f"[green]applied[/] {migration.version:04d}_{migration.name}")
-    else:
+        if opened is not None:
+            opened.close()
+    if not opened.applied:
         console.print("The database is up to date.")
 
 

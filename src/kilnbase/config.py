@@ -1,15 +1,70 @@
 """One Settings object, read from the environment.
 
 InsForge's variable names are used where they exist (`PORT`, `DATABASE_URL`, `ACCESS_API_KEY`, ...), so an
-InsForge `.env` works unchanged; Kilnbase's own settings carry the `KILNBASE_` prefix.
+InsForge `.env` works unchanged; Kilnbase's own settings carry the `KILNBASE_` prefix. Auth's tunables are a
+nested object (`KILNBASE_AUTH_*`), so a test or an embedder builds the whole configuration in one value:
+`Settings(database_url=..., auth=AuthSettings(argon2_time_cost=2))`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class AuthSettings(BaseSettings):
+    """Auth's own tunables, read from `KILNBASE_AUTH_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_AUTH_", extra="ignore")
+
+    #: argon2id cost. The default follows argon2-cffi (t=3, m=64 MiB, p=4, about 145 ms on 2 cores); the OWASP
+    #: minimum profile (t=2, m=19 MiB, p=1) is about 36 ms.
+    argon2_time_cost: int = Field(default=3, ge=1, le=20)
+    argon2_memory_cost_kib: int = Field(default=65536, ge=8, le=4 * 1024 * 1024)
+    argon2_parallelism: int = Field(default=4, ge=1, le=64)
+
+    access_token_seconds: int = Field(default=15 * 60, ge=30)
+    refresh_token_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+
+    #: InsForge's limits: 5 emails per 15 minutes per IP on the send endpoints, 10 verifications
+    #: per 15 minutes.
+    rate_limit_window_seconds: int = Field(default=15 * 60, ge=1)
+    email_send_limit: int = Field(default=5, ge=1)
+    verify_limit: int = Field(default=10, ge=1)
+    id_token_limit: int = Field(default=30, ge=1)
+    #: Password sign-ins per (client address, email) per window.
+    sign_in_limit: int = Field(default=30, ge=1)
+    #: Sign-ups per client address per window (InsForge has none; behind a proxy, see `trusted_proxies`).
+    sign_up_limit: int = Field(default=100, ge=1)
+
+    #: Wrong guesses allowed on one emailed code before it is burnt.
+    otp_max_attempts: int = Field(default=5, ge=1, le=100)
+    code_expiry_minutes: int = Field(default=15, ge=1)
+    verify_link_expiry_minutes: int = Field(default=24 * 60, ge=1)
+    reset_code_expiry_minutes: int = Field(default=10, ge=1)
+    reset_link_expiry_minutes: int = Field(default=60, ge=1)
+
+    #: Endpoint overrides per built-in OAuth provider, e.g. `{"github": {"authorize_url": "...",
+    #: "token_url": "...", "userinfo_url": "..."}}` for GitHub Enterprise, or a test provider.
+    oauth_endpoints: dict[str, dict[str, str]] = Field(default_factory=dict)
+    #: How long an OAuth flow (provider round trip) and the one-time `insforge_code` stay valid.
+    oauth_flow_seconds: int = Field(default=600, ge=30)
+
+    @field_validator("oauth_endpoints")
+    @classmethod
+    def _known_endpoints(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        allowed = {"authorize_url", "token_url", "userinfo_url", "jwks_uri", "issuer", "emails_url"}
+        for provider, fields in value.items():
+            unknown = set(fields) - allowed
+            if unknown:
+                raise ValueError(f"unknown endpoint fields for {provider}: {sorted(unknown)}")
+        return value
 
 
 class Settings(BaseSettings):
@@ -19,14 +74,35 @@ class Settings(BaseSettings):
     port: int = Field(7130, validation_alias=AliasChoices("PORT", "KILNBASE_PORT"), ge=1, le=65535)
     data_dir: Path = Path(".kilnbase")
     public_url: str | None = Field(None, validation_alias=AliasChoices("API_BASE_URL", "KILNBASE_PUBLIC_URL"))
+    #: Proxies whose `X-Forwarded-For` is believed (addresses or CIDR ranges, comma-separated in the
+    #: environment). Empty by default: the client address is the peer's, whatever headers say.
+    trusted_proxies: Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode] = ()
 
     database_url: str | None = Field(
         None, validation_alias=AliasChoices("DATABASE_URL", "KILNBASE_DATABASE_URL")
     )
-    db_pool_min: int = 2
-    db_pool_max: int = 16
+    #: Connections per process for requests (logged in as the authenticator role).
+    db_pool_min: int = Field(2, ge=0)
+    db_pool_max: int = Field(16, ge=1)
+    #: Connections per process for Kilnbase's own work (the owner: auth, gateway, schema cache, audit).
+    db_owner_pool_min: int = Field(1, ge=0)
+    db_owner_pool_max: int = Field(8, ge=1)
     #: None disables server-side prepared statements (needed behind PgBouncer < 1.21 in transaction mode).
     db_prepare_threshold: int | None = 5
+    #: The password of the authenticator login role, when an operator created that role (see
+    #: docs/security.md); by default Kilnbase derives it and sets it itself.
+    db_authenticator_password: str | None = None
+    #: Statement timeouts per request role (Postgres interval syntax).
+    db_anon_statement_timeout: str = "3s"
+    db_authenticated_statement_timeout: str = "8s"
+    db_admin_statement_timeout: str = "30s"
+
+    #: Request body limits, enforced while the body streams in (413 beyond them).
+    max_json_body_bytes: int = Field(10 * MIB, ge=1024)
+    max_gateway_body_bytes: int = Field(20 * MIB, ge=1024)
+    max_upload_body_bytes: int = Field(100 * MIB, ge=1024)
+    #: The request line and headers together (431 beyond it).
+    max_header_bytes: int = Field(32 * 1024, ge=4096)
 
     access_api_key: str | None = Field(None, validation_alias=AliasChoices("ACCESS_API_KEY"))
     access_anon_key: str | None = Field(None, validation_alias=AliasChoices("ACCESS_ANON_KEY"))
@@ -36,6 +112,8 @@ class Settings(BaseSettings):
     root_admin_password: str | None = Field(None, validation_alias=AliasChoices("ROOT_ADMIN_PASSWORD"))
 
     log_level: str = Field("info", validation_alias=AliasChoices("LOG_LEVEL", "KILNBASE_LOG_LEVEL"))
+
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     # Model gateway (ai/). OpenRouter by default; its key is the last of the credential sources.
     openrouter_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENROUTER_API_KEY"))
@@ -63,6 +141,14 @@ class Settings(BaseSettings):
     ai_cache_max_entries: int = Field(10_000, ge=0)
     ai_default_max_tokens: int = Field(4096, ge=1)
     ai_stream_keepalive: float = Field(15.0, ge=0)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> Any:
+        """A comma-separated string (the environment's form) or a sequence; each entry an address or CIDR."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return tuple(ipaddress.ip_network(entry, strict=False) for entry in value)
 
     @property
     def base_url(self) -> str:

@@ -18,7 +18,6 @@ import pytest
 import uvicorn
 from psycopg.rows import dict_row
 
-from kilnbase.ai import routes as ai_routes
 from kilnbase.app import create_app
 from kilnbase.config import Settings
 from tests.support.fake_openrouter import FakeOpenRouter
@@ -54,12 +53,6 @@ class AppServer:
         return self
 
     def stop(self) -> None:
-        gateway = getattr(self.app.state, "ai_gateway", None)
-        loop = (
-            getattr(gateway.ledger, "_queue", None) and gateway.ledger._task.get_loop() if gateway else None
-        )
-        if loop is not None:  # what the lifespan should do on a graceful stop: write the queued rows first
-            asyncio.run_coroutine_threadsafe(ai_routes.shutdown(self.app), loop).result(timeout=20)
         self.server.should_exit = True
         self.thread.join(timeout=20)
 
@@ -124,9 +117,7 @@ def admin(
         c.put("/api/ai/policy", json={})
         c.delete("/api/ai/gateway/config")
         sql("delete from ai.counters")
-        gateway = getattr(server.app.state, "ai_gateway", None)
-        if gateway is not None:
-            gateway.breaker.reset()
+        server.app.services.ai.gateway.breaker.reset()
         yield c
 
 

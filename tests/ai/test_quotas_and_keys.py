@@ -116,7 +116,7 @@ def test_gateway_keys_are_scoped_to_models_max_tokens_and_their_own_limits(
     assert key.startswith("kbk_")
     listed = admin.get("/api/ai/gateway/keys").json()
     assert key not in str(listed)
-    assert listed[0]["limits"]["rpm"] == 2
+    assert next(k for k in listed if k["id"] == created.json()["id"])["limits"]["rpm"] == 2
     agent = sdk(server, key)
     assert ask(agent).choices[0].message.content
     with pytest.raises(openai.PermissionDeniedError) as other_model:
@@ -139,7 +139,7 @@ def test_gateway_keys_are_scoped_to_models_max_tokens_and_their_own_limits(
 
 def test_per_user_limits_count_each_user_separately(admin: httpx2.Client, server: AppServer) -> None:
     admin.put("/api/ai/limits/user/*", json={"rpm": 1})
-    tokens = server.app.state.runtime.tokens
+    tokens = server.app.services.core.tokens
     first, second = (
         tokens.sign({"sub": str(uuid.uuid4()), "role": "authenticated", "email": f"{n}@x.dev"})
         for n in ("a", "b")
@@ -176,7 +176,7 @@ def test_allow_list_and_max_tokens_cap(
 def test_admin_routes_need_admin_and_every_change_is_audited(
     admin: httpx2.Client, server: AppServer, sql: SQL
 ) -> None:
-    anon_key = server.app.state.runtime.keys.anon_key
+    anon_key = server.app.services.core.keys.anon_key
     for method, path in (
         ("GET", "/api/ai/limits"),
         ("PUT", "/api/ai/policy"),
@@ -188,6 +188,12 @@ def test_admin_routes_need_admin_and_every_change_is_audited(
         assert response.status_code == 403
     assert admin.put("/api/ai/limits/galaxy/*", json={}).status_code == 400
     assert admin.put("/api/ai/limits/project/someone", json={}).status_code == 400
+    sql("delete from system.audit_logs where module = 'AI'")  # only this test's own changes count below
+    assert admin.put("/api/ai/limits/project/*", json={"rpm": 5}).status_code == 200
+    assert admin.delete("/api/ai/limits/project/*").status_code == 200
+    key_id = admin.post("/api/ai/gateway/keys", json={"name": "audited"}).json()["id"]
+    assert admin.delete(f"/api/ai/gateway/keys/{key_id}").status_code == 200
+    assert admin.put("/api/ai/policy", json={}).status_code == 200
     actions = {r["action"] for r in sql("select action from system.audit_logs where module = 'AI'")}
     assert {
         "SET_AI_LIMITS",
@@ -208,7 +214,7 @@ def test_expired_counters_are_pruned_and_live_ones_kept(
 
     async def prune() -> int:
         async with AsyncConnectionPool(database_url, min_size=1, open=False) as pool:
-            return await PostgresCounters(lambda: Database(pool)).prune()
+            return await PostgresCounters(lambda: Database(pool, pool)).prune()  # owner work only
 
     assert asyncio.run(prune()) == 1
     assert [r["window_kind"] for r in sql("select window_kind from ai.counters")] == ["day"]

@@ -44,9 +44,7 @@ def ai_settings(
 @pytest.fixture
 def client(server: AppServer, api_key: str, fake: FakeOpenRouter) -> Iterator[openai.OpenAI]:
     fake.reset()
-    gateway = getattr(server.app.state, "ai_gateway", None)
-    if gateway is not None:
-        gateway.breaker.reset()
+    server.app.services.ai.gateway.breaker.reset()
     with openai.OpenAI(base_url=server.url + "/v1", api_key=api_key, max_retries=0) as sdk:
         yield sdk
 
@@ -95,7 +93,7 @@ def test_fallback_models_from_the_request_and_from_a_configuration(
     assert every.value.status_code == 503
     assert every.value.code == "all_fallbacks_failed"
     fake.reset()
-    server.app.state.ai_gateway.breaker.reset()  # the first half left openai/gpt-4o-mini's circuit open
+    server.app.services.ai.gateway.breaker.reset()  # the first half left openai/gpt-4o-mini's circuit open
     fake.rule(LLAMA, Fail(502, "down"))
     headers = {"authorization": f"Bearer {api_key}"}
     created = httpx2.post(

@@ -12,8 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from kilnbase.app import create_app
-from kilnbase.auth.settings import AuthSettings
-from kilnbase.config import Settings
+from kilnbase.config import AuthSettings, Settings
 
 #: The OWASP minimum argon2id profile: about 36 ms a hash instead of 145 ms.
 CHEAP = {"argon2_time_cost": 2, "argon2_memory_cost_kib": 19456, "argon2_parallelism": 1}
@@ -26,8 +25,7 @@ def auth_settings(**overrides: Any) -> AuthSettings:
 
 @pytest.fixture(scope="module")
 def client(settings: Settings) -> Iterator[TestClient]:
-    app = create_app(settings)
-    app.state.runtime.auth_settings = auth_settings()
+    app = create_app(settings.model_copy(update={"auth": auth_settings()}))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 

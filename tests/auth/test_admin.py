@@ -11,6 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.auth.conftest import new_email, sign_up
+from tests.support.app import services_of
 
 PASSWORD = "correct horse 1"
 
@@ -201,7 +202,7 @@ def test_profiles(client: TestClient) -> None:
 
 def test_root_admin_sign_in_refresh_and_logout(client: TestClient, settings: Any, database_url: str) -> None:
     client.cookies.clear()
-    password = client.app.state.runtime.keys.root_admin_password  # type: ignore[attr-defined]
+    password = services_of(client).core.keys.root_admin_password
     username = settings.root_admin_username
     wrong = client.post("/api/auth/admin/sessions", json={"username": username, "password": password + "x"})
     assert (wrong.status_code, wrong.json()["error"]) == (401, "AUTH_INVALID_CREDENTIALS")
@@ -229,7 +230,7 @@ def test_root_admin_sign_in_refresh_and_logout(client: TestClient, settings: Any
 
 
 def test_deprecated_anon_token_route(client: TestClient, admin_headers: dict[str, str]) -> None:
-    anon_key = client.app.state.runtime.keys.anon_key  # type: ignore[attr-defined]
+    anon_key = services_of(client).core.keys.anon_key
     assert client.post("/api/auth/tokens/anon", headers=admin_headers).json()["accessToken"] == anon_key
     assert client.post("/api/auth/tokens/anon").status_code == 401
     assert (

@@ -333,8 +333,8 @@ def test_templates_are_listed_edited_and_used(
 @pytest.fixture(scope="module")
 def strict_client(settings: Settings, smtp: SmtpServer) -> Iterator[TestClient]:
     """A second app over the same database with InsForge's tight limits."""
-    app = create_app(settings)
-    app.state.runtime.auth_settings = auth_settings(email_send_limit=3, verify_limit=4, sign_in_limit=3)
+    strict = auth_settings(email_send_limit=3, verify_limit=4, sign_in_limit=3)
+    app = create_app(settings.model_copy(update={"auth": strict}))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 

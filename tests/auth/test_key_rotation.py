@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 from kilnbase.app import create_app
 from kilnbase.config import Settings
 from tests.auth.conftest import auth_settings
+from tests.support.app import services_of
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -28,15 +29,14 @@ def file_keys(settings: Settings, client: TestClient) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def other_process(settings: Settings, client: TestClient) -> Iterator[TestClient]:
     """A second server over the same database and data dir, as a second API process would be."""
-    app = create_app(settings)
-    app.state.runtime.auth_settings = auth_settings()
+    app = create_app(settings.model_copy(update={"auth": auth_settings()}))
     with TestClient(app, raise_server_exceptions=False) as second:
         yield second
 
 
 def reload_in_background(process: TestClient) -> None:
     """What a request does once the ring is older than `refresh_seconds`, waited for."""
-    ring = process.app.state.runtime.keys.ring  # type: ignore[attr-defined]
+    ring = process.app.services.core.keys.ring
     interval, ring.refresh_seconds = ring.refresh_seconds, 0
 
     async def trigger() -> None:
@@ -104,7 +104,7 @@ def test_api_key_rotation_with_grace_then_revocation(
 
 
 def test_anon_key_rotation(client: TestClient, file_keys: dict[str, str]) -> None:
-    admin = client.app.state.runtime.keys.ring.current("api_key")  # type: ignore[attr-defined]
+    admin = services_of(client).core.keys.ring.current("api_key")
     old = file_keys["anon_key"]
     rotated = client.post("/api/secrets/anon-key/rotate", headers=bearer(admin))
     assert rotated.status_code == 200

@@ -39,9 +39,8 @@ def provider() -> Iterator[OidcProvider]:
 
 @pytest.fixture(scope="module")
 def client(settings: Settings, provider: OidcProvider) -> Iterator[TestClient]:
-    app = create_app(settings)
     endpoints = {name: provider.endpoints_for(name) for name in ("google", "github", "discord")}
-    app.state.runtime.auth_settings = auth_settings(oauth_endpoints=endpoints)
+    app = create_app(settings.model_copy(update={"auth": auth_settings(oauth_endpoints=endpoints)}))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 

@@ -247,8 +247,9 @@ def test_admin_logout_does_not_end_a_users_session(client: TestClient) -> None:
 @pytest.fixture(scope="module")
 def https_client(settings: Any) -> Iterator[TestClient]:
     """The same project served behind https (its public URL says so)."""
-    app = create_app(settings.model_copy(update={"public_url": "https://api.example.test"}))
-    app.state.runtime.auth_settings = auth_settings()
+    app = create_app(
+        settings.model_copy(update={"public_url": "https://api.example.test", "auth": auth_settings()})
+    )
     with TestClient(app, base_url="https://api.example.test", raise_server_exceptions=False) as secure:
         yield secure
 

@@ -15,6 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.auth.conftest import sign_up
+from tests.support.app import services_of
 
 
 def _b64(data: bytes) -> str:
@@ -73,7 +74,7 @@ def test_alg_none_is_refused(client: TestClient, session: Any) -> None:
 
 
 def test_hs256_signed_with_the_public_key_is_refused(client: TestClient, session: Any) -> None:
-    public_pem = client.app.state.runtime.keys.public_key_pem.encode()  # type: ignore[attr-defined]
+    public_pem = services_of(client).core.keys.public_key_pem.encode()
     claims = jwt.decode(session["accessToken"], options={"verify_signature": False})
     claims["role"] = "project_admin"
     kid = jwt.get_unverified_header(session["accessToken"])["kid"]
@@ -85,7 +86,7 @@ def test_hs256_signed_with_the_public_key_is_refused(client: TestClient, session
 
 
 def test_expired_token_is_refused(client: TestClient, session: Any) -> None:
-    tokens = client.app.state.runtime.tokens  # type: ignore[attr-defined]
+    tokens = services_of(client).core.tokens
     claims = {"sub": session["user"]["id"], "email": session["user"]["email"], "role": "authenticated"}
     expired = tokens.sign(claims, expires_in=-60)
     response = client.get("/api/auth/sessions/current", headers={"Authorization": f"Bearer {expired}"})

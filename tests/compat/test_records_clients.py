@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from kilnbase.config import Settings
-from kilnbase.http.access_tokens import TokenService
-from kilnbase.server.project_keys import load_project_keys
+from kilnbase.keys.access_tokens import TokenService
+from kilnbase.keys.project_keys import load_project_keys
 from tests.support.node import run_node
 from tests.support.servers import ServerProcess
 

@@ -7,9 +7,11 @@ import json
 import pytest
 from starlette.testclient import TestClient
 
+from tests.support.app import services_of
+
 
 def _keys(client: TestClient) -> dict[str, str]:
-    settings = client.app.state.runtime.settings  # type: ignore[attr-defined]
+    settings = services_of(client).core.settings
     stored: dict[str, str] = json.loads((settings.data_dir / "keys.json").read_text())
     return stored
 
@@ -26,7 +28,7 @@ def anon(client: TestClient) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def user(client: TestClient) -> dict[str, str]:
-    tokens = client.app.state.runtime.tokens  # type: ignore[attr-defined]
+    tokens = services_of(client).core.tokens
     token = tokens.sign(
         {"sub": "6a0c8f3e-1a4b-4a7e-9f51-2f7d9c1b2a3c", "role": "authenticated", "email": "u@x.io"}
     )

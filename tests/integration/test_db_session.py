@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
+from kilnbase import audit
 from kilnbase.config import Settings
-from kilnbase.db.pool import create_pool
 from kilnbase.db.session import Database
-from kilnbase.http.principal import ANONYMOUS, CredentialKind, Principal
-from kilnbase.logs import audit
+from kilnbase.identity.actor import Actor
+from kilnbase.identity.principal import ANONYMOUS, CredentialKind, Principal
+from tests.support.postgres import database_for
 
 pytestmark = pytest.mark.anyio
 
@@ -29,12 +29,10 @@ def user(user_id: str, email: str) -> Principal:
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Database]:
-    pool: AsyncConnectionPool = create_pool(  # type: ignore[type-arg]
-        database_url, Settings(db_pool_min=1, db_pool_max=4)
-    )
-    await pool.open(wait=True)
-    yield Database(pool)
-    await pool.close()
+    database = database_for(database_url)
+    await database.open()
+    yield database
+    await database.close()
 
 
 async def test_caller_role_and_claims_reach_sql_helpers(db: Database) -> None:
@@ -139,34 +137,28 @@ async def test_enabling_rls_by_hand_adds_the_admin_policy(db: Database) -> None:
 
 
 async def test_audit_record_is_written_with_its_transaction(db: Database) -> None:
+    actor = Actor(ADMIN, ip="127.0.0.1", user_agent="probe/1")
+    module = f"test-{uuid.uuid4().hex[:8]}"
     async with db.as_owner() as cur:
-        await audit.record(
-            cur,
-            actor="api-key",
-            action="CREATE_TABLE",
-            module="database",
-            details={"table": "t"},
-            ip="127.0.0.1",
-        )
+        await audit.record(cur, actor, "CREATE_TABLE", module, {"table": "t"})
     with pytest.raises(RuntimeError):
         async with db.as_owner() as cur:
-            await audit.record(cur, actor="api-key", action="ROLLED_BACK", module="database")
+            await audit.record(cur, actor, "ROLLED_BACK", module)
             raise RuntimeError("the change failed")
-    rows, total = await audit.query(db, limit=10, offset=0, module="database")
+    rows, total = await audit.search(db, limit=10, offset=0, module=module)
     assert total == 1 and rows[0]["action"] == "CREATE_TABLE" and rows[0]["ipAddress"] == "127.0.0.1"
-    assert rows[0]["details"] == {"table": "t"}
+    assert rows[0]["details"] == {"table": "t"} and rows[0]["actor"] == "api-key"
+    assert rows[0]["userAgent"] == "probe/1" and rows[0]["outcome"] == "success"
 
 
 async def test_results_are_read_after_the_block_and_failures_leave_the_connection_clean(
     database_url: str,
 ) -> None:
-    # One connection, so every block below reuses the one before it.
-    pool: AsyncConnectionPool = create_pool(  # type: ignore[type-arg]
-        database_url, Settings(db_pool_min=1, db_pool_max=1)
-    )
-    await pool.open(wait=True)
+    # One request connection, so every block below reuses the one before it.
+    single = database_for(database_url, Settings(db_pool_min=1, db_pool_max=1))
+    pool = single.request_pool
+    await single.open()
     try:
-        single = Database(pool)
         async with single.as_owner() as cur:
             await cur.execute("create table public.tx_probe (id int primary key)")
             await cur.execute("grant all on public.tx_probe to project_admin")
@@ -190,4 +182,4 @@ async def test_results_are_read_after_the_block_and_failures_leave_the_connectio
         async with pool.connection() as conn:
             assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     finally:
-        await pool.close()
+        await single.close()

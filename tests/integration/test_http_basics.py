@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 
 from kilnbase.app import create_app
 from kilnbase.config import Settings
+from tests.support.app import services_of
 
 
 def test_health_reports_insforge_shape_and_checks_the_database(client: TestClient) -> None:
@@ -70,8 +71,7 @@ def test_jwks_serves_the_signing_key_at_both_paths(client: TestClient) -> None:
     (key,) = first["keys"]
     assert key["kty"] == "RSA" and key["alg"] == "RS256" and key["kid"]
     assert "d" not in key and "p" not in key  # never the private half
-    runtime = client.app.state.runtime  # type: ignore[attr-defined]
-    token = runtime.tokens.sign({"sub": "u1", "role": "authenticated"})
+    token = services_of(client).core.tokens.sign({"sub": "u1", "role": "authenticated"})
     public_key = jwt.PyJWK(key).key
     assert jwt.decode(token, public_key, algorithms=["RS256"])["sub"] == "u1"
 
@@ -79,7 +79,7 @@ def test_jwks_serves_the_signing_key_at_both_paths(client: TestClient) -> None:
 def test_one_json_log_line_per_request_without_secrets(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    api_key = client.app.state.runtime.keys.api_key  # type: ignore[attr-defined]
+    api_key = services_of(client).core.keys.api_key
     with caplog.at_level(logging.INFO, logger="kilnbase.request"):
         client.get(f"/api/logs/audits?token={api_key}", headers={"Authorization": f"Bearer {api_key}"})
     records = [r for r in caplog.records if r.name == "kilnbase.request"]
@@ -88,7 +88,7 @@ def test_one_json_log_line_per_request_without_secrets(
     assert fields["method"] == "GET" and fields["path"] == "/api/logs/audits"
     assert fields["status"] == 200 and fields["role"] == "project_admin"
     assert isinstance(fields["duration_ms"], float)
-    from kilnbase.logs.structured import JsonFormatter
+    from kilnbase.structured_log import JsonFormatter
 
     line = JsonFormatter().format(records[0])
     assert json.loads(line)["path"] == "/api/logs/audits"
@@ -97,8 +97,7 @@ def test_one_json_log_line_per_request_without_secrets(
 
 def test_health_is_honest_when_the_database_is_gone(settings: Settings) -> None:
     with TestClient(create_app(settings), raise_server_exceptions=False) as own_client:
-        runtime = own_client.app.state.runtime  # type: ignore[attr-defined]
-        own_client.portal.call(runtime.database.pool.close)  # type: ignore[union-attr]
+        own_client.portal.call(services_of(own_client).core.database.request_pool.close)
         response = own_client.get("/api/health")
         assert response.status_code == 503
         body = response.json()

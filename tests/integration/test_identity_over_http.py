@@ -5,33 +5,33 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient
 
-from kilnbase.server.runtime import Runtime
+from kilnbase.capability import Core
+from tests.support.app import services_of
 
 AUDITS = "/api/logs/audits"
 
 
 @pytest.fixture(scope="module")
-def runtime(client: TestClient) -> Runtime:
-    value: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
-    return value
+def core(client: TestClient) -> Core:
+    return services_of(client).core
 
 
-def test_admin_key_as_bearer_and_as_x_api_key(client: TestClient, runtime: Runtime) -> None:
-    assert client.get(AUDITS, headers={"Authorization": f"Bearer {runtime.keys.api_key}"}).status_code == 200
-    assert client.get(AUDITS, headers={"x-api-key": runtime.keys.api_key}).status_code == 200
+def test_admin_key_as_bearer_and_as_x_api_key(client: TestClient, core: Core) -> None:
+    assert client.get(AUDITS, headers={"Authorization": f"Bearer {core.keys.api_key}"}).status_code == 200
+    assert client.get(AUDITS, headers={"x-api-key": core.keys.api_key}).status_code == 200
 
 
-def test_admin_jwt_is_admin(client: TestClient, runtime: Runtime) -> None:
-    token = runtime.tokens.sign({"sub": "root", "role": "project_admin", "email": "admin"})
+def test_admin_jwt_is_admin(client: TestClient, core: Core) -> None:
+    token = core.tokens.sign({"sub": "root", "role": "project_admin", "email": "admin"})
     assert client.get(AUDITS, headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
 @pytest.mark.parametrize("kind", ["anon_key", "user_jwt"])
-def test_non_admin_credentials_are_forbidden(client: TestClient, runtime: Runtime, kind: str) -> None:
+def test_non_admin_credentials_are_forbidden(client: TestClient, core: Core, kind: str) -> None:
     credential = (
-        runtime.keys.anon_key
+        core.keys.anon_key
         if kind == "anon_key"
-        else runtime.tokens.sign({"sub": "u1", "role": "authenticated", "email": "u@example.com"})
+        else core.tokens.sign({"sub": "u1", "role": "authenticated", "email": "u@example.com"})
     )
     response = client.get(AUDITS, headers={"Authorization": f"Bearer {credential}"})
     assert response.status_code == 403
@@ -62,11 +62,11 @@ def test_invalid_credentials_are_401_never_anon(client: TestClient, headers: dic
         assert value.split(" ")[-1] not in response.text
 
 
-def test_tampered_and_expired_jwts_are_401(client: TestClient, runtime: Runtime) -> None:
-    good = runtime.tokens.sign({"sub": "root", "role": "project_admin"})
+def test_tampered_and_expired_jwts_are_401(client: TestClient, core: Core) -> None:
+    good = core.tokens.sign({"sub": "root", "role": "project_admin"})
     header, payload, signature = good.split(".")
     tampered = f"{header}.{payload}.{signature[:-3]}{'AAA' if not signature.endswith('AAA') else 'BBB'}"
-    expired = runtime.tokens.sign({"sub": "root", "role": "project_admin"}, expires_in=-10)
+    expired = core.tokens.sign({"sub": "root", "role": "project_admin"}, expires_in=-10)
     for token in (tampered, expired):
         assert client.get(AUDITS, headers={"Authorization": f"Bearer {token}"}).status_code == 401
 
@@ -76,8 +76,8 @@ def test_public_routes_answer_even_with_a_bad_credential(client: TestClient) -> 
     assert response.status_code == 200
 
 
-def test_audit_listing_validates_its_parameters(client: TestClient, runtime: Runtime) -> None:
-    headers = {"x-api-key": runtime.keys.api_key}
+def test_audit_listing_validates_its_parameters(client: TestClient, core: Core) -> None:
+    headers = {"x-api-key": core.keys.api_key}
     for query in ("limit=0", "limit=abc", "offset=-1", "start_date=yesterday"):
         response = client.get(f"{AUDITS}?{query}", headers=headers)
         assert response.status_code == 400, query

@@ -193,10 +193,22 @@ def test_keys_and_migrate_commands(data_dir: Path) -> None:
         "url": "http://127.0.0.1:8123",
     }
     first = kilnbase("db", "migrate", "--data-dir", str(data_dir))
-    assert first.returncode == 0 and "applied 0001_roles_and_auth_helpers" in first.stderr
+    assert first.returncode == 0 and "0001_roles_and_auth_helpers" in first.stderr
     second = kilnbase("db", "migrate", "--data-dir", str(data_dir))
     assert second.returncode == 0 and "up to date" in second.stderr
     assert postgres_processes(data_dir) == []
+
+
+def test_migrate_beside_a_running_server_refuses_and_leaves_it_running(data_dir: Path) -> None:
+    server = ServerProcess(data_dir)
+    server.start()
+    postmaster = {proc.pid for proc in postgres_processes(data_dir)}
+    result = kilnbase("db", "migrate", "--data-dir", str(data_dir))
+    assert result.returncode == 1
+    assert "Another Kilnbase server is using" in result.stderr
+    assert {proc.pid for proc in postgres_processes(data_dir)} == postmaster
+    assert httpx.get(server.url + "/api/health").status_code == 200
+    assert server.stop() in (0, -signal.SIGTERM)
 
 
 def test_keys_prints_the_current_keys_after_a_rotation(data_dir: Path) -> None:

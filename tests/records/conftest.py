@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from tests.support.app import services_of
 from tests.support.postgres import TestCluster
 
 FIXTURE_SQL = (Path(__file__).parent / "fixture_schema.sql").read_text()
@@ -25,11 +26,11 @@ def database_url(cluster: TestCluster) -> str:
 @pytest.fixture(scope="module")
 def admin(client: TestClient) -> dict[str, str]:
     """Headers that carry the project's API key (runs as project_admin)."""
-    keys = json.loads((client.app.state.runtime.settings.data_dir / "keys.json").read_text())  # type: ignore[attr-defined]
+    keys = json.loads((services_of(client).core.settings.data_dir / "keys.json").read_text())
     return {"Authorization": f"Bearer {keys['api_key']}"}
 
 
 @pytest.fixture(scope="module")
 def anon(client: TestClient) -> dict[str, str]:
-    keys = json.loads((client.app.state.runtime.settings.data_dir / "keys.json").read_text())  # type: ignore[attr-defined]
+    keys = json.loads((services_of(client).core.settings.data_dir / "keys.json").read_text())
     return {"Authorization": f"Bearer {keys['anon_key']}"}

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from tests.support.app import services_of
+
 RECORDS = "/api/database/records"
 
 
@@ -408,7 +410,7 @@ def test_a_repeated_call_shape_binds_each_calls_own_values(client: TestClient, a
 def test_argument_names_no_function_has_are_not_remembered(client: TestClient, admin: dict[str, str]) -> None:
     """The call-plan memory is keyed by the parameters the arguments name: a caller cannot fill it with
     names of its own choosing (here a function that takes the whole body, so any names are accepted)."""
-    snapshot = client.app.state.runtime.schema_cache.snapshot  # type: ignore[attr-defined]
+    snapshot = services_of(client).core.schema_cache.snapshot
 
     def plans() -> int:
         return sum(1 for key in snapshot.read_plans if key[0] == "rpc")
@@ -446,7 +448,7 @@ def test_ddl_by_anyone_refreshes_the_schema_cache(client: TestClient, database_u
 
     import psycopg
 
-    cache = client.app.state.runtime.schema_cache  # type: ignore[attr-defined]
+    cache = services_of(client).core.schema_cache
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE heard_about (id int PRIMARY KEY)")
     deadline = time.monotonic() + 10

@@ -12,6 +12,8 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from tests.support.app import services_of
+
 RECORDS = "/api/database/records"
 ALICE = str(uuid.uuid4())
 BOB = str(uuid.uuid4())
@@ -54,7 +56,7 @@ def owned_tables(database_url: str) -> None:
 
 
 def user(client: TestClient, sub: str, email: str) -> dict[str, str]:
-    tokens = client.app.state.runtime.tokens  # type: ignore[attr-defined]
+    tokens = services_of(client).core.tokens
     token = tokens.sign({"sub": sub, "role": "authenticated", "email": email})
     return {"Authorization": f"Bearer {token}"}
 
@@ -146,7 +148,7 @@ def test_users_write_only_their_own_rows(
 
 
 def test_expired_or_forged_tokens_are_refused(client: TestClient) -> None:
-    tokens = client.app.state.runtime.tokens  # type: ignore[attr-defined]
+    tokens = services_of(client).core.tokens
     expired = tokens.sign({"sub": ALICE, "role": "authenticated"}, expires_in=-60)
     response = client.get(f"{RECORDS}/todos", headers={"Authorization": f"Bearer {expired}"})
     assert response.status_code == 401

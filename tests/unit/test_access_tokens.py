@@ -11,8 +11,8 @@ import jwt
 import pytest
 
 from kilnbase.config import Settings
-from kilnbase.http.access_tokens import InvalidToken, TokenService
-from kilnbase.server.project_keys import ProjectKeys, load_project_keys
+from kilnbase.keys.access_tokens import InvalidToken, TokenService
+from kilnbase.keys.project_keys import ProjectKeys, load_project_keys
 
 
 @pytest.fixture(scope="module")

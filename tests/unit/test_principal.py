@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from kilnbase.config import Settings
-from kilnbase.http.access_tokens import TokenService
-from kilnbase.http.principal import ANONYMOUS, CredentialError, CredentialKind, CredentialResolver
-from kilnbase.server.project_keys import ProjectKeys, load_project_keys
+from kilnbase.identity.principal import ANONYMOUS, CredentialError, CredentialKind, CredentialResolver
+from kilnbase.keys.access_tokens import TokenService
+from kilnbase.keys.project_keys import ProjectKeys, load_project_keys
 
 
 @pytest.fixture(scope="module")

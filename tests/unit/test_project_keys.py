@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kilnbase.config import Settings
-from kilnbase.server.project_keys import (
+from kilnbase.keys.project_keys import (
     ANON_KEY_PATTERN,
     API_KEY_PATTERN,
     KeyConfigurationError,

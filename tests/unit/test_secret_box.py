@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from kilnbase.secrets.encryption import DecryptionError, SecretBox
+from kilnbase.keys.secret_box import DecryptionError, SecretBox
 
 
 def test_round_trip_and_fresh_nonce() -> None:

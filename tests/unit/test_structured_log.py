@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kilnbase.logs import structured
-from kilnbase.logs.structured import JsonFormatter, scrub
+from kilnbase import structured_log as structured
+from kilnbase.structured_log import JsonFormatter, scrub
 
 
 def test_scrub_removes_keys_tokens_and_passwords() -> None:

@@ -10,14 +10,15 @@ from typing import Any
 
 from psycopg import errors as pg_errors
 
+from kilnbase import audit
 from kilnbase.ai import credentials
 from kilnbase.ai.errors import GatewayError, invalid
 from kilnbase.ai.gateway import Gateway
 from kilnbase.ai.policy import hash_key
 from kilnbase.ai.providers import OpenAICompatibleProvider, UpstreamError
 from kilnbase.db.session import Database
-from kilnbase.logs import audit
-from kilnbase.secrets.encryption import SecretBox
+from kilnbase.identity.actor import Actor
+from kilnbase.keys.secret_box import SecretBox
 
 _TS = "to_char({} at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 LIMIT_FIELDS = ("rpm", "tpm", "tokens_per_day", "usd_per_day", "usd_per_month")
@@ -31,17 +32,16 @@ _LIMIT_NAMES = {
 
 
 class Admin:
-    """Bound to one request's actor and IP, for the audit trail."""
+    """Bound to one actor, for the audit trail."""
 
-    def __init__(self, db: Database, gateway: Gateway, box: SecretBox, actor: str, ip: str | None) -> None:
+    def __init__(self, db: Database, gateway: Gateway, box: SecretBox, actor: Actor) -> None:
         self.db = db
         self.gateway = gateway
         self.box = box
         self.actor = actor
-        self.ip = ip
 
     async def _audit(self, cur: Any, action: str, details: dict[str, Any]) -> None:
-        await audit.record(cur, actor=self.actor, action=action, module="AI", details=details, ip=self.ip)
+        await audit.record(cur, self.actor, action, "AI", details)
 
     def _changed(self) -> None:
         self.gateway.policy.invalidate()

@@ -28,7 +28,7 @@ from kilnbase.ai.reliability import CircuitBreaker
 from kilnbase.ai.upstream_http import HttpPool
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
-from kilnbase.secrets.encryption import SecretBox
+from kilnbase.keys.secret_box import SecretBox
 
 
 def build_gateway(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -22,22 +23,16 @@ from kilnbase.ai import admin_requests, credentials
 from kilnbase.ai.admin import Admin, usage_records, usage_summary
 from kilnbase.ai.admin_requests import parse
 from kilnbase.ai.chat_stream import ChatStream
-from kilnbase.ai.edge import (
-    cache_mode,
-    caller_of,
-    client_address,
-    gateway_of,
-    json_body,
-    unless_client_leaves,
-)
+from kilnbase.ai.edge import cache_mode, caller_of, json_body
 from kilnbase.ai.errors import GatewayError, insforge_code, invalid
 from kilnbase.ai.event_stream import EventStreamResponse
 from kilnbase.ai.providers import StreamBroken
+from kilnbase.ai.service import AiService
+from kilnbase.http.disconnect import unless_client_leaves
 from kilnbase.http.errors import error_response
-from kilnbase.http.request_context import require_admin
-from kilnbase.server.runtime import runtime_of
+from kilnbase.http.request_context import admin_actor, require_admin
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[AiService, Request], Awaitable[Response]]
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -45,20 +40,17 @@ def _json(body: object, status: int = 200, headers: dict[str, str] | None = None
 
 
 def _insforge_errors(handler: Handler) -> Handler:
-    async def wrapped(request: Request) -> Response:
+    async def wrapped(ai: AiService, request: Request) -> Response:
         try:
-            return await handler(request)
+            return await handler(ai, request)
         except GatewayError as exc:
             return error_response(exc.status, insforge_code(exc), exc.message, headers=exc.headers)
 
     return wrapped
 
 
-def _admin(request: Request) -> Admin:
-    principal = require_admin(request)
-    runtime = runtime_of(request)
-    ip = client_address(request)
-    return Admin(runtime.database, gateway_of(request), runtime.secret_box, principal.actor, ip)
+def _admin(ai: AiService, request: Request) -> Admin:
+    return ai.admin(admin_actor(request))
 
 
 def _usage(usage: dict[str, Any]) -> dict[str, int]:
@@ -157,9 +149,9 @@ async def _insforge_events(stream: ChatStream) -> AsyncIterator[bytes]:
 
 
 @_insforge_errors
-async def chat_completion(request: Request) -> Response:
-    gateway = gateway_of(request)
-    caller = await caller_of(request)
+async def chat_completion(ai: AiService, request: Request) -> Response:
+    gateway = ai.gateway
+    caller = await caller_of(ai, request)
     body = _chat_request(await json_body(request))
     if body.get("stream"):
         stream = await gateway.open_chat_stream(caller, body, endpoint="/api/ai/chat/completion")
@@ -185,9 +177,9 @@ async def chat_completion(request: Request) -> Response:
 
 
 @_insforge_errors
-async def image_generation(request: Request) -> Response:
-    gateway = gateway_of(request)
-    caller = await caller_of(request)
+async def image_generation(ai: AiService, request: Request) -> Response:
+    gateway = ai.gateway
+    caller = await caller_of(ai, request)
     body = await json_body(request)
     inputs = body.get("images") if isinstance(body, dict) else None
     if inputs is not None and (
@@ -212,9 +204,9 @@ async def image_generation(request: Request) -> Response:
 
 
 @_insforge_errors
-async def embeddings(request: Request) -> Response:
-    gateway = gateway_of(request)
-    caller = await caller_of(request)
+async def embeddings(ai: AiService, request: Request) -> Response:
+    gateway = ai.gateway
+    caller = await caller_of(ai, request)
     result = await gateway.embeddings(
         caller, await json_body(request), endpoint="/api/ai/embeddings", cache_mode=cache_mode(request)
     )
@@ -233,9 +225,9 @@ async def embeddings(request: Request) -> Response:
 
 
 @_insforge_errors
-async def models(request: Request) -> Response:
+async def models(ai: AiService, request: Request) -> Response:
     require_admin(request)
-    found = await gateway_of(request).models()
+    found = await ai.gateway.models()
     out = []
     for model in found:
         architecture = model.get("architecture") or {}
@@ -265,29 +257,32 @@ def _per_million(value: Any) -> float | None:
 
 
 # -- configurations ------------------------------------------------------------------------------------------
-@_insforge_errors
-async def list_configurations(request: Request) -> Response:
-    return _json(await _admin(request).list_configurations())
+_MODES = ("append", "drop", "refuse")
 
 
 @_insforge_errors
-async def create_configuration(request: Request) -> Response:
-    admin = _admin(request)
+async def list_configurations(ai: AiService, request: Request) -> Response:
+    return _json(await _admin(ai, request).list_configurations())
+
+
+@_insforge_errors
+async def create_configuration(ai: AiService, request: Request) -> Response:
+    admin = _admin(ai, request)
     body = parse(admin_requests.ConfigurationCreate, await json_body(request))
     return _json(await admin.create_configuration(body.columns()), 201)
 
 
 @_insforge_errors
-async def update_configuration(request: Request) -> Response:
-    admin = _admin(request)
+async def update_configuration(ai: AiService, request: Request) -> Response:
+    admin = _admin(ai, request)
     body = parse(admin_requests.ConfigurationUpdate, await json_body(request))
     await admin.update_configuration(request.path_params["id"], body.columns())
     return _json({"message": "AI configuration updated successfully"})
 
 
 @_insforge_errors
-async def delete_configuration(request: Request) -> Response:
-    await _admin(request).delete_configuration(request.path_params["id"])
+async def delete_configuration(ai: AiService, request: Request) -> Response:
+    await _admin(ai, request).delete_configuration(request.path_params["id"])
     return _json({"message": "AI configuration deleted successfully"})
 
 
@@ -313,8 +308,8 @@ def _int(request: Request, name: str, default: int, high: int) -> int:
 
 
 @_insforge_errors
-async def usage(request: Request) -> Response:
-    admin = _admin(request)
+async def usage(ai: AiService, request: Request) -> Response:
+    admin = _admin(ai, request)
     return _json(
         await usage_records(
             admin.db,
@@ -327,8 +322,8 @@ async def usage(request: Request) -> Response:
 
 
 @_insforge_errors
-async def usage_summary_route(request: Request) -> Response:
-    admin = _admin(request)
+async def usage_summary_route(ai: AiService, request: Request) -> Response:
+    admin = _admin(ai, request)
     return _json(
         await usage_summary(
             admin.db,
@@ -340,8 +335,8 @@ async def usage_summary_route(request: Request) -> Response:
 
 
 @_insforge_errors
-async def usage_by_config(request: Request) -> Response:
-    admin = _admin(request)
+async def usage_by_config(ai: AiService, request: Request) -> Response:
+    admin = _admin(ai, request)
     result = await usage_records(
         admin.db,
         limit=_int(request, "limit", 1000, 1000),
@@ -355,33 +350,33 @@ async def usage_by_config(request: Request) -> Response:
 
 # -- credentials ---------------------------------------------------------------------------------------------
 @_insforge_errors
-async def gateway_config(request: Request) -> Response:
-    return _json(await _admin(request).credential_status())
+async def gateway_config(ai: AiService, request: Request) -> Response:
+    return _json(await _admin(ai, request).credential_status())
 
 
 @_insforge_errors
-async def set_gateway_config(request: Request) -> Response:
-    admin = _admin(request)
+async def set_gateway_config(ai: AiService, request: Request) -> Response:
+    admin = _admin(ai, request)
     body = parse(admin_requests.GatewayCredential, await json_body(request))
     await admin.set_credential(credentials.OPENROUTER_KEY, body.apiKey, validate=True)
     return _json(await admin.credential_status())
 
 
 @_insforge_errors
-async def delete_gateway_config(request: Request) -> Response:
-    admin = _admin(request)
+async def delete_gateway_config(ai: AiService, request: Request) -> Response:
+    admin = _admin(ai, request)
     await admin.delete_credential(credentials.OPENROUTER_KEY)
     return _json(await admin.credential_status())
 
 
 @_insforge_errors
-async def get_config(request: Request) -> Response:
-    return _json(await _admin(request).insforge_config())
+async def get_config(ai: AiService, request: Request) -> Response:
+    return _json(await _admin(ai, request).insforge_config())
 
 
 @_insforge_errors
-async def put_config(request: Request) -> Response:
-    admin = _admin(request)
+async def put_config(ai: AiService, request: Request) -> Response:
+    admin = _admin(ai, request)
     body = parse(admin_requests.InsforgeConfig, await json_body(request))
     if body.apiKey is not None:
         await admin.set_credential(credentials.OPENROUTER_KEY, body.apiKey, validate=True)
@@ -392,21 +387,21 @@ async def put_config(request: Request) -> Response:
 
 # -- Kilnbase: gateway keys, limits, policy, providers -------------------------------------------------------
 @_insforge_errors
-async def list_keys(request: Request) -> Response:
-    return _json(await _admin(request).list_keys())
+async def list_keys(ai: AiService, request: Request) -> Response:
+    return _json(await _admin(ai, request).list_keys())
 
 
 @_insforge_errors
-async def create_key(request: Request) -> Response:
-    admin = _admin(request)
+async def create_key(ai: AiService, request: Request) -> Response:
+    admin = _admin(ai, request)
     body = parse(admin_requests.KeyCreate, await json_body(request))
     limits = (body.limits or admin_requests.Limits()).columns()
     return _json(await admin.create_key(body.name, body.models, body.maxTokens, limits), 201)
 
 
 @_insforge_errors
-async def revoke_key(request: Request) -> Response:
-    await _admin(request).revoke_key(request.path_params["id"])
+async def revoke_key(ai: AiService, request: Request) -> Response:
+    await _admin(ai, request).revoke_key(request.path_params["id"])
     return _json({"message": "Gateway key revoked"})
 
 
@@ -422,45 +417,45 @@ def _scope(request: Request) -> tuple[str, str]:
 
 
 @_insforge_errors
-async def list_limits(request: Request) -> Response:
-    return _json(await _admin(request).list_limits())
+async def list_limits(ai: AiService, request: Request) -> Response:
+    return _json(await _admin(ai, request).list_limits())
 
 
 @_insforge_errors
-async def put_limits(request: Request) -> Response:
-    admin = _admin(request)
+async def put_limits(ai: AiService, request: Request) -> Response:
+    admin = _admin(ai, request)
     scope, subject = _scope(request)
     body = parse(admin_requests.Limits, await json_body(request))
     return _json(await admin.put_limits(scope, subject, body.columns()))
 
 
 @_insforge_errors
-async def delete_limits(request: Request) -> Response:
-    admin = _admin(request)
+async def delete_limits(ai: AiService, request: Request) -> Response:
+    admin = _admin(ai, request)
     await admin.delete_limits(*_scope(request))
     return _json({"message": "Limits removed"})
 
 
 @_insforge_errors
-async def get_policy(request: Request) -> Response:
-    return _json(await _admin(request).get_policy())
+async def get_policy(ai: AiService, request: Request) -> Response:
+    return _json(await _admin(ai, request).get_policy())
 
 
 @_insforge_errors
-async def put_policy(request: Request) -> Response:
-    admin = _admin(request)
+async def put_policy(ai: AiService, request: Request) -> Response:
+    admin = _admin(ai, request)
     body = parse(admin_requests.PolicyUpdate, await json_body(request))
     return _json(await admin.put_policy(body.model_dump()))
 
 
 @_insforge_errors
-async def list_providers(request: Request) -> Response:
-    return _json(await _admin(request).list_providers())
+async def list_providers(ai: AiService, request: Request) -> Response:
+    return _json(await _admin(ai, request).list_providers())
 
 
 @_insforge_errors
-async def put_provider(request: Request) -> Response:
-    admin = _admin(request)
+async def put_provider(ai: AiService, request: Request) -> Response:
+    admin = _admin(ai, request)
     body = parse(admin_requests.ProviderPut, await json_body(request))
     if request.path_params["name"] == "openrouter":
         raise invalid("'openrouter' is built in; set its key under /api/ai/gateway/config.", param="name")
@@ -468,58 +463,59 @@ async def put_provider(request: Request) -> Response:
 
 
 @_insforge_errors
-async def delete_provider(request: Request) -> Response:
-    await _admin(request).delete_provider(request.path_params["name"])
+async def delete_provider(ai: AiService, request: Request) -> Response:
+    await _admin(ai, request).delete_provider(request.path_params["name"])
     return _json({"message": "Provider removed"})
 
 
 @_insforge_errors
-async def list_prices(request: Request) -> Response:
-    return _json(await _admin(request).list_prices())
+async def list_prices(ai: AiService, request: Request) -> Response:
+    return _json(await _admin(ai, request).list_prices())
 
 
 @_insforge_errors
-async def put_price(request: Request) -> Response:
-    admin = _admin(request)
+async def put_price(ai: AiService, request: Request) -> Response:
+    admin = _admin(ai, request)
     body = parse(admin_requests.PricePut, await json_body(request))
     return _json(await admin.put_price(request.path_params["model_id"], body.columns()))
 
 
 @_insforge_errors
-async def delete_price(request: Request) -> Response:
-    await _admin(request).delete_price(request.path_params["model_id"])
+async def delete_price(ai: AiService, request: Request) -> Response:
+    await _admin(ai, request).delete_price(request.path_params["model_id"])
     return _json({"message": "Price removed"})
 
 
-routes: list[BaseRoute] = [
-    Route("/api/ai/chat/completion", chat_completion, methods=["POST"]),
-    Route("/api/ai/image/generation", image_generation, methods=["POST"]),
-    Route("/api/ai/embeddings", embeddings, methods=["POST"]),
-    Route("/api/ai/models", models, methods=["GET"]),
-    Route("/api/ai/configurations", list_configurations, methods=["GET"]),
-    Route("/api/ai/configurations", create_configuration, methods=["POST"]),
-    Route("/api/ai/configurations/{id}", update_configuration, methods=["PATCH"]),
-    Route("/api/ai/configurations/{id}", delete_configuration, methods=["DELETE"]),
-    Route("/api/ai/usage", usage, methods=["GET"]),
-    Route("/api/ai/usage/summary", usage_summary_route, methods=["GET"]),
-    Route("/api/ai/usage/config/{configId}", usage_by_config, methods=["GET"]),
-    Route("/api/ai/gateway/config", gateway_config, methods=["GET"]),
-    Route("/api/ai/gateway/config", set_gateway_config, methods=["POST"]),
-    Route("/api/ai/gateway/config", delete_gateway_config, methods=["DELETE"]),
-    Route("/api/ai/config", get_config, methods=["GET"]),
-    Route("/api/ai/config", put_config, methods=["PUT"]),
-    Route("/api/ai/gateway/keys", list_keys, methods=["GET"]),
-    Route("/api/ai/gateway/keys", create_key, methods=["POST"]),
-    Route("/api/ai/gateway/keys/{id}", revoke_key, methods=["DELETE"]),
-    Route("/api/ai/limits", list_limits, methods=["GET"]),
-    Route("/api/ai/limits/{scope}/{subject}", put_limits, methods=["PUT"]),
-    Route("/api/ai/limits/{scope}/{subject}", delete_limits, methods=["DELETE"]),
-    Route("/api/ai/policy", get_policy, methods=["GET"]),
-    Route("/api/ai/policy", put_policy, methods=["PUT"]),
-    Route("/api/ai/providers", list_providers, methods=["GET"]),
-    Route("/api/ai/providers/{name}", put_provider, methods=["PUT"]),
-    Route("/api/ai/providers/{name}", delete_provider, methods=["DELETE"]),
-    Route("/api/ai/prices", list_prices, methods=["GET"]),
-    Route("/api/ai/prices/{model_id:path}", put_price, methods=["PUT"]),
-    Route("/api/ai/prices/{model_id:path}", delete_price, methods=["DELETE"]),
-]
+def routes(ai: AiService) -> list[BaseRoute]:
+    return [
+        Route("/api/ai/chat/completion", partial(chat_completion, ai), methods=["POST"]),
+        Route("/api/ai/image/generation", partial(image_generation, ai), methods=["POST"]),
+        Route("/api/ai/embeddings", partial(embeddings, ai), methods=["POST"]),
+        Route("/api/ai/models", partial(models, ai), methods=["GET"]),
+        Route("/api/ai/configurations", partial(list_configurations, ai), methods=["GET"]),
+        Route("/api/ai/configurations", partial(create_configuration, ai), methods=["POST"]),
+        Route("/api/ai/configurations/{id}", partial(update_configuration, ai), methods=["PATCH"]),
+        Route("/api/ai/configurations/{id}", partial(delete_configuration, ai), methods=["DELETE"]),
+        Route("/api/ai/usage", partial(usage, ai), methods=["GET"]),
+        Route("/api/ai/usage/summary", partial(usage_summary_route, ai), methods=["GET"]),
+        Route("/api/ai/usage/config/{configId}", partial(usage_by_config, ai), methods=["GET"]),
+        Route("/api/ai/gateway/config", partial(gateway_config, ai), methods=["GET"]),
+        Route("/api/ai/gateway/config", partial(set_gateway_config, ai), methods=["POST"]),
+        Route("/api/ai/gateway/config", partial(delete_gateway_config, ai), methods=["DELETE"]),
+        Route("/api/ai/config", partial(get_config, ai), methods=["GET"]),
+        Route("/api/ai/config", partial(put_config, ai), methods=["PUT"]),
+        Route("/api/ai/gateway/keys", partial(list_keys, ai), methods=["GET"]),
+        Route("/api/ai/gateway/keys", partial(create_key, ai), methods=["POST"]),
+        Route("/api/ai/gateway/keys/{id}", partial(revoke_key, ai), methods=["DELETE"]),
+        Route("/api/ai/limits", partial(list_limits, ai), methods=["GET"]),
+        Route("/api/ai/limits/{scope}/{subject}", partial(put_limits, ai), methods=["PUT"]),
+        Route("/api/ai/limits/{scope}/{subject}", partial(delete_limits, ai), methods=["DELETE"]),
+        Route("/api/ai/policy", partial(get_policy, ai), methods=["GET"]),
+        Route("/api/ai/policy", partial(put_policy, ai), methods=["PUT"]),
+        Route("/api/ai/providers", partial(list_providers, ai), methods=["GET"]),
+        Route("/api/ai/providers/{name}", partial(put_provider, ai), methods=["PUT"]),
+        Route("/api/ai/providers/{name}", partial(delete_provider, ai), methods=["DELETE"]),
+        Route("/api/ai/prices", partial(list_prices, ai), methods=["GET"]),
+        Route("/api/ai/prices/{model_id:path}", partial(put_price, ai), methods=["PUT"]),
+        Route("/api/ai/prices/{model_id:path}", partial(delete_price, ai), methods=["DELETE"]),
+    ]

@@ -141,7 +141,7 @@ class LedgerWriter:
         in_postgres = isinstance(self._counters, PostgresCounters)
         if batch.settlements and not in_postgres:
             await self._counters.settle(batch.settlements)
-        async with self._database().pool.connection() as conn:
+        async with self._database().owner_pool.connection() as conn:
             if batch.settlements and in_postgres:
                 await conn.execute(SETTLE_SQL, (orjson.dumps(batch.settlements).decode(),))
             if batch.records:

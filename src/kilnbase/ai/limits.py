@@ -214,12 +214,12 @@ class PostgresCounters:
         return (row["requests"], row["tokens"], row["usd"]) if row else (0, 0, Decimal(0))
 
     async def settle(self, corrections: list[dict[str, Any]]) -> None:
-        async with self._database().pool.connection() as conn:
+        async with self._database().owner_pool.connection() as conn:
             await conn.execute(SETTLE_SQL, (orjson.dumps(corrections).decode(),))
 
     async def prune(self, batch: int = 5000) -> int:
         """Delete counters whose window is long over, a bounded batch at a time (never one huge delete)."""
-        async with self._database().pool.connection() as conn:
+        async with self._database().owner_pool.connection() as conn:
             cur = await conn.execute(PRUNE_SQL, (batch,))
             return cur.rowcount
 

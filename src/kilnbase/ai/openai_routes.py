@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import partial
 
 import orjson
 from starlette.requests import Request
@@ -16,10 +17,12 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from kilnbase.ai.chat_stream import ChatStream
-from kilnbase.ai.edge import cache_mode, caller_of, gateway_of, json_body, unless_client_leaves
+from kilnbase.ai.edge import cache_mode, caller_of, json_body
 from kilnbase.ai.errors import GatewayError, openai_error_body
 from kilnbase.ai.event_stream import EventStreamResponse
 from kilnbase.ai.providers import StreamBroken
+from kilnbase.ai.service import AiService
+from kilnbase.http.disconnect import unless_client_leaves
 
 DONE = b"data: [DONE]\n\n"
 
@@ -29,11 +32,11 @@ def _json(body: object, headers: dict[str, str] | None = None, status: int = 200
 
 
 def _openai_errors(
-    handler: Callable[[Request], Awaitable[Response]],
-) -> Callable[[Request], Awaitable[Response]]:
-    async def wrapped(request: Request) -> Response:
+    handler: Callable[[AiService, Request], Awaitable[Response]],
+) -> Callable[[AiService, Request], Awaitable[Response]]:
+    async def wrapped(ai: AiService, request: Request) -> Response:
         try:
-            return await handler(request)
+            return await handler(ai, request)
         except GatewayError as exc:
             return _json(openai_error_body(exc), exc.headers, exc.status)
 
@@ -76,11 +79,15 @@ class ChatCompletions:
     """`POST /v1/chat/completions`, the gateway's hot path, as a plain ASGI app: no per-request handler
     wrapper or Response object; the answer goes out as the bytes orjson made."""
 
+    def __init__(self, ai: AiService) -> None:
+        self.ai = ai
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
+        ai = self.ai
         try:
-            gateway = gateway_of(request)
-            caller = await caller_of(request)
+            gateway = ai.gateway
+            caller = await caller_of(ai, request)
             body = await json_body(request)
             if isinstance(body, dict) and body.get("stream"):
                 stream = await gateway.open_chat_stream(caller, body)
@@ -104,17 +111,17 @@ class ChatCompletions:
 
 
 @_openai_errors
-async def embeddings(request: Request) -> Response:
-    gateway = gateway_of(request)
-    caller = await caller_of(request)
+async def embeddings(ai: AiService, request: Request) -> Response:
+    gateway = ai.gateway
+    caller = await caller_of(ai, request)
     result = await gateway.embeddings(caller, await json_body(request), cache_mode=cache_mode(request))
     return _json(result.body, result.headers)
 
 
 @_openai_errors
-async def images(request: Request) -> Response:
-    gateway = gateway_of(request)
-    caller = await caller_of(request)
+async def images(ai: AiService, request: Request) -> Response:
+    gateway = ai.gateway
+    caller = await caller_of(ai, request)
     body = await json_body(request)
     urls, _text, usage, _model = await gateway.images(caller, body)
     as_url = isinstance(body, dict) and body.get("response_format") == "url"
@@ -145,17 +152,17 @@ def _model_entry(model: dict[str, object]) -> dict[str, object]:
 
 
 @_openai_errors
-async def list_models(request: Request) -> Response:
-    await caller_of(request)
-    models = await gateway_of(request).models()
+async def list_models(ai: AiService, request: Request) -> Response:
+    await caller_of(ai, request)
+    models = await ai.gateway.models()
     return _json({"object": "list", "data": [_model_entry(m) for m in models]})
 
 
 @_openai_errors
-async def get_model(request: Request) -> Response:
-    await caller_of(request)
+async def get_model(ai: AiService, request: Request) -> Response:
+    await caller_of(ai, request)
     model_id = request.path_params["model_id"]
-    for model in await gateway_of(request).models():
+    for model in await ai.gateway.models():
         if model["id"] == model_id:
             return _json(_model_entry(model))
     raise GatewayError(
@@ -167,10 +174,11 @@ async def get_model(request: Request) -> Response:
     )
 
 
-routes: list[BaseRoute] = [
-    Route("/v1/chat/completions", ChatCompletions(), methods=["POST"]),
-    Route("/v1/embeddings", embeddings, methods=["POST"]),
-    Route("/v1/images/generations", images, methods=["POST"]),
-    Route("/v1/models", list_models, methods=["GET"]),
-    Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
-]
+def routes(ai: AiService) -> list[BaseRoute]:
+    return [
+        Route("/v1/chat/completions", ChatCompletions(ai), methods=["POST"]),
+        Route("/v1/embeddings", partial(embeddings, ai), methods=["POST"]),
+        Route("/v1/images/generations", partial(images, ai), methods=["POST"]),
+        Route("/v1/models", partial(list_models, ai), methods=["GET"]),
+        Route("/v1/models/{model_id:path}", partial(get_model, ai), methods=["GET"]),
+    ]

@@ -19,7 +19,7 @@ from typing import Any
 from kilnbase.ai.catalog import Price
 from kilnbase.ai.credentials import MANAGEMENT_KEY, OPENROUTER_KEY
 from kilnbase.db.session import Database
-from kilnbase.secrets.encryption import DecryptionError, SecretBox
+from kilnbase.keys.secret_box import DecryptionError, SecretBox
 
 log = logging.getLogger("kilnbase.ai.policy")
 

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from starlette.applications import Starlette
-from starlette.routing import BaseRoute
-
 from kilnbase.ai import insforge_routes, openai_routes
-from kilnbase.ai.gateway import Gateway
-from kilnbase.ai.gateway_factory import build_gateway, close_gateway
-from kilnbase.server.runtime import Runtime
+from kilnbase.ai.service import AiService
+from kilnbase.capability import Capability
 
-routes: list[BaseRoute] = [*openai_routes.routes, *insforge_routes.routes]
-
-
-def startup(app: Starlette, runtime: Runtime) -> None:
-    """Make the gateway in the lifespan, before the startup heap is frozen out of the GC's reach."""
-    app.state.ai_gateway = build_gateway(runtime.settings, runtime.secret_box, lambda: runtime.database)
+#: The gateway's request bodies fall under the gateway's body limit (prompts with images run large).
+GATEWAY_PATHS = ("/v1/", "/api/ai/chat/", "/api/ai/image/", "/api/ai/embeddings")
 
 
-async def shutdown(app: Starlette) -> None:
-    """Write the usage rows still queued and close the upstream connections. Call it in the lifespan's
-    shutdown, before the database pool closes, so that no ledger row is lost on a graceful stop."""
-    gateway: Gateway | None = getattr(app.state, "ai_gateway", None)
-    if gateway is not None:
-        await close_gateway(gateway)
+def capability(ai: AiService) -> Capability:
+    return Capability(
+        "ai",
+        [*openai_routes.routes(ai), *insforge_routes.routes(ai)],
+        lifespan=ai.running,
+        body_limits=dict.fromkeys(GATEWAY_PATHS, "gateway"),
+    )

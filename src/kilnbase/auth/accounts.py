@@ -30,7 +30,7 @@ from kilnbase.auth.sessions import (
 from kilnbase.auth.validation import normalize_email
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
-from kilnbase.secrets.encryption import SecretBox
+from kilnbase.keys.secret_box import SecretBox
 
 
 class _Strict(BaseModel):

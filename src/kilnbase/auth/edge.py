@@ -1,28 +1,23 @@
-"""HTTP edge helpers shared by auth's route modules: client type, client address, the refresh-token cookie,
-and the session response (`{user, accessToken, csrfToken | refreshToken}`)."""
+"""HTTP edge helpers shared by auth's route modules: client type, the refresh-token cookie, and the session
+response (`{user, accessToken, csrfToken | refreshToken}`)."""
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from kilnbase.auth.accounts import AuthContext, SessionResult
-from kilnbase.auth.services import auth_services
+from kilnbase.auth.services import Auth
 from kilnbase.auth.sessions import CLIENT_TYPES, IssuedTokens, SessionKind
 from kilnbase.http.errors import ApiError
-from kilnbase.server.runtime import runtime_of
+from kilnbase.http.request_context import client_ip
+from kilnbase.http.responses import json_response
 
 USER_COOKIE = "insforge_refresh_token"
 ADMIN_COOKIE = "insforge_admin_refresh_token"
 COOKIE_PATH = "/api/auth"
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 def client_type_of(request: Request) -> str:
@@ -32,51 +27,32 @@ def client_type_of(request: Request) -> str:
     return value
 
 
-def client_ip(request: Request) -> str | None:
-    if runtime_of(request).auth_settings.trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else None
-
-
-def db_ip(request: Request) -> str | None:
-    """The client address if it is an IP (the test client's is a name)."""
-    ip = client_ip(request)
-    if ip is None:
-        return None
-    try:
-        ipaddress.ip_address(ip)
-    except ValueError:
-        return None
-    return ip
-
-
-def context_of(request: Request) -> AuthContext:
-    runtime = runtime_of(request)
+def context_of(auth: Auth, request: Request) -> AuthContext:
     return AuthContext(
-        db=runtime.database,
-        services=auth_services(runtime),
-        box=runtime.secret_box,
-        base_url=runtime.settings.base_url,
+        db=auth.database,
+        services=auth.services,
+        box=auth.secret_box,
+        base_url=auth.server.base_url,
         client_type=client_type_of(request),
-        ip=db_ip(request),
+        ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),
     )
 
 
-def _secure(request: Request) -> bool:
-    return request.url.scheme == "https" or runtime_of(request).settings.base_url.startswith("https://")
+def _secure(auth: Auth, request: Request) -> bool:
+    return request.url.scheme == "https" or auth.server.base_url.startswith("https://")
 
 
-def set_refresh_cookie(request: Request, response: Response, kind: SessionKind, tokens: IssuedTokens) -> None:
+def set_refresh_cookie(
+    auth: Auth, request: Request, response: Response, kind: SessionKind, tokens: IssuedTokens
+) -> None:
     """httpOnly, path /api/auth, 7 days. Cross-site (SameSite=None) needs Secure, so over plain http
     the cookie is SameSite=Lax, which still works for a frontend on the same site (localhost on any port)."""
-    secure = _secure(request)
+    secure = _secure(auth, request)
     response.set_cookie(
         ADMIN_COOKIE if kind == "admin" else USER_COOKIE,
         tokens.refresh_token,
-        max_age=runtime_of(request).auth_settings.refresh_token_seconds,
+        max_age=auth.services.settings.refresh_token_seconds,
         path=COOKIE_PATH,
         httponly=True,
         secure=secure,
@@ -84,8 +60,8 @@ def set_refresh_cookie(request: Request, response: Response, kind: SessionKind, 
     )
 
 
-def clear_refresh_cookie(request: Request, response: Response, kind: SessionKind) -> None:
-    secure = _secure(request)
+def clear_refresh_cookie(auth: Auth, request: Request, response: Response, kind: SessionKind) -> None:
+    secure = _secure(auth, request)
     response.delete_cookie(
         ADMIN_COOKIE if kind == "admin" else USER_COOKIE,
         path=COOKIE_PATH,
@@ -96,7 +72,12 @@ def clear_refresh_cookie(request: Request, response: Response, kind: SessionKind
 
 
 def session_response(
-    request: Request, result: SessionResult, client_type: str, kind: SessionKind = "user", status: int = 200
+    auth: Auth,
+    request: Request,
+    result: SessionResult,
+    client_type: str,
+    kind: SessionKind = "user",
+    status: int = 200,
 ) -> Response:
     body: dict[str, Any] = {
         "user": result.user,
@@ -112,7 +93,7 @@ def session_response(
             body["refreshToken"] = tokens.refresh_token
     response = json_response(body, status)
     if tokens is not None and client_type == "web":
-        set_refresh_cookie(request, response, kind, tokens)
+        set_refresh_cookie(auth, request, response, kind, tokens)
     return response
 
 
@@ -130,9 +111,9 @@ def refresh_token_from(
     return request.cookies.get(ADMIN_COOKIE if kind == "admin" else USER_COOKIE), True
 
 
-def require_csrf(request: Request, refresh_token: str) -> None:
+def require_csrf(auth: Auth, request: Request, refresh_token: str) -> None:
     header = request.headers.get("x-csrf-token")
-    if not auth_services(runtime_of(request)).sessions.csrf_matches(header, refresh_token):
+    if not auth.services.sessions.csrf_matches(header, refresh_token):
         raise ApiError(
             403,
             "FORBIDDEN",

@@ -15,7 +15,7 @@ from psycopg.rows import DictRow
 
 from kilnbase.auth import email_templates, smtp_settings
 from kilnbase.email import smtp
-from kilnbase.secrets.encryption import SecretBox
+from kilnbase.keys.secret_box import SecretBox
 
 log = logging.getLogger("kilnbase.auth.email")
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from kilnbase.auth.auth_config import iso
 from kilnbase.auth.oauth_providers import KNOWN_PROVIDERS
 from kilnbase.http.errors import ApiError
-from kilnbase.secrets.encryption import SecretBox
+from kilnbase.keys.secret_box import SecretBox
 
 CUSTOM_KEY = re.compile(r"^[a-z0-9_-]{1,64}$")
 

@@ -13,6 +13,8 @@ Linking: an identity already linked signs in that user. Otherwise a *verified* p
 an account links to it; if that account never verified its address, its password is dropped and its sessions
 revoked (whoever registered it could not prove the address, the provider just did). An unverified provider
 address that matches an account is refused rather than linked.
+
+HTTP here goes through `httpx`, not the `httpx2` the gateway uses: Authlib's OAuth client is built on httpx.
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ from typing import Literal
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
-from kilnbase.auth.settings import AuthSettings
+from kilnbase.config import AuthSettings
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
-from kilnbase.server.project_keys import ProjectKeys
+from kilnbase.keys.project_keys import ProjectKeys
 
 Purpose = Literal["VERIFY_EMAIL", "RESET_PASSWORD", "SIGN_IN"]
 

@@ -14,7 +14,7 @@ import bcrypt
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from kilnbase.auth.settings import AuthSettings
+from kilnbase.config import AuthSettings
 
 _BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 

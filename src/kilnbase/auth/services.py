@@ -1,4 +1,8 @@
-"""Auth's process-wide services, built from the runtime's keys and `auth_settings` on first use."""
+"""What auth's routes are given: the process-wide auth services and the parts of the core auth reads.
+
+Built once at startup from the core (`Auth.build`); tests choose auth's tunables through
+`Settings(auth=AuthSettings(...))`, never by swapping fields on a live object.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,12 @@ from dataclasses import dataclass
 from kilnbase.auth.one_time_codes import OneTimeCodes
 from kilnbase.auth.passwords import Passwords
 from kilnbase.auth.sessions import SessionService
-from kilnbase.auth.settings import AuthSettings
-from kilnbase.server.runtime import Runtime
+from kilnbase.capability import Core
+from kilnbase.config import AuthSettings, Settings
+from kilnbase.db.session import Database
+from kilnbase.http.rate_limit import RateLimiter
+from kilnbase.keys.project_keys import ProjectKeys
+from kilnbase.keys.secret_box import SecretBox
 
 
 @dataclass(frozen=True)
@@ -19,16 +27,30 @@ class AuthServices:
     codes: OneTimeCodes
 
 
-def auth_services(runtime: Runtime) -> AuthServices:
-    """The services for this runtime; rebuilt if a test swapped `runtime.auth_settings`."""
-    settings = runtime.auth_settings
-    built = runtime.auth_cache
-    if not isinstance(built, AuthServices) or built.settings is not settings:
-        built = AuthServices(
-            settings=settings,
-            passwords=Passwords(settings),
-            sessions=SessionService(runtime.keys, runtime.tokens, settings),
-            codes=OneTimeCodes(runtime.keys, settings),
+@dataclass(frozen=True)
+class Auth:
+    server: Settings
+    keys: ProjectKeys
+    database: Database
+    secret_box: SecretBox
+    rate_limiter: RateLimiter
+    started_at: float
+    services: AuthServices
+
+    @classmethod
+    def build(cls, core: Core) -> Auth:
+        settings = core.settings.auth
+        return cls(
+            server=core.settings,
+            keys=core.keys,
+            database=core.database,
+            secret_box=core.secret_box,
+            rate_limiter=core.rate_limiter,
+            started_at=core.started_at,
+            services=AuthServices(
+                settings=settings,
+                passwords=Passwords(settings),
+                sessions=SessionService(core.keys, core.tokens, settings),
+                codes=OneTimeCodes(core.keys, settings),
+            ),
         )
-        runtime.auth_cache = built
-    return built

@@ -24,11 +24,11 @@ import jwt
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
-from kilnbase.auth.settings import AuthSettings
+from kilnbase.config import AuthSettings
 from kilnbase.db.session import Database
-from kilnbase.http.access_tokens import TokenService
 from kilnbase.http.errors import ApiError
-from kilnbase.server.project_keys import ProjectKeys
+from kilnbase.keys.access_tokens import TokenService
+from kilnbase.keys.project_keys import ProjectKeys
 
 SessionKind = Literal["user", "admin"]
 CLIENT_TYPES = frozenset({"web", "mobile", "desktop", "server"})

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from kilnbase.auth.auth_config import iso
 from kilnbase.auth.validation import normalize_email
 from kilnbase.email.smtp import SmtpServer
-from kilnbase.secrets.encryption import SecretBox
+from kilnbase.keys.secret_box import SecretBox
 
 _PASSWORD_CONTEXT = "auth.smtp_config.password"  # noqa: S105 (a label, not a password)
 

@@ -8,39 +8,46 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from kilnbase import INSFORGE_API_VERSION, __version__
-from kilnbase.server.runtime import runtime_of
+from kilnbase.capability import Capability, Core
 
 _templates = Environment(
     loader=PackageLoader("kilnbase.dashboard", "templates"), autoescape=select_autoescape()
 )
 
 
-async def status_page(request: Request) -> Response:
-    runtime = runtime_of(request)
-    try:
-        await runtime.database.ping()
-        healthy = True
-    except Exception:
-        healthy = False
-    settings = runtime.settings
-    html = _templates.get_template("status.html").render(
-        healthy=healthy,
-        base_url=settings.base_url,
-        database="external (DATABASE_URL)"
-        if settings.database_url
-        else f"embedded PostgreSQL in {settings.data_dir}",
-        version=__version__,
-        api_version=INSFORGE_API_VERSION,
-        data_dir=settings.data_dir,
-    )
-    return HTMLResponse(html, status_code=200 if healthy else 503)
+class DashboardRoutes:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def status_page(self, _request: Request) -> Response:
+        try:
+            await self.core.database.ping()
+            healthy = True
+        except Exception:
+            healthy = False
+        settings = self.core.settings
+        html = _templates.get_template("status.html").render(
+            healthy=healthy,
+            base_url=settings.base_url,
+            database="external (DATABASE_URL)"
+            if settings.database_url
+            else f"embedded PostgreSQL in {settings.data_dir}",
+            version=__version__,
+            api_version=INSFORGE_API_VERSION,
+            data_dir=settings.data_dir,
+        )
+        return HTMLResponse(html, status_code=200 if healthy else 503)
+
+    @staticmethod
+    async def root(_request: Request) -> Response:
+        return RedirectResponse("/dashboard", status_code=302)
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/", self.root, methods=["GET"]),
+            Route("/dashboard", self.status_page, methods=["GET"]),
+        ]
 
 
-async def root(_request: Request) -> Response:
-    return RedirectResponse("/dashboard", status_code=302)
-
-
-routes: list[BaseRoute] = [
-    Route("/", root, methods=["GET"]),
-    Route("/dashboard", status_page, methods=["GET"]),
-]
+def capability(core: Core) -> Capability:
+    return Capability("dashboard", DashboardRoutes(core).routes())

@@ -1,14 +1,16 @@
 """Bulk data for admins: upsert rows from a CSV/JSON file, export tables as SQL or JSON, import a SQL file.
 
 An upsert is one `INSERT ... SELECT FROM jsonb_array_elements(...)`, so a file of any size is one bound
-parameter. Imports go through the raw SQL guard and run as project_admin in
-one transaction: a failing file imports nothing.
+parameter. Imports go through the raw SQL guard and run in one transaction: a failing file imports nothing.
+Everything here runs as the calling admin (project_admin) on the request pool, exports included: a table's
+data passes through casts and functions an admin defined, which must never run with the owner's rights.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +22,7 @@ from psycopg.rows import DictRow, dict_row
 from kilnbase.database import sql_guard
 from kilnbase.database.database_errors import api_error_from
 from kilnbase.database.tables import identifier
-from kilnbase.db.session import Database
+from kilnbase.db.session import Database, DatabaseIdentity
 from kilnbase.http.errors import ApiError
 
 MAX_EXPORT_ROWS = 10_000
@@ -49,6 +51,7 @@ def parse_rows(content: bytes, filename: str) -> list[dict[str, Any]]:
 
 async def bulk_upsert(
     database: Database,
+    identity: DatabaseIdentity,
     *,
     schema: str,
     table_name: str,
@@ -60,9 +63,8 @@ async def bulk_upsert(
     columns = list(dict.fromkeys(key for row in rows for key in row))
     target = sql.Identifier(schema, table_name)
     try:
-        async with database.pool.connection() as conn, conn.transaction():
+        async with database.transaction_as(identity) as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute("select set_config('role', 'project_admin', true)")
             await cur.execute(
                 "select column_name::text as name, column_default::text as default "
                 "from information_schema.columns where table_schema = %s and table_name = %s",
@@ -118,53 +120,84 @@ def _upsert_statement(
     return sql.Composed([statement, conflict, action])
 
 
-async def export(database: Database, body: dict[str, Any]) -> dict[str, Any]:
-    fmt = body.get("format", "sql")
-    if fmt not in ("sql", "json"):
-        raise ApiError(400, "INVALID_INPUT", "format must be sql or json")
-    row_limit = body.get("rowLimit")
-    if row_limit is not None and (not isinstance(row_limit, int) or not 0 < row_limit <= MAX_EXPORT_ROWS):
-        raise ApiError(400, "INVALID_INPUT", f"rowLimit must be between 1 and {MAX_EXPORT_ROWS}")
-    include_data = body.get("includeData", True) is not False
-    include_functions = body.get("includeFunctions") is True
-    requested = body.get("tables")
-    if requested is not None and (
-        not isinstance(requested, list) or not all(isinstance(t, str) for t in requested)
-    ):
-        raise ApiError(400, "INVALID_INPUT", "tables must be an array of table names")
+@dataclass(frozen=True)
+class ExportRequest:
+    """`POST /advance/export`'s body, checked."""
+
+    fmt: str
+    tables: list[str] | None
+    row_limit: int | None
+    include_data: bool
+    include_functions: bool
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> ExportRequest:
+        fmt = body.get("format", "sql")
+        if fmt not in ("sql", "json"):
+            raise ApiError(400, "INVALID_INPUT", "format must be sql or json")
+        row_limit = body.get("rowLimit")
+        if row_limit is not None and (
+            not isinstance(row_limit, int)
+            or isinstance(row_limit, bool)
+            or not 0 < row_limit <= MAX_EXPORT_ROWS
+        ):
+            raise ApiError(400, "INVALID_INPUT", f"rowLimit must be between 1 and {MAX_EXPORT_ROWS}")
+        requested = body.get("tables")
+        if requested is not None and (
+            not isinstance(requested, list) or not all(isinstance(t, str) for t in requested)
+        ):
+            raise ApiError(400, "INVALID_INPUT", "tables must be an array of table names")
+        return cls(
+            fmt=fmt,
+            tables=requested,
+            row_limit=row_limit,
+            include_data=body.get("includeData", True) is not False,
+            include_functions=body.get("includeFunctions") is True,
+        )
+
+
+async def export(database: Database, identity: DatabaseIdentity, request: ExportRequest) -> dict[str, Any]:
+    try:
+        async with database.transaction_as(identity, read_only=True) as conn:
+            return await _export(conn.cursor(row_factory=dict_row), request)
+    except psycopg.Error as exc:
+        raise api_error_from(exc) from None
+
+
+async def _export(cur: AsyncCursor[DictRow], request: ExportRequest) -> dict[str, Any]:
     timestamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    row_limit = request.row_limit
     truncated: list[str] = []
-    async with database.as_owner() as cur:
-        await cur.execute("select tablename from pg_tables where schemaname = 'public' order by tablename")
-        existing = [r["tablename"] for r in await cur.fetchall()]
-        tables = requested if requested is not None else existing
-        missing = [t for t in tables if t not in existing]
-        if missing:
-            raise ApiError(404, "DATABASE_NOT_FOUND", f"tables not found: {', '.join(missing)}")
-        if fmt == "json":
-            data: dict[str, Any] = {"timestamp": timestamp, "tables": {}, "functions": []}
-            for table in tables:
-                rows, total = await _rows(cur, table, row_limit) if include_data else ([], 0)
-                if row_limit and total > row_limit:
-                    truncated.append(table)
-                data["tables"][table] = {
-                    "schema": await _columns(cur, table),
-                    "rows": rows,
-                    "recordCount": total,
-                }
-            if include_functions:
-                data["functions"] = await _functions(cur)
-            return {"format": "json", "data": data, "timestamp": timestamp, "truncatedTables": truncated}
-        parts = [f"-- Database export\n-- Generated on: {timestamp}\n"]
+    await cur.execute("select tablename from pg_tables where schemaname = 'public' order by tablename")
+    existing = [r["tablename"] for r in await cur.fetchall()]
+    tables = request.tables if request.tables is not None else existing
+    missing = [t for t in tables if t not in existing]
+    if missing:
+        raise ApiError(404, "DATABASE_NOT_FOUND", f"tables not found: {', '.join(missing)}")
+    if request.fmt == "json":
+        data: dict[str, Any] = {"timestamp": timestamp, "tables": {}, "functions": []}
         for table in tables:
-            parts.append(await _table_ddl(cur, table))
-            if include_data:
-                rows, total = await _rows(cur, table, row_limit)
-                if row_limit and total > row_limit:
-                    truncated.append(table)
-                parts.extend(await _insert_lines(cur, table, rows))
-        if include_functions:
-            parts.extend(f"{definition};\n" for definition in await _functions(cur))
+            rows, total = await _rows(cur, table, row_limit) if request.include_data else ([], 0)
+            if row_limit and total > row_limit:
+                truncated.append(table)
+            data["tables"][table] = {
+                "schema": await _columns(cur, table),
+                "rows": rows,
+                "recordCount": total,
+            }
+        if request.include_functions:
+            data["functions"] = await _functions(cur)
+        return {"format": "json", "data": data, "timestamp": timestamp, "truncatedTables": truncated}
+    parts = [f"-- Database export\n-- Generated on: {timestamp}\n"]
+    for table in tables:
+        parts.append(await _table_ddl(cur, table))
+        if request.include_data:
+            rows, total = await _rows(cur, table, row_limit)
+            if row_limit and total > row_limit:
+                truncated.append(table)
+            parts.extend(await _insert_lines(cur, table, rows))
+    if request.include_functions:
+        parts.extend(f"{definition};\n" for definition in await _functions(cur))
     return {"format": "sql", "data": "\n".join(parts), "timestamp": timestamp, "truncatedTables": truncated}
 
 
@@ -277,7 +310,9 @@ def _literal(cur: AsyncCursor[DictRow], value: Any) -> str:
     return sql.Literal(value).as_string(cur.connection)
 
 
-async def import_sql(database: Database, content: bytes, filename: str, truncate: bool) -> dict[str, Any]:
+async def import_sql(
+    database: Database, identity: DatabaseIdentity, content: bytes, filename: str, truncate: bool
+) -> dict[str, Any]:
     if not filename.lower().endswith(".sql"):
         raise ApiError(400, "INVALID_INPUT", "Upload a .sql file.")
     text = content.decode("utf-8", errors="replace")
@@ -294,9 +329,8 @@ async def import_sql(database: Database, content: bytes, filename: str, truncate
             touched.append(name)
     rows_imported = 0
     try:
-        async with database.pool.connection() as conn, conn.transaction():
+        async with database.transaction_as(identity) as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute("select set_config('role', 'project_admin', true)")
             if truncate:
                 await cur.execute("select tablename from pg_tables where schemaname = 'public'")
                 existing = {r["tablename"] for r in await cur.fetchall()}

@@ -1,6 +1,7 @@
-"""Custom migrations through the API: list, apply (all statements in one transaction, as project_admin,
-behind the same parser guard as raw SQL, recorded in `system.custom_migrations`), and dry-run with a risk
-level. Project migrations of Kilnbase itself are `db/migrate.py`, a different thing."""
+"""Custom migrations through the API: list, apply (all statements in one transaction, as project_admin on
+the request pool, behind the same parser guard as raw SQL, recorded in `system.custom_migrations` in the same
+transaction), and dry-run with a risk level. Project migrations of Kilnbase itself are `db/migrate.py`, a
+different thing."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ from psycopg.rows import dict_row
 
 from kilnbase.database import migration_risk, sql_guard
 from kilnbase.database.database_errors import api_error_from
-from kilnbase.db.session import Database
+from kilnbase.db.session import Database, DatabaseIdentity
 from kilnbase.http.errors import ApiError
-from kilnbase.http.principal import Principal
-from kilnbase.logs import audit
 
 _VERSION = re.compile(r"[0-9]{1,20}")
 _NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
-_RESERVED_SCHEMAS = frozenset({"auth", "system", "storage", "realtime", "pg_catalog", "information_schema"})
+_RESERVED_SCHEMAS = frozenset(
+    {"auth", "system", "ai", "storage", "realtime", "pg_catalog", "information_schema"}
+)
 
 
 def _vet(sql: Any) -> tuple[list[str], tuple[Any, ...]]:
@@ -73,9 +74,7 @@ async def list_migrations(database: Database) -> dict[str, Any]:
     return {"migrations": [{**row, "createdAt": row["createdAt"].isoformat()} for row in rows]}
 
 
-async def apply(
-    database: Database, principal: Principal, body: dict[str, Any], ip: str | None
-) -> dict[str, Any]:
+async def apply(database: Database, identity: DatabaseIdentity, body: dict[str, Any]) -> dict[str, Any]:
     version = str(body.get("version", ""))
     name = body.get("name")
     if not _VERSION.fullmatch(version):
@@ -84,31 +83,23 @@ async def apply(
         raise ApiError(400, "INVALID_INPUT", "name must be kebab-case, e.g. add-posts-table")
     statements, _ = _vet(body.get("sql"))
     try:
-        async with database.pool.connection() as conn, conn.transaction():
+        async with database.transaction_as(identity) as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute("select pg_advisory_xact_lock(hashtext('system.custom_migrations'))")
             await cur.execute("select 1 from system.custom_migrations where version = %s", (version,))
             if await cur.fetchone():
                 raise ApiError(409, "ALREADY_EXISTS", f"migration {version} was already applied")
-            await cur.execute("select set_config('role', 'project_admin', true)")
             for statement in statements:
                 await cur.execute(statement)
-            await cur.execute("reset role")
             await cur.execute(
-                "insert into system.custom_migrations (version, name, statements) values (%s, %s, %s) "
-                'returning version, name, statements, created_at as "createdAt"',
+                'select version, name, statements, created_at as "createdAt" '
+                "from system.record_custom_migration(%s, %s, %s)",
                 (version, name, statements),
             )
             row = await cur.fetchone()
+    except psycopg.errors.UniqueViolation:
+        raise ApiError(409, "ALREADY_EXISTS", f"migration {version} was already applied") from None
     except psycopg.Error as exc:
         raise api_error_from(exc) from None
     assert row is not None
-    await audit.record(
-        database,
-        actor=principal.actor,
-        action="APPLY_MIGRATION",
-        module="DATABASE",
-        details={"version": version, "name": name, "statementCount": len(statements)},
-        ip=ip,
-    )
     return {**row, "createdAt": row["createdAt"].isoformat(), "message": "Migration executed successfully"}

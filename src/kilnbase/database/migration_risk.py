@@ -1,12 +1,14 @@
 """How risky a migration is, read from its syntax tree: SAFE, WARNING or DANGER, with the reasons.
 
 DANGER loses data or opens tables (DROP TABLE/SCHEMA, TRUNCATE, DELETE or UPDATE without WHERE, dropping a
-column, disabling Row Level Security); WARNING may break clients or lock for long (renames, type changes,
-NOT NULL on existing rows, dropping indexes/functions/policies, grants, non-concurrent indexes).
+column, disabling Row Level Security), or runs dynamic SQL no check can read (EXECUTE in a DO block or a
+function body); WARNING may break clients or lock for long (renames, type changes, NOT NULL on existing rows,
+dropping indexes/functions/policies, grants, non-concurrent indexes, DO blocks).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +16,7 @@ from pglast import ast
 
 from kilnbase.database.sql_guard import walk
 
+_DYNAMIC_SQL = re.compile(r"\bexecute\b", re.IGNORECASE)
 _DANGEROUS_DROPS = {"OBJECT_TABLE", "OBJECT_SCHEMA", "OBJECT_MATVIEW", "OBJECT_SEQUENCE", "OBJECT_TYPE"}
 
 
@@ -67,7 +70,10 @@ def _assess_statement(statement: Any, report: RiskReport) -> None:
         report.add("WARNING", "GRANT/REVOKE changes who can read or write")
     elif isinstance(statement, ast.AlterPolicyStmt):
         report.add("WARNING", "changing a policy changes who sees which rows")
+    elif isinstance(statement, ast.DoStmt):
+        _assess_code_body(statement, "a DO block", report)
     elif isinstance(statement, ast.CreateFunctionStmt):
+        _assess_code_body(statement, "the function body", report)
         for node in walk(statement.options):
             if (
                 isinstance(node, ast.DefElem)
@@ -75,6 +81,16 @@ def _assess_statement(statement: Any, report: RiskReport) -> None:
                 and getattr(node.arg, "boolval", False)
             ):
                 report.add("WARNING", "SECURITY DEFINER functions bypass the caller's Row Level Security")
+
+
+def _assess_code_body(statement: Any, where: str, report: RiskReport) -> None:
+    """Procedural code is text the parser cannot see into: dynamic SQL in it can do anything its role can."""
+    for child in walk(statement):
+        if isinstance(child, ast.String) and child.sval and _DYNAMIC_SQL.search(child.sval):
+            report.add("DANGER", f"{where} runs dynamic SQL (EXECUTE), which this check cannot read")
+            return
+    if isinstance(statement, ast.DoStmt):
+        report.add("WARNING", f"{where} runs procedural code at once; only its statements are unchecked")
 
 
 def _assess_alter(command: Any, report: RiskReport) -> None:

@@ -1,8 +1,13 @@
-"""Raw SQL for admins: `/advance/rawsql` as project_admin behind the parser guard, with a 30 s statement
-timeout; `/advance/rawsql/unrestricted` as the owner. Both are audited.
+"""Raw SQL for admins.
+
+`/advance/rawsql` runs as project_admin on the request pool (logged in as the authenticator, so SQL that
+steps out of the role finds no privileges), behind the parser guard as defence in depth, with the admin's
+statement timeout. `/advance/rawsql/unrestricted` is the only owner path: a separate pool, refused to
+credentials whose scopes leave it out (agent keys). `database/admin.py` audits every attempt, refused and
+failed ones too, with the role the SQL really ran as.
 
 Not through `Database.as_caller`: that helper pipelines, and a pipeline cannot carry a multi-statement
-script. The role and timeout are set transaction-locally on a pool connection instead, the same way.
+script.
 """
 
 from __future__ import annotations
@@ -12,16 +17,17 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from kilnbase.database import sql_guard
 from kilnbase.database.database_errors import api_error_from
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
-from kilnbase.http.principal import Principal
-from kilnbase.logs import audit
+from kilnbase.identity.actor import Actor
 
-STATEMENT_TIMEOUT = "30s"
+#: The scope a credential needs for owner-level SQL (credentials without scopes have every scope).
+OWNER_SQL_SCOPE = "database:owner-sql"
 
 
 @dataclass
@@ -40,70 +46,78 @@ def _json_safe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return result
 
 
-async def run(
-    database: Database,
-    principal: Principal,
-    query: str,
-    params: list[Any],
-    *,
-    explain: bool,
-    unrestricted: bool,
-    ip: str | None,
-) -> RawSqlResult:
+def _statements(query: str, *, explain: bool, unrestricted: bool) -> list[str]:
     if unrestricted:
-        statements = sql_guard.split_statements(query) if query.strip() else []
-    else:
-        try:
-            nodes = sql_guard.check(query)
-        except sql_guard.GuardRefusal as exc:
-            raise ApiError(
-                403, "DATABASE_FORBIDDEN", str(exc), "Use plain SQL on tables, views and functions."
-            ) from None
-        statements = sql_guard.split_statements(query)
-        if explain and not all(type(node).__name__ == "SelectStmt" for node in nodes):
-            raise ApiError(400, "INVALID_INPUT", "explain is available for SELECT statements only")
+        return sql_guard.split_statements(query) if query.strip() else []
+    try:
+        nodes = sql_guard.check(query)
+    except sql_guard.GuardRefusal as exc:
+        raise ApiError(
+            403, "DATABASE_FORBIDDEN", str(exc), "Use plain SQL on tables, views and functions."
+        ) from None
+    if explain and not all(type(node).__name__ == "SelectStmt" for node in nodes):
+        raise ApiError(400, "INVALID_INPUT", "explain is available for SELECT statements only")
+    return sql_guard.split_statements(query)
+
+
+def check_allowed(
+    actor: Actor, query: str, params: list[Any], *, explain: bool, unrestricted: bool
+) -> list[str]:
+    """The statements to run, or ApiError when this actor may not run this SQL here."""
+    if unrestricted and not actor.principal.has_scope(OWNER_SQL_SCOPE):
+        raise ApiError(
+            403,
+            "DATABASE_FORBIDDEN",
+            "This credential may not run owner-level SQL.",
+            "Use /api/database/advance/rawsql, which runs as project_admin.",
+        )
+    statements = _statements(query, explain=explain, unrestricted=unrestricted)
     if not statements:
         raise ApiError(400, "INVALID_INPUT", "query must contain at least one SQL statement")
     if params and len(statements) > 1:
         raise ApiError(400, "INVALID_INPUT", "params can only be used with a single statement")
-    result = await _execute(database, statements, params, explain=explain, unrestricted=unrestricted)
-    action = ("EXPLAIN" if explain else "EXECUTE") + "_RAW_SQL" + ("_UNRESTRICTED" if unrestricted else "")
-    await audit.record(
-        database,
-        actor=principal.actor,
-        action=action,
-        module="DATABASE",
-        details={
-            "query": query[:300],
-            "paramCount": len(params),
-            "rowsAffected": result.row_count,
-            "executionRole": "root" if unrestricted else "project_admin",
-        },
-        ip=ip,
-    )
-    return result
+    return statements
+
+
+async def run(
+    database: Database,
+    actor: Actor,
+    statements: list[str],
+    params: list[Any],
+    *,
+    explain: bool,
+    unrestricted: bool,
+    admin_timeout: str,
+) -> RawSqlResult:
+    """Run checked statements: as project_admin on the request pool, or as the owner on its own pool."""
+    try:
+        if unrestricted:
+            async with database.owner_pool.connection() as conn, conn.transaction(force_rollback=explain):
+                await conn.execute("select set_config('statement_timeout', %s, true)", (admin_timeout,))
+                result = await _execute(conn, statements, params, explain=explain)
+                if not explain:
+                    await conn.execute("select system.reassign_public_objects_to_project_admin()")
+            return result
+        # EXPLAIN ANALYZE runs the statement: keep nothing of it.
+        async with database.transaction_as(
+            actor.principal, statement_timeout=admin_timeout, force_rollback=explain
+        ) as conn:
+            return await _execute(conn, statements, params, explain=explain)
+    except psycopg.Error as exc:
+        raise api_error_from(exc) from None
 
 
 async def _execute(
-    database: Database, statements: list[str], params: list[Any], *, explain: bool, unrestricted: bool
+    conn: AsyncConnection[Any], statements: list[str], params: list[Any], *, explain: bool
 ) -> RawSqlResult:
     result = RawSqlResult([], 0, [])
-    try:
-        async with database.pool.connection() as conn, conn.transaction(force_rollback=explain):
-            cur = psycopg.AsyncRawCursor(conn, row_factory=dict_row)
-            await cur.execute("select set_config('statement_timeout', $1, true)", (STATEMENT_TIMEOUT,))
-            if not unrestricted:
-                await cur.execute("select set_config('role', 'project_admin', true)")
-            for statement in statements:
-                text = f"EXPLAIN (FORMAT JSON, ANALYZE, BUFFERS) {statement}" if explain else statement
-                await cur.execute(text, params or None)
-                rows = await cur.fetchall() if cur.description else []
-                fields = [{"name": c.name, "dataTypeID": c.type_code} for c in cur.description or ()]
-                result = RawSqlResult(
-                    _json_safe(rows), len(rows) if cur.description else max(cur.rowcount, 0), fields
-                )
-            if unrestricted and not explain:
-                await cur.execute("select system.reassign_public_objects_to_project_admin()")
-    except psycopg.Error as exc:
-        raise api_error_from(exc) from None
+    cur = psycopg.AsyncRawCursor(conn, row_factory=dict_row)
+    for statement in statements:
+        text = f"EXPLAIN (FORMAT JSON, ANALYZE, BUFFERS) {statement}" if explain else statement
+        await cur.execute(text, params or None)
+        rows = await cur.fetchall() if cur.description else []
+        fields = [{"name": c.name, "dataTypeID": c.type_code} for c in cur.description or ()]
+        result = RawSqlResult(
+            _json_safe(rows), len(rows) if cur.description else max(cur.rowcount, 0), fields
+        )
     return result

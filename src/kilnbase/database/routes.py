@@ -1,133 +1,33 @@
-"""HTTP edge of the database admin API (all admin): tables, catalog listings, raw SQL, custom migrations."""
+"""HTTP edge of the database admin API (all admin): tables, catalog listings, raw SQL, bulk data, custom
+migrations. Handlers parse the request and shape the answer; `DatabaseAdmin` does the rest."""
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Any
+from typing import Any, cast
 
-import orjson
+from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
-from kilnbase.database import bulk_data, catalog, custom_migrations, raw_sql
-from kilnbase.database.tables import TableService, identifier
+from kilnbase.capability import Capability
+from kilnbase.database.admin import CatalogKind, DatabaseAdmin
+from kilnbase.database.tables import identifier
 from kilnbase.http.errors import ApiError
-from kilnbase.http.request_context import require_admin
-from kilnbase.logs import audit
-from kilnbase.server.runtime import runtime_of
+from kilnbase.http.json_body import read_object
+from kilnbase.http.request_context import admin_actor
+from kilnbase.http.responses import json_response
 
-
-def _json(payload: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload, default=str), status_code=status, media_type="application/json")
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = orjson.loads(raw or b"{}")
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "INVALID_INPUT", "The body must be valid JSON.") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "INVALID_INPUT", "The body must be a JSON object.")
-    return body
-
-
-def _client_ip(request: Request) -> str | None:
-    """The peer address for the audit log, when it is one (test transports use a name)."""
-    host = request.client.host if request.client else None
-    try:
-        return str(ipaddress.ip_address(host)) if host else None
-    except ValueError:
-        return None
+#: The upload endpoints, whose bodies fall under the upload limit.
+UPLOAD_PATHS = ("/api/database/advance/bulk-upsert", "/api/database/advance/import")
+_CATALOG_KINDS: tuple[CatalogKind, ...] = ("schemas", "functions", "indexes", "policies", "triggers")
 
 
 def _schema(request: Request) -> str:
     return identifier(request.query_params.get("schema", "public"), "schema")
 
 
-def _tables(request: Request) -> TableService:
-    return TableService(runtime_of(request).database)
-
-
-async def list_tables(request: Request) -> Response:
-    require_admin(request)
-    return _json(await _tables(request).list_tables(_schema(request)))
-
-
-async def create_table(request: Request) -> Response:
-    require_admin(request)
-    result = await _tables(request).create_table(await _body(request))
-    await _refresh_schema(request)
-    return _json(result, 201)
-
-
-async def table_schema(request: Request) -> Response:
-    require_admin(request)
-    table = identifier(request.path_params["table"], "table")
-    return _json(await _tables(request).table_schema(table))
-
-
-async def update_table(request: Request) -> Response:
-    require_admin(request)
-    result = await _tables(request).update_table(request.path_params["table"], await _body(request))
-    await _refresh_schema(request)
-    return _json(result)
-
-
-async def delete_table(request: Request) -> Response:
-    require_admin(request)
-    result = await _tables(request).delete_table(request.path_params["table"])
-    await _refresh_schema(request)
-    return _json(result)
-
-
-async def list_catalog(request: Request) -> Response:
-    require_admin(request)
-    database = runtime_of(request).database
-    kind = request.url.path.rsplit("/", 1)[-1]
-    if kind == "schemas":
-        return _json(await catalog.schemas(database))
-    listing = {
-        "functions": catalog.functions,
-        "indexes": catalog.indexes,
-        "policies": catalog.policies,
-        "triggers": catalog.triggers,
-    }[kind]
-    return _json(await listing(database, _schema(request)))
-
-
-async def _run_raw_sql(request: Request, *, unrestricted: bool) -> Response:
-    principal = require_admin(request)
-    body = await _body(request)
-    query = body.get("query")
-    params = body.get("params", [])
-    if not isinstance(query, str) or not query.strip():
-        raise ApiError(400, "MISSING_FIELD", "query is required", "Send {query, params?, explain?}.")
-    if not isinstance(params, list):
-        raise ApiError(400, "INVALID_INPUT", "params must be an array")
-    result = await raw_sql.run(
-        runtime_of(request).database,
-        principal,
-        query,
-        params,
-        explain=body.get("explain") is True,
-        unrestricted=unrestricted,
-        ip=_client_ip(request),
-    )
-    await _refresh_schema(request)
-    return _json(result.as_json())
-
-
-async def rawsql(request: Request) -> Response:
-    return await _run_raw_sql(request, unrestricted=False)
-
-
-async def rawsql_unrestricted(request: Request) -> Response:
-    return await _run_raw_sql(request, unrestricted=True)
-
-
-async def _upload(request: Request) -> tuple[bytes, str, Any]:
+async def _upload(request: Request) -> tuple[bytes, str, FormData]:
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise ApiError(400, "INVALID_INPUT", "Send multipart/form-data with a 'file' field.")
@@ -138,109 +38,119 @@ async def _upload(request: Request) -> tuple[bytes, str, Any]:
     return await upload.read(), upload.filename or "", form
 
 
-async def bulk_upsert(request: Request) -> Response:
-    principal = require_admin(request)
-    content, filename, form = await _upload(request)
-    table = form.get("table")
-    if not isinstance(table, str) or not table:
-        raise ApiError(400, "MISSING_FIELD", "table is required")
-    upsert_key = form.get("upsertKey")
-    schema = form.get("schema") or "public"
-    runtime = runtime_of(request)
-    result = await bulk_data.bulk_upsert(
-        runtime.database,
-        schema=schema if isinstance(schema, str) else "public",
-        table_name=table,
-        rows=bulk_data.parse_rows(content, filename),
-        upsert_key=upsert_key if isinstance(upsert_key, str) and upsert_key else None,
+def _form_text(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+class DatabaseRoutes:
+    def __init__(self, admin: DatabaseAdmin) -> None:
+        self.admin = admin
+
+    async def list_tables(self, request: Request) -> Response:
+        return json_response(await self.admin.list_tables(admin_actor(request), _schema(request)))
+
+    async def create_table(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        return json_response(await self.admin.create_table(actor, await read_object(request)), 201)
+
+    async def table_schema(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        table = identifier(request.path_params["table"], "table")
+        return json_response(await self.admin.table_schema(actor, table))
+
+    async def update_table(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        body = await read_object(request)
+        return json_response(await self.admin.update_table(actor, request.path_params["table"], body))
+
+    async def delete_table(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        return json_response(await self.admin.delete_table(actor, request.path_params["table"]))
+
+    async def list_catalog(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        kind = cast(CatalogKind, request.url.path.rsplit("/", 1)[-1])
+        return json_response(await self.admin.catalog(actor, kind, _schema(request)))
+
+    async def _raw_sql(self, request: Request, *, unrestricted: bool) -> Response:
+        actor = admin_actor(request)
+        body = await read_object(request)
+        query = body.get("query")
+        params = body.get("params", [])
+        if not isinstance(query, str) or not query.strip():
+            raise ApiError(400, "MISSING_FIELD", "query is required", "Send {query, params?, explain?}.")
+        if not isinstance(params, list):
+            raise ApiError(400, "INVALID_INPUT", "params must be an array")
+        result = await self.admin.raw_sql(
+            actor, query, params, explain=body.get("explain") is True, unrestricted=unrestricted
+        )
+        return json_response(result.as_json())
+
+    async def rawsql(self, request: Request) -> Response:
+        return await self._raw_sql(request, unrestricted=False)
+
+    async def rawsql_unrestricted(self, request: Request) -> Response:
+        return await self._raw_sql(request, unrestricted=True)
+
+    async def bulk_upsert(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        content, filename, form = await _upload(request)
+        table = _form_text(form, "table")
+        if table is None:
+            raise ApiError(400, "MISSING_FIELD", "table is required")
+        result = await self.admin.bulk_upsert(
+            actor,
+            schema=_form_text(form, "schema") or "public",
+            table=table,
+            content=content,
+            filename=filename,
+            upsert_key=_form_text(form, "upsertKey"),
+        )
+        return json_response(result)
+
+    async def export_database(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        return json_response(await self.admin.export(actor, await read_object(request)))
+
+    async def import_database(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        content, filename, form = await _upload(request)
+        truncate = str(form.get("truncate", "false")).lower() == "true"
+        return json_response(await self.admin.import_sql(actor, content, filename, truncate))
+
+    async def list_migrations(self, request: Request) -> Response:
+        return json_response(await self.admin.list_migrations(admin_actor(request)))
+
+    async def create_migration(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        return json_response(await self.admin.apply_migration(actor, await read_object(request)), 201)
+
+    async def dry_run_migration(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        body: dict[str, Any] = await read_object(request)
+        return json_response(self.admin.dry_run_migration(actor, body.get("sql")))
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/api/database/tables", self.list_tables, methods=["GET"]),
+            Route("/api/database/tables", self.create_table, methods=["POST"]),
+            Route("/api/database/tables/{table}/schema", self.table_schema, methods=["GET"]),
+            Route("/api/database/tables/{table}/schema", self.update_table, methods=["PATCH"]),
+            Route("/api/database/tables/{table}", self.delete_table, methods=["DELETE"]),
+            *(Route(f"/api/database/{kind}", self.list_catalog, methods=["GET"]) for kind in _CATALOG_KINDS),
+            Route("/api/database/advance/rawsql", self.rawsql, methods=["POST"]),
+            Route("/api/database/advance/rawsql/unrestricted", self.rawsql_unrestricted, methods=["POST"]),
+            Route("/api/database/advance/bulk-upsert", self.bulk_upsert, methods=["POST"]),
+            Route("/api/database/advance/export", self.export_database, methods=["POST"]),
+            Route("/api/database/advance/import", self.import_database, methods=["POST"]),
+            Route("/api/database/migrations", self.list_migrations, methods=["GET"]),
+            Route("/api/database/migrations", self.create_migration, methods=["POST"]),
+            Route("/api/database/migrations/dry-run", self.dry_run_migration, methods=["POST"]),
+        ]
+
+
+def capability(admin: DatabaseAdmin) -> Capability:
+    return Capability(
+        "database", DatabaseRoutes(admin).routes(), body_limits=dict.fromkeys(UPLOAD_PATHS, "upload")
     )
-    await audit.record(
-        runtime.database,
-        actor=principal.actor,
-        action="BULK_UPSERT",
-        module="DATABASE",
-        details={"table": table, "filename": filename, "rowsAffected": result["rowsAffected"]},
-        ip=_client_ip(request),
-    )
-    return _json(result)
-
-
-async def export_database(request: Request) -> Response:
-    principal = require_admin(request)
-    database = runtime_of(request).database
-    result = await bulk_data.export(database, await _body(request))
-    await audit.record(
-        database,
-        actor=principal.actor,
-        action="EXPORT_DATABASE",
-        module="DATABASE",
-        details={"format": result["format"]},
-        ip=_client_ip(request),
-    )
-    return _json(result)
-
-
-async def import_database(request: Request) -> Response:
-    principal = require_admin(request)
-    content, filename, form = await _upload(request)
-    truncate = str(form.get("truncate", "false")).lower() == "true"
-    database = runtime_of(request).database
-    result = await bulk_data.import_sql(database, content, filename, truncate)
-    await audit.record(
-        database,
-        actor=principal.actor,
-        action="IMPORT_DATABASE",
-        module="DATABASE",
-        details={"filename": filename, "truncate": truncate, "rowsImported": result["rowsImported"]},
-        ip=_client_ip(request),
-    )
-    await _refresh_schema(request)
-    return _json(result)
-
-
-async def list_migrations(request: Request) -> Response:
-    require_admin(request)
-    return _json(await custom_migrations.list_migrations(runtime_of(request).database))
-
-
-async def create_migration(request: Request) -> Response:
-    principal = require_admin(request)
-    body = await _body(request)
-    ip = _client_ip(request)
-    result = await custom_migrations.apply(runtime_of(request).database, principal, body, ip)
-    await _refresh_schema(request)
-    return _json(result, 201)
-
-
-async def dry_run_migration(request: Request) -> Response:
-    require_admin(request)
-    body = await _body(request)
-    return JSONResponse(custom_migrations.dry_run(body.get("sql")))
-
-
-async def _refresh_schema(request: Request) -> None:
-    """DDL notifies every process; this one reloads at once so the caller's next request sees it."""
-    cache = runtime_of(request).schema_cache
-    if cache is not None:
-        await cache.reload()
-
-
-routes = [
-    Route("/api/database/tables", list_tables, methods=["GET"]),
-    Route("/api/database/tables", create_table, methods=["POST"]),
-    Route("/api/database/tables/{table}/schema", table_schema, methods=["GET"]),
-    Route("/api/database/tables/{table}/schema", update_table, methods=["PATCH"]),
-    Route("/api/database/tables/{table}", delete_table, methods=["DELETE"]),
-    *(
-        Route(f"/api/database/{kind}", list_catalog, methods=["GET"])
-        for kind in ("schemas", "functions", "indexes", "policies", "triggers")
-    ),
-    Route("/api/database/advance/rawsql", rawsql, methods=["POST"]),
-    Route("/api/database/advance/rawsql/unrestricted", rawsql_unrestricted, methods=["POST"]),
-    Route("/api/database/advance/bulk-upsert", bulk_upsert, methods=["POST"]),
-    Route("/api/database/advance/export", export_database, methods=["POST"]),
-    Route("/api/database/advance/import", import_database, methods=["POST"]),
-    Route("/api/database/migrations", list_migrations, methods=["GET"]),
-    Route("/api/database/migrations", create_migration, methods=["POST"]),
-    Route("/api/database/migrations/dry-run", dry_run_migration, methods=["POST"]),
-]

@@ -1,6 +1,7 @@
 """Tables the InsForge way: create with auto fields (`id` uuid, `created_at`, `updated_at` + trigger), read a
 table's schema, alter it, drop it. DDL runs as project_admin (so project_admin owns what it creates), and
 every name or default from the request is composed with `psycopg.sql` (quoted identifiers, literals).
+Auditing and the schema cache are the caller's (`database/admin.py`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from psycopg import AsyncCursor, sql
 from psycopg.rows import DictRow, dict_row
 
 from kilnbase.database.database_errors import api_error_from
-from kilnbase.db.session import Database
+from kilnbase.db.session import Database, DatabaseIdentity
 from kilnbase.http.errors import ApiError
 
 #: InsForge's column types and the SQL each becomes; any other Postgres type name is accepted as is.
@@ -136,16 +137,17 @@ def _column_definition(column: Any, *, adding: bool) -> tuple[str, sql.Composabl
 
 
 class TableService:
-    def __init__(self, database: Database) -> None:
+    """Table DDL and descriptions, run as the calling admin (project_admin) on the request pool."""
+
+    def __init__(self, database: Database, identity: DatabaseIdentity) -> None:
         self.database = database
+        self.identity = identity
 
     @asynccontextmanager
     async def _as_admin(self) -> AsyncIterator[AsyncCursor[DictRow]]:
         try:
-            async with self.database.pool.connection() as conn, conn.transaction():
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute("select set_config('role', 'project_admin', true)")
-                yield cur
+            async with self.database.transaction_as(self.identity) as conn:
+                yield conn.cursor(row_factory=dict_row)
         except psycopg.Error as exc:
             raise api_error_from(exc) from None
 

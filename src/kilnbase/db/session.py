@@ -1,11 +1,11 @@
 """Transactions as the caller, so that Row Level Security and `auth.uid()` decide what a request sees.
 
-Exactly as PostgREST does it: one transaction per request, `role` and `request.jwt.claims` set with
-`set_config(..., true)` (transaction-local, values bound, never spliced). BEGIN, the context, the caller's
-statements and COMMIT travel in one pipeline and one network round trip when the caller reads its results
-after the block (the cursor keeps the last statement's result); a fetch inside the block costs one more.
-Internal work runs as the owner through `as_owner`, deliberately and visibly.
-"""
+Exactly as PostgREST does it: one transaction per request on the request pool (logged in as the
+authenticator), with `role`, `request.jwt.claims` and the role's `statement_timeout` set by `set_config(...,
+true)` (transaction-local, values bound, never spliced). BEGIN, the context, the caller's statements and
+COMMIT travel in one pipeline and one network round trip when the caller reads its results after the block
+(the cursor keeps the last statement's result); a fetch inside the block costs one more. Internal work runs
+as the owner, on a pool of its own, through `as_owner`, deliberately and visibly."""
 
 from __future__ import annotations
 
@@ -19,11 +19,16 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-#: The only roles a request may take; a token can never choose another (say, the superuser).
+#: The only roles a request may take; a token can never choose another (say, the owner).
 REQUEST_ROLES = frozenset({"anon", "authenticated", "project_admin"})
 
-_SET_CONTEXT = "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
+_SET_CONTEXT = (
+    "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true), "
+    "set_config('statement_timeout', %s, true)"
+)
 _SET_CONTEXT_READ_ONLY = _SET_CONTEXT + ", set_config('transaction_read_only', 'on', true)"
+
+Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
 
 class DatabaseIdentity(Protocol):
@@ -37,21 +42,30 @@ class DatabaseIdentity(Protocol):
 
 
 class Database:
-    """The pool plus the two ways to use it: as a caller, or as the owner."""
+    """The two pools and the ways to use them: as a caller (request pool), or as the owner (owner pool)."""
 
-    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[Any]]) -> None:
-        self.pool = pool
+    def __init__(
+        self, request_pool: Pool, owner_pool: Pool, statement_timeouts: Mapping[str, str] | None = None
+    ) -> None:
+        self.request_pool = request_pool
+        self.owner_pool = owner_pool
+        #: Per request role; a role missing here runs without a timeout of its own.
+        self.statement_timeouts = dict(statement_timeouts or {})
+
+    def statement_timeout(self, role: str) -> str:
+        return self.statement_timeouts.get(role, "0")
 
     @asynccontextmanager
     async def as_caller(
         self, identity: DatabaseIdentity, *, read_only: bool = False
     ) -> AsyncIterator[AsyncCursor[DictRow]]:
-        """A cursor inside a transaction that runs with the caller's role and JWT claims."""
+        """A cursor inside a transaction that runs with the caller's role, JWT claims and timeout."""
         role = identity.db_role
         if role not in REQUEST_ROLES:
             raise ValueError(f"refusing to run a request as role {role!r}")
         claims = orjson.dumps(dict(identity.claims)).decode()
-        async with self.pool.connection() as conn:
+        timeout = self.statement_timeouts.get(role, "0")
+        async with self.request_pool.connection() as conn:
             if not conn.autocommit:  # the pool's connections are; BEGIN and COMMIT are ours to send
                 await conn.set_autocommit(True)
             cur = conn.cursor(row_factory=dict_row)
@@ -61,7 +75,9 @@ class Database:
                 # transaction, which would drop the role.
                 async with conn.pipeline():
                     await cur.execute("BEGIN")
-                    await cur.execute(_SET_CONTEXT_READ_ONLY if read_only else _SET_CONTEXT, (role, claims))
+                    await cur.execute(
+                        _SET_CONTEXT_READ_ONLY if read_only else _SET_CONTEXT, (role, claims, timeout)
+                    )
                     yield cur
                     await conn.cursor().execute("COMMIT")  # another cursor: `cur` keeps the caller's result
             except BaseException:
@@ -71,11 +87,42 @@ class Database:
                 raise
 
     @asynccontextmanager
+    async def transaction_as(
+        self,
+        identity: DatabaseIdentity,
+        *,
+        read_only: bool = False,
+        statement_timeout: str | None = None,
+        force_rollback: bool = False,
+    ) -> AsyncIterator[AsyncConnection[Any]]:
+        """A connection inside a transaction as the caller (role, claims, timeout), without a pipeline: for
+        scripts that read between statements or run several statements in one string (raw SQL, imports,
+        DDL). `statement_timeout` overrides the role's statement timeout; `force_rollback` keeps nothing."""
+        role = identity.db_role
+        if role not in REQUEST_ROLES:
+            raise ValueError(f"refusing to run a request as role {role!r}")
+        claims = orjson.dumps(dict(identity.claims)).decode()
+        context = _SET_CONTEXT_READ_ONLY if read_only else _SET_CONTEXT
+        async with self.request_pool.connection() as conn, conn.transaction(force_rollback=force_rollback):
+            await conn.execute(context, (role, claims, statement_timeout or self.statement_timeout(role)))
+            yield conn
+
+    @asynccontextmanager
     async def as_owner(self) -> AsyncIterator[AsyncCursor[DictRow]]:
-        """A cursor inside a transaction with the owner's (superuser's) rights: internal work only."""
-        async with self.pool.connection() as conn, conn.transaction():
+        """A cursor inside a transaction with the owner's rights, on the owner pool: internal work only."""
+        async with self.owner_pool.connection() as conn, conn.transaction():
             yield conn.cursor(row_factory=dict_row)
 
     async def ping(self) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute("select 1")
+        """One round trip on each pool: the server answers for requests and for its own work."""
+        for pool in (self.request_pool, self.owner_pool):
+            async with pool.connection() as conn:
+                await conn.execute("select 1")
+
+    async def open(self, wait_seconds: float = 30) -> None:
+        await self.owner_pool.open(wait=True, timeout=wait_seconds)
+        await self.request_pool.open(wait=True, timeout=wait_seconds)
+
+    async def close(self) -> None:
+        await self.request_pool.close()
+        await self.owner_pool.close()

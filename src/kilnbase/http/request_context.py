@@ -1,8 +1,13 @@
-"""Per-request plumbing: CORS, the caller, and one structured log line per request, in one layer.
+"""Per-request plumbing in one layer: limits on what a client may send, CORS, the caller, the client's
+address, and one structured log line per request.
 
 A pure ASGI middleware (no `BaseHTTPMiddleware`), because it sits on every request's path. The principal is
 resolved here and kept in the scope; an invalid credential is remembered, not answered, so that public
 routes (health, JWKS) still answer, and every route that needs a caller fails closed with 401.
+
+Limits come first: the request line and headers together (431), and the body, counted while it streams in
+(413 with the limit and the setting that changes it), so that no endpoint ever buffers more than its surface
+allows, whatever it does with the body after.
 
 CORS is Starlette's middleware, consulted only when the request has an `Origin` (a browser's): the request
 headers are read here anyway, and a request without an origin needs nothing from CORS but `Vary: Origin`.
@@ -11,18 +16,25 @@ headers are read here anyway, and a request without an origin needs nothing from
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kilnbase.http.errors import ApiError
-from kilnbase.http.principal import ANONYMOUS, CredentialError, CredentialResolver, Principal
-from kilnbase.logs.structured import log_request
+from kilnbase.http.client_address import Network, client_address
+from kilnbase.http.errors import ApiError, error_body
+from kilnbase.http.responses import send_body
+from kilnbase.identity.actor import Actor
+from kilnbase.identity.principal import ANONYMOUS, CredentialError, CredentialResolver, Principal
+from kilnbase.structured_log import log_request
 
 _PRINCIPAL = "kilnbase.principal"
 _CREDENTIAL_ERROR = "kilnbase.credential_error"
+_CLIENT_IP = "kilnbase.client_ip"
 #: Any origin, with credentials (the origin is reflected, never `*`), as InsForge allows.
 CORS_POLICY: dict[str, Any] = {
     "allow_origin_regex": r".*",
@@ -33,35 +45,66 @@ CORS_POLICY: dict[str, Any] = {
     "max_age": 86400,
 }
 _VARY_ORIGIN = (b"vary", b"Origin")
+_JSON = (b"content-type", b"application/json")
+
+
+@dataclass(frozen=True)
+class BodyLimit:
+    """A body limit in bytes, and the setting that changes it (named in the 413's message)."""
+
+    bytes: int
+    setting: str
+
+
+class BodyTooLarge(Exception):
+    """Raised from `receive` when a body passes its limit; the middleware answers 413."""
+
+    def __init__(self, limit: BodyLimit) -> None:
+        super().__init__(f"body larger than {limit.bytes} bytes")
+        self.limit = limit
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MB" if size >= 1024 * 1024 else f"{size} bytes"
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, resolver: CredentialResolver) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        resolver: CredentialResolver,
+        body_limit_for: Callable[[str], BodyLimit],
+        max_header_bytes: int,
+        trusted_proxies: Sequence[Network] = (),
+    ) -> None:
         self.app = app
         self.cors = CORSMiddleware(app, **CORS_POLICY)
         self.resolver = resolver
+        self.body_limit_for = body_limit_for
+        self.max_header_bytes = max_header_bytes
+        self.trusted_proxies = tuple(trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        authorization = api_key = origin = None
+        authorization = api_key = origin = content_length = None
+        header_bytes = len(scope["raw_path"] if scope.get("raw_path") else scope["path"]) + len(
+            scope["query_string"]
+        )
         for name, value in scope["headers"]:
+            header_bytes += len(name) + len(value)
             if name == b"authorization":
                 authorization = value.decode("latin-1")
             elif name == b"x-api-key":
                 api_key = value.decode("latin-1")
             elif name == b"origin":
                 origin = value
-        principal: Principal | None
-        try:
-            principal = self.resolver.resolve(authorization, api_key)
-        except CredentialError as exc:
-            principal = None
-            scope[_CREDENTIAL_ERROR] = str(exc)
-        scope[_PRINCIPAL] = principal
+            elif name == b"content-length":
+                content_length = value
         status = 500
+        principal: Principal | None = None
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -72,7 +115,36 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await (self.app if origin is None else self.cors)(scope, receive, send_wrapper)
+            if header_bytes > self.max_header_bytes:
+                await _refuse(
+                    send_wrapper,
+                    scope,
+                    431,
+                    f"The request line and headers are larger than {self.max_header_bytes} bytes.",
+                    "Send fewer or shorter headers (KILNBASE_MAX_HEADER_BYTES sets the limit).",
+                )
+                return
+            limit = self.body_limit_for(scope["path"])
+            if content_length is not None:
+                declared = int(content_length) if content_length.isdigit() else -1
+                if declared > limit.bytes:
+                    await _refuse_body(send_wrapper, scope, limit)
+                    return
+                bounded = receive if declared >= 0 else _bounded(receive, limit)
+            else:
+                bounded = _bounded(receive, limit)
+            try:
+                principal = self.resolver.resolve(authorization, api_key)
+            except CredentialError as exc:
+                scope[_CREDENTIAL_ERROR] = str(exc)
+            scope[_PRINCIPAL] = principal
+            scope[_CLIENT_IP] = client_address(scope, self.trusted_proxies)
+            try:
+                await (self.app if origin is None else self.cors)(scope, bounded, send_wrapper)
+            except BodyTooLarge as exc:
+                if status != 500:  # the response had started: nothing more can be said
+                    raise
+                await _refuse_body(send_wrapper, scope, exc.limit)
         finally:
             log_request(
                 {
@@ -80,9 +152,51 @@ class RequestContextMiddleware:
                     "path": scope["path"],
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    "role": principal.db_role if principal else "invalid",
+                    "role": principal.db_role if principal else ("invalid" if _PRINCIPAL in scope else "-"),
                 }
             )
+
+
+def _bounded(receive: Receive, limit: BodyLimit) -> Receive:
+    """`receive`, raising BodyTooLarge as soon as the body read so far passes `limit`."""
+    seen = 0
+
+    async def receive_bounded() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit.bytes:
+                raise BodyTooLarge(limit)
+        return message
+
+    return receive_bounded
+
+
+async def _refuse_body(send: Send, scope: Scope, limit: BodyLimit) -> None:
+    await _refuse(
+        send,
+        scope,
+        413,
+        f"The request body is larger than {_megabytes(limit.bytes)}.",
+        f"Send a smaller body, or raise {limit.setting}.",
+    )
+
+
+async def _refuse(send: Send, scope: Scope, status: int, message: str, next_actions: str) -> None:
+    """A limit's refusal, in the error shape of the surface the path belongs to."""
+    if scope["path"].startswith("/v1/"):
+        code = "request_too_large" if status == 413 else "headers_too_large"
+        body: dict[str, Any] = {
+            "error": {"message": f"{message} {next_actions}", "type": "invalid_request_error", "param": None}
+        }
+        body["error"]["code"] = code
+    else:
+        body = error_body(
+            status, "PAYLOAD_TOO_LARGE" if status == 413 else "HEADERS_TOO_LARGE", message, next_actions
+        )
+    headers = [_JSON, (b"connection", b"close")]
+    await send_body(send, status, headers, orjson.dumps(body), head=scope["method"] == "HEAD")
 
 
 def principal_of(request: Request) -> Principal:
@@ -102,6 +216,25 @@ def principal_in(scope: Scope) -> Principal:
             "Send a valid API key, anon key or access token; sign in again if the token expired.",
         )
     return principal
+
+
+def client_ip(request: Request) -> str | None:
+    """The client's address (`http.client_address`'s rule), or None when the peer is not an IP."""
+    return client_ip_in(request.scope)
+
+
+def client_ip_in(scope: Scope) -> str | None:
+    ip: str | None = scope.get(_CLIENT_IP)
+    return ip
+
+
+def actor_of(request: Request, principal: Principal | None = None) -> Actor:
+    """The caller as services take it: principal, client address, user agent."""
+    return Actor(
+        principal if principal is not None else principal_of(request),
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
+    )
 
 
 def require_credential(request: Request) -> Principal:
@@ -133,3 +266,8 @@ def require_admin(request: Request) -> Principal:
             "Use the project's API key (kilnbase keys) or sign in as the project admin.",
         )
     return principal
+
+
+def admin_actor(request: Request) -> Actor:
+    """`require_admin`, as an Actor for the service call."""
+    return actor_of(request, require_admin(request))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
+from kilnbase.db.schema_cache import ForeignKey, SchemaSnapshot, Table
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.query_grammar import (
     Condition,
@@ -23,7 +24,6 @@ from kilnbase.records.query_grammar import (
     SelectItem,
     SelectStar,
 )
-from kilnbase.records.schema_cache import ForeignKey, SchemaSnapshot, Table
 
 
 @dataclass(frozen=True)

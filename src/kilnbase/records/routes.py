@@ -5,20 +5,23 @@ that, answers and errors are PostgREST's own.
 
 The endpoints are plain ASGI apps, not Starlette request/response functions: the engine takes and returns
 plain data, so a `Request` and a `Response` object per call would only be built to be taken apart again,
-and this is the hottest path of the server.
+and this is the hottest path of the server. A client that hangs up takes its query with it: the statement is
+cancelled on the server, not left to run to its timeout.
 """
 
 from __future__ import annotations
 
 import orjson
 from starlette.requests import ClientDisconnect
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from kilnbase.capability import Capability
+from kilnbase.http.disconnect import unless_client_leaves
 from kilnbase.http.request_context import credential_in
+from kilnbase.http.responses import encode_headers, send_body
 from kilnbase.records.errors import RecordsError, valid_header
 from kilnbase.records.service import RecordsEngine, RecordsRequest, RecordsResponse
-from kilnbase.server.runtime import runtime_in
 
 _METHODS = ["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"]
 #: The request headers the engine reads (ASGI gives names in lower case).
@@ -26,13 +29,6 @@ _ENGINE_HEADERS = frozenset(
     {b"accept", b"prefer", b"range", b"range-unit", b"content-type", b"accept-profile", b"content-profile"}
 )
 _JSON_UTF8 = b"application/json; charset=utf-8"
-
-
-def engine_in(scope: Scope) -> RecordsEngine:
-    runtime = runtime_in(scope)
-    if runtime.schema_cache is None:
-        raise RuntimeError("the schema cache is not started")
-    return RecordsEngine(runtime.database, runtime.schema_cache)
 
 
 async def read_body(receive: Receive) -> bytes:
@@ -49,7 +45,8 @@ async def read_body(receive: Receive) -> bytes:
 class RecordsEndpoint:
     """One of the two resources (`table` or `function` in the path), as an ASGI app."""
 
-    def __init__(self, parameter: str, *, is_rpc: bool) -> None:
+    def __init__(self, engine: RecordsEngine, parameter: str, *, is_rpc: bool) -> None:
+        self.engine = engine
         self.parameter = parameter
         self.is_rpc = is_rpc
 
@@ -72,48 +69,48 @@ class RecordsEndpoint:
             principal=principal,
         )
         try:
-            answer = await engine_in(scope).handle(request)
+            answer = await unless_client_leaves(receive, self.engine.handle(request))
         except RecordsError as exc:
-            error_headers = _encoded(exc.headers)
+            error_headers = encode_headers(exc.headers)
             error_headers.append((b"content-type", _JSON_UTF8))
             # PostgREST names the error here too, so a HEAD (no body) still tells which one it was. (A code
             # raised from SQL is the function's choice: it goes on the wire only if it is a plain value.)
             proxy_status = f"PostgREST; error={exc.code}"
             if valid_header("proxy-status", proxy_status):
                 error_headers.append((b"proxy-status", proxy_status.encode("latin-1")))
-            await _respond(send, exc.status, error_headers, orjson.dumps(exc.body()), method)
+            await send_body(send, exc.status, error_headers, orjson.dumps(exc.body()), head=method == "HEAD")
             return
-        await _respond(send, answer.status, _raw_headers(answer), answer.body.encode(), method)
-
-
-def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    """ASGI's form: names in lower case."""
-    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+        if answer is None:  # the client left; its statement was cancelled
+            return
+        await send_body(
+            send, answer.status, _raw_headers(answer), answer.body.encode(), head=method == "HEAD"
+        )
 
 
 def _raw_headers(answer: RecordsResponse) -> list[tuple[bytes, bytes]]:
-    raw = _encoded(answer.headers)
+    raw = encode_headers(answer.headers)
     if answer.status != 204 and answer.media_type is not None:
         raw.append((b"content-type", f"{answer.media_type}; charset=utf-8".encode("latin-1")))
     return raw
 
 
-async def _respond(
-    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, method: str
-) -> None:
-    if status == 204 or status < 200:
-        body = b""
-    else:
-        if method == "HEAD":
-            body = b""
-        headers.append((b"content-length", str(len(body)).encode("latin-1")))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def routes(engine: RecordsEngine) -> list[BaseRoute]:
+    return [
+        Route(
+            "/api/database/records/{table}", RecordsEndpoint(engine, "table", is_rpc=False), methods=_METHODS
+        ),
+        Route(
+            "/api/database/rpc/{function}", RecordsEndpoint(engine, "function", is_rpc=True), methods=_METHODS
+        ),
+        # InsForge forwards `/records/*` to PostgREST as is, so a PostgREST client based there reaches
+        # `/rpc/fn`.
+        Route(
+            "/api/database/records/rpc/{function}",
+            RecordsEndpoint(engine, "function", is_rpc=True),
+            methods=_METHODS,
+        ),
+    ]
 
 
-routes = [
-    Route("/api/database/records/{table}", RecordsEndpoint("table", is_rpc=False), methods=_METHODS),
-    Route("/api/database/rpc/{function}", RecordsEndpoint("function", is_rpc=True), methods=_METHODS),
-    # InsForge forwards `/records/*` to PostgREST as is, so a PostgREST client based there reaches `/rpc/fn`.
-    Route("/api/database/records/rpc/{function}", RecordsEndpoint("function", is_rpc=True), methods=_METHODS),
-]
+def capability(engine: RecordsEngine) -> Capability:
+    return Capability("records", routes(engine))

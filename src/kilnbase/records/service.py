@@ -23,8 +23,9 @@ import psycopg
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
+from kilnbase.db.schema_cache import Routine, SchemaCache, SchemaSnapshot, Table
 from kilnbase.db.session import Database
-from kilnbase.http.principal import Principal
+from kilnbase.identity.principal import Principal
 from kilnbase.records import response_shape
 from kilnbase.records.errors import RecordsError, from_database_error, valid_header
 from kilnbase.records.preferences import Preferences, parse_preferences
@@ -35,7 +36,6 @@ from kilnbase.records.query_grammar import (
     parse_range_header,
 )
 from kilnbase.records.read_plan import ReadNode, build_read_plan, find_table
-from kilnbase.records.schema_cache import Routine, SchemaCache, SchemaSnapshot, Table
 from kilnbase.records.sql_builder import (
     MUTATION_CTE,
     Source,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kilnbase.db.schema_cache import Routine, Table
 from kilnbase.records.query_grammar import (
     FTS_OPERATORS,
     IS_VALUES,
@@ -22,7 +23,6 @@ from kilnbase.records.query_grammar import (
     OrderTerm,
 )
 from kilnbase.records.read_plan import Embed, ReadNode
-from kilnbase.records.schema_cache import Routine, Table
 
 
 @dataclass

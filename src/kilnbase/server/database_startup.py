@@ -1,4 +1,5 @@
-"""Bring the project database up: the embedded cluster or `DATABASE_URL`, checked, then migrated."""
+"""Bring the project database up: the embedded cluster or `DATABASE_URL`, checked, migrated, and its
+authenticator role ready for the request pool."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from dataclasses import dataclass
 import psycopg
 
 from kilnbase.config import Settings
-from kilnbase.db.migrate import apply_migrations
+from kilnbase.db.migrate import Migration, apply_migrations
+from kilnbase.db.roles import authenticator_password, prepare_authenticator
+from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.server.embedded_postgres import EmbeddedPostgres
-from kilnbase.server.project_keys import ProjectKeys
 
 MIN_SERVER_VERSION = 150000
 
@@ -43,16 +45,38 @@ def check_external_database(conninfo: str) -> None:
 
 @dataclass(frozen=True)
 class OpenedDatabase:
+    """A database that is up: the owner's connection string, and the embedded cluster when it is one."""
+
     conninfo: str
     embedded: EmbeddedPostgres | None
+    #: The migrations this start applied.
+    applied: tuple[Migration, ...] = ()
 
     def close(self) -> None:
         if self.embedded is not None:
             self.embedded.stop()
 
 
+def prepare(
+    settings: Settings, keys: ProjectKeys, conninfo: str, progress: Callable[[str], None]
+) -> list[Migration]:
+    """Migrate, then give the authenticator role its password (and check it), as the owner. Returns the
+    migrations applied now."""
+    applied = apply_migrations(conninfo)
+    if applied:
+        progress(
+            f"Applied {len(applied)} migration(s): " + ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
+        )
+    prepare_authenticator(
+        conninfo,
+        authenticator_password(settings, keys, conninfo),
+        managed_by_operator=settings.db_authenticator_password is not None,
+    )
+    return applied
+
+
 def open_database(settings: Settings, keys: ProjectKeys, progress: Callable[[str], None]) -> OpenedDatabase:
-    """Start (or check) the database and migrate it; return its conninfo and the embedded cluster, if any."""
+    """Start (or check) the database and prepare it; return its conninfo and the embedded cluster, if any."""
     embedded: EmbeddedPostgres | None = None
     if settings.database_url:
         conninfo = settings.database_url
@@ -61,13 +85,9 @@ def open_database(settings: Settings, keys: ProjectKeys, progress: Callable[[str
         embedded = EmbeddedPostgres(settings.data_dir, keys.postgres_password, progress=progress)
         conninfo = embedded.start()
     try:
-        applied = apply_migrations(conninfo)
+        applied = prepare(settings, keys, conninfo, progress)
     except BaseException:
         if embedded is not None:
             embedded.stop()
         raise
-    if applied:
-        progress(
-            f"Applied {len(applied)} migration(s): " + ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
-        )
-    return OpenedDatabase(conninfo, embedded)
+    return OpenedDatabase(conninfo, embedded, tuple(applied))

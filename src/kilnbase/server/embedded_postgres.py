@@ -126,7 +126,13 @@ class EmbeddedPostgres:
         return self.conninfo(DATABASE_NAME)
 
     def stop(self) -> None:
-        """Stop the cluster (fast shutdown; immediate if that hangs) and release the data dir."""
+        """Stop the cluster (fast shutdown; immediate if that hangs) and release the data dir.
+
+        Only a cluster this object started: without the data dir's lock (another server holds it, or `start`
+        never got that far) there is nothing of ours to stop, and a running server's Postgres is left alone.
+        """
+        if self._lock_handle is None:
+            return
         try:
             if self.initialised and self._postmaster_pid() is not None:
                 try:

@@ -22,7 +22,7 @@ _CONNINFO_ENV = "KILNBASE_SUPERVISED_CONNINFO"
 def create_worker_app() -> Starlette:
     """granian's factory in each worker: settings from the environment the supervisor prepared."""
     from kilnbase.app import create_app
-    from kilnbase.logs.structured import configure_logging
+    from kilnbase.structured_log import configure_logging
 
     settings = Settings()
     configure_logging(settings.log_level)
@@ -40,7 +40,7 @@ def serve_with_workers(settings: Settings, opened: OpenedDatabase, workers: int)
     os.environ["KILNBASE_PORT"] = str(settings.port)
     os.environ.pop("PORT", None)  # KILNBASE_PORT above carries the port the supervisor settled on
     server = Granian(
-        "kilnbase.server.workers:create_worker_app",
+        "kilnbase.workers:create_worker_app",
         factory=True,
         interface=Interfaces.ASGI,
         address=settings.host,

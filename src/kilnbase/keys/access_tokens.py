@@ -15,7 +15,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from kilnbase.server.project_keys import ProjectKeys
+from kilnbase.keys.project_keys import ProjectKeys
 
 ACCESS_TOKEN_SECONDS = 15 * 60
 _CACHE_LIMIT = 10_000

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from kilnbase.http.access_tokens import InvalidToken, TokenService
-from kilnbase.server.project_keys import ProjectKeys
+from kilnbase.keys.access_tokens import InvalidToken, TokenService
+from kilnbase.keys.project_keys import ProjectKeys
 
 
 class CredentialKind(StrEnum):
@@ -22,6 +22,8 @@ class CredentialKind(StrEnum):
     API_KEY = "api_key"
     ANON_KEY = "anon_key"
     JWT = "jwt"
+    #: Kilnbase itself acting (CLI commands, startup work), never a credential presented by a client.
+    SYSTEM = "system"
 
 
 JWT_ROLES = frozenset({"anon", "authenticated", "project_admin"})
@@ -34,17 +36,24 @@ class Principal:
     user_id: str | None = None
     email: str | None = None
     claims: Mapping[str, Any] = field(default_factory=dict)
+    #: What this credential may do; empty means everything its role allows (the API key, user tokens).
+    #: Agent keys carry scopes, and a service refuses what their scopes leave out.
     scopes: frozenset[str] = frozenset()
 
     @property
     def is_admin(self) -> bool:
         return self.db_role == "project_admin"
 
+    def has_scope(self, scope: str) -> bool:
+        return not self.scopes or scope in self.scopes
+
     @property
     def actor(self) -> str:
         """How the audit log names this caller."""
         if self.kind is CredentialKind.API_KEY:
             return "api-key"
+        if self.kind is CredentialKind.SYSTEM:
+            return "system"
         return self.email or self.user_id or self.db_role
 
 

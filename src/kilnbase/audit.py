@@ -1,39 +1,58 @@
-"""The audit trail: one function every capability calls to record an admin or agent action."""
+"""The audit trail: every admin or agent action, recorded by the service that performs it.
+
+A service records inside the transaction that makes the change (pass its cursor), so the entry commits or
+rolls back with it; a refused or failed action is recorded on its own (pass the `Database`), with its outcome.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import orjson
 from psycopg import AsyncCursor
 
 from kilnbase.db.session import Database
+from kilnbase.identity.actor import Actor
+
+Outcome = Literal["success", "refused", "failed"]
 
 _INSERT = (
-    "insert into system.audit_logs (actor, action, module, details, ip_address) "
-    "values (%s, %s, %s, %s::jsonb, %s::inet)"
+    "insert into system.audit_logs (actor, action, module, details, ip_address, user_agent, agent_key, tool, "
+    "outcome) values (%s, %s, %s, %s::jsonb, %s::inet, %s, %s, %s, %s)"
 )
+_USER_AGENT_LIMIT = 512
 
 
 async def record(
-    db: Database | AsyncCursor[Any],
-    *,
-    actor: str,
+    target: Database | AsyncCursor[Any],
+    actor: Actor,
     action: str,
     module: str,
-    details: dict[str, Any] | None = None,
-    ip: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    *,
+    outcome: Outcome = "success",
 ) -> None:
-    """Append one entry. Pass the cursor of an open transaction to commit it together with the change."""
-    params = (actor, action, module, orjson.dumps(details or {}).decode(), ip)
-    if isinstance(db, Database):
-        async with db.as_owner() as cur:
+    """Append one entry: in the open transaction of `target` when it is a cursor, else in one of its own."""
+    params = (
+        actor.name,
+        action,
+        module,
+        orjson.dumps(dict(details or {})).decode(),
+        actor.ip,
+        (actor.user_agent or "")[:_USER_AGENT_LIMIT] or None,
+        actor.agent_key,
+        actor.tool,
+        outcome,
+    )
+    if isinstance(target, Database):
+        async with target.as_owner() as cur:
             await cur.execute(_INSERT, params)
     else:
-        await db.execute(_INSERT, params)
+        await target.execute(_INSERT, params)
 
 
-async def query(
+async def search(
     db: Database,
     *,
     limit: int,
@@ -44,6 +63,7 @@ async def query(
     start_date: str | None = None,
     end_date: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
+    """A page of entries, newest first, in InsForge's shape, and the total that match."""
     conditions = []
     params: list[Any] = []
     for column, value in (("actor", actor), ("action", action), ("module", module)):
@@ -61,7 +81,8 @@ async def query(
         await cur.execute(f"select count(*) as total from system.audit_logs {where}", params)
         total_row = await cur.fetchone()
         await cur.execute(
-            "select id::text, actor, action, module, details, host(ip_address) as ip_address, "
+            "select id::text, actor, action, module, details, host(ip_address) as ip_address, user_agent, "
+            "agent_key, tool, outcome, "
             "to_char(created_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') as created_at "
             f"from system.audit_logs {where} order by created_at desc limit %s offset %s",
             [*params, limit, offset],
@@ -76,6 +97,10 @@ async def query(
             "module": r["module"],
             "details": r["details"],
             "ipAddress": r["ip_address"],
+            "userAgent": r["user_agent"],
+            "agentKey": r["agent_key"],
+            "tool": r["tool"],
+            "outcome": r["outcome"],
             "createdAt": r["created_at"],
         }
         for r in rows

@@ -1,0 +1,202 @@
+"""The database admin service: every operation of `/api/database` outside the records API, for any caller.
+
+Each method takes the `Actor`, checks it is an admin, runs the work as project_admin (owner-level SQL only
+where asked for and allowed), records the audit entry, refused and failed attempts included, and reloads this
+process's schema cache after DDL (other processes hear of it from the DDL event trigger). The HTTP routes,
+and later the MCP tools, only parse and shape around these calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from kilnbase import audit
+from kilnbase.config import Settings
+from kilnbase.database import bulk_data, catalog, custom_migrations, raw_sql
+from kilnbase.database.database_errors import DatabaseFailure
+from kilnbase.database.tables import TableService
+from kilnbase.db.schema_cache import SchemaCache
+from kilnbase.db.session import Database
+from kilnbase.http.errors import ApiError
+from kilnbase.identity.actor import Actor
+
+MODULE = "DATABASE"
+CatalogKind = Literal["schemas", "functions", "indexes", "policies", "triggers"]
+
+
+def _require_admin(actor: Actor) -> None:
+    if not actor.is_admin:
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            "The database admin API needs admin rights.",
+            "Use the project's API key or an admin session.",
+        )
+
+
+class DatabaseAdmin:
+    def __init__(self, settings: Settings, database: Database, schema_cache: SchemaCache) -> None:
+        self.database = database
+        self.schema_cache = schema_cache
+        self.admin_timeout = settings.db_admin_statement_timeout
+
+    @contextlib.asynccontextmanager
+    async def _audited(
+        self, actor: Actor, action: str, details: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Record `action` once the block ends: a success (with what the block added to `details`), a
+        failure in the database, or a refusal before anything ran."""
+        try:
+            _require_admin(actor)
+            yield details
+        except DatabaseFailure as exc:
+            await audit.record(
+                self.database, actor, action, MODULE, {**details, "error": exc.message}, outcome="failed"
+            )
+            raise
+        except ApiError as exc:
+            await audit.record(
+                self.database, actor, action, MODULE, {**details, "error": exc.message}, outcome="refused"
+            )
+            raise
+        await audit.record(self.database, actor, action, MODULE, details)
+
+    async def _schema_changed(self) -> None:
+        """DDL notifies every process; this one reloads at once so the caller's next request sees it."""
+        await self.schema_cache.reload()
+
+    # --- tables --------------------------------------------------------------------------------------------
+
+    async def list_tables(self, actor: Actor, schema: str = "public") -> list[str]:
+        _require_admin(actor)
+        return await TableService(self.database, actor.principal).list_tables(schema)
+
+    async def table_schema(self, actor: Actor, table: str) -> dict[str, Any]:
+        _require_admin(actor)
+        return await TableService(self.database, actor.principal).table_schema(table)
+
+    async def create_table(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
+        async with self._audited(actor, "CREATE_TABLE", {"table": body.get("tableName")}) as details:
+            result = await TableService(self.database, actor.principal).create_table(body)
+            details["columns"] = [c.get("columnName") for c in result["columns"]]
+        await self._schema_changed()
+        return result
+
+    async def update_table(self, actor: Actor, table: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self._audited(actor, "UPDATE_TABLE", {"table": table}) as details:
+            result = await TableService(self.database, actor.principal).update_table(table, body)
+            details["operations"] = result["operations"]
+        await self._schema_changed()
+        return result
+
+    async def delete_table(self, actor: Actor, table: str) -> dict[str, Any]:
+        async with self._audited(actor, "DELETE_TABLE", {"table": table}):
+            result = await TableService(self.database, actor.principal).delete_table(table)
+        await self._schema_changed()
+        return result
+
+    async def catalog(self, actor: Actor, kind: CatalogKind, schema: str) -> dict[str, Any]:
+        _require_admin(actor)
+        if kind == "schemas":
+            return await catalog.schemas(self.database)
+        listing = {
+            "functions": catalog.functions,
+            "indexes": catalog.indexes,
+            "policies": catalog.policies,
+            "triggers": catalog.triggers,
+        }[kind]
+        return await listing(self.database, schema)
+
+    # --- SQL -----------------------------------------------------------------------------------------------
+
+    async def raw_sql(
+        self,
+        actor: Actor,
+        query: str,
+        params: list[Any],
+        *,
+        explain: bool = False,
+        unrestricted: bool = False,
+    ) -> raw_sql.RawSqlResult:
+        action = (
+            ("EXPLAIN" if explain else "EXECUTE") + "_RAW_SQL" + ("_UNRESTRICTED" if unrestricted else "")
+        )
+        details: dict[str, Any] = {
+            "query": query[:300],
+            "paramCount": len(params),
+            "executionRole": "owner" if unrestricted else "project_admin",
+        }
+        async with self._audited(actor, action, details):
+            statements = raw_sql.check_allowed(
+                actor, query, params, explain=explain, unrestricted=unrestricted
+            )
+            result = await raw_sql.run(
+                self.database,
+                actor,
+                statements,
+                params,
+                explain=explain,
+                unrestricted=unrestricted,
+                admin_timeout=self.admin_timeout,
+            )
+            details["rowsAffected"] = result.row_count
+        if not explain:
+            await self._schema_changed()
+        return result
+
+    async def list_migrations(self, actor: Actor) -> dict[str, Any]:
+        _require_admin(actor)
+        return await custom_migrations.list_migrations(self.database)
+
+    async def apply_migration(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
+        details: dict[str, Any] = {
+            "version": str(body.get("version", ""))[:40],
+            "name": str(body.get("name", ""))[:200],
+        }
+        async with self._audited(actor, "APPLY_MIGRATION", details):
+            result = await custom_migrations.apply(self.database, actor.principal, body)
+            details["statementCount"] = len(result["statements"])
+        await self._schema_changed()
+        return result
+
+    def dry_run_migration(self, actor: Actor, sql: Any) -> dict[str, Any]:
+        _require_admin(actor)
+        return custom_migrations.dry_run(sql)
+
+    # --- bulk data -----------------------------------------------------------------------------------------
+
+    async def bulk_upsert(
+        self,
+        actor: Actor,
+        *,
+        schema: str,
+        table: str,
+        content: bytes,
+        filename: str,
+        upsert_key: str | None,
+    ) -> dict[str, Any]:
+        async with self._audited(actor, "BULK_UPSERT", {"table": table, "filename": filename}) as details:
+            result = await bulk_data.bulk_upsert(
+                self.database,
+                actor.principal,
+                schema=schema,
+                table_name=table,
+                rows=bulk_data.parse_rows(content, filename),
+                upsert_key=upsert_key,
+            )
+            details["rowsAffected"] = result["rowsAffected"]
+        return result
+
+    async def export(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
+        async with self._audited(actor, "EXPORT_DATABASE", {"format": body.get("format", "sql")}):
+            return await bulk_data.export(self.database, actor.principal, bulk_data.ExportRequest.parse(body))
+
+    async def import_sql(self, actor: Actor, content: bytes, filename: str, truncate: bool) -> dict[str, Any]:
+        details: dict[str, Any] = {"filename": filename, "truncate": truncate}
+        async with self._audited(actor, "IMPORT_DATABASE", details):
+            result = await bulk_data.import_sql(self.database, actor.principal, content, filename, truncate)
+            details["rowsImported"] = result["rowsImported"]
+        await self._schema_changed()
+        return result

@@ -1,0 +1,103 @@
+"""The authenticator: the one login role requests use, and nothing more (PostgREST's model).
+
+It is NOINHERIT and a member of anon, authenticated and project_admin only, so a request becomes one of
+them with `SET LOCAL ROLE`, and SQL that steps back out (`RESET ROLE`, `set_config('role', 'none', ...)`)
+lands on a role with no privileges at all. Migration 0041 creates it; `prepare_authenticator` gives it its
+password at every start, as the owner.
+
+Its password is derived from the owner's (HMAC, so the owner's cannot be recovered from it): every database
+of one cluster then agrees on it, however many projects or test databases share the cluster. An operator who
+manages the role themselves sets `KILNBASE_DB_AUTHENTICATOR_PASSWORD`, and Kilnbase leaves the role alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from kilnbase.config import Settings
+from kilnbase.keys.project_keys import ProjectKeys
+
+AUTHENTICATOR = "kilnbase_authenticator"
+REQUEST_ROLES = ("anon", "authenticated", "project_admin")
+
+#: What an operator runs once when the `DATABASE_URL` user may not create roles (docs/security.md).
+OPERATOR_STATEMENT = (
+    f"CREATE ROLE {AUTHENTICATOR} LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '<password>'; "
+    f"GRANT anon, authenticated, project_admin TO {AUTHENTICATOR};"
+)
+
+
+class AuthenticatorError(RuntimeError):
+    """The authenticator role is missing or cannot log in; the message says what to run."""
+
+
+def derived_password(owner_conninfo: str, fallback_secret: str) -> str:
+    """The authenticator's password: from the owner's password, or from `fallback_secret` when the owner logs
+    in without one (peer or trust authentication)."""
+    owner_password = conninfo_to_dict(owner_conninfo).get("password") or fallback_secret
+    return hmac.new(str(owner_password).encode(), b"kilnbase:authenticator:v1", hashlib.sha256).hexdigest()
+
+
+def authenticator_conninfo(owner_conninfo: str, password: str) -> str:
+    """The owner's connection string, logging in as the authenticator instead."""
+    return make_conninfo(owner_conninfo, user=AUTHENTICATOR, password=password)
+
+
+def authenticator_password(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> str:
+    """The operator's password for the role when one is set, else the derived one."""
+    return settings.db_authenticator_password or derived_password(owner_conninfo, keys.postgres_password)
+
+
+def request_conninfo(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> str:
+    """Where the request pool connects: the owner's database, as the authenticator."""
+    return authenticator_conninfo(owner_conninfo, authenticator_password(settings, keys, owner_conninfo))
+
+
+def prepare_authenticator(owner_conninfo: str, password: str, *, managed_by_operator: bool) -> None:
+    """Give the role its password (unless an operator manages it), then prove it can log in and is what it
+    must be: not a superuser, not inheriting, a member of the three request roles and of nothing else."""
+    with psycopg.connect(owner_conninfo, autocommit=True, connect_timeout=10) as conn:
+        exists = conn.execute("select 1 from pg_roles where rolname = %s", (AUTHENTICATOR,)).fetchone()
+        if exists is None:
+            raise AuthenticatorError(
+                f"The role {AUTHENTICATOR} does not exist and could not be created. Run, as a superuser: "
+                + OPERATOR_STATEMENT
+            )
+        if not managed_by_operator:
+            conn.execute(
+                sql.SQL("alter role {} with login password {}").format(
+                    sql.Identifier(AUTHENTICATOR), sql.Literal(password)
+                )
+            )
+    try:
+        with psycopg.connect(authenticator_conninfo(owner_conninfo, password), connect_timeout=10) as conn:
+            row = conn.execute(
+                "select r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls, "
+                "array(select g.rolname::text from pg_auth_members m join pg_roles g on g.oid = m.roleid "
+                "where m.member = r.oid order by 1) from pg_roles r where r.rolname = current_user"
+            ).fetchone()
+    except psycopg.OperationalError as exc:
+        raise AuthenticatorError(
+            f"Cannot log in as {AUTHENTICATOR}: {str(exc).strip().splitlines()[0]}. "
+            "Check KILNBASE_DB_AUTHENTICATOR_PASSWORD and pg_hba.conf."
+        ) from None
+    assert row is not None
+    superuser, inherit, createrole, createdb, bypassrls, member_of = row
+    if (
+        superuser
+        or inherit
+        or createrole
+        or createdb
+        or bypassrls
+        or sorted(member_of) != sorted(REQUEST_ROLES)
+    ):
+        member = ", ".join(member_of) or "none"
+        raise AuthenticatorError(
+            f"The role {AUTHENTICATOR} must be a NOINHERIT login role with no other attributes, a member of "
+            f"{', '.join(REQUEST_ROLES)} and of nothing else (it is a member of {member})."
+        )

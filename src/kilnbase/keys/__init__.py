@@ -1,0 +1,1 @@
+"""The project's keys and what they sign or seal: key material, JWTs, secrets at rest."""

@@ -1,0 +1,57 @@
+"""Everything a running server holds, built once at startup, in one place: the core every capability is
+given, and each capability's service. Immutable, with no optional fields; a test builds its own from its own
+settings. The HTTP app, the MCP server and the CLI call these same services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kilnbase.ai.service import AiService
+from kilnbase.auth.services import Auth
+from kilnbase.capability import Core
+from kilnbase.config import Settings
+from kilnbase.database.admin import DatabaseAdmin
+from kilnbase.db.pool import create_database
+from kilnbase.db.roles import request_conninfo
+from kilnbase.db.schema_cache import SchemaCache
+from kilnbase.http.rate_limit import InProcessRateLimiter
+from kilnbase.keys.access_tokens import TokenService
+from kilnbase.keys.project_keys import ProjectKeys
+from kilnbase.keys.secret_box import SecretBox
+from kilnbase.records.service import RecordsEngine
+from kilnbase.secrets.project_key_rotation import KeyRotation
+
+
+@dataclass(frozen=True)
+class Services:
+    core: Core
+    auth: Auth
+    records: RecordsEngine
+    database: DatabaseAdmin
+    key_rotation: KeyRotation
+    ai: AiService
+
+
+def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
+    """The core, its pools created but not yet opened (`Core.running` opens them)."""
+    database = create_database(settings, owner_conninfo, request_conninfo(settings, keys, owner_conninfo))
+    return Core(
+        settings=settings,
+        keys=keys,
+        tokens=TokenService(keys),
+        secret_box=SecretBox(keys.encryption_key),
+        database=database,
+        schema_cache=SchemaCache(database.owner_pool),
+        rate_limiter=InProcessRateLimiter(),
+    )
+
+
+def build_services(core: Core) -> Services:
+    return Services(
+        core=core,
+        auth=Auth.build(core),
+        records=RecordsEngine(core.database, core.schema_cache),
+        database=DatabaseAdmin(core.settings, core.database, core.schema_cache),
+        key_rotation=KeyRotation(core.settings, core.database, core.secret_box, core.keys.ring),
+        ai=AiService.build(core.settings, core.secret_box, core.database),
+    )

@@ -1,0 +1,43 @@
+"""The authenticator role is checked at every start: Kilnbase refuses to serve through a login role that
+cannot log in, or that could do more than become the three request roles, and says what to fix."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from kilnbase.db.roles import AUTHENTICATOR, AuthenticatorError, derived_password, prepare_authenticator
+
+
+def test_the_derived_password_is_set_and_checked(database_url: str) -> None:
+    prepare_authenticator(database_url, derived_password(database_url, ""), managed_by_operator=False)
+
+
+def test_a_wrong_operator_password_is_explained(database_url: str) -> None:
+    with pytest.raises(AuthenticatorError, match="KILNBASE_DB_AUTHENTICATOR_PASSWORD"):
+        prepare_authenticator(database_url, "not-the-password", managed_by_operator=True)
+
+
+@pytest.mark.parametrize(
+    ("grant", "revoke"),
+    [
+        (f"alter role {AUTHENTICATOR} inherit", f"alter role {AUTHENTICATOR} noinherit"),
+        (f"alter role {AUTHENTICATOR} createrole", f"alter role {AUTHENTICATOR} nocreaterole"),
+        (
+            f"grant pg_read_server_files to {AUTHENTICATOR}",
+            f"revoke pg_read_server_files from {AUTHENTICATOR}",
+        ),
+    ],
+    ids=["inherits", "creates-roles", "reads-server-files"],
+)
+def test_an_authenticator_with_more_rights_is_refused(database_url: str, grant: str, revoke: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(grant)
+        try:
+            with pytest.raises(AuthenticatorError, match="must be a NOINHERIT login role"):
+                prepare_authenticator(
+                    database_url, derived_password(database_url, ""), managed_by_operator=False
+                )
+        finally:
+            conn.execute(revoke)
+    prepare_authenticator(database_url, derived_password(database_url, ""), managed_by_operator=False)

@@ -1,0 +1,29 @@
+"""Reaching the services of an app under test (routes are given theirs; tests ask the app)."""
+
+from __future__ import annotations
+
+from starlette.testclient import TestClient
+
+from kilnbase.app import KilnbaseApp
+from kilnbase.services import Services
+
+
+def services_of(client: TestClient) -> Services:
+    app = client.app
+    assert isinstance(app, KilnbaseApp)
+    return app.services
+
+
+def admin_headers(client: TestClient) -> dict[str, str]:
+    """The project's API key (requests run as project_admin)."""
+    return {"Authorization": f"Bearer {services_of(client).core.keys.ring.current('api_key')}"}
+
+
+def anon_headers(client: TestClient) -> dict[str, str]:
+    return {"Authorization": f"Bearer {services_of(client).core.keys.ring.current('anon_key')}"}
+
+
+def user_headers(client: TestClient, user_id: str, email: str) -> dict[str, str]:
+    """A signed access token for a user (no stored session: for data-plane tests)."""
+    token = services_of(client).core.tokens.sign({"sub": user_id, "role": "authenticated", "email": email})
+    return {"Authorization": f"Bearer {token}"}
