@@ -21,7 +21,6 @@ from starlette.routing import BaseRoute, Route
 
 from kilnbase.ai import admin_requests, credentials
 from kilnbase.ai.admin import Admin, usage_records, usage_summary
-from kilnbase.ai.admin_requests import parse
 from kilnbase.ai.chat_stream import ChatStream
 from kilnbase.ai.edge import cache_mode, caller_of, json_body
 from kilnbase.ai.errors import GatewayError, insforge_code, invalid
@@ -30,6 +29,7 @@ from kilnbase.ai.providers import StreamBroken
 from kilnbase.ai.service import AiService
 from kilnbase.http.disconnect import unless_client_leaves
 from kilnbase.http.errors import error_response
+from kilnbase.http.json_body import parse
 from kilnbase.http.request_context import admin_actor, require_admin
 
 Handler = Callable[[AiService, Request], Awaitable[Response]]
