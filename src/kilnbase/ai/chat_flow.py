@@ -38,7 +38,7 @@ async def _prepare(lifecycle: CallLifecycle, caller: Caller, raw: Any, endpoint:
     price = call.price.price
     model_limit = price.max_completion_tokens if price else None
     requested = requests.cap_completion_tokens(
-        body, [call.snapshot.max_tokens_cap, caller.key_max_tokens], model_limit
+        body, call.snapshot.max_tokens_cap, caller.key_max_tokens, model_limit
     )
     call.record.streamed = bool(body.get("stream"))
     default_limit = lifecycle.settings.ai_default_max_tokens

@@ -7,6 +7,7 @@ clients, the caches, the limits' counters, the ledger writer); each endpoint's w
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,39 +72,37 @@ class Gateway:
             models = [m for m in models if model_matches(m["id"], snapshot.allowed_models)]
         return models
 
-    async def chat(
+    # The entry points hand back their flow's coroutine, adding no frame of their own to every call's path.
+    def chat(
         self,
         caller: Caller,
         raw: Any,
         *,
         endpoint: str = "/v1/chat/completions",
         cache_mode: str | None = None,
-    ) -> Result:
-        return await chat_flow.chat(
-            self.lifecycle, self.cache, caller, raw, endpoint=endpoint, cache_mode=cache_mode
-        )
+    ) -> Coroutine[Any, Any, Result]:
+        lifecycle, cache = self.lifecycle, self.cache
+        return chat_flow.chat(lifecycle, cache, caller, raw, endpoint=endpoint, cache_mode=cache_mode)
 
-    async def open_chat_stream(
+    def open_chat_stream(
         self, caller: Caller, raw: Any, *, endpoint: str = "/v1/chat/completions"
-    ) -> ChatStream:
-        return await chat_flow.open_chat_stream(self.lifecycle, caller, raw, endpoint=endpoint)
+    ) -> Coroutine[Any, Any, ChatStream]:
+        return chat_flow.open_chat_stream(self.lifecycle, caller, raw, endpoint=endpoint)
 
-    async def embeddings(
+    def embeddings(
         self, caller: Caller, raw: Any, *, endpoint: str = "/v1/embeddings", cache_mode: str | None = None
-    ) -> Result:
-        return await embeddings_flow.embeddings(
+    ) -> Coroutine[Any, Any, Result]:
+        return embeddings_flow.embeddings(
             self.lifecycle, self.cache, caller, raw, endpoint=endpoint, cache_mode=cache_mode
         )
 
-    async def images(
+    def images(
         self,
         caller: Caller,
         raw: Any,
         *,
         endpoint: str = "/v1/images/generations",
         input_images: list[str] | None = None,
-    ) -> tuple[list[str], str | None, dict[str, Any], str]:
-        """Image generation through chat with `modalities`; returns (data URLs, text, usage, model)."""
-        return await images_flow.images(
-            self.lifecycle, caller, raw, endpoint=endpoint, input_images=input_images
-        )
+    ) -> Coroutine[Any, Any, tuple[list[str], str | None, dict[str, Any], str]]:
+        """Image generation through chat with `modalities`; (data URLs, text, usage, model)."""
+        return images_flow.images(self.lifecycle, caller, raw, endpoint=endpoint, input_images=input_images)

@@ -12,11 +12,11 @@ No HTTP objects here: the surfaces render what the flows return.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import TracebackType
 from typing import Any, TypeVar
 
 import orjson
@@ -28,7 +28,7 @@ from kilnbase.ai.errors import GatewayError
 from kilnbase.ai.failover import Failover, ProviderCall
 from kilnbase.ai.ledger import LedgerWriter, UsageRecord
 from kilnbase.ai.policy import Configuration, PolicySnapshot, PolicyStore
-from kilnbase.ai.pricing import CallPrice, Pricing
+from kilnbase.ai.pricing import NO_PRICE, CallPrice, Pricing, dearest
 from kilnbase.ai.provider_routing import ProviderRouting, Target
 from kilnbase.ai.redaction import Redactor
 from kilnbase.config import Settings
@@ -47,12 +47,14 @@ class Call:
     """One call on its way through the lifecycle."""
 
     caller: Caller
+    #: Whose counters the call uses (made once: it is needed to price the call and to reserve).
+    subject: limits.Subject
     body: dict[str, Any]
     candidates: list[str]
     snapshot: PolicySnapshot
     record: UsageRecord
     configuration: Configuration | None = None
-    price: CallPrice = field(default_factory=CallPrice)
+    price: CallPrice = NO_PRICE
     reservation: limits.Reservation = field(default_factory=limits.Reservation)
     reserved: bool = False
     #: (prompt tokens, completion tokens) the reservation assumes.
@@ -115,7 +117,9 @@ class CallLifecycle:
 
     async def snapshot(self) -> PolicySnapshot:
         """The policy now; its keys join the redactor's whenever a new snapshot is loaded."""
-        snapshot = await self.policy.get(self.database())
+        return self._seen(await self.policy.get(self.database()))
+
+    def _seen(self, snapshot: PolicySnapshot) -> PolicySnapshot:
         if snapshot is not self._keys_seen_in:
             self.redact.remember(*snapshot.keys())
             self._keys_seen_in = snapshot
@@ -125,7 +129,7 @@ class CallLifecycle:
     async def prepare(
         self, caller: Caller, body: dict[str, Any], endpoint: str, fallbacks: list[str], started: float
     ) -> Call:
-        snapshot = await self.snapshot()
+        snapshot = self._seen(await self.policy.get(self.database()))  # (`snapshot`, one frame fewer)
         if caller.anonymous and not snapshot.anon_access:
             raise _anon_refused()
         model = body["model"]
@@ -135,13 +139,19 @@ class CallLifecycle:
         requests.check_allowed(candidates, snapshot.allowed_models, "project")
         requests.check_allowed(candidates, caller.key_models, "gateway key")
         known: dict[str, CallPrice] = {}
+        unpriced = False
         for candidate in candidates:
             target = await self.routing.target(snapshot, candidate)
             via_openrouter = target.provider is self.routing.openrouter
             if via_openrouter:
                 await self._check_listed(candidate, target)
-            known[candidate] = self.pricing.known(snapshot, candidate, openrouter=via_openrouter)
-        price = await self.pricing.for_call(known, limits.spend_capped(snapshot, caller.subject))
+            known[candidate] = price = self.pricing.known(snapshot, candidate, openrouter=via_openrouter)
+            unpriced = unpriced or price.price is None
+        subject = caller.subject
+        if unpriced and limits.spend_capped(snapshot, subject):
+            price = await self.pricing.with_learned(known)
+        else:
+            price = dearest(known.values())
         record = UsageRecord(
             endpoint=endpoint,
             principal=caller.principal,
@@ -152,6 +162,7 @@ class CallLifecycle:
         )
         return Call(
             caller=caller,
+            subject=subject,
             body=body,
             candidates=candidates,
             snapshot=snapshot,
@@ -176,12 +187,12 @@ class CallLifecycle:
     async def reserve(self, call: Call, tokens: int, usd: Decimal) -> None:
         """Reserve the estimate against every applicable limit (429 or 402 reserving nothing). Call it inside
         `accounted`, which records a refusal."""
-        subject = call.caller.subject
-        call.reservation = await limits.reserve(self.counters, call.snapshot, subject, tokens, usd)
+        call.reservation = await limits.reserve(self.counters, call.snapshot, call.subject, tokens, usd)
         call.reserved = True
 
-    async def call(self, call: Call, exchange: ProviderCall[T]) -> tuple[T, str, Target]:
-        return await self.failover.run(call, exchange)
+    def call(self, call: Call, exchange: ProviderCall[T]) -> Coroutine[Any, Any, tuple[T, str, Target]]:
+        """The providers' answer through `Failover` (the coroutine itself: no frame of its own)."""
+        return self.failover.run(call, exchange)
 
     async def replay(self, call: Call, cached: dict[str, Any]) -> None:
         """Account for an answer served from the caller's cache: it still counts against the request rate
@@ -191,40 +202,12 @@ class CallLifecycle:
         call.record.cache_hit = True
         self.finish(call, "ok", usage=cached["usage"], cost=Decimal(0), http_status=200)
 
-    @contextmanager
-    def accounted(self, call: Call) -> Iterator[Call]:
+    def accounted(self, call: Call) -> Accounted:
         """Record a call that ends early, once: refused by a limit ('refused', nothing billed); failed with a
         GatewayError ('error', billed with what it used so far); ended by anything else, such as the client
         leaving, which cancels the task ('abandoned', billed with what it used, else the prompt's estimate).
         The error's message is redacted before anyone sees it."""
-        try:
-            yield call
-        except GatewayError as exc:
-            exc.message = self.redact(exc.message)
-            exc.args = (exc.message,)
-            if not call.reserved:
-                self.finish(call, "refused", cost=Decimal(0), http_status=exc.status, error=exc.message)
-            else:
-                self.finish(
-                    call,
-                    "error",
-                    usage=call.used,
-                    cost=call.spent,
-                    http_status=exc.status,
-                    error=exc.message,
-                    images=call.images,
-                )
-            raise
-        except BaseException:
-            self.finish(
-                call,
-                "abandoned",
-                usage=call.used or {"prompt_tokens": call.estimate[0]},
-                cost=call.spent,
-                error="the client went away",
-                images=call.images,
-            )
-            raise
+        return Accounted(self, call)
 
     # -- settle and write the ledger -------------------------------------------------------------------------
     def finish(
@@ -261,3 +244,45 @@ class CallLifecycle:
         record.ttft_ms = int(ttft * 1000) if ttft is not None else None
         tokens = 0 if record.cache_hit else record.input_tokens + record.output_tokens
         self.ledger.submit(record, call.reservation.settlement(tokens, record.cost_usd))
+
+
+class Accounted:
+    """`CallLifecycle.accounted`: a plain class, not a generator-based context manager, since it is on every
+    call's path."""
+
+    __slots__ = ("_call", "_lifecycle")
+
+    def __init__(self, lifecycle: CallLifecycle, call: Call) -> None:
+        self._lifecycle = lifecycle
+        self._call = call
+
+    def __enter__(self) -> Call:
+        return self._call
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _trace: TracebackType | None
+    ) -> None:
+        if error is None:
+            return
+        call, lifecycle = self._call, self._lifecycle
+        if isinstance(error, GatewayError):
+            message = error.message = lifecycle.redact(error.message)
+            error.args = (message,)
+            lifecycle.finish(
+                call,
+                "error" if call.reserved else "refused",  # a limit refused it: nothing was reserved or spent
+                usage=call.used,
+                cost=call.spent if call.reserved else Decimal(0),
+                http_status=error.status,
+                error=message,
+                images=call.images,
+            )
+        else:
+            lifecycle.finish(
+                call,
+                "abandoned",
+                usage=call.used or {"prompt_tokens": call.estimate[0]},
+                cost=call.spent,
+                error="the client went away",
+                images=call.images,
+            )

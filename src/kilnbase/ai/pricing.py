@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
+from typing import NamedTuple
 
 from kilnbase.ai.catalog import ModelCatalog, Price
 from kilnbase.ai.errors import GatewayError
@@ -35,11 +35,12 @@ select max(rate) as rate from (
 """
 
 
-@dataclass(frozen=True)
-class CallPrice:
-    price: Price | None = None
+class CallPrice(NamedTuple):
+    """A price and where it came from (a tuple: one is made per candidate model of every call)."""
+
+    price: Price | None
     #: "configured", "catalog" or "learned".
-    source: str | None = None
+    source: str | None
 
     @property
     def for_ledger(self) -> Price | None:
@@ -47,8 +48,20 @@ class CallPrice:
         return self.price if self.source in ("configured", "catalog") else None
 
 
-def _dearer(price: Price, than: Price | None) -> bool:
-    return than is None or (price.completion, price.prompt) > (than.completion, than.prompt)
+NO_PRICE = CallPrice(None, None)
+
+
+def dearest(prices: Iterable[CallPrice]) -> CallPrice:
+    """The dearest of a call's candidates' prices (any candidate may end up serving the call)."""
+    chosen = NO_PRICE
+    for candidate in prices:
+        price = candidate.price
+        if price is not None and (
+            chosen.price is None
+            or (price.completion, price.prompt) > (chosen.price.completion, chosen.price.prompt)
+        ):
+            chosen = candidate
+    return chosen
 
 
 def unpriced(model: str) -> GatewayError:
@@ -76,21 +89,20 @@ class Pricing:
         if configured is not None:
             return CallPrice(configured, "configured")
         listed = self._catalog.price("openrouter", model) if openrouter else None
-        return CallPrice(listed, "catalog") if listed is not None else CallPrice()
+        return CallPrice(listed, "catalog") if listed is not None else NO_PRICE
 
-    async def for_call(self, known: Mapping[str, CallPrice], spend_capped: bool) -> CallPrice:
-        """The dearest price among a call's candidate models (any of them may serve it). Unpriced candidates
-        matter only under a USD cap: then their learned price counts, and without one the call is refused."""
-        chosen = CallPrice()
+    async def with_learned(self, known: Mapping[str, CallPrice]) -> CallPrice:
+        """The dearest price of a call under a USD cap, its unpriced candidates priced by the ledger; a
+        candidate the ledger cannot price either refuses the call."""
+        priced = []
         for model, candidate in known.items():
-            if candidate.price is None and spend_capped:
+            if candidate.price is None:
                 learned = await self.learned(model)
                 if learned is None:
                     raise unpriced(model)
                 candidate = CallPrice(learned, "learned")
-            if candidate.price is not None and _dearer(candidate.price, chosen.price):
-                chosen = candidate
-        return chosen
+            priced.append(candidate)
+        return dearest(priced)
 
     async def learned(self, model: str) -> Price | None:
         cached = self._learned.get(model)

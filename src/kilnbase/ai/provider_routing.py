@@ -44,12 +44,14 @@ class ProviderRouting:
         self._managed = managed
         self._env_key = env_key
         self._redactor = redactor
+        self._last_remembered: str | None = None
         self._registered: dict[str, tuple[str, OpenAICompatibleProvider]] = {}
 
     async def openrouter_key(self, snapshot: PolicySnapshot) -> credentials.ResolvedKey | None:
         resolved = await credentials.resolve(snapshot.byok_key, self._managed, self._env_key)
-        if resolved is not None:
+        if resolved is not None and resolved.key is not self._last_remembered:
             self._redactor.remember(resolved.key)
+            self._last_remembered = resolved.key
         return resolved
 
     def registered(self, name: str, base_url: str) -> OpenAICompatibleProvider:

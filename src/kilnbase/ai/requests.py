@@ -218,58 +218,65 @@ def check_allowed(models: list[str], patterns: tuple[str, ...] | None, who: str)
 
 def check_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
     """Refuse (400, naming each) the fields that are neither standard nor allowed by the policy."""
-    refused = sorted(k for k in body if k not in STANDARD_CHAT_FIELDS and k not in allowed)
-    if refused:
-        names = ", ".join(f"'{name}'" for name in refused)
+    if STANDARD_CHAT_FIELDS.issuperset(body):
+        return
+    refused = sorted(body.keys() - STANDARD_CHAT_FIELDS - allowed)
+    if not refused:
+        return
+    names = ", ".join(f"'{name}'" for name in refused)
+    raise GatewayError(
+        400,
+        f"Request field {names} is not allowed by this project's gateway policy (such fields can add "
+        "charges or change which provider serves the call). An admin can allow it with PUT "
+        '/api/ai/policy {"allowedRequestFields": [...]}.',
+        code="parameter_not_allowed",
+        param=refused[0],
+    )
+
+
+#: The fields that set a token budget for each choice (OpenRouter's `reasoning.max_tokens` is checked too).
+TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
+def _check_budget(name: str, requested: int, choices: int, cap: int | None, model_limit: int | None) -> None:
+    if cap is not None and requested * choices > cap:
+        asked = f"{name} {requested}" + (f" for each of n={choices} choices" if choices > 1 else "")
         raise GatewayError(
             400,
-            f"Request field {names} is not allowed by this project's gateway policy (such fields can add "
-            "charges or change which provider serves the call). An admin can allow it with PUT "
-            '/api/ai/policy {"allowedRequestFields": [...]}.',
-            code="parameter_not_allowed",
-            param=refused[0],
+            f"{asked} is above this project's cap of {cap} tokens a request.",
+            code="max_tokens_exceeded",
+            param=name,
+        )
+    if model_limit is not None and requested > model_limit:
+        raise GatewayError(
+            400,
+            f"{name} {requested} is above the model's limit of {model_limit}.",
+            code="max_tokens_exceeded",
+            param=name,
         )
 
 
-def _token_budgets(body: dict[str, Any]) -> dict[str, int]:
-    """Every token budget the request sets, by the name the caller used."""
-    budgets = {name: body[name] for name in ("max_tokens", "max_completion_tokens") if body.get(name)}
-    reasoning = body.get("reasoning")
-    if isinstance(reasoning, dict) and reasoning.get("max_tokens"):
-        budgets["reasoning.max_tokens"] = reasoning["max_tokens"]
-    return budgets
-
-
 def cap_completion_tokens(
-    body: dict[str, Any], caps: list[int | None], model_limit: int | None
+    body: dict[str, Any], project_cap: int | None, key_cap: int | None, model_limit: int | None
 ) -> int | None:
-    """Check every token budget against the smallest cap, which bounds the whole request: `n` choices of
+    """Check every token budget against the smaller cap, which bounds the whole request: `n` choices of
     `max_tokens` each are `n` times the budget (400 naming the field). Returns the largest budget asked for,
     per choice; when none was asked and a cap applies, the cap (shared among the choices) goes upstream."""
-    choices = int(body.get("n") or 1)
-    limits = [c for c in caps if c is not None]
-    cap = min(limits) if limits else None
-    budgets = _token_budgets(body)
-    for name, requested in budgets.items():
-        if cap is not None and requested * choices > cap:
-            asked = f"{name} {requested}" + (f" for each of n={choices} choices" if choices > 1 else "")
-            raise GatewayError(
-                400,
-                f"{asked} is above this project's cap of {cap} tokens a request.",
-                code="max_tokens_exceeded",
-                param=name,
-            )
-        if model_limit is not None and requested > model_limit:
-            raise GatewayError(
-                400,
-                f"{name} {requested} is above the model's limit of {model_limit}.",
-                code="max_tokens_exceeded",
-                param=name,
-            )
-    if budgets:
-        return max(budgets.values())
-    if cap is None:
-        return None
+    choices = body.get("n") or 1
+    cap = key_cap if project_cap is None else project_cap if key_cap is None else min(project_cap, key_cap)
+    largest: int | None = None
+    for name in TOKEN_FIELDS:
+        requested = body.get(name)
+        if requested:
+            _check_budget(name, requested, choices, cap, model_limit)
+            largest = requested if largest is None else max(largest, requested)
+    reasoning = body.get("reasoning")
+    if reasoning and reasoning.get("max_tokens"):
+        requested = reasoning["max_tokens"]
+        _check_budget("reasoning.max_tokens", requested, choices, cap, model_limit)
+        largest = requested if largest is None else max(largest, requested)
+    if largest is not None or cap is None:
+        return largest
     if choices > cap:
         raise GatewayError(
             400, f"n={choices} choices is above this project's cap of {cap} tokens a request.", param="n"
