@@ -139,17 +139,19 @@ class CallLifecycle:
         requests.check_allowed(candidates, snapshot.allowed_models, "project")
         requests.check_allowed(candidates, caller.key_models, "gateway key")
         known: dict[str, CallPrice] = {}
-        unpriced = False
+        #: Unpriced candidates, as the ledger records who served them (provider, the provider's model id).
+        unpriced: dict[str, tuple[str, str]] = {}
         for candidate in candidates:
             target = await self.routing.target(snapshot, candidate)
             via_openrouter = target.provider is self.routing.openrouter
             if via_openrouter:
                 await self._check_listed(candidate, target)
             known[candidate] = price = self.pricing.known(snapshot, candidate, openrouter=via_openrouter)
-            unpriced = unpriced or price.price is None
+            if price.price is None:
+                unpriced[candidate] = (target.provider.name, target.model)
         subject = caller.subject
         if unpriced and limits.spend_capped(snapshot, subject):
-            price = await self.pricing.with_learned(known)
+            price = await self.pricing.with_learned(known, unpriced)
         else:
             price = dearest(known.values())
         record = UsageRecord(

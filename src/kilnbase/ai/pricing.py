@@ -1,10 +1,11 @@
 """What a call will cost, so that a USD cap is reserved against before the call, for every kind of provider.
 
-A price comes from, in order: the admin (`PUT /api/ai/prices/{model}`, for registered providers or to override
-a catalog), OpenRouter's catalog, or, only when a USD limit applies and neither knows the model, the ledger:
-the highest cost per token the model was billed over its recent calls. A model with no price at all is refused
-under a USD cap (402, saying how to set one), since reserving $0 would let any burst spend past the cap.
-The learned price is only for reservations; the ledger's own cost never comes from it.
+A price comes from, in order: the admin (`PUT /api/ai/prices/{model}`, for registered providers or to
+override a catalog), OpenRouter's catalog, or, only when a USD limit applies and neither knows the model, the
+ledger: the highest cost per token the model was billed at its provider over its recent calls (read through
+the ledger's (model, created_at) index, so learning adds nothing to the ledger's writes). A model with no
+price at all is refused under a USD cap (402, saying how to set one), since reserving $0 would let any burst
+spend past the cap. The learned price is only for reservations; the ledger's own cost never comes from it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ _RECENT_CALLS = 200
 LEARNED_PRICE_SQL = """
 select max(rate) as rate from (
     select cost_usd / (input_tokens + output_tokens) as rate from ai.usage
-    where requested_model = %s and cost_usd > 0 and input_tokens + output_tokens > 0
+    where model = %s and provider = %s and cost_usd > 0 and input_tokens + output_tokens > 0
     order by created_at desc limit %s
 ) recent
 """
@@ -80,7 +81,7 @@ class Pricing:
     def __init__(self, catalog: ModelCatalog, database: Callable[[], Database]) -> None:
         self._catalog = catalog
         self._database = database
-        self._learned: dict[str, tuple[float, Price | None]] = {}
+        self._learned: dict[tuple[str, str], tuple[float, Price | None]] = {}
         self._lock = asyncio.Lock()
 
     def known(self, snapshot: PolicySnapshot, model: str, *, openrouter: bool) -> CallPrice:
@@ -91,34 +92,39 @@ class Pricing:
         listed = self._catalog.price("openrouter", model) if openrouter else None
         return CallPrice(listed, "catalog") if listed is not None else NO_PRICE
 
-    async def with_learned(self, known: Mapping[str, CallPrice]) -> CallPrice:
-        """The dearest price of a call under a USD cap, its unpriced candidates priced by the ledger; a
-        candidate the ledger cannot price either refuses the call."""
+    async def with_learned(
+        self, known: Mapping[str, CallPrice], served_as: Mapping[str, tuple[str, str]]
+    ) -> CallPrice:
+        """The dearest price of a call under a USD cap, its unpriced candidates priced by the ledger (each
+        as `served_as` says: the provider's name and its own model id); a candidate the ledger cannot price
+        either refuses the call."""
         priced = []
         for model, candidate in known.items():
             if candidate.price is None:
-                learned = await self.learned(model)
+                learned = await self.learned(*served_as[model])
                 if learned is None:
                     raise unpriced(model)
                 candidate = CallPrice(learned, "learned")
             priced.append(candidate)
         return dearest(priced)
 
-    async def learned(self, model: str) -> Price | None:
-        cached = self._learned.get(model)
+    async def learned(self, provider: str, model: str) -> Price | None:
+        """What calls of `model` at `provider` were billed per token lately, at the most."""
+        key = (provider, model)
+        cached = self._learned.get(key)
         if cached is not None and time.monotonic() < cached[0]:
             return cached[1]
         async with self._lock:
-            cached = self._learned.get(model)
+            cached = self._learned.get(key)
             if cached is not None and time.monotonic() < cached[0]:
                 return cached[1]
             async with self._database().as_owner() as cur:
-                await cur.execute(LEARNED_PRICE_SQL, (model, _RECENT_CALLS))
+                await cur.execute(LEARNED_PRICE_SQL, (model, provider, _RECENT_CALLS))
                 row = await cur.fetchone()
             rate = row["rate"] if row else None
             price = Price(rate, rate, Decimal(0), Decimal(0), None) if rate is not None else None
             if len(self._learned) > 10_000:
                 self._learned.clear()
             ttl = _LEARNED_TTL if price is not None else _UNKNOWN_TTL
-            self._learned[model] = (time.monotonic() + ttl, price)
+            self._learned[key] = (time.monotonic() + ttl, price)
             return price

@@ -21,6 +21,3 @@ CREATE TABLE ai.model_prices (
     image numeric NOT NULL DEFAULT 0 CHECK (image >= 0),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
-
--- The price learned from the ledger reads a model's most recent rows.
-CREATE INDEX usage_requested_model_idx ON ai.usage (requested_model, created_at DESC);
