@@ -5,7 +5,9 @@ thing such SQL must never do is step back out of that role. So the guard refuses
 that changes the role or session authorization (`SET ROLE`, `RESET ROLE`, `RESET ALL`, `set_config('role',
 ...)`), `search_path` or `statement_timeout`, transaction control, database/role/tablespace management,
 `ALTER SYSTEM`, `LOAD`, and anything that does not parse. Bodies of `DO` blocks and functions are plpgsql
-text the parser cannot see into, so they are refused when they contain a role or session change at all.
+text the parser cannot see into, so they are refused when they contain a role, session or timeout change at
+all. (The database enforces what matters either way: the request pool's login role has no privileges to
+step back into, and a script's session settings are reset when its connection goes back to the pool.)
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ _FORBIDDEN_STATEMENTS: dict[type[Any], str] = {
 }
 _FORBIDDEN_SETTINGS = frozenset({"role", "session_authorization", "search_path", "statement_timeout"})
 _BODY_ESCAPE = re.compile(
-    r"\b(set|reset)\s+(local\s+|session\s+)?(role|session\s+authorization|search_path|all)\b"
-    r"|set_config\s*\(\s*'(role|session_authorization|search_path)'",
+    r"\b(set|reset)\s+(local\s+|session\s+)?(role|session\s+authorization|search_path|statement_timeout|all)\b"
+    r"|set_config\s*\(\s*'(role|session_authorization|search_path|statement_timeout)'",
     re.IGNORECASE,
 )
 

@@ -31,6 +31,15 @@ _SET_CONTEXT_READ_ONLY = _SET_CONTEXT + ", set_config('transaction_read_only', '
 Pool = AsyncConnectionPool[AsyncConnection[Any]]
 
 
+async def _reset_session(conn: AsyncConnection[Any]) -> None:
+    """A script may change its session (`SET work_mem`, `SET default_transaction_read_only`, a LISTEN, an
+    advisory lock, a temporary table): none of it may reach the next request on this pooled connection.
+    Prepared statements survive (psycopg keeps track of them)."""
+    async with conn.pipeline():
+        for statement in ("RESET ALL", "DISCARD TEMP", "UNLISTEN *", "SELECT pg_advisory_unlock_all()"):
+            await conn.execute(statement)
+
+
 class DatabaseIdentity(Protocol):
     """What the database needs to know about a caller (a `Principal` is one)."""
 
@@ -103,9 +112,16 @@ class Database:
             raise ValueError(f"refusing to run a request as role {role!r}")
         claims = orjson.dumps(dict(identity.claims)).decode()
         context = _SET_CONTEXT_READ_ONLY if read_only else _SET_CONTEXT
-        async with self.request_pool.connection() as conn, conn.transaction(force_rollback=force_rollback):
-            await conn.execute(context, (role, claims, statement_timeout or self.statement_timeout(role)))
-            yield conn
+        async with self.request_pool.connection() as conn:
+            try:
+                async with conn.transaction(force_rollback=force_rollback):
+                    await conn.execute(
+                        context, (role, claims, statement_timeout or self.statement_timeout(role))
+                    )
+                    yield conn
+            finally:
+                if not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE:
+                    await _reset_session(conn)
 
     @asynccontextmanager
     async def as_owner(self) -> AsyncIterator[AsyncCursor[DictRow]]:

@@ -77,8 +77,7 @@ class KeyRotation:
         finally:
             self._ring.attach(None)
 
-    async def rotate(self, actor: Actor, kind: KeyKind, grace_hours: float) -> Rotated:
-        """A new current key; the old one expires after `grace_hours`."""
+    def _check_allowed(self, actor: Actor, kind: KeyKind) -> None:
         if not actor.is_admin:
             raise ApiError(403, "FORBIDDEN", "Rotating keys needs admin rights.")
         pinned = self._settings.access_api_key if kind == "api_key" else self._settings.access_anon_key
@@ -90,6 +89,16 @@ class KeyRotation:
                 f"This key is set by {variable}; rotating it here would be undone at the next start.",
                 f"Change {variable} in the environment and restart, or unset it to rotate through the API.",
             )
+
+    async def rotate(self, actor: Actor, kind: KeyKind, grace_hours: float) -> Rotated:
+        """A new current key; the old one expires after `grace_hours`."""
+        action = "ROTATE_API_KEY" if kind == "api_key" else "ROTATE_ANON_KEY"
+        try:
+            self._check_allowed(actor, kind)
+        except ApiError as exc:
+            refused = {"gracePeriodHours": grace_hours, "error": exc.message}
+            await audit.record(self._database, actor, action, "SECRETS", refused, outcome="refused")
+            raise
         new_key = _PREFIX[kind] + secrets.token_hex(32)
         box = self._box
         async with self._database.as_owner() as cur:
@@ -115,12 +124,6 @@ class KeyRotation:
                 "insert into system.project_keys (kind, key_ciphertext, is_current) values (%s, %s, true)",
                 (kind, box.encrypt(new_key, context=_context(kind))),
             )
-            await audit.record(
-                cur,
-                actor,
-                "ROTATE_API_KEY" if kind == "api_key" else "ROTATE_ANON_KEY",
-                "SECRETS",
-                {"gracePeriodHours": grace_hours},
-            )
+            await audit.record(cur, actor, action, "SECRETS", {"gracePeriodHours": grace_hours})
         await self._ring.refresh_now()
         return Rotated(new_key, demoted["expires_at"])

@@ -34,13 +34,16 @@ class SecretRoutes:
         body = parse(Rotation, data)
         rotated = await self.rotation.rotate(actor, kind, body.gracePeriodHours)
         field = "apiKey" if kind == "api_key" else "anonKey"
+        expires = rotated.previous_expires_at.isoformat().replace("+00:00", "Z")
         return json_response(
             {
                 "success": True,
                 "message": "Key rotated; the previous key stops working when its grace period ends.",
                 field: rotated.key,
                 "gracePeriodHours": body.gracePeriodHours,
-                "previousKeyExpiresAt": rotated.previous_expires_at.isoformat().replace("+00:00", "Z"),
+                # InsForge's name, and the one Kilnbase answered with first.
+                "oldKeyExpiresAt": expires,
+                "previousKeyExpiresAt": expires,
             }
         )
 
