@@ -1,62 +1,28 @@
-"""Property tests of the URL grammar: values round-trip through quoting, and hostile input (quotes,
-parentheses, SQL fragments, unicode) is either parsed or refused with PGRST1xx, never executed as SQL."""
+"""Property tests of the URL grammar, on strings alone: values round-trip through quoting, every filter in a
+query string becomes exactly one condition, and hostile input (quotes, parentheses, SQL fragments, unicode)
+is either parsed or refused with PGRST1xx. (`test_grammar_over_http.py` sends the same input to a server.)"""
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
-import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from starlette.testclient import TestClient
 
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.query_grammar import (
     Filter,
-    LogicTree,
+    parse_field,
     parse_logic_tree,
     parse_operation,
     parse_order,
     parse_query,
     parse_select,
 )
+from tests.records.hostile_input import hostile_text, plain_text, postgrest_quote
 
-SQL_FRAGMENTS = [
-    "'",
-    '"',
-    ";",
-    "--",
-    "/*",
-    "*/",
-    "(",
-    ")",
-    ",",
-    ".",
-    ":",
-    "::",
-    "->",
-    "\\",
-    "%",
-    "%s",
-    "$1",
-    "drop table posts",
-    "' or 1=1 --",
-    ");delete from posts;--",
-    "é",
-    "🙂",
-    "\u202e",
-    " ",
-]
-hostile_text = st.lists(st.one_of(st.sampled_from(SQL_FRAGMENTS), st.text(max_size=5)), max_size=8).map(
-    "".join
-)
-plain_text = hostile_text.filter(lambda s: "\x00" not in s)
-
-
-def postgrest_quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+pytestmark = pytest.mark.no_postgres
 
 
 @settings(deadline=None)
@@ -101,74 +67,41 @@ def test_hostile_input_parses_or_is_refused_cleanly(text: str) -> None:
             assert error.code.startswith("PGRST")
 
 
+def filters_named(pairs: list[tuple[str, str]]) -> int:
+    """How many conditions a query string names: every key but the reserved ones and (outside a JSON path)
+    `order`, `limit` and `offset`, at any embed path."""
+    count = 0
+    for key, _ in pairs:
+        head, arrow, _ = key.partition("->")
+        if key in ("select", "on_conflict", "columns", "schema"):
+            continue
+        if not arrow and head.split(".")[-1] in ("order", "limit", "offset"):
+            continue
+        count += 1
+    return count
+
+
 @settings(deadline=None)
 @given(st.lists(st.tuples(hostile_text, hostile_text), max_size=4))
-def test_whole_query_strings_never_crash(pairs: list[tuple[str, str]]) -> None:
+def test_whole_query_strings_parse_to_one_condition_per_filter_or_are_refused(
+    pairs: list[tuple[str, str]],
+) -> None:
     error = _refusal(parse_query, pairs)
     if error is not None:
+        assert error.status in (400, 416)
         assert error.code.startswith("PGRST")
         return
     query = parse_query(pairs)
-    for conditions in query.conditions.values():
-        assert all(isinstance(c, Filter | LogicTree) for c in conditions)
+    assert sum(len(conditions) for conditions in query.conditions.values()) == filters_named(pairs)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def canary(database_url: str) -> None:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE canary (id serial PRIMARY KEY, value text NOT NULL)")
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(plain_text)
-def test_hostile_values_are_bound_never_spliced(
-    client: TestClient, admin: dict[str, str], value: str
-) -> None:
-    created = client.post(
-        "/api/database/records/canary?select=id,value",
-        headers={**admin, "Prefer": "return=representation"},
-        json={"value": value},
-    )
-    assert created.status_code == 201, created.text
-    row = created.json()[0]
-    assert row["value"] == value
-    found = client.get(
-        f"/api/database/records/canary?select=value&id=eq.{row['id']}&value=eq.{quote(value)}", headers=admin
-    )
-    assert found.status_code == 200, found.text
-    assert found.json() == [{"value": value}]
-    listed = client.get(
-        f"/api/database/records/canary?select=id&value=in.({quote(postgrest_quote(value))})", headers=admin
-    )
-    assert listed.status_code == 200
-    assert {"id": row["id"]} in listed.json()
-
-
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(key=hostile_text, value=hostile_text, select=hostile_text, order=hostile_text)
-def test_hostile_query_strings_are_never_server_errors(
-    client: TestClient, admin: dict[str, str], key: str, value: str, select: str, order: str
-) -> None:
-    query = "&".join(
-        f"{quote(k, safe='')}={quote(v, safe='')}"
-        for k, v in [(key or "x", value), ("select", select), ("order", order)]
-    )
-    response = client.get(f"/api/database/records/posts?{query}", headers=admin)
-    assert response.status_code < 500, (query, response.text)
-    if response.status_code >= 300:
-        assert set(response.json()) == {"code", "message", "details", "hint"}
-    count = client.get("/api/database/records/posts?select=id", headers={**admin, "Prefer": "count=exact"})
-    assert count.headers["content-range"].endswith("/4")
-
-
-@pytest.mark.parametrize(
-    "query",
-    [
-        "select=" + "a(" * 3000 + ")" * 3000,
-        "or=(" + "and(" * 3000 + "id.eq.1" + ")" * 3001,
-    ],
+@settings(deadline=None)
+@given(
+    st.lists(st.text(alphabet="abcdefgh_", min_size=1, max_size=6), min_size=1, max_size=3),
+    plain_text,
 )
-def test_deep_nesting_is_refused_not_a_crash(client: TestClient, admin: dict[str, str], query: str) -> None:
-    response = client.get(f"/api/database/records/posts?{query}", headers=admin)
-    assert response.status_code == 400
-    assert response.json()["code"] == "PGRST100"
+def test_a_filter_lands_at_its_embed_path_with_its_value(path: list[str], value: str) -> None:
+    *embeds, column = path
+    query = parse_query([(".".join(path), f"eq.{value}")])
+    assert query.conditions == {tuple(embeds): [Filter(parse_field(column), parse_operation(f"eq.{value}"))]}
+    assert parse_operation(f"eq.{value}").value == value

@@ -6,6 +6,7 @@ Nobody sees or changes what a policy forbids, whether through records, rpc, embe
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -124,8 +125,16 @@ def test_anon_cannot_write(client: TestClient, anon: dict[str, str]) -> None:
     assert response.json()["code"] == "42501"
 
 
+@pytest.fixture
+def bobs_writes(database_url: str) -> Iterator[None]:
+    """What the write test adds is gone after it, so the read tests see the fixture's rows in any order."""
+    yield
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM todos WHERE owner = %s AND title <> 'bob private'", (BOB,))
+
+
 def test_users_write_only_their_own_rows(
-    client: TestClient, alice: dict[str, str], bob: dict[str, str]
+    client: TestClient, alice: dict[str, str], bob: dict[str, str], bobs_writes: None
 ) -> None:
     created = client.post(
         f"{RECORDS}/todos?select=title,owner",

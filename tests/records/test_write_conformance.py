@@ -1,4 +1,7 @@
-"""PostgREST writes: insert (single, bulk, CSV), upsert, PUT, PATCH, DELETE, Prefer options, errors."""
+"""PostgREST writes: insert (single, bulk, CSV), upsert, PUT, PATCH, DELETE, Prefer options, errors.
+
+Each test starts from an empty `notes` table and creates the rows it reads, so any order will do.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +30,12 @@ def notes_table(database_url: str) -> None:
             )
             """
         )
+
+
+@pytest.fixture(autouse=True)
+def empty_notes(notes_table: None, database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE notes RESTART IDENTITY")
 
 
 def write(
@@ -77,11 +86,12 @@ def test_bulk_insert_is_one_statement(client: TestClient, admin: dict[str, str])
 
 
 def test_bulk_insert_failure_inserts_nothing(client: TestClient, admin: dict[str, str]) -> None:
+    assert write(client, "POST", "notes", admin, {"slug": "a"}).status_code == 201
     body = [{"slug": "ok-1"}, {"slug": "a"}]
     response = write(client, "POST", "notes", admin, body)
     assert response.status_code == 409
     assert response.json()["code"] == "23505"
-    assert rows(client, admin, "notes?slug=eq.ok-1") == []
+    assert rows(client, admin, "notes?select=slug") == [{"slug": "a"}]
 
 
 def test_missing_default_uses_column_defaults(client: TestClient, admin: dict[str, str]) -> None:
@@ -285,9 +295,17 @@ def test_patch_rejects_an_array_body(client: TestClient, admin: dict[str, str]) 
     assert response.json()["code"] == "PGRST102"
 
 
+def two_patch_rows(client: TestClient, admin: dict[str, str]) -> None:
+    created = write(
+        client, "POST", "notes", admin, [{"slug": "patch1", "score": 1}, {"slug": "patch2", "score": 2}]
+    )
+    assert created.status_code == 201, created.text
+
+
 def test_single_object_write_rolls_back_when_not_exactly_one(
     client: TestClient, admin: dict[str, str]
 ) -> None:
+    two_patch_rows(client, admin)
     response = write(
         client,
         "PATCH",
@@ -299,7 +317,10 @@ def test_single_object_write_rolls_back_when_not_exactly_one(
     )
     assert response.status_code == 406
     assert response.json()["code"] == "PGRST116"
-    assert all(r["score"] != 100 for r in rows(client, admin, "notes?slug=like.patch*&select=score"))
+    assert rows(client, admin, "notes?slug=like.patch*&select=score&order=slug") == [
+        {"score": 1},
+        {"score": 2},
+    ]
     one = write(
         client,
         "PATCH",
@@ -313,15 +334,25 @@ def test_single_object_write_rolls_back_when_not_exactly_one(
 
 
 def test_max_affected_with_strict_handling(client: TestClient, admin: dict[str, str]) -> None:
+    two_patch_rows(client, admin)
     response = write(
         client, "DELETE", "notes?slug=like.patch*", admin, Prefer="handling=strict, max-affected=1"
     )
     assert response.status_code == 400
     assert response.json()["code"] == "PGRST124"
-    assert len(rows(client, admin, "notes?slug=like.patch*")) == 2
+    assert rows(client, admin, "notes?slug=like.patch*&select=slug&order=slug") == [
+        {"slug": "patch1"},
+        {"slug": "patch2"},
+    ]
+    allowed = write(
+        client, "DELETE", "notes?slug=like.patch*", admin, Prefer="handling=strict, max-affected=2"
+    )
+    assert allowed.status_code == 204
+    assert rows(client, admin, "notes?select=slug") == []
 
 
 def test_delete_with_representation_and_count(client: TestClient, admin: dict[str, str]) -> None:
+    two_patch_rows(client, admin)
     response = write(
         client,
         "DELETE",
@@ -332,8 +363,9 @@ def test_delete_with_representation_and_count(client: TestClient, admin: dict[st
     assert response.status_code == 200
     assert sorted(r["slug"] for r in response.json()) == ["patch1", "patch2"]
     assert response.headers["content-range"] == "0-1/2"
-    gone = write(client, "DELETE", "notes?slug=like.patch*", admin)
+    gone = write(client, "DELETE", "notes?slug=like.patch*", admin, Prefer="count=exact")
     assert gone.status_code == 204
+    assert gone.headers["content-range"] == "*/0"
 
 
 def test_csv_body_inserts_rows(client: TestClient, admin: dict[str, str]) -> None:

@@ -23,8 +23,18 @@ from psycopg_pool import AsyncConnectionPool
 log = logging.getLogger("kilnbase.records.schema")
 
 CHANNEL = "kilnbase_schema"
-#: Schemas the records API never exposes: Postgres's own and Kilnbase's internals.
-HIDDEN_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", "system", "auth", "storage", "realtime")
+#: Schemas the records API never exposes (nor names in a PGRST106 hint): Postgres's own and every schema of
+#: Kilnbase's (`tests/records/test_exposed_schemas.py` checks the migrations create no other).
+HIDDEN_SCHEMAS = (
+    "pg_catalog",
+    "information_schema",
+    "pg_toast",
+    "system",
+    "auth",
+    "ai",
+    "storage",
+    "realtime",
+)
 
 
 @dataclass(frozen=True)
@@ -105,8 +115,6 @@ class SchemaSnapshot:
     tables: dict[tuple[str, str], Table] = field(default_factory=dict)
     routines: dict[tuple[str, str], list[Routine]] = field(default_factory=dict)
     loaded_at: float = 0.0
-    #: Rendered read statements for this snapshot (see `RecordsEngine`); a reload starts a new one.
-    read_plans: dict[Any, Any] = field(default_factory=dict)
 
 
 _SCHEMAS = """

@@ -56,9 +56,17 @@ def status_for_sqlstate(sqlstate: str, is_anonymous: bool) -> int:
         return 503
     if sqlstate in ("57014", "XX000") or sqlstate.startswith(("58", "F0", "P0", "XX")):
         return 500
-    if sqlstate.startswith("PT") and sqlstate[2:].isdigit():
+    if sqlstate.startswith("PT") and sqlstate[2:].isascii() and sqlstate[2:].isdigit():
         return int(sqlstate[2:])
     return 400
+
+
+def from_statement_error(exc: psycopg.Error, *, is_anonymous: bool) -> RecordsError:
+    """Whatever failed while a statement ran as the caller, as PostgREST's error body. A value psycopg
+    itself refused to send (no SQLSTATE) is the client's: 400 22023."""
+    if exc.diag.sqlstate is None and isinstance(exc, psycopg.DataError | psycopg.ProgrammingError):
+        return RecordsError(400, "22023", str(exc).splitlines()[0] if str(exc) else "invalid value")
+    return from_database_error(exc, is_anonymous=is_anonymous)
 
 
 def from_database_error(exc: psycopg.Error, *, is_anonymous: bool) -> RecordsError:

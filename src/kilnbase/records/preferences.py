@@ -1,30 +1,38 @@
-"""The `Prefer` header (PostgREST's preferences.rst): parsed, validated, echoed in `Preference-Applied`."""
+"""The `Prefer` header (PostgREST's preferences.rst): parsed, validated, echoed in `Preference-Applied`.
+
+`Preferences` holds only what the engine honours, normalised: an unknown preference, or a known one with a
+value it does not take, is dropped here (PostgREST ignores them unless `handling=strict`, which refuses
+them with PGRST122). So two requests that differ only in what is ignored have equal preferences, and the
+per-shape memory, keyed by them, cannot be grown with made-up preferences.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from kilnbase.records.errors import RecordsError
 
-_ALLOWED = {
-    "return": {"minimal", "headers-only", "representation"},
-    "count": {"exact", "planned", "estimated"},
-    "resolution": {"merge-duplicates", "ignore-duplicates"},
-    "missing": {"default", "null"},
-    "handling": {"strict", "lenient"},
+_ALLOWED: dict[str, frozenset[str]] = {
+    "return": frozenset({"minimal", "headers-only", "representation"}),
+    "count": frozenset({"exact", "planned", "estimated"}),
+    "resolution": frozenset({"merge-duplicates", "ignore-duplicates"}),
+    "missing": frozenset({"default", "null"}),
+    "handling": frozenset({"strict", "lenient"}),
 }
+#: `max-affected` takes at most this many digits (as `limit` does): `int()` of more is slow, then refused.
+_MAX_DIGITS = 18
 
 
-@dataclass
-class Preferences:
+class Preferences(NamedTuple):
+    """What the engine honours of the `Prefer` header. A tuple: hashed and compared in C, since the
+    per-shape memory keys on it for every request."""
+
     return_: str | None = None
-    count: str | None = None
+    count: str | None = None  # type: ignore[assignment]  # (shadows `tuple.count`, which nothing here calls)
     resolution: str | None = None
     missing: str | None = None
     handling: str | None = None
     max_affected: int | None = None
-    invalid: list[str] = field(default_factory=list)
 
     def applied(self, *, mutation: bool, upsert_allowed: bool = True) -> str:
         """The `Preference-Applied` value: only what this request honoured."""
@@ -43,31 +51,51 @@ class Preferences:
             parts.append(f"max-affected={self.max_affected}")
         return ", ".join(parts)
 
+    @property
+    def strict_max_affected(self) -> int | None:
+        """The `max-affected` limit, when `handling=strict` makes it one (else it is only a hint)."""
+        return self.max_affected if self.handling == "strict" else None
 
-def parse_preferences(values: Iterable[str]) -> Preferences:
-    """Every `Prefer` header (there may be several, each comma-separated)."""
-    prefs = Preferences()
-    for header in values:
-        for raw in header.split(","):
-            item = raw.strip()
-            if not item:
-                continue
-            key, _, value = item.partition("=")
-            key, value = key.strip().lower(), value.strip()
-            if key == "max-affected" and value.isdigit():
-                prefs.max_affected = int(value)
-            elif key in _ALLOWED and value in _ALLOWED[key]:
-                setattr(prefs, "return_" if key == "return" else key, value)
-            elif key in ("timezone", "tx", "params"):
-                # Known to PostgREST, but not configurable here: ignored as lenient handling would.
-                prefs.invalid.append(item)
+
+#: No `Prefer` header (the common case): nothing to parse.
+NO_PREFERENCES = Preferences()
+
+
+def parse_preferences(header: str | None) -> Preferences:
+    """The `Prefer` header (several headers arrive joined with `,`), normalised."""
+    if not header:
+        return NO_PREFERENCES
+    return_ = count = resolution = missing = handling = None
+    max_affected: int | None = None
+    invalid: list[str] = []
+    for raw in header.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        key, _, value = item.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if value not in _ALLOWED.get(key, ()):
+            if key == "max-affected" and value.isascii() and value.isdigit() and len(value) <= _MAX_DIGITS:
+                max_affected = int(value)
             else:
-                prefs.invalid.append(item)
-    if prefs.handling == "strict" and prefs.invalid:
+                # Unknown, or known to PostgREST but not configurable here (timezone, tx, params):
+                # ignored, as lenient handling would.
+                invalid.append(item)
+        elif key == "return":
+            return_ = value
+        elif key == "count":
+            count = value
+        elif key == "resolution":
+            resolution = value
+        elif key == "missing":
+            missing = value
+        else:
+            handling = value
+    if handling == "strict" and invalid:
         raise RecordsError(
             400,
             "PGRST122",
             "Invalid preferences given with handling=strict",
-            "Invalid preferences: " + ", ".join(prefs.invalid),
+            "Invalid preferences: " + ", ".join(invalid),
         )
-    return prefs
+    return Preferences(return_, count, resolution, missing, handling, max_affected)

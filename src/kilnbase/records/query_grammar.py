@@ -50,7 +50,7 @@ RESERVED_KEYS = frozenset({"select", "order", "limit", "offset", "on_conflict", 
 
 #: A cast is a type name: one word, or one of Postgres's multi-word type names; never free text.
 _CAST = re.compile(
-    r"(?i:[a-z_][a-z0-9_]*|double precision|character varying|bit varying"
+    r"(?ai:[a-z_][a-z0-9_]*|double precision|character varying|bit varying"
     r"|time(stamp)? with(out)? time zone)(\[\])*"
 )
 _JSON_ARROW = re.compile(r"(->>|->)")
@@ -221,10 +221,16 @@ def parse_field(text: str) -> Field:
     if not name:
         raise parse_error(f'missing column name in "{text}"')
     steps: list[JsonStep] = []
-    for arrow, key in zip(pieces[1::2], pieces[2::2], strict=True):
-        key = _unquote(key.strip())
+    for arrow, raw_key in zip(pieces[1::2], pieces[2::2], strict=True):
+        written = raw_key.strip()
+        key = _unquote(written)
         if not key:
             raise parse_error(f'empty JSON key in "{text}"')
+        if key == written and not key.isascii() and any(not c.isascii() and c.isdigit() for c in key):
+            # `²` or `٣` is a digit to Python, not to PostgREST's grammar nor Postgres; quoted, it is a key.
+            raise parse_error(
+                f"failed to parse JSON path ({text})", f'"{key}" is not an array index: quote it'
+            )
         steps.append(JsonStep(arrow, key))
     return Field(name, tuple(steps))
 
@@ -511,8 +517,13 @@ def parse_order(text: str) -> list[OrderTerm]:
     return terms
 
 
+def is_ascii_digits(text: str) -> bool:
+    """`0`-`9` only: `str.isdigit` alone also accepts `²`, which `int` then refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_non_negative(name: str, text: str) -> int:
-    if not text.isdigit() or len(text) > 18:
+    if not is_ascii_digits(text) or len(text) > 18:
         raise parse_error(f"failed to parse {name} parameter ({text})", "expected a non-negative integer")
     return int(text)
 
@@ -566,7 +577,7 @@ def parse_query(
     return query
 
 
-_RANGE = re.compile(r"\s*(?:items=)?(\d{1,18})-(\d{0,18})\s*")
+_RANGE = re.compile(r"\s*(?:items=)?([0-9]{1,18})-([0-9]{0,18})\s*")
 
 
 def parse_range_header(value: str) -> tuple[int, int | None]:

@@ -1,7 +1,9 @@
-"""Stage two: the parsed query checked against the schema cache and turned into a tree of read nodes.
+"""Stage two, reads: the parsed query checked against the schema cache and turned into a tree of read nodes.
 
 Every column, table and relationship named in the URL is resolved here (404/400 with PostgREST's codes
-when it does not exist), so the SQL stage only ever sees identifiers that the catalog vouched for.
+when it does not exist), so the SQL stage only ever sees identifiers that the catalog vouched for. A
+`ReadPlan` is that tree with its page; `TableTarget` is the table a request names with its parsed query,
+which the write plans start from too.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import difflib
 from dataclasses import dataclass, field
 
 from kilnbase.db.schema_cache import ForeignKey, SchemaSnapshot, Table
+from kilnbase.records.api_request import RequestShape, query_pairs
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.query_grammar import (
     Condition,
@@ -23,6 +26,7 @@ from kilnbase.records.query_grammar import (
     SelectEmbed,
     SelectItem,
     SelectStar,
+    parse_query,
 )
 
 
@@ -131,6 +135,49 @@ def find_table(snapshot: SchemaSnapshot, schema: str, name: str) -> Table:
     raise RecordsError(
         404, "PGRST205", f"Could not find the table '{schema}.{name}' in the schema cache", None, hint
     )
+
+
+@dataclass(frozen=True, slots=True)
+class TableTarget:
+    """The table (or view) a request names, and its query string parsed."""
+
+    table: Table
+    query: QueryParams
+
+
+def table_target(shape: RequestShape, snapshot: SchemaSnapshot) -> TableTarget:
+    """404 PGRST205 for a table the schema cache does not have, then the query string's parse errors."""
+    table = find_table(snapshot, shape.schema, shape.resource)
+    return TableTarget(table, parse_query(query_pairs(shape.query_string)))
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPlan:
+    """A read: the tree of nodes and the page (from `limit`/`offset` and the Range header)."""
+
+    node: ReadNode
+    offset: int
+    limit: int | None
+
+
+def read_plan(shape: RequestShape, snapshot: SchemaSnapshot, target: TableTarget) -> ReadPlan:
+    node = build_read_plan(snapshot, target.table, target.query)
+    return ReadPlan(node, *page(shape, node))
+
+
+def page(shape: RequestShape, node: ReadNode) -> tuple[int, int | None]:
+    """Offset and limit from `limit`/`offset` and the `Range` header (their intersection)."""
+    if shape.range_error is not None:
+        raise shape.range_error
+    offset, limit = node.offset, node.limit
+    if shape.range is not None:
+        first, last = shape.range
+        upper_query = None if limit is None else offset + limit - 1
+        lower = max(first, offset)
+        upper = last if upper_query is None else (upper_query if last is None else min(last, upper_query))
+        offset = lower
+        limit = None if upper is None else max(upper - lower + 1, 0)
+    return offset, limit
 
 
 def check_column(table: Table | None, name: str) -> None:

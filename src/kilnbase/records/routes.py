@@ -20,8 +20,10 @@ from kilnbase.capability import Capability
 from kilnbase.http.disconnect import unless_client_leaves
 from kilnbase.http.request_context import credential_in
 from kilnbase.http.responses import encode_headers, send_body
+from kilnbase.records.api_request import RecordsRequest
 from kilnbase.records.errors import RecordsError, valid_header
-from kilnbase.records.service import RecordsEngine, RecordsRequest, RecordsResponse
+from kilnbase.records.response import RecordsResponse
+from kilnbase.records.service import RecordsEngine
 
 _METHODS = ["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"]
 #: The request headers the engine reads (ASGI gives names in lower case).

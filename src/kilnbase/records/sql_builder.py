@@ -8,6 +8,7 @@ body travels back as one text value that the response passes through untouched.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,10 @@ class Sql:
         return "".join(self.parts)
 
 
+#: A JSON path step that indexes an array: ASCII digits only (`int` refuses `²`, which `isdigit` accepts).
+_ARRAY_INDEX = re.compile(r"-?[0-9]{1,9}")
+
+
 def ident(name: str) -> str:
     return '"' + name.replace('"', '""').replace("%", "%%") + '"'
 
@@ -64,7 +69,7 @@ def field_expr(alias: str, item: Field) -> Sql:
     sql = Sql().add(f"{ident(alias)}.{ident(item.name)}")
     for step in item.json_path:
         key = step.key
-        if key.lstrip("-").isdigit() and len(key) < 10:
+        if _ARRAY_INDEX.fullmatch(key):
             sql.add(f" {step.arrow} ({int(key)})")
         else:
             sql.add(f" {step.arrow} %s::text", key)
@@ -326,12 +331,6 @@ def read_statement(
     return sql.add(') AS "pgrst_row"')
 
 
-def count_statement(node: ReadNode, source: Source) -> Sql:
-    return (
-        Sql().add("SELECT count(*) FROM (").extend(render_node(node, source, count_only=True)).add(") AS c")
-    )
-
-
 def explain_statement(node: ReadNode, source: Source) -> Sql:
     return Sql().add("EXPLAIN (FORMAT JSON) ").extend(render_node(node, source, count_only=True))
 
@@ -456,6 +455,26 @@ def call_source(
         f"{function}(" + ", ".join(f'{ident(n)} := "pgrst_args".{ident(n)}' for n in arg_names) + ")"
     )
     return from_sql, call
+
+
+def call_statement(routine: Routine, from_args: Sql, call: Sql) -> Sql:
+    """A call whose result is not read like a table's: one row `(body[, page_total])`, with the response
+    GUCs the function set. `body` is the result as JSON text (NULL for void), `page_total` a set's size."""
+    sql = Sql()
+    if routine.return_kind == "void":
+        sql.add("SELECT ").extend(call).add(" AS body")
+    elif routine.returns_set:
+        sql.add(
+            "SELECT coalesce(json_agg(\"pgrst_value\".v), '[]')::text AS body, count(*) AS page_total FROM "
+        )
+        if from_args.parts:
+            sql.extend(from_args).add(" CROSS JOIN LATERAL ")
+        sql.extend(call).add(' AS "pgrst_value"(v)')
+    else:
+        sql.add("SELECT to_json(").extend(call).add(")::text AS body")
+    if from_args.parts and not (routine.return_kind == "scalar" and routine.returns_set):
+        sql.add(" FROM ").extend(from_args)
+    return with_response_gucs(sql)
 
 
 def with_response_gucs(statement: Sql) -> Sql:

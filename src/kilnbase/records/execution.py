@@ -1,0 +1,69 @@
+"""Running a rendered statement as the caller: one transaction, sent in one round trip.
+
+`Database.as_caller` opens the transaction with the caller's role and claims (READ ONLY for reads) in
+pipeline mode, so the statement, its set-up and COMMIT travel together; the result is read after COMMIT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+from psycopg import AsyncCursor
+from psycopg.rows import DictRow
+
+from kilnbase.db.session import Database
+from kilnbase.identity.principal import Principal
+from kilnbase.records.sql_builder import Sql
+
+_T = TypeVar("_T")
+Cursor = AsyncCursor[DictRow]
+
+
+async def run(
+    database: Database,
+    principal: Principal,
+    statement: Sql | Callable[[Cursor], Awaitable[Sql]],
+    answer: Callable[[Cursor], Awaitable[_T]],
+    *,
+    read_only: bool,
+    check_first: bool,
+) -> _T:
+    """One statement as the caller (`statement` may be rendered in the transaction), then the answer.
+
+    The answer is read after COMMIT (the transaction is then one round trip), unless it can still fail
+    and must roll a write back (`check_first`): then a nested pipeline block syncs, and the answer is
+    made before COMMIT."""
+    async with database.as_caller(principal, read_only=read_only) as cur:
+        if not isinstance(statement, Sql):
+            statement = await statement(cur)
+        if not check_first:
+            await cur.execute(statement.text, statement.params)
+        else:
+            async with cur.connection.pipeline():
+                await cur.execute(statement.text, statement.params)
+            return await answer(cur)
+    return await answer(cur)
+
+
+async def one_row(cur: Cursor) -> DictRow:
+    """The statement's one result row (every statement the engine renders returns exactly one)."""
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def planned_rows(cur: Cursor, explain: Sql) -> int | None:
+    """The planner's row estimate from `EXPLAIN (FORMAT JSON)`, run in the caller's transaction."""
+    await cur.execute(explain.text, explain.params)
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    plan: Any = next(iter(row.values()))
+    if isinstance(plan, str):
+        plan = orjson.loads(plan)
+    try:
+        return int(plan[0]["Plan"]["Plan Rows"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None

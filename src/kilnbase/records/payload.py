@@ -1,0 +1,168 @@
+"""A request's body as the statement takes it (PostgREST's `ApiRequest/Payload`): the columns a write sets
+and its rows as one JSON text, or a call's arguments. Applies InsForge's `""` quirk.
+
+The JSON body is passed on as received when nothing had to be dropped from it (the common case), so a
+bulk insert is not serialized twice, and with `?columns=` an array body is not parsed here at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from kilnbase.db.schema_cache import Table
+from kilnbase.records.api_request import ApiRequest
+from kilnbase.records.call_plan import CallTarget
+from kilnbase.records.errors import RecordsError
+from kilnbase.records.query_grammar import QueryParams
+from kilnbase.records.read_plan import TableTarget
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """The columns a write sets, and its body as the statement's one JSON parameter (an array of rows;
+    for an update, the one object). `row`: that one row, when the body must be a single object."""
+
+    columns: tuple[str, ...]
+    json: str
+    row: dict[str, Any] | None = None
+
+
+def insert_payload(api: ApiRequest, target: TableTarget) -> Payload:
+    """POST's rows: one object or an array of them, or CSV, or a form.
+
+    Only the columns and the JSON text are kept, not the parsed rows: they must not outlive the parse, let
+    alone wait for the database (a bulk insert's thousands of young objects would be walked by every
+    garbage collection meanwhile)."""
+    unparsed = _unparsed_rows(api, target)
+    if unparsed is not None:
+        return unparsed
+    _rows, columns, rows_json = _decode(api, target.table, target.query, allow_array=True)
+    return Payload(columns, rows_json)
+
+
+def single_row_payload(api: ApiRequest, target: TableTarget, *, as_array: bool) -> Payload:
+    """The one object of a PATCH (`json`: that object) or a PUT (`as_array`: an array of it, as an insert
+    takes it)."""
+    rows, columns, rows_json = _decode(api, target.table, target.query, allow_array=False)
+    row = rows[0] if rows else {}
+    return Payload(columns, rows_json if as_array else orjson.dumps(row).decode(), row)
+
+
+def call_arguments(api: ApiRequest, target: CallTarget) -> tuple[dict[str, Any], Any]:
+    """A call's arguments by name, and the whole body (what a single unnamed json parameter takes).
+    POST: the JSON body (an object; anything else names no argument); GET: the query's arguments."""
+    if api.shape.method == "POST":
+        try:
+            body = orjson.loads(api.body) if api.body.strip() else {}
+        except orjson.JSONDecodeError as exc:
+            raise RecordsError(400, "PGRST102", "Empty or invalid json", str(exc)) from None
+        return (body if isinstance(body, dict) else {}), body
+    args = dict(target.query.function_args)
+    return args, args
+
+
+def _decode(
+    api: ApiRequest, table: Table, query: QueryParams, *, allow_array: bool
+) -> tuple[list[dict[str, Any]], tuple[str, ...], str]:
+    """Rows, the columns they set, and the rows as one JSON array."""
+    content_type = api.content_type
+    body = api.body
+    rows: Any
+    if content_type == "text/csv":
+        text = body.decode("utf-8", errors="replace")
+        rows = [dict(r) for r in csv.DictReader(io.StringIO(text))]
+        is_array = True
+    elif content_type in (
+        "application/json",
+        "",
+        "application/x-www-form-urlencoded",
+    ) or content_type.endswith("+json"):
+        if content_type == "application/x-www-form-urlencoded":
+            rows = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
+        else:
+            try:
+                rows = orjson.loads(body or b"{}")
+            except orjson.JSONDecodeError as exc:
+                raise RecordsError(400, "PGRST102", "Empty or invalid json", str(exc)) from None
+        is_array = isinstance(rows, list)
+        if isinstance(rows, dict):
+            rows = [rows]
+    else:
+        raise RecordsError(415, "PGRST102", f"Content-Type not acceptable: {content_type}")
+    # Rows come from orjson, csv or dict(): plain dicts, so their types are checked in C, not per row.
+    if not isinstance(rows, list) or not set(map(type, rows)) <= {dict}:
+        raise RecordsError(
+            400,
+            "PGRST102",
+            "All object keys must match",
+            "The body must be an object or an array of objects",
+        )
+    if is_array and not allow_array:
+        raise RecordsError(400, "PGRST102", "Invalid body", "The body must be a single JSON object")
+    untouched = content_type not in ("text/csv", "application/x-www-form-urlencoded")
+    if b'""' in body or not untouched:
+        for row in rows:
+            for key in [k for k, v in row.items() if v == ""]:
+                column = table.columns.get(key)
+                if column is not None and not column.is_text:
+                    del row[key]
+                    untouched = False
+    if query.columns is not None:
+        columns = query.columns
+    else:
+        # Every key of every row, first seen first. Usually all rows have the first row's keys, which a
+        # set union (in C) confirms faster than walking every key in order.
+        first = tuple(rows[0]) if rows else ()
+        if set().union(*rows) == set(first):
+            columns = first
+        else:
+            columns = tuple(dict.fromkeys(chain.from_iterable(rows)))
+    check_columns(table, columns)
+    if untouched and body.strip():
+        text = body.decode()
+        rows_json = text if is_array else f"[{text}]"
+    else:
+        rows_json = orjson.dumps(rows).decode()
+    return rows, columns, rows_json
+
+
+def _unparsed_rows(api: ApiRequest, target: TableTarget) -> Payload | None:
+    """The payload of an insert whose JSON body need not be parsed here, else None.
+
+    PostgREST's documented shortcut: with `?columns=` an array body goes to Postgres as it is, and Postgres
+    checks it (`@supabase/postgrest-js`, and so `@insforge/sdk`, name the columns of every array insert).
+    Anything else takes the parsed path: a body that is not an array (it would have to be wrapped in one,
+    which could turn `{..},{..}` into valid JSON), that is not UTF-8, or that holds `""` somewhere (InsForge's
+    quirk needs the rows)."""
+    columns = target.query.columns
+    content_type = api.content_type
+    body = api.body.strip()
+    if (
+        columns is None
+        or not (content_type in ("application/json", "") or content_type.endswith("+json"))
+        or not body.startswith(b"[")
+        or b'""' in body
+    ):
+        return None
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        return None
+    check_columns(target.table, columns)
+    return Payload(columns, text)
+
+
+def check_columns(table: Table, columns: Sequence[str]) -> None:
+    for name in columns:
+        if name not in table.columns:
+            raise RecordsError(
+                400, "PGRST204", f"Could not find the '{name}' column of '{table.name}' in the schema cache"
+            )
