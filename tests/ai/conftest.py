@@ -64,20 +64,27 @@ def fake() -> Iterator[FakeOpenRouter]:
     upstream.stop()
 
 
+def gateway_settings(database_url: str, data_dir: Path, fake: FakeOpenRouter, **overrides: Any) -> Settings:
+    """Settings for a gateway whose OpenRouter is the fake: quick retries, the policy never cached, a breaker
+    that stays closed; `overrides` change any of it."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "data_dir": data_dir,
+        "openrouter_base_url": fake.url,
+        "openrouter_api_key": "sk-or-v1-fake",
+        "ai_retry_base_delay": 0.01,
+        "ai_retry_max_delay": 2.0,
+        "ai_policy_ttl": 0.0,
+        "ai_breaker_threshold": 1000,
+    }
+    return Settings(**{**values, **overrides})
+
+
 @pytest.fixture(scope="module")
 def ai_settings(
     database_url: str, tmp_path_factory: pytest.TempPathFactory, fake: FakeOpenRouter
 ) -> Settings:
-    return Settings(
-        database_url=database_url,
-        data_dir=tmp_path_factory.mktemp("ai-data"),
-        openrouter_base_url=fake.url,
-        openrouter_api_key="sk-or-v1-fake",
-        ai_retry_base_delay=0.01,
-        ai_retry_max_delay=2.0,
-        ai_policy_ttl=0.0,
-        ai_breaker_threshold=1000,
-    )
+    return gateway_settings(database_url, tmp_path_factory.mktemp("ai-data"), fake)
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +167,14 @@ def use_provider_kind(
         assert put.is_success
         return f"{provider}/{model}"
     return model
+
+
+def a_fresh_minute(seconds: float = 10.0) -> None:
+    """Wait, if need be, until the current UTC minute has `seconds` left: request limits count per fixed
+    minute, so a test that counts requests against one must not straddle two."""
+    left = 60 - time.time() % 60
+    if left < seconds:
+        time.sleep(left + 0.05)
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:

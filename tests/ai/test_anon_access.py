@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx2
 
-from tests.ai.conftest import AppServer, wait_for
+from tests.ai.conftest import AppServer, a_fresh_minute, wait_for
 from tests.support.fake_openrouter import FakeOpenRouter
 
 SQL = Callable[..., list[dict[str, Any]]]
@@ -44,6 +44,7 @@ def test_anon_callers_have_limits_per_client_address_and_the_project_limits(
     admin: httpx2.Client, server: AppServer, anon_key: str, api_key: str, sql: SQL
 ) -> None:
     admin.put("/api/ai/policy", json={"anonAccess": True})
+    a_fresh_minute(20)
     assert admin.put("/api/ai/limits/anon/*", json={"rpm": 1}).status_code == 200
     assert call_as(server, anon_key, "127.0.0.1").status_code == 200
     second = call_as(server, anon_key, "127.0.0.1")

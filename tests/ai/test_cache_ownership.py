@@ -9,7 +9,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.ai.conftest import AppServer
+from tests.ai.conftest import AppServer, a_fresh_minute
 from tests.support.fake_openrouter import FakeOpenRouter
 
 BODY = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "the same question"}]}
@@ -42,6 +42,7 @@ def test_entries_belong_to_their_caller_and_hits_are_rate_limited(
     admin: httpx2.Client, keys: tuple[httpx2.Client, httpx2.Client], fake: FakeOpenRouter
 ) -> None:
     one, two = keys
+    a_fresh_minute()
     assert admin.put("/api/ai/policy", json={"cacheEnabled": True}).json()["cacheEnabled"] is True
     assert [ask(one).headers["x-kilnbase-cache"] for _ in range(3)] == ["miss", "hit", "hit"]
     assert ask(two).headers["x-kilnbase-cache"] == "miss"  # another caller's entry is not replayed

@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from kilnbase.ai.limits import PostgresCounters
 from kilnbase.db.session import Database
-from tests.ai.conftest import AppServer, wait_for
+from tests.ai.conftest import AppServer, a_fresh_minute, wait_for
 from tests.support.fake_openrouter import FakeOpenRouter, Reply
 
 SQL = Callable[..., list[dict[str, Any]]]
@@ -86,6 +86,7 @@ def test_fifty_concurrent_requests_never_spend_past_the_cap(
 def test_rate_limit_is_429_with_retry_after_and_token_quota_is_402(
     admin: httpx2.Client, server: AppServer, api_key: str
 ) -> None:
+    a_fresh_minute()
     admin.put("/api/ai/limits/project/*", json={"rpm": 2})
     client = sdk(server, api_key)
     ask(client)
@@ -112,6 +113,7 @@ def test_gateway_keys_are_scoped_to_models_max_tokens_and_their_own_limits(
         json={"name": "agent-7", "models": ["openai/*"], "maxTokens": 50, "limits": {"rpm": 2}},
     )
     assert created.status_code == 201
+    a_fresh_minute()
     key = created.json()["key"]
     assert key.startswith("kbk_")
     listed = admin.get("/api/ai/gateway/keys").json()
@@ -138,6 +140,7 @@ def test_gateway_keys_are_scoped_to_models_max_tokens_and_their_own_limits(
 
 
 def test_per_user_limits_count_each_user_separately(admin: httpx2.Client, server: AppServer) -> None:
+    a_fresh_minute()
     admin.put("/api/ai/limits/user/*", json={"rpm": 1})
     tokens = server.app.services.core.tokens
     first, second = (

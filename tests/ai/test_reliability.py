@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from kilnbase.config import Settings
-from tests.ai.conftest import AppServer, wait_for
+from tests.ai.conftest import AppServer, gateway_settings, wait_for
 from tests.support.fake_openrouter import Fail, FakeOpenRouter, MidStreamError, Reply
 
 SQL = Callable[..., list[dict[str, Any]]]
@@ -25,14 +25,11 @@ LLAMA = "meta-llama/llama-3.3-8b-instruct:free"
 def ai_settings(
     database_url: str, tmp_path_factory: pytest.TempPathFactory, fake: FakeOpenRouter
 ) -> Settings:
-    return Settings(
-        database_url=database_url,
-        data_dir=tmp_path_factory.mktemp("ai-reliability"),
-        openrouter_base_url=fake.url,
-        openrouter_api_key="sk-or-v1-fake",
-        ai_retry_base_delay=0.01,
+    return gateway_settings(
+        database_url,
+        tmp_path_factory.mktemp("ai-reliability"),
+        fake,
         ai_retry_max_delay=1.0,
-        ai_policy_ttl=0.0,
         ai_breaker_threshold=3,
         ai_breaker_cooldown=600,
         ai_catalog_ttl=0.0,
@@ -178,8 +175,8 @@ def test_a_provider_that_does_not_answer_in_time_is_a_502(
 
 
 def test_a_silent_stream_gets_keepalive_comments(
-    server: AppServer, api_key: str, fake: FakeOpenRouter
-) -> None:
+    client: openai.OpenAI, server: AppServer, api_key: str, fake: FakeOpenRouter
+) -> None:  # `client`: a fresh script and closed circuits, whatever ran before
     fake.script(Reply(content="slow thinker", chunk_delay=0.4, keepalives=0))
     body = {"model": MODEL, "messages": [{"role": "user", "content": "think"}], "stream": True}
     response = httpx2.post(

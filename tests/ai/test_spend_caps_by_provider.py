@@ -14,7 +14,7 @@ import httpx2
 import pytest
 
 from kilnbase.config import Settings
-from tests.ai.conftest import KEY_SOURCES, AppServer, use_provider_kind, wait_for
+from tests.ai.conftest import KEY_SOURCES, AppServer, gateway_settings, use_provider_kind, wait_for
 from tests.support.fake_openrouter import FakeOpenRouter, Reply
 
 SQL = Callable[..., list[dict[str, Any]]]
@@ -28,16 +28,13 @@ KINDS = ("env", "byok", "managed", "registered")
 def ai_settings(
     database_url: str, tmp_path_factory: pytest.TempPathFactory, fake: FakeOpenRouter
 ) -> Settings:
-    return Settings(
-        database_url=database_url,
-        data_dir=tmp_path_factory.mktemp("ai-spend"),
-        openrouter_base_url=fake.url,
-        openrouter_api_key="sk-or-v1-fake",
+    return gateway_settings(
+        database_url,
+        tmp_path_factory.mktemp("ai-spend"),
+        fake,
         ai_managed_key_url=fake.url.removesuffix("/api/v1") + "/managed/key",
         ai_managed_key_token=fake.managed_token,
         ai_managed_key_ttl=0.0,
-        ai_policy_ttl=0.0,
-        ai_breaker_threshold=1000,
     )
 
 
