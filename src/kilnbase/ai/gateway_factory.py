@@ -93,7 +93,9 @@ def build_gateway(
 
 
 async def close_gateway(gateway: Gateway) -> None:
-    """Write the usage rows still queued, then close the upstream connections."""
+    """Write the usage rows still queued (they settle the counters too), then close the counters' store and
+    the upstream connections."""
     await gateway.ledger.close()
+    await gateway.lifecycle.counters.close()
     await gateway.client.aclose()
     await gateway.pool.aclose()

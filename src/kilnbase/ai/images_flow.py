@@ -64,13 +64,14 @@ async def images(
     prompt_tokens = estimate_prompt_tokens(chat_body["messages"])
     call.estimate = (prompt_tokens, _TEXT_TOKENS)
     price = call.price.price
-    usd = price.cost(prompt_tokens, _TEXT_TOKENS, n) if price else Decimal(0)
+    # Each image is its own upstream call: one prompt, one reply, one image, n times over.
+    usd_each = price.cost(prompt_tokens, _TEXT_TOKENS, 1) if price else Decimal(0)
     found: list[str] = []
     text: str | None = None
     totals = {"prompt_tokens": 0, "completion_tokens": 0}
     model = body["model"]
     with lifecycle.accounted(call):
-        await lifecycle.reserve(call, (prompt_tokens + _TEXT_TOKENS) * n, usd * n)
+        await lifecycle.reserve(call, (prompt_tokens + _TEXT_TOKENS) * n, usd_each * n)
         call.spent = Decimal(0)
         for _ in range(n):
             upstream, model, _target = await lifecycle.call(call, _generate)

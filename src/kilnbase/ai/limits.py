@@ -188,6 +188,10 @@ class CounterStore(Protocol):
 
     async def settle(self, corrections: list[dict[str, Any]]) -> None: ...
 
+    async def close(self) -> None:
+        """Let go of what the store holds open (its connections)."""
+        ...
+
 
 class PostgresCounters:
     """`ai.counters`, reserved through `ai.reserve` (one statement) and settled in the ledger's round trip."""
@@ -216,6 +220,9 @@ class PostgresCounters:
     async def settle(self, corrections: list[dict[str, Any]]) -> None:
         async with self._database().owner_pool.connection() as conn:
             await conn.execute(SETTLE_SQL, (orjson.dumps(corrections).decode(),))
+
+    async def close(self) -> None:
+        """Nothing of its own: it borrows the owner pool's connections."""
 
     async def prune(self, batch: int = 5000) -> int:
         """Delete counters whose window is long over, a bounded batch at a time (never one huge delete)."""
