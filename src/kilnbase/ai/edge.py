@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 from starlette.requests import Request
+from starlette.responses import Response
 
 from kilnbase.ai.caller import Caller
-from kilnbase.ai.errors import GatewayError
+from kilnbase.ai.errors import GatewayError, insforge_code, openai_error_body
 from kilnbase.ai.service import AiService
-from kilnbase.http.errors import ApiError
+from kilnbase.http.errors import ApiError, error_response
 from kilnbase.http.request_context import client_ip, require_credential
+from kilnbase.http.responses import json_response
 from kilnbase.identity.principal import CredentialKind
 
 #: Gateway (virtual) keys: handed to an agent or an app, scoped to models and limits.
@@ -77,3 +80,31 @@ def cache_mode(request: Request) -> str | None:
     """`x-kilnbase-cache`: "off" keeps this request out of the cache; only the policy turns caching on."""
     value = request.headers.get("x-kilnbase-cache", "").strip().lower()
     return value if value in ("on", "off") else None
+
+
+RoutesT = TypeVar("RoutesT")
+Handler = Callable[[RoutesT, Request], Awaitable[Response]]
+
+
+def openai_errors(handler: Handler[RoutesT]) -> Handler[RoutesT]:
+    """A route method under `/v1` that answers a GatewayError in OpenAI's shape."""
+
+    async def wrapped(self: RoutesT, request: Request) -> Response:
+        try:
+            return await handler(self, request)
+        except GatewayError as exc:
+            return json_response(openai_error_body(exc), exc.status, exc.headers)
+
+    return wrapped
+
+
+def insforge_errors(handler: Handler[RoutesT]) -> Handler[RoutesT]:
+    """A route method under `/api/ai` that answers a GatewayError in InsForge's shape."""
+
+    async def wrapped(self: RoutesT, request: Request) -> Response:
+        try:
+            return await handler(self, request)
+        except GatewayError as exc:
+            return error_response(exc.status, insforge_code(exc), exc.message, headers=exc.headers)
+
+    return wrapped
