@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 import psycopg
@@ -22,6 +22,8 @@ from kilnbase.app import create_app
 from kilnbase.config import Settings
 from tests.support.fake_openrouter import FakeOpenRouter
 from tests.support.servers import free_port
+
+T = TypeVar("T")
 
 
 class AppServer:
@@ -134,7 +136,7 @@ def sql(database_url: str) -> Iterator[Callable[..., list[dict[str, Any]]]]:
     conn = psycopg.connect(database_url, autocommit=True, row_factory=dict_row)
 
     def run(query: str, *params: Any) -> list[dict[str, Any]]:
-        cur = conn.execute(query, params)  # type: ignore[arg-type]
+        cur = conn.execute(query, params)
         return cur.fetchall() if cur.description else []
 
     yield run
@@ -177,7 +179,7 @@ def a_fresh_minute(seconds: float = 10.0) -> None:
         time.sleep(left + 0.05)
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+def wait_for(check: Callable[[], T], timeout: float = 10.0) -> T:
     """Poll until `check()` is truthy (the ledger is written off the request path)."""
     deadline = time.monotonic() + timeout
     while True:
