@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import httpx2
 import psycopg
 import pytest
 import uvicorn
@@ -20,6 +22,8 @@ from kilnbase.app import create_app
 from kilnbase.config import Settings
 from tests.support.fake_openrouter import FakeOpenRouter
 from tests.support.servers import free_port
+
+T = TypeVar("T")
 
 
 class AppServer:
@@ -62,20 +66,27 @@ def fake() -> Iterator[FakeOpenRouter]:
     upstream.stop()
 
 
+def gateway_settings(database_url: str, data_dir: Path, fake: FakeOpenRouter, **overrides: Any) -> Settings:
+    """Settings for a gateway whose OpenRouter is the fake: quick retries, the policy never cached, a breaker
+    that stays closed; `overrides` change any of it."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "data_dir": data_dir,
+        "openrouter_base_url": fake.url,
+        "openrouter_api_key": "sk-or-v1-fake",
+        "ai_retry_base_delay": 0.01,
+        "ai_retry_max_delay": 2.0,
+        "ai_policy_ttl": 0.0,
+        "ai_breaker_threshold": 1000,
+    }
+    return Settings(**{**values, **overrides})
+
+
 @pytest.fixture(scope="module")
 def ai_settings(
     database_url: str, tmp_path_factory: pytest.TempPathFactory, fake: FakeOpenRouter
 ) -> Settings:
-    return Settings(
-        database_url=database_url,
-        data_dir=tmp_path_factory.mktemp("ai-data"),
-        openrouter_base_url=fake.url,
-        openrouter_api_key="sk-or-v1-fake",
-        ai_retry_base_delay=0.01,
-        ai_retry_max_delay=2.0,
-        ai_policy_ttl=0.0,
-        ai_breaker_threshold=1000,
-    )
+    return gateway_settings(database_url, tmp_path_factory.mktemp("ai-data"), fake)
 
 
 @pytest.fixture(scope="module")
@@ -93,19 +104,82 @@ def api_key(ai_settings: Settings, server: AppServer) -> str:
 
 
 @pytest.fixture(scope="module")
+def anon_key(ai_settings: Settings, server: AppServer) -> str:
+    stored = json.loads(Path(ai_settings.data_dir, "keys.json").read_text())
+    key: str = stored["anon_key"]
+    return key
+
+
+@pytest.fixture
+def admin(
+    server: AppServer, api_key: str, fake: FakeOpenRouter, sql: Callable[..., list[dict[str, Any]]]
+) -> Iterator[httpx2.Client]:
+    """The admin API with the project's API key, after putting the gateway back to its defaults: no limits,
+    no prices, no counters, the default policy, no BYOK key, no registered provider, a fresh script."""
+    fake.reset()
+    with httpx2.Client(base_url=server.url, headers={"authorization": f"Bearer {api_key}"}, timeout=60) as c:
+        for path in ("/api/ai/limits", "/api/ai/prices", "/api/ai/providers"):
+            rows = c.get(path).json()
+            for row in rows if isinstance(rows, list) else []:
+                name = row.get("name") or row.get("modelId") or f"{row['scope']}/{row['subject']}"
+                c.delete(f"{path}/{name}")
+        c.put("/api/ai/policy", json={})
+        c.delete("/api/ai/gateway/config")
+        sql("delete from ai.counters")
+        server.app.services.ai.gateway.breaker.reset()
+        yield c
+
+
+@pytest.fixture(scope="module")
 def sql(database_url: str) -> Iterator[Callable[..., list[dict[str, Any]]]]:
     """Run SQL against the module's database (autocommit) and return the rows."""
     conn = psycopg.connect(database_url, autocommit=True, row_factory=dict_row)
 
     def run(query: str, *params: Any) -> list[dict[str, Any]]:
-        cur = conn.execute(query, params)  # type: ignore[arg-type]
+        cur = conn.execute(query, params)
         return cur.fetchall() if cur.description else []
 
     yield run
     conn.close()
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+#: The ledger's `key_source` of each provider kind `use_provider_kind` sets up.
+KEY_SOURCES = {"env": "env", "byok": "byok", "managed": "managed", "registered": "provider"}
+
+
+def use_provider_kind(
+    kind: str, admin: httpx2.Client, fake: FakeOpenRouter, model: str, provider: str = "groq"
+) -> str:
+    """Make `kind` serve the next calls of `model` (an OpenRouter id): the environment's OpenRouter key, a
+    BYOK key, a managed key (the server needs the managed source configured) or a registered provider called
+    `provider`, pointed at the fake. Returns the model id to call."""
+    admin.delete("/api/ai/gateway/config")
+    fake.managed_key = None
+    if kind == "byok":
+        key = "sk-or-v1-byok-" + secrets.token_hex(8)
+        fake.valid_keys.add(key)
+        assert admin.post("/api/ai/gateway/config", json={"apiKey": key}).json()["source"] == "byok"
+    elif kind == "managed":
+        fake.managed_key = "sk-or-v1-managed-" + secrets.token_hex(8)
+        fake.valid_keys.add(fake.managed_key)
+    elif kind == "registered":
+        key = "gsk_" + secrets.token_hex(16)
+        fake.valid_keys.add(key)
+        put = admin.put(f"/api/ai/providers/{provider}", json={"baseUrl": fake.url, "apiKey": key})
+        assert put.is_success
+        return f"{provider}/{model}"
+    return model
+
+
+def a_fresh_minute(seconds: float = 10.0) -> None:
+    """Wait, if need be, until the current UTC minute has `seconds` left: request limits count per fixed
+    minute, so a test that counts requests against one must not straddle two."""
+    left = 60 - time.time() % 60
+    if left < seconds:
+        time.sleep(left + 0.05)
+
+
+def wait_for(check: Callable[[], T], timeout: float = 10.0) -> T:
     """Poll until `check()` is truthy (the ledger is written off the request path)."""
     deadline = time.monotonic() + timeout
     while True:

@@ -236,21 +236,24 @@ def test_a_registered_openai_compatible_provider_is_routed_by_prefix(
 
 
 def test_insforge_options_become_openrouter_parameters(http: httpx2.Client, fake: FakeOpenRouter) -> None:
-    reply = http.post(
-        "/api/ai/chat/completion",
-        json={
-            "model": MODEL,
-            "thinking": True,
-            "topP": 0.5,
-            "toolChoice": "none",
-            "parallelToolCalls": False,
-            "webSearch": {"enabled": True, "engine": "exa", "maxResults": 3},
-            "fileParser": {"enabled": True, "pdf": {"engine": "pdf-text"}},
-            "messages": [
-                {"role": "user", "content": "look", "images": [{"url": "https://example.com/a.png"}]}
-            ],
-        },
-    )
+    request = {
+        "model": MODEL,
+        "thinking": True,
+        "topP": 0.5,
+        "toolChoice": "none",
+        "parallelToolCalls": False,
+        "webSearch": {"enabled": True, "engine": "exa", "maxResults": 3},
+        "fileParser": {"enabled": True, "pdf": {"engine": "pdf-text"}},
+        "messages": [{"role": "user", "content": "look", "images": [{"url": "https://example.com/a.png"}]}],
+    }
+    refused = http.post("/api/ai/chat/completion", json=request)
+    assert refused.status_code == 400  # web search and file parsing are billed per use: the policy decides
+    assert "'plugins'" in refused.json()["message"]
+    assert http.put("/api/ai/policy", json={"allowedRequestFields": ["plugins"]}).status_code == 200
+    try:
+        reply = http.post("/api/ai/chat/completion", json=request)
+    finally:
+        http.put("/api/ai/policy", json={})
     assert reply.status_code == 200
     sent = fake.chat_calls()[-1]["body"]
     assert sent["model"] == MODEL + ":thinking"

@@ -11,6 +11,7 @@ import httpx2
 import openai
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionFunctionToolParam
 
 from tests.ai.conftest import AppServer, wait_for
 from tests.support.fake_openrouter import Fail, FakeOpenRouter, Malformed, MidStreamError, Reply
@@ -29,7 +30,7 @@ TOOL_CALLS = [
         "function": {"name": "get_time", "arguments": '{"tz": "Europe/Paris"}'},
     },
 ]
-TOOLS = [
+TOOLS: list[ChatCompletionFunctionToolParam] = [
     {
         "type": "function",
         "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
@@ -46,6 +47,11 @@ def client(server: AppServer, api_key: str, fake: FakeOpenRouter) -> Iterator[op
     fake.reset()
     with openai.OpenAI(base_url=server.url + "/v1", api_key=api_key, max_retries=0) as sdk:
         yield sdk
+
+
+def at_least(n: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` once there are `n` of them; until then nothing (for `wait_for`)."""
+    return rows if len(rows) >= n else []
 
 
 def last_rows(sql: SQL, n: int) -> list[dict[str, Any]]:
@@ -142,7 +148,7 @@ def test_tools_tool_choice_and_response_format_reach_the_provider_and_tool_calls
     stream = client.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": "weather and time"}],
-        tools=TOOLS,  # type: ignore[arg-type]
+        tools=TOOLS,
         tool_choice="auto",
         response_format={"type": "json_object"},
         stream=True,
@@ -169,9 +175,10 @@ def test_tools_tool_choice_and_response_format_reach_the_provider_and_tool_calls
     assert sent["response_format"] == {"type": "json_object"}
     reply = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "again"}], tools=TOOLS
-    )  # type: ignore[arg-type]
+    )
     assert reply.choices[0].finish_reason == "tool_calls"
-    assert [c.function.name for c in reply.choices[0].message.tool_calls or []] == ["get_weather", "get_time"]
+    called = reply.choices[0].message.tool_calls or []
+    assert [c.function.name for c in called if c.type == "function"] == ["get_weather", "get_time"]
 
 
 def test_embeddings_float_and_base64_carry_the_same_vector(
@@ -277,12 +284,7 @@ def test_upstream_failures_map_to_402_429_502_and_never_leak_the_key(
     assert rejected.value.status_code == 502
     assert "sk-or-v1-fake" not in rejected.value.response.text
     assert rejected.value.code == "upstream_auth_failed"
-    rows = wait_for(
-        lambda: (
-            len(sql("select * from ai.usage where status = 'error'")) >= 4
-            and sql("select * from ai.usage where status = 'error'")
-        )
-    )
+    rows = wait_for(lambda: at_least(4, sql("select * from ai.usage where status = 'error'")))
     assert {r["http_status"] for r in rows} >= {402, 502, 429}
     assert all("sk-or-v1-fake" not in (r["error"] or "") for r in rows)
 
@@ -307,9 +309,8 @@ def test_mid_stream_error_frame_and_malformed_bytes_surface_as_api_errors(
             )
         )
     rows = wait_for(
-        lambda: (
-            len(sql("select * from ai.usage where status = 'error' and streamed")) >= 2
-            and sql("select * from ai.usage where status = 'error' and streamed order by created_at")
+        lambda: at_least(
+            2, sql("select * from ai.usage where status = 'error' and streamed order by created_at")
         )
     )
     assert rows[0]["input_tokens"] > 0  # the usage sent with the error frame is recorded

@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from kilnbase.ai.limits import PostgresCounters
 from kilnbase.db.session import Database
-from tests.ai.conftest import AppServer, wait_for
+from tests.ai.conftest import AppServer, a_fresh_minute, wait_for
 from tests.support.fake_openrouter import FakeOpenRouter, Reply
 
 SQL = Callable[..., list[dict[str, Any]]]
@@ -86,6 +86,7 @@ def test_fifty_concurrent_requests_never_spend_past_the_cap(
 def test_rate_limit_is_429_with_retry_after_and_token_quota_is_402(
     admin: httpx2.Client, server: AppServer, api_key: str
 ) -> None:
+    a_fresh_minute()
     admin.put("/api/ai/limits/project/*", json={"rpm": 2})
     client = sdk(server, api_key)
     ask(client)
@@ -112,11 +113,12 @@ def test_gateway_keys_are_scoped_to_models_max_tokens_and_their_own_limits(
         json={"name": "agent-7", "models": ["openai/*"], "maxTokens": 50, "limits": {"rpm": 2}},
     )
     assert created.status_code == 201
+    a_fresh_minute()
     key = created.json()["key"]
     assert key.startswith("kbk_")
     listed = admin.get("/api/ai/gateway/keys").json()
     assert key not in str(listed)
-    assert listed[0]["limits"]["rpm"] == 2
+    assert next(k for k in listed if k["id"] == created.json()["id"])["limits"]["rpm"] == 2
     agent = sdk(server, key)
     assert ask(agent).choices[0].message.content
     with pytest.raises(openai.PermissionDeniedError) as other_model:
@@ -138,6 +140,7 @@ def test_gateway_keys_are_scoped_to_models_max_tokens_and_their_own_limits(
 
 
 def test_per_user_limits_count_each_user_separately(admin: httpx2.Client, server: AppServer) -> None:
+    a_fresh_minute()
     admin.put("/api/ai/limits/user/*", json={"rpm": 1})
     tokens = server.app.services.core.tokens
     first, second = (
@@ -154,7 +157,13 @@ def test_allow_list_and_max_tokens_cap(
     admin: httpx2.Client, server: AppServer, api_key: str, fake: FakeOpenRouter
 ) -> None:
     put = admin.put("/api/ai/policy", json={"allowedModels": [MODEL], "maxTokensCap": 64})
-    assert put.json() == {"allowedModels": [MODEL], "maxTokensCap": 64, "cacheEnabled": False}
+    assert put.json() == {
+        "allowedModels": [MODEL],
+        "maxTokensCap": 64,
+        "cacheEnabled": False,
+        "anonAccess": False,
+        "allowedRequestFields": [],
+    }
     client = sdk(server, api_key)
     ask(client)
     assert fake.chat_calls()[-1]["body"]["max_tokens"] == 64
@@ -182,6 +191,12 @@ def test_admin_routes_need_admin_and_every_change_is_audited(
         assert response.status_code == 403
     assert admin.put("/api/ai/limits/galaxy/*", json={}).status_code == 400
     assert admin.put("/api/ai/limits/project/someone", json={}).status_code == 400
+    sql("delete from system.audit_logs where module = 'AI'")  # only this test's own changes count below
+    assert admin.put("/api/ai/limits/project/*", json={"rpm": 5}).status_code == 200
+    assert admin.delete("/api/ai/limits/project/*").status_code == 200
+    key_id = admin.post("/api/ai/gateway/keys", json={"name": "audited"}).json()["id"]
+    assert admin.delete(f"/api/ai/gateway/keys/{key_id}").status_code == 200
+    assert admin.put("/api/ai/policy", json={}).status_code == 200
     actions = {r["action"] for r in sql("select action from system.audit_logs where module = 'AI'")}
     assert {
         "SET_AI_LIMITS",

@@ -1,5 +1,5 @@
 """Retries (backoff, Retry-After, only before the first byte), fallback models, the circuit breaker, the
-stale model catalog, and the opt-in cache (a header, a ledger flag, no quota)."""
+stale model catalog, and the cache (on by policy, a ledger flag, free but rate limited)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from kilnbase.config import Settings
-from tests.ai.conftest import AppServer, wait_for
+from tests.ai.conftest import AppServer, gateway_settings, wait_for
 from tests.support.fake_openrouter import Fail, FakeOpenRouter, MidStreamError, Reply
 
 SQL = Callable[..., list[dict[str, Any]]]
@@ -25,14 +25,11 @@ LLAMA = "meta-llama/llama-3.3-8b-instruct:free"
 def ai_settings(
     database_url: str, tmp_path_factory: pytest.TempPathFactory, fake: FakeOpenRouter
 ) -> Settings:
-    return Settings(
-        database_url=database_url,
-        data_dir=tmp_path_factory.mktemp("ai-reliability"),
-        openrouter_base_url=fake.url,
-        openrouter_api_key="sk-or-v1-fake",
-        ai_retry_base_delay=0.01,
+    return gateway_settings(
+        database_url,
+        tmp_path_factory.mktemp("ai-reliability"),
+        fake,
         ai_retry_max_delay=1.0,
-        ai_policy_ttl=0.0,
         ai_breaker_threshold=3,
         ai_breaker_cooldown=600,
         ai_catalog_ttl=0.0,
@@ -133,43 +130,38 @@ def test_catalog_is_served_stale_when_the_provider_is_down(
     assert ask(client).choices[0].message.content
 
 
-def test_cache_hits_are_marked_free_and_need_no_quota(
+def test_cache_hits_are_marked_free_and_still_rate_limited(
     client: openai.OpenAI, fake: FakeOpenRouter, server: AppServer, api_key: str, sql: SQL
 ) -> None:
-    headers = {"authorization": f"Bearer {api_key}", "x-kilnbase-cache": "on"}
+    headers = {"authorization": f"Bearer {api_key}"}
+    assert httpx2.put(server.url + "/api/ai/policy", json={"cacheEnabled": True}, headers=headers).is_success
     body = {"model": MODEL, "messages": [{"role": "user", "content": "cache me"}]}
-    first = httpx2.post(server.url + "/v1/chat/completions", json=body, headers=headers)
-    assert first.headers["x-kilnbase-cache"] == "miss"
-    httpx2.put(server.url + "/api/ai/limits/project/*", json={"rpm": 0}, headers=headers)
     try:
+        first = httpx2.post(server.url + "/v1/chat/completions", json=body, headers=headers)
+        assert first.headers["x-kilnbase-cache"] == "miss"
         second = httpx2.post(server.url + "/v1/chat/completions", json=body, headers=headers)
         assert second.status_code == 200
         assert second.headers["x-kilnbase-cache"] == "hit"
         assert second.json()["choices"] == first.json()["choices"]
         assert len(fake.chat_calls()) == 1
-        assert (
-            httpx2.post(
-                server.url + "/v1/chat/completions",
-                headers=headers,
-                json={**body, "messages": [{"role": "user", "content": "other"}]},
-            ).status_code
-            == 429
+        httpx2.put(server.url + "/api/ai/limits/project/*", json={"rpm": 0}, headers=headers)
+        limited = httpx2.post(server.url + "/v1/chat/completions", json=body, headers=headers)
+        assert limited.status_code == 429  # a hit is a request like any other for the rate limits
+        httpx2.delete(server.url + "/api/ai/limits/project/*", headers=headers)
+        hit = wait_for(lambda: sql("select * from ai.usage where cache_hit"))
+        assert hit[0]["cost_usd"] == 0
+        embed = {"model": "openai/text-embedding-3-small", "input": "same", "encoding_format": "float"}
+        embedded = httpx2.post(server.url + "/v1/embeddings", json=embed, headers=headers)
+        assert embedded.headers["x-kilnbase-cache"] == "miss"
+        again = httpx2.post(server.url + "/v1/embeddings", json=embed, headers=headers)
+        assert again.headers["x-kilnbase-cache"] == "hit"
+        no_cache = httpx2.post(
+            server.url + "/v1/chat/completions", json=body, headers={**headers, "x-kilnbase-cache": "off"}
         )
+        assert "x-kilnbase-cache" not in no_cache.headers
     finally:
         httpx2.delete(server.url + "/api/ai/limits/project/*", headers=headers)
-    hit = wait_for(lambda: sql("select * from ai.usage where cache_hit"))
-    assert hit[0]["cost_usd"] == 0
-    embed = {"model": "openai/text-embedding-3-small", "input": "same", "encoding_format": "float"}
-    assert (
-        httpx2.post(server.url + "/v1/embeddings", json=embed, headers=headers).headers["x-kilnbase-cache"]
-        == "miss"
-    )
-    again = httpx2.post(server.url + "/v1/embeddings", json=embed, headers=headers)
-    assert again.headers["x-kilnbase-cache"] == "hit"
-    no_cache = httpx2.post(
-        server.url + "/v1/chat/completions", json=body, headers={**headers, "x-kilnbase-cache": "off"}
-    )
-    assert "x-kilnbase-cache" not in no_cache.headers
+        httpx2.put(server.url + "/api/ai/policy", json={}, headers=headers)
 
 
 def test_a_provider_that_does_not_answer_in_time_is_a_502(
@@ -183,8 +175,8 @@ def test_a_provider_that_does_not_answer_in_time_is_a_502(
 
 
 def test_a_silent_stream_gets_keepalive_comments(
-    server: AppServer, api_key: str, fake: FakeOpenRouter
-) -> None:
+    client: openai.OpenAI, server: AppServer, api_key: str, fake: FakeOpenRouter
+) -> None:  # `client`: a fresh script and closed circuits, whatever ran before
     fake.script(Reply(content="slow thinker", chunk_delay=0.4, keepalives=0))
     body = {"model": MODEL, "messages": [{"role": "user", "content": "think"}], "stream": True}
     response = httpx2.post(

@@ -1,4 +1,6 @@
-"""Two `kilnbase serve` processes sharing one database enforce one spend cap together."""
+"""Two `kilnbase serve` processes sharing one database enforce one spend cap together, for every kind of
+provider: the environment's OpenRouter key, a BYOK key, a managed key (catalog prices), and a registered
+provider (a price the admin set)."""
 
 from __future__ import annotations
 
@@ -11,12 +13,16 @@ import httpx2
 import psycopg
 import pytest
 
-from tests.ai.conftest import wait_for
+from tests.ai.conftest import KEY_SOURCES, use_provider_kind, wait_for
 from tests.support import postgres
 from tests.support.fake_openrouter import FakeOpenRouter, Reply
 from tests.support.servers import ServerProcess
 
 HAIKU = "anthropic/claude-3.5-haiku"
+PER_REQUEST = Decimal("0.0004")
+#: Ten calls' worth: a catalog-priced reservation overestimates a call by 5% (the prompt's generous estimate),
+#: so ten calls' reservations fit below the cap's last call.
+CAP = 10 * PER_REQUEST
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +36,12 @@ def pair(
         "OPENROUTER_BASE_URL": fake.url,
         "OPENROUTER_API_KEY": "sk-or-v1-fake",
         "ACCESS_API_KEY": api_key,
+        # One encryption key, so that either process reads the BYOK and provider keys the other stored.
+        "ENCRYPTION_KEY": secrets.token_hex(32),
         "KILNBASE_AI_POLICY_TTL": "0",
+        "KILNBASE_AI_MANAGED_KEY_URL": fake.url.removesuffix("/api/v1") + "/managed/key",
+        "KILNBASE_AI_MANAGED_KEY_TOKEN": fake.managed_token,
+        "KILNBASE_AI_MANAGED_KEY_TTL": "0",
     }
     servers = []
     try:
@@ -44,20 +55,26 @@ def pair(
             server.stop()
 
 
+@pytest.mark.parametrize("kind", ["env", "byok", "managed", "registered"])
 def test_two_processes_share_one_spend_cap(
-    pair: tuple[list[ServerProcess], str, str], fake: FakeOpenRouter
+    kind: str, pair: tuple[list[ServerProcess], str, str], fake: FakeOpenRouter
 ) -> None:
     servers, api_key, database = pair
-    per_request, cap = Decimal("0.0004"), Decimal("0.01")
-    fake.rule(HAIKU, Reply(content="ok", prompt_tokens=10, completion_tokens=100, cost=float(per_request)))
     headers = {"authorization": f"Bearer {api_key}"}
-    assert (
-        httpx2.put(
-            servers[0].url + "/api/ai/limits/project/*", json={"usdPerDay": float(cap)}, headers=headers
-        ).status_code
-        == 200
+    with httpx2.Client(base_url=servers[0].url, headers=headers, timeout=30) as admin:
+        model = use_provider_kind(kind, admin, fake, HAIKU)
+        if kind == "registered":
+            per_million = float(PER_REQUEST / 100 * 10**6)  # all of a call's cost is its 100 output tokens
+            assert admin.put(f"/api/ai/prices/{model}", json={"outputPrice": per_million}).is_success
+    fake.rule(HAIKU, Reply(content="ok", prompt_tokens=10, completion_tokens=100, cost=float(PER_REQUEST)))
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("delete from ai.counters")
+        conn.execute("delete from ai.usage")
+    limit = httpx2.put(
+        servers[0].url + "/api/ai/limits/project/*", json={"usdPerDay": float(CAP)}, headers=headers
     )
-    body = {"model": HAIKU, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}
+    assert limit.status_code == 200
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}
 
     async def burst() -> list[int]:
         async with httpx2.AsyncClient(timeout=60, headers=headers) as client:
@@ -76,6 +93,8 @@ def test_two_processes_share_one_spend_cap(
             return int(row[0]), Decimal(row[1])
 
         rows, total = wait_for(lambda: spent()[0] >= 50 and spent()) or spent()
+        sources = {r[0] for r in conn.execute("select distinct key_source from ai.usage where status = 'ok'")}
     assert rows == 50
-    assert total == per_request * statuses.count(200)
-    assert cap - 2 * per_request <= total <= cap
+    assert total == PER_REQUEST * statuses.count(200)
+    assert CAP - PER_REQUEST <= total <= CAP  # within one call of the cap
+    assert sources == {KEY_SOURCES[kind]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx2
 import pytest
 
 from tests.support.fake_openrouter import FakeOpenRouter, Reply
@@ -66,6 +67,10 @@ def ai_live(
 
 def test_insforge_sdk_ai_module_works_unchanged(ai_live: tuple[FakeOpenRouter, dict[str, str]]) -> None:
     fake, keys = ai_live
+    # The SDK calls with the anon key, which the gateway refuses unless the policy admits anon callers.
+    admin = {"authorization": f"Bearer {keys['apiKey']}"}
+    policy = httpx2.put(keys["url"] + "/api/ai/policy", json={"anonAccess": True}, headers=admin)
+    assert policy.status_code == 200
     calls = [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]
     fake.script(Reply(), Reply(content="streamed words", tool_calls=calls))
     out: dict[str, Any] = run_node(SCRIPT, {"KB_URL": keys["url"], "KB_ANON": keys["anonKey"]})

@@ -99,6 +99,7 @@ def test_one_json_log_line_per_request_without_secrets(
 
 def test_health_is_honest_when_the_database_is_gone(settings: Settings) -> None:
     with TestClient(create_app(settings), raise_server_exceptions=False) as own_client:
+        assert own_client.portal is not None
         own_client.portal.call(services_of(own_client).core.database.request_pool.close)
         response = own_client.get("/api/health")
         assert response.status_code == 503

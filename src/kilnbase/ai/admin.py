@@ -1,6 +1,6 @@
-"""Administration of the gateway: configurations, credentials, gateway keys, limits, policy, providers, and
-reading the ledger. Every change is audited (module `AI`) in the same transaction, and drops the cached
-policy so the next request sees it."""
+"""Administration of the gateway: configurations, credentials, gateway keys, limits, policy, providers,
+prices, and reading the ledger. Every change is audited (module `AI`) in the same transaction, and drops the
+cached policy so the next request sees it."""
 
 from __future__ import annotations
 
@@ -308,14 +308,23 @@ class Admin:
             "allowedModels": list(snapshot.allowed_models) if snapshot.allowed_models is not None else None,
             "maxTokensCap": snapshot.max_tokens_cap,
             "cacheEnabled": snapshot.cache_enabled,
+            "anonAccess": snapshot.anon_access,
+            "allowedRequestFields": sorted(snapshot.allowed_request_fields),
         }
 
     async def put_policy(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The whole policy, in InsForge's field names (`admin_requests.PolicyUpdate`)."""
         async with self.db.as_owner() as cur:
             await cur.execute(
                 "update ai.policy set allowed_models = %s, max_tokens_cap = %s, cache_enabled = %s, "
-                "updated_at = now()",
-                (values.get("allowedModels"), values.get("maxTokensCap"), bool(values.get("cacheEnabled"))),
+                "anon_access = %s, allowed_request_fields = %s, updated_at = now()",
+                (
+                    values["allowedModels"],
+                    values["maxTokensCap"],
+                    values["cacheEnabled"],
+                    values["anonAccess"],
+                    values["allowedRequestFields"],
+                ),
             )
             await self._audit(cur, "UPDATE_AI_POLICY", values)
         self._changed()
@@ -385,6 +394,38 @@ class Admin:
             await self._audit(cur, "DELETE_AI_PROVIDER", {"name": name})
         self._changed()
 
+    # -- prices (for models no catalog prices) ---------------------------------------------------------------
+    async def list_prices(self) -> list[dict[str, Any]]:
+        async with self.db.as_owner() as cur:
+            await cur.execute(
+                "select model_id, prompt, completion, request, image from ai.model_prices order by model_id"
+            )
+            return [_price_json(r) for r in await cur.fetchall()]
+
+    async def put_price(self, model_id: str, per_token: dict[str, Decimal]) -> dict[str, Any]:
+        """`per_token`: prompt and completion in USD per token, request and image in USD each."""
+        async with self.db.as_owner() as cur:
+            await cur.execute(
+                "insert into ai.model_prices (model_id, prompt, completion, request, image) "
+                "values (%s, %s, %s, %s, %s) on conflict (model_id) do update set prompt = excluded.prompt, "
+                "completion = excluded.completion, request = excluded.request, image = excluded.image, "
+                "updated_at = now()",
+                (model_id, *(per_token[k] for k in ("prompt", "completion", "request", "image"))),
+            )
+            await self._audit(cur, "SET_AI_MODEL_PRICE", {"modelId": model_id, **_jsonable(per_token)})
+        self._changed()
+        return _price_json({"model_id": model_id, **per_token})
+
+    async def delete_price(self, model_id: str) -> None:
+        async with self.db.as_owner() as cur:
+            await cur.execute(
+                "delete from ai.model_prices where model_id = %s returning model_id", (model_id,)
+            )
+            if await cur.fetchone() is None:
+                raise GatewayError(404, f"No price is set for {model_id}.", code="not_found")
+            await self._audit(cur, "DELETE_AI_MODEL_PRICE", {"modelId": model_id})
+        self._changed()
+
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
     return {k: (float(v) if isinstance(v, Decimal) else v) for k, v in values.items()}
@@ -397,23 +438,15 @@ def _limits_json(row: Any) -> dict[str, Any]:
     }
 
 
-def parse_limits(body: dict[str, Any]) -> dict[str, Any]:
-    """`{rpm, tpm, tokensPerDay, usdPerDay, usdPerMonth}` (each optional, null removes it)."""
-    values: dict[str, Any] = {}
-    for name, column in _LIMIT_NAMES.items():
-        value = body.get(name)
-        if value is None:
-            values[column] = None
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise invalid(f"'{name}' must be a non-negative number or null.", param=name)
-        if column.startswith("usd"):
-            values[column] = Decimal(str(value))
-        elif not isinstance(value, int):
-            raise invalid(f"'{name}' must be a whole number.", param=name)
-        else:
-            values[column] = value
-    return values
+def _price_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A price as the admin set it: per million tokens, per request, per image."""
+    return {
+        "modelId": row["model_id"],
+        "inputPrice": float(row["prompt"] * 1_000_000),
+        "outputPrice": float(row["completion"] * 1_000_000),
+        "requestPrice": float(row["request"]),
+        "imagePrice": float(row["image"]),
+    }
 
 
 # -- the ledger ----------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""Opt-in exact-match cache for non-streaming chat and for embeddings: in process, bounded, with a TTL.
+"""Exact-match cache for non-streaming chat and for embeddings: in process, bounded, with a TTL.
 
-The key is a hash of the provider-bound request (model, messages, every parameter), so two requests share an
-answer only when they would have sent the same bytes upstream.
+Only the policy turns it on (a request's `x-kilnbase-cache: off` can only turn it off for that request). The
+key is a hash of the entry's owner (a gateway key, a user, an anon client address, a principal) and of the
+provider-bound request (model, messages, every parameter): an answer is replayed only to the caller it was
+made for, and only for a request that would have sent the same bytes upstream.
 """
 
 from __future__ import annotations
@@ -14,8 +16,14 @@ from typing import Any
 import orjson
 
 
-def cache_key(kind: str, body: dict[str, Any]) -> str:
-    return kind + ":" + hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+def cache_key(kind: str, owner: str, body: dict[str, Any]) -> str:
+    digest = hashlib.sha256(owner.encode() + b"\0" + orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+    return kind + ":" + digest.hexdigest()
+
+
+def wanted(enabled_by_policy: bool, mode: str | None) -> bool:
+    """Whether a call uses the cache: the policy decides; a request may only opt out."""
+    return enabled_by_policy and mode != "off"
 
 
 class ResponseCache:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -71,8 +72,10 @@ class _Entry:
 
 
 class ModelCatalog:
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, redact: Callable[[str], str] | None = None) -> None:
         self._ttl = ttl
+        #: Applied to a provider's error before it is logged (the provider may echo the key it was sent).
+        self._redact = redact or (lambda text: text)
         self._entries: dict[str, _Entry] = {}
 
     async def models(self, provider: Provider, key: str | None) -> list[dict[str, Any]] | None:
@@ -91,7 +94,7 @@ class ModelCatalog:
                 log.warning(
                     "model catalog of %s unavailable (%s); serving %s",
                     provider.name,
-                    exc.message,
+                    self._redact(exc.message),
                     "the cached list" if entry.loaded else "nothing",
                 )
                 entry.failed_at = time.monotonic()

@@ -67,6 +67,9 @@ class RedisCounters:
         refused = int(await self._script(keys=[_key(i) for i in items], args=[orjson.dumps(payload)]))
         return refused - 1 if refused else None
 
+    async def close(self) -> None:
+        await self._redis.aclose()
+
     async def current(self, item: dict[str, Any]) -> tuple[int, int, Decimal]:
         values = await self._redis.hgetall(_key(item))
         return (

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 from starlette.requests import Request
+from starlette.responses import Response
 
-from kilnbase.ai.errors import GatewayError
-from kilnbase.ai.gateway import Caller
+from kilnbase.ai.caller import Caller
+from kilnbase.ai.errors import GatewayError, insforge_code, openai_error_body
 from kilnbase.ai.service import AiService
-from kilnbase.http.errors import ApiError
-from kilnbase.http.request_context import require_credential
+from kilnbase.http.errors import ApiError, error_response
+from kilnbase.http.request_context import client_ip, require_credential
+from kilnbase.http.responses import json_response
 from kilnbase.identity.principal import CredentialKind
 
 #: Gateway (virtual) keys: handed to an agent or an app, scoped to models and limits.
@@ -51,14 +54,22 @@ async def caller_of(ai: AiService, request: Request) -> Caller:
         principal = require_credential(request)
     except ApiError as exc:
         raise GatewayError(401, exc.message, type_="authentication_error", code="invalid_api_key") from None
+    if principal.db_role == "anon":
+        return Caller(principal=principal.actor, anonymous=True, client_address=client_address(request))
     user_id = principal.user_id if principal.kind is CredentialKind.JWT else None
     return Caller(principal=principal.actor, user_id=user_id)
 
 
+def client_address(request: Request) -> str | None:
+    """The caller's address, which anon callers' limits count by: the server's one rule
+    (`http.client_address`, trusted proxies honoured), so a forwarded header cannot reset those limits."""
+    return client_ip(request)
+
+
 async def json_body(request: Request) -> Any:
+    """The body as JSON, with OpenAI's error shape for a malformed one (its size was bounded at the edge,
+    `KILNBASE_MAX_GATEWAY_BODY_BYTES`)."""
     raw = await request.body()
-    if len(raw) > 20 * 1024 * 1024:
-        raise GatewayError(413, "The request body is larger than 20 MB.")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -66,5 +77,34 @@ async def json_body(request: Request) -> Any:
 
 
 def cache_mode(request: Request) -> str | None:
+    """`x-kilnbase-cache`: "off" keeps this request out of the cache; only the policy turns caching on."""
     value = request.headers.get("x-kilnbase-cache", "").strip().lower()
     return value if value in ("on", "off") else None
+
+
+RoutesT = TypeVar("RoutesT")
+Handler = Callable[[RoutesT, Request], Awaitable[Response]]
+
+
+def openai_errors(handler: Handler[RoutesT]) -> Handler[RoutesT]:
+    """A route method under `/v1` that answers a GatewayError in OpenAI's shape."""
+
+    async def wrapped(self: RoutesT, request: Request) -> Response:
+        try:
+            return await handler(self, request)
+        except GatewayError as exc:
+            return json_response(openai_error_body(exc), exc.status, exc.headers)
+
+    return wrapped
+
+
+def insforge_errors(handler: Handler[RoutesT]) -> Handler[RoutesT]:
+    """A route method under `/api/ai` that answers a GatewayError in InsForge's shape."""
+
+    async def wrapped(self: RoutesT, request: Request) -> Response:
+        try:
+            return await handler(self, request)
+        except GatewayError as exc:
+            return error_response(exc.status, insforge_code(exc), exc.message, headers=exc.headers)
+
+    return wrapped

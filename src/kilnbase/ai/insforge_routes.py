@@ -1,5 +1,5 @@
-"""InsForge's `/api/ai` surface (so `@insforge/sdk`'s `ai` module works unchanged), plus Kilnbase's
-administration of the gateway: keys, limits, policy, providers. Errors take InsForge's shape.
+"""InsForge's `/api/ai` calls (chat, images, embeddings, models), so `@insforge/sdk`'s `ai` module works
+unchanged. Errors take InsForge's shape.
 
 InsForge's chat stream is its own SSE dialect: `{"chunk": text}` per delta, then `{"tokenUsage": ...}`,
 `{"tool_calls": [...]}` (accumulated by index), and `{"done": true}`; a failure midway is
@@ -8,9 +8,7 @@ InsForge's chat stream is its own SSE dialect: `{"chunk": text}` per delta, then
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
-from functools import partial
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -18,37 +16,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from kilnbase.ai import credentials
-from kilnbase.ai.admin import Admin, parse_limits, usage_records, usage_summary
-from kilnbase.ai.edge import cache_mode, caller_of, json_body
-from kilnbase.ai.errors import GatewayError, insforge_code, invalid
+from kilnbase.ai.chat_stream import ChatStream
+from kilnbase.ai.edge import cache_mode, caller_of, insforge_errors, json_body
+from kilnbase.ai.errors import invalid
 from kilnbase.ai.event_stream import EventStreamResponse
-from kilnbase.ai.gateway import ChatStream
 from kilnbase.ai.providers import StreamBroken
 from kilnbase.ai.service import AiService
 from kilnbase.http.disconnect import unless_client_leaves
-from kilnbase.http.errors import error_response
-from kilnbase.http.request_context import admin_actor, require_admin
-
-Handler = Callable[[AiService, Request], Awaitable[Response]]
-
-
-def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
-
-
-def _insforge_errors(handler: Handler) -> Handler:
-    async def wrapped(ai: AiService, request: Request) -> Response:
-        try:
-            return await handler(ai, request)
-        except GatewayError as exc:
-            return error_response(exc.status, insforge_code(exc), exc.message, headers=exc.headers)
-
-    return wrapped
-
-
-def _admin(ai: AiService, request: Request) -> Admin:
-    return ai.admin(admin_actor(request))
+from kilnbase.http.request_context import require_admin
+from kilnbase.http.responses import json_response
 
 
 def _usage(usage: dict[str, Any]) -> dict[str, int]:
@@ -56,7 +32,6 @@ def _usage(usage: dict[str, Any]) -> dict[str, int]:
     return {"promptTokens": prompt, "completionTokens": completion, "totalTokens": prompt + completion}
 
 
-# -- chat, images, embeddings -------------------------------------------------------------------------------
 def _chat_request(body: Any) -> dict[str, Any]:
     """InsForge's request shape, translated to OpenAI's (legacy `images` become content parts)."""
     if not isinstance(body, dict):
@@ -146,107 +121,6 @@ async def _insforge_events(stream: ChatStream) -> AsyncIterator[bytes]:
         await stream.close()
 
 
-@_insforge_errors
-async def chat_completion(ai: AiService, request: Request) -> Response:
-    gateway = ai.gateway
-    caller = await caller_of(ai, request)
-    body = _chat_request(await json_body(request))
-    if body.get("stream"):
-        stream = await gateway.open_chat_stream(caller, body, endpoint="/api/ai/chat/completion")
-        return EventStreamResponse(
-            _insforge_events(stream),
-            headers={"connection": "keep-alive"},
-            keepalive=gateway.settings.ai_stream_keepalive,
-        )
-    result = await unless_client_leaves(
-        request.receive,
-        gateway.chat(caller, body, endpoint="/api/ai/chat/completion", cache_mode=cache_mode(request)),
-    )
-    if result is None:
-        return Response(status_code=499)  # nobody is listening any more
-    message = result.body["choices"][0]["message"] if result.body["choices"] else {}
-    answer: dict[str, Any] = {"text": message.get("content") or ""}
-    if message.get("tool_calls"):
-        answer["tool_calls"] = message["tool_calls"]
-    if message.get("annotations"):
-        answer["annotations"] = message["annotations"]
-    answer["metadata"] = {"model": result.model, "usage": _usage(result.body["usage"])}
-    return _json(answer, headers=result.headers)
-
-
-@_insforge_errors
-async def image_generation(ai: AiService, request: Request) -> Response:
-    gateway = ai.gateway
-    caller = await caller_of(ai, request)
-    body = await json_body(request)
-    inputs = body.get("images") if isinstance(body, dict) else None
-    if inputs is not None and (
-        not isinstance(inputs, list)
-        or not all(isinstance(i, dict) and isinstance(i.get("url"), str) for i in inputs)
-    ):
-        raise invalid("'images' must be an array of {url}.", param="images")
-    request_body = {k: v for k, v in body.items() if k != "images"} if isinstance(body, dict) else body
-    urls, text, usage, model = await gateway.images(
-        caller,
-        request_body,
-        endpoint="/api/ai/image/generation",
-        input_images=[i["url"] for i in inputs or []],
-    )
-    answer: dict[str, Any] = {
-        "images": [{"type": "imageUrl", "imageUrl": url} for url in urls],
-        "metadata": {"model": model, "usage": _usage(usage)},
-    }
-    if text:
-        answer["text"] = text
-    return _json(answer)
-
-
-@_insforge_errors
-async def embeddings(ai: AiService, request: Request) -> Response:
-    gateway = ai.gateway
-    caller = await caller_of(ai, request)
-    result = await gateway.embeddings(
-        caller, await json_body(request), endpoint="/api/ai/embeddings", cache_mode=cache_mode(request)
-    )
-    usage = result.body["usage"]
-    return _json(
-        {
-            "object": "list",
-            "data": result.body["data"],
-            "metadata": {
-                "model": result.model,
-                "usage": {"promptTokens": usage["prompt_tokens"], "totalTokens": usage["total_tokens"]},
-            },
-        },
-        headers=result.headers,
-    )
-
-
-@_insforge_errors
-async def models(ai: AiService, request: Request) -> Response:
-    require_admin(request)
-    found = await ai.gateway.models()
-    out = []
-    for model in found:
-        architecture = model.get("architecture") or {}
-        pricing = model.get("pricing") or {}
-        out.append(
-            {
-                "id": model["id"],
-                "modelId": model["id"],
-                "provider": "openrouter",
-                "name": model.get("name") or model["id"],
-                "inputModality": architecture.get("input_modalities") or ["text"],
-                "outputModality": architecture.get("output_modalities") or ["text"],
-                "inputPrice": _per_million(pricing.get("prompt")),
-                "outputPrice": _per_million(pricing.get("completion")),
-                "contextLength": model.get("context_length"),
-                "pricing": pricing,
-            }
-        )
-    return _json(out)
-
-
 def _per_million(value: Any) -> float | None:
     try:
         return round(float(value) * 1_000_000, 6) if value is not None else None
@@ -254,365 +128,111 @@ def _per_million(value: Any) -> float | None:
         return None
 
 
-# -- configurations ------------------------------------------------------------------------------------------
-_MODES = ("append", "drop", "refuse")
+class InsForgeAiRoutes:
+    def __init__(self, ai: AiService) -> None:
+        self.ai = ai
 
-
-def _modalities(body: dict[str, Any], name: str) -> list[str]:
-    value = body.get(name, [body["modality"]] if isinstance(body.get("modality"), str) else ["text"])
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(v in ("text", "image", "audio", "video", "file") for v in value)
-    ):
-        raise invalid(
-            f"'{name}' must be an array of modalities (text, image, audio, video, file).", param=name
+    @insforge_errors
+    async def chat_completion(self, request: Request) -> Response:
+        gateway = self.ai.gateway
+        caller = await caller_of(self.ai, request)
+        body = _chat_request(await json_body(request))
+        if body.get("stream"):
+            stream = await gateway.open_chat_stream(caller, body, endpoint="/api/ai/chat/completion")
+            return EventStreamResponse(
+                _insforge_events(stream),
+                headers={"connection": "keep-alive"},
+                keepalive=gateway.settings.ai_stream_keepalive,
+            )
+        result = await unless_client_leaves(
+            request.receive,
+            gateway.chat(caller, body, endpoint="/api/ai/chat/completion", cache_mode=cache_mode(request)),
         )
-    return value
+        if result is None:
+            return Response(status_code=499)  # nobody is listening any more
+        message = result.body["choices"][0]["message"] if result.body["choices"] else {}
+        answer: dict[str, Any] = {"text": message.get("content") or ""}
+        if message.get("tool_calls"):
+            answer["tool_calls"] = message["tool_calls"]
+        if message.get("annotations"):
+            answer["annotations"] = message["annotations"]
+        answer["metadata"] = {"model": result.model, "usage": _usage(result.body["usage"])}
+        return json_response(answer, headers=result.headers)
 
-
-def _configuration_changes(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
-    changes: dict[str, Any] = {}
-    if "systemPrompt" in body:
-        if body["systemPrompt"] is not None and (
-            not isinstance(body["systemPrompt"], str) or len(body["systemPrompt"]) > 100_000
+    @insforge_errors
+    async def image_generation(self, request: Request) -> Response:
+        gateway = self.ai.gateway
+        caller = await caller_of(self.ai, request)
+        body = await json_body(request)
+        inputs = body.get("images") if isinstance(body, dict) else None
+        if inputs is not None and (
+            not isinstance(inputs, list)
+            or not all(isinstance(i, dict) and isinstance(i.get("url"), str) for i in inputs)
         ):
-            raise invalid(
-                "'systemPrompt' must be a string (at most 100000 characters) or null.", param="systemPrompt"
+            raise invalid("'images' must be an array of {url}.", param="images")
+        request_body = {k: v for k, v in body.items() if k != "images"} if isinstance(body, dict) else body
+        urls, text, usage, model = await gateway.images(
+            caller,
+            request_body,
+            endpoint="/api/ai/image/generation",
+            input_images=[i["url"] for i in inputs or []],
+        )
+        answer: dict[str, Any] = {
+            "images": [{"type": "imageUrl", "imageUrl": url} for url in urls],
+            "metadata": {"model": model, "usage": _usage(usage)},
+        }
+        if text:
+            answer["text"] = text
+        return json_response(answer)
+
+    @insforge_errors
+    async def embeddings(self, request: Request) -> Response:
+        gateway = self.ai.gateway
+        caller = await caller_of(self.ai, request)
+        result = await gateway.embeddings(
+            caller, await json_body(request), endpoint="/api/ai/embeddings", cache_mode=cache_mode(request)
+        )
+        usage = result.body["usage"]
+        return json_response(
+            {
+                "object": "list",
+                "data": result.body["data"],
+                "metadata": {
+                    "model": result.model,
+                    "usage": {"promptTokens": usage["prompt_tokens"], "totalTokens": usage["total_tokens"]},
+                },
+            },
+            headers=result.headers,
+        )
+
+    @insforge_errors
+    async def models(self, request: Request) -> Response:
+        require_admin(request)
+        found = await self.ai.gateway.models()
+        out = []
+        for model in found:
+            architecture = model.get("architecture") or {}
+            pricing = model.get("pricing") or {}
+            out.append(
+                {
+                    "id": model["id"],
+                    "modelId": model["id"],
+                    "provider": "openrouter",
+                    "name": model.get("name") or model["id"],
+                    "inputModality": architecture.get("input_modalities") or ["text"],
+                    "outputModality": architecture.get("output_modalities") or ["text"],
+                    "inputPrice": _per_million(pricing.get("prompt")),
+                    "outputPrice": _per_million(pricing.get("completion")),
+                    "contextLength": model.get("context_length"),
+                    "pricing": pricing,
+                }
             )
-        changes["system_prompt"] = body["systemPrompt"]
-    if "clientSystemMessages" in body:
-        if body["clientSystemMessages"] not in _MODES:
-            raise invalid(
-                f"'clientSystemMessages' must be one of {list(_MODES)}.", param="clientSystemMessages"
-            )
-        changes["client_system_messages"] = body["clientSystemMessages"]
-    if "fallbackModels" in body:
-        value = body["fallbackModels"]
-        if not isinstance(value, list) or len(value) > 10 or not all(isinstance(v, str) and v for v in value):
-            raise invalid(
-                "'fallbackModels' must be an array of at most 10 model ids.", param="fallbackModels"
-            )
-        changes["fallback_models"] = value
-    if creating:
-        model_id, provider = body.get("modelId"), body.get("provider", "openrouter")
-        if not isinstance(model_id, str) or not model_id.strip():
-            raise invalid("'modelId' is required.", param="modelId")
-        if not isinstance(provider, str) or not provider:
-            raise invalid("'provider' must be a string.", param="provider")
-        changes.update(
-            model_id=model_id.strip(),
-            provider=provider,
-            input_modality=_modalities(body, "inputModality"),
-            output_modality=_modalities(body, "outputModality"),
-        )
-    elif not changes:
-        raise invalid("Nothing to update: send systemPrompt, clientSystemMessages or fallbackModels.")
-    return changes
+        return json_response(out)
 
-
-@_insforge_errors
-async def list_configurations(ai: AiService, request: Request) -> Response:
-    return _json(await _admin(ai, request).list_configurations())
-
-
-@_insforge_errors
-async def create_configuration(ai: AiService, request: Request) -> Response:
-    admin = _admin(ai, request)
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object.")
-    return _json(await admin.create_configuration(_configuration_changes(body, creating=True)), 201)
-
-
-@_insforge_errors
-async def update_configuration(ai: AiService, request: Request) -> Response:
-    admin = _admin(ai, request)
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object.")
-    await admin.update_configuration(request.path_params["id"], _configuration_changes(body, creating=False))
-    return _json({"message": "AI configuration updated successfully"})
-
-
-@_insforge_errors
-async def delete_configuration(ai: AiService, request: Request) -> Response:
-    await _admin(ai, request).delete_configuration(request.path_params["id"])
-    return _json({"message": "AI configuration deleted successfully"})
-
-
-# -- usage ---------------------------------------------------------------------------------------------------
-def _date(request: Request, name: str) -> str | None:
-    value = request.query_params.get(name)
-    if not value:
-        return None
-    try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise invalid(f"'{name}' must be an ISO 8601 date.", param=name) from None
-    return value
-
-
-def _int(request: Request, name: str, default: int, high: int) -> int:
-    value = request.query_params.get(name)
-    if value is None:
-        return default
-    if not value.isdigit() or int(value) > high:
-        raise invalid(f"'{name}' must be an integer from 0 to {high}.", param=name)
-    return int(value)
-
-
-@_insforge_errors
-async def usage(ai: AiService, request: Request) -> Response:
-    admin = _admin(ai, request)
-    return _json(
-        await usage_records(
-            admin.db,
-            limit=_int(request, "limit", 50, 1000),
-            offset=_int(request, "offset", 0, 10**9),
-            start=_date(request, "startDate"),
-            end=_date(request, "endDate"),
-        )
-    )
-
-
-@_insforge_errors
-async def usage_summary_route(ai: AiService, request: Request) -> Response:
-    admin = _admin(ai, request)
-    return _json(
-        await usage_summary(
-            admin.db,
-            start=_date(request, "startDate"),
-            end=_date(request, "endDate"),
-            config_id=request.query_params.get("configId"),
-        )
-    )
-
-
-@_insforge_errors
-async def usage_by_config(ai: AiService, request: Request) -> Response:
-    admin = _admin(ai, request)
-    result = await usage_records(
-        admin.db,
-        limit=_int(request, "limit", 1000, 1000),
-        offset=_int(request, "offset", 0, 10**9),
-        start=_date(request, "startDate"),
-        end=_date(request, "endDate"),
-        config_id=request.path_params["configId"],
-    )
-    return _json(result["records"])
-
-
-# -- credentials ---------------------------------------------------------------------------------------------
-def _key_field(body: Any, name: str, *, required: bool) -> str | None:
-    value = body.get(name) if isinstance(body, dict) else None
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not 10 <= len(value.strip()) <= 500:
-        raise invalid(f"'{name}' must be an API key string.", param=name)
-    return value.strip()
-
-
-@_insforge_errors
-async def gateway_config(ai: AiService, request: Request) -> Response:
-    return _json(await _admin(ai, request).credential_status())
-
-
-@_insforge_errors
-async def set_gateway_config(ai: AiService, request: Request) -> Response:
-    admin = _admin(ai, request)
-    key = _key_field(await json_body(request), "apiKey", required=True)
-    assert key is not None
-    await admin.set_credential(credentials.OPENROUTER_KEY, key, validate=True)
-    return _json(await admin.credential_status())
-
-
-@_insforge_errors
-async def delete_gateway_config(ai: AiService, request: Request) -> Response:
-    admin = _admin(ai, request)
-    await admin.delete_credential(credentials.OPENROUTER_KEY)
-    return _json(await admin.credential_status())
-
-
-@_insforge_errors
-async def get_config(ai: AiService, request: Request) -> Response:
-    return _json(await _admin(ai, request).insforge_config())
-
-
-@_insforge_errors
-async def put_config(ai: AiService, request: Request) -> Response:
-    admin = _admin(ai, request)
-    body = await json_body(request)
-    api_key = _key_field(body, "apiKey", required=False)
-    management = _key_field(body, "managementKey", required=False)
-    if api_key is None and management is None:
-        raise invalid("Send apiKey and/or managementKey.")
-    if api_key is not None:
-        await admin.set_credential(credentials.OPENROUTER_KEY, api_key, validate=True)
-    if management is not None:
-        await admin.set_credential(credentials.MANAGEMENT_KEY, management, validate=False)
-    return _json(await admin.insforge_config())
-
-
-# -- Kilnbase: gateway keys, limits, policy, providers -------------------------------------------------------
-def _models_field(body: dict[str, Any], name: str) -> list[str] | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, list) or len(value) > 500 or not all(isinstance(v, str) and v for v in value):
-        raise invalid(
-            f"'{name}' must be an array of model ids (or patterns ending in '*') or null.", param=name
-        )
-    return value
-
-
-def _optional_positive(body: dict[str, Any], name: str) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise invalid(f"'{name}' must be a positive integer or null.", param=name)
-    return value
-
-
-@_insforge_errors
-async def list_keys(ai: AiService, request: Request) -> Response:
-    return _json(await _admin(ai, request).list_keys())
-
-
-@_insforge_errors
-async def create_key(ai: AiService, request: Request) -> Response:
-    admin = _admin(ai, request)
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object.")
-    name = body.get("name")
-    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
-        raise invalid("'name' is required (1 to 100 characters).", param="name")
-    limits = parse_limits(body.get("limits") or {}) if isinstance(body.get("limits") or {}, dict) else None
-    if limits is None:
-        raise invalid("'limits' must be an object.", param="limits")
-    created = await admin.create_key(
-        name.strip(), _models_field(body, "models"), _optional_positive(body, "maxTokens"), limits
-    )
-    return _json(created, 201)
-
-
-@_insforge_errors
-async def revoke_key(ai: AiService, request: Request) -> Response:
-    await _admin(ai, request).revoke_key(request.path_params["id"])
-    return _json({"message": "Gateway key revoked"})
-
-
-def _scope(request: Request) -> tuple[str, str]:
-    scope, subject = request.path_params["scope"], request.path_params["subject"]
-    if scope not in ("project", "key", "user"):
-        raise invalid("The scope is one of project, key, user.", param="scope")
-    if scope == "project" and subject != "*":
-        raise invalid("Project limits use the subject '*'.", param="subject")
-    return scope, subject
-
-
-@_insforge_errors
-async def list_limits(ai: AiService, request: Request) -> Response:
-    return _json(await _admin(ai, request).list_limits())
-
-
-@_insforge_errors
-async def put_limits(ai: AiService, request: Request) -> Response:
-    admin = _admin(ai, request)
-    scope, subject = _scope(request)
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object.")
-    return _json(await admin.put_limits(scope, subject, parse_limits(body)))
-
-
-@_insforge_errors
-async def delete_limits(ai: AiService, request: Request) -> Response:
-    admin = _admin(ai, request)
-    await admin.delete_limits(*_scope(request))
-    return _json({"message": "Limits removed"})
-
-
-@_insforge_errors
-async def get_policy(ai: AiService, request: Request) -> Response:
-    return _json(await _admin(ai, request).get_policy())
-
-
-@_insforge_errors
-async def put_policy(ai: AiService, request: Request) -> Response:
-    admin = _admin(ai, request)
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object.")
-    cache_enabled = body.get("cacheEnabled", False)
-    if not isinstance(cache_enabled, bool):
-        raise invalid("'cacheEnabled' must be a boolean.", param="cacheEnabled")
-    values = {
-        "allowedModels": _models_field(body, "allowedModels"),
-        "maxTokensCap": _optional_positive(body, "maxTokensCap"),
-        "cacheEnabled": cache_enabled,
-    }
-    return _json(await admin.put_policy(values))
-
-
-@_insforge_errors
-async def list_providers(ai: AiService, request: Request) -> Response:
-    return _json(await _admin(ai, request).list_providers())
-
-
-@_insforge_errors
-async def put_provider(ai: AiService, request: Request) -> Response:
-    admin = _admin(ai, request)
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object.")
-    base_url = body.get("baseUrl")
-    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-        raise invalid("'baseUrl' must be an http(s) URL such as http://127.0.0.1:11434/v1.", param="baseUrl")
-    if request.path_params["name"] == "openrouter":
-        raise invalid("'openrouter' is built in; set its key under /api/ai/gateway/config.", param="name")
-    return _json(
-        await admin.put_provider(
-            request.path_params["name"], base_url, _key_field(body, "apiKey", required=False)
-        )
-    )
-
-
-@_insforge_errors
-async def delete_provider(ai: AiService, request: Request) -> Response:
-    await _admin(ai, request).delete_provider(request.path_params["name"])
-    return _json({"message": "Provider removed"})
-
-
-def routes(ai: AiService) -> list[BaseRoute]:
-    return [
-        Route("/api/ai/chat/completion", partial(chat_completion, ai), methods=["POST"]),
-        Route("/api/ai/image/generation", partial(image_generation, ai), methods=["POST"]),
-        Route("/api/ai/embeddings", partial(embeddings, ai), methods=["POST"]),
-        Route("/api/ai/models", partial(models, ai), methods=["GET"]),
-        Route("/api/ai/configurations", partial(list_configurations, ai), methods=["GET"]),
-        Route("/api/ai/configurations", partial(create_configuration, ai), methods=["POST"]),
-        Route("/api/ai/configurations/{id}", partial(update_configuration, ai), methods=["PATCH"]),
-        Route("/api/ai/configurations/{id}", partial(delete_configuration, ai), methods=["DELETE"]),
-        Route("/api/ai/usage", partial(usage, ai), methods=["GET"]),
-        Route("/api/ai/usage/summary", partial(usage_summary_route, ai), methods=["GET"]),
-        Route("/api/ai/usage/config/{configId}", partial(usage_by_config, ai), methods=["GET"]),
-        Route("/api/ai/gateway/config", partial(gateway_config, ai), methods=["GET"]),
-        Route("/api/ai/gateway/config", partial(set_gateway_config, ai), methods=["POST"]),
-        Route("/api/ai/gateway/config", partial(delete_gateway_config, ai), methods=["DELETE"]),
-        Route("/api/ai/config", partial(get_config, ai), methods=["GET"]),
-        Route("/api/ai/config", partial(put_config, ai), methods=["PUT"]),
-        Route("/api/ai/gateway/keys", partial(list_keys, ai), methods=["GET"]),
-        Route("/api/ai/gateway/keys", partial(create_key, ai), methods=["POST"]),
-        Route("/api/ai/gateway/keys/{id}", partial(revoke_key, ai), methods=["DELETE"]),
-        Route("/api/ai/limits", partial(list_limits, ai), methods=["GET"]),
-        Route("/api/ai/limits/{scope}/{subject}", partial(put_limits, ai), methods=["PUT"]),
-        Route("/api/ai/limits/{scope}/{subject}", partial(delete_limits, ai), methods=["DELETE"]),
-        Route("/api/ai/policy", partial(get_policy, ai), methods=["GET"]),
-        Route("/api/ai/policy", partial(put_policy, ai), methods=["PUT"]),
-        Route("/api/ai/providers", partial(list_providers, ai), methods=["GET"]),
-        Route("/api/ai/providers/{name}", partial(put_provider, ai), methods=["PUT"]),
-        Route("/api/ai/providers/{name}", partial(delete_provider, ai), methods=["DELETE"]),
-    ]
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/api/ai/chat/completion", self.chat_completion, methods=["POST"]),
+            Route("/api/ai/image/generation", self.image_generation, methods=["POST"]),
+            Route("/api/ai/embeddings", self.embeddings, methods=["POST"]),
+            Route("/api/ai/models", self.models, methods=["GET"]),
+        ]

@@ -1,12 +1,13 @@
 """Quotas and rate limits, reserved before the call and settled after it, atomically in Postgres.
 
-Every applicable limit (project, gateway key, user) maps to fixed-window counters: a minute (requests and
-tokens: rpm, tpm), a UTC day (tokens/day, USD/day) and a UTC month (USD/month). A request reserves its
-estimate (prompt estimate + max output tokens, priced from the catalog) in all of them with one call of
-`ai.reserve`, which increments each counter only if it stays within its limit (`INSERT ... ON CONFLICT DO
-UPDATE ... WHERE`, so concurrent reservations serialise on the counter row, across processes) and rolls
-everything back otherwise. After the call the difference between estimate and actual is settled. A burst
-therefore cannot spend past a cap; the only overshoot possible is a provider billing more than the estimate.
+Every applicable limit (project, gateway key, user, anon client address) maps to fixed-window counters: a
+minute (requests and tokens: rpm, tpm), a UTC day (tokens/day, USD/day) and a UTC month (USD/month). A
+request reserves its estimate (prompt estimate + max output tokens for every choice, priced as `pricing.py`
+says) in all of them with one call of `ai.reserve`, which increments each counter only if it stays within its
+limit (`INSERT ... ON CONFLICT DO UPDATE ... WHERE`, so concurrent reservations serialise on the counter row,
+across processes) and rolls everything back otherwise. After the call the difference between estimate and
+actual is settled. A burst therefore cannot spend past a cap; the only overshoot possible is a provider
+billing more than the estimate.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class Subject:
 
     key_id: str | None
     user_id: str | None
+    #: Set for anon callers: their own limits are counted per client address.
+    anon_address: str | None = None
 
 
 @dataclass
@@ -73,7 +76,8 @@ def _windows(now: float) -> dict[str, tuple[str, float]]:
 
 
 def applicable_rules(snapshot: PolicySnapshot, subject: Subject) -> list[tuple[LimitRule, str]]:
-    """(rule, counter subject) pairs: project, then key, then user (a user's own row, else the default)."""
+    """(rule, counter subject) pairs: project, then key, then user (a user's own row, else the default), then
+    anon (an address's own row, else the default, counted per address)."""
     rules: list[tuple[LimitRule, str]] = []
     project = snapshot.limits.get(("project", "*"))
     if project:
@@ -86,7 +90,19 @@ def applicable_rules(snapshot: PolicySnapshot, subject: Subject) -> list[tuple[L
         user_rule = snapshot.limits.get(("user", subject.user_id)) or snapshot.limits.get(("user", "*"))
         if user_rule:
             rules.append((user_rule, subject.user_id))
+    if subject.anon_address is not None:
+        anon_rule = snapshot.limits.get(("anon", subject.anon_address)) or snapshot.limits.get(("anon", "*"))
+        if anon_rule:
+            rules.append((anon_rule, subject.anon_address))
     return rules
+
+
+def spend_capped(snapshot: PolicySnapshot, subject: Subject) -> bool:
+    """Whether a USD limit applies to this subject (then a reservation needs a price)."""
+    return any(
+        rule.usd_per_day is not None or rule.usd_per_month is not None
+        for rule, _ in applicable_rules(snapshot, subject)
+    )
 
 
 def _rate_limited(scope: str, what: str, retry_after: float) -> GatewayError:
@@ -172,6 +188,10 @@ class CounterStore(Protocol):
 
     async def settle(self, corrections: list[dict[str, Any]]) -> None: ...
 
+    async def close(self) -> None:
+        """Let go of what the store holds open (its connections)."""
+        ...
+
 
 class PostgresCounters:
     """`ai.counters`, reserved through `ai.reserve` (one statement) and settled in the ledger's round trip."""
@@ -200,6 +220,9 @@ class PostgresCounters:
     async def settle(self, corrections: list[dict[str, Any]]) -> None:
         async with self._database().owner_pool.connection() as conn:
             await conn.execute(SETTLE_SQL, (orjson.dumps(corrections).decode(),))
+
+    async def close(self) -> None:
+        """Nothing of its own: it borrows the owner pool's connections."""
 
     async def prune(self, batch: int = 5000) -> int:
         """Delete counters whose window is long over, a bounded batch at a time (never one huge delete)."""

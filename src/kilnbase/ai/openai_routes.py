@@ -7,8 +7,7 @@ with `choices: []` only when `stream_options.include_usage` asked for it, and `d
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from functools import partial
+from collections.abc import AsyncIterator
 
 import orjson
 from starlette.requests import Request
@@ -16,31 +15,16 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from kilnbase.ai.edge import cache_mode, caller_of, json_body
+from kilnbase.ai.chat_stream import ChatStream
+from kilnbase.ai.edge import cache_mode, caller_of, json_body, openai_errors
 from kilnbase.ai.errors import GatewayError, openai_error_body
 from kilnbase.ai.event_stream import EventStreamResponse
-from kilnbase.ai.gateway import ChatStream
 from kilnbase.ai.providers import StreamBroken
 from kilnbase.ai.service import AiService
 from kilnbase.http.disconnect import unless_client_leaves
+from kilnbase.http.responses import json_response, send_body, send_json
 
 DONE = b"data: [DONE]\n\n"
-
-
-def _json(body: object, headers: dict[str, str] | None = None, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
-
-
-def _openai_errors(
-    handler: Callable[[AiService, Request], Awaitable[Response]],
-) -> Callable[[AiService, Request], Awaitable[Response]]:
-    async def wrapped(ai: AiService, request: Request) -> Response:
-        try:
-            return await handler(ai, request)
-        except GatewayError as exc:
-            return _json(openai_error_body(exc), exc.headers, exc.status)
-
-    return wrapped
 
 
 async def _openai_events(stream: ChatStream) -> AsyncIterator[bytes]:
@@ -63,16 +47,6 @@ async def _openai_events(stream: ChatStream) -> AsyncIterator[bytes]:
     finally:
         await stream.close()
     yield DONE
-
-
-async def _send_json(send: Send, body: object, status: int, headers: Mapping[str, str] | None = None) -> None:
-    payload = orjson.dumps(body) if body is not None else b""
-    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
-    raw.append((b"content-length", str(len(payload)).encode()))
-    if body is not None:
-        raw.append((b"content-type", b"application/json"))
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": payload})
 
 
 class ChatCompletions:
@@ -100,44 +74,14 @@ class ChatCompletions:
                     receive, gateway.chat(caller, body, cache_mode=cache_mode(request))
                 )
         except GatewayError as exc:
-            await _send_json(send, openai_error_body(exc), exc.status, exc.headers)
+            await send_json(send, exc.status, openai_error_body(exc), exc.headers)
             return
         if events is not None:
             await events(scope, receive, send)
         elif result is None:
-            await _send_json(send, None, 499)  # nobody is listening any more
+            await send_body(send, 499, [], b"")  # nobody is listening any more
         else:
-            await _send_json(send, result.body, 200, result.headers)
-
-
-@_openai_errors
-async def embeddings(ai: AiService, request: Request) -> Response:
-    gateway = ai.gateway
-    caller = await caller_of(ai, request)
-    result = await gateway.embeddings(caller, await json_body(request), cache_mode=cache_mode(request))
-    return _json(result.body, result.headers)
-
-
-@_openai_errors
-async def images(ai: AiService, request: Request) -> Response:
-    gateway = ai.gateway
-    caller = await caller_of(ai, request)
-    body = await json_body(request)
-    urls, _text, usage, _model = await gateway.images(caller, body)
-    as_url = isinstance(body, dict) and body.get("response_format") == "url"
-    data = [{"url": url} if as_url else {"b64_json": url.split(",", 1)[-1]} for url in urls]
-    return _json(
-        {
-            "created": int(time.time()),
-            "data": data,
-            "usage": {
-                "input_tokens": usage["prompt_tokens"],
-                "output_tokens": usage["completion_tokens"],
-                "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
-                "input_tokens_details": {"text_tokens": usage["prompt_tokens"], "image_tokens": 0},
-            },
-        }
-    )
+            await send_json(send, 200, result.body, result.headers)
 
 
 def _model_entry(model: dict[str, object]) -> dict[str, object]:
@@ -151,34 +95,64 @@ def _model_entry(model: dict[str, object]) -> dict[str, object]:
     }
 
 
-@_openai_errors
-async def list_models(ai: AiService, request: Request) -> Response:
-    await caller_of(ai, request)
-    models = await ai.gateway.models()
-    return _json({"object": "list", "data": [_model_entry(m) for m in models]})
+class OpenAiRoutes:
+    def __init__(self, ai: AiService) -> None:
+        self.ai = ai
 
+    @openai_errors
+    async def embeddings(self, request: Request) -> Response:
+        gateway = self.ai.gateway
+        caller = await caller_of(self.ai, request)
+        result = await gateway.embeddings(caller, await json_body(request), cache_mode=cache_mode(request))
+        return json_response(result.body, headers=result.headers)
 
-@_openai_errors
-async def get_model(ai: AiService, request: Request) -> Response:
-    await caller_of(ai, request)
-    model_id = request.path_params["model_id"]
-    for model in await ai.gateway.models():
-        if model["id"] == model_id:
-            return _json(_model_entry(model))
-    raise GatewayError(
-        404,
-        f"The model '{model_id}' does not exist.",
-        type_="invalid_request_error",
-        code="model_not_found",
-        param="model",
-    )
+    @openai_errors
+    async def images(self, request: Request) -> Response:
+        gateway = self.ai.gateway
+        caller = await caller_of(self.ai, request)
+        body = await json_body(request)
+        urls, _text, usage, _model = await gateway.images(caller, body)
+        as_url = isinstance(body, dict) and body.get("response_format") == "url"
+        data = [{"url": url} if as_url else {"b64_json": url.split(",", 1)[-1]} for url in urls]
+        return json_response(
+            {
+                "created": int(time.time()),
+                "data": data,
+                "usage": {
+                    "input_tokens": usage["prompt_tokens"],
+                    "output_tokens": usage["completion_tokens"],
+                    "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
+                    "input_tokens_details": {"text_tokens": usage["prompt_tokens"], "image_tokens": 0},
+                },
+            }
+        )
 
+    @openai_errors
+    async def list_models(self, request: Request) -> Response:
+        await caller_of(self.ai, request)
+        models = await self.ai.gateway.models()
+        return json_response({"object": "list", "data": [_model_entry(m) for m in models]})
 
-def routes(ai: AiService) -> list[BaseRoute]:
-    return [
-        Route("/v1/chat/completions", ChatCompletions(ai), methods=["POST"]),
-        Route("/v1/embeddings", partial(embeddings, ai), methods=["POST"]),
-        Route("/v1/images/generations", partial(images, ai), methods=["POST"]),
-        Route("/v1/models", partial(list_models, ai), methods=["GET"]),
-        Route("/v1/models/{model_id:path}", partial(get_model, ai), methods=["GET"]),
-    ]
+    @openai_errors
+    async def get_model(self, request: Request) -> Response:
+        await caller_of(self.ai, request)
+        model_id = request.path_params["model_id"]
+        for model in await self.ai.gateway.models():
+            if model["id"] == model_id:
+                return json_response(_model_entry(model))
+        raise GatewayError(
+            404,
+            f"The model '{model_id}' does not exist.",
+            type_="invalid_request_error",
+            code="model_not_found",
+            param="model",
+        )
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/v1/chat/completions", ChatCompletions(self.ai), methods=["POST"]),
+            Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+            Route("/v1/images/generations", self.images, methods=["POST"]),
+            Route("/v1/models", self.list_models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", self.get_model, methods=["GET"]),
+        ]

@@ -1,4 +1,5 @@
-"""The gateway's policy as one immutable snapshot: allow-list, caps, limits, configurations, providers, BYOK.
+"""The gateway's policy as one immutable snapshot: allow-lists (models, request fields), caps, anon access,
+limits, configurations, providers, prices set by an admin, BYOK.
 
 A request must not pay a database round trip to learn its policy, so the snapshot is cached in the process
 and reloaded when older than `ai_policy_ttl` seconds (every change made here also drops it at once; other
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from kilnbase.ai.catalog import Price
 from kilnbase.ai.credentials import MANAGEMENT_KEY, OPENROUTER_KEY
 from kilnbase.db.session import Database
 from kilnbase.keys.secret_box import DecryptionError, SecretBox
@@ -24,6 +26,7 @@ log = logging.getLogger("kilnbase.ai.policy")
 
 @dataclass(frozen=True)
 class LimitRule:
+    #: project ('*'), key (a gateway key id), user (a user id or '*'), anon (a client address or '*').
     scope: str
     subject: str
     rpm: int | None = None
@@ -65,11 +68,21 @@ class PolicySnapshot:
     allowed_models: tuple[str, ...] | None = None
     max_tokens_cap: int | None = None
     cache_enabled: bool = False
+    #: Whether the anon key (and anon-role tokens) may call models at all.
+    anon_access: bool = False
+    #: Request fields beyond the standard ones that may reach a provider (`requests.STANDARD_CHAT_FIELDS`).
+    allowed_request_fields: frozenset[str] = frozenset()
     limits: dict[tuple[str, str], LimitRule] = field(default_factory=dict)
     configurations: dict[str, Configuration] = field(default_factory=dict)
     providers: dict[str, ProviderRecord] = field(default_factory=dict)
+    #: Prices an admin set, by gateway model id (`name/model` for a registered provider).
+    prices: dict[str, Price] = field(default_factory=dict)
     byok_key: str | None = None
     management_key: str | None = None
+
+    def keys(self) -> tuple[str | None, ...]:
+        """Every provider key this policy holds (for redaction)."""
+        return (self.byok_key, self.management_key, *(p.api_key for p in self.providers.values()))
 
 
 def model_matches(model: str, patterns: tuple[str, ...]) -> bool:
@@ -122,7 +135,10 @@ class PolicyStore:
 
     async def _load(self, db: Database) -> PolicySnapshot:
         async with db.as_owner() as cur:
-            await cur.execute("select allowed_models, max_tokens_cap, cache_enabled from ai.policy")
+            await cur.execute(
+                "select allowed_models, max_tokens_cap, cache_enabled, anon_access, allowed_request_fields "
+                "from ai.policy"
+            )
             policy = await cur.fetchone() or {}
             await cur.execute("select * from ai.limits")
             limits = await cur.fetchall()
@@ -132,11 +148,15 @@ class PolicyStore:
             providers = await cur.fetchall()
             await cur.execute("select name, encrypted_value from ai.credentials")
             credentials = {r["name"]: r["encrypted_value"] for r in await cur.fetchall()}
+            await cur.execute("select model_id, prompt, completion, request, image from ai.model_prices")
+            prices = await cur.fetchall()
         allowed = policy.get("allowed_models")
         return PolicySnapshot(
             allowed_models=tuple(allowed) if allowed is not None else None,
             max_tokens_cap=policy.get("max_tokens_cap"),
             cache_enabled=bool(policy.get("cache_enabled")),
+            anon_access=bool(policy.get("anon_access")),
+            allowed_request_fields=frozenset(policy.get("allowed_request_fields") or ()),
             limits={
                 (r["scope"], r["subject"]): LimitRule(
                     r["scope"],
@@ -167,6 +187,10 @@ class PolicyStore:
                     r["name"], r["base_url"], self._decrypt(r["encrypted_key"], f"ai.provider.{r['name']}")
                 )
                 for r in providers
+            },
+            prices={
+                r["model_id"]: Price(r["prompt"], r["completion"], r["request"], r["image"], None)
+                for r in prices
             },
             byok_key=self._decrypt(credentials.get(OPENROUTER_KEY), OPENROUTER_KEY),
             management_key=self._decrypt(credentials.get(MANAGEMENT_KEY), MANAGEMENT_KEY),

@@ -8,7 +8,6 @@ provider call is one HTTP exchange, so that a retry can land on another model.
 
 from __future__ import annotations
 
-import re
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx2
 import orjson
 
+from kilnbase.ai.redaction import scrub_key_shapes
 from kilnbase.ai.upstream_http import HttpPool, TransportFailure, TransportTimeout
 
 _JSON = {"content-type": "application/json"}
@@ -140,22 +140,14 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
-#: Anything shaped like a key (`sk-...`, `sk_...`, Bearer tokens): providers echo keys in some messages
-#: (OpenAI's 401 names the key it refused), and no key may reach a client, a log or the ledger.
-_KEY_SHAPED = re.compile(r"\b(?:sk|ik|kbk|anon)[-_][A-Za-z0-9_\-*.]{6,}|(?i:bearer)\s+\S{6,}")
-
-
-def scrub(message: str) -> str:
-    return _KEY_SHAPED.sub("[redacted]", message)
-
-
 def _error_message(status: int, raw: bytes) -> str:
-    """The upstream's own message when it has one (OpenAI and OpenRouter share `{error: {message}}`)."""
+    """The upstream's own message when it has one (OpenAI and OpenRouter share `{error: {message}}`), with
+    anything shaped like a key removed; the gateway's `Redactor` removes the keys it knows of on top."""
     try:
         body = orjson.loads(raw)
         message = body.get("error", {}).get("message") if isinstance(body, dict) else None
         if isinstance(message, str) and message:
-            return scrub(message[:500])
+            return scrub_key_shapes(message[:500])
     except (orjson.JSONDecodeError, AttributeError):
         pass
     return f"The provider answered HTTP {status}."
@@ -233,7 +225,7 @@ class OpenAICompatibleProvider:
             code = error.get("code")
             status = code if isinstance(code, int) and 400 <= code < 600 else 502
             message = str(error.get("message") or "The provider returned an error.")[:500]
-            raise UpstreamError(status, scrub(message))
+            raise UpstreamError(status, scrub_key_shapes(message))
         return UpstreamResponse(parsed, headers)
 
     async def chat(self, body: dict[str, Any], key: str | None) -> UpstreamResponse:

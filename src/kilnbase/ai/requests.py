@@ -1,5 +1,6 @@
 """Validation of what clients send, and the policy rules applied to it before anything leaves the process:
-system prompts from configurations, the model allow-list, the `max_tokens` cap. Pure functions, no I/O."""
+system prompts from configurations, the model allow-list, the request-field allow-list, the token caps.
+Pure functions, no I/O."""
 
 from __future__ import annotations
 
@@ -11,14 +12,59 @@ from kilnbase.ai.policy import Configuration, model_matches
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _SYSTEM_ROLES = frozenset({"system", "developer"})
 _RESPONSE_FORMATS = frozenset({"text", "json_object", "json_schema"})
+#: OpenAI's own limit on `n`.
+MAX_CHOICES = 128
+
+#: Chat fields any caller may send: OpenAI's, and OpenRouter's sampling extras. None of them changes which
+#: provider serves a call or adds a charge that the reservation does not count (tokens are counted, and
+#: every token budget is capped). Everything else (`plugins`: web search and file parsing billed per use;
+#: `provider`, `route`, `transforms`: routing, price ceilings, data policy; `modalities`, `audio`: image and
+#: audio output billed per item; `prediction`, `service_tier`, `web_search_options`, `store`, `metadata`,
+#: unknown fields) is refused with a 400 naming it, unless the policy's `allowedRequestFields` lists it.
+#: Refused rather than dropped: a caller asking for a web search must not silently get an answer without one.
+STANDARD_CHAT_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "models",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "top_a",
+        "presence_penalty",
+        "frequency_penalty",
+        "repetition_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "seed",
+        "stop",
+        "user",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "structured_outputs",
+        "reasoning",
+        "reasoning_effort",
+        "verbosity",
+        "usage",
+    }
+)
 
 
-def _positive_int(body: dict[str, Any], name: str) -> int | None:
+def _positive_int(body: dict[str, Any], name: str, path: str | None = None) -> int | None:
     value = body.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise invalid(f"'{name}' must be a positive integer.", param=name)
+        raise invalid(f"'{path or name}' must be a positive integer.", param=path or name)
     return value
 
 
@@ -52,7 +98,14 @@ def validate_chat(raw: Any) -> dict[str, Any]:
             )
     _positive_int(body, "max_tokens")
     _positive_int(body, "max_completion_tokens")
-    _positive_int(body, "n")
+    n = _positive_int(body, "n")
+    if n is not None and n > MAX_CHOICES:
+        raise invalid(f"'n' must be an integer from 1 to {MAX_CHOICES}.", param="n")
+    reasoning = body.get("reasoning")
+    if reasoning is not None:
+        if not isinstance(reasoning, dict):
+            raise invalid("'reasoning' must be an object.", param="reasoning")
+        _positive_int(reasoning, "max_tokens", "reasoning.max_tokens")
     if "stream" in body and not isinstance(body["stream"], bool | None):
         raise invalid("'stream' must be a boolean.", param="stream")
     for name, low, high in (("temperature", 0, 2), ("top_p", 0, 1)):
@@ -163,28 +216,70 @@ def check_allowed(models: list[str], patterns: tuple[str, ...] | None, who: str)
             )
 
 
-def cap_max_tokens(body: dict[str, Any], caps: list[int | None], model_limit: int | None) -> int | None:
-    """Enforce the smallest cap (400 when asked for more); when nothing was asked, send the cap upstream."""
-    requested = body.get("max_completion_tokens") or body.get("max_tokens")
-    limits = [c for c in caps if c is not None]
-    cap = min(limits) if limits else None
-    if requested is not None:
-        if cap is not None and requested > cap:
-            raise GatewayError(
-                400,
-                f"max_tokens {requested} is above this project's cap of {cap}.",
-                code="max_tokens_exceeded",
-                param="max_tokens",
-            )
-        if model_limit is not None and requested > model_limit:
-            raise GatewayError(
-                400,
-                f"max_tokens {requested} is above the model's limit of {model_limit}.",
-                code="max_tokens_exceeded",
-                param="max_tokens",
-            )
-        return int(requested)
-    if cap is not None:
-        body["max_tokens"] = cap
-        return cap
-    return None
+def check_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
+    """Refuse (400, naming each) the fields that are neither standard nor allowed by the policy."""
+    if STANDARD_CHAT_FIELDS.issuperset(body):
+        return
+    refused = sorted(body.keys() - STANDARD_CHAT_FIELDS - allowed)
+    if not refused:
+        return
+    names = ", ".join(f"'{name}'" for name in refused)
+    raise GatewayError(
+        400,
+        f"Request field {names} is not allowed by this project's gateway policy (such fields can add "
+        "charges or change which provider serves the call). An admin can allow it with PUT "
+        '/api/ai/policy {"allowedRequestFields": [...]}.',
+        code="parameter_not_allowed",
+        param=refused[0],
+    )
+
+
+#: The fields that set a token budget for each choice (OpenRouter's `reasoning.max_tokens` is checked too).
+TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
+def _check_budget(name: str, requested: int, choices: int, cap: int | None, model_limit: int | None) -> None:
+    if cap is not None and requested * choices > cap:
+        asked = f"{name} {requested}" + (f" for each of n={choices} choices" if choices > 1 else "")
+        raise GatewayError(
+            400,
+            f"{asked} is above this project's cap of {cap} tokens a request.",
+            code="max_tokens_exceeded",
+            param=name,
+        )
+    if model_limit is not None and requested > model_limit:
+        raise GatewayError(
+            400,
+            f"{name} {requested} is above the model's limit of {model_limit}.",
+            code="max_tokens_exceeded",
+            param=name,
+        )
+
+
+def cap_completion_tokens(
+    body: dict[str, Any], project_cap: int | None, key_cap: int | None, model_limit: int | None
+) -> int | None:
+    """Check every token budget against the smaller cap, which bounds the whole request: `n` choices of
+    `max_tokens` each are `n` times the budget (400 naming the field). Returns the largest budget asked for,
+    per choice; when none was asked and a cap applies, the cap (shared among the choices) goes upstream."""
+    choices = body.get("n") or 1
+    cap = key_cap if project_cap is None else project_cap if key_cap is None else min(project_cap, key_cap)
+    largest: int | None = None
+    for name in TOKEN_FIELDS:
+        requested = body.get(name)
+        if requested:
+            _check_budget(name, requested, choices, cap, model_limit)
+            largest = requested if largest is None else max(largest, requested)
+    reasoning = body.get("reasoning")
+    if reasoning and reasoning.get("max_tokens"):
+        requested = reasoning["max_tokens"]
+        _check_budget("reasoning.max_tokens", requested, choices, cap, model_limit)
+        largest = requested if largest is None else max(largest, requested)
+    if largest is not None or cap is None:
+        return largest
+    if choices > cap:
+        raise GatewayError(
+            400, f"n={choices} choices is above this project's cap of {cap} tokens a request.", param="n"
+        )
+    body["max_tokens"] = cap // choices
+    return cap // choices

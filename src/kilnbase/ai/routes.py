@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from kilnbase.ai import insforge_routes, openai_routes
+from kilnbase.ai.admin_routes import AiAdminRoutes
+from kilnbase.ai.insforge_routes import InsForgeAiRoutes
+from kilnbase.ai.openai_routes import OpenAiRoutes
 from kilnbase.ai.service import AiService
 from kilnbase.capability import Capability
 
@@ -13,7 +15,7 @@ GATEWAY_PATHS = ("/v1/", "/api/ai/chat/", "/api/ai/image/", "/api/ai/embeddings"
 def capability(ai: AiService) -> Capability:
     return Capability(
         "ai",
-        [*openai_routes.routes(ai), *insforge_routes.routes(ai)],
+        [*OpenAiRoutes(ai).routes(), *InsForgeAiRoutes(ai).routes(), *AiAdminRoutes(ai).routes()],
         lifespan=ai.running,
         body_limits=dict.fromkeys(GATEWAY_PATHS, "gateway"),
     )

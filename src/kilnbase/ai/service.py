@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from kilnbase.ai.admin import Admin
 from kilnbase.ai.gateway import Gateway
+from kilnbase.ai.gateway_factory import build_gateway, close_gateway
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
 from kilnbase.identity.actor import Actor
@@ -24,7 +25,7 @@ class AiService:
 
     @classmethod
     def build(cls, settings: Settings, secret_box: SecretBox, database: Database) -> AiService:
-        return cls(Gateway(settings, secret_box, lambda: database), database, secret_box)
+        return cls(build_gateway(settings, secret_box, lambda: database), database, secret_box)
 
     def admin(self, actor: Actor) -> Admin:
         """The admin surface, acting for `actor` (audited under its name)."""
@@ -35,7 +36,4 @@ class AiService:
         try:
             yield
         finally:
-            # Write the usage rows still queued and close the upstream connections, while the pool is open.
-            await self.gateway.ledger.close()
-            await self.gateway.client.aclose()
-            await self.gateway.pool.aclose()
+            await close_gateway(self.gateway)  # while the pool is open: it writes the queued usage rows

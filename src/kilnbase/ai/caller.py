@@ -1,0 +1,36 @@
+"""Who is calling the gateway, as far as the policy, the limits, the response cache and the ledger care."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kilnbase.ai.limits import Subject
+
+
+@dataclass(frozen=True)
+class Caller:
+    principal: str
+    user_id: str | None = None
+    key_id: str | None = None
+    key_models: tuple[str, ...] | None = None
+    key_max_tokens: int | None = None
+    #: The anon key or an anon-role token: anyone holding the app's public key. No model access unless the
+    #: policy grants it, and then limits of its own, counted per client address.
+    anonymous: bool = False
+    client_address: str | None = None
+
+    @property
+    def subject(self) -> Subject:
+        anon_address = (self.client_address or "unknown") if self.anonymous else None
+        return Subject(key_id=self.key_id, user_id=self.user_id, anon_address=anon_address)
+
+    @property
+    def cache_owner(self) -> str:
+        """Whose cache entries these are: an answer is only ever replayed to the caller it was made for."""
+        if self.key_id is not None:
+            return f"key:{self.key_id}"
+        if self.user_id is not None:
+            return f"user:{self.user_id}"
+        if self.anonymous:
+            return f"anon:{self.client_address or 'unknown'}"
+        return f"principal:{self.principal}"
