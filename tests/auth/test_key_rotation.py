@@ -36,7 +36,7 @@ def other_process(settings: Settings, client: TestClient) -> Iterator[TestClient
 
 def reload_in_background(process: TestClient) -> None:
     """What a request does once the ring is older than `refresh_seconds`, waited for."""
-    ring = process.app.services.core.keys.ring
+    ring = services_of(process).core.keys.ring
     interval, ring.refresh_seconds = ring.refresh_seconds, 0
 
     async def trigger() -> None:
@@ -44,8 +44,10 @@ def reload_in_background(process: TestClient) -> None:
         assert task is not None
         await task
 
+    portal = process.portal
+    assert portal is not None, "inside the client's `with` block"
     try:
-        process.portal.call(trigger)  # type: ignore[attr-defined]
+        portal.call(trigger)
     finally:
         ring.refresh_seconds = interval
 
