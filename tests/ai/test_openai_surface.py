@@ -283,7 +283,7 @@ def test_upstream_failures_map_to_402_429_502_and_never_leak_the_key(
         fake.valid_keys.add("sk-or-v1-fake")
     assert rejected.value.status_code == 502
     assert "sk-or-v1-fake" not in rejected.value.response.text
-    assert rejected.value.code == "upstream_auth_failed"
+    assert rejected.value.code == "upstream_auth_failed", rejected.value.response.text
     rows = wait_for(lambda: at_least(4, sql("select * from ai.usage where status = 'error'")))
     assert {r["http_status"] for r in rows} >= {402, 502, 429}
     assert all("sk-or-v1-fake" not in (r["error"] or "") for r in rows)
