@@ -3,6 +3,8 @@ cannot log in, or that could do more than become the three request roles, and sa
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import psycopg
 import pytest
 
@@ -41,3 +43,18 @@ def test_an_authenticator_with_more_rights_is_refused(database_url: str, grant: 
         finally:
             conn.execute(revoke)
     prepare_authenticator(database_url, derived_password(database_url, ""), managed_by_operator=False)
+
+
+def test_starts_at_the_same_moment_all_succeed(database_url: str) -> None:
+    """granian's workers (or several servers on one cluster) prepare the role together: none may fail."""
+    password = derived_password(database_url, "")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"alter role {AUTHENTICATOR} password 'something-else'")
+    with ThreadPoolExecutor(8) as pool:
+        starts = [
+            pool.submit(prepare_authenticator, database_url, password, managed_by_operator=False)
+            for _ in range(8)
+        ]
+        for start in starts:
+            start.result()
+    prepare_authenticator(database_url, password, managed_by_operator=True)  # it logs in with it now

@@ -12,8 +12,10 @@ manages the role themselves sets `KILNBASE_DB_AUTHENTICATOR_PASSWORD`, and Kilnb
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -59,8 +61,13 @@ def request_conninfo(settings: Settings, keys: ProjectKeys, owner_conninfo: str)
 
 
 def prepare_authenticator(owner_conninfo: str, password: str, *, managed_by_operator: bool) -> None:
-    """Give the role its password (unless an operator manages it), then prove it can log in and is what it
-    must be: not a superuser, not inheriting, a member of the three request roles and of nothing else."""
+    """Make sure the role logs in with `password` (setting it, unless an operator manages the role), then
+    prove it is what it must be: not a superuser, not inheriting, a member of the three request roles and of
+    nothing else.
+
+    The password is set only when logging in with it fails, so processes starting together (granian's
+    workers, several servers on one cluster) do not all rewrite the role; when they do, one at a time, and the
+    text sent is libpq's SCRAM verifier, never the password itself."""
     with psycopg.connect(owner_conninfo, autocommit=True, connect_timeout=10) as conn:
         exists = conn.execute("select 1 from pg_roles where rolname = %s", (AUTHENTICATOR,)).fetchone()
         if exists is None:
@@ -68,25 +75,13 @@ def prepare_authenticator(owner_conninfo: str, password: str, *, managed_by_oper
                 f"The role {AUTHENTICATOR} does not exist and could not be created. Run, as a superuser: "
                 + OPERATOR_STATEMENT
             )
-        if not managed_by_operator:
-            conn.execute(
-                sql.SQL("alter role {} with login password {}").format(
-                    sql.Identifier(AUTHENTICATOR), sql.Literal(password)
-                )
-            )
-    try:
-        with psycopg.connect(authenticator_conninfo(owner_conninfo, password), connect_timeout=10) as conn:
-            row = conn.execute(
-                "select r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls, "
-                "array(select g.rolname::text from pg_auth_members m join pg_roles g on g.oid = m.roleid "
-                "where m.member = r.oid order by 1) from pg_roles r where r.rolname = current_user"
-            ).fetchone()
-    except psycopg.OperationalError as exc:
+        if not managed_by_operator and _attributes(owner_conninfo, password) is None:
+            _set_password(conn, password)
+    row = _attributes(owner_conninfo, password)
+    if row is None:
         raise AuthenticatorError(
-            f"Cannot log in as {AUTHENTICATOR}: {str(exc).strip().splitlines()[0]}. "
-            "Check KILNBASE_DB_AUTHENTICATOR_PASSWORD and pg_hba.conf."
-        ) from None
-    assert row is not None
+            f"Cannot log in as {AUTHENTICATOR}. Check KILNBASE_DB_AUTHENTICATOR_PASSWORD and pg_hba.conf."
+        )
     superuser, inherit, createrole, createdb, bypassrls, member_of = row
     if (
         superuser
@@ -101,3 +96,29 @@ def prepare_authenticator(owner_conninfo: str, password: str, *, managed_by_oper
             f"The role {AUTHENTICATOR} must be a NOINHERIT login role with no other attributes, a member of "
             f"{', '.join(REQUEST_ROLES)} and of nothing else (it is a member of {member})."
         )
+
+
+def _attributes(owner_conninfo: str, password: str) -> tuple[Any, ...] | None:
+    """The role's attributes and memberships, read while logged in as it; None when it cannot log in."""
+    try:
+        with psycopg.connect(authenticator_conninfo(owner_conninfo, password), connect_timeout=10) as conn:
+            return conn.execute(
+                "select r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls, "
+                "array(select g.rolname::text from pg_auth_members m join pg_roles g on g.oid = m.roleid "
+                "where m.member = r.oid order by 1) from pg_roles r where r.rolname = current_user"
+            ).fetchone()
+    except psycopg.OperationalError:
+        return None
+
+
+def _set_password(conn: psycopg.Connection[Any], password: str) -> None:
+    verifier = conn.pgconn.encrypt_password(password.encode(), AUTHENTICATOR.encode(), b"scram-sha-256")
+    statement = sql.SQL("alter role {} with login password {}").format(
+        sql.Identifier(AUTHENTICATOR), sql.Literal(verifier.decode())
+    )
+    # Role rows are the cluster's: two databases' starts may still meet here, and Postgres then refuses one
+    # with "tuple concurrently updated" (the lock serialises the starts of one database). The one refused
+    # finds the password set by the other when it logs in next.
+    with contextlib.suppress(psycopg.errors.InternalError_), conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext('kilnbase.authenticator'))")
+        conn.execute(statement)
