@@ -48,5 +48,8 @@ def serve_with_workers(settings: Settings, opened: OpenedDatabase, workers: int)
         workers=workers,
         log_access=False,
         workers_kill_timeout=15,
+        # A worker that dies (out of memory, a crash in a native library) is replaced, so the server never
+        # goes on at part of its capacity, or none.
+        respawn_failed_workers=True,
     )
     server.serve()
