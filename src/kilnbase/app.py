@@ -80,9 +80,12 @@ def body_limits(settings: Settings, offered: Sequence[Capability]) -> Callable[[
         key=lambda item: len(item[0]),
         reverse=True,
     )
+    declared = tuple(prefix for prefix, _surface in prefixes)
     default = by_surface["json"]
 
     def limit_for(path: str) -> BodyLimit:
+        if not path.startswith(declared):  # most paths: one test, in C
+            return default
         for prefix, surface in prefixes:
             if path.startswith(prefix):
                 return by_surface[surface]

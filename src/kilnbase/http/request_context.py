@@ -35,6 +35,7 @@ from kilnbase.structured_log import log_request
 _PRINCIPAL = "kilnbase.principal"
 _CREDENTIAL_ERROR = "kilnbase.credential_error"
 _CLIENT_IP = "kilnbase.client_ip"
+_TRUSTED_PROXIES = "kilnbase.trusted_proxies"
 #: Any origin, with credentials (the origin is reflected, never `*`), as InsForge allows.
 CORS_POLICY: dict[str, Any] = {
     "allow_origin_regex": r".*",
@@ -138,7 +139,8 @@ class RequestContextMiddleware:
             except CredentialError as exc:
                 scope[_CREDENTIAL_ERROR] = str(exc)
             scope[_PRINCIPAL] = principal
-            scope[_CLIENT_IP] = client_address(scope, self.trusted_proxies)
+            if self.trusted_proxies:  # (decided on first use: most requests never ask)
+                scope[_TRUSTED_PROXIES] = self.trusted_proxies
             try:
                 await (self.app if origin is None else self.cors)(scope, bounded, send_wrapper)
             except BodyTooLarge as exc:
@@ -224,7 +226,10 @@ def client_ip(request: Request) -> str | None:
 
 
 def client_ip_in(scope: Scope) -> str | None:
-    ip: str | None = scope.get(_CLIENT_IP)
+    """Decided once per request, when first asked."""
+    if _CLIENT_IP not in scope:
+        scope[_CLIENT_IP] = client_address(scope, scope.get(_TRUSTED_PROXIES, ()))
+    ip: str | None = scope[_CLIENT_IP]
     return ip
 
 
