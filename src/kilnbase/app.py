@@ -30,6 +30,7 @@ from kilnbase.http.routing import IndexedRouter
 from kilnbase.identity.principal import CredentialResolver
 from kilnbase.keys.project_keys import load_project_keys
 from kilnbase.logs import routes as logs_routes
+from kilnbase.metadata import routes as metadata_routes
 from kilnbase.records import routes as records_routes
 from kilnbase.secrets import routes as secrets_routes
 from kilnbase.server.database_startup import OpenedDatabase, prepare
@@ -43,11 +44,12 @@ def capabilities(services: Services) -> list[Capability]:
     return [
         health_routes.capability(services.core),
         auth_routes.capability(services.auth),
-        logs_routes.capability(services.core.database),
+        logs_routes.capability(services.logs),
         secrets_routes.capability(services.key_rotation),
         records_routes.capability(services.records),
         database_routes.capability(services.database),
         ai_routes.capability(services.ai),
+        metadata_routes.capability(services.metadata),
         dashboard_routes.capability(services.core),
     ]
 
@@ -136,6 +138,7 @@ def create_app(
             body_limit_for=body_limits(settings, offered),
             max_header_bytes=settings.max_header_bytes,
             trusted_proxies=settings.trusted_proxies,
+            on_request=services.logs.request_log.append,
         )
     ]
     routes = [route for capability in offered for route in capability.routes]

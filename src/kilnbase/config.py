@@ -71,6 +71,28 @@ class AuthSettings(BaseSettings):
         return value
 
 
+class MetadataSettings(BaseSettings):
+    """The semantic layer's settings (`/api/metadata`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_METADATA_", extra="ignore", populate_by_name=True)
+
+    #: What `GET /api/metadata/project-id` answers (InsForge's `PROJECT_ID`); null when unset.
+    project_id: str | None = Field(None, validation_alias=AliasChoices("PROJECT_ID", "KILNBASE_METADATA_PROJECT_ID"))
+
+
+class LogsSettings(BaseSettings):
+    """The request log kept for `GET /api/logs/insforge.logs` (`KILNBASE_LOGS_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_LOGS_", extra="ignore")
+
+    #: Request log lines kept in the database (the oldest are dropped past it); 0 keeps none.
+    request_log_rows: int = Field(default=20_000, ge=0, le=10_000_000)
+    #: Seconds between two writes of the lines gathered in memory.
+    request_log_flush_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: Lines held in memory between two writes, at most (more are dropped and counted).
+    request_log_buffer: int = Field(default=10_000, ge=1, le=1_000_000)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KILNBASE_", extra="ignore", populate_by_name=True)
 
@@ -123,6 +145,8 @@ class Settings(BaseSettings):
     log_level: str = Field("info", validation_alias=AliasChoices("LOG_LEVEL", "KILNBASE_LOG_LEVEL"))
 
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    metadata: MetadataSettings = Field(default_factory=MetadataSettings)
+    logs: LogsSettings = Field(default_factory=LogsSettings)
 
     # Model gateway (ai/). OpenRouter by default; its key is the last of the credential sources.
     openrouter_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENROUTER_API_KEY"))

@@ -20,6 +20,8 @@ from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.keys.access_tokens import TokenService
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.keys.secret_box import SecretBox
+from kilnbase.logs.service import LogsService
+from kilnbase.metadata.service import MetadataService
 from kilnbase.records.service import RecordsEngine
 from kilnbase.secrets.project_key_rotation import KeyRotation
 
@@ -32,6 +34,8 @@ class Services:
     database: DatabaseAdmin
     key_rotation: KeyRotation
     ai: AiService
+    metadata: MetadataService
+    logs: LogsService
 
 
 def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
@@ -64,4 +68,6 @@ def build_services(core: Core) -> Services:
         database=DatabaseAdmin(core.settings, core.database, core.schema_cache),
         key_rotation=KeyRotation(core.settings, core.database, core.secret_box, core.keys.ring),
         ai=AiService.build(core.settings, core.secret_box, core.database),
+        metadata=MetadataService(core.settings, core.database, core.keys.ring),
+        logs=LogsService(core.settings, core.database),
     )

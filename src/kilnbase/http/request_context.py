@@ -77,8 +77,11 @@ class RequestContextMiddleware:
         body_limit_for: Callable[[str], BodyLimit],
         max_header_bytes: int,
         trusted_proxies: Sequence[Network] = (),
+        on_request: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.app = app
+        #: Given each request's log fields after it ends (the request log kept for `GET /api/logs`).
+        self.on_request = on_request
         self.cors = CORSMiddleware(app, **CORS_POLICY)
         self.resolver = resolver
         self.body_limit_for = body_limit_for
@@ -148,15 +151,16 @@ class RequestContextMiddleware:
                     raise
                 await _refuse_body(send_wrapper, scope, exc.limit)
         finally:
-            log_request(
-                {
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    "role": principal.db_role if principal else ("invalid" if _PRINCIPAL in scope else "-"),
-                }
-            )
+            fields = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "role": principal.db_role if principal else ("invalid" if _PRINCIPAL in scope else "-"),
+            }
+            log_request(fields)
+            if self.on_request is not None:
+                self.on_request(fields)
 
 
 def _bounded(receive: Receive, limit: BodyLimit) -> Receive:
