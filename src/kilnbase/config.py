@@ -77,7 +77,9 @@ class MetadataSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KILNBASE_METADATA_", extra="ignore", populate_by_name=True)
 
     #: What `GET /api/metadata/project-id` answers (InsForge's `PROJECT_ID`); null when unset.
-    project_id: str | None = Field(None, validation_alias=AliasChoices("PROJECT_ID", "KILNBASE_METADATA_PROJECT_ID"))
+    project_id: str | None = Field(
+        None, validation_alias=AliasChoices("PROJECT_ID", "KILNBASE_METADATA_PROJECT_ID")
+    )
 
 
 class LogsSettings(BaseSettings):

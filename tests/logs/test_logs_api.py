@@ -105,7 +105,9 @@ def test_request_log_limit_and_time_range(client: TestClient, admin: dict[str, s
     future = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     later = client.get(f"/api/logs/insforge.logs?q={marker}&start_time={future}", headers=admin).json()
     assert later == {"logs": [], "total": 0}
-    earlier = client.get(f"/api/logs/insforge.logs?q={marker}&before_timestamp={future}", headers=admin).json()
+    earlier = client.get(
+        f"/api/logs/insforge.logs?q={marker}&before_timestamp={future}", headers=admin
+    ).json()
     assert earlier["total"] == 5
 
 
@@ -115,12 +117,14 @@ def test_postgres_logs_without_a_log_file_show_activity(client: TestClient, admi
     assert all(line["source"] == "postgres.logs" for line in logs["logs"])
 
 
-def test_postgres_log_file_is_read_and_scrubbed(client: TestClient, admin: dict[str, str], settings: Settings) -> None:
+def test_postgres_log_file_is_read_and_scrubbed(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
     folder = settings.data_dir / "log"
     folder.mkdir(exist_ok=True)
     (folder / "postgres.log").write_text(
         "2026-12-04 10:00:00.123 UTC [41] LOG:  database system is ready to accept connections\n"
-        "2026-12-04 10:00:01.000 UTC [42] ERROR:  relation \"nope\" does not exist\n"
+        '2026-12-04 10:00:01.000 UTC [42] ERROR:  relation "nope" does not exist\n'
         "2026-12-04 10:00:01.000 UTC [42] STATEMENT:  select * from nope\n"
         "2026-12-04 10:00:02.000 UTC [43] LOG:  statement: alter role x password 'hunter2'\n"
     )

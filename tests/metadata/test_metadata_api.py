@@ -89,7 +89,9 @@ def test_table_schema_has_every_field(
     assert (posts, "one-to-many") in {(r["table"], r["cardinality"]) for r in author_table["relationships"]}
 
 
-def test_tables_made_through_the_tables_api(client: TestClient, admin: dict[str, str], new_name: NewName) -> None:
+def test_tables_made_through_the_tables_api(
+    client: TestClient, admin: dict[str, str], new_name: NewName
+) -> None:
     name = new_name("notes")
     created = client.post(
         "/api/database/tables",
@@ -112,7 +114,9 @@ def test_views_are_described(
     client: TestClient, admin: dict[str, str], sql: Callable[[str], Any], new_name: NewName
 ) -> None:
     base, view = new_name("items"), new_name("items_view")
-    sql(f"create table {base} (id int primary key, price numeric); create view {view} as select id from {base}")
+    sql(
+        f"create table {base} (id int primary key, price numeric);create view {view} as select id from {base}"
+    )
     table = client.get(f"/api/metadata/{view}", headers=admin).json()[view]
     assert table["kind"] == "view"
     assert "SELECT" in table["viewDefinition"] and base in table["viewDefinition"]
@@ -128,7 +132,9 @@ def test_missing_table_is_404_and_names_it(client: TestClient, admin: dict[str, 
     assert "no_such_table_here" in response.json()["message"]
 
 
-def test_overview_and_slices(client: TestClient, admin: dict[str, str], sql: Callable[[str], Any], new_name: NewName) -> None:
+def test_overview_and_slices(
+    client: TestClient, admin: dict[str, str], sql: Callable[[str], Any], new_name: NewName
+) -> None:
     _authors, posts, tags, _ = _make_blog(sql, new_name)
     body = client.get("/api/metadata", headers=admin).json()
     assert set(body) >= {"auth", "database", "storage", "functions", "realtime", "version", "ai"}

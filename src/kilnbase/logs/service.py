@@ -50,7 +50,8 @@ class LogsService:
         since = datetime.now(UTC) - timedelta(days=days)
         async with self.database.as_owner() as cur:
             await cur.execute(
-                "select count(*) as total, count(distinct actor) as actors, count(distinct module) as modules "
+                "select count(*) as total, count(distinct actor) as actors, "
+                "count(distinct module) as modules "
                 "from system.audit_logs where created_at >= %s",
                 (since,),
             )
@@ -79,7 +80,9 @@ class LogsService:
                 (days_to_keep,),
             )
             deleted = cur.rowcount
-            await audit.record(cur, actor, "CLEAR_AUDIT_LOGS", "LOGS", {"daysToKeep": days_to_keep, "deleted": deleted})
+            await audit.record(
+                cur, actor, "CLEAR_AUDIT_LOGS", "LOGS", {"daysToKeep": days_to_keep, "deleted": deleted}
+            )
         return {"message": "Audit logs cleared successfully", "deleted": deleted}
 
     # --- log sources -------------------------------------------------------------------------------------
@@ -92,7 +95,10 @@ class LogsService:
             "postgres.logs": "postgres.log" if self._postgres_log_file() else "pg_stat_activity",
             "function.logs": "functions.logs",
         }
-        return [{"id": str(number), "name": name, "token": tokens[name]} for number, name in enumerate(sources.SOURCES, 1)]
+        return [
+            {"id": str(number), "name": name, "token": tokens[name]}
+            for number, name in enumerate(sources.SOURCES, 1)
+        ]
 
     def _postgres_log_file(self) -> Path | None:
         path = self.settings.data_dir / "log" / "postgres.log"
@@ -133,7 +139,10 @@ class LogsService:
         """A tool call the official MCP server reports (API key only, as InsForge's `verifyApiKey`)."""
         if actor.principal.kind is not CredentialKind.API_KEY:
             raise ApiError(
-                401, "AUTH_INVALID_API_KEY", "This endpoint needs the project's API key.", "Send it as x-api-key."
+                401,
+                "AUTH_INVALID_API_KEY",
+                "This endpoint needs the project's API key.",
+                "Send it as x-api-key.",
             )
         if not isinstance(tool_name, str) or not tool_name.strip():
             raise ApiError(400, "INVALID_INPUT", "tool_name is required", "Send {tool_name, success}.")
@@ -151,7 +160,8 @@ class LogsService:
         return {"success": True}
 
     async def mcp_usage(self, actor: Actor, limit: int, success: bool) -> dict[str, Any]:
-        """`GET /api/usage/mcp`: the latest reported tool calls, `{records: [{tool_name, success, created_at}]}`."""
+        """`GET /api/usage/mcp`: the latest reported tool calls,
+        `{records: [{tool_name, success, created_at}]}`."""
         _require_admin(actor)
         async with self.database.as_owner() as cur:
             await cur.execute(

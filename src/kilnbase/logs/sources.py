@@ -52,7 +52,9 @@ def _like(search: str) -> str:
     return "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-async def request_lines(cur: AsyncCursor[DictRow], query: LogQuery, *, records_only: bool) -> list[dict[str, Any]]:
+async def request_lines(
+    cur: AsyncCursor[DictRow], query: LogQuery, *, records_only: bool
+) -> list[dict[str, Any]]:
     conditions = ["true"]
     params: list[Any] = []
     if records_only:
@@ -68,7 +70,8 @@ async def request_lines(cur: AsyncCursor[DictRow], query: LogQuery, *, records_o
         conditions.append("created_at < %s")
         params.append(query.end)
     await cur.execute(
-        "select * from (select id, created_at, method, path, status, duration_ms, role from system.request_logs "
+        "select * from (select id, created_at, method, path, status, duration_ms, role "
+        "from system.request_logs "
         f"where {' and '.join(conditions)} order by id desc limit %s) newest order by id",
         [*params, query.limit],
     )
@@ -130,7 +133,9 @@ def postgres_file_lines(path: Path, query: LogQuery) -> list[dict[str, Any]]:
         moment = _parse_stamp(stamp)
         if query.search and query.search.lower() not in text.lower():
             continue
-        if moment is not None and ((query.start and moment < query.start) or (query.end and moment >= query.end)):
+        if moment is not None and (
+            (query.start and moment < query.start) or (query.end and moment >= query.end)
+        ):
             continue
         if moment is None and (query.start or query.end):
             continue
@@ -164,7 +169,9 @@ async def postgres_activity_lines(cur: AsyncCursor[DictRow], query: LogQuery) ->
         message = clean(text)
         if query.search and query.search.lower() not in message.lower():
             continue
-        if moment is not None and ((query.start and moment < query.start) or (query.end and moment >= query.end)):
+        if moment is not None and (
+            (query.start and moment < query.start) or (query.end and moment >= query.end)
+        ):
             continue
         found.append(
             {
@@ -201,7 +208,8 @@ async def function_lines(cur: AsyncCursor[DictRow], query: LogQuery) -> list[dic
         conditions.append("created_at < %s")
         params.append(query.end)
     await cur.execute(
-        "select * from (select id::text as id, created_at, slug, request_id::text as request_id, level, message, "
+        "select * from (select id::text as id, created_at, slug, request_id::text as request_id, level, "
+        "message, "
         f"status, duration_ms from functions.logs where {' and '.join(conditions)} "
         "order by created_at desc limit %s) newest order by created_at",
         [*params, query.limit],

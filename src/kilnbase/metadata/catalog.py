@@ -77,7 +77,8 @@ order by c.relname, a.attnum
 """
 
 _CONSTRAINTS = """
-select c.relname as table, con.conname as name, con.contype as type, pg_get_constraintdef(con.oid) as definition,
+select c.relname as table, con.conname as name, con.contype as type,
+       pg_get_constraintdef(con.oid) as definition,
        array(select att.attname from unnest(con.conkey) with ordinality as k(attnum, pos)
              join pg_attribute att on att.attrelid = con.conrelid and att.attnum = k.attnum order by k.pos)
          as columns,
@@ -161,7 +162,8 @@ with user_ns as (
 select md5(coalesce(string_agg(item, E'\\n' order by item), '')) as fingerprint from (
   select concat_ws('|', 'n', n.nspname, n.nspacl) as item from user_ns n
   union all
-  select concat_ws('|', 'c', n.nspname, c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity, c.relacl,
+  select concat_ws('|', 'c', n.nspname, c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity,
+                   c.relacl,
                    case when c.relkind in ('v', 'm') then pg_get_viewdef(c.oid) end)
   from pg_class c join user_ns n on n.oid = c.relnamespace
   where c.relkind in ('r', 'p', 'v', 'm', 'f', 'S', 'i', 'c')
@@ -206,9 +208,13 @@ where n.nspname <> all(%(hidden)s) and n.nspname not like 'pg\\_%%' and c.relkin
 """
 
 
-async def relations(cur: AsyncCursor[DictRow], schema: str, limit: int, name: str | None = None) -> list[DictRow]:
+async def relations(
+    cur: AsyncCursor[DictRow], schema: str, limit: int, name: str | None = None
+) -> list[DictRow]:
     """Tables and views of `schema` (or the one called `name`), by name, with their row counts."""
-    await cur.execute(_RELATIONS, {"schema": schema, "limit": limit, "exact": EXACT_COUNT_LIMIT, "name": name})
+    await cur.execute(
+        _RELATIONS, {"schema": schema, "limit": limit, "exact": EXACT_COUNT_LIMIT, "name": name}
+    )
     rows = await cur.fetchall()
     to_count = [row for row in rows if row["row_count"] is None and row["readable"]]
     counts: dict[str, int] = {}

@@ -132,8 +132,10 @@ def _table_lines(view: ProjectView, relation: DictRow) -> list[str]:
     outgoing: dict[str, str] = {}
     for row in constraints:
         if row["type"] == "f" and len(row["columns"]) == 1:
-            target = row["foreign_table"] if row["foreign_schema"] == view.schema else (
-                f"{row['foreign_schema']}.{row['foreign_table']}"
+            target = (
+                row["foreign_table"]
+                if row["foreign_schema"] == view.schema
+                else (f"{row['foreign_schema']}.{row['foreign_table']}")
             )
             outgoing[row["columns"][0]] = f"{target}.{row['foreign_columns'][0]}"
     columns = [row for row in view.details["columns"] if row["table"] == name]
@@ -184,7 +186,10 @@ def _database(view: ProjectView) -> list[str]:
         for relation in view.relations:
             lines.extend(_table_lines(view, relation))
     if view.routines:
-        lines.append("RPC functions: " + "; ".join(f"{r['name']}({r['arguments']}) -> {r['returns']}" for r in view.routines))
+        lines.append(
+            "RPC functions: "
+            + "; ".join(f"{r['name']}({r['arguments']}) -> {r['returns']}" for r in view.routines)
+        )
     return lines
 
 
@@ -209,15 +214,19 @@ def _functions(functions: list[dict[str, Any]] | None) -> list[str]:
 def _realtime(realtime: dict[str, Any] | None) -> list[str]:
     if realtime is None:
         return ["## Realtime", "Not available in this server yet (no realtime API)."]
-    channels = [
-        f"{c['pattern']}{'' if c['enabled'] else ' (disabled)'}{': ' + _short(c['description']) if c['description'] else ''}"
-        for c in realtime["channels"]
-    ]
+    channels = []
+    for channel in realtime["channels"]:
+        text = channel["pattern"] + ("" if channel["enabled"] else " (disabled)")
+        if channel["description"]:
+            text += f": {_short(channel['description'])}"
+        channels.append(text)
     lines = ["## Realtime", f"- channels: {_list(channels)}"]
     for kind in ("subscribe", "publish"):
         policies = realtime["permissions"][kind]["policies"]
         if policies:
-            described = "; ".join(f"{p['command']} to {','.join(p['roles'])} using ({_short(p['using'])})" for p in policies)
+            described = "; ".join(
+                f"{p['command']} to {','.join(p['roles'])} using ({_short(p['using'])})" for p in policies
+            )
             lines.append(f"- {kind}: {described}")
     return lines
 

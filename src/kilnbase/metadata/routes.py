@@ -1,4 +1,5 @@
-"""`/api/metadata` (admin): the backend as InsForge's metadata API describes it, and as markdown for agents."""
+"""`/api/metadata` (admin): the backend as InsForge's metadata API describes it, and as markdown for
+agents."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ class MetadataRoutes:
         actor = admin_actor(request)
         output = request.query_params.get("format", "json")
         if output not in ("json", "markdown"):
-            raise ApiError(400, "INVALID_INPUT", "Invalid format parameter", "Use format=json or format=markdown.")
+            raise ApiError(
+                400, "INVALID_INPUT", "Invalid format parameter", "Use format=json or format=markdown."
+            )
         if output == "markdown":
             text = await self.service.markdown(actor)
             return Response(text, media_type="text/markdown; charset=utf-8")

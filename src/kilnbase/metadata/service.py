@@ -40,7 +40,9 @@ def table_name(raw: str) -> tuple[str, str]:
         schema, table = SCHEMA, raw
     for part in (schema, table):
         if not part or len(part) > 63 or "\x00" in part:
-            raise ApiError(400, "INVALID_INPUT", f"Invalid table name: {raw!r}.", "Pass a table name such as posts.")
+            raise ApiError(
+                400, "INVALID_INPUT", f"Invalid table name: {raw!r}.", "Pass a table name such as posts."
+            )
     return schema, table
 
 
@@ -107,7 +109,9 @@ class MetadataService:
 
     # --- the whole ---------------------------------------------------------------------------------------
 
-    async def _owner_state(self) -> tuple[dict[str, Any], set[str], dict[str, Any], list[Any], dict[str, Any], dict[str, Any]]:
+    async def _owner_state(
+        self,
+    ) -> tuple[dict[str, Any], set[str], dict[str, Any], list[Any], dict[str, Any], dict[str, Any]]:
         async with self.database.as_owner() as cur:
             installed = await project_state.installed(cur)
             auth = await project_state.auth(cur)
@@ -142,7 +146,9 @@ class MetadataService:
                 relations = await catalog.relations(cur, SCHEMA, MAX_RELATIONS)
                 fingerprint = await catalog.fingerprint(cur)
                 names = [r["name"] for r in relations]
-                details = await catalog.details(cur, SCHEMA, names) if len(names) <= FULL_DETAIL_TABLES else None
+                details = (
+                    await catalog.details(cur, SCHEMA, names) if len(names) <= FULL_DETAIL_TABLES else None
+                )
                 schema_edges = edges(await catalog.schema_foreign_keys(cur, SCHEMA))
                 routines = await catalog.routines(cur, SCHEMA, MAX_ROUTINES)
             return relations, fingerprint, details, schema_edges, routines

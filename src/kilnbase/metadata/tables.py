@@ -23,7 +23,11 @@ class ForeignKeyEdge:
 def edges(rows: Iterable[DictRow]) -> list[ForeignKeyEdge]:
     return [
         ForeignKeyEdge(
-            row["table"], row["name"], tuple(row["columns"]), row["foreign_table"], tuple(row["foreign_columns"])
+            row["table"],
+            row["name"],
+            tuple(row["columns"]),
+            row["foreign_table"],
+            tuple(row["foreign_columns"]),
         )
         for row in rows
     ]
@@ -125,9 +129,13 @@ def table_detail(
         "constraints": [
             {
                 "constraintName": row["name"],
-                "type": {"p": "PRIMARY KEY", "u": "UNIQUE", "c": "CHECK", "f": "FOREIGN KEY", "x": "EXCLUDE"}.get(
-                    row["type"], row["type"]
-                ),
+                "type": {
+                    "p": "PRIMARY KEY",
+                    "u": "UNIQUE",
+                    "c": "CHECK",
+                    "f": "FOREIGN KEY",
+                    "x": "EXCLUDE",
+                }.get(row["type"], row["type"]),
                 "columns": list(row["columns"]),
                 "definition": row["definition"],
             }
