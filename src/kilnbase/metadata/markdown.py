@@ -24,6 +24,16 @@ FULL_DETAIL_TABLES = 30
 _EXPRESSION_CHARS = 160
 _COMMANDS = {"SELECT": "read", "INSERT": "insert", "UPDATE": "update", "DELETE": "delete"}
 _SPACES = re.compile(r"\s+")
+#: `'x'::text` → `'x'`: the cast Postgres prints on every string literal says nothing to a reader.
+_TEXT_CASTS = re.compile(r"('(?:[^']|'')*')::(?:text|character varying)\b")
+_TYPE_NAMES = {
+    "timestamp with time zone": "timestamptz",
+    "timestamp without time zone": "timestamp",
+    "character varying": "varchar",
+    "double precision": "float8",
+}
+#: The policy Kilnbase adds to every table for admins; said once, not per table.
+_ADMIN_POLICY = "project_admin_policy"
 
 
 @dataclass
@@ -46,8 +56,26 @@ class ProjectView:
 
 
 def _short(expression: str | None) -> str:
-    text = _SPACES.sub(" ", expression or "").strip()
+    text = _TEXT_CASTS.sub(r"\1", _SPACES.sub(" ", expression or "").strip())
+    while text.startswith("(") and text.endswith(")") and _balanced(text):
+        text = text[1:-1].strip()
     return text if len(text) <= _EXPRESSION_CHARS else text[: _EXPRESSION_CHARS - 1] + "…"
+
+
+def _balanced(text: str) -> bool:
+    """Whether `text`'s outer parentheses enclose all of it (so the pair around it can go)."""
+    depth = 0
+    for position, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and position < len(text) - 1:
+            return False
+    return depth == 0
+
+
+def _type(name: str) -> str:
+    for long, short in _TYPE_NAMES.items():
+        name = name.replace(long, short)
+    return name
 
 
 def _list(items: Sequence[str], empty: str = "none") -> str:
@@ -81,7 +109,7 @@ def _auth(auth: dict[str, Any]) -> list[str]:
 
 
 def _column(row: DictRow, primary_key: Sequence[str], outgoing: dict[str, str]) -> str:
-    text = f"{row['name']} {row['type']}"
+    text = f"{row['name']} {_type(row['type'])}"
     if row["name"] in primary_key:
         text += " pk"
     elif row["nullable"]:
@@ -145,11 +173,13 @@ def _table_lines(view: ProjectView, relation: DictRow) -> list[str]:
             lines.append(f"unique ({', '.join(row['columns'])})")
         elif row["type"] == "f" and len(row["columns"]) > 1:
             lines.append(f"fk ({', '.join(row['columns'])}) ->{row['foreign_table']}")
-    policies = [row for row in view.details["policies"] if row["table"] == name]
+    policies = [
+        row for row in view.details["policies"] if row["table"] == name and row["name"] != _ADMIN_POLICY
+    ]
     for row in policies:
         lines.append(f"- policy {row['name']}: {_policy(row)}")
     if relation["kind"] == "table" and relation["rls"] and not policies:
-        lines.append("- no policies: only admins see rows")
+        lines.append("- no policies: only admins reach rows")
     embeds = sorted(
         {
             f"{edge.table}" if edge.foreign_table == name else f"{edge.foreign_table}"
@@ -168,7 +198,8 @@ def _database(view: ProjectView) -> list[str]:
     lines = [
         f"## Database (schema {view.schema}: {len(tables)} tables, {len(others)} views)",
         "Records API: /api/database/records/<table> (PostgREST syntax; SDK `db.from(table)`), "
-        "RPC: /api/database/rpc/<fn>. Columns: `?` nullable, `=` default, `->` foreign key.",
+        "RPC: /api/database/rpc/<fn>. Columns: `?` nullable, `=` default, `->` foreign key. "
+        f"Admins (API key) bypass policies ({_ADMIN_POLICY}).",
         f"- anon can read: {_list([r['name'] for r in view.relations if 'SELECT' in r['anon']])}",
         f"- anon can write: {_list([r['name'] for r in view.relations if set(r['anon']) - {'SELECT'}])}",
     ]
