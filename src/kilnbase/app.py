@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from kilnbase.agent_docs import routes as agent_docs_routes
 from kilnbase.ai import routes as ai_routes
 from kilnbase.auth import routes as auth_routes
 from kilnbase.capability import BodySurface, Capability
@@ -50,6 +51,7 @@ def capabilities(services: Services) -> list[Capability]:
         database_routes.capability(services.database),
         ai_routes.capability(services.ai),
         metadata_routes.capability(services.metadata),
+        agent_docs_routes.capability(services.docs),
         dashboard_routes.capability(services.core),
     ]
 

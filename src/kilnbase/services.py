@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kilnbase.agent_docs.service import AgentDocs
 from kilnbase.ai.service import AiService
 from kilnbase.auth.services import Auth
 from kilnbase.capability import Core
@@ -36,6 +37,7 @@ class Services:
     ai: AiService
     metadata: MetadataService
     logs: LogsService
+    docs: AgentDocs
 
 
 def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
@@ -70,4 +72,5 @@ def build_services(core: Core) -> Services:
         ai=AiService.build(core.settings, core.secret_box, core.database),
         metadata=MetadataService(core.settings, core.database, core.keys.ring),
         logs=LogsService(core.settings, core.database),
+        docs=AgentDocs(core.database),
     )

@@ -25,7 +25,8 @@ def project_sql(tables: int) -> str:
             f" title text not null, body text, status text not null default 'draft',"
             f" created_at timestamptz not null default now());",
             f"alter table {name} enable row level security;",
-            f"create policy read_{name} on {name} for select to anon, authenticated using (status = 'published');",
+            f"create policy read_{name} on {name} for select to anon, authenticated"
+            f" using (status = 'published');",
             f"create policy write_{name} on {name} for all to authenticated"
             f" using (owner_id in (select id from profiles where user_id = auth.uid()));",
         ]

@@ -25,7 +25,9 @@ def _markdown(client: TestClient, admin: dict[str, str]) -> str:
     return response.text
 
 
-def test_ten_tables_fit_in_two_thousand_tokens(client: TestClient, admin: dict[str, str], project: None) -> None:
+def test_ten_tables_fit_in_two_thousand_tokens(
+    client: TestClient, admin: dict[str, str], project: None
+) -> None:
     text = _markdown(client, admin)
     assert text.count("\n### ") == 10
     assert len(text) / 4 < 2000, len(text)

@@ -11,7 +11,9 @@ from starlette.testclient import TestClient
 from tests.metadata.project_generator import project_sql
 
 
-def test_hundred_tables_get_a_summary(client: TestClient, admin: dict[str, str], sql: Callable[[str], Any]) -> None:
+def test_hundred_tables_get_a_summary(
+    client: TestClient, admin: dict[str, str], sql: Callable[[str], Any]
+) -> None:
     sql(project_sql(100))
     text = client.get("/api/metadata?format=markdown", headers=admin).text
     assert "one line each; ask for a table's columns, keys and policies with `get-table-schema`" in text
