@@ -92,10 +92,9 @@ def main() -> None:
         f"{'md ms':>7} {'json ms':>8} {'table ms':>9} {'anchor ms':>10}"
     )
     for tables, row in rows.items():
-        print(
-            f"{tables:>6} {row['markdown_tokens']:>10.0f} {row['mcp_tokens']:>11.0f} {row['json_tokens']:>12.0f} "
-            f"{row['markdown_ms']:>7.1f} {row['json_ms']:>8.1f} {row['table_ms']:>9.1f} {row['anchor_ms']:>10.2f}"
-        )
+        tokens = f"{row['markdown_tokens']:>10.0f} {row['mcp_tokens']:>11.0f} {row['json_tokens']:>12.0f}"
+        times = f"{row['markdown_ms']:>7.1f} {row['json_ms']:>8.1f} {row['table_ms']:>9.1f}"
+        print(f"{tables:>6} {tokens} {times} {row['anchor_ms']:>10.2f}")
     print(f"10-table markdown under 2,000 tokens: {'yes' if rows[10]['markdown_tokens'] < 2000 else 'NO'}")
 
 
