@@ -150,3 +150,13 @@ def test_unknown_source_and_bad_parameters(client: TestClient, admin: dict[str, 
     assert client.get("/api/logs/insforge.logs?limit=0", headers=admin).status_code == 400
     assert client.get("/api/logs/insforge.logs?start_time=yesterday", headers=admin).status_code == 400
     assert client.get("/api/logs/insforge.logs", headers=anon_headers(client)).status_code == 403
+
+
+def test_request_log_keeps_odd_paths_and_times(client: TestClient, admin: dict[str, str]) -> None:
+    marker = f"odd_{secrets.token_hex(4)}"
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    client.get(f"/api/nothing/{marker}%09tab%0Anewline%5Cbackslash")
+    line = client.get(f"/api/logs/insforge.logs?q={marker}", headers=admin).json()["logs"][0]
+    assert line["body"]["path"] == f"/api/nothing/{marker}\ttab\nnewline\\backslash"
+    moment = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00"))
+    assert before <= moment <= datetime.now(UTC) + timedelta(seconds=5)
