@@ -50,7 +50,8 @@ class LogRoutes:
         )
         # InsForge's paginatedResponse: the rows as they are, the range in PostgREST's header, 206 for a part.
         end = min(offset + len(rows) - 1, total - 1)
-        headers = {"Content-Range": f"{offset}-{end}/{total}", "Preference-Applied": "count=exact"}
+        span = f"{offset}-{end}" if rows else "*"  # (PostgREST's form for an empty page)
+        headers = {"Content-Range": f"{span}/{total}", "Preference-Applied": "count=exact"}
         return json_response(rows, 206 if len(rows) < total else 200, headers)
 
     async def audit_stats(self, request: Request) -> Response:
