@@ -160,3 +160,20 @@ def test_request_log_keeps_odd_paths_and_times(client: TestClient, admin: dict[s
     assert line["body"]["path"] == f"/api/nothing/{marker}\ttab\nnewline\\backslash"
     moment = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00"))
     assert before <= moment <= datetime.now(UTC) + timedelta(seconds=5)
+
+
+def test_search_across_sources_and_stats(client: TestClient, admin: dict[str, str]) -> None:
+    marker = f"search_{secrets.token_hex(4)}"
+    for number in range(3):
+        client.get(f"/api/database/records/{marker}_{number}", headers=admin)
+    found = client.get(f"/api/logs/search?q={marker}&limit=2", headers=admin)
+    # Each request is in insforge.logs and, being a records request, in postgREST.logs: 6 lines.
+    assert found.status_code == 206 and found.headers["content-range"] == "0-1/6"
+    assert [line["body"]["path"] for line in found.json()] == [f"/api/database/records/{marker}_2"] * 2
+    one_source = client.get(f"/api/logs/search?q={marker}&source=postgREST.logs", headers=admin).json()
+    assert {line["source"] for line in one_source} == {"postgREST.logs"} and len(one_source) == 3
+    assert client.get("/api/logs/search", headers=admin).status_code == 400
+    stats = {row["source"]: row for row in client.get("/api/logs/stats", headers=admin).json()}
+    assert set(stats) == {"insforge.logs", "postgREST.logs", "postgres.logs", "function.logs"}
+    assert stats["insforge.logs"]["count"] >= 3 and stats["insforge.logs"]["lastActivity"]
+    assert stats["function.logs"] == {"source": "function.logs", "count": 0, "lastActivity": None}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,6 +31,14 @@ def _moment(request: Request, *names: str) -> datetime | None:
     return None
 
 
+def _page(rows: list[dict[str, Any]], total: int, offset: int) -> Response:
+    """InsForge's paginatedResponse: the rows as they are, the range in PostgREST's header, 206 for a part."""
+    end = min(offset + len(rows) - 1, total - 1)
+    span = f"{offset}-{end}" if rows else "*"  # (PostgREST's form for an empty page)
+    headers = {"Content-Range": f"{span}/{total}", "Preference-Applied": "count=exact"}
+    return json_response(rows, 206 if len(rows) < total else 200, headers)
+
+
 class LogRoutes:
     def __init__(self, service: LogsService) -> None:
         self.service = service
@@ -48,11 +57,7 @@ class LogRoutes:
             start_date=timestamp_param(request, "start_date"),
             end_date=timestamp_param(request, "end_date"),
         )
-        # InsForge's paginatedResponse: the rows as they are, the range in PostgREST's header, 206 for a part.
-        end = min(offset + len(rows) - 1, total - 1)
-        span = f"{offset}-{end}" if rows else "*"  # (PostgREST's form for an empty page)
-        headers = {"Content-Range": f"{span}/{total}", "Preference-Applied": "count=exact"}
-        return json_response(rows, 206 if len(rows) < total else 200, headers)
+        return _page(rows, total, offset)
 
     async def audit_stats(self, request: Request) -> Response:
         actor = admin_actor(request)
@@ -65,6 +70,23 @@ class LogRoutes:
 
     async def sources(self, request: Request) -> Response:
         return json_response(self.service.sources(admin_actor(request)))
+
+    async def source_stats(self, request: Request) -> Response:
+        return json_response(await self.service.source_stats(admin_actor(request)))
+
+    async def search(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        text = request.query_params.get("q")
+        if not text or len(text) > 200:
+            raise ApiError(
+                400, "INVALID_INPUT", "Search query parameter (q) is required (at most 200 characters)."
+            )
+        limit = int_param(request, "limit", 100, 1, 1000)
+        offset = int_param(request, "offset", 0, 0, 1000)
+        rows, total = await self.service.search(
+            actor, text, request.query_params.get("source"), limit, offset
+        )
+        return _page(rows, total, offset)
 
     async def source_logs(self, request: Request) -> Response:
         actor = admin_actor(request)
@@ -98,6 +120,8 @@ class LogRoutes:
             Route("/api/logs/audits", self.prune_audits, methods=["DELETE"]),
             Route("/api/logs/audits/stats", self.audit_stats, methods=["GET"]),
             Route("/api/logs/sources", self.sources, methods=["GET"]),
+            Route("/api/logs/stats", self.source_stats, methods=["GET"]),
+            Route("/api/logs/search", self.search, methods=["GET"]),
             Route("/api/logs/{source}", self.source_logs, methods=["GET"]),
             Route("/api/usage/mcp", self.report_mcp_usage, methods=["POST"]),
             Route("/api/usage/mcp", self.mcp_usage, methods=["GET"]),

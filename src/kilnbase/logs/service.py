@@ -133,6 +133,30 @@ class LogsService:
             line["source"] = source
         return {"logs": lines, "total": len(lines)}
 
+    async def source_stats(self, actor: Actor) -> list[dict[str, Any]]:
+        """`GET /api/logs/stats`: per source, the lines available (up to 1,000, as InsForge counts) and the
+        time of the last."""
+        stats = []
+        for source in sources.SOURCES:
+            lines = (await self.source_logs(actor, source, LogQuery(limit=1000)))["logs"]
+            stamps = [line["timestamp"] for line in lines if line["timestamp"]]
+            stats.append(
+                {"source": source, "count": len(lines), "lastActivity": max(stamps) if stamps else None}
+            )
+        return stats
+
+    async def search(
+        self, actor: Actor, text: str, source: str | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """`GET /api/logs/search`: lines of one source, or of all, that contain `text`, newest first (among
+        the newest 1,000 of each source)."""
+        names = (source,) if source else sources.SOURCES
+        found: list[dict[str, Any]] = []
+        for name in names:
+            found += (await self.source_logs(actor, name, LogQuery(limit=1000, search=text)))["logs"]
+        found.sort(key=lambda line: line["timestamp"] or "", reverse=True)
+        return found[offset : offset + limit], len(found)
+
     # --- MCP usage ---------------------------------------------------------------------------------------
 
     async def record_mcp_usage(self, actor: Actor, tool_name: Any, success: Any) -> dict[str, bool]:
