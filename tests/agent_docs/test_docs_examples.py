@@ -60,5 +60,14 @@ def test_python_examples_run(live_keys: dict[str, str], path: str) -> None:
 
 @pytest.mark.parametrize("path", ["/api/docs/db-sdk", "/api/docs/auth-sdk"])
 def test_typescript_examples_run(live_keys: dict[str, str], path: str) -> None:
+    content = httpx.get(f"{live_keys['url']}{path}").json()["content"]
+    for _lang, statements in (match for match in _BLOCK.findall(content) if match[0] == "sql"):
+        # The SQL a document says to run first (with `run-raw-sql`), run the same way.
+        answer = httpx.post(
+            f"{live_keys['url']}/api/database/advance/rawsql",
+            json={"query": statements},
+            headers={"x-api-key": live_keys["apiKey"]},
+        )
+        assert answer.status_code == 200, answer.text
     script = _blocks(live_keys, path, "typescript") + "\nconsole.log(JSON.stringify({ ran: true }));\n"
     assert run_node(script, _env(live_keys)) == {"ran": True}
