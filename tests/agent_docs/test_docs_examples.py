@@ -1,7 +1,7 @@
 """The examples in the agent documents run, as written, against a real `kilnbase serve`: the shell blocks
 with bash, curl and jq (`set -e`, and `curl -f` fails on an error status), the Python blocks with this
 interpreter, the TypeScript blocks with Node and the official `@insforge/sdk`. The AI documents' examples
-need a model provider and are not run here."""
+need a model provider: `test_ai_docs_examples.py` runs them against a scripted one."""
 
 from __future__ import annotations
 
