@@ -171,3 +171,20 @@ def test_admin_only(client: TestClient, anon: dict[str, str]) -> None:
 def test_bad_format_is_400(client: TestClient, admin: dict[str, str]) -> None:
     response = client.get("/api/metadata?format=xml", headers=admin)
     assert response.status_code == 400 and response.json()["error"] == "INVALID_INPUT"
+
+
+def test_a_table_the_admin_role_cannot_read(
+    client: TestClient, admin: dict[str, str], new_name: NewName
+) -> None:
+    """(Tables in `public` always belong to project_admin; one in another schema, made by the owner, may not.)"""
+    schema = new_name("private")
+    response = client.post(
+        "/api/database/advance/rawsql/unrestricted",
+        json={"query": f"create schema {schema}; create table {schema}.secrets (id int primary key)"},
+        headers=admin,
+    )
+    assert response.status_code == 200, response.text
+    table = client.get(f"/api/metadata/{schema}.secrets", headers=admin).json()[f"{schema}.secrets"]
+    assert [c["columnName"] for c in table["schema"]] == ["id"]
+    assert table["recordCount"] == 0 and table["recordCountEstimated"] is True
+    assert table["access"] == {"anon": [], "authenticated": []}

@@ -53,9 +53,11 @@ select rel.relname as name,
                         else 'table' end as kind,
        rel.relrowsecurity as rls, rel.relforcerowsecurity as rls_forced,
        case when rel.relkind in ('r', 'p', 'm') and rel.reltuples >= %(exact)s then rel.reltuples::bigint
+            when not has_table_privilege(rel.oid, 'SELECT') then greatest(rel.reltuples, 0)::bigint
        end as row_count,
        has_table_privilege(rel.oid, 'SELECT') as readable,
-       rel.relkind in ('r', 'p', 'm') and rel.reltuples >= %(exact)s as row_count_estimated,
+       (rel.relkind in ('r', 'p', 'm') and rel.reltuples >= %(exact)s)
+         or not has_table_privilege(rel.oid, 'SELECT') as row_count_estimated,
        coalesce((select array_agg(a.cmd order by a.cmd) from access a
                  where a.oid = rel.oid and a.role = 'anon' and a.allowed), '{}') as anon,
        coalesce((select array_agg(a.cmd order by a.cmd) from access a
