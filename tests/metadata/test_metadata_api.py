@@ -176,7 +176,7 @@ def test_bad_format_is_400(client: TestClient, admin: dict[str, str]) -> None:
 def test_a_table_the_admin_role_cannot_read(
     client: TestClient, admin: dict[str, str], new_name: NewName
 ) -> None:
-    """Tables in `public` always belong to project_admin; one in another schema, made by the owner, may not."""
+    """Tables in `public` always belong to project_admin; one made by the owner in another schema may not."""
     schema = new_name("private")
     response = client.post(
         "/api/database/advance/rawsql/unrestricted",
