@@ -9,6 +9,7 @@ never leave: the SMTP password and OAuth client secrets are reported only as pre
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -183,3 +184,27 @@ async def ai(cur: AsyncCursor[DictRow]) -> dict[str, Any]:
     policy = await cur.fetchone()
     allowed = policy["allowed_models"] if policy else None
     return {"configurations": configurations, "allowedModels": None if allowed is None else list(allowed)}
+
+
+@dataclass(frozen=True)
+class ProjectState:
+    """Everything above, read in one transaction."""
+
+    installed: set[str]
+    auth: dict[str, Any]
+    storage: dict[str, Any]
+    functions: list[dict[str, Any]]
+    realtime: dict[str, Any]
+    ai: dict[str, Any]
+
+
+async def read(cur: AsyncCursor[DictRow]) -> ProjectState:
+    tables = await installed(cur)
+    return ProjectState(
+        installed=tables,
+        auth=await auth(cur),
+        storage=await storage(cur, tables),
+        functions=await functions(cur, tables),
+        realtime=await realtime(cur, tables),
+        ai=await ai(cur),
+    )

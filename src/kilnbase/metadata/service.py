@@ -109,30 +109,21 @@ class MetadataService:
 
     # --- the whole ---------------------------------------------------------------------------------------
 
-    async def _owner_state(
-        self,
-    ) -> tuple[dict[str, Any], set[str], dict[str, Any], list[Any], dict[str, Any], dict[str, Any]]:
+    async def _project_state(self) -> project_state.ProjectState:
         async with self.database.as_owner() as cur:
-            installed = await project_state.installed(cur)
-            auth = await project_state.auth(cur)
-            storage = await project_state.storage(cur, installed)
-            functions = await project_state.functions(cur, installed)
-            realtime = await project_state.realtime(cur, installed)
-            ai = await project_state.ai(cur)
-        return auth, installed, storage, functions, realtime, ai
+            return await project_state.read(cur)
 
     async def overview(self, actor: Actor) -> dict[str, Any]:
         """InsForge's `GET /api/metadata` JSON, with Kilnbase's additions (`ai`, the schema fingerprint)."""
         _require_admin(actor)
-        owner_state, database = await asyncio.gather(self._owner_state(), self.database_slice(actor))
-        auth, _installed, storage, functions, realtime, ai = owner_state
+        state, database = await asyncio.gather(self._project_state(), self.database_slice(actor))
         return {
-            "auth": auth,
+            "auth": state.auth,
             "database": database,
-            "storage": storage,
-            "functions": functions,
-            "realtime": realtime,
-            "ai": ai,
+            "storage": state.storage,
+            "functions": state.functions,
+            "realtime": state.realtime,
+            "ai": state.ai,
             "version": INSFORGE_API_VERSION,
             "schemaFingerprint": database["schemaFingerprint"],
         }
@@ -153,23 +144,23 @@ class MetadataService:
                 routines = await catalog.routines(cur, SCHEMA, MAX_ROUTINES)
             return relations, fingerprint, details, schema_edges, routines
 
-        owner_state, database = await asyncio.gather(self._owner_state(), database_part())
-        auth, installed, storage, functions, realtime, ai = owner_state
+        state, database = await asyncio.gather(self._project_state(), database_part())
+        installed = state.installed
         relations, fingerprint, details, schema_edges, routines = database
         return render(
             ProjectView(
                 version=INSFORGE_API_VERSION,
                 fingerprint=fingerprint,
                 schema=SCHEMA,
-                auth=auth,
+                auth=state.auth,
                 relations=relations,
                 details=details,
                 edges=schema_edges,
                 routines=routines,
-                storage=storage if "storage.buckets" in installed else None,
-                functions=functions if "functions.definitions" in installed else None,
-                realtime=realtime if "realtime.channels" in installed else None,
-                ai=ai,
+                storage=state.storage if "storage.buckets" in installed else None,
+                functions=state.functions if "functions.definitions" in installed else None,
+                realtime=state.realtime if "realtime.channels" in installed else None,
+                ai=state.ai,
             )
         )
 
