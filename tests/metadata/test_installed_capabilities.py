@@ -74,6 +74,7 @@ def test_markdown_says_what_changes_client_code(
     text = client.get("/api/metadata?format=markdown", headers=admin).text
     assert "email verification: required (link; sign-in fails until verified)" in text
     assert "- OAuth providers: github" in text
+    assert "verification emails cannot go out: new users cannot sign in until SMTP is set up" in text
     assert "- buckets: avatars (public), invoices (private)" in text
     assert "- send-welcome (active): Emails a new user" in text
     assert "- channels: room:%: chat rooms" in text

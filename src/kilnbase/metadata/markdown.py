@@ -104,7 +104,12 @@ def _auth(auth: dict[str, Any]) -> list[str]:
         f"- sign-up: {'disabled' if auth['disableSignup'] else 'open'}; email verification: {verification}",
         f"- password: {', '.join(rules)}; reset by {auth['resetPasswordMethod']}",
         f"- OAuth providers: {_list(providers)}",
-        f"- email sending (SMTP): {'configured' if smtp['enabled'] else 'not configured'}",
+        f"- email sending (SMTP): {'configured' if smtp['enabled'] else 'not configured'}"
+        + (
+            " (so verification emails cannot go out: new users cannot sign in until SMTP is set up)"
+            if auth["requireEmailVerification"] and not smtp["enabled"]
+            else ""
+        ),
     ]
 
 
