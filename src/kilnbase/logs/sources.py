@@ -28,7 +28,8 @@ SOURCES = ("insforge.logs", "postgREST.logs", "postgres.logs", "function.logs")
 RECORDS_PATHS = ("/api/database/records/%", "/api/database/rpc/%")
 #: How much of the end of the database's log file is read.
 TAIL_BYTES = 1024 * 1024
-_SQL_PASSWORD = re.compile(r"(?i)(password\s*)('(?:[^']|'')*'|\S+)")
+#: A password literal in SQL (`ALTER ROLE x PASSWORD 'secret'`); `password=...` is the scrubber's.
+_SQL_PASSWORD = re.compile(r"(?i)(password\s+)('(?:[^']|'')*')")
 _PG_LINE = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?)(?: ([A-Z]{2,5}|[+-]\d{2}))?")
 
 
