@@ -218,7 +218,12 @@ async def relations(
         _RELATIONS, {"schema": schema, "limit": limit, "exact": EXACT_COUNT_LIMIT, "name": name}
     )
     rows = await cur.fetchall()
-    to_count = [row for row in rows if row["row_count"] is None and row["readable"]]
+    # Views are not counted: counting one runs it, whatever it costs.
+    to_count = [
+        row
+        for row in rows
+        if row["row_count"] is None and row["readable"] and row["kind"] in ("table", "materialized view")
+    ]
     counts: dict[str, int] = {}
     for start in range(0, len(to_count), _COUNTS_PER_STATEMENT):
         chunk = to_count[start : start + _COUNTS_PER_STATEMENT]

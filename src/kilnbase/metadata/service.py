@@ -73,7 +73,9 @@ class MetadataService:
         def entry(row: Any) -> dict[str, Any]:
             return {
                 "tableName": row["name"],
-                "recordCount": row["row_count"] if row["row_count"] is not None else 0,
+                "recordCount": row["row_count"]
+                if row["row_count"] is not None or row["kind"] == "view"
+                else 0,
                 "recordCountEstimated": row["row_count_estimated"],
                 "rlsEnabled": row["rls"],
                 "anonAccess": list(row["anon"]),
