@@ -61,12 +61,20 @@ class Core:
 
 @dataclass(frozen=True)
 class Tool:
-    """An MCP tool a capability offers: `run`'s signature is its input schema (the MCP SDK reads it)."""
+    """An MCP tool a capability offers.
+
+    `run(actor, **arguments)` calls the capability's service as `actor` (who, from where, through which
+    tool), so the service checks rights and writes its audit entry exactly as for an HTTP route. The rest of
+    `run`'s signature, with its annotations, is the tool's input schema (the MCP SDK reads it); it returns
+    JSON-ready data. A tool that changes nothing is `read_only`; one that any caller may use (not only an
+    admin) says so with `needs_admin=False`.
+    """
 
     name: str
     description: str
     run: Callable[..., Awaitable[Any]]
     read_only: bool = True
+    needs_admin: bool = True
 
 
 def _no_lifespan() -> AbstractAsyncContextManager[None]:

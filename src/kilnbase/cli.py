@@ -230,6 +230,58 @@ def migrate(data_dir: DataDir = None) -> None:
         console.print("The database is up to date.")
 
 
+@app.command("mcp")
+def mcp_stdio(
+    data_dir: DataDir = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="KILNBASE_API_KEY",
+            help="The agent's credential: API key, anon key or access token [the project's API key].",
+        ),
+    ] = None,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Offer only tools that change nothing.")
+    ] = False,
+    features: Annotated[
+        str | None, typer.Option("--features", help="Only these feature groups, e.g. database,auth.")
+    ] = None,
+) -> None:
+    """Serve the MCP tools over stdio for a local coding agent (beside a running server, or on its own)."""
+    from kilnbase.app import serve_mcp_stdio
+    from kilnbase.mcp_server.access import Narrowing
+    from kilnbase.structured_log import configure_logging
+
+    settings = _settings(data_dir)
+    configure_logging("warning", sys.stderr)  # standard output carries the protocol
+    try:
+        project_keys = load_project_keys(settings)
+    except _KNOWN_ERRORS as exc:
+        _fail(str(exc))
+        return
+    opened = None
+    conninfo = (
+        settings.database_url
+        or EmbeddedPostgres(settings.data_dir, project_keys.postgres_password).running_conninfo()
+    )
+    if conninfo is None:  # no server running on this data dir: start the database for this session
+        try:
+            opened = open_database(settings, project_keys, _progress)
+        except _KNOWN_ERRORS as exc:
+            _fail(str(exc))
+            return
+        conninfo = opened.conninfo
+    if api_key is None:
+        console.print("[dim]•[/] acting with the project's API key; pass --api-key for a narrower credential")
+    narrowing = Narrowing.parse(read_only, features.split(",") if features else None)
+    try:
+        asyncio.run(serve_mcp_stdio(settings, conninfo, api_key, narrowing))
+    finally:
+        if opened is not None:
+            opened.close()
+
+
 @app.command()
 def version() -> None:
     """Print Kilnbase's version."""

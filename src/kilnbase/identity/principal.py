@@ -61,6 +61,10 @@ class Principal:
 
 
 ANONYMOUS = Principal(db_role="anon", kind=CredentialKind.NONE, claims={"role": "anon"})
+#: Whoever presents the project's API key.
+API_KEY_HOLDER = Principal(
+    db_role="project_admin", kind=CredentialKind.API_KEY, claims={"role": "project_admin"}
+)
 
 
 class CredentialError(Exception):
@@ -72,9 +76,7 @@ class CredentialResolver:
         self._keys = keys
         self._tokens = tokens
         self._ended_sessions = ended_sessions
-        self._admin = Principal(
-            db_role="project_admin", kind=CredentialKind.API_KEY, claims={"role": "project_admin"}
-        )
+        self._admin = API_KEY_HOLDER
         self._anon = Principal(db_role="anon", kind=CredentialKind.ANON_KEY, claims={"role": "anon"})
 
     def resolve(self, authorization: str | None, api_key_header: str | None) -> Principal:

@@ -1,0 +1,170 @@
+"""The MCP server over the capabilities' tools, built on the official `mcp` SDK (`MCPServer`).
+
+Each tool is a capability's `Tool`: the server calls its service directly (no HTTP round trip) as the
+caller's `Actor`, so the call runs under the caller's role and RLS and the service writes its own audit entry.
+Around every call this module adds what belongs to the MCP surface alone: who may see and call which tool
+(`access.py`), one audit entry per call (tool, masked arguments, outcome, duration), a bound on the result's
+size, and errors in the words the HTTP API uses (`{error, message, nextActions}`).
+
+The caller is the credential of the HTTP request that carried the call (`/mcp`, resolved by the edge
+middleware like any request) or, over stdio, the credential the command was started with.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+
+from kilnbase import audit
+from kilnbase.capability import Capability, Tool
+from kilnbase.db.session import Database
+from kilnbase.http.errors import ApiError
+from kilnbase.http.request_context import client_ip_in, principal_in
+from kilnbase.identity.actor import Actor
+from kilnbase.identity.principal import Principal
+from kilnbase.mcp_server.access import EVERYTHING, Listed, Narrowing, visible
+from kilnbase.mcp_server.results import bounded_text, masked_arguments
+
+MODULE = "MCP"
+INSTRUCTIONS = (
+    "Kilnbase: an InsForge-compatible backend (Postgres with RLS, a PostgREST-style records API, auth, "
+    "a model gateway). Tools act as your credential; Row Level Security decides what they see. Read the "
+    "schema before changing it; prefer migrations (dry-run first) to raw SQL for DDL."
+)
+
+#: How a connection's narrowing is found: from the HTTP request's query (`/mcp?read_only=true&features=
+#: database,auth`), or fixed for a stdio server.
+NarrowingOf = Callable[[Mapping[str, Any] | None], Narrowing]
+
+
+class Caller:
+    """Turns the SDK's request context into the principal, address and narrowing of the caller."""
+
+    def __init__(self, stdio_principal: Principal | None, stdio_narrowing: Narrowing) -> None:
+        self.stdio_principal = stdio_principal
+        self.stdio_narrowing = stdio_narrowing
+
+    def of(self, request: Any) -> tuple[Principal, str | None, str | None, Narrowing]:
+        scope = getattr(request, "scope", None)
+        if scope is None:  # stdio: one local agent, the credential the command was started with
+            if self.stdio_principal is None:
+                raise ToolError("No credential: start `kilnbase mcp` with --api-key or KILNBASE_API_KEY.")
+            return self.stdio_principal, None, "mcp-stdio", self.stdio_narrowing
+        query = request.query_params
+        narrowing = Narrowing.parse(
+            query.get("read_only", "").lower() in ("1", "true", "yes"),
+            query["features"].split(",") if "features" in query else None,
+        )
+        return principal_in(scope), client_ip_in(scope), request.headers.get("user-agent"), narrowing
+
+
+class ToolAccessMiddleware:
+    """Hides from `tools/list` what the caller may not use, and refuses a `tools/call` of such a tool
+    before it runs (so a hidden tool cannot be called by name)."""
+
+    def __init__(self, listed: Mapping[str, Listed], caller: Caller) -> None:
+        self.listed = listed
+        self.caller = caller
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method not in ("tools/list", "tools/call"):
+            return await call_next(ctx)
+        principal, _ip, _agent, narrowing = self.caller.of(ctx.request)
+        if ctx.method == "tools/call":
+            name = str((ctx.params or {}).get("name", ""))
+            entry = self.listed.get(name)
+            if entry is None or not visible(principal, narrowing, entry):
+                # The same answer as for a name that does not exist: a hidden tool is not there.
+                return CallToolResult(
+                    content=[TextContent(type="text", text=f"Unknown tool: {name}")], is_error=True
+                )
+            return await call_next(ctx)
+        result = await call_next(ctx)  # the wire form: {"tools": [{"name": ...}, ...], ...}
+        if isinstance(result, dict) and isinstance(result.get("tools"), list):
+            allowed = {name for name, entry in self.listed.items() if visible(principal, narrowing, entry)}
+            result["tools"] = [t for t in result["tools"] if t.get("name") in allowed]
+        return result
+
+
+def _error_text(exc: ApiError) -> str:
+    body: dict[str, Any] = {"error": exc.code, "message": exc.message, "statusCode": exc.status}
+    if exc.next_actions:
+        body["nextActions"] = exc.next_actions
+    return orjson.dumps(body).decode()
+
+
+def _adapt(entry: Listed, caller: Caller, database: Database) -> Callable[..., Any]:
+    """A function with the tool's own parameters (without `actor`) plus the SDK's context, that builds the
+    actor, calls the tool, audits the call and bounds its result."""
+    tool = entry.tool
+    signature = inspect.signature(tool.run, eval_str=True)
+    parameters = list(signature.parameters.values())[1:]  # the first is the actor
+
+    async def call(ctx: Context, **arguments: Any) -> str:
+        principal, ip, user_agent, _narrowing = caller.of(ctx.request_context.request)
+        actor = Actor(principal, ip=ip, user_agent=user_agent, tool=tool.name)
+        started = time.perf_counter()
+        details: dict[str, Any] = {"tool": tool.name, "arguments": masked_arguments(arguments)}
+        try:
+            result = await tool.run(actor, **arguments)
+        except ApiError as exc:
+            details |= {"error": exc.message, "durationMs": _ms(started)}
+            await audit.record(database, actor, "TOOL_CALL", MODULE, details, outcome="failed")
+            raise ToolError(_error_text(exc)) from None
+        details["durationMs"] = _ms(started)
+        await audit.record(database, actor, "TOOL_CALL", MODULE, details)
+        return bounded_text(result)
+
+    context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
+    call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*parameters, context] if parameters else [context], return_annotation=str
+    )
+    call.__annotations__ = {p.name: p.annotation for p in parameters} | {"ctx": Context, "return": str}
+    call.__name__ = tool.name.replace("-", "_")
+    return call
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def build_server(
+    offered: Sequence[Capability],
+    database: Database,
+    *,
+    stdio_principal: Principal | None = None,
+    stdio_narrowing: Narrowing = EVERYTHING,
+) -> MCPServer:
+    """One MCP server with every capability's tools; the caller decides, per call, what is visible."""
+    listed = {tool.name: Listed(capability.name, tool) for capability in offered for tool in capability.tools}
+    caller = Caller(stdio_principal, stdio_narrowing)
+    server: MCPServer = MCPServer(
+        "kilnbase",
+        instructions=INSTRUCTIONS,
+        middleware=[ToolAccessMiddleware(listed, caller)],
+        warn_on_duplicate_tools=True,
+    )
+    for entry in listed.values():
+        server.add_tool(
+            _adapt(entry, caller, database),
+            name=entry.tool.name,
+            description=entry.tool.description,
+            annotations=ToolAnnotations(
+                read_only_hint=entry.tool.read_only, destructive_hint=not entry.tool.read_only
+            ),
+            structured_output=False,
+        )
+    return server
+
+
+def catalogue(offered: Sequence[Capability]) -> list[tuple[str, Tool]]:
+    """Every tool with its feature group, in the app's order (for docs and `kilnbase mcp --list`)."""
+    return [(capability.name, tool) for capability in offered for tool in capability.tools]

@@ -1,0 +1,220 @@
+"""The built-in MCP server, driven by the official `mcp` client over both transports against a real
+`kilnbase serve`: what each credential sees, what the tools do, what they refuse, and what the audit log
+keeps of them."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult, TextContent
+
+from tests.support.servers import ServerProcess
+
+pytestmark = pytest.mark.anyio
+
+WRITE_TOOLS = {"run-raw-sql", "create-table", "delete-table", "apply-migration", "bulk-upsert"}
+
+
+@asynccontextmanager
+async def http_client(
+    server: ServerProcess, credential: str | None, query: str = ""
+) -> AsyncIterator[Client]:
+    headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as http,
+        Client(streamable_http_client(f"{server.url}/mcp{query}", http_client=http)) as client,
+    ):
+        yield client
+
+
+def text_of(result: CallToolResult) -> str:
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    return block.text
+
+
+def error_of(result: CallToolResult) -> dict[str, Any]:
+    """The API's error body inside a tool error ("Error executing tool x: {...}")."""
+    assert result.is_error
+    text = text_of(result)
+    body: dict[str, Any] = json.loads(text[text.index("{") :])
+    return body
+
+
+async def call(client: Client, tool: str, arguments: dict[str, Any]) -> Any:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, text_of(result)
+    return json.loads(text_of(result))
+
+
+async def tool_names(client: Client) -> set[str]:
+    return {tool.name for tool in (await client.list_tools()).tools}
+
+
+def table_name() -> str:
+    return f"mcp_{uuid.uuid4().hex[:10]}"
+
+
+async def test_the_api_key_sees_read_and_write_tools(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        names = await tool_names(client)
+    assert {"list-tables", "get-table-schema", "dry-run-migration"} <= names
+    assert names >= WRITE_TOOLS
+
+
+async def test_read_only_and_features_narrow_the_list(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    async with http_client(live_server, live_keys["apiKey"], "?read_only=true") as client:
+        read_only = await tool_names(client)
+        refused = await client.call_tool("run-raw-sql", {"query": "select 1"})
+    assert "list-tables" in read_only
+    assert not (WRITE_TOOLS & read_only)
+    assert refused.is_error
+    assert "Unknown tool" in text_of(refused)
+
+    async with http_client(live_server, live_keys["apiKey"], "?features=auth") as client:
+        assert not ({"list-tables", "run-raw-sql"} & await tool_names(client))
+
+
+async def test_the_anon_key_sees_no_admin_tool_and_cannot_call_one(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    async with http_client(live_server, live_keys["anonKey"]) as client:
+        names = await tool_names(client)
+        refused = await client.call_tool("run-raw-sql", {"query": "select 1"})
+    assert not ({"list-tables", "run-raw-sql", "create-table"} & names)
+    assert refused.is_error
+
+
+def test_no_credential_is_401_before_mcp_reads_anything(live_server: ServerProcess) -> None:
+    response = httpx.post(
+        f"{live_server.url}/mcp",
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={"Accept": "application/json, text/event-stream"},
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "AUTH_UNAUTHORIZED"
+
+
+async def test_a_table_made_through_tools_works_and_is_audited_with_its_tool(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    name = table_name()
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        created = await call(
+            client,
+            "create-table",
+            {"tableName": name, "columns": [{"columnName": "title", "type": "string", "isNullable": False}]},
+        )
+        await call(
+            client, "run-raw-sql", {"query": f"insert into {name} (title) values ($1)", "params": ["hi"]}
+        )
+        selected = await call(client, "run-raw-sql", {"query": f"select title from {name}"})
+        schema = await call(client, "get-table-schema", {"tableName": name})
+        tables = await call(client, "list-tables", {})
+    assert created["tableName"] == name
+    assert selected["rows"] == [{"title": "hi"}]
+    assert [c["columnName"] for c in schema["columns"]][:2] == ["id", "title"]
+    assert name in tables
+
+    audits = httpx.get(
+        f"{live_server.url}/api/logs/audits",
+        params={"limit": 100},
+        headers={"Authorization": f"Bearer {live_keys['apiKey']}"},
+    ).json()
+    entries = audits["data"] if isinstance(audits, dict) else audits
+    service_entry = next(
+        e for e in entries if e["action"] == "CREATE_TABLE" and e["details"].get("table") == name
+    )
+    assert service_entry["tool"] == "create-table"
+    tool_entries = [
+        e for e in entries if e["action"] == "TOOL_CALL" and e["details"]["tool"] == "create-table"
+    ]
+    assert any(e["details"]["arguments"]["tableName"] == name for e in tool_entries)
+
+
+async def test_a_service_refusal_is_a_tool_error_in_the_apis_words(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        missing = await client.call_tool("get-table-schema", {"tableName": table_name()})
+        guarded = await client.call_tool("run-raw-sql", {"query": "alter system set work_mem = '1GB'"})
+        invalid = await client.call_tool("create-table", {"tableName": "", "columns": []})
+    assert error_of(missing)["statusCode"] == 404
+    assert error_of(missing)["error"] == "DATABASE_NOT_FOUND"
+    assert error_of(guarded)["statusCode"] in (400, 403)
+    assert invalid.is_error  # the input schema refuses an empty name before the service runs
+
+
+async def test_a_large_result_is_cut_with_a_note_saying_how_to_page(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        result = await call(
+            client,
+            "run-raw-sql",
+            {"query": "select n, repeat('x', 40) as pad from generate_series(1, 5000) n"},
+        )
+    assert 0 < len(result["rows"]) < 5000
+    assert result["rows"][0] == {"n": 1, "pad": "x" * 40}
+    assert "left out" in result["truncated"]
+
+
+async def test_secrets_in_arguments_are_masked_in_the_audit_log(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    from kilnbase.mcp_server.results import masked_arguments
+
+    masked = masked_arguments(
+        {"password": "hunter2", "apiKey": "ik_x", "query": "q" * 400, "upsertKey": "id"}
+    )
+    assert masked["password"] == "***"
+    assert masked["apiKey"] == "***"
+    assert masked["upsertKey"] == "id"
+    assert len(masked["query"]) < 400
+
+
+def stdio_parameters(server: ServerProcess, *args: str) -> StdioServerParameters:
+    env = {k: v for k, v in server.env.items() if k in ("DATABASE_URL", "PATH", "HOME", "LANG")}
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "kilnbase", "mcp", "--data-dir", str(server.data_dir), *args],
+        env={**env, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+
+
+async def test_stdio_beside_a_running_server(live_server: ServerProcess, live_keys: dict[str, str]) -> None:
+    name = table_name()
+    async with Client(stdio_parameters(live_server), read_timeout_seconds=60) as client:
+        names = await tool_names(client)
+        await call(client, "run-raw-sql", {"query": f"create table {name} (id int primary key)"})
+        tables = await call(client, "list-tables", {})
+    assert names >= WRITE_TOOLS
+    assert name in tables
+
+    async with Client(stdio_parameters(live_server, "--read-only"), read_timeout_seconds=60) as client:
+        read_only = await tool_names(client)
+    assert "list-tables" in read_only
+    assert not (WRITE_TOOLS & read_only)
+
+
+async def test_stdio_with_the_anon_key_offers_no_admin_tool(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    parameters = stdio_parameters(live_server, "--api-key", live_keys["anonKey"])
+    async with Client(parameters, read_timeout_seconds=60) as client:
+        assert not ({"list-tables", "run-raw-sql"} & await tool_names(client))
