@@ -218,3 +218,35 @@ async def test_stdio_with_the_anon_key_offers_no_admin_tool(
     parameters = stdio_parameters(live_server, "--api-key", live_keys["anonKey"])
     async with Client(parameters, read_timeout_seconds=60) as client:
         assert not ({"list-tables", "run-raw-sql"} & await tool_names(client))
+
+
+async def test_users_found_and_deleted_through_tools(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    signed_up = httpx.post(
+        f"{live_server.url}/api/auth/users",
+        json={"email": email, "password": "correct-horse-9"},
+        headers={"Authorization": f"Bearer {live_keys['anonKey']}"},
+    )
+    assert signed_up.status_code in (200, 201), signed_up.text
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        found = await call(client, "list-users", {"search": email})
+        [user] = found["data"]
+        assert (await call(client, "get-user", {"userId": user["id"]}))["email"] == email
+        assert await call(client, "delete-users", {"userIds": [user["id"]]}) == {"deletedCount": 1}
+        assert (await call(client, "list-users", {"search": email}))["data"] == []
+        audit = await call(client, "search-audit-logs", {"action": "DELETE_USERS", "module": "AUTH"})
+    assert any(e["details"]["userIds"] == [user["id"]] and e["tool"] == "delete-users" for e in audit["data"])
+
+
+async def test_keys_settings_and_gateway_reads(live_server: ServerProcess, live_keys: dict[str, str]) -> None:
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        anon = await call(client, "get-anon-key", {})
+        config = await call(client, "get-auth-config", {})
+        configurations = await call(client, "list-ai-configurations", {})
+        usage = await call(client, "get-ai-usage-summary", {})
+    assert anon == {"anonKey": live_keys["anonKey"]}
+    assert "requireEmailVerification" in config
+    assert isinstance(configurations, list)
+    assert "byModel" in usage
