@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from kilnbase.agents import routes as agents_routes
 from kilnbase.ai import routes as ai_routes
 from kilnbase.auth import routes as auth_routes
 from kilnbase.capability import BodySurface, Capability
@@ -24,11 +25,12 @@ from kilnbase.config import Settings
 from kilnbase.dashboard import routes as dashboard_routes
 from kilnbase.database import routes as database_routes
 from kilnbase.health import routes as health_routes
+from kilnbase.http.agent_scopes import guard_routes
 from kilnbase.http.errors import EXCEPTION_HANDLERS
 from kilnbase.http.request_context import BodyLimit, RequestContextMiddleware
 from kilnbase.http.routing import IndexedRouter
 from kilnbase.identity.principal import API_KEY_HOLDER, CredentialResolver
-from kilnbase.keys.project_keys import load_project_keys
+from kilnbase.keys.project_keys import ProjectKeys, load_project_keys
 from kilnbase.logs import routes as logs_routes
 from kilnbase.mcp_server.access import EVERYTHING, Narrowing
 from kilnbase.mcp_server.endpoint import mcp_capability
@@ -50,6 +52,7 @@ def capabilities(services: Services) -> list[Capability]:
         secrets_routes.capability(services.key_rotation),
         records_routes.capability(services.records),
         database_routes.capability(services.database),
+        agents_routes.capability(services.agents),
         ai_routes.capability(services.ai),
         dashboard_routes.capability(services.core),
     ]
@@ -116,7 +119,10 @@ def create_app(
     opened = database
     services = build_services(build_core(settings, keys, opened.conninfo))
     offered = capabilities(services)
-    offered.append(mcp_capability(offered, services.core.database))  # every other capability's tools
+    for capability in offered:  # agent keys reach only the feature groups their scopes name
+        if capability.agent_scoped:
+            guard_routes(capability.routes, capability.name, services.core.agent_keys)
+    offered.append(mcp_capability(offered, services.core))  # every other capability's tools
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -134,7 +140,7 @@ def create_app(
     middleware = [
         Middleware(
             RequestContextMiddleware,
-            resolver=CredentialResolver(keys, services.core.tokens, services.core.ended_sessions),
+            resolver=resolver_of(keys, services),
             body_limit_for=body_limits(settings, offered),
             max_header_bytes=settings.max_header_bytes,
             trusted_proxies=settings.trusted_proxies,
@@ -142,6 +148,11 @@ def create_app(
     ]
     routes = [route for capability in offered for route in capability.routes]
     return KilnbaseApp(services, routes, middleware, lifespan)
+
+
+def resolver_of(keys: ProjectKeys, services: Services) -> CredentialResolver:
+    core = services.core
+    return CredentialResolver(keys, core.tokens, core.ended_sessions, core.agent_keys)
 
 
 @contextlib.asynccontextmanager
@@ -162,12 +173,10 @@ async def serve_mcp_stdio(
     keys = load_project_keys(settings)
     services = build_services(build_core(settings, keys, conninfo))
     offered = capabilities(services)
-    resolver = CredentialResolver(keys, services.core.tokens, services.core.ended_sessions)
+    resolver = resolver_of(keys, services)
     async with running(services, offered):
         principal = API_KEY_HOLDER if credential is None else resolver.resolve(f"Bearer {credential}", None)
-        server = build_server(
-            offered, services.core.database, stdio_principal=principal, stdio_narrowing=narrowing
-        )
+        server = build_server(offered, services.core, stdio_principal=principal, stdio_narrowing=narrowing)
         await server.run_stdio_async()
 
 

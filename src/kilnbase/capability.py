@@ -2,9 +2,9 @@
 (`Capability`).
 
 `Core` is what a running server holds that every capability may use, built once at startup with no optional
-fields: settings, keys, tokens, the secret box, the database, the schema cache, the rate limiter, and the view
-of ended sessions that the credential resolver consults. A capability
-builds its service from it, then offers a `Capability`: its routes, its lifespan (started in the app's order,
+fields: settings, keys, tokens, the secret box, the database, the schema cache, the rate limiter, and the
+views of ended sessions and live agent keys that the credential resolver consults. A capability builds
+its service from it, then offers a `Capability`: its routes, its lifespan (started in the app's order,
 stopped in reverse, through one exit stack) and its MCP tools. `app.py` is the list of them.
 """
 
@@ -23,6 +23,7 @@ from kilnbase.config import Settings
 from kilnbase.db.schema_cache import SchemaCache
 from kilnbase.db.session import Database
 from kilnbase.http.rate_limit import RateLimiter
+from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.keys.access_tokens import TokenService
 from kilnbase.keys.project_keys import ProjectKeys
@@ -42,6 +43,7 @@ class Core:
     schema_cache: SchemaCache
     rate_limiter: RateLimiter
     ended_sessions: EndedSessions
+    agent_keys: AgentKeys
     started_at: float = field(default_factory=time.time)
 
     @contextlib.asynccontextmanager
@@ -56,6 +58,8 @@ class Core:
             stack.push_async_callback(self.schema_cache.stop)
             await self.ended_sessions.start()
             stack.push_async_callback(self.ended_sessions.stop)
+            await self.agent_keys.start()
+            stack.push_async_callback(self.agent_keys.stop)
             yield
 
 
@@ -90,3 +94,6 @@ class Capability:
     tools: Sequence[Tool] = ()
     #: Path prefixes whose request bodies fall under a limit other than the JSON one.
     body_limits: Mapping[str, BodySurface] = field(default_factory=dict)
+    #: Agent keys reach these routes only as their scopes name this capability (False: its service
+    #: decides for itself, as the agent keys' own routes do).
+    agent_scoped: bool = True

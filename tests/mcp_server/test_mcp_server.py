@@ -250,3 +250,49 @@ async def test_keys_settings_and_gateway_reads(live_server: ServerProcess, live_
     assert "requireEmailVerification" in config
     assert isinstance(configurations, list)
     assert "byModel" in usage
+
+
+def agent_key(server: ServerProcess, api_key: str, scopes: list[str]) -> str:
+    response = httpx.post(
+        f"{server.url}/api/agents/keys",
+        json={"name": f"mcp-{uuid.uuid4().hex[:6]}", "scopes": scopes},
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    assert response.status_code == 201, response.text
+    key: str = response.json()["key"]
+    return key
+
+
+async def test_an_agent_key_sees_the_tools_its_scopes_name(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    reader = agent_key(live_server, live_keys["apiKey"], ["*:read"])
+    one_tool = agent_key(live_server, live_keys["apiKey"], ["tool:list-tables"])
+    async with http_client(live_server, reader) as client:
+        names = await tool_names(client)
+        refused = await client.call_tool("create-table", {"tableName": table_name(), "columns": []})
+        tables = await call(client, "list-tables", {})
+    assert {"list-tables", "list-users", "search-audit-logs"} <= names
+    assert not (WRITE_TOOLS & names)
+    assert refused.is_error
+    assert isinstance(tables, list)
+    async with http_client(live_server, one_tool) as client:
+        assert await tool_names(client) == {"list-tables"}
+
+
+async def test_an_agents_tool_calls_name_its_key(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    writer = agent_key(live_server, live_keys["apiKey"], ["database:write"])
+    name = table_name()
+    async with http_client(live_server, writer) as client:
+        await call(client, "run-raw-sql", {"query": f"create table {name} (id int)"})
+    audits = httpx.get(
+        f"{live_server.url}/api/logs/audits",
+        params={"limit": 100, "action": "TOOL_CALL"},
+        headers={"Authorization": f"Bearer {live_keys['apiKey']}"},
+    ).json()
+    entries = audits["data"] if isinstance(audits, dict) else audits
+    [entry] = [e for e in entries if name in str(e["details"]["arguments"].get("query", ""))]
+    assert entry["actor"].startswith("agent:mcp-")
+    assert entry["agentKey"] is not None

@@ -1,12 +1,10 @@
 """Which tools a caller sees and may call.
 
-Three things narrow the catalogue, and none can widen it: the credential's role (tools that need an admin
+Four things narrow the catalogue, and none can widen it: the credential's role (tools that need an admin
 are hidden from everyone else), its scopes (an agent key's `database:read`, `*:read`, `tool:run-raw-sql`;
-an empty set means all its role allows), and what the connection asked for (`read_only`, a list of
-feature groups), as Supabase's MCP server offers with `--read-only` and `--features`.
-
-Scopes name a feature group (a capability's name) and a kind: `<group>:read` reaches the group's read tools,
-`<group>:write` its read and write tools, `*:read` / `*:write` every group; `tool:<name>` one tool.
+`Principal.allows`), the project's read-only mode for agents, and what the connection asked for
+(`read_only`, a list of feature groups), as Supabase's MCP server offers with `--read-only` and
+`--features`.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kilnbase.capability import Tool
-from kilnbase.identity.principal import Principal
+from kilnbase.identity.principal import Access, Principal
 
 
 @dataclass(frozen=True)
@@ -26,7 +24,7 @@ class Listed:
     tool: Tool
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> Access:
         return "read" if self.tool.read_only else "write"
 
 
@@ -47,15 +45,6 @@ class Narrowing:
 EVERYTHING = Narrowing()
 
 
-def scope_allows(principal: Principal, listed: Listed) -> bool:
-    if not principal.scopes:
-        return True
-    wanted = {f"{listed.group}:{listed.kind}", f"*:{listed.kind}", f"tool:{listed.tool.name}"}
-    if listed.tool.read_only:
-        wanted |= {f"{listed.group}:write", "*:write"}
-    return not wanted.isdisjoint(principal.scopes)
-
-
 def visible(principal: Principal, narrowing: Narrowing, listed: Listed) -> bool:
     """May this caller, on this connection, see (and so call) this tool?"""
     if listed.tool.needs_admin and not principal.is_admin:
@@ -64,4 +53,4 @@ def visible(principal: Principal, narrowing: Narrowing, listed: Listed) -> bool:
         return False
     if narrowing.groups is not None and listed.group not in narrowing.groups:
         return False
-    return scope_allows(principal, listed)
+    return principal.allows(listed.group, listed.kind, listed.tool.name)

@@ -18,8 +18,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from kilnbase.capability import Capability
-from kilnbase.db.session import Database
+from kilnbase.capability import Capability, Core
 from kilnbase.http.request_context import credential_in
 from kilnbase.mcp_server.server import build_server
 
@@ -37,8 +36,8 @@ class _Authenticated:
         await self.transport(scope, receive, send)
 
 
-def mcp_capability(offered: Sequence[Capability], database: Database) -> Capability:
-    server = build_server(offered, database)
+def mcp_capability(offered: Sequence[Capability], core: Core) -> Capability:
+    server = build_server(offered, core)
     server.streamable_http_app(
         stateless_http=True,
         json_response=True,

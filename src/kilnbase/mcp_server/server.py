@@ -24,11 +24,12 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
 from kilnbase import audit
-from kilnbase.capability import Capability, Tool
+from kilnbase.capability import Capability, Core, Tool
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
 from kilnbase.http.request_context import client_ip_in, principal_in
 from kilnbase.identity.actor import Actor
+from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.principal import Principal
 from kilnbase.mcp_server.access import EVERYTHING, Listed, Narrowing, visible
 from kilnbase.mcp_server.results import bounded_text, masked_arguments
@@ -48,7 +49,10 @@ NarrowingOf = Callable[[Mapping[str, Any] | None], Narrowing]
 class Caller:
     """Turns the SDK's request context into the principal, address and narrowing of the caller."""
 
-    def __init__(self, stdio_principal: Principal | None, stdio_narrowing: Narrowing) -> None:
+    def __init__(
+        self, agent_keys: AgentKeys, stdio_principal: Principal | None, stdio_narrowing: Narrowing
+    ) -> None:
+        self.agent_keys = agent_keys
         self.stdio_principal = stdio_principal
         self.stdio_narrowing = stdio_narrowing
 
@@ -57,13 +61,17 @@ class Caller:
         if scope is None:  # stdio: one local agent, the credential the command was started with
             if self.stdio_principal is None:
                 raise ToolError("No credential: start `kilnbase mcp` with --api-key or KILNBASE_API_KEY.")
-            return self.stdio_principal, None, "mcp-stdio", self.stdio_narrowing
-        query = request.query_params
-        narrowing = Narrowing.parse(
-            query.get("read_only", "").lower() in ("1", "true", "yes"),
-            query["features"].split(",") if "features" in query else None,
-        )
-        return principal_in(scope), client_ip_in(scope), request.headers.get("user-agent"), narrowing
+            principal, ip, agent, narrowing = self.stdio_principal, None, "mcp-stdio", self.stdio_narrowing
+        else:
+            query = request.query_params
+            narrowing = Narrowing.parse(
+                query.get("read_only", "").lower() in ("1", "true", "yes"),
+                query["features"].split(",") if "features" in query else None,
+            )
+            principal, ip, agent = principal_in(scope), client_ip_in(scope), request.headers.get("user-agent")
+        if principal.agent is not None and self.agent_keys.read_only:  # the project's read-only mode
+            narrowing = Narrowing(read_only=True, groups=narrowing.groups)
+        return principal, ip, agent, narrowing
 
 
 class ToolAccessMiddleware:
@@ -138,14 +146,14 @@ def _ms(started: float) -> float:
 
 def build_server(
     offered: Sequence[Capability],
-    database: Database,
+    core: Core,
     *,
     stdio_principal: Principal | None = None,
     stdio_narrowing: Narrowing = EVERYTHING,
 ) -> MCPServer:
     """One MCP server with every capability's tools; the caller decides, per call, what is visible."""
     listed = {tool.name: Listed(capability.name, tool) for capability in offered for tool in capability.tools}
-    caller = Caller(stdio_principal, stdio_narrowing)
+    caller = Caller(core.agent_keys, stdio_principal, stdio_narrowing)
     server: MCPServer = MCPServer(
         "kilnbase",
         instructions=INSTRUCTIONS,
@@ -154,7 +162,7 @@ def build_server(
     )
     for entry in listed.values():
         server.add_tool(
-            _adapt(entry, caller, database),
+            _adapt(entry, caller, core.database),
             name=entry.tool.name,
             description=entry.tool.description,
             annotations=ToolAnnotations(
