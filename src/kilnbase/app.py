@@ -24,9 +24,11 @@ from kilnbase.capability import BodySurface, Capability
 from kilnbase.config import Settings
 from kilnbase.dashboard import routes as dashboard_routes
 from kilnbase.database import routes as database_routes
+from kilnbase.db.idempotency import IdempotencyKeys
 from kilnbase.health import routes as health_routes
 from kilnbase.http.agent_scopes import guard_routes
 from kilnbase.http.errors import EXCEPTION_HANDLERS
+from kilnbase.http.idempotency import IdempotencyMiddleware
 from kilnbase.http.request_context import BodyLimit, RequestContextMiddleware
 from kilnbase.http.routing import IndexedRouter
 from kilnbase.identity.principal import API_KEY_HOLDER, CredentialResolver
@@ -144,7 +146,8 @@ def create_app(
             body_limit_for=body_limits(settings, offered),
             max_header_bytes=settings.max_header_bytes,
             trusted_proxies=settings.trusted_proxies,
-        )
+        ),
+        Middleware(IdempotencyMiddleware, keys=IdempotencyKeys(services.core.database)),
     ]
     routes = [route for capability in offered for route in capability.routes]
     return KilnbaseApp(services, routes, middleware, lifespan)

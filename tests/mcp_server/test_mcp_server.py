@@ -296,3 +296,29 @@ async def test_an_agents_tool_calls_name_its_key(
     [entry] = [e for e in entries if name in str(e["details"]["arguments"].get("query", ""))]
     assert entry["actor"].startswith("agent:mcp-")
     assert entry["agentKey"] is not None
+
+
+async def test_a_retried_tool_call_with_its_idempotency_key_runs_once(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    name = table_name()
+    key = uuid.uuid4().hex
+    insert = {"query": f"insert into {name} (id) values (1) returning id", "idempotencyKey": key}
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        await call(client, "run-raw-sql", {"query": f"create table {name} (id int)"})
+        first = await call(client, "run-raw-sql", insert)
+        again = await call(client, "run-raw-sql", insert)
+        other = await client.call_tool("run-raw-sql", {**insert, "query": f"delete from {name}"})
+        count = await call(client, "run-raw-sql", {"query": f"select count(*)::int as n from {name}"})
+    assert first == again == {"rows": [{"id": 1}], "rowCount": 1, "fields": first["fields"]}
+    assert error_of(other)["error"] == "IDEMPOTENCY_KEY_REUSED"
+    assert count["rows"] == [{"n": 1}]
+
+
+async def test_read_tools_take_no_idempotency_key(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert "idempotencyKey" in tools["run-raw-sql"].input_schema["properties"]
+    assert "idempotencyKey" not in tools["list-tables"].input_schema["properties"]

@@ -221,10 +221,16 @@ def principal_in(scope: Scope) -> Principal:
     return principal
 
 
+def principal_or_none(scope: Scope) -> Principal | None:
+    """The caller, or None when the credential presented was invalid (never raises)."""
+    principal: Principal | None = scope.get(_PRINCIPAL, ANONYMOUS)
+    return principal
+
+
 def agent_in(scope: Scope) -> AgentKey | None:
     """The agent key behind the request's credential, if any (never raises: an invalid credential is
     refused where a route asks for the principal)."""
-    principal: Principal | None = scope.get(_PRINCIPAL)
+    principal = principal_or_none(scope)
     return principal.agent if principal is not None else None
 
 

@@ -70,6 +70,13 @@ class Principal:
         return not wanted.isdisjoint(self.scopes)
 
     @property
+    def credential_id(self) -> str:
+        """Which credential this is, for things kept per credential (idempotency keys): its kind, and the
+        user or agent key it stands for."""
+        agent = self.agent.id if self.agent is not None else ""
+        return f"{self.kind}:{self.user_id or ''}:{agent}"
+
+    @property
     def actor(self) -> str:
         """How the audit log names this caller."""
         if self.kind is CredentialKind.API_KEY:

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Annotated, Any
 
 import orjson
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
 
 from kilnbase import audit
 from kilnbase.capability import Capability, Core, Tool
+from kilnbase.db.idempotency import MAX_KEY_LENGTH, IdempotencyKeys, Stored, request_digest
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
 from kilnbase.http.request_context import client_ip_in, principal_in
@@ -40,6 +42,9 @@ INSTRUCTIONS = (
     "a model gateway). Tools act as your credential; Row Level Security decides what they see. Read the "
     "schema before changing it; prefer migrations (dry-run first) to raw SQL for DDL."
 )
+
+#: A tool's work, started by `_idempotent` when it is the first call with its key.
+Run = Callable[[], Awaitable[str]]
 
 #: How a connection's narrowing is found: from the HTTP request's query (`/mcp?read_only=true&features=
 #: database,auth`), or fixed for a stdio server.
@@ -109,16 +114,66 @@ def _error_text(exc: ApiError) -> str:
     return orjson.dumps(body).decode()
 
 
+IDEMPOTENCY_ARGUMENT = "idempotencyKey"
+_IDEMPOTENCY_PARAMETER = inspect.Parameter(
+    IDEMPOTENCY_ARGUMENT,
+    inspect.Parameter.KEYWORD_ONLY,
+    default=None,
+    annotation=Annotated[
+        str | None,
+        Field(
+            description="The same value retries this call safely: within 24 h it returns the first result",
+            min_length=1,
+            max_length=MAX_KEY_LENGTH,
+        ),
+    ],
+)
+
+
+async def _idempotent(
+    keys: IdempotencyKeys, owner: str, key: str, tool: str, arguments: dict[str, Any], run: Run
+) -> str:
+    """Run a mutating tool once per (credential, key): a retry gets the first result (or error) back."""
+    digest = request_digest(
+        b"tool", tool.encode(), orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS, default=str)
+    )
+    stored_key = f"mcp:{key}"
+    claim = await keys.claim(owner, stored_key, digest)
+    if claim.outcome == "mismatch":
+        raise ApiError(409, "IDEMPOTENCY_KEY_REUSED", "This idempotencyKey was used with a different call.")
+    if claim.outcome == "running":
+        raise ApiError(409, "IDEMPOTENCY_KEY_IN_USE", "A call with this idempotencyKey is still running.")
+    if claim.stored is not None:
+        if claim.stored.status == 200:
+            return claim.stored.body.decode()
+        raise ToolError(claim.stored.body.decode())
+    try:
+        text = await run()
+    except ApiError as exc:
+        if exc.status >= 500:
+            await keys.release(owner, stored_key)
+        else:
+            await keys.save(owner, stored_key, Stored(exc.status, [], _error_text(exc).encode()))
+        raise
+    except BaseException:
+        await keys.release(owner, stored_key)
+        raise
+    await keys.save(owner, stored_key, Stored(200, [], text.encode()))
+    return text
+
+
 def _adapt(entry: Listed, caller: Caller, database: Database) -> Callable[..., Any]:
-    """A function with the tool's own parameters (without `actor`) plus the SDK's context, that builds the
-    actor, calls the tool, audits the call and bounds its result."""
+    """A function with the tool's own parameters (without `actor`; with `idempotencyKey` for a mutating
+    tool) plus the SDK's context, that builds the actor, calls the tool, audits the call and bounds its
+    result."""
     tool = entry.tool
+    keys = IdempotencyKeys(database)
     signature = inspect.signature(tool.run, eval_str=True)
     parameters = list(signature.parameters.values())[1:]  # the first is the actor
+    if not tool.read_only:
+        parameters.append(_IDEMPOTENCY_PARAMETER)
 
-    async def call(ctx: Context, **arguments: Any) -> str:
-        principal, ip, user_agent, _narrowing = caller.of(ctx.request_context.request)
-        actor = Actor(principal, ip=ip, user_agent=user_agent, tool=tool.name)
+    async def run(actor: Actor, arguments: dict[str, Any]) -> str:
         started = time.perf_counter()
         details: dict[str, Any] = {"tool": tool.name, "arguments": masked_arguments(arguments)}
         try:
@@ -126,14 +181,26 @@ def _adapt(entry: Listed, caller: Caller, database: Database) -> Callable[..., A
         except ApiError as exc:
             details |= {"error": exc.message, "durationMs": _ms(started)}
             await audit.record(database, actor, "TOOL_CALL", MODULE, details, outcome="failed")
-            raise ToolError(_error_text(exc)) from None
+            raise
         details["durationMs"] = _ms(started)
         await audit.record(database, actor, "TOOL_CALL", MODULE, details)
         return bounded_text(result)
 
+    async def call(ctx: Context, **arguments: Any) -> str:
+        principal, ip, user_agent, _narrowing = caller.of(ctx.request_context.request)
+        actor = Actor(principal, ip=ip, user_agent=user_agent, tool=tool.name)
+        key = arguments.pop(IDEMPOTENCY_ARGUMENT, None)
+        try:
+            if key is None:
+                return await run(actor, arguments)
+            owner = principal.credential_id
+            return await _idempotent(keys, owner, key, tool.name, arguments, lambda: run(actor, arguments))
+        except ApiError as exc:
+            raise ToolError(_error_text(exc)) from None
+
     context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
     call.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[*parameters, context] if parameters else [context], return_annotation=str
+        parameters=[*parameters, context], return_annotation=str
     )
     call.__annotations__ = {p.name: p.annotation for p in parameters} | {"ctx": Context, "return": str}
     call.__name__ = tool.name.replace("-", "_")
