@@ -35,6 +35,7 @@ from kilnbase.identity.principal import API_KEY_HOLDER, CredentialResolver
 from kilnbase.keys.project_keys import ProjectKeys, load_project_keys
 from kilnbase.logs import routes as logs_routes
 from kilnbase.mcp_server.access import EVERYTHING, Narrowing
+from kilnbase.mcp_server.approvals import Approvals
 from kilnbase.mcp_server.endpoint import mcp_capability
 from kilnbase.mcp_server.server import build_server
 from kilnbase.records import routes as records_routes
@@ -179,7 +180,10 @@ async def serve_mcp_stdio(
     resolver = resolver_of(keys, services)
     async with running(services, offered):
         principal = API_KEY_HOLDER if credential is None else resolver.resolve(f"Bearer {credential}", None)
-        server = build_server(offered, services.core, stdio_principal=principal, stdio_narrowing=narrowing)
+        approvals = Approvals(services.core.database, services.core.agent_keys)
+        server = build_server(
+            offered, services.core, approvals, stdio_principal=principal, stdio_narrowing=narrowing
+        )
         await server.run_stdio_async()
 
 

@@ -71,7 +71,8 @@ class Tool:
     tool), so the service checks rights and writes its audit entry exactly as for an HTTP route. The rest of
     `run`'s signature, with its annotations, is the tool's input schema (the MCP SDK reads it); it returns
     JSON-ready data. A tool that changes nothing is `read_only`; one that any caller may use (not only an
-    admin) says so with `needs_admin=False`.
+    admin) says so with `needs_admin=False`. A high-risk tool says when a call needs a person's approval
+    (`needs_approval`); an agent's call then waits as a change request instead of running.
     """
 
     name: str
@@ -79,6 +80,8 @@ class Tool:
     run: Callable[..., Awaitable[Any]]
     read_only: bool = True
     needs_admin: bool = True
+    #: Why a call with these arguments needs a person's approval when an agent makes it (None: it does not).
+    needs_approval: Callable[[Mapping[str, Any]], str | None] | None = None
 
 
 def _no_lifespan() -> AbstractAsyncContextManager[None]:

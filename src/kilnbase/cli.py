@@ -1,4 +1,4 @@
-"""The `kilnbase` command: serve, keys, db migrate."""
+"""The `kilnbase` command: serve, keys, db migrate, mcp, approvals."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import psycopg
 import typer
 import uvicorn
@@ -280,6 +281,74 @@ def mcp_stdio(
     finally:
         if opened is not None:
             opened.close()
+
+
+approvals_app = typer.Typer(no_args_is_help=True, help="Change requests agents made, for a person to decide.")
+app.add_typer(approvals_app, name="approvals")
+Url = Annotated[str | None, typer.Option("--url", help="The running server [the data dir's URL].")]
+
+
+def _approvals_call(data_dir: Path | None, url: str | None, method: str, path: str, body: Any = None) -> Any:
+    """One call to the running server's `/api/approvals`, as the project's API key (a person at this
+    machine: the same trust as reading the keys file)."""
+    settings = _settings(data_dir)
+    try:
+        project_keys = load_project_keys(settings)
+        rotated = _rotated_keys(settings, project_keys)
+    except _KNOWN_ERRORS as exc:
+        _fail(str(exc))
+    api_key = (rotated[0] if rotated else {}).get("api_key", project_keys.api_key)
+    base = (url or settings.base_url).rstrip("/")
+    try:
+        response = httpx.request(
+            method, base + path, json=body, headers={"Authorization": f"Bearer {api_key}"}, timeout=60
+        )
+    except httpx.HTTPError as exc:
+        _fail(
+            f"Could not reach the server at {base} ({type(exc).__name__}). "
+            "Is it running? Pass --url when it runs elsewhere."
+        )
+    if response.status_code >= 400:
+        _fail(f"{response.status_code}: {response.json().get('message', response.text)}")
+    return response.json()
+
+
+@approvals_app.command("list")
+def approvals_list(
+    data_dir: DataDir = None,
+    url: Url = None,
+    status: Annotated[
+        str, typer.Option("--status", help="pending, done, failed, rejected, expired, or all.")
+    ] = "pending",
+) -> None:
+    """List change requests (pending ones by default)."""
+    query = "" if status == "all" else f"?status={status}"
+    requests = _approvals_call(data_dir, url, "GET", f"/api/approvals{query}")
+    if not requests:
+        console.print(f"No {'' if status == 'all' else status + ' '}change requests.")
+    for request in requests:
+        console.print(
+            f"[bold]{request['id']}[/] {request['status']:<8} {request['tool']} by {request['requestedBy']}: "
+            f"{request['reason']}\n    arguments: {json.dumps(request['arguments'])}"
+        )
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    request_id: str, data_dir: DataDir = None, url: Url = None, note: str | None = None
+) -> None:
+    """Approve a change request: its stored call runs once, as the agent that asked."""
+    decided = _approvals_call(data_dir, url, "POST", f"/api/approvals/{request_id}/approve", {"note": note})
+    console.print(f"{decided['status']}: {json.dumps(decided['result'])}")
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    request_id: str, data_dir: DataDir = None, url: Url = None, note: str | None = None
+) -> None:
+    """Reject a change request: nothing runs."""
+    decided = _approvals_call(data_dir, url, "POST", f"/api/approvals/{request_id}/reject", {"note": note})
+    console.print(decided["status"])
 
 
 @app.command()

@@ -277,7 +277,7 @@ async def test_an_agent_key_sees_the_tools_its_scopes_name(
     assert refused.is_error
     assert isinstance(tables, list)
     async with http_client(live_server, one_tool) as client:
-        assert await tool_names(client) == {"list-tables"}
+        assert await tool_names(client) == {"list-tables", "get-change-request", "list-change-requests"}
 
 
 async def test_an_agents_tool_calls_name_its_key(

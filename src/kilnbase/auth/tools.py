@@ -37,7 +37,15 @@ def auth_tools(auth: Auth) -> list[Tool]:
     return [
         Tool("list-users", "List users (id, email, verified, providers), newest first.", list_users),
         Tool("get-user", "One user by id.", get_user),
-        Tool("delete-users", "Delete users; their sessions end at once.", delete_users, read_only=False),
+        Tool(
+            "delete-users",
+            "Delete users; their sessions end at once.",
+            delete_users,
+            read_only=False,
+            needs_approval=lambda arguments: (
+                f"deletes {len(arguments.get('userIds') or [])} user(s) and their data"
+            ),
+        ),
         Tool(
             "get-auth-config",
             "Auth settings that change client code: verification, password rules, redirects.",

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from kilnbase.capability import Tool
+from kilnbase.database import custom_migrations
 from kilnbase.database.admin import CatalogKind, DatabaseAdmin
 from kilnbase.identity.actor import Actor
 
@@ -21,6 +22,16 @@ Columns = Annotated[
         "are added for you."
     ),
 ]
+
+
+def dangerous_sql(sql: Any) -> str | None:
+    """Why SQL needs approval when an agent runs it: the migration dry run rates it DANGER (drops, TRUNCATE,
+    DELETE or UPDATE without WHERE, RLS switched off, dynamic SQL). SQL that does not parse is not held:
+    it fails on its own."""
+    report = custom_migrations.dry_run(sql)
+    if report["valid"] and report["riskLevel"] == "DANGER":
+        return "; ".join(report["riskFactors"])
+    return None
 
 
 def database_tools(admin: DatabaseAdmin) -> list[Tool]:
@@ -113,7 +124,11 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
             list_database_objects,
         ),
         Tool(
-            "run-raw-sql", "Run SQL as project_admin (audited; DDL reloads the schema).", run_raw_sql, False
+            "run-raw-sql",
+            "Run SQL as project_admin (audited; DDL reloads the schema).",
+            run_raw_sql,
+            read_only=False,
+            needs_approval=lambda arguments: dangerous_sql(arguments.get("query")),
         ),
         Tool("explain-sql", "Show the query plan of a statement without running it.", explain_sql),
         Tool("create-table", "Create a table (RLS on unless rlsEnabled is false).", create_table, False),
@@ -123,7 +138,13 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
             update_table_schema,
             False,
         ),
-        Tool("delete-table", "Drop a table and its data.", delete_table, False),
+        Tool(
+            "delete-table",
+            "Drop a table and its data.",
+            delete_table,
+            read_only=False,
+            needs_approval=lambda arguments: f"drops table {arguments.get('tableName')} and its data",
+        ),
         Tool("list-migrations", "The custom migrations applied so far.", list_migrations),
         Tool(
             "dry-run-migration",
@@ -131,7 +152,11 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
             dry_run_migration,
         ),
         Tool(
-            "apply-migration", "Apply migration SQL in one transaction and record it.", apply_migration, False
+            "apply-migration",
+            "Apply migration SQL in one transaction and record it.",
+            apply_migration,
+            read_only=False,
+            needs_approval=lambda arguments: dangerous_sql(arguments.get("sql")),
         ),
         Tool("bulk-upsert", "Insert or update many rows from CSV or JSON text.", bulk_upsert, False),
     ]

@@ -41,6 +41,10 @@ class Narrowing:
         return cls(read_only=read_only, groups=groups or None)
 
 
+#: Groups whose read tools every admin credential sees whatever its scopes: an agent can always read what
+#: became of the change requests its calls turned into.
+UNSCOPED_READS = frozenset({"approvals"})
+
 #: No narrowing: everything the credential allows.
 EVERYTHING = Narrowing()
 
@@ -53,4 +57,6 @@ def visible(principal: Principal, narrowing: Narrowing, listed: Listed) -> bool:
         return False
     if narrowing.groups is not None and listed.group not in narrowing.groups:
         return False
+    if listed.group in UNSCOPED_READS and listed.tool.read_only:
+        return True
     return principal.allows(listed.group, listed.kind, listed.tool.name)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, Any, Literal
 
 import orjson
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -34,6 +35,7 @@ from kilnbase.identity.actor import Actor
 from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.principal import Principal
 from kilnbase.mcp_server.access import EVERYTHING, Listed, Narrowing, visible
+from kilnbase.mcp_server.approvals import Approvals
 from kilnbase.mcp_server.results import bounded_text, masked_arguments
 
 MODULE = "MCP"
@@ -162,65 +164,119 @@ async def _idempotent(
     return text
 
 
-def _adapt(entry: Listed, caller: Caller, database: Database) -> Callable[..., Any]:
-    """A function with the tool's own parameters (without `actor`; with `idempotencyKey` for a mutating
-    tool) plus the SDK's context, that builds the actor, calls the tool, audits the call and bounds its
-    result."""
-    tool = entry.tool
-    keys = IdempotencyKeys(database)
-    signature = inspect.signature(tool.run, eval_str=True)
-    parameters = list(signature.parameters.values())[1:]  # the first is the actor
-    if not tool.read_only:
-        parameters.append(_IDEMPOTENCY_PARAMETER)
+class ToolRunner:
+    """Runs tool calls: the approval gate for agents, the call itself, its audit entry, the result's bound.
+    Live calls come through `adapt`; approved change requests through `execute` (past the gate)."""
 
-    async def run(actor: Actor, arguments: dict[str, Any]) -> str:
+    def __init__(
+        self, listed: Mapping[str, Listed], caller: Caller, database: Database, approvals: Approvals
+    ):
+        self.listed = listed
+        self.caller = caller
+        self.database = database
+        self.keys = IdempotencyKeys(database)
+        self.approvals = approvals
+        approvals.runs_with(self.execute)
+
+    async def execute(self, name: str, actor: Actor, arguments: dict[str, Any]) -> str:
+        return await self._run(self.listed[name].tool, actor, arguments, gated=False)
+
+    async def _run(self, tool: Tool, actor: Actor, arguments: dict[str, Any], *, gated: bool = True) -> str:
+        if gated and actor.principal.agent is not None and tool.needs_approval is not None:
+            reason = tool.needs_approval(arguments)
+            if reason is not None:
+                return bounded_text(await self.approvals.request(actor, tool.name, arguments, reason))
         started = time.perf_counter()
         details: dict[str, Any] = {"tool": tool.name, "arguments": masked_arguments(arguments)}
         try:
             result = await tool.run(actor, **arguments)
         except ApiError as exc:
             details |= {"error": exc.message, "durationMs": _ms(started)}
-            await audit.record(database, actor, "TOOL_CALL", MODULE, details, outcome="failed")
+            await audit.record(self.database, actor, "TOOL_CALL", MODULE, details, outcome="failed")
             raise
         details["durationMs"] = _ms(started)
-        await audit.record(database, actor, "TOOL_CALL", MODULE, details)
+        await audit.record(self.database, actor, "TOOL_CALL", MODULE, details)
         return bounded_text(result)
 
-    async def call(ctx: Context, **arguments: Any) -> str:
-        principal, ip, user_agent, _narrowing = caller.of(ctx.request_context.request)
-        actor = Actor(principal, ip=ip, user_agent=user_agent, tool=tool.name)
-        key = arguments.pop(IDEMPOTENCY_ARGUMENT, None)
-        try:
-            if key is None:
-                return await run(actor, arguments)
-            owner = principal.credential_id
-            return await _idempotent(keys, owner, key, tool.name, arguments, lambda: run(actor, arguments))
-        except ApiError as exc:
-            raise ToolError(_error_text(exc)) from None
+    def adapt(self, entry: Listed) -> Callable[..., Any]:
+        """A function with the tool's own parameters (without `actor`; with `idempotencyKey` for a mutating
+        tool) plus the SDK's context, for `MCPServer.add_tool`."""
+        tool = entry.tool
+        signature = inspect.signature(tool.run, eval_str=True)
+        parameters = list(signature.parameters.values())[1:]  # the first is the actor
+        if not tool.read_only:
+            parameters.append(_IDEMPOTENCY_PARAMETER)
 
-    context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
-    call.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[*parameters, context], return_annotation=str
-    )
-    call.__annotations__ = {p.name: p.annotation for p in parameters} | {"ctx": Context, "return": str}
-    call.__name__ = tool.name.replace("-", "_")
-    return call
+        async def call(ctx: Context, **arguments: Any) -> str:
+            principal, ip, user_agent, _narrowing = self.caller.of(ctx.request_context.request)
+            actor = Actor(principal, ip=ip, user_agent=user_agent, tool=tool.name)
+            key = arguments.pop(IDEMPOTENCY_ARGUMENT, None)
+            try:
+                if key is None:
+                    return await self._run(tool, actor, arguments)
+                owner = principal.credential_id
+                run = partial(self._run, tool, actor, arguments)
+                return await _idempotent(self.keys, owner, key, tool.name, arguments, run)
+            except ApiError as exc:
+                raise ToolError(_error_text(exc)) from None
+
+        context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
+        call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[*parameters, context], return_annotation=str
+        )
+        call.__annotations__ = {p.name: p.annotation for p in parameters} | {"ctx": Context, "return": str}
+        call.__name__ = tool.name.replace("-", "_")
+        return call
 
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
 
+def approval_tools(approvals: Approvals) -> Capability:
+    """The change requests an agent made, for it to poll (group `approvals`)."""
+
+    async def get_request(actor: Actor, changeRequestId: str) -> dict[str, Any]:
+        return await approvals.get(actor, changeRequestId)
+
+    async def list_requests(
+        actor: Actor,
+        status: Literal["pending", "running", "done", "failed", "rejected", "expired"] | None = None,
+        limit: Annotated[int, Field(ge=1, le=100)] = 20,
+    ) -> list[dict[str, Any]]:
+        return await approvals.list_requests(actor, status, limit)
+
+    return Capability(
+        "approvals",
+        (),
+        tools=[
+            Tool(
+                "get-change-request",
+                "A held change request: its status and, once run, its result.",
+                get_request,
+            ),
+            Tool(
+                "list-change-requests",
+                "Change requests awaiting or past approval, newest first.",
+                list_requests,
+            ),
+        ],
+    )
+
+
 def build_server(
     offered: Sequence[Capability],
     core: Core,
+    approvals: Approvals,
     *,
     stdio_principal: Principal | None = None,
     stdio_narrowing: Narrowing = EVERYTHING,
 ) -> MCPServer:
     """One MCP server with every capability's tools; the caller decides, per call, what is visible."""
-    listed = {tool.name: Listed(capability.name, tool) for capability in offered for tool in capability.tools}
+    groups = [*offered, approval_tools(approvals)]
+    listed = {tool.name: Listed(capability.name, tool) for capability in groups for tool in capability.tools}
     caller = Caller(core.agent_keys, stdio_principal, stdio_narrowing)
+    runner = ToolRunner(listed, caller, core.database, approvals)
     server: MCPServer = MCPServer(
         "kilnbase",
         instructions=INSTRUCTIONS,
@@ -229,7 +285,7 @@ def build_server(
     )
     for entry in listed.values():
         server.add_tool(
-            _adapt(entry, caller, core.database),
+            runner.adapt(entry),
             name=entry.tool.name,
             description=entry.tool.description,
             annotations=ToolAnnotations(
