@@ -28,7 +28,6 @@ from pydantic import Field
 from kilnbase import audit
 from kilnbase.capability import Capability, Core, Tool
 from kilnbase.db.idempotency import MAX_KEY_LENGTH, IdempotencyKeys, Stored, request_digest
-from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
 from kilnbase.http.request_context import client_ip_in, principal_in
 from kilnbase.identity.actor import Actor
@@ -169,14 +168,28 @@ class ToolRunner:
     Live calls come through `adapt`; approved change requests through `execute` (past the gate)."""
 
     def __init__(
-        self, listed: Mapping[str, Listed], caller: Caller, database: Database, approvals: Approvals
-    ):
+        self, listed: Mapping[str, Listed], caller: Caller, core: Core, approvals: Approvals
+    ) -> None:
         self.listed = listed
         self.caller = caller
-        self.database = database
-        self.keys = IdempotencyKeys(database)
+        self.database = core.database
+        self.keys = IdempotencyKeys(core.database)
+        self.rate_limiter = core.rate_limiter
+        self.calls_per_minute = core.settings.mcp.tool_calls_per_minute
         self.approvals = approvals
         approvals.runs_with(self.execute)
+
+    async def _count(self, principal: Principal) -> None:
+        retry_after = await self.rate_limiter.hit(
+            f"mcp-tools:{principal.credential_id}", self.calls_per_minute, 60
+        )
+        if retry_after is not None:
+            raise ApiError(
+                429,
+                "RATE_LIMITED",
+                f"Too many tool calls: {self.calls_per_minute} a minute per credential.",
+                f"Retry in {max(1, round(retry_after))} s (the limit: KILNBASE_MCP_TOOL_CALLS_PER_MINUTE).",
+            )
 
     async def execute(self, name: str, actor: Actor, arguments: dict[str, Any]) -> str:
         return await self._run(self.listed[name].tool, actor, arguments, gated=False)
@@ -212,6 +225,7 @@ class ToolRunner:
             actor = Actor(principal, ip=ip, user_agent=user_agent, tool=tool.name)
             key = arguments.pop(IDEMPOTENCY_ARGUMENT, None)
             try:
+                await self._count(principal)
                 if key is None:
                     return await self._run(tool, actor, arguments)
                 owner = principal.credential_id
@@ -276,7 +290,7 @@ def build_server(
     groups = [*offered, approval_tools(approvals)]
     listed = {tool.name: Listed(capability.name, tool) for capability in groups for tool in capability.tools}
     caller = Caller(core.agent_keys, stdio_principal, stdio_narrowing)
-    runner = ToolRunner(listed, caller, core.database, approvals)
+    runner = ToolRunner(listed, caller, core, approvals)
     server: MCPServer = MCPServer(
         "kilnbase",
         instructions=INSTRUCTIONS,
