@@ -1,11 +1,13 @@
-"""The `kilnbase` command: serve, keys, db migrate, mcp, approvals."""
+"""The `kilnbase` command: serve, keys, db migrate, mcp, approvals, audit."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -176,25 +178,31 @@ def keys(data_dir: DataDir = None) -> None:
     sys.stdout.write("\n")
 
 
-def _rotated_keys(settings: Settings, project_keys: ProjectKeys) -> RotatedKeys | None:
-    """Keys rotated through the API live in the database: read them from the running server's cluster, or
-    start the embedded one briefly. A project that never started has none."""
-    embedded: EmbeddedPostgres | None = None
+@contextlib.contextmanager
+def _owner_conninfo(settings: Settings, project_keys: ProjectKeys) -> Iterator[str | None]:
+    """The owner's conninfo for a short read: `DATABASE_URL`, the running server's cluster, or the embedded
+    one started for the while; None for a project that never started."""
     if settings.database_url:
-        conninfo: str | None = settings.database_url
-    else:
-        cluster = EmbeddedPostgres(settings.data_dir, project_keys.postgres_password)
-        if not cluster.initialised:
-            return None
-        conninfo = cluster.running_conninfo()
-        if conninfo is None:
-            embedded = cluster
-            conninfo = cluster.start()
+        yield settings.database_url
+        return
+    cluster = EmbeddedPostgres(settings.data_dir, project_keys.postgres_password)
+    if not cluster.initialised:
+        yield None
+        return
+    running = cluster.running_conninfo()
+    if running is not None:
+        yield running
+        return
     try:
-        return asyncio.run(_load_rotated_keys(conninfo, settings, project_keys))
+        yield cluster.start()
     finally:
-        if embedded is not None:
-            embedded.stop()
+        cluster.stop()
+
+
+def _rotated_keys(settings: Settings, project_keys: ProjectKeys) -> RotatedKeys | None:
+    """Keys rotated through the API live in the database. A project that never started has none."""
+    with _owner_conninfo(settings, project_keys) as conninfo:
+        return None if conninfo is None else asyncio.run(_load_rotated_keys(conninfo, settings, project_keys))
 
 
 async def _load_rotated_keys(
@@ -349,6 +357,76 @@ def approvals_reject(
     """Reject a change request: nothing runs."""
     decided = _approvals_call(data_dir, url, "POST", f"/api/approvals/{request_id}/reject", {"note": note})
     console.print(decided["status"])
+
+
+audit_app = typer.Typer(no_args_is_help=True, help="Agents' sessions in the audit log, and their replay.")
+app.add_typer(audit_app, name="audit")
+
+
+def _audit_conninfo(data_dir: Path | None) -> contextlib.AbstractContextManager[str | None]:
+    settings = _settings(data_dir)
+    try:
+        project_keys = load_project_keys(settings)
+    except _KNOWN_ERRORS as exc:
+        _fail(str(exc))
+    return _owner_conninfo(settings, project_keys)
+
+
+@audit_app.command("sessions")
+def audit_sessions(data_dir: DataDir = None, limit: int = 20) -> None:
+    """The latest sessions of tool calls: who, how many calls and writes, when."""
+    from kilnbase.mcp_server.replay import recent_sessions
+
+    database = _audit_conninfo(data_dir)
+    with database as conninfo:
+        sessions = recent_sessions(conninfo, limit) if conninfo else []
+    if not sessions:
+        console.print("No tool calls recorded yet.")
+    for row in sessions:
+        console.print(
+            f"[bold]{row['session']}[/] {row['actor']}: {row['calls']} calls, {row['writes']} writes, "
+            f"{row['started']:%Y-%m-%d %H:%M:%S} to {row['ended']:%H:%M:%S}"
+        )
+
+
+@audit_app.command("replay")
+def audit_replay(
+    session: str,
+    data_dir: DataDir = None,
+    against: Annotated[
+        str | None, typer.Option("--against", help="Re-run the writes on this server.")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option("--key", envvar="KILNBASE_REPLAY_KEY", help="The credential to use there.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would run; run nothing.")] = False,
+) -> None:
+    """Print a session as its sequence of tool calls; with --against, re-run its writes there, in order."""
+    from kilnbase.mcp_server.replay import RecordedCall, replay_writes, session_calls
+
+    database = _audit_conninfo(data_dir)
+    with database as conninfo:
+        calls = session_calls(conninfo, session) if conninfo else []
+    if not calls:
+        _fail(f"No tool calls recorded for session {session!r}. List sessions with: kilnbase audit sessions")
+    for number, call in enumerate(calls, 1):
+        mark = "W" if call.write else "R"
+        console.print(
+            f"{number:>3}. {call.at:%H:%M:%S} [{mark}] {call.tool} {json.dumps(call.arguments)} -> "
+            f"{call.outcome}: {call.detail[:120]}"
+        )
+    if against is None:
+        return
+    if key is None:
+        _fail("--against needs --key (or KILNBASE_REPLAY_KEY): the credential to act as on that server.")
+
+    def report(call: RecordedCall, what: str) -> None:
+        console.print(f"  {call.tool}: {what}")
+
+    console.print(f"Replaying the writes on {against}{' (dry run)' if dry_run else ''}:")
+    failed = replay_writes(calls, against, key or "", session, report, dry_run=dry_run)
+    if failed:
+        _fail(f"{failed} write(s) failed on {against}.")
 
 
 @app.command()

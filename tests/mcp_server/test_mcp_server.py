@@ -28,9 +28,11 @@ WRITE_TOOLS = {"run-raw-sql", "create-table", "delete-table", "apply-migration",
 
 @asynccontextmanager
 async def http_client(
-    server: ServerProcess, credential: str | None, query: str = ""
+    server: ServerProcess, credential: str | None, query: str = "", session: str | None = None
 ) -> AsyncIterator[Client]:
     headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+    if session is not None:
+        headers["X-Agent-Session"] = session
     async with (
         httpx2.AsyncClient(headers=headers, timeout=30) as http,
         Client(streamable_http_client(f"{server.url}/mcp{query}", http_client=http)) as client,
@@ -180,12 +182,12 @@ async def test_secrets_in_arguments_are_masked_in_the_audit_log(
     from kilnbase.mcp_server.results import masked_arguments
 
     masked = masked_arguments(
-        {"password": "hunter2", "apiKey": "ik_x", "query": "q" * 400, "upsertKey": "id"}
+        {"password": "hunter2", "apiKey": "ik_x", "query": "q" * 30_000, "upsertKey": "id"}
     )
     assert masked["password"] == "***"
     assert masked["apiKey"] == "***"
     assert masked["upsertKey"] == "id"
-    assert len(masked["query"]) < 400
+    assert len(masked["query"]) < 21_000
 
 
 def stdio_parameters(server: ServerProcess, *args: str) -> StdioServerParameters:

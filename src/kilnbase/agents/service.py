@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -178,10 +179,15 @@ class Agents:
         seconds = min(seconds, MAX_TOKEN_SECONDS)
         if agent.expires_at is not None:
             seconds = max(1, min(seconds, int((agent.expires_at - datetime.now(UTC)).total_seconds())))
-        token = self.tokens.sign(
-            {"sub": f"agent:{agent.id}", "role": "project_admin", "agent_key": agent.id}, expires_in=seconds
-        )
+        session = f"agent-{uuid.uuid4()}"
+        claims = {
+            "sub": f"agent:{agent.id}",
+            "role": "project_admin",
+            "agent_key": agent.id,
+            "agent_session": session,
+        }
+        token = self.tokens.sign(claims, expires_in=seconds)
         await audit.record(
             self.database, actor, "MINT_AGENT_TOKEN", MODULE, {"keyId": agent.id, "expiresIn": seconds}
         )
-        return {"accessToken": token, "tokenType": "Bearer", "expiresIn": seconds}
+        return {"accessToken": token, "tokenType": "Bearer", "expiresIn": seconds, "session": session}

@@ -3,7 +3,8 @@
 A result is JSON text, bounded: an agent's context is small and one `select *` must not fill it. A list
 (or a `rows`/`data` list inside an object) is cut to what fits, with a note saying how many rows were left
 out and how to page. Arguments are kept in the audit log with secret-looking values masked and long strings
-cut, so the log shows what the agent did without becoming a copy of its data or its credentials.
+cut (past 20,000 characters), so the log shows what the agent did, whole enough to replay it
+(`replay.py`), without becoming a copy of its credentials.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import orjson
 MAX_RESULT_CHARS = 48_000
 _ROW_KEYS = ("rows", "data", "records")
 _SECRET_WORDS = ("password", "secret", "token", "apikey", "api_key", "privatekey", "private_key")
-_MAX_ARGUMENT_CHARS = 300
+#: Arguments are kept whole for replay, up to this length (longer ones are cut, and cannot be replayed).
+_MAX_ARGUMENT_CHARS = 20_000
+MASKED = "***"
+_CUT_MARK = "… ("
 
 
 def _dumps(value: Any) -> str:
@@ -67,15 +71,24 @@ def bounded_text(result: Any, limit: int = MAX_RESULT_CHARS) -> str:
 def _masked(name: str, value: Any) -> Any:
     lowered = name.lower()
     if any(word in lowered for word in _SECRET_WORDS) and value not in (None, ""):
-        return "***"
+        return MASKED
     if isinstance(value, str) and len(value) > _MAX_ARGUMENT_CHARS:
-        return value[:_MAX_ARGUMENT_CHARS] + f"… ({len(value)} characters)"
+        return value[:_MAX_ARGUMENT_CHARS] + f"{_CUT_MARK}{len(value)} characters)"
     if isinstance(value, dict):
         return {str(k): _masked(str(k), v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_masked(name, v) for v in value[:50]]
+        return [_masked(name, v) for v in value]
     return value
 
 
 def masked_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     return {name: _masked(name, value) for name, value in arguments.items()}
+
+
+def is_cut(value: str) -> bool:
+    return len(value) > _MAX_ARGUMENT_CHARS and _CUT_MARK in value[_MAX_ARGUMENT_CHARS:]
+
+
+def summary(text: str, limit: int = 200) -> str:
+    """The start of a result, for the audit log: enough to see what came back, not a copy of it."""
+    return text if len(text) <= limit else text[:limit] + f"{_CUT_MARK}{len(text)} characters)"

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import inspect
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -35,7 +37,7 @@ from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.principal import Principal
 from kilnbase.mcp_server.access import EVERYTHING, Listed, Narrowing, visible
 from kilnbase.mcp_server.approvals import Approvals
-from kilnbase.mcp_server.results import bounded_text, masked_arguments
+from kilnbase.mcp_server.results import bounded_text, masked_arguments, summary
 
 MODULE = "MCP"
 INSTRUCTIONS = (
@@ -52,8 +54,24 @@ Run = Callable[[], Awaitable[str]]
 NarrowingOf = Callable[[Mapping[str, Any] | None], Narrowing]
 
 
+#: The header an agent (or its harness) may send to name its session, for replay; at most 100 characters.
+SESSION_HEADER = "x-agent-session"
+
+
+@dataclass(frozen=True)
+class Call:
+    """Who is calling, from where, what their connection narrows to, and which session the call belongs to
+    (calls of one session replay together: `kilnbase audit replay`)."""
+
+    principal: Principal
+    ip: str | None
+    user_agent: str | None
+    narrowing: Narrowing
+    session: str
+
+
 class Caller:
-    """Turns the SDK's request context into the principal, address and narrowing of the caller."""
+    """Turns the SDK's request context into a `Call`."""
 
     def __init__(
         self, agent_keys: AgentKeys, stdio_principal: Principal | None, stdio_narrowing: Narrowing
@@ -61,23 +79,28 @@ class Caller:
         self.agent_keys = agent_keys
         self.stdio_principal = stdio_principal
         self.stdio_narrowing = stdio_narrowing
+        #: Every call of one `kilnbase mcp` process is one session.
+        self.stdio_session = f"stdio-{uuid.uuid4()}"
 
-    def of(self, request: Any) -> tuple[Principal, str | None, str | None, Narrowing]:
+    def of(self, request: Any) -> Call:
         scope = getattr(request, "scope", None)
         if scope is None:  # stdio: one local agent, the credential the command was started with
             if self.stdio_principal is None:
                 raise ToolError("No credential: start `kilnbase mcp` with --api-key or KILNBASE_API_KEY.")
-            principal, ip, agent, narrowing = self.stdio_principal, None, "mcp-stdio", self.stdio_narrowing
+            call = Call(self.stdio_principal, None, "mcp-stdio", self.stdio_narrowing, self.stdio_session)
         else:
             query = request.query_params
             narrowing = Narrowing.parse(
                 query.get("read_only", "").lower() in ("1", "true", "yes"),
                 query["features"].split(",") if "features" in query else None,
             )
-            principal, ip, agent = principal_in(scope), client_ip_in(scope), request.headers.get("user-agent")
-        if principal.agent is not None and self.agent_keys.read_only:  # the project's read-only mode
-            narrowing = Narrowing(read_only=True, groups=narrowing.groups)
-        return principal, ip, agent, narrowing
+            principal = principal_in(scope)
+            named = (request.headers.get(SESSION_HEADER) or "")[:100]
+            session = named or str(principal.claims.get("agent_session") or principal.credential_id)
+            call = Call(principal, client_ip_in(scope), request.headers.get("user-agent"), narrowing, session)
+        if call.principal.agent is not None and self.agent_keys.read_only:  # the project's read-only mode
+            return replace(call, narrowing=Narrowing(read_only=True, groups=call.narrowing.groups))
+        return call
 
 
 class ToolAccessMiddleware:
@@ -91,7 +114,8 @@ class ToolAccessMiddleware:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method not in ("tools/list", "tools/call"):
             return await call_next(ctx)
-        principal, _ip, _agent, narrowing = self.caller.of(ctx.request)
+        call = self.caller.of(ctx.request)
+        principal, narrowing = call.principal, call.narrowing
         if ctx.method == "tools/call":
             name = str((ctx.params or {}).get("name", ""))
             entry = self.listed.get(name)
@@ -192,24 +216,32 @@ class ToolRunner:
             )
 
     async def execute(self, name: str, actor: Actor, arguments: dict[str, Any]) -> str:
-        return await self._run(self.listed[name].tool, actor, arguments, gated=False)
+        return await self._run(self.listed[name].tool, actor, arguments, session="approved", gated=False)
 
-    async def _run(self, tool: Tool, actor: Actor, arguments: dict[str, Any], *, gated: bool = True) -> str:
+    async def _run(
+        self, tool: Tool, actor: Actor, arguments: dict[str, Any], *, session: str, gated: bool = True
+    ) -> str:
         if gated and actor.principal.agent is not None and tool.needs_approval is not None:
             reason = tool.needs_approval(arguments)
             if reason is not None:
                 return bounded_text(await self.approvals.request(actor, tool.name, arguments, reason))
         started = time.perf_counter()
-        details: dict[str, Any] = {"tool": tool.name, "arguments": masked_arguments(arguments)}
+        details: dict[str, Any] = {
+            "tool": tool.name,
+            "arguments": masked_arguments(arguments),
+            "session": session,
+            "write": not tool.read_only,
+        }
         try:
             result = await tool.run(actor, **arguments)
         except ApiError as exc:
             details |= {"error": exc.message, "durationMs": _ms(started)}
             await audit.record(self.database, actor, "TOOL_CALL", MODULE, details, outcome="failed")
             raise
-        details["durationMs"] = _ms(started)
+        text = bounded_text(result)
+        details |= {"durationMs": _ms(started), "resultSummary": summary(text)}
         await audit.record(self.database, actor, "TOOL_CALL", MODULE, details)
-        return bounded_text(result)
+        return text
 
     def adapt(self, entry: Listed) -> Callable[..., Any]:
         """A function with the tool's own parameters (without `actor`; with `idempotencyKey` for a mutating
@@ -221,15 +253,16 @@ class ToolRunner:
             parameters.append(_IDEMPOTENCY_PARAMETER)
 
         async def call(ctx: Context, **arguments: Any) -> str:
-            principal, ip, user_agent, _narrowing = self.caller.of(ctx.request_context.request)
-            actor = Actor(principal, ip=ip, user_agent=user_agent, tool=tool.name)
+            who = self.caller.of(ctx.request_context.request)
+            principal = who.principal
+            actor = Actor(principal, ip=who.ip, user_agent=who.user_agent, tool=tool.name)
             key = arguments.pop(IDEMPOTENCY_ARGUMENT, None)
             try:
                 await self._count(principal)
                 if key is None:
-                    return await self._run(tool, actor, arguments)
+                    return await self._run(tool, actor, arguments, session=who.session)
                 owner = principal.credential_id
-                run = partial(self._run, tool, actor, arguments)
+                run = partial(self._run, tool, actor, arguments, session=who.session)
                 return await _idempotent(self.keys, owner, key, tool.name, arguments, run)
             except ApiError as exc:
                 raise ToolError(_error_text(exc)) from None
