@@ -20,6 +20,7 @@ from kilnbase.http.request_context import actor_of, admin_actor, require_credent
 from kilnbase.http.responses import json_response
 from kilnbase.logs.service import LogsService
 from kilnbase.logs.sources import LogQuery
+from kilnbase.logs.tools import logs_tools
 
 
 def _moment(request: Request, *names: str) -> datetime | None:
@@ -134,4 +135,6 @@ def capability(service: LogsService) -> Capability:
         async with service.request_log.running():
             yield
 
-    return Capability("logs", LogRoutes(service).routes(), lifespan=lifespan)
+    return Capability(
+        "logs", LogRoutes(service).routes(), lifespan=lifespan, tools=logs_tools(service.database)
+    )

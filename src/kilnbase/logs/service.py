@@ -3,6 +3,7 @@ reads, and the MCP server's tool-call reports (`POST /api/usage/mcp`), which lan
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,6 @@ from kilnbase.logs import sources
 from kilnbase.logs.request_log import RequestLog
 from kilnbase.logs.sources import LogQuery
 
-#: The modules that write to the audit log (the `module` filter matches them in any case).
-AUDIT_MODULES = ("AUTH", "DATABASE", "AI", "SECRETS", "METADATA", "MCP", "LOGS")
 MCP_MODULE = "MCP"
 _TOOL_NAME_CHARS = 128
 
@@ -175,7 +174,7 @@ class LogsService:
         tool = tool_name.strip()[:_TOOL_NAME_CHARS]
         await audit.record(
             self.database,
-            Actor(actor.principal, actor.ip, actor.user_agent, actor.agent_key, tool),
+            dataclasses.replace(actor, tool=tool),
             "MCP_TOOL_CALL",
             MCP_MODULE,
             {"toolName": tool, "success": success},
