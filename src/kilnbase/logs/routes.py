@@ -20,7 +20,7 @@ from kilnbase.http.request_context import actor_of, admin_actor, require_credent
 from kilnbase.http.responses import json_response
 from kilnbase.logs.service import LogsService
 from kilnbase.logs.sources import LogQuery
-from kilnbase.logs.tools import logs_tools
+from kilnbase.logs.tools import logs_tools, source_tools
 
 
 def _moment(request: Request, *names: str) -> datetime | None:
@@ -136,5 +136,8 @@ def capability(service: LogsService) -> Capability:
             yield
 
     return Capability(
-        "logs", LogRoutes(service).routes(), lifespan=lifespan, tools=logs_tools(service.database)
+        "logs",
+        LogRoutes(service).routes(),
+        lifespan=lifespan,
+        tools=[*logs_tools(service.database), *source_tools(service)],
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -11,6 +11,8 @@ from kilnbase.capability import Tool
 from kilnbase.db.session import Database
 from kilnbase.http.errors import require_admin_actor
 from kilnbase.identity.actor import Actor
+from kilnbase.logs.service import LogsService
+from kilnbase.logs.sources import LogQuery
 
 
 def logs_tools(database: Database) -> list[Tool]:
@@ -27,4 +29,23 @@ def logs_tools(database: Database) -> list[Tool]:
 
     return [
         Tool("search-audit-logs", "Audit entries, newest first, by action and module.", search_audit_logs)
+    ]
+
+
+def source_tools(service: LogsService) -> list[Tool]:
+    async def get_container_logs(
+        actor: Actor,
+        source: Literal["insforge.logs", "postgREST.logs", "postgres.logs", "function.logs"],
+        limit: Annotated[int, Field(ge=1, le=200)] = 20,
+        search: Annotated[str | None, Field(max_length=200, description="text the lines contain")] = None,
+    ) -> dict[str, Any]:
+        return await service.source_logs(actor, source, LogQuery(limit=limit, search=search))
+
+    return [
+        Tool(
+            "get-container-logs",
+            "The newest lines of a log: insforge.logs (API requests), postgREST.logs (records API), "
+            "postgres.logs (the database), function.logs (edge functions). Secrets are removed.",
+            get_container_logs,
+        )
     ]

@@ -12,6 +12,7 @@ from kilnbase.http.errors import ApiError
 from kilnbase.http.request_context import admin_actor
 from kilnbase.http.responses import json_response
 from kilnbase.metadata.service import MetadataService
+from kilnbase.metadata.tools import metadata_tools
 
 
 class MetadataRoutes:
@@ -79,4 +80,4 @@ class MetadataRoutes:
 
 
 def capability(service: MetadataService) -> Capability:
-    return Capability("metadata", MetadataRoutes(service).routes())
+    return Capability("metadata", MetadataRoutes(service).routes(), tools=metadata_tools(service))
