@@ -129,7 +129,8 @@ def create_app(
     for capability in offered:  # agent keys reach only the feature groups their scopes name
         if capability.agent_scoped:
             guard_routes(capability.routes, capability.name, services.core.agent_keys)
-    offered.append(mcp_capability(offered, services.core))  # every other capability's tools
+    # The MCP server over every other capability's tools; mutating calls can check the schema's version.
+    offered.append(mcp_capability(offered, services.core, services.metadata.schema_fingerprint))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -186,8 +187,14 @@ async def serve_mcp_stdio(
     async with running(services, offered):
         principal = API_KEY_HOLDER if credential is None else resolver.resolve(f"Bearer {credential}", None)
         approvals = Approvals(services.core.database, services.core.agent_keys)
+        fingerprint = services.metadata.schema_fingerprint
         server = build_server(
-            offered, services.core, approvals, stdio_principal=principal, stdio_narrowing=narrowing
+            offered,
+            services.core,
+            approvals,
+            fingerprint,
+            stdio_principal=principal,
+            stdio_narrowing=narrowing,
         )
         await server.run_stdio_async()
 

@@ -324,3 +324,27 @@ async def test_read_tools_take_no_idempotency_key(
         tools = {t.name: t for t in (await client.list_tools()).tools}
     assert "idempotencyKey" in tools["run-raw-sql"].input_schema["properties"]
     assert "idempotencyKey" not in tools["list-tables"].input_schema["properties"]
+
+
+async def test_a_write_naming_an_old_schema_version_is_refused(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    name = table_name()
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        version = await call(client, "get-backend-metadata", {})
+        current = json.dumps(version)
+        fingerprint = version.get("schemaFingerprint") or version["database"]["schemaFingerprint"]
+        created = await call(
+            client,
+            "run-raw-sql",
+            {"query": f"create table {name} (id int)", "expectedSchemaVersion": fingerprint},
+        )
+        stale = await client.call_tool(
+            "run-raw-sql", {"query": f"drop table {name}", "expectedSchemaVersion": fingerprint}
+        )
+        tables = await call(client, "list-tables", {})
+    assert created["rows"] == []
+    refused = error_of(stale)
+    assert refused["error"] == "SCHEMA_CHANGED"
+    assert fingerprint in refused["message"]
+    assert name in tables  # the stale drop did not run

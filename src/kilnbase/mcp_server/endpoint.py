@@ -29,7 +29,7 @@ from kilnbase.http.query_params import int_param
 from kilnbase.http.request_context import admin_actor, credential_in
 from kilnbase.http.responses import json_response
 from kilnbase.mcp_server.approvals import STATUSES, Approvals
-from kilnbase.mcp_server.server import build_server
+from kilnbase.mcp_server.server import Fingerprint, build_server
 
 PATH = "/mcp"
 
@@ -86,9 +86,9 @@ class ApprovalRoutes:
         ]
 
 
-def mcp_capability(offered: Sequence[Capability], core: Core) -> Capability:
+def mcp_capability(offered: Sequence[Capability], core: Core, fingerprint: Fingerprint) -> Capability:
     approvals = Approvals(core.database, core.agent_keys)
-    server = build_server(offered, core, approvals)
+    server = build_server(offered, core, approvals, fingerprint)
     server.streamable_http_app(
         stateless_http=True,
         json_response=True,

@@ -155,6 +155,24 @@ _IDEMPOTENCY_PARAMETER = inspect.Parameter(
 )
 
 
+SCHEMA_VERSION_ARGUMENT = "expectedSchemaVersion"
+_SCHEMA_VERSION_PARAMETER = inspect.Parameter(
+    SCHEMA_VERSION_ARGUMENT,
+    inspect.Parameter.KEYWORD_ONLY,
+    default=None,
+    annotation=Annotated[
+        str | None,
+        Field(
+            description="schemaFingerprint from get-backend-metadata: refused if the schema changed since",
+            min_length=1,
+            max_length=64,
+        ),
+    ],
+)
+#: The schema's current fingerprint, as the caller may read it.
+Fingerprint = Callable[[Actor], Awaitable[str]]
+
+
 async def _idempotent(
     keys: IdempotencyKeys, owner: str, key: str, tool: str, arguments: dict[str, Any], run: Run
 ) -> str:
@@ -192,8 +210,14 @@ class ToolRunner:
     Live calls come through `adapt`; approved change requests through `execute` (past the gate)."""
 
     def __init__(
-        self, listed: Mapping[str, Listed], caller: Caller, core: Core, approvals: Approvals
+        self,
+        listed: Mapping[str, Listed],
+        caller: Caller,
+        core: Core,
+        approvals: Approvals,
+        fingerprint: Fingerprint,
     ) -> None:
+        self.fingerprint = fingerprint
         self.listed = listed
         self.caller = caller
         self.database = core.database
@@ -202,6 +226,17 @@ class ToolRunner:
         self.calls_per_minute = core.settings.mcp.tool_calls_per_minute
         self.approvals = approvals
         approvals.runs_with(self.execute)
+
+    async def _check_schema(self, actor: Actor, expected: str) -> None:
+        current = await self.fingerprint(actor)
+        if current != expected:
+            raise ApiError(
+                409,
+                "SCHEMA_CHANGED",
+                f"The schema changed since you read it: expected version {expected}, it is now {current}.",
+                "Read the schema again (get-backend-metadata or describe-table), then retry with "
+                f"expectedSchemaVersion {current} if the call still makes sense.",
+            )
 
     async def _count(self, principal: Principal) -> None:
         retry_after = await self.rate_limiter.hit(
@@ -250,15 +285,18 @@ class ToolRunner:
         signature = inspect.signature(tool.run, eval_str=True)
         parameters = list(signature.parameters.values())[1:]  # the first is the actor
         if not tool.read_only:
-            parameters.append(_IDEMPOTENCY_PARAMETER)
+            parameters += [_IDEMPOTENCY_PARAMETER, _SCHEMA_VERSION_PARAMETER]
 
         async def call(ctx: Context, **arguments: Any) -> str:
             who = self.caller.of(ctx.request_context.request)
             principal = who.principal
             actor = Actor(principal, ip=who.ip, user_agent=who.user_agent, tool=tool.name)
             key = arguments.pop(IDEMPOTENCY_ARGUMENT, None)
+            expected = arguments.pop(SCHEMA_VERSION_ARGUMENT, None)
             try:
                 await self._count(principal)
+                if expected is not None:
+                    await self._check_schema(actor, expected)
                 if key is None:
                     return await self._run(tool, actor, arguments, session=who.session)
                 owner = principal.credential_id
@@ -315,6 +353,7 @@ def build_server(
     offered: Sequence[Capability],
     core: Core,
     approvals: Approvals,
+    fingerprint: Fingerprint,
     *,
     stdio_principal: Principal | None = None,
     stdio_narrowing: Narrowing = EVERYTHING,
@@ -323,7 +362,7 @@ def build_server(
     groups = [*offered, approval_tools(approvals)]
     listed = {tool.name: Listed(capability.name, tool) for capability in groups for tool in capability.tools}
     caller = Caller(core.agent_keys, stdio_principal, stdio_narrowing)
-    runner = ToolRunner(listed, caller, core, approvals)
+    runner = ToolRunner(listed, caller, core, approvals, fingerprint)
     server: MCPServer = MCPServer(
         "kilnbase",
         instructions=INSTRUCTIONS,

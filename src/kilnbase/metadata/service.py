@@ -59,6 +59,13 @@ class MetadataService:
         async with self.database.as_owner() as cur:
             return await project_state.auth(cur)
 
+    async def schema_fingerprint(self, actor: Actor) -> str:
+        """The schema's fingerprint as the metadata reports it, for contract checks (an agent's mutating tool
+        call names the version it read; a changed schema refuses the call)."""
+        _require_admin(actor)
+        async with self.database.as_caller(actor.principal, read_only=True) as cur:
+            return await catalog.fingerprint(cur)
+
     async def database_slice(self, actor: Actor) -> dict[str, Any]:
         _require_admin(actor)
         async with self.database.as_caller(actor.principal, read_only=True) as cur:
