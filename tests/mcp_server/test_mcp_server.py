@@ -331,9 +331,8 @@ async def test_a_write_naming_an_old_schema_version_is_refused(
 ) -> None:
     name = table_name()
     async with http_client(live_server, live_keys["apiKey"]) as client:
-        version = await call(client, "get-backend-metadata", {})
-        current = json.dumps(version)
-        fingerprint = version.get("schemaFingerprint") or version["database"]["schemaFingerprint"]
+        metadata = await call(client, "get-backend-metadata", {})
+        fingerprint = metadata["schemaFingerprint"]
         created = await call(
             client,
             "run-raw-sql",
