@@ -86,9 +86,9 @@ def insert(query_string: str = "", columns: tuple[str, ...] = ("title",), **head
 
 def test_insert_plans() -> None:
     plain = insert()
-    assert (plain.kind, plain.status, plain.representation, plain.returning, plain.on_conflict) == (
+    assert (plain.kind, plain.counts_inserted, plain.representation, plain.returning, plain.on_conflict) == (
         "insert",
-        201,
+        False,
         False,
         None,
         None,
@@ -105,9 +105,10 @@ def test_insert_plans() -> None:
     strict = insert(prefer="handling=strict,max-affected=2")
     assert strict.check_first
     merged = insert("on_conflict=title", prefer="resolution=merge-duplicates,missing=default")
-    assert (merged.on_conflict, merged.resolution, merged.missing_default) == (
+    assert (merged.on_conflict, merged.resolution, merged.missing_default, merged.counts_inserted) == (
         ("title",),
         "merge-duplicates",
+        True,
         True,
     )
     assert insert(prefer="resolution=ignore-duplicates").on_conflict == ("id",)
@@ -126,7 +127,7 @@ def test_update_and_delete_plans() -> None:
     patch = shape("PATCH", "posts", "id=eq.1&select=title", prefer="return=representation")
     target = table_target(patch, SNAPSHOT)
     plan = update_plan(patch, SNAPSHOT, target, ("title",))
-    assert (plan.kind, plan.status, len(plan.conditions), plan.is_noop) == ("update", 200, 1, False)
+    assert (plan.kind, plan.single_upsert, len(plan.conditions), plan.is_noop) == ("update", False, 1, False)
     assert plan.returning is not None
     noop = update_plan(patch, SNAPSHOT, target, ())
     assert noop.is_noop and noop.returning is None and noop.representation
@@ -163,7 +164,16 @@ def test_a_put_body_repeats_its_key() -> None:
     assert refused(check_upsert_row, {"id": 2}, key) == (400, "PGRST115")
     assert refused(check_upsert_row, {"title": "x"}, key) == (400, "PGRST115")
     plan = insert_plan(put, SNAPSHOT, table_target(put, SNAPSHOT), ("id", "title"), upsert=True)
-    assert (plan.status, plan.on_conflict, plan.resolution) == (200, ("id",), "merge-duplicates")
+    assert (plan.single_upsert, plan.counts_inserted, plan.on_conflict, plan.resolution) == (
+        True,
+        True,
+        ("id",),
+        "merge-duplicates",
+    )
+    # PostgREST ignores `resolution=` on a table with no conflict target: a plain insert.
+    keyless = shape("POST", "posts", "", prefer="resolution=merge-duplicates")
+    plain = insert_plan(keyless, SNAPSHOT, table_target(keyless, SNAPSHOT), ("title",))
+    assert plain.resolution is not None  # (posts has a primary key)
 
 
 def call(method: str, name: str, args: dict[str, Any], query_string: str = "", **headers: str) -> CallPlan:

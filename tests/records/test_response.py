@@ -176,16 +176,29 @@ def test_insert_answers() -> None:
     assert answer(mutation_response(located, insert(located), '[{"id":7,"title":"a b"}]', 1)) == (
         201,
         {"Content-Range": "*/*", "Location": "/posts?id=eq.7", "Preference-Applied": "return=headers-only"},
-        "",
+        "[]",  # InsForge's proxy answers a blank body with `[]`
         media_type.JSON,
     )
     put = api("PUT", "posts", "id=eq.7")  # an upsert the client did not ask for by preference
-    assert answer(mutation_response(put, insert(put, upsert=True), "[]", 1)) == (
+    assert answer(mutation_response(put, insert(put, upsert=True), "[]", 1, 1)) == (
         204,
         {"Content-Range": "*/*"},
         "",
-        media_type.JSON,
+        None,
     )
+
+
+def test_upsert_status_is_postgrests() -> None:
+    """PUT: 201 when it inserted, else 200; POST merging duplicates: 200 when it inserted nothing."""
+    put = api("PUT", "posts", "id=eq.7", prefer="return=representation")
+    row = '[{"id":7,"title":"t"}]'
+    assert mutation_response(put, insert(put, upsert=True), row, 1, 1).status == 201
+    assert mutation_response(put, insert(put, upsert=True), row, 1, 0).status == 200
+    merged = api("POST", prefer="resolution=merge-duplicates")
+    assert mutation_response(merged, insert(merged), "[]", 2, 0).status == 200
+    assert mutation_response(merged, insert(merged), "[]", 2, 1).status == 201
+    ignored = api("POST", prefer="resolution=ignore-duplicates")
+    assert mutation_response(ignored, insert(ignored), "[]", 0).status == 201
 
 
 def test_delete_answers() -> None:

@@ -131,7 +131,15 @@ where c.relkind in ('r', 'v', 'm', 'f', 'p') and n.nspname = any(%(schemas)s)
 _COLUMNS = """
 select n.nspname as schema, c.relname as table, a.attname as name,
        format_type(a.atttypid, a.atttypmod) as type, t.typcategory as category,
-       not a.attnotnull as nullable, pg_get_expr(d.adbin, d.adrelid) as default,
+       not a.attnotnull as nullable,
+       -- as PostgREST reads a default: a domain's, an identity's next value, none for a generated column
+       case
+         when t.typbasetype <> 0 and d.adbin is null then pg_get_expr(t.typdefaultbin, 0)
+         when a.attidentity = 'd' then format('nextval(%%L)', pg_get_serial_sequence(
+           format('%%I.%%I', n.nspname, c.relname), a.attname))
+         when a.attgenerated = 's' then null
+         else pg_get_expr(d.adbin, d.adrelid)
+       end as default,
        a.attgenerated <> '' as generated
 from pg_attribute a
 join pg_class c on c.oid = a.attrelid

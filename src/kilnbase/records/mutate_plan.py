@@ -29,7 +29,8 @@ class MutatePlan:
     missing_default: bool  # a column a row lacks takes its default (`Prefer: missing=default`)
     representation: bool  # the answer carries the rows written
     returning: ReadNode | None  # how to read them back (None: no statement runs, see `is_noop`)
-    status: int  # when it succeeds
+    single_upsert: bool  # a PUT: 201 when it inserted, 200 when it replaced (204 without the row)
+    counts_inserted: bool  # an upsert that merges: the statement counts the rows it inserted (the status)
     check_first: bool  # the answer can still fail after the statement, and must roll it back
     location: bool  # an insert answers with the Location of its first row (`return=headers-only`)
 
@@ -47,7 +48,11 @@ def insert_plan(
     *,
     upsert: bool = False,
 ) -> MutatePlan:
-    """POST (or, with `upsert`, PUT: an upsert on the primary key that answers 200)."""
+    """POST (or, with `upsert`, PUT: an upsert on the primary key).
+
+    As PostgREST: `resolution=` needs a conflict target (`on_conflict=`, else the primary key); with none
+    it is ignored, and the POST is a plain insert. A merge sets every column the body names, the conflict
+    columns too, so a body of only those still upserts and returns its row."""
     table, query, prefs = target.table, target.query, shape.prefs
     resolution = "merge-duplicates" if upsert else prefs.resolution
     conflict: tuple[str, ...] | None = None
@@ -56,12 +61,8 @@ def insert_plan(
         for name in conflict:
             if name not in table.columns:
                 raise RecordsError(400, "42703", f"column {table.name}.{name} does not exist")
-        if not conflict and resolution == "merge-duplicates":
-            raise RecordsError(
-                400,
-                "PGRST100",
-                f"'{table.name}' has no primary key: name the conflict target with on_conflict=",
-            )
+        if not conflict:
+            resolution, conflict = None, None
     representation = _wants_rows(shape)
     return MutatePlan(
         kind="insert",
@@ -73,7 +74,8 @@ def insert_plan(
         missing_default=prefs.missing == "default",
         representation=representation,
         returning=_returning(snapshot, table, query) if representation else None,
-        status=200 if upsert else 201,
+        single_upsert=upsert,
+        counts_inserted=resolution == "merge-duplicates",
         check_first=_check_first(shape, representation),
         location=prefs.return_ == "headers-only" and representation,
     )
@@ -114,7 +116,8 @@ def _filtered(
         missing_default=False,
         representation=representation,
         returning=returning,
-        status=200,
+        single_upsert=False,
+        counts_inserted=False,
         check_first=_check_first(shape, representation),
         location=False,
     )

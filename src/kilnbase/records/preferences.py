@@ -34,12 +34,12 @@ class Preferences(NamedTuple):
     handling: str | None = None
     max_affected: int | None = None
 
-    def applied(self, *, mutation: bool, upsert_allowed: bool = True) -> str:
+    def applied(self, *, mutation: bool, upsert_allowed: bool = True, missing_allowed: bool = True) -> str:
         """The `Preference-Applied` value: only what this request honoured."""
         parts: list[str] = []
         if self.resolution and upsert_allowed:
             parts.append(f"resolution={self.resolution}")
-        if self.missing and mutation:
+        if self.missing and mutation and missing_allowed:
             parts.append(f"missing={self.missing}")
         if self.return_ and mutation:
             parts.append(f"return={self.return_}")

@@ -87,33 +87,49 @@ def call_response(
     )
 
 
-def mutation_response(api: ApiRequest, plan: MutatePlan, body: str, affected: int) -> RecordsResponse:
+def mutation_response(
+    api: ApiRequest, plan: MutatePlan, body: str, affected: int, inserted: int | None = None
+) -> RecordsResponse:
     """The answer of a write that changed `affected` rows; `body`: those rows as a JSON array, when the
-    plan reads them back."""
+    plan reads them back; `inserted`: how many of them an upsert inserted (it decides 200 or 201)."""
     prefs, media = api.shape.prefs, api.shape.media
     insert = plan.kind == "insert"
     total = affected if prefs.count == "exact" else None
     headers = {
         "Content-Range": content_range(1, 0, total) if insert else content_range(0, affected - 1, total)
     }
-    applied = prefs.applied(mutation=True, upsert_allowed=insert)
+    post = insert and not plan.single_upsert
+    applied = prefs.applied(
+        mutation=True,
+        upsert_allowed=post and plan.resolution is not None,
+        missing_allowed=not plan.single_upsert,
+    )
     if applied:
         headers["Preference-Applied"] = applied
+    status = upsert_status(plan, inserted) if insert else 200
     if plan.representation:
         shaped_body = shaped(body, media, affected)  # (a single object is checked even for headers-only)
         if prefs.return_ != "headers-only":
-            return RecordsResponse(plan.status, shaped_body, headers, media)
-    if not insert:
+            return RecordsResponse(status, shaped_body, headers, media)
+    if not post:
         return RecordsResponse(204, "", headers, None)
-    # InsForge answers a blank body with `[]`.
-    created = plan.status == 201
-    response = RecordsResponse(201 if created else 204, "[]" if created else "", headers, media)
+    # A POST answers without a body; InsForge's proxy turns that blank body into `[]`.
+    response = RecordsResponse(status, "[]", headers, media)
     if plan.location:
         location = _location(plan.table, body)
         if location:
             response.headers["Location"] = location
-        response.body = ""
     return response
+
+
+def upsert_status(plan: MutatePlan, inserted: int | None) -> int:
+    """PostgREST's choice: a PUT is 201 when it inserted its row, else 200; a POST is 201 unless it
+    merges duplicates and inserted nothing (every row updated an existing one, or there were none): 200."""
+    if plan.single_upsert:
+        return 201 if inserted else 200
+    if plan.resolution == "merge-duplicates" and not inserted:
+        return 200
+    return 201
 
 
 def check_max_affected(prefs: Preferences, affected: int) -> None:

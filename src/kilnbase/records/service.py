@@ -150,13 +150,17 @@ class RecordsEngine:
             return mutation_response(api, plan, "[]", 0)
 
         async def answer(cur: Cursor) -> RecordsResponse:
-            if plan.representation:
+            inserted: int | None = None
+            if plan.representation or plan.counts_inserted:
                 row = await one_row(cur)
-                affected, body = int(row["page_total"]), str(row["body"])
+                affected = int(row["page_total"])
+                body = str(row["body"]) if plan.representation else "[]"
+                if plan.counts_inserted:
+                    inserted = int(row["inserted"])
             else:
                 affected, body = max(cur.rowcount, 0), "[]"
             check_max_affected(shape.prefs, affected)
-            return mutation_response(api, plan, body, affected)
+            return mutation_response(api, plan, body, affected, inserted)
 
         statement = prepared.statement.fill(payload.json if payload is not None else "")
         return await run(

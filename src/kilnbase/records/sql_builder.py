@@ -314,8 +314,10 @@ def read_statement(
     limit: int | None,
     offset: int,
     prefix: Sql | None = None,
+    inserted: bool = False,
 ) -> Sql:
-    """One statement -> (total, page_total, body): the page as JSON text, and the exact count if asked."""
+    """One statement -> (total, page_total, body): the page as JSON text, and the exact count if asked;
+    with `inserted`, the rows an upsert inserted too (see `insert_statement`)."""
     sql = Sql()
     if prefix is not None:
         sql.extend(prefix)
@@ -326,7 +328,10 @@ def read_statement(
         sql.add(') AS "pgrst_counted")')
     else:
         sql.add("NULL::bigint")
-    sql.add(" AS total, count(*) AS page_total, coalesce(json_agg(\"pgrst_row\"), '[]')::text AS body FROM (")
+    sql.add(" AS total, count(*) AS page_total, coalesce(json_agg(\"pgrst_row\"), '[]')::text AS body")
+    if inserted:
+        sql.add(f", {INSERTED}")
+    sql.add(" FROM (")
     sql.extend(render_node(node, source, limit=limit, offset=offset))
     return sql.add(') AS "pgrst_row"')
 
@@ -351,8 +356,13 @@ def insert_statement(
     resolution: str | None,
     missing_default: bool,
     returning: bool,
+    count_inserted: bool = False,
 ) -> Sql:
-    """`INSERT ... SELECT` from the JSON array in one parameter (bulk insert is still one statement)."""
+    """`INSERT ... SELECT` from the JSON array in one parameter (bulk insert is still one statement).
+
+    `count_inserted` (an upsert that merges): as PostgREST does, every row offered adds one to the
+    transaction's `pgrst.inserted` and every row merged instead takes one away, so `INSERTED` reads how
+    many rows were inserted (200 or 201)."""
     target = qualified(table)
     alias = ident(table.name)
     sql = Sql().add(
@@ -381,18 +391,36 @@ def insert_statement(
             sql.add(", ")
         sql.extend(value)
     sql.add(f' FROM "pgrst_rows", jsonb_populate_record(NULL::{target}, "pgrst_rows".j) AS p')
+    if count_inserted:
+        sql.add(f" WHERE {_INSERTED_ADD} <> '0'")
     if resolution is not None:
         sql.add(" ON CONFLICT")
         if conflict_columns:
             sql.add(" (" + ", ".join(ident(c) for c in conflict_columns) + ")")
-        updatable = [c for c in columns if c not in (conflict_columns or ())]
-        if resolution == "merge-duplicates" and updatable:
-            sql.add(" DO UPDATE SET " + ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in updatable))
+        if resolution == "merge-duplicates" and columns:
+            sql.add(" DO UPDATE SET " + ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in columns))
+            if count_inserted:
+                sql.add(f" WHERE {_INSERTED_TAKE} <> '-1'")
         else:
             sql.add(" DO NOTHING")
     if returning:
         sql.add(f" RETURNING {alias}.*)")
     return sql
+
+
+_INSERTED_SETTING = "nullif(current_setting('pgrst.inserted', true), '')"
+_INSERTED_ADD = f"set_config('pgrst.inserted', (coalesce({_INSERTED_SETTING}::int, 0) + 1)::text, true)"
+_INSERTED_TAKE = f"set_config('pgrst.inserted', (coalesce({_INSERTED_SETTING}::int, 0) - 1)::text, true)"
+#: The rows an upsert inserted (read in the statement's outer query, once every row has been written).
+INSERTED = f"coalesce({_INSERTED_SETTING}::int, 0) AS inserted"
+
+
+def counted_mutation_statement(mutation: Sql) -> Sql:
+    """A write whose answer carries no rows, but whose count of rows written and inserted decides it:
+    one row `(page_total, inserted)`. `mutation` ends in its CTE `MUTATION_CTE`."""
+    return (
+        Sql().extend(mutation).add(f" SELECT count(*) AS page_total, {INSERTED} FROM {ident(MUTATION_CTE)}")
+    )
 
 
 def update_statement(

@@ -20,6 +20,7 @@ from kilnbase.records.sql_builder import (
     Sql,
     call_source,
     call_statement,
+    counted_mutation_statement,
     cte_source,
     delete_statement,
     explain_statement,
@@ -77,7 +78,7 @@ def _table_source(plan: ReadPlan) -> Source:
 def mutation(plan: MutatePlan, body: str) -> Sql:
     """The write, and when the answer carries the rows written, their read as `(total, page_total, body)`."""
     table = plan.table
-    returning = plan.representation
+    returning = plan.representation or plan.counts_inserted
     if plan.kind == "insert":
         statement = insert_statement(
             table,
@@ -87,6 +88,7 @@ def mutation(plan: MutatePlan, body: str) -> Sql:
             resolution=plan.resolution,
             missing_default=plan.missing_default,
             returning=returning,
+            count_inserted=plan.counts_inserted,
         )
     elif plan.kind == "update":
         statement = update_statement(
@@ -96,7 +98,7 @@ def mutation(plan: MutatePlan, body: str) -> Sql:
         statement = delete_statement(table, table.name, plan.conditions, returning=returning)
     node = plan.returning
     if node is None:
-        return statement
+        return counted_mutation_statement(statement) if plan.counts_inserted else statement
     return read_statement(
         node,
         cte_source(MUTATION_CTE, node.alias),
@@ -104,6 +106,7 @@ def mutation(plan: MutatePlan, body: str) -> Sql:
         limit=None,
         offset=0,
         prefix=statement.add(" "),
+        inserted=plan.counts_inserted,
     )
 
 
