@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from kilnbase.db.schema_cache import Parameter, Routine
 from kilnbase.records.api_request import RequestShape
-from kilnbase.records.call_plan import CallPlan, call_plan, call_target, check_call
+from kilnbase.records.call_plan import CallPlan, call_plan, call_target, check_call, choose_routine
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.mutate_plan import (
     MutatePlan,
@@ -191,7 +192,7 @@ def test_routine_choice() -> None:
     )
     assert call("POST", "add_numbers", {"b": 2, "a": 1}).arg_names == ("a", "b")
     whole_body = call("POST", "echo_json", {"x": 1, "y": 2})
-    assert whole_body.arg_names == () and whole_body.routine.single_unnamed_json
+    assert whole_body.arg_names == () and whole_body.positional
     table_typed = call("GET", "posts_by", {"author": "1"}, "author=1&select=id&limit=2")
     assert table_typed.read is not None and (table_typed.read.offset, table_typed.read.limit) == (0, 2)
     assert not table_typed.single_value
@@ -210,6 +211,65 @@ def test_routine_choice() -> None:
 )
 def test_routine_choice_refusals(name: str, args: dict[str, Any], status: int, code: str) -> None:
     assert refused(call, "POST", name, args) == (status, code)
+
+
+def test_overloads_are_resolved_as_postgrest_resolves_them() -> None:
+    """PostgREST's `findProc`: the overload the argument names fit, else the one whose single unnamed
+    parameter takes this kind of body; ambiguity lists the candidates fewest parameters first."""
+    json_param = Parameter("", "json", False)
+    overloads = [
+        Routine(
+            "public",
+            "f",
+            (Parameter("x", "integer", False), Parameter("y", "integer", False)),
+            "integer",
+            "scalar",
+            False,
+            "i",
+            None,
+        ),
+        Routine("public", "f", (json_param,), "json", "scalar", False, "i", None),
+        Routine("public", "f", (Parameter("", "text", False),), "text", "scalar", False, "i", None),
+        Routine("public", "f", (), "integer", "scalar", False, "i", None),
+    ]
+    assert choose_routine("public", "f", overloads, set(), "json").parameters == ()
+    assert len(choose_routine("public", "f", overloads, {"x", "y"}, "json").parameters) == 2
+    assert choose_routine("public", "f", overloads, {"a"}, "json").parameters == (json_param,)
+    assert choose_routine("public", "f", overloads, set(), "text").parameters[0].type == "text"
+    # `{"": ...}` names the unnamed parameter of both one-parameter overloads: PostgREST cannot choose.
+    assert refused(choose_routine, "public", "f", overloads, {""}, "json") == (300, "PGRST203")
+    assert choose_routine("public", "f", overloads[:2], {""}, "json").parameters == (json_param,)
+    with pytest.raises(RecordsError) as caught:
+        choose_routine("public", "f", overloads, {"a"}, "csv")
+    assert (caught.value.status, caught.value.message) == (
+        404,
+        "Could not find the function public.f(a) in the schema cache",
+    )
+    with pytest.raises(RecordsError) as caught:
+        choose_routine("public", "f", overloads, set(), "bytea")
+    assert caught.value.message == "Could not find the function public.f in the schema cache"
+    assert caught.value.details == (
+        "Searched for the function public.f with a single unnamed bytea parameter, but no matches were found"
+        " in the schema cache."
+    )
+    both = [
+        Routine("public", "g", (Parameter("", t, False),), t, "scalar", False, "i", None)
+        for t in ("jsonb", "json")
+    ]
+    with pytest.raises(RecordsError) as caught:
+        choose_routine("public", "g", both, {"a"}, "json")
+    assert (caught.value.status, caught.value.code, caught.value.message) == (
+        300,
+        "PGRST203",
+        "Could not choose the best candidate function between: public.g( => json), public.g( => jsonb)",
+    )
+    # A function with an unnamed parameter PostgREST could never pass a body to is not listed at all.
+    unnamed_int = [
+        Routine("public", "h", (Parameter("", "integer", False),), "integer", "scalar", False, "i", None)
+    ]
+    with pytest.raises(RecordsError) as caught:
+        choose_routine("public", "h", unnamed_int, {""}, "json")
+    assert caught.value.code == "PGRST202"
 
 
 def test_only_get_and_post_call() -> None:

@@ -141,9 +141,18 @@ def test_call_answers() -> None:
     rows = {**scalar, "body": '["a","b"]', "page_total": 2}
     assert answer(call_response(post, rows, returns_set=True, void=False))[:3] == (
         200,
-        {"Content-Range": "*/*"},
+        {"Content-Range": "0-1/*"},
         '["a","b"]',
     )
+    # `count=exact` counts what the function returned: a single value is one row (PostgREST's RpcSpec).
+    counted = api_of(rpc_request("POST", "add_numbers", prefer="count=exact"))
+    assert answer(call_response(counted, scalar, returns_set=False, void=False))[1] == {
+        "Content-Range": "0-0/1",
+        "Preference-Applied": "count=exact",
+    }
+    assert answer(call_response(counted, rows, returns_set=True, void=False))[1]["Content-Range"] == "0-1/2"
+    empty = {**rows, "body": "[]", "page_total": 0}
+    assert answer(call_response(counted, empty, returns_set=True, void=False))[1]["Content-Range"] == "*/0"
     void = {"body": None, "response_status": "201", "response_headers": None}
     assert answer(call_response(post, void, returns_set=False, void=True)) == (201, {}, "", None)
     strict = api_of(rpc_request("POST", "post_titles", prefer="handling=strict,max-affected=1"))

@@ -99,14 +99,6 @@ class Routine:
     volatility: str  # "i", "s" or "v"
     return_table: tuple[str, str] | None  # (schema, table) when it returns a table's row type
 
-    @property
-    def single_unnamed_json(self) -> bool:
-        return (
-            len(self.parameters) == 1
-            and self.parameters[0].name == ""
-            and self.parameters[0].type in ("json", "jsonb")
-        )
-
 
 @dataclass
 class SchemaSnapshot:

@@ -73,18 +73,22 @@ def read_response(
 def call_response(
     api: ApiRequest, row: Mapping[str, Any], *, returns_set: bool, void: bool
 ) -> RecordsResponse:
-    """The answer of a call whose result is not read like a table's (`sql_builder.call_statement`)."""
+    """The answer of a call whose result is not read like a table's (`sql_builder.call_statement`): one
+    value, or a set of them; with `Prefer: count=`, counted (a single value is one row)."""
+    prefs = api.shape.prefs
+    rows: int = row["page_total"] if returns_set else 1
     if returns_set:
-        check_max_affected(api.shape.prefs, row["page_total"])
+        check_max_affected(prefs, rows)
     if void:
         return with_response_gucs(row, RecordsResponse(204, "", {}, None))
     body = row["body"] if row["body"] is not None else "null"
     if api.shape.head:
         body = ""
-    content_range_value = "0-0/*" if not returns_set else "*/*"
-    return with_response_gucs(
-        row, RecordsResponse(200, body, {"Content-Range": content_range_value}, api.shape.media)
-    )
+    headers = {"Content-Range": content_range(0, rows - 1, rows if prefs.count else None)}
+    applied = prefs.applied(mutation=False)
+    if applied:
+        headers["Preference-Applied"] = applied
+    return with_response_gucs(row, RecordsResponse(200, body, headers, api.shape.media))
 
 
 def mutation_response(

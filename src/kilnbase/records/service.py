@@ -30,7 +30,7 @@ from kilnbase.records.api_request import (
     request_shape,
     shape_key,
 )
-from kilnbase.records.call_plan import CallPlan, CallTarget, call_plan, call_target, check_call
+from kilnbase.records.call_plan import BodyKind, CallPlan, CallTarget, call_plan, call_target, check_call
 from kilnbase.records.errors import RecordsError, from_statement_error
 from kilnbase.records.execution import Cursor, one_row, planned_rows, run
 from kilnbase.records.mutate_plan import (
@@ -170,18 +170,24 @@ class RecordsEngine:
     async def _call(self, api: ApiRequest, snapshot: SchemaSnapshot, plans: PlanCache) -> RecordsResponse:
         shape = api.shape
         target = plans.routines.get(shape) or plans.routines.put(shape, call_target(shape, snapshot))
-        args, body = call_arguments(api, target)
-        # Keyed by which parameters the arguments name (and whether they name others), never by names no
-        # overload has: those are the caller's choice, and the memory must not keep them.
+        arguments = call_arguments(api, target)
+        args = arguments.named
+        # Keyed by the kind of body and which parameters the arguments name (and whether they name others,
+        # or the empty name an unnamed parameter has), never by names no overload has: those are the
+        # caller's choice, and the memory must not keep them.
         given, names = args.keys(), target.parameter_names
-        key = (shape, frozenset(given & names), not given <= names)
-        prepared = plans.calls.get(key) or plans.calls.put(key, _prepare_call(shape, snapshot, target, args))
+        key = (shape, arguments.kind, frozenset(given & names), not given <= names, "" in given)
+        prepared = plans.calls.get(key) or plans.calls.put(
+            key, _prepare_call(shape, snapshot, target, args, arguments.kind)
+        )
         plan = prepared.plan
         check_call(shape, plan)
         routine = plan.routine
-        args_json = orjson.dumps(
-            body if routine.single_unnamed_json else {name: args[name] for name in plan.arg_names}
-        ).decode()
+        args_json: str | bytes = (
+            arguments.whole
+            if plan.positional
+            else orjson.dumps({name: args[name] for name in plan.arg_names}).decode()
+        )
         if prepared.statement is None:
             assert plan.read is not None
             return await self._planned_count_read(
@@ -261,9 +267,9 @@ def _prepare_write(
 
 
 def _prepare_call(
-    shape: RequestShape, snapshot: SchemaSnapshot, target: CallTarget, args: dict[str, object]
+    shape: RequestShape, snapshot: SchemaSnapshot, target: CallTarget, args: dict[str, object], kind: BodyKind
 ) -> PreparedCall:
-    plan = call_plan(shape, snapshot, target, args)
+    plan = call_plan(shape, snapshot, target, args, kind)
     if plan.read is not None and shape.prefs.count in _PLANNED_COUNTS:
         return PreparedCall(plan, None)  # the statement depends on the planner's estimate
     return PreparedCall(plan, template(statements.call(plan, BODY, count_exact=shape.prefs.count == "exact")))

@@ -467,13 +467,15 @@ def _where(sql: Sql, alias: str, table: Table, conditions: Sequence[Condition]) 
 
 
 def call_source(
-    routine: Routine, args_json: str | None, arg_names: Sequence[str], alias: str
+    routine: Routine, args_json: str | bytes | None, arg_names: Sequence[str], *, positional: bool = False
 ) -> tuple[Sql, Sql]:
-    """(FROM items that bind the arguments, the call expression). Arguments travel as one JSON parameter."""
+    """(FROM items that bind the arguments, the call expression). Arguments travel as one JSON parameter;
+    a `positional` call (one unnamed parameter) passes the whole body as that parameter's value."""
     function = f"{ident(routine.schema)}.{ident(routine.name)}"
     from_sql = Sql()
-    if routine.single_unnamed_json:
-        call = Sql().add(f"{function}(%s::{routine.parameters[0].type})", args_json or "{}")
+    if positional:
+        # The type comes from the catalog (`format_type`), never from the request.
+        call = Sql().add(f"{function}(%s::{routine.parameters[0].type})", args_json)
         return from_sql, call
     types = {p.name: p.type for p in routine.parameters}
     if arg_names:

@@ -45,7 +45,7 @@ class StatementTemplate:
     params: tuple[Any, ...]
     body_at: tuple[int, ...] = ()
 
-    def fill(self, body: str) -> Sql:
+    def fill(self, body: str | bytes) -> Sql:
         params = list(self.params)
         for index in self.body_at:
             params[index] = body
@@ -110,10 +110,10 @@ def mutation(plan: MutatePlan, body: str) -> Sql:
     )
 
 
-def call(plan: CallPlan, args: str, *, count_exact: bool) -> Sql:
+def call(plan: CallPlan, args: str | bytes, *, count_exact: bool) -> Sql:
     """A call with its arguments as one JSON value: `(total, page_total, body)` for a table-typed result,
     else `call_statement`'s row; with the response GUCs either way."""
-    from_args, call_sql = call_source(plan.routine, args, plan.arg_names, plan.routine.name)
+    from_args, call_sql = call_source(plan.routine, args, plan.arg_names, positional=plan.positional)
     read = plan.read
     if read is None:
         return call_statement(plan.routine, from_args, call_sql)
@@ -122,9 +122,9 @@ def call(plan: CallPlan, args: str, *, count_exact: bool) -> Sql:
     )
 
 
-def call_explained(plan: CallPlan, args: str) -> Sql:
+def call_explained(plan: CallPlan, args: str | bytes) -> Sql:
     """The planner's estimate of the rows a table-typed call returns (`Prefer: count=planned`)."""
     assert plan.read is not None
-    from_args, call_sql = call_source(plan.routine, args, plan.arg_names, plan.routine.name)
+    from_args, call_sql = call_source(plan.routine, args, plan.arg_names, positional=plan.positional)
     node = plan.read.node
     return explain_statement(node, function_source(from_args, call_sql, node.alias))
