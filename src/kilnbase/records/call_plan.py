@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kilnbase.db.schema_cache import Routine, SchemaSnapshot
+from kilnbase.records import media_type
 from kilnbase.records.api_request import RequestShape, query_pairs
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.query_grammar import QueryParams, parse_query
@@ -100,7 +101,7 @@ def call_plan(
     if routine.return_kind == "composite":
         table = snapshot.tables.get(routine.return_table) if routine.return_table else None
         node = build_read_plan(snapshot, table, target.query, alias=routine.name)
-        read = ReadPlan(node, *page(shape, node))
+        read = ReadPlan(node, *page(shape, node), csv=shape.media == media_type.CSV)
     # Only a POST may write, and only to a volatile function (PostgREST's rule).
     read_only = shape.method != "POST" or routine.volatility != "v"
     return CallPlan(routine, arg_names, read, read_only)

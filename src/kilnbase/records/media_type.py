@@ -13,6 +13,10 @@ OBJECT = "application/vnd.pgrst.object+json"
 CSV = "text/csv"
 #: A JSON array whose objects lose their null-valued keys (PostgREST's `json_strip_nulls`).
 STRIPPED = "application/vnd.pgrst.array+json;nulls=stripped"
+#: One object, which loses its null-valued keys.
+OBJECT_STRIPPED = "application/vnd.pgrst.object+json;nulls=stripped"
+#: The media types that answer with one object (406 PGRST116 for any other number of rows).
+SINGULAR = frozenset({OBJECT, OBJECT_STRIPPED})
 _ACCEPTED = {
     "*/*": JSON,
     "application/*": JSON,
@@ -23,6 +27,13 @@ _ACCEPTED = {
     CSV: CSV,
     "text/*": CSV,
     STRIPPED: STRIPPED,
+    OBJECT_STRIPPED: OBJECT_STRIPPED,
+}
+#: The media types that take `nulls=stripped`, and what they become with it.
+_STRIPPABLE = {
+    "application/vnd.pgrst.array+json": STRIPPED,
+    "application/vnd.pgrst.object+json": OBJECT_STRIPPED,
+    "application/vnd.pgrst.object": OBJECT_STRIPPED,
 }
 
 
@@ -47,10 +58,8 @@ def negotiate(accept: str | None) -> str:
                 except ValueError:
                     quality = 0.0
         media = media.lower()
-        if media == "application/vnd.pgrst.array+json" and "nulls=stripped" in (
-            p.replace(" ", "") for p in params
-        ):
-            media = STRIPPED
+        if media in _STRIPPABLE and "nulls=stripped" in (p.replace(" ", "") for p in params):
+            media = _STRIPPABLE[media]
         offered.append((-quality, index, media))
     for negative_quality, _, media in sorted(offered):
         if negative_quality < 0 and media in _ACCEPTED:

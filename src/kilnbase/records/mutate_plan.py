@@ -33,6 +33,7 @@ class MutatePlan:
     counts_inserted: bool  # an upsert that merges: the statement counts the rows it inserted (the status)
     check_first: bool  # the answer can still fail after the statement, and must roll it back
     location: bool  # an insert answers with the Location of its first row (`return=headers-only`)
+    csv: bool = False  # the rows read back are written as CSV
 
     @property
     def is_noop(self) -> bool:
@@ -78,6 +79,7 @@ def insert_plan(
         counts_inserted=resolution == "merge-duplicates",
         check_first=_check_first(shape, representation),
         location=prefs.return_ == "headers-only" and representation,
+        csv=shape.media == media_type.CSV,
     )
 
 
@@ -120,6 +122,7 @@ def _filtered(
         counts_inserted=False,
         check_first=_check_first(shape, representation),
         location=False,
+        csv=shape.media == media_type.CSV,
     )
 
 
@@ -193,12 +196,12 @@ def _returning(snapshot: SchemaSnapshot, table: Table, query: QueryParams) -> Re
 def _wants_rows(shape: RequestShape) -> bool:
     return_ = shape.prefs.return_
     return return_ in ("representation", "headers-only") or (
-        shape.media == media_type.OBJECT and return_ != "minimal"
+        shape.media in media_type.SINGULAR and return_ != "minimal"
     )
 
 
 def _check_first(shape: RequestShape, representation: bool) -> bool:
     """A strict max-affected, or a single object that may not be one."""
     return shape.prefs.strict_max_affected is not None or (
-        representation and shape.media == media_type.OBJECT
+        representation and shape.media in media_type.SINGULAR
     )

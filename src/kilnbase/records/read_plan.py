@@ -12,6 +12,7 @@ import difflib
 from dataclasses import dataclass, field
 
 from kilnbase.db.schema_cache import ForeignKey, SchemaSnapshot, Table
+from kilnbase.records import media_type
 from kilnbase.records.api_request import RequestShape, query_pairs
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.query_grammar import (
@@ -158,11 +159,12 @@ class ReadPlan:
     node: ReadNode
     offset: int
     limit: int | None
+    csv: bool = False  # the body is written as CSV (by Postgres, as PostgREST has it written)
 
 
 def read_plan(shape: RequestShape, snapshot: SchemaSnapshot, target: TableTarget) -> ReadPlan:
     node = build_read_plan(snapshot, target.table, target.query)
-    return ReadPlan(node, *page(shape, node))
+    return ReadPlan(node, *page(shape, node), csv=shape.media == media_type.CSV)
 
 
 def page(shape: RequestShape, node: ReadNode) -> tuple[int, int | None]:
@@ -221,6 +223,7 @@ def _fill(
             check_column(node.table, item.field.name)
             node.columns.append(OutputColumn(item.field, item.alias or item.field.default_alias, item.cast))
         else:
+            _check_unique_embed(node, item, path)
             node.embeds.append(_embed(snapshot, node, item, path, query, aliases))
     for condition in query.conditions.get(path, []):
         if isinstance(condition, Filter) and not condition.field.json_path:
@@ -259,6 +262,17 @@ def _fill(
         node.order.append(term)
     node.limit = query.limit.get(path)
     node.offset = query.offset.get(path, 0)
+
+
+def _check_unique_embed(node: ReadNode, item: SelectEmbed, path: EmbedPath) -> None:
+    """Two embeds of one resource under one name (spread or not) are refused as PostgREST's statement
+    refuses them, naming the alias it would have given both (never a JSON object with a key twice)."""
+    name = item.alias or item.name
+    if any(embed.output_name == name for embed in node.embeds):
+        parent = node.table.name if node.table is not None else node.alias
+        raise RecordsError(
+            400, "42712", f'table name "{parent}_{name}_{len(path) + 1}" specified more than once'
+        )
 
 
 def _check_condition(table: Table | None, condition: Condition) -> None:
@@ -333,33 +347,11 @@ def _embed(
 def resolve_relationship(
     snapshot: SchemaSnapshot, source: Table, name: str, hint: str | None
 ) -> Relationship:
-    candidates: list[Relationship] = []
-    schema_tables = [t for (s, _), t in snapshot.tables.items() if s == source.schema]
-    by_table = [t for t in schema_tables if t.name == name]
-    for target in by_table:
-        for key in source.outgoing:
-            if (key.foreign_schema, key.foreign_table) == (target.schema, target.name):
-                candidates.append(Relationship("m2o", source, target, key))
-        for key in source.incoming:
-            if (key.schema, key.table) == (target.schema, target.name):
-                kind = "o2o" if target.is_unique(key.columns) else "o2m"
-                candidates.append(Relationship(kind, source, target, key))
-        for junction in schema_tables:
-            candidates.extend(_through(junction, source, target))
-    if not by_table:
-        for key in source.outgoing:
-            if key.name == name or key.columns == (name,):
-                target_table = snapshot.tables.get((key.foreign_schema, key.foreign_table))
-                if target_table is not None:
-                    candidates.append(Relationship("m2o", source, target_table, key))
-        for key in source.incoming:
-            if key.name == name:
-                target_table = snapshot.tables.get((key.schema, key.table))
-                if target_table is not None:
-                    kind = "o2o" if target_table.is_unique(key.columns) else "o2m"
-                    candidates.append(Relationship(kind, source, target_table, key))
-    if hint is not None:
-        candidates = [c for c in candidates if _matches_hint(c, hint)]
+    """PostgREST's `findRel`: every relationship of `source` within its schema, kept when `name` (and the
+    hint) select it. A constraint or column name selects only relationships to tables, never to views
+    over them (views inherit their tables' keys); a table's relationship to itself is one-to-many by the
+    table's name and many-to-one by the column's."""
+    candidates = [r for r in relationships(snapshot, source) if _selects(r, name, hint)]
     if not candidates:
         detail = (
             f"Searched for a foreign key relationship between '{source.name}' and '{name}'"
@@ -385,6 +377,50 @@ def resolve_relationship(
     return candidates[0]
 
 
+def relationships(snapshot: SchemaSnapshot, source: Table) -> list[Relationship]:
+    """Every relationship from `source` to a table or view of its own schema: its foreign keys
+    (many-to-one), the foreign keys to it (one-to-many, or one-to-one on unique columns), and the
+    junctions between it and another table (many-to-many)."""
+    found: list[Relationship] = []
+    schema = source.schema
+    for key in source.outgoing:
+        target = snapshot.tables.get((key.foreign_schema, key.foreign_table))
+        if target is not None and target.schema == schema:
+            found.append(Relationship("m2o", source, target, key))
+    for key in source.incoming:
+        target = snapshot.tables.get((key.schema, key.table))
+        if target is not None and target.schema == schema:
+            found.append(Relationship("o2o" if target.is_unique(key.columns) else "o2m", source, target, key))
+    for (junction_schema, _), junction in snapshot.tables.items():
+        if junction_schema != schema or junction is source:
+            continue
+        for key in junction.outgoing:
+            if (key.foreign_schema, key.foreign_table) != (schema, junction.name):
+                target = snapshot.tables.get((key.foreign_schema, key.foreign_table))
+                if target is not None and target.schema == schema and target is not junction:
+                    found.extend(r for r in _through(junction, source, target) if r.target_key is key)
+    return found
+
+
+def _selects(relationship: Relationship, name: str, hint: str | None) -> bool:
+    target = relationship.target
+    if relationship.kind == "m2m":
+        junction = relationship.junction
+        return target.name == name and (hint is None or (junction is not None and junction.name == hint))
+    key = relationship.key
+    outgoing = relationship.kind == "m2o"
+    # (the columns on the source's side, the columns on the target's side)
+    own, other = (key.columns, key.foreign_columns) if outgoing else (key.foreign_columns, key.columns)
+    to_view = target.kind in ("v", "m")
+    if relationship.source is target:  # a table related to itself
+        if hint is None:
+            return (target.name == name and not outgoing) or (outgoing and own == (name,))
+        return target.name == name and not outgoing and other == (hint,)
+    if hint is None:
+        return target.name == name or (key.name == name and not to_view) or (own == (name,) and not to_view)
+    return target.name == name and (key.name == hint or own == (hint,) or other == (hint,))
+
+
 def _through(junction: Table, source: Table, target: Table) -> list[Relationship]:
     found: list[Relationship] = []
     if junction in (source, target):
@@ -400,13 +436,6 @@ def _through(junction: Table, source: Table, target: Table) -> list[Relationship
             if junction.is_unique(tuple(dict.fromkeys(to_source.columns + to_target.columns))):
                 found.append(Relationship("m2m", source, target, to_source, junction, to_target))
     return found
-
-
-def _matches_hint(candidate: Relationship, hint: str) -> bool:
-    keys = [candidate.key] + ([candidate.target_key] if candidate.target_key else [])
-    if candidate.junction is not None and candidate.junction.name == hint:
-        return True
-    return any(hint == key.name or hint in key.columns or hint in key.foreign_columns for key in keys)
 
 
 def _hint_for(candidate: Relationship) -> str:

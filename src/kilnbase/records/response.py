@@ -7,8 +7,6 @@ for through the response GUCs. Pure functions of the request, the plan and the r
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -224,7 +222,7 @@ def singular(body: str, rows: int) -> str:
         raise RecordsError(
             406,
             "PGRST116",
-            "JSON object requested, multiple (or no) rows returned",
+            "Cannot coerce the result to a single JSON object",
             f"The result contains {rows} rows",
             None,
         )
@@ -235,8 +233,10 @@ def shaped(body: str, media: str, rows: int) -> str:
     """A JSON array body in the negotiated media type: one object, CSV, nulls stripped, or as it is."""
     if media == media_type.OBJECT:
         return singular(body, rows)
+    if media == media_type.OBJECT_STRIPPED:
+        return orjson.dumps(_strip_nulls(orjson.loads(singular(body, rows)))).decode()
     if media == media_type.CSV:
-        return to_csv(body)
+        return body  # written by the statement (`sql_builder.CSV_BODY`)
     if media == media_type.STRIPPED:
         return orjson.dumps(_strip_nulls(orjson.loads(body))).decode()
     return body
@@ -250,26 +250,3 @@ def _strip_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [_strip_nulls(item) for item in value]
     return value
-
-
-def to_csv(body: str) -> str:
-    rows: list[dict[str, Any]] = orjson.loads(body)
-    if not rows:
-        return ""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    header = list(rows[0])
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow([_csv_value(row.get(name)) for name in header])
-    return out.getvalue().rstrip("\n")
-
-
-def _csv_value(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
-    return str(value)

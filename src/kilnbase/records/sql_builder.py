@@ -315,12 +315,17 @@ def read_statement(
     offset: int,
     prefix: Sql | None = None,
     inserted: bool = False,
+    csv: bool = False,
 ) -> Sql:
-    """One statement -> (total, page_total, body): the page as JSON text, and the exact count if asked;
-    with `inserted`, the rows an upsert inserted too (see `insert_statement`)."""
+    """One statement -> (total, page_total, body): the page as JSON text (or `csv`), and the exact count
+    if asked; with `inserted`, the rows an upsert inserted too (see `insert_statement`)."""
     sql = Sql()
     if prefix is not None:
         sql.extend(prefix)
+    if csv:
+        sql.add(", " if prefix is not None else "WITH ")
+        sql.add(f"{ident(CSV_PAGE)} AS (").extend(render_node(node, source, limit=limit, offset=offset))
+        sql.add(") ")
     sql.add("SELECT ")
     if count_exact:
         sql.add("(SELECT count(*) FROM (")
@@ -328,12 +333,29 @@ def read_statement(
         sql.add(') AS "pgrst_counted")')
     else:
         sql.add("NULL::bigint")
-    sql.add(" AS total, count(*) AS page_total, coalesce(json_agg(\"pgrst_row\"), '[]')::text AS body")
+    sql.add(" AS total, count(*) AS page_total, ")
+    sql.add(CSV_BODY if csv else "coalesce(json_agg(\"pgrst_row\"), '[]')::text AS body")
     if inserted:
         sql.add(f", {INSERTED}")
+    if csv:
+        return sql.add(f' FROM {ident(CSV_PAGE)} AS "pgrst_row"')
     sql.add(" FROM (")
     sql.extend(render_node(node, source, limit=limit, offset=offset))
     return sql.add(') AS "pgrst_row"')
+
+
+#: The page a CSV body is written from (read twice: its first row's keys are the header).
+CSV_PAGE = "pgrst_page"
+#: PostgREST's CSV, written by Postgres: the first row's keys joined with `,`, a newline, then each row as
+#: Postgres prints a record (values quoted when they hold a comma, a quote, a space, ...; quotes doubled;
+#: NULL empty; json and arrays as Postgres prints them), without its parentheses, one per line.
+CSV_BODY = (
+    "(SELECT coalesce(string_agg(\"pgrst_key\".k, ','), '')"
+    " FROM (SELECT json_object_keys(row_to_json(h)) AS k"
+    f' FROM (SELECT * FROM {ident(CSV_PAGE)} LIMIT 1) AS h) AS "pgrst_key")'
+    ' || chr(10) || coalesce(string_agg(substring("pgrst_row"::text, 2, length("pgrst_row"::text) - 2),'
+    " chr(10)), '') AS body"
+)
 
 
 def explain_statement(node: ReadNode, source: Source) -> Sql:
@@ -538,7 +560,14 @@ def function_source(from_args: Sql, call: Sql, alias: str) -> Source:
 
 
 def function_read_statement(
-    node: ReadNode, from_args: Sql, call: Sql, *, count_exact: bool, limit: int | None, offset: int
+    node: ReadNode,
+    from_args: Sql,
+    call: Sql,
+    *,
+    count_exact: bool,
+    limit: int | None,
+    offset: int,
+    csv: bool = False,
 ) -> Sql:
     """A table-typed function's rows read like a table's, with the response GUCs it set.
 
@@ -558,5 +587,6 @@ def function_read_statement(
         limit=limit,
         offset=offset,
         prefix=prefix,
+        csv=csv,
     )
     return with_response_gucs(statement)

@@ -61,7 +61,12 @@ def template(statement: Sql) -> StatementTemplate:
 def table_read(plan: ReadPlan, *, count_exact: bool) -> Sql:
     """One row `(total, page_total, body)`: the page as JSON text, and the exact count if asked."""
     return read_statement(
-        plan.node, _table_source(plan), count_exact=count_exact, limit=plan.limit, offset=plan.offset
+        plan.node,
+        _table_source(plan),
+        count_exact=count_exact,
+        limit=plan.limit,
+        offset=plan.offset,
+        csv=plan.csv,
     )
 
 
@@ -107,6 +112,7 @@ def mutation(plan: MutatePlan, body: str) -> Sql:
         offset=0,
         prefix=statement.add(" "),
         inserted=plan.counts_inserted,
+        csv=plan.csv,
     )
 
 
@@ -118,7 +124,13 @@ def call(plan: CallPlan, args: str | bytes, *, count_exact: bool) -> Sql:
     if read is None:
         return call_statement(plan.routine, from_args, call_sql)
     return function_read_statement(
-        read.node, from_args, call_sql, count_exact=count_exact, limit=read.limit, offset=read.offset
+        read.node,
+        from_args,
+        call_sql,
+        count_exact=count_exact,
+        limit=read.limit,
+        offset=read.offset,
+        csv=read.csv,
     )
 
 
