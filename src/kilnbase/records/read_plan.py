@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from kilnbase.db.schema_cache import ForeignKey, SchemaSnapshot, Table
+from kilnbase.db.schema_cache import ForeignKey, Routine, SchemaSnapshot, Table
 from kilnbase.records import media_type
 from kilnbase.records.api_request import RequestShape, query_pairs
 from kilnbase.records.errors import RecordsError
@@ -39,14 +39,22 @@ class Relationship:
     key: ForeignKey  # m2o: source -> target; o2m/o2o: target -> source; m2m: junction -> source
     junction: Table | None = None
     target_key: ForeignKey | None = None  # m2m: junction -> target
+    function: Routine | None = None  # computed: the function that gives the target's rows
 
     @property
     def to_one(self) -> bool:
-        return self.kind in ("m2o", "o2o")
+        return self.kind in ("m2o", "o2o", "computed_one")
 
     def describe(self) -> dict[str, str]:
         """PGRST201's `details` entry."""
-        cardinality = {"m2o": "many-to-one", "o2m": "one-to-many", "o2o": "one-to-one", "m2m": "many-to-many"}
+        cardinality = {
+            "m2o": "many-to-one",
+            "o2m": "one-to-many",
+            "o2o": "one-to-one",
+            "m2m": "many-to-many",
+            "computed_one": "many-to-one",
+            "computed_many": "one-to-many",
+        }
         key = self.key
         if self.kind == "m2m" and self.junction is not None and self.target_key is not None:
             text = (
@@ -86,6 +94,9 @@ class ReadNode:
     order: list[OrderTerm] = field(default_factory=list)
     limit: int | None = None
     offset: int = 0
+    #: The computed columns the node reads, filters or orders by: name -> the function, schema-qualified
+    #: and quoted (a function taking the table's row: `"public"."full_name"("people")`).
+    computed: dict[str, str] = field(default_factory=dict)
 
     @property
     def output_names(self) -> list[str]:
@@ -187,6 +198,61 @@ def check_column(table: Table | None, name: str) -> None:
         raise RecordsError(400, "42703", f"column {table.name}.{name} does not exist")
 
 
+def _check_field(snapshot: SchemaSnapshot, node: ReadNode, name: str) -> None:
+    """A column of the node's table, or a computed column (a function taking the table's row and
+    returning one value), which the node then reads through its function."""
+    table = node.table
+    if table is None or name in table.columns:
+        return
+    routine = computed_column(snapshot, table, name)
+    if routine is None:
+        check_column(table, name)
+        return
+    node.computed[name] = f"{_quoted(routine.schema)}.{_quoted(routine.name)}"
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _takes_row_of(routine: Routine, table: Table) -> bool:
+    """A function whose first parameter is the table's row, and whose others have defaults."""
+    parameters = routine.parameters
+    return (
+        bool(parameters)
+        and parameters[0].relation == (table.schema, table.name)
+        and all(p.has_default for p in parameters[1:])
+    )
+
+
+def computed_column(snapshot: SchemaSnapshot, table: Table, name: str) -> Routine | None:
+    """PostgREST's computed field: `name(table_row) RETURNS scalar`, in the table's schema."""
+    for routine in snapshot.routines.get((table.schema, name), ()):
+        if _takes_row_of(routine, table) and routine.return_kind == "scalar" and not routine.returns_set:
+            return routine
+    return None
+
+
+def computed_relationships(snapshot: SchemaSnapshot, source: Table, name: str) -> list[Relationship]:
+    """PostgREST's computed relationships: `name(source_row) RETURNS [SETOF] other_table`, in the source's
+    schema, embedded like a foreign key (to-one when it returns one row: not a set, or `ROWS 1`)."""
+    found: list[Relationship] = []
+    for routine in snapshot.routines.get((source.schema, name), ()):
+        target = snapshot.tables.get(routine.return_table) if routine.return_table else None
+        parameters = routine.parameters
+        if (
+            target is None
+            or routine.return_kind != "composite"
+            or len(parameters) != 1
+            or parameters[0].relation != (source.schema, source.name)
+        ):
+            continue
+        key = ForeignKey(name, source.schema, source.name, (), target.schema, target.name, ())
+        kind = "computed_one" if routine.single_row else "computed_many"
+        found.append(Relationship(kind, source, target, key, function=routine))
+    return found
+
+
 def build_read_plan(
     snapshot: SchemaSnapshot,
     table: Table | None,
@@ -220,7 +286,7 @@ def _fill(
                 node.columns.extend(OutputColumn(Field(name), name) for name in known_columns)
                 node.star = False
         elif isinstance(item, SelectColumn):
-            check_column(node.table, item.field.name)
+            _check_field(snapshot, node, item.field.name)
             node.columns.append(OutputColumn(item.field, item.alias or item.field.default_alias, item.cast))
         else:
             _check_unique_embed(node, item, path)
@@ -239,7 +305,7 @@ def _fill(
                 must_exist = (operation.value == "not_null") != operation.negated
                 node.exists.append((embed, must_exist))
                 continue
-        _check_condition(node.table, condition)
+        _check_condition(snapshot, node, condition)
         node.conditions.append(condition)
     for term in query.order.get(path, []):
         if term.relation is not None:
@@ -258,7 +324,7 @@ def _fill(
                 )
             check_column(embed.relationship.target, term.field.name)
         else:
-            check_column(node.table, term.field.name)
+            _check_field(snapshot, node, term.field.name)
         node.order.append(term)
     node.limit = query.limit.get(path)
     node.offset = query.offset.get(path, 0)
@@ -275,12 +341,12 @@ def _check_unique_embed(node: ReadNode, item: SelectEmbed, path: EmbedPath) -> N
         )
 
 
-def _check_condition(table: Table | None, condition: Condition) -> None:
+def _check_condition(snapshot: SchemaSnapshot, node: ReadNode, condition: Condition) -> None:
     if isinstance(condition, Filter):
-        check_column(table, condition.field.name)
+        _check_field(snapshot, node, condition.field.name)
     else:
         for child in condition.children:
-            _check_condition(table, child)
+            _check_condition(snapshot, node, child)
 
 
 def _embed_named(node: ReadNode, name: str) -> Embed | None:
@@ -327,7 +393,7 @@ def _embed(
     if (*path, item.name) != (*path, output) and (*path, item.name) in query.conditions:
         # Filters may name the embed by its table name too.
         for condition in query.conditions[(*path, item.name)]:
-            _check_condition(child.table, condition)
+            _check_condition(snapshot, child, condition)
             child.conditions.append(condition)
     if item.spread and relationship.to_one is False and child.star:
         child.star = False
@@ -351,7 +417,11 @@ def resolve_relationship(
     hint) select it. A constraint or column name selects only relationships to tables, never to views
     over them (views inherit their tables' keys); a table's relationship to itself is one-to-many by the
     table's name and many-to-one by the column's."""
-    candidates = [r for r in relationships(snapshot, source) if _selects(r, name, hint)]
+    # A function of the source's row named `name` embeds as PostgREST's computed relationship, and
+    # prevails over a detected relationship of that name.
+    candidates = computed_relationships(snapshot, source, name) or [
+        r for r in relationships(snapshot, source) if _selects(r, name, hint)
+    ]
     if not candidates:
         detail = (
             f"Searched for a foreign key relationship between '{source.name}' and '{name}'"

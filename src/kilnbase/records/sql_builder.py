@@ -9,7 +9,7 @@ body travels back as one text value that the response passes through untouched.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,8 +65,13 @@ def array_literal(values: Sequence[str]) -> str:
     return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
-def field_expr(alias: str, item: Field) -> Sql:
-    sql = Sql().add(f"{ident(alias)}.{ident(item.name)}")
+def field_expr(alias: str, item: Field, computed: Mapping[str, str] | None = None) -> Sql:
+    """A column of `alias`, or a computed column: its function (quoted by the plan) called with the row."""
+    function = computed.get(item.name) if computed else None
+    base = (
+        f"{function.replace('%', '%%')}({ident(alias)})" if function else f"{ident(alias)}.{ident(item.name)}"
+    )
+    sql = Sql().add(base)
     for step in item.json_path:
         key = step.key
         if _ARRAY_INDEX.fullmatch(key):
@@ -76,17 +81,19 @@ def field_expr(alias: str, item: Field) -> Sql:
     return sql
 
 
-def render_condition(alias: str, table: Table | None, condition: Condition) -> Sql:
+def render_condition(
+    alias: str, table: Table | None, condition: Condition, computed: Mapping[str, str] | None = None
+) -> Sql:
     if not isinstance(condition, Filter):
         joiner = " AND " if condition.conjunction == "and" else " OR "
         sql = Sql().add("NOT (" if condition.negated else "(")
         for index, child in enumerate(condition.children):
             if index:
                 sql.add(joiner)
-            sql.extend(render_condition(alias, table, child))
+            sql.extend(render_condition(alias, table, child, computed))
         return sql.add(")")
     operation = condition.operation
-    expr = field_expr(alias, condition.field)
+    expr = field_expr(alias, condition.field, computed)
     sql = Sql().add("NOT (" if operation.negated else "(")
     operator = operation.operator
     if operator == "is":
@@ -151,6 +158,10 @@ def _embed_source(embed: Embed, parent_alias: str) -> Source:
     relation = embed.relationship
     child = embed.node.alias
     key = relation.key
+    if relation.function is not None:  # computed: the function of the parent's row gives the rows
+        function = relation.function
+        call = f"{ident(function.schema)}.{ident(function.name)}({ident(parent_alias)})"
+        return Source(Sql().add(f"{call} AS {ident(child)}"))
     from_sql = Sql().add(f"{qualified(relation.target)} AS {ident(child)}")
     pairs: list[tuple[str, str, str, str]]  # (left alias, left column, right alias, right column)
     if relation.kind == "m2o":
@@ -223,7 +234,7 @@ def _embed_outputs(embed: Embed) -> list[str]:
 
 def _order_expr(node: ReadNode, term: OrderTerm) -> Sql:
     if term.relation is None:
-        sql = field_expr(node.alias, term.field)
+        sql = field_expr(node.alias, term.field, node.computed)
     else:
         embed = next(e for e in node.embeds if term.relation in (e.output_name, e.name))
         lateral = ident(embed.lateral)
@@ -254,7 +265,7 @@ def render_node(
         if node.star:
             outputs.append(Sql().add(f"{ident(node.alias)}.*"))
         for column in node.columns:
-            expr = field_expr(node.alias, column.field)
+            expr = field_expr(node.alias, column.field, node.computed)
             if column.cast:
                 expr = Sql().add("(").extend(expr).add(f")::{column.cast}")
             outputs.append(expr.add(f" AS {ident(column.name)}"))
@@ -277,7 +288,7 @@ def render_node(
     where: list[Sql] = []
     if source.join_condition is not None:
         where.append(source.join_condition)
-    where.extend(render_condition(node.alias, node.table, c) for c in node.conditions)
+    where.extend(render_condition(node.alias, node.table, c, node.computed) for c in node.conditions)
     where.extend(Sql().add(_exists_expr(e)) for e in node.embeds if e.inner)
     for embed, must_exist in node.exists:
         text = _exists_expr(embed)
