@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -71,6 +71,20 @@ class AuthSettings(BaseSettings):
         return value
 
 
+class RecordsSettings(BaseSettings):
+    """PostgREST's opt-in features of the records API, off by default as in PostgREST, read from
+    `KILNBASE_DB_*` (PostgREST's `db-aggregates-enabled`, `db-plan-enabled`, `db-tx-end`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_DB_", extra="ignore")
+
+    #: `count()`, `sum()`, `avg()`, `min()`, `max()` in `select=` (else 400 PGRST123).
+    aggregates_enabled: bool = False
+    #: `Accept: application/vnd.pgrst.plan+json|+text`: the statement's EXPLAIN (else 406).
+    plan_enabled: bool = False
+    #: How a request's transaction ends; the `-allow-override` ones honour `Prefer: tx=commit|rollback`.
+    tx_end: Literal["commit", "commit-allow-override", "rollback", "rollback-allow-override"] = "commit"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KILNBASE_", extra="ignore", populate_by_name=True)
 
@@ -123,6 +137,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", validation_alias=AliasChoices("LOG_LEVEL", "KILNBASE_LOG_LEVEL"))
 
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    records: RecordsSettings = Field(default_factory=RecordsSettings)
 
     # Model gateway (ai/). OpenRouter by default; its key is the last of the credential sources.
     openrouter_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENROUTER_API_KEY"))

@@ -33,7 +33,11 @@ def call_target(shape: RequestShape, snapshot: SchemaSnapshot) -> CallTarget:
     overloads = tuple(snapshot.routines.get((shape.schema, shape.resource), ()))
     names = frozenset(p.name for r in overloads for p in r.parameters if p.name)
     # With GET the arguments are query parameters; with POST they are the body.
-    query = parse_query(query_pairs(shape.query_string), names if shape.method != "POST" else frozenset())
+    query = parse_query(
+        query_pairs(shape.query_string),
+        names if shape.method != "POST" else frozenset(),
+        aggregates=shape.aggregates,
+    )
     return CallTarget(overloads, names, query)
 
 

@@ -78,6 +78,8 @@ class OutputColumn:
     field: Field
     name: str
     cast: str | None = None
+    aggregate: str | None = None  # the node is then grouped by its other columns
+    aggregate_cast: str | None = None
 
 
 @dataclass
@@ -160,7 +162,7 @@ class TableTarget:
 def table_target(shape: RequestShape, snapshot: SchemaSnapshot) -> TableTarget:
     """404 PGRST205 for a table the schema cache does not have, then the query string's parse errors."""
     table = find_table(snapshot, shape.schema, shape.resource)
-    return TableTarget(table, parse_query(query_pairs(shape.query_string)))
+    return TableTarget(table, parse_query(query_pairs(shape.query_string), aggregates=shape.aggregates))
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +287,14 @@ def _fill(
             if node.table is None and known_columns is not None:
                 node.columns.extend(OutputColumn(Field(name), name) for name in known_columns)
                 node.star = False
+        elif isinstance(item, SelectColumn) and item.aggregate is not None:
+            if item.field.name != "*":
+                _check_field(snapshot, node, item.field.name)
+            node.columns.append(
+                OutputColumn(
+                    item.field, item.alias or item.aggregate, item.cast, item.aggregate, item.aggregate_cast
+                )
+            )
         elif isinstance(item, SelectColumn):
             _check_field(snapshot, node, item.field.name)
             node.columns.append(OutputColumn(item.field, item.alias or item.field.default_alias, item.cast))

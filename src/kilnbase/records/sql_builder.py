@@ -23,7 +23,7 @@ from kilnbase.records.query_grammar import (
     Filter,
     OrderTerm,
 )
-from kilnbase.records.read_plan import Embed, ReadNode
+from kilnbase.records.read_plan import Embed, OutputColumn, ReadNode
 
 
 @dataclass
@@ -249,6 +249,21 @@ def _order_expr(node: ReadNode, term: OrderTerm) -> Sql:
     return sql
 
 
+def _column_expr(node: ReadNode, column: OutputColumn) -> Sql:
+    """A selected column with its cast, or an aggregate of one (`count(*)` for `count()`) with its casts."""
+    if column.aggregate is not None and column.field.name == "*":
+        expr = Sql().add("count(*)")
+    else:
+        expr = field_expr(node.alias, column.field, node.computed)
+        if column.cast:
+            expr = Sql().add("(").extend(expr).add(f")::{column.cast}")
+        if column.aggregate is not None:
+            expr = Sql().add(f"{column.aggregate}(").extend(expr).add(")")
+    if column.aggregate_cast:
+        expr = Sql().add("(").extend(expr).add(f")::{column.aggregate_cast}")
+    return expr
+
+
 def render_node(
     node: ReadNode,
     source: Source,
@@ -265,10 +280,7 @@ def render_node(
         if node.star:
             outputs.append(Sql().add(f"{ident(node.alias)}.*"))
         for column in node.columns:
-            expr = field_expr(node.alias, column.field, node.computed)
-            if column.cast:
-                expr = Sql().add("(").extend(expr).add(f")::{column.cast}")
-            outputs.append(expr.add(f" AS {ident(column.name)}"))
+            outputs.append(_column_expr(node, column).add(f" AS {ident(column.name)}"))
         for embed in node.embeds:
             outputs.extend(Sql().add(text) for text in _embed_outputs(embed))
     if marker:
@@ -301,6 +313,19 @@ def render_node(
             sql.extend(part)
     if count_only:
         return sql
+    grouped = [c for c in node.columns if c.aggregate is None]
+    if len(grouped) < len(node.columns) and (grouped or node.star):
+        # PostgREST's aggregates: grouped by every selected column that is not aggregated.
+        keys = [
+            Sql().add(f"{ident(node.alias)}.{ident(name)}")
+            for name in (node.table.columns if node.star and node.table else ())
+        ]
+        keys.extend(_column_expr(node, column) for column in grouped)
+        sql.add(" GROUP BY ")
+        for index, key in enumerate(keys):
+            if index:
+                sql.add(", ")
+            sql.extend(key)
     if node.order:
         sql.add(" ORDER BY ")
         for index, term in enumerate(node.order):
