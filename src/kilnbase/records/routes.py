@@ -85,7 +85,8 @@ class RecordsEndpoint:
             return
         if answer is None:  # the client left; its statement was cancelled
             return
-        if not self.is_rpc and answer.status != 204 and not answer.body.strip():
+        body = answer.body
+        if not self.is_rpc and answer.status != 204 and (not body or (body[0].isspace() and body.isspace())):
             # InsForge's proxy answers a blank PostgREST body with `[]` on the records route (its SDK's
             # users see it), keeping PostgREST's status and headers.
             answer.body = "[]"
