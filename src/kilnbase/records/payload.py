@@ -58,10 +58,12 @@ def single_row_payload(api: ApiRequest, target: TableTarget, *, as_array: bool) 
 
 @dataclass(frozen=True, slots=True)
 class CallArguments:
-    """A call's arguments by name, and the body as a single unnamed parameter takes it (JSON text, text,
-    or bytes), with the kind of body that decides which overload may take it."""
+    """A call's arguments by name (`named`, and `by_name`: a JSON object holding them, for the statement,
+    which reads only the parameters it passes), the body as a single unnamed parameter takes it (`whole`:
+    JSON text, text, or bytes), and the kind of body that decides which overload may take it."""
 
     named: dict[str, Any]
+    by_name: str
     whole: str | bytes
     kind: BodyKind
 
@@ -69,30 +71,40 @@ class CallArguments:
 def call_arguments(api: ApiRequest, target: CallTarget) -> CallArguments:
     """POST: the JSON body (an object names arguments; anything else names none), a form, CSV (its first
     row), or a raw body (text/plain, text/xml, application/octet-stream: only ever a single unnamed
-    parameter's value). GET: the query's arguments."""
+    parameter's value). GET: the query's arguments.
+
+    A JSON object body is passed on as received (not serialized again): the statement reads only the
+    parameters the call passes from it."""
     shape = api.shape
     kind = body_kind(shape.method, api.content_type)
     body = api.body
     if kind is None:
         args = dict(target.query.function_args)
-        return CallArguments(args, orjson.dumps(args).decode(), kind)
+        text = orjson.dumps(args).decode()
+        return CallArguments(args, text, text, kind)
     if kind == "bytea":
-        return CallArguments({}, body, kind)
+        return CallArguments({}, "{}", body, kind)
     text = body.decode("utf-8", errors="replace")
     if kind in ("text", "xml"):
-        return CallArguments({}, text, kind)
-    if kind == "form":
-        return CallArguments(dict(parse_qsl(text, keep_blank_values=True)), text, kind)
-    if kind == "csv":
-        first = next(iter(csv.DictReader(io.StringIO(text))), {})
-        return CallArguments(dict(first), orjson.dumps(first).decode(), kind)
+        return CallArguments({}, "{}", text, kind)
+    if kind in ("form", "csv"):
+        if kind == "form":
+            args = dict(parse_qsl(text, keep_blank_values=True))
+        else:
+            args = dict(next(iter(csv.DictReader(io.StringIO(text))), {}))
+        text = orjson.dumps(args).decode()
+        return CallArguments(args, text, text, kind)
     if api.content_type not in ("application/json", "") and not api.content_type.endswith("+json"):
         raise RecordsError(415, "PGRST102", f"Content-Type not acceptable: {api.content_type}")
+    if not body.strip():
+        return CallArguments({}, "{}", "{}", kind)
     try:
-        parsed = orjson.loads(body) if body.strip() else {}
+        parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise RecordsError(400, "PGRST102", "Empty or invalid json", str(exc)) from None
-    return CallArguments(parsed if isinstance(parsed, dict) else {}, text if body.strip() else "{}", kind)
+    if isinstance(parsed, dict):
+        return CallArguments(parsed, text, text, kind)
+    return CallArguments({}, "{}", text, kind)
 
 
 def _decode(

@@ -211,11 +211,7 @@ class RecordsEngine:
         plan = prepared.plan
         check_call(shape, plan)
         routine = plan.routine
-        args_json: str | bytes = (
-            arguments.whole
-            if plan.positional
-            else orjson.dumps({name: args[name] for name in plan.arg_names}).decode()
-        )
+        args_json = arguments.whole if plan.positional else arguments.by_name
         if prepared.statement is None:
             assert plan.read is not None
             return await self._planned_count_read(
@@ -323,11 +319,7 @@ class RecordsEngine:
             routines = call_target(shape, snapshot)
             arguments = call_arguments(api, routines)
             call = call_plan(shape, snapshot, routines, arguments.named, arguments.kind)
-            args: str | bytes = (
-                arguments.whole
-                if call.positional
-                else orjson.dumps({name: arguments.named[name] for name in call.arg_names}).decode()
-            )
+            args = arguments.whole if call.positional else arguments.by_name
             return statements.call(call, args, count_exact=shape.prefs.count == "exact"), call.read_only
         target = _table(shape, snapshot, plans)
         payload = self._payload(api, target)
