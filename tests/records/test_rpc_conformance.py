@@ -54,6 +54,11 @@ def functions(database_url: str) -> None:
             CREATE FUNCTION same_names(a int) RETURNS int LANGUAGE sql AS 'SELECT a';
             CREATE FUNCTION same_names(a text) RETURNS text LANGUAGE sql AS 'SELECT a';
             CREATE FUNCTION add_them(a int, b int) RETURNS int LANGUAGE sql AS 'SELECT a + b';
+            CREATE FUNCTION sayhello(name text) RETURNS text LANGUAGE sql AS $$ SELECT 'Hello, ' || name $$;
+            CREATE FUNCTION overloaded() RETURNS SETOF int LANGUAGE sql AS 'VALUES (1), (2), (3)';
+            CREATE FUNCTION overloaded(a int, b int) RETURNS int LANGUAGE sql AS 'SELECT a + b';
+            CREATE FUNCTION overloaded(a text, b text, c text) RETURNS text LANGUAGE sql
+              AS 'SELECT a || b || c';
             CREATE FUNCTION three_words() RETURNS SETOF text LANGUAGE sql
               AS 'SELECT unnest(ARRAY[''a'', ''b'', ''c''])';
             CREATE FUNCTION no_words() RETURNS SETOF text LANGUAGE sql AS 'SELECT NULL::text WHERE false';
@@ -243,3 +248,64 @@ def test_exact_count_of_a_set_of_values(client: TestClient, admin: dict[str, str
     assert uncounted.headers["content-range"] == "0-2/*"
     empty = client.get(f"{RPC}/no_words", headers={**admin, "Prefer": "count=exact"})
     assert (empty.json(), empty.headers["content-range"]) == ([], "*/0")
+
+
+@pytest.mark.parametrize(
+    ("query", "message", "details", "hint"),
+    [
+        (
+            "sayhell",
+            "Could not find the function public.sayhell without parameters in the schema cache",
+            "Searched for the function public.sayhell without parameters, but no matches were found in the"
+            " schema cache.",
+            "Perhaps you meant to call the function public.sayhello",
+        ),
+        (
+            "sayhello?nam=Peter",
+            "Could not find the function public.sayhello(nam) in the schema cache",
+            "Searched for the function public.sayhello with parameter nam, but no matches were found in the"
+            " schema cache.",
+            "Perhaps you meant to call the function public.sayhello(name)",
+        ),
+        (
+            "add_them?a=1&b=2&smthelse=blabla",
+            "Could not find the function public.add_them(a, b, smthelse) in the schema cache",
+            "Searched for the function public.add_them with parameters a, b, smthelse, but no matches were"
+            " found in the schema cache.",
+            "Perhaps you meant to call the function public.add_them(a, b)",
+        ),
+        (
+            "overloaded?wrong_arg=value",
+            "Could not find the function public.overloaded(wrong_arg) in the schema cache",
+            "Searched for the function public.overloaded with parameter wrong_arg, but no matches were found"
+            " in the schema cache.",
+            None,
+        ),
+        (
+            "overloaded?a=1&b=2&wrong_arg=value",
+            "Could not find the function public.overloaded(a, b, wrong_arg) in the schema cache",
+            "Searched for the function public.overloaded with parameters a, b, wrong_arg, but no matches were"
+            " found in the schema cache.",
+            "Perhaps you meant to call the function public.overloaded(a, b, c)",
+        ),
+    ],
+)
+def test_an_unknown_call_hints_at_the_closest_function(
+    client: TestClient, admin: dict[str, str], query: str, message: str, details: str, hint: str | None
+) -> None:
+    """A GET's query parameters that are not filters are the call's arguments, all of them (RpcSpec)."""
+    response = client.get(f"{RPC}/{query}", headers=admin)
+    assert response.status_code == 404
+    assert response.json() == {"code": "PGRST202", "message": message, "details": details, "hint": hint}
+
+
+def test_get_arguments_and_filters(client: TestClient, admin: dict[str, str]) -> None:
+    assert client.get(f"{RPC}/sayhello?name=Peter", headers=admin).json() == "Hello, Peter"
+    # A value that reads as a filter filters what the function returns (here: a set of integers).
+    assert client.get(f"{RPC}/overloaded", headers=admin).json() == [1, 2, 3]
+    assert client.get(f"{RPC}/overloaded?a=1&b=2", headers=admin).json() == 3
+
+
+def test_a_json_body_hints_at_a_similar_function(client: TestClient, admin: dict[str, str]) -> None:
+    response = client.post(f"{RPC}/unnamed_int_param", headers=admin, json={"x": 1, "y": 2})
+    assert response.json()["hint"] == "Perhaps you meant to call the function public.unnamed_text_param"

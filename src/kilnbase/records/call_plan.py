@@ -6,12 +6,12 @@ on their values: the arguments travel to the statement as one JSON parameter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kilnbase.db.schema_cache import Routine, SchemaSnapshot
-from kilnbase.records import media_type
+from kilnbase.records import fuzzy, media_type
 from kilnbase.records.api_request import RequestShape, query_pairs
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.query_grammar import QueryParams, parse_query
@@ -34,9 +34,7 @@ def call_target(shape: RequestShape, snapshot: SchemaSnapshot) -> CallTarget:
     names = frozenset(p.name for r in overloads for p in r.parameters if p.name)
     # With GET the arguments are query parameters; with POST they are the body.
     query = parse_query(
-        query_pairs(shape.query_string),
-        names if shape.method != "POST" else frozenset(),
-        aggregates=shape.aggregates,
+        query_pairs(shape.query_string), rpc_read=shape.method != "POST", aggregates=shape.aggregates
     )
     return CallTarget(overloads, names, query)
 
@@ -97,7 +95,12 @@ def call_plan(
     args: Mapping[str, Any],
     kind: BodyKind = "json",
 ) -> CallPlan:
-    routine = choose_routine(shape.schema, shape.resource, target.overloads, set(args), kind)
+    schema = shape.schema
+
+    def functions() -> list[str]:
+        return [n for (s, n), found in snapshot.routines.items() if s == schema and any(map(_listed, found))]
+
+    routine = choose_routine(schema, shape.resource, target.overloads, set(args), kind, functions)
     arg_names = (
         () if is_single_unnamed(routine) else tuple(p.name for p in routine.parameters if p.name in args)
     )
@@ -122,14 +125,20 @@ def check_call(shape: RequestShape, plan: CallPlan) -> None:
 
 
 def choose_routine(
-    schema: str, name: str, overloads: Sequence[Routine], given: set[str], kind: BodyKind = "json"
+    schema: str,
+    name: str,
+    overloads: Sequence[Routine],
+    given: set[str],
+    kind: BodyKind = "json",
+    functions: Callable[[], Iterable[str]] = tuple,
 ) -> Routine:
     """PostgREST's `findProc`: the overload whose parameters the argument names fit; failing that, the one
     whose single unnamed parameter takes this kind of body; more than one is 300 PGRST203, listing them in
     PostgREST's order (fewest parameters first), none 404 PGRST202."""
+    listed = sorted(filter(_listed, overloads), key=_overload_order)
     matched: list[Routine] = []
     fallback: list[Routine] = []
-    for routine in sorted(filter(_listed, overloads), key=_overload_order):
+    for routine in listed:
         if _fits(routine, given, kind):
             matched.append(routine)
         elif is_single_unnamed(routine) and (kind, routine.parameters[0].type) in _WHOLE_BODY:
@@ -150,7 +159,29 @@ def choose_routine(
             "Try renaming the parameters or the function itself in the database so function overloading "
             "can be resolved",
         )
-    raise _no_function(schema, name, sorted(given), kind)
+    hint = _hint(schema, name, listed, sorted(given), kind, functions)
+    raise _no_function(schema, name, sorted(given), kind, hint)
+
+
+def _hint(
+    schema: str,
+    name: str,
+    overloads: list[Routine],
+    keys: list[str],
+    kind: BodyKind,
+    functions: Callable[[], Iterable[str]],
+) -> str | None:
+    """PostgREST's hint: the closest parameter list of the function's overloads, or when it has none, the
+    closest function name of the schema (`functions()`); none for a raw body."""
+    if kind in ("text", "xml", "bytea"):
+        return None
+    if overloads:
+        lists = ["(" + ", ".join(sorted(p.name for p in r.parameters)) + ")" for r in overloads]
+        found = fuzzy.closest("(" + ", ".join(keys) + ")", lists, fuzzy.PARAMS_SCORE)
+        found = None if found is None else name + found
+    else:
+        found = fuzzy.closest(name, functions(), fuzzy.NAME_SCORE)
+    return None if found is None else f"Perhaps you meant to call the function {schema}.{found}"
 
 
 def _listed(routine: Routine) -> bool:
@@ -173,7 +204,7 @@ def _fits(routine: Routine, given: set[str], kind: BodyKind) -> bool:
     return given - optional == required
 
 
-def _no_function(schema: str, name: str, keys: list[str], kind: BodyKind) -> RecordsError:
+def _no_function(schema: str, name: str, keys: list[str], kind: BodyKind, hint: str | None) -> RecordsError:
     function = f"{schema}.{name}"
     raw = kind in ("text", "xml", "bytea")
     listed = ", ".join(keys)
@@ -193,4 +224,5 @@ def _no_function(schema: str, name: str, keys: list[str], kind: BodyKind) -> Rec
         "PGRST202",
         message,
         f"Searched for the function {function}{searched}, but no matches were found in the schema cache.",
+        hint,
     )

@@ -572,12 +572,16 @@ def _split_key(key: str) -> tuple[EmbedPath, str]:
 
 def parse_query(
     pairs: Iterable[tuple[str, str]],
-    function_arg_names: frozenset[str] = frozenset(),
     *,
+    rpc_read: bool = False,
     aggregates: bool = False,
 ) -> QueryParams:
     """The whole query string (repeated keys allowed) -> QueryParams; `aggregates`: whether `select=` may
-    use aggregate functions."""
+    use aggregate functions.
+
+    `rpc_read` (a function called with GET or HEAD): as PostgREST reads it, a root parameter whose value is
+    not a filter (`?a=1`, `?name=Peter`) is one of the call's arguments; one that is (`?id=eq.5`) filters
+    what the function returns."""
     query = QueryParams()
     for key, value in pairs:
         if key == "select":
@@ -591,9 +595,6 @@ def parse_query(
             query.columns = tuple(_unquote(part.strip()) for part in split_top_level(value) if part.strip())
             continue
         if key == "schema":
-            continue
-        if key in function_arg_names:
-            query.function_args[key] = value
             continue
         path, last = _split_key(key)
         if last == "order":
@@ -609,7 +610,15 @@ def parse_query(
         else:
             if not last:
                 raise parse_error(f'failed to parse filter key "{key}"')
-            query.conditions.setdefault(path, []).append(Filter(parse_field(last), parse_operation(value)))
+            if rpc_read and not path:
+                try:
+                    operation = parse_operation(value)
+                except RecordsError:
+                    query.function_args[key] = value
+                    continue
+            else:
+                operation = parse_operation(value)
+            query.conditions.setdefault(path, []).append(Filter(parse_field(last), operation))
     return query
 
 

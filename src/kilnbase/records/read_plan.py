@@ -8,11 +8,10 @@ which the write plans start from too.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 
 from kilnbase.db.schema_cache import ForeignKey, Routine, SchemaSnapshot, Table
-from kilnbase.records import media_type
+from kilnbase.records import fuzzy, media_type
 from kilnbase.records.api_request import RequestShape, query_pairs
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.query_grammar import (
@@ -139,13 +138,18 @@ class _Aliases:
         return candidate
 
 
+#: PostgREST's `maxDbTablesForFuzzySearch`.
+MAX_TABLES_FOR_HINTS = 500
+
+
 def find_table(snapshot: SchemaSnapshot, schema: str, name: str) -> Table:
     table = snapshot.tables.get((schema, name))
     if table is not None:
         return table
     names = [t for (s, t) in snapshot.tables if s == schema]
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f"Perhaps you meant the table '{schema}.{close[0]}'" if close else None
+    # PostgREST searches only schemas of fewer than 500 tables and views.
+    close = fuzzy.closest(name, names, fuzzy.NAME_SCORE) if len(names) < MAX_TABLES_FOR_HINTS else None
+    hint = f"Perhaps you meant the table '{schema}.{close}'" if close else None
     raise RecordsError(
         404, "PGRST205", f"Could not find the table '{schema}.{name}' in the schema cache", None, hint
     )
