@@ -204,3 +204,26 @@ def test_missing_default_cannot_fill_a_generated_column(client: TestClient, admi
     assert response.status_code == 400
     assert response.json()["code"] == "428C9"
     assert response.json()["message"] == 'cannot insert a non-DEFAULT value into column "b"'
+
+
+def test_missing_default_on_an_update_takes_the_named_columns_defaults(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    """PostgREST's UpdateSpec: with `?columns=`, a named column the body lacks takes its default."""
+    name = key()
+    post(client, "members", admin, {"username": name, "joined": 9})
+    response = client.patch(
+        f"{RECORDS}/members?username=eq.{name}&columns=username,joined",
+        headers={**admin, "Prefer": "return=representation, missing=default"},
+        json={"username": name},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == [{"username": name, "joined": 1}]
+    assert response.headers["preference-applied"] == "missing=default, return=representation"
+    # Without the preference, the missing column is NULL.
+    nulled = client.patch(
+        f"{RECORDS}/members?username=eq.{name}&columns=username,joined",
+        headers={**admin, "Prefer": "return=representation"},
+        json={"username": name},
+    )
+    assert nulled.json() == [{"username": name, "joined": None}]

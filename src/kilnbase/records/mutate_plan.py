@@ -115,7 +115,7 @@ def _filtered(
         conditions=tuple(conditions),
         on_conflict=None,
         resolution=None,
-        missing_default=False,
+        missing_default=kind == "update" and shape.prefs.missing == "default",
         representation=representation,
         returning=returning,
         single_upsert=False,

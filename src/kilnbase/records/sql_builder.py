@@ -489,14 +489,28 @@ def update_statement(
     conditions: Sequence[Condition],
     *,
     returning: bool,
+    missing_default: bool = False,
 ) -> Sql:
     target = qualified(table)
     sql = Sql()
     if returning:
         sql.add(f"WITH {MUTATION_CTE} AS (")
     sql.add(f"UPDATE {target} AS {ident(alias)} SET ")
-    sql.add(", ".join(f"{ident(c)} = p.{ident(c)}" for c in columns))
-    sql.add(f" FROM jsonb_populate_record(NULL::{target}, %s::jsonb) AS p", body_json)
+    if not missing_default:
+        sql.add(", ".join(f"{ident(c)} = p.{ident(c)}" for c in columns))
+        sql.add(f" FROM jsonb_populate_record(NULL::{target}, %s::jsonb) AS p", body_json)
+    else:  # a named column the body lacks takes its default (`Prefer: missing=default`)
+        for index, name in enumerate(columns):
+            default = (table.columns[name].default or "NULL").replace("%", "%%")
+            sql.add(", " if index else "")
+            sql.add(
+                f'{ident(name)} = CASE WHEN "pgrst_body".j ? %s THEN p.{ident(name)} ELSE {default} END', name
+            )
+        sql.add(
+            ' FROM (SELECT %s::jsonb AS j) AS "pgrst_body",'
+            f' jsonb_populate_record(NULL::{target}, "pgrst_body".j) AS p',
+            body_json,
+        )
     _where(sql, alias, table, conditions)
     if returning:
         sql.add(f" RETURNING {ident(alias)}.*)")

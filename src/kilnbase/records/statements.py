@@ -97,7 +97,13 @@ def mutation(plan: MutatePlan, body: str) -> Sql:
         )
     elif plan.kind == "update":
         statement = update_statement(
-            table, table.name, plan.columns, body, plan.conditions, returning=returning
+            table,
+            table.name,
+            plan.columns,
+            body,
+            plan.conditions,
+            returning=returning,
+            missing_default=plan.missing_default,
         )
     else:
         statement = delete_statement(table, table.name, plan.conditions, returning=returning)
