@@ -101,6 +101,14 @@ def test_aggregates_inside_an_embed_and_on_a_function(client: TestClient, admin:
     assert response.json() == [{"max": 5}]
 
 
+def test_a_to_one_embed_is_a_grouping_column(client: TestClient, admin: dict[str, str]) -> None:
+    assert ok(client, admin, "invoices?select=job_id,total:total.sum(),jobs(name)&order=job_id") == [
+        {"job_id": 1, "total": 300, "jobs": {"name": "Windows 7"}},
+        {"job_id": 2, "total": 4500, "jobs": {"name": "Windows 10"}},
+        {"job_id": 3, "total": 4000, "jobs": {"name": "IOS"}},
+    ]
+
+
 def test_the_execution_plan_of_a_read(client: TestClient, admin: dict[str, str]) -> None:
     response = client.get(f"{RECORDS}/invoices?id=in.(1,2,3)", headers={**admin, "Accept": PLAN_JSON})
     assert response.status_code == 200, response.text

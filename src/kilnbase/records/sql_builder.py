@@ -218,18 +218,21 @@ def _lateral(embed: Embed, parent_alias: str) -> Sql:
     return sql.add(f") AS {ident(embed.lateral)} ON TRUE")
 
 
-def _embed_outputs(embed: Embed) -> list[str]:
+def _embed_outputs(embed: Embed, *, grouped: bool = False) -> list[tuple[str, str]]:
+    """(expression, output name) per column an embed adds to its parent's row. In a `grouped` parent (one
+    with aggregates) the JSON is jsonb, which, unlike json, can be grouped by."""
     lateral = ident(embed.lateral)
+    cast = "::jsonb" if grouped else ""
     if not embed.spread:
         if not embed.has_output:
             return []
         if embed.relationship.to_one:
-            return [f"{lateral}.{JSON_COLUMN} AS {ident(embed.output_name)}"]
-        return [f"COALESCE({lateral}.{JSON_COLUMN}, '[]') AS {ident(embed.output_name)}"]
+            return [(f"{lateral}.{JSON_COLUMN}{cast}", embed.output_name)]
+        return [(f"COALESCE({lateral}.{JSON_COLUMN}, '[]'){cast}", embed.output_name)]
     names = embed.node.output_names
     if embed.relationship.to_one:
-        return [f"{lateral}.{ident(n)} AS {ident(n)}" for n in names]
-    return [f"COALESCE({lateral}.{ident(n)}, '[]') AS {ident(n)}" for n in names]
+        return [(f"{lateral}.{ident(n)}", n) for n in names]
+    return [(f"COALESCE({lateral}.{ident(n)}, '[]'){cast}", n) for n in names]
 
 
 def _order_expr(node: ReadNode, term: OrderTerm) -> Sql:
@@ -276,13 +279,17 @@ def render_node(
 ) -> Sql:
     """`SELECT outputs FROM source laterals WHERE ... ORDER BY ... LIMIT ... OFFSET ...` for one node."""
     outputs: list[Sql] = []
+    aggregated = any(column.aggregate is not None for column in node.columns)
     if not count_only:
         if node.star:
             outputs.append(Sql().add(f"{ident(node.alias)}.*"))
         for column in node.columns:
             outputs.append(_column_expr(node, column).add(f" AS {ident(column.name)}"))
         for embed in node.embeds:
-            outputs.extend(Sql().add(text) for text in _embed_outputs(embed))
+            outputs.extend(
+                Sql().add(f"{expr} AS {ident(name)}")
+                for expr, name in _embed_outputs(embed, grouped=aggregated)
+            )
     if marker:
         outputs.append(Sql().add(f"TRUE AS {EXISTS_COLUMN}"))
     sql = Sql().add("SELECT ")
@@ -313,18 +320,18 @@ def render_node(
             sql.extend(part)
     if count_only:
         return sql
-    grouped = [c for c in node.columns if c.aggregate is None]
-    if len(grouped) < len(node.columns) and (grouped or node.star):
-        # PostgREST's aggregates: grouped by every selected column that is not aggregated.
+    if aggregated:
+        # PostgREST's aggregates: grouped by every selected column that is not aggregated, embeds too.
         keys = [
             Sql().add(f"{ident(node.alias)}.{ident(name)}")
             for name in (node.table.columns if node.star and node.table else ())
         ]
-        keys.extend(_column_expr(node, column) for column in grouped)
-        sql.add(" GROUP BY ")
+        keys.extend(_column_expr(node, column) for column in node.columns if column.aggregate is None)
+        keys.extend(
+            Sql().add(expr) for embed in node.embeds for expr, _ in _embed_outputs(embed, grouped=True)
+        )
         for index, key in enumerate(keys):
-            if index:
-                sql.add(", ")
+            sql.add(", " if index else " GROUP BY ")
             sql.extend(key)
     if node.order:
         sql.add(" ORDER BY ")
