@@ -123,3 +123,18 @@ def test_computed_relationships_nest_and_spread(client: TestClient, admin: dict[
     assert ok(client, admin, "films?select=title,...director_one(director:name)&id=eq.1") == [
         {"title": "Cléo from 5 to 7", "director": "Agnès Varda"}
     ]
+
+
+def test_a_computed_column_filters_a_write(client: TestClient, admin: dict[str, str]) -> None:
+    """PATCH and DELETE take computed columns in their filters, as reads do."""
+    response = client.patch(
+        f"{RECORDS}/films?full_name=eq.Mona%20Bergeron&select=id,title",
+        headers={**admin, "Prefer": "return=representation"},
+        json={"title": "Vagabond"},  # (the same title: the module's rows stay as they are)
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == [{"id": 3, "title": "Vagabond"}]
+    nothing = client.delete(
+        f"{RECORDS}/films?full_name=eq.Nobody", headers={**admin, "Prefer": "return=representation"}
+    )
+    assert (nothing.status_code, nothing.json()) == (200, [])

@@ -7,7 +7,7 @@ it is made once per shape and columns; the body travels to the statement as one 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from kilnbase.db.schema_cache import SchemaSnapshot, Table
@@ -34,6 +34,7 @@ class MutatePlan:
     check_first: bool  # the answer can still fail after the statement, and must roll it back
     location: bool  # an insert answers with the Location of its first row (`return=headers-only`)
     csv: bool = False  # the rows read back are written as CSV
+    computed: Mapping[str, str] = field(default_factory=dict)  # computed columns the filters name
 
     @property
     def is_noop(self) -> bool:
@@ -86,17 +87,17 @@ def insert_plan(
 def update_plan(
     shape: RequestShape, snapshot: SchemaSnapshot, target: TableTarget, columns: tuple[str, ...]
 ) -> MutatePlan:
-    conditions = root_conditions(target.table, target.query)
+    conditions, computed = root_conditions(target.table, target.query, snapshot)
     representation = _wants_rows(shape)
     returning = _returning(snapshot, target.table, target.query) if representation and columns else None
-    return _filtered("update", shape, target.table, columns, conditions, representation, returning)
+    return _filtered("update", shape, target.table, columns, conditions, representation, returning, computed)
 
 
 def delete_plan(shape: RequestShape, snapshot: SchemaSnapshot, target: TableTarget) -> MutatePlan:
-    conditions = root_conditions(target.table, target.query)
+    conditions, computed = root_conditions(target.table, target.query, snapshot)
     representation = _wants_rows(shape)
     returning = _returning(snapshot, target.table, target.query) if representation else None
-    return _filtered("delete", shape, target.table, (), conditions, representation, returning)
+    return _filtered("delete", shape, target.table, (), conditions, representation, returning, computed)
 
 
 def _filtered(
@@ -107,6 +108,7 @@ def _filtered(
     conditions: list[Condition],
     representation: bool,
     returning: ReadNode | None,
+    computed: dict[str, str],
 ) -> MutatePlan:
     return MutatePlan(
         kind=kind,
@@ -123,6 +125,7 @@ def _filtered(
         check_first=_check_first(shape, representation),
         location=False,
         csv=shape.media == media_type.CSV,
+        computed=computed,
     )
 
 
@@ -169,15 +172,19 @@ def plain_text(value: Any) -> str:
     return str(value)
 
 
-def root_conditions(table: Table, query: QueryParams) -> list[Condition]:
-    """The root filters of a write, checked against the table's columns (no embeds on writes, so an
-    empty snapshot: nothing here may resolve a relationship)."""
+def root_conditions(
+    table: Table, query: QueryParams, snapshot: SchemaSnapshot | None = None
+) -> tuple[list[Condition], dict[str, str]]:
+    """The root filters of a write, checked against the table's columns and computed columns (the
+    functions of `snapshot`; no embeds on writes, so no table of it: nothing here may resolve a
+    relationship), and the computed columns they name."""
+    functions_only = SchemaSnapshot(routines=snapshot.routines) if snapshot is not None else SchemaSnapshot()
     node = build_read_plan(
-        SchemaSnapshot(), table, replace(query, select=(), conditions={(): query.conditions.get((), [])})
+        functions_only, table, replace(query, select=(), conditions={(): query.conditions.get((), [])})
     )
     if node.exists:
         raise RecordsError(400, "PGRST100", "Filters on embedded resources are not allowed on writes")
-    return node.conditions
+    return node.conditions, node.computed
 
 
 def _returning(snapshot: SchemaSnapshot, table: Table, query: QueryParams) -> ReadNode:

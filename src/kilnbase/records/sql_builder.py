@@ -497,6 +497,7 @@ def update_statement(
     *,
     returning: bool,
     missing_default: bool = False,
+    computed: Mapping[str, str] | None = None,
 ) -> Sql:
     target = qualified(table)
     sql = Sql()
@@ -518,27 +519,36 @@ def update_statement(
             f' jsonb_populate_record(NULL::{target}, "pgrst_body".j) AS p',
             body_json,
         )
-    _where(sql, alias, table, conditions)
+    _where(sql, alias, table, conditions, computed or {})
     if returning:
         sql.add(f" RETURNING {ident(alias)}.*)")
     return sql
 
 
-def delete_statement(table: Table, alias: str, conditions: Sequence[Condition], *, returning: bool) -> Sql:
+def delete_statement(
+    table: Table,
+    alias: str,
+    conditions: Sequence[Condition],
+    *,
+    returning: bool,
+    computed: Mapping[str, str] | None = None,
+) -> Sql:
     sql = Sql()
     if returning:
         sql.add(f"WITH {MUTATION_CTE} AS (")
     sql.add(f"DELETE FROM {qualified(table)} AS {ident(alias)}")
-    _where(sql, alias, table, conditions)
+    _where(sql, alias, table, conditions, computed or {})
     if returning:
         sql.add(f" RETURNING {ident(alias)}.*)")
     return sql
 
 
-def _where(sql: Sql, alias: str, table: Table, conditions: Sequence[Condition]) -> None:
+def _where(
+    sql: Sql, alias: str, table: Table, conditions: Sequence[Condition], computed: Mapping[str, str]
+) -> None:
     for index, condition in enumerate(conditions):
         sql.add(" WHERE " if index == 0 else " AND ")
-        sql.extend(render_condition(alias, table, condition))
+        sql.extend(render_condition(alias, table, condition, computed))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -104,9 +104,12 @@ def mutation(plan: MutatePlan, body: str) -> Sql:
             plan.conditions,
             returning=returning,
             missing_default=plan.missing_default,
+            computed=plan.computed,
         )
     else:
-        statement = delete_statement(table, table.name, plan.conditions, returning=returning)
+        statement = delete_statement(
+            table, table.name, plan.conditions, returning=returning, computed=plan.computed
+        )
     node = plan.returning
     if node is None:
         return counted_mutation_statement(statement) if plan.counts_inserted else statement
