@@ -101,6 +101,15 @@ def test_aggregates_inside_an_embed_and_on_a_function(client: TestClient, admin:
     assert response.json() == [{"max": 5}]
 
 
+def test_the_backwards_compatible_count_inside_an_embed(client: TestClient, admin: dict[str, str]) -> None:
+    assert ok(client, admin, "invoices?select=count") == [{"count": 5}]
+    assert ok(client, admin, "jobs?select=name,invoices(count)&order=id") == [
+        {"name": "Windows 7", "invoices": [{"count": 2}]},
+        {"name": "Windows 10", "invoices": [{"count": 2}]},
+        {"name": "IOS", "invoices": [{"count": 1}]},
+    ]
+
+
 def test_a_to_one_embed_is_a_grouping_column(client: TestClient, admin: dict[str, str]) -> None:
     assert ok(client, admin, "invoices?select=job_id,total:total.sum(),jobs(name)&order=job_id") == [
         {"job_id": 1, "total": 300, "jobs": {"name": "Windows 7"}},

@@ -52,3 +52,13 @@ def test_prefer_tx_is_ignored(client: TestClient, admin: dict[str, str]) -> None
     assert response.headers["preference-applied"] == "handling=strict"
     kept = client.get(f"{RECORDS}/drafts_off?id=eq.1", headers=admin)
     assert kept.json() == [{"id": 1, "amount": 5}]
+
+
+def test_the_backwards_compatible_count_needs_no_switch(client: TestClient, admin: dict[str, str]) -> None:
+    """`select=count` on a table without such a column is Postgres's `count(t)`, which PostgREST passes
+    through whatever `db-aggregates-enabled` says (AggregateFunctionsSpec, "backwards compat")."""
+    client.post(
+        f"{RECORDS}/drafts_off", headers=admin, json=[{"id": 10, "amount": 1}, {"id": 11, "amount": 2}]
+    )
+    response = client.get(f"{RECORDS}/drafts_off?select=count&id=in.(10,11)", headers=admin)
+    assert response.json() == [{"count": 2}]

@@ -299,6 +299,10 @@ def _fill(
                     item.field, item.alias or item.aggregate, item.cast, item.aggregate, item.aggregate_cast
                 )
             )
+        elif isinstance(item, SelectColumn) and _is_legacy_count(node, item):
+            # `select=count` where the table has no such column: Postgres reads `t.count` as `count(t)`,
+            # which PostgREST passes through (its backwards-compatible count; also inside an embed).
+            node.columns.append(OutputColumn(Field("*"), item.alias or "count", None, "count", item.cast))
         elif isinstance(item, SelectColumn):
             _check_field(snapshot, node, item.field.name)
             node.columns.append(OutputColumn(item.field, item.alias or item.field.default_alias, item.cast))
@@ -342,6 +346,17 @@ def _fill(
         node.order.append(term)
     node.limit = query.limit.get(path)
     node.offset = query.offset.get(path, 0)
+
+
+def _is_legacy_count(node: ReadNode, item: SelectColumn) -> bool:
+    field = item.field
+    return (
+        field.name == "count"
+        and not field.json_path
+        and node.table is not None
+        and "count" not in node.table.columns
+        and "count" not in node.computed
+    )
 
 
 def _check_unique_embed(node: ReadNode, item: SelectEmbed, path: EmbedPath) -> None:
