@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -104,6 +104,20 @@ class LogsSettings(BaseSettings):
     request_log_buffer: int = Field(default=10_000, ge=1, le=1_000_000)
 
 
+class RecordsSettings(BaseSettings):
+    """PostgREST's opt-in features of the records API, off by default as in PostgREST, read from
+    `KILNBASE_DB_*` (PostgREST's `db-aggregates-enabled`, `db-plan-enabled`, `db-tx-end`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_DB_", extra="ignore")
+
+    #: `count()`, `sum()`, `avg()`, `min()`, `max()` in `select=` (else 400 PGRST123).
+    aggregates_enabled: bool = False
+    #: `Accept: application/vnd.pgrst.plan+json|+text`: the statement's EXPLAIN (else 406).
+    plan_enabled: bool = False
+    #: How a request's transaction ends; the `-allow-override` ones honour `Prefer: tx=commit|rollback`.
+    tx_end: Literal["commit", "commit-allow-override", "rollback", "rollback-allow-override"] = "commit"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KILNBASE_", extra="ignore", populate_by_name=True)
 
@@ -159,6 +173,7 @@ class Settings(BaseSettings):
     metadata: MetadataSettings = Field(default_factory=MetadataSettings)
     logs: LogsSettings = Field(default_factory=LogsSettings)
     mcp: McpSettings = Field(default_factory=McpSettings)
+    records: RecordsSettings = Field(default_factory=RecordsSettings)
 
     # Model gateway (ai/). OpenRouter by default; its key is the last of the credential sources.
     openrouter_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENROUTER_API_KEY"))

@@ -70,7 +70,7 @@ def build_services(core: Core) -> Services:
     return Services(
         core=core,
         auth=Auth.build(core),
-        records=RecordsEngine(core.database, core.schema_cache),
+        records=RecordsEngine(core.database, core.schema_cache, core.settings.records),
         database=DatabaseAdmin(core.settings, core.database, core.schema_cache),
         key_rotation=KeyRotation(core.settings, core.database, core.secret_box, core.keys.ring),
         ai=AiService.build(core.settings, core.secret_box, core.database),
