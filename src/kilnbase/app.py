@@ -44,7 +44,7 @@ def capabilities(services: Services) -> list[Capability]:
         health_routes.capability(services.core),
         auth_routes.capability(services.auth),
         logs_routes.capability(services.core.database),
-        secrets_routes.capability(services.key_rotation),
+        secrets_routes.capability(services.key_rotation, services.secrets),
         records_routes.capability(services.records),
         database_routes.capability(services.database),
         ai_routes.capability(services.ai),

@@ -22,6 +22,7 @@ from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.records.service import RecordsEngine
 from kilnbase.secrets.project_key_rotation import KeyRotation
+from kilnbase.secrets.project_secrets import ProjectSecrets
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Services:
     records: RecordsEngine
     database: DatabaseAdmin
     key_rotation: KeyRotation
+    secrets: ProjectSecrets
     ai: AiService
 
 
@@ -63,5 +65,6 @@ def build_services(core: Core) -> Services:
         records=RecordsEngine(core.database, core.schema_cache),
         database=DatabaseAdmin(core.settings, core.database, core.schema_cache),
         key_rotation=KeyRotation(core.settings, core.database, core.secret_box, core.keys.ring),
+        secrets=ProjectSecrets(core.database, core.secret_box),
         ai=AiService.build(core.settings, core.secret_box, core.database),
     )

@@ -1,5 +1,6 @@
-"""`POST /api/secrets/api-key/rotate` and `POST /api/secrets/anon-key/rotate` (admin): a new key now, the old
-one accepted until `gracePeriodHours` (0 to 168) have passed."""
+"""`/api/secrets` (admin): the project's secrets (list metadata, get a value, create, update, soft delete),
+and `POST /api/secrets/api-key/rotate` and `POST /api/secrets/anon-key/rotate`: a new key now, the old one
+accepted until `gracePeriodHours` (0 to 168) have passed."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from kilnbase.capability import Capability
-from kilnbase.http.json_body import parse, read_json
-from kilnbase.http.request_context import admin_actor
+from kilnbase.http.json_body import parse, read_json, read_object
+from kilnbase.http.request_context import actor_of, admin_actor
 from kilnbase.http.responses import json_response
 from kilnbase.keys.project_keys import KeyKind
 from kilnbase.secrets.project_key_rotation import KeyRotation
+from kilnbase.secrets.project_secrets import ProjectSecrets
 
 
 class Rotation(BaseModel):
@@ -23,8 +25,33 @@ class Rotation(BaseModel):
 
 
 class SecretRoutes:
-    def __init__(self, rotation: KeyRotation) -> None:
+    def __init__(self, rotation: KeyRotation, secrets: ProjectSecrets) -> None:
         self.rotation = rotation
+        self.secrets = secrets
+
+    async def list_secrets(self, request: Request) -> Response:
+        return json_response({"secrets": await self.secrets.list(admin_actor(request))})
+
+    async def get_secret(self, request: Request) -> Response:
+        # The service checks the caller and audits a refusal too.
+        return json_response(await self.secrets.get(actor_of(request), request.path_params["key"]))
+
+    async def create_secret(self, request: Request) -> Response:
+        actor = actor_of(request)
+        body = await read_object(request, optional=False)
+        secret_id = await self.secrets.create(actor, body)
+        message = f"Secret {body['key']} has been created successfully"
+        return json_response({"success": True, "message": message, "id": secret_id}, 201)
+
+    async def update_secret(self, request: Request) -> Response:
+        key = request.path_params["key"]
+        await self.secrets.update(actor_of(request), key, await read_object(request, optional=False))
+        return json_response({"success": True, "message": f"Secret {key} has been updated successfully"})
+
+    async def delete_secret(self, request: Request) -> Response:
+        key = request.path_params["key"]
+        await self.secrets.delete(actor_of(request), key)
+        return json_response({"success": True, "message": f"Secret {key} has been deleted successfully"})
 
     async def _rotate(self, request: Request, kind: KeyKind, default_grace: float) -> Response:
         actor = admin_actor(request)
@@ -57,8 +84,15 @@ class SecretRoutes:
         return [
             Route("/api/secrets/api-key/rotate", self.rotate_api_key, methods=["POST"]),
             Route("/api/secrets/anon-key/rotate", self.rotate_anon_key, methods=["POST"]),
+            Route("/api/secrets", self.list_secrets, methods=["GET"]),
+            Route("/api/secrets", self.create_secret, methods=["POST"]),
+            Route("/api/secrets/{key}", self.get_secret, methods=["GET"]),
+            Route("/api/secrets/{key}", self.update_secret, methods=["PUT"]),
+            Route("/api/secrets/{key}", self.delete_secret, methods=["DELETE"]),
         ]
 
 
-def capability(rotation: KeyRotation) -> Capability:
-    return Capability("secrets", SecretRoutes(rotation).routes(), lifespan=rotation.keys_from_database)
+def capability(rotation: KeyRotation, secrets: ProjectSecrets) -> Capability:
+    return Capability(
+        "secrets", SecretRoutes(rotation, secrets).routes(), lifespan=rotation.keys_from_database
+    )
