@@ -23,6 +23,7 @@ from kilnbase.capability import BodySurface, Capability
 from kilnbase.config import Settings
 from kilnbase.dashboard import routes as dashboard_routes
 from kilnbase.database import routes as database_routes
+from kilnbase.functions import routes as functions_routes
 from kilnbase.health import routes as health_routes
 from kilnbase.http.errors import EXCEPTION_HANDLERS
 from kilnbase.http.request_context import BodyLimit, RequestContextMiddleware
@@ -48,6 +49,7 @@ def capabilities(services: Services) -> list[Capability]:
         records_routes.capability(services.records),
         database_routes.capability(services.database),
         ai_routes.capability(services.ai),
+        functions_routes.capability(services.functions),
         dashboard_routes.capability(services.core),
     ]
 

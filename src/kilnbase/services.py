@@ -15,6 +15,8 @@ from kilnbase.db.pool import create_database
 from kilnbase.db.roles import request_conninfo
 from kilnbase.db.schema_cache import SchemaCache
 from kilnbase.db.session import Database
+from kilnbase.functions.runtime import Runtime
+from kilnbase.functions.service import FunctionsService
 from kilnbase.http.rate_limit import PostgresRateLimiter, RateLimiter, RedisRateLimiter, redis_prefix
 from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.keys.access_tokens import TokenService
@@ -34,6 +36,7 @@ class Services:
     key_rotation: KeyRotation
     secrets: ProjectSecrets
     ai: AiService
+    functions: FunctionsService
 
 
 def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
@@ -59,12 +62,21 @@ def rate_limiter(settings: Settings, keys: ProjectKeys, database: Database) -> R
 
 
 def build_services(core: Core) -> Services:
+    secrets = ProjectSecrets(core.database, core.secret_box)
+    runtime = Runtime(
+        core.settings,
+        core.database,
+        str(core.database.owner_pool.conninfo),
+        secrets.values,
+        lambda: core.keys.ring.current("anon_key"),
+    )
     return Services(
         core=core,
         auth=Auth.build(core),
         records=RecordsEngine(core.database, core.schema_cache),
         database=DatabaseAdmin(core.settings, core.database, core.schema_cache),
         key_rotation=KeyRotation(core.settings, core.database, core.secret_box, core.keys.ring),
-        secrets=ProjectSecrets(core.database, core.secret_box),
+        secrets=secrets,
         ai=AiService.build(core.settings, core.secret_box, core.database),
+        functions=FunctionsService(core.settings, core.database, runtime),
     )

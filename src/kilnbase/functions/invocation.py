@@ -1,0 +1,236 @@
+"""`ANY /functions/:slug[/*]`: an invocation, proxied to a warm worker of the function's current version.
+
+A plain ASGI endpoint, so nothing is buffered: the request body streams to the worker as it arrives (raw
+bytes, so binary and multipart bodies arrive as sent), and the response streams back chunk by chunk (SSE
+included). The function sees the method, the path after `/functions` (`/slug/rest`), the query and the
+headers; Kilnbase adds `x-kilnbase-request-id`, the id its log lines carry.
+
+Limits: past `max_concurrency` invocations of one function in flight, 429; no response start within the
+time limit (or no chunk for that long), 504, and a worker that then no longer answers a probe (an infinite
+loop) is killed and replaced; a worker that dies mid-request (a crash, the heap cap), 502.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+from starlette.types import Message, Receive, Scope, Send
+
+from kilnbase.functions.definitions import SLUG
+from kilnbase.functions.runtime import Runtime
+from kilnbase.functions.workers import DenoWorker, FunctionLoadError, FunctionPool
+from kilnbase.http.errors import error_body
+from kilnbase.http.request_context import client_ip_in
+from kilnbase.http.responses import send_json
+
+PREFIX = "/functions/"
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+_RESPONSE_DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "upgrade", "trailer"})
+
+
+class Invocation:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.config = runtime.config
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        slug, _, rest = scope["path"][len(PREFIX) :].partition("/")
+        if not slug or not SLUG.match(slug):
+            await _error(send, 404, "FUNCTION_NOT_FOUND", f"Function not found: {slug}")
+            return
+        definition = await self.runtime.definition(slug)
+        if definition is None or definition.status != "active":
+            await _error(
+                send, 404, "FUNCTION_NOT_FOUND", f"Function not found: {slug}", "Deploy it, or set it active."
+            )
+            return
+        inflight = self.runtime.inflight.get(slug, 0)
+        if inflight >= self.config.max_concurrency:
+            await send_json(
+                send,
+                429,
+                error_body(
+                    429,
+                    "TOO_MANY_REQUESTS",
+                    f"Function {slug} already has {inflight} invocations in flight.",
+                    "Retry shortly (KILNBASE_FUNCTIONS_MAX_CONCURRENCY sets the limit).",
+                ),
+                {"retry-after": "1"},
+            )
+            return
+        self.runtime.inflight[slug] = inflight + 1
+        request_id = uuid.uuid4().hex
+        started = time.perf_counter()
+        status = 500
+        try:
+            status = await self._invoke(
+                scope, receive, send, slug, "/" + slug + ("/" + rest if _ else ""), request_id
+            )
+        finally:
+            self.runtime.inflight[slug] -= 1
+            duration = (time.perf_counter() - started) * 1000
+            path = "/" + slug + ("/" + rest if _ else "")
+            self.runtime.logs.invocation(
+                slug, request_id, f"{scope['method']} {path} -> {status}", status, duration
+            )
+
+    async def _invoke(
+        self, scope: Scope, receive: Receive, send: Send, slug: str, path: str, request_id: str
+    ) -> int:
+        definition = await self.runtime.definition(slug)
+        if definition is None or definition.status != "active":
+            await _error(send, 404, "FUNCTION_NOT_FOUND", f"Function not found: {slug}")
+            return 404
+        try:
+            pool = await self.runtime.pool_for(definition)
+        except FunctionLoadError as exc:
+            return await _error(
+                send,
+                502,
+                "FUNCTION_LOAD_FAILED",
+                str(exc),
+                "Fix the function and deploy it again.",
+                request_id,
+            )
+        worker = pool.pick()
+        if worker is None:
+            return await _error(
+                send,
+                503,
+                "FUNCTION_UNAVAILABLE",
+                "The function's workers are restarting.",
+                "Retry shortly.",
+                request_id,
+            )
+        pool.begin()
+        worker.inflight += 1
+        try:
+            return await self._proxy(scope, receive, send, pool, worker, path, request_id)
+        finally:
+            worker.inflight -= 1
+            pool.end()
+
+    async def _proxy(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        pool: FunctionPool,
+        worker: DenoWorker,
+        path: str,
+        request_id: str,
+    ) -> int:
+        limit = self.config.timeout_ms / 1000
+        headers: list[tuple[bytes, bytes]] = []
+        has_body = False
+        for name, value in scope["headers"]:
+            if name in _HOP_BY_HOP or name.startswith(b"x-kilnbase-"):
+                if name == b"transfer-encoding":
+                    has_body = True
+                continue
+            if name == b"content-length":
+                has_body = value != b"0"
+            headers.append((name, value))
+        headers.append((b"x-kilnbase-request-id", request_id.encode()))
+        ip = client_ip_in(scope)
+        if ip:
+            headers.append((b"x-forwarded-for", ip.encode()))
+        query = scope.get("query_string", b"")
+        url = "http://worker" + path + ("?" + query.decode("latin-1") if query else "")
+        request = worker.client.build_request(
+            scope["method"], url, headers=headers, content=_body(receive) if has_body else None
+        )
+        try:
+            response = await asyncio.wait_for(worker.client.send(request, stream=True), limit)
+        except TimeoutError:
+            self.runtime.check_worker(pool, worker)
+            self.runtime.logs.line(
+                pool.spec.slug, request_id, "error", "The invocation passed its time limit."
+            )
+            return await _error(
+                send,
+                504,
+                "FUNCTION_TIMEOUT",
+                f"The function did not answer within {self.config.timeout_ms} ms.",
+                "Make it faster, or raise WORKER_TIMEOUT_MS.",
+                request_id,
+            )
+        except httpx.HTTPError:
+            await asyncio.sleep(0.05)  # (the exit, when the worker died, is seen by now)
+            code = worker.exit_code
+            self.runtime.logs.line(
+                pool.spec.slug, request_id, "error", f"The worker stopped (exit code {code})."
+            )
+            return await _error(
+                send,
+                502,
+                "FUNCTION_CRASHED",
+                "The function's worker stopped while handling this request"
+                + (f" (exit code {code})." if code is not None else "."),
+                "See function.logs for its last lines; the worker has been replaced.",
+                request_id,
+            )
+        try:
+            response_headers = [
+                (name.lower(), value)
+                for name, value in response.headers.raw
+                if name.decode("latin-1").lower() not in _RESPONSE_DROP
+            ]
+            response_headers.append((b"x-kilnbase-request-id", request_id.encode()))
+            await send(
+                {"type": "http.response.start", "status": response.status_code, "headers": response_headers}
+            )
+            chunks = response.aiter_raw().__aiter__()
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(chunks.__anext__(), limit)
+                except StopAsyncIteration:
+                    break
+                except (TimeoutError, httpx.HTTPError):
+                    break  # the status is sent: end the body where it stands
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return response.status_code
+        finally:
+            await response.aclose()
+
+
+async def _body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    next_actions: str | None = None,
+    request_id: str | None = None,
+) -> int:
+    headers = {"x-kilnbase-request-id": request_id} if request_id else None
+    await send_json(send, status, error_body(status, code, message, next_actions), headers)
+    return status
