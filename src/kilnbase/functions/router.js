@@ -7,7 +7,7 @@
 // caller's token, as in InsForge. Usage: router.js <code file URL> <socket path>
 import { AsyncLocalStorage } from "node:async_hooks";
 
-const [codeUrl, socketPath] = Deno.args;
+const [codeUrl, socketPath, envNames] = Deno.args;
 const context = new AsyncLocalStorage();
 const encoder = new TextEncoder();
 const MAX_MESSAGE = 8192;
@@ -32,6 +32,15 @@ function emit(level, args) {
 for (const [method, level] of [["log", "info"], ["info", "info"], ["debug", "debug"], ["warn", "warn"], ["error", "error"]]) {
   console[method] = (...args) => emit(level, args);
 }
+
+// The environment is the function's secrets and the platform's values (`--allow-env` names them): a name
+// outside it reads as undefined, as in InsForge, instead of throwing.
+const allowedEnv = new Set((envNames ?? "").split(",").filter(Boolean));
+const env = Deno.env;
+const realGet = env.get.bind(env);
+env.get = (name) => (allowedEnv.has(name) ? realGet(name) : undefined);
+env.has = (name) => allowedEnv.has(name) && realGet(name) !== undefined;
+env.toObject = () => Object.fromEntries([...allowedEnv].map((name) => [name, realGet(name)]).filter(([, v]) => v !== undefined));
 
 // `Deno.serve(handler)` in the function's code: remember the handler, serve nothing.
 let served = null;

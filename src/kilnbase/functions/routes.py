@@ -13,7 +13,7 @@ from kilnbase.capability import Capability
 from kilnbase.functions.invocation import Invocation
 from kilnbase.functions.service import FunctionsService
 from kilnbase.http.json_body import read_object
-from kilnbase.http.request_context import actor_of
+from kilnbase.http.request_context import admin_actor
 from kilnbase.http.responses import json_response
 
 
@@ -22,24 +22,24 @@ class FunctionRoutes:
         self.service = service
 
     async def list_functions(self, request: Request) -> Response:
-        return json_response(await self.service.list(actor_of(request)))
+        return json_response(await self.service.list(admin_actor(request)))
 
     async def get_function(self, request: Request) -> Response:
-        return json_response(await self.service.get(actor_of(request), request.path_params["slug"]))
+        return json_response(await self.service.get(admin_actor(request), request.path_params["slug"]))
 
     async def create_function(self, request: Request) -> Response:
-        actor = actor_of(request)
+        actor = admin_actor(request)
         return json_response(
             await self.service.create(actor, await read_object(request, optional=False)), 201
         )
 
     async def update_function(self, request: Request) -> Response:
-        actor = actor_of(request)
+        actor = admin_actor(request)
         body = await read_object(request, optional=False)
         return json_response(await self.service.update(actor, request.path_params["slug"], body))
 
     async def delete_function(self, request: Request) -> Response:
-        return json_response(await self.service.delete(actor_of(request), request.path_params["slug"]))
+        return json_response(await self.service.delete(admin_actor(request), request.path_params["slug"]))
 
     def routes(self) -> list[BaseRoute]:
         return [

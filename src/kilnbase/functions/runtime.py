@@ -269,7 +269,11 @@ class Runtime:
             command = wrap(
                 self.sandbox.bwrap,
                 deno_args,
-                read_only=(code_path.parent, ROUTER.parent),
+                read_only=(
+                    code_path.parent,
+                    ROUTER.parent,
+                    *((Path(env["DENO_CERT"]),) if "DENO_CERT" in env else ()),
+                ),
                 writable=(self.deno_dir, self.socket_dir),
                 env=env,
             )

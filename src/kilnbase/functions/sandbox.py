@@ -20,7 +20,17 @@ import deno  # type: ignore[import-untyped]
 
 ROUTER = Path(__file__).with_name("router.js")
 #: Host environment passed to Deno itself (never visible to the function: `--allow-env` lists its names).
-PASSED_THROUGH = ("JSR_URL", "NPM_CONFIG_REGISTRY", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+PASSED_THROUGH = (
+    "JSR_URL",
+    "NPM_CONFIG_REGISTRY",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "DENO_CERT",
+    "DENO_TLS_CA_STORE",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
 _SYSTEM_PATHS = ("/usr", "/lib", "/lib64", "/bin", "/etc/ssl", "/etc/ca-certificates", "/etc/pki")
 _SYSTEM_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf")
 
@@ -105,4 +115,7 @@ def deno_environment(deno_dir: Path) -> dict[str, str]:
     for name in PASSED_THROUGH:
         if name in os.environ:
             env[name] = os.environ[name]
+    if "DENO_CERT" not in env and os.path.isfile(env.get("SSL_CERT_FILE", "")):
+        # Deno trusts its own roots only; a machine whose trust lives in SSL_CERT_FILE needs it said.
+        env["DENO_CERT"] = env["SSL_CERT_FILE"]
     return env
