@@ -53,7 +53,8 @@ def function_logs(client: TestClient, slug: str) -> list[dict[str, Any]]:
     from tests.support.app import services_of
 
     runtime = services_of(client).functions.runtime
-    portal = client.portal  # type: ignore[attr-defined]
+    portal = client.portal
+    assert portal is not None
     portal.call(runtime.logs.flush)
     response = client.post(
         "/api/database/advance/rawsql/unrestricted",

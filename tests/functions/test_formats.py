@@ -9,14 +9,17 @@ from starlette.testclient import TestClient
 
 from tests.functions.conftest import Deploy
 
-ECHO = "const u = new URL(req.url); return Response.json({method: req.method, path: u.pathname, q: u.searchParams.get('q'), h: req.headers.get('x-test'), body: await req.text()});"
+ECHO = (
+    "const u = new URL(req.url); return Response.json({method: req.method, path: u.pathname, "
+    "q: u.searchParams.get('q'), h: req.headers.get('x-test'), body: await req.text()});"
+)
 
 FORMATS = {
-    "commonjs": "module.exports = async function (req) { %s };" % ECHO,
-    "export-default": "export default async function (req: Request): Promise<Response> { %s }" % ECHO,
-    "export-fetch": "export default { async fetch(req: Request) { %s } };" % ECHO,
-    "deno-serve": "Deno.serve(async (req: Request) => { %s });" % ECHO,
-    "deno-serve-options": "Deno.serve({ port: 8000 }, async (req) => { %s });" % ECHO,
+    "commonjs": f"module.exports = async function (req) {{ {ECHO} }};",
+    "export-default": f"export default async function (req: Request): Promise<Response> {{ {ECHO} }}",
+    "export-fetch": f"export default {{ async fetch(req: Request) {{ {ECHO} }} }};",
+    "deno-serve": f"Deno.serve(async (req: Request) => {{ {ECHO} }});",
+    "deno-serve-options": f"Deno.serve({{ port: 8000 }}, async (req) => {{ {ECHO} }});",
 }
 
 
@@ -25,14 +28,21 @@ def test_format_behaves_the_same(client: TestClient, deploy: Deploy, form: str) 
     slug = deploy(FORMATS[form])
     response = client.put(f"/functions/{slug}/a/b?q=1", content=b"payload", headers={"x-test": "yes"})
     assert response.status_code == 200, response.text
-    assert response.json() == {"method": "PUT", "path": f"/{slug}/a/b", "q": "1", "h": "yes", "body": "payload"}
+    assert response.json() == {
+        "method": "PUT",
+        "path": f"/{slug}/a/b",
+        "q": "1",
+        "h": "yes",
+        "body": "payload",
+    }
 
 
 def test_injected_globals_of_self_hosted_insforge(client: TestClient, deploy: Deploy) -> None:
     code = """
     module.exports = async function (req) {
       const bytes = decodeBase64(encodeBase64("hé"));
-      return new Response(JSON.stringify({ round: new TextDecoder().decode(bytes), client: typeof createClient }));
+      const round = new TextDecoder().decode(bytes);
+      return new Response(JSON.stringify({ round, client: typeof createClient }));
     };
     """
     slug = deploy(code)

@@ -22,9 +22,17 @@ def test_create_get_list_update_delete(client: TestClient, admin: dict[str, str]
     assert body["success"] is True
     assert body["deployment"] is None
     function = body["function"]
-    assert {"id", "slug", "name", "description", "code", "status", "createdAt", "updatedAt", "deployedAt"} <= set(
-        function
-    )
+    assert {
+        "id",
+        "slug",
+        "name",
+        "description",
+        "code",
+        "status",
+        "createdAt",
+        "updatedAt",
+        "deployedAt",
+    } <= set(function)
     assert (function["slug"], function["status"], function["code"]) == (slug, "active", HELLO)
 
     got = client.get(f"/api/functions/{slug}", headers=admin).json()
@@ -49,14 +57,18 @@ def test_create_get_list_update_delete(client: TestClient, admin: dict[str, str]
     assert client.get(f"/functions/{slug}").status_code == 404
     assert client.get(f"/api/functions/{slug}", headers=admin).status_code == 404
 
-    audits = client.get("/api/logs/audits", params={"module": "FUNCTIONS", "limit": 1000}, headers=admin).json()
+    audits = client.get(
+        "/api/logs/audits", params={"module": "FUNCTIONS", "limit": 1000}, headers=admin
+    ).json()
     actions = {row["action"] for row in audits["data"] if row["details"].get("slug") == slug}
     assert {"CREATE_FUNCTION", "UPDATE_FUNCTION", "DELETE_FUNCTION"} <= actions
 
 
 def test_slug_rules(client: TestClient, admin: dict[str, str]) -> None:
     for slug in ("bad slug", "dots.not.allowed", "health", "HEALTH", "x" * 65):
-        response = client.post("/api/functions", json={"name": "n", "slug": slug, "code": HELLO}, headers=admin)
+        response = client.post(
+            "/api/functions", json={"name": "n", "slug": slug, "code": HELLO}, headers=admin
+        )
         assert response.status_code == 400, slug
         assert response.json()["error"] == "INVALID_INPUT"
     name = f"My Function {new_slug()}"
@@ -79,7 +91,9 @@ def test_missing_fields_and_oversized_code(client: TestClient, admin: dict[str, 
     response = client.post("/api/functions", json={"name": "big", "code": too_big}, headers=admin)
     assert response.status_code == 413
     status = client.post(
-        "/api/functions", json={"name": "s", "slug": new_slug(), "code": HELLO, "status": "error"}, headers=admin
+        "/api/functions",
+        json={"name": "s", "slug": new_slug(), "code": HELLO, "status": "error"},
+        headers=admin,
     )
     assert status.status_code == 400
 
@@ -90,7 +104,9 @@ def test_failed_check_leaves_the_previous_version_serving(
     slug = deploy(HELLO)
     other = deploy("export default () => new Response('other');")
     assert client.get(f"/functions/{slug}").text == "v1"
-    broken = "export default (req: Request): Response => { const n: number = 'text'; return new Response(n); };"
+    broken = (
+        "export default (req: Request): Response => { const n: number = 'text'; return new Response(n); };"
+    )
     response = client.put(f"/api/functions/{slug}", json={"code": broken}, headers=admin)
     assert response.status_code == 400
     assert response.json()["error"] == "FUNCTION_CHECK_FAILED"
@@ -117,7 +133,10 @@ def test_unknown_function(client: TestClient, admin: dict[str, str]) -> None:
     missing = client.post("/functions/no-such-function-here")
     assert missing.status_code == 404
     assert missing.json()["error"] == "FUNCTION_NOT_FOUND"
-    assert client.put("/api/functions/no-such-function-here", json={"name": "x"}, headers=admin).status_code == 404
+    assert (
+        client.put("/api/functions/no-such-function-here", json={"name": "x"}, headers=admin).status_code
+        == 404
+    )
     assert client.delete("/api/functions/no-such-function-here", headers=admin).status_code == 404
 
 

@@ -27,14 +27,22 @@ def test_file_system_and_subprocesses_are_refused(client: TestClient, deploy: De
     """
     slug = deploy(code)
     result = client.get(f"/functions/{slug}").json()
-    assert result == {"read": "NotCapable", "write": "NotCapable", "run": "NotCapable", "ffi": "NotCapable",
-                      "keys": "NotCapable"}
+    assert result == {
+        "read": "NotCapable",
+        "write": "NotCapable",
+        "run": "NotCapable",
+        "ffi": "NotCapable",
+        "keys": "NotCapable",
+    }
 
 
 def test_environment_is_the_secrets_and_platform_values_only(
     client: TestClient, admin: dict[str, str], deploy: Deploy
 ) -> None:
-    key, hidden = f"FN_{new_slug('k').upper().replace('-', '_')}", f"FN_{new_slug('h').upper().replace('-', '_')}"
+    key, hidden = (
+        f"FN_{new_slug('k').upper().replace('-', '_')}",
+        f"FN_{new_slug('h').upper().replace('-', '_')}",
+    )
     client.post("/api/secrets", json={"key": key, "value": "visible"}, headers=admin)
     client.post("/api/secrets", json={"key": hidden, "value": "other"}, headers=admin)
     code = f"""
@@ -61,7 +69,9 @@ def test_environment_is_the_secrets_and_platform_values_only(
     assert limited["names"] == sorted([key, "ANON_KEY", "INSFORGE_BASE_URL", "INSFORGE_INTERNAL_URL"])
 
 
-def test_a_changed_secret_reaches_warm_workers(client: TestClient, admin: dict[str, str], deploy: Deploy) -> None:
+def test_a_changed_secret_reaches_warm_workers(
+    client: TestClient, admin: dict[str, str], deploy: Deploy
+) -> None:
     key = f"FN_{new_slug('s').upper().replace('-', '_')}"
     client.post("/api/secrets", json={"key": key, "value": "first"}, headers=admin)
     slug = deploy(f'export default () => new Response(Deno.env.get("{key}") ?? "none");')
@@ -77,13 +87,17 @@ def test_a_changed_secret_reaches_warm_workers(client: TestClient, admin: dict[s
 
 
 def test_time_limit_and_infinite_loop(client: TestClient, deploy: Deploy) -> None:
-    slow = deploy("export default async () => { await new Promise(r => setTimeout(r, 10000)); return new Response('late'); };")
+    slow = deploy(
+        "export default async () => { await new Promise(r => setTimeout(r, 10000)); "
+        "return new Response('late'); };"
+    )
     response = client.get(f"/functions/{slow}")
     assert response.status_code == 504
     assert response.json()["error"] == "FUNCTION_TIMEOUT"
 
     looping = deploy(
-        "export default (req: Request) => { if (new URL(req.url).searchParams.has('loop')) { while (true) {} } "
+        "export default (req: Request) => { "
+        "if (new URL(req.url).searchParams.has('loop')) { while (true) {} } "
         "return new Response('fine'); };"
     )
     assert client.get(f"/functions/{looping}").text == "fine"
@@ -124,7 +138,10 @@ def test_memory_cap_and_crash_are_a_clear_5xx_then_replaced(client: TestClient, 
 
 
 def test_concurrency_cap_is_429(client: TestClient, deploy: Deploy) -> None:
-    slug = deploy("export default async () => { await new Promise(r => setTimeout(r, 1500)); return new Response('ok'); };")
+    slug = deploy(
+        "export default async () => { await new Promise(r => setTimeout(r, 1500)); "
+        "return new Response('ok'); };"
+    )
     assert client.get(f"/functions/{slug}").status_code == 200  # warm
     with ThreadPoolExecutor(8) as pool:
         statuses = sorted(pool.map(lambda _: client.get(f"/functions/{slug}").status_code, range(8)))
@@ -132,8 +149,13 @@ def test_concurrency_cap_is_429(client: TestClient, deploy: Deploy) -> None:
     assert statuses.count(429) == 4
 
 
-def test_hot_reload_under_load_drops_nothing(client: TestClient, admin: dict[str, str], deploy: Deploy) -> None:
-    slug = deploy("export default async () => { await new Promise(r => setTimeout(r, 50)); return new Response('v1'); };")
+def test_hot_reload_under_load_drops_nothing(
+    client: TestClient, admin: dict[str, str], deploy: Deploy
+) -> None:
+    slug = deploy(
+        "export default async () => { await new Promise(r => setTimeout(r, 50)); "
+        "return new Response('v1'); };"
+    )
     assert client.get(f"/functions/{slug}").text == "v1"
     stop = threading.Event()
     seen: list[tuple[int, str]] = []
@@ -147,8 +169,14 @@ def test_hot_reload_under_load_drops_nothing(client: TestClient, admin: dict[str
     for thread in threads:
         thread.start()
     for version in ("v2", "v3"):
-        code = "export default async () => { await new Promise(r => setTimeout(r, 50)); return new Response('%s'); };"
-        assert client.put(f"/api/functions/{slug}", json={"code": code % version}, headers=admin).status_code == 200
+        code = (
+            "export default async () => { await new Promise(r => setTimeout(r, 50)); "
+            "return new Response('%s'); };"
+        )
+        assert (
+            client.put(f"/api/functions/{slug}", json={"code": code % version}, headers=admin).status_code
+            == 200
+        )
         deadline = time.monotonic() + 15
         while not any(text == version for _, text in seen[-5:]):
             assert time.monotonic() < deadline

@@ -1,1 +1,2 @@
-"""Edge functions: definitions (`/api/functions`), warm Deno workers, invocation (`/functions/:slug`), logs."""
+"""Edge functions: definitions (`/api/functions`), warm Deno workers, invocation (`/functions/:slug`),
+logs."""

@@ -9,6 +9,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import anyio.to_thread
+
 from kilnbase.functions.sandbox import deno_binary, deno_environment
 from kilnbase.http.errors import ApiError
 
@@ -25,13 +27,18 @@ def _compiler_message(output: str, code_path: Path) -> str:
     return "\n".join(lines)[:MAX_MESSAGE] or "deno check failed without a message"
 
 
-async def check_code(code: str, deno_dir: Path, work_dir: Path, timeout: float) -> None:
-    """Raise a 400 with the compiler's message when `code` does not pass `deno check`."""
+def _build_dir(work_dir: Path, code: str) -> Path:
     work_dir.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix="check-", dir=work_dir))
+    (build / "index.ts").write_text(code)
+    return build
+
+
+async def check_code(code: str, deno_dir: Path, work_dir: Path, seconds: float) -> None:
+    """Raise a 400 with the compiler's message when `code` does not pass `deno check`."""
+    build = await anyio.to_thread.run_sync(_build_dir, work_dir, code)
     try:
         code_path = build / "index.ts"
-        code_path.write_text(code)
         process = await asyncio.create_subprocess_exec(
             deno_binary(),
             "check",
@@ -46,14 +53,14 @@ async def check_code(code: str, deno_dir: Path, work_dir: Path, timeout: float) 
             stderr=asyncio.subprocess.STDOUT,
         )
         try:
-            output, _ = await asyncio.wait_for(process.communicate(), timeout)
+            output, _ = await asyncio.wait_for(process.communicate(), seconds)
         except TimeoutError:
             process.kill()
             await process.wait()
             raise ApiError(
                 400,
                 "FUNCTION_CHECK_FAILED",
-                f"deno check did not finish within {timeout:g} s (an import that cannot be fetched?).",
+                f"deno check did not finish within {seconds:g} s (an import that cannot be fetched?).",
                 "Check the import specifiers; the previous version, if any, keeps serving.",
             ) from None
         if process.returncode != 0:

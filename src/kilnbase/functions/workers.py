@@ -66,7 +66,7 @@ class DenoWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self.client = httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(uds=str(socket_path)),
-            timeout=None,
+            timeout=None,  # noqa: S113 (the invocation applies the function time limit itself)
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         )
 
@@ -153,13 +153,13 @@ class DenoWorker:
         self.exit_code = await self._process.wait()
         self.exited.set()
 
-    async def probe(self, timeout: float) -> bool:
+    async def probe(self, seconds: float) -> bool:
         """Does the worker still answer? (An infinite loop does not.)"""
         if not self.alive:
             return False
         try:
             response = await asyncio.wait_for(
-                self.client.get("http://worker/", headers={"x-kilnbase-probe": "1"}), timeout
+                self.client.get("http://worker/", headers={"x-kilnbase-probe": "1"}), seconds
             )
         except (TimeoutError, httpx.HTTPError):
             return False
