@@ -29,7 +29,9 @@ FUNCTIONS = {
     "echo": """
     export default async function (req: Request): Promise<Response> {
       const body = req.method === "GET" ? null : await req.json();
-      if (body?.fail) return Response.json({ error: "BAD", message: "asked to fail", statusCode: 422 }, { status: 422 });
+      if (body?.fail) {
+        return Response.json({ error: "BAD", message: "asked to fail", statusCode: 422 }, { status: 422 });
+      }
       return Response.json({ method: req.method, body, custom: req.headers.get("x-custom") });
     }
     """,
@@ -46,10 +48,12 @@ FUNCTIONS = {
     import { createClient } from "npm:@insforge/sdk@1.5.2";
     export default async function (req: Request): Promise<Response> {
       const token = req.headers.get("Authorization")?.replace("Bearer ", "");
-      const client = createClient({ baseUrl: Deno.env.get("INSFORGE_BASE_URL"), anonKey: Deno.env.get("ANON_KEY"),
-                                    edgeFunctionToken: token });
+      const client = createClient({
+        baseUrl: Deno.env.get("INSFORGE_BASE_URL"), anonKey: Deno.env.get("ANON_KEY"), edgeFunctionToken: token,
+      });
       const { data, error } = await client.database.from("notes").select("body").order("id");
-      return Response.json({ notes: (data ?? []).map((n: { body: string }) => n.body), error: error?.message ?? null });
+      const notes = (data ?? []).map((n: { body: string }) => n.body);
+      return Response.json({ notes, error: error?.message ?? null });
     }
     """,
 }
