@@ -49,7 +49,9 @@ FUNCTIONS = {
     export default async function (req: Request): Promise<Response> {
       const token = req.headers.get("Authorization")?.replace("Bearer ", "");
       const client = createClient({
-        baseUrl: Deno.env.get("INSFORGE_BASE_URL"), anonKey: Deno.env.get("ANON_KEY"), edgeFunctionToken: token,
+        baseUrl: Deno.env.get("INSFORGE_BASE_URL"),
+        anonKey: Deno.env.get("ANON_KEY"),
+        edgeFunctionToken: token,
       });
       const { data, error } = await client.database.from("notes").select("body").order("id");
       const notes = (data ?? []).map((n: { body: string }) => n.body);
