@@ -156,8 +156,10 @@ class Invocation:
         request = worker.client.build_request(
             scope["method"], url, headers=headers, content=_body(receive) if has_body else None
         )
+        loop = asyncio.get_running_loop()
         try:
-            response = await asyncio.wait_for(worker.client.send(request, stream=True), limit)
+            async with asyncio.timeout(limit):
+                response = await worker.client.send(request, stream=True)
         except TimeoutError:
             self.runtime.check_worker(pool, worker)
             self.runtime.logs.line(
@@ -196,15 +198,14 @@ class Invocation:
             await send(
                 {"type": "http.response.start", "status": response.status_code, "headers": response_headers}
             )
-            chunks = response.aiter_raw().__aiter__()
-            while True:
-                try:
-                    chunk = await asyncio.wait_for(chunks.__anext__(), limit)
-                except StopAsyncIteration:
-                    break
-                except (TimeoutError, httpx.HTTPError):
-                    break  # the status is sent: end the body where it stands
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            try:
+                # The limit applies to each chunk: a stream may run long, but never go silent for longer.
+                async with asyncio.timeout(limit) as deadline:
+                    async for chunk in response.aiter_raw():
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        deadline.reschedule(loop.time() + limit)
+            except (TimeoutError, httpx.HTTPError):
+                pass  # the status is sent: end the body where it stands
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return response.status_code
         finally:
