@@ -99,7 +99,16 @@ def main() -> None:
         code_file.write_text(CODE)
         port = free_port()
         bare = subprocess.Popen(
-            [deno.find_deno_bin(), "serve", "--quiet", "--port", str(port), "--host", "127.0.0.1", str(code_file)],
+            [
+                deno.find_deno_bin(),
+                "serve",
+                "--quiet",
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+                str(code_file),
+            ],
             env={**os.environ, "DENO_DIR": str(work / "deno")},
         )
         bare_url = f"http://127.0.0.1:{port}/"

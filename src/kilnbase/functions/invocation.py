@@ -21,8 +21,9 @@ import httpx
 from starlette.types import Message, Receive, Scope, Send
 
 from kilnbase.functions.definitions import SLUG
-from kilnbase.functions.runtime import Runtime
+from kilnbase.functions.runtime import Definition, Runtime
 from kilnbase.functions.workers import DenoWorker, FunctionLoadError, FunctionPool
+from kilnbase.http.disconnect import unless_client_leaves
 from kilnbase.http.errors import error_body
 from kilnbase.http.request_context import client_ip_in
 from kilnbase.http.responses import send_json
@@ -50,11 +51,8 @@ class Invocation:
         self.config = runtime.config
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        slug, _, rest = scope["path"][len(PREFIX) :].partition("/")
-        if not slug or not SLUG.match(slug):
-            await _error(send, 404, "FUNCTION_NOT_FOUND", f"Function not found: {slug}")
-            return
-        definition = await self.runtime.definition(slug)
+        slug, has_rest, rest = scope["path"][len(PREFIX) :].partition("/")
+        definition = await self.runtime.definition(slug) if SLUG.match(slug) else None
         if definition is None or definition.status != "active":
             await _error(
                 send, 404, "FUNCTION_NOT_FOUND", f"Function not found: {slug}", "Deploy it, or set it active."
@@ -75,28 +73,22 @@ class Invocation:
             )
             return
         self.runtime.inflight[slug] = inflight + 1
+        path = "/" + slug + ("/" + rest if has_rest else "")
         request_id = uuid.uuid4().hex
         started = time.perf_counter()
         status = 500
         try:
-            status = await self._invoke(
-                scope, receive, send, slug, "/" + slug + ("/" + rest if _ else ""), request_id
-            )
+            status = await self._invoke(scope, receive, send, definition, path, request_id)
         finally:
             self.runtime.inflight[slug] -= 1
             duration = (time.perf_counter() - started) * 1000
-            path = "/" + slug + ("/" + rest if _ else "")
             self.runtime.logs.invocation(
                 slug, request_id, f"{scope['method']} {path} -> {status}", status, duration
             )
 
     async def _invoke(
-        self, scope: Scope, receive: Receive, send: Send, slug: str, path: str, request_id: str
+        self, scope: Scope, receive: Receive, send: Send, definition: Definition, path: str, request_id: str
     ) -> int:
-        definition = await self.runtime.definition(slug)
-        if definition is None or definition.status != "active":
-            await _error(send, 404, "FUNCTION_NOT_FOUND", f"Function not found: {slug}")
-            return 404
         try:
             pool = await self.runtime.pool_for(definition)
         except FunctionLoadError as exc:
@@ -153,18 +145,16 @@ class Invocation:
             headers.append((b"x-forwarded-for", ip.encode()))
         query = scope.get("query_string", b"")
         url = "http://worker" + path + ("?" + query.decode("latin-1") if query else "")
-        request = worker.client.build_request(
-            scope["method"], url, headers=headers, content=_body(receive) if has_body else None
-        )
+        body = _RequestBody(receive) if has_body else None
+        request = worker.client.build_request(scope["method"], url, headers=headers, content=body)
         loop = asyncio.get_running_loop()
+        slug = pool.spec.slug
         try:
             async with asyncio.timeout(limit):
                 response = await worker.client.send(request, stream=True)
         except TimeoutError:
             self.runtime.check_worker(pool, worker)
-            self.runtime.logs.line(
-                pool.spec.slug, request_id, "error", "The invocation passed its time limit."
-            )
+            self.runtime.logs.line(slug, request_id, "error", "The invocation passed its time limit.")
             return await _error(
                 send,
                 504,
@@ -176,9 +166,7 @@ class Invocation:
         except httpx.HTTPError:
             await asyncio.sleep(0.05)  # (the exit, when the worker died, is seen by now)
             code = worker.exit_code
-            self.runtime.logs.line(
-                pool.spec.slug, request_id, "error", f"The worker stopped (exit code {code})."
-            )
+            self.runtime.logs.line(slug, request_id, "error", f"The worker stopped (exit code {code}).")
             return await _error(
                 send,
                 502,
@@ -188,6 +176,18 @@ class Invocation:
                 "See function.logs for its last lines; the worker has been replaced.",
                 request_id,
             )
+
+        async def stream() -> None:
+            try:
+                # The limit applies to each chunk: a stream may run long, but never go silent for longer.
+                async with asyncio.timeout(limit) as deadline:
+                    async for chunk in response.aiter_raw():
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        deadline.reschedule(loop.time() + limit)
+            except (TimeoutError, httpx.HTTPError):
+                pass  # the status is sent: end the body where it stands
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
         try:
             response_headers = [
                 (name.lower(), value)
@@ -198,30 +198,35 @@ class Invocation:
             await send(
                 {"type": "http.response.start", "status": response.status_code, "headers": response_headers}
             )
-            try:
-                # The limit applies to each chunk: a stream may run long, but never go silent for longer.
-                async with asyncio.timeout(limit) as deadline:
-                    async for chunk in response.aiter_raw():
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                        deadline.reschedule(loop.time() + limit)
-            except (TimeoutError, httpx.HTTPError):
-                pass  # the status is sent: end the body where it stands
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if body is None or body.done:
+                # A client that leaves ends the stream (and the function's side of it), even an endless one.
+                await unless_client_leaves(receive, stream())
+            else:  # the function answered before reading the whole body: the body still owns `receive`
+                await stream()
             return response.status_code
         finally:
             await response.aclose()
 
 
-async def _body(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        chunk = message.get("body", b"")
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            return
+class _RequestBody:
+    """The request body as it streams in, remembering whether it was read to its end."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.done = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            message: Message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.done = True
+                return
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                self.done = True
+                return
 
 
 async def _error(
