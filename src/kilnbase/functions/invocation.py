@@ -17,11 +17,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-import httpx
 from starlette.types import Message, Receive, Scope, Send
 
 from kilnbase.functions.definitions import SLUG
 from kilnbase.functions.runtime import Definition, Runtime
+from kilnbase.functions.worker_http import WorkerGone
 from kilnbase.functions.workers import DenoWorker, FunctionLoadError, FunctionPool
 from kilnbase.http.disconnect import unless_client_leaves
 from kilnbase.http.errors import error_body
@@ -40,9 +40,10 @@ _HOP_BY_HOP = frozenset(
         b"upgrade",
         b"proxy-authenticate",
         b"proxy-authorization",
+        b"expect",
     }
 )
-_RESPONSE_DROP = frozenset({"connection", "keep-alive", "transfer-encoding", "upgrade", "trailer"})
+_RESPONSE_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"trailer"})
 
 
 class Invocation:
@@ -130,28 +131,38 @@ class Invocation:
     ) -> int:
         limit = self.config.timeout_ms / 1000
         headers: list[tuple[bytes, bytes]] = []
-        has_body = False
+        content_length: int | None = None
+        chunked = has_host = False
         for name, value in scope["headers"]:
             if name in _HOP_BY_HOP or name.startswith(b"x-kilnbase-"):
-                if name == b"transfer-encoding":
-                    has_body = True
+                chunked = chunked or name == b"transfer-encoding"
                 continue
             if name == b"content-length":
-                has_body = value != b"0"
+                content_length = int(value) if value.isdigit() else None
+                continue
+            has_host = has_host or name == b"host"
             headers.append((name, value))
+        if not has_host:
+            headers.append((b"host", b"localhost"))
         headers.append((b"x-kilnbase-request-id", request_id.encode()))
         ip = client_ip_in(scope)
         if ip:
             headers.append((b"x-forwarded-for", ip.encode()))
         query = scope.get("query_string", b"")
-        url = "http://worker" + path + ("?" + query.decode("latin-1") if query else "")
+        target = path + ("?" + query.decode("latin-1") if query else "")
+        has_body = chunked or bool(content_length)
         body = _RequestBody(receive) if has_body else None
-        request = worker.client.build_request(scope["method"], url, headers=headers, content=body)
         loop = asyncio.get_running_loop()
         slug = pool.spec.slug
         try:
             async with asyncio.timeout(limit):
-                response = await worker.client.send(request, stream=True)
+                response = await worker.client.request(
+                    scope["method"],
+                    target,
+                    headers,
+                    body,
+                    content_length if has_body and not chunked else None,
+                )
         except TimeoutError:
             self.runtime.check_worker(pool, worker)
             self.runtime.logs.line(slug, request_id, "error", "The invocation passed its time limit.")
@@ -163,7 +174,7 @@ class Invocation:
                 "Make it faster, or raise WORKER_TIMEOUT_MS.",
                 request_id,
             )
-        except httpx.HTTPError:
+        except WorkerGone:
             await asyncio.sleep(0.05)  # (the exit, when the worker died, is seen by now)
             code = worker.exit_code
             self.runtime.logs.line(slug, request_id, "error", f"The worker stopped (exit code {code}).")
@@ -181,29 +192,29 @@ class Invocation:
             try:
                 # The limit applies to each chunk: a stream may run long, but never go silent for longer.
                 async with asyncio.timeout(limit) as deadline:
-                    async for chunk in response.aiter_raw():
+                    async for chunk in response.chunks():
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                         deadline.reschedule(loop.time() + limit)
-            except (TimeoutError, httpx.HTTPError):
+            except (TimeoutError, WorkerGone):
                 pass  # the status is sent: end the body where it stands
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         try:
             response_headers = [
                 (name.lower(), value)
-                for name, value in response.headers.raw
-                if name.decode("latin-1").lower() not in _RESPONSE_DROP
+                for name, value in response.headers
+                if name.lower() not in _RESPONSE_DROP
             ]
             response_headers.append((b"x-kilnbase-request-id", request_id.encode()))
             await send(
-                {"type": "http.response.start", "status": response.status_code, "headers": response_headers}
+                {"type": "http.response.start", "status": response.status, "headers": response_headers}
             )
             if body is None or body.done:
                 # A client that leaves ends the stream (and the function's side of it), even an endless one.
                 await unless_client_leaves(receive, stream())
             else:  # the function answered before reading the whole body: the body still owns `receive`
                 await stream()
-            return response.status_code
+            return response.status
         finally:
             await response.aclose()
 

@@ -19,14 +19,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import orjson
+
+from kilnbase.functions.worker_http import WorkerClient, WorkerGone
 
 log = logging.getLogger("kilnbase.functions")
 
 #: Called with (slug, request id, level, message) for every line a worker logs.
 LogLine = Callable[[str, str | None, str, str], None]
 _PR_SET_PDEATHSIG = 1
+_PROBE = ((b"host", b"worker"), (b"x-kilnbase-probe", b"1"))
 
 
 def _die_with_parent() -> None:  # pragma: no cover (runs in the child between fork and exec)
@@ -64,11 +66,7 @@ class DenoWorker:
         self._fatal: str | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(socket_path)),
-            timeout=None,  # noqa: S113 (the invocation applies the function time limit itself)
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-        )
+        self.client = WorkerClient(str(socket_path))
 
     @property
     def alive(self) -> bool:
@@ -158,12 +156,16 @@ class DenoWorker:
         if not self.alive:
             return False
         try:
-            response = await asyncio.wait_for(
-                self.client.get("http://worker/", headers={"x-kilnbase-probe": "1"}), seconds
-            )
-        except (TimeoutError, httpx.HTTPError):
+            async with asyncio.timeout(seconds):
+                response = await self.client.request("GET", "/", _PROBE)
+                try:
+                    async for _chunk in response.chunks():
+                        pass
+                finally:
+                    await response.aclose()
+        except (TimeoutError, WorkerGone):
             return False
-        return response.status_code == 200
+        return response.status == 200
 
     async def stop(self) -> None:
         if self._process is not None and self._process.returncode is None:
