@@ -10,7 +10,7 @@ POST's start to the first 200 from `/functions/:slug`.
 Targets (issue 13): warm p50 under 5 ms added, at least 50% of bare `deno serve`'s throughput at 16
 clients, deploy-to-serving under 2 s.
 
-    .venv/bin/python -m bench.functions [--seconds 5]
+    .venv/bin/python -m bench.functions [--seconds 5] [--workers 1]
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def wait_for(url: str, timeout: float = 30) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--workers", type=int, default=1, help="API processes (kilnbase serve --workers)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed (apt-get install wrk)")
@@ -76,7 +77,11 @@ def main() -> None:
     work.chmod(0o755)  # the embedded Postgres runs as nobody when the bench runs as root
     script = work / "report.lua"
     script.write_text(WRK_SCRIPT)
-    server = ServerProcess(work / "data", env={"KILNBASE_LOG_LEVEL": "warning"})
+    server = ServerProcess(
+        work / "data",
+        env={"KILNBASE_LOG_LEVEL": "warning"},
+        args=["--workers", str(args.workers)] if args.workers > 1 else [],
+    )
     bare: subprocess.Popen[bytes] | None = None
     try:
         server.start(timeout=120)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 from starlette.testclient import TestClient
 
+from kilnbase.app import create_app
+from kilnbase.config import Settings
 from tests.functions.conftest import Deploy, new_slug
 from tests.support.app import anon_headers
 
@@ -145,3 +149,20 @@ def test_management_needs_admin(client: TestClient) -> None:
     assert client.get("/api/functions", headers=anon).status_code == 403
     assert client.post("/api/functions", json={"name": "x", "code": HELLO}, headers=anon).status_code == 403
     assert client.get("/api/functions").status_code == 401
+
+
+def test_active_functions_are_warm_after_a_start(
+    client: TestClient, admin: dict[str, str], settings: Settings, deploy: Deploy
+) -> None:
+    slug = deploy(HELLO)
+    drafted = deploy(HELLO, status="draft")
+    with TestClient(create_app(settings)) as restarted:  # a second server over the same database
+        deadline = time.monotonic() + 30
+        while (
+            slug
+            not in (warm := restarted.get("/api/functions", headers=admin).json()["runtime"])["warmFunctions"]
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert drafted not in warm["warmFunctions"]
+        assert restarted.get(f"/functions/{slug}").text == "v1"

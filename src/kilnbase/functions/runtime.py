@@ -36,6 +36,8 @@ log = logging.getLogger("kilnbase.functions")
 
 CHANNEL = "kilnbase_functions"
 LOAD_RETRY_SECONDS = 5.0
+#: How many active functions (the most recently changed) get warm workers when the server starts.
+WARM_AT_START = 50
 #: (allow-list or None) -> (secret values, first expiry in epoch seconds or None)
 SecretValues = Callable[[list[str] | None], Awaitable[tuple[dict[str, str], float | None]]]
 
@@ -99,14 +101,16 @@ class Runtime:
         self._listener = asyncio.create_task(self._listen(listening), name="kilnbase-functions-listener")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(listening.wait(), 10)
+        warming = asyncio.create_task(self._warm_active(), name="kilnbase-functions-warm")
         try:
             yield
         finally:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
-            for task in list(self._building.values()):
+            for task in (warming, self._listener):
                 task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            for building in list(self._building.values()):
+                building.cancel()
             pools = list(self._pools.values())
             self._pools.clear()
             await asyncio.gather(*(pool.retire(0) for pool in pools), return_exceptions=True)
@@ -114,6 +118,25 @@ class Runtime:
                 retiring.cancel()
             await self.logs.stop()
             shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    async def _warm_active(self) -> None:
+        """After a start, the active functions get their workers before their first invocation asks."""
+        try:
+            async with self.database.as_owner() as cur:
+                await cur.execute(
+                    "select slug from functions.definitions where status = 'active' "
+                    "order by updated_at desc limit %s",
+                    (WARM_AT_START,),
+                )
+                slugs = [row["slug"] for row in await cur.fetchall()]
+        except Exception:
+            log.exception("functions: could not list the active functions to warm")
+            return
+        for slug in slugs:  # one at a time: a start is no moment to take every core
+            definition = await self.definition(slug)
+            if definition is not None and definition.status == "active":
+                with contextlib.suppress(FunctionLoadError):
+                    await self.pool_for(definition)
 
     async def _listen(self, listening: asyncio.Event) -> None:
         """Hear changes made by any API process; after a lost connection, forget everything cached."""
