@@ -158,10 +158,10 @@ def test_active_functions_are_warm_after_a_start(
     drafted = deploy(HELLO, status="draft")
     with TestClient(create_app(settings)) as restarted:  # a second server over the same database
         deadline = time.monotonic() + 30
-        while (
-            slug
-            not in (warm := restarted.get("/api/functions", headers=admin).json()["runtime"])["warmFunctions"]
-        ):
+        while True:
+            warm = restarted.get("/api/functions", headers=admin).json()["runtime"]
+            if slug in warm["warmFunctions"]:
+                break
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert drafted not in warm["warmFunctions"]

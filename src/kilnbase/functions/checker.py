@@ -4,6 +4,7 @@ the module cache, so the first invocation does not wait for the registry)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 import tempfile
@@ -12,6 +13,7 @@ from pathlib import Path
 import anyio.to_thread
 
 from kilnbase.functions.sandbox import deno_binary, deno_environment
+from kilnbase.functions.workers import close_transport
 from kilnbase.http.errors import ApiError
 
 _CONFIG = Path(__file__).with_name("check.json")
@@ -54,15 +56,20 @@ async def check_code(code: str, deno_dir: Path, work_dir: Path, seconds: float) 
         )
         try:
             output, _ = await asyncio.wait_for(process.communicate(), seconds)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            raise ApiError(
-                400,
-                "FUNCTION_CHECK_FAILED",
-                f"deno check did not finish within {seconds:g} s (an import that cannot be fetched?).",
-                "Check the import specifiers; the previous version, if any, keeps serving.",
-            ) from None
+        except BaseException as exc:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await asyncio.shield(process.wait())
+            close_transport(process)
+            if isinstance(exc, TimeoutError):
+                raise ApiError(
+                    400,
+                    "FUNCTION_CHECK_FAILED",
+                    f"deno check did not finish within {seconds:g} s (an import that cannot be fetched?).",
+                    "Check the import specifiers; the previous version, if any, keeps serving.",
+                ) from None
+            raise
+        close_transport(process)
         if process.returncode != 0:
             message = _compiler_message(output.decode(errors="replace"), code_path)
             raise ApiError(

@@ -77,6 +77,9 @@ class Runtime:
         self._pools: dict[str, FunctionPool] = {}
         self._building: dict[str, asyncio.Task[FunctionPool]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        #: Pools draining after a reload, stopped at once when the server stops.
+        self._retired: set[FunctionPool] = set()
+        self._stopping = False
         self._secrets_generation = 0
         self._listener: asyncio.Task[None] | None = None
         self._deno_version: tuple[float, str | None] = (0.0, None)
@@ -105,17 +108,22 @@ class Runtime:
         try:
             yield
         finally:
+            self._stopping = True
             for task in (warming, self._listener):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            for building in list(self._building.values()):
+            builds = list(self._building.values())
+            for building in builds:
                 building.cancel()
-            pools = list(self._pools.values())
+            await asyncio.gather(*builds, return_exceptions=True)
+            background = list(self._retiring)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            pools = [*self._pools.values(), *self._retired]
             self._pools.clear()
             await asyncio.gather(*(pool.retire(0) for pool in pools), return_exceptions=True)
-            for retiring in list(self._retiring):
-                retiring.cancel()
             await self.logs.stop()
             shutil.rmtree(self.socket_dir, ignore_errors=True)
 
@@ -202,6 +210,8 @@ class Runtime:
         current = self._pools.get(definition.slug)
         if current is not None and current.identity == identity and not self._expired(current):
             return current
+        if self._stopping:
+            raise FunctionLoadError("The server is stopping.")
         failed = self._failed.get(definition.slug)
         if failed is not None and failed[0] == identity and time.monotonic() - failed[1] < LOAD_RETRY_SECONDS:
             raise failed[2]
@@ -235,9 +245,11 @@ class Runtime:
 
     def retire(self, pool: FunctionPool) -> None:
         drain = self.config.timeout_ms / 1000 + 5
+        self._retired.add(pool)
         task = asyncio.create_task(pool.retire(drain))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+        task.add_done_callback(lambda _task: self._retired.discard(pool))
 
     async def drop(self, slug: str) -> None:
         """The function was deleted or drafted here: stop serving it once its invocations are done."""

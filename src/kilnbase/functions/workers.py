@@ -36,6 +36,14 @@ def _die_with_parent() -> None:  # pragma: no cover (runs in the child between f
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def close_transport(process: asyncio.subprocess.Process) -> None:
+    """Close an exited process's transport now, in its loop: left to the garbage collector, it would be
+    closed after the loop is gone (and complain about it)."""
+    transport = getattr(process, "_transport", None)
+    if transport is not None:
+        transport.close()
+
+
 class FunctionLoadError(Exception):
     """The function's code could not be loaded by a worker (its message says why)."""
 
@@ -92,9 +100,15 @@ class DenoWorker:
         ]
         ready = asyncio.create_task(self._ready.wait())
         exited = asyncio.create_task(self.exited.wait())
-        done, pending = await asyncio.wait(
-            {ready, exited}, timeout=self.spec.start_timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+        try:
+            done, pending = await asyncio.wait(
+                {ready, exited}, timeout=self.spec.start_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        except BaseException:  # cancelled while starting (the server stops): leave no process behind
+            ready.cancel()
+            exited.cancel()
+            await asyncio.shield(self.stop())
+            raise
         for task in pending:
             task.cancel()
         if ready in done and not self.exited.is_set():
@@ -174,9 +188,11 @@ class DenoWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.exited.wait(), 10)
         for task in self._tasks:
-            if task.get_name() and not task.done():
+            if not task.done():
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(task, 2)
+        if self._process is not None:
+            close_transport(self._process)
         await self.client.aclose()
         self.socket_path.unlink(missing_ok=True)
 
