@@ -101,7 +101,7 @@ class Invocation:
                 "Fix the function and deploy it again.",
                 request_id,
             )
-        worker = pool.pick()
+        worker = await pool.live_worker(self.config.start_timeout_seconds)
         if worker is None:
             return await _error(
                 send,

@@ -208,7 +208,12 @@ class Runtime:
         """The current pool for this version, built (once, however many ask) when there is none."""
         identity = self._identity(definition)
         current = self._pools.get(definition.slug)
-        if current is not None and current.identity == identity and not self._expired(current):
+        if (
+            current is not None
+            and current.identity == identity
+            and not current.broken
+            and not self._expired(current)
+        ):
             return current
         if self._stopping:
             raise FunctionLoadError("The server is stopping.")

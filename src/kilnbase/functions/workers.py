@@ -213,6 +213,10 @@ class FunctionPool:
         self._idle.set()
         self._serial = 0
         self._watchers: set[asyncio.Task[None]] = set()
+        #: Set (and renewed) whenever a worker was replaced, or could not be.
+        self._replaced = asyncio.Event()
+        #: A worker died and its replacement failed to load: the runtime builds a new pool.
+        self.broken = False
 
     def _new_worker(self) -> DenoWorker:
         self._serial += 1
@@ -248,12 +252,34 @@ class FunctionPool:
             await replacement.start()
         except FunctionLoadError as exc:
             log.error("function %s: a replacement worker failed: %s", self.spec.slug, exc)
+            self.broken = True
+            self._announce()
             return
         if self.retired:
             await replacement.stop()
             return
         self.workers = [replacement if w is worker else w for w in self.workers]
         self._watch(replacement)
+        self._announce()
+
+    def _announce(self) -> None:
+        event, self._replaced = self._replaced, asyncio.Event()
+        event.set()
+
+    async def live_worker(self, seconds: float) -> DenoWorker | None:
+        """The least busy live worker; when every one has died, wait (up to `seconds`) for a replacement."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (worker := self.pick()) is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self.retired or self.broken:
+                return None
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._replaced.wait()
+            except TimeoutError:
+                return None
+        return worker
 
     def pick(self) -> DenoWorker | None:
         live = [worker for worker in self.workers if worker.alive]
