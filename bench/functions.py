@@ -28,17 +28,12 @@ import deno  # type: ignore[import-untyped]
 import httpx
 from tests.support.servers import ServerProcess, free_port
 
+from bench.gateway import WRK_SCRIPT as GATEWAY_WRK_SCRIPT
+
 CODE = "export default { fetch(_req: Request) { return new Response('ok'); } };\n"
 
-WRK_SCRIPT = """
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRK {"requests": %d, "seconds": %f, "non2xx": %d, "errors": %d, "p50": %f, "p99": %f}\\n',
-    summary.requests, summary.duration / 1e6, e.status, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
-end
-"""
+#: wrk's report at the end, as the gateway bench writes it (one JSON line), without its POST set-up.
+WRK_SCRIPT = GATEWAY_WRK_SCRIPT[GATEWAY_WRK_SCRIPT.index("done = function") :]
 
 
 def wrk(url: str, clients: int, seconds: float, script: Path) -> dict[str, float]:

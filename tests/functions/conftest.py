@@ -11,7 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from kilnbase.config import FunctionsSettings, Settings
-from tests.support.app import admin_headers
+from tests.support.app import admin_headers, services_of
 
 #: Deploys code and returns its slug: `deploy(code, secrets=[...])`.
 Deploy = Callable[..., str]
@@ -50,8 +50,6 @@ def deploy(client: TestClient, admin: dict[str, str]) -> Deploy:
 
 def function_logs(client: TestClient, slug: str) -> list[dict[str, Any]]:
     """The rows of `functions.logs` for a function, oldest first (written in batches: flushed here)."""
-    from tests.support.app import services_of
-
     runtime = services_of(client).functions.runtime
     portal = client.portal
     assert portal is not None

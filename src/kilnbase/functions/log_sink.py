@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from kilnbase.db.session import Database
 
@@ -79,6 +78,3 @@ class LogSink:
                 )
             async with self.database.as_owner() as cur:
                 await cur.executemany(_INSERT, batch)
-
-    def pending(self) -> list[Any]:
-        return list(self._rows)
