@@ -151,7 +151,7 @@ def test_management_needs_admin(client: TestClient) -> None:
     assert client.get("/api/functions").status_code == 401
 
 
-def test_active_functions_are_warm_after_a_start(
+def test_a_second_server_warms_and_follows_changes(
     client: TestClient, admin: dict[str, str], settings: Settings, deploy: Deploy
 ) -> None:
     slug = deploy(HELLO)
@@ -166,3 +166,15 @@ def test_active_functions_are_warm_after_a_start(
             time.sleep(0.1)
         assert drafted not in warm["warmFunctions"]
         assert restarted.get(f"/functions/{slug}").text == "v1"
+        # A change made through one server reaches the other's warm workers (NOTIFY kilnbase_functions).
+        v2 = "export default () => new Response('v2');"
+        assert client.put(f"/api/functions/{slug}", json={"code": v2}, headers=admin).status_code == 200
+        deadline = time.monotonic() + 15
+        while restarted.get(f"/functions/{slug}").text != "v2":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        client.delete(f"/api/functions/{slug}", headers=admin)
+        deadline = time.monotonic() + 15
+        while restarted.get(f"/functions/{slug}").status_code != 404:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
