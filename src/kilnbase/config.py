@@ -94,6 +94,8 @@ class FunctionsSettings(BaseSettings):
     sandbox: bool = True
     #: How long a worker may take to start (load its code and imports).
     start_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: A function not invoked for this long gives its workers back (0: never); the next call starts them.
+    idle_seconds: float = Field(default=600.0, ge=0)
 
 
 class Settings(BaseSettings):

@@ -37,7 +37,7 @@ log = logging.getLogger("kilnbase.functions")
 CHANNEL = "kilnbase_functions"
 LOAD_RETRY_SECONDS = 5.0
 #: How many active functions (the most recently changed) get warm workers when the server starts.
-WARM_AT_START = 50
+WARM_AT_START = 10
 #: (allow-list or None) -> (secret values, first expiry in epoch seconds or None)
 SecretValues = Callable[[list[str] | None], Awaitable[tuple[dict[str, str], float | None]]]
 
@@ -105,11 +105,12 @@ class Runtime:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(listening.wait(), 10)
         warming = asyncio.create_task(self._warm_active(), name="kilnbase-functions-warm")
+        reaping = asyncio.create_task(self._reap_idle(), name="kilnbase-functions-reaper")
         try:
             yield
         finally:
             self._stopping = True
-            for task in (warming, self._listener):
+            for task in (warming, reaping, self._listener):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
@@ -145,6 +146,19 @@ class Runtime:
             if definition is not None and definition.status == "active":
                 with contextlib.suppress(FunctionLoadError):
                     await self.pool_for(definition)
+
+    async def _reap_idle(self) -> None:
+        """Functions nobody called for `idle_seconds` give their workers back; the next call starts them."""
+        idle = self.config.idle_seconds
+        if idle <= 0:
+            return
+        while True:
+            await asyncio.sleep(min(60.0, idle / 4))
+            now = time.monotonic()
+            for slug, pool in list(self._pools.items()):
+                if pool.inflight == 0 and now - pool.last_used > idle and self._pools.get(slug) is pool:
+                    del self._pools[slug]
+                    self.retire(pool)
 
     async def _listen(self, listening: asyncio.Event) -> None:
         """Hear changes made by any API process; after a lost connection, forget everything cached."""

@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import logging
 import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +218,7 @@ class FunctionPool:
         self._replaced = asyncio.Event()
         #: A worker died and its replacement failed to load: the runtime builds a new pool.
         self.broken = False
+        self.last_used = time.monotonic()
 
     def _new_worker(self) -> DenoWorker:
         self._serial += 1
@@ -286,6 +288,7 @@ class FunctionPool:
         return min(live, key=lambda worker: worker.inflight) if live else None
 
     def begin(self) -> None:
+        self.last_used = time.monotonic()
         self.inflight += 1
         self._idle.clear()
 
