@@ -80,6 +80,12 @@ def test_a_changed_secret_reaches_warm_workers(
     deadline = time.monotonic() + 10
     while client.get(f"/functions/{slug}").text != "second":  # the change arrives through NOTIFY
         assert time.monotonic() < deadline
+    # The new workers keep serving once the old ones (same version, other secrets) have stopped.
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        answer = client.get(f"/functions/{slug}")
+        assert (answer.status_code, answer.text) == (200, "second")
+        time.sleep(0.05)
     client.delete(f"/api/secrets/{key}", headers=admin)
     deadline = time.monotonic() + 10
     while client.get(f"/functions/{slug}").text != "none":

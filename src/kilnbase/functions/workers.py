@@ -16,6 +16,7 @@ import ctypes
 import logging
 import signal
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,7 +213,6 @@ class FunctionPool:
         self.retired = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self._serial = 0
         self._watchers: set[asyncio.Task[None]] = set()
         #: Set (and renewed) whenever a worker was replaced, or could not be.
         self._replaced = asyncio.Event()
@@ -221,8 +221,9 @@ class FunctionPool:
         self.last_used = time.monotonic()
 
     def _new_worker(self) -> DenoWorker:
-        self._serial += 1
-        path = self.spec.socket_dir / f"{self.spec.slug[:40]}-{self.spec.revision}-{self._serial}.sock"
+        # A name no other worker ever had: a new pool of the same version (after a secret changed) must not
+        # take over, or later remove, the socket of the pool it replaces while that one drains.
+        path = self.spec.socket_dir / f"{self.spec.slug[:40]}-{uuid.uuid4().hex[:12]}.sock"
         return DenoWorker(self.spec, path, self.on_log)
 
     async def start(self) -> None:
