@@ -133,6 +133,8 @@ def test_needs_admin(client: TestClient) -> None:
     assert client.get("/api/secrets", headers=anon).status_code == 403
     assert client.post("/api/secrets", json={"key": new_key(), "value": "x"}, headers=anon).status_code == 403
     assert client.get("/api/secrets").status_code == 401
+    assert client.get("/api/secrets/ANY_KEY").status_code == 401
+    assert client.post("/api/secrets", json={"key": new_key(), "value": "x"}).status_code == 401
 
 
 def test_rotation_routes_still_match(client: TestClient, admin: dict[str, str]) -> None:
