@@ -26,6 +26,7 @@ from kilnbase.config import Settings
 from kilnbase.dashboard import routes as dashboard_routes
 from kilnbase.database import routes as database_routes
 from kilnbase.db.idempotency import IdempotencyKeys
+from kilnbase.functions import routes as functions_routes
 from kilnbase.health import routes as health_routes
 from kilnbase.http.agent_scopes import guard_routes
 from kilnbase.http.errors import EXCEPTION_HANDLERS
@@ -54,13 +55,14 @@ def capabilities(services: Services) -> list[Capability]:
         health_routes.capability(services.core),
         auth_routes.capability(services.auth),
         logs_routes.capability(services.logs),
-        secrets_routes.capability(services.key_rotation),
+        secrets_routes.capability(services.key_rotation, services.secrets),
         records_routes.capability(services.records),
         database_routes.capability(services.database),
         agents_routes.capability(services.agents),
         ai_routes.capability(services.ai),
         metadata_routes.capability(services.metadata),
         agent_docs_routes.capability(services.docs),
+        functions_routes.capability(services.functions),
         dashboard_routes.capability(services.core),
     ]
 

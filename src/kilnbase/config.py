@@ -118,6 +118,33 @@ class RecordsSettings(BaseSettings):
     tx_end: Literal["commit", "commit-allow-override", "rollback", "rollback-allow-override"] = "commit"
 
 
+class FunctionsSettings(BaseSettings):
+    """Edge functions' own tunables, read from `KILNBASE_FUNCTIONS_*` (and InsForge's `WORKER_TIMEOUT_MS`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_FUNCTIONS_", extra="ignore", populate_by_name=True)
+
+    #: Per-invocation time limit until the response starts, and between two chunks of a streamed one (504).
+    timeout_ms: int = Field(
+        60_000, validation_alias=AliasChoices("WORKER_TIMEOUT_MS", "KILNBASE_FUNCTIONS_TIMEOUT_MS"), ge=100
+    )
+    #: Warm Deno processes per active function (each one event loop; invocations are spread over them).
+    workers_per_function: int = Field(default=2, ge=1, le=32)
+    #: Invocations of one function in flight at once in one API process; past it, 429.
+    max_concurrency: int = Field(default=64, ge=1)
+    #: V8 old-space cap per worker process, in MiB (a worker past it dies; its request gets a 502).
+    memory_mb: int = Field(default=128, ge=16, le=8192)
+    #: The largest function source accepted (413 beyond it).
+    max_code_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: `deno check` before a function becomes active: its time limit.
+    check_timeout_seconds: float = Field(default=60.0, gt=0)
+    #: Wrap workers in bubblewrap (namespaces, only the needed paths visible) when the kernel allows it.
+    sandbox: bool = True
+    #: How long a worker may take to start (load its code and imports).
+    start_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: A function not invoked for this long gives its workers back (0: never); the next call starts them.
+    idle_seconds: float = Field(default=600.0, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KILNBASE_", extra="ignore", populate_by_name=True)
 
@@ -174,6 +201,7 @@ class Settings(BaseSettings):
     logs: LogsSettings = Field(default_factory=LogsSettings)
     mcp: McpSettings = Field(default_factory=McpSettings)
     records: RecordsSettings = Field(default_factory=RecordsSettings)
+    functions: FunctionsSettings = Field(default_factory=FunctionsSettings)
 
     # Model gateway (ai/). OpenRouter by default; its key is the last of the credential sources.
     openrouter_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENROUTER_API_KEY"))

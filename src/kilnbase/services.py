@@ -17,6 +17,8 @@ from kilnbase.db.pool import create_database
 from kilnbase.db.roles import request_conninfo
 from kilnbase.db.schema_cache import SchemaCache
 from kilnbase.db.session import Database
+from kilnbase.functions.runtime import Runtime
+from kilnbase.functions.service import FunctionsService
 from kilnbase.http.rate_limit import PostgresRateLimiter, RateLimiter, RedisRateLimiter, redis_prefix
 from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.ended_sessions import EndedSessions
@@ -27,6 +29,7 @@ from kilnbase.logs.service import LogsService
 from kilnbase.metadata.service import MetadataService
 from kilnbase.records.service import RecordsEngine
 from kilnbase.secrets.project_key_rotation import KeyRotation
+from kilnbase.secrets.project_secrets import ProjectSecrets
 
 
 @dataclass(frozen=True)
@@ -36,11 +39,13 @@ class Services:
     records: RecordsEngine
     database: DatabaseAdmin
     key_rotation: KeyRotation
+    secrets: ProjectSecrets
     ai: AiService
     metadata: MetadataService
     logs: LogsService
     docs: AgentDocs
     agents: Agents
+    functions: FunctionsService
 
 
 def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
@@ -67,15 +72,25 @@ def rate_limiter(settings: Settings, keys: ProjectKeys, database: Database) -> R
 
 
 def build_services(core: Core) -> Services:
+    secrets = ProjectSecrets(core.database, core.secret_box)
+    runtime = Runtime(
+        core.settings,
+        core.database,
+        str(core.database.owner_pool.conninfo),
+        secrets.values,
+        lambda: core.keys.ring.current("anon_key"),
+    )
     return Services(
         core=core,
         auth=Auth.build(core),
         records=RecordsEngine(core.database, core.schema_cache, core.settings.records),
         database=DatabaseAdmin(core.settings, core.database, core.schema_cache),
         key_rotation=KeyRotation(core.settings, core.database, core.secret_box, core.keys.ring),
+        secrets=secrets,
         ai=AiService.build(core.settings, core.secret_box, core.database),
         metadata=MetadataService(core.settings, core.database, core.keys.ring),
         logs=LogsService(core.settings, core.database),
         docs=AgentDocs(core.database),
         agents=Agents(core.database, core.agent_keys, core.tokens),
+        functions=FunctionsService(core.settings, core.database, runtime),
     )

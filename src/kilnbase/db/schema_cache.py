@@ -31,6 +31,7 @@ HIDDEN_SCHEMAS = (
     "system",
     "auth",
     "ai",
+    "functions",
     "storage",
     "realtime",
 )

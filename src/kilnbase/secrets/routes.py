@@ -1,5 +1,6 @@
-"""`POST /api/secrets/api-key/rotate` and `POST /api/secrets/anon-key/rotate` (admin): a new key now, the old
-one accepted until `gracePeriodHours` (0 to 168) have passed."""
+"""`/api/secrets` (admin): the project's secrets (list metadata, get a value, create, update, soft delete),
+and `POST /api/secrets/api-key/rotate` and `POST /api/secrets/anon-key/rotate`: a new key now, the old one
+accepted until `gracePeriodHours` (0 to 168) have passed."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from kilnbase.capability import Capability
-from kilnbase.http.json_body import parse, read_json
-from kilnbase.http.request_context import admin_actor
+from kilnbase.http.json_body import parse, read_json, read_object
+from kilnbase.http.request_context import actor_of, admin_actor, require_credential
 from kilnbase.http.responses import json_response
+from kilnbase.identity.actor import Actor
 from kilnbase.keys.project_keys import KeyKind
 from kilnbase.secrets.project_key_rotation import KeyRotation
+from kilnbase.secrets.project_secrets import ProjectSecrets
 from kilnbase.secrets.tools import secrets_tools
 
 
@@ -23,9 +26,38 @@ class Rotation(BaseModel):
     gracePeriodHours: float = Field(default=24, ge=0, le=168)
 
 
+def _caller(request: Request) -> Actor:
+    """Any valid credential (401 without one); the service refuses, and audits, a caller that is no admin."""
+    return actor_of(request, require_credential(request))
+
+
 class SecretRoutes:
-    def __init__(self, rotation: KeyRotation) -> None:
+    def __init__(self, rotation: KeyRotation, secrets: ProjectSecrets) -> None:
         self.rotation = rotation
+        self.secrets = secrets
+
+    async def list_secrets(self, request: Request) -> Response:
+        return json_response({"secrets": await self.secrets.list(admin_actor(request))})
+
+    async def get_secret(self, request: Request) -> Response:
+        return json_response(await self.secrets.get(_caller(request), request.path_params["key"]))
+
+    async def create_secret(self, request: Request) -> Response:
+        actor = _caller(request)
+        body = await read_object(request, optional=False)
+        secret_id = await self.secrets.create(actor, body)
+        message = f"Secret {body['key']} has been created successfully"
+        return json_response({"success": True, "message": message, "id": secret_id}, 201)
+
+    async def update_secret(self, request: Request) -> Response:
+        key = request.path_params["key"]
+        await self.secrets.update(_caller(request), key, await read_object(request, optional=False))
+        return json_response({"success": True, "message": f"Secret {key} has been updated successfully"})
+
+    async def delete_secret(self, request: Request) -> Response:
+        key = request.path_params["key"]
+        await self.secrets.delete(_caller(request), key)
+        return json_response({"success": True, "message": f"Secret {key} has been deleted successfully"})
 
     async def _rotate(self, request: Request, kind: KeyKind, default_grace: float) -> Response:
         actor = admin_actor(request)
@@ -58,13 +90,18 @@ class SecretRoutes:
         return [
             Route("/api/secrets/api-key/rotate", self.rotate_api_key, methods=["POST"]),
             Route("/api/secrets/anon-key/rotate", self.rotate_anon_key, methods=["POST"]),
+            Route("/api/secrets", self.list_secrets, methods=["GET"]),
+            Route("/api/secrets", self.create_secret, methods=["POST"]),
+            Route("/api/secrets/{key}", self.get_secret, methods=["GET"]),
+            Route("/api/secrets/{key}", self.update_secret, methods=["PUT"]),
+            Route("/api/secrets/{key}", self.delete_secret, methods=["DELETE"]),
         ]
 
 
-def capability(rotation: KeyRotation) -> Capability:
+def capability(rotation: KeyRotation, secrets: ProjectSecrets) -> Capability:
     return Capability(
         "secrets",
-        SecretRoutes(rotation).routes(),
+        SecretRoutes(rotation, secrets).routes(),
         lifespan=rotation.keys_from_database,
         tools=secrets_tools(rotation),
     )

@@ -1,0 +1,2 @@
+"""Edge functions: definitions (`/api/functions`), warm Deno workers, invocation (`/functions/:slug`),
+logs."""

@@ -1,0 +1,82 @@
+"""`deno check` before a function's code is accepted: syntax, types and imports (which it also fetches into
+the module cache, so the first invocation does not wait for the registry)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import anyio.to_thread
+
+from kilnbase.functions.sandbox import deno_binary, deno_environment
+from kilnbase.functions.workers import close_transport
+from kilnbase.http.errors import ApiError
+
+_CONFIG = Path(__file__).with_name("check.json")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+MAX_MESSAGE = 4000
+
+
+def _compiler_message(output: str, code_path: Path) -> str:
+    text = _ANSI.sub("", output)
+    text = text.split("Stack backtrace:", 1)[0]
+    text = text.replace(code_path.as_uri(), "index.ts").replace(str(code_path), "index.ts")
+    lines = [line.rstrip() for line in text.strip().splitlines() if line.strip()]
+    return "\n".join(lines)[:MAX_MESSAGE] or "deno check failed without a message"
+
+
+def _build_dir(work_dir: Path, code: str) -> Path:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix="check-", dir=work_dir))
+    (build / "index.ts").write_text(code)
+    return build
+
+
+async def check_code(code: str, deno_dir: Path, work_dir: Path, seconds: float) -> None:
+    """Raise a 400 with the compiler's message when `code` does not pass `deno check`."""
+    build = await anyio.to_thread.run_sync(_build_dir, work_dir, code)
+    try:
+        code_path = build / "index.ts"
+        process = await asyncio.create_subprocess_exec(
+            deno_binary(),
+            "check",
+            "--quiet",
+            "--config",
+            str(_CONFIG),
+            str(code_path),
+            cwd=build,
+            env=deno_environment(deno_dir),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            output, _ = await asyncio.wait_for(process.communicate(), seconds)
+        except BaseException as exc:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await asyncio.shield(process.wait())
+            close_transport(process)
+            if isinstance(exc, TimeoutError):
+                raise ApiError(
+                    400,
+                    "FUNCTION_CHECK_FAILED",
+                    f"deno check did not finish within {seconds:g} s (an import that cannot be fetched?).",
+                    "Check the import specifiers; the previous version, if any, keeps serving.",
+                ) from None
+            raise
+        close_transport(process)
+        if process.returncode != 0:
+            message = _compiler_message(output.decode(errors="replace"), code_path)
+            raise ApiError(
+                400,
+                "FUNCTION_CHECK_FAILED",
+                f"The function's code does not pass deno check:\n{message}",
+                "Fix the code and deploy again; the previous version, if any, keeps serving.",
+            )
+    finally:
+        shutil.rmtree(build, ignore_errors=True)

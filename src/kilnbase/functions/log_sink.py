@@ -1,0 +1,80 @@
+"""Function logs into `functions.logs`: lines are queued as workers print them and written in batches, off
+the invocation's path. A full queue drops lines (and says how many) rather than slow the functions down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from kilnbase.db.session import Database
+
+log = logging.getLogger("kilnbase.functions")
+
+MAX_QUEUED = 20_000
+BATCH = 500
+FLUSH_SECONDS = 0.2
+MAX_MESSAGE = 8192
+_INSERT = (
+    "insert into functions.logs (slug, request_id, level, message, status, duration_ms) "
+    "values (%s, %s, %s, %s, %s, %s)"
+)
+
+Row = tuple[str, str | None, str, str, int | None, float | None]
+
+
+class LogSink:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._rows: list[Row] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    def line(self, slug: str, request_id: str | None, level: str, message: str) -> None:
+        self.add((slug, request_id, level[:16], message[:MAX_MESSAGE], None, None))
+
+    def invocation(self, slug: str, request_id: str, message: str, status: int, duration_ms: float) -> None:
+        level = "error" if status >= 500 else "info"
+        self.add((slug, request_id, level, message[:MAX_MESSAGE], status, round(duration_ms, 3)))
+
+    def add(self, row: Row) -> None:
+        if len(self._rows) >= MAX_QUEUED:
+            self.dropped += 1
+            return
+        self._rows.append(row)
+        if len(self._rows) >= BATCH:
+            self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="kilnbase-function-logs")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not write function logs")
+
+    async def flush(self) -> None:
+        while self._rows:
+            batch, self._rows = self._rows[:BATCH], self._rows[BATCH:]
+            if self.dropped:
+                dropped, self.dropped = self.dropped, 0
+                batch.append(
+                    ("-", None, "warn", f"{dropped} log lines were dropped (queue full)", None, None)
+                )
+            async with self.database.as_owner() as cur:
+                await cur.executemany(_INSERT, batch)

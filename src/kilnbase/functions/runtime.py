@@ -1,0 +1,406 @@
+"""The functions runtime of one API process: which version of each function is current, its warm pool,
+reloads, the sandbox, the log sink, and the runtime's health.
+
+Definitions are read from `functions.definitions` once and cached; a change (here, or in another API process,
+heard through `NOTIFY kilnbase_functions`) drops the cached entry, and the next invocation builds a pool for
+the new version while the old pool finishes what it has in flight. A change of secrets, of the anon key, or
+a secret passing its expiry rebuilds the pools the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from psycopg import AsyncConnection
+
+from kilnbase.config import Settings
+from kilnbase.db.session import Database
+from kilnbase.functions.log_sink import LogSink
+from kilnbase.functions.sandbox import ROUTER, Sandbox, deno_binary, deno_environment, wrap
+from kilnbase.functions.workers import DenoWorker, FunctionLoadError, FunctionPool, WorkerSpec
+
+log = logging.getLogger("kilnbase.functions")
+
+CHANNEL = "kilnbase_functions"
+LOAD_RETRY_SECONDS = 5.0
+#: How many active functions (the most recently changed) get warm workers when the server starts.
+WARM_AT_START = 10
+#: (allow-list or None) -> (secret values, first expiry in epoch seconds or None)
+SecretValues = Callable[[list[str] | None], Awaitable[tuple[dict[str, str], float | None]]]
+
+
+@dataclass(frozen=True)
+class Definition:
+    slug: str
+    revision: int
+    status: str
+    code: str
+    secrets: list[str] | None
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        owner_conninfo: str,
+        secret_values: SecretValues,
+        anon_key: Callable[[], str],
+    ) -> None:
+        self.settings = settings
+        self.config = settings.functions
+        self.database = database
+        self.owner_conninfo = owner_conninfo
+        self.secret_values = secret_values
+        self.anon_key = anon_key
+        self.base_dir = (settings.data_dir / "functions").resolve()
+        self.deno_dir = self.base_dir / "deno"
+        self.code_dir = self.base_dir / "code"
+        self.socket_dir = Path("/nonexistent")
+        self.sandbox = Sandbox(None, "not started")
+        self.logs = LogSink(database)
+        self.inflight: dict[str, int] = {}
+        self._definitions: dict[str, Definition | None] = {}
+        self._pools: dict[str, FunctionPool] = {}
+        self._building: dict[str, asyncio.Task[FunctionPool]] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        #: Pools draining after a reload, stopped at once when the server stops.
+        self._retired: set[FunctionPool] = set()
+        self._stopping = False
+        self._secrets_generation = 0
+        self._listener: asyncio.Task[None] | None = None
+        self._deno_version: tuple[float, str | None] = (0.0, None)
+        #: The last load failure per function, answered again for a few seconds rather than retried.
+        self._failed: dict[str, tuple[tuple[object, ...], float, FunctionLoadError]] = {}
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        self.deno_dir.mkdir(parents=True, exist_ok=True)
+        self.code_dir.mkdir(parents=True, exist_ok=True)
+        # Unix socket paths are short (108 bytes): a directory of its own under the system's temp dir.
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="kilnbase-fn-"))
+        self.sandbox = await anyio.to_thread.run_sync(Sandbox.probe, self.config.sandbox, self.deno_dir)
+        if not self.sandbox.enabled:
+            log.warning(
+                "functions: bubblewrap is off (%s); Deno's permissions are the only wall", self.sandbox.reason
+            )
+        await self.logs.start()
+        listening = asyncio.Event()
+        self._listener = asyncio.create_task(self._listen(listening), name="kilnbase-functions-listener")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(listening.wait(), 10)
+        warming = asyncio.create_task(self._warm_active(), name="kilnbase-functions-warm")
+        reaping = asyncio.create_task(self._reap_idle(), name="kilnbase-functions-reaper")
+        try:
+            yield
+        finally:
+            self._stopping = True
+            for task in (warming, reaping, self._listener):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            builds = list(self._building.values())
+            for building in builds:
+                building.cancel()
+            await asyncio.gather(*builds, return_exceptions=True)
+            background = list(self._retiring)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            pools = [*self._pools.values(), *self._retired]
+            self._pools.clear()
+            await asyncio.gather(*(pool.retire(0) for pool in pools), return_exceptions=True)
+            await self.logs.stop()
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+    async def _warm_active(self) -> None:
+        """After a start, the active functions get their workers before their first invocation asks."""
+        try:
+            async with self.database.as_owner() as cur:
+                await cur.execute(
+                    "select slug from functions.definitions where status = 'active' "
+                    "order by updated_at desc limit %s",
+                    (WARM_AT_START,),
+                )
+                slugs = [row["slug"] for row in await cur.fetchall()]
+        except Exception:
+            log.exception("functions: could not list the active functions to warm")
+            return
+        for slug in slugs:  # one at a time: a start is no moment to take every core
+            definition = await self.definition(slug)
+            if definition is not None and definition.status == "active":
+                with contextlib.suppress(FunctionLoadError):
+                    await self.pool_for(definition)
+
+    async def _reap_idle(self) -> None:
+        """Functions nobody called for `idle_seconds` give their workers back; the next call starts them."""
+        idle = self.config.idle_seconds
+        if idle <= 0:
+            return
+        while True:
+            await asyncio.sleep(min(60.0, idle / 4))
+            now = time.monotonic()
+            for slug, pool in list(self._pools.items()):
+                if pool.inflight == 0 and now - pool.last_used > idle and self._pools.get(slug) is pool:
+                    del self._pools[slug]
+                    self.retire(pool)
+
+    async def _listen(self, listening: asyncio.Event) -> None:
+        """Hear changes made by any API process; after a lost connection, forget everything cached."""
+        while True:
+            try:
+                async with await AsyncConnection.connect(
+                    self.owner_conninfo, autocommit=True, application_name="kilnbase-functions"
+                ) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.forget_all()
+                    listening.set()
+                    async for notify in conn.notifies():
+                        payload = notify.payload
+                        if payload.startswith("function:"):
+                            self.forget(payload.removeprefix("function:"))
+                        else:
+                            self.secrets_changed()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("functions listener lost its connection: %s", type(exc).__name__)
+                listening.set()
+                await asyncio.sleep(1)
+
+    def forget(self, slug: str) -> None:
+        self._definitions.pop(slug, None)
+
+    def forget_all(self) -> None:
+        self._definitions.clear()
+        self._secrets_generation += 1
+
+    def secrets_changed(self) -> None:
+        self._secrets_generation += 1
+
+    # --- definitions and pools ----------------------------------------------------------------------------
+
+    async def definition(self, slug: str) -> Definition | None:
+        if slug in self._definitions:
+            return self._definitions[slug]
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "select slug, revision, status, code, secrets from functions.definitions where slug = %s",
+                (slug,),
+            )
+            row = await cur.fetchone()
+        found = Definition(**row) if row else None
+        if len(self._definitions) > 10_000:
+            self._definitions.clear()
+        self._definitions[slug] = found
+        return found
+
+    def _identity(self, definition: Definition) -> tuple[object, ...]:
+        return (
+            definition.revision,
+            self._secrets_generation,
+            self.anon_key(),
+            tuple(definition.secrets or ()),
+        )
+
+    async def pool_for(self, definition: Definition) -> FunctionPool:
+        """The current pool for this version, built (once, however many ask) when there is none."""
+        identity = self._identity(definition)
+        current = self._pools.get(definition.slug)
+        if (
+            current is not None
+            and current.identity == identity
+            and not current.broken
+            and not self._expired(current)
+        ):
+            return current
+        if self._stopping:
+            raise FunctionLoadError("The server is stopping.")
+        failed = self._failed.get(definition.slug)
+        if failed is not None and failed[0] == identity and time.monotonic() - failed[1] < LOAD_RETRY_SECONDS:
+            raise failed[2]
+        building = self._building.get(definition.slug)
+        if building is None or building.done():
+            building = asyncio.create_task(self._build(definition, identity))
+            self._building[definition.slug] = building
+        return await asyncio.shield(building)
+
+    def _expired(self, pool: FunctionPool) -> bool:
+        expires_at = pool.spec.expires_at
+        return expires_at is not None and expires_at <= time.time()
+
+    async def _build(self, definition: Definition, identity: tuple[object, ...]) -> FunctionPool:
+        try:
+            spec = await self._spec(definition)
+            pool = FunctionPool(spec, self.config.workers_per_function, self.logs.line, identity)
+            try:
+                await pool.start()
+            except FunctionLoadError as exc:
+                self._failed[definition.slug] = (identity, time.monotonic(), exc)
+                raise
+            self._failed.pop(definition.slug, None)
+            previous = self._pools.get(definition.slug)
+            self._pools[definition.slug] = pool
+            if previous is not None:
+                self.retire(previous)
+            return pool
+        finally:
+            self._building.pop(definition.slug, None)
+
+    def retire(self, pool: FunctionPool) -> None:
+        drain = self.config.timeout_ms / 1000 + 5
+        self._retired.add(pool)
+        task = asyncio.create_task(pool.retire(drain))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        task.add_done_callback(lambda _task: self._retired.discard(pool))
+
+    async def drop(self, slug: str) -> None:
+        """The function was deleted or drafted here: stop serving it once its invocations are done."""
+        self.forget(slug)
+        pool = self._pools.pop(slug, None)
+        if pool is not None:
+            self.retire(pool)
+
+    def _code_file(self, definition: Definition) -> Path:
+        digest = hashlib.sha256(definition.code.encode()).hexdigest()[:16]
+        directory = self.code_dir / definition.slug / f"{definition.revision}-{digest}"
+        path = directory / "index.ts"
+        if not path.exists():
+            directory.mkdir(parents=True, exist_ok=True)
+            partial = directory / f".index.{os.getpid()}.tmp"
+            partial.write_text(definition.code)
+            partial.replace(path)
+        return path
+
+    def internal_url(self) -> str:
+        host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "::", "") else self.settings.host
+        return f"http://{host}:{self.settings.port}"
+
+    async def _spec(self, definition: Definition) -> WorkerSpec:
+        code_path = await anyio.to_thread.run_sync(self._code_file, definition)
+        secrets, expires_at = await self.secret_values(definition.secrets)
+        function_env = {
+            **secrets,
+            "INSFORGE_BASE_URL": self.settings.base_url,
+            "INSFORGE_INTERNAL_URL": self.internal_url(),
+            "ANON_KEY": self.anon_key(),
+        }
+        names = ",".join(sorted(function_env))
+        socket = "{socket}"
+        deno_args = [
+            deno_binary(),
+            "run",
+            "--no-prompt",
+            "--no-config",
+            "--allow-net",
+            f"--allow-env={names}",
+            f"--allow-read={code_path.parent},{ROUTER},{self.deno_dir},{socket}",
+            f"--allow-write={socket}",
+            f"--v8-flags=--max-old-space-size={self.config.memory_mb}",
+            str(ROUTER),
+            code_path.as_uri(),
+            socket,
+            names,
+        ]
+        env = {**deno_environment(self.deno_dir), **function_env}
+        if self.sandbox.bwrap is not None:
+            command = wrap(
+                self.sandbox.bwrap,
+                deno_args,
+                read_only=(
+                    code_path.parent,
+                    ROUTER.parent,
+                    *((Path(env["DENO_CERT"]),) if "DENO_CERT" in env else ()),
+                ),
+                writable=(self.deno_dir, self.socket_dir),
+                env=env,
+            )
+            env = {}
+        else:
+            command = deno_args
+        return WorkerSpec(
+            slug=definition.slug,
+            revision=definition.revision,
+            command=command,
+            env=env,
+            socket_dir=self.socket_dir,
+            start_timeout=self.config.start_timeout_seconds,
+            expires_at=expires_at,
+        )
+
+    # --- health -------------------------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        """The runtime's real state: Deno runs here, and every live worker answers a probe."""
+        version = await self._probe_deno()
+        workers = [
+            worker for pool in self._pools.values() for worker in pool.workers if not worker.exited.is_set()
+        ]
+        answers = await asyncio.gather(*(worker.probe(2.0) for worker in workers))
+        healthy = sum(1 for answer in answers if answer)
+        status = "running" if version is not None and healthy == len(workers) else "unavailable"
+        return {
+            "status": status,
+            "deno": version,
+            "workers": {"total": len(workers), "healthy": healthy},
+            "warmFunctions": sorted(self._pools),
+            "sandbox": {"enabled": self.sandbox.enabled, "detail": self.sandbox.reason},
+            "limits": {
+                "timeoutMs": self.config.timeout_ms,
+                "memoryMb": self.config.memory_mb,
+                "maxConcurrency": self.config.max_concurrency,
+                "workersPerFunction": self.config.workers_per_function,
+            },
+        }
+
+    async def _probe_deno(self) -> str | None:
+        checked_at, version = self._deno_version
+        if time.monotonic() - checked_at < 30 and version is not None:
+            return version
+
+        def run() -> str | None:
+            try:
+                result = subprocess.run(
+                    [deno_binary(), "--version"], capture_output=True, timeout=10, check=False, text=True
+                )
+            except (OSError, subprocess.TimeoutExpired):
+                return None
+            first = result.stdout.splitlines()[0] if result.returncode == 0 and result.stdout else None
+            return first
+
+        version = await anyio.to_thread.run_sync(run)
+        self._deno_version = (time.monotonic(), version)
+        return version
+
+    def check_worker(self, pool: FunctionPool, worker: DenoWorker) -> None:
+        """After a time limit passed: a worker that no longer answers a probe (an infinite loop) is killed,
+        and its pool starts another."""
+
+        async def check() -> None:
+            if not await worker.probe(1.0):
+                log.warning("function %s: a worker stopped answering; replacing it", pool.spec.slug)
+                self.logs.line(pool.spec.slug, None, "error", "A worker stopped answering and was replaced.")
+                await pool.kill(worker)
+
+        task = asyncio.create_task(check())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+
+__all__ = ["Definition", "FunctionLoadError", "Runtime"]

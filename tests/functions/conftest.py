@@ -1,0 +1,68 @@
+"""Functions tests: the app over a fresh database with the real Deno binary, one worker per function and a
+short time limit, so the runtime's limits show quickly. Each test deploys functions under slugs of its own."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from kilnbase.config import FunctionsSettings, Settings
+from tests.support.app import admin_headers, services_of
+
+#: Deploys code and returns its slug: `deploy(code, secrets=[...])`.
+Deploy = Callable[..., str]
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path_factory.mktemp("data"),
+        functions=FunctionsSettings(timeout_ms=3000, workers_per_function=1, memory_mb=64, max_concurrency=4),
+    )
+
+
+@pytest.fixture(scope="module")
+def admin(client: TestClient) -> dict[str, str]:
+    return admin_headers(client)
+
+
+def new_slug(prefix: str = "fn") -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def deploy(client: TestClient, admin: dict[str, str]) -> Deploy:
+    def make(code: str, **fields: Any) -> str:
+        slug = fields.pop("slug", None) or new_slug()
+        response = client.post(
+            "/api/functions", json={"name": slug, "slug": slug, "code": code, **fields}, headers=admin
+        )
+        assert response.status_code == 201, response.text
+        return slug
+
+    return make
+
+
+def function_logs(client: TestClient, slug: str) -> list[dict[str, Any]]:
+    """The rows of `functions.logs` for a function, oldest first (written in batches: flushed here)."""
+    runtime = services_of(client).functions.runtime
+    portal = client.portal
+    assert portal is not None
+    portal.call(runtime.logs.flush)
+    response = client.post(
+        "/api/database/advance/rawsql/unrestricted",
+        json={
+            "query": "select request_id, level, message, status, duration_ms from functions.logs "
+            "where slug = $1 order by id",
+            "params": [slug],
+        },
+        headers=admin_headers(client),
+    )
+    assert response.status_code == 200, response.text
+    rows: list[dict[str, Any]] = response.json()["rows"]
+    return rows
