@@ -64,7 +64,7 @@ def test_create_get_list_update_delete(client: TestClient, admin: dict[str, str]
     audits = client.get(
         "/api/logs/audits", params={"module": "FUNCTIONS", "limit": 1000}, headers=admin
     ).json()
-    actions = {row["action"] for row in audits["data"] if row["details"].get("slug") == slug}
+    actions = {row["action"] for row in audits if row["details"].get("slug") == slug}
     assert {"CREATE_FUNCTION", "UPDATE_FUNCTION", "DELETE_FUNCTION"} <= actions
 
 

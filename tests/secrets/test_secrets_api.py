@@ -28,7 +28,7 @@ def _audit_actions(client: TestClient, key: str) -> list[tuple[str, str]]:
     body = client.get(
         "/api/logs/audits", params={"module": "SECRETS", "limit": 1000}, headers=admin_headers(client)
     ).json()
-    return [(row["action"], row["outcome"]) for row in body["data"] if row["details"].get("key") == key]
+    return [(row["action"], row["outcome"]) for row in body if row["details"].get("key") == key]
 
 
 def test_create_get_list_update_delete(client: TestClient, admin: dict[str, str]) -> None:
