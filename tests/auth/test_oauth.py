@@ -217,7 +217,7 @@ def test_start_validates_its_input(
     unsupported = client.get(
         "/api/auth/oauth/instagram", params={"redirect_uri": REDIRECT, "code_challenge": challenge}
     )
-    assert unsupported.json()["error"] == "AUTH_UNSUPPORTED_PROVIDER"
+    assert unsupported.json()["error"] == "INVALID_INPUT"
     unconfigured = client.get(
         "/api/auth/oauth/facebook", params={"redirect_uri": REDIRECT, "code_challenge": challenge}
     )

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from kilnbase import audit
 from kilnbase.auth import auth_config, email_templates, oauth_configs, smtp_settings, users
-from kilnbase.auth.accounts import SessionResult, user_id_of
+from kilnbase.auth.accounts import SessionResult, user_id_of, user_not_found
 from kilnbase.auth.oauth_providers import KNOWN_PROVIDERS
 from kilnbase.auth.parts import AuthParts
 from kilnbase.auth.root_admin import admin_subject, admin_user_json, credentials_match
@@ -43,21 +43,26 @@ def require_admin(actor: Actor) -> None:
     if not actor.is_admin:
         raise ApiError(
             403,
-            "FORBIDDEN",
-            "This needs admin rights.",
+            "AUTH_UNAUTHORIZED",
+            "Admin access required",
             "Use the project's API key (kilnbase keys) or sign in as the project admin.",
         )
 
 
 def _provider(provider: str) -> str:
     if provider not in KNOWN_PROVIDERS:
-        raise ApiError(400, "AUTH_UNSUPPORTED_PROVIDER", f"Unknown OAuth provider {provider!r}.")
+        hint = f"Use one of {', '.join(KNOWN_PROVIDERS)}."
+        raise ApiError(400, "INVALID_INPUT", "Invalid provider name", hint)
     return provider
 
 
-def _found(row: DictRow | None, what: str) -> DictRow:
+def _config_not_found(provider: str) -> ApiError:
+    return ApiError(404, "AUTH_OAUTH_CONFIG_NOT_FOUND", f"OAuth configuration for {provider} not found")
+
+
+def _found(row: DictRow | None, provider: str) -> DictRow:
     if row is None:
-        raise ApiError(404, "NOT_FOUND", f"{what} is not configured.")
+        raise _config_not_found(provider)
     return row
 
 
@@ -122,7 +127,7 @@ class AuthAdmin:
         async with self.parts.database.as_owner() as cur:
             row = await users.by_id(cur, user_id_of(user_id))
         if row is None:
-            raise ApiError(404, "NOT_FOUND", "User not found.")
+            raise user_not_found("User does not exist")
         return users.user_json(row)
 
     async def delete_users(self, actor: Actor, user_ids: list[str]) -> int:
@@ -165,7 +170,7 @@ class AuthAdmin:
                 raise ApiError(
                     400,
                     "INVALID_INPUT",
-                    f"Unknown template type; use one of {', '.join(email_templates.TEMPLATE_TYPES)}.",
+                    f"Invalid template type. Must be one of: {', '.join(email_templates.TEMPLATE_TYPES)}",
                 )
             row = await email_templates.update(cur, template_type, change)
             assert row is not None, "all template types are seeded"
@@ -191,14 +196,14 @@ class AuthAdmin:
         action: str,
         details: dict[str, Any],
         change: Callable[[AsyncCursor[DictRow]], Awaitable[DictRow | bool | None]],
-        missing: str = "",
+        missing: ApiError | None = None,
     ) -> DictRow:
         """Run `change` (a write answering the row it wrote, or whether it deleted one) audited as `action`;
-        404 with `missing` when it found nothing to change."""
+        `missing` when it found nothing to change."""
         async with self._audited(actor, action, details) as cur:
             row = await change(cur)
             if not row:
-                raise ApiError(404, "NOT_FOUND", missing)
+                raise missing or ApiError(404, "NOT_FOUND", "Not found")
         return row if not isinstance(row, bool) else {}
 
     async def create_oauth_config(
@@ -220,7 +225,7 @@ class AuthAdmin:
             "UPDATE_OAUTH_CONFIG",
             {"provider": provider, "fields": sorted(body.model_fields_set)},
             lambda cur: oauth_configs.update_built_in(cur, _provider(provider), body, self.parts.box),
-            f"{provider} is not configured.",
+            _config_not_found(provider),
         )
         return oauth_configs.config_json(row)
 
@@ -230,7 +235,7 @@ class AuthAdmin:
             "DELETE_OAUTH_CONFIG",
             {"provider": provider},
             lambda cur: oauth_configs.delete_built_in(cur, _provider(provider)),
-            f"{provider} is not configured.",
+            _config_not_found(provider),
         )
 
     async def list_custom_oauth_configs(self, actor: Actor) -> list[dict[str, Any]]:
@@ -266,7 +271,7 @@ class AuthAdmin:
             "UPDATE_CUSTOM_OAUTH_CONFIG",
             {"key": key, "fields": sorted(body.model_fields_set)},
             lambda cur: oauth_configs.update_custom(cur, key, body, self.parts.box),
-            _NO_CUSTOM_PROVIDER,
+            ApiError(404, "NOT_FOUND", _NO_CUSTOM_PROVIDER),
         )
         return oauth_configs.custom_json(row)
 
@@ -276,7 +281,7 @@ class AuthAdmin:
             "DELETE_CUSTOM_OAUTH_CONFIG",
             {"key": key},
             lambda cur: oauth_configs.delete_custom(cur, key),
-            _NO_CUSTOM_PROVIDER,
+            ApiError(404, "NOT_FOUND", _NO_CUSTOM_PROVIDER),
         )
 
     # --- keys ----------------------------------------------------------------------------------------------
@@ -292,16 +297,21 @@ class AuthAdmin:
         """The dashboard's root admin signs in (`ROOT_ADMIN_USERNAME`/`ROOT_ADMIN_PASSWORD`)."""
         name = body.username if body.username is not None else body.email
         if name is None:
-            raise ApiError(400, "INVALID_INPUT", "username (or email) is required.")
+            raise ApiError(400, "INVALID_INPUT", "username: Required", "Send username and password.")
         settings = self.parts.settings
         await self.parts.limit(f"admin-sign-in:{actor.ip}", settings.sign_in_limit)
         expected_name = self.parts.server.root_admin_username
         if not credentials_match(name, body.password, expected_name, self.parts.keys.root_admin_password):
-            refused = {"error": "Invalid admin credentials."}
+            refused = {"error": "Invalid admin credentials"}
             await audit.record(
                 self.parts.database, actor, "ADMIN_SIGN_IN", MODULE, refused, outcome="refused"
             )
-            raise ApiError(401, "AUTH_INVALID_CREDENTIALS", "Invalid admin credentials.")
+            raise ApiError(
+                401,
+                "AUTH_UNAUTHORIZED",
+                "Invalid admin credentials",
+                "Check ROOT_ADMIN_USERNAME and the password (kilnbase keys shows where it is).",
+            )
         who = admin_subject(expected_name)
         signed_in = Principal(
             db_role="project_admin",

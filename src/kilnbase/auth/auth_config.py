@@ -102,6 +102,23 @@ async def update(cur: AsyncCursor[DictRow], change: AuthConfigUpdate) -> DictRow
     return row
 
 
+def password_requirements(row: DictRow, *, too_long: bool = False) -> str:
+    """InsForge's statement of the whole policy ("Password must contain at least 6 characters long, at
+    least one number"), with Kilnbase's upper bound when that is what was missed."""
+    requirements = [f"at least {row['password_min_length']} characters long"]
+    for column, what in (
+        ("require_number", "at least one number"),
+        ("require_lowercase", "at least one lowercase letter"),
+        ("require_uppercase", "at least one uppercase letter"),
+        ("require_special_char", "at least one special character"),
+    ):
+        if row[column]:
+            requirements.append(what)
+    if too_long:
+        requirements.append("at most 256 characters")
+    return f"Password must contain {', '.join(requirements)}"
+
+
 def password_problems(row: DictRow, password: str) -> list[str]:
     """What the password lacks under the configured policy (empty when it is acceptable)."""
     problems = []

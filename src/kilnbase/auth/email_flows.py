@@ -111,7 +111,9 @@ class EmailFlows:
         """Send a password reset code or link (the project's method, returned) if the account exists."""
         config = await auth_config.read(self.parts.database)
         method: str = config["reset_password_method"]
-        redirect_to = check_redirect(body.redirectTo, config, required=method == "link")
+        redirect_to = check_redirect(
+            body.redirectTo, config, required=method == "link", flow="password reset"
+        )
         await self._limit_sends(actor, body.email)
         self.parts.mailer.later(lambda: self._reset(body.email, method, redirect_to))
         return method
@@ -140,7 +142,7 @@ class EmailFlows:
         async with self.parts.database.as_owner() as cur:
             row = await users.by_email(cur, body.email, lock=True)
             if row is None:
-                raise ApiError(400, "INVALID_INPUT", "Invalid or expired verification code.")
+                raise ApiError(400, "INVALID_INPUT", "Invalid or expired verification code")
             ended = await claim_address(cur, row, keep_password=config["require_email_verification"])
             row = await users.by_id(cur, str(row["id"]))
             assert row is not None
@@ -167,7 +169,7 @@ class EmailFlows:
                     ended = await claim_address(cur, row, keep_password=keep)
         self.parts.sessions.ended(ended)
         if redeemed is None:
-            return _link_failed(spent, "verify_email", "Invalid or expired verification link")
+            return _link_failed(spent, "verify_email", "Invalid or expired verification token")
         if redeemed.redirect_to is None:
             return None
         return with_query(
@@ -191,19 +193,22 @@ class EmailFlows:
         config = await auth_config.read(self.parts.database)
         problems = auth_config.password_problems(config, body.newPassword)
         if problems:
-            raise weak_password(problems)
+            raise weak_password(config, problems)
         codes = self.parts.codes
         async with self.parts.database.as_owner() as cur:
             if await codes.peek_token(cur, "RESET_PASSWORD", body.otp) is None:
                 raise ApiError(
-                    400, "INVALID_INPUT", "Invalid or expired reset token.", "Request a new reset email."
+                    400,
+                    "INVALID_INPUT",
+                    "Invalid or expired verification token",
+                    "Request a new reset email.",
                 )
         password_hash = await self.parts.passwords.hash(body.newPassword)
         async with self.parts.database.as_owner() as cur:
             redeemed = await codes.redeem_token(cur, "RESET_PASSWORD", body.otp)
             row = await users.by_email(cur, redeemed.email, lock=True)
             if row is None:
-                raise ApiError(400, "INVALID_INPUT", "Invalid or expired reset token.")
+                raise ApiError(400, "INVALID_INPUT", "Invalid or expired verification token")
             user_id = str(row["id"])
             ended = await claim_address(cur, row, keep_password=False)
             await users.set_password(cur, user_id, password_hash)
@@ -218,7 +223,7 @@ class EmailFlows:
             found = await codes.peek_token(cur, "RESET_PASSWORD", token)
             spent = None if found else await codes.spent_token_redirect(cur, "RESET_PASSWORD", token)
         if found is None:
-            return _link_failed(spent, "reset_password", "Invalid or expired password reset link")
+            return _link_failed(spent, "reset_password", "Invalid or expired verification token")
         if found.redirect_to is None:
             return None
         return with_query(

@@ -56,7 +56,8 @@ class OAuthConfigCreate(OAuthConfigFields):
     @classmethod
     def _provider(cls, value: str) -> str:
         if value not in KNOWN_PROVIDERS:
-            raise ValueError(f"unknown provider; use one of {', '.join(KNOWN_PROVIDERS)}")
+            expected = " | ".join(f"'{name}'" for name in KNOWN_PROVIDERS)
+            raise ValueError(f"Invalid enum value. Expected {expected}, received '{value}'")
         return value
 
 
@@ -147,7 +148,10 @@ async def create_built_in(cur: AsyncCursor[DictRow], body: OAuthConfigCreate, bo
         )
     except errors.UniqueViolation:
         raise ApiError(
-            409, "ALREADY_EXISTS", f"{body.provider} is already configured; update it instead."
+            409,
+            "AUTH_OAUTH_CONFIG_ALREADY_EXISTS",
+            f"OAuth configuration for {body.provider} already exists",
+            f"Update it with PUT /api/auth/oauth/{body.provider}/config.",
         ) from None
     row = await cur.fetchone()
     assert row is not None

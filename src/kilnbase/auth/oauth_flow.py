@@ -47,6 +47,7 @@ from kilnbase.auth import auth_config, oauth_configs, users
 from kilnbase.auth.accounts import Accounts, SessionResult, check_redirect, claim_address, with_query
 from kilnbase.auth.oauth_providers import (
     BUILT_IN,
+    KNOWN_PROVIDERS,
     UNSUPPORTED_PROVIDERS,
     Endpoints,
     Identity,
@@ -325,7 +326,11 @@ class OAuthSignIn:
             if custom:
                 row = await oauth_configs.get_custom(cur, key)
             elif key in UNSUPPORTED_PROVIDERS or key not in BUILT_IN:
-                raise ApiError(400, "AUTH_UNSUPPORTED_PROVIDER", f"OAuth provider {key!r} is not supported.")
+                raise ApiError(
+                    400,
+                    "INVALID_INPUT",
+                    f"Unsupported OAuth provider: {key}. Supported providers: {', '.join(KNOWN_PROVIDERS)}",
+                )
             else:
                 row = await oauth_configs.get_built_in(cur, key)
         return await self._custom(key, row) if custom else self._built_in(key, row)
@@ -336,7 +341,7 @@ class OAuthSignIn:
             raise ApiError(
                 400,
                 "AUTH_OAUTH_CONFIG_ERROR",
-                f"OAuth provider {provider!r} is not configured.",
+                f"{provider} OAuth is not properly configured. Please check your oauth configurations.",
                 f"Configure it with POST /api/auth/oauth/configs (provider {provider}, clientId, "
                 "clientSecret).",
             )
@@ -391,7 +396,7 @@ class OAuthSignIn:
         passed = _passed_params(params)
         provider = await self._provider(key, custom=custom)
         config = await auth_config.read(self.parts.database)
-        check_redirect(redirect_uri, config, required=True, field="redirect_uri")
+        check_redirect(redirect_uri, config, required=True)
         state = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(48)
         nonce = secrets.token_urlsafe(16)

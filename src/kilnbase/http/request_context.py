@@ -220,6 +220,12 @@ def principal_in(scope: Scope) -> Principal:
     return principal
 
 
+def credential_error_of(request: Request) -> str | None:
+    """Why the credential presented was refused (None when it was valid or absent)."""
+    reason: str | None = request.scope.get(_CREDENTIAL_ERROR)
+    return reason
+
+
 def client_ip(request: Request) -> str | None:
     """The client's address (`http.client_address`'s rule), or None when the peer is not an IP."""
     return client_ip_in(request.scope)
