@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from tests.auth.conftest import new_email, sign_up
 from tests.support.app import services_of
+from tests.support.smtp_server import SmtpServer
 
 PASSWORD = "correct horse 1"
 
@@ -103,7 +104,7 @@ def test_disable_signup_stops_anon_but_not_admin(client: TestClient, admin_heade
 
 
 def test_email_verification_requirement_and_admin_auto_confirm(
-    client: TestClient, admin_headers: dict[str, str]
+    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer
 ) -> None:
     client.put("/api/auth/config", json={"requireEmailVerification": True}, headers=admin_headers)
     try:

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from kilnbase.app import create_app
 from kilnbase.config import Settings
-from tests.auth.conftest import PASSWORD, auth_settings, eventually, new_email, sign_up
+from tests.auth.conftest import PASSWORD, auth_settings, eventually, new_email, sign_up, smtp_body
 from tests.support.servers import free_port
 from tests.support.smtp_server import SmtpServer
 
@@ -21,30 +21,6 @@ REDIRECT = "http://localhost:3000/auth/done"
 
 # The loopback test server takes a login without TLS on purpose; aiosmtpd warns about it per connection.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-
-
-def smtp_body(server: SmtpServer, **overrides: Any) -> dict[str, Any]:
-    return {
-        "enabled": True,
-        "host": "127.0.0.1",
-        "port": server.port,
-        "username": server.username,
-        "password": server.password,
-        "senderEmail": "noreply@kilnbase.test",
-        "senderName": "Kilnbase Tests",
-        "minIntervalSeconds": 0,
-        **overrides,
-    }
-
-
-@pytest.fixture(scope="module")
-def smtp(client: TestClient, admin_headers: dict[str, str]) -> Iterator[SmtpServer]:
-    server = SmtpServer(username="mailer", password="smtp-secret-password")
-    server.start()
-    response = client.put("/api/auth/smtp-config", json=smtp_body(server), headers=admin_headers)
-    assert response.status_code == 200, response.text
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -414,14 +390,49 @@ def test_delivery_failures_are_logged_without_secrets(
         client.put("/api/auth/smtp-config", json=smtp_body(smtp), headers=admin_headers)
 
 
-def test_without_smtp_the_send_endpoints_still_answer_202(
-    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer
+def test_without_smtp_sending_a_code_or_link_is_a_503_that_says_what_to_configure(
+    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer, config: Any
 ) -> None:
     disabled = smtp_body(smtp, enabled=False)
     assert client.put("/api/auth/smtp-config", json=disabled, headers=admin_headers).status_code == 200
     try:
         email = new_email()
-        assert client.post("/api/auth/email/send-otp", json={"email": email}).status_code == 202
+        for path, what in [
+            ("/api/auth/email/send-otp", "a sign-in code"),
+            ("/api/auth/email/send-verification", "a verification code"),
+            ("/api/auth/email/send-reset-password", "a password reset code"),
+        ]:
+            response = client.post(path, json={"email": email})
+            body = response.json()
+            assert (response.status_code, body["error"]) == (503, "EMAIL_PROVIDER_NOT_CONFIGURED")
+            assert body["message"] == f"Email is not configured on this project, so {what} cannot be sent."
+            assert "PUT /api/auth/smtp-config" in body["nextActions"]
         assert smtp.mail_for(email, timeout=0) == []
+        required = client.put(
+            "/api/auth/config", json={"requireEmailVerification": True}, headers=admin_headers
+        )
+        assert (required.status_code, required.json()["error"]) == (400, "EMAIL_PROVIDER_NOT_CONFIGURED")
+        assert "no new user could ever verify" in required.json()["message"]
     finally:
         client.put("/api/auth/smtp-config", json=smtp_body(smtp), headers=admin_headers)
+    config(requireEmailVerification=True)
+    refused = client.put("/api/auth/smtp-config", json=disabled, headers=admin_headers)
+    assert (refused.status_code, refused.json()["error"]) == (400, "INVALID_INPUT")
+    assert "requireEmailVerification" in refused.json()["nextActions"]
+
+
+def test_a_sign_up_that_needs_verification_is_refused_when_smtp_went_away(
+    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer, config: Any, database_url: str
+) -> None:
+    config(requireEmailVerification=True)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("update auth.smtp_config set enabled = false")
+    try:
+        email = new_email()
+        response = client.post("/api/auth/users", json={"email": email, "password": PASSWORD})
+        assert (response.status_code, response.json()["error"]) == (503, "EMAIL_PROVIDER_NOT_CONFIGURED")
+        listed = client.get(f"/api/auth/users?search={email}", headers=admin_headers).json()
+        assert listed["pagination"]["total"] == 0
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("update auth.smtp_config set enabled = true")

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from tests.auth.conftest import PASSWORD, new_email, sign_up
 from tests.support.app import services_of
+from tests.support.smtp_server import SmtpServer
 
 NO_USER = "00000000-0000-4000-8000-000000000000"
 
@@ -119,7 +120,7 @@ def test_admin_bodies_are_refused_in_zods_words(client: TestClient, admin_header
 # --- users and sessions -----------------------------------------------------------------------------------
 
 
-def test_sign_up_and_sign_in_refusals(client: TestClient, config: Any) -> None:
+def test_sign_up_and_sign_in_refusals(client: TestClient, config: Any, smtp: SmtpServer) -> None:
     email = new_email()
     sign_up(client, email)
     again = client.post("/api/auth/users", json={"email": email, "password": PASSWORD})

@@ -25,7 +25,7 @@ from psycopg.rows import DictRow
 from pydantic import Field, field_validator
 
 from kilnbase import audit
-from kilnbase.auth import auth_config, users
+from kilnbase.auth import auth_config, smtp_settings, users
 from kilnbase.auth.mailer import PendingEmail
 from kilnbase.auth.one_time_codes import Purpose
 from kilnbase.auth.parts import AuthParts
@@ -245,6 +245,11 @@ class Accounts:
         redirect_to = check_redirect(
             body.redirectTo, config, required=needs_verification and config["verify_email_method"] == "link"
         )
+        if needs_verification:
+            async with self.parts.database.as_owner() as cur:
+                if not smtp_settings.is_usable(await smtp_settings.load(cur)):
+                    # The account could never be verified: say so before creating it.
+                    raise smtp_settings.not_configured(f"the verification {config['verify_email_method']}")
         password_hash = await self.parts.passwords.hash(body.password)
         tokens = pending = None
         async with self.parts.database.as_owner() as cur:

@@ -106,6 +106,14 @@ class AuthAdmin:
     async def update_config(self, actor: Actor, change: auth_config.AuthConfigUpdate) -> dict[str, Any]:
         details = {"updatedFields": sorted(change.model_dump(exclude_unset=True))}
         async with self._audited(actor, "UPDATE_AUTH_CONFIG", details) as cur:
+            if change.requireEmailVerification and not smtp_settings.is_usable(await smtp_settings.load(cur)):
+                raise ApiError(
+                    400,
+                    "EMAIL_PROVIDER_NOT_CONFIGURED",
+                    "Email verification cannot be required while no SMTP server is configured: "
+                    "no new user could ever verify.",
+                    "Configure SMTP first. " + smtp_settings.CONFIGURE_SMTP,
+                )
             row = await auth_config.update(cur, change)
         return auth_config.config_json(row)
 
@@ -153,6 +161,14 @@ class AuthAdmin:
         details = change.model_dump(exclude={"password"})
         details["passwordChanged"] = change.password is not None
         async with self._audited(actor, "UPDATE_SMTP_CONFIG", details) as cur:
+            if not change.enabled and (await auth_config.load(cur))["require_email_verification"]:
+                raise ApiError(
+                    400,
+                    "INVALID_INPUT",
+                    "SMTP cannot be disabled while email verification is required: "
+                    "no new user could ever verify.",
+                    "Turn requireEmailVerification off first (PUT /api/auth/config).",
+                )
             row = await smtp_settings.upsert(cur, change, self.parts.box)
         return smtp_settings.smtp_json(row)
 

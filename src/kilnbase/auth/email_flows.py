@@ -63,11 +63,15 @@ class EmailFlows:
         self.parts = parts
         self.accounts = accounts
 
-    async def _limit_sends(self, actor: Actor, email: str) -> None:
-        settings = self.parts.settings
-        await self.parts.limit(f"email-send:{actor.ip}", settings.email_send_limit)
+    async def _limit_sends(self, actor: Actor, email: str, what: str) -> None:
+        """503 when no SMTP server could send `what` (it would be lost, while the answer said it was sent);
+        then the limits on sending."""
         async with self.parts.database.as_owner() as cur:
             row = await smtp_settings.load(cur)
+        if not smtp_settings.is_usable(row):
+            raise smtp_settings.not_configured(what)
+        settings = self.parts.settings
+        await self.parts.limit(f"email-send:{actor.ip}", settings.email_send_limit)
         interval = row["min_interval_seconds"] if row is not None else 60
         if interval > 0:
             await enforce(self.parts.limiter, f"email-cooldown:{email}", 1, interval)
@@ -78,7 +82,7 @@ class EmailFlows:
     # --- sending -------------------------------------------------------------------------------------------
 
     async def send_sign_in_code(self, actor: Actor, body: EmailOnly) -> None:
-        await self._limit_sends(actor, body.email)
+        await self._limit_sends(actor, body.email, "a sign-in code")
         self.parts.mailer.later(lambda: self._sign_in_code(body.email))
 
     async def _sign_in_code(self, email: str) -> PendingEmail | None:
@@ -95,7 +99,7 @@ class EmailFlows:
         config = await auth_config.read(self.parts.database)
         method: str = config["verify_email_method"]
         redirect_to = check_redirect(body.redirectTo, config, required=method == "link")
-        await self._limit_sends(actor, body.email)
+        await self._limit_sends(actor, body.email, f"a verification {method}")
         self.parts.mailer.later(lambda: self._verification(body.email, redirect_to))
         return method
 
@@ -114,7 +118,7 @@ class EmailFlows:
         redirect_to = check_redirect(
             body.redirectTo, config, required=method == "link", flow="password reset"
         )
-        await self._limit_sends(actor, body.email)
+        await self._limit_sends(actor, body.email, f"a password reset {method}")
         self.parts.mailer.later(lambda: self._reset(body.email, method, redirect_to))
         return method
 

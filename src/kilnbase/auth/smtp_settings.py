@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from kilnbase.auth.auth_config import iso
 from kilnbase.auth.validation import normalize_email
 from kilnbase.email.smtp import SmtpServer
+from kilnbase.http.errors import ApiError
 from kilnbase.keys.secret_box import SecretBox
 
 _PASSWORD_CONTEXT = "auth.smtp_config.password"  # noqa: S105 (a label, not a password)
@@ -97,9 +98,31 @@ async def upsert(cur: AsyncCursor[DictRow], change: SmtpConfigUpdate, box: Secre
     return row
 
 
+def is_usable(row: DictRow | None) -> bool:
+    """Whether auth's emails have a server to go through (configured and enabled)."""
+    return row is not None and bool(row["enabled"]) and bool(row["host"])
+
+
+#: What to configure, said wherever an email cannot go out for want of SMTP.
+CONFIGURE_SMTP = (
+    "An admin configures SMTP with PUT /api/auth/smtp-config "
+    "{enabled: true, host, port, username, password, senderEmail, senderName}."
+)
+
+
+def not_configured(what: str) -> ApiError:
+    """503: `what` needs an email, and no SMTP server is configured to send it."""
+    return ApiError(
+        503,
+        "EMAIL_PROVIDER_NOT_CONFIGURED",
+        f"Email is not configured on this project, so {what} cannot be sent.",
+        CONFIGURE_SMTP,
+    )
+
+
 def server_of(row: DictRow | None, box: SecretBox) -> SmtpServer | None:
     """The server to send through, or None when SMTP is not configured and enabled."""
-    if row is None or not row["enabled"] or not row["host"]:
+    if row is None or not is_usable(row):
         return None
     password = None
     if row["password_ciphertext"]:
