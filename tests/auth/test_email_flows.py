@@ -332,12 +332,18 @@ def test_send_endpoints_are_rate_limited_per_client(strict_client: TestClient) -
     answers = [strict_client.post("/api/auth/email/send-otp", json={"email": new_email()}) for _ in range(4)]
     assert [a.status_code for a in answers] == [202, 202, 202, 429]
     assert answers[-1].json()["error"] == "TOO_MANY_REQUESTS"
+    assert answers[-1].json()["message"] == (  # InsForge's words
+        "Too many send email verification requests from this IP. Please try again in 15 minutes."
+    )
 
 
 def test_verify_endpoints_are_rate_limited_per_client(strict_client: TestClient) -> None:
     body = {"email": new_email(), "otp": "000000"}
-    answers = [strict_client.post("/api/auth/email/verify", json=body).status_code for _ in range(5)]
-    assert answers == [400, 400, 400, 400, 429]
+    answers = [strict_client.post("/api/auth/email/verify", json=body) for _ in range(5)]
+    assert [a.status_code for a in answers] == [400, 400, 400, 400, 429]
+    assert answers[-1].json()["message"] == (
+        "Too many verification attempts from this IP. Please try again in 15 minutes."
+    )
 
 
 def test_password_sign_in_is_rate_limited_per_address(strict_client: TestClient) -> None:
@@ -356,7 +362,10 @@ def test_each_address_has_a_cooldown(
     try:
         email = new_email()
         assert client.post("/api/auth/email/send-otp", json={"email": email}).status_code == 202
-        assert client.post("/api/auth/email/send-otp", json={"email": email}).status_code == 429
+        again = client.post("/api/auth/email/send-otp", json={"email": email})
+        assert again.status_code == 429
+        assert again.json()["message"].startswith("Please wait ")
+        assert again.json()["message"].endswith(" seconds before requesting another code for this email")
         assert client.post("/api/auth/email/send-otp", json={"email": new_email()}).status_code == 202
         assert len(smtp.mail_for(email)) == 1
     finally:

@@ -28,7 +28,7 @@ from kilnbase import audit
 from kilnbase.auth import auth_config, smtp_settings, users
 from kilnbase.auth.mailer import PendingEmail
 from kilnbase.auth.one_time_codes import Purpose
-from kilnbase.auth.parts import AuthParts
+from kilnbase.auth.parts import VERIFY_REFUSAL, AuthParts
 from kilnbase.auth.redirects import is_allowed_redirect
 from kilnbase.auth.sessions import (
     IssuedTokens,
@@ -302,7 +302,11 @@ class Accounts:
     async def sign_in_with_code(self, actor: Actor, body: CodeSignIn, client_type: str) -> SessionResult:
         """Sign in with an emailed code, creating the account if there is none (unless sign-up is off). The
         code proves the address: an unverified account's password, identities and sessions end."""
-        await self.parts.limit(f"verify:{actor.ip}", self.parts.settings.verify_limit)
+        await self.parts.limit(
+            f"verify:{actor.ip}",
+            self.parts.settings.verify_limit,
+            VERIFY_REFUSAL,
+        )
         await self.parts.codes.redeem_code(self.parts.database, body.email, "SIGN_IN", body.otp)
         config = await auth_config.read(self.parts.database)
         ended: list[str] = []

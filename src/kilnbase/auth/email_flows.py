@@ -25,11 +25,10 @@ from kilnbase.auth.accounts import (
     with_query,
 )
 from kilnbase.auth.mailer import PendingEmail
-from kilnbase.auth.parts import AuthParts
+from kilnbase.auth.parts import SEND_REFUSAL, VERIFY_REFUSAL, AuthParts
 from kilnbase.auth.sessions import revoke_all_for_subject
 from kilnbase.auth.validation import StrictBody, WithEmail
 from kilnbase.http.errors import ApiError
-from kilnbase.http.rate_limit import enforce
 from kilnbase.identity.actor import Actor
 
 
@@ -71,13 +70,13 @@ class EmailFlows:
         if not smtp_settings.is_usable(row):
             raise smtp_settings.not_configured(what)
         settings = self.parts.settings
-        await self.parts.limit(f"email-send:{actor.ip}", settings.email_send_limit)
+        await self.parts.limit(f"email-send:{actor.ip}", settings.email_send_limit, SEND_REFUSAL)
         interval = row["min_interval_seconds"] if row is not None else 60
         if interval > 0:
-            await enforce(self.parts.limiter, f"email-cooldown:{email}", 1, interval)
+            await self.parts.cooldown(f"email-cooldown:{email}", interval)
 
     async def _limit_verifications(self, actor: Actor) -> None:
-        await self.parts.limit(f"verify:{actor.ip}", self.parts.settings.verify_limit)
+        await self.parts.limit(f"verify:{actor.ip}", self.parts.settings.verify_limit, VERIFY_REFUSAL)
 
     # --- sending -------------------------------------------------------------------------------------------
 

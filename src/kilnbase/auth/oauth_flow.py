@@ -54,7 +54,7 @@ from kilnbase.auth.oauth_providers import (
     parse_oidc_claims,
     spec_for,
 )
-from kilnbase.auth.parts import AuthParts
+from kilnbase.auth.parts import ID_SIGN_IN_REFUSAL, AuthParts
 from kilnbase.auth.validation import StrictBody
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
@@ -567,7 +567,11 @@ class OAuthSignIn:
     async def id_token_sign_in(self, actor: Actor, body: IdTokenSignIn, client_type: str) -> SessionResult:
         """Native sign-in (Google One Tap, Sign in with Apple): the app already holds the provider's ID
         token."""
-        await self.parts.limit(f"id-token:{actor.ip}", self.parts.settings.id_token_limit)
+        await self.parts.limit(
+            f"id-token:{actor.ip}",
+            self.parts.settings.id_token_limit,
+            ID_SIGN_IN_REFUSAL,
+        )
         async with self.parts.database.as_owner() as cur:
             row = await oauth_configs.get_built_in(cur, body.provider)
         if row is None or not row["client_id"]:
