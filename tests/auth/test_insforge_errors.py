@@ -359,3 +359,31 @@ def test_oauth_and_template_refusals(client: TestClient, admin_headers: dict[str
         "Invalid template type. Must be one of: email-verification-code, email-verification-link, "
         "request-otp, reset-password-code, reset-password-link",
     )
+
+
+def test_oauth_start_and_exchange_refusals(client: TestClient) -> None:
+    start = "/api/auth/oauth/google"
+    nothing = client.get(start)
+    assert refusal(nothing) == (
+        400,
+        "INVALID_INPUT",
+        "redirect_uri: Redirect URI is required, code_challenge: Required",
+    )
+    short = client.get(f"{start}?redirect_uri=https://app.example.com/cb&code_challenge=abc!")
+    assert refusal(short) == (
+        400,
+        "INVALID_INPUT",
+        "code_challenge: Code challenge must be at least 43 characters, "
+        "code_challenge: Code challenge must be base64url encoded",
+    )
+    not_a_url = client.get(f"{start}?redirect_uri=nope&code_challenge={'a' * 43}")
+    assert refusal(not_a_url) == (400, "INVALID_INPUT", "redirect_uri: Invalid url")
+    exchange = "/api/auth/oauth/exchange"
+    empty = client.post(exchange, json={"code": "", "code_verifier": "a" * 129})
+    assert refusal(empty) == (
+        400,
+        "INVALID_INPUT",
+        "code: Exchange code is required, code_verifier: Code verifier must be at most 128 characters",
+    )
+    unknown = client.post(exchange, json={"code": "nope", "code_verifier": "a" * 43})
+    assert refusal(unknown) == (400, "INVALID_INPUT", "Invalid or expired code")

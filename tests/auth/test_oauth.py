@@ -167,7 +167,10 @@ def test_the_one_time_code_works_once_and_only_with_the_right_verifier(
         "/api/auth/oauth/exchange", json={"code": code, "code_verifier": secrets.token_urlsafe(48)}
     )
     assert wrong.status_code == 400
-    assert "code_verifier" in wrong.json()["message"]
+    assert (wrong.json()["error"], wrong.json()["message"]) == (
+        "AUTH_UNAUTHORIZED",
+        "PKCE verification failed",
+    )
     # A wrong verifier burns the code: the right one no longer helps.
     assert (
         client.post("/api/auth/oauth/exchange", json={"code": code, "code_verifier": verifier}).status_code

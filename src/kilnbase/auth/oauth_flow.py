@@ -33,7 +33,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import jwt
@@ -41,7 +41,7 @@ import orjson
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from psycopg.rows import DictRow
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from kilnbase.auth import auth_config, oauth_configs, users
 from kilnbase.auth.accounts import Accounts, SessionResult, check_redirect, claim_address, with_query
@@ -61,7 +61,6 @@ from kilnbase.identity.actor import Actor
 
 _HTTP_TIMEOUT = 15.0
 _CACHE_SECONDS = 300.0
-_PKCE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 #: Set by the flow itself: ignored when the app sends them.
 _FLOW_PARAMS = frozenset(
     {
@@ -98,9 +97,28 @@ class OAuthFailure(Exception):
     """The provider round trip failed after the state was redeemed: reported to the app by redirect."""
 
 
+def pkce_problems(value: str, label: str) -> list[str]:
+    """What is wrong with a PKCE challenge or verifier, in InsForge's words (every check that fails)."""
+    problems = []
+    if len(value) < 43:
+        problems.append(f"{label} must be at least 43 characters")
+    if len(value) > 128:
+        problems.append(f"{label} must be at most 128 characters")
+    if not re.fullmatch(r"[A-Za-z0-9._~-]*", value):
+        problems.append(f"{label} must be base64url encoded")
+    return problems
+
+
+def _verifier(value: str) -> str:
+    problems = pkce_problems(value, "Code verifier")
+    if problems:
+        raise ValueError(", code_verifier: ".join(problems))
+    return value
+
+
 class CodeExchange(StrictBody):
     code: str = Field(min_length=1, max_length=512)
-    code_verifier: str = Field(pattern=_PKCE.pattern)
+    code_verifier: Annotated[str, AfterValidator(_verifier)]
 
 
 class IdTokenSignIn(StrictBody):
@@ -320,17 +338,22 @@ class OAuthSignIn:
     async def _limit(self, actor: Actor) -> None:
         await self.parts.limit(f"oauth:{actor.ip}", self.parts.settings.oauth_limit)
 
+    @staticmethod
+    def _supported(key: str) -> None:
+        if key in UNSUPPORTED_PROVIDERS or key not in BUILT_IN:
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                f"Unsupported OAuth provider: {key}. Supported providers: {', '.join(KNOWN_PROVIDERS)}",
+            )
+
     async def _provider(self, key: str, *, custom: bool) -> ResolvedProvider:
         """The provider's configuration with its secret, and its endpoints (discovered for custom ones)."""
+        if not custom:
+            self._supported(key)
         async with self.parts.database.as_owner() as cur:
             if custom:
                 row = await oauth_configs.get_custom(cur, key)
-            elif key in UNSUPPORTED_PROVIDERS or key not in BUILT_IN:
-                raise ApiError(
-                    400,
-                    "INVALID_INPUT",
-                    f"Unsupported OAuth provider: {key}. Supported providers: {', '.join(KNOWN_PROVIDERS)}",
-                )
             else:
                 row = await oauth_configs.get_built_in(cur, key)
         return await self._custom(key, row) if custom else self._built_in(key, row)
@@ -385,14 +408,23 @@ class OAuthSignIn:
     async def start(self, actor: Actor, key: str, params: Mapping[str, str], *, custom: bool) -> str:
         """The provider's authorization URL for a new flow back to the app's `redirect_uri`."""
         await self._limit(actor)
+        if not custom:
+            self._supported(key)
         redirect_uri = params.get("redirect_uri")
-        challenge = params.get("code_challenge", "")
+        challenge = params.get("code_challenge")
+        # InsForge's query checks, in its words.
+        problems = []
         if not redirect_uri:
-            raise ApiError(400, "INVALID_INPUT", "redirect_uri is required.")
-        if not _PKCE.match(challenge):
-            raise ApiError(
-                400, "INVALID_INPUT", "code_challenge must be 43-128 base64url characters (PKCE S256)."
-            )
+            problems.append("redirect_uri: Redirect URI is required")
+        elif not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^\s]+$", redirect_uri):
+            problems.append("redirect_uri: Invalid url")
+        if challenge is None:
+            problems.append("code_challenge: Required")
+        else:
+            problems += [f"code_challenge: {p}" for p in pkce_problems(challenge, "Code challenge")]
+        if problems:
+            raise ApiError(400, "INVALID_INPUT", ", ".join(problems))
+        assert redirect_uri is not None
         passed = _passed_params(params)
         provider = await self._provider(key, custom=custom)
         config = await auth_config.read(self.parts.database)
@@ -547,18 +579,18 @@ class OAuthSignIn:
             )
             found = await cur.fetchone()
         if found is None or found["expired"]:
-            raise ApiError(400, "INVALID_INPUT", "Invalid or expired OAuth code.", "Start the sign-in again.")
+            raise ApiError(400, "INVALID_INPUT", "Invalid or expired code", "Start the sign-in again.")
         if not hmac.compare_digest(s256(body.code_verifier), found["code_challenge"]):
             raise ApiError(
                 400,
-                "INVALID_INPUT",
-                "The code_verifier does not match the code_challenge of this sign-in.",
+                "AUTH_UNAUTHORIZED",
+                "PKCE verification failed",
                 "Send the verifier generated with the challenge; the code is now spent, start again.",
             )
         async with self.parts.database.as_owner() as cur:
             row = await users.by_id(cur, found["user_id"])
             if row is None:
-                raise ApiError(400, "INVALID_INPUT", "The user of this sign-in no longer exists.")
+                raise ApiError(404, "AUTH_USER_NOT_FOUND", "User not found")
             tokens = await self.accounts.issue(cur, actor, row, client_type)
         return SessionResult(users.user_json(row), tokens)
 

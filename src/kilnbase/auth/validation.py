@@ -73,6 +73,7 @@ FIELD_MESSAGES: dict[tuple[str, str], str] = {
     ("userIds", "too_short"): "At least one user ID is required",
     ("refreshToken", "string_too_short"): "refreshToken is required",
     ("token", "string_too_short"): "Token is required",
+    ("code", "string_too_short"): "Exchange code is required",
 }
 
 
