@@ -333,6 +333,12 @@ def test_oauth_and_template_refusals(client: TestClient, admin_headers: dict[str
         "AUTH_OAUTH_CONFIG_NOT_FOUND",
         "OAuth configuration for github not found",
     )
+    custom = client.get("/api/auth/oauth/custom/acme/config", headers=admin_headers)
+    assert refusal(custom) == (
+        404,
+        "AUTH_OAUTH_CONFIG_NOT_FOUND",
+        "Custom OAuth configuration for acme not found",
+    )
     bad = client.delete("/api/auth/oauth/myspace/config", headers=admin_headers)
     assert refusal(bad) == (400, "INVALID_INPUT", "Invalid provider name")
     config = {"provider": "discord", "clientId": "id", "clientSecret": "secret"}

@@ -30,7 +30,6 @@ from kilnbase.identity.actor import Actor
 from kilnbase.identity.principal import CredentialKind, Principal
 
 MODULE = "AUTH"
-_NO_CUSTOM_PROVIDER = "No such custom OAuth provider."
 
 
 class AdminSignIn(StrictBody):
@@ -265,7 +264,7 @@ class AuthAdmin:
         async with self.parts.database.as_owner() as cur:
             row = await oauth_configs.get_custom(cur, key)
         if row is None:
-            raise ApiError(404, "NOT_FOUND", _NO_CUSTOM_PROVIDER)
+            raise oauth_configs.custom_not_found(key)
         return oauth_configs.custom_json(row)
 
     async def create_custom_oauth_config(
@@ -287,7 +286,7 @@ class AuthAdmin:
             "UPDATE_CUSTOM_OAUTH_CONFIG",
             {"key": key, "fields": sorted(body.model_fields_set)},
             lambda cur: oauth_configs.update_custom(cur, key, body, self.parts.box),
-            ApiError(404, "NOT_FOUND", _NO_CUSTOM_PROVIDER),
+            oauth_configs.custom_not_found(key),
         )
         return oauth_configs.custom_json(row)
 
@@ -297,7 +296,7 @@ class AuthAdmin:
             "DELETE_CUSTOM_OAUTH_CONFIG",
             {"key": key},
             lambda cur: oauth_configs.delete_custom(cur, key),
-            ApiError(404, "NOT_FOUND", _NO_CUSTOM_PROVIDER),
+            oauth_configs.custom_not_found(key),
         )
 
     # --- keys ----------------------------------------------------------------------------------------------

@@ -35,6 +35,10 @@ def _url(value: str | None) -> str | None:
     return value
 
 
+def custom_not_found(key: str) -> ApiError:
+    return ApiError(404, "AUTH_OAUTH_CONFIG_NOT_FOUND", f"Custom OAuth configuration for {key} not found")
+
+
 class OAuthConfigFields(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
@@ -218,7 +222,12 @@ async def create_custom(cur: AsyncCursor[DictRow], body: CustomConfigCreate, box
             ),
         )
     except errors.UniqueViolation:
-        raise ApiError(409, "ALREADY_EXISTS", f"A custom provider with key {body.key!r} exists.") from None
+        raise ApiError(
+            409,
+            "AUTH_OAUTH_CONFIG_ALREADY_EXISTS",
+            f"Custom OAuth config {body.key} already exists",
+            f"Update it with PUT /api/auth/oauth/custom/{body.key}/config.",
+        ) from None
     row = await cur.fetchone()
     assert row is not None
     return row

@@ -387,7 +387,7 @@ class OAuthSignIn:
 
     async def _custom(self, key: str, row: DictRow | None) -> ResolvedProvider:
         if row is None:
-            raise ApiError(404, "NOT_FOUND", f"No custom OAuth provider with key {key!r}.")
+            raise oauth_configs.custom_not_found(key)
         endpoints = await discover(row["discovery_endpoint"])
         return ResolvedProvider(
             key=key,
