@@ -604,18 +604,27 @@ class OAuthSignIn:
             self.parts.settings.id_token_limit,
             ID_SIGN_IN_REFUSAL,
         )
+        if body.provider == "apple" and not (body.nonce or "").strip():
+            problem = "Required" if body.nonce is None else "Nonce is required"
+            raise ApiError(400, "INVALID_INPUT", f"nonce: {problem}")
         async with self.parts.database.as_owner() as cur:
             row = await oauth_configs.get_built_in(cur, body.provider)
         if row is None or not row["client_id"]:
             raise ApiError(
-                400, "AUTH_OAUTH_CONFIG_ERROR", f"OAuth provider {body.provider!r} is not configured."
+                400,
+                "AUTH_OAUTH_CONFIG_ERROR",
+                f"{body.provider} OAuth is not properly configured. Please check your oauth configurations.",
             )
         spec = spec_for(body.provider, self.parts.settings.oauth_endpoints)
         audiences = [row["client_id"], *row["native_client_ids"]]
         try:
             claims = await validate_id_token(spec.endpoints, audiences, body.token, body.nonce)
         except OAuthFailure as exc:
-            raise ApiError(401, "AUTH_UNAUTHORIZED", "The ID token is not valid for this project.") from exc
+            # InsForge's answers: a Google token that does not verify is the request's mistake (400), an
+            # Apple one is refused (401).
+            if body.provider == "apple":
+                raise ApiError(401, "AUTH_UNAUTHORIZED", "Failed to verify Apple ID token", str(exc)) from exc
+            raise ApiError(400, "INVALID_INPUT", "Failed to verify Google ID token", str(exc)) from exc
         identity = parse_oidc_claims(claims)
         if body.name and not identity.name:
             identity = replace(identity, name=body.name)
