@@ -146,8 +146,14 @@ def test_user_list_search_get_delete(
         client.get(f"/api/auth/users/{first['id']}", headers=admin_headers).json()["email"] == first["email"]
     )
     assert client.get("/api/auth/users/not-a-uuid", headers=admin_headers).status_code == 400
-    assert client.get("/api/auth/users?limit=0", headers=admin_headers).status_code == 400
-    assert client.get("/api/auth/users?limit=ten", headers=admin_headers).status_code == 400
+    # InsForge reads limit and offset leniently (parseInt, the default when that fails or is 0).
+    lenient = client.get("/api/auth/users?limit=0&offset=-3", headers=admin_headers).json()["pagination"]
+    assert (lenient["limit"], lenient["offset"]) == (10, 0)
+    assert client.get("/api/auth/users?limit=2abc", headers=admin_headers).json()["pagination"]["limit"] == 2
+    assert (
+        client.get("/api/auth/users?limit=99999", headers=admin_headers).json()["pagination"]["limit"] == 1000
+    )
+    assert client.get("/api/auth/users?limit=ten", headers=admin_headers).json()["pagination"]["limit"] == 10
     bad = client.request("DELETE", "/api/auth/users", json={"userIds": ["nope"]}, headers=admin_headers)
     assert bad.status_code == 400
     assert (

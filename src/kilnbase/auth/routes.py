@@ -6,6 +6,7 @@ OAuth in `oauth_routes`. Handlers parse the request, call the service (`Auth`), 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import AfterValidator, Field
@@ -26,7 +27,6 @@ from kilnbase.auth.validation import UUID_PATTERN, StrictBody, parse_body, read_
 from kilnbase.capability import Capability
 from kilnbase.http.errors import ApiError, error_response
 from kilnbase.http.json_body import decode_json
-from kilnbase.http.query_params import int_param
 from kilnbase.http.responses import json_response
 
 
@@ -34,6 +34,14 @@ def _user_id(value: str) -> str:
     if not UUID_PATTERN.match(value):
         raise ValueError("Invalid user ID format")
     return value
+
+
+def _lenient_int(raw: str | None, default: int, low: int) -> int:
+    """InsForge's reading of `limit` and `offset` on the user list: `parseInt`, the default when that
+    fails or is 0, never below `low`; never an error. (Kilnbase also caps them, so a page stays bounded.)"""
+    match = re.match(r"\s*[-+]?\d+", raw or "")
+    parsed = int(match.group()) if match else 0
+    return max(low, parsed or default)  # (`parseInt(x) || default`: 0 is the default too)
 
 
 class DeleteUsers(StrictBody):
@@ -154,8 +162,8 @@ class AuthRoutes:
 
     async def list_users(self, request: Request) -> Response:
         actor = admin_actor(request)
-        limit = int_param(request, "limit", 10, 1, 1000)
-        offset = int_param(request, "offset", 0, 0, 100_000_000)
+        limit = min(_lenient_int(request.query_params.get("limit"), 10, 1), 1000)
+        offset = min(_lenient_int(request.query_params.get("offset"), 0, 0), 100_000_000)
         search = request.query_params.get("search") or None
         return json_response(
             await self.auth.admin.list_users(actor, limit=limit, offset=offset, search=search)
