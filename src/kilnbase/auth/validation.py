@@ -132,6 +132,9 @@ def zod_message(error: ErrorDetails) -> str:
         return f"Number must be less than or equal to {ctx.get('le')}"
     if kind == "string_pattern_mismatch":
         return "Invalid"
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", "")).replace(" or ", " | ").replace(", ", " | ")
+        return f"Invalid enum value. Expected {expected}, received {error.get('input')!r}"
     if kind == "value_error":
         return str(error["msg"]).removeprefix("Value error, ")
     return str(error["msg"])
