@@ -74,6 +74,23 @@ def test_bad_smtp_config_is_refused(
     assert client.get("/api/auth/smtp-config", headers=admin_headers).json() == before
 
 
+def test_smtp_config_is_refused_in_insforges_words_and_turning_it_off_needs_nothing_else(
+    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer
+) -> None:
+    empty = {"enabled": True, "port": 587, "host": " ", "senderEmail": "nope"}
+    refused = client.put("/api/auth/smtp-config", json=empty, headers=admin_headers)
+    assert (refused.status_code, refused.json()["message"]) == (
+        400,
+        "host: SMTP host is required, username: SMTP username is required, "
+        "senderEmail: Invalid sender email, senderName: Sender name is required",
+    )
+    try:
+        off = client.put("/api/auth/smtp-config", json={"enabled": False, "port": 587}, headers=admin_headers)
+        assert (off.status_code, off.json()["enabled"]) == (200, False)
+    finally:
+        client.put("/api/auth/smtp-config", json=smtp_body(smtp), headers=admin_headers)
+
+
 def test_smtp_config_needs_admin(client: TestClient, smtp: SmtpServer) -> None:
     assert client.get("/api/auth/smtp-config").status_code == 401
     assert client.put("/api/auth/smtp-config", json=smtp_body(smtp)).status_code == 401

@@ -147,7 +147,11 @@ def parse_body(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {zod_message(e)}" for e in exc.errors()]
+        problems = []
+        for error in exc.errors():
+            path = ".".join(str(part) for part in error["loc"])
+            # (a check of the whole body names its fields itself)
+            problems.append(f"{path}: {zod_message(error)}" if path else zod_message(error))
         raise ApiError(400, "INVALID_INPUT", ", ".join(problems)) from None
 
 
