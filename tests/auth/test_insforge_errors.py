@@ -356,6 +356,14 @@ def test_oauth_and_template_refusals(client: TestClient, admin_headers: dict[str
     assert refusal(unsupported)[2].startswith(
         "Unsupported OAuth provider: myspace. Supported providers: google"
     )
+    empty = client.put(
+        "/api/auth/email-templates/request-otp", json={"subject": "", "bodyHtml": ""}, headers=admin_headers
+    )
+    assert refusal(empty) == (
+        400,
+        "INVALID_INPUT",
+        "subject: Subject is required, bodyHtml: Template body is required",
+    )
     template = client.put(
         "/api/auth/email-templates/nope", json={"subject": "s", "bodyHtml": "b"}, headers=admin_headers
     )

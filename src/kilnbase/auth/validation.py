@@ -74,6 +74,8 @@ FIELD_MESSAGES: dict[tuple[str, str], str] = {
     ("refreshToken", "string_too_short"): "refreshToken is required",
     ("token", "string_too_short"): "Token is required",
     ("code", "string_too_short"): "Exchange code is required",
+    ("subject", "string_too_short"): "Subject is required",
+    ("bodyHtml", "string_too_short"): "Template body is required",
     ("provider", "string_pattern_mismatch"): "Invalid discriminator value. Expected 'google' | 'apple'",
 }
 
