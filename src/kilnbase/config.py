@@ -18,6 +18,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 MIB = 1024 * 1024
 
 
+class McpSettings(BaseSettings):
+    """The MCP server's own tunables, read from `KILNBASE_MCP_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_MCP_", extra="ignore")
+
+    #: Tool calls per credential per minute, counted across every process (as auth's limits are).
+    tool_calls_per_minute: int = Field(default=120, ge=1, le=100_000)
+
+
 class AuthSettings(BaseSettings):
     """Auth's own tunables, read from `KILNBASE_AUTH_*` environment variables."""
 
@@ -123,6 +132,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", validation_alias=AliasChoices("LOG_LEVEL", "KILNBASE_LOG_LEVEL"))
 
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    mcp: McpSettings = Field(default_factory=McpSettings)
 
     # Model gateway (ai/). OpenRouter by default; its key is the last of the credential sources.
     openrouter_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENROUTER_API_KEY"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kilnbase.agents.service import Agents
 from kilnbase.ai.service import AiService
 from kilnbase.auth.services import Auth
 from kilnbase.capability import Core
@@ -16,6 +17,7 @@ from kilnbase.db.roles import request_conninfo
 from kilnbase.db.schema_cache import SchemaCache
 from kilnbase.db.session import Database
 from kilnbase.http.rate_limit import PostgresRateLimiter, RateLimiter, RedisRateLimiter, redis_prefix
+from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.keys.access_tokens import TokenService
 from kilnbase.keys.project_keys import ProjectKeys
@@ -32,6 +34,7 @@ class Services:
     database: DatabaseAdmin
     key_rotation: KeyRotation
     ai: AiService
+    agents: Agents
 
 
 def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
@@ -46,6 +49,7 @@ def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Co
         schema_cache=SchemaCache(database.owner_pool),
         rate_limiter=rate_limiter(settings, keys, database),
         ended_sessions=EndedSessions(owner_conninfo, settings.auth.access_token_seconds),
+        agent_keys=AgentKeys(owner_conninfo),
     )
 
 
@@ -64,4 +68,5 @@ def build_services(core: Core) -> Services:
         database=DatabaseAdmin(core.settings, core.database, core.schema_cache),
         key_rotation=KeyRotation(core.settings, core.database, core.secret_box, core.keys.ring),
         ai=AiService.build(core.settings, core.secret_box, core.database),
+        agents=Agents(core.database, core.agent_keys, core.tokens),
     )

@@ -36,9 +36,14 @@ def _bearer(request: Request) -> str | None:
     return header[len("Bearer ") :]
 
 
+#: Keys rather than tokens: the project's API key and (Kilnbase's) agent keys.
+_KEY_PREFIXES = ("ik_", "kba_")
+
+
 def api_key_presented(request: Request) -> bool:
+    """Whether the credential is a key (the API key, an agent key) rather than a token or the anon key."""
     bearer = _bearer(request)
-    return (bearer is not None and bearer.startswith("ik_")) or bool(request.headers.get("x-api-key"))
+    return (bearer is not None and bearer.startswith(_KEY_PREFIXES)) or bool(request.headers.get("x-api-key"))
 
 
 def _invalid(message: str, request: Request, fallback: str) -> ApiError:
@@ -56,11 +61,12 @@ def _principal(request: Request) -> Principal | None:
 
 
 def token_actor(request: Request) -> Actor:
-    """InsForge's `verifyToken`: a valid access token (JWT) of any role, or 401."""
-    if _bearer(request) is None:
+    """InsForge's `verifyToken`: a valid access token (a JWT, not a key) of any role, or 401."""
+    bearer = _bearer(request)
+    if bearer is None:
         raise ApiError(401, "AUTH_INVALID_CREDENTIALS", "No token provided", _SIGN_IN)
     principal = _principal(request)
-    if principal is None or principal.kind is not CredentialKind.JWT:
+    if principal is None or bearer.startswith((*_KEY_PREFIXES, "anon_")):
         raise _invalid("Invalid token", request, _SIGN_IN)
     return actor_of(request, principal)
 
@@ -80,10 +86,9 @@ def admin_actor(request: Request) -> Actor:
     if api_key_presented(request):
         if principal is None:
             raise ApiError(401, "AUTH_INVALID_API_KEY", "Invalid API key", _API_KEY)
-        return actor_of(request, principal)
-    if _bearer(request) is None:
+    elif _bearer(request) is None:
         raise ApiError(401, "AUTH_INVALID_CREDENTIALS", "No admin token provided", _ADMIN)
-    if principal is None or principal.kind is not CredentialKind.JWT:
+    elif principal is None or principal.kind in (CredentialKind.ANON_KEY, CredentialKind.NONE):
         raise _invalid("Invalid admin token", request, _ADMIN)
     if not principal.is_admin:
         raise ApiError(403, "AUTH_UNAUTHORIZED", "Admin access required", _ADMIN)

@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from kilnbase.identity.actor import Actor
+
 log = logging.getLogger("kilnbase.errors")
 
 _STATUS_CODES = {
@@ -94,3 +96,14 @@ EXCEPTION_HANDLERS = {
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,
 }
+
+
+def require_admin_actor(actor: Actor) -> None:
+    """For services and tools whose every call needs admin rights."""
+    if not actor.is_admin:
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            "This needs admin rights.",
+            "Use the project's API key (kilnbase keys) or sign in as the project admin.",
+        )

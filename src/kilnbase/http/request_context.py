@@ -29,6 +29,7 @@ from kilnbase.http.client_address import Network, client_address
 from kilnbase.http.errors import ApiError, error_body
 from kilnbase.http.responses import send_body
 from kilnbase.identity.actor import Actor
+from kilnbase.identity.agent_keys import AgentKey
 from kilnbase.identity.principal import ANONYMOUS, CredentialError, CredentialResolver, Principal
 from kilnbase.structured_log import log_request
 
@@ -224,6 +225,19 @@ def credential_error_of(request: Request) -> str | None:
     """Why the credential presented was refused (None when it was valid or absent)."""
     reason: str | None = request.scope.get(_CREDENTIAL_ERROR)
     return reason
+
+
+def principal_or_none(scope: Scope) -> Principal | None:
+    """The caller, or None when the credential presented was invalid (never raises)."""
+    principal: Principal | None = scope.get(_PRINCIPAL, ANONYMOUS)
+    return principal
+
+
+def agent_in(scope: Scope) -> AgentKey | None:
+    """The agent key behind the request's credential, if any (never raises: an invalid credential is
+    refused where a route asks for the principal)."""
+    principal = principal_or_none(scope)
+    return principal.agent if principal is not None else None
 
 
 def client_ip(request: Request) -> str | None:

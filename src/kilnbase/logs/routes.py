@@ -12,6 +12,7 @@ from kilnbase.db.session import Database
 from kilnbase.http.query_params import int_param, timestamp_param
 from kilnbase.http.request_context import require_admin
 from kilnbase.http.responses import json_response
+from kilnbase.logs.tools import logs_tools
 
 
 class LogRoutes:
@@ -39,4 +40,4 @@ class LogRoutes:
 
 
 def capability(database: Database) -> Capability:
-    return Capability("logs", LogRoutes(database).routes())
+    return Capability("logs", LogRoutes(database).routes(), tools=logs_tools(database))
