@@ -28,7 +28,7 @@ def dangerous_sql(sql: Any) -> str | None:
     """Why SQL needs approval when an agent runs it: the migration dry run rates it DANGER (drops, TRUNCATE,
     DELETE or UPDATE without WHERE, RLS switched off, dynamic SQL). SQL that does not parse is not held:
     it fails on its own."""
-    report = custom_migrations.dry_run(sql)
+    report = custom_migrations.dry_run({"sql": sql})
     if report["valid"] and report["riskLevel"] == "DANGER":
         return "; ".join(report["riskFactors"])
     return None
