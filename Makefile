@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?= -n 2 --dist loadfile
+# Extra arguments for `kilnbase serve`: make run ARGS="--port 8000 --data-dir ./other"
+ARGS ?=
 
 .PHONY: run test lint bench clean
 
@@ -19,7 +21,7 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	touch $(VENV)/.installed $@
 
 run: $(VENV)/.installed
-	$(BIN)/kilnbase serve
+	$(BIN)/kilnbase serve $(ARGS)
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests bench

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shutil
 import socket
 import sys
 from collections.abc import Iterator
@@ -98,13 +100,30 @@ class _AnnouncingServer(uvicorn.Server):
             _announce(self.settings)
 
 
+def command_path() -> str:
+    """How to run this `kilnbase` from the current directory: `kilnbase` when that name on PATH is this
+    install, else the script beside this Python (`.venv/bin/kilnbase` after `make run`), relative to the
+    current directory when it is below it."""
+    script = Path(sys.executable).parent / "kilnbase"
+    if not script.exists():
+        return f"{sys.executable} -m kilnbase"
+    on_path = shutil.which("kilnbase")
+    if on_path is not None and Path(on_path).resolve() == script.resolve():
+        return "kilnbase"
+    try:
+        return os.fspath(script.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return os.fspath(script.absolute())
+
+
 def _announce(settings: Settings, how: str = "") -> None:
     url = settings.base_url
     console.print(f"[bold green]Kilnbase {__version__} is ready[/] at [link={url}]{url}[/] {how}".rstrip())
     console.print(f"  Dashboard: {url}/dashboard")
     console.print(
         f"  Keys:      {settings.keys_path.resolve()}"
-        f" (print them with: kilnbase keys --data-dir {settings.data_dir})"
+        f" (print them, and the root admin's password, with: "
+        f"{command_path()} keys --data-dir {settings.data_dir})"
     )
 
 
@@ -157,8 +176,17 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, worker
 
 @app.command()
 def keys(data_dir: DataDir = None) -> None:
-    """Print the URL, the admin API key and the anon key as JSON (the current ones, after any rotation)."""
+    """Print the URL, the admin API key, the anon key (the current ones, after any rotation) and the root
+    admin's sign-in for the dashboard, as JSON."""
     settings = _settings(data_dir)
+    if not settings.keys_path.is_file():
+        # Loading would create a new project's keys here, which is never what `keys` is asked for.
+        _fail(
+            f"No keys exist in {settings.data_dir} (no {settings.keys_path.name} there). Kilnbase creates "
+            f"them when the server first starts: {command_path()} serve --data-dir {settings.data_dir}. "
+            "Check the path if the project is elsewhere."
+        )
+        return
     try:
         project_keys = load_project_keys(settings)
         rotated = _rotated_keys(settings, project_keys)
@@ -171,6 +199,10 @@ def keys(data_dir: DataDir = None) -> None:
             "url": settings.base_url,
             "apiKey": current.get("api_key", project_keys.api_key),
             "anonKey": current.get("anon_key", project_keys.anon_key),
+            "rootAdmin": {
+                "username": settings.root_admin_username,
+                "password": project_keys.root_admin_password,
+            },
         },
         sys.stdout,
         indent=2,

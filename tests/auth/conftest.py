@@ -21,6 +21,7 @@ from kilnbase.config import AuthSettings, Settings
 from tests.support.oidc_provider import OidcProvider
 from tests.support.postgres import TestCluster
 from tests.support.servers import ServerProcess
+from tests.support.smtp_server import SmtpServer
 
 #: The OWASP minimum argon2id profile: about 36 ms a hash instead of 145 ms.
 CHEAP = {"argon2_time_cost": 2, "argon2_memory_cost_kib": 19456, "argon2_parallelism": 1}
@@ -44,6 +45,30 @@ def client(settings: Settings) -> Iterator[TestClient]:
     app = create_app(settings.model_copy(update={"auth": auth_settings()}))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+def smtp_body(server: SmtpServer, **overrides: Any) -> dict[str, Any]:
+    return {
+        "enabled": True,
+        "host": "127.0.0.1",
+        "port": server.port,
+        "username": server.username,
+        "password": server.password,
+        "senderEmail": "noreply@kilnbase.test",
+        "senderName": "Kilnbase Tests",
+        "minIntervalSeconds": 0,
+        **overrides,
+    }
+
+
+@pytest.fixture(scope="module")
+def smtp(client: TestClient, admin_headers: dict[str, str]) -> Iterator[SmtpServer]:
+    server = SmtpServer(username="mailer", password="smtp-secret-password")
+    server.start()
+    response = client.put("/api/auth/smtp-config", json=smtp_body(server), headers=admin_headers)
+    assert response.status_code == 200, response.text
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from kilnbase.app import create_app
 from kilnbase.config import Settings
-from tests.auth.conftest import PASSWORD, auth_settings, eventually, new_email, sign_up
+from tests.auth.conftest import PASSWORD, auth_settings, eventually, new_email, sign_up, smtp_body
 from tests.support.servers import free_port
 from tests.support.smtp_server import SmtpServer
 
@@ -21,30 +21,6 @@ REDIRECT = "http://localhost:3000/auth/done"
 
 # The loopback test server takes a login without TLS on purpose; aiosmtpd warns about it per connection.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-
-
-def smtp_body(server: SmtpServer, **overrides: Any) -> dict[str, Any]:
-    return {
-        "enabled": True,
-        "host": "127.0.0.1",
-        "port": server.port,
-        "username": server.username,
-        "password": server.password,
-        "senderEmail": "noreply@kilnbase.test",
-        "senderName": "Kilnbase Tests",
-        "minIntervalSeconds": 0,
-        **overrides,
-    }
-
-
-@pytest.fixture(scope="module")
-def smtp(client: TestClient, admin_headers: dict[str, str]) -> Iterator[SmtpServer]:
-    server = SmtpServer(username="mailer", password="smtp-secret-password")
-    server.start()
-    response = client.put("/api/auth/smtp-config", json=smtp_body(server), headers=admin_headers)
-    assert response.status_code == 200, response.text
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -98,6 +74,23 @@ def test_bad_smtp_config_is_refused(
     assert client.get("/api/auth/smtp-config", headers=admin_headers).json() == before
 
 
+def test_smtp_config_is_refused_in_insforges_words_and_turning_it_off_needs_nothing_else(
+    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer
+) -> None:
+    empty = {"enabled": True, "port": 587, "host": " ", "senderEmail": "nope"}
+    refused = client.put("/api/auth/smtp-config", json=empty, headers=admin_headers)
+    assert (refused.status_code, refused.json()["message"]) == (
+        400,
+        "host: SMTP host is required, username: SMTP username is required, "
+        "senderEmail: Invalid sender email, senderName: Sender name is required",
+    )
+    try:
+        off = client.put("/api/auth/smtp-config", json={"enabled": False, "port": 587}, headers=admin_headers)
+        assert (off.status_code, off.json()["enabled"]) == (200, False)
+    finally:
+        client.put("/api/auth/smtp-config", json=smtp_body(smtp), headers=admin_headers)
+
+
 def test_smtp_config_needs_admin(client: TestClient, smtp: SmtpServer) -> None:
     assert client.get("/api/auth/smtp-config").status_code == 401
     assert client.put("/api/auth/smtp-config", json=smtp_body(smtp)).status_code == 401
@@ -134,7 +127,7 @@ def test_a_code_is_burnt_after_too_many_wrong_attempts(
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
     answers = [client.post("/api/auth/email/verify", json={"email": email, "otp": wrong}) for _ in range(5)]
     assert all(a.status_code == 400 for a in answers)
-    assert "Too many" in answers[-1].json()["message"]
+    assert "Too many" in answers[-1].json()["nextActions"]
     assert client.post("/api/auth/email/verify", json={"email": email, "otp": code}).status_code == 400
 
 
@@ -234,7 +227,7 @@ def test_password_reset_with_a_code(client: TestClient, smtp: SmtpServer) -> Non
     again = client.post("/api/auth/email/exchange-reset-password-token", json={"email": email, "code": code})
     assert again.status_code == 400
     weak = client.post("/api/auth/email/reset-password", json={"newPassword": "abc", "otp": token})
-    assert (weak.status_code, weak.json()["error"]) == (400, "AUTH_WEAK_PASSWORD")
+    assert (weak.status_code, weak.json()["error"]) == (400, "INVALID_INPUT")
     reset = client.post(
         "/api/auth/email/reset-password", json={"newPassword": "a new password 2", "otp": token}
     )
@@ -356,12 +349,18 @@ def test_send_endpoints_are_rate_limited_per_client(strict_client: TestClient) -
     answers = [strict_client.post("/api/auth/email/send-otp", json={"email": new_email()}) for _ in range(4)]
     assert [a.status_code for a in answers] == [202, 202, 202, 429]
     assert answers[-1].json()["error"] == "TOO_MANY_REQUESTS"
+    assert answers[-1].json()["message"] == (  # InsForge's words
+        "Too many send email verification requests from this IP. Please try again in 15 minutes."
+    )
 
 
 def test_verify_endpoints_are_rate_limited_per_client(strict_client: TestClient) -> None:
     body = {"email": new_email(), "otp": "000000"}
-    answers = [strict_client.post("/api/auth/email/verify", json=body).status_code for _ in range(5)]
-    assert answers == [400, 400, 400, 400, 429]
+    answers = [strict_client.post("/api/auth/email/verify", json=body) for _ in range(5)]
+    assert [a.status_code for a in answers] == [400, 400, 400, 400, 429]
+    assert answers[-1].json()["message"] == (
+        "Too many verification attempts from this IP. Please try again in 15 minutes."
+    )
 
 
 def test_password_sign_in_is_rate_limited_per_address(strict_client: TestClient) -> None:
@@ -380,7 +379,10 @@ def test_each_address_has_a_cooldown(
     try:
         email = new_email()
         assert client.post("/api/auth/email/send-otp", json={"email": email}).status_code == 202
-        assert client.post("/api/auth/email/send-otp", json={"email": email}).status_code == 429
+        again = client.post("/api/auth/email/send-otp", json={"email": email})
+        assert again.status_code == 429
+        assert again.json()["message"].startswith("Please wait ")
+        assert again.json()["message"].endswith(" seconds before requesting another code for this email")
         assert client.post("/api/auth/email/send-otp", json={"email": new_email()}).status_code == 202
         assert len(smtp.mail_for(email)) == 1
     finally:
@@ -414,14 +416,49 @@ def test_delivery_failures_are_logged_without_secrets(
         client.put("/api/auth/smtp-config", json=smtp_body(smtp), headers=admin_headers)
 
 
-def test_without_smtp_the_send_endpoints_still_answer_202(
-    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer
+def test_without_smtp_sending_a_code_or_link_is_a_503_that_says_what_to_configure(
+    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer, config: Any
 ) -> None:
     disabled = smtp_body(smtp, enabled=False)
     assert client.put("/api/auth/smtp-config", json=disabled, headers=admin_headers).status_code == 200
     try:
         email = new_email()
-        assert client.post("/api/auth/email/send-otp", json={"email": email}).status_code == 202
+        for path, what in [
+            ("/api/auth/email/send-otp", "a sign-in code"),
+            ("/api/auth/email/send-verification", "a verification code"),
+            ("/api/auth/email/send-reset-password", "a password reset code"),
+        ]:
+            response = client.post(path, json={"email": email})
+            body = response.json()
+            assert (response.status_code, body["error"]) == (503, "EMAIL_PROVIDER_NOT_CONFIGURED")
+            assert body["message"] == f"Email is not configured on this project, so {what} cannot be sent."
+            assert "PUT /api/auth/smtp-config" in body["nextActions"]
         assert smtp.mail_for(email, timeout=0) == []
+        required = client.put(
+            "/api/auth/config", json={"requireEmailVerification": True}, headers=admin_headers
+        )
+        assert (required.status_code, required.json()["error"]) == (400, "EMAIL_PROVIDER_NOT_CONFIGURED")
+        assert "no new user could ever verify" in required.json()["message"]
     finally:
         client.put("/api/auth/smtp-config", json=smtp_body(smtp), headers=admin_headers)
+    config(requireEmailVerification=True)
+    refused = client.put("/api/auth/smtp-config", json=disabled, headers=admin_headers)
+    assert (refused.status_code, refused.json()["error"]) == (400, "INVALID_INPUT")
+    assert "requireEmailVerification" in refused.json()["nextActions"]
+
+
+def test_a_sign_up_that_needs_verification_is_refused_when_smtp_went_away(
+    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer, config: Any, database_url: str
+) -> None:
+    config(requireEmailVerification=True)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("update auth.smtp_config set enabled = false")
+    try:
+        email = new_email()
+        response = client.post("/api/auth/users", json={"email": email, "password": PASSWORD})
+        assert (response.status_code, response.json()["error"]) == (503, "EMAIL_PROVIDER_NOT_CONFIGURED")
+        listed = client.get(f"/api/auth/users?search={email}", headers=admin_headers).json()
+        assert listed["pagination"]["total"] == 0
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("update auth.smtp_config set enabled = true")

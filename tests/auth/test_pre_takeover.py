@@ -15,8 +15,7 @@ from starlette.testclient import TestClient
 
 from kilnbase.app import create_app
 from kilnbase.config import Settings
-from tests.auth.conftest import PASSWORD, auth_settings, new_email, sign_up
-from tests.auth.test_email_flows import smtp_body
+from tests.auth.conftest import PASSWORD, auth_settings, new_email, sign_up, smtp_body
 from tests.auth.test_oauth import begin, come_back, sign_in
 from tests.support.oidc_provider import OidcProvider, ProviderUser
 from tests.support.smtp_server import SmtpServer

@@ -13,8 +13,7 @@ import psycopg
 import pytest
 
 from kilnbase.identity.ended_sessions import APPLICATION_NAME
-from tests.auth.conftest import PASSWORD, LiveProject, eventually, live_project, new_email
-from tests.auth.test_email_flows import smtp_body
+from tests.auth.conftest import PASSWORD, LiveProject, eventually, live_project, new_email, smtp_body
 from tests.support.postgres import TestCluster
 from tests.support.smtp_server import SmtpServer
 

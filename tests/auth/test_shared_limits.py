@@ -16,8 +16,7 @@ import redis
 
 from kilnbase.config import AuthSettings
 from kilnbase.http.rate_limit import redis_prefix
-from tests.auth.conftest import LiveProject, live_project, new_email
-from tests.auth.test_email_flows import smtp_body
+from tests.auth.conftest import LiveProject, live_project, new_email, smtp_body
 from tests.support.postgres import TestCluster
 from tests.support.smtp_server import SmtpServer
 

@@ -169,7 +169,7 @@ out.blocked = blocked.error?.error;
             email=email,
             password=PASSWORD,
         )
-        assert out == {"requireVerification": True, "accessToken": None, "blocked": "AUTH_NEED_VERIFICATION"}
+        assert out == {"requireVerification": True, "accessToken": None, "blocked": "FORBIDDEN"}
         code = smtp.last_for(email).code
         out = sdk(
             server,

@@ -180,7 +180,7 @@ def test_alter_table_operations(
     assert response.status_code == 200, response.text
     assert response.json()["tableName"] == books
     assert response.json()["operations"] == [
-        "Dropped foreign key constraint on column: author_id",
+        f"Dropped foreign key constraint: fk_author_id_{authors}_id",
         "Dropped column: price",
         "Updated column: meta",
         "Added column: pages",

@@ -185,6 +185,8 @@ def test_a_busy_port_is_explained_before_anything_starts(data_dir: Path) -> None
 
 
 def test_keys_and_migrate_commands(data_dir: Path) -> None:
+    first = kilnbase("db", "migrate", "--data-dir", str(data_dir))
+    assert first.returncode == 0 and "0001_roles_and_auth_helpers" in first.stderr
     keys = json.loads(kilnbase("keys", "--data-dir", str(data_dir)).stdout)
     assert keys["apiKey"].startswith("ik_") and keys["anonKey"].startswith("anon_")
     assert keys["url"] == "http://127.0.0.1:7130"
@@ -192,8 +194,6 @@ def test_keys_and_migrate_commands(data_dir: Path) -> None:
         **keys,
         "url": "http://127.0.0.1:8123",
     }
-    first = kilnbase("db", "migrate", "--data-dir", str(data_dir))
-    assert first.returncode == 0 and "0001_roles_and_auth_helpers" in first.stderr
     second = kilnbase("db", "migrate", "--data-dir", str(data_dir))
     assert second.returncode == 0 and "up to date" in second.stderr
     assert postgres_processes(data_dir) == []

@@ -22,24 +22,22 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from kilnbase import audit
-from kilnbase.auth import auth_config, users
+from kilnbase.auth import auth_config, smtp_settings, users
 from kilnbase.auth.mailer import PendingEmail
 from kilnbase.auth.one_time_codes import Purpose
-from kilnbase.auth.parts import AuthParts
+from kilnbase.auth.parts import VERIFY_REFUSAL, AuthParts
 from kilnbase.auth.redirects import is_allowed_redirect
-from kilnbase.auth.root_admin import admin_subject, admin_user_json
 from kilnbase.auth.sessions import (
     IssuedTokens,
     SessionKind,
     Subject,
     relax_durability,
     revoke_all_for_subject,
-    unauthorized,
 )
-from kilnbase.auth.validation import UUID_PATTERN, WithEmail, storable
+from kilnbase.auth.validation import UUID_PATTERN, StrictBody, WithEmail, storable
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.principal import CredentialKind, Principal
@@ -67,9 +65,7 @@ class CodeSignIn(WithEmail):
     _storable = field_validator("name")(storable)
 
 
-class ProfileUpdate(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
-
+class ProfileUpdate(StrictBody):
     profile: dict[str, Any]
 
     @field_validator("profile")
@@ -94,29 +90,41 @@ def user_subject(row: DictRow) -> Subject:
     )
 
 
-def weak_password(problems: list[str]) -> ApiError:
+def weak_password(config: DictRow, problems: list[str]) -> ApiError:
+    """InsForge's refusal of a password: every requirement of the policy, not only those missed."""
     return ApiError(
         400,
-        "AUTH_WEAK_PASSWORD",
-        "Password must contain " + ", ".join(problems) + ".",
+        "INVALID_INPUT",
+        auth_config.password_requirements(config, too_long="at most 256 characters" in problems),
         "Choose a password that meets the project's password policy (GET /api/auth/public-config).",
     )
 
 
+def signups_disabled() -> ApiError:
+    return ApiError(
+        403,
+        "AUTH_SIGNUP_DISABLED",
+        "User signups are disabled for this project.",
+        "Ask an admin to create the user.",
+    )
+
+
 def check_redirect(
-    url: str | None, config: DictRow, *, required: bool, field: str = "redirectTo"
+    url: str | None, config: DictRow, *, required: bool, flow: str = "email verification"
 ) -> str | None:
-    """`url` if it is on the allow-list (or absent and not `required`); else a 400 naming `field`."""
+    """`url` if it is on the allow-list (or absent and not `required`); else InsForge's 400 (`flow` names
+    what needs the link: "email verification" or "password reset")."""
     if url is None:
         if required:
-            raise ApiError(400, "INVALID_INPUT", f"{field} is required when links are sent by email.")
+            raise ApiError(400, "INVALID_INPUT", f"redirectTo is required when link-based {flow} is enabled")
         return None
     if not is_allowed_redirect(url, list(config["allowed_redirect_urls"])):
         raise ApiError(
             400,
             "INVALID_INPUT",
-            f"{field} is not in the allowed redirect URLs.",
-            "Add it to allowedRedirectUrls with PUT /api/auth/config.",
+            f"{url} is not in the allowed redirect URLs",
+            "Please add this URL to the allowed redirect URLs in the authentication configuration "
+            "(allowedRedirectUrls, PUT /api/auth/config).",
         )
     return url
 
@@ -129,7 +137,7 @@ def with_query(url: str, params: dict[str, str]) -> str:
 
 def user_id_of(value: str) -> str:
     if not UUID_PATTERN.match(value):
-        raise ApiError(400, "INVALID_INPUT", "Invalid user ID format.")
+        raise ApiError(400, "INVALID_INPUT", "Invalid user ID format")
     return value.lower()
 
 
@@ -157,10 +165,12 @@ def require_user(actor: Actor) -> Principal:
         or principal.db_role != "authenticated"
         or not principal.user_id
     ):
-        raise ApiError(
-            401, "AUTH_UNAUTHORIZED", "A user access token is required.", "Sign in as a user first."
-        )
+        raise ApiError(401, "AUTH_INVALID_CREDENTIALS", "User not authenticated", "Sign in as a user first.")
     return principal
+
+
+def user_not_found(message: str = "User not found") -> ApiError:
+    return ApiError(404, "AUTH_USER_NOT_FOUND", message)
 
 
 class Accounts:
@@ -226,17 +236,20 @@ class Accounts:
     ) -> SessionResult:
         config = await auth_config.read(self.parts.database)
         if config["disable_signup"] and not by_admin:
-            raise ApiError(
-                403, "FORBIDDEN", "Sign-up is disabled for this project.", "Ask an admin to create the user."
-            )
+            raise signups_disabled()
         problems = auth_config.password_problems(config, body.password)
         if problems:
-            raise weak_password(problems)
+            raise weak_password(config, problems)
         auto_confirm = bool(body.autoConfirm) and by_admin
         needs_verification = config["require_email_verification"] and not auto_confirm
         redirect_to = check_redirect(
             body.redirectTo, config, required=needs_verification and config["verify_email_method"] == "link"
         )
+        if needs_verification:
+            async with self.parts.database.as_owner() as cur:
+                if not smtp_settings.is_usable(await smtp_settings.load(cur)):
+                    # The account could never be verified: say so before creating it.
+                    raise smtp_settings.not_configured(f"the verification {config['verify_email_method']}")
         password_hash = await self.parts.passwords.hash(body.password)
         tokens = pending = None
         async with self.parts.database.as_owner() as cur:
@@ -270,16 +283,15 @@ class Accounts:
             row = await users.by_email(cur, body.email)
         check = await self.parts.passwords.check(row["password"] if row else None, body.password)
         if row is None or not check.ok:
-            raise ApiError(
-                401, "AUTH_INVALID_CREDENTIALS", "Invalid email or password.", "Check the email and password."
-            )
+            raise ApiError(401, "AUTH_UNAUTHORIZED", "Invalid credentials", "Check the email and password.")
         config = await auth_config.read(self.parts.database)
         if config["require_email_verification"] and not row["email_verified"]:
             raise ApiError(
                 403,
-                "AUTH_NEED_VERIFICATION",
-                "Email verification is required before signing in.",
-                "Verify the email (POST /api/auth/email/send-verification sends a new code or link).",
+                "FORBIDDEN",
+                "Email verification required",
+                "Please verify your email address before logging in "
+                "(POST /api/auth/email/send-verification sends a new code or link).",
             )
         async with self.parts.database.as_owner() as cur:
             if check.new_hash:
@@ -290,7 +302,11 @@ class Accounts:
     async def sign_in_with_code(self, actor: Actor, body: CodeSignIn, client_type: str) -> SessionResult:
         """Sign in with an emailed code, creating the account if there is none (unless sign-up is off). The
         code proves the address: an unverified account's password, identities and sessions end."""
-        await self.parts.limit(f"verify:{actor.ip}", self.parts.settings.verify_limit)
+        await self.parts.limit(
+            f"verify:{actor.ip}",
+            self.parts.settings.verify_limit,
+            VERIFY_REFUSAL,
+        )
         await self.parts.codes.redeem_code(self.parts.database, body.email, "SIGN_IN", body.otp)
         config = await auth_config.read(self.parts.database)
         ended: list[str] = []
@@ -298,7 +314,7 @@ class Accounts:
             row = await users.by_email(cur, body.email, lock=True)
             if row is None:
                 if config["disable_signup"]:
-                    raise ApiError(403, "FORBIDDEN", "Sign-up is disabled for this project.")
+                    raise signups_disabled()
                 row = await users.create(
                     cur, email=body.email, password_hash=None, name=body.name, email_verified=True
                 )
@@ -319,7 +335,12 @@ class Accounts:
             refresh_token, "user", client_type=client_type, ip=actor.ip, user_agent=actor.user_agent
         )
         if rotation.user is None:
-            raise unauthorized("The user of this session no longer exists.")
+            raise ApiError(
+                401,
+                "AUTH_UNAUTHORIZED",
+                "User not found",
+                "The user of this session was deleted; sign up again.",
+            )
         tokens = sessions.tokens_for(user_subject(rotation.user), rotation)
         return SessionResult(users.user_json(rotation.user), tokens)
 
@@ -347,32 +368,29 @@ class Accounts:
         self.parts.sessions.ended(ended)
 
     async def current_user(self, actor: Actor) -> dict[str, Any]:
-        """The user (or the root admin) of the caller's access token."""
-        principal = actor.principal
-        if principal.kind is not CredentialKind.JWT:
-            raise ApiError(401, "AUTH_UNAUTHORIZED", "An access token is required.", "Sign in first.")
-        if principal.db_role == "project_admin":
-            who = admin_subject(principal.email or self.parts.server.root_admin_username)
-            return admin_user_json(who, self.parts.started_at)
+        """The user of the caller's access token (InsForge answers 401 for any other caller)."""
         user_id = require_user(actor).user_id
         assert user_id is not None
         async with self.parts.database.as_owner() as cur:
             row = await users.by_id(cur, user_id)
         if row is None:
             raise ApiError(
-                401, "AUTH_UNAUTHORIZED", "The user of this token no longer exists.", "Sign in again."
+                401, "AUTH_INVALID_CREDENTIALS", "User not found", "The user was deleted; sign in again."
             )
         return {**users.user_json(row), "role": "authenticated"}
 
     # --- profiles ------------------------------------------------------------------------------------------
 
     async def update_profile(self, actor: Actor, change: ProfileUpdate) -> dict[str, Any]:
-        user_id = require_user(actor).user_id
-        assert user_id is not None
-        async with self.parts.database.as_owner() as cur:
-            row = await users.merge_profile(cur, user_id, change.profile)
+        """The caller's own profile; a token that is not a user's has none (InsForge: 404)."""
+        principal = actor.principal
+        row = None
+        is_user = principal.kind is CredentialKind.JWT and principal.db_role == "authenticated"
+        if is_user and principal.user_id:
+            async with self.parts.database.as_owner() as cur:
+                row = await users.merge_profile(cur, principal.user_id, change.profile)
         if row is None:
-            raise ApiError(404, "NOT_FOUND", "User not found.")
+            raise user_not_found()
         return {"id": str(row["id"]), "profile": users.user_json(row)["profile"]}
 
     async def profile(self, actor: Actor, user_id: str) -> dict[str, Any]:
@@ -380,5 +398,5 @@ class Accounts:
         async with self.parts.database.as_owner() as cur:
             row = await users.public_profile(cur, user_id_of(user_id))
         if row is None:
-            raise ApiError(404, "NOT_FOUND", "User not found.")
+            raise user_not_found()
         return {"id": str(row["id"]), "profile": row["profile"]}

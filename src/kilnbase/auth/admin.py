@@ -20,18 +20,16 @@ from pydantic import Field
 
 from kilnbase import audit
 from kilnbase.auth import auth_config, email_templates, oauth_configs, smtp_settings, users
-from kilnbase.auth.accounts import SessionResult, user_id_of
+from kilnbase.auth.accounts import SessionResult, user_id_of, user_not_found
 from kilnbase.auth.oauth_providers import KNOWN_PROVIDERS
 from kilnbase.auth.parts import AuthParts
 from kilnbase.auth.root_admin import admin_subject, admin_user_json, credentials_match
 from kilnbase.auth.validation import StrictBody
 from kilnbase.http.errors import ApiError
-from kilnbase.http.errors import require_admin_actor as require_admin
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.principal import CredentialKind, Principal
 
 MODULE = "AUTH"
-_NO_CUSTOM_PROVIDER = "No such custom OAuth provider."
 
 
 class AdminSignIn(StrictBody):
@@ -40,15 +38,30 @@ class AdminSignIn(StrictBody):
     password: str = Field(max_length=1024)
 
 
+def require_admin(actor: Actor) -> None:
+    if not actor.is_admin:
+        raise ApiError(
+            403,
+            "AUTH_UNAUTHORIZED",
+            "Admin access required",
+            "Use the project's API key (kilnbase keys) or sign in as the project admin.",
+        )
+
+
 def _provider(provider: str) -> str:
     if provider not in KNOWN_PROVIDERS:
-        raise ApiError(400, "AUTH_UNSUPPORTED_PROVIDER", f"Unknown OAuth provider {provider!r}.")
+        hint = f"Use one of {', '.join(KNOWN_PROVIDERS)}."
+        raise ApiError(400, "INVALID_INPUT", "Invalid provider name", hint)
     return provider
 
 
-def _found(row: DictRow | None, what: str) -> DictRow:
+def _config_not_found(provider: str) -> ApiError:
+    return ApiError(404, "AUTH_OAUTH_CONFIG_NOT_FOUND", f"OAuth configuration for {provider} not found")
+
+
+def _found(row: DictRow | None, provider: str) -> DictRow:
     if row is None:
-        raise ApiError(404, "NOT_FOUND", f"{what} is not configured.")
+        raise _config_not_found(provider)
     return row
 
 
@@ -92,6 +105,14 @@ class AuthAdmin:
     async def update_config(self, actor: Actor, change: auth_config.AuthConfigUpdate) -> dict[str, Any]:
         details = {"updatedFields": sorted(change.model_dump(exclude_unset=True))}
         async with self._audited(actor, "UPDATE_AUTH_CONFIG", details) as cur:
+            if change.requireEmailVerification and not smtp_settings.is_usable(await smtp_settings.load(cur)):
+                raise ApiError(
+                    400,
+                    "EMAIL_PROVIDER_NOT_CONFIGURED",
+                    "Email verification cannot be required while no SMTP server is configured: "
+                    "no new user could ever verify.",
+                    "Configure SMTP first. " + smtp_settings.CONFIGURE_SMTP,
+                )
             row = await auth_config.update(cur, change)
         return auth_config.config_json(row)
 
@@ -113,7 +134,7 @@ class AuthAdmin:
         async with self.parts.database.as_owner() as cur:
             row = await users.by_id(cur, user_id_of(user_id))
         if row is None:
-            raise ApiError(404, "NOT_FOUND", "User not found.")
+            raise user_not_found("User does not exist")
         return users.user_json(row)
 
     async def delete_users(self, actor: Actor, user_ids: list[str]) -> int:
@@ -139,6 +160,14 @@ class AuthAdmin:
         details = change.model_dump(exclude={"password"})
         details["passwordChanged"] = change.password is not None
         async with self._audited(actor, "UPDATE_SMTP_CONFIG", details) as cur:
+            if not change.enabled and (await auth_config.load(cur))["require_email_verification"]:
+                raise ApiError(
+                    400,
+                    "INVALID_INPUT",
+                    "SMTP cannot be disabled while email verification is required: "
+                    "no new user could ever verify.",
+                    "Turn requireEmailVerification off first (PUT /api/auth/config).",
+                )
             row = await smtp_settings.upsert(cur, change, self.parts.box)
         return smtp_settings.smtp_json(row)
 
@@ -156,7 +185,7 @@ class AuthAdmin:
                 raise ApiError(
                     400,
                     "INVALID_INPUT",
-                    f"Unknown template type; use one of {', '.join(email_templates.TEMPLATE_TYPES)}.",
+                    f"Invalid template type. Must be one of: {', '.join(email_templates.TEMPLATE_TYPES)}",
                 )
             row = await email_templates.update(cur, template_type, change)
             assert row is not None, "all template types are seeded"
@@ -182,14 +211,14 @@ class AuthAdmin:
         action: str,
         details: dict[str, Any],
         change: Callable[[AsyncCursor[DictRow]], Awaitable[DictRow | bool | None]],
-        missing: str = "",
+        missing: ApiError | None = None,
     ) -> DictRow:
         """Run `change` (a write answering the row it wrote, or whether it deleted one) audited as `action`;
-        404 with `missing` when it found nothing to change."""
+        `missing` when it found nothing to change."""
         async with self._audited(actor, action, details) as cur:
             row = await change(cur)
             if not row:
-                raise ApiError(404, "NOT_FOUND", missing)
+                raise missing or ApiError(404, "NOT_FOUND", "Not found")
         return row if not isinstance(row, bool) else {}
 
     async def create_oauth_config(
@@ -211,7 +240,7 @@ class AuthAdmin:
             "UPDATE_OAUTH_CONFIG",
             {"provider": provider, "fields": sorted(body.model_fields_set)},
             lambda cur: oauth_configs.update_built_in(cur, _provider(provider), body, self.parts.box),
-            f"{provider} is not configured.",
+            _config_not_found(provider),
         )
         return oauth_configs.config_json(row)
 
@@ -221,7 +250,7 @@ class AuthAdmin:
             "DELETE_OAUTH_CONFIG",
             {"provider": provider},
             lambda cur: oauth_configs.delete_built_in(cur, _provider(provider)),
-            f"{provider} is not configured.",
+            _config_not_found(provider),
         )
 
     async def list_custom_oauth_configs(self, actor: Actor) -> list[dict[str, Any]]:
@@ -235,7 +264,7 @@ class AuthAdmin:
         async with self.parts.database.as_owner() as cur:
             row = await oauth_configs.get_custom(cur, key)
         if row is None:
-            raise ApiError(404, "NOT_FOUND", _NO_CUSTOM_PROVIDER)
+            raise oauth_configs.custom_not_found(key)
         return oauth_configs.custom_json(row)
 
     async def create_custom_oauth_config(
@@ -257,7 +286,7 @@ class AuthAdmin:
             "UPDATE_CUSTOM_OAUTH_CONFIG",
             {"key": key, "fields": sorted(body.model_fields_set)},
             lambda cur: oauth_configs.update_custom(cur, key, body, self.parts.box),
-            _NO_CUSTOM_PROVIDER,
+            oauth_configs.custom_not_found(key),
         )
         return oauth_configs.custom_json(row)
 
@@ -267,7 +296,7 @@ class AuthAdmin:
             "DELETE_CUSTOM_OAUTH_CONFIG",
             {"key": key},
             lambda cur: oauth_configs.delete_custom(cur, key),
-            _NO_CUSTOM_PROVIDER,
+            oauth_configs.custom_not_found(key),
         )
 
     # --- keys ----------------------------------------------------------------------------------------------
@@ -283,16 +312,21 @@ class AuthAdmin:
         """The dashboard's root admin signs in (`ROOT_ADMIN_USERNAME`/`ROOT_ADMIN_PASSWORD`)."""
         name = body.username if body.username is not None else body.email
         if name is None:
-            raise ApiError(400, "INVALID_INPUT", "username (or email) is required.")
+            raise ApiError(400, "INVALID_INPUT", "username: Required", "Send username and password.")
         settings = self.parts.settings
         await self.parts.limit(f"admin-sign-in:{actor.ip}", settings.sign_in_limit)
         expected_name = self.parts.server.root_admin_username
         if not credentials_match(name, body.password, expected_name, self.parts.keys.root_admin_password):
-            refused = {"error": "Invalid admin credentials."}
+            refused = {"error": "Invalid admin credentials"}
             await audit.record(
                 self.parts.database, actor, "ADMIN_SIGN_IN", MODULE, refused, outcome="refused"
             )
-            raise ApiError(401, "AUTH_INVALID_CREDENTIALS", "Invalid admin credentials.")
+            raise ApiError(
+                401,
+                "AUTH_UNAUTHORIZED",
+                "Invalid admin credentials",
+                "Check ROOT_ADMIN_USERNAME and the password (kilnbase keys shows where it is).",
+            )
         who = admin_subject(expected_name)
         signed_in = Principal(
             db_role="project_admin",

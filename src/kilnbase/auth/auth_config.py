@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from kilnbase.db.session import Database
 
@@ -34,8 +34,16 @@ _COLUMNS = {
 }
 
 
+def _redirect_url(url: str) -> str:
+    if not ALLOWED_REDIRECT_PATTERN.match(url):
+        raise ValueError("Invalid URL or wildcard URL")
+    return url
+
+
 class AuthConfigUpdate(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
+    """InsForge's partial config: unknown fields (`id`, `createdAt`, from a config read back) are ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
 
     requireEmailVerification: bool | None = None
     passwordMinLength: int | None = Field(None, ge=4, le=128)
@@ -45,16 +53,8 @@ class AuthConfigUpdate(BaseModel):
     requireSpecialChar: bool | None = None
     verifyEmailMethod: Literal["code", "link"] | None = None
     resetPasswordMethod: Literal["code", "link"] | None = None
-    allowedRedirectUrls: list[str] | None = None
+    allowedRedirectUrls: list[Annotated[str, AfterValidator(_redirect_url)]] | None = None
     disableSignup: bool | None = None
-
-    @field_validator("allowedRedirectUrls")
-    @classmethod
-    def _urls(cls, value: list[str] | None) -> list[str] | None:
-        for url in value or []:
-            if not ALLOWED_REDIRECT_PATTERN.match(url):
-                raise ValueError(f"Invalid URL or wildcard URL: {url!r}")
-        return value
 
 
 def iso(moment: datetime) -> str:
@@ -100,6 +100,23 @@ async def update(cur: AsyncCursor[DictRow], change: AuthConfigUpdate) -> DictRow
     row = await cur.fetchone()
     assert row is not None
     return row
+
+
+def password_requirements(row: DictRow, *, too_long: bool = False) -> str:
+    """InsForge's statement of the whole policy ("Password must contain at least 6 characters long, at
+    least one number"), with Kilnbase's upper bound when that is what was missed."""
+    requirements = [f"at least {row['password_min_length']} characters long"]
+    for column, what in (
+        ("require_number", "at least one number"),
+        ("require_lowercase", "at least one lowercase letter"),
+        ("require_uppercase", "at least one uppercase letter"),
+        ("require_special_char", "at least one special character"),
+    ):
+        if row[column]:
+            requirements.append(what)
+    if too_long:
+        requirements.append("at most 256 characters")
+    return f"Password must contain {', '.join(requirements)}"
 
 
 def password_problems(row: DictRow, password: str) -> list[str]:

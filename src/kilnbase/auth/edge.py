@@ -12,6 +12,7 @@ from starlette.responses import Response
 from kilnbase.auth.accounts import SessionResult
 from kilnbase.auth.parts import AuthParts
 from kilnbase.auth.sessions import CLIENT_TYPES, IssuedTokens, SessionKind
+from kilnbase.auth.validation import zod_type
 from kilnbase.http.errors import ApiError
 from kilnbase.http.json_body import read_json
 from kilnbase.http.request_context import actor_of, principal_of
@@ -25,10 +26,10 @@ COOKIE_PATH = "/api/auth"
 
 
 def client_type_of(request: Request) -> str:
+    """`?client_type=`: mobile, desktop or server; anything else is web, as InsForge's `parseClientType`
+    reads it."""
     value = request.query_params.get("client_type", "web")
-    if value not in CLIENT_TYPES:
-        raise ApiError(400, "INVALID_INPUT", "client_type must be one of web, mobile, desktop, server.")
-    return value
+    return value if value in CLIENT_TYPES else "web"
 
 
 def public_actor(request: Request) -> Actor:
@@ -109,9 +110,12 @@ class SessionEdge:
             body = await read_json(request, optional=True)
             token = None
             if isinstance(body, dict):
-                token = body.get("refreshToken") or body.get("refresh_token")
+                token = body.get("refreshToken")
+                if token is None:
+                    token = body.get("refresh_token")
             if token is not None and not isinstance(token, str):
-                raise ApiError(400, "INVALID_INPUT", "refreshToken must be a string.")
+                received = zod_type(token)
+                raise ApiError(400, "INVALID_INPUT", f"refreshToken: Expected string, received {received}")
             return token, False
         token = request.cookies.get(ADMIN_COOKIE if kind == "admin" else USER_COOKIE)
         if token:
@@ -124,6 +128,6 @@ class SessionEdge:
             raise ApiError(
                 403,
                 "FORBIDDEN",
-                "Missing or invalid CSRF token.",
+                "Invalid CSRF token",
                 "Send the csrfToken from the last sign-in or refresh as the X-CSRF-Token header.",
             )

@@ -25,11 +25,10 @@ from kilnbase.auth.accounts import (
     with_query,
 )
 from kilnbase.auth.mailer import PendingEmail
-from kilnbase.auth.parts import AuthParts
+from kilnbase.auth.parts import SEND_REFUSAL, VERIFY_REFUSAL, AuthParts
 from kilnbase.auth.sessions import revoke_all_for_subject
 from kilnbase.auth.validation import StrictBody, WithEmail
 from kilnbase.http.errors import ApiError
-from kilnbase.http.rate_limit import enforce
 from kilnbase.identity.actor import Actor
 
 
@@ -63,22 +62,26 @@ class EmailFlows:
         self.parts = parts
         self.accounts = accounts
 
-    async def _limit_sends(self, actor: Actor, email: str) -> None:
-        settings = self.parts.settings
-        await self.parts.limit(f"email-send:{actor.ip}", settings.email_send_limit)
+    async def _limit_sends(self, actor: Actor, email: str, what: str) -> None:
+        """503 when no SMTP server could send `what` (it would be lost, while the answer said it was sent);
+        then the limits on sending."""
         async with self.parts.database.as_owner() as cur:
             row = await smtp_settings.load(cur)
+        if not smtp_settings.is_usable(row):
+            raise smtp_settings.not_configured(what)
+        settings = self.parts.settings
+        await self.parts.limit(f"email-send:{actor.ip}", settings.email_send_limit, SEND_REFUSAL)
         interval = row["min_interval_seconds"] if row is not None else 60
         if interval > 0:
-            await enforce(self.parts.limiter, f"email-cooldown:{email}", 1, interval)
+            await self.parts.cooldown(f"email-cooldown:{email}", interval)
 
     async def _limit_verifications(self, actor: Actor) -> None:
-        await self.parts.limit(f"verify:{actor.ip}", self.parts.settings.verify_limit)
+        await self.parts.limit(f"verify:{actor.ip}", self.parts.settings.verify_limit, VERIFY_REFUSAL)
 
     # --- sending -------------------------------------------------------------------------------------------
 
     async def send_sign_in_code(self, actor: Actor, body: EmailOnly) -> None:
-        await self._limit_sends(actor, body.email)
+        await self._limit_sends(actor, body.email, "a sign-in code")
         self.parts.mailer.later(lambda: self._sign_in_code(body.email))
 
     async def _sign_in_code(self, email: str) -> PendingEmail | None:
@@ -95,7 +98,7 @@ class EmailFlows:
         config = await auth_config.read(self.parts.database)
         method: str = config["verify_email_method"]
         redirect_to = check_redirect(body.redirectTo, config, required=method == "link")
-        await self._limit_sends(actor, body.email)
+        await self._limit_sends(actor, body.email, f"a verification {method}")
         self.parts.mailer.later(lambda: self._verification(body.email, redirect_to))
         return method
 
@@ -111,8 +114,10 @@ class EmailFlows:
         """Send a password reset code or link (the project's method, returned) if the account exists."""
         config = await auth_config.read(self.parts.database)
         method: str = config["reset_password_method"]
-        redirect_to = check_redirect(body.redirectTo, config, required=method == "link")
-        await self._limit_sends(actor, body.email)
+        redirect_to = check_redirect(
+            body.redirectTo, config, required=method == "link", flow="password reset"
+        )
+        await self._limit_sends(actor, body.email, f"a password reset {method}")
         self.parts.mailer.later(lambda: self._reset(body.email, method, redirect_to))
         return method
 
@@ -140,7 +145,7 @@ class EmailFlows:
         async with self.parts.database.as_owner() as cur:
             row = await users.by_email(cur, body.email, lock=True)
             if row is None:
-                raise ApiError(400, "INVALID_INPUT", "Invalid or expired verification code.")
+                raise ApiError(400, "INVALID_INPUT", "Invalid or expired verification code")
             ended = await claim_address(cur, row, keep_password=config["require_email_verification"])
             row = await users.by_id(cur, str(row["id"]))
             assert row is not None
@@ -167,7 +172,7 @@ class EmailFlows:
                     ended = await claim_address(cur, row, keep_password=keep)
         self.parts.sessions.ended(ended)
         if redeemed is None:
-            return _link_failed(spent, "verify_email", "Invalid or expired verification link")
+            return _link_failed(spent, "verify_email", "Invalid or expired verification token")
         if redeemed.redirect_to is None:
             return None
         return with_query(
@@ -191,19 +196,22 @@ class EmailFlows:
         config = await auth_config.read(self.parts.database)
         problems = auth_config.password_problems(config, body.newPassword)
         if problems:
-            raise weak_password(problems)
+            raise weak_password(config, problems)
         codes = self.parts.codes
         async with self.parts.database.as_owner() as cur:
             if await codes.peek_token(cur, "RESET_PASSWORD", body.otp) is None:
                 raise ApiError(
-                    400, "INVALID_INPUT", "Invalid or expired reset token.", "Request a new reset email."
+                    400,
+                    "INVALID_INPUT",
+                    "Invalid or expired verification token",
+                    "Request a new reset email.",
                 )
         password_hash = await self.parts.passwords.hash(body.newPassword)
         async with self.parts.database.as_owner() as cur:
             redeemed = await codes.redeem_token(cur, "RESET_PASSWORD", body.otp)
             row = await users.by_email(cur, redeemed.email, lock=True)
             if row is None:
-                raise ApiError(400, "INVALID_INPUT", "Invalid or expired reset token.")
+                raise ApiError(400, "INVALID_INPUT", "Invalid or expired verification token")
             user_id = str(row["id"])
             ended = await claim_address(cur, row, keep_password=False)
             await users.set_password(cur, user_id, password_hash)
@@ -218,7 +226,7 @@ class EmailFlows:
             found = await codes.peek_token(cur, "RESET_PASSWORD", token)
             spent = None if found else await codes.spent_token_redirect(cur, "RESET_PASSWORD", token)
         if found is None:
-            return _link_failed(spent, "reset_password", "Invalid or expired password reset link")
+            return _link_failed(spent, "reset_password", "Invalid or expired verification token")
         if found.redirect_to is None:
             return None
         return with_query(

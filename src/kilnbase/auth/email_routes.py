@@ -13,11 +13,11 @@ from starlette.routing import BaseRoute, Route
 from kilnbase.auth.edge import SessionEdge, client_type_of, public_actor
 from kilnbase.auth.email_flows import EmailCode, EmailOnly, PasswordReset, ResetCodeExchange
 from kilnbase.auth.email_templates import TemplateUpdate
+from kilnbase.auth.gate import admin_actor
 from kilnbase.auth.services import Auth
 from kilnbase.auth.smtp_settings import SmtpConfigUpdate
+from kilnbase.auth.validation import read_body
 from kilnbase.http.errors import ApiError
-from kilnbase.http.json_body import read_model
-from kilnbase.http.request_context import actor_of, admin_actor
 from kilnbase.http.responses import json_response
 
 _TOKEN_LENGTH = 64
@@ -29,8 +29,13 @@ def _accepted(message: str) -> Response:
 
 def _link_token(request: Request) -> str:
     token = request.query_params.get("token", "")
-    if len(token) != _TOKEN_LENGTH or any(c not in "0123456789abcdef" for c in token):
-        raise ApiError(400, "INVALID_INPUT", "The link is malformed; use the link from the email as it is.")
+    if len(token) != _TOKEN_LENGTH or any(c not in "0123456789abcdefABCDEF" for c in token):
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "token: token must be a 64-character hexadecimal token",
+            "Use the link from the email as it is.",
+        )
     return token
 
 
@@ -48,56 +53,56 @@ class EmailRoutes:
         self.edge = SessionEdge(auth.parts)
 
     async def send_otp(self, request: Request) -> Response:
-        actor = actor_of(request)
-        await self.flows.send_sign_in_code(actor, await read_model(request, EmailOnly))
+        actor = public_actor(request)
+        await self.flows.send_sign_in_code(actor, await read_body(request, EmailOnly))
         return _accepted("If the email can sign in, we have sent a sign-in code. Please check your inbox.")
 
     async def send_verification(self, request: Request) -> Response:
-        actor = actor_of(request)
-        method = await self.flows.send_verification(actor, await read_model(request, EmailOnly))
+        actor = public_actor(request)
+        method = await self.flows.send_verification(actor, await read_body(request, EmailOnly))
         what = "verification link" if method == "link" else "verification code"
         return _accepted(f"If your email is registered, we have sent you a {what}. Please check your inbox.")
 
     async def verify_email(self, request: Request) -> Response:
-        actor = actor_of(request)
+        actor = public_actor(request)
         client_type = client_type_of(request)
         result = await self.flows.verify_email_with_code(
-            actor, await read_model(request, EmailCode), client_type
+            actor, await read_body(request, EmailCode), client_type
         )
         return self.edge.response(request, result, client_type)
 
     async def verify_link(self, request: Request) -> Response:
         target = await self.flows.verify_email_with_link(public_actor(request), _link_token(request))
-        return _redirect(target, "Invalid or expired verification link.")
+        return _redirect(target, "Invalid or expired verification token")
 
     async def send_reset_password(self, request: Request) -> Response:
-        actor = actor_of(request)
-        method = await self.flows.send_reset_password(actor, await read_model(request, EmailOnly))
+        actor = public_actor(request)
+        method = await self.flows.send_reset_password(actor, await read_body(request, EmailOnly))
         what = "password reset link" if method == "link" else "password reset code"
         return _accepted(f"If your email is registered, we have sent you a {what}. Please check your inbox.")
 
     async def exchange_reset_token(self, request: Request) -> Response:
-        actor = actor_of(request)
+        actor = public_actor(request)
         token, expires_at = await self.flows.exchange_reset_code(
-            actor, await read_model(request, ResetCodeExchange)
+            actor, await read_body(request, ResetCodeExchange)
         )
         return json_response({"token": token, "expiresAt": expires_at.isoformat().replace("+00:00", "Z")})
 
     async def reset_password(self, request: Request) -> Response:
-        actor = actor_of(request)
-        await self.flows.reset_password(actor, await read_model(request, PasswordReset))
+        actor = public_actor(request)
+        await self.flows.reset_password(actor, await read_body(request, PasswordReset))
         return json_response({"message": "Password has been reset successfully. Please sign in again."})
 
     async def reset_password_link(self, request: Request) -> Response:
         target = await self.flows.reset_password_link(public_actor(request), _link_token(request))
-        return _redirect(target, "Invalid or expired password reset link.")
+        return _redirect(target, "Invalid or expired verification token")
 
     async def get_smtp_config(self, request: Request) -> Response:
         return json_response(await self.admin.smtp_config(admin_actor(request)))
 
     async def put_smtp_config(self, request: Request) -> Response:
         actor = admin_actor(request)
-        change = await read_model(request, SmtpConfigUpdate)
+        change = await read_body(request, SmtpConfigUpdate)
         return json_response(await self.admin.update_smtp_config(actor, change))
 
     async def list_templates(self, request: Request) -> Response:
@@ -105,7 +110,7 @@ class EmailRoutes:
 
     async def put_template(self, request: Request) -> Response:
         actor = admin_actor(request)
-        change = await read_model(request, TemplateUpdate)
+        change = await read_body(request, TemplateUpdate)
         return json_response(
             await self.admin.update_template(actor, request.path_params["template_type"], change)
         )

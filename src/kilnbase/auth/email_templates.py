@@ -27,7 +27,7 @@ _SUBJECT_ENVIRONMENT = SandboxedEnvironment(autoescape=False)
 
 
 class TemplateUpdate(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True, extra="ignore")  # (unknown fields ignored, as zod does)
 
     subject: str = Field(min_length=1, max_length=500)
     bodyHtml: str = Field(min_length=1, max_length=100_000)

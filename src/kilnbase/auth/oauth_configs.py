@@ -35,6 +35,10 @@ def _url(value: str | None) -> str | None:
     return value
 
 
+def custom_not_found(key: str) -> ApiError:
+    return ApiError(404, "AUTH_OAUTH_CONFIG_NOT_FOUND", f"Custom OAuth configuration for {key} not found")
+
+
 class OAuthConfigFields(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
@@ -56,7 +60,8 @@ class OAuthConfigCreate(OAuthConfigFields):
     @classmethod
     def _provider(cls, value: str) -> str:
         if value not in KNOWN_PROVIDERS:
-            raise ValueError(f"unknown provider; use one of {', '.join(KNOWN_PROVIDERS)}")
+            expected = " | ".join(f"'{name}'" for name in KNOWN_PROVIDERS)
+            raise ValueError(f"Invalid enum value. Expected {expected}, received '{value}'")
         return value
 
 
@@ -147,7 +152,10 @@ async def create_built_in(cur: AsyncCursor[DictRow], body: OAuthConfigCreate, bo
         )
     except errors.UniqueViolation:
         raise ApiError(
-            409, "ALREADY_EXISTS", f"{body.provider} is already configured; update it instead."
+            409,
+            "AUTH_OAUTH_CONFIG_ALREADY_EXISTS",
+            f"OAuth configuration for {body.provider} already exists",
+            f"Update it with PUT /api/auth/oauth/{body.provider}/config.",
         ) from None
     row = await cur.fetchone()
     assert row is not None
@@ -214,7 +222,12 @@ async def create_custom(cur: AsyncCursor[DictRow], body: CustomConfigCreate, box
             ),
         )
     except errors.UniqueViolation:
-        raise ApiError(409, "ALREADY_EXISTS", f"A custom provider with key {body.key!r} exists.") from None
+        raise ApiError(
+            409,
+            "AUTH_OAUTH_CONFIG_ALREADY_EXISTS",
+            f"Custom OAuth config {body.key} already exists",
+            f"Update it with PUT /api/auth/oauth/custom/{body.key}/config.",
+        ) from None
     row = await cur.fetchone()
     assert row is not None
     return row

@@ -33,7 +33,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import jwt
@@ -41,26 +41,26 @@ import orjson
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from psycopg.rows import DictRow
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from kilnbase.auth import auth_config, oauth_configs, users
 from kilnbase.auth.accounts import Accounts, SessionResult, check_redirect, claim_address, with_query
 from kilnbase.auth.oauth_providers import (
     BUILT_IN,
+    KNOWN_PROVIDERS,
     UNSUPPORTED_PROVIDERS,
     Endpoints,
     Identity,
     parse_oidc_claims,
     spec_for,
 )
-from kilnbase.auth.parts import AuthParts
+from kilnbase.auth.parts import ID_SIGN_IN_REFUSAL, AuthParts
 from kilnbase.auth.validation import StrictBody
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
 
 _HTTP_TIMEOUT = 15.0
 _CACHE_SECONDS = 300.0
-_PKCE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 #: Set by the flow itself: ignored when the app sends them.
 _FLOW_PARAMS = frozenset(
     {
@@ -97,9 +97,28 @@ class OAuthFailure(Exception):
     """The provider round trip failed after the state was redeemed: reported to the app by redirect."""
 
 
+def pkce_problems(value: str, label: str) -> list[str]:
+    """What is wrong with a PKCE challenge or verifier, in InsForge's words (every check that fails)."""
+    problems = []
+    if len(value) < 43:
+        problems.append(f"{label} must be at least 43 characters")
+    if len(value) > 128:
+        problems.append(f"{label} must be at most 128 characters")
+    if not re.fullmatch(r"[A-Za-z0-9._~-]*", value):
+        problems.append(f"{label} must be base64url encoded")
+    return problems
+
+
+def _verifier(value: str) -> str:
+    problems = pkce_problems(value, "Code verifier")
+    if problems:
+        raise ValueError(", code_verifier: ".join(problems))
+    return value
+
+
 class CodeExchange(StrictBody):
     code: str = Field(min_length=1, max_length=512)
-    code_verifier: str = Field(pattern=_PKCE.pattern)
+    code_verifier: Annotated[str, AfterValidator(_verifier)]
 
 
 class IdTokenSignIn(StrictBody):
@@ -319,13 +338,22 @@ class OAuthSignIn:
     async def _limit(self, actor: Actor) -> None:
         await self.parts.limit(f"oauth:{actor.ip}", self.parts.settings.oauth_limit)
 
+    @staticmethod
+    def _supported(key: str) -> None:
+        if key in UNSUPPORTED_PROVIDERS or key not in BUILT_IN:
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                f"Unsupported OAuth provider: {key}. Supported providers: {', '.join(KNOWN_PROVIDERS)}",
+            )
+
     async def _provider(self, key: str, *, custom: bool) -> ResolvedProvider:
         """The provider's configuration with its secret, and its endpoints (discovered for custom ones)."""
+        if not custom:
+            self._supported(key)
         async with self.parts.database.as_owner() as cur:
             if custom:
                 row = await oauth_configs.get_custom(cur, key)
-            elif key in UNSUPPORTED_PROVIDERS or key not in BUILT_IN:
-                raise ApiError(400, "AUTH_UNSUPPORTED_PROVIDER", f"OAuth provider {key!r} is not supported.")
             else:
                 row = await oauth_configs.get_built_in(cur, key)
         return await self._custom(key, row) if custom else self._built_in(key, row)
@@ -336,7 +364,7 @@ class OAuthSignIn:
             raise ApiError(
                 400,
                 "AUTH_OAUTH_CONFIG_ERROR",
-                f"OAuth provider {provider!r} is not configured.",
+                f"{provider} OAuth is not properly configured. Please check your oauth configurations.",
                 f"Configure it with POST /api/auth/oauth/configs (provider {provider}, clientId, "
                 "clientSecret).",
             )
@@ -359,7 +387,7 @@ class OAuthSignIn:
 
     async def _custom(self, key: str, row: DictRow | None) -> ResolvedProvider:
         if row is None:
-            raise ApiError(404, "NOT_FOUND", f"No custom OAuth provider with key {key!r}.")
+            raise oauth_configs.custom_not_found(key)
         endpoints = await discover(row["discovery_endpoint"])
         return ResolvedProvider(
             key=key,
@@ -380,18 +408,27 @@ class OAuthSignIn:
     async def start(self, actor: Actor, key: str, params: Mapping[str, str], *, custom: bool) -> str:
         """The provider's authorization URL for a new flow back to the app's `redirect_uri`."""
         await self._limit(actor)
+        if not custom:
+            self._supported(key)
         redirect_uri = params.get("redirect_uri")
-        challenge = params.get("code_challenge", "")
+        challenge = params.get("code_challenge")
+        # InsForge's query checks, in its words.
+        problems = []
         if not redirect_uri:
-            raise ApiError(400, "INVALID_INPUT", "redirect_uri is required.")
-        if not _PKCE.match(challenge):
-            raise ApiError(
-                400, "INVALID_INPUT", "code_challenge must be 43-128 base64url characters (PKCE S256)."
-            )
+            problems.append("redirect_uri: Redirect URI is required")
+        elif not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^\s]+$", redirect_uri):
+            problems.append("redirect_uri: Invalid url")
+        if challenge is None:
+            problems.append("code_challenge: Required")
+        else:
+            problems += [f"code_challenge: {p}" for p in pkce_problems(challenge, "Code challenge")]
+        if problems:
+            raise ApiError(400, "INVALID_INPUT", ", ".join(problems))
+        assert redirect_uri is not None
         passed = _passed_params(params)
         provider = await self._provider(key, custom=custom)
         config = await auth_config.read(self.parts.database)
-        check_redirect(redirect_uri, config, required=True, field="redirect_uri")
+        check_redirect(redirect_uri, config, required=True)
         state = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(48)
         nonce = secrets.token_urlsafe(16)
@@ -542,18 +579,18 @@ class OAuthSignIn:
             )
             found = await cur.fetchone()
         if found is None or found["expired"]:
-            raise ApiError(400, "INVALID_INPUT", "Invalid or expired OAuth code.", "Start the sign-in again.")
+            raise ApiError(400, "INVALID_INPUT", "Invalid or expired code", "Start the sign-in again.")
         if not hmac.compare_digest(s256(body.code_verifier), found["code_challenge"]):
             raise ApiError(
                 400,
-                "INVALID_INPUT",
-                "The code_verifier does not match the code_challenge of this sign-in.",
+                "AUTH_UNAUTHORIZED",
+                "PKCE verification failed",
                 "Send the verifier generated with the challenge; the code is now spent, start again.",
             )
         async with self.parts.database.as_owner() as cur:
             row = await users.by_id(cur, found["user_id"])
             if row is None:
-                raise ApiError(400, "INVALID_INPUT", "The user of this sign-in no longer exists.")
+                raise ApiError(404, "AUTH_USER_NOT_FOUND", "User not found")
             tokens = await self.accounts.issue(cur, actor, row, client_type)
         return SessionResult(users.user_json(row), tokens)
 
@@ -562,19 +599,32 @@ class OAuthSignIn:
     async def id_token_sign_in(self, actor: Actor, body: IdTokenSignIn, client_type: str) -> SessionResult:
         """Native sign-in (Google One Tap, Sign in with Apple): the app already holds the provider's ID
         token."""
-        await self.parts.limit(f"id-token:{actor.ip}", self.parts.settings.id_token_limit)
+        await self.parts.limit(
+            f"id-token:{actor.ip}",
+            self.parts.settings.id_token_limit,
+            ID_SIGN_IN_REFUSAL,
+        )
+        if body.provider == "apple" and not (body.nonce or "").strip():
+            problem = "Required" if body.nonce is None else "Nonce is required"
+            raise ApiError(400, "INVALID_INPUT", f"nonce: {problem}")
         async with self.parts.database.as_owner() as cur:
             row = await oauth_configs.get_built_in(cur, body.provider)
         if row is None or not row["client_id"]:
             raise ApiError(
-                400, "AUTH_OAUTH_CONFIG_ERROR", f"OAuth provider {body.provider!r} is not configured."
+                400,
+                "AUTH_OAUTH_CONFIG_ERROR",
+                f"{body.provider} OAuth is not properly configured. Please check your oauth configurations.",
             )
         spec = spec_for(body.provider, self.parts.settings.oauth_endpoints)
         audiences = [row["client_id"], *row["native_client_ids"]]
         try:
             claims = await validate_id_token(spec.endpoints, audiences, body.token, body.nonce)
         except OAuthFailure as exc:
-            raise ApiError(401, "AUTH_UNAUTHORIZED", "The ID token is not valid for this project.") from exc
+            # InsForge's answers: a Google token that does not verify is the request's mistake (400), an
+            # Apple one is refused (401).
+            if body.provider == "apple":
+                raise ApiError(401, "AUTH_UNAUTHORIZED", "Failed to verify Apple ID token", str(exc)) from exc
+            raise ApiError(400, "INVALID_INPUT", "Failed to verify Google ID token", str(exc)) from exc
         identity = parse_oidc_claims(claims)
         if body.name and not identity.name:
             identity = replace(identity, name=body.name)

@@ -10,6 +10,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from kilnbase.auth.edge import SessionEdge, client_type_of, public_actor
+from kilnbase.auth.gate import admin_actor
 from kilnbase.auth.oauth_configs import (
     CustomConfigCreate,
     CustomConfigFields,
@@ -18,8 +19,7 @@ from kilnbase.auth.oauth_configs import (
 )
 from kilnbase.auth.oauth_flow import CodeExchange, IdTokenSignIn
 from kilnbase.auth.services import Auth
-from kilnbase.http.json_body import read_model
-from kilnbase.http.request_context import actor_of, admin_actor
+from kilnbase.auth.validation import read_body
 from kilnbase.http.responses import json_response
 
 
@@ -45,7 +45,7 @@ class OAuthRoutes:
     async def create_config(self, request: Request) -> Response:
         actor = admin_actor(request)
         return json_response(
-            await self.admin.create_oauth_config(actor, await read_model(request, OAuthConfigCreate))
+            await self.admin.create_oauth_config(actor, await read_body(request, OAuthConfigCreate))
         )
 
     async def get_config(self, request: Request) -> Response:
@@ -55,7 +55,7 @@ class OAuthRoutes:
 
     async def update_config(self, request: Request) -> Response:
         actor = admin_actor(request)
-        body = await read_model(request, OAuthConfigFields)
+        body = await read_body(request, OAuthConfigFields)
         return json_response(
             await self.admin.update_oauth_config(actor, request.path_params["provider"], body)
         )
@@ -70,7 +70,7 @@ class OAuthRoutes:
 
     async def create_custom(self, request: Request) -> Response:
         actor = admin_actor(request)
-        body = await read_model(request, CustomConfigCreate)
+        body = await read_body(request, CustomConfigCreate)
         return json_response(await self.admin.create_custom_oauth_config(actor, body))
 
     async def get_custom(self, request: Request) -> Response:
@@ -80,7 +80,7 @@ class OAuthRoutes:
 
     async def update_custom(self, request: Request) -> Response:
         actor = admin_actor(request)
-        body = await read_model(request, CustomConfigFields)
+        body = await read_body(request, CustomConfigFields)
         return json_response(
             await self.admin.update_custom_oauth_config(actor, request.path_params["key"], body)
         )
@@ -93,7 +93,7 @@ class OAuthRoutes:
     # --- the flow ------------------------------------------------------------------------------------------
 
     async def _start(self, request: Request, *, custom: bool) -> Response:
-        actor = actor_of(request)
+        actor = public_actor(request)
         key = request.path_params["key" if custom else "provider"]
         url = await self.flow.start(actor, key, dict(request.query_params), custom=custom)
         return json_response({"authUrl": url})
@@ -120,17 +120,15 @@ class OAuthRoutes:
         return await self._callback(request, custom=True)
 
     async def exchange(self, request: Request) -> Response:
-        actor = actor_of(request)
+        actor = public_actor(request)
         client_type = client_type_of(request)
-        result = await self.flow.exchange(actor, await read_model(request, CodeExchange), client_type)
+        result = await self.flow.exchange(actor, await read_body(request, CodeExchange), client_type)
         return self.edge.response(request, result, client_type)
 
     async def id_token(self, request: Request) -> Response:
-        actor = actor_of(request)
+        actor = public_actor(request)
         client_type = client_type_of(request)
-        result = await self.flow.id_token_sign_in(
-            actor, await read_model(request, IdTokenSignIn), client_type
-        )
+        result = await self.flow.id_token_sign_in(actor, await read_body(request, IdTokenSignIn), client_type)
         return self.edge.response(request, result, client_type)
 
     def routes(self) -> list[BaseRoute]:

@@ -43,7 +43,7 @@ def _invalid(kind: str = "code") -> ApiError:
     return ApiError(
         400,
         "INVALID_INPUT",
-        f"Invalid or expired verification {kind}.",
+        f"Invalid or expired verification {kind}",
         "Request a new one and use it once, before it expires.",
     )
 
@@ -150,8 +150,8 @@ class OneTimeCodes:
                     ApiError(
                         400,
                         "INVALID_INPUT",
-                        "Too many wrong attempts; this code is no longer valid.",
-                        "Request a new code.",
+                        "Invalid or expired verification code",
+                        "Too many wrong attempts: this code is no longer valid. Request a new code.",
                     )
                     if burnt
                     else _invalid()

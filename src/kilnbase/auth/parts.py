@@ -13,9 +13,15 @@ from kilnbase.auth.sessions import SessionService
 from kilnbase.capability import Core
 from kilnbase.config import AuthSettings, Settings
 from kilnbase.db.session import Database
+from kilnbase.http.errors import ApiError
 from kilnbase.http.rate_limit import RateLimiter, enforce
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.keys.secret_box import SecretBox
+
+#: InsForge's words for its per-address limits (`{window}`: the window, "15 minutes").
+SEND_REFUSAL = "Too many send email verification requests from this IP. Please try again in {window}."
+VERIFY_REFUSAL = "Too many verification attempts from this IP. Please try again in {window}."
+ID_SIGN_IN_REFUSAL = "Too many ID token sign-in attempts from this IP. Please try again in {window}."
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,27 @@ class AuthParts:
     def base_url(self) -> str:
         return self.server.base_url
 
-    async def limit(self, key: str, limit: int) -> None:
-        """429 once `key` passes `limit` within the auth rate-limit window, in any process."""
-        await enforce(self.limiter, key, limit, self.settings.rate_limit_window_seconds)
+    async def limit(self, key: str, limit: int, refusal: str | None = None) -> None:
+        """429 once `key` passes `limit` within the auth rate-limit window, in any process; `refusal` is
+        InsForge's message for this limit, where it has one (`{window}` becomes the window, "15 minutes")."""
+        window = self.settings.rate_limit_window_seconds
+        try:
+            await enforce(self.limiter, key, limit, window)
+        except ApiError as exc:
+            if refusal is None or exc.status != 429:
+                raise
+            minutes = max(1, round(window / 60))
+            message = refusal.format(window=f"{minutes} minute{'s' if minutes != 1 else ''}")
+            raise ApiError(429, exc.code, message, exc.next_actions) from None
+
+    async def cooldown(self, key: str, seconds: float) -> None:
+        """One request per `seconds` for `key` (one recipient's emails), refused in InsForge's words."""
+        retry_after = await self.limiter.hit(key, 1, seconds)
+        if retry_after is not None:
+            wait = max(1, int(retry_after + 0.999))
+            raise ApiError(
+                429,
+                "TOO_MANY_REQUESTS",
+                f"Please wait {wait} seconds before requesting another code for this email",
+                f"Wait {wait} seconds before retrying.",
+            )

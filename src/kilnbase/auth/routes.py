@@ -6,7 +6,10 @@ OAuth in `oauth_routes`. Handlers parse the request, call the service (`Auth`), 
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -16,29 +19,34 @@ from kilnbase.auth.admin import AdminSignIn
 from kilnbase.auth.auth_config import AuthConfigUpdate
 from kilnbase.auth.edge import SessionEdge, client_type_of, public_actor
 from kilnbase.auth.email_routes import EmailRoutes
+from kilnbase.auth.gate import admin_actor, api_key_presented, caller_actor, token_actor, user_actor
 from kilnbase.auth.oauth_routes import OAuthRoutes
 from kilnbase.auth.services import Auth
 from kilnbase.auth.sessions import SessionKind
 from kilnbase.auth.tools import auth_tools
-from kilnbase.auth.validation import UUID_PATTERN, StrictBody
+from kilnbase.auth.validation import UUID_PATTERN, StrictBody, parse_body, read_body
 from kilnbase.capability import Capability
 from kilnbase.http.errors import ApiError, error_response
-from kilnbase.http.json_body import parse, read_json, read_model
-from kilnbase.http.query_params import int_param
-from kilnbase.http.request_context import actor_of, admin_actor
+from kilnbase.http.json_body import decode_json
 from kilnbase.http.responses import json_response
 
 
-class DeleteUsers(StrictBody):
-    userIds: list[str] = Field(min_length=1, max_length=1000)
+def _user_id(value: str) -> str:
+    if not UUID_PATTERN.match(value):
+        raise ValueError("Invalid user ID format")
+    return value
 
-    @field_validator("userIds")
-    @classmethod
-    def _ids(cls, value: list[str]) -> list[str]:
-        for item in value:
-            if not UUID_PATTERN.match(item):
-                raise ValueError(f"Invalid user ID format: {item!r}")
-        return value
+
+def _lenient_int(raw: str | None, default: int, low: int) -> int:
+    """InsForge's reading of `limit` and `offset` on the user list: `parseInt`, the default when that
+    fails or is 0, never below `low`; never an error. (Kilnbase also caps them, so a page stays bounded.)"""
+    match = re.match(r"\s*[-+]?\d+", raw or "")
+    parsed = int(match.group()) if match else 0
+    return max(low, parsed or default)  # (`parseInt(x) || default`: 0 is the default too)
+
+
+class DeleteUsers(StrictBody):
+    userIds: list[Annotated[str, AfterValidator(_user_id)]] = Field(min_length=1, max_length=1000)
 
 
 class AuthRoutes:
@@ -60,16 +68,16 @@ class AuthRoutes:
     async def put_config(self, request: Request) -> Response:
         actor = admin_actor(request)
         return json_response(
-            await self.auth.admin.update_config(actor, await read_model(request, AuthConfigUpdate))
+            await self.auth.admin.update_config(actor, await read_body(request, AuthConfigUpdate))
         )
 
     # --- users and sessions --------------------------------------------------------------------------------
 
     async def create_user(self, request: Request) -> Response:
         """A sign-up; with admin rights, an admin adding a user (no session, `autoConfirm` honoured)."""
-        actor = actor_of(request)
+        actor = caller_actor(request)
         client_type = client_type_of(request)
-        body = await read_model(request, SignUp)
+        body = await read_body(request, SignUp)
         if actor.is_admin:
             result = await self.auth.accounts.create_user(actor, body)
         else:
@@ -79,16 +87,20 @@ class AuthRoutes:
     async def create_session(self, request: Request) -> Response:
         actor = public_actor(request)
         client_type = client_type_of(request)
-        data = await read_json(request)
-        method = data.get("method", "password") if isinstance(data, dict) else None
+        data = decode_json(await request.body(), optional=True)
+        method = data.get("method") if isinstance(data, dict) else None
         accounts = self.auth.accounts
         result: SessionResult
         if method == "otp":
-            result = await accounts.sign_in_with_code(actor, parse(CodeSignIn, data), client_type)
-        elif method == "password":
-            result = await accounts.sign_in_with_password(actor, parse(PasswordSignIn, data), client_type)
+            result = await accounts.sign_in_with_code(actor, parse_body(CodeSignIn, data), client_type)
+        elif method in ("password", None):
+            result = await accounts.sign_in_with_password(
+                actor, parse_body(PasswordSignIn, data), client_type
+            )
         else:
-            raise ApiError(400, "INVALID_INPUT", "method must be 'password' or 'otp'.")
+            raise ApiError(
+                400, "INVALID_INPUT", "method: Invalid discriminator value. Expected 'password' | 'otp'"
+            )
         return self.edge.response(request, result, client_type)
 
     async def _refresh(self, request: Request, kind: SessionKind) -> Response:
@@ -97,8 +109,12 @@ class AuthRoutes:
         token, from_cookie = await self.edge.refresh_token(request, client_type, kind)
         actor = public_actor(request)
         try:
+            if not token and from_cookie:
+                what = "admin refresh token" if kind == "admin" else "refresh token"
+                raise ApiError(401, "AUTH_UNAUTHORIZED", f"No {what} provided", "Sign in again.")
             if not token:
-                raise ApiError(401, "AUTH_UNAUTHORIZED", "No refresh token provided.", "Sign in again.")
+                problem = "Required" if token is None else "refreshToken is required"
+                raise ApiError(400, "INVALID_INPUT", f"refreshToken: {problem}")
             if kind == "admin":
                 result = await self.auth.admin.refresh(actor, token, client_type)
             else:
@@ -132,23 +148,23 @@ class AuthRoutes:
         return await self._logout(request, "user")
 
     async def current_session(self, request: Request) -> Response:
-        return json_response({"user": await self.auth.accounts.current_user(actor_of(request))})
+        return json_response({"user": await self.auth.accounts.current_user(user_actor(request))})
 
     async def update_profile(self, request: Request) -> Response:
-        actor = actor_of(request)
-        change = await read_model(request, ProfileUpdate)
+        actor = token_actor(request)
+        change = await read_body(request, ProfileUpdate)
         return json_response(await self.auth.accounts.update_profile(actor, change))
 
     async def get_profile(self, request: Request) -> Response:
-        actor = actor_of(request)
+        actor = public_actor(request)
         return json_response(await self.auth.accounts.profile(actor, request.path_params["user_id"]))
 
     # --- admin: users --------------------------------------------------------------------------------------
 
     async def list_users(self, request: Request) -> Response:
         actor = admin_actor(request)
-        limit = int_param(request, "limit", 10, 1, 1000)
-        offset = int_param(request, "offset", 0, 0, 100_000_000)
+        limit = min(_lenient_int(request.query_params.get("limit"), 10, 1), 1000)
+        offset = min(_lenient_int(request.query_params.get("offset"), 0, 0), 100_000_000)
         search = request.query_params.get("search") or None
         return json_response(
             await self.auth.admin.list_users(actor, limit=limit, offset=offset, search=search)
@@ -160,7 +176,7 @@ class AuthRoutes:
 
     async def delete_users(self, request: Request) -> Response:
         actor = admin_actor(request)
-        body = await read_model(request, DeleteUsers)
+        body = await read_body(request, DeleteUsers)
         deleted = await self.auth.admin.delete_users(actor, body.userIds)
         return json_response({"message": "Users deleted successfully", "deletedCount": deleted})
 
@@ -173,7 +189,7 @@ class AuthRoutes:
 
     async def admin_sign_in(self, request: Request) -> Response:
         client_type = client_type_of(request)
-        body = await read_model(request, AdminSignIn)
+        body = await read_body(request, AdminSignIn)
         result = await self.auth.admin.sign_in(public_actor(request), body, client_type)
         return self.edge.response(request, result, client_type, kind="admin")
 
@@ -184,7 +200,9 @@ class AuthRoutes:
         return await self._logout(request, "admin")
 
     async def admin_current_session(self, request: Request) -> Response:
-        return json_response({"admin": self.auth.admin.current(admin_actor(request))})
+        """InsForge's `verifyToken` and a role check; Kilnbase takes the API key too."""
+        actor = admin_actor(request) if api_key_presented(request) else token_actor(request)
+        return json_response({"admin": self.auth.admin.current(actor)})
 
     def routes(self) -> list[BaseRoute]:
         return [

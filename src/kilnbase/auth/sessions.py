@@ -47,8 +47,15 @@ SessionKind = Literal["user", "admin"]
 CLIENT_TYPES = frozenset({"web", "mobile", "desktop", "server"})
 
 
-def unauthorized(message: str) -> ApiError:
-    return ApiError(401, "AUTH_UNAUTHORIZED", message, "Sign in again to get a new session.")
+def unauthorized(reason: str) -> ApiError:
+    """InsForge's refusal of a refresh token ("Invalid or expired refresh token"); Kilnbase's reason (unknown,
+    expired, signed out, reused) goes into `nextActions`."""
+    return ApiError(
+        401,
+        "AUTH_UNAUTHORIZED",
+        "Invalid or expired refresh token",
+        f"{reason} Sign in again to get a new session.",
+    )
 
 
 @dataclass(frozen=True)
@@ -155,7 +162,7 @@ class SessionService:
         try:
             claims = verify_hs256(token, self._refresh_key)
         except MalformedToken:
-            raise unauthorized("Invalid refresh token.") from None
+            raise unauthorized("The refresh token is malformed or was not signed by this project.") from None
         expires, generation = claims.get("exp"), claims.get("gen", 0)
         if (
             not _is_number(expires)
@@ -166,9 +173,9 @@ class SessionService:
             or not isinstance(claims.get("sub"), str)
             or not isinstance(claims.get("sid"), str)
         ):
-            raise unauthorized("Invalid refresh token.")
+            raise unauthorized("The refresh token is not one of this project's.")
         if cast(float, expires) <= time.time() and not expired_too:
-            raise ApiError(401, "AUTH_TOKEN_EXPIRED", "The refresh token has expired.", "Sign in again.")
+            raise unauthorized("The refresh token has expired.")
         return claims
 
     async def issue(
@@ -270,7 +277,7 @@ class SessionService:
         if row["revoked_at"] is not None:
             return unauthorized("This session has been signed out.")
         if row["expired"]:
-            return ApiError(401, "AUTH_TOKEN_EXPIRED", "The refresh token has expired.", "Sign in again.")
+            return unauthorized("The refresh token has expired.")
         if spent:
             self.ended(ended)
             return reused_error()

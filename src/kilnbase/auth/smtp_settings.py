@@ -7,33 +7,52 @@ from typing import Any
 
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kilnbase.auth.auth_config import iso
 from kilnbase.auth.validation import normalize_email
 from kilnbase.email.smtp import SmtpServer
+from kilnbase.http.errors import ApiError
 from kilnbase.keys.secret_box import SecretBox
 
 _PASSWORD_CONTEXT = "auth.smtp_config.password"  # noqa: S105 (a label, not a password)
 
 
 class SmtpConfigUpdate(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
+    """InsForge's SMTP settings: turning SMTP off needs nothing else, turning it on needs the server, the
+    login and the sender (refused in InsForge's words). Unknown fields are ignored, as zod ignores them."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
 
     enabled: bool
-    host: str = Field(min_length=1, max_length=255)
+    host: str = Field("", max_length=255)
     #: Any port: InsForge allows only 25/465/587/2525, which rules out test servers and some relays.
     port: int = Field(ge=1, le=65535)
-    username: str = Field(min_length=1, max_length=255)
+    username: str = Field("", max_length=255)
     password: str | None = Field(None, min_length=1, max_length=1024)
-    senderEmail: str
-    senderName: str = Field(min_length=1, max_length=255)
+    senderEmail: str = Field("", max_length=254)
+    senderName: str = Field("", max_length=255)
     minIntervalSeconds: int = Field(60, ge=0, le=86400)
 
-    @field_validator("senderEmail")
-    @classmethod
-    def _sender(cls, value: str) -> str:
-        return normalize_email(value)
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> SmtpConfigUpdate:
+        if not self.enabled:
+            return self
+        problems = []
+        if not self.host.strip():
+            problems.append("host: SMTP host is required")
+        if not self.username.strip():
+            problems.append("username: SMTP username is required")
+        try:
+            self.senderEmail = normalize_email(self.senderEmail)
+        except ValueError:
+            problems.append("senderEmail: Invalid sender email")
+        if not self.senderName.strip():
+            problems.append("senderName: Sender name is required")
+        if problems:
+            # (one error for all, as zod's refinement lists them; `parse_body` prints it as it is)
+            raise ValueError(", ".join(problems))
+        return self
 
 
 def smtp_json(row: DictRow | None) -> dict[str, Any]:
@@ -97,9 +116,31 @@ async def upsert(cur: AsyncCursor[DictRow], change: SmtpConfigUpdate, box: Secre
     return row
 
 
+def is_usable(row: DictRow | None) -> bool:
+    """Whether auth's emails have a server to go through (configured and enabled)."""
+    return row is not None and bool(row["enabled"]) and bool(row["host"])
+
+
+#: What to configure, said wherever an email cannot go out for want of SMTP.
+CONFIGURE_SMTP = (
+    "An admin configures SMTP with PUT /api/auth/smtp-config "
+    "{enabled: true, host, port, username, password, senderEmail, senderName}."
+)
+
+
+def not_configured(what: str) -> ApiError:
+    """503: `what` needs an email, and no SMTP server is configured to send it."""
+    return ApiError(
+        503,
+        "EMAIL_PROVIDER_NOT_CONFIGURED",
+        f"Email is not configured on this project, so {what} cannot be sent.",
+        CONFIGURE_SMTP,
+    )
+
+
 def server_of(row: DictRow | None, box: SecretBox) -> SmtpServer | None:
     """The server to send through, or None when SMTP is not configured and enabled."""
-    if row is None or not row["enabled"] or not row["host"]:
+    if row is None or not is_usable(row):
         return None
     password = None
     if row["password_ciphertext"]:

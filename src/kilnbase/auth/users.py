@@ -66,7 +66,7 @@ async def create(
         raise ApiError(
             409,
             "AUTH_EMAIL_EXISTS",
-            "A user with this email already exists.",
+            "User already exists",
             "Sign in instead, or reset the password.",
         ) from None
     created = await cur.fetchone()

@@ -5,13 +5,19 @@ in the database as a 500)."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+from starlette.requests import Request
+
+from kilnbase.http.errors import ApiError
+from kilnbase.http.json_body import decode_json
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+M = TypeVar("M", bound=BaseModel)
 
 
 def normalize_email(value: str) -> str:
@@ -49,3 +55,109 @@ class WithEmail(StrictBody):
     @classmethod
     def _email(cls, value: str) -> str:
         return normalize_email(value)
+
+
+# --- request bodies, refused in InsForge's words ---------------------------------------------------------
+#
+# InsForge validates bodies with zod (v3) and answers 400 INVALID_INPUT with its issues joined as
+# `path: message, ...` ("email: Required, password: Required"). Clients and agents match on those, so auth's
+# bodies are refused with zod's default wording, and with InsForge's own wording where its schemas set one
+# (`FIELD_MESSAGES`, keyed by field and pydantic's error type).
+
+FIELD_MESSAGES: dict[tuple[str, str], str] = {
+    ("otp", "string_pattern_mismatch"): "OTP code must be a 6-digit numeric code",
+    ("code", "string_pattern_mismatch"): "Reset password code must be a 6-digit numeric code",
+    ("otp", "string_too_short"): "OTP/token is required",
+    ("name", "string_too_short"): "Name is required",
+    ("name", "string_too_long"): "Name must be less than 100 characters",
+    ("userIds", "too_short"): "At least one user ID is required",
+    ("refreshToken", "string_too_short"): "refreshToken is required",
+    ("token", "string_too_short"): "Token is required",
+    ("code", "string_too_short"): "Exchange code is required",
+    ("subject", "string_too_short"): "Subject is required",
+    ("bodyHtml", "string_too_short"): "Template body is required",
+    ("provider", "string_pattern_mismatch"): "Invalid discriminator value. Expected 'google' | 'apple'",
+}
+
+
+def zod_type(value: Any) -> str:
+    """The name zod gives a JSON value's type in "Expected string, received number"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "undefined"
+
+
+_EXPECTED = {
+    "string_type": "string",
+    "bool_type": "boolean",
+    "int_type": "number",
+    "float_type": "number",
+    "dict_type": "object",
+    "model_type": "object",
+    "list_type": "array",
+}
+
+
+def zod_message(error: ErrorDetails) -> str:
+    """One pydantic error in zod v3's words."""
+    kind = error["type"]
+    field = next((str(part) for part in reversed(error["loc"]) if isinstance(part, str)), "")
+    custom = FIELD_MESSAGES.get((field, kind))
+    if custom is not None:
+        return custom
+    ctx = error.get("ctx") or {}
+    if kind == "missing":
+        return "Required"
+    if kind in _EXPECTED:
+        return f"Expected {_EXPECTED[kind]}, received {zod_type(error.get('input'))}"
+    if kind == "string_too_short":
+        return f"String must contain at least {ctx.get('min_length')} character(s)"
+    if kind == "string_too_long":
+        return f"String must contain at most {ctx.get('max_length')} character(s)"
+    if kind == "too_short":
+        return f"Array must contain at least {ctx.get('min_length')} element(s)"
+    if kind == "too_long":
+        return f"Array must contain at most {ctx.get('max_length')} element(s)"
+    if kind == "greater_than_equal":
+        return f"Number must be greater than or equal to {ctx.get('ge')}"
+    if kind == "less_than_equal":
+        return f"Number must be less than or equal to {ctx.get('le')}"
+    if kind == "string_pattern_mismatch":
+        return "Invalid"
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", "")).replace(" or ", " | ").replace(", ", " | ")
+        return f"Invalid enum value. Expected {expected}, received {error.get('input')!r}"
+    if kind == "value_error":
+        return str(error["msg"]).removeprefix("Value error, ")
+    return str(error["msg"])
+
+
+def parse_body(model: type[M], data: Any) -> M:
+    """`data` (a JSON value) as `model`, or InsForge's 400 listing every problem as `path: message`."""
+    if not isinstance(data, dict):
+        raise ApiError(400, "INVALID_INPUT", f"Expected object, received {zod_type(data)}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            path = ".".join(str(part) for part in error["loc"])
+            # (a check of the whole body names its fields itself)
+            problems.append(f"{path}: {zod_message(error)}" if path else zod_message(error))
+        raise ApiError(400, "INVALID_INPUT", ", ".join(problems)) from None
+
+
+async def read_body(request: Request, model: type[M]) -> M:
+    """The request's body as `model`; an empty body is `{}` (as Express hands it to InsForge's routes), so
+    that it is refused field by field."""
+    return parse_body(model, decode_json(await request.body(), optional=True))

@@ -161,9 +161,9 @@ class DatabaseAdmin:
         await self._schema_changed()
         return result
 
-    def dry_run_migration(self, actor: Actor, sql: Any) -> dict[str, Any]:
+    def dry_run_migration(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
         _require_admin(actor)
-        return custom_migrations.dry_run(sql)
+        return custom_migrations.dry_run(body)
 
     # --- bulk data -----------------------------------------------------------------------------------------
 

@@ -12,12 +12,12 @@ import psycopg
 from psycopg.rows import dict_row
 
 from kilnbase.database import migration_risk, sql_guard
-from kilnbase.database.database_errors import api_error_from
+from kilnbase.database.database_errors import StatementFailed, api_error_from, syntax_error
 from kilnbase.db.session import Database, DatabaseIdentity
 from kilnbase.http.errors import ApiError
 
 _VERSION = re.compile(r"[0-9]{1,20}")
-_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+_NAME = re.compile(r"[a-z0-9-]{1,200}")
 _RESERVED_SCHEMAS = frozenset(
     {"auth", "system", "ai", "storage", "realtime", "pg_catalog", "information_schema"}
 )
@@ -29,6 +29,8 @@ def _vet(sql: Any) -> tuple[list[str], tuple[Any, ...]]:
     try:
         nodes = sql_guard.check(sql)
         statements = sql_guard.split_statements(sql)
+    except sql_guard.SqlSyntaxError as exc:
+        raise syntax_error(exc.message, exc.position, sql) from None
     except sql_guard.GuardRefusal as exc:
         raise ApiError(400, "DATABASE_FORBIDDEN", str(exc)) from None
     for node in nodes:
@@ -41,7 +43,38 @@ def _vet(sql: Any) -> tuple[list[str], tuple[Any, ...]]:
     return statements, nodes
 
 
-def dry_run(sql: Any) -> dict[str, Any]:
+def version_and_name(body: dict[str, Any], *, required: bool) -> tuple[str, str]:
+    """A migration's version and name (InsForge's rules and words); absent ones are refused only when
+    `required` (the dry run checks what it is given, so that it refuses what applying would)."""
+    version, name = body.get("version"), body.get("name")
+    if version is not None or required:
+        version = str(version) if isinstance(version, str | int) and not isinstance(version, bool) else ""
+        if not _VERSION.fullmatch(version):
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                "Migration version must be a numeric string of at most 20 digits "
+                "(e.g. 0001 or 20260418091500).",
+            )
+    if name is not None or required:
+        name = name.strip() if isinstance(name, str) else ""
+        if not name:
+            raise ApiError(400, "INVALID_INPUT", "Migration name is required")
+        if not _NAME.fullmatch(name):
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                "Use lowercase letters, numbers, and hyphens only.",
+                "Name the migration in kebab-case, e.g. add-posts-table (at most 200 characters).",
+            )
+    return str(version or ""), str(name or "")
+
+
+def dry_run(body: dict[str, Any]) -> dict[str, Any]:
+    """What applying `body` would run and how risky it is, without running it. A version or name that
+    applying would refuse is refused here too (400), as is a body with no SQL."""
+    version_and_name(body, required=False)
+    sql = body.get("sql")
     try:
         statements, nodes = _vet(sql)
     except ApiError as exc:
@@ -75,12 +108,7 @@ async def list_migrations(database: Database) -> dict[str, Any]:
 
 
 async def apply(database: Database, identity: DatabaseIdentity, body: dict[str, Any]) -> dict[str, Any]:
-    version = str(body.get("version", ""))
-    name = body.get("name")
-    if not _VERSION.fullmatch(version):
-        raise ApiError(400, "INVALID_INPUT", "version must be digits, e.g. 20260101120000")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ApiError(400, "INVALID_INPUT", "name must be kebab-case, e.g. add-posts-table")
+    version, name = version_and_name(body, required=True)
     statements, _ = _vet(body.get("sql"))
     try:
         async with database.transaction_as(identity) as conn:
@@ -90,7 +118,10 @@ async def apply(database: Database, identity: DatabaseIdentity, body: dict[str, 
             if await cur.fetchone():
                 raise ApiError(409, "ALREADY_EXISTS", f"migration {version} was already applied")
             for statement in statements:
-                await cur.execute(statement)
+                try:
+                    await cur.execute(statement)
+                except psycopg.Error as exc:
+                    raise StatementFailed(exc, statement) from None
             await cur.execute(
                 'select version, name, statements, created_at as "createdAt" '
                 "from system.record_custom_migration(%s, %s, %s)",
@@ -99,6 +130,8 @@ async def apply(database: Database, identity: DatabaseIdentity, body: dict[str, 
             row = await cur.fetchone()
     except psycopg.errors.UniqueViolation:
         raise ApiError(409, "ALREADY_EXISTS", f"migration {version} was already applied") from None
+    except StatementFailed as failed:
+        raise api_error_from(failed.error, failed.statement) from None
     except psycopg.Error as exc:
         raise api_error_from(exc) from None
     assert row is not None

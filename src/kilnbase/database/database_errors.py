@@ -11,9 +11,44 @@ class DatabaseFailure(ApiError):
     """A statement that ran and failed in the database (as opposed to a request refused before it ran)."""
 
 
-def api_error_from(exc: psycopg.Error) -> DatabaseFailure:
+class StatementFailed(Exception):
+    """A statement's failure with the statement's text, so that a syntax error's position can be shown."""
+
+    def __init__(self, error: psycopg.Error, statement: str) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.statement = statement
+
+
+def syntax_error(message: str, position: int, sql: str) -> DatabaseFailure:
+    """A statement that does not parse: 400 with Postgres's message, and the position it points at."""
+    line = sql[: position - 1].count("\n") + 1
+    column = position - (sql.rfind("\n", 0, position - 1) + 1)
+    near = sql[position - 1 : position + 29].splitlines()[0] if position <= len(sql) else ""
+    where = f"near {near!r}" if near else "at the end of the SQL"
+    return DatabaseFailure(
+        400,
+        "DATABASE_VALIDATION_ERROR",
+        message,
+        f"Syntax error at position {position} (line {line}, column {column}), {where}. "
+        "Fix the SQL and retry.",
+    )
+
+
+def api_error_from(exc: psycopg.Error, sql: str | None = None) -> DatabaseFailure:
+    """`exc` as InsForge's error shape; `sql` (the statement that failed) places a syntax error."""
     sqlstate = exc.diag.sqlstate or ""
     message = exc.diag.message_primary or str(exc).strip().splitlines()[0] if str(exc) else "database error"
+    if sqlstate == "42601" and sql is not None and exc.diag.statement_position:
+        return syntax_error(message, int(exc.diag.statement_position), sql)
+    if sqlstate == "08P01" and message.startswith("bind message supplies"):
+        # Fewer params than the statement's $n placeholders: the request's mistake, not a lost connection.
+        return DatabaseFailure(
+            400,
+            "DATABASE_INVALID_PARAMETER",
+            message,
+            "Send one value in params for each $n placeholder of the statement.",
+        )
     if sqlstate == "42501":
         return DatabaseFailure(
             403, "DATABASE_PERMISSION_DENIED", message, "This needs rights project_admin lacks."

@@ -21,7 +21,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from kilnbase.database import sql_guard
-from kilnbase.database.database_errors import api_error_from
+from kilnbase.database.database_errors import StatementFailed, api_error_from, syntax_error
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
@@ -47,10 +47,12 @@ def _json_safe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _statements(query: str, *, explain: bool, unrestricted: bool) -> list[str]:
-    if unrestricted:
-        return sql_guard.split_statements(query) if query.strip() else []
     try:
+        if unrestricted:
+            return sql_guard.split_statements(query) if query.strip() else []
         nodes = sql_guard.check(query)
+    except sql_guard.SqlSyntaxError as exc:
+        raise syntax_error(exc.message, exc.position, query) from None
     except sql_guard.GuardRefusal as exc:
         raise ApiError(
             403, "DATABASE_FORBIDDEN", str(exc), "Use plain SQL on tables, views and functions."
@@ -103,6 +105,8 @@ async def run(
             actor.principal, statement_timeout=admin_timeout, force_rollback=explain
         ) as conn:
             return await _execute(conn, statements, params, explain=explain)
+    except StatementFailed as failed:
+        raise api_error_from(failed.error, failed.statement) from None
     except psycopg.Error as exc:
         raise api_error_from(exc) from None
 
@@ -114,7 +118,10 @@ async def _execute(
     cur = psycopg.AsyncRawCursor(conn, row_factory=dict_row)
     for statement in statements:
         text = f"EXPLAIN (FORMAT JSON, ANALYZE, BUFFERS) {statement}" if explain else statement
-        await cur.execute(text, params or None)
+        try:
+            await cur.execute(text, params or None)
+        except psycopg.Error as exc:
+            raise StatementFailed(exc, text) from None
         rows = await cur.fetchall() if cur.description else []
         fields = [{"name": c.name, "dataTypeID": c.type_code} for c in cur.description or ()]
         result = RawSqlResult(

@@ -130,7 +130,7 @@ class DatabaseRoutes:
     async def dry_run_migration(self, request: Request) -> Response:
         actor = admin_actor(request)
         body: dict[str, Any] = await read_object(request)
-        return json_response(self.admin.dry_run_migration(actor, body.get("sql")))
+        return json_response(self.admin.dry_run_migration(actor, body))
 
     def routes(self) -> list[BaseRoute]:
         return [

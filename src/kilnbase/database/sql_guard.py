@@ -54,12 +54,30 @@ class GuardRefusal(ValueError):
     """The SQL is not allowed; the message says why, for the caller."""
 
 
+class SqlSyntaxError(GuardRefusal):
+    """The SQL does not parse: Postgres's own message (the parser is Postgres's) and the 1-based character
+    position it points at, as Postgres reports them."""
+
+    def __init__(self, message: str, position: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.position = position
+
+
+def _syntax_error(sql: str, exc: ParseError) -> SqlSyntaxError:
+    message = str(exc.args[0]) if exc.args else str(exc)
+    offset = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
+    if offset is None:  # "at end of input"
+        return SqlSyntaxError(message, len(sql) + 1)
+    return SqlSyntaxError(message, offset + 1)  # (pglast counts characters from 0)
+
+
 def split_statements(sql: str) -> list[str]:
-    """The statements of `sql`, each as written; a parse error is a refusal."""
+    """The statements of `sql`, each as written; a parse error is a `SqlSyntaxError`."""
     try:
         statements = pglast.split(sql, with_parser=True)
     except ParseError as exc:
-        raise GuardRefusal(f"SQL does not parse: {exc}") from None
+        raise _syntax_error(sql, exc) from None
     return [s.strip() for s in statements if s.strip()]
 
 
@@ -67,7 +85,7 @@ def parse(sql: str) -> tuple[Any, ...]:
     try:
         return tuple(raw.stmt for raw in pglast.parse_sql(sql))
     except ParseError as exc:
-        raise GuardRefusal(f"SQL does not parse: {exc}") from None
+        raise _syntax_error(sql, exc) from None
 
 
 def check(sql: str) -> tuple[Any, ...]:

@@ -6,6 +6,7 @@ Auditing and the schema cache are the caller's (`database/admin.py`).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,7 +53,8 @@ _SQL_TO_TYPE = {
 _RAW_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_ ]{0,62}(\(\s*\d+\s*(,\s*\d+\s*)?\))?(\[\])*")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SAFE_DEFAULT_FUNCTIONS = {"now()", "gen_random_uuid()"}
-_FK_ACTIONS = {"CASCADE", "RESTRICT", "SET NULL", "SET DEFAULT", "NO ACTION"}
+_FK_ACTIONS = ("CASCADE", "SET NULL", "SET DEFAULT", "RESTRICT", "NO ACTION")
+_ACTION_NAMES = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
 
 def identifier(value: Any, what: str) -> str:
@@ -91,32 +93,109 @@ def default_clause(value: Any) -> sql.Composable:
     return sql.SQL(" DEFAULT {}").format(sql.Literal(text))
 
 
+def _reference_table(value: Any, where: str) -> tuple[str, sql.Composable]:
+    """The referenced table as `(name as given, quoted)`: `t` (in public) or `schema.t`."""
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, "INVALID_INPUT", f"{where}.referenceTable: Target table cannot be empty")
+    schema, _, name = value.rpartition(".")
+    if schema:
+        return value, sql.Identifier(identifier(schema, "schema"), identifier(name, "table"))
+    return value, sql.Identifier(identifier(name, "table"))
+
+
+def _action(fk: dict[str, Any], key: str, where: str) -> str:
+    """`onDelete`/`onUpdate`: one of Postgres's referential actions (RESTRICT when absent)."""
+    value = fk.get(key)
+    if value is None:
+        return "RESTRICT"
+    if not isinstance(value, str) or value.upper() not in _FK_ACTIONS:
+        expected = " | ".join(f"'{action}'" for action in _FK_ACTIONS)
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            f"{where}.{key}: Invalid enum value. Expected {expected}, received {value!r}",
+        )
+    return value.upper()
+
+
+def constraint_name(sources: list[str], reference_table: str, references: list[str]) -> str:
+    """InsForge's name for a foreign key: `fk_<sources>_<table>_<references>`, shortened with a hash of the
+    whole when it passes Postgres's 63 characters."""
+    base = f"fk_{'_'.join(sources)}_{reference_table.replace('.', '_')}_{'_'.join(references)}"
+    if len(base) <= 63:
+        return base
+    return f"{base[: 63 - 9]}_{hashlib.sha256(base.encode()).hexdigest()[:8]}"
+
+
+def foreign_key_clause(fk: Any, where: str) -> tuple[list[str], str, sql.Composable]:
+    """One foreign-key constraint in InsForge's shape (`{referenceTable, referenceColumns: [{sourceColumn,
+    referenceColumn}], onDelete, onUpdate}`; several pairs make one composite key): (source columns,
+    reference table, the `CONSTRAINT ... FOREIGN KEY ...` clause). `where` names the entry in messages."""
+    if not isinstance(fk, dict):
+        raise ApiError(400, "INVALID_INPUT", f"{where}: Expected object, received {type(fk).__name__}")
+    table, target = _reference_table(fk.get("referenceTable"), where)
+    pairs = fk.get("referenceColumns")
+    if not isinstance(pairs, list) or not pairs:
+        raise ApiError(
+            400, "INVALID_INPUT", f"{where}.referenceColumns: At least one column mapping is required"
+        )
+    sources, references = [], []
+    for index, pair in enumerate(pairs):
+        if not isinstance(pair, dict):
+            raise ApiError(400, "INVALID_INPUT", f"{where}.referenceColumns.{index}: Expected object")
+        sources.append(identifier(pair.get("sourceColumn"), "source column"))
+        references.append(identifier(pair.get("referenceColumn"), "reference column"))
+    for source in sources:
+        if source in AUTO_FIELDS:
+            raise ApiError(
+                400,
+                "DATABASE_FORBIDDEN",
+                "cannot add foreign key on system columns",
+                f"You cannot add foreign key on the system column '{source}'",
+            )
+    clause = sql.SQL("CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) ON DELETE {} ON UPDATE {}").format(
+        sql.Identifier(constraint_name(sources, table, references)),
+        sql.SQL(", ").join(sql.Identifier(c) for c in sources),
+        target,
+        sql.SQL(", ").join(sql.Identifier(c) for c in references),
+        sql.SQL(_action(fk, "onDelete", where)),
+        sql.SQL(_action(fk, "onUpdate", where)),
+    )
+    return sources, table, clause
+
+
 def _fk_clause(column: str, fk: Any) -> sql.Composable:
+    """A column's own `foreignKey: {referenceTable, referenceColumn?, onDelete?, onUpdate?}` (the per-column
+    shape; `referenceColumn` defaults to `id`)."""
     if not isinstance(fk, dict):
         raise ApiError(400, "DATABASE_INVALID_PARAMETER", "foreignKey must be an object")
-    table = fk.get("referenceTable")
-    schema, _, name = table.rpartition(".") if isinstance(table, str) else ("", "", table)
-    reference_column = identifier(fk.get("referenceColumn", "id"), "reference column")
-    on_delete = str(fk.get("onDelete") or "RESTRICT").upper()
-    on_update = str(fk.get("onUpdate") or "RESTRICT").upper()
-    if on_delete not in _FK_ACTIONS or on_update not in _FK_ACTIONS:
-        raise ApiError(400, "DATABASE_INVALID_PARAMETER", "onDelete/onUpdate must be a referential action")
-    target = (
-        sql.SQL("{}.{}").format(
-            sql.Identifier(identifier(schema, "schema")), sql.Identifier(identifier(name, "table"))
+    pair = {"sourceColumn": column, "referenceColumn": fk.get("referenceColumn", "id")}
+    return foreign_key_clause({**fk, "referenceColumns": [pair]}, f"{column}.foreignKey")[2]
+
+
+async def add_foreign_key(cur: AsyncCursor[DictRow], target: sql.Composable, fk: Any, where: str) -> str:
+    """`ALTER TABLE ... ADD CONSTRAINT ... FOREIGN KEY` for one entry; a reference Postgres refuses (no such
+    table or column, no unique key to point at, types that do not match) is a 400 with Postgres's message,
+    as InsForge answers, and `nextActions` naming the entry. The operation's description."""
+    sources, table, clause = foreign_key_clause(fk, where)
+    try:
+        async with cur.connection.transaction():
+            await cur.execute(sql.SQL("ALTER TABLE {} ADD {}").format(target, clause))
+    except psycopg.Error as exc:
+        failure = api_error_from(exc)
+        if failure.status >= 500:
+            raise failure from None
+        pairs = ", ".join(
+            f"{p.get('sourceColumn')} -> {table}.{p.get('referenceColumn')}" for p in fk["referenceColumns"]
         )
-        if schema
-        else sql.Identifier(identifier(name, "table"))
-    )
-    constraint = f"fk_{column}_{(table or '').replace('.', '_')}_{reference_column}"[:63]
-    return sql.SQL("CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) ON DELETE {} ON UPDATE {}").format(
-        sql.Identifier(constraint),
-        sql.Identifier(column),
-        target,
-        sql.Identifier(reference_column),
-        sql.SQL(on_delete),
-        sql.SQL(on_update),
-    )
+        raise ApiError(
+            400,
+            "DATABASE_VALIDATION_ERROR",
+            failure.message,
+            f"{where} ({pairs}) was refused: check that {table} exists, that the reference columns exist "
+            "and are its primary key or unique, and that the source columns exist with the same types.",
+        ) from None
+    return f"Added foreign key constraint on column(s): {', '.join(sources)}"
 
 
 def _column_definition(column: Any, *, adding: bool) -> tuple[str, sql.Composable, sql.Composable | None]:
@@ -197,8 +276,8 @@ class TableService:
                 constraints.append(fk)
             type_name = str(column.get("type"))
             described.append({**column, "sqlType": COLUMN_TYPES.get(type_name.lower(), type_name)})
-        for fk in body.get("foreignKeys") or []:
-            constraints.extend(_legacy_foreign_keys(fk))
+        for index, fk in enumerate(_list(body, "foreignKeys")):
+            constraints.append(foreign_key_clause(fk, f"foreignKeys.{index}")[2])
         definitions.append(sql.SQL("created_at TIMESTAMPTZ DEFAULT now()"))
         definitions.append(sql.SQL("updated_at TIMESTAMPTZ DEFAULT now()"))
         async with self._as_admin() as cur:
@@ -272,22 +351,39 @@ class TableService:
             join pg_attribute a on a.attrelid = con.conrelid and a.attnum = k.col
             join pg_attribute fa on fa.attrelid = con.confrelid and fa.attnum = k.fcol
             where con.contype = 'f' and n.nspname = 'public' and c.relname = %s
+            order by con.conname, array_position(con.conkey, k.col)
             """,
             (table,),
         )
-        actions = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
-        foreign = {
-            row["column_name"]: {
-                "constraintName": row["name"],
-                "referenceTable": row["foreign_table"]
+        foreign: dict[str, dict[str, Any]] = {}
+        constraints: dict[str, dict[str, Any]] = {}
+        for row in await cur.fetchall():
+            reference = (
+                row["foreign_table"]
                 if row["foreign_schema"] == "public"
-                else f"{row['foreign_schema']}.{row['foreign_table']}",
+                else f"{row['foreign_schema']}.{row['foreign_table']}"
+            )
+            on_delete = _ACTION_NAMES.get(row["on_delete"], "NO ACTION")
+            on_update = _ACTION_NAMES.get(row["on_update"], "NO ACTION")
+            foreign[row["column_name"]] = {
+                "constraintName": row["name"],
+                "referenceTable": reference,
                 "referenceColumn": row["foreign_column"],
-                "onDelete": actions.get(row["on_delete"], "NO ACTION"),
-                "onUpdate": actions.get(row["on_update"], "NO ACTION"),
+                "onDelete": on_delete,
+                "onUpdate": on_update,
             }
-            for row in await cur.fetchall()
-        }
+            constraint = constraints.setdefault(
+                row["name"],
+                {
+                    "constraintName": row["name"],
+                    "referenceTable": reference,
+                    "referenceColumns": [],
+                    "onDelete": on_delete,
+                    "onUpdate": on_update,
+                },
+            )
+            pair = {"sourceColumn": row["column_name"], "referenceColumn": row["foreign_column"]}
+            constraint["referenceColumns"].append(pair)
         await cur.execute(sql.SQL("select count(*) as n from {}").format(sql.Identifier("public", table)))
         count = await cur.fetchone()
         described = []
@@ -303,7 +399,12 @@ class TableService:
             if column["name"] in foreign:
                 entry["foreignKey"] = foreign[column["name"]]
             described.append(entry)
-        return {"tableName": table, "columns": described, "recordCount": int(count["n"]) if count else 0}
+        return {
+            "tableName": table,
+            "columns": described,
+            "foreignKeys": list(constraints.values()),
+            "recordCount": int(count["n"]) if count else 0,
+        }
 
     async def update_table(self, table: str, body: dict[str, Any]) -> dict[str, Any]:
         identifier(table, "table")
@@ -311,16 +412,28 @@ class TableService:
         done: list[str] = []
         async with self._as_admin() as cur:
             current = await self._schema(cur, table)
-            foreign = {c["columnName"]: c["foreignKey"] for c in current["columns"] if "foreignKey" in c}
-            for column in _list(body, "dropForeignKeys"):
-                fk = foreign.get(column)
-                if fk:
-                    await cur.execute(
-                        sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
-                            target, sql.Identifier(fk["constraintName"])
-                        )
+            by_column = {c["columnName"]: c["foreignKey"] for c in current["columns"] if "foreignKey" in c}
+            names = {fk["constraintName"] for fk in current["foreignKeys"]}
+            for name in _list(body, "dropForeignKeys"):
+                # A constraint's name (InsForge), or a column with a foreign key (Kilnbase's older form).
+                if name in names:
+                    constraint = name
+                elif isinstance(name, str) and name in by_column:
+                    constraint = by_column[name]["constraintName"]
+                else:
+                    raise ApiError(
+                        404,
+                        "DATABASE_NOT_FOUND",
+                        f"Foreign key constraint '{name}' does not exist on this table.",
+                        "Refresh the table schema and retry; the constraint may have already been removed.",
                     )
-                    done.append(f"Dropped foreign key constraint on column: {column}")
+                await cur.execute(
+                    sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(
+                        target, sql.Identifier(constraint)
+                    )
+                )
+                names.discard(constraint)
+                done.append(f"Dropped foreign key constraint: {constraint}")
             for column in _list(body, "dropColumns"):
                 name = identifier(column, "column")
                 if name in AUTO_FIELDS:
@@ -365,14 +478,14 @@ class TableService:
                 if fk is not None:
                     await cur.execute(sql.SQL("ALTER TABLE {} ADD {}").format(target, fk))
                 done.append(f"Added column: {name}")
-            for item in _list(body, "addForeignKeys"):
-                if not isinstance(item, dict):
-                    raise ApiError(400, "DATABASE_INVALID_PARAMETER", "addForeignKeys items must be objects")
-                name = identifier(item.get("columnName"), "column")
-                await cur.execute(
-                    sql.SQL("ALTER TABLE {} ADD {}").format(target, _fk_clause(name, item.get("foreignKey")))
-                )
-                done.append(f"Added foreign key constraint on column: {name}")
+            for index, item in enumerate(_list(body, "addForeignKeys")):
+                if isinstance(item, dict) and "foreignKey" in item and "referenceColumns" not in item:
+                    # Kilnbase's older form: `{columnName, foreignKey: {referenceTable, referenceColumn}}`.
+                    name = identifier(item.get("columnName"), "column")
+                    given = item["foreignKey"] if isinstance(item["foreignKey"], dict) else {}
+                    pair = {"sourceColumn": name, "referenceColumn": given.get("referenceColumn", "id")}
+                    item = {**given, "referenceColumns": [pair]}
+                done.append(await add_foreign_key(cur, target, item, f"addForeignKeys.{index}"))
             rename = body.get("renameTable")
             if isinstance(rename, dict) and rename.get("newTableName"):
                 new_table = identifier(rename["newTableName"], "table")
@@ -386,8 +499,18 @@ class TableService:
         identifier(table, "table")
         async with self._as_admin() as cur:
             await cur.execute(
-                sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier("public", table))
+                "select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                "where n.nspname = 'public' and c.relname = %s and c.relkind in ('r', 'p')",
+                (table,),
             )
+            if await cur.fetchone() is None:
+                raise ApiError(
+                    404,
+                    "DATABASE_NOT_FOUND",
+                    "table not found",
+                    f"There is no table {table!r}; list tables with GET /api/database/tables.",
+                )
+            await cur.execute(sql.SQL("DROP TABLE {} CASCADE").format(sql.Identifier("public", table)))
         return {
             "message": "table deleted successfully",
             "tableName": table,
@@ -402,31 +525,6 @@ def _list(body: dict[str, Any], key: str) -> list[Any]:
     if not isinstance(value, list):
         raise ApiError(400, "DATABASE_INVALID_PARAMETER", f"{key} must be an array")
     return value
-
-
-def _legacy_foreign_keys(fk: Any) -> list[sql.Composable]:
-    """The older top-level shape: `{referenceTable, referenceColumns[{sourceColumn, referenceColumn}]}`."""
-    if not isinstance(fk, dict) or not isinstance(fk.get("referenceColumns"), list):
-        raise ApiError(
-            400, "DATABASE_INVALID_PARAMETER", "foreignKeys items need referenceTable and referenceColumns"
-        )
-    clauses = []
-    for pair in fk["referenceColumns"]:
-        if not isinstance(pair, dict):
-            raise ApiError(400, "DATABASE_INVALID_PARAMETER", "referenceColumns items must be objects")
-        source = identifier(pair.get("sourceColumn"), "column")
-        clauses.append(
-            _fk_clause(
-                source,
-                {
-                    "referenceTable": fk.get("referenceTable"),
-                    "referenceColumn": pair.get("referenceColumn"),
-                    "onDelete": fk.get("onDelete"),
-                    "onUpdate": fk.get("onUpdate"),
-                },
-            )
-        )
-    return clauses
 
 
 def _plain_default(value: str | None) -> str | None:

@@ -28,7 +28,7 @@ def dangerous_sql(sql: Any) -> str | None:
     """Why SQL needs approval when an agent runs it: the migration dry run rates it DANGER (drops, TRUNCATE,
     DELETE or UPDATE without WHERE, RLS switched off, dynamic SQL). SQL that does not parse is not held:
     it fails on its own."""
-    report = custom_migrations.dry_run(sql)
+    report = custom_migrations.dry_run({"sql": sql})
     if report["valid"] and report["riskLevel"] == "DANGER":
         return "; ".join(report["riskFactors"])
     return None
@@ -85,12 +85,14 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
         return await admin.list_migrations(actor)
 
     async def dry_run_migration(actor: Actor, sql: str) -> dict[str, Any]:
-        return admin.dry_run_migration(actor, sql)
+        return admin.dry_run_migration(actor, {"sql": sql})
 
     async def apply_migration(
         actor: Actor,
         version: Annotated[str, Field(description="A unique, increasing version, e.g. 20261204120000")],
-        name: Annotated[str, Field(description="A short snake_case name")],
+        name: Annotated[
+            str, Field(description="Lowercase letters, digits and hyphens, e.g. add-posts-table")
+        ],
         sql: str,
     ) -> dict[str, Any]:
         return await admin.apply_migration(actor, {"version": version, "name": name, "sql": sql})

@@ -225,6 +225,12 @@ def principal_in(scope: Scope) -> Principal:
     return principal
 
 
+def credential_error_of(request: Request) -> str | None:
+    """Why the credential presented was refused (None when it was valid or absent)."""
+    reason: str | None = request.scope.get(_CREDENTIAL_ERROR)
+    return reason
+
+
 def principal_or_none(scope: Scope) -> Principal | None:
     """The caller, or None when the credential presented was invalid (never raises)."""
     principal: Principal | None = scope.get(_PRINCIPAL, ANONYMOUS)

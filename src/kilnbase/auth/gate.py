@@ -1,0 +1,110 @@
+"""Who may call an `/api/auth` route, refused in InsForge's words.
+
+InsForge guards its auth routes with three middlewares (`verifyToken`, `verifyAdmin`, `verifyUser` in its
+`api/middlewares/auth.ts`), and clients and agents match on what they answer: `401 AUTH_INVALID_CREDENTIALS
+"No token provided"`, `"Invalid token"`, `"No admin token provided"`, `"Invalid admin token"`,
+`401 AUTH_INVALID_API_KEY "Invalid API key"`, `403 AUTH_UNAUTHORIZED "Admin access required"`. The request
+edge has already turned the credential into a `Principal` (or remembered why it is invalid); these gates only
+decide which of those answers applies, from the credential's shape, as InsForge does. The reason Kilnbase
+knows (an expired token, a session signed out) goes into `nextActions`.
+
+Public flows (sign-in, refresh, sign-out, the email flows, OAuth callbacks) ignore the credential, as
+InsForge's do: see `edge.public_actor`.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from kilnbase.http.errors import ApiError
+from kilnbase.http.request_context import actor_of, credential_error_of, principal_of
+from kilnbase.identity.actor import Actor
+from kilnbase.identity.principal import CredentialKind, Principal
+
+_SIGN_IN = "Send an access token as 'Authorization: Bearer <token>' (POST /api/auth/sessions signs in)."
+_ADMIN = (
+    "Send the project's API key (kilnbase keys) or a project admin's access token as "
+    "'Authorization: Bearer ...'."
+)
+_API_KEY = "Check the API key (kilnbase keys prints it; it may have been rotated)."
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None or not header.startswith("Bearer "):
+        return None
+    return header[len("Bearer ") :]
+
+
+#: Keys rather than tokens: the project's API key and (Kilnbase's) agent keys.
+_KEY_PREFIXES = ("ik_", "kba_")
+
+
+def api_key_presented(request: Request) -> bool:
+    """Whether the credential is a key (the API key, an agent key) rather than a token or the anon key."""
+    bearer = _bearer(request)
+    return (bearer is not None and bearer.startswith(_KEY_PREFIXES)) or bool(request.headers.get("x-api-key"))
+
+
+def _invalid(message: str, request: Request, fallback: str) -> ApiError:
+    reason = credential_error_of(request)
+    hint = f"The credential was refused: {reason}. {fallback}" if reason else fallback
+    return ApiError(401, "AUTH_INVALID_CREDENTIALS", message, hint)
+
+
+def _principal(request: Request) -> Principal | None:
+    """The caller, or None when the credential presented is invalid."""
+    try:
+        return principal_of(request)
+    except ApiError:
+        return None
+
+
+def token_actor(request: Request) -> Actor:
+    """InsForge's `verifyToken`: a valid access token (a JWT, not a key) of any role, or 401."""
+    bearer = _bearer(request)
+    if bearer is None:
+        raise ApiError(401, "AUTH_INVALID_CREDENTIALS", "No token provided", _SIGN_IN)
+    principal = _principal(request)
+    if principal is None or bearer.startswith((*_KEY_PREFIXES, "anon_")):
+        raise _invalid("Invalid token", request, _SIGN_IN)
+    return actor_of(request, principal)
+
+
+def user_actor(request: Request) -> Actor:
+    """A signed-in user's access token, or 401 as InsForge's `/sessions/current` answers
+    ("User not authenticated" for a token of another role)."""
+    actor = token_actor(request)
+    if actor.principal.db_role != "authenticated" or not actor.principal.user_id:
+        raise ApiError(401, "AUTH_INVALID_CREDENTIALS", "User not authenticated", "Sign in as a user first.")
+    return actor
+
+
+def admin_actor(request: Request) -> Actor:
+    """InsForge's `verifyAdmin`: the API key, or a project admin's access token."""
+    principal = _principal(request)
+    if api_key_presented(request):
+        if principal is None:
+            raise ApiError(401, "AUTH_INVALID_API_KEY", "Invalid API key", _API_KEY)
+    elif _bearer(request) is None:
+        raise ApiError(401, "AUTH_INVALID_CREDENTIALS", "No admin token provided", _ADMIN)
+    elif principal is None or principal.kind in (CredentialKind.ANON_KEY, CredentialKind.NONE):
+        raise _invalid("Invalid admin token", request, _ADMIN)
+    if not principal.is_admin:
+        raise ApiError(403, "AUTH_UNAUTHORIZED", "Admin access required", _ADMIN)
+    return actor_of(request, principal)
+
+
+def caller_actor(request: Request) -> Actor:
+    """InsForge's `verifyUser`, for sign-up: an API key, the anon key or a token, each refused in its own
+    words when invalid. Unlike InsForge, no credential at all is the anonymous caller (a sign-up from a
+    bare `curl` works), not "No token provided"."""
+    principal = _principal(request)
+    if principal is not None:
+        return actor_of(request, principal)
+    if api_key_presented(request):
+        raise ApiError(401, "AUTH_INVALID_API_KEY", "Invalid API key", _API_KEY)
+    bearer = _bearer(request)
+    if bearer is not None and bearer.startswith("anon_"):
+        raise _invalid("Invalid anon key", request, "Use the project's anon key (kilnbase keys prints it).")
+    raise _invalid("Invalid token", request, _SIGN_IN)
