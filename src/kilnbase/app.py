@@ -30,6 +30,7 @@ from kilnbase.http.routing import IndexedRouter
 from kilnbase.identity.principal import CredentialResolver
 from kilnbase.keys.project_keys import load_project_keys
 from kilnbase.logs import routes as logs_routes
+from kilnbase.realtime import routes as realtime_routes
 from kilnbase.records import routes as records_routes
 from kilnbase.secrets import routes as secrets_routes
 from kilnbase.server.database_startup import OpenedDatabase, prepare
@@ -48,6 +49,7 @@ def capabilities(services: Services) -> list[Capability]:
         records_routes.capability(services.records),
         database_routes.capability(services.database),
         ai_routes.capability(services.ai),
+        realtime_routes.capability(services.realtime),
         dashboard_routes.capability(services.core),
     ]
 

@@ -71,6 +71,27 @@ class AuthSettings(BaseSettings):
         return value
 
 
+class RealtimeSettings(BaseSettings):
+    """Realtime's own tunables, read from `KILNBASE_REALTIME_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_REALTIME_", extra="ignore")
+
+    #: Channels one connection may be subscribed to at once.
+    max_subscriptions: int = Field(default=100, ge=1)
+    #: Client events (subscribe, publish, ...) per connection per second, with bursts up to `event_burst`.
+    events_per_second: float = Field(default=50.0, gt=0)
+    event_burst: int = Field(default=100, ge=1)
+    #: A published payload, as JSON; larger ones are refused with `realtime:error`.
+    max_payload_bytes: int = Field(default=64 * 1024, ge=256)
+    #: Webhook deliveries: attempts per URL (network errors and 5xx are retried), the first retry's delay
+    #: (doubling after), and each attempt's timeout.
+    webhook_attempts: int = Field(default=3, ge=1, le=10)
+    webhook_retry_delay: float = Field(default=1.0, ge=0)
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    #: How often the retention sweep runs.
+    retention_sweep_seconds: float = Field(default=3600.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KILNBASE_", extra="ignore", populate_by_name=True)
 
@@ -123,6 +144,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", validation_alias=AliasChoices("LOG_LEVEL", "KILNBASE_LOG_LEVEL"))
 
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
 
     # Model gateway (ai/). OpenRouter by default; its key is the last of the credential sources.
     openrouter_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENROUTER_API_KEY"))

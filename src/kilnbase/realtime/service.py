@@ -1,0 +1,50 @@
+"""The realtime capability's service, built once from the core: the Socket.IO server, the RLS checks, the
+delivery from the database (and webhooks), and the admin API, with their lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from kilnbase.capability import Core
+from kilnbase.identity.principal import CredentialResolver
+from kilnbase.realtime.access import ChannelAccess
+from kilnbase.realtime.channels import RealtimeAdmin
+from kilnbase.realtime.delivery import MessageDelivery
+from kilnbase.realtime.presence import LocalPresence
+from kilnbase.realtime.socket_server import RealtimeSocketServer
+from kilnbase.realtime.webhooks import WebhookSender
+
+
+@dataclass(frozen=True)
+class RealtimeService:
+    admin: RealtimeAdmin
+    sockets: RealtimeSocketServer
+    delivery: MessageDelivery
+
+    @classmethod
+    def build(cls, core: Core) -> RealtimeService:
+        settings = core.settings.realtime
+        # The listener needs a connection of its own, with the owner pool's connection string.
+        conninfo = core.database.owner_pool.conninfo
+        assert isinstance(conninfo, str), "the owner pool is built from a connection string"
+        access = ChannelAccess(core.database)
+        sockets = RealtimeSocketServer(
+            settings,
+            core.keys,
+            CredentialResolver(core.keys, core.tokens, core.ended_sessions),
+            access,
+            LocalPresence(),
+        )
+        delivery = MessageDelivery(settings, conninfo, core.database, sockets, WebhookSender(settings))
+        return cls(RealtimeAdmin(core.database), sockets, delivery)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        await self.delivery.start()
+        try:
+            yield
+        finally:
+            await self.sockets.close()
+            await self.delivery.stop()
