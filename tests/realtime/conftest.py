@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,10 +95,16 @@ class Client:
 
     async def next(self, event: str, *, timeout: float = 10, after: int = 0) -> Any:
         """The first `event` received (beyond the first `after` events), waiting for it."""
+        return await self.until(event, lambda _data: True, timeout=timeout, after=after)
+
+    async def until(
+        self, event: str, matches: Callable[[Any], bool], *, timeout: float = 10, after: int = 0
+    ) -> Any:
+        """The first `event` received (beyond the first `after` events) whose data `matches`."""
         async with asyncio.timeout(timeout):
             while True:
                 for name, data in self.events[after:]:
-                    if name == event:
+                    if name == event and matches(data):
                         return data
                 self._arrived.clear()
                 await self._arrived.wait()

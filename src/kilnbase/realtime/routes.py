@@ -9,8 +9,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from kilnbase.capability import Capability
-from kilnbase.http.errors import ApiError
 from kilnbase.http.json_body import read_object
+from kilnbase.http.query_params import int_param, timestamp_param
 from kilnbase.http.request_context import admin_actor
 from kilnbase.http.responses import json_response
 from kilnbase.realtime.channels import RealtimeAdmin
@@ -19,19 +19,6 @@ from kilnbase.realtime.service import RealtimeService
 PREFIX = "/api/realtime"
 #: Socket.IO's default path, which the SDK's `io(baseUrl)` connects to.
 SOCKET_PATH = "/socket.io"
-
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "INVALID_INPUT", f"{name}: Expected a number") from None
-    if not low <= value <= high:
-        raise ApiError(400, "INVALID_INPUT", f"{name}: Must be between {low} and {high}")
-    return value
 
 
 class RealtimeRoutes:
@@ -64,8 +51,8 @@ class RealtimeRoutes:
             actor,
             channel_id=request.query_params.get("channelId") or None,
             event_name=request.query_params.get("eventName") or None,
-            limit=_int_param(request, "limit", 100, 1, 1000),
-            offset=_int_param(request, "offset", 0, 0, 10_000_000),
+            limit=int_param(request, "limit", 100, 1, 1000),
+            offset=int_param(request, "offset", 0, 0, 10_000_000),
         )
         return json_response(messages)
 
@@ -77,7 +64,7 @@ class RealtimeRoutes:
         stats = await self.admin.message_stats(
             actor,
             channel_id=request.query_params.get("channelId") or None,
-            since=request.query_params.get("since") or None,
+            since=timestamp_param(request, "since"),
         )
         return json_response(stats)
 
