@@ -3,19 +3,14 @@ and the channel's webhooks get each message, signed, retried, with delivery coun
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import http.server
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
 from tests.realtime.conftest import RealtimeServer, connect, unique
+from tests.support.webhook_receiver import WebhookReceiver, signed_with
 
 pytestmark = pytest.mark.anyio
 
@@ -82,57 +77,16 @@ async def test_a_trigger_on_a_table_publishes_its_changes(realtime_server: Realt
     await client.sio.disconnect()
 
 
-@dataclass
-class Receiver:
-    """A loopback webhook receiver: answers 503 to the first attempt at each message, then 200."""
-
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    arrived: threading.Condition = field(default_factory=threading.Condition)
-
-    def wait_for(self, count: int) -> list[dict[str, Any]]:
-        with self.arrived:
-            assert self.arrived.wait_for(lambda: len(self.requests) >= count, timeout=20)
-            return list(self.requests)
-
-
 @pytest.fixture
-def receiver() -> Iterator[tuple[Receiver, str]]:
-    state = Receiver()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["content-length"]))
-            with state.arrived:
-                first = all(r["messageId"] != self.headers["x-insforge-message-id"] for r in state.requests)
-                state.requests.append(
-                    {
-                        "messageId": self.headers["x-insforge-message-id"],
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "body": body,
-                    }
-                )
-                state.arrived.notify_all()
-            self.send_response(503 if first else 200)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.block_on_close = False
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state, f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
-    server.server_close()
+def receiver() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver(fail_first=True) as running:
+        yield running
 
 
 def test_webhooks_are_signed_retried_and_counted(
-    realtime_server: RealtimeServer, database_url: str, receiver: tuple[Receiver, str]
+    realtime_server: RealtimeServer, database_url: str, receiver: WebhookReceiver
 ) -> None:
-    state, url = receiver
+    state, url = receiver, receiver.url
     name = unique("hooked")
     realtime_server.channel(name, webhookUrls=[url, "http://127.0.0.1:9/unreachable"])
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -148,9 +102,7 @@ def test_webhooks_are_signed_retried_and_counted(
     secret = httpx.get(
         f"{realtime_server.url}/api/realtime/config/webhook-secret", headers=realtime_server.admin
     ).json()["secret"]
-    signed = headers["x-insforge-timestamp"].encode() + b"." + retry["body"]
-    expected = "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(headers["x-insforge-signature"], expected)
+    assert signed_with(secret, retry)
 
     # The unreachable URL is tried three times (webhook_attempts), then both counts are written back.
     with psycopg.connect(database_url, autocommit=True) as conn:
