@@ -74,7 +74,12 @@ class AuthSettings(BaseSettings):
 class RealtimeSettings(BaseSettings):
     """Realtime's own tunables, read from `KILNBASE_REALTIME_*` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="KILNBASE_REALTIME_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_REALTIME_", extra="ignore", populate_by_name=True)
+
+    #: Rooms and presence shared by every process through Redis (messages reach every process anyway).
+    redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("KILNBASE_REALTIME_REDIS_URL", "REDIS_URL")
+    )
 
     #: Channels one connection may be subscribed to at once.
     max_subscriptions: int = Field(default=100, ge=1)

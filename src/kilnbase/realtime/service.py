@@ -7,12 +7,16 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import socketio  # type: ignore[import-untyped]
+
 from kilnbase.capability import Core
+from kilnbase.http.rate_limit import redis_prefix
 from kilnbase.identity.principal import CredentialResolver
 from kilnbase.realtime.access import ChannelAccess
 from kilnbase.realtime.channels import RealtimeAdmin
 from kilnbase.realtime.delivery import MessageDelivery
-from kilnbase.realtime.presence import LocalPresence
+from kilnbase.realtime.presence import LocalPresence, Presence
+from kilnbase.realtime.redis_presence import RedisPresence
 from kilnbase.realtime.socket_server import RealtimeSocketServer
 from kilnbase.realtime.webhooks import WebhookSender
 
@@ -30,12 +34,19 @@ class RealtimeService:
         conninfo = core.database.owner_pool.conninfo
         assert isinstance(conninfo, str), "the owner pool is built from a connection string"
         access = ChannelAccess(core.database)
+        presence: Presence = LocalPresence()
+        manager = None
+        if settings.redis_url:
+            prefix = redis_prefix(core.keys.jwt_secret).removesuffix("rate:") + "realtime:"
+            presence = RedisPresence(settings.redis_url, prefix)
+            manager = socketio.AsyncRedisManager(settings.redis_url, channel=f"{prefix}socketio")
         sockets = RealtimeSocketServer(
             settings,
             core.keys,
             CredentialResolver(core.keys, core.tokens, core.ended_sessions),
             access,
-            LocalPresence(),
+            presence,
+            manager,
         )
         delivery = MessageDelivery(settings, conninfo, core.database, sockets, WebhookSender(settings))
         return cls(RealtimeAdmin(core.database), sockets, delivery)

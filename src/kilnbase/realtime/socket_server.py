@@ -360,7 +360,10 @@ class RealtimeSocketServer:
         if message.get("senderId"):
             meta["senderId"] = message["senderId"]
         body = {**message["payload"], "meta": meta}
-        await self.sio.emit(message["eventName"], body, room=room_of(message["channelName"]))
+        # Every process delivers each message to its own sockets: never through the Redis manager.
+        await self.sio.emit(
+            message["eventName"], body, room=room_of(message["channelName"]), ignore_queue=True
+        )
 
     async def close(self) -> None:
         for connection in self.connections.values():

@@ -1,0 +1,96 @@
+"""Two server processes of one project (two apps over one database and the machine's Redis): a subscriber on
+A receives what is published on B, and both see one presence per channel, joins and leaves included."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from kilnbase.app import create_app
+from kilnbase.config import Settings
+from tests.realtime.conftest import LIMITS, RealtimeServer, connect, unique
+from tests.support.uvicorn_thread import UvicornThread
+
+pytestmark = pytest.mark.anyio
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="module")
+def pair(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RealtimeServer, ...]]:
+    """Both apps read one data directory, so they share the project's keys (and so its Redis prefix)."""
+    data_dir = tmp_path_factory.mktemp("data")
+    settings = Settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        realtime=LIMITS.model_copy(update={"redis_url": REDIS_URL}),
+    )
+    threads = [UvicornThread(create_app(settings)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    servers = tuple(RealtimeServer(thread.url, thread.app) for thread in threads)
+    servers[0].channel("shared:%")
+    servers[0].sql(
+        "create policy shared_subscribe on realtime.channels for select to anon, authenticated "
+        "using (pattern = 'shared:%'); "
+        "create policy shared_publish on realtime.messages for insert to authenticated "
+        "with check (realtime.channel_name() like 'shared:%')"
+    )
+    yield servers
+    for thread in threads:
+        thread.stop()
+
+
+async def test_a_subscriber_on_one_process_receives_what_another_publishes(
+    pair: tuple[RealtimeServer, RealtimeServer],
+) -> None:
+    a, b = pair
+    channel = unique("shared")
+    listener = await connect(a, {"token": a.anon_key})
+    assert (await listener.subscribe(channel))["ok"] is True
+    sender_id = str(uuid.uuid4())
+    sender = await connect(b, {"token": b.user_token(sender_id)})
+    ack = await sender.subscribe(channel)
+    # B's ack lists the member on A: presence is shared.
+    assert {m["presenceId"] for m in ack["presence"]["members"]} == {listener.sio.get_sid(), sender_id}
+    joined = await listener.next("presence:join")
+    assert joined["member"]["presenceId"] == sender_id
+
+    await sender.sio.emit(
+        "realtime:publish", {"channel": channel, "event": "hello", "payload": {"from": "b"}}
+    )
+    message = await listener.next("hello")
+    assert message["from"] == "b"
+    assert message["meta"]["senderId"] == sender_id
+    # Exactly once on each side: the message is not also relayed through Redis.
+    assert (await sender.next("hello"))["from"] == "b"
+
+    await sender.sio.disconnect()
+    left = await listener.next("presence:leave")
+    assert left["member"]["presenceId"] == sender_id
+    assert len(listener.received("hello")) == 1
+    await listener.sio.disconnect()
+
+
+async def test_one_user_on_both_processes_is_one_member(pair: tuple[RealtimeServer, RealtimeServer]) -> None:
+    a, b = pair
+    channel = unique("shared")
+    watcher = await connect(a, {"token": a.anon_key})
+    await watcher.subscribe(channel)
+    user_id = str(uuid.uuid4())
+    on_a = await connect(a, {"token": a.user_token(user_id)})
+    on_b = await connect(b, {"token": b.user_token(user_id)})
+    await on_a.subscribe(channel)
+    ack = await on_b.subscribe(channel)
+    assert sorted(m["presenceId"] for m in ack["presence"]["members"]) == sorted(
+        [watcher.sio.get_sid(), user_id]
+    )
+    await on_a.sio.disconnect()
+    await on_b.sio.emit("realtime:unsubscribe", {"channel": channel})
+    left = await watcher.next("presence:leave")
+    assert left["member"]["presenceId"] == user_id
+    assert len(watcher.received("presence:join")) == 1
+    await on_b.sio.disconnect()
+    await watcher.sio.disconnect()
