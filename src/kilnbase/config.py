@@ -95,6 +95,10 @@ class RealtimeSettings(BaseSettings):
     webhook_timeout: float = Field(default=10.0, gt=0)
     #: How often the retention sweep runs.
     retention_sweep_seconds: float = Field(default=3600.0, gt=0)
+    #: Change events: how long the replication slot outlives its last subscriber (clients that reconnect
+    #: within it, after a restart say, get what changed meanwhile), and how often it is read when idle.
+    changes_idle_seconds: float = Field(default=300.0, ge=0)
+    changes_poll_seconds: float = Field(default=0.05, gt=0)
 
 
 class Settings(BaseSettings):

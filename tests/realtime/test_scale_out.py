@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from kilnbase.app import create_app
@@ -94,3 +95,31 @@ async def test_one_user_on_both_processes_is_one_member(pair: tuple[RealtimeServ
     assert len(watcher.received("presence:join")) == 1
     await on_b.sio.disconnect()
     await watcher.sio.disconnect()
+
+
+async def test_changes_are_decoded_once_and_reach_both_processes(
+    pair: tuple[RealtimeServer, RealtimeServer], database_url: str
+) -> None:
+    a, b = pair
+    a.sql(
+        "create table if not exists scores (id bigint generated always as identity primary key, points int); "
+        "create policy scores_read on scores for select to anon using (true)"
+    )
+    channel = "postgres_changes:public:scores"
+    on_a = await connect(a, {"token": a.anon_key})
+    on_b = await connect(b, {"token": b.anon_key})
+    assert (await on_a.subscribe(channel))["ok"] is True
+    assert (await on_b.subscribe(channel))["ok"] is True
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        # One reader of the slot for the two processes: one holder of the leader's advisory lock.
+        leaders = conn.execute(
+            "select count(*) from pg_locks where locktype = 'advisory' and objid = 7140140"
+        )
+        assert leaders.fetchone() == (1,)
+        first = conn.execute("insert into scores (points) values (1) returning id").fetchone()
+        last = conn.execute("insert into scores (points) values (2) returning id").fetchone()
+    assert first is not None and last is not None
+    for client in (on_a, on_b):
+        await client.until("postgres_changes", lambda e: e["record"]["id"] == last[0])
+        assert [e["record"]["points"] for e in client.received("postgres_changes")] == [1, 2]
+        await client.sio.disconnect()

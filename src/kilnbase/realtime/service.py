@@ -13,6 +13,7 @@ from kilnbase.capability import Core
 from kilnbase.http.rate_limit import redis_prefix
 from kilnbase.identity.principal import CredentialResolver
 from kilnbase.realtime.access import ChannelAccess
+from kilnbase.realtime.change_feed import ChangeFeed
 from kilnbase.realtime.channels import RealtimeAdmin
 from kilnbase.realtime.delivery import MessageDelivery
 from kilnbase.realtime.presence import LocalPresence, Presence
@@ -26,6 +27,7 @@ class RealtimeService:
     admin: RealtimeAdmin
     sockets: RealtimeSocketServer
     delivery: MessageDelivery
+    changes: ChangeFeed
 
     @classmethod
     def build(cls, core: Core) -> RealtimeService:
@@ -36,26 +38,30 @@ class RealtimeService:
         access = ChannelAccess(core.database)
         presence: Presence = LocalPresence()
         manager = None
+        prefix = redis_prefix(core.keys.jwt_secret).removesuffix("rate:") + "realtime:"
         if settings.redis_url:
-            prefix = redis_prefix(core.keys.jwt_secret).removesuffix("rate:") + "realtime:"
             presence = RedisPresence(settings.redis_url, prefix)
             manager = socketio.AsyncRedisManager(settings.redis_url, channel=f"{prefix}socketio")
+        changes = ChangeFeed(settings, conninfo, core.database, settings.redis_url, prefix)
         sockets = RealtimeSocketServer(
             settings,
             core.keys,
             CredentialResolver(core.keys, core.tokens, core.ended_sessions),
             access,
             presence,
+            changes,
             manager,
         )
         delivery = MessageDelivery(settings, conninfo, core.database, sockets, WebhookSender(settings))
-        return cls(RealtimeAdmin(core.database), sockets, delivery)
+        return cls(RealtimeAdmin(core.database), sockets, delivery, changes)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         await self.delivery.start()
+        await self.changes.start()
         try:
             yield
         finally:
             await self.sockets.close()
+            await self.changes.stop()
             await self.delivery.stop()

@@ -34,6 +34,7 @@ from kilnbase.config import RealtimeSettings
 from kilnbase.identity.principal import CredentialError, CredentialKind, CredentialResolver, Principal
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.realtime.access import ChannelAccess
+from kilnbase.realtime.change_feed import ChangeFeed
 from kilnbase.realtime.presence import Presence
 
 log = logging.getLogger("kilnbase.realtime")
@@ -103,6 +104,7 @@ class RealtimeSocketServer:
         resolver: CredentialResolver,
         access: ChannelAccess,
         presence: Presence,
+        changes: ChangeFeed,
         client_manager: Any = None,
     ) -> None:
         self.settings = settings
@@ -110,6 +112,8 @@ class RealtimeSocketServer:
         self.resolver = resolver
         self.access = access
         self.presence = presence
+        self.changes = changes
+        changes.attach(self._emit_change)
         self.connections: dict[str, Connection] = {}
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
@@ -241,11 +245,17 @@ class RealtimeSocketServer:
                 "REALTIME_SUBSCRIPTION_LIMIT",
                 f"At most {self.settings.max_subscriptions} subscriptions per connection.",
             )
-        if not await self.access.can_subscribe(connection.principal, channel):
+        if self.changes.is_change_channel(channel):
+            assert isinstance(data, dict)
+            refusal = await self.changes.subscribe(sid, connection.principal, channel, data.get("event"))
+            if refusal is not None:
+                return self._refusal(channel, *refusal)
+        elif not await self.access.can_subscribe(connection.principal, channel):
             return self._refusal(
                 channel, "REALTIME_UNAUTHORIZED", "Not authorized to subscribe to this channel"
             )
         if sid not in self.connections:  # disconnected while the check ran
+            self.changes.forget(sid)
             return self._refusal(channel, "DISCONNECTED", "Disconnected")
         room = room_of(channel)
         await self.sio.enter_room(sid, room)
@@ -282,6 +292,7 @@ class RealtimeSocketServer:
     ) -> None:
         room = room_of(channel)
         connection.channels.discard(channel)
+        self.changes.unsubscribe(sid, channel)
         member = await self.presence.untrack(room, sid)
         if member is not None:
             await self.sio.emit(
@@ -364,6 +375,11 @@ class RealtimeSocketServer:
         await self.sio.emit(
             message["eventName"], body, room=room_of(message["channelName"]), ignore_queue=True
         )
+
+    async def _emit_change(self, sid: str, channel: str, payload: dict[str, Any]) -> None:
+        """A change event to one subscriber (after its RLS check), Supabase's payload plus InsForge's meta."""
+        body = {**payload, "meta": self.meta(room_of(channel))}
+        await self.sio.emit("postgres_changes", body, to=sid, ignore_queue=True)
 
     async def close(self) -> None:
         for connection in self.connections.values():
