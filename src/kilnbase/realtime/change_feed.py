@@ -96,6 +96,8 @@ class ChangeFeed:
         self._listeners_key = f"{prefix}changes:listeners:"
         self._host = uuid.uuid4().hex
         self.available = False
+        #: Set while this process holds the leader's lock (reads the slot).
+        self._leading = asyncio.Event()
         #: The slot's name (`kilnbase_rt_<hash of the database name>`), known once started.
         self.slot: str | None = None
 
@@ -119,6 +121,11 @@ class ChangeFeed:
             return "REALTIME_INVALID_CHANNEL_REQUEST", str(exc)
         if not self.available:
             return "REALTIME_CONNECTION_FAILED", "Database change events are not available on this database."
+        if self._redis is None and not await self._is_leader():
+            return (
+                "REALTIME_CONNECTION_FAILED",
+                "Without Redis, change events are served by one process; set REDIS_URL to use several.",
+            )
         if subscription.schema != "public":
             return "REALTIME_INVALID_CHANNEL_REQUEST", "Change events are published for tables in public."
         try:
@@ -140,6 +147,12 @@ class ChangeFeed:
             return "REALTIME_CONNECTION_FAILED", "Database change events could not start."
         self._subscribers.setdefault(sid, {})[channel] = Subscriber(sid, channel, subscription, principal)
         return None
+
+    async def _is_leader(self) -> bool:
+        """Whether this process reads the slot (waiting a moment for a process that has just started)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._leading.wait(), timeout=2)
+        return self._leading.is_set()
 
     async def _ensure_slot(self) -> None:
         """The slot exists once a subscription is acknowledged, so every change after the ack is decoded."""
@@ -243,7 +256,11 @@ class ChangeFeed:
                 ) as conn:
                     while not await _scalar(conn, "select pg_try_advisory_lock(%s)", (_LEADER_LOCK,)):  # noqa: ASYNC110
                         await asyncio.sleep(self.settings.changes_poll_seconds * 20)
-                    await self._read_slot(conn)
+                    self._leading.set()
+                    try:
+                        await self._read_slot(conn)
+                    finally:
+                        self._leading.clear()
             except (psycopg.Error, OSError) as exc:
                 log.warning("change feed lost its connection: %s", exc)
                 await asyncio.sleep(_RETRY_SECONDS)
