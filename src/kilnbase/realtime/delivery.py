@@ -122,6 +122,8 @@ class MessageDelivery:
             return
         counted = [pair for pair in audiences if pair[0]]
         async with self.database.as_owner() as cur:
+            # Delivery counts are statistics: not worth a wait for the disk.
+            await cur.execute("set local synchronous_commit = off")
             if counted:
                 await cur.executemany(
                     "update realtime.messages set ws_audience_count = ws_audience_count + %s where id = %s",

@@ -63,5 +63,6 @@ class RealtimeService:
             yield
         finally:
             await self.sockets.close()
+            await self.sockets.access.close()
             await self.changes.stop()
             await self.delivery.stop()
