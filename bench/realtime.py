@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -122,10 +123,25 @@ def broadcast(
         "publisherAuth": publisher_auth,
     }
     fanout = run_clients({**base, "mode": "fanout", "subscribers": args.subscribers, "rounds": args.rounds})
+    settle(urls)
     throughput = run_clients(
         {**base, "mode": "throughput", "subscribers": args.throughput_subscribers, "messages": args.messages}
     )
     return {"fanout": fanout, "throughput": throughput}
+
+
+def settle(urls: list[str]) -> None:
+    """Wait until every server answers at once again (a thousand subscribers leaving is a million presence
+    events to send, with InsForge's presence), so one phase's tail does not time the next."""
+    for url in urls:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(f"{url}/api/health", timeout=30)
+            if time.perf_counter() - started < 0.05:
+                break
+            time.sleep(0.5)
 
 
 async def change_events(urls: list[str], anon_key: str, database_url: str, count: int) -> float:

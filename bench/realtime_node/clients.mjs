@@ -9,7 +9,7 @@ const now = () => performance.timeOrigin + performance.now();
 
 function connect(url, auth) {
   return new Promise((resolve, reject) => {
-    const socket = io(url, { transports: ['websocket'], auth, reconnection: false, forceNew: true });
+    const socket = io(url, { transports: ['websocket'], auth, reconnection: false, forceNew: true, timeout: 120000 });
     socket.once('connect', () => resolve(socket));
     socket.once('connect_error', (error) => reject(error));
   });

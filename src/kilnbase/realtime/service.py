@@ -16,6 +16,7 @@ from kilnbase.realtime.access import ChannelAccess
 from kilnbase.realtime.change_feed import ChangeFeed
 from kilnbase.realtime.channels import RealtimeAdmin
 from kilnbase.realtime.delivery import MessageDelivery
+from kilnbase.realtime.direct_emit import DirectEmitManager
 from kilnbase.realtime.presence import LocalPresence, Presence
 from kilnbase.realtime.redis_presence import RedisPresence
 from kilnbase.realtime.socket_server import RealtimeSocketServer
@@ -37,7 +38,7 @@ class RealtimeService:
         assert isinstance(conninfo, str), "the owner pool is built from a connection string"
         access = ChannelAccess(core.database)
         presence: Presence = LocalPresence()
-        manager = None
+        manager = DirectEmitManager()
         prefix = redis_prefix(core.keys.jwt_secret).removesuffix("rate:") + "realtime:"
         if settings.redis_url:
             presence = RedisPresence(settings.redis_url, prefix)
