@@ -7,8 +7,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import socketio  # type: ignore[import-untyped]
-
 from kilnbase.capability import Core
 from kilnbase.http.rate_limit import redis_prefix
 from kilnbase.identity.principal import CredentialResolver
@@ -16,7 +14,7 @@ from kilnbase.realtime.access import ChannelAccess
 from kilnbase.realtime.change_feed import ChangeFeed
 from kilnbase.realtime.channels import RealtimeAdmin
 from kilnbase.realtime.delivery import MessageDelivery
-from kilnbase.realtime.direct_emit import DirectEmitManager
+from kilnbase.realtime.direct_emit import DirectEmitManager, DirectEmitRedisManager
 from kilnbase.realtime.presence import LocalPresence, Presence
 from kilnbase.realtime.redis_presence import RedisPresence
 from kilnbase.realtime.socket_server import RealtimeSocketServer
@@ -42,7 +40,7 @@ class RealtimeService:
         prefix = redis_prefix(core.keys.jwt_secret).removesuffix("rate:") + "realtime:"
         if settings.redis_url:
             presence = RedisPresence(settings.redis_url, prefix)
-            manager = socketio.AsyncRedisManager(settings.redis_url, channel=f"{prefix}socketio")
+            manager = DirectEmitRedisManager(settings.redis_url, channel=f"{prefix}socketio")
         changes = ChangeFeed(settings, conninfo, core.database, settings.redis_url, prefix)
         sockets = RealtimeSocketServer(
             settings,
