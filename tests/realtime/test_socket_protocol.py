@@ -252,3 +252,29 @@ async def test_a_token_that_expires_ends_its_subscriptions(realtime_server: Real
     assert left["member"]["presenceId"] == user_id
     await watcher.sio.disconnect()
     await asyncio.sleep(0)
+
+
+async def test_publishes_committed_together_get_their_own_answers(realtime_server: RealtimeServer) -> None:
+    """A burst from an allowed user and a refused anon caller, written in shared transactions: every allowed
+    message arrives, and every refused one gets its own `realtime:error`."""
+    channel = unique("room")
+    allowed = await connect(realtime_server, {"token": realtime_server.user_token()})
+    refused_client = await connect(realtime_server, {"token": realtime_server.anon_key})
+    await allowed.subscribe(channel)
+    await refused_client.subscribe(channel)
+    for n in range(15):
+        await allowed.sio.emit(
+            "realtime:publish", {"channel": channel, "event": "burst", "payload": {"n": n}}
+        )
+        await refused_client.sio.emit(
+            "realtime:publish", {"channel": channel, "event": "burst", "payload": {"n": -1}}
+        )
+    await refused_client.until("burst", lambda message: message["n"] == 14)
+    await refused_client.until(
+        "realtime:error", lambda _e: len(refused_client.received("realtime:error")) == 15
+    )
+    assert sorted(m["n"] for m in refused_client.received("burst")) == list(range(15))
+    assert {e["code"] for e in refused_client.received("realtime:error")} == {"REALTIME_UNAUTHORIZED"}
+    assert allowed.received("realtime:error") == []
+    await allowed.sio.disconnect()
+    await refused_client.sio.disconnect()
