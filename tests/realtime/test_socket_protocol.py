@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.realtime.conftest import RealtimeServer, connect, refused, unique
@@ -278,3 +279,16 @@ async def test_publishes_committed_together_get_their_own_answers(realtime_serve
     assert allowed.received("realtime:error") == []
     await allowed.sio.disconnect()
     await refused_client.sio.disconnect()
+
+
+async def test_the_long_polling_handshake_carries_one_cors_header(realtime_server: RealtimeServer) -> None:
+    """Browsers start with HTTP long-polling unless told otherwise: CORS is answered once, by the edge."""
+    async with httpx.AsyncClient() as http:
+        response = await http.get(
+            f"{realtime_server.url}/socket.io/?EIO=4&transport=polling",
+            headers={"Origin": "http://app.example"},
+        )
+    assert response.status_code == 200
+    assert response.text.startswith("0{")  # Engine.IO's open packet
+    origins = [v for k, v in response.headers.multi_items() if k.lower() == "access-control-allow-origin"]
+    assert len(origins) == 1

@@ -117,7 +117,8 @@ class RealtimeSocketServer:
         self.connections: dict[str, Connection] = {}
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
-            cors_allowed_origins="*",
+            # CORS for HTTP (long-polling) is the edge middleware's, as for every route; a WebSocket has none.
+            cors_allowed_origins=[],
             client_manager=client_manager,
             max_http_buffer_size=max(1_000_000, settings.max_payload_bytes * 2),
             logger=False,
