@@ -99,6 +99,8 @@ class RealtimeSettings(BaseSettings):
     #: within it, after a restart say, get what changed meanwhile), and how often it is read when idle.
     changes_idle_seconds: float = Field(default=300.0, ge=0)
     changes_poll_seconds: float = Field(default=0.05, gt=0)
+    #: How often connections are checked for a session that has ended (signed out, revoked).
+    session_check_seconds: float = Field(default=2.0, gt=0)
 
 
 class Settings(BaseSettings):

@@ -23,6 +23,7 @@ LIMITS = RealtimeSettings(
     events_per_second=20,
     event_burst=40,
     max_payload_bytes=1024,
+    session_check_seconds=0.2,
     webhook_attempts=3,
     webhook_retry_delay=0.05,
     webhook_timeout=5,
@@ -46,8 +47,13 @@ class RealtimeServer:
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
 
-    def user_token(self, user_id: str | None = None, *, expires_in: int = 900) -> str:
-        claims = {"sub": user_id or str(uuid.uuid4()), "role": "authenticated", "email": "u@example.com"}
+    def user_token(self, user_id: str | None = None, *, expires_in: int = 900, **extra: str) -> str:
+        claims = {
+            "sub": user_id or str(uuid.uuid4()),
+            "role": "authenticated",
+            "email": "u@example.com",
+            **extra,
+        }
         return self.app.services.core.tokens.sign(claims, expires_in=expires_in)
 
     def sql(self, query: str) -> Any:

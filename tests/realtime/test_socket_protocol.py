@@ -292,3 +292,18 @@ async def test_the_long_polling_handshake_carries_one_cors_header(realtime_serve
     assert response.text.startswith("0{")  # Engine.IO's open packet
     origins = [v for k, v in response.headers.multi_items() if k.lower() == "access-control-allow-origin"]
     assert len(origins) == 1
+
+
+async def test_signing_out_ends_the_sessions_subscriptions(realtime_server: RealtimeServer) -> None:
+    channel = unique("room")
+    session = str(uuid.uuid4())
+    client = await connect(realtime_server, {"token": realtime_server.user_token(sid=session)})
+    assert (await client.subscribe(channel))["ok"] is True
+    # What the sessions listener does when the session is revoked in any process.
+    realtime_server.app.services.core.ended_sessions.add([session])
+    ended = await client.next("realtime:error")
+    assert ended["channel"] == channel
+    assert ended["code"] == "AUTH_UNAUTHORIZED"
+    await client.next("disconnect")
+    refused_again = await refused(realtime_server, {"token": realtime_server.user_token(sid=session)})
+    assert "signed out" in refused_again["message"]

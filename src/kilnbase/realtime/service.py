@@ -3,11 +3,13 @@ delivery from the database (and webhooks), and the admin API, with their lifespa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from kilnbase.capability import Core
+from kilnbase.config import RealtimeSettings
 from kilnbase.http.rate_limit import redis_prefix
 from kilnbase.identity.principal import CredentialResolver
 from kilnbase.realtime.access import ChannelAccess
@@ -27,6 +29,7 @@ class RealtimeService:
     sockets: RealtimeSocketServer
     delivery: MessageDelivery
     changes: ChangeFeed
+    settings: RealtimeSettings
 
     @classmethod
     def build(cls, core: Core) -> RealtimeService:
@@ -46,21 +49,25 @@ class RealtimeService:
             settings,
             core.keys,
             CredentialResolver(core.keys, core.tokens, core.ended_sessions),
+            core.ended_sessions,
             access,
             presence,
             changes,
             manager,
         )
         delivery = MessageDelivery(settings, conninfo, core.database, sockets, WebhookSender(settings))
-        return cls(RealtimeAdmin(core.database), sockets, delivery, changes)
+        return cls(RealtimeAdmin(core.database), sockets, delivery, changes, settings)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         await self.delivery.start()
         await self.changes.start()
+        sessions = asyncio.create_task(self.sockets.watch_sessions(self.settings.session_check_seconds))
         try:
             yield
         finally:
+            sessions.cancel()
+            await asyncio.wait([sessions], timeout=5)
             await self.sockets.close()
             await self.sockets.access.close()
             await self.changes.stop()

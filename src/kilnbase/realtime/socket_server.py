@@ -31,6 +31,7 @@ import orjson
 import socketio  # type: ignore[import-untyped]
 
 from kilnbase.config import RealtimeSettings
+from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.identity.principal import CredentialError, CredentialKind, CredentialResolver, Principal
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.realtime.access import ChannelAccess
@@ -102,6 +103,7 @@ class RealtimeSocketServer:
         settings: RealtimeSettings,
         keys: ProjectKeys,
         resolver: CredentialResolver,
+        ended_sessions: EndedSessions,
         access: ChannelAccess,
         presence: Presence,
         changes: ChangeFeed,
@@ -110,6 +112,7 @@ class RealtimeSocketServer:
         self.settings = settings
         self.keys = keys
         self.resolver = resolver
+        self.ended_sessions = ended_sessions
         self.access = access
         self.presence = presence
         self.changes = changes
@@ -174,21 +177,34 @@ class RealtimeSocketServer:
                 delay, lambda: asyncio.ensure_future(self.expire(sid))
             )
 
-    async def expire(self, sid: str) -> None:
-        """The connection's token expired: end every subscription it allowed, then the connection."""
+    async def expire(self, sid: str, *, signed_out: bool = False) -> None:
+        """The connection's token expired (or its session ended): end every subscription it allowed, then the
+        connection."""
         connection = self.connections.get(sid)
         if connection is None:
             return
+        code, message = (
+            (
+                "AUTH_UNAUTHORIZED",
+                "The session of this token has been signed out; this subscription has ended.",
+            )
+            if signed_out
+            else ("AUTH_TOKEN_EXPIRED", "The access token expired; this subscription has ended.")
+        )
         for channel in list(connection.channels):
             await self._leave(sid, connection, channel)
-            await self.sio.emit(
-                "realtime:error",
-                error_payload(
-                    "AUTH_TOKEN_EXPIRED", "The access token expired; this subscription has ended.", channel
-                ),
-                to=sid,
-            )
+            await self.sio.emit("realtime:error", error_payload(code, message, channel), to=sid)
         await self.sio.disconnect(sid)
+
+    async def watch_sessions(self, every: float) -> None:
+        """End the connections whose session has ended (signed out, revoked, deleted) since they connected:
+        every process learns of it within moments (`EndedSessions`), and this looks every `every` seconds."""
+        while True:
+            await asyncio.sleep(every)
+            for sid, connection in list(self.connections.items()):
+                session = connection.principal.claims.get("sid")
+                if isinstance(session, str) and self.ended_sessions.has_ended(session):
+                    await self.expire(sid, signed_out=True)
 
     async def _on_disconnect(self, sid: str, *_reason: Any) -> None:
         connection = self.connections.pop(sid, None)
