@@ -115,3 +115,25 @@ def test_webhooks_are_signed_retried_and_counted(
                 break
             conn.execute("select pg_sleep(0.05)")
     assert counts == (2, 1)
+
+
+async def test_messages_stored_while_the_listener_reconnects_are_delivered(
+    realtime_server: RealtimeServer, database_url: str
+) -> None:
+    channel = unique("sql")
+    client = await connect(realtime_server, {"token": realtime_server.anon_key})
+    assert (await client.subscribe(channel))["ok"] is True
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        cut = conn.execute(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity "
+            "where application_name = 'kilnbase-realtime' and datname = current_database()"
+        ).fetchone()
+        assert cut == (1,)
+        # Stored while the listener is away (it reconnects after a second).
+        conn.execute("select realtime.publish(%s, 'gap', '{\"n\": 1}')", (channel,))
+    assert (await client.next("gap", timeout=15))["n"] == 1
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("select realtime.publish(%s, 'gap', '{\"n\": 2}')", (channel,))
+    await client.until("gap", lambda message: message["n"] == 2)
+    assert [m["n"] for m in client.received("gap")] == [1, 2]
+    await client.sio.disconnect()

@@ -5,7 +5,9 @@ transaction commits and never when it rolls back. Every process listens on a con
 broadcasts each message to its own sockets in the channel's room (so processes need nothing between them to
 fan a message out), adding its audience to `ws_audience_count`. One process, the first to claim the row,
 sends the channel's webhooks and writes `wh_audience_count` and `wh_delivered_count` back. Notifications that
-arrive together are read in one query. A lost connection is retried every second.
+arrive together are read in one query. A lost connection is retried every second; once it is back, the
+messages stored since shortly before it was lost are read, and those this process has not delivered yet
+(it remembers the last `_REMEMBERED` ids) are delivered then.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import psycopg
@@ -29,6 +32,10 @@ CHANNEL = "realtime_message"
 APPLICATION_NAME = "kilnbase-realtime"
 _RETRY_SECONDS = 1.0
 _BATCH = 500
+_REMEMBERED = 20_000
+#: How far before a lost connection to look for messages it may have missed (a message's `created_at` is its
+#: transaction's start, which may come well before its commit).
+_CATCH_UP_MARGIN_SECONDS = 120
 _LOAD = """
 select m.id::text as id, m.event_name as "eventName", m.channel_name as "channelName", m.payload,
        m.sender_type as "senderType", m.sender_id::text as "senderId", c.webhook_urls as "webhookUrls"
@@ -56,6 +63,9 @@ class MessageDelivery:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listening = asyncio.Event()
         self._secret = ""
+        #: Ids of the messages delivered lately (insertion-ordered), so catching up sends nothing twice.
+        self._delivered: dict[str, None] = {}
+        self._lost_at: float | None = None
 
     async def start(self) -> None:
         async with self.database.as_owner() as cur:
@@ -90,13 +100,35 @@ class MessageDelivery:
                     self._conninfo, autocommit=True, application_name=APPLICATION_NAME
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    if self._lost_at is not None:
+                        await self._catch_up(conn, self._lost_at)
+                        self._lost_at = None
                     self._listening.set()
                     async for notify in conn.notifies():
                         self._queue.put_nowait(notify.payload)
             except (psycopg.Error, OSError) as exc:
                 log.warning("realtime listener lost its connection: %s", type(exc).__name__)
+                if self._lost_at is None:
+                    self._lost_at = time.time()
                 self._listening.set()
                 await asyncio.sleep(_RETRY_SECONDS)
+
+    async def _catch_up(self, conn: AsyncConnection[Any], lost_at: float) -> None:
+        """Queue what was stored while the connection was away and has not been delivered here."""
+        cur = await conn.execute(
+            "select id::text from realtime.messages where created_at >= to_timestamp(%s) "
+            "order by created_at, id",
+            (lost_at - _CATCH_UP_MARGIN_SECONDS,),
+        )
+        for (message_id,) in await cur.fetchall():
+            if message_id not in self._delivered:
+                self._queue.put_nowait(message_id)
+
+    def _remember(self, ids: list[str]) -> None:
+        for message_id in ids:
+            self._delivered[message_id] = None
+        while len(self._delivered) > _REMEMBERED:
+            del self._delivered[next(iter(self._delivered))]
 
     async def _deliver(self) -> None:
         while True:
@@ -109,9 +141,13 @@ class MessageDelivery:
                 log.error("realtime delivery of %d messages failed: %s", len(ids), type(exc).__name__)
 
     async def deliver(self, ids: list[str]) -> None:
+        ids = [message_id for message_id in dict.fromkeys(ids) if message_id not in self._delivered]
+        if not ids:
+            return
         async with self.database.as_owner() as cur:
             await cur.execute(_LOAD, (ids,))
             messages = await cur.fetchall()
+        self._remember(ids)
         audiences: list[tuple[int, str]] = []
         for message in messages:
             audience = self.sockets.audience(message["channelName"])
