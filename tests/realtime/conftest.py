@@ -123,12 +123,14 @@ class Client:
         return ack
 
 
-async def connect(server: RealtimeServer, auth: dict[str, Any] | None) -> Client:
+async def connect(server: RealtimeServer | str, auth: dict[str, Any] | None) -> Client:
+    """A connected client, to a server under test or to a URL."""
+    url = server if isinstance(server, str) else server.url
     sio = socketio.AsyncClient(reconnection=False)
     client = Client(sio)
     sio.on("*", client._record)
     sio.on("disconnect", lambda *_: client._record("disconnect"))
-    await sio.connect(server.url, auth=auth, transports=["websocket"], wait_timeout=10)
+    await sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=10)
     return client
 
 

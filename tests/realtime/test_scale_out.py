@@ -3,20 +3,29 @@ A receives what is published on B, and both see one presence per channel, joins 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import psycopg
 import pytest
 
 from kilnbase.app import create_app
 from kilnbase.config import Settings
 from tests.realtime.conftest import LIMITS, RealtimeServer, connect, unique
+from tests.support.postgres import TestCluster
+from tests.support.servers import ServerProcess
 from tests.support.uvicorn_thread import UvicornThread
 
 pytestmark = pytest.mark.anyio
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+#: Holders of the change feed's leader lock in this database (the cluster is shared by every test module).
+LEADER_LOCKS = (
+    "select count(*) from pg_locks where locktype = 'advisory' and objid = 7140140 "
+    "and database = (select oid from pg_database where datname = current_database())"
+)
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +121,7 @@ async def test_changes_are_decoded_once_and_reach_both_processes(
     assert (await on_b.subscribe(channel))["ok"] is True
     with psycopg.connect(database_url, autocommit=True) as conn:
         # One reader of the slot for the two processes: one holder of the leader's advisory lock.
-        leaders = conn.execute(
-            "select count(*) from pg_locks where locktype = 'advisory' and objid = 7140140"
-        )
+        leaders = conn.execute(LEADER_LOCKS)
         assert leaders.fetchone() == (1,)
         first = conn.execute("insert into scores (points) values (1) returning id").fetchone()
         last = conn.execute("insert into scores (points) values (2) returning id").fetchone()
@@ -123,3 +130,59 @@ async def test_changes_are_decoded_once_and_reach_both_processes(
         await client.until("postgres_changes", lambda e: e["record"]["id"] == last[0])
         assert [e["record"]["points"] for e in client.received("postgres_changes")] == [1, 2]
         await client.sio.disconnect()
+
+
+async def test_serve_with_two_workers_shares_rooms_presence_and_changes(
+    cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`kilnbase serve --workers 2` with Redis: two processes (two listeners in the database), one reader of
+    the change slot, and every client gets each message and each change once, wherever it landed."""
+    database_url = cluster.create_database("workers")
+    server = ServerProcess(
+        tmp_path_factory.mktemp("workers") / "data",
+        env={"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL},
+        args=["--workers", "2"],
+    )
+    server.start()
+    try:
+        keys = json.loads((server.data_dir / "keys.json").read_text())
+        admin = {"Authorization": f"Bearer {keys['api_key']}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=admin) as http:
+            assert (await http.post("/api/realtime/channels", json={"pattern": "w:%"})).status_code == 201
+            setup = (
+                "create policy w_subscribe on realtime.channels for select to anon using (true); "
+                "create table tallies (id int generated always as identity primary key, v int); "
+                "create policy tallies_read on tallies for select to anon using (true)"
+            )
+            assert (await http.post("/api/database/advance/rawsql", json={"query": setup})).status_code == 200
+        clients = []
+        for _ in range(6):
+            client = await connect(server.url, {"token": keys["anon_key"]})
+            ack = await client.subscribe("w:1")
+            assert (await client.subscribe("postgres_changes:public:tallies"))["ok"] is True
+            clients.append(client)
+        assert len(ack["presence"]["members"]) == 6
+        publisher = await connect(server.url, {"apiKey": keys["api_key"]})
+        await publisher.subscribe("w:1")
+        await publisher.sio.emit("realtime:publish", {"channel": "w:1", "event": "tick", "payload": {"n": 1}})
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("insert into tallies (v) values (1), (2)")
+            listeners = conn.execute(
+                "select count(*) from pg_stat_activity where application_name = 'kilnbase-realtime' "
+                "and datname = current_database()"
+            ).fetchone()
+            leaders = conn.execute(LEADER_LOCKS)
+            assert leaders.fetchone() == (1,)
+        assert listeners == (2,)
+        for client in clients:
+            await client.next("tick")
+            await client.until("postgres_changes", lambda e: e["record"]["v"] == 2)
+        await publisher.sio.emit("realtime:publish", {"channel": "w:1", "event": "tick", "payload": {"n": 2}})
+        for client in clients:
+            await client.until("tick", lambda m: m["n"] == 2)
+            assert [m["n"] for m in client.received("tick")] == [1, 2]
+            assert [e["record"]["v"] for e in client.received("postgres_changes")] == [1, 2]
+            await client.sio.disconnect()
+        await publisher.sio.disconnect()
+    finally:
+        server.stop()
