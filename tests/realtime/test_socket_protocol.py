@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.realtime.conftest import RealtimeServer, connect, refused, unique
@@ -288,10 +289,16 @@ async def test_the_long_polling_handshake_carries_one_cors_header(realtime_serve
             f"{realtime_server.url}/socket.io/?EIO=4&transport=polling",
             headers={"Origin": "http://app.example"},
         )
-    assert response.status_code == 200
-    assert response.text.startswith("0{")  # Engine.IO's open packet
-    origins = [v for k, v in response.headers.multi_items() if k.lower() == "access-control-allow-origin"]
-    assert len(origins) == 1
+        assert response.status_code == 200
+        assert response.text.startswith("0{")  # Engine.IO's open packet
+        origins = [v for k, v in response.headers.multi_items() if k.lower() == "access-control-allow-origin"]
+        assert len(origins) == 1
+        # Close the session (Engine.IO's close packet), so it does not wait out its ping timeout.
+        session = orjson.loads(response.text[1:])["sid"]
+        closed = await http.post(
+            f"{realtime_server.url}/socket.io/?EIO=4&transport=polling&sid={session}", content=b"1"
+        )
+        assert closed.status_code == 200
 
 
 async def test_signing_out_ends_the_sessions_subscriptions(realtime_server: RealtimeServer) -> None:
