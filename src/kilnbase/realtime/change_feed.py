@@ -140,6 +140,10 @@ class ChangeFeed:
             row = None
         if row is None or not row["ok"]:
             return "REALTIME_UNAUTHORIZED", "Not authorized to subscribe to this channel"
+        if self._redis is not None:  # counted before the slot is made, so the reader cannot drop it meanwhile
+            with contextlib.suppress(aioredis.RedisError, OSError):
+                ttl = int(_HEARTBEAT_SECONDS * 3)
+                await self._redis.set(self._listeners_key + self._host, self.local_count() + 1, ex=ttl)
         try:
             await self._ensure_slot()
         except psycopg.Error as exc:

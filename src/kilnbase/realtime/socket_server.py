@@ -118,6 +118,7 @@ class RealtimeSocketServer:
         self.changes = changes
         changes.attach(self._emit_change)
         self.connections: dict[str, Connection] = {}
+        self._expiring: set[asyncio.Future[None]] = set()
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             # CORS for HTTP (long-polling) is the edge middleware's, as for every route; a WebSocket has none.
@@ -173,9 +174,12 @@ class RealtimeSocketServer:
         expires_at = principal.claims.get("exp") if principal.kind is CredentialKind.JWT else None
         if isinstance(expires_at, int | float):
             delay = max(0.0, float(expires_at) - time.time())
-            connection.expiry = asyncio.get_running_loop().call_later(
-                delay, lambda: asyncio.ensure_future(self.expire(sid))
-            )
+            connection.expiry = asyncio.get_running_loop().call_later(delay, self._expire_later, sid)
+
+    def _expire_later(self, sid: str) -> None:
+        task = asyncio.ensure_future(self.expire(sid))
+        self._expiring.add(task)  # held until done: the loop keeps only a weak reference to a task
+        task.add_done_callback(self._expiring.discard)
 
     async def expire(self, sid: str, *, signed_out: bool = False) -> None:
         """The connection's token expired (or its session ended): end every subscription it allowed, then the
