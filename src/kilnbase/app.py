@@ -41,6 +41,7 @@ from kilnbase.mcp_server.approvals import Approvals
 from kilnbase.mcp_server.endpoint import mcp_capability
 from kilnbase.mcp_server.server import build_server
 from kilnbase.metadata import routes as metadata_routes
+from kilnbase.realtime import routes as realtime_routes
 from kilnbase.records import routes as records_routes
 from kilnbase.secrets import routes as secrets_routes
 from kilnbase.server.database_startup import OpenedDatabase, prepare
@@ -63,6 +64,7 @@ def capabilities(services: Services) -> list[Capability]:
         metadata_routes.capability(services.metadata),
         agent_docs_routes.capability(services.docs),
         functions_routes.capability(services.functions),
+        realtime_routes.capability(services.realtime),
         dashboard_routes.capability(services.core),
     ]
 

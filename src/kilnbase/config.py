@@ -145,6 +145,38 @@ class FunctionsSettings(BaseSettings):
     idle_seconds: float = Field(default=600.0, ge=0)
 
 
+class RealtimeSettings(BaseSettings):
+    """Realtime's own tunables, read from `KILNBASE_REALTIME_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_REALTIME_", extra="ignore", populate_by_name=True)
+
+    #: Rooms and presence shared by every process through Redis (messages reach every process anyway).
+    redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("KILNBASE_REALTIME_REDIS_URL", "REDIS_URL")
+    )
+
+    #: Channels one connection may be subscribed to at once.
+    max_subscriptions: int = Field(default=100, ge=1)
+    #: Client events (subscribe, publish, ...) per connection per second, with bursts up to `event_burst`.
+    events_per_second: float = Field(default=50.0, gt=0)
+    event_burst: int = Field(default=100, ge=1)
+    #: A published payload, as JSON; larger ones are refused with `realtime:error`.
+    max_payload_bytes: int = Field(default=64 * 1024, ge=256)
+    #: Webhook deliveries: attempts per URL (network errors and 5xx are retried), the first retry's delay
+    #: (doubling after), and each attempt's timeout.
+    webhook_attempts: int = Field(default=3, ge=1, le=10)
+    webhook_retry_delay: float = Field(default=1.0, ge=0)
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    #: How often the retention sweep runs.
+    retention_sweep_seconds: float = Field(default=3600.0, gt=0)
+    #: Change events: how long the replication slot outlives its last subscriber (clients that reconnect
+    #: within it, after a restart say, get what changed meanwhile), and how often it is read when idle.
+    changes_idle_seconds: float = Field(default=300.0, ge=0)
+    changes_poll_seconds: float = Field(default=0.05, gt=0)
+    #: How often connections are checked for a session that has ended (signed out, revoked).
+    session_check_seconds: float = Field(default=2.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KILNBASE_", extra="ignore", populate_by_name=True)
 
@@ -202,6 +234,7 @@ class Settings(BaseSettings):
     mcp: McpSettings = Field(default_factory=McpSettings)
     records: RecordsSettings = Field(default_factory=RecordsSettings)
     functions: FunctionsSettings = Field(default_factory=FunctionsSettings)
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
 
     # Model gateway (ai/). OpenRouter by default; its key is the last of the credential sources.
     openrouter_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENROUTER_API_KEY"))

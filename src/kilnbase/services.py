@@ -27,6 +27,7 @@ from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.logs.service import LogsService
 from kilnbase.metadata.service import MetadataService
+from kilnbase.realtime.service import RealtimeService
 from kilnbase.records.service import RecordsEngine
 from kilnbase.secrets.project_key_rotation import KeyRotation
 from kilnbase.secrets.project_secrets import ProjectSecrets
@@ -46,6 +47,7 @@ class Services:
     docs: AgentDocs
     agents: Agents
     functions: FunctionsService
+    realtime: RealtimeService
 
 
 def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
@@ -93,4 +95,5 @@ def build_services(core: Core) -> Services:
         docs=AgentDocs(core.database),
         agents=Agents(core.database, core.agent_keys, core.tokens),
         functions=FunctionsService(core.settings, core.database, runtime),
+        realtime=RealtimeService.build(core),
     )

@@ -1,0 +1,80 @@
+// Load for bench/realtime.py: N subscribers on one channel (spread over the given URLs), one publisher.
+//   fanout:     ROUNDS messages, each sent once every subscriber has the previous one; latency per delivery.
+//   throughput: MESSAGES sent back to back; how long until every subscriber has every one.
+// Prints one JSON line.
+import { io } from 'socket.io-client';
+
+const cfg = JSON.parse(process.argv[2]);
+const now = () => performance.timeOrigin + performance.now();
+
+function connect(url, auth) {
+  return new Promise((resolve, reject) => {
+    const socket = io(url, { transports: ['websocket'], auth, reconnection: false, forceNew: true, timeout: 120000 });
+    socket.once('connect', () => resolve(socket));
+    socket.once('connect_error', (error) => reject(error));
+  });
+}
+
+async function subscribe(socket, channel) {
+  const ack = await socket.timeout(30000).emitWithAck('realtime:subscribe', { channel });
+  if (!ack.ok) throw new Error(`subscribe refused: ${JSON.stringify(ack)}`);
+}
+
+const subscribers = [];
+for (let i = 0; i < cfg.subscribers; i += 50) {
+  const batch = [];
+  for (let j = i; j < Math.min(i + 50, cfg.subscribers); j++) {
+    batch.push(connect(cfg.urls[j % cfg.urls.length], cfg.subscriberAuth).then(async (socket) => {
+      await subscribe(socket, cfg.channel);
+      return socket;
+    }));
+  }
+  subscribers.push(...(await Promise.all(batch)));
+}
+const publisher = await connect(cfg.urls[cfg.urls.length - 1], cfg.publisherAuth);
+await subscribe(publisher, cfg.channel);
+
+const latencies = [];
+let received = 0;
+let waiting = null;
+for (const socket of subscribers) {
+  socket.on('bench', (message) => {
+    latencies.push(now() - message.sentAt);
+    received += 1;
+    if (waiting && received >= waiting.count) { const done = waiting.resolve; waiting = null; done(); }
+  });
+}
+const until = (count) => new Promise((resolve, reject) => {
+  if (received >= count) return resolve();
+  const timer = setTimeout(() => reject(new Error(`only ${received} of ${count} deliveries`)), 120000);
+  waiting = { count, resolve: () => { clearTimeout(timer); resolve(); } };
+});
+
+const out = { subscribers: cfg.subscribers };
+if (cfg.mode === 'fanout') {
+  for (let round = 1; round <= cfg.rounds + 2; round++) {
+    if (round === 3) latencies.length = 0; // two warm-up rounds
+    publisher.emit('realtime:publish', { channel: cfg.channel, event: 'bench', payload: { sentAt: now(), round } });
+    await until(round * cfg.subscribers);
+  }
+  latencies.sort((a, b) => a - b);
+  const at = (q) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
+  out.deliveries = latencies.length;
+  out.p50 = at(0.5);
+  out.p99 = at(0.99);
+} else {
+  const started = now();
+  for (let i = 0; i < cfg.messages; i++) {
+    publisher.emit('realtime:publish', { channel: cfg.channel, event: 'bench', payload: { sentAt: now(), i } });
+    if (i % 200 === 199) await new Promise((resolve) => setImmediate(resolve));
+  }
+  await until(cfg.messages * cfg.subscribers);
+  const seconds = (now() - started) / 1000;
+  out.messages = cfg.messages;
+  out.seconds = seconds;
+  out.messagesPerSecond = cfg.messages / seconds;
+  out.deliveriesPerSecond = (cfg.messages * cfg.subscribers) / seconds;
+}
+for (const socket of [...subscribers, publisher]) socket.disconnect();
+console.log(JSON.stringify(out));
+process.exit(0);

@@ -1,0 +1,72 @@
+"""Presence shared by every process of the project, in Redis (with `REDIS_URL`).
+
+Per room, a hash of members (presence id -> member JSON) and, per member, a set of the socket ids that hold
+them there. Adding a socket and removing one are single Lua scripts, so two processes adding the same user's
+sockets at once announce one join, and removing the last socket announces one leave. Keys carry the project's
+prefix (several projects may share one Redis). Announcements travel between processes through
+python-socketio's Redis manager, like every emit to a room.
+
+A process that stops cleanly removes its sockets (each disconnects); one that is killed leaves its members
+listed until they reconnect and leave, or the keys expire (`_TTL_SECONDS` after the room's last change).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+_TTL_SECONDS = 24 * 3600
+_TRACK = """
+redis.call('SADD', KEYS[2], ARGV[1])
+local joined = redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return {joined, redis.call('HVALS', KEYS[1])}
+"""
+_UNTRACK = """
+redis.call('SREM', KEYS[2], ARGV[1])
+if redis.call('SCARD', KEYS[2]) > 0 then
+    return false
+end
+local member = redis.call('HGET', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[1], ARGV[2])
+return member
+"""
+
+
+class RedisPresence:
+    def __init__(self, url: str, prefix: str) -> None:
+        self._redis = aioredis.Redis.from_url(url)
+        self._prefix = prefix
+        #: socket id -> room -> presence id, for this process's sockets.
+        self._sockets: dict[str, dict[str, str]] = {}
+        self._track = self._redis.register_script(_TRACK)
+        self._untrack = self._redis.register_script(_UNTRACK)
+
+    def _keys(self, room: str, presence_id: str) -> list[str]:
+        return [f"{self._prefix}presence:{room}", f"{self._prefix}presence:{room}:{presence_id}"]
+
+    async def track(self, room: str, sid: str, member: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+        presence_id = member["presenceId"]
+        self._sockets.setdefault(sid, {})[room] = presence_id
+        joined, members = await self._track(
+            keys=self._keys(room, presence_id), args=[sid, presence_id, orjson.dumps(member), _TTL_SECONDS]
+        )
+        return [orjson.loads(raw) for raw in members], bool(joined)
+
+    async def untrack(self, room: str, sid: str) -> dict[str, Any] | None:
+        presence_id = self._sockets.get(sid, {}).pop(room, None)
+        if not self._sockets.get(sid, True):
+            del self._sockets[sid]
+        if presence_id is None:
+            return None
+        member = await self._untrack(keys=self._keys(room, presence_id), args=[sid, presence_id])
+        return orjson.loads(member) if member else None
+
+    async def close(self) -> None:
+        for sid, rooms in list(self._sockets.items()):
+            for room in list(rooms):
+                await self.untrack(room, sid)
+        await self._redis.aclose()

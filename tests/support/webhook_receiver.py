@@ -1,0 +1,71 @@
+"""A loopback webhook receiver that records each POST (headers lower-cased, raw body), optionally answering
+503 to the first attempt at each message so that retries can be seen."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.server
+import threading
+from types import TracebackType
+from typing import Any
+
+
+def signed_with(secret: str, request: dict[str, Any]) -> bool:
+    """Whether a recorded request carries Kilnbase's signature: HMAC-SHA256 of `<timestamp>.<body>`."""
+    headers = request["headers"]
+    signed = headers["x-insforge-timestamp"].encode() + b"." + request["body"]
+    expected = "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(headers["x-insforge-signature"], expected)
+
+
+class WebhookReceiver:
+    def __init__(self, *, fail_first: bool = False) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.arrived = threading.Condition()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                message_id = self.headers["x-insforge-message-id"]
+                with receiver.arrived:
+                    first = all(r["messageId"] != message_id for r in receiver.requests)
+                    receiver.requests.append(
+                        {
+                            "messageId": message_id,
+                            "headers": {k.lower(): v for k, v in self.headers.items()},
+                            "body": body,
+                        }
+                    )
+                    receiver.arrived.notify_all()
+                self.send_response(503 if fail_first and first else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def wait_for(self, count: int, timeout: float = 20) -> list[dict[str, Any]]:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: len(self.requests) >= count, timeout=timeout)
+            return list(self.requests)
+
+    def __enter__(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(
+        self, _type: type[BaseException] | None, _value: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self.server.shutdown()
+        self.server.server_close()
