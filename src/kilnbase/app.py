@@ -34,6 +34,7 @@ from kilnbase.records import routes as records_routes
 from kilnbase.secrets import routes as secrets_routes
 from kilnbase.server.database_startup import OpenedDatabase, prepare
 from kilnbase.services import Services, build_core, build_services
+from kilnbase.storage import routes as storage_routes
 
 log = logging.getLogger("kilnbase")
 
@@ -48,6 +49,7 @@ def capabilities(services: Services) -> list[Capability]:
         records_routes.capability(services.records),
         database_routes.capability(services.database),
         ai_routes.capability(services.ai),
+        storage_routes.capability(services.storage),
         dashboard_routes.capability(services.core),
     ]
 

@@ -71,6 +71,20 @@ class AuthSettings(BaseSettings):
         return value
 
 
+class StorageSettings(BaseSettings):
+    """Storage's settings, under InsForge's names where it has them (`STORAGE_DIR`, `MAX_FILE_SIZE`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_STORAGE_", extra="ignore", populate_by_name=True)
+
+    #: Where the local backend keeps object bytes; `<data dir>/storage` when unset.
+    dir: Path | None = Field(None, validation_alias=AliasChoices("STORAGE_DIR", "KILNBASE_STORAGE_DIR"))
+    #: The largest object in bytes, unless an admin set `maxFileSizeMb` (`PUT /api/storage/config`);
+    #: 50 MB when unset, as in InsForge.
+    max_file_size: int | None = Field(
+        None, ge=1, validation_alias=AliasChoices("MAX_FILE_SIZE", "KILNBASE_STORAGE_MAX_FILE_SIZE")
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KILNBASE_", extra="ignore", populate_by_name=True)
 
@@ -123,6 +137,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", validation_alias=AliasChoices("LOG_LEVEL", "KILNBASE_LOG_LEVEL"))
 
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
 
     # Model gateway (ai/). OpenRouter by default; its key is the last of the credential sources.
     openrouter_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENROUTER_API_KEY"))

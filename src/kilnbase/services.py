@@ -22,6 +22,7 @@ from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.records.service import RecordsEngine
 from kilnbase.secrets.project_key_rotation import KeyRotation
+from kilnbase.storage.service import StorageService
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Services:
     database: DatabaseAdmin
     key_rotation: KeyRotation
     ai: AiService
+    storage: StorageService
 
 
 def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
@@ -64,4 +66,5 @@ def build_services(core: Core) -> Services:
         database=DatabaseAdmin(core.settings, core.database, core.schema_cache),
         key_rotation=KeyRotation(core.settings, core.database, core.secret_box, core.keys.ring),
         ai=AiService.build(core.settings, core.secret_box, core.database),
+        storage=StorageService(core.settings, core.database, core.keys.jwt_secret),
     )

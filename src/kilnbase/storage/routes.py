@@ -1,0 +1,306 @@
+"""HTTP edge of storage: InsForge's `/api/storage` routes, as `@insforge/sdk`'s `storage.from(bucket)` calls
+them. Handlers parse the request and shape the answer; `StorageService` does the rest.
+
+Object keys are read from the undecoded path (`names.key_from_raw_path`), so a key is what the client
+percent-encoded, decoded once and strictly as UTF-8; the SDK encodes a whole key as one segment
+(`encodeURIComponent`), REST clients may send its slashes as they are: both name the same object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from kilnbase.capability import Capability
+from kilnbase.http.errors import ApiError
+from kilnbase.http.json_body import parse, read_json, read_object
+from kilnbase.http.query_params import int_param
+from kilnbase.http.request_context import actor_of, admin_actor, principal_of, require_credential
+from kilnbase.http.responses import json_response
+from kilnbase.identity.principal import ANONYMOUS, Principal
+from kilnbase.storage import names
+from kilnbase.storage.downloads import object_response
+from kilnbase.storage.service import StorageService
+
+BUCKETS = "/api/storage/buckets"
+
+
+class CreateBucket(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    bucketName: str = Field(min_length=1)
+    isPublic: StrictBool = True
+
+
+class UpdateBucket(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    isPublic: StrictBool
+
+
+class UpdateConfig(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    maxFileSizeMb: StrictInt = Field(ge=1, le=200)
+
+
+class DeleteObjects(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    keys: list[str] = Field(min_length=1, max_length=1000)
+
+
+class UploadStrategy(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    filename: str = Field(min_length=1)
+    contentType: str | None = None
+    size: float | None = None
+
+
+def _storage_input(model: type[BaseModel], data: Any) -> Any:
+    """InsForge answers storage's validation errors with STORAGE_INVALID_PARAMETER."""
+    try:
+        return parse(model, data)
+    except ApiError as exc:
+        raise names.invalid(exc.message) from None
+
+
+def _object_key(request: Request, *, after: str = "/objects/", drop_suffix: str = "") -> str:
+    bucket = request.path_params["bucket"]
+    raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+    prefix = f"{BUCKETS}/".encode()
+    rest = raw[len(prefix) :] if raw.startswith(prefix) else raw
+    _, _, rest = rest.partition(b"/")  # past the bucket's segment
+    key = names.key_from_raw_path(b"/" + rest, after.encode())
+    if drop_suffix:
+        key = key.removesuffix(drop_suffix)
+    if not bucket:
+        raise names.invalid("Bucket name is required")
+    return names.object_key(key)
+
+
+def _reader(request: Request) -> Principal | None:
+    """The caller for a download, None when there is none (or an invalid one: a public bucket needs none,
+    a private one answers 401 either way)."""
+    with contextlib.suppress(ApiError):
+        principal = principal_of(request)
+        return None if principal is ANONYMOUS else principal
+    return None
+
+
+class StorageRoutes:
+    def __init__(self, service: StorageService) -> None:
+        self.service = service
+
+    # --- configuration and buckets -------------------------------------------------------------------------
+
+    async def get_config(self, request: Request) -> Response:
+        return _json(await self.service.get_config(admin_actor(request)))
+
+    async def put_config(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        body: UpdateConfig = _storage_input(UpdateConfig, await read_json(request))
+        return _json(await self.service.update_config(actor, body.maxFileSizeMb))
+
+    async def list_buckets(self, request: Request) -> Response:
+        return _json(await self.service.list_buckets(admin_actor(request)))
+
+    async def create_bucket(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        body: CreateBucket = _storage_input(CreateBucket, await read_json(request))
+        await self.service.create_bucket(actor, body.bucketName, body.isPublic)
+        access = (
+            "This is a PUBLIC bucket - objects can be accessed without authentication."
+            if body.isPublic
+            else "This is a PRIVATE bucket - authentication is required to access objects."
+        )
+        return _json(
+            {
+                "message": "Bucket created successfully",
+                "bucketName": body.bucketName,
+                "isPublic": body.isPublic,
+                "nextActions": f"{access} You can use /api/storage/buckets/:bucketName/objects/:objectKey to "
+                "upload an object to the bucket, and /api/storage/buckets/:bucketName/objects to list the "
+                "objects in the bucket.",
+            },
+            201,
+        )
+
+    async def update_bucket(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        bucket = request.path_params["bucket"]
+        body: UpdateBucket = _storage_input(UpdateBucket, await read_json(request))
+        await self.service.update_bucket(actor, bucket, body.isPublic)
+        access = (
+            "Bucket is now PUBLIC - objects can be accessed without authentication."
+            if body.isPublic
+            else "Bucket is now PRIVATE - authentication is required to access objects."
+        )
+        return _json(
+            {
+                "message": "Bucket visibility updated",
+                "bucket": bucket,
+                "isPublic": body.isPublic,
+                "nextActions": access,
+            }
+        )
+
+    async def delete_bucket(self, request: Request) -> Response:
+        await self.service.delete_bucket(admin_actor(request), request.path_params["bucket"])
+        return _json(
+            {
+                "message": "Bucket deleted successfully",
+                "nextActions": "You can use POST /api/storage/buckets to create a new bucket, and GET "
+                "/api/storage/buckets/:bucketName/objects to list the objects in the bucket.",
+            }
+        )
+
+    # --- objects -------------------------------------------------------------------------------------------
+
+    async def list_objects(self, request: Request) -> Response:
+        principal = require_credential(request)
+        query = request.query_params
+        result = await self.service.list_objects(
+            principal,
+            request.path_params["bucket"],
+            prefix=query.get("prefix") or None,
+            search=query.get("search") or None,
+            limit=int_param(request, "limit", 100, 1, 1000),
+            offset=int_param(request, "offset", 0, 0, 2**31 - 1),
+        )
+        return _json(result)
+
+    async def _upload(self, request: Request, key: str | None) -> dict[str, Any]:
+        actor = actor_of(request, require_credential(request))
+        body: AsyncIterator[bytes] = request.stream()
+        return await self.service.put_object(
+            actor,
+            request.path_params["bucket"],
+            key,
+            body,
+            request.headers.get("content-type"),
+            filename=request.query_params.get("filename") or "file",
+        )
+
+    async def put_object(self, request: Request) -> Response:
+        key = _object_key(request)
+        return _json(await self._upload(request, key))
+
+    async def post_object(self, request: Request) -> Response:
+        return _json(await self._upload(request, None), 201)
+
+    async def get_object(self, request: Request) -> Response:
+        bucket = request.path_params["bucket"]
+        key = _object_key(request)
+        query = request.query_params
+        if "signature" in query or "expires" in query:
+            stored = await self.service.object_by_signature(
+                bucket, key, query.get("expires", ""), query.get("signature", "")
+            )
+            return object_response(request, stored, self.service.read, private=True)
+        stored = await self.service.visible_object(_reader(request), bucket, key)
+        public = bool(await self.service.bucket_is_public(bucket))
+        return object_response(request, stored, self.service.read, private=not public)
+
+    async def delete_object(self, request: Request) -> Response:
+        actor = actor_of(request, require_credential(request))
+        key = _object_key(request)
+        results = await self.service.delete_objects(actor, request.path_params["bucket"], [key])
+        if results[0]["status"] != "deleted":
+            raise ApiError(404, "STORAGE_NOT_FOUND", "Object not found")
+        return _json({"message": "Object deleted successfully"})
+
+    async def delete_objects(self, request: Request) -> Response:
+        actor = actor_of(request, require_credential(request))
+        body: DeleteObjects = _storage_input(DeleteObjects, await read_json(request))
+        results = await self.service.delete_objects(actor, request.path_params["bucket"], body.keys)
+        return _json({"results": results})
+
+    # --- strategies ----------------------------------------------------------------------------------------
+
+    async def upload_strategy(self, request: Request) -> Response:
+        actor = actor_of(request, require_credential(request))
+        body: UploadStrategy = _storage_input(UploadStrategy, await read_json(request, optional=True))
+        return _json(await self.service.upload_strategy(actor, request.path_params["bucket"], body.filename))
+
+    async def _download_strategy(self, request: Request, key: str, expires_in: Any) -> Response:
+        seconds: float | None = None
+        if expires_in is not None and expires_in != "":
+            try:
+                seconds = float(expires_in)
+            except (TypeError, ValueError):
+                seconds = float("nan")
+            if seconds != seconds or seconds in (float("inf"), float("-inf")):
+                raise names.invalid("expiresIn must be a finite number of seconds")
+        strategy = await self.service.download_strategy(
+            _reader(request), request.path_params["bucket"], key, seconds
+        )
+        return _json(strategy, headers={"cache-control": "no-store"})
+
+    async def download_strategy(self, request: Request) -> Response:
+        key = _object_key(request, after="/download-strategy/objects/")
+        return await self._download_strategy(request, key, request.query_params.get("expiresIn"))
+
+    async def post_object_action(self, request: Request) -> Response:
+        """POST `.../objects/<key>/confirm-upload`, and the deprecated `.../<key>/download-strategy`."""
+        raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+        if raw_path.endswith(b"/confirm-upload"):
+            actor = actor_of(request, require_credential(request))
+            key = _object_key(request, drop_suffix="/confirm-upload")
+            await read_object(request)
+            return _json(await self.service.confirm_upload(actor, request.path_params["bucket"], key))
+        if raw_path.endswith(b"/download-strategy"):
+            key = _object_key(request, drop_suffix="/download-strategy")
+            body = await read_object(request)
+            expires_in = request.query_params.get("expiresIn", body.get("expiresIn"))
+            return await self._download_strategy(request, key, expires_in)
+        raise ApiError(
+            404,
+            "NOT_FOUND",
+            f"Route POST {request.url.path} not found",
+            "Upload with PUT .../objects/<key> or POST .../objects (generated key).",
+        )
+
+    def routes(self) -> list[BaseRoute]:
+        objects = f"{BUCKETS}/{{bucket}}/objects"
+        return [
+            Route("/api/storage/config", self.get_config, methods=["GET"]),
+            Route("/api/storage/config", self.put_config, methods=["PUT"]),
+            Route(BUCKETS, self.list_buckets, methods=["GET"]),
+            Route(BUCKETS, self.create_bucket, methods=["POST"]),
+            Route(f"{BUCKETS}/{{bucket}}", self.update_bucket, methods=["PATCH"]),
+            Route(f"{BUCKETS}/{{bucket}}", self.delete_bucket, methods=["DELETE"]),
+            Route(f"{BUCKETS}/{{bucket}}/upload-strategy", self.upload_strategy, methods=["POST"]),
+            Route(
+                f"{BUCKETS}/{{bucket}}/download-strategy/objects/{{key:path}}",
+                self.download_strategy,
+                methods=["GET"],
+            ),
+            Route(objects, self.list_objects, methods=["GET"]),
+            Route(objects, self.post_object, methods=["POST"]),
+            Route(objects, self.delete_objects, methods=["DELETE"]),
+            Route(f"{objects}/{{key:path}}", self.get_object, methods=["GET", "HEAD"]),
+            Route(f"{objects}/{{key:path}}", self.put_object, methods=["PUT"]),
+            Route(f"{objects}/{{key:path}}", self.delete_object, methods=["DELETE"]),
+            Route(f"{objects}/{{key:path}}", self.post_object_action, methods=["POST"]),
+        ]
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return json_response(body, status, headers)
+
+
+def capability(service: StorageService) -> Capability:
+    @contextlib.asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        await service.start()
+        yield
+
+    return Capability(
+        "storage",
+        StorageRoutes(service).routes(),
+        lifespan=lifespan,
+        body_limits={f"{BUCKETS}/": "upload"},
+    )
