@@ -83,6 +83,28 @@ class StorageSettings(BaseSettings):
     max_file_size: int | None = Field(
         None, ge=1, validation_alias=AliasChoices("MAX_FILE_SIZE", "KILNBASE_STORAGE_MAX_FILE_SIZE")
     )
+    #: An S3-compatible store for object bytes instead of the local disk (InsForge's names).
+    s3_bucket: str | None = Field(None, validation_alias=AliasChoices("S3_BUCKET", "KILNBASE_STORAGE_S3_BUCKET"))
+    s3_endpoint_url: str | None = Field(
+        None, validation_alias=AliasChoices("S3_ENDPOINT_URL", "KILNBASE_STORAGE_S3_ENDPOINT_URL")
+    )
+    s3_region: str = Field("us-east-2", validation_alias=AliasChoices("S3_REGION", "KILNBASE_STORAGE_S3_REGION"))
+    s3_access_key_id: str | None = Field(
+        None, validation_alias=AliasChoices("S3_ACCESS_KEY_ID", "KILNBASE_STORAGE_S3_ACCESS_KEY_ID")
+    )
+    s3_secret_access_key: str | None = Field(
+        None, validation_alias=AliasChoices("S3_SECRET_ACCESS_KEY", "KILNBASE_STORAGE_S3_SECRET_ACCESS_KEY")
+    )
+    s3_force_path_style: bool = Field(
+        True, validation_alias=AliasChoices("S3_FORCE_PATH_STYLE", "KILNBASE_STORAGE_S3_FORCE_PATH_STYLE")
+    )
+    #: Presigned mode (the default): clients download from and upload to the store directly. False is proxy
+    #: mode: every byte goes through Kilnbase.
+    s3_use_presigned_urls: bool = Field(
+        True, validation_alias=AliasChoices("S3_USE_PRESIGNED_URLS", "KILNBASE_STORAGE_S3_USE_PRESIGNED_URLS")
+    )
+    #: Prefix of every blob's name in the S3 bucket (InsForge's `APP_KEY`), so projects can share a bucket.
+    s3_prefix: str = Field("", validation_alias=AliasChoices("APP_KEY", "KILNBASE_STORAGE_S3_PREFIX"))
 
 
 class Settings(BaseSettings):

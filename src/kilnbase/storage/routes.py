@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from kilnbase.capability import Capability
@@ -27,6 +27,7 @@ from kilnbase.identity.principal import ANONYMOUS, Principal
 from kilnbase.storage import names
 from kilnbase.storage.downloads import object_response
 from kilnbase.storage.service import StorageService
+from kilnbase.storage.signed_urls import MAX_SECONDS
 
 BUCKETS = "/api/storage/buckets"
 
@@ -202,6 +203,9 @@ class StorageRoutes:
             return object_response(request, stored, self.service.read, private=True)
         stored = await self.service.visible_object(_reader(request), bucket, key)
         public = bool(await self.service.bucket_is_public(bucket))
+        redirect = await self.service.download_redirect(stored, MAX_SECONDS if public else 3600)
+        if redirect is not None:
+            return RedirectResponse(redirect, status_code=302, headers={"cache-control": "no-store"})
         return object_response(request, stored, self.service.read, private=not public)
 
     async def delete_object(self, request: Request) -> Response:
@@ -223,7 +227,8 @@ class StorageRoutes:
     async def upload_strategy(self, request: Request) -> Response:
         actor = actor_of(request, require_credential(request))
         body: UploadStrategy = _storage_input(UploadStrategy, await read_json(request, optional=True))
-        return _json(await self.service.upload_strategy(actor, request.path_params["bucket"], body.filename))
+        bucket = request.path_params["bucket"]
+        return _json(await self.service.upload_strategy(actor, bucket, body.filename, body.contentType))
 
     async def _download_strategy(self, request: Request, key: str, expires_in: Any) -> Response:
         seconds: float | None = None
@@ -296,7 +301,10 @@ def capability(service: StorageService) -> Capability:
     @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         await service.start()
-        yield
+        try:
+            yield
+        finally:
+            await service.stop()
 
     return Capability(
         "storage",

@@ -13,11 +13,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-import anyio.to_thread
 from psycopg import errors as pg_errors
 
 from kilnbase import audit
@@ -27,9 +26,11 @@ from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import SYSTEM_PRINCIPAL, Actor
 from kilnbase.identity.principal import Principal
 from kilnbase.storage import content_types, names
-from kilnbase.storage.local_blobs import BlobWriter, LocalBlobs, TooLarge
-from kilnbase.storage.signed_urls import UrlSigner, clamp_expiry
-from kilnbase.storage.upload_body import receive_upload
+from kilnbase.storage.blob_store import BlobStore, Meter, TooLarge, Upload
+from kilnbase.storage.local_blobs import LocalBlobs
+from kilnbase.storage.s3_blobs import S3Blobs
+from kilnbase.storage.signed_urls import MAX_SECONDS, UrlSigner, clamp_expiry
+from kilnbase.storage.upload_body import open_upload
 
 MODULE = "STORAGE"
 MIB = 1024 * 1024
@@ -112,32 +113,35 @@ class StorageService:
         self.database = database
         self.base_url = settings.base_url
         self.env_max_file_size = settings.storage.max_file_size
-        self.blobs = LocalBlobs(settings.storage.dir or settings.data_dir / "storage")
+        self.blobs: BlobStore = (
+            S3Blobs(settings.storage)
+            if settings.storage.s3_bucket
+            else LocalBlobs(settings.storage.dir or settings.data_dir / "storage")
+        )
         self.signer = UrlSigner(project_secret)
 
     # --- start ---------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Create the directories, remove what uploads that died left behind, remove queued garbage."""
-        await anyio.to_thread.run_sync(self.blobs.prepare)
-        dead = await anyio.to_thread.run_sync(self.blobs.dead_uploads)
-        if dead:
-            async with self.database.as_owner() as cur:
-                await cur.execute("select blob_id from storage.objects where blob_id = any(%s)", (dead,))
-                committed = {row["blob_id"] for row in await cur.fetchall()}
-            await anyio.to_thread.run_sync(self.blobs.forget_uploads, dead, committed.__contains__)
+        """Prepare the backend, remove what uploads that died left behind, remove queued garbage."""
+        await self.blobs.start(self.database)
         while await self.collect_garbage() == _GARBAGE_BATCH:
             pass
+
+    async def stop(self) -> None:
+        await self.blobs.stop()
 
     async def collect_garbage(self) -> int:
         """Remove blobs no row names any more (queued by a trigger); a row goes once its file is gone."""
         async with self.database.as_owner() as cur:
             await cur.execute(
-                "select blob_id from storage.blob_garbage for update skip locked limit %s", (_GARBAGE_BATCH,)
+                "select blob_id, bucket from storage.blob_garbage for update skip locked limit %s",
+                (_GARBAGE_BATCH,),
             )
-            blob_ids = [row["blob_id"] for row in await cur.fetchall()]
+            rows = await cur.fetchall()
+            blob_ids = [row["blob_id"] for row in rows]
             if blob_ids:
-                await anyio.to_thread.run_sync(self.blobs.delete, blob_ids)
+                await self.blobs.delete([(row["bucket"], row["blob_id"]) for row in rows])
                 await cur.execute("delete from storage.blob_garbage where blob_id = any(%s)", (blob_ids,))
         return len(blob_ids)
 
@@ -311,34 +315,53 @@ class StorageService:
         if not principal.is_admin and key is not None:
             await self._probe_write(principal, bucket, key)
         limit = await self.max_file_bytes()
-        writer = await anyio.to_thread.run_sync(self.blobs.writer, limit, content_types.SNIFF_BYTES)
+        received, chunks = await open_upload(body, content_type, filename)
+        meter = Meter(limit, content_types.SNIFF_BYTES)
+        claimed = received.claimed_type
+        upload = await self.blobs.begin(bucket)
         committed = False
         try:
             try:
-                received = await receive_upload(body, content_type, writer, filename)
-            except TooLarge:
-                raise ApiError(
-                    413,
-                    "STORAGE_INVALID_PARAMETER",
-                    f"File too large. Maximum upload size is {max(1, round(limit / MIB))} MB.",
-                    "Upload a smaller file, or raise maxFileSizeMb (PUT /api/storage/config).",
-                ) from None
+                safe_claim = None if content_types.is_unsafe(claimed) else claimed
+                await upload.write_all(meter.metered(chunks), safe_claim)
+            except Exception as exc:
+                if isinstance(exc, TooLarge) or meter.size > limit:
+                    raise ApiError(
+                        413,
+                        "STORAGE_INVALID_PARAMETER",
+                        f"File too large. Maximum upload size is {max(1, round(limit / MIB))} MB.",
+                        "Upload a smaller file, or raise maxFileSizeMb (PUT /api/storage/config).",
+                    ) from None
+                raise
             final_key = key if key is not None else names.generated_key(received.filename)
-            mime = content_types.detect(writer.head, received.claimed_type)
-            await writer.publish()
-            stored = await self._commit_object(actor, bucket, final_key, writer, mime, "rest")
+            mime = content_types.detect(meter.head, claimed)
+            await upload.publish()
+            stored = await self._commit_object(actor, bucket, final_key, upload, meter, mime, "rest")
             committed = True
         finally:
-            await anyio.to_thread.run_sync(lambda: writer.close(committed=committed))
+            await upload.close(committed=committed)
         await self.collect_garbage()
         return self.object_json(stored)
 
     async def _commit_object(
-        self, actor: Actor, bucket: str, key: str, writer: BlobWriter, mime: str, via: str
+        self, actor: Actor, bucket: str, key: str, upload: Upload, meter: Meter, mime: str, via: str
+    ) -> StoredObject:
+        return await self._commit_row(actor, bucket, key, upload.blob_id, meter.size, meter.etag, mime, via)
+
+    async def _commit_row(
+        self,
+        actor: Actor,
+        bucket: str,
+        key: str,
+        blob_id: uuid.UUID,
+        size: int,
+        etag: str | None,
+        mime: str,
+        via: str,
     ) -> StoredObject:
         principal = actor.principal
         now = datetime.now(UTC)
-        params = (bucket, key, writer.size, mime, writer.etag, writer.blob_id, _uploader(principal), via, now)
+        params = (bucket, key, size, mime, etag, blob_id, _uploader(principal), via, now)
         try:
             async with self.database.as_caller(principal) as cur:
                 await cur.execute(_UPSERT, params)
@@ -347,9 +370,9 @@ class StorageService:
         except pg_errors.ForeignKeyViolation:
             raise _bucket_missing(bucket) from None
         if principal.is_admin:
-            details = {"bucket": bucket, "key": key, "size": writer.size, "via": via}
+            details = {"bucket": bucket, "key": key, "size": size, "via": via}
             await audit.record(self.database, actor, "UPLOAD_OBJECT", MODULE, details)
-        return StoredObject(bucket, key, writer.size, mime, writer.etag, writer.blob_id, now)
+        return StoredObject(bucket, key, size, mime, etag, blob_id, now)
 
     async def visible_object(self, principal: Principal | None, bucket: str, key: str) -> StoredObject:
         """The object as the caller may see it: a public bucket's to anyone, even without a credential
@@ -385,7 +408,7 @@ class StorageService:
         return await self.visible_object(SYSTEM_PRINCIPAL, bucket, key)
 
     def read(self, stored: StoredObject, start: int, end: int) -> AsyncIterator[bytes]:
-        return self.blobs.read(stored.blob_id, start, end)
+        return self.blobs.read(stored.bucket, stored.blob_id, start, end)
 
     async def list_objects(
         self,
@@ -463,14 +486,35 @@ class StorageService:
 
     # --- strategies and signed URLs ------------------------------------------------------------------------
 
-    async def upload_strategy(self, actor: Actor, bucket: str, key: str) -> dict[str, Any]:
-        """Local backend: upload directly to this server (the PUT route), nothing to confirm."""
+    async def upload_strategy(
+        self, actor: Actor, bucket: str, key: str, content_type: str | None
+    ) -> dict[str, Any]:
+        """How to upload to `key`, after checking the caller may write there: directly to this server (the
+        PUT route; local disk and S3 proxy mode), or a presigned POST to the S3 store, confirmed after."""
         names.bucket_name(bucket)
         names.object_key(key)
         if await self.bucket_is_public(bucket) is None:
             raise _bucket_missing(bucket)
         if not actor.is_admin:
             await self._probe_write(actor.principal, bucket, key)
+        if isinstance(self.blobs, S3Blobs) and self.blobs.presigned:
+            blob_id = uuid.uuid4()
+            safe_type = content_type if content_type and not content_types.is_unsafe(content_type) else None
+            url, fields, expires = self.blobs.presigned_post(
+                bucket, blob_id, await self.max_file_bytes(), safe_type or content_types.OCTET_STREAM
+            )
+            await self.blobs.journal(
+                bucket, blob_id, key=key, uploaded_by=_uploader(actor.principal), expires_at=expires
+            )
+            return {
+                "method": "presigned",
+                "uploadUrl": url,
+                "fields": fields,
+                "key": key,
+                "confirmRequired": True,
+                "confirmUrl": f"/api/storage/buckets/{bucket}/objects/{quote(key, safe='')}/confirm-upload",
+                "expiresAt": iso(expires),
+            }
         return {
             "method": "direct",
             "uploadUrl": self.object_url(bucket, key),
@@ -479,22 +523,80 @@ class StorageService:
         }
 
     async def confirm_upload(self, actor: Actor, bucket: str, key: str) -> dict[str, Any]:
-        """After a direct upload the object is already there: its metadata, as the caller may see it."""
-        return self.object_json(await self.visible_object(actor.principal, bucket, key))
+        """After a presigned upload: the blob the caller was given for this key, checked (there, within the
+        size limit, its type sniffed), becomes the object, as the caller's policies allow. After a direct
+        upload the object is already there: its metadata, as the caller may see it."""
+        names.bucket_name(bucket)
+        names.object_key(key)
+        if not isinstance(self.blobs, S3Blobs):
+            return self.object_json(await self.visible_object(actor.principal, bucket, key))
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "select blob_id from storage.pending_blobs where bucket = %s and key = %s "
+                "and uploaded_by is not distinct from %s and expires_at > now() "
+                "order by started_at desc limit 1",
+                (bucket, key, _uploader(actor.principal)),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            if not self.blobs.presigned:
+                return self.object_json(await self.visible_object(actor.principal, bucket, key))
+            raise not_found(
+                f'Upload not found for key "{key}" in bucket "{bucket}"', "Ask for an upload strategy."
+            )
+        blob_id = row["blob_id"]
+        head = await self.blobs.head(bucket, blob_id)
+        if head is None:
+            raise not_found(
+                f'Upload not found for key "{key}" in bucket "{bucket}"', "Upload the file first."
+            )
+        size, etag = head
+        limit = await self.max_file_bytes()
+        if size > limit:
+            await self.blobs.delete([(bucket, blob_id)])
+            await self.blobs.forget_pending([blob_id])
+            raise ApiError(
+                413,
+                "STORAGE_INVALID_PARAMETER",
+                f"File size exceeds the configured maximum upload size of {round(limit / MIB)} MB",
+            )
+        first = b"".join([chunk async for chunk in self.blobs.read(bucket, blob_id, 0, min(size, 4096))])
+        mime = content_types.detect(first, None)
+        stored = await self._commit_row(actor, bucket, key, blob_id, size, etag, mime, "rest")
+        await self.blobs.forget_pending([blob_id])
+        await self.collect_garbage()
+        return self.object_json(stored)
+
+    async def download_redirect(self, stored: StoredObject, seconds: int) -> str | None:
+        """In S3 presigned mode, the store's own URL for a download (not for active types, which this
+        server serves itself as attachments); None to stream it from here."""
+        if content_types.is_unsafe(stored.mime_type):
+            return None
+        return await self.blobs.presigned_get(stored.bucket, stored.blob_id, seconds)
 
     async def download_strategy(
         self, principal: Principal | None, bucket: str, key: str, expires_in: float | None
     ) -> dict[str, Any]:
-        """A URL to download the object with: a public bucket's plain URL (valid for as long as the bucket
-        stays public), or, checked against the caller's policies first, a signed URL that expires."""
+        """A URL to download the object with, checked against the caller's policies first: a presigned URL
+        of the S3 store (presigned mode), else this server's URL: plain for a public bucket (valid for as
+        long as the bucket stays public), signed and expiring for a private one."""
         stored = await self.visible_object(principal, bucket, key)
+        public = bool(await self.bucket_is_public(bucket))
+        seconds = MAX_SECONDS if public else clamp_expiry(expires_in)
+        presigned = await self.download_redirect(stored, seconds)
+        if presigned is not None:
+            expires_at = iso(datetime.now(UTC) + timedelta(seconds=seconds))
+            return {"method": "presigned", "url": presigned, "expiresAt": expires_at}
         url = self.object_url(stored.bucket, stored.key)
-        if await self.bucket_is_public(bucket):
+        if public:
             return {"method": "direct", "url": url}
-        seconds = clamp_expiry(expires_in)
         signed = self.signer.sign(stored.bucket, stored.key, seconds)
         expires_at = iso(datetime.fromtimestamp(signed.expires_at, UTC))
         return {"method": "direct", "url": f"{url}?{signed.query}", "expiresAt": expires_at}
+
+    @property
+    def backend(self) -> str:
+        return self.blobs.kind
 
 
 def _like(text: str) -> str:

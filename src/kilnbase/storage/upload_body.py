@@ -1,6 +1,6 @@
-"""An upload's body, streamed into a blob writer as it arrives: a multipart form's `file` field (what the SDK
-and InsForge's REST routes send), or the raw body itself (any other content type). Nothing is buffered
-beyond one network chunk; the writer enforces the size limit on every write.
+"""An upload's body, streamed as it arrives: a multipart form's `file` field (what the SDK and InsForge's REST
+routes send), or the raw body itself (any other content type). Nothing is buffered beyond one network
+chunk; the blob store writes the bytes and the meter enforces the size limit on every chunk.
 
 Multipart is parsed by python-multipart's push parser (Starlette's `request.form()` would first spool the
 whole file to a temporary file of its own, a second copy of every byte).
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from kilnbase.storage.local_blobs import BlobWriter
 from kilnbase.storage.names import invalid
 
 #: Bytes of form fields other than the file kept (the SDK sends none; anything more is refused).
@@ -28,10 +27,9 @@ class ReceivedFile:
 
 
 class _FormReader:
-    """python-multipart callbacks: the `file` part's bytes go to the writer, other parts are bounded."""
+    """python-multipart callbacks: the `file` part's bytes are queued in `pending`, other parts bounded."""
 
-    def __init__(self, writer: BlobWriter) -> None:
-        self.writer = writer
+    def __init__(self) -> None:
         self.received: ReceivedFile | None = None
         self._header_field = b""
         self._header_value = b""
@@ -79,19 +77,18 @@ class _FormReader:
         self._in_file = False
 
 
-async def receive_upload(
-    chunks: AsyncIterator[bytes], content_type: str | None, writer: BlobWriter, default_name: str
-) -> ReceivedFile:
-    """Stream the body into `writer`; what the client said about the file. 400 when a form has no file."""
+async def open_upload(
+    chunks: AsyncIterator[bytes], content_type: str | None, default_name: str
+) -> tuple[ReceivedFile, AsyncIterator[bytes]]:
+    """What the client said about the file (read up to the file's part headers), and the file's bytes as
+    they arrive. 400 when a form has no `file` field (known only at its end when there is none)."""
     media, options = parse_options_header(content_type or "")
     if media != b"multipart/form-data":
-        async for chunk in chunks:
-            writer.write(chunk)
-        return ReceivedFile(default_name, content_type)
+        return ReceivedFile(default_name, content_type), chunks
     boundary = options.get(b"boundary")
     if not boundary:
         raise invalid("The multipart body has no boundary.")
-    reader = _FormReader(writer)
+    reader = _FormReader()
     parser = MultipartParser(
         boundary,
         {
@@ -104,15 +101,38 @@ async def receive_upload(
             "on_part_end": reader.on_part_end,
         },
     )
-    try:
-        async for chunk in chunks:
+    stream = aiter(chunks)
+
+    def feed(chunk: bytes) -> None:
+        try:
             parser.write(chunk)
-            for piece in reader.pending:
-                writer.write(piece)
-            reader.pending.clear()
-        parser.finalize()
-    except ValueError as exc:  # python-multipart's parse errors
-        raise invalid(f"The multipart body is malformed: {exc}") from None
-    if reader.received is None:
+        except ValueError as exc:  # python-multipart's parse errors
+            raise invalid(f"The multipart body is malformed: {exc}") from None
+
+    async for chunk in stream:
+        feed(chunk)
+        if reader.received is not None:
+            break
+    else:
         raise invalid("File is required", "Attach the file as the 'file' field of a multipart form.")
-    return reader.received
+    received = reader.received
+
+    async def file_bytes() -> AsyncIterator[bytes]:
+        while True:
+            if reader.pending:
+                pending, reader.pending = reader.pending, []
+                for piece in pending:
+                    yield piece
+            try:
+                chunk = await anext(stream)
+            except StopAsyncIteration:
+                break
+            feed(chunk)
+        try:
+            parser.finalize()
+        except ValueError as exc:
+            raise invalid(f"The multipart body is malformed: {exc}") from None
+        for piece in reader.pending:
+            yield piece
+
+    return received, file_bytes()

@@ -107,3 +107,18 @@ $$;
 
 GRANT EXECUTE ON FUNCTION storage.foldername(text), storage.filename(text), storage.extension(text)
     TO anon, authenticated, project_admin;
+
+-- Blobs being written to an object store that has no rename (S3): each is journalled here before its first
+-- byte is sent, and removed once its row commits or the upload is abandoned. A blob whose writer died (its
+-- process no longer holds the advisory lock `instance`) or whose presigned upload expired unconfirmed is
+-- deleted from the store by the sweep at start, so a crash leaves no orphan object behind.
+CREATE TABLE storage.pending_blobs (
+    blob_id uuid PRIMARY KEY,
+    bucket text NOT NULL,
+    key text,
+    instance bigint,
+    uploaded_by text,
+    expires_at timestamptz,
+    started_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON storage.pending_blobs FROM PUBLIC;
