@@ -84,11 +84,15 @@ class StorageSettings(BaseSettings):
         None, ge=1, validation_alias=AliasChoices("MAX_FILE_SIZE", "KILNBASE_STORAGE_MAX_FILE_SIZE")
     )
     #: An S3-compatible store for object bytes instead of the local disk (InsForge's names).
-    s3_bucket: str | None = Field(None, validation_alias=AliasChoices("S3_BUCKET", "KILNBASE_STORAGE_S3_BUCKET"))
+    s3_bucket: str | None = Field(
+        None, validation_alias=AliasChoices("S3_BUCKET", "KILNBASE_STORAGE_S3_BUCKET")
+    )
     s3_endpoint_url: str | None = Field(
         None, validation_alias=AliasChoices("S3_ENDPOINT_URL", "KILNBASE_STORAGE_S3_ENDPOINT_URL")
     )
-    s3_region: str = Field("us-east-2", validation_alias=AliasChoices("S3_REGION", "KILNBASE_STORAGE_S3_REGION"))
+    s3_region: str = Field(
+        "us-east-2", validation_alias=AliasChoices("S3_REGION", "KILNBASE_STORAGE_S3_REGION")
+    )
     s3_access_key_id: str | None = Field(
         None, validation_alias=AliasChoices("S3_ACCESS_KEY_ID", "KILNBASE_STORAGE_S3_ACCESS_KEY_ID")
     )

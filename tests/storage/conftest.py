@@ -11,7 +11,9 @@ from starlette.testclient import TestClient
 
 from kilnbase.app import create_app
 from kilnbase.config import Settings, StorageSettings
-from tests.support.app import admin_headers, anon_headers, user_headers
+from kilnbase.storage.local_blobs import LocalBlobs
+from kilnbase.storage.s3_blobs import S3Blobs
+from tests.support.app import admin_headers, anon_headers, services_of, user_headers
 
 BUCKETS = "/api/storage/buckets"
 #: The size limit of this module's app (MAX_FILE_SIZE), small enough to pass in a test.
@@ -66,3 +68,15 @@ def new_bucket(client: TestClient, admin: dict[str, str]) -> NewBucket:
         return name
 
     return make
+
+
+def local_blobs(client: TestClient) -> LocalBlobs:
+    blobs = services_of(client).storage.blobs
+    assert isinstance(blobs, LocalBlobs)
+    return blobs
+
+
+def s3_blobs(client: TestClient) -> S3Blobs:
+    blobs = services_of(client).storage.blobs
+    assert isinstance(blobs, S3Blobs)
+    return blobs

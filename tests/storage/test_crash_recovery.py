@@ -16,7 +16,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from tests.storage.conftest import BUCKETS, NewBucket
+from tests.storage.conftest import BUCKETS, NewBucket, local_blobs
 from tests.support.app import services_of
 from tests.support.postgres import TestCluster
 from tests.support.servers import ServerProcess
@@ -30,7 +30,7 @@ def test_start_cleans_what_dead_uploads_left(
     client: TestClient, admin: dict[str, str], new_bucket: NewBucket
 ) -> None:
     storage = services_of(client).storage
-    blobs = storage.blobs
+    blobs = local_blobs(client)
     bucket = new_bucket()
     kept = client.put(f"{BUCKETS}/{bucket}/objects/kept.txt", content=b"kept", headers=admin)
     assert kept.status_code == 200

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
-from tests.storage.conftest import BUCKETS, MAX_FILE_SIZE, NewBucket
+from tests.storage.conftest import BUCKETS, MAX_FILE_SIZE, NewBucket, local_blobs
 from tests.support.app import services_of
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452") + b"\x00" * 64
@@ -87,7 +87,7 @@ def test_replace_in_place(client: TestClient, admin: dict[str, str], new_bucket:
     assert client.get(f"{objects(bucket)}/k.txt").content == b"second version"
     listed = client.get(objects(bucket), headers=admin).json()
     assert [o["key"] for o in listed["data"]] == ["k.txt"]
-    blobs = services_of(client).storage.blobs
+    blobs = local_blobs(client)
     files = [f for _, _, names in os.walk(blobs.blobs) for f in names]
     row_ids = {str(r) for r in _blob_ids(client, bucket)}
     assert row_ids <= set(files)
@@ -192,13 +192,13 @@ def test_traversal_never_reaches_the_disk(
         f"{objects(bucket)}/..%2F..%2Fescaped.txt", files={"file": ("f", b"x", "text/plain")}, headers=admin
     )
     assert response.status_code == 400
-    root = services_of(client).storage.blobs.root
+    root = local_blobs(client).root
     assert not (root.parent / "escaped.txt").exists()
 
 
 def test_size_limit_while_streaming(client: TestClient, admin: dict[str, str], new_bucket: NewBucket) -> None:
     bucket = new_bucket()
-    blobs = services_of(client).storage.blobs
+    blobs = local_blobs(client)
     before = _files(blobs.root)
 
     def chunks() -> Iterator[bytes]:
