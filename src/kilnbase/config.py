@@ -107,6 +107,12 @@ class StorageSettings(BaseSettings):
     s3_use_presigned_urls: bool = Field(
         True, validation_alias=AliasChoices("S3_USE_PRESIGNED_URLS", "KILNBASE_STORAGE_S3_USE_PRESIGNED_URLS")
     )
+    #: The largest object the S3 protocol endpoint accepts (one PUT, or all parts of a multipart upload).
+    s3_max_object_size: int = Field(
+        5 * 1024**3,
+        ge=1,
+        validation_alias=AliasChoices("S3_MAX_OBJECT_SIZE_BYTES", "KILNBASE_STORAGE_S3_MAX_OBJECT_SIZE"),
+    )
     #: Prefix of every blob's name in the S3 bucket (InsForge's `APP_KEY`), so projects can share a bucket.
     s3_prefix: str = Field("", validation_alias=AliasChoices("APP_KEY", "KILNBASE_STORAGE_S3_PREFIX"))
 

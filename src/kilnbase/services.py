@@ -66,5 +66,5 @@ def build_services(core: Core) -> Services:
         database=DatabaseAdmin(core.settings, core.database, core.schema_cache),
         key_rotation=KeyRotation(core.settings, core.database, core.secret_box, core.keys.ring),
         ai=AiService.build(core.settings, core.secret_box, core.database),
-        storage=StorageService(core.settings, core.database, core.keys.jwt_secret),
+        storage=StorageService(core.settings, core.database, core.keys.jwt_secret, core.secret_box),
     )

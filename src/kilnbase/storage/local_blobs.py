@@ -94,7 +94,11 @@ class LocalBlobs:
         dead = await anyio.to_thread.run_sync(self.dead_uploads)
         if dead:
             async with database.as_owner() as cur:
-                await cur.execute("select blob_id from storage.objects where blob_id = any(%s)", (dead,))
+                await cur.execute(
+                    "select blob_id from storage.objects where blob_id = any(%(ids)s) "
+                    "union all select blob_id from storage.s3_multipart_parts where blob_id = any(%(ids)s)",
+                    {"ids": dead},
+                )
                 committed = {row["blob_id"] for row in await cur.fetchall()}
             await anyio.to_thread.run_sync(self.forget_uploads, dead, committed.__contains__)
 

@@ -26,6 +26,9 @@ from kilnbase.http.responses import json_response
 from kilnbase.identity.principal import ANONYMOUS, Principal
 from kilnbase.storage import names
 from kilnbase.storage.downloads import object_response
+from kilnbase.storage.s3_gateway import PREFIX as S3_PREFIX
+from kilnbase.storage.s3_gateway import S3Gateway
+from kilnbase.storage.s3_objects import S3Objects
 from kilnbase.storage.service import StorageService
 from kilnbase.storage.signed_urls import MAX_SECONDS
 
@@ -297,6 +300,49 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return json_response(body, status, headers)
 
 
+class S3Routes:
+    """The S3 protocol endpoint, its access keys and its configuration (admin)."""
+
+    def __init__(self, service: StorageService) -> None:
+        self.service = service
+        objects = S3Objects(service, service.settings.storage.s3_max_object_size)
+        self.region = service.settings.storage.s3_region
+        self.gateway = S3Gateway(service, service.s3_keys, objects, self.region)
+
+    async def config(self, request: Request) -> Response:
+        admin_actor(request)
+        base = self.service.base_url
+        return _json({"endpoint": f"{base}{S3_PREFIX}", "region": self.region, "available": True})
+
+    async def create_key(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        body: CreateAccessKey = _storage_input(CreateAccessKey, await read_json(request, optional=True))
+        return _json(await self.service.s3_keys.create(actor, body.description), 201)
+
+    async def list_keys(self, request: Request) -> Response:
+        return _json(await self.service.s3_keys.list(admin_actor(request)))
+
+    async def delete_key(self, request: Request) -> Response:
+        await self.service.s3_keys.delete(admin_actor(request), request.path_params["id"])
+        return Response(status_code=204)
+
+    def routes(self) -> list[BaseRoute]:
+        every = ["GET", "HEAD", "PUT", "POST", "DELETE"]
+        return [
+            Route("/api/storage/s3/config", self.config, methods=["GET"]),
+            Route("/api/storage/s3/access-keys", self.create_key, methods=["POST"]),
+            Route("/api/storage/s3/access-keys", self.list_keys, methods=["GET"]),
+            Route("/api/storage/s3/access-keys/{id}", self.delete_key, methods=["DELETE"]),
+            Route(S3_PREFIX, self.gateway.handle, methods=every),
+            Route(f"{S3_PREFIX}/{{path:path}}", self.gateway.handle, methods=every),
+        ]
+
+
+class CreateAccessKey(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    description: str | None = Field(default=None, max_length=256)
+
+
 def capability(service: StorageService) -> Capability:
     @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
@@ -308,7 +354,7 @@ def capability(service: StorageService) -> Capability:
 
     return Capability(
         "storage",
-        StorageRoutes(service).routes(),
+        [*StorageRoutes(service).routes(), *S3Routes(service).routes()],
         lifespan=lifespan,
-        body_limits={f"{BUCKETS}/": "upload"},
+        body_limits={f"{BUCKETS}/": "upload", S3_PREFIX: "upload"},
     )

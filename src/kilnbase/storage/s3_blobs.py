@@ -130,7 +130,8 @@ class S3Blobs:
         async with self._db().as_owner() as cur:
             await cur.execute(
                 "select p.blob_id, p.bucket, p.instance, p.expires_at, "
-                "exists (select 1 from storage.objects o where o.blob_id = p.blob_id) as committed "
+                "(exists (select 1 from storage.objects o where o.blob_id = p.blob_id) or exists "
+                "(select 1 from storage.s3_multipart_parts m where m.blob_id = p.blob_id)) as committed "
                 "from storage.pending_blobs p where p.instance is distinct from %s limit 10000",
                 (self.instance,),
             )

@@ -11,10 +11,10 @@ admin and audited. Bytes go through `LocalBlobs`; see there for how an object is
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from psycopg import errors as pg_errors
@@ -25,14 +25,17 @@ from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import SYSTEM_PRINCIPAL, Actor
 from kilnbase.identity.principal import Principal
+from kilnbase.keys.secret_box import SecretBox
 from kilnbase.storage import content_types, names
-from kilnbase.storage.blob_store import BlobStore, Meter, TooLarge, Upload
+from kilnbase.storage.blob_store import BlobStore, Meter, TooLarge
 from kilnbase.storage.local_blobs import LocalBlobs
+from kilnbase.storage.s3_access_keys import S3AccessKeys
 from kilnbase.storage.s3_blobs import S3Blobs
 from kilnbase.storage.signed_urls import MAX_SECONDS, UrlSigner, clamp_expiry
-from kilnbase.storage.upload_body import open_upload
+from kilnbase.storage.upload_body import ReceivedFile, open_upload
 
 MODULE = "STORAGE"
+T = TypeVar("T")
 MIB = 1024 * 1024
 DEFAULT_MAX_FILE_MB = 50
 _GARBAGE_BATCH = 500
@@ -109,8 +112,12 @@ def _uploader(principal: Principal) -> str | None:
 
 
 class StorageService:
-    def __init__(self, settings: Settings, database: Database, project_secret: str) -> None:
+    def __init__(
+        self, settings: Settings, database: Database, project_secret: str, secret_box: SecretBox
+    ) -> None:
         self.database = database
+        self.settings = settings
+        self.s3_keys = S3AccessKeys(database, secret_box)
         self.base_url = settings.base_url
         self.env_max_file_size = settings.storage.max_file_size
         self.blobs: BlobStore = (
@@ -303,9 +310,14 @@ class StorageService:
         content_type: str | None,
         *,
         filename: str = "file",
+        raw: bool = False,
+        via: str = "rest",
+        verify: Callable[[], None] | None = None,
+        limit: int | None = None,
     ) -> dict[str, Any]:
-        """Stream `body` (a multipart form with a `file` field, or the bytes themselves) into the object at
-        `key`, or at a generated key when `key` is None. Created or replaced atomically with its row."""
+        """Stream `body` (a multipart form with a `file` field, or, when not a form or when `raw`, the bytes
+        themselves) into the object at `key`, or at a generated key when `key` is None. Created or replaced
+        atomically with its row; `verify` runs once every byte is in, before anything is committed."""
         names.bucket_name(bucket)
         if key is not None:
             names.object_key(key)
@@ -314,15 +326,40 @@ class StorageService:
             raise _bucket_missing(bucket)
         if not principal.is_admin and key is not None:
             await self._probe_write(principal, bucket, key)
-        limit = await self.max_file_bytes()
-        received, chunks = await open_upload(body, content_type, filename)
+        if limit is None:
+            limit = await self.max_file_bytes()
+        if raw:
+            received, chunks = ReceivedFile(filename, content_type), body
+        else:
+            received, chunks = await open_upload(body, content_type, filename)
+        final_key = key
+
+        async def commit(blob_id: uuid.UUID, meter: Meter, mime: str) -> StoredObject:
+            nonlocal final_key
+            final_key = final_key if final_key is not None else names.generated_key(received.filename)
+            return await self.commit_row(actor, bucket, final_key, blob_id, meter.size, meter.etag, mime, via)
+
+        stored = await self.store_blob(bucket, chunks, limit, received.claimed_type, commit, verify=verify)
+        return self.object_json(stored)
+
+    async def store_blob(
+        self,
+        bucket: str,
+        chunks: AsyncIterator[bytes],
+        limit: int,
+        claimed_type: str | None,
+        commit: Callable[[uuid.UUID, Meter, str], Awaitable[T]],
+        *,
+        verify: Callable[[], None] | None = None,
+    ) -> T:
+        """Write `chunks` as a new blob (metered against `limit`), then `commit` the row that names it; on
+        any failure before the commit, nothing is left. Blobs the commit replaced are then removed."""
         meter = Meter(limit, content_types.SNIFF_BYTES)
-        claimed = received.claimed_type
         upload = await self.blobs.begin(bucket)
         committed = False
         try:
             try:
-                safe_claim = None if content_types.is_unsafe(claimed) else claimed
+                safe_claim = None if content_types.is_unsafe(claimed_type) else claimed_type
                 await upload.write_all(meter.metered(chunks), safe_claim)
             except Exception as exc:
                 if isinstance(exc, TooLarge) or meter.size > limit:
@@ -333,22 +370,18 @@ class StorageService:
                         "Upload a smaller file, or raise maxFileSizeMb (PUT /api/storage/config).",
                     ) from None
                 raise
-            final_key = key if key is not None else names.generated_key(received.filename)
-            mime = content_types.detect(meter.head, claimed)
+            if verify is not None:
+                verify()
+            mime = content_types.detect(meter.head, claimed_type)
             await upload.publish()
-            stored = await self._commit_object(actor, bucket, final_key, upload, meter, mime, "rest")
+            result = await commit(upload.blob_id, meter, mime)
             committed = True
         finally:
             await upload.close(committed=committed)
         await self.collect_garbage()
-        return self.object_json(stored)
+        return result
 
-    async def _commit_object(
-        self, actor: Actor, bucket: str, key: str, upload: Upload, meter: Meter, mime: str, via: str
-    ) -> StoredObject:
-        return await self._commit_row(actor, bucket, key, upload.blob_id, meter.size, meter.etag, mime, via)
-
-    async def _commit_row(
+    async def commit_row(
         self,
         actor: Actor,
         bucket: str,
@@ -562,7 +595,7 @@ class StorageService:
             )
         first = b"".join([chunk async for chunk in self.blobs.read(bucket, blob_id, 0, min(size, 4096))])
         mime = content_types.detect(first, None)
-        stored = await self._commit_row(actor, bucket, key, blob_id, size, etag, mime, "rest")
+        stored = await self.commit_row(actor, bucket, key, blob_id, size, etag, mime, "rest")
         await self.blobs.forget_pending([blob_id])
         await self.collect_garbage()
         return self.object_json(stored)
