@@ -97,7 +97,7 @@ class S3Objects:
                    max(size) as size, max(etag) as etag, max(uploaded_at) as uploaded_at
             from listed
             group by 1, 2
-            order by 1 collate "C"
+            order by coalesce(common, key) collate "C"
             limit %(limit)s
         """
         async with self.database.as_owner() as cur:
