@@ -9,7 +9,9 @@ percent-encoded, decoded once and strictly as UTF-8; the SDK encodes a whole key
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
+from email.utils import format_datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
@@ -31,6 +33,9 @@ from kilnbase.storage.s3_gateway import S3Gateway
 from kilnbase.storage.s3_objects import S3Objects
 from kilnbase.storage.service import StorageService
 from kilnbase.storage.signed_urls import MAX_SECONDS
+from kilnbase.storage.tus import EXTENSIONS as TUS_EXTENSIONS
+from kilnbase.storage.tus import VERSION as TUS_VERSION
+from kilnbase.storage.tus import TusUploads
 
 BUCKETS = "/api/storage/buckets"
 
@@ -338,15 +343,107 @@ class S3Routes:
         ]
 
 
+class TusRoutes:
+    """TUS 1.0 resumable uploads (`tus.py`): creation, offset, append, termination, expiration."""
+
+    def __init__(self, uploads: TusUploads) -> None:
+        self.uploads = uploads
+
+    @staticmethod
+    def _headers(extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store", **(extra or {})}
+
+    def _check_version(self, request: Request) -> None:
+        if request.headers.get("tus-resumable") != TUS_VERSION:
+            raise ApiError(412, "STORAGE_INVALID_PARAMETER", f"Send Tus-Resumable: {TUS_VERSION}.")
+
+    @staticmethod
+    def _upload_id(request: Request) -> uuid.UUID:
+        try:
+            return uuid.UUID(request.path_params["upload"])
+        except ValueError:
+            raise ApiError(404, "STORAGE_NOT_FOUND", "Upload not found") from None
+
+    async def options(self, request: Request) -> Response:
+        limit = await self.uploads.storage.max_file_bytes()
+        return Response(
+            status_code=204,
+            headers={
+                "Tus-Resumable": TUS_VERSION,
+                "Tus-Version": TUS_VERSION,
+                "Tus-Extension": TUS_EXTENSIONS,
+                "Tus-Max-Size": str(limit),
+            },
+        )
+
+    async def create(self, request: Request) -> Response:
+        self._check_version(request)
+        actor = actor_of(request, require_credential(request))
+        bucket = request.path_params["bucket"]
+        upload_id, expires = await self.uploads.create(
+            actor, bucket, request.headers.get("upload-length"), request.headers.get("upload-metadata")
+        )
+        location = f"{BUCKETS}/{bucket}/tus/{upload_id}"
+        expiry = format_datetime(expires, usegmt=True)
+        return Response(
+            status_code=201, headers=self._headers({"Location": location, "Upload-Expires": expiry})
+        )
+
+    async def head(self, request: Request) -> Response:
+        self._check_version(request)
+        actor = actor_of(request, require_credential(request))
+        status = await self.uploads.status(actor, request.path_params["bucket"], self._upload_id(request))
+        return Response(status_code=200, headers=self._headers(status))
+
+    async def patch(self, request: Request) -> Response:
+        self._check_version(request)
+        actor = actor_of(request, require_credential(request))
+        if request.headers.get("content-type") != "application/offset+octet-stream":
+            raise ApiError(
+                415, "STORAGE_INVALID_PARAMETER", "Send Content-Type: application/offset+octet-stream."
+            )
+        headers, _stored = await self.uploads.append(
+            actor,
+            request.path_params["bucket"],
+            self._upload_id(request),
+            request.headers.get("upload-offset"),
+            request.stream(),
+        )
+        return Response(status_code=204, headers=self._headers(headers))
+
+    async def delete(self, request: Request) -> Response:
+        self._check_version(request)
+        actor = actor_of(request, require_credential(request))
+        bucket = request.path_params["bucket"]
+        upload_id = self._upload_id(request)
+        await self.uploads.status(actor, bucket, upload_id)
+        await self.uploads.terminate(actor, bucket, upload_id)
+        return Response(status_code=204, headers=self._headers())
+
+    def routes(self) -> list[BaseRoute]:
+        base = f"{BUCKETS}/{{bucket}}/tus"
+        return [
+            Route(base, self.options, methods=["OPTIONS"]),
+            Route(base, self.create, methods=["POST"]),
+            Route(f"{base}/{{upload}}", self.options, methods=["OPTIONS"]),
+            Route(f"{base}/{{upload}}", self.head, methods=["HEAD"]),
+            Route(f"{base}/{{upload}}", self.patch, methods=["PATCH"]),
+            Route(f"{base}/{{upload}}", self.delete, methods=["DELETE"]),
+        ]
+
+
 class CreateAccessKey(BaseModel):
     model_config = ConfigDict(extra="ignore")
     description: str | None = Field(default=None, max_length=256)
 
 
 def capability(service: StorageService) -> Capability:
+    tus = TusUploads(service, service.tus_dir)
+
     @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         await service.start()
+        await tus.start()
         try:
             yield
         finally:
@@ -354,7 +451,7 @@ def capability(service: StorageService) -> Capability:
 
     return Capability(
         "storage",
-        [*StorageRoutes(service).routes(), *S3Routes(service).routes()],
+        [*TusRoutes(tus).routes(), *StorageRoutes(service).routes(), *S3Routes(service).routes()],
         lifespan=lifespan,
         body_limits={f"{BUCKETS}/": "upload", S3_PREFIX: "upload"},
     )

@@ -120,10 +120,11 @@ class StorageService:
         self.s3_keys = S3AccessKeys(database, secret_box)
         self.base_url = settings.base_url
         self.env_max_file_size = settings.storage.max_file_size
+        storage_dir = settings.storage.dir or settings.data_dir / "storage"
+        #: Where resumable (TUS) uploads keep their bytes until they complete, on either backend.
+        self.tus_dir = storage_dir / "tus"
         self.blobs: BlobStore = (
-            S3Blobs(settings.storage)
-            if settings.storage.s3_bucket
-            else LocalBlobs(settings.storage.dir or settings.data_dir / "storage")
+            S3Blobs(settings.storage) if settings.storage.s3_bucket else LocalBlobs(storage_dir)
         )
         self.signer = UrlSigner(project_secret)
 
@@ -300,6 +301,11 @@ class StorageService:
             raise _denied(bucket, key) from None
         except pg_errors.ForeignKeyViolation:
             raise _bucket_missing(bucket) from None
+
+    async def check_write(self, actor: Actor, bucket: str, key: str) -> None:
+        """403 unless the caller's policies allow writing `key` (nothing is written)."""
+        if not actor.is_admin:
+            await self._probe_write(actor.principal, bucket, key)
 
     async def put_object(
         self,
