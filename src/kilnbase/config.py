@@ -83,6 +83,9 @@ class StorageSettings(BaseSettings):
     max_file_size: int | None = Field(
         None, ge=1, validation_alias=AliasChoices("MAX_FILE_SIZE", "KILNBASE_STORAGE_MAX_FILE_SIZE")
     )
+    #: Sync each object's bytes to disk before its row commits (local backend), so a committed object
+    #: survives a power loss too, not only a crash of the process. Off trades that for write speed.
+    fsync: bool = True
     #: An S3-compatible store for object bytes instead of the local disk (InsForge's names).
     s3_bucket: str | None = Field(
         None, validation_alias=AliasChoices("S3_BUCKET", "KILNBASE_STORAGE_S3_BUCKET")

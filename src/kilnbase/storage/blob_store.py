@@ -9,9 +9,11 @@ that died between those steps left behind.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from kilnbase.db.session import Database
@@ -23,7 +25,13 @@ class TooLarge(Exception):
 
 class Meter:
     """Counts an upload's bytes against `limit` (raising `TooLarge` as soon as it is passed), hashes them
-    (MD5: the ETag S3 clients expect) and keeps the first `sniff_bytes` for content detection."""
+    (MD5: the ETag S3 clients expect) and keeps the first `sniff_bytes` for content detection.
+
+    MD5 runs at about 130 MB/s on a slow core, slower than a disk: past the first megabyte, data is hashed
+    in a thread of its own (hashlib releases the GIL), in order, while the event loop goes on receiving and
+    writing, so the hash costs no time on the upload's path."""
+
+    _BATCH = 1024 * 1024
 
     def __init__(self, limit: int, sniff_bytes: int) -> None:
         self.limit = limit
@@ -31,6 +39,10 @@ class Meter:
         self.head = b""
         self._sniff_bytes = sniff_bytes
         self._md5 = hashlib.md5(usedforsecurity=False)
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._hasher: ThreadPoolExecutor | None = None
+        self._last: Future[None] | None = None
 
     def count(self, data: bytes) -> None:
         self.size += len(data)
@@ -38,13 +50,42 @@ class Meter:
             raise TooLarge
         if len(self.head) < self._sniff_bytes:
             self.head += data[: self._sniff_bytes - len(self.head)]
-        self._md5.update(data)
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= self._BATCH:
+            self._submit()
+
+    def _submit(self) -> None:
+        batch, self._pending, self._pending_bytes = self._pending, [], 0
+        if self._hasher is None:
+            self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kilnbase-md5")
+        self._last = self._hasher.submit(self._hash, batch)
+
+    def _hash(self, batch: list[bytes]) -> None:
+        for piece in batch:
+            self._md5.update(piece)
 
     async def metered(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for chunk in chunks:
-            if chunk:
-                self.count(chunk)
-                yield chunk
+        try:
+            async for chunk in chunks:
+                if chunk:
+                    self.count(chunk)
+                    yield chunk
+        finally:
+            await self.finish()
+
+    async def finish(self) -> None:
+        """Hash what is still pending; wait for the hashing thread."""
+        if self._hasher is None:
+            self._hash(self._pending)
+            self._pending, self._pending_bytes = [], 0
+            return
+        if self._pending:
+            self._submit()
+        hasher, self._hasher = self._hasher, None
+        if self._last is not None:
+            await asyncio.wrap_future(self._last)
+        hasher.shutdown(wait=False)
 
     @property
     def etag(self) -> str:

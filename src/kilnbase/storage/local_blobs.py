@@ -61,7 +61,8 @@ class LocalUpload:
         await anyio.to_thread.run_sync(self._publish)
 
     def _publish(self) -> None:
-        os.fsync(self._fd)
+        if self.blobs.fsync:
+            os.fsync(self._fd)
         target = self.blobs.blob_path(self.blob_id)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.link(self.path, target)
@@ -84,8 +85,9 @@ class LocalUpload:
 class LocalBlobs:
     kind = "local"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = root
+        self.fsync = fsync
         self.incoming = root / "incoming"
         self.blobs = root / "blobs"
 
