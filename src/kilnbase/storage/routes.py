@@ -31,8 +31,9 @@ from kilnbase.storage.downloads import object_response
 from kilnbase.storage.s3_gateway import PREFIX as S3_PREFIX
 from kilnbase.storage.s3_gateway import S3Gateway
 from kilnbase.storage.s3_objects import S3Objects
-from kilnbase.storage.service import StorageService
+from kilnbase.storage.service import StorageService, StoredObject
 from kilnbase.storage.signed_urls import MAX_SECONDS
+from kilnbase.storage.transforms import Transform
 from kilnbase.storage.tus import EXTENSIONS as TUS_EXTENSIONS
 from kilnbase.storage.tus import VERSION as TUS_VERSION
 from kilnbase.storage.tus import TusUploads
@@ -208,13 +209,28 @@ class StorageRoutes:
             stored = await self.service.object_by_signature(
                 bucket, key, query.get("expires", ""), query.get("signature", "")
             )
+            if Transform.wanted(query):
+                return await self._transformed(request, stored, Transform.parse(query), private=True)
             return object_response(request, stored, self.service.read, private=True)
         stored = await self.service.visible_object(_reader(request), bucket, key)
         public = bool(await self.service.bucket_is_public(bucket))
+        if Transform.wanted(query):
+            return await self._transformed(request, stored, Transform.parse(query), private=not public)
         redirect = await self.service.download_redirect(stored, MAX_SECONDS if public else 3600)
         if redirect is not None:
             return RedirectResponse(redirect, status_code=302, headers={"cache-control": "no-store"})
         return object_response(request, stored, self.service.read, private=not public)
+
+    async def _transformed(
+        self, request: Request, stored: StoredObject, transform: Transform, *, private: bool
+    ) -> Response:
+        body, content_type, etag = await self.service.transformed(stored, transform)
+        headers = {"etag": etag, "x-content-type-options": "nosniff", "vary": "Accept"}
+        if private:
+            headers["cache-control"] = "private, no-store"
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type=content_type, headers=headers)
 
     async def delete_object(self, request: Request) -> Response:
         actor = actor_of(request, require_credential(request))
