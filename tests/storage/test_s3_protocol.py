@@ -5,6 +5,9 @@ presigned GET and PUT URLs, S3's XML errors; on the local backend and on an S3 b
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import json
 import secrets
 from collections.abc import Iterator
@@ -273,3 +276,34 @@ def test_s3_endpoint_on_s3_backend(cluster: TestCluster, tmp_path: Path) -> None
             server.stop()
     finally:
         seaweed.stop()
+
+
+def test_aws_cli(local_server: ServerProcess, s3: Any, tmp_path: Path) -> None:
+    """The aws CLI, unchanged: `s3 mb`, `cp` up (multipart above its threshold) and down, `ls`, `rm`."""
+    creds = s3._request_signer._credentials
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": creds.access_key,
+        "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+        "AWS_DEFAULT_REGION": "us-east-2",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+    }
+    aws = [str(Path(sys.executable).parent / "aws"), "--endpoint-url", f"{local_server.url}/storage/v1/s3"]
+
+    def run(*args: str) -> str:
+        done = subprocess.run([*aws, *args], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    bucket = f"cli-{secrets.token_hex(4)}"
+    run("s3", "mb", f"s3://{bucket}")
+    source = tmp_path / "big.bin"
+    source.write_bytes(secrets.token_bytes(9 * MiB))
+    run("s3", "cp", str(source), f"s3://{bucket}/dir/big.bin")
+    assert "dir/" in run("s3", "ls", f"s3://{bucket}/")
+    assert "big.bin" in run("s3", "ls", f"s3://{bucket}/dir/")
+    run("s3", "cp", f"s3://{bucket}/dir/big.bin", str(tmp_path / "back.bin"))
+    assert (tmp_path / "back.bin").read_bytes() == source.read_bytes()
+    run("s3", "rm", "--recursive", f"s3://{bucket}/")
+    run("s3", "rb", f"s3://{bucket}")

@@ -105,7 +105,6 @@ class TusUploads:
         await self.storage.check_write(actor, bucket, key)
         expires = datetime.now(UTC) + timedelta(seconds=TUS_EXPIRY_SECONDS)
         upload_id = uuid.uuid4()
-        await anyio.to_thread.run_sync(self._create_file, upload_id)
         sub = actor.principal.claims.get("sub")
         async with self.database.as_owner() as cur:
             await cur.execute(
@@ -122,6 +121,8 @@ class TusUploads:
                     expires,
                 ),
             )
+        # The row first, then the file: a process starting meanwhile removes only files no row names.
+        await anyio.to_thread.run_sync(self._create_file, upload_id)
         if length == 0:
             await self._finish(actor, await self._row(actor, bucket, upload_id))
         return upload_id, expires
