@@ -5,11 +5,11 @@ presigned GET and PUT URLs, S3's XML errors; on the local backend and on an S3 b
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import secrets
 import subprocess
 import sys
-import json
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
