@@ -63,6 +63,8 @@ class SeaweedS3:
             f"-s3.port={self.port}",
             f"-s3.port.grpc={grpc['s3']}",
             f"-s3.config={config}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
             f"-iam.port={ports['iam']}",
             f"-debug.port={ports['debug']}",
             f"-metricsPort={ports['metrics']}",
