@@ -29,7 +29,7 @@ import httpx
 import psutil
 from boto3.s3.transfer import TransferConfig
 from botocore.client import Config
-from tests.support.seaweed import ACCESS_KEY, REGION, SECRET_KEY, SeaweedS3
+from tests.support.seaweed import SeaweedS3
 from tests.support.servers import ServerProcess
 
 MiB = 1024 * 1024
@@ -171,13 +171,7 @@ def run(sizes: list[int]) -> list[dict[str, Any]]:
             region_name="us-east-2",
             config=Config(s3={"addressing_style": "path"}),
         )
-        direct = boto3.client(
-            "s3",
-            endpoint_url=seaweed.endpoint,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name=REGION,
-        )
+        direct = seaweed.client()
         direct.create_bucket(Bucket="bench")
         time.sleep(1)
         idle = PeakRss(server.process.pid if server.process else 0)._rss()

@@ -249,13 +249,7 @@ def test_s3_endpoint_on_s3_backend(cluster: TestCluster, tmp_path: Path) -> None
     seaweed = SeaweedS3(tmp_path / "weed")
     seaweed.start()
     try:
-        boto3.client(
-            "s3",
-            endpoint_url=seaweed.endpoint,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name=REGION,
-        ).create_bucket(Bucket="backing")
+        seaweed.client().create_bucket(Bucket="backing")
         env = {
             "S3_BUCKET": "backing",
             "S3_ENDPOINT_URL": seaweed.endpoint,

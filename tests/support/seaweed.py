@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -85,6 +86,18 @@ class SeaweedS3:
             time.sleep(0.1)
         self.stop()
         raise TimeoutError(f"SeaweedFS S3 not up within {timeout}s")
+
+    def client(self) -> Any:
+        """A boto3 client for the server itself, with its access key."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name=REGION,
+        )
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -34,18 +34,6 @@ CREATE TABLE storage.s3_multipart_parts (
 );
 REVOKE ALL ON storage.s3_multipart_parts FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION storage.queue_old_part_blob() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog
-AS $$
-BEGIN
-    IF TG_OP = 'DELETE' OR OLD.blob_id IS DISTINCT FROM NEW.blob_id THEN
-        INSERT INTO storage.blob_garbage (blob_id, bucket) VALUES (OLD.blob_id, OLD.bucket)
-        ON CONFLICT DO NOTHING;
-    END IF;
-    RETURN NULL;
-END
-$$;
-REVOKE ALL ON FUNCTION storage.queue_old_part_blob() FROM PUBLIC;
-
+-- The same trigger function as objects' (0100): a part's replaced or deleted blob is queued for removal.
 CREATE TRIGGER parts_queue_old_blob AFTER UPDATE OR DELETE ON storage.s3_multipart_parts
-    FOR EACH ROW EXECUTE FUNCTION storage.queue_old_part_blob();
+    FOR EACH ROW EXECUTE FUNCTION storage.queue_old_blob();
