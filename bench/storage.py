@@ -143,7 +143,7 @@ def _measure(
 def run(sizes: list[int]) -> list[dict[str, Any]]:
     work = Path(tempfile.mkdtemp(prefix="kbbench-storage-", dir="/tmp"))
     work.chmod(0o755)
-    seaweed = SeaweedS3(work / "seaweed")
+    seaweed = SeaweedS3(work / "seaweed", volume_size_mb=1024)
     seaweed.start()
     env = {
         "MAX_FILE_SIZE": str(4 * 1024 * MiB),
@@ -177,6 +177,7 @@ def run(sizes: list[int]) -> list[dict[str, Any]]:
         idle = PeakRss(server.process.pid if server.process else 0)._rss()
         for size in sizes:
             results.append(_measure(size, work, server, api_key, ours, direct, idle))
+            print(results[-1], flush=True)
     finally:
         server.stop()
         seaweed.stop()

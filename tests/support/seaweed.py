@@ -26,8 +26,9 @@ def _weed() -> str:
 
 
 class SeaweedS3:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, volume_size_mb: int = 64) -> None:
         self.directory = directory
+        self.volume_size_mb = volume_size_mb
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -54,7 +55,7 @@ class SeaweedS3:
             "-ip.bind=127.0.0.1",
             f"-master.port={ports['master']}",
             f"-master.port.grpc={grpc['master']}",
-            "-master.volumeSizeLimitMB=64",
+            f"-master.volumeSizeLimitMB={self.volume_size_mb}",
             f"-volume.port={ports['volume']}",
             f"-volume.port.grpc={grpc['volume']}",
             "-volume.max=20",

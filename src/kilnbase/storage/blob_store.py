@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
@@ -32,6 +33,9 @@ class Meter:
     writing, so the hash costs no time on the upload's path."""
 
     _BATCH = 1024 * 1024
+    #: Bytes handed to the hashing thread and not yet hashed, past which the upload waits for it: memory
+    #: stays bounded when the network is faster than MD5.
+    _IN_FLIGHT = 8 * 1024 * 1024
 
     def __init__(self, limit: int, sniff_bytes: int) -> None:
         self.limit = limit
@@ -42,7 +46,8 @@ class Meter:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._hasher: ThreadPoolExecutor | None = None
-        self._last: Future[None] | None = None
+        self._in_flight: deque[tuple[Future[None], int]] = deque()
+        self._in_flight_bytes = 0
 
     def count(self, data: bytes) -> None:
         self.size += len(data)
@@ -59,7 +64,9 @@ class Meter:
         batch, self._pending, self._pending_bytes = self._pending, [], 0
         if self._hasher is None:
             self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kilnbase-md5")
-        self._last = self._hasher.submit(self._hash, batch)
+        size = sum(len(piece) for piece in batch)
+        self._in_flight.append((self._hasher.submit(self._hash, batch), size))
+        self._in_flight_bytes += size
 
     def _hash(self, batch: list[bytes]) -> None:
         for piece in batch:
@@ -70,6 +77,8 @@ class Meter:
             async for chunk in chunks:
                 if chunk:
                     self.count(chunk)
+                    while self._in_flight_bytes > self._IN_FLIGHT:
+                        await self._settle_oldest()
                     yield chunk
         finally:
             await self.finish()
@@ -83,9 +92,14 @@ class Meter:
         if self._pending:
             self._submit()
         hasher, self._hasher = self._hasher, None
-        if self._last is not None:
-            await asyncio.wrap_future(self._last)
+        while self._in_flight:
+            await self._settle_oldest()
         hasher.shutdown(wait=False)
+
+    async def _settle_oldest(self) -> None:
+        future, size = self._in_flight.popleft()
+        await asyncio.wrap_future(future)
+        self._in_flight_bytes -= size
 
     @property
     def etag(self) -> str:
