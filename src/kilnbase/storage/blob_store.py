@@ -37,8 +37,9 @@ class Meter:
     #: stays bounded when the network is faster than MD5.
     _IN_FLIGHT = 8 * 1024 * 1024
 
-    def __init__(self, limit: int, sniff_bytes: int) -> None:
+    def __init__(self, limit: int, sniff_bytes: int, *, hashing: bool = True) -> None:
         self.limit = limit
+        self.hashing = hashing
         self.size = 0
         self.head = b""
         self._sniff_bytes = sniff_bytes
@@ -55,6 +56,8 @@ class Meter:
             raise TooLarge
         if len(self.head) < self._sniff_bytes:
             self.head += data[: self._sniff_bytes - len(self.head)]
+        if not self.hashing:
+            return
         self._pending.append(data)
         self._pending_bytes += len(data)
         if self._pending_bytes >= self._BATCH:

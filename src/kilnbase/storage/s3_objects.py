@@ -240,7 +240,7 @@ class S3Objects:
             )
 
         stored = await self.storage.store_blob(
-            bucket, joined(), self.max_object_size, upload["content_type"], commit
+            bucket, joined(), self.max_object_size, upload["content_type"], commit, hashing=False
         )
         await self.abort(bucket, key, upload_id)
         return stored

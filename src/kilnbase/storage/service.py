@@ -359,10 +359,12 @@ class StorageService:
         commit: Callable[[uuid.UUID, Meter, str], Awaitable[T]],
         *,
         verify: Callable[[], None] | None = None,
+        hashing: bool = True,
     ) -> T:
         """Write `chunks` as a new blob (metered against `limit`), then `commit` the row that names it; on
-        any failure before the commit, nothing is left. Blobs the commit replaced are then removed."""
-        meter = Meter(limit, content_types.SNIFF_BYTES)
+        any failure before the commit, nothing is left. Blobs the commit replaced are then removed.
+        `hashing=False` skips the MD5 when the caller has its ETag already (a completed multipart upload)."""
+        meter = Meter(limit, content_types.SNIFF_BYTES, hashing=hashing)
         upload = await self.blobs.begin(bucket)
         committed = False
         try:
