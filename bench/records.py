@@ -156,7 +156,7 @@ async def render_statements(conninfo: str) -> dict[str, dict[str, Any]]:
             body_param = 0
         else:
             routine = snapshot.routines[("public", "bench_top")][0]
-            from_args, call = call_source(routine, "{}", ["n"], "bench_top")
+            from_args, call = call_source(routine, "{}", ["n"])
             node = build_read_plan(snapshot, items, query, alias="bench_top")
             statement = function_read_statement(
                 node, from_args, call, count_exact=False, limit=None, offset=0

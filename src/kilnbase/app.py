@@ -17,19 +17,29 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from kilnbase.agent_docs import routes as agent_docs_routes
+from kilnbase.agents import routes as agents_routes
 from kilnbase.ai import routes as ai_routes
 from kilnbase.auth import routes as auth_routes
 from kilnbase.capability import BodySurface, Capability
 from kilnbase.config import Settings
 from kilnbase.dashboard import routes as dashboard_routes
 from kilnbase.database import routes as database_routes
+from kilnbase.db.idempotency import IdempotencyKeys
 from kilnbase.health import routes as health_routes
+from kilnbase.http.agent_scopes import guard_routes
 from kilnbase.http.errors import EXCEPTION_HANDLERS
+from kilnbase.http.idempotency import IdempotencyMiddleware
 from kilnbase.http.request_context import BodyLimit, RequestContextMiddleware
 from kilnbase.http.routing import IndexedRouter
-from kilnbase.identity.principal import CredentialResolver
-from kilnbase.keys.project_keys import load_project_keys
+from kilnbase.identity.principal import API_KEY_HOLDER, CredentialResolver
+from kilnbase.keys.project_keys import ProjectKeys, load_project_keys
 from kilnbase.logs import routes as logs_routes
+from kilnbase.mcp_server.access import EVERYTHING, Narrowing
+from kilnbase.mcp_server.approvals import Approvals
+from kilnbase.mcp_server.endpoint import mcp_capability
+from kilnbase.mcp_server.server import build_server
+from kilnbase.metadata import routes as metadata_routes
 from kilnbase.records import routes as records_routes
 from kilnbase.secrets import routes as secrets_routes
 from kilnbase.server.database_startup import OpenedDatabase, prepare
@@ -44,12 +54,15 @@ def capabilities(services: Services) -> list[Capability]:
     return [
         health_routes.capability(services.core),
         auth_routes.capability(services.auth),
-        logs_routes.capability(services.core.database),
+        logs_routes.capability(services.logs),
         secrets_routes.capability(services.key_rotation),
         records_routes.capability(services.records),
         database_routes.capability(services.database),
+        agents_routes.capability(services.agents),
         ai_routes.capability(services.ai),
         storage_routes.capability(services.storage),
+        metadata_routes.capability(services.metadata),
+        agent_docs_routes.capability(services.docs),
         dashboard_routes.capability(services.core),
     ]
 
@@ -115,6 +128,11 @@ def create_app(
     opened = database
     services = build_services(build_core(settings, keys, opened.conninfo))
     offered = capabilities(services)
+    for capability in offered:  # agent keys reach only the feature groups their scopes name
+        if capability.agent_scoped:
+            guard_routes(capability.routes, capability.name, services.core.agent_keys)
+    # The MCP server over every other capability's tools; mutating calls can check the schema's version.
+    offered.append(mcp_capability(offered, services.core, services.metadata.schema_fingerprint))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -122,9 +140,7 @@ def create_app(
             stack.push_async_callback(_close_database, opened, report)
             if not prepared:
                 await anyio.to_thread.run_sync(prepare, settings, keys, opened.conninfo, report)
-            await stack.enter_async_context(services.core.running())
-            for capability in offered:
-                await stack.enter_async_context(capability.lifespan())
+            await stack.enter_async_context(running(services, offered))
             # Everything built so far lives as long as the process: collect once, then keep it out of every
             # later collection, which would otherwise walk it again and again under load.
             gc.collect()
@@ -134,14 +150,55 @@ def create_app(
     middleware = [
         Middleware(
             RequestContextMiddleware,
-            resolver=CredentialResolver(keys, services.core.tokens, services.core.ended_sessions),
+            resolver=resolver_of(keys, services),
             body_limit_for=body_limits(settings, offered),
             max_header_bytes=settings.max_header_bytes,
             trusted_proxies=settings.trusted_proxies,
-        )
+            on_request=services.logs.request_log.append,
+        ),
+        Middleware(IdempotencyMiddleware, keys=IdempotencyKeys(services.core.database)),
     ]
     routes = [route for capability in offered for route in capability.routes]
     return KilnbaseApp(services, routes, middleware, lifespan)
+
+
+def resolver_of(keys: ProjectKeys, services: Services) -> CredentialResolver:
+    core = services.core
+    return CredentialResolver(keys, core.tokens, core.ended_sessions, core.agent_keys)
+
+
+@contextlib.asynccontextmanager
+async def running(services: Services, offered: Sequence[Capability]) -> AsyncIterator[None]:
+    """The core, then each capability's lifespan in order; left in reverse."""
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(services.core.running())
+        for capability in offered:
+            await stack.enter_async_context(capability.lifespan())
+        yield
+
+
+async def serve_mcp_stdio(
+    settings: Settings, conninfo: str, credential: str | None, narrowing: Narrowing = EVERYTHING
+) -> None:
+    """The MCP tools over standard input and output, for one local agent acting as `credential` (an API
+    key, an anon key or an access token; None: the project's API key), on a database already prepared."""
+    keys = load_project_keys(settings)
+    services = build_services(build_core(settings, keys, conninfo))
+    offered = capabilities(services)
+    resolver = resolver_of(keys, services)
+    async with running(services, offered):
+        principal = API_KEY_HOLDER if credential is None else resolver.resolve(f"Bearer {credential}", None)
+        approvals = Approvals(services.core.database, services.core.agent_keys)
+        fingerprint = services.metadata.schema_fingerprint
+        server = build_server(
+            offered,
+            services.core,
+            approvals,
+            fingerprint,
+            stdio_principal=principal,
+            stdio_narrowing=narrowing,
+        )
+        await server.run_stdio_async()
 
 
 async def _close_database(opened: OpenedDatabase, report: Callable[[str], None]) -> None:

@@ -66,10 +66,13 @@ async def search(
     """A page of entries, newest first, in InsForge's shape, and the total that match."""
     conditions = []
     params: list[Any] = []
-    for column, value in (("actor", actor), ("action", action), ("module", module)):
+    for column, value in (("actor", actor), ("action", action)):
         if value:
             conditions.append(f"{column} = %s")
             params.append(value)
+    if module:  # in any case, as InsForge's dashboard and agents write it
+        conditions.append("upper(module) = upper(%s)")
+        params.append(module)
     if start_date:
         conditions.append("created_at >= %s::timestamptz")
         params.append(start_date)
@@ -102,6 +105,7 @@ async def search(
             "tool": r["tool"],
             "outcome": r["outcome"],
             "createdAt": r["created_at"],
+            "updatedAt": r["created_at"],  # (entries never change; InsForge's shape has the field)
         }
         for r in rows
     ], total

@@ -2,9 +2,9 @@
 (`Capability`).
 
 `Core` is what a running server holds that every capability may use, built once at startup with no optional
-fields: settings, keys, tokens, the secret box, the database, the schema cache, the rate limiter, and the view
-of ended sessions that the credential resolver consults. A capability
-builds its service from it, then offers a `Capability`: its routes, its lifespan (started in the app's order,
+fields: settings, keys, tokens, the secret box, the database, the schema cache, the rate limiter, and the
+views of ended sessions and live agent keys that the credential resolver consults. A capability builds
+its service from it, then offers a `Capability`: its routes, its lifespan (started in the app's order,
 stopped in reverse, through one exit stack) and its MCP tools. `app.py` is the list of them.
 """
 
@@ -23,6 +23,7 @@ from kilnbase.config import Settings
 from kilnbase.db.schema_cache import SchemaCache
 from kilnbase.db.session import Database
 from kilnbase.http.rate_limit import RateLimiter
+from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.keys.access_tokens import TokenService
 from kilnbase.keys.project_keys import ProjectKeys
@@ -42,6 +43,7 @@ class Core:
     schema_cache: SchemaCache
     rate_limiter: RateLimiter
     ended_sessions: EndedSessions
+    agent_keys: AgentKeys
     started_at: float = field(default_factory=time.time)
 
     @contextlib.asynccontextmanager
@@ -56,17 +58,30 @@ class Core:
             stack.push_async_callback(self.schema_cache.stop)
             await self.ended_sessions.start()
             stack.push_async_callback(self.ended_sessions.stop)
+            await self.agent_keys.start()
+            stack.push_async_callback(self.agent_keys.stop)
             yield
 
 
 @dataclass(frozen=True)
 class Tool:
-    """An MCP tool a capability offers: `run`'s signature is its input schema (the MCP SDK reads it)."""
+    """An MCP tool a capability offers.
+
+    `run(actor, **arguments)` calls the capability's service as `actor` (who, from where, through which
+    tool), so the service checks rights and writes its audit entry exactly as for an HTTP route. The rest of
+    `run`'s signature, with its annotations, is the tool's input schema (the MCP SDK reads it); it returns
+    JSON-ready data. A tool that changes nothing is `read_only`; one that any caller may use (not only an
+    admin) says so with `needs_admin=False`. A high-risk tool says when a call needs a person's approval
+    (`needs_approval`); an agent's call then waits as a change request instead of running.
+    """
 
     name: str
     description: str
     run: Callable[..., Awaitable[Any]]
     read_only: bool = True
+    needs_admin: bool = True
+    #: Why a call with these arguments needs a person's approval when an agent makes it (None: it does not).
+    needs_approval: Callable[[Mapping[str, Any]], str | None] | None = None
 
 
 def _no_lifespan() -> AbstractAsyncContextManager[None]:
@@ -82,3 +97,6 @@ class Capability:
     tools: Sequence[Tool] = ()
     #: Path prefixes whose request bodies fall under a limit other than the JSON one.
     body_limits: Mapping[str, BodySurface] = field(default_factory=dict)
+    #: Agent keys reach these routes only as their scopes name this capability (False: its service
+    #: decides for itself, as the agent keys' own routes do).
+    agent_scoped: bool = True

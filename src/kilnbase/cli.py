@@ -1,14 +1,17 @@
-"""The `kilnbase` command: serve, keys, db migrate."""
+"""The `kilnbase` command: serve, keys, db migrate, mcp, approvals, audit."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import psycopg
 import typer
 import uvicorn
@@ -175,25 +178,31 @@ def keys(data_dir: DataDir = None) -> None:
     sys.stdout.write("\n")
 
 
-def _rotated_keys(settings: Settings, project_keys: ProjectKeys) -> RotatedKeys | None:
-    """Keys rotated through the API live in the database: read them from the running server's cluster, or
-    start the embedded one briefly. A project that never started has none."""
-    embedded: EmbeddedPostgres | None = None
+@contextlib.contextmanager
+def _owner_conninfo(settings: Settings, project_keys: ProjectKeys) -> Iterator[str | None]:
+    """The owner's conninfo for a short read: `DATABASE_URL`, the running server's cluster, or the embedded
+    one started for the while; None for a project that never started."""
     if settings.database_url:
-        conninfo: str | None = settings.database_url
-    else:
-        cluster = EmbeddedPostgres(settings.data_dir, project_keys.postgres_password)
-        if not cluster.initialised:
-            return None
-        conninfo = cluster.running_conninfo()
-        if conninfo is None:
-            embedded = cluster
-            conninfo = cluster.start()
+        yield settings.database_url
+        return
+    cluster = EmbeddedPostgres(settings.data_dir, project_keys.postgres_password)
+    if not cluster.initialised:
+        yield None
+        return
+    running = cluster.running_conninfo()
+    if running is not None:
+        yield running
+        return
     try:
-        return asyncio.run(_load_rotated_keys(conninfo, settings, project_keys))
+        yield cluster.start()
     finally:
-        if embedded is not None:
-            embedded.stop()
+        cluster.stop()
+
+
+def _rotated_keys(settings: Settings, project_keys: ProjectKeys) -> RotatedKeys | None:
+    """Keys rotated through the API live in the database. A project that never started has none."""
+    with _owner_conninfo(settings, project_keys) as conninfo:
+        return None if conninfo is None else asyncio.run(_load_rotated_keys(conninfo, settings, project_keys))
 
 
 async def _load_rotated_keys(
@@ -228,6 +237,196 @@ def migrate(data_dir: DataDir = None) -> None:
             opened.close()
     if not opened.applied:
         console.print("The database is up to date.")
+
+
+@app.command("mcp")
+def mcp_stdio(
+    data_dir: DataDir = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="KILNBASE_API_KEY",
+            help="The agent's credential: API key, anon key or access token [the project's API key].",
+        ),
+    ] = None,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Offer only tools that change nothing.")
+    ] = False,
+    features: Annotated[
+        str | None, typer.Option("--features", help="Only these feature groups, e.g. database,auth.")
+    ] = None,
+) -> None:
+    """Serve the MCP tools over stdio for a local coding agent (beside a running server, or on its own)."""
+    from kilnbase.app import serve_mcp_stdio
+    from kilnbase.mcp_server.access import Narrowing
+    from kilnbase.structured_log import configure_logging
+
+    settings = _settings(data_dir)
+    configure_logging("warning", sys.stderr)  # standard output carries the protocol
+    try:
+        project_keys = load_project_keys(settings)
+    except _KNOWN_ERRORS as exc:
+        _fail(str(exc))
+        return
+    opened = None
+    conninfo = (
+        settings.database_url
+        or EmbeddedPostgres(settings.data_dir, project_keys.postgres_password).running_conninfo()
+    )
+    if conninfo is None:  # no server running on this data dir: start the database for this session
+        try:
+            opened = open_database(settings, project_keys, _progress)
+        except _KNOWN_ERRORS as exc:
+            _fail(str(exc))
+            return
+        conninfo = opened.conninfo
+    if api_key is None:
+        console.print("[dim]•[/] acting with the project's API key; pass --api-key for a narrower credential")
+    narrowing = Narrowing.parse(read_only, features.split(",") if features else None)
+    try:
+        asyncio.run(serve_mcp_stdio(settings, conninfo, api_key, narrowing))
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+approvals_app = typer.Typer(no_args_is_help=True, help="Change requests agents made, for a person to decide.")
+app.add_typer(approvals_app, name="approvals")
+Url = Annotated[str | None, typer.Option("--url", help="The running server [the data dir's URL].")]
+
+
+def _approvals_call(data_dir: Path | None, url: str | None, method: str, path: str, body: Any = None) -> Any:
+    """One call to the running server's `/api/approvals`, as the project's API key (a person at this
+    machine: the same trust as reading the keys file)."""
+    settings = _settings(data_dir)
+    try:
+        project_keys = load_project_keys(settings)
+        rotated = _rotated_keys(settings, project_keys)
+    except _KNOWN_ERRORS as exc:
+        _fail(str(exc))
+    api_key = (rotated[0] if rotated else {}).get("api_key", project_keys.api_key)
+    base = (url or settings.base_url).rstrip("/")
+    try:
+        response = httpx.request(
+            method, base + path, json=body, headers={"Authorization": f"Bearer {api_key}"}, timeout=60
+        )
+    except httpx.HTTPError as exc:
+        _fail(
+            f"Could not reach the server at {base} ({type(exc).__name__}). "
+            "Is it running? Pass --url when it runs elsewhere."
+        )
+    if response.status_code >= 400:
+        _fail(f"{response.status_code}: {response.json().get('message', response.text)}")
+    return response.json()
+
+
+@approvals_app.command("list")
+def approvals_list(
+    data_dir: DataDir = None,
+    url: Url = None,
+    status: Annotated[
+        str, typer.Option("--status", help="pending, done, failed, rejected, expired, or all.")
+    ] = "pending",
+) -> None:
+    """List change requests (pending ones by default)."""
+    query = "" if status == "all" else f"?status={status}"
+    requests = _approvals_call(data_dir, url, "GET", f"/api/approvals{query}")
+    if not requests:
+        console.print(f"No {'' if status == 'all' else status + ' '}change requests.")
+    for request in requests:
+        console.print(
+            f"[bold]{request['id']}[/] {request['status']:<8} {request['tool']} by {request['requestedBy']}: "
+            f"{request['reason']}\n    arguments: {json.dumps(request['arguments'])}"
+        )
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    request_id: str, data_dir: DataDir = None, url: Url = None, note: str | None = None
+) -> None:
+    """Approve a change request: its stored call runs once, as the agent that asked."""
+    decided = _approvals_call(data_dir, url, "POST", f"/api/approvals/{request_id}/approve", {"note": note})
+    console.print(f"{decided['status']}: {json.dumps(decided['result'])}")
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    request_id: str, data_dir: DataDir = None, url: Url = None, note: str | None = None
+) -> None:
+    """Reject a change request: nothing runs."""
+    decided = _approvals_call(data_dir, url, "POST", f"/api/approvals/{request_id}/reject", {"note": note})
+    console.print(decided["status"])
+
+
+audit_app = typer.Typer(no_args_is_help=True, help="Agents' sessions in the audit log, and their replay.")
+app.add_typer(audit_app, name="audit")
+
+
+def _audit_conninfo(data_dir: Path | None) -> contextlib.AbstractContextManager[str | None]:
+    settings = _settings(data_dir)
+    try:
+        project_keys = load_project_keys(settings)
+    except _KNOWN_ERRORS as exc:
+        _fail(str(exc))
+    return _owner_conninfo(settings, project_keys)
+
+
+@audit_app.command("sessions")
+def audit_sessions(data_dir: DataDir = None, limit: int = 20) -> None:
+    """The latest sessions of tool calls: who, how many calls and writes, when."""
+    from kilnbase.mcp_server.replay import recent_sessions
+
+    database = _audit_conninfo(data_dir)
+    with database as conninfo:
+        sessions = recent_sessions(conninfo, limit) if conninfo else []
+    if not sessions:
+        console.print("No tool calls recorded yet.")
+    for row in sessions:
+        console.print(
+            f"[bold]{row['session']}[/] {row['actor']}: {row['calls']} calls, {row['writes']} writes, "
+            f"{row['started']:%Y-%m-%d %H:%M:%S} to {row['ended']:%H:%M:%S}"
+        )
+
+
+@audit_app.command("replay")
+def audit_replay(
+    session: str,
+    data_dir: DataDir = None,
+    against: Annotated[
+        str | None, typer.Option("--against", help="Re-run the writes on this server.")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option("--key", envvar="KILNBASE_REPLAY_KEY", help="The credential to use there.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would run; run nothing.")] = False,
+) -> None:
+    """Print a session as its sequence of tool calls; with --against, re-run its writes there, in order."""
+    from kilnbase.mcp_server.replay import RecordedCall, replay_writes, session_calls
+
+    database = _audit_conninfo(data_dir)
+    with database as conninfo:
+        calls = session_calls(conninfo, session) if conninfo else []
+    if not calls:
+        _fail(f"No tool calls recorded for session {session!r}. List sessions with: kilnbase audit sessions")
+    for number, call in enumerate(calls, 1):
+        mark = "W" if call.write else "R"
+        console.print(
+            f"{number:>3}. {call.at:%H:%M:%S} [{mark}] {call.tool} {json.dumps(call.arguments)} -> "
+            f"{call.outcome}: {call.detail[:120]}"
+        )
+    if against is None:
+        return
+    if key is None:
+        _fail("--against needs --key (or KILNBASE_REPLAY_KEY): the credential to act as on that server.")
+
+    def report(call: RecordedCall, what: str) -> None:
+        console.print(f"  {call.tool}: {what}")
+
+    console.print(f"Replaying the writes on {against}{' (dry run)' if dry_run else ''}:")
+    failed = replay_writes(calls, against, key or "", session, report, dry_run=dry_run)
+    if failed:
+        _fail(f"{failed} write(s) failed on {against}.")
 
 
 @app.command()

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
+
+
+class McpSettings(BaseSettings):
+    """The MCP server's own tunables, read from `KILNBASE_MCP_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_MCP_", extra="ignore")
+
+    #: Tool calls per credential per minute, counted across every process (as auth's limits are).
+    tool_calls_per_minute: int = Field(default=120, ge=1, le=100_000)
 
 
 class AuthSettings(BaseSettings):
@@ -120,6 +129,44 @@ class StorageSettings(BaseSettings):
     s3_prefix: str = Field("", validation_alias=AliasChoices("APP_KEY", "KILNBASE_STORAGE_S3_PREFIX"))
 
 
+class MetadataSettings(BaseSettings):
+    """The semantic layer's settings (`/api/metadata`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_METADATA_", extra="ignore", populate_by_name=True)
+
+    #: What `GET /api/metadata/project-id` answers (InsForge's `PROJECT_ID`); null when unset.
+    project_id: str | None = Field(
+        None, validation_alias=AliasChoices("PROJECT_ID", "KILNBASE_METADATA_PROJECT_ID")
+    )
+
+
+class LogsSettings(BaseSettings):
+    """The request log kept for `GET /api/logs/insforge.logs` (`KILNBASE_LOGS_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_LOGS_", extra="ignore")
+
+    #: Request log lines kept in the database (the oldest are dropped past it); 0 keeps none.
+    request_log_rows: int = Field(default=20_000, ge=0, le=10_000_000)
+    #: Seconds between two writes of the lines gathered in memory.
+    request_log_flush_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: Lines held in memory between two writes, at most (more are dropped and counted).
+    request_log_buffer: int = Field(default=10_000, ge=1, le=1_000_000)
+
+
+class RecordsSettings(BaseSettings):
+    """PostgREST's opt-in features of the records API, off by default as in PostgREST, read from
+    `KILNBASE_DB_*` (PostgREST's `db-aggregates-enabled`, `db-plan-enabled`, `db-tx-end`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_DB_", extra="ignore")
+
+    #: `count()`, `sum()`, `avg()`, `min()`, `max()` in `select=` (else 400 PGRST123).
+    aggregates_enabled: bool = False
+    #: `Accept: application/vnd.pgrst.plan+json|+text`: the statement's EXPLAIN (else 406).
+    plan_enabled: bool = False
+    #: How a request's transaction ends; the `-allow-override` ones honour `Prefer: tx=commit|rollback`.
+    tx_end: Literal["commit", "commit-allow-override", "rollback", "rollback-allow-override"] = "commit"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KILNBASE_", extra="ignore", populate_by_name=True)
 
@@ -173,6 +220,10 @@ class Settings(BaseSettings):
 
     auth: AuthSettings = Field(default_factory=AuthSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    metadata: MetadataSettings = Field(default_factory=MetadataSettings)
+    logs: LogsSettings = Field(default_factory=LogsSettings)
+    mcp: McpSettings = Field(default_factory=McpSettings)
+    records: RecordsSettings = Field(default_factory=RecordsSettings)
 
     # Model gateway (ai/). OpenRouter by default; its key is the last of the credential sources.
     openrouter_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENROUTER_API_KEY"))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kilnbase.agent_docs.service import AgentDocs
+from kilnbase.agents.service import Agents
 from kilnbase.ai.service import AiService
 from kilnbase.auth.services import Auth
 from kilnbase.capability import Core
@@ -16,10 +18,13 @@ from kilnbase.db.roles import request_conninfo
 from kilnbase.db.schema_cache import SchemaCache
 from kilnbase.db.session import Database
 from kilnbase.http.rate_limit import PostgresRateLimiter, RateLimiter, RedisRateLimiter, redis_prefix
+from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.keys.access_tokens import TokenService
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.keys.secret_box import SecretBox
+from kilnbase.logs.service import LogsService
+from kilnbase.metadata.service import MetadataService
 from kilnbase.records.service import RecordsEngine
 from kilnbase.secrets.project_key_rotation import KeyRotation
 from kilnbase.storage.service import StorageService
@@ -34,6 +39,10 @@ class Services:
     key_rotation: KeyRotation
     ai: AiService
     storage: StorageService
+    metadata: MetadataService
+    logs: LogsService
+    docs: AgentDocs
+    agents: Agents
 
 
 def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
@@ -48,6 +57,7 @@ def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Co
         schema_cache=SchemaCache(database.owner_pool),
         rate_limiter=rate_limiter(settings, keys, database),
         ended_sessions=EndedSessions(owner_conninfo, settings.auth.access_token_seconds),
+        agent_keys=AgentKeys(owner_conninfo),
     )
 
 
@@ -62,9 +72,13 @@ def build_services(core: Core) -> Services:
     return Services(
         core=core,
         auth=Auth.build(core),
-        records=RecordsEngine(core.database, core.schema_cache),
+        records=RecordsEngine(core.database, core.schema_cache, core.settings.records),
         database=DatabaseAdmin(core.settings, core.database, core.schema_cache),
         key_rotation=KeyRotation(core.settings, core.database, core.secret_box, core.keys.ring),
         ai=AiService.build(core.settings, core.secret_box, core.database),
         storage=StorageService(core.settings, core.database, core.keys.jwt_secret, core.secret_box),
+        metadata=MetadataService(core.settings, core.database, core.keys.ring),
+        logs=LogsService(core.settings, core.database),
+        docs=AgentDocs(core.database),
+        agents=Agents(core.database, core.agent_keys, core.tokens),
     )

@@ -221,3 +221,28 @@ def test_expired_counters_are_pruned_and_live_ones_kept(
 
     assert asyncio.run(prune()) == 1
     assert [r["window_kind"] for r in sql("select window_kind from ai.counters")] == ["day"]
+
+
+def test_agent_keys_have_model_budgets_of_their_own(
+    admin: httpx2.Client, server: AppServer, sql: SQL
+) -> None:
+    a_fresh_minute()
+    names = [f"coder-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    keys = [
+        admin.post("/api/agents/keys", json={"name": name, "scopes": ["ai:write"]}).json() for name in names
+    ]
+    reader = admin.post("/api/agents/keys", json={"name": "reader", "scopes": ["*:read"]}).json()
+    assert admin.put(f"/api/ai/limits/agent/{keys[0]['id']}", json={"rpm": 1}).status_code == 200
+    ask(sdk(server, keys[0]["key"]))
+    with pytest.raises(openai.RateLimitError):
+        ask(sdk(server, keys[0]["key"]))
+    ask(sdk(server, keys[1]["key"]))  # no budget of its own yet: not counted with the first's
+    assert admin.put("/api/ai/limits/agent/*", json={"rpm": 1}).status_code == 200
+    ask(sdk(server, keys[1]["key"]))  # the default for every agent key without a row: one a minute
+    with pytest.raises(openai.RateLimitError):
+        ask(sdk(server, keys[1]["key"]))
+    with pytest.raises(openai.PermissionDeniedError):
+        ask(sdk(server, reader["key"]))  # a model call is a write: its scopes do not reach ai:write
+    wanted = {f"agent:{name}" for name in names}
+    recorded = "select distinct principal from ai.usage where principal = any(%s)"
+    assert wait_for(lambda: {row["principal"] for row in sql(recorded, list(wanted))} == wanted)

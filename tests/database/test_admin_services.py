@@ -25,7 +25,8 @@ from kilnbase.database.admin import DatabaseAdmin
 from kilnbase.database.database_errors import DatabaseFailure
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import SYSTEM, Actor
-from kilnbase.identity.principal import ANONYMOUS, CredentialKind, Principal
+from kilnbase.identity.agent_keys import AgentKey
+from kilnbase.identity.principal import ANONYMOUS, CredentialKind, Principal, agent_principal
 from kilnbase.keys.project_keys import KeyKind, load_project_keys
 from kilnbase.secrets import project_key_rotation
 from kilnbase.services import Services, build_core, build_services
@@ -47,9 +48,16 @@ def session(role: str, email: str, scopes: frozenset[str] = frozenset()) -> Prin
 
 ADMIN_SESSION = session("project_admin", "admin@example.com")
 USER = session("authenticated", "user@example.com")
-#: An agent's credential: admin rights, but only the scopes it was given (owner-level SQL not among them).
-AGENT = session("project_admin", "agent@example.com", frozenset({"database:read", "database:write"}))
-OWNER_AGENT = session("project_admin", "root-agent@example.com", frozenset({"database:owner-sql"}))
+
+
+def agent(name: str, scopes: frozenset[str]) -> Principal:
+    """An agent key's credential: admin rights, but only the scopes it was given."""
+    return agent_principal(AgentKey(str(uuid.uuid4()), name, scopes, can_approve=False, expires_at=None))
+
+
+AGENT = agent("agent", frozenset({"database:read", "database:write"}))
+OWNER_AGENT = agent("root-agent", frozenset({"database:owner-sql"}))
+WRITER_AGENT = agent("writer", frozenset({"*:write"}))
 
 
 def actor_for(principal: Principal, **where: Any) -> Actor:
@@ -157,7 +165,7 @@ async def test_table_ddl_is_audited_and_reloads_the_schema_cache(
 
 
 async def test_raw_sql_runs_as_project_admin_and_is_audited(services: Services, new_name: NewName) -> None:
-    actor = actor_for(API_KEY, agent_key="ak_test_1", tool="run-raw-sql")
+    actor = actor_for(WRITER_AGENT, tool="run-raw-sql")
     gadgets = new_name("gadgets")
     await services.database.raw_sql(actor, f"create table {gadgets} (n int)", [])
     assert ("public", gadgets) in services.core.schema_cache.snapshot.tables
@@ -177,9 +185,9 @@ async def test_raw_sql_runs_as_project_admin_and_is_audited(services: Services, 
         "rowsAffected": 1,
     }
     assert (entries[1]["agentKey"], entries[1]["tool"], entries[1]["actor"]) == (
-        "ak_test_1",
+        actor.agent_key,
         "run-raw-sql",
-        "api-key",
+        "agent:writer",
     )
 
     explainer = actor_for(API_KEY)
@@ -431,7 +439,7 @@ async def test_owner_sql_is_refused_to_credentials_without_its_scope(
     services: Services, new_name: NewName
 ) -> None:
     owned = new_name("owned")
-    agent = actor_for(AGENT, agent_key="ak_agent", tool="run-raw-sql")
+    agent = actor_for(AGENT, tool="run-raw-sql")
     with pytest.raises(ApiError) as refused:
         await services.database.raw_sql(agent, f"create table {owned} (id int)", [], unrestricted=True)
     assert (refused.value.status, refused.value.code) == (403, "DATABASE_FORBIDDEN")

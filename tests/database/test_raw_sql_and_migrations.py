@@ -193,7 +193,7 @@ def test_explain_is_select_only_and_rolled_back(
 def audit_entries(client: TestClient, admin: dict[str, str], action: str) -> list[dict[str, Any]]:
     response = client.get(f"/api/logs/audits?action={action}&limit=1000", headers=admin)
     assert response.status_code == 200, response.text
-    entries: list[dict[str, Any]] = response.json()["data"]
+    entries: list[dict[str, Any]] = response.json()
     return entries
 
 

@@ -294,7 +294,7 @@ def test_table_ddl_is_audited_with_the_caller(
     altered = client.patch(f"{TABLES}/{table}/schema", json={"dropColumns": ["title"]}, headers=caller)
     assert altered.status_code == 200, altered.text
     assert client.delete(f"{TABLES}/{table}", headers=caller).status_code == 200
-    entries = client.get("/api/logs/audits?module=DATABASE&limit=1000", headers=admin).json()["data"]
+    entries = client.get("/api/logs/audits?module=DATABASE&limit=1000", headers=admin).json()
     mine = [e for e in entries if e["userAgent"] == caller["User-Agent"]]
     assert sorted((e["action"], e["actor"], e["outcome"], e["details"]["table"]) for e in mine) == [
         ("CREATE_TABLE", "api-key", "success", table),

@@ -82,5 +82,5 @@ def test_audit_listing_validates_its_parameters(client: TestClient, core: Core) 
         response = client.get(f"{AUDITS}?{query}", headers=headers)
         assert response.status_code == 400, query
         assert response.json()["error"] == "INVALID_INPUT"
-    body = client.get(f"{AUDITS}?limit=5&module=none", headers=headers).json()
-    assert body == {"data": [], "pagination": {"limit": 5, "offset": 0, "total": 0}}
+    empty = client.get(f"{AUDITS}?limit=5&module=none", headers=headers)
+    assert empty.json() == [] and empty.headers["content-range"] == "*/0"

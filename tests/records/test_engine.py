@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import pytest
 
+from kilnbase.config import RecordsSettings
 from kilnbase.db.schema_cache import SchemaCache, SchemaSnapshot
 from kilnbase.db.session import Database
 from kilnbase.records.api_request import MAX_REMEMBERED_URL, RecordsRequest
@@ -33,6 +34,7 @@ class Executed:
     text: str
     params: list[Any]
     read_only: bool
+    rollback: bool = False
 
 
 @dataclass
@@ -43,8 +45,10 @@ class RecordingDatabase:
     executed: list[Executed] = field(default_factory=list)
 
     @asynccontextmanager
-    async def as_caller(self, principal: object, *, read_only: bool = False) -> AsyncIterator[_Cursor]:
-        yield _Cursor(self, read_only)
+    async def as_caller(
+        self, principal: object, *, read_only: bool = False, rollback: bool = False
+    ) -> AsyncIterator[_Cursor]:
+        yield _Cursor(self, read_only, rollback)
 
 
 class _Connection:
@@ -54,14 +58,14 @@ class _Connection:
 
 
 class _Cursor:
-    def __init__(self, database: RecordingDatabase, read_only: bool) -> None:
-        self.database, self.read_only = database, read_only
+    def __init__(self, database: RecordingDatabase, read_only: bool, rollback: bool = False) -> None:
+        self.database, self.read_only, self.rollback = database, read_only, rollback
         self.connection = _Connection()
         self.rowcount = -1
         self._row: Row | None = None
 
     async def execute(self, text: str, params: Any = None) -> None:
-        self.database.executed.append(Executed(text, list(params or ()), self.read_only))
+        self.database.executed.append(Executed(text, list(params or ()), self.read_only, self.rollback))
         self._row = self.database.answer(text, list(params or ()))
         self.rowcount = 1
 
@@ -91,11 +95,13 @@ def page(body: str = "[]", page_total: int = 0) -> Row:
 
 
 def engine(
-    *snapshots: SchemaSnapshot, answer: Callable[[str, list[Any]], Row | None] | None = None
+    *snapshots: SchemaSnapshot,
+    answer: Callable[[str, list[Any]], Row | None] | None = None,
+    settings: RecordsSettings | None = None,
 ) -> tuple[RecordsEngine, RecordingDatabase]:
     database = RecordingDatabase(answer or (lambda text, params: page()))
     cache = SchemaCacheStandIn(*(snapshots or (memory_snapshot(),)))
-    return RecordsEngine(cast(Database, database), cast(SchemaCache, cache)), database
+    return RecordsEngine(cast(Database, database), cast(SchemaCache, cache), settings), database
 
 
 async def handle(records: RecordsEngine, request: RecordsRequest) -> RecordsResponse:
@@ -178,7 +184,7 @@ async def test_argument_names_no_function_has_are_not_remembered() -> None:
     records, database = engine(answer=lambda text, params: {**page(), "body": params[0]})
     for index in range(20):
         response = await handle(records, rpc_request("POST", "echo_json", "", f'{{"k{index}": 1}}'.encode()))
-        assert response.body == f'{{"k{index}":1}}'
+        assert response.body == f'{{"k{index}": 1}}'  # the body itself, as PostgREST passes it
     assert len(records.plans.calls) == 1
     assert len({e.text for e in database.executed}) == 1
 
@@ -215,3 +221,27 @@ def test_the_cache_empties_when_full() -> None:
     plans.shapes.put(cast(Any, "key"), cast(Any, "shape"))
     assert (plans.size, len(plans.routines)) == (1, 0)
     assert plans.shapes.get(cast(Any, "key")) == cast(Any, "shape")
+
+
+@pytest.mark.parametrize(
+    ("tx_end", "prefer", "rolled_back", "applied"),
+    [
+        ("commit", "tx=rollback", False, None),
+        ("commit-allow-override", "tx=rollback", True, "tx=rollback"),
+        ("commit-allow-override", "", False, None),
+        ("rollback", "tx=commit", True, None),
+        ("rollback-allow-override", "tx=commit", False, "tx=commit"),
+        ("rollback-allow-override", "", True, None),
+    ],
+)
+async def test_a_writes_transaction_ends_as_db_tx_end_says(
+    tx_end: str, prefer: str, rolled_back: bool, applied: str | None
+) -> None:
+    """PostgREST's `db-tx-end`: the server's choice, which `Prefer: tx=` overrides only where allowed (and
+    only then is it applied, and echoed)."""
+    settings = RecordsSettings(tx_end=tx_end)
+    records, database = engine(settings=settings, answer=lambda text, params: None)
+    headers = {"prefer": prefer} if prefer else {}
+    response = await handle(records, records_request("DELETE", "posts", "id=eq.1", **headers))
+    assert [e.rollback for e in database.executed] == [rolled_back]
+    assert response.headers.get("Preference-Applied") == applied

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from kilnbase.records.api_request import ApiRequest
@@ -85,16 +86,32 @@ def test_a_single_row_body() -> None:
     assert caught.value.code == "PGRST102"
 
 
-def arguments(method: str, body: bytes, query_string: str = "") -> tuple[dict[str, Any], Any]:
-    api_value = api_of(rpc_request(method, "add_numbers", query_string, body))
-    return call_arguments(api_value, call_target(api_value.shape, SNAPSHOT))
+def arguments(method: str, body: bytes, query_string: str = "", **headers: str) -> tuple[Any, ...]:
+    api_value = api_of(rpc_request(method, "add_numbers", query_string, body, **headers))
+    found = call_arguments(api_value, call_target(api_value.shape, SNAPSHOT))
+    if found.kind not in ("text", "xml", "bytea"):
+        assert orjson.loads(found.by_name) == found.named  # what the statement reads the names from
+    return found.named, found.whole, found.kind
 
 
 def test_call_arguments() -> None:
-    assert arguments("POST", b'{"a": 1}') == ({"a": 1}, {"a": 1})
-    assert arguments("POST", b"") == ({}, {})
-    assert arguments("POST", b"[1]") == ({}, [1])
-    assert arguments("GET", b"", "a=1&b=2") == ({"a": "1", "b": "2"}, {"a": "1", "b": "2"})
+    assert arguments("POST", b'{"a": 1}') == ({"a": 1}, '{"a": 1}', "json")
+    assert arguments("POST", b"") == ({}, "{}", "json")
+    assert arguments("POST", b"[1]") == ({}, "[1]", "json")
+    assert arguments("GET", b"", "a=1&b=2") == ({"a": "1", "b": "2"}, '{"a":"1","b":"2"}', None)
+    # Raw bodies name no argument: only a single unnamed parameter of their type takes them.
+    assert arguments("POST", b"hi", content_type="text/plain") == ({}, "hi", "text")
+    assert arguments("POST", b"<a/>", content_type="text/xml") == ({}, "<a/>", "xml")
+    assert arguments("POST", b"\x00\xff", content_type="application/octet-stream") == (
+        {},
+        b"\x00\xff",
+        "bytea",
+    )
+    assert arguments("POST", b"a=1", content_type="application/x-www-form-urlencoded")[0] == {"a": "1"}
+    assert arguments("POST", b"a,b\n1,2\n", content_type="text/csv")[0] == {"a": "1", "b": "2"}
+    with pytest.raises(RecordsError) as caught:
+        arguments("POST", b"x", content_type="application/pdf")
+    assert (caught.value.status, caught.value.code) == (415, "PGRST102")
     with pytest.raises(RecordsError) as caught:
         arguments("POST", b"{nope")
     assert (caught.value.status, caught.value.code) == (400, "PGRST102")

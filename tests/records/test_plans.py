@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from kilnbase.db.schema_cache import Parameter, Routine
 from kilnbase.records.api_request import RequestShape
-from kilnbase.records.call_plan import CallPlan, call_plan, call_target, check_call
+from kilnbase.records.call_plan import CallPlan, call_plan, call_target, check_call, choose_routine
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.mutate_plan import (
     MutatePlan,
@@ -86,9 +87,9 @@ def insert(query_string: str = "", columns: tuple[str, ...] = ("title",), **head
 
 def test_insert_plans() -> None:
     plain = insert()
-    assert (plain.kind, plain.status, plain.representation, plain.returning, plain.on_conflict) == (
+    assert (plain.kind, plain.counts_inserted, plain.representation, plain.returning, plain.on_conflict) == (
         "insert",
-        201,
+        False,
         False,
         None,
         None,
@@ -105,9 +106,10 @@ def test_insert_plans() -> None:
     strict = insert(prefer="handling=strict,max-affected=2")
     assert strict.check_first
     merged = insert("on_conflict=title", prefer="resolution=merge-duplicates,missing=default")
-    assert (merged.on_conflict, merged.resolution, merged.missing_default) == (
+    assert (merged.on_conflict, merged.resolution, merged.missing_default, merged.counts_inserted) == (
         ("title",),
         "merge-duplicates",
+        True,
         True,
     )
     assert insert(prefer="resolution=ignore-duplicates").on_conflict == ("id",)
@@ -126,7 +128,7 @@ def test_update_and_delete_plans() -> None:
     patch = shape("PATCH", "posts", "id=eq.1&select=title", prefer="return=representation")
     target = table_target(patch, SNAPSHOT)
     plan = update_plan(patch, SNAPSHOT, target, ("title",))
-    assert (plan.kind, plan.status, len(plan.conditions), plan.is_noop) == ("update", 200, 1, False)
+    assert (plan.kind, plan.single_upsert, len(plan.conditions), plan.is_noop) == ("update", False, 1, False)
     assert plan.returning is not None
     noop = update_plan(patch, SNAPSHOT, target, ())
     assert noop.is_noop and noop.returning is None and noop.representation
@@ -163,7 +165,16 @@ def test_a_put_body_repeats_its_key() -> None:
     assert refused(check_upsert_row, {"id": 2}, key) == (400, "PGRST115")
     assert refused(check_upsert_row, {"title": "x"}, key) == (400, "PGRST115")
     plan = insert_plan(put, SNAPSHOT, table_target(put, SNAPSHOT), ("id", "title"), upsert=True)
-    assert (plan.status, plan.on_conflict, plan.resolution) == (200, ("id",), "merge-duplicates")
+    assert (plan.single_upsert, plan.counts_inserted, plan.on_conflict, plan.resolution) == (
+        True,
+        True,
+        ("id",),
+        "merge-duplicates",
+    )
+    # PostgREST ignores `resolution=` on a table with no conflict target: a plain insert.
+    keyless = shape("POST", "posts", "", prefer="resolution=merge-duplicates")
+    plain = insert_plan(keyless, SNAPSHOT, table_target(keyless, SNAPSHOT), ("title",))
+    assert plain.resolution is not None  # (posts has a primary key)
 
 
 def call(method: str, name: str, args: dict[str, Any], query_string: str = "", **headers: str) -> CallPlan:
@@ -181,7 +192,7 @@ def test_routine_choice() -> None:
     )
     assert call("POST", "add_numbers", {"b": 2, "a": 1}).arg_names == ("a", "b")
     whole_body = call("POST", "echo_json", {"x": 1, "y": 2})
-    assert whole_body.arg_names == () and whole_body.routine.single_unnamed_json
+    assert whole_body.arg_names == () and whole_body.positional
     table_typed = call("GET", "posts_by", {"author": "1"}, "author=1&select=id&limit=2")
     assert table_typed.read is not None and (table_typed.read.offset, table_typed.read.limit) == (0, 2)
     assert not table_typed.single_value
@@ -200,6 +211,65 @@ def test_routine_choice() -> None:
 )
 def test_routine_choice_refusals(name: str, args: dict[str, Any], status: int, code: str) -> None:
     assert refused(call, "POST", name, args) == (status, code)
+
+
+def test_overloads_are_resolved_as_postgrest_resolves_them() -> None:
+    """PostgREST's `findProc`: the overload the argument names fit, else the one whose single unnamed
+    parameter takes this kind of body; ambiguity lists the candidates fewest parameters first."""
+    json_param = Parameter("", "json", False)
+    overloads = [
+        Routine(
+            "public",
+            "f",
+            (Parameter("x", "integer", False), Parameter("y", "integer", False)),
+            "integer",
+            "scalar",
+            False,
+            "i",
+            None,
+        ),
+        Routine("public", "f", (json_param,), "json", "scalar", False, "i", None),
+        Routine("public", "f", (Parameter("", "text", False),), "text", "scalar", False, "i", None),
+        Routine("public", "f", (), "integer", "scalar", False, "i", None),
+    ]
+    assert choose_routine("public", "f", overloads, set(), "json").parameters == ()
+    assert len(choose_routine("public", "f", overloads, {"x", "y"}, "json").parameters) == 2
+    assert choose_routine("public", "f", overloads, {"a"}, "json").parameters == (json_param,)
+    assert choose_routine("public", "f", overloads, set(), "text").parameters[0].type == "text"
+    # `{"": ...}` names the unnamed parameter of both one-parameter overloads: PostgREST cannot choose.
+    assert refused(choose_routine, "public", "f", overloads, {""}, "json") == (300, "PGRST203")
+    assert choose_routine("public", "f", overloads[:2], {""}, "json").parameters == (json_param,)
+    with pytest.raises(RecordsError) as caught:
+        choose_routine("public", "f", overloads, {"a"}, "csv")
+    assert (caught.value.status, caught.value.message) == (
+        404,
+        "Could not find the function public.f(a) in the schema cache",
+    )
+    with pytest.raises(RecordsError) as caught:
+        choose_routine("public", "f", overloads, set(), "bytea")
+    assert caught.value.message == "Could not find the function public.f in the schema cache"
+    assert caught.value.details == (
+        "Searched for the function public.f with a single unnamed bytea parameter, but no matches were found"
+        " in the schema cache."
+    )
+    both = [
+        Routine("public", "g", (Parameter("", t, False),), t, "scalar", False, "i", None)
+        for t in ("jsonb", "json")
+    ]
+    with pytest.raises(RecordsError) as caught:
+        choose_routine("public", "g", both, {"a"}, "json")
+    assert (caught.value.status, caught.value.code, caught.value.message) == (
+        300,
+        "PGRST203",
+        "Could not choose the best candidate function between: public.g( => json), public.g( => jsonb)",
+    )
+    # A function with an unnamed parameter PostgREST could never pass a body to is not listed at all.
+    unnamed_int = [
+        Routine("public", "h", (Parameter("", "integer", False),), "integer", "scalar", False, "i", None)
+    ]
+    with pytest.raises(RecordsError) as caught:
+        choose_routine("public", "h", unnamed_int, {""}, "json")
+    assert caught.value.code == "PGRST202"
 
 
 def test_only_get_and_post_call() -> None:

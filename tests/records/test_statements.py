@@ -117,14 +117,27 @@ def test_an_insert_that_answers_with_its_rows() -> None:
 def test_an_upsert_and_missing_defaults() -> None:
     prefer = "resolution=merge-duplicates,missing=default"
     assert insert_sql("authors", "on_conflict=email", ("email", "name"), "[]", prefer=prefer) == (
-        'WITH "pgrst_rows" AS (SELECT e AS j FROM jsonb_array_elements(%s::jsonb) AS e)'
-        ' INSERT INTO "public"."authors" AS "authors" ("email", "name") SELECT'
+        'WITH "pgrst_rows" AS (SELECT e AS j FROM jsonb_array_elements(%s::jsonb) AS e),'
+        ' pgrst_mutation AS (INSERT INTO "public"."authors" AS "authors" ("email", "name") SELECT'
         ' CASE WHEN "pgrst_rows".j ? %s THEN p."email" ELSE NULL END,'
         ' CASE WHEN "pgrst_rows".j ? %s THEN p."name" ELSE NULL END'
         ' FROM "pgrst_rows", jsonb_populate_record(NULL::"public"."authors", "pgrst_rows".j) AS p'
-        ' ON CONFLICT ("email") DO UPDATE SET "name" = EXCLUDED."name"',
+        f" WHERE {COUNT_ONE} <> '0'"
+        ' ON CONFLICT ("email") DO UPDATE SET "email" = EXCLUDED."email", "name" = EXCLUDED."name"'
+        f" WHERE {UNCOUNT_ONE} <> '-1' RETURNING \"authors\".*)"
+        f' SELECT count(*) AS page_total, {INSERTED} FROM "pgrst_mutation"',
         ["[]", "email", "name"],
     )
+    ignore = "resolution=ignore-duplicates"
+    assert insert_sql("authors", "on_conflict=email", ("email",), "[]", prefer=ignore)[0].endswith(
+        'AS p ON CONFLICT ("email") DO NOTHING'
+    )
+
+
+INSERTED_SETTING = "nullif(current_setting('pgrst.inserted', true), '')"
+COUNT_ONE = f"set_config('pgrst.inserted', (coalesce({INSERTED_SETTING}::int, 0) + 1)::text, true)"
+UNCOUNT_ONE = f"set_config('pgrst.inserted', (coalesce({INSERTED_SETTING}::int, 0) - 1)::text, true)"
+INSERTED = f"coalesce({INSERTED_SETTING}::int, 0) AS inserted"
 
 
 def test_an_update_and_a_delete() -> None:

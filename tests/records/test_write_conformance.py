@@ -247,7 +247,7 @@ def test_put_upserts_one_row_by_primary_key(client: TestClient, admin: dict[str,
         {"id": 1000, "slug": "put", "title": "one"},
         Prefer="return=representation",
     )
-    assert created.status_code == 200, created.text
+    assert created.status_code == 201, created.text  # it inserted the row
     assert created.json()[0]["title"] == "one"
     replaced = write(client, "PUT", "notes?id=eq.1000", admin, {"id": 1000, "slug": "put", "title": "two"})
     assert replaced.status_code == 204

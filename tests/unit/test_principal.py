@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kilnbase.config import Settings
+from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.identity.principal import ANONYMOUS, CredentialError, CredentialKind, CredentialResolver
 from kilnbase.keys.access_tokens import TokenService
@@ -29,7 +30,7 @@ def ended() -> EndedSessions:
 
 @pytest.fixture(scope="module")
 def resolver(keys: ProjectKeys, tokens: TokenService, ended: EndedSessions) -> CredentialResolver:
-    return CredentialResolver(keys, tokens, ended)
+    return CredentialResolver(keys, tokens, ended, AgentKeys("postgresql://unused"))
 
 
 def test_no_credential_is_anonymous(resolver: CredentialResolver) -> None:

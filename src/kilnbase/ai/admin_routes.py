@@ -21,11 +21,12 @@ from kilnbase.http.responses import json_response
 
 
 def _scope(request: Request) -> tuple[str, str]:
-    """`project/*`; `key/<gateway key id>`; `user/<user id>` or `user/*` (each user); `anon/<address>` or
-    `anon/*` (each client address calling with the anon key)."""
+    """`project/*`; `key/<gateway key id>`; `user/<user id>` or `user/*` (each user); `agent/<agent key id>`
+    or `agent/*` (each agent key); `anon/<address>` or `anon/*` (each client address calling with the anon
+    key)."""
     scope, subject = request.path_params["scope"], request.path_params["subject"]
-    if scope not in ("project", "key", "user", "anon"):
-        raise invalid("The scope is one of project, key, user, anon.", param="scope")
+    if scope not in ("project", "key", "user", "agent", "anon"):
+        raise invalid("The scope is one of project, key, user, agent, anon.", param="scope")
     if scope == "project" and subject != "*":
         raise invalid("Project limits use the subject '*'.", param="subject")
     return scope, subject

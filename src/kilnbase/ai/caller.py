@@ -18,11 +18,15 @@ class Caller:
     #: policy grants it, and then limits of its own, counted per client address.
     anonymous: bool = False
     client_address: str | None = None
+    #: An agent key's id: its model budget applies (`agent/<id>` limits).
+    agent_id: str | None = None
 
     @property
     def subject(self) -> Subject:
         anon_address = (self.client_address or "unknown") if self.anonymous else None
-        return Subject(key_id=self.key_id, user_id=self.user_id, anon_address=anon_address)
+        return Subject(
+            key_id=self.key_id, user_id=self.user_id, anon_address=anon_address, agent_id=self.agent_id
+        )
 
     @property
     def cache_owner(self) -> str:
@@ -31,6 +35,8 @@ class Caller:
             return f"key:{self.key_id}"
         if self.user_id is not None:
             return f"user:{self.user_id}"
+        if self.agent_id is not None:
+            return f"agent:{self.agent_id}"
         if self.anonymous:
             return f"anon:{self.client_address or 'unknown'}"
         return f"principal:{self.principal}"

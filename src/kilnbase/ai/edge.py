@@ -56,6 +56,8 @@ async def caller_of(ai: AiService, request: Request) -> Caller:
         raise GatewayError(401, exc.message, type_="authentication_error", code="invalid_api_key") from None
     if principal.db_role == "anon":
         return Caller(principal=principal.actor, anonymous=True, client_address=client_address(request))
+    if principal.agent is not None:
+        return Caller(principal=principal.actor, agent_id=principal.agent.id)
     user_id = principal.user_id if principal.kind is CredentialKind.JWT else None
     return Caller(principal=principal.actor, user_id=user_id)
 

@@ -36,6 +36,8 @@ class Subject:
     user_id: str | None
     #: Set for anon callers: their own limits are counted per client address.
     anon_address: str | None = None
+    #: Set for agent keys: their model budget (`agent/<id>`, else `agent/*`).
+    agent_id: str | None = None
 
 
 @dataclass
@@ -77,7 +79,7 @@ def _windows(now: float) -> dict[str, tuple[str, float]]:
 
 def applicable_rules(snapshot: PolicySnapshot, subject: Subject) -> list[tuple[LimitRule, str]]:
     """(rule, counter subject) pairs: project, then key, then user (a user's own row, else the default), then
-    anon (an address's own row, else the default, counted per address)."""
+    agent key (likewise), then anon (an address's own row, else the default, counted per address)."""
     rules: list[tuple[LimitRule, str]] = []
     project = snapshot.limits.get(("project", "*"))
     if project:
@@ -90,6 +92,10 @@ def applicable_rules(snapshot: PolicySnapshot, subject: Subject) -> list[tuple[L
         user_rule = snapshot.limits.get(("user", subject.user_id)) or snapshot.limits.get(("user", "*"))
         if user_rule:
             rules.append((user_rule, subject.user_id))
+    if subject.agent_id is not None:
+        agent_rule = snapshot.limits.get(("agent", subject.agent_id)) or snapshot.limits.get(("agent", "*"))
+        if agent_rule:
+            rules.append((agent_rule, subject.agent_id))
     if subject.anon_address is not None:
         anon_rule = snapshot.limits.get(("anon", subject.anon_address)) or snapshot.limits.get(("anon", "*"))
         if anon_rule:

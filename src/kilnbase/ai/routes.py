@@ -6,6 +6,7 @@ from kilnbase.ai.admin_routes import AiAdminRoutes
 from kilnbase.ai.insforge_routes import InsForgeAiRoutes
 from kilnbase.ai.openai_routes import OpenAiRoutes
 from kilnbase.ai.service import AiService
+from kilnbase.ai.tools import ai_tools
 from kilnbase.capability import Capability
 
 #: The gateway's request bodies fall under the gateway's body limit (prompts with images run large).
@@ -17,5 +18,6 @@ def capability(ai: AiService) -> Capability:
         "ai",
         [*OpenAiRoutes(ai).routes(), *InsForgeAiRoutes(ai).routes(), *AiAdminRoutes(ai).routes()],
         lifespan=ai.running,
+        tools=ai_tools(ai),
         body_limits=dict.fromkeys(GATEWAY_PATHS, "gateway"),
     )

@@ -26,6 +26,7 @@ from kilnbase.auth.parts import AuthParts
 from kilnbase.auth.root_admin import admin_subject, admin_user_json, credentials_match
 from kilnbase.auth.validation import StrictBody
 from kilnbase.http.errors import ApiError
+from kilnbase.http.errors import require_admin_actor as require_admin
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.principal import CredentialKind, Principal
 
@@ -37,16 +38,6 @@ class AdminSignIn(StrictBody):
     email: str | None = Field(None, max_length=256)
     username: str | None = Field(None, max_length=256)
     password: str = Field(max_length=1024)
-
-
-def require_admin(actor: Actor) -> None:
-    if not actor.is_admin:
-        raise ApiError(
-            403,
-            "FORBIDDEN",
-            "This needs admin rights.",
-            "Use the project's API key (kilnbase keys) or sign in as the project admin.",
-        )
 
 
 def _provider(provider: str) -> str:

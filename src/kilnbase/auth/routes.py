@@ -19,6 +19,7 @@ from kilnbase.auth.email_routes import EmailRoutes
 from kilnbase.auth.oauth_routes import OAuthRoutes
 from kilnbase.auth.services import Auth
 from kilnbase.auth.sessions import SessionKind
+from kilnbase.auth.tools import auth_tools
 from kilnbase.auth.validation import UUID_PATTERN, StrictBody
 from kilnbase.capability import Capability
 from kilnbase.http.errors import ApiError, error_response
@@ -212,4 +213,4 @@ class AuthRoutes:
 
 def capability(auth: Auth) -> Capability:
     routes = [*AuthRoutes(auth).routes(), *EmailRoutes(auth).routes(), *OAuthRoutes(auth).routes()]
-    return Capability("auth", routes, lifespan=auth.running)
+    return Capability("auth", routes, lifespan=auth.running, tools=auth_tools(auth))

@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route
 from kilnbase.capability import Capability
 from kilnbase.database.admin import CatalogKind, DatabaseAdmin
 from kilnbase.database.tables import identifier
+from kilnbase.database.tools import database_tools
 from kilnbase.http.errors import ApiError
 from kilnbase.http.json_body import read_object
 from kilnbase.http.request_context import admin_actor
@@ -152,5 +153,8 @@ class DatabaseRoutes:
 
 def capability(admin: DatabaseAdmin) -> Capability:
     return Capability(
-        "database", DatabaseRoutes(admin).routes(), body_limits=dict.fromkeys(UPLOAD_PATHS, "upload")
+        "database",
+        DatabaseRoutes(admin).routes(),
+        tools=database_tools(admin),
+        body_limits=dict.fromkeys(UPLOAD_PATHS, "upload"),
     )

@@ -86,6 +86,7 @@ class Parameter:
     name: str
     type: str
     has_default: bool
+    relation: tuple[str, str] | None = None  # (schema, table) when the type is a table's row type
 
 
 @dataclass(frozen=True)
@@ -98,14 +99,7 @@ class Routine:
     returns_set: bool
     volatility: str  # "i", "s" or "v"
     return_table: tuple[str, str] | None  # (schema, table) when it returns a table's row type
-
-    @property
-    def single_unnamed_json(self) -> bool:
-        return (
-            len(self.parameters) == 1
-            and self.parameters[0].name == ""
-            and self.parameters[0].type in ("json", "jsonb")
-        )
+    single_row: bool = False  # returns one row: not a set, or a set declared `ROWS 1`
 
 
 @dataclass
@@ -131,7 +125,15 @@ where c.relkind in ('r', 'v', 'm', 'f', 'p') and n.nspname = any(%(schemas)s)
 _COLUMNS = """
 select n.nspname as schema, c.relname as table, a.attname as name,
        format_type(a.atttypid, a.atttypmod) as type, t.typcategory as category,
-       not a.attnotnull as nullable, pg_get_expr(d.adbin, d.adrelid) as default,
+       not a.attnotnull as nullable,
+       -- as PostgREST reads a default: a domain's, an identity's next value, none for a generated column
+       case
+         when t.typbasetype <> 0 and d.adbin is null then pg_get_expr(t.typdefaultbin, 0)
+         when a.attidentity = 'd' then format('nextval(%%L)', pg_get_serial_sequence(
+           format('%%I.%%I', n.nspname, c.relname), a.attname))
+         when a.attgenerated = 's' then null
+         else pg_get_expr(d.adbin, d.adrelid)
+       end as default,
        a.attgenerated <> '' as generated
 from pg_attribute a
 join pg_class c on c.oid = a.attrelid
@@ -177,7 +179,15 @@ select n.nspname as schema, p.proname as name, p.provolatile as volatility, p.pr
        coalesce(p.proargnames, '{}') as arg_names, p.proargmodes::text[] as arg_modes,
        array(select format_type(x, null) from unnest(p.proargtypes) with ordinality u(x, ord) order by ord)
          as input_types,
-       p.pronargdefaults as defaults
+       p.pronargdefaults as defaults, not p.proretset or p.prorows = 1 as single_row,
+       array(select coalesce(an.nspname, '') from unnest(p.proargtypes) with ordinality u(x, ord)
+             left join pg_type at on at.oid = u.x
+             left join pg_class ac on ac.oid = at.typrelid and ac.relkind in ('r', 'v', 'm', 'f', 'p')
+             left join pg_namespace an on an.oid = ac.relnamespace order by u.ord) as input_relation_schemas,
+       array(select coalesce(ac.relname, '') from unnest(p.proargtypes) with ordinality u(x, ord)
+             left join pg_type at on at.oid = u.x
+             left join pg_class ac on ac.oid = at.typrelid and ac.relkind in ('r', 'v', 'm', 'f', 'p')
+             order by u.ord) as input_relations
 from pg_proc p
 join pg_namespace n on n.oid = p.pronamespace
 join pg_type t on t.oid = p.prorettype
@@ -310,8 +320,14 @@ def _routine(row: dict[str, Any]) -> Routine:
             name for name, mode in zip(names or [""] * len(modes), modes, strict=False) if mode in "ibv"
         ]
     first_default = len(input_types) - row["defaults"]
+    relations = list(zip(row["input_relation_schemas"], row["input_relations"], strict=False))
     parameters = tuple(
-        Parameter(name, type_, index >= first_default)
+        Parameter(
+            name,
+            type_,
+            index >= first_default,
+            relations[index] if index < len(relations) and relations[index][1] else None,
+        )
         for index, (name, type_) in enumerate(zip(input_names, input_types, strict=False))
     )
     if row["return_type"] == "void":
@@ -330,6 +346,7 @@ def _routine(row: dict[str, Any]) -> Routine:
         row["returns_set"],
         row["volatility"],
         table,
+        row["single_row"],
     )
 
 

@@ -66,9 +66,10 @@ class Database:
 
     @asynccontextmanager
     async def as_caller(
-        self, identity: DatabaseIdentity, *, read_only: bool = False
+        self, identity: DatabaseIdentity, *, read_only: bool = False, rollback: bool = False
     ) -> AsyncIterator[AsyncCursor[DictRow]]:
-        """A cursor inside a transaction that runs with the caller's role, JWT claims and timeout."""
+        """A cursor inside a transaction that runs with the caller's role, JWT claims and timeout; with
+        `rollback` it ends in ROLLBACK (what it read is still there to read)."""
         role = identity.db_role
         if role not in REQUEST_ROLES:
             raise ValueError(f"refusing to run a request as role {role!r}")
@@ -88,7 +89,8 @@ class Database:
                         _SET_CONTEXT_READ_ONLY if read_only else _SET_CONTEXT, (role, claims, timeout)
                     )
                     yield cur
-                    await conn.cursor().execute("COMMIT")  # another cursor: `cur` keeps the caller's result
+                    # Another cursor: `cur` keeps the caller's result.
+                    await conn.cursor().execute("ROLLBACK" if rollback else "COMMIT")
             except BaseException:
                 # The block raised, or a statement failed (the pipeline then skipped the rest, COMMIT too).
                 if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:

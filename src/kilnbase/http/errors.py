@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from kilnbase.identity.actor import Actor
+
 log = logging.getLogger("kilnbase.errors")
 
 _STATUS_CODES = {
@@ -74,9 +76,27 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         message = f"Route {request.method} {request.url.path} not found"
         hint = "Check the path and the method against the API reference in the README."
+        missing = _missing_module(request)
+        if missing is not None:
+            message += f": this Kilnbase server has no {missing} API (nothing is served under /api/{missing})"
+            hint = f"The {missing} capability is not part of this server yet; see GET /api/docs for what is."
         return error_response(404, code, message, hint)
     message = exc.detail if isinstance(exc.detail, str) else "Request failed"
     return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+def _missing_module(request: Request) -> str | None:
+    """The module of an `/api/<module>/...` path when the app serves nothing under `/api/<module>` at all
+    (a capability this server does not have: the official clients call them, and should say so plainly)."""
+    parts = request.url.path.split("/", 3)
+    if len(parts) < 3 or parts[1] != "api" or not parts[2]:
+        return None
+    prefix = f"/api/{parts[2]}"
+    for route in getattr(request.app, "routes", ()):
+        path = getattr(route, "path", "")
+        if path == prefix or path.startswith(prefix + "/"):
+            return None
+    return parts[2]
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
@@ -94,3 +114,14 @@ EXCEPTION_HANDLERS = {
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,
 }
+
+
+def require_admin_actor(actor: Actor) -> None:
+    """For services and tools whose every call needs admin rights."""
+    if not actor.is_admin:
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            "This needs admin rights.",
+            "Use the project's API key (kilnbase keys) or sign in as the project admin.",
+        )

@@ -29,6 +29,7 @@ from kilnbase.http.client_address import Network, client_address
 from kilnbase.http.errors import ApiError, error_body
 from kilnbase.http.responses import send_body
 from kilnbase.identity.actor import Actor
+from kilnbase.identity.agent_keys import AgentKey
 from kilnbase.identity.principal import ANONYMOUS, CredentialError, CredentialResolver, Principal
 from kilnbase.structured_log import log_request
 
@@ -77,8 +78,11 @@ class RequestContextMiddleware:
         body_limit_for: Callable[[str], BodyLimit],
         max_header_bytes: int,
         trusted_proxies: Sequence[Network] = (),
+        on_request: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.app = app
+        #: Given each request's log fields after it ends (the request log kept for `GET /api/logs`).
+        self.on_request = on_request
         self.cors = CORSMiddleware(app, **CORS_POLICY)
         self.resolver = resolver
         self.body_limit_for = body_limit_for
@@ -148,15 +152,16 @@ class RequestContextMiddleware:
                     raise
                 await _refuse_body(send_wrapper, scope, exc.limit)
         finally:
-            log_request(
-                {
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    "role": principal.db_role if principal else ("invalid" if _PRINCIPAL in scope else "-"),
-                }
-            )
+            fields = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "role": principal.db_role if principal else ("invalid" if _PRINCIPAL in scope else "-"),
+            }
+            log_request(fields)
+            if self.on_request is not None:
+                self.on_request(fields)
 
 
 def _bounded(receive: Receive, limit: BodyLimit) -> Receive:
@@ -218,6 +223,19 @@ def principal_in(scope: Scope) -> Principal:
             "Send a valid API key, anon key or access token; sign in again if the token expired.",
         )
     return principal
+
+
+def principal_or_none(scope: Scope) -> Principal | None:
+    """The caller, or None when the credential presented was invalid (never raises)."""
+    principal: Principal | None = scope.get(_PRINCIPAL, ANONYMOUS)
+    return principal
+
+
+def agent_in(scope: Scope) -> AgentKey | None:
+    """The agent key behind the request's credential, if any (never raises: an invalid credential is
+    refused where a route asks for the principal)."""
+    principal = principal_or_none(scope)
+    return principal.agent if principal is not None else None
 
 
 def client_ip(request: Request) -> str | None:

@@ -18,8 +18,6 @@ class Actor:
     #: The client's address as the edge determined it (trusted proxies honoured), when it is an IP address.
     ip: str | None = None
     user_agent: str | None = None
-    #: The agent key the call was made with, for calls by agents.
-    agent_key: str | None = None
     #: The MCP tool that made the call, for calls through the MCP server.
     tool: str | None = None
 
@@ -27,6 +25,11 @@ class Actor:
     def name(self) -> str:
         """How the audit log names this actor."""
         return self.principal.actor
+
+    @property
+    def agent_key(self) -> str | None:
+        """The id of the agent key the call was made with, for calls by agents."""
+        return self.principal.agent.id if self.principal.agent is not None else None
 
     @property
     def is_admin(self) -> bool:

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
+from kilnbase.identity.agent_keys import KEY_PATTERN, AgentKey, AgentKeys
 from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.keys.access_tokens import InvalidToken, TokenService
 from kilnbase.keys.project_keys import ProjectKeys
@@ -25,11 +26,14 @@ class CredentialKind(StrEnum):
     API_KEY = "api_key"
     ANON_KEY = "anon_key"
     JWT = "jwt"
+    #: A coding agent's key (`kba_...`), or an access token minted from one for an agent's session.
+    AGENT_KEY = "agent_key"
     #: Kilnbase itself acting (CLI commands, startup work), never a credential presented by a client.
     SYSTEM = "system"
 
 
 JWT_ROLES = frozenset({"anon", "authenticated", "project_admin"})
+Access = Literal["read", "write"]
 
 
 @dataclass(frozen=True)
@@ -42,13 +46,35 @@ class Principal:
     #: What this credential may do; empty means everything its role allows (the API key, user tokens).
     #: Agent keys carry scopes, and a service refuses what their scopes leave out.
     scopes: frozenset[str] = frozenset()
+    #: The agent key behind this credential, for agents.
+    agent: AgentKey | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.db_role == "project_admin"
 
     def has_scope(self, scope: str) -> bool:
+        """An exact scope (`database:owner-sql`): granted only by name, never by a wildcard."""
         return not self.scopes or scope in self.scopes
+
+    def allows(self, group: str, kind: Access, tool: str | None = None) -> bool:
+        """May this credential read (or write) in a feature group (a capability), or call this tool?
+        Scopes: `<group>:read`, `<group>:write` (read too), `*:read`, `*:write`, `tool:<name>`."""
+        if not self.scopes:
+            return True
+        wanted = {f"{group}:{kind}", f"*:{kind}"}
+        if kind == "read":
+            wanted |= {f"{group}:write", "*:write"}
+        if tool is not None:
+            wanted.add(f"tool:{tool}")
+        return not wanted.isdisjoint(self.scopes)
+
+    @property
+    def credential_id(self) -> str:
+        """Which credential this is, for things kept per credential (idempotency keys): its kind, and the
+        user or agent key it stands for."""
+        agent = self.agent.id if self.agent is not None else ""
+        return f"{self.kind}:{self.user_id or ''}:{agent}"
 
     @property
     def actor(self) -> str:
@@ -57,10 +83,27 @@ class Principal:
             return "api-key"
         if self.kind is CredentialKind.SYSTEM:
             return "system"
+        if self.agent is not None:
+            return f"agent:{self.agent.name}"
         return self.email or self.user_id or self.db_role
 
 
 ANONYMOUS = Principal(db_role="anon", kind=CredentialKind.NONE, claims={"role": "anon"})
+#: Whoever presents the project's API key.
+API_KEY_HOLDER = Principal(
+    db_role="project_admin", kind=CredentialKind.API_KEY, claims={"role": "project_admin"}
+)
+
+
+def agent_principal(key: AgentKey) -> Principal:
+    """An agent acts as project_admin, narrowed by its key's scopes (and the project's read-only mode)."""
+    return Principal(
+        db_role="project_admin",
+        kind=CredentialKind.AGENT_KEY,
+        claims={"role": "project_admin", "agent_key": key.id},
+        scopes=key.scopes,
+        agent=key,
+    )
 
 
 class CredentialError(Exception):
@@ -68,19 +111,22 @@ class CredentialError(Exception):
 
 
 class CredentialResolver:
-    def __init__(self, keys: ProjectKeys, tokens: TokenService, ended_sessions: EndedSessions) -> None:
+    def __init__(
+        self, keys: ProjectKeys, tokens: TokenService, ended_sessions: EndedSessions, agent_keys: AgentKeys
+    ) -> None:
         self._keys = keys
         self._tokens = tokens
         self._ended_sessions = ended_sessions
-        self._admin = Principal(
-            db_role="project_admin", kind=CredentialKind.API_KEY, claims={"role": "project_admin"}
-        )
+        self._agent_keys = agent_keys
+        self._admin = API_KEY_HOLDER
         self._anon = Principal(db_role="anon", kind=CredentialKind.ANON_KEY, claims={"role": "anon"})
 
     def resolve(self, authorization: str | None, api_key_header: str | None) -> Principal:
         credential = self._extract(authorization, api_key_header)
         if credential is None:
             return ANONYMOUS
+        if credential.startswith("kba_"):
+            return self._agent(credential)
         if credential.startswith(("ik_", "anon_")):
             ring = self._keys.ring
             ring.maybe_refresh()
@@ -101,6 +147,12 @@ class CredentialResolver:
         session_id = claims.get("sid")
         if isinstance(session_id, str) and self._ended_sessions.has_ended(session_id):
             raise CredentialError("the session of this token has been signed out")
+        agent_key_id = claims.get("agent_key")
+        if agent_key_id is not None:  # minted for an agent's session: only while its key lives
+            key = self._agent_keys.by_id(str(agent_key_id))
+            if key is None:
+                raise CredentialError("the agent key of this token has been revoked or has expired")
+            return agent_principal(key)
         return Principal(
             db_role=role,
             kind=CredentialKind.JWT,
@@ -108,6 +160,12 @@ class CredentialResolver:
             email=claims.get("email"),
             claims=claims,
         )
+
+    def _agent(self, credential: str) -> Principal:
+        key = self._agent_keys.find(credential) if KEY_PATTERN.fullmatch(credential) else None
+        if key is None:
+            raise CredentialError("invalid, revoked or expired agent key")
+        return agent_principal(key)
 
     @staticmethod
     def _extract(authorization: str | None, api_key_header: str | None) -> str | None:

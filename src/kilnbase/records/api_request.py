@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 from urllib.parse import parse_qsl
 
 from kilnbase.identity.principal import Principal
@@ -37,6 +37,17 @@ ShapeKey = tuple[str, bool, str, str, str | None, Preferences, str, PageRange | 
 #: A request whose resource and query string are longer than this is planned afresh every time, never
 #: remembered: the memory holds at most `PLAN_CACHE_SIZE` keys of bounded size.
 MAX_REMEMBERED_URL = 8192
+
+
+class Features(NamedTuple):
+    """PostgREST's opt-in features this server has on (`config.RecordsSettings`)."""
+
+    aggregates: bool = False
+    plan: bool = False
+    tx_override: bool = False  # `Prefer: tx=` is honoured
+
+
+NO_FEATURES = Features()
 
 
 @dataclass
@@ -69,6 +80,7 @@ class RequestShape:
     media: str
     range: PageRange | None  # for GET and HEAD
     range_error: RecordsError | None = None  # a Range header that cannot be served, raised when paging
+    aggregates: bool = False  # aggregate functions are allowed in `select=`
 
     @property
     def head(self) -> bool:
@@ -99,7 +111,9 @@ def _profile_header(method: str) -> str:
     return "accept-profile" if method in ("GET", "HEAD") else "content-profile"
 
 
-def shape_key(request: RecordsRequest, schemas: tuple[str, ...]) -> ShapeKey | None:
+def shape_key(
+    request: RecordsRequest, schemas: tuple[str, ...], features: Features = NO_FEATURES
+) -> ShapeKey | None:
     """The request's shape, every header normalised; None when it is not to be remembered: a header that
     names an unknown schema or that the stages will refuse (they do, in their own order, when the shape is
     built), or a URL longer than `MAX_REMEMBERED_URL`."""
@@ -112,15 +126,20 @@ def shape_key(request: RecordsRequest, schemas: tuple[str, ...]) -> ShapeKey | N
         return None
     range_header = headers.get("range") if method in ("GET", "HEAD") else None
     try:
-        prefs = parse_preferences(headers.get("prefer"))
-        media = negotiate(headers.get("accept"))
+        prefs = parse_preferences(headers.get("prefer"), allow_tx=features.tx_override)
+        media = negotiate(headers.get("accept"), plan=features.plan)
         page_range = parse_range_header(range_header) if range_header else None
     except RecordsError:
         return None
     return (method, request.is_rpc, request.resource, request.query_string, profile, prefs, media, page_range)
 
 
-def request_shape(request: RecordsRequest, schemas: tuple[str, ...], key: ShapeKey | None) -> RequestShape:
+def request_shape(
+    request: RecordsRequest,
+    schemas: tuple[str, ...],
+    key: ShapeKey | None,
+    features: Features = NO_FEATURES,
+) -> RequestShape:
     """The shape for `key` (from `shape_key`); refusals in PostgREST's order: schema, preferences, media
     type; a bad Range header when the page is computed."""
     method = request.method.upper()
@@ -129,8 +148,8 @@ def request_shape(request: RecordsRequest, schemas: tuple[str, ...], key: ShapeK
     if key is not None:
         prefs, media, page_range = key[5], key[6], key[7]
     else:
-        prefs = parse_preferences(request.headers.get("prefer"))
-        media = negotiate(request.headers.get("accept"))
+        prefs = parse_preferences(request.headers.get("prefer"), allow_tx=features.tx_override)
+        media = negotiate(request.headers.get("accept"), plan=features.plan)
         range_header = request.headers.get("range") if method in ("GET", "HEAD") else None
         page_range = None
         if range_header:
@@ -150,6 +169,7 @@ def request_shape(request: RecordsRequest, schemas: tuple[str, ...], key: ShapeK
         media,
         page_range,
         range_error,
+        features.aggregates,
     )
 
 

@@ -29,13 +29,14 @@ async def run(
     *,
     read_only: bool,
     check_first: bool,
+    rollback: bool = False,
 ) -> _T:
     """One statement as the caller (`statement` may be rendered in the transaction), then the answer.
 
     The answer is read after COMMIT (the transaction is then one round trip), unless it can still fail
     and must roll a write back (`check_first`): then a nested pipeline block syncs, and the answer is
-    made before COMMIT."""
-    async with database.as_caller(principal, read_only=read_only) as cur:
+    made before COMMIT. `rollback`: the transaction ends in ROLLBACK instead (`Prefer: tx=rollback`)."""
+    async with database.as_caller(principal, read_only=read_only, rollback=rollback) as cur:
         if not isinstance(statement, Sql):
             statement = await statement(cur)
         if not check_first:

@@ -7,7 +7,7 @@ it is made once per shape and columns; the body travels to the statement as one 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from kilnbase.db.schema_cache import SchemaSnapshot, Table
@@ -29,9 +29,12 @@ class MutatePlan:
     missing_default: bool  # a column a row lacks takes its default (`Prefer: missing=default`)
     representation: bool  # the answer carries the rows written
     returning: ReadNode | None  # how to read them back (None: no statement runs, see `is_noop`)
-    status: int  # when it succeeds
+    single_upsert: bool  # a PUT: 201 when it inserted, 200 when it replaced (204 without the row)
+    counts_inserted: bool  # an upsert that merges: the statement counts the rows it inserted (the status)
     check_first: bool  # the answer can still fail after the statement, and must roll it back
     location: bool  # an insert answers with the Location of its first row (`return=headers-only`)
+    csv: bool = False  # the rows read back are written as CSV
+    computed: Mapping[str, str] = field(default_factory=dict)  # computed columns the filters name
 
     @property
     def is_noop(self) -> bool:
@@ -47,7 +50,11 @@ def insert_plan(
     *,
     upsert: bool = False,
 ) -> MutatePlan:
-    """POST (or, with `upsert`, PUT: an upsert on the primary key that answers 200)."""
+    """POST (or, with `upsert`, PUT: an upsert on the primary key).
+
+    As PostgREST: `resolution=` needs a conflict target (`on_conflict=`, else the primary key); with none
+    it is ignored, and the POST is a plain insert. A merge sets every column the body names, the conflict
+    columns too, so a body of only those still upserts and returns its row."""
     table, query, prefs = target.table, target.query, shape.prefs
     resolution = "merge-duplicates" if upsert else prefs.resolution
     conflict: tuple[str, ...] | None = None
@@ -56,12 +63,8 @@ def insert_plan(
         for name in conflict:
             if name not in table.columns:
                 raise RecordsError(400, "42703", f"column {table.name}.{name} does not exist")
-        if not conflict and resolution == "merge-duplicates":
-            raise RecordsError(
-                400,
-                "PGRST100",
-                f"'{table.name}' has no primary key: name the conflict target with on_conflict=",
-            )
+        if not conflict:
+            resolution, conflict = None, None
     representation = _wants_rows(shape)
     return MutatePlan(
         kind="insert",
@@ -73,26 +76,28 @@ def insert_plan(
         missing_default=prefs.missing == "default",
         representation=representation,
         returning=_returning(snapshot, table, query) if representation else None,
-        status=200 if upsert else 201,
+        single_upsert=upsert,
+        counts_inserted=resolution == "merge-duplicates",
         check_first=_check_first(shape, representation),
         location=prefs.return_ == "headers-only" and representation,
+        csv=shape.media == media_type.CSV,
     )
 
 
 def update_plan(
     shape: RequestShape, snapshot: SchemaSnapshot, target: TableTarget, columns: tuple[str, ...]
 ) -> MutatePlan:
-    conditions = root_conditions(target.table, target.query)
+    conditions, computed = root_conditions(target.table, target.query, snapshot)
     representation = _wants_rows(shape)
     returning = _returning(snapshot, target.table, target.query) if representation and columns else None
-    return _filtered("update", shape, target.table, columns, conditions, representation, returning)
+    return _filtered("update", shape, target.table, columns, conditions, representation, returning, computed)
 
 
 def delete_plan(shape: RequestShape, snapshot: SchemaSnapshot, target: TableTarget) -> MutatePlan:
-    conditions = root_conditions(target.table, target.query)
+    conditions, computed = root_conditions(target.table, target.query, snapshot)
     representation = _wants_rows(shape)
     returning = _returning(snapshot, target.table, target.query) if representation else None
-    return _filtered("delete", shape, target.table, (), conditions, representation, returning)
+    return _filtered("delete", shape, target.table, (), conditions, representation, returning, computed)
 
 
 def _filtered(
@@ -103,6 +108,7 @@ def _filtered(
     conditions: list[Condition],
     representation: bool,
     returning: ReadNode | None,
+    computed: dict[str, str],
 ) -> MutatePlan:
     return MutatePlan(
         kind=kind,
@@ -111,12 +117,15 @@ def _filtered(
         conditions=tuple(conditions),
         on_conflict=None,
         resolution=None,
-        missing_default=False,
+        missing_default=kind == "update" and shape.prefs.missing == "default",
         representation=representation,
         returning=returning,
-        status=200,
+        single_upsert=False,
+        counts_inserted=False,
         check_first=_check_first(shape, representation),
         location=False,
+        csv=shape.media == media_type.CSV,
+        computed=computed,
     )
 
 
@@ -163,15 +172,19 @@ def plain_text(value: Any) -> str:
     return str(value)
 
 
-def root_conditions(table: Table, query: QueryParams) -> list[Condition]:
-    """The root filters of a write, checked against the table's columns (no embeds on writes, so an
-    empty snapshot: nothing here may resolve a relationship)."""
+def root_conditions(
+    table: Table, query: QueryParams, snapshot: SchemaSnapshot | None = None
+) -> tuple[list[Condition], dict[str, str]]:
+    """The root filters of a write, checked against the table's columns and computed columns (the
+    functions of `snapshot`; no embeds on writes, so no table of it: nothing here may resolve a
+    relationship), and the computed columns they name."""
+    functions_only = SchemaSnapshot(routines=snapshot.routines) if snapshot is not None else SchemaSnapshot()
     node = build_read_plan(
-        SchemaSnapshot(), table, replace(query, select=(), conditions={(): query.conditions.get((), [])})
+        functions_only, table, replace(query, select=(), conditions={(): query.conditions.get((), [])})
     )
     if node.exists:
         raise RecordsError(400, "PGRST100", "Filters on embedded resources are not allowed on writes")
-    return node.conditions
+    return node.conditions, node.computed
 
 
 def _returning(snapshot: SchemaSnapshot, table: Table, query: QueryParams) -> ReadNode:
@@ -190,12 +203,12 @@ def _returning(snapshot: SchemaSnapshot, table: Table, query: QueryParams) -> Re
 def _wants_rows(shape: RequestShape) -> bool:
     return_ = shape.prefs.return_
     return return_ in ("representation", "headers-only") or (
-        shape.media == media_type.OBJECT and return_ != "minimal"
+        shape.media in media_type.SINGULAR and return_ != "minimal"
     )
 
 
 def _check_first(shape: RequestShape, representation: bool) -> bool:
     """A strict max-affected, or a single object that may not be one."""
     return shape.prefs.strict_max_affected is not None or (
-        representation and shape.media == media_type.OBJECT
+        representation and shape.media in media_type.SINGULAR
     )

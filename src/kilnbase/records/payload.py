@@ -19,7 +19,7 @@ import orjson
 
 from kilnbase.db.schema_cache import Table
 from kilnbase.records.api_request import ApiRequest
-from kilnbase.records.call_plan import CallTarget
+from kilnbase.records.call_plan import BodyKind, CallTarget, body_kind
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.query_grammar import QueryParams
 from kilnbase.records.read_plan import TableTarget
@@ -56,17 +56,55 @@ def single_row_payload(api: ApiRequest, target: TableTarget, *, as_array: bool) 
     return Payload(columns, rows_json if as_array else orjson.dumps(row).decode(), row)
 
 
-def call_arguments(api: ApiRequest, target: CallTarget) -> tuple[dict[str, Any], Any]:
-    """A call's arguments by name, and the whole body (what a single unnamed json parameter takes).
-    POST: the JSON body (an object; anything else names no argument); GET: the query's arguments."""
-    if api.shape.method == "POST":
-        try:
-            body = orjson.loads(api.body) if api.body.strip() else {}
-        except orjson.JSONDecodeError as exc:
-            raise RecordsError(400, "PGRST102", "Empty or invalid json", str(exc)) from None
-        return (body if isinstance(body, dict) else {}), body
-    args = dict(target.query.function_args)
-    return args, args
+@dataclass(frozen=True, slots=True)
+class CallArguments:
+    """A call's arguments by name (`named`, and `by_name`: a JSON object holding them, for the statement,
+    which reads only the parameters it passes), the body as a single unnamed parameter takes it (`whole`:
+    JSON text, text, or bytes), and the kind of body that decides which overload may take it."""
+
+    named: dict[str, Any]
+    by_name: str
+    whole: str | bytes
+    kind: BodyKind
+
+
+def call_arguments(api: ApiRequest, target: CallTarget) -> CallArguments:
+    """POST: the JSON body (an object names arguments; anything else names none), a form, CSV (its first
+    row), or a raw body (text/plain, text/xml, application/octet-stream: only ever a single unnamed
+    parameter's value). GET: the query's arguments.
+
+    A JSON object body is passed on as received (not serialized again): the statement reads only the
+    parameters the call passes from it."""
+    shape = api.shape
+    kind = body_kind(shape.method, api.content_type)
+    body = api.body
+    if kind is None:
+        args = dict(target.query.function_args)
+        text = orjson.dumps(args).decode()
+        return CallArguments(args, text, text, kind)
+    if kind == "bytea":
+        return CallArguments({}, "{}", body, kind)
+    text = body.decode("utf-8", errors="replace")
+    if kind in ("text", "xml"):
+        return CallArguments({}, "{}", text, kind)
+    if kind in ("form", "csv"):
+        if kind == "form":
+            args = dict(parse_qsl(text, keep_blank_values=True))
+        else:
+            args = dict(next(iter(csv.DictReader(io.StringIO(text))), {}))
+        text = orjson.dumps(args).decode()
+        return CallArguments(args, text, text, kind)
+    if api.content_type not in ("application/json", "") and not api.content_type.endswith("+json"):
+        raise RecordsError(415, "PGRST102", f"Content-Type not acceptable: {api.content_type}")
+    if not body.strip():
+        return CallArguments({}, "{}", "{}", kind)
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RecordsError(400, "PGRST102", "Empty or invalid json", str(exc)) from None
+    if isinstance(parsed, dict):
+        return CallArguments(parsed, text, text, kind)
+    return CallArguments({}, "{}", text, kind)
 
 
 def _decode(

@@ -54,8 +54,9 @@ class PreparedCall:
 
 #: A write is planned per shape and the columns its body sets.
 WriteKey = tuple[RequestShape, tuple[str, ...]]
-#: A call is planned per shape, the parameter names its arguments name, and whether they name others.
-CallKey = tuple[RequestShape, frozenset[str], bool]
+#: A call is planned per shape, the kind of body, the parameter names its arguments name, whether they name
+#: others, and whether they name the empty name (an unnamed parameter's).
+CallKey = tuple[RequestShape, str | None, frozenset[str], bool, bool]
 
 
 class Memo(Generic[_K, _V]):

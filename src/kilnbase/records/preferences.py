@@ -18,6 +18,7 @@ _ALLOWED: dict[str, frozenset[str]] = {
     "resolution": frozenset({"merge-duplicates", "ignore-duplicates"}),
     "missing": frozenset({"default", "null"}),
     "handling": frozenset({"strict", "lenient"}),
+    "tx": frozenset({"commit", "rollback"}),
 }
 #: `max-affected` takes at most this many digits (as `limit` does): `int()` of more is slow, then refused.
 _MAX_DIGITS = 18
@@ -33,18 +34,21 @@ class Preferences(NamedTuple):
     missing: str | None = None
     handling: str | None = None
     max_affected: int | None = None
+    tx: str | None = None  # "commit" or "rollback", when the server lets a request choose (`db-tx-end`)
 
-    def applied(self, *, mutation: bool, upsert_allowed: bool = True) -> str:
+    def applied(self, *, mutation: bool, upsert_allowed: bool = True, missing_allowed: bool = True) -> str:
         """The `Preference-Applied` value: only what this request honoured."""
         parts: list[str] = []
         if self.resolution and upsert_allowed:
             parts.append(f"resolution={self.resolution}")
-        if self.missing and mutation:
+        if self.missing and mutation and missing_allowed:
             parts.append(f"missing={self.missing}")
         if self.return_ and mutation:
             parts.append(f"return={self.return_}")
         if self.count:
             parts.append(f"count={self.count}")
+        if self.tx:
+            parts.append(f"tx={self.tx}")
         if self.handling:
             parts.append(f"handling={self.handling}")
         if self.max_affected is not None and self.handling == "strict":
@@ -61,11 +65,12 @@ class Preferences(NamedTuple):
 NO_PREFERENCES = Preferences()
 
 
-def parse_preferences(header: str | None) -> Preferences:
-    """The `Prefer` header (several headers arrive joined with `,`), normalised."""
+def parse_preferences(header: str | None, *, allow_tx: bool = False) -> Preferences:
+    """The `Prefer` header (several headers arrive joined with `,`), normalised. `tx=` is a preference
+    PostgREST knows (never invalid), honoured only when the server allows it (`allow_tx`)."""
     if not header:
         return NO_PREFERENCES
-    return_ = count = resolution = missing = handling = None
+    return_ = count = resolution = missing = handling = tx = None
     max_affected: int | None = None
     invalid: list[str] = []
     for raw in header.split(","):
@@ -78,7 +83,7 @@ def parse_preferences(header: str | None) -> Preferences:
             if key == "max-affected" and value.isascii() and value.isdigit() and len(value) <= _MAX_DIGITS:
                 max_affected = int(value)
             else:
-                # Unknown, or known to PostgREST but not configurable here (timezone, tx, params):
+                # Unknown, or known to PostgREST but not configurable here (timezone, params):
                 # ignored, as lenient handling would.
                 invalid.append(item)
         elif key == "return":
@@ -89,6 +94,8 @@ def parse_preferences(header: str | None) -> Preferences:
             resolution = value
         elif key == "missing":
             missing = value
+        elif key == "tx":
+            tx = value if allow_tx else None
         else:
             handling = value
     if handling == "strict" and invalid:
@@ -98,4 +105,4 @@ def parse_preferences(header: str | None) -> Preferences:
             "Invalid preferences given with handling=strict",
             "Invalid preferences: " + ", ".join(invalid),
         )
-    return Preferences(return_, count, resolution, missing, handling, max_affected)
+    return Preferences(return_, count, resolution, missing, handling, max_affected, tx)

@@ -76,9 +76,11 @@ class Field:
 
 @dataclass(frozen=True)
 class SelectColumn:
-    field: Field
+    field: Field  # `*` for `count()`
     alias: str | None = None
-    cast: str | None = None
+    cast: str | None = None  # of the column (an aggregate's input)
+    aggregate: str | None = None  # count, sum, avg, max or min (`col.sum()`, `count()`)
+    aggregate_cast: str | None = None  # of the aggregate's result (`col.sum()::text`)
 
 
 @dataclass(frozen=True)
@@ -346,10 +348,11 @@ def _parse_inline_filter(item: str) -> Filter:
 
 
 class _SelectParser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, aggregates: bool = False) -> None:
         self.text = text
         self.pos = 0
         self.depth = 0
+        self.aggregates = aggregates
 
     def fail(self, why: str) -> RecordsError:
         return parse_error(f"failed to parse select parameter ({self.text})", why)
@@ -406,6 +409,10 @@ class _SelectParser:
         if head == "*" and not spread:
             return SelectStar()
         at = self.text[self.pos] if self.pos < len(self.text) else ""
+        if not spread and self.text.startswith("()", self.pos):
+            alias, rest = _split_alias(head)
+            if rest == "count" or ("." in rest and rest.rsplit(".", 1)[1] in AGGREGATES):
+                return self.aggregate(alias, rest)
         if at and at in "(!":
             return self.embed(head, spread)
         if spread:
@@ -425,6 +432,31 @@ class _SelectParser:
         if "." in rest and rest.rsplit(".", 1)[1] in AGGREGATES:
             raise _aggregates_disabled()
         return SelectColumn(parse_field(rest), alias, cast)
+
+    def aggregate(self, alias: str | None, rest: str) -> SelectColumn:
+        """PostgREST's aggregates: `count()`, `col.sum()`, `col::int.sum()`, `col.sum()::text` (400
+        PGRST123 unless the server allows them)."""
+        self.pos += 2
+        if not self.aggregates:
+            raise _aggregates_disabled()
+        result_cast = None
+        if self.text.startswith("::", self.pos):
+            self.pos += 2
+            start = self.pos
+            while self.pos < len(self.text) and self.text[self.pos] not in ",)":
+                self.pos += 1
+            result_cast = self.text[start : self.pos].strip()
+            if not _CAST.fullmatch(result_cast):
+                raise self.fail(f'invalid cast "{result_cast}"')
+        if rest == "count":
+            return SelectColumn(Field("*"), alias, None, "count", result_cast)
+        column, function = rest.rsplit(".", 1)
+        cast = None
+        if "::" in column:
+            column, cast = (part.strip() for part in column.rsplit("::", 1))
+            if not _CAST.fullmatch(cast):
+                raise self.fail(f'invalid cast "{cast}"')
+        return SelectColumn(parse_field(column.strip()), alias, cast, function, result_cast)
 
     def embed(self, head: str, spread: bool) -> SelectEmbed:
         alias, name = _split_alias(head)
@@ -484,8 +516,8 @@ def _split_alias(head: str) -> tuple[str | None, str]:
         return alias, head[index + 1 :].strip()
 
 
-def parse_select(text: str) -> tuple[SelectItem, ...]:
-    items = _SelectParser(text).parse()
+def parse_select(text: str, *, aggregates: bool = False) -> tuple[SelectItem, ...]:
+    items = _SelectParser(text, aggregates=aggregates).parse()
     return items if items else ()
 
 
@@ -539,13 +571,21 @@ def _split_key(key: str) -> tuple[EmbedPath, str]:
 
 
 def parse_query(
-    pairs: Iterable[tuple[str, str]], function_arg_names: frozenset[str] = frozenset()
+    pairs: Iterable[tuple[str, str]],
+    *,
+    rpc_read: bool = False,
+    aggregates: bool = False,
 ) -> QueryParams:
-    """The whole query string (repeated keys allowed) -> QueryParams."""
+    """The whole query string (repeated keys allowed) -> QueryParams; `aggregates`: whether `select=` may
+    use aggregate functions.
+
+    `rpc_read` (a function called with GET or HEAD): as PostgREST reads it, a root parameter whose value is
+    not a filter (`?a=1`, `?name=Peter`) is one of the call's arguments; one that is (`?id=eq.5`) filters
+    what the function returns."""
     query = QueryParams()
     for key, value in pairs:
         if key == "select":
-            query.select = parse_select(value)
+            query.select = parse_select(value, aggregates=aggregates)
             query.select_given = True
             continue
         if key == "on_conflict":
@@ -555,9 +595,6 @@ def parse_query(
             query.columns = tuple(_unquote(part.strip()) for part in split_top_level(value) if part.strip())
             continue
         if key == "schema":
-            continue
-        if key in function_arg_names:
-            query.function_args[key] = value
             continue
         path, last = _split_key(key)
         if last == "order":
@@ -573,7 +610,15 @@ def parse_query(
         else:
             if not last:
                 raise parse_error(f'failed to parse filter key "{key}"')
-            query.conditions.setdefault(path, []).append(Filter(parse_field(last), parse_operation(value)))
+            if rpc_read and not path:
+                try:
+                    operation = parse_operation(value)
+                except RecordsError:
+                    query.function_args[key] = value
+                    continue
+            else:
+                operation = parse_operation(value)
+            query.conditions.setdefault(path, []).append(Filter(parse_field(last), operation))
     return query
 
 

@@ -8,10 +8,10 @@ which the write plans start from too.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 
-from kilnbase.db.schema_cache import ForeignKey, SchemaSnapshot, Table
+from kilnbase.db.schema_cache import ForeignKey, Routine, SchemaSnapshot, Table
+from kilnbase.records import fuzzy, media_type
 from kilnbase.records.api_request import RequestShape, query_pairs
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.query_grammar import (
@@ -38,14 +38,22 @@ class Relationship:
     key: ForeignKey  # m2o: source -> target; o2m/o2o: target -> source; m2m: junction -> source
     junction: Table | None = None
     target_key: ForeignKey | None = None  # m2m: junction -> target
+    function: Routine | None = None  # computed: the function that gives the target's rows
 
     @property
     def to_one(self) -> bool:
-        return self.kind in ("m2o", "o2o")
+        return self.kind in ("m2o", "o2o", "computed_one")
 
     def describe(self) -> dict[str, str]:
         """PGRST201's `details` entry."""
-        cardinality = {"m2o": "many-to-one", "o2m": "one-to-many", "o2o": "one-to-one", "m2m": "many-to-many"}
+        cardinality = {
+            "m2o": "many-to-one",
+            "o2m": "one-to-many",
+            "o2o": "one-to-one",
+            "m2m": "many-to-many",
+            "computed_one": "many-to-one",
+            "computed_many": "one-to-many",
+        }
         key = self.key
         if self.kind == "m2m" and self.junction is not None and self.target_key is not None:
             text = (
@@ -69,6 +77,8 @@ class OutputColumn:
     field: Field
     name: str
     cast: str | None = None
+    aggregate: str | None = None  # the node is then grouped by its other columns
+    aggregate_cast: str | None = None
 
 
 @dataclass
@@ -85,6 +95,9 @@ class ReadNode:
     order: list[OrderTerm] = field(default_factory=list)
     limit: int | None = None
     offset: int = 0
+    #: The computed columns the node reads, filters or orders by: name -> the function, schema-qualified
+    #: and quoted (a function taking the table's row: `"public"."full_name"("people")`).
+    computed: dict[str, str] = field(default_factory=dict)
 
     @property
     def output_names(self) -> list[str]:
@@ -125,13 +138,18 @@ class _Aliases:
         return candidate
 
 
+#: PostgREST's `maxDbTablesForFuzzySearch`.
+MAX_TABLES_FOR_HINTS = 500
+
+
 def find_table(snapshot: SchemaSnapshot, schema: str, name: str) -> Table:
     table = snapshot.tables.get((schema, name))
     if table is not None:
         return table
     names = [t for (s, t) in snapshot.tables if s == schema]
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f"Perhaps you meant the table '{schema}.{close[0]}'" if close else None
+    # PostgREST searches only schemas of fewer than 500 tables and views.
+    close = fuzzy.closest(name, names, fuzzy.NAME_SCORE) if len(names) < MAX_TABLES_FOR_HINTS else None
+    hint = f"Perhaps you meant the table '{schema}.{close}'" if close else None
     raise RecordsError(
         404, "PGRST205", f"Could not find the table '{schema}.{name}' in the schema cache", None, hint
     )
@@ -148,7 +166,7 @@ class TableTarget:
 def table_target(shape: RequestShape, snapshot: SchemaSnapshot) -> TableTarget:
     """404 PGRST205 for a table the schema cache does not have, then the query string's parse errors."""
     table = find_table(snapshot, shape.schema, shape.resource)
-    return TableTarget(table, parse_query(query_pairs(shape.query_string)))
+    return TableTarget(table, parse_query(query_pairs(shape.query_string), aggregates=shape.aggregates))
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +176,12 @@ class ReadPlan:
     node: ReadNode
     offset: int
     limit: int | None
+    csv: bool = False  # the body is written as CSV (by Postgres, as PostgREST has it written)
 
 
 def read_plan(shape: RequestShape, snapshot: SchemaSnapshot, target: TableTarget) -> ReadPlan:
     node = build_read_plan(snapshot, target.table, target.query)
-    return ReadPlan(node, *page(shape, node))
+    return ReadPlan(node, *page(shape, node), csv=shape.media == media_type.CSV)
 
 
 def page(shape: RequestShape, node: ReadNode) -> tuple[int, int | None]:
@@ -183,6 +202,61 @@ def page(shape: RequestShape, node: ReadNode) -> tuple[int, int | None]:
 def check_column(table: Table | None, name: str) -> None:
     if table is not None and name not in table.columns:
         raise RecordsError(400, "42703", f"column {table.name}.{name} does not exist")
+
+
+def _check_field(snapshot: SchemaSnapshot, node: ReadNode, name: str) -> None:
+    """A column of the node's table, or a computed column (a function taking the table's row and
+    returning one value), which the node then reads through its function."""
+    table = node.table
+    if table is None or name in table.columns:
+        return
+    routine = computed_column(snapshot, table, name)
+    if routine is None:
+        check_column(table, name)
+        return
+    node.computed[name] = f"{_quoted(routine.schema)}.{_quoted(routine.name)}"
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _takes_row_of(routine: Routine, table: Table) -> bool:
+    """A function whose first parameter is the table's row, and whose others have defaults."""
+    parameters = routine.parameters
+    return (
+        bool(parameters)
+        and parameters[0].relation == (table.schema, table.name)
+        and all(p.has_default for p in parameters[1:])
+    )
+
+
+def computed_column(snapshot: SchemaSnapshot, table: Table, name: str) -> Routine | None:
+    """PostgREST's computed field: `name(table_row) RETURNS scalar`, in the table's schema."""
+    for routine in snapshot.routines.get((table.schema, name), ()):
+        if _takes_row_of(routine, table) and routine.return_kind == "scalar" and not routine.returns_set:
+            return routine
+    return None
+
+
+def computed_relationships(snapshot: SchemaSnapshot, source: Table, name: str) -> list[Relationship]:
+    """PostgREST's computed relationships: `name(source_row) RETURNS [SETOF] other_table`, in the source's
+    schema, embedded like a foreign key (to-one when it returns one row: not a set, or `ROWS 1`)."""
+    found: list[Relationship] = []
+    for routine in snapshot.routines.get((source.schema, name), ()):
+        target = snapshot.tables.get(routine.return_table) if routine.return_table else None
+        parameters = routine.parameters
+        if (
+            target is None
+            or routine.return_kind != "composite"
+            or len(parameters) != 1
+            or parameters[0].relation != (source.schema, source.name)
+        ):
+            continue
+        key = ForeignKey(name, source.schema, source.name, (), target.schema, target.name, ())
+        kind = "computed_one" if routine.single_row else "computed_many"
+        found.append(Relationship(kind, source, target, key, function=routine))
+    return found
 
 
 def build_read_plan(
@@ -217,10 +291,23 @@ def _fill(
             if node.table is None and known_columns is not None:
                 node.columns.extend(OutputColumn(Field(name), name) for name in known_columns)
                 node.star = False
+        elif isinstance(item, SelectColumn) and item.aggregate is not None:
+            if item.field.name != "*":
+                _check_field(snapshot, node, item.field.name)
+            node.columns.append(
+                OutputColumn(
+                    item.field, item.alias or item.aggregate, item.cast, item.aggregate, item.aggregate_cast
+                )
+            )
+        elif isinstance(item, SelectColumn) and _is_legacy_count(node, item):
+            # `select=count` where the table has no such column: Postgres reads `t.count` as `count(t)`,
+            # which PostgREST passes through (its backwards-compatible count; also inside an embed).
+            node.columns.append(OutputColumn(Field("*"), item.alias or "count", None, "count", item.cast))
         elif isinstance(item, SelectColumn):
-            check_column(node.table, item.field.name)
+            _check_field(snapshot, node, item.field.name)
             node.columns.append(OutputColumn(item.field, item.alias or item.field.default_alias, item.cast))
         else:
+            _check_unique_embed(node, item, path)
             node.embeds.append(_embed(snapshot, node, item, path, query, aliases))
     for condition in query.conditions.get(path, []):
         if isinstance(condition, Filter) and not condition.field.json_path:
@@ -236,7 +323,7 @@ def _fill(
                 must_exist = (operation.value == "not_null") != operation.negated
                 node.exists.append((embed, must_exist))
                 continue
-        _check_condition(node.table, condition)
+        _check_condition(snapshot, node, condition)
         node.conditions.append(condition)
     for term in query.order.get(path, []):
         if term.relation is not None:
@@ -255,18 +342,40 @@ def _fill(
                 )
             check_column(embed.relationship.target, term.field.name)
         else:
-            check_column(node.table, term.field.name)
+            _check_field(snapshot, node, term.field.name)
         node.order.append(term)
     node.limit = query.limit.get(path)
     node.offset = query.offset.get(path, 0)
 
 
-def _check_condition(table: Table | None, condition: Condition) -> None:
+def _is_legacy_count(node: ReadNode, item: SelectColumn) -> bool:
+    field = item.field
+    return (
+        field.name == "count"
+        and not field.json_path
+        and node.table is not None
+        and "count" not in node.table.columns
+        and "count" not in node.computed
+    )
+
+
+def _check_unique_embed(node: ReadNode, item: SelectEmbed, path: EmbedPath) -> None:
+    """Two embeds of one resource under one name (spread or not) are refused as PostgREST's statement
+    refuses them, naming the alias it would have given both (never a JSON object with a key twice)."""
+    name = item.alias or item.name
+    if any(embed.output_name == name for embed in node.embeds):
+        parent = node.table.name if node.table is not None else node.alias
+        raise RecordsError(
+            400, "42712", f'table name "{parent}_{name}_{len(path) + 1}" specified more than once'
+        )
+
+
+def _check_condition(snapshot: SchemaSnapshot, node: ReadNode, condition: Condition) -> None:
     if isinstance(condition, Filter):
-        check_column(table, condition.field.name)
+        _check_field(snapshot, node, condition.field.name)
     else:
         for child in condition.children:
-            _check_condition(table, child)
+            _check_condition(snapshot, node, child)
 
 
 def _embed_named(node: ReadNode, name: str) -> Embed | None:
@@ -313,7 +422,7 @@ def _embed(
     if (*path, item.name) != (*path, output) and (*path, item.name) in query.conditions:
         # Filters may name the embed by its table name too.
         for condition in query.conditions[(*path, item.name)]:
-            _check_condition(child.table, condition)
+            _check_condition(snapshot, child, condition)
             child.conditions.append(condition)
     if item.spread and relationship.to_one is False and child.star:
         child.star = False
@@ -333,33 +442,15 @@ def _embed(
 def resolve_relationship(
     snapshot: SchemaSnapshot, source: Table, name: str, hint: str | None
 ) -> Relationship:
-    candidates: list[Relationship] = []
-    schema_tables = [t for (s, _), t in snapshot.tables.items() if s == source.schema]
-    by_table = [t for t in schema_tables if t.name == name]
-    for target in by_table:
-        for key in source.outgoing:
-            if (key.foreign_schema, key.foreign_table) == (target.schema, target.name):
-                candidates.append(Relationship("m2o", source, target, key))
-        for key in source.incoming:
-            if (key.schema, key.table) == (target.schema, target.name):
-                kind = "o2o" if target.is_unique(key.columns) else "o2m"
-                candidates.append(Relationship(kind, source, target, key))
-        for junction in schema_tables:
-            candidates.extend(_through(junction, source, target))
-    if not by_table:
-        for key in source.outgoing:
-            if key.name == name or key.columns == (name,):
-                target_table = snapshot.tables.get((key.foreign_schema, key.foreign_table))
-                if target_table is not None:
-                    candidates.append(Relationship("m2o", source, target_table, key))
-        for key in source.incoming:
-            if key.name == name:
-                target_table = snapshot.tables.get((key.schema, key.table))
-                if target_table is not None:
-                    kind = "o2o" if target_table.is_unique(key.columns) else "o2m"
-                    candidates.append(Relationship(kind, source, target_table, key))
-    if hint is not None:
-        candidates = [c for c in candidates if _matches_hint(c, hint)]
+    """PostgREST's `findRel`: every relationship of `source` within its schema, kept when `name` (and the
+    hint) select it. A constraint or column name selects only relationships to tables, never to views
+    over them (views inherit their tables' keys); a table's relationship to itself is one-to-many by the
+    table's name and many-to-one by the column's."""
+    # A function of the source's row named `name` embeds as PostgREST's computed relationship, and
+    # prevails over a detected relationship of that name.
+    candidates = computed_relationships(snapshot, source, name) or [
+        r for r in relationships(snapshot, source) if _selects(r, name, hint)
+    ]
     if not candidates:
         detail = (
             f"Searched for a foreign key relationship between '{source.name}' and '{name}'"
@@ -385,6 +476,50 @@ def resolve_relationship(
     return candidates[0]
 
 
+def relationships(snapshot: SchemaSnapshot, source: Table) -> list[Relationship]:
+    """Every relationship from `source` to a table or view of its own schema: its foreign keys
+    (many-to-one), the foreign keys to it (one-to-many, or one-to-one on unique columns), and the
+    junctions between it and another table (many-to-many)."""
+    found: list[Relationship] = []
+    schema = source.schema
+    for key in source.outgoing:
+        target = snapshot.tables.get((key.foreign_schema, key.foreign_table))
+        if target is not None and target.schema == schema:
+            found.append(Relationship("m2o", source, target, key))
+    for key in source.incoming:
+        target = snapshot.tables.get((key.schema, key.table))
+        if target is not None and target.schema == schema:
+            found.append(Relationship("o2o" if target.is_unique(key.columns) else "o2m", source, target, key))
+    for (junction_schema, _), junction in snapshot.tables.items():
+        if junction_schema != schema or junction is source:
+            continue
+        for key in junction.outgoing:
+            if (key.foreign_schema, key.foreign_table) != (schema, junction.name):
+                target = snapshot.tables.get((key.foreign_schema, key.foreign_table))
+                if target is not None and target.schema == schema and target is not junction:
+                    found.extend(r for r in _through(junction, source, target) if r.target_key is key)
+    return found
+
+
+def _selects(relationship: Relationship, name: str, hint: str | None) -> bool:
+    target = relationship.target
+    if relationship.kind == "m2m":
+        junction = relationship.junction
+        return target.name == name and (hint is None or (junction is not None and junction.name == hint))
+    key = relationship.key
+    outgoing = relationship.kind == "m2o"
+    # (the columns on the source's side, the columns on the target's side)
+    own, other = (key.columns, key.foreign_columns) if outgoing else (key.foreign_columns, key.columns)
+    to_view = target.kind in ("v", "m")
+    if relationship.source is target:  # a table related to itself
+        if hint is None:
+            return (target.name == name and not outgoing) or (outgoing and own == (name,))
+        return target.name == name and not outgoing and other == (hint,)
+    if hint is None:
+        return target.name == name or (key.name == name and not to_view) or (own == (name,) and not to_view)
+    return target.name == name and (key.name == hint or own == (hint,) or other == (hint,))
+
+
 def _through(junction: Table, source: Table, target: Table) -> list[Relationship]:
     found: list[Relationship] = []
     if junction in (source, target):
@@ -400,13 +535,6 @@ def _through(junction: Table, source: Table, target: Table) -> list[Relationship
             if junction.is_unique(tuple(dict.fromkeys(to_source.columns + to_target.columns))):
                 found.append(Relationship("m2m", source, target, to_source, junction, to_target))
     return found
-
-
-def _matches_hint(candidate: Relationship, hint: str) -> bool:
-    keys = [candidate.key] + ([candidate.target_key] if candidate.target_key else [])
-    if candidate.junction is not None and candidate.junction.name == hint:
-        return True
-    return any(hint == key.name or hint in key.columns or hint in key.foreign_columns for key in keys)
 
 
 def _hint_for(candidate: Relationship) -> str:

@@ -7,8 +7,6 @@ for through the response GUCs. Pure functions of the request, the plan and the r
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,47 +71,67 @@ def read_response(
 def call_response(
     api: ApiRequest, row: Mapping[str, Any], *, returns_set: bool, void: bool
 ) -> RecordsResponse:
-    """The answer of a call whose result is not read like a table's (`sql_builder.call_statement`)."""
+    """The answer of a call whose result is not read like a table's (`sql_builder.call_statement`): one
+    value, or a set of them; with `Prefer: count=`, counted (a single value is one row)."""
+    prefs = api.shape.prefs
+    rows: int = row["page_total"] if returns_set else 1
     if returns_set:
-        check_max_affected(api.shape.prefs, row["page_total"])
+        check_max_affected(prefs, rows)
     if void:
         return with_response_gucs(row, RecordsResponse(204, "", {}, None))
     body = row["body"] if row["body"] is not None else "null"
     if api.shape.head:
         body = ""
-    content_range_value = "0-0/*" if not returns_set else "*/*"
-    return with_response_gucs(
-        row, RecordsResponse(200, body, {"Content-Range": content_range_value}, api.shape.media)
-    )
+    headers = {"Content-Range": content_range(0, rows - 1, rows if prefs.count else None)}
+    applied = prefs.applied(mutation=False)
+    if applied:
+        headers["Preference-Applied"] = applied
+    return with_response_gucs(row, RecordsResponse(200, body, headers, api.shape.media))
 
 
-def mutation_response(api: ApiRequest, plan: MutatePlan, body: str, affected: int) -> RecordsResponse:
+def mutation_response(
+    api: ApiRequest, plan: MutatePlan, body: str, affected: int, inserted: int | None = None
+) -> RecordsResponse:
     """The answer of a write that changed `affected` rows; `body`: those rows as a JSON array, when the
-    plan reads them back."""
+    plan reads them back; `inserted`: how many of them an upsert inserted (it decides 200 or 201)."""
     prefs, media = api.shape.prefs, api.shape.media
     insert = plan.kind == "insert"
     total = affected if prefs.count == "exact" else None
     headers = {
         "Content-Range": content_range(1, 0, total) if insert else content_range(0, affected - 1, total)
     }
-    applied = prefs.applied(mutation=True, upsert_allowed=insert)
+    post = insert and not plan.single_upsert
+    applied = prefs.applied(
+        mutation=True,
+        upsert_allowed=post and plan.resolution is not None,
+        missing_allowed=not plan.single_upsert,
+    )
     if applied:
         headers["Preference-Applied"] = applied
+    status = upsert_status(plan, inserted) if insert else 200
     if plan.representation:
         shaped_body = shaped(body, media, affected)  # (a single object is checked even for headers-only)
         if prefs.return_ != "headers-only":
-            return RecordsResponse(plan.status, shaped_body, headers, media)
-    if not insert:
+            return RecordsResponse(status, shaped_body, headers, media)
+    if not post:
         return RecordsResponse(204, "", headers, None)
-    # InsForge answers a blank body with `[]`.
-    created = plan.status == 201
-    response = RecordsResponse(201 if created else 204, "[]" if created else "", headers, media)
+    # A POST answers without a body; InsForge's proxy turns that blank body into `[]`.
+    response = RecordsResponse(status, "[]", headers, media)
     if plan.location:
         location = _location(plan.table, body)
         if location:
             response.headers["Location"] = location
-        response.body = ""
     return response
+
+
+def upsert_status(plan: MutatePlan, inserted: int | None) -> int:
+    """PostgREST's choice: a PUT is 201 when it inserted its row, else 200; a POST is 201 unless it
+    merges duplicates and inserted nothing (every row updated an existing one, or there were none): 200."""
+    if plan.single_upsert:
+        return 201 if inserted else 200
+    if plan.resolution == "merge-duplicates" and not inserted:
+        return 200
+    return 201
 
 
 def check_max_affected(prefs: Preferences, affected: int) -> None:
@@ -204,7 +222,7 @@ def singular(body: str, rows: int) -> str:
         raise RecordsError(
             406,
             "PGRST116",
-            "JSON object requested, multiple (or no) rows returned",
+            "Cannot coerce the result to a single JSON object",
             f"The result contains {rows} rows",
             None,
         )
@@ -215,8 +233,10 @@ def shaped(body: str, media: str, rows: int) -> str:
     """A JSON array body in the negotiated media type: one object, CSV, nulls stripped, or as it is."""
     if media == media_type.OBJECT:
         return singular(body, rows)
+    if media == media_type.OBJECT_STRIPPED:
+        return orjson.dumps(_strip_nulls(orjson.loads(singular(body, rows)))).decode()
     if media == media_type.CSV:
-        return to_csv(body)
+        return body  # written by the statement (`sql_builder.CSV_BODY`)
     if media == media_type.STRIPPED:
         return orjson.dumps(_strip_nulls(orjson.loads(body))).decode()
     return body
@@ -230,26 +250,3 @@ def _strip_nulls(value: Any) -> Any:
     if isinstance(value, list):
         return [_strip_nulls(item) for item in value]
     return value
-
-
-def to_csv(body: str) -> str:
-    rows: list[dict[str, Any]] = orjson.loads(body)
-    if not rows:
-        return ""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    header = list(rows[0])
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow([_csv_value(row.get(name)) for name in header])
-    return out.getvalue().rstrip("\n")
-
-
-def _csv_value(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
-    return str(value)

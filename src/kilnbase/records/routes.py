@@ -20,6 +20,7 @@ from kilnbase.capability import Capability
 from kilnbase.http.disconnect import unless_client_leaves
 from kilnbase.http.request_context import credential_in
 from kilnbase.http.responses import encode_headers, send_body
+from kilnbase.records import media_type
 from kilnbase.records.api_request import RecordsRequest
 from kilnbase.records.errors import RecordsError, valid_header
 from kilnbase.records.response import RecordsResponse
@@ -84,6 +85,12 @@ class RecordsEndpoint:
             return
         if answer is None:  # the client left; its statement was cancelled
             return
+        body = answer.body
+        if not self.is_rpc and answer.status != 204 and (not body or (body[0].isspace() and body.isspace())):
+            # InsForge's proxy answers a blank PostgREST body with `[]` on the records route (its SDK's
+            # users see it), keeping PostgREST's status and headers.
+            answer.body = "[]"
+            answer.media_type = answer.media_type or media_type.JSON
         await send_body(
             send, answer.status, _raw_headers(answer), answer.body.encode(), head=method == "HEAD"
         )

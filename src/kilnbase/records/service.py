@@ -19,18 +19,20 @@ from collections.abc import Callable
 import orjson
 import psycopg
 
+from kilnbase.config import RecordsSettings
 from kilnbase.db.schema_cache import SchemaCache, SchemaSnapshot
 from kilnbase.db.session import Database
-from kilnbase.records import statements
+from kilnbase.records import media_type, statements
 from kilnbase.records.api_request import (
     ApiRequest,
+    Features,
     RecordsRequest,
     RequestShape,
     api_request,
     request_shape,
     shape_key,
 )
-from kilnbase.records.call_plan import CallPlan, CallTarget, call_plan, call_target, check_call
+from kilnbase.records.call_plan import BodyKind, CallPlan, CallTarget, call_plan, call_target, check_call
 from kilnbase.records.errors import RecordsError, from_statement_error
 from kilnbase.records.execution import Cursor, one_row, planned_rows, run
 from kilnbase.records.mutate_plan import (
@@ -50,7 +52,7 @@ from kilnbase.records.response import (
     mutation_response,
     read_response,
 )
-from kilnbase.records.sql_builder import Sql
+from kilnbase.records.sql_builder import Sql, qualified
 from kilnbase.records.statements import BODY, template
 
 #: Errors that may only mean the snapshot is older than the catalog: reloaded once, then tried again.
@@ -64,11 +66,21 @@ class RecordsEngine:
     """The records API as one service: `handle` takes a request and gives its response (or raises the
     `RecordsError` that is the response)."""
 
-    def __init__(self, database: Database, cache: SchemaCache) -> None:
+    def __init__(
+        self, database: Database, cache: SchemaCache, settings: RecordsSettings | None = None
+    ) -> None:
         self.database = database
         self.cache = cache
         #: What is remembered for the current snapshot (replaced with it).
         self.plans = PlanCache(cache.snapshot)
+        settings = settings or RecordsSettings()
+        self.features = Features(
+            aggregates=settings.aggregates_enabled,
+            plan=settings.plan_enabled,
+            tx_override=settings.tx_end.endswith("-allow-override"),
+        )
+        #: How a transaction ends unless the request may choose and does (`Prefer: tx=`).
+        self.rollback_by_default = settings.tx_end.startswith("rollback")
 
     async def handle(self, request: RecordsRequest) -> RecordsResponse:
         snapshot = self.cache.snapshot
@@ -85,18 +97,21 @@ class RecordsEngine:
     async def _respond(self, request: RecordsRequest, snapshot: SchemaSnapshot) -> RecordsResponse:
         """PostgREST's `postgrestResponse`: the request as one value, then its action's plan, statement,
         transaction and response."""
-        key = shape_key(request, snapshot.schemas)
+        features = self.features
+        key = shape_key(request, snapshot.schemas, features)
         if key is None:  # not to be remembered: a memory of its own, dropped with the request
-            plans, shape = PlanCache(snapshot), request_shape(request, snapshot.schemas, None)
+            plans, shape = PlanCache(snapshot), request_shape(request, snapshot.schemas, None, features)
         else:
             plans = self.plans
             if plans.snapshot is not snapshot:  # reloaded after DDL: what was remembered goes with it
                 plans = self.plans = PlanCache(snapshot)
             shape = plans.shapes.get(key) or plans.shapes.put(
-                key, request_shape(request, snapshot.schemas, key)
+                key, request_shape(request, snapshot.schemas, key, features)
             )
         api = api_request(request, shape)
         try:
+            if media_type.plan_request(shape.media) is not None:
+                return await self._explain(api, snapshot, plans)
             if shape.action == "read":
                 return await self._read(api, snapshot, plans)
             if shape.action == "call":
@@ -129,17 +144,7 @@ class RecordsEngine:
     async def _write(self, api: ApiRequest, snapshot: SchemaSnapshot, plans: PlanCache) -> RecordsResponse:
         shape = api.shape
         target = _table(shape, snapshot, plans)
-        payload: Payload | None = None
-        if shape.action == "insert":
-            payload = insert_payload(api, target)
-        elif shape.action == "update":
-            payload = single_row_payload(api, target, as_array=False)
-        elif shape.action == "upsert":
-            key_values = upsert_key(target)
-            payload = single_row_payload(api, target, as_array=True)
-            check_upsert_row(payload.row or {}, key_values)
-        elif shape.action != "delete":
-            raise RecordsError(405, "PGRST117", f"Unsupported HTTP method: {shape.method}")
+        payload = self._payload(api, target)
         columns = payload.columns if payload is not None else ()
         key = (shape, columns)
         prepared = plans.writes.get(key) or plans.writes.put(
@@ -150,34 +155,63 @@ class RecordsEngine:
             return mutation_response(api, plan, "[]", 0)
 
         async def answer(cur: Cursor) -> RecordsResponse:
-            if plan.representation:
+            inserted: int | None = None
+            if plan.representation or plan.counts_inserted:
                 row = await one_row(cur)
-                affected, body = int(row["page_total"]), str(row["body"])
+                affected = int(row["page_total"])
+                body = str(row["body"]) if plan.representation else "[]"
+                if plan.counts_inserted:
+                    inserted = int(row["inserted"])
             else:
                 affected, body = max(cur.rowcount, 0), "[]"
             check_max_affected(shape.prefs, affected)
-            return mutation_response(api, plan, body, affected)
+            return mutation_response(api, plan, body, affected, inserted)
 
         statement = prepared.statement.fill(payload.json if payload is not None else "")
         return await run(
-            self.database, api.principal, statement, answer, read_only=False, check_first=plan.check_first
+            self.database,
+            api.principal,
+            statement,
+            answer,
+            read_only=False,
+            check_first=plan.check_first,
+            rollback=self._rollback(api),
         )
+
+    @staticmethod
+    def _payload(api: ApiRequest, target: TableTarget) -> Payload | None:
+        """A write's body as the statement takes it (None for a DELETE); 405 for a method no table has."""
+        action = api.shape.action
+        if action == "insert":
+            return insert_payload(api, target)
+        if action == "update":
+            return single_row_payload(api, target, as_array=False)
+        if action == "upsert":
+            key_values = upsert_key(target)
+            payload = single_row_payload(api, target, as_array=True)
+            check_upsert_row(payload.row or {}, key_values)
+            return payload
+        if action != "delete":
+            raise RecordsError(405, "PGRST117", f"Unsupported HTTP method: {api.shape.method}")
+        return None
 
     async def _call(self, api: ApiRequest, snapshot: SchemaSnapshot, plans: PlanCache) -> RecordsResponse:
         shape = api.shape
         target = plans.routines.get(shape) or plans.routines.put(shape, call_target(shape, snapshot))
-        args, body = call_arguments(api, target)
-        # Keyed by which parameters the arguments name (and whether they name others), never by names no
-        # overload has: those are the caller's choice, and the memory must not keep them.
+        arguments = call_arguments(api, target)
+        args = arguments.named
+        # Keyed by the kind of body and which parameters the arguments name (and whether they name others,
+        # or the empty name an unnamed parameter has), never by names no overload has: those are the
+        # caller's choice, and the memory must not keep them.
         given, names = args.keys(), target.parameter_names
-        key = (shape, frozenset(given & names), not given <= names)
-        prepared = plans.calls.get(key) or plans.calls.put(key, _prepare_call(shape, snapshot, target, args))
+        key = (shape, arguments.kind, frozenset(given & names), not given <= names, "" in given)
+        prepared = plans.calls.get(key) or plans.calls.put(
+            key, _prepare_call(shape, snapshot, target, args, arguments.kind)
+        )
         plan = prepared.plan
         check_call(shape, plan)
         routine = plan.routine
-        args_json = orjson.dumps(
-            body if routine.single_unnamed_json else {name: args[name] for name in plan.arg_names}
-        ).decode()
+        args_json = arguments.whole if plan.positional else arguments.by_name
         if prepared.statement is None:
             assert plan.read is not None
             return await self._planned_count_read(
@@ -206,6 +240,7 @@ class RecordsEngine:
             answer,
             read_only=plan.read_only,
             check_first=not plan.read_only,
+            rollback=self._rollback(api),
         )
 
     async def _planned_count_read(
@@ -236,8 +271,63 @@ class RecordsEngine:
 
         read_only = call is None or call.read_only
         return await run(
-            self.database, api.principal, statement, answer, read_only=read_only, check_first=not read_only
+            self.database,
+            api.principal,
+            statement,
+            answer,
+            read_only=read_only,
+            check_first=not read_only,
+            rollback=self._rollback(api),
         )
+
+    def _rollback(self, api: ApiRequest) -> bool:
+        """PostgREST's `db-tx-end`: the server's choice, unless it lets the request choose (`Prefer: tx=`,
+        kept in the preferences only then)."""
+        chosen = api.shape.prefs.tx
+        return chosen == "rollback" if chosen else self.rollback_by_default
+
+    async def _explain(self, api: ApiRequest, snapshot: SchemaSnapshot, plans: PlanCache) -> RecordsResponse:
+        """PostgREST's execution plan (`db-plan-enabled`): the statement the request would run, explained
+        in its own transaction as the caller, in the format and with the options asked for. (With
+        `analyze` the statement runs; a write's transaction ends as any other's.)"""
+        shape = api.shape
+        plan_request = media_type.plan_request(shape.media)
+        assert plan_request is not None
+        statement, read_only = self._statement_of(api, snapshot, plans)
+        options = ", ".join(
+            ["FORMAT " + plan_request.format.upper(), *(o.upper() for o in plan_request.options)]
+        )
+        explain = Sql().add(f"EXPLAIN ({options}) ").extend(statement)
+        async with self.database.as_caller(
+            api.principal, read_only=read_only, rollback=self._rollback(api)
+        ) as cur:
+            await cur.execute(explain.text, explain.params)
+        rows = [next(iter(row.values())) for row in await cur.fetchall()]
+        if plan_request.format == "json":
+            body = rows[0] if isinstance(rows[0], str) else orjson.dumps(rows[0]).decode()
+        else:
+            body = "\n".join(str(line) for line in rows)
+        return RecordsResponse(200, "" if shape.head else body, {}, shape.media)
+
+    def _statement_of(self, api: ApiRequest, snapshot: SchemaSnapshot, plans: PlanCache) -> tuple[Sql, bool]:
+        """The statement a request runs (and whether it only reads), as its action renders it."""
+        shape = api.shape
+        if shape.action == "read":
+            plan = read_plan(shape, snapshot, _table(shape, snapshot, plans))
+            return statements.table_read(plan, count_exact=shape.prefs.count == "exact"), True
+        if shape.action == "call":
+            routines = call_target(shape, snapshot)
+            arguments = call_arguments(api, routines)
+            call = call_plan(shape, snapshot, routines, arguments.named, arguments.kind)
+            args = arguments.whole if call.positional else arguments.by_name
+            return statements.call(call, args, count_exact=shape.prefs.count == "exact"), call.read_only
+        target = _table(shape, snapshot, plans)
+        payload = self._payload(api, target)
+        columns = payload.columns if payload is not None else ()
+        prepared = _prepare_write(shape, snapshot, target, columns)
+        if prepared.statement is None:  # an update that sets nothing: PostgREST explains an empty read
+            return Sql().add(f"SELECT NULL FROM {qualified(target.table)} WHERE false"), True
+        return prepared.statement.fill(payload.json if payload is not None else ""), False
 
 
 def _table(shape: RequestShape, snapshot: SchemaSnapshot, plans: PlanCache) -> TableTarget:
@@ -257,9 +347,9 @@ def _prepare_write(
 
 
 def _prepare_call(
-    shape: RequestShape, snapshot: SchemaSnapshot, target: CallTarget, args: dict[str, object]
+    shape: RequestShape, snapshot: SchemaSnapshot, target: CallTarget, args: dict[str, object], kind: BodyKind
 ) -> PreparedCall:
-    plan = call_plan(shape, snapshot, target, args)
+    plan = call_plan(shape, snapshot, target, args, kind)
     if plan.read is not None and shape.prefs.count in _PLANNED_COUNTS:
         return PreparedCall(plan, None)  # the statement depends on the planner's estimate
     return PreparedCall(plan, template(statements.call(plan, BODY, count_exact=shape.prefs.count == "exact")))

@@ -9,7 +9,7 @@ body travels back as one text value that the response passes through untouched.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from kilnbase.records.query_grammar import (
     Filter,
     OrderTerm,
 )
-from kilnbase.records.read_plan import Embed, ReadNode
+from kilnbase.records.read_plan import Embed, OutputColumn, ReadNode
 
 
 @dataclass
@@ -65,8 +65,13 @@ def array_literal(values: Sequence[str]) -> str:
     return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
-def field_expr(alias: str, item: Field) -> Sql:
-    sql = Sql().add(f"{ident(alias)}.{ident(item.name)}")
+def field_expr(alias: str, item: Field, computed: Mapping[str, str] | None = None) -> Sql:
+    """A column of `alias`, or a computed column: its function (quoted by the plan) called with the row."""
+    function = computed.get(item.name) if computed else None
+    base = (
+        f"{function.replace('%', '%%')}({ident(alias)})" if function else f"{ident(alias)}.{ident(item.name)}"
+    )
+    sql = Sql().add(base)
     for step in item.json_path:
         key = step.key
         if _ARRAY_INDEX.fullmatch(key):
@@ -76,17 +81,19 @@ def field_expr(alias: str, item: Field) -> Sql:
     return sql
 
 
-def render_condition(alias: str, table: Table | None, condition: Condition) -> Sql:
+def render_condition(
+    alias: str, table: Table | None, condition: Condition, computed: Mapping[str, str] | None = None
+) -> Sql:
     if not isinstance(condition, Filter):
         joiner = " AND " if condition.conjunction == "and" else " OR "
         sql = Sql().add("NOT (" if condition.negated else "(")
         for index, child in enumerate(condition.children):
             if index:
                 sql.add(joiner)
-            sql.extend(render_condition(alias, table, child))
+            sql.extend(render_condition(alias, table, child, computed))
         return sql.add(")")
     operation = condition.operation
-    expr = field_expr(alias, condition.field)
+    expr = field_expr(alias, condition.field, computed)
     sql = Sql().add("NOT (" if operation.negated else "(")
     operator = operation.operator
     if operator == "is":
@@ -151,6 +158,10 @@ def _embed_source(embed: Embed, parent_alias: str) -> Source:
     relation = embed.relationship
     child = embed.node.alias
     key = relation.key
+    if relation.function is not None:  # computed: the function of the parent's row gives the rows
+        function = relation.function
+        call = f"{ident(function.schema)}.{ident(function.name)}({ident(parent_alias)})"
+        return Source(Sql().add(f"{call} AS {ident(child)}"))
     from_sql = Sql().add(f"{qualified(relation.target)} AS {ident(child)}")
     pairs: list[tuple[str, str, str, str]]  # (left alias, left column, right alias, right column)
     if relation.kind == "m2o":
@@ -207,23 +218,26 @@ def _lateral(embed: Embed, parent_alias: str) -> Sql:
     return sql.add(f") AS {ident(embed.lateral)} ON TRUE")
 
 
-def _embed_outputs(embed: Embed) -> list[str]:
+def _embed_outputs(embed: Embed, *, grouped: bool = False) -> list[tuple[str, str]]:
+    """(expression, output name) per column an embed adds to its parent's row. In a `grouped` parent (one
+    with aggregates) the JSON is jsonb, which, unlike json, can be grouped by."""
     lateral = ident(embed.lateral)
+    cast = "::jsonb" if grouped else ""
     if not embed.spread:
         if not embed.has_output:
             return []
         if embed.relationship.to_one:
-            return [f"{lateral}.{JSON_COLUMN} AS {ident(embed.output_name)}"]
-        return [f"COALESCE({lateral}.{JSON_COLUMN}, '[]') AS {ident(embed.output_name)}"]
+            return [(f"{lateral}.{JSON_COLUMN}{cast}", embed.output_name)]
+        return [(f"COALESCE({lateral}.{JSON_COLUMN}, '[]'){cast}", embed.output_name)]
     names = embed.node.output_names
     if embed.relationship.to_one:
-        return [f"{lateral}.{ident(n)} AS {ident(n)}" for n in names]
-    return [f"COALESCE({lateral}.{ident(n)}, '[]') AS {ident(n)}" for n in names]
+        return [(f"{lateral}.{ident(n)}", n) for n in names]
+    return [(f"COALESCE({lateral}.{ident(n)}, '[]'){cast}", n) for n in names]
 
 
 def _order_expr(node: ReadNode, term: OrderTerm) -> Sql:
     if term.relation is None:
-        sql = field_expr(node.alias, term.field)
+        sql = field_expr(node.alias, term.field, node.computed)
     else:
         embed = next(e for e in node.embeds if term.relation in (e.output_name, e.name))
         lateral = ident(embed.lateral)
@@ -238,6 +252,21 @@ def _order_expr(node: ReadNode, term: OrderTerm) -> Sql:
     return sql
 
 
+def _column_expr(node: ReadNode, column: OutputColumn) -> Sql:
+    """A selected column with its cast, or an aggregate of one (`count(*)` for `count()`) with its casts."""
+    if column.aggregate is not None and column.field.name == "*":
+        expr = Sql().add("count(*)")
+    else:
+        expr = field_expr(node.alias, column.field, node.computed)
+        if column.cast:
+            expr = Sql().add("(").extend(expr).add(f")::{column.cast}")
+        if column.aggregate is not None:
+            expr = Sql().add(f"{column.aggregate}(").extend(expr).add(")")
+    if column.aggregate_cast:
+        expr = Sql().add("(").extend(expr).add(f")::{column.aggregate_cast}")
+    return expr
+
+
 def render_node(
     node: ReadNode,
     source: Source,
@@ -250,16 +279,17 @@ def render_node(
 ) -> Sql:
     """`SELECT outputs FROM source laterals WHERE ... ORDER BY ... LIMIT ... OFFSET ...` for one node."""
     outputs: list[Sql] = []
+    aggregated = any(column.aggregate is not None for column in node.columns)
     if not count_only:
         if node.star:
             outputs.append(Sql().add(f"{ident(node.alias)}.*"))
         for column in node.columns:
-            expr = field_expr(node.alias, column.field)
-            if column.cast:
-                expr = Sql().add("(").extend(expr).add(f")::{column.cast}")
-            outputs.append(expr.add(f" AS {ident(column.name)}"))
+            outputs.append(_column_expr(node, column).add(f" AS {ident(column.name)}"))
         for embed in node.embeds:
-            outputs.extend(Sql().add(text) for text in _embed_outputs(embed))
+            outputs.extend(
+                Sql().add(f"{expr} AS {ident(name)}")
+                for expr, name in _embed_outputs(embed, grouped=aggregated)
+            )
     if marker:
         outputs.append(Sql().add(f"TRUE AS {EXISTS_COLUMN}"))
     sql = Sql().add("SELECT ")
@@ -277,7 +307,7 @@ def render_node(
     where: list[Sql] = []
     if source.join_condition is not None:
         where.append(source.join_condition)
-    where.extend(render_condition(node.alias, node.table, c) for c in node.conditions)
+    where.extend(render_condition(node.alias, node.table, c, node.computed) for c in node.conditions)
     where.extend(Sql().add(_exists_expr(e)) for e in node.embeds if e.inner)
     for embed, must_exist in node.exists:
         text = _exists_expr(embed)
@@ -290,6 +320,19 @@ def render_node(
             sql.extend(part)
     if count_only:
         return sql
+    if aggregated:
+        # PostgREST's aggregates: grouped by every selected column that is not aggregated, embeds too.
+        keys = [
+            Sql().add(f"{ident(node.alias)}.{ident(name)}")
+            for name in (node.table.columns if node.star and node.table else ())
+        ]
+        keys.extend(_column_expr(node, column) for column in node.columns if column.aggregate is None)
+        keys.extend(
+            Sql().add(expr) for embed in node.embeds for expr, _ in _embed_outputs(embed, grouped=True)
+        )
+        for index, key in enumerate(keys):
+            sql.add(", " if index else " GROUP BY ")
+            sql.extend(key)
     if node.order:
         sql.add(" ORDER BY ")
         for index, term in enumerate(node.order):
@@ -314,11 +357,18 @@ def read_statement(
     limit: int | None,
     offset: int,
     prefix: Sql | None = None,
+    inserted: bool = False,
+    csv: bool = False,
 ) -> Sql:
-    """One statement -> (total, page_total, body): the page as JSON text, and the exact count if asked."""
+    """One statement -> (total, page_total, body): the page as JSON text (or `csv`), and the exact count
+    if asked; with `inserted`, the rows an upsert inserted too (see `insert_statement`)."""
     sql = Sql()
     if prefix is not None:
         sql.extend(prefix)
+    if csv:
+        sql.add(", " if prefix is not None else "WITH ")
+        sql.add(f"{ident(CSV_PAGE)} AS (").extend(render_node(node, source, limit=limit, offset=offset))
+        sql.add(") ")
     sql.add("SELECT ")
     if count_exact:
         sql.add("(SELECT count(*) FROM (")
@@ -326,9 +376,29 @@ def read_statement(
         sql.add(') AS "pgrst_counted")')
     else:
         sql.add("NULL::bigint")
-    sql.add(" AS total, count(*) AS page_total, coalesce(json_agg(\"pgrst_row\"), '[]')::text AS body FROM (")
+    sql.add(" AS total, count(*) AS page_total, ")
+    sql.add(CSV_BODY if csv else "coalesce(json_agg(\"pgrst_row\"), '[]')::text AS body")
+    if inserted:
+        sql.add(f", {INSERTED}")
+    if csv:
+        return sql.add(f' FROM {ident(CSV_PAGE)} AS "pgrst_row"')
+    sql.add(" FROM (")
     sql.extend(render_node(node, source, limit=limit, offset=offset))
     return sql.add(') AS "pgrst_row"')
+
+
+#: The page a CSV body is written from (read twice: its first row's keys are the header).
+CSV_PAGE = "pgrst_page"
+#: PostgREST's CSV, written by Postgres: the first row's keys joined with `,`, a newline, then each row as
+#: Postgres prints a record (values quoted when they hold a comma, a quote, a space, ...; quotes doubled;
+#: NULL empty; json and arrays as Postgres prints them), without its parentheses, one per line.
+CSV_BODY = (
+    "(SELECT coalesce(string_agg(\"pgrst_key\".k, ','), '')"
+    " FROM (SELECT json_object_keys(row_to_json(h)) AS k"
+    f' FROM (SELECT * FROM {ident(CSV_PAGE)} LIMIT 1) AS h) AS "pgrst_key")'
+    ' || chr(10) || coalesce(string_agg(substring("pgrst_row"::text, 2, length("pgrst_row"::text) - 2),'
+    " chr(10)), '') AS body"
+)
 
 
 def explain_statement(node: ReadNode, source: Source) -> Sql:
@@ -351,8 +421,13 @@ def insert_statement(
     resolution: str | None,
     missing_default: bool,
     returning: bool,
+    count_inserted: bool = False,
 ) -> Sql:
-    """`INSERT ... SELECT` from the JSON array in one parameter (bulk insert is still one statement)."""
+    """`INSERT ... SELECT` from the JSON array in one parameter (bulk insert is still one statement).
+
+    `count_inserted` (an upsert that merges): as PostgREST does, every row offered adds one to the
+    transaction's `pgrst.inserted` and every row merged instead takes one away, so `INSERTED` reads how
+    many rows were inserted (200 or 201)."""
     target = qualified(table)
     alias = ident(table.name)
     sql = Sql().add(
@@ -381,18 +456,36 @@ def insert_statement(
             sql.add(", ")
         sql.extend(value)
     sql.add(f' FROM "pgrst_rows", jsonb_populate_record(NULL::{target}, "pgrst_rows".j) AS p')
+    if count_inserted:
+        sql.add(f" WHERE {_INSERTED_ADD} <> '0'")
     if resolution is not None:
         sql.add(" ON CONFLICT")
         if conflict_columns:
             sql.add(" (" + ", ".join(ident(c) for c in conflict_columns) + ")")
-        updatable = [c for c in columns if c not in (conflict_columns or ())]
-        if resolution == "merge-duplicates" and updatable:
-            sql.add(" DO UPDATE SET " + ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in updatable))
+        if resolution == "merge-duplicates" and columns:
+            sql.add(" DO UPDATE SET " + ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in columns))
+            if count_inserted:
+                sql.add(f" WHERE {_INSERTED_TAKE} <> '-1'")
         else:
             sql.add(" DO NOTHING")
     if returning:
         sql.add(f" RETURNING {alias}.*)")
     return sql
+
+
+_INSERTED_SETTING = "nullif(current_setting('pgrst.inserted', true), '')"
+_INSERTED_ADD = f"set_config('pgrst.inserted', (coalesce({_INSERTED_SETTING}::int, 0) + 1)::text, true)"
+_INSERTED_TAKE = f"set_config('pgrst.inserted', (coalesce({_INSERTED_SETTING}::int, 0) - 1)::text, true)"
+#: The rows an upsert inserted (read in the statement's outer query, once every row has been written).
+INSERTED = f"coalesce({_INSERTED_SETTING}::int, 0) AS inserted"
+
+
+def counted_mutation_statement(mutation: Sql) -> Sql:
+    """A write whose answer carries no rows, but whose count of rows written and inserted decides it:
+    one row `(page_total, inserted)`. `mutation` ends in its CTE `MUTATION_CTE`."""
+    return (
+        Sql().extend(mutation).add(f" SELECT count(*) AS page_total, {INSERTED} FROM {ident(MUTATION_CTE)}")
+    )
 
 
 def update_statement(
@@ -403,35 +496,59 @@ def update_statement(
     conditions: Sequence[Condition],
     *,
     returning: bool,
+    missing_default: bool = False,
+    computed: Mapping[str, str] | None = None,
 ) -> Sql:
     target = qualified(table)
     sql = Sql()
     if returning:
         sql.add(f"WITH {MUTATION_CTE} AS (")
     sql.add(f"UPDATE {target} AS {ident(alias)} SET ")
-    sql.add(", ".join(f"{ident(c)} = p.{ident(c)}" for c in columns))
-    sql.add(f" FROM jsonb_populate_record(NULL::{target}, %s::jsonb) AS p", body_json)
-    _where(sql, alias, table, conditions)
+    if not missing_default:
+        sql.add(", ".join(f"{ident(c)} = p.{ident(c)}" for c in columns))
+        sql.add(f" FROM jsonb_populate_record(NULL::{target}, %s::jsonb) AS p", body_json)
+    else:  # a named column the body lacks takes its default (`Prefer: missing=default`)
+        for index, name in enumerate(columns):
+            default = (table.columns[name].default or "NULL").replace("%", "%%")
+            sql.add(", " if index else "")
+            sql.add(
+                f'{ident(name)} = CASE WHEN "pgrst_body".j ? %s THEN p.{ident(name)} ELSE {default} END', name
+            )
+        sql.add(
+            ' FROM (SELECT %s::jsonb AS j) AS "pgrst_body",'
+            f' jsonb_populate_record(NULL::{target}, "pgrst_body".j) AS p',
+            body_json,
+        )
+    _where(sql, alias, table, conditions, computed or {})
     if returning:
         sql.add(f" RETURNING {ident(alias)}.*)")
     return sql
 
 
-def delete_statement(table: Table, alias: str, conditions: Sequence[Condition], *, returning: bool) -> Sql:
+def delete_statement(
+    table: Table,
+    alias: str,
+    conditions: Sequence[Condition],
+    *,
+    returning: bool,
+    computed: Mapping[str, str] | None = None,
+) -> Sql:
     sql = Sql()
     if returning:
         sql.add(f"WITH {MUTATION_CTE} AS (")
     sql.add(f"DELETE FROM {qualified(table)} AS {ident(alias)}")
-    _where(sql, alias, table, conditions)
+    _where(sql, alias, table, conditions, computed or {})
     if returning:
         sql.add(f" RETURNING {ident(alias)}.*)")
     return sql
 
 
-def _where(sql: Sql, alias: str, table: Table, conditions: Sequence[Condition]) -> None:
+def _where(
+    sql: Sql, alias: str, table: Table, conditions: Sequence[Condition], computed: Mapping[str, str]
+) -> None:
     for index, condition in enumerate(conditions):
         sql.add(" WHERE " if index == 0 else " AND ")
-        sql.extend(render_condition(alias, table, condition))
+        sql.extend(render_condition(alias, table, condition, computed))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -439,13 +556,15 @@ def _where(sql: Sql, alias: str, table: Table, conditions: Sequence[Condition]) 
 
 
 def call_source(
-    routine: Routine, args_json: str | None, arg_names: Sequence[str], alias: str
+    routine: Routine, args_json: str | bytes | None, arg_names: Sequence[str], *, positional: bool = False
 ) -> tuple[Sql, Sql]:
-    """(FROM items that bind the arguments, the call expression). Arguments travel as one JSON parameter."""
+    """(FROM items that bind the arguments, the call expression). Arguments travel as one JSON parameter;
+    a `positional` call (one unnamed parameter) passes the whole body as that parameter's value."""
     function = f"{ident(routine.schema)}.{ident(routine.name)}"
     from_sql = Sql()
-    if routine.single_unnamed_json:
-        call = Sql().add(f"{function}(%s::{routine.parameters[0].type})", args_json or "{}")
+    if positional:
+        # The type comes from the catalog (`format_type`), never from the request.
+        call = Sql().add(f"{function}(%s::{routine.parameters[0].type})", args_json)
         return from_sql, call
     types = {p.name: p.type for p in routine.parameters}
     if arg_names:
@@ -508,7 +627,14 @@ def function_source(from_args: Sql, call: Sql, alias: str) -> Source:
 
 
 def function_read_statement(
-    node: ReadNode, from_args: Sql, call: Sql, *, count_exact: bool, limit: int | None, offset: int
+    node: ReadNode,
+    from_args: Sql,
+    call: Sql,
+    *,
+    count_exact: bool,
+    limit: int | None,
+    offset: int,
+    csv: bool = False,
 ) -> Sql:
     """A table-typed function's rows read like a table's, with the response GUCs it set.
 
@@ -528,5 +654,6 @@ def function_read_statement(
         limit=limit,
         offset=offset,
         prefix=prefix,
+        csv=csv,
     )
     return with_response_gucs(statement)

@@ -20,6 +20,7 @@ from kilnbase.records.sql_builder import (
     Sql,
     call_source,
     call_statement,
+    counted_mutation_statement,
     cte_source,
     delete_statement,
     explain_statement,
@@ -44,7 +45,7 @@ class StatementTemplate:
     params: tuple[Any, ...]
     body_at: tuple[int, ...] = ()
 
-    def fill(self, body: str) -> Sql:
+    def fill(self, body: str | bytes) -> Sql:
         params = list(self.params)
         for index in self.body_at:
             params[index] = body
@@ -60,7 +61,12 @@ def template(statement: Sql) -> StatementTemplate:
 def table_read(plan: ReadPlan, *, count_exact: bool) -> Sql:
     """One row `(total, page_total, body)`: the page as JSON text, and the exact count if asked."""
     return read_statement(
-        plan.node, _table_source(plan), count_exact=count_exact, limit=plan.limit, offset=plan.offset
+        plan.node,
+        _table_source(plan),
+        count_exact=count_exact,
+        limit=plan.limit,
+        offset=plan.offset,
+        csv=plan.csv,
     )
 
 
@@ -77,7 +83,7 @@ def _table_source(plan: ReadPlan) -> Source:
 def mutation(plan: MutatePlan, body: str) -> Sql:
     """The write, and when the answer carries the rows written, their read as `(total, page_total, body)`."""
     table = plan.table
-    returning = plan.representation
+    returning = plan.representation or plan.counts_inserted
     if plan.kind == "insert":
         statement = insert_statement(
             table,
@@ -87,16 +93,26 @@ def mutation(plan: MutatePlan, body: str) -> Sql:
             resolution=plan.resolution,
             missing_default=plan.missing_default,
             returning=returning,
+            count_inserted=plan.counts_inserted,
         )
     elif plan.kind == "update":
         statement = update_statement(
-            table, table.name, plan.columns, body, plan.conditions, returning=returning
+            table,
+            table.name,
+            plan.columns,
+            body,
+            plan.conditions,
+            returning=returning,
+            missing_default=plan.missing_default,
+            computed=plan.computed,
         )
     else:
-        statement = delete_statement(table, table.name, plan.conditions, returning=returning)
+        statement = delete_statement(
+            table, table.name, plan.conditions, returning=returning, computed=plan.computed
+        )
     node = plan.returning
     if node is None:
-        return statement
+        return counted_mutation_statement(statement) if plan.counts_inserted else statement
     return read_statement(
         node,
         cte_source(MUTATION_CTE, node.alias),
@@ -104,24 +120,32 @@ def mutation(plan: MutatePlan, body: str) -> Sql:
         limit=None,
         offset=0,
         prefix=statement.add(" "),
+        inserted=plan.counts_inserted,
+        csv=plan.csv,
     )
 
 
-def call(plan: CallPlan, args: str, *, count_exact: bool) -> Sql:
+def call(plan: CallPlan, args: str | bytes, *, count_exact: bool) -> Sql:
     """A call with its arguments as one JSON value: `(total, page_total, body)` for a table-typed result,
     else `call_statement`'s row; with the response GUCs either way."""
-    from_args, call_sql = call_source(plan.routine, args, plan.arg_names, plan.routine.name)
+    from_args, call_sql = call_source(plan.routine, args, plan.arg_names, positional=plan.positional)
     read = plan.read
     if read is None:
         return call_statement(plan.routine, from_args, call_sql)
     return function_read_statement(
-        read.node, from_args, call_sql, count_exact=count_exact, limit=read.limit, offset=read.offset
+        read.node,
+        from_args,
+        call_sql,
+        count_exact=count_exact,
+        limit=read.limit,
+        offset=read.offset,
+        csv=read.csv,
     )
 
 
-def call_explained(plan: CallPlan, args: str) -> Sql:
+def call_explained(plan: CallPlan, args: str | bytes) -> Sql:
     """The planner's estimate of the rows a table-typed call returns (`Prefer: count=planned`)."""
     assert plan.read is not None
-    from_args, call_sql = call_source(plan.routine, args, plan.arg_names, plan.routine.name)
+    from_args, call_sql = call_source(plan.routine, args, plan.arg_names, positional=plan.positional)
     node = plan.read.node
     return explain_statement(node, function_source(from_args, call_sql, node.alias))

@@ -77,6 +77,10 @@ class KeyRotation:
         finally:
             self._ring.attach(None)
 
+    def current_anon_key(self) -> str:
+        """The anon key in force (after any rotation), which client apps embed."""
+        return self._ring.current("anon_key")
+
     def _check_allowed(self, actor: Actor, kind: KeyKind) -> None:
         if not actor.is_admin:
             raise ApiError(403, "FORBIDDEN", "Rotating keys needs admin rights.")

@@ -14,6 +14,7 @@ from kilnbase.http.request_context import admin_actor
 from kilnbase.http.responses import json_response
 from kilnbase.keys.project_keys import KeyKind
 from kilnbase.secrets.project_key_rotation import KeyRotation
+from kilnbase.secrets.tools import secrets_tools
 
 
 class Rotation(BaseModel):
@@ -61,4 +62,9 @@ class SecretRoutes:
 
 
 def capability(rotation: KeyRotation) -> Capability:
-    return Capability("secrets", SecretRoutes(rotation).routes(), lifespan=rotation.keys_from_database)
+    return Capability(
+        "secrets",
+        SecretRoutes(rotation).routes(),
+        lifespan=rotation.keys_from_database,
+        tools=secrets_tools(rotation),
+    )

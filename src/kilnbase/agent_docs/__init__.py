@@ -1,0 +1,1 @@
+"""Documentation for agents (`/api/docs`): what this Kilnbase server does today, written for it."""

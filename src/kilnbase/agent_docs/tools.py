@@ -1,0 +1,55 @@
+"""The agent documents as MCP tools (public, like `/api/docs`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from kilnbase.agent_docs.service import AgentDocs
+from kilnbase.capability import Tool
+from kilnbase.identity.actor import Actor
+
+DocType = Literal[
+    "instructions",
+    "db-sdk",
+    "auth-sdk",
+    "storage-sdk",
+    "functions-sdk",
+    "ai-integration-sdk",
+    "real-time",
+    "deployment",
+    "payments",
+]
+
+
+def docs_tools(docs: AgentDocs) -> list[Tool]:
+    async def fetch_docs(
+        actor: Actor,
+        doc_type: Annotated[DocType, Field(description="'instructions' first")],
+    ) -> str:
+        return (await docs.doc_type(doc_type)).content
+
+    async def fetch_sdk_docs(
+        actor: Actor,
+        feature: Literal["db", "storage", "functions", "auth", "ai", "realtime", "payments"],
+        language: Literal["typescript", "rest-api", "python"],
+    ) -> str:
+        return (await docs.sdk(feature, language)).content
+
+    return [
+        Tool(
+            "fetch-docs",
+            "Kilnbase's documentation for agents: 'instructions' (read first: what this server has and the "
+            "rules that make code correct), then the database, auth and AI documents.",
+            fetch_docs,
+            needs_admin=False,
+        ),
+        Tool(
+            "fetch-sdk-docs",
+            "Documentation of one feature in one language (TypeScript SDK, REST, Python), with examples that "
+            "run against this server. A capability this server lacks says so.",
+            fetch_sdk_docs,
+            needs_admin=False,
+        ),
+    ]

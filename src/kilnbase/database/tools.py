@@ -1,0 +1,162 @@
+"""The database capability's MCP tools: the same `DatabaseAdmin` calls as the HTTP routes, so each runs as
+project_admin under the caller's rights and is audited by the service. Names follow InsForge's MCP server
+where it has the tool (`get-table-schema`, `run-raw-sql`, `bulk-upsert`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from kilnbase.capability import Tool
+from kilnbase.database import custom_migrations
+from kilnbase.database.admin import CatalogKind, DatabaseAdmin
+from kilnbase.identity.actor import Actor
+
+Table = Annotated[str, Field(description="Table name in the public schema", min_length=1, max_length=63)]
+Columns = Annotated[
+    list[dict[str, Any]],
+    Field(
+        description="Columns: {columnName, type (string|integer|float|boolean|date|datetime|uuid|json or a "
+        "Postgres type), isNullable, isUnique, defaultValue?, foreignKey?}. id, created_at and updated_at "
+        "are added for you."
+    ),
+]
+
+
+def dangerous_sql(sql: Any) -> str | None:
+    """Why SQL needs approval when an agent runs it: the migration dry run rates it DANGER (drops, TRUNCATE,
+    DELETE or UPDATE without WHERE, RLS switched off, dynamic SQL). SQL that does not parse is not held:
+    it fails on its own."""
+    report = custom_migrations.dry_run(sql)
+    if report["valid"] and report["riskLevel"] == "DANGER":
+        return "; ".join(report["riskFactors"])
+    return None
+
+
+def database_tools(admin: DatabaseAdmin) -> list[Tool]:
+    async def list_tables(actor: Actor, schema: str = "public") -> list[str]:
+        return await admin.list_tables(actor, schema)
+
+    async def get_table_schema(actor: Actor, tableName: Table) -> dict[str, Any]:
+        return await admin.table_schema(actor, tableName)
+
+    async def list_database_objects(
+        actor: Actor, kind: CatalogKind, schema: str = "public"
+    ) -> dict[str, Any]:
+        return await admin.catalog(actor, kind, schema)
+
+    async def run_raw_sql(
+        actor: Actor,
+        query: Annotated[str, Field(description="SQL, run as project_admin under a statement timeout")],
+        params: Annotated[list[Any] | None, Field(description="Values for $1, $2, ...")] = None,
+    ) -> dict[str, Any]:
+        result = await admin.raw_sql(actor, query, list(params or []))
+        return result.as_json()
+
+    async def explain_sql(actor: Actor, query: str) -> dict[str, Any]:
+        result = await admin.raw_sql(actor, query, [], explain=True)
+        return result.as_json()
+
+    async def create_table(
+        actor: Actor, tableName: Table, columns: Columns, rlsEnabled: bool = True
+    ) -> dict[str, Any]:
+        return await admin.create_table(
+            actor, {"tableName": tableName, "columns": columns, "rlsEnabled": rlsEnabled}
+        )
+
+    async def update_table_schema(
+        actor: Actor,
+        tableName: Table,
+        changes: Annotated[
+            dict[str, Any],
+            Field(
+                description="{addColumns?, dropColumns?, updateColumns?, addForeignKeys?, dropForeignKeys?, "
+                "renameTable?}, as PATCH /api/database/tables/:t/schema takes"
+            ),
+        ],
+    ) -> dict[str, Any]:
+        return await admin.update_table(actor, tableName, changes)
+
+    async def delete_table(actor: Actor, tableName: Table) -> dict[str, Any]:
+        return await admin.delete_table(actor, tableName)
+
+    async def list_migrations(actor: Actor) -> dict[str, Any]:
+        return await admin.list_migrations(actor)
+
+    async def dry_run_migration(actor: Actor, sql: str) -> dict[str, Any]:
+        return admin.dry_run_migration(actor, sql)
+
+    async def apply_migration(
+        actor: Actor,
+        version: Annotated[str, Field(description="A unique, increasing version, e.g. 20261204120000")],
+        name: Annotated[str, Field(description="A short snake_case name")],
+        sql: str,
+    ) -> dict[str, Any]:
+        return await admin.apply_migration(actor, {"version": version, "name": name, "sql": sql})
+
+    async def bulk_upsert(
+        actor: Actor,
+        table: Table,
+        content: Annotated[str, Field(description="The rows, as CSV text (with a header) or a JSON array")],
+        format: Literal["csv", "json"] = "json",
+        upsertKey: str | None = None,
+    ) -> dict[str, Any]:
+        return await admin.bulk_upsert(
+            actor,
+            schema="public",
+            table=table,
+            content=content.encode(),
+            filename=f"rows.{format}",
+            upsert_key=upsertKey,
+        )
+
+    return [
+        Tool("list-tables", "List the tables of a schema.", list_tables),
+        Tool(
+            "get-table-schema",
+            "A table's columns, keys, indexes, RLS state and policies, and row count.",
+            get_table_schema,
+        ),
+        Tool(
+            "list-database-objects",
+            "List schemas, functions, indexes, policies or triggers.",
+            list_database_objects,
+        ),
+        Tool(
+            "run-raw-sql",
+            "Run SQL as project_admin (audited; DDL reloads the schema).",
+            run_raw_sql,
+            read_only=False,
+            needs_approval=lambda arguments: dangerous_sql(arguments.get("query")),
+        ),
+        Tool("explain-sql", "Show the query plan of a statement without running it.", explain_sql),
+        Tool("create-table", "Create a table (RLS on unless rlsEnabled is false).", create_table, False),
+        Tool(
+            "update-table-schema",
+            "Add, drop, rename or change columns and foreign keys.",
+            update_table_schema,
+            False,
+        ),
+        Tool(
+            "delete-table",
+            "Drop a table and its data.",
+            delete_table,
+            read_only=False,
+            needs_approval=lambda arguments: f"drops table {arguments.get('tableName')} and its data",
+        ),
+        Tool("list-migrations", "The custom migrations applied so far.", list_migrations),
+        Tool(
+            "dry-run-migration",
+            "Check migration SQL without running it: statements and a risk level (SAFE/WARNING/DANGER).",
+            dry_run_migration,
+        ),
+        Tool(
+            "apply-migration",
+            "Apply migration SQL in one transaction and record it.",
+            apply_migration,
+            read_only=False,
+            needs_approval=lambda arguments: dangerous_sql(arguments.get("sql")),
+        ),
+        Tool("bulk-upsert", "Insert or update many rows from CSV or JSON text.", bulk_upsert, False),
+    ]

@@ -1,0 +1,102 @@
+"""The store behind `Idempotency-Key`: one row per (credential, key), claimed before the work runs and
+filled with its response after, so a retry replays the response and a concurrent duplicate is refused.
+
+A claim is an INSERT that only one caller can win; the winner runs the work and saves its result, or
+releases the claim when the work failed in a way a retry may fix (a 5xx, an exception, a response too large
+to keep). A key is bound to the request it was first used with (its SHA-256): the same key with another
+request is the caller's mistake. Keys live 24 hours, as Stripe's do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from kilnbase.db.session import Database
+
+#: How long a key is remembered.
+LIFETIME = "24 hours"
+#: The largest response kept for replay; a larger one is not kept (its key is released).
+MAX_STORED_BYTES = 1 << 20
+MAX_KEY_LENGTH = 255
+
+
+def request_digest(*parts: bytes) -> bytes:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.digest()
+
+
+@dataclass(frozen=True)
+class Stored:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a caller found: `run` (it owns the key now), `replay` (with the stored response),
+    `mismatch` (the key was used for another request) or `running` (the first call has not finished)."""
+
+    outcome: Literal["run", "replay", "mismatch", "running"]
+    stored: Stored | None = None
+
+
+class IdempotencyKeys:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def claim(self, owner: str, key: str, digest: bytes) -> Claim:
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                f"delete from system.idempotency_keys where owner = %s and key = %s "
+                f"and created_at < now() - interval '{LIFETIME}'",
+                (owner, key),
+            )
+            await cur.execute(
+                "insert into system.idempotency_keys (owner, key, request_sha256) values (%s, %s, %s) "
+                "on conflict do nothing returning 1",
+                (owner, key, digest),
+            )
+            if await cur.fetchone() is not None:
+                return Claim("run")
+            await cur.execute(
+                "select request_sha256, status, headers, body from system.idempotency_keys "
+                "where owner = %s and key = %s",
+                (owner, key),
+            )
+            row: dict[str, Any] | None = await cur.fetchone()
+        if row is None:  # released between our insert and select: the caller may simply retry
+            return Claim("running")
+        if bytes(row["request_sha256"]) != digest:
+            return Claim("mismatch")
+        if row["status"] is None:
+            return Claim("running")
+        headers = [(str(name), str(value)) for name, value in row["headers"]]
+        return Claim("replay", Stored(row["status"], headers, bytes(row["body"])))
+
+    async def save(self, owner: str, key: str, stored: Stored) -> None:
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "update system.idempotency_keys set status = %s, headers = %s::jsonb, body = %s "
+                "where owner = %s and key = %s",
+                (stored.status, orjson.dumps(stored.headers).decode(), stored.body, owner, key),
+            )
+            # Housekeeping while here: a few dead keys at a time, never a long delete.
+            await cur.execute(
+                "delete from system.idempotency_keys where ctid = any(array(select ctid from "
+                f"system.idempotency_keys where created_at < now() - interval '{LIFETIME}' limit 100))"
+            )
+
+    async def release(self, owner: str, key: str) -> None:
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "delete from system.idempotency_keys where owner = %s and key = %s and status is null",
+                (owner, key),
+            )

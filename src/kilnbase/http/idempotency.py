@@ -1,0 +1,142 @@
+"""`Idempotency-Key` on every mutating route: a retry gets the first response back instead of running the
+request again, as Stripe's API and the IETF draft (draft-ietf-httpapi-idempotency-key-header) describe.
+
+A POST, PUT, PATCH or DELETE that carries the header is hashed (method, path, query, body) and the key is
+claimed for the caller's credential (`db/idempotency.py`). The first call runs and its response (up to 1 MiB)
+is kept for 24 hours; a retry with the same key and request gets it back with `Idempotent-Replayed: true`;
+the same key with another request is 409 `IDEMPOTENCY_KEY_REUSED`, and a retry while the first call still
+runs is 409 `IDEMPOTENCY_KEY_IN_USE` with `Retry-After`. A 5xx, a failure, or a response too large to keep
+is not kept, so a retry runs again. A request without the header costs one header scan.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kilnbase.db.idempotency import MAX_KEY_LENGTH, MAX_STORED_BYTES, IdempotencyKeys, Stored, request_digest
+from kilnbase.http.errors import error_response
+from kilnbase.http.request_context import principal_or_none
+
+_MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_HEADER = b"idempotency-key"
+#: Headers of a kept response that a replay repeats (framing headers are the server's to write again).
+_SKIPPED = frozenset({"content-length", "transfer-encoding", "connection", "date", "server"})
+
+
+def _key_in(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == _HEADER:
+            return bytes(value)
+    return None
+
+
+async def _body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+class IdempotencyMiddleware:
+    def __init__(self, app: ASGIApp, keys: IdempotencyKeys) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _MUTATING:
+            await self.app(scope, receive, send)
+            return
+        raw_key = _key_in(scope)
+        principal = principal_or_none(scope)
+        if raw_key is None or principal is None:  # no key; or a bad credential, which the route refuses
+            await self.app(scope, receive, send)
+            return
+        key = raw_key.decode("latin-1")
+        if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
+            await error_response(
+                400,
+                "INVALID_INPUT",
+                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters.",
+                "Send a fresh random value (a UUID) for each new request, and the same one for its retries.",
+            )(scope, receive, send)
+            return
+        body = await _body(receive)
+        digest = request_digest(
+            scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body
+        )
+        owner = principal.credential_id
+        claim = await self.keys.claim(owner, key, digest)
+        if claim.outcome == "mismatch":
+            await error_response(
+                409,
+                "IDEMPOTENCY_KEY_REUSED",
+                "This Idempotency-Key was used with a different request.",
+                "Use a new key for a new request; reuse a key only to retry the same request.",
+            )(scope, receive, send)
+        elif claim.outcome == "running":
+            await error_response(
+                409,
+                "IDEMPOTENCY_KEY_IN_USE",
+                "A request with this Idempotency-Key is still running.",
+                "Retry in a moment: you will get its response.",
+                headers={"Retry-After": "1"},
+            )(scope, receive, send)
+        elif claim.stored is not None:
+            await _replay(claim.stored, send)
+        else:
+            await self._run(scope, body, send, owner, key)
+
+    async def _run(self, scope: Scope, body: bytes, send: Send, owner: str, key: str) -> None:
+        sent = False
+
+        async def replay_body() -> Message:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        status = 500
+        headers: list[tuple[str, str]] = []
+        chunks: list[bytes] = []
+        size = 0
+
+        async def capture(message: Message) -> None:
+            nonlocal status, size
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers.extend(
+                    (bytes(n).decode("latin-1"), bytes(v).decode("latin-1"))
+                    for n, v in message.get("headers", [])
+                )
+            elif message["type"] == "http.response.body" and size <= MAX_STORED_BYTES:
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                chunks.append(chunk)
+            await send(message)
+
+        try:
+            await self.app(scope, replay_body, capture)
+        except BaseException:
+            await self.keys.release(owner, key)
+            raise
+        if status >= 500 or size > MAX_STORED_BYTES:
+            await self.keys.release(owner, key)
+        else:
+            kept = [(n, v) for n, v in headers if n.lower() not in _SKIPPED]
+            await self.keys.save(owner, key, Stored(status, kept, b"".join(chunks)))
+
+
+async def _replay(stored: Stored, send: Send) -> None:
+    headers: list[Any] = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in stored.headers]
+    headers.append((b"content-length", str(len(stored.body)).encode()))
+    headers.append((b"idempotent-replayed", b"true"))
+    await send({"type": "http.response.start", "status": stored.status, "headers": headers})
+    await send({"type": "http.response.body", "body": stored.body})

@@ -1,0 +1,62 @@
+"""Which tools a caller sees and may call.
+
+Four things narrow the catalogue, and none can widen it: the credential's role (tools that need an admin
+are hidden from everyone else), its scopes (an agent key's `database:read`, `*:read`, `tool:run-raw-sql`;
+`Principal.allows`), the project's read-only mode for agents, and what the connection asked for
+(`read_only`, a list of feature groups), as Supabase's MCP server offers with `--read-only` and
+`--features`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kilnbase.capability import Tool
+from kilnbase.identity.principal import Access, Principal
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A tool with the feature group (capability) that offers it."""
+
+    group: str
+    tool: Tool
+
+    @property
+    def kind(self) -> Access:
+        return "read" if self.tool.read_only else "write"
+
+
+@dataclass(frozen=True)
+class Narrowing:
+    """What a connection asked to see: only read tools, and only some feature groups (None: all)."""
+
+    read_only: bool = False
+    groups: frozenset[str] | None = None
+
+    @classmethod
+    def parse(cls, read_only: bool, features: Iterable[str] | None) -> Narrowing:
+        groups = frozenset(f.strip() for f in features if f.strip()) if features is not None else None
+        return cls(read_only=read_only, groups=groups or None)
+
+
+#: Groups whose read tools every admin credential sees whatever its scopes: an agent can always read what
+#: became of the change requests its calls turned into.
+UNSCOPED_READS = frozenset({"approvals"})
+
+#: No narrowing: everything the credential allows.
+EVERYTHING = Narrowing()
+
+
+def visible(principal: Principal, narrowing: Narrowing, listed: Listed) -> bool:
+    """May this caller, on this connection, see (and so call) this tool?"""
+    if listed.tool.needs_admin and not principal.is_admin:
+        return False
+    if narrowing.read_only and not listed.tool.read_only:
+        return False
+    if narrowing.groups is not None and listed.group not in narrowing.groups:
+        return False
+    if listed.group in UNSCOPED_READS and listed.tool.read_only:
+        return True
+    return principal.allows(listed.group, listed.kind, listed.tool.name)

@@ -1,0 +1,387 @@
+"""The MCP server over the capabilities' tools, built on the official `mcp` SDK (`MCPServer`).
+
+Each tool is a capability's `Tool`: the server calls its service directly (no HTTP round trip) as the
+caller's `Actor`, so the call runs under the caller's role and RLS and the service writes its own audit entry.
+Around every call this module adds what belongs to the MCP surface alone: who may see and call which tool
+(`access.py`), one audit entry per call (tool, masked arguments, outcome, duration), a bound on the result's
+size, and errors in the words the HTTP API uses (`{error, message, nextActions}`).
+
+The caller is the credential of the HTTP request that carried the call (`/mcp`, resolved by the edge
+middleware like any request) or, over stdio, the credential the command was started with.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Annotated, Any, Literal
+
+import orjson
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
+
+from kilnbase import audit
+from kilnbase.capability import Capability, Core, Tool
+from kilnbase.db.idempotency import MAX_KEY_LENGTH, IdempotencyKeys, Stored, request_digest
+from kilnbase.http.errors import ApiError
+from kilnbase.http.request_context import client_ip_in, principal_in
+from kilnbase.identity.actor import Actor
+from kilnbase.identity.agent_keys import AgentKeys
+from kilnbase.identity.principal import Principal
+from kilnbase.mcp_server.access import EVERYTHING, Listed, Narrowing, visible
+from kilnbase.mcp_server.approvals import Approvals
+from kilnbase.mcp_server.results import bounded_text, masked_arguments, summary
+
+MODULE = "MCP"
+INSTRUCTIONS = (
+    "Kilnbase: an InsForge-compatible backend (Postgres with RLS, a PostgREST-style records API, auth, "
+    "a model gateway). Tools act as your credential; Row Level Security decides what they see. Read the "
+    "schema before changing it; prefer migrations (dry-run first) to raw SQL for DDL."
+)
+
+#: A tool's work, started by `_idempotent` when it is the first call with its key.
+Run = Callable[[], Awaitable[str]]
+
+#: How a connection's narrowing is found: from the HTTP request's query (`/mcp?read_only=true&features=
+#: database,auth`), or fixed for a stdio server.
+NarrowingOf = Callable[[Mapping[str, Any] | None], Narrowing]
+
+
+#: The header an agent (or its harness) may send to name its session, for replay; at most 100 characters.
+SESSION_HEADER = "x-agent-session"
+
+
+@dataclass(frozen=True)
+class Call:
+    """Who is calling, from where, what their connection narrows to, and which session the call belongs to
+    (calls of one session replay together: `kilnbase audit replay`)."""
+
+    principal: Principal
+    ip: str | None
+    user_agent: str | None
+    narrowing: Narrowing
+    session: str
+
+
+class Caller:
+    """Turns the SDK's request context into a `Call`."""
+
+    def __init__(
+        self, agent_keys: AgentKeys, stdio_principal: Principal | None, stdio_narrowing: Narrowing
+    ) -> None:
+        self.agent_keys = agent_keys
+        self.stdio_principal = stdio_principal
+        self.stdio_narrowing = stdio_narrowing
+        #: Every call of one `kilnbase mcp` process is one session.
+        self.stdio_session = f"stdio-{uuid.uuid4()}"
+
+    def of(self, request: Any) -> Call:
+        scope = getattr(request, "scope", None)
+        if scope is None:  # stdio: one local agent, the credential the command was started with
+            if self.stdio_principal is None:
+                raise ToolError("No credential: start `kilnbase mcp` with --api-key or KILNBASE_API_KEY.")
+            call = Call(self.stdio_principal, None, "mcp-stdio", self.stdio_narrowing, self.stdio_session)
+        else:
+            query = request.query_params
+            narrowing = Narrowing.parse(
+                query.get("read_only", "").lower() in ("1", "true", "yes"),
+                query["features"].split(",") if "features" in query else None,
+            )
+            principal = principal_in(scope)
+            named = (request.headers.get(SESSION_HEADER) or "")[:100]
+            session = named or str(principal.claims.get("agent_session") or principal.credential_id)
+            call = Call(principal, client_ip_in(scope), request.headers.get("user-agent"), narrowing, session)
+        if call.principal.agent is not None and self.agent_keys.read_only:  # the project's read-only mode
+            return replace(call, narrowing=Narrowing(read_only=True, groups=call.narrowing.groups))
+        return call
+
+
+class ToolAccessMiddleware:
+    """Hides from `tools/list` what the caller may not use, and refuses a `tools/call` of such a tool
+    before it runs (so a hidden tool cannot be called by name)."""
+
+    def __init__(self, listed: Mapping[str, Listed], caller: Caller) -> None:
+        self.listed = listed
+        self.caller = caller
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method not in ("tools/list", "tools/call"):
+            return await call_next(ctx)
+        call = self.caller.of(ctx.request)
+        principal, narrowing = call.principal, call.narrowing
+        if ctx.method == "tools/call":
+            name = str((ctx.params or {}).get("name", ""))
+            entry = self.listed.get(name)
+            if entry is None or not visible(principal, narrowing, entry):
+                # The same answer as for a name that does not exist: a hidden tool is not there.
+                return CallToolResult(
+                    content=[TextContent(type="text", text=f"Unknown tool: {name}")], is_error=True
+                )
+            return await call_next(ctx)
+        result = await call_next(ctx)  # the wire form: {"tools": [{"name": ...}, ...], ...}
+        if isinstance(result, dict) and isinstance(result.get("tools"), list):
+            allowed = {name for name, entry in self.listed.items() if visible(principal, narrowing, entry)}
+            result["tools"] = [t for t in result["tools"] if t.get("name") in allowed]
+        return result
+
+
+def _error_text(exc: ApiError) -> str:
+    body: dict[str, Any] = {"error": exc.code, "message": exc.message, "statusCode": exc.status}
+    if exc.next_actions:
+        body["nextActions"] = exc.next_actions
+    return orjson.dumps(body).decode()
+
+
+IDEMPOTENCY_ARGUMENT = "idempotencyKey"
+_IDEMPOTENCY_PARAMETER = inspect.Parameter(
+    IDEMPOTENCY_ARGUMENT,
+    inspect.Parameter.KEYWORD_ONLY,
+    default=None,
+    annotation=Annotated[
+        str | None,
+        Field(
+            description="The same value retries this call safely: within 24 h it returns the first result",
+            min_length=1,
+            max_length=MAX_KEY_LENGTH,
+        ),
+    ],
+)
+
+
+SCHEMA_VERSION_ARGUMENT = "expectedSchemaVersion"
+_SCHEMA_VERSION_PARAMETER = inspect.Parameter(
+    SCHEMA_VERSION_ARGUMENT,
+    inspect.Parameter.KEYWORD_ONLY,
+    default=None,
+    annotation=Annotated[
+        str | None,
+        Field(
+            description="schemaFingerprint from get-backend-metadata: refused if the schema changed since",
+            min_length=1,
+            max_length=64,
+        ),
+    ],
+)
+#: The schema's current fingerprint, as the caller may read it.
+Fingerprint = Callable[[Actor], Awaitable[str]]
+
+
+async def _idempotent(
+    keys: IdempotencyKeys, owner: str, key: str, tool: str, arguments: dict[str, Any], run: Run
+) -> str:
+    """Run a mutating tool once per (credential, key): a retry gets the first result (or error) back."""
+    digest = request_digest(
+        b"tool", tool.encode(), orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS, default=str)
+    )
+    stored_key = f"mcp:{key}"
+    claim = await keys.claim(owner, stored_key, digest)
+    if claim.outcome == "mismatch":
+        raise ApiError(409, "IDEMPOTENCY_KEY_REUSED", "This idempotencyKey was used with a different call.")
+    if claim.outcome == "running":
+        raise ApiError(409, "IDEMPOTENCY_KEY_IN_USE", "A call with this idempotencyKey is still running.")
+    if claim.stored is not None:
+        if claim.stored.status == 200:
+            return claim.stored.body.decode()
+        raise ToolError(claim.stored.body.decode())
+    try:
+        text = await run()
+    except ApiError as exc:
+        if exc.status >= 500:
+            await keys.release(owner, stored_key)
+        else:
+            await keys.save(owner, stored_key, Stored(exc.status, [], _error_text(exc).encode()))
+        raise
+    except BaseException:
+        await keys.release(owner, stored_key)
+        raise
+    await keys.save(owner, stored_key, Stored(200, [], text.encode()))
+    return text
+
+
+class ToolRunner:
+    """Runs tool calls: the approval gate for agents, the call itself, its audit entry, the result's bound.
+    Live calls come through `adapt`; approved change requests through `execute` (past the gate)."""
+
+    def __init__(
+        self,
+        listed: Mapping[str, Listed],
+        caller: Caller,
+        core: Core,
+        approvals: Approvals,
+        fingerprint: Fingerprint,
+    ) -> None:
+        self.fingerprint = fingerprint
+        self.listed = listed
+        self.caller = caller
+        self.database = core.database
+        self.keys = IdempotencyKeys(core.database)
+        self.rate_limiter = core.rate_limiter
+        self.calls_per_minute = core.settings.mcp.tool_calls_per_minute
+        self.approvals = approvals
+        approvals.runs_with(self.execute)
+
+    async def _check_schema(self, actor: Actor, expected: str) -> None:
+        current = await self.fingerprint(actor)
+        if current != expected:
+            raise ApiError(
+                409,
+                "SCHEMA_CHANGED",
+                f"The schema changed since you read it: expected version {expected}, it is now {current}.",
+                "Read the schema again (get-backend-metadata or describe-table), then retry with "
+                f"expectedSchemaVersion {current} if the call still makes sense.",
+            )
+
+    async def _count(self, principal: Principal) -> None:
+        retry_after = await self.rate_limiter.hit(
+            f"mcp-tools:{principal.credential_id}", self.calls_per_minute, 60
+        )
+        if retry_after is not None:
+            raise ApiError(
+                429,
+                "RATE_LIMITED",
+                f"Too many tool calls: {self.calls_per_minute} a minute per credential.",
+                f"Retry in {max(1, round(retry_after))} s (the limit: KILNBASE_MCP_TOOL_CALLS_PER_MINUTE).",
+            )
+
+    async def execute(self, name: str, actor: Actor, arguments: dict[str, Any]) -> str:
+        return await self._run(self.listed[name].tool, actor, arguments, session="approved", gated=False)
+
+    async def _run(
+        self, tool: Tool, actor: Actor, arguments: dict[str, Any], *, session: str, gated: bool = True
+    ) -> str:
+        if gated and actor.principal.agent is not None and tool.needs_approval is not None:
+            reason = tool.needs_approval(arguments)
+            if reason is not None:
+                return bounded_text(await self.approvals.request(actor, tool.name, arguments, reason))
+        started = time.perf_counter()
+        details: dict[str, Any] = {
+            "tool": tool.name,
+            "arguments": masked_arguments(arguments),
+            "session": session,
+            "write": not tool.read_only,
+        }
+        try:
+            result = await tool.run(actor, **arguments)
+        except ApiError as exc:
+            details |= {"error": exc.message, "durationMs": _ms(started)}
+            await audit.record(self.database, actor, "TOOL_CALL", MODULE, details, outcome="failed")
+            raise
+        text = bounded_text(result)
+        details |= {"durationMs": _ms(started), "resultSummary": summary(text)}
+        await audit.record(self.database, actor, "TOOL_CALL", MODULE, details)
+        return text
+
+    def adapt(self, entry: Listed) -> Callable[..., Any]:
+        """A function with the tool's own parameters (without `actor`; with `idempotencyKey` for a mutating
+        tool) plus the SDK's context, for `MCPServer.add_tool`."""
+        tool = entry.tool
+        signature = inspect.signature(tool.run, eval_str=True)
+        parameters = list(signature.parameters.values())[1:]  # the first is the actor
+        if not tool.read_only:
+            parameters += [_IDEMPOTENCY_PARAMETER, _SCHEMA_VERSION_PARAMETER]
+
+        async def call(ctx: Context, **arguments: Any) -> str:
+            who = self.caller.of(ctx.request_context.request)
+            principal = who.principal
+            actor = Actor(principal, ip=who.ip, user_agent=who.user_agent, tool=tool.name)
+            key = arguments.pop(IDEMPOTENCY_ARGUMENT, None)
+            expected = arguments.pop(SCHEMA_VERSION_ARGUMENT, None)
+            try:
+                await self._count(principal)
+                if expected is not None:
+                    await self._check_schema(actor, expected)
+                if key is None:
+                    return await self._run(tool, actor, arguments, session=who.session)
+                owner = principal.credential_id
+                run = partial(self._run, tool, actor, arguments, session=who.session)
+                return await _idempotent(self.keys, owner, key, tool.name, arguments, run)
+            except ApiError as exc:
+                raise ToolError(_error_text(exc)) from None
+
+        context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
+        call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[*parameters, context], return_annotation=str
+        )
+        call.__annotations__ = {p.name: p.annotation for p in parameters} | {"ctx": Context, "return": str}
+        call.__name__ = tool.name.replace("-", "_")
+        return call
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def approval_tools(approvals: Approvals) -> Capability:
+    """The change requests an agent made, for it to poll (group `approvals`)."""
+
+    async def get_request(actor: Actor, changeRequestId: str) -> dict[str, Any]:
+        return await approvals.get(actor, changeRequestId)
+
+    async def list_requests(
+        actor: Actor,
+        status: Literal["pending", "running", "done", "failed", "rejected", "expired"] | None = None,
+        limit: Annotated[int, Field(ge=1, le=100)] = 20,
+    ) -> list[dict[str, Any]]:
+        return await approvals.list_requests(actor, status, limit)
+
+    return Capability(
+        "approvals",
+        (),
+        tools=[
+            Tool(
+                "get-change-request",
+                "A held change request: its status and, once run, its result.",
+                get_request,
+            ),
+            Tool(
+                "list-change-requests",
+                "Change requests awaiting or past approval, newest first.",
+                list_requests,
+            ),
+        ],
+    )
+
+
+def build_server(
+    offered: Sequence[Capability],
+    core: Core,
+    approvals: Approvals,
+    fingerprint: Fingerprint,
+    *,
+    stdio_principal: Principal | None = None,
+    stdio_narrowing: Narrowing = EVERYTHING,
+) -> MCPServer:
+    """One MCP server with every capability's tools; the caller decides, per call, what is visible."""
+    groups = [*offered, approval_tools(approvals)]
+    listed = {tool.name: Listed(capability.name, tool) for capability in groups for tool in capability.tools}
+    caller = Caller(core.agent_keys, stdio_principal, stdio_narrowing)
+    runner = ToolRunner(listed, caller, core, approvals, fingerprint)
+    server: MCPServer = MCPServer(
+        "kilnbase",
+        instructions=INSTRUCTIONS,
+        middleware=[ToolAccessMiddleware(listed, caller)],
+        warn_on_duplicate_tools=True,
+    )
+    for entry in listed.values():
+        server.add_tool(
+            runner.adapt(entry),
+            name=entry.tool.name,
+            description=entry.tool.description,
+            annotations=ToolAnnotations(
+                read_only_hint=entry.tool.read_only, destructive_hint=not entry.tool.read_only
+            ),
+            structured_output=False,
+        )
+    return server
+
+
+def catalogue(offered: Sequence[Capability]) -> list[tuple[str, Tool]]:
+    """Every tool with its feature group, in the app's order (for docs and `kilnbase mcp --list`)."""
+    return [(capability.name, tool) for capability in offered for tool in capability.tools]

@@ -1,0 +1,73 @@
+"""A process-local view of some rows, kept current by Postgres `LISTEN/NOTIFY`.
+
+Several things a request checks on its hot path (ended sessions, agent keys) live in the database but must
+not cost a round trip per request. Each process keeps a view in memory: it LISTENs on a channel of its own
+connection, then (after LISTEN, so nothing that changes from then on can be missed) loads what it needs,
+and applies every notification. A lost connection is retried every second and reloads on reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+
+log = logging.getLogger("kilnbase.listen")
+
+_RETRY_SECONDS = 1.0
+
+
+class ListenedView:
+    """Subclasses say what to load on (re)connect and what to do with a notification's payload."""
+
+    channel: str
+    application_name: str
+
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+
+    async def load(self, conn: AsyncConnection[Any]) -> None:
+        raise NotImplementedError
+
+    def heard(self, payload: str) -> Awaitable[None] | None:
+        """A notification arrived; return an awaitable to run before the next one (a reload), or None."""
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Start listening; returns once the first load is done (or failed: the listener keeps retrying)."""
+        self._listener = asyncio.create_task(self._listen(), name=self.application_name)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._listening.wait(), timeout=10)
+
+    async def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        # Cancelled until it is done: Python 3.11's `asyncio.wait_for` (which psycopg waits with) drops a
+        # cancellation that arrives as its inner wait completes, and the listener would then listen on.
+        while listener is not None and not listener.done():
+            listener.cancel()
+            await asyncio.wait([listener], timeout=0.1)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await AsyncConnection.connect(
+                    self._conninfo, autocommit=True, application_name=self.application_name
+                ) as conn:
+                    await conn.execute(f"LISTEN {self.channel}")
+                    await self.load(conn)
+                    self._listening.set()
+                    async for notify in conn.notifies():
+                        follow_up = self.heard(notify.payload)
+                        if follow_up is not None:
+                            await follow_up
+            except (psycopg.Error, OSError) as exc:
+                log.warning("%s lost its connection: %s", self.application_name, type(exc).__name__)
+                self._listening.set()  # start() must not wait for a database that is away
+                await asyncio.sleep(_RETRY_SECONDS)

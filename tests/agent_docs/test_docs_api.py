@@ -1,0 +1,59 @@
+"""`/api/docs`: InsForge's doc types and feature/language documents, written for Kilnbase; a capability this
+server does not have says so plainly."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.testclient import TestClient
+
+from kilnbase.agent_docs.service import DOC_TYPES
+
+
+def test_index_lists_every_document(client: TestClient) -> None:
+    listed = client.get("/api/docs").json()
+    endpoints = {entry["endpoint"] for entry in listed}
+    assert {f"/api/docs/{doc}" for doc in DOC_TYPES} <= endpoints
+    assert {"/api/docs/db/rest-api", "/api/docs/auth/python", "/api/docs/ai/typescript"} <= endpoints
+
+
+@pytest.mark.parametrize("doc_type", DOC_TYPES)
+def test_every_doc_type_answers_without_a_credential(client: TestClient, doc_type: str) -> None:
+    response = client.get(f"/api/docs/{doc_type}")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["type"] == doc_type and body["content"].startswith("# ")
+
+
+@pytest.mark.parametrize("feature", ["storage", "functions", "realtime", "payments"])
+def test_missing_capabilities_say_so(client: TestClient, feature: str) -> None:
+    content = client.get(f"/api/docs/{feature}/typescript").json()["content"]
+    assert "not available in this server" in content
+    assert f"has no {feature} API yet" in content
+
+
+def test_instructions_name_what_exists(client: TestClient) -> None:
+    content = client.get("/api/docs/instructions").json()["content"]
+    assert "Kilnbase" in content and "**not in this server yet**" in content
+    assert "get-backend-metadata" in content
+
+
+def test_sdk_document_types(client: TestClient) -> None:
+    assert client.get("/api/docs/db/rest-api").json()["type"] == "db-rest-api"
+    assert client.get("/api/docs/auth/typescript").json()["type"] == "auth-sdk-typescript"
+    python = client.get("/api/docs/db/python").json()
+    assert python["type"] == "db-sdk-python" and "SyncPostgrestClient" in python["content"]
+
+
+def test_unknown_documents_are_404(client: TestClient) -> None:
+    for path in ("/api/docs/nope", "/api/docs/db/cobol", "/api/docs/db/swift"):
+        response = client.get(path)
+        assert response.status_code == 404 and response.json()["error"] == "DOCS_NOT_FOUND"
+    assert "rest-api" in client.get("/api/docs/db/swift").json()["nextActions"]
+
+
+def test_an_absent_capability_route_says_what_is_missing(client: TestClient) -> None:
+    response = client.get("/api/storage/buckets")
+    assert response.status_code == 404
+    assert "this Kilnbase server has no storage API" in response.json()["message"]
+    # A path under a module that exists is a plain 404.
+    assert "no database API" not in client.get("/api/database/nope").json()["message"]

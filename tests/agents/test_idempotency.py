@@ -1,0 +1,127 @@
+"""`Idempotency-Key` on mutating routes: a retry returns the first response without running again; the same
+key with another request, or while the first still runs, is refused; keys belong to one credential."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+from tests.support.app import admin_headers, anon_headers
+
+Headers = dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def admin(client: TestClient) -> Headers:
+    return admin_headers(client)
+
+
+def keyed(headers: Headers, key: str | None = None) -> Headers:
+    return {**headers, "Idempotency-Key": key or secrets.token_hex(8)}
+
+
+def table(name: str | None = None) -> dict[str, Any]:
+    return {
+        "tableName": name or f"idem_{secrets.token_hex(4)}",
+        "columns": [{"columnName": "title", "type": "string", "isNullable": True}],
+        "rlsEnabled": False,
+    }
+
+
+def test_a_retry_gets_the_first_response_and_runs_nothing(client: TestClient, admin: Headers) -> None:
+    headers = keyed(admin)
+    body = table()
+    first = client.post("/api/database/tables", headers=headers, json=body)
+    again = client.post("/api/database/tables", headers=headers, json=body)
+    assert first.status_code == 201
+    assert again.status_code == 201  # without the key, a second create is refused: the table exists
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    unkeyed = client.post("/api/database/tables", headers=admin, json=body)
+    assert unkeyed.status_code == 400
+    assert "already exists" in unkeyed.json()["message"]
+
+
+def test_rows_inserted_once_however_often_the_insert_is_retried(client: TestClient, admin: Headers) -> None:
+    body = table()
+    assert client.post("/api/database/tables", headers=admin, json=body).status_code == 201
+    path = f"/api/database/records/{body['tableName']}"
+    headers = keyed({**admin, "Prefer": "return=representation"})
+    responses = [client.post(path, headers=headers, json={"title": "once"}) for _ in range(3)]
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()[0]["id"] for r in responses}) == 1
+    assert len(client.get(path, headers=admin).json()) == 1
+
+
+def test_the_same_key_with_another_request_is_409_and_changes_nothing(
+    client: TestClient, admin: Headers
+) -> None:
+    headers = keyed(admin)
+    assert client.post("/api/database/tables", headers=headers, json=table()).status_code == 201
+    other = table()
+    refused = client.post("/api/database/tables", headers=headers, json=other)
+    assert refused.status_code == 409
+    assert refused.json()["error"] == "IDEMPOTENCY_KEY_REUSED"
+    assert other["tableName"] not in client.get("/api/database/tables", headers=admin).json()
+
+
+def test_a_client_error_is_kept_and_replayed_too(client: TestClient, admin: Headers) -> None:
+    headers = keyed(admin)
+    bad = {"tableName": "x", "columns": "not a list"}
+    first = client.post("/api/database/tables", headers=headers, json=bad)
+    again = client.post("/api/database/tables", headers=headers, json=bad)
+    assert first.status_code == again.status_code == 400
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+
+
+def test_keys_belong_to_one_credential(client: TestClient, admin: Headers) -> None:
+    key = secrets.token_hex(8)
+    assert client.post("/api/database/tables", headers=keyed(admin, key), json=table()).status_code == 201
+    other = client.post("/api/database/tables", headers=keyed(anon_headers(client), key), json=table())
+    assert other.status_code == 403  # ran (and was refused as anon), not replayed nor 409
+    assert "idempotent-replayed" not in other.headers
+
+
+@pytest.mark.parametrize("key", [b"x" * 256, b"tab\there", "ключ".encode()])
+def test_a_malformed_key_is_400(client: TestClient, admin: Headers, key: bytes) -> None:
+    body = table()
+    headers: dict[str, Any] = {**admin, "Idempotency-Key": key}
+    response = client.post("/api/database/tables", headers=headers, json=body)
+    assert response.status_code == 400
+    assert body["tableName"] not in client.get("/api/database/tables", headers=admin).json()
+
+
+def test_a_retry_while_the_first_call_runs_is_409_with_retry_after(
+    client: TestClient, admin: Headers, database_url: str
+) -> None:
+    key = secrets.token_hex(8)
+    body = {"query": "select pg_sleep(1.5) as slept"}
+    first: dict[str, Any] = {}
+
+    def run_first() -> None:
+        first["response"] = client.post("/api/database/advance/rawsql", headers=keyed(admin, key), json=body)
+
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the first call holds the key
+            if conn.execute("select 1 from system.idempotency_keys where key = %s", (key,)).fetchone():
+                break
+            time.sleep(0.02)
+    second = client.post("/api/database/advance/rawsql", headers=keyed(admin, key), json=body)
+    thread.join()
+    assert second.status_code == 409
+    assert second.json()["error"] == "IDEMPOTENCY_KEY_IN_USE"
+    assert second.headers["retry-after"] == "1"
+    assert first["response"].status_code == 200
+    third = client.post("/api/database/advance/rawsql", headers=keyed(admin, key), json=body)
+    assert third.headers["idempotent-replayed"] == "true"

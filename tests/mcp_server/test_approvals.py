@@ -1,0 +1,175 @@
+"""Approvals: an agent's high-risk tool call becomes a change request that a person decides; approval runs
+exactly the stored call once, as the agent; people's own calls are never held."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.mcp_server.test_mcp_server import agent_key, call, http_client, table_name
+from tests.support.servers import ServerProcess
+
+pytestmark = pytest.mark.anyio
+
+
+def admin_api(
+    server: ServerProcess, keys: dict[str, str], method: str, path: str, **kwargs: Any
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {kwargs.pop('credential', keys['apiKey'])}"}
+    return httpx.request(method, f"{server.url}{path}", headers=headers, timeout=30, **kwargs)
+
+
+async def make_table(server: ServerProcess, keys: dict[str, str], rows: int = 0) -> str:
+    name = table_name()
+    async with http_client(server, keys["apiKey"]) as client:
+        await call(client, "run-raw-sql", {"query": f"create table {name} (id int)"})
+        if rows:
+            await call(
+                client, "run-raw-sql", {"query": f"insert into {name} select generate_series(1, {rows})"}
+            )
+    return name
+
+
+def tables(server: ServerProcess, keys: dict[str, str]) -> list[str]:
+    found: list[str] = admin_api(server, keys, "GET", "/api/database/tables").json()
+    return found
+
+
+async def test_an_agents_drop_waits_for_approval_then_runs_once(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    name = await make_table(live_server, live_keys)
+    agent = agent_key(live_server, live_keys["apiKey"], ["database:write"])
+    async with http_client(live_server, agent) as client:
+        held = await call(client, "delete-table", {"tableName": name})
+        assert held["status"] == "pending_approval"
+        assert name in held["reason"]
+        assert name in tables(live_server, live_keys)  # nothing ran
+
+        pending = admin_api(
+            live_server, live_keys, "GET", "/api/approvals", params={"status": "pending"}
+        ).json()
+        [request] = [r for r in pending if r["id"] == held["changeRequestId"]]
+        assert request["tool"] == "delete-table"
+        assert request["arguments"] == {"tableName": name}
+        assert request["requestedBy"].startswith("agent:")
+
+        approved = admin_api(
+            live_server, live_keys, "POST", f"/api/approvals/{request['id']}/approve", json={}
+        )
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["status"] == "done"
+        assert name not in tables(live_server, live_keys)
+
+        polled = await call(client, "get-change-request", {"changeRequestId": request["id"]})
+    assert polled["status"] == "done"
+    assert polled["decidedBy"] == "api-key"
+    again = admin_api(live_server, live_keys, "POST", f"/api/approvals/{request['id']}/approve", json={})
+    assert again.status_code == 409
+    assert again.json()["error"] == "ALREADY_DECIDED"
+
+
+async def test_a_rejected_delete_without_where_changes_nothing(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    name = await make_table(live_server, live_keys, rows=3)
+    agent = agent_key(live_server, live_keys["apiKey"], ["database:write"])
+    async with http_client(live_server, agent) as client:
+        held = await call(client, "run-raw-sql", {"query": f"delete from {name}"})
+        assert held["status"] == "pending_approval"
+        assert "without WHERE" in held["reason"]
+        safe = await call(client, "run-raw-sql", {"query": f"delete from {name} where id = 1"})
+        assert safe["rowCount"] == 1  # not held: it has a WHERE
+    rejected = admin_api(
+        live_server,
+        live_keys,
+        "POST",
+        f"/api/approvals/{held['changeRequestId']}/reject",
+        json={"note": "no"},
+    )
+    assert rejected.json()["status"] == "rejected"
+    assert rejected.json()["decisionNote"] == "no"
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        left = await call(client, "run-raw-sql", {"query": f"select count(*)::int as n from {name}"})
+    assert left["rows"] == [{"n": 2}]
+
+
+async def test_people_are_never_held(live_server: ServerProcess, live_keys: dict[str, str]) -> None:
+    name = await make_table(live_server, live_keys)
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        dropped = await call(client, "delete-table", {"tableName": name})
+    assert "status" not in dropped or dropped["status"] != "pending_approval"
+    assert name not in tables(live_server, live_keys)
+
+
+async def test_who_may_decide(live_server: ServerProcess, live_keys: dict[str, str]) -> None:
+    name = await make_table(live_server, live_keys)
+    requester_response = httpx.post(
+        f"{live_server.url}/api/agents/keys",
+        json={"name": f"req-{uuid.uuid4().hex[:6]}", "scopes": ["database:write"], "canApprove": True},
+        headers={"Authorization": f"Bearer {live_keys['apiKey']}"},
+    ).json()
+    requester = requester_response["key"]
+    plain = agent_key(live_server, live_keys["apiKey"], ["*:write"])
+    approver = httpx.post(
+        f"{live_server.url}/api/agents/keys",
+        json={"name": f"appr-{uuid.uuid4().hex[:6]}", "scopes": ["*:read"], "canApprove": True},
+        headers={"Authorization": f"Bearer {live_keys['apiKey']}"},
+    ).json()["key"]
+    async with http_client(live_server, requester) as client:
+        held = await call(client, "delete-table", {"tableName": name})
+    path = f"/api/approvals/{held['changeRequestId']}/approve"
+    assert admin_api(live_server, live_keys, "POST", path, json={}, credential=plain).status_code == 403
+    assert admin_api(live_server, live_keys, "POST", path, json={}, credential=requester).status_code == 403
+    assert (
+        admin_api(live_server, live_keys, "POST", path, json={}, credential=live_keys["anonKey"]).status_code
+        == 403
+    )
+    decided = admin_api(live_server, live_keys, "POST", path, json={}, credential=approver)
+    assert decided.status_code == 200
+    assert decided.json()["status"] == "done"
+
+
+def test_bad_approval_requests(live_server: ServerProcess, live_keys: dict[str, str]) -> None:
+    assert (
+        admin_api(live_server, live_keys, "GET", "/api/approvals", params={"status": "nope"}).status_code
+        == 400
+    )
+    missing = admin_api(live_server, live_keys, "POST", f"/api/approvals/{uuid.uuid4()}/approve", json={})
+    assert missing.status_code == 404
+    assert (
+        admin_api(
+            live_server, live_keys, "GET", "/api/approvals", credential=live_keys["anonKey"]
+        ).status_code
+        == 403
+    )
+
+
+async def test_the_cli_lists_and_approves(live_server: ServerProcess, live_keys: dict[str, str]) -> None:
+    name = await make_table(live_server, live_keys)
+    agent = agent_key(live_server, live_keys["apiKey"], ["database:write"])
+    async with http_client(live_server, agent) as client:
+        held = await call(client, "delete-table", {"tableName": name})
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "kilnbase", "approvals", *args]
+        command += ["--data-dir", str(live_server.data_dir), "--url", live_server.url]
+        return subprocess.run(
+            command, capture_output=True, text=True, env=live_server.env, timeout=60, check=False
+        )
+
+    listed = cli("list")
+    assert listed.returncode == 0, listed.stderr
+    assert held["changeRequestId"] in listed.stderr
+    approved = cli("approve", held["changeRequestId"])
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stderr.startswith("done")
+    assert name not in tables(live_server, live_keys)
+    again = cli("approve", held["changeRequestId"])
+    assert again.returncode == 1
+    assert "not pending" in again.stderr

@@ -1,0 +1,48 @@
+"""Per-credential limits on tool calls, with the MCP server in process (the `mcp` client connects to it
+directly): the services, database and audit are real, only the transport is skipped."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from mcp import Client
+
+from kilnbase.app import capabilities, running
+from kilnbase.config import McpSettings, Settings
+from kilnbase.identity.principal import API_KEY_HOLDER
+from kilnbase.keys.project_keys import load_project_keys
+from kilnbase.mcp_server.approvals import Approvals
+from kilnbase.mcp_server.server import build_server
+from kilnbase.services import Services, build_core, build_services
+from tests.mcp_server.test_mcp_server import error_of
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def services(database_url: str, tmp_path: Path) -> AsyncIterator[Services]:
+    settings = Settings(
+        database_url=database_url, data_dir=tmp_path, mcp=McpSettings(tool_calls_per_minute=3)
+    )
+    built = build_services(build_core(settings, load_project_keys(settings), database_url))
+    async with running(built, capabilities(built)):
+        yield built
+
+
+async def test_calls_past_the_limit_are_429_until_the_minute_passes(services: Services) -> None:
+    offered = capabilities(services)
+    server = build_server(
+        offered,
+        services.core,
+        Approvals(services.core.database, services.core.agent_keys),
+        services.metadata.schema_fingerprint,
+        stdio_principal=API_KEY_HOLDER,
+    )
+    async with Client(server) as client:
+        results = [await client.call_tool("list-tables", {}) for _ in range(4)]
+    assert [r.is_error for r in results] == [False, False, False, True]
+    refused = error_of(results[3])
+    assert refused["statusCode"] == 429
+    assert "3 a minute" in refused["message"]
