@@ -34,6 +34,7 @@ test: lint
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python -m bench.startup
+	$(BIN)/python -m bench.storage
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

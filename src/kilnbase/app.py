@@ -46,6 +46,7 @@ from kilnbase.records import routes as records_routes
 from kilnbase.secrets import routes as secrets_routes
 from kilnbase.server.database_startup import OpenedDatabase, prepare
 from kilnbase.services import Services, build_core, build_services
+from kilnbase.storage import routes as storage_routes
 
 log = logging.getLogger("kilnbase")
 
@@ -61,6 +62,7 @@ def capabilities(services: Services) -> list[Capability]:
         database_routes.capability(services.database),
         agents_routes.capability(services.agents),
         ai_routes.capability(services.ai),
+        storage_routes.capability(services.storage),
         metadata_routes.capability(services.metadata),
         agent_docs_routes.capability(services.docs),
         functions_routes.capability(services.functions),

@@ -80,6 +80,55 @@ class AuthSettings(BaseSettings):
         return value
 
 
+class StorageSettings(BaseSettings):
+    """Storage's settings, under InsForge's names where it has them (`STORAGE_DIR`, `MAX_FILE_SIZE`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_STORAGE_", extra="ignore", populate_by_name=True)
+
+    #: Where the local backend keeps object bytes; `<data dir>/storage` when unset.
+    dir: Path | None = Field(None, validation_alias=AliasChoices("STORAGE_DIR", "KILNBASE_STORAGE_DIR"))
+    #: The largest object in bytes, unless an admin set `maxFileSizeMb` (`PUT /api/storage/config`);
+    #: 50 MB when unset, as in InsForge.
+    max_file_size: int | None = Field(
+        None, ge=1, validation_alias=AliasChoices("MAX_FILE_SIZE", "KILNBASE_STORAGE_MAX_FILE_SIZE")
+    )
+    #: Sync each object's bytes to disk before its row commits (local backend), so a committed object
+    #: survives a power loss too, not only a crash of the process. Off trades that for write speed.
+    fsync: bool = True
+    #: An S3-compatible store for object bytes instead of the local disk (InsForge's names).
+    s3_bucket: str | None = Field(
+        None, validation_alias=AliasChoices("S3_BUCKET", "KILNBASE_STORAGE_S3_BUCKET")
+    )
+    s3_endpoint_url: str | None = Field(
+        None, validation_alias=AliasChoices("S3_ENDPOINT_URL", "KILNBASE_STORAGE_S3_ENDPOINT_URL")
+    )
+    s3_region: str = Field(
+        "us-east-2", validation_alias=AliasChoices("S3_REGION", "KILNBASE_STORAGE_S3_REGION")
+    )
+    s3_access_key_id: str | None = Field(
+        None, validation_alias=AliasChoices("S3_ACCESS_KEY_ID", "KILNBASE_STORAGE_S3_ACCESS_KEY_ID")
+    )
+    s3_secret_access_key: str | None = Field(
+        None, validation_alias=AliasChoices("S3_SECRET_ACCESS_KEY", "KILNBASE_STORAGE_S3_SECRET_ACCESS_KEY")
+    )
+    s3_force_path_style: bool = Field(
+        True, validation_alias=AliasChoices("S3_FORCE_PATH_STYLE", "KILNBASE_STORAGE_S3_FORCE_PATH_STYLE")
+    )
+    #: Presigned mode (the default): clients download from and upload to the store directly. False is proxy
+    #: mode: every byte goes through Kilnbase.
+    s3_use_presigned_urls: bool = Field(
+        True, validation_alias=AliasChoices("S3_USE_PRESIGNED_URLS", "KILNBASE_STORAGE_S3_USE_PRESIGNED_URLS")
+    )
+    #: The largest object the S3 protocol endpoint accepts (one PUT, or all parts of a multipart upload).
+    s3_max_object_size: int = Field(
+        5 * 1024**3,
+        ge=1,
+        validation_alias=AliasChoices("S3_MAX_OBJECT_SIZE_BYTES", "KILNBASE_STORAGE_S3_MAX_OBJECT_SIZE"),
+    )
+    #: Prefix of every blob's name in the S3 bucket (InsForge's `APP_KEY`), so projects can share a bucket.
+    s3_prefix: str = Field("", validation_alias=AliasChoices("APP_KEY", "KILNBASE_STORAGE_S3_PREFIX"))
+
+
 class MetadataSettings(BaseSettings):
     """The semantic layer's settings (`/api/metadata`)."""
 
@@ -229,6 +278,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", validation_alias=AliasChoices("LOG_LEVEL", "KILNBASE_LOG_LEVEL"))
 
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     metadata: MetadataSettings = Field(default_factory=MetadataSettings)
     logs: LogsSettings = Field(default_factory=LogsSettings)
     mcp: McpSettings = Field(default_factory=McpSettings)

@@ -31,6 +31,7 @@ from kilnbase.realtime.service import RealtimeService
 from kilnbase.records.service import RecordsEngine
 from kilnbase.secrets.project_key_rotation import KeyRotation
 from kilnbase.secrets.project_secrets import ProjectSecrets
+from kilnbase.storage.service import StorageService
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Services:
     key_rotation: KeyRotation
     secrets: ProjectSecrets
     ai: AiService
+    storage: StorageService
     metadata: MetadataService
     logs: LogsService
     docs: AgentDocs
@@ -90,6 +92,7 @@ def build_services(core: Core) -> Services:
         key_rotation=KeyRotation(core.settings, core.database, core.secret_box, core.keys.ring),
         secrets=secrets,
         ai=AiService.build(core.settings, core.secret_box, core.database),
+        storage=StorageService(core.settings, core.database, core.keys.jwt_secret, core.secret_box),
         metadata=MetadataService(core.settings, core.database, core.keys.ring),
         logs=LogsService(core.settings, core.database),
         docs=AgentDocs(core.database),

@@ -24,7 +24,7 @@ def test_every_doc_type_answers_without_a_credential(client: TestClient, doc_typ
     assert body["type"] == doc_type and body["content"].startswith("# ")
 
 
-@pytest.mark.parametrize("feature", ["storage", "functions", "realtime", "payments"])
+@pytest.mark.parametrize("feature", ["functions", "realtime", "payments"])
 def test_missing_capabilities_say_so(client: TestClient, feature: str) -> None:
     content = client.get(f"/api/docs/{feature}/typescript").json()["content"]
     assert "not available in this server" in content
@@ -52,8 +52,8 @@ def test_unknown_documents_are_404(client: TestClient) -> None:
 
 
 def test_an_absent_capability_route_says_what_is_missing(client: TestClient) -> None:
-    response = client.get("/api/storage/buckets")
+    response = client.get("/api/payments/stripe/config")
     assert response.status_code == 404
-    assert "this Kilnbase server has no storage API" in response.json()["message"]
+    assert "this Kilnbase server has no payments API" in response.json()["message"]
     # A path under a module that exists is a plain 404.
     assert "no database API" not in client.get("/api/database/nope").json()["message"]

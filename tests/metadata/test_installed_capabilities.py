@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 
 _INSTALL = """
 create schema if not exists storage;
-create table storage.buckets (name text primary key, public boolean not null default false,
+create table if not exists storage.buckets (name text primary key, public boolean not null default false,
                               created_at timestamptz not null default now());
 insert into storage.buckets (name, public) values ('avatars', true), ('invoices', false);
 create schema if not exists functions;

@@ -42,7 +42,7 @@ def test_markdown_says_what_an_agent_needs(client: TestClient, admin: dict[str, 
     assert "- anon can read: items_001," in text
     assert "- anon can write: none" in text
     assert "email verification: not required" in text and "OAuth providers: none" in text
-    assert "## Storage\nNot available in this server yet" in text
+    assert "## Storage\n- buckets: none" in text  # storage is installed: its buckets, none yet
 
 
 def test_agent_context_is_json_lines(client: TestClient, admin: dict[str, str], project: None) -> None:

@@ -1,0 +1,66 @@
+"""What an upload is, decided from its bytes (the client's claim is trusted only where the bytes say nothing),
+and which types a browser would run if shown inline: those are served as attachments.
+
+Detection is `filetype` (magic numbers of the first bytes, pure Python, no libmagic); text formats have no
+magic number, so the first 4 KiB are scanned for the markup that makes a page active, as InsForge does.
+"""
+
+from __future__ import annotations
+
+import filetype
+
+#: Bytes of an upload kept for detection.
+SNIFF_BYTES = 4096
+OCTET_STREAM = "application/octet-stream"
+
+UNSAFE_TYPES = frozenset(
+    {
+        "text/html",
+        "image/svg+xml",
+        "text/javascript",
+        "application/javascript",
+        "application/ecmascript",
+        "text/ecmascript",
+        "application/x-javascript",
+        "application/xhtml+xml",
+        "application/x-xhtml+xml",
+        "text/xml",
+        "application/xml",
+    }
+)
+_ACTIVE_MARKUP = (
+    b"<html",
+    b"<script",
+    b"<!doctype html",
+    b"<body",
+    b"<iframe",
+    b"<object",
+    b"<form",
+)
+
+
+def essence(content_type: str | None) -> str:
+    """`text/html; charset=utf-8` -> `text/html`."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def is_unsafe(content_type: str | None) -> bool:
+    return essence(content_type) in UNSAFE_TYPES
+
+
+def detect(head: bytes, claimed: str | None) -> str:
+    """The type to store for an upload whose first bytes are `head` and whose client said `claimed`."""
+    kind = filetype.guess(head) if head else None
+    if kind is not None:
+        return str(kind.mime)
+    lowered = head[:SNIFF_BYTES].lower()
+    if b"<svg" in lowered:
+        return "image/svg+xml"
+    if any(marker in lowered for marker in _ACTIVE_MARKUP):
+        return "text/html"
+    if lowered.lstrip().startswith(b"<?xml"):
+        return "application/xml"
+    claim = (claimed or "").strip()
+    if not claim or essence(claim) == "multipart/form-data" or len(claim) > 255:
+        return OCTET_STREAM
+    return claim

@@ -1,0 +1,666 @@
+"""The storage service: buckets (admin), objects (any caller, decided by RLS on `storage.objects`), the
+storage configuration, signed URLs and the upload/download strategies the SDK asks for.
+
+Every object operation runs as the caller on the request pool (`Database.as_caller`): the owner policies by
+default, whatever policies the project wrote, and project_admin's policy for the API key and admin sessions.
+A public bucket's objects are read without a caller, as project_admin (InsForge's rule: public means anyone
+may download). Buckets and the configuration are Kilnbase's own bookkeeping, written on the owner pool by an
+admin and audited. Bytes go through `LocalBlobs`; see there for how an object is wholly there or not at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from psycopg import errors as pg_errors
+
+from kilnbase import audit
+from kilnbase.config import Settings
+from kilnbase.db.session import Database
+from kilnbase.http.errors import ApiError
+from kilnbase.identity.actor import SYSTEM_PRINCIPAL, Actor
+from kilnbase.identity.principal import Principal
+from kilnbase.keys.secret_box import SecretBox
+from kilnbase.storage import content_types, names
+from kilnbase.storage.blob_store import BlobStore, Meter, TooLarge
+from kilnbase.storage.local_blobs import LocalBlobs
+from kilnbase.storage.s3_access_keys import S3AccessKeys
+from kilnbase.storage.s3_blobs import S3Blobs
+from kilnbase.storage.signed_urls import MAX_SECONDS, UrlSigner, clamp_expiry
+from kilnbase.storage.transforms import MAX_SOURCE_BYTES, TRANSFORMABLE, Transform, TransformCache
+from kilnbase.storage.upload_body import ReceivedFile, open_upload
+
+MODULE = "STORAGE"
+T = TypeVar("T")
+MIB = 1024 * 1024
+DEFAULT_MAX_FILE_MB = 50
+_GARBAGE_BATCH = 500
+
+_UPSERT = (
+    "insert into storage.objects (bucket, key, size, mime_type, etag, blob_id, uploaded_by, uploaded_via, "
+    "uploaded_at) values (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "on conflict (bucket, key) do update set size = excluded.size, mime_type = excluded.mime_type, "
+    "etag = excluded.etag, blob_id = excluded.blob_id, uploaded_via = excluded.uploaded_via, "
+    "uploaded_at = excluded.uploaded_at"
+)
+_OBJECT_COLUMNS = "bucket, key, size, mime_type, etag, blob_id, uploaded_at"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    bucket: str
+    key: str
+    size: int
+    mime_type: str | None
+    etag: str | None
+    blob_id: uuid.UUID
+    uploaded_at: datetime
+
+    @staticmethod
+    def of(row: dict[str, Any]) -> StoredObject:
+        return StoredObject(
+            row["bucket"],
+            row["key"],
+            int(row["size"]),
+            row["mime_type"],
+            row["etag"],
+            row["blob_id"],
+            row["uploaded_at"],
+        )
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def not_found(what: str = "Object not found", next_actions: str | None = None) -> ApiError:
+    return ApiError(404, "STORAGE_NOT_FOUND", what, next_actions)
+
+
+def _bucket_missing(bucket: str) -> ApiError:
+    return not_found(
+        f'Bucket "{bucket}" does not exist', "Create the bucket first using POST /api/storage/buckets"
+    )
+
+
+def _require_admin(actor: Actor) -> None:
+    if not actor.is_admin:
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            "This endpoint needs admin rights.",
+            "Use the project's API key or an admin session.",
+        )
+
+
+def _denied(bucket: str, key: str, verb: str = "write") -> ApiError:
+    return ApiError(
+        403,
+        "STORAGE_PERMISSION_DENIED",
+        f'You do not have permission to {verb} "{key}" in bucket "{bucket}"',
+        "A policy on storage.objects decides; by default users may write and read only their own objects.",
+    )
+
+
+def _uploader(principal: Principal) -> str | None:
+    sub = principal.claims.get("sub")
+    return sub if isinstance(sub, str) and sub else None
+
+
+class StorageService:
+    def __init__(
+        self, settings: Settings, database: Database, project_secret: str, secret_box: SecretBox
+    ) -> None:
+        self.database = database
+        self.settings = settings
+        self.s3_keys = S3AccessKeys(database, secret_box)
+        self.base_url = settings.base_url
+        self.env_max_file_size = settings.storage.max_file_size
+        storage_dir = settings.storage.dir or settings.data_dir / "storage"
+        #: Where resumable (TUS) uploads keep their bytes until they complete, on either backend.
+        self.tus_dir = storage_dir / "tus"
+        self.transforms = TransformCache(storage_dir / "transforms")
+        self.blobs: BlobStore = (
+            S3Blobs(settings.storage) if settings.storage.s3_bucket else LocalBlobs(storage_dir)
+        )
+        self.signer = UrlSigner(project_secret)
+
+    # --- start ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Prepare the backend, remove what uploads that died left behind, remove queued garbage."""
+        await self.blobs.start(self.database)
+        while await self.collect_garbage() == _GARBAGE_BATCH:
+            pass
+
+    async def stop(self) -> None:
+        await self.blobs.stop()
+
+    async def collect_garbage(self) -> int:
+        """Remove blobs no row names any more (queued by a trigger); a row goes once its file is gone."""
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "select blob_id, bucket from storage.blob_garbage for update skip locked limit %s",
+                (_GARBAGE_BATCH,),
+            )
+            rows = await cur.fetchall()
+            blob_ids = [row["blob_id"] for row in rows]
+            if blob_ids:
+                await self.blobs.delete([(row["bucket"], row["blob_id"]) for row in rows])
+                await cur.execute("delete from storage.blob_garbage where blob_id = any(%s)", (blob_ids,))
+        return len(blob_ids)
+
+    # --- configuration -------------------------------------------------------------------------------------
+
+    async def _config_row(self) -> dict[str, Any] | None:
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "select id::text, max_file_size_mb, created_at, updated_at from storage.config limit 1"
+            )
+            return await cur.fetchone()
+
+    def _effective_bytes(self, configured_mb: int | None) -> int:
+        if configured_mb is not None:
+            return configured_mb * MIB
+        return self.env_max_file_size or DEFAULT_MAX_FILE_MB * MIB
+
+    async def max_file_bytes(self) -> int:
+        row = await self._config_row()
+        return self._effective_bytes(row["max_file_size_mb"] if row else None)
+
+    def _config_json(self, row: dict[str, Any] | None) -> dict[str, Any]:
+        now = iso(datetime.now(UTC))
+        limit = self._effective_bytes(row["max_file_size_mb"] if row else None)
+        return {
+            "id": row["id"] if row else "00000000-0000-0000-0000-000000000000",
+            "maxFileSizeMb": max(1, round(limit / MIB)),
+            "createdAt": iso(row["created_at"]) if row else now,
+            "updatedAt": iso(row["updated_at"]) if row else now,
+        }
+
+    async def get_config(self, actor: Actor) -> dict[str, Any]:
+        _require_admin(actor)
+        return self._config_json(await self._config_row())
+
+    async def update_config(self, actor: Actor, max_file_size_mb: int) -> dict[str, Any]:
+        _require_admin(actor)
+        async with self.database.as_owner() as cur:
+            await cur.execute("select id from storage.config limit 1 for update")
+            if await cur.fetchone():
+                await cur.execute(
+                    "update storage.config set max_file_size_mb = %s, updated_at = now()", (max_file_size_mb,)
+                )
+            else:
+                await cur.execute(
+                    "insert into storage.config (max_file_size_mb) values (%s)", (max_file_size_mb,)
+                )
+            await audit.record(
+                cur, actor, "UPDATE_STORAGE_CONFIG", MODULE, {"updatedFields": ["maxFileSizeMb"]}
+            )
+            await cur.execute(
+                "select id::text, max_file_size_mb, created_at, updated_at from storage.config limit 1"
+            )
+            row = await cur.fetchone()
+        return self._config_json(row)
+
+    # --- buckets (admin) -----------------------------------------------------------------------------------
+
+    async def bucket_is_public(self, bucket: str) -> bool | None:
+        """True or False for a bucket that exists, None for one that does not."""
+        async with self.database.as_owner() as cur:
+            await cur.execute("select public from storage.buckets where name = %s", (bucket,))
+            row = await cur.fetchone()
+        return None if row is None else bool(row["public"])
+
+    async def list_buckets(self, actor: Actor) -> list[dict[str, Any]]:
+        _require_admin(actor)
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "select name, public, created_at from storage.buckets order by name limit 10000"
+            )
+            rows = await cur.fetchall()
+        return [{"name": r["name"], "public": r["public"], "createdAt": iso(r["created_at"])} for r in rows]
+
+    async def create_bucket(self, actor: Actor, bucket: str, is_public: bool) -> None:
+        _require_admin(actor)
+        names.bucket_name(bucket)
+        try:
+            async with self.database.as_owner() as cur:
+                await cur.execute(
+                    "insert into storage.buckets (name, public) values (%s, %s)", (bucket, is_public)
+                )
+                await audit.record(
+                    cur, actor, "CREATE_BUCKET", MODULE, {"bucketName": bucket, "isPublic": is_public}
+                )
+        except pg_errors.UniqueViolation:
+            raise ApiError(409, "STORAGE_ALREADY_EXISTS", f'Bucket "{bucket}" already exists') from None
+
+    async def update_bucket(self, actor: Actor, bucket: str, is_public: bool) -> None:
+        _require_admin(actor)
+        names.bucket_name(bucket)
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "update storage.buckets set public = %s, updated_at = now() where name = %s",
+                (is_public, bucket),
+            )
+            if cur.rowcount == 0:
+                raise _bucket_missing(bucket)
+            await audit.record(
+                cur, actor, "UPDATE_BUCKET", MODULE, {"bucketName": bucket, "isPublic": is_public}
+            )
+
+    async def delete_bucket(self, actor: Actor, bucket: str) -> None:
+        """The bucket and every object in it (InsForge's behaviour): rows at once, bytes right after."""
+        _require_admin(actor)
+        names.bucket_name(bucket)
+        async with self.database.as_owner() as cur:
+            await cur.execute("delete from storage.buckets where name = %s", (bucket,))
+            if cur.rowcount == 0:
+                raise not_found("Bucket not found or already empty")
+            await audit.record(cur, actor, "DELETE_BUCKET", MODULE, {"bucketName": bucket})
+        while await self.collect_garbage() == _GARBAGE_BATCH:
+            pass
+
+    # --- objects -------------------------------------------------------------------------------------------
+
+    def object_url(self, bucket: str, key: str) -> str:
+        return f"{self.base_url}/api/storage/buckets/{bucket}/objects/{quote(key, safe='')}"
+
+    def object_json(self, stored: StoredObject) -> dict[str, Any]:
+        return {
+            "bucket": stored.bucket,
+            "key": stored.key,
+            "size": stored.size,
+            "mimeType": stored.mime_type,
+            "uploadedAt": iso(stored.uploaded_at),
+            "url": self.object_url(stored.bucket, stored.key),
+        }
+
+    async def _probe_write(self, principal: Principal, bucket: str, key: str) -> None:
+        """Refuse before any byte is received when the caller's policies forbid this write (rolled back)."""
+        try:
+            async with self.database.transaction_as(principal, force_rollback=True) as conn:
+                await conn.execute(
+                    _UPSERT,
+                    (
+                        bucket,
+                        key,
+                        0,
+                        None,
+                        None,
+                        uuid.uuid4(),
+                        _uploader(principal),
+                        "rest",
+                        datetime.now(UTC),
+                    ),
+                )
+        except pg_errors.InsufficientPrivilege:
+            raise _denied(bucket, key) from None
+        except pg_errors.ForeignKeyViolation:
+            raise _bucket_missing(bucket) from None
+
+    async def check_write(self, actor: Actor, bucket: str, key: str) -> None:
+        """403 unless the caller's policies allow writing `key` (nothing is written)."""
+        if not actor.is_admin:
+            await self._probe_write(actor.principal, bucket, key)
+
+    async def put_object(
+        self,
+        actor: Actor,
+        bucket: str,
+        key: str | None,
+        body: AsyncIterator[bytes],
+        content_type: str | None,
+        *,
+        filename: str = "file",
+        raw: bool = False,
+        via: str = "rest",
+        verify: Callable[[], None] | None = None,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        """Stream `body` (a multipart form with a `file` field, or, when not a form or when `raw`, the bytes
+        themselves) into the object at `key`, or at a generated key when `key` is None. Created or replaced
+        atomically with its row; `verify` runs once every byte is in, before anything is committed."""
+        names.bucket_name(bucket)
+        if key is not None:
+            names.object_key(key)
+        principal = actor.principal
+        if await self.bucket_is_public(bucket) is None:
+            raise _bucket_missing(bucket)
+        if not principal.is_admin and key is not None:
+            await self._probe_write(principal, bucket, key)
+        if limit is None:
+            limit = await self.max_file_bytes()
+        if raw:
+            received, chunks = ReceivedFile(filename, content_type), body
+        else:
+            received, chunks = await open_upload(body, content_type, filename)
+        final_key = key
+
+        async def commit(blob_id: uuid.UUID, meter: Meter, mime: str) -> StoredObject:
+            nonlocal final_key
+            final_key = final_key if final_key is not None else names.generated_key(received.filename)
+            return await self.commit_row(actor, bucket, final_key, blob_id, meter.size, meter.etag, mime, via)
+
+        stored = await self.store_blob(bucket, chunks, limit, received.claimed_type, commit, verify=verify)
+        return self.object_json(stored)
+
+    async def store_blob(
+        self,
+        bucket: str,
+        chunks: AsyncIterator[bytes],
+        limit: int,
+        claimed_type: str | None,
+        commit: Callable[[uuid.UUID, Meter, str], Awaitable[T]],
+        *,
+        verify: Callable[[], None] | None = None,
+        hashing: bool = True,
+    ) -> T:
+        """Write `chunks` as a new blob (metered against `limit`), then `commit` the row that names it; on
+        any failure before the commit, nothing is left. Blobs the commit replaced are then removed.
+        `hashing=False` skips the MD5 when the caller has its ETag already (a completed multipart upload)."""
+        meter = Meter(limit, content_types.SNIFF_BYTES, hashing=hashing)
+        upload = await self.blobs.begin(bucket)
+        committed = False
+        try:
+            try:
+                safe_claim = None if content_types.is_unsafe(claimed_type) else claimed_type
+                await upload.write_all(meter.metered(chunks), safe_claim)
+            except Exception as exc:
+                if isinstance(exc, TooLarge) or meter.size > limit:
+                    raise ApiError(
+                        413,
+                        "STORAGE_INVALID_PARAMETER",
+                        f"File too large. Maximum upload size is {max(1, round(limit / MIB))} MB.",
+                        "Upload a smaller file, or raise maxFileSizeMb (PUT /api/storage/config).",
+                    ) from None
+                raise
+            if verify is not None:
+                verify()
+            mime = content_types.detect(meter.head, claimed_type)
+            await upload.publish()
+            result = await commit(upload.blob_id, meter, mime)
+            committed = True
+        finally:
+            await upload.close(committed=committed)
+        await self.collect_garbage()
+        return result
+
+    async def commit_row(
+        self,
+        actor: Actor,
+        bucket: str,
+        key: str,
+        blob_id: uuid.UUID,
+        size: int,
+        etag: str | None,
+        mime: str,
+        via: str,
+    ) -> StoredObject:
+        principal = actor.principal
+        now = datetime.now(UTC)
+        params = (bucket, key, size, mime, etag, blob_id, _uploader(principal), via, now)
+        try:
+            async with self.database.as_caller(principal) as cur:
+                await cur.execute(_UPSERT, params)
+        except pg_errors.InsufficientPrivilege:
+            raise _denied(bucket, key) from None
+        except pg_errors.ForeignKeyViolation:
+            raise _bucket_missing(bucket) from None
+        if principal.is_admin:
+            details = {"bucket": bucket, "key": key, "size": size, "via": via}
+            await audit.record(self.database, actor, "UPLOAD_OBJECT", MODULE, details)
+        return StoredObject(bucket, key, size, mime, etag, blob_id, now)
+
+    async def visible_object(self, principal: Principal | None, bucket: str, key: str) -> StoredObject:
+        """The object as the caller may see it: a public bucket's to anyone, even without a credential
+        (`principal` None), else as RLS decides. 404 when missing or not visible (a caller learns nothing of
+        objects a policy hides)."""
+        names.bucket_name(bucket)
+        names.object_key(key)
+        is_public = await self.bucket_is_public(bucket)
+        if is_public is None:
+            raise _bucket_missing(bucket)
+        if not is_public and principal is None:
+            raise ApiError(
+                401,
+                "AUTH_UNAUTHORIZED",
+                "Authentication required to read objects of a private bucket.",
+                "Send the anon key, an access token or the API key, or use a signed URL.",
+            )
+        reader = SYSTEM_PRINCIPAL if is_public or principal is None else principal
+        async with self.database.as_caller(reader, read_only=True) as cur:
+            await cur.execute(
+                f"select {_OBJECT_COLUMNS} from storage.objects where bucket = %s and key = %s", (bucket, key)
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise not_found()
+        return StoredObject.of(row)
+
+    async def object_by_signature(self, bucket: str, key: str, expires: str, signature: str) -> StoredObject:
+        """The object a signed URL names, when its signature holds and it has not expired (403 otherwise)."""
+        problem = self.signer.verify(bucket, key, expires, signature)
+        if problem is not None:
+            raise ApiError(403, "STORAGE_PERMISSION_DENIED", problem, "Ask for a new signed URL.")
+        return await self.visible_object(SYSTEM_PRINCIPAL, bucket, key)
+
+    async def transformed(self, stored: StoredObject, transform: Transform) -> tuple[bytes, str, str]:
+        """An image object transformed (cached per object version): bytes, content type, ETag."""
+        if content_types.essence(stored.mime_type) not in TRANSFORMABLE:
+            raise ApiError(
+                415,
+                "STORAGE_INVALID_FILE_TYPE",
+                "Only JPEG, PNG, WebP, GIF, AVIF, BMP and TIFF images can be transformed.",
+            )
+        if stored.size > MAX_SOURCE_BYTES:
+            raise ApiError(413, "STORAGE_INVALID_PARAMETER", "The image is too large to transform.")
+
+        async def load() -> bytes:
+            return b"".join([chunk async for chunk in self.read(stored, 0, stored.size)])
+
+        key = transform.key(str(stored.blob_id))
+        body, content_type = await self.transforms.rendered(
+            key, load, transform, content_types.essence(stored.mime_type)
+        )
+        return body, content_type, f'"{stored.etag}-{key[:12]}"'
+
+    def read(self, stored: StoredObject, start: int, end: int) -> AsyncIterator[bytes]:
+        return self.blobs.read(stored.bucket, stored.blob_id, start, end)
+
+    async def list_objects(
+        self,
+        principal: Principal,
+        bucket: str,
+        *,
+        prefix: str | None,
+        search: str | None,
+        limit: int,
+        offset: int,
+    ) -> dict[str, Any]:
+        names.bucket_name(bucket)
+        if await self.bucket_is_public(bucket) is None:
+            raise _bucket_missing(bucket)
+        conditions = ["bucket = %s"]
+        params: list[Any] = [bucket]
+        for pattern in (
+            f"{_like(prefix)}%" if prefix else None,
+            f"%{_like(search.strip())}%" if search and search.strip() else None,
+        ):
+            if pattern is not None:
+                conditions.append("key like %s")
+                params.append(pattern)
+        where = " and ".join(conditions)
+        async with self.database.as_caller(principal, read_only=True) as cur:
+            await cur.execute(
+                f"select {_OBJECT_COLUMNS}, count(*) over () as total from storage.objects where {where} "
+                "order by key limit %s offset %s",
+                [*params, limit, offset],
+            )
+            rows = await cur.fetchall()
+            total = int(rows[0]["total"]) if rows else None
+            if total is None and offset > 0:
+                await cur.execute(f"select count(*) as total from storage.objects where {where}", params)
+                counted = await cur.fetchone()
+                total = int(counted["total"]) if counted else 0
+        return {
+            "data": [self.object_json(StoredObject.of(row)) for row in rows],
+            "pagination": {"offset": offset, "limit": limit, "total": total or 0},
+            "nextActions": (
+                "You can use PUT /api/storage/buckets/:bucketName/objects/:objectKey to create or replace "
+                "a specific key, POST /api/storage/buckets/:bucketName/objects to upload with an "
+                "auto-generated key, and GET /api/storage/buckets/:bucketName/objects/:objectKey to "
+                "download an object."
+            ),
+        }
+
+    async def delete_objects(self, actor: Actor, bucket: str, keys: Sequence[str]) -> list[dict[str, Any]]:
+        """Delete what the caller's policies allow; one outcome per key (`deleted` or `notFound`)."""
+        names.bucket_name(bucket)
+        unique = list(dict.fromkeys(keys))
+        for key in unique:
+            names.object_key(key)
+        if await self.bucket_is_public(bucket) is None:
+            raise _bucket_missing(bucket)
+        try:
+            async with self.database.as_caller(actor.principal) as cur:
+                await cur.execute(
+                    "delete from storage.objects where bucket = %s and key = any(%s) returning key",
+                    (bucket, unique),
+                )
+                deleted = {row["key"] for row in await cur.fetchall()}
+        except pg_errors.InsufficientPrivilege:
+            raise _denied(bucket, unique[0], "delete") from None
+        if actor.is_admin and deleted:
+            await audit.record(
+                self.database,
+                actor,
+                "DELETE_OBJECTS",
+                MODULE,
+                {"bucket": bucket, "keys": sorted(deleted)[:100]},
+            )
+        await self.collect_garbage()
+        return [{"key": key, "status": "deleted" if key in deleted else "notFound"} for key in unique]
+
+    # --- strategies and signed URLs ------------------------------------------------------------------------
+
+    async def upload_strategy(
+        self, actor: Actor, bucket: str, key: str, content_type: str | None
+    ) -> dict[str, Any]:
+        """How to upload to `key`, after checking the caller may write there: directly to this server (the
+        PUT route; local disk and S3 proxy mode), or a presigned POST to the S3 store, confirmed after."""
+        names.bucket_name(bucket)
+        names.object_key(key)
+        if await self.bucket_is_public(bucket) is None:
+            raise _bucket_missing(bucket)
+        if not actor.is_admin:
+            await self._probe_write(actor.principal, bucket, key)
+        if isinstance(self.blobs, S3Blobs) and self.blobs.presigned:
+            blob_id = uuid.uuid4()
+            safe_type = content_type if content_type and not content_types.is_unsafe(content_type) else None
+            url, fields, expires = self.blobs.presigned_post(
+                bucket, blob_id, await self.max_file_bytes(), safe_type or content_types.OCTET_STREAM
+            )
+            await self.blobs.journal(
+                bucket, blob_id, key=key, uploaded_by=_uploader(actor.principal), expires_at=expires
+            )
+            return {
+                "method": "presigned",
+                "uploadUrl": url,
+                "fields": fields,
+                "key": key,
+                "confirmRequired": True,
+                "confirmUrl": f"/api/storage/buckets/{bucket}/objects/{quote(key, safe='')}/confirm-upload",
+                "expiresAt": iso(expires),
+            }
+        return {
+            "method": "direct",
+            "uploadUrl": self.object_url(bucket, key),
+            "key": key,
+            "confirmRequired": False,
+        }
+
+    async def confirm_upload(self, actor: Actor, bucket: str, key: str) -> dict[str, Any]:
+        """After a presigned upload: the blob the caller was given for this key, checked (there, within the
+        size limit, its type sniffed), becomes the object, as the caller's policies allow. After a direct
+        upload the object is already there: its metadata, as the caller may see it."""
+        names.bucket_name(bucket)
+        names.object_key(key)
+        if not isinstance(self.blobs, S3Blobs):
+            return self.object_json(await self.visible_object(actor.principal, bucket, key))
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "select blob_id from storage.pending_blobs where bucket = %s and key = %s "
+                "and uploaded_by is not distinct from %s and expires_at > now() "
+                "order by started_at desc limit 1",
+                (bucket, key, _uploader(actor.principal)),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            if not self.blobs.presigned:
+                return self.object_json(await self.visible_object(actor.principal, bucket, key))
+            raise not_found(
+                f'Upload not found for key "{key}" in bucket "{bucket}"', "Ask for an upload strategy."
+            )
+        blob_id = row["blob_id"]
+        head = await self.blobs.head(bucket, blob_id)
+        if head is None:
+            raise not_found(
+                f'Upload not found for key "{key}" in bucket "{bucket}"', "Upload the file first."
+            )
+        size, etag = head
+        limit = await self.max_file_bytes()
+        if size > limit:
+            await self.blobs.delete([(bucket, blob_id)])
+            await self.blobs.forget_pending([blob_id])
+            raise ApiError(
+                413,
+                "STORAGE_INVALID_PARAMETER",
+                f"File size exceeds the configured maximum upload size of {round(limit / MIB)} MB",
+            )
+        first = b"".join([chunk async for chunk in self.blobs.read(bucket, blob_id, 0, min(size, 4096))])
+        mime = content_types.detect(first, None)
+        stored = await self.commit_row(actor, bucket, key, blob_id, size, etag, mime, "rest")
+        await self.blobs.forget_pending([blob_id])
+        await self.collect_garbage()
+        return self.object_json(stored)
+
+    async def download_redirect(self, stored: StoredObject, seconds: int) -> str | None:
+        """In S3 presigned mode, the store's own URL for a download (not for active types, which this
+        server serves itself as attachments); None to stream it from here."""
+        if content_types.is_unsafe(stored.mime_type):
+            return None
+        return await self.blobs.presigned_get(stored.bucket, stored.blob_id, seconds)
+
+    async def download_strategy(
+        self, principal: Principal | None, bucket: str, key: str, expires_in: float | None
+    ) -> dict[str, Any]:
+        """A URL to download the object with, checked against the caller's policies first: a presigned URL
+        of the S3 store (presigned mode), else this server's URL: plain for a public bucket (valid for as
+        long as the bucket stays public), signed and expiring for a private one."""
+        stored = await self.visible_object(principal, bucket, key)
+        public = bool(await self.bucket_is_public(bucket))
+        seconds = MAX_SECONDS if public else clamp_expiry(expires_in)
+        presigned = await self.download_redirect(stored, seconds)
+        if presigned is not None:
+            expires_at = iso(datetime.now(UTC) + timedelta(seconds=seconds))
+            return {"method": "presigned", "url": presigned, "expiresAt": expires_at}
+        url = self.object_url(stored.bucket, stored.key)
+        if public:
+            return {"method": "direct", "url": url}
+        signed = self.signer.sign(stored.bucket, stored.key, seconds)
+        expires_at = iso(datetime.fromtimestamp(signed.expires_at, UTC))
+        return {"method": "direct", "url": f"{url}?{signed.query}", "expiresAt": expires_at}
+
+    @property
+    def backend(self) -> str:
+        return self.blobs.kind
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

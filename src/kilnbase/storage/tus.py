@@ -1,0 +1,256 @@
+"""Resumable uploads with the TUS 1.0 protocol (core, and the creation, termination and expiration
+extensions), so a large upload over a flaky link resumes where it stopped instead of starting over.
+
+`POST /api/storage/buckets/:b/tus` creates an upload (`Upload-Length`, `Upload-Metadata` with the object's
+`key` or `filename` and `contentType`), after checking the caller's policies allow writing that key;
+`HEAD` on its URL says how far it got (`Upload-Offset`); `PATCH` appends from that offset; `DELETE`
+abandons it. The bytes so far are a file under the storage directory (its length is the offset, so what was
+written before a crash counts); when the last byte arrives the file becomes the object, through the same
+path as any upload: metered, sniffed, and committed atomically with its row as the caller. Uploads expire
+after `TUS_EXPIRY_SECONDS` and are then removed, at the next start or the next touch.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import fcntl
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from kilnbase.http.errors import ApiError
+from kilnbase.identity.actor import Actor
+from kilnbase.storage import names
+from kilnbase.storage.blob_store import Meter
+from kilnbase.storage.service import StorageService, StoredObject
+
+VERSION = "1.0.0"
+EXTENSIONS = "creation,termination,expiration"
+TUS_EXPIRY_SECONDS = 24 * 3600
+READ_CHUNK = 1024 * 1024
+
+
+def _tus_error(status: int, message: str) -> ApiError:
+    return ApiError(status, "STORAGE_INVALID_PARAMETER" if status < 404 else "STORAGE_NOT_FOUND", message)
+
+
+def parse_metadata(header: str | None) -> dict[str, str]:
+    """`key base64,key2 base64` -> {key: text}; 400 when malformed."""
+    values: dict[str, str] = {}
+    for pair in (header or "").split(","):
+        pair = pair.strip()
+        if not pair:
+            continue
+        name, _, encoded = pair.partition(" ")
+        try:
+            values[name] = base64.b64decode(encoded.strip(), validate=True).decode("utf-8") if encoded else ""
+        except (ValueError, UnicodeDecodeError):
+            raise _tus_error(400, f"Upload-Metadata value of {name!r} is not base64 of UTF-8.") from None
+    return values
+
+
+class TusUploads:
+    def __init__(self, storage: StorageService, root: Path) -> None:
+        self.storage = storage
+        self.database = storage.database
+        self.root = root
+
+    def _path(self, upload_id: uuid.UUID) -> Path:
+        return self.root / str(upload_id)
+
+    async def start(self) -> None:
+        """Remove expired uploads and files no upload row names."""
+        await anyio.to_thread.run_sync(lambda: self.root.mkdir(parents=True, exist_ok=True))
+        async with self.database.as_owner() as cur:
+            await cur.execute("delete from storage.tus_uploads where expires_at < now() returning id")
+            expired = [row["id"] for row in await cur.fetchall()]
+            await cur.execute("select id from storage.tus_uploads")
+            live = {str(row["id"]) for row in await cur.fetchall()}
+        for upload_id in expired:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path(upload_id))
+        for entry in os.scandir(self.root):
+            if entry.name not in live:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+    async def create(
+        self, actor: Actor, bucket: str, length_header: str | None, metadata_header: str | None
+    ) -> tuple[uuid.UUID, datetime]:
+        names.bucket_name(bucket)
+        if length_header is None or not length_header.isdigit():
+            raise _tus_error(400, "Upload-Length is required (a whole number of bytes).")
+        length = int(length_header)
+        limit = await self.storage.max_file_bytes()
+        if length > limit:
+            raise ApiError(
+                413, "STORAGE_INVALID_PARAMETER", f"Upload-Length exceeds the maximum of {limit} bytes."
+            )
+        metadata = parse_metadata(metadata_header)
+        key = metadata.get("key") or metadata.get("objectName")
+        if not key:
+            filename = metadata.get("filename") or metadata.get("name") or "file"
+            key = names.generated_key(filename)
+        names.object_key(key)
+        if await self.storage.bucket_is_public(bucket) is None:
+            raise ApiError(404, "STORAGE_NOT_FOUND", f'Bucket "{bucket}" does not exist')
+        await self.storage.check_write(actor, bucket, key)
+        expires = datetime.now(UTC) + timedelta(seconds=TUS_EXPIRY_SECONDS)
+        upload_id = uuid.uuid4()
+        sub = actor.principal.claims.get("sub")
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "insert into storage.tus_uploads (id, bucket, key, length, content_type, uploaded_by, "
+                "created_by_admin, expires_at) values (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    upload_id,
+                    bucket,
+                    key,
+                    length,
+                    metadata.get("contentType") or metadata.get("filetype"),
+                    sub if isinstance(sub, str) else None,
+                    actor.is_admin,
+                    expires,
+                ),
+            )
+        # The row first, then the file: a process starting meanwhile removes only files no row names.
+        await anyio.to_thread.run_sync(self._create_file, upload_id)
+        if length == 0:
+            await self._finish(actor, await self._row(actor, bucket, upload_id))
+        return upload_id, expires
+
+    def _create_file(self, upload_id: uuid.UUID) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._path(upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+
+    async def _row(self, actor: Actor, bucket: str, upload_id: uuid.UUID) -> dict[str, Any]:
+        """The upload, when the caller is the one who created it (or an admin); 404 otherwise or expired."""
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "select id, bucket, key, length, content_type, uploaded_by, created_by_admin, expires_at "
+                "from storage.tus_uploads where id = %s and bucket = %s",
+                (upload_id, bucket),
+            )
+            row = await cur.fetchone()
+        sub = actor.principal.claims.get("sub")
+        owner = row is not None and (
+            (row["created_by_admin"] and actor.is_admin)
+            or (row["uploaded_by"] is not None and row["uploaded_by"] == sub)
+        )
+        if row is None or not owner:
+            raise _tus_error(404, "Upload not found")
+        if row["expires_at"] < datetime.now(UTC):
+            await self.terminate(actor, bucket, upload_id)
+            raise ApiError(410, "STORAGE_NOT_FOUND", "The upload has expired.")
+        return row
+
+    def offset(self, upload_id: uuid.UUID) -> int:
+        try:
+            return self._path(upload_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    async def status(self, actor: Actor, bucket: str, upload_id: uuid.UUID) -> dict[str, str]:
+        row = await self._row(actor, bucket, upload_id)
+        return self._headers(row, await anyio.to_thread.run_sync(self.offset, upload_id))
+
+    @staticmethod
+    def _headers(row: dict[str, Any], offset: int) -> dict[str, str]:
+        return {
+            "Upload-Offset": str(offset),
+            "Upload-Length": str(row["length"]),
+            "Upload-Expires": format_datetime(row["expires_at"].astimezone(UTC), usegmt=True),
+        }
+
+    async def append(
+        self,
+        actor: Actor,
+        bucket: str,
+        upload_id: uuid.UUID,
+        offset_header: str | None,
+        body: AsyncIterator[bytes],
+    ) -> tuple[dict[str, str], dict[str, Any] | None]:
+        """Append the body at `Upload-Offset` (409 when it is not where the upload stands); the new headers,
+        and the object once the upload is complete."""
+        row = await self._row(actor, bucket, upload_id)
+        if offset_header is None or not offset_header.isdigit():
+            raise _tus_error(400, "Upload-Offset is required.")
+        path = self._path(upload_id)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise _tus_error(404, "Upload not found") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise ApiError(
+                        423, "STORAGE_INVALID_PARAMETER", "Another request is writing to this upload."
+                    ) from None
+                raise
+            offset = os.fstat(fd).st_size
+            if int(offset_header) != offset:
+                raise ApiError(
+                    409, "STORAGE_INVALID_PARAMETER", f"Upload-Offset is {offset}, not {offset_header}."
+                )
+            remaining = int(row["length"]) - offset
+            async for chunk in body:
+                if len(chunk) > remaining:
+                    raise _tus_error(400, "The body goes past Upload-Length.")
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+                remaining -= len(chunk)
+            offset = int(row["length"]) - remaining
+        finally:
+            os.close(fd)
+        stored = None
+        if remaining == 0:
+            stored = await self._finish(actor, row)
+        return self._headers(row, offset), stored
+
+    async def _finish(self, actor: Actor, row: dict[str, Any]) -> dict[str, Any]:
+        upload_id = row["id"]
+        path = self._path(upload_id)
+
+        async def file_bytes() -> AsyncIterator[bytes]:
+            fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                while chunk := await anyio.to_thread.run_sync(os.read, fd, READ_CHUNK):
+                    yield chunk
+            finally:
+                os.close(fd)
+
+        async def commit(blob_id: uuid.UUID, meter: Meter, mime: str) -> StoredObject:
+            stored = await self.storage.commit_row(
+                actor, row["bucket"], row["key"], blob_id, meter.size, meter.etag, mime, "tus"
+            )
+            async with self.database.as_owner() as cur:
+                await cur.execute("delete from storage.tus_uploads where id = %s", (upload_id,))
+            return stored
+
+        limit = max(await self.storage.max_file_bytes(), int(row["length"]))
+        stored = await self.storage.store_blob(
+            row["bucket"], file_bytes(), limit, row["content_type"], commit
+        )
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return self.storage.object_json(stored)
+
+    async def terminate(self, actor: Actor, bucket: str, upload_id: uuid.UUID) -> None:
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "delete from storage.tus_uploads where id = %s and bucket = %s", (upload_id, bucket)
+            )
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(upload_id))

@@ -1,0 +1,201 @@
+"""The S3 backend against a real S3 server (SeaweedFS on loopback): proxy mode streams every byte through
+Kilnbase, presigned mode hands out the store's URLs (a POST policy to upload, presigned GETs to download);
+either way an object is wholly there or not, and nothing is left in the store that no row names."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from kilnbase.app import create_app
+from kilnbase.config import Settings, StorageSettings
+from tests.storage.conftest import s3_blobs
+from tests.support.app import admin_headers, services_of, user_headers
+from tests.support.postgres import TestCluster
+from tests.support.seaweed import ACCESS_KEY, REGION, SECRET_KEY, SeaweedS3
+
+BUCKETS = "/api/storage/buckets"
+LIMIT = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweed"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(seaweed: SeaweedS3) -> object:
+    client = seaweed.client()
+    client.create_bucket(Bucket="kilnbase-objects")
+    return client
+
+
+def _app(cluster: TestCluster, tmp: Path, seaweed: SeaweedS3, *, presigned: bool) -> TestClient:
+    storage = StorageSettings(
+        max_file_size=LIMIT,
+        s3_bucket="kilnbase-objects",
+        s3_endpoint_url=seaweed.endpoint,
+        s3_region=REGION,
+        s3_access_key_id=ACCESS_KEY,
+        s3_secret_access_key=SECRET_KEY,
+        s3_use_presigned_urls=presigned,
+        s3_prefix=f"p{secrets.token_hex(3)}",
+    )
+    settings = Settings(database_url=cluster.create_database("s3"), data_dir=tmp, storage=storage)
+    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedS3, s3: object
+) -> Iterator[TestClient]:
+    with _app(cluster, tmp_path_factory.mktemp("proxy"), seaweed, presigned=False) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def presigned(
+    cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedS3, s3: object
+) -> Iterator[TestClient]:
+    with _app(cluster, tmp_path_factory.mktemp("presigned"), seaweed, presigned=True) as client:
+        yield client
+
+
+def _store_keys(s3: object, client: TestClient) -> set[str]:
+    prefix = s3_blobs(client).prefix
+    listed = s3.list_objects_v2(Bucket="kilnbase-objects", Prefix=prefix)  # type: ignore[attr-defined]
+    return {item["Key"] for item in listed.get("Contents", [])}
+
+
+def _bucket(client: TestClient, public: bool = False) -> str:
+    name = f"s3-{secrets.token_hex(4)}"
+    assert (
+        client.post(
+            BUCKETS, json={"bucketName": name, "isPublic": public}, headers=admin_headers(client)
+        ).status_code
+        == 201
+    )
+    return name
+
+
+def test_proxy_mode_round_trip(proxy: TestClient, s3: object) -> None:
+    admin = admin_headers(proxy)
+    bucket = _bucket(proxy)
+    data = secrets.token_bytes(300_000)
+    put = proxy.put(
+        f"{BUCKETS}/{bucket}/objects/dir/data.bin",
+        files={"file": ("d", data, "application/x-data")},
+        headers=admin,
+    )
+    assert put.status_code == 200, put.text
+    got = proxy.get(f"{BUCKETS}/{bucket}/objects/dir/data.bin", headers=admin)
+    assert got.status_code == 200 and got.content == data
+    part = proxy.get(f"{BUCKETS}/{bucket}/objects/dir/data.bin", headers={**admin, "Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == data[100:200]
+    strategy = proxy.get(f"{BUCKETS}/{bucket}/download-strategy/objects/dir/data.bin", headers=admin).json()
+    assert strategy["method"] == "direct" and "signature=" in strategy["url"]
+    signed_path = strategy["url"].split("127.0.0.1:7130", 1)[1]
+    assert proxy.get(signed_path).content == data
+    assert len(_store_keys(s3, proxy)) == 1
+    # Replacing and deleting leave nothing behind in the store.
+    proxy.put(f"{BUCKETS}/{bucket}/objects/dir/data.bin", content=b"smaller", headers=admin)
+    assert proxy.get(f"{BUCKETS}/{bucket}/objects/dir/data.bin", headers=admin).content == b"smaller"
+    assert len(_store_keys(s3, proxy)) == 1
+    assert proxy.delete(f"{BUCKETS}/{bucket}/objects/dir/data.bin", headers=admin).status_code == 200
+    assert _store_keys(s3, proxy) == set()
+
+
+def test_proxy_mode_size_limit_leaves_nothing(proxy: TestClient, s3: object) -> None:
+    admin = admin_headers(proxy)
+    bucket = _bucket(proxy)
+    before = _store_keys(s3, proxy)
+    too_big = proxy.put(f"{BUCKETS}/{bucket}/objects/big", content=b"x" * (LIMIT + 1), headers=admin)
+    assert too_big.status_code == 413
+    assert _store_keys(s3, proxy) == before
+    assert proxy.get(f"{BUCKETS}/{bucket}/objects", headers=admin).json()["data"] == []
+
+
+def test_dead_writer_is_swept(proxy: TestClient, s3: object) -> None:
+    """A blob journalled by a process that died (nobody holds its lock) is removed at start."""
+    blobs = s3_blobs(proxy)
+    bucket = _bucket(proxy)
+    orphan = uuid.uuid4()
+    s3.put_object(Bucket="kilnbase-objects", Key=blobs.path(bucket, orphan), Body=b"orphan")  # type: ignore[attr-defined]
+
+    async def journal_as_dead_process() -> int:
+        async with services_of(proxy).core.database.as_owner() as cur:
+            await cur.execute(
+                "insert into storage.pending_blobs (blob_id, bucket, instance) values (%s, %s, %s)",
+                (orphan, bucket, 12345),
+            )
+        return await blobs.sweep()
+
+    assert proxy.portal is not None
+    assert proxy.portal.call(journal_as_dead_process) >= 1
+    assert blobs.path(bucket, orphan) not in _store_keys(s3, proxy)
+
+
+def test_presigned_mode_sdk_flow(presigned: TestClient, s3: object) -> None:
+    """What the SDK does: upload-strategy, POST the form to the store, confirm; download by redirect."""
+    alice = user_headers(presigned, "3f0e6a51-9d2b-4c1e-8f7a-2b6c5d4e3f01", "alice@example.com")
+    bob = user_headers(presigned, "8a1b2c3d-4e5f-4a6b-9c7d-0e1f2a3b4c5d", "bob@example.com")
+    bucket = _bucket(presigned)
+    strategy = presigned.post(
+        f"{BUCKETS}/{bucket}/upload-strategy",
+        json={"filename": "photos/cat.png", "contentType": "image/png"},
+        headers=alice,
+    )
+    assert strategy.status_code == 200, strategy.text
+    plan = strategy.json()
+    assert plan["method"] == "presigned" and plan["confirmRequired"] is True
+    assert plan["confirmUrl"] == f"/api/storage/buckets/{bucket}/objects/photos%2Fcat.png/confirm-upload"
+    png = bytes.fromhex("89504e470d0a1a0a0000000d49484452") + b"\x00" * 100
+    posted = httpx.post(plan["uploadUrl"], data=plan["fields"], files={"file": ("cat.png", png, "image/png")})
+    assert posted.status_code in (200, 201, 204), posted.text
+    assert presigned.post(plan["confirmUrl"], json={"size": len(png)}, headers=bob).status_code == 404
+    confirmed = presigned.post(plan["confirmUrl"], json={"size": len(png)}, headers=alice)
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.json()["key"] == "photos/cat.png" and confirmed.json()["mimeType"] == "image/png"
+    download = presigned.get(
+        f"{BUCKETS}/{bucket}/objects/photos/cat.png", headers=alice, follow_redirects=False
+    )
+    assert download.status_code == 302
+    assert httpx.get(download.headers["location"]).content == png
+    assert presigned.get(f"{BUCKETS}/{bucket}/objects/photos/cat.png", headers=bob).status_code == 404
+    url = presigned.get(
+        f"{BUCKETS}/{bucket}/download-strategy/objects/photos%2Fcat.png",
+        params={"expiresIn": 60},
+        headers=alice,
+    ).json()
+    assert url["method"] == "presigned" and httpx.get(url["url"]).content == png
+    tampered = url["url"].replace("X-Amz-Expires=60", "X-Amz-Expires=600")
+    assert httpx.get(tampered).status_code == 403
+    # Active types are never redirected: served here, as attachments.
+    page = presigned.put(
+        f"{BUCKETS}/{bucket}/objects/page.html", content=b"<html><script>1</script>", headers=alice
+    )
+    assert page.status_code == 200
+    served = presigned.get(f"{BUCKETS}/{bucket}/objects/page.html", headers=alice, follow_redirects=False)
+    assert served.status_code == 200 and served.headers["content-disposition"].startswith("attachment")
+
+
+def test_presigned_upload_over_limit_refused(presigned: TestClient, s3: object) -> None:
+    admin = admin_headers(presigned)
+    bucket = _bucket(presigned)
+    plan = presigned.post(
+        f"{BUCKETS}/{bucket}/upload-strategy", json={"filename": "big.bin"}, headers=admin
+    ).json()
+    posted = httpx.post(plan["uploadUrl"], data=plan["fields"], files={"file": ("b", b"x" * (LIMIT + 1))})
+    assert posted.status_code >= 400
+    confirmed = presigned.post(plan["confirmUrl"], json={"size": LIMIT + 1}, headers=admin)
+    assert confirmed.status_code in (404, 413)
+    assert presigned.get(f"{BUCKETS}/{bucket}/objects", headers=admin).json()["data"] == []

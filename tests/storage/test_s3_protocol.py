@@ -1,0 +1,303 @@
+"""The S3 protocol endpoint driven by boto3, unchanged, against `kilnbase serve`: access keys from the admin
+API, buckets, objects, listing with delimiters and continuation, copies, batch deletes, multipart uploads,
+presigned GET and PUT URLs, S3's XML errors; on the local backend and on an S3 backend (SeaweedFS)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from botocore.client import Config
+from botocore.exceptions import ClientError
+
+from tests.support.postgres import TestCluster
+from tests.support.seaweed import ACCESS_KEY, REGION, SECRET_KEY, SeaweedS3
+from tests.support.servers import ServerProcess
+
+MiB = 1024 * 1024
+
+
+def _serve(cluster: TestCluster, data_dir: Path, env: dict[str, str] | None = None) -> ServerProcess:
+    server = ServerProcess(
+        data_dir,
+        env={
+            "DATABASE_URL": cluster.create_database("s3proto"),
+            "MAX_FILE_SIZE": str(64 * MiB),
+            **(env or {}),
+        },
+    )
+    server.start()
+    return server
+
+
+def _client(server: ServerProcess) -> Any:
+    api_key = json.loads((server.data_dir / "keys.json").read_text())["api_key"]
+    created = httpx.post(
+        f"{server.url}/api/storage/s3/access-keys",
+        json={"description": "tests"},
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    assert created.status_code == 201, created.text
+    key = created.json()
+    return boto3.client(
+        "s3",
+        endpoint_url=f"{server.url}/storage/v1/s3",
+        aws_access_key_id=key["accessKeyId"],
+        aws_secret_access_key=key["secretAccessKey"],
+        region_name="us-east-2",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
+
+
+@pytest.fixture(scope="module")
+def local_server(cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = _serve(cluster, tmp_path_factory.mktemp("s3local") / "data")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(local_server: ServerProcess) -> Any:
+    return _client(local_server)
+
+
+def _bucket(s3: Any) -> str:
+    name = f"proto-{secrets.token_hex(4)}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def test_access_keys_admin_api(local_server: ServerProcess) -> None:
+    api_key = json.loads((local_server.data_dir / "keys.json").read_text())["api_key"]
+    admin = {"Authorization": f"Bearer {api_key}"}
+    config = httpx.get(f"{local_server.url}/api/storage/s3/config", headers=admin).json()
+    assert config == {
+        "endpoint": f"{local_server.url}/storage/v1/s3",
+        "region": "us-east-2",
+        "available": True,
+    }
+    created = httpx.post(f"{local_server.url}/api/storage/s3/access-keys", json={}, headers=admin).json()
+    assert set(created) == {"id", "accessKeyId", "secretAccessKey", "description", "createdAt", "lastUsedAt"}
+    listed = httpx.get(f"{local_server.url}/api/storage/s3/access-keys", headers=admin).json()
+    assert created["accessKeyId"] in [k["accessKeyId"] for k in listed]
+    assert all("secretAccessKey" not in k for k in listed)
+    gone = httpx.delete(f"{local_server.url}/api/storage/s3/access-keys/{created['id']}", headers=admin)
+    assert gone.status_code == 204
+    revoked = boto3.client(
+        "s3",
+        endpoint_url=f"{local_server.url}/storage/v1/s3",
+        aws_access_key_id=created["accessKeyId"],
+        aws_secret_access_key=created["secretAccessKey"],
+        region_name="us-east-2",
+    )
+    with pytest.raises(ClientError) as refused:
+        revoked.list_buckets()
+    assert refused.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    assert httpx.get(f"{local_server.url}/api/storage/s3/access-keys").status_code == 401
+
+
+def test_bad_signatures_refused(local_server: ServerProcess, s3: Any) -> None:
+    creds = s3._request_signer._credentials
+    wrong = boto3.client(
+        "s3",
+        endpoint_url=f"{local_server.url}/storage/v1/s3",
+        aws_access_key_id=creds.access_key,
+        aws_secret_access_key=creds.secret_key + "x",
+        region_name="us-east-2",
+    )
+    with pytest.raises(ClientError) as refused:
+        wrong.list_buckets()
+    assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+    unsigned = httpx.get(f"{local_server.url}/storage/v1/s3/")
+    assert unsigned.status_code == 403 and b"<Code>AccessDenied</Code>" in unsigned.content
+
+
+def test_objects_round_trip(s3: Any) -> None:
+    bucket = _bucket(s3)
+    assert bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    s3.head_bucket(Bucket=bucket)
+    body = secrets.token_bytes(200_000)
+    put = s3.put_object(Bucket=bucket, Key="dir/a b+c.bin", Body=body, ContentType="application/x-test")
+    assert put["ETag"] == f'"{hashlib.md5(body, usedforsecurity=False).hexdigest()}"'
+    got = s3.get_object(Bucket=bucket, Key="dir/a b+c.bin")
+    assert got["Body"].read() == body and got["ContentLength"] == len(body)
+    ranged = s3.get_object(Bucket=bucket, Key="dir/a b+c.bin", Range="bytes=10-19")
+    assert ranged["Body"].read() == body[10:20] and ranged["ContentRange"] == f"bytes 10-19/{len(body)}"
+    head = s3.head_object(Bucket=bucket, Key="dir/a b+c.bin")
+    assert head["ContentLength"] == len(body) and head["ContentType"] == "application/x-test"
+    s3.copy_object(Bucket=bucket, Key="copy.bin", CopySource={"Bucket": bucket, "Key": "dir/a b+c.bin"})
+    assert s3.get_object(Bucket=bucket, Key="copy.bin")["Body"].read() == body
+    with pytest.raises(ClientError) as missing:
+        s3.get_object(Bucket=bucket, Key="nope")
+    assert missing.value.response["Error"]["Code"] == "NoSuchKey"
+    with pytest.raises(ClientError) as not_empty:
+        s3.delete_bucket(Bucket=bucket)
+    assert not_empty.value.response["Error"]["Code"] == "BucketNotEmpty"
+    deleted = s3.delete_objects(
+        Bucket=bucket, Delete={"Objects": [{"Key": "dir/a b+c.bin"}, {"Key": "copy.bin"}]}
+    )
+    assert sorted(d["Key"] for d in deleted["Deleted"]) == ["copy.bin", "dir/a b+c.bin"]
+    s3.delete_object(Bucket=bucket, Key="already-gone")
+    s3.delete_bucket(Bucket=bucket)
+    with pytest.raises(ClientError) as gone:
+        s3.head_bucket(Bucket=bucket)
+    assert gone.value.response["Error"]["Code"] in ("404", "NoSuchBucket")
+
+
+def test_listing_with_delimiter_and_continuation(s3: Any) -> None:
+    bucket = _bucket(s3)
+    keys = ["a/1", "a/2", "b/1", "c", "d/x/1", "e"]
+    for key in keys:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"1")
+    flat = s3.list_objects_v2(Bucket=bucket)
+    assert [o["Key"] for o in flat["Contents"]] == keys and flat["KeyCount"] == 6
+    top = s3.list_objects_v2(Bucket=bucket, Delimiter="/")
+    assert [o["Key"] for o in top["Contents"]] == ["c", "e"]
+    assert [p["Prefix"] for p in top["CommonPrefixes"]] == ["a/", "b/", "d/"]
+    seen: list[str] = []
+    token = None
+    while True:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Delimiter": "/", "MaxKeys": 2}
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = s3.list_objects_v2(**kwargs)
+        seen += [o["Key"] for o in page.get("Contents", [])] + [
+            p["Prefix"] for p in page.get("CommonPrefixes", [])
+        ]
+        if not page["IsTruncated"]:
+            break
+        token = page["NextContinuationToken"]
+    assert sorted(seen) == ["a/", "b/", "c", "d/", "e"]
+    paginator = s3.get_paginator("list_objects_v2")
+    everything = [
+        o["Key"]
+        for page in paginator.paginate(Bucket=bucket, Prefix="a/", PaginationConfig={"PageSize": 1})
+        for o in page["Contents"]
+    ]
+    assert everything == ["a/1", "a/2"]
+
+
+def test_multipart_upload(s3: Any) -> None:
+    bucket = _bucket(s3)
+    parts_data = [secrets.token_bytes(5 * MiB), secrets.token_bytes(1234)]
+    created = s3.create_multipart_upload(Bucket=bucket, Key="big.bin", ContentType="application/x-big")
+    upload_id = created["UploadId"]
+    etags = []
+    for number, data in enumerate(parts_data, start=1):
+        etags.append(
+            s3.upload_part(Bucket=bucket, Key="big.bin", UploadId=upload_id, PartNumber=number, Body=data)[
+                "ETag"
+            ]
+        )
+    listed = s3.list_parts(Bucket=bucket, Key="big.bin", UploadId=upload_id)
+    assert [p["PartNumber"] for p in listed["Parts"]] == [1, 2]
+    with pytest.raises(ClientError):
+        s3.get_object(Bucket=bucket, Key="big.bin")  # not there until completed
+    done = s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key="big.bin",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, start=1)]},
+    )
+    assert done["ETag"].endswith('-2"')
+    assert s3.get_object(Bucket=bucket, Key="big.bin")["Body"].read() == b"".join(parts_data)
+    aborted = s3.create_multipart_upload(Bucket=bucket, Key="never.bin")["UploadId"]
+    s3.upload_part(Bucket=bucket, Key="never.bin", UploadId=aborted, PartNumber=1, Body=b"x")
+    s3.abort_multipart_upload(Bucket=bucket, Key="never.bin", UploadId=aborted)
+    with pytest.raises(ClientError) as no_upload:
+        s3.list_parts(Bucket=bucket, Key="never.bin", UploadId=aborted)
+    assert no_upload.value.response["Error"]["Code"] == "NoSuchUpload"
+    # boto3's managed transfer (multipart above its threshold) works as well.
+    payload = secrets.token_bytes(9 * MiB)
+    from boto3.s3.transfer import TransferConfig
+
+    config = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+    import io
+
+    s3.upload_fileobj(io.BytesIO(payload), bucket, "managed.bin", Config=config)
+    out = io.BytesIO()
+    s3.download_fileobj(bucket, "managed.bin", out, Config=config)
+    assert out.getvalue() == payload
+
+
+def test_presigned_urls(s3: Any) -> None:
+    bucket = _bucket(s3)
+    put_url = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": "up.txt"}, ExpiresIn=60
+    )
+    assert httpx.put(put_url, content=b"via presigned put").status_code == 200
+    get_url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "up.txt"}, ExpiresIn=60
+    )
+    assert httpx.get(get_url).content == b"via presigned put"
+    tampered = get_url.replace("up.txt", "other.txt")
+    refused = httpx.get(tampered)
+    assert refused.status_code == 403 and b"SignatureDoesNotMatch" in refused.content
+
+
+def test_s3_endpoint_on_s3_backend(cluster: TestCluster, tmp_path: Path) -> None:
+    seaweed = SeaweedS3(tmp_path / "weed")
+    seaweed.start()
+    try:
+        seaweed.client().create_bucket(Bucket="backing")
+        env = {
+            "S3_BUCKET": "backing",
+            "S3_ENDPOINT_URL": seaweed.endpoint,
+            "S3_REGION": REGION,
+            "S3_ACCESS_KEY_ID": ACCESS_KEY,
+            "S3_SECRET_ACCESS_KEY": SECRET_KEY,
+        }
+        server = _serve(cluster, tmp_path / "data", env)
+        try:
+            s3 = _client(server)
+            bucket = _bucket(s3)
+            body = secrets.token_bytes(6 * MiB)
+            s3.put_object(Bucket=bucket, Key="k.bin", Body=body)
+            assert s3.get_object(Bucket=bucket, Key="k.bin", Range="bytes=0-9")["Body"].read() == body[:10]
+            assert s3.get_object(Bucket=bucket, Key="k.bin")["Body"].read() == body
+            assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["k.bin"]
+        finally:
+            server.stop()
+    finally:
+        seaweed.stop()
+
+
+def test_aws_cli(local_server: ServerProcess, s3: Any, tmp_path: Path) -> None:
+    """The aws CLI, unchanged: `s3 mb`, `cp` up (multipart above its threshold) and down, `ls`, `rm`."""
+    creds = s3._request_signer._credentials
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": creds.access_key,
+        "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+        "AWS_DEFAULT_REGION": "us-east-2",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+    }
+    aws = [str(Path(sys.executable).parent / "aws"), "--endpoint-url", f"{local_server.url}/storage/v1/s3"]
+
+    def run(*args: str) -> str:
+        done = subprocess.run([*aws, *args], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    bucket = f"cli-{secrets.token_hex(4)}"
+    run("s3", "mb", f"s3://{bucket}")
+    source = tmp_path / "big.bin"
+    source.write_bytes(secrets.token_bytes(9 * MiB))
+    run("s3", "cp", str(source), f"s3://{bucket}/dir/big.bin")
+    assert "dir/" in run("s3", "ls", f"s3://{bucket}/")
+    assert "big.bin" in run("s3", "ls", f"s3://{bucket}/dir/")
+    run("s3", "cp", f"s3://{bucket}/dir/big.bin", str(tmp_path / "back.bin"))
+    assert (tmp_path / "back.bin").read_bytes() == source.read_bytes()
+    run("s3", "rm", "--recursive", f"s3://{bucket}/")
+    run("s3", "rb", f"s3://{bucket}")
