@@ -80,8 +80,9 @@ class Tool:
     run: Callable[..., Awaitable[Any]]
     read_only: bool = True
     needs_admin: bool = True
-    #: Why a call with these arguments needs a person's approval when an agent makes it (None: it does not).
-    needs_approval: Callable[[Mapping[str, Any]], str | None] | None = None
+    #: Why a call with these arguments needs a person's approval when an agent makes it (None: it does not);
+    #: it may be awaitable when the answer depends on stored state (a bucket that still holds objects).
+    needs_approval: Callable[[Mapping[str, Any]], str | Awaitable[str | None] | None] | None = None
 
 
 def _no_lifespan() -> AbstractAsyncContextManager[None]:

@@ -258,6 +258,8 @@ class ToolRunner:
     ) -> str:
         if gated and actor.principal.agent is not None and tool.needs_approval is not None:
             reason = tool.needs_approval(arguments)
+            if inspect.isawaitable(reason):
+                reason = await reason
             if reason is not None:
                 return bounded_text(await self.approvals.request(actor, tool.name, arguments, reason))
         started = time.perf_counter()

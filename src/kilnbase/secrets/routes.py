@@ -103,5 +103,5 @@ def capability(rotation: KeyRotation, secrets: ProjectSecrets) -> Capability:
         "secrets",
         SecretRoutes(rotation, secrets).routes(),
         lifespan=rotation.keys_from_database,
-        tools=secrets_tools(rotation),
+        tools=secrets_tools(rotation, secrets),
     )

@@ -33,6 +33,7 @@ from kilnbase.storage.s3_gateway import S3Gateway
 from kilnbase.storage.s3_objects import S3Objects
 from kilnbase.storage.service import StorageService, StoredObject
 from kilnbase.storage.signed_urls import MAX_SECONDS
+from kilnbase.storage.tools import storage_tools
 from kilnbase.storage.transforms import Transform
 from kilnbase.storage.tus import EXTENSIONS as TUS_EXTENSIONS
 from kilnbase.storage.tus import VERSION as TUS_VERSION
@@ -469,5 +470,6 @@ def capability(service: StorageService) -> Capability:
         "storage",
         [*TusRoutes(tus).routes(), *StorageRoutes(service).routes(), *S3Routes(service).routes()],
         lifespan=lifespan,
+        tools=storage_tools(service),
         body_limits={f"{BUCKETS}/": "upload", S3_PREFIX: "upload"},
     )

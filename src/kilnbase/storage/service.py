@@ -217,6 +217,13 @@ class StorageService:
             row = await cur.fetchone()
         return None if row is None else bool(row["public"])
 
+    async def object_count(self, bucket: str) -> int:
+        """How many objects a bucket holds (0 for a bucket that does not exist)."""
+        async with self.database.as_owner() as cur:
+            await cur.execute("select count(*) as n from storage.objects where bucket = %s", (bucket,))
+            row = await cur.fetchone()
+        return int(row["n"]) if row else 0
+
     async def list_buckets(self, actor: Actor) -> list[dict[str, Any]]:
         _require_admin(actor)
         async with self.database.as_owner() as cur:

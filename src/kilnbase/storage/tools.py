@@ -1,0 +1,159 @@
+"""The storage capability's MCP tools: the same `StorageService` calls as the HTTP routes, as the caller
+(admin checks, RLS on objects and the service's audit apply). Names follow InsForge's MCP server where it
+has the tool (`list-buckets`, `create-bucket`, `delete-bucket`)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator, Mapping
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from kilnbase.capability import Tool
+from kilnbase.http.errors import ApiError
+from kilnbase.identity.actor import Actor
+from kilnbase.storage.service import StorageService
+from kilnbase.storage.signed_urls import MAX_SECONDS, MIN_SECONDS
+
+#: The most an upload through a tool may carry (the JSON-RPC body holds it whole; larger files go through
+#: the upload routes).
+MAX_TOOL_UPLOAD_BYTES = 4 * 1024 * 1024
+
+Bucket = Annotated[str, Field(description="Bucket name", min_length=1, max_length=63)]
+Key = Annotated[str, Field(description="Object key, e.g. images/cat.png", min_length=1, max_length=1024)]
+
+
+def _payload(text: str | None, base64_data: str | None) -> bytes:
+    if (text is None) == (base64_data is None):
+        raise ApiError(400, "STORAGE_INVALID_PARAMETER", "Give exactly one of text and base64Data.")
+    if text is not None:
+        data = text.encode()
+    else:
+        try:
+            data = base64.b64decode(base64_data or "", validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(400, "STORAGE_INVALID_PARAMETER", "base64Data is not valid base64.") from None
+    if len(data) > MAX_TOOL_UPLOAD_BYTES:
+        raise ApiError(
+            413,
+            "STORAGE_INVALID_PARAMETER",
+            f"A tool upload carries at most {MAX_TOOL_UPLOAD_BYTES // (1024 * 1024)} MB.",
+            "Upload larger files with PUT /api/storage/buckets/:bucketName/objects/:objectKey.",
+        )
+    return data
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def storage_tools(service: StorageService) -> list[Tool]:
+    async def list_buckets(actor: Actor) -> list[dict[str, Any]]:
+        return await service.list_buckets(actor)
+
+    async def create_bucket(actor: Actor, bucketName: Bucket, isPublic: bool = True) -> dict[str, Any]:
+        await service.create_bucket(actor, bucketName, isPublic)
+        return {"message": "Bucket created successfully", "bucket": bucketName, "public": isPublic}
+
+    async def update_bucket(actor: Actor, bucketName: Bucket, isPublic: bool) -> dict[str, Any]:
+        await service.update_bucket(actor, bucketName, isPublic)
+        return {"message": "Bucket visibility updated", "bucket": bucketName, "public": isPublic}
+
+    async def delete_bucket(actor: Actor, bucketName: Bucket) -> dict[str, Any]:
+        await service.delete_bucket(actor, bucketName)
+        return {"message": "Bucket deleted successfully", "bucket": bucketName}
+
+    async def holds_objects(arguments: Mapping[str, Any]) -> str | None:
+        bucket = str(arguments.get("bucketName", ""))
+        count = await service.object_count(bucket)
+        return f"deletes bucket {bucket} and the {count} object(s) in it" if count else None
+
+    async def list_objects(
+        actor: Actor,
+        bucketName: Bucket,
+        prefix: Annotated[str | None, Field(max_length=1024, description="Keys starting with this")] = None,
+        search: Annotated[str | None, Field(max_length=200, description="Keys containing this")] = None,
+        limit: Annotated[int, Field(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Field(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        return await service.list_objects(
+            actor.principal, bucketName, prefix=prefix, search=search, limit=limit, offset=offset
+        )
+
+    async def upload_object(
+        actor: Actor,
+        bucketName: Bucket,
+        key: Key,
+        text: Annotated[
+            str | None, Field(max_length=MAX_TOOL_UPLOAD_BYTES, description="The content, as text")
+        ] = None,
+        base64Data: Annotated[
+            str | None,
+            Field(max_length=MAX_TOOL_UPLOAD_BYTES * 4 // 3 + 4, description="The content, base64-encoded"),
+        ] = None,
+        contentType: Annotated[
+            str | None, Field(max_length=255, description="MIME type; detected when absent")
+        ] = None,
+    ) -> dict[str, Any]:
+        data = _payload(text, base64Data)
+        return await service.put_object(
+            actor, bucketName, key, _once(data), contentType, filename=key.rsplit("/", 1)[-1], raw=True
+        )
+
+    async def get_signed_url(
+        actor: Actor,
+        bucketName: Bucket,
+        key: Key,
+        expiresIn: Annotated[
+            int, Field(ge=MIN_SECONDS, le=MAX_SECONDS, description="Seconds the URL stays valid")
+        ] = 3600,
+    ) -> dict[str, Any]:
+        return await service.download_strategy(actor.principal, bucketName, key, expiresIn)
+
+    async def delete_objects(
+        actor: Actor,
+        bucketName: Bucket,
+        keys: Annotated[list[Key], Field(min_length=1, max_length=1000)],
+    ) -> dict[str, Any]:
+        return {"results": await service.delete_objects(actor, bucketName, keys)}
+
+    return [
+        Tool("list-buckets", "List the storage buckets and whether each is public.", list_buckets),
+        Tool("create-bucket", "Create a bucket (public unless isPublic is false).", create_bucket, False),
+        Tool("update-bucket", "Make a bucket public or private.", update_bucket, False),
+        Tool(
+            "delete-bucket",
+            "Delete a bucket and every object in it.",
+            delete_bucket,
+            read_only=False,
+            needs_approval=holds_objects,
+        ),
+        Tool(
+            "list-objects",
+            "List a bucket's objects (key, size, type, URL), by prefix or search.",
+            list_objects,
+            needs_admin=False,
+        ),
+        Tool(
+            "upload-object",
+            "Create or replace an object from text or base64 (at most 4 MB).",
+            upload_object,
+            read_only=False,
+            needs_admin=False,
+        ),
+        Tool(
+            "get-signed-url",
+            "A download URL for an object: plain for a public bucket, signed and expiring for a private one.",
+            get_signed_url,
+            needs_admin=False,
+        ),
+        Tool(
+            "delete-objects",
+            "Delete objects by key; one outcome (deleted or notFound) per key.",
+            delete_objects,
+            read_only=False,
+            needs_admin=False,
+        ),
+    ]
