@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute, Route
 from kilnbase.capability import Capability
 from kilnbase.functions.invocation import Invocation
 from kilnbase.functions.service import FunctionsService
+from kilnbase.functions.tools import functions_tools
 from kilnbase.http.json_body import read_object
 from kilnbase.http.request_context import admin_actor
 from kilnbase.http.responses import json_response
@@ -62,5 +63,6 @@ def capability(service: FunctionsService) -> Capability:
         "functions",
         FunctionRoutes(service).routes(),
         lifespan=lifespan,
+        tools=functions_tools(service),
         body_limits={"/functions/": "upload"},
     )

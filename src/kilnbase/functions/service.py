@@ -212,3 +212,19 @@ class FunctionsService:
             await audit.record(cur, actor, "DELETE_FUNCTION", MODULE, {"slug": slug})
         await self.runtime.drop(slug)
         return {"success": True, "message": f"Function {slug} deleted successfully"}
+
+    async def logs(self, actor: Actor, slug: str, limit: int) -> dict[str, Any]:
+        """A function's newest log lines (its invocations and what it printed), oldest first; lines still
+        queued are written first, so an invocation that has returned is in them."""
+        _require_admin(actor)
+        await self.runtime.logs.flush()
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "select * from (select id, to_char(created_at at time zone 'UTC', "
+                '\'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\') as timestamp, request_id as "requestId", level, '
+                'message, status, duration_ms as "durationMs" from functions.logs where slug = %s '
+                "order by id desc limit %s) newest order by id",
+                (slug, limit),
+            )
+            rows = await cur.fetchall()
+        return {"slug": slug, "logs": [{k: v for k, v in row.items() if k != "id"} for row in rows]}
