@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.types.json import Jsonb
 
 from kilnbase import audit
 from kilnbase.db.session import Database
@@ -246,6 +247,28 @@ class RealtimeAdmin:
                 [*params, limit, offset],
             )
         return [row["m"] for row in await cur.fetchall()]
+
+    async def publish(
+        self, actor: Actor, channel: str, event: str, payload: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Publish as the server does from SQL (`realtime.publish`): stored now, delivered to subscribers
+        and webhooks once committed. 404 when no enabled channel matches the name."""
+        details = {"channel": channel, "event": event}
+        async with self._audited(actor, "PUBLISH_REALTIME_MESSAGE", details):
+            async with self.database.as_caller(actor.principal) as cur:
+                await cur.execute(
+                    "select realtime.publish(%s, %s, %s)::text as id", (channel, event, Jsonb(payload))
+                )
+                row = await cur.fetchone()
+            if row is None or row["id"] is None:
+                raise ApiError(
+                    404,
+                    "REALTIME_CHANNEL_NOT_FOUND",
+                    f"No enabled channel matches {channel}.",
+                    "Create a channel whose pattern matches it (create-channel), or enable it.",
+                )
+            details["id"] = row["id"]
+        return {"id": row["id"], "channel": channel, "event": event}
 
     async def purge_messages(self, actor: Actor) -> dict[str, int]:
         details: dict[str, Any] = {}

@@ -15,6 +15,7 @@ from kilnbase.http.request_context import admin_actor
 from kilnbase.http.responses import json_response
 from kilnbase.realtime.channels import RealtimeAdmin
 from kilnbase.realtime.service import RealtimeService
+from kilnbase.realtime.tools import realtime_tools
 
 PREFIX = "/api/realtime"
 #: Socket.IO's default path, which the SDK's `io(baseUrl)` connects to.
@@ -105,4 +106,5 @@ def capability(service: RealtimeService) -> Capability:
         "realtime",
         [*RealtimeRoutes(service.admin).routes(), Mount(SOCKET_PATH, app=service.sockets.asgi_app)],
         lifespan=service.running,
+        tools=realtime_tools(service.admin),
     )
