@@ -24,7 +24,11 @@ def _scope(request: Request) -> tuple[str, str]:
     """`project/*`; `key/<gateway key id>`; `user/<user id>` or `user/*` (each user); `agent/<agent key id>`
     or `agent/*` (each agent key); `anon/<address>` or `anon/*` (each client address calling with the anon
     key)."""
-    scope, subject = request.path_params["scope"], request.path_params["subject"]
+    return check_scope(request.path_params["scope"], request.path_params["subject"])
+
+
+def check_scope(scope: str, subject: str) -> tuple[str, str]:
+    """A limits scope and subject as `_scope` describes them (400 otherwise)."""
     if scope not in ("project", "key", "user", "agent", "anon"):
         raise invalid("The scope is one of project, key, user, agent, anon.", param="scope")
     if scope == "project" and subject != "*":

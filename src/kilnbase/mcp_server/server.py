@@ -276,7 +276,9 @@ class ToolRunner:
             await audit.record(self.database, actor, "TOOL_CALL", MODULE, details, outcome="failed")
             raise
         text = bounded_text(result)
-        details |= {"durationMs": _ms(started), "resultSummary": summary(text)}
+        # A result's secret-looking fields (a new key's `apiKey`) are masked in the audit, as arguments are.
+        kept = bounded_text(masked_arguments(result)) if isinstance(result, dict) else text
+        details |= {"durationMs": _ms(started), "resultSummary": summary(kept)}
         await audit.record(self.database, actor, "TOOL_CALL", MODULE, details)
         return text
 

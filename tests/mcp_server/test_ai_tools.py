@@ -1,0 +1,85 @@
+"""Gateway administration tools through `/mcp` on a real `kilnbase serve`: configurations, gateway keys
+and limits, checked as `/api/ai` checks them, with the new key kept out of the audit log."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from tests.mcp_server.test_approvals import admin_api
+from tests.mcp_server.test_mcp_server import call, error_of, http_client, text_of, tool_names
+from tests.support.servers import ServerProcess
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_configuration_made_changed_and_removed_through_tools(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    model = f"test/mcp-{secrets.token_hex(4)}"
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        created = await call(
+            client, "create-ai-configuration", {"modelId": model, "systemPrompt": "Be brief."}
+        )
+        again = await client.call_tool("create-ai-configuration", {"modelId": model})
+        await call(
+            client,
+            "update-ai-configuration",
+            {"id": created["id"], "systemPrompt": "Be kind.", "fallbackModels": ["test/other"]},
+        )
+        nothing = await client.call_tool("update-ai-configuration", {"id": created["id"]})
+        listed = await call(client, "list-ai-configurations", {})
+        await call(client, "delete-ai-configuration", {"id": created["id"]})
+        gone = await client.call_tool("delete-ai-configuration", {"id": created["id"]})
+        after = await call(client, "list-ai-configurations", {})
+    [config] = [c for c in listed if c["id"] == created["id"]]
+    assert config["modelId"] == model
+    assert config["systemPrompt"] == "Be kind."
+    assert error_of(again)["statusCode"] == 409
+    assert error_of(nothing)["statusCode"] == 400
+    assert error_of(gone)["statusCode"] == 404
+    assert created["id"] not in [c["id"] for c in after]
+
+
+async def test_gateway_keys_and_limits_through_tools(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    name = f"app-{secrets.token_hex(4)}"
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        names = await tool_names(client)
+        created = await call(client, "create-gateway-key", {"name": name, "rpm": 5, "usdPerDay": 1.5})
+        keys = await call(client, "list-gateway-keys", {})
+        limits = await call(
+            client,
+            "put-ai-limits",
+            {"scope": "key", "subject": created["id"], "tpm": 1000, "usdPerMonth": 20},
+        )
+        all_limits = await call(client, "get-ai-limits", {})
+        bad_scope = await client.call_tool("put-ai-limits", {"scope": "project", "subject": "x", "rpm": 1})
+        negative = await client.call_tool("put-ai-limits", {"scope": "project", "subject": "*", "rpm": -1})
+        await call(client, "revoke-gateway-key", {"id": created["id"]})
+        twice = await client.call_tool("revoke-gateway-key", {"id": created["id"]})
+        revoked = await call(client, "list-gateway-keys", {})
+    assert {"create-gateway-key", "put-ai-limits", "get-ai-limits", "revoke-gateway-key"} <= names
+    assert created["apiKey"].startswith("kbk_")
+    [listed] = [k for k in keys if k["id"] == created["id"]]
+    assert listed["limits"]["rpm"] == 5 and created["apiKey"] not in str(keys)
+    assert limits["tpm"] == 1000
+    assert any(entry["subject"] == created["id"] and entry["tpm"] == 1000 for entry in all_limits)
+    assert error_of(bad_scope)["statusCode"] == 400
+    assert negative.is_error and "greater_than_equal" in text_of(negative)  # the SDK checks the bound
+    assert error_of(twice)["statusCode"] == 404
+    assert [k["revokedAt"] is not None for k in revoked if k["id"] == created["id"]] == [True]
+    audits = admin_api(
+        live_server, live_keys, "GET", "/api/logs/audits", params={"limit": 200, "action": "TOOL_CALL"}
+    ).json()
+    assert created["apiKey"] not in str(audits)
+
+
+async def test_the_anon_key_sees_no_gateway_administration(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    async with http_client(live_server, live_keys["anonKey"]) as client:
+        names = await tool_names(client)
+    assert not ({"create-gateway-key", "put-ai-limits", "create-ai-configuration"} & names)
