@@ -85,6 +85,20 @@ class Tool:
     needs_approval: Callable[[Mapping[str, Any]], str | Awaitable[str | None] | None] | None = None
 
 
+@dataclass(frozen=True)
+class McpResource:
+    """An MCP resource a capability offers: `uri` (a template when it has `{name}` parts, as
+    `kilnbase://metadata/{table}`), read by `read(actor, **parts)` as the caller, so the service checks rights
+    as for a route. It returns the text; `needs_admin=False` lets any caller list and read it."""
+
+    uri: str
+    name: str
+    description: str
+    read: Callable[..., Awaitable[str]]
+    mime_type: str = "text/markdown"
+    needs_admin: bool = True
+
+
 def _no_lifespan() -> AbstractAsyncContextManager[None]:
     return contextlib.nullcontext()
 
@@ -96,6 +110,8 @@ class Capability:
     #: Entered when the server starts (in the app's order), left when it stops (in reverse).
     lifespan: Callable[[], AbstractAsyncContextManager[None]] = _no_lifespan
     tools: Sequence[Tool] = ()
+    #: MCP resources (`resources/list`, `resources/read`) beside the tools.
+    resources: Sequence[McpResource] = ()
     #: Path prefixes whose request bodies fall under a limit other than the JSON one.
     body_limits: Mapping[str, BodySurface] = field(default_factory=dict)
     #: Agent keys reach these routes only as their scopes name this capability (False: its service

@@ -8,7 +8,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from kilnbase.agent_docs.service import AgentDocs
-from kilnbase.agent_docs.tools import docs_tools
+from kilnbase.agent_docs.tools import docs_resources, docs_tools
 from kilnbase.capability import Capability
 from kilnbase.http.responses import json_response
 
@@ -37,4 +37,10 @@ class DocsRoutes:
 
 def capability(docs: AgentDocs) -> Capability:
     # Public, as InsForge's docs are: an agent key needs no scope to read them.
-    return Capability("agent_docs", DocsRoutes(docs).routes(), tools=docs_tools(docs), agent_scoped=False)
+    return Capability(
+        "agent_docs",
+        DocsRoutes(docs).routes(),
+        tools=docs_tools(docs),
+        resources=docs_resources(docs),
+        agent_scoped=False,
+    )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field
 
 from kilnbase.agent_docs.service import AgentDocs
-from kilnbase.capability import Tool
+from kilnbase.capability import McpResource, Tool
+from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
 
 DocType = Literal[
@@ -52,4 +53,25 @@ def docs_tools(docs: AgentDocs) -> list[Tool]:
             fetch_sdk_docs,
             needs_admin=False,
         ),
+    ]
+
+
+def docs_resources(docs: AgentDocs) -> list[McpResource]:
+    async def document(actor: Actor, docType: str) -> str:
+        if docType not in get_args(DocType):
+            raise ApiError(
+                404, "NOT_FOUND", f"No document {docType!r}.", f"One of: {', '.join(get_args(DocType))}."
+            )
+        return (await docs.doc_type(docType)).content
+
+    return [
+        McpResource(
+            "kilnbase://docs/{docType}",
+            "agent-docs",
+            "Kilnbase's documentation for agents, as fetch-docs returns it: instructions (read first), "
+            "db-sdk, auth-sdk, storage-sdk, functions-sdk, ai-integration-sdk, real-time, deployment, "
+            "payments.",
+            document,
+            needs_admin=False,
+        )
     ]

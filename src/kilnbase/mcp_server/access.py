@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kilnbase.capability import Tool
+from kilnbase.capability import McpResource, Tool
 from kilnbase.identity.principal import Access, Principal
 
 
@@ -60,3 +60,22 @@ def visible(principal: Principal, narrowing: Narrowing, listed: Listed) -> bool:
     if listed.group in UNSCOPED_READS and listed.tool.read_only:
         return True
     return principal.allows(listed.group, listed.kind, listed.tool.name)
+
+
+@dataclass(frozen=True)
+class ListedResource:
+    """An MCP resource with the feature group (capability) that offers it, and whether agent keys reach it
+    only through that group's scopes."""
+
+    group: str
+    resource: McpResource
+    agent_scoped: bool = True
+
+
+def resource_visible(principal: Principal, narrowing: Narrowing, listed: ListedResource) -> bool:
+    """May this caller, on this connection, list (and so read) this resource? As for a read tool."""
+    if listed.resource.needs_admin and not principal.is_admin:
+        return False
+    if narrowing.groups is not None and listed.group not in narrowing.groups:
+        return False
+    return not listed.agent_scoped or principal.allows(listed.group, "read")

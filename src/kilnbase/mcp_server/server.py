@@ -13,9 +13,11 @@ middleware like any request) or, over stdio, the credential the command was star
 from __future__ import annotations
 
 import inspect
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -23,7 +25,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
@@ -35,7 +37,14 @@ from kilnbase.http.request_context import client_ip_in, principal_in
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.principal import Principal
-from kilnbase.mcp_server.access import EVERYTHING, Listed, Narrowing, visible
+from kilnbase.mcp_server.access import (
+    EVERYTHING,
+    Listed,
+    ListedResource,
+    Narrowing,
+    resource_visible,
+    visible,
+)
 from kilnbase.mcp_server.approvals import Approvals
 from kilnbase.mcp_server.results import bounded_text, masked_arguments, summary
 
@@ -130,6 +139,61 @@ class ToolAccessMiddleware:
             allowed = {name for name, entry in self.listed.items() if visible(principal, narrowing, entry)}
             result["tools"] = [t for t in result["tools"] if t.get("name") in allowed]
         return result
+
+
+#: The caller of the `resources/read` being answered (set by `ResourceAccessMiddleware`: the SDK gives a
+#: static resource's function no context).
+_RESOURCE_CALL: ContextVar[Call | None] = ContextVar("kilnbase_mcp_resource_call", default=None)
+
+
+class ResourceAccessMiddleware:
+    """Lists only the resources the caller may read, and remembers who reads one while it is read."""
+
+    def __init__(self, listed: Sequence[ListedResource], caller: Caller) -> None:
+        self.listed = listed
+        self.caller = caller
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method == "resources/read":
+            token = _RESOURCE_CALL.set(self.caller.of(ctx.request))
+            try:
+                return await call_next(ctx)
+            finally:
+                _RESOURCE_CALL.reset(token)
+        if ctx.method not in ("resources/list", "resources/templates/list"):
+            return await call_next(ctx)
+        call = self.caller.of(ctx.request)
+        allowed = {e.resource.uri for e in self.listed if resource_visible(call.principal, call.narrowing, e)}
+        result = await call_next(ctx)
+        if isinstance(result, dict):
+            for field, uri in (("resources", "uri"), ("resourceTemplates", "uriTemplate")):
+                if isinstance(result.get(field), list):
+                    result[field] = [r for r in result[field] if r.get(uri) in allowed]
+        return result
+
+
+def resource_reader(entry: ListedResource) -> Callable[..., Awaitable[str]]:
+    """The function the SDK calls to read `entry`: its URI's parts as keyword arguments, the caller from
+    `_RESOURCE_CALL`; a refusal in the API's words."""
+    parts = re.findall(r"\{(\w+)\}", entry.resource.uri)
+
+    async def read(**arguments: str) -> str:
+        call = _RESOURCE_CALL.get()
+        if call is None or not resource_visible(call.principal, call.narrowing, entry):
+            raise ResourceError(f"Unknown resource: {entry.resource.uri}")
+        actor = Actor(call.principal, ip=call.ip, user_agent=call.user_agent, tool=entry.resource.name)
+        try:
+            return await entry.resource.read(actor, **arguments)
+        except ApiError as exc:
+            raise ResourceError(_error_text(exc)) from None
+
+    read.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(part, inspect.Parameter.KEYWORD_ONLY, annotation=str) for part in parts],
+        return_annotation=str,
+    )
+    read.__annotations__ = {part: str for part in parts} | {"return": str}
+    read.__name__ = entry.resource.name.replace("-", "_")
+    return read
 
 
 def _error_text(exc: ApiError) -> str:
@@ -365,14 +429,26 @@ def build_server(
     """One MCP server with every capability's tools; the caller decides, per call, what is visible."""
     groups = [*offered, approval_tools(approvals)]
     listed = {tool.name: Listed(capability.name, tool) for capability in groups for tool in capability.tools}
+    resources = [
+        ListedResource(capability.name, resource, capability.agent_scoped)
+        for capability in offered
+        for resource in capability.resources
+    ]
     caller = Caller(core.agent_keys, stdio_principal, stdio_narrowing)
     runner = ToolRunner(listed, caller, core, approvals, fingerprint)
     server: MCPServer = MCPServer(
         "kilnbase",
         instructions=INSTRUCTIONS,
-        middleware=[ToolAccessMiddleware(listed, caller)],
+        middleware=[ToolAccessMiddleware(listed, caller), ResourceAccessMiddleware(resources, caller)],
         warn_on_duplicate_tools=True,
     )
+    for resource_entry in resources:
+        server.resource(
+            resource_entry.resource.uri,
+            name=resource_entry.resource.name,
+            description=resource_entry.resource.description,
+            mime_type=resource_entry.resource.mime_type,
+        )(resource_reader(resource_entry))
     for entry in listed.values():
         server.add_tool(
             runner.adapt(entry),

@@ -12,7 +12,7 @@ from kilnbase.http.errors import ApiError
 from kilnbase.http.request_context import admin_actor
 from kilnbase.http.responses import json_response
 from kilnbase.metadata.service import MetadataService
-from kilnbase.metadata.tools import metadata_tools
+from kilnbase.metadata.tools import metadata_resources, metadata_tools
 
 
 class MetadataRoutes:
@@ -80,4 +80,9 @@ class MetadataRoutes:
 
 
 def capability(service: MetadataService) -> Capability:
-    return Capability("metadata", MetadataRoutes(service).routes(), tools=metadata_tools(service))
+    return Capability(
+        "metadata",
+        MetadataRoutes(service).routes(),
+        tools=metadata_tools(service),
+        resources=metadata_resources(service),
+    )

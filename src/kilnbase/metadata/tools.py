@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kilnbase.capability import Tool
+import orjson
+
+from kilnbase.capability import McpResource, Tool
 from kilnbase.identity.actor import Actor
 from kilnbase.metadata.service import MetadataService
 
@@ -30,5 +32,30 @@ def metadata_tools(service: MetadataService) -> list[Tool]:
             "constraints, RLS and policies, triggers, what anon and authenticated may do, row count. "
             "`schema.table` for a schema other than public.",
             describe_table,
+        ),
+    ]
+
+
+def metadata_resources(service: MetadataService) -> list[McpResource]:
+    async def backend(actor: Actor) -> str:
+        return await service.markdown(actor)
+
+    async def one_table(actor: Actor, table: str) -> str:
+        return orjson.dumps(await service.table(actor, table), option=orjson.OPT_INDENT_2).decode()
+
+    return [
+        McpResource(
+            "kilnbase://metadata",
+            "backend-metadata",
+            "The backend for an agent, in compact markdown: tables, policies, auth, buckets, functions, "
+            "channels, models and the schema fingerprint.",
+            backend,
+        ),
+        McpResource(
+            "kilnbase://metadata/{table}",
+            "table-metadata",
+            "One table or view in full (as describe-table): `schema.table` for a schema other than public.",
+            one_table,
+            mime_type="application/json",
         ),
     ]
