@@ -1,6 +1,6 @@
-"""Every route of auth, the database admin API, the records API, the model gateway and key rotation has a
-runnable example in the docs (an example that `test_doc_examples.py` runs): a new route without one fails
-here, naming it."""
+"""Every route of the public API (auth, database and records, the gateway, secrets, storage, functions,
+realtime, metadata, logs, docs, agents, approvals, MCP) has a runnable example in `docs/` (one that
+`test_doc_examples.py` runs): a new route without one fails here, naming it."""
 
 from __future__ import annotations
 
@@ -22,8 +22,19 @@ DOCUMENTED = (
     "/api/secrets",
     "/.well-known",
     "/api/.well-known",
+    "/api/storage",
+    "/api/functions",
+    "/functions/",
+    "/api/realtime",
+    "/api/metadata",
+    "/api/logs",
+    "/api/docs",
+    "/api/agents",
+    "/api/approvals",
+    "/api/usage",
+    "/mcp",
 )
-EXAMPLE_FILES = ("auth.md", "database.md", "ai-gateway.md", "security.md")
+EXAMPLE_FILES = tuple(sorted(path.name for path in DOCS.glob("*.md")))
 
 
 def _routes(routes: list[BaseRoute]) -> list[str]:

@@ -145,7 +145,7 @@ def test_history_stats_retention_and_purge(client: TestClient, database_url: str
     assert client.get(f"{API}/messages", headers=admin, params={"channelId": channel["id"]}).json() == []
 
     audit = client.get("/api/logs/audits", headers=admin, params={"module": "REALTIME", "limit": 100})
-    actions = {entry["action"] for entry in audit.json()["data"]}
+    actions = {entry["action"] for entry in audit.json()}
     assert {"CREATE_REALTIME_CHANNEL", "UPDATE_REALTIME_CONFIG", "CLEAR_REALTIME_MESSAGES"} <= actions
 
 

@@ -1,8 +1,9 @@
 """Database change events (InsForge has none): inserts, updates and deletes of a table, from logical decoding,
 delivered as Supabase's `postgres_changes` payloads only to subscribers whose RLS lets them see the row.
 
-- **Source.** The publication `kilnbase_realtime` (every table in `public`, made by migration 0141, before any
-  slot) and a `pgoutput` slot this project owns (`kilnbase_rt_<hash of the database name>`), read with
+- **Source.** The publication `kilnbase_realtime` (made empty by migration 0141, before any slot; a table
+  joins it when first subscribed to, so tables nobody streams keep UPDATE and DELETE without a replica
+  identity) and a `pgoutput` slot this project owns (`kilnbase_rt_<hash of the database name>`), read with
   `pg_logical_slot_peek_binary_changes` and advanced with `pg_replication_slot_advance` only after the batch
   was handed on. A server that stops or dies mid-stream therefore loses nothing: the next reader starts where
   the last confirmed batch ended (a batch may be delivered twice, never dropped). Nothing is added to the
@@ -144,6 +145,9 @@ class ChangeFeed:
             with contextlib.suppress(aioredis.RedisError, OSError):
                 ttl = int(_HEARTBEAT_SECONDS * 3)
                 await self._redis.set(self._listeners_key + self._host, self.local_count() + 1, ex=ttl)
+        refusal = await self._publish(subscription.schema, subscription.table)
+        if refusal is not None:
+            return "REALTIME_INVALID_CHANNEL_REQUEST", refusal
         try:
             await self._ensure_slot()
         except psycopg.Error as exc:
@@ -157,6 +161,39 @@ class ChangeFeed:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._leading.wait(), timeout=2)
         return self._leading.is_set()
+
+    async def _publish(self, schema: str, table: str) -> str | None:
+        """Add the table to the publication (once): only tables someone streams are in it, so no other table
+        has UPDATE or DELETE refused for want of a replica identity. None when done, else why not."""
+        async with self.database.owner_pool.connection() as conn:
+            if not conn.autocommit:
+                await conn.set_autocommit(True)
+            cur = await conn.execute(
+                "select c.relreplident <> 'n' and (c.relreplident <> 'd' or exists (select 1 from pg_index i "
+                "where i.indrelid = c.oid and i.indisprimary)) as identified, exists (select 1 from "
+                "pg_publication_tables p where p.pubname = %s and p.schemaname = %s and p.tablename = %s) "
+                "as published from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                "where n.nspname = %s and c.relname = %s and c.relkind in ('r', 'p')",
+                (PUBLICATION, schema, table, schema, table),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return "Change events are published for tables only."
+            identified, published = row
+            if published:
+                return None
+            if not identified:
+                return (
+                    f"Table {table} has no primary key: give it one (or REPLICA IDENTITY FULL) to stream its "
+                    "changes."
+                )
+            with contextlib.suppress(psycopg.errors.DuplicateObject):
+                await conn.execute(
+                    sql.SQL("alter publication {} add table {}.{}").format(
+                        sql.Identifier(PUBLICATION), sql.Identifier(schema), sql.Identifier(table)
+                    )
+                )
+        return None
 
     async def _ensure_slot(self) -> None:
         """The slot exists once a subscription is acknowledged, so every change after the ack is decoded."""

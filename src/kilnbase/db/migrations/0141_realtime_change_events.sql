@@ -1,12 +1,6 @@
 -- Database change events: the publication the realtime change feed decodes (`realtime/change_feed.py`).
--- Every table in `public`, present and future, so nothing has to be done to a table to stream its changes;
--- created here, before any replication slot exists, so a slot made later decodes with it from its start.
--- Creating a publication for a whole schema needs a superuser: on a database where the owner is not one,
--- change events stay off (the server says so) until an operator runs this statement.
-DO $$
-BEGIN
-    CREATE PUBLICATION kilnbase_realtime FOR TABLES IN SCHEMA public;
-EXCEPTION WHEN insufficient_privilege THEN
-    RAISE NOTICE 'change events need: CREATE PUBLICATION kilnbase_realtime FOR TABLES IN SCHEMA public';
-END
-$$;
+-- Created empty, before any replication slot exists, so a slot made later decodes with it from its start.
+-- A table joins it when someone first subscribes to its changes (and must have a primary key or a replica
+-- identity then): a table in a publication that publishes updates and deletes refuses UPDATE and DELETE
+-- without a replica identity, so no table the developer never asked to stream is put there.
+CREATE PUBLICATION kilnbase_realtime;
