@@ -95,7 +95,7 @@ def build_services(core: Core) -> Services:
         storage=StorageService(core.settings, core.database, core.keys.jwt_secret, core.secret_box),
         metadata=MetadataService(core.settings, core.database, core.keys.ring),
         logs=LogsService(core.settings, core.database),
-        docs=AgentDocs(core.database),
+        docs=AgentDocs(),
         agents=Agents(core.database, core.agent_keys, core.tokens),
         functions=FunctionsService(core.settings, core.database, runtime),
         realtime=RealtimeService.build(core),

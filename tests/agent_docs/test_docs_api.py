@@ -24,17 +24,47 @@ def test_every_doc_type_answers_without_a_credential(client: TestClient, doc_typ
     assert body["type"] == doc_type and body["content"].startswith("# ")
 
 
-@pytest.mark.parametrize("feature", ["functions", "realtime", "payments"])
-def test_missing_capabilities_say_so(client: TestClient, feature: str) -> None:
-    content = client.get(f"/api/docs/{feature}/typescript").json()["content"]
+@pytest.mark.parametrize("feature", ["storage", "functions", "realtime"])
+@pytest.mark.parametrize("language", ["typescript", "rest-api", "python"])
+def test_installed_capabilities_are_documented(client: TestClient, feature: str, language: str) -> None:
+    content = client.get(f"/api/docs/{feature}/{language}").json()["content"]
+    assert "not available" not in content and "has no" not in content
+    assert "http://localhost:7130" in content
+    assert f"```{'sh' if language == 'rest-api' else language}\n" in content
+
+
+@pytest.mark.parametrize(
+    ("path", "feature"),
+    [
+        ("/api/docs/deployment", "deployment"),
+        ("/api/docs/payments", "payments"),
+        ("/api/docs/payments/typescript", "payments"),
+        ("/api/docs/payments/python", "payments"),
+    ],
+)
+def test_missing_capabilities_say_so(client: TestClient, path: str, feature: str) -> None:
+    content = client.get(path).json()["content"]
     assert "not available in this server" in content
     assert f"has no {feature} API yet" in content
 
 
+def test_doc_types_name_their_documents(client: TestClient) -> None:
+    assert "storage.from(" in client.get("/api/docs/storage-sdk").json()["content"]
+    assert "functions.invoke(" in client.get("/api/docs/functions-sdk").json()["content"]
+    assert "realtime.subscribe(" in client.get("/api/docs/real-time").json()["content"]
+
+
 def test_instructions_name_what_exists(client: TestClient) -> None:
     content = client.get("/api/docs/instructions").json()["content"]
-    assert "Kilnbase" in content and "**not in this server yet**" in content
-    assert "get-backend-metadata" in content
+    assert "Kilnbase" in content and "get-backend-metadata" in content
+    table = [line for line in content.splitlines() if line.startswith("| ")]
+    available = " ".join(line for line in table if "| available |" in line)
+    for capability in ("Database", "Auth", "Storage", "Edge functions", "Realtime", "AI model gateway"):
+        assert capability in available
+    missing = [line for line in table if "**not in this server yet**" in line]
+    assert missing == [
+        "| Site deployments, payments | **not in this server yet** | their docs say so; do not call them |"
+    ]
 
 
 def test_sdk_document_types(client: TestClient) -> None:

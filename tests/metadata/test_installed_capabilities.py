@@ -14,6 +14,8 @@ _SQL = """
 create policy members_subscribe on realtime.channels for select to authenticated using (true);
 insert into functions.logs (slug, level, message, status, duration_ms) values
   ('send-welcome', 'info', 'sent to ada (token=abc123)', 200, 12.5);
+create policy members_publish on realtime.messages for insert to authenticated
+  with check (realtime.channel_name() like 'room:%');
 insert into ai.configurations (model_id, provider) values ('openai/gpt-4o-mini', 'openrouter');
 update ai.policy set allowed_models = '{openai/gpt-4o-mini}';
 update auth.config set require_email_verification = true, verify_email_method = 'link';
@@ -58,7 +60,11 @@ def test_slices_show_what_is_installed(client: TestClient, admin: dict[str, str]
     assert realtime["channels"] == [
         {"pattern": "room:%", "description": "chat rooms", "enabled": True, "webhookUrls": None}
     ]
-    assert "members_subscribe" in [p["policyName"] for p in realtime["permissions"]["subscribe"]["policies"]]
+    # The policies a developer wrote; Kilnbase's own (its owner's) is not one of them.
+    assert [p["policyName"] for p in realtime["permissions"]["subscribe"]["policies"]] == [
+        "members_subscribe"
+    ]
+    assert [p["policyName"] for p in realtime["permissions"]["publish"]["policies"]] == ["members_publish"]
     auth = client.get("/api/metadata/auth", headers=admin).json()
     assert auth["oAuthProviders"] == ["github"] and auth["requireEmailVerification"] is True
     assert "not-a-real-ciphertext" not in str(auth) and "gh-client" not in str(auth)
@@ -77,7 +83,8 @@ def test_markdown_says_what_changes_client_code(
     assert "- buckets: avatars (public), invoices (private)" in text
     assert "- send-welcome (active): Emails a new user" in text
     assert "- channels: room:%: chat rooms" in text
-    assert "SELECT to authenticated using (true)" in text
+    assert "- subscribe: SELECT to authenticated using (true)\n" in text
+    assert "- publish: INSERT to authenticated check (realtime.channel_name() ~~ 'room:%')\n" in text
     assert "- allowed models: openai/gpt-4o-mini" in text
     assert "Not available in this server yet" not in text
 
@@ -90,5 +97,5 @@ def test_function_logs_and_docs_once_installed(
     line = logs["logs"][0]
     assert line["body"]["slug"] == "send-welcome" and line["body"]["status"] == 200
     assert "abc123" not in str(line)
-    assert "not available" not in client.get("/api/docs/storage/typescript").json()["content"]
-    assert "not available" not in client.get("/api/docs/real-time").json()["content"]
+    for doc in ("storage-sdk", "functions-sdk", "real-time"):
+        assert "not available" not in client.get(f"/api/docs/{doc}").json()["content"]

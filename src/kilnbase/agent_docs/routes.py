@@ -21,11 +21,11 @@ class DocsRoutes:
         return json_response(self.docs.index())
 
     async def doc_type(self, request: Request) -> Response:
-        return json_response((await self.docs.doc_type(request.path_params["doc_type"])).json())
+        return json_response(self.docs.doc_type(request.path_params["doc_type"]).json())
 
     async def sdk(self, request: Request) -> Response:
         feature, language = request.path_params["feature"], request.path_params["language"]
-        return json_response((await self.docs.sdk(feature, language)).json())
+        return json_response(self.docs.sdk(feature, language).json())
 
     def routes(self) -> list[BaseRoute]:
         return [

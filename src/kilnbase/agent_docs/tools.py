@@ -29,14 +29,14 @@ def docs_tools(docs: AgentDocs) -> list[Tool]:
         actor: Actor,
         doc_type: Annotated[DocType, Field(description="'instructions' first")],
     ) -> str:
-        return (await docs.doc_type(doc_type)).content
+        return docs.doc_type(doc_type).content
 
     async def fetch_sdk_docs(
         actor: Actor,
         feature: Literal["db", "storage", "functions", "auth", "ai", "realtime", "payments"],
         language: Literal["typescript", "rest-api", "python"],
     ) -> str:
-        return (await docs.sdk(feature, language)).content
+        return docs.sdk(feature, language).content
 
     return [
         Tool(

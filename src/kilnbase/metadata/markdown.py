@@ -247,6 +247,19 @@ def _functions(functions: list[dict[str, Any]] | None) -> list[str]:
     ]
 
 
+def _realtime_policy(policy: dict[str, Any]) -> str:
+    """A realtime policy (the realtime slice's shape), written as a table's policy is."""
+    return _policy(
+        {
+            "cmd": policy["command"],
+            "roles": policy["roles"],
+            "permissive": "PERMISSIVE",
+            "qual": policy["using"],
+            "withCheck": policy["withCheck"],
+        }
+    )
+
+
 def _realtime(realtime: dict[str, Any] | None) -> list[str]:
     if realtime is None:
         return ["## Realtime", "Not available in this server yet (no realtime API)."]
@@ -260,9 +273,7 @@ def _realtime(realtime: dict[str, Any] | None) -> list[str]:
     for kind in ("subscribe", "publish"):
         policies = realtime["permissions"][kind]["policies"]
         if policies:
-            described = "; ".join(
-                f"{p['command']} to {','.join(p['roles'])} using ({_short(p['using'])})" for p in policies
-            )
+            described = "; ".join(_realtime_policy(p) for p in policies)
             lines.append(f"- {kind}: {described}")
     return lines
 

@@ -50,6 +50,7 @@ _REALTIME_POLICIES = """
 select tablename as table, policyname as "policyName", cmd as "command", roles::text[] as roles,
        qual as "using", with_check as "withCheck"
 from pg_policies where schemaname = 'realtime' and tablename in ('channels', 'messages')
+  and policyname <> 'kilnbase_owner'
 order by tablename, policyname
 """
 _AI_CONFIGURATIONS = """
