@@ -62,7 +62,7 @@ def docs_resources(docs: AgentDocs) -> list[McpResource]:
             raise ApiError(
                 404, "NOT_FOUND", f"No document {docType!r}.", f"One of: {', '.join(get_args(DocType))}."
             )
-        return (await docs.doc_type(docType)).content
+        return docs.doc_type(docType).content
 
     return [
         McpResource(
