@@ -1,0 +1,228 @@
+"""End to end: an agent builds a todo app's backend through Kilnbase's MCP server alone, with an agent key
+the admin made, and its one destructive step waits for the admin's approval; then the app works for its
+users through the unchanged `@insforge/sdk`."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.mcp_server.test_mcp_server import agent_key, call, http_client
+from tests.support.node import run_node
+from tests.support.servers import ServerProcess
+
+pytestmark = pytest.mark.anyio
+
+#: The app's one function, in InsForge's self-hosted form: `createClient()` acts as the caller, under RLS.
+SUMMARY = """
+module.exports = async function (req) {
+  const client = createClient();
+  const { data, error } = await client.database.from("todos").select("title,done").order("title");
+  const rows = data ?? [];
+  return Response.json({
+    open: rows.filter((t) => !t.done).map((t) => t.title),
+    done: rows.filter((t) => t.done).length,
+    error: error?.message ?? null,
+  });
+};
+"""
+
+OWNER_POLICIES = """
+alter table todos alter column user_id set default auth.uid();
+create policy todos_select_own on todos for select to authenticated using (user_id = auth.uid());
+create policy todos_insert_own on todos for insert to authenticated with check (user_id = auth.uid());
+create policy todos_update_own on todos for update to authenticated
+  using (user_id = auth.uid()) with check (user_id = auth.uid());
+create policy todos_delete_own on todos for delete to authenticated using (user_id = auth.uid());
+"""
+
+#: What two users do with the app, each through their own `@insforge/sdk` client.
+APP = r"""
+import { createClient } from '@insforge/sdk';
+const env = process.env;
+const base = { baseUrl: env.KB_URL, anonKey: env.KB_ANON_KEY };
+const e = (r) => (r.error ? { status: r.error.statusCode, message: r.error.message } : null);
+async function signUp(email) {
+  const r = await createClient({ ...base, isServerMode: true }).auth.signUp(
+    { email, password: 'correct horse 1' });
+  if (r.error) throw new Error(r.error.message);
+  return { id: r.data.user.id, client: createClient({ ...base, accessToken: r.data.accessToken }) };
+}
+const out = {};
+const alice = await signUp(env.ALICE_EMAIL);
+const bob = await signUp(env.BOB_EMAIL);
+const todos = (c) => c.database.from('todos');
+
+let r = await todos(alice.client)
+  .insert([{ title: 'buy milk', done: false }, { title: 'call mum', done: true }])
+  .select('title,done,user_id');
+out.aliceInsert = { data: r.data, error: e(r) };
+r = await todos(bob.client).insert({ title: 'fix bike' }).select('title');
+out.bobInsert = { data: r.data, error: e(r) };
+r = await todos(bob.client).insert({ title: 'forged', user_id: alice.id });
+out.forged = { status: r.status, message: r.error?.message ?? null };
+r = await todos(alice.client).select('title,done').order('title');
+out.aliceReads = { data: r.data, error: e(r) };
+r = await todos(bob.client).select('title').order('title');
+out.bobReads = { data: r.data, error: e(r) };
+r = await todos(bob.client).update({ done: true }).eq('title', 'buy milk').select('title');
+out.bobUpdatesAlices = { data: r.data, error: e(r) };
+r = await todos(createClient(base)).select('title');
+out.anonReads = { data: r.data, error: e(r) };
+
+const files = alice.client.storage.from(env.BUCKET);
+r = await files.upload('milk/receipt.txt', new Blob(['2 litres'], { type: 'text/plain' }));
+out.upload = r.error ? e(r) : { key: r.data.key, size: r.data.size };
+r = await files.download('milk/receipt.txt');
+out.download = r.error ? e(r) : await r.data.text();
+
+r = await alice.client.functions.invoke(env.FUNCTION, { method: 'GET' });
+out.aliceSummary = { data: r.data, error: e(r) };
+r = await bob.client.functions.invoke(env.FUNCTION, { method: 'GET' });
+out.bobSummary = { data: r.data, error: e(r) };
+out.ids = { alice: alice.id, bob: bob.id };
+console.log(JSON.stringify(out));
+"""
+
+
+def admin(server: ServerProcess, keys: dict[str, str], method: str, path: str, **kwargs: Any) -> Any:
+    response = httpx.request(
+        method,
+        f"{server.url}{path}",
+        headers={"Authorization": f"Bearer {keys['apiKey']}"},
+        timeout=30,
+        **kwargs,
+    )
+    assert response.is_success, response.text
+    return response.json()
+
+
+async def test_an_agent_builds_a_todo_app_that_works_through_the_sdk(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    bucket = f"todo-files-{secrets.token_hex(3)}"
+    function = f"todo-summary-{secrets.token_hex(3)}"
+    channel_prefix = f"todos{secrets.token_hex(3)}"
+    scratch = f"todos_scratch_{secrets.token_hex(3)}"
+    session = f"e2e-{uuid.uuid4().hex[:8]}"
+    agent = agent_key(live_server, live_keys["apiKey"], ["*:write"])
+
+    async with http_client(live_server, agent, session=session) as mcp:
+        # The agent reads the backend first, then names what it read on its first write.
+        metadata = await call(mcp, "get-backend-metadata", {})
+        table = await call(
+            mcp,
+            "create-table",
+            {
+                "tableName": "todos",
+                "columns": [
+                    {"columnName": "title", "type": "string", "isNullable": False},
+                    {"columnName": "done", "type": "boolean", "isNullable": False, "defaultValue": "false"},
+                    {"columnName": "user_id", "type": "uuid", "isNullable": False},
+                ],
+                "expectedSchemaVersion": metadata["schemaFingerprint"],
+            },
+        )
+        assert table["tableName"] == "todos"
+        checked = await call(mcp, "dry-run-migration", {"sql": OWNER_POLICIES})
+        assert checked["valid"] is True and checked["riskLevel"] != "DANGER", checked
+        await call(
+            mcp,
+            "apply-migration",
+            {"version": "20261205000001", "name": "todos-owner-policies", "sql": OWNER_POLICIES},
+        )
+        policies = await call(mcp, "list-database-objects", {"kind": "policies"})
+        assert {p["policyName"] for p in policies["policies"] if p["tableName"] == "todos"} >= {
+            "todos_select_own",
+            "todos_insert_own",
+            "todos_update_own",
+            "todos_delete_own",
+        }
+
+        await call(mcp, "create-bucket", {"bucketName": bucket, "isPublic": False})
+        deployed = await call(mcp, "create-function", {"name": function, "code": SUMMARY})
+        assert deployed["function"]["slug"] == function
+        ai = await call(
+            mcp,
+            "create-ai-configuration",
+            {"modelId": "openai/gpt-4o-mini", "systemPrompt": "Suggest the next todo in five words."},
+        )
+        channel = await call(
+            mcp, "create-channel", {"pattern": f"{channel_prefix}:%", "description": "todo changes"}
+        )
+        published = await call(
+            mcp,
+            "publish-message",
+            {"channel": f"{channel_prefix}:all", "event": "todo_added", "payload": {"title": "hello"}},
+        )
+        assert published["event"] == "todo_added"
+
+        # A scratch table the agent made and no longer wants: dropping it waits for a person.
+        await call(
+            mcp, "create-table", {"tableName": scratch, "columns": [{"columnName": "note", "type": "string"}]}
+        )
+        held = await call(mcp, "delete-table", {"tableName": scratch})
+        assert held["status"] == "pending_approval"
+        assert scratch in await call(mcp, "list-tables", {})
+        waiting = await call(mcp, "get-change-request", {"changeRequestId": held["changeRequestId"]})
+        assert waiting["status"] == "pending"
+
+        approved = admin(
+            live_server, live_keys, "POST", f"/api/approvals/{held['changeRequestId']}/approve", json={}
+        )
+        assert approved["status"] == "done"
+        polled = await call(mcp, "get-change-request", {"changeRequestId": held["changeRequestId"]})
+        tables = await call(mcp, "list-tables", {})
+    assert polled["status"] == "done"
+    assert scratch not in tables and "todos" in tables
+
+    # What the admin sees of the agent's work.
+    assert bucket in [b["name"] for b in admin(live_server, live_keys, "GET", "/api/storage/buckets")]
+    assert ai["id"] in [c["id"] for c in admin(live_server, live_keys, "GET", "/api/ai/configurations")]
+    assert channel["id"] in [c["id"] for c in admin(live_server, live_keys, "GET", "/api/realtime/channels")]
+    audits = admin(
+        live_server, live_keys, "GET", "/api/logs/audits", params={"action": "TOOL_CALL", "limit": 1000}
+    )
+    tools = {a["details"]["tool"] for a in audits if a["details"].get("session") == session}
+    assert {"create-table", "apply-migration", "create-bucket", "create-function", "create-channel"} <= tools
+    [drop] = [a for a in audits if a["details"]["tool"] == "delete-table" and scratch in str(a["details"])]
+    assert drop["details"]["session"] == "approved" and drop["outcome"] == "success"
+
+    # The app, as its users see it.
+    out = run_node(
+        APP,
+        {
+            "KB_URL": live_keys["url"],
+            "KB_ANON_KEY": live_keys["anonKey"],
+            "ALICE_EMAIL": f"alice-{secrets.token_hex(4)}@example.com",
+            "BOB_EMAIL": f"bob-{secrets.token_hex(4)}@example.com",
+            "BUCKET": bucket,
+            "FUNCTION": function,
+        },
+    )
+    alice = out["ids"]["alice"]
+    assert out["aliceInsert"] == {
+        "data": [
+            {"title": "buy milk", "done": False, "user_id": alice},
+            {"title": "call mum", "done": True, "user_id": alice},
+        ],
+        "error": None,
+    }
+    assert out["bobInsert"] == {"data": [{"title": "fix bike"}], "error": None}
+    assert out["forged"]["status"] in (401, 403), out["forged"]
+    assert "row-level security" in out["forged"]["message"]
+    assert out["aliceReads"] == {
+        "data": [{"title": "buy milk", "done": False}, {"title": "call mum", "done": True}],
+        "error": None,
+    }
+    assert out["bobReads"] == {"data": [{"title": "fix bike"}], "error": None}
+    assert out["bobUpdatesAlices"] == {"data": [], "error": None}
+    assert out["anonReads"] == {"data": [], "error": None}
+    assert out["upload"] == {"key": "milk/receipt.txt", "size": 8}
+    assert out["download"] == "2 litres"
+    assert out["aliceSummary"] == {"data": {"open": ["buy milk"], "done": 1, "error": None}, "error": None}
+    assert out["bobSummary"] == {"data": {"open": ["fix bike"], "done": 0, "error": None}, "error": None}
