@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.types import CallToolResult, TextContent
 
 from tests.mcp_server.test_mcp_server import agent_key, call, http_client
-from tests.support.node import run_node
+from tests.support.node import ensure_npm_clients, run_node
 from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.anyio
@@ -21,7 +25,7 @@ pytestmark = pytest.mark.anyio
 SUMMARY = """
 module.exports = async function (req) {
   const client = createClient();
-  const { data, error } = await client.database.from("todos").select("title,done").order("title");
+  const { data, error } = await client.database.from("TABLE").select("title,done").order("title");
   const rows = data ?? [];
   return Response.json({
     open: rows.filter((t) => !t.done).map((t) => t.title),
@@ -55,7 +59,7 @@ async function signUp(email) {
 const out = {};
 const alice = await signUp(env.ALICE_EMAIL);
 const bob = await signUp(env.BOB_EMAIL);
-const todos = (c) => c.database.from('todos');
+const todos = (c) => c.database.from(env.TABLE);
 
 let r = await todos(alice.client)
   .insert([{ title: 'buy milk', done: false }, { title: 'call mum', done: true }])
@@ -101,6 +105,53 @@ def admin(server: ServerProcess, keys: dict[str, str], method: str, path: str, *
     return response.json()
 
 
+def owner_policies(table: str) -> str:
+    return OWNER_POLICIES.replace("todos", table)
+
+
+def summary_function(table: str) -> str:
+    return SUMMARY.replace("TABLE", table)
+
+
+def check_the_app(keys: dict[str, str], table: str, bucket: str, function: str) -> None:
+    """What two new users see of the app through `@insforge/sdk`: their own todos only, a file they
+    upload, and the function's summary of their own todos."""
+    out = run_node(
+        APP,
+        {
+            "KB_URL": keys["url"],
+            "KB_ANON_KEY": keys["anonKey"],
+            "ALICE_EMAIL": f"alice-{secrets.token_hex(4)}@example.com",
+            "BOB_EMAIL": f"bob-{secrets.token_hex(4)}@example.com",
+            "BUCKET": bucket,
+            "FUNCTION": function,
+            "TABLE": table,
+        },
+    )
+    alice = out["ids"]["alice"]
+    assert out["aliceInsert"] == {
+        "data": [
+            {"title": "buy milk", "done": False, "user_id": alice},
+            {"title": "call mum", "done": True, "user_id": alice},
+        ],
+        "error": None,
+    }
+    assert out["bobInsert"] == {"data": [{"title": "fix bike"}], "error": None}
+    assert out["forged"]["status"] in (401, 403), out["forged"]
+    assert "row-level security" in out["forged"]["message"]
+    assert out["aliceReads"] == {
+        "data": [{"title": "buy milk", "done": False}, {"title": "call mum", "done": True}],
+        "error": None,
+    }
+    assert out["bobReads"] == {"data": [{"title": "fix bike"}], "error": None}
+    assert out["bobUpdatesAlices"] == {"data": [], "error": None}
+    assert out["anonReads"] == {"data": [], "error": None}
+    assert out["upload"] == {"key": "milk/receipt.txt", "size": 8}
+    assert out["download"] == "2 litres"
+    assert out["aliceSummary"] == {"data": {"open": ["buy milk"], "done": 1, "error": None}, "error": None}
+    assert out["bobSummary"] == {"data": {"open": ["fix bike"], "done": 0, "error": None}, "error": None}
+
+
 async def test_an_agent_builds_a_todo_app_that_works_through_the_sdk(
     live_server: ServerProcess, live_keys: dict[str, str]
 ) -> None:
@@ -144,7 +195,7 @@ async def test_an_agent_builds_a_todo_app_that_works_through_the_sdk(
         }
 
         await call(mcp, "create-bucket", {"bucketName": bucket, "isPublic": False})
-        deployed = await call(mcp, "create-function", {"name": function, "code": SUMMARY})
+        deployed = await call(mcp, "create-function", {"name": function, "code": summary_function("todos")})
         assert deployed["function"]["slug"] == function
         ai = await call(
             mcp,
@@ -192,37 +243,59 @@ async def test_an_agent_builds_a_todo_app_that_works_through_the_sdk(
     [drop] = [a for a in audits if a["details"]["tool"] == "delete-table" and scratch in str(a["details"])]
     assert drop["details"]["session"] == "approved" and drop["outcome"] == "success"
 
-    # The app, as its users see it.
-    out = run_node(
-        APP,
-        {
-            "KB_URL": live_keys["url"],
-            "KB_ANON_KEY": live_keys["anonKey"],
-            "ALICE_EMAIL": f"alice-{secrets.token_hex(4)}@example.com",
-            "BOB_EMAIL": f"bob-{secrets.token_hex(4)}@example.com",
-            "BUCKET": bucket,
-            "FUNCTION": function,
+    check_the_app(live_keys, "todos", bucket, function)
+
+
+async def official(session: ClientSession, tool: str, arguments: dict[str, Any]) -> str:
+    """Call one of `@insforge/mcp`'s tools; its answer's text (it answers in prose and JSON)."""
+    result = await session.call_tool(tool, arguments, read_timeout_seconds=60)
+    assert isinstance(result, CallToolResult)
+    text = "\n".join(part.text for part in result.content if isinstance(part, TextContent))
+    assert not result.is_error, f"{tool}: {text}"
+    return text
+
+
+async def test_the_same_app_through_the_official_insforge_mcp(
+    live_server: ServerProcess, live_keys: dict[str, str], tmp_path: Path
+) -> None:
+    """The parts of the transcript `@insforge/mcp`'s tools allow, with the agent key as its `API_KEY`: the
+    table and its policies (as SQL), the bucket and the function. It has no AI configuration or realtime
+    tools, and no drop-table tool (Kilnbase holds agents' drops for approval on `/mcp` only)."""
+    table = f"todos_{secrets.token_hex(3)}"
+    bucket = f"todo-files-{secrets.token_hex(3)}"
+    function = f"todo-summary-{secrets.token_hex(3)}"
+    code = tmp_path / "summary.js"
+    code.write_text(summary_function(table))
+    agent = agent_key(live_server, live_keys["apiKey"], ["*:write"])
+    entry = ensure_npm_clients() / "node_modules" / "@insforge" / "mcp" / "dist" / "index.js"
+    server = StdioServerParameters(
+        command="node",
+        args=[str(entry)],
+        env={
+            "API_KEY": agent,
+            "API_BASE_URL": live_keys["url"],
+            "PATH": "/usr/bin:/bin",
+            "TMPDIR": str(tmp_path),
         },
     )
-    alice = out["ids"]["alice"]
-    assert out["aliceInsert"] == {
-        "data": [
-            {"title": "buy milk", "done": False, "user_id": alice},
-            {"title": "call mum", "done": True, "user_id": alice},
-        ],
-        "error": None,
-    }
-    assert out["bobInsert"] == {"data": [{"title": "fix bike"}], "error": None}
-    assert out["forged"]["status"] in (401, 403), out["forged"]
-    assert "row-level security" in out["forged"]["message"]
-    assert out["aliceReads"] == {
-        "data": [{"title": "buy milk", "done": False}, {"title": "call mum", "done": True}],
-        "error": None,
-    }
-    assert out["bobReads"] == {"data": [{"title": "fix bike"}], "error": None}
-    assert out["bobUpdatesAlices"] == {"data": [], "error": None}
-    assert out["anonReads"] == {"data": [], "error": None}
-    assert out["upload"] == {"key": "milk/receipt.txt", "size": 8}
-    assert out["download"] == "2 litres"
-    assert out["aliceSummary"] == {"data": {"open": ["buy milk"], "done": 1, "error": None}, "error": None}
-    assert out["bobSummary"] == {"data": {"open": ["fix bike"], "done": 0, "error": None}, "error": None}
+    async with stdio_client(server) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        await official(
+            session,
+            "run-raw-sql",
+            {
+                "query": f"create table {table} (id uuid primary key default gen_random_uuid(), "
+                "title text not null, done boolean not null default false, user_id uuid not null)",
+                "params": [],
+            },
+        )
+        await official(session, "run-raw-sql", {"query": owner_policies(table), "params": []})
+        await official(session, "create-bucket", {"bucketName": bucket, "isPublic": False})
+        await official(
+            session, "create-function", {"name": function, "slug": function, "codeFile": str(code)}
+        )
+        metadata = await official(session, "get-backend-metadata", {})
+        buckets = await official(session, "list-buckets", {})
+    assert f"### {table}" in metadata
+    assert bucket in buckets
+    check_the_app(live_keys, table, bucket, function)
