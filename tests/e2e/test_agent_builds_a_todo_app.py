@@ -44,6 +44,18 @@ create policy todos_update_own on todos for update to authenticated
 create policy todos_delete_own on todos for delete to authenticated using (user_id = auth.uid());
 """
 
+#: Each user hears of their own new todos on `<prefix>:<their id>`, and only they may subscribe to it.
+REALTIME = """
+create policy todos_subscribe_own on realtime.channels for select to authenticated
+  using (pattern = 'PREFIX:%' and realtime.channel_name() = 'PREFIX:' || auth.uid());
+create function todos_announce() returns trigger language plpgsql as $$
+begin
+  perform realtime.publish('PREFIX:' || new.user_id, 'todo_added', jsonb_build_object('title', new.title));
+  return new;
+end $$;
+create trigger todos_announce after insert on todos for each row execute function todos_announce();
+"""
+
 #: What two users do with the app, each through their own `@insforge/sdk` client.
 APP = r"""
 import { createClient } from '@insforge/sdk';
@@ -60,6 +72,20 @@ const out = {};
 const alice = await signUp(env.ALICE_EMAIL);
 const bob = await signUp(env.BOB_EMAIL);
 const todos = (c) => c.database.from(env.TABLE);
+let heard = null;
+if (env.CHANNEL_PREFIX) {
+  const channel = `${env.CHANNEL_PREFIX}:${alice.id}`;
+  out.aliceSubscribes = (await alice.client.realtime.subscribe(channel)).ok;
+  out.bobSubscribesToAlices = (await bob.client.realtime.subscribe(channel)).error?.code ?? 'subscribed';
+  heard = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no todo_added within 10 s')), 10000);
+    const titles = [];
+    alice.client.realtime.on('todo_added', (message) => {
+      titles.push(message.title);
+      if (titles.length === 2) { clearTimeout(timer); resolve(titles.sort()); }
+    });
+  });
+}
 
 let r = await todos(alice.client)
   .insert([{ title: 'buy milk', done: false }, { title: 'call mum', done: true }])
@@ -89,6 +115,10 @@ out.aliceSummary = { data: r.data, error: e(r) };
 r = await bob.client.functions.invoke(env.FUNCTION, { method: 'GET' });
 out.bobSummary = { data: r.data, error: e(r) };
 out.ids = { alice: alice.id, bob: bob.id };
+if (heard) {
+  out.aliceHeard = await heard;
+  for (const user of [alice, bob]) user.client.realtime.disconnect();
+}
 console.log(JSON.stringify(out));
 """
 
@@ -113,7 +143,9 @@ def summary_function(table: str) -> str:
     return SUMMARY.replace("TABLE", table)
 
 
-def check_the_app(keys: dict[str, str], table: str, bucket: str, function: str) -> None:
+def check_the_app(
+    keys: dict[str, str], table: str, bucket: str, function: str, channel_prefix: str = ""
+) -> None:
     """What two new users see of the app through `@insforge/sdk`: their own todos only, a file they
     upload, and the function's summary of their own todos."""
     out = run_node(
@@ -126,6 +158,7 @@ def check_the_app(keys: dict[str, str], table: str, bucket: str, function: str) 
             "BUCKET": bucket,
             "FUNCTION": function,
             "TABLE": table,
+            "CHANNEL_PREFIX": channel_prefix,
         },
     )
     alice = out["ids"]["alice"]
@@ -150,6 +183,10 @@ def check_the_app(keys: dict[str, str], table: str, bucket: str, function: str) 
     assert out["download"] == "2 litres"
     assert out["aliceSummary"] == {"data": {"open": ["buy milk"], "done": 1, "error": None}, "error": None}
     assert out["bobSummary"] == {"data": {"open": ["fix bike"], "done": 0, "error": None}, "error": None}
+    if channel_prefix:
+        assert out["aliceSubscribes"] is True
+        assert out["bobSubscribesToAlices"] == "REALTIME_UNAUTHORIZED"
+        assert out["aliceHeard"] == ["buy milk", "call mum"]  # her own two, not Bob's
 
 
 async def test_an_agent_builds_a_todo_app_that_works_through_the_sdk(
@@ -211,6 +248,8 @@ async def test_an_agent_builds_a_todo_app_that_works_through_the_sdk(
             {"channel": f"{channel_prefix}:all", "event": "todo_added", "payload": {"title": "hello"}},
         )
         assert published["event"] == "todo_added"
+        # Migrations may not touch the realtime schema, so its subscribe policy goes through SQL.
+        await call(mcp, "run-raw-sql", {"query": REALTIME.replace("PREFIX", channel_prefix)})
 
         # A scratch table the agent made and no longer wants: dropping it waits for a person.
         await call(
@@ -243,7 +282,7 @@ async def test_an_agent_builds_a_todo_app_that_works_through_the_sdk(
     [drop] = [a for a in audits if a["details"]["tool"] == "delete-table" and scratch in str(a["details"])]
     assert drop["details"]["session"] == "approved" and drop["outcome"] == "success"
 
-    check_the_app(live_keys, "todos", bucket, function)
+    check_the_app(live_keys, "todos", bucket, function, channel_prefix)
 
 
 async def official(session: ClientSession, tool: str, arguments: dict[str, Any]) -> str:
