@@ -19,7 +19,8 @@ from tests.mcp_server.test_mcp_server import agent_key, call, http_client
 from tests.support.node import ensure_npm_clients, run_node
 from tests.support.servers import ServerProcess
 
-pytestmark = pytest.mark.anyio
+#: `compat`: it drives the official npm clients, as `tests/compat/` does.
+pytestmark = [pytest.mark.anyio, pytest.mark.compat]
 
 #: The app's one function, in InsForge's self-hosted form: `createClient()` acts as the caller, under RLS.
 SUMMARY = """
@@ -277,7 +278,10 @@ async def test_an_agent_builds_a_todo_app_that_works_through_the_sdk(
     audits = admin(
         live_server, live_keys, "GET", "/api/logs/audits", params={"action": "TOOL_CALL", "limit": 1000}
     )
-    tools = {a["details"]["tool"] for a in audits if a["details"].get("session") == session}
+    session_calls = [a for a in audits if a["details"].get("session") == session]
+    [actor] = {a["actor"] for a in session_calls}  # one agent did all of it, under its own name
+    assert actor.startswith("agent:")
+    tools = {a["details"]["tool"] for a in session_calls}
     assert {"create-table", "apply-migration", "create-bucket", "create-function", "create-channel"} <= tools
     [drop] = [a for a in audits if a["details"]["tool"] == "delete-table" and scratch in str(a["details"])]
     assert drop["details"]["session"] == "approved" and drop["outcome"] == "success"
