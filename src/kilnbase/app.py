@@ -39,6 +39,7 @@ from kilnbase.logs import routes as logs_routes
 from kilnbase.mcp_server.access import EVERYTHING, Narrowing
 from kilnbase.mcp_server.approvals import Approvals
 from kilnbase.mcp_server.endpoint import mcp_capability
+from kilnbase.mcp_server.rest_gate import RestApprovalGate
 from kilnbase.mcp_server.server import build_server
 from kilnbase.metadata import routes as metadata_routes
 from kilnbase.realtime import routes as realtime_routes
@@ -136,7 +137,9 @@ def create_app(
         if capability.agent_scoped:
             guard_routes(capability.routes, capability.name, services.core.agent_keys)
     # The MCP server over every other capability's tools; mutating calls can check the schema's version.
-    offered.append(mcp_capability(offered, services.core, services.metadata.schema_fingerprint))
+    approvals = Approvals(services.core.database, services.core.agent_keys)
+    offered.append(mcp_capability(offered, services.core, services.metadata.schema_fingerprint, approvals))
+    tools = {tool.name: tool for capability in offered for tool in capability.tools}
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -161,6 +164,8 @@ def create_app(
             on_request=services.logs.request_log.append,
         ),
         Middleware(IdempotencyMiddleware, keys=IdempotencyKeys(services.core.database)),
+        # An agent key's high-risk REST request is held for approval, as its tool call would be.
+        Middleware(RestApprovalGate, approvals=approvals, tools=tools),
     ]
     routes = [route for capability in offered for route in capability.routes]
     return KilnbaseApp(services, routes, middleware, lifespan)

@@ -173,3 +173,41 @@ async def test_the_cli_lists_and_approves(live_server: ServerProcess, live_keys:
     again = cli("approve", held["changeRequestId"])
     assert again.returncode == 1
     assert "not pending" in again.stderr
+
+
+async def test_an_agents_high_risk_rest_request_is_held_too(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    name = await make_table(live_server, live_keys, rows=2)
+    agent = agent_key(live_server, live_keys["apiKey"], ["database:write"])
+    drop = admin_api(
+        live_server,
+        live_keys,
+        "POST",
+        "/api/database/advance/rawsql",
+        json={"query": f"drop table {name}"},
+        credential=agent,
+    )
+    assert drop.status_code == 202
+    assert drop.json()["status"] == "pending_approval"
+    delete = admin_api(live_server, live_keys, "DELETE", f"/api/database/tables/{name}", credential=agent)
+    assert delete.status_code == 202
+    assert name in tables(live_server, live_keys)  # nothing ran
+    safe = admin_api(
+        live_server,
+        live_keys,
+        "POST",
+        "/api/database/advance/rawsql",
+        json={"query": f"select count(*)::int as n from {name}"},
+        credential=agent,
+    )
+    assert safe.status_code == 200 and safe.json()["rows"] == [{"n": 2}]
+    person = admin_api(
+        live_server, live_keys, "POST", "/api/database/advance/rawsql", json={"query": f"delete from {name}"}
+    )
+    assert person.status_code == 200  # a person's call is never held
+    approved = admin_api(
+        live_server, live_keys, "POST", f"/api/approvals/{drop.json()['changeRequestId']}/approve", json={}
+    )
+    assert approved.json()["status"] == "done", approved.text
+    assert name not in tables(live_server, live_keys)

@@ -86,8 +86,9 @@ class ApprovalRoutes:
         ]
 
 
-def mcp_capability(offered: Sequence[Capability], core: Core, fingerprint: Fingerprint) -> Capability:
-    approvals = Approvals(core.database, core.agent_keys)
+def mcp_capability(
+    offered: Sequence[Capability], core: Core, fingerprint: Fingerprint, approvals: Approvals
+) -> Capability:
     server = build_server(offered, core, approvals, fingerprint)
     server.streamable_http_app(
         stateless_http=True,

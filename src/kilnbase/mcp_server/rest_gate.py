@@ -1,0 +1,119 @@
+"""The approval gate on REST: an agent key's high-risk request is held there too, not only on `/mcp`.
+
+An agent key reaches the REST API as well as the MCP server (the official `@insforge/mcp` calls REST), so
+the requests that match a held tool are read as that tool's call: the same arguments, the same
+`needs_approval` rule. When the rule holds the call, it becomes a change request (`approvals.py`) and the
+agent gets `202` with `pending_approval` and the request's id; an approval runs the tool, as the agent, once.
+Everything else, and every request by a person, passes untouched (one attribute check).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kilnbase.capability import Tool
+from kilnbase.http.request_context import agent_in, client_ip_in, principal_in
+from kilnbase.http.responses import json_response
+from kilnbase.identity.actor import Actor
+from kilnbase.mcp_server.approvals import Approvals
+
+Arguments = Callable[[Mapping[str, str], Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class HeldRoute:
+    method: str
+    path: re.Pattern[str]
+    tool: str
+    #: The tool's arguments from the path's parameters and the JSON body.
+    arguments: Arguments
+
+
+def _route(method: str, path: str, tool: str, arguments: Arguments) -> HeldRoute:
+    pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
+    return HeldRoute(method, re.compile(f"^{pattern}$"), tool, arguments)
+
+
+def _body(body: Any) -> dict[str, Any]:
+    return body if isinstance(body, dict) else {}
+
+
+HELD_ROUTES = (
+    _route("POST", "/api/database/advance/rawsql", "run-raw-sql",
+           lambda p, b: {"query": _body(b).get("query"), "params": _body(b).get("params") or []}),
+    _route("POST", "/api/database/migrations", "apply-migration",
+           lambda p, b: {k: _body(b).get(k) for k in ("version", "name", "sql")}),
+    _route("DELETE", "/api/database/tables/{table}", "delete-table", lambda p, b: {"tableName": p["table"]}),
+    _route("DELETE", "/api/auth/users", "delete-users", lambda p, b: {"userIds": _body(b).get("userIds")}),
+    _route("DELETE", "/api/storage/buckets/{bucket}", "delete-bucket",
+           lambda p, b: {"bucketName": p["bucket"]}),
+    _route("DELETE", "/api/functions/{slug}", "delete-function", lambda p, b: {"slug": p["slug"]}),
+    _route("DELETE", "/api/realtime/channels/{id}", "delete-channel", lambda p, b: {"channelId": p["id"]}),
+    _route("DELETE", "/api/secrets/{key}", "delete-secret", lambda p, b: {"key": p["key"]}),
+)  # fmt: skip
+
+
+async def _read(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+class RestApprovalGate:
+    def __init__(self, app: ASGIApp, approvals: Approvals, tools: Mapping[str, Tool]) -> None:
+        self.app = app
+        self.approvals = approvals
+        self.routes = [route for route in HELD_ROUTES if route.tool in tools]
+        self.tools = tools
+
+    def _match(self, scope: Scope) -> tuple[HeldRoute, dict[str, str]] | None:
+        for route in self.routes:
+            if route.method == scope["method"] and (found := route.path.match(scope["path"])):
+                return route, found.groupdict()
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or agent_in(scope) is None or (matched := self._match(scope)) is None:
+            await self.app(scope, receive, send)
+            return
+        route, path_params = matched
+        raw = await _read(receive)
+        try:
+            body = orjson.loads(raw) if raw.strip() else None
+        except orjson.JSONDecodeError:
+            body = None  # the route answers the malformed body itself
+        reason = None
+        if body is not None or route.method == "DELETE":
+            arguments = route.arguments(path_params, body)
+            check = self.tools[route.tool].needs_approval
+            reason = check(arguments) if check is not None else None
+            if inspect.isawaitable(reason):
+                reason = await reason
+        if reason is not None:
+            actor = Actor(principal_in(scope), ip=client_ip_in(scope), tool=route.tool)
+            held = await self.approvals.request(actor, route.tool, arguments, str(reason))
+            await json_response(held, status=202)(scope, receive, send)
+            return
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+
+        await self.app(scope, replay, send)
