@@ -16,6 +16,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kilnbase.db.idempotency import MAX_KEY_LENGTH, MAX_STORED_BYTES, IdempotencyKeys, Stored, request_digest
+from kilnbase.http.buffered_body import read_all, replaying
 from kilnbase.http.errors import error_response
 from kilnbase.http.request_context import principal_or_none
 
@@ -30,18 +31,6 @@ def _key_in(scope: Scope) -> bytes | None:
         if name == _HEADER:
             return bytes(value)
     return None
-
-
-async def _body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 class IdempotencyMiddleware:
@@ -67,7 +56,7 @@ class IdempotencyMiddleware:
                 "Send a fresh random value (a UUID) for each new request, and the same one for its retries.",
             )(scope, receive, send)
             return
-        body = await _body(receive)
+        body = await read_all(receive)
         digest = request_digest(
             scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body
         )
@@ -91,18 +80,11 @@ class IdempotencyMiddleware:
         elif claim.stored is not None:
             await _replay(claim.stored, send)
         else:
-            await self._run(scope, body, send, owner, key)
+            await self._run(scope, body, receive, send, owner, key)
 
-    async def _run(self, scope: Scope, body: bytes, send: Send, owner: str, key: str) -> None:
-        sent = False
-
-        async def replay_body() -> Message:
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
+    async def _run(
+        self, scope: Scope, body: bytes, receive: Receive, send: Send, owner: str, key: str
+    ) -> None:
         status = 500
         headers: list[tuple[str, str]] = []
         chunks: list[bytes] = []
@@ -123,7 +105,7 @@ class IdempotencyMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, replay_body, capture)
+            await self.app(scope, replaying(body, receive), capture)
         except BaseException:
             await self.keys.release(owner, key)
             raise

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kilnbase.capability import Tool
+from kilnbase.http.buffered_body import read_all, replaying
 from kilnbase.http.request_context import agent_in, client_ip_in, principal_in
 from kilnbase.http.responses import json_response
 from kilnbase.identity.actor import Actor
@@ -60,18 +61,6 @@ HELD_ROUTES = (
 )  # fmt: skip
 
 
-async def _read(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
 class RestApprovalGate:
     def __init__(self, app: ASGIApp, approvals: Approvals, tools: Mapping[str, Tool]) -> None:
         self.app = app
@@ -90,7 +79,7 @@ class RestApprovalGate:
             await self.app(scope, receive, send)
             return
         route, path_params = matched
-        raw = await _read(receive)
+        raw = await read_all(receive)
         try:
             body = orjson.loads(raw) if raw.strip() else None
         except orjson.JSONDecodeError:
@@ -107,13 +96,4 @@ class RestApprovalGate:
             held = await self.approvals.request(actor, route.tool, arguments, str(reason))
             await json_response(held, status=202)(scope, receive, send)
             return
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(raw, receive), send)
