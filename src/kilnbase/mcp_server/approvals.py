@@ -25,11 +25,12 @@ from kilnbase.identity.principal import agent_principal
 
 MODULE = "APPROVALS"
 STATUSES = ("pending", "running", "done", "failed", "rejected", "expired")
-#: Runs a stored tool call as an actor: the same path as a live call (audit, result bound), without the gate.
-Execute = Callable[[str, Actor, dict[str, Any]], Awaitable[str]]
+#: Runs a stored tool call as an actor, in a session: the same path as a live call (audit, result bound),
+#: without the gate.
+Execute = Callable[[str, Actor, dict[str, Any], str], Awaitable[str]]
 
 _COLUMNS = (
-    "id::text, status, tool, arguments, reason, dry_run, requested_by, agent_key::text, created_at, "
+    "id::text, status, tool, arguments, reason, dry_run, requested_by, agent_key::text, session, created_at, "
     "expires_at, decided_by, decided_at, decision_note, result"
 )
 
@@ -74,22 +75,15 @@ class Approvals:
         )
 
     async def request(
-        self, actor: Actor, tool: str, arguments: dict[str, Any], reason: str, dry_run: Any = None
+        self, actor: Actor, tool: str, arguments: dict[str, Any], reason: str, session: str
     ) -> dict[str, Any]:
         agent = actor.principal.agent
         assert agent is not None, "only agents' calls are held"
         async with self.database.as_owner() as cur:
             await cur.execute(
-                "insert into system.change_requests (tool, arguments, reason, dry_run, requested_by, "
-                f"agent_key) values (%s, %s::jsonb, %s, %s::jsonb, %s, %s) returning {_COLUMNS}",
-                (
-                    tool,
-                    orjson.dumps(arguments, default=str).decode(),
-                    reason,
-                    orjson.dumps(dry_run, default=str).decode(),
-                    actor.name,
-                    agent.id,
-                ),
+                "insert into system.change_requests (tool, arguments, reason, requested_by, agent_key, "
+                f"session) values (%s, %s::jsonb, %s, %s, %s, %s) returning {_COLUMNS}",
+                (tool, orjson.dumps(arguments, default=str).decode(), reason, actor.name, agent.id, session),
             )
             row = await cur.fetchone()
             assert row is not None
@@ -182,7 +176,8 @@ class Approvals:
             else:
                 assert self._execute is not None
                 requester = Actor(agent_principal(key), tool=row["tool"])
-                text = await self._execute(row["tool"], requester, dict(row["arguments"]))
+                session = row["session"] or f"approval-{request_id}"
+                text = await self._execute(row["tool"], requester, dict(row["arguments"]), session)
                 status, result = "done", orjson.loads(text)
         except ApiError as exc:
             result = {"error": exc.code, "message": exc.message, "statusCode": exc.status}

@@ -24,6 +24,7 @@ from kilnbase.http.request_context import agent_in, client_ip_in, principal_in
 from kilnbase.http.responses import json_response
 from kilnbase.identity.actor import Actor
 from kilnbase.mcp_server.approvals import Approvals
+from kilnbase.mcp_server.server import session_of
 
 Arguments = Callable[[Mapping[str, str], Any], dict[str, Any]]
 
@@ -92,8 +93,10 @@ class RestApprovalGate:
             if inspect.isawaitable(reason):
                 reason = await reason
         if reason is not None:
-            actor = Actor(principal_in(scope), ip=client_ip_in(scope), tool=route.tool)
-            held = await self.approvals.request(actor, route.tool, arguments, str(reason))
+            principal = principal_in(scope)
+            actor = Actor(principal, ip=client_ip_in(scope), tool=route.tool)
+            session = session_of(principal, dict(scope["headers"]).get(b"x-agent-session"))
+            held = await self.approvals.request(actor, route.tool, arguments, str(reason), session)
             await json_response(held, status=202)(scope, receive, send)
             return
         await self.app(scope, replaying(raw, receive), send)

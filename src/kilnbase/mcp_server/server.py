@@ -67,6 +67,14 @@ NarrowingOf = Callable[[Mapping[str, Any] | None], Narrowing]
 SESSION_HEADER = "x-agent-session"
 
 
+def session_of(principal: Principal, named: str | bytes | None) -> str:
+    """The session a call belongs to: the one the client names, else its agent token's, else its
+    credential's."""
+    if isinstance(named, bytes):
+        named = named.decode("latin-1")
+    return (named or "")[:100] or str(principal.claims.get("agent_session") or principal.credential_id)
+
+
 @dataclass(frozen=True)
 class Call:
     """Who is calling, from where, what their connection narrows to, and which session the call belongs to
@@ -104,8 +112,7 @@ class Caller:
                 query["features"].split(",") if "features" in query else None,
             )
             principal = principal_in(scope)
-            named = (request.headers.get(SESSION_HEADER) or "")[:100]
-            session = named or str(principal.claims.get("agent_session") or principal.credential_id)
+            session = session_of(principal, request.headers.get(SESSION_HEADER))
             call = Call(principal, client_ip_in(scope), request.headers.get("user-agent"), narrowing, session)
         if call.principal.agent is not None and self.agent_keys.read_only:  # the project's read-only mode
             return replace(call, narrowing=Narrowing(read_only=True, groups=call.narrowing.groups))
@@ -314,8 +321,8 @@ class ToolRunner:
                 f"Retry in {max(1, round(retry_after))} s (the limit: KILNBASE_MCP_TOOL_CALLS_PER_MINUTE).",
             )
 
-    async def execute(self, name: str, actor: Actor, arguments: dict[str, Any]) -> str:
-        return await self._run(self.listed[name].tool, actor, arguments, session="approved", gated=False)
+    async def execute(self, name: str, actor: Actor, arguments: dict[str, Any], session: str) -> str:
+        return await self._run(self.listed[name].tool, actor, arguments, session=session, gated=False)
 
     async def _run(
         self, tool: Tool, actor: Actor, arguments: dict[str, Any], *, session: str, gated: bool = True
@@ -325,7 +332,8 @@ class ToolRunner:
             if inspect.isawaitable(reason):
                 reason = await reason
             if reason is not None:
-                return bounded_text(await self.approvals.request(actor, tool.name, arguments, reason))
+                held = await self.approvals.request(actor, tool.name, arguments, reason, session)
+                return bounded_text(held)
         started = time.perf_counter()
         details: dict[str, Any] = {
             "tool": tool.name,

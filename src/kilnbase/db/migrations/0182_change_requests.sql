@@ -10,6 +10,8 @@ CREATE TABLE system.change_requests (
     dry_run jsonb,
     requested_by text NOT NULL,
     agent_key uuid NOT NULL,
+    -- The agent's session (for replay): the approved run is recorded in it.
+    session text,
     created_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL DEFAULT now() + interval '24 hours',
     decided_by text,
