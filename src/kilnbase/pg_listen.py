@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable
 from typing import Any
 
@@ -22,7 +23,7 @@ log = logging.getLogger("kilnbase.listen")
 _RETRY_SECONDS = 1.0
 
 
-class ListenedView:
+class ListenedView(ABC):
     """Subclasses say what to load on (re)connect and what to do with a notification's payload."""
 
     channel: str
@@ -33,12 +34,13 @@ class ListenedView:
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
 
+    @abstractmethod
     async def load(self, conn: AsyncConnection[Any]) -> None:
-        raise NotImplementedError
+        """Read what the view holds, on the listener's connection, after LISTEN."""
 
+    @abstractmethod
     def heard(self, payload: str) -> Awaitable[None] | None:
         """A notification arrived; return an awaitable to run before the next one (a reload), or None."""
-        raise NotImplementedError
 
     async def start(self) -> None:
         """Start listening; returns once the first load is done (or failed: the listener keeps retrying)."""

@@ -50,6 +50,20 @@ def _model(model: type[M], **fields: Any) -> M:
     return parse(model, {name: value for name, value in fields.items() if value is not None})
 
 
+def _limits(
+    rpm: int | None, tpm: int | None, tokens_per_day: int | None, usd_per_day: Any, usd_per_month: Any
+) -> admin_requests.Limits:
+    """The limit fields a key or a scope takes, checked by the same model as `/api/ai`."""
+    return _model(
+        admin_requests.Limits,
+        rpm=rpm,
+        tpm=tpm,
+        tokensPerDay=tokens_per_day,
+        usdPerDay=usd_per_day,
+        usdPerMonth=usd_per_month,
+    )
+
+
 def ai_tools(ai: AiService) -> list[Tool]:
     async def list_ai_configurations(actor: Actor) -> list[dict[str, Any]]:
         require_admin_actor(actor)
@@ -128,14 +142,7 @@ def ai_tools(ai: AiService) -> list[Tool]:
         usdPerMonth: Usd = None,
     ) -> dict[str, Any]:
         require_admin_actor(actor)
-        limits = _model(
-            admin_requests.Limits,
-            rpm=rpm,
-            tpm=tpm,
-            tokensPerDay=tokensPerDay,
-            usdPerDay=usdPerDay,
-            usdPerMonth=usdPerMonth,
-        )
+        limits = _limits(rpm, tpm, tokensPerDay, usdPerDay, usdPerMonth)
         key = _model(admin_requests.KeyCreate, name=name, models=models, maxTokens=maxTokens)
         created = await _gateway(
             ai.admin(actor).create_key(key.name, key.models, key.maxTokens, limits.columns())
@@ -173,14 +180,7 @@ def ai_tools(ai: AiService) -> list[Tool]:
         usdPerMonth: Usd = None,
     ) -> dict[str, Any]:
         require_admin_actor(actor)
-        limits = _model(
-            admin_requests.Limits,
-            rpm=rpm,
-            tpm=tpm,
-            tokensPerDay=tokensPerDay,
-            usdPerDay=usdPerDay,
-            usdPerMonth=usdPerMonth,
-        )
+        limits = _limits(rpm, tpm, tokensPerDay, usdPerDay, usdPerMonth)
         try:
             check_scope(scope, subject)
         except GatewayError as exc:

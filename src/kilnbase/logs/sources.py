@@ -53,16 +53,12 @@ def _like(search: str) -> str:
     return "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-async def request_lines(
-    cur: AsyncCursor[DictRow], query: LogQuery, *, records_only: bool
-) -> list[dict[str, Any]]:
+def _filters(query: LogQuery, text: str) -> tuple[list[str], list[Any]]:
+    """WHERE conditions and their values for a search over `text` (an SQL expression) and the time range."""
     conditions = ["true"]
     params: list[Any] = []
-    if records_only:
-        conditions.append("(path like %s or path like %s)")
-        params.extend(RECORDS_PATHS)
     if query.search:
-        conditions.append("(method || ' ' || path || ' ' || status::text || ' ' || role) ilike %s")
+        conditions.append(f"({text}) ilike %s")
         params.append(_like(query.search))
     if query.start:
         conditions.append("created_at >= %s")
@@ -70,6 +66,16 @@ async def request_lines(
     if query.end:
         conditions.append("created_at < %s")
         params.append(query.end)
+    return conditions, params
+
+
+async def request_lines(
+    cur: AsyncCursor[DictRow], query: LogQuery, *, records_only: bool
+) -> list[dict[str, Any]]:
+    conditions, params = _filters(query, "method || ' ' || path || ' ' || status::text || ' ' || role")
+    if records_only:
+        conditions.append("(path like %s or path like %s)")
+        params.extend(RECORDS_PATHS)
     await cur.execute(
         "select * from (select id, created_at, method, path, status, duration_ms, role "
         "from system.request_logs "
@@ -197,17 +203,7 @@ async def function_lines(cur: AsyncCursor[DictRow], query: LogQuery) -> list[dic
     row = await cur.fetchone()
     if not row or not row["installed"]:
         return []
-    conditions = ["true"]
-    params: list[Any] = []
-    if query.search:
-        conditions.append("(slug || ' ' || coalesce(level, '') || ' ' || coalesce(message, '')) ilike %s")
-        params.append(_like(query.search))
-    if query.start:
-        conditions.append("created_at >= %s")
-        params.append(query.start)
-    if query.end:
-        conditions.append("created_at < %s")
-        params.append(query.end)
+    conditions, params = _filters(query, "slug || ' ' || coalesce(level, '') || ' ' || coalesce(message, '')")
     await cur.execute(
         "select * from (select id::text as id, created_at, slug, request_id::text as request_id, level, "
         "message, "
