@@ -33,7 +33,7 @@ from kilnbase.http.errors import EXCEPTION_HANDLERS
 from kilnbase.http.idempotency import IdempotencyMiddleware
 from kilnbase.http.request_context import BodyLimit, RequestContextMiddleware
 from kilnbase.http.routing import IndexedRouter
-from kilnbase.identity.principal import API_KEY_HOLDER, CredentialResolver
+from kilnbase.identity.principal import API_KEY_HOLDER, CredentialResolver, Principal
 from kilnbase.keys.project_keys import ProjectKeys, load_project_keys
 from kilnbase.logs import routes as logs_routes
 from kilnbase.mcp_server.access import EVERYTHING, Narrowing
@@ -195,8 +195,12 @@ async def serve_mcp_stdio(
     services = build_services(build_core(settings, keys, conninfo))
     offered = capabilities(services)
     resolver = resolver_of(keys, services)
+
+    def principal() -> Principal:
+        return API_KEY_HOLDER if credential is None else resolver.resolve(f"Bearer {credential}", None)
+
     async with running(services, offered):
-        principal = API_KEY_HOLDER if credential is None else resolver.resolve(f"Bearer {credential}", None)
+        principal()  # a credential that is wrong from the start stops the command here
         approvals = Approvals(services.core.database, services.core.agent_keys)
         fingerprint = services.metadata.schema_fingerprint
         server = build_server(

@@ -291,6 +291,7 @@ def mcp_stdio(
 ) -> None:
     """Serve the MCP tools over stdio for a local coding agent (beside a running server, or on its own)."""
     from kilnbase.app import serve_mcp_stdio
+    from kilnbase.identity.principal import CredentialError
     from kilnbase.mcp_server.access import Narrowing
     from kilnbase.structured_log import configure_logging
 
@@ -318,6 +319,8 @@ def mcp_stdio(
     narrowing = Narrowing.parse(read_only, features.split(",") if features else None)
     try:
         asyncio.run(serve_mcp_stdio(settings, conninfo, api_key, narrowing))
+    except CredentialError as exc:
+        _fail(f"The credential given with --api-key (or KILNBASE_API_KEY) is not valid: {exc}.")
     finally:
         if opened is not None:
             opened.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -212,6 +213,21 @@ async def test_stdio_beside_a_running_server(live_server: ServerProcess, live_ke
         read_only = await tool_names(client)
     assert "list-tables" in read_only
     assert not (WRITE_TOOLS & read_only)
+
+
+def test_stdio_with_a_bad_credential_exits_saying_so(live_server: ServerProcess) -> None:
+    parameters = stdio_parameters(live_server, "--api-key", "ik_" + "0" * 32)
+    finished = subprocess.run(
+        [parameters.command, *parameters.args],
+        env=parameters.env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 1
+    assert "not valid: invalid API key" in finished.stderr
+    assert finished.stdout == ""  # standard output is the protocol's: nothing else goes there
 
 
 async def test_stdio_with_the_anon_key_offers_no_admin_tool(

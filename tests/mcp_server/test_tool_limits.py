@@ -38,7 +38,7 @@ async def test_calls_past_the_limit_are_429_until_the_minute_passes(services: Se
         services.core,
         Approvals(services.core.database, services.core.agent_keys),
         services.metadata.schema_fingerprint,
-        stdio_principal=API_KEY_HOLDER,
+        stdio_principal=lambda: API_KEY_HOLDER,
     )
     async with Client(server) as client:
         results = [await client.call_tool("list-tables", {}) for _ in range(4)]

@@ -26,7 +26,8 @@ import orjson
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_REQUEST, CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from kilnbase import audit
@@ -36,7 +37,7 @@ from kilnbase.http.errors import ApiError
 from kilnbase.http.request_context import client_ip_in, principal_in
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.agent_keys import AgentKeys
-from kilnbase.identity.principal import Principal
+from kilnbase.identity.principal import CredentialError, Principal
 from kilnbase.mcp_server.access import (
     EVERYTHING,
     Listed,
@@ -91,9 +92,14 @@ class Caller:
     """Turns the SDK's request context into a `Call`."""
 
     def __init__(
-        self, agent_keys: AgentKeys, stdio_principal: Principal | None, stdio_narrowing: Narrowing
+        self,
+        agent_keys: AgentKeys,
+        stdio_principal: Callable[[], Principal] | None,
+        stdio_narrowing: Narrowing,
     ) -> None:
         self.agent_keys = agent_keys
+        #: Resolved again on every call, so a credential that expires, is revoked or whose session is
+        #: signed out stops working mid-session, as it would over HTTP.
         self.stdio_principal = stdio_principal
         self.stdio_narrowing = stdio_narrowing
         #: Every call of one `kilnbase mcp` process is one session.
@@ -103,8 +109,18 @@ class Caller:
         scope = getattr(request, "scope", None)
         if scope is None:  # stdio: one local agent, the credential the command was started with
             if self.stdio_principal is None:
-                raise ToolError("No credential: start `kilnbase mcp` with --api-key or KILNBASE_API_KEY.")
-            call = Call(self.stdio_principal, None, "mcp-stdio", self.stdio_narrowing, self.stdio_session)
+                raise MCPError(
+                    INVALID_REQUEST, "No credential: start `kilnbase mcp` with --api-key or KILNBASE_API_KEY."
+                )
+            try:
+                principal = self.stdio_principal()
+            except CredentialError as exc:
+                raise MCPError(
+                    INVALID_REQUEST,
+                    f"The credential `kilnbase mcp` was started with is no longer valid ({exc}): "
+                    "restart it with a current one (--api-key or KILNBASE_API_KEY).",
+                ) from exc
+            call = Call(principal, None, "mcp-stdio", self.stdio_narrowing, self.stdio_session)
         else:
             query = request.query_params
             narrowing = Narrowing.parse(
@@ -130,7 +146,13 @@ class ToolAccessMiddleware:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method not in ("tools/list", "tools/call"):
             return await call_next(ctx)
-        call = self.caller.of(ctx.request)
+        try:
+            call = self.caller.of(ctx.request)
+        except MCPError as exc:
+            if ctx.method != "tools/call":
+                raise
+            # An agent reads a tool's error text; a protocol error would hide why the call failed.
+            return CallToolResult(content=[TextContent(type="text", text=exc.error.message)], is_error=True)
         principal, narrowing = call.principal, call.narrowing
         if ctx.method == "tools/call":
             name = str((ctx.params or {}).get("name", ""))
@@ -431,7 +453,7 @@ def build_server(
     approvals: Approvals,
     fingerprint: Fingerprint,
     *,
-    stdio_principal: Principal | None = None,
+    stdio_principal: Callable[[], Principal] | None = None,
     stdio_narrowing: Narrowing = EVERYTHING,
 ) -> MCPServer:
     """One MCP server with every capability's tools; the caller decides, per call, what is visible."""
