@@ -35,8 +35,15 @@ def test_the_anon_key_calls_no_model_unless_the_policy_admits_it(
     insforge = call_as(server, anon_key, path="/api/ai/chat/completion")
     assert (insforge.status_code, insforge.json()["error"]) == (403, "FORBIDDEN")
     assert fake.chat_calls() == []  # nothing was spent
+    listing = httpx2.get(server.url + "/v1/models", headers={"authorization": f"Bearer {anon_key}"})
+    assert (listing.status_code, listing.json()["error"]["code"]) == (403, "anon_not_allowed")
+    one = httpx2.get(server.url + f"/v1/models/{MODEL}", headers={"authorization": f"Bearer {anon_key}"})
+    assert one.status_code == 403
     assert admin.put("/api/ai/policy", json={"anonAccess": True}).json()["anonAccess"] is True
     assert call_as(server, anon_key).status_code == 200
+    listed = httpx2.get(server.url + "/v1/models", headers={"authorization": f"Bearer {anon_key}"})
+    assert listed.status_code == 200
+    assert MODEL in [model["id"] for model in listed.json()["data"]]
     assert len(fake.chat_calls()) == 1
 
 

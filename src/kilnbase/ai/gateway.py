@@ -20,7 +20,7 @@ from kilnbase.ai.catalog import ModelCatalog
 from kilnbase.ai.chat_stream import ChatStream
 from kilnbase.ai.errors import GatewayError
 from kilnbase.ai.ledger import LedgerWriter
-from kilnbase.ai.lifecycle import CallLifecycle, Result
+from kilnbase.ai.lifecycle import CallLifecycle, Result, anon_refused
 from kilnbase.ai.policy import PolicySnapshot, PolicyStore, model_matches
 from kilnbase.ai.provider_routing import ProviderRouting
 from kilnbase.ai.providers import OpenAICompatibleProvider
@@ -50,6 +50,14 @@ class Gateway:
 
     async def openrouter_key(self, snapshot: PolicySnapshot) -> credentials.ResolvedKey | None:
         return await self.routing.openrouter_key(snapshot)
+
+    async def models_for(self, caller: Caller) -> list[dict[str, Any]]:
+        """The catalog, for a caller who may call models at all: an anon caller only where the policy
+        admits anon callers, so the public anon key neither learns the project's models nor makes the
+        server fetch provider catalogs with the project's keys."""
+        if caller.anonymous and not (await self.lifecycle.snapshot()).anon_access:
+            raise anon_refused()
+        return await self.models()
 
     async def models(self) -> list[dict[str, Any]]:
         """The catalog of every provider (OpenRouter's plus each registered one's, prefixed)."""

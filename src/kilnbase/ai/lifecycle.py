@@ -77,7 +77,7 @@ class Result:
     model: str
 
 
-def _anon_refused() -> GatewayError:
+def anon_refused() -> GatewayError:
     return GatewayError(
         403,
         "Anon callers (the anon key) may not call models on this project. Call with a signed-in user's "
@@ -131,7 +131,7 @@ class CallLifecycle:
     ) -> Call:
         snapshot = self._seen(await self.policy.get(self.database()))  # (`snapshot`, one frame fewer)
         if caller.anonymous and not snapshot.anon_access:
-            raise _anon_refused()
+            raise anon_refused()
         model = body["model"]
         configuration = snapshot.configurations.get(model)
         candidates = [model, *fallbacks, *(configuration.fallback_models if configuration else ())]

@@ -129,15 +129,13 @@ class OpenAiRoutes:
 
     @openai_errors
     async def list_models(self, request: Request) -> Response:
-        await caller_of(self.ai, request)
-        models = await self.ai.gateway.models()
+        models = await self.ai.gateway.models_for(await caller_of(self.ai, request))
         return json_response({"object": "list", "data": [_model_entry(m) for m in models]})
 
     @openai_errors
     async def get_model(self, request: Request) -> Response:
-        await caller_of(self.ai, request)
         model_id = request.path_params["model_id"]
-        for model in await self.ai.gateway.models():
+        for model in await self.ai.gateway.models_for(await caller_of(self.ai, request)):
             if model["id"] == model_id:
                 return json_response(_model_entry(model))
         raise GatewayError(
