@@ -3,7 +3,7 @@ through the S3 endpoint of a real `kilnbase serve` (local backend), side by side
 measured on the same machine: `cp` on the same disk, and boto3 straight to SeaweedFS; and the server's peak
 RSS above idle during each transfer.
 
-    .venv/bin/python -m bench.storage [--sizes 1,100,1024] [--runs 1]
+    .venv/bin/python -m bench.storage [--sizes 1,100,1024]
 
 Targets (issue 12): REST on the local backend at least 80% of `cp` for 1 GB; RSS under 100 MB above idle
 during any transfer; the S3 endpoint at least 80% of SeaweedFS direct.
@@ -12,7 +12,8 @@ Like with like: a REST upload is answered only once its bytes are fsynced (KILNB
 default), so its anchor is `cp` followed by `sync` of the copy (`up/cp+s`); plain `cp` (`up/cp`) only puts
 the bytes in the page cache. Both sides of the REST comparison are C clients (`cp`, `curl`). Wall-clock
 figures swing with whatever else runs; the server's CPU time per MB uploaded (`up ms/MB`: every thread of the
-API process, not PostgreSQL) is the steadier figure to compare runs with.
+API process, not PostgreSQL; counted in 10 ms clock ticks, so only the larger sizes say much) is the
+steadier figure to compare runs with.
 """
 
 from __future__ import annotations
