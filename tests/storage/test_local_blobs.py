@@ -42,6 +42,7 @@ def test_published_blob_holds_every_byte(tmp_path: Path) -> None:
         return str(upload.blob_id)
 
     blob_id = asyncio.run(upload())
+    blobs.flusher.shutdown()  # waits for any early flush still running
     assert blobs.blob_path(blob_id).read_bytes() == CHUNK * CHUNKS
     assert _files(tmp_path) == [str(blobs.blob_path(blob_id).relative_to(tmp_path))]
     assert _open_fds() == fds
@@ -66,6 +67,7 @@ def test_failed_upload_leaves_nothing(tmp_path: Path) -> None:
         else:
             raise AssertionError("the upload should have failed")
 
-    asyncio.run(upload())  # the run waits for the default executor, so any early flush has ended
+    asyncio.run(upload())
+    blobs.flusher.shutdown()  # waits for any early flush still running
     assert _files(tmp_path) == []
     assert _open_fds() == fds

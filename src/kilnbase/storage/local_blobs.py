@@ -29,6 +29,7 @@ import fcntl
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio.to_thread
@@ -75,7 +76,7 @@ class LocalUpload:
             if unflushed >= self.blobs.flush_every and self.blobs.fsync and not self._flush_running():
                 await self._flushed()  # raises what the last one met (EIO: the upload fails)
                 loop = asyncio.get_running_loop()
-                self._flushing = loop.run_in_executor(None, _sync_and_close, os.dup(self._fd))
+                self._flushing = loop.run_in_executor(self.blobs.flusher, _sync_and_close, os.dup(self._fd))
                 unflushed = 0
 
     def _flush_running(self) -> bool:
@@ -136,6 +137,9 @@ class LocalBlobs:
         self.root = root
         self.fsync = fsync
         self.flush_every = flush_every
+        #: Threads of their own for the early flushes, so that many uploads' flushes never hold up the loop's
+        #: default executor (name resolution runs there) nor anyio's worker threads.
+        self.flusher = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kilnbase-flush")
         self.incoming = root / "incoming"
         self.blobs = root / "blobs"
 
