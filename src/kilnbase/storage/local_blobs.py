@@ -38,7 +38,7 @@ from kilnbase.db.session import Database
 
 #: Read size for downloads: large enough that a 1 GB download is a few thousand thread hops.
 READ_CHUNK = 512 * 1024
-#: Bytes written since the last `fdatasync` past which another starts in a worker thread, while the upload
+#: Bytes written since the last `fdatasync` past which another starts on a flusher thread, while the upload
 #: goes on arriving.
 FLUSH_EVERY = 32 * 1024 * 1024
 
@@ -47,13 +47,13 @@ class LocalUpload:
     """One upload in progress: bytes appended to `incoming/<blob id>` as they arrive, under a lock.
 
     With fsync on, the bytes reach the disk while the upload is still arriving: every `flush_every` bytes an
-    `fdatasync` runs in a worker thread (one at a time), so the fsync in `publish`, which the answer waits
-    for, only has the last few megabytes left to write instead of the whole object (about 0.6 s per GB on
-    this machine's disk: the kernel would otherwise hold up to 10% of memory dirty before writing any). The
-    fsync in `publish` is what makes the object durable, as before; the early ones only move the work. Each
-    early one syncs a duplicate of the fd, which it closes itself, so closing the upload never has to wait
-    for it; an error it meets fails the upload in `publish` (the kernel reports a writeback error once per
-    open file, so the fsync after it might not)."""
+    `fdatasync` runs on one of the store's flusher threads (one at a time per upload), so the fsync in
+    `publish`, which the answer waits for, only has the last few megabytes left to write instead of the whole
+    object (about 0.9 s per GB on this machine's disk: the kernel would otherwise hold up to 10% of memory
+    dirty before writing any). The fsync in `publish` is what makes the object durable, as before; the early
+    ones only move the work. Each early one syncs a duplicate of the fd, which it closes itself, so closing
+    the upload never has to wait for it; an error it meets fails the upload in `publish` (the kernel reports a
+    writeback error once per open file, so the fsync after it might not)."""
 
     def __init__(self, blobs: LocalBlobs, blob_id: uuid.UUID) -> None:
         self.blobs = blobs
