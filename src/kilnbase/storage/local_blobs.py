@@ -2,8 +2,9 @@
 not there at all.
 
 An upload streams into `incoming/<blob id>` (created exclusively, held under an exclusive `flock` while it is
-written), is fsynced, then hard-linked to `blobs/<id[:2]>/<blob id>` before the metadata row that names the
-blob commits; the incoming name is removed after the commit. So at any moment:
+written), is fsynced (most of it while it is still arriving, see `LocalUpload`), then hard-linked to
+`blobs/<id[:2]>/<blob id>` before the metadata row that names the blob commits; the incoming name is removed
+after the commit. So at any moment:
 
 - an incoming file that is not locked belongs to an upload that died (a crash, a SIGKILL, a failed commit):
   if a row names its blob the upload had committed and only the incoming name is left to remove; otherwise
@@ -21,12 +22,14 @@ behind with nothing to tell it from a live one. Plain files under our own journa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio.to_thread
@@ -35,10 +38,22 @@ from kilnbase.db.session import Database
 
 #: Read size for downloads: large enough that a 1 GB download is a few thousand thread hops.
 READ_CHUNK = 512 * 1024
+#: Bytes written since the last `fdatasync` past which another starts on a flusher thread, while the upload
+#: goes on arriving.
+FLUSH_EVERY = 32 * 1024 * 1024
 
 
 class LocalUpload:
-    """One upload in progress: bytes appended to `incoming/<blob id>` as they arrive, under a lock."""
+    """One upload in progress: bytes appended to `incoming/<blob id>` as they arrive, under a lock.
+
+    With fsync on, the bytes reach the disk while the upload is still arriving: every `flush_every` bytes an
+    `fdatasync` runs on one of the store's flusher threads (one at a time per upload), so the fsync in
+    `publish`, which the answer waits for, only has the last few megabytes left to write instead of the whole
+    object (about 0.9 s per GB on this machine's disk: the kernel would otherwise hold up to 10% of memory
+    dirty before writing any). The fsync in `publish` is what makes the object durable, as before; the early
+    ones only move the work. Each early one syncs a duplicate of the fd, which it closes itself, so closing
+    the upload never has to wait for it; an error it meets fails the upload in `publish` (the kernel reports a
+    writeback error once per open file, so the fsync after it might not)."""
 
     def __init__(self, blobs: LocalBlobs, blob_id: uuid.UUID) -> None:
         self.blobs = blobs
@@ -47,17 +62,35 @@ class LocalUpload:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         self.published = False
+        self._flushing: asyncio.Future[None] | None = None
 
     async def write_all(self, chunks: AsyncIterator[bytes], content_type: str | None) -> None:
         """Synchronous writes: each lands in the page cache in microseconds, cheaper than a thread hop."""
+        unflushed = 0
         async for chunk in chunks:
             view = memoryview(chunk)
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
+            unflushed += len(chunk)
+            if unflushed >= self.blobs.flush_every and self.blobs.fsync and not self._flush_running():
+                await self._flushed()  # raises what the last one met (EIO: the upload fails)
+                loop = asyncio.get_running_loop()
+                self._flushing = loop.run_in_executor(self.blobs.flusher, _sync_and_close, os.dup(self._fd))
+                unflushed = 0
+
+    def _flush_running(self) -> bool:
+        return self._flushing is not None and not self._flushing.done()
+
+    async def _flushed(self) -> None:
+        """Wait for the early `fdatasync` in flight, if any, raising what it met."""
+        flushing, self._flushing = self._flushing, None
+        if flushing is not None:
+            await flushing
 
     async def publish(self) -> None:
         """Make the bytes durable and give them their blob name (the row may now name them)."""
+        await self._flushed()
         await anyio.to_thread.run_sync(self._publish)
 
     def _publish(self) -> None:
@@ -69,6 +102,9 @@ class LocalUpload:
         self.published = True
 
     async def close(self, *, committed: bool) -> None:
+        flushing, self._flushing = self._flushing, None
+        if flushing is not None:  # a failed upload's: it ends on its own, and what it met no longer matters
+            flushing.add_done_callback(_ignore_outcome)
         await anyio.to_thread.run_sync(self._close, committed)
 
     def _close(self, committed: bool) -> None:
@@ -82,12 +118,28 @@ class LocalUpload:
         os.close(self._fd)
 
 
+def _sync_and_close(fd: int) -> None:
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ignore_outcome(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 class LocalBlobs:
     kind = "local"
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True, flush_every: int = FLUSH_EVERY) -> None:
         self.root = root
         self.fsync = fsync
+        self.flush_every = flush_every
+        #: Threads of their own for the early flushes, so that many uploads' flushes never hold up the loop's
+        #: default executor (name resolution runs there) nor anyio's worker threads.
+        self.flusher = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kilnbase-flush")
         self.incoming = root / "incoming"
         self.blobs = root / "blobs"
 

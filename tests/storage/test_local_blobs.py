@@ -1,0 +1,73 @@
+"""The local backend's uploads with their early flushes: every `flush_every` bytes an `fdatasync` starts while
+the upload goes on; a published blob holds every byte, a failed upload leaves no file and no open fd."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from kilnbase.storage.local_blobs import LocalBlobs
+
+CHUNK = os.urandom(16 * 1024)
+#: 64 chunks of 16 KiB: 1 MiB, so about 16 early flushes at `flush_every=64 KiB` (fewer when one is running).
+CHUNKS = 64
+
+
+async def _chunks(count: int) -> AsyncIterator[bytes]:
+    for _ in range(count):
+        await asyncio.sleep(0)  # let an early flush run beside the writes, as the network would
+        yield CHUNK
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
+
+
+def test_published_blob_holds_every_byte(tmp_path: Path) -> None:
+    blobs = LocalBlobs(tmp_path, flush_every=64 * 1024)
+    blobs.prepare()
+    fds = _open_fds()
+
+    async def upload() -> str:
+        upload = await blobs.begin("bucket")
+        await upload.write_all(_chunks(CHUNKS), None)
+        await upload.publish()
+        await upload.close(committed=True)
+        return str(upload.blob_id)
+
+    blob_id = asyncio.run(upload())
+    blobs.flusher.shutdown()  # waits for any early flush still running
+    assert blobs.blob_path(blob_id).read_bytes() == CHUNK * CHUNKS
+    assert _files(tmp_path) == [str(blobs.blob_path(blob_id).relative_to(tmp_path))]
+    assert _open_fds() == fds
+
+
+def test_failed_upload_leaves_nothing(tmp_path: Path) -> None:
+    blobs = LocalBlobs(tmp_path, flush_every=64 * 1024)
+    blobs.prepare()
+    fds = _open_fds()
+
+    async def broken() -> AsyncIterator[bytes]:
+        async for chunk in _chunks(CHUNKS):
+            yield chunk
+        raise ConnectionResetError
+
+    async def upload() -> None:
+        upload = await blobs.begin("bucket")
+        try:
+            await upload.write_all(broken(), None)
+        except ConnectionResetError:
+            await upload.close(committed=False)
+        else:
+            raise AssertionError("the upload should have failed")
+
+    asyncio.run(upload())
+    blobs.flusher.shutdown()  # waits for any early flush still running
+    assert _files(tmp_path) == []
+    assert _open_fds() == fds
