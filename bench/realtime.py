@@ -6,7 +6,9 @@ The load comes from Node (`bench/realtime_node/clients.mjs`, socket.io-client, o
 so the client side is the same. The anchor is socket.io's own broadcast, with no database in between; the
 Kilnbase figures include what InsForge's realtime does too: each publish is stored in `realtime.messages` as
 the caller (RLS), and delivered from `NOTIFY` after commit. Latency is from the publisher's send to each
-subscriber's receipt, all on this machine's clock.
+subscriber's receipt, all on this machine's clock. Beside it, the servers' CPU time per delivery (user and
+system, read from /proc by the client around the measured phase; Postgres's is not counted), the steadier
+figure when other work shares the machine.
 
     .venv/bin/python -m bench.realtime [--subscribers 1000] [--rounds 20] [--messages 2000]
                                        [--throughput-subscribers 100] [--changes 5000]
@@ -69,7 +71,7 @@ def run_clients(config: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextmanager
-def node_server() -> Iterator[str]:
+def node_server() -> Iterator[tuple[str, int]]:
     port = free_port()
     process = subprocess.Popen(
         ["node", str(NODE_DIR / "server.mjs"), str(port)], stdout=subprocess.PIPE, text=True, cwd=NODE_DIR
@@ -77,16 +79,18 @@ def node_server() -> Iterator[str]:
     try:
         assert process.stdout is not None
         process.stdout.readline()  # "listening"
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
 @contextmanager
-def kilnbase_servers(cluster: TestCluster, processes: int) -> Iterator[tuple[list[str], dict[str, str], str]]:
+def kilnbase_servers(
+    cluster: TestCluster, processes: int
+) -> Iterator[tuple[list[str], list[int], dict[str, str], str]]:
     """`processes` servers of one project over one database (sharing one data directory's keys), with Redis
-    when there are several; yields their URLs, the project's keys and the database URL."""
+    when there are several; yields their URLs, their process ids, the project's keys and the database URL."""
     database_url = cluster.create_database("benchrt")
     env = {"DATABASE_URL": database_url, "KILNBASE_LOG_LEVEL": "warning", **UNLIMITED}
     if processes > 1:
@@ -107,17 +111,23 @@ def kilnbase_servers(cluster: TestCluster, processes: int) -> Iterator[tuple[lis
                     "create policy bench_rows_read on bench_rows for select to anon using (true)"
                 )
                 http.post("/api/database/advance/rawsql", json={"query": policies}).raise_for_status()
-            yield [server.url for server in servers], keys, database_url
+            pids = [server.process.pid for server in servers if server.process is not None]
+            yield [server.url for server in servers], pids, keys, database_url
         finally:
             for server in servers:
                 server.stop()
 
 
 def broadcast(
-    urls: list[str], subscriber_auth: dict[str, str], publisher_auth: dict[str, str], args: Any
+    urls: list[str],
+    pids: list[int],
+    subscriber_auth: dict[str, str],
+    publisher_auth: dict[str, str],
+    args: Any,
 ) -> dict[str, Any]:
     base = {
         "urls": urls,
+        "serverPids": pids,
         "channel": CHANNEL,
         "subscriberAuth": subscriber_auth,
         "publisherAuth": publisher_auth,
@@ -189,14 +199,15 @@ def main() -> None:
     args = parser.parse_args()
     ensure_node_modules()
     results: dict[str, dict[str, Any]] = {}
-    with node_server() as url:
-        results["node socket.io (1 process)"] = broadcast([url], {"token": "x"}, {"token": "x"}, args)
+    with node_server() as (url, pid):
+        results["node socket.io (1 process)"] = broadcast([url], [pid], {"token": "x"}, {"token": "x"}, args)
     cluster = TestCluster()
     try:
         for processes in (1, 2):
-            with kilnbase_servers(cluster, processes) as (urls, keys, database_url):
+            with kilnbase_servers(cluster, processes) as (urls, pids, keys, database_url):
                 label = f"kilnbase ({processes} process{'es' if processes > 1 else ''})"
-                results[label] = broadcast(urls, {"token": keys["anonKey"]}, {"apiKey": keys["apiKey"]}, args)
+                subscriber, publisher = {"token": keys["anonKey"]}, {"apiKey": keys["apiKey"]}
+                results[label] = broadcast(urls, pids, subscriber, publisher, args)
                 events = asyncio.run(change_events(urls, keys["anonKey"], database_url, args.changes))
                 results[label]["changeEventsPerSecond"] = events
     finally:
@@ -204,8 +215,18 @@ def main() -> None:
     results_dir = Path(__file__).resolve().parent / "results"
     results_dir.mkdir(exist_ok=True)
     (results_dir / "realtime.json").write_text(json.dumps(results, indent=1))
-    header = ("server", "fan-out p50 ms", "p99 ms", "messages/s", "deliveries/s", "changes/s")
-    print("{:<26} {:>14} {:>8} {:>11} {:>13} {:>10}".format(*header))
+    header = (
+        "server",
+        "fan-out p50 ms",
+        "p99 ms",
+        "CPU µs/dlv",
+        "messages/s",
+        "deliveries/s",
+        "CPU µs/dlv",
+        "changes/s",
+    )
+    line = "{:<26} {:>14} {:>8} {:>10} {:>11} {:>13} {:>10} {:>10}"
+    print(line.format(*header))
     for label, result in results.items():
         fanout, throughput = result["fanout"], result["throughput"]
         changes = result.get("changeEventsPerSecond")
@@ -213,11 +234,13 @@ def main() -> None:
             label,
             f"{fanout['p50']:.1f}",
             f"{fanout['p99']:.1f}",
+            f"{fanout['serverCpuMicrosPerDelivery']:.1f}",
             f"{throughput['messagesPerSecond']:.0f}",
             f"{throughput['deliveriesPerSecond']:.0f}",
+            f"{throughput['serverCpuMicrosPerDelivery']:.1f}",
             "-" if changes is None else f"{changes:.0f}",
         )
-        print("{:<26} {:>14} {:>8} {:>11} {:>13} {:>10}".format(*row))
+        print(line.format(*row))
     print(
         f"\n{args.subscribers} subscribers for the fan-out ({args.rounds} rounds), "
         f"{args.throughput_subscribers} for {args.messages} back-to-back messages, "

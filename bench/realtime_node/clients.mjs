@@ -2,10 +2,17 @@
 //   fanout:     ROUNDS messages, each sent once every subscriber has the previous one; latency per delivery.
 //   throughput: MESSAGES sent back to back; how long until every subscriber has every one.
 // Prints one JSON line.
+import { readFileSync } from 'node:fs';
 import { io } from 'socket.io-client';
 
 const cfg = JSON.parse(process.argv[2]);
 const now = () => performance.timeOrigin + performance.now();
+// The servers' CPU time (user + system, µs) from /proc: the steady figure on a shared machine. Clock ticks are
+// 1/100 s on Linux, so a phase must run for seconds to be read well.
+const cpuMicros = () => (cfg.serverPids ?? []).reduce((sum, pid) => {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return sum + (Number(fields[11]) + Number(fields[12])) * 10000;
+}, 0);
 
 function connect(url, auth) {
   return new Promise((resolve, reject) => {
@@ -52,24 +59,28 @@ const until = (count) => new Promise((resolve, reject) => {
 
 const out = { subscribers: cfg.subscribers };
 if (cfg.mode === 'fanout') {
+  let cpuAtStart = 0;
   for (let round = 1; round <= cfg.rounds + 2; round++) {
-    if (round === 3) latencies.length = 0; // two warm-up rounds
+    if (round === 3) { latencies.length = 0; cpuAtStart = cpuMicros(); } // two warm-up rounds
     publisher.emit('realtime:publish', { channel: cfg.channel, event: 'bench', payload: { sentAt: now(), round } });
     await until(round * cfg.subscribers);
   }
   latencies.sort((a, b) => a - b);
   const at = (q) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
   out.deliveries = latencies.length;
+  out.serverCpuMicrosPerDelivery = (cpuMicros() - cpuAtStart) / latencies.length;
   out.p50 = at(0.5);
   out.p99 = at(0.99);
 } else {
   const started = now();
+  const cpuAtStart = cpuMicros();
   for (let i = 0; i < cfg.messages; i++) {
     publisher.emit('realtime:publish', { channel: cfg.channel, event: 'bench', payload: { sentAt: now(), i } });
     if (i % 200 === 199) await new Promise((resolve) => setImmediate(resolve));
   }
   await until(cfg.messages * cfg.subscribers);
   const seconds = (now() - started) / 1000;
+  out.serverCpuMicrosPerDelivery = (cpuMicros() - cpuAtStart) / (cfg.messages * cfg.subscribers);
   out.messages = cfg.messages;
   out.seconds = seconds;
   out.messagesPerSecond = cfg.messages / seconds;

@@ -166,6 +166,9 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, worker
         # The client address is Kilnbase's to decide (`http/client_address.py`, KILNBASE_TRUSTED_PROXIES):
         # uvicorn's own rule would believe X-Forwarded-For from any loopback peer.
         proxy_headers=False,
+        # No permessage-deflate on WebSockets (realtime): compressing every frame for every subscriber was a
+        # fifth of a fan-out's CPU, for messages of a few hundred bytes; Node's socket.io declines it too.
+        ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,
     )
     server = _AnnouncingServer(config, settings)

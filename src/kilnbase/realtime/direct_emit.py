@@ -1,17 +1,28 @@
-"""python-socketio's in-process manager, sending a room's packet to its members one after another.
+"""python-socketio's in-process manager, sending a room's packet to its members one after another, and the
+Engine.IO server whose per-socket queues hand a packet to a waiting writer without a task.
 
 The stock manager encodes an emit's packet once and then creates one asyncio task per recipient to queue it;
 queueing a packet never waits (each socket's queue is unbounded; its own writer task sends), so the tasks buy
 nothing and, for a room of a thousand, cost most of the emit. This sends the same packets in the same order
 without them. With Redis, what a process sends to its own sockets only (`ignore_queue`) goes the same way.
+
+Each Engine.IO socket's writer waits for its next packet with `asyncio.wait_for(queue.get(), timeout)`; with
+`asyncio.Queue` that wraps the `get()` coroutine in a new task every time, which is one task per socket per
+broadcast when each socket has one packet to send (a fan-out), and was the largest cost of the fan-out after
+the socket writes themselves. `HandOffQueue.get()` returns a future instead (what `wait_for` awaits as it
+is), and a packet put while a writer waits is handed to it directly. The queue is Engine.IO's public
+`create_queue()` extension point; the same packets reach the same writer in the same order.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from typing import Any
 
+import engineio  # type: ignore[import-untyped]
 import socketio  # type: ignore[import-untyped]
-from engineio import packet as eio_packet  # type: ignore[import-untyped]
+from engineio import packet as eio_packet
 from socketio import packet
 
 
@@ -72,3 +83,47 @@ class DirectEmitRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             await send_to_room(self, event, data, namespace or "/", to or room, skip_sid)
             return
         await super().emit(event, data, namespace, room, skip_sid, callback, to, **kwargs)
+
+
+class HandOffQueue(asyncio.Queue[Any]):
+    """An unbounded `asyncio.Queue` whose `get()` is a future, not a coroutine (no task under `wait_for`).
+
+    While a getter waits the queue is empty (a `get()` on a non-empty queue is answered at once), so a put
+    item goes to the first getter still waiting, in first-in, first-out order; a getter cancelled (by
+    `wait_for`'s timeout) is passed over and the item stays queued. Items go through `asyncio.Queue`'s own
+    `put_nowait` and `get_nowait`, so `task_done()` and `join()` count as they do there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiting: deque[asyncio.Future[Any]] = deque()
+
+    def get(self) -> asyncio.Future[Any]:  # type: ignore[override]  # awaited the same; a future, not a task
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.empty():
+            self._waiting.append(future)
+        else:
+            future.set_result(self.get_nowait())
+        return future
+
+    def put_nowait(self, item: Any) -> None:
+        super().put_nowait(item)
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(self.get_nowait())
+                return
+
+
+class HandOffEngineServer(engineio.AsyncServer):  # type: ignore[misc]
+    def create_queue(self, *args: Any, **kwargs: Any) -> Any:
+        """Sockets' packet queues (the only queues Engine.IO's server makes) are `HandOffQueue`s."""
+        if args or kwargs:
+            return super().create_queue(*args, **kwargs)
+        return HandOffQueue()
+
+
+class FanOutServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's ASGI server over `HandOffEngineServer`."""
+
+    def _engineio_server_class(self) -> type[Any]:
+        return HandOffEngineServer

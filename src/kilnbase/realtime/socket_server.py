@@ -36,6 +36,7 @@ from kilnbase.identity.principal import CredentialError, CredentialKind, Credent
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.realtime.access import ChannelAccess
 from kilnbase.realtime.change_feed import ChangeFeed
+from kilnbase.realtime.direct_emit import FanOutServer
 from kilnbase.realtime.presence import Presence
 
 log = logging.getLogger("kilnbase.realtime")
@@ -119,7 +120,7 @@ class RealtimeSocketServer:
         changes.attach(self._emit_change)
         self.connections: dict[str, Connection] = {}
         self._expiring: set[asyncio.Future[None]] = set()
-        self.sio = socketio.AsyncServer(
+        self.sio = FanOutServer(
             async_mode="asgi",
             # CORS for HTTP (long-polling) is the edge middleware's, as for every route; a WebSocket has none.
             cors_allowed_origins=[],
