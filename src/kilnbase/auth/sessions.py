@@ -34,7 +34,7 @@ from psycopg import AsyncCursor
 from psycopg.rows import DictRow, dict_row
 
 from kilnbase.auth import users
-from kilnbase.auth.users import USER_COLUMNS
+from kilnbase.auth.users import USER_JSON
 from kilnbase.config import AuthSettings
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
@@ -86,7 +86,8 @@ class Rotation:
     user: DictRow | None
 
 
-#: The family's row (`token_hash is null`: the numbered kind) at the presented number: bump it, read the user.
+#: The family's row (`token_hash is null`: the numbered kind) at the presented number: bump it, read the user,
+#: only what a refresh answers with (id and email for the access token, the JSON), never the password hash.
 _ROTATE = f"""
 with rotated as (
     update auth.sessions set generation = generation + 1, used_at = now(), client_type = %(client_type)s,
@@ -96,7 +97,7 @@ with rotated as (
       and revoked_at is null and expires_at > now()
     returning user_id
 )
-select set_config('synchronous_commit', 'off', true) as relaxed, {USER_COLUMNS}
+select set_config('synchronous_commit', 'off', true) as relaxed, u.id, u.email, {USER_JSON} as user_json
 from rotated r left join auth.users u on u.id = r.user_id
 """
 
@@ -135,7 +136,7 @@ class SessionService:
         return self._tokens.sign(claims, expires_in=self._settings.access_token_seconds)
 
     def csrf_token(self, refresh_token: str) -> str:
-        return hmac.new(self._csrf_key, refresh_token.encode(), "sha256").hexdigest()
+        return hmac.digest(self._csrf_key, refresh_token.encode(), "sha256").hex()
 
     def csrf_matches(self, header: str | None, refresh_token: str) -> bool:
         if not header:
