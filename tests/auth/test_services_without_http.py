@@ -199,3 +199,28 @@ async def test_public_flows_work_without_a_request(service_settings: Settings) -
         # The signed-out sessions' access tokens are refused by this process at once.
         assert services.core.ended_sessions.has_ended(signed_in.tokens.session_id)
         assert services.core.ended_sessions.has_ended(signed_up.tokens.session_id)
+
+
+async def test_the_sweep_deletes_only_sessions_expired_over_an_hour_ago(service_settings: Settings) -> None:
+    async with running(service_settings) as services:
+        email = new_email()
+        await services.auth.accounts.sign_up(STRANGER, SignUp(email=email, password=PASSWORD), "mobile")
+        with psycopg.connect(service_settings.database_url or "", autocommit=True) as conn:
+            user_id = conn.execute("select id from auth.users where email = %s", (email,)).fetchone()
+            assert user_id is not None
+            ages = {"long expired": "-2 hours", "just expired": "-5 minutes", "live": "+1 day"}
+            families = {}
+            for label, age in ages.items():
+                row = conn.execute(
+                    "insert into auth.sessions (family_id, kind, user_id, subject, generation, expires_at, "
+                    "revoked_at) values (gen_random_uuid(), 'user', %s, %s, 0, now() + %s::interval, "
+                    "case when %s = 'long expired' then now() - interval '3 hours' end) returning family_id",
+                    (user_id[0], str(user_id[0]), age, label),
+                ).fetchone()
+                assert row is not None
+                families[label] = row[0]
+            assert await services.auth.parts.sessions.prune_expired(batch=1) >= 1
+            wanted = list(families.values())
+            found = conn.execute("select family_id from auth.sessions where family_id = any(%s)", (wanted,))
+            left = {row[0] for row in found}
+    assert left == {families["just expired"], families["live"]}
