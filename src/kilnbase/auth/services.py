@@ -25,6 +25,8 @@ from kilnbase.capability import Core
 log = logging.getLogger("kilnbase.auth")
 #: How often each process deletes the sessions that expired (they can never be used again).
 SESSION_SWEEP_SECONDS = 3600.0
+#: The first sweep waits this long, off the busy start of a process.
+SESSION_SWEEP_FIRST_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -51,22 +53,30 @@ class Auth:
     async def running(self) -> AsyncIterator[None]:
         """While the server runs: expired sessions pruned now and then; on the way out, emails still on
         their way get a few seconds."""
-        sweeping = asyncio.create_task(self._prune_sessions())
+        stopping = asyncio.Event()
+        sweeping = asyncio.create_task(self._prune_sessions(stopping))
         try:
             yield
         finally:
-            sweeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeping
+            # Not cancelled: a sweep under way finishes (a query cancelled midway can leave its pooled
+            # connection waiting on the server); the wait between sweeps ends at once.
+            stopping.set()
+            await sweeping
             await self.parts.mailer.drain()
 
-    async def _prune_sessions(self) -> None:
-        """At start and every `SESSION_SWEEP_SECONDS` (each process; deleting twice is harmless)."""
+    async def _prune_sessions(self, stopping: asyncio.Event) -> None:
+        """A minute after start, then every `SESSION_SWEEP_SECONDS` (each process; deleting twice is
+        harmless), until `stopping` is set."""
+        wait = SESSION_SWEEP_FIRST_SECONDS
         while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), wait)
+            if stopping.is_set():
+                return
+            wait = SESSION_SWEEP_SECONDS
             try:
                 pruned = await self.parts.sessions.prune_expired()
                 if pruned:
                     log.info("pruned %d expired sessions", pruned)
             except psycopg.Error as exc:
                 log.warning("could not prune expired sessions: %s", type(exc).__name__)
-            await asyncio.sleep(SESSION_SWEEP_SECONDS)
