@@ -60,8 +60,17 @@ class JsonFormatter(logging.Formatter):
         return self.line(record.created, record.levelname.lower(), record.name, record.getMessage(), extra)
 
     def line(
-        self, created: float, level: str, logger: str, message: str, fields: dict[str, Any] | None
+        self,
+        created: float,
+        level: str,
+        logger: str,
+        message: str,
+        fields: dict[str, Any] | None,
+        *,
+        clean: bool = False,
     ) -> str:
+        """The JSON line; `clean`: the caller knows that no text in it can hold a secret (`_clean`), so
+        `scrub` would return it unchanged and is not asked."""
         second, stamp = self._stamp
         if int(created) != second:
             second = int(created)
@@ -75,13 +84,43 @@ class JsonFormatter(logging.Formatter):
         }
         if fields:
             entry.update(fields)
-        return scrub(orjson.dumps(entry, default=str).decode())
+        text = orjson.dumps(entry, default=str).decode()
+        return text if clean else scrub(text)
 
 
 #: The handler `configure_logging` installed, while it is the root logger's only one.
 _json_handler: logging.StreamHandler[Any] | None = None
 request_log = logging.getLogger("kilnbase.request")
 _kilnbase_log = logging.getLogger("kilnbase")
+#: `_clean`'s answers by the texts of a request line's fields; emptied when full (paths are the client's).
+_clean_texts: dict[tuple[str, ...], bool] = {}
+_CLEAN_TEXTS_SIZE = 4096
+
+
+def _clean(fields: dict[str, Any]) -> bool:
+    """Whether a request line with these fields cannot hold a secret, decided from their texts alone and
+    remembered by them: `scrub`'s quick check reads the whole line, which costs a third of writing it, and
+    request lines repeat the same few methods, paths and roles with other numbers.
+
+    A line is the fixed fields (time, level, logger, message: none holds a hint), then these; the hints
+    are letters, digits, `_` and `-`, so none spans two JSON tokens and the line holds one exactly when the
+    names and string values, written as JSON, do. Numbers never do; any other value (whose text only
+    `default=str` knows) is not decided here: the line is scrubbed."""
+    texts: list[str] = []
+    for name, value in fields.items():
+        texts.append(name)
+        kind = value.__class__
+        if kind is str:
+            texts.append(value)
+        elif kind is not int and kind is not float:
+            return False
+    key = tuple(texts)
+    clean = _clean_texts.get(key)
+    if clean is None:
+        if len(_clean_texts) >= _CLEAN_TEXTS_SIZE:
+            _clean_texts.clear()
+        clean = _clean_texts[key] = not _may_hold_secret(orjson.dumps(texts).decode())
+    return clean
 
 
 def log_request(fields: dict[str, Any]) -> None:
@@ -108,7 +147,9 @@ def log_request(fields: dict[str, Any]) -> None:
     ):
         formatter = handler.formatter
         assert isinstance(formatter, JsonFormatter)
-        line = formatter.line(time.time(), "info", "kilnbase.request", "request", fields)
+        line = formatter.line(
+            time.time(), "info", "kilnbase.request", "request", fields, clean=_clean(fields)
+        )
         try:
             with handler.lock:  # type: ignore[union-attr]  # (created with the handler)
                 handler.stream.write(line + "\n")

@@ -89,6 +89,28 @@ def test_the_quick_check_never_skips_a_line_a_pattern_would_change(text: str) ->
     assert scrub(text) == _scrub_every_pattern(text)
 
 
+_CONTROLS = st.sampled_from(["\x1e", "\x0b", "\n", '"', "\\", "yJ", "eyJ", "a.b.c", "\x1eyJx.y.z"])
+
+
+@given(
+    st.lists(_PIECES | _CONTROLS | st.text(max_size=3), max_size=10).map("".join),
+    st.sampled_from(["GET", "POST", "to\x0ben", "anon_"]),
+    st.sampled_from(["anon", "authenticated", "project_admin", "invalid", "-", "passwd"]),
+)
+def test_a_request_line_is_what_scrubbing_the_whole_line_gives(path: str, method: str, role: str) -> None:
+    """The request line skips the scrubber only when scrubbing would change nothing (`_clean`), whatever
+    the path holds: secrets, their hints split by characters JSON escapes, or control characters."""
+    formatter = JsonFormatter()
+    fields = {"method": method, "path": path, "status": 200, "duration_ms": 1.25, "role": role}
+    whole = formatter.line(1_700_000_000.5, "info", "kilnbase.request", "request", fields)
+    assert (
+        formatter.line(
+            1_700_000_000.5, "info", "kilnbase.request", "request", fields, clean=structured._clean(fields)
+        )
+        == whole
+    )
+
+
 def test_formatter_time_is_the_records_utc_time() -> None:
     record = logging.LogRecord("kilnbase.request", logging.INFO, __file__, 1, "request", None, None)
     formatter = JsonFormatter()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from starlette.types import Receive
 
@@ -16,39 +17,89 @@ T = TypeVar("T")
 WATCH_AFTER_SECONDS = 0.05
 
 
+class _Watch:
+    """One piece of work: when it started, and its watcher once it has one."""
+
+    __slots__ = ("left", "receive", "started", "task", "watcher")
+
+    def __init__(self, task: asyncio.Task[Any], receive: Receive, started: float) -> None:
+        self.task = task
+        self.receive = receive
+        self.started = started
+        self.watcher: asyncio.Task[None] | None = None
+        self.left = False
+
+    async def watch(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+        self.left = True
+        self.task.cancel()
+
+
+class _Unwatched:
+    """The work of one event loop that has no watcher yet, oldest first, and the one timer that gives a
+    watcher to each when it has run for `WATCH_AFTER_SECONDS`.
+
+    One timer for all of a loop's work rather than one per piece: a timer per request (its handle, a push on
+    the loop's heap, its cancel) cost about 2% of a cached records read; adding to and removing from a dict
+    costs next to nothing. The timer is due when the oldest piece is, so each watcher starts when it would
+    have with its own timer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.work: dict[_Watch, None] = {}  # in the order it started (`loop.time()` only grows)
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, watch: _Watch) -> None:
+        self.work[watch] = None
+        if self.timer is None:
+            self.timer = self.loop.call_at(watch.started + WATCH_AFTER_SECONDS, self.start_watchers)
+
+    def start_watchers(self) -> None:
+        self.timer = None
+        due = self.loop.time() - WATCH_AFTER_SECONDS
+        work = self.work
+        while work:
+            oldest = next(iter(work))
+            if oldest.started > due:
+                self.timer = self.loop.call_at(oldest.started + WATCH_AFTER_SECONDS, self.start_watchers)
+                return
+            del work[oldest]
+            oldest.watcher = self.loop.create_task(oldest.watch())
+
+
+_unwatched: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Unwatched] = weakref.WeakKeyDictionary()
+
+
+def _unwatched_of(loop: asyncio.AbstractEventLoop) -> _Unwatched:
+    unwatched = _unwatched.get(loop)
+    if unwatched is None:
+        unwatched = _unwatched[loop] = _Unwatched(loop)
+    return unwatched
+
+
 async def unless_client_leaves(receive: Receive, work: Awaitable[T]) -> T | None:
     """Run `work` in this task; if the client disconnects first, cancel it (psycopg then cancels the query on
     the server; an upstream call is closed) and return None.
 
     The watcher (a task reading `receive` until `http.disconnect`) starts only once the work has run for
-    `WATCH_AFTER_SECONDS`: a timer is far cheaper than a task. Call it only after the request body has been
-    read: the watcher consumes `receive`."""
+    `WATCH_AFTER_SECONDS` (`_Unwatched`): most work never needs one. Call it only after the request body has
+    been read: the watcher consumes `receive`."""
     task = asyncio.current_task()
     assert task is not None
-    loop = asyncio.get_running_loop()
-    left = False
-    watcher: asyncio.Task[None] | None = None
-
-    async def watch() -> None:
-        nonlocal left
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        left = True
-        task.cancel()
-
-    def start_watching() -> None:
-        nonlocal watcher
-        watcher = loop.create_task(watch())
-
-    timer = loop.call_later(WATCH_AFTER_SECONDS, start_watching)
+    loop = task.get_loop()
+    unwatched = _unwatched_of(loop)
+    watch = _Watch(task, receive, loop.time())
+    unwatched.add(watch)
     try:
         return await work
     except asyncio.CancelledError:
-        if left:
+        if watch.left:
             task.uncancel()
             return None
         raise
     finally:
-        timer.cancel()
-        if watcher is not None:
-            watcher.cancel()
+        if watch.watcher is None:
+            unwatched.work.pop(watch, None)
+        else:
+            watch.watcher.cancel()

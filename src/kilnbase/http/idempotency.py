@@ -11,6 +11,7 @@ is not kept, so a retry runs again. A request without the header costs one heade
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,6 +20,7 @@ from kilnbase.db.idempotency import MAX_KEY_LENGTH, MAX_STORED_BYTES, Idempotenc
 from kilnbase.http.buffered_body import read_all, replaying
 from kilnbase.http.errors import error_response
 from kilnbase.http.request_context import principal_or_none
+from kilnbase.identity.principal import Principal
 
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _HEADER = b"idempotency-key"
@@ -38,15 +40,20 @@ class IdempotencyMiddleware:
         self.app = app
         self.keys = keys
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Not a coroutine: a request without the header is handed on as it is, so this layer is not one
+        more frame that every resumption of the request's task passes through."""
         if scope["type"] != "http" or scope["method"] not in _MUTATING:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         raw_key = _key_in(scope)
         principal = principal_or_none(scope)
         if raw_key is None or principal is None:  # no key; or a bad credential, which the route refuses
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._keyed(scope, receive, send, raw_key, principal)
+
+    async def _keyed(
+        self, scope: Scope, receive: Receive, send: Send, raw_key: bytes, principal: Principal
+    ) -> None:
         key = raw_key.decode("latin-1")
         if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
             await error_response(

@@ -10,7 +10,7 @@ find; anything else (405, 404, the trailing-slash redirect) is left to Starlette
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from starlette._utils import get_route_path
@@ -64,7 +64,13 @@ class IndexedRouter(Router):
             self._memo[prefix] = found
         return found
 
-    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+    # `__call__` and `app` are not coroutines: they hand the request on, so that they are not two more
+    # frames that every resumption of the request's task passes through.
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:  # type: ignore[override]
+        return self.middleware_stack(scope, receive, send)
+
+    def app(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:  # type: ignore[override]
         if scope["type"] == "http":
             for route in self.candidates(get_route_path(scope)):
                 match, child_scope = route.matches(scope)
@@ -73,6 +79,8 @@ class IndexedRouter(Router):
                         scope["router"] = self
                     scope["route"] = route
                     scope.update(child_scope)
-                    await route.handle(scope, receive, send)
-                    return
-        await super().app(scope, receive, send)
+                    if route.__class__ is Route:
+                        # A full match has an allowed method, for which `Route.handle` only awaits this.
+                        return route.app(scope, receive, send)
+                    return route.handle(scope, receive, send)
+        return super().app(scope, receive, send)

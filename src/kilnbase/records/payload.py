@@ -8,6 +8,7 @@ bulk insert is not serialized twice, and with `?columns=` an array body is not p
 from __future__ import annotations
 
 import csv
+import gc
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,7 +45,16 @@ def insert_payload(api: ApiRequest, target: TableTarget) -> Payload:
     unparsed = _unparsed_rows(api, target)
     if unparsed is not None:
         return unparsed
-    _rows, columns, rows_json = _decode(api, target.table, target.query, allow_array=True)
+    # No collection while the rows live: they are garbage before this returns, but a thousand young
+    # dicts would otherwise set off collections that promote them and then walk them again and again.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _rows, columns, rows_json = _decode(api, target.table, target.query, allow_array=True)
+        del _rows
+    finally:
+        if collecting:
+            gc.enable()
     return Payload(columns, rows_json)
 
 
