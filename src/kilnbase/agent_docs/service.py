@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
-from typing import Literal
+from typing import Literal, get_args
 
 from kilnbase.http.errors import ApiError
 
-#: InsForge's doc types, in its order.
-DOC_TYPES = (
+#: InsForge's doc types, in its order (the MCP tools' parameter type too).
+DocType = Literal[
     "instructions",
     "db-sdk",
     "auth-sdk",
@@ -24,11 +24,15 @@ DOC_TYPES = (
     "real-time",
     "deployment",
     "payments",
-)
-FEATURES = ("db", "storage", "functions", "auth", "ai", "realtime", "payments")
-LANGUAGES = ("typescript", "rest-api", "python", "swift", "kotlin")
+]
+DOC_TYPES: tuple[str, ...] = get_args(DocType)
+Feature = Literal["db", "storage", "functions", "auth", "ai", "realtime", "payments"]
+FEATURES: tuple[str, ...] = get_args(Feature)
+Language = Literal["typescript", "rest-api", "python", "swift", "kotlin"]
+LANGUAGES: tuple[str, ...] = get_args(Language)
 #: The languages documented for Kilnbase (Swift and Kotlin: not written; the REST API serves them).
-WRITTEN_LANGUAGES = ("typescript", "rest-api", "python")
+WrittenLanguage = Literal["typescript", "rest-api", "python"]
+WRITTEN_LANGUAGES: tuple[str, ...] = get_args(WrittenLanguage)
 #: Doc type → (feature, language) of the document it is.
 _DOC_TYPE_DOCUMENT = {
     "db-sdk": ("db", "typescript"),
@@ -46,8 +50,6 @@ _TITLES = {
     "deployment": "Site deployments",
     "payments": "Payments (Stripe, Razorpay)",
 }
-
-Language = Literal["typescript", "rest-api", "python", "swift", "kotlin"]
 
 
 @dataclass(frozen=True)

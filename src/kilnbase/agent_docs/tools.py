@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated
 
 from pydantic import Field
 
-from kilnbase.agent_docs.service import AgentDocs
+from kilnbase.agent_docs.service import DOC_TYPES, AgentDocs, DocType, Feature, WrittenLanguage
 from kilnbase.capability import McpResource, Tool
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
-
-DocType = Literal[
-    "instructions",
-    "db-sdk",
-    "auth-sdk",
-    "storage-sdk",
-    "functions-sdk",
-    "ai-integration-sdk",
-    "real-time",
-    "deployment",
-    "payments",
-]
 
 
 def docs_tools(docs: AgentDocs) -> list[Tool]:
@@ -33,8 +21,8 @@ def docs_tools(docs: AgentDocs) -> list[Tool]:
 
     async def fetch_sdk_docs(
         actor: Actor,
-        feature: Literal["db", "storage", "functions", "auth", "ai", "realtime", "payments"],
-        language: Literal["typescript", "rest-api", "python"],
+        feature: Feature,
+        language: WrittenLanguage,
     ) -> str:
         return docs.sdk(feature, language).content
 
@@ -58,10 +46,8 @@ def docs_tools(docs: AgentDocs) -> list[Tool]:
 
 def docs_resources(docs: AgentDocs) -> list[McpResource]:
     async def document(actor: Actor, docType: str) -> str:
-        if docType not in get_args(DocType):
-            raise ApiError(
-                404, "NOT_FOUND", f"No document {docType!r}.", f"One of: {', '.join(get_args(DocType))}."
-            )
+        if docType not in DOC_TYPES:
+            raise ApiError(404, "NOT_FOUND", f"No document {docType!r}.", f"One of: {', '.join(DOC_TYPES)}.")
         return docs.doc_type(docType).content
 
     return [
