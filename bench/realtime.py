@@ -8,7 +8,10 @@ Kilnbase figures include what InsForge's realtime does too: each publish is stor
 the caller (RLS), and delivered from `NOTIFY` after commit. Latency is from the publisher's send to each
 subscriber's receipt, all on this machine's clock. Beside it, the servers' CPU time per delivery (user and
 system, read from /proc by the client around the measured phase; Postgres's is not counted), the steadier
-figure when other work shares the machine.
+figure when other work shares the machine. Each timed phase starts once the servers' CPU has been quiet for
+half a second: a subscriber's join is announced to the whole room (InsForge's presence), and with Redis those
+announcements are still being delivered well after the last join was acknowledged, which would otherwise be
+timed as fan-out.
 
     .venv/bin/python -m bench.realtime [--subscribers 1000] [--rounds 20] [--messages 2000]
                                        [--throughput-subscribers 100] [--changes 5000]
