@@ -93,7 +93,7 @@ class SessionEdge:
         tokens = result.tokens
         if tokens is not None:
             if client_type == "web":
-                body["csrfToken"] = tokens.csrf_token
+                body["csrfToken"] = self._parts.sessions.csrf_token(tokens.refresh_token)
             else:
                 body["refreshToken"] = tokens.refresh_token
         response = json_response(body, status)

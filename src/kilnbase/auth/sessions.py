@@ -62,7 +62,6 @@ def unauthorized(reason: str) -> ApiError:
 class IssuedTokens:
     access_token: str
     refresh_token: str
-    csrf_token: str
     session_id: str
 
 
@@ -158,6 +157,8 @@ class SessionService:
         return self._tokens.sign(claims, expires_in=self._settings.access_token_seconds)
 
     def csrf_token(self, refresh_token: str) -> str:
+        """The token a web client echoes as X-CSRF-Token: only web clients get one, so it is made only
+        for their responses."""
         return hmac.digest(self._csrf_key, refresh_token.encode(), "sha256").hex()
 
     def csrf_matches(self, header: str | None, refresh_token: str) -> bool:
@@ -230,16 +231,14 @@ class SessionService:
         return IssuedTokens(
             access_token=self.access_token(who, family),
             refresh_token=refresh,
-            csrf_token=self.csrf_token(refresh),
             session_id=family,
         )
 
     def tokens_for(self, who: Subject, rotation: Rotation) -> IssuedTokens:
-        """The access token (and CSRF token) that go with a rotation's successor."""
+        """The access token that goes with a rotation's successor."""
         return IssuedTokens(
             access_token=self.access_token(who, rotation.family_id),
             refresh_token=rotation.refresh_token,
-            csrf_token=self.csrf_token(rotation.refresh_token),
             session_id=rotation.family_id,
         )
 
