@@ -8,6 +8,7 @@ per-address limit or rewrite an audit entry. The ASGI server's own proxy-header 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 
@@ -24,6 +25,15 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _peer(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str] | None:
+    """The peer's address and its canonical text, worked out once per address seen: a server hears from
+    the same few peers (its proxies, its clients) request after request, and the address is the socket's,
+    not a header's."""
+    address = _ip(text)
+    return None if address is None else (address, str(address))
+
+
 def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, proxies: Sequence[Network]) -> bool:
     return any(address in network for network in proxies)
 
@@ -31,9 +41,12 @@ def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, proxies: Se
 def client_address(scope: Scope, trusted_proxies: Sequence[Network]) -> str | None:
     """The client's IP address as text, or None when the peer is not an IP (a test transport, a socket)."""
     client = scope.get("client")
-    peer = _ip(client[0]) if client else None
-    if peer is None or not trusted_proxies or not _trusted(peer, trusted_proxies):
-        return str(peer) if peer is not None else None
+    known = _peer(client[0]) if client else None
+    if known is None:
+        return None
+    peer, peer_text = known
+    if not trusted_proxies or not _trusted(peer, trusted_proxies):
+        return peer_text
     hops: list[str] = []
     for name, value in scope["headers"]:
         if name == _FORWARDED_FOR:
@@ -41,7 +54,7 @@ def client_address(scope: Scope, trusted_proxies: Sequence[Network]) -> str | No
     for hop in reversed(hops):
         address = _ip(hop)
         if address is None:
-            return str(peer)  # a malformed entry: believe nothing further to the left
+            return peer_text  # a malformed entry: believe nothing further to the left
         if not _trusted(address, trusted_proxies):
             return str(address)
-    return str(peer)
+    return peer_text
