@@ -4,7 +4,10 @@ Engine.IO server whose per-socket queues hand a packet to a waiting writer witho
 The stock manager encodes an emit's packet once and then creates one asyncio task per recipient to queue it;
 queueing a packet never waits (each socket's queue is unbounded; its own writer task sends), so the tasks buy
 nothing and, for a room of a thousand, cost most of the emit. This sends the same packets in the same order
-without them. With Redis, what a process sends to its own sockets only (`ignore_queue`) goes the same way.
+without them, putting each straight into the socket's queue: what Engine.IO's `send_packet` does for a live
+socket, less a coroutine chain and a log call per recipient. A socket that is gone, closed or overdue for
+its ping takes Engine.IO's own path, which warns or closes it. With Redis, what a process sends to its own
+sockets only (`ignore_queue`) goes the same way.
 
 Each Engine.IO socket's writer waits for its next packet with `asyncio.wait_for(queue.get(), timeout)`; with
 `asyncio.Queue` that wraps the `get()` coroutine in a new task every time, which is one task per socket per
@@ -17,6 +20,7 @@ is), and a packet put while a writer waits is handed to it directly. The queue i
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import Any
 
@@ -40,11 +44,21 @@ async def send_to_room(manager: Any, event: str, data: Any, namespace: str, room
     encoded = manager.server.packet_class(packet.EVENT, namespace=namespace, data=[event, *data]).encode()
     parts = encoded if isinstance(encoded, list) else [encoded]
     frames = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
-    send = manager.server.eio.send_packet
+    eio = manager.server.eio
+    sockets, send, ping_timeout = eio.sockets, eio.send_packet, eio.ping_timeout
+    now = time.time()
     for sid, eio_sid in manager.get_participants(namespace, room):
-        if sid not in skip:
+        if sid in skip:
+            continue
+        socket = sockets.get(eio_sid)
+        last_ping = socket.last_ping if socket is not None else None
+        if socket is None or socket.closed or (last_ping and now - last_ping > ping_timeout):
+            # Gone, closed or overdue: Engine.IO's own path (it warns, or closes the socket).
             for frame in frames:
                 await send(eio_sid, frame)
+            continue
+        for frame in frames:
+            socket.queue.put_nowait(frame)
 
 
 class DirectEmitManager(socketio.AsyncManager):  # type: ignore[misc]
