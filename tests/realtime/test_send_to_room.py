@@ -9,7 +9,7 @@ import asyncio
 import time
 from typing import Any
 
-from engineio.async_socket import AsyncSocket
+from engineio.async_socket import AsyncSocket  # type: ignore[import-untyped]
 
 from kilnbase.realtime.direct_emit import DirectEmitManager, FanOutServer
 
