@@ -20,11 +20,13 @@ is), and a packet put while a writer waits is handed to it directly. The queue i
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from typing import Any
 
 import engineio  # type: ignore[import-untyped]
+import engineio.exceptions  # type: ignore[import-untyped]
 import socketio  # type: ignore[import-untyped]
 from engineio import packet as eio_packet
 from socketio import packet
@@ -128,12 +130,55 @@ class HandOffQueue(asyncio.Queue[Any]):
                 return
 
 
+async def poll_without_wait_for(socket: Any) -> list[Any]:
+    """Engine.IO's `AsyncSocket.poll` (the packets its writer sends next; `QueueEmpty` once nothing came for
+    `ping_interval + ping_timeout`), with the wait on the queue's future under a plain timer: `wait_for`
+    wraps each wait in a second future, a callback and an extra turn of the loop, and was the largest cost of
+    a fan-out after the socket writes."""
+    queue: HandOffQueue = socket.queue
+    if queue.empty():
+        waiter = queue.get()
+        server = socket.server
+        expiry = asyncio.get_running_loop().call_later(
+            server.ping_interval + server.ping_timeout, waiter.cancel
+        )
+        try:
+            first = await waiter
+        except asyncio.CancelledError:  # timed out, or the writer itself was cancelled: as Engine.IO does
+            raise engineio.exceptions.QueueEmpty() from None
+        finally:
+            expiry.cancel()
+    else:
+        first = queue.get_nowait()
+    queue.task_done()
+    if first is None:
+        return []
+    packets = [first]
+    while not queue.empty():
+        item = queue.get_nowait()
+        queue.task_done()
+        if item is None:  # the socket is closing: its writer stops after these
+            queue.put_nowait(None)
+            break
+        packets.append(item)
+    return packets
+
+
 class HandOffEngineServer(engineio.AsyncServer):  # type: ignore[misc]
     def create_queue(self, *args: Any, **kwargs: Any) -> Any:
         """Sockets' packet queues (the only queues Engine.IO's server makes) are `HandOffQueue`s."""
         if args or kwargs:
             return super().create_queue(*args, **kwargs)
         return HandOffQueue()
+
+    async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        """On `connect` (the socket exists and is registered, its writer not started yet), the socket polls
+        its queue with `poll_without_wait_for`."""
+        if event == "connect":
+            socket = self.sockets.get(args[0])
+            if socket is not None:
+                socket.poll = functools.partial(poll_without_wait_for, socket)
+        return await super()._trigger_event(event, *args, **kwargs)
 
 
 class FanOutServer(socketio.AsyncServer):  # type: ignore[misc]
