@@ -169,6 +169,9 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, worker
         # No permessage-deflate on WebSockets (realtime): compressing every frame for every subscriber was a
         # fifth of a fan-out's CPU, for messages of a few hundred bytes; Node's socket.io declines it too.
         ws_per_message_deflate=False,
+        # No WebSocket-level pings either: Engine.IO pings every socket itself and closes those that stop
+        # answering; uvicorn's own, every 20 s to every socket, doubled that work for nothing.
+        ws_ping_interval=None,
         timeout_graceful_shutdown=10,
     )
     server = _AnnouncingServer(config, settings)
