@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import anyio
 import httpx
 import psycopg
 import pytest
@@ -46,6 +47,38 @@ async def test_sql_publish_is_delivered_after_commit_only(
     assert first["meta"]["senderType"] == "system"
     assert first["meta"]["channel"] == f"realtime:{channel}"
     await client.sio.disconnect()
+
+
+async def test_a_message_counts_the_sockets_it_reached(
+    realtime_server: RealtimeServer, database_url: str
+) -> None:
+    """`wsAudienceCount` in the history: the sockets subscribed to the channel when it was delivered (two
+    here; a third socket on another channel does not count)."""
+    channel, elsewhere = unique("sql"), unique("sql")
+    first, second, other = [
+        await connect(realtime_server, {"token": realtime_server.anon_key}) for _ in range(3)
+    ]
+    for client, name in ((first, channel), (second, channel), (other, elsewhere)):
+        assert (await client.subscribe(name))["ok"] is True
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute("select realtime.publish(%s, 'counted', '{}')", (channel,)).fetchone()
+    assert row is not None
+    await first.next("counted")
+    await second.next("counted")
+    history: list[dict[str, object]] = []
+    for _ in range(100):  # the count is written after the delivery, off its path
+        history = httpx.get(
+            f"{realtime_server.url}/api/realtime/messages",
+            params={"eventName": "counted", "limit": 1000},
+            headers=realtime_server.admin,
+        ).json()
+        mine = [m for m in history if m["id"] == str(row[0])]
+        if mine and mine[0]["wsAudienceCount"]:
+            break
+        await anyio.sleep(0.05)
+    assert [m["wsAudienceCount"] for m in history if m["id"] == str(row[0])] == [2]
+    for client in (first, second, other):
+        await client.sio.disconnect()
 
 
 async def test_a_trigger_on_a_table_publishes_its_changes(realtime_server: RealtimeServer) -> None:
