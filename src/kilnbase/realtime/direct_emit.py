@@ -12,9 +12,10 @@ sockets only (`ignore_queue`) goes the same way.
 Each Engine.IO socket's writer waits for its next packet with `asyncio.wait_for(queue.get(), timeout)`; with
 `asyncio.Queue` that wraps the `get()` coroutine in a new task every time, which is one task per socket per
 broadcast when each socket has one packet to send (a fan-out), and was the largest cost of the fan-out after
-the socket writes themselves. `HandOffQueue.get()` returns a future instead (what `wait_for` awaits as it
-is), and a packet put while a writer waits is handed to it directly. The queue is Engine.IO's public
-`create_queue()` extension point; the same packets reach the same writer in the same order.
+the socket writes themselves. `HandOffQueue.get()` returns a future instead, and a packet put while a writer
+waits is handed to it directly. The queue is Engine.IO's public `create_queue()` extension point; the same
+packets reach the same writer in the same order. `wait_for` itself, even over a future, was then the next
+largest cost, so each socket polls with `poll_without_wait_for`: the same contract, under a plain timer.
 """
 
 from __future__ import annotations
