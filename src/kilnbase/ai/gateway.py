@@ -20,7 +20,7 @@ from kilnbase.ai.catalog import ModelCatalog
 from kilnbase.ai.chat_stream import ChatStream
 from kilnbase.ai.errors import GatewayError
 from kilnbase.ai.ledger import LedgerWriter
-from kilnbase.ai.lifecycle import CallLifecycle, Result, anon_refused
+from kilnbase.ai.lifecycle import CallLifecycle, Result, admit_anon
 from kilnbase.ai.policy import PolicySnapshot, PolicyStore, model_matches
 from kilnbase.ai.provider_routing import ProviderRouting
 from kilnbase.ai.providers import OpenAICompatibleProvider
@@ -55,8 +55,7 @@ class Gateway:
         """The catalog, for a caller who may call models at all: an anon caller only where the policy
         admits anon callers, so the public anon key neither learns the project's models nor makes the
         server fetch provider catalogs with the project's keys."""
-        if caller.anonymous and not (await self.lifecycle.snapshot()).anon_access:
-            raise anon_refused()
+        admit_anon(caller, await self.lifecycle.snapshot())
         return await self.models()
 
     async def models(self) -> list[dict[str, Any]]:

@@ -77,8 +77,12 @@ class Result:
     model: str
 
 
-def anon_refused() -> GatewayError:
-    return GatewayError(
+def admit_anon(caller: Caller, snapshot: PolicySnapshot) -> None:
+    """Anon callers (the public anon key) reach models, the catalog included, only where the policy admits
+    them."""
+    if not caller.anonymous or snapshot.anon_access:
+        return
+    raise GatewayError(
         403,
         "Anon callers (the anon key) may not call models on this project. Call with a signed-in user's "
         "token, the API key or a gateway key; or an admin admits anon callers with PUT /api/ai/policy "
@@ -130,8 +134,7 @@ class CallLifecycle:
         self, caller: Caller, body: dict[str, Any], endpoint: str, fallbacks: list[str], started: float
     ) -> Call:
         snapshot = self._seen(await self.policy.get(self.database()))  # (`snapshot`, one frame fewer)
-        if caller.anonymous and not snapshot.anon_access:
-            raise anon_refused()
+        admit_anon(caller, snapshot)
         model = body["model"]
         configuration = snapshot.configurations.get(model)
         candidates = [model, *fallbacks, *(configuration.fallback_models if configuration else ())]
