@@ -115,6 +115,18 @@ def _curl(args: list[str]) -> None:
         raise RuntimeError(f"curl {args[:2]} answered {result.stdout}")
 
 
+def _better_of_two(copy: list[str], target: Path) -> float:
+    """Seconds for the faster of two runs of `copy` to `target`: a disk's first gigabyte written can be
+    several times slower than the next (seen here: plain `cp` at 530 MB/s, then 2,600), and an anchor should
+    not be the slow one. The copy is removed and synced away after each run."""
+    times = []
+    for _ in range(2):
+        times.append(_timed(lambda: subprocess.run(copy, check=True)))
+        target.unlink()
+        subprocess.run(["sync"], check=True)
+    return min(times)
+
+
 def _measure(
     size: int, work: Path, server: ServerProcess, api_key: str, ours: Any, direct: Any, idle: int
 ) -> dict[str, Any]:
@@ -124,20 +136,8 @@ def _measure(
     subprocess.run(["sync"], check=True)
     row: dict[str, Any] = {"size_mb": size}
     target = work / "copy"
-    # Each anchor is the better of two runs: a disk's first gigabyte written can be several times slower
-    # than the next (seen here: plain `cp` at 530 MB/s, then 2,600), and an anchor should not be the slow one.
-    copies = []
-    for _ in range(2):
-        copies.append(_timed(lambda: subprocess.run(["cp", str(payload), str(target)], check=True)))
-        target.unlink()
-        subprocess.run(["sync"], check=True)
-    row["cp"] = min(copies)
-    synced = []
-    copy_and_sync = ["sh", "-c", f"cp {payload} {target} && sync {target}"]
-    for _ in range(2):
-        synced.append(_timed(lambda: subprocess.run(copy_and_sync, check=True)))
-        target.unlink()
-    row["cp_sync"] = min(synced)
+    row["cp"] = _better_of_two(["cp", str(payload), str(target)], target)
+    row["cp_sync"] = _better_of_two(["sh", "-c", f"cp {payload} {target} && sync {target}"], target)
     object_url = f"{server.url}/api/storage/buckets/bench/objects/p{size}"
     auth = f"Authorization: Bearer {api_key}"
     with PeakRss(server.process.pid if server.process else 0) as rss:
