@@ -3,6 +3,7 @@ A receives what is published on B, and both see one presence per channel, joins 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -186,3 +187,27 @@ async def test_serve_with_two_workers_shares_rooms_presence_and_changes(
         await publisher.sio.disconnect()
     finally:
         server.stop()
+
+
+async def test_many_sockets_leaving_at_once_all_leave_their_room_and_presence(
+    pair: tuple[RealtimeServer, RealtimeServer],
+) -> None:
+    """Each leave is a Redis call; two hundred at once must queue for connections, not fail, or the sockets
+    would stay in the room (sent to, and counted, forever) and in the presence list."""
+    a, b = pair
+    channel = unique("shared:crowd")
+    crowd = await asyncio.gather(*(connect(a, {"token": a.anon_key}) for _ in range(200)))
+    for client in crowd:
+        assert (await client.subscribe(channel))["ok"] is True
+    sockets = a.app.services.realtime.sockets
+    assert sockets.audience(channel) == 200
+    await asyncio.gather(*(client.sio.disconnect() for client in crowd))
+    for _ in range(400):
+        if sockets.audience(channel) == 0:
+            break
+        await asyncio.sleep(0.025)
+    assert sockets.audience(channel) == 0
+    late = await connect(b, {"token": b.anon_key})
+    ack = await late.subscribe(channel)
+    assert [m["presenceId"] for m in ack["presence"]["members"]] == [late.sio.get_sid()]
+    await late.sio.disconnect()

@@ -11,7 +11,8 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
+
+from kilnbase.redis_client import connect_redis
 
 _NANO = Decimal(1_000_000_000)
 _TTL = {"minute": 120, "day": 2 * 86400, "month": 32 * 86400}
@@ -46,7 +47,7 @@ def _nano(value: Any) -> int:
 
 class RedisCounters:
     def __init__(self, url: str) -> None:
-        self._redis = aioredis.Redis.from_url(url)
+        self._redis = connect_redis(url)
         self._script = self._redis.register_script(_RESERVE)
 
     async def reserve(self, items: list[dict[str, Any]]) -> int | None:

@@ -15,10 +15,9 @@ from __future__ import annotations
 import hmac
 from typing import Protocol
 
-import redis.asyncio as aioredis
-
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
+from kilnbase.redis_client import connect_redis
 
 #: Expired windows are deleted on every this-many hits of a process.
 _PRUNE_EVERY = 1024
@@ -86,7 +85,7 @@ class RedisRateLimiter:
     """Counters in Redis under `prefix` (one key per counter, expiring with its window)."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        self._redis = aioredis.Redis.from_url(url)
+        self._redis = connect_redis(url)
         self._script = self._redis.register_script(_HIT_SCRIPT)
         self._prefix = prefix
 

@@ -25,12 +25,15 @@ import functools
 import time
 from collections import deque
 from typing import Any
+from urllib.parse import urlparse
 
 import engineio  # type: ignore[import-untyped]
 import engineio.exceptions  # type: ignore[import-untyped]
 import socketio  # type: ignore[import-untyped]
 from engineio import packet as eio_packet
 from socketio import packet
+
+from kilnbase.redis_client import connect_redis
 
 
 async def send_to_room(manager: Any, event: str, data: Any, namespace: str, room: Any, skip_sid: Any) -> None:
@@ -83,7 +86,8 @@ class DirectEmitManager(socketio.AsyncManager):  # type: ignore[misc]
 
 
 class DirectEmitRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
-    """The Redis manager, sending what is meant for this process alone (`ignore_queue`) the same way."""
+    """The Redis manager, sending what is meant for this process's sockets the same way: what only this
+    process sends (`ignore_queue`), and its share of every emit to all processes."""
 
     async def emit(
         self,
@@ -100,6 +104,33 @@ class DirectEmitRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
             await send_to_room(self, event, data, namespace or "/", to or room, skip_sid)
             return
         await super().emit(event, data, namespace, room, skip_sid, callback, to, **kwargs)
+
+    def _redis_connect(self) -> None:
+        """Kilnbase's bounded, waiting pool (`redis_client.py`) instead of redis-py's default, whose 101st
+        publish in flight fails (a crowd leaving a room publishes one announcement each)."""
+        if "sentinel" in urlparse(self.redis_url).scheme:
+            super()._redis_connect()
+            return
+        self.redis = connect_redis(self.redis_url)
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.connected = True
+
+    async def _handle_emit(self, message: dict[str, Any]) -> None:
+        """An emit to this process's sockets, whether it began here or came from another process through
+        Redis (presence announcements, for one: a room of a thousand is a thousand of them per join)."""
+        if message.get("callback") is not None or message.get("binary"):
+            await super()._handle_emit(message)
+            return
+        data = message["data"]
+        data = data[0] if len(data) == 1 else tuple(data)
+        await send_to_room(
+            self,
+            message["event"],
+            data,
+            message.get("namespace") or "/",
+            message.get("room"),
+            message.get("skip_sid"),
+        )
 
 
 class HandOffQueue(asyncio.Queue[Any]):

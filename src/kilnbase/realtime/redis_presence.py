@@ -12,10 +12,15 @@ listed until they reconnect and leave, or the keys expire (`_TTL_SECONDS` after 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+
+from kilnbase.redis_client import connect_redis
+
+log = logging.getLogger("kilnbase.realtime.presence")
 
 _TTL_SECONDS = 24 * 3600
 _TRACK = """
@@ -38,7 +43,7 @@ return member
 
 class RedisPresence:
     def __init__(self, url: str, prefix: str) -> None:
-        self._redis = aioredis.Redis.from_url(url)
+        self._redis = connect_redis(url)
         self._prefix = prefix
         #: socket id -> room -> presence id, for this process's sockets.
         self._sockets: dict[str, dict[str, str]] = {}
@@ -62,7 +67,13 @@ class RedisPresence:
             del self._sockets[sid]
         if presence_id is None:
             return None
-        member = await self._untrack(keys=self._keys(room, presence_id), args=[sid, presence_id])
+        try:
+            member = await self._untrack(keys=self._keys(room, presence_id), args=[sid, presence_id])
+        except (aioredis.RedisError, OSError) as exc:
+            # The socket still leaves its room (the caller goes on); the member stays listed until it
+            # leaves again from another socket, or its keys expire.
+            log.warning("presence: could not remove %s from %s: %s", sid, room, type(exc).__name__)
+            return None
         return orjson.loads(member) if member else None
 
     async def close(self) -> None:

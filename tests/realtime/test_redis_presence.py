@@ -1,0 +1,33 @@
+"""Presence in Redis when Redis fails: a socket leaving still leaves (its member stays listed until the keys
+expire), and the failure is logged, not raised into the disconnect."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pytest
+
+from kilnbase.realtime.redis_presence import RedisPresence
+
+pytestmark = pytest.mark.anyio
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_leaving_while_redis_is_unreachable_is_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    presence = RedisPresence(f"redis://127.0.0.1:{_closed_port()}/0", "test:")
+    # As `track` leaves it for a socket in a room (tracking itself needs Redis).
+    presence._sockets["sid-1"] = {"room-1": "presence-1"}
+    with caplog.at_level(logging.WARNING, logger="kilnbase.realtime.presence"):
+        assert await presence.untrack("room-1", "sid-1") is None
+    assert "could not remove sid-1 from room-1" in caplog.text
+    assert await presence.untrack("room-1", "sid-1") is None  # forgotten: no second attempt
+    assert caplog.text.count("could not remove") == 1
+    await presence.close()
