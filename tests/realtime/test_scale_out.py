@@ -189,6 +189,55 @@ async def test_serve_with_two_workers_shares_rooms_presence_and_changes(
         server.stop()
 
 
+async def test_the_slot_reader_counts_change_subscribers_on_every_process(
+    cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The process that reads the slot keeps it while a subscriber on the other process listens (counted
+    through Redis), and drops it once that subscriber has gone for `changes_idle_seconds`."""
+    database_url = cluster.create_database("rtcount")
+    settings = Settings(
+        database_url=database_url,
+        data_dir=tmp_path_factory.mktemp("data"),
+        realtime=LIMITS.model_copy(update={"redis_url": REDIS_URL, "changes_idle_seconds": 0.5}),
+    )
+    threads = [UvicornThread(create_app(settings)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        servers = [RealtimeServer(thread.url, thread.app) for thread in threads]
+        servers[0].sql(
+            "create table marks (id bigint generated always as identity primary key, n int); "
+            "create policy marks_read on marks for select to anon using (true)"
+        )
+        feeds = [server.app.services.realtime.changes for server in servers]
+        for _ in range(200):
+            if any(feed.leading for feed in feeds):
+                break
+            await asyncio.sleep(0.025)
+        follower = next(server for server, feed in zip(servers, feeds, strict=True) if not feed.leading)
+        client = await connect(follower, {"token": follower.anon_key})
+        assert (await client.subscribe("postgres_changes:public:marks"))["ok"] is True
+        slot = "select count(*) from pg_replication_slots where slot_name = %s"
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            await asyncio.sleep(
+                1.5
+            )  # three idle periods: a reader counting only its own would have dropped it
+            assert conn.execute(slot, (feeds[0].slot,)).fetchone() == (1,)
+            conn.execute("insert into marks (n) values (7)")
+            event = await client.next("postgres_changes")
+            assert event["record"]["n"] == 7
+            await client.sio.disconnect()
+            for _ in range(400):
+                if conn.execute(slot, (feeds[0].slot,)).fetchone() == (0,):
+                    break
+                await asyncio.sleep(0.025)
+            else:
+                pytest.fail("the slot outlived the last subscriber by 10 s")
+    finally:
+        for thread in threads:
+            thread.stop()
+
+
 async def test_many_sockets_leaving_at_once_all_leave_their_room_and_presence(
     pair: tuple[RealtimeServer, RealtimeServer],
 ) -> None:

@@ -44,6 +44,7 @@ from kilnbase.db.session import Database
 from kilnbase.identity.principal import Principal
 from kilnbase.realtime.change_filter import PREFIX, BadSubscription, ChangeSubscription, parse_channel
 from kilnbase.realtime.pgoutput import Decoder
+from kilnbase.redis_client import connect_redis
 
 log = logging.getLogger("kilnbase.realtime.changes")
 
@@ -92,15 +93,22 @@ class ChangeFeed:
         self._subscribers: dict[str, dict[str, Subscriber]] = {}
         self._emit: Emit | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._redis = aioredis.Redis.from_url(redis_url) if redis_url else None
+        self._redis = connect_redis(redis_url) if redis_url else None
         self._channel = f"{prefix}changes"
-        self._listeners_key = f"{prefix}changes:listeners:"
+        #: A hash of process -> "<count> <expiry in epoch seconds>": one HGETALL counts every process's
+        #: listeners (a key per process, found by SCAN, cost a round trip per ten keys of the whole Redis).
+        self._listeners_key = f"{prefix}changes:listeners"
         self._host = uuid.uuid4().hex
         self.available = False
         #: Set while this process holds the leader's lock (reads the slot).
         self._leading = asyncio.Event()
         #: The slot's name (`kilnbase_rt_<hash of the database name>`), known once started.
         self.slot: str | None = None
+
+    @property
+    def leading(self) -> bool:
+        """Whether this process reads the slot now (holds the leader's lock)."""
+        return self._leading.is_set()
 
     def attach(self, emit: Emit) -> None:
         """Where events go: `emit(sid, channel, payload)` to one local socket."""
@@ -143,8 +151,7 @@ class ChangeFeed:
             return "REALTIME_UNAUTHORIZED", "Not authorized to subscribe to this channel"
         if self._redis is not None:  # counted before the slot is made, so the reader cannot drop it meanwhile
             with contextlib.suppress(aioredis.RedisError, OSError):
-                ttl = int(_HEARTBEAT_SECONDS * 3)
-                await self._redis.set(self._listeners_key + self._host, self.local_count() + 1, ex=ttl)
+                await self._announce(self.local_count() + 1)
         refusal = await self._publish(subscription.schema, subscription.table)
         if refusal is not None:
             return "REALTIME_INVALID_CHANNEL_REQUEST", refusal
@@ -160,7 +167,7 @@ class ChangeFeed:
         """Whether this process reads the slot (waiting a moment for a process that has just started)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._leading.wait(), timeout=2)
-        return self._leading.is_set()
+        return self.leading
 
     async def _publish(self, schema: str, table: str) -> str | None:
         """Add the table to the publication (once): only tables someone streams are in it, so no other table
@@ -261,7 +268,7 @@ class ChangeFeed:
             await asyncio.wait(tasks, timeout=0.1)
         if self._redis is not None:
             with contextlib.suppress(Exception):
-                await self._redis.delete(self._listeners_key + self._host)
+                await self._redis.hdel(self._listeners_key, self._host)
             await self._redis.aclose()
 
     # --- listeners across processes ------------------------------------------------------------------------
@@ -270,21 +277,36 @@ class ChangeFeed:
         assert self._redis is not None
         while True:
             with contextlib.suppress(aioredis.RedisError, OSError):
-                ttl = int(_HEARTBEAT_SECONDS * 3)
-                await self._redis.set(self._listeners_key + self._host, self.local_count(), ex=ttl)
+                await self._announce(self.local_count())
             await asyncio.sleep(_HEARTBEAT_SECONDS)
+
+    async def _announce(self, count: int) -> None:
+        """This process's listener count, believed for three heartbeats (a process that dies stops counting
+        then); the hash itself goes when no process has written it for that long."""
+        assert self._redis is not None
+        ttl = _HEARTBEAT_SECONDS * 3
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self._listeners_key, self._host, f"{count} {time.time() + ttl:.3f}")
+            pipe.expire(self._listeners_key, int(ttl) + 1)
+            await pipe.execute()
 
     async def _listener_count(self) -> int:
         if self._redis is None:
             return self.local_count()
         try:
-            keys = [key async for key in self._redis.scan_iter(match=self._listeners_key + "*")]
-            values = await self._redis.mget(keys) if keys else []
+            entries = await self._redis.hgetall(self._listeners_key)
         except (aioredis.RedisError, OSError):
             return self.local_count()
-        others = sum(
-            int(v) for k, v in zip(keys, values, strict=True) if v and not k.decode().endswith(self._host)
-        )
+        others, expired, now = 0, [], time.time()
+        for host, value in entries.items():
+            count, _, expiry = _text(value).partition(" ")
+            if float(expiry or 0) < now:
+                expired.append(host)
+            elif _text(host) != self._host:
+                others += int(count)
+        if expired:
+            with contextlib.suppress(aioredis.RedisError, OSError):
+                await self._redis.hdel(self._listeners_key, *expired)
         return others + self.local_count()
 
     # --- the leader: read the slot, hand batches on --------------------------------------------------------
@@ -478,3 +500,7 @@ async def _scalar(conn: AsyncConnection[Any], query: str, params: tuple[Any, ...
     cur = await conn.execute(query, params)
     row = await cur.fetchone()
     return row[0] if row else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
