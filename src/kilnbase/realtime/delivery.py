@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.rows import dict_row
 
 from kilnbase.config import RealtimeSettings
 from kilnbase.db.session import Database
@@ -42,6 +43,15 @@ select m.id::text as id, m.event_name as "eventName", m.channel_name as "channel
 from realtime.messages m join realtime.channels c on c.id = m.channel_id
 where m.id = any(%s::uuid[]) and c.enabled
 order by m.created_at, m.id
+"""
+_COUNT = """
+update realtime.messages m set ws_audience_count = m.ws_audience_count + c.n
+from unnest(%s::uuid[], %s::int[]) as c(id, n) where m.id = c.id
+"""
+#: The process that claims a message sends its webhooks (every process hears every message).
+_CLAIM_WEBHOOKS = """
+update realtime.messages set webhooks_claimed_at = now()
+where id = any(%s::uuid[]) and webhooks_claimed_at is null returning id::text as id
 """
 
 
@@ -144,35 +154,36 @@ class MessageDelivery:
         ids = [message_id for message_id in dict.fromkeys(ids) if message_id not in self._delivered]
         if not ids:
             return
-        async with self.database.as_owner() as cur:
+        # Plain statements on autocommit connections, not `as_owner`'s transactions: a reader needs none, and
+        # BEGIN and COMMIT were two of the three round trips per batch.
+        pool = self.database.owner_pool
+        async with pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
             await cur.execute(_LOAD, (ids,))
             messages = await cur.fetchall()
         self._remember(ids)
-        audiences: list[tuple[int, str]] = []
+        if not messages:
+            return
+        counted: list[str] = []
+        audiences: list[int] = []
         for message in messages:
             audience = self.sockets.audience(message["channelName"])
             if audience:
                 await self.sockets.broadcast(message)
-            audiences.append((audience, message["id"]))
-        if not messages:
+                counted.append(message["id"])
+                audiences.append(audience)
+        with_hooks = [m["id"] for m in messages if m["webhookUrls"]]
+        if not counted and not with_hooks:
             return
-        counted = [pair for pair in audiences if pair[0]]
-        async with self.database.as_owner() as cur:
-            # Delivery counts are statistics: not worth a wait for the disk.
+        claimed: set[str] = set()
+        async with pool.connection() as conn, conn.pipeline(), conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            # Delivery counts are statistics: not worth a wait for the disk. (One round trip: pipelined.)
             await cur.execute("set local synchronous_commit = off")
             if counted:
-                await cur.executemany(
-                    "update realtime.messages set ws_audience_count = ws_audience_count + %s where id = %s",
-                    counted,
-                )
-            with_hooks = [m["id"] for m in messages if m["webhookUrls"]]
-            claimed: set[str] = set()
+                await cur.execute(_COUNT, (counted, audiences))
             if with_hooks:
-                await cur.execute(
-                    "update realtime.messages set webhooks_claimed_at = now() "
-                    "where id = any(%s::uuid[]) and webhooks_claimed_at is null returning id::text",
-                    (with_hooks,),
-                )
+                await cur.execute(_CLAIM_WEBHOOKS, (with_hooks,))
                 claimed = {row["id"] for row in await cur.fetchall()}
         for message in messages:
             if message["id"] in claimed:
