@@ -76,3 +76,22 @@ def test_nothing_to_send_for_the_ping_interval_and_timeout_is_queue_empty() -> N
         return [p.encode() for p in await asyncio.wait_for(socket.poll(), 5)]
 
     assert asyncio.run(scenario()) == ["4after"]
+
+
+def test_a_writer_fed_within_each_timeout_never_times_out() -> None:
+    """The timeout runs from the start of each wait, not of the first: eight waits of 0.15 s in a row (1.2 s
+    in all, more than twice the 0.5 s timeout) each end with their packet; only then does a wait time out."""
+
+    async def scenario() -> list[str]:
+        socket = await _connected_socket(ping_interval=0.25, ping_timeout=0.25)
+        received: list[str] = []
+        for n in range(8):
+            polling = asyncio.ensure_future(socket.poll())
+            await asyncio.sleep(0.15)
+            socket.queue.put_nowait(_message(str(n)))  # directly, as above: pings are not answered here
+            received += [p.encode() for p in await asyncio.wait_for(polling, 5)]
+        with pytest.raises(exceptions.QueueEmpty):
+            await asyncio.wait_for(socket.poll(), 5)
+        return received
+
+    assert asyncio.run(scenario()) == [f"4{n}" for n in range(8)]

@@ -6,8 +6,8 @@ queueing a packet never waits (each socket's queue is unbounded; its own writer 
 nothing and, for a room of a thousand, cost most of the emit. This sends the same packets in the same order
 without them, putting each straight into the socket's queue: what Engine.IO's `send_packet` does for a live
 socket, less a coroutine chain and a log call per recipient. A socket that is gone, closed or overdue for
-its ping takes Engine.IO's own path, which warns or closes it. With Redis, what a process sends to its own
-sockets only (`ignore_queue`) goes the same way.
+its ping takes Engine.IO's own path, which warns or closes it. With Redis, this process's share of every
+emit goes the same way.
 
 Each Engine.IO socket's writer waits for its next packet with `asyncio.wait_for(queue.get(), timeout)`; with
 `asyncio.Queue` that wraps the `get()` coroutine in a new task every time, which is one task per socket per
@@ -15,13 +15,12 @@ broadcast when each socket has one packet to send (a fan-out), and was the large
 the socket writes themselves. `HandOffQueue.get()` returns a future instead, and a packet put while a writer
 waits is handed to it directly. The queue is Engine.IO's public `create_queue()` extension point; the same
 packets reach the same writer in the same order. `wait_for` itself, even over a future, was then the next
-largest cost, so each socket polls with `poll_without_wait_for`: the same contract, under a plain timer.
+largest cost, so each socket polls through a `Poller`: the same contract, with one timer per socket.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections import deque
 from typing import Any
@@ -162,38 +161,69 @@ class HandOffQueue(asyncio.Queue[Any]):
                 return
 
 
-async def poll_without_wait_for(socket: Any) -> list[Any]:
-    """Engine.IO's `AsyncSocket.poll` (the packets its writer sends next; `QueueEmpty` once nothing came for
-    `ping_interval + ping_timeout`), with the wait on the queue's future under a plain timer: `wait_for`
-    wraps each wait in a second future, a callback and an extra turn of the loop, and was the largest cost of
-    a fan-out after the socket writes."""
-    queue: HandOffQueue = socket.queue
-    if queue.empty():
-        waiter = queue.get()
-        server = socket.server
-        expiry = asyncio.get_running_loop().call_later(
-            server.ping_interval + server.ping_timeout, waiter.cancel
-        )
-        try:
-            first = await waiter
-        except asyncio.CancelledError:  # timed out, or the writer itself was cancelled: as Engine.IO does
-            raise engineio.exceptions.QueueEmpty() from None
-        finally:
-            expiry.cancel()
-    else:
-        first = queue.get_nowait()
-    queue.task_done()
-    if first is None:
-        return []
-    packets = [first]
-    while not queue.empty():
-        item = queue.get_nowait()
+class Poller:
+    """Engine.IO's `AsyncSocket.poll` for one socket (the packets its writer sends next; `QueueEmpty` once
+    nothing came for `ping_interval + ping_timeout`), without `asyncio.wait_for` and without a timer per wait.
+
+    `wait_for` wraps each wait in a second future, a callback and an extra turn of the loop, and was the
+    largest cost of a fan-out after the socket writes; a timer set and cancelled around each wait was the
+    next (a heap push and a handle per delivery). Each wait now only moves the socket's deadline; one timer
+    per socket, set when none is pending, fires at the deadline it knew and, if the writer has been fed
+    since, sleeps again until the new one."""
+
+    def __init__(self, socket: Any) -> None:
+        self.socket = socket
+        self._waiter: asyncio.Future[Any] | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def __call__(self) -> list[Any]:
+        queue: HandOffQueue = self.socket.queue
+        if queue.empty():
+            loop = asyncio.get_running_loop()
+            server = self.socket.server
+            waiter = self._waiter = queue.get()
+            self._deadline = loop.time() + server.ping_interval + server.ping_timeout
+            if self._timer is None:
+                self._timer = loop.call_at(self._deadline, self._expire)
+            try:
+                first = await waiter
+            except asyncio.CancelledError:  # timed out, or the writer itself was cancelled: as Engine.IO does
+                self._stop_timer()
+                raise engineio.exceptions.QueueEmpty() from None
+            finally:
+                self._waiter = None
+        else:
+            first = queue.get_nowait()
         queue.task_done()
-        if item is None:  # the socket is closing: its writer stops after these
-            queue.put_nowait(None)
-            break
-        packets.append(item)
-    return packets
+        if first is None:
+            self._stop_timer()
+            return []
+        packets = [first]
+        while not queue.empty():
+            item = queue.get_nowait()
+            queue.task_done()
+            if item is None:  # the socket is closing: its writer stops after these
+                queue.put_nowait(None)
+                break
+            packets.append(item)
+        return packets
+
+    def _expire(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # not waiting now: the next wait sets a timer
+        loop = waiter.get_loop()
+        if loop.time() >= self._deadline:
+            waiter.cancel()
+        else:
+            self._timer = loop.call_at(self._deadline, self._expire)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class HandOffEngineServer(engineio.AsyncServer):  # type: ignore[misc]
@@ -205,11 +235,11 @@ class HandOffEngineServer(engineio.AsyncServer):  # type: ignore[misc]
 
     async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
         """On `connect` (the socket exists and is registered, its writer not started yet), the socket polls
-        its queue with `poll_without_wait_for`."""
+        its queue through a `Poller`."""
         if event == "connect":
             socket = self.sockets.get(args[0])
             if socket is not None:
-                socket.poll = functools.partial(poll_without_wait_for, socket)
+                socket.poll = Poller(socket)
         return await super()._trigger_event(event, *args, **kwargs)
 
 
