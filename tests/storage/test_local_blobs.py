@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,6 +26,10 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def _flusher_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("kilnbase-flush")]
+
+
 def _files(root: Path) -> list[str]:
     return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
 
@@ -39,10 +44,11 @@ def test_published_blob_holds_every_byte(tmp_path: Path) -> None:
         await upload.write_all(_chunks(CHUNKS), None)
         await upload.publish()
         await upload.close(committed=True)
+        await blobs.stop()  # waits for any early flush still running
         return str(upload.blob_id)
 
     blob_id = asyncio.run(upload())
-    blobs.flusher.shutdown()  # waits for any early flush still running
+    assert _flusher_threads() == []
     assert blobs.blob_path(blob_id).read_bytes() == CHUNK * CHUNKS
     assert _files(tmp_path) == [str(blobs.blob_path(blob_id).relative_to(tmp_path))]
     assert _open_fds() == fds
@@ -66,8 +72,9 @@ def test_failed_upload_leaves_nothing(tmp_path: Path) -> None:
             await upload.close(committed=False)
         else:
             raise AssertionError("the upload should have failed")
+        await blobs.stop()  # waits for any early flush still running
 
     asyncio.run(upload())
-    blobs.flusher.shutdown()  # waits for any early flush still running
+    assert _flusher_threads() == []
     assert _files(tmp_path) == []
     assert _open_fds() == fds

@@ -137,9 +137,7 @@ class LocalBlobs:
         self.root = root
         self.fsync = fsync
         self.flush_every = flush_every
-        #: Threads of their own for the early flushes, so that many uploads' flushes never hold up the loop's
-        #: default executor (name resolution runs there) nor anyio's worker threads.
-        self.flusher = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kilnbase-flush")
+        self._flusher: ThreadPoolExecutor | None = None
         self.incoming = root / "incoming"
         self.blobs = root / "blobs"
 
@@ -156,8 +154,19 @@ class LocalBlobs:
                 committed = {row["blob_id"] for row in await cur.fetchall()}
             await anyio.to_thread.run_sync(self.forget_uploads, dead, committed.__contains__)
 
+    @property
+    def flusher(self) -> ThreadPoolExecutor:
+        """Threads of their own for the early flushes, so that many uploads' flushes never hold up the loop's
+        default executor (name resolution runs there) nor anyio's worker threads. Made on first use."""
+        if self._flusher is None:
+            self._flusher = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kilnbase-flush")
+        return self._flusher
+
     async def stop(self) -> None:
-        return None
+        """Wait for the early flushes still running, and end their threads."""
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            await anyio.to_thread.run_sync(flusher.shutdown)
 
     def prepare(self) -> None:
         self.incoming.mkdir(parents=True, exist_ok=True)
