@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 from kilnbase.app import create_app
 from kilnbase.config import Settings
 from tests.support.app import services_of
+from tests.support.servers import free_port
 
 
 def test_health_reports_insforge_shape_and_checks_the_database(client: TestClient) -> None:
@@ -106,6 +107,29 @@ def test_health_is_honest_when_the_database_is_gone(settings: Settings) -> None:
         body = response.json()
         assert body["status"] == "unhealthy" and body["checks"]["database"] == {"status": "unavailable"}
         assert own_client.get("/dashboard").status_code == 503
+
+
+def test_health_pings_a_configured_redis(settings: Settings) -> None:
+    working = settings.model_copy(update={"rate_limit_redis_url": "redis://127.0.0.1:6379/0"})
+    with TestClient(create_app(working), raise_server_exceptions=False) as own_client:
+        response = own_client.get("/api/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["checks"]["redis"]["status"] == "ok"
+
+
+def test_health_says_degraded_without_its_redis_and_never_shows_the_url(settings: Settings) -> None:
+    """Redis gone: the server still serves (200) and says so; never the URL (it may hold a password)."""
+    url = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
+    unreachable = settings.model_copy(update={"rate_limit_redis_url": url})
+    with TestClient(create_app(unreachable), raise_server_exceptions=False) as own_client:
+        response = own_client.get("/api/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["redis"] == {"status": "unavailable"}
+    assert body["checks"]["database"]["status"] == "ok"
+    assert "hunter2" not in response.text
 
 
 def test_dashboard_page_says_where_things_are(client: TestClient) -> None:
