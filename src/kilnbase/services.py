@@ -69,10 +69,12 @@ def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Co
 
 
 def rate_limiter(settings: Settings, keys: ProjectKeys, database: Database) -> RateLimiter:
-    """Counters in Redis when one is configured, else in the project's Postgres: shared by every process."""
+    """Counters shared by every process: in Redis when one is configured (in Postgres while it cannot be
+    reached), else in the project's Postgres."""
+    in_postgres = PostgresRateLimiter(database)
     if settings.rate_limit_redis_url is None:
-        return PostgresRateLimiter(database)
-    return RedisRateLimiter(settings.rate_limit_redis_url, redis_prefix(keys.jwt_secret))
+        return in_postgres
+    return RedisRateLimiter(settings.rate_limit_redis_url, redis_prefix(keys.jwt_secret), in_postgres)
 
 
 def build_services(core: Core) -> Services:

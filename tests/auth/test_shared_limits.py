@@ -18,6 +18,7 @@ from kilnbase.config import AuthSettings
 from kilnbase.http.rate_limit import redis_prefix
 from tests.auth.conftest import LiveProject, live_project, new_email, smtp_body
 from tests.support.postgres import TestCluster
+from tests.support.servers import free_port
 from tests.support.smtp_server import SmtpServer
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -35,9 +36,10 @@ def _redis_or_skip() -> redis.Redis:
     return client
 
 
-@pytest.fixture(scope="module", params=["postgres", "redis"])
+@pytest.fixture(scope="module", params=["postgres", "redis", "redis-unreachable"])
 def backend(request: pytest.FixtureRequest) -> str:
-    """Where the counters live: the project's Postgres (the default), or Redis when configured."""
+    """Where the counters live: the project's Postgres (the default), or Redis when configured; with a
+    configured Redis that cannot be reached, in Postgres again (limits are never lifted)."""
     if request.param == "redis":
         _redis_or_skip()
     name: str = request.param
@@ -49,6 +51,8 @@ def project(
     backend: str, cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveProject]:
     env = {"KILNBASE_RATE_LIMIT_REDIS_URL": REDIS_URL} if backend == "redis" else {}
+    if backend == "redis-unreachable":
+        env = {"KILNBASE_RATE_LIMIT_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     with live_project(cluster, tmp_path_factory.mktemp(f"limits-{backend}"), env=env) as live:
         yield live
 
@@ -103,6 +107,9 @@ def test_the_counters_live_in_the_configured_store(fresh: LiveProject, backend: 
         assert any(b":sign-in-ip:127.0.0.1" in key for key in keys)
     else:
         assert ("sign-in-ip:127.0.0.1",) in rows
+    if backend == "redis-unreachable":
+        logs = "".join(server.output() for server in fresh.servers)
+        assert "rate limits: Redis unreachable (ConnectionError), counting in Postgres" in logs
 
 
 @pytest.fixture

@@ -6,19 +6,28 @@ UNLOGGED table: a crash forgets the counts, which only resets the windows), or i
 and answers at once (an upsert, a Lua script), so N processes together allow the limit, not N times it.
 
 The interface is one coroutine, `hit(key, limit, window_seconds)`; `enforce` turns a refusal into InsForge's
-429. A limiter that cannot reach its store raises (the request fails with a 500): limits are never silently
-lifted.
+429. Limits are never silently lifted: while Redis cannot be reached, the Postgres counters take over (and
+the server logs it every `_FALLBACK_LOG_SECONDS`), so sign-ins keep working and stay limited; a limiter that
+cannot reach Postgres either raises (the request fails with a 500).
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
+import time
 from typing import Protocol
+
+import redis.asyncio as aioredis
 
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
 from kilnbase.redis_client import connect_redis
 
+log = logging.getLogger("kilnbase.rate_limit")
+
+#: While Redis is unreachable, the fallback is logged at most this often.
+_FALLBACK_LOG_SECONDS = 30.0
 #: Expired windows are deleted on every this-many hits of a process.
 _PRUNE_EVERY = 1024
 
@@ -82,16 +91,25 @@ def redis_prefix(jwt_secret: str) -> str:
 
 
 class RedisRateLimiter:
-    """Counters in Redis under `prefix` (one key per counter, expiring with its window)."""
+    """Counters in Redis under `prefix` (one key per counter, expiring with its window); `fallback`'s while
+    Redis cannot be reached."""
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, fallback: RateLimiter) -> None:
         self._redis = connect_redis(url)
         self._script = self._redis.register_script(_HIT_SCRIPT)
         self._prefix = prefix
+        self._fallback = fallback
+        self._logged_at = -_FALLBACK_LOG_SECONDS
 
     async def hit(self, key: str, limit: int, window_seconds: float) -> float | None:
         window_ms = max(1, int(window_seconds * 1000))
-        hits, ttl_ms = await self._script(keys=[self._prefix + key], args=[window_ms])
+        try:
+            hits, ttl_ms = await self._script(keys=[self._prefix + key], args=[window_ms])
+        except (aioredis.RedisError, OSError) as exc:
+            if time.monotonic() - self._logged_at >= _FALLBACK_LOG_SECONDS:
+                self._logged_at = time.monotonic()
+                log.warning("rate limits: Redis unreachable (%s), counting in Postgres", type(exc).__name__)
+            return await self._fallback.hit(key, limit, window_seconds)
         return None if int(hits) <= limit else max(int(ttl_ms), 0) / 1000
 
     async def close(self) -> None:
