@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -17,7 +14,7 @@ import redis
 from kilnbase.config import Settings
 from tests.ai.conftest import AppServer, wait_for
 from tests.support.fake_openrouter import FakeOpenRouter, Reply
-from tests.support.servers import free_port
+from tests.support.redis_server import RedisServer
 
 SQL = Callable[..., list[dict[str, Any]]]
 HAIKU = "anthropic/claude-3.5-haiku"
@@ -25,27 +22,9 @@ HAIKU = "anthropic/claude-3.5-haiku"
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            redis.Redis.from_url(url).ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+    server = RedisServer().start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="module")

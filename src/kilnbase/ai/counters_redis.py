@@ -3,6 +3,10 @@
 Same contract as the Postgres store: a reservation checks every counter and increments them all, or none, in
 one Lua script (Redis runs a script atomically, so concurrent reservations from any number of processes
 serialise). USD is kept as integer nano-dollars so that sums are exact. Each counter expires after its window.
+
+While Redis cannot be reached, a call that a limit applies to is refused with a 503 (`limits_unavailable`):
+a spend cap is never lifted, and starting fresh counters elsewhere would lift it. Calls no limit applies to
+go on.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import redis.asyncio as aioredis
 
+from kilnbase.ai.errors import GatewayError
 from kilnbase.redis_client import connect_redis
 
 _NANO = Decimal(1_000_000_000)
@@ -65,7 +71,16 @@ class RedisCounters:
             if item.get("max_usd") is not None:
                 entry["max_usd"] = _nano(item["max_usd"])
             payload.append(entry)
-        refused = int(await self._script(keys=[_key(i) for i in items], args=[orjson.dumps(payload)]))
+        try:
+            refused = int(await self._script(keys=[_key(i) for i in items], args=[orjson.dumps(payload)]))
+        except (aioredis.RedisError, OSError):
+            # Limits are never lifted: with the counters out of reach, a call that a limit applies to waits.
+            raise GatewayError(
+                503,
+                "The gateway's usage limits cannot be checked (its Redis cannot be reached). Try again soon.",
+                type_="api_error",
+                code="limits_unavailable",
+            ) from None
         return refused - 1 if refused else None
 
     async def close(self) -> None:

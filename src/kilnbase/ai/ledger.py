@@ -21,6 +21,7 @@ from operator import attrgetter
 from typing import Any
 
 import orjson
+import redis.asyncio as aioredis
 
 from kilnbase.ai.limits import SETTLE_SQL, CounterStore, PostgresCounters
 from kilnbase.db.session import Database
@@ -140,7 +141,12 @@ class LedgerWriter:
         """The settlements in one statement, the rows in one COPY (autocommit, each its own transaction)."""
         in_postgres = isinstance(self._counters, PostgresCounters)
         if batch.settlements and not in_postgres:
-            await self._counters.settle(batch.settlements)
+            try:
+                await self._counters.settle(batch.settlements)
+            except (aioredis.RedisError, OSError) as exc:
+                # The counters keep the reservations' estimates (they count high, never low); the usage rows
+                # are the record and are written all the same.
+                log.warning("could not settle quota counters: %s", type(exc).__name__)
         async with self._database().owner_pool.connection() as conn:
             if batch.settlements and in_postgres:
                 await conn.execute(SETTLE_SQL, (orjson.dumps(batch.settlements).decode(),))
