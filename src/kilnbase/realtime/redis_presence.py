@@ -1,5 +1,8 @@
 """Presence shared by every process of the project, in Redis (with `REDIS_URL`).
 
+While Redis cannot be reached, subscribing and leaving still work (messages come from Postgres): a new
+member sees only itself, and a member that leaves stays listed until its keys expire; both are logged.
+
 Per room, a hash of members (presence id -> member JSON) and, per member, a set of the socket ids that hold
 them there. Adding a socket and removing one are single Lua scripts, so two processes adding the same user's
 sockets at once announce one join, and removing the last socket announces one leave. Keys carry the project's
@@ -56,9 +59,13 @@ class RedisPresence:
     async def track(self, room: str, sid: str, member: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
         presence_id = member["presenceId"]
         self._sockets.setdefault(sid, {})[room] = presence_id
-        joined, members = await self._track(
-            keys=self._keys(room, presence_id), args=[sid, presence_id, orjson.dumps(member), _TTL_SECONDS]
-        )
+        args = [sid, presence_id, orjson.dumps(member), _TTL_SECONDS]
+        try:
+            joined, members = await self._track(keys=self._keys(room, presence_id), args=args)
+        except (aioredis.RedisError, OSError) as exc:
+            # Messages reach the socket all the same (they come from Postgres); only presence is missing.
+            log.warning("presence: could not add %s to %s: %s", sid, room, type(exc).__name__)
+            return [member], True
         return [orjson.loads(raw) for raw in members], bool(joined)
 
     async def untrack(self, room: str, sid: str) -> dict[str, Any] | None:
