@@ -15,6 +15,9 @@ import redis.asyncio as aioredis
 MAX_CONNECTIONS = 64
 #: How long a call waits for a free connection before it fails.
 WAIT_SECONDS = 10.0
+#: What a call raises when Redis cannot be reached or answer (refused, reset, timed out, no free connection):
+#: the one thing every caller catches to degrade instead of failing the request.
+REDIS_DOWN: tuple[type[Exception], ...] = (aioredis.RedisError, OSError)
 
 
 def connect_redis(url: str) -> aioredis.Redis:

@@ -4,25 +4,19 @@ member stays listed until the keys expire), and each failure is logged, not rais
 from __future__ import annotations
 
 import logging
-import socket
 
 import pytest
 
 from kilnbase.realtime.redis_presence import RedisPresence
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.anyio
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_leaving_while_redis_is_unreachable_is_logged_not_raised(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    presence = RedisPresence(f"redis://127.0.0.1:{_closed_port()}/0", "test:")
+    presence = RedisPresence(f"redis://127.0.0.1:{free_port()}/0", "test:")
     # As `track` leaves it for a socket in a room (tracking itself needs Redis).
     presence._sockets["sid-1"] = {"room-1": "presence-1"}
     with caplog.at_level(logging.WARNING, logger="kilnbase.realtime.presence"):
@@ -34,7 +28,7 @@ async def test_leaving_while_redis_is_unreachable_is_logged_not_raised(
 
 
 async def test_joining_while_redis_is_unreachable_sees_only_itself(caplog: pytest.LogCaptureFixture) -> None:
-    presence = RedisPresence(f"redis://127.0.0.1:{_closed_port()}/0", "test:")
+    presence = RedisPresence(f"redis://127.0.0.1:{free_port()}/0", "test:")
     member = {"type": "anonymous", "presenceId": "sid-2", "joinedAt": "2026-12-05T00:00:00.000Z"}
     with caplog.at_level(logging.WARNING, logger="kilnbase.realtime.presence"):
         assert await presence.track("room-2", "sid-2", member) == ([member], True)

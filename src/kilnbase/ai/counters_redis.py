@@ -15,10 +15,9 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from kilnbase.ai.errors import GatewayError
-from kilnbase.redis_client import connect_redis
+from kilnbase.redis_client import REDIS_DOWN, connect_redis
 
 _NANO = Decimal(1_000_000_000)
 _TTL = {"minute": 120, "day": 2 * 86400, "month": 32 * 86400}
@@ -73,7 +72,7 @@ class RedisCounters:
             payload.append(entry)
         try:
             refused = int(await self._script(keys=[_key(i) for i in items], args=[orjson.dumps(payload)]))
-        except (aioredis.RedisError, OSError):
+        except REDIS_DOWN:
             # Limits are never lifted: with the counters out of reach, a call that a limit applies to waits.
             raise GatewayError(
                 503,

@@ -21,10 +21,10 @@ from operator import attrgetter
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from kilnbase.ai.limits import SETTLE_SQL, CounterStore, PostgresCounters
 from kilnbase.db.session import Database
+from kilnbase.redis_client import REDIS_DOWN
 
 log = logging.getLogger("kilnbase.ai.ledger")
 
@@ -143,7 +143,7 @@ class LedgerWriter:
         if batch.settlements and not in_postgres:
             try:
                 await self._counters.settle(batch.settlements)
-            except (aioredis.RedisError, OSError) as exc:
+            except REDIS_DOWN as exc:
                 # The counters keep the reservations' estimates (they count high, never low); the usage rows
                 # are the record and are written all the same.
                 log.warning("could not settle quota counters: %s", type(exc).__name__)

@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 from kilnbase import INSFORGE_API_VERSION, __version__
 from kilnbase.capability import Capability, Core
 from kilnbase.http.responses import json_response
-from kilnbase.redis_client import connect_redis
+from kilnbase.redis_client import REDIS_DOWN, connect_redis
 
 #: How long a Redis ping may take before Redis counts as unavailable.
 REDIS_PING_SECONDS = 1.0
@@ -53,7 +53,7 @@ class HealthRoutes:
         try:
             for client in self._redis:
                 await asyncio.wait_for(client.ping(), REDIS_PING_SECONDS)
-        except (aioredis.RedisError, OSError, TimeoutError):
+        except REDIS_DOWN:  # (the ping's TimeoutError is an OSError)
             return {"status": "unavailable"}
         return {"status": "ok", "latencyMs": round((time.perf_counter() - started) * 1000, 2)}
 

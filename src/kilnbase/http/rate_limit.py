@@ -18,11 +18,9 @@ import logging
 import time
 from typing import Protocol
 
-import redis.asyncio as aioredis
-
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
-from kilnbase.redis_client import connect_redis
+from kilnbase.redis_client import REDIS_DOWN, connect_redis
 
 log = logging.getLogger("kilnbase.rate_limit")
 
@@ -105,7 +103,7 @@ class RedisRateLimiter:
         window_ms = max(1, int(window_seconds * 1000))
         try:
             hits, ttl_ms = await self._script(keys=[self._prefix + key], args=[window_ms])
-        except (aioredis.RedisError, OSError) as exc:
+        except REDIS_DOWN as exc:
             if time.monotonic() - self._logged_at >= _FALLBACK_LOG_SECONDS:
                 self._logged_at = time.monotonic()
                 log.warning("rate limits: Redis unreachable (%s), counting in Postgres", type(exc).__name__)

@@ -35,7 +35,6 @@ from typing import Any
 
 import orjson
 import psycopg
-import redis.asyncio as aioredis
 from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg.pq import TransactionStatus
 
@@ -44,7 +43,7 @@ from kilnbase.db.session import Database
 from kilnbase.identity.principal import Principal
 from kilnbase.realtime.change_filter import PREFIX, BadSubscription, ChangeSubscription, parse_channel
 from kilnbase.realtime.pgoutput import Decoder
-from kilnbase.redis_client import connect_redis
+from kilnbase.redis_client import REDIS_DOWN, connect_redis
 
 log = logging.getLogger("kilnbase.realtime.changes")
 
@@ -150,7 +149,7 @@ class ChangeFeed:
         if row is None or not row["ok"]:
             return "REALTIME_UNAUTHORIZED", "Not authorized to subscribe to this channel"
         if self._redis is not None:  # counted before the slot is made, so the reader cannot drop it meanwhile
-            with contextlib.suppress(aioredis.RedisError, OSError):
+            with contextlib.suppress(*REDIS_DOWN):
                 await self._announce(self.local_count() + 1)
         refusal = await self._publish(subscription.schema, subscription.table)
         if refusal is not None:
@@ -276,7 +275,7 @@ class ChangeFeed:
     async def _heartbeat(self) -> None:
         assert self._redis is not None
         while True:
-            with contextlib.suppress(aioredis.RedisError, OSError):
+            with contextlib.suppress(*REDIS_DOWN):
                 await self._announce(self.local_count())
             await asyncio.sleep(_HEARTBEAT_SECONDS)
 
@@ -295,7 +294,7 @@ class ChangeFeed:
             return self.local_count()
         try:
             entries = await self._redis.hgetall(self._listeners_key)
-        except (aioredis.RedisError, OSError):
+        except REDIS_DOWN:
             return self.local_count()
         others, expired, now = 0, [], time.time()
         for host, value in entries.items():
@@ -305,7 +304,7 @@ class ChangeFeed:
             elif _text(host) != self._host:
                 others += int(count)
         if expired:
-            with contextlib.suppress(aioredis.RedisError, OSError):
+            with contextlib.suppress(*REDIS_DOWN):
                 await self._redis.hdel(self._listeners_key, *expired)
         return others + self.local_count()
 
@@ -383,7 +382,7 @@ class ChangeFeed:
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             await self.handle(orjson.loads(message["data"]))
-            except (aioredis.RedisError, OSError) as exc:
+            except REDIS_DOWN as exc:
                 log.warning("change feed lost Redis: %s", type(exc).__name__)
                 await asyncio.sleep(_RETRY_SECONDS)
 

@@ -19,9 +19,8 @@ import logging
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
-from kilnbase.redis_client import connect_redis
+from kilnbase.redis_client import REDIS_DOWN, connect_redis
 
 log = logging.getLogger("kilnbase.realtime.presence")
 
@@ -62,7 +61,7 @@ class RedisPresence:
         args = [sid, presence_id, orjson.dumps(member), _TTL_SECONDS]
         try:
             joined, members = await self._track(keys=self._keys(room, presence_id), args=args)
-        except (aioredis.RedisError, OSError) as exc:
+        except REDIS_DOWN as exc:
             # Messages reach the socket all the same (they come from Postgres); only presence is missing.
             log.warning("presence: could not add %s to %s: %s", sid, room, type(exc).__name__)
             return [member], True
@@ -76,7 +75,7 @@ class RedisPresence:
             return None
         try:
             member = await self._untrack(keys=self._keys(room, presence_id), args=[sid, presence_id])
-        except (aioredis.RedisError, OSError) as exc:
+        except REDIS_DOWN as exc:
             # The socket still leaves its room (the caller goes on); the member stays listed until it
             # leaves again from another socket, or its keys expire.
             log.warning("presence: could not remove %s from %s: %s", sid, room, type(exc).__name__)
