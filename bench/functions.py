@@ -2,10 +2,12 @@
 the same run, and the time from deploy to the first successful call.
 
 Starts a real `kilnbase serve` (uvicorn, one process, embedded Postgres, bubblewrap on where the kernel
-allows it) and deploys one function; starts `deno serve` (one process, the same Deno binary) on the same
-file. Then `wrk` (one thread) sends GETs at 1 client (latency: p50/p99, and what Kilnbase adds) and at 16
-clients (throughput), to each. The deploy is timed twice: the POST (which runs `deno check`) and from the
-POST's start to the first 200 from `/functions/:slug`.
+allows it, its functions host on a port of its own) and deploys one function; starts `deno serve` (one
+process, the same Deno binary) on the same file. Then `wrk` (one thread) sends GETs at 1 client (latency:
+p50/p99, and what Kilnbase adds) and at 16 clients (throughput) to each: the bare `deno serve`, Kilnbase's
+functions host (`/<slug>`, what `createClient({ functionsUrl })` calls), and the API's `/functions/<slug>`.
+The deploy is timed three ways: the POST (which runs `deno check`), and from the POST's start to the first
+200 from the host and from `/functions/:slug`.
 
 Targets (issue 13): warm p50 under 5 ms added, at least 50% of bare `deno serve`'s throughput at 16
 clients, deploy-to-serving under 2 s.
@@ -72,9 +74,10 @@ def main() -> None:
     work.chmod(0o755)  # the embedded Postgres runs as nobody when the bench runs as root
     script = work / "report.lua"
     script.write_text(WRK_SCRIPT)
+    host_port = free_port()
     server = ServerProcess(
         work / "data",
-        env={"KILNBASE_LOG_LEVEL": "warning"},
+        env={"KILNBASE_LOG_LEVEL": "warning", "KILNBASE_FUNCTIONS_HOST_PORT": str(host_port)},
         args=["--workers", str(args.workers)] if args.workers > 1 else [],
     )
     bare: subprocess.Popen[bytes] | None = None
@@ -92,6 +95,9 @@ def main() -> None:
         )
         deploy_seconds = time.perf_counter() - started
         assert deployed.status_code == 201, deployed.text
+        host_url = f"http://127.0.0.1:{host_port}/bench"
+        wait_for(host_url)
+        host_seconds = time.perf_counter() - started
         wait_for(server.url + "/functions/bench")
         serving_seconds = time.perf_counter() - started
 
@@ -115,24 +121,34 @@ def main() -> None:
         wait_for(bare_url)
 
         results: dict[str, dict[int, dict[str, float]]] = {}
-        for name, url in (("deno serve", bare_url), ("kilnbase", server.url + "/functions/bench")):
+        targets = (
+            ("deno serve", bare_url),
+            ("kb host", host_url),
+            ("kb /functions", server.url + "/functions/bench"),
+        )
+        for name, url in targets:
             wrk(url, 4, 1, script)  # warm up
             results[name] = {clients: wrk(url, clients, args.seconds, script) for clients in (1, 16)}
 
         print(f"deploy (POST with deno check): {deploy_seconds * 1000:.0f} ms")
-        print(f"deploy to first successful call: {serving_seconds * 1000:.0f} ms (target < 2000)")
-        print(f"{'target':<12} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'errors':>7}")
+        print(f"deploy to first successful call, host: {host_seconds * 1000:.0f} ms (target < 2000)")
+        print(f"deploy to first successful call, /functions: {serving_seconds * 1000:.0f} ms")
+        print(f"{'target':<14} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'errors':>7}")
         for name, by_clients in results.items():
             for clients, stats in by_clients.items():
                 errors = int(stats["non2xx"] + stats["errors"])
                 print(
-                    f"{name:<12} {clients:>7} {stats['p50']:>8.2f} {stats['p99']:>8.2f} "
+                    f"{name:<14} {clients:>7} {stats['p50']:>8.2f} {stats['p99']:>8.2f} "
                     f"{stats['rps']:>9.0f} {errors:>7}"
                 )
-        added = results["kilnbase"][1]["p50"] - results["deno serve"][1]["p50"]
-        ratio = results["kilnbase"][16]["rps"] / results["deno serve"][16]["rps"]
-        print(f"warm p50 added at 1 client: {added:.2f} ms (target < 5)")
-        print(f"throughput at 16 clients: {ratio:.0%} of bare deno serve (target >= 50%)")
+        bare_result = results["deno serve"]
+        for name in ("kb host", "kb /functions"):
+            added = results[name][1]["p50"] - bare_result[1]["p50"]
+            ratio = results[name][16]["rps"] / bare_result[16]["rps"]
+            print(
+                f"{name}: warm p50 added at 1 client {added:.2f} ms (target < 5); throughput at 16 "
+                f"clients {ratio:.0%} of bare deno serve (target >= 50%)"
+            )
     finally:
         if bare is not None:
             bare.kill()

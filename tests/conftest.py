@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from kilnbase.app import create_app
 from kilnbase.config import Settings
 from tests.support.postgres import TestCluster
 from tests.support.servers import ServerProcess
+
+# No functions host (port 7133) for every app and server the tests start: the tests of the host give it a
+# free port of their own.
+os.environ.setdefault("KILNBASE_FUNCTIONS_HOST_PORT", "0")
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from kilnbase.db.migrate import MigrationError
 from kilnbase.db.pool import create_pool
 from kilnbase.db.roles import AuthenticatorError
 from kilnbase.db.session import Database
+from kilnbase.http.bind_check import bind_error
 from kilnbase.keys.project_keys import KeyConfigurationError, ProjectKeys, RotatedKeys, load_project_keys
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.secrets import project_key_rotation
@@ -78,13 +79,9 @@ def _fail(message: str) -> None:
 
 
 def _check_port_free(host: str, port: int) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            _fail(f"Cannot listen on {host}:{port} ({exc.strerror}). Stop what uses it, or pass --port.")
+    error = bind_error(host, port)
+    if error is not None:
+        _fail(f"Cannot listen on {host}:{port} ({error.strerror}). Stop what uses it, or pass --port.")
 
 
 class _AnnouncingServer(uvicorn.Server):

@@ -192,6 +192,15 @@ class FunctionsSettings(BaseSettings):
     start_timeout_seconds: float = Field(default=30.0, gt=0)
     #: A function not invoked for this long gives its workers back (0: never); the next call starts them.
     idle_seconds: float = Field(default=600.0, ge=0)
+    #: The functions host's port: shared functions served directly, as `createClient({ functionsUrl })`
+    #: calls them (0: no host). On the API's host address.
+    host_port: int = Field(default=7133, ge=0, le=65535)
+    #: The host's V8 old-space cap, in MiB (it holds every function it serves).
+    host_memory_mb: int = Field(default=512, ge=64, le=16384)
+    #: A host that does not answer for this long (an infinite loop) is restarted.
+    host_stall_seconds: float = Field(default=5.0, gt=0)
+    #: Invocation lines logged per function per second by the host; past it, one summary line a second.
+    host_log_per_second: int = Field(default=100, ge=0)
 
 
 class RealtimeSettings(BaseSettings):

@@ -13,6 +13,26 @@ from starlette.testclient import TestClient
 from kilnbase.config import FunctionsSettings, Settings
 from tests.support.app import admin_headers, services_of
 
+#: Function code that tries what the runtime refuses; a function's answer is `walls(...)` of the attempts.
+WALLS = """
+async function attempt(f: () => Promise<unknown>) {
+  try { await f(); return "allowed"; } catch (e) { return e.name; }
+}
+const walls = async (extra: Record<string, () => Promise<unknown>> = {}) => {
+  const tries: Record<string, () => Promise<unknown>> = {
+    read: () => Deno.readTextFile("/etc/passwd"),
+    write: () => Deno.writeTextFile("/tmp/x", "x"),
+    run: () => new Deno.Command("/usr/bin/true").output(),
+    ffi: async () => Deno.dlopen("libc.so.6", {}),
+    ...extra,
+  };
+  const out: Record<string, string> = {};
+  for (const [name, f] of Object.entries(tries)) out[name] = await attempt(f);
+  return Response.json(out);
+};
+"""
+REFUSED = {"read": "NotCapable", "write": "NotCapable", "run": "NotCapable", "ffi": "NotCapable"}
+
 #: Deploys code and returns its slug: `deploy(code, secrets=[...])`.
 Deploy = Callable[..., str]
 

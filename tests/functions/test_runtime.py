@@ -9,31 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from starlette.testclient import TestClient
 
-from tests.functions.conftest import Deploy, new_slug
+from tests.functions.conftest import REFUSED, WALLS, Deploy, new_slug
 
 
 def test_file_system_and_subprocesses_are_refused(client: TestClient, deploy: Deploy) -> None:
-    code = """
-    async function attempt(f: () => Promise<unknown>) {
-      try { await f(); return "allowed"; } catch (e) { return e.name; }
-    }
-    export default async () => Response.json({
-      read: await attempt(() => Deno.readTextFile("/etc/passwd")),
-      write: await attempt(() => Deno.writeTextFile("/tmp/x", "x")),
-      run: await attempt(() => new Deno.Command("/usr/bin/true").output()),
-      ffi: await attempt(async () => Deno.dlopen("libc.so.6", {})),
-      keys: await attempt(async () => Deno.readTextFile(Deno.cwd() + "/keys.json")),
-    });
-    """
-    slug = deploy(code)
-    result = client.get(f"/functions/{slug}").json()
-    assert result == {
-        "read": "NotCapable",
-        "write": "NotCapable",
-        "run": "NotCapable",
-        "ffi": "NotCapable",
-        "keys": "NotCapable",
-    }
+    code = WALLS + 'export default () => walls({ keys: () => Deno.readTextFile(Deno.cwd() + "/keys.json") });'
+    result = client.get(f"/functions/{deploy(code)}").json()
+    assert result == {**REFUSED, "keys": "NotCapable"}
 
 
 def test_environment_is_the_secrets_and_platform_values_only(

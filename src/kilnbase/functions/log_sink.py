@@ -12,13 +12,11 @@ from kilnbase.db.session import Database
 log = logging.getLogger("kilnbase.functions")
 
 MAX_QUEUED = 20_000
-BATCH = 500
+BATCH = 2000
 FLUSH_SECONDS = 0.2
 MAX_MESSAGE = 8192
-_INSERT = (
-    "insert into functions.logs (slug, request_id, level, message, status, duration_ms) "
-    "values (%s, %s, %s, %s, %s, %s)"
-)
+#: COPY, not INSERT: the functions host can log tens of thousands of invocations a second.
+_COPY = "copy functions.logs (slug, request_id, level, message, status, duration_ms) from stdin"
 
 Row = tuple[str, str | None, str, str, int | None, float | None]
 
@@ -32,11 +30,13 @@ class LogSink:
         self.dropped = 0
 
     def line(self, slug: str, request_id: str | None, level: str, message: str) -> None:
-        self.add((slug, request_id, level[:16], message[:MAX_MESSAGE], None, None))
+        # (Postgres text holds no NUL: one would fail the whole batch.)
+        self.add((slug, request_id, level[:16], message[:MAX_MESSAGE].replace("\x00", "\ufffd"), None, None))
 
     def invocation(self, slug: str, request_id: str, message: str, status: int, duration_ms: float) -> None:
         level = "error" if status >= 500 else "info"
-        self.add((slug, request_id, level, message[:MAX_MESSAGE], status, round(duration_ms, 3)))
+        text = message[:MAX_MESSAGE].replace("\x00", "\ufffd")
+        self.add((slug, request_id, level, text, status, round(duration_ms, 3)))
 
     def add(self, row: Row) -> None:
         if len(self._rows) >= MAX_QUEUED:
@@ -76,5 +76,6 @@ class LogSink:
                 batch.append(
                     ("-", None, "warn", f"{dropped} log lines were dropped (queue full)", None, None)
                 )
-            async with self.database.as_owner() as cur:
-                await cur.executemany(_INSERT, batch)
+            async with self.database.as_owner() as cur, cur.copy(_COPY) as copy:
+                for row in batch:
+                    await copy.write_row(row)

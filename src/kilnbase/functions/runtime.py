@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -28,8 +29,9 @@ from psycopg import AsyncConnection
 
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
+from kilnbase.functions.host import FunctionsHost, HostConfig
 from kilnbase.functions.log_sink import LogSink
-from kilnbase.functions.sandbox import ROUTER, Sandbox, deno_binary, deno_environment, wrap
+from kilnbase.functions.sandbox import ROUTER, Sandbox, deno_binary, deno_command
 from kilnbase.functions.workers import DenoWorker, FunctionLoadError, FunctionPool, WorkerSpec
 
 log = logging.getLogger("kilnbase.functions")
@@ -72,6 +74,9 @@ class Runtime:
         self.socket_dir = Path("/nonexistent")
         self.sandbox = Sandbox(None, "not started")
         self.logs = LogSink(database)
+        self.host = FunctionsHost(
+            settings, self.code_dir, self.deno_dir, lambda: self.sandbox, self.host_config, self.logs
+        )
         self.inflight: dict[str, int] = {}
         self._definitions: dict[str, Definition | None] = {}
         self._pools: dict[str, FunctionPool] = {}
@@ -106,11 +111,12 @@ class Runtime:
             await asyncio.wait_for(listening.wait(), 10)
         warming = asyncio.create_task(self._warm_active(), name="kilnbase-functions-warm")
         reaping = asyncio.create_task(self._reap_idle(), name="kilnbase-functions-reaper")
+        hosting = asyncio.create_task(self.host.run(), name="kilnbase-functions-host")
         try:
             yield
         finally:
             self._stopping = True
-            for task in (warming, reaping, self._listener):
+            for task in (warming, reaping, hosting, self._listener):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
@@ -125,6 +131,7 @@ class Runtime:
             pools = [*self._pools.values(), *self._retired]
             self._pools.clear()
             await asyncio.gather(*(pool.retire(0) for pool in pools), return_exceptions=True)
+            await self.host.stop()
             await self.logs.stop()
             shutil.rmtree(self.socket_dir, ignore_errors=True)
 
@@ -185,13 +192,16 @@ class Runtime:
 
     def forget(self, slug: str) -> None:
         self._definitions.pop(slug, None)
+        self.host.changed()
 
     def forget_all(self) -> None:
         self._definitions.clear()
         self._secrets_generation += 1
+        self.host.changed()
 
     def secrets_changed(self) -> None:
         self._secrets_generation += 1
+        self.host.changed()
 
     # --- definitions and pools ----------------------------------------------------------------------------
 
@@ -283,10 +293,42 @@ class Runtime:
         path = directory / "index.ts"
         if not path.exists():
             directory.mkdir(parents=True, exist_ok=True)
-            partial = directory / f".index.{os.getpid()}.tmp"
+            # A name of its own per writer: the host's configuration and a pool may write it at once.
+            partial = directory / f".index.{os.getpid()}.{secrets.token_hex(4)}.tmp"
             partial.write_text(definition.code)
             partial.replace(path)
         return path
+
+    async def host_config(self) -> HostConfig:
+        """What the functions host serves: every active function without a secrets allow-list, with every
+        active secret and the platform's values as their shared environment."""
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "select slug, revision, status, code, secrets from functions.definitions "
+                "where status = 'active' and secrets is null order by slug"
+            )
+            definitions = [Definition(**row) for row in await cur.fetchall()]
+        paths = await anyio.to_thread.run_sync(lambda: [self._code_file(d) for d in definitions])
+        secrets, _expires_at = await self.secret_values(None)
+        config = self.config
+        return HostConfig(
+            functions={d.slug: path for d, path in zip(definitions, paths, strict=True)},
+            env={**secrets, **self._platform_env()},
+            limits={
+                "timeoutMs": config.timeout_ms,
+                "maxConcurrency": config.max_concurrency,
+                "maxBodyBytes": self.settings.max_upload_body_bytes,
+                "logPerSecond": config.host_log_per_second,
+            },
+        )
+
+    def _platform_env(self) -> dict[str, str]:
+        """The values InsForge seeds for functions."""
+        return {
+            "INSFORGE_BASE_URL": self.settings.base_url,
+            "INSFORGE_INTERNAL_URL": self.internal_url(),
+            "ANON_KEY": self.anon_key(),
+        }
 
     def internal_url(self) -> str:
         host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "::", "") else self.settings.host
@@ -295,45 +337,17 @@ class Runtime:
     async def _spec(self, definition: Definition) -> WorkerSpec:
         code_path = await anyio.to_thread.run_sync(self._code_file, definition)
         secrets, expires_at = await self.secret_values(definition.secrets)
-        function_env = {
-            **secrets,
-            "INSFORGE_BASE_URL": self.settings.base_url,
-            "INSFORGE_INTERNAL_URL": self.internal_url(),
-            "ANON_KEY": self.anon_key(),
-        }
-        names = ",".join(sorted(function_env))
-        socket = "{socket}"
-        deno_args = [
-            deno_binary(),
-            "run",
-            "--no-prompt",
-            "--no-config",
-            "--allow-net",
-            f"--allow-env={names}",
-            f"--allow-read={code_path.parent},{ROUTER},{self.deno_dir},{socket}",
-            f"--allow-write={socket}",
-            f"--v8-flags=--max-old-space-size={self.config.memory_mb}",
-            str(ROUTER),
-            code_path.as_uri(),
-            socket,
-            names,
-        ]
-        env = {**deno_environment(self.deno_dir), **function_env}
-        if self.sandbox.bwrap is not None:
-            command = wrap(
-                self.sandbox.bwrap,
-                deno_args,
-                read_only=(
-                    code_path.parent,
-                    ROUTER.parent,
-                    *((Path(env["DENO_CERT"]),) if "DENO_CERT" in env else ()),
-                ),
-                writable=(self.deno_dir, self.socket_dir),
-                env=env,
-            )
-            env = {}
-        else:
-            command = deno_args
+        function_env = {**secrets, **self._platform_env()}
+        command, env = deno_command(
+            self.sandbox,
+            self.deno_dir,
+            ROUTER,
+            [code_path.as_uri(), "{socket}", ",".join(sorted(function_env))],
+            code=code_path.parent,
+            memory_mb=self.config.memory_mb,
+            env=function_env,
+            socket=("{socket}", self.socket_dir),
+        )
         return WorkerSpec(
             slug=definition.slug,
             revision=definition.revision,
@@ -361,6 +375,7 @@ class Runtime:
             "workers": {"total": len(workers), "healthy": healthy},
             "warmFunctions": sorted(self._pools),
             "sandbox": {"enabled": self.sandbox.enabled, "detail": self.sandbox.reason},
+            "host": self.host.health(),
             "limits": {
                 "timeoutMs": self.config.timeout_ms,
                 "memoryMb": self.config.memory_mb,

@@ -19,6 +19,10 @@ from pathlib import Path
 import deno  # type: ignore[import-untyped]
 
 ROUTER = Path(__file__).with_name("router.js")
+#: The functions host (many functions on one port, see host.py).
+HOST = Path(__file__).with_name("host.js")
+#: The module both import: what every function sees.
+GLOBALS = Path(__file__).with_name("function_globals.js")
 #: Host environment passed to Deno itself (never visible to the function: `--allow-env` lists its names).
 PASSED_THROUGH = (
     "JSR_URL",
@@ -107,6 +111,51 @@ def wrap(
     for name, value in env.items():
         args += ["--setenv", name, value]
     return [*args, "--", *command]
+
+
+def deno_command(
+    sandbox: Sandbox,
+    deno_dir: Path,
+    entry: Path,
+    args: Sequence[str],
+    *,
+    code: Path,
+    memory_mb: int,
+    env: Mapping[str, str],
+    socket: tuple[str, Path] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """(command, environment) that runs `entry` (router.js or host.js) with Deno's default-deny permissions:
+    the network; reading `code` (a directory), the entry and its globals, and the module cache; writing only
+    `socket` (a path, and the directory it is in); the environment variables of `env`, by name; inside
+    bubblewrap when the sandbox is on (then `env` is set inside it, and the process gets none of its own)."""
+    readable = [str(code), str(entry), str(GLOBALS), str(deno_dir)]
+    deno_args = [deno_binary(), "run", "--no-prompt", "--no-config", "--allow-net"]
+    if env:
+        deno_args.append(f"--allow-env={','.join(sorted(env))}")
+    if socket is not None:
+        readable.append(socket[0])
+        deno_args.append(f"--allow-write={socket[0]}")
+    deno_args += [
+        f"--allow-read={','.join(readable)}",
+        f"--v8-flags=--max-old-space-size={memory_mb}",
+        str(entry),
+        *args,
+    ]
+    full_env = {**deno_environment(deno_dir), **env}
+    if sandbox.bwrap is None:
+        return deno_args, full_env
+    command = wrap(
+        sandbox.bwrap,
+        deno_args,
+        read_only=(
+            code,
+            entry.parent,
+            *((Path(full_env["DENO_CERT"]),) if "DENO_CERT" in full_env else ()),
+        ),
+        writable=(deno_dir, *((socket[1],) if socket is not None else ())),
+        env=full_env,
+    )
+    return command, {}
 
 
 def deno_environment(deno_dir: Path) -> dict[str, str]:

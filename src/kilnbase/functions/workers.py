@@ -17,9 +17,10 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -33,7 +34,7 @@ _PR_SET_PDEATHSIG = 1
 _PROBE = ((b"host", b"worker"), (b"x-kilnbase-probe", b"1"))
 
 
-def _die_with_parent() -> None:  # pragma: no cover (runs in the child between fork and exec)
+def die_with_parent() -> None:  # pragma: no cover (runs in the child between fork and exec)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -44,6 +45,39 @@ def close_transport(process: asyncio.subprocess.Process) -> None:
     transport = getattr(process, "_transport", None)
     if transport is not None:
         transport.close()
+
+
+async def events_of(stream: asyncio.StreamReader) -> AsyncIterator[dict[str, Any] | str]:
+    """What a Deno process of ours prints on stdout, line by line until it closes: its JSON events, and any
+    other line as text. A line past the stream's limit is skipped."""
+    async for line in _lines(stream):
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            yield line.decode(errors="replace").rstrip()
+            continue
+        if isinstance(event, dict):
+            yield event
+
+
+async def deno_messages(stream: asyncio.StreamReader) -> AsyncIterator[tuple[str, str]]:
+    """Deno's own messages on stderr, as (level, text): downloads are debug lines; the rest (an uncaught
+    error at the top level, the heap limit, a port in use) errors."""
+    async for line in _lines(stream):
+        text = line.decode(errors="replace").rstrip()
+        if text:
+            yield ("debug" if text.startswith(("Download ", "Initialize ")) else "error"), text
+
+
+async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    while True:
+        try:
+            line = await stream.readline()
+        except ValueError:  # a line past the stream's limit
+            continue
+        if not line:
+            return
+        yield line
 
 
 class FunctionLoadError(Exception):
@@ -92,7 +126,7 @@ class DenoWorker:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         assert self._process.stdout is not None and self._process.stderr is not None
         self._tasks = [
@@ -125,19 +159,9 @@ class DenoWorker:
         raise FunctionLoadError(f"The function's worker exited while starting (exit code {self.exit_code}).")
 
     async def _read_stdout(self, stream: asyncio.StreamReader) -> None:
-        while True:
-            try:
-                line = await stream.readline()
-            except ValueError:  # a line past the stream's limit: skip it
-                continue
-            if not line:
-                return
-            try:
-                event = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                self.on_log(self.spec.slug, None, "info", line.decode(errors="replace").rstrip())
-                continue
-            if not isinstance(event, dict):
+        async for event in events_of(stream):
+            if isinstance(event, str):
+                self.on_log(self.spec.slug, None, "info", event)
                 continue
             kind = event.get("t")
             if kind == "log":
@@ -149,18 +173,8 @@ class DenoWorker:
                 self.on_log(self.spec.slug, None, "error", self._fatal)
 
     async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
-        """Deno's own messages (an uncaught error at the top level, the heap limit): error lines."""
-        while True:
-            try:
-                line = await stream.readline()
-            except ValueError:
-                continue
-            if not line:
-                return
-            text = line.decode(errors="replace").rstrip()
-            if text:
-                level = "debug" if text.startswith(("Download ", "Initialize ")) else "error"
-                self.on_log(self.spec.slug, None, level, text)
+        async for level, text in deno_messages(stream):
+            self.on_log(self.spec.slug, None, level, text)
 
     async def _watch(self) -> None:
         assert self._process is not None

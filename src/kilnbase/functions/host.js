@@ -1,0 +1,343 @@
+// Kilnbase's functions host: one Deno process serving many functions at `/<slug>[/*]` on one TCP port, each
+// invocation run in this isolate, with no process in between. It is what `@insforge/sdk` calls first when
+// `functionsUrl` points at it (and it answers 404 for a function it does not host, which the SDK takes as
+// "use /functions/<slug> on the API instead").
+//
+// The API process that owns the host sends its configuration as JSON lines on stdin:
+//   {"t":"config","functions":[{"slug","url","error"?}],"env":{...},"timeoutMs","maxConcurrency",
+//    "maxBodyBytes","logPerSecond"} -> loads what is new (saying {"t":"loading","slug"} first), drops what is
+//    gone, then {"t":"configured","failed":{slug: message}}; a function sent with an error is answered 502
+//   {"t":"ping","n":N} -> {"t":"pong","n":N} (an isolate stuck in a loop cannot answer: the owner restarts it)
+// and reads JSON lines on stdout: {"t":"ready"}, console output {"t":"log"}, invocations {"t":"inv"}.
+// Usage: host.js <hostname> <port>
+import {
+  context,
+  errorResponse,
+  guarded,
+  installConsole,
+  installEnv,
+  installGlobals,
+  keepServingOnErrors,
+  loadHandler,
+  realServe,
+  writeOut,
+} from "./function_globals.js";
+
+const [hostname, port] = Deno.args;
+
+// --- output: lines are batched (one write per 20 ms), so that logging costs an invocation next to nothing --
+
+let pending = "";
+let flushTimer = null;
+function flush() {
+  flushTimer = null;
+  const out = pending;
+  pending = "";
+  if (out) writeOut(out);
+}
+function write(line) {
+  pending += line + "\n";
+  if (pending.length > 65536) flush();
+  else if (flushTimer === null) flushTimer = setTimeout(flush, 20);
+}
+const emit = installConsole(write);
+
+// --- configuration -----------------------------------------------------------------------------------------
+
+let env = {};
+installEnv((name) => (Object.hasOwn(env, name) ? env[name] : undefined), () => Object.keys(env));
+installGlobals();
+const exit = Deno.exit;
+Deno.exit = () => {
+  throw new Error("Deno.exit is not available to functions.");
+};
+
+/** slug -> {url, handler, contextual} or {url, error} */
+const functions = new Map();
+/** Code that logs or calls back into the API runs each invocation in its own async context (what tags a
+ * console line, or gives `createClient` the caller's token, however many awaits later). That context costs
+ * a third of a trivial invocation's time, so code that does neither runs without it: its uncaught errors are
+ * still tagged, but console output of a library it imports is not. */
+const CONTEXTUAL = /\bconsole\b|\bcreateClient\b/;
+let limits = { timeoutMs: 60000, maxConcurrency: 64, maxBodyBytes: 10 * 1024 * 1024, logPerSecond: 100 };
+
+async function configure(config) {
+  env = config.env ?? {};
+  limits = { ...limits, ...pick(config, Object.keys(limits)) };
+  const wanted = new Map(config.functions.map((f) => [f.slug, f]));
+  for (const slug of [...functions.keys()]) if (!wanted.has(slug)) functions.delete(slug);
+  const failed = {};
+  for (const [slug, { url, error }] of wanted) {
+    if (error !== undefined) {
+      functions.set(slug, { url, error });
+      failed[slug] = error;
+      continue;
+    }
+    const current = functions.get(slug);
+    if (current?.url === url && current.error === undefined) continue;
+    // Said first: if loading never ends (a loop at the top level), the owner knows which function to leave out.
+    write(JSON.stringify({ t: "loading", slug }));
+    flush();
+    try {
+      // Invocations in flight keep the handler they started with; the next one gets the new version.
+      const handler = await context.run({ slug }, loadHandler, url);
+      functions.set(slug, { url, handler, contextual: CONTEXTUAL.test(Deno.readTextFileSync(new URL(url))) });
+    } catch (error) {
+      const message = String(error?.message ?? error);
+      functions.set(slug, { url, error: message });
+      failed[slug] = message;
+    }
+  }
+  write(JSON.stringify({ t: "configured", failed }));
+}
+
+function pick(object, keys) {
+  return Object.fromEntries(keys.filter((key) => typeof object[key] === "number").map((key) => [key, object[key]]));
+}
+
+async function readCommands() {
+  let buffered = "";
+  let queue = Promise.resolve();
+  for await (const chunk of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
+    buffered += chunk;
+    let newline;
+    while ((newline = buffered.indexOf("\n")) >= 0) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      let command;
+      try {
+        command = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if (command.t === "ping") {
+        write(JSON.stringify({ t: "pong", n: command.n }));
+        flush();
+      } else if (command.t === "config") {
+        queue = queue.then(() => configure(command)).then(flush);
+      }
+    }
+  }
+  exit(0); // the owner is gone
+}
+
+// --- invocation ------------------------------------------------------------------------------------------
+
+const inflight = new Map();
+/** Invocations waiting for their handler, with their deadline: one sweep a tenth of a second times them
+ * out, rather than a timer each. */
+const waiting = new Set();
+setInterval(() => {
+  const now = performance.now();
+  for (const wait of waiting) {
+    if (wait.deadline <= now) {
+      waiting.delete(wait);
+      wait.expire();
+    }
+  }
+}, 100);
+
+/** Invocation lines: each one up to `logPerSecond` per function, then one summary a second. */
+const logged = new Map();
+setInterval(() => {
+  for (const [slug, count] of logged) {
+    if (count.skipped) {
+      const statuses = Object.entries(count.statuses).map(([status, n]) => `${n} x ${status}`).join(", ");
+      write(JSON.stringify({ t: "log", slug, rid: null, level: "info", msg: `${count.skipped} more invocations in the last second (${statuses}), the slowest ${count.slowest.toFixed(1)} ms` }));
+    }
+  }
+  logged.clear();
+}, 1000);
+
+function logInvocation(slug, rid, method, path, status, ms) {
+  let count = logged.get(slug);
+  if (count === undefined) {
+    count = { lines: 0, skipped: 0, statuses: {}, slowest: 0 };
+    logged.set(slug, count);
+  }
+  if (count.lines < limits.logPerSecond || status >= 500) {
+    count.lines += 1;
+    write(`{"t":"inv","slug":"${slug}","rid":"${rid}","status":${status},"ms":${ms.toFixed(3)},"msg":${JSON.stringify(`${method} ${path} -> ${status}`)}}`);
+  } else {
+    count.skipped += 1;
+    count.statuses[status] = (count.statuses[status] ?? 0) + 1;
+    if (ms > count.slowest) count.slowest = ms;
+  }
+}
+
+// CORS as the API answers it: any origin, reflected, with credentials.
+const PREFLIGHT_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+function withCors(response, origin) {
+  if (origin === null) return response;
+  const headers = response.headers;
+  try {
+    headers.set("access-control-allow-origin", origin);
+    headers.set("access-control-allow-credentials", "true");
+    headers.append("vary", "Origin");
+    return response;
+  } catch {
+    // Headers of a fetched response are immutable: copy them.
+    const copy = new Response(response.body, response);
+    return withCors(copy, origin);
+  }
+}
+
+function tagged(response, rid) {
+  try {
+    response.headers.set("x-kilnbase-request-id", rid);
+    return response;
+  } catch {
+    const copy = new Response(response.body, response);
+    copy.headers.set("x-kilnbase-request-id", rid);
+    return copy;
+  }
+}
+
+/** Request ids as the API's (32 hex digits): a random prefix per process and a counter, which costs less
+ * than a random UUID per request. */
+const idPrefix = crypto.randomUUID().replaceAll("-", "").slice(0, 20);
+let idCounter = 0;
+function nextRequestId() {
+  idCounter += 1;
+  return idPrefix + idCounter.toString(16).padStart(12, "0");
+}
+
+/** The invocation's context: the caller's token is read only if the function asks (`createClient`). */
+class Invocation {
+  constructor(rid, slug, req) {
+    this.rid = rid;
+    this.slug = slug;
+    this.req = req;
+    this.logged = false;
+  }
+
+  get token() {
+    const authorization = this.req.headers.get("authorization");
+    if (authorization === null || !authorization.toLowerCase().startsWith("bearer ")) return undefined;
+    return authorization.slice(7).trim();
+  }
+}
+
+/** The API's 413 for a body past the upload limit. */
+function bodyTooLarge() {
+  const size = limits.maxBodyBytes;
+  const shown = size >= 1048576 ? `${Number((size / 1048576).toPrecision(6))} MB` : `${size} bytes`;
+  return errorResponse(413, "PAYLOAD_TOO_LARGE", `The request body is larger than ${shown}.`, "Send a smaller body, or raise KILNBASE_MAX_UPLOAD_BODY_BYTES.");
+}
+
+/** `req` with a body that fails once more than the limit has been read (and says so in `overLimit`). */
+function bounded(req, overLimit) {
+  let seen = 0;
+  const counted = req.body.pipeThrough(
+    new TransformStream({
+      transform(chunk, controller) {
+        seen += chunk.byteLength;
+        if (seen > limits.maxBodyBytes) {
+          overLimit.passed = true;
+          controller.error(new Error("The request body is larger than the upload limit."));
+        } else controller.enqueue(chunk);
+      },
+    }),
+  );
+  return new Request(req, { body: counted });
+}
+
+function slugAndPath(url) {
+  const pathStart = url.indexOf("/", url.indexOf("//") + 2);
+  const query = url.indexOf("?", pathStart);
+  const path = url.slice(pathStart, query < 0 ? url.length : query);
+  const slash = path.indexOf("/", 1);
+  return [slash < 0 ? path.slice(1) : path.slice(1, slash), path];
+}
+
+function serve(request, info) {
+  let req = request;
+  const origin = req.headers.get("origin");
+  if (req.method === "OPTIONS" && origin !== null && req.headers.has("access-control-request-method")) {
+    return new Response("OK", {
+      headers: {
+        "access-control-allow-origin": origin,
+        "access-control-allow-credentials": "true",
+        "access-control-allow-methods": PREFLIGHT_METHODS,
+        "access-control-allow-headers": req.headers.get("access-control-request-headers") ?? "*",
+        "access-control-max-age": "86400",
+        vary: "Origin",
+      },
+    });
+  }
+  const [slug, path] = slugAndPath(req.url);
+  if (slug === "health" && path === "/health") {
+    return Response.json({ status: "ok", functions: [...functions.values()].filter((f) => f.handler).length });
+  }
+  const entry = functions.get(slug);
+  if (entry === undefined) {
+    return withCors(errorResponse(404, "FUNCTION_NOT_FOUND", `Function not found: ${slug}`, "Deploy it, or set it active."), origin);
+  }
+  if (entry.error !== undefined) {
+    return withCors(errorResponse(502, "FUNCTION_LOAD_FAILED", entry.error, "Fix the function and deploy it again."), origin);
+  }
+  const length = req.headers.get("content-length");
+  if (length !== null && Number(length) > limits.maxBodyBytes) return withCors(bodyTooLarge(), origin);
+  let overLimit = null;
+  if (length === null && req.body !== null) {
+    // A body of unknown length (chunked) is counted as the function reads it.
+    overLimit = { passed: false };
+    req = bounded(req, overLimit);
+  }
+  const busy = inflight.get(slug) ?? 0;
+  if (busy >= limits.maxConcurrency) {
+    return withCors(
+      errorResponse(429, "TOO_MANY_REQUESTS", `Function ${slug} already has ${busy} invocations in flight.`, "Retry shortly (KILNBASE_FUNCTIONS_MAX_CONCURRENCY sets the limit).", { "retry-after": "1" }),
+      origin,
+    );
+  }
+  inflight.set(slug, busy + 1);
+  const rid = nextRequestId();
+  const started = performance.now();
+  const invocation = new Invocation(rid, slug, req);
+  const finish = (answer) => {
+    inflight.set(slug, inflight.get(slug) - 1);
+    const response = overLimit?.passed ? bodyTooLarge() : answer;
+    const status = response.status;
+    logInvocation(slug, rid, req.method, path, status, performance.now() - started);
+    // The request id goes back when the logs hold more than the invocation's own line: a failure, or a line
+    // the function wrote (a header set on every response would cost a fifth of a trivial invocation).
+    return withCors(status >= 400 || invocation.logged ? tagged(response, rid) : response, origin);
+  };
+  const result = entry.contextual
+    ? context.run(invocation, guarded, entry.handler, req, info, emit)
+    : guarded(entry.handler, req, info, emit, invocation);
+  if (result instanceof Response) return finish(result);
+  return new Promise((resolve) => {
+    const wait = {
+      deadline: started + limits.timeoutMs,
+      expire() {
+        emit("error", ["The invocation passed its time limit."], invocation);
+        resolve(finish(errorResponse(504, "FUNCTION_TIMEOUT", `The function did not answer within ${limits.timeoutMs} ms.`, "Make it faster, or raise WORKER_TIMEOUT_MS.")));
+      },
+    };
+    waiting.add(wait);
+    result.then((response) => {
+      if (waiting.delete(wait)) resolve(finish(response));
+    });
+  });
+}
+
+keepServingOnErrors(emit);
+realServe(
+  {
+    hostname,
+    port: Number(port),
+    onListen() {
+      write(JSON.stringify({ t: "ready" }));
+      flush();
+    },
+    onError(error) {
+      emit("error", ["Uncaught error:", error]);
+      return errorResponse(500, "FUNCTION_ERROR", error?.message ?? String(error));
+    },
+  },
+  serve,
+);
+readCommands();

@@ -1,0 +1,403 @@
+"""The functions host: shared functions served at `/<slug>` on a port of their own, with the real Deno binary.
+
+What `createClient({ functionsUrl })` relies on: every format served the same, 404 for what the host does not
+serve (the SDK then uses `/functions/<slug>`), changes picked up without a restart, the same walls and limits
+as the workers, CORS, and the logs."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from kilnbase.config import FunctionsSettings, Settings
+from tests.functions.conftest import REFUSED, WALLS, Deploy, function_logs, new_slug
+from tests.support.servers import free_port
+
+Get = Callable[..., httpx.Response]
+
+
+@pytest.fixture(scope="module")
+def host_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory, host_port: int) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path_factory.mktemp("data"),
+        max_upload_body_bytes=64 * 1024,
+        functions=FunctionsSettings(
+            timeout_ms=1500,
+            workers_per_function=1,
+            memory_mb=64,
+            max_concurrency=4,
+            host_port=host_port,
+            host_stall_seconds=1.5,
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def host(client: TestClient, host_port: int) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{host_port}", timeout=10) as http:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if http.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the functions host did not start"
+            time.sleep(0.05)
+        yield http
+
+
+def until(host: httpx.Client, path: str, wanted: Callable[[httpx.Response], bool]) -> httpx.Response:
+    """The host's answer once `wanted` holds (changes reach it through NOTIFY, within moments)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            response: httpx.Response | None = host.get(path)
+        except httpx.TransportError:  # (restarting)
+            response = None
+        if response is not None and wanted(response):
+            return response
+        assert time.monotonic() < deadline, response.text if response is not None else "no answer"
+        time.sleep(0.05)
+
+
+def served(host: httpx.Client, slug: str) -> httpx.Response:
+    return until(host, f"/{slug}", lambda r: r.status_code != 404)
+
+
+def test_every_format_is_served_the_same(host: httpx.Client, deploy: Deploy) -> None:
+    formats = {
+        "commonjs": "module.exports = async function (req) { return new Response('cjs ' + path(req)); };",
+        "default-function": "export default async function (req) { return new Response('fn ' + path(req)) }",
+        "default-fetch": "export default { fetch(req) { return new Response('fetch ' + path(req)) } };",
+        "deno-serve": "Deno.serve((req: Request) => new Response('serve ' + path(req)));",
+    }
+    prefixes = {"commonjs": "cjs", "default-function": "fn", "default-fetch": "fetch", "deno-serve": "serve"}
+    for name, code in formats.items():
+        slug = deploy(
+            "const path = (req: Request) => new URL(req.url).pathname;\n" + code, slug=new_slug(name)
+        )
+        served(host, slug)
+        answer = host.get(f"/{slug}/a/b", params={"q": "1"})
+        assert (answer.status_code, answer.text) == (200, f"{prefixes[name]} /{slug}/a/b")
+
+
+def test_method_query_headers_and_binary_body_pass_through(host: httpx.Client, deploy: Deploy) -> None:
+    slug = deploy(
+        """
+        export default async (req: Request) => {
+          const body = new Uint8Array(await req.arrayBuffer());
+          const url = new URL(req.url);
+          return new Response(body, { status: 201, headers: {
+            "x-method": req.method, "x-query": url.search, "x-custom": req.headers.get("x-custom") ?? "",
+            "x-length": String(body.length), "content-type": "application/octet-stream",
+          }});
+        };
+        """
+    )
+    served(host, slug)
+    payload = bytes(range(256)) * 64
+    answer = host.put(f"/{slug}/x?a=1&b=two", content=payload, headers={"x-custom": "yes"})
+    assert answer.status_code == 201
+    assert answer.content == payload
+    assert answer.headers["x-method"] == "PUT"
+    assert answer.headers["x-query"] == "?a=1&b=two"
+    assert answer.headers["x-custom"] == "yes"
+
+
+def test_a_streamed_response_arrives_in_parts(host: httpx.Client, deploy: Deploy) -> None:
+    slug = deploy(
+        """
+        export default () => {
+          let n = 0;
+          const stream = new ReadableStream({ async pull(c) {
+            if (n === 3) { c.close(); return; }
+            await new Promise((r) => setTimeout(r, 50));
+            c.enqueue(new TextEncoder().encode(`data: ${n++}\\n\\n`));
+          }});
+          return new Response(stream, { headers: { "content-type": "text/event-stream" } });
+        };
+        """
+    )
+    served(host, slug)
+    with host.stream("GET", f"/{slug}") as response:
+        assert response.headers["content-type"] == "text/event-stream"
+        events = [line for line in response.iter_lines() if line]
+    assert events == ["data: 0", "data: 1", "data: 2"]
+
+
+def test_what_the_host_does_not_serve_is_404_and_the_api_serves_it(
+    client: TestClient, admin: dict[str, str], host: httpx.Client, deploy: Deploy
+) -> None:
+    missing = host.get(f"/{new_slug('missing')}")
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "FUNCTION_NOT_FOUND"
+
+    key = f"FN_{new_slug('k').upper().replace('-', '_')}"
+    client.post("/api/secrets", json={"key": key, "value": "only-mine"}, headers=admin)
+    code = f'export default () => new Response(Deno.env.get("{key}") ?? "none");'
+    shared = deploy(code)
+    own = deploy(code, secrets=[key])
+    assert served(host, shared).text == "only-mine"
+    # A function with a secrets allow-list runs in workers of its own, through the API only.
+    time.sleep(0.3)
+    assert host.get(f"/{own}").status_code == 404
+    assert client.get(f"/functions/{own}").text == "only-mine"
+
+    drafted = deploy("export default () => new Response('draft');", status="draft")
+    time.sleep(0.3)
+    assert host.get(f"/{drafted}").status_code == 404
+
+
+def test_an_update_is_served_without_a_restart_and_drops_nothing(
+    client: TestClient, admin: dict[str, str], host: httpx.Client, deploy: Deploy
+) -> None:
+    slug = deploy("export default () => new Response('v1');")
+    served(host, slug)
+    failures: list[str] = []
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=host.base_url, timeout=10) as http:
+            while not stop.is_set():
+                answer = http.get(f"/{slug}")
+                if answer.status_code != 200:
+                    failures.append(f"{answer.status_code} {answer.text}")
+                seen.add(answer.text)
+
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(4):
+            pool.submit(hammer)
+        time.sleep(0.3)
+        updated = client.put(
+            f"/api/functions/{slug}", json={"code": "export default () => new Response('v2');"}, headers=admin
+        )
+        assert updated.status_code == 200, updated.text
+        until(host, f"/{slug}", lambda r: r.text == "v2")
+        time.sleep(0.3)
+        stop.set()
+    assert failures == []
+    assert seen == {"v1", "v2"}
+
+    client.delete(f"/api/functions/{slug}", headers=admin)
+    until(host, f"/{slug}", lambda r: r.status_code == 404)
+
+
+def test_environment_is_the_shared_secrets_and_platform_values_only(
+    client: TestClient, admin: dict[str, str], host: httpx.Client, deploy: Deploy
+) -> None:
+    key = f"FN_{new_slug('e').upper().replace('-', '_')}"
+    client.post("/api/secrets", json={"key": key, "value": "first"}, headers=admin)
+    slug = deploy(
+        f"""
+        export default () => Response.json({{
+          secret: Deno.env.get("{key}") ?? null, anon: Deno.env.get("ANON_KEY")?.slice(0, 5),
+          internal: Deno.env.get("INSFORGE_INTERNAL_URL"), path: Deno.env.get("PATH") ?? null,
+          home: Deno.env.get("HOME") ?? null, jwt: Deno.env.get("JWT_SECRET") ?? null,
+          denoDir: Deno.env.get("DENO_DIR") ?? null,
+        }});
+        """
+    )
+    seen = served(host, slug).json()
+    assert seen["secret"] == "first"
+    assert seen["anon"] == "anon_"
+    assert seen["internal"].startswith("http://127.0.0.1")
+    assert seen["path"] is None and seen["home"] is None and seen["jwt"] is None and seen["denoDir"] is None
+    client.put(f"/api/secrets/{key}", json={"value": "second"}, headers=admin)
+    until(host, f"/{slug}", lambda r: r.json()["secret"] == "second")
+    client.delete(f"/api/secrets/{key}", headers=admin)
+    until(host, f"/{slug}", lambda r: r.json()["secret"] is None)
+
+
+def test_file_system_subprocesses_and_exit_are_refused(host: httpx.Client, deploy: Deploy) -> None:
+    slug = deploy(WALLS + "export default () => walls({ exit: async () => Deno.exit(0) });")
+    assert served(host, slug).json() == {**REFUSED, "exit": "Error"}
+    assert host.get("/health").status_code == 200  # still up
+
+
+def test_time_limit_then_a_stuck_host_is_restarted(
+    client: TestClient, host: httpx.Client, deploy: Deploy
+) -> None:
+    slow = deploy(
+        "export default async () => { await new Promise(r => setTimeout(r, 10000)); "
+        "return new Response('late'); };"
+    )
+    answer = served(host, slow)
+    assert answer.status_code == 504
+    assert answer.json()["error"] == "FUNCTION_TIMEOUT"
+
+    other = deploy("export default () => new Response('other');")
+    looping = deploy(
+        "export default (req: Request) => { "
+        "if (new URL(req.url).searchParams.has('loop')) { while (true) {} } "
+        "return new Response('fine'); };"
+    )
+    assert served(host, looping).text == "fine"
+    assert served(host, other).text == "other"
+    with pytest.raises(httpx.TransportError):
+        host.get(f"/{looping}?loop", timeout=15)  # the host is killed under it
+    # Restarted: every function serves again.
+    assert until(host, f"/{other}", lambda r: r.status_code == 200).text == "other"
+    assert until(host, f"/{looping}", lambda r: r.status_code == 200).text == "fine"
+    assert _host_health(client)["status"] == "running"
+
+
+def test_a_top_level_loop_is_left_out_and_the_others_serve(
+    client: TestClient, host: httpx.Client, deploy: Deploy
+) -> None:
+    stuck = deploy(
+        "const started = Date.now(); while (Date.now() - started < 60000) {}\n"
+        "export default () => new Response('never');",
+        slug=new_slug("stuck"),
+    )
+    # (deno check passes: the loop only runs when the module is loaded.)
+    fine = deploy("export default () => new Response('still here');")
+    assert until(host, f"/{fine}", lambda r: r.status_code == 200).text == "still here"
+    answer = until(host, f"/{stuck}", lambda r: r.status_code == 502)
+    assert answer.json()["error"] == "FUNCTION_LOAD_FAILED"
+    assert "did not finish" in answer.json()["message"]
+    assert stuck in _host_health(client)["failed"]
+
+
+def test_concurrency_cap_is_429(host: httpx.Client, deploy: Deploy, host_port: int) -> None:
+    slug = deploy(
+        "export default async () => { await new Promise(r => setTimeout(r, 800)); "
+        "return new Response('done'); };"
+    )
+    served(host, slug)
+    with ThreadPoolExecutor(8) as pool:
+        url = f"http://127.0.0.1:{host_port}/{slug}"
+        statuses = list(pool.map(lambda _: httpx.get(url, timeout=10).status_code, range(8)))
+    assert statuses.count(200) == 4
+    assert statuses.count(429) == 4
+
+
+def test_cors_preflight_and_reflected_origin(host: httpx.Client, deploy: Deploy) -> None:
+    slug = deploy("export default () => new Response('ok');")
+    served(host, slug)
+    preflight = host.options(
+        f"/{slug}",
+        headers={
+            "origin": "https://app.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    assert preflight.headers["access-control-allow-credentials"] == "true"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert preflight.headers["access-control-allow-headers"] == "authorization, content-type"
+    answer = host.get(f"/{slug}", headers={"origin": "https://app.example"})
+    assert answer.headers["access-control-allow-origin"] == "https://app.example"
+    assert "access-control-allow-origin" not in host.get(f"/{slug}").headers
+
+
+def test_a_body_over_the_limit_is_413(host: httpx.Client, deploy: Deploy, settings: Settings) -> None:
+    slug = deploy(
+        "export default async (req: Request) => new Response(String((await req.arrayBuffer()).byteLength));"
+    )
+    served(host, slug)
+    limit = settings.max_upload_body_bytes
+    assert host.post(f"/{slug}", content=b"x" * limit).text == str(limit)
+    too_large = host.post(f"/{slug}", content=b"x" * (limit + 1))
+    assert too_large.status_code == 413
+    assert too_large.json() == {
+        "error": "PAYLOAD_TOO_LARGE",
+        "message": "The request body is larger than 65536 bytes.",
+        "statusCode": 413,
+        "nextActions": "Send a smaller body, or raise KILNBASE_MAX_UPLOAD_BODY_BYTES.",
+    }
+
+    def chunks(total: int) -> Iterator[bytes]:
+        for _ in range(total // 4096):
+            yield b"x" * 4096
+
+    assert host.post(f"/{slug}", content=chunks(limit)).text == str(limit)  # (chunked: no length)
+    assert host.post(f"/{slug}", content=chunks(limit + 4096)).status_code == 413
+
+
+def test_console_lines_and_invocations_are_logged_with_the_request_id(
+    client: TestClient, host: httpx.Client, deploy: Deploy
+) -> None:
+    slug = deploy(
+        """
+        export default async (req: Request) => {
+          console.log("hello", { n: 1 });
+          await Promise.resolve();
+          console.error("after an await");
+          if (new URL(req.url).searchParams.has("throw")) throw new Error("boom");
+          return new Response("ok");
+        };
+        """
+    )
+    answer = served(host, slug)
+    request_id = answer.headers["x-kilnbase-request-id"]
+    failed = host.get(f"/{slug}", params={"throw": "1"})
+    assert failed.status_code == 500
+    assert failed.json()["error"] == "FUNCTION_ERROR"
+    failed_id = failed.headers["x-kilnbase-request-id"]
+    deadline = time.monotonic() + 10
+    while True:
+        rows = function_logs(client, slug)
+        mine = [row for row in rows if row["request_id"] == request_id]
+        theirs = [row for row in rows if row["request_id"] == failed_id]
+        if len(mine) >= 3 and len(theirs) >= 4:
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.1)
+    assert [(row["level"], row["message"]) for row in mine] == [
+        ("info", "hello { n: 1 }"),
+        ("error", "after an await"),
+        ("info", f"GET /{slug} -> 200"),
+    ]
+    assert mine[-1]["status"] == 200 and mine[-1]["duration_ms"] >= 0
+    assert any("boom" in row["message"] for row in theirs)
+    assert theirs[-1]["status"] == 500
+
+
+def test_a_port_in_use_is_left_alone(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from kilnbase.app import create_app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = Settings(
+            database_url=database_url,
+            data_dir=tmp_path_factory.mktemp("other"),
+            functions=FunctionsSettings(host_port=port),
+        )
+        with TestClient(create_app(settings)) as other:
+            deadline = time.monotonic() + 10
+            while (health := _host_health(other))["status"] == "starting":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert health["status"] == "elsewhere"
+            assert str(port) in health["detail"]
+
+
+def _host_health(client: TestClient) -> dict[str, Any]:
+    health: dict[str, Any] = client.get("/api/functions", headers=_admin(client)).json()["runtime"]["host"]
+    return health
+
+
+def _admin(client: TestClient) -> dict[str, str]:
+    from tests.support.app import admin_headers
+
+    return admin_headers(client)
