@@ -1,9 +1,13 @@
 """`@insforge/sdk`'s `functions.invoke`, unchanged, against a running Kilnbase server; and functions that use
-`createClient` to read a table as the calling user, under Row Level Security."""
+`createClient` to read a table as the calling user, under Row Level Security. Run twice: through the API's
+`/functions/<slug>`, and with `functionsUrl` set to the functions host, where the SDK falls back to the API
+for a function the host does not serve (one with a secrets allow-list)."""
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,7 +18,8 @@ from kilnbase.config import Settings
 from kilnbase.keys.access_tokens import TokenService
 from kilnbase.keys.project_keys import load_project_keys
 from tests.support.node import run_node
-from tests.support.servers import ServerProcess
+from tests.support.postgres import TestCluster
+from tests.support.servers import ServerProcess, free_port
 
 ALICE = str(uuid.uuid4())
 BOB = str(uuid.uuid4())
@@ -58,12 +63,17 @@ FUNCTIONS = {
       return Response.json({ notes, error: error?.message ?? null });
     }
     """,
+    # Secrets of its own: not on the functions host, so the SDK falls back to /functions/<slug>.
+    "own-secrets": """
+    export default () => Response.json({ own: Deno.env.get("OWN_SECRET") ?? null });
+    """,
 }
 
 SCRIPT = r"""
 import { createClient } from '@insforge/sdk';
 const env = process.env;
-const make = (opts) => createClient({ baseUrl: env.KB_URL, anonKey: env.KB_ANON_KEY, ...opts });
+const functionsUrl = env.KB_FUNCTIONS_URL || undefined;
+const make = (opts) => createClient({ baseUrl: env.KB_URL, anonKey: env.KB_ANON_KEY, functionsUrl, ...opts });
 const anon = make({});
 const alice = make({ accessToken: env.KB_ALICE, isServerMode: true });
 const bob = make({ accessToken: env.KB_BOB, isServerMode: true });
@@ -78,6 +88,8 @@ r = await anon.functions.invoke('echo', { body: { fail: true } });
 out.failed = { data: r.data, error: e(r) };
 r = await anon.functions.invoke('no-such-function');
 out.missing = { data: r.data, error: e(r) };
+r = await anon.functions.invoke('own-secrets', { method: 'GET' });
+out.own = { data: r.data, error: e(r) };
 for (const slug of ['my-notes', 'my-notes-esm']) {
   out[slug] = {};
   for (const [who, client] of [['alice', alice], ['bob', bob], ['anon', anon]]) {
@@ -90,6 +102,28 @@ console.log(JSON.stringify(out));
 
 
 @pytest.fixture(scope="module")
+def host_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def live_server(
+    cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory, host_port: int
+) -> Iterator[ServerProcess]:
+    """The session's kind of live server, with its functions host on a free port."""
+    server = ServerProcess(
+        tmp_path_factory.mktemp("live") / "data",
+        env={
+            "DATABASE_URL": cluster.create_database("live"),
+            "KILNBASE_FUNCTIONS_HOST_PORT": str(host_port),
+        },
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def app_env(live_server: ServerProcess, live_keys: dict[str, str]) -> dict[str, str]:
     with psycopg.connect(live_server.env["DATABASE_URL"], autocommit=True) as conn:
         conn.execute(SCHEMA)
@@ -98,10 +132,15 @@ def app_env(live_server: ServerProcess, live_keys: dict[str, str]) -> dict[str, 
             (ALICE, BOB, ALICE),
         )
     admin = {"Authorization": f"Bearer {live_keys['apiKey']}"}
+    secret = httpx.post(
+        live_keys["url"] + "/api/secrets", json={"key": "OWN_SECRET", "value": "mine"}, headers=admin
+    )
+    assert secret.status_code in (200, 201), secret.text
     for slug, code in FUNCTIONS.items():
+        fields = {"secrets": ["OWN_SECRET"]} if slug == "own-secrets" else {}
         response = httpx.post(
             live_keys["url"] + "/api/functions",
-            json={"name": slug, "slug": slug, "code": code},
+            json={"name": slug, "slug": slug, "code": code, **fields},
             headers=admin,
             timeout=120,
         )
@@ -115,8 +154,16 @@ def app_env(live_server: ServerProcess, live_keys: dict[str, str]) -> dict[str, 
     }
 
 
-def test_functions_invoke_and_create_client_under_rls(app_env: dict[str, str]) -> None:
-    out: dict[str, Any] = run_node(SCRIPT, app_env)
+@pytest.mark.parametrize("through", ["api", "functions host"])
+def test_functions_invoke_and_create_client_under_rls(
+    app_env: dict[str, str], host_port: int, through: str
+) -> None:
+    env = dict(app_env)
+    if through == "functions host":
+        host = f"http://127.0.0.1:{host_port}"
+        _wait_until_hosted(host, [slug for slug in FUNCTIONS if slug != "own-secrets"])
+        env["KB_FUNCTIONS_URL"] = host
+    out: dict[str, Any] = run_node(SCRIPT, env)
     assert out["post"] == {
         "data": {"method": "POST", "body": {"hello": "world"}, "custom": "yes"},
         "error": None,
@@ -125,6 +172,7 @@ def test_functions_invoke_and_create_client_under_rls(app_env: dict[str, str]) -
     assert out["failed"]["data"] is None
     assert out["failed"]["error"] == {"status": 422, "message": "asked to fail"}
     assert out["missing"]["error"]["status"] == 404
+    assert out["own"] == {"data": {"own": "mine"}, "error": None}
     for slug in ("my-notes", "my-notes-esm"):
         assert out[slug]["alice"] == {
             "data": {"notes": ["alice one", "alice two"], "error": None},
@@ -132,3 +180,16 @@ def test_functions_invoke_and_create_client_under_rls(app_env: dict[str, str]) -
         }
         assert out[slug]["bob"] == {"data": {"notes": ["bob one"], "error": None}, "error": None}
         assert out[slug]["anon"]["data"]["notes"] == []
+
+
+def _wait_until_hosted(host: str, slugs: list[str]) -> None:
+    """The host loads what was deployed within moments of the deploy; the test starts once it has."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if all(httpx.get(f"{host}/{slug}", timeout=10).status_code != 404 for slug in slugs):
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the functions host did not load the functions"
+        time.sleep(0.1)
