@@ -16,7 +16,7 @@ import pytest
 from tests.docs.doc_examples import read_steps, run_file
 from tests.support.fake_openrouter import FakeOpenRouter
 from tests.support.postgres import TestCluster
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, free_port
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 WITH_EXAMPLES = sorted(path for path in DOCS.glob("*.md") if read_steps(path))
@@ -44,11 +44,16 @@ def test_doc_examples_print_what_the_doc_says(
         "OPENROUTER_API_KEY": "sk-or-v1-fake",
         "OPENROUTER_BASE_URL": openrouter.url,
     }
+    shell: dict[str, str] = {}
+    if doc.name == "functions.md":  # (the functions host, on a port of its own)
+        host_port = free_port()
+        env["KILNBASE_FUNCTIONS_HOST_PORT"] = str(host_port)
+        shell["KB_FUNCTIONS_URL"] = f"http://127.0.0.1:{host_port}"
     server = ServerProcess(data_dir, env=env)
     server.start()
     try:
         keys = json.loads((data_dir / "keys.json").read_text())
-        shell = {"KB_URL": server.url, "KB_API_KEY": keys["api_key"], "KB_ANON_KEY": keys["anon_key"]}
+        shell.update(KB_URL=server.url, KB_API_KEY=keys["api_key"], KB_ANON_KEY=keys["anon_key"])
         workdir = tmp_path / "work"
         workdir.mkdir()
         run = run_file(doc, shell, workdir)
