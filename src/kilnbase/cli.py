@@ -117,6 +117,11 @@ def _announce(settings: Settings, how: str = "") -> None:
     url = settings.base_url
     console.print(f"[bold green]Kilnbase {__version__} is ready[/] at [link={url}]{url}[/] {how}".rstrip())
     console.print(f"  Dashboard: {url}/dashboard")
+    host_port = settings.functions.host_port
+    if host_port:
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        functions_url = f"http://{host}:{host_port}"
+        console.print(f"  Functions: {functions_url} (the functions host: createClient({{ functionsUrl }}))")
     console.print(
         f"  Keys:      {settings.keys_path.resolve()}"
         f" (print them, and the root admin's password, with: "
