@@ -205,8 +205,9 @@ def test_environment_is_the_shared_secrets_and_platform_values_only(
     client.post("/api/secrets", json={"key": key, "value": "first"}, headers=admin)
     slug = deploy(
         f"""
+        const atLoad = Deno.env.get("{key}") ?? null;
         export default () => Response.json({{
-          secret: Deno.env.get("{key}") ?? null, anon: Deno.env.get("ANON_KEY")?.slice(0, 5),
+          secret: Deno.env.get("{key}") ?? null, atLoad, anon: Deno.env.get("ANON_KEY")?.slice(0, 5),
           internal: Deno.env.get("INSFORGE_INTERNAL_URL"), path: Deno.env.get("PATH") ?? null,
           home: Deno.env.get("HOME") ?? null, jwt: Deno.env.get("JWT_SECRET") ?? null,
           denoDir: Deno.env.get("DENO_DIR") ?? null,
@@ -219,9 +220,10 @@ def test_environment_is_the_shared_secrets_and_platform_values_only(
     assert seen["internal"].startswith("http://127.0.0.1")
     assert seen["path"] is None and seen["home"] is None and seen["jwt"] is None and seen["denoDir"] is None
     client.put(f"/api/secrets/{key}", json={"value": "second"}, headers=admin)
-    until(host, f"/{slug}", lambda r: r.json()["secret"] == "second")
+    # Read when the function is called, or when it is loaded: a change reaches both.
+    until(host, f"/{slug}", lambda r: r.json()["secret"] == r.json()["atLoad"] == "second")
     client.delete(f"/api/secrets/{key}", headers=admin)
-    until(host, f"/{slug}", lambda r: r.json()["secret"] is None)
+    until(host, f"/{slug}", lambda r: r.json()["secret"] is r.json()["atLoad"] is None)
 
 
 def test_file_system_subprocesses_and_exit_are_refused(host: httpx.Client, deploy: Deploy) -> None:

@@ -89,9 +89,10 @@ const SDK = "npm:@insforge/sdk@1.5.2";
 let sdk = null;
 let sdkError = null;
 
-/** The handler of the function at `codeUrl`, whatever its format; throws an Error saying why there is none.
- * Loads modules one at a time: `Deno.serve` and `module.exports` are caught per module. */
-export async function loadHandler(codeUrl) {
+/** The handler of the function at `codeUrl` (imported as `specifier`, the same file with a query to load it
+ * again), whatever its format; throws an Error saying why there is none. Loads modules one at a time:
+ * `Deno.serve` and `module.exports` are caught per module. */
+export async function loadHandler(codeUrl, specifier = codeUrl) {
   if (sdk === null && Deno.readTextFileSync(new URL(codeUrl)).includes("createClient")) {
     try {
       sdk = await import(SDK);
@@ -105,7 +106,7 @@ export async function loadHandler(codeUrl) {
   globalThis.exports = globalThis.module.exports;
   let mod;
   try {
-    mod = await import(codeUrl);
+    mod = await import(specifier);
   } catch (error) {
     throw new Error(`The function failed to load: ${text(error)}`);
   }

@@ -52,7 +52,8 @@ Deno.exit = () => {
   throw new Error("Deno.exit is not available to functions.");
 };
 
-/** slug -> {url, handler, contextual} or {url, error} */
+/** slug -> {url, generation, handler, contextual} or {url, error}. A version replaced stays in the isolate's
+ * memory (modules cannot be unloaded) until the host restarts. */
 const functions = new Map();
 /** Code that logs or calls back into the API runs each invocation in its own async context (what tags a
  * console line, or gives `createClient` the caller's token, however many awaits later). That context costs
@@ -61,8 +62,14 @@ const functions = new Map();
 const CONTEXTUAL = /\bconsole\b|\bcreateClient\b/;
 let limits = { timeoutMs: 60000, maxConcurrency: 64, maxBodyBytes: 10 * 1024 * 1024, logPerSecond: 100 };
 
+/** Bumped when the environment changes: every function is then loaded again (a module may have read
+ * `Deno.env` at its top level), as the workers of a function start again. */
+let generation = 0;
+
 async function configure(config) {
-  env = config.env ?? {};
+  const nextEnv = config.env ?? {};
+  if (JSON.stringify(nextEnv) !== JSON.stringify(env)) generation += 1;
+  env = nextEnv;
   limits = { ...limits, ...pick(config, Object.keys(limits)) };
   const wanted = new Map(config.functions.map((f) => [f.slug, f]));
   for (const slug of [...functions.keys()]) if (!wanted.has(slug)) functions.delete(slug);
@@ -74,14 +81,15 @@ async function configure(config) {
       continue;
     }
     const current = functions.get(slug);
-    if (current?.url === url && current.error === undefined) continue;
+    if (current?.url === url && current.generation === generation && current.error === undefined) continue;
     // Said first: if loading never ends (a loop at the top level), the owner knows which function to leave out.
     write(JSON.stringify({ t: "loading", slug }));
     flush();
     try {
       // Invocations in flight keep the handler they started with; the next one gets the new version.
-      const handler = await context.run({ slug }, loadHandler, url);
-      functions.set(slug, { url, handler, contextual: CONTEXTUAL.test(Deno.readTextFileSync(new URL(url))) });
+      const handler = await context.run({ slug }, loadHandler, url, `${url}?g=${generation}`);
+      const contextual = CONTEXTUAL.test(Deno.readTextFileSync(new URL(url)));
+      functions.set(slug, { url, generation, handler, contextual });
     } catch (error) {
       const message = String(error?.message ?? error);
       functions.set(slug, { url, error: message });
