@@ -42,6 +42,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory, host_p
             max_concurrency=4,
             host_port=host_port,
             host_stall_seconds=1.5,
+            host_memory_mb=64,
         ),
     )
 
@@ -274,6 +275,21 @@ def test_a_top_level_loop_is_left_out_and_the_others_serve(
     assert answer.json()["error"] == "FUNCTION_LOAD_FAILED"
     assert "did not finish" in answer.json()["message"]
     assert stuck in _host_health(client)["failed"]
+
+
+def test_a_top_level_that_exhausts_memory_is_left_out(
+    client: TestClient, host: httpx.Client, deploy: Deploy
+) -> None:
+    hog = deploy(
+        "const kept: number[][] = []; while (true) kept.push(new Array(1_000_000).fill(1));\n"
+        "export default () => new Response('never');",
+        slug=new_slug("hog"),
+    )
+    fine = deploy("export default () => new Response('fine');")
+    assert until(host, f"/{fine}", lambda r: r.status_code == 200).text == "fine"
+    answer = until(host, f"/{hog}", lambda r: r.status_code == 502)
+    assert answer.json()["error"] == "FUNCTION_LOAD_FAILED"
+    assert "stopped while loading" in answer.json()["message"]
 
 
 def test_concurrency_cap_is_429(host: httpx.Client, deploy: Deploy, host_port: int) -> None:

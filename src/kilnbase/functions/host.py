@@ -168,9 +168,12 @@ class FunctionsHost:
             with contextlib.suppress(asyncio.CancelledError):
                 await supervise
             if exited.done():
-                self._set("stopped", f"the host exited (code {process.returncode}); restarting")
-                self.logs.line(
-                    HOST_SLUG, None, "error", f"The functions host exited (code {process.returncode})."
+                code = process.returncode
+                self._set("stopped", f"the host exited (code {code}); restarting")
+                self._lost(
+                    f"The functions host exited (code {code}); restarting it.",
+                    f"The functions host stopped while loading the function (exit code {code}: the memory "
+                    "cap?); fix it and deploy it again.",
                 )
         finally:
             for task in (*readers, exited):
@@ -219,13 +222,17 @@ class FunctionsHost:
         return True
 
     def _stalled(self, stall: float) -> None:
-        stuck = self._loading
+        self._lost(
+            f"The functions host stopped answering for {stall:g} s; restarting it.",
+            "Loading the function did not finish (a loop at its top level?); fix it and deploy it again.",
+        )
+
+    def _lost(self, message: str, blame: str) -> None:
+        """The host is gone or going: if it was loading a function, that function is left out from now on
+        (answered `blame`), so that the next host serves the others."""
+        stuck, self._loading = self._loading, None
         if stuck is not None and self._current is not None and stuck in self._current.functions:
-            why = (
-                "Loading the function did not finish (a loop at its top level?); fix it and deploy it again."
-            )
-            self._left_out[stuck] = (self._current.functions[stuck], why)
-        message = f"The functions host stopped answering for {stall:g} s; restarting it."
+            self._left_out[stuck] = (self._current.functions[stuck], blame)
         log.warning(message)
         self.logs.line(stuck or HOST_SLUG, None, "error", message)
 
