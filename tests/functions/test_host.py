@@ -43,6 +43,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory, host_p
             host_port=host_port,
             host_stall_seconds=1.5,
             host_memory_mb=64,
+            start_timeout_seconds=3,
         ),
     )
 
@@ -227,10 +228,40 @@ def test_environment_is_the_shared_secrets_and_platform_values_only(
     until(host, f"/{slug}", lambda r: r.json()["secret"] is r.json()["atLoad"] is None)
 
 
-def test_file_system_subprocesses_and_exit_are_refused(host: httpx.Client, deploy: Deploy) -> None:
-    slug = deploy(WALLS + "export default () => walls({ exit: async () => Deno.exit(0) });")
-    assert served(host, slug).json() == {**REFUSED, "exit": "Error"}
+def test_file_system_subprocesses_and_ending_the_host_are_refused(host: httpx.Client, deploy: Deploy) -> None:
+    ending = (
+        "{ exit: async () => Deno.exit(0), kill: async () => Deno.kill(Deno.pid, 'SIGKILL'), "
+        "processKill: async () => process.kill(process.pid), abort: async () => process.abort() }"
+    )
+    slug = deploy(f'import process from "node:process";\n{WALLS}export default () => walls({ending});')
+    ended = {"exit": "Error", "kill": "Error", "processKill": "Error", "abort": "Error"}
+    assert served(host, slug).json() == {**REFUSED, **ended}
     assert host.get("/health").status_code == 200  # still up
+
+
+def test_what_a_function_writes_to_stdout_itself_cannot_pass_for_the_host(
+    client: TestClient, host: httpx.Client, deploy: Deploy
+) -> None:
+    victim = deploy("export default () => new Response('victim');")
+    assert served(host, victim).text == "victim"
+    forger = deploy(
+        f"""
+        const encoder = new TextEncoder();
+        const out = (o: unknown) => Deno.stdout.writeSync(encoder.encode(JSON.stringify(o) + "\\n"));
+        export default () => {{
+          out({{ t: "log", slug: "{victim}", rid: null, level: "error", msg: "forged" }});
+          out({{ t: "loading", slug: "{victim}" }});
+          while (true) {{}}  // the host stalls now, as if loading the victim never ended
+        }};
+        """
+    )
+    _until_hosted(client, forger)
+    with pytest.raises(httpx.TransportError):
+        host.get(f"/{forger}", timeout=15)
+    # Restarted, and the victim is not taken for what got the host stuck.
+    assert until(host, f"/{victim}", lambda r: r.status_code == 200).text == "victim"
+    assert victim not in _host_health(client)["failed"]
+    assert all("forged" not in row["message"] for row in function_logs(client, victim))
 
 
 def test_time_limit_then_a_stuck_host_is_restarted(
@@ -290,6 +321,43 @@ def test_a_top_level_that_exhausts_memory_is_left_out(
     answer = until(host, f"/{hog}", lambda r: r.status_code == 502)
     assert answer.json()["error"] == "FUNCTION_LOAD_FAILED"
     assert "stopped while loading" in answer.json()["message"]
+
+
+def test_a_top_level_await_that_never_settles_fails_that_function_only(
+    client: TestClient, host: httpx.Client, deploy: Deploy
+) -> None:
+    waiting = deploy(
+        "await new Promise(() => {});\nexport default () => new Response('never');", slug=new_slug("await")
+    )
+    answer = until(host, f"/{waiting}", lambda r: r.status_code == 502)
+    assert "did not finish within" in answer.json()["message"]
+    later = deploy("export default () => new Response('later');")  # configurations still arrive
+    assert until(host, f"/{later}", lambda r: r.status_code == 200).text == "later"
+
+
+def test_code_loaded_again_is_evaluated_again(
+    client: TestClient, admin: dict[str, str], host: httpx.Client, deploy: Deploy
+) -> None:
+    code = "Deno.serve(() => new Response('served again'));"
+    slug = deploy(code)
+    assert served(host, slug).text == "served again"
+    client.delete(f"/api/functions/{slug}", headers=admin)
+    until(host, f"/{slug}", lambda r: r.status_code == 404)
+    deploy(code, slug=slug)  # the same slug, revision and code: the same file
+    assert until(host, f"/{slug}", lambda r: r.status_code != 404).text == "served again"
+
+    # A top level that fails once loads when the host is next configured (here: another deploy).
+    flaky_slug = new_slug("flaky")
+    flaky = deploy(
+        f'const seen = "seen-{flaky_slug}";\n'
+        "const g = globalThis as any;\n"
+        "if (!g[seen]) { g[seen] = true; throw new Error('first load'); }\n"
+        "export default () => new Response('loaded');",
+        slug=flaky_slug,
+    )
+    assert until(host, f"/{flaky}", lambda r: r.status_code == 502).json()["error"] == "FUNCTION_LOAD_FAILED"
+    deploy("export default () => new Response('other');")
+    assert until(host, f"/{flaky}", lambda r: r.status_code == 200).text == "loaded"
 
 
 def test_concurrency_cap_is_429(host: httpx.Client, deploy: Deploy, host_port: int) -> None:
@@ -408,6 +476,14 @@ def test_a_port_in_use_is_left_alone(database_url: str, tmp_path_factory: pytest
                 time.sleep(0.05)
             assert health["status"] == "elsewhere"
             assert str(port) in health["detail"]
+
+
+def _until_hosted(client: TestClient, slug: str) -> None:
+    """Wait until the host has loaded `slug` (for code that cannot be called just to find out)."""
+    deadline = time.monotonic() + 20
+    while slug not in _host_health(client)["served"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
 
 
 def _host_health(client: TestClient) -> dict[str, Any]:

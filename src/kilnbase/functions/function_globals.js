@@ -8,12 +8,17 @@ import { AsyncLocalStorage } from "node:async_hooks";
 export const context = new AsyncLocalStorage();
 const encoder = new TextEncoder();
 export const MAX_MESSAGE = 8192;
+// Taken before any function loads: code that replaces these later does not see or change what is written.
+const encode = TextEncoder.prototype.encode;
+const subarray = Uint8Array.prototype.subarray;
+const stdoutWrite = Deno.stdout.writeSync.bind(Deno.stdout);
+export const stringify = JSON.stringify;
 
 /** Write `text` to stdout whole (a pipe may take it in parts). */
 export function writeOut(text) {
-  const bytes = encoder.encode(text);
+  const bytes = encode.call(encoder, text);
   let written = 0;
-  while (written < bytes.length) written += Deno.stdout.writeSync(bytes.subarray(written));
+  while (written < bytes.length) written += stdoutWrite(subarray.call(bytes, written));
 }
 
 function text(value) {
@@ -30,7 +35,7 @@ export function installConsole(write) {
     const line = { t: "log", level, rid: invocation?.rid ?? null, msg: message };
     if (invocation?.slug) line.slug = invocation.slug;
     if (invocation) invocation.logged = true;
-    write(JSON.stringify(line));
+    write(stringify(line));
   };
   for (const [method, level] of [["log", "info"], ["info", "info"], ["debug", "debug"], ["warn", "warn"], ["error", "error"]]) {
     console[method] = (...args) => emit(level, args);

@@ -8,8 +8,11 @@
 //    "maxBodyBytes","logPerSecond"} -> loads what is new (saying {"t":"loading","slug"} first), drops what is
 //    gone, then {"t":"configured","failed":{slug: message}}; a function sent with an error is answered 502
 //   {"t":"ping","n":N} -> {"t":"pong","n":N} (an isolate stuck in a loop cannot answer: the owner restarts it)
-// and reads JSON lines on stdout: {"t":"ready"}, console output {"t":"log"}, invocations {"t":"inv"}.
+// and reads JSON lines on stdout: {"t":"ready","nonce"} first, then console output {"t":"log"} and
+// invocations {"t":"inv"}, each line after the first prefixed with the nonce, which the functions cannot
+// know: a function that writes to stdout itself cannot pass for the host. Exit code 4: the port is taken.
 // Usage: host.js <hostname> <port>
+import process from "node:process";
 import {
   context,
   errorResponse,
@@ -20,10 +23,12 @@ import {
   keepServingOnErrors,
   loadHandler,
   realServe,
+  stringify,
   writeOut,
 } from "./function_globals.js";
 
 const [hostname, port] = Deno.args;
+const NONCE = crypto.randomUUID().replaceAll("-", "");
 
 // --- output: lines are batched (one write per 20 ms), so that logging costs an invocation next to nothing --
 
@@ -36,7 +41,7 @@ function flush() {
   if (out) writeOut(out);
 }
 function write(line) {
-  pending += line + "\n";
+  pending += NONCE + line + "\n";
   if (pending.length > 65536) flush();
   else if (flushTimer === null) flushTimer = setTimeout(flush, 20);
 }
@@ -47,10 +52,15 @@ const emit = installConsole(write);
 let env = {};
 installEnv((name) => (Object.hasOwn(env, name) ? env[name] : undefined), () => Object.keys(env));
 installGlobals();
+// A function cannot end the process every other function runs in (the permissions refuse killing others).
 const exit = Deno.exit;
-Deno.exit = () => {
-  throw new Error("Deno.exit is not available to functions.");
+const refuse = (what) => () => {
+  throw new Error(`${what} is not available to functions.`);
 };
+Deno.exit = refuse("Deno.exit");
+Deno.kill = refuse("Deno.kill");
+process.kill = refuse("process.kill");
+process.abort = refuse("process.abort");
 
 /** slug -> {url, generation, handler, contextual} or {url, error}. A version replaced stays in the isolate's
  * memory (modules cannot be unloaded) until the host restarts. */
@@ -60,7 +70,10 @@ const functions = new Map();
  * a third of a trivial invocation's time, so code that does neither runs without it: its uncaught errors are
  * still tagged, but console output of a library it imports is not. */
 const CONTEXTUAL = /\bconsole\b|\bcreateClient\b/;
-let limits = { timeoutMs: 60000, maxConcurrency: 64, maxBodyBytes: 10 * 1024 * 1024, logPerSecond: 100 };
+let limits = { timeoutMs: 60000, maxConcurrency: 64, maxBodyBytes: 10 * 1024 * 1024, logPerSecond: 100, loadTimeoutMs: 30000 };
+/** Every load gets a module specifier of its own: the same file loaded again (a function deleted and created
+ * again with the same code, a load that failed) must be evaluated again, not answered from the module map. */
+let loads = 0;
 
 /** Bumped when the environment changes: every function is then loaded again (a module may have read
  * `Deno.env` at its top level), as the workers of a function start again. */
@@ -68,7 +81,7 @@ let generation = 0;
 
 async function configure(config) {
   const nextEnv = config.env ?? {};
-  if (JSON.stringify(nextEnv) !== JSON.stringify(env)) generation += 1;
+  if (stringify(nextEnv) !== stringify(env)) generation += 1;
   env = nextEnv;
   limits = { ...limits, ...pick(config, Object.keys(limits)) };
   const wanted = new Map(config.functions.map((f) => [f.slug, f]));
@@ -83,11 +96,16 @@ async function configure(config) {
     const current = functions.get(slug);
     if (current?.url === url && current.generation === generation && current.error === undefined) continue;
     // Said first: if loading never ends (a loop at the top level), the owner knows which function to leave out.
-    write(JSON.stringify({ t: "loading", slug }));
+    write(stringify({ t: "loading", slug }));
     flush();
     try {
       // Invocations in flight keep the handler they started with; the next one gets the new version.
-      const handler = await context.run({ slug }, loadHandler, url, `${url}?g=${generation}`);
+      loads += 1;
+      const handler = await withTimeout(
+        context.run({ slug }, loadHandler, url, `${url}?g=${generation}&n=${loads}`),
+        limits.loadTimeoutMs,
+        `Loading the function did not finish within ${limits.loadTimeoutMs} ms (a top-level await that never settles?).`,
+      );
       const contextual = CONTEXTUAL.test(Deno.readTextFileSync(new URL(url)));
       functions.set(slug, { url, generation, handler, contextual });
     } catch (error) {
@@ -96,7 +114,16 @@ async function configure(config) {
       failed[slug] = message;
     }
   }
-  write(JSON.stringify({ t: "configured", failed }));
+  write(stringify({ t: "configured", failed }));
+}
+
+/** `promise`, or a rejection with `message` after `ms`. */
+function withTimeout(promise, ms, message) {
+  let timer;
+  const expired = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
 }
 
 function pick(object, keys) {
@@ -119,7 +146,7 @@ async function readCommands() {
         continue;
       }
       if (command.t === "ping") {
-        write(JSON.stringify({ t: "pong", n: command.n }));
+        write(stringify({ t: "pong", n: command.n }));
         flush();
       } else if (command.t === "config") {
         queue = queue.then(() => configure(command)).then(flush);
@@ -151,7 +178,7 @@ setInterval(() => {
   for (const [slug, count] of logged) {
     if (count.skipped) {
       const statuses = Object.entries(count.statuses).map(([status, n]) => `${n} x ${status}`).join(", ");
-      write(JSON.stringify({ t: "log", slug, rid: null, level: "info", msg: `${count.skipped} more invocations in the last second (${statuses}), the slowest ${count.slowest.toFixed(1)} ms` }));
+      write(stringify({ t: "log", slug, rid: null, level: "info", msg: `${count.skipped} more invocations in the last second (${statuses}), the slowest ${count.slowest.toFixed(1)} ms` }));
     }
   }
   logged.clear();
@@ -165,7 +192,7 @@ function logInvocation(slug, rid, method, path, status, ms) {
   }
   if (count.lines < limits.logPerSecond || status >= 500) {
     count.lines += 1;
-    write(`{"t":"inv","slug":"${slug}","rid":"${rid}","status":${status},"ms":${ms.toFixed(3)},"msg":${JSON.stringify(`${method} ${path} -> ${status}`)}}`);
+    write(`{"t":"inv","slug":"${slug}","rid":"${rid}","status":${status},"ms":${ms.toFixed(3)},"msg":${stringify(`${method} ${path} -> ${status}`)}}`);
   } else {
     count.skipped += 1;
     count.statuses[status] = (count.statuses[status] ?? 0) + 1;
@@ -304,8 +331,8 @@ function serve(request, info) {
   const rid = nextRequestId();
   const started = performance.now();
   const invocation = new Invocation(rid, slug, req);
+  const done = () => inflight.set(slug, inflight.get(slug) - 1);
   const finish = (answer) => {
-    inflight.set(slug, inflight.get(slug) - 1);
     const response = overLimit?.passed ? bodyTooLarge() : answer;
     const status = response.status;
     logInvocation(slug, rid, req.method, path, status, performance.now() - started);
@@ -316,7 +343,10 @@ function serve(request, info) {
   const result = entry.contextual
     ? context.run(invocation, guarded, entry.handler, req, info, emit)
     : guarded(entry.handler, req, info, emit, invocation);
-  if (result instanceof Response) return finish(result);
+  if (result instanceof Response) {
+    done();
+    return finish(result);
+  }
   return new Promise((resolve) => {
     const wait = {
       deadline: started + limits.timeoutMs,
@@ -326,26 +356,31 @@ function serve(request, info) {
       },
     };
     waiting.add(wait);
+    // A handler past its time limit still holds its place under the concurrency cap until it settles: handlers
+    // that never do end in 429s, not in a heap full of them.
     result.then((response) => {
+      done();
       if (waiting.delete(wait)) resolve(finish(response));
     });
   });
 }
 
-keepServingOnErrors(emit);
-realServe(
-  {
-    hostname,
-    port: Number(port),
-    onListen() {
-      write(JSON.stringify({ t: "ready" }));
-      flush();
-    },
-    onError(error) {
-      emit("error", ["Uncaught error:", error]);
-      return errorResponse(500, "FUNCTION_ERROR", error?.message ?? String(error));
-    },
+const serving = {
+  hostname,
+  port: Number(port),
+  onListen() {
+    writeOut(stringify({ t: "ready", nonce: NONCE }) + "\n");
   },
-  serve,
-);
+  onError(error) {
+    emit("error", ["Uncaught error:", error]);
+    return errorResponse(500, "FUNCTION_ERROR", error?.message ?? String(error));
+  },
+};
+try {
+  realServe(serving, serve);
+} catch (error) {
+  Deno.stderr.writeSync(new TextEncoder().encode(`The functions host cannot listen on ${hostname}:${port}: ${error?.message ?? error}\n`));
+  exit(error instanceof Deno.errors.AddrInUse ? 4 : 1);
+}
+keepServingOnErrors(emit);
 readCommands();

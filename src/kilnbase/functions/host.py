@@ -34,7 +34,7 @@ import orjson
 from kilnbase.config import Settings
 from kilnbase.functions.log_sink import LogSink
 from kilnbase.functions.sandbox import HOST, Sandbox, deno_command
-from kilnbase.functions.workers import close_transport, deno_messages, die_with_parent, events_of
+from kilnbase.functions.workers import close_transport, deno_messages, die_with_parent, lines_of
 from kilnbase.http.bind_check import bind_error
 
 log = logging.getLogger("kilnbase.functions")
@@ -43,6 +43,8 @@ log = logging.getLogger("kilnbase.functions")
 RETRY_SECONDS = 5.0
 PING_SECONDS = 1.0
 RECONFIGURE_SECONDS = 30.0
+#: host.js's exit code when its port is taken.
+PORT_TAKEN = 4
 #: Log lines not attributed to a function (the host's own messages).
 HOST_SLUG = "-"
 
@@ -54,6 +56,8 @@ class HostConfig:
     functions: dict[str, Path]
     env: dict[str, str]
     limits: dict[str, int]
+    #: When the first of the secrets expires (epoch seconds): the host is configured again then.
+    expires_at: float | None = None
 
     def message(self, left_out: dict[str, tuple[Path, str]]) -> bytes:
         """The `config` line; a function left out (this very code got the host stuck) is sent as its error."""
@@ -73,7 +77,8 @@ class HostState:
     detail: str = ""
     #: slug -> the message of a function the host could not load
     failed: dict[str, str] = field(default_factory=dict)
-    hosted: int = 0
+    #: The slugs it serves
+    served: list[str] = field(default_factory=list)
 
 
 class FunctionsHost:
@@ -101,6 +106,10 @@ class FunctionsHost:
         self._ping_numbers = itertools.count(1)
         self._configured: asyncio.Future[dict[str, str]] | None = None
         self._loading: str | None = None
+        #: Whether the host answered a ping since it said it was loading `_loading`: if so, a load that is
+        #: taking long (a download) is not what stopped it.
+        self._answered_while_loading = False
+        self._nonce: bytes | None = None
         #: slug -> (the code that got the host stuck while loading, the error it is answered with)
         self._left_out: dict[str, tuple[Path, str]] = {}
         self._current: HostConfig | None = None
@@ -158,7 +167,10 @@ class FunctionsHost:
         try:
             await asyncio.wait(first, timeout=30, return_when=asyncio.FIRST_COMPLETED)
             if not ready.done():
-                self._set("stopped", "the host did not start (is the port in use?)")
+                if process.returncode == PORT_TAKEN:
+                    self._set("elsewhere", f"port {self.port} was taken by another process")
+                else:
+                    self._set("stopped", f"the host did not start (exit code {process.returncode})")
                 return
             self._sent = None
             self._changed.set()
@@ -167,7 +179,9 @@ class FunctionsHost:
             supervise.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await supervise
-            if exited.done():
+            if exited.done() and process.returncode == PORT_TAKEN:
+                self._set("elsewhere", f"port {self.port} was taken by another process")
+            elif exited.done():
                 code = process.returncode
                 self._set("stopped", f"the host exited (code {code}); restarting")
                 self._lost(
@@ -183,10 +197,15 @@ class FunctionsHost:
     async def _supervise(self) -> None:
         stall = self.settings.functions.host_stall_seconds
         while True:
-            # Also now and then unasked: the anon key may have rotated, or a secret expired.
-            if self._changed.is_set() or time.monotonic() - self._configured_at > RECONFIGURE_SECONDS:
+            if self._changed.is_set() or self._reconfigure_due():
                 self._changed.clear()
-                if not await self._configure(stall):
+                try:
+                    configured = await self._configure(stall)
+                except Exception as exc:  # (the database, most likely: keep serving what is loaded)
+                    log.warning("functions host: could not read its configuration (%s)", type(exc).__name__)
+                    self._configured_at = time.monotonic()
+                    configured = True
+                if not configured:
                     self._stalled(stall)
                     return
             if not await self.ping(stall):
@@ -195,13 +214,23 @@ class FunctionsHost:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), PING_SECONDS)
 
+    def _reconfigure_due(self) -> bool:
+        """Now and then unasked: the anon key may have rotated, a load that failed may pass now; and when
+        a secret expires."""
+        if time.monotonic() - self._configured_at > RECONFIGURE_SECONDS:
+            return True
+        expires_at = self._current.expires_at if self._current is not None else None
+        return expires_at is not None and expires_at <= time.time()
+
     async def _configure(self, stall: float) -> bool:
         """Send the configuration if it changed and wait until the host has loaded it; False if the host
         stalled meanwhile."""
         config = await self.config()
         message = config.message(self._left_out)
-        if message == self._sent:
+        load_failures = set(self.state.failed) - set(self._left_out)
+        if message == self._sent and not load_failures:  # (the host tries failed loads again when sent)
             self._configured_at = time.monotonic()
+            self._current = config
             return True
         configured: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
         self._configured = configured
@@ -217,8 +246,8 @@ class FunctionsHost:
         self._sent = message
         self._configured_at = time.monotonic()
         self.state.failed = failed
-        self.state.hosted = len(config.functions) - len(failed)
-        self._set("running", f"serving {self.state.hosted} function(s) on port {self.port}")
+        self.state.served = sorted(set(config.functions) - set(failed))
+        self._set("running", f"serving {len(self.state.served)} function(s) on port {self.port}")
         return True
 
     def _stalled(self, stall: float) -> None:
@@ -231,6 +260,8 @@ class FunctionsHost:
         """The host is gone or going: if it was loading a function, that function is left out from now on
         (answered `blame`), so that the next host serves the others."""
         stuck, self._loading = self._loading, None
+        if self._answered_while_loading:
+            stuck = None
         if stuck is not None and self._current is not None and stuck in self._current.functions:
             self._left_out[stuck] = (self._current.functions[stuck], blame)
         log.warning(message)
@@ -280,13 +311,30 @@ class FunctionsHost:
     # --- output --------------------------------------------------------------------------------------------
 
     async def _read_stdout(self, stream: asyncio.StreamReader, ready: asyncio.Future[None]) -> None:
-        async for event in events_of(stream):
-            if isinstance(event, str):
-                self.logs.line(HOST_SLUG, None, "info", event)
-            else:
-                self._event(event, ready)
+        """The host's lines: the first says `ready` and gives the nonce every later line of the host starts
+        with; anything else on stdout (a function writing there itself) is a plain log line, whatever it
+        claims to be."""
+        self._nonce = None
+        async for line in lines_of(stream):
+            if self._nonce is None:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    first = orjson.loads(line)
+                    if isinstance(first, dict) and first.get("t") == "ready" and first.get("nonce"):
+                        self._nonce = str(first["nonce"]).encode()
+                        if not ready.done():
+                            ready.set_result(None)
+                continue
+            if not line.startswith(self._nonce):
+                self.logs.line(HOST_SLUG, None, "info", line.decode(errors="replace").rstrip())
+                continue
+            try:
+                event = orjson.loads(line[len(self._nonce) :])
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                self._event(event)
 
-    def _event(self, event: dict[str, Any], ready: asyncio.Future[None]) -> None:
+    def _event(self, event: dict[str, Any]) -> None:
         kind = event.get("t")
         if kind == "inv":
             self.logs.invocation(
@@ -300,24 +348,22 @@ class FunctionsHost:
             slug = str(event.get("slug") or HOST_SLUG)
             self.logs.line(slug, event.get("rid"), str(event.get("level")), str(event.get("msg")))
         elif kind == "pong":
+            self._answered_while_loading = self._loading is not None
             pong = self._pongs.get(int(event.get("n") or 0))
             if pong is not None and not pong.done():
                 pong.set_result(None)
         elif kind == "loading":
             self._loading = str(event.get("slug"))
+            self._answered_while_loading = False
         elif kind == "configured":
             self._loading = None
             failed = event.get("failed")
             if self._configured is not None and not self._configured.done():
                 self._configured.set_result(failed if isinstance(failed, dict) else {})
-        elif kind == "ready" and not ready.done():
-            ready.set_result(None)
 
     async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
         async for level, text in deno_messages(stream):
             self.logs.line(self._loading or HOST_SLUG, None, level, text)
-            if "AddrInUse" in text or "Address already in use" in text:
-                self._set("elsewhere", f"port {self.port} is in use")
 
     # --- the process ---------------------------------------------------------------------------------------
 
@@ -337,7 +383,8 @@ class FunctionsHost:
         return {
             "status": self.state.status,
             "port": self.port or None,
-            "functions": self.state.hosted,
+            "functions": len(self.state.served),
+            "served": list(self.state.served),
             "failed": dict(self.state.failed),
             "detail": self.state.detail,
         }

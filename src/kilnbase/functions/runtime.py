@@ -71,11 +71,13 @@ class Runtime:
         self.base_dir = (settings.data_dir / "functions").resolve()
         self.deno_dir = self.base_dir / "deno"
         self.code_dir = self.base_dir / "code"
+        #: The code of the functions the host serves, and only theirs: all the host may read.
+        self.host_code_dir = self.base_dir / "host-code"
         self.socket_dir = Path("/nonexistent")
         self.sandbox = Sandbox(None, "not started")
         self.logs = LogSink(database)
         self.host = FunctionsHost(
-            settings, self.code_dir, self.deno_dir, lambda: self.sandbox, self.host_config, self.logs
+            settings, self.host_code_dir, self.deno_dir, lambda: self.sandbox, self.host_config, self.logs
         )
         self.inflight: dict[str, int] = {}
         self._definitions: dict[str, Definition | None] = {}
@@ -97,6 +99,7 @@ class Runtime:
     async def running(self) -> AsyncIterator[None]:
         self.deno_dir.mkdir(parents=True, exist_ok=True)
         self.code_dir.mkdir(parents=True, exist_ok=True)
+        self.host_code_dir.mkdir(parents=True, exist_ok=True)
         # Unix socket paths are short (108 bytes): a directory of its own under the system's temp dir.
         self.socket_dir = Path(tempfile.mkdtemp(prefix="kilnbase-fn-"))
         self.sandbox = await anyio.to_thread.run_sync(Sandbox.probe, self.config.sandbox, self.deno_dir)
@@ -287,9 +290,9 @@ class Runtime:
         if pool is not None:
             self.retire(pool)
 
-    def _code_file(self, definition: Definition) -> Path:
+    def _code_file(self, definition: Definition, root: Path | None = None) -> Path:
         digest = hashlib.sha256(definition.code.encode()).hexdigest()[:16]
-        directory = self.code_dir / definition.slug / f"{definition.revision}-{digest}"
+        directory = (root or self.code_dir) / definition.slug / f"{definition.revision}-{digest}"
         path = directory / "index.ts"
         if not path.exists():
             directory.mkdir(parents=True, exist_ok=True)
@@ -308,8 +311,9 @@ class Runtime:
                 "where status = 'active' and secrets is null order by slug"
             )
             definitions = [Definition(**row) for row in await cur.fetchall()]
-        paths = await anyio.to_thread.run_sync(lambda: [self._code_file(d) for d in definitions])
-        secrets, _expires_at = await self.secret_values(None)
+        root = self.host_code_dir
+        paths = await anyio.to_thread.run_sync(lambda: [self._code_file(d, root) for d in definitions])
+        secrets, expires_at = await self.secret_values(None)
         config = self.config
         return HostConfig(
             functions={d.slug: path for d, path in zip(definitions, paths, strict=True)},
@@ -319,7 +323,9 @@ class Runtime:
                 "maxConcurrency": config.max_concurrency,
                 "maxBodyBytes": self.settings.max_upload_body_bytes,
                 "logPerSecond": config.host_log_per_second,
+                "loadTimeoutMs": round(config.start_timeout_seconds * 1000),
             },
+            expires_at=expires_at,
         )
 
     def _platform_env(self) -> dict[str, str]:

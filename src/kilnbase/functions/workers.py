@@ -48,9 +48,8 @@ def close_transport(process: asyncio.subprocess.Process) -> None:
 
 
 async def events_of(stream: asyncio.StreamReader) -> AsyncIterator[dict[str, Any] | str]:
-    """What a Deno process of ours prints on stdout, line by line until it closes: its JSON events, and any
-    other line as text. A line past the stream's limit is skipped."""
-    async for line in _lines(stream):
+    """What a Deno worker prints on stdout: its JSON events, and any other line as text."""
+    async for line in lines_of(stream):
         try:
             event = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -63,13 +62,14 @@ async def events_of(stream: asyncio.StreamReader) -> AsyncIterator[dict[str, Any
 async def deno_messages(stream: asyncio.StreamReader) -> AsyncIterator[tuple[str, str]]:
     """Deno's own messages on stderr, as (level, text): downloads are debug lines; the rest (an uncaught
     error at the top level, the heap limit, a port in use) errors."""
-    async for line in _lines(stream):
+    async for line in lines_of(stream):
         text = line.decode(errors="replace").rstrip()
         if text:
             yield ("debug" if text.startswith(("Download ", "Initialize ")) else "error"), text
 
 
-async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
+async def lines_of(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """A child's output, line by line until it closes; a line past the stream's limit is skipped."""
     while True:
         try:
             line = await stream.readline()
