@@ -289,6 +289,10 @@ class FunctionsHost:
         await self._process.stdin.drain()
 
     def _set(self, status: str, detail: str) -> None:
+        if status == "elsewhere" and self.state.status != "elsewhere":
+            # Said once per change: with `serve --workers N` the other processes say it too, which is right
+            # (one of them owns the host); with one process, something else holds the port.
+            log.info("functions host: %s (KILNBASE_FUNCTIONS_HOST_PORT sets the port)", detail)
         self.state.status = status
         self.state.detail = detail
 
