@@ -203,7 +203,8 @@ class FunctionsHost:
                     configured = await self._configure(stall)
                 except Exception as exc:  # (the database, most likely: keep serving what is loaded)
                     log.warning("functions host: could not read its configuration (%s)", type(exc).__name__)
-                    self._configured_at = time.monotonic()
+                    # Tried again in a few seconds rather than at the next half-minute.
+                    self._configured_at = time.monotonic() - RECONFIGURE_SECONDS + RETRY_SECONDS
                     configured = True
                 if not configured:
                     self._stalled(stall)
