@@ -283,8 +283,12 @@ def test_time_limit_then_a_stuck_host_is_restarted(
     )
     assert served(host, looping).text == "fine"
     assert served(host, other).text == "other"
-    with pytest.raises(httpx.TransportError):
-        host.get(f"/{looping}?loop", timeout=15)  # the host is killed under it
+    with ThreadPoolExecutor(1) as pool:
+        stuck = pool.submit(host.get, f"/{looping}?loop", timeout=15)
+        time.sleep(0.3)
+        assert _host_health(client)["status"] != "running"  # health pings it: no answer while it loops
+        with pytest.raises(httpx.TransportError):
+            stuck.result()  # the host is killed under it
     # Restarted: every function serves again.
     assert until(host, f"/{other}", lambda r: r.status_code == 200).text == "other"
     assert until(host, f"/{looping}", lambda r: r.status_code == 200).text == "fine"

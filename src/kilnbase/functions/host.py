@@ -384,9 +384,13 @@ class FunctionsHost:
             env={},
         )
 
-    def health(self) -> dict[str, Any]:
+    async def health(self) -> dict[str, Any]:
+        """The host's state; `running` only when it answers a ping now."""
+        status = self.state.status
+        if status == "running" and not await self.ping(2.0):
+            status = "unavailable"
         return {
-            "status": self.state.status,
+            "status": status,
             "port": self.port or None,
             "functions": len(self.state.served),
             "served": list(self.state.served),

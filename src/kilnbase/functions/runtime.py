@@ -381,7 +381,7 @@ class Runtime:
             "workers": {"total": len(workers), "healthy": healthy},
             "warmFunctions": sorted(self._pools),
             "sandbox": {"enabled": self.sandbox.enabled, "detail": self.sandbox.reason},
-            "host": self.host.health(),
+            "host": await self.host.health(),
             "limits": {
                 "timeoutMs": self.config.timeout_ms,
                 "memoryMb": self.config.memory_mb,
