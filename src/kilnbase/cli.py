@@ -119,8 +119,7 @@ def _announce(settings: Settings, how: str = "") -> None:
     console.print(f"  Dashboard: {url}/dashboard")
     host_port = settings.functions.host_port
     if host_port:
-        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-        functions_url = f"http://{host}:{host_port}"
+        functions_url = f"http://{settings.local_host}:{host_port}"
         console.print(f"  Functions: {functions_url} (the functions host: createClient({{ functionsUrl }}))")
     console.print(
         f"  Keys:      {settings.keys_path.resolve()}"

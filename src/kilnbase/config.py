@@ -331,11 +331,16 @@ class Settings(BaseSettings):
         return tuple(ipaddress.ip_network(entry, strict=False) for entry in value)
 
     @property
+    def local_host(self) -> str:
+        """The address a client on this machine dials: loopback when the server listens on every
+        interface."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    @property
     def base_url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{self.local_host}:{self.port}"
 
     @property
     def keys_path(self) -> Path:

@@ -203,30 +203,29 @@ function logInvocation(slug, rid, method, path, status, ms) {
 // CORS as the API answers it: any origin, reflected, with credentials.
 const PREFLIGHT_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
-function withCors(response, origin) {
-  if (origin === null) return response;
-  const headers = response.headers;
+/** `response` after `change(headers)`; a copy of it when its headers are immutable (a fetched response's). */
+function withHeaders(response, change) {
   try {
-    headers.set("access-control-allow-origin", origin);
-    headers.set("access-control-allow-credentials", "true");
-    headers.append("vary", "Origin");
+    change(response.headers);
     return response;
   } catch {
-    // Headers of a fetched response are immutable: copy them.
     const copy = new Response(response.body, response);
-    return withCors(copy, origin);
+    change(copy.headers);
+    return copy;
   }
 }
 
+function withCors(response, origin) {
+  if (origin === null) return response;
+  return withHeaders(response, (headers) => {
+    headers.set("access-control-allow-origin", origin);
+    headers.set("access-control-allow-credentials", "true");
+    headers.append("vary", "Origin");
+  });
+}
+
 function tagged(response, rid) {
-  try {
-    response.headers.set("x-kilnbase-request-id", rid);
-    return response;
-  } catch {
-    const copy = new Response(response.body, response);
-    copy.headers.set("x-kilnbase-request-id", rid);
-    return copy;
-  }
+  return withHeaders(response, (headers) => headers.set("x-kilnbase-request-id", rid));
 }
 
 /** Request ids as the API's (32 hex digits): a random prefix per process and a counter, which costs less

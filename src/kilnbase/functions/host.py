@@ -34,7 +34,7 @@ import orjson
 from kilnbase.config import Settings
 from kilnbase.functions.log_sink import LogSink
 from kilnbase.functions.sandbox import HOST, Sandbox, deno_command
-from kilnbase.functions.workers import close_transport, deno_messages, die_with_parent, lines_of
+from kilnbase.functions.workers import close_transport, deno_messages, die_with_parent, kill, lines_of
 from kilnbase.http.bind_check import bind_error
 
 log = logging.getLogger("kilnbase.functions")
@@ -167,9 +167,7 @@ class FunctionsHost:
         try:
             await asyncio.wait(first, timeout=30, return_when=asyncio.FIRST_COMPLETED)
             if not ready.done():
-                if process.returncode == PORT_TAKEN:
-                    self._set("elsewhere", f"port {self.port} was taken by another process")
-                else:
+                if not self._port_taken(process):
                     self._set("stopped", f"the host did not start (exit code {process.returncode})")
                 return
             self._sent = None
@@ -179,9 +177,7 @@ class FunctionsHost:
             supervise.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await supervise
-            if exited.done() and process.returncode == PORT_TAKEN:
-                self._set("elsewhere", f"port {self.port} was taken by another process")
-            elif exited.done():
+            if exited.done() and not self._port_taken(process):
                 code = process.returncode
                 self._set("stopped", f"the host exited (code {code}); restarting")
                 self._lost(
@@ -193,6 +189,13 @@ class FunctionsHost:
             for task in (*readers, exited):
                 task.cancel()
             await asyncio.gather(*readers, exited, return_exceptions=True)
+
+    def _port_taken(self, process: asyncio.subprocess.Process) -> bool:
+        """Did the host exit because another process took its port between the check and the listen?"""
+        if process.returncode != PORT_TAKEN:
+            return False
+        self._set("elsewhere", f"port {self.port} was taken by another process")
+        return True
 
     async def _supervise(self) -> None:
         stall = self.settings.functions.host_stall_seconds
@@ -304,14 +307,9 @@ class FunctionsHost:
 
     async def _stop_process(self) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.wait(), 10)
-        close_transport(process)
+        if process is not None:
+            await kill(process)
+            close_transport(process)
 
     # --- output --------------------------------------------------------------------------------------------
 

@@ -44,6 +44,10 @@ WARM_AT_START = 10
 SecretValues = Callable[[list[str] | None], Awaitable[tuple[dict[str, str], float | None]]]
 
 
+#: The columns of `Definition`, as selected from `functions.definitions`.
+_DEFINITION = "slug, revision, status, code, secrets"
+
+
 @dataclass(frozen=True)
 class Definition:
     slug: str
@@ -213,7 +217,7 @@ class Runtime:
             return self._definitions[slug]
         async with self.database.as_owner() as cur:
             await cur.execute(
-                "select slug, revision, status, code, secrets from functions.definitions where slug = %s",
+                f"select {_DEFINITION} from functions.definitions where slug = %s",
                 (slug,),
             )
             row = await cur.fetchone()
@@ -307,17 +311,17 @@ class Runtime:
         active secret and the platform's values as their shared environment."""
         async with self.database.as_owner() as cur:
             await cur.execute(
-                "select slug, revision, status, code, secrets from functions.definitions "
+                f"select {_DEFINITION} from functions.definitions "
                 "where status = 'active' and secrets is null order by slug"
             )
             definitions = [Definition(**row) for row in await cur.fetchall()]
         root = self.host_code_dir
         paths = await anyio.to_thread.run_sync(lambda: [self._code_file(d, root) for d in definitions])
-        secrets, expires_at = await self.secret_values(None)
+        values, expires_at = await self.secret_values(None)
         config = self.config
         return HostConfig(
             functions={d.slug: path for d, path in zip(definitions, paths, strict=True)},
-            env={**secrets, **self._platform_env()},
+            env={**values, **self._platform_env()},
             limits={
                 "timeoutMs": config.timeout_ms,
                 "maxConcurrency": config.max_concurrency,
@@ -337,13 +341,12 @@ class Runtime:
         }
 
     def internal_url(self) -> str:
-        host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "::", "") else self.settings.host
-        return f"http://{host}:{self.settings.port}"
+        return f"http://{self.settings.local_host}:{self.settings.port}"
 
     async def _spec(self, definition: Definition) -> WorkerSpec:
         code_path = await anyio.to_thread.run_sync(self._code_file, definition)
-        secrets, expires_at = await self.secret_values(definition.secrets)
-        function_env = {**secrets, **self._platform_env()}
+        values, expires_at = await self.secret_values(definition.secrets)
+        function_env = {**values, **self._platform_env()}
         command, env = deno_command(
             self.sandbox,
             self.deno_dir,

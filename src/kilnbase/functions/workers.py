@@ -39,6 +39,15 @@ def die_with_parent() -> None:  # pragma: no cover (runs in the child between fo
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+async def kill(process: asyncio.subprocess.Process, seconds: float = 10) -> None:
+    """Kill a child that still runs, and wait (up to `seconds`) until it has exited."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), seconds)
+
+
 def close_transport(process: asyncio.subprocess.Process) -> None:
     """Close an exited process's transport now, in its loop: left to the garbage collector, it would be
     closed after the loop is gone (and complain about it)."""
@@ -198,11 +207,8 @@ class DenoWorker:
         return response.status == 200
 
     async def stop(self) -> None:
-        if self._process is not None and self._process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.exited.wait(), 10)
+        if self._process is not None:
+            await kill(self._process)
         for task in self._tasks:
             if not task.done():
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
