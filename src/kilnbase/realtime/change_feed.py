@@ -345,11 +345,17 @@ class ChangeFeed:
             idle_since = None
             if not exists:
                 await self._ensure_slot()
-            cur = await conn.execute(
-                "select lsn::text, data from pg_logical_slot_peek_binary_changes(%s, NULL, %s, "
-                "'proto_version', '1', 'publication_names', %s)",
-                (slot, _BATCH_CHANGES, PUBLICATION),
-            )
+            try:
+                cur = await conn.execute(
+                    "select lsn::text, data from pg_logical_slot_peek_binary_changes(%s, NULL, %s, "
+                    "'proto_version', '1', 'publication_names', %s)",
+                    (slot, _BATCH_CHANGES, PUBLICATION),
+                )
+            except psycopg.errors.ObjectInUse:
+                # Another process is creating the slot (a subscription it acknowledges): read it once that
+                # is done, keeping the lead, rather than dropping the connection and the lock for seconds.
+                await asyncio.sleep(self.settings.changes_poll_seconds)
+                continue
             rows = await cur.fetchall()
             if not rows:
                 await asyncio.sleep(self.settings.changes_poll_seconds)
