@@ -10,7 +10,10 @@ during any transfer; the S3 endpoint at least 80% of SeaweedFS direct.
 
 Like with like: a REST upload is answered only once its bytes are fsynced (KILNBASE_STORAGE_FSYNC, on by
 default), so its anchor is `cp` followed by `sync` of the copy (`up/cp+s`); plain `cp` (`up/cp`) only puts
-the bytes in the page cache. Both sides of the REST comparison are C clients (`cp`, `curl`). Wall-clock
+the bytes in the page cache. Both sides of the REST comparison are C clients (`cp`, `curl`), and the same
+`curl` upload into a socket that only counts and discards what it reads (`sink`) is the ceiling of the
+client and the loopback together: curl sends 64 KiB at a time, which on this machine tops out near the
+speed of its disk (`up/sink` near 1 means the client, not the server, is the bound). Wall-clock
 figures swing with whatever else runs; the server's CPU time per MB uploaded (`up ms/MB`: every thread of the
 API process, not PostgreSQL; counted in 10 ms clock ticks, so only the larger sizes say much) is the
 steadier figure to compare runs with.
@@ -23,6 +26,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -115,6 +119,44 @@ def _curl(args: list[str]) -> None:
         raise RuntimeError(f"curl {args[:2]} answered {result.stdout}")
 
 
+class Sink:
+    """An HTTP endpoint that reads a request's body into one reused buffer and discards it: the fastest any
+    server could take an upload over this loopback, so the ceiling of the client in the same run."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/sink"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        buffer = bytearray(MiB)
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += connection.recv(65536)
+                head, _, rest = head.partition(b"\r\n\r\n")
+                if b"expect: 100-continue" in head.lower():  # curl waits a second for it otherwise
+                    connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                received = len(rest)
+                while received < length:
+                    received += connection.recv_into(buffer) or length
+                connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+
+    def close(self) -> None:
+        self.listener.close()
+
+
 def _better_of_two(copy: list[str], target: Path) -> float:
     """Seconds for the faster of two runs of `copy` to `target`: a disk's first gigabyte written can be
     several times slower than the next (seen here: plain `cp` at 530 MB/s, then 2,600), and an anchor should
@@ -138,6 +180,13 @@ def _measure(
     target = work / "copy"
     row["cp"] = _better_of_two(["cp", str(payload), str(target)], target)
     row["cp_sync"] = _better_of_two(["sh", "-c", f"cp {payload} {target} && sync {target}"], target)
+    sink = Sink()
+    try:
+        row["sink"] = min(
+            _timed(lambda: _curl(["-X", "PUT", "-T", str(payload), sink.url])) for _ in range(2)
+        )
+    finally:
+        sink.close()
     object_url = f"{server.url}/api/storage/buckets/bench/objects/p{size}"
     auth = f"Authorization: Bearer {api_key}"
     with PeakRss(server.process.pid if server.process else 0) as rss:
@@ -214,17 +263,23 @@ def report(results: list[dict[str, Any]]) -> None:
         return f"{size / seconds:8.0f}"
 
     print("MB/s (higher is better); ratio = ours / anchor. REST up is fsynced before its answer, so its like")
-    print("for like anchor is cp+sync (up/cp+s); up/cp compares it with a copy left in the page cache.")
     print(
-        f"{'size':>6} {'cp':>8} {'cp+sync':>8} {'REST up':>8} {'REST dn':>8} {'up/cp+s':>7} {'up/cp':>6} "
+        "for like anchor is cp+sync (up/cp+s); up/cp compares it with a copy left in the page cache; sink is"
+    )
+    print("the same curl upload into a socket that discards it (the client's ceiling).")
+    print(
+        f"{'size':>6} {'cp':>8} {'cp+sync':>8} {'sink':>8} {'REST up':>8} {'REST dn':>8} {'up/cp+s':>7} "
+        f"{'up/sink':>7} {'up/cp':>6} "
         f"{'dn/cp':>6} {'up ms/MB':>8} "
         f"{'S3 up':>8} {'S3 dn':>8} {'weed up':>8} {'weed dn':>8} {'up/weed':>7} {'dn/weed':>7} {'RSS+MB':>7}"
     )
     for r in results:
         s = r["size_mb"]
         print(
-            f"{s:>5}M {rate(s, r['cp'])} {rate(s, r['cp_sync'])} {rate(s, r['rest_up'])} "
-            f"{rate(s, r['rest_down'])} {r['cp_sync'] / r['rest_up']:7.2f} {r['cp'] / r['rest_up']:6.2f} "
+            f"{s:>5}M {rate(s, r['cp'])} {rate(s, r['cp_sync'])} {rate(s, r['sink'])} "
+            f"{rate(s, r['rest_up'])} {rate(s, r['rest_down'])} {r['cp_sync'] / r['rest_up']:7.2f} "
+            f"{r['sink'] / r['rest_up']:7.2f} "
+            f"{r['cp'] / r['rest_up']:6.2f} "
             f"{r['cp'] / r['rest_down']:6.2f} {r['rest_up_cpu'] * 1000 / s:8.2f} "
             f"{rate(s, r['s3_up'])} {rate(s, r['s3_down'])} "
             f"{rate(s, r['weed_up'])} {rate(s, r['weed_down'])} {r['weed_up'] / r['s3_up']:7.2f} "

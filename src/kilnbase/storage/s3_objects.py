@@ -126,11 +126,13 @@ class S3Objects:
 
         async def commit(blob_id: uuid.UUID, meter: Meter, mime: str) -> StoredObject:
             return await self.storage.commit_row(
-                actor, bucket, key, blob_id, meter.size, meter.etag, source.mime_type or mime, "s3"
+                actor, bucket, key, blob_id, meter.size, meter.md5, source.mime_type or mime, "s3"
             )
 
         chunks = self.storage.read(source, 0, source.size)
-        return await self.storage.store_blob(bucket, chunks, self.max_object_size, source.mime_type, commit)
+        return await self.storage.store_blob(
+            bucket, chunks, self.max_object_size, source.mime_type, commit, md5=True
+        )
 
     # --- multipart -----------------------------------------------------------------------------------------
 
@@ -178,14 +180,14 @@ class S3Objects:
                         "values (%s, %s, %s, %s, %s, %s) "
                         "on conflict (upload_id, part_number) do update set blob_id = excluded.blob_id, "
                         "size = excluded.size, etag = excluded.etag, uploaded_at = now()",
-                        (upload["upload_id"], number, blob_id, bucket, meter.size, meter.etag),
+                        (upload["upload_id"], number, blob_id, bucket, meter.size, meter.md5),
                     )
             except pg_errors.ForeignKeyViolation:
                 raise S3Error("NoSuchUpload", "The specified upload does not exist.", 404) from None
-            return meter.etag
+            return meter.md5
 
         return await self.storage.store_blob(
-            bucket, chunks, self.max_object_size, None, commit, verify=verify
+            bucket, chunks, self.max_object_size, None, commit, verify=verify, md5=True
         )
 
     async def parts(self, bucket: str, key: str, upload_id: str) -> list[Part]:
@@ -240,7 +242,7 @@ class S3Objects:
             )
 
         stored = await self.storage.store_blob(
-            bucket, joined(), self.max_object_size, upload["content_type"], commit, hashing=False
+            bucket, joined(), self.max_object_size, upload["content_type"], commit
         )
         await self.abort(bucket, key, upload_id)
         return stored

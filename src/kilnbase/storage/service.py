@@ -27,7 +27,7 @@ from kilnbase.identity.actor import SYSTEM_PRINCIPAL, Actor
 from kilnbase.identity.principal import Principal
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.storage import content_types, names
-from kilnbase.storage.blob_store import BlobStore, Meter, TooLarge
+from kilnbase.storage.blob_store import BlobStore, Meter, TooLarge, version_etag
 from kilnbase.storage.local_blobs import LocalBlobs
 from kilnbase.storage.s3_access_keys import S3AccessKeys
 from kilnbase.storage.s3_blobs import S3Blobs
@@ -348,13 +348,17 @@ class StorageService:
         else:
             received, chunks = await open_upload(body, content_type, filename)
         final_key = key
+        s3 = via == "s3"  # S3's PutObject: its ETag is the MD5 of the bytes
 
         async def commit(blob_id: uuid.UUID, meter: Meter, mime: str) -> StoredObject:
             nonlocal final_key
             final_key = final_key if final_key is not None else names.generated_key(received.filename)
-            return await self.commit_row(actor, bucket, final_key, blob_id, meter.size, meter.etag, mime, via)
+            etag = meter.md5 if s3 else version_etag(blob_id)
+            return await self.commit_row(actor, bucket, final_key, blob_id, meter.size, etag, mime, via)
 
-        stored = await self.store_blob(bucket, chunks, limit, received.claimed_type, commit, verify=verify)
+        stored = await self.store_blob(
+            bucket, chunks, limit, received.claimed_type, commit, verify=verify, md5=s3
+        )
         return self.object_json(stored)
 
     async def store_blob(
@@ -366,12 +370,12 @@ class StorageService:
         commit: Callable[[uuid.UUID, Meter, str], Awaitable[T]],
         *,
         verify: Callable[[], None] | None = None,
-        hashing: bool = True,
+        md5: bool = False,
     ) -> T:
         """Write `chunks` as a new blob (metered against `limit`), then `commit` the row that names it; on
         any failure before the commit, nothing is left. Blobs the commit replaced are then removed.
-        `hashing=False` skips the MD5 when the caller has its ETag already (a completed multipart upload)."""
-        meter = Meter(limit, content_types.SNIFF_BYTES, hashing=hashing)
+        `md5=True` hashes the bytes on the way (`meter.md5`), for the S3 writes whose ETag is their MD5."""
+        meter = Meter(limit, content_types.SNIFF_BYTES, md5=md5)
         upload = await self.blobs.begin(bucket)
         committed = False
         try:

@@ -29,7 +29,7 @@ import anyio.to_thread
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
 from kilnbase.storage import names
-from kilnbase.storage.blob_store import Meter
+from kilnbase.storage.blob_store import Meter, version_etag
 from kilnbase.storage.service import StorageService, StoredObject
 
 VERSION = "1.0.0"
@@ -233,7 +233,7 @@ class TusUploads:
 
         async def commit(blob_id: uuid.UUID, meter: Meter, mime: str) -> StoredObject:
             stored = await self.storage.commit_row(
-                actor, row["bucket"], row["key"], blob_id, meter.size, meter.etag, mime, "tus"
+                actor, row["bucket"], row["key"], blob_id, meter.size, version_etag(blob_id), mime, "tus"
             )
             async with self.database.as_owner() as cur:
                 await cur.execute("delete from storage.tus_uploads where id = %s", (upload_id,))
