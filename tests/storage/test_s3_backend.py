@@ -4,6 +4,7 @@ either way an object is wholly there or not, and nothing is left in the store th
 
 from __future__ import annotations
 
+import base64
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -199,3 +200,29 @@ def test_presigned_upload_over_limit_refused(presigned: TestClient, s3: object) 
     confirmed = presigned.post(plan["confirmUrl"], json={"size": LIMIT + 1}, headers=admin)
     assert confirmed.status_code in (404, 413)
     assert presigned.get(f"{BUCKETS}/{bucket}/objects", headers=admin).json()["data"] == []
+
+
+def test_resumable_upload_streams_into_the_store(proxy: TestClient, s3: object) -> None:
+    """A finished TUS upload cannot be linked into an S3 store: it is sent there, and the local upload file
+    goes once the object is committed."""
+    admin = admin_headers(proxy)
+    bucket = _bucket(proxy)
+    data = secrets.token_bytes(200_000)
+    tus = {"Tus-Resumable": "1.0.0"}
+    meta = "key " + base64.b64encode(b"resumed/in-s3.bin").decode()
+    url = proxy.post(
+        f"{BUCKETS}/{bucket}/tus",
+        headers={**admin, **tus, "Upload-Length": str(len(data)), "Upload-Metadata": meta},
+    ).headers["location"]
+    patch = {**admin, **tus, "Content-Type": "application/offset+octet-stream"}
+    assert proxy.patch(url, content=data[:50_000], headers={**patch, "Upload-Offset": "0"}).status_code == 204
+    assert _store_keys(s3, proxy) == set()  # nothing in the store before the last byte
+    assert (
+        proxy.patch(url, content=data[50_000:], headers={**patch, "Upload-Offset": "50000"}).status_code
+        == 204
+    )
+    got = proxy.get(f"{BUCKETS}/{bucket}/objects/resumed/in-s3.bin", headers=admin)
+    assert got.status_code == 200 and got.content == data
+    assert len(_store_keys(s3, proxy)) == 1
+    assert not (services_of(proxy).storage.tus_dir / url.rsplit("/", 1)[1]).exists()
+    assert proxy.delete(f"{BUCKETS}/{bucket}/objects/resumed/in-s3.bin", headers=admin).status_code == 200

@@ -3,6 +3,7 @@ chunks resumes from the server's offset, and the object appears only when the la
 
 from __future__ import annotations
 
+import base64
 import io
 import secrets
 
@@ -10,7 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 from tusclient.client import TusClient
 
-from tests.storage.conftest import BUCKETS, MAX_FILE_SIZE, NewBucket
+from tests.storage.conftest import BUCKETS, MAX_FILE_SIZE, NewBucket, local_blobs
 from tests.support.app import services_of
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -122,3 +123,57 @@ def test_termination_and_expiry(client: TestClient, admin: dict[str, str], new_b
     client.portal.call(expire)
     assert client.head(expiring, headers={**admin, **TUS}).status_code == 410
     assert client.head(expiring, headers={**admin, **TUS}).status_code == 404
+
+
+def test_finished_upload_becomes_the_object_without_a_copy(
+    client: TestClient, admin: dict[str, str], new_bucket: NewBucket
+) -> None:
+    """On the local disk the finished upload's file is the object's blob (same inode): finishing a 2 GB
+    upload must not copy 2 GB again. Nothing else is left: no incoming name, no upload file."""
+    bucket = new_bucket()
+    data = secrets.token_bytes(150_000)
+    meta = "key " + base64.b64encode(b"whole/linked.bin").decode()
+    created = client.post(
+        f"{BUCKETS}/{bucket}/tus",
+        headers={**admin, **TUS, "Upload-Length": str(len(data)), "Upload-Metadata": meta},
+    )
+    url = created.headers["location"]
+    patch = {**admin, **TUS, "Content-Type": "application/offset+octet-stream"}
+    assert (
+        client.patch(url, content=data[:100_000], headers={**patch, "Upload-Offset": "0"}).status_code == 204
+    )
+    storage = services_of(client).storage
+    upload_file = storage.tus_dir / url.rsplit("/", 1)[1]
+    inode = upload_file.stat().st_ino
+    last = client.patch(url, content=data[100_000:], headers={**patch, "Upload-Offset": "100000"})
+    assert last.status_code == 204 and last.headers["upload-offset"] == str(len(data))
+    got = client.get(f"{BUCKETS}/{bucket}/objects/whole/linked.bin", headers=admin)
+    assert got.status_code == 200 and got.content == data
+    blobs = local_blobs(client)
+    blob = next(p for p in blobs.blobs.rglob("*") if p.is_file() and p.stat().st_ino == inode)
+    assert blob.read_bytes() == data and blob.stat().st_nlink == 1
+    assert not upload_file.exists() and list(blobs.incoming.iterdir()) == []
+
+
+def test_finish_refused_by_policy_leaves_no_blob(
+    client: TestClient, alice: dict[str, str], bob: dict[str, str], new_bucket: NewBucket
+) -> None:
+    """The key was free when Alice began; Bob took it before her last byte, and the owner policy keeps her
+    from replacing his object. Her finish is refused, Bob's object stays, and her bytes left no blob."""
+    bucket = new_bucket(public=False)
+    data = secrets.token_bytes(10_000)
+    meta = "key " + base64.b64encode(b"contested.bin").decode()
+    url = client.post(
+        f"{BUCKETS}/{bucket}/tus",
+        headers={**alice, **TUS, "Upload-Length": str(len(data)), "Upload-Metadata": meta},
+    ).headers["location"]
+    taken = client.put(f"{BUCKETS}/{bucket}/objects/contested.bin", content=b"bob's", headers=bob)
+    assert taken.status_code == 200, taken.text
+    blobs = local_blobs(client)
+    before = {p for p in blobs.blobs.rglob("*") if p.is_file()}
+    patch = {**alice, **TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    refused = client.patch(url, content=data, headers=patch)
+    assert refused.status_code == 403, refused.text
+    assert client.get(f"{BUCKETS}/{bucket}/objects/contested.bin", headers=bob).content == b"bob's"
+    assert {p for p in blobs.blobs.rglob("*") if p.is_file()} == before
+    assert list(blobs.incoming.iterdir()) == []

@@ -15,6 +15,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Protocol
 
 from kilnbase.db.session import Database
@@ -50,6 +51,13 @@ class Meter:
         self._hasher: ThreadPoolExecutor | None = None
         self._in_flight: deque[tuple[Future[None], int]] = deque()
         self._in_flight_bytes = 0
+
+    @classmethod
+    def of_file(cls, size: int, head: bytes) -> Meter:
+        """The meter of bytes already complete elsewhere, known by their size and first bytes."""
+        meter = cls(size, len(head))
+        meter.size, meter.head = size, head
+        return meter
 
     def count(self, data: bytes) -> None:
         self.size += len(data)
@@ -142,6 +150,10 @@ class BlobStore(Protocol):
     async def stop(self) -> None: ...
 
     async def begin(self, bucket: str) -> Upload: ...
+
+    async def adopt(self, bucket: str, source: Path) -> Upload | None:
+        """An upload whose bytes are the complete file `source` (which stays), when the store can take it
+        without copying; else None."""
 
     def read(self, bucket: str, blob_id: uuid.UUID, start: int, end: int) -> AsyncIterator[bytes]: ...
 

@@ -25,6 +25,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import obstore
@@ -188,6 +189,10 @@ class S3Blobs:
         blob_id = uuid.uuid4()
         await self.journal(bucket, blob_id)
         return S3Upload(self, bucket, blob_id)
+
+    async def adopt(self, bucket: str, source: Path) -> None:
+        """A local file cannot become an object of the store without being sent: the caller streams it."""
+        return None
 
     async def read(self, bucket: str, blob_id: uuid.UUID, start: int, end: int) -> AsyncIterator[bytes]:
         if end <= start:

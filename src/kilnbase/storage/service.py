@@ -10,13 +10,16 @@ admin and audited. Bytes go through `LocalBlobs`; see there for how an object is
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+import anyio.to_thread
 from psycopg import errors as pg_errors
 
 from kilnbase import audit
@@ -27,7 +30,7 @@ from kilnbase.identity.actor import SYSTEM_PRINCIPAL, Actor
 from kilnbase.identity.principal import Principal
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.storage import content_types, names
-from kilnbase.storage.blob_store import BlobStore, Meter, TooLarge, version_etag
+from kilnbase.storage.blob_store import BlobStore, Meter, TooLarge, Upload, version_etag
 from kilnbase.storage.local_blobs import LocalBlobs
 from kilnbase.storage.s3_access_keys import S3AccessKeys
 from kilnbase.storage.s3_blobs import S3Blobs
@@ -105,6 +108,21 @@ def _denied(bucket: str, key: str, verb: str = "write") -> ApiError:
         f'You do not have permission to {verb} "{key}" in bucket "{bucket}"',
         "A policy on storage.objects decides; by default users may write and read only their own objects.",
     )
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    """A file's bytes, a megabyte at a time, each read in a worker thread."""
+    fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        while chunk := await anyio.to_thread.run_sync(os.read, fd, MIB):
+            yield chunk
+    finally:
+        os.close(fd)
+
+
+def _size_and_head(path: Path, head_bytes: int) -> tuple[int, bytes]:
+    with path.open("rb") as file:
+        return os.fstat(file.fileno()).st_size, file.read(head_bytes)
 
 
 def _uploader(principal: Principal) -> str | None:
@@ -377,8 +395,8 @@ class StorageService:
         `md5=True` hashes the bytes on the way (`meter.md5`), for the S3 writes whose ETag is their MD5."""
         meter = Meter(limit, content_types.SNIFF_BYTES, md5=md5)
         upload = await self.blobs.begin(bucket)
-        committed = False
-        try:
+
+        async def write() -> None:
             try:
                 safe_claim = None if content_types.is_unsafe(claimed_type) else claimed_type
                 await upload.write_all(meter.metered(chunks), safe_claim)
@@ -393,6 +411,43 @@ class StorageService:
                 raise
             if verify is not None:
                 verify()
+
+        return await self._complete(upload, meter, claimed_type, commit, write)
+
+    async def store_file(
+        self,
+        bucket: str,
+        source: Path,
+        claimed_type: str | None,
+        commit: Callable[[uuid.UUID, Meter, str], Awaitable[T]],
+    ) -> T:
+        """`store_blob` for bytes already complete in the file `source` (a finished TUS upload, which stays
+        for the caller to remove): linked on the local disk, streamed to an S3 store."""
+        upload = await self.blobs.adopt(bucket, source)
+        if upload is None:
+            size = (await anyio.to_thread.run_sync(source.stat)).st_size
+            return await self.store_blob(bucket, _file_chunks(source), size, claimed_type, commit)
+        try:
+            size, head = await anyio.to_thread.run_sync(_size_and_head, source, content_types.SNIFF_BYTES)
+        except BaseException:
+            await upload.close(committed=False)
+            raise
+        return await self._complete(upload, Meter.of_file(size, head), claimed_type, commit, None)
+
+    async def _complete(
+        self,
+        upload: Upload,
+        meter: Meter,
+        claimed_type: str | None,
+        commit: Callable[[uuid.UUID, Meter, str], Awaitable[T]],
+        write: Callable[[], Awaitable[None]] | None,
+    ) -> T:
+        """`write` the upload's bytes (unless they are there), make them durable, and commit its row; on any
+        failure before the commit the upload is removed, after it the blobs it replaced."""
+        committed = False
+        try:
+            if write is not None:
+                await write()
             mime = content_types.detect(meter.head, claimed_type)
             await upload.publish()
             result = await commit(upload.blob_id, meter, mime)

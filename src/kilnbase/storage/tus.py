@@ -6,8 +6,9 @@ extensions), so a large upload over a flaky link resumes where it stopped instea
 `HEAD` on its URL says how far it got (`Upload-Offset`); `PATCH` appends from that offset; `DELETE`
 abandons it. The bytes so far are a file under the storage directory (its length is the offset, so what was
 written before a crash counts); when the last byte arrives the file becomes the object, through the same
-path as any upload: metered, sniffed, and committed atomically with its row as the caller. Uploads expire
-after `TUS_EXPIRY_SECONDS` and are then removed, at the next start or the next touch.
+path as any upload: sniffed, made durable, and committed atomically with its row as the caller (on the
+local disk the file is linked as the object's blob, not copied). Uploads expire after `TUS_EXPIRY_SECONDS`
+and are then removed, at the next start or the next touch.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from kilnbase.storage.service import StorageService, StoredObject
 VERSION = "1.0.0"
 EXTENSIONS = "creation,termination,expiration"
 TUS_EXPIRY_SECONDS = 24 * 3600
-READ_CHUNK = 1024 * 1024
 
 
 def _tus_error(status: int, message: str) -> ApiError:
@@ -223,14 +223,6 @@ class TusUploads:
         upload_id = row["id"]
         path = self._path(upload_id)
 
-        async def file_bytes() -> AsyncIterator[bytes]:
-            fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                while chunk := await anyio.to_thread.run_sync(os.read, fd, READ_CHUNK):
-                    yield chunk
-            finally:
-                os.close(fd)
-
         async def commit(blob_id: uuid.UUID, meter: Meter, mime: str) -> StoredObject:
             stored = await self.storage.commit_row(
                 actor, row["bucket"], row["key"], blob_id, meter.size, version_etag(blob_id), mime, "tus"
@@ -239,10 +231,7 @@ class TusUploads:
                 await cur.execute("delete from storage.tus_uploads where id = %s", (upload_id,))
             return stored
 
-        limit = max(await self.storage.max_file_bytes(), int(row["length"]))
-        stored = await self.storage.store_blob(
-            row["bucket"], file_bytes(), limit, row["content_type"], commit
-        )
+        stored = await self.storage.store_file(row["bucket"], path, row["content_type"], commit)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return self.storage.object_json(stored)
