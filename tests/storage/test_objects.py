@@ -88,6 +88,8 @@ def test_replace_in_place(client: TestClient, admin: dict[str, str], new_bucket:
     bucket = new_bucket()
     put(client, admin, bucket, "k.txt", b"first")
     first = client.get(f"{objects(bucket)}/k.txt").headers["etag"]
+    [first_blob] = _blob_ids(client, bucket)
+    assert local_blobs(client).blob_path(first_blob).exists()
     put(client, admin, bucket, "k.txt", b"second version")
     second = client.get(f"{objects(bucket)}/k.txt")
     assert second.content == b"second version"
@@ -99,6 +101,7 @@ def test_replace_in_place(client: TestClient, admin: dict[str, str], new_bucket:
     files = [f for _, _, names in os.walk(blobs.blobs) for f in names]
     row_ids = {str(r) for r in _blob_ids(client, bucket)}
     assert row_ids <= set(files)
+    assert not blobs.blob_path(first_blob).exists()  # the replaced version's file went with the commit
 
 
 def _blob_ids(client: TestClient, bucket: str) -> list[str]:

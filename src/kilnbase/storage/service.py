@@ -228,6 +228,23 @@ class StorageService:
 
     # --- buckets (admin) -----------------------------------------------------------------------------------
 
+    async def _upload_target(self, bucket: str, key: str | None) -> tuple[int, bool]:
+        """For an upload, in one statement: the size limit, and whether an object is at `key` already (so
+        that the upload may replace one, and leave its blob to collect); 404 when the bucket does not exist.
+        An object that appears meanwhile is replaced all the same: its blob is queued, and goes at the next
+        collection (the next replacement or deletion, or the next start)."""
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "select (select max_file_size_mb from storage.config limit 1) as max_file_size_mb, "
+                "exists (select from storage.objects o where o.bucket = b.name and o.key = %s) as taken "
+                "from storage.buckets b where b.name = %s",
+                (key, bucket),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise _bucket_missing(bucket)
+        return self._effective_bytes(row["max_file_size_mb"]), bool(row["taken"])
+
     async def bucket_is_public(self, bucket: str) -> bool | None:
         """True or False for a bucket that exists, None for one that does not."""
         async with self.database.as_owner() as cur:
@@ -355,12 +372,11 @@ class StorageService:
         if key is not None:
             names.object_key(key)
         principal = actor.principal
-        if await self.bucket_is_public(bucket) is None:
-            raise _bucket_missing(bucket)
+        configured_limit, taken = await self._upload_target(bucket, key)
         if not principal.is_admin and key is not None:
             await self._probe_write(principal, bucket, key)
         if limit is None:
-            limit = await self.max_file_bytes()
+            limit = configured_limit
         if raw:
             received, chunks = ReceivedFile(filename, content_type), body
         else:
@@ -375,7 +391,7 @@ class StorageService:
             return await self.commit_row(actor, bucket, final_key, blob_id, meter.size, etag, mime, via)
 
         stored = await self.store_blob(
-            bucket, chunks, limit, received.claimed_type, commit, verify=verify, md5=s3
+            bucket, chunks, limit, received.claimed_type, commit, verify=verify, md5=s3, replacing=taken
         )
         return self.object_json(stored)
 
@@ -389,9 +405,11 @@ class StorageService:
         *,
         verify: Callable[[], None] | None = None,
         md5: bool = False,
+        replacing: bool = True,
     ) -> T:
         """Write `chunks` as a new blob (metered against `limit`), then `commit` the row that names it; on
-        any failure before the commit, nothing is left. Blobs the commit replaced are then removed.
+        any failure before the commit, nothing is left. Blobs the commit replaced are then removed (unless
+        `replacing` is False: the key was free, so there is none to look for).
         `md5=True` hashes the bytes on the way (`meter.md5`), for the S3 writes whose ETag is their MD5."""
         meter = Meter(limit, content_types.SNIFF_BYTES, md5=md5)
         upload = await self.blobs.begin(bucket)
@@ -412,7 +430,7 @@ class StorageService:
             if verify is not None:
                 verify()
 
-        return await self._complete(upload, meter, claimed_type, commit, write)
+        return await self._complete(upload, meter, claimed_type, commit, write, replacing)
 
     async def store_file(
         self,
@@ -432,7 +450,7 @@ class StorageService:
         except BaseException:
             await upload.close(committed=False)
             raise
-        return await self._complete(upload, Meter.of_file(size, head), claimed_type, commit, None)
+        return await self._complete(upload, Meter.of_file(size, head), claimed_type, commit, None, True)
 
     async def _complete(
         self,
@@ -441,6 +459,7 @@ class StorageService:
         claimed_type: str | None,
         commit: Callable[[uuid.UUID, Meter, str], Awaitable[T]],
         write: Callable[[], Awaitable[None]] | None,
+        replacing: bool,
     ) -> T:
         """`write` the upload's bytes (unless they are there), make them durable, and commit its row; on any
         failure before the commit the upload is removed, after it the blobs it replaced."""
@@ -454,7 +473,8 @@ class StorageService:
             committed = True
         finally:
             await upload.close(committed=committed)
-        await self.collect_garbage()
+        if replacing:
+            await self.collect_garbage()
         return result
 
     async def commit_row(
