@@ -9,6 +9,8 @@ import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from kilnbase.storage.local_blobs import LocalBlobs
 
 CHUNK = os.urandom(16 * 1024)
@@ -78,3 +80,41 @@ def test_failed_upload_leaves_nothing(tmp_path: Path) -> None:
     assert _flusher_threads() == []
     assert _files(tmp_path) == []
     assert _open_fds() == fds
+
+
+def test_publish_makes_the_blob_name_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the row naming a blob may commit, the blob's bytes and its name are on disk: the file is
+    synced, then its directory (and the directory above when the blob's directory is new)."""
+    blobs = LocalBlobs(tmp_path)
+    blobs.prepare()
+    synced: list[tuple[int, int]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        synced.append((info.st_dev, info.st_ino))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    async def publish() -> Path:
+        upload = await blobs.begin("bucket")
+        await upload.write_all(_chunks(2), None)
+        await upload.publish()
+        await upload.close(committed=True)
+        return blobs.blob_path(upload.blob_id)
+
+    path = asyncio.run(publish())
+
+    def identity(p: Path) -> tuple[int, int]:
+        info = p.stat()
+        return info.st_dev, info.st_ino
+
+    assert synced == [identity(path), identity(path.parent), identity(blobs.blobs)]
+    synced.clear()
+    sibling_dir = path.parent
+    second = asyncio.run(publish())
+    if second.parent == sibling_dir:  # same two-character directory: nothing new above it to sync
+        assert synced == [identity(second), identity(second.parent)]
+    else:
+        assert synced == [identity(second), identity(second.parent), identity(blobs.blobs)]

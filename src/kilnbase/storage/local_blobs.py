@@ -100,12 +100,20 @@ class LocalUpload:
         await anyio.to_thread.run_sync(self._publish)
 
     def _publish(self) -> None:
+        """With fsync on, the new name is made durable too (its directory synced, and the one above when the
+        directory is new): the row that names the blob commits next, and must not outlive the name after a
+        power cut on a file system that does not order metadata like ext4 does. About 0.15 ms here."""
         if self.blobs.fsync:
             os.fsync(self._fd)
         target = self.blobs.blob_path(self.blob_id)
+        made = not target.parent.is_dir()
         target.parent.mkdir(parents=True, exist_ok=True)
         os.link(self.path, target)
         self.published = True
+        if self.blobs.fsync:
+            _sync_directory(target.parent)
+            if made:
+                _sync_directory(target.parent.parent)
 
     async def close(self, *, committed: bool) -> None:
         flushing, self._flushing = self._flushing, None
@@ -122,6 +130,14 @@ class LocalUpload:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.blobs.blob_path(self.blob_id))
         os.close(self._fd)
+
+
+def _sync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _sync_and_close(fd: int) -> None:
