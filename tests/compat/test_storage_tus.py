@@ -1,0 +1,106 @@
+"""tuspy, the TUS protocol's Python client, unchanged, against a running Kilnbase server over a link that
+drops in the middle of a PATCH: what arrived before the drop is kept, the client resumes from the offset
+the server reports, and the object appears, whole, only when the last byte is in."""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from tusclient.client import TusClient
+
+from tests.support.servers import ServerProcess
+
+if TYPE_CHECKING:
+    from tests.support.postgres import TestCluster
+
+CHUNK = 256 * 1024
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+@pytest.fixture(scope="module")
+def server(cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = ServerProcess(
+        tmp_path_factory.mktemp("tus") / "data", env={"DATABASE_URL": cluster.create_database("tuscompat")}
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+def _admin(server: ServerProcess) -> dict[str, str]:
+    api_key = json.loads((server.data_dir / "keys.json").read_text())["api_key"]
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def _offset(url: str, headers: dict[str, str]) -> int:
+    answer = httpx.head(url, headers={**headers, **TUS})
+    assert answer.status_code == 200, answer.text
+    return int(answer.headers["upload-offset"])
+
+
+def _settled_offset(url: str, headers: dict[str, str], above: int) -> int:
+    """The offset once it is past `above` and has stopped moving (the dropped request has ended)."""
+    last = -1
+    for _ in range(100):
+        offset = _offset(url, headers)
+        if offset == last and offset > above:
+            return offset
+        last = offset
+        time.sleep(0.1)
+    raise AssertionError(f"the offset did not settle past {above}: {last}")
+
+
+def _patch_then_drop(url: str, headers: dict[str, str], offset: int, body: bytes, sent: int) -> None:
+    """A PATCH announcing all of `body` whose connection dies after `sent` bytes of it (a flaky link)."""
+    parts = urlsplit(url)
+    lines = [
+        f"PATCH {parts.path} HTTP/1.1",
+        f"Host: {parts.netloc}",
+        f"Content-Length: {len(body)}",
+        "Content-Type: application/offset+octet-stream",
+        f"Upload-Offset: {offset}",
+        *(f"{name}: {value}" for name, value in {**headers, **TUS}.items()),
+    ]
+    with socket.create_connection((parts.hostname, parts.port)) as link:
+        link.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body[:sent])
+        link.shutdown(socket.SHUT_RDWR)
+
+
+def test_tuspy_resumes_after_the_link_drops_mid_patch(server: ServerProcess) -> None:
+    admin = _admin(server)
+    bucket = f"tus-{secrets.token_hex(4)}"
+    created = httpx.post(f"{server.url}/api/storage/buckets", json={"bucketName": bucket}, headers=admin)
+    assert created.status_code == 201, created.text
+    data = secrets.token_bytes(8 * CHUNK + 12_345)
+    client = TusClient(f"{server.url}/api/storage/buckets/{bucket}/tus", headers=admin)
+    first = client.uploader(
+        file_stream=io.BytesIO(data), chunk_size=CHUNK, metadata={"key": "flaky/link.bin"}
+    )
+    first.upload_chunk()  # type: ignore[no-untyped-call]
+    first.upload_chunk()  # type: ignore[no-untyped-call]
+    assert first.url is not None
+    assert _offset(first.url, admin) == 2 * CHUNK
+
+    _patch_then_drop(first.url, admin, 2 * CHUNK, data[2 * CHUNK :], sent=CHUNK + 1000)
+    # The server keeps what it read before the drop (it may not have read all that was sent), once the
+    # dropped request has ended: the offset then stays put.
+    kept = _settled_offset(first.url, admin, above=2 * CHUNK)
+    assert kept <= 3 * CHUNK + 1000
+    objects = httpx.get(f"{server.url}/api/storage/buckets/{bucket}/objects", headers=admin).json()
+    assert objects["data"] == []  # nothing visible before the last byte
+
+    resumed = client.uploader(file_stream=io.BytesIO(data), chunk_size=CHUNK, url=first.url)
+    assert resumed.offset == kept  # from the server's offset, not from zero
+    resumed.upload()
+    got = httpx.get(f"{server.url}/api/storage/buckets/{bucket}/objects/flaky/link.bin", headers=admin)
+    assert got.status_code == 200 and got.content == data
+    assert httpx.head(first.url, headers={**admin, **TUS}).status_code == 404
