@@ -155,11 +155,12 @@ def test_finished_upload_becomes_the_object_without_a_copy(
     assert not upload_file.exists() and list(blobs.incoming.iterdir()) == []
 
 
-def test_finish_refused_by_policy_leaves_no_blob(
+def test_finish_refused_by_policy_leaves_no_blob_and_resumes_later(
     client: TestClient, alice: dict[str, str], bob: dict[str, str], new_bucket: NewBucket
 ) -> None:
     """The key was free when Alice began; Bob took it before her last byte, and the owner policy keeps her
-    from replacing his object. Her finish is refused, Bob's object stays, and her bytes left no blob."""
+    from replacing his object. Her finish is refused, Bob's object stays, and her bytes left no blob; once
+    Bob's object is gone, her client's next HEAD makes hers."""
     bucket = new_bucket(public=False)
     data = secrets.token_bytes(10_000)
     meta = "key " + base64.b64encode(b"contested.bin").decode()
@@ -177,3 +178,32 @@ def test_finish_refused_by_policy_leaves_no_blob(
     assert client.get(f"{BUCKETS}/{bucket}/objects/contested.bin", headers=bob).content == b"bob's"
     assert {p for p in blobs.blobs.rglob("*") if p.is_file()} == before
     assert list(blobs.incoming.iterdir()) == []
+
+    # Every byte is in, so a client resuming sends nothing more: its HEAD makes the object, or says why not.
+    assert client.head(url, headers={**alice, **TUS}).status_code == 403
+    assert client.delete(f"{BUCKETS}/{bucket}/objects/contested.bin", headers=bob).status_code == 200
+    finished = client.head(url, headers={**alice, **TUS})
+    assert finished.status_code == 200 and finished.headers["upload-offset"] == str(len(data))
+    assert client.get(f"{BUCKETS}/{bucket}/objects/contested.bin", headers=alice).content == data
+    assert client.head(url, headers={**alice, **TUS}).status_code == 404  # the upload is the object now
+
+
+def test_abandoning_a_complete_upload_makes_no_object(
+    client: TestClient, alice: dict[str, str], bob: dict[str, str], new_bucket: NewBucket
+) -> None:
+    """DELETE abandons an upload even when every byte is in (unlike HEAD, it never finishes one)."""
+    bucket = new_bucket(public=False)
+    meta = "key " + base64.b64encode(b"abandoned.bin").decode()
+    url = client.post(
+        f"{BUCKETS}/{bucket}/tus", headers={**alice, **TUS, "Upload-Length": "5", "Upload-Metadata": meta}
+    ).headers["location"]
+    assert (
+        client.put(f"{BUCKETS}/{bucket}/objects/abandoned.bin", content=b"bob", headers=bob).status_code
+        == 200
+    )
+    patch = {**alice, **TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    assert client.patch(url, content=b"alice", headers=patch).status_code == 403
+    assert client.delete(f"{BUCKETS}/{bucket}/objects/abandoned.bin", headers=bob).status_code == 200
+    assert client.delete(url, headers={**alice, **TUS}).status_code == 204
+    assert client.get(f"{BUCKETS}/{bucket}/objects/abandoned.bin", headers=alice).status_code == 404
+    assert client.head(url, headers={**alice, **TUS}).status_code == 404

@@ -151,9 +151,9 @@ class BlobStore(Protocol):
 
     async def begin(self, bucket: str) -> Upload: ...
 
-    async def adopt(self, bucket: str, source: Path) -> Upload | None:
-        """An upload whose bytes are the complete file `source` (which stays), when the store can take it
-        without copying; else None."""
+    async def adopt(self, bucket: str, source: Path, locked_fd: int) -> Upload | None:
+        """An upload whose bytes are the complete file `source` (which stays; the caller holds it open as
+        `locked_fd`, under an exclusive `flock`), when the store can take it without copying; else None."""
 
     def read(self, bucket: str, blob_id: uuid.UUID, start: int, end: int) -> AsyncIterator[bytes]: ...
 

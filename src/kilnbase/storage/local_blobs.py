@@ -55,18 +55,21 @@ class LocalUpload:
     the upload never has to wait for it; an error it meets fails the upload in `publish` (the kernel reports a
     writeback error once per open file, so the fsync after it might not)."""
 
-    def __init__(self, blobs: LocalBlobs, blob_id: uuid.UUID, source: Path | None = None) -> None:
-        """A new, empty upload; or, with `source`, one whose bytes are that file's, already complete (it gets
-        a second name in `incoming/`, so the journal treats it as any other upload and `source` stays)."""
+    def __init__(self, blobs: LocalBlobs, blob_id: uuid.UUID, source: tuple[Path, int] | None = None) -> None:
+        """A new, empty upload; or, with `source` (a path, and a descriptor of it that holds an exclusive
+        `flock`), one whose bytes are that file's, already complete. It gets a second name in `incoming/`,
+        and the lock the caller holds on it stands for the upload's own (a lock belongs to the open file,
+        shared by `dup`), so the journal treats it as any other upload; the caller's name stays."""
         self.blobs = blobs
         self.blob_id = blob_id
         self.path = blobs.incoming / str(blob_id)
         if source is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
         else:
-            os.link(source, self.path)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+            path, locked_fd = source
+            os.link(path, self.path)
+            self._fd = os.dup(locked_fd)
         self.published = False
         self._flushing: asyncio.Future[None] | None = None
 
@@ -201,12 +204,13 @@ class LocalBlobs:
     async def begin(self, bucket: str) -> LocalUpload:
         return await anyio.to_thread.run_sync(LocalUpload, self, uuid.uuid4())
 
-    async def adopt(self, bucket: str, source: Path) -> LocalUpload | None:
-        """An upload made of a complete file under the storage directory (a finished TUS upload): linked, not
-        copied, so finishing a 2 GB upload costs an fsync of what is left instead of a second copy of every
-        byte. None when `source` is on another file system (then the caller copies)."""
+    async def adopt(self, bucket: str, source: Path, locked_fd: int) -> LocalUpload | None:
+        """An upload made of a complete file under the storage directory (a finished TUS upload, which the
+        caller holds open and locked as `locked_fd`): linked, not copied, so finishing a 2 GB upload costs
+        an fsync of what is left instead of a second copy of every byte. None when `source` is on another
+        file system (then the caller copies)."""
         try:
-            return await anyio.to_thread.run_sync(LocalUpload, self, uuid.uuid4(), source)
+            return await anyio.to_thread.run_sync(LocalUpload, self, uuid.uuid4(), (source, locked_fd))
         except OSError as exc:
             if exc.errno == errno.EXDEV:
                 return None

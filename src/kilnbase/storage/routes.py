@@ -433,7 +433,7 @@ class TusRoutes:
         actor = actor_of(request, require_credential(request))
         bucket = request.path_params["bucket"]
         upload_id = self._upload_id(request)
-        await self.uploads.status(actor, bucket, upload_id)
+        await self.uploads.status(actor, bucket, upload_id, finish=False)  # the caller's, or 404
         await self.uploads.terminate(actor, bucket, upload_id)
         return Response(status_code=204, headers=self._headers())
 

@@ -190,7 +190,7 @@ class S3Blobs:
         await self.journal(bucket, blob_id)
         return S3Upload(self, bucket, blob_id)
 
-    async def adopt(self, bucket: str, source: Path) -> None:
+    async def adopt(self, bucket: str, source: Path, locked_fd: int) -> None:
         """A local file cannot become an object of the store without being sent: the caller streams it."""
         return None
 

@@ -436,12 +436,14 @@ class StorageService:
         self,
         bucket: str,
         source: Path,
+        locked_fd: int,
         claimed_type: str | None,
         commit: Callable[[uuid.UUID, Meter, str], Awaitable[T]],
     ) -> T:
-        """`store_blob` for bytes already complete in the file `source` (a finished TUS upload, which stays
-        for the caller to remove): linked on the local disk, streamed to an S3 store."""
-        upload = await self.blobs.adopt(bucket, source)
+        """`store_blob` for bytes already complete in the file `source` (a finished TUS upload, which the
+        caller holds open and locked as `locked_fd`, and removes after): linked on the local disk, streamed
+        to an S3 store."""
+        upload = await self.blobs.adopt(bucket, source, locked_fd)
         if upload is None:
             size = (await anyio.to_thread.run_sync(source.stat)).st_size
             return await self.store_blob(bucket, _file_chunks(source), size, claimed_type, commit)

@@ -57,6 +57,17 @@ def parse_metadata(header: str | None) -> dict[str, str]:
     return values
 
 
+def _try_lock(fd: int) -> bool:
+    """Take the upload's exclusive lock, or say that another request holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return False
+        raise
+    return True
+
+
 class TusUploads:
     def __init__(self, storage: StorageService, root: Path) -> None:
         self.storage = storage
@@ -124,7 +135,7 @@ class TusUploads:
         # The row first, then the file: a process starting meanwhile removes only files no row names.
         await anyio.to_thread.run_sync(self._create_file, upload_id)
         if length == 0:
-            await self._finish(actor, await self._row(actor, bucket, upload_id))
+            await self._finish_if_idle(actor, await self._row(actor, bucket, upload_id))
         return upload_id, expires
 
     def _create_file(self, upload_id: uuid.UUID) -> None:
@@ -159,9 +170,31 @@ class TusUploads:
         except FileNotFoundError:
             return 0
 
-    async def status(self, actor: Actor, bucket: str, upload_id: uuid.UUID) -> dict[str, str]:
+    async def status(
+        self, actor: Actor, bucket: str, upload_id: uuid.UUID, *, finish: bool = True
+    ) -> dict[str, str]:
+        """The upload's headers (404 unless the caller's). With `finish`, an upload whose every byte is in
+        but which never became its object (the request that brought the last byte failed at the commit, or
+        the server died) becomes it now: a client resuming sees a complete offset and sends nothing more,
+        so its HEAD is the last chance (a failure to commit is then its answer)."""
         row = await self._row(actor, bucket, upload_id)
-        return self._headers(row, await anyio.to_thread.run_sync(self.offset, upload_id))
+        offset = await anyio.to_thread.run_sync(self.offset, upload_id)
+        if finish and offset == int(row["length"]):
+            await self._finish_if_idle(actor, row)
+        return self._headers(row, offset)
+
+    async def _finish_if_idle(self, actor: Actor, row: dict[str, Any]) -> None:
+        """`_finish`, unless another request holds the upload (writing to it, or finishing it) or finished
+        it since the row was read (its file then has no name left)."""
+        try:
+            fd = os.open(self._path(row["id"]), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            if _try_lock(fd) and os.fstat(fd).st_nlink > 0:
+                await self._finish(actor, row, fd)
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _headers(row: dict[str, Any], offset: int) -> dict[str, str]:
@@ -190,14 +223,8 @@ class TusUploads:
         except FileNotFoundError:
             raise _tus_error(404, "Upload not found") from None
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise ApiError(
-                        423, "STORAGE_INVALID_PARAMETER", "Another request is writing to this upload."
-                    ) from None
-                raise
+            if not _try_lock(fd):
+                raise ApiError(423, "STORAGE_INVALID_PARAMETER", "Another request is writing to this upload.")
             offset = os.fstat(fd).st_size
             if int(offset_header) != offset:
                 raise ApiError(
@@ -212,14 +239,14 @@ class TusUploads:
                     view = view[os.write(fd, view) :]
                 remaining -= len(chunk)
             offset = int(row["length"]) - remaining
+            stored = await self._finish(actor, row, fd) if remaining == 0 else None
         finally:
             os.close(fd)
-        stored = None
-        if remaining == 0:
-            stored = await self._finish(actor, row)
         return self._headers(row, offset), stored
 
-    async def _finish(self, actor: Actor, row: dict[str, Any]) -> dict[str, Any]:
+    async def _finish(self, actor: Actor, row: dict[str, Any], locked_fd: int) -> dict[str, Any]:
+        """The complete upload as its object, while the caller holds the upload's file open (`locked_fd`)
+        under its lock, so that no other request writes or finishes it meanwhile."""
         upload_id = row["id"]
         path = self._path(upload_id)
 
@@ -231,7 +258,7 @@ class TusUploads:
                 await cur.execute("delete from storage.tus_uploads where id = %s", (upload_id,))
             return stored
 
-        stored = await self.storage.store_file(row["bucket"], path, row["content_type"], commit)
+        stored = await self.storage.store_file(row["bucket"], path, locked_fd, row["content_type"], commit)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return self.storage.object_json(stored)
