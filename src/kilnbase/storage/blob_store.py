@@ -124,9 +124,9 @@ class Meter:
 def version_etag(blob_id: uuid.UUID) -> str:
     """The ETag of an object written through the REST API or TUS: its blob id, new with every write, so a
     strong validator for caches and `If-None-Match` that costs nothing to compute. It has dashes on purpose:
-    S3 clients (rclone, the aws CLI) check an ETag of 32 hex digits against the MD5 of the bytes, and skip
-    one with a dash, as they must for S3's own objects uploaded in parts. Only the S3 endpoint's single-piece
-    writes (PutObject, UploadPart, CopyObject) pay for an MD5, because S3 promises it there."""
+    S3 clients that verify what they download (rclone does) check an ETag of 32 hex digits against the MD5
+    of the bytes, and skip one with a dash, as they must for S3's own objects uploaded in parts. Only the S3
+    endpoint's single-piece writes (PutObject, UploadPart, CopyObject) pay for an MD5: S3 promises it."""
     return str(blob_id)
 
 
