@@ -351,8 +351,11 @@ def test_code_loaded_again_is_evaluated_again(
         "export default () => new Response('loaded');",
         slug=flaky_slug,
     )
-    assert until(host, f"/{flaky}", lambda r: r.status_code == 502).json()["error"] == "FUNCTION_LOAD_FAILED"
-    deploy("export default () => new Response('other');")
+    first = until(host, f"/{flaky}", lambda r: r.status_code in (200, 502))
+    if first.status_code == 502:  # (a configuration arriving at once may load it again before any look)
+        assert first.json()["error"] == "FUNCTION_LOAD_FAILED"
+        deploy("export default () => new Response('other');")
+    # Its first evaluation always throws: "loaded" means it was evaluated again, after the failure.
     assert until(host, f"/{flaky}", lambda r: r.status_code == 200).text == "loaded"
 
 
