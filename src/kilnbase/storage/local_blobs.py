@@ -135,6 +135,18 @@ class LocalUpload:
         os.close(self._fd)
 
 
+def try_lock(fd: int) -> bool:
+    """Take an exclusive `flock` on `fd` without waiting; False when another open file holds one (an upload
+    being written: here, or a TUS upload's)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return False
+        raise
+    return True
+
+
 def _sync_directory(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -231,11 +243,8 @@ class LocalBlobs:
             except FileNotFoundError:
                 continue
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
-                continue  # a live upload
+                if not try_lock(fd):
+                    continue  # a live upload
             finally:
                 os.close(fd)
             dead.append(blob_id)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
-import fcntl
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -31,6 +29,7 @@ from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
 from kilnbase.storage import names
 from kilnbase.storage.blob_store import Meter, version_etag
+from kilnbase.storage.local_blobs import try_lock
 from kilnbase.storage.service import StorageService, StoredObject
 
 VERSION = "1.0.0"
@@ -55,17 +54,6 @@ def parse_metadata(header: str | None) -> dict[str, str]:
         except (ValueError, UnicodeDecodeError):
             raise _tus_error(400, f"Upload-Metadata value of {name!r} is not base64 of UTF-8.") from None
     return values
-
-
-def _try_lock(fd: int) -> bool:
-    """Take the upload's exclusive lock, or say that another request holds it."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return False
-        raise
-    return True
 
 
 class TusUploads:
@@ -191,7 +179,7 @@ class TusUploads:
         except FileNotFoundError:
             return
         try:
-            if _try_lock(fd) and os.fstat(fd).st_nlink > 0:
+            if try_lock(fd) and os.fstat(fd).st_nlink > 0:
                 await self._finish(actor, row, fd)
         finally:
             os.close(fd)
@@ -223,7 +211,7 @@ class TusUploads:
         except FileNotFoundError:
             raise _tus_error(404, "Upload not found") from None
         try:
-            if not _try_lock(fd):
+            if not try_lock(fd):
                 raise ApiError(423, "STORAGE_INVALID_PARAMETER", "Another request is writing to this upload.")
             offset = os.fstat(fd).st_size
             if int(offset_header) != offset:
