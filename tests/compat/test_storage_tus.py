@@ -5,40 +5,20 @@ the server reports, and the object appears, whole, only when the last byte is in
 from __future__ import annotations
 
 import io
-import json
 import secrets
 import socket
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 from tusclient.client import TusClient
-
-from tests.support.servers import ServerProcess
-
-if TYPE_CHECKING:
-    from tests.support.postgres import TestCluster
 
 CHUNK = 256 * 1024
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
-@pytest.fixture(scope="module")
-def server(cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(
-        tmp_path_factory.mktemp("tus") / "data", env={"DATABASE_URL": cluster.create_database("tuscompat")}
-    )
-    process.start()
-    yield process
-    process.stop()
-
-
-def _admin(server: ServerProcess) -> dict[str, str]:
-    api_key = json.loads((server.data_dir / "keys.json").read_text())["api_key"]
-    return {"Authorization": f"Bearer {api_key}"}
+def _admin(live_keys: dict[str, str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {live_keys['apiKey']}"}
 
 
 def _offset(url: str, headers: dict[str, str]) -> int:
@@ -75,13 +55,14 @@ def _patch_then_drop(url: str, headers: dict[str, str], offset: int, body: bytes
         link.shutdown(socket.SHUT_RDWR)
 
 
-def test_tuspy_resumes_after_the_link_drops_mid_patch(server: ServerProcess) -> None:
-    admin = _admin(server)
+def test_tuspy_resumes_after_the_link_drops_mid_patch(live_keys: dict[str, str]) -> None:
+    admin = _admin(live_keys)
+    base = live_keys["url"]
     bucket = f"tus-{secrets.token_hex(4)}"
-    created = httpx.post(f"{server.url}/api/storage/buckets", json={"bucketName": bucket}, headers=admin)
+    created = httpx.post(f"{base}/api/storage/buckets", json={"bucketName": bucket}, headers=admin)
     assert created.status_code == 201, created.text
     data = secrets.token_bytes(8 * CHUNK + 12_345)
-    client = TusClient(f"{server.url}/api/storage/buckets/{bucket}/tus", headers=admin)
+    client = TusClient(f"{base}/api/storage/buckets/{bucket}/tus", headers=admin)
     first = client.uploader(
         file_stream=io.BytesIO(data), chunk_size=CHUNK, metadata={"key": "flaky/link.bin"}
     )
@@ -95,12 +76,12 @@ def test_tuspy_resumes_after_the_link_drops_mid_patch(server: ServerProcess) -> 
     # dropped request has ended: the offset then stays put.
     kept = _settled_offset(first.url, admin, above=2 * CHUNK)
     assert kept <= 3 * CHUNK + 1000
-    objects = httpx.get(f"{server.url}/api/storage/buckets/{bucket}/objects", headers=admin).json()
+    objects = httpx.get(f"{base}/api/storage/buckets/{bucket}/objects", headers=admin).json()
     assert objects["data"] == []  # nothing visible before the last byte
 
     resumed = client.uploader(file_stream=io.BytesIO(data), chunk_size=CHUNK, url=first.url)
     assert resumed.offset == kept  # from the server's offset, not from zero
     resumed.upload()
-    got = httpx.get(f"{server.url}/api/storage/buckets/{bucket}/objects/flaky/link.bin", headers=admin)
+    got = httpx.get(f"{base}/api/storage/buckets/{bucket}/objects/flaky/link.bin", headers=admin)
     assert got.status_code == 200 and got.content == data
     assert httpx.head(first.url, headers={**admin, **TUS}).status_code == 404
