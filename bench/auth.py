@@ -13,7 +13,10 @@ connection returned (a Lua queue in wrk), as a real client does. Beside each rat
 the steadier figures, and together they say where a request's time goes.
 
     .venv/bin/python -m bench.auth [--concurrency 16] [--seconds 5] [--workers 1] [--client wrk|python]
-                                   [--argon2 owasp|default]
+                                   [--argon2 owasp|default] [--profile]
+
+`--profile` adds one more refresh run, sampled with py-spy (`bench/cpu_parts.py`), and reports where the
+server's CPU went, by part (signing, HMACs, the driver, the HTTP server's Python side, Kilnbase's code...).
 
 PocketBase's published figure (about 3,200 refreshes/s on 2 vCPU) is printed for orientation only; it was not
 measured here.
@@ -41,6 +44,7 @@ import psutil
 from tests.support.postgres import TestCluster
 from tests.support.servers import ServerProcess
 
+from bench import cpu_parts
 from kilnbase.auth.passwords import Passwords
 from kilnbase.config import AuthSettings
 
@@ -154,12 +158,15 @@ def wrk_rate(
     return Rate(requests / elapsed, server, postgres, client)
 
 
+def refresh_script(accounts: Accounts) -> str:
+    return _REFRESH_SCRIPT % {"tokens": ", ".join(f'"{t}"' for t in accounts.refresh_tokens)}
+
+
 def measure_wrk(
     url: str, processes: Processes, accounts: Accounts, concurrency: int, seconds: float
 ) -> dict[str, Rate]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        refresh_script = _REFRESH_SCRIPT % {"tokens": ", ".join(f'"{t}"' for t in accounts.refresh_tokens)}
         body = json.dumps({"email": accounts.email, "password": PASSWORD})
         as_user = f'wrk.headers["Authorization"] = "Bearer {accounts.access_token}"'
         wrk(url + "/api/health", "", concurrency, 1, workdir)  # warm-up
@@ -167,11 +174,35 @@ def measure_wrk(
         return {
             "health": wrk_rate(processes, health, "", concurrency, seconds, workdir),
             "health_as_user": wrk_rate(processes, health, as_user, concurrency, seconds, workdir),
-            "refresh": wrk_rate(processes, url + REFRESH, refresh_script, concurrency, seconds, workdir),
+            "refresh": wrk_rate(
+                processes, url + REFRESH, refresh_script(accounts), concurrency, seconds, workdir
+            ),
             "sign_in": wrk_rate(
                 processes, url + SIGN_IN, _POST_SCRIPT % {"body": body}, concurrency, seconds, workdir
             ),
         }
+
+
+def profile_refresh(url: str, processes: Processes, concurrency: int, seconds: float) -> dict[str, object]:
+    """One more refresh run, sampled by py-spy (`bench/cpu_parts.py`): where the server's CPU goes. Apart
+    from the measured runs, because the sampler takes CPU of its own on the same cores. Fresh accounts:
+    the measured run spent the first ones' tokens."""
+    accounts = sign_up_users(url, concurrency + 4)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        recording = workdir / "refresh.txt"
+        spy = cpu_parts.start(processes.server, seconds, recording)
+        try:
+            rate = wrk_rate(processes, url + REFRESH, refresh_script(accounts), concurrency, seconds, workdir)
+        finally:
+            spy.wait(timeout=seconds + 30)
+        parts = cpu_parts.read(recording)
+    return {
+        "refresh_per_second_while_sampled": round(rate.per_second),
+        "server_cpu_us_per_refresh_while_sampled": rate.cpu_us,
+        "samples_without_python_frames": parts.native_share,
+        "parts_of_python_samples": parts.shares,
+    }
 
 
 # --- the asyncio client ------------------------------------------------------------------------------------
@@ -300,7 +331,12 @@ def main() -> None:
         "--client", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python"
     )
     parser.add_argument("--argon2", choices=sorted(PROFILES), default="owasp")
+    parser.add_argument(
+        "--profile", action="store_true", help="one more refresh run, sampled: where the CPU goes (py-spy)"
+    )
     args = parser.parse_args()
+    if args.profile and args.client != "wrk":
+        parser.error("--profile needs wrk (apt-get install wrk)")
     profile = PROFILES[args.argon2]
     env = {f"KILNBASE_AUTH_{k.upper()}": str(v) for k, v in profile.items()}
     env.update(
@@ -311,6 +347,7 @@ def main() -> None:
             "LOG_LEVEL": "warning",
         }
     )
+    refresh_profile: dict[str, object] | None = None
     cluster = TestCluster()
     try:
         env["DATABASE_URL"] = cluster.create_database("bench")
@@ -324,6 +361,10 @@ def main() -> None:
                 accounts = sign_up_users(server.url, args.concurrency + 4)
                 if args.client == "wrk":
                     rates = measure_wrk(server.url, processes, accounts, args.concurrency, args.seconds)
+                    if args.profile:
+                        refresh_profile = profile_refresh(
+                            server.url, processes, args.concurrency, args.seconds
+                        )
                 else:
                     rates = asyncio.run(
                         measure_python(server.url, processes, accounts, args.concurrency, args.seconds)
@@ -354,6 +395,8 @@ def main() -> None:
         "bcrypt10_hash_ms": round(bcrypt_seconds * 1000, 1),
         "argon2_vs_bcrypt10": round(argon_seconds / bcrypt_seconds, 2),
     }
+    if refresh_profile is not None:
+        report["refresh_cpu_parts"] = refresh_profile
     print(json.dumps(report, indent=2))
 
 
