@@ -228,23 +228,6 @@ class StorageService:
 
     # --- buckets (admin) -----------------------------------------------------------------------------------
 
-    async def _upload_target(self, bucket: str, key: str | None) -> tuple[int, bool]:
-        """For an upload, in one statement: the size limit, and whether an object is at `key` already (so
-        that the upload may replace one, and leave its blob to collect); 404 when the bucket does not exist.
-        An object that appears meanwhile is replaced all the same: its blob is queued, and goes at the next
-        collection (the next replacement or deletion, or the next start)."""
-        async with self.database.as_owner() as cur:
-            await cur.execute(
-                "select (select max_file_size_mb from storage.config limit 1) as max_file_size_mb, "
-                "exists (select from storage.objects o where o.bucket = b.name and o.key = %s) as taken "
-                "from storage.buckets b where b.name = %s",
-                (key, bucket),
-            )
-            row = await cur.fetchone()
-        if row is None:
-            raise _bucket_missing(bucket)
-        return self._effective_bytes(row["max_file_size_mb"]), bool(row["taken"])
-
     async def bucket_is_public(self, bucket: str) -> bool | None:
         """True or False for a bucket that exists, None for one that does not."""
         async with self.database.as_owner() as cur:
@@ -322,6 +305,23 @@ class StorageService:
             "uploadedAt": iso(stored.uploaded_at),
             "url": self.object_url(stored.bucket, stored.key),
         }
+
+    async def _upload_target(self, bucket: str, key: str | None) -> tuple[int, bool]:
+        """For an upload, in one statement: the size limit, and whether an object is at `key` already (so
+        that the upload may replace one, and leave its blob to collect); 404 when the bucket does not exist.
+        An object that appears meanwhile is replaced all the same: its blob is queued, and goes at the next
+        collection (the next replacement or deletion, or the next start)."""
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "select (select max_file_size_mb from storage.config limit 1) as max_file_size_mb, "
+                "exists (select from storage.objects o where o.bucket = b.name and o.key = %s) as taken "
+                "from storage.buckets b where b.name = %s",
+                (key, bucket),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise _bucket_missing(bucket)
+        return self._effective_bytes(row["max_file_size_mb"]), bool(row["taken"])
 
     async def _probe_write(self, principal: Principal, bucket: str, key: str) -> None:
         """Refuse before any byte is received when the caller's policies forbid this write (rolled back)."""
