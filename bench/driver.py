@@ -1,12 +1,14 @@
-"""The database driver's own cost per request transaction: `Database.as_caller` (psycopg, pipeline mode)
-beside the same transaction sent through libpq directly (`psycopg.pq`), in one run.
+"""The database driver's own cost per request transaction, three ways in one run: `Database.as_caller`
+(psycopg's pipeline: BEGIN, the caller's context, the statement, COMMIT), `Database.statement_as_caller`
+(the context and the statement, one implicit transaction: how the records engine runs a single statement),
+and that same transaction sent through libpq directly (`psycopg.pq`).
 
-Every records request and every token refresh is one transaction of four statements (BEGIN, the caller's
-context, the statement, COMMIT) sent in one round trip. This measures what the client side of that costs: CPU
-of this process per transaction, and transactions per second against the embedded Postgres, for the records
-cases of `bench/records.py`. Both sides use Kilnbase's request pool (logged in as the authenticator), the
-statement the records engine renders, and server-side prepared statements (psycopg prepares a statement from
-its sixth use, as `db_prepare_threshold` sets; the libpq side prepares on first use per connection).
+Every request that touches the database as its caller is such a transaction, sent in one round trip. This
+measures what the client side of it costs: CPU of this process per transaction (beside the CPU of Postgres's
+processes), and transactions per second against the embedded Postgres, for the records cases of
+`bench/records.py`. All three use Kilnbase's request pool (logged in as the authenticator), the statement the
+records engine renders, and server-side prepared statements (psycopg prepares a statement from its sixth
+use, as `db_prepare_threshold` sets; the libpq side prepares on first use per connection).
 
 The libpq side is a measuring stick, not a second driver: it reads rows as text and checks nothing but the
 statuses. What it shows is how much of a request's CPU goes to psycopg's Python layer (its generators,
@@ -27,13 +29,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+import psutil
 import psycopg
 import uvloop
 from psycopg import AsyncConnection, pq
 from psycopg.pq.abc import PGconn
 from tests.support.postgres import TestCluster, database_for
 
-from bench.records import CASES, SEED, render_statements
+from bench.records import CASES, SEED, render_statements, server_cpu_seconds
 from bench.records_servers import ADMIN
 from kilnbase.config import Settings
 from kilnbase.db.session import _SET_CONTEXT, _SET_CONTEXT_READ_ONLY, Database
@@ -69,8 +72,9 @@ def text_param(value: Any) -> bytes | None:
 
 
 class LibpqTransaction:
-    """BEGIN, the context, one statement and COMMIT on a pooled connection's PGconn, in pipeline mode, with
-    one sync and one flush; each statement prepared on a connection's first use of it."""
+    """The context and one statement on a pooled connection's PGconn, in pipeline mode, with one sync and one
+    flush (an implicit transaction, as `statement_as_caller`'s); each statement prepared on a connection's
+    first use of it."""
 
     def __init__(self, database: Database, statement: str, params: list[Any], read_only: bool) -> None:
         self.database = database
@@ -94,13 +98,11 @@ class LibpqTransaction:
         known = _PREPARED.setdefault(pg, set())
         pg.enter_pipeline_mode()
         try:
-            pg.send_query_params(b"BEGIN", None)
             for name, query, params in zip(self.names, self.queries, self.params, strict=True):
                 if name not in known:
                     pg.send_prepare(name, query)
                     known.add(name)
                 pg.send_query_prepared(name, params)
-            pg.send_query_params(b"COMMIT", None)
             pg.pipeline_sync()
             while pg.flush():
                 await _ready(pg.socket, write=True)
@@ -138,10 +140,10 @@ async def _ready(fd: int, *, write: bool) -> None:
             loop.remove_reader(fd)
 
 
-def psycopg_transaction(
+def as_caller_transaction(
     database: Database, statement: str, params: list[Any], read_only: bool
 ) -> Transaction:
-    """As the records engine runs a statement: `as_caller`, then the row after COMMIT."""
+    """`as_caller` with one statement, its row read after COMMIT."""
 
     async def run() -> None:
         async with database.as_caller(ADMIN, read_only=read_only) as cur:
@@ -152,8 +154,23 @@ def psycopg_transaction(
     return run
 
 
-async def drive(transaction: Transaction, requests: int, concurrency: int) -> tuple[float, float]:
-    """(CPU µs of this process per transaction, transactions per second)."""
+def statement_transaction(
+    database: Database, statement: str, params: list[Any], read_only: bool
+) -> Transaction:
+    """As the records engine runs a single statement."""
+
+    async def run() -> None:
+        cur = await database.statement_as_caller(ADMIN, statement, params, read_only=read_only)
+        if cur.description:
+            await cur.fetchone()
+
+    return run
+
+
+async def drive(
+    transaction: Transaction, requests: int, concurrency: int, postgres: psutil.Process
+) -> tuple[float, float, float]:
+    """(CPU µs of this process per transaction, of Postgres's processes, transactions per second)."""
     remaining = requests
 
     async def worker() -> None:
@@ -162,18 +179,24 @@ async def drive(transaction: Transaction, requests: int, concurrency: int) -> tu
             remaining -= 1
             await transaction()
 
-    cpu, wall = time.process_time(), time.perf_counter()
+    cpu, server, wall = time.process_time(), server_cpu_seconds(postgres), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return (time.process_time() - cpu) / requests * 1e6, requests / (time.perf_counter() - wall)
+    elapsed = time.perf_counter() - wall
+    return (
+        (time.process_time() - cpu) / requests * 1e6,
+        (server_cpu_seconds(postgres) - server) / requests * 1e6,
+        requests / elapsed,
+    )
 
 
-async def measure(conninfo: str, args: argparse.Namespace) -> None:
+async def measure(conninfo: str, postgres: psutil.Process, args: argparse.Namespace) -> None:
     statements = await render_statements(conninfo)
     settings = Settings(db_pool_min=args.concurrency, db_pool_max=args.concurrency)
     database = database_for(conninfo, settings)
     await database.open()
     print(f"{args.concurrency} concurrent transactions, a pool of as many; medians of {args.rounds} rounds")
-    print(f"{'case':<10} {'psycopg µs':>11} {'libpq µs':>9} {'psycopg tx/s':>13} {'libpq tx/s':>11}")
+    print("per transaction: CPU µs of the client / of Postgres; and transactions per second")
+    print(f"{'case':<10} {'as_caller':>24} {'statement_as_caller':>24} {'libpq':>24}")
     try:
         for case in CASES:
             if case.name not in args.cases.split(","):
@@ -185,24 +208,24 @@ async def measure(conninfo: str, args: argparse.Namespace) -> None:
                 wrap = rendered["wrap_body"] and text.startswith("{")
                 params[rendered["body_param"]] = f"[{text}]" if wrap else text
             read_only = bool(rendered["read_only"])
+            sql = rendered["sql"]
             sides: dict[str, Transaction] = {
-                "psycopg": psycopg_transaction(database, rendered["sql"], params, read_only),
-                "libpq": LibpqTransaction(database, rendered["sql"], params, read_only),
+                "as_caller": as_caller_transaction(database, sql, params, read_only),
+                "statement": statement_transaction(database, sql, params, read_only),
+                "libpq": LibpqTransaction(database, sql, params, read_only),
             }
             count = max(args.requests // (20 if case.name.startswith("post_1000") else 1), 50)
-            results: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
+            results: dict[str, list[tuple[float, float, float]]] = {side: [] for side in sides}
             for transaction in sides.values():  # warm: pools, prepared statements
-                await drive(transaction, count // 4, args.concurrency)
+                await drive(transaction, count // 4, args.concurrency, postgres)
             for _ in range(args.rounds):
                 for side, transaction in sides.items():
-                    results[side].append(await drive(transaction, count, args.concurrency))
-            cpu = {side: statistics.median(r[0] for r in runs) for side, runs in results.items()}
-            rate = {side: statistics.median(r[1] for r in runs) for side, runs in results.items()}
-            print(
-                f"{case.name:<10} {cpu['psycopg']:11.1f} {cpu['libpq']:9.1f} "
-                f"{rate['psycopg']:13.0f} {rate['libpq']:11.0f}",
-                flush=True,
-            )
+                    results[side].append(await drive(transaction, count, args.concurrency, postgres))
+            cells = []
+            for runs in results.values():
+                client, server, rate = (statistics.median(r[i] for r in runs) for i in range(3))
+                cells.append(f"{client:5.0f} / {server:4.0f} µs {rate:6.0f}/s")
+            print(f"{case.name:<10} {cells[0]:>24} {cells[1]:>24} {cells[2]:>24}", flush=True)
     finally:
         await database.close()
 
@@ -221,7 +244,9 @@ def main() -> None:
         conninfo = cluster.create_database("bench")
         with psycopg.connect(conninfo, autocommit=True) as conn:
             conn.execute(SEED)
-        uvloop.run(measure(conninfo, args))
+        postmaster = cluster.server.postmaster_pid()
+        assert postmaster is not None
+        uvloop.run(measure(conninfo, psutil.Process(postmaster), args))
     finally:
         cluster.close()
 

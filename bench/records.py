@@ -3,7 +3,8 @@
 For single-row GET, 100-row filtered+ordered GET, an embed, single POST, 1,000-row bulk POST (also with
 `?columns=`, as postgrest-js sends it), PATCH and RPC, at a fixed concurrency, it measures requests/s and
 p50/p99 of
-  (a) the same SQL sent straight to Postgres (psycopg pool, same role+claims transaction, one pipeline),
+  (a) the same SQL sent straight to Postgres (psycopg pool, the same role+claims transaction in one pipeline,
+      `Database.statement_as_caller`),
   (b) a bare Starlette handler running that same SQL on the same server stack (the floor for Python HTTP),
   (c) Kilnbase's records API,
 and prints c/b (target: 0.95 or more in every case) and c/a (target for single-row GET: 0.8 or more). The
@@ -265,8 +266,7 @@ async def direct_load(
     async def worker(deadline: float, record: bool) -> None:
         while time.perf_counter() < deadline:
             started = time.perf_counter()
-            async with database.as_caller(ADMIN, read_only=case["read_only"]) as cur:
-                await cur.execute(case["sql"], params)
+            cur = await database.statement_as_caller(ADMIN, case["sql"], params, read_only=case["read_only"])
             if cur.description:
                 await cur.fetchone()
             if record:

@@ -2,7 +2,8 @@
 
 `kilnbase_app`: the whole Kilnbase app. `bare_app`: the floor for any Python HTTP layer, a bare Starlette
 handler that runs exactly the statement the records engine would send for the case (read from
-`KB_BENCH_CASES`, written by the driver), in the same kind of transaction (role and claims, one pipeline).
+`KB_BENCH_CASES`, written by the driver), in the same kind of transaction (role and claims, one pipeline:
+`Database.statement_as_caller`, as the records engine runs a single statement).
 """
 
 from __future__ import annotations
@@ -58,9 +59,8 @@ def bare_app() -> Starlette:
         if case["body_param"] is not None:
             text = body.decode()
             params[case["body_param"]] = f"[{text}]" if case["wrap_body"] and text.startswith("{") else text
-        async with state["db"].as_caller(ADMIN, read_only=case["read_only"]) as cur:
-            await cur.execute(case["sql"], params)
-        # Read after COMMIT, as the records engine does: the transaction is one round trip.
+        # As the records engine runs one statement, and reads its row after COMMIT.
+        cur = await state["db"].statement_as_caller(ADMIN, case["sql"], params, read_only=case["read_only"])
         row = await cur.fetchone() if cur.description else None
         if case["status"] == 204:
             return Response(status_code=204)

@@ -10,6 +10,7 @@ import pytest
 
 from kilnbase import audit
 from kilnbase.config import Settings
+from kilnbase.db.roles import AUTHENTICATOR
 from kilnbase.db.session import Database
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.principal import ANONYMOUS, CredentialKind, Principal
@@ -183,3 +184,74 @@ async def test_results_are_read_after_the_block_and_failures_leave_the_connectio
             assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     finally:
         await single.close()
+
+
+async def test_one_statement_runs_as_the_caller_in_a_transaction_of_its_own(database_url: str) -> None:
+    # One request connection: the statement after reuses the connection the one before used.
+    single = database_for(database_url, Settings(db_pool_min=1, db_pool_max=1))
+    await single.open()
+    user_id = str(uuid.uuid4())
+    try:
+        cur = await single.statement_as_caller(
+            user(user_id, "ada@example.com"),
+            "select current_user as who, auth.uid()::text as uid, auth.email() as email, "
+            "current_setting('transaction_read_only') as ro, now() < statement_timestamp() as after_context",
+            (),
+        )
+        assert await cur.fetchone() == {
+            "who": "authenticated",
+            "uid": user_id,
+            "email": "ada@example.com",
+            "ro": "off",
+            # the context's statement started the transaction: the caller's statement is in the same one
+            "after_context": True,
+        }
+        cur = await single.statement_as_caller(
+            ANONYMOUS,
+            "select current_user as who, auth.uid() as uid, current_setting('transaction_read_only') as ro",
+            (),
+            read_only=True,
+        )
+        assert await cur.fetchone() == {"who": "anon", "uid": None, "ro": "on"}
+        async with single.request_pool.connection() as conn:  # nothing of either caller is left behind
+            row = await (
+                await conn.execute("select current_user, current_setting('request.jwt.claims')")
+            ).fetchone()
+            assert row == (AUTHENTICATOR, "")
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    finally:
+        await single.close()
+
+
+async def test_one_statement_commits_or_leaves_nothing(db: Database) -> None:
+    table = f"public.one_statement_{uuid.uuid4().hex[:12]}"
+    async with db.as_owner() as cur:
+        await cur.execute(f"create table {table} (id int primary key)")
+        await cur.execute(f"grant all on {table} to project_admin")
+    cur = await db.statement_as_caller(ADMIN, f"insert into {table} values (%s), (%s) returning id", (1, 2))
+    assert await cur.fetchall() == [{"id": 1}, {"id": 2}]
+    with pytest.raises(psycopg.errors.UniqueViolation):  # the second row fails: the first is undone with it
+        await db.statement_as_caller(ADMIN, f"insert into {table} values (%s), (%s)", (3, 1))
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        await db.statement_as_caller(ADMIN, f"insert into {table} values (%s)", (4,), read_only=True)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        await db.statement_as_caller(ANONYMOUS, f"insert into {table} values (%s)", (5,))
+    cur = await db.statement_as_caller(ADMIN, f"select array_agg(id order by id) as ids from {table}", ())
+    assert await cur.fetchone() == {"ids": [1, 2]}
+
+
+async def test_one_statement_keeps_the_role_statement_timeout(database_url: str) -> None:
+    timed = database_for(database_url)
+    timed.statement_timeouts["anon"] = "50ms"
+    await timed.open()
+    try:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            await timed.statement_as_caller(ANONYMOUS, "select pg_sleep(2)", ())
+    finally:
+        await timed.close()
+
+
+async def test_one_statement_refuses_any_other_role(db: Database) -> None:
+    rogue = Principal(db_role="postgres", kind=CredentialKind.JWT, claims={"role": "postgres"})
+    with pytest.raises(ValueError, match="refusing"):
+        await db.statement_as_caller(rogue, "select 1", ())

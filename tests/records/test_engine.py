@@ -50,6 +50,13 @@ class RecordingDatabase:
     ) -> AsyncIterator[_Cursor]:
         yield _Cursor(self, read_only, rollback)
 
+    async def statement_as_caller(
+        self, principal: object, text: str, params: Any, *, read_only: bool = False
+    ) -> _Cursor:
+        cursor = _Cursor(self, read_only)
+        await cursor.execute(text, params)
+        return cursor
+
 
 class _Connection:
     @asynccontextmanager

@@ -4,12 +4,13 @@ Exactly as PostgREST does it: one transaction per request on the request pool (l
 authenticator), with `role`, `request.jwt.claims` and the role's `statement_timeout` set by `set_config(...,
 true)` (transaction-local, values bound, never spliced). BEGIN, the context, the caller's statements and
 COMMIT travel in one pipeline and one network round trip when the caller reads its results after the block
-(the cursor keeps the last statement's result); a fetch inside the block costs one more. Internal work runs
-as the owner, on a pool of its own, through `as_owner`, deliberately and visibly."""
+(the cursor keeps the last statement's result); a fetch inside the block costs one more. A single statement
+needs neither BEGIN nor COMMIT (`statement_as_caller`). Internal work runs as the owner, on a pool of its own,
+through `as_owner`, deliberately and visibly."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -38,6 +39,13 @@ async def _reset_session(conn: AsyncConnection[Any]) -> None:
     async with conn.pipeline():
         for statement in ("RESET ALL", "DISCARD TEMP", "UNLISTEN *", "SELECT pg_advisory_unlock_all()"):
             await conn.execute(statement)
+
+
+async def _end_failed(conn: AsyncConnection[Any]) -> None:
+    """After a failure (a statement's, or the block's): a transaction still open is rolled back, so that the
+    pool gets the connection idle."""
+    if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+        await conn.rollback()
 
 
 class DatabaseIdentity(Protocol):
@@ -70,11 +78,7 @@ class Database:
     ) -> AsyncIterator[AsyncCursor[DictRow]]:
         """A cursor inside a transaction that runs with the caller's role, JWT claims and timeout; with
         `rollback` it ends in ROLLBACK (what it read is still there to read)."""
-        role = identity.db_role
-        if role not in REQUEST_ROLES:
-            raise ValueError(f"refusing to run a request as role {role!r}")
-        claims = orjson.dumps(dict(identity.claims)).decode()
-        timeout = self.statement_timeouts.get(role, "0")
+        context = self._context(identity)
         async with self.request_pool.connection() as conn:
             if not conn.autocommit:  # the pool's connections are; BEGIN and COMMIT are ours to send
                 await conn.set_autocommit(True)
@@ -85,17 +89,52 @@ class Database:
                 # transaction, which would drop the role.
                 async with conn.pipeline():
                     await cur.execute("BEGIN")
-                    await cur.execute(
-                        _SET_CONTEXT_READ_ONLY if read_only else _SET_CONTEXT, (role, claims, timeout)
-                    )
+                    await cur.execute(_SET_CONTEXT_READ_ONLY if read_only else _SET_CONTEXT, context)
                     yield cur
                     # Another cursor: `cur` keeps the caller's result.
                     await conn.cursor().execute("ROLLBACK" if rollback else "COMMIT")
             except BaseException:
                 # The block raised, or a statement failed (the pipeline then skipped the rest, COMMIT too).
-                if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
-                    await conn.rollback()
+                await _end_failed(conn)
                 raise
+
+    async def statement_as_caller(
+        self, identity: DatabaseIdentity, query: str, params: Sequence[Any], *, read_only: bool = False
+    ) -> AsyncCursor[DictRow]:
+        """One statement as the caller, committed (or, if it failed, undone), and the cursor that holds its
+        result: `as_caller` for a single statement, for about a fifth less of the client's CPU.
+
+        The context and the statement go in one pipeline with one sync, without BEGIN or COMMIT: Postgres
+        runs all it receives up to a Sync as one implicit transaction, committed at the Sync and rolled back
+        whole if a statement fails, so the transaction-local role, claims and timeout hold for the statement
+        and end with it. `as_caller` needs an explicit BEGIN because its caller's code may sync inside the
+        block (a fetch), ending the transaction early; here nothing runs between the two statements. Two
+        statements through psycopg's pipeline rather than four: 30 to 40 µs less per request here
+        (`bench.driver`)."""
+        context = self._context(identity)
+        async with self.request_pool.connection() as conn:
+            if not conn.autocommit:  # without autocommit psycopg would open a transaction of its own
+                await conn.set_autocommit(True)
+            cur = conn.cursor(row_factory=dict_row)
+            try:
+                async with conn.pipeline():
+                    await cur.execute(_SET_CONTEXT_READ_ONLY if read_only else _SET_CONTEXT, context)
+                    await cur.execute(query, params)
+            except BaseException:
+                await _end_failed(conn)
+                raise
+        return cur
+
+    def _context(
+        self, identity: DatabaseIdentity, statement_timeout: str | None = None
+    ) -> tuple[str, str, str]:
+        """The values of `_SET_CONTEXT`: role, claims, statement timeout; refuses any role but the request
+        roles."""
+        role = identity.db_role
+        if role not in REQUEST_ROLES:
+            raise ValueError(f"refusing to run a request as role {role!r}")
+        claims = orjson.dumps(dict(identity.claims)).decode()
+        return role, claims, statement_timeout or self.statement_timeouts.get(role, "0")
 
     @asynccontextmanager
     async def transaction_as(
@@ -109,17 +148,11 @@ class Database:
         """A connection inside a transaction as the caller (role, claims, timeout), without a pipeline: for
         scripts that read between statements or run several statements in one string (raw SQL, imports,
         DDL). `statement_timeout` overrides the role's statement timeout; `force_rollback` keeps nothing."""
-        role = identity.db_role
-        if role not in REQUEST_ROLES:
-            raise ValueError(f"refusing to run a request as role {role!r}")
-        claims = orjson.dumps(dict(identity.claims)).decode()
-        context = _SET_CONTEXT_READ_ONLY if read_only else _SET_CONTEXT
+        context = self._context(identity, statement_timeout)
         async with self.request_pool.connection() as conn:
             try:
                 async with conn.transaction(force_rollback=force_rollback):
-                    await conn.execute(
-                        context, (role, claims, statement_timeout or self.statement_timeout(role))
-                    )
+                    await conn.execute(_SET_CONTEXT_READ_ONLY if read_only else _SET_CONTEXT, context)
                     yield conn
             finally:
                 if not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE:

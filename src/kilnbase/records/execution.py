@@ -1,7 +1,9 @@
 """Running a rendered statement as the caller: one transaction, sent in one round trip.
 
 `Database.as_caller` opens the transaction with the caller's role and claims (READ ONLY for reads) in
-pipeline mode, so the statement, its set-up and COMMIT travel together; the result is read after COMMIT.
+pipeline mode, so the statement, its set-up and COMMIT travel together; the result is read after COMMIT. A
+single statement answered after COMMIT takes `Database.statement_as_caller`, the same transaction without
+BEGIN and COMMIT.
 """
 
 from __future__ import annotations
@@ -35,7 +37,14 @@ async def run(
 
     The answer is read after COMMIT (the transaction is then one round trip), unless it can still fail
     and must roll a write back (`check_first`): then a nested pipeline block syncs, and the answer is
-    made before COMMIT. `rollback`: the transaction ends in ROLLBACK instead (`Prefer: tx=rollback`)."""
+    made before COMMIT. `rollback`: the transaction ends in ROLLBACK instead (`Prefer: tx=rollback`).
+    A statement already rendered, committed and answered after COMMIT, the common case, takes
+    `Database.statement_as_caller`: half the statements, no BEGIN or COMMIT."""
+    if isinstance(statement, Sql) and not check_first and not rollback:
+        cur = await database.statement_as_caller(
+            principal, statement.text, statement.params, read_only=read_only
+        )
+        return await answer(cur)
     async with database.as_caller(principal, read_only=read_only, rollback=rollback) as cur:
         if not isinstance(statement, Sql):
             statement = await statement(cur)

@@ -135,8 +135,10 @@ class RecordsEngine:
             plan = read_plan(shape, snapshot, table_target(shape, snapshot))
             statement = template(statements.table_read(plan, count_exact=shape.prefs.count == "exact"))
             prepared = plans.reads.put(shape, PreparedRead(plan, statement))
-        async with self.database.as_caller(api.principal, read_only=True) as cur:
-            await cur.execute(prepared.statement.text, prepared.statement.params)
+        statement = prepared.statement
+        cur = await self.database.statement_as_caller(
+            api.principal, statement.text, statement.params, read_only=True
+        )
         row = await cur.fetchone()  # after COMMIT: the whole transaction was one round trip
         assert row is not None
         return read_response(api, row, prepared.plan.offset, None)
