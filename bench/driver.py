@@ -37,7 +37,7 @@ from psycopg.pq.abc import PGconn
 from tests.support.postgres import TestCluster, database_for
 
 from bench.records import CASES, SEED, render_statements, server_cpu_seconds
-from bench.records_servers import ADMIN
+from bench.records_servers import ADMIN, statement_params
 from kilnbase.config import Settings
 from kilnbase.db.session import _SET_CONTEXT, _SET_CONTEXT_READ_ONLY, Database
 
@@ -202,11 +202,7 @@ async def measure(conninfo: str, postgres: psutil.Process, args: argparse.Namesp
             if case.name not in args.cases.split(","):
                 continue
             rendered = statements[case.name]
-            params = list(rendered["params"])
-            if rendered["body_param"] is not None:
-                text = case.body_bytes.decode()
-                wrap = rendered["wrap_body"] and text.startswith("{")
-                params[rendered["body_param"]] = f"[{text}]" if wrap else text
+            params = statement_params(rendered, case.body_bytes)
             read_only = bool(rendered["read_only"])
             sql = rendered["sql"]
             sides: dict[str, Transaction] = {

@@ -43,7 +43,7 @@ import psycopg
 from tests.support.postgres import TestCluster, database_for
 from tests.support.servers import free_port
 
-from bench.records_servers import ADMIN
+from bench.records_servers import ADMIN, statement_params
 from kilnbase.config import Settings
 from kilnbase.db.schema_cache import load_snapshot
 from kilnbase.records.query_grammar import parse_query
@@ -254,10 +254,7 @@ async def http_load(
 async def direct_load(
     conninfo: str, case: dict[str, Any], body: bytes, concurrency: int, seconds: float
 ) -> Result:
-    params = list(case["params"])
-    if case["body_param"] is not None:
-        text = body.decode()
-        params[case["body_param"]] = f"[{text}]" if case["wrap_body"] and text.startswith("{") else text
+    params = statement_params(case, body)
     # As the app connects: requests log in as the authenticator.
     database = database_for(conninfo, Settings(db_pool_min=concurrency, db_pool_max=concurrency))
     await database.open()

@@ -28,6 +28,16 @@ from kilnbase.identity.principal import CredentialKind, Principal
 ADMIN = Principal(db_role="project_admin", kind=CredentialKind.API_KEY, claims={"role": "project_admin"})
 
 
+def statement_params(case: dict[str, Any], body: bytes) -> list[Any]:
+    """A rendered case's parameters with the request body in its place, as the records engine passes it (one
+    JSON object wrapped in an array where the statement takes rows)."""
+    params = list(case["params"])
+    if case["body_param"] is not None:
+        text = body.decode()
+        params[case["body_param"]] = f"[{text}]" if case["wrap_body"] and text.startswith("{") else text
+    return params
+
+
 def kilnbase_app() -> Any:
     """As `kilnbase serve` builds it, logging included (one JSON line per request at the default level)."""
     from kilnbase.app import create_app
@@ -54,11 +64,7 @@ def bare_app() -> Starlette:
 
     async def handle(request: Request) -> Response:
         case = cases[request.path_params["case"]]
-        params = list(case["params"])
-        body = await request.body()
-        if case["body_param"] is not None:
-            text = body.decode()
-            params[case["body_param"]] = f"[{text}]" if case["wrap_body"] and text.startswith("{") else text
+        params = statement_params(case, await request.body())
         # As the records engine runs one statement, and reads its row after COMMIT.
         cur = await state["db"].statement_as_caller(ADMIN, case["sql"], params, read_only=case["read_only"])
         row = await cur.fetchone() if cur.description else None
