@@ -43,7 +43,7 @@ import psycopg
 from tests.support.postgres import TestCluster, database_for
 from tests.support.servers import free_port
 
-from bench.records_servers import ADMIN, statement_params
+from bench.records_servers import ADMIN, has_rows, statement_params
 from kilnbase.config import Settings
 from kilnbase.db.schema_cache import load_snapshot
 from kilnbase.records.query_grammar import parse_query
@@ -264,7 +264,7 @@ async def direct_load(
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             cur = await database.statement_as_caller(ADMIN, case["sql"], params, read_only=case["read_only"])
-            if cur.description:
+            if has_rows(cur):
                 await cur.fetchone()
             if record:
                 latencies.append(time.perf_counter() - started)

@@ -38,6 +38,13 @@ def statement_params(case: dict[str, Any], body: bytes) -> list[Any]:
     return params
 
 
+def has_rows(cur: Any) -> bool:
+    """Whether the statement returned rows, read off libpq's result: `cur.description` would build a column
+    description per request that nothing here uses, a cost the floor must not carry."""
+    result = cur.pgresult
+    return result is not None and result.nfields > 0
+
+
 def kilnbase_app() -> Any:
     """As `kilnbase serve` builds it, logging included (one JSON line per request at the default level)."""
     from kilnbase.app import create_app
@@ -67,7 +74,7 @@ def bare_app() -> Starlette:
         params = statement_params(case, await request.body())
         # As the records engine runs one statement, and reads its row after COMMIT.
         cur = await state["db"].statement_as_caller(ADMIN, case["sql"], params, read_only=case["read_only"])
-        row = await cur.fetchone() if cur.description else None
+        row = await cur.fetchone() if has_rows(cur) else None
         if case["status"] == 204:
             return Response(status_code=204)
         if row is None:
