@@ -16,6 +16,7 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from kilnbase.agent_docs import routes as agent_docs_routes
 from kilnbase.agents import routes as agents_routes
@@ -83,9 +84,18 @@ class KilnbaseApp(Starlette):
         middleware: Sequence[Middleware],
         lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]],
     ) -> None:
-        super().__init__(middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+        super().__init__(middleware=middleware, lifespan=lifespan)
         self.router = IndexedRouter(routes, lifespan=lifespan)
         self.services = services
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """The middleware around the router, without the two error layers Starlette adds around every
+        request: the first middleware, `RequestContextMiddleware`, is the one error boundary
+        (`http.errors.ErrorBoundary`)."""
+        app: ASGIApp = self.router
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return app
 
 
 #: Allocations (less deallocations) of tracked objects between collections of the youngest generation.
@@ -173,6 +183,7 @@ def create_app(
             max_header_bytes=settings.max_header_bytes,
             trusted_proxies=settings.trusted_proxies,
             on_request=services.logs.request_log.append,
+            exception_handlers=EXCEPTION_HANDLERS,
         ),
         Middleware(IdempotencyMiddleware, keys=IdempotencyKeys(services.core.database)),
         # An agent key's high-risk REST request is held for approval, as its tool call would be.

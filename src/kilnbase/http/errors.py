@@ -7,13 +7,14 @@ A client mistake gets a 4xx with a message that says what to do; an unexpected f
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from kilnbase.identity.actor import Actor
 
@@ -125,3 +126,43 @@ def require_admin_actor(actor: Actor) -> None:
             "This needs admin rights.",
             "Use the project's API key (kilnbase keys) or sign in as the project admin.",
         )
+
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+class ErrorBoundary:
+    """Where an exception a route raised becomes its answer: the handler of its class (or of its status,
+    for an `HTTPException`), else the handler of `Exception`, whose error is then raised on for the server
+    to log, as Starlette's outermost layer does.
+
+    Starlette builds two layers for this around every request (one for unexpected errors, one for the
+    handled ones), each a coroutine frame and a wrapped `send`, and each passed through again every time
+    the request's task resumes. Here it is one `try` in the request-context layer, which wraps every
+    request anyway. Starlette's request/response routes keep handling their own errors, with the handlers
+    read from the scope (`for_routes`)."""
+
+    def __init__(self, handlers: Mapping[Any, Handler]) -> None:
+        self.unexpected = handlers.get(Exception) or handlers.get(500)
+        self.by_class = {k: v for k, v in handlers.items() if isinstance(k, type) and k is not Exception}
+        self.by_status = {k: v for k, v in handlers.items() if isinstance(k, int) and k != 500}
+        #: What Starlette's routes read from `scope["starlette.exception_handlers"]`.
+        self.for_routes = (self.by_class, self.by_status)
+
+    async def answer(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> bool:
+        """Send the answer to `exc` (the response must not have started); True when `exc` was unexpected
+        and is to be raised on."""
+        handler = self.by_status.get(exc.status_code) if isinstance(exc, HTTPException) else None
+        if handler is None:
+            handler = next((self.by_class[k] for k in type(exc).__mro__ if k in self.by_class), None)
+        unexpected = handler is None
+        request = Request(scope, receive, send)
+        if handler is not None:
+            response = await handler(request, exc)
+            exc.__traceback__ = None  # a reused exception would gather tracebacks across requests
+        elif self.unexpected is not None:
+            response = await self.unexpected(request, exc)
+        else:
+            response = Response("Internal Server Error", status_code=500, media_type="text/plain")
+        await response(scope, receive, send)
+        return unexpected

@@ -16,8 +16,9 @@ headers are read here anyway, and a request without an origin needs nothing from
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -26,7 +27,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kilnbase.http.client_address import Network, client_address
-from kilnbase.http.errors import ApiError, error_body
+from kilnbase.http.errors import EXCEPTION_HANDLERS, ApiError, ErrorBoundary, Handler, error_body
 from kilnbase.http.responses import send_body
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.agent_keys import AgentKey
@@ -37,6 +38,8 @@ _PRINCIPAL = "kilnbase.principal"
 _CREDENTIAL_ERROR = "kilnbase.credential_error"
 _CLIENT_IP = "kilnbase.client_ip"
 _TRUSTED_PROXIES = "kilnbase.trusted_proxies"
+#: Where Starlette's request/response routes look for the exception handlers.
+_HANDLERS = "starlette.exception_handlers"
 #: Any origin, with credentials (the origin is reflected, never `*`), as InsForge allows.
 CORS_POLICY: dict[str, Any] = {
     "allow_origin_regex": r".*",
@@ -79,11 +82,15 @@ class RequestContextMiddleware:
         max_header_bytes: int,
         trusted_proxies: Sequence[Network] = (),
         on_request: Callable[[dict[str, Any]], None] | None = None,
+        exception_handlers: Mapping[Any, Handler] = EXCEPTION_HANDLERS,
     ) -> None:
         self.app = app
         #: Given each request's log fields after it ends (the request log kept for `GET /api/logs`).
         self.on_request = on_request
-        self.cors = CORSMiddleware(app, **CORS_POLICY)
+        #: Every request's one error boundary (the app has no Starlette error layers: `KilnbaseApp`).
+        self.errors = ErrorBoundary(exception_handlers)
+        self.route_handlers = self.errors.for_routes
+        self.cors = CORSMiddleware(self._guarded, **CORS_POLICY)
         self.resolver = resolver
         self.body_limit_for = body_limit_for
         self.max_header_bytes = max_header_bytes
@@ -91,24 +98,20 @@ class RequestContextMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            scope[_HANDLERS] = self.route_handlers
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        authorization = api_key = origin = content_length = None
-        header_bytes = len(scope["raw_path"] if scope.get("raw_path") else scope["path"]) + len(
-            scope["query_string"]
+        headers = scope["headers"]
+        # One pass in C each: the headers by name (the last of a repeated one wins) and their size.
+        named = dict(headers)
+        header_bytes = (
+            sum(map(len, chain.from_iterable(headers)))
+            + len(scope["raw_path"] if scope.get("raw_path") else scope["path"])
+            + len(scope["query_string"])
         )
-        for name, value in scope["headers"]:
-            header_bytes += len(name) + len(value)
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
-            elif name == b"x-api-key":
-                api_key = value.decode("latin-1")
-            elif name == b"origin":
-                origin = value
-            elif name == b"content-length":
-                content_length = value
-        status = 500
+        origin = named.get(b"origin")
+        status = 0  # until the response starts
         principal: Principal | None = None
 
         async def send_wrapper(message: Message) -> None:
@@ -130,6 +133,7 @@ class RequestContextMiddleware:
                 )
                 return
             limit = self.body_limit_for(scope["path"])
+            content_length = named.get(b"content-length")
             if content_length is not None:
                 declared = int(content_length) if content_length.isdigit() else -1
                 if declared > limit.bytes:
@@ -138,24 +142,34 @@ class RequestContextMiddleware:
                 bounded = receive if declared >= 0 else _bounded(receive, limit)
             else:
                 bounded = _bounded(receive, limit)
+            authorization, api_key = named.get(b"authorization"), named.get(b"x-api-key")
             try:
-                principal = self.resolver.resolve(authorization, api_key)
+                principal = self.resolver.resolve(
+                    None if authorization is None else authorization.decode("latin-1"),
+                    None if api_key is None else api_key.decode("latin-1"),
+                )
             except CredentialError as exc:
                 scope[_CREDENTIAL_ERROR] = str(exc)
             scope[_PRINCIPAL] = principal
+            scope[_HANDLERS] = self.route_handlers
             if self.trusted_proxies:  # (decided on first use: most requests never ask)
                 scope[_TRUSTED_PROXIES] = self.trusted_proxies
             try:
                 await (self.app if origin is None else self.cors)(scope, bounded, send_wrapper)
             except BodyTooLarge as exc:
-                if status != 500:  # the response had started: nothing more can be said
+                if status:  # the response had started: nothing more can be said
                     raise
                 await _refuse_body(send_wrapper, scope, exc.limit)
+        except Exception as exc:
+            # Once the response has started nothing more can be said: the server drops the connection. An
+            # unexpected error is raised on in any case, for the server to log.
+            if status or await self.errors.answer(scope, receive, send_wrapper, exc):
+                raise
         finally:
             fields = {
                 "method": scope["method"],
                 "path": scope["path"],
-                "status": status,
+                "status": status or 500,
                 # In ms to two places: `round(x, 2)` on a float goes through decimal text, 50 times dearer.
                 "duration_ms": round((time.perf_counter() - started) * 100_000) / 100,
                 "role": principal.db_role if principal else ("invalid" if _PRINCIPAL in scope else "-"),
@@ -163,6 +177,22 @@ class RequestContextMiddleware:
             log_request(fields)
             if self.on_request is not None:
                 self.on_request(fields)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app, for a browser's request: inside CORS, so that an error's answer carries CORS's headers
+        as any other answer does."""
+        started = False
+
+        async def sender(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sender)
+        except Exception as exc:
+            if started or await self.errors.answer(scope, receive, sender, exc):
+                raise
 
 
 def _bounded(receive: Receive, limit: BodyLimit) -> Receive:
