@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.testclient import TestClient
 
 from kilnbase.app import create_app
 from kilnbase.config import Settings
-from kilnbase.http.routing import IndexedRouter, literal_segments
+from kilnbase.http.routing import MEMO_PATH_CHARS, MEMO_SIZE, IndexedRouter, literal_segments
 
 
 def _scan(routes: list[BaseRoute], path: str, method: str) -> tuple[BaseRoute | None, Match]:
@@ -113,3 +114,38 @@ def test_misses_still_get_starlettes_405_404_and_slash_redirect(tmp_path: Path) 
     assert redirected.status_code == 307 and redirected.headers["location"].endswith("/api/things")
     app.router.routes.append(Route("/late", ok))  # a route added later is indexed too
     assert client.get("/late").text == "ok"
+
+
+def test_a_remembered_match_gives_the_same_route_and_its_own_parameters() -> None:
+    seen: list[dict[str, object]] = []
+
+    def item(request: Request) -> PlainTextResponse:
+        seen.append(dict(request.path_params))
+        request.path_params["id"] = "changed by the route"  # must not reach the next request
+        return PlainTextResponse(f"item {request.path_params}")
+
+    def long_item(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("long")
+
+    app = Starlette()
+    router = IndexedRouter(
+        [Route("/api/items/{id}", item, methods=["GET"]), Route("/api/long/{rest:path}", long_item)]
+    )
+    app.router = router
+    client = TestClient(app)
+    for _ in range(3):
+        assert client.get("/api/items/7").status_code == 200
+    assert seen == [{"id": "7"}] * 3
+    assert router._matched.keys() == {("GET", "/api/items/7")}
+    # A method the route does not allow is Starlette's 405 every time, and not remembered.
+    assert [client.post("/api/items/7").status_code for _ in range(2)] == [405, 405]
+    assert client.get("/api/items/8").status_code == 200 and seen[-1] == {"id": "8"}
+    # A long path is matched, not remembered; the memory empties when full.
+    assert client.get("/api/long/" + "x" * MEMO_PATH_CHARS).text == "long"
+    assert ("GET", "/api/long/" + "x" * MEMO_PATH_CHARS) not in router._matched
+    for index in range(MEMO_SIZE + 1):
+        assert client.get(f"/api/long/{index}").text == "long"
+    assert len(router._matched) <= MEMO_SIZE
+    # A route added later can take a path over from a remembered one, as Starlette's scan would.
+    router.routes.insert(0, Route("/api/items/7", long_item))
+    assert client.get("/api/items/7").text == "long"
