@@ -93,7 +93,9 @@ _json_handler: logging.StreamHandler[Any] | None = None
 request_log = logging.getLogger("kilnbase.request")
 _kilnbase_log = logging.getLogger("kilnbase")
 #: `_clean`'s answers by the texts of a request line's fields; emptied when full (paths are the client's).
-_clean_texts: dict[tuple[str, ...], bool] = {}
+_clean_texts: dict[tuple[Any, ...], bool] = {}
+#: The fields of the line the request-context middleware writes for every request.
+_REQUEST_FIELDS = frozenset({"method", "path", "status", "duration_ms", "role"})
 _CLEAN_TEXTS_SIZE = 4096
 
 
@@ -105,7 +107,23 @@ def _clean(fields: dict[str, Any]) -> bool:
     A line is the fixed fields (time, level, logger, message: none holds a hint), then these; the hints
     are letters, digits, `_` and `-`, so none spans two JSON tokens and the line holds one exactly when the
     names and string values, written as JSON, do. Numbers never do; any other value (whose text only
-    `default=str` knows) is not decided here: the line is scrubbed."""
+    `default=str` knows) is not decided here: the line is scrubbed.
+
+    The middleware's own line (`_REQUEST_FIELDS`) is looked up by its three texts and the kinds of its two
+    numbers before anything is walked: the answer depends on nothing else."""
+    request_line = fields.keys() == _REQUEST_FIELDS
+    key: tuple[Any, ...] = ()
+    if request_line:
+        key = (
+            fields["method"],
+            fields["path"],
+            fields["role"],
+            fields["status"].__class__,
+            fields["duration_ms"].__class__,
+        )
+        known = _clean_texts.get(key)
+        if known is not None:
+            return known
     texts: list[str] = []
     for name, value in fields.items():
         texts.append(name)
@@ -114,12 +132,14 @@ def _clean(fields: dict[str, Any]) -> bool:
             texts.append(value)
         elif kind is not int and kind is not float:
             return False
-    key = tuple(texts)
-    clean = _clean_texts.get(key)
-    if clean is None:
-        if len(_clean_texts) >= _CLEAN_TEXTS_SIZE:
-            _clean_texts.clear()
-        clean = _clean_texts[key] = not _may_hold_secret(orjson.dumps(texts).decode())
+    if not request_line:
+        key = tuple(texts)
+        known = _clean_texts.get(key)
+        if known is not None:
+            return known
+    if len(_clean_texts) >= _CLEAN_TEXTS_SIZE:
+        _clean_texts.clear()
+    clean = _clean_texts[key] = not _may_hold_secret(orjson.dumps(texts).decode())
     return clean
 
 

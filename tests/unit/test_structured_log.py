@@ -170,3 +170,14 @@ def test_a_request_line_that_cannot_be_written_does_not_fail_the_request(
     json_stdout.close()
     structured.log_request({"method": "GET", "path": "/a", "status": 200})  # no exception
     assert "Logging error" in capsys.readouterr().err  # reported by logging's own handler
+
+
+def test_a_request_line_is_remembered_by_its_texts_and_the_kinds_of_its_numbers() -> None:
+    formatter = JsonFormatter()
+    plain = {"method": "GET", "path": "/x", "status": 200, "duration_ms": 1.5, "role": "anon"}
+    odd = dict(plain, status="token=abc")  # the same texts, but a status that is text (and a secret)
+    for fields in (plain, odd, plain, odd):
+        clean = structured._clean(fields)
+        line = formatter.line(1_700_000_000.5, "info", "kilnbase.request", "request", fields, clean=clean)
+        assert line == formatter.line(1_700_000_000.5, "info", "kilnbase.request", "request", fields)
+    assert "abc" not in formatter.line(1.0, "info", "r", "request", odd, clean=structured._clean(odd))
