@@ -444,3 +444,24 @@ def test_bulk_insert_takes_keys_that_only_later_rows_have(client: TestClient, ad
         {"slug": "k2", "score": 2, "title": "later"},
         {"slug": "k3", "score": 3, "title": "untitled"},
     ]
+
+
+def test_several_prefer_headers_count_as_one(client: TestClient, admin: dict[str, str]) -> None:
+    """PostgREST reads every `Prefer` header a request carries, as if they were one, joined by commas."""
+    response = client.post(
+        f"{RECORDS}/notes",
+        headers=[
+            *admin.items(),
+            ("Prefer", "return=representation"),
+            ("Content-Type", "application/json"),
+            ("Prefer", "count=exact"),
+        ],
+        content=b'{"slug": "p", "title": "twice"}',
+    )
+    assert response.status_code == 201
+    assert [row["title"] for row in response.json()] == ["twice"]
+    assert response.headers["content-range"] == "*/1"
+    assert set(response.headers["preference-applied"].replace(" ", "").split(",")) == {
+        "return=representation",
+        "count=exact",
+    }

@@ -35,6 +35,7 @@ from kilnbase.identity.principal import ANONYMOUS, CredentialError, CredentialRe
 from kilnbase.structured_log import log_request
 
 _PRINCIPAL = "kilnbase.principal"
+_HEADERS = "kilnbase.headers"
 _CREDENTIAL_ERROR = "kilnbase.credential_error"
 _CLIENT_IP = "kilnbase.client_ip"
 _TRUSTED_PROXIES = "kilnbase.trusted_proxies"
@@ -104,7 +105,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         headers = scope["headers"]
         # One pass in C each: the headers by name (the last of a repeated one wins) and their size.
-        named = dict(headers)
+        named = scope[_HEADERS] = dict(headers)
         header_bytes = (
             sum(map(len, chain.from_iterable(headers)))
             + len(scope["raw_path"] if scope.get("raw_path") else scope["path"])
@@ -235,6 +236,15 @@ async def _refuse(send: Send, scope: Scope, status: int, message: str, next_acti
         )
     headers = [_JSON, (b"connection", b"close")]
     await send_body(send, status, headers, orjson.dumps(body), head=scope["method"] == "HEAD")
+
+
+def headers_in(scope: Scope) -> dict[bytes, bytes]:
+    """The request's headers by (lower-case) name, the last of a repeated one winning: built once per
+    request, by this middleware, or here for a scope that did not pass through it."""
+    named: dict[bytes, bytes] | None = scope.get(_HEADERS)
+    if named is None:
+        named = scope[_HEADERS] = dict(scope["headers"])
+    return named
 
 
 def principal_of(request: Request) -> Principal:

@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from kilnbase.capability import Capability
 from kilnbase.http.disconnect import unless_client_leaves
-from kilnbase.http.request_context import credential_in
+from kilnbase.http.request_context import credential_in, headers_in
 from kilnbase.http.responses import encode_headers, send_body
 from kilnbase.records import media_type
 from kilnbase.records.api_request import RecordsRequest
@@ -27,10 +27,19 @@ from kilnbase.records.response import RecordsResponse
 from kilnbase.records.service import RecordsEngine
 
 _METHODS = ["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"]
-#: The request headers the engine reads (ASGI gives names in lower case).
-_ENGINE_HEADERS = frozenset(
-    {b"accept", b"prefer", b"range", b"range-unit", b"content-type", b"accept-profile", b"content-profile"}
-)
+#: The request headers the engine reads (ASGI gives names in lower case), with their names as text.
+_ENGINE_HEADERS = {
+    name.encode(): name
+    for name in (
+        "accept",
+        "prefer",
+        "range",
+        "range-unit",
+        "content-type",
+        "accept-profile",
+        "content-profile",
+    )
+}
 _JSON_UTF8 = b"application/json; charset=utf-8"
 
 
@@ -56,12 +65,14 @@ class RecordsEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = credential_in(scope)
         method: str = scope["method"]
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in scope["headers"]:
-            if raw_name in _ENGINE_HEADERS:
-                name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
-                # Several `Prefer` headers count as one, joined (the only repeatable header read here).
-                headers[name] = f"{headers[name]},{value}" if name == "prefer" and name in headers else value
+        named = headers_in(scope)
+        headers = {
+            _ENGINE_HEADERS[raw]: named[raw].decode("latin-1") for raw in _ENGINE_HEADERS.keys() & named
+        }
+        if "prefer" in headers and len(named) < len(scope["headers"]):
+            # Several `Prefer` headers count as one, joined (the only repeatable header read here); the
+            # headers by name keep only the last, so the list is read when some name came more than once.
+            headers["prefer"] = ",".join(v.decode("latin-1") for n, v in scope["headers"] if n == b"prefer")
         request = RecordsRequest(
             method=method,
             resource=scope["path_params"][self.parameter],
