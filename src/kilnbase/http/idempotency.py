@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kilnbase.db.idempotency import MAX_KEY_LENGTH, MAX_STORED_BYTES, IdempotencyKeys, Stored, request_digest
 from kilnbase.http.buffered_body import read_all, replaying
 from kilnbase.http.errors import error_response
-from kilnbase.http.request_context import principal_or_none
+from kilnbase.http.request_context import headers_in, principal_or_none
 from kilnbase.identity.principal import Principal
 
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -29,10 +29,8 @@ _SKIPPED = frozenset({"content-length", "transfer-encoding", "connection", "date
 
 
 def _key_in(scope: Scope) -> bytes | None:
-    for name, value in scope["headers"]:
-        if name == _HEADER:
-            return bytes(value)
-    return None
+    value = headers_in(scope).get(_HEADER)
+    return None if value is None else bytes(value)
 
 
 class IdempotencyMiddleware:

@@ -281,7 +281,7 @@ def principal_or_none(scope: Scope) -> Principal | None:
 def agent_in(scope: Scope) -> AgentKey | None:
     """The agent key behind the request's credential, if any (never raises: an invalid credential is
     refused where a route asks for the principal)."""
-    principal = principal_or_none(scope)
+    principal: Principal | None = scope.get(_PRINCIPAL, ANONYMOUS)
     return principal.agent if principal is not None else None
 
 

@@ -11,6 +11,8 @@ cancelled on the server, not left to run to its timeout.
 
 from __future__ import annotations
 
+import functools
+
 import orjson
 from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Route
@@ -66,9 +68,9 @@ class RecordsEndpoint:
         principal = credential_in(scope)
         method: str = scope["method"]
         named = headers_in(scope)
-        headers = {
-            _ENGINE_HEADERS[raw]: named[raw].decode("latin-1") for raw in _ENGINE_HEADERS.keys() & named
-        }
+        headers: dict[str, str] = {}
+        for raw in _ENGINE_HEADERS.keys() & named:  # (a loop, not a comprehension: no frame of its own)
+            headers[_ENGINE_HEADERS[raw]] = named[raw].decode("latin-1")
         if "prefer" in headers and len(named) < len(scope["headers"]):
             # Several `Prefer` headers count as one, joined (the only repeatable header read here); the
             # headers by name keep only the last, so the list is read when some name came more than once.
@@ -110,8 +112,14 @@ class RecordsEndpoint:
 def _raw_headers(answer: RecordsResponse) -> list[tuple[bytes, bytes]]:
     raw = encode_headers(answer.headers)
     if answer.status != 204 and answer.media_type is not None:
-        raw.append((b"content-type", f"{answer.media_type}; charset=utf-8".encode("latin-1")))
+        raw.append(_content_type(answer.media_type))
     return raw
+
+
+@functools.lru_cache(maxsize=64)
+def _content_type(media_type: str) -> tuple[bytes, bytes]:
+    """The header for a media type the engine answers with: a handful in practice, and at most 64 kept."""
+    return (b"content-type", f"{media_type}; charset=utf-8".encode("latin-1"))
 
 
 def routes(engine: RecordsEngine) -> list[BaseRoute]:
