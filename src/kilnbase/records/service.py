@@ -14,7 +14,7 @@ No HTTP objects here: the route adapts Starlette to `RecordsRequest`, and the MC
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 import psycopg
@@ -86,17 +86,25 @@ class RecordsEngine:
         snapshot = self.cache.snapshot
         try:
             return await self._respond(request, snapshot)
+        except psycopg.Error as exc:
+            error = _statement_error(exc, request)
         except RecordsError as exc:
-            if exc.code not in STALE_SCHEMA_CODES:
-                raise
-            fresh = await self.cache.reload_unless_fresh(time.monotonic())
-            if fresh is snapshot:
-                raise
+            error = exc
+        if error.code not in STALE_SCHEMA_CODES:
+            raise error
+        fresh = await self.cache.reload_unless_fresh(time.monotonic())
+        if fresh is snapshot:
+            raise error
+        try:
             return await self._respond(request, fresh)
+        except psycopg.Error as exc:
+            raise _statement_error(exc, request) from None
 
-    async def _respond(self, request: RecordsRequest, snapshot: SchemaSnapshot) -> RecordsResponse:
+    def _respond(self, request: RecordsRequest, snapshot: SchemaSnapshot) -> Awaitable[RecordsResponse]:
         """PostgREST's `postgrestResponse`: the request as one value, then its action's plan, statement,
-        transaction and response."""
+        transaction and response (which `handle` awaits: this is not a coroutine, so that it is not one
+        more frame each resumption of the request's task passes through; `handle` turns a statement's
+        error into PostgREST's)."""
         features = self.features
         key = shape_key(request, snapshot.schemas, features)
         if key is None:  # not to be remembered: a memory of its own, dropped with the request
@@ -109,16 +117,13 @@ class RecordsEngine:
                 key, request_shape(request, snapshot.schemas, key, features)
             )
         api = api_request(request, shape)
-        try:
-            if media_type.plan_request(shape.media) is not None:
-                return await self._explain(api, snapshot, plans)
-            if shape.action == "read":
-                return await self._read(api, snapshot, plans)
-            if shape.action == "call":
-                return await self._call(api, snapshot, plans)
-            return await self._write(api, snapshot, plans)
-        except psycopg.Error as exc:
-            raise from_statement_error(exc, is_anonymous=request.principal.db_role == "anon") from None
+        if media_type.plan_request(shape.media) is not None:
+            return self._explain(api, snapshot, plans)
+        if shape.action == "read":
+            return self._read(api, snapshot, plans)
+        if shape.action == "call":
+            return self._call(api, snapshot, plans)
+        return self._write(api, snapshot, plans)
 
     async def _read(self, api: ApiRequest, snapshot: SchemaSnapshot, plans: PlanCache) -> RecordsResponse:
         shape = api.shape
@@ -330,6 +335,10 @@ class RecordsEngine:
         if prepared.statement is None:  # an update that sets nothing: PostgREST explains an empty read
             return Sql().add(f"SELECT NULL FROM {qualified(target.table)} WHERE false"), True
         return prepared.statement.fill(payload.json if payload is not None else ""), False
+
+
+def _statement_error(exc: psycopg.Error, request: RecordsRequest) -> RecordsError:
+    return from_statement_error(exc, is_anonymous=request.principal.db_role == "anon")
 
 
 def _table(shape: RequestShape, snapshot: SchemaSnapshot, plans: PlanCache) -> TableTarget:
