@@ -3,9 +3,11 @@
 Both apps of `bench/records.py` ((b) the bare Starlette handler and (c) Kilnbase) are driven directly through
 ASGI by concurrent tasks in this process, so the figure is this process's CPU time per request: the HTTP
 server's share is left out and nothing else on the machine adds noise. `--profile` prints cProfile's view of
-the Kilnbase runs.
+the Kilnbase runs. `--bytecodes` counts, instead of timing, the bytecodes each request executes, by function
+(`bench/bytecodes.py`), for one client: a measure no other load on the machine changes.
 
     python -m bench.records_profile [--requests 4000] [--concurrency 16] [--cases get_one,patch] [--profile]
+    python -m bench.records_profile --bytecodes [--requests 300] [--top 25] [--cases get_one,patch]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import orjson
 import psycopg
 from tests.support.postgres import TestCluster
 
+from bench.bytecodes import count_bytecodes, report
 from bench.records import CASES, SEED, Case, render_statements
 
 Asgi = Callable[
@@ -137,7 +140,10 @@ async def run(args: argparse.Namespace, conninfo: str, workdir: Path) -> None:
     api_key = json.loads((workdir / "data" / "keys.json").read_text())["api_key"]
     profiler = cProfile.Profile() if args.profile else None
     try:
-        print(f"{'case':<10} {'bare us':>8} {'kb us':>8} {'b/c':>6}   (CPU of this process per request)")
+        if args.bytecodes:
+            print(f"{'case':<10} {'bare':>8} {'kb':>8} {'b/c':>6}   (bytecodes per request, one client)")
+        else:
+            print(f"{'case':<10} {'bare us':>8} {'kb us':>8} {'b/c':>6}   (CPU of this process per request)")
         for case in CASES:
             if case.name not in args.cases.split(","):
                 continue
@@ -147,6 +153,11 @@ async def run(args: argparse.Namespace, conninfo: str, workdir: Path) -> None:
             count = max(args.requests // (20 if case.name.startswith("post_1000") else 1), 50)
             await drive(bare, bare_scope, body, case.status, count // 4, args.concurrency)
             await drive(kb, kb_scope, body, case.status, count // 4, args.concurrency)
+            if args.bytecodes:
+                bare_counts = await count_bytecodes(drive(bare, bare_scope, body, case.status, count, 1))
+                kb_counts = await count_bytecodes(drive(kb, kb_scope, body, case.status, count, 1))
+                print(report(case.name, bare_counts, kb_counts, count, args.top), flush=True)
+                continue
             bare_us, kb_us = [], []
             for _ in range(args.rounds):
                 bare_us.append(
@@ -178,6 +189,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cases", default=",".join(c.name for c in CASES))
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--bytecodes", action="store_true", help="count bytecodes instead of timing")
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--top", type=int, default=45)
     args = parser.parse_args()
