@@ -1,5 +1,5 @@
 """Per-request plumbing in one layer: limits on what a client may send, CORS, the caller, the client's
-address, and one structured log line per request.
+address, the answer to an error, and one structured log line per request.
 
 A pure ASGI middleware (no `BaseHTTPMiddleware`), because it sits on every request's path. The principal is
 resolved here and kept in the scope; an invalid credential is remembered, not answered, so that public
@@ -11,6 +11,9 @@ allows, whatever it does with the body after.
 
 CORS is Starlette's middleware, consulted only when the request has an `Origin` (a browser's): the request
 headers are read here anyway, and a request without an origin needs nothing from CORS but `Vary: Origin`.
+
+An exception a route raises is answered here (`http.errors.ErrorBoundary`), inside CORS for a browser's
+request, so that its answer is readable there too; the app has no error layers of Starlette's own.
 """
 
 from __future__ import annotations
