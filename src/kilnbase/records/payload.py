@@ -140,19 +140,20 @@ def _decode(
                 rows = orjson.loads(body or b"{}")
             except orjson.JSONDecodeError as exc:
                 raise RecordsError(400, "PGRST102", "Empty or invalid json", str(exc)) from None
-        is_array = isinstance(rows, list)
-        if isinstance(rows, dict):
+        # orjson gives plain dicts and lists: one object (the usual write) needs no check, and an array's
+        # items are checked in C, not one by one.
+        is_array = rows.__class__ is list
+        if rows.__class__ is dict:
             rows = [rows]
+        elif not is_array or not set(map(type, rows)) <= {dict}:
+            raise RecordsError(
+                400,
+                "PGRST102",
+                "All object keys must match",
+                "The body must be an object or an array of objects",
+            )
     else:
         raise RecordsError(415, "PGRST102", f"Content-Type not acceptable: {content_type}")
-    # Rows come from orjson, csv or dict(): plain dicts, so their types are checked in C, not per row.
-    if not isinstance(rows, list) or not set(map(type, rows)) <= {dict}:
-        raise RecordsError(
-            400,
-            "PGRST102",
-            "All object keys must match",
-            "The body must be an object or an array of objects",
-        )
     if is_array and not allow_array:
         raise RecordsError(400, "PGRST102", "Invalid body", "The body must be a single JSON object")
     untouched = content_type not in ("text/csv", "application/x-www-form-urlencoded")
@@ -169,7 +170,7 @@ def _decode(
         # Every key of every row, first seen first. Usually all rows have the first row's keys, which a
         # set union (in C) confirms faster than walking every key in order.
         first = tuple(rows[0]) if rows else ()
-        if set().union(*rows) == set(first):
+        if len(rows) < 2 or set().union(*rows) == set(first):
             columns = first
         else:
             columns = tuple(dict.fromkeys(chain.from_iterable(rows)))
