@@ -134,7 +134,7 @@ class Database:
         if role not in REQUEST_ROLES:
             raise ValueError(f"refusing to run a request as role {role!r}")
         claims = orjson.dumps(dict(identity.claims)).decode()
-        return role, claims, statement_timeout or self.statement_timeouts.get(role, "0")
+        return role, claims, statement_timeout or self.statement_timeout(role)
 
     @asynccontextmanager
     async def transaction_as(

@@ -105,7 +105,7 @@ class IndexedRouter(Router):
                         scope["router"] = self
                     scope["route"] = route
                     scope.update(child_scope)
-                    if isinstance(route, Route) and route.__class__ is Route:
+                    if type(route) is Route:
                         if key is not None and len(route_path) <= MEMO_PATH_CHARS:
                             if len(self._matched) >= MEMO_SIZE:
                                 self._matched.clear()
