@@ -49,6 +49,7 @@ from kilnbase.secrets import routes as secrets_routes
 from kilnbase.server.database_startup import OpenedDatabase, prepare
 from kilnbase.services import Services, build_core, build_services
 from kilnbase.storage import routes as storage_routes
+from kilnbase.structured_log import write_waiting_lines
 
 log = logging.getLogger("kilnbase")
 
@@ -158,6 +159,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            stack.callback(write_waiting_lines)  # (last: the request lines of the whole run are written)
             stack.push_async_callback(_close_database, opened, report)
             if not prepared:
                 await anyio.to_thread.run_sync(prepare, settings, keys, opened.conninfo, report)

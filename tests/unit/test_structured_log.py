@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -11,8 +12,11 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.testclient import TestClient
 
 from kilnbase import structured_log as structured
+from kilnbase.app import create_app
+from kilnbase.config import Settings
 from kilnbase.structured_log import JsonFormatter, scrub
 
 
@@ -96,19 +100,21 @@ _CONTROLS = st.sampled_from(["\x1e", "\x0b", "\n", '"', "\\", "yJ", "eyJ", "a.b.
     st.lists(_PIECES | _CONTROLS | st.text(max_size=3), max_size=10).map("".join),
     st.sampled_from(["GET", "POST", "to\x0ben", "anon_"]),
     st.sampled_from(["anon", "authenticated", "project_admin", "invalid", "-", "passwd"]),
+    st.integers(100, 599),
+    st.integers(0, 10**12).map(lambda hundredths: hundredths / 100),
+    st.floats(0, 2e9, allow_nan=False),
 )
-def test_a_request_line_is_what_scrubbing_the_whole_line_gives(path: str, method: str, role: str) -> None:
-    """The request line skips the scrubber only when scrubbing would change nothing (`_clean`), whatever
-    the path holds: secrets, their hints split by characters JSON escapes, or control characters."""
+def test_a_request_line_is_what_scrubbing_the_whole_line_gives(
+    path: str, method: str, role: str, status: int, duration: float, created: float
+) -> None:
+    """The request line is put together from remembered parts (`request_line`) only when that gives the
+    formatter's line, scrubbed whole, to the character, whatever the path holds: secrets, their hints split
+    by characters JSON escapes, or control characters."""
     formatter = JsonFormatter()
-    fields = {"method": method, "path": path, "status": 200, "duration_ms": 1.25, "role": role}
-    whole = formatter.line(1_700_000_000.5, "info", "kilnbase.request", "request", fields)
-    assert (
-        formatter.line(
-            1_700_000_000.5, "info", "kilnbase.request", "request", fields, clean=structured._clean(fields)
-        )
-        == whole
-    )
+    fields = {"method": method, "path": path, "status": status, "duration_ms": duration, "role": role}
+    for _ in range(2):  # the second time from what the first remembered
+        whole = formatter.line(created, "info", "kilnbase.request", "request", fields)
+        assert structured.request_line(formatter, created, fields) == whole
 
 
 def test_formatter_time_is_the_records_utc_time() -> None:
@@ -128,6 +134,7 @@ def json_stdout() -> Iterator[io.StringIO]:
     root = logging.getLogger()
     saved = (root.handlers[:], root.level, structured._json_handler)
     yield io.StringIO()
+    structured.write_waiting_lines()  # (to this test's stream, not the next one's)
     root.handlers[:], root.level, structured._json_handler = saved
 
 
@@ -176,8 +183,72 @@ def test_a_request_line_is_remembered_by_its_texts_and_the_kinds_of_its_numbers(
     formatter = JsonFormatter()
     plain = {"method": "GET", "path": "/x", "status": 200, "duration_ms": 1.5, "role": "anon"}
     odd = dict(plain, status="token=abc")  # the same texts, but a status that is text (and a secret)
-    for fields in (plain, odd, plain, odd):
-        clean = structured._clean(fields)
-        line = formatter.line(1_700_000_000.5, "info", "kilnbase.request", "request", fields, clean=clean)
+    extra = dict(plain, note="password=abc")  # a field the middleware does not write
+    for fields in (plain, odd, extra, plain, odd, extra):
+        line = structured.request_line(formatter, 1_700_000_000.5, fields)
         assert line == formatter.line(1_700_000_000.5, "info", "kilnbase.request", "request", fields)
-    assert "abc" not in formatter.line(1.0, "info", "r", "request", odd, clean=structured._clean(odd))
+        assert "abc" not in line and json.loads(line)["path"] == "/x"
+    clean = structured._clean(odd)
+    assert "abc" not in formatter.line(1.0, "info", "r", "request", odd, clean=clean)
+
+
+class CountingStream(io.StringIO):
+    """A stream that counts its writes."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def _request(path: str) -> dict[str, object]:
+    return {"method": "GET", "path": path, "status": 200, "duration_ms": 0.25, "role": "anon"}
+
+
+@pytest.mark.anyio
+async def test_request_lines_of_a_running_server_are_written_together_and_in_order() -> None:
+    stream = CountingStream()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, structured._json_handler)
+    try:
+        structured.configure_logging("info", stream)
+        for index in range(3):
+            structured.log_request(_request(f"/r/{index}"))
+        assert stream.getvalue() == ""  # they wait for the others of the next few milliseconds
+        await asyncio.sleep(structured.LINE_WAIT_SECONDS * 3)
+        assert [json.loads(line)["path"] for line in stream.getvalue().splitlines()] == [
+            "/r/0",
+            "/r/1",
+            "/r/2",
+        ]
+        assert stream.writes == 1
+        # Any other line comes after the request lines logged before it, which are written first.
+        structured.log_request(_request("/r/3"))
+        logging.getLogger("kilnbase.test").warning("after the request")
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+        assert [line.get("path", line["message"]) for line in lines[3:]] == ["/r/3", "after the request"]
+        # Shutting down writes what waits; too many waiting are written without waiting.
+        structured.log_request(_request("/r/4"))
+        structured.write_waiting_lines()
+        assert json.loads(stream.getvalue().splitlines()[-1])["path"] == "/r/4"
+        before = len(stream.getvalue().splitlines())
+        for index in range(structured.MAX_WAITING_LINES):
+            structured.log_request(_request(f"/many/{index}"))
+        assert len(stream.getvalue().splitlines()) == before + structured.MAX_WAITING_LINES
+    finally:
+        structured.write_waiting_lines()
+        root.handlers[:], root.level, structured._json_handler = saved
+
+
+def test_the_app_writes_the_request_lines_that_wait_when_it_stops(
+    json_stdout: io.StringIO, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(structured, "LINE_WAIT_SECONDS", 3600.0)  # only the shutdown writes them
+    structured.configure_logging("info", json_stdout)
+    monkeypatch.setattr(logging.getLogger("httpx"), "level", logging.WARNING)  # (its line would write them)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/api/health").status_code == 200
+        assert '"path":"/api/health"' not in json_stdout.getvalue()
+    paths = [json.loads(line).get("path") for line in json_stdout.getvalue().splitlines()]
+    assert paths.count("/api/health") == 1
