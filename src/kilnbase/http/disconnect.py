@@ -17,15 +17,17 @@ T = TypeVar("T")
 WATCH_AFTER_SECONDS = 0.05
 
 
-class _Watch:
-    """One piece of work: when it started, and its watcher once it has one."""
+class ClientWatch:
+    """One piece of work the client may leave (`watch_client`): when it started, and its watcher once it has
+    one."""
 
-    __slots__ = ("left", "receive", "started", "task", "watcher")
+    __slots__ = ("left", "receive", "started", "task", "unwatched", "watcher")
 
-    def __init__(self, task: asyncio.Task[Any], receive: Receive, started: float) -> None:
+    def __init__(self, task: asyncio.Task[Any], receive: Receive, unwatched: _Unwatched) -> None:
         self.task = task
         self.receive = receive
-        self.started = started
+        self.unwatched = unwatched
+        self.started = unwatched.loop.time()
         self.watcher: asyncio.Task[None] | None = None
         self.left = False
 
@@ -34,6 +36,20 @@ class _Watch:
             pass
         self.left = True
         self.task.cancel()
+
+    def excuses(self) -> bool:
+        """Asked on `CancelledError`: whether it came from the client leaving, in which case the task is no
+        longer being cancelled and the work's answer is to be dropped."""
+        if self.left:
+            self.task.uncancel()
+        return self.left
+
+    def end(self) -> None:
+        """The work is over (done, failed or cancelled): stop watching."""
+        if self.watcher is None:
+            self.unwatched.work.pop(self, None)
+        else:
+            self.watcher.cancel()
 
 
 class _Unwatched:
@@ -47,10 +63,10 @@ class _Unwatched:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.work: dict[_Watch, None] = {}  # in the order it started (`loop.time()` only grows)
+        self.work: dict[ClientWatch, None] = {}  # in the order it started (`loop.time()` only grows)
         self.timer: asyncio.TimerHandle | None = None
 
-    def add(self, watch: _Watch) -> None:
+    def add(self, watch: ClientWatch) -> None:
         self.work[watch] = None
         if self.timer is None:
             self.timer = self.loop.call_at(watch.started + WATCH_AFTER_SECONDS, self.start_watchers)
@@ -78,28 +94,30 @@ def _unwatched_of(loop: asyncio.AbstractEventLoop) -> _Unwatched:
     return unwatched
 
 
-async def unless_client_leaves(receive: Receive, work: Awaitable[T]) -> T | None:
-    """Run `work` in this task; if the client disconnects first, cancel it (psycopg then cancels the query on
-    the server; an upstream call is closed) and return None.
+def watch_client(receive: Receive) -> ClientWatch:
+    """Watch for the client leaving while the current task works: if it does, the task is cancelled (psycopg
+    then cancels the query on the server; an upstream call is closed). Catch `CancelledError` around the work
+    and ask `excuses()`; call `end()` when the work is over (`unless_client_leaves` does all three).
 
     The watcher (a task reading `receive` until `http.disconnect`) starts only once the work has run for
     `WATCH_AFTER_SECONDS` (`_Unwatched`): most work never needs one. Call it only after the request body has
     been read: the watcher consumes `receive`."""
     task = asyncio.current_task()
     assert task is not None
-    loop = task.get_loop()
-    unwatched = _unwatched_of(loop)
-    watch = _Watch(task, receive, loop.time())
-    unwatched.add(watch)
+    watch = ClientWatch(task, receive, _unwatched_of(task.get_loop()))
+    watch.unwatched.add(watch)
+    return watch
+
+
+async def unless_client_leaves(receive: Receive, work: Awaitable[T]) -> T | None:
+    """Run `work` in this task, and return its result, or None if the client left first (`watch_client`).
+    (The records routes watch in their own frame: one less for every resumption of a request's task.)"""
+    watch = watch_client(receive)
     try:
         return await work
     except asyncio.CancelledError:
-        if watch.left:
-            task.uncancel()
+        if watch.excuses():
             return None
         raise
     finally:
-        if watch.watcher is None:
-            unwatched.work.pop(watch, None)
-        else:
-            watch.watcher.cancel()
+        watch.end()

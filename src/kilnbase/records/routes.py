@@ -11,6 +11,7 @@ cancelled on the server, not left to run to its timeout.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 
 import orjson
@@ -19,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from kilnbase.capability import Capability
-from kilnbase.http.disconnect import unless_client_leaves
+from kilnbase.http.disconnect import watch_client
 from kilnbase.http.request_context import credential_in, headers_in
 from kilnbase.http.responses import encode_headers, send_body
 from kilnbase.records import media_type
@@ -84,19 +85,21 @@ class RecordsEndpoint:
             body=b"" if method in ("GET", "HEAD") else await read_body(receive),
             principal=principal,
         )
+        # A client that leaves takes its statement with it (watched here rather than through
+        # `unless_client_leaves`: one coroutine frame less on the hottest path).
+        watch = watch_client(receive)
         try:
-            answer = await unless_client_leaves(receive, self.engine.handle(request))
+            answer: RecordsResponse | RecordsError = await self.engine.handle(request)
         except RecordsError as exc:
-            error_headers = encode_headers(exc.headers)
-            error_headers.append((b"content-type", _JSON_UTF8))
-            # PostgREST names the error here too, so a HEAD (no body) still tells which one it was. (A code
-            # raised from SQL is the function's choice: it goes on the wire only if it is a plain value.)
-            proxy_status = f"PostgREST; error={exc.code}"
-            if valid_header("proxy-status", proxy_status):
-                error_headers.append((b"proxy-status", proxy_status.encode("latin-1")))
-            await send_body(send, exc.status, error_headers, orjson.dumps(exc.body()), head=method == "HEAD")
-            return
-        if answer is None:  # the client left; its statement was cancelled
+            answer = exc
+        except asyncio.CancelledError:
+            if watch.excuses():
+                return  # its statement was cancelled; nobody is there to answer
+            raise
+        finally:
+            watch.end()
+        if isinstance(answer, RecordsError):
+            await _send_error(send, answer, head=method == "HEAD")
             return
         body = answer.body
         if not self.is_rpc and answer.status != 204 and (not body or (body[0].isspace() and body.isspace())):
@@ -107,6 +110,17 @@ class RecordsEndpoint:
         await send_body(
             send, answer.status, _raw_headers(answer), answer.body.encode(), head=method == "HEAD"
         )
+
+
+async def _send_error(send: Send, error: RecordsError, *, head: bool) -> None:
+    headers = encode_headers(error.headers)
+    headers.append((b"content-type", _JSON_UTF8))
+    # PostgREST names the error here too, so a HEAD (no body) still tells which one it was. (A code raised
+    # from SQL is the function's choice: it goes on the wire only if it is a plain value.)
+    proxy_status = f"PostgREST; error={error.code}"
+    if valid_header("proxy-status", proxy_status):
+        headers.append((b"proxy-status", proxy_status.encode("latin-1")))
+    await send_body(send, error.status, headers, orjson.dumps(error.body()), head=head)
 
 
 def _raw_headers(answer: RecordsResponse) -> list[tuple[bytes, bytes]]:
