@@ -43,9 +43,10 @@ import psycopg
 from tests.support.postgres import TestCluster, database_for
 from tests.support.servers import free_port
 
-from bench.records_servers import ADMIN, has_rows, statement_params
+from bench.records_servers import ADMIN, statement_params
 from kilnbase.config import Settings
 from kilnbase.db.schema_cache import load_snapshot
+from kilnbase.records.execution import has_rows
 from kilnbase.records.query_grammar import parse_query
 from kilnbase.records.read_plan import build_read_plan
 from kilnbase.records.sql_builder import (

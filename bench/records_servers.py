@@ -24,6 +24,7 @@ from tests.support.postgres import database_for
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
 from kilnbase.identity.principal import CredentialKind, Principal
+from kilnbase.records.execution import has_rows
 
 ADMIN = Principal(db_role="project_admin", kind=CredentialKind.API_KEY, claims={"role": "project_admin"})
 
@@ -36,13 +37,6 @@ def statement_params(case: dict[str, Any], body: bytes) -> list[Any]:
         text = body.decode()
         params[case["body_param"]] = f"[{text}]" if case["wrap_body"] and text.startswith("{") else text
     return params
-
-
-def has_rows(cur: Any) -> bool:
-    """Whether the statement returned rows, read off libpq's result: `cur.description` would build a column
-    description per request that nothing here uses, a cost the floor must not carry."""
-    result = cur.pgresult
-    return result is not None and result.nfields > 0
 
 
 def kilnbase_app() -> Any:

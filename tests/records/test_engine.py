@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -78,6 +79,11 @@ class _Cursor:
 
     async def fetchone(self) -> Row | None:
         return self._row
+
+    @property
+    def pgresult(self) -> SimpleNamespace:
+        """libpq's result, as far as the engine reads it: how many columns came back."""
+        return SimpleNamespace(nfields=len(self._row) if self._row else 0)
 
 
 class SchemaCacheStandIn:

@@ -27,24 +27,26 @@ async def run(
     database: Database,
     principal: Principal,
     statement: Sql | Callable[[Cursor], Awaitable[Sql]],
-    answer: Callable[[Cursor], Awaitable[_T]],
+    answer: Callable[[Cursor, DictRow | None], _T],
     *,
     read_only: bool,
     check_first: bool,
     rollback: bool = False,
 ) -> _T:
-    """One statement as the caller (`statement` may be rendered in the transaction), then the answer.
+    """One statement as the caller (`statement` may be rendered in the transaction), then the answer, made
+    from the cursor and the statement's row (None when it returns no rows).
 
-    The answer is read after COMMIT (the transaction is then one round trip), unless it can still fail
+    The answer is made after COMMIT (the transaction is then one round trip), unless it can still fail
     and must roll a write back (`check_first`): then a nested pipeline block syncs, and the answer is
     made before COMMIT. `rollback`: the transaction ends in ROLLBACK instead (`Prefer: tx=rollback`).
     A statement already rendered, committed and answered after COMMIT, the common case, takes
-    `Database.statement_as_caller`: half the statements, no BEGIN or COMMIT."""
+    `Database.statement_as_caller`: half the statements, no BEGIN or COMMIT. (`answer` is a plain
+    function: a coroutine of its own would be one more made and finished for every request.)"""
     if isinstance(statement, Sql) and not check_first and not rollback:
         cur = await database.statement_as_caller(
             principal, statement.text, statement.params, read_only=read_only
         )
-        return await answer(cur)
+        return answer(cur, await cur.fetchone() if has_rows(cur) else None)
     async with database.as_caller(principal, read_only=read_only, rollback=rollback) as cur:
         if not isinstance(statement, Sql):
             statement = await statement(cur)
@@ -53,13 +55,19 @@ async def run(
         else:
             async with cur.connection.pipeline():
                 await cur.execute(statement.text, statement.params)
-            return await answer(cur)
-    return await answer(cur)
+            return answer(cur, await cur.fetchone() if has_rows(cur) else None)
+    return answer(cur, await cur.fetchone() if has_rows(cur) else None)
 
 
-async def one_row(cur: Cursor) -> DictRow:
-    """The statement's one result row (every statement the engine renders returns exactly one)."""
-    row = await cur.fetchone()
+def has_rows(cur: Cursor) -> bool:
+    """Whether the statement returned rows (a result with columns), read off libpq's result."""
+    result = cur.pgresult
+    return result is not None and result.nfields > 0
+
+
+def one_row(row: DictRow | None) -> DictRow:
+    """The statement's one result row (every statement the engine renders that returns rows returns
+    exactly one)."""
     assert row is not None
     return row
 

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 import psycopg
+from psycopg.rows import DictRow
 
 from kilnbase.config import RecordsSettings
 from kilnbase.db.schema_cache import SchemaCache, SchemaSnapshot
@@ -161,10 +162,10 @@ class RecordsEngine:
         if prepared.statement is None:
             return mutation_response(api, plan, "[]", 0)
 
-        async def answer(cur: Cursor) -> RecordsResponse:
+        def answer(cur: Cursor, result: DictRow | None) -> RecordsResponse:
             inserted: int | None = None
             if plan.representation or plan.counts_inserted:
-                row = await one_row(cur)
+                row = one_row(result)
                 affected = int(row["page_total"])
                 body = str(row["body"]) if plan.representation else "[]"
                 if plan.counts_inserted:
@@ -229,8 +230,8 @@ class RecordsEngine:
                 call=plan,
             )
 
-        async def answer(cur: Cursor) -> RecordsResponse:
-            row = await one_row(cur)
+        def answer(_cur: Cursor, result: DictRow | None) -> RecordsResponse:
+            row = one_row(result)
             if plan.read is not None:
                 return read_response(
                     api, row, plan.read.offset, None, single_value=plan.single_value, call=True
@@ -270,10 +271,10 @@ class RecordsEngine:
             planned = await planned_rows(cur, explain)
             return render(estimated and planned is not None and planned <= ESTIMATE_THRESHOLD)
 
-        async def answer(cur: Cursor) -> RecordsResponse:
+        def answer(_cur: Cursor, row: DictRow | None) -> RecordsResponse:
             single_value = call is not None and call.single_value
             return read_response(
-                api, await one_row(cur), offset, planned, single_value=single_value, call=bool(call)
+                api, one_row(row), offset, planned, single_value=single_value, call=bool(call)
             )
 
         read_only = call is None or call.read_only
