@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import psycopg
@@ -32,18 +32,30 @@ _PATH_CHARS = 2048
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _copy_line(created: float, fields: dict[str, Any], seconds: dict[int, str]) -> str:
-    """One row in COPY's text format; `seconds` remembers each second's formatted text (a batch holds a
-    second or two of requests, and formatting a timestamp costs more than the rest of the line)."""
-    second = int(created)
-    stamp = seconds.get(second)
-    if stamp is None:
-        stamp = seconds[second] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
-    moment = f"{stamp}.{int(created % 1 * 1_000_000):06d}+00"
-    path = str(fields["path"])[:_PATH_CHARS].translate(_COPY_ESCAPES)
-    method = str(fields["method"]).translate(_COPY_ESCAPES)
-    status, duration = int(fields["status"]), float(fields["duration_ms"])
-    return f"{moment}\t{method}\t{path}\t{status}\t{duration}\t{fields['role']}\n"
+def copy_text(batch: Iterable[tuple[float, dict[str, Any]]]) -> str:
+    """The batch as rows in COPY's text format. A batch holds a second or two of requests, mostly of the
+    same few methods, paths and roles: each second's timestamp and each (method, path, role)'s escaped text
+    are made once per batch, and a row is put together around them (formatting a timestamp costs more than
+    the rest of the row)."""
+    seconds: dict[int, str] = {}
+    texts: dict[tuple[Any, Any, Any], tuple[str, str]] = {}
+    rows: list[str] = []
+    for created, fields in batch:
+        second = int(created)
+        stamp = seconds.get(second)
+        if stamp is None:
+            stamp = seconds[second] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
+        key = (fields["method"], fields["path"], fields["role"])
+        text = texts.get(key)
+        if text is None:
+            # (The path is cut before it is escaped: a cut escape would escape COPY's delimiter.)
+            method, path, role = (
+                str(value).translate(_COPY_ESCAPES) for value in (key[0], str(key[1])[:_PATH_CHARS], key[2])
+            )
+            text = texts[key] = (f"+00\t{method}\t{path}\t", f"\t{role}\n")
+        status, duration = int(fields["status"]), float(fields["duration_ms"])
+        rows.append(f"{stamp}.{int(created % 1 * 1_000_000):06d}{text[0]}{status}\t{duration}{text[1]}")
+    return "".join(rows)
 
 
 class RequestLog:
@@ -68,8 +80,7 @@ class RequestLog:
             if not self._lines:
                 return
             batch = [self._lines.popleft() for _ in range(len(self._lines))]
-            seconds: dict[int, str] = {}
-            text = "".join(_copy_line(created, fields, seconds) for created, fields in batch)
+            text = copy_text(batch)
             async with self.database.as_owner() as cur:
                 async with cur.copy(_COPY) as copy:
                     await copy.write(text.encode())
