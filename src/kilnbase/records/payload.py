@@ -11,9 +11,8 @@ import csv
 import gc
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 import orjson
@@ -26,10 +25,12 @@ from kilnbase.records.query_grammar import QueryParams
 from kilnbase.records.read_plan import TableTarget
 
 
-@dataclass(frozen=True, slots=True)
-class Payload:
+class Payload(NamedTuple):
     """The columns a write sets, and its body as the statement's one JSON parameter (an array of rows;
-    for an update, the one object). `row`: that one row, when the body must be a single object."""
+    for an update, the one object). `row`: that one row, when the body must be a single object.
+
+    A named tuple, as `CallArguments`: one is made per request, and a frozen dataclass costs three times as
+    much to make (each field is set through `object.__setattr__`)."""
 
     columns: tuple[str, ...]
     json: str
@@ -66,8 +67,7 @@ def single_row_payload(api: ApiRequest, target: TableTarget, *, as_array: bool) 
     return Payload(columns, rows_json if as_array else orjson.dumps(row).decode(), row)
 
 
-@dataclass(frozen=True, slots=True)
-class CallArguments:
+class CallArguments(NamedTuple):
     """A call's arguments by name (`named`, and `by_name`: a JSON object holding them, for the statement,
     which reads only the parameters it passes), the body as a single unnamed parameter takes it (`whole`:
     JSON text, text, or bytes), and the kind of body that decides which overload may take it."""
