@@ -19,7 +19,7 @@ request, so that its answer is readable there too; the app has no error layers o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -118,13 +118,15 @@ class RequestContextMiddleware:
         status = 0  # until the response starts
         principal: Principal | None = None
 
-        async def send_wrapper(message: Message) -> None:
+        def send_wrapper(message: Message) -> Awaitable[None]:
+            # (Not a coroutine: it hands the message on, and a coroutine would be made and finished for
+            # each of a response's messages.)
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if origin is None:  # (with an origin, CORS writes the header)
                     message["headers"] = [*message.get("headers", ()), _VARY_ORIGIN]
-            await send(message)
+            return send(message)
 
         try:
             if header_bytes > self.max_header_bytes:
