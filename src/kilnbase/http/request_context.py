@@ -189,10 +189,10 @@ class RequestContextMiddleware:
         as any other answer does."""
         started = False
 
-        async def sender(message: Message) -> None:
+        def sender(message: Message) -> Awaitable[None]:
             nonlocal started
             started = started or message["type"] == "http.response.start"
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, sender)
