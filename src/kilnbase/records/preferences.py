@@ -8,6 +8,7 @@ per-shape memory, keyed by them, cannot be grown with made-up preferences.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 from kilnbase.records.errors import RecordsError
@@ -38,27 +39,34 @@ class Preferences(NamedTuple):
 
     def applied(self, *, mutation: bool, upsert_allowed: bool = True, missing_allowed: bool = True) -> str:
         """The `Preference-Applied` value: only what this request honoured."""
-        parts: list[str] = []
-        if self.resolution and upsert_allowed:
-            parts.append(f"resolution={self.resolution}")
-        if self.missing and mutation and missing_allowed:
-            parts.append(f"missing={self.missing}")
-        if self.return_ and mutation:
-            parts.append(f"return={self.return_}")
-        if self.count:
-            parts.append(f"count={self.count}")
-        if self.tx:
-            parts.append(f"tx={self.tx}")
-        if self.handling:
-            parts.append(f"handling={self.handling}")
-        if self.max_affected is not None and self.handling == "strict":
-            parts.append(f"max-affected={self.max_affected}")
-        return ", ".join(parts)
+        return _applied(self, mutation, upsert_allowed, missing_allowed)
 
     @property
     def strict_max_affected(self) -> int | None:
         """The `max-affected` limit, when `handling=strict` makes it one (else it is only a hint)."""
         return self.max_affected if self.handling == "strict" else None
+
+
+@functools.lru_cache(maxsize=256)
+def _applied(prefs: Preferences, mutation: bool, upsert_allowed: bool, missing_allowed: bool) -> str:
+    """`Preferences.applied`, remembered: every answer asks, and requests repeat a handful of preferences
+    (256 kept: `max-affected` may take many values)."""
+    parts: list[str] = []
+    if prefs.resolution and upsert_allowed:
+        parts.append(f"resolution={prefs.resolution}")
+    if prefs.missing and mutation and missing_allowed:
+        parts.append(f"missing={prefs.missing}")
+    if prefs.return_ and mutation:
+        parts.append(f"return={prefs.return_}")
+    if prefs.count:
+        parts.append(f"count={prefs.count}")
+    if prefs.tx:
+        parts.append(f"tx={prefs.tx}")
+    if prefs.handling:
+        parts.append(f"handling={prefs.handling}")
+    if prefs.max_affected is not None and prefs.handling == "strict":
+        parts.append(f"max-affected={prefs.max_affected}")
+    return ", ".join(parts)
 
 
 #: No `Prefer` header (the common case): nothing to parse.
