@@ -4,6 +4,9 @@ Several things a request checks on its hot path (ended sessions, agent keys) liv
 not cost a round trip per request. Each process keeps a view in memory: it LISTENs on a channel of its own
 connection, then (after LISTEN, so nothing that changes from then on can be missed) loads what it needs,
 and applies every notification. A lost connection is retried every second and reloads on reconnect.
+
+Every listener of the server (these views, the schema cache, realtime delivery, the functions runtime) reads
+its notifications through `notifications`, which sleeps until Postgres sends something.
 """
 
 from __future__ import annotations
@@ -12,15 +15,48 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, Notify
 
 log = logging.getLogger("kilnbase.listen")
 
 _RETRY_SECONDS = 1.0
+
+
+async def notifications(conn: AsyncConnection[Any]) -> AsyncIterator[Notify]:
+    """The notifications a connection that LISTENs receives, as `conn.notifies()` yields them, for as long as
+    the connection lives (a lost one raises `psycopg.OperationalError`).
+
+    Not `conn.notifies()` itself: it wakes every 100 ms to look again (psycopg's interval, which lets a
+    blocking program see Ctrl-C), and with five listeners in each worker that was half of an idle server's
+    CPU. Here the socket is watched until it is readable, and only then is the input read. What psycopg
+    received while the connection ran other statements (the LISTEN, a load) comes first, through
+    `notifies()`, which alone can hand it over."""
+    async for notify in conn.notifies(timeout=0):
+        yield notify
+    pgconn = conn.pgconn
+    encoding = conn.info.encoding
+    loop = asyncio.get_running_loop()
+    while True:
+        # libpq may hold a notification it has read but not handed out yet: the socket would never say so.
+        while (received := pgconn.notifies()) is not None:
+            yield Notify(received.relname.decode(encoding), received.extra.decode(encoding), received.be_pid)
+        readable = loop.create_future()
+        socket = pgconn.socket
+        loop.add_reader(socket, _settle, readable)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(socket)
+        pgconn.consume_input()
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class ListenedView(ABC):
@@ -65,7 +101,7 @@ class ListenedView(ABC):
                     await conn.execute(f"LISTEN {self.channel}")
                     await self.load(conn)
                     self._listening.set()
-                    async for notify in conn.notifies():
+                    async for notify in notifications(conn):
                         follow_up = self.heard(notify.payload)
                         if follow_up is not None:
                             await follow_up

@@ -19,6 +19,8 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from kilnbase.pg_listen import notifications
+
 log = logging.getLogger("kilnbase.records.schema")
 
 CHANNEL = "kilnbase_schema"
@@ -400,7 +402,7 @@ class SchemaCache:
                 async with await AsyncConnection.connect(str(self._pool.conninfo), autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     await self.reload()  # anything that changed while not listening
-                    async for _notify in conn.notifies():
+                    async for _notify in notifications(conn):
                         await self.reload()
             except asyncio.CancelledError:
                 raise

@@ -33,6 +33,7 @@ from kilnbase.functions.host import FunctionsHost, HostConfig
 from kilnbase.functions.log_sink import LogSink
 from kilnbase.functions.sandbox import ROUTER, Sandbox, deno_binary, deno_command
 from kilnbase.functions.workers import DenoWorker, FunctionLoadError, FunctionPool, WorkerSpec
+from kilnbase.pg_listen import notifications
 
 log = logging.getLogger("kilnbase.functions")
 
@@ -184,7 +185,7 @@ class Runtime:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.forget_all()
                     listening.set()
-                    async for notify in conn.notifies():
+                    async for notify in notifications(conn):
                         payload = notify.payload
                         if payload.startswith("function:"):
                             self.forget(payload.removeprefix("function:"))

@@ -24,6 +24,7 @@ from psycopg.rows import dict_row
 
 from kilnbase.config import RealtimeSettings
 from kilnbase.db.session import Database
+from kilnbase.pg_listen import notifications
 from kilnbase.realtime.socket_server import RealtimeSocketServer
 from kilnbase.realtime.webhooks import WebhookSender
 
@@ -114,7 +115,7 @@ class MessageDelivery:
                         await self._catch_up(conn, self._lost_at)
                         self._lost_at = None
                     self._listening.set()
-                    async for notify in conn.notifies():
+                    async for notify in notifications(conn):
                         self._queue.put_nowait(notify.payload)
             except (psycopg.Error, OSError) as exc:
                 log.warning("realtime listener lost its connection: %s", type(exc).__name__)

@@ -1,0 +1,98 @@
+"""`pg_listen.notifications`: every listener's notifications, in order, none lost, and a lost connection
+raises (so the listener reconnects)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import AsyncConnection, Notify
+
+from kilnbase.pg_listen import notifications
+
+pytestmark = pytest.mark.anyio
+
+CHANNEL = "kb_listen_test"
+
+
+@pytest.fixture
+async def listener(database_url: str) -> AsyncIterator[AsyncConnection[Any]]:
+    async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(f"LISTEN {CHANNEL}")
+        yield conn
+
+
+async def notify(database_url: str, *payloads: str) -> None:
+    """The payloads, sent in one transaction (Postgres delivers them together, at COMMIT)."""
+    async with await AsyncConnection.connect(database_url) as conn:
+        for payload in payloads:
+            await conn.execute("select pg_notify(%s, %s)", (CHANNEL, payload))
+        await conn.commit()
+
+
+async def take(conn: AsyncConnection[Any], count: int) -> list[Notify]:
+    received: list[Notify] = []
+    async with asyncio.timeout(10):
+        async for item in notifications(conn):
+            received.append(item)
+            if len(received) == count:
+                break
+    return received
+
+
+async def test_notifications_sent_while_waiting_arrive_in_order(
+    listener: AsyncConnection[Any], database_url: str
+) -> None:
+    waiting = asyncio.create_task(take(listener, 3))
+    await asyncio.sleep(0.2)  # the listener is waiting on its socket by now
+    assert not waiting.done()
+    await notify(database_url, "one")
+    await notify(database_url, "two", "three")  # two in one packet
+    received = await waiting
+    assert [n.payload for n in received] == ["one", "two", "three"]
+    assert {n.channel for n in received} == {CHANNEL}
+    assert all(n.pid > 0 for n in received)
+
+
+async def test_notifications_received_during_another_statement_come_first(
+    listener: AsyncConnection[Any], database_url: str
+) -> None:
+    # As a view loads after LISTEN: psycopg reads the notification while it runs the load's statement.
+    await notify(database_url, "during the load")
+    await listener.execute("select pg_sleep(0.1)")
+    waiting = asyncio.create_task(take(listener, 2))
+    await asyncio.sleep(0.1)
+    await notify(database_url, "after")
+    assert [n.payload for n in await waiting] == ["during the load", "after"]
+
+
+async def test_a_payload_is_decoded_in_the_connection_encoding(
+    listener: AsyncConnection[Any], database_url: str
+) -> None:
+    waiting = asyncio.create_task(take(listener, 1))
+    await notify(database_url, "café ☕")
+    assert [n.payload for n in await waiting] == ["café ☕"]
+
+
+async def test_a_lost_connection_raises(listener: AsyncConnection[Any], database_url: str) -> None:
+    waiting = asyncio.create_task(take(listener, 1))
+    await asyncio.sleep(0.1)
+    async with await AsyncConnection.connect(database_url, autocommit=True) as admin:
+        await admin.execute("select pg_terminate_backend(%s)", (listener.info.backend_pid,))
+    with pytest.raises(psycopg.OperationalError):
+        await waiting
+
+
+async def test_cancelling_the_wait_leaves_the_connection_usable(
+    listener: AsyncConnection[Any], database_url: str
+) -> None:
+    waiting = asyncio.create_task(take(listener, 1))
+    await asyncio.sleep(0.1)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await notify(database_url, "later")
+    assert [n.payload for n in await take(listener, 1)] == ["later"]
