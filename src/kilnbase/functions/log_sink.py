@@ -25,7 +25,8 @@ class LogSink:
     def __init__(self, database: Database) -> None:
         self.database = database
         self._rows: list[Row] = []
-        self._wake = asyncio.Event()
+        self._waiting = asyncio.Event()  # set by the first row that waits
+        self._full = asyncio.Event()  # set when a batch is full
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
 
@@ -43,8 +44,10 @@ class LogSink:
             self.dropped += 1
             return
         self._rows.append(row)
+        if len(self._rows) == 1:
+            self._waiting.set()
         if len(self._rows) >= BATCH:
-            self._wake.set()
+            self._full.set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="kilnbase-function-logs")
@@ -57,10 +60,14 @@ class LogSink:
         await self.flush()
 
     async def _run(self) -> None:
+        """Rows are written at most FLUSH_SECONDS after the first of them arrived, or as soon as a batch is
+        full; with none waiting, nothing wakes (an idle server does no work for its function logs)."""
         while True:
+            await self._waiting.wait()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
-            self._wake.clear()
+                await asyncio.wait_for(self._full.wait(), FLUSH_SECONDS)
+            self._waiting.clear()
+            self._full.clear()
             try:
                 await self.flush()
             except asyncio.CancelledError:
