@@ -52,6 +52,7 @@ APPLICATION_NAME = "kilnbase-realtime-changes"
 #: The advisory lock whose holder reads the slot (per database).
 _LEADER_LOCK = 7_140_140
 _BATCH_CHANGES = 5000
+_SLOT_EXISTS = "select count(*) from pg_replication_slots where slot_name = %s"
 _RETRY_SECONDS = 1.0
 _HEARTBEAT_SECONDS = 2.0
 
@@ -206,9 +207,7 @@ class ChangeFeed:
         async with self.database.owner_pool.connection() as conn:
             if not conn.autocommit:
                 await conn.set_autocommit(True)
-            if await _scalar(
-                conn, "select count(*) from pg_replication_slots where slot_name = %s", (self.slot,)
-            ):
+            if await _scalar(conn, _SLOT_EXISTS, (self.slot,)):
                 return
             with contextlib.suppress(psycopg.errors.DuplicateObject):
                 await conn.execute("select pg_create_logical_replication_slot(%s, 'pgoutput')", (self.slot,))
@@ -331,26 +330,29 @@ class ChangeFeed:
         slot = str(self.slot)
         decoder = Decoder()
         idle_since: float | None = None
+        # The slot is looked for only when it matters: once nobody has listened for `changes_idle_seconds`
+        # (and again after each such period: another process may have made it since), and when reading it
+        # fails. Looking on every poll was most of what an idle server did.
         while True:
-            exists = bool(
-                await _scalar(conn, "select count(*) from pg_replication_slots where slot_name = %s", (slot,))
-            )
             if await self._listener_count() == 0:
                 idle_since = idle_since or time.monotonic()
-                if exists and time.monotonic() - idle_since >= self.settings.changes_idle_seconds:
-                    await conn.execute("select pg_drop_replication_slot(%s)", (slot,))
-                    log.info("dropped replication slot %s: nobody listens", slot)
+                if time.monotonic() - idle_since >= self.settings.changes_idle_seconds:
+                    if await _scalar(conn, _SLOT_EXISTS, (slot,)):
+                        await conn.execute("select pg_drop_replication_slot(%s)", (slot,))
+                        log.info("dropped replication slot %s: nobody listens", slot)
+                    idle_since = time.monotonic()
                 await asyncio.sleep(self.settings.changes_poll_seconds * 4)
                 continue
             idle_since = None
-            if not exists:
-                await self._ensure_slot()
             try:
                 cur = await conn.execute(
                     "select lsn::text, data from pg_logical_slot_peek_binary_changes(%s, NULL, %s, "
                     "'proto_version', '1', 'publication_names', %s)",
                     (slot, _BATCH_CHANGES, PUBLICATION),
                 )
+            except psycopg.errors.UndefinedObject:
+                await self._ensure_slot()  # (dropped while nobody listened; or never made)
+                continue
             except psycopg.errors.ObjectInUse:
                 # Another process is creating the slot (a subscription it acknowledges): read it once that
                 # is done, keeping the lead, rather than dropping the connection and the lock for seconds.
