@@ -1,7 +1,10 @@
 """Startup benchmark: cold first start and warm restart of `kilnbase serve` to the first healthy response,
-and resident memory at idle, beside an anchor measured in the same run: the embedded Postgres alone.
+and resident memory and CPU at idle, beside an anchor measured in the same run: the embedded Postgres alone.
 
-    .venv/bin/python -m bench.startup [--runs 3]
+    .venv/bin/python -m bench.startup [--runs 3] [--idle-seconds 5]
+
+Idle CPU is what the server (and the Postgres it started) spend with no request coming: its background work
+(listeners, log writers, the change feed's reader) and nothing else.
 
 Targets (issue 2): warm restart under 2 s, cold start under 5 s.
 """
@@ -9,6 +12,7 @@ Targets (issue 2): warm restart under 2 s, cold start under 5 s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import secrets
 import shutil
 import statistics
@@ -28,9 +32,9 @@ def _fresh_dir() -> Path:
     return parent / "data"
 
 
-def _postgres_pss(data_dir: Path) -> int:
-    """Proportional set size: shared buffers counted once across the cluster's processes, unlike RSS."""
-    total = 0
+def _postgres_processes(data_dir: Path) -> list[psutil.Process]:
+    """The processes of the cluster in `data_dir`: its postmaster and the postmaster's children."""
+    found = []
     for proc in psutil.process_iter(["name", "cmdline"]):
         if proc.info["name"] == "postgres":
             try:
@@ -38,10 +42,40 @@ def _postgres_pss(data_dir: Path) -> int:
                     proc if str(data_dir / "pgdata") in (proc.info["cmdline"] or []) else proc.parent()
                 )
                 if postmaster and str(data_dir / "pgdata") in (postmaster.cmdline() or []):
-                    total += proc.memory_full_info().pss
+                    found.append(proc)
             except psutil.Error:
                 continue
+    return found
+
+
+def _postgres_pss(data_dir: Path) -> int:
+    """Proportional set size: shared buffers counted once across the cluster's processes, unlike RSS."""
+    total = 0
+    for proc in _postgres_processes(data_dir):
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_full_info().pss
     return total
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in processes:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def idle_cpu(server_pid: int, data_dir: Path, seconds: float) -> tuple[float, float]:
+    """CPU milliseconds a second of the server (with any child of its own) and of its Postgres, over
+    `seconds` with no request."""
+    server = psutil.Process(server_pid)
+    servers = [server, *(p for p in server.children(recursive=True) if p.name() != "postgres")]
+    postgres = _postgres_processes(data_dir)
+    before = _cpu_seconds(servers), _cpu_seconds(postgres)
+    time.sleep(seconds)
+    after = _cpu_seconds(servers), _cpu_seconds(postgres)
+    return (after[0] - before[0]) * 1000 / seconds, (after[1] - before[1]) * 1000 / seconds
 
 
 def anchor_postgres_alone(runs: int) -> tuple[list[float], list[float]]:
@@ -61,8 +95,10 @@ def anchor_postgres_alone(runs: int) -> tuple[list[float], list[float]]:
     return cold, warm
 
 
-def kilnbase_serve(runs: int) -> tuple[list[float], list[float], list[tuple[int, int]]]:
-    cold, warm, memory = [], [], []
+def kilnbase_serve(
+    runs: int, idle_seconds: float
+) -> tuple[list[float], list[float], list[tuple[int, int]], list[tuple[float, float]]]:
+    cold, warm, memory, cpu = [], [], [], []
     for _ in range(runs):
         data_dir = _fresh_dir()
         server = ServerProcess(data_dir)
@@ -72,17 +108,19 @@ def kilnbase_serve(runs: int) -> tuple[list[float], list[float], list[tuple[int,
         time.sleep(1.0)  # idle
         assert server.process is not None
         memory.append((psutil.Process(server.process.pid).memory_full_info().pss, _postgres_pss(data_dir)))
+        cpu.append(idle_cpu(server.process.pid, data_dir, idle_seconds))
         server.stop()
         shutil.rmtree(data_dir.parent, ignore_errors=True)
-    return cold, warm, memory
+    return cold, warm, memory, cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--idle-seconds", type=float, default=5.0, help="how long idle CPU is measured")
     args = parser.parse_args()
     pg_cold, pg_warm = anchor_postgres_alone(args.runs)
-    kb_cold, kb_warm, memory = kilnbase_serve(args.runs)
+    kb_cold, kb_warm, memory, cpu = kilnbase_serve(args.runs, args.idle_seconds)
     med = statistics.median
     mib = 1024 * 1024
     server_pss = med([m[0] for m in memory]) / mib
@@ -100,6 +138,10 @@ def main() -> None:
     print(
         f"idle memory (PSS): server {server_pss:.0f} MiB + Postgres {pg_pss:.0f} MiB"
         f" = {server_pss + pg_pss:.0f} MiB"
+    )
+    server_cpu, pg_cpu = med([c[0] for c in cpu]), med([c[1] for c in cpu])
+    print(
+        f"idle CPU: server {server_cpu:.1f} ms/s + Postgres {pg_cpu:.1f} ms/s (over {args.idle_seconds:g} s)"
     )
     print(
         f"targets: warm < 2 s ({'met' if med(kb_warm) < 2 else 'MISSED'}), "
