@@ -46,16 +46,16 @@ async def run(
         cur = await database.statement_as_caller(
             principal, statement.text, statement.params, read_only=read_only
         )
-        return answer(cur, await cur.fetchone() if has_rows(cur) else None)
-    async with database.as_caller(principal, read_only=read_only, rollback=rollback) as cur:
-        if not isinstance(statement, Sql):
-            statement = await statement(cur)
-        if not check_first:
-            await cur.execute(statement.text, statement.params)
-        else:
-            async with cur.connection.pipeline():
+    else:
+        async with database.as_caller(principal, read_only=read_only, rollback=rollback) as cur:
+            if not isinstance(statement, Sql):
+                statement = await statement(cur)
+            if not check_first:
                 await cur.execute(statement.text, statement.params)
-            return answer(cur, await cur.fetchone() if has_rows(cur) else None)
+            else:
+                async with cur.connection.pipeline():
+                    await cur.execute(statement.text, statement.params)
+                return answer(cur, await cur.fetchone() if has_rows(cur) else None)
     return answer(cur, await cur.fetchone() if has_rows(cur) else None)
 
 
