@@ -41,7 +41,6 @@ from kilnbase.mcp_server.access import EVERYTHING, Narrowing
 from kilnbase.mcp_server.approvals import Approvals
 from kilnbase.mcp_server.endpoint import mcp_capability
 from kilnbase.mcp_server.rest_gate import RestApprovalGate
-from kilnbase.mcp_server.server import build_server
 from kilnbase.metadata import routes as metadata_routes
 from kilnbase.realtime import routes as realtime_routes
 from kilnbase.records import routes as records_routes
@@ -215,6 +214,8 @@ async def serve_mcp_stdio(
 ) -> None:
     """The MCP tools over standard input and output, for one local agent acting as `credential` (an API
     key, an anon key or an access token; None: the project's API key), on a database already prepared."""
+    from kilnbase.mcp_server.server import build_server  # (the MCP SDK: see `mcp_server.endpoint`)
+
     keys = load_project_keys(settings)
     services = build_services(build_core(settings, keys, conninfo))
     offered = capabilities(services)

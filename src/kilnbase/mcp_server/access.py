@@ -79,3 +79,11 @@ def resource_visible(principal: Principal, narrowing: Narrowing, listed: ListedR
     if narrowing.groups is not None and listed.group not in narrowing.groups:
         return False
     return not listed.agent_scoped or principal.allows(listed.group, "read")
+
+
+def session_of(principal: Principal, named: str | bytes | None) -> str:
+    """The session a call belongs to: the one the client names, else its agent token's, else its
+    credential's."""
+    if isinstance(named, bytes):
+        named = named.decode("latin-1")
+    return (named or "")[:100] or str(principal.claims.get("agent_session") or principal.credential_id)

@@ -23,8 +23,8 @@ from kilnbase.http.buffered_body import read_all, replaying
 from kilnbase.http.request_context import agent_in, client_ip_in, principal_in
 from kilnbase.http.responses import json_response
 from kilnbase.identity.actor import Actor
+from kilnbase.mcp_server.access import session_of
 from kilnbase.mcp_server.approvals import Approvals
-from kilnbase.mcp_server.server import session_of
 
 Arguments = Callable[[Mapping[str, str], Any], dict[str, Any]]
 

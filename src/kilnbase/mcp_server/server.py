@@ -44,6 +44,7 @@ from kilnbase.mcp_server.access import (
     ListedResource,
     Narrowing,
     resource_visible,
+    session_of,
     visible,
 )
 from kilnbase.mcp_server.approvals import Approvals
@@ -66,14 +67,6 @@ NarrowingOf = Callable[[Mapping[str, Any] | None], Narrowing]
 
 #: The header an agent (or its harness) may send to name its session, for replay; at most 100 characters.
 SESSION_HEADER = "x-agent-session"
-
-
-def session_of(principal: Principal, named: str | bytes | None) -> str:
-    """The session a call belongs to: the one the client names, else its agent token's, else its
-    credential's."""
-    if isinstance(named, bytes):
-        named = named.decode("latin-1")
-    return (named or "")[:100] or str(principal.claims.get("agent_session") or principal.credential_id)
 
 
 @dataclass(frozen=True)
