@@ -83,7 +83,6 @@ class MessageDelivery:
             await cur.execute("select webhook_secret from realtime.config")
             row = await cur.fetchone()
         self._secret = str(row["webhook_secret"]) if row else ""
-        await self.webhooks.start()
         for name, work in (
             ("listen", self._listen()),
             ("deliver", self._deliver()),

@@ -35,8 +35,12 @@ class WebhookSender:
         self.settings = settings
         self._client: httpx2.AsyncClient | None = None
 
-    async def start(self) -> None:
-        self._client = httpx2.AsyncClient(timeout=self.settings.webhook_timeout, follow_redirects=False)
+    def _client_now(self) -> httpx2.AsyncClient:
+        """The client, made for the first delivery rather than at start: making one loads the system's CA
+        certificates (65 ms here), which a project without webhooks need never pay for."""
+        if self._client is None:
+            self._client = httpx2.AsyncClient(timeout=self.settings.webhook_timeout, follow_redirects=False)
+        return self._client
 
     async def close(self) -> None:
         if self._client is not None:
@@ -50,7 +54,7 @@ class WebhookSender:
         return sum(results)
 
     async def _send(self, url: str, message: dict[str, Any], body: bytes, secret: str) -> bool:
-        assert self._client is not None, "WebhookSender.start() was not called"
+        client = self._client_now()
         delay = self.settings.webhook_retry_delay
         for attempt in range(self.settings.webhook_attempts):
             if attempt:
@@ -66,7 +70,7 @@ class WebhookSender:
                 "x-insforge-signature": signature(secret, timestamp, body),
             }
             try:
-                response = await self._client.post(url, content=body, headers=headers)
+                response = await client.post(url, content=body, headers=headers)
             except httpx2.HTTPError as exc:
                 log.info("webhook %s attempt %d failed: %s", url, attempt + 1, type(exc).__name__)
                 continue
