@@ -3,8 +3,12 @@ test uses (each test makes the buckets and objects it reads, so the tests hold i
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import secrets
+import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -16,10 +20,13 @@ from kilnbase.storage.s3_blobs import S3Blobs
 from tests.support.app import admin_headers, anon_headers, services_of, user_headers
 
 BUCKETS = "/api/storage/buckets"
+TUS = {"Tus-Resumable": "1.0.0"}
 #: The size limit of this module's app (MAX_FILE_SIZE), small enough to pass in a test.
 MAX_FILE_SIZE = 256 * 1024
 
 NewBucket = Callable[..., str]
+ALICE_ID = "0b3a4a9e-5c1d-4f0e-8a52-1f6f3c2a9d01"
+BOB_ID = "7d2e9c41-0b6a-4c3f-9e85-5a4b1c0d2e02"
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +56,12 @@ def anon(client: TestClient) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def alice(client: TestClient) -> dict[str, str]:
-    return user_headers(client, "0b3a4a9e-5c1d-4f0e-8a52-1f6f3c2a9d01", "alice@example.com")
+    return user_headers(client, ALICE_ID, "alice@example.com")
 
 
 @pytest.fixture(scope="module")
 def bob(client: TestClient) -> dict[str, str]:
-    return user_headers(client, "7d2e9c41-0b6a-4c3f-9e85-5a4b1c0d2e02", "bob@example.com")
+    return user_headers(client, BOB_ID, "bob@example.com")
 
 
 @pytest.fixture
@@ -80,3 +87,49 @@ def s3_blobs(client: TestClient) -> S3Blobs:
     blobs = services_of(client).storage.blobs
     assert isinstance(blobs, S3Blobs)
     return blobs
+
+
+def new_tus_upload(client: TestClient, headers: dict[str, str], bucket: str, key: str, length: int) -> str:
+    """A new TUS upload of `length` bytes to `key`: its URL."""
+    meta = "key " + base64.b64encode(key.encode()).decode()
+    created = client.post(
+        f"{BUCKETS}/{bucket}/tus",
+        headers={**headers, **TUS, "Upload-Length": str(length), "Upload-Metadata": meta},
+    )
+    assert created.status_code == 201, created.text
+    return created.headers["location"]
+
+
+def owner_sql(client: TestClient, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Run `query` on the app's owner pool; its rows (none for a statement that returns none)."""
+
+    async def run() -> list[dict[str, Any]]:
+        async with services_of(client).core.database.as_owner() as cur:
+            await cur.execute(query, params)
+            return list(await cur.fetchall()) if cur.description else []
+
+    assert client.portal is not None
+    return client.portal.call(run)
+
+
+@contextlib.contextmanager
+def upload_row_kept(client: TestClient, upload_id: str, *, failing: bool = False) -> Iterator[None]:
+    """While inside, deleting this TUS upload's row deletes nothing (a trigger skips it): what the database
+    holds when the server dies just before it removes the row of an upload it has finished. With `failing`,
+    the delete fails instead (the database went away)."""
+    trigger = f"keep_{uuid.UUID(upload_id).hex}"
+    action = "raise exception 'the database went away'" if failing else "return null"
+    owner_sql(
+        client,
+        f"create or replace function public.{trigger}() returns trigger language plpgsql "
+        f"as $$ begin {action}; end $$",
+    )
+    owner_sql(
+        client,
+        f"create trigger {trigger} before delete on storage.tus_uploads for each row "
+        f"when (old.id = '{uuid.UUID(upload_id)}') execute function public.{trigger}()",
+    )
+    try:
+        yield
+    finally:
+        owner_sql(client, f"drop function public.{trigger}() cascade")

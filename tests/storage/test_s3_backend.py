@@ -4,7 +4,6 @@ either way an object is wholly there or not, and nothing is left in the store th
 
 from __future__ import annotations
 
-import base64
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from starlette.testclient import TestClient
 
 from kilnbase.app import create_app
 from kilnbase.config import Settings, StorageSettings
-from tests.storage.conftest import s3_blobs
+from tests.storage.conftest import TUS, new_tus_upload, owner_sql, s3_blobs, upload_row_kept
 from tests.support.app import admin_headers, services_of, user_headers
 from tests.support.postgres import TestCluster
 from tests.support.seaweed import ACCESS_KEY, REGION, SECRET_KEY, SeaweedS3
@@ -208,13 +207,8 @@ def test_resumable_upload_streams_into_the_store(proxy: TestClient, s3: object) 
     admin = admin_headers(proxy)
     bucket = _bucket(proxy)
     data = secrets.token_bytes(200_000)
-    tus = {"Tus-Resumable": "1.0.0"}
-    meta = "key " + base64.b64encode(b"resumed/in-s3.bin").decode()
-    url = proxy.post(
-        f"{BUCKETS}/{bucket}/tus",
-        headers={**admin, **tus, "Upload-Length": str(len(data)), "Upload-Metadata": meta},
-    ).headers["location"]
-    patch = {**admin, **tus, "Content-Type": "application/offset+octet-stream"}
+    url = new_tus_upload(proxy, admin, bucket, "resumed/in-s3.bin", len(data))
+    patch = {**admin, **TUS, "Content-Type": "application/offset+octet-stream"}
     assert proxy.patch(url, content=data[:50_000], headers={**patch, "Upload-Offset": "0"}).status_code == 204
     assert _store_keys(s3, proxy) == set()  # nothing in the store before the last byte
     assert (
@@ -226,3 +220,26 @@ def test_resumable_upload_streams_into_the_store(proxy: TestClient, s3: object) 
     assert len(_store_keys(s3, proxy)) == 1
     assert not (services_of(proxy).storage.tus_dir / url.rsplit("/", 1)[1]).exists()
     assert proxy.delete(f"{BUCKETS}/{bucket}/objects/resumed/in-s3.bin", headers=admin).status_code == 200
+
+
+def test_resumable_upload_finished_before_a_crash_is_not_sent_again(proxy: TestClient, s3: object) -> None:
+    """The server died after the object's row committed, before the upload's row and file were removed: a
+    HEAD finds the upload complete and sends nothing to the store again (same blob), and removes the file."""
+    admin = admin_headers(proxy)
+    bucket = _bucket(proxy)
+    data = secrets.token_bytes(100_000)
+    url = new_tus_upload(proxy, admin, bucket, "crashed/in-s3.bin", len(data))
+    upload_id = url.rsplit("/", 1)[1]
+    patch = {**admin, **TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    with upload_row_kept(proxy, upload_id):
+        assert proxy.patch(url, content=data, headers=patch).status_code == 204
+    upload_file = services_of(proxy).storage.tus_dir / upload_id
+    upload_file.write_bytes(data)  # the file goes after the commit: the crash left it
+    query = "select blob_id, etag from storage.objects where bucket = %s"
+    made, in_store = owner_sql(proxy, query, (bucket,)), _store_keys(s3, proxy)
+    resumed = proxy.head(url, headers={**admin, **TUS})
+    assert resumed.status_code == 200 and resumed.headers["upload-offset"] == str(len(data))
+    assert owner_sql(proxy, query, (bucket,)) == made and _store_keys(s3, proxy) == in_store
+    assert not upload_file.exists()
+    assert proxy.get(f"{BUCKETS}/{bucket}/objects/crashed/in-s3.bin", headers=admin).content == data
+    assert proxy.delete(f"{BUCKETS}/{bucket}/objects/crashed/in-s3.bin", headers=admin).status_code == 200

@@ -5,16 +5,31 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import secrets
+import uuid
+from typing import Any
 
+import psycopg
 import pytest
 from starlette.testclient import TestClient
 from tusclient.client import TusClient
 
-from tests.storage.conftest import BUCKETS, MAX_FILE_SIZE, NewBucket, local_blobs
+from kilnbase.identity.principal import CredentialKind, Principal
+from kilnbase.storage.tus import TusUploads
+from tests.storage.conftest import (
+    ALICE_ID,
+    BOB_ID,
+    BUCKETS,
+    MAX_FILE_SIZE,
+    TUS,
+    NewBucket,
+    local_blobs,
+    new_tus_upload,
+    owner_sql,
+    upload_row_kept,
+)
 from tests.support.app import services_of
-
-TUS = {"Tus-Resumable": "1.0.0"}
 
 
 def _tus_client(client: TestClient, headers: dict[str, str], bucket: str) -> TusClient:
@@ -207,3 +222,159 @@ def test_abandoning_a_complete_upload_makes_no_object(
     assert client.delete(url, headers={**alice, **TUS}).status_code == 204
     assert client.get(f"{BUCKETS}/{bucket}/objects/abandoned.bin", headers=alice).status_code == 404
     assert client.head(url, headers={**alice, **TUS}).status_code == 404
+
+
+def _object_row(client: TestClient, bucket: str, key: str) -> dict[str, Any] | None:
+    rows = owner_sql(
+        client,
+        "select blob_id, etag, size, uploaded_at from storage.objects where bucket = %s and key = %s",
+        (bucket, key),
+    )
+    return rows[0] if rows else None
+
+
+def _finished_then_crashed(
+    client: TestClient, headers: dict[str, str], bucket: str, key: str, data: bytes
+) -> str:
+    """An upload of `data` to `key` made into its object, left as the server leaves it when it dies right
+    after the object's row committed: the upload's row is still there, and so is its file, a name of the
+    object's blob (linked, not copied), as is the blob store's incoming name. The upload's URL."""
+    url = new_tus_upload(client, headers, bucket, key, len(data))
+    upload_id = url.rsplit("/", 1)[1]
+    patch = {**headers, **TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    with upload_row_kept(client, upload_id):
+        assert client.patch(url, content=data, headers=patch).status_code == 204
+    made = _object_row(client, bucket, key)
+    assert made is not None
+    blobs = local_blobs(client)
+    blob = blobs.blob_path(made["blob_id"])
+    os.link(blob, services_of(client).storage.tus_dir / upload_id)
+    os.link(blob, blobs.incoming / str(made["blob_id"]))
+    return url
+
+
+def _restart_storage(client: TestClient) -> None:
+    """What a restarted server does first: the blob store's recovery, then the TUS uploads' cleanup."""
+    storage = services_of(client).storage
+    assert client.portal is not None
+    client.portal.call(storage.start)
+    client.portal.call(TusUploads(storage, storage.tus_dir).start)
+
+
+@pytest.mark.parametrize("resumed_by", ["head", "patch", "head-after-restart"])
+def test_upload_finished_before_a_crash_is_not_made_again(
+    client: TestClient, alice: dict[str, str], new_bucket: NewBucket, resumed_by: str
+) -> None:
+    """The server died after the object's row committed, before the upload's row was removed; the client
+    then resumes, before or after the restart. Every byte is in, yet the upload is not made into its object a
+    second time (same blob, same ETag, same time): a HEAD finds it complete (offset at the end), a PATCH
+    finds it gone (as after a normal finish); then nothing of it is left, and the object's blob stays (with
+    one name once restarted)."""
+    bucket = new_bucket(public=False)
+    data = secrets.token_bytes(20_000)
+    url = _finished_then_crashed(client, alice, bucket, "crashed.bin", data)
+    made = _object_row(client, bucket, "crashed.bin")
+    assert made is not None
+    upload_file = services_of(client).storage.tus_dir / url.rsplit("/", 1)[1]
+    if resumed_by == "head-after-restart":
+        _restart_storage(client)
+        assert not upload_file.exists()  # the object is made: its row stays, to answer the client
+    if resumed_by == "patch":
+        patch = {**alice, **TUS, "Content-Type": "application/offset+octet-stream"}
+        resumed = client.patch(url, content=b"", headers={**patch, "Upload-Offset": str(len(data))})
+        assert resumed.status_code == 404, resumed.text
+    else:
+        resumed = client.head(url, headers={**alice, **TUS})
+        assert resumed.status_code == 200
+        assert resumed.headers["upload-offset"] == resumed.headers["upload-length"] == str(len(data))
+    assert _object_row(client, bucket, "crashed.bin") == made
+    assert client.head(url, headers={**alice, **TUS}).status_code == 404
+    assert client.get(f"{BUCKETS}/{bucket}/objects/crashed.bin", headers=alice).content == data
+    assert not upload_file.exists()
+    _restart_storage(client)
+    blobs = local_blobs(client)
+    blob = blobs.blob_path(made["blob_id"])
+    assert blob.read_bytes() == data and blob.stat().st_nlink == 1
+    assert list(blobs.incoming.iterdir()) == []
+
+
+@pytest.mark.parametrize("meanwhile", ["replaced", "deleted"])
+def test_upload_finished_before_a_crash_leaves_later_writes_alone(
+    client: TestClient,
+    alice: dict[str, str],
+    admin: dict[str, str],
+    new_bucket: NewBucket,
+    meanwhile: str,
+) -> None:
+    """After the crash, before Alice's client resumes, the key moves on: the admin writes a newer object
+    there, or Alice deletes hers. Her client's HEAD must not bring the stale upload back over it."""
+    bucket = new_bucket(public=False)
+    url = _finished_then_crashed(client, alice, bucket, "moved-on.bin", secrets.token_bytes(20_000))
+    target = f"{BUCKETS}/{bucket}/objects/moved-on.bin"
+    if meanwhile == "replaced":
+        assert client.put(target, content=b"newer", headers=admin).status_code == 200
+    else:
+        assert client.delete(target, headers=alice).status_code == 200
+    later = _object_row(client, bucket, "moved-on.bin")
+    resumed = client.head(url, headers={**alice, **TUS})
+    assert resumed.status_code == 200 and resumed.headers["upload-offset"] == resumed.headers["upload-length"]
+    assert _object_row(client, bucket, "moved-on.bin") == later
+    got = client.get(target, headers=admin)
+    if meanwhile == "replaced":
+        assert got.status_code == 200 and got.content == b"newer"
+    else:
+        assert got.status_code == 404
+    assert not (services_of(client).storage.tus_dir / url.rsplit("/", 1)[1]).exists()
+    _restart_storage(client)
+    assert list(local_blobs(client).incoming.iterdir()) == []
+
+
+def test_a_failure_after_the_commit_leaves_the_object_whole(
+    client: TestClient, alice: dict[str, str], new_bucket: NewBucket
+) -> None:
+    """The object's row committed, then removing the upload's row failed (the database went away): the
+    object stays whole, its blob not removed as if the upload had failed, and the upload is not made again."""
+    bucket = new_bucket(public=False)
+    data = secrets.token_bytes(20_000)
+    url = new_tus_upload(client, alice, bucket, "whole.bin", len(data))
+    patch = {**alice, **TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    with upload_row_kept(client, url.rsplit("/", 1)[1], failing=True):
+        assert client.patch(url, content=data, headers=patch).status_code == 500
+    made = _object_row(client, bucket, "whole.bin")
+    assert client.get(f"{BUCKETS}/{bucket}/objects/whole.bin", headers=alice).content == data
+    resumed = client.head(url, headers={**alice, **TUS})
+    assert resumed.status_code == 200 and resumed.headers["upload-offset"] == str(len(data))
+    assert _object_row(client, bucket, "whole.bin") == made
+    assert client.get(f"{BUCKETS}/{bucket}/objects/whole.bin", headers=alice).content == data
+
+
+def test_request_roles_mark_only_their_own_upload_finished(
+    client: TestClient, alice: dict[str, str], new_bucket: NewBucket
+) -> None:
+    """The request roles have no rights on storage.tus_uploads. The function the object's transaction calls
+    marks an unfinished upload of the caller's own, and nothing else: not another user's, not one twice."""
+    for role in ("anon", "authenticated", "project_admin"):
+        rights = owner_sql(
+            client,
+            "select has_table_privilege(%s, 'storage.tus_uploads', 'select,insert,update,delete,truncate') "
+            "as table_rights, has_function_privilege(%s, 'storage.finish_tus_upload(uuid)', 'execute') "
+            "as function_rights",
+            (role, role),
+        )
+        assert rights == [{"table_rights": False, "function_rights": role != "anon"}]
+    url = new_tus_upload(client, alice, new_bucket(public=False), "mine.bin", 3)
+    upload_id = uuid.UUID(url.rsplit("/", 1)[1])
+
+    async def mark_finished(user_id: str) -> None:
+        caller = Principal("authenticated", CredentialKind.JWT, user_id, claims={"sub": user_id})
+        async with services_of(client).core.database.as_caller(caller) as cur:
+            await cur.execute("select storage.finish_tus_upload(%s)", (upload_id,))
+
+    assert client.portal is not None
+    with pytest.raises(psycopg.errors.NoDataFound):
+        client.portal.call(mark_finished, BOB_ID)
+    client.portal.call(mark_finished, ALICE_ID)
+    with pytest.raises(psycopg.errors.NoDataFound):
+        client.portal.call(mark_finished, ALICE_ID)
+    assert client.delete(url, headers={**alice, **TUS}).status_code == 204
+    assert not (services_of(client).storage.tus_dir / str(upload_id)).exists()

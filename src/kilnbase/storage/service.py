@@ -489,17 +489,26 @@ class StorageService:
         etag: str | None,
         mime: str,
         via: str,
+        *,
+        finishing: uuid.UUID | None = None,
     ) -> StoredObject:
+        """Write the object's row as the caller. With `finishing`, the TUS upload this write makes into its
+        object is marked finished in the same transaction (see `tus.py`): 404 when it is not there to finish
+        (finished already, abandoned, or not the caller's), and then nothing is written."""
         principal = actor.principal
         now = datetime.now(UTC)
         params = (bucket, key, size, mime, etag, blob_id, _uploader(principal), via, now)
         try:
             async with self.database.as_caller(principal) as cur:
+                if finishing is not None:
+                    await cur.execute("select storage.finish_tus_upload(%s)", (finishing,))
                 await cur.execute(_UPSERT, params)
         except pg_errors.InsufficientPrivilege:
             raise _denied(bucket, key) from None
         except pg_errors.ForeignKeyViolation:
             raise _bucket_missing(bucket) from None
+        except pg_errors.NoDataFound:
+            raise not_found("Upload not found") from None
         if principal.is_admin:
             details = {"bucket": bucket, "key": key, "size": size, "via": via}
             await audit.record(self.database, actor, "UPLOAD_OBJECT", MODULE, details)

@@ -9,6 +9,22 @@ written before a crash counts); when the last byte arrives the file becomes the 
 path as any upload: sniffed, made durable, and committed atomically with its row as the caller (on the
 local disk the file is linked as the object's blob, not copied). Uploads expire after `TUS_EXPIRY_SECONDS`
 and are then removed, at the next start or the next touch.
+
+An upload becomes its object at most once, whenever the server dies: the transaction that writes the object's
+row (as the caller) also marks the upload's row finished (`storage.finish_tus_upload`, migration 0103), and a
+second finish (a HEAD after a crash, another process) finds the mark and fails, undoing its own write; the
+row and the file are removed only after that commit. The choices, and why:
+
+- Marked, not deleted, in that transaction: a client whose last PATCH went unanswered because the server died
+  resumes with a HEAD, and a finished row still there tells it the upload is complete (offset at its length)
+  instead of gone (on a 404, tus-js-client uploads it all again). So a restart removes a finished upload's
+  file but keeps its row until a request meets it or it expires; a PATCH finds it gone, as after a normal
+  finish.
+- A narrow SECURITY DEFINER function, not rights on `storage.tus_uploads`: the request roles keep none; the
+  function only marks an unfinished upload of the caller's own, in the caller's own transaction.
+- Not a mark set on the owner pool before or after the object's commit: that is a second transaction, the
+  same window again. Not a check that an object row still names the upload's blob: it misses an object
+  replaced or deleted since, and would bring the stale upload back over it.
 """
 
 from __future__ import annotations
@@ -66,12 +82,13 @@ class TusUploads:
         return self.root / str(upload_id)
 
     async def start(self) -> None:
-        """Remove expired uploads and files no upload row names."""
+        """Remove expired uploads, and files no unfinished upload names (a finished upload's row stays, to
+        tell its client it is complete, until a request meets it or it expires)."""
         await anyio.to_thread.run_sync(lambda: self.root.mkdir(parents=True, exist_ok=True))
         async with self.database.as_owner() as cur:
             await cur.execute("delete from storage.tus_uploads where expires_at < now() returning id")
             expired = [row["id"] for row in await cur.fetchall()]
-            await cur.execute("select id from storage.tus_uploads")
+            await cur.execute("select id from storage.tus_uploads where finished_at is null")
             live = {str(row["id"]) for row in await cur.fetchall()}
         for upload_id in expired:
             with contextlib.suppress(FileNotFoundError):
@@ -135,8 +152,8 @@ class TusUploads:
         """The upload, when the caller is the one who created it (or an admin); 404 otherwise or expired."""
         async with self.database.as_owner() as cur:
             await cur.execute(
-                "select id, bucket, key, length, content_type, uploaded_by, created_by_admin, expires_at "
-                "from storage.tus_uploads where id = %s and bucket = %s",
+                "select id, bucket, key, length, content_type, uploaded_by, created_by_admin, expires_at, "
+                "finished_at from storage.tus_uploads where id = %s and bucket = %s",
                 (upload_id, bucket),
             )
             row = await cur.fetchone()
@@ -164,8 +181,12 @@ class TusUploads:
         """The upload's headers (404 unless the caller's). With `finish`, an upload whose every byte is in
         but which never became its object (the request that brought the last byte failed at the commit, or
         the server died) becomes it now: a client resuming sees a complete offset and sends nothing more,
-        so its HEAD is the last chance (a failure to commit is then its answer)."""
+        so its HEAD is the last chance (a failure to commit is then its answer). An upload that was made
+        into its object already (the server died before removing it) is complete, and is removed now."""
         row = await self._row(actor, bucket, upload_id)
+        if row["finished_at"] is not None:
+            await self.terminate(actor, bucket, upload_id)
+            return self._headers(row, int(row["length"]))
         offset = await anyio.to_thread.run_sync(self.offset, upload_id)
         if finish and offset == int(row["length"]):
             await self._finish_if_idle(actor, row)
@@ -201,10 +222,14 @@ class TusUploads:
         body: AsyncIterator[bytes],
     ) -> tuple[dict[str, str], dict[str, Any] | None]:
         """Append the body at `Upload-Offset` (409 when it is not where the upload stands); the new headers,
-        and the object once the upload is complete."""
+        and the object once the upload is complete. 404 for an upload made into its object already (as after
+        a normal finish; what the server left of it when it died is removed now)."""
         row = await self._row(actor, bucket, upload_id)
         if offset_header is None or not offset_header.isdigit():
             raise _tus_error(400, "Upload-Offset is required.")
+        if row["finished_at"] is not None:
+            await self.terminate(actor, bucket, upload_id)
+            raise _tus_error(404, "Upload not found")
         path = self._path(upload_id)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
@@ -213,7 +238,10 @@ class TusUploads:
         try:
             if not try_lock(fd):
                 raise ApiError(423, "STORAGE_INVALID_PARAMETER", "Another request is writing to this upload.")
-            offset = os.fstat(fd).st_size
+            stat = os.fstat(fd)
+            if stat.st_nlink == 0:  # finished (or abandoned) while this request waited to open it
+                raise _tus_error(404, "Upload not found")
+            offset = stat.st_size
             if int(offset_header) != offset:
                 raise ApiError(
                     409, "STORAGE_INVALID_PARAMETER", f"Upload-Offset is {offset}, not {offset_header}."
@@ -234,21 +262,20 @@ class TusUploads:
 
     async def _finish(self, actor: Actor, row: dict[str, Any], locked_fd: int) -> dict[str, Any]:
         """The complete upload as its object, while the caller holds the upload's file open (`locked_fd`)
-        under its lock, so that no other request writes or finishes it meanwhile."""
+        under its lock, so that no other request writes or finishes it meanwhile (on this machine; the mark
+        that commits with the object's row makes it once across processes and crashes). Its row and file
+        are removed after that commit: the object is made by then, whatever happens to them."""
         upload_id = row["id"]
-        path = self._path(upload_id)
 
         async def commit(blob_id: uuid.UUID, meter: Meter, mime: str) -> StoredObject:
-            stored = await self.storage.commit_row(
-                actor, row["bucket"], row["key"], blob_id, meter.size, version_etag(blob_id), mime, "tus"
+            etag = version_etag(blob_id)
+            return await self.storage.commit_row(
+                actor, row["bucket"], row["key"], blob_id, meter.size, etag, mime, "tus", finishing=upload_id
             )
-            async with self.database.as_owner() as cur:
-                await cur.execute("delete from storage.tus_uploads where id = %s", (upload_id,))
-            return stored
 
+        path = self._path(upload_id)
         stored = await self.storage.store_file(row["bucket"], path, locked_fd, row["content_type"], commit)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        await self.terminate(actor, row["bucket"], upload_id)
         return self.storage.object_json(stored)
 
     async def terminate(self, actor: Actor, bucket: str, upload_id: uuid.UUID) -> None:
