@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from kilnbase.ai.caller import Caller
-from kilnbase.ai.errors import GatewayError, insforge_code, openai_error_body
+from kilnbase.ai.errors import GatewayError, insforge_code, insforge_next_actions, openai_error_body
 from kilnbase.ai.service import AiService
 from kilnbase.http.errors import ApiError, error_response
 from kilnbase.http.request_context import client_ip, require_credential
@@ -107,6 +107,8 @@ def insforge_errors(handler: Handler[RoutesT]) -> Handler[RoutesT]:
         try:
             return await handler(self, request)
         except GatewayError as exc:
-            return error_response(exc.status, insforge_code(exc), exc.message, headers=exc.headers)
+            return error_response(
+                exc.status, insforge_code(exc), exc.message, insforge_next_actions(exc), headers=exc.headers
+            )
 
     return wrapped

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from kilnbase.ai import admin_requests
 from kilnbase.ai.admin import usage_summary
 from kilnbase.ai.admin_routes import check_scope
-from kilnbase.ai.errors import GatewayError, insforge_code
+from kilnbase.ai.errors import GatewayError, insforge_code, insforge_next_actions
 from kilnbase.ai.service import AiService
 from kilnbase.capability import Tool
 from kilnbase.http.errors import ApiError, require_admin_actor
@@ -42,7 +42,7 @@ async def _gateway(call: Awaitable[T]) -> T:
 
 
 def _api_error(exc: GatewayError) -> ApiError:
-    return ApiError(exc.status, insforge_code(exc), exc.message)
+    return ApiError(exc.status, insforge_code(exc), exc.message, insforge_next_actions(exc))
 
 
 def _model(model: type[M], **fields: Any) -> M:

@@ -31,6 +31,9 @@ _STATUS_CODES = {
     415: "INVALID_INPUT",
     429: "RATE_LIMITED",
 }
+_AGAINST_REFERENCE = "against the API reference in the README."
+#: For a call that needs admin rights.
+ADMIN_ONLY = "Use the project's API key (kilnbase keys) or sign in as the project admin."
 
 
 class ApiError(Exception):
@@ -76,14 +79,19 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     code = _STATUS_CODES.get(exc.status_code, "INVALID_INPUT" if exc.status_code < 500 else "INTERNAL_ERROR")
     if exc.status_code == 404:
         message = f"Route {request.method} {request.url.path} not found"
-        hint = "Check the path and the method against the API reference in the README."
+        hint = f"Check the path and the method {_AGAINST_REFERENCE}"
         missing = _missing_module(request)
         if missing is not None:
             message += f": this Kilnbase server has no {missing} API (nothing is served under /api/{missing})"
             hint = f"The {missing} capability is not part of this server yet; see GET /api/docs for what is."
         return error_response(404, code, message, hint)
     message = exc.detail if isinstance(exc.detail, str) else "Request failed"
-    return error_response(exc.status_code, code, message, headers=exc.headers)
+    allowed = (exc.headers or {}).get("Allow")
+    if exc.status_code == 405 and allowed:
+        hint = f"This path takes {allowed} (the Allow header); check the method {_AGAINST_REFERENCE}"
+    else:
+        hint = f"Check the request {_AGAINST_REFERENCE}"
+    return error_response(exc.status_code, code, message, hint, headers=exc.headers)
 
 
 def _missing_module(request: Request) -> str | None:
@@ -124,7 +132,7 @@ def require_admin_actor(actor: Actor) -> None:
             403,
             "FORBIDDEN",
             "This needs admin rights.",
-            "Use the project's API key (kilnbase keys) or sign in as the project admin.",
+            ADMIN_ONLY,
         )
 
 

@@ -16,6 +16,10 @@ from starlette.requests import Request
 from kilnbase.http.errors import ApiError
 
 M = TypeVar("M", bound=BaseModel)
+#: For a body whose fields are wrong: the message lists them, as `field: reason`.
+FIX_FIELDS = "Fix each field the message names (as field: reason) and send the request again."
+#: For a body that is not a JSON object.
+SEND_OBJECT = "Send the body as a JSON object, {...}, with Content-Type: application/json."
 
 
 def decode_json(raw: bytes, *, optional: bool = False) -> Any:
@@ -23,11 +27,20 @@ def decode_json(raw: bytes, *, optional: bool = False) -> Any:
     if not raw.strip():
         if optional:
             return {}
-        raise ApiError(400, "INVALID_INPUT", "A JSON body is required.")
+        raise ApiError(400, "INVALID_INPUT", "A JSON body is required.", SEND_OBJECT)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise ApiError(400, "INVALID_INPUT", "The request body is not valid JSON.") from None
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "The request body is not valid JSON.",
+            "Send valid JSON (double-quoted names and strings, no trailing commas).",
+        ) from None
+
+
+def _not_an_object() -> ApiError:
+    return ApiError(400, "INVALID_INPUT", "The request body must be a JSON object.", SEND_OBJECT)
 
 
 async def read_json(request: Request, *, optional: bool = False) -> Any:
@@ -38,13 +51,13 @@ async def read_object(request: Request, *, optional: bool = True) -> dict[str, A
     """A body that must be a JSON object (an empty one when `optional` and absent)."""
     data = await read_json(request, optional=optional)
     if not isinstance(data, dict):
-        raise ApiError(400, "INVALID_INPUT", "The request body must be a JSON object.")
+        raise _not_an_object()
     return data
 
 
 def parse(model: type[M], data: Any) -> M:
     if not isinstance(data, dict):
-        raise ApiError(400, "INVALID_INPUT", "The request body must be a JSON object.")
+        raise _not_an_object()
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -52,7 +65,7 @@ def parse(model: type[M], data: Any) -> M:
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"]) or "body"
             problems.append(f"{field}: {error['msg']}")
-        raise ApiError(400, "INVALID_INPUT", ", ".join(problems)) from None
+        raise ApiError(400, "INVALID_INPUT", ", ".join(problems), FIX_FIELDS) from None
 
 
 async def read_model(request: Request, model: type[M]) -> M:

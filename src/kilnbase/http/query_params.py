@@ -18,7 +18,12 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
     except ValueError:
         value = low - 1
     if not low <= value <= high:
-        raise ApiError(400, "INVALID_INPUT", f"'{name}' must be an integer from {low} to {high}.")
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            f"'{name}' must be an integer from {low} to {high}.",
+            f"Send {name} in that range, or leave it out for {default}.",
+        )
     return value
 
 
@@ -30,5 +35,10 @@ def timestamp_param(request: Request, name: str) -> str | None:
     try:
         datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise ApiError(400, "INVALID_INPUT", f"'{name}' must be an ISO 8601 date or timestamp.") from None
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            f"'{name}' must be an ISO 8601 date or timestamp.",
+            f"Send {name} like 2026-04-18 or 2026-04-18T09:15:00Z, or leave it out.",
+        ) from None
     return raw
