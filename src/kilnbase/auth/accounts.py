@@ -38,7 +38,7 @@ from kilnbase.auth.sessions import (
     revoke_all_for_subject,
 )
 from kilnbase.auth.validation import UUID_PATTERN, StrictBody, WithEmail, storable
-from kilnbase.http.errors import ApiError
+from kilnbase.http.errors import ADMIN_ONLY, ApiError
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.principal import CredentialKind, Principal
 
@@ -116,7 +116,13 @@ def check_redirect(
     what needs the link: "email verification" or "password reset")."""
     if url is None:
         if required:
-            raise ApiError(400, "INVALID_INPUT", f"redirectTo is required when link-based {flow} is enabled")
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                f"redirectTo is required when link-based {flow} is enabled",
+                "Send redirectTo, a URL on the allowed redirect URLs (allowedRedirectUrls, PUT "
+                "/api/auth/config).",
+            )
         return None
     if not is_allowed_redirect(url, list(config["allowed_redirect_urls"])):
         raise ApiError(
@@ -137,7 +143,12 @@ def with_query(url: str, params: dict[str, str]) -> str:
 
 def user_id_of(value: str) -> str:
     if not UUID_PATTERN.match(value):
-        raise ApiError(400, "INVALID_INPUT", "Invalid user ID format")
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "Invalid user ID format",
+            "Send the user's id, a UUID such as those GET /api/auth/users lists.",
+        )
     return value.lower()
 
 
@@ -169,8 +180,8 @@ def require_user(actor: Actor) -> Principal:
     return principal
 
 
-def user_not_found(message: str = "User not found") -> ApiError:
-    return ApiError(404, "AUTH_USER_NOT_FOUND", message)
+def user_not_found(next_actions: str, message: str = "User not found") -> ApiError:
+    return ApiError(404, "AUTH_USER_NOT_FOUND", message, next_actions)
 
 
 class Accounts:
@@ -228,7 +239,7 @@ class Accounts:
     async def create_user(self, actor: Actor, body: SignUp) -> SessionResult:
         """An admin adds a user (no session; `autoConfirm` honoured); audited."""
         if not actor.is_admin:
-            raise ApiError(403, "FORBIDDEN", "Creating users needs admin rights.")
+            raise ApiError(403, "FORBIDDEN", "Creating users needs admin rights.", ADMIN_ONLY)
         return await self._register(actor, body, "server", by_admin=True)
 
     async def _register(
@@ -363,7 +374,12 @@ class Accounts:
             )
         if ended is None:
             if everywhere:
-                raise ApiError(401, "AUTH_UNAUTHORIZED", "Signing out everywhere needs a valid session.")
+                raise ApiError(
+                    401,
+                    "AUTH_UNAUTHORIZED",
+                    "Signing out everywhere needs a valid session.",
+                    "Send the session's refresh token, or its access token as the bearer; or sign in again.",
+                )
             return
         self.parts.sessions.ended(ended)
 
@@ -390,7 +406,7 @@ class Accounts:
             async with self.parts.database.as_owner() as cur:
                 row = await users.merge_profile(cur, principal.user_id, change.profile)
         if row is None:
-            raise user_not_found()
+            raise user_not_found("Sign in as a user: only a user's access token has a profile to update.")
         return {"id": str(row["id"]), "profile": users.user_json(row)["profile"]}
 
     async def profile(self, actor: Actor, user_id: str) -> dict[str, Any]:
@@ -398,5 +414,5 @@ class Accounts:
         async with self.parts.database.as_owner() as cur:
             row = await users.public_profile(cur, user_id_of(user_id))
         if row is None:
-            raise user_not_found()
+            raise user_not_found("Check the user id; the user may have been deleted.")
         return {"id": str(row["id"]), "profile": row["profile"]}

@@ -56,7 +56,13 @@ def _provider(provider: str) -> str:
 
 
 def _config_not_found(provider: str) -> ApiError:
-    return ApiError(404, "AUTH_OAUTH_CONFIG_NOT_FOUND", f"OAuth configuration for {provider} not found")
+    return ApiError(
+        404,
+        "AUTH_OAUTH_CONFIG_NOT_FOUND",
+        f"OAuth configuration for {provider} not found",
+        f"Create it with POST /api/auth/oauth/configs (provider {provider}); "
+        "GET /api/auth/oauth/configs lists the configured ones.",
+    )
 
 
 def _found(row: DictRow | None, provider: str) -> DictRow:
@@ -134,7 +140,7 @@ class AuthAdmin:
         async with self.parts.database.as_owner() as cur:
             row = await users.by_id(cur, user_id_of(user_id))
         if row is None:
-            raise user_not_found("User does not exist")
+            raise user_not_found("List the users with GET /api/auth/users.", "User does not exist")
         return users.user_json(row)
 
     async def delete_users(self, actor: Actor, user_ids: list[str]) -> int:
@@ -186,6 +192,7 @@ class AuthAdmin:
                     400,
                     "INVALID_INPUT",
                     f"Invalid template type. Must be one of: {', '.join(email_templates.TEMPLATE_TYPES)}",
+                    "Use one of those types in the path, PUT /api/auth/email-templates/{type}.",
                 )
             row = await email_templates.update(cur, template_type, change)
             assert row is not None, "all template types are seeded"
@@ -218,7 +225,13 @@ class AuthAdmin:
         async with self._audited(actor, action, details) as cur:
             row = await change(cur)
             if not row:
-                raise missing or ApiError(404, "NOT_FOUND", "Not found")
+                raise missing or ApiError(
+                    404,
+                    "NOT_FOUND",
+                    "Not found",
+                    "List what is configured with GET /api/auth/oauth/configs or GET "
+                    "/api/auth/oauth/custom/configs.",
+                )
         return row if not isinstance(row, bool) else {}
 
     async def create_oauth_config(

@@ -23,6 +23,8 @@ from kilnbase.identity.principal import ANONYMOUS
 USER_COOKIE = "insforge_refresh_token"
 ADMIN_COOKIE = "insforge_admin_refresh_token"
 COOKIE_PATH = "/api/auth"
+#: For a refresh token missing or malformed in a body.
+REFRESH_HINT = "Send refreshToken, the string the last sign-in or refresh answered with."
 
 
 def client_type_of(request: Request) -> str:
@@ -115,7 +117,9 @@ class SessionEdge:
                     token = body.get("refresh_token")
             if token is not None and not isinstance(token, str):
                 received = zod_type(token)
-                raise ApiError(400, "INVALID_INPUT", f"refreshToken: Expected string, received {received}")
+                raise ApiError(
+                    400, "INVALID_INPUT", f"refreshToken: Expected string, received {received}", REFRESH_HINT
+                )
             return token, False
         token = request.cookies.get(ADMIN_COOKIE if kind == "admin" else USER_COOKIE)
         if token:

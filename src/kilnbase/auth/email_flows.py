@@ -145,7 +145,12 @@ class EmailFlows:
         async with self.parts.database.as_owner() as cur:
             row = await users.by_email(cur, body.email, lock=True)
             if row is None:
-                raise ApiError(400, "INVALID_INPUT", "Invalid or expired verification code")
+                raise ApiError(
+                    400,
+                    "INVALID_INPUT",
+                    "Invalid or expired verification code",
+                    "Request a new code with POST /api/auth/email/send-verification.",
+                )
             ended = await claim_address(cur, row, keep_password=config["require_email_verification"])
             row = await users.by_id(cur, str(row["id"]))
             assert row is not None
@@ -211,7 +216,12 @@ class EmailFlows:
             redeemed = await codes.redeem_token(cur, "RESET_PASSWORD", body.otp)
             row = await users.by_email(cur, redeemed.email, lock=True)
             if row is None:
-                raise ApiError(400, "INVALID_INPUT", "Invalid or expired verification token")
+                raise ApiError(
+                    400,
+                    "INVALID_INPUT",
+                    "Invalid or expired verification token",
+                    "Request a new reset email with POST /api/auth/email/send-reset-password.",
+                )
             user_id = str(row["id"])
             ended = await claim_address(cur, row, keep_password=False)
             await users.set_password(cur, user_id, password_hash)

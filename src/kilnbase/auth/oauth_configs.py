@@ -36,7 +36,13 @@ def _url(value: str | None) -> str | None:
 
 
 def custom_not_found(key: str) -> ApiError:
-    return ApiError(404, "AUTH_OAUTH_CONFIG_NOT_FOUND", f"Custom OAuth configuration for {key} not found")
+    return ApiError(
+        404,
+        "AUTH_OAUTH_CONFIG_NOT_FOUND",
+        f"Custom OAuth configuration for {key} not found",
+        "List the custom providers with GET /api/auth/oauth/custom/configs, or create this one with "
+        "POST /api/auth/oauth/custom/configs.",
+    )
 
 
 class OAuthConfigFields(BaseModel):

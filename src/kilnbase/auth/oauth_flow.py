@@ -302,6 +302,15 @@ def _with_apple_name(identity: Identity, user_json: str) -> Identity:
     return replace(identity, name=full or identity.name)
 
 
+def _not_configured(provider: str) -> ApiError:
+    return ApiError(
+        400,
+        "AUTH_OAUTH_CONFIG_ERROR",
+        f"{provider} OAuth is not properly configured. Please check your oauth configurations.",
+        f"Configure it with POST /api/auth/oauth/configs (provider {provider}, clientId, clientSecret).",
+    )
+
+
 def _passed_params(params: Mapping[str, str]) -> dict[str, str]:
     """The app's extra parameters for the provider, refusing the secret and the unknown (module docstring)."""
     if "code_verifier" in params:
@@ -345,6 +354,8 @@ class OAuthSignIn:
                 400,
                 "INVALID_INPUT",
                 f"Unsupported OAuth provider: {key}. Supported providers: {', '.join(KNOWN_PROVIDERS)}",
+                "Use one of the supported providers, or configure a custom one (POST "
+                "/api/auth/oauth/custom/configs).",
             )
 
     async def _provider(self, key: str, *, custom: bool) -> ResolvedProvider:
@@ -361,13 +372,7 @@ class OAuthSignIn:
     def _built_in(self, provider: str, row: DictRow | None) -> ResolvedProvider:
         secret = oauth_configs.built_in_secret(row, self.parts.box) if row else None
         if row is None or not row["client_id"] or not secret:
-            raise ApiError(
-                400,
-                "AUTH_OAUTH_CONFIG_ERROR",
-                f"{provider} OAuth is not properly configured. Please check your oauth configurations.",
-                f"Configure it with POST /api/auth/oauth/configs (provider {provider}, clientId, "
-                "clientSecret).",
-            )
+            raise _not_configured(provider)
         spec = spec_for(provider, self.parts.settings.oauth_endpoints)
         if provider == "apple":
             secret = _apple_client_secret(row["client_id"], secret)
@@ -423,7 +428,13 @@ class OAuthSignIn:
         else:
             problems += [f"code_challenge: {p}" for p in pkce_problems(challenge, "Code challenge")]
         if problems:
-            raise ApiError(400, "INVALID_INPUT", ", ".join(problems))
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                ", ".join(problems),
+                "Send redirect_uri (an allowed redirect URL) and code_challenge (the base64url SHA-256 of "
+                "your PKCE code_verifier).",
+            )
         assert redirect_uri is not None
         passed = _passed_params(params)
         provider = await self._provider(key, custom=custom)
@@ -465,7 +476,13 @@ class OAuthSignIn:
         provider = await self._provider(key, custom=custom)
         state = params.get("state")
         if not state:
-            raise ApiError(400, "INVALID_INPUT", "The OAuth callback has no state.")
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                "The OAuth callback has no state.",
+                "Start the sign-in again from the app; the provider must send the user back with the state "
+                "it was given.",
+            )
         flow = await self._redeem_state(provider, state)
         redirect_uri: str = flow["redirect_uri"]
         if params.get("error"):
@@ -590,7 +607,12 @@ class OAuthSignIn:
         async with self.parts.database.as_owner() as cur:
             row = await users.by_id(cur, found["user_id"])
             if row is None:
-                raise ApiError(404, "AUTH_USER_NOT_FOUND", "User not found")
+                raise ApiError(
+                    404,
+                    "AUTH_USER_NOT_FOUND",
+                    "User not found",
+                    "The user was deleted; start the sign-in again.",
+                )
             tokens = await self.accounts.issue(cur, actor, row, client_type)
         return SessionResult(users.user_json(row), tokens)
 
@@ -606,15 +628,16 @@ class OAuthSignIn:
         )
         if body.provider == "apple" and not (body.nonce or "").strip():
             problem = "Required" if body.nonce is None else "Nonce is required"
-            raise ApiError(400, "INVALID_INPUT", f"nonce: {problem}")
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                f"nonce: {problem}",
+                "Send the nonce you gave Sign in with Apple, the one the ID token was issued for.",
+            )
         async with self.parts.database.as_owner() as cur:
             row = await oauth_configs.get_built_in(cur, body.provider)
         if row is None or not row["client_id"]:
-            raise ApiError(
-                400,
-                "AUTH_OAUTH_CONFIG_ERROR",
-                f"{body.provider} OAuth is not properly configured. Please check your oauth configurations.",
-            )
+            raise _not_configured(body.provider)
         spec = spec_for(body.provider, self.parts.settings.oauth_endpoints)
         audiences = [row["client_id"], *row["native_client_ids"]]
         try:
@@ -647,9 +670,17 @@ class OAuthSignIn:
             code = str(exc).split(":", 1)[0]
             if code == "email_exists":
                 raise ApiError(
-                    409, "AUTH_EMAIL_EXISTS", "An account with this email exists; sign in to it first."
+                    409,
+                    "AUTH_EMAIL_EXISTS",
+                    "An account with this email exists; sign in to it first.",
+                    "Sign in to that account with the method it already uses.",
                 ) from None
-            raise ApiError(403, "FORBIDDEN", "Sign-up is disabled for this project.") from None
+            raise ApiError(
+                403,
+                "FORBIDDEN",
+                "Sign-up is disabled for this project.",
+                "Ask an admin to create the user (POST /api/auth/users), then sign in.",
+            ) from None
         async with self.parts.database.as_owner() as cur:
             tokens = await self.accounts.issue(cur, actor, user, client_type)
         return SessionResult(users.user_json(user), tokens)

@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 from kilnbase.auth.accounts import CodeSignIn, PasswordSignIn, ProfileUpdate, SessionResult, SignUp
 from kilnbase.auth.admin import AdminSignIn
 from kilnbase.auth.auth_config import AuthConfigUpdate
-from kilnbase.auth.edge import SessionEdge, client_type_of, public_actor
+from kilnbase.auth.edge import REFRESH_HINT, SessionEdge, client_type_of, public_actor
 from kilnbase.auth.email_routes import EmailRoutes
 from kilnbase.auth.gate import admin_actor, api_key_presented, caller_actor, token_actor, user_actor
 from kilnbase.auth.oauth_routes import OAuthRoutes
@@ -99,7 +99,11 @@ class AuthRoutes:
             )
         else:
             raise ApiError(
-                400, "INVALID_INPUT", "method: Invalid discriminator value. Expected 'password' | 'otp'"
+                400,
+                "INVALID_INPUT",
+                "method: Invalid discriminator value. Expected 'password' | 'otp'",
+                "Send method 'password' (with email and password) or 'otp' (with email and otp), or "
+                "leave it out.",
             )
         return self.edge.response(request, result, client_type)
 
@@ -114,7 +118,7 @@ class AuthRoutes:
                 raise ApiError(401, "AUTH_UNAUTHORIZED", f"No {what} provided", "Sign in again.")
             if not token:
                 problem = "Required" if token is None else "refreshToken is required"
-                raise ApiError(400, "INVALID_INPUT", f"refreshToken: {problem}")
+                raise ApiError(400, "INVALID_INPUT", f"refreshToken: {problem}", REFRESH_HINT)
             if kind == "admin":
                 result = await self.auth.admin.refresh(actor, token, client_type)
             else:
@@ -136,7 +140,12 @@ class AuthRoutes:
         client_type = client_type_of(request)
         scope = request.query_params.get("scope", "local")
         if scope not in ("local", "global"):
-            raise ApiError(400, "INVALID_INPUT", "scope must be 'local' or 'global'.")
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                "scope must be 'local' or 'global'.",
+                "Send scope=local to end this session, or scope=global to end every session of the user.",
+            )
         token, _from_cookie = await self.edge.refresh_token(request, client_type, kind)
         await self.auth.accounts.sign_out(public_actor(request), kind, token, everywhere=scope == "global")
         response = json_response({"success": True, "message": "Logged out successfully"})

@@ -12,7 +12,7 @@ from pydantic_core import ErrorDetails
 from starlette.requests import Request
 
 from kilnbase.http.errors import ApiError
-from kilnbase.http.json_body import decode_json
+from kilnbase.http.json_body import FIX_FIELDS, SEND_OBJECT, decode_json
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
@@ -145,7 +145,7 @@ def zod_message(error: ErrorDetails) -> str:
 def parse_body(model: type[M], data: Any) -> M:
     """`data` (a JSON value) as `model`, or InsForge's 400 listing every problem as `path: message`."""
     if not isinstance(data, dict):
-        raise ApiError(400, "INVALID_INPUT", f"Expected object, received {zod_type(data)}")
+        raise ApiError(400, "INVALID_INPUT", f"Expected object, received {zod_type(data)}", SEND_OBJECT)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -154,7 +154,7 @@ def parse_body(model: type[M], data: Any) -> M:
             path = ".".join(str(part) for part in error["loc"])
             # (a check of the whole body names its fields itself)
             problems.append(f"{path}: {zod_message(error)}" if path else zod_message(error))
-        raise ApiError(400, "INVALID_INPUT", ", ".join(problems)) from None
+        raise ApiError(400, "INVALID_INPUT", ", ".join(problems), FIX_FIELDS) from None
 
 
 async def read_body(request: Request, model: type[M]) -> M:

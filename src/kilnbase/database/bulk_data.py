@@ -20,7 +20,7 @@ from psycopg import AsyncCursor, sql
 from psycopg.rows import DictRow, dict_row
 
 from kilnbase.database import sql_guard
-from kilnbase.database.database_errors import api_error_from
+from kilnbase.database.database_errors import LIST_TABLES, api_error_from
 from kilnbase.database.tables import identifier
 from kilnbase.db.session import Database, DatabaseIdentity
 from kilnbase.http.errors import ApiError
@@ -36,17 +36,32 @@ def parse_rows(content: bytes, filename: str) -> list[dict[str, Any]]:
         try:
             rows = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
-            raise ApiError(400, "INVALID_INPUT", f"The JSON file does not parse: {exc}") from None
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                f"The JSON file does not parse: {exc}",
+                "Fix the JSON: the file must hold an array of objects, one per row.",
+            ) from None
         if isinstance(rows, dict):
             rows = [rows]
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise ApiError(400, "INVALID_INPUT", "The JSON file must hold an array of objects.")
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                "The JSON file must hold an array of objects.",
+                'Put the rows in a JSON array of objects, e.g. [{"title": "Hello"}].',
+            )
         return rows
     if lower.endswith(".csv"):
         reader = csv.DictReader(io.StringIO(text))
         # An empty cell takes the column's default, as an absent key does.
         return [{k: v for k, v in row.items() if k is not None and v != ""} for row in reader]
-    raise ApiError(400, "INVALID_INPUT", "Upload a .csv or .json file.")
+    raise ApiError(
+        400,
+        "INVALID_INPUT",
+        "Upload a .csv or .json file.",
+        "Send rows as a .json file (an array of objects) or a .csv file (a header row first).",
+    )
 
 
 async def bulk_upsert(
@@ -72,12 +87,26 @@ async def bulk_upsert(
             )
             known = {row["name"]: row["default"] for row in await cur.fetchall()}
             if not known:
-                raise ApiError(404, "DATABASE_NOT_FOUND", f"table {schema}.{table_name} not found")
+                raise ApiError(
+                    404, "DATABASE_NOT_FOUND", f"table {schema}.{table_name} not found", LIST_TABLES
+                )
             unknown = [c for c in columns if c not in known]
             if unknown:
-                raise ApiError(400, "DATABASE_VALIDATION_ERROR", f"Unknown columns: {', '.join(unknown)}")
+                raise ApiError(
+                    400,
+                    "DATABASE_VALIDATION_ERROR",
+                    f"Unknown columns: {', '.join(unknown)}",
+                    "Send only the table's columns; GET /api/database/tables/{table}/schema lists those of "
+                    "a table in public.",
+                )
             if upsert_key is not None and upsert_key not in known:
-                raise ApiError(400, "DATABASE_VALIDATION_ERROR", f"upsertKey {upsert_key} is not a column")
+                raise ApiError(
+                    400,
+                    "DATABASE_VALIDATION_ERROR",
+                    f"upsertKey {upsert_key} is not a column",
+                    "Send upsertKey as a column with a unique constraint, or leave it out to insert every "
+                    "row.",
+                )
             affected = 0
             if rows:
                 statement = _upsert_statement(target, columns, known, upsert_key)
@@ -134,19 +163,34 @@ class ExportRequest:
     def parse(cls, body: dict[str, Any]) -> ExportRequest:
         fmt = body.get("format", "sql")
         if fmt not in ("sql", "json"):
-            raise ApiError(400, "INVALID_INPUT", "format must be sql or json")
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                "format must be sql or json",
+                'Send format "sql" or "json", or leave it out for sql.',
+            )
         row_limit = body.get("rowLimit")
         if row_limit is not None and (
             not isinstance(row_limit, int)
             or isinstance(row_limit, bool)
             or not 0 < row_limit <= MAX_EXPORT_ROWS
         ):
-            raise ApiError(400, "INVALID_INPUT", f"rowLimit must be between 1 and {MAX_EXPORT_ROWS}")
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                f"rowLimit must be between 1 and {MAX_EXPORT_ROWS}",
+                "Send rowLimit as a whole number in that range, or leave it out for every row.",
+            )
         requested = body.get("tables")
         if requested is not None and (
             not isinstance(requested, list) or not all(isinstance(t, str) for t in requested)
         ):
-            raise ApiError(400, "INVALID_INPUT", "tables must be an array of table names")
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                "tables must be an array of table names",
+                'Send tables as an array of table names, e.g. ["posts"], or leave it out for every table.',
+            )
         return cls(
             fmt=fmt,
             tables=requested,
@@ -173,7 +217,7 @@ async def _export(cur: AsyncCursor[DictRow], request: ExportRequest) -> dict[str
     tables = request.tables if request.tables is not None else existing
     missing = [t for t in tables if t not in existing]
     if missing:
-        raise ApiError(404, "DATABASE_NOT_FOUND", f"tables not found: {', '.join(missing)}")
+        raise ApiError(404, "DATABASE_NOT_FOUND", f"tables not found: {', '.join(missing)}", LIST_TABLES)
     if request.fmt == "json":
         data: dict[str, Any] = {"timestamp": timestamp, "tables": {}, "functions": []}
         for table in tables:
@@ -314,13 +358,18 @@ async def import_sql(
     database: Database, identity: DatabaseIdentity, content: bytes, filename: str, truncate: bool
 ) -> dict[str, Any]:
     if not filename.lower().endswith(".sql"):
-        raise ApiError(400, "INVALID_INPUT", "Upload a .sql file.")
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "Upload a .sql file.",
+            "Send a .sql file (its name must end in .sql) as the 'file' field.",
+        )
     text = content.decode("utf-8", errors="replace")
     try:
         nodes = sql_guard.check(text)
         statements = sql_guard.split_statements(text)
     except sql_guard.GuardRefusal as exc:
-        raise ApiError(403, "DATABASE_FORBIDDEN", str(exc)) from None
+        raise ApiError(403, "DATABASE_FORBIDDEN", str(exc), sql_guard.REFUSED) from None
     touched: list[str] = []
     for node in nodes:
         relation = getattr(node, "relation", None)

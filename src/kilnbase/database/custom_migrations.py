@@ -23,6 +23,15 @@ _RESERVED_SCHEMAS = frozenset(
 )
 
 
+def _already_applied(version: str) -> ApiError:
+    return ApiError(
+        409,
+        "ALREADY_EXISTS",
+        f"migration {version} was already applied",
+        "Give a new migration a version of its own; GET /api/database/migrations lists the applied ones.",
+    )
+
+
 def _vet(sql: Any) -> tuple[list[str], tuple[Any, ...]]:
     if not isinstance(sql, str) or not sql.strip():
         raise ApiError(400, "MISSING_FIELD", "sql is required", "Send the migration's SQL as 'sql'.")
@@ -32,13 +41,16 @@ def _vet(sql: Any) -> tuple[list[str], tuple[Any, ...]]:
     except sql_guard.SqlSyntaxError as exc:
         raise syntax_error(exc.message, exc.position, sql) from None
     except sql_guard.GuardRefusal as exc:
-        raise ApiError(400, "DATABASE_FORBIDDEN", str(exc)) from None
+        raise ApiError(400, "DATABASE_FORBIDDEN", str(exc), sql_guard.REFUSED) from None
     for node in nodes:
         for child in sql_guard.walk(node):
             schema = getattr(child, "schemaname", None)
             if isinstance(schema, str) and schema.lower() in _RESERVED_SCHEMAS:
                 raise ApiError(
-                    400, "DATABASE_FORBIDDEN", f"Custom migrations may not touch the {schema} schema."
+                    400,
+                    "DATABASE_FORBIDDEN",
+                    f"Custom migrations may not touch the {schema} schema.",
+                    "Keep custom migrations to your own schemas, such as public.",
                 )
     return statements, nodes
 
@@ -55,11 +67,17 @@ def version_and_name(body: dict[str, Any], *, required: bool) -> tuple[str, str]
                 "INVALID_INPUT",
                 "Migration version must be a numeric string of at most 20 digits "
                 "(e.g. 0001 or 20260418091500).",
+                "Send version as up to 20 digits, e.g. a timestamp such as 20260418091500.",
             )
     if name is not None or required:
         name = name.strip() if isinstance(name, str) else ""
         if not name:
-            raise ApiError(400, "INVALID_INPUT", "Migration name is required")
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                "Migration name is required",
+                "Name the migration in kebab-case, e.g. add-posts-table.",
+            )
         if not _NAME.fullmatch(name):
             raise ApiError(
                 400,
@@ -116,7 +134,7 @@ async def apply(database: Database, identity: DatabaseIdentity, body: dict[str, 
             await cur.execute("select pg_advisory_xact_lock(hashtext('system.custom_migrations'))")
             await cur.execute("select 1 from system.custom_migrations where version = %s", (version,))
             if await cur.fetchone():
-                raise ApiError(409, "ALREADY_EXISTS", f"migration {version} was already applied")
+                raise _already_applied(version)
             for statement in statements:
                 try:
                     await cur.execute(statement)
@@ -129,7 +147,7 @@ async def apply(database: Database, identity: DatabaseIdentity, body: dict[str, 
             )
             row = await cur.fetchone()
     except psycopg.errors.UniqueViolation:
-        raise ApiError(409, "ALREADY_EXISTS", f"migration {version} was already applied") from None
+        raise _already_applied(version) from None
     except StatementFailed as failed:
         raise api_error_from(failed.error, failed.statement) from None
     except psycopg.Error as exc:

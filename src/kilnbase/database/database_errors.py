@@ -6,6 +6,9 @@ import psycopg
 
 from kilnbase.http.errors import ApiError
 
+#: For a table that does not exist.
+LIST_TABLES = "List the tables with GET /api/database/tables."
+
 
 class DatabaseFailure(ApiError):
     """A statement that ran and failed in the database (as opposed to a request refused before it ran)."""
@@ -56,7 +59,13 @@ def api_error_from(exc: psycopg.Error, sql: str | None = None) -> DatabaseFailur
     if sqlstate == "23505":
         return DatabaseFailure(409, "DATABASE_DUPLICATE", message, "A row with this key already exists.")
     if sqlstate.startswith("23"):
-        return DatabaseFailure(400, "DATABASE_CONSTRAINT_VIOLATION", message, exc.diag.message_detail)
+        return DatabaseFailure(
+            400,
+            "DATABASE_CONSTRAINT_VIOLATION",
+            message,
+            exc.diag.message_detail
+            or "Change the values so that they meet the constraint the message names.",
+        )
     if sqlstate in ("42P01", "42883", "3F000"):
         return DatabaseFailure(
             404, "DATABASE_NOT_FOUND", message, "Check the name; list tables with GET /api/database/tables."
@@ -69,4 +78,9 @@ def api_error_from(exc: psycopg.Error, sql: str | None = None) -> DatabaseFailur
         return DatabaseFailure(
             503, "DATABASE_INTERNAL_ERROR", "The database is unavailable", "Retry shortly."
         )
-    return DatabaseFailure(400, "DATABASE_VALIDATION_ERROR", message, exc.diag.message_hint)
+    return DatabaseFailure(
+        400,
+        "DATABASE_VALIDATION_ERROR",
+        message,
+        exc.diag.message_hint or "Fix the SQL as the message says and retry.",
+    )

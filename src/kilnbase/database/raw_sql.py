@@ -54,11 +54,14 @@ def _statements(query: str, *, explain: bool, unrestricted: bool) -> list[str]:
     except sql_guard.SqlSyntaxError as exc:
         raise syntax_error(exc.message, exc.position, query) from None
     except sql_guard.GuardRefusal as exc:
-        raise ApiError(
-            403, "DATABASE_FORBIDDEN", str(exc), "Use plain SQL on tables, views and functions."
-        ) from None
+        raise ApiError(403, "DATABASE_FORBIDDEN", str(exc), sql_guard.REFUSED) from None
     if explain and not all(type(node).__name__ == "SelectStmt" for node in nodes):
-        raise ApiError(400, "INVALID_INPUT", "explain is available for SELECT statements only")
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "explain is available for SELECT statements only",
+            "Leave explain out, or send only SELECT statements with it.",
+        )
     return sql_guard.split_statements(query)
 
 
@@ -75,9 +78,19 @@ def check_allowed(
         )
     statements = _statements(query, explain=explain, unrestricted=unrestricted)
     if not statements:
-        raise ApiError(400, "INVALID_INPUT", "query must contain at least one SQL statement")
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "query must contain at least one SQL statement",
+            "Send at least one statement as query, not only comments or semicolons.",
+        )
     if params and len(statements) > 1:
-        raise ApiError(400, "INVALID_INPUT", "params can only be used with a single statement")
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "params can only be used with a single statement",
+            "Send one statement with its $n params, or several statements without params.",
+        )
     return statements
 
 

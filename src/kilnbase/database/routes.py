@@ -31,7 +31,12 @@ def _schema(request: Request) -> str:
 async def _upload(request: Request) -> tuple[bytes, str, FormData]:
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
-        raise ApiError(400, "INVALID_INPUT", "Send multipart/form-data with a 'file' field.")
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "Send multipart/form-data with a 'file' field.",
+            "Send the file as the 'file' field of a multipart/form-data body.",
+        )
     form = await request.form(max_part_size=100 * 1024 * 1024)
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
@@ -82,7 +87,12 @@ class DatabaseRoutes:
         if not isinstance(query, str) or not query.strip():
             raise ApiError(400, "MISSING_FIELD", "query is required", "Send {query, params?, explain?}.")
         if not isinstance(params, list):
-            raise ApiError(400, "INVALID_INPUT", "params must be an array")
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                "params must be an array",
+                "Send params as a JSON array, one value for each $n placeholder.",
+            )
         result = await self.admin.raw_sql(
             actor, query, params, explain=body.get("explain") is True, unrestricted=unrestricted
         )
@@ -99,7 +109,12 @@ class DatabaseRoutes:
         content, filename, form = await _upload(request)
         table = _form_text(form, "table")
         if table is None:
-            raise ApiError(400, "MISSING_FIELD", "table is required")
+            raise ApiError(
+                400,
+                "MISSING_FIELD",
+                "table is required",
+                "Send the target table's name as the 'table' field of the form.",
+            )
         result = await self.admin.bulk_upsert(
             actor,
             schema=_form_text(form, "schema") or "public",

@@ -54,6 +54,10 @@ class GuardRefusal(ValueError):
     """The SQL is not allowed; the message says why, for the caller."""
 
 
+#: What the caller of SQL the guard refused can do.
+REFUSED = "Use plain SQL on tables, views and functions, without what the message names."
+
+
 class SqlSyntaxError(GuardRefusal):
     """The SQL does not parse: Postgres's own message (the parser is Postgres's) and the 1-based character
     position it points at, as Postgres reports them."""

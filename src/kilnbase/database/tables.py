@@ -16,7 +16,7 @@ import psycopg
 from psycopg import AsyncCursor, sql
 from psycopg.rows import DictRow, dict_row
 
-from kilnbase.database.database_errors import api_error_from
+from kilnbase.database.database_errors import LIST_TABLES, api_error_from
 from kilnbase.db.session import Database, DatabaseIdentity
 from kilnbase.http.errors import ApiError
 
@@ -53,6 +53,7 @@ _SQL_TO_TYPE = {
 _RAW_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_ ]{0,62}(\(\s*\d+\s*(,\s*\d+\s*)?\))?(\[\])*")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SAFE_DEFAULT_FUNCTIONS = {"now()", "gen_random_uuid()"}
+_TYPES = "Use string, date, datetime, integer, float, boolean, uuid, json, or a Postgres type name."
 _FK_ACTIONS = ("CASCADE", "SET NULL", "SET DEFAULT", "RESTRICT", "NO ACTION")
 _ACTION_NAMES = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
@@ -70,7 +71,7 @@ def identifier(value: Any, what: str) -> str:
 
 def sql_type(value: Any) -> sql.Composable:
     if not isinstance(value, str):
-        raise ApiError(400, "DATABASE_INVALID_PARAMETER", "column type must be a string")
+        raise ApiError(400, "DATABASE_INVALID_PARAMETER", "column type must be a string", _TYPES)
     mapped = COLUMN_TYPES.get(value.lower())
     if mapped is not None:
         return sql.SQL(mapped)
@@ -79,7 +80,7 @@ def sql_type(value: Any) -> sql.Composable:
             400,
             "DATABASE_INVALID_PARAMETER",
             f"Unknown column type: {value!r}",
-            "Use string, date, datetime, integer, float, boolean, uuid, json, or a Postgres type name.",
+            _TYPES,
         )
     return sql.SQL(value.strip())
 
@@ -96,7 +97,12 @@ def default_clause(value: Any) -> sql.Composable:
 def _reference_table(value: Any, where: str) -> tuple[str, sql.Composable]:
     """The referenced table as `(name as given, quoted)`: `t` (in public) or `schema.t`."""
     if not isinstance(value, str) or not value:
-        raise ApiError(400, "INVALID_INPUT", f"{where}.referenceTable: Target table cannot be empty")
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            f"{where}.referenceTable: Target table cannot be empty",
+            "Send referenceTable, the name of the table the key points at.",
+        )
     schema, _, name = value.rpartition(".")
     if schema:
         return value, sql.Identifier(identifier(schema, "schema"), identifier(name, "table"))
@@ -114,6 +120,7 @@ def _action(fk: dict[str, Any], key: str, where: str) -> str:
             400,
             "INVALID_INPUT",
             f"{where}.{key}: Invalid enum value. Expected {expected}, received {value!r}",
+            "Use one of those actions, or leave it out for RESTRICT.",
         )
     return value.upper()
 
@@ -132,17 +139,32 @@ def foreign_key_clause(fk: Any, where: str) -> tuple[list[str], str, sql.Composa
     referenceColumn}], onDelete, onUpdate}`; several pairs make one composite key): (source columns,
     reference table, the `CONSTRAINT ... FOREIGN KEY ...` clause). `where` names the entry in messages."""
     if not isinstance(fk, dict):
-        raise ApiError(400, "INVALID_INPUT", f"{where}: Expected object, received {type(fk).__name__}")
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            f"{where}: Expected object, received {type(fk).__name__}",
+            "Send each foreign key as {referenceTable, referenceColumns: [{sourceColumn, "
+            "referenceColumn}], onDelete?, onUpdate?}.",
+        )
     table, target = _reference_table(fk.get("referenceTable"), where)
     pairs = fk.get("referenceColumns")
     if not isinstance(pairs, list) or not pairs:
         raise ApiError(
-            400, "INVALID_INPUT", f"{where}.referenceColumns: At least one column mapping is required"
+            400,
+            "INVALID_INPUT",
+            f"{where}.referenceColumns: At least one column mapping is required",
+            "Send referenceColumns as [{sourceColumn, referenceColumn}], one pair for each column of the "
+            "key.",
         )
     sources, references = [], []
     for index, pair in enumerate(pairs):
         if not isinstance(pair, dict):
-            raise ApiError(400, "INVALID_INPUT", f"{where}.referenceColumns.{index}: Expected object")
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                f"{where}.referenceColumns.{index}: Expected object",
+                "Send each mapping as {sourceColumn, referenceColumn}.",
+            )
         sources.append(identifier(pair.get("sourceColumn"), "source column"))
         references.append(identifier(pair.get("referenceColumn"), "reference column"))
     for source in sources:
@@ -168,7 +190,12 @@ def _fk_clause(column: str, fk: Any) -> sql.Composable:
     """A column's own `foreignKey: {referenceTable, referenceColumn?, onDelete?, onUpdate?}` (the per-column
     shape; `referenceColumn` defaults to `id`)."""
     if not isinstance(fk, dict):
-        raise ApiError(400, "DATABASE_INVALID_PARAMETER", "foreignKey must be an object")
+        raise ApiError(
+            400,
+            "DATABASE_INVALID_PARAMETER",
+            "foreignKey must be an object",
+            "Send foreignKey as {referenceTable, referenceColumn?, onDelete?, onUpdate?}.",
+        )
     pair = {"sourceColumn": column, "referenceColumn": fk.get("referenceColumn", "id")}
     return foreign_key_clause({**fk, "referenceColumns": [pair]}, f"{column}.foreignKey")[2]
 
@@ -200,7 +227,12 @@ async def add_foreign_key(cur: AsyncCursor[DictRow], target: sql.Composable, fk:
 
 def _column_definition(column: Any, *, adding: bool) -> tuple[str, sql.Composable, sql.Composable | None]:
     if not isinstance(column, dict):
-        raise ApiError(400, "DATABASE_INVALID_PARAMETER", "each column must be an object")
+        raise ApiError(
+            400,
+            "DATABASE_INVALID_PARAMETER",
+            "each column must be an object",
+            "Send each column as {columnName, type, isNullable?, isUnique?, defaultValue?, foreignKey?}.",
+        )
     name = identifier(column.get("columnName"), "column")
     nullable = column.get("isNullable", True) is not False
     parts: list[sql.Composable] = [sql.Identifier(name), sql.SQL(" "), sql_type(column.get("type"))]
@@ -336,9 +368,7 @@ class TableService:
         )
         columns = await cur.fetchall()
         if not columns:
-            raise ApiError(
-                404, "DATABASE_NOT_FOUND", "table not found", "List tables with GET /api/database/tables."
-            )
+            raise ApiError(404, "DATABASE_NOT_FOUND", "table not found", LIST_TABLES)
         await cur.execute(
             """
             select con.conname as name, a.attname as column_name, fn.nspname as foreign_schema,
@@ -446,7 +476,12 @@ class TableService:
                 done.append(f"Dropped column: {name}")
             for column in _list(body, "updateColumns"):
                 if not isinstance(column, dict):
-                    raise ApiError(400, "DATABASE_INVALID_PARAMETER", "updateColumns items must be objects")
+                    raise ApiError(
+                        400,
+                        "DATABASE_INVALID_PARAMETER",
+                        "updateColumns items must be objects",
+                        "Send each item as {columnName, newColumnName?, defaultValue?}.",
+                    )
                 name = identifier(column.get("columnName"), "column")
                 if name in AUTO_FIELDS:
                     raise ApiError(
@@ -523,7 +558,12 @@ def _list(body: dict[str, Any], key: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise ApiError(400, "DATABASE_INVALID_PARAMETER", f"{key} must be an array")
+        raise ApiError(
+            400,
+            "DATABASE_INVALID_PARAMETER",
+            f"{key} must be an array",
+            f"Send {key} as a JSON array, or leave it out.",
+        )
     return value
 
 

@@ -19,6 +19,10 @@ RESERVED_SLUGS = frozenset({"health"})
 STATUSES = ("draft", "active")
 MAX_NAME = 200
 MAX_DESCRIPTION = 2000
+SLUG_RULES = (
+    f"Send a slug of letters, digits, '-' and '_' (at most {MAX_SLUG}), e.g. send-email; when left out, "
+    "it is made from the name."
+)
 
 
 def check_slug(slug: str) -> str:
@@ -28,12 +32,14 @@ def check_slug(slug: str) -> str:
             "INVALID_INPUT",
             "Invalid slug format - must be alphanumeric with hyphens or underscores only "
             f"(at most {MAX_SLUG} characters)",
+            SLUG_RULES,
         )
     if slug.lower() in RESERVED_SLUGS:
         raise ApiError(
             400,
             "INVALID_INPUT",
             'Reserved slug - "health" is used by the functions runtime and cannot be used as a function slug',
+            "Choose another slug.",
         )
     return slug
 
@@ -42,12 +48,19 @@ def _text(body: dict[str, Any], name: str, limit: int, *, required: bool = False
     value = body.get(name)
     if value is None:
         if required:
-            raise ApiError(400, "INVALID_INPUT", f"{name} is required")
+            raise ApiError(400, "INVALID_INPUT", f"{name} is required", f"Send {name} as a non-empty string.")
         return None
     if not isinstance(value, str) or (required and not value):
-        raise ApiError(400, "INVALID_INPUT", f"{name} must be a non-empty string")
+        raise ApiError(
+            400, "INVALID_INPUT", f"{name} must be a non-empty string", f"Send {name} as a non-empty string."
+        )
     if len(value) > limit:
-        raise ApiError(400, "INVALID_INPUT", f"{name} is limited to {limit} characters")
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            f"{name} is limited to {limit} characters",
+            f"Shorten {name} to at most {limit} characters.",
+        )
     return value
 
 
@@ -56,7 +69,12 @@ def _code(body: dict[str, Any], max_bytes: int, *, required: bool) -> str | None
     if code is None and not required:
         return None
     if not isinstance(code, str) or not code.strip():
-        raise ApiError(400, "INVALID_INPUT", "code is required and must be a non-empty string")
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "code is required and must be a non-empty string",
+            "Send the function's source as code, e.g. export default async function (req) { ... }.",
+        )
     if len(code.encode()) > max_bytes:
         raise ApiError(
             413,
@@ -70,7 +88,12 @@ def _code(body: dict[str, Any], max_bytes: int, *, required: bool) -> str | None
 def _status(body: dict[str, Any], default: str | None) -> str | None:
     status = body.get("status", default)
     if status is not None and status not in STATUSES:
-        raise ApiError(400, "INVALID_INPUT", "status must be 'draft' or 'active'")
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "status must be 'draft' or 'active'",
+            'Send status "active" to serve the function or "draft" to store it unserved.',
+        )
     return status
 
 
@@ -84,7 +107,13 @@ def _secrets(body: dict[str, Any]) -> tuple[bool, list[str] | None]:
     if not isinstance(value, list) or not all(
         isinstance(k, str) and re.match(r"^[A-Z0-9_]+$", k) for k in value
     ):
-        raise ApiError(400, "INVALID_INPUT", "secrets must be a list of secret keys (A-Z, 0-9, _), or null")
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "secrets must be a list of secret keys (A-Z, 0-9, _), or null",
+            'Send secrets as the keys the function may read, e.g. ["STRIPE_API_KEY"], or null for '
+            "every active secret.",
+        )
     return True, sorted(set(value))
 
 
@@ -103,7 +132,7 @@ class NewFunction:
         assert name is not None
         raw_slug = body.get("slug")
         if raw_slug is not None and not isinstance(raw_slug, str):
-            raise ApiError(400, "INVALID_INPUT", "slug must be a string")
+            raise ApiError(400, "INVALID_INPUT", "slug must be a string", SLUG_RULES)
         slug = check_slug(raw_slug if raw_slug is not None else re.sub(r"\s+", "-", name.lower()))
         code = _code(body, max_code_bytes, required=True)
         assert code is not None
@@ -126,11 +155,21 @@ class FunctionChanges:
     def parse(cls, body: dict[str, Any], max_code_bytes: int) -> FunctionChanges:
         unknown = set(body) - {"name", "code", "description", "status", "secrets"}
         if unknown:
-            raise ApiError(400, "INVALID_INPUT", f"Unknown fields: {', '.join(sorted(unknown))}")
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                f"Unknown fields: {', '.join(sorted(unknown))}",
+                "Send only name, code, description, status and secrets; the slug cannot change.",
+            )
         secrets_given, secrets = _secrets(body)
         name = _text(body, "name", MAX_NAME)
         if name is not None and not name:
-            raise ApiError(400, "INVALID_INPUT", "name must be a non-empty string")
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                "name must be a non-empty string",
+                "Send a name, or leave it out to keep the current one.",
+            )
         return cls(
             name=name,
             code=_code(body, max_code_bytes, required=False),

@@ -50,6 +50,15 @@ def _not_found(slug: str) -> ApiError:
     )
 
 
+def _slug_taken() -> ApiError:
+    return ApiError(
+        409,
+        "FUNCTION_ALREADY_EXISTS",
+        "Function with this slug already exists",
+        "Choose another slug, or change the existing function with PUT /api/functions/{slug}.",
+    )
+
+
 class FunctionsService:
     def __init__(self, settings: Settings, database: Database, runtime: Runtime) -> None:
         self.settings = settings
@@ -119,7 +128,7 @@ class FunctionsService:
             async with self.database.as_owner() as cur:
                 await cur.execute("select 1 from functions.definitions where slug = %s", (new.slug,))
                 if await cur.fetchone() is not None:
-                    raise ApiError(409, "FUNCTION_ALREADY_EXISTS", "Function with this slug already exists")
+                    raise _slug_taken()
             if new.status == "active":
                 await self._check(new.code)
             try:
@@ -143,9 +152,7 @@ class FunctionsService:
                     details["functionId"] = created["id"]
                     await audit.record(cur, actor, "CREATE_FUNCTION", MODULE, details)
             except errors.UniqueViolation:
-                raise ApiError(
-                    409, "FUNCTION_ALREADY_EXISTS", "Function with this slug already exists"
-                ) from None
+                raise _slug_taken() from None
         self.runtime.forget(new.slug)
         if new.status == "active":
             self._warm(new.slug)

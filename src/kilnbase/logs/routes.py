@@ -80,7 +80,10 @@ class LogRoutes:
         text = request.query_params.get("q")
         if not text or len(text) > 200:
             raise ApiError(
-                400, "INVALID_INPUT", "Search query parameter (q) is required (at most 200 characters)."
+                400,
+                "INVALID_INPUT",
+                "Search query parameter (q) is required (at most 200 characters).",
+                "Send the text to look for as q, e.g. ?q=timeout.",
             )
         limit = int_param(request, "limit", 100, 1, 1000)
         offset = int_param(request, "offset", 0, 0, 1000)
@@ -93,7 +96,12 @@ class LogRoutes:
         actor = admin_actor(request)
         search = request.query_params.get("q") or request.query_params.get("search") or None
         if search is not None and len(search) > 200:
-            raise ApiError(400, "INVALID_INPUT", "'q' must be at most 200 characters.")
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                "'q' must be at most 200 characters.",
+                "Shorten q to at most 200 characters.",
+            )
         query = LogQuery(
             limit=int_param(request, "limit", 100, 1, 1000),
             search=search,

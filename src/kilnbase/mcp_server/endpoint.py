@@ -119,7 +119,12 @@ class ApprovalRoutes:
     async def list_requests(self, request: Request) -> Response:
         status = request.query_params.get("status")
         if status is not None and status not in STATUSES:
-            raise ApiError(400, "INVALID_INPUT", f"status must be one of {', '.join(STATUSES)}.")
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                f"status must be one of {', '.join(STATUSES)}.",
+                "Use one of those, or leave status out for every request.",
+            )
         limit = int_param(request, "limit", 50, 1, 200)
         return json_response(await self.approvals.list_requests(admin_actor(request), status, limit))
 

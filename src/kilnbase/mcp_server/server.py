@@ -269,9 +269,20 @@ async def _idempotent(
     stored_key = f"mcp:{key}"
     claim = await keys.claim(owner, stored_key, digest)
     if claim.outcome == "mismatch":
-        raise ApiError(409, "IDEMPOTENCY_KEY_REUSED", "This idempotencyKey was used with a different call.")
+        raise ApiError(
+            409,
+            "IDEMPOTENCY_KEY_REUSED",
+            "This idempotencyKey was used with a different call.",
+            "Use a new idempotencyKey for a different call; repeat a call with its own key to get its "
+            "result.",
+        )
     if claim.outcome == "running":
-        raise ApiError(409, "IDEMPOTENCY_KEY_IN_USE", "A call with this idempotencyKey is still running.")
+        raise ApiError(
+            409,
+            "IDEMPOTENCY_KEY_IN_USE",
+            "A call with this idempotencyKey is still running.",
+            "Wait for that call to finish, then repeat it with the same idempotencyKey to get its result.",
+        )
     if claim.stored is not None:
         if claim.stored.status == 200:
             return claim.stored.body.decode()

@@ -28,6 +28,11 @@ MODULE = "REALTIME"
 PATTERN = re.compile(r"^[a-zA-Z0-9-]+(:[a-zA-Z0-9%:-]+)*$")
 MAX_PATTERN_LENGTH = 200
 MAX_WEBHOOKS = 20
+_PATTERN_HINT = (
+    "Send a pattern such as chat:lobby or orders:%: letters, digits and hyphens, ':' between parts."
+)
+_RETENTION_HINT = 'Send only {"retentionDays": N} (days to keep messages), or null to keep them forever.'
+_WEBHOOKS_HINT = f"Send webhookUrls as an array of at most {MAX_WEBHOOKS} http(s) URLs, or null for none."
 
 CHANNEL_JSON = (
     "json_build_object('id', id, 'pattern', pattern, 'description', description, 'webhookUrls', "
@@ -57,8 +62,17 @@ def require_admin(actor: Actor) -> None:
         )
 
 
-def _invalid_request(message: str) -> ApiError:
-    return ApiError(400, "REALTIME_INVALID_CHANNEL_REQUEST", message)
+def _invalid_request(message: str, next_actions: str) -> ApiError:
+    return ApiError(400, "REALTIME_INVALID_CHANNEL_REQUEST", message, next_actions)
+
+
+def _pattern_taken(pattern: str) -> ApiError:
+    return ApiError(
+        409,
+        "ALREADY_EXISTS",
+        f"A channel with pattern {pattern} already exists.",
+        "Choose another pattern, or change the existing channel (GET /api/realtime/channels lists them).",
+    )
 
 
 def _not_found() -> ApiError:
@@ -69,24 +83,25 @@ def _not_found() -> ApiError:
 
 def validate_pattern(pattern: Any) -> str:
     if not isinstance(pattern, str) or not pattern:
-        raise _invalid_request("pattern: Channel pattern is required")
+        raise _invalid_request("pattern: Channel pattern is required", _PATTERN_HINT)
     if len(pattern) > MAX_PATTERN_LENGTH or not PATTERN.match(pattern):
         raise ApiError(
             400,
             "REALTIME_INVALID_CHANNEL_PATTERN",
             "Invalid channel pattern. Use alphanumeric characters, colons, hyphens, and % for wildcards.",
+            f"{_PATTERN_HINT} At most {MAX_PATTERN_LENGTH} characters.",
         )
     return pattern
 
 
 def _webhook_urls(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(url, str) for url in value):
-        raise _invalid_request("webhookUrls: Expected an array of URLs")
+        raise _invalid_request("webhookUrls: Expected an array of URLs", _WEBHOOKS_HINT)
     if len(value) > MAX_WEBHOOKS:
-        raise _invalid_request(f"webhookUrls: At most {MAX_WEBHOOKS} URLs")
+        raise _invalid_request(f"webhookUrls: At most {MAX_WEBHOOKS} URLs", _WEBHOOKS_HINT)
     for url in value:
         if not re.match(r"^https?://[^\s/]+", url) or len(url) > 2048:
-            raise _invalid_request(f"webhookUrls: Invalid url: {url[:100]}")
+            raise _invalid_request(f"webhookUrls: Invalid url: {url[:100]}", _WEBHOOKS_HINT)
     return list(value)
 
 
@@ -94,20 +109,23 @@ def channel_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     """The columns a create or update body sets, checked as InsForge's schemas check them."""
     unknown = set(body) - {"pattern", "description", "webhookUrls", "enabled"}
     if unknown:
-        raise _invalid_request(f"Unknown fields: {', '.join(sorted(unknown))}")
+        raise _invalid_request(
+            f"Unknown fields: {', '.join(sorted(unknown))}",
+            "A channel takes only pattern, description, webhookUrls and enabled.",
+        )
     fields: dict[str, Any] = {}
     if creating or "pattern" in body:
         fields["pattern"] = validate_pattern(body.get("pattern"))
     if "description" in body:
         description = body["description"]
         if description is not None and not isinstance(description, str):
-            raise _invalid_request("description: Expected string")
+            raise _invalid_request("description: Expected string", "Send description as a string, or null.")
         fields["description"] = description
     if "webhookUrls" in body:
         fields["webhook_urls"] = None if body["webhookUrls"] is None else _webhook_urls(body["webhookUrls"])
     if "enabled" in body:
         if not isinstance(body["enabled"], bool):
-            raise _invalid_request("enabled: Expected boolean")
+            raise _invalid_request("enabled: Expected boolean", "Send enabled as true or false.")
         fields["enabled"] = body["enabled"]
     elif creating:
         fields["enabled"] = True
@@ -118,7 +136,12 @@ def _uuid(value: str | None, field: str) -> str | None:
     if value is None:
         return None
     if not re.fullmatch(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", value):
-        raise ApiError(400, "INVALID_INPUT", f"{field}: Invalid uuid")
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            f"{field}: Invalid uuid",
+            f"Send {field} as a channel's id, a UUID (GET /api/realtime/channels lists them).",
+        )
     return value
 
 
@@ -182,9 +205,7 @@ class RealtimeAdmin:
                         list(fields.values()),
                     )
             except pg_errors.UniqueViolation:
-                raise ApiError(
-                    409, "ALREADY_EXISTS", f"A channel with pattern {fields['pattern']} already exists."
-                ) from None
+                raise _pattern_taken(fields["pattern"]) from None
             row = await cur.fetchone()
         assert row is not None
         return dict(row["c"])
@@ -207,9 +228,7 @@ class RealtimeAdmin:
                         [*fields.values(), channel_id],
                     )
             except pg_errors.UniqueViolation:
-                raise ApiError(
-                    409, "ALREADY_EXISTS", f"A channel with pattern {fields['pattern']} already exists."
-                ) from None
+                raise _pattern_taken(fields["pattern"]) from None
             row = await cur.fetchone()
             if row is None:
                 raise _not_found()
@@ -312,7 +331,12 @@ class RealtimeAdmin:
                     params,
                 )
         except (pg_errors.InvalidDatetimeFormat, pg_errors.DatetimeFieldOverflow):
-            raise ApiError(400, "INVALID_INPUT", "since: Invalid date") from None
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                "since: Invalid date",
+                "Send since as an ISO 8601 date or timestamp, e.g. 2026-04-18T09:15:00Z.",
+            ) from None
         top = await cur.fetchone()
         assert totals is not None and top is not None
         audience, delivered = int(totals["audience"]), int(totals["delivered"])
@@ -341,9 +365,19 @@ class RealtimeAdmin:
             actor, "UPDATE_REALTIME_CONFIG", {"retentionDays": body.get("retentionDays")}
         ):
             if set(body) != {"retentionDays"}:
-                raise ApiError(400, "INVALID_INPUT", "retentionDays: Required (a positive integer or null)")
+                raise ApiError(
+                    400,
+                    "INVALID_INPUT",
+                    "retentionDays: Required (a positive integer or null)",
+                    _RETENTION_HINT,
+                )
             if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days <= 0):
-                raise ApiError(400, "INVALID_INPUT", "retentionDays: Expected a positive integer or null")
+                raise ApiError(
+                    400,
+                    "INVALID_INPUT",
+                    "retentionDays: Expected a positive integer or null",
+                    _RETENTION_HINT,
+                )
             async with self.database.as_owner() as cur:
                 await cur.execute(
                     "update realtime.config set retention_days = %s, updated_at = now()", (days,)

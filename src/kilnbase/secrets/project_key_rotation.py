@@ -18,7 +18,7 @@ from functools import partial
 from kilnbase import audit
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
-from kilnbase.http.errors import ApiError
+from kilnbase.http.errors import ADMIN_ONLY, ApiError
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.project_keys import KeyKind, KeyRing, RotatedKeys
 from kilnbase.keys.secret_box import SecretBox
@@ -83,7 +83,7 @@ class KeyRotation:
 
     def _check_allowed(self, actor: Actor, kind: KeyKind) -> None:
         if not actor.is_admin:
-            raise ApiError(403, "FORBIDDEN", "Rotating keys needs admin rights.")
+            raise ApiError(403, "FORBIDDEN", "Rotating keys needs admin rights.", ADMIN_ONLY)
         pinned = self._settings.access_api_key if kind == "api_key" else self._settings.access_anon_key
         if pinned:
             variable = _VARIABLE[kind]

@@ -39,10 +39,23 @@ _METADATA = (
     f"to_char(updated_at at time zone 'UTC', '{_ISO}') as \"updatedAt\""
 )
 _USABLE = "is_active and (expires_at is null or expires_at > now())"
+_KEY_AND_VALUE = (
+    "Send key (uppercase letters, digits and underscores, e.g. STRIPE_API_KEY) and value, both non-empty."
+)
+_RESERVED = "A reserved secret cannot be changed or deleted through the API; use another key for a new value."
 
 
 def _context(key: str) -> str:
     return f"system.secrets.{key}"
+
+
+def _not_found(key: str) -> ApiError:
+    return ApiError(
+        404,
+        "SECRET_NOT_FOUND",
+        f"Secret not found: {key}",
+        "List the secrets with GET /api/secrets; create one with POST /api/secrets {key, value}.",
+    )
 
 
 def _require_admin(actor: Actor) -> None:
@@ -52,21 +65,27 @@ def _require_admin(actor: Actor) -> None:
 
 def check_key(key: Any) -> str:
     if not isinstance(key, str) or not key:
-        raise ApiError(400, "INVALID_INPUT", "Both key and value are required")
+        raise ApiError(400, "INVALID_INPUT", "Both key and value are required", _KEY_AND_VALUE)
     if len(key) > MAX_KEY_LENGTH or not KEY_PATTERN.match(key):
         raise ApiError(
             400,
             "INVALID_INPUT",
             "Invalid key format. Use uppercase letters, numbers, and underscores only (e.g., STRIPE_API_KEY)",
+            _KEY_AND_VALUE,
         )
     return key
 
 
 def _check_value(value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ApiError(400, "INVALID_INPUT", "Both key and value are required")
+        raise ApiError(400, "INVALID_INPUT", "Both key and value are required", _KEY_AND_VALUE)
     if len(value.encode()) > MAX_VALUE_BYTES:
-        raise ApiError(413, "INVALID_INPUT", f"A secret's value is limited to {MAX_VALUE_BYTES} bytes.")
+        raise ApiError(
+            413,
+            "INVALID_INPUT",
+            f"A secret's value is limited to {MAX_VALUE_BYTES} bytes.",
+            "Store a smaller value; keep large data in storage and its location in the secret.",
+        )
     return value
 
 
@@ -82,14 +101,21 @@ def _expiry(value: Any) -> datetime | None:
         else:
             if parsed.tzinfo is not None:
                 return parsed
-    raise ApiError(400, "INVALID_INPUT", "expiresAt must be an ISO 8601 timestamp with a time zone, or null")
+    raise ApiError(
+        400,
+        "INVALID_INPUT",
+        "expiresAt must be an ISO 8601 timestamp with a time zone, or null",
+        "Send expiresAt like 2026-12-31T23:59:59Z, or null for a secret that never expires.",
+    )
 
 
 def _flag(body: dict[str, Any], name: str) -> bool | None:
     value = body.get(name)
     if value is None or isinstance(value, bool):
         return value
-    raise ApiError(400, "INVALID_INPUT", f"{name} must be a boolean")
+    raise ApiError(
+        400, "INVALID_INPUT", f"{name} must be a boolean", f"Send {name} as true or false, or leave it out."
+    )
 
 
 class ProjectSecrets:
@@ -126,7 +152,7 @@ class ProjectSecrets:
             )
             row = await cur.fetchone()
             if row is None:
-                raise ApiError(404, "SECRET_NOT_FOUND", f"Secret not found: {key}")
+                raise _not_found(key)
             await audit.record(cur, actor, "GET_SECRET", MODULE, {"key": key})
         return {"key": key, "value": self._box.decrypt(row["value_ciphertext"], context=_context(key))}
 
@@ -142,7 +168,10 @@ class ProjectSecrets:
             mode = body.get("mode")
             if mode is not None and mode != "strict":
                 raise ApiError(
-                    400, "INVALID_INPUT", "Invalid create mode. Omit mode for legacy behavior or use strict."
+                    400,
+                    "INVALID_INPUT",
+                    "Invalid create mode. Omit mode for legacy behavior or use strict.",
+                    'Leave mode out, or send mode "strict".',
                 )
             if key in PLATFORM_KEYS:
                 raise ApiError(
@@ -164,7 +193,12 @@ class ProjectSecrets:
                 )
                 row = await cur.fetchone()
                 if row is None:
-                    raise ApiError(409, "SECRET_ALREADY_EXISTS", f"Secret already exists: {key}")
+                    raise ApiError(
+                        409,
+                        "SECRET_ALREADY_EXISTS",
+                        f"Secret already exists: {key}",
+                        "Change its value with PUT /api/secrets/{key}, or choose another key.",
+                    )
                 details["id"] = row["id"]
                 await audit.record(cur, actor, "CREATE_SECRET", MODULE, details)
         except ApiError as exc:
@@ -178,7 +212,7 @@ class ProjectSecrets:
             await cur.execute("select id, is_reserved from system.secrets where key = %s", (key,))
             row = await cur.fetchone()
         if row is None:
-            raise ApiError(404, "SECRET_NOT_FOUND", f"Secret not found: {key}")
+            raise _not_found(key)
         return dict(row)
 
     async def update(self, actor: Actor, key: str, body: dict[str, Any]) -> None:
@@ -207,7 +241,7 @@ class ProjectSecrets:
                 )
             existing = await self._existing(key)
             if existing["is_reserved"]:
-                raise ApiError(403, "FORBIDDEN", f"Cannot update reserved secret: {key}")
+                raise ApiError(403, "FORBIDDEN", f"Cannot update reserved secret: {key}", _RESERVED)
             details["updates"] = {
                 "hasNewValue": "value" in body,
                 **{name: body[name] for name in ("isActive", "isReserved", "expiresAt") if name in body},
@@ -230,7 +264,7 @@ class ProjectSecrets:
             _require_admin(actor)
             existing = await self._existing(key)
             if existing["is_reserved"]:
-                raise ApiError(403, "FORBIDDEN", f"Cannot delete reserved secret: {key}")
+                raise ApiError(403, "FORBIDDEN", f"Cannot delete reserved secret: {key}", _RESERVED)
             async with self._database.as_owner() as cur:
                 await cur.execute(
                     "update system.secrets set is_active = false, updated_at = now() where id = %s",

@@ -20,7 +20,14 @@ MAX_KEY_BYTES = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def invalid(message: str, next_actions: str | None = None) -> ApiError:
+_KEY_RULES = (
+    f"Use a key of at most {MAX_KEY_BYTES} bytes of UTF-8, e.g. images/cat.png: no leading '/', backslash, "
+    "control character or '.'/'..' segment."
+)
+_KEY_REQUIRED = "Put the object's key after /objects/ in the path, e.g. .../objects/images/cat.png."
+
+
+def invalid(message: str, next_actions: str) -> ApiError:
     return ApiError(400, "STORAGE_INVALID_PARAMETER", message, next_actions)
 
 
@@ -36,19 +43,19 @@ def bucket_name(name: str) -> str:
 def object_key(key: str) -> str:
     """`key` if it is a safe object key, else 400."""
     if not key:
-        raise invalid("Object key is required")
+        raise invalid("Object key is required", _KEY_REQUIRED)
     if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise invalid(f"Invalid key. Keys are at most {MAX_KEY_BYTES} bytes of UTF-8.")
+        raise invalid(f"Invalid key. Keys are at most {MAX_KEY_BYTES} bytes of UTF-8.", _KEY_RULES)
     if key.startswith("/") or "\\" in key:
-        raise invalid('Invalid key. Cannot start with "/" or contain a backslash.')
+        raise invalid('Invalid key. Cannot start with "/" or contain a backslash.', _KEY_RULES)
     if _CONTROL.search(key) or "\ufffd" in key:
-        raise invalid("Invalid key. Control characters and invalid UTF-8 are not allowed.")
+        raise invalid("Invalid key. Control characters and invalid UTF-8 are not allowed.", _KEY_RULES)
     if any(segment in (".", "..") for segment in key.split("/")):
-        raise invalid('Invalid key. Cannot use "." or ".." as a path segment.')
+        raise invalid('Invalid key. Cannot use "." or ".." as a path segment.', _KEY_RULES)
     try:
         key.encode("utf-8")
     except UnicodeEncodeError:
-        raise invalid("Invalid key. Keys must be valid UTF-8.") from None
+        raise invalid("Invalid key. Keys must be valid UTF-8.", _KEY_RULES) from None
     return key
 
 
@@ -57,11 +64,11 @@ def key_from_raw_path(raw_path: bytes, marker: bytes) -> str:
     server's own decoding replaces invalid bytes, which would make two different keys one)."""
     _, found, encoded = raw_path.partition(marker)
     if not found:
-        raise invalid("Object key is required")
+        raise invalid("Object key is required", _KEY_REQUIRED)
     try:
         return unquote_to_bytes(encoded).decode("utf-8")
     except UnicodeDecodeError:
-        raise invalid("Invalid key. Keys must be valid UTF-8.") from None
+        raise invalid("Invalid key. Keys must be valid UTF-8.", _KEY_RULES) from None
 
 
 def generated_key(filename: str) -> str:

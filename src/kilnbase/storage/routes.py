@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from kilnbase.capability import Capability
 from kilnbase.http.errors import ApiError
-from kilnbase.http.json_body import parse, read_json, read_object
+from kilnbase.http.json_body import FIX_FIELDS, parse, read_json, read_object
 from kilnbase.http.query_params import int_param
 from kilnbase.http.request_context import actor_of, admin_actor, principal_of, require_credential
 from kilnbase.http.responses import json_response
@@ -31,13 +31,13 @@ from kilnbase.storage.downloads import object_response
 from kilnbase.storage.s3_gateway import PREFIX as S3_PREFIX
 from kilnbase.storage.s3_gateway import S3Gateway
 from kilnbase.storage.s3_objects import S3Objects
-from kilnbase.storage.service import StorageService, StoredObject
+from kilnbase.storage.service import LIST_OBJECTS, StorageService, StoredObject
 from kilnbase.storage.signed_urls import MAX_SECONDS
 from kilnbase.storage.tools import storage_tools
 from kilnbase.storage.transforms import Transform
 from kilnbase.storage.tus import EXTENSIONS as TUS_EXTENSIONS
 from kilnbase.storage.tus import VERSION as TUS_VERSION
-from kilnbase.storage.tus import TusUploads
+from kilnbase.storage.tus import TusUploads, upload_not_found
 
 BUCKETS = "/api/storage/buckets"
 
@@ -75,7 +75,7 @@ def _storage_input(model: type[BaseModel], data: Any) -> Any:
     try:
         return parse(model, data)
     except ApiError as exc:
-        raise names.invalid(exc.message) from None
+        raise names.invalid(exc.message, exc.next_actions or FIX_FIELDS) from None
 
 
 def _object_key(request: Request, *, after: str = "/objects/", drop_suffix: str = "") -> str:
@@ -88,7 +88,9 @@ def _object_key(request: Request, *, after: str = "/objects/", drop_suffix: str 
     if drop_suffix:
         key = key.removesuffix(drop_suffix)
     if not bucket:
-        raise names.invalid("Bucket name is required")
+        raise names.invalid(
+            "Bucket name is required", f"Put the bucket's name in the path: {BUCKETS}/<bucket>/..."
+        )
     return names.object_key(key)
 
 
@@ -238,7 +240,7 @@ class StorageRoutes:
         key = _object_key(request)
         results = await self.service.delete_objects(actor, request.path_params["bucket"], [key])
         if results[0]["status"] != "deleted":
-            raise ApiError(404, "STORAGE_NOT_FOUND", "Object not found")
+            raise ApiError(404, "STORAGE_NOT_FOUND", "Object not found", LIST_OBJECTS)
         return _json({"message": "Object deleted successfully"})
 
     async def delete_objects(self, request: Request) -> Response:
@@ -263,7 +265,10 @@ class StorageRoutes:
             except (TypeError, ValueError):
                 seconds = float("nan")
             if seconds != seconds or seconds in (float("inf"), float("-inf")):
-                raise names.invalid("expiresIn must be a finite number of seconds")
+                raise names.invalid(
+                    "expiresIn must be a finite number of seconds",
+                    f"Send expiresIn in seconds (at most {MAX_SECONDS}), or leave it out for the default.",
+                )
         strategy = await self.service.download_strategy(
             _reader(request), request.path_params["bucket"], key, seconds
         )
@@ -372,14 +377,19 @@ class TusRoutes:
 
     def _check_version(self, request: Request) -> None:
         if request.headers.get("tus-resumable") != TUS_VERSION:
-            raise ApiError(412, "STORAGE_INVALID_PARAMETER", f"Send Tus-Resumable: {TUS_VERSION}.")
+            raise ApiError(
+                412,
+                "STORAGE_INVALID_PARAMETER",
+                f"Send Tus-Resumable: {TUS_VERSION}.",
+                f"Add the header Tus-Resumable: {TUS_VERSION} to every TUS request but OPTIONS.",
+            )
 
     @staticmethod
     def _upload_id(request: Request) -> uuid.UUID:
         try:
             return uuid.UUID(request.path_params["upload"])
         except ValueError:
-            raise ApiError(404, "STORAGE_NOT_FOUND", "Upload not found") from None
+            raise upload_not_found() from None
 
     async def options(self, request: Request) -> Response:
         limit = await self.uploads.storage.max_file_bytes()
@@ -417,7 +427,10 @@ class TusRoutes:
         actor = actor_of(request, require_credential(request))
         if request.headers.get("content-type") != "application/offset+octet-stream":
             raise ApiError(
-                415, "STORAGE_INVALID_PARAMETER", "Send Content-Type: application/offset+octet-stream."
+                415,
+                "STORAGE_INVALID_PARAMETER",
+                "Send Content-Type: application/offset+octet-stream.",
+                "Send the PATCH body as raw bytes with that Content-Type, from the offset HEAD reports.",
             )
         headers, _stored = await self.uploads.append(
             actor,

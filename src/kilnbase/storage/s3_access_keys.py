@@ -52,6 +52,8 @@ class S3AccessKeys:
                     400,
                     "STORAGE_INVALID_PARAMETER",
                     f"S3 access key limit reached ({MAX_KEYS}). Delete an existing key first.",
+                    "List the keys with GET /api/storage/s3/access-keys and delete one with DELETE "
+                    "/api/storage/s3/access-keys/{id}.",
                 )
             await cur.execute(
                 "insert into storage.s3_access_keys "
@@ -100,7 +102,12 @@ class S3AccessKeys:
                 )
                 row = await cur.fetchone()
                 if row is None:
-                    raise ApiError(404, "STORAGE_NOT_FOUND", "S3 access key not found")
+                    raise ApiError(
+                        404,
+                        "STORAGE_NOT_FOUND",
+                        "S3 access key not found",
+                        "List the access keys with GET /api/storage/s3/access-keys.",
+                    )
                 await audit.record(cur, actor, "DELETE_S3_ACCESS_KEY", MODULE, {"id": key_id})
         finally:
             self._cache.clear()

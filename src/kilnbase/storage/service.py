@@ -35,7 +35,7 @@ from kilnbase.storage.local_blobs import LocalBlobs
 from kilnbase.storage.s3_access_keys import S3AccessKeys
 from kilnbase.storage.s3_blobs import S3Blobs
 from kilnbase.storage.signed_urls import MAX_SECONDS, UrlSigner, clamp_expiry
-from kilnbase.storage.transforms import MAX_SOURCE_BYTES, TRANSFORMABLE, Transform, TransformCache
+from kilnbase.storage.transforms import AS_STORED, MAX_SOURCE_BYTES, TRANSFORMABLE, Transform, TransformCache
 from kilnbase.storage.upload_body import ReceivedFile, open_upload
 
 MODULE = "STORAGE"
@@ -81,11 +81,18 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def not_found(what: str = "Object not found", next_actions: str | None = None) -> ApiError:
+#: For a file over the upload limit.
+TOO_LARGE = "Upload a smaller file, or raise maxFileSizeMb (PUT /api/storage/config)."
+
+
+def not_found(what: str, next_actions: str) -> ApiError:
     return ApiError(404, "STORAGE_NOT_FOUND", what, next_actions)
 
 
-def _bucket_missing(bucket: str) -> ApiError:
+LIST_OBJECTS = "Check the key; GET /api/storage/buckets/<bucket>/objects lists the objects you can read."
+
+
+def bucket_missing(bucket: str) -> ApiError:
     return not_found(
         f'Bucket "{bucket}" does not exist', "Create the bucket first using POST /api/storage/buckets"
     )
@@ -263,7 +270,12 @@ class StorageService:
                     cur, actor, "CREATE_BUCKET", MODULE, {"bucketName": bucket, "isPublic": is_public}
                 )
         except pg_errors.UniqueViolation:
-            raise ApiError(409, "STORAGE_ALREADY_EXISTS", f'Bucket "{bucket}" already exists') from None
+            raise ApiError(
+                409,
+                "STORAGE_ALREADY_EXISTS",
+                f'Bucket "{bucket}" already exists',
+                "Choose another bucket name, or use the existing bucket.",
+            ) from None
 
     async def update_bucket(self, actor: Actor, bucket: str, is_public: bool) -> None:
         _require_admin(actor)
@@ -274,7 +286,7 @@ class StorageService:
                 (is_public, bucket),
             )
             if cur.rowcount == 0:
-                raise _bucket_missing(bucket)
+                raise bucket_missing(bucket)
             await audit.record(
                 cur, actor, "UPDATE_BUCKET", MODULE, {"bucketName": bucket, "isPublic": is_public}
             )
@@ -286,7 +298,9 @@ class StorageService:
         async with self.database.as_owner() as cur:
             await cur.execute("delete from storage.buckets where name = %s", (bucket,))
             if cur.rowcount == 0:
-                raise not_found("Bucket not found or already empty")
+                raise not_found(
+                    "Bucket not found or already empty", "List the buckets with GET /api/storage/buckets."
+                )
             await audit.record(cur, actor, "DELETE_BUCKET", MODULE, {"bucketName": bucket})
         while await self.collect_garbage() == _GARBAGE_BATCH:
             pass
@@ -320,7 +334,7 @@ class StorageService:
             )
             row = await cur.fetchone()
         if row is None:
-            raise _bucket_missing(bucket)
+            raise bucket_missing(bucket)
         return self._effective_bytes(row["max_file_size_mb"]), bool(row["taken"])
 
     async def _probe_write(self, principal: Principal, bucket: str, key: str) -> None:
@@ -344,7 +358,7 @@ class StorageService:
         except pg_errors.InsufficientPrivilege:
             raise _denied(bucket, key) from None
         except pg_errors.ForeignKeyViolation:
-            raise _bucket_missing(bucket) from None
+            raise bucket_missing(bucket) from None
 
     async def check_write(self, actor: Actor, bucket: str, key: str) -> None:
         """403 unless the caller's policies allow writing `key` (nothing is written)."""
@@ -424,7 +438,7 @@ class StorageService:
                         413,
                         "STORAGE_INVALID_PARAMETER",
                         f"File too large. Maximum upload size is {max(1, round(limit / MIB))} MB.",
-                        "Upload a smaller file, or raise maxFileSizeMb (PUT /api/storage/config).",
+                        TOO_LARGE,
                     ) from None
                 raise
             if verify is not None:
@@ -506,9 +520,11 @@ class StorageService:
         except pg_errors.InsufficientPrivilege:
             raise _denied(bucket, key) from None
         except pg_errors.ForeignKeyViolation:
-            raise _bucket_missing(bucket) from None
+            raise bucket_missing(bucket) from None
         except pg_errors.NoDataFound:
-            raise not_found("Upload not found") from None
+            raise not_found(
+                "Upload not found", f"Start a new upload with POST /api/storage/buckets/{bucket}/tus."
+            ) from None
         if principal.is_admin:
             details = {"bucket": bucket, "key": key, "size": size, "via": via}
             await audit.record(self.database, actor, "UPLOAD_OBJECT", MODULE, details)
@@ -522,7 +538,7 @@ class StorageService:
         names.object_key(key)
         is_public = await self.bucket_is_public(bucket)
         if is_public is None:
-            raise _bucket_missing(bucket)
+            raise bucket_missing(bucket)
         if not is_public and principal is None:
             raise ApiError(
                 401,
@@ -537,7 +553,7 @@ class StorageService:
             )
             row = await cur.fetchone()
         if row is None:
-            raise not_found()
+            raise not_found("Object not found", LIST_OBJECTS)
         return StoredObject.of(row)
 
     async def object_by_signature(self, bucket: str, key: str, expires: str, signature: str) -> StoredObject:
@@ -554,9 +570,12 @@ class StorageService:
                 415,
                 "STORAGE_INVALID_FILE_TYPE",
                 "Only JPEG, PNG, WebP, GIF, AVIF, BMP and TIFF images can be transformed.",
+                AS_STORED,
             )
         if stored.size > MAX_SOURCE_BYTES:
-            raise ApiError(413, "STORAGE_INVALID_PARAMETER", "The image is too large to transform.")
+            raise ApiError(
+                413, "STORAGE_INVALID_PARAMETER", "The image is too large to transform.", AS_STORED
+            )
 
         async def load() -> bytes:
             return b"".join([chunk async for chunk in self.read(stored, 0, stored.size)])
@@ -582,7 +601,7 @@ class StorageService:
     ) -> dict[str, Any]:
         names.bucket_name(bucket)
         if await self.bucket_is_public(bucket) is None:
-            raise _bucket_missing(bucket)
+            raise bucket_missing(bucket)
         conditions = ["bucket = %s"]
         params: list[Any] = [bucket]
         for pattern in (
@@ -623,7 +642,7 @@ class StorageService:
         for key in unique:
             names.object_key(key)
         if await self.bucket_is_public(bucket) is None:
-            raise _bucket_missing(bucket)
+            raise bucket_missing(bucket)
         try:
             async with self.database.as_caller(actor.principal) as cur:
                 await cur.execute(
@@ -654,7 +673,7 @@ class StorageService:
         names.bucket_name(bucket)
         names.object_key(key)
         if await self.bucket_is_public(bucket) is None:
-            raise _bucket_missing(bucket)
+            raise bucket_missing(bucket)
         if not actor.is_admin:
             await self._probe_write(actor.principal, bucket, key)
         if isinstance(self.blobs, S3Blobs) and self.blobs.presigned:
@@ -719,6 +738,7 @@ class StorageService:
                 413,
                 "STORAGE_INVALID_PARAMETER",
                 f"File size exceeds the configured maximum upload size of {round(limit / MIB)} MB",
+                TOO_LARGE,
             )
         first = b"".join([chunk async for chunk in self.blobs.read(bucket, blob_id, 0, min(size, 4096))])
         mime = content_types.detect(first, None)

@@ -27,14 +27,24 @@ Key = Annotated[str, Field(description="Object key, e.g. images/cat.png", min_le
 
 def _payload(text: str | None, base64_data: str | None) -> bytes:
     if (text is None) == (base64_data is None):
-        raise ApiError(400, "STORAGE_INVALID_PARAMETER", "Give exactly one of text and base64Data.")
+        raise ApiError(
+            400,
+            "STORAGE_INVALID_PARAMETER",
+            "Give exactly one of text and base64Data.",
+            "Send text for text content, or base64Data for binary content, not both.",
+        )
     if text is not None:
         data = text.encode()
     else:
         try:
             data = base64.b64decode(base64_data or "", validate=True)
         except (binascii.Error, ValueError):
-            raise ApiError(400, "STORAGE_INVALID_PARAMETER", "base64Data is not valid base64.") from None
+            raise ApiError(
+                400,
+                "STORAGE_INVALID_PARAMETER",
+                "base64Data is not valid base64.",
+                "Encode the bytes as standard base64 (A-Z, a-z, 0-9, +, /, = padding).",
+            ) from None
     if len(data) > MAX_TOOL_UPLOAD_BYTES:
         raise ApiError(
             413,

@@ -49,8 +49,12 @@ _PARAMS = ("width", "height", "resize", "format", "quality")
 Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS
 
 
-def _bad(message: str) -> ApiError:
-    return ApiError(400, "STORAGE_INVALID_PARAMETER", message)
+#: For an object that cannot be transformed: it can still be read.
+AS_STORED = "Read the object without width, height, resize, format and quality to get it as stored."
+
+
+def _bad(message: str, next_actions: str) -> ApiError:
+    return ApiError(400, "STORAGE_INVALID_PARAMETER", message, next_actions)
 
 
 @dataclass(frozen=True)
@@ -72,18 +76,29 @@ class Transform:
             if raw is None or raw == "":
                 return None
             if not raw.isdigit() or not 1 <= int(raw) <= MAX_DIMENSION:
-                raise _bad(f"'{name}' must be an integer from 1 to {MAX_DIMENSION}.")
+                raise _bad(
+                    f"'{name}' must be an integer from 1 to {MAX_DIMENSION}.",
+                    f"Send {name} in pixels, or leave it out to keep the image's proportions.",
+                )
             return int(raw)
 
         resize = query.get("resize", "cover") or "cover"
         if resize not in ("cover", "contain", "fill"):
-            raise _bad("'resize' must be cover, contain or fill.")
+            raise _bad(
+                "'resize' must be cover, contain or fill.",
+                "Send one of those, or leave resize out for cover.",
+            )
         fmt = (query.get("format") or "").lower() or None
         if fmt is not None and fmt not in FORMATS:
-            raise _bad("'format' must be webp, avif, png or jpeg.")
+            raise _bad(
+                "'format' must be webp, avif, png or jpeg.",
+                "Send one of those, or leave format out to keep the image's own.",
+            )
         quality_raw = query.get("quality") or "80"
         if not quality_raw.isdigit() or not 1 <= int(quality_raw) <= 100:
-            raise _bad("'quality' must be an integer from 1 to 100.")
+            raise _bad(
+                "'quality' must be an integer from 1 to 100.", "Send one, or leave quality out for 80."
+            )
         return Transform(dimension("width"), dimension("height"), resize, fmt, int(quality_raw))
 
     def key(self, blob_id: str) -> str:
@@ -99,17 +114,17 @@ def render(source: bytes, transform: Transform, source_type: str) -> tuple[bytes
             opened = Image.open(io.BytesIO(source))
         width, height = opened.size
         if width * height > MAX_INPUT_PIXELS:
-            raise _bad(f"The image is larger than {MAX_INPUT_PIXELS} pixels.")
+            raise _bad(f"The image is larger than {MAX_INPUT_PIXELS} pixels.", AS_STORED)
         box = (transform.width or width, transform.height or height)
         if opened.format == "JPEG":
             opened.draft("RGB", box)  # decode at the scale needed, not the full photo
         image: Image.Image = ImageOps.exif_transpose(opened)
         image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise _bad(f"The image is larger than {MAX_INPUT_PIXELS} pixels.") from None
+        raise _bad(f"The image is larger than {MAX_INPUT_PIXELS} pixels.", AS_STORED) from None
     except (OSError, ValueError, SyntaxError):
         raise ApiError(
-            415, "STORAGE_INVALID_FILE_TYPE", "The object is not an image that can be transformed."
+            415, "STORAGE_INVALID_FILE_TYPE", "The object is not an image that can be transformed.", AS_STORED
         ) from None
     name = transform.format or {"image/png": "png", "image/webp": "webp", "image/avif": "avif"}.get(
         source_type, "jpeg"

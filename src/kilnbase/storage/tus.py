@@ -46,15 +46,23 @@ from kilnbase.identity.actor import Actor
 from kilnbase.storage import names
 from kilnbase.storage.blob_store import Meter, version_etag
 from kilnbase.storage.local_blobs import try_lock
-from kilnbase.storage.service import StorageService, StoredObject
+from kilnbase.storage.service import TOO_LARGE, StorageService, StoredObject, bucket_missing
 
 VERSION = "1.0.0"
 EXTENSIONS = "creation,termination,expiration"
 TUS_EXPIRY_SECONDS = 24 * 3600
+_CREATE = "Start a new upload with POST /api/storage/buckets/<bucket>/tus."
+_RESUME = "Send HEAD on the upload's URL for its Upload-Offset, then PATCH from there."
 
 
-def _tus_error(status: int, message: str) -> ApiError:
-    return ApiError(status, "STORAGE_INVALID_PARAMETER" if status < 404 else "STORAGE_NOT_FOUND", message)
+def _tus_error(status: int, message: str, next_actions: str) -> ApiError:
+    code = "STORAGE_INVALID_PARAMETER" if status < 404 else "STORAGE_NOT_FOUND"
+    return ApiError(status, code, message, next_actions)
+
+
+def upload_not_found() -> ApiError:
+    """An upload that does not exist, or is not the caller's (one answer, so as not to tell them apart)."""
+    return _tus_error(404, "Upload not found", _CREATE)
 
 
 def parse_metadata(header: str | None) -> dict[str, str]:
@@ -68,7 +76,12 @@ def parse_metadata(header: str | None) -> dict[str, str]:
         try:
             values[name] = base64.b64decode(encoded.strip(), validate=True).decode("utf-8") if encoded else ""
         except (ValueError, UnicodeDecodeError):
-            raise _tus_error(400, f"Upload-Metadata value of {name!r} is not base64 of UTF-8.") from None
+            raise _tus_error(
+                400,
+                f"Upload-Metadata value of {name!r} is not base64 of UTF-8.",
+                "Send Upload-Metadata as comma-separated 'name base64(value)' pairs, e.g. key and "
+                "contentType.",
+            ) from None
     return values
 
 
@@ -103,12 +116,19 @@ class TusUploads:
     ) -> tuple[uuid.UUID, datetime]:
         names.bucket_name(bucket)
         if length_header is None or not length_header.isdigit():
-            raise _tus_error(400, "Upload-Length is required (a whole number of bytes).")
+            raise _tus_error(
+                400,
+                "Upload-Length is required (a whole number of bytes).",
+                "Send the file's size in bytes as the Upload-Length header.",
+            )
         length = int(length_header)
         limit = await self.storage.max_file_bytes()
         if length > limit:
             raise ApiError(
-                413, "STORAGE_INVALID_PARAMETER", f"Upload-Length exceeds the maximum of {limit} bytes."
+                413,
+                "STORAGE_INVALID_PARAMETER",
+                f"Upload-Length exceeds the maximum of {limit} bytes.",
+                TOO_LARGE,
             )
         metadata = parse_metadata(metadata_header)
         key = metadata.get("key") or metadata.get("objectName")
@@ -117,7 +137,7 @@ class TusUploads:
             key = names.generated_key(filename)
         names.object_key(key)
         if await self.storage.bucket_is_public(bucket) is None:
-            raise ApiError(404, "STORAGE_NOT_FOUND", f'Bucket "{bucket}" does not exist')
+            raise bucket_missing(bucket)
         await self.storage.check_write(actor, bucket, key)
         expires = datetime.now(UTC) + timedelta(seconds=TUS_EXPIRY_SECONDS)
         upload_id = uuid.uuid4()
@@ -163,10 +183,15 @@ class TusUploads:
             or (row["uploaded_by"] is not None and row["uploaded_by"] == sub)
         )
         if row is None or not owner:
-            raise _tus_error(404, "Upload not found")
+            raise upload_not_found()
         if row["expires_at"] < datetime.now(UTC):
             await self.terminate(actor, bucket, upload_id)
-            raise ApiError(410, "STORAGE_NOT_FOUND", "The upload has expired.")
+            raise ApiError(
+                410,
+                "STORAGE_NOT_FOUND",
+                "The upload has expired.",
+                f"{_CREATE} An upload lasts {TUS_EXPIRY_SECONDS // 3600} hours.",
+            )
         return row
 
     def offset(self, upload_id: uuid.UUID) -> int:
@@ -226,30 +251,40 @@ class TusUploads:
         a normal finish; what the server left of it when it died is removed now)."""
         row = await self._row(actor, bucket, upload_id)
         if offset_header is None or not offset_header.isdigit():
-            raise _tus_error(400, "Upload-Offset is required.")
+            raise _tus_error(400, "Upload-Offset is required.", _RESUME)
         if row["finished_at"] is not None:
             await self.terminate(actor, bucket, upload_id)
-            raise _tus_error(404, "Upload not found")
+            raise upload_not_found()
         path = self._path(upload_id)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise _tus_error(404, "Upload not found") from None
+            raise upload_not_found() from None
         try:
             if not try_lock(fd):
-                raise ApiError(423, "STORAGE_INVALID_PARAMETER", "Another request is writing to this upload.")
+                raise ApiError(
+                    423,
+                    "STORAGE_INVALID_PARAMETER",
+                    "Another request is writing to this upload.",
+                    f"Wait for that request to end. {_RESUME}",
+                )
             stat = os.fstat(fd)
             if stat.st_nlink == 0:  # finished (or abandoned) while this request waited to open it
-                raise _tus_error(404, "Upload not found")
+                raise upload_not_found()
             offset = stat.st_size
             if int(offset_header) != offset:
                 raise ApiError(
-                    409, "STORAGE_INVALID_PARAMETER", f"Upload-Offset is {offset}, not {offset_header}."
+                    409,
+                    "STORAGE_INVALID_PARAMETER",
+                    f"Upload-Offset is {offset}, not {offset_header}.",
+                    f"Resume with Upload-Offset: {offset}.",
                 )
             remaining = int(row["length"]) - offset
             async for chunk in body:
                 if len(chunk) > remaining:
-                    raise _tus_error(400, "The body goes past Upload-Length.")
+                    raise _tus_error(
+                        400, "The body goes past Upload-Length.", "Send only the bytes up to Upload-Length."
+                    )
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view) :]

@@ -18,6 +18,7 @@ from kilnbase.storage.names import invalid
 #: Bytes of form fields other than the file kept (the SDK sends none; anything more is refused).
 _MAX_FIELD_BYTES = 64 * 1024
 _FILE_FIELD = "file"
+_WELL_FORMED = "Send a well-formed multipart/form-data body, as an HTTP client's form encoder makes it."
 
 
 @dataclass
@@ -57,7 +58,10 @@ class _FormReader:
         name = options.get(b"name", b"").decode("utf-8", "replace")
         if name == _FILE_FIELD and b"filename" in options:
             if self.received is not None:
-                raise invalid("Send one file per upload, in the 'file' field.")
+                raise invalid(
+                    "Send one file per upload, in the 'file' field.",
+                    "Upload each file in a request of its own.",
+                )
             content_type = self._headers.get(b"content-type")
             self.received = ReceivedFile(
                 options[b"filename"].decode("utf-8", "replace"),
@@ -71,7 +75,11 @@ class _FormReader:
             return
         self._other_bytes += end - start
         if self._other_bytes > _MAX_FIELD_BYTES:
-            raise invalid("The form's fields other than 'file' are too large.")
+            raise invalid(
+                "The form's fields other than 'file' are too large.",
+                f"Send only the 'file' field; the other fields may hold {_MAX_FIELD_BYTES // 1024} KiB "
+                "in all.",
+            )
 
     def on_part_end(self) -> None:
         self._in_file = False
@@ -87,7 +95,10 @@ async def open_upload(
         return ReceivedFile(default_name, content_type), chunks
     boundary = options.get(b"boundary")
     if not boundary:
-        raise invalid("The multipart body has no boundary.")
+        raise invalid(
+            "The multipart body has no boundary.",
+            "Send Content-Type: multipart/form-data; boundary=..., as an HTTP client's form encoder does.",
+        )
     reader = _FormReader()
     parser = MultipartParser(
         boundary,
@@ -107,7 +118,7 @@ async def open_upload(
         try:
             parser.write(chunk)
         except ValueError as exc:  # python-multipart's parse errors
-            raise invalid(f"The multipart body is malformed: {exc}") from None
+            raise invalid(f"The multipart body is malformed: {exc}", _WELL_FORMED) from None
 
     async for chunk in stream:
         feed(chunk)
@@ -131,7 +142,7 @@ async def open_upload(
         try:
             parser.finalize()
         except ValueError as exc:
-            raise invalid(f"The multipart body is malformed: {exc}") from None
+            raise invalid(f"The multipart body is malformed: {exc}", _WELL_FORMED) from None
         for piece in reader.pending:
             yield piece
 
