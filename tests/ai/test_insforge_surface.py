@@ -75,6 +75,7 @@ def test_errors_take_insforge_shape(http: httpx2.Client, server: AppServer) -> N
     assert unknown.status_code == 400
     assert unknown.json()["error"] == "INVALID_INPUT"
     assert unknown.json()["statusCode"] == 400
+    assert "GET /api/ai/models" in unknown.json()["nextActions"]
     assert http.post("/api/ai/chat/completion", json={"model": MODEL}).status_code == 400
     assert (
         httpx2.post(server.url + "/api/ai/embeddings", json={"model": MODEL, "input": "x"}).status_code == 401

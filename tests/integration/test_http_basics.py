@@ -42,6 +42,7 @@ def test_wrong_method_is_a_client_error(client: TestClient) -> None:
     response = client.post("/api/health")
     assert response.status_code == 405
     assert response.json()["statusCode"] == 405
+    assert "GET" in response.json()["nextActions"]  # the methods the path takes
 
 
 def test_cors_preflight_allows_credentials_and_reflects_origin(client: TestClient) -> None:
