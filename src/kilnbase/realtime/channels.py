@@ -77,7 +77,10 @@ def _pattern_taken(pattern: str) -> ApiError:
 
 def _not_found() -> ApiError:
     return ApiError(
-        404, "REALTIME_CHANNEL_NOT_FOUND", "Channel not found", "List channels with GET /channels."
+        404,
+        "REALTIME_CHANNEL_NOT_FOUND",
+        "Channel not found",
+        "List the channels with GET /api/realtime/channels.",
     )
 
 
