@@ -393,6 +393,28 @@ def test_cors_preflight_and_reflected_origin(host: httpx.Client, deploy: Deploy)
     assert "access-control-allow-origin" not in host.get(f"/{slug}").headers
 
 
+def test_a_pages_script_may_read_the_functions_own_headers(host: httpx.Client, deploy: Deploy) -> None:
+    # A browser's fetch with credentials reads only safelisted headers unless they are named: `*` there is a
+    # header called "*" (the Fetch standard).
+    slug = deploy(
+        "export default () => new Response('[]', {headers: {'content-type': 'application/json', "
+        "'x-total-count': '42', 'location': '/items/7', 'set-cookie': 'a=b'}});"
+    )
+    served(host, slug)
+    answer = host.get(f"/{slug}", headers={"origin": "https://app.example"})
+    exposed = {name.strip() for name in answer.headers["access-control-expose-headers"].split(",")}
+    assert exposed == {"x-total-count", "location"}
+    assert "access-control-expose-headers" not in host.get(f"/{slug}").headers  # no origin: no CORS
+
+    own = deploy(
+        "export default () => new Response('ok', {headers: {'x-a': '1', 'x-b': '2', "
+        "'access-control-expose-headers': 'x-a'}});"
+    )
+    served(host, own)
+    chosen = host.get(f"/{own}", headers={"origin": "https://app.example"})
+    assert chosen.headers["access-control-expose-headers"] == "x-a"  # the function's own list is kept
+
+
 def test_a_body_over_the_limit_is_413(host: httpx.Client, deploy: Deploy, settings: Settings) -> None:
     slug = deploy(
         "export default async (req: Request) => new Response(String((await req.arrayBuffer()).byteLength));"

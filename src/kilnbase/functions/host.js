@@ -215,12 +215,32 @@ function withHeaders(response, change) {
   }
 }
 
+// Response headers a browser's script may read without being told (the CORS-safelisted ones), and the one it
+// never may.
+const READABLE_ANYWAY = new Set([
+  "cache-control", "content-language", "content-length", "content-type", "expires", "last-modified", "pragma",
+  "set-cookie",
+]);
+
+/** The response's other headers, for `access-control-expose-headers`: with credentials, `*` there means a
+ * header named "*", so a function's own headers (a total count, a Location, the request id) would be hidden
+ * from the page that called it unless named. A function that names its own list keeps it. */
+function exposable(headers) {
+  const names = [];
+  for (const name of headers.keys()) {
+    if (!READABLE_ANYWAY.has(name) && !name.startsWith("access-control-") && name !== "vary") names.push(name);
+  }
+  return names.join(", ");
+}
+
 function withCors(response, origin) {
   if (origin === null) return response;
   return withHeaders(response, (headers) => {
     headers.set("access-control-allow-origin", origin);
     headers.set("access-control-allow-credentials", "true");
     headers.append("vary", "Origin");
+    const exposed = headers.has("access-control-expose-headers") ? "" : exposable(headers);
+    if (exposed) headers.set("access-control-expose-headers", exposed);
   });
 }
 
