@@ -60,10 +60,15 @@ def test_cors_preflight_allows_credentials_and_reflects_origin(client: TestClien
     assert "PATCH" in response.headers["access-control-allow-methods"]
 
 
-def test_cors_exposes_content_range_and_preference_applied(client: TestClient) -> None:
+def test_cors_exposes_what_postgrest_and_tus_clients_read(client: TestClient) -> None:
     response = client.get("/api/health", headers={"Origin": "http://app.example"})
     exposed = {h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")}
-    assert {"content-range", "preference-applied"} <= exposed
+    # PostgREST's list (its CORS docs), with Preference-Applied.
+    assert {"content-range", "content-location", "location", "range-unit", "preference-applied"} <= exposed
+    # What tus-js-client's docs ask a server to expose to a browser.
+    tus = {"location", "upload-offset", "upload-length", "upload-metadata", "tus-resumable", "tus-version"}
+    assert tus | {"tus-extension", "tus-max-size"} <= exposed
+    assert {"etag", "retry-after", "idempotent-replayed"} <= exposed
 
 
 def test_jwks_serves_the_signing_key_at_both_paths(client: TestClient) -> None:

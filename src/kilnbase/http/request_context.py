@@ -44,13 +44,35 @@ _CLIENT_IP = "kilnbase.client_ip"
 _TRUSTED_PROXIES = "kilnbase.trusted_proxies"
 #: Where Starlette's request/response routes look for the exception handlers.
 _HANDLERS = "starlette.exception_handlers"
+#: Response headers a browser's script may read (beyond the safelisted ones): PostgREST's own list, with
+#: Preference-Applied (the records API); what tus-js-client reads (resumable uploads); and Kilnbase's
+#: (validators and downloads, limits, idempotent replays, the model gateway's cache and cost).
+_POSTGREST_EXPOSED = ("Content-Range", "Content-Location", "Location", "Range-Unit", "Preference-Applied")
+_TUS_EXPOSED = (
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Expires",
+    "Upload-Metadata",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+)
+_KILNBASE_EXPOSED = (
+    "ETag",
+    "Content-Disposition",
+    "Retry-After",
+    "Idempotent-Replayed",
+    "X-Kilnbase-Cache",
+    "X-Kilnbase-Cost-Usd",
+)
 #: Any origin, with credentials (the origin is reflected, never `*`), as InsForge allows.
 CORS_POLICY: dict[str, Any] = {
     "allow_origin_regex": r".*",
     "allow_credentials": True,
     "allow_methods": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
     "allow_headers": ["*"],
-    "expose_headers": ["Content-Range", "Preference-Applied"],
+    "expose_headers": [*_POSTGREST_EXPOSED, *_TUS_EXPOSED, *_KILNBASE_EXPOSED],
     "max_age": 86400,
 }
 _VARY_ORIGIN = (b"vary", b"Origin")
