@@ -3,8 +3,10 @@ for the server and is served, and a server that could not be built is a 503 that
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -69,7 +71,8 @@ def test_the_api_answers_while_mcp_is_built_and_an_early_call_waits_for_it(
         early = pool.submit(client.post, "/mcp", json=LIST_TOOLS, headers=api_key(settings))
         health = client.get("/api/health")
         assert health.status_code == 200
-        assert not early.done()  # waiting for the server, not refused
+        time.sleep(0.3)  # (time for the early call to reach /mcp: it must then wait, not be refused)
+        assert not early.done()
         release.set()
         response = early.result(timeout=60)
     assert response.status_code == 200
@@ -94,6 +97,25 @@ def test_a_server_that_could_not_be_built_is_a_503_saying_where_to_look(
     assert "log" in body["nextActions"]
     assert any("MCP server could not be built" in r.getMessage() for r in caplog.records)
     assert client.get("/api/health").status_code == 200  # the rest of the API is unaffected
+
+
+class _FailsToStart:
+    """A session manager whose `run()` fails as it is entered (as the SDK's would, given a broken set-up)."""
+
+    @contextlib.asynccontextmanager
+    async def run(self) -> AsyncIterator[None]:
+        raise RuntimeError("the transport cannot start")
+        yield  # pragma: no cover
+
+
+def test_a_server_that_fails_as_it_starts_is_a_503_and_is_logged_at_once(
+    app_with_build: Callable[..., TestClient], settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = app_with_build(lambda _build: _FailsToStart)
+    response = client.post("/mcp", json=LIST_TOOLS, headers=api_key(settings))
+    assert response.status_code == 503
+    assert response.json()["error"] == "MCP_UNAVAILABLE"
+    assert any("MCP server stopped" in r.getMessage() for r in caplog.records)
 
 
 def test_no_credential_is_401_even_before_the_server_is_ready(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING
@@ -67,23 +68,35 @@ class McpEndpoint:
             yield
         finally:
             stop.set()
-            await task
-            self._settled = None
+            try:
+                await task
+            finally:
+                self._settled = None
 
     async def _serve(self, settled: asyncio.Event, stop: asyncio.Event) -> None:
+        """Build, then serve until `stop`; whatever happens (a failure, a cancellation), calls waiting for the
+        server are let go, to find it ready or get 503."""
         try:
-            manager = await anyio.to_thread.run_sync(self.build)
-        except Exception:
-            log.exception("The MCP server could not be built: /mcp answers 503 until a restart.")
-            settled.set()
-            return
-        from mcp.server.streamable_http_manager import StreamableHTTPASGIApp  # (imported by the build)
+            try:
+                manager = await anyio.to_thread.run_sync(self.build)
+            except Exception:
+                log.exception("The MCP server could not be built: /mcp answers 503 until a restart.")
+                return
+            if stop.is_set():  # the app stopped while it was built
+                return
+            # What the app built at start was frozen out of the collector's sight (`app.py`); the server,
+            # built since, lives as long: the SDK and the tools' schemas are some 50,000 objects.
+            gc.collect(1)
+            gc.freeze()
+            from mcp.server.streamable_http_manager import StreamableHTTPASGIApp  # (imported by the build)
 
-        try:
-            async with manager.run():
-                self._transport = StreamableHTTPASGIApp(manager)
-                settled.set()
-                await stop.wait()
+            try:
+                async with manager.run():
+                    self._transport = StreamableHTTPASGIApp(manager)
+                    settled.set()
+                    await stop.wait()
+            except Exception:
+                log.exception("The MCP server stopped: /mcp answers 503 until a restart.")
         finally:
             self._transport = None
             settled.set()
@@ -99,7 +112,8 @@ class McpEndpoint:
                 503,
                 "MCP_UNAVAILABLE",
                 "The MCP server is not running.",
-                "The server's log says why it could not start; restart the server once that is fixed.",
+                "If the server is not stopping, its log says why the MCP server stopped or could not start; "
+                "restart the server once that is fixed.",
             )
         await transport(scope, receive, send)
 
