@@ -19,10 +19,11 @@ import httpx
 import psycopg
 import typer
 import uvicorn
+from pydantic import ValidationError
 from rich.console import Console
 
 from kilnbase import __version__
-from kilnbase.config import Settings
+from kilnbase.config import Settings, settings_problems
 from kilnbase.db.migrate import MigrationError
 from kilnbase.db.pool import create_pool
 from kilnbase.db.roles import AuthenticatorError
@@ -68,7 +69,12 @@ def _settings(data_dir: Path | None = None, host: str | None = None, port: int |
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "\n".join(f"  {line}" for line in settings_problems(exc))
+        _fail(f"The settings are not valid:\n{problems}\nSet them right in the environment and try again.")
+        raise  # (not reached: `_fail` exits)
 
 
 def _progress(message: str) -> None:
@@ -174,9 +180,13 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, worker
                 report("Stopping PostgreSQL")
             database.close()
         return
-    from kilnbase.app import create_app  # (waits for `_import_early`'s import, or makes it here)
+    try:
+        from kilnbase.app import create_app  # (waits for `_import_early`'s import, or makes it here)
 
-    application = create_app(settings, progress=report, database=database)
+        application = create_app(settings, progress=report, database=database)
+    except BaseException:
+        database.close()  # (the app's lifespan closes it, once there is an app)
+        raise
     config = uvicorn.Config(
         application,
         host=settings.host,

@@ -12,7 +12,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -37,6 +37,17 @@ class AuthSettings(BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1, le=20)
     argon2_memory_cost_kib: int = Field(default=65536, ge=8, le=4 * 1024 * 1024)
     argon2_parallelism: int = Field(default=4, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _argon2_memory_fits_its_lanes(self) -> AuthSettings:
+        """argon2 needs 8 KiB of memory per lane: with less, every hash fails (sign-ups would be 500s) while
+        the dummy verify of an unknown email fails at once, and its speed would tell which emails exist."""
+        if self.argon2_memory_cost_kib < 8 * self.argon2_parallelism:
+            raise ValueError(
+                f"KILNBASE_AUTH_ARGON2_MEMORY_COST_KIB must be at least 8 x KILNBASE_AUTH_ARGON2_PARALLELISM "
+                f"({8 * self.argon2_parallelism})"
+            )
+        return self
 
     access_token_seconds: int = Field(default=15 * 60, ge=30)
     refresh_token_seconds: int = Field(default=7 * 24 * 3600, ge=60)
@@ -345,3 +356,18 @@ class Settings(BaseSettings):
     @property
     def keys_path(self) -> Path:
         return self.data_dir / "keys.json"
+
+
+def settings_problems(error: ValidationError) -> list[str]:
+    """What is wrong with the settings, a line each, named by environment variable (as a person sets them)
+    and without the values given, which may be secrets."""
+    model = globals().get(error.title)
+    prefix = ""
+    if isinstance(model, type) and issubclass(model, BaseSettings):
+        prefix = str(model.model_config.get("env_prefix", ""))
+    lines = []
+    for problem in error.errors(include_url=False, include_input=False):
+        field = "_".join(str(part) for part in problem["loc"]).upper()
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        lines.append(f"{prefix}{field}: {message}" if field else message)
+    return lines

@@ -125,3 +125,31 @@ def test_keys_for_a_data_dir_without_keys_fails_and_creates_nothing(scratch: Pat
     empty.mkdir()
     assert kilnbase("keys", "--data-dir", str(empty)).returncode != 0
     assert list(empty.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("environment", "named"),
+    [
+        ({"KILNBASE_PORT": "seventy"}, "KILNBASE_PORT: Input should be a valid integer"),
+        (
+            {"KILNBASE_AUTH_ARGON2_PARALLELISM": "8", "KILNBASE_AUTH_ARGON2_MEMORY_COST_KIB": "16"},
+            "KILNBASE_AUTH_ARGON2_MEMORY_COST_KIB must be at least 8 x KILNBASE_AUTH_ARGON2_PARALLELISM (64)",
+        ),
+    ],
+)
+def test_a_bad_setting_is_named_plainly_not_a_traceback(
+    scratch: Path, environment: dict[str, str], named: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KILNBASE_")} | environment
+    result = subprocess.run(
+        [sys.executable, "-m", "kilnbase", "serve", "--data-dir", str(scratch / "never-made")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert named in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (scratch / "never-made").exists()  # refused before anything was started or created
