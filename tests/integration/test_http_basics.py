@@ -68,7 +68,7 @@ def test_cors_exposes_what_postgrest_and_tus_clients_read(client: TestClient) ->
     # What tus-js-client's docs ask a server to expose to a browser.
     tus = {"location", "upload-offset", "upload-length", "upload-metadata", "tus-resumable", "tus-version"}
     assert tus | {"tus-extension", "tus-max-size"} <= exposed
-    assert {"etag", "retry-after", "idempotent-replayed"} <= exposed
+    assert {"etag", "retry-after", "idempotent-replayed", "x-should-retry"} <= exposed
 
 
 def test_jwks_serves_the_signing_key_at_both_paths(client: TestClient) -> None:

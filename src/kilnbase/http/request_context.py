@@ -46,7 +46,8 @@ _TRUSTED_PROXIES = "kilnbase.trusted_proxies"
 _HANDLERS = "starlette.exception_handlers"
 #: Response headers a browser's script may read (beyond the safelisted ones): PostgREST's own list, with
 #: Preference-Applied (the records API); what tus-js-client reads (resumable uploads); and Kilnbase's
-#: (validators and downloads, limits, idempotent replays, the model gateway's cache and cost).
+#: (validators and downloads, limits, idempotent replays, a function's log id, the model gateway's cache
+#: and cost, and `X-Should-Retry`, which the OpenAI SDK reads before it retries).
 _POSTGREST_EXPOSED = ("Content-Range", "Content-Location", "Location", "Range-Unit", "Preference-Applied")
 _TUS_EXPOSED = (
     "Upload-Offset",
@@ -63,8 +64,10 @@ _KILNBASE_EXPOSED = (
     "Content-Disposition",
     "Retry-After",
     "Idempotent-Replayed",
+    "X-Kilnbase-Request-Id",
     "X-Kilnbase-Cache",
     "X-Kilnbase-Cost-Usd",
+    "X-Should-Retry",
 )
 #: Any origin, with credentials (the origin is reflected, never `*`), as InsForge allows.
 CORS_POLICY: dict[str, Any] = {

@@ -207,10 +207,11 @@ class TusUploads:
         but which never became its object (the request that brought the last byte failed at the commit, or
         the server died) becomes it now: a client resuming sees a complete offset and sends nothing more,
         so its HEAD is the last chance (a failure to commit is then its answer). An upload that was made
-        into its object already (the server died before removing it) is complete, and is removed now."""
+        into its object already (the server died before removing it) is complete: its file goes, and its row
+        stays until it expires, so that a HEAD whose answer is lost too still finds it complete."""
         row = await self._row(actor, bucket, upload_id)
         if row["finished_at"] is not None:
-            await self.terminate(actor, bucket, upload_id)
+            await anyio.to_thread.run_sync(self._remove_file, upload_id)
             return self._headers(row, int(row["length"]))
         offset = await anyio.to_thread.run_sync(self.offset, upload_id)
         if finish and offset == int(row["length"]):
@@ -269,7 +270,10 @@ class TusUploads:
                     f"Wait for that request to end. {_RESUME}",
                 )
             stat = os.fstat(fd)
-            if stat.st_nlink == 0:  # finished (or abandoned) while this request waited to open it
+            # Abandoned while this request waited for the lock, or finished on S3. (Finished on the local
+            # disk, the file lives on as the object's blob: the offset is then the length, and a finish again
+            # fails on the upload's mark.)
+            if stat.st_nlink == 0:
                 raise upload_not_found()
             offset = stat.st_size
             if int(offset_header) != offset:
@@ -313,10 +317,13 @@ class TusUploads:
         await self.terminate(actor, row["bucket"], upload_id)
         return self.storage.object_json(stored)
 
+    def _remove_file(self, upload_id: uuid.UUID) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(upload_id))
+
     async def terminate(self, actor: Actor, bucket: str, upload_id: uuid.UUID) -> None:
         async with self.database.as_owner() as cur:
             await cur.execute(
                 "delete from storage.tus_uploads where id = %s and bucket = %s", (upload_id, bucket)
             )
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path(upload_id))
+        self._remove_file(upload_id)
