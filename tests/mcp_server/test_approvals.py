@@ -74,6 +74,28 @@ async def test_an_agents_drop_waits_for_approval_then_runs_once(
     assert again.json()["error"] == "ALREADY_DECIDED"
 
 
+async def test_an_approved_call_that_fails_keeps_the_apis_whole_error(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    name = await make_table(live_server, live_keys)
+    agent = agent_key(live_server, live_keys["apiKey"], ["database:write"])
+    async with http_client(live_server, agent) as client:
+        held = await call(client, "delete-table", {"tableName": name})
+    assert held["status"] == "pending_approval"
+    # A person drops the table first; the agent's stored call then fails when it is approved.
+    dropped = admin_api(live_server, live_keys, "DELETE", f"/api/database/tables/{name}")
+    assert dropped.status_code == 200, dropped.text
+    approved = admin_api(
+        live_server, live_keys, "POST", f"/api/approvals/{held['changeRequestId']}/approve", json={}
+    )
+    assert approved.status_code == 200, approved.text
+    decided = approved.json()
+    assert decided["status"] == "failed"
+    error = decided["result"]
+    assert error["statusCode"] == 404 and error["error"] and error["message"]
+    assert error["nextActions"]  # what the agent can do next, as the API would have said it
+
+
 async def test_a_rejected_delete_without_where_changes_nothing(
     live_server: ServerProcess, live_keys: dict[str, str]
 ) -> None:

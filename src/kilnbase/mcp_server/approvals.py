@@ -18,7 +18,7 @@ import orjson
 
 from kilnbase import audit
 from kilnbase.db.session import Database
-from kilnbase.http.errors import ApiError, require_admin_actor
+from kilnbase.http.errors import ApiError, error_body, require_admin_actor
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.principal import agent_principal
@@ -180,7 +180,7 @@ class Approvals:
                 text = await self._execute(row["tool"], requester, dict(row["arguments"]), session)
                 status, result = "done", orjson.loads(text)
         except ApiError as exc:
-            result = {"error": exc.code, "message": exc.message, "statusCode": exc.status}
+            result = error_body(exc.status, exc.code, exc.message, exc.next_actions)
         finally:
             async with self.database.as_owner() as cur:
                 await cur.execute(
