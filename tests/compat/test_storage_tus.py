@@ -84,4 +84,5 @@ def test_tuspy_resumes_after_the_link_drops_mid_patch(live_keys: dict[str, str])
     resumed.upload()
     got = httpx.get(f"{base}/api/storage/buckets/{bucket}/objects/flaky/link.bin", headers=admin)
     assert got.status_code == 200 and got.content == data
-    assert httpx.head(first.url, headers={**admin, **TUS}).status_code == 404
+    done = httpx.head(first.url, headers={**admin, **TUS})  # finished: complete, nothing more to send
+    assert done.status_code == 200 and done.headers["upload-offset"] == str(len(data))

@@ -4,9 +4,7 @@ test uses (each test makes the buckets and objects it reads, so the tests hold i
 from __future__ import annotations
 
 import base64
-import contextlib
 import secrets
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -110,26 +108,3 @@ def owner_sql(client: TestClient, query: str, params: tuple[Any, ...] = ()) -> l
 
     assert client.portal is not None
     return client.portal.call(run)
-
-
-@contextlib.contextmanager
-def upload_row_kept(client: TestClient, upload_id: str, *, failing: bool = False) -> Iterator[None]:
-    """While inside, deleting this TUS upload's row deletes nothing (a trigger skips it): what the database
-    holds when the server dies just before it removes the row of an upload it has finished. With `failing`,
-    the delete fails instead (the database went away)."""
-    trigger = f"keep_{uuid.UUID(upload_id).hex}"
-    action = "raise exception 'the database went away'" if failing else "return null"
-    owner_sql(
-        client,
-        f"create or replace function public.{trigger}() returns trigger language plpgsql "
-        f"as $$ begin {action}; end $$",
-    )
-    owner_sql(
-        client,
-        f"create trigger {trigger} before delete on storage.tus_uploads for each row "
-        f"when (old.id = '{uuid.UUID(upload_id)}') execute function public.{trigger}()",
-    )
-    try:
-        yield
-    finally:
-        owner_sql(client, f"drop function public.{trigger}() cascade")

@@ -8,18 +8,17 @@ abandons it. The bytes so far are a file under the storage directory (its length
 written before a crash counts); when the last byte arrives the file becomes the object, through the same
 path as any upload: sniffed, made durable, and committed atomically with its row as the caller (on the
 local disk the file is linked as the object's blob, not copied). Uploads expire after `TUS_EXPIRY_SECONDS`
-and are then removed, at the next start or the next touch.
+and are then removed: at the next start, the next touch, or when an upload is created.
 
 An upload becomes its object at most once, whenever the server dies: the transaction that writes the object's
 row (as the caller) also marks the upload's row finished (`storage.finish_tus_upload`, migration 0103), and a
 second finish (a HEAD after a crash, another process) finds the mark and fails, undoing its own write; the
-row and the file are removed only after that commit. The choices, and why:
+file is removed only after that commit. The choices, and why:
 
-- Marked, not deleted, in that transaction: a client whose last PATCH went unanswered because the server died
-  resumes with a HEAD, and a finished row still there tells it the upload is complete (offset at its length)
-  instead of gone (on a 404, tus-js-client uploads it all again). So a restart removes a finished upload's
-  file but keeps its row until a request meets it or it expires; a PATCH finds it gone, as after a normal
-  finish.
+- Marked, not deleted, and the row kept until it expires: a client whose last PATCH went unanswered (the
+  link dropped, or the server died) resumes with a HEAD, and the finished row tells it the upload is
+  complete (offset at its length) instead of gone (on a 404, tus-js-client uploads it all again), as tusd
+  answers for a finished upload. A PATCH to it finds nothing more to take (404).
 - A narrow SECURITY DEFINER function, not rights on `storage.tus_uploads`: the request roles keep none; the
   function only marks an unfinished upload of the caller's own, in the caller's own transaction.
 - Not a mark set on the owner pool before or after the object's commit: that is a second transaction, the
@@ -96,16 +95,12 @@ class TusUploads:
 
     async def start(self) -> None:
         """Remove expired uploads, and files no unfinished upload names (a finished upload's row stays, to
-        tell its client it is complete, until a request meets it or it expires)."""
+        tell its client it is complete, until it expires)."""
         await anyio.to_thread.run_sync(lambda: self.root.mkdir(parents=True, exist_ok=True))
+        await self._remove_expired()
         async with self.database.as_owner() as cur:
-            await cur.execute("delete from storage.tus_uploads where expires_at < now() returning id")
-            expired = [row["id"] for row in await cur.fetchall()]
             await cur.execute("select id from storage.tus_uploads where finished_at is null")
             live = {str(row["id"]) for row in await cur.fetchall()}
-        for upload_id in expired:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._path(upload_id))
         for entry in os.scandir(self.root):
             if entry.name not in live:
                 with contextlib.suppress(FileNotFoundError):
@@ -139,6 +134,7 @@ class TusUploads:
         if await self.storage.bucket_is_public(bucket) is None:
             raise bucket_missing(bucket)
         await self.storage.check_write(actor, bucket, key)
+        await self._remove_expired()  # (so that a server up for weeks keeps a day of uploads, not all)
         expires = datetime.now(UTC) + timedelta(seconds=TUS_EXPIRY_SECONDS)
         upload_id = uuid.uuid4()
         sub = actor.principal.claims.get("sub")
@@ -207,8 +203,8 @@ class TusUploads:
         but which never became its object (the request that brought the last byte failed at the commit, or
         the server died) becomes it now: a client resuming sees a complete offset and sends nothing more,
         so its HEAD is the last chance (a failure to commit is then its answer). An upload that was made
-        into its object already (the server died before removing it) is complete: its file goes, and its row
-        stays until it expires, so that a HEAD whose answer is lost too still finds it complete."""
+        into its object already is complete (its file is gone, or goes now: the server died before removing
+        it)."""
         row = await self._row(actor, bucket, upload_id)
         if row["finished_at"] is not None:
             await anyio.to_thread.run_sync(self._remove_file, upload_id)
@@ -254,7 +250,6 @@ class TusUploads:
         if offset_header is None or not offset_header.isdigit():
             raise _tus_error(400, "Upload-Offset is required.", _RESUME)
         if row["finished_at"] is not None:
-            await self.terminate(actor, bucket, upload_id)
             raise upload_not_found()
         path = self._path(upload_id)
         try:
@@ -302,8 +297,9 @@ class TusUploads:
     async def _finish(self, actor: Actor, row: dict[str, Any], locked_fd: int) -> dict[str, Any]:
         """The complete upload as its object, while the caller holds the upload's file open (`locked_fd`)
         under its lock, so that no other request writes or finishes it meanwhile (on this machine; the mark
-        that commits with the object's row makes it once across processes and crashes). Its row and file
-        are removed after that commit: the object is made by then, whatever happens to them."""
+        that commits with the object's row makes it once across processes and crashes). Its file is removed
+        after that commit (the object is made by then, whatever happens to it); its row, marked finished,
+        stays until it expires, for a client that did not hear the answer to ask again."""
         upload_id = row["id"]
 
         async def commit(blob_id: uuid.UUID, meter: Meter, mime: str) -> StoredObject:
@@ -314,8 +310,15 @@ class TusUploads:
 
         path = self._path(upload_id)
         stored = await self.storage.store_file(row["bucket"], path, locked_fd, row["content_type"], commit)
-        await self.terminate(actor, row["bucket"], upload_id)
+        await anyio.to_thread.run_sync(self._remove_file, upload_id)
         return self.storage.object_json(stored)
+
+    async def _remove_expired(self) -> None:
+        async with self.database.as_owner() as cur:
+            await cur.execute("delete from storage.tus_uploads where expires_at < now() returning id")
+            expired = [row["id"] for row in await cur.fetchall()]
+        for upload_id in expired:
+            await anyio.to_thread.run_sync(self._remove_file, upload_id)
 
     def _remove_file(self, upload_id: uuid.UUID) -> None:
         with contextlib.suppress(FileNotFoundError):
