@@ -1,5 +1,6 @@
-"""Startup benchmark: cold first start and warm restart of `kilnbase serve` to the first healthy response,
-and resident memory and CPU at idle, beside an anchor measured in the same run: the embedded Postgres alone.
+"""Startup benchmark: cold first start and warm restart of `kilnbase serve` to the first healthy response
+(and, after a warm restart, to the first answer of `/mcp`, whose server is built once the app is up), and
+resident memory and CPU at idle, beside an anchor measured in the same run: the embedded Postgres alone.
 
     .venv/bin/python -m bench.startup [--runs 3] [--idle-seconds 5]
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import secrets
 import shutil
 import statistics
@@ -20,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 from tests.support.servers import ServerProcess
 
@@ -78,6 +81,21 @@ def idle_cpu(server_pid: int, data_dir: Path, seconds: float) -> tuple[float, fl
     return (after[0] - before[0]) * 1000 / seconds, (after[1] - before[1]) * 1000 / seconds
 
 
+def mcp_answers_after(server: ServerProcess, data_dir: Path, timeout: float = 30) -> float:
+    """Seconds from now until `/mcp` lists its tools for the project's API key."""
+    api_key = json.loads((data_dir / "keys.json").read_text())["api_key"]
+    headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json, text/event-stream"}
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        answer = httpx.post(
+            f"{server.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=headers
+        )
+        if answer.status_code == 200:
+            return time.perf_counter() - started
+        time.sleep(0.02)
+    raise TimeoutError(f"/mcp did not answer within {timeout} s")
+
+
 def anchor_postgres_alone(runs: int) -> tuple[list[float], list[float]]:
     cold, warm = [], []
     for _ in range(runs):
@@ -97,21 +115,22 @@ def anchor_postgres_alone(runs: int) -> tuple[list[float], list[float]]:
 
 def kilnbase_serve(
     runs: int, idle_seconds: float
-) -> tuple[list[float], list[float], list[tuple[int, int]], list[tuple[float, float]]]:
-    cold, warm, memory, cpu = [], [], [], []
+) -> tuple[list[float], list[float], list[float], list[tuple[int, int]], list[tuple[float, float]]]:
+    cold, warm, warm_mcp, memory, cpu = [], [], [], [], []
     for _ in range(runs):
         data_dir = _fresh_dir()
         server = ServerProcess(data_dir)
         cold.append(server.start())
         server.stop()
         warm.append(server.start())
+        warm_mcp.append(warm[-1] + mcp_answers_after(server, data_dir))
         time.sleep(1.0)  # idle
         assert server.process is not None
         memory.append((psutil.Process(server.process.pid).memory_full_info().pss, _postgres_pss(data_dir)))
         cpu.append(idle_cpu(server.process.pid, data_dir, idle_seconds))
         server.stop()
         shutil.rmtree(data_dir.parent, ignore_errors=True)
-    return cold, warm, memory, cpu
+    return cold, warm, warm_mcp, memory, cpu
 
 
 def main() -> None:
@@ -120,7 +139,7 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="how long idle CPU is measured")
     args = parser.parse_args()
     pg_cold, pg_warm = anchor_postgres_alone(args.runs)
-    kb_cold, kb_warm, memory, cpu = kilnbase_serve(args.runs, args.idle_seconds)
+    kb_cold, kb_warm, kb_warm_mcp, memory, cpu = kilnbase_serve(args.runs, args.idle_seconds)
     med = statistics.median
     mib = 1024 * 1024
     server_pss = med([m[0] for m in memory]) / mib
@@ -135,6 +154,7 @@ def main() -> None:
         f"{'warm restart -> healthy (s)':34}{med(kb_warm):16.2f}{med(pg_warm):16.2f}"
         f"{med(kb_warm) / med(pg_warm):8.1f}"
     )
+    print(f"{'warm restart -> /mcp answers (s)':34}{med(kb_warm_mcp):16.2f}")
     print(
         f"idle memory (PSS): server {server_pss:.0f} MiB + Postgres {pg_pss:.0f} MiB"
         f" = {server_pss + pg_pss:.0f} MiB"
