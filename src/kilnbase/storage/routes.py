@@ -31,13 +31,13 @@ from kilnbase.storage.downloads import object_response
 from kilnbase.storage.s3_gateway import PREFIX as S3_PREFIX
 from kilnbase.storage.s3_gateway import S3Gateway
 from kilnbase.storage.s3_objects import S3Objects
-from kilnbase.storage.service import LIST_OBJECTS, StorageService, StoredObject
+from kilnbase.storage.service import LIST_OBJECTS, StorageService, StoredObject, upload_not_found
 from kilnbase.storage.signed_urls import MAX_SECONDS
 from kilnbase.storage.tools import storage_tools
 from kilnbase.storage.transforms import Transform
 from kilnbase.storage.tus import EXTENSIONS as TUS_EXTENSIONS
 from kilnbase.storage.tus import VERSION as TUS_VERSION
-from kilnbase.storage.tus import TusUploads, upload_not_found
+from kilnbase.storage.tus import TusUploads
 
 BUCKETS = "/api/storage/buckets"
 

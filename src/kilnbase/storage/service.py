@@ -90,6 +90,14 @@ def not_found(what: str, next_actions: str) -> ApiError:
 
 
 LIST_OBJECTS = "Check the key; GET /api/storage/buckets/<bucket>/objects lists the objects you can read."
+#: For a resumable upload that is not there to continue.
+START_UPLOAD = "Start a new upload with POST /api/storage/buckets/<bucket>/tus."
+
+
+def upload_not_found() -> ApiError:
+    """A TUS upload that does not exist, is finished, or is not the caller's (one answer for all, so as not
+    to tell them apart)."""
+    return not_found("Upload not found", START_UPLOAD)
 
 
 def bucket_missing(bucket: str) -> ApiError:
@@ -522,9 +530,7 @@ class StorageService:
         except pg_errors.ForeignKeyViolation:
             raise bucket_missing(bucket) from None
         except pg_errors.NoDataFound:
-            raise not_found(
-                "Upload not found", f"Start a new upload with POST /api/storage/buckets/{bucket}/tus."
-            ) from None
+            raise upload_not_found() from None
         if principal.is_admin:
             details = {"bucket": bucket, "key": key, "size": size, "via": via}
             await audit.record(self.database, actor, "UPLOAD_OBJECT", MODULE, details)

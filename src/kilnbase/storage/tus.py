@@ -45,23 +45,24 @@ from kilnbase.identity.actor import Actor
 from kilnbase.storage import names
 from kilnbase.storage.blob_store import Meter, version_etag
 from kilnbase.storage.local_blobs import try_lock
-from kilnbase.storage.service import TOO_LARGE, StorageService, StoredObject, bucket_missing
+from kilnbase.storage.service import (
+    START_UPLOAD,
+    TOO_LARGE,
+    StorageService,
+    StoredObject,
+    bucket_missing,
+    upload_not_found,
+)
 
 VERSION = "1.0.0"
 EXTENSIONS = "creation,termination,expiration"
 TUS_EXPIRY_SECONDS = 24 * 3600
-_CREATE = "Start a new upload with POST /api/storage/buckets/<bucket>/tus."
 _RESUME = "Send HEAD on the upload's URL for its Upload-Offset, then PATCH from there."
 
 
 def _tus_error(status: int, message: str, next_actions: str) -> ApiError:
     code = "STORAGE_INVALID_PARAMETER" if status < 404 else "STORAGE_NOT_FOUND"
     return ApiError(status, code, message, next_actions)
-
-
-def upload_not_found() -> ApiError:
-    """An upload that does not exist, or is not the caller's (one answer, so as not to tell them apart)."""
-    return _tus_error(404, "Upload not found", _CREATE)
 
 
 def parse_metadata(header: str | None) -> dict[str, str]:
@@ -186,7 +187,7 @@ class TusUploads:
                 410,
                 "STORAGE_NOT_FOUND",
                 "The upload has expired.",
-                f"{_CREATE} An upload lasts {TUS_EXPIRY_SECONDS // 3600} hours.",
+                f"{START_UPLOAD} An upload lasts {TUS_EXPIRY_SECONDS // 3600} hours.",
             )
         return row
 
