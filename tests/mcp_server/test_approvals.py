@@ -40,32 +40,35 @@ def tables(server: ServerProcess, keys: dict[str, str]) -> list[str]:
     return found
 
 
+async def held_drop(server: ServerProcess, keys: dict[str, str]) -> tuple[str, str, dict[str, Any]]:
+    """A new table, and an agent key whose call to drop it is held: (the table, the key, the held answer)."""
+    name = await make_table(server, keys)
+    agent = agent_key(server, keys["apiKey"], ["database:write"])
+    async with http_client(server, agent) as client:
+        held = await call(client, "delete-table", {"tableName": name})
+    assert held["status"] == "pending_approval"
+    return name, agent, held
+
+
 async def test_an_agents_drop_waits_for_approval_then_runs_once(
     live_server: ServerProcess, live_keys: dict[str, str]
 ) -> None:
-    name = await make_table(live_server, live_keys)
-    agent = agent_key(live_server, live_keys["apiKey"], ["database:write"])
+    name, agent, held = await held_drop(live_server, live_keys)
+    assert name in held["reason"]
+    assert name in tables(live_server, live_keys)  # nothing ran
+
+    pending = admin_api(live_server, live_keys, "GET", "/api/approvals", params={"status": "pending"}).json()
+    [request] = [r for r in pending if r["id"] == held["changeRequestId"]]
+    assert request["tool"] == "delete-table"
+    assert request["arguments"] == {"tableName": name}
+    assert request["requestedBy"].startswith("agent:")
+
+    approved = admin_api(live_server, live_keys, "POST", f"/api/approvals/{request['id']}/approve", json={})
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "done"
+    assert name not in tables(live_server, live_keys)
+
     async with http_client(live_server, agent) as client:
-        held = await call(client, "delete-table", {"tableName": name})
-        assert held["status"] == "pending_approval"
-        assert name in held["reason"]
-        assert name in tables(live_server, live_keys)  # nothing ran
-
-        pending = admin_api(
-            live_server, live_keys, "GET", "/api/approvals", params={"status": "pending"}
-        ).json()
-        [request] = [r for r in pending if r["id"] == held["changeRequestId"]]
-        assert request["tool"] == "delete-table"
-        assert request["arguments"] == {"tableName": name}
-        assert request["requestedBy"].startswith("agent:")
-
-        approved = admin_api(
-            live_server, live_keys, "POST", f"/api/approvals/{request['id']}/approve", json={}
-        )
-        assert approved.status_code == 200, approved.text
-        assert approved.json()["status"] == "done"
-        assert name not in tables(live_server, live_keys)
-
         polled = await call(client, "get-change-request", {"changeRequestId": request["id"]})
     assert polled["status"] == "done"
     assert polled["decidedBy"] == "api-key"
@@ -77,11 +80,7 @@ async def test_an_agents_drop_waits_for_approval_then_runs_once(
 async def test_an_approved_call_that_fails_keeps_the_apis_whole_error(
     live_server: ServerProcess, live_keys: dict[str, str]
 ) -> None:
-    name = await make_table(live_server, live_keys)
-    agent = agent_key(live_server, live_keys["apiKey"], ["database:write"])
-    async with http_client(live_server, agent) as client:
-        held = await call(client, "delete-table", {"tableName": name})
-    assert held["status"] == "pending_approval"
+    name, _agent, held = await held_drop(live_server, live_keys)
     # A person drops the table first; the agent's stored call then fails when it is approved.
     dropped = admin_api(live_server, live_keys, "DELETE", f"/api/database/tables/{name}")
     assert dropped.status_code == 200, dropped.text
