@@ -11,9 +11,11 @@ and prints c/b (target: 0.95 or more in every case) and c/a (target for single-r
 statement for (a) and (b) is the one the records engine renders for the request, so all three do the same
 database work.
 
-Load comes from wrk (one thread) when it is installed, else from an asyncio client. b and c are measured
-alternately over several rounds and the medians printed, with each server's CPU time per request (user +
-system over all its processes): on a shared 2-core machine that is far steadier than requests/s.
+Load comes from wrk (one thread) when it is installed, else from an asyncio client. a, b and c are each
+measured once a round, in an order that turns, over several rounds; each ratio is taken within a round
+(the machine's speed drifts between rounds) and the medians are printed, with each server's CPU time per
+request (user + system over all its processes): on a shared 2-core machine that is far steadier than
+requests/s.
 The Kilnbase server logs as `kilnbase serve` does (one JSON line per request, written to /dev/null).
 
     python -m bench.records [--seconds 3] [--concurrency 16] [--server granian|uvicorn] [--workers 2]
@@ -360,6 +362,20 @@ def wait_ready(url: str, timeout: float = 60) -> None:
 # measurement: wrk (or the asyncio client) against a server, with the server's CPU time per request
 
 
+def wait_idle(process: psutil.Process, timeout: float = 60) -> None:
+    """Until a server has finished the work it starts once it answers (Kilnbase builds its MCP server then,
+    in each worker), so that none of it is counted against the requests measured."""
+    deadline = time.monotonic() + timeout
+    before = server_cpu_seconds(process)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = server_cpu_seconds(process)
+        if now - before < 0.02:  # under 4% of one core: idle but for its timers
+            return
+        before = now
+    raise RuntimeError(f"server {process.pid} still busy after {timeout:.0f} s")
+
+
 def server_cpu_seconds(process: psutil.Process) -> float:
     """User+system CPU of a server process and its workers (granian forks them; uvicorn x1 has none)."""
     total = 0.0
@@ -456,7 +472,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--server", choices=["uvicorn", "granian"], default="granian")
     parser.add_argument("--workers", type=int, default=2, help="granian x2 is the faster setup on 2 cores")
-    parser.add_argument("--rounds", type=int, default=3, help="b and c measured alternately, medians kept")
+    parser.add_argument("--rounds", type=int, default=3, help="a, b and c once each a round; medians kept")
     parser.add_argument(
         "--client", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python"
     )
@@ -492,10 +508,12 @@ def main() -> None:
         wait_ready(f"http://127.0.0.1:{bare_port}/case/get_one")
         api_key = json.loads((workdir / "data" / "keys.json").read_text())["api_key"]
         kb_process, bare_process = psutil.Process(processes[0].pid), psutil.Process(processes[1].pid)
+        wait_idle(kb_process)
+        wait_idle(bare_process)
 
         print(
             f"server: {args.server} x{args.workers} worker(s); client: {args.client}; concurrency "
-            f"{args.concurrency}; {args.seconds:.0f}s per run; b and c alternated over {args.rounds} rounds "
+            f"{args.concurrency}; {args.seconds:.0f}s per run; a, b and c in turn over {args.rounds} rounds "
             f"(medians); {os.cpu_count()} cores; embedded Postgres; request log lines on (to /dev/null)"
         )
         header = (
@@ -514,60 +532,60 @@ def main() -> None:
         for case in CASES:
             if case.name not in wanted:
                 continue
-            direct_rps = float("nan")
-            if not args.skip_direct:
-                direct = asyncio.run(
-                    direct_load(
-                        conninfo, statements[case.name], case.body_bytes, args.concurrency, args.seconds
-                    )
-                )
-                direct_rps = direct.rps
+            direct_runs: list[float] = []
             bare_runs: list[Measured] = []
             kb_runs: list[Measured] = []
+            # Each round runs a, b and c, in an order that turns, so that a drift in the machine's speed
+            # over a case's rounds falls on all three alike; ratios are taken within a round.
+            order = "bc" if args.skip_direct else "abc"
             for index in range(args.rounds):
-                order = ["b", "c"] if index % 2 == 0 else ["c", "b"]
-                for which in order:
-                    if which == "b":
-                        bare_runs.append(
-                            measure(
-                                args.client,
-                                bare_process,
-                                bare_port,
-                                case,
-                                f"/case/{case.name}",
-                                None,
-                                args.concurrency,
-                                args.seconds,
-                                workdir,
-                            )
+                for which in order[index % len(order) :] + order[: index % len(order)]:
+                    if which == "a":
+                        direct = direct_load(
+                            conninfo, statements[case.name], case.body_bytes, args.concurrency, args.seconds
                         )
-                    else:
-                        kb_runs.append(
-                            measure(
-                                args.client,
-                                kb_process,
-                                kb_port,
-                                case,
-                                f"/api/database{case.path}",
-                                api_key,
-                                args.concurrency,
-                                args.seconds,
-                                workdir,
-                            )
+                        direct_runs.append(asyncio.run(direct).rps)
+                        continue
+                    process, port, path, token, runs = (
+                        (bare_process, bare_port, f"/case/{case.name}", None, bare_runs)
+                        if which == "b"
+                        else (kb_process, kb_port, f"/api/database{case.path}", api_key, kb_runs)
+                    )
+                    runs.append(
+                        measure(
+                            args.client,
+                            process,
+                            port,
+                            case,
+                            path,
+                            token,
+                            args.concurrency,
+                            args.seconds,
+                            workdir,
                         )
+                    )
             bare, kilnbase = summarize(bare_runs), summarize(kb_runs)
+            pairs = list(zip(bare_runs, kb_runs, strict=True))
+            c_over_b = statistics.median(c.result.rps / b.result.rps for b, c in pairs)
+            cpu_ratio = statistics.median(b.cpu_us / c.cpu_us for b, c in pairs)
+            c_over_a = (
+                statistics.median(c.result.rps / a for a, c in zip(direct_runs, kb_runs, strict=True))
+                if direct_runs
+                else float("nan")
+            )
+            direct_rps = statistics.median(direct_runs) if direct_runs else float("nan")
             print(
                 f"{case.name:<10} {direct_rps:9.0f}/s {bare.cell():>22} {kilnbase.cell():>22} "
-                f"{kilnbase.rps / bare.rps:5.2f} {kilnbase.rps / direct_rps:5.2f} "
-                f"{bare.cpu_us:7.0f} {kilnbase.cpu_us:7.0f} "
-                f"{bare.cpu_us / kilnbase.cpu_us:7.2f}",
+                f"{c_over_b:5.2f} {c_over_a:5.2f} "
+                f"{bare.cpu_us:7.0f} {kilnbase.cpu_us:7.0f} {cpu_ratio:7.2f}",
                 flush=True,
             )
         print(
             "cells: requests/s p50/p99 ms (medians over rounds); c/b: throughput share of the Python floor "
             "(target 0.95, every case);\nc/a: share of the psycopg-only run (target 0.8, get_one); cpu b/c: "
             "server CPU microseconds per request (user+system, all its processes);\n"
-            "b/c cpu: the share of the floor's CPU cost, the less noisy form of c/b"
+            "b/c cpu: the share of the floor's CPU cost, the less noisy form of c/b; the three ratios are "
+            "medians of each round's own ratio"
         )
     finally:
         for process in processes:
