@@ -376,6 +376,22 @@ def wait_idle(process: psutil.Process, timeout: float = 60) -> None:
     raise RuntimeError(f"server {process.pid} still busy after {timeout:.0f} s")
 
 
+def postgres_process(data_dir: Path) -> psutil.Process:
+    """The postmaster of the cluster whose data directory is under `data_dir`."""
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(str(data_dir) in part for part in proc.info["cmdline"] or ()):
+            return proc
+    raise RuntimeError(f"no Postgres running under {data_dir}")
+
+
+def postgres_cpu_seconds(postmaster: psutil.Process) -> float:
+    """`server_cpu_seconds` for Postgres, with the processes that ended since it started (autovacuum's
+    workers), which the postmaster has reaped."""
+    times = postmaster.cpu_times()
+    reaped: float = times.children_user + times.children_system
+    return server_cpu_seconds(postmaster) + reaped
+
+
 def server_cpu_seconds(process: psutil.Process) -> float:
     """User+system CPU of a server process and its workers (granian forks them; uvicorn x1 has none)."""
     total = 0.0
@@ -441,10 +457,12 @@ def wrk_load(
 class Measured:
     result: Result
     cpu_us: float  # server CPU per request, microseconds
+    pg_cpu_us: float  # Postgres's CPU per request (all its processes), microseconds
 
 
 def measure(
     client: str,
+    postgres: psutil.Process,
     process: psutil.Process,
     port: int,
     case: Case,
@@ -454,14 +472,16 @@ def measure(
     seconds: float,
     workdir: Path,
 ) -> Measured:
-    before = server_cpu_seconds(process)
+    before, pg_before = server_cpu_seconds(process), postgres_cpu_seconds(postgres)
     if client == "wrk":
         result = wrk_load(port, case, path, token, concurrency, seconds, workdir)
     else:
         request = http_request(case.method, path, case.body_bytes, token)
         result = asyncio.run(http_load(port, request, case.status, concurrency, seconds, warmup=False))
     cpu = server_cpu_seconds(process) - before
-    return Measured(result, cpu / max(result.requests, 1) * 1e6)
+    pg_cpu = postgres_cpu_seconds(postgres) - pg_before
+    requests = max(result.requests, 1)
+    return Measured(result, cpu / requests * 1e6, pg_cpu / requests * 1e6)
 
 
 def main() -> None:
@@ -508,6 +528,7 @@ def main() -> None:
         wait_ready(f"http://127.0.0.1:{bare_port}/case/get_one")
         api_key = json.loads((workdir / "data" / "keys.json").read_text())["api_key"]
         kb_process, bare_process = psutil.Process(processes[0].pid), psutil.Process(processes[1].pid)
+        postgres = postgres_process(cluster.root)
         wait_idle(kb_process)
         wait_idle(bare_process)
 
@@ -518,7 +539,7 @@ def main() -> None:
         )
         header = (
             f"{'case':<10} {'(a) psycopg':>11} {'(b) bare':>22} {'(c) Kilnbase':>22} {'c/b':>5}"
-            f" {'c/a':>5} {'cpu b':>7} {'cpu c':>7} {'b/c cpu':>7}"
+            f" {'c/a':>5} {'cpu b':>7} {'cpu c':>7} {'b/c cpu':>7} {'pg b':>6} {'pg c':>6}"
         )
         print(header)
         print("-" * len(header))
@@ -526,9 +547,31 @@ def main() -> None:
         for case in CASES:
             if case.name in wanted:
                 path = f"/case/{case.name}"
-                measure(args.client, bare_process, bare_port, case, path, None, args.concurrency, 1, workdir)
+                measure(
+                    args.client,
+                    postgres,
+                    bare_process,
+                    bare_port,
+                    case,
+                    path,
+                    None,
+                    args.concurrency,
+                    1,
+                    workdir,
+                )
                 path = f"/api/database{case.path}"
-                measure(args.client, kb_process, kb_port, case, path, api_key, args.concurrency, 1, workdir)
+                measure(
+                    args.client,
+                    postgres,
+                    kb_process,
+                    kb_port,
+                    case,
+                    path,
+                    api_key,
+                    args.concurrency,
+                    1,
+                    workdir,
+                )
         for case in CASES:
             if case.name not in wanted:
                 continue
@@ -554,6 +597,7 @@ def main() -> None:
                     runs.append(
                         measure(
                             args.client,
+                            postgres,
                             process,
                             port,
                             case,
@@ -577,7 +621,8 @@ def main() -> None:
             print(
                 f"{case.name:<10} {direct_rps:9.0f}/s {bare.cell():>22} {kilnbase.cell():>22} "
                 f"{c_over_b:5.2f} {c_over_a:5.2f} "
-                f"{bare.cpu_us:7.0f} {kilnbase.cpu_us:7.0f} {cpu_ratio:7.2f}",
+                f"{bare.cpu_us:7.0f} {kilnbase.cpu_us:7.0f} {cpu_ratio:7.2f} "
+                f"{bare.pg_cpu_us:6.0f} {kilnbase.pg_cpu_us:6.0f}",
                 flush=True,
             )
         print(
@@ -585,7 +630,8 @@ def main() -> None:
             "(target 0.95, every case);\nc/a: share of the psycopg-only run (target 0.8, get_one); cpu b/c: "
             "server CPU microseconds per request (user+system, all its processes);\n"
             "b/c cpu: the share of the floor's CPU cost, the less noisy form of c/b; the three ratios are "
-            "medians of each round's own ratio"
+            "medians of each round's own ratio;\npg b/c: Postgres's CPU microseconds per request (all its "
+            "processes), on the same cores"
         )
     finally:
         for process in processes:
@@ -604,6 +650,7 @@ class Summary:
     p50: float
     p99: float
     cpu_us: float
+    pg_cpu_us: float
 
     def cell(self) -> str:
         return f"{self.rps:7.0f}/s {self.p50:5.1f}/{self.p99:5.1f}ms"
@@ -615,6 +662,7 @@ def summarize(runs: list[Measured]) -> Summary:
         p50=statistics.median(m.result.p50 for m in runs),
         p99=statistics.median(m.result.p99 for m in runs),
         cpu_us=statistics.median(m.cpu_us for m in runs),
+        pg_cpu_us=statistics.median(m.pg_cpu_us for m in runs),
     )
 
 
