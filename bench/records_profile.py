@@ -20,6 +20,7 @@ import io
 import json
 import os
 import pstats
+import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -27,11 +28,19 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 import psycopg
 from tests.support.postgres import TestCluster
 
 from bench.bytecodes import count_bytecodes, report
-from bench.records import CASES, SEED, Case, render_statements
+from bench.records import (
+    CASES,
+    SEED,
+    Case,
+    postgres_cpu_seconds,
+    postgres_process,
+    render_statements,
+)
 
 Asgi = Callable[
     [dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[Any], Awaitable[None]]], Any
@@ -91,6 +100,19 @@ async def drive(
     app: Asgi, scope: dict[str, Any], body: bytes, expected: int, requests: int, concurrency: int
 ) -> float:
     """CPU seconds of this process per request, over `requests` requests from `concurrency` tasks."""
+    return (await drive_both(app, scope, body, expected, requests, concurrency, None))[0]
+
+
+async def drive_both(
+    app: Asgi,
+    scope: dict[str, Any],
+    body: bytes,
+    expected: int,
+    requests: int,
+    concurrency: int,
+    postgres: psutil.Process | None,
+) -> tuple[float, float]:
+    """`drive`, and Postgres's CPU seconds per request (0 without `postgres`)."""
     remaining = requests
 
     async def one() -> None:
@@ -120,12 +142,15 @@ async def drive(
             remaining -= 1
             await one()
 
+    pg_started = postgres_cpu_seconds(postgres) if postgres is not None else 0.0
     started = time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return (time.process_time() - started) / requests
+    cpu = time.process_time() - started
+    pg_cpu = postgres_cpu_seconds(postgres) - pg_started if postgres is not None else 0.0
+    return cpu / requests, pg_cpu / requests
 
 
-async def run(args: argparse.Namespace, conninfo: str, workdir: Path) -> None:
+async def run(args: argparse.Namespace, conninfo: str, workdir: Path, postgres: psutil.Process) -> None:
     from bench.records_servers import bare_app, kilnbase_app
 
     # The request log is written as in production, to /dev/null (the handler keeps the stream it is given).
@@ -143,7 +168,10 @@ async def run(args: argparse.Namespace, conninfo: str, workdir: Path) -> None:
         if args.bytecodes:
             print(f"{'case':<10} {'bare':>8} {'kb':>8} {'b/c':>6}   (bytecodes per request, one client)")
         else:
-            print(f"{'case':<10} {'bare us':>8} {'kb us':>8} {'b/c':>6}   (CPU of this process per request)")
+            print(
+                f"{'case':<10} {'bare us':>8} {'kb us':>8} {'b/c':>6} {'pg b':>6} {'pg c':>6}"
+                "   (CPU per request: this process; Postgres)"
+            )
         for case in CASES:
             if case.name not in args.cases.split(","):
                 continue
@@ -158,18 +186,21 @@ async def run(args: argparse.Namespace, conninfo: str, workdir: Path) -> None:
                 kb_counts = await count_bytecodes(drive(kb, kb_scope, body, case.status, count, 1))
                 print(report(case.name, bare_counts, kb_counts, count, args.top), flush=True)
                 continue
-            bare_us, kb_us = [], []
+            bare_runs, kb_runs = [], []
             for _ in range(args.rounds):
-                bare_us.append(
-                    await drive(bare, bare_scope, body, case.status, count, args.concurrency) * 1e6
+                bare_runs.append(
+                    await drive_both(bare, bare_scope, body, case.status, count, args.concurrency, postgres)
                 )
                 if profiler is not None:
                     profiler.enable()
-                kb_us.append(await drive(kb, kb_scope, body, case.status, count, args.concurrency) * 1e6)
+                kb_runs.append(
+                    await drive_both(kb, kb_scope, body, case.status, count, args.concurrency, postgres)
+                )
                 if profiler is not None:
                     profiler.disable()
-            b, c = sorted(bare_us)[len(bare_us) // 2], sorted(kb_us)[len(kb_us) // 2]
-            print(f"{case.name:<10} {b:8.0f} {c:8.0f} {b / c:6.2f}", flush=True)
+            b, c = (statistics.median(cpu for cpu, _ in runs) * 1e6 for runs in (bare_runs, kb_runs))
+            pg_b, pg_c = (statistics.median(pg for _, pg in runs) * 1e6 for runs in (bare_runs, kb_runs))
+            print(f"{case.name:<10} {b:8.0f} {c:8.0f} {b / c:6.2f} {pg_b:6.0f} {pg_c:6.0f}", flush=True)
     finally:
         await kb_life.stop()
         await bare_life.stop()
@@ -209,7 +240,7 @@ def main() -> None:
                 "KILNBASE_DB_POOL_MIN": "8",
             }
         )
-        asyncio.run(run(args, conninfo, workdir))
+        asyncio.run(run(args, conninfo, workdir, postgres_process(cluster.root)))
     finally:
         cluster.close()
 
