@@ -61,3 +61,30 @@ def test_a_failing_migration_changes_nothing(empty_database: str) -> None:
     with psycopg.connect(empty_database) as conn:
         assert conn.execute("select to_regclass('public.half_done')").fetchone() == (None,)
     assert 9999 not in applied_versions(empty_database)
+
+
+def test_resumable_uploads_from_before_0201_keep_their_creator(empty_database: str) -> None:
+    """Migration 0201 names each upload's creator by role: an admin's, a user's and an anon one made before
+    it stay continuable by whoever could continue them (and anon's, stuck before, by anon now)."""
+    before = [m for m in discover() if m.version < 201]
+    apply_migrations(empty_database, before)
+    with psycopg.connect(empty_database) as conn:
+        conn.execute("insert into storage.buckets (name) values ('old')")
+        for key, uploaded_by, by_admin in (
+            ("admin", None, True),
+            ("user", "u-1", False),
+            ("anon", None, False),
+        ):
+            conn.execute(
+                "insert into storage.tus_uploads (bucket, key, length, uploaded_by, created_by_admin, "
+                "expires_at) values ('old', %s, 1, %s, %s, now() + interval '1 day')",
+                (key, uploaded_by, by_admin),
+            )
+    apply_migrations(empty_database)
+    with psycopg.connect(empty_database) as conn:
+        rows = conn.execute("select key, uploaded_by, created_by_role from storage.tus_uploads order by key")
+        assert rows.fetchall() == [
+            ("admin", None, "project_admin"),
+            ("anon", None, "anon"),
+            ("user", "u-1", "authenticated"),
+        ]

@@ -108,3 +108,18 @@ def owner_sql(client: TestClient, query: str, params: tuple[Any, ...] = ()) -> l
 
     assert client.portal is not None
     return client.portal.call(run)
+
+
+def let_anon_write(client: TestClient, bucket: str) -> None:
+    """Policies that let the anon role write new objects to `bucket` and read them (a write is an upsert,
+    which Postgres lets through only for a row the caller's SELECT policies show too)."""
+    owner_sql(
+        client,
+        f'create policy "anon_write_{bucket}" on storage.objects for insert to anon '
+        f"with check (bucket = '{bucket}')",
+    )
+    owner_sql(
+        client,
+        f'create policy "anon_read_{bucket}" on storage.objects for select to anon '
+        f"using (bucket = '{bucket}')",
+    )

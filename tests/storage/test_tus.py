@@ -24,6 +24,7 @@ from tests.storage.conftest import (
     MAX_FILE_SIZE,
     TUS,
     NewBucket,
+    let_anon_write,
     local_blobs,
     new_tus_upload,
     owner_sql,
@@ -356,32 +357,50 @@ def test_upload_finished_before_a_crash_leaves_later_writes_alone(
 
 
 def test_request_roles_mark_only_their_own_upload_finished(
-    client: TestClient, alice: dict[str, str], new_bucket: NewBucket
+    client: TestClient, alice: dict[str, str], anon: dict[str, str], new_bucket: NewBucket
 ) -> None:
-    """The request roles have no rights on storage.tus_uploads. The function the object's transaction calls
-    marks an unfinished upload of the caller's own, and nothing else: not another user's, not one twice."""
+    """The request roles have no rights on storage.tus_uploads. The functions they may call read and mark an
+    upload of the caller's own, and nothing else: not another user's, not anon's as a user nor a user's as
+    anon, not one twice. The rule itself they cannot call."""
     for role in ("anon", "authenticated", "project_admin"):
         rights = owner_sql(
             client,
             "select has_table_privilege(%s, 'storage.tus_uploads', 'select,insert,update,delete,truncate') "
             "as table_rights, has_function_privilege(%s, 'storage.finish_tus_upload(uuid)', 'execute') "
-            "as function_rights",
-            (role, role),
+            "as finish, has_function_privilege(%s, 'storage.callers_tus_upload(uuid, text)', 'execute') "
+            "as read, has_function_privilege(%s, 'storage.tus_upload_is_callers(text, text)', 'execute') "
+            "as rule",
+            (role, role, role, role),
         )
-        assert rights == [{"table_rights": False, "function_rights": role != "anon"}]
-    url = new_tus_upload(client, alice, new_bucket(public=False), "mine.bin", 3)
-    upload_id = uuid.UUID(url.rsplit("/", 1)[1])
+        assert rights == [{"table_rights": False, "finish": True, "read": True, "rule": False}]
+    bucket = new_bucket(public=False)
+    let_anon_write(client, bucket)
+    alices = uuid.UUID(new_tus_upload(client, alice, bucket, "mine.bin", 3).rsplit("/", 1)[1])
+    anons = uuid.UUID(new_tus_upload(client, anon, bucket, "anon.bin", 3).rsplit("/", 1)[1])
+    callers = {
+        "alice": Principal("authenticated", CredentialKind.JWT, ALICE_ID, claims={"sub": ALICE_ID}),
+        "bob": Principal("authenticated", CredentialKind.JWT, BOB_ID, claims={"sub": BOB_ID}),
+        "anon": Principal("anon", CredentialKind.ANON_KEY, claims={"role": "anon"}),
+    }
 
-    async def mark_finished(user_id: str) -> None:
-        caller = Principal("authenticated", CredentialKind.JWT, user_id, claims={"sub": user_id})
-        async with services_of(client).core.database.as_caller(caller) as cur:
+    async def mark_finished(who: str, upload_id: uuid.UUID) -> None:
+        async with services_of(client).core.database.as_caller(callers[who]) as cur:
             await cur.execute("select storage.finish_tus_upload(%s)", (upload_id,))
 
+    async def sees(who: str, upload_id: uuid.UUID) -> bool:
+        async with services_of(client).core.database.as_caller(callers[who]) as cur:
+            await cur.execute("select id from storage.callers_tus_upload(%s, %s)", (upload_id, bucket))
+            return await cur.fetchone() is not None
+
     assert client.portal is not None
-    with pytest.raises(psycopg.errors.NoDataFound):
-        client.portal.call(mark_finished, BOB_ID)
-    client.portal.call(mark_finished, ALICE_ID)
-    with pytest.raises(psycopg.errors.NoDataFound):
-        client.portal.call(mark_finished, ALICE_ID)
-    assert client.delete(url, headers={**alice, **TUS}).status_code == 204
-    assert not (services_of(client).storage.tus_dir / str(upload_id)).exists()
+    assert [client.portal.call(sees, who, alices) for who in callers] == [True, False, False]
+    assert [client.portal.call(sees, who, anons) for who in callers] == [False, False, True]
+    for who, upload_id in (("bob", alices), ("anon", alices), ("alice", anons)):
+        with pytest.raises(psycopg.errors.NoDataFound):
+            client.portal.call(mark_finished, who, upload_id)
+    for upload_id, who in ((alices, "alice"), (anons, "anon")):
+        client.portal.call(mark_finished, who, upload_id)
+        with pytest.raises(psycopg.errors.NoDataFound):
+            client.portal.call(mark_finished, who, upload_id)
+    assert client.delete(f"{BUCKETS}/{bucket}/tus/{alices}", headers={**alice, **TUS}).status_code == 204
+    assert not (services_of(client).storage.tus_dir / str(alices)).exists()

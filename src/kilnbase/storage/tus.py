@@ -10,6 +10,14 @@ path as any upload: sniffed, made durable, and committed atomically with its row
 local disk the file is linked as the object's blob, not copied). Uploads expire after `TUS_EXPIRY_SECONDS`
 and are then removed: at the next start, the next touch, or when an upload is created.
 
+An upload is continued (HEAD, PATCH, DELETE, and its finish) only by the kind of caller that created it,
+through its URL: the same user for a user's token, the anon role for the anon key (which has no user: the
+upload's random id is then what sets one anon client's upload apart from another's, as in tusd and Supabase
+Storage), any admin credential for an admin's. Anyone else is told it does not exist (404). The database
+decides, from the request's own role and claims (`storage.callers_tus_upload`, migration 0201), so the rule
+is written once, in SQL, for the reads and for the finish; the object is still written as the caller, so the
+policies that allowed the creation must still allow the write when the last byte arrives.
+
 An upload becomes its object at most once, whenever the server dies: the transaction that writes the object's
 row (as the caller) also marks the upload's row finished (`storage.finish_tus_upload`, migration 0103), and a
 second finish (a HEAD after a crash, another process) finds the mark and fails, undoing its own write; the
@@ -138,19 +146,20 @@ class TusUploads:
         await self._remove_expired()  # (so that a server up for weeks keeps a day of uploads, not all)
         expires = datetime.now(UTC) + timedelta(seconds=TUS_EXPIRY_SECONDS)
         upload_id = uuid.uuid4()
-        sub = actor.principal.claims.get("sub")
+        principal = actor.principal
+        sub = principal.claims.get("sub")
         async with self.database.as_owner() as cur:
             await cur.execute(
                 "insert into storage.tus_uploads (id, bucket, key, length, content_type, uploaded_by, "
-                "created_by_admin, expires_at) values (%s, %s, %s, %s, %s, %s, %s, %s)",
+                "created_by_role, expires_at) values (%s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     upload_id,
                     bucket,
                     key,
                     length,
                     metadata.get("contentType") or metadata.get("filetype"),
-                    sub if isinstance(sub, str) else None,
-                    actor.is_admin,
+                    sub if isinstance(sub, str) and sub else None,
+                    principal.db_role,
                     expires,
                 ),
             )
@@ -166,20 +175,12 @@ class TusUploads:
         os.close(fd)
 
     async def _row(self, actor: Actor, bucket: str, upload_id: uuid.UUID) -> dict[str, Any]:
-        """The upload, when the caller is the one who created it (or an admin); 404 otherwise or expired."""
-        async with self.database.as_owner() as cur:
-            await cur.execute(
-                "select id, bucket, key, length, content_type, uploaded_by, created_by_admin, expires_at, "
-                "finished_at from storage.tus_uploads where id = %s and bucket = %s",
-                (upload_id, bucket),
-            )
+        """The upload, when the caller created it (the database decides, as the caller: see the module's
+        docstring); 404 otherwise, 410 when it has expired."""
+        async with self.database.as_caller(actor.principal, read_only=True) as cur:
+            await cur.execute("select * from storage.callers_tus_upload(%s, %s)", (upload_id, bucket))
             row = await cur.fetchone()
-        sub = actor.principal.claims.get("sub")
-        owner = row is not None and (
-            (row["created_by_admin"] and actor.is_admin)
-            or (row["uploaded_by"] is not None and row["uploaded_by"] == sub)
-        )
-        if row is None or not owner:
+        if row is None:
             raise upload_not_found()
         if row["expires_at"] < datetime.now(UTC):
             await self.terminate(actor, bucket, upload_id)
