@@ -149,7 +149,7 @@ def create_app(
     offered = capabilities(services)
     for capability in offered:  # agent keys reach only the feature groups their scopes name
         if capability.agent_scoped:
-            guard_routes(capability.routes, capability.name, services.core.agent_keys)
+            guard_routes(capability.routes, capability.name, services.core.agent_keys, capability.invocations)
     # The MCP server over every other capability's tools; mutating calls can check the schema's version.
     approvals = Approvals(services.core.database, services.core.agent_keys)
     offered.append(mcp_capability(offered, services.core, services.metadata.schema_fingerprint, approvals))

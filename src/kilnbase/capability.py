@@ -83,6 +83,9 @@ class Tool:
     #: Why a call with these arguments needs a person's approval when an agent makes it (None: it does not);
     #: it may be awaitable when the answer depends on stored state (a bucket that still holds objects).
     needs_approval: Callable[[Mapping[str, Any]], str | Awaitable[str | None] | None] | None = None
+    #: It runs the project's own code (a function): agent keys reach it with `<group>:invoke`, as they reach
+    #: the capability's `invocations` on REST (it still changes what the code changes: not `read_only`).
+    invokes: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,3 +120,6 @@ class Capability:
     #: Agent keys reach these routes only as their scopes name this capability (False: its service
     #: decides for itself, as the agent keys' own routes do).
     agent_scoped: bool = True
+    #: Path prefix of the routes that run the project's own code (functions' `/functions/`): agent keys
+    #: reach them with `<name>:invoke` whatever the method, apart from the right to change the capability.
+    invocations: str | None = None

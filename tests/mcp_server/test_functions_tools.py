@@ -95,3 +95,27 @@ async def test_the_anon_key_sees_no_function_tool(
         refused = await client.call_tool("invoke-function", {"slug": "anything"})
     assert not ({"list-functions", "invoke-function", "create-function"} & names)
     assert refused.is_error
+
+
+async def test_functions_invoke_reaches_invoke_function_and_nothing_more(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """`functions:invoke` offers `invoke-function` (any method) as it reaches `/functions/:slug` on REST, and
+    no tool that manages functions; `*:read` keeps not offering it, as before the scope existed."""
+    slug = f"mcp-{secrets.token_hex(4)}"
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        await call(client, "create-function", {"name": slug, "code": ECHO})
+    invoker = agent_key(live_server, live_keys["apiKey"], ["functions:invoke"])
+    async with http_client(live_server, invoker) as client:
+        names = await tool_names(client)
+        echoed = await call(client, "invoke-function", {"slug": slug, "method": "POST", "body": "hi"})
+        refused = await client.call_tool("update-function", {"slug": slug, "code": HELLO})
+    assert names == {"invoke-function", "get-change-request", "list-change-requests"}
+    assert echoed["status"] == 200 and echoed["body"]["method"] == "POST" and echoed["body"]["body"] == "hi"
+    assert refused.is_error
+    reader = agent_key(live_server, live_keys["apiKey"], ["*:read"])
+    async with http_client(live_server, reader) as client:
+        names = await tool_names(client)
+        hidden = await client.call_tool("invoke-function", {"slug": slug, "method": "POST"})
+    assert "invoke-function" not in names and "list-functions" in names
+    assert hidden.is_error

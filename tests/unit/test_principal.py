@@ -7,7 +7,13 @@ import pytest
 from kilnbase.config import Settings
 from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.ended_sessions import EndedSessions
-from kilnbase.identity.principal import ANONYMOUS, CredentialError, CredentialKind, CredentialResolver
+from kilnbase.identity.principal import (
+    ANONYMOUS,
+    CredentialError,
+    CredentialKind,
+    CredentialResolver,
+    Principal,
+)
 from kilnbase.keys.access_tokens import TokenService
 from kilnbase.keys.project_keys import ProjectKeys, load_project_keys
 
@@ -108,3 +114,23 @@ def test_a_token_of_an_ended_session_fails_closed(
     with pytest.raises(CredentialError, match="signed out"):
         resolver.resolve("Bearer " + gone, None)
     assert resolver.resolve("Bearer " + live, None).user_id == "u"
+
+
+@pytest.mark.parametrize(
+    ("scopes", "reads", "writes", "invokes"),
+    [
+        ({"functions:read"}, True, False, False),
+        ({"*:read"}, True, False, False),
+        ({"functions:write"}, True, True, True),
+        ({"*:write"}, True, True, True),
+        ({"functions:invoke"}, False, False, True),
+        ({"database:write"}, False, False, False),
+    ],
+)
+def test_scopes_in_the_functions_group(scopes: set[str], reads: bool, writes: bool, invokes: bool) -> None:
+    """`functions:invoke` is its own right: write scopes include it, read scopes do not, and it reaches
+    neither reads nor writes. The read and write scopes mean what they meant before it existed."""
+    principal = Principal("project_admin", CredentialKind.AGENT_KEY, scopes=frozenset(scopes))
+    assert principal.allows("functions", "read") is reads
+    assert principal.allows("functions", "write") is writes
+    assert principal.allows("functions", "invoke") is invokes

@@ -27,10 +27,10 @@ from kilnbase.identity.agent_keys import AgentKeys, secret_digest
 from kilnbase.keys.access_tokens import TokenService
 
 MODULE = "AGENTS"
-#: `<group>:read|write` (a capability's name, or `*`), `tool:<name>`, or the one exact scope an agent may be
-#: given beyond its groups: owner-level SQL.
+#: `<group>:read|write` (a capability's name, or `*`), `tool:<name>`, or one of the exact scopes an agent may
+#: be given beyond its groups: owner-level SQL, and invoking functions without managing them.
 SCOPE_PATTERN = re.compile(
-    r"(\*|[a-z][a-z0-9_]{0,39}):(read|write)|tool:[a-z][a-z0-9-]{0,63}|database:owner-sql"
+    r"(\*|[a-z][a-z0-9_]{0,39}):(read|write)|tool:[a-z][a-z0-9-]{0,63}|database:owner-sql|functions:invoke"
 )
 #: The longest an agent's session token lives.
 MAX_TOKEN_SECONDS = 3600
@@ -51,7 +51,7 @@ class NewAgentKey(BaseModel):
         if bad:
             raise ValueError(
                 f"unknown scope {bad[0]!r}: use <group>:read, <group>:write (group: a capability such as "
-                "database, auth, ai, or *), tool:<name>, or database:owner-sql"
+                "database, auth, ai, or *), tool:<name>, database:owner-sql or functions:invoke"
             )
         return sorted(set(scopes))
 

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from kilnbase.capability import Capability
+from kilnbase.functions.invocation import PREFIX as INVOCATIONS
 from kilnbase.functions.invocation import Invocation
 from kilnbase.functions.service import FunctionsService
 from kilnbase.functions.tools import functions_tools
@@ -49,7 +50,7 @@ class FunctionRoutes:
             Route("/api/functions/{slug}", self.get_function, methods=["GET"]),
             Route("/api/functions/{slug}", self.update_function, methods=["PUT"]),
             Route("/api/functions/{slug}", self.delete_function, methods=["DELETE"]),
-            Route("/functions/{rest:path}", Invocation(self.service.runtime)),
+            Route(f"{INVOCATIONS}{{rest:path}}", Invocation(self.service.runtime)),
         ]
 
 
@@ -64,5 +65,6 @@ def capability(service: FunctionsService) -> Capability:
         FunctionRoutes(service).routes(),
         lifespan=lifespan,
         tools=functions_tools(service),
-        body_limits={"/functions/": "upload"},
+        body_limits={INVOCATIONS: "upload"},
+        invocations=INVOCATIONS,
     )

@@ -212,6 +212,7 @@ def functions_tools(service: FunctionsService) -> list[Tool]:
             "Call an active function (method, path, body) and return its status, headers and body.",
             invoke_function,
             read_only=False,
+            invokes=True,
         ),
         Tool(
             "get-function-logs",

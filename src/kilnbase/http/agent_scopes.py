@@ -1,10 +1,17 @@
-"""Agent keys on the REST API: a key reaches only the feature groups its scopes name, and no agent writes
-while the project is in read-only mode.
+"""Agent keys on the REST API: a key reaches only the feature groups its scopes name, and no agent changes
+anything while the project is in read-only mode.
 
 Each capability's routes are wrapped with the capability's name as their feature group; a request is a
-read when its method is GET, HEAD or OPTIONS and a write otherwise (a POST to a read-only function is a
-write too: the method is what the edge can know before the request runs). Every other credential passes
-with one attribute check, so this costs the ordinary request nothing measurable.
+read when its method is GET, HEAD or OPTIONS and a write otherwise. Routes that run the project's own code
+(a capability's `invocations`: functions' `/functions/:slug`) are invocations instead, whatever the method:
+what a function does with a POST is the function's business, not a write of Kilnbase's, so they need
+`<group>:invoke` (which a write scope grants too), apart from the right to change the functions themselves.
+A read scope still reaches an invocation by GET or HEAD, as it did before `functions:invoke` existed, so a
+key keeps exactly the reach it was given. Read-only mode is about change, not scopes: it refuses an agent's
+every request by another method, invocations included (a function may change what it likes).
+
+Every other credential passes with one attribute check, so this costs the ordinary request nothing
+measurable.
 """
 
 from __future__ import annotations
@@ -17,16 +24,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from kilnbase.http.errors import ApiError
 from kilnbase.http.request_context import agent_in, principal_in
 from kilnbase.identity.agent_keys import AgentKeys
-from kilnbase.identity.principal import Access
+from kilnbase.identity.principal import Access, Principal
 
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class AgentScopeGuard:
-    def __init__(self, app: ASGIApp, group: str, agent_keys: AgentKeys) -> None:
+    def __init__(self, app: ASGIApp, group: str, agent_keys: AgentKeys, *, invocation: bool = False) -> None:
         self.app = app
         self.group = group
         self.agent_keys = agent_keys
+        #: The route runs the project's own code: `<group>:invoke`, whatever the method.
+        self.invocation = invocation
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """Not a coroutine: the check needs no `await`, and the route's app is handed on as it is, so the
@@ -34,26 +43,36 @@ class AgentScopeGuard:
         raises here, where the caller awaits the result: to it, the same as raising from a coroutine.)"""
         if scope["type"] == "http" and agent_in(scope) is not None:
             principal = principal_in(scope)
-            kind: Access = "read" if scope["method"] in _READS else "write"
-            if kind == "write" and self.agent_keys.read_only:
+            safe = scope["method"] in _READS
+            if not safe and self.agent_keys.read_only:
                 raise ApiError(
                     403,
                     "AGENT_READ_ONLY",
                     "The project is in read-only mode for agents: no agent key may change anything.",
                     "Ask an admin to turn read-only mode off (PUT /api/agents/settings).",
                 )
-            if not principal.allows(self.group, kind):
+            wanted: Access = "invoke" if self.invocation else "read" if safe else "write"
+            if not self._allows(principal, wanted, safe):
                 raise ApiError(
                     403,
                     "FORBIDDEN",
-                    f"This agent key's scopes do not reach {self.group}:{kind}.",
-                    "Ask an admin for a key with that scope (POST /api/agents/keys).",
+                    f"This agent key's scopes do not reach {self.group}:{wanted}.",
+                    f"Ask an admin for a key with {self.group}:{wanted} (POST /api/agents/keys).",
                 )
         return self.app(scope, receive, send)
 
+    def _allows(self, principal: Principal, wanted: Access, safe: bool) -> bool:
+        if principal.allows(self.group, wanted):
+            return True
+        return self.invocation and safe and principal.allows(self.group, "read")
 
-def guard_routes(routes: Sequence[BaseRoute], group: str, agent_keys: AgentKeys) -> None:
-    """Wrap each route's app in place (the router keeps matching them as before)."""
+
+def guard_routes(
+    routes: Sequence[BaseRoute], group: str, agent_keys: AgentKeys, invocations: str | None = None
+) -> None:
+    """Wrap each route's app in place (the router keeps matching them as before); routes whose path starts
+    with `invocations` are guarded as invocations."""
     for route in routes:
         if isinstance(route, Route | Mount):
-            route.app = AgentScopeGuard(route.app, group, agent_keys)
+            invocation = invocations is not None and route.path.startswith(invocations)
+            route.app = AgentScopeGuard(route.app, group, agent_keys, invocation=invocation)

@@ -33,7 +33,9 @@ class CredentialKind(StrEnum):
 
 
 JWT_ROLES = frozenset({"anon", "authenticated", "project_admin"})
-Access = Literal["read", "write"]
+#: What a request does in a feature group: reads, writes, or invokes (runs the project's own code: a
+#: function, which decides for itself what a call does; the scopes model only what Kilnbase does).
+Access = Literal["read", "write", "invoke"]
 
 
 @dataclass(frozen=True)
@@ -58,13 +60,15 @@ class Principal:
         return not self.scopes or scope in self.scopes
 
     def allows(self, group: str, kind: Access, tool: str | None = None) -> bool:
-        """May this credential read (or write) in a feature group (a capability), or call this tool?
-        Scopes: `<group>:read`, `<group>:write` (read too), `*:read`, `*:write`, `tool:<name>`."""
+        """May this credential read, write or invoke in a feature group (a capability), or call this tool?
+        Scopes: `<group>:read`, `<group>:write` (read and invoke too), `*:read`, `*:write`,
+        `<group>:invoke` (only `functions:invoke` exists; a read scope never grants it, though the REST
+        guard still lets one invoke by GET, as it always did: `http.agent_scopes`), `tool:<name>`."""
         if not self.scopes:
             return True
-        wanted = {f"{group}:{kind}", f"*:{kind}"}
+        wanted = {f"{group}:{kind}", f"{group}:write", "*:write"}
         if kind == "read":
-            wanted |= {f"{group}:write", "*:write"}
+            wanted.add("*:read")
         if tool is not None:
             wanted.add(f"tool:{tool}")
         return not wanted.isdisjoint(self.scopes)

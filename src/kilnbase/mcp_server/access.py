@@ -25,6 +25,8 @@ class Listed:
 
     @property
     def kind(self) -> Access:
+        if self.tool.invokes:
+            return "invoke"
         return "read" if self.tool.read_only else "write"
 
 
