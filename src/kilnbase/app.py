@@ -37,7 +37,7 @@ from kilnbase.http.routing import IndexedRouter
 from kilnbase.identity.principal import API_KEY_HOLDER, CredentialResolver, Principal
 from kilnbase.keys.project_keys import ProjectKeys, load_project_keys
 from kilnbase.logs import routes as logs_routes
-from kilnbase.mcp_server.access import EVERYTHING, Narrowing
+from kilnbase.mcp_server.access import EVERYTHING, Listed, Narrowing
 from kilnbase.mcp_server.approvals import Approvals
 from kilnbase.mcp_server.endpoint import mcp_capability
 from kilnbase.mcp_server.rest_gate import RestApprovalGate
@@ -153,7 +153,7 @@ def create_app(
     # The MCP server over every other capability's tools; mutating calls can check the schema's version.
     approvals = Approvals(services.core.database, services.core.agent_keys)
     offered.append(mcp_capability(offered, services.core, services.metadata.schema_fingerprint, approvals))
-    tools = {tool.name: tool for capability in offered for tool in capability.tools}
+    tools = {tool.name: Listed(capability.name, tool) for capability in offered for tool in capability.tools}
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -190,7 +190,7 @@ def create_app(
         ),
         Middleware(IdempotencyMiddleware, keys=IdempotencyKeys(services.core.database)),
         # An agent key's high-risk REST request is held for approval, as its tool call would be.
-        Middleware(RestApprovalGate, approvals=approvals, tools=tools),
+        Middleware(RestApprovalGate, approvals=approvals, tools=tools, agent_keys=services.core.agent_keys),
     ]
     routes = [route for capability in offered for route in capability.routes]
     return KilnbaseApp(services, routes, middleware, lifespan)

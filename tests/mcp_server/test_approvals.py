@@ -35,6 +35,13 @@ async def make_table(server: ServerProcess, keys: dict[str, str], rows: int = 0)
     return name
 
 
+def raw_sql(server: ServerProcess, keys: dict[str, str], query: str, credential: str) -> httpx.Response:
+    """`POST /api/database/advance/rawsql` with `credential`."""
+    return admin_api(
+        server, keys, "POST", "/api/database/advance/rawsql", json={"query": query}, credential=credential
+    )
+
+
 def tables(server: ServerProcess, keys: dict[str, str]) -> list[str]:
     found: list[str] = admin_api(server, keys, "GET", "/api/database/tables").json()
     return found
@@ -201,14 +208,7 @@ async def test_an_agents_high_risk_rest_request_is_held_too(
 ) -> None:
     name = await make_table(live_server, live_keys, rows=2)
     agent = agent_key(live_server, live_keys["apiKey"], ["database:write"])
-    drop = admin_api(
-        live_server,
-        live_keys,
-        "POST",
-        "/api/database/advance/rawsql",
-        json={"query": f"drop table {name}"},
-        credential=agent,
-    )
+    drop = raw_sql(live_server, live_keys, f"drop table {name}", agent)
     assert drop.status_code == 202
     assert drop.json()["status"] == "pending_approval"
     delete = admin_api(live_server, live_keys, "DELETE", f"/api/database/tables/{name}", credential=agent)
@@ -232,3 +232,43 @@ async def test_an_agents_high_risk_rest_request_is_held_too(
     )
     assert approved.json()["status"] == "done", approved.text
     assert name not in tables(live_server, live_keys)
+
+
+def requests_about(server: ServerProcess, keys: dict[str, str], name: str) -> list[dict[str, Any]]:
+    """Every change request, whatever its status, whose arguments name `name`."""
+    found: list[dict[str, Any]] = admin_api(server, keys, "GET", "/api/approvals").json()
+    return [r for r in found if name in str(r["arguments"])]
+
+
+async def test_an_agent_cannot_ask_for_what_its_scopes_deny(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    name = await make_table(live_server, live_keys)
+    reader = agent_key(live_server, live_keys["apiKey"], ["*:read"])
+    delete = admin_api(live_server, live_keys, "DELETE", f"/api/database/tables/{name}", credential=reader)
+    drop = raw_sql(live_server, live_keys, f"drop table {name}", reader)
+    for refused in (delete, drop):
+        assert refused.status_code == 403, refused.text
+        body = refused.json()
+        assert body["error"] == "FORBIDDEN"
+        assert "database:write" in body["message"] and body["nextActions"]
+    assert requests_about(live_server, live_keys, name) == []  # nothing for a person to approve
+    assert name in tables(live_server, live_keys)
+
+
+async def test_an_approval_runs_nothing_the_agent_may_no_longer_do(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    name, _agent, held = await held_drop(live_server, live_keys)
+    settings = "/api/agents/settings"
+    assert admin_api(live_server, live_keys, "PUT", settings, json={"readOnly": True}).status_code == 200
+    try:
+        approved = admin_api(
+            live_server, live_keys, "POST", f"/api/approvals/{held['changeRequestId']}/approve", json={}
+        )
+    finally:
+        admin_api(live_server, live_keys, "PUT", settings, json={"readOnly": False})
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "failed"
+    assert approved.json()["result"]["error"] == "AGENT_READ_ONLY"
+    assert name in tables(live_server, live_keys)

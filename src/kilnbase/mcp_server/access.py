@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kilnbase.capability import McpResource, Tool
+from kilnbase.http.errors import ApiError
 from kilnbase.identity.principal import Access, Principal
 
 
@@ -62,6 +63,29 @@ def visible(principal: Principal, narrowing: Narrowing, listed: Listed) -> bool:
     if listed.group in UNSCOPED_READS and listed.tool.read_only:
         return True
     return principal.allows(listed.group, listed.kind, listed.tool.name)
+
+
+def agent_refusal(principal: Principal, listed: Listed, read_only_mode: bool) -> ApiError | None:
+    """Why an agent may not make this tool call now (None: it may): the project's read-only mode, or its
+    key's scopes, as `visible` decides on `/mcp`. Asked where an agent's call is about to be held for
+    approval on REST (so that a request the agent could never make does not become a change request a
+    person might approve) and again when an approved call runs, with the key as it is then (its scopes may
+    have been narrowed, or read-only mode turned on, while the request waited)."""
+    if read_only_mode and not listed.tool.read_only:
+        return ApiError(
+            403,
+            "AGENT_READ_ONLY",
+            "The project is in read-only mode for agents: no agent key may change anything.",
+            "Ask an admin to turn read-only mode off (PUT /api/agents/settings).",
+        )
+    if not visible(principal, EVERYTHING, listed):
+        return ApiError(
+            403,
+            "FORBIDDEN",
+            f"This agent key's scopes do not reach {listed.group}:{listed.kind} ({listed.tool.name}).",
+            f"Ask an admin for a key with {listed.group}:{listed.kind} (POST /api/agents/keys).",
+        )
+    return None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ An agent key reaches the REST API as well as the MCP server (the official `@insf
 the requests that match a held tool are read as that tool's call: the same arguments, the same
 `needs_approval` rule. When the rule holds the call, it becomes a change request (`approvals.py`) and the
 agent gets `202` with `pending_approval` and the request's id; an approval runs the tool, as the agent, once.
+A call the agent may not make at all (its scopes, read-only mode) is refused here with 403, as on `/mcp`,
+rather than held: a person approving it would otherwise grant the key what its scopes deny.
 Everything else, and every request by a person, passes untouched (one attribute check).
 """
 
@@ -18,12 +20,12 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kilnbase.capability import Tool
 from kilnbase.http.buffered_body import read_all, replaying
 from kilnbase.http.request_context import agent_in, client_ip_in, principal_in
 from kilnbase.http.responses import json_response
 from kilnbase.identity.actor import Actor
-from kilnbase.mcp_server.access import session_of
+from kilnbase.identity.agent_keys import AgentKeys
+from kilnbase.mcp_server.access import Listed, agent_refusal, session_of
 from kilnbase.mcp_server.approvals import Approvals
 
 Arguments = Callable[[Mapping[str, str], Any], dict[str, Any]]
@@ -63,11 +65,14 @@ HELD_ROUTES = (
 
 
 class RestApprovalGate:
-    def __init__(self, app: ASGIApp, approvals: Approvals, tools: Mapping[str, Tool]) -> None:
+    def __init__(
+        self, app: ASGIApp, approvals: Approvals, tools: Mapping[str, Listed], agent_keys: AgentKeys
+    ) -> None:
         self.app = app
         self.approvals = approvals
         self.routes = [route for route in HELD_ROUTES if route.tool in tools]
         self.tools = tools
+        self.agent_keys = agent_keys
 
     def _match(self, scope: Scope) -> tuple[HeldRoute, dict[str, str]] | None:
         for route in self.routes:
@@ -85,6 +90,10 @@ class RestApprovalGate:
     async def _held(
         self, scope: Scope, receive: Receive, send: Send, route: HeldRoute, path_params: dict[str, str]
     ) -> None:
+        listed = self.tools[route.tool]
+        refusal = agent_refusal(principal_in(scope), listed, self.agent_keys.read_only)
+        if refusal is not None:
+            raise refusal
         raw = await read_all(receive)
         try:
             body = orjson.loads(raw) if raw.strip() else None
@@ -93,7 +102,7 @@ class RestApprovalGate:
         reason = None
         if body is not None or route.method == "DELETE":
             arguments = route.arguments(path_params, body)
-            check = self.tools[route.tool].needs_approval
+            check = listed.tool.needs_approval
             reason = check(arguments) if check is not None else None
             if inspect.isawaitable(reason):
                 reason = await reason

@@ -43,6 +43,7 @@ from kilnbase.mcp_server.access import (
     Listed,
     ListedResource,
     Narrowing,
+    agent_refusal,
     resource_visible,
     session_of,
     visible,
@@ -348,7 +349,12 @@ class ToolRunner:
             )
 
     async def execute(self, name: str, actor: Actor, arguments: dict[str, Any], session: str) -> str:
-        return await self._run(self.listed[name].tool, actor, arguments, session=session, gated=False)
+        """An approved change request's call: as its agent may make it now, past the gate."""
+        listed = self.listed[name]
+        refusal = agent_refusal(actor.principal, listed, self.caller.agent_keys.read_only)
+        if refusal is not None:
+            raise refusal
+        return await self._run(listed.tool, actor, arguments, session=session, gated=False)
 
     async def _run(
         self, tool: Tool, actor: Actor, arguments: dict[str, Any], *, session: str, gated: bool = True
