@@ -34,6 +34,7 @@ from kilnbase.keys.secret_box import SecretBox
 from kilnbase.secrets import project_key_rotation
 from kilnbase.server.database_startup import DatabaseStartupError, open_database
 from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
+from kilnbase.server.quiet_uvicorn import QuietServer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Kilnbase: an agent-native backend.")
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
@@ -108,8 +109,9 @@ def _import_early(module: str) -> None:
     threading.Thread(target=load, name=f"import {module}", daemon=True).start()
 
 
-class _AnnouncingServer(uvicorn.Server):
-    """uvicorn, plus a banner once the socket is really listening."""
+class _AnnouncingServer(QuietServer):
+    """uvicorn (woken only when there is something to do), plus a banner once the socket is really
+    listening."""
 
     def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
         super().__init__(config)

@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import httpx
@@ -92,6 +94,20 @@ def test_first_start_then_restart_keeps_data_and_keys(data_dir: Path) -> None:
     assert (data_dir / "keys.json").read_text() == keys_before
     assert httpx.get(server.url + "/.well-known/jwks.json").json() == jwks
     server.stop()
+
+
+def test_an_idle_server_dates_its_answers_and_stops_on_sigterm(data_dir: Path) -> None:
+    """With no connection open the server sleeps (no ticks): a new connection still gets the `Date` of its
+    second, and SIGTERM still stops it (the signal wakes it)."""
+    server = ServerProcess(data_dir)
+    server.start()
+    time.sleep(1.5)
+    before = time.time()
+    date = httpx.get(server.url + "/api/health").headers["date"]
+    assert parsedate_to_datetime(date).timestamp() >= int(before)
+    time.sleep(1.5)
+    assert server.stop(timeout=15) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in server.output()
 
 
 def test_workers_mode_serves_from_several_processes_and_stops_cleanly(data_dir: Path) -> None:
