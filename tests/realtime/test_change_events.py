@@ -1,9 +1,10 @@
 """Database change events from logical decoding: Supabase's `postgres_changes` payloads, a PostgREST-style
 filter, RLS as the subscriber (user A never receives user B's rows), the slot dropped when nobody listens,
-and no loss across a server restart."""
+no loss across a server restart, and a reader that sleeps until the first subscriber comes."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from kilnbase.app import create_app
 from kilnbase.config import Settings
+from kilnbase.realtime.change_feed import ChangeFeed
 from tests.realtime.conftest import LIMITS, Client, RealtimeServer, connect
 from tests.support.postgres import TestCluster
 from tests.support.uvicorn_thread import UvicornThread
@@ -20,6 +22,11 @@ from tests.support.uvicorn_thread import UvicornThread
 pytestmark = pytest.mark.anyio
 
 CHANNEL = "postgres_changes:public:notes"
+NOTES = (
+    "create table notes (id bigint generated always as identity primary key, owner uuid not null, "
+    "body text, score numeric, done boolean default false, tags jsonb); "
+    "create policy own_notes on notes for select to authenticated using (owner = auth.uid())"
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +40,23 @@ def changes_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) 
     thread.start()
     server = RealtimeServer(thread.url, thread.app)
     server.sql(
-        """
-        create table notes (id bigint generated always as identity primary key, owner uuid not null,
-                            body text, score numeric, done boolean default false, tags jsonb);
-        create policy own_notes on notes for select to authenticated using (owner = auth.uid());
+        f"""
+        {NOTES};
         create table secrets_table (id int primary key);
         revoke select on secrets_table from anon, authenticated;
         """
     )
     yield server
     thread.stop()
+
+
+def notes_database(cluster: TestCluster, name: str) -> str:
+    """A database of its own with the notes table (without Redis, one process per database reads the
+    changes)."""
+    database_url = cluster.create_database(name)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(NOTES)
+    return database_url
 
 
 def insert(database_url: str, owner: str, body: str, **extra: Any) -> int:
@@ -167,16 +181,8 @@ async def test_the_slot_is_dropped_when_nobody_listens(
 async def test_no_change_is_lost_across_a_restart(
     cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """The first server stops mid-stream; what changes meanwhile reaches the client once it is back. (A
-    database of its own: without Redis, one process per database reads the changes.)"""
-    database_url = cluster.create_database("restart")
-    server_setup = psycopg.connect(database_url, autocommit=True)
-    with server_setup:
-        server_setup.execute(
-            "create table notes (id bigint generated always as identity primary key, owner uuid not null, "
-            "body text, score numeric, done boolean default false, tags jsonb); "
-            "create policy own_notes on notes for select to authenticated using (owner = auth.uid())"
-        )
+    """The first server stops mid-stream; what changes meanwhile reaches the client once it is back."""
+    database_url = notes_database(cluster, "restart")
     settings = Settings(
         database_url=database_url,
         data_dir=tmp_path_factory.mktemp("restart"),
@@ -205,3 +211,40 @@ async def test_no_change_is_lost_across_a_restart(
         await again.sio.disconnect()
     finally:
         second.stop()
+
+
+async def test_the_reader_sleeps_until_the_first_subscriber_then_delivers(
+    cluster: TestCluster, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nobody listening, the slot's reader does not look again and again (it counted listeners five
+    times a second); the first subscription wakes it, and the changes after its ack arrive."""
+    database_url = notes_database(cluster, "quiet")
+    settings = Settings(database_url=database_url, data_dir=tmp_path_factory.mktemp("quiet"), realtime=LIMITS)
+    thread = UvicornThread(create_app(settings))
+    thread.start()
+    try:
+        feed: ChangeFeed = thread.app.services.realtime.changes
+        for _ in range(400):
+            if feed.leading:
+                break
+            await asyncio.sleep(0.025)
+        looks = 0
+        count_listeners = feed._listener_count
+
+        async def counted() -> int:
+            nonlocal looks
+            looks += 1
+            return await count_listeners()
+
+        monkeypatch.setattr(feed, "_listener_count", counted)
+        await asyncio.sleep(1.0)
+        assert looks <= 1  # (one: the reader had not looked yet when the counting began)
+        owner = str(uuid.uuid4())
+        client = await subscribed(RealtimeServer(thread.url, thread.app), owner)
+        note = insert(database_url, owner, "the first")
+        event = await client.next("postgres_changes")
+        assert event["record"]["id"] == note
+        assert looks >= 2
+        await client.sio.disconnect()
+    finally:
+        thread.stop()

@@ -13,6 +13,10 @@ delivered as Supabase's `postgres_changes` payloads only to subscribers whose RL
 - **No unbounded WAL.** The slot exists only while someone listens: it is created when the first change
   subscription appears (anywhere, counted through Redis), left alone for `changes_idle_seconds` after the
   last one goes (so clients reconnecting after a restart get what happened meanwhile), then dropped.
+- **Quiet while nobody listens.** The reader sleeps until a subscription wakes it (here, or published on
+  Redis by another process), rather than counting listeners five times a second: that was a quarter of
+  what an idle server woke up for. With Redis it also looks every heartbeat, in case a wake was missed
+  while its Redis connection was down.
 - **RLS, batched.** Each process checks the rows its own subscribers would receive: one transaction per batch
   and table, on the request pool, with one statement per distinct caller (role and claims), so a thousand
   anonymous subscribers cost one query, and a thousand signed-in users one round trip. An insert or update
@@ -55,6 +59,8 @@ _BATCH_CHANGES = 5000
 _SLOT_EXISTS = "select count(*) from pg_replication_slots where slot_name = %s"
 _RETRY_SECONDS = 1.0
 _HEARTBEAT_SECONDS = 2.0
+#: Published on Redis (`<prefix>changes:wake`) by a process whose first change subscriber just arrived.
+_WAKE = b"wake"
 
 Emit = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 
@@ -95,6 +101,7 @@ class ChangeFeed:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._redis = connect_redis(redis_url) if redis_url else None
         self._channel = f"{prefix}changes"
+        self._wake_channel = f"{prefix}changes:wake"
         #: A hash of process -> "<count> <expiry in epoch seconds>": one HGETALL counts every process's
         #: listeners (a key per process, found by SCAN, cost a round trip per ten keys of the whole Redis).
         self._listeners_key = f"{prefix}changes:listeners"
@@ -102,6 +109,8 @@ class ChangeFeed:
         self.available = False
         #: Set while this process holds the leader's lock (reads the slot).
         self._leading = asyncio.Event()
+        #: Set when a change subscription arrives (here, or on another process): wakes an idle reader.
+        self._subscribed = asyncio.Event()
         #: The slot's name (`kilnbase_rt_<hash of the database name>`), known once started.
         self.slot: str | None = None
 
@@ -161,6 +170,11 @@ class ChangeFeed:
             log.warning("could not create the replication slot: %s", exc)
             return "REALTIME_CONNECTION_FAILED", "Database change events could not start."
         self._subscribers.setdefault(sid, {})[channel] = Subscriber(sid, channel, subscription, principal)
+        # Woken once registered (counted), so that the reader finds someone listening when it looks.
+        self._subscribed.set()
+        if self._redis is not None and self.local_count() == 1:  # (with more, the reader already reads)
+            with contextlib.suppress(*REDIS_DOWN):
+                await self._redis.publish(self._wake_channel, _WAKE)
         return None
 
     async def _is_leader(self) -> bool:
@@ -334,14 +348,18 @@ class ChangeFeed:
         # (and again after each such period: another process may have made it since), and when reading it
         # fails. Looking on every poll was most of what an idle server did.
         while True:
+            self._subscribed.clear()  # (before counting: a subscription from now on wakes the wait below)
             if await self._listener_count() == 0:
                 idle_since = idle_since or time.monotonic()
-                if time.monotonic() - idle_since >= self.settings.changes_idle_seconds:
+                wait = idle_since + self.settings.changes_idle_seconds - time.monotonic()
+                if wait <= 0:
                     if await _scalar(conn, _SLOT_EXISTS, (slot,)):
                         await conn.execute("select pg_drop_replication_slot(%s)", (slot,))
                         log.info("dropped replication slot %s: nobody listens", slot)
                     idle_since = time.monotonic()
-                await asyncio.sleep(self.settings.changes_poll_seconds * 4)
+                    # (A second at least between looks at the slot, should `changes_idle_seconds` be 0.)
+                    wait = max(self.settings.changes_idle_seconds, _RETRY_SECONDS)
+                await self._wait_for_subscriber(wait)
                 continue
             idle_since = None
             try:
@@ -375,6 +393,14 @@ class ChangeFeed:
                 await self._dispatch(batch)
             await conn.execute("select pg_replication_slot_advance(%s, %s::pg_lsn)", (slot, rows[-1][0]))
 
+    async def _wait_for_subscriber(self, seconds: float) -> None:
+        """Until a change subscription arrives, or `seconds` pass (or, with Redis, a heartbeat: another
+        process's wake may have been published while this one's Redis connection was down)."""
+        if self._redis is not None:
+            seconds = min(seconds, _HEARTBEAT_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), seconds)
+
     async def _dispatch(self, batch: list[dict[str, Any]]) -> None:
         if self._redis is None:
             await self.handle(batch)
@@ -386,9 +412,13 @@ class ChangeFeed:
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self._channel)
+                    await pubsub.subscribe(self._channel, self._wake_channel)
                     async for message in pubsub.listen():
-                        if message.get("type") == "message":
+                        if message.get("type") != "message":
+                            continue
+                        if _text(message["channel"]) == self._wake_channel:
+                            self._subscribed.set()
+                        else:
                             await self.handle(orjson.loads(message["data"]))
             except REDIS_DOWN as exc:
                 log.warning("change feed lost Redis: %s", type(exc).__name__)
