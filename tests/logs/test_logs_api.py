@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from starlette.testclient import TestClient
 
@@ -150,6 +152,22 @@ def test_unknown_source_and_bad_parameters(client: TestClient, admin: dict[str, 
     assert client.get("/api/logs/insforge.logs?limit=0", headers=admin).status_code == 400
     assert client.get("/api/logs/insforge.logs?start_time=yesterday", headers=admin).status_code == 400
     assert client.get("/api/logs/insforge.logs", headers=anon_headers(client)).status_code == 403
+
+
+def test_request_lines_are_written_without_a_reader_asking(client: TestClient, database_url: str) -> None:
+    """The writer sleeps until a request comes, then writes its line a second later by itself (readers of
+    the log flush first: this looks in the table directly)."""
+    path = f"/api/auth/unread_{secrets.token_hex(4)}"
+    client.get(path)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            found = conn.execute("select count(*) from system.request_logs where path = %s", (path,))
+            if found.fetchone() == (1,):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the request's line was not written within 10 s")
 
 
 def test_request_log_keeps_odd_paths_and_times(client: TestClient, admin: dict[str, str]) -> None:

@@ -2,8 +2,10 @@
 
 On a request's path the cost is one `deque.append` of the fields the middleware already logs (method, path,
 status, duration, role: no headers, no query string, no body, so no credential). A task of each process
-writes what gathered once a second with one COPY, and trims the table to `request_log_rows` rows. The buffer
-is bounded: under a load the database cannot absorb, the oldest lines are dropped, and counted.
+writes what gathered a second after the first line of it (`request_log_flush_seconds`) with one COPY, and
+trims the table to `request_log_rows` rows; with no request it sleeps, rather than waking every second to
+find nothing. The buffer is bounded: under a load the database cannot absorb, the oldest lines are dropped,
+and counted.
 """
 
 from __future__ import annotations
@@ -65,14 +67,19 @@ class RequestLog:
         self._lines: deque[tuple[float, dict[str, Any]]] = deque(maxlen=settings.request_log_buffer)
         self.dropped = 0
         self._write_lock = asyncio.Lock()
+        #: Set by the first line into an empty buffer: the writer waits for it.
+        self._arrived = asyncio.Event()
 
     def append(self, fields: dict[str, Any]) -> None:
         """The middleware's callback, once per request (the dict is not changed after)."""
         if self.settings.request_log_rows == 0:
             return
-        if len(self._lines) == self._lines.maxlen:
+        lines = self._lines
+        if not lines:
+            self._arrived.set()
+        elif len(lines) == lines.maxlen:
             self.dropped += 1
-        self._lines.append((time.time(), fields))
+        lines.append((time.time(), fields))
 
     async def flush(self) -> None:
         """Write what gathered so far (readers call it first, so that they see this process's requests)."""
@@ -88,7 +95,9 @@ class RequestLog:
 
     async def _run(self) -> None:
         while True:
+            await self._arrived.wait()
             await asyncio.sleep(self.settings.request_log_flush_seconds)
+            self._arrived.clear()  # (a line into the buffer this flush empties sets it again)
             try:
                 await self.flush()
             except (psycopg.Error, OSError) as exc:
