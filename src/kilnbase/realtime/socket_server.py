@@ -119,6 +119,8 @@ class RealtimeSocketServer:
         self.changes = changes
         changes.attach(self._emit_change)
         self.connections: dict[str, Connection] = {}
+        #: Set by a connection: `watch_sessions` sleeps while there is none.
+        self._connected = asyncio.Event()
         self._expiring: set[asyncio.Future[None]] = set()
         self.sio = FanOutServer(
             async_mode="asgi",
@@ -172,6 +174,7 @@ class RealtimeSocketServer:
             raise socketio.exceptions.ConnectionRefusedError(str(exc), exc.data) from None
         connection = Connection(principal, tokens=float(self.settings.event_burst))
         self.connections[sid] = connection
+        self._connected.set()
         expires_at = principal.claims.get("exp") if principal.kind is CredentialKind.JWT else None
         if isinstance(expires_at, int | float):
             delay = max(0.0, float(expires_at) - time.time())
@@ -203,8 +206,12 @@ class RealtimeSocketServer:
 
     async def watch_sessions(self, every: float) -> None:
         """End the connections whose session has ended (signed out, revoked, deleted) since they connected:
-        every process learns of it within moments (`EndedSessions`), and this looks every `every` seconds."""
+        every process learns of it within moments (`EndedSessions`), and this looks every `every` seconds
+        while any connection is open (and sleeps while none is, instead of waking to look at nothing)."""
         while True:
+            if not self.connections:
+                self._connected.clear()
+                await self._connected.wait()
             await asyncio.sleep(every)
             for sid, connection in list(self.connections.items()):
                 session = connection.principal.claims.get("sid")
