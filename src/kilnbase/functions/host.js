@@ -160,9 +160,14 @@ async function readCommands() {
 
 const inflight = new Map();
 /** Invocations waiting for their handler, with their deadline: one sweep a tenth of a second times them
- * out, rather than a timer each. */
+ * out, rather than a timer each; the sweep runs only while one waits (an idle host wakes for nothing). */
 const waiting = new Set();
-setInterval(() => {
+let sweeping = null;
+function awaitHandler(wait) {
+  waiting.add(wait);
+  if (sweeping === null) sweeping = setInterval(sweep, 100);
+}
+function sweep() {
   const now = performance.now();
   for (const wait of waiting) {
     if (wait.deadline <= now) {
@@ -170,11 +175,22 @@ setInterval(() => {
       wait.expire();
     }
   }
-}, 100);
+  if (waiting.size === 0) {
+    clearInterval(sweeping);
+    sweeping = null;
+  }
+}
 
-/** Invocation lines: each one up to `logPerSecond` per function, then one summary a second. */
+/** Invocation lines: each one up to `logPerSecond` per function, then one summary a second (by a timer that
+ * runs while invocations come, and stops a second after the last). */
 const logged = new Map();
-setInterval(() => {
+let summarising = null;
+function summarise() {
+  if (logged.size === 0) {
+    clearInterval(summarising);
+    summarising = null;
+    return;
+  }
   for (const [slug, count] of logged) {
     if (count.skipped) {
       const statuses = Object.entries(count.statuses).map(([status, n]) => `${n} x ${status}`).join(", ");
@@ -182,13 +198,14 @@ setInterval(() => {
     }
   }
   logged.clear();
-}, 1000);
+}
 
 function logInvocation(slug, rid, method, path, status, ms) {
   let count = logged.get(slug);
   if (count === undefined) {
     count = { lines: 0, skipped: 0, statuses: {}, slowest: 0 };
     logged.set(slug, count);
+    if (summarising === null) summarising = setInterval(summarise, 1000);
   }
   if (count.lines < limits.logPerSecond || status >= 500) {
     count.lines += 1;
@@ -374,7 +391,7 @@ function serve(request, info) {
         resolve(finish(errorResponse(504, "FUNCTION_TIMEOUT", `The function did not answer within ${limits.timeoutMs} ms.`, "Make it faster, or raise WORKER_TIMEOUT_MS.")));
       },
     };
-    waiting.add(wait);
+    awaitHandler(wait);
     // A handler past its time limit still holds its place under the concurrency cap until it settles: handlers
     // that never do end in 429s, not in a heap full of them.
     result.then((response) => {

@@ -11,10 +11,12 @@ so the SDK uses the API path, where it runs in workers of its own).
 
 One API process owns the host: whichever finds the port free starts it (the others check again now and
 then, and take over if the owner goes). The owner sends the configuration (functions, secrets as the
-environment, limits) on the host's stdin whenever a function or secret changes, pings it every second, and
-restarts it when it stops answering for `host_stall_seconds` (an infinite loop: every function it hosts
-waits until then) or exits. A function whose loading never finished before such a restart is left out of
-the next configuration, so one bad top level cannot keep the host down.
+environment, limits) on the host's stdin whenever a function or secret changes, pings it every second while
+it serves a function, and restarts it when it stops answering for `host_stall_seconds` (an infinite loop:
+every function it hosts waits until then) or exits. A host that serves nothing runs no code that could loop:
+it is pinged only when its configuration is read again, so that an idle server without functions does not
+wake itself and Deno every second. A function whose loading never finished before such a restart is left
+out of the next configuration, so one bad top level cannot keep the host down.
 """
 
 from __future__ import annotations
@@ -216,7 +218,14 @@ class FunctionsHost:
                 self._stalled(stall)
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), PING_SECONDS)
+                await asyncio.wait_for(self._changed.wait(), self._next_ping())
+
+    def _next_ping(self) -> float:
+        """Seconds until the next ping: `PING_SECONDS` while a function is served (its requests reach the host
+        directly, so only a ping finds one that loops forever), else when the configuration is due again."""
+        if self.state.served:
+            return PING_SECONDS
+        return max(PING_SECONDS, self._configured_at + RECONFIGURE_SECONDS - time.monotonic())
 
     def _reconfigure_due(self) -> bool:
         """Now and then unasked: the anon key may have rotated, a load that failed may pass now; and when
