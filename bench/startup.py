@@ -5,7 +5,10 @@ resident memory and CPU at idle, beside an anchor measured in the same run: the 
     .venv/bin/python -m bench.startup [--runs 3] [--idle-seconds 5]
 
 Idle CPU is what the server (and the Postgres it started) spend with no request coming: its background work
-(listeners, log writers, the change feed's reader) and nothing else.
+(listeners, log writers, the change feed's reader) and nothing else. Idle wakeups count how often their
+threads went to sleep again (voluntary context switches of the threads alive throughout): each timer or poll
+that fires with nothing to do is one. The server is given a functions host port of its own, as a lone server
+has, so that its Deno host is measured too.
 
 Targets (issue 2): warm restart under 2 s, cold start under 5 s.
 """
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, free_port
 
 from kilnbase.server.embedded_postgres import EmbeddedPostgres
 
@@ -69,16 +72,37 @@ def _cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
-def idle_cpu(server_pid: int, data_dir: Path, seconds: float) -> tuple[float, float]:
-    """CPU milliseconds a second of the server (with any child of its own) and of its Postgres, over
-    `seconds` with no request."""
+def _sleeps(processes: list[psutil.Process]) -> dict[str, int]:
+    """Each thread's voluntary context switches so far, by its /proc path."""
+    counts = {}
+    for proc in processes:
+        for status in Path(f"/proc/{proc.pid}/task").glob("*/status"):
+            with contextlib.suppress(OSError, StopIteration):
+                lines = status.read_text().splitlines()
+                count = next(line for line in lines if line.startswith("voluntary_ctxt_switches:"))
+                counts[str(status)] = int(count.split()[1])
+    return counts
+
+
+def _wakeups(before: dict[str, int], after: dict[str, int]) -> int:
+    return sum(after[thread] - before[thread] for thread in before.keys() & after.keys())
+
+
+def idle_cpu(server_pid: int, data_dir: Path, seconds: float) -> tuple[float, float, float, float]:
+    """CPU milliseconds a second, then wakeups a second, of the server (with any child of its own) and of its
+    Postgres, over `seconds` with no request."""
     server = psutil.Process(server_pid)
     servers = [server, *(p for p in server.children(recursive=True) if p.name() != "postgres")]
     postgres = _postgres_processes(data_dir)
-    before = _cpu_seconds(servers), _cpu_seconds(postgres)
+    before = _cpu_seconds(servers), _cpu_seconds(postgres), _sleeps(servers), _sleeps(postgres)
     time.sleep(seconds)
-    after = _cpu_seconds(servers), _cpu_seconds(postgres)
-    return (after[0] - before[0]) * 1000 / seconds, (after[1] - before[1]) * 1000 / seconds
+    after = _cpu_seconds(servers), _cpu_seconds(postgres), _sleeps(servers), _sleeps(postgres)
+    return (
+        (after[0] - before[0]) * 1000 / seconds,
+        (after[1] - before[1]) * 1000 / seconds,
+        _wakeups(before[2], after[2]) / seconds,
+        _wakeups(before[3], after[3]) / seconds,
+    )
 
 
 def mcp_answers_after(server: ServerProcess, data_dir: Path, timeout: float = 30) -> float:
@@ -115,11 +139,13 @@ def anchor_postgres_alone(runs: int) -> tuple[list[float], list[float]]:
 
 def kilnbase_serve(
     runs: int, idle_seconds: float
-) -> tuple[list[float], list[float], list[float], list[tuple[int, int]], list[tuple[float, float]]]:
+) -> tuple[
+    list[float], list[float], list[float], list[tuple[int, int]], list[tuple[float, float, float, float]]
+]:
     cold, warm, warm_mcp, memory, cpu = [], [], [], [], []
     for _ in range(runs):
         data_dir = _fresh_dir()
-        server = ServerProcess(data_dir)
+        server = ServerProcess(data_dir, env={"KILNBASE_FUNCTIONS_HOST_PORT": str(free_port())})
         cold.append(server.start())
         server.stop()
         warm.append(server.start())
@@ -163,6 +189,8 @@ def main() -> None:
     print(
         f"idle CPU: server {server_cpu:.1f} ms/s + Postgres {pg_cpu:.1f} ms/s (over {args.idle_seconds:g} s)"
     )
+    server_wakeups, pg_wakeups = med([c[2] for c in cpu]), med([c[3] for c in cpu])
+    print(f"idle wakeups: server {server_wakeups:.1f}/s + Postgres {pg_wakeups:.1f}/s")
     print(
         f"targets: warm < 2 s ({'met' if med(kb_warm) < 2 else 'MISSED'}), "
         f"cold < 5 s ({'met' if med(kb_cold) < 5 else 'MISSED'})"
