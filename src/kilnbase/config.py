@@ -213,6 +213,11 @@ class FunctionsSettings(BaseSettings):
     #: Invocation lines logged per function per second by the host; past it, one summary line a second.
     host_log_per_second: int = Field(default=100, ge=0)
 
+    @property
+    def drain_seconds(self) -> float:
+        """How long invocations in flight may take to finish when what runs them is replaced."""
+        return self.timeout_ms / 1000 + 5
+
 
 class RealtimeSettings(BaseSettings):
     """Realtime's own tunables, read from `KILNBASE_REALTIME_*` environment variables."""

@@ -281,9 +281,8 @@ class Runtime:
             self._building.pop(definition.slug, None)
 
     def retire(self, pool: FunctionPool) -> None:
-        drain = self.config.timeout_ms / 1000 + 5
         self._retired.add(pool)
-        task = asyncio.create_task(pool.retire(drain))
+        task = asyncio.create_task(pool.retire(self.config.drain_seconds))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
         task.add_done_callback(lambda _task: self._retired.discard(pool))
