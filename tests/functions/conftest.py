@@ -4,14 +4,17 @@ short time limit, so the runtime's limits show quickly. Each test deploys functi
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
 from kilnbase.config import FunctionsSettings, Settings
 from tests.support.app import admin_headers, services_of
+from tests.support.servers import free_port
 
 #: Function code that tries what the runtime refuses; a function's answer is `walls(...)` of the attempts.
 WALLS = """
@@ -86,3 +89,26 @@ def function_logs(client: TestClient, slug: str) -> list[dict[str, Any]]:
     assert response.status_code == 200, response.text
     rows: list[dict[str, Any]] = response.json()["rows"]
     return rows
+
+
+# --- the functions host (for modules whose settings give it `host_port`) ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def host_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def host(client: TestClient, host_port: int) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{host_port}", timeout=10) as http:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if http.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the functions host did not start"
+            time.sleep(0.05)
+        yield http

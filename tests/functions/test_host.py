@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import httpx
 import pytest
@@ -19,66 +18,12 @@ from starlette.testclient import TestClient
 
 from kilnbase.config import FunctionsSettings, Settings
 from tests.functions.conftest import REFUSED, WALLS, Deploy, function_logs, new_slug
-from tests.support.servers import free_port
+from tests.functions.hosting import host_health, host_settings, served, until, until_hosted
 
 Get = Callable[..., httpx.Response]
 
 
-@pytest.fixture(scope="module")
-def host_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory, host_port: int) -> Settings:
-    return Settings(
-        database_url=database_url,
-        data_dir=tmp_path_factory.mktemp("data"),
-        max_upload_body_bytes=64 * 1024,
-        functions=FunctionsSettings(
-            timeout_ms=1500,
-            workers_per_function=1,
-            memory_mb=64,
-            max_concurrency=4,
-            host_port=host_port,
-            host_stall_seconds=1.5,
-            host_memory_mb=64,
-            start_timeout_seconds=3,
-        ),
-    )
-
-
-@pytest.fixture(scope="module")
-def host(client: TestClient, host_port: int) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"http://127.0.0.1:{host_port}", timeout=10) as http:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if http.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the functions host did not start"
-            time.sleep(0.05)
-        yield http
-
-
-def until(host: httpx.Client, path: str, wanted: Callable[[httpx.Response], bool]) -> httpx.Response:
-    """The host's answer once `wanted` holds (changes reach it through NOTIFY, within moments)."""
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            response: httpx.Response | None = host.get(path)
-        except httpx.TransportError:  # (restarting)
-            response = None
-        if response is not None and wanted(response):
-            return response
-        assert time.monotonic() < deadline, response.text if response is not None else "no answer"
-        time.sleep(0.05)
-
-
-def served(host: httpx.Client, slug: str) -> httpx.Response:
-    return until(host, f"/{slug}", lambda r: r.status_code != 404)
+settings = host_settings(upload_limit=64 * 1024, timeout_ms=1500, max_concurrency=4, host_memory_mb=64)
 
 
 def test_every_format_is_served_the_same(host: httpx.Client, deploy: Deploy) -> None:
@@ -255,12 +200,12 @@ def test_what_a_function_writes_to_stdout_itself_cannot_pass_for_the_host(
         }};
         """
     )
-    _until_hosted(client, forger)
+    until_hosted(client, forger)
     with pytest.raises(httpx.TransportError):
         host.get(f"/{forger}", timeout=15)
     # Restarted, and the victim is not taken for what got the host stuck.
     assert until(host, f"/{victim}", lambda r: r.status_code == 200).text == "victim"
-    assert victim not in _host_health(client)["failed"]
+    assert victim not in host_health(client)["failed"]
     assert all("forged" not in row["message"] for row in function_logs(client, victim))
 
 
@@ -286,13 +231,13 @@ def test_time_limit_then_a_stuck_host_is_restarted(
     with ThreadPoolExecutor(1) as pool:
         stuck = pool.submit(host.get, f"/{looping}?loop", timeout=15)
         time.sleep(0.3)
-        assert _host_health(client)["status"] != "running"  # health pings it: no answer while it loops
+        assert host_health(client)["status"] != "running"  # health pings it: no answer while it loops
         with pytest.raises(httpx.TransportError):
             stuck.result()  # the host is killed under it
     # Restarted: every function serves again.
     assert until(host, f"/{other}", lambda r: r.status_code == 200).text == "other"
     assert until(host, f"/{looping}", lambda r: r.status_code == 200).text == "fine"
-    assert _host_health(client)["status"] == "running"
+    assert host_health(client)["status"] == "running"
 
 
 @pytest.mark.parametrize(
@@ -316,7 +261,7 @@ def test_a_top_level_that_stops_the_host_is_left_out_and_the_others_serve(
     answer = until(host, f"/{stuck}", lambda r: r.status_code == 502)
     assert answer.json()["error"] == "FUNCTION_LOAD_FAILED"
     assert why in answer.json()["message"]
-    assert stuck in _host_health(client)["failed"]
+    assert stuck in host_health(client)["failed"]
 
 
 def test_a_top_level_await_that_never_settles_fails_that_function_only(
@@ -492,27 +437,8 @@ def test_a_port_in_use_is_left_alone(database_url: str, tmp_path_factory: pytest
         )
         with TestClient(create_app(settings)) as other:
             deadline = time.monotonic() + 10
-            while (health := _host_health(other))["status"] == "starting":
+            while (health := host_health(other))["status"] == "starting":
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             assert health["status"] == "elsewhere"
             assert str(port) in health["detail"]
-
-
-def _until_hosted(client: TestClient, slug: str) -> None:
-    """Wait until the host has loaded `slug` (for code that cannot be called just to find out)."""
-    deadline = time.monotonic() + 20
-    while slug not in _host_health(client)["served"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
-def _host_health(client: TestClient) -> dict[str, Any]:
-    health: dict[str, Any] = client.get("/api/functions", headers=_admin(client)).json()["runtime"]["host"]
-    return health
-
-
-def _admin(client: TestClient) -> dict[str, str]:
-    from tests.support.app import admin_headers
-
-    return admin_headers(client)
