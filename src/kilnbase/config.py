@@ -212,11 +212,23 @@ class FunctionsSettings(BaseSettings):
     host_stall_seconds: float = Field(default=5.0, gt=0)
     #: Invocation lines logged per function per second by the host; past it, one summary line a second.
     host_log_per_second: int = Field(default=100, ge=0)
+    #: The host is replaced by a fresh process (no invocation dropped) once it holds this many function
+    #: versions that were replaced or removed: a module cannot be unloaded (0: never for this reason).
+    host_recycle_versions: int = Field(default=100, ge=0)
+    #: ... or once its resident memory passes this many MiB while it holds at least one such version
+    #: (unset: three quarters of `host_memory_mb`; 0: never for this reason).
+    host_recycle_memory_mb: int | None = Field(default=None, ge=0)
 
     @property
     def drain_seconds(self) -> float:
         """How long invocations in flight may take to finish when what runs them is replaced."""
         return self.timeout_ms / 1000 + 5
+
+    @property
+    def host_recycle_memory_bytes(self) -> int:
+        """The resident memory past which the host is replaced (0: never)."""
+        mib = self.host_recycle_memory_mb
+        return (self.host_memory_mb * 3 // 4 if mib is None else mib) * 1024 * 1024
 
 
 class RealtimeSettings(BaseSettings):

@@ -7,11 +7,22 @@
 //   {"t":"config","functions":[{"slug","url","error"?}],"env":{...},"timeoutMs","maxConcurrency",
 //    "maxBodyBytes","logPerSecond"} -> loads what is new (saying {"t":"loading","slug"} first), drops what is
 //    gone, then {"t":"configured","failed":{slug: message}}; a function sent with an error is answered 502
-//   {"t":"ping","n":N} -> {"t":"pong","n":N} (an isolate stuck in a loop cannot answer: the owner restarts it)
+//    ({"configured"} also says how many loaded versions are `stale`: replaced or removed, yet in memory)
+//   {"t":"ping","n":N} -> {"t":"pong","n":N,"rss":bytes} (an isolate stuck in a loop cannot answer: the owner
+//    restarts it)
+//   {"t":"listen"} -> {"t":"listening"} or {"t":"listen-failed","msg"} (a host started as `standby`)
+//   {"t":"drain","handoffMs"} -> answers with `connection: close` for `handoffMs` (clients between two
+//    requests on a kept-alive connection open a new one, which reaches the host that replaces this one),
+//    then stops listening, lets the invocations in flight finish and exits
 // and reads JSON lines on stdout: {"t":"ready","nonce"} first, then console output {"t":"log"} and
 // invocations {"t":"inv"}, each line after the first prefixed with the nonce, which the functions cannot
 // know: a function that writes to stdout itself cannot pass for the host. Exit code 4: the port is taken.
-// Usage: host.js <hostname> <port>
+//
+// The port is bound with SO_REUSEPORT (`reusePort`, behind `--unstable-net`): the host that replaces this
+// one (started as `standby`: it listens only once told to, after it has loaded every function) listens on
+// the same port beside it, and new connections go to it from then on (see port_group.py); this one then
+// drains. Only the API process that owns the host starts one on the port (see host.py).
+// Usage: host.js <hostname> <port> [standby]
 import process from "node:process";
 import {
   context,
@@ -27,7 +38,8 @@ import {
   writeOut,
 } from "./function_globals.js";
 
-const [hostname, port] = Deno.args;
+const [hostname, port, mode] = Deno.args;
+const standby = mode === "standby";
 const NONCE = crypto.randomUUID().replaceAll("-", "");
 
 // --- output: lines are batched (one write per 20 ms), so that logging costs an invocation next to nothing --
@@ -63,7 +75,8 @@ process.kill = refuse("process.kill");
 process.abort = refuse("process.abort");
 
 /** slug -> {url, generation, handler, contextual} or {url, error}. A version replaced stays in the isolate's
- * memory (modules cannot be unloaded) until the host restarts. */
+ * memory (modules cannot be unloaded): the owner counts them (`stale` in each `configured` line) and
+ * replaces this process with a fresh one past a bound (host.py). */
 const functions = new Map();
 /** Code that logs or calls back into the API runs each invocation in its own async context (what tags a
  * console line, or gives `createClient` the caller's token, however many awaits later). That context costs
@@ -114,7 +127,9 @@ async function configure(config) {
       failed[slug] = message;
     }
   }
-  write(stringify({ t: "configured", failed }));
+  let live = 0;
+  for (const entry of functions.values()) if (entry.handler !== undefined) live += 1;
+  write(stringify({ t: "configured", failed, stale: loads - live }));
 }
 
 /** `promise`, or a rejection with `message` after `ms`. */
@@ -146,10 +161,14 @@ async function readCommands() {
         continue;
       }
       if (command.t === "ping") {
-        write(stringify({ t: "pong", n: command.n }));
+        write(stringify({ t: "pong", n: command.n, rss: Deno.memoryUsage().rss }));
         flush();
       } else if (command.t === "config") {
         queue = queue.then(() => configure(command)).then(flush);
+      } else if (command.t === "listen") {
+        listen();
+      } else if (command.t === "drain") {
+        drain(Number(command.handoffMs) || 0);
       }
     }
   }
@@ -401,22 +420,61 @@ function serve(request, info) {
   });
 }
 
+// --- listening, and draining when replaced ------------------------------------------------------------------
+
+/** Set once this host is being replaced: every response then closes its connection. */
+let draining = false;
+const closing = (response) => withHeaders(response, (headers) => headers.set("connection", "close"));
+
+function answer(req, info) {
+  if (!draining) return serve(req, info);
+  const response = serve(req, info);
+  return response instanceof Response ? closing(response) : response.then(closing);
+}
+
 const serving = {
   hostname,
   port: Number(port),
+  reusePort: true,
   onListen() {
-    writeOut(stringify({ t: "ready", nonce: NONCE }) + "\n");
+    if (standby) {
+      write(stringify({ t: "listening" }));
+      flush();
+    } else writeOut(stringify({ t: "ready", nonce: NONCE }) + "\n");
   },
   onError(error) {
     emit("error", ["Uncaught error:", error]);
     return errorResponse(500, "FUNCTION_ERROR", error?.message ?? String(error));
   },
 };
-try {
-  realServe(serving, serve);
-} catch (error) {
-  Deno.stderr.writeSync(new TextEncoder().encode(`The functions host cannot listen on ${hostname}:${port}: ${error?.message ?? error}\n`));
-  exit(error instanceof Deno.errors.AddrInUse ? 4 : 1);
+let server = null;
+
+function listen() {
+  if (server !== null) return;
+  try {
+    server = realServe(serving, answer);
+  } catch (error) {
+    const message = `The functions host cannot listen on ${hostname}:${port}: ${error?.message ?? error}`;
+    if (standby) {
+      write(stringify({ t: "listen-failed", msg: message }));
+      flush();
+      return;
+    }
+    Deno.stderr.writeSync(new TextEncoder().encode(message + "\n"));
+    exit(error instanceof Deno.errors.AddrInUse ? 4 : 1);
+  }
 }
+
+async function drain(handoffMs) {
+  if (draining) return;
+  draining = true;
+  await new Promise((resolve) => setTimeout(resolve, handoffMs));
+  await server?.shutdown(); // (stops listening; resolves once the invocations in flight have answered)
+  flush();
+  exit(0);
+}
+
+if (standby) writeOut(stringify({ t: "ready", nonce: NONCE }) + "\n");
+else listen();
 keepServingOnErrors(emit);
 readCommands();

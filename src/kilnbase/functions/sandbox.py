@@ -124,13 +124,16 @@ def deno_command(
     memory_mb: int,
     env: Mapping[str, str],
     socket: tuple[str, Path] | None = None,
+    unstable: Sequence[str] = (),
 ) -> tuple[list[str], dict[str, str]]:
     """(command, environment) that runs `entry` (router.js or host.js) with Deno's default-deny permissions:
     the network; reading `code` (a directory), the entry and its globals, and the module cache; writing only
     `socket` (a path, and the directory it is in); the environment variables of `env`, by name; inside
-    bubblewrap when the sandbox is on. The environment returned is the process's whole environment."""
+    bubblewrap when the sandbox is on; Deno's `unstable` features named (`net`: the host's `reusePort`). The
+    environment returned is the process's whole environment."""
     readable = [str(code), str(entry), str(GLOBALS), str(deno_dir)]
     deno_args = [deno_binary(), "run", "--no-prompt", "--no-config", "--allow-net"]
+    deno_args += [f"--unstable-{feature}" for feature in unstable]
     if env:
         deno_args.append(f"--allow-env={','.join(sorted(env))}")
     if socket is not None:
