@@ -186,6 +186,8 @@ class StorageRoutes:
         return _json(result)
 
     async def _upload(self, request: Request, key: str | None) -> dict[str, Any]:
+        """PUT creates or replaces the object at `key` (InsForge's contract, S3's PutObject); POST creates
+        one at a generated key and never replaces."""
         actor = actor_of(request, require_credential(request))
         body: AsyncIterator[bytes] = request.stream()
         return await self.service.put_object(
@@ -195,6 +197,7 @@ class StorageRoutes:
             body,
             request.headers.get("content-type"),
             filename=request.query_params.get("filename") or "file",
+            replace=key is not None,
         )
 
     async def put_object(self, request: Request) -> Response:

@@ -3,7 +3,8 @@
 of their own until the upload completes (the object then appears at once, whole) or is aborted.
 
 The endpoint's caller is an S3 access key, which acts as the project's admin (InsForge's rule: the S3
-protocol is a machine credential; `uploaded_via` says `s3`).
+protocol is a machine credential; `uploaded_via` says `s3`). PutObject, CopyObject and CompleteMultipartUpload
+replace an object at their key, as S3 does.
 """
 
 from __future__ import annotations
@@ -125,8 +126,9 @@ class S3Objects:
         await self.require_bucket(bucket)
 
         async def commit(blob_id: uuid.UUID, meter: Meter, mime: str) -> StoredObject:
+            mime = source.mime_type or mime
             return await self.storage.commit_row(
-                actor, bucket, key, blob_id, meter.size, meter.md5, source.mime_type or mime, "s3"
+                actor, bucket, key, blob_id, meter.size, meter.md5, mime, "s3", replace=True
             )
 
         chunks = self.storage.read(source, 0, source.size)
@@ -238,7 +240,15 @@ class S3Objects:
 
         async def commit(blob_id: uuid.UUID, meter: Meter, mime: str) -> StoredObject:
             return await self.storage.commit_row(
-                actor, bucket, key, blob_id, meter.size, multipart_etag, upload["content_type"] or mime, "s3"
+                actor,
+                bucket,
+                key,
+                blob_id,
+                meter.size,
+                multipart_etag,
+                upload["content_type"] or mime,
+                "s3",
+                replace=True,
             )
 
         stored = await self.storage.store_blob(

@@ -20,7 +20,9 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import anyio.to_thread
+from psycopg import AsyncCursor
 from psycopg import errors as pg_errors
+from psycopg.rows import DictRow
 
 from kilnbase import audit
 from kilnbase.config import Settings
@@ -44,12 +46,22 @@ MIB = 1024 * 1024
 DEFAULT_MAX_FILE_MB = 50
 _GARBAGE_BATCH = 500
 
-_UPSERT = (
+#: An upload's row, new: needs only an INSERT policy. No conflict target on purpose: `ON CONFLICT (bucket,
+#: key)` makes Postgres require SELECT on those columns, and so apply the SELECT policies to the new row (as
+#: `DO UPDATE` does), which is what refused every upload under an INSERT-only policy. The only other unique
+#: column is `blob_id`, freshly generated for every upload.
+_INSERT_OBJECT = (
     "insert into storage.objects (bucket, key, size, mime_type, etag, blob_id, uploaded_by, uploaded_via, "
-    "uploaded_at) values (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "on conflict (bucket, key) do update set size = excluded.size, mime_type = excluded.mime_type, "
-    "etag = excluded.etag, blob_id = excluded.blob_id, uploaded_via = excluded.uploaded_via, "
-    "uploaded_at = excluded.uploaded_at"
+    "uploaded_at) values (%(bucket)s, %(key)s, %(size)s, %(mime_type)s, %(etag)s, %(blob_id)s, "
+    "%(uploaded_by)s, %(via)s, %(at)s) on conflict do nothing"
+)
+#: The same upload over an object already at its key: needs UPDATE and SELECT policies that cover it (a row
+#: they hide is left alone, and nothing is updated), as Supabase Storage's upsert. `uploaded_by` stays: a
+#: replacement does not take over the object (InsForge keeps it too).
+_REPLACE_OBJECT = (
+    "update storage.objects set size = %(size)s, mime_type = %(mime_type)s, etag = %(etag)s, "
+    "blob_id = %(blob_id)s, uploaded_via = %(via)s, uploaded_at = %(at)s "
+    "where bucket = %(bucket)s and key = %(key)s"
 )
 _OBJECT_COLUMNS = "bucket, key, size, mime_type, etag, blob_id, uploaded_at"
 
@@ -125,6 +137,54 @@ def _denied(bucket: str, key: str, verb: str = "write") -> ApiError:
     )
 
 
+def _already_exists(bucket: str, key: str) -> ApiError:
+    return ApiError(
+        409,
+        "STORAGE_ALREADY_EXISTS",
+        f'Object "{key}" already exists in bucket "{bucket}"',
+        "Upload again (POST .../objects generates a new key), or PUT .../objects/<key> to replace it.",
+    )
+
+
+def _replace_denied(bucket: str, key: str) -> ApiError:
+    return ApiError(
+        403,
+        "STORAGE_PERMISSION_DENIED",
+        f'An object already exists at "{key}" in bucket "{bucket}", and your policies do not let you '
+        "replace it",
+        "Upload to another key, or add UPDATE and SELECT policies on storage.objects that cover this object "
+        "(creating an object needs only an INSERT policy; replacing one needs all three).",
+    )
+
+
+async def _rows_written(cur: AsyncCursor[DictRow]) -> int:
+    """How many rows the cursor's last statement wrote. Inside `Database.as_caller`'s pipeline the count
+    arrives only with a sync (its explicit BEGIN keeps the transaction open across it)."""
+    async with cur.connection.pipeline() as pipeline:
+        await pipeline.sync()
+    return cur.rowcount
+
+
+async def _write_object_row(cur: AsyncCursor[DictRow], row: dict[str, Any], *, replace: bool) -> bool:
+    """Write an upload's row, as the caller (`cur`), the way Supabase Storage does: an INSERT, which needs
+    only the INSERT policies; when an object is at the key already, with `replace` an UPDATE of it, which
+    needs UPDATE and SELECT policies, and without, 409. True when it replaced an object.
+
+    When the UPDATE finds nothing, either the caller's policies hide or forbid the object (403), or it was
+    deleted since the INSERT found it: then the INSERT is tried once more (READ COMMITTED: each statement
+    sees what committed before it)."""
+    for _attempt in range(2):
+        await cur.execute(_INSERT_OBJECT, row)
+        if await _rows_written(cur):
+            return False
+        if not replace:
+            raise _already_exists(row["bucket"], row["key"])
+        await cur.execute(_REPLACE_OBJECT, row)
+        if await _rows_written(cur):
+            return True
+    raise _replace_denied(row["bucket"], row["key"])
+
+
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
     """A file's bytes, a megabyte at a time, each read in a worker thread."""
     fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
@@ -143,6 +203,31 @@ def _size_and_head(path: Path, head_bytes: int) -> tuple[int, bytes]:
 def _uploader(principal: Principal) -> str | None:
     sub = principal.claims.get("sub")
     return sub if isinstance(sub, str) and sub else None
+
+
+def _object_row(
+    principal: Principal,
+    bucket: str,
+    key: str,
+    blob_id: uuid.UUID,
+    size: int,
+    etag: str | None,
+    mime: str | None,
+    via: str,
+    at: datetime,
+) -> dict[str, Any]:
+    """The parameters of `_INSERT_OBJECT` and `_REPLACE_OBJECT`."""
+    return {
+        "bucket": bucket,
+        "key": key,
+        "size": size,
+        "mime_type": mime,
+        "etag": etag,
+        "blob_id": blob_id,
+        "uploaded_by": _uploader(principal),
+        "via": via,
+        "at": at,
+    }
 
 
 class StorageService:
@@ -345,33 +430,41 @@ class StorageService:
             raise bucket_missing(bucket)
         return self._effective_bytes(row["max_file_size_mb"]), bool(row["taken"])
 
-    async def _probe_write(self, principal: Principal, bucket: str, key: str) -> None:
-        """Refuse before any byte is received when the caller's policies forbid this write (rolled back)."""
+    async def _write_row(
+        self,
+        principal: Principal,
+        row: dict[str, Any],
+        *,
+        replace: bool,
+        finishing: uuid.UUID | None = None,
+        rollback: bool = False,
+    ) -> None:
+        """`_write_object_row` in a transaction as the caller, its failures as the API's errors; `finishing`
+        as in `commit_row`; with `rollback` nothing is kept (a probe)."""
+        bucket, key = row["bucket"], row["key"]
         try:
-            async with self.database.transaction_as(principal, force_rollback=True) as conn:
-                await conn.execute(
-                    _UPSERT,
-                    (
-                        bucket,
-                        key,
-                        0,
-                        None,
-                        None,
-                        uuid.uuid4(),
-                        _uploader(principal),
-                        "rest",
-                        datetime.now(UTC),
-                    ),
-                )
+            async with self.database.as_caller(principal, rollback=rollback) as cur:
+                if finishing is not None:
+                    await cur.execute("select storage.finish_tus_upload(%s)", (finishing,))
+                await _write_object_row(cur, row, replace=replace)
         except pg_errors.InsufficientPrivilege:
             raise _denied(bucket, key) from None
         except pg_errors.ForeignKeyViolation:
             raise bucket_missing(bucket) from None
+        except pg_errors.NoDataFound:
+            raise upload_not_found() from None
 
-    async def check_write(self, actor: Actor, bucket: str, key: str) -> None:
-        """403 unless the caller's policies allow writing `key` (nothing is written)."""
+    async def _probe_write(self, principal: Principal, bucket: str, key: str, *, replace: bool) -> None:
+        """Refuse before any byte is received when the caller's policies forbid this write: the same write,
+        of an empty object, rolled back."""
+        row = _object_row(principal, bucket, key, uuid.uuid4(), 0, None, None, "rest", datetime.now(UTC))
+        await self._write_row(principal, row, replace=replace, rollback=True)
+
+    async def check_write(self, actor: Actor, bucket: str, key: str, *, replace: bool) -> None:
+        """403 unless the caller's policies allow writing `key` (with `replace`, over an object there;
+        without, 409 when one is there); nothing is written."""
         if not actor.is_admin:
-            await self._probe_write(actor.principal, bucket, key)
+            await self._probe_write(actor.principal, bucket, key, replace=replace)
 
     async def put_object(
         self,
@@ -386,17 +479,19 @@ class StorageService:
         via: str = "rest",
         verify: Callable[[], None] | None = None,
         limit: int | None = None,
+        replace: bool = True,
     ) -> dict[str, Any]:
         """Stream `body` (a multipart form with a `file` field, or, when not a form or when `raw`, the bytes
-        themselves) into the object at `key`, or at a generated key when `key` is None. Created or replaced
-        atomically with its row; `verify` runs once every byte is in, before anything is committed."""
+        themselves) into the object at `key`, or at a generated key when `key` is None. Created, or (with
+        `replace`, as InsForge's PUT and S3's PutObject) replaced, atomically with its row; `verify` runs
+        once every byte is in, before anything is committed."""
         names.bucket_name(bucket)
         if key is not None:
             names.object_key(key)
         principal = actor.principal
         configured_limit, taken = await self._upload_target(bucket, key)
         if not principal.is_admin and key is not None:
-            await self._probe_write(principal, bucket, key)
+            await self._probe_write(principal, bucket, key, replace=replace)
         if limit is None:
             limit = configured_limit
         if raw:
@@ -410,7 +505,9 @@ class StorageService:
             nonlocal final_key
             final_key = final_key if final_key is not None else names.generated_key(received.filename)
             etag = meter.md5 if s3 else version_etag(blob_id)
-            return await self.commit_row(actor, bucket, final_key, blob_id, meter.size, etag, mime, via)
+            return await self.commit_row(
+                actor, bucket, final_key, blob_id, meter.size, etag, mime, via, replace=replace
+            )
 
         stored = await self.store_blob(
             bucket, chunks, limit, received.claimed_type, commit, verify=verify, md5=s3, replacing=taken
@@ -512,25 +609,18 @@ class StorageService:
         mime: str,
         via: str,
         *,
+        replace: bool,
         finishing: uuid.UUID | None = None,
     ) -> StoredObject:
-        """Write the object's row as the caller. With `finishing`, the TUS upload this write makes into its
-        object is marked finished in the same transaction (see `tus.py`): 404 when it is not there to finish
-        (finished already, abandoned, or not the caller's), and then nothing is written."""
+        """Write the object's row as the caller: a new object with the INSERT policies alone; one already at
+        `key` replaced (with `replace`, needing UPDATE and SELECT policies that cover it: 403 otherwise) or
+        not (409). With `finishing`, the TUS upload this write makes into its object is marked finished in
+        the same transaction (see `tus.py`): 404 when it is not there to finish (finished already, abandoned,
+        or not the caller's). Whatever is refused, nothing is written."""
         principal = actor.principal
         now = datetime.now(UTC)
-        params = (bucket, key, size, mime, etag, blob_id, _uploader(principal), via, now)
-        try:
-            async with self.database.as_caller(principal) as cur:
-                if finishing is not None:
-                    await cur.execute("select storage.finish_tus_upload(%s)", (finishing,))
-                await cur.execute(_UPSERT, params)
-        except pg_errors.InsufficientPrivilege:
-            raise _denied(bucket, key) from None
-        except pg_errors.ForeignKeyViolation:
-            raise bucket_missing(bucket) from None
-        except pg_errors.NoDataFound:
-            raise upload_not_found() from None
+        row = _object_row(principal, bucket, key, blob_id, size, etag, mime, via, now)
+        await self._write_row(principal, row, replace=replace, finishing=finishing)
         if principal.is_admin:
             details = {"bucket": bucket, "key": key, "size": size, "via": via}
             await audit.record(self.database, actor, "UPLOAD_OBJECT", MODULE, details)
@@ -681,7 +771,7 @@ class StorageService:
         if await self.bucket_is_public(bucket) is None:
             raise bucket_missing(bucket)
         if not actor.is_admin:
-            await self._probe_write(actor.principal, bucket, key)
+            await self._probe_write(actor.principal, bucket, key, replace=True)
         if isinstance(self.blobs, S3Blobs) and self.blobs.presigned:
             blob_id = uuid.uuid4()
             safe_type = content_type if content_type and not content_types.is_unsafe(content_type) else None
@@ -748,7 +838,7 @@ class StorageService:
             )
         first = b"".join([chunk async for chunk in self.blobs.read(bucket, blob_id, 0, min(size, 4096))])
         mime = content_types.detect(first, None)
-        stored = await self.commit_row(actor, bucket, key, blob_id, size, etag, mime, "rest")
+        stored = await self.commit_row(actor, bucket, key, blob_id, size, etag, mime, "rest", replace=True)
         await self.blobs.forget_pending([blob_id])
         await self.collect_garbage()
         return self.object_json(stored)

@@ -142,7 +142,7 @@ class TusUploads:
         names.object_key(key)
         if await self.storage.bucket_is_public(bucket) is None:
             raise bucket_missing(bucket)
-        await self.storage.check_write(actor, bucket, key)
+        await self.storage.check_write(actor, bucket, key, replace=True)
         await self._remove_expired()  # (so that a server up for weeks keeps a day of uploads, not all)
         expires = datetime.now(UTC) + timedelta(seconds=TUS_EXPIRY_SECONDS)
         upload_id = uuid.uuid4()
@@ -307,7 +307,16 @@ class TusUploads:
         async def commit(blob_id: uuid.UUID, meter: Meter, mime: str) -> StoredObject:
             etag = version_etag(blob_id)
             return await self.storage.commit_row(
-                actor, row["bucket"], row["key"], blob_id, meter.size, etag, mime, "tus", finishing=upload_id
+                actor,
+                row["bucket"],
+                row["key"],
+                blob_id,
+                meter.size,
+                etag,
+                mime,
+                "tus",
+                replace=True,
+                finishing=upload_id,
             )
 
         path = self._path(upload_id)
