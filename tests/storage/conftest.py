@@ -111,8 +111,8 @@ def owner_sql(client: TestClient, query: str, params: tuple[Any, ...] = ()) -> l
 
 
 def let_anon_write(client: TestClient, bucket: str) -> None:
-    """Policies that let the anon role write new objects to `bucket` and read them (a write is an upsert,
-    which Postgres lets through only for a row the caller's SELECT policies show too)."""
+    """Policies that let the anon role write new objects to `bucket` (an INSERT policy is all that needs)
+    and read them back."""
     owner_sql(
         client,
         f'create policy "anon_write_{bucket}" on storage.objects for insert to anon '

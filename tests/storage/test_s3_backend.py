@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from kilnbase.app import create_app
 from kilnbase.config import Settings, StorageSettings
 from tests.storage.conftest import TUS, new_tus_upload, owner_sql, s3_blobs
-from tests.support.app import admin_headers, services_of, user_headers
+from tests.support.app import admin_headers, anon_headers, services_of, user_headers
 from tests.support.postgres import TestCluster
 from tests.support.seaweed import ACCESS_KEY, REGION, SECRET_KEY, SeaweedS3
 
@@ -242,3 +242,32 @@ def test_resumable_upload_finished_before_a_crash_is_not_sent_again(proxy: TestC
     assert not upload_file.exists()
     assert proxy.get(f"{BUCKETS}/{bucket}/objects/crashed/in-s3.bin", headers=admin).content == data
     assert proxy.delete(f"{BUCKETS}/{bucket}/objects/crashed/in-s3.bin", headers=admin).status_code == 200
+
+
+def test_refused_replacement_leaves_nothing_in_the_store(proxy: TestClient, s3: object) -> None:
+    """Under an INSERT-only policy for anon, a new upload is stored; a replacement is refused, before its
+    bytes are taken (REST) or after they are in the store (a TUS upload whose key was taken while it ran),
+    and either way the store keeps nothing of it."""
+    admin, anon = admin_headers(proxy), anon_headers(proxy)
+    bucket = _bucket(proxy)
+    owner_sql(
+        proxy,
+        f'create policy "anon_insert_{bucket}" on storage.objects for insert to anon '
+        f"with check (bucket = '{bucket}')",
+    )
+    objects = f"{BUCKETS}/{bucket}/objects"
+    assert proxy.put(f"{objects}/a.txt", content=b"anon's", headers=anon).status_code == 200
+    stored = _store_keys(s3, proxy)
+    assert len(stored) == 1
+    assert proxy.put(f"{objects}/a.txt", content=b"again", headers=anon).status_code == 403
+    url = new_tus_upload(proxy, anon, bucket, "raced.bin", 5)
+    assert proxy.put(f"{objects}/raced.bin", content=b"admin's", headers=admin).status_code == 200
+    stored = _store_keys(s3, proxy)
+    patch = {**anon, **TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    assert proxy.patch(url, content=b"late!", headers=patch).status_code == 403
+    assert _store_keys(s3, proxy) == stored
+    assert proxy.get(f"{objects}/raced.bin", headers=admin).content == b"admin's"
+    assert proxy.get(f"{objects}/a.txt", headers=admin).content == b"anon's"
+    deleted = proxy.request("DELETE", objects, json={"keys": ["a.txt", "raced.bin"]}, headers=admin)
+    assert deleted.status_code == 200
+    assert _store_keys(s3, proxy) == set()

@@ -301,3 +301,49 @@ def test_aws_cli(local_server: ServerProcess, s3: Any, tmp_path: Path) -> None:
     assert (tmp_path / "back.bin").read_bytes() == source.read_bytes()
     run("s3", "rm", "--recursive", f"s3://{bucket}/")
     run("s3", "rb", f"s3://{bucket}")
+
+
+def test_s3_replaces_beside_an_insert_only_policy(local_server: ServerProcess, s3: Any) -> None:
+    """An S3 access key acts as the project's admin, so PutObject and CompleteMultipartUpload replace an
+    object that a role allowed only to INSERT created (its old blob collected), while that role, through
+    REST, may still create new objects and replace none, whoever wrote them."""
+    keys = json.loads((local_server.data_dir / "keys.json").read_text())
+    admin = {"Authorization": f"Bearer {keys['api_key']}"}
+    anon = {"Authorization": f"Bearer {keys['anon_key']}"}
+    bucket = _bucket(s3)
+    policy = (
+        f'create policy "anon_insert_{bucket}" on storage.objects for insert to anon '
+        f"with check (bucket = '{bucket}')"
+    )
+    ran = httpx.post(
+        f"{local_server.url}/api/database/advance/rawsql/unrestricted", json={"query": policy}, headers=admin
+    )
+    assert ran.status_code == 200, ran.text
+    objects = f"{local_server.url}/api/storage/buckets/{bucket}/objects"
+    blobs = local_server.data_dir / "storage" / "blobs"
+
+    def blob_files() -> int:
+        return sum(len(names) for _, _, names in os.walk(blobs))
+
+    assert httpx.put(f"{objects}/a.txt", content=b"anon's", headers=anon).status_code == 200
+    files = blob_files()
+    assert httpx.put(f"{objects}/a.txt", content=b"again", headers=anon).status_code == 403
+    s3.put_object(Bucket=bucket, Key="a.txt", Body=b"s3's")
+    assert s3.get_object(Bucket=bucket, Key="a.txt")["Body"].read() == b"s3's"
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="a.txt")["UploadId"]
+    part = s3.upload_part(Bucket=bucket, Key="a.txt", UploadId=upload_id, PartNumber=1, Body=b"parted")
+    etag = part["ETag"]
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key="a.txt",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+    )
+    assert s3.get_object(Bucket=bucket, Key="a.txt")["Body"].read() == b"parted"
+    assert blob_files() == files  # every replaced version's blob, and the part's, collected
+    s3.put_object(Bucket=bucket, Key="b.txt", Body=b"s3's")
+    for key in ("a.txt", "b.txt"):
+        refused = httpx.put(f"{objects}/{key}", content=b"anon again", headers=anon)
+        assert refused.status_code == 403 and refused.json()["error"] == "STORAGE_PERMISSION_DENIED"
+    assert s3.get_object(Bucket=bucket, Key="b.txt")["Body"].read() == b"s3's"
+    assert httpx.put(f"{objects}/c.txt", content=b"new", headers=anon).status_code == 200
