@@ -74,8 +74,8 @@ Deno.kill = refuse("Deno.kill");
 process.kill = refuse("process.kill");
 process.abort = refuse("process.abort");
 
-/** slug -> {url, generation, handler, contextual} or {url, error}. A version replaced stays in the isolate's
- * memory (modules cannot be unloaded): the owner counts them (`stale` in each `configured` line) and
+/** slug -> {url, generation, handler, contextual} or {url, error, loaded?}. A version replaced stays in the
+ * isolate's memory (modules cannot be unloaded): the owner counts them (`stale` in each `configured` line) and
  * replaces this process with a fresh one past a bound (host.py). */
 const functions = new Map();
 /** Code that logs or calls back into the API runs each invocation in its own async context (what tags a
@@ -123,13 +123,16 @@ async function configure(config) {
       functions.set(slug, { url, generation, handler, contextual });
     } catch (error) {
       const message = String(error?.message ?? error);
-      functions.set(slug, { url, error: message });
+      // (`loaded`: the module stays in memory all the same, as it would in a fresh process loading it.)
+      functions.set(slug, { url, error: message, loaded: true });
       failed[slug] = message;
     }
   }
-  let live = 0;
-  for (const entry of functions.values()) if (entry.handler !== undefined) live += 1;
-  write(stringify({ t: "configured", failed, stale: loads - live }));
+  // Stale: loaded, yet no longer any function's current version. A load that failed is the current one of
+  // its function (a fresh process would load and hold it too), so replacing the process would not shed it.
+  let current = 0;
+  for (const entry of functions.values()) if (entry.handler !== undefined || entry.loaded) current += 1;
+  write(stringify({ t: "configured", failed, stale: loads - current }));
 }
 
 /** `promise`, or a rejection with `message` after `ms`. */
