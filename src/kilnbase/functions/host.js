@@ -473,6 +473,7 @@ async function drain(handoffMs) {
   draining = true;
   await new Promise((resolve) => setTimeout(resolve, handoffMs));
   await server?.shutdown(); // (stops listening; resolves once the invocations in flight have answered)
+  summarise(); // (the last second's "N more invocations" line, which its timer would have written)
   flush();
   exit(0);
 }

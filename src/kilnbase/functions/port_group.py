@@ -14,6 +14,10 @@ hash. So with the program in place:
 - the host that replaces it joins as number 1 once it is ready, and receives every new connection from that
   moment; the old one answers what it has already accepted, stops listening and exits (number 1 becomes 0).
 
+The program counts on at most two hosts listening at once. Should a third join (a replacement started while
+the host before last still drains, stuck in a loop with its socket open), new connections would go to
+number 1, the host being drained, which answers each with `connection: close` until it stops listening.
+
 The program stays with the group as long as any socket is in it, so only the first start (and a restart
 after the host died) founds one. Nothing here is needed for the replacement to work: without it (another
 address family, a kernel that refuses the program), a connection may be dropped at the moment of the switch.
