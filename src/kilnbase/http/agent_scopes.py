@@ -29,6 +29,28 @@ from kilnbase.identity.principal import Access, Principal
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def read_only_refusal() -> ApiError:
+    """An agent's change refused in read-only mode: by the routes' guard here, and for a held or approved tool
+    call (`mcp_server.access.agent_refusal`)."""
+    return ApiError(
+        403,
+        "AGENT_READ_ONLY",
+        "The project is in read-only mode for agents: no agent key may change anything.",
+        "Ask an admin to turn read-only mode off (PUT /api/agents/settings).",
+    )
+
+
+def scope_refusal(group: str, wanted: Access, tool: str | None = None) -> ApiError:
+    """An agent's request (or, naming `tool`, its tool call) that its key's scopes do not reach."""
+    reach = f"{group}:{wanted}" + (f" ({tool})" if tool else "")
+    return ApiError(
+        403,
+        "FORBIDDEN",
+        f"This agent key's scopes do not reach {reach}.",
+        f"Ask an admin for a key with {group}:{wanted} (POST /api/agents/keys).",
+    )
+
+
 class AgentScopeGuard:
     def __init__(self, app: ASGIApp, group: str, agent_keys: AgentKeys, *, invocation: bool = False) -> None:
         self.app = app
@@ -45,20 +67,10 @@ class AgentScopeGuard:
             principal = principal_in(scope)
             safe = scope["method"] in _READS
             if not safe and self.agent_keys.read_only:
-                raise ApiError(
-                    403,
-                    "AGENT_READ_ONLY",
-                    "The project is in read-only mode for agents: no agent key may change anything.",
-                    "Ask an admin to turn read-only mode off (PUT /api/agents/settings).",
-                )
+                raise read_only_refusal()
             wanted: Access = "invoke" if self.invocation else "read" if safe else "write"
             if not self._allows(principal, wanted, safe):
-                raise ApiError(
-                    403,
-                    "FORBIDDEN",
-                    f"This agent key's scopes do not reach {self.group}:{wanted}.",
-                    f"Ask an admin for a key with {self.group}:{wanted} (POST /api/agents/keys).",
-                )
+                raise scope_refusal(self.group, wanted)
         return self.app(scope, receive, send)
 
     def _allows(self, principal: Principal, wanted: Access, safe: bool) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kilnbase.capability import McpResource, Tool
+from kilnbase.http.agent_scopes import read_only_refusal, scope_refusal
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.principal import Access, Principal
 
@@ -72,19 +73,9 @@ def agent_refusal(principal: Principal, listed: Listed, read_only_mode: bool) ->
     person might approve) and again when an approved call runs, with the key as it is then (its scopes may
     have been narrowed, or read-only mode turned on, while the request waited)."""
     if read_only_mode and not listed.tool.read_only:
-        return ApiError(
-            403,
-            "AGENT_READ_ONLY",
-            "The project is in read-only mode for agents: no agent key may change anything.",
-            "Ask an admin to turn read-only mode off (PUT /api/agents/settings).",
-        )
+        return read_only_refusal()
     if not visible(principal, EVERYTHING, listed):
-        return ApiError(
-            403,
-            "FORBIDDEN",
-            f"This agent key's scopes do not reach {listed.group}:{listed.kind} ({listed.tool.name}).",
-            f"Ask an admin for a key with {listed.group}:{listed.kind} (POST /api/agents/keys).",
-        )
+        return scope_refusal(listed.group, listed.kind, listed.tool.name)
     return None
 
 

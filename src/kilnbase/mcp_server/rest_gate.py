@@ -91,7 +91,8 @@ class RestApprovalGate:
         self, scope: Scope, receive: Receive, send: Send, route: HeldRoute, path_params: dict[str, str]
     ) -> None:
         listed = self.tools[route.tool]
-        refusal = agent_refusal(principal_in(scope), listed, self.agent_keys.read_only)
+        principal = principal_in(scope)
+        refusal = agent_refusal(principal, listed, self.agent_keys.read_only)
         if refusal is not None:
             raise refusal
         raw = await read_all(receive)
@@ -107,7 +108,6 @@ class RestApprovalGate:
             if inspect.isawaitable(reason):
                 reason = await reason
         if reason is not None:
-            principal = principal_in(scope)
             actor = Actor(principal, ip=client_ip_in(scope), tool=route.tool)
             session = session_of(principal, dict(scope["headers"]).get(b"x-agent-session"))
             held = await self.approvals.request(actor, route.tool, arguments, str(reason), session)
