@@ -56,7 +56,10 @@ def test_a_host_past_its_memory_bound_is_replaced_once_not_for_what_any_fresh_ho
     while broken not in (health := settled(client))["failed"]:
         assert time.monotonic() < deadline, health
         time.sleep(0.1)
-    # A module that failed to load is held by any process that loads these functions: no replacement.
+    # A module that failed to load is held by any process that loads these functions: no replacement; nor
+    # when the host tries it again, as it does whenever its configuration changes (here, a new function).
+    stays(client, host, slug, health)
+    served(host, deploy(answer(0)))
     stays(client, host, slug, health)
     assert host.get(f"/{slug}").json() == first
 

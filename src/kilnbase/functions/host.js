@@ -74,10 +74,20 @@ Deno.kill = refuse("Deno.kill");
 process.kill = refuse("process.kill");
 process.abort = refuse("process.abort");
 
-/** slug -> {url, generation, handler, contextual} or {url, error, loaded?}. A version replaced stays in the
+/** slug -> {url, generation, handler, contextual} or {url, error}. A version replaced stays in the
  * isolate's memory (modules cannot be unloaded): the owner counts them (`stale` in each `configured` line) and
  * replaces this process with a fresh one past a bound (host.py). */
 const functions = new Map();
+/** Versions that loaded, served, and are no longer their function's: replaced (by another version or a
+ * failure) or removed. A load that failed is not counted, now or once replaced: it holds next to nothing,
+ * and it is tried again every half minute (a fresh process would hold its latest attempt too). */
+let stale = 0;
+/** `functions.set`, or `functions.delete` without `entry`, counting a served version dropped as stale. */
+function replace(slug, entry) {
+  if (functions.get(slug)?.handler !== undefined) stale += 1;
+  if (entry === undefined) functions.delete(slug);
+  else functions.set(slug, entry);
+}
 /** Code that logs or calls back into the API runs each invocation in its own async context (what tags a
  * console line, or gives `createClient` the caller's token, however many awaits later). That context costs
  * a third of a trivial invocation's time, so code that does neither runs without it: its uncaught errors are
@@ -98,11 +108,11 @@ async function configure(config) {
   env = nextEnv;
   limits = { ...limits, ...pick(config, Object.keys(limits)) };
   const wanted = new Map(config.functions.map((f) => [f.slug, f]));
-  for (const slug of [...functions.keys()]) if (!wanted.has(slug)) functions.delete(slug);
+  for (const slug of [...functions.keys()]) if (!wanted.has(slug)) replace(slug);
   const failed = {};
   for (const [slug, { url, error }] of wanted) {
     if (error !== undefined) {
-      functions.set(slug, { url, error });
+      replace(slug, { url, error });
       failed[slug] = error;
       continue;
     }
@@ -120,19 +130,14 @@ async function configure(config) {
         `Loading the function did not finish within ${limits.loadTimeoutMs} ms (a top-level await that never settles?).`,
       );
       const contextual = CONTEXTUAL.test(Deno.readTextFileSync(new URL(url)));
-      functions.set(slug, { url, generation, handler, contextual });
+      replace(slug, { url, generation, handler, contextual });
     } catch (error) {
       const message = String(error?.message ?? error);
-      // (`loaded`: the module stays in memory all the same, as it would in a fresh process loading it.)
-      functions.set(slug, { url, error: message, loaded: true });
+      replace(slug, { url, error: message });
       failed[slug] = message;
     }
   }
-  // Stale: loaded, yet no longer any function's current version. A load that failed is the current one of
-  // its function (a fresh process would load and hold it too), so replacing the process would not shed it.
-  let current = 0;
-  for (const entry of functions.values()) if (entry.handler !== undefined || entry.loaded) current += 1;
-  write(stringify({ t: "configured", failed, stale: loads - current }));
+  write(stringify({ t: "configured", failed, stale }));
 }
 
 /** `promise`, or a rejection with `message` after `ms`. */
