@@ -92,6 +92,7 @@ def test_expired_token_is_refused(client: TestClient, session: Any) -> None:
     response = client.get("/api/auth/sessions/current", headers={"Authorization": f"Bearer {expired}"})
     assert response.status_code == 401
     assert response.json()["message"] == "Invalid token"
+    assert response.json()["error"] == "AUTH_UNAUTHORIZED"  # what @insforge/sdk refreshes on
     assert "expired" in response.json()["nextActions"]
 
 

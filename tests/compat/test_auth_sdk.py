@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
+from kilnbase.config import Settings
+from kilnbase.keys.access_tokens import TokenService
+from kilnbase.keys.project_keys import load_project_keys
 from tests.support.node import run_node
 from tests.support.oidc_provider import OidcProvider, ProviderUser
 from tests.support.servers import ServerProcess
@@ -56,7 +60,12 @@ def server(
     process = ServerProcess(tmp_path_factory.mktemp("authsdk") / "data", env=env)
     process.start()
     stored = json.loads((process.data_dir / "keys.json").read_text())
-    keys = {"url": process.url, "apiKey": stored["api_key"], "anonKey": stored["anon_key"]}
+    keys = {
+        "url": process.url,
+        "apiKey": stored["api_key"],
+        "anonKey": stored["anon_key"],
+        "dataDir": str(process.data_dir),
+    }
     admin = {"Authorization": f"Bearer {keys['apiKey']}"}
     smtp_config = {
         "enabled": True,
@@ -150,6 +159,55 @@ out.publicConfig = config.data?.oAuthProviders;
     assert out["reused"] == 401
     assert out["signOut"] is None
     assert out["publicConfig"] == ["google"]
+
+
+# A browser for the SDK in Node: `document.cookie` for its CSRF token, a jar for the httpOnly refresh cookie.
+BROWSER = """
+globalThis.document = { cookie: '' };
+const jar = new Map();
+const browserFetch = async (url, init = {}) => {
+  const headers = new Headers(init.headers);
+  if (jar.size) headers.set('cookie', [...jar].map(([name, value]) => `${name}=${value}`).join('; '));
+  const response = await fetch(url, { ...init, headers });
+  for (const cookie of response.headers.getSetCookie()) {
+    const [pair] = cookie.split(';');
+    jar.set(pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1));
+  }
+  return response;
+};
+const browser = createClient({
+  baseUrl: process.env.BASE_URL, anonKey: process.env.ANON_KEY, fetch: browserFetch });
+"""
+
+
+def test_an_expired_access_token_is_refreshed_and_the_call_retried(server: dict[str, str]) -> None:
+    """A browser session outlives its 15-minute access token: on a 401 AUTH_UNAUTHORIZED the SDK refreshes
+    with the cookie and retries. Any other code for an expired token leaves the user signed out."""
+    email = f"sdk-{secrets.token_hex(4)}@example.com"
+    tokens = TokenService(load_project_keys(Settings(data_dir=Path(server["dataDir"]))))
+    out = sdk(
+        server,
+        BROWSER
+        + """
+const up = await browser.auth.signUp({ email: input.email, password: input.password });
+const expired = input.expired.replace('USER_ID', up.data.user.id);
+for (const [name, call] of [
+  ['setProfile', () => browser.auth.setProfile({ bio: 'still signed in' })],
+  ['storage', () => browser.storage.from('no-such-bucket').list()],
+]) {
+  browser.getHttpClient().setAuthToken(expired);
+  const result = await call();
+  out[name] = result.error ? { status: result.error.statusCode, code: result.error.error } : 'ok';
+}
+out.profile = (await browser.auth.getProfile(up.data.user.id)).data?.profile;
+""",
+        email=email,
+        password=PASSWORD,
+        expired=tokens.sign({"sub": "USER_ID", "role": "authenticated", "email": email}, expires_in=-60),
+    )
+    assert out["setProfile"] == "ok"
+    assert out["storage"] == {"status": 404, "code": "STORAGE_NOT_FOUND"}  # refreshed, then the real answer
+    assert out["profile"] == {"bio": "still signed in"}
 
 
 def test_verify_email_and_reset_password(server: dict[str, str], smtp: SmtpServer) -> None:

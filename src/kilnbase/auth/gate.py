@@ -2,11 +2,15 @@
 
 InsForge guards its auth routes with three middlewares (`verifyToken`, `verifyAdmin`, `verifyUser` in its
 `api/middlewares/auth.ts`), and clients and agents match on what they answer: `401 AUTH_INVALID_CREDENTIALS
-"No token provided"`, `"Invalid token"`, `"No admin token provided"`, `"Invalid admin token"`,
-`401 AUTH_INVALID_API_KEY "Invalid API key"`, `403 AUTH_UNAUTHORIZED "Admin access required"`. The request
-edge has already turned the credential into a `Principal` (or remembered why it is invalid); these gates only
-decide which of those answers applies, from the credential's shape, as InsForge does. The reason Kilnbase
-knows (an expired token, a session signed out) goes into `nextActions`.
+"No token provided"`, `"No admin token provided"`, `"Invalid anon key"`, `401 AUTH_INVALID_API_KEY "Invalid
+API key"`, `403 AUTH_UNAUTHORIZED "Admin access required"`, and for a token that fails verification (expired,
+forged, not a JWT at all) `401 AUTH_UNAUTHORIZED "Invalid token"`, whichever middleware checked it. That
+last code matters: `@insforge/sdk` refreshes the session and retries only on a 401 whose code is
+`AUTH_UNAUTHORIZED`, so any other code signs a browser user out when their 15-minute token expires.
+
+The request edge has already turned the credential into a `Principal` (or remembered why it is invalid);
+these gates only decide which of those answers applies, from the credential's shape, as InsForge does. The
+reason Kilnbase knows (an expired token, a session signed out) goes into `nextActions`.
 
 Public flows (sign-in, refresh, sign-out, the email flows, OAuth callbacks) ignore the credential, as
 InsForge's do: see `edge.public_actor`.
@@ -46,10 +50,15 @@ def api_key_presented(request: Request) -> bool:
     return (bearer is not None and bearer.startswith(_KEY_PREFIXES)) or bool(request.headers.get("x-api-key"))
 
 
-def _invalid(message: str, request: Request, fallback: str) -> ApiError:
+def _refused(code: str, message: str, request: Request, fallback: str) -> ApiError:
     reason = credential_error_of(request)
     hint = f"The credential was refused: {reason}. {fallback}" if reason else fallback
-    return ApiError(401, "AUTH_INVALID_CREDENTIALS", message, hint)
+    return ApiError(401, code, message, hint)
+
+
+def _invalid_token(request: Request, fallback: str) -> ApiError:
+    """A bearer that is not a valid access token: the code the SDK answers with a refresh and a retry."""
+    return _refused("AUTH_UNAUTHORIZED", "Invalid token", request, fallback)
 
 
 def _principal(request: Request) -> Principal | None:
@@ -67,7 +76,7 @@ def token_actor(request: Request) -> Actor:
         raise ApiError(401, "AUTH_INVALID_CREDENTIALS", "No token provided", _SIGN_IN)
     principal = _principal(request)
     if principal is None or bearer.startswith((*_KEY_PREFIXES, "anon_")):
-        raise _invalid("Invalid token", request, _SIGN_IN)
+        raise _invalid_token(request, _SIGN_IN)
     return actor_of(request, principal)
 
 
@@ -89,7 +98,7 @@ def admin_actor(request: Request) -> Actor:
     elif _bearer(request) is None:
         raise ApiError(401, "AUTH_INVALID_CREDENTIALS", "No admin token provided", _ADMIN)
     elif principal is None or principal.kind in (CredentialKind.ANON_KEY, CredentialKind.NONE):
-        raise _invalid("Invalid admin token", request, _ADMIN)
+        raise _invalid_token(request, _ADMIN)
     if not principal.is_admin:
         raise ApiError(403, "AUTH_UNAUTHORIZED", "Admin access required", _ADMIN)
     return actor_of(request, principal)
@@ -106,5 +115,6 @@ def caller_actor(request: Request) -> Actor:
         raise ApiError(401, "AUTH_INVALID_API_KEY", "Invalid API key", _API_KEY)
     bearer = _bearer(request)
     if bearer is not None and bearer.startswith("anon_"):
-        raise _invalid("Invalid anon key", request, "Use the project's anon key (kilnbase keys prints it).")
-    raise _invalid("Invalid token", request, _SIGN_IN)
+        message = "Use the project's anon key (kilnbase keys prints it)."
+        raise _refused("AUTH_INVALID_CREDENTIALS", "Invalid anon key", request, message)
+    raise _invalid_token(request, _SIGN_IN)
