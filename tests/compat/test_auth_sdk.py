@@ -210,6 +210,55 @@ out.profile = (await browser.auth.getProfile(up.data.user.id)).data?.profile;
     assert out["profile"] == {"bio": "still signed in"}
 
 
+def test_emails_send_goes_through_the_projects_smtp_server(server: dict[str, str], smtp: SmtpServer) -> None:
+    """`emails.send` (`POST /api/email/send-raw`): a signed-in user's email, with cc, bcc, reply-to and a
+    display name, reaches every recipient; the anon key and a body without its fields are refused."""
+    tag = secrets.token_hex(4)
+    out = sdk(
+        server,
+        """
+const email = `sender-${input.tag}@example.com`;
+const up = await serverClient.auth.signUp({ email, password: input.password });
+const user = createClient({
+  baseUrl: process.env.BASE_URL, anonKey: process.env.ANON_KEY, accessToken: up.data.accessToken });
+const e = (r) =>
+  (r.error ? { status: r.error.statusCode, code: r.error.error, message: r.error.message } : null);
+const sent = await user.emails.send({
+  to: [`one-${input.tag}@example.com`, `two-${input.tag}@example.com`],
+  cc: `cc-${input.tag}@example.com`,
+  bcc: [`bcc-${input.tag}@example.com`],
+  subject: 'Your receipt',
+  html: '<p>Thanks for your order</p>',
+  from: 'Acme Shop',
+  replyTo: 'support@example.com',
+});
+out.sent = { data: sent.data, error: e(sent) };
+const anon = await client.emails.send({ to: 'x@example.com', subject: 'hi', html: '<p>hi</p>' });
+out.anon = e(anon);
+const missing = await user.emails.send({ to: 'not-an-address', subject: 'hi' });
+out.missing = e(missing);
+""",
+        tag=tag,
+        password=PASSWORD,
+    )
+    assert out["sent"] == {"data": {}, "error": None}
+    assert out["anon"] == {
+        "status": 401,
+        "code": "AUTH_INVALID_CREDENTIALS",
+        "message": "Sending emails requires an authenticated user",
+    }
+    assert out["missing"]["status"] == 400 and out["missing"]["code"] == "INVALID_INPUT"
+    assert "to:" in out["missing"]["message"] and "html:" in out["missing"]["message"]
+    received = smtp.last_for(f"one-{tag}@example.com")
+    assert set(received.to) == {f"{who}-{tag}@example.com" for who in ("one", "two", "cc", "bcc")}
+    assert received.message["Subject"] == "Your receipt"
+    assert received.message["Reply-To"] == "support@example.com"
+    assert received.message["From"] == "Acme Shop <noreply@kilnbase.test>"
+    assert received.message["Cc"] == f"cc-{tag}@example.com"
+    assert received.message["Bcc"] is None
+    assert "Thanks for your order" in received.html
+
+
 def test_verify_email_and_reset_password(server: dict[str, str], smtp: SmtpServer) -> None:
     email = f"sdk-{secrets.token_hex(4)}@example.com"
     with admin(server) as http:

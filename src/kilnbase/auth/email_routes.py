@@ -1,5 +1,6 @@
-"""Email flows under `/api/auth/email`, and the admin's SMTP settings and templates. Handlers parse the
-request, call the service (`EmailFlows`, `AuthAdmin`), and shape the answer.
+"""Email flows under `/api/auth/email`, an app's own emails (`/api/email/send-raw`), and the admin's SMTP
+settings and templates. Handlers parse the request, call the service (`EmailFlows`, `RawEmails`,
+`AuthAdmin`), and shape the answer.
 
 The send endpoints always answer 202 with the same message whether or not the address has an account; what
 depends on the account happens after the answer (see `mailer`)."""
@@ -13,7 +14,8 @@ from starlette.routing import BaseRoute, Route
 from kilnbase.auth.edge import SessionEdge, client_type_of, public_actor
 from kilnbase.auth.email_flows import EmailCode, EmailOnly, PasswordReset, ResetCodeExchange
 from kilnbase.auth.email_templates import TemplateUpdate
-from kilnbase.auth.gate import admin_actor
+from kilnbase.auth.gate import admin_actor, caller_actor
+from kilnbase.auth.raw_email import RawEmail
 from kilnbase.auth.services import Auth
 from kilnbase.auth.smtp_settings import SmtpConfigUpdate
 from kilnbase.auth.validation import read_body
@@ -49,6 +51,7 @@ def _redirect(target: str | None, unknown: str) -> Response:
 class EmailRoutes:
     def __init__(self, auth: Auth) -> None:
         self.flows = auth.email
+        self.raw = auth.raw_email
         self.admin = auth.admin
         self.edge = SessionEdge(auth.parts)
 
@@ -97,6 +100,12 @@ class EmailRoutes:
         target = await self.flows.reset_password_link(public_actor(request), _link_token(request))
         return _redirect(target, "Invalid or expired verification token")
 
+    async def send_raw(self, request: Request) -> Response:
+        """InsForge's `verifyUser` gate (a key or a token; the service refuses the anon role), then `{}`."""
+        actor = caller_actor(request)
+        await self.raw.send(actor, await read_body(request, RawEmail))
+        return json_response({})
+
     async def get_smtp_config(self, request: Request) -> Response:
         return json_response(await self.admin.smtp_config(admin_actor(request)))
 
@@ -127,6 +136,7 @@ class EmailRoutes:
             ),
             Route("/api/auth/email/reset-password", self.reset_password, methods=["POST"]),
             Route("/api/auth/email/reset-password-link", self.reset_password_link, methods=["GET"]),
+            Route("/api/email/send-raw", self.send_raw, methods=["POST"]),
             Route("/api/auth/smtp-config", self.get_smtp_config, methods=["GET"]),
             Route("/api/auth/smtp-config", self.put_smtp_config, methods=["PUT"]),
             Route("/api/auth/email-templates", self.list_templates, methods=["GET"]),

@@ -1,5 +1,6 @@
-"""Auth's services, built once at startup from the core (`Auth.build`): accounts, email flows, OAuth sign-in
-and the admin service, over one shared `AuthParts`. Routes are given this; so will the MCP tools and the CLI.
+"""Auth's services, built once at startup from the core (`Auth.build`): accounts, email flows, an app's own
+emails, OAuth sign-in and the admin service, over one shared `AuthParts`. Routes are given this; so will
+the MCP tools and the CLI.
 
 Tests choose auth's tunables through `Settings(auth=AuthSettings(...))`, never by swapping fields on a live
 object.
@@ -20,6 +21,7 @@ from kilnbase.auth.admin import AuthAdmin
 from kilnbase.auth.email_flows import EmailFlows
 from kilnbase.auth.oauth_flow import OAuthSignIn
 from kilnbase.auth.parts import AuthParts
+from kilnbase.auth.raw_email import RawEmails
 from kilnbase.capability import Core
 
 log = logging.getLogger("kilnbase.auth")
@@ -34,6 +36,7 @@ class Auth:
     parts: AuthParts
     accounts: Accounts
     email: EmailFlows
+    raw_email: RawEmails
     oauth: OAuthSignIn
     admin: AuthAdmin
 
@@ -45,6 +48,7 @@ class Auth:
             parts=parts,
             accounts=accounts,
             email=EmailFlows(parts, accounts),
+            raw_email=RawEmails(parts),
             oauth=OAuthSignIn(parts, accounts),
             admin=AuthAdmin(parts),
         )

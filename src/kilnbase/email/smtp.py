@@ -32,12 +32,24 @@ class OutgoingEmail:
     to: str
     subject: str
     html: str
+    cc: tuple[str, ...] = ()
+    #: Delivered to, never shown: `send_message` takes the Bcc header out of what it transmits.
+    bcc: tuple[str, ...] = ()
+    reply_to: str | None = None
+    #: A display name for this email instead of the server's (the address stays the server's).
+    sender_name: str | None = None
 
 
 def _message(server: SmtpServer, email: OutgoingEmail) -> EmailMessage:
     message = EmailMessage()
-    message["From"] = formataddr((server.sender_name, server.sender_email))
+    message["From"] = formataddr((email.sender_name or server.sender_name, server.sender_email))
     message["To"] = email.to
+    if email.cc:
+        message["Cc"] = ", ".join(email.cc)
+    if email.bcc:
+        message["Bcc"] = ", ".join(email.bcc)
+    if email.reply_to:
+        message["Reply-To"] = email.reply_to
     message["Subject"] = email.subject
     message["Message-ID"] = make_msgid(domain=server.sender_email.rsplit("@", 1)[-1] or None)
     message.set_content("This message needs an email client that displays HTML.")

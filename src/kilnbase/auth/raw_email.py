@@ -1,0 +1,128 @@
+"""`POST /api/email/send-raw`: an app's own email (a receipt, a notification), sent through the project's SMTP
+server. This is what `@insforge/sdk`'s `emails.send({to, subject, html, cc?, bcc?, from?, replyTo?})` calls.
+
+It lives with auth because auth owns the SMTP settings. As InsForge does: any valid credential but the anon
+key may send (a signed-in user, the API key); each recipient has the SMTP config's `minIntervalSeconds`
+between two emails; the answer is `{}` once the server has taken the message. `from` is a display name only:
+the address is always the configured sender, so an app cannot send as someone else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from kilnbase import audit
+from kilnbase.auth import smtp_settings
+from kilnbase.auth.parts import AuthParts
+from kilnbase.auth.validation import StrictBody, normalize_email
+from kilnbase.email import smtp
+from kilnbase.http.errors import ApiError
+from kilnbase.identity.actor import Actor
+
+MAX_RECIPIENTS = 50
+MODULE = "EMAIL"
+
+
+def _addresses(value: Any) -> list[str]:
+    """One address or a list of 1 to 50, each checked and normalized (zod's `emailOrEmails`)."""
+    if isinstance(value, str):
+        return [normalize_email(value)]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("Expected an email address or a list of them")
+    if not value:
+        raise ValueError("At least one email is required")
+    if len(value) > MAX_RECIPIENTS:
+        raise ValueError(f"Maximum {MAX_RECIPIENTS} recipients allowed")
+    return [normalize_email(item) for item in value]
+
+
+class RawEmail(StrictBody):
+    to: list[str]
+    subject: str = Field(min_length=1, max_length=500)
+    html: str = Field(min_length=1)
+    cc: list[str] = []
+    bcc: list[str] = []
+    sender_name: str | None = Field(None, alias="from", max_length=100)
+    replyTo: str | None = None
+
+    @field_validator("to", "cc", "bcc", mode="before")
+    @classmethod
+    def _recipients(cls, value: Any) -> list[str]:
+        return _addresses(value)
+
+    @field_validator("subject", "html", "sender_name", mode="before")
+    @classmethod
+    def _trimmed(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("replyTo")
+    @classmethod
+    def _reply_to(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return normalize_email(value)
+        except ValueError:
+            raise ValueError("Reply-To must be a valid email") from None
+
+
+class RawEmails:
+    def __init__(self, parts: AuthParts) -> None:
+        self.parts = parts
+
+    async def send(self, actor: Actor, body: RawEmail) -> None:
+        """Send now and wait for the SMTP server's answer: the caller learns whether the email went out."""
+        if actor.principal.db_role == "anon":
+            raise ApiError(
+                401,
+                "AUTH_INVALID_CREDENTIALS",
+                "Sending emails requires an authenticated user",
+                "Sign in as a user (or use the API key from a server) to send emails.",
+            )
+        async with self.parts.database.as_owner() as cur:
+            row = await smtp_settings.load(cur)
+        server = smtp_settings.server_of(row, self.parts.box)
+        if row is None or server is None:
+            raise smtp_settings.not_configured("an email")
+        for recipient in body.to:
+            await self._cooldown(recipient, row["min_interval_seconds"])
+        await self._deliver(server, body)
+        details = {"recipients": len(body.to) + len(body.cc) + len(body.bcc)}
+        await audit.record(self.parts.database, actor, "SEND_EMAIL", MODULE, details)
+
+    async def _cooldown(self, recipient: str, seconds: int) -> None:
+        """InsForge's per-recipient spacing, counted across processes, in its words."""
+        if seconds <= 0:
+            return
+        retry_after = await self.parts.limiter.hit(f"email-cooldown:{recipient}", 1, seconds)
+        if retry_after is not None:
+            wait = max(1, int(retry_after + 0.999))
+            raise ApiError(
+                429,
+                "RATE_LIMITED",
+                f"Too many emails to this address. Retry after {wait}s.",
+                f"Wait {wait} seconds, or raise minIntervalSeconds in PUT /api/auth/smtp-config.",
+            )
+
+    async def _deliver(self, server: smtp.SmtpServer, body: RawEmail) -> None:
+        email = smtp.OutgoingEmail(
+            to=", ".join(body.to),
+            subject=body.subject,
+            html=body.html,
+            cc=tuple(body.cc),
+            bcc=tuple(body.bcc),
+            reply_to=body.replyTo,
+            sender_name=body.sender_name or None,
+        )
+        try:
+            await smtp.send(server, email)
+        except OSError as exc:  # (smtplib's errors are OSErrors)
+            # The SMTP server (not the caller) failed: an upstream error, never a 500.
+            raise ApiError(
+                502,
+                "EMAIL_SMTP_SEND_FAILED",
+                f"Failed to send email via SMTP: {exc}",
+                "Check the SMTP settings (GET /api/auth/smtp-config) and that the server accepts mail.",
+            ) from None
