@@ -298,3 +298,50 @@ def test_python_postgrest_client(built_app: dict[str, str]) -> None:
         with pytest.raises(APIError) as refused:
             bob.from_("tasks").insert({"title": "forged", "owner": ALICE}).execute()
         assert refused.value.code == "42501"
+
+
+SCHEMA_SCRIPT = r"""
+import { createClient, createAdminClient } from '@insforge/sdk';
+const env = process.env;
+const schema = env.APP_SCHEMA;
+const admin = createAdminClient({ baseUrl: env.KB_URL, apiKey: env.KB_API_KEY });
+const sql = async (query) => {
+  const response = await fetch(env.KB_URL + '/api/database/advance/rawsql', {
+    method: 'POST',
+    headers: { Authorization: 'Bearer ' + env.KB_API_KEY, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ query }),
+  });
+  return { status: response.status, body: await response.json() };
+};
+const out = {};
+const created = await sql(`
+  CREATE SCHEMA ${schema};
+  CREATE TABLE ${schema}.events (id serial PRIMARY KEY, name text NOT NULL);
+  CREATE FUNCTION ${schema}.event_count() RETURNS int LANGUAGE sql
+    AS 'SELECT count(*)::int FROM ${schema}.events';
+  GRANT USAGE ON SCHEMA ${schema} TO authenticated;
+  GRANT SELECT ON ${schema}.events TO authenticated;`);
+out.created = {
+  status: created.status, error: created.body.error ?? null, message: created.body.message ?? null };
+let r = await admin.database.schema(schema).from('events')
+  .insert([{ name: 'open' }, { name: 'close' }]).select('name');
+out.insert = { data: r.data, error: r.error };
+r = await admin.database.schema(schema).rpc('event_count');
+out.rpc = { data: r.data, error: r.error };
+const alice = createClient({
+  baseUrl: env.KB_URL, anonKey: env.KB_ANON_KEY, accessToken: env.KB_ALICE, db: { schema } });
+r = await alice.database.from('events').select('name').order('id');
+out.alice = { data: r.data, error: r.error };
+console.log(JSON.stringify(out));
+"""
+
+
+def test_insforge_sdk_reads_a_schema_the_app_created(app_env: dict[str, str]) -> None:
+    """InsForge lets raw SQL (as project_admin) create a schema, and serves it to the SDK's
+    `database.schema(...)` and `createClient({ db: { schema } })` as soon as it exists."""
+    schema = f"app_{uuid.uuid4().hex[:8]}"
+    out: dict[str, Any] = run_node(SCHEMA_SCRIPT, {**app_env, "APP_SCHEMA": schema})
+    assert out["created"] == {"status": 200, "error": None, "message": None}
+    assert out["insert"] == {"data": [{"name": "open"}, {"name": "close"}], "error": None}
+    assert out["rpc"] == {"data": 2, "error": None}
+    assert out["alice"] == {"data": [{"name": "open"}, {"name": "close"}], "error": None}

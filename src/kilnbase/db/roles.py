@@ -8,6 +8,9 @@ password at every start, as the owner.
 Its password is derived from the owner's (HMAC, so the owner's cannot be recovered from it): every database
 of one cluster then agrees on it, however many projects or test databases share the cluster. An operator who
 manages the role themselves sets `KILNBASE_DB_AUTHENTICATOR_PASSWORD`, and Kilnbase leaves the role alone.
+
+`grant_schema_creation` gives project_admin the right to create schemas in the project's database, at every
+start too (see there why not in a migration).
 """
 
 from __future__ import annotations
@@ -122,3 +125,20 @@ def _set_password(conn: psycopg.Connection[Any], password: str) -> None:
     with contextlib.suppress(psycopg.errors.InternalError_), conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('kilnbase.authenticator'))")
         conn.execute(statement)
+
+
+def grant_schema_creation(owner_conninfo: str) -> None:
+    """Let project_admin create schemas (Postgres's database-level CREATE), as InsForge does: raw SQL and
+    custom migrations run as project_admin, and an app that keeps its tables in a schema of its own (read
+    with the SDK's `database.schema('analytics')`, which the records API serves once the schema exists)
+    creates it there. The schema then belongs to project_admin, so the admin reaches it and grants the
+    other roles what they may use.
+
+    Run at every start rather than in a migration: a database-level grant is not copied with a database
+    made from a template, nor restored from a dump without its database, and granting twice is harmless."""
+    with psycopg.connect(owner_conninfo, autocommit=True, connect_timeout=10) as conn:
+        database = conn.execute("select current_database()").fetchone()
+        assert database is not None
+        conn.execute(
+            sql.SQL("grant create on database {} to project_admin").format(sql.Identifier(database[0]))
+        )

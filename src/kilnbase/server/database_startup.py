@@ -10,7 +10,7 @@ import psycopg
 
 from kilnbase.config import Settings
 from kilnbase.db.migrate import Migration, apply_migrations
-from kilnbase.db.roles import authenticator_password, prepare_authenticator
+from kilnbase.db.roles import authenticator_password, grant_schema_creation, prepare_authenticator
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.server.embedded_postgres import EmbeddedPostgres
 
@@ -60,8 +60,8 @@ class OpenedDatabase:
 def prepare(
     settings: Settings, keys: ProjectKeys, conninfo: str, progress: Callable[[str], None]
 ) -> list[Migration]:
-    """Migrate, then give the authenticator role its password (and check it), as the owner. Returns the
-    migrations applied now."""
+    """Migrate, then give the authenticator role its password (and check it) and project_admin the right to
+    create schemas, as the owner. Returns the migrations applied now."""
     applied = apply_migrations(conninfo)
     if applied:
         progress(
@@ -72,6 +72,7 @@ def prepare(
         authenticator_password(settings, keys, conninfo),
         managed_by_operator=settings.db_authenticator_password is not None,
     )
+    grant_schema_creation(conninfo)
     return applied
 
 
