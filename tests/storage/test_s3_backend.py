@@ -188,6 +188,29 @@ def test_presigned_mode_sdk_flow(presigned: TestClient, s3: object) -> None:
     assert served.status_code == 200 and served.headers["content-disposition"].startswith("attachment")
 
 
+def test_presigned_upload_keeps_the_type_the_sdk_confirms(presigned: TestClient, s3: object) -> None:
+    """The SDK's `upload` of a CSV in presigned mode: its confirm body `{size, contentType}` (the file's type)
+    decides the stored type where the bytes do not, as the multipart part's type does for a direct upload."""
+    alice = user_headers(presigned, "3f0e6a51-9d2b-4c1e-8f7a-2b6c5d4e3f01", "alice@example.com")
+    bucket = _bucket(presigned)
+    csv = b"name,qty\napples,3\n"
+    plan = presigned.post(
+        f"{BUCKETS}/{bucket}/upload-strategy",
+        json={"filename": "orders.csv", "contentType": "text/csv", "size": len(csv)},
+        headers=alice,
+    ).json()
+    form = {"file": ("orders.csv", csv, "text/csv")}
+    posted = httpx.post(plan["uploadUrl"], data=plan["fields"], files=form)
+    assert posted.status_code in (200, 201, 204), posted.text
+    confirmed = presigned.post(
+        plan["confirmUrl"], json={"size": len(csv), "contentType": "text/csv"}, headers=alice
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.json()["mimeType"] == "text/csv"
+    listed = presigned.get(f"{BUCKETS}/{bucket}/objects", headers=alice).json()["data"]
+    assert [(o["key"], o["mimeType"]) for o in listed] == [("orders.csv", "text/csv")]
+
+
 def test_presigned_upload_over_limit_refused(presigned: TestClient, s3: object) -> None:
     admin = admin_headers(presigned)
     bucket = _bucket(presigned)

@@ -70,6 +70,16 @@ class UploadStrategy(BaseModel):
     size: float | None = None
 
 
+class ConfirmUpload(BaseModel):
+    """`{size?, contentType?, etag?}` after a presigned upload; only the type is used (the store is asked for
+    the size and etag)."""
+
+    model_config = ConfigDict(extra="ignore")
+    size: float | None = None
+    contentType: str | None = None
+    etag: str | None = None
+
+
 def _storage_input(model: type[BaseModel], data: Any) -> Any:
     """InsForge answers storage's validation errors with STORAGE_INVALID_PARAMETER."""
     try:
@@ -287,8 +297,9 @@ class StorageRoutes:
         if raw_path.endswith(b"/confirm-upload"):
             actor = actor_of(request, require_credential(request))
             key = _object_key(request, drop_suffix="/confirm-upload")
-            await read_object(request)
-            return _json(await self.service.confirm_upload(actor, request.path_params["bucket"], key))
+            confirm: ConfirmUpload = _storage_input(ConfirmUpload, await read_object(request))
+            bucket = request.path_params["bucket"]
+            return _json(await self.service.confirm_upload(actor, bucket, key, confirm.contentType))
         if raw_path.endswith(b"/download-strategy"):
             key = _object_key(request, drop_suffix="/download-strategy")
             body = await read_object(request)

@@ -797,10 +797,14 @@ class StorageService:
             "confirmRequired": False,
         }
 
-    async def confirm_upload(self, actor: Actor, bucket: str, key: str) -> dict[str, Any]:
+    async def confirm_upload(
+        self, actor: Actor, bucket: str, key: str, claimed_type: str | None = None
+    ) -> dict[str, Any]:
         """After a presigned upload: the blob the caller was given for this key, checked (there, within the
-        size limit, its type sniffed), becomes the object, as the caller's policies allow. After a direct
-        upload the object is already there: its metadata, as the caller may see it."""
+        size limit, its type sniffed), becomes the object, as the caller's policies allow. Its type is decided
+        as for a direct upload, from its first bytes and else the type the client says (the SDK sends the
+        file's): without the claim, text, JSON or CSV would all be stored as application/octet-stream. After
+        a direct upload the object is already there: its metadata, as the caller may see it."""
         names.bucket_name(bucket)
         names.object_key(key)
         if not isinstance(self.blobs, S3Blobs):
@@ -837,7 +841,7 @@ class StorageService:
                 TOO_LARGE,
             )
         first = b"".join([chunk async for chunk in self.blobs.read(bucket, blob_id, 0, min(size, 4096))])
-        mime = content_types.detect(first, None)
+        mime = content_types.detect(first, claimed_type)
         stored = await self.commit_row(actor, bucket, key, blob_id, size, etag, mime, "rest", replace=True)
         await self.blobs.forget_pending([blob_id])
         await self.collect_garbage()
