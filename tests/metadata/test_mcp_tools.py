@@ -55,7 +55,7 @@ async def test_docs_tools_are_for_everyone(live_server: ServerProcess, live_keys
         names = {tool.name for tool in (await client.list_tools()).tools}
         assert {"fetch-docs", "fetch-sdk-docs"} <= names
         assert "get-backend-metadata" not in names
-        instructions = await _call(client, "fetch-docs", {"doc_type": "instructions"})
+        instructions = await _call(client, "fetch-docs", {"docType": "instructions"})
         assert instructions.startswith("# Kilnbase backend: instructions for coding agents")
-        python = await _call(client, "fetch-sdk-docs", {"feature": "auth", "language": "python"})
+        python = await _call(client, "fetch-sdk-docs", {"sdkFeature": "auth", "sdkLanguage": "python"})
         assert "httpx" in python

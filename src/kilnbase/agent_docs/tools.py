@@ -1,4 +1,8 @@
-"""The agent documents as MCP tools (public, like `/api/docs`)."""
+"""The agent documents as MCP tools (public, like `/api/docs`).
+
+The tools and their arguments are named as `@insforge/mcp` names them (`docType`; `sdkFeature`,
+`sdkLanguage`), so an agent prompt written for InsForge calls them unchanged. `sdkLanguage` takes every
+language InsForge's tool takes: one this server has not written says so, as `/api/docs` does."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from kilnbase.agent_docs.service import DOC_TYPES, AgentDocs, DocType, Feature, WrittenLanguage
+from kilnbase.agent_docs.service import DOC_TYPES, AgentDocs, DocType, Feature, Language
 from kilnbase.capability import McpResource, Tool
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
@@ -15,16 +19,16 @@ from kilnbase.identity.actor import Actor
 def docs_tools(docs: AgentDocs) -> list[Tool]:
     async def fetch_docs(
         actor: Actor,
-        doc_type: Annotated[DocType, Field(description="'instructions' first")],
+        docType: Annotated[DocType, Field(description="'instructions' first")],
     ) -> str:
-        return docs.doc_type(doc_type).content
+        return docs.doc_type(docType).content
 
     async def fetch_sdk_docs(
         actor: Actor,
-        feature: Feature,
-        language: WrittenLanguage,
+        sdkFeature: Feature,
+        sdkLanguage: Annotated[Language, Field(description="typescript, rest-api and python are written")],
     ) -> str:
-        return docs.sdk(feature, language).content
+        return docs.sdk(sdkFeature, sdkLanguage).content
 
     return [
         Tool(

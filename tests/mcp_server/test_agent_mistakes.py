@@ -1,0 +1,30 @@
+"""What an agent meets on `/mcp` when it calls tools as a prompt written for InsForge's MCP server tells it
+to, and when it gets a call wrong: each call either works or fails as a tool error (`isError`) whose text
+says what went wrong and what to do next; never a silent success that did nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.mcp_server.test_mcp_server import error_of, http_client, text_of
+from tests.support.servers import ServerProcess
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_the_docs_tools_take_insforges_argument_names(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """`@insforge/mcp`: `fetch-docs {docType}`, `fetch-sdk-docs {sdkFeature, sdkLanguage}`."""
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        instructions = await client.call_tool("fetch-docs", {"docType": "instructions"})
+        sdk = await client.call_tool("fetch-sdk-docs", {"sdkFeature": "db", "sdkLanguage": "typescript"})
+        swift = await client.call_tool("fetch-sdk-docs", {"sdkFeature": "db", "sdkLanguage": "swift"})
+    assert not instructions.is_error, text_of(instructions)
+    assert json.loads(text_of(instructions)).startswith("# ")
+    assert not sdk.is_error, text_of(sdk)
+    # A language InsForge documents and this server does not: a tool error that says where to look instead.
+    assert error_of(swift)["error"] == "DOCS_NOT_FOUND"
+    assert "rest-api" in error_of(swift)["nextActions"]
