@@ -28,3 +28,23 @@ async def test_the_docs_tools_take_insforges_argument_names(
     # A language InsForge documents and this server does not: a tool error that says where to look instead.
     assert error_of(swift)["error"] == "DOCS_NOT_FOUND"
     assert "rest-api" in error_of(swift)["nextActions"]
+
+
+async def test_an_argument_the_tool_does_not_take_is_refused_not_ignored(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """`create-bucket` takes `isPublic`; an agent that writes `public: false` must not get a public bucket
+    (the MCP spec: servers validate tool inputs)."""
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        refused = await client.call_tool("create-bucket", {"bucketName": "misnamed", "public": False})
+        buckets = json.loads(text_of(await client.call_tool("list-buckets", {})))
+        # InsForge's tools all take an optional `apiKey`: a prompt written for them still works.
+        made = await client.call_tool(
+            "create-bucket", {"bucketName": "named", "isPublic": False, "apiKey": "x"}
+        )
+    error = error_of(refused)
+    assert error["statusCode"] == 400
+    assert "public" in error["message"] and "isPublic" in error["message"]
+    assert "isPublic" in error["nextActions"]
+    assert "misnamed" not in [bucket["name"] for bucket in buckets]
+    assert not made.is_error, text_of(made)

@@ -12,6 +12,7 @@ middleware like any request) or, over stdio, the credential the command was star
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import re
 import time
@@ -131,11 +132,14 @@ class Caller:
 
 class ToolAccessMiddleware:
     """Hides from `tools/list` what the caller may not use, and refuses a `tools/call` of such a tool
-    before it runs (so a hidden tool cannot be called by name)."""
+    before it runs (so a hidden tool cannot be called by name), or one with arguments the tool does not
+    take (`unknown_arguments`)."""
 
     def __init__(self, listed: Mapping[str, Listed], caller: Caller) -> None:
         self.listed = listed
         self.caller = caller
+        #: The arguments each tool takes.
+        self.taken = {name: [p.name for p in tool_parameters(entry.tool)] for name, entry in listed.items()}
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method not in ("tools/list", "tools/call"):
@@ -156,6 +160,9 @@ class ToolAccessMiddleware:
                 return CallToolResult(
                     content=[TextContent(type="text", text=f"Unknown tool: {name}")], is_error=True
                 )
+            unknown = unknown_arguments(name, self.taken[name], (ctx.params or {}).get("arguments"))
+            if unknown is not None:
+                return _refused(name, unknown)
             return await call_next(ctx)
         result = await call_next(ctx)  # the wire form: {"tools": [{"name": ...}, ...], ...}
         if isinstance(result, dict) and isinstance(result.get("tools"), list):
@@ -219,6 +226,12 @@ def resource_reader(entry: ListedResource) -> Callable[..., Awaitable[str]]:
     return read
 
 
+def _refused(tool: str, exc: ApiError) -> CallToolResult:
+    """A call refused before it ran, worded as the SDK words a tool's own error."""
+    text = f"Error executing tool {tool}: {_error_text(exc)}"
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+
+
 def _error_text(exc: ApiError) -> str:
     body: dict[str, Any] = {"error": exc.code, "message": exc.message, "statusCode": exc.status}
     if exc.next_actions:
@@ -258,6 +271,44 @@ _SCHEMA_VERSION_PARAMETER = inspect.Parameter(
 )
 #: The schema's current fingerprint, as the caller may read it.
 Fingerprint = Callable[[Actor], Awaitable[str]]
+
+
+def tool_parameters(tool: Tool) -> list[inspect.Parameter]:
+    """The arguments a tool takes: its `run`'s, without the actor; with `idempotencyKey` and
+    `expectedSchemaVersion` when it changes something."""
+    parameters = list(inspect.signature(tool.run, eval_str=True).parameters.values())[1:]
+    if not tool.read_only:
+        parameters += [_IDEMPOTENCY_PARAMETER, _SCHEMA_VERSION_PARAMETER]
+    return parameters
+
+
+#: Taken by every tool of `@insforge/mcp` (the key to call with), so an agent prompt written for InsForge may
+#: pass it; here the call's own credential decides, and the argument is dropped unread.
+INSFORGE_API_KEY_ARGUMENT = "apiKey"
+
+
+def unknown_arguments(tool: str, taken: Sequence[str], arguments: Any) -> ApiError | None:
+    """The refusal of arguments that `tool` (which takes `taken`) does not take; None: it takes them all.
+
+    The SDK's validation drops what a tool does not declare, so a misnamed optional argument would be
+    ignored without a word: `create-bucket {"public": false}` would make a public bucket. An agent must
+    hear that its argument was not read, and what the tool takes instead."""
+    if not isinstance(arguments, Mapping):
+        return None
+    unknown = [str(name) for name in arguments if name not in taken and name != INSFORGE_API_KEY_ARGUMENT]
+    if not unknown:
+        return None
+    return ApiError(
+        400,
+        "INVALID_INPUT",
+        f"{tool} does not take {', '.join(_with_guess(name, taken) for name in unknown)}; nothing was done.",
+        f"Call it again with only the arguments it takes: {', '.join(taken) or 'none'}.",
+    )
+
+
+def _with_guess(name: str, taken: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, taken, n=1, cutoff=0.5)
+    return f"{name} (did you mean {close[0]}?)" if close else name
 
 
 async def _idempotent(
@@ -391,9 +442,7 @@ class ToolRunner:
         tool) plus the SDK's context, for `MCPServer.add_tool`."""
         tool = entry.tool
         signature = inspect.signature(tool.run, eval_str=True)
-        parameters = list(signature.parameters.values())[1:]  # the first is the actor
-        if not tool.read_only:
-            parameters += [_IDEMPOTENCY_PARAMETER, _SCHEMA_VERSION_PARAMETER]
+        parameters = tool_parameters(tool)
 
         async def call(ctx: Context, **arguments: Any) -> str:
             who = self.caller.of(ctx.request_context.request)
