@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.mcp_server.test_mcp_server import error_of, http_client, text_of
+from tests.mcp_server.test_mcp_server import agent_key, error_of, http_client, text_of
 from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.anyio
@@ -48,3 +48,25 @@ async def test_an_argument_the_tool_does_not_take_is_refused_not_ignored(
     assert "isPublic" in error["nextActions"]
     assert "misnamed" not in [bucket["name"] for bucket in buckets]
     assert not made.is_error, text_of(made)
+
+
+async def test_a_tool_the_credential_may_not_use_is_refused_with_the_reason(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """A read-only agent key calling a write tool hears what REST tells it (403, the scope it lacks, who to
+    ask), not `Unknown tool` for a tool its docs name."""
+    reader = agent_key(live_server, live_keys["apiKey"], ["*:read"])
+    async with http_client(live_server, reader) as client:
+        by_agent = await client.call_tool("run-raw-sql", {"query": "delete from nowhere"})
+        missing = await client.call_tool("no-such-tool", {})
+    async with http_client(live_server, live_keys["anonKey"]) as client:
+        by_anon = await client.call_tool("run-raw-sql", {"query": "select 1"})
+    async with http_client(live_server, live_keys["apiKey"], "?features=storage") as client:
+        unconnected = await client.call_tool("run-raw-sql", {"query": "select 1"})
+
+    refusal = error_of(by_agent)
+    assert refusal["statusCode"] == 403 and "database:write" in refusal["message"]
+    assert "/api/agents/keys" in refusal["nextActions"]
+    assert error_of(by_anon)["statusCode"] == 403 and "admin API key" in error_of(by_anon)["message"]
+    assert "features" in error_of(unconnected)["nextActions"]
+    assert missing.is_error and "Unknown tool: no-such-tool" in text_of(missing)

@@ -66,6 +66,43 @@ def visible(principal: Principal, narrowing: Narrowing, listed: Listed) -> bool:
     return principal.allows(listed.group, listed.kind, listed.tool.name)
 
 
+def hidden_reason(
+    principal: Principal, narrowing: Narrowing, listed: Listed, read_only_mode: bool
+) -> ApiError:
+    """Why `visible` hides this tool from this caller, for a call of it by name: the same refusal an agent
+    meets on REST (read-only mode, its key's scopes), or what the credential or connection lacks. Hidden
+    from `tools/list` to keep an agent's context short, not as a secret: the catalogue is in the docs, and
+    `Unknown tool` would send an agent looking for a tool that is there."""
+    tool = listed.tool.name
+    if listed.tool.needs_admin and not principal.is_admin:
+        return ApiError(
+            403,
+            "FORBIDDEN",
+            f"{tool} needs the project's admin API key or an agent key; this credential is "
+            f"{principal.db_role}.",
+            "Connect the MCP client with the admin API key (kilnbase keys prints it) or an agent key "
+            "(POST /api/agents/keys).",
+        )
+    if narrowing.read_only and not listed.tool.read_only:
+        if principal.agent is not None and read_only_mode:
+            return read_only_refusal()
+        return ApiError(
+            403,
+            "READ_ONLY_CONNECTION",
+            f"This MCP connection is read-only (read_only=true) and {tool} changes the backend.",
+            "Connect without read_only=true to use it.",
+        )
+    if narrowing.groups is not None and listed.group not in narrowing.groups:
+        return ApiError(
+            403,
+            "FEATURE_NOT_CONNECTED",
+            f"This MCP connection offers only {', '.join(sorted(narrowing.groups))}; {tool} is in "
+            f"{listed.group}.",
+            f"Connect with features including {listed.group} to use it.",
+        )
+    return scope_refusal(listed.group, listed.kind, tool)
+
+
 def agent_refusal(principal: Principal, listed: Listed, read_only_mode: bool) -> ApiError | None:
     """Why an agent may not make this tool call now (None: it may): the project's read-only mode, or its
     key's scopes, as `visible` decides on `/mcp`. Asked where an agent's call is about to be held for

@@ -45,6 +45,7 @@ from kilnbase.mcp_server.access import (
     ListedResource,
     Narrowing,
     agent_refusal,
+    hidden_reason,
     resource_visible,
     session_of,
     visible,
@@ -132,8 +133,8 @@ class Caller:
 
 class ToolAccessMiddleware:
     """Hides from `tools/list` what the caller may not use, and refuses a `tools/call` of such a tool
-    before it runs (so a hidden tool cannot be called by name), or one with arguments the tool does not
-    take (`unknown_arguments`)."""
+    before it runs (so a hidden tool cannot be called by name: the call is refused with the reason), or one
+    with arguments the tool does not take (`unknown_arguments`)."""
 
     def __init__(self, listed: Mapping[str, Listed], caller: Caller) -> None:
         self.listed = listed
@@ -155,11 +156,13 @@ class ToolAccessMiddleware:
         if ctx.method == "tools/call":
             name = str((ctx.params or {}).get("name", ""))
             entry = self.listed.get(name)
-            if entry is None or not visible(principal, narrowing, entry):
-                # The same answer as for a name that does not exist: a hidden tool is not there.
+            if entry is None:
                 return CallToolResult(
                     content=[TextContent(type="text", text=f"Unknown tool: {name}")], is_error=True
                 )
+            if not visible(principal, narrowing, entry):
+                read_only_mode = self.caller.agent_keys.read_only
+                return _refused(name, hidden_reason(principal, narrowing, entry, read_only_mode))
             unknown = unknown_arguments(name, self.taken[name], (ctx.params or {}).get("arguments"))
             if unknown is not None:
                 return _refused(name, unknown)
