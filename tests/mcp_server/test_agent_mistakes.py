@@ -70,3 +70,21 @@ async def test_a_tool_the_credential_may_not_use_is_refused_with_the_reason(
     assert error_of(by_anon)["statusCode"] == 403 and "admin API key" in error_of(by_anon)["message"]
     assert "features" in error_of(unconnected)["nextActions"]
     assert missing.is_error and "Unknown tool: no-such-tool" in text_of(missing)
+
+
+async def test_invoking_a_function_no_url_serves_is_a_tool_error(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """A mistyped slug or a draft is the tool's failure (isError), told apart from a function's own 404."""
+    code = "export default async function (): Promise<Response> { return new Response('hi'); }"
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        draft = await client.call_tool(
+            "create-function", {"name": "drafted", "code": code, "status": "draft"}
+        )
+        missing = await client.call_tool("invoke-function", {"slug": "no-such-function"})
+        inactive = await client.call_tool("invoke-function", {"slug": "drafted"})
+    assert not draft.is_error, text_of(draft)
+    assert error_of(missing)["statusCode"] == 404
+    assert "list-functions" in error_of(missing)["nextActions"]
+    assert "draft" in error_of(inactive)["message"]
+    assert "active" in error_of(inactive)["nextActions"]

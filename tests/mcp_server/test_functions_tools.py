@@ -45,7 +45,7 @@ async def test_a_function_deployed_invoked_changed_and_deleted_through_tools(
         fetched = await call(client, "get-function", {"slug": slug})
         second = await call(client, "invoke-function", {"slug": slug, "method": "GET"})
         await call(client, "delete-function", {"slug": slug})
-        gone = await call(client, "invoke-function", {"slug": slug})
+        gone = await client.call_tool("invoke-function", {"slug": slug})
         missing = await client.call_tool("get-function", {"slug": slug})
     assert {"list-functions", "invoke-function", "get-function-logs", "delete-function"} <= names
     assert created["function"]["slug"] == slug
@@ -61,8 +61,8 @@ async def test_a_function_deployed_invoked_changed_and_deleted_through_tools(
     assert any(line["status"] == 200 and "POST" in line["message"] for line in logs["logs"])
     assert fetched["code"] == HELLO
     assert second["body"] == "v2 xxx"
-    assert gone["status"] == 404  # the answer /functions/:slug gives, as any function answer
-    assert gone["body"]["error"] == "FUNCTION_NOT_FOUND"
+    # No function: the tool's error, not a result that reads as the function's own 404.
+    assert error_of(gone)["error"] == "FUNCTION_NOT_FOUND"
     assert error_of(missing)["statusCode"] == 404
 
 

@@ -18,7 +18,7 @@ from kilnbase.capability import Tool
 from kilnbase.functions.definitions import MAX_DESCRIPTION, MAX_NAME, MAX_SLUG
 from kilnbase.functions.invocation import PREFIX, Invocation
 from kilnbase.functions.service import FunctionsService
-from kilnbase.http.errors import require_admin_actor
+from kilnbase.http.errors import ApiError, require_admin_actor
 from kilnbase.identity.actor import Actor
 
 #: The most of a request body a tool sends, and of a response body it returns.
@@ -128,6 +128,27 @@ async def invoke(
     return result
 
 
+async def _require_served(service: FunctionsService, slug: str) -> None:
+    """Refuse, as a tool error, to invoke a function that no URL serves: `/functions/:slug` answers such a
+    call 404 like any function may answer, and the tool's result would then read as the function's own
+    answer to an agent that mistyped the slug or left the function a draft."""
+    definition = await service.runtime.definition(slug)
+    if definition is None:
+        raise ApiError(
+            404,
+            "FUNCTION_NOT_FOUND",
+            f"Function not found: {slug}",
+            "list-functions lists the functions; create-function deploys one.",
+        )
+    if definition.status != "active":
+        raise ApiError(
+            409,
+            "FUNCTION_NOT_ACTIVE",
+            f"Function {slug} is {definition.status}: it serves no calls.",
+            f"Set it active with update-function {{slug: {slug!r}, status: 'active'}}, then invoke it.",
+        )
+
+
 def functions_tools(service: FunctionsService) -> list[Tool]:
     invocation = Invocation(service.runtime)
 
@@ -178,6 +199,7 @@ def functions_tools(service: FunctionsService) -> list[Tool]:
         ] = None,
     ) -> dict[str, Any]:
         require_admin_actor(actor)
+        await _require_served(service, slug)
         return await invoke(invocation, actor, slug, method, path, body, headers or {})
 
     async def get_function_logs(
