@@ -88,3 +88,14 @@ async def test_invoking_a_function_no_url_serves_is_a_tool_error(
     assert "list-functions" in error_of(missing)["nextActions"]
     assert "draft" in error_of(inactive)["message"]
     assert "active" in error_of(inactive)["nextActions"]
+
+
+async def test_a_malformed_user_id_is_a_400_not_an_unexpected_error(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """As `DELETE /api/auth/users` answers it: INVALID_INPUT, saying what an id looks like."""
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        refused = await client.call_tool("delete-users", {"userIds": ["not-a-uuid"]})
+    error = error_of(refused)
+    assert error["statusCode"] == 400 and error["error"] == "INVALID_INPUT"
+    assert "UUID" in error["nextActions"]

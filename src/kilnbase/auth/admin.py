@@ -144,7 +144,9 @@ class AuthAdmin:
         return users.user_json(row)
 
     async def delete_users(self, actor: Actor, user_ids: list[str]) -> int:
-        """Delete users; their sessions end with them (their access tokens stop working everywhere)."""
+        """Delete users; their sessions end with them (their access tokens stop working everywhere).
+        Every id is checked here, not only by the route, so a tool's malformed id is a 400 too."""
+        user_ids = [user_id_of(user_id) for user_id in user_ids]
         details: dict[str, Any] = {"userIds": user_ids}
         async with self._audited(actor, "DELETE_USERS", details) as cur:
             ended, deleted = await users.delete_many(cur, user_ids)
