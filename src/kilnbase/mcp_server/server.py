@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 import re
 import time
 import uuid
@@ -54,6 +55,7 @@ from kilnbase.mcp_server.approvals import Approvals
 from kilnbase.mcp_server.results import bounded_text, masked_arguments, summary
 
 MODULE = "MCP"
+log = logging.getLogger("kilnbase.mcp")
 INSTRUCTIONS = (
     "Kilnbase: an InsForge-compatible backend (Postgres with RLS, a PostgREST-style records API, auth, "
     "a model gateway). Tools act as your credential; Row Level Security decides what they see. Read the "
@@ -433,6 +435,19 @@ class ToolRunner:
             details |= {"error": exc.message, "durationMs": _ms(started)}
             await audit.record(self.database, actor, "TOOL_CALL", MODULE, details, outcome="failed")
             raise
+        except Exception as exc:
+            # A fault of ours: logged with its traceback, audited as failed like any failed call, and
+            # told to the agent as the HTTP edge tells a 500 (the SDK's own text gives no reason at all).
+            log.error("tool %s failed unexpectedly", tool.name, exc_info=exc)
+            details |= {"error": f"unexpected {type(exc).__name__}", "durationMs": _ms(started)}
+            await audit.record(self.database, actor, "TOOL_CALL", MODULE, details, outcome="failed")
+            raise ApiError(
+                500,
+                "INTERNAL_ERROR",
+                f"{tool.name} failed on an unexpected error of the server's; it has been logged.",
+                "This is the server's fault, not the arguments': retry later; if it persists, the server "
+                "log says why.",
+            ) from None
         text = bounded_text(result)
         # A result's secret-looking fields (a new key's `apiKey`) are masked in the audit, as arguments are.
         kept = bounded_text(masked_arguments(result)) if isinstance(result, dict) else text
