@@ -99,3 +99,26 @@ async def test_a_malformed_user_id_is_a_400_not_an_unexpected_error(
     error = error_of(refused)
     assert error["statusCode"] == 400 and error["error"] == "INVALID_INPUT"
     assert "UUID" in error["nextActions"]
+
+
+async def test_a_schema_change_that_changes_nothing_is_refused(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """`changes` takes InsForge's update-schema keys; a misspelt one must not report success."""
+    column = {"columnName": "note", "type": "string", "isNullable": True}
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        await client.call_tool(
+            "create-table", {"tableName": "changed", "columns": [{"columnName": "title", "type": "string"}]}
+        )
+        misspelt = await client.call_tool(
+            "update-table-schema", {"tableName": "changed", "changes": {"addColumn": [column]}}
+        )
+        empty = await client.call_tool("update-table-schema", {"tableName": "changed", "changes": {}})
+        added = await client.call_tool(
+            "update-table-schema", {"tableName": "changed", "changes": {"addColumns": [column]}}
+        )
+    assert "addColumn" in error_of(misspelt)["message"]
+    assert "addColumns" in error_of(misspelt)["nextActions"]
+    assert error_of(empty)["statusCode"] == 400
+    assert not added.is_error, text_of(added)
+    assert json.loads(text_of(added))["operations"]

@@ -11,6 +11,7 @@ from pydantic import Field
 from kilnbase.capability import Tool
 from kilnbase.database import custom_migrations
 from kilnbase.database.admin import CatalogKind, DatabaseAdmin
+from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
 
 Table = Annotated[str, Field(description="Table name in the public schema", min_length=1, max_length=63)]
@@ -32,6 +33,38 @@ def dangerous_sql(sql: Any) -> str | None:
     if report["valid"] and report["riskLevel"] == "DANGER":
         return "; ".join(report["riskFactors"])
     return None
+
+
+#: What `update-table-schema`'s `changes` may hold (PATCH /api/database/tables/:t/schema's body).
+SCHEMA_CHANGES = (
+    "addColumns",
+    "dropColumns",
+    "updateColumns",
+    "addForeignKeys",
+    "dropForeignKeys",
+    "renameTable",
+)
+
+
+def checked_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """`changes` as the service takes it, refused when it would change nothing. The route keeps InsForge's
+    leniency (unknown keys ignored); a tool call that did nothing while reporting success would leave an
+    agent believing a column it misnamed (`addColumn`) now exists."""
+    unknown = [key for key in changes if key not in SCHEMA_CHANGES]
+    rename = changes.get("renameTable")
+    if rename is not None and not (isinstance(rename, dict) and rename.get("newTableName")):
+        unknown.append("renameTable (it takes {newTableName})")
+    if unknown or not any(changes.get(key) for key in SCHEMA_CHANGES):
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            f"changes does not take {', '.join(unknown)}; nothing was changed."
+            if unknown
+            else "changes names no change; nothing was changed.",
+            f"Send at least one of {', '.join(SCHEMA_CHANGES)}, e.g. "
+            '{"addColumns": [{"columnName": "title", "type": "string", "isNullable": true}]}.',
+        )
+    return changes
 
 
 def database_tools(admin: DatabaseAdmin) -> list[Tool]:
@@ -76,7 +109,7 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
             ),
         ],
     ) -> dict[str, Any]:
-        return await admin.update_table(actor, tableName, changes)
+        return await admin.update_table(actor, tableName, checked_changes(changes))
 
     async def delete_table(actor: Actor, tableName: Table) -> dict[str, Any]:
         return await admin.delete_table(actor, tableName)
