@@ -122,3 +122,16 @@ async def test_a_schema_change_that_changes_nothing_is_refused(
     assert error_of(empty)["statusCode"] == 400
     assert not added.is_error, text_of(added)
     assert json.loads(text_of(added))["operations"]
+
+
+async def test_logs_of_a_function_that_does_not_exist_are_a_404(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """An empty list would read as "deployed and never called" to an agent that mistyped the slug."""
+    code = "export default async function (): Promise<Response> { return new Response('hi'); }"
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        await client.call_tool("create-function", {"name": "quiet", "code": code})
+        quiet = await client.call_tool("get-function-logs", {"slug": "quiet"})
+        missing = await client.call_tool("get-function-logs", {"slug": "no-such-function"})
+    assert json.loads(text_of(quiet))["logs"] == []
+    assert error_of(missing)["error"] == "FUNCTION_NOT_FOUND"

@@ -222,7 +222,9 @@ class FunctionsService:
 
     async def logs(self, actor: Actor, slug: str, limit: int) -> dict[str, Any]:
         """A function's newest log lines (its invocations and what it printed), oldest first; lines still
-        queued are written first, so an invocation that has returned is in them."""
+        queued are written first, so an invocation that has returned is in them. No lines for a slug no
+        function has is 404, not an empty list that reads as a function never called (a deleted
+        function's lines are still shown)."""
         _require_admin(actor)
         await self.runtime.logs.flush()
         async with self.database.as_owner() as cur:
@@ -234,4 +236,8 @@ class FunctionsService:
                 (slug, limit),
             )
             rows = await cur.fetchall()
+            if not rows:
+                await cur.execute("select 1 from functions.definitions where slug = %s", (slug,))
+                if await cur.fetchone() is None:
+                    raise _not_found(slug)
         return {"slug": slug, "logs": [{k: v for k, v in row.items() if k != "id"} for row in rows]}
