@@ -135,3 +135,19 @@ async def test_logs_of_a_function_that_does_not_exist_are_a_404(
         missing = await client.call_tool("get-function-logs", {"slug": "no-such-function"})
     assert json.loads(text_of(quiet))["logs"] == []
     assert error_of(missing)["error"] == "FUNCTION_NOT_FOUND"
+
+
+async def test_text_uploaded_without_a_type_is_not_stored_as_octet_stream(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """Text has no magic number to detect; the key's extension, else text/plain, says what it is."""
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        await client.call_tool("create-bucket", {"bucketName": "texts"})
+        readme = await client.call_tool(
+            "upload-object", {"bucketName": "texts", "key": "README", "text": "hi"}
+        )
+        rows = await client.call_tool(
+            "upload-object", {"bucketName": "texts", "key": "data/rows.csv", "text": "id,name\n1,ada\n"}
+        )
+    assert json.loads(text_of(readme))["mimeType"].startswith("text/plain")
+    assert json.loads(text_of(rows))["mimeType"] == "text/csv"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import mimetypes
 from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
@@ -53,6 +54,16 @@ def _payload(text: str | None, base64_data: str | None) -> bytes:
             "Upload larger files with PUT /api/storage/buckets/:bucketName/objects/:objectKey.",
         )
     return data
+
+
+def _claimed_type(key: str, text: str | None, content_type: str | None) -> str | None:
+    """The type to claim for an upload: the caller's, else, for `text`, the key's extension's or plain
+    text. Text has no magic number to detect it by, so without a claim it was stored (and served) as
+    application/octet-stream; the stored type is still decided from the bytes where they say more."""
+    if content_type is not None or text is None:
+        return content_type
+    guessed, _encoding = mimetypes.guess_type(key)
+    return guessed or "text/plain; charset=utf-8"
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
@@ -104,12 +115,14 @@ def storage_tools(service: StorageService) -> list[Tool]:
             Field(max_length=MAX_TOOL_UPLOAD_BYTES * 4 // 3 + 4, description="The content, base64-encoded"),
         ] = None,
         contentType: Annotated[
-            str | None, Field(max_length=255, description="MIME type; detected when absent")
+            str | None,
+            Field(max_length=255, description="MIME type; when absent, detected, or from the key for text"),
         ] = None,
     ) -> dict[str, Any]:
         data = _payload(text, base64Data)
+        claimed = _claimed_type(key, text, contentType)
         return await service.put_object(
-            actor, bucketName, key, _once(data), contentType, filename=key.rsplit("/", 1)[-1], raw=True
+            actor, bucketName, key, _once(data), claimed, filename=key.rsplit("/", 1)[-1], raw=True
         )
 
     async def get_signed_url(
