@@ -151,3 +151,23 @@ async def test_text_uploaded_without_a_type_is_not_stored_as_octet_stream(
         )
     assert json.loads(text_of(readme))["mimeType"].startswith("text/plain")
     assert json.loads(text_of(rows))["mimeType"] == "text/csv"
+
+
+async def test_text_that_is_json_stays_text(live_server: ServerProcess, live_keys: dict[str, str]) -> None:
+    """A JSON file uploaded as `text` is that text (not an object the SDK parsed it into); a list sent as
+    JSON text to a list parameter is still read as the list."""
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        await client.call_tool("create-bucket", {"bucketName": "jsons"})
+        config = await client.call_tool(
+            "upload-object", {"bucketName": "jsons", "key": "config.json", "text": '{"a": 1}'}
+        )
+        null = await client.call_tool(
+            "upload-object", {"bucketName": "jsons", "key": "null.txt", "text": "null"}
+        )
+        listed = await client.call_tool("run-raw-sql", {"query": "select $1::text as v", "params": '["x"]'})
+    assert not config.is_error, text_of(config)
+    assert json.loads(text_of(config))["size"] == len('{"a": 1}')
+    assert json.loads(text_of(config))["mimeType"] == "application/json"
+    assert not null.is_error, text_of(null)
+    assert json.loads(text_of(null))["size"] == 4
+    assert json.loads(text_of(listed))["rows"] == [{"v": "x"}]

@@ -53,6 +53,7 @@ from kilnbase.mcp_server.access import (
 )
 from kilnbase.mcp_server.approvals import Approvals
 from kilnbase.mcp_server.results import bounded_text, masked_arguments, summary
+from kilnbase.mcp_server.text_arguments import keep_text_arguments
 
 MODULE = "MCP"
 log = logging.getLogger("kilnbase.mcp")
@@ -566,6 +567,7 @@ def build_server(
             ),
             structured_output=False,
         )
+    keep_text_arguments(server)
     return server
 
 
