@@ -125,3 +125,26 @@ def test_a_retry_while_the_first_call_runs_is_409_with_retry_after(
     assert first["response"].status_code == 200
     third = client.post("/api/database/advance/rawsql", headers=keyed(admin, key), json=body)
     assert third.headers["idempotent-replayed"] == "true"
+
+
+def test_a_cookie_session_is_never_replayed_to_another_anonymous_caller(client: TestClient) -> None:
+    """A web client refreshes with its httpOnly cookie and the anon key (or no credential), which every
+    other anonymous caller shares: the cookie is part of whose key it is, so knowing the victim's
+    Idempotency-Key gets an attacker no session."""
+    anon = anon_headers(client)
+    email = f"idem-{secrets.token_hex(4)}@example.com"
+    account = {"email": email, "password": "Passw0rd!long"}
+    signed_up = client.post("/api/auth/users", headers=anon, json=account)
+    assert signed_up.status_code == 200, signed_up.text
+    key = secrets.token_hex(8)
+    victim = client.post(
+        "/api/auth/refresh", headers={**keyed(anon, key), "X-CSRF-Token": signed_up.json()["csrfToken"]}
+    )
+    assert victim.status_code == 200 and victim.json()["accessToken"]
+    client.cookies.clear()  # the attacker: the same key and (empty) body, without the victim's cookie
+    for headers in (keyed(anon, key), {"Idempotency-Key": key}):
+        attacker = client.post("/api/auth/refresh", headers=headers)
+        assert attacker.status_code == 401, attacker.text
+        assert "idempotent-replayed" not in attacker.headers
+        assert attacker.json()["error"] == "AUTH_UNAUTHORIZED"
+        assert attacker.headers.get("set-cookie", "").startswith('insforge_refresh_token=""')  # cleared

@@ -2,15 +2,17 @@
 request again, as Stripe's API and the IETF draft (draft-ietf-httpapi-idempotency-key-header) describe.
 
 A POST, PUT, PATCH or DELETE that carries the header is hashed (method, path, query, body) and the key is
-claimed for the caller's credential (`db/idempotency.py`). The first call runs and its response (up to 1 MiB)
-is kept for 24 hours; a retry with the same key and request gets it back with `Idempotent-Replayed: true`;
-the same key with another request is 409 `IDEMPOTENCY_KEY_REUSED`, and a retry while the first call still
-runs is 409 `IDEMPOTENCY_KEY_IN_USE` with `Retry-After`. A 5xx, a failure, or a response too large to keep
-is not kept, so a retry runs again. A request without the header costs one header scan.
+claimed for the caller's credential and cookies (`db/idempotency.py`). The first call runs and its response
+(up to 1 MiB) is kept for 24 hours; a retry with the same key and request gets it back with
+`Idempotent-Replayed: true`; the same key with another request is 409 `IDEMPOTENCY_KEY_REUSED`, and a retry
+while the first call still runs is 409 `IDEMPOTENCY_KEY_IN_USE` with `Retry-After`. A 5xx, a failure, or a
+response too large to keep is not kept, so a retry runs again. A request without the header costs one header
+scan.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable
 from typing import Any
 
@@ -24,6 +26,7 @@ from kilnbase.identity.principal import Principal
 
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _HEADER = b"idempotency-key"
+_COOKIE = b"cookie"
 #: Headers of a kept response that a replay repeats (framing headers are the server's to write again).
 _SKIPPED = frozenset({"content-length", "transfer-encoding", "connection", "date", "server"})
 
@@ -31,6 +34,20 @@ _SKIPPED = frozenset({"content-length", "transfer-encoding", "connection", "date
 def _key_in(scope: Scope) -> bytes | None:
     value = headers_in(scope).get(_HEADER)
     return None if value is None else bytes(value)
+
+
+def key_owner(scope: Scope, principal: Principal) -> str:
+    """Whose key this is: the credential, and the cookies the request carries. A cookie is a credential too
+    (a web client's refresh token rides in one, beside the anon key or no credential at all, which every
+    anonymous caller shares): without it, anyone who learnt a key would be replayed its owner's session."""
+    owner = principal.credential_id
+    if _COOKIE not in headers_in(scope):
+        return owner
+    cookies = hashlib.sha256()
+    for name, value in scope["headers"]:  # every Cookie header (HTTP/2 may split them), not only the last
+        if name == _COOKIE:
+            cookies.update(bytes(value) + b"\n")
+    return f"{owner}:cookie:{cookies.hexdigest()}"
 
 
 class IdempotencyMiddleware:
@@ -65,7 +82,7 @@ class IdempotencyMiddleware:
         digest = request_digest(
             scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body
         )
-        owner = principal.credential_id
+        owner = key_owner(scope, principal)
         claim = await self.keys.claim(owner, key, digest)
         if claim.outcome == "mismatch":
             await error_response(
