@@ -109,13 +109,17 @@ async def run(
         if unrestricted:
             async with database.owner_pool.connection() as conn, conn.transaction(force_rollback=explain):
                 await conn.execute("select set_config('statement_timeout', %s, true)", (admin_timeout,))
+                if explain:
+                    await conn.execute("set transaction read only")
                 result = await _execute(conn, statements, params, explain=explain)
                 if not explain:
                     await conn.execute("select system.reassign_public_objects_to_project_admin()")
             return result
-        # EXPLAIN ANALYZE runs the statement: keep nothing of it.
+        # EXPLAIN ANALYZE runs the statement: keep nothing of it. Rolling back is not enough: a SELECT can
+        # move a sequence (nextval, setval), which no rollback undoes, and explain is a read (the MCP tool
+        # reaches read-scoped agent keys, and read-only mode): a read-only transaction refuses every write.
         async with database.transaction_as(
-            actor.principal, statement_timeout=admin_timeout, force_rollback=explain
+            actor.principal, read_only=explain, statement_timeout=admin_timeout, force_rollback=explain
         ) as conn:
             return await _execute(conn, statements, params, explain=explain)
     except StatementFailed as failed:
