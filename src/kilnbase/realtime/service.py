@@ -53,6 +53,7 @@ class RealtimeService:
             access,
             presence,
             changes,
+            core.agent_keys,
             manager,
         )
         delivery = MessageDelivery(settings, conninfo, core.database, sockets, WebhookSender(settings))

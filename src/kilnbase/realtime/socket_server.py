@@ -9,6 +9,9 @@
 - `realtime:unsubscribe {channel}` (no ack): `presence:leave` when it was the member's last socket.
 - `realtime:publish {channel, event, payload}`: subscribed first (else `REALTIME_NOT_SUBSCRIBED`), then stored
   as the caller (RLS INSERT); delivery follows from the database (`delivery.py`), as for SQL publishes.
+- Agent keys (and their session tokens) act as project_admin, which RLS does not narrow: subscribing needs
+  the key's `realtime:read`, publishing `realtime:write` and read-only mode off, as on the REST routes; a key
+  revoked or expired since the handshake does neither.
 - Limits: subscriptions per connection, client events per second (a token bucket), payload size. A malformed
   or unknown event is answered with `realtime:error`, never an exception.
 
@@ -31,8 +34,9 @@ import orjson
 import socketio  # type: ignore[import-untyped]
 
 from kilnbase.config import RealtimeSettings
+from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.ended_sessions import EndedSessions
-from kilnbase.identity.principal import CredentialError, CredentialKind, CredentialResolver, Principal
+from kilnbase.identity.principal import Access, CredentialError, CredentialKind, CredentialResolver, Principal
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.realtime.access import ChannelAccess
 from kilnbase.realtime.change_feed import ChangeFeed
@@ -108,9 +112,11 @@ class RealtimeSocketServer:
         access: ChannelAccess,
         presence: Presence,
         changes: ChangeFeed,
+        agent_keys: AgentKeys,
         client_manager: Any = None,
     ) -> None:
         self.settings = settings
+        self.agent_keys = agent_keys
         self.keys = keys
         self.resolver = resolver
         self.ended_sessions = ended_sessions
@@ -205,18 +211,25 @@ class RealtimeSocketServer:
         await self.sio.disconnect(sid)
 
     async def watch_sessions(self, every: float) -> None:
-        """End the connections whose session has ended (signed out, revoked, deleted) since they connected:
-        every process learns of it within moments (`EndedSessions`), and this looks every `every` seconds
-        while any connection is open (and sleeps while none is, instead of waking to look at nothing)."""
+        """End the connections whose session has ended (signed out, revoked, deleted; an agent key revoked or
+        expired) since they connected: every process learns of it within moments (`EndedSessions`,
+        `AgentKeys`), and this looks every `every` seconds while any connection is open (and sleeps while
+        none is, instead of waking to look at nothing)."""
         while True:
             if not self.connections:
                 self._connected.clear()
                 await self._connected.wait()
             await asyncio.sleep(every)
             for sid, connection in list(self.connections.items()):
-                session = connection.principal.claims.get("sid")
-                if isinstance(session, str) and self.ended_sessions.has_ended(session):
+                if self._has_ended(connection.principal):
                     await self.expire(sid, signed_out=True)
+
+    def _has_ended(self, principal: Principal) -> bool:
+        """The credential's session was signed out, or its agent key revoked or expired."""
+        session = principal.claims.get("sid")
+        if isinstance(session, str) and self.ended_sessions.has_ended(session):
+            return True
+        return principal.agent is not None and self.agent_keys.by_id(principal.agent.id) is None
 
     async def _on_disconnect(self, sid: str, *_reason: Any) -> None:
         connection = self.connections.pop(sid, None)
@@ -274,6 +287,9 @@ class RealtimeSocketServer:
                 "REALTIME_SUBSCRIPTION_LIMIT",
                 f"At most {self.settings.max_subscriptions} subscriptions per connection.",
             )
+        agent_refusal = self._agent_refusal(connection.principal, "read")
+        if agent_refusal is not None:
+            return self._refusal(channel, *agent_refusal)
         if self.changes.is_change_channel(channel):
             assert isinstance(data, dict)
             refusal = await self.changes.subscribe(sid, connection.principal, channel, data.get("event"))
@@ -301,6 +317,21 @@ class RealtimeSocketServer:
                 "presence:join", {"member": member, "meta": self.meta(channel)}, room=room, skip_sid=sid
             )
         return {"ok": True, "channel": channel, "presence": {"members": members}}
+
+    def _agent_refusal(self, principal: Principal, wanted: Access) -> tuple[str, str] | None:
+        """(code, message) when an agent's key does not reach `realtime:<wanted>` now; None for every other
+        caller, whom RLS decides for. Checked per event, not at the handshake: a key can be revoked, or
+        read-only mode turned on, while its socket stays open."""
+        agent = principal.agent
+        if agent is None:
+            return None
+        if self.agent_keys.by_id(agent.id) is None:
+            return "AUTH_UNAUTHORIZED", "This agent key has been revoked or has expired."
+        if wanted == "write" and self.agent_keys.read_only:
+            return "AGENT_READ_ONLY", "The project is in read-only mode for agents: no agent key may publish."
+        if not principal.allows("realtime", wanted):
+            return "FORBIDDEN", f"This agent key's scopes do not reach realtime:{wanted}."
+        return None
 
     @staticmethod
     def _refusal(channel: str, code: str, message: str) -> dict[str, Any]:
@@ -361,6 +392,10 @@ class RealtimeSocketServer:
                 f"payload is {size} bytes; at most {self.settings.max_payload_bytes} are allowed",
                 channel,
             )
+            return
+        agent_refusal = self._agent_refusal(connection.principal, "write")
+        if agent_refusal is not None:
+            await self._error(sid, *agent_refusal, channel)
             return
         if not await self.access.publish(connection.principal, channel, event, payload):
             await self._error(
