@@ -36,6 +36,27 @@ def _require_admin(actor: Actor) -> None:
         )
 
 
+def _refuse_agents_destructive_import(actor: Actor, content: bytes, truncate: bool) -> None:
+    """An agent's import may not do what would wait for a person's approval as SQL or a migration (drops,
+    TRUNCATE, DELETE or UPDATE without WHERE, RLS switched off, dynamic SQL), nor truncate: an import is
+    raw SQL by another door, and no tool holds it for approval, so such a file is refused (403) and the agent
+    is sent to the doors that do."""
+    if actor.principal.agent is None:
+        return
+    report = custom_migrations.dry_run({"sql": content.decode("utf-8", errors="replace")})
+    reasons = list(report["riskFactors"]) if report["valid"] and report["riskLevel"] == "DANGER" else []
+    if truncate:
+        reasons.append("truncate empties the tables the file writes to")
+    if reasons:
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            "An agent's SQL import cannot make destructive changes: " + "; ".join(reasons),
+            "Send this SQL as a migration (POST /api/database/migrations, or the apply-migration tool), "
+            "where a person approves it, or import without it.",
+        )
+
+
 class DatabaseAdmin:
     def __init__(self, settings: Settings, database: Database, schema_cache: SchemaCache) -> None:
         self.database = database
@@ -196,6 +217,7 @@ class DatabaseAdmin:
     async def import_sql(self, actor: Actor, content: bytes, filename: str, truncate: bool) -> dict[str, Any]:
         details: dict[str, Any] = {"filename": filename, "truncate": truncate}
         async with self._audited(actor, "IMPORT_DATABASE", details):
+            _refuse_agents_destructive_import(actor, content, truncate)
             result = await bulk_data.import_sql(self.database, actor.principal, content, filename, truncate)
             details["rowsImported"] = result["rowsImported"]
         await self._schema_changed()

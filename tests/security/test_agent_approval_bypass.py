@@ -1,0 +1,73 @@
+"""No door around approvals: an agent key with `database:write` whose change would wait for a person's
+approval (`run-raw-sql`, `apply-migration`, `delete-table`) gets nothing done by sending it another way."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.security.conftest import OwnerSql
+
+
+@pytest.fixture(scope="module")
+def writer(client: TestClient, admin: dict[str, str]) -> dict[str, str]:
+    """An agent key that may change the database (but not without approval where a change is destructive)."""
+    body = {"name": f"writer-{secrets.token_hex(3)}", "scopes": ["database:write"]}
+    created = client.post("/api/agents/keys", headers=admin, json=body)
+    assert created.status_code == 201, created.text
+    return {"Authorization": f"Bearer {created.json()['key']}"}
+
+
+@pytest.fixture
+def important(client: TestClient, admin: dict[str, str]) -> str:
+    """A table of project_admin's with one row worth keeping."""
+    name = f"important_{secrets.token_hex(4)}"
+    query = (
+        f"create table public.{name} (id int primary key, note text); "
+        f"insert into public.{name} values (1, 'keep')"
+    )
+    made = client.post("/api/database/advance/rawsql", headers=admin, json={"query": query})
+    assert made.status_code == 200, made.text
+    return name
+
+
+def rows_in(owner_sql: OwnerSql, table: str) -> list[dict[str, object]]:
+    return owner_sql(f"select id, note from public.{table} order by id")
+
+
+@pytest.mark.parametrize(
+    ("sql", "truncate"),
+    [
+        ("DROP TABLE public.{table};", False),
+        ("DELETE FROM public.{table};", False),
+        ("TRUNCATE public.{table};", False),
+        ("INSERT INTO public.{table} VALUES (2, 'new');", True),
+    ],
+    ids=["drop", "delete-all", "truncate-statement", "truncate-option"],
+)
+def test_an_agents_destructive_import_is_refused_and_changes_nothing(
+    client: TestClient, writer: dict[str, str], important: str, owner_sql: OwnerSql, sql: str, truncate: bool
+) -> None:
+    response = client.post(
+        "/api/database/advance/import",
+        headers=writer,
+        files={"file": ("changes.sql", sql.format(table=important).encode(), "application/sql")},
+        data={"truncate": "true" if truncate else "false"},
+    )
+    assert response.status_code == 403, response.text
+    body = response.json()
+    assert body["error"] == "FORBIDDEN" and "/api/database/migrations" in body["nextActions"]
+    assert rows_in(owner_sql, important) == [{"id": 1, "note": "keep"}]
+
+
+def test_an_agents_harmless_import_still_runs(
+    client: TestClient, writer: dict[str, str], important: str, owner_sql: OwnerSql
+) -> None:
+    sql = f"INSERT INTO public.{important} VALUES (2, 'added');".encode()
+    response = client.post(
+        "/api/database/advance/import", headers=writer, files={"file": ("more.sql", sql, "application/sql")}
+    )
+    assert response.status_code == 200, response.text
+    assert rows_in(owner_sql, important) == [{"id": 1, "note": "keep"}, {"id": 2, "note": "added"}]
