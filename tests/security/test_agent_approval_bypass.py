@@ -71,3 +71,48 @@ def test_an_agents_harmless_import_still_runs(
     )
     assert response.status_code == 200, response.text
     assert rows_in(owner_sql, important) == [{"id": 1, "note": "keep"}, {"id": 2, "note": "added"}]
+
+
+def columns_of(owner_sql: OwnerSql, table: str) -> list[str]:
+    rows = owner_sql(
+        "select column_name from information_schema.columns "
+        "where table_schema = 'public' and table_name = %s order by ordinal_position",
+        table,
+    )
+    return [str(row["column_name"]) for row in rows]
+
+
+def test_an_agent_dropping_a_column_over_rest_waits_for_approval(
+    client: TestClient, writer: dict[str, str], important: str, owner_sql: OwnerSql
+) -> None:
+    path = f"/api/database/tables/{important}/schema"
+    response = client.patch(path, headers=writer, json={"dropColumns": ["note"]})
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "pending_approval"
+    assert columns_of(owner_sql, important) == ["id", "note"]
+    assert rows_in(owner_sql, important) == [{"id": 1, "note": "keep"}]
+    added = client.patch(
+        path, headers=writer, json={"addColumns": [{"columnName": "extra", "type": "string"}]}
+    )
+    assert added.status_code == 200, added.text  # a change that loses nothing still runs at once
+
+
+def test_an_agent_dropping_a_column_over_mcp_waits_for_approval(
+    client: TestClient, writer: dict[str, str], important: str, owner_sql: OwnerSql
+) -> None:
+    call = {
+        "name": "update-table-schema",
+        "arguments": {"tableName": important, "changes": {"dropColumns": ["note"]}},
+    }
+    response = client.post(
+        "/mcp",
+        headers={
+            **writer,
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        },
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": call},
+    )
+    assert response.status_code == 200, response.text
+    assert "pending_approval" in response.json()["result"]["content"][0]["text"]
+    assert columns_of(owner_sql, important) == ["id", "note"]

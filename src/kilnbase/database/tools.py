@@ -4,6 +4,7 @@ where it has the tool (`get-table-schema`, `run-raw-sql`, `bulk-upsert`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -65,6 +66,17 @@ def checked_changes(changes: dict[str, Any]) -> dict[str, Any]:
             '{"addColumns": [{"columnName": "title", "type": "string", "isNullable": true}]}.',
         )
     return changes
+
+
+def dropped_columns(arguments: Mapping[str, Any]) -> str | None:
+    """Why a schema change needs approval when an agent makes it: it drops columns, and their data, as
+    `ALTER TABLE ... DROP COLUMN` does in SQL, which the migration dry run rates DANGER."""
+    changes = arguments.get("changes")
+    dropped = changes.get("dropColumns") if isinstance(changes, Mapping) else None
+    if not dropped:
+        return None
+    names = ", ".join(str(name) for name in dropped) if isinstance(dropped, list) else str(dropped)
+    return f"drops columns {names} of table {arguments.get('tableName')} and their data"
 
 
 def database_tools(admin: DatabaseAdmin) -> list[Tool]:
@@ -171,7 +183,8 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
             "update-table-schema",
             "Add, drop, rename or change columns and foreign keys.",
             update_table_schema,
-            False,
+            read_only=False,
+            needs_approval=dropped_columns,
         ),
         Tool(
             "delete-table",

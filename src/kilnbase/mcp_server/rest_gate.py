@@ -55,6 +55,8 @@ HELD_ROUTES = (
     _route("POST", "/api/database/migrations", "apply-migration",
            lambda p, b: {k: _body(b).get(k) for k in ("version", "name", "sql")}),
     _route("DELETE", "/api/database/tables/{table}", "delete-table", lambda p, b: {"tableName": p["table"]}),
+    _route("PATCH", "/api/database/tables/{table}/schema", "update-table-schema",
+           lambda p, b: {"tableName": p["table"], "changes": _body(b)}),
     _route("DELETE", "/api/auth/users", "delete-users", lambda p, b: {"userIds": _body(b).get("userIds")}),
     _route("DELETE", "/api/storage/buckets/{bucket}", "delete-bucket",
            lambda p, b: {"bucketName": p["bucket"]}),
