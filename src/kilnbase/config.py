@@ -165,8 +165,9 @@ class LogsSettings(BaseSettings):
 
 
 class RecordsSettings(BaseSettings):
-    """PostgREST's opt-in features of the records API, off by default as in PostgREST, read from
-    `KILNBASE_DB_*` (PostgREST's `db-aggregates-enabled`, `db-plan-enabled`, `db-tx-end`)."""
+    """PostgREST's opt-in features of the records API, off by default as in PostgREST, and its row limit,
+    read from `KILNBASE_DB_*` (PostgREST's `db-aggregates-enabled`, `db-plan-enabled`, `db-tx-end`,
+    `db-max-rows`)."""
 
     model_config = SettingsConfigDict(env_prefix="KILNBASE_DB_", extra="ignore")
 
@@ -176,6 +177,11 @@ class RecordsSettings(BaseSettings):
     plan_enabled: bool = False
     #: How a request's transaction ends; the `-allow-override` ones honour `Prefer: tx=commit|rollback`.
     tx_end: Literal["commit", "commit-allow-override", "rollback", "rollback-allow-override"] = "commit"
+    #: PostgREST's `db-max-rows`: the most rows a read (or a set-returning call) answers with, whatever
+    #: `limit` or `Range` asks, so that one request with the public anon key cannot make the server build
+    #: a whole table as one response (hundreds of MB, several at once). Supabase's default; clients page
+    #: with `limit`/`offset` or `Range`, and `Content-Range` says a page was cut.
+    max_rows: int = Field(default=1000, ge=1)
 
 
 class FunctionsSettings(BaseSettings):

@@ -45,6 +45,7 @@ class Features(NamedTuple):
     aggregates: bool = False
     plan: bool = False
     tx_override: bool = False  # `Prefer: tx=` is honoured
+    max_rows: int | None = None  # the most rows a read answers with (`db-max-rows`)
 
 
 NO_FEATURES = Features()
@@ -81,6 +82,7 @@ class RequestShape:
     range: PageRange | None  # for GET and HEAD
     range_error: RecordsError | None = None  # a Range header that cannot be served, raised when paging
     aggregates: bool = False  # aggregate functions are allowed in `select=`
+    max_rows: int | None = None  # the most rows a read answers with, whatever the page asks
 
     @property
     def head(self) -> bool:
@@ -170,6 +172,7 @@ def request_shape(
         page_range,
         range_error,
         features.aggregates,
+        features.max_rows,
     )
 
 

@@ -185,7 +185,8 @@ def read_plan(shape: RequestShape, snapshot: SchemaSnapshot, target: TableTarget
 
 
 def page(shape: RequestShape, node: ReadNode) -> tuple[int, int | None]:
-    """Offset and limit from `limit`/`offset` and the `Range` header (their intersection)."""
+    """Offset and limit from `limit`/`offset` and the `Range` header (their intersection), at most the
+    server's `max_rows` (PostgREST's `db-max-rows`: a smaller page, never an error)."""
     if shape.range_error is not None:
         raise shape.range_error
     offset, limit = node.offset, node.limit
@@ -196,6 +197,8 @@ def page(shape: RequestShape, node: ReadNode) -> tuple[int, int | None]:
         upper = last if upper_query is None else (upper_query if last is None else min(last, upper_query))
         offset = lower
         limit = None if upper is None else max(upper - lower + 1, 0)
+    if shape.max_rows is not None and (limit is None or limit > shape.max_rows):
+        limit = shape.max_rows
     return offset, limit
 
 

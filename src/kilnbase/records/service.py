@@ -79,6 +79,7 @@ class RecordsEngine:
             aggregates=settings.aggregates_enabled,
             plan=settings.plan_enabled,
             tx_override=settings.tx_end.endswith("-allow-override"),
+            max_rows=settings.max_rows,
         )
         #: How a transaction ends unless the request may choose and does (`Prefer: tx=`).
         self.rollback_by_default = settings.tx_end.startswith("rollback")
