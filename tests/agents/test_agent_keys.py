@@ -207,6 +207,19 @@ def test_a_session_token_carries_the_keys_scopes_and_dies_with_it(client: TestCl
     assert client.get("/api/database/tables", headers=bearer(token)).status_code == 401
 
 
+def test_a_session_token_cannot_mint_another_and_outlive_itself(client: TestClient, admin: Headers) -> None:
+    """The token is the short-lived credential an agent hands around; only the key itself mints one, so a
+    token that leaks dies when it expires instead of renewing itself for as long as the key lives."""
+    agent = new_key(client, admin, ["database:read"])
+    minted = client.post("/api/agents/tokens", headers=bearer(agent["key"]), json={"expiresIn": 60})
+    assert minted.status_code == 201, minted.text
+    token = minted.json()["accessToken"]
+    renewed = client.post("/api/agents/tokens", headers=bearer(token), json={"expiresIn": 3600})
+    assert renewed.status_code == 403, renewed.text
+    assert renewed.json()["error"] == "FORBIDDEN" and "accessToken" not in renewed.json()
+    assert client.get("/api/database/tables", headers=bearer(token)).status_code == 200  # still its own self
+
+
 def test_a_forged_or_unknown_key_is_401(client: TestClient) -> None:
     for secret in ("kba_" + "0" * 64, "kba_short", "kba_" + "g" * 64):
         assert client.get("/api/database/tables", headers=bearer(secret)).status_code == 401

@@ -169,7 +169,9 @@ class Agents:
     async def session_token(self, actor: Actor, seconds: int) -> dict[str, Any]:
         """A short-lived access token for the calling agent key's session."""
         agent = actor.principal.agent
-        if agent is None:
+        # A token minted from the key may not mint another: it would renew itself for as long as the key
+        # lives, and a leaked token would never expire.
+        if agent is None or "agent_session" in actor.principal.claims:
             raise ApiError(
                 403,
                 "FORBIDDEN",

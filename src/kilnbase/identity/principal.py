@@ -99,12 +99,17 @@ API_KEY_HOLDER = Principal(
 )
 
 
-def agent_principal(key: AgentKey) -> Principal:
-    """An agent acts as project_admin, narrowed by its key's scopes (and the project's read-only mode)."""
+def agent_principal(key: AgentKey, session: str | None = None) -> Principal:
+    """An agent acts as project_admin, narrowed by its key's scopes (and the project's read-only mode).
+    `session` is the agent session of a token minted from the key (`agent_session`): it names the session
+    in the audit, and tells a token from the key itself, which alone may mint tokens."""
+    claims: dict[str, Any] = {"role": "project_admin", "agent_key": key.id}
+    if session is not None:
+        claims["agent_session"] = session
     return Principal(
         db_role="project_admin",
         kind=CredentialKind.AGENT_KEY,
-        claims={"role": "project_admin", "agent_key": key.id},
+        claims=claims,
         scopes=key.scopes,
         agent=key,
     )
@@ -156,7 +161,8 @@ class CredentialResolver:
             key = self._agent_keys.by_id(str(agent_key_id))
             if key is None:
                 raise CredentialError("the agent key of this token has been revoked or has expired")
-            return agent_principal(key)
+            session = claims.get("agent_session")
+            return agent_principal(key, str(session) if session is not None else "")
         return Principal(
             db_role=role,
             kind=CredentialKind.JWT,
