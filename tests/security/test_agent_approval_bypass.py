@@ -116,3 +116,25 @@ def test_an_agent_dropping_a_column_over_mcp_waits_for_approval(
     assert response.status_code == 200, response.text
     assert "pending_approval" in response.json()["result"]["content"][0]["text"]
     assert columns_of(owner_sql, important) == ["id", "note"]
+
+
+@pytest.mark.parametrize(
+    "change", [{"isActive": False}, {"expiresAt": "2000-01-01T00:00:00Z"}], ids=["switched-off", "expired"]
+)
+def test_an_agent_cannot_delete_a_secret_by_updating_it(
+    client: TestClient, admin: dict[str, str], change: dict[str, object]
+) -> None:
+    """`delete-secret` waits for approval; switching the secret off or expiring it now is the same delete."""
+    body = {"name": f"keeper-{secrets.token_hex(3)}", "scopes": ["secrets:write"]}
+    created = client.post("/api/agents/keys", headers=admin, json=body)
+    agent = {"Authorization": f"Bearer {created.json()['key']}"}
+    key = f"KEEP_{secrets.token_hex(4).upper()}"
+    assert client.post("/api/secrets", headers=admin, json={"key": key, "value": "v1"}).status_code == 201
+    held = client.delete(f"/api/secrets/{key}", headers=agent)
+    assert held.status_code == 202 and held.json()["status"] == "pending_approval"
+    response = client.put(f"/api/secrets/{key}", headers=agent, json=change)
+    assert response.status_code == 403, response.text
+    assert "DELETE /api/secrets/:key" in response.json()["nextActions"]
+    assert client.get(f"/api/secrets/{key}", headers=admin).json() == {"key": key, "value": "v1"}
+    renewed = client.put(f"/api/secrets/{key}", headers=agent, json={"value": "v2"})
+    assert renewed.status_code == 200, renewed.text  # changing a value is not a delete

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from kilnbase import audit
@@ -118,6 +118,23 @@ def _flag(body: dict[str, Any], name: str) -> bool | None:
     )
 
 
+def _refuse_agents_delete_by_update(actor: Actor, body: dict[str, Any]) -> None:
+    """An agent's delete of a secret waits for a person's approval (the `delete-secret` tool, `DELETE
+    /api/secrets/:key`); switching it off (`isActive: false`) or expiring it now is that same delete, so an
+    agent is sent there instead (403)."""
+    if actor.principal.agent is None:
+        return
+    switched_off = _flag(body, "isActive") is False
+    expiry = _expiry(body["expiresAt"]) if "expiresAt" in body else None
+    if switched_off or (expiry is not None and expiry <= datetime.now(UTC)):
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            "An agent cannot switch a secret off or expire it now: that is a delete, which needs approval.",
+            "Delete it with DELETE /api/secrets/:key (or the delete-secret tool), which a person approves.",
+        )
+
+
 class ProjectSecrets:
     """The service behind `/api/secrets` (besides key rotation), and the store functions read their
     environment from."""
@@ -219,6 +236,7 @@ class ProjectSecrets:
         details: dict[str, Any] = {"key": key}
         try:
             _require_admin(actor)
+            _refuse_agents_delete_by_update(actor, body)
             assignments: list[str] = []
             params: list[Any] = []
             if "value" in body:
