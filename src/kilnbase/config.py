@@ -178,10 +178,11 @@ class RecordsSettings(BaseSettings):
     #: How a request's transaction ends; the `-allow-override` ones honour `Prefer: tx=commit|rollback`.
     tx_end: Literal["commit", "commit-allow-override", "rollback", "rollback-allow-override"] = "commit"
     #: PostgREST's `db-max-rows`: the most rows a read (or a set-returning call) answers with, whatever
-    #: `limit` or `Range` asks, so that one request with the public anon key cannot make the server build
-    #: a whole table as one response (hundreds of MB, several at once). Supabase's default; clients page
-    #: with `limit`/`offset` or `Range`, and `Content-Range` says a page was cut.
-    max_rows: int = Field(default=1000, ge=1)
+    #: `limit` or `Range` asks; `Content-Range` says a page was cut. None (the default), as in PostgREST
+    #: and InsForge, which set none: a client written for InsForge that reads 1,500 rows without paging
+    #: gets 1,500, not a silently shorter page. Set it (Supabase sets 1000) where a large table is open to
+    #: the anon key: one request then cannot make the server build the whole table as one response.
+    max_rows: int | None = Field(default=None, ge=1)
 
 
 class FunctionsSettings(BaseSettings):

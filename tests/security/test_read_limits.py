@@ -86,5 +86,21 @@ def test_pages_below_max_rows_are_untouched(
     assert owner_sql("select count(*)::int as n from public.readings") == [{"n": ROWS}]
 
 
-def test_the_default_is_supabases() -> None:
-    assert RecordsSettings().max_rows == 1000
+def test_by_default_a_read_is_not_capped_as_in_insforge(
+    settings: Settings, admin: dict[str, str], anon: dict[str, str]
+) -> None:
+    """InsForge's PostgREST sets no `db-max-rows`: a client written for it that reads more rows than
+    Supabase's 1000 without paging gets them all, not a silently shorter page."""
+    default = Settings(database_url=settings.database_url, data_dir=settings.data_dir)
+    with TestClient(create_app(default), raise_server_exceptions=False) as uncapped:
+        query = """
+            create table public.many_readings (id int primary key);
+            insert into public.many_readings select generate_series(1, 1500);
+            create policy anyone_reads on public.many_readings for select to anon using (true);
+        """
+        created = uncapped.post("/api/database/advance/rawsql", headers=admin, json={"query": query})
+        assert created.status_code == 200, created.text
+        response = uncapped.get("/api/database/records/many_readings?order=id", headers=anon)
+    assert response.status_code == 200, response.text
+    assert ids(response.json()) == list(range(1, 1501))
+    assert response.headers["content-range"] == "0-1499/*"
