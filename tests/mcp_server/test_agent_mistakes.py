@@ -171,3 +171,21 @@ async def test_text_that_is_json_stays_text(live_server: ServerProcess, live_key
     assert not null.is_error, text_of(null)
     assert json.loads(text_of(null))["size"] == 4
     assert json.loads(text_of(listed))["rows"] == [{"v": "x"}]
+
+
+async def test_a_date_that_is_not_iso_8601_is_refused_not_read_as_a_time(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """Postgres reads `yesterday` as a time; the agent must hear which argument to write how, as
+    `GET /api/ai/usage/summary?startDate=yesterday` tells it."""
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        word = await client.call_tool("get-ai-usage-summary", {"startDate": "yesterday"})
+        slashes = await client.call_tool("get-ai-usage-summary", {"endDate": "04/18/2026"})
+        iso = await client.call_tool(
+            "get-ai-usage-summary", {"startDate": "2026-04-18", "endDate": "2026-04-19T09:15:00Z"}
+        )
+    assert error_of(word)["statusCode"] == 400 and error_of(word)["error"] == "INVALID_INPUT"
+    assert "startDate" in error_of(word)["message"] and "ISO 8601" in error_of(word)["message"]
+    assert "2026-04-18" in error_of(word)["nextActions"]
+    assert "endDate" in error_of(slashes)["message"]
+    assert not iso.is_error, text_of(iso)

@@ -64,3 +64,17 @@ async def test_an_agents_channel_delete_waits_and_the_anon_key_sees_none(
     assert channel["id"] in still
     async with http_client(live_server, live_keys["anonKey"]) as client:
         assert not ({"list-channels", "create-channel", "publish-message"} & await tool_names(client))
+
+
+async def test_messages_of_a_channel_that_does_not_exist_are_a_404(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """An empty list would read as "nothing was ever sent on it" to an agent that mistyped the id."""
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        channel = await call(client, "create-channel", {"pattern": f"quiet{secrets.token_hex(4)}"})
+        quiet = await call(client, "list-messages", {"channelId": channel["id"]})
+        missing = await client.call_tool(
+            "list-messages", {"channelId": "00000000-0000-0000-0000-000000000000"}
+        )
+    assert quiet == []
+    assert error_of(missing)["error"] == "REALTIME_CHANNEL_NOT_FOUND"

@@ -17,6 +17,7 @@ from kilnbase.ai.service import AiService
 from kilnbase.capability import Tool
 from kilnbase.http.errors import ApiError, require_admin_actor
 from kilnbase.http.json_body import parse
+from kilnbase.http.query_params import checked_timestamp
 from kilnbase.identity.actor import Actor
 
 T = TypeVar("T")
@@ -31,6 +32,9 @@ SystemPrompt = Annotated[str | None, Field(max_length=100_000)]
 Fallbacks = Annotated[list[ModelId] | None, Field(max_length=10, description="Models tried in order")]
 Count = Annotated[int | None, Field(ge=0)]
 Usd = Annotated[float | None, Field(ge=0)]
+DateArgument = Annotated[
+    str | None, Field(description="ISO 8601 date or timestamp, e.g. 2026-04-18 or 2026-04-18T09:15:00Z")
+]
 
 
 async def _gateway(call: Awaitable[T]) -> T:
@@ -74,10 +78,12 @@ def ai_tools(ai: AiService) -> list[Tool]:
         return await ai.gateway.models()
 
     async def get_ai_usage_summary(
-        actor: Actor, startDate: str | None = None, endDate: str | None = None
+        actor: Actor, startDate: DateArgument = None, endDate: DateArgument = None
     ) -> dict[str, Any]:
         require_admin_actor(actor)
-        return await usage_summary(ai.database, start=startDate, end=endDate, config_id=None)
+        start = checked_timestamp("startDate", startDate)
+        end = checked_timestamp("endDate", endDate)
+        return await usage_summary(ai.database, start=start, end=end, config_id=None)
 
     async def create_ai_configuration(
         actor: Actor,

@@ -29,7 +29,13 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
 
 def timestamp_param(request: Request, name: str) -> str | None:
     """An ISO 8601 date or timestamp, passed on as given (Postgres parses it); None when absent."""
-    raw = request.query_params.get(name)
+    return checked_timestamp(name, request.query_params.get(name))
+
+
+def checked_timestamp(name: str, raw: str | None) -> str | None:
+    """`raw` when it is an ISO 8601 date or timestamp (None stays None); else the 400 naming `name`.
+    Checked here, not left to Postgres, which reads words such as `yesterday` or `epoch` as times: a
+    route's query parameter and a tool's argument must not mean something the caller did not write."""
     if raw is None:
         return None
     try:
