@@ -189,3 +189,22 @@ async def test_a_date_that_is_not_iso_8601_is_refused_not_read_as_a_time(
     assert "2026-04-18" in error_of(word)["nextActions"]
     assert "endDate" in error_of(slashes)["message"]
     assert not iso.is_error, text_of(iso)
+
+
+async def test_listing_a_schema_that_does_not_exist_is_a_404_and_an_empty_one_is_empty(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """An empty list would read as "no tables yet" to an agent that mistyped the schema."""
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        await client.call_tool("run-raw-sql", {"query": "create schema if not exists bare"})
+        bare = await client.call_tool("list-tables", {"schema": "bare"})
+        bare_policies = await client.call_tool(
+            "list-database-objects", {"kind": "policies", "schema": "bare"}
+        )
+        tables = await client.call_tool("list-tables", {"schema": "pubilc"})
+        triggers = await client.call_tool("list-database-objects", {"kind": "triggers", "schema": "pubilc"})
+    assert json.loads(text_of(bare)) == []
+    assert json.loads(text_of(bare_policies)) == {"policies": []}
+    for missing in (tables, triggers):
+        assert error_of(missing)["statusCode"] == 404
+        assert "pubilc" in error_of(missing)["message"]

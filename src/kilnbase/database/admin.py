@@ -90,8 +90,20 @@ class DatabaseAdmin:
 
     # --- tables --------------------------------------------------------------------------------------------
 
+    async def _require_schema(self, schema: str) -> None:
+        """A listing of a schema that does not exist is a 404, not an empty list: to a caller that mistyped
+        the name, empty reads as "there is nothing in it yet"."""
+        if not await catalog.schema_exists(self.database, schema):
+            raise ApiError(
+                404,
+                "DATABASE_NOT_FOUND",
+                f"Schema '{schema}' does not exist.",
+                "List the schemas with GET /api/database/schemas.",
+            )
+
     async def list_tables(self, actor: Actor, schema: str = "public") -> list[str]:
         _require_admin(actor)
+        await self._require_schema(schema)
         return await TableService(self.database, actor.principal).list_tables(schema)
 
     async def table_schema(self, actor: Actor, table: str) -> dict[str, Any]:
@@ -122,6 +134,7 @@ class DatabaseAdmin:
         _require_admin(actor)
         if kind == "schemas":
             return await catalog.schemas(self.database)
+        await self._require_schema(schema)
         listing = {
             "functions": catalog.functions,
             "indexes": catalog.indexes,

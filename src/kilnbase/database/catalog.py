@@ -58,6 +58,10 @@ async def schemas(database: Database) -> dict[str, Any]:
     return {"schemas": [row["name"] for row in await _rows(database, _SCHEMAS)]}
 
 
+async def schema_exists(database: Database, schema: str) -> bool:
+    return bool(await _rows(database, "select 1 from pg_namespace where nspname = %s", (schema,)))
+
+
 async def functions(database: Database, schema: str) -> dict[str, Any]:
     return {"functions": await _rows(database, _FUNCTIONS, (schema,))}
 

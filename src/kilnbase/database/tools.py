@@ -16,6 +16,12 @@ from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
 
 Table = Annotated[str, Field(description="Table name in the public schema", min_length=1, max_length=63)]
+Schema = Annotated[
+    str,
+    Field(
+        description="Schema name; list-database-objects kind=schemas lists them", min_length=1, max_length=63
+    ),
+]
 Columns = Annotated[
     list[dict[str, Any]],
     Field(
@@ -80,14 +86,14 @@ def dropped_columns(arguments: Mapping[str, Any]) -> str | None:
 
 
 def database_tools(admin: DatabaseAdmin) -> list[Tool]:
-    async def list_tables(actor: Actor, schema: str = "public") -> list[str]:
+    async def list_tables(actor: Actor, schema: Schema = "public") -> list[str]:
         return await admin.list_tables(actor, schema)
 
     async def get_table_schema(actor: Actor, tableName: Table) -> dict[str, Any]:
         return await admin.table_schema(actor, tableName)
 
     async def list_database_objects(
-        actor: Actor, kind: CatalogKind, schema: str = "public"
+        actor: Actor, kind: CatalogKind, schema: Schema = "public"
     ) -> dict[str, Any]:
         return await admin.catalog(actor, kind, schema)
 
