@@ -208,3 +208,25 @@ async def test_listing_a_schema_that_does_not_exist_is_a_404_and_an_empty_one_is
     for missing in (tables, triggers):
         assert error_of(missing)["statusCode"] == 404
         assert "pubilc" in error_of(missing)["message"]
+
+
+async def test_arguments_that_do_not_fit_the_schema_are_one_clear_tool_error(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """Not pydantic's report (a model name the agent never saw, a link to pydantic's docs): the argument,
+    what is wrong with it, and what it takes, in the shape of every other refusal."""
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        word = await client.call_tool("list-users", {"limit": "many"})
+        small = await client.call_tool("search-audit-logs", {"limit": 0})
+        status = await client.call_tool("list-change-requests", {"status": "open"})
+        missing = await client.call_tool("create-table", {"tableName": "nocolumns"})
+    for result in (word, small, status, missing):
+        assert "pydantic" not in text_of(result)
+        assert "Arguments" not in text_of(result)
+        assert error_of(result)["statusCode"] == 400 and error_of(result)["error"] == "INVALID_INPUT"
+    assert "limit" in error_of(word)["message"] and '"many"' in error_of(word)["message"]
+    assert "limit as an integer from 1 to 100" in error_of(word)["nextActions"]
+    assert "from 1 to 200" in error_of(small)["nextActions"]
+    assert '"pending"' in error_of(status)["nextActions"] and '"open"' in error_of(status)["message"]
+    assert "columns is required" in error_of(missing)["message"]
+    assert "columns as a list of objects" in error_of(missing)["nextActions"]

@@ -52,6 +52,7 @@ from kilnbase.mcp_server.access import (
     visible,
 )
 from kilnbase.mcp_server.approvals import Approvals
+from kilnbase.mcp_server.argument_errors import ArgumentCheck
 from kilnbase.mcp_server.results import bounded_text, masked_arguments, summary
 from kilnbase.mcp_server.text_arguments import keep_text_arguments
 
@@ -137,11 +138,12 @@ class Caller:
 class ToolAccessMiddleware:
     """Hides from `tools/list` what the caller may not use, and refuses a `tools/call` of such a tool
     before it runs (so a hidden tool cannot be called by name: the call is refused with the reason), or one
-    with arguments the tool does not take (`unknown_arguments`)."""
+    with arguments the tool does not take (`unknown_arguments`) or that do not fit its schema (`checked`)."""
 
-    def __init__(self, listed: Mapping[str, Listed], caller: Caller) -> None:
+    def __init__(self, listed: Mapping[str, Listed], caller: Caller, checked: ArgumentCheck) -> None:
         self.listed = listed
         self.caller = caller
+        self.checked = checked
         #: The arguments each tool takes.
         self.taken = {name: [p.name for p in tool_parameters(entry.tool)] for name, entry in listed.items()}
 
@@ -166,9 +168,12 @@ class ToolAccessMiddleware:
             if not visible(principal, narrowing, entry):
                 read_only_mode = self.caller.agent_keys.read_only
                 return _refused(name, hidden_reason(principal, narrowing, entry, read_only_mode))
-            unknown = unknown_arguments(name, self.taken[name], (ctx.params or {}).get("arguments"))
-            if unknown is not None:
-                return _refused(name, unknown)
+            arguments = (ctx.params or {}).get("arguments")
+            refusal = unknown_arguments(name, self.taken[name], arguments) or self.checked.refusal(
+                name, arguments
+            )
+            if refusal is not None:
+                return _refused(name, refusal)
             return await call_next(ctx)
         result = await call_next(ctx)  # the wire form: {"tools": [{"name": ...}, ...], ...}
         if isinstance(result, dict) and isinstance(result.get("tools"), list):
@@ -544,10 +549,14 @@ def build_server(
     ]
     caller = Caller(core.agent_keys, stdio_principal, stdio_narrowing)
     runner = ToolRunner(listed, caller, core, approvals, fingerprint)
+    checked = ArgumentCheck()
     server: MCPServer = MCPServer(
         "kilnbase",
         instructions=INSTRUCTIONS,
-        middleware=[ToolAccessMiddleware(listed, caller), ResourceAccessMiddleware(resources, caller)],
+        middleware=[
+            ToolAccessMiddleware(listed, caller, checked),
+            ResourceAccessMiddleware(resources, caller),
+        ],
         warn_on_duplicate_tools=True,
     )
     for resource_entry in resources:
@@ -568,6 +577,7 @@ def build_server(
             structured_output=False,
         )
     keep_text_arguments(server)
+    checked.learn(server)
     return server
 
 

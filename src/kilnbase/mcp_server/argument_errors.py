@@ -1,0 +1,139 @@
+"""A tool call whose arguments do not fit the tool's input schema, refused in the API's words.
+
+Left to the SDK, such a call comes back as pydantic's own report ("1 validation error for
+list_usersArguments ... For further information visit https://errors.pydantic.dev/..."): written for a
+Python programmer, naming a model the agent never saw. Here it is refused before it runs, as every other
+refusal is (`{error: INVALID_INPUT, message, statusCode: 400, nextActions}`): the message says which
+argument was wrong and how, `nextActions` what each wrong argument takes, read from the schema the tool
+publishes in `tools/list`.
+
+The SDK validates a call inside `Tool.run`, where a refusal of ours could not replace its text, so
+`ArgumentCheck` validates with the tool's own metadata (the same model, the same text-keeping pre-parse)
+from the access middleware, as `unknown_arguments` refuses misnamed ones there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from kilnbase.http.errors import ApiError
+
+#: How much of a wrong value the message repeats.
+_SHOWN_INPUT_CHARS = 60
+
+
+class ArgumentCheck:
+    """The argument models of a server's tools, to refuse a call's arguments before the tool runs."""
+
+    def __init__(self) -> None:
+        self.metadata: dict[str, FuncMetadata] = {}
+
+    def learn(self, server: MCPServer) -> None:
+        """Read the models of the tools registered on `server` (after `keep_text_arguments`, so that text
+        is checked as the call will read it)."""
+        for tool in server._tool_manager.list_tools():
+            self.metadata[tool.name] = tool.fn_metadata
+
+    def refusal(self, tool: str, arguments: Any) -> ApiError | None:
+        """Why `arguments` do not fit `tool` (None: they do, or the tool is not known here)."""
+        metadata = self.metadata.get(tool)
+        if metadata is None or not isinstance(arguments, Mapping | None):
+            return None
+        try:
+            metadata.validate_arguments(dict(arguments or {}))
+        except ValidationError as exc:
+            return invalid_arguments(tool, exc.errors(), metadata.arg_model.model_json_schema())
+        return None
+
+
+def invalid_arguments(tool: str, errors: Sequence[ErrorDetails], schema: Mapping[str, Any]) -> ApiError:
+    """One 400 for every problem pydantic found: `argument: what is wrong (got value)`, then what each
+    argument named takes (`limit as an integer from 1 to 100`)."""
+    problems = [_problem(error) for error in errors]
+    properties = schema.get("properties", {})
+    named = dict.fromkeys(str(error["loc"][0]) for error in errors if error["loc"])
+    takes = [f"{name} as {describe(properties[name])}" for name in named if name in properties]
+    return ApiError(
+        400,
+        "INVALID_INPUT",
+        f"{tool} was called with invalid arguments: {'; '.join(problems)}. Nothing was done.",
+        f"Call it again with {'; '.join(takes) or 'the arguments its input schema lists'}.",
+    )
+
+
+def _problem(error: ErrorDetails) -> str:
+    path = _path(error["loc"]) or "arguments"
+    if error["type"] == "missing":
+        return f"{path} is required"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{path}: {message} (got {_shown(error['input'])})"
+
+
+def _path(loc: Sequence[int | str]) -> str:
+    """`("columns", 0, "type")` as `columns[0].type`."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _shown(value: Any) -> str:
+    text = orjson.dumps(value, default=str).decode()
+    return text if len(text) <= _SHOWN_INPUT_CHARS else text[:_SHOWN_INPUT_CHARS] + "…"
+
+
+def describe(prop: Mapping[str, Any]) -> str:
+    """A JSON schema property in words: `an integer from 1 to 100`, `one of "code", "link"`, `a string of
+    1 to 63 characters (Table name in the public schema)`; null, when allowed, goes without saying (the
+    argument may be left out)."""
+    options = [option for option in prop.get("anyOf", [prop]) if option.get("type") != "null"]
+    words = " or ".join(_one(option) for option in options) or "a value"
+    description = prop.get("description")
+    return f"{words} ({description})" if description else words
+
+
+_ARTICLES = {
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "an object",
+}
+
+
+def _one(prop: Mapping[str, Any]) -> str:
+    if "enum" in prop or "const" in prop:
+        values = prop.get("enum", [prop.get("const")])
+        return "one of " + ", ".join(orjson.dumps(value).decode() for value in values)
+    kind = prop.get("type")
+    words = _ARTICLES.get(kind, "an object") if isinstance(kind, str) else "a value"
+    items = prop.get("items")
+    if kind == "array" and isinstance(items, Mapping) and items.get("type") in _ARTICLES:
+        words = f"a list of {items['type']}s"
+    bounds = _bounds(prop)
+    return f"{words} {bounds}" if bounds else words
+
+
+def _bounds(prop: Mapping[str, Any]) -> str:
+    for low, high, unit in (
+        ("minimum", "maximum", ""),
+        ("minLength", "maxLength", " characters"),
+        ("minItems", "maxItems", " items"),
+    ):
+        if low in prop and high in prop:
+            return f"of {prop[low]} to {prop[high]}{unit}" if unit else f"from {prop[low]} to {prop[high]}"
+        if low in prop:
+            return f"of at least {prop[low]}{unit}" if unit else f"at least {prop[low]}"
+        if high in prop:
+            return f"of at most {prop[high]}{unit}" if unit else f"at most {prop[high]}"
+    if "exclusiveMinimum" in prop:
+        return f"greater than {prop['exclusiveMinimum']}"
+    return ""
