@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from tests.mcp_server.test_mcp_server import agent_key, error_of, http_client, text_of
@@ -230,3 +231,23 @@ async def test_arguments_that_do_not_fit_the_schema_are_one_clear_tool_error(
     assert '"pending"' in error_of(status)["nextActions"] and '"open"' in error_of(status)["message"]
     assert "columns is required" in error_of(missing)["message"]
     assert "columns as a list of objects" in error_of(missing)["nextActions"]
+
+
+async def test_advice_names_the_tool_that_does_the_work_not_the_route(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """An agent on `/mcp` follows `nextActions` with a tool; REST keeps naming its routes."""
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        table = await client.call_tool("get-table-schema", {"tableName": "nosuch"})
+        bucket = await client.call_tool("list-objects", {"bucketName": "nosuch"})
+        schema = await client.call_tool("list-tables", {"schema": "nosuch"})
+    rest = httpx.get(
+        f"{live_server.url}/api/database/tables/nosuch/schema",
+        headers={"Authorization": f"Bearer {live_keys['apiKey']}"},
+    )
+    assert error_of(table)["nextActions"] == "List the tables with the list-tables tool."
+    assert "the create-bucket tool" in error_of(bucket)["nextActions"]
+    assert "list-database-objects" in error_of(schema)["nextActions"]
+    for result in (table, bucket, schema):
+        assert "/api/" not in error_of(result)["nextActions"]
+    assert rest.json()["nextActions"] == "List the tables with GET /api/database/tables."

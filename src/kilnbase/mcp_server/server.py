@@ -55,6 +55,7 @@ from kilnbase.mcp_server.approvals import Approvals
 from kilnbase.mcp_server.argument_errors import ArgumentCheck
 from kilnbase.mcp_server.results import bounded_text, masked_arguments, summary
 from kilnbase.mcp_server.text_arguments import keep_text_arguments
+from kilnbase.mcp_server.tool_routes import for_tools
 
 MODULE = "MCP"
 log = logging.getLogger("kilnbase.mcp")
@@ -244,9 +245,10 @@ def _refused(tool: str, exc: ApiError) -> CallToolResult:
 
 
 def _error_text(exc: ApiError) -> str:
+    """The API's error body; its advice names the tool, not the route, where a tool does the work."""
     body: dict[str, Any] = {"error": exc.code, "message": exc.message, "statusCode": exc.status}
     if exc.next_actions:
-        body["nextActions"] = exc.next_actions
+        body["nextActions"] = for_tools(exc.next_actions)
     return orjson.dumps(body).decode()
 
 
