@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 
+import httpx
 import pytest
 
 from tests.mcp_server.test_mcp_server import agent_key, call, error_of, http_client, tool_names
@@ -76,5 +77,12 @@ async def test_messages_of_a_channel_that_does_not_exist_are_a_404(
         missing = await client.call_tool(
             "list-messages", {"channelId": "00000000-0000-0000-0000-000000000000"}
         )
+        # REST keeps InsForge's answer to a filter that matches nothing: an empty list.
+        rest = httpx.get(
+            f"{live_server.url}/api/realtime/messages",
+            params={"channelId": "00000000-0000-0000-0000-000000000000"},
+            headers={"Authorization": f"Bearer {live_keys['apiKey']}"},
+        )
     assert quiet == []
     assert error_of(missing)["error"] == "REALTIME_CHANNEL_NOT_FOUND"
+    assert (rest.status_code, rest.json()) == (200, [])

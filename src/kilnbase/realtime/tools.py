@@ -76,6 +76,10 @@ def realtime_tools(admin: RealtimeAdmin) -> list[Tool]:
         limit: Annotated[int, Field(ge=1, le=1000)] = 100,
         offset: Annotated[int, Field(ge=0)] = 0,
     ) -> list[dict[str, Any]]:
+        if channelId is not None:
+            # A mistyped id would list nothing, which an agent reads as "nothing was ever sent on it". (The
+            # REST route keeps InsForge's empty list.)
+            await admin.get_channel(actor, channelId)
         return await admin.list_messages(
             actor, channel_id=channelId, event_name=eventName, limit=limit, offset=offset
         )
