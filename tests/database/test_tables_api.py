@@ -359,3 +359,14 @@ def test_admin_only(client: TestClient, anon: dict[str, str], user: dict[str, st
         refused = client.get(path, headers=caller)
         assert refused.status_code == 403
         assert refused.json()["error"] == "FORBIDDEN"
+
+
+def test_listing_a_schema_that_does_not_exist_is_empty_on_rest(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    """InsForge lists a schema that does not exist as empty (its catalog query finds nothing); only the
+    agent's listing tools make it a 404."""
+    tables = client.get("/api/database/tables?schema=no_such_schema", headers=admin)
+    indexes = client.get("/api/database/indexes?schema=no_such_schema", headers=admin)
+    assert (tables.status_code, tables.json()) == (200, [])
+    assert (indexes.status_code, indexes.json()) == (200, {"indexes": []})

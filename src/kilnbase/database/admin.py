@@ -90,9 +90,10 @@ class DatabaseAdmin:
 
     # --- tables --------------------------------------------------------------------------------------------
 
-    async def _require_schema(self, schema: str) -> None:
-        """A listing of a schema that does not exist is a 404, not an empty list: to a caller that mistyped
-        the name, empty reads as "there is nothing in it yet"."""
+    async def require_schema(self, schema: str) -> None:
+        """404 for a schema that does not exist. The agent's listing tools ask it first: to an agent that
+        mistyped the name, an empty list reads as "there is nothing in it yet". The REST routes keep
+        InsForge's empty list."""
         if not await catalog.schema_exists(self.database, schema):
             raise ApiError(
                 404,
@@ -103,7 +104,6 @@ class DatabaseAdmin:
 
     async def list_tables(self, actor: Actor, schema: str = "public") -> list[str]:
         _require_admin(actor)
-        await self._require_schema(schema)
         return await TableService(self.database, actor.principal).list_tables(schema)
 
     async def table_schema(self, actor: Actor, table: str) -> dict[str, Any]:
@@ -134,7 +134,6 @@ class DatabaseAdmin:
         _require_admin(actor)
         if kind == "schemas":
             return await catalog.schemas(self.database)
-        await self._require_schema(schema)
         listing = {
             "functions": catalog.functions,
             "indexes": catalog.indexes,

@@ -87,7 +87,10 @@ def dropped_columns(arguments: Mapping[str, Any]) -> str | None:
 
 def database_tools(admin: DatabaseAdmin) -> list[Tool]:
     async def list_tables(actor: Actor, schema: Schema = "public") -> list[str]:
-        return await admin.list_tables(actor, schema)
+        tables = await admin.list_tables(actor, schema)  # (the admin check first)
+        if not tables:
+            await admin.require_schema(schema)
+        return tables
 
     async def get_table_schema(actor: Actor, tableName: Table) -> dict[str, Any]:
         return await admin.table_schema(actor, tableName)
@@ -95,7 +98,10 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
     async def list_database_objects(
         actor: Actor, kind: CatalogKind, schema: Schema = "public"
     ) -> dict[str, Any]:
-        return await admin.catalog(actor, kind, schema)
+        listing = await admin.catalog(actor, kind, schema)  # (the admin check first)
+        if kind != "schemas":
+            await admin.require_schema(schema)
+        return listing
 
     async def run_raw_sql(
         actor: Actor,
