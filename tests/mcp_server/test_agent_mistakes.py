@@ -9,7 +9,8 @@ import json
 import httpx
 import pytest
 
-from tests.mcp_server.test_mcp_server import agent_key, error_of, http_client, text_of
+from kilnbase.mcp_server.tool_routes import ROUTE_TOOLS
+from tests.mcp_server.test_mcp_server import agent_key, error_of, http_client, text_of, tool_names
 from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.anyio
@@ -251,3 +252,14 @@ async def test_advice_names_the_tool_that_does_the_work_not_the_route(
     for result in (table, bucket, schema):
         assert "/api/" not in error_of(result)["nextActions"]
     assert rest.json()["nextActions"] == "List the tables with GET /api/database/tables."
+
+
+async def test_every_tool_the_advice_names_is_one_the_admin_can_call(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """An error's advice on /mcp names a tool in place of a route: a tool renamed or removed would send
+    agents to one that does not exist."""
+    async with http_client(live_server, live_keys["apiKey"]) as client:
+        names = await tool_names(client)
+    named = {advice.split(" tool")[0] for advice in ROUTE_TOOLS.values()}
+    assert named - names == set()
