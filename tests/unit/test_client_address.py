@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from kilnbase.http.client_address import client_address
+from kilnbase.http.client_address import client_address, forwarded_chain
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
@@ -41,3 +41,20 @@ def test_client_address(peer: str | None, forwarded: tuple[str, ...], expected: 
 
 def test_without_trusted_proxies_headers_are_never_read() -> None:
     assert client_address(scope("127.0.0.1", "198.51.100.1"), ()) == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [
+        ("203.0.113.5", ("198.51.100.1",), ["203.0.113.5"]),  # not a proxy: its header is dropped
+        ("10.0.0.2", ("6.6.6.6, 198.51.100.1",), ["198.51.100.1", "10.0.0.2"]),
+        ("10.0.0.2", ("198.51.100.1, 10.0.0.3",), ["198.51.100.1", "10.0.0.3", "10.0.0.2"]),
+        ("10.0.0.2", ("not-an-ip, 10.0.0.3",), ["10.0.0.2"]),
+        ("10.0.0.2", ("10.0.0.9",), ["10.0.0.2"]),
+        ("testclient", ("198.51.100.1",), []),
+    ],
+)
+def test_forwarded_chain(peer: str, forwarded: tuple[str, ...], expected: list[str]) -> None:
+    """What a proxied request's `X-Forwarded-For` says: the client first, as `client_address` decides."""
+    assert forwarded_chain(scope(peer, *forwarded), PROXIES) == expected
+    assert client_address(scope(peer, *forwarded), PROXIES) == (expected[0] if expected else None)

@@ -5,6 +5,11 @@ bytes, so binary and multipart bodies arrive as sent), and the response streams 
 included). The function sees the method, the path after `/functions` (`/slug/rest`), the query and the
 headers; Kilnbase adds `x-kilnbase-request-id`, the id its log lines carry.
 
+The client's address is Kilnbase's to say (`http.client_address`): headers in which a client could claim one
+are dropped, and `X-Forwarded-For` (the client, then the trusted proxies it came through) and `X-Real-IP`
+(the client) are set from that rule, the names Supabase's and InsForge's functions read. A function that
+limits or logs by address cannot be fooled by a header the client wrote.
+
 Limits: past `max_concurrency` invocations of one function in flight, 429; no response start within the
 time limit (or no chunk for that long), 504, and a worker that then no longer answers a probe (an infinite
 loop) is killed and replaced; a worker that dies mid-request (a crash, the heap cap), 502.
@@ -25,7 +30,7 @@ from kilnbase.functions.worker_http import WorkerGone
 from kilnbase.functions.workers import DenoWorker, FunctionLoadError, FunctionPool
 from kilnbase.http.disconnect import unless_client_leaves
 from kilnbase.http.errors import error_body
-from kilnbase.http.request_context import client_ip_in
+from kilnbase.http.request_context import forwarded_chain_in
 from kilnbase.http.responses import send_json
 
 PREFIX = "/functions/"
@@ -42,6 +47,10 @@ _HOP_BY_HOP = frozenset(
         b"proxy-authorization",
         b"expect",
     }
+)
+#: Headers that claim the client's address: only Kilnbase's own decision reaches a function.
+_CLIENT_ADDRESS = frozenset(
+    {b"x-forwarded-for", b"x-real-ip", b"forwarded", b"x-client-ip", b"true-client-ip", b"cf-connecting-ip"}
 )
 _RESPONSE_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"trailer"})
 
@@ -134,7 +143,7 @@ class Invocation:
         content_length: int | None = None
         chunked = has_host = False
         for name, value in scope["headers"]:
-            if name in _HOP_BY_HOP or name.startswith(b"x-kilnbase-"):
+            if name in _HOP_BY_HOP or name in _CLIENT_ADDRESS or name.startswith(b"x-kilnbase-"):
                 chunked = chunked or name == b"transfer-encoding"
                 continue
             if name == b"content-length":
@@ -145,9 +154,10 @@ class Invocation:
         if not has_host:
             headers.append((b"host", b"localhost"))
         headers.append((b"x-kilnbase-request-id", request_id.encode()))
-        ip = client_ip_in(scope)
-        if ip:
-            headers.append((b"x-forwarded-for", ip.encode()))
+        chain = forwarded_chain_in(scope)
+        if chain:
+            headers.append((b"x-forwarded-for", ", ".join(chain).encode()))
+            headers.append((b"x-real-ip", chain[0].encode()))
         query = scope.get("query_string", b"")
         target = path + ("?" + query.decode("latin-1") if query else "")
         has_body = chunked or bool(content_length)

@@ -40,21 +40,31 @@ def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, proxies: Se
 
 def client_address(scope: Scope, trusted_proxies: Sequence[Network]) -> str | None:
     """The client's IP address as text, or None when the peer is not an IP (a test transport, a socket)."""
+    chain = forwarded_chain(scope, trusted_proxies)
+    return chain[0] if chain else None
+
+
+def forwarded_chain(scope: Scope, trusted_proxies: Sequence[Network]) -> list[str]:
+    """The addresses a request is believed to have come through, the client first and the peer last: what
+    Kilnbase passes on as `X-Forwarded-For` when it proxies the request itself (to a function), so that
+    the next hop sees this rule's decision and nothing a client wrote. Empty when the peer is not an IP."""
     client = scope.get("client")
     known = _peer(client[0]) if client else None
     if known is None:
-        return None
+        return []
     peer, peer_text = known
     if not trusted_proxies or not _trusted(peer, trusted_proxies):
-        return peer_text
+        return [peer_text]
     hops: list[str] = []
     for name, value in scope["headers"]:
         if name == _FORWARDED_FOR:
             hops.extend(value.decode("latin-1").split(","))
+    proxies: list[str] = []
     for hop in reversed(hops):
         address = _ip(hop)
         if address is None:
-            return peer_text  # a malformed entry: believe nothing further to the left
+            return [peer_text]  # a malformed entry: believe nothing further to the left
         if not _trusted(address, trusted_proxies):
-            return str(address)
-    return peer_text
+            return [str(address), *reversed(proxies), peer_text]
+        proxies.append(str(address))
+    return [peer_text]

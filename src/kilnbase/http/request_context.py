@@ -29,7 +29,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kilnbase.http.client_address import Network, client_address
+from kilnbase.http.client_address import Network, client_address, forwarded_chain
 from kilnbase.http.errors import EXCEPTION_HANDLERS, ApiError, ErrorBoundary, Handler, error_body
 from kilnbase.http.responses import send_body
 from kilnbase.identity.actor import Actor
@@ -326,6 +326,12 @@ def client_ip_in(scope: Scope) -> str | None:
         scope[_CLIENT_IP] = client_address(scope, scope.get(_TRUSTED_PROXIES, ()))
     ip: str | None = scope[_CLIENT_IP]
     return ip
+
+
+def forwarded_chain_in(scope: Scope) -> list[str]:
+    """The client's address and the trusted proxies between it and us, the client first (`client_address`'s
+    rule), for a request Kilnbase passes on."""
+    return forwarded_chain(scope, scope.get(_TRUSTED_PROXIES, ()))
 
 
 def actor_of(request: Request, principal: Principal | None = None) -> Actor:
