@@ -1,4 +1,7 @@
-"""The dashboard's landing page: what this server is, whether it is healthy, and how to connect."""
+"""The dashboard's landing page: what this server is, whether it is healthy, and how to connect.
+
+Anyone can read it, so it names nothing of the machine it runs on (the data directory's path, say): the
+CLI, run where the server runs, already knows those."""
 
 from __future__ import annotations
 
@@ -29,12 +32,9 @@ class DashboardRoutes:
         html = _templates.get_template("status.html").render(
             healthy=healthy,
             base_url=settings.base_url,
-            database="external (DATABASE_URL)"
-            if settings.database_url
-            else f"embedded PostgreSQL in {settings.data_dir}",
+            database="external (DATABASE_URL)" if settings.database_url else "embedded PostgreSQL",
             version=__version__,
             api_version=INSFORGE_API_VERSION,
-            data_dir=settings.data_dir,
         )
         return HTMLResponse(html, status_code=200 if healthy else 503)
 

@@ -94,6 +94,12 @@ const SDK = "npm:@insforge/sdk@1.5.2";
 let sdk = null;
 let sdkError = null;
 
+/** An error's text with each `file://` URL cut to its file name (and line): a load failure is answered to
+ * whoever invoked the function, and where the server keeps its data is not theirs to know. */
+function withoutServerPaths(message) {
+  return message.replace(/file:\/\/\/[^\s)]*\//g, "");
+}
+
 /** The handler of the function at `codeUrl` (imported as `specifier`, the same file with a query to load it
  * again), whatever its format; throws an Error saying why there is none. Loads modules one at a time:
  * `Deno.serve` and `module.exports` are caught per module. */
@@ -113,7 +119,7 @@ export async function loadHandler(codeUrl, specifier = codeUrl) {
   try {
     mod = await import(specifier);
   } catch (error) {
-    throw new Error(`The function failed to load: ${text(error)}`);
+    throw new Error(`The function failed to load: ${withoutServerPaths(text(error))}`);
   }
   const exported = mod.default;
   const commonjs = globalThis.module.exports;
