@@ -102,3 +102,30 @@ async def test_a_write_scope_publishes_and_a_revoked_key_is_disconnected(
     assert revoked.status_code in (200, 204), revoked.text
     assert (await client.next("realtime:error"))["code"] == "AUTH_UNAUTHORIZED"
     await client.next("disconnect")
+
+
+def agent_session_token(server: RealtimeServer, key: dict[str, Any], expires_in: int) -> str:
+    """A session token minted from the key as `POST /api/agents/tokens` mints one (whose shortest life, 60 s,
+    is too long to wait for here)."""
+    claims = {
+        "sub": f"agent:{key['id']}",
+        "role": "project_admin",
+        "agent_key": key["id"],
+        "agent_session": f"agent-{secrets.token_hex(4)}",
+    }
+    return server.app.services.core.tokens.sign(claims, expires_in=expires_in)
+
+
+async def test_an_agent_session_token_that_expires_ends_its_connection(
+    realtime_server: RealtimeServer,
+) -> None:
+    key = agent_key(realtime_server, ["realtime:read"])
+    client = await connect(realtime_server, {"token": agent_session_token(realtime_server, key, 2)})
+    channel = unique("ops")
+    assert (await client.subscribe(channel))["ok"] is True
+    assert await client.next("realtime:error") == {
+        "channel": channel,
+        "code": "AUTH_TOKEN_EXPIRED",
+        "message": "The access token expired; this subscription has ended.",
+    }
+    await client.next("disconnect")

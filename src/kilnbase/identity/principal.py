@@ -99,13 +99,16 @@ API_KEY_HOLDER = Principal(
 )
 
 
-def agent_principal(key: AgentKey, session: str | None = None) -> Principal:
+def agent_principal(key: AgentKey, session: str | None = None, expires_at: Any = None) -> Principal:
     """An agent acts as project_admin, narrowed by its key's scopes (and the project's read-only mode).
     `session` is the agent session of a token minted from the key (`agent_session`): it names the session
-    in the audit, and tells a token from the key itself, which alone may mint tokens."""
+    in the audit, and tells a token from the key itself, which alone may mint tokens. `expires_at` is that
+    token's `exp`, kept so that what outlives one request (a realtime connection) ends when the token does."""
     claims: dict[str, Any] = {"role": "project_admin", "agent_key": key.id}
     if session is not None:
         claims["agent_session"] = session
+    if isinstance(expires_at, int | float):
+        claims["exp"] = expires_at
     return Principal(
         db_role="project_admin",
         kind=CredentialKind.AGENT_KEY,
@@ -162,7 +165,7 @@ class CredentialResolver:
             if key is None:
                 raise CredentialError("the agent key of this token has been revoked or has expired")
             session = claims.get("agent_session")
-            return agent_principal(key, str(session) if session is not None else "")
+            return agent_principal(key, str(session) if session is not None else "", claims.get("exp"))
         return Principal(
             db_role=role,
             kind=CredentialKind.JWT,

@@ -1,8 +1,11 @@
 """The Socket.IO side of realtime, speaking InsForge's protocol so that `@insforge/sdk` works unchanged.
 
 - Handshake: `auth.token` is the anon key (`anon_...`) or a JWT, `auth.apiKey` the admin API key; anything
-  invalid, expired or missing is refused with InsForge's messages. A JWT's expiry ends the connection's
-  subscriptions (each announced with `realtime:error`, code `AUTH_TOKEN_EXPIRED`) and the connection.
+  invalid, expired or missing is refused with InsForge's messages. A token's expiry (a user's, or an agent's
+  session token) ends the connection's subscriptions (each announced with `realtime:error`, code
+  `AUTH_TOKEN_EXPIRED`) and the connection. InsForge checks a token only at the handshake, so an expired
+  or signed-out token there keeps receiving for as long as the socket stays open; Kilnbase does not follow
+  it in that.
 - `realtime:subscribe {channel}` with an ack `{ok: true, channel, presence: {members}}` or `{ok: false,
   channel, error: {code, message}}`; permission is the RLS check of `access.py`. Joining announces
   `presence:join {member, meta}` to the others in the room.
@@ -181,7 +184,9 @@ class RealtimeSocketServer:
         connection = Connection(principal, tokens=float(self.settings.event_burst))
         self.connections[sid] = connection
         self._connected.set()
-        expires_at = principal.claims.get("exp") if principal.kind is CredentialKind.JWT else None
+        # (A user's token, or an agent's session token: the API key, anon key and agent key carry no `exp`;
+        # an agent key's own expiry is `watch_sessions`'.)
+        expires_at = principal.claims.get("exp")
         if isinstance(expires_at, int | float):
             delay = max(0.0, float(expires_at) - time.time())
             connection.expiry = asyncio.get_running_loop().call_later(delay, self._expire_later, sid)
