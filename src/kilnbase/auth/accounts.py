@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+import orjson
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 from pydantic import Field, field_validator
@@ -63,6 +64,12 @@ class CodeSignIn(WithEmail):
     name: str | None = Field(None, min_length=1, max_length=100)
 
     _storable = field_validator("name")(storable)
+
+
+#: A profile's largest size, as stored (its JSON text): a name, an avatar's URL, a bio and some preferences
+#: fit many times over; files belong in storage. InsForge sets no bound (any JSON object, up to its 10 MB
+#: body), and every profile is public: a bound keeps one user from storing megabytes for everyone to fetch.
+PROFILE_MAX_BYTES = 64 * 1024
 
 
 class ProfileUpdate(StrictBody):
@@ -178,6 +185,17 @@ def require_user(actor: Actor) -> Principal:
     ):
         raise ApiError(401, "AUTH_INVALID_CREDENTIALS", "User not authenticated", "Sign in as a user first.")
     return principal
+
+
+def _profile_too_large(size: int | None = None) -> ApiError:
+    would_be = f" (it would be {size} bytes)" if size is not None else ""
+    return ApiError(
+        413,
+        "PAYLOAD_TOO_LARGE",
+        f"A profile may hold at most {PROFILE_MAX_BYTES // 1024} KB of JSON{would_be}.",
+        "Send smaller values (a large field can be set to null); keep files in storage and put their "
+        "URLs in the profile.",
+    )
 
 
 def user_not_found(next_actions: str, message: str = "User not found") -> ApiError:
@@ -403,8 +421,13 @@ class Accounts:
         row = None
         is_user = principal.kind is CredentialKind.JWT and principal.db_role == "authenticated"
         if is_user and principal.user_id:
-            async with self.parts.database.as_owner() as cur:
-                row = await users.merge_profile(cur, principal.user_id, change.profile)
+            if len(orjson.dumps(change.profile)) > PROFILE_MAX_BYTES:  # (no need to ask the database)
+                raise _profile_too_large()
+            try:
+                async with self.parts.database.as_owner() as cur:
+                    row = await users.merge_profile(cur, principal.user_id, change.profile, PROFILE_MAX_BYTES)
+            except users.ProfileTooLarge as exc:
+                raise _profile_too_large(exc.size) from None
         if row is None:
             raise user_not_found("Sign in as a user: only a user's access token has a profile to update.")
         return {"id": str(row["id"]), "profile": users.user_json(row)["profile"]}

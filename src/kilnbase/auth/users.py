@@ -90,13 +90,39 @@ async def mark_verified(cur: AsyncCursor[DictRow], user_id: str) -> None:
     )
 
 
-async def merge_profile(cur: AsyncCursor[DictRow], user_id: str, profile: dict[str, Any]) -> DictRow | None:
+class ProfileTooLarge(Exception):
+    """The profile, merged with a change, would pass its size limit; `size` is what it would be."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"profile of {size} bytes")
+        self.size = size
+
+
+async def merge_profile(
+    cur: AsyncCursor[DictRow], user_id: str, profile: dict[str, Any], max_bytes: int | None = None
+) -> DictRow | None:
+    """The user's profile merged with `profile`, unless the result (as stored, JSON text) passes `max_bytes`:
+    checked on the merged value, in the update itself, because a merge only adds, and one field at a time
+    would otherwise grow a profile without end. None when there is no such user. (Without `max_bytes`,
+    for what Kilnbase writes itself: a provider's name and avatar at an OAuth sign-up.)"""
+    change = orjson.dumps(profile).decode()
+    params = {"change": change, "id": user_id, "max": max_bytes}
     await cur.execute(
-        "update auth.users set profile = profile || %s::jsonb, updated_at = now() where id = %s returning id",
-        (orjson.dumps(profile).decode(), user_id),
+        "update auth.users set profile = profile || %(change)s::jsonb, updated_at = now() "
+        "where id = %(id)s and (%(max)s::int is null "
+        "or octet_length((profile || %(change)s::jsonb)::text) <= %(max)s) returning id",
+        params,
     )
     if await cur.fetchone() is None:
-        return None
+        await cur.execute(
+            "select octet_length((profile || %(change)s::jsonb)::text) as size "
+            "from auth.users where id = %(id)s",
+            params,
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        raise ProfileTooLarge(row["size"])
     return await by_id(cur, user_id)
 
 
