@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.mcp_server.test_mcp_server import agent_key, call, http_client, table_name
+from tests.mcp_server.test_mcp_server import agent_key, call, http_client, table_name, text_of
 from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.anyio
@@ -272,3 +272,26 @@ async def test_an_approval_runs_nothing_the_agent_may_no_longer_do(
     assert approved.json()["status"] == "failed"
     assert approved.json()["result"]["error"] == "AGENT_READ_ONLY"
     assert name in tables(live_server, live_keys)
+
+
+async def test_an_agent_key_reads_only_its_own_change_requests(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """Another key's request may carry, in its arguments and result, what this key's scopes do not reach."""
+    _name, _owner, theirs = await held_drop(live_server, live_keys)
+    _name, snooper, mine = await held_drop(live_server, live_keys)
+    their_id, my_id = theirs["changeRequestId"], mine["changeRequestId"]
+
+    listed = admin_api(live_server, live_keys, "GET", "/api/approvals", credential=snooper)
+    assert listed.status_code == 200
+    assert [r["id"] for r in listed.json()] == [my_id]
+    one = admin_api(live_server, live_keys, "GET", f"/api/approvals/{their_id}", credential=snooper)
+    assert one.status_code == 404 and "tableName" not in one.text
+    async with http_client(live_server, snooper) as client:
+        assert [r["id"] for r in await call(client, "list-change-requests", {})] == [my_id]
+        result = await client.call_tool("get-change-request", {"changeRequestId": their_id})
+        assert result.is_error and "tableName" not in text_of(result)
+        assert (await call(client, "get-change-request", {"changeRequestId": my_id}))["id"] == my_id
+
+    everyone = {r["id"] for r in admin_api(live_server, live_keys, "GET", "/api/approvals").json()}
+    assert {their_id, my_id} <= everyone  # a person with admin rights reads all

@@ -7,6 +7,10 @@ can poll it (`get-change-request`). A person with admin rights (or another agent
 approves or rejects it by REST or `kilnbase approvals`; an approval runs exactly the stored call, once, as
 the agent that asked (so its scopes and audit apply), and keeps the outcome for the agent to read. A request
 not decided within 24 hours expires. Calls by people are never held: the gate is for agents.
+
+An agent key reads only its own requests: another key's arguments and results may hold what this key's
+scopes do not reach. People with admin rights read all, and so does a key allowed to approve, which is
+there to decide other keys' requests and should not decide blind.
 """
 
 from __future__ import annotations
@@ -58,6 +62,13 @@ def _not_found() -> ApiError:
     return ApiError(404, "NOT_FOUND", "No change request with this id.", "List them with GET /api/approvals.")
 
 
+def _only_requests_of(actor: Actor) -> str | None:
+    """The agent key whose requests alone `actor` may read; None when it may read every request (a person
+    with admin rights, or a key allowed to approve)."""
+    agent = actor.principal.agent
+    return agent.id if agent is not None and not agent.can_approve else None
+
+
 class Approvals:
     def __init__(self, database: Database, agent_keys: AgentKeys) -> None:
         self.database = database
@@ -102,11 +113,13 @@ class Approvals:
         async with self.database.as_owner() as cur:
             await self._expire(cur)
             await cur.execute(
-                f"select {_COLUMNS} from system.change_requests where id::text = %s", (request_id,)
+                f"select {_COLUMNS} from system.change_requests where id::text = %s "
+                "and (%s::uuid is null or agent_key = %s::uuid)",
+                (request_id, *[_only_requests_of(actor)] * 2),
             )
             row = await cur.fetchone()
         if row is None:
-            raise _not_found()
+            raise _not_found()  # (another key's request too: its id tells nothing)
         return _json(row)
 
     async def list_requests(self, actor: Actor, status: str | None, limit: int) -> list[dict[str, Any]]:
@@ -114,9 +127,9 @@ class Approvals:
         async with self.database.as_owner() as cur:
             await self._expire(cur)
             await cur.execute(
-                f"select {_COLUMNS} from system.change_requests where %s::text is null or status = %s "
-                "order by created_at desc limit %s",
-                (status, status, limit),
+                f"select {_COLUMNS} from system.change_requests where (%s::text is null or status = %s) "
+                "and (%s::uuid is null or agent_key = %s::uuid) order by created_at desc limit %s",
+                (status, status, *[_only_requests_of(actor)] * 2, limit),
             )
             return [_json(row) for row in await cur.fetchall()]
 

@@ -525,7 +525,7 @@ def approval_tools(approvals: Approvals) -> Capability:
             ),
             Tool(
                 "list-change-requests",
-                "Change requests awaiting or past approval, newest first.",
+                "This agent key's change requests awaiting or past approval, newest first.",
                 list_requests,
             ),
         ],
