@@ -101,8 +101,9 @@ class EmailRoutes:
         return _redirect(target, "Invalid or expired verification token")
 
     async def send_raw(self, request: Request) -> Response:
-        """InsForge's `verifyUser` gate (a key or a token; the service refuses the anon role), then `{}`."""
+        """InsForge's `verifyUser` gate (a key or a token, not the anon role), then the body, then `{}`."""
         actor = caller_actor(request)
+        self.raw.check_sender(actor)
         await self.raw.send(actor, await read_body(request, RawEmail))
         return json_response({})
 

@@ -2,8 +2,11 @@
 server. This is what `@insforge/sdk`'s `emails.send({to, subject, html, cc?, bcc?, from?, replyTo?})` calls.
 
 It lives with auth because auth owns the SMTP settings. As InsForge does: any valid credential but the anon
-key may send (a signed-in user, the API key); each recipient has the SMTP config's `minIntervalSeconds`
-between two emails; the answer is `{}` once the server has taken the message. `from` is a display name only:
+key may send (a signed-in user, the API key), and the credential is checked before the body, so a caller
+without one learns nothing of the body's rules; each recipient has the SMTP config's `minIntervalSeconds`
+between two emails, counted only for an email that went out (a send the SMTP server refused, or one held
+up by another recipient's interval, does not hold up the retry); the answer is `{}` once the server has
+taken the message. `from` is a display name only:
 the address is always the configured sender, so an app cannot send as someone else.
 """
 
@@ -68,12 +71,17 @@ class RawEmail(StrictBody):
             raise ValueError("Reply-To must be a valid email") from None
 
 
+def _cooldown_key(recipient: str) -> str:
+    return f"email-cooldown:{recipient}"
+
+
 class RawEmails:
     def __init__(self, parts: AuthParts) -> None:
         self.parts = parts
 
-    async def send(self, actor: Actor, body: RawEmail) -> None:
-        """Send now and wait for the SMTP server's answer: the caller learns whether the email went out."""
+    @staticmethod
+    def check_sender(actor: Actor) -> None:
+        """InsForge's order: the credential, before anything about the body (the route calls this first)."""
         if actor.principal.db_role == "anon":
             raise ApiError(
                 401,
@@ -81,22 +89,35 @@ class RawEmails:
                 "Sending emails requires an authenticated user",
                 "Sign in as a user (or use the API key from a server) to send emails.",
             )
+
+    async def send(self, actor: Actor, body: RawEmail) -> None:
+        """Send now and wait for the SMTP server's answer: the caller learns whether the email went out."""
+        self.check_sender(actor)
         async with self.parts.database.as_owner() as cur:
             row = await smtp_settings.load(cur)
         server = smtp_settings.server_of(row, self.parts.box)
         if row is None or server is None:
             raise smtp_settings.not_configured("an email")
-        for recipient in body.to:
-            await self._cooldown(recipient, row["min_interval_seconds"])
-        await self._deliver(server, body)
+        taken: list[str] = []
+        try:
+            for recipient in body.to:
+                if await self._cooldown(recipient, row["min_interval_seconds"]):
+                    taken.append(recipient)
+            await self._deliver(server, body)
+        except Exception:
+            # Nothing went out: the intervals this attempt took must not hold up the retry.
+            for recipient in taken:
+                await self.parts.limiter.forget(_cooldown_key(recipient))
+            raise
         details = {"recipients": len(body.to) + len(body.cc) + len(body.bcc)}
         await audit.record(self.parts.database, actor, "SEND_EMAIL", MODULE, details)
 
-    async def _cooldown(self, recipient: str, seconds: int) -> None:
-        """InsForge's per-recipient spacing, counted across processes, in its words."""
+    async def _cooldown(self, recipient: str, seconds: int) -> bool:
+        """InsForge's per-recipient spacing, counted across processes, in its words: True when this send
+        started the recipient's interval, False when there is none."""
         if seconds <= 0:
-            return
-        retry_after = await self.parts.limiter.hit(f"email-cooldown:{recipient}", 1, seconds)
+            return False
+        retry_after = await self.parts.limiter.hit(_cooldown_key(recipient), 1, seconds)
         if retry_after is not None:
             wait = max(1, int(retry_after + 0.999))
             raise ApiError(
@@ -105,6 +126,7 @@ class RawEmails:
                 f"Too many emails to this address. Retry after {wait}s.",
                 f"Wait {wait} seconds, or raise minIntervalSeconds in PUT /api/auth/smtp-config.",
             )
+        return True
 
     async def _deliver(self, server: smtp.SmtpServer, body: RawEmail) -> None:
         email = smtp.OutgoingEmail(

@@ -5,14 +5,17 @@ UNLOGGED table: a crash forgets the counts, which only resets the windows), or i
 `KILNBASE_RATE_LIMIT_REDIS_URL` (or `REDIS_URL`) is set. Either way one hit is one round trip that counts
 and answers at once (an upsert, a Lua script), so N processes together allow the limit, not N times it.
 
-The interface is one coroutine, `hit(key, limit, window_seconds)`; `enforce` turns a refusal into InsForge's
-429. Limits are never silently lifted: while Redis cannot be reached, the Postgres counters take over (and
-the server logs it every `_FALLBACK_LOG_SECONDS`), so sign-ins keep working and stay limited; a limiter that
-cannot reach Postgres either raises (the request fails with a 500).
+The interface is one coroutine, `hit(key, limit, window_seconds)`, and `forget(key)` for a counted event
+that did not happen after all (an email the SMTP server refused must not hold up its retry); `enforce`
+turns a refusal into InsForge's 429. Limits are never silently lifted: while Redis cannot be reached, the
+Postgres counters take over (and the server logs it every `_FALLBACK_LOG_SECONDS`), so sign-ins keep
+working and stay limited; a limiter that cannot reach Postgres either raises (the request fails with a
+500).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import time
@@ -56,6 +59,10 @@ class RateLimiter(Protocol):
         """Count one event; None when allowed, else the seconds until the window resets."""
         ...
 
+    async def forget(self, key: str) -> None:
+        """Drop `key`'s window, as if nothing had been counted in it."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -76,6 +83,10 @@ class PostgresRateLimiter:
         assert row is not None
         hits, remaining = row
         return None if hits <= limit else max(float(remaining), 0.0)
+
+    async def forget(self, key: str) -> None:
+        async with self._database.owner_pool.connection() as conn:
+            await conn.execute("delete from system.rate_limits where key = %s", (key,))
 
     async def close(self) -> None:
         """Nothing of its own to close: the pool belongs to the database."""
@@ -109,6 +120,12 @@ class RedisRateLimiter:
                 log.warning("rate limits: Redis unreachable (%s), counting in Postgres", type(exc).__name__)
             return await self._fallback.hit(key, limit, window_seconds)
         return None if int(hits) <= limit else max(int(ttl_ms), 0) / 1000
+
+    async def forget(self, key: str) -> None:
+        """In Redis, and in the fallback too: the hit may have been counted there while Redis was away."""
+        with contextlib.suppress(*REDIS_DOWN):
+            await self._redis.delete(self._prefix + key)
+        await self._fallback.forget(key)
 
     async def close(self) -> None:
         await self._redis.aclose()

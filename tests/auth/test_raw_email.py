@@ -1,0 +1,67 @@
+"""`POST /api/email/send-raw`: the credential is checked before the body (InsForge's order: a 401 comes
+before any 400), and a recipient's minimum interval counts only emails that went out, so a send the SMTP
+server refused, or one held up by another recipient's interval, does not hold up the retry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.auth.conftest import new_email, sign_up, smtp_body
+from tests.support.app import anon_headers
+from tests.support.servers import free_port
+from tests.support.smtp_server import SmtpServer
+
+PATH = "/api/email/send-raw"
+INVALID = {"to": "not-an-address", "subject": "", "html": ""}
+
+
+def _email(*to: str) -> dict[str, Any]:
+    return {"to": list(to), "subject": "Receipt", "html": "<p>Thanks</p>"}
+
+
+@pytest.fixture
+def spaced(client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer) -> Iterator[Any]:
+    """`configure(port)`: the SMTP config with a 60 s minimum interval per recipient, at `port`."""
+
+    def configure(port: int) -> None:
+        body = smtp_body(smtp, port=port, minIntervalSeconds=60)
+        assert client.put("/api/auth/smtp-config", json=body, headers=admin_headers).status_code == 200
+
+    yield configure
+    client.put("/api/auth/smtp-config", json=smtp_body(smtp), headers=admin_headers)
+
+
+def test_the_credential_is_checked_before_the_body(client: TestClient) -> None:
+    for headers in ({}, anon_headers(client)):
+        response = client.post(PATH, json=INVALID, headers=headers)
+        assert response.status_code == 401, response.text
+        assert response.json()["error"] == "AUTH_INVALID_CREDENTIALS"
+    user = {"Authorization": f"Bearer {sign_up(client)['accessToken']}"}
+    assert client.post(PATH, json=INVALID, headers=user).status_code == 400
+
+
+def test_a_failed_send_does_not_hold_up_the_retry(
+    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer, spaced: Any
+) -> None:
+    recipient = new_email()
+    spaced(free_port())  # nothing listens there
+    failed = client.post(PATH, json=_email(recipient), headers=admin_headers)
+    assert failed.status_code == 502, failed.text
+    spaced(smtp.port)
+    assert client.post(PATH, json=_email(recipient), headers=admin_headers).status_code == 200
+    again = client.post(PATH, json=_email(recipient), headers=admin_headers)
+    assert again.status_code == 429  # the interval holds once an email went out
+
+
+def test_a_send_held_up_by_one_recipient_does_not_use_up_the_others(
+    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer, spaced: Any
+) -> None:
+    first, second = new_email(), new_email()
+    spaced(smtp.port)
+    assert client.post(PATH, json=_email(second), headers=admin_headers).status_code == 200
+    assert client.post(PATH, json=_email(first, second), headers=admin_headers).status_code == 429
+    assert client.post(PATH, json=_email(first), headers=admin_headers).status_code == 200
