@@ -138,3 +138,76 @@ def test_an_agent_cannot_delete_a_secret_by_updating_it(
     assert client.get(f"/api/secrets/{key}", headers=admin).json() == {"key": key, "value": "v1"}
     renewed = client.put(f"/api/secrets/{key}", headers=agent, json={"value": "v2"})
     assert renewed.status_code == 200, renewed.text  # changing a value is not a delete
+
+
+def mcp_call(client: TestClient, headers: dict[str, str], name: str, arguments: dict[str, object]) -> str:
+    """A tool call over `/mcp`; the text of its result (the tool's JSON, or its error)."""
+    response = client.post(
+        "/mcp",
+        headers={
+            **headers,
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        },
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": name, "arguments": arguments},
+        },
+    )
+    assert response.status_code == 200, response.text
+    text: str = response.json()["result"]["content"][0]["text"]
+    return text
+
+
+@pytest.fixture
+def filled_bucket(client: TestClient, admin: dict[str, str]) -> str:
+    """A bucket holding two files worth keeping, `a.txt` and `docs/b.txt`."""
+    bucket = f"keep-{secrets.token_hex(4)}"
+    assert client.post("/api/storage/buckets", headers=admin, json={"bucketName": bucket}).status_code == 201
+    for key in ("a.txt", "docs/b.txt"):
+        stored = client.put(
+            f"/api/storage/buckets/{bucket}/objects/{key}",
+            headers=admin,
+            files={"file": ("f.txt", b"keep", "text/plain")},
+        )
+        assert stored.status_code == 200, stored.text
+    return bucket
+
+
+def keys_in(client: TestClient, admin: dict[str, str], bucket: str) -> list[str]:
+    listed = client.get(f"/api/storage/buckets/{bucket}/objects", headers=admin)
+    assert listed.status_code == 200, listed.text
+    return sorted(item["key"] for item in listed.json()["data"])
+
+
+def test_an_agent_emptying_a_bucket_waits_for_approval(
+    client: TestClient, admin: dict[str, str], filled_bucket: str
+) -> None:
+    """`delete-bucket` waits for approval while the bucket holds files; deleting them first, one by one or
+    in bulk, over REST or `/mcp`, waits too."""
+    created = client.post(
+        "/api/agents/keys",
+        headers=admin,
+        json={"name": f"cleaner-{secrets.token_hex(3)}", "scopes": ["storage:write"]},
+    )
+    agent = {"Authorization": f"Bearer {created.json()['key']}"}
+    objects = f"/api/storage/buckets/{filled_bucket}/objects"
+    one = client.delete(f"{objects}/docs/b.txt", headers=agent)
+    assert one.status_code == 202, one.text
+    assert one.json()["status"] == "pending_approval" and "1 object" in one.json()["reason"]
+    bulk = client.request("DELETE", objects, headers=agent, json={"keys": ["a.txt", "docs/b.txt"]})
+    assert bulk.status_code == 202, bulk.text
+    assert bulk.json()["status"] == "pending_approval" and "2 object" in bulk.json()["reason"]
+    held = mcp_call(client, agent, "delete-objects", {"bucketName": filled_bucket, "keys": ["a.txt"]})
+    assert "pending_approval" in held
+    assert keys_in(client, admin, filled_bucket) == ["a.txt", "docs/b.txt"]
+
+    missing = client.request("DELETE", objects, headers=agent, json={"keys": ["nothing.txt"]})
+    assert missing.status_code == 200, missing.text  # deletes nothing: not held
+    assert missing.json()["results"] == [{"key": "nothing.txt", "status": "notFound"}]
+
+    approved = client.post(f"/api/approvals/{one.json()['changeRequestId']}/approve", headers=admin, json={})
+    assert approved.status_code == 200 and approved.json()["status"] == "done", approved.text
+    assert keys_in(client, admin, filled_bucket) == ["a.txt"]  # exactly the key the agent named

@@ -41,7 +41,10 @@ class HeldRoute:
 
 
 def _route(method: str, path: str, tool: str, arguments: Arguments) -> HeldRoute:
-    pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
+    """`{name}` matches one path segment, `{name:path}` the rest of the path (an object key), as in the
+    routes themselves."""
+    pattern = re.sub(r"\{(\w+):path\}", r"(?P<\1>.+)", path)
+    pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
     return HeldRoute(method, re.compile(f"^{pattern}$"), tool, arguments)
 
 
@@ -60,6 +63,10 @@ HELD_ROUTES = (
     _route("DELETE", "/api/auth/users", "delete-users", lambda p, b: {"userIds": _body(b).get("userIds")}),
     _route("DELETE", "/api/storage/buckets/{bucket}", "delete-bucket",
            lambda p, b: {"bucketName": p["bucket"]}),
+    _route("DELETE", "/api/storage/buckets/{bucket}/objects", "delete-objects",
+           lambda p, b: {"bucketName": p["bucket"], "keys": _body(b).get("keys")}),
+    _route("DELETE", "/api/storage/buckets/{bucket}/objects/{key:path}", "delete-objects",
+           lambda p, b: {"bucketName": p["bucket"], "keys": [p["key"]]}),
     _route("DELETE", "/api/functions/{slug}", "delete-function", lambda p, b: {"slug": p["slug"]}),
     _route("DELETE", "/api/realtime/channels/{id}", "delete-channel", lambda p, b: {"channelId": p["id"]}),
     _route("DELETE", "/api/secrets/{key}", "delete-secret", lambda p, b: {"key": p["key"]}),

@@ -342,6 +342,16 @@ class StorageService:
             row = await cur.fetchone()
         return int(row["n"]) if row else 0
 
+    async def existing_objects(self, bucket: str, keys: Sequence[str]) -> int:
+        """How many of `keys` name an object in `bucket` (0 for a bucket that does not exist)."""
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "select count(*) as n from storage.objects where bucket = %s and key = any(%s)",
+                (bucket, list(keys)),
+            )
+            row = await cur.fetchone()
+        return int(row["n"]) if row else 0
+
     async def list_buckets(self, actor: Actor) -> list[dict[str, Any]]:
         _require_admin(actor)
         async with self.database.as_owner() as cur:

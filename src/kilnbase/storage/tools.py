@@ -91,6 +91,19 @@ def storage_tools(service: StorageService) -> list[Tool]:
         count = await service.object_count(bucket)
         return f"deletes bucket {bucket} and the {count} object(s) in it" if count else None
 
+    async def deletes_objects(arguments: Mapping[str, Any]) -> str | None:
+        """Any deletion of a stored object by an agent waits for a person; a call that names only keys
+        that do not exist deletes nothing and runs. No threshold (N objects or bytes per call): the door
+        this closes is deleting every object one call at a time, each under any threshold, then the empty
+        bucket (`delete-bucket` holds only a bucket with objects). A budget per key over time would need
+        shared state and still lose the budget's worth. Objects have no undo (no versions, no trash), while
+        uploading, replacing, listing and signing, an agent's usual storage work, run at once; and one
+        approval covers up to 1000 keys, so an agent asks once for a whole clean-up."""
+        bucket, keys = str(arguments.get("bucketName", "")), arguments.get("keys")
+        named = [key for key in keys if isinstance(key, str)] if isinstance(keys, list) else []
+        count = await service.existing_objects(bucket, named) if named else 0
+        return f"deletes {count} object(s) from bucket {bucket}" if count else None
+
     async def list_objects(
         actor: Actor,
         bucketName: Bucket,
@@ -178,5 +191,6 @@ def storage_tools(service: StorageService) -> list[Tool]:
             delete_objects,
             read_only=False,
             needs_admin=False,
+            needs_approval=deletes_objects,
         ),
     ]
