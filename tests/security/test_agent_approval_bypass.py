@@ -211,3 +211,41 @@ def test_an_agent_emptying_a_bucket_waits_for_approval(
     approved = client.post(f"/api/approvals/{one.json()['changeRequestId']}/approve", headers=admin, json={})
     assert approved.status_code == 200 and approved.json()["status"] == "done", approved.text
     assert keys_in(client, admin, filled_bucket) == ["a.txt"]  # exactly the key the agent named
+
+
+def test_an_agent_purging_realtime_messages_waits_for_approval(
+    client: TestClient, admin: dict[str, str], owner_sql: OwnerSql
+) -> None:
+    """`delete-channel` waits for approval; purging every stored message, on every channel, waits too."""
+    prefix = f"keep{secrets.token_hex(3)}"
+    made = client.post("/api/realtime/channels", headers=admin, json={"pattern": f"{prefix}:%"})
+    assert made.status_code in (200, 201), made.text
+    published = mcp_call(
+        client, admin, "publish-message", {"channel": f"{prefix}:1", "event": "kept", "payload": {"n": 1}}
+    )
+    assert '"kept"' in published
+    created = client.post(
+        "/api/agents/keys",
+        headers=admin,
+        json={"name": f"purger-{secrets.token_hex(3)}", "scopes": ["realtime:write"]},
+    )
+    agent = {"Authorization": f"Bearer {created.json()['key']}"}
+
+    def stored() -> int:
+        return int(owner_sql("select count(*) as n from realtime.messages")[0]["n"])
+
+    before = stored()
+    assert before >= 1
+    held = client.delete("/api/realtime/messages", headers=agent)
+    assert held.status_code == 202, held.text
+    assert held.json()["status"] == "pending_approval"
+    assert "pending_approval" in mcp_call(client, agent, "purge-messages", {})
+    assert stored() == before
+
+    approved = client.post(f"/api/approvals/{held.json()['changeRequestId']}/approve", headers=admin, json={})
+    assert approved.status_code == 200 and approved.json()["status"] == "done", approved.text
+    assert approved.json()["result"] == {"deleted": before}
+    assert stored() == 0
+    mcp_call(client, admin, "publish-message", {"channel": f"{prefix}:2", "event": "e", "payload": {}})
+    purged = client.delete("/api/realtime/messages", headers=admin)  # a person's purge runs at once
+    assert purged.status_code == 200 and purged.json() == {"deleted": 1}, purged.text

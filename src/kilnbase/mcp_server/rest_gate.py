@@ -69,6 +69,7 @@ HELD_ROUTES = (
            lambda p, b: {"bucketName": p["bucket"], "keys": [p["key"]]}),
     _route("DELETE", "/api/functions/{slug}", "delete-function", lambda p, b: {"slug": p["slug"]}),
     _route("DELETE", "/api/realtime/channels/{id}", "delete-channel", lambda p, b: {"channelId": p["id"]}),
+    _route("DELETE", "/api/realtime/messages", "purge-messages", lambda p, b: {}),
     _route("DELETE", "/api/secrets/{key}", "delete-secret", lambda p, b: {"key": p["key"]}),
 )  # fmt: skip
 

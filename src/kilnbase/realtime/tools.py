@@ -84,6 +84,9 @@ def realtime_tools(admin: RealtimeAdmin) -> list[Tool]:
             actor, channel_id=channelId, event_name=eventName, limit=limit, offset=offset
         )
 
+    async def purge_messages(actor: Actor) -> dict[str, int]:
+        return await admin.purge_messages(actor)
+
     return [
         Tool("list-channels", "List the realtime channels (patterns, webhooks, enabled).", list_channels),
         Tool(
@@ -112,4 +115,12 @@ def realtime_tools(admin: RealtimeAdmin) -> list[Tool]:
             False,
         ),
         Tool("list-messages", "Stored messages, newest first, by channel and event.", list_messages),
+        Tool(
+            "purge-messages",
+            "Delete every stored message, on every channel (DELETE /api/realtime/messages).",
+            purge_messages,
+            read_only=False,
+            # Always held for an agent: it deletes every stored message at once, and they have no undo.
+            needs_approval=lambda arguments: "deletes every stored realtime message",
+        ),
     ]
