@@ -249,3 +249,44 @@ def test_an_agent_purging_realtime_messages_waits_for_approval(
     mcp_call(client, admin, "publish-message", {"channel": f"{prefix}:2", "event": "e", "payload": {}})
     purged = client.delete("/api/realtime/messages", headers=admin)  # a person's purge runs at once
     assert purged.status_code == 200 and purged.json() == {"deleted": 1}, purged.text
+
+
+@pytest.fixture(scope="module")
+def record_writer(client: TestClient, admin: dict[str, str]) -> dict[str, str]:
+    """An agent key that may write rows through the records API."""
+    body = {"name": f"rows-{secrets.token_hex(3)}", "scopes": ["records:write"]}
+    created = client.post("/api/agents/keys", headers=admin, json=body)
+    assert created.status_code == 201, created.text
+    return {"Authorization": f"Bearer {created.json()['key']}"}
+
+
+@pytest.mark.parametrize("method", ["DELETE", "PATCH"])
+def test_an_agents_records_write_without_a_filter_is_refused(
+    client: TestClient,
+    record_writer: dict[str, str],
+    admin: dict[str, str],
+    important: str,
+    owner_sql: OwnerSql,
+    method: str,
+) -> None:
+    """`run-raw-sql` waits for approval on DELETE or UPDATE without WHERE; the records API's unfiltered
+    write, which no tool could run for an approval, is refused to an agent instead."""
+    records = f"/api/database/records/{important}"
+    body = {"note": "gone"} if method == "PATCH" else None
+    refused = client.request(method, records, headers=record_writer, json=body)
+    assert refused.status_code == 403, refused.text
+    error = refused.json()
+    assert error["error"] == "FORBIDDEN" and "no filter" in error["message"]
+    assert "id=eq.1" in error["nextActions"] and "run-raw-sql" in error["nextActions"]
+    assert rows_in(owner_sql, important) == [{"id": 1, "note": "keep"}]
+
+    added = client.post(records, headers=record_writer, json=[{"id": 2, "note": "scratch"}])
+    assert added.status_code == 201, added.text  # inserts need no filter
+    filtered = client.request(method, f"{records}?id=eq.2", headers=record_writer, json=body)
+    assert filtered.status_code == 204, filtered.text  # a filtered write runs
+    assert rows_in(owner_sql, important)[0] == {"id": 1, "note": "keep"}
+
+    person = client.request(method, records, headers=admin, json=body)
+    assert person.status_code == 204, person.text  # PostgREST's unfiltered write, for people
+    everything = [] if method == "DELETE" else [{"id": 1, "note": "gone"}, {"id": 2, "note": "gone"}]
+    assert rows_in(owner_sql, important) == everything

@@ -23,6 +23,7 @@ from psycopg.rows import DictRow
 from kilnbase.config import RecordsSettings
 from kilnbase.db.schema_cache import SchemaCache, SchemaSnapshot
 from kilnbase.db.session import Database
+from kilnbase.http.errors import ApiError
 from kilnbase.records import media_type, statements
 from kilnbase.records.api_request import (
     ApiRequest,
@@ -37,6 +38,7 @@ from kilnbase.records.call_plan import BodyKind, CallPlan, CallTarget, call_plan
 from kilnbase.records.errors import RecordsError, from_statement_error
 from kilnbase.records.execution import Cursor, one_row, planned_rows, run
 from kilnbase.records.mutate_plan import (
+    MutatePlan,
     check_upsert_row,
     delete_plan,
     insert_plan,
@@ -160,6 +162,8 @@ class RecordsEngine:
             key, _prepare_write(shape, snapshot, target, columns)
         )
         plan = prepared.plan
+        if api.principal.agent is not None and plan.kind != "insert" and not plan.conditions:
+            raise _unfiltered_agent_write(plan)
         if prepared.statement is None:
             return mutation_response(api, plan, "[]", 0)
 
@@ -345,6 +349,22 @@ def _statement_error(exc: psycopg.Error, request: RecordsRequest) -> RecordsErro
 
 def _table(shape: RequestShape, snapshot: SchemaSnapshot, plans: PlanCache) -> TableTarget:
     return plans.tables.get(shape) or plans.tables.put(shape, table_target(shape, snapshot))
+
+
+def _unfiltered_agent_write(plan: MutatePlan) -> ApiError:
+    """An agent key's DELETE or PATCH with no filter: it would touch every row its role reaches (as
+    project_admin, every row). PostgREST allows it, and people keep it; for an agent it is refused rather
+    than held, since no tool runs a records write for an approval to run. The SQL route to the same change
+    is held (`run-raw-sql` rates DELETE or UPDATE without WHERE as DANGER). In InsForge's shape, as the
+    other refusals of agents on this route (`http.agent_scopes`)."""
+    verb = "delete" if plan.kind == "delete" else "update"
+    return ApiError(
+        403,
+        "FORBIDDEN",
+        f"An agent key may not {verb} every row of {plan.table.name}: the request has no filter.",
+        "Add a filter naming the rows, such as ?id=eq.1; to change every row, use run-raw-sql "
+        "(POST /api/database/advance/rawsql), which waits for a person's approval.",
+    )
 
 
 def _prepare_write(
