@@ -290,3 +290,60 @@ def test_an_agents_records_write_without_a_filter_is_refused(
     assert person.status_code == 204, person.text  # PostgREST's unfiltered write, for people
     everything = [] if method == "DELETE" else [{"id": 1, "note": "gone"}, {"id": 2, "note": "gone"}]
     assert rows_in(owner_sql, important) == everything
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM public.{table}",
+        "UPDATE public.{table} SET note = 'gone'",
+        "TRUNCATE public.{table}",
+        "DELETE FROM public.{table} WHERE true",
+        "WITH gone AS (DELETE FROM public.{table} RETURNING 1) SELECT count(*) FROM gone",
+        "EXPLAIN ANALYZE DELETE FROM public.{table}",
+        "PREPARE wipe_{table} AS DELETE FROM public.{table}; EXECUTE wipe_{table}",
+        "MERGE INTO public.{table} t USING (SELECT 1 AS id) s ON t.id = s.id WHEN MATCHED THEN DELETE",
+        "DO $$ BEGIN TRUNCATE public.{table}; END $$",
+        "CREATE FUNCTION public.wipe_{table}() RETURNS void LANGUAGE sql AS 'DELETE FROM public.{table}'; "
+        "SELECT public.wipe_{table}()",
+        "CREATE FUNCTION public.wipe_{table}() RETURNS void LANGUAGE plpgsql AS "
+        "$$ BEGIN UPDATE public.{table} SET note = 'gone'; END $$; SELECT public.wipe_{table}()",
+    ],
+    ids=[
+        "delete",
+        "update",
+        "truncate",
+        "where-true",
+        "cte",
+        "explain-analyze",
+        "prepare",
+        "merge-delete",
+        "do-block",
+        "sql-function",
+        "plpgsql-function",
+    ],
+)
+def test_an_agents_sql_that_empties_a_table_waits_for_approval(
+    client: TestClient, writer: dict[str, str], important: str, owner_sql: OwnerSql, sql: str
+) -> None:
+    """`run-raw-sql` and `apply-migration` hold what the dry run rates DANGER; the rows deleted or
+    overwritten wholesale inside a CTE, EXPLAIN ANALYZE, PREPARE, MERGE, a DO block or a function's body
+    are rated so too."""
+    query = sql.format(table=important)
+    raw = client.post("/api/database/advance/rawsql", headers=writer, json={"query": query})
+    assert raw.status_code == 202, raw.text
+    assert raw.json()["status"] == "pending_approval"
+    body = {"version": str(secrets.randbelow(10**9) + 1), "name": "wipe", "sql": query}
+    migration = client.post("/api/database/migrations", headers=writer, json=body)
+    assert migration.status_code == 202, migration.text
+    assert "pending_approval" in mcp_call(client, writer, "run-raw-sql", {"query": query})
+    assert rows_in(owner_sql, important) == [{"id": 1, "note": "keep"}]
+
+
+def test_an_agents_sql_that_names_its_rows_still_runs(
+    client: TestClient, writer: dict[str, str], important: str, owner_sql: OwnerSql
+) -> None:
+    query = f"UPDATE public.{important} SET note = 'kept' WHERE id = 1"
+    response = client.post("/api/database/advance/rawsql", headers=writer, json={"query": query})
+    assert response.status_code == 200, response.text
+    assert rows_in(owner_sql, important) == [{"id": 1, "note": "kept"}]
