@@ -347,3 +347,24 @@ def test_an_agents_sql_that_names_its_rows_still_runs(
     response = client.post("/api/database/advance/rawsql", headers=writer, json={"query": query})
     assert response.status_code == 200, response.text
     assert rows_in(owner_sql, important) == [{"id": 1, "note": "kept"}]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM public.{table}; SELECT count(*) FROM auth.users",
+        "DELETE FROM realtime.messages; DELETE FROM public.{table} WHERE id = 1",
+    ],
+    ids=["hidden-by-a-read", "kilnbase-rows"],
+)
+def test_an_agents_sql_naming_kilnbases_schemas_is_still_rated(
+    client: TestClient, writer: dict[str, str], important: str, owner_sql: OwnerSql, sql: str
+) -> None:
+    """Migrations may not touch Kilnbase's own schemas, so their dry run calls such SQL invalid; raw SQL may
+    read them. That refusal must not hide a wholesale delete from the approval gate, nor let an agent change
+    Kilnbase's own rows (files, messages, users), which have tools of their own, without a person."""
+    query = sql.format(table=important)
+    response = client.post("/api/database/advance/rawsql", headers=writer, json={"query": query})
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "pending_approval"
+    assert rows_in(owner_sql, important) == [{"id": 1, "note": "keep"}]

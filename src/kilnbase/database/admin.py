@@ -43,8 +43,7 @@ def _refuse_agents_destructive_import(actor: Actor, content: bytes, truncate: bo
     is sent to the doors that do."""
     if actor.principal.agent is None:
         return
-    report = custom_migrations.dry_run({"sql": content.decode("utf-8", errors="replace")})
-    reasons = list(report["riskFactors"]) if report["valid"] and report["riskLevel"] == "DANGER" else []
+    reasons = custom_migrations.agent_risks(content.decode("utf-8", errors="replace"))
     if truncate:
         reasons.append("truncate empties the tables the file writes to")
     if reasons:

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import psycopg
+from pglast import ast
 from psycopg.rows import dict_row
 
 from kilnbase.database import migration_risk, sql_guard
@@ -21,6 +22,8 @@ _NAME = re.compile(r"[a-z0-9-]{1,200}")
 _RESERVED_SCHEMAS = frozenset(
     {"auth", "system", "ai", "storage", "realtime", "pg_catalog", "information_schema"}
 )
+#: Kilnbase's own schemas (the catalogs apart): an agent's SQL that deletes or changes their rows waits.
+_KILNBASE_SCHEMAS = _RESERVED_SCHEMAS - {"pg_catalog", "information_schema"}
 
 
 def _already_applied(version: str) -> ApiError:
@@ -42,17 +45,71 @@ def _vet(sql: Any) -> tuple[list[str], tuple[Any, ...]]:
         raise syntax_error(exc.message, exc.position, sql) from None
     except sql_guard.GuardRefusal as exc:
         raise ApiError(400, "DATABASE_FORBIDDEN", str(exc), sql_guard.REFUSED) from None
+    for schema in _schemas_named(nodes, _RESERVED_SCHEMAS):
+        raise ApiError(
+            400,
+            "DATABASE_FORBIDDEN",
+            f"Custom migrations may not touch the {schema} schema.",
+            "Keep custom migrations to your own schemas, such as public.",
+        )
+    return statements, nodes
+
+
+def _schemas_named(nodes: tuple[Any, ...], among: frozenset[str]) -> list[str]:
+    """The schemas of `among` that the statements name, in the order they first appear (as written)."""
+    named: dict[str, None] = {}
     for node in nodes:
         for child in sql_guard.walk(node):
             schema = getattr(child, "schemaname", None)
-            if isinstance(schema, str) and schema.lower() in _RESERVED_SCHEMAS:
-                raise ApiError(
-                    400,
-                    "DATABASE_FORBIDDEN",
-                    f"Custom migrations may not touch the {schema} schema.",
-                    "Keep custom migrations to your own schemas, such as public.",
-                )
-    return statements, nodes
+            if isinstance(schema, str) and schema.lower() in among:
+                named[schema] = None
+    return list(named)
+
+
+def _kilnbase_rows_changed(nodes: tuple[Any, ...]) -> list[str]:
+    """The tables of Kilnbase's own schemas whose rows the statements delete, update, merge into or
+    truncate, wherever the statement sits (a WITH, a rule, a function's SQL body), as written."""
+    targets: dict[str, None] = {}
+    for node in nodes:
+        for child in sql_guard.walk(node):
+            if isinstance(child, ast.DeleteStmt | ast.UpdateStmt | ast.MergeStmt):
+                relations: tuple[Any, ...] = (child.relation,)
+            elif isinstance(child, ast.TruncateStmt):
+                relations = tuple(child.relations or ())
+            else:
+                continue
+            for relation in relations:
+                schema = getattr(relation, "schemaname", None)
+                if isinstance(schema, str) and schema.lower() in _KILNBASE_SCHEMAS:
+                    targets[f"{schema}.{relation.relname}"] = None
+    return list(targets)
+
+
+def agent_risks(sql: Any) -> list[str]:
+    """Why an agent's SQL (raw SQL, a migration, an import) needs a person (empty: it does not): the dry
+    run's factors when it rates the SQL DANGER, and any DELETE, UPDATE, MERGE or TRUNCATE of a table in
+    Kilnbase's own schemas.
+
+    Unlike `dry_run`, SQL that names those schemas is rated, not called invalid: raw SQL and imports may read
+    them, and the migration rule must not hide a wholesale delete written beside such a read. Their rows
+    (users, files, realtime messages) have tools of their own, held where they destroy data, so SQL that
+    deletes or changes them waits for a person too (creating policies on them, or inserting, does not).
+    SQL that does not parse, or that the guard refuses, is not held: it fails on its own."""
+    if not isinstance(sql, str) or not sql.strip():
+        return []
+    try:
+        nodes = sql_guard.check(sql)
+    except (sql_guard.SqlSyntaxError, sql_guard.GuardRefusal):
+        return []
+    report = migration_risk.assess(nodes)
+    reasons = list(report.factors) if report.level == "DANGER" else []
+    changed = _kilnbase_rows_changed(nodes)
+    if changed:
+        reasons.append(
+            f"DANGER: deletes or changes rows of Kilnbase's own {', '.join(changed)} (users, files, "
+            "messages), which have tools of their own"
+        )
+    return reasons
 
 
 def version_and_name(body: dict[str, Any], *, required: bool) -> tuple[str, str]:

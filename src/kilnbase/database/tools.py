@@ -33,13 +33,11 @@ Columns = Annotated[
 
 
 def dangerous_sql(sql: Any) -> str | None:
-    """Why SQL needs approval when an agent runs it: the migration dry run rates it DANGER (drops, TRUNCATE,
-    DELETE or UPDATE without WHERE, RLS switched off, dynamic SQL). SQL that does not parse is not held:
-    it fails on its own."""
-    report = custom_migrations.dry_run({"sql": sql})
-    if report["valid"] and report["riskLevel"] == "DANGER":
-        return "; ".join(report["riskFactors"])
-    return None
+    """Why SQL needs approval when an agent runs it (`custom_migrations.agent_risks`): the migration dry run
+    rates it DANGER (drops, TRUNCATE, DELETE or UPDATE without WHERE, RLS switched off, dynamic SQL), or it
+    deletes or changes rows of Kilnbase's own tables. SQL that does not parse is not held: it fails on its
+    own."""
+    return "; ".join(custom_migrations.agent_risks(sql)) or None
 
 
 #: What `update-table-schema`'s `changes` may hold (PATCH /api/database/tables/:t/schema's body).
