@@ -368,3 +368,26 @@ def test_an_agents_sql_naming_kilnbases_schemas_is_still_rated(
     assert response.status_code == 202, response.text
     assert response.json()["status"] == "pending_approval"
     assert rows_in(owner_sql, important) == [{"id": 1, "note": "keep"}]
+
+
+def test_an_agent_cannot_mint_or_delete_s3_access_keys(client: TestClient, admin: dict[str, str]) -> None:
+    """An S3 access key would be a credential of the agent's own making: it would outlive the agent key,
+    reach storage past its scopes, and delete objects past the approval an agent's deletion waits for."""
+    body = {"name": f"storage-{secrets.token_hex(3)}", "scopes": ["storage:write"]}
+    created = client.post("/api/agents/keys", headers=admin, json=body)
+    assert created.status_code == 201, created.text
+    storage_agent = {"Authorization": f"Bearer {created.json()['key']}"}
+    kept = client.post("/api/storage/s3/access-keys", headers=admin, json={"description": "ci"})
+    assert kept.status_code == 201, kept.text
+
+    minted = client.post("/api/storage/s3/access-keys", headers=storage_agent, json={"description": "mine"})
+    deleted = client.delete(f"/api/storage/s3/access-keys/{kept.json()['id']}", headers=storage_agent)
+    listed = client.get("/api/storage/s3/access-keys", headers=storage_agent)
+
+    assert (minted.status_code, minted.json()["error"]) == (403, "FORBIDDEN")
+    assert (deleted.status_code, deleted.json()["error"]) == (403, "FORBIDDEN")
+    assert listed.status_code == 200
+    descriptions = [key["description"] for key in listed.json()]
+    assert "mine" not in descriptions
+    assert "ci" in descriptions
+    assert all("secretAccessKey" not in key for key in listed.json())

@@ -33,6 +33,21 @@ def _require_admin(actor: Actor) -> None:
         raise ApiError(403, "FORBIDDEN", "This endpoint needs admin rights.", "Use the project's API key.")
 
 
+def _require_person(actor: Actor) -> None:
+    """An admin who is not an agent. An S3 access key is a credential of its own: one minted by an agent
+    key would outlive that key's revocation, reach storage past its scopes, and delete objects past the
+    approval an agent's deletion waits for. Agents may list the keys (no secret is shown), not make or
+    delete them."""
+    _require_admin(actor)
+    if actor.principal.agent is not None:
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            "Agent keys cannot create or delete S3 access keys.",
+            "Ask a person with admin rights (the project's API key).",
+        )
+
+
 class S3AccessKeys:
     def __init__(self, database: Database, secret_box: SecretBox) -> None:
         self.database = database
@@ -40,7 +55,7 @@ class S3AccessKeys:
         self._cache: dict[str, tuple[float, str | None]] = {}
 
     async def create(self, actor: Actor, description: str | None) -> dict[str, Any]:
-        _require_admin(actor)
+        _require_person(actor)
         access_key_id = "KB" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(18))
         secret = secrets.token_urlsafe(30)
         encrypted = self.secret_box.encrypt(secret, context=f"{_CONTEXT}:{access_key_id}")
@@ -93,7 +108,7 @@ class S3AccessKeys:
         ]
 
     async def delete(self, actor: Actor, key_id: str) -> None:
-        _require_admin(actor)
+        _require_person(actor)
         try:
             async with self.database.as_owner() as cur:
                 await cur.execute(
