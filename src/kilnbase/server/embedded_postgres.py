@@ -240,9 +240,16 @@ class EmbeddedPostgres:
         return True
 
     def _initdb(self) -> None:
+        """Initialise the cluster beside `pgdata/` and move it into place only when it is complete.
+
+        `initialised` asks for `pgdata/PG_VERSION`, which initdb writes first: a run stopped half-way (Ctrl-C
+        kills initdb) would otherwise leave a cluster that looks ready and never starts (no `kilnbase.conf`
+        included, so Postgres tries port 5432), on this start and every later one."""
+        staging = self.data_dir / "pgdata.init"
+        shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(self.pgdata, ignore_errors=True)
-        self.pgdata.mkdir(mode=0o700)
-        self._hand_over(self.pgdata)
+        staging.mkdir(mode=0o700)
+        self._hand_over(staging)
         pwfile = self.data_dir / ".pg-initpw"
         pwfile.write_text(self.password)
         pwfile.chmod(0o600)
@@ -252,7 +259,7 @@ class EmbeddedPostgres:
                 [
                     str(self._bin_dir / "initdb"),
                     "-D",
-                    str(self.pgdata),
+                    str(staging),
                     "-U",
                     SUPERUSER,
                     "-E",
@@ -265,10 +272,11 @@ class EmbeddedPostgres:
             )
         finally:
             pwfile.unlink(missing_ok=True)
-        with (self.pgdata / "postgresql.conf").open("a") as conf:
+        with (staging / "postgresql.conf").open("a") as conf:
             conf.write(
                 "\n# Kilnbase writes kilnbase.conf on every start.\ninclude_if_exists = 'kilnbase.conf'\n"
             )
+        staging.rename(self.pgdata)
 
     def _recover_stale_postmaster(self) -> None:
         pid_file = self.pgdata / "postmaster.pid"

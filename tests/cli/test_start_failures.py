@@ -1,0 +1,101 @@
+"""Starts that go wrong, as a new user meets them: interrupted with Ctrl-C. Each says plainly what happened,
+shows no traceback, and leaves nothing behind that breaks the next start."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    # Not pytest's tmp_path: that is mode 0700, which the unprivileged Postgres user (as root) cannot enter.
+    parent = Path(tempfile.mkdtemp(prefix="kbstart-", dir="/tmp"))
+    parent.chmod(0o755)
+    yield parent
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+def _environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KILNBASE_", "DATABASE_URL", "PORT"))}
+    return env | {"KILNBASE_FUNCTIONS_HOST_PORT": "0"}
+
+
+class Serve:
+    """`kilnbase serve` in its own process group, as a terminal runs it (Ctrl-C reaches the group)."""
+
+    def __init__(self, data_dir: Path, log: Path) -> None:
+        self.port, self.log = free_port(), log
+        with log.open("w") as out:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "kilnbase",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(data_dir),
+                ],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=_environment(),
+                start_new_session=True,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, text: str, seconds: float = 90) -> None:
+        deadline = time.monotonic() + seconds
+        while text not in self.output():
+            assert self.process.poll() is None, (
+                f"serve exited with {self.process.returncode}:\n{self.output()}"
+            )
+            assert time.monotonic() < deadline, f"no {text!r} in time:\n{self.output()}"
+            time.sleep(0.01)
+
+    def interrupt(self) -> int:
+        """Ctrl-C, and the exit code."""
+        if self.process.poll() is not None:
+            return self.process.returncode
+        os.killpg(self.process.pid, signal.SIGINT)
+        try:
+            return self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            raise
+
+
+def test_ctrl_c_while_postgres_is_initialised_leaves_a_data_dir_that_starts(scratch: Path) -> None:
+    data_dir = scratch / "project"
+    first = Serve(data_dir, scratch / "first.log")
+    first.wait_for("Initialising PostgreSQL")
+    deadline = time.monotonic() + 30
+    while not (data_dir / "pgdata" / "PG_VERSION").exists():  # initdb is under way
+        assert time.monotonic() < deadline, first.output()
+        time.sleep(0.005)
+    first.interrupt()
+    again = Serve(data_dir, scratch / "again.log")
+    try:
+        again.wait_for("is ready")
+        assert httpx.get(f"http://127.0.0.1:{again.port}/api/health", timeout=10).status_code == 200
+    finally:
+        again.interrupt()
