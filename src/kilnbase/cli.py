@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import json
 import os
+import shlex
 import shutil
 import socket
 import sys
@@ -139,6 +140,11 @@ def command_path() -> str:
         return os.fspath(script.absolute())
 
 
+def _shell_path(path: Path) -> str:
+    """A path as it is typed in a shell: quoted when it holds spaces, so a printed command can be pasted."""
+    return shlex.quote(os.fspath(path))
+
+
 def _announce(settings: Settings, how: str = "") -> None:
     url = settings.base_url
     console.print(f"[bold green]Kilnbase {__version__} is ready[/] at [link={url}]{url}[/] {how}".rstrip())
@@ -150,7 +156,7 @@ def _announce(settings: Settings, how: str = "") -> None:
     console.print(
         f"  Keys:      {settings.keys_path.resolve()}"
         f" (print them, and the root admin's password, with: "
-        f"{command_path()} keys --data-dir {settings.data_dir})"
+        f"{command_path()} keys --data-dir {_shell_path(settings.data_dir)})"
     )
 
 
@@ -223,7 +229,8 @@ def keys(data_dir: DataDir = None) -> None:
         # Loading would create a new project's keys here, which is never what `keys` is asked for.
         _fail(
             f"No keys exist in {settings.data_dir} (no {settings.keys_path.name} there). Kilnbase creates "
-            f"them when the server first starts: {command_path()} serve --data-dir {settings.data_dir}. "
+            f"them when the server first starts: {command_path()} serve "
+            f"--data-dir {_shell_path(settings.data_dir)}. "
             "Check the path if the project is elsewhere."
         )
         return

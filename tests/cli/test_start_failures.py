@@ -1,9 +1,11 @@
-"""Starts that go wrong, as a new user meets them: interrupted with Ctrl-C. Each says plainly what happened,
-shows no traceback, and leaves nothing behind that breaks the next start."""
+"""Starts that go wrong, as a new user meets them: interrupted with Ctrl-C, on a data dir that cannot be
+written, on a path with spaces. Each says plainly what happened, shows no traceback, and leaves nothing
+behind that breaks the next start."""
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -99,3 +101,16 @@ def test_ctrl_c_while_postgres_is_initialised_leaves_a_data_dir_that_starts(scra
         assert httpx.get(f"http://127.0.0.1:{again.port}/api/health", timeout=10).status_code == 200
     finally:
         again.interrupt()
+
+
+def test_the_keys_hint_for_a_data_dir_with_spaces_can_be_pasted(scratch: Path) -> None:
+    data_dir = scratch / "my project" / "data"
+    serve = Serve(data_dir, scratch / "serve.log")
+    try:
+        serve.wait_for("keys --data-dir")
+        serve.wait_for(")\n", seconds=10)  # (the whole line)
+        hint = next(line for line in serve.output().splitlines() if "Keys:" in line)
+        command = shlex.split(hint.split("with: ", 1)[1].removesuffix(")"))
+        assert command[-2:] == ["--data-dir", str(data_dir)], hint
+    finally:
+        serve.interrupt()
