@@ -94,6 +94,21 @@ def _check_port_free(host: str, port: int) -> None:
         _fail(f"Cannot listen on {host}:{port} ({error.strerror}). Stop what uses it, or pass --port.")
 
 
+def _check_data_dir_writable(data_dir: Path) -> None:
+    """Create the data dir and write a file in it, before anything else is started: a read-only disk, a full
+    one or a path through a file otherwise surfaced as a traceback from whichever step wrote first."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / f".write-check-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        _fail(
+            f"Cannot write to the data dir {data_dir} ({exc.strerror}). Choose a writable one with "
+            "--data-dir (or KILNBASE_DATA_DIR), or make this one writable, and start again."
+        )
+
+
 def _import_early(module: str) -> None:
     """Start importing `module` in a thread while this one brings the database up.
 
@@ -168,6 +183,8 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, worker
     settings = _settings(data_dir, host, port)
     configure_logging(settings.log_level)
     _check_port_free(settings.host, settings.port)
+    if not settings.database_url:
+        _check_data_dir_writable(settings.data_dir)
     if workers == 1:  # (granian's workers import the app themselves)
         _import_early("kilnbase.app")
     report = _progress

@@ -114,3 +114,29 @@ def test_the_keys_hint_for_a_data_dir_with_spaces_can_be_pasted(scratch: Path) -
         assert command[-2:] == ["--data-dir", str(data_dir)], hint
     finally:
         serve.interrupt()
+
+
+def test_a_data_dir_that_cannot_be_written_is_named_without_a_traceback(scratch: Path) -> None:
+    blocked = scratch / "a-file"
+    blocked.write_text("not a folder")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kilnbase",
+            "serve",
+            "--port",
+            str(free_port()),
+            "--data-dir",
+            str(blocked / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=_environment(),
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"Cannot write to the data dir {blocked / 'data'}" in result.stderr
+    assert "--data-dir" in result.stderr
