@@ -343,7 +343,7 @@ def mcp_stdio(
         typer.Option(
             "--api-key",
             envvar="KILNBASE_API_KEY",
-            help="The agent's credential: API key, anon key or access token [the project's API key].",
+            help="The agent's credential: API key, anon key or access token \\[the project's API key].",
         ),
     ] = None,
     read_only: Annotated[
@@ -392,7 +392,7 @@ def mcp_stdio(
 
 approvals_app = typer.Typer(no_args_is_help=True, help="Change requests agents made, for a person to decide.")
 app.add_typer(approvals_app, name="approvals")
-Url = Annotated[str | None, typer.Option("--url", help="The running server [the data dir's URL].")]
+Url = Annotated[str | None, typer.Option("--url", help="The running server \\[the data dir's URL].")]
 
 
 def _approvals_call(data_dir: Path | None, url: str | None, method: str, path: str, body: Any = None) -> Any:
