@@ -160,7 +160,29 @@ def _shell_path(path: Path) -> str:
     return shlex.quote(os.fspath(path))
 
 
+#: The URL the data dir's server last announced, for the commands that print or call it.
+SERVED_URL_FILE = "served-url"
+
+
+def _remember_url(settings: Settings) -> None:
+    """Keep the URL being served in the data dir: `serve --port P` is not a setting `keys` or `approvals`
+    can see, and without this they would name the default port."""
+    with contextlib.suppress(OSError):
+        (settings.data_dir / SERVED_URL_FILE).write_text(settings.base_url + "\n")
+
+
+def _project_url(settings: Settings) -> str:
+    """The data dir's URL: the one its server last announced, unless the environment names one."""
+    if settings.model_fields_set & {"host", "port", "public_url"}:
+        return settings.base_url
+    try:
+        return (settings.data_dir / SERVED_URL_FILE).read_text().strip() or settings.base_url
+    except OSError:
+        return settings.base_url
+
+
 def _announce(settings: Settings, how: str = "") -> None:
+    _remember_url(settings)
     url = settings.base_url
     console.print(f"[bold green]Kilnbase {__version__} is ready[/] at [link={url}]{url}[/] {how}".rstrip())
     console.print(f"  Dashboard: {url}/dashboard")
@@ -260,7 +282,7 @@ def keys(data_dir: DataDir = None) -> None:
     current = rotated[0] if rotated else {}
     json.dump(
         {
-            "url": settings.base_url,
+            "url": _project_url(settings),
             "apiKey": current.get("api_key", project_keys.api_key),
             "anonKey": current.get("anon_key", project_keys.anon_key),
             "rootAdmin": {
@@ -405,7 +427,7 @@ def _approvals_call(data_dir: Path | None, url: str | None, method: str, path: s
     except _KNOWN_ERRORS as exc:
         _fail(str(exc))
     api_key = (rotated[0] if rotated else {}).get("api_key", project_keys.api_key)
-    base = (url or settings.base_url).rstrip("/")
+    base = (url or _project_url(settings)).rstrip("/")
     try:
         response = httpx.request(
             method, base + path, json=body, headers={"Authorization": f"Bearer {api_key}"}, timeout=60

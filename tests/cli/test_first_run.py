@@ -153,3 +153,10 @@ def test_a_bad_setting_is_named_plainly_not_a_traceback(
     assert named in result.stderr
     assert "Traceback" not in result.stderr
     assert not (scratch / "never-made").exists()  # refused before anything was started or created
+
+
+def test_keys_prints_the_url_the_server_was_started_on(made: MadeServer) -> None:
+    # `make run ARGS="--port P"`: the URL that `keys` prints (and README's KB_URL reads) is that server's.
+    printed = kilnbase("keys", "--data-dir", str(made.data_dir))
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout)["url"] == made.url
