@@ -129,14 +129,15 @@ class _AnnouncingServer(QuietServer):
     """uvicorn (woken only when there is something to do), plus a banner once the socket is really
     listening."""
 
-    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+    def __init__(self, config: uvicorn.Config, settings: Settings, functions_host: bool) -> None:
         super().__init__(config)
         self.settings = settings
+        self.functions_host = functions_host
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            _announce(self.settings)
+            _announce(self.settings, functions_host=self.functions_host)
 
 
 def command_path() -> str:
@@ -181,13 +182,31 @@ def _project_url(settings: Settings) -> str:
         return settings.base_url
 
 
-def _announce(settings: Settings, how: str = "") -> None:
+def _functions_host_port_free(settings: Settings) -> bool:
+    """Whether this server's functions host can have its port. When another program (often a second project's
+    server) holds it, the host stays off here and the URL printed would reach that program's functions: say
+    so before starting, and leave the URL out of the banner."""
+    host_port = settings.functions.host_port
+    if not host_port:
+        return True
+    error = bind_error(settings.host, host_port)
+    if error is None:
+        return True
+    console.print(
+        f"[yellow]Warning:[/] the functions host's port {host_port} is in use ({error.strerror}), so this "
+        "server's functions host waits for it (functions still answer at /functions/<slug>). Set "
+        "KILNBASE_FUNCTIONS_HOST_PORT to a free port, or to 0 to turn the host off."
+    )
+    return False
+
+
+def _announce(settings: Settings, how: str = "", *, functions_host: bool = True) -> None:
     _remember_url(settings)
     url = settings.base_url
     console.print(f"[bold green]Kilnbase {__version__} is ready[/] at [link={url}]{url}[/] {how}".rstrip())
     console.print(f"  Dashboard: {url}/dashboard")
     host_port = settings.functions.host_port
-    if host_port:
+    if host_port and functions_host:
         functions_url = f"http://{settings.local_host}:{host_port}"
         console.print(f"  Functions: {functions_url} (the functions host: createClient({{ functionsUrl }}))")
     console.print(
@@ -205,6 +224,7 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, worker
     settings = _settings(data_dir, host, port)
     configure_logging(settings.log_level)
     _check_port_free(settings.host, settings.port)
+    functions_host = _functions_host_port_free(settings)
     if not settings.database_url:
         _check_data_dir_writable(settings.data_dir)
     if workers == 1:  # (granian's workers import the app themselves)
@@ -219,7 +239,7 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, worker
     if workers > 1:
         from kilnbase.workers import serve_with_workers
 
-        _announce(settings, f"with {workers} workers (granian)")
+        _announce(settings, f"with {workers} workers (granian)", functions_host=functions_host)
         try:
             serve_with_workers(settings, database, workers)
         finally:
@@ -253,7 +273,7 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, worker
         ws_ping_interval=None,
         timeout_graceful_shutdown=10,
     )
-    server = _AnnouncingServer(config, settings)
+    server = _AnnouncingServer(config, settings, functions_host)
     server.run()
     if not server.started:
         raise typer.Exit(1)

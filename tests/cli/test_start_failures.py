@@ -8,6 +8,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,7 @@ def _environment() -> dict[str, str]:
 class Serve:
     """`kilnbase serve` in its own process group, as a terminal runs it (Ctrl-C reaches the group)."""
 
-    def __init__(self, data_dir: Path, log: Path) -> None:
+    def __init__(self, data_dir: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.port, self.log = free_port(), log
         with log.open("w") as out:
             self.process = subprocess.Popen(
@@ -57,7 +58,7 @@ class Serve:
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=_environment(),
+                env=_environment() | (env or {}),
                 start_new_session=True,
             )
 
@@ -140,3 +141,21 @@ def test_a_data_dir_that_cannot_be_written_is_named_without_a_traceback(scratch:
     assert "Traceback" not in result.stderr
     assert f"Cannot write to the data dir {blocked / 'data'}" in result.stderr
     assert "--data-dir" in result.stderr
+
+
+def test_a_functions_host_port_in_use_is_said_and_not_announced(scratch: Path) -> None:
+    # Another program (a second project's server, say) holds the functions host's port: the banner must not
+    # send clients there, and the warning says which setting to change.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        serve = Serve(scratch / "project", scratch / "serve.log", {"KILNBASE_FUNCTIONS_HOST_PORT": str(port)})
+        try:
+            serve.wait_for("keys --data-dir")
+        finally:
+            serve.interrupt()
+    output = serve.output()
+    assert f"Functions: http://127.0.0.1:{port}" not in output
+    assert f"port {port} is in use" in output
+    assert "KILNBASE_FUNCTIONS_HOST_PORT" in output
