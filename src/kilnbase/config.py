@@ -9,6 +9,7 @@ nested object (`KILNBASE_AUTH_*`), so a test or an embedder builds the whole con
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -393,5 +394,21 @@ def settings_problems(error: ValidationError) -> list[str]:
     for problem in error.errors(include_url=False, include_input=False):
         field = "_".join(str(part) for part in problem["loc"]).upper()
         message = str(problem["msg"]).removeprefix("Value error, ")
-        lines.append(f"{prefix}{field}: {message}" if field else message)
+        name = _aliases_set(model, field) or f"{prefix}{field}"
+        lines.append(f"{name}: {message}" if field else message)
     return lines
+
+
+def _aliases_set(model: Any, field: str) -> str | None:
+    """For a field read under several names (`PORT` or `KILNBASE_PORT`), the ones set in the environment:
+    pydantic reports the first name, which may not be the one the person set."""
+    if not isinstance(model, type) or not issubclass(model, BaseSettings):
+        return None
+    environment = {name.upper() for name in os.environ}
+    for info in model.model_fields.values():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names = [str(choice).upper() for choice in alias.choices if isinstance(choice, str)]
+            if field in names:
+                return " / ".join(name for name in names if name in environment) or None
+    return None

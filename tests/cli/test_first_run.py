@@ -160,3 +160,18 @@ def test_keys_prints_the_url_the_server_was_started_on(made: MadeServer) -> None
     printed = kilnbase("keys", "--data-dir", str(made.data_dir))
     assert printed.returncode == 0, printed.stderr
     assert json.loads(printed.stdout)["url"] == made.url
+
+
+def test_a_bad_setting_is_named_as_the_user_set_it(scratch: Path) -> None:
+    # InsForge's name (PORT) set wrong is reported as PORT, not as Kilnbase's other name for it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KILNBASE_")} | {"PORT": "seventy"}
+    result = subprocess.run(
+        [sys.executable, "-m", "kilnbase", "serve", "--data-dir", str(scratch / "never-made")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert "\n  PORT: Input should be a valid integer" in result.stderr
