@@ -222,7 +222,9 @@ async def test_arguments_that_do_not_fit_the_schema_are_one_clear_tool_error(
         small = await client.call_tool("search-audit-logs", {"limit": 0})
         status = await client.call_tool("list-change-requests", {"status": "open"})
         missing = await client.call_tool("create-table", {"tableName": "nocolumns"})
-    for result in (word, small, status, missing):
+        # JSON that orjson cannot write back (an integer past 64 bits) is still shown, not a crash.
+        huge = await client.call_tool("list-users", {"limit": 10**30})
+    for result in (word, small, status, missing, huge):
         assert "pydantic" not in text_of(result)
         assert "Arguments" not in text_of(result)
         assert error_of(result)["statusCode"] == 400 and error_of(result)["error"] == "INVALID_INPUT"
@@ -232,6 +234,7 @@ async def test_arguments_that_do_not_fit_the_schema_are_one_clear_tool_error(
     assert '"pending"' in error_of(status)["nextActions"] and '"open"' in error_of(status)["message"]
     assert "columns is required" in error_of(missing)["message"]
     assert "columns as a list of objects" in error_of(missing)["nextActions"]
+    assert str(10**30) in error_of(huge)["message"]
 
 
 async def test_advice_names_the_tool_that_does_the_work_not_the_route(

@@ -14,6 +14,7 @@ from the access middleware, as `unknown_arguments` refuses misnamed ones there.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -85,7 +86,10 @@ def _path(loc: Sequence[int | str]) -> str:
 
 
 def _shown(value: Any) -> str:
-    text = orjson.dumps(value, default=str).decode()
+    try:
+        text = orjson.dumps(value, default=str).decode()
+    except TypeError:  # what JSON cannot hold (an integer past 64 bits, nesting past 255): a bounded repr
+        text = reprlib.repr(value)
     return text if len(text) <= _SHOWN_INPUT_CHARS else text[:_SHOWN_INPUT_CHARS] + "…"
 
 
