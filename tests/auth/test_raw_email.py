@@ -65,3 +65,28 @@ def test_a_send_held_up_by_one_recipient_does_not_use_up_the_others(
     assert client.post(PATH, json=_email(second), headers=admin_headers).status_code == 200
     assert client.post(PATH, json=_email(first, second), headers=admin_headers).status_code == 429
     assert client.post(PATH, json=_email(first), headers=admin_headers).status_code == 200
+
+
+def test_a_line_break_in_a_header_becomes_a_space_not_a_header(
+    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer
+) -> None:
+    """nodemailer (InsForge) sends such a subject as one header; it must never start a header of its own."""
+    recipient, hidden = new_email(), new_email()
+    body = {**_email(recipient), "subject": f"Receipt\r\nBcc: {hidden}", "from": "Shop\nReply-To: x@y.z"}
+    response = client.post(PATH, json=body, headers=admin_headers)
+    assert response.status_code == 200, response.text
+    message = smtp.last_for(recipient).message
+    assert message["subject"] == f"Receipt Bcc: {hidden}"
+    assert message["bcc"] is None and message["reply-to"] is None
+    assert hidden not in smtp.last_for(recipient).to
+
+
+def test_an_address_named_twice_is_sent_once_under_an_interval(
+    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer, spaced: Any
+) -> None:
+    """InsForge checks each recipient's interval once: the same address twice (in any case) is one."""
+    recipient = new_email()
+    spaced(smtp.port)
+    response = client.post(PATH, json=_email(recipient, recipient.upper()), headers=admin_headers)
+    assert response.status_code == 200, response.text
+    assert smtp.last_for(recipient).to

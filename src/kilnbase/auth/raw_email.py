@@ -12,6 +12,7 @@ the address is always the configured sender, so an app cannot send as someone el
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -60,6 +61,14 @@ class RawEmail(StrictBody):
     def _trimmed(cls, value: Any) -> Any:
         return value.strip() if isinstance(value, str) else value
 
+    @field_validator("subject", "sender_name")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        """A header is one line: a line break in the subject or the sender's name becomes a space, as a mail
+        client shows a folded header (kept, it could start a header of the caller's choosing, and the mail
+        library refuses it)."""
+        return None if value is None else _LINE_BREAKS.sub(" ", value)
+
     @field_validator("replyTo")
     @classmethod
     def _reply_to(cls, value: str | None) -> str | None:
@@ -69,6 +78,10 @@ class RawEmail(StrictBody):
             return normalize_email(value)
         except ValueError:
             raise ValueError("Reply-To must be a valid email") from None
+
+
+#: Line breaks of any kind a header could be split at.
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x85\u2028\u2029]+")
 
 
 def _cooldown_key(recipient: str) -> str:
@@ -100,7 +113,7 @@ class RawEmails:
             raise smtp_settings.not_configured("an email")
         taken: list[str] = []
         try:
-            for recipient in body.to:
+            for recipient in dict.fromkeys(body.to):  # (an address named twice is one recipient)
                 if await self._cooldown(recipient, row["min_interval_seconds"]):
                     taken.append(recipient)
             await self._deliver(server, body)
