@@ -137,8 +137,18 @@ def grant_schema_creation(owner_conninfo: str) -> None:
     Run at every start rather than in a migration: a database-level grant is not copied with a database
     made from a template, nor restored from a dump without its database, and granting twice is harmless."""
     with psycopg.connect(owner_conninfo, autocommit=True, connect_timeout=10) as conn:
-        database = conn.execute("select current_database()").fetchone()
-        assert database is not None
-        conn.execute(
-            sql.SQL("grant create on database {} to project_admin").format(sql.Identifier(database[0]))
-        )
+        row = conn.execute(
+            "select current_database(), has_database_privilege('project_admin', current_database(), 'CREATE')"
+        ).fetchone()
+        assert row is not None
+        database, granted = row
+        if granted:  # (the usual start: nothing to write, so nothing to race)
+            return
+        # GRANT rewrites the database's row: processes starting together (several API processes on one
+        # database) would meet there, and Postgres refuses one with "tuple concurrently updated". The lock
+        # serialises them; the one refused anyway finds the grant made by the other.
+        with contextlib.suppress(psycopg.errors.InternalError_), conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(hashtext('kilnbase.grant_schema_creation'))")
+            conn.execute(
+                sql.SQL("grant create on database {} to project_admin").format(sql.Identifier(database))
+            )
