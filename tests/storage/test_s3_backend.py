@@ -211,6 +211,32 @@ def test_presigned_upload_keeps_the_type_the_sdk_confirms(presigned: TestClient,
     assert [(o["key"], o["mimeType"]) for o in listed] == [("orders.csv", "text/csv")]
 
 
+@pytest.mark.parametrize("claim", ["text/plain\r\nX-Injected: 1", 'text/plain; name="\u20ac"', "plain"])
+def test_a_confirmed_type_no_header_can_carry_is_not_stored(
+    presigned: TestClient, s3: object, claim: str
+) -> None:
+    """A confirm body's type is written back as `Content-Type` on every download: one with a line break, a
+    letter outside Latin-1, or no subtype is not kept (the object is then `application/octet-stream`),
+    and the object still downloads."""
+    alice = user_headers(presigned, "3f0e6a51-9d2b-4c1e-8f7a-2b6c5d4e3f02", "alice2@example.com")
+    bucket = _bucket(presigned)
+    text = b"plain words"
+    plan = presigned.post(
+        f"{BUCKETS}/{bucket}/upload-strategy",
+        json={"filename": "note.txt", "contentType": "text/plain", "size": len(text)},
+        headers=alice,
+    ).json()
+    posted = httpx.post(plan["uploadUrl"], data=plan["fields"], files={"file": ("note.txt", text)})
+    assert posted.status_code in (200, 201, 204), posted.text
+    confirmed = presigned.post(plan["confirmUrl"], json={"contentType": claim}, headers=alice)
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.json()["mimeType"] == "application/octet-stream"
+    url = presigned.get(
+        f"{BUCKETS}/{bucket}/download-strategy/objects/note.txt", params={"expiresIn": 60}, headers=alice
+    ).json()["url"]
+    assert httpx.get(url).content == text
+
+
 def test_presigned_upload_over_limit_refused(presigned: TestClient, s3: object) -> None:
     admin = admin_headers(presigned)
     bucket = _bucket(presigned)

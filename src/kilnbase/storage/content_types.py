@@ -7,6 +7,8 @@ magic number, so the first 4 KiB are scanned for the markup that makes a page ac
 
 from __future__ import annotations
 
+import re
+
 import filetype
 
 #: Bytes of an upload kept for detection.
@@ -39,6 +41,12 @@ _ACTIVE_MARKUP = (
 )
 
 
+#: A claim that can be written back as a header: `type/subtype` of RFC 9110 tokens, then parameters, all
+#: printable ASCII (a line break or a non-Latin-1 letter would fail every later download's headers).
+_MEDIA_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_WRITABLE_CLAIM = re.compile(rf"{_MEDIA_NAME}/{_MEDIA_NAME}(?:\s*;[\x20-\x7e]*)?")
+
+
 def essence(content_type: str | None) -> str:
     """`text/html; charset=utf-8` -> `text/html`."""
     return (content_type or "").split(";", 1)[0].strip().lower()
@@ -61,6 +69,11 @@ def detect(head: bytes, claimed: str | None) -> str:
     if lowered.lstrip().startswith(b"<?xml"):
         return "application/xml"
     claim = (claimed or "").strip()
-    if not claim or essence(claim) == "multipart/form-data" or len(claim) > 255:
+    if (
+        not claim
+        or len(claim) > 255
+        or not _WRITABLE_CLAIM.fullmatch(claim)
+        or essence(claim) == "multipart/form-data"
+    ):
         return OCTET_STREAM
     return claim
