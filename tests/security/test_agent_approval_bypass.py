@@ -4,6 +4,7 @@ approval (`run-raw-sql`, `apply-migration`, `delete-table`) gets nothing done by
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from starlette.testclient import TestClient
@@ -119,7 +120,14 @@ def test_an_agent_dropping_a_column_over_mcp_waits_for_approval(
 
 
 @pytest.mark.parametrize(
-    "change", [{"isActive": False}, {"expiresAt": "2000-01-01T00:00:00Z"}], ids=["switched-off", "expired"]
+    "change",
+    [
+        {"isActive": False},
+        {"expiresAt": "2000-01-01T00:00:00Z"},
+        # A few seconds away: the same delete, a few seconds later.
+        {"expiresAt": (datetime.now(UTC) + timedelta(seconds=5)).isoformat()},
+    ],
+    ids=["switched-off", "expired", "expiring-at-once"],
 )
 def test_an_agent_cannot_delete_a_secret_by_updating_it(
     client: TestClient, admin: dict[str, str], change: dict[str, object]
@@ -138,6 +146,8 @@ def test_an_agent_cannot_delete_a_secret_by_updating_it(
     assert client.get(f"/api/secrets/{key}", headers=admin).json() == {"key": key, "value": "v1"}
     renewed = client.put(f"/api/secrets/{key}", headers=agent, json={"value": "v2"})
     assert renewed.status_code == 200, renewed.text  # changing a value is not a delete
+    later = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    assert client.put(f"/api/secrets/{key}", headers=agent, json={"expiresAt": later}).status_code == 200
 
 
 def mcp_call(client: TestClient, headers: dict[str, str], name: str, arguments: dict[str, object]) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kilnbase import audit
@@ -118,20 +118,27 @@ def _flag(body: dict[str, Any], name: str) -> bool | None:
     )
 
 
+#: The soonest an agent may make a secret expire: an expiry a moment away is a delete a moment later.
+AGENT_EXPIRY_NOTICE = timedelta(hours=24)
+
+
 def _refuse_agents_delete_by_update(actor: Actor, body: dict[str, Any]) -> None:
     """An agent's delete of a secret waits for a person's approval (the `delete-secret` tool, `DELETE
-    /api/secrets/:key`); switching it off (`isActive: false`) or expiring it now is that same delete, so an
-    agent is sent there instead (403)."""
+    /api/secrets/:key`); switching it off (`isActive: false`), or making it expire within a day
+    (`AGENT_EXPIRY_NOTICE`: an expiry seconds away is the same delete, seconds later), is sent there
+    instead (403). A person sees the secret's coming expiry in time to undo it."""
     if actor.principal.agent is None:
         return
     switched_off = _flag(body, "isActive") is False
     expiry = _expiry(body["expiresAt"]) if "expiresAt" in body else None
-    if switched_off or (expiry is not None and expiry <= datetime.now(UTC)):
+    if switched_off or (expiry is not None and expiry < datetime.now(UTC) + AGENT_EXPIRY_NOTICE):
         raise ApiError(
             403,
             "FORBIDDEN",
-            "An agent cannot switch a secret off or expire it now: that is a delete, which needs approval.",
-            "Delete it with DELETE /api/secrets/:key (or the delete-secret tool), which a person approves.",
+            "An agent cannot switch a secret off or make it expire within 24 hours: that is a delete, which "
+            "needs approval.",
+            "Delete it with DELETE /api/secrets/:key (or the delete-secret tool), which a person approves; "
+            "or set an expiry at least a day away.",
         )
 
 
