@@ -81,3 +81,24 @@ def test_a_held_data_dir_is_refused(parent: Path) -> None:
             EmbeddedPostgres(parent / "data", first.password).start()
     finally:
         first.stop()
+
+
+def test_a_cluster_an_earlier_version_left_half_made_is_set_aside_and_made_again(parent: Path) -> None:
+    """Before initdb ran beside `pgdata/`, a first start stopped during it left `pgdata/PG_VERSION` with no
+    include of `kilnbase.conf`: every later start took it as ready and failed on port 5432. Such a folder is
+    moved aside (never deleted) and the cluster is made again."""
+    half_made = parent / "data" / "pgdata"
+    half_made.mkdir(parents=True)
+    (half_made / "PG_VERSION").write_text("18\n")
+    (half_made / "postgresql.conf").write_text("# initdb was stopped here\n")
+    said: list[str] = []
+    cluster = EmbeddedPostgres(parent / "data", secrets.token_hex(8), progress=said.append)
+    conninfo = cluster.start()
+    try:
+        with psycopg.connect(conninfo) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        cluster.stop()
+    [aside] = (parent / "data").glob("pgdata.incomplete-*")
+    assert (aside / "postgresql.conf").read_text() == "# initdb was stopped here\n"
+    assert any("half-made" in line and str(aside) in line for line in said)

@@ -48,6 +48,10 @@ def _wheel_bin_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
+#: The line initialisation ends with (`postgresql.conf` then reads the settings Kilnbase writes each start).
+_INCLUDE_LINE = "include_if_exists = 'kilnbase.conf'"
+
+
 class EmbeddedPostgresError(RuntimeError):
     """The embedded Postgres could not be prepared or started; the message says what to do."""
 
@@ -113,6 +117,11 @@ class EmbeddedPostgres:
         try:
             self._check_reachable()
             self._bin_dir = self._usable_bin_dir()
+            if self.initialised and not self._configured():
+                aside = self._set_aside_incomplete()
+                self._progress(
+                    f"PostgreSQL's folder was left half-made by a stopped first start: moved to {aside}"
+                )
             if not self.initialised:
                 self._progress("Initialising PostgreSQL in " + str(self.pgdata))
                 self._initdb()
@@ -239,6 +248,20 @@ class EmbeddedPostgres:
             return False
         return True
 
+    def _configured(self) -> bool:
+        """Whether `pgdata/` is a cluster Kilnbase finished making: the last step of every initialisation, in
+        every version, is the line that includes `kilnbase.conf`."""
+        conf = self.pgdata / "postgresql.conf"
+        return conf.exists() and _INCLUDE_LINE in conf.read_text(errors="replace")
+
+    def _set_aside_incomplete(self) -> Path:
+        """Move a `pgdata/` that initdb never finished out of the way (before `pgdata.init/` existed, a
+        stopped first start left one in place, which every later start took as ready and failed on). It
+        never held data, but it is moved, not deleted: the data dir is the user's."""
+        aside = self.data_dir / f"pgdata.incomplete-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.pgdata.rename(aside)
+        return aside
+
     def _initdb(self) -> None:
         """Initialise the cluster beside `pgdata/` and move it into place only when it is complete.
 
@@ -273,9 +296,7 @@ class EmbeddedPostgres:
         finally:
             pwfile.unlink(missing_ok=True)
         with (staging / "postgresql.conf").open("a") as conf:
-            conf.write(
-                "\n# Kilnbase writes kilnbase.conf on every start.\ninclude_if_exists = 'kilnbase.conf'\n"
-            )
+            conf.write(f"\n# Kilnbase writes kilnbase.conf on every start.\n{_INCLUDE_LINE}\n")
         staging.rename(self.pgdata)
 
     def _recover_stale_postmaster(self) -> None:
