@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from kilnbase import __version__
-from kilnbase.config import Settings, settings_problems
+from kilnbase.config import Settings, settings_problems, unknown_variables
 from kilnbase.db.migrate import MigrationError
 from kilnbase.db.pool import create_pool
 from kilnbase.db.roles import AuthenticatorError
@@ -77,6 +77,14 @@ def _settings(data_dir: Path | None = None, host: str | None = None, port: int |
         problems = "\n".join(f"  {line}" for line in settings_problems(exc))
         _fail(f"The settings are not valid:\n{problems}\nSet them right in the environment and try again.")
         raise  # (not reached: `_fail` exits)
+
+
+def _warn_unknown_variables() -> None:
+    """A `KILNBASE_*` variable Kilnbase does not read is most likely a typo, whose setting then silently keeps
+    its default: said once at start, with the name meant when one is close."""
+    for name, meant in unknown_variables(os.environ):
+        hint = f" Did you mean {meant}?" if meant else " README.md lists the settings."
+        console.print(f"[bold yellow]Warning:[/] {name} is not a Kilnbase setting and is ignored.{hint}")
 
 
 def _progress(message: str) -> None:
@@ -223,6 +231,7 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, worker
 
     settings = _settings(data_dir, host, port)
     configure_logging(settings.log_level)
+    _warn_unknown_variables()
     _check_port_free(settings.host, settings.port)
     functions_host = _functions_host_port_free(settings)
     if not settings.database_url:

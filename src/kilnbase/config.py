@@ -8,8 +8,10 @@ nested object (`KILNBASE_AUTH_*`), so a test or an embedder builds the whole con
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -412,3 +414,50 @@ def _aliases_set(model: Any, field: str) -> str | None:
             if field in names:
                 return " / ".join(name for name in names if name in environment) or None
     return None
+
+
+_PREFIX = "KILNBASE_"
+#: `KILNBASE_*` variables read outside the settings models: the CLI's credentials (typer reads them), and what
+#: `kilnbase serve --workers N` hands its workers.
+_READ_ELSEWHERE = frozenset({"KILNBASE_API_KEY", "KILNBASE_REPLAY_KEY", "KILNBASE_SUPERVISED_CONNINFO"})
+_SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (
+    Settings,
+    McpSettings,
+    AuthSettings,
+    StorageSettings,
+    MetadataSettings,
+    LogsSettings,
+    RecordsSettings,
+    FunctionsSettings,
+    RealtimeSettings,
+)
+
+
+def known_variables() -> frozenset[str]:
+    """Every environment variable Kilnbase reads: each setting's name (its prefix and field, or the names it
+    is read under), and the few read elsewhere."""
+    names = set(_READ_ELSEWHERE)
+    for model in _SETTINGS_MODELS:
+        prefix = str(model.model_config.get("env_prefix", ""))
+        for field_name, info in model.model_fields.items():
+            alias = info.validation_alias
+            if isinstance(alias, AliasChoices):
+                names.update(str(choice).upper() for choice in alias.choices if isinstance(choice, str))
+            else:
+                names.add(f"{prefix}{field_name}".upper())
+    return frozenset(names)
+
+
+def unknown_variables(environment: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """The `KILNBASE_*` variables set that Kilnbase does not read (a typo is otherwise ignored without a word:
+    the default silently stays), each with the known name closest to it, if one is close."""
+    known = known_variables()
+    # Compared without the prefix every one of them shares (which would make any two look alike).
+    by_rest = {name.removeprefix(_PREFIX): name for name in known if name.startswith(_PREFIX)}
+    unknown = []
+    for name in sorted(environment):
+        upper = name.upper()
+        if upper.startswith(_PREFIX) and upper not in known:
+            close = difflib.get_close_matches(upper.removeprefix(_PREFIX), by_rest, n=1, cutoff=0.75)
+            unknown.append((name, by_rest[close[0]] if close else None))
+    return unknown

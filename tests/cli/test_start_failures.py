@@ -159,3 +159,23 @@ def test_a_functions_host_port_in_use_is_said_and_not_announced(scratch: Path) -
     assert f"Functions: http://127.0.0.1:{port}" not in output
     assert f"port {port} is in use" in output
     assert "KILNBASE_FUNCTIONS_HOST_PORT" in output
+
+
+def test_a_misspelt_setting_is_named_with_the_one_meant(scratch: Path) -> None:
+    """A typo in a setting's name would leave its default in force without a word."""
+    serve = Serve(
+        scratch / "data",
+        scratch / "serve.log",
+        env={"KILNBASE_DB_POL_MAX": "4", "KILNBASE_LOG_LEVEL": "info", "KILNBASE_NOTHING_LIKE_IT": "1"},
+    )
+    try:
+        serve.wait_for("is ready")
+        output = serve.output()
+    finally:
+        serve.interrupt()
+    assert (
+        "KILNBASE_DB_POL_MAX is not a Kilnbase setting and is ignored. Did you mean KILNBASE_DB_POOL_MAX?"
+        in (output)
+    )
+    assert "KILNBASE_NOTHING_LIKE_IT is not a Kilnbase setting" in output
+    assert "KILNBASE_LOG_LEVEL is not" not in output  # (a real setting)
