@@ -14,7 +14,7 @@ from kilnbase.capability import Core
 from kilnbase.config import AuthSettings, Settings
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
-from kilnbase.http.rate_limit import RateLimiter, enforce
+from kilnbase.http.rate_limit import RateLimiter, enforce, seconds_to_wait
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.keys.secret_box import SecretBox
 
@@ -74,9 +74,8 @@ class AuthParts:
 
     async def cooldown(self, key: str, seconds: float) -> None:
         """One request per `seconds` for `key` (one recipient's emails), refused in InsForge's words."""
-        retry_after = await self.limiter.hit(key, 1, seconds)
-        if retry_after is not None:
-            wait = max(1, int(retry_after + 0.999))
+        wait = await seconds_to_wait(self.limiter, key, 1, seconds)
+        if wait is not None:
             raise ApiError(
                 429,
                 "TOO_MANY_REQUESTS",

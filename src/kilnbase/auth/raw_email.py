@@ -23,6 +23,7 @@ from kilnbase.auth.parts import AuthParts
 from kilnbase.auth.validation import StrictBody, normalize_email
 from kilnbase.email import smtp
 from kilnbase.http.errors import ApiError
+from kilnbase.http.rate_limit import seconds_to_wait
 from kilnbase.identity.actor import Actor
 
 MAX_RECIPIENTS = 50
@@ -130,9 +131,8 @@ class RawEmails:
         started the recipient's interval, False when there is none."""
         if seconds <= 0:
             return False
-        retry_after = await self.parts.limiter.hit(_cooldown_key(recipient), 1, seconds)
-        if retry_after is not None:
-            wait = max(1, int(retry_after + 0.999))
+        wait = await seconds_to_wait(self.parts.limiter, _cooldown_key(recipient), 1, seconds)
+        if wait is not None:
             raise ApiError(
                 429,
                 "RATE_LIMITED",

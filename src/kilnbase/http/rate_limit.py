@@ -131,11 +131,17 @@ class RedisRateLimiter:
         await self._redis.aclose()
 
 
+async def seconds_to_wait(limiter: RateLimiter, key: str, limit: int, window_seconds: float) -> int | None:
+    """Count one event for `key`: None when allowed, else the whole seconds (at least 1) to tell the caller to
+    wait, for each refusal's own words."""
+    retry_after = await limiter.hit(key, limit, window_seconds)
+    return None if retry_after is None else max(1, int(retry_after + 0.999))
+
+
 async def enforce(limiter: RateLimiter, key: str, limit: int, window_seconds: float) -> None:
     """Raise InsForge's 429 when `key` is over its limit."""
-    retry_after = await limiter.hit(key, limit, window_seconds)
-    if retry_after is not None:
-        seconds = max(1, int(retry_after + 0.999))
+    seconds = await seconds_to_wait(limiter, key, limit, window_seconds)
+    if seconds is not None:
         raise ApiError(
             429,
             "TOO_MANY_REQUESTS",
