@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
@@ -36,11 +35,10 @@ class ArgumentCheck:
     def __init__(self) -> None:
         self.metadata: dict[str, FuncMetadata] = {}
 
-    def learn(self, server: MCPServer) -> None:
-        """Read the models of the tools registered on `server` (after `keep_text_arguments`, so that text
-        is checked as the call will read it)."""
-        for tool in server._tool_manager.list_tools():
-            self.metadata[tool.name] = tool.fn_metadata
+    def learn(self, metadata: Mapping[str, FuncMetadata]) -> None:
+        """The tools' models by name, as `keep_text_arguments` installed them (so that text is checked as
+        the call will read it); the server is built after this check, which its middleware holds."""
+        self.metadata.update(metadata)
 
     def refusal(self, tool: str, arguments: Any) -> ApiError | None:
         """Why `arguments` do not fit `tool` (None: they do, or the tool is not known here)."""

@@ -578,8 +578,7 @@ def build_server(
             ),
             structured_output=False,
         )
-    keep_text_arguments(server)
-    checked.learn(server)
+    checked.learn(keep_text_arguments(server))
     return server
 
 

@@ -37,13 +37,16 @@ class TextKeepingMetadata(FuncMetadata):
         }
 
 
-def keep_text_arguments(server: MCPServer) -> None:
-    """Give every tool registered on `server` the text-keeping metadata."""
+def keep_text_arguments(server: MCPServer) -> dict[str, FuncMetadata]:
+    """Give every tool registered on `server` the text-keeping metadata; returns it by tool name (what a
+    call's arguments are checked against: `ArgumentCheck`)."""
+    installed: dict[str, FuncMetadata] = {}
     for tool in server._tool_manager.list_tools():
         metadata = tool.fn_metadata
-        tool.fn_metadata = TextKeepingMetadata(
+        tool.fn_metadata = installed[tool.name] = TextKeepingMetadata(
             arg_model=metadata.arg_model,
             output_schema=metadata.output_schema,
             output_model=metadata.output_model,
             wrap_output=metadata.wrap_output,
         )
+    return installed
