@@ -45,11 +45,12 @@ def _vet(sql: Any) -> tuple[list[str], tuple[Any, ...]]:
         raise syntax_error(exc.message, exc.position, sql) from None
     except sql_guard.GuardRefusal as exc:
         raise ApiError(400, "DATABASE_FORBIDDEN", str(exc), sql_guard.REFUSED) from None
-    for schema in _schemas_named(nodes, _RESERVED_SCHEMAS):
+    reserved = _schemas_named(nodes, _RESERVED_SCHEMAS)
+    if reserved:
         raise ApiError(
             400,
             "DATABASE_FORBIDDEN",
-            f"Custom migrations may not touch the {schema} schema.",
+            f"Custom migrations may not touch the {reserved[0]} schema.",
             "Keep custom migrations to your own schemas, such as public.",
         )
     return statements, nodes
