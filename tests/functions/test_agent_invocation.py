@@ -5,7 +5,6 @@ for, and read-only mode still refuses an agent's invocation by any other method.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,17 +12,14 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.functions.conftest import Deploy
+from tests.support.app import agent_headers
 
 ECHO = "export default async (req: Request) => Response.json({ method: req.method, body: await req.text() });"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 def agent(client: TestClient, admin: dict[str, str], scopes: list[str]) -> dict[str, str]:
-    created = client.post(
-        "/api/agents/keys", headers=admin, json={"name": f"fn-{secrets.token_hex(3)}", "scopes": scopes}
-    )
-    assert created.status_code == 201, created.text
-    return {"Authorization": f"Bearer {created.json()['key']}"}
+    return agent_headers(client, admin, scopes, "fn")
 
 
 def invoke(client: TestClient, slug: str, method: str, headers: dict[str, str]) -> Any:

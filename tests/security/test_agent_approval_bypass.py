@@ -10,15 +10,13 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.security.conftest import OwnerSql
+from tests.support.app import agent_headers
 
 
 @pytest.fixture(scope="module")
 def writer(client: TestClient, admin: dict[str, str]) -> dict[str, str]:
     """An agent key that may change the database (but not without approval where a change is destructive)."""
-    body = {"name": f"writer-{secrets.token_hex(3)}", "scopes": ["database:write"]}
-    created = client.post("/api/agents/keys", headers=admin, json=body)
-    assert created.status_code == 201, created.text
-    return {"Authorization": f"Bearer {created.json()['key']}"}
+    return agent_headers(client, admin, ["database:write"], "writer")
 
 
 @pytest.fixture
@@ -133,9 +131,7 @@ def test_an_agent_cannot_delete_a_secret_by_updating_it(
     client: TestClient, admin: dict[str, str], change: dict[str, object]
 ) -> None:
     """`delete-secret` waits for approval; switching the secret off or expiring it now is the same delete."""
-    body = {"name": f"keeper-{secrets.token_hex(3)}", "scopes": ["secrets:write"]}
-    created = client.post("/api/agents/keys", headers=admin, json=body)
-    agent = {"Authorization": f"Bearer {created.json()['key']}"}
+    agent = agent_headers(client, admin, ["secrets:write"], "keeper")
     key = f"KEEP_{secrets.token_hex(4).upper()}"
     assert client.post("/api/secrets", headers=admin, json={"key": key, "value": "v1"}).status_code == 201
     held = client.delete(f"/api/secrets/{key}", headers=agent)
@@ -197,12 +193,7 @@ def test_an_agent_emptying_a_bucket_waits_for_approval(
 ) -> None:
     """`delete-bucket` waits for approval while the bucket holds files; deleting them first, one by one or
     in bulk, over REST or `/mcp`, waits too."""
-    created = client.post(
-        "/api/agents/keys",
-        headers=admin,
-        json={"name": f"cleaner-{secrets.token_hex(3)}", "scopes": ["storage:write"]},
-    )
-    agent = {"Authorization": f"Bearer {created.json()['key']}"}
+    agent = agent_headers(client, admin, ["storage:write"], "cleaner")
     objects = f"/api/storage/buckets/{filled_bucket}/objects"
     one = client.delete(f"{objects}/docs/b.txt", headers=agent)
     assert one.status_code == 202, one.text
@@ -234,12 +225,7 @@ def test_an_agent_purging_realtime_messages_waits_for_approval(
         client, admin, "publish-message", {"channel": f"{prefix}:1", "event": "kept", "payload": {"n": 1}}
     )
     assert '"kept"' in published
-    created = client.post(
-        "/api/agents/keys",
-        headers=admin,
-        json={"name": f"purger-{secrets.token_hex(3)}", "scopes": ["realtime:write"]},
-    )
-    agent = {"Authorization": f"Bearer {created.json()['key']}"}
+    agent = agent_headers(client, admin, ["realtime:write"], "purger")
 
     def stored() -> int:
         return int(owner_sql("select count(*) as n from realtime.messages")[0]["n"])
@@ -264,10 +250,7 @@ def test_an_agent_purging_realtime_messages_waits_for_approval(
 @pytest.fixture(scope="module")
 def record_writer(client: TestClient, admin: dict[str, str]) -> dict[str, str]:
     """An agent key that may write rows through the records API."""
-    body = {"name": f"rows-{secrets.token_hex(3)}", "scopes": ["records:write"]}
-    created = client.post("/api/agents/keys", headers=admin, json=body)
-    assert created.status_code == 201, created.text
-    return {"Authorization": f"Bearer {created.json()['key']}"}
+    return agent_headers(client, admin, ["records:write"], "rows")
 
 
 @pytest.mark.parametrize("method", ["DELETE", "PATCH"])
@@ -383,10 +366,7 @@ def test_an_agents_sql_naming_kilnbases_schemas_is_still_rated(
 def test_an_agent_cannot_mint_or_delete_s3_access_keys(client: TestClient, admin: dict[str, str]) -> None:
     """An S3 access key would be a credential of the agent's own making: it would outlive the agent key,
     reach storage past its scopes, and delete objects past the approval an agent's deletion waits for."""
-    body = {"name": f"storage-{secrets.token_hex(3)}", "scopes": ["storage:write"]}
-    created = client.post("/api/agents/keys", headers=admin, json=body)
-    assert created.status_code == 201, created.text
-    storage_agent = {"Authorization": f"Bearer {created.json()['key']}"}
+    storage_agent = agent_headers(client, admin, ["storage:write"], "storage")
     kept = client.post("/api/storage/s3/access-keys", headers=admin, json={"description": "ci"})
     assert kept.status_code == 201, kept.text
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from starlette.testclient import TestClient
 
 from kilnbase.app import KilnbaseApp
@@ -27,3 +29,13 @@ def user_headers(client: TestClient, user_id: str, email: str) -> dict[str, str]
     """A signed access token for a user (no stored session: for data-plane tests)."""
     token = services_of(client).core.tokens.sign({"sub": user_id, "role": "authenticated", "email": email})
     return {"Authorization": f"Bearer {token}"}
+
+
+def agent_headers(
+    client: TestClient, admin: dict[str, str], scopes: list[str], name: str = "agent"
+) -> dict[str, str]:
+    """A new agent key with `scopes`, made by the admin, as request headers."""
+    body = {"name": f"{name}-{secrets.token_hex(3)}", "scopes": scopes}
+    created = client.post("/api/agents/keys", headers=admin, json=body)
+    assert created.status_code == 201, created.text
+    return {"Authorization": f"Bearer {created.json()['key']}"}
