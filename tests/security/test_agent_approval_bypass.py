@@ -10,7 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.security.conftest import OwnerSql
-from tests.support.app import agent_headers
+from tests.support.app import agent_headers, mcp_call
 
 
 @pytest.fixture(scope="module")
@@ -144,27 +144,6 @@ def test_an_agent_cannot_delete_a_secret_by_updating_it(
     assert renewed.status_code == 200, renewed.text  # changing a value is not a delete
     later = (datetime.now(UTC) + timedelta(days=30)).isoformat()
     assert client.put(f"/api/secrets/{key}", headers=agent, json={"expiresAt": later}).status_code == 200
-
-
-def mcp_call(client: TestClient, headers: dict[str, str], name: str, arguments: dict[str, object]) -> str:
-    """A tool call over `/mcp`; the text of its result (the tool's JSON, or its error)."""
-    response = client.post(
-        "/mcp",
-        headers={
-            **headers,
-            "Content-Type": "application/json",
-            "Accept": "application/json, text/event-stream",
-        },
-        json={
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "tools/call",
-            "params": {"name": name, "arguments": arguments},
-        },
-    )
-    assert response.status_code == 200, response.text
-    text: str = response.json()["result"]["content"][0]["text"]
-    return text
 
 
 @pytest.fixture

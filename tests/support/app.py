@@ -39,3 +39,24 @@ def agent_headers(
     created = client.post("/api/agents/keys", headers=admin, json=body)
     assert created.status_code == 201, created.text
     return {"Authorization": f"Bearer {created.json()['key']}"}
+
+
+def mcp_call(client: TestClient, headers: dict[str, str], name: str, arguments: dict[str, object]) -> str:
+    """A tool call over `/mcp`; the text of its result (the tool's JSON, or its error)."""
+    response = client.post(
+        "/mcp",
+        headers={
+            **headers,
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        },
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": name, "arguments": arguments},
+        },
+    )
+    assert response.status_code == 200, response.text
+    text: str = response.json()["result"]["content"][0]["text"]
+    return text

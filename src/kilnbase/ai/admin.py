@@ -189,9 +189,32 @@ class Admin:
         return deleted
 
     # -- gateway keys ----------------------------------------------------------------------------------------
+    async def _refuse_agents_minting(self, name: str) -> None:
+        """A gateway key is a credential of its own that spends the project's money: one minted by an agent
+        key would outlive that key's revocation and spend outside the agent's own model budget
+        (`agent/<id>` limits), as an agent session token minting another would outlive the key, and as an
+        S3 access key would reach storage past the agent's scopes. So, like those, it needs a person: not a
+        narrower scope (`ai:write` is what an agent needs to call models at all, and any scope that mints
+        would be a scope to mint spending), and not an approval (the approved call's result, the key
+        itself, would be kept in the change request for the agent to read). An agent calls the gateway
+        with its own key instead, within its budget; listing and revoking keys stay open to it. The
+        refusal is audited."""
+        if self.actor.principal.agent is None:
+            return
+        error = GatewayError(
+            403,
+            "Agent keys cannot create gateway keys: a gateway key spends the project's money and would "
+            "outlive the agent key.",
+            code="agent_cannot_mint_keys",
+        )
+        details = {"name": name, "error": error.message}
+        await audit.record(self.db, self.actor, "CREATE_GATEWAY_KEY", "AI", details, outcome="refused")
+        raise error
+
     async def create_key(
         self, name: str, models: list[str] | None, max_tokens: int | None, limits: dict[str, Any]
     ) -> dict[str, Any]:
+        await self._refuse_agents_minting(name)
         key = "kbk_" + secrets.token_urlsafe(32)
         async with self.db.as_owner() as cur:
             await cur.execute(

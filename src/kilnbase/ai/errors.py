@@ -86,6 +86,8 @@ _NEXT_BY_CODE = {
     "upstream_insufficient_credits": "Add credits with the provider, or set another key under Gateway "
     "Credentials (POST /api/ai/gateway/config).",
     "upstream_rate_limited": "Retry later (after the Retry-After seconds, when given), or use another model.",
+    "agent_cannot_mint_keys": "Ask a person with admin rights (the project's API key) to create the key; an "
+    "agent calls the gateway (/v1) with its own key, within its model budget (agent limits).",
     "limits_unavailable": "Retry shortly; the server's Redis (KILNBASE_AI_REDIS_URL or REDIS_URL) must be "
     "reachable.",
 }
