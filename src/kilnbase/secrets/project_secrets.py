@@ -142,6 +142,36 @@ def _refuse_agents_delete_by_update(actor: Actor, body: dict[str, Any]) -> None:
         )
 
 
+def _refuse_agents_overwrite(actor: Actor, body: dict[str, Any]) -> None:
+    """An agent cannot overwrite a secret's value (`PUT /api/secrets/:key` with `value`): the old value is
+    lost with no undo, which is more than a delete loses (a soft delete keeps it, and a person can switch
+    the secret back on), and a delete waits for a person. Refused (403), as switching a secret off is on
+    this same route, rather than held for approval: a held call keeps its arguments, the new value, in
+    plain text in the change request, which the agent that asked and every approver read back, while the
+    store keeps values encrypted at rest and no tool ever returns one. An agent keeps a lossless way: the new
+    value under a new key (POST /api/secrets), which its code then reads."""
+    if actor.principal.agent is not None and "value" in body:
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            "An agent cannot overwrite a secret's value: the old value would be lost with no undo.",
+            "Create the new value under another key with POST /api/secrets (or create-secret) and use that "
+            "key; or ask a person with admin rights to change this one.",
+        )
+
+
+def _revive_refused(key: str) -> ApiError:
+    """An agent's create of a key whose secret was deleted (soft, kept for a person to switch back on):
+    reviving it would write over the kept value, the overwrite `_refuse_agents_overwrite` refuses."""
+    return ApiError(
+        403,
+        "FORBIDDEN",
+        f"Secret {key} was deleted and keeps its old value, which an agent cannot overwrite.",
+        "Create the value under another key; or ask a person with admin rights to switch this secret back "
+        "on (PUT /api/secrets/:key with isActive true) or to set its new value.",
+    )
+
+
 class ProjectSecrets:
     """The service behind `/api/secrets` (besides key rotation), and the store functions read their
     environment from."""
@@ -181,7 +211,8 @@ class ProjectSecrets:
         return {"key": key, "value": self._box.decrypt(row["value_ciphertext"], context=_context(key))}
 
     async def create(self, actor: Actor, body: dict[str, Any]) -> str:
-        """A new secret, or an inactive one revived with the new value (InsForge's rule); its id."""
+        """A new secret, or an inactive one revived with the new value (InsForge's rule; not for an agent,
+        `_revive_refused`); its id."""
         details: dict[str, Any] = {"key": body.get("key")}
         try:
             _require_admin(actor)
@@ -212,10 +243,15 @@ class ProjectSecrets:
                     "value_ciphertext = excluded.value_ciphertext, is_active = true, "
                     "is_reserved = excluded.is_reserved, expires_at = excluded.expires_at, "
                     "updated_at = now() "
-                    "where not s.is_active returning id::text",
-                    (key, ciphertext, reserved, expires_at),
+                    "where not s.is_active and %s returning id::text",
+                    (key, ciphertext, reserved, expires_at, actor.principal.agent is None),
                 )
                 row = await cur.fetchone()
+                if row is None and actor.principal.agent is not None:
+                    await cur.execute("select is_active from system.secrets where key = %s", (key,))
+                    kept = await cur.fetchone()
+                    if kept is not None and not kept["is_active"]:
+                        raise _revive_refused(key)
                 if row is None:
                     raise ApiError(
                         409,
@@ -244,6 +280,7 @@ class ProjectSecrets:
         try:
             _require_admin(actor)
             _refuse_agents_delete_by_update(actor, body)
+            _refuse_agents_overwrite(actor, body)
             assignments: list[str] = []
             params: list[Any] = []
             if "value" in body:
