@@ -3,6 +3,7 @@ what an attacker would find, and for checking what they could not change)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -36,3 +37,17 @@ def owner_sql(database_url: str) -> OwnerSql:
             return cur.fetchall() if cur.description else []
 
     return run
+
+
+def admin_table(client: TestClient, admin: dict[str, str], prefix: str, notes: list[str]) -> str:
+    """A new table of project_admin's, `(id int primary key, note text)`, with one row per note (ids from
+    1); its name."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    values = ", ".join(f"({number}, '{note}')" for number, note in enumerate(notes, 1))
+    query = (
+        f"create table public.{name} (id int primary key, note text); "
+        f"insert into public.{name} values {values}"
+    )
+    made = client.post("/api/database/advance/rawsql", headers=admin, json={"query": query})
+    assert made.status_code == 200, made.text
+    return name

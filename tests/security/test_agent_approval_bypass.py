@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from starlette.testclient import TestClient
 
-from tests.security.conftest import OwnerSql
+from tests.security.conftest import OwnerSql, admin_table
 from tests.support.app import agent_headers, mcp_call
 
 
@@ -22,14 +22,7 @@ def writer(client: TestClient, admin: dict[str, str]) -> dict[str, str]:
 @pytest.fixture
 def important(client: TestClient, admin: dict[str, str]) -> str:
     """A table of project_admin's with one row worth keeping."""
-    name = f"important_{secrets.token_hex(4)}"
-    query = (
-        f"create table public.{name} (id int primary key, note text); "
-        f"insert into public.{name} values (1, 'keep')"
-    )
-    made = client.post("/api/database/advance/rawsql", headers=admin, json={"query": query})
-    assert made.status_code == 200, made.text
-    return name
+    return admin_table(client, admin, "important", ["keep"])
 
 
 def rows_in(owner_sql: OwnerSql, table: str) -> list[dict[str, object]]:

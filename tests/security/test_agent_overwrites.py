@@ -7,9 +7,10 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from starlette.testclient import TestClient
 
-from tests.security.conftest import OwnerSql
+from tests.security.conftest import OwnerSql, admin_table
 from tests.support.app import agent_headers, mcp_call
 
 
@@ -92,3 +93,77 @@ def test_an_agent_cannot_overwrite_a_secrets_value(
     assert made.status_code == 201, made.text  # the lossless way: the new value under a new key
     assert client.put(f"/api/secrets/{key}", headers=admin, json={"value": "v2"}).status_code == 200
     assert secret_value(client, admin, key) == "v2"  # a person overwrites, as before
+
+
+@pytest.fixture
+def three_rows(client: TestClient, admin: dict[str, str]) -> str:
+    """A table of project_admin's with three rows worth keeping."""
+    return admin_table(client, admin, "rows", ["keep"] * 3)
+
+
+def notes(owner_sql: OwnerSql, table: str) -> list[tuple[object, object]]:
+    return [(row["id"], row["note"]) for row in owner_sql(f"select id, note from public.{table} order by id")]
+
+
+KEPT = [(1, "keep"), (2, "keep"), (3, "keep")]
+
+
+@pytest.mark.parametrize("method", ["DELETE", "PATCH"])
+@pytest.mark.parametrize(
+    ("query", "prefer"),
+    [
+        ("id=not.is.null", None),
+        ("id=gte.0", None),
+        ("or=(id.lt.2,id.gte.2)", None),
+        ("note=eq.keep", "return=representation"),
+    ],
+    ids=["not-null", "gte-zero", "or-both-halves", "representation"],
+)
+def test_an_agents_filter_that_matches_every_row_is_refused(
+    client: TestClient,
+    admin: dict[str, str],
+    three_rows: str,
+    owner_sql: OwnerSql,
+    method: str,
+    query: str,
+    prefer: str | None,
+) -> None:
+    """The unfiltered PATCH or DELETE is refused to an agent; a filter that happens to match every row is
+    the same write, and is rolled back and refused the same way, whatever the filter says."""
+    agent = agent_headers(client, admin, ["records:write"], "wiper")
+    headers = {**agent, **({"Prefer": prefer} if prefer else {})}
+    body = {"note": "gone"} if method == "PATCH" else None
+    records = f"/api/database/records/{three_rows}"
+    refused = client.request(method, f"{records}?{query}", headers=headers, json=body)
+    assert refused.status_code == 403, refused.text
+    error = refused.json()
+    assert error["error"] == "FORBIDDEN" and "matched all 3 rows" in error["message"]
+    assert "run-raw-sql" in error["nextActions"]
+    assert notes(owner_sql, three_rows) == KEPT
+
+
+def test_an_agents_filter_that_leaves_a_row_runs(
+    client: TestClient, admin: dict[str, str], three_rows: str, owner_sql: OwnerSql
+) -> None:
+    """Only all the rows of a table of more than one are refused: two of three, then the last two, then a
+    table's only row, each run at once; people keep PostgREST's writes."""
+    agent = agent_headers(client, admin, ["records:write"], "tidier")
+    records = f"/api/database/records/{three_rows}"
+    patched = client.patch(f"{records}?id=lte.2", headers=agent, json={"note": "seen"})
+    assert patched.status_code == 204, patched.text
+    assert notes(owner_sql, three_rows) == [(1, "seen"), (2, "seen"), (3, "keep")]
+    deleted = client.delete(f"{records}?id=eq.3", headers=agent)
+    assert deleted.status_code == 204, deleted.text
+    both = client.delete(f"{records}?id=gte.0", headers=agent)
+    assert both.status_code == 403, both.text  # now every row of a table of two
+    assert client.delete(f"{records}?id=eq.2", headers=agent).status_code == 204
+    only = client.patch(f"{records}?id=gte.0", headers=agent, json={"note": "last"})
+    assert only.status_code == 204, only.text  # a table's only row: what a filter naming one row changes
+    assert notes(owner_sql, three_rows) == [(1, "last")]
+    none = client.delete(f"{records}?id=gt.100", headers=agent)
+    assert none.status_code == 204, none.text
+
+    client.post(records, headers=admin, json=[{"id": 2, "note": "x"}, {"id": 3, "note": "y"}])
+    person = client.patch(f"{records}?id=not.is.null", headers=admin, json={"note": "all"})
+    assert person.status_code == 204, person.text
+    assert notes(owner_sql, three_rows) == [(1, "all"), (2, "all"), (3, "all")]

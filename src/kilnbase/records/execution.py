@@ -32,6 +32,7 @@ async def run(
     read_only: bool,
     check_first: bool,
     rollback: bool = False,
+    guard: Callable[[Cursor], Awaitable[None]] | None = None,
 ) -> _T:
     """One statement as the caller (`statement` may be rendered in the transaction), then the answer, made
     from the cursor and the statement's row (None when it returns no rows).
@@ -41,7 +42,9 @@ async def run(
     made before COMMIT. `rollback`: the transaction ends in ROLLBACK instead (`Prefer: tx=rollback`).
     A statement already rendered, committed and answered after COMMIT, the common case, takes
     `Database.statement_as_caller`: half the statements, no BEGIN or COMMIT. (`answer` is a plain
-    function: a coroutine of its own would be one more made and finished for every request.)"""
+    function: a coroutine of its own would be one more made and finished for every request.) `guard`, with
+    `check_first`, runs after the answer and before COMMIT, in the transaction: raising, it rolls the
+    write back."""
     if isinstance(statement, Sql) and not check_first and not rollback:
         cur = await database.statement_as_caller(
             principal, statement.text, statement.params, read_only=read_only
@@ -55,7 +58,10 @@ async def run(
             else:
                 async with cur.connection.pipeline():
                     await cur.execute(statement.text, statement.params)
-                return answer(cur, await cur.fetchone() if has_rows(cur) else None)
+                answered = answer(cur, await cur.fetchone() if has_rows(cur) else None)
+                if guard is not None:
+                    await guard(cur)
+                return answered
     return answer(cur, await cur.fetchone() if has_rows(cur) else None)
 
 

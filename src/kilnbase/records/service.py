@@ -162,8 +162,13 @@ class RecordsEngine:
             key, _prepare_write(shape, snapshot, target, columns)
         )
         plan = prepared.plan
-        if api.principal.agent is not None and plan.kind != "insert" and not plan.conditions:
-            raise _unfiltered_agent_write(plan)
+        rollback = self._rollback(api)
+        guard = None
+        if api.principal.agent is not None and plan.kind != "insert":
+            if not plan.conditions:
+                raise _unfiltered_agent_write(plan)
+            if not rollback:
+                guard = _WholeTableGuard(plan)
         if prepared.statement is None:
             return mutation_response(api, plan, "[]", 0)
 
@@ -178,6 +183,8 @@ class RecordsEngine:
             else:
                 affected, body = max(cur.rowcount, 0), "[]"
             check_max_affected(shape.prefs, affected)
+            if guard is not None:
+                guard.affected = affected
             return mutation_response(api, plan, body, affected, inserted)
 
         statement = prepared.statement.fill(payload.json if payload is not None else "")
@@ -187,8 +194,9 @@ class RecordsEngine:
             statement,
             answer,
             read_only=False,
-            check_first=plan.check_first,
-            rollback=self._rollback(api),
+            check_first=plan.check_first or guard is not None,
+            rollback=rollback,
+            guard=guard.check if guard is not None else None,
         )
 
     @staticmethod
@@ -351,20 +359,67 @@ def _table(shape: RequestShape, snapshot: SchemaSnapshot, plans: PlanCache) -> T
     return plans.tables.get(shape) or plans.tables.put(shape, table_target(shape, snapshot))
 
 
-def _unfiltered_agent_write(plan: MutatePlan) -> ApiError:
+def _unfiltered_agent_write(plan: MutatePlan, every: int | None = None) -> ApiError:
     """An agent key's DELETE or PATCH with no filter: it would touch every row its role reaches (as
     project_admin, every row). PostgREST allows it, and people keep it; for an agent it is refused rather
     than held, since no tool runs a records write for an approval to run. The SQL route to the same change
     is held (`run-raw-sql` rates DELETE or UPDATE without WHERE as DANGER). In InsForge's shape, as the
-    other refusals of agents on this route (`http.agent_scopes`)."""
+    other refusals of agents on this route (`http.agent_scopes`). With `every`, the request had a filter
+    that matched all `every` rows (`_WholeTableGuard`), and was rolled back."""
     verb = "delete" if plan.kind == "delete" else "update"
+    why = (
+        "the request has no filter."
+        if every is None
+        else f"the filter matched all {every} rows, so nothing was changed."
+    )
     return ApiError(
         403,
         "FORBIDDEN",
-        f"An agent key may not {verb} every row of {plan.table.name}: the request has no filter.",
+        f"An agent key may not {verb} every row of {plan.table.name}: {why}",
         "Add a filter naming the rows, such as ?id=eq.1; to change every row, use run-raw-sql "
         "(POST /api/database/advance/rawsql), which waits for a person's approval.",
     )
+
+
+#: The fewest rows a table holds for an agent's write of all of them to be refused: the only row of a
+#: table is what a filter naming one row changes, and refusing that would refuse ordinary work.
+WHOLE_TABLE_MIN_ROWS = 2
+
+
+class _WholeTableGuard:
+    """An agent key's filtered PATCH or DELETE that changed every row of a table holding more than one: a
+    filter that is always true (`?id=not.is.null`, `?id=gte.0`) is the unfiltered write that
+    `_unfiltered_agent_write` refuses, with a filter in front. Which filters are always true is not
+    decidable from their text (it depends on the data), so the write itself says: it runs, and in its own
+    transaction, before COMMIT, the rows it changed are compared with the rows the caller's role reaches
+    (both as the caller, under the same policies). When it changed them all, it is rolled back and refused
+    with the same 403; nothing is changed and nothing is held, as for the unfiltered write.
+
+    Kept cheap: people never pay for it (one attribute check, as before); an agent's write of 0 or 1 row
+    pays nothing more; else one statement in the same transaction that reads at most one row more than
+    the write changed (`limit affected + 1`), so never more than the write itself read: after a DELETE,
+    whether any row is left; after a PATCH (which leaves the number of rows as it was), whether the table
+    has a row beyond the ones changed. Skipped when the transaction ends in ROLLBACK (`Prefer:
+    tx=rollback`): nothing would change. Deleting or updating row by row stays possible, as it is for
+    people and through the unfiltered rule: what this stops is one request, by mistake or by design,
+    wiping or rewriting a whole table."""
+
+    def __init__(self, plan: MutatePlan) -> None:
+        self.plan = plan
+        #: The rows the write changed (set by the answer, before `check`).
+        self.affected = 0
+
+    async def check(self, cur: Cursor) -> None:
+        if self.affected < WHOLE_TABLE_MIN_ROWS:
+            return
+        table = qualified(self.plan.table)
+        deleted = self.plan.kind == "delete"
+        limit = 1 if deleted else self.affected + 1
+        await cur.execute(f"select count(*) as n from (select from {table} limit %s) as reached", (limit,))
+        row = await cur.fetchone()
+        reached = int(row["n"]) if row is not None else 0
+        if (reached == 0) if deleted else (reached <= self.affected):
+            raise _unfiltered_agent_write(self.plan, every=self.affected)
 
 
 def _prepare_write(
