@@ -4,6 +4,7 @@ credential that spends the project's money."""
 
 from __future__ import annotations
 
+import base64
 import secrets
 from datetime import UTC, datetime, timedelta
 
@@ -167,3 +168,83 @@ def test_an_agents_filter_that_leaves_a_row_runs(
     person = client.patch(f"{records}?id=not.is.null", headers=admin, json={"note": "all"})
     assert person.status_code == 204, person.text
     assert notes(owner_sql, three_rows) == [(1, "all"), (2, "all"), (3, "all")]
+
+
+def stored_bytes(client: TestClient, admin: dict[str, str], bucket: str, key: str) -> bytes:
+    got = client.get(f"/api/storage/buckets/{bucket}/objects/{key}", headers=admin)
+    assert got.status_code == 200, got.text
+    return got.content
+
+
+@pytest.fixture
+def kept_file(client: TestClient, admin: dict[str, str]) -> tuple[str, str]:
+    """A bucket holding `docs/a.txt`, worth keeping; (bucket, key)."""
+    bucket = f"keep-{secrets.token_hex(4)}"
+    made = client.post("/api/storage/buckets", headers=admin, json={"bucketName": bucket, "isPublic": False})
+    assert made.status_code == 201, made.text
+    stored = client.put(
+        f"/api/storage/buckets/{bucket}/objects/docs/a.txt",
+        headers=admin,
+        files={"file": ("a.txt", b"keep", "text/plain")},
+    )
+    assert stored.status_code == 200, stored.text
+    return bucket, "docs/a.txt"
+
+
+def test_an_agent_replacing_a_stored_file_waits_for_approval(
+    client: TestClient, admin: dict[str, str], kept_file: tuple[str, str]
+) -> None:
+    """Deleting a stored file waits for a person; uploading over it loses its bytes just the same, and waits
+    too, over REST (held as `upload-object`) and `/mcp`. Uploads to new keys run at once, and an approval
+    stores exactly the bytes the agent sent."""
+    bucket, key = kept_file
+    agent = agent_headers(client, admin, ["storage:write"], "uploader")
+    objects = f"/api/storage/buckets/{bucket}/objects"
+    held = client.put(
+        f"{objects}/{key}", headers=agent, files={"file": ("a.txt", b"new bytes", "text/plain")}
+    )
+    assert held.status_code == 202, held.text
+    assert held.json()["status"] == "pending_approval" and f"replaces object {key}" in held.json()["reason"]
+    raw = client.put(f"{objects}/{key}", headers={**agent, "Content-Type": "text/plain"}, content=b"raw")
+    assert raw.status_code == 202, raw.text
+    tool = mcp_call(client, agent, "upload-object", {"bucketName": bucket, "key": key, "text": "tool"})
+    assert "pending_approval" in tool
+    assert stored_bytes(client, admin, bucket, key) == b"keep"
+
+    fresh = client.put(f"{objects}/new.txt", headers=agent, files={"file": ("n.txt", b"n", "text/plain")})
+    assert fresh.status_code == 200, fresh.text  # a new key: nothing is lost
+    made = mcp_call(client, agent, "upload-object", {"bucketName": bucket, "key": "new2.txt", "text": "n"})
+    assert "pending_approval" not in made and stored_bytes(client, admin, bucket, "new2.txt") == b"n"
+
+    approved = client.post(f"/api/approvals/{held.json()['changeRequestId']}/approve", headers=admin, json={})
+    assert approved.status_code == 200 and approved.json()["status"] == "done", approved.text
+    assert stored_bytes(client, admin, bucket, key) == b"new bytes"
+    person = client.put(f"{objects}/{key}", headers=admin, files={"file": ("a.txt", b"mine", "text/plain")})
+    assert person.status_code == 200, person.text  # a person replaces at once, as before
+    assert stored_bytes(client, admin, bucket, key) == b"mine"
+
+
+def test_an_agents_replacement_that_cannot_wait_is_refused(
+    client: TestClient, admin: dict[str, str], kept_file: tuple[str, str]
+) -> None:
+    """A resumable upload's bytes arrive in later requests, and a held upload carries at most 4 MB: over an
+    existing file, both are refused to an agent before any byte is taken, and the file is kept."""
+    bucket, key = kept_file
+    agent = agent_headers(client, admin, ["storage:write"], "resumer")
+    metadata = f"key {base64.b64encode(key.encode()).decode()}"
+    tus = client.post(
+        f"/api/storage/buckets/{bucket}/tus",
+        headers={**agent, "Tus-Resumable": "1.0.0", "Upload-Length": "3", "Upload-Metadata": metadata},
+    )
+    assert tus.status_code == 403, tus.text
+    assert tus.json()["error"] == "FORBIDDEN" and "may not replace object" in tus.json()["message"]
+    big = b"x" * (4 * 1024 * 1024 + 1)
+    too_large = client.put(
+        f"/api/storage/buckets/{bucket}/objects/{key}", headers=agent, files={"file": ("a.txt", big)}
+    )
+    assert too_large.status_code == 403, too_large.text
+    assert "at most 4 MB" in too_large.json()["message"]
+    assert "Delete the object first" in too_large.json()["nextActions"]
+    assert stored_bytes(client, admin, bucket, key) == b"keep"
+    pending = client.get("/api/approvals", headers=admin).json()
+    assert not [r for r in pending if r["arguments"].get("bucketName") == bucket]  # nothing to approve

@@ -8,12 +8,24 @@ from starlette.types import Message, Receive
 
 
 async def read_all(receive: Receive) -> bytes:
+    body = await read_at_most(receive, None)
+    assert body is not None
+    return body
+
+
+async def read_at_most(receive: Receive, limit: int | None) -> bytes | None:
+    """The whole body, or None as soon as it is longer than `limit` bytes (the rest is left unread)."""
     chunks = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             break
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            return None
+        chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return b"".join(chunks)

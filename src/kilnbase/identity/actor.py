@@ -20,6 +20,9 @@ class Actor:
     user_agent: str | None = None
     #: The MCP tool that made the call, for calls through the MCP server.
     tool: str | None = None
+    #: The change request whose approval this call runs: an agent's held call, run once a person approved
+    #: it. A service that lets an agent do something only with approval asks here.
+    approved_request: str | None = None
 
     @property
     def name(self) -> str:
@@ -34,6 +37,11 @@ class Actor:
     @property
     def is_admin(self) -> bool:
         return self.principal.is_admin
+
+    @property
+    def is_unapproved_agent(self) -> bool:
+        """An agent key acting on its own: not a person, and not a held call a person approved."""
+        return self.principal.agent is not None and self.approved_request is None
 
 
 #: Kilnbase itself (the CLI, startup work): admin rights, named "system" in the audit log.

@@ -188,7 +188,7 @@ class Approvals:
                 result = {"error": "the agent key that asked has been revoked or has expired; nothing ran"}
             else:
                 assert self._execute is not None
-                requester = Actor(agent_principal(key), tool=row["tool"])
+                requester = Actor(agent_principal(key), tool=row["tool"], approved_request=request_id)
                 session = row["session"] or f"approval-{request_id}"
                 text = await self._execute(row["tool"], requester, dict(row["arguments"]), session)
                 status, result = "done", orjson.loads(text)

@@ -20,13 +20,14 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kilnbase.http.buffered_body import read_all, replaying
+from kilnbase.http.buffered_body import read_all, read_at_most, replaying
 from kilnbase.http.request_context import agent_in, client_ip_in, principal_in
 from kilnbase.http.responses import json_response
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.mcp_server.access import Listed, agent_refusal, session_of
 from kilnbase.mcp_server.approvals import Approvals
+from kilnbase.storage.tools import MAX_HELD_BODY_BYTES, held_upload_arguments, held_upload_too_large
 
 Arguments = Callable[[Mapping[str, str], Any], dict[str, Any]]
 
@@ -38,14 +39,18 @@ class HeldRoute:
     tool: str
     #: The tool's arguments from the path's parameters and the JSON body.
     arguments: Arguments
+    #: An upload, whose body is a file, not JSON: the path's arguments alone decide whether it is held (so
+    #: an upload that is not held streams on untouched), and only then is the body read (at most
+    #: `MAX_HELD_BODY_BYTES`) and made into the rest of the tool's arguments.
+    upload: bool = False
 
 
-def _route(method: str, path: str, tool: str, arguments: Arguments) -> HeldRoute:
+def _route(method: str, path: str, tool: str, arguments: Arguments, *, upload: bool = False) -> HeldRoute:
     """`{name}` matches one path segment, `{name:path}` the rest of the path (an object key), as in the
     routes themselves."""
     pattern = re.sub(r"\{(\w+):path\}", r"(?P<\1>.+)", path)
     pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
-    return HeldRoute(method, re.compile(f"^{pattern}$"), tool, arguments)
+    return HeldRoute(method, re.compile(f"^{pattern}$"), tool, arguments, upload)
 
 
 def _body(body: Any) -> dict[str, Any]:
@@ -67,6 +72,8 @@ HELD_ROUTES = (
            lambda p, b: {"bucketName": p["bucket"], "keys": _body(b).get("keys")}),
     _route("DELETE", "/api/storage/buckets/{bucket}/objects/{key:path}", "delete-objects",
            lambda p, b: {"bucketName": p["bucket"], "keys": [p["key"]]}),
+    _route("PUT", "/api/storage/buckets/{bucket}/objects/{key:path}", "upload-object",
+           lambda p, b: {"bucketName": p["bucket"], "key": p["key"]}, upload=True),
     _route("DELETE", "/api/functions/{slug}", "delete-function", lambda p, b: {"slug": p["slug"]}),
     _route("DELETE", "/api/realtime/channels/{id}", "delete-channel", lambda p, b: {"channelId": p["id"]}),
     _route("DELETE", "/api/realtime/messages", "purge-messages", lambda p, b: {}),
@@ -105,6 +112,9 @@ class RestApprovalGate:
         refusal = agent_refusal(principal, listed, self.agent_keys.read_only)
         if refusal is not None:
             raise refusal
+        if route.upload:
+            await self._held_upload(scope, receive, send, route, path_params)
+            return
         raw = await read_all(receive)
         try:
             body = orjson.loads(raw) if raw.strip() else None
@@ -113,14 +123,49 @@ class RestApprovalGate:
         reason = None
         if body is not None or route.method == "DELETE":
             arguments = route.arguments(path_params, body)
-            check = listed.tool.needs_approval
-            reason = check(arguments) if check is not None else None
-            if inspect.isawaitable(reason):
-                reason = await reason
+            reason = await _reason(listed, arguments)
         if reason is not None:
-            actor = Actor(principal, ip=client_ip_in(scope), tool=route.tool)
-            session = session_of(principal, dict(scope["headers"]).get(b"x-agent-session"))
-            held = await self.approvals.request(actor, route.tool, arguments, str(reason), session)
-            await json_response(held, status=202)(scope, receive, send)
+            await self._hold(scope, receive, send, route, arguments, reason)
             return
         await self.app(scope, replaying(raw, receive), send)
+
+    async def _held_upload(
+        self, scope: Scope, receive: Receive, send: Send, route: HeldRoute, path_params: dict[str, str]
+    ) -> None:
+        arguments = route.arguments(path_params, None)
+        reason = await _reason(self.tools[route.tool], arguments)
+        if reason is None:
+            await self.app(scope, receive, send)
+            return
+        bucket, key = arguments["bucketName"], arguments["key"]
+        raw = await read_at_most(receive, MAX_HELD_BODY_BYTES)
+        if raw is None:
+            raise held_upload_too_large(bucket, key)
+        content_type = dict(scope["headers"]).get(b"content-type")
+        claimed = content_type.decode("latin-1") if content_type is not None else None
+        arguments = await held_upload_arguments(bucket, key, raw, claimed)
+        await self._hold(scope, receive, send, route, arguments, reason)
+
+    async def _hold(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: HeldRoute,
+        arguments: dict[str, Any],
+        reason: str,
+    ) -> None:
+        principal = principal_in(scope)
+        actor = Actor(principal, ip=client_ip_in(scope), tool=route.tool)
+        session = session_of(principal, dict(scope["headers"]).get(b"x-agent-session"))
+        held = await self.approvals.request(actor, route.tool, arguments, reason, session)
+        await json_response(held, status=202)(scope, receive, send)
+
+
+async def _reason(listed: Listed, arguments: dict[str, Any]) -> str | None:
+    """Why the tool's call with these arguments waits for approval (None: it does not)."""
+    check = listed.tool.needs_approval
+    reason = check(arguments) if check is not None else None
+    if inspect.isawaitable(reason):
+        reason = await reason
+    return None if reason is None else str(reason)

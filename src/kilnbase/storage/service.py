@@ -157,6 +157,20 @@ def _replace_denied(bucket: str, key: str) -> ApiError:
     )
 
 
+def agent_replace_refused(bucket: str, key: str) -> ApiError:
+    """An agent key's upload over an object already at `key`, on a path that cannot wait for approval (a
+    presigned or resumable upload, or an object that appeared while the upload streamed): the old bytes
+    would be lost with no undo, as by a delete, which waits for a person."""
+    return ApiError(
+        403,
+        "FORBIDDEN",
+        f'An agent key may not replace object "{key}" in bucket "{bucket}" without a person\'s approval: '
+        "its current bytes would be lost.",
+        "Upload it with PUT .../objects/<key> or the upload-object tool (at most 4 MB), which waits for "
+        "approval; delete the object first (held for approval) and upload again; or upload to a new key.",
+    )
+
+
 async def _rows_written(cur: AsyncCursor[DictRow]) -> int:
     """How many rows the cursor's last statement wrote. Inside `Database.as_caller`'s pipeline the count
     arrives only with a sync (its explicit BEGIN keeps the transaction open across it)."""
@@ -470,9 +484,16 @@ class StorageService:
         row = _object_row(principal, bucket, key, uuid.uuid4(), 0, None, None, "rest", datetime.now(UTC))
         await self._write_row(principal, row, replace=replace, rollback=True)
 
+    async def _refuse_agent_replacing(self, actor: Actor, bucket: str, key: str) -> None:
+        if actor.is_unapproved_agent and await self.existing_objects(bucket, [key]):
+            raise agent_replace_refused(bucket, key)
+
     async def check_write(self, actor: Actor, bucket: str, key: str, *, replace: bool) -> None:
         """403 unless the caller's policies allow writing `key` (with `replace`, over an object there;
-        without, 409 when one is there); nothing is written."""
+        without, 409 when one is there); nothing is written. An agent key may not replace an object here
+        (`agent_replace_refused`): the upload this checks arrives later, in requests no approval holds."""
+        if replace:
+            await self._refuse_agent_replacing(actor, bucket, key)
         if not actor.is_admin:
             await self._probe_write(actor.principal, bucket, key, replace=replace)
 
@@ -500,6 +521,9 @@ class StorageService:
             names.object_key(key)
         principal = actor.principal
         configured_limit, taken = await self._upload_target(bucket, key)
+        if taken and replace and actor.is_unapproved_agent:
+            assert key is not None
+            raise agent_replace_refused(bucket, key)
         if not principal.is_admin and key is not None:
             await self._probe_write(principal, bucket, key, replace=replace)
         if limit is None:
@@ -626,11 +650,19 @@ class StorageService:
         `key` replaced (with `replace`, needing UPDATE and SELECT policies that cover it: 403 otherwise) or
         not (409). With `finishing`, the TUS upload this write makes into its object is marked finished in
         the same transaction (see `tus.py`): 404 when it is not there to finish (finished already, abandoned,
-        or not the caller's). Whatever is refused, nothing is written."""
+        or not the caller's). Whatever is refused, nothing is written. An agent key replaces an object only
+        in a call a person approved (`agent_replace_refused` otherwise): every upload path ends here, so
+        none replaces one past the approval."""
         principal = actor.principal
         now = datetime.now(UTC)
         row = _object_row(principal, bucket, key, blob_id, size, etag, mime, via, now)
-        await self._write_row(principal, row, replace=replace, finishing=finishing)
+        agent_alone = replace and actor.is_unapproved_agent
+        try:
+            await self._write_row(principal, row, replace=replace and not agent_alone, finishing=finishing)
+        except ApiError as exc:
+            if agent_alone and exc.code == "STORAGE_ALREADY_EXISTS":
+                raise agent_replace_refused(bucket, key) from None
+            raise
         if principal.is_admin:
             details = {"bucket": bucket, "key": key, "size": size, "via": via}
             await audit.record(self.database, actor, "UPLOAD_OBJECT", MODULE, details)
@@ -783,6 +815,9 @@ class StorageService:
         if not actor.is_admin:
             await self._probe_write(actor.principal, bucket, key, replace=True)
         if isinstance(self.blobs, S3Blobs) and self.blobs.presigned:
+            # The bytes go straight to the store, where no approval can hold them (a direct upload's PUT is
+            # held instead).
+            await self._refuse_agent_replacing(actor, bucket, key)
             blob_id = uuid.uuid4()
             safe_type = content_type if content_type and not content_types.is_unsafe(content_type) else None
             url, fields, expires = self.blobs.presigned_post(

@@ -17,6 +17,7 @@ from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
 from kilnbase.storage.service import StorageService
 from kilnbase.storage.signed_urls import MAX_SECONDS, MIN_SECONDS
+from kilnbase.storage.upload_body import open_upload
 
 #: The most an upload through a tool may carry (the JSON-RPC body holds it whole; larger files go through
 #: the upload routes).
@@ -70,6 +71,41 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+#: The most a REST upload body held for approval may be: a file a tool may carry, and a form's other
+#: fields and headers around it.
+MAX_HELD_BODY_BYTES = MAX_TOOL_UPLOAD_BYTES + 128 * 1024
+
+
+def held_upload_too_large(bucket: str, key: str) -> ApiError:
+    """An agent's REST upload over an existing object that waits for approval, too large to be kept in a
+    change request (which holds it as `upload-object`'s arguments)."""
+    return ApiError(
+        403,
+        "FORBIDDEN",
+        f'This upload replaces object "{key}" in bucket "{bucket}", which waits for a person\'s approval, '
+        f"and an upload held for approval carries at most {MAX_TOOL_UPLOAD_BYTES // (1024 * 1024)} MB.",
+        "Delete the object first (DELETE .../objects/<key> or delete-objects), which a person approves, "
+        "then upload; or upload to a new key.",
+    )
+
+
+async def held_upload_arguments(
+    bucket: str, key: str, body: bytes, content_type: str | None
+) -> dict[str, Any]:
+    """`upload-object`'s arguments for a REST upload's body (a multipart form's `file`, or the raw bytes),
+    read whole: an agent's `PUT .../objects/<key>` over an object there is held as that tool's call."""
+    received, chunks = await open_upload(_once(body), content_type, key.rsplit("/", 1)[-1])
+    data = b"".join([chunk async for chunk in chunks])
+    if len(data) > MAX_TOOL_UPLOAD_BYTES:
+        raise held_upload_too_large(bucket, key)
+    return {
+        "bucketName": bucket,
+        "key": key,
+        "base64Data": base64.b64encode(data).decode(),
+        "contentType": received.claimed_type,
+    }
+
+
 def storage_tools(service: StorageService) -> list[Tool]:
     async def list_buckets(actor: Actor) -> list[dict[str, Any]]:
         return await service.list_buckets(actor)
@@ -97,12 +133,24 @@ def storage_tools(service: StorageService) -> list[Tool]:
         this closes is deleting every object one call at a time, each under any threshold, then the empty
         bucket (`delete-bucket` holds only a bucket with objects). A budget per key over time would need
         shared state and still lose the budget's worth. Objects have no undo (no versions, no trash), while
-        uploading, replacing, listing and signing, an agent's usual storage work, run at once; and one
+        uploading to new keys, listing and signing, an agent's usual storage work, run at once (replacing
+        waits too: `replaces_object`); and one
         approval covers up to 1000 keys, so an agent asks once for a whole clean-up."""
         bucket, keys = str(arguments.get("bucketName", "")), arguments.get("keys")
         named = [key for key in keys if isinstance(key, str)] if isinstance(keys, list) else []
         count = await service.existing_objects(bucket, named) if named else 0
         return f"deletes {count} object(s) from bucket {bucket}" if count else None
+
+    async def replaces_object(arguments: Mapping[str, Any]) -> str | None:
+        """An agent's upload over an object already at the key waits for a person, as its deletion does:
+        the old bytes are lost with no undo, exactly as by `delete-objects`. An upload to a new key runs
+        at once. The same upload over REST (`PUT .../objects/<key>`) is held as this call; the paths whose
+        bytes arrive where no approval can hold them (presigned and resumable uploads) are refused over an
+        existing object (`StorageService.commit_row`)."""
+        bucket, key = str(arguments.get("bucketName", "")), str(arguments.get("key", ""))
+        if await service.existing_objects(bucket, [key]):
+            return f"replaces object {key} in bucket {bucket}; its current bytes are lost"
+        return None
 
     async def list_objects(
         actor: Actor,
@@ -178,6 +226,7 @@ def storage_tools(service: StorageService) -> list[Tool]:
             upload_object,
             read_only=False,
             needs_admin=False,
+            needs_approval=replaces_object,
         ),
         Tool(
             "get-signed-url",
