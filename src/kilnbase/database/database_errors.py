@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
-from kilnbase.http.errors import ApiError
+from kilnbase.db.availability import is_unavailable
+from kilnbase.http.errors import ApiError, database_unavailable
 
 #: For a table that does not exist.
 LIST_TABLES = "List the tables with GET /api/database/tables."
@@ -40,6 +41,11 @@ def syntax_error(message: str, position: int, sql: str) -> DatabaseFailure:
 
 def api_error_from(exc: psycopg.Error, sql: str | None = None) -> DatabaseFailure:
     """`exc` as InsForge's error shape; `sql` (the statement that failed) places a syntax error."""
+    if is_unavailable(exc):
+        unavailable = database_unavailable(exc)
+        return DatabaseFailure(
+            503, unavailable.code, unavailable.message, unavailable.next_actions, headers=unavailable.headers
+        )
     sqlstate = exc.diag.sqlstate or ""
     message = exc.diag.message_primary or str(exc).strip().splitlines()[0] if str(exc) else "database error"
     if sqlstate == "42601" and sql is not None and exc.diag.statement_position:

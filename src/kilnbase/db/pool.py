@@ -11,10 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from kilnbase.config import Settings
+from kilnbase.db.availability import DatabaseAvailability
 from kilnbase.db.session import Database
+
+#: How long the pool keeps trying to replace a lost connection before it waits to be asked again (psycopg's
+#: default, 5 minutes, let its backoff grow to two minutes between attempts: long after the database was back,
+#: no connection came).
+RECONNECT_SECONDS = 5.0
 
 
 async def _configure(conn: AsyncConnection[object]) -> None:
@@ -22,26 +28,59 @@ async def _configure(conn: AsyncConnection[object]) -> None:
     await conn.set_autocommit(True)
 
 
+class WatchedPool(AsyncConnectionPool[AsyncConnection[Any]]):
+    """psycopg's pool, telling `availability` what it sees, and refusing at once while the database is
+    down (`db/availability.py`)."""
+
+    def __init__(self, conninfo: str, availability: DatabaseAvailability, **kwargs: Any) -> None:
+        super().__init__(conninfo, **kwargs)
+        self.availability = availability
+        availability.on_recovery(self.check)
+
+    async def getconn(self, timeout: float | None = None) -> AsyncConnection[Any]:  # noqa: ASYNC109 (psycopg's)
+        self.availability.raise_if_down()
+        try:
+            return await super().getconn(timeout)
+        except PoolTimeout:
+            self.availability.suspect()
+            raise
+
+    async def putconn(self, conn: AsyncConnection[Any]) -> None:
+        if conn.broken:
+            self.availability.suspect()
+        await super().putconn(conn)
+
+
 def create_pool(
-    conninfo: str, settings: Settings, *, name: str = "kilnbase", owner: bool = False
-) -> AsyncConnectionPool[AsyncConnection[Any]]:
-    """A pool, not yet opened (the lifespan opens it); `owner` sizes it for internal work."""
-    return AsyncConnectionPool(
+    conninfo: str,
+    settings: Settings,
+    *,
+    name: str = "kilnbase",
+    owner: bool = False,
+    availability: DatabaseAvailability | None = None,
+) -> WatchedPool:
+    """A pool, not yet opened (the lifespan opens it); `owner` sizes it for internal work. Pools of one
+    database share one `availability` (a pool alone gets its own)."""
+    return WatchedPool(
         conninfo,
+        availability or DatabaseAvailability(conninfo),
         min_size=settings.db_owner_pool_min if owner else settings.db_pool_min,
         max_size=settings.db_owner_pool_max if owner else settings.db_pool_max,
         kwargs={"prepare_threshold": settings.db_prepare_threshold, "application_name": name},
         configure=_configure,
         open=False,
         name=name,
+        reconnect_timeout=RECONNECT_SECONDS,
     )
 
 
 def create_database(settings: Settings, owner_conninfo: str, request_conninfo: str) -> Database:
     """The two pools (not yet opened: `Database.open` does) and the statement timeout of each request role."""
+    availability = DatabaseAvailability(owner_conninfo)
     return Database(
-        create_pool(request_conninfo, settings, name="kilnbase"),
-        create_pool(owner_conninfo, settings, name="kilnbase-owner", owner=True),
+        create_pool(request_conninfo, settings, name="kilnbase", availability=availability),
+        create_pool(owner_conninfo, settings, name="kilnbase-owner", owner=True, availability=availability),
+        availability,
         statement_timeouts={
             "anon": settings.db_anon_statement_timeout,
             "authenticated": settings.db_authenticated_statement_timeout,

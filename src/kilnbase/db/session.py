@@ -20,6 +20,8 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from kilnbase.db.availability import DatabaseAvailability
+
 #: The only roles a request may take; a token can never choose another (say, the owner).
 REQUEST_ROLES = frozenset({"anon", "authenticated", "project_admin"})
 
@@ -62,10 +64,20 @@ class Database:
     """The two pools and the ways to use them: as a caller (request pool), or as the owner (owner pool)."""
 
     def __init__(
-        self, request_pool: Pool, owner_pool: Pool, statement_timeouts: Mapping[str, str] | None = None
+        self,
+        request_pool: Pool,
+        owner_pool: Pool,
+        availability: DatabaseAvailability | None = None,
+        *,
+        statement_timeouts: Mapping[str, str] | None = None,
     ) -> None:
         self.request_pool = request_pool
         self.owner_pool = owner_pool
+        #: What the pools know about the database being up (`db/availability.py`), shared by both.
+        if availability is None:  # (pools made apart: a probe of the owner's database of its own)
+            conninfo = owner_pool.conninfo
+            availability = DatabaseAvailability(conninfo if isinstance(conninfo, str) else "")
+        self.availability = availability
         #: Per request role; a role missing here runs without a timeout of its own.
         self.statement_timeouts = dict(statement_timeouts or {})
 
@@ -175,5 +187,6 @@ class Database:
         await self.request_pool.open(wait=True, timeout=wait_seconds)
 
     async def close(self) -> None:
+        await self.availability.close()
         await self.request_pool.close()
         await self.owner_pool.close()

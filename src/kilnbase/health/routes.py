@@ -64,6 +64,9 @@ class HealthRoutes:
             database = {"status": "ok", "latencyMs": round((time.perf_counter() - started) * 1000, 2)}
         except Exception:
             database = {"status": "unavailable"}
+            down_since = self.core.database.availability.down_since
+            if down_since is not None:  # (found down by a request or a probe: `db/availability.py`)
+                database["since"] = _iso(down_since)
         checks: dict[str, Any] = {"database": database}
         if self._redis:
             checks["redis"] = await self._redis_check()
@@ -73,7 +76,7 @@ class HealthRoutes:
             "status": status if healthy else "unhealthy",
             "version": INSFORGE_API_VERSION,
             "service": "Kilnbase",
-            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "timestamp": _iso(time.time()),
             "kilnbaseVersion": __version__,
             "uptimeSeconds": round(time.time() - self.core.started_at, 1),
             "checks": checks,
@@ -82,6 +85,10 @@ class HealthRoutes:
 
     def routes(self) -> list[BaseRoute]:
         return [Route("/api/health", self.health, methods=["GET"])]
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def capability(core: Core) -> Capability:

@@ -11,11 +11,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
+import psycopg
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from kilnbase.db.availability import PROBE_SECONDS, DatabaseUnavailable, is_unavailable
 from kilnbase.identity.actor import Actor
 
 log = logging.getLogger("kilnbase.errors")
@@ -39,12 +41,21 @@ ADMIN_ONLY = "Use the project's API key (kilnbase keys) or sign in as the projec
 class ApiError(Exception):
     """Raise from a route or a service to answer with InsForge's error shape."""
 
-    def __init__(self, status: int, code: str, message: str, next_actions: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        next_actions: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.next_actions = next_actions
+        self.headers = dict(headers or {})
 
 
 def error_body(status: int, code: str, message: str, next_actions: str | None = None) -> dict[str, Any]:
@@ -71,7 +82,7 @@ def error_response(
 
 async def handle_api_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.next_actions)
+    return error_response(exc.status, exc.code, exc.message, exc.next_actions, headers=exc.headers or None)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
@@ -118,9 +129,38 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     )
 
 
+def database_unavailable(exc: Exception) -> ApiError:
+    """The answer to a request the database could not serve because it was out of reach (or no connection
+    came free in time): 503, for the caller to retry, never a 500 or a 4xx."""
+    if isinstance(exc, DatabaseUnavailable):
+        message = f"The database is unavailable: {exc}."
+    else:
+        message = "The database is unavailable right now."
+    return ApiError(
+        503,
+        "DATABASE_UNAVAILABLE",
+        message,
+        "Retry shortly; GET /api/health says when the database answers again. If this lasts, the server's "
+        "log says why (operators: check that PostgreSQL is running and reachable).",
+        headers={"Retry-After": str(max(1, round(PROBE_SECONDS)))},
+    )
+
+
+async def handle_database_error(request: Request, exc: Exception) -> Response:
+    """A database error no route turned into an answer: 503 when the database was out of reach (logged as
+    one line: `db/availability.py` says when it went and came back), else an unexpected error."""
+    if not is_unavailable(exc):
+        return await handle_unexpected(request, exc)
+    log.warning(
+        "%s %s: the database is unavailable (%s)", request.method, request.url.path, type(exc).__name__
+    )
+    return await handle_api_error(request, database_unavailable(exc))
+
+
 EXCEPTION_HANDLERS = {
     ApiError: handle_api_error,
     HTTPException: handle_http_exception,
+    psycopg.OperationalError: handle_database_error,
     Exception: handle_unexpected,
 }
 

@@ -10,6 +10,9 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg_pool import PoolTimeout
+
+from kilnbase.db.availability import PROBE_SECONDS, DatabaseUnavailable, is_unavailable
 
 
 class RecordsError(Exception):
@@ -69,7 +72,26 @@ def from_statement_error(exc: psycopg.Error, *, is_anonymous: bool) -> RecordsEr
     return from_database_error(exc, is_anonymous=is_anonymous)
 
 
+def unavailable_error(exc: psycopg.Error) -> RecordsError:
+    """PostgREST's answers when the database cannot be had: 503 PGRST000 while it is out of reach or the
+    connection broke, 504 PGRST003 when the pool gave no connection in time (too busy)."""
+    if isinstance(exc, PoolTimeout) and not isinstance(exc, DatabaseUnavailable):
+        error = RecordsError(504, "PGRST003", "Timed out acquiring connection from connection pool.")
+    else:
+        error = RecordsError(
+            503,
+            "PGRST000",
+            "Database connection lost or unavailable.",
+            str(exc).strip().splitlines()[0] if isinstance(exc, DatabaseUnavailable) else None,
+            "Retry shortly; GET /api/health says when the database answers again.",
+        )
+    error.headers["Retry-After"] = str(max(1, round(PROBE_SECONDS)))
+    return error
+
+
 def from_database_error(exc: psycopg.Error, *, is_anonymous: bool) -> RecordsError:
+    if is_unavailable(exc):
+        return unavailable_error(exc)
     diag = exc.diag
     sqlstate = diag.sqlstate or "XX000"
     message = diag.message_primary or str(exc).strip()
