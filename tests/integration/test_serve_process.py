@@ -144,6 +144,38 @@ def test_a_killed_server_is_recovered_on_the_next_start(data_dir: Path) -> None:
     server.stop()
 
 
+def _wait_for_status(url: str, status: int, headers: dict[str, str], seconds: float = 60) -> httpx.Response:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            answer = httpx.get(url, headers=headers, timeout=10)
+            if answer.status_code == status:
+                return answer
+            assert answer.status_code == 503, answer.text  # (while it is down: never a 500 or a hang)
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"no {status} from {url} in time"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_postgres_that_dies_under_a_running_server_is_started_again(data_dir: Path, workers: str) -> None:
+    server = ServerProcess(data_dir, args=["--workers", workers])
+    server.start()
+    with psycopg.connect(embedded_conninfo(data_dir)) as conn:
+        conn.execute("create table public.survivor (id int); insert into public.survivor values (1)")
+        conn.execute("grant select on public.survivor to project_admin")
+    admin = {"Authorization": f"Bearer {json.loads((data_dir / 'keys.json').read_text())['api_key']}"}
+    pid = int((data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()[0])
+    os.kill(pid, signal.SIGKILL)
+    rows = _wait_for_status(server.url + "/api/database/records/survivor", 200, admin)
+    assert rows.json() == [{"id": 1}]
+    assert httpx.get(server.url + "/api/health").json()["status"] == "ok"
+    assert "PostgreSQL exited unexpectedly" in server.output()
+    assert server.stop() in (0, -signal.SIGTERM)
+    assert not postgres_processes(data_dir)
+
+
 def test_a_stale_pid_file_from_a_crashed_cluster_is_removed(data_dir: Path) -> None:
     server = ServerProcess(data_dir)
     server.start()

@@ -91,4 +91,6 @@ def open_database(settings: Settings, keys: ProjectKeys, progress: Callable[[str
         if embedded is not None:
             embedded.stop()
         raise
+    if embedded is not None:
+        embedded.supervise()
     return OpenedDatabase(conninfo, embedded, tuple(applied))

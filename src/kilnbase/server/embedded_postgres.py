@@ -11,6 +11,9 @@ manager changes the system when run as root (`useradd`, chmod of parent folders)
   never 5432; the socket is used when its path fits the kernel's limit.
 - A lock file held for the server's lifetime tells a live Kilnbase from a killed one. A postmaster left
   behind by a killed run is stopped and the cluster restarted; a stale `postmaster.pid` is removed.
+- While the server runs, `supervise` watches the postmaster: one that dies (killed, out of memory) is started
+  again on the same port, as a service manager would, and the log says so (requests meanwhile answer 503:
+  `db/availability.py`).
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import logging
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +38,13 @@ import psutil
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+log = logging.getLogger("kilnbase.postgres")
+
 UNPRIVILEGED_USER = "nobody"
+#: How often the supervisor looks at the postmaster, and waits between two attempts to start it again.
+SUPERVISE_SECONDS = 1.0
+#: While starting it again keeps failing, how often the log says so again.
+RESTART_FAILURE_LOG_SECONDS = 60.0
 DATABASE_NAME = "kilnbase"
 SUPERUSER = "postgres"
 #: The kernel's limit for a unix socket path (sun_path) less a margin.
@@ -103,6 +114,8 @@ class EmbeddedPostgres:
         self._progress = progress or (lambda _msg: None)
         self._lock_handle: IO[str] | None = None
         self._bin_dir = bin_dir or _wheel_bin_dir()
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -142,6 +155,9 @@ class EmbeddedPostgres:
         """
         if self._lock_handle is None:
             return
+        self._stopping.set()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(timeout=130)  # (a start under way ends within pg_ctl's own timeout)
         try:
             if self.initialised and self._postmaster_pid() is not None:
                 try:
@@ -150,6 +166,49 @@ class EmbeddedPostgres:
                     self._pg_ctl(["stop", "-m", "immediate", "-w", "-t", "30"], check=False)
         finally:
             self._release_lock()
+
+    def supervise(self) -> None:
+        """Start the postmaster again whenever it dies, until `stop` (a thread of this process)."""
+        if self._lock_handle is None or self._supervisor is not None:
+            return
+        self._stopping.clear()
+        self._supervisor = threading.Thread(target=self._supervise, name="postgres supervisor", daemon=True)
+        self._supervisor.start()
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(SUPERVISE_SECONDS):
+            if self._postmaster_pid() is not None:
+                continue
+            log.error(
+                "PostgreSQL exited unexpectedly (see %s); starting it again. Its last lines: %s",
+                self.log_file,
+                self._log_tail(5).replace("\n", " | "),
+            )
+            logged_at = 0.0
+            while not self._stopping.is_set() and not self._restart():
+                now = time.monotonic()
+                if now - logged_at >= RESTART_FAILURE_LOG_SECONDS:
+                    logged_at = now
+                    log.error(
+                        "PostgreSQL does not start again (see %s): %s. Fix what the log says, or stop "
+                        "Kilnbase and start it again.",
+                        self.log_file,
+                        self._log_tail(5).replace("\n", " | "),
+                    )
+                self._stopping.wait(SUPERVISE_SECONDS)
+            if not self._stopping.is_set():
+                log.warning("PostgreSQL is running again (pid %s)", self._postmaster_pid())
+
+    def _restart(self) -> bool:
+        """Start the cluster on the port it had (the pools' address), after an unexpected exit."""
+        try:
+            if self._postmaster_pid() is None:  # (its pid file names a dead process)
+                (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+            self._write_runtime_conf()
+            result = self._pg_ctl(["start", "-w", "-t", "60", "-l", str(self.log_file)], check=False)
+        except (OSError, subprocess.SubprocessError, EmbeddedPostgresError):
+            return False
+        return result.returncode == 0
 
     def conninfo(self, dbname: str) -> str:
         assert self.port is not None, "start() first"
