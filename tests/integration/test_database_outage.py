@@ -92,6 +92,7 @@ def test_every_surface_answers_503_at_once_while_the_database_is_gone(
         assert "Traceback" not in response.text
     records = client.get("/api/database/records/notes", headers=admin).json()
     assert records["code"] == "PGRST000"
+    assert records["message"] == "Database connection error. Retrying the connection."  # (PostgREST's)
     tables = client.get("/api/database/tables", headers=admin).json()
     assert tables["error"] == "DATABASE_UNAVAILABLE"
     health, seconds = _timed(lambda: client.get("/api/health"))

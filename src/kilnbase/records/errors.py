@@ -74,14 +74,15 @@ def from_statement_error(exc: psycopg.Error, *, is_anonymous: bool) -> RecordsEr
 
 def unavailable_error(exc: psycopg.Error) -> RecordsError:
     """PostgREST's answers when the database cannot be had: 503 PGRST000 while it is out of reach or the
-    connection broke, 504 PGRST003 when the pool gave no connection in time (too busy)."""
+    connection broke, 504 PGRST003 when the pool gave no connection in time (too busy), with PostgREST's
+    messages (clients match on them)."""
     if isinstance(exc, PoolTimeout) and not isinstance(exc, DatabaseUnavailable):
         error = RecordsError(504, "PGRST003", "Timed out acquiring connection from connection pool.")
     else:
         error = RecordsError(
             503,
             "PGRST000",
-            "Database connection lost or unavailable.",
+            "Database connection error. Retrying the connection.",
             str(exc).strip().splitlines()[0] if isinstance(exc, DatabaseUnavailable) else None,
             "Retry shortly; GET /api/health says when the database answers again.",
         )
