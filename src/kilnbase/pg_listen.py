@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
@@ -24,6 +25,50 @@ from psycopg import AsyncConnection, Notify
 log = logging.getLogger("kilnbase.listen")
 
 _RETRY_SECONDS = 1.0
+#: While a connection stays lost, how often its listener says so again.
+STILL_LOST_LOG_SECONDS = 60.0
+
+
+class ConnectionLoss:
+    """What one of the server's own connections (a listener's) says in the log when it is lost: once when
+    it goes, once a minute while it stays away, once when it is back. A listener retries every second, and
+    there are five in each worker: logging every retry was five lines a second for the whole of an outage,
+    which buried the one line that says what happened (`db/availability.py` says when the database went
+    and came back)."""
+
+    def __init__(
+        self, name: str, logger: logging.Logger, still_lost_every: float = STILL_LOST_LOG_SECONDS
+    ) -> None:
+        self.name = name
+        self._log = logger
+        self._still_lost_every = still_lost_every
+        self._lost_at: float | None = None
+        self._logged_at = 0.0
+
+    def lost(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self._lost_at is None:
+            self._lost_at = self._logged_at = now
+            self._log.warning("%s lost its connection (%s); retrying every second", self.name, _named(exc))
+        elif now - self._logged_at >= self._still_lost_every:
+            self._logged_at = now
+            self._log.warning(
+                "%s has had no connection for %.0f s (%s); still retrying",
+                self.name,
+                now - self._lost_at,
+                _named(exc),
+            )
+
+    def connected(self) -> None:
+        if self._lost_at is not None:
+            self._log.warning("%s connected again after %.1f s", self.name, time.monotonic() - self._lost_at)
+            self._lost_at = None
+
+
+def _named(exc: BaseException) -> str:
+    """The error's class and first line: what went wrong, without the libpq text's further lines."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 async def notifications(conn: AsyncConnection[Any]) -> AsyncIterator[Notify]:
@@ -69,6 +114,7 @@ class ListenedView(ABC):
         self._conninfo = conninfo
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
+        self._loss = ConnectionLoss(self.application_name, log)
 
     @abstractmethod
     async def load(self, conn: AsyncConnection[Any]) -> None:
@@ -100,12 +146,13 @@ class ListenedView(ABC):
                 ) as conn:
                     await conn.execute(f"LISTEN {self.channel}")
                     await self.load(conn)
+                    self._loss.connected()
                     self._listening.set()
                     async for notify in notifications(conn):
                         follow_up = self.heard(notify.payload)
                         if follow_up is not None:
                             await follow_up
             except (psycopg.Error, OSError) as exc:
-                log.warning("%s lost its connection: %s", self.application_name, type(exc).__name__)
+                self._loss.lost(exc)
                 self._listening.set()  # start() must not wait for a database that is away
                 await asyncio.sleep(_RETRY_SECONDS)

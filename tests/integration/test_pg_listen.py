@@ -4,14 +4,19 @@ raises (so the listener reconnects)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import AsyncConnection, Notify
+from psycopg.conninfo import make_conninfo
 
-from kilnbase.pg_listen import notifications
+from kilnbase.pg_listen import ListenedView, notifications
+from tests.support.postgres import TestCluster
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -96,3 +101,45 @@ async def test_cancelling_the_wait_leaves_the_connection_usable(
         await waiting
     await notify(database_url, "later")
     assert [n.payload for n in await take(listener, 1)] == ["later"]
+
+
+class _Quiet(ListenedView):
+    """A view that holds nothing: only its connection's coming and going is looked at."""
+
+    channel = "kb_listen_loss"
+    application_name = f"kb-listen-loss-{uuid.uuid4().hex[:8]}"
+
+    async def load(self, conn: AsyncConnection[Any]) -> None:
+        return None
+
+    def heard(self, payload: str) -> Awaitable[None] | None:
+        return None
+
+
+async def test_a_lost_connection_is_logged_once_and_its_return_once(
+    cluster: TestCluster, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Retried every second, a lost connection used to log every retry: five listeners, five lines a second
+    # for as long as the database was away.
+    caplog.set_level(logging.WARNING, logger="kilnbase")
+    assert cluster.server.port is not None
+    proxy = TcpProxy("127.0.0.1", cluster.server.port)
+    view = _Quiet(make_conninfo(database_url, host="127.0.0.1", port=proxy.port))
+    try:
+        await view.start()
+        proxy.cut()
+        await asyncio.sleep(3.5)  # three retries, at least
+        proxy.restore()
+        async with asyncio.timeout(20):
+            while not _lines(caplog, "connected again"):
+                await asyncio.sleep(0.05)
+    finally:
+        await view.stop()
+        proxy.cut()
+    assert len(_lines(caplog, "lost its connection")) == 1
+    assert len(_lines(caplog, "connected again")) == 1
+
+
+def _lines(caplog: pytest.LogCaptureFixture, words: str) -> list[str]:
+    start = f"{_Quiet.application_name} {words}"
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(start)]

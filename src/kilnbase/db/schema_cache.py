@@ -19,7 +19,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from kilnbase.pg_listen import notifications
+from kilnbase.pg_listen import ConnectionLoss, notifications
 
 log = logging.getLogger("kilnbase.records.schema")
 
@@ -362,6 +362,7 @@ class SchemaCache:
         self._lock = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
         self._stopping = False
+        self._loss = ConnectionLoss("schema cache listener", log)
 
     async def reload(self) -> SchemaSnapshot:
         async with self._lock:
@@ -402,10 +403,11 @@ class SchemaCache:
                 async with await AsyncConnection.connect(str(self._pool.conninfo), autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     await self.reload()  # anything that changed while not listening
+                    self._loss.connected()
                     async for _notify in notifications(conn):
                         await self.reload()
             except asyncio.CancelledError:
                 raise
             except (psycopg.Error, OSError) as exc:
-                log.warning("schema cache listener lost its connection: %s", exc.__class__.__name__)
+                self._loss.lost(exc)
                 await asyncio.sleep(1.0)

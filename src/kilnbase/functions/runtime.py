@@ -33,7 +33,7 @@ from kilnbase.functions.host import FunctionsHost, HostConfig
 from kilnbase.functions.log_sink import LogSink
 from kilnbase.functions.sandbox import ROUTER, Sandbox, deno_binary, deno_command
 from kilnbase.functions.workers import DenoWorker, FunctionLoadError, FunctionPool, WorkerSpec
-from kilnbase.pg_listen import notifications
+from kilnbase.pg_listen import ConnectionLoss, notifications
 
 log = logging.getLogger("kilnbase.functions")
 
@@ -88,6 +88,7 @@ class Runtime:
         self._definitions: dict[str, Definition | None] = {}
         self._pools: dict[str, FunctionPool] = {}
         self._building: dict[str, asyncio.Task[FunctionPool]] = {}
+        self._loss = ConnectionLoss("functions listener", log)
         self._retiring: set[asyncio.Task[None]] = set()
         #: Pools draining after a reload, stopped at once when the server stops.
         self._retired: set[FunctionPool] = set()
@@ -184,6 +185,7 @@ class Runtime:
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.forget_all()
+                    self._loss.connected()
                     listening.set()
                     async for notify in notifications(conn):
                         payload = notify.payload
@@ -194,7 +196,7 @@ class Runtime:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("functions listener lost its connection: %s", type(exc).__name__)
+                self._loss.lost(exc)
                 listening.set()
                 await asyncio.sleep(1)
 

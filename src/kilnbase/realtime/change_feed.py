@@ -45,6 +45,7 @@ from psycopg.pq import TransactionStatus
 from kilnbase.config import RealtimeSettings
 from kilnbase.db.session import Database
 from kilnbase.identity.principal import Principal
+from kilnbase.pg_listen import ConnectionLoss
 from kilnbase.realtime.change_filter import PREFIX, BadSubscription, ChangeSubscription, parse_channel
 from kilnbase.realtime.pgoutput import Decoder
 from kilnbase.redis_client import REDIS_DOWN, connect_redis
@@ -107,6 +108,7 @@ class ChangeFeed:
         self._listeners_key = f"{prefix}changes:listeners"
         self._host = uuid.uuid4().hex
         self.available = False
+        self._loss = ConnectionLoss("change feed", log)
         #: Set while this process holds the leader's lock (reads the slot).
         self._leading = asyncio.Event()
         #: Set when a change subscription arrives (here, or on another process): wakes an idle reader.
@@ -329,6 +331,7 @@ class ChangeFeed:
                 async with await AsyncConnection.connect(
                     self._conninfo, autocommit=True, application_name=APPLICATION_NAME
                 ) as conn:
+                    self._loss.connected()
                     while not await _scalar(conn, "select pg_try_advisory_lock(%s)", (_LEADER_LOCK,)):  # noqa: ASYNC110
                         await asyncio.sleep(self.settings.changes_poll_seconds * 20)
                     self._leading.set()
@@ -337,7 +340,7 @@ class ChangeFeed:
                     finally:
                         self._leading.clear()
             except (psycopg.Error, OSError) as exc:
-                log.warning("change feed lost its connection: %s", exc)
+                self._loss.lost(exc)
                 await asyncio.sleep(_RETRY_SECONDS)
 
     async def _read_slot(self, conn: AsyncConnection[Any]) -> None:

@@ -24,7 +24,7 @@ from psycopg.rows import dict_row
 
 from kilnbase.config import RealtimeSettings
 from kilnbase.db.session import Database
-from kilnbase.pg_listen import notifications
+from kilnbase.pg_listen import ConnectionLoss, notifications
 from kilnbase.realtime.socket_server import RealtimeSocketServer
 from kilnbase.realtime.webhooks import WebhookSender
 
@@ -77,6 +77,7 @@ class MessageDelivery:
         #: Ids of the messages delivered lately (insertion-ordered), so catching up sends nothing twice.
         self._delivered: dict[str, None] = {}
         self._lost_at: float | None = None
+        self._loss = ConnectionLoss("realtime listener", log)
 
     async def start(self) -> None:
         async with self.database.as_owner() as cur:
@@ -113,11 +114,12 @@ class MessageDelivery:
                     if self._lost_at is not None:
                         await self._catch_up(conn, self._lost_at)
                         self._lost_at = None
+                    self._loss.connected()
                     self._listening.set()
                     async for notify in notifications(conn):
                         self._queue.put_nowait(notify.payload)
             except (psycopg.Error, OSError) as exc:
-                log.warning("realtime listener lost its connection: %s", type(exc).__name__)
+                self._loss.lost(exc)
                 if self._lost_at is None:
                     self._lost_at = time.time()
                 self._listening.set()
