@@ -13,6 +13,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,8 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
+from typer._click import Context as CommandContext  # (typer's own copy of click: TyperGroup's type)
+from typer.core import TyperGroup
 
 from kilnbase import __version__
 from kilnbase.config import Settings, settings_problems, unknown_variables
@@ -33,17 +36,40 @@ from kilnbase.http.bind_check import bind_error
 from kilnbase.keys.project_keys import KeyConfigurationError, ProjectKeys, RotatedKeys, load_project_keys
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.secrets import project_key_rotation
+from kilnbase.server.data_dir_errors import data_dir_error_message
 from kilnbase.server.database_startup import DatabaseStartupError, open_database
 from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
 from kilnbase.server.quiet_uvicorn import QuietServer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Kilnbase: an agent-native backend.")
+#: The data dir of the command being run, as `_settings` found it, for `_Commands` to name in an error.
+_data_dir_in_use: ContextVar[Path | None] = ContextVar("data_dir_in_use", default=None)
+
+
+class _Commands(TyperGroup):
+    """The `kilnbase` command group: a data dir whose disk refuses Kilnbase (no permission, read-only, full)
+    is said in one line with what to do, from whichever command and step met it, instead of a traceback."""
+
+    def invoke(self, ctx: CommandContext) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            message = data_dir_error_message(exc, _data_dir_in_use.get())
+            if message is None:
+                raise
+            _fail(message)
+
+
+app = typer.Typer(
+    cls=_Commands, add_completion=False, no_args_is_help=True, help="Kilnbase: an agent-native backend."
+)
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
 app.add_typer(db_app, name="db")
 console = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Where the database and keys live [./.kilnbase].")
+    Path | None,
+    # (Not click's readable check: its error says what is wrong but not what to do; `_Commands` does both.)
+    typer.Option("--data-dir", readable=False, help="Where the database and keys live [./.kilnbase]."),
 ]
 Host = Annotated[str | None, typer.Option("--host", help="Interface to listen on [127.0.0.1].")]
 Port = Annotated[int | None, typer.Option("--port", help="Port to listen on [7130, or $PORT].")]
@@ -72,11 +98,13 @@ def _settings(data_dir: Path | None = None, host: str | None = None, port: int |
     if port is not None:
         overrides["port"] = port
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         problems = "\n".join(f"  {line}" for line in settings_problems(exc))
         _fail(f"The settings are not valid:\n{problems}\nSet them right in the environment and try again.")
         raise  # (not reached: `_fail` exits)
+    _data_dir_in_use.set(settings.data_dir)
+    return settings
 
 
 def _warn_unknown_variables() -> None:

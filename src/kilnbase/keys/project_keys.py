@@ -211,14 +211,19 @@ def _generate() -> dict[str, str]:
 
 
 def _write_temporary(path: Path, stored: dict[str, str]) -> str:
-    """`stored` in a new file (mode 0600, synced) beside `path`; its name."""
+    """`stored` in a new file (mode 0600, synced) beside `path`; its name. A write that fails (a full disk)
+    leaves no half-written file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-")
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        json.dump(stored, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            json.dump(stored, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
     return tmp
 
 

@@ -1,0 +1,46 @@
+"""What to tell a person when the data dir's disk refuses Kilnbase: no permission, read-only, or full.
+
+These reach the command line as an `OSError` from whichever step touched the disk first (reading the key
+file, taking the data dir's lock, writing a new key file), often with no file name (a full disk fails the
+`write` or `flush`, not the `open`). One sentence per kind of refusal, with the one thing to do about it,
+instead of a traceback that ends in `[Errno 28]`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+#: The refusals that are the disk's or the permissions', not Kilnbase's: each has advice below. Any other
+#: `OSError` is a bug or something unforeseen, and keeps its traceback.
+_PERMISSION = {errno.EACCES, errno.EPERM}
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+_EXPLAINED = _PERMISSION | _FULL | {errno.EROFS, errno.ENOTDIR}
+
+
+def data_dir_error_message(exc: OSError, data_dir: Path | None) -> str | None:
+    """One line for `exc`, naming the path it happened at (the data dir when the error names none) and what
+    to do; None when `exc` is not a refusal of the disk's."""
+    if exc.errno not in _EXPLAINED:
+        return None
+    where = exc.filename if exc.filename is not None else data_dir
+    named = f" {os.fsdecode(where)}" if where is not None else " the data dir"
+    reason = exc.strerror or os.strerror(exc.errno)
+    elsewhere = "or choose another data dir with --data-dir (or KILNBASE_DATA_DIR)"
+    if exc.errno in _PERMISSION:
+        return (
+            f"Kilnbase may not read or write{named} ({reason}). Give this user access to it (chown or "
+            f"chmod), run Kilnbase as the user that owns it, {elsewhere}, and try again."
+        )
+    if exc.errno == errno.EROFS:
+        return (
+            f"Kilnbase cannot write{named} ({reason}). Remount its disk read-write, {elsewhere} on a "
+            "writable disk, and try again."
+        )
+    if exc.errno in _FULL:
+        return (
+            f"The disk that holds{named} is full ({reason}). Free some space on it (df -h shows how much "
+            f"is left), {elsewhere}, and try again."
+        )
+    return f"Kilnbase cannot use{named} ({reason}): a part of that path is a file. Fix the path, {elsewhere}."

@@ -1,0 +1,145 @@
+"""A data dir the disk refuses, as an operator meets it: one it may not read (chmod 000), one on a read-only
+file system, one on a full disk. Every command says so in one line, with what to do, and no traceback.
+
+The read-only and full disks are real: small tmpfs mounts (root only; skipped elsewhere). As root, chmod
+alone stops nothing, so the command runs without the capabilities that let root past file permissions."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kilnbase.config import Settings
+from kilnbase.keys.project_keys import load_project_keys
+from tests.support.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Each command as a user types it, with a data dir appended.
+COMMANDS = {
+    "serve": ["serve"],
+    "keys": ["keys"],
+    "db migrate": ["db", "migrate"],
+    "mcp": ["mcp"],
+    "audit sessions": ["audit", "sessions"],
+}
+
+
+def _without_root_privileges() -> list[str]:
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("as root, chmod needs setpriv (util-linux) to be felt")
+    return ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def kilnbase(
+    args: list[str], data_dir: Path, *, prefix: list[str] | None = None, by_environment: bool = False
+) -> subprocess.CompletedProcess[str]:
+    if args == ["serve"]:
+        args = ["serve", "--port", str(free_port())]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KILNBASE_", "DATABASE_URL", "PORT"))}
+    env |= {"KILNBASE_FUNCTIONS_HOST_PORT": "0", "COLUMNS": "80"}
+    if by_environment:
+        env["KILNBASE_DATA_DIR"] = str(data_dir)
+    else:
+        args = [*args, "--data-dir", str(data_dir)]
+    return subprocess.run(
+        [*(prefix or []), sys.executable, "-m", "kilnbase", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def assert_said_in_one_line(result: subprocess.CompletedProcess[str], *said: str) -> None:
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for text in (*said, "--data-dir"):
+        assert text in lines[0], lines[0]
+    assert result.stdout == ""
+
+
+def _with_keys(data_dir: Path) -> Path:
+    """A project's data dir as it is before its first start: the key file alone."""
+    load_project_keys(Settings(data_dir=data_dir))
+    return data_dir
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    parent = Path(tempfile.mkdtemp(prefix="kbrefused-", dir="/tmp"))
+    yield parent
+    for path in parent.rglob("*"):  # (chmod 000 stops rmtree as an unprivileged user)
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(stat.S_IRWXU)
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
+def tmpfs(scratch: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs of its own: a disk to fill, or to make read-only."""
+    mount_point = scratch / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=755", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("by_environment", [False, True], ids=["--data-dir", "KILNBASE_DATA_DIR"])
+def test_a_data_dir_it_may_not_read(scratch: Path, command: str, by_environment: bool) -> None:
+    data_dir = _with_keys(scratch / "project")
+    data_dir.chmod(0)
+    result = kilnbase(
+        COMMANDS[command], data_dir, prefix=_without_root_privileges(), by_environment=by_environment
+    )
+    assert_said_in_one_line(result, str(data_dir), "Permission denied")
+
+
+def test_a_key_file_it_may_not_read(scratch: Path) -> None:
+    data_dir = _with_keys(scratch / "project")
+    (data_dir / "keys.json").chmod(0)
+    result = kilnbase(COMMANDS["keys"], data_dir, prefix=_without_root_privileges())
+    assert_said_in_one_line(result, str(data_dir / "keys.json"), "Permission denied", "chmod")
+
+
+@pytest.mark.parametrize("command", ["serve", "db migrate", "mcp"])
+def test_a_data_dir_on_a_read_only_file_system(tmpfs: Path, command: str) -> None:
+    data_dir = _with_keys(tmpfs / "project")
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    result = kilnbase(COMMANDS[command], data_dir)
+    assert_said_in_one_line(result, str(data_dir), "Read-only file system")
+
+
+@pytest.mark.parametrize("command", ["serve", "db migrate", "mcp"])
+def test_a_data_dir_on_a_full_disk(tmpfs: Path, command: str) -> None:
+    # `serve` meets the full disk writing a new project's keys; the others taking the data dir's lock.
+    data_dir = tmpfs / "new-project" if command == "serve" else _with_keys(tmpfs / "project")
+    with (tmpfs / "filler").open("wb", buffering=0) as filler, pytest.raises(OSError, match="No space left"):
+        while True:
+            filler.write(b"\0" * 4096)
+    result = kilnbase(COMMANDS[command], data_dir)
+    assert_said_in_one_line(result, str(data_dir), "No space left on device", "df -h")
+    assert not list(data_dir.glob(".keys-*")), "a half-written key file was left behind"
