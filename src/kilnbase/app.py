@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import anyio.to_thread
@@ -238,7 +240,22 @@ async def serve_mcp_stdio(
             stdio_principal=principal,
             stdio_narrowing=narrowing,
         )
-        await server.run_stdio_async()
+        try:
+            await server.run_stdio_async()
+        except* BrokenPipeError:
+            # The agent closed its end of standard output: the session is over, as when it closes standard
+            # input. (The SDK's writer task raises it, inside its task group.) Nothing more can be written
+            # there, so the interpreter's own flush at exit must not try.
+            _discard_standard_output()
+
+
+def _discard_standard_output() -> None:
+    """Point standard output at /dev/null: what Python's documentation advises after EPIPE on it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 async def _close_database(opened: OpenedDatabase, report: Callable[[str], None]) -> None:
