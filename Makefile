@@ -8,16 +8,21 @@ ARGS ?=
 
 .PHONY: run test lint bench clean
 
+# Each step that takes a while says what it does first: on a fresh machine the install takes a minute or more,
+# and a silent terminal looks like a hang. pip's own lines show it getting on.
 $(BIN)/python:
+	@echo "==> Creating a virtual environment in $(VENV) and updating its pip (a few seconds)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	@echo "==> Installing Kilnbase and its dependencies into $(VENV) (this can take a minute the first time)"
+	$(BIN)/pip install -e .
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	@echo "==> Installing Kilnbase with its test tools into $(VENV) (this can take a few minutes the first time)"
+	$(BIN)/pip install -e '.[test]'
 	touch $(VENV)/.installed $@
 
 run: $(VENV)/.installed
