@@ -59,10 +59,27 @@ class _Commands(TyperGroup):
             _fail(message)
 
 
+def examples(*commands: str) -> str:
+    """The end of a command's help: a few ways to call it, one a line, each ready to paste."""
+    return "Examples:\n" + "\n".join(f"  {command}" for command in commands)
+
+
 app = typer.Typer(
-    cls=_Commands, add_completion=False, no_args_is_help=True, help="Kilnbase: an agent-native backend."
+    cls=_Commands,
+    add_completion=False,
+    no_args_is_help=True,
+    help="Kilnbase: an agent-native backend.",
+    epilog=examples(
+        "kilnbase serve            # start (the first start creates ./.kilnbase)",
+        "kilnbase keys             # its URL, keys and the dashboard's sign-in",
+        "kilnbase COMMAND --help   # a command's options, with examples",
+    ),
 )
-db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
+db_app = typer.Typer(
+    no_args_is_help=True,
+    help="Database maintenance.",
+    epilog=examples("kilnbase db migrate --data-dir ./shop"),
+)
 app.add_typer(db_app, name="db")
 console = Console(stderr=True, soft_wrap=True)
 
@@ -252,7 +269,13 @@ def _announce(settings: Settings, how: str = "", *, functions_host: bool = True)
     )
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "kilnbase serve",
+        "kilnbase serve --port 8000 --data-dir ./shop    # a second project",
+        "DATABASE_URL=postgresql://app@db/app kilnbase serve --workers 2",
+    )
+)
 def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, workers: Workers = 1) -> None:
     """Start the server (and the embedded PostgreSQL unless DATABASE_URL is set)."""
     from kilnbase.structured_log import configure_logging
@@ -316,10 +339,14 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, worker
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "kilnbase keys",
+        "kilnbase keys --data-dir ./shop | jq -r .apiKey",
+    )
+)
 def keys(data_dir: DataDir = None) -> None:
-    """Print the URL, the admin API key, the anon key (the current ones, after any rotation) and the root
-    admin's sign-in for the dashboard, as JSON."""
+    """Print the project's URL, its current keys (after any rotation) and the dashboard's sign-in, as JSON."""
     settings = _settings(data_dir)
     if not settings.keys_path.is_file():
         # Loading would create a new project's keys here, which is never what `keys` is asked for.
@@ -395,7 +422,7 @@ async def _load_rotated_keys(
         await pool.close()
 
 
-@db_app.command("migrate")
+@db_app.command("migrate", epilog=examples("kilnbase db migrate", "kilnbase db migrate --data-dir ./shop"))
 def migrate(data_dir: DataDir = None) -> None:
     """Apply pending migrations without serving (and make the request role ready)."""
     settings = _settings(data_dir)
@@ -414,7 +441,14 @@ def migrate(data_dir: DataDir = None) -> None:
         console.print("The database is up to date.")
 
 
-@app.command("mcp")
+@app.command(
+    "mcp",
+    epilog=examples(
+        "kilnbase mcp --data-dir /path/to/project/.kilnbase",
+        "kilnbase mcp --read-only --features database,storage",
+        "KILNBASE_API_KEY=ik_... kilnbase mcp    # as an agent key, with its scopes",
+    ),
+)
 def mcp_stdio(
     data_dir: DataDir = None,
     api_key: Annotated[
@@ -469,7 +503,13 @@ def mcp_stdio(
             opened.close()
 
 
-approvals_app = typer.Typer(no_args_is_help=True, help="Change requests agents made, for a person to decide.")
+approvals_app = typer.Typer(
+    no_args_is_help=True,
+    help="Change requests agents made, for a person to decide.",
+    epilog=examples(
+        "kilnbase approvals list", "kilnbase approvals approve ID --note 'checked with the team'"
+    ),
+)
 app.add_typer(approvals_app, name="approvals")
 Url = Annotated[str | None, typer.Option("--url", help="The running server \\[the data dir's URL].")]
 
@@ -499,7 +539,12 @@ def _approvals_call(data_dir: Path | None, url: str | None, method: str, path: s
     return response.json()
 
 
-@approvals_app.command("list")
+@approvals_app.command(
+    "list",
+    epilog=examples(
+        "kilnbase approvals list", "kilnbase approvals list --status all --url http://10.0.0.5:7130"
+    ),
+)
 def approvals_list(
     data_dir: DataDir = None,
     url: Url = None,
@@ -519,7 +564,12 @@ def approvals_list(
         )
 
 
-@approvals_app.command("approve")
+@approvals_app.command(
+    "approve",
+    epilog=examples(
+        "kilnbase approvals approve ID", "kilnbase approvals approve ID --note 'backed up first'"
+    ),
+)
 def approvals_approve(
     request_id: str, data_dir: DataDir = None, url: Url = None, note: str | None = None
 ) -> None:
@@ -528,7 +578,9 @@ def approvals_approve(
     console.print(f"{decided['status']}: {json.dumps(decided['result'])}")
 
 
-@approvals_app.command("reject")
+@approvals_app.command(
+    "reject", epilog=examples("kilnbase approvals reject ID --note 'drop the column instead'")
+)
 def approvals_reject(
     request_id: str, data_dir: DataDir = None, url: Url = None, note: str | None = None
 ) -> None:
@@ -537,7 +589,11 @@ def approvals_reject(
     console.print(decided["status"])
 
 
-audit_app = typer.Typer(no_args_is_help=True, help="Agents' sessions in the audit log, and their replay.")
+audit_app = typer.Typer(
+    no_args_is_help=True,
+    help="Agents' sessions in the audit log, and their replay.",
+    epilog=examples("kilnbase audit sessions", "kilnbase audit replay SESSION"),
+)
 app.add_typer(audit_app, name="audit")
 
 
@@ -550,7 +606,9 @@ def _audit_conninfo(data_dir: Path | None) -> contextlib.AbstractContextManager[
     return _owner_conninfo(settings, project_keys)
 
 
-@audit_app.command("sessions")
+@audit_app.command(
+    "sessions", epilog=examples("kilnbase audit sessions", "kilnbase audit sessions --limit 5")
+)
 def audit_sessions(data_dir: DataDir = None, limit: int = 20) -> None:
     """The latest sessions of tool calls: who, how many calls and writes, when."""
     from kilnbase.mcp_server.replay import recent_sessions
@@ -567,7 +625,13 @@ def audit_sessions(data_dir: DataDir = None, limit: int = 20) -> None:
         )
 
 
-@audit_app.command("replay")
+@audit_app.command(
+    "replay",
+    epilog=examples(
+        "kilnbase audit replay SESSION",
+        "kilnbase audit replay SESSION --against http://staging:7130 --key ik_... --dry-run",
+    ),
+)
 def audit_replay(
     session: str,
     data_dir: DataDir = None,
@@ -607,7 +671,7 @@ def audit_replay(
         _fail(f"{failed} write(s) failed on {against}.")
 
 
-@app.command()
+@app.command(epilog=examples("kilnbase version"))
 def version() -> None:
     """Print Kilnbase's version."""
     print(__version__)
