@@ -70,6 +70,10 @@ class CodeSignIn(WithEmail):
 #: fit many times over; files belong in storage. InsForge sets no bound (any JSON object, up to its 10 MB
 #: body), and every profile is public: a bound keeps one user from storing megabytes for everyone to fetch.
 PROFILE_MAX_BYTES = 64 * 1024
+#: The largest body `PATCH /api/auth/profiles/current` reads: room for the `{"profile": ...}` around a
+#: profile at the limit, and for a client's indentation, which the stored profile does not keep. Past it
+#: the body is refused unread: only a profile over the limit could come in a body this large.
+PROFILE_BODY_MAX_BYTES = 2 * PROFILE_MAX_BYTES
 
 
 class ProfileUpdate(StrictBody):
@@ -187,7 +191,7 @@ def require_user(actor: Actor) -> Principal:
     return principal
 
 
-def _profile_too_large(size: int | None = None) -> ApiError:
+def profile_too_large(size: int | None = None) -> ApiError:
     would_be = f" (it would be {size} bytes)" if size is not None else ""
     return ApiError(
         413,
@@ -422,12 +426,12 @@ class Accounts:
         is_user = principal.kind is CredentialKind.JWT and principal.db_role == "authenticated"
         if is_user and principal.user_id:
             if len(orjson.dumps(change.profile)) > PROFILE_MAX_BYTES:  # (no need to ask the database)
-                raise _profile_too_large()
+                raise profile_too_large()
             try:
                 async with self.parts.database.as_owner() as cur:
                     row = await users.merge_profile(cur, principal.user_id, change.profile, PROFILE_MAX_BYTES)
             except users.ProfileTooLarge as exc:
-                raise _profile_too_large(exc.size) from None
+                raise profile_too_large(exc.size) from None
         if row is None:
             raise user_not_found("Sign in as a user: only a user's access token has a profile to update.")
         return {"id": str(row["id"]), "profile": users.user_json(row)["profile"]}

@@ -14,7 +14,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from kilnbase.auth.accounts import CodeSignIn, PasswordSignIn, ProfileUpdate, SessionResult, SignUp
+from kilnbase.auth.accounts import (
+    PROFILE_BODY_MAX_BYTES,
+    CodeSignIn,
+    PasswordSignIn,
+    ProfileUpdate,
+    SessionResult,
+    SignUp,
+    profile_too_large,
+)
 from kilnbase.auth.admin import AdminSignIn
 from kilnbase.auth.auth_config import AuthConfigUpdate
 from kilnbase.auth.edge import REFRESH_HINT, SessionEdge, client_type_of, public_actor
@@ -27,7 +35,7 @@ from kilnbase.auth.tools import auth_tools
 from kilnbase.auth.validation import UUID_PATTERN, StrictBody, parse_body, read_body
 from kilnbase.capability import Capability
 from kilnbase.http.errors import ApiError, error_response
-from kilnbase.http.json_body import decode_json
+from kilnbase.http.json_body import body_at_most, decode_json
 from kilnbase.http.responses import json_response
 
 
@@ -161,7 +169,8 @@ class AuthRoutes:
 
     async def update_profile(self, request: Request) -> Response:
         actor = token_actor(request)
-        change = await read_body(request, ProfileUpdate)
+        raw = await body_at_most(request, PROFILE_BODY_MAX_BYTES, profile_too_large)
+        change = parse_body(ProfileUpdate, decode_json(raw, optional=True))
         return json_response(await self.auth.accounts.update_profile(actor, change))
 
     async def get_profile(self, request: Request) -> Response:

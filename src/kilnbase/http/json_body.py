@@ -7,6 +7,7 @@ bounded while it streamed in (`request_context`), before any of this runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -45,6 +46,24 @@ def _not_an_object() -> ApiError:
 
 async def read_json(request: Request, *, optional: bool = False) -> Any:
     return decode_json(await request.body(), optional=optional)
+
+
+async def body_at_most(request: Request, limit: int, too_large: Callable[[], ApiError]) -> bytes:
+    """The body, for a route whose own limit is far below its surface's: refused with `too_large()` when its
+    Content-Length says it is larger than `limit` bytes, or as soon as what has streamed in passes it, so
+    the route never holds more than `limit` (the surface's limit alone would let it read megabytes only to
+    refuse them)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def read_object(request: Request, *, optional: bool = True) -> dict[str, Any]:
