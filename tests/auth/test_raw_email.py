@@ -1,9 +1,11 @@
 """`POST /api/email/send-raw`: the credential is checked before the body (InsForge's order: a 401 comes
 before any 400), and a recipient's minimum interval counts only emails that went out, so a send the SMTP
-server refused, or one held up by another recipient's interval, does not hold up the retry."""
+server refused, or one held up by another recipient's interval, does not hold up the retry. A failed send
+says what failed and the SMTP reply code, never the SMTP server's own words (InsForge: a generic 500)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -90,3 +92,74 @@ def test_an_address_named_twice_is_sent_once_under_an_interval(
     response = client.post(PATH, json=_email(recipient, recipient.upper()), headers=admin_headers)
     assert response.status_code == 200, response.text
     assert smtp.last_for(recipient).to
+
+
+#: What a relay's refusal can carry: its host names, its configuration, a token of its own.
+RELAY_INTERNALS = (
+    "550 5.7.1 relay denied by mx-internal-7.corp.example (/etc/postfix/main.cf token=r3l4y-s3cr3t)"
+)
+
+
+class RefusingRelay(SmtpServer):
+    """A relay that takes the login, then refuses every recipient with a reply full of its internals."""
+
+    async def handle_RCPT(self, *_args: Any) -> str:  # aiosmtpd hook name
+        return RELAY_INTERNALS
+
+
+@pytest.fixture
+def configure(client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer) -> Iterator[Any]:
+    """`configure(server, **overrides)`: the SMTP settings for `server`, put back as they were after."""
+
+    def put(server: SmtpServer, **overrides: Any) -> None:
+        body = smtp_body(server, **overrides)
+        assert client.put("/api/auth/smtp-config", json=body, headers=admin_headers).status_code == 200
+
+    yield put
+    put(smtp)
+
+
+def _failure(client: TestClient, admin_headers: dict[str, str]) -> dict[str, Any]:
+    response = client.post(PATH, json=_email(new_email()), headers=admin_headers)
+    assert response.status_code == 502, response.text
+    body: dict[str, Any] = response.json()
+    assert body["error"] == "EMAIL_SMTP_SEND_FAILED"
+    return body
+
+
+def test_a_refused_login_names_the_reply_code_not_the_login(
+    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer, configure: Any
+) -> None:
+    configure(smtp, password="not-the-s3cret-password")
+    body = _failure(client, admin_headers)
+    assert "SMTP reply 535" in body["message"] and "username or password" in body["message"]
+    assert "username, password and port" in body["nextActions"]
+    said = json.dumps(body)
+    for private in ("not-the-s3cret-password", smtp.username, "Authentication credentials invalid", "b'"):
+        assert private not in said, body
+
+
+def test_a_relays_refusal_is_not_passed_on(
+    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer, configure: Any
+) -> None:
+    relay = RefusingRelay(username=smtp.username, password=smtp.password)
+    relay.start()
+    try:
+        configure(relay)
+        body = _failure(client, admin_headers)
+    finally:
+        relay.stop()
+    assert "refused every recipient" in body["message"] and "SMTP reply 550" in body["message"]
+    said = json.dumps(body)
+    for private in ("mx-internal", "postfix", "r3l4y-s3cr3t", "5.7.1"):
+        assert private not in said, body
+
+
+def test_a_server_that_is_not_there_is_said_plainly(
+    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer, configure: Any
+) -> None:
+    configure(smtp, port=free_port())  # nothing listens there
+    body = _failure(client, admin_headers)
+    assert body["message"] == "Failed to send email via SMTP: could not connect to the server."
+    assert "host and port" in body["nextActions"]
+    assert "Errno" not in body["message"]

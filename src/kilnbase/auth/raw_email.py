@@ -12,6 +12,7 @@ the address is always the configured sender, so an app cannot send as someone el
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -28,6 +29,16 @@ from kilnbase.identity.actor import Actor
 
 MAX_RECIPIENTS = 50
 MODULE = "EMAIL"
+#: What to do about each kind of failed send (`smtp.SendFailure.kind`).
+_SEND_FAILED_NEXT = {
+    "login": "Check the username, password and port in the SMTP settings (PUT /api/auth/smtp-config).",
+    "refused": "Check the recipients and the sender address; the SMTP server's own log says why it refused.",
+    "connection": (
+        "Check the host and port in the SMTP settings (GET /api/auth/smtp-config) and that the server is up."
+    ),
+}
+
+log = logging.getLogger("kilnbase.auth.email")
 
 
 def _addresses(value: Any) -> list[str]:
@@ -154,10 +165,15 @@ class RawEmails:
         try:
             await smtp.send(server, email)
         except OSError as exc:  # (smtplib's errors are OSErrors)
-            # The SMTP server (not the caller) failed: an upstream error, never a 500.
+            # The SMTP server (not the caller) failed: an upstream error, never a 500. Its reply text stays
+            # out of the answer (`smtp.failure_of`); the log has the kind of error, for the operator.
+            failure = smtp.failure_of(exc)
+            fields = {"smtp_host": server.host, "error": type(exc).__name__, "code": failure.code}
+            log.warning("email send failed", extra={"fields": fields})
+            reply = f" (SMTP reply {failure.code})" if failure.code is not None else ""
             raise ApiError(
                 502,
                 "EMAIL_SMTP_SEND_FAILED",
-                f"Failed to send email via SMTP: {exc}",
-                "Check the SMTP settings (GET /api/auth/smtp-config) and that the server accepts mail.",
+                f"Failed to send email via SMTP: {failure.summary}{reply}.",
+                _SEND_FAILED_NEXT[failure.kind],
             ) from None

@@ -2,6 +2,10 @@
 
 Port 465 speaks TLS from the first byte; any other port upgrades with STARTTLS when the server offers it
 (always for 587). Credentials are only sent when configured.
+
+A failed send is described by `failure_of` in words of our own, with the server's reply code: never with the
+server's reply text or the exception's, which can carry the server's host names and configuration, the login
+it refused, or whatever a misconfigured relay chooses to echo.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
+from typing import Literal
 
 import anyio.to_thread
 
@@ -76,3 +81,37 @@ def send_sync(server: SmtpServer, email: OutgoingEmail) -> None:
 
 async def send(server: SmtpServer, email: OutgoingEmail) -> None:
     await anyio.to_thread.run_sync(send_sync, server, email)
+
+
+@dataclass(frozen=True)
+class SendFailure:
+    """What a failed send may tell the one who asked for it: which kind of failure, the SMTP reply code when
+    the server answered with one, and a fixed sentence."""
+
+    kind: Literal["login", "refused", "connection"]
+    code: int | None
+    summary: str
+
+
+def failure_of(exc: OSError) -> SendFailure:
+    """`exc`, raised by `send`, as a `SendFailure` (smtplib's errors are OSErrors, as are the socket's)."""
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return SendFailure("login", exc.smtp_code, "the server refused the configured username or password")
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        return SendFailure("refused", exc.smtp_code, "the server refused the sender address")
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _reply in exc.recipients.values()]
+        return SendFailure("refused", codes[0] if codes else None, "the server refused every recipient")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return SendFailure("refused", exc.smtp_code, "the server refused the email")
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return SendFailure("login", None, "the server lacks the login or STARTTLS the settings need")
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return SendFailure("connection", None, "the server closed the connection")
+    if isinstance(exc, ssl.SSLError):
+        return SendFailure("connection", None, "the TLS connection to the server failed")
+    if isinstance(exc, TimeoutError):
+        return SendFailure("connection", None, "the server did not answer in time")
+    if isinstance(exc, smtplib.SMTPException):
+        return SendFailure("refused", None, "the conversation with the server failed")
+    return SendFailure("connection", None, "could not connect to the server")
