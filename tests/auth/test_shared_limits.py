@@ -12,28 +12,19 @@ from collections.abc import Iterator
 import httpx
 import psycopg
 import pytest
-import redis
 
 from kilnbase.config import AuthSettings
 from kilnbase.http.rate_limit import redis_prefix
 from tests.auth.conftest import LiveProject, live_project, new_email, smtp_body
 from tests.support.postgres import TestCluster
+from tests.support.redis_server import MACHINE_REDIS_URL, machine_redis_or_skip
 from tests.support.servers import free_port
 from tests.support.smtp_server import SmtpServer
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = MACHINE_REDIS_URL
 DEFAULTS = AuthSettings()
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-
-
-def _redis_or_skip() -> redis.Redis:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip(f"no Redis at {REDIS_URL} (apt-get install redis-server)")
-    return client
 
 
 @pytest.fixture(scope="module", params=["postgres", "redis", "redis-unreachable"])
@@ -41,7 +32,7 @@ def backend(request: pytest.FixtureRequest) -> str:
     """Where the counters live: the project's Postgres (the default), or Redis when configured; with a
     configured Redis that cannot be reached, in Postgres again (limits are never lifted)."""
     if request.param == "redis":
-        _redis_or_skip()
+        machine_redis_or_skip()
     name: str = request.param
     return name
 
@@ -63,7 +54,7 @@ def fresh(project: LiveProject, backend: str) -> LiveProject:
     with psycopg.connect(project.database_url) as conn:
         conn.execute("truncate system.rate_limits")
     if backend == "redis":
-        client = _redis_or_skip()
+        client = machine_redis_or_skip()
         for key in client.scan_iter(match=redis_prefix(project.keys["jwt_secret"]) + "*"):
             client.delete(key)
     return project
@@ -103,7 +94,7 @@ def test_the_counters_live_in_the_configured_store(fresh: LiveProject, backend: 
         rows = conn.execute("select key from system.rate_limits").fetchall()
     if backend == "redis":
         assert rows == []
-        keys = list(_redis_or_skip().scan_iter(match=redis_prefix(fresh.keys["jwt_secret"]) + "*"))
+        keys = list(machine_redis_or_skip().scan_iter(match=redis_prefix(fresh.keys["jwt_secret"]) + "*"))
         assert any(b":sign-in-ip:127.0.0.1" in key for key in keys)
     else:
         assert ("sign-in-ip:127.0.0.1",) in rows

@@ -8,26 +8,17 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-import redis
 
 from kilnbase.db.session import Database
 from kilnbase.http.rate_limit import PostgresRateLimiter, RedisRateLimiter, redis_prefix
 from tests.support.postgres import database_for
+from tests.support.redis_server import MACHINE_REDIS_URL, machine_redis_or_skip
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.anyio
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = MACHINE_REDIS_URL
 WINDOW_SECONDS = 60
-
-
-def _redis_or_skip() -> redis.Redis:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip(f"no Redis at {REDIS_URL} (apt-get install redis-server)")
-    return client
 
 
 @pytest.fixture
@@ -44,7 +35,7 @@ def _prefix() -> str:
 
 
 async def test_forget_gives_the_window_back_in_redis(database: Database) -> None:
-    client = _redis_or_skip()
+    client = machine_redis_or_skip()
     prefix = _prefix()
     limiter = RedisRateLimiter(REDIS_URL, prefix, PostgresRateLimiter(database))
     try:
@@ -62,7 +53,7 @@ async def test_forget_gives_the_window_back_in_redis(database: Database) -> None
 
 
 async def test_forget_leaves_another_project_sharing_the_redis_alone(database: Database) -> None:
-    _redis_or_skip()
+    machine_redis_or_skip()
     key = f"email:{uuid.uuid4().hex}@example.com"
     ours, theirs = (RedisRateLimiter(REDIS_URL, _prefix(), PostgresRateLimiter(database)) for _ in range(2))
     try:

@@ -1,4 +1,5 @@
-"""A private redis-server on a free loopback port, for tests that stop it or must not share the machine's."""
+"""The machine's Redis, for tests that share it (each under keys of its own), and a private redis-server on a
+free loopback port, for tests that stop it or must not share the machine's."""
 
 from __future__ import annotations
 
@@ -10,6 +11,19 @@ import pytest
 import redis
 
 from tests.support.servers import free_port
+
+#: The machine's Redis.
+MACHINE_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def machine_redis_or_skip() -> redis.Redis:
+    """A client of the machine's Redis; the test is skipped when none answers."""
+    client = redis.Redis.from_url(MACHINE_REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip(f"no Redis at {MACHINE_REDIS_URL} (apt-get install redis-server)")
+    return client
 
 
 class RedisServer:
