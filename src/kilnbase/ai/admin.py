@@ -30,6 +30,22 @@ _LIMIT_NAMES = {
     "usdPerMonth": "usd_per_month",
 }
 
+#: What an agent key cannot do with the gateway's money controls (`Admin._refuse_agents_money_control`).
+_CREDENTIALS = (
+    "set or remove the gateway's provider credentials: they decide whose account pays for model calls and "
+    "where prompts go"
+)
+_PROVIDERS = (
+    "add, change or remove model providers: a provider's URL and key decide where prompts go and who pays"
+)
+_PRICES = (
+    "set or remove model prices: spend caps count cost by them, and a lower price lets spending pass a cap"
+)
+_POLICY = (
+    "change the gateway policy: it decides which models, how many tokens and which callers spend the "
+    "project's money"
+)
+
 
 class Admin:
     """Bound to one actor, for the audit trail."""
@@ -45,6 +61,28 @@ class Admin:
 
     def _changed(self) -> None:
         self.gateway.policy.invalidate()
+
+    async def _refuse_agent(self, action: str, details: dict[str, Any], error: GatewayError) -> None:
+        """Refuse an agent key's call with `error`, audited as refused under `action` (the action the call
+        would have been recorded as); people pass."""
+        if self.actor.principal.agent is None:
+            return
+        await audit.record(
+            self.db, self.actor, action, "AI", {**details, "error": error.message}, outcome="refused"
+        )
+        raise error
+
+    async def _refuse_agents_money_control(self, action: str, details: dict[str, Any], what: str) -> None:
+        """The gateway's money controls (provider credentials, providers, prices, the policy) are refused to
+        agent keys, as minting a gateway key is, and for the same reason: `ai:write`, which an agent needs
+        to call models at all, would otherwise lift the bounds set on that very spending. A price of 0
+        lets any spend pass a dollar cap; the policy decides which models, how many tokens and which
+        callers (anon) spend; a credential or a provider's URL decides whose account pays and where
+        prompts go. Refused, not held for approval: a held call keeps its arguments, a credential among
+        them, in plain text in the change request, and none of these is an agent's work that a person
+        would approve more readily than make. Limits are apart (`put_limits`): an agent may lower them."""
+        error = GatewayError(403, f"Agent keys cannot {what}.", code="agent_money_control")
+        await self._refuse_agent(action, details, error)
 
     # -- configurations (InsForge's shape) -----------------------------------------------------------------
     @staticmethod
@@ -154,6 +192,9 @@ class Admin:
         }
 
     async def set_credential(self, name: str, key: str, *, validate: bool) -> None:
+        await self._refuse_agents_money_control(
+            "UPDATE_MODEL_GATEWAY_CONFIG", {"updatedFields": [name]}, _CREDENTIALS
+        )
         if validate:
             try:
                 accepted = await self.gateway.openrouter.validate_key(key)
@@ -181,6 +222,7 @@ class Admin:
         self._changed()
 
     async def delete_credential(self, name: str) -> bool:
+        await self._refuse_agents_money_control("DELETE_MODEL_GATEWAY_KEY", {"name": name}, _CREDENTIALS)
         async with self.db.as_owner() as cur:
             await cur.execute("delete from ai.credentials where name = %s returning name", (name,))
             deleted = await cur.fetchone() is not None
@@ -199,17 +241,13 @@ class Admin:
         itself, would be kept in the change request for the agent to read). An agent calls the gateway
         with its own key instead, within its budget; listing and revoking keys stay open to it. The
         refusal is audited."""
-        if self.actor.principal.agent is None:
-            return
         error = GatewayError(
             403,
             "Agent keys cannot create gateway keys: a gateway key spends the project's money and would "
             "outlive the agent key.",
             code="agent_cannot_mint_keys",
         )
-        details = {"name": name, "error": error.message}
-        await audit.record(self.db, self.actor, "CREATE_GATEWAY_KEY", "AI", details, outcome="refused")
-        raise error
+        await self._refuse_agent("CREATE_GATEWAY_KEY", {"name": name}, error)
 
     async def create_key(
         self, name: str, models: list[str] | None, max_tokens: int | None, limits: dict[str, Any]
@@ -308,14 +346,53 @@ class Admin:
 
     async def put_limits(self, scope: str, subject: str, values: dict[str, Any]) -> dict[str, Any]:
         async with self.db.as_owner() as cur:
-            await self._put_limits(cur, scope, subject, values)
-            await self._audit(
-                cur, "SET_AI_LIMITS", {"scope": scope, "subject": subject, "limits": _jsonable(values)}
-            )
+            raised = await self._raised_by_agent(cur, scope, subject, values)
+            details = {"scope": scope, "subject": subject, "limits": _jsonable(values)}
+            if raised is not None:  # nothing written; the refusal alone commits
+                details["error"] = raised.message
+                await audit.record(cur, self.actor, "SET_AI_LIMITS", "AI", details, outcome="refused")
+            else:
+                await self._put_limits(cur, scope, subject, values)
+                await self._audit(cur, "SET_AI_LIMITS", details)
+        if raised is not None:
+            raise raised
         self._changed()
         return {"scope": scope, "subject": subject, **_limits_json(values)}
 
+    async def _raised_by_agent(
+        self, cur: Any, scope: str, subject: str, values: dict[str, Any]
+    ) -> GatewayError | None:
+        """Why an agent key's new limits for `scope/subject` are refused: they raise or remove one that
+        applies now (None: a person's, or every limit kept at or below its value). Limits bound the spending
+        `ai:write` allows, the agent's own budget (`agent/<id>`, else `agent/*`) and the project's caps among
+        them, so an agent may only tighten them; lifting one needs a person, as minting a gateway key does.
+        Compared with what applies to the subject now, as `limits.applicable_rules` picks it: its own row,
+        else, for users, agents and anon clients, the default row (`*`), so that a new row of its own cannot
+        lift an agent past the default. The table is locked against other writes (reads go on) until the
+        write commits, so a person's change made meanwhile is not overwritten by a check made before it."""
+        if self.actor.principal.agent is None:
+            return None
+        await cur.execute("lock table ai.limits in share row exclusive mode")
+        fallback = subject if scope in ("project", "key") else "*"
+        await cur.execute(
+            "select * from ai.limits where scope = %s and subject in (%s, %s) order by subject = '*'",
+            (scope, subject, fallback),
+        )
+        rows = await cur.fetchall()
+        current = rows[0] if rows else {}
+        for column in LIMIT_FIELDS:
+            now, new = current.get(column), values.get(column)
+            if now is not None and (new is None or new > now):
+                name = {v: k for k, v in _LIMIT_NAMES.items()}[column]
+                after = "no limit" if new is None else _number(new)
+                return _agent_cannot_raise(
+                    f"{name} of {scope}/{subject} would go from {_number(now)} to {after}."
+                )
+        return None
+
     async def delete_limits(self, scope: str, subject: str) -> None:
+        error = _agent_cannot_raise(f"removing the limits of {scope}/{subject} needs a person.")
+        await self._refuse_agent("DELETE_AI_LIMITS", {"scope": scope, "subject": subject}, error)
         async with self.db.as_owner() as cur:
             await cur.execute(
                 "delete from ai.limits where scope = %s and subject = %s returning scope", (scope, subject)
@@ -337,6 +414,7 @@ class Admin:
 
     async def put_policy(self, values: dict[str, Any]) -> dict[str, Any]:
         """The whole policy, in InsForge's field names (`admin_requests.PolicyUpdate`)."""
+        await self._refuse_agents_money_control("UPDATE_AI_POLICY", values, _POLICY)
         async with self.db.as_owner() as cur:
             await cur.execute(
                 "update ai.policy set allowed_models = %s, max_tokens_cap = %s, cache_enabled = %s, "
@@ -363,6 +441,8 @@ class Admin:
             ]
 
     async def put_provider(self, name: str, base_url: str, api_key: str | None) -> dict[str, Any]:
+        details = {"name": name, "baseUrl": base_url, "withKey": api_key is not None}
+        await self._refuse_agents_money_control("PUT_AI_PROVIDER", details, _PROVIDERS)
         provider = OpenAICompatibleProvider(name, base_url, self.gateway.client)
         if api_key:
             try:
@@ -410,6 +490,7 @@ class Admin:
         }
 
     async def delete_provider(self, name: str) -> None:
+        await self._refuse_agents_money_control("DELETE_AI_PROVIDER", {"name": name}, _PROVIDERS)
         async with self.db.as_owner() as cur:
             await cur.execute("delete from ai.providers where name = %s returning name", (name,))
             if await cur.fetchone() is None:
@@ -427,6 +508,7 @@ class Admin:
 
     async def put_price(self, model_id: str, per_token: dict[str, Decimal]) -> dict[str, Any]:
         """`per_token`: prompt and completion in USD per token, request and image in USD each."""
+        await self._refuse_agents_money_control("SET_AI_MODEL_PRICE", {"modelId": model_id}, _PRICES)
         async with self.db.as_owner() as cur:
             await cur.execute(
                 "insert into ai.model_prices (model_id, prompt, completion, request, image) "
@@ -440,6 +522,7 @@ class Admin:
         return _price_json({"model_id": model_id, **per_token})
 
     async def delete_price(self, model_id: str) -> None:
+        await self._refuse_agents_money_control("DELETE_AI_MODEL_PRICE", {"modelId": model_id}, _PRICES)
         async with self.db.as_owner() as cur:
             await cur.execute(
                 "delete from ai.model_prices where model_id = %s returning model_id", (model_id,)
@@ -448,6 +531,17 @@ class Admin:
                 raise GatewayError(404, f"No price is set for {model_id}.", code="not_found")
             await self._audit(cur, "DELETE_AI_MODEL_PRICE", {"modelId": model_id})
         self._changed()
+
+
+def _agent_cannot_raise(why: str) -> GatewayError:
+    return GatewayError(
+        403, f"Agent keys cannot raise or remove AI limits: {why}", code="agent_cannot_raise_limits"
+    )
+
+
+def _number(value: Any) -> str:
+    """A limit as people write it: 0.5, 100 (not Decimal's 0.500000 or 1E+2)."""
+    return format(value.normalize(), "f") if isinstance(value, Decimal) else str(value)
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:

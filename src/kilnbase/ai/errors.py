@@ -88,6 +88,11 @@ _NEXT_BY_CODE = {
     "upstream_rate_limited": "Retry later (after the Retry-After seconds, when given), or use another model.",
     "agent_cannot_mint_keys": "Ask a person with admin rights (the project's API key) to create the key; an "
     "agent calls the gateway (/v1) with its own key, within its model budget (agent limits).",
+    "agent_cannot_raise_limits": "Ask a person with admin rights (the project's API key) to raise or remove "
+    "it; an agent may lower limits (PUT /api/ai/limits/{scope}/{subject}, keeping every current limit at or "
+    "below its value).",
+    "agent_money_control": "Ask a person with admin rights (the project's API key) to make this change; an "
+    "agent may lower limits (PUT /api/ai/limits/{scope}/{subject}) but not change what they count.",
     "limits_unavailable": "Retry shortly; the server's Redis (KILNBASE_AI_REDIS_URL or REDIS_URL) must be "
     "reachable.",
 }

@@ -243,7 +243,8 @@ def ai_tools(ai: AiService) -> list[Tool]:
         Tool("get-ai-limits", "The gateway's rate and spend limits, by scope and subject.", get_ai_limits),
         Tool(
             "put-ai-limits",
-            "Set the rate and spend limits of a scope and subject (absent: no such limit).",
+            "Set the rate and spend limits of a scope and subject (absent: no such limit). An agent key may "
+            "only lower limits.",
             put_ai_limits,
             False,
         ),
