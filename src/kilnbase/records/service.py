@@ -310,18 +310,21 @@ class RecordsEngine:
     async def _explain(self, api: ApiRequest, snapshot: SchemaSnapshot, plans: PlanCache) -> RecordsResponse:
         """PostgREST's execution plan (`db-plan-enabled`): the statement the request would run, explained
         in its own transaction as the caller, in the format and with the options asked for. (With
-        `analyze` the statement runs; a write's transaction ends as any other's.)"""
+        `analyze` the statement runs; a write's transaction ends as any other's, and an agent key's write
+        is refused unless it rolls back: `_agent_analyzed_write`.)"""
         shape = api.shape
         plan_request = media_type.plan_request(shape.media)
         assert plan_request is not None
         statement, read_only = self._statement_of(api, snapshot, plans)
+        rollback = self._rollback(api)
+        agents_write = api.principal.agent is not None and not read_only and not rollback
+        if agents_write and "analyze" in plan_request.options:
+            raise _agent_analyzed_write()
         options = ", ".join(
             ["FORMAT " + plan_request.format.upper(), *(o.upper() for o in plan_request.options)]
         )
         explain = Sql().add(f"EXPLAIN ({options}) ").extend(statement)
-        async with self.database.as_caller(
-            api.principal, read_only=read_only, rollback=self._rollback(api)
-        ) as cur:
+        async with self.database.as_caller(api.principal, read_only=read_only, rollback=rollback) as cur:
             await cur.execute(explain.text, explain.params)
         rows = [next(iter(row.values())) for row in await cur.fetchall()]
         if plan_request.format == "json":
@@ -378,6 +381,24 @@ def _unfiltered_agent_write(plan: MutatePlan, every: int | None = None) -> ApiEr
         f"An agent key may not {verb} every row of {plan.table.name}: {why}",
         "Add a filter naming the rows, such as ?id=eq.1; to change every row, use run-raw-sql "
         "(POST /api/database/advance/rawsql), which waits for a person's approval.",
+    )
+
+
+def _agent_analyzed_write() -> ApiError:
+    """An agent key's write (or call of a routine that may write) explained with `analyze`, in a
+    transaction that commits: EXPLAIN ANALYZE runs the statement, so this would be the write itself, past
+    the checks an agent's writes pass on their own path (`_unfiltered_agent_write`, `_WholeTableGuard`, and
+    whatever joins them). Refused rather than checked here: the plan without `analyze` shows the statement,
+    the write itself runs it, and with `Prefer: tx=rollback` (where the server allows it) the analyzed write
+    changes nothing; so the refusal costs an agent nothing it needs, and no check has to be made twice.
+    Reads, and people's plans, are as in PostgREST."""
+    return ApiError(
+        403,
+        "FORBIDDEN",
+        "An agent key may not run a write through its execution plan (options=analyze): EXPLAIN ANALYZE "
+        "runs the write, past the checks an agent's writes pass.",
+        "Ask for the plan without analyze, or with Prefer: tx=rollback where the server allows it "
+        "(KILNBASE_DB_TX_END=...-allow-override); send the write itself to run it.",
     )
 
 
