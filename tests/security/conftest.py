@@ -51,3 +51,21 @@ def admin_table(client: TestClient, admin: dict[str, str], prefix: str, notes: l
     made = client.post("/api/database/advance/rawsql", headers=admin, json={"query": query})
     assert made.status_code == 200, made.text
     return name
+
+
+def table_notes(owner_sql: OwnerSql, table: str) -> list[tuple[object, object]]:
+    """The rows of an `admin_table`, as (id, note), by id."""
+    return [(row["id"], row["note"]) for row in owner_sql(f"select id, note from public.{table} order by id")]
+
+
+#: An `admin_table` of three notes worth keeping, as `table_notes` reads it.
+KEPT = [(1, "keep"), (2, "keep"), (3, "keep")]
+
+
+def assert_forbidden(response: Any, words: str, next_action: str) -> None:
+    """A 403 in InsForge's shape (`FORBIDDEN`) whose message says `words` and whose next action names
+    `next_action`."""
+    assert response.status_code == 403, response.text
+    body = response.json()
+    assert body["error"] == "FORBIDDEN" and words in body["message"], body
+    assert next_action in body["nextActions"], body

@@ -9,11 +9,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from kilnbase.config import RecordsSettings, Settings
-from tests.security.conftest import OwnerSql, admin_table
+from tests.security.conftest import KEPT, OwnerSql, admin_table, assert_forbidden, table_notes
 from tests.support.app import agent_headers
 
 ANALYZE = "application/vnd.pgrst.plan+json; options=analyze"
-KEPT = [(1, "keep"), (2, "keep"), (3, "keep")]
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +27,6 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
 @pytest.fixture
 def three_rows(client: TestClient, admin: dict[str, str]) -> str:
     return admin_table(client, admin, "planned", ["keep"] * 3)
-
-
-def notes(owner_sql: OwnerSql, table: str) -> list[tuple[object, object]]:
-    return [(row["id"], row["note"]) for row in owner_sql(f"select id, note from public.{table} order by id")]
 
 
 @pytest.mark.parametrize(
@@ -58,11 +53,8 @@ def test_an_agents_write_is_not_run_through_its_plan(
     agent = agent_headers(client, admin, ["records:write"], "explainer")
     url = f"/api/database/records/{three_rows}?{query}"
     refused = client.request(method, url, headers={**agent, "Accept": ANALYZE}, json=body)
-    assert refused.status_code == 403, refused.text
-    error = refused.json()
-    assert error["error"] == "FORBIDDEN" and "options=analyze" in error["message"]
-    assert "tx=rollback" in error["nextActions"]
-    assert notes(owner_sql, three_rows) == KEPT
+    assert_forbidden(refused, "options=analyze", "tx=rollback")
+    assert table_notes(owner_sql, three_rows) == KEPT
 
 
 def test_an_agents_plan_without_effect_is_still_answered(
@@ -78,8 +70,8 @@ def test_an_agents_plan_without_effect_is_still_answered(
     assert rolled_back.status_code == 200 and "Actual Rows" in rolled_back.text, rolled_back.text
     read = client.get(url, headers={**agent, "Accept": ANALYZE})
     assert read.status_code == 200 and "Actual Rows" in read.text, read.text
-    assert notes(owner_sql, three_rows) == KEPT
+    assert table_notes(owner_sql, three_rows) == KEPT
 
     by_person = client.delete(f"{url}?id=eq.3", headers={**admin, "Accept": ANALYZE})
     assert by_person.status_code == 200, by_person.text
-    assert notes(owner_sql, three_rows) == KEPT[:2]
+    assert table_notes(owner_sql, three_rows) == KEPT[:2]

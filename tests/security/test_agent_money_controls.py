@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from tests.security.conftest import OwnerSql
+from tests.security.conftest import OwnerSql, assert_forbidden
 from tests.support.app import mcp_call
 
 LIMITS = "/api/ai/limits"
@@ -41,10 +41,7 @@ def refused_outcomes(owner_sql: OwnerSql, action: str, agent: str) -> list[objec
 
 
 def assert_refused(response: Any, words: str) -> None:
-    assert response.status_code == 403, response.text
-    body = response.json()
-    assert body["error"] == "FORBIDDEN" and words in body["message"], body
-    assert "person" in body["nextActions"]
+    assert_forbidden(response, words, "person")
 
 
 @pytest.fixture

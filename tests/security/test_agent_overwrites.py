@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from starlette.testclient import TestClient
 
-from tests.security.conftest import OwnerSql, admin_table
+from tests.security.conftest import KEPT, OwnerSql, admin_table, assert_forbidden, table_notes
 from tests.support.app import agent_headers, mcp_call
 
 
@@ -102,13 +102,6 @@ def three_rows(client: TestClient, admin: dict[str, str]) -> str:
     return admin_table(client, admin, "rows", ["keep"] * 3)
 
 
-def notes(owner_sql: OwnerSql, table: str) -> list[tuple[object, object]]:
-    return [(row["id"], row["note"]) for row in owner_sql(f"select id, note from public.{table} order by id")]
-
-
-KEPT = [(1, "keep"), (2, "keep"), (3, "keep")]
-
-
 @pytest.mark.parametrize("method", ["DELETE", "PATCH"])
 @pytest.mark.parametrize(
     ("query", "prefer"),
@@ -136,11 +129,8 @@ def test_an_agents_filter_that_matches_every_row_is_refused(
     body = {"note": "gone"} if method == "PATCH" else None
     records = f"/api/database/records/{three_rows}"
     refused = client.request(method, f"{records}?{query}", headers=headers, json=body)
-    assert refused.status_code == 403, refused.text
-    error = refused.json()
-    assert error["error"] == "FORBIDDEN" and "matched all 3 rows" in error["message"]
-    assert "run-raw-sql" in error["nextActions"]
-    assert notes(owner_sql, three_rows) == KEPT
+    assert_forbidden(refused, "matched all 3 rows", "run-raw-sql")
+    assert table_notes(owner_sql, three_rows) == KEPT
 
 
 def test_an_agents_filter_that_leaves_a_row_runs(
@@ -152,7 +142,7 @@ def test_an_agents_filter_that_leaves_a_row_runs(
     records = f"/api/database/records/{three_rows}"
     patched = client.patch(f"{records}?id=lte.2", headers=agent, json={"note": "seen"})
     assert patched.status_code == 204, patched.text
-    assert notes(owner_sql, three_rows) == [(1, "seen"), (2, "seen"), (3, "keep")]
+    assert table_notes(owner_sql, three_rows) == [(1, "seen"), (2, "seen"), (3, "keep")]
     deleted = client.delete(f"{records}?id=eq.3", headers=agent)
     assert deleted.status_code == 204, deleted.text
     both = client.delete(f"{records}?id=gte.0", headers=agent)
@@ -160,14 +150,14 @@ def test_an_agents_filter_that_leaves_a_row_runs(
     assert client.delete(f"{records}?id=eq.2", headers=agent).status_code == 204
     only = client.patch(f"{records}?id=gte.0", headers=agent, json={"note": "last"})
     assert only.status_code == 204, only.text  # a table's only row: what a filter naming one row changes
-    assert notes(owner_sql, three_rows) == [(1, "last")]
+    assert table_notes(owner_sql, three_rows) == [(1, "last")]
     none = client.delete(f"{records}?id=gt.100", headers=agent)
     assert none.status_code == 204, none.text
 
     client.post(records, headers=admin, json=[{"id": 2, "note": "x"}, {"id": 3, "note": "y"}])
     person = client.patch(f"{records}?id=not.is.null", headers=admin, json={"note": "all"})
     assert person.status_code == 204, person.text
-    assert notes(owner_sql, three_rows) == [(1, "all"), (2, "all"), (3, "all")]
+    assert table_notes(owner_sql, three_rows) == [(1, "all"), (2, "all"), (3, "all")]
 
 
 def stored_bytes(client: TestClient, admin: dict[str, str], bucket: str, key: str) -> bytes:
