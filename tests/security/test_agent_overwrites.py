@@ -5,6 +5,8 @@ credential that spends the project's money."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import secrets
 from datetime import UTC, datetime, timedelta
 
@@ -238,3 +240,57 @@ def test_an_agents_replacement_that_cannot_wait_is_refused(
     assert stored_bytes(client, admin, bucket, key) == b"keep"
     pending = client.get("/api/approvals", headers=admin).json()
     assert not [r for r in pending if r["arguments"].get("bucketName") == bucket]  # nothing to approve
+
+
+def test_a_held_upload_is_listed_by_its_size_and_hash(
+    client: TestClient, admin: dict[str, str], kept_file: tuple[str, str]
+) -> None:
+    """A held upload keeps its file (up to 4 MB, as base64) in the change request; lists, the agent's polls
+    and the decisions show the file's size and SHA-256 instead of its bytes, and `GET /api/approvals/:id`
+    shows the call in full. Approved, it stores exactly the bytes that were held."""
+    bucket, key = kept_file
+    agent = agent_headers(client, admin, ["storage:write"], "bulky")
+    data = secrets.token_bytes(3 * 1024 * 1024)
+    digest, encoded = hashlib.sha256(data).hexdigest(), base64.b64encode(data).decode()
+    objects = f"/api/storage/buckets/{bucket}/objects"
+    held = client.put(f"{objects}/{key}", headers=agent, files={"file": ("a.bin", data, "application/pdf")})
+    assert held.status_code == 202, held.text
+    request_id = held.json()["changeRequestId"]
+    text_call = mcp_call(
+        client, agent, "upload-object", {"bucketName": bucket, "key": key, "text": "tool text"}
+    )
+    text_id = json.loads(text_call)["changeRequestId"]
+    garbled: dict[str, object] = {"bucketName": bucket, "key": key, "base64Data": "not base64!"}
+    garbled_id = json.loads(mcp_call(client, agent, "upload-object", garbled))["changeRequestId"]
+
+    file = {"argument": "base64Data", "bytes": len(data), "sha256": digest}
+    listed = client.get("/api/approvals?status=pending", headers=admin)
+    assert listed.status_code == 200 and encoded[:100] not in listed.text, listed.text[:500]
+    entries = {entry["id"]: entry for entry in listed.json()}
+    assert entries[request_id]["arguments"] == {
+        "bucketName": bucket,
+        "key": key,
+        "contentType": "application/pdf",
+    }
+    assert entries[request_id]["file"] == file
+    text_file = {"argument": "text", "bytes": 9, "sha256": hashlib.sha256(b"tool text").hexdigest()}
+    assert entries[text_id]["file"] == text_file and "text" not in entries[text_id]["arguments"]
+    assert entries[garbled_id]["file"] == {"argument": "base64Data", "bytes": None, "sha256": None}
+    polls: list[tuple[str, dict[str, object]]] = [
+        ("list-change-requests", {"status": "pending"}),
+        ("get-change-request", {"changeRequestId": request_id}),
+    ]
+    for tool, arguments in polls:
+        shown = mcp_call(client, agent, tool, arguments)
+        assert digest in shown and encoded[:100] not in shown and len(shown) < 10_000, shown[:500]
+
+    one = client.get(f"/api/approvals/{request_id}", headers=admin)
+    assert one.status_code == 200 and one.json()["arguments"]["base64Data"] == encoded
+    assert one.json()["file"] == file
+    approved = client.post(f"/api/approvals/{request_id}/approve", headers=admin, json={})
+    assert approved.status_code == 200 and approved.json()["status"] == "done", approved.text[:500]
+    assert "base64Data" not in approved.json()["arguments"] and approved.json()["file"] == file
+    assert stored_bytes(client, admin, bucket, key) == data
+    rejected = client.post(f"/api/approvals/{text_id}/reject", headers=admin, json={})
+    assert rejected.status_code == 200 and rejected.json()["file"] == text_file, rejected.text
+    assert stored_bytes(client, admin, bucket, key) == data

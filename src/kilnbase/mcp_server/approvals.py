@@ -11,6 +11,10 @@ not decided within 24 hours expires. Calls by people are never held: the gate is
 An agent key reads only its own requests: another key's arguments and results may hold what this key's
 scopes do not reach. People with admin rights read all, and so does a key allowed to approve, which is
 there to decide other keys' requests and should not decide blind.
+
+A held upload's file (up to 4 MB) is shown by its size and SHA-256 wherever requests are listed, polled or
+decided; only `GET /api/approvals/:id` (`get(..., in_full=True)`) shows the call with its bytes, and an
+approval runs the call as it was stored.
 """
 
 from __future__ import annotations
@@ -33,9 +37,29 @@ STATUSES = ("pending", "running", "done", "failed", "rejected", "expired")
 #: without the gate.
 Execute = Callable[[str, Actor, dict[str, Any], str], Awaitable[str]]
 
-_COLUMNS = (
-    "id::text, status, tool, arguments, reason, dry_run, requested_by, agent_key::text, session, created_at, "
+_OTHER_COLUMNS = (
+    "id::text, status, tool, reason, dry_run, requested_by, agent_key::text, session, created_at, "
     "expires_at, decided_by, decided_at, decision_note, result"
+)
+#: A held upload's file: `upload-object`'s `base64Data` (decoded when it is base64, checked first, so that a
+#: malformed one cannot fail the list) or `text`. Postgres reads it and hands on its size and SHA-256 only.
+_FILE = """(select case when f.argument is not null then jsonb_build_object('argument', f.argument,
+    'bytes', octet_length(f.content), 'sha256', encode(sha256(f.content), 'hex')) end
+  from (select
+    case when tool <> 'upload-object' then null
+      when jsonb_typeof(arguments->'base64Data') = 'string' then 'base64Data'
+      when jsonb_typeof(arguments->'text') = 'string' then 'text' end as argument,
+    case when tool <> 'upload-object' then null
+      when arguments->>'base64Data' ~ '^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$'
+        then decode(arguments->>'base64Data', 'base64')
+      else convert_to(arguments->>'text', 'UTF8') end as content) as f) as file"""
+#: A request with its call in full: what an approval runs, and what `GET /api/approvals/:id` shows.
+_COLUMNS = f"{_OTHER_COLUMNS}, arguments, {_FILE}"
+#: A request as lists, polls and decisions show it: a held upload's file by its size and hash (`file`), not
+#: its bytes (up to 4 MB, 5.6 MB as base64, for each request listed).
+_SHOWN_COLUMNS = (
+    f"{_OTHER_COLUMNS}, case when tool = 'upload-object' then arguments - 'base64Data' - 'text' "
+    f"else arguments end as arguments, {_FILE}"
 )
 
 
@@ -45,6 +69,7 @@ def _json(row: Mapping[str, Any]) -> dict[str, Any]:
         "status": row["status"],
         "tool": row["tool"],
         "arguments": row["arguments"],
+        "file": row["file"],
         "reason": row["reason"],
         "dryRun": row["dry_run"],
         "requestedBy": row["requested_by"],
@@ -108,12 +133,15 @@ class Approvals:
             "get-change-request with this id for the outcome.",
         }
 
-    async def get(self, actor: Actor, request_id: str) -> dict[str, Any]:
+    async def get(self, actor: Actor, request_id: str, *, in_full: bool = False) -> dict[str, Any]:
+        """One request; `in_full`, with a held upload's file in its arguments (for the person deciding it,
+        by REST), else by its size and hash (for an agent polling it)."""
         require_admin_actor(actor)
+        columns = _COLUMNS if in_full else _SHOWN_COLUMNS
         async with self.database.as_owner() as cur:
             await self._expire(cur)
             await cur.execute(
-                f"select {_COLUMNS} from system.change_requests where id::text = %s "
+                f"select {columns} from system.change_requests where id::text = %s "
                 "and (%s::uuid is null or agent_key = %s::uuid)",
                 (request_id, *[_only_requests_of(actor)] * 2),
             )
@@ -127,8 +155,9 @@ class Approvals:
         async with self.database.as_owner() as cur:
             await self._expire(cur)
             await cur.execute(
-                f"select {_COLUMNS} from system.change_requests where (%s::text is null or status = %s) "
-                "and (%s::uuid is null or agent_key = %s::uuid) order by created_at desc limit %s",
+                f"select {_SHOWN_COLUMNS} from system.change_requests "
+                "where (%s::text is null or status = %s) and (%s::uuid is null or agent_key = %s::uuid) "
+                "order by created_at desc limit %s",
                 (status, status, *[_only_requests_of(actor)] * 2, limit),
             )
             return [_json(row) for row in await cur.fetchall()]
@@ -144,12 +173,17 @@ class Approvals:
                 "A person with admin rights, or another agent key created with canApprove, decides it.",
             )
 
-    async def _decide(self, actor: Actor, request_id: str, status: str, note: str | None) -> dict[str, Any]:
-        """Move a pending request to `status`, once: a second decision finds it no longer pending."""
+    async def _decide(
+        self, actor: Actor, request_id: str, status: str, note: str | None, returning: str = _SHOWN_COLUMNS
+    ) -> dict[str, Any]:
+        """Move a pending request to `status`, once: a second decision finds it no longer pending. The
+        request as `returning` reads it (the call in full only for the approval that runs it)."""
         async with self.database.as_owner() as cur:
             await self._expire(cur)
             await cur.execute(
-                f"select {_COLUMNS} from system.change_requests where id::text = %s for update", (request_id,)
+                "select status, tool, agent_key::text from system.change_requests where id::text = %s "
+                "for update",
+                (request_id,),
             )
             row = await cur.fetchone()
             if row is None:
@@ -164,7 +198,7 @@ class Approvals:
                 )
             await cur.execute(
                 "update system.change_requests set status = %s, decided_by = %s, decided_at = now(), "
-                f"decision_note = %s where id::text = %s returning {_COLUMNS}",
+                f"decision_note = %s where id::text = %s returning {returning}",
                 (status, actor.name, note, request_id),
             )
             decided = await cur.fetchone()
@@ -179,7 +213,7 @@ class Approvals:
         return _json(await self._decide(actor, request_id, "rejected", note))
 
     async def approve(self, actor: Actor, request_id: str, note: str | None) -> dict[str, Any]:
-        row = await self._decide(actor, request_id, "running", note)
+        row = await self._decide(actor, request_id, "running", note, returning=_COLUMNS)
         key = self.agent_keys.by_id(row["agent_key"])
         status: str = "failed"
         result: Any = None
@@ -198,7 +232,7 @@ class Approvals:
             async with self.database.as_owner() as cur:
                 await cur.execute(
                     f"update system.change_requests set status = %s, result = %s::jsonb where id::text = %s "
-                    f"returning {_COLUMNS}",
+                    f"returning {_SHOWN_COLUMNS}",
                     (status, orjson.dumps(result, default=str).decode(), request_id),
                 )
                 done = await cur.fetchone()

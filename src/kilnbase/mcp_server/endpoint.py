@@ -143,7 +143,8 @@ class ApprovalRoutes:
         return json_response(await self.approvals.list_requests(admin_actor(request), status, limit))
 
     async def get(self, request: Request) -> Response:
-        return json_response(await self.approvals.get(admin_actor(request), request.path_params["id"]))
+        actor, request_id = admin_actor(request), request.path_params["id"]
+        return json_response(await self.approvals.get(actor, request_id, in_full=True))
 
     async def approve(self, request: Request) -> Response:
         actor = admin_actor(request)
