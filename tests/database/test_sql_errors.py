@@ -102,3 +102,15 @@ def test_the_dry_run_takes_what_applying_takes(
     only_sql = client.post(f"{MIGRATIONS}/dry-run", json={"sql": "select 1"}, headers=admin)
     assert (only_sql.status_code, only_sql.json()["valid"]) == (200, True)
     assert client.post(MIGRATIONS, json=body, headers=admin).status_code == 201
+
+
+@pytest.mark.parametrize("path", [RAW, f"{RAW}/unrestricted"])
+def test_more_params_than_postgres_takes_is_a_400_not_an_outage(
+    client: TestClient, admin: dict[str, str], path: str
+) -> None:
+    """libpq refuses more than 65535 values before sending anything (no SQLSTATE): the request's mistake."""
+    response = client.post(path, json={"query": "select $1::int as n", "params": [1] * 65536}, headers=admin)
+    status, error, message = error_of(response)
+    assert (status, error) == (400, "INVALID_INPUT"), response.text
+    assert "65535" in message
+    assert "retry-after" not in response.headers

@@ -309,3 +309,19 @@ def test_get_arguments_and_filters(client: TestClient, admin: dict[str, str]) ->
 def test_a_json_body_hints_at_a_similar_function(client: TestClient, admin: dict[str, str]) -> None:
     response = client.post(f"{RPC}/unnamed_int_param", headers=admin, json={"x": 1, "y": 2})
     assert response.json()["hint"] == "Perhaps you meant to call the function public.unnamed_text_param"
+
+
+def test_a_function_raising_a_connection_sqlstate_answers_with_its_own_error(
+    client: TestClient, admin: dict[str, str], database_url: str
+) -> None:
+    """As PostgREST: class 08 is a 503, with the function's SQLSTATE and message (say, dblink's remote server
+    gone), not PGRST000, which says Kilnbase's own connection to the database is lost."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION remote_gone() RETURNS int LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'could not reach the remote server' USING ERRCODE = '08006'; END $$"
+        )
+    response = client.post(f"{RPC}/remote_gone", headers={**admin, **JSON_HEADERS}, content="{}")
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert (body["code"], body["message"]) == ("08006", "could not reach the remote server")

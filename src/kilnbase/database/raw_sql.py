@@ -28,6 +28,8 @@ from kilnbase.identity.actor import Actor
 
 #: The scope a credential needs for owner-level SQL (credentials without scopes have every scope).
 OWNER_SQL_SCOPE = "database:owner-sql"
+#: The most values one statement takes: the protocol counts them in 16 bits.
+MAX_PARAMS = 65535
 
 
 @dataclass
@@ -83,6 +85,14 @@ def check_allowed(
             "INVALID_INPUT",
             "query must contain at least one SQL statement",
             "Send at least one statement as query, not only comments or semicolons.",
+        )
+    if len(params) > MAX_PARAMS:
+        # libpq refuses the statement before sending it, with no SQLSTATE, which reads as a lost connection.
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            f"params can hold at most {MAX_PARAMS} values (PostgreSQL's limit for one statement)",
+            "Send fewer values: pass a list as one array parameter ($1::int[]), or split the work.",
         )
     if params and len(statements) > 1:
         raise ApiError(

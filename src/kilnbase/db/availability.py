@@ -38,13 +38,17 @@ class DatabaseUnavailable(PoolTimeout):
 def is_unavailable(exc: BaseException) -> bool:
     """Whether `exc` says the database could not be reached, rather than that a statement failed: no
     connection came (`PoolTimeout`), the connection broke (no SQLSTATE: no server answered), a connection
-    was refused (class 08) or the server is shutting down or starting (57P01-57P03)."""
+    was refused (class 08) or the server is shutting down or starting (57P01-57P03). An error the server
+    sent at ERROR severity is a statement's, whatever its SQLSTATE: the session goes on (a function, dblink
+    or postgres_fdw raising 08006 or 57P01 about another server)."""
     if isinstance(exc, PoolTimeout):
         return True
     if not isinstance(exc, psycopg.OperationalError):
         return False
     sqlstate = exc.sqlstate
     if sqlstate == "08P01":  # a protocol violation (say, too few bind parameters) is the statement's
+        return False
+    if sqlstate is not None and exc.diag.severity_nonlocalized == "ERROR":
         return False
     return sqlstate is None or sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03")
 
