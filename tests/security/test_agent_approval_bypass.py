@@ -317,8 +317,11 @@ def test_an_agents_sql_that_names_its_rows_still_runs(
     [
         "DELETE FROM public.{table}; SELECT count(*) FROM auth.users",
         "DELETE FROM realtime.messages; DELETE FROM public.{table} WHERE id = 1",
+        "INSERT INTO storage.objects (bucket, key, size) SELECT bucket, key, 0 FROM storage.objects "
+        "ON CONFLICT (bucket, key) DO UPDATE SET blob_id = gen_random_uuid(), size = 0; "
+        "DELETE FROM public.{table} WHERE id = 1",
     ],
-    ids=["hidden-by-a-read", "kilnbase-rows"],
+    ids=["hidden-by-a-read", "kilnbase-rows", "kilnbase-rows-by-upsert"],
 )
 def test_an_agents_sql_naming_kilnbases_schemas_is_still_rated(
     client: TestClient, writer: dict[str, str], important: str, owner_sql: OwnerSql, sql: str

@@ -216,6 +216,28 @@ def test_an_agent_replacing_a_stored_file_waits_for_approval(
     assert stored_bytes(client, admin, bucket, key) == b"mine"
 
 
+def test_an_agents_sql_that_rewrites_a_stored_files_row_waits_for_approval(
+    client: TestClient, admin: dict[str, str], kept_file: tuple[str, str]
+) -> None:
+    """An upsert (`INSERT ... ON CONFLICT DO UPDATE`) is an UPDATE of the rows it conflicts with: over
+    `storage.objects` it points a file at other bytes (or none), which loses the old ones as a delete
+    does, so it waits for a person as an UPDATE of Kilnbase's own rows does."""
+    bucket, key = kept_file
+    agent = agent_headers(client, admin, ["database:write"], "upserter")
+    query = (
+        (
+            "INSERT INTO storage.objects (bucket, key, size) VALUES (%s, %s, 0) "
+            "ON CONFLICT (bucket, key) DO UPDATE SET blob_id = gen_random_uuid(), size = 0"
+        )
+        .replace("%s", "'{}'")
+        .format(bucket, key)
+    )
+    held = client.post("/api/database/advance/rawsql", headers=agent, json={"query": query})
+    assert held.status_code == 202, held.text
+    assert "storage.objects" in held.json()["reason"]
+    assert stored_bytes(client, admin, bucket, key) == b"keep"
+
+
 def test_an_agents_replacement_that_cannot_wait_is_refused(
     client: TestClient, admin: dict[str, str], kept_file: tuple[str, str]
 ) -> None:

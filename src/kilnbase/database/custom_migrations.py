@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 from pglast import ast
+from pglast.enums import OnConflictAction
 from psycopg.rows import dict_row
 
 from kilnbase.database import migration_risk, sql_guard
@@ -68,12 +69,13 @@ def _schemas_named(nodes: tuple[Any, ...], among: frozenset[str]) -> list[str]:
 
 
 def _kilnbase_rows_changed(nodes: tuple[Any, ...]) -> list[str]:
-    """The tables of Kilnbase's own schemas whose rows the statements delete, update, merge into or
-    truncate, wherever the statement sits (a WITH, a rule, a function's SQL body), as written."""
+    """The tables of Kilnbase's own schemas whose rows the statements delete, update (an upsert's ON
+    CONFLICT DO UPDATE among them), merge into or truncate, wherever the statement sits (a WITH, a rule, a
+    function's SQL body), as written."""
     targets: dict[str, None] = {}
     for node in nodes:
         for child in sql_guard.walk(node):
-            if isinstance(child, ast.DeleteStmt | ast.UpdateStmt | ast.MergeStmt):
+            if isinstance(child, ast.DeleteStmt | ast.UpdateStmt | ast.MergeStmt) or _upsert(child):
                 relations: tuple[Any, ...] = (child.relation,)
             elif isinstance(child, ast.TruncateStmt):
                 relations = tuple(child.relations or ())
@@ -86,6 +88,12 @@ def _kilnbase_rows_changed(nodes: tuple[Any, ...]) -> list[str]:
     return list(targets)
 
 
+def _upsert(node: Any) -> bool:
+    """An INSERT whose ON CONFLICT DO UPDATE rewrites the rows already there."""
+    conflict = node.onConflictClause if isinstance(node, ast.InsertStmt) else None
+    return conflict is not None and conflict.action == OnConflictAction.ONCONFLICT_UPDATE
+
+
 def agent_risks(sql: Any) -> list[str]:
     """Why an agent's SQL (raw SQL, a migration, an import) needs a person (empty: it does not): the dry
     run's factors when it rates the SQL DANGER, and any DELETE, UPDATE, MERGE or TRUNCATE of a table in
@@ -94,7 +102,8 @@ def agent_risks(sql: Any) -> list[str]:
     Unlike `dry_run`, SQL that names those schemas is rated, not called invalid: raw SQL and imports may read
     them, and the migration rule must not hide a wholesale delete written beside such a read. Their rows
     (users, files, realtime messages) have tools of their own, held where they destroy data, so SQL that
-    deletes or changes them waits for a person too (creating policies on them, or inserting, does not).
+    deletes or changes them waits for a person too (an upsert that updates among them; creating policies
+    on them, or inserting new rows, does not).
     SQL that does not parse, or that the guard refuses, is not held: it fails on its own."""
     if not isinstance(sql, str) or not sql.strip():
         return []
