@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from kilnbase.db.migrate import Migration, MigrationError, apply_migrations, discover
 from tests.support.postgres import TestCluster
@@ -88,3 +91,32 @@ def test_resumable_uploads_from_before_0201_keep_their_creator(empty_database: s
             ("anon", None, "anon"),
             ("user", "u-1", "authenticated"),
         ]
+
+
+def test_change_requests_from_before_0202_keep_their_files_size_and_hash(empty_database: str) -> None:
+    """Migration 0202 keeps a held upload's size and SHA-256 with its change request: the uploads held
+    before it (base64, text, or base64 that is not) are summarised as it applies; other calls have none."""
+    apply_migrations(empty_database, [m for m in discover() if m.version < 202])
+    calls = {
+        "base64": ("upload-object", {"key": "a", "base64Data": base64.b64encode(b"held bytes").decode()}),
+        "text": ("upload-object", {"key": "b", "text": "held text"}),
+        "garbled": ("upload-object", {"key": "c", "base64Data": "not base64!"}),
+        "drop": ("delete-table", {"tableName": "t"}),
+    }
+    with psycopg.connect(empty_database) as conn:
+        for reason, (tool, arguments) in calls.items():
+            conn.execute(
+                "insert into system.change_requests (tool, arguments, reason, requested_by, agent_key) "
+                "values (%s, %s, %s, 'agent:old', gen_random_uuid())",
+                (tool, Jsonb(arguments), reason),
+            )
+    apply_migrations(empty_database)
+    with psycopg.connect(empty_database) as conn:
+        rows = conn.execute("select reason, file_summary from system.change_requests").fetchall()
+    digest = {text: hashlib.sha256(text).hexdigest() for text in (b"held bytes", b"held text")}
+    assert dict(rows) == {
+        "base64": {"argument": "base64Data", "bytes": 10, "sha256": digest[b"held bytes"]},
+        "text": {"argument": "text", "bytes": 9, "sha256": digest[b"held text"]},
+        "garbled": {"argument": "base64Data", "bytes": None, "sha256": None},
+        "drop": None,
+    }

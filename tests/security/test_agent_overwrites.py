@@ -316,3 +316,27 @@ def test_a_held_upload_is_listed_by_its_size_and_hash(
     rejected = client.post(f"/api/approvals/{text_id}/reject", headers=admin, json={})
     assert rejected.status_code == 200 and rejected.json()["file"] == text_file, rejected.text
     assert stored_bytes(client, admin, bucket, key) == data
+
+
+def test_a_held_uploads_size_and_hash_are_stored_as_it_is_held(
+    client: TestClient, admin: dict[str, str], kept_file: tuple[str, str], owner_sql: OwnerSql
+) -> None:
+    """The file's size and SHA-256 are worked out once, when the call is held, and kept with the request:
+    listing (up to 200 requests of up to 4 MB each) reads them instead of decoding and hashing every file
+    again. A request held by a server from before they were kept (none stored) is listed the same."""
+    bucket, key = kept_file
+    agent = agent_headers(client, admin, ["storage:write"], "summed")
+    data = secrets.token_bytes(1024)
+    file = {"argument": "base64Data", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    objects = f"/api/storage/buckets/{bucket}/objects"
+    held = client.put(f"{objects}/{key}", headers=agent, files={"file": ("a.bin", data, "application/pdf")})
+    assert held.status_code == 202, held.text
+    request_id = held.json()["changeRequestId"]
+    stored = owner_sql("select file_summary from system.change_requests where id = %s", request_id)
+    assert stored == [{"file_summary": file}]
+
+    owner_sql("update system.change_requests set file_summary = null where id = %s", request_id)
+    listed = client.get("/api/approvals?status=pending", headers=admin).json()
+    assert [entry["file"] for entry in listed if entry["id"] == request_id] == [file]
+    one = client.get(f"/api/approvals/{request_id}", headers=admin).json()
+    assert one["file"] == file and one["arguments"]["base64Data"] == base64.b64encode(data).decode()

@@ -13,8 +13,8 @@ scopes do not reach. People with admin rights read all, and so does a key allowe
 there to decide other keys' requests and should not decide blind.
 
 A held upload's file (up to 4 MB) is shown by its size and SHA-256 wherever requests are listed, polled or
-decided; only `GET /api/approvals/:id` (`get(..., in_full=True)`) shows the call with its bytes, and an
-approval runs the call as it was stored.
+decided (summarised once, as the call is held); only `GET /api/approvals/:id` (`get(..., in_full=True)`)
+shows the call with its bytes, and an approval runs the call as it was stored.
 """
 
 from __future__ import annotations
@@ -41,18 +41,11 @@ _OTHER_COLUMNS = (
     "id::text, status, tool, reason, dry_run, requested_by, agent_key::text, session, created_at, "
     "expires_at, decided_by, decided_at, decision_note, result"
 )
-#: A held upload's file: `upload-object`'s `base64Data` (decoded when it is base64, checked first, so that a
-#: malformed one cannot fail the list) or `text`. Postgres reads it and hands on its size and SHA-256 only.
-_FILE = """(select case when f.argument is not null then jsonb_build_object('argument', f.argument,
-    'bytes', octet_length(f.content), 'sha256', encode(sha256(f.content), 'hex')) end
-  from (select
-    case when tool <> 'upload-object' then null
-      when jsonb_typeof(arguments->'base64Data') = 'string' then 'base64Data'
-      when jsonb_typeof(arguments->'text') = 'string' then 'text' end as argument,
-    case when tool <> 'upload-object' then null
-      when arguments->>'base64Data' ~ '^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$'
-        then decode(arguments->>'base64Data', 'base64')
-      else convert_to(arguments->>'text', 'UTF8') end as content) as f) as file"""
+#: A held upload's file, by its size and SHA-256 (`system.held_file_summary`), as the request was stored with
+#: it: summarised once, when the call was held, not on each listing. A request held by a server from before
+#: migration 0202 (several API processes on one database, upgraded one by one) has none stored: summarised
+#: as it is read.
+_FILE = "coalesce(file_summary, system.held_file_summary(tool, arguments)) as file"
 #: A request with its call in full: what an approval runs, and what `GET /api/approvals/:id` shows.
 _COLUMNS = f"{_OTHER_COLUMNS}, arguments, {_FILE}"
 #: A request as lists, polls and decisions show it: a held upload's file by its size and hash (`file`), not
@@ -118,8 +111,17 @@ class Approvals:
         async with self.database.as_owner() as cur:
             await cur.execute(
                 "insert into system.change_requests (tool, arguments, reason, requested_by, agent_key, "
-                f"session) values (%s, %s::jsonb, %s, %s, %s, %s) returning {_COLUMNS}",
-                (tool, orjson.dumps(arguments, default=str).decode(), reason, actor.name, agent.id, session),
+                "session, file_summary) values (%(tool)s, %(arguments)s::jsonb, %(reason)s, %(by)s, "
+                "%(agent)s, %(session)s, system.held_file_summary(%(tool)s, %(arguments)s::jsonb)) "
+                "returning id::text",
+                {
+                    "tool": tool,
+                    "arguments": orjson.dumps(arguments, default=str).decode(),
+                    "reason": reason,
+                    "by": actor.name,
+                    "agent": agent.id,
+                    "session": session,
+                },
             )
             row = await cur.fetchone()
             assert row is not None
