@@ -23,6 +23,7 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from typer._click import Context as CommandContext  # (typer's own copy of click: TyperGroup's type)
 from typer.core import TyperGroup
 
@@ -560,8 +561,18 @@ def approvals_list(
     for request in requests:
         console.print(
             f"[bold]{request['id']}[/] {request['status']:<8} {request['tool']} by {request['requestedBy']}: "
-            f"{request['reason']}\n    arguments: {json.dumps(request['arguments'])}"
+            f"{escape(request['reason'])}\n    arguments: {escape(json.dumps(request['arguments']))}"
         )
+        if request.get("file") is not None:
+            console.print(f"    file: {_held_file(request['file'])}")
+
+
+def _held_file(file: dict[str, Any]) -> str:
+    """A held upload's file as the list shows it (its bytes left out): its size and SHA-256, to compare with
+    the file the person expects."""
+    if file["bytes"] is None:
+        return f"{file['argument']} is not valid base64 (no size or hash)"
+    return f"{file['bytes']:,} bytes, sha256 {file['sha256']} (from {file['argument']})"
 
 
 @approvals_app.command(
@@ -575,7 +586,7 @@ def approvals_approve(
 ) -> None:
     """Approve a change request: its stored call runs once, as the agent that asked."""
     decided = _approvals_call(data_dir, url, "POST", f"/api/approvals/{request_id}/approve", {"note": note})
-    console.print(f"{decided['status']}: {json.dumps(decided['result'])}")
+    console.print(f"{decided['status']}: {escape(json.dumps(decided['result']))}")
 
 
 @approvals_app.command(
