@@ -37,7 +37,7 @@ from kilnbase.http.bind_check import bind_error
 from kilnbase.keys.project_keys import KeyConfigurationError, ProjectKeys, RotatedKeys, load_project_keys
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.secrets import project_key_rotation
-from kilnbase.server.data_dir_errors import data_dir_error_message
+from kilnbase.server.data_dir_errors import data_dir_error_message, data_dir_unwritable_message
 from kilnbase.server.database_startup import DatabaseStartupError, open_database
 from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
 from kilnbase.server.quiet_uvicorn import QuietServer
@@ -150,17 +150,17 @@ def _check_port_free(host: str, port: int) -> None:
 
 def _check_data_dir_writable(data_dir: Path) -> None:
     """Create the data dir and write a file in it, before anything else is started: a read-only disk, a full
-    one or a path through a file otherwise surfaced as a traceback from whichever step wrote first."""
+    one or a path through a file otherwise surfaced from whichever step wrote first. Said as every command
+    says a refusal of the data dir's disk (`data_dir_errors.py`)."""
+    probe = data_dir / f".write-check-{os.getpid()}"
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        probe = data_dir / f".write-check-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        _fail(
-            f"Cannot write to the data dir {data_dir} ({exc.strerror}). Choose a writable one with "
-            "--data-dir (or KILNBASE_DATA_DIR), or make this one writable, and start again."
-        )
+        if exc.filename is not None and Path(os.fsdecode(exc.filename)) == probe:
+            exc = OSError(exc.errno, exc.strerror)  # (the probe is ours: the data dir is what to name)
+        _fail(data_dir_unwritable_message(exc, data_dir))
 
 
 def _import_early(module: str) -> None:

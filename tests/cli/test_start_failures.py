@@ -139,8 +139,8 @@ def test_a_data_dir_that_cannot_be_written_is_named_without_a_traceback(scratch:
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert f"Cannot write to the data dir {blocked / 'data'}" in result.stderr
-    assert "--data-dir" in result.stderr
+    assert f"Kilnbase cannot use {blocked / 'data'} (Not a directory)" in result.stderr
+    assert "a part of that path is a file" in result.stderr and "--data-dir" in result.stderr
 
 
 def test_a_functions_host_port_in_use_is_said_and_not_announced(scratch: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kilnbase.server.data_dir_errors import data_dir_error_message
+from kilnbase.server.data_dir_errors import data_dir_error_message, data_dir_unwritable_message
 
 DATA_DIR = Path("/srv/project")
 
@@ -51,3 +51,13 @@ def test_other_errors_keep_their_traceback() -> None:
     assert isinstance(raised(errno.ECONNREFUSED), ConnectionRefusedError)
     assert data_dir_error_message(raised(errno.ECONNREFUSED), DATA_DIR) is None
     assert data_dir_error_message(raised(errno.EIO, "/srv/project/keys.json"), DATA_DIR) is None
+
+
+def test_serves_write_check_says_any_error_in_the_same_words() -> None:
+    """`serve` writes in the data dir before it starts anything, to say what stops it in one line: a refusal
+    as every command says it, and any other error with the same way out."""
+    refused = raised(errno.EROFS, "/srv/project")
+    assert data_dir_unwritable_message(refused, DATA_DIR) == data_dir_error_message(refused, DATA_DIR)
+    other = data_dir_unwritable_message(raised(errno.EIO), DATA_DIR)
+    assert other.startswith("Kilnbase cannot write /srv/project (Input/output error).")
+    assert "--data-dir (or KILNBASE_DATA_DIR)" in other

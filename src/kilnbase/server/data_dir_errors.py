@@ -19,15 +19,28 @@ _FULL = {errno.ENOSPC, errno.EDQUOT}
 _EXPLAINED = _PERMISSION | _FULL | {errno.EROFS, errno.ENOTDIR}
 
 
+#: The other way out, the same for every refusal.
+_ELSEWHERE = "or choose another data dir with --data-dir (or KILNBASE_DATA_DIR)"
+
+
+def _named(exc: OSError, data_dir: Path | None) -> str:
+    """The path `exc` happened at (the data dir when it names none), with its leading space."""
+    where = exc.filename if exc.filename is not None else data_dir
+    return f" {os.fsdecode(where)}" if where is not None else " the data dir"
+
+
+def _reason(exc: OSError) -> str:
+    if exc.strerror:
+        return exc.strerror
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
 def data_dir_error_message(exc: OSError, data_dir: Path | None) -> str | None:
     """One line for `exc`, naming the path it happened at (the data dir when the error names none) and what
     to do; None when `exc` is not a refusal of the disk's."""
     if exc.errno not in _EXPLAINED:
         return None
-    where = exc.filename if exc.filename is not None else data_dir
-    named = f" {os.fsdecode(where)}" if where is not None else " the data dir"
-    reason = exc.strerror or os.strerror(exc.errno)
-    elsewhere = "or choose another data dir with --data-dir (or KILNBASE_DATA_DIR)"
+    named, reason, elsewhere = _named(exc, data_dir), _reason(exc), _ELSEWHERE
     if exc.errno in _PERMISSION:
         return (
             f"Kilnbase may not read or write{named} ({reason}). Give this user access to it (chown or "
@@ -44,3 +57,16 @@ def data_dir_error_message(exc: OSError, data_dir: Path | None) -> str | None:
             f"is left), {elsewhere}, and try again."
         )
     return f"Kilnbase cannot use{named} ({reason}): a part of that path is a file. Fix the path, {elsewhere}."
+
+
+def data_dir_unwritable_message(exc: OSError, data_dir: Path) -> str:
+    """One line for any `exc` met while writing in the data dir to see whether it can be written (`serve`'s
+    check before it starts anything): a refusal above as it says, and any other error in the same words,
+    since that check is there to say so rather than show a traceback."""
+    explained = data_dir_error_message(exc, data_dir)
+    if explained is not None:
+        return explained
+    return (
+        f"Kilnbase cannot write{_named(exc, data_dir)} ({_reason(exc)}). Fix what stops it, {_ELSEWHERE}, "
+        "and try again."
+    )
