@@ -7,6 +7,7 @@ alone stops nothing, so the command runs without the capabilities that let root 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import stat
 import subprocess
@@ -15,10 +16,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from kilnbase.config import Settings
 from kilnbase.keys.project_keys import load_project_keys
+from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
 from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,6 +85,7 @@ def _with_keys(data_dir: Path) -> Path:
 @pytest.fixture
 def scratch() -> Iterator[Path]:
     parent = Path(tempfile.mkdtemp(prefix="kbrefused-", dir="/tmp"))
+    parent.chmod(0o755)  # (as root, Postgres runs as `nobody`, who must reach a data dir in it)
     yield parent
     for path in parent.rglob("*"):  # (chmod 000 stops rmtree as an unprivileged user)
         if path.is_dir() and not path.is_symlink():
@@ -90,12 +94,14 @@ def scratch() -> Iterator[Path]:
 
 
 @pytest.fixture
-def tmpfs(scratch: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs of its own: a disk to fill, or to make read-only."""
+def tmpfs(scratch: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A 64 KiB tmpfs of its own (another size as the fixture's parameter): a disk to fill, or to make
+    read-only."""
+    size = getattr(request, "param", "64k")
     mount_point = scratch / "disk"
     mount_point.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=755", "tmpfs", str(mount_point)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=755", "tmpfs", str(mount_point)],
         capture_output=True,
         text=True,
     )
@@ -105,6 +111,13 @@ def tmpfs(scratch: Path) -> Iterator[Path]:
         yield mount_point
     finally:
         subprocess.run(["umount", "--lazy", str(mount_point)], check=True)
+
+
+def _fill(disk: Path) -> None:
+    """Write on `disk` until it is full."""
+    with (disk / "filler").open("wb", buffering=0) as filler, pytest.raises(OSError, match="No space left"):
+        while True:
+            filler.write(b"\0" * 4096)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -138,9 +151,44 @@ def test_a_data_dir_on_a_read_only_file_system(tmpfs: Path, command: str) -> Non
 def test_a_data_dir_on_a_full_disk(tmpfs: Path, command: str) -> None:
     # `serve` meets the full disk writing a new project's keys; the others taking the data dir's lock.
     data_dir = tmpfs / "new-project" if command == "serve" else _with_keys(tmpfs / "project")
-    with (tmpfs / "filler").open("wb", buffering=0) as filler, pytest.raises(OSError, match="No space left"):
-        while True:
-            filler.write(b"\0" * 4096)
+    _fill(tmpfs)
     result = kilnbase(COMMANDS[command], data_dir)
     assert_said_in_one_line(result, str(data_dir), "No space left on device", "df -h")
     assert not list(data_dir.glob(".keys-*")), "a half-written key file was left behind"
+
+
+def test_a_disk_with_room_for_the_keys_but_not_the_database(tmpfs: Path) -> None:
+    """The first start writes the key file, then initdb finds the disk full: one line, with what to do,
+    instead of Postgres's own lines ("initdb failed ... FATAL: could not write to file")."""
+    data_dir = tmpfs / "new-project"
+    result = kilnbase(COMMANDS["serve"], data_dir)
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    *progress, said = result.stderr.strip().splitlines()
+    assert all(line.startswith("• ") for line in progress), result.stderr
+    assert said.startswith("Error: ") and "Traceback" not in result.stderr, result.stderr
+    for text in (str(data_dir), "is full (No space left on device)", "df -h", "--data-dir", "50 MB"):
+        assert text in said, said
+    assert "initdb" not in result.stderr and (data_dir / "keys.json").exists()
+
+
+@pytest.mark.parametrize("tmpfs", ["64m"], indirect=True)
+def test_a_disk_that_fills_once_postgres_has_started(tmpfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Room for initdb and for Postgres to start, but none left to create the project's database: said as a
+    full disk, and the Postgres just started is stopped, not left running to hold the disk and the port."""
+    cluster = EmbeddedPostgres(tmpfs / "project", secrets.token_hex(8))
+    create_database = cluster._ensure_database
+
+    def fill_then_create_database() -> None:
+        _fill(tmpfs)
+        create_database()
+
+    monkeypatch.setattr(cluster, "_ensure_database", fill_then_create_database)
+    try:
+        with pytest.raises(EmbeddedPostgresError, match="is full") as refused:
+            cluster.start()
+        assert "df -h" in str(refused.value) and "--data-dir" in str(refused.value)
+        assert cluster.postmaster_pid() is None
+    finally:
+        left = cluster.postmaster_pid()
+        if left is not None:  # (so that a failure here leaves no Postgres behind either)
+            psutil.Process(left).kill()

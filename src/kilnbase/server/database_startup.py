@@ -87,9 +87,12 @@ def open_database(settings: Settings, keys: ProjectKeys, progress: Callable[[str
         conninfo = embedded.start()
     try:
         applied = prepare(settings, keys, conninfo, progress)
-    except BaseException:
+    except BaseException as exc:
         if embedded is not None:
             embedded.stop()
+            full = embedded.full_disk_error_for(exc)  # (the data dir's disk: said as every command says it)
+            if full is not None:
+                raise full from None
         raise
     if embedded is not None:
         embedded.supervise()

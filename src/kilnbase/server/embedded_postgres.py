@@ -19,6 +19,7 @@ manager changes the system when run as root (`useradd`, chmod of parent folders)
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import importlib.util
 import logging
@@ -38,6 +39,8 @@ import psutil
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from kilnbase.server.data_dir_errors import data_dir_error_message
+
 log = logging.getLogger("kilnbase.postgres")
 
 UNPRIVILEGED_USER = "nobody"
@@ -49,6 +52,14 @@ DATABASE_NAME = "kilnbase"
 SUPERUSER = "postgres"
 #: The kernel's limit for a unix socket path (sun_path) less a margin.
 MAX_SOCKET_PATH = 100
+#: How Postgres's tools and log say that a write found the disk full (they run with LC_ALL=C): the error, or
+#: the hint of a write cut short (which sets no error).
+_DISK_FULL = ("No space left on device", "Check free disk space")
+
+
+def _says_disk_full(said: str) -> bool:
+    """Whether Postgres's output (a tool's, or its log's) says that it found the disk full."""
+    return any(words in said for words in _DISK_FULL)
 
 
 def _wheel_bin_dir() -> Path:
@@ -143,7 +154,7 @@ class EmbeddedPostgres:
             self._start_server()
             self._ensure_database()
         except BaseException:
-            self._release_lock()
+            self.stop()  # (a postmaster started here is not left running; then the data dir is released)
             raise
         return self.conninfo(DATABASE_NAME)
 
@@ -386,6 +397,8 @@ class EmbeddedPostgres:
             if result.returncode == 0:
                 return
             if attempt == 2 or "could not bind" not in self._log_tail():
+                if _says_disk_full(self._log_tail()):
+                    raise self.full_disk_error()
                 raise EmbeddedPostgresError(
                     f"PostgreSQL did not start (see {self.log_file}):\n{self._log_tail()}"
                 )
@@ -409,6 +422,15 @@ class EmbeddedPostgres:
         self._hand_over(conf)
 
     def _ensure_database(self) -> None:
+        try:
+            self._create_database()
+        except psycopg.Error as exc:
+            full = self.full_disk_error_for(exc)
+            if full is None:
+                raise
+            raise full from None
+
+    def _create_database(self) -> None:
         with psycopg.connect(self.conninfo("postgres"), autocommit=True) as conn:
             exists = conn.execute("select 1 from pg_database where datname = %s", (DATABASE_NAME,)).fetchone()
             if not exists:
@@ -460,8 +482,25 @@ class EmbeddedPostgres:
             **self._as_user(),
         )
         if check and result.returncode != 0:
+            if _says_disk_full(result.stderr):
+                raise self.full_disk_error()
             raise EmbeddedPostgresError(f"{what} failed ({result.returncode}): {result.stderr.strip()}")
         return result
+
+    def full_disk_error_for(self, exc: BaseException) -> EmbeddedPostgresError | None:
+        """`full_disk_error` when `exc`, from Postgres, is that it found the disk full (a write: DiskFull;
+        a connection, whose start writes a cache file: an OperationalError that says so); else None."""
+        if isinstance(exc, psycopg.errors.DiskFull) or (
+            isinstance(exc, psycopg.Error) and _says_disk_full(str(exc))
+        ):
+            return self.full_disk_error()
+        return None
+
+    def full_disk_error(self) -> EmbeddedPostgresError:
+        """The data dir's disk is full, as Postgres found it: said in the one line every command says it in
+        (`data_dir_errors.py`), with what to do, instead of Postgres's own lines."""
+        full = data_dir_error_message(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), self.data_dir)
+        return EmbeddedPostgresError(f"{full} PostgreSQL needs about 50 MB there for a new project.")
 
     def _log_tail(self, lines: int = 15) -> str:
         try:
