@@ -88,6 +88,20 @@ class Tool:
     invokes: bool = False
 
 
+class HeldForApproval(Exception):
+    """An agent's call that turned out, once it ran, to need a person's approval: what `needs_approval`
+    cannot tell from the arguments (SQL whose WHERE names a column, yet changed every row of a table). The
+    service has rolled the call back, and raises this instead of answering; the edge that took the call as a
+    tool's (the MCP tool runner, the REST approval gate) stores it as a change request of that tool, as if
+    `needs_approval` had held it, so an approval runs it for real. Services raise it only for an agent's call
+    that no person approved (`Actor.is_unapproved_agent`), and only on paths that are a tool's call; where
+    no tool runs the call for an approval to run (an import), they refuse it instead."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class McpResource:
     """An MCP resource a capability offers: `uri` (a template when it has `{name}` parts, as

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from kilnbase import audit
+from kilnbase.capability import HeldForApproval
 from kilnbase.config import Settings
 from kilnbase.database import bulk_data, catalog, custom_migrations, raw_sql
 from kilnbase.database.database_errors import DatabaseFailure
@@ -38,22 +39,27 @@ def _require_admin(actor: Actor) -> None:
 
 def _refuse_agents_destructive_import(actor: Actor, content: bytes, truncate: bool) -> None:
     """An agent's import may not do what would wait for a person's approval as SQL or a migration (drops,
-    TRUNCATE, DELETE or UPDATE without WHERE, RLS switched off, dynamic SQL), nor truncate: an import is
-    raw SQL by another door, and no tool holds it for approval, so such a file is refused (403) and the agent
-    is sent to the doors that do."""
+    TRUNCATE, DELETE or UPDATE without WHERE, RLS switched off, dynamic SQL, and, found once it ran, a
+    change of every row of a table: `import_sql`), nor truncate: an import is raw SQL by another door, and
+    no tool holds it for approval, so such a file is refused (403) and the agent is sent to the doors that
+    do."""
     if actor.principal.agent is None:
         return
     reasons = custom_migrations.agent_risks(content.decode("utf-8", errors="replace"))
     if truncate:
         reasons.append("truncate empties the tables the file writes to")
     if reasons:
-        raise ApiError(
-            403,
-            "FORBIDDEN",
-            "An agent's SQL import cannot make destructive changes: " + "; ".join(reasons),
-            "Send this SQL as a migration (POST /api/database/migrations, or the apply-migration tool), "
-            "where a person approves it, or import without it.",
-        )
+        raise _agent_import_refused(reasons)
+
+
+def _agent_import_refused(reasons: list[str]) -> ApiError:
+    return ApiError(
+        403,
+        "FORBIDDEN",
+        "An agent's SQL import cannot make destructive changes: " + "; ".join(reasons),
+        "Send this SQL as a migration (POST /api/database/migrations, or the apply-migration tool), "
+        "where a person approves it, or import without it.",
+    )
 
 
 class DatabaseAdmin:
@@ -188,7 +194,9 @@ class DatabaseAdmin:
             "name": str(body.get("name", ""))[:200],
         }
         async with self._audited(actor, "APPLY_MIGRATION", details):
-            result = await custom_migrations.apply(self.database, actor.principal, body)
+            result = await custom_migrations.apply(
+                self.database, actor.principal, body, hold_wholesale=actor.is_unapproved_agent
+            )
             details["statementCount"] = len(result["statements"])
         await self._schema_changed()
         return result
@@ -229,7 +237,18 @@ class DatabaseAdmin:
         details: dict[str, Any] = {"filename": filename, "truncate": truncate}
         async with self._audited(actor, "IMPORT_DATABASE", details):
             _refuse_agents_destructive_import(actor, content, truncate)
-            result = await bulk_data.import_sql(self.database, actor.principal, content, filename, truncate)
+            try:
+                result = await bulk_data.import_sql(
+                    self.database,
+                    actor.principal,
+                    content,
+                    filename,
+                    truncate,
+                    hold_wholesale=actor.is_unapproved_agent,
+                )
+            except HeldForApproval as exc:
+                # (SQL that changed every row of a table: no tool runs an import for an approval to run.)
+                raise _agent_import_refused([exc.reason]) from None
             details["rowsImported"] = result["rowsImported"]
         await self._schema_changed()
         return result

@@ -19,7 +19,8 @@ import psycopg
 from psycopg import AsyncCursor, sql
 from psycopg.rows import DictRow, dict_row
 
-from kilnbase.database import sql_guard
+from kilnbase.capability import HeldForApproval
+from kilnbase.database import sql_guard, whole_table_changes
 from kilnbase.database.database_errors import LIST_TABLES, api_error_from
 from kilnbase.database.tables import identifier
 from kilnbase.db.session import Database, DatabaseIdentity
@@ -355,8 +356,16 @@ def _literal(cur: AsyncCursor[DictRow], value: Any) -> str:
 
 
 async def import_sql(
-    database: Database, identity: DatabaseIdentity, content: bytes, filename: str, truncate: bool
+    database: Database,
+    identity: DatabaseIdentity,
+    content: bytes,
+    filename: str,
+    truncate: bool,
+    *,
+    hold_wholesale: bool = False,
 ) -> dict[str, Any]:
+    """Run the file's statements in one transaction; with `hold_wholesale` (an agent's), roll them back and
+    raise `HeldForApproval` when they deleted or updated every row of a table (`whole_table_changes`)."""
     if not filename.lower().endswith(".sql"):
         raise ApiError(
             400,
@@ -388,10 +397,13 @@ async def import_sql(
                         await cur.execute(
                             sql.SQL("TRUNCATE {} CASCADE").format(sql.Identifier("public", name))
                         )
+            before = await whole_table_changes.counts(conn) if hold_wholesale else None
             for statement, node in zip(statements, nodes, strict=False):
                 await cur.execute(statement)
                 if type(node).__name__ == "InsertStmt":
                     rows_imported += max(cur.rowcount, 0)
+            if before is not None and (reasons := await whole_table_changes.wholesale(conn, before)):
+                raise HeldForApproval("; ".join(reasons))
     except psycopg.Error as exc:
         raise api_error_from(exc) from None
     return {

@@ -13,18 +13,17 @@ from pglast import ast
 from pglast.enums import OnConflictAction
 from psycopg.rows import dict_row
 
-from kilnbase.database import migration_risk, sql_guard
+from kilnbase.capability import HeldForApproval
+from kilnbase.database import migration_risk, sql_guard, whole_table_changes
 from kilnbase.database.database_errors import StatementFailed, api_error_from, syntax_error
 from kilnbase.db.session import Database, DatabaseIdentity
 from kilnbase.http.errors import ApiError
 
 _VERSION = re.compile(r"[0-9]{1,20}")
 _NAME = re.compile(r"[a-z0-9-]{1,200}")
-_RESERVED_SCHEMAS = frozenset(
-    {"auth", "system", "ai", "storage", "realtime", "pg_catalog", "information_schema"}
-)
 #: Kilnbase's own schemas (the catalogs apart): an agent's SQL that deletes or changes their rows waits.
-_KILNBASE_SCHEMAS = _RESERVED_SCHEMAS - {"pg_catalog", "information_schema"}
+_KILNBASE_SCHEMAS = frozenset(whole_table_changes.KILNBASE_SCHEMAS)
+_RESERVED_SCHEMAS = _KILNBASE_SCHEMAS | {"pg_catalog", "information_schema"}
 
 
 def _already_applied(version: str) -> ApiError:
@@ -192,7 +191,11 @@ async def list_migrations(database: Database) -> dict[str, Any]:
     return {"migrations": [{**row, "createdAt": row["createdAt"].isoformat()} for row in rows]}
 
 
-async def apply(database: Database, identity: DatabaseIdentity, body: dict[str, Any]) -> dict[str, Any]:
+async def apply(
+    database: Database, identity: DatabaseIdentity, body: dict[str, Any], *, hold_wholesale: bool = False
+) -> dict[str, Any]:
+    """Run and record the migration; with `hold_wholesale` (an agent's, not yet approved), roll it back and
+    raise `HeldForApproval` when it deleted or updated every row of a table (`whole_table_changes`)."""
     version, name = version_and_name(body, required=True)
     statements, _ = _vet(body.get("sql"))
     try:
@@ -202,11 +205,14 @@ async def apply(database: Database, identity: DatabaseIdentity, body: dict[str, 
             await cur.execute("select 1 from system.custom_migrations where version = %s", (version,))
             if await cur.fetchone():
                 raise _already_applied(version)
+            before = await whole_table_changes.counts(conn) if hold_wholesale else None
             for statement in statements:
                 try:
                     await cur.execute(statement)
                 except psycopg.Error as exc:
                     raise StatementFailed(exc, statement) from None
+            if before is not None and (reasons := await whole_table_changes.wholesale(conn, before)):
+                raise HeldForApproval("; ".join(reasons))
             await cur.execute(
                 'select version, name, statements, created_at as "createdAt" '
                 "from system.record_custom_migration(%s, %s, %s)",

@@ -20,7 +20,8 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from kilnbase.database import sql_guard
+from kilnbase.capability import HeldForApproval
+from kilnbase.database import sql_guard, whole_table_changes
 from kilnbase.database.database_errors import StatementFailed, api_error_from, syntax_error
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
@@ -128,10 +129,18 @@ async def run(
         # EXPLAIN ANALYZE runs the statement: keep nothing of it. Rolling back is not enough: a SELECT can
         # move a sequence (nextval, setval), which no rollback undoes, and explain is a read (the MCP tool
         # reaches read-scoped agent keys, and read-only mode): a read-only transaction refuses every write.
+        # An agent's SQL that deleted or updated every row of a table waits for a person, whatever its WHERE
+        # says (`whole_table_changes`): rolled back here, held as its tool's call by the edge that took it.
+        # An explained SELECT changes nothing; people, and an approved call, pay nothing.
+        wholesale = actor.is_unapproved_agent and not explain
         async with database.transaction_as(
             actor.principal, read_only=explain, statement_timeout=admin_timeout, force_rollback=explain
         ) as conn:
-            return await _execute(conn, statements, params, explain=explain)
+            before = await whole_table_changes.counts(conn) if wholesale else None
+            result = await _execute(conn, statements, params, explain=explain)
+            if before is not None and (reasons := await whole_table_changes.wholesale(conn, before)):
+                raise HeldForApproval("; ".join(reasons))
+            return result
     except StatementFailed as failed:
         raise api_error_from(failed.error, failed.statement) from None
     except psycopg.Error as exc:

@@ -2,8 +2,10 @@
 
 An agent key reaches the REST API as well as the MCP server (the official `@insforge/mcp` calls REST), so
 the requests that match a held tool are read as that tool's call: the same arguments, the same
-`needs_approval` rule. When the rule holds the call, it becomes a change request (`approvals.py`) and the
-agent gets `202` with `pending_approval` and the request's id; an approval runs the tool, as the agent, once.
+`needs_approval` rule. When the rule holds the call, or the service finds once the call ran that it needs
+a person (it rolled the call back and raised `HeldForApproval`, which the route's error handling leaves
+alone), it becomes a change request (`approvals.py`) and the agent gets `202` with `pending_approval` and
+the request's id; an approval runs the tool, as the agent, once.
 A call the agent may not make at all (its scopes, read-only mode) is refused here with 403, as on `/mcp`,
 rather than held: a person approving it would otherwise grant the key what its scopes deny.
 Everything else, and every request by a person, passes untouched (one attribute check).
@@ -20,6 +22,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from kilnbase.capability import HeldForApproval
 from kilnbase.http.buffered_body import read_all, read_at_most, replaying
 from kilnbase.http.request_context import agent_in, client_ip_in, principal_in
 from kilnbase.http.responses import json_response
@@ -120,14 +123,18 @@ class RestApprovalGate:
             body = orjson.loads(raw) if raw.strip() else None
         except orjson.JSONDecodeError:
             body = None  # the route answers the malformed body itself
+        arguments = route.arguments(path_params, body)
         reason = None
         if body is not None or route.method == "DELETE":
-            arguments = route.arguments(path_params, body)
             reason = await _reason(listed, arguments)
         if reason is not None:
             await self._hold(scope, receive, send, route, arguments, reason)
             return
-        await self.app(scope, replaying(raw, receive), send)
+        try:
+            await self.app(scope, replaying(raw, receive), send)
+        except HeldForApproval as exc:
+            # The service found, once it ran the call and rolled it back, that it needs a person.
+            await self._hold(scope, receive, send, route, arguments, exc.reason)
 
     async def _held_upload(
         self, scope: Scope, receive: Receive, send: Send, route: HeldRoute, path_params: dict[str, str]

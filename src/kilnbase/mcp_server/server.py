@@ -33,7 +33,7 @@ from mcp.types import INVALID_REQUEST, CallToolResult, TextContent, ToolAnnotati
 from pydantic import Field
 
 from kilnbase import audit
-from kilnbase.capability import Capability, Core, Tool
+from kilnbase.capability import Capability, Core, HeldForApproval, Tool
 from kilnbase.db.idempotency import MAX_KEY_LENGTH, IdempotencyKeys, Stored, request_digest
 from kilnbase.http.errors import ApiError
 from kilnbase.http.request_context import client_ip_in, principal_in
@@ -439,6 +439,10 @@ class ToolRunner:
         }
         try:
             result = await tool.run(actor, **arguments)
+        except HeldForApproval as exc:
+            # Found to need a person only once it ran (and rolled back): held as the gate above holds.
+            held = await self.approvals.request(actor, tool.name, arguments, exc.reason, session)
+            return bounded_text(held)
         except ApiError as exc:
             details |= {"error": exc.message, "durationMs": _ms(started)}
             await audit.record(self.database, actor, "TOOL_CALL", MODULE, details, outcome="failed")

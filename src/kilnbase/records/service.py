@@ -169,6 +169,8 @@ class RecordsEngine:
                 raise _unfiltered_agent_write(plan)
             if not rollback:
                 guard = _WholeTableGuard(plan)
+        elif api.principal.agent is not None and plan.counts_inserted and not rollback:
+            guard = _WholeTableGuard(plan)  # an upsert that merges updates the rows it names
         if prepared.statement is None:
             return mutation_response(api, plan, "[]", 0)
 
@@ -184,7 +186,7 @@ class RecordsEngine:
                 affected, body = max(cur.rowcount, 0), "[]"
             check_max_affected(shape.prefs, affected)
             if guard is not None:
-                guard.affected = affected
+                guard.affected, guard.inserted = affected - (inserted or 0), inserted or 0
             return mutation_response(api, plan, body, affected, inserted)
 
         statement = prepared.statement.fill(payload.json if payload is not None else "")
@@ -366,9 +368,10 @@ def _unfiltered_agent_write(plan: MutatePlan, every: int | None = None) -> ApiEr
     """An agent key's DELETE or PATCH with no filter: it would touch every row its role reaches (as
     project_admin, every row). PostgREST allows it, and people keep it; for an agent it is refused rather
     than held, since no tool runs a records write for an approval to run. The SQL route to the same change
-    is held (`run-raw-sql` rates DELETE or UPDATE without WHERE as DANGER). In InsForge's shape, as the
-    other refusals of agents on this route (`http.agent_scopes`). With `every`, the request had a filter
-    that matched all `every` rows (`_WholeTableGuard`), and was rolled back."""
+    is held: `run-raw-sql` rates DELETE or UPDATE without WHERE as DANGER, and holds SQL whose WHERE
+    matched every row of a table of two or more once it ran (`database.whole_table_changes`). In InsForge's
+    shape, as the other refusals of agents on this route (`http.agent_scopes`). With `every`, the request
+    had a filter that matched all `every` rows (`_WholeTableGuard`), and was rolled back."""
     verb = "delete" if plan.kind == "delete" else "update"
     why = (
         "the request has no filter."
@@ -381,6 +384,21 @@ def _unfiltered_agent_write(plan: MutatePlan, every: int | None = None) -> ApiEr
         f"An agent key may not {verb} every row of {plan.table.name}: {why}",
         "Add a filter naming the rows, such as ?id=eq.1; to change every row, use run-raw-sql "
         "(POST /api/database/advance/rawsql), which waits for a person's approval.",
+    )
+
+
+def _agent_upsert_of_every_row(plan: MutatePlan, every: int) -> ApiError:
+    """An agent key's upsert (`Prefer: resolution=merge-duplicates`) that updated every one of the `every`
+    rows a table held (`_WholeTableGuard`): the PATCH of every row, by another method, rolled back and
+    refused as that PATCH is."""
+    return ApiError(
+        403,
+        "FORBIDDEN",
+        f"An agent key may not update every row of {plan.table.name}: the upsert updated all {every} rows "
+        "it held, so nothing was changed.",
+        "Send only the rows to change, so that a row is left as it was (or insert new rows without "
+        "resolution=merge-duplicates); to rewrite every row, use run-raw-sql (POST "
+        "/api/database/advance/rawsql), which waits for a person's approval.",
     )
 
 
@@ -410,7 +428,10 @@ WHOLE_TABLE_MIN_ROWS = 2
 class _WholeTableGuard:
     """An agent key's filtered PATCH or DELETE that changed every row of a table holding more than one: a
     filter that is always true (`?id=not.is.null`, `?id=gte.0`) is the unfiltered write that
-    `_unfiltered_agent_write` refuses, with a filter in front. Which filters are always true is not
+    `_unfiltered_agent_write` refuses, with a filter in front. So is an upsert (`POST` with `Prefer:
+    resolution=merge-duplicates`) that updated every row the table held, whatever it inserted beside them
+    (`_agent_upsert_of_every_row`): its updated rows are the rows it wrote less those it inserted (the count
+    that decides its 200 or 201). Which filters are always true is not
     decidable from their text (it depends on the data), so the write itself says: it runs, and in its own
     transaction, before COMMIT, the rows it changed are compared with the rows the caller's role reaches
     (both as the caller, under the same policies). When it changed them all, it is rolled back and refused
@@ -427,19 +448,26 @@ class _WholeTableGuard:
 
     def __init__(self, plan: MutatePlan) -> None:
         self.plan = plan
-        #: The rows the write changed (set by the answer, before `check`).
+        #: The rows the write deleted or updated (set by the answer, before `check`).
         self.affected = 0
+        #: The rows an upsert inserted (set by the answer with `affected`, which leaves them out).
+        self.inserted = 0
 
     async def check(self, cur: Cursor) -> None:
         if self.affected < WHOLE_TABLE_MIN_ROWS:
             return
         table = qualified(self.plan.table)
         deleted = self.plan.kind == "delete"
-        limit = 1 if deleted else self.affected + 1
+        # After an upsert, the table holds the rows it inserted besides those it held: it updated them all
+        # when it holds no row beyond the ones it wrote.
+        written = self.affected + self.inserted
+        limit = 1 if deleted else written + 1
         await cur.execute(f"select count(*) as n from (select from {table} limit %s) as reached", (limit,))
         row = await cur.fetchone()
         reached = int(row["n"]) if row is not None else 0
-        if (reached == 0) if deleted else (reached <= self.affected):
+        if (reached == 0) if deleted else (reached <= written):
+            if self.plan.kind == "insert":
+                raise _agent_upsert_of_every_row(self.plan, self.affected)
             raise _unfiltered_agent_write(self.plan, every=self.affected)
 
 

@@ -1,0 +1,197 @@
+"""No door around approvals by SQL that names a column: an agent key's raw SQL, migration or import that
+deletes or updates every row of a table of two rows or more waits for a person (or, for an import, which no
+tool runs, is refused), whatever its WHERE says; the records API's upsert that updates every row is refused
+as its PATCH is. Ordinary agent SQL, and everything people run, commits at once."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.security.conftest import KEPT, OwnerSql, admin_table, assert_forbidden, table_notes
+from tests.support.app import agent_headers, mcp_call
+
+WHOLESALE = [
+    "DELETE FROM public.{table} WHERE id IS NOT NULL",
+    "UPDATE public.{table} SET note = 'gone' WHERE id > 0",
+    "INSERT INTO public.{table} SELECT id, 'gone' FROM public.{table} "
+    "ON CONFLICT (id) DO UPDATE SET note = excluded.note",
+    # Deleted, then as many rows put back: the table holds as many rows as before, none of them kept.
+    "DELETE FROM public.{table} WHERE id > 0; INSERT INTO public.{table} VALUES (1, 'new'), (2, 'new'), "
+    "(3, 'new')",
+    # Deleted, then more rows than it held put in: the table holds more rows than were deleted.
+    "DELETE FROM public.{table} WHERE note = 'keep'; "
+    "INSERT INTO public.{table} SELECT g, 'new' FROM generate_series(10, 30) AS g",
+    "UPDATE public.{table} SET note = 'gone' WHERE id = 1; UPDATE public.{table} SET note = 'gone' "
+    "WHERE id <> 1",
+]
+WHOLESALE_IDS = ["delete", "update", "upsert", "delete-reinsert", "delete-insert-more", "in-two-parts"]
+
+
+@pytest.fixture(scope="module")
+def writer(client: TestClient, admin: dict[str, str]) -> dict[str, str]:
+    return agent_headers(client, admin, ["database:write"], "bulk")
+
+
+@pytest.fixture
+def three_rows(client: TestClient, admin: dict[str, str]) -> str:
+    """A table of project_admin's with three rows worth keeping."""
+    return admin_table(client, admin, "wholesale", ["keep"] * 3)
+
+
+def approve(client: TestClient, admin: dict[str, str], request_id: str) -> dict[str, object]:
+    pending = client.get(f"/api/approvals/{request_id}", headers=admin)
+    assert pending.status_code == 200 and pending.json()["status"] == "pending", pending.text
+    approved = client.post(f"/api/approvals/{request_id}/approve", headers=admin, json={})
+    assert approved.status_code == 200, approved.text
+    decided: dict[str, object] = approved.json()
+    assert decided["status"] == "done", decided
+    return decided
+
+
+@pytest.mark.parametrize("sql", WHOLESALE, ids=WHOLESALE_IDS)
+def test_an_agents_raw_sql_that_changes_every_row_waits_for_approval(
+    client: TestClient,
+    admin: dict[str, str],
+    writer: dict[str, str],
+    three_rows: str,
+    owner_sql: OwnerSql,
+    sql: str,
+) -> None:
+    """The WHERE names a column, so the dry run rates it WARNING at most; the rows it changed say it all."""
+    query = sql.format(table=three_rows)
+    held = client.post("/api/database/advance/rawsql", headers=writer, json={"query": query})
+    assert held.status_code == 202, held.text
+    body = held.json()
+    assert body["status"] == "pending_approval"
+    assert f"public.{three_rows}" in body["reason"] and "3 rows" in body["reason"], body
+    assert table_notes(owner_sql, three_rows) == KEPT
+
+    over_mcp = json.loads(mcp_call(client, writer, "run-raw-sql", {"query": query}))
+    assert over_mcp["status"] == "pending_approval", over_mcp
+    assert table_notes(owner_sql, three_rows) == KEPT
+
+    request = client.get(f"/api/approvals/{body['changeRequestId']}", headers=admin).json()
+    assert request["tool"] == "run-raw-sql" and request["arguments"]["query"] == query
+    approve(client, admin, body["changeRequestId"])
+    assert table_notes(owner_sql, three_rows) != KEPT  # the approved call ran for real
+    assert all(note != "keep" for _, note in table_notes(owner_sql, three_rows))
+
+
+@pytest.mark.parametrize("sql", WHOLESALE[:2], ids=WHOLESALE_IDS[:2])
+def test_an_agents_migration_that_changes_every_row_waits_for_approval(
+    client: TestClient,
+    admin: dict[str, str],
+    writer: dict[str, str],
+    three_rows: str,
+    owner_sql: OwnerSql,
+    sql: str,
+) -> None:
+    query = sql.format(table=three_rows)
+    version = str(10**12 + secrets.randbelow(10**12))
+    body = {"version": version, "name": "backfill", "sql": query}
+    held = client.post("/api/database/migrations", headers=writer, json=body)
+    assert held.status_code == 202, held.text
+    assert held.json()["status"] == "pending_approval" and "3 rows" in held.json()["reason"]
+    again: dict[str, object] = {**body, "version": str(int(version) + 1)}
+    assert "pending_approval" in mcp_call(client, writer, "apply-migration", again)
+    assert table_notes(owner_sql, three_rows) == KEPT
+    assert not owner_sql("select 1 from system.custom_migrations where version = %s", version)
+
+    approve(client, admin, held.json()["changeRequestId"])
+    assert all(note != "keep" for _, note in table_notes(owner_sql, three_rows))
+    assert owner_sql("select 1 from system.custom_migrations where version = %s", version)
+
+
+def test_an_agents_import_that_changes_every_row_is_refused(
+    client: TestClient, writer: dict[str, str], three_rows: str, owner_sql: OwnerSql
+) -> None:
+    """No tool runs an import for an approval to run: it is refused, and the agent sent to migrations."""
+    sql = f"UPDATE public.{three_rows} SET note = 'gone' WHERE id > 0;".encode()
+    response = client.post(
+        "/api/database/advance/import",
+        headers=writer,
+        files={"file": ("backfill.sql", sql, "application/sql")},
+    )
+    assert_forbidden(response, "3 rows", "/api/database/migrations")
+    assert table_notes(owner_sql, three_rows) == KEPT
+
+
+def test_an_agents_ordinary_sql_still_runs_at_once(
+    client: TestClient, admin: dict[str, str], writer: dict[str, str], three_rows: str, owner_sql: OwnerSql
+) -> None:
+    """One row of three, some rows, new rows, a backfill of a table's only row, a table filled and emptied
+    in the same call: each commits at once."""
+
+    def run(query: str) -> None:
+        response = client.post("/api/database/advance/rawsql", headers=writer, json={"query": query})
+        assert response.status_code == 200, response.text
+
+    run(f"UPDATE public.{three_rows} SET note = 'seen' WHERE id = 1")
+    run(f"DELETE FROM public.{three_rows} WHERE id >= 2")
+    run(f"INSERT INTO public.{three_rows} VALUES (4, 'new'), (5, 'new')")
+    assert table_notes(owner_sql, three_rows) == [(1, "seen"), (4, "new"), (5, "new")]
+    run(f"UPDATE public.{three_rows} SET note = 'twice' WHERE id <= 4; SELECT 1")
+    assert table_notes(owner_sql, three_rows) == [(1, "twice"), (4, "twice"), (5, "new")]
+
+    single = admin_table(client, admin, "single", ["old"])
+    run(f"UPDATE public.{single} SET note = 'backfilled' WHERE id IS NOT NULL")
+    assert table_notes(owner_sql, single) == [(1, "backfilled")]
+    scratch = f"scratch_{secrets.token_hex(4)}"
+    run(
+        f"CREATE TABLE public.{scratch} (id int primary key); "
+        f"INSERT INTO public.{scratch} SELECT generate_series(1, 5); "
+        f"DELETE FROM public.{scratch} WHERE id > 0"
+    )
+    assert owner_sql(f"select count(*) as n from public.{scratch}") == [{"n": 0}]
+    explained = client.post(
+        "/api/database/advance/rawsql",
+        headers=writer,
+        json={"query": f"SELECT * FROM public.{three_rows}", "explain": True},
+    )
+    assert explained.status_code == 200, explained.text
+
+
+def test_a_persons_sql_that_changes_every_row_runs_at_once(
+    client: TestClient, admin: dict[str, str], three_rows: str, owner_sql: OwnerSql
+) -> None:
+    query = f"UPDATE public.{three_rows} SET note = 'all' WHERE id > 0"
+    response = client.post("/api/database/advance/rawsql", headers=admin, json={"query": query})
+    assert response.status_code == 200, response.text
+    assert table_notes(owner_sql, three_rows) == [(1, "all"), (2, "all"), (3, "all")]
+
+
+@pytest.fixture(scope="module")
+def record_writer(client: TestClient, admin: dict[str, str]) -> dict[str, str]:
+    return agent_headers(client, admin, ["records:write"], "upserter")
+
+
+def test_an_agents_upsert_that_updates_every_row_is_refused(
+    client: TestClient,
+    admin: dict[str, str],
+    record_writer: dict[str, str],
+    three_rows: str,
+    owner_sql: OwnerSql,
+) -> None:
+    """`Prefer: resolution=merge-duplicates` makes a POST a PATCH of the rows it names: one that updates every
+    row of a table of two or more is refused as the PATCH is, new rows beside it or not."""
+    records = f"/api/database/records/{three_rows}"
+    merge = {**record_writer, "Prefer": "resolution=merge-duplicates"}
+    every = [{"id": n, "note": "gone"} for n in (1, 2, 3)]
+    for rows in (every, [*every, {"id": 4, "note": "new"}]):
+        refused = client.post(records, headers=merge, json=rows)
+        assert_forbidden(refused, "updated all 3 rows", "run-raw-sql")
+        assert table_notes(owner_sql, three_rows) == KEPT
+
+    some = client.post(records, headers=merge, json=[*every[:2], {"id": 4, "note": "new"}])
+    assert some.status_code == 201, some.text
+    assert table_notes(owner_sql, three_rows) == [(1, "gone"), (2, "gone"), (3, "keep"), (4, "new")]
+    person = client.post(records, headers={**admin, "Prefer": "resolution=merge-duplicates"}, json=every)
+    assert person.status_code == 200, person.text
+
+    single = admin_table(client, admin, "single", ["old"])
+    only = client.post(f"/api/database/records/{single}", headers=merge, json=[{"id": 1, "note": "new"}])
+    assert only.status_code == 200, only.text  # a table's only row
