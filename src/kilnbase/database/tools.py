@@ -36,7 +36,8 @@ def dangerous_sql(sql: Any) -> str | None:
     """Why SQL needs approval when an agent runs it (`custom_migrations.agent_risks`): the migration dry run
     rates it DANGER (drops, TRUNCATE, DELETE or UPDATE without WHERE, RLS switched off, dynamic SQL), or it
     deletes or changes rows of Kilnbase's own tables. SQL that does not parse is not held: it fails on its
-    own."""
+    own. What its text cannot tell, SQL whose WHERE turns out to match every row of a table, is held once it
+    ran (`whole_table_changes`, raised as `HeldForApproval` by the service)."""
     return "; ".join(custom_migrations.agent_risks(sql)) or None
 
 
