@@ -22,7 +22,7 @@ from kilnbase.http.errors import ApiError
 _VERSION = re.compile(r"[0-9]{1,20}")
 _NAME = re.compile(r"[a-z0-9-]{1,200}")
 #: Kilnbase's own schemas (the catalogs apart): an agent's SQL that deletes or changes their rows waits.
-_KILNBASE_SCHEMAS = frozenset(whole_table_changes.KILNBASE_SCHEMAS)
+_KILNBASE_SCHEMAS = frozenset(whole_table_changes.OWN_SCHEMAS)
 _RESERVED_SCHEMAS = _KILNBASE_SCHEMAS | {"pg_catalog", "information_schema"}
 
 

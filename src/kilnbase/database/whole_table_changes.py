@@ -39,7 +39,7 @@ from psycopg.rows import dict_row
 #: naming one row changes (as `records.service.WHOLE_TABLE_MIN_ROWS`).
 MIN_ROWS = 2
 #: Kilnbase's own schemas, whose rows the SQL's text decides about.
-KILNBASE_SCHEMAS = ("auth", "system", "ai", "storage", "realtime")
+OWN_SCHEMAS = ("auth", "system", "ai", "storage", "realtime")
 
 # Each table with a change counted, and the table whose rows it counts towards: itself, or the partitioned
 # table at the root of its partition tree (a partitioned table holds no rows of its own). `countable`: the
@@ -73,7 +73,7 @@ async def counts(conn: AsyncConnection[Any]) -> Counts:
     """The rows inserted, updated and deleted in each table as Postgres counts them now: read before the
     SQL runs, and given to `wholesale`."""
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(_COUNTS, (list(KILNBASE_SCHEMAS),))
+    await cur.execute(_COUNTS, (list(OWN_SCHEMAS),))
     return {row["relid"]: (row["inserted"], row["updated"], row["deleted"]) for row in await cur.fetchall()}
 
 
@@ -82,7 +82,7 @@ async def wholesale(conn: AsyncConnection[Any], before: Counts) -> list[str]:
     deleted or updated every row of, which one and how many rows. Read in the SQL's own transaction, before
     COMMIT, as the same role."""
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(_COUNTS, (list(KILNBASE_SCHEMAS),))
+    await cur.execute(_COUNTS, (list(OWN_SCHEMAS),))
     tables: dict[int, _Changes] = {}
     for row in await cur.fetchall():
         inserted, updated, deleted = before.get(row["relid"], (0, 0, 0))
