@@ -26,6 +26,8 @@ log = logging.getLogger("kilnbase.db")
 
 #: Seconds between two probes while the database is down (also the `Retry-After` a refused caller is given).
 PROBE_SECONDS = 1.0
+#: The `Retry-After` header's value (whole seconds) for a caller refused while the database is down.
+RETRY_AFTER = str(max(1, round(PROBE_SECONDS)))
 #: How long one probe may wait to connect.
 PROBE_CONNECT_SECONDS = 3
 

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from kilnbase.db.availability import PROBE_SECONDS, DatabaseUnavailable, is_unavailable
+from kilnbase.db.availability import RETRY_AFTER, DatabaseUnavailable, is_unavailable
 from kilnbase.identity.actor import Actor
 
 log = logging.getLogger("kilnbase.errors")
@@ -142,7 +142,7 @@ def database_unavailable(exc: Exception) -> ApiError:
         message,
         "Retry shortly; GET /api/health says when the database answers again. If this lasts, the server's "
         "log says why (operators: check that PostgreSQL is running and reachable).",
-        headers={"Retry-After": str(max(1, round(PROBE_SECONDS)))},
+        headers={"Retry-After": RETRY_AFTER},
     )
 
 

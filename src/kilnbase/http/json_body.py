@@ -14,6 +14,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from kilnbase.http.buffered_body import read_at_most
 from kilnbase.http.errors import ApiError
 
 M = TypeVar("M", bound=BaseModel)
@@ -56,14 +57,10 @@ async def body_at_most(request: Request, limit: int, too_large: Callable[[], Api
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large()
-        chunks.append(chunk)
-    return b"".join(chunks)
+    body = await read_at_most(request.receive, limit)
+    if body is None:
+        raise too_large()
+    return body
 
 
 async def read_object(request: Request, *, optional: bool = True) -> dict[str, Any]:

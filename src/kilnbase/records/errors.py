@@ -12,7 +12,7 @@ import orjson
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from kilnbase.db.availability import PROBE_SECONDS, DatabaseUnavailable, is_unavailable
+from kilnbase.db.availability import RETRY_AFTER, DatabaseUnavailable, is_unavailable
 
 
 class RecordsError(Exception):
@@ -86,7 +86,7 @@ def unavailable_error(exc: psycopg.Error) -> RecordsError:
             str(exc).strip().splitlines()[0] if isinstance(exc, DatabaseUnavailable) else None,
             "Retry shortly; GET /api/health says when the database answers again.",
         )
-    error.headers["Retry-After"] = str(max(1, round(PROBE_SECONDS)))
+    error.headers["Retry-After"] = RETRY_AFTER
     return error
 
 
