@@ -127,6 +127,18 @@ def test_keys_for_a_data_dir_without_keys_fails_and_creates_nothing(scratch: Pat
     assert list(empty.iterdir()) == []
 
 
+def _serve_never_made(scratch: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`kilnbase serve` on a data dir that does not exist yet, with exactly `env`."""
+    return subprocess.run(
+        [sys.executable, "-m", "kilnbase", "serve", "--data-dir", str(scratch / "never-made")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+    )
+
+
 @pytest.mark.parametrize(
     ("environment", "named"),
     [
@@ -141,14 +153,7 @@ def test_a_bad_setting_is_named_plainly_not_a_traceback(
     scratch: Path, environment: dict[str, str], named: str
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KILNBASE_")} | environment
-    result = subprocess.run(
-        [sys.executable, "-m", "kilnbase", "serve", "--data-dir", str(scratch / "never-made")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=env,
-    )
+    result = _serve_never_made(scratch, env)
     assert result.returncode == 1
     assert named in result.stderr
     assert "Traceback" not in result.stderr
@@ -165,13 +170,6 @@ def test_keys_prints_the_url_the_server_was_started_on(made: MadeServer) -> None
 def test_a_bad_setting_is_named_as_the_user_set_it(scratch: Path) -> None:
     # InsForge's name (PORT) set wrong is reported as PORT, not as Kilnbase's other name for it.
     env = {k: v for k, v in os.environ.items() if not k.startswith("KILNBASE_")} | {"PORT": "seventy"}
-    result = subprocess.run(
-        [sys.executable, "-m", "kilnbase", "serve", "--data-dir", str(scratch / "never-made")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=env,
-    )
+    result = _serve_never_made(scratch, env)
     assert result.returncode == 1
     assert "\n  PORT: Input should be a valid integer" in result.stderr

@@ -62,6 +62,12 @@ def table_notes(owner_sql: OwnerSql, table: str) -> list[tuple[object, object]]:
 KEPT = [(1, "keep"), (2, "keep"), (3, "keep")]
 
 
+@pytest.fixture
+def three_rows(client: TestClient, admin: dict[str, str]) -> str:
+    """A table of project_admin's with three rows worth keeping (`KEPT`), new for each test."""
+    return admin_table(client, admin, "rows", ["keep"] * 3)
+
+
 def assert_forbidden(response: Any, words: str, next_action: str) -> None:
     """A 403 in InsForge's shape (`FORBIDDEN`) whose message says `words` and whose next action names
     `next_action`."""

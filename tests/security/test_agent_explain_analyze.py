@@ -9,7 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from kilnbase.config import RecordsSettings, Settings
-from tests.security.conftest import KEPT, OwnerSql, admin_table, assert_forbidden, table_notes
+from tests.security.conftest import KEPT, OwnerSql, assert_forbidden, table_notes
 from tests.support.app import agent_headers
 
 ANALYZE = "application/vnd.pgrst.plan+json; options=analyze"
@@ -22,11 +22,6 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         data_dir=tmp_path_factory.mktemp("data"),
         records=RecordsSettings(plan_enabled=True, tx_end="commit-allow-override"),
     )
-
-
-@pytest.fixture
-def three_rows(client: TestClient, admin: dict[str, str]) -> str:
-    return admin_table(client, admin, "planned", ["keep"] * 3)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from starlette.testclient import TestClient
 
-from tests.security.conftest import KEPT, OwnerSql, admin_table, assert_forbidden, table_notes
+from tests.security.conftest import KEPT, OwnerSql, assert_forbidden, table_notes
 from tests.support.app import agent_headers, mcp_call
 
 
@@ -96,12 +96,6 @@ def test_an_agent_cannot_overwrite_a_secrets_value(
     assert made.status_code == 201, made.text  # the lossless way: the new value under a new key
     assert client.put(f"/api/secrets/{key}", headers=admin, json={"value": "v2"}).status_code == 200
     assert secret_value(client, admin, key) == "v2"  # a person overwrites, as before
-
-
-@pytest.fixture
-def three_rows(client: TestClient, admin: dict[str, str]) -> str:
-    """A table of project_admin's with three rows worth keeping."""
-    return admin_table(client, admin, "rows", ["keep"] * 3)
 
 
 @pytest.mark.parametrize("method", ["DELETE", "PATCH"])

@@ -36,12 +36,6 @@ def writer(client: TestClient, admin: dict[str, str]) -> dict[str, str]:
     return agent_headers(client, admin, ["database:write"], "bulk")
 
 
-@pytest.fixture
-def three_rows(client: TestClient, admin: dict[str, str]) -> str:
-    """A table of project_admin's with three rows worth keeping."""
-    return admin_table(client, admin, "wholesale", ["keep"] * 3)
-
-
 def approve(client: TestClient, admin: dict[str, str], request_id: str) -> dict[str, object]:
     pending = client.get(f"/api/approvals/{request_id}", headers=admin)
     assert pending.status_code == 200 and pending.json()["status"] == "pending", pending.text
