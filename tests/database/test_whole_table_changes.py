@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 
-from kilnbase.database import whole_table_changes
+from kilnbase.db import whole_table_changes
 
 pytestmark = pytest.mark.anyio
 

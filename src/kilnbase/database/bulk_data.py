@@ -20,9 +20,10 @@ from psycopg import AsyncCursor, sql
 from psycopg.rows import DictRow, dict_row
 
 from kilnbase.capability import HeldForApproval
-from kilnbase.database import sql_guard, whole_table_changes
+from kilnbase.database import sql_guard
 from kilnbase.database.database_errors import LIST_TABLES, api_error_from
 from kilnbase.database.tables import identifier
+from kilnbase.db import whole_table_changes
 from kilnbase.db.session import Database, DatabaseIdentity
 from kilnbase.http.errors import ApiError
 

@@ -14,8 +14,9 @@ from pglast.enums import OnConflictAction
 from psycopg.rows import dict_row
 
 from kilnbase.capability import HeldForApproval
-from kilnbase.database import migration_risk, sql_guard, whole_table_changes
+from kilnbase.database import migration_risk, sql_guard
 from kilnbase.database.database_errors import StatementFailed, api_error_from, syntax_error
+from kilnbase.db import whole_table_changes
 from kilnbase.db.session import Database, DatabaseIdentity
 from kilnbase.http.errors import ApiError
 

@@ -21,8 +21,9 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from kilnbase.capability import HeldForApproval
-from kilnbase.database import sql_guard, whole_table_changes
+from kilnbase.database import sql_guard
 from kilnbase.database.database_errors import StatementFailed, api_error_from, syntax_error
+from kilnbase.db import whole_table_changes
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor

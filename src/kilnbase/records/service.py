@@ -369,7 +369,7 @@ def _unfiltered_agent_write(plan: MutatePlan, every: int | None = None) -> ApiEr
     project_admin, every row). PostgREST allows it, and people keep it; for an agent it is refused rather
     than held, since no tool runs a records write for an approval to run. The SQL route to the same change
     is held: `run-raw-sql` rates DELETE or UPDATE without WHERE as DANGER, and holds SQL whose WHERE
-    matched every row of a table of two or more once it ran (`database.whole_table_changes`). In InsForge's
+    matched every row of a table of two or more once it ran (`db.whole_table_changes`). In InsForge's
     shape, as the other refusals of agents on this route (`http.agent_scopes`). With `every`, the request
     had a filter that matched all `every` rows (`_WholeTableGuard`), and was rolled back."""
     verb = "delete" if plan.kind == "delete" else "update"

@@ -17,7 +17,7 @@ the rows the table holds now:
 Postgres's counts also hold those of the connection's earlier transactions that it has not yet reported
 (it reports at most once a second), so they are read once before the SQL (`counts`) and subtracted. A
 partition's rows count with its partitioned table's. Kilnbase's own schemas are left out: SQL that changes
-their rows is held by its text already (`custom_migrations.agent_risks`).
+their rows is held by its text already (`database.custom_migrations.agent_risks`).
 
 Cheap: people never pay (the callers check `Actor.is_unapproved_agent`); an agent's SQL pays one catalog
 read before and one after, and, for each table where it changed at least `MIN_ROWS` rows, one count that
