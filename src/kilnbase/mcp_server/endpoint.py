@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
@@ -101,11 +101,15 @@ class McpEndpoint:
             self._transport = None
             settled.set()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        credential_in(scope)
+    async def ready(self) -> None:
+        """Wait until the server is ready or failed (at once outside the app's lifespan)."""
         settled = self._settled
         if settled is not None and not settled.is_set():
             await settled.wait()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        credential_in(scope)
+        await self.ready()
         transport = self._transport
         if transport is None:
             raise ApiError(
@@ -127,8 +131,11 @@ class DecisionBody(BaseModel):
 class ApprovalRoutes:
     """`/api/approvals`: the change requests agents made, for a person to decide."""
 
-    def __init__(self, approvals: Approvals) -> None:
+    def __init__(self, approvals: Approvals, mcp_ready: Callable[[], Awaitable[None]]) -> None:
         self.approvals = approvals
+        #: An approval runs its call with the MCP server's tools (`Approvals.runs_with`), which are there once
+        #: the server is built, a second or so after the app starts: an approval waits for it, as `/mcp` does.
+        self.mcp_ready = mcp_ready
 
     async def list_requests(self, request: Request) -> Response:
         status = request.query_params.get("status")
@@ -149,6 +156,7 @@ class ApprovalRoutes:
     async def approve(self, request: Request) -> Response:
         actor = admin_actor(request)
         body = parse(DecisionBody, await read_object(request))
+        await self.mcp_ready()
         return json_response(await self.approvals.approve(actor, request.path_params["id"], body.note))
 
     async def reject(self, request: Request) -> Response:
@@ -184,6 +192,9 @@ def mcp_capability(
     endpoint = McpEndpoint(build)
     return Capability(
         "mcp",
-        [Route(PATH, endpoint, methods=["GET", "POST", "DELETE"]), *ApprovalRoutes(approvals).routes()],
+        [
+            Route(PATH, endpoint, methods=["GET", "POST", "DELETE"]),
+            *ApprovalRoutes(approvals, endpoint.ready).routes(),
+        ],
         lifespan=endpoint.running,
     )
