@@ -86,6 +86,10 @@ class Tool:
     #: It runs the project's own code (a function): agent keys reach it with `<group>:invoke`, as they reach
     #: the capability's `invocations` on REST (it still changes what the code changes: not `read_only`).
     invokes: bool = False
+    #: Offered to MCP clients (listed and callable on `/mcp`). False: only an approval runs it, for a REST
+    #: route that the approval gate holds as its call when no tool does that route's work (owner-level
+    #: SQL, which stays off the MCP server); its group and scopes apply to the approved call as to any.
+    offered: bool = True
 
 
 class HeldForApproval(Exception):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -156,6 +158,83 @@ def test_a_persons_sql_that_changes_every_row_runs_at_once(
     response = client.post("/api/database/advance/rawsql", headers=admin, json={"query": query})
     assert response.status_code == 200, response.text
     assert table_notes(owner_sql, three_rows) == [(1, "all"), (2, "all"), (3, "all")]
+
+
+OWNER_SQL = "/api/database/advance/rawsql/unrestricted"
+#: Posts `{query, ...}` to the owner-level SQL route as an agent key with `database:owner-sql`.
+OwnerPost = Callable[..., Any]
+
+
+@pytest.fixture(scope="module")
+def owner_post(client: TestClient, admin: dict[str, str]) -> OwnerPost:
+    headers = agent_headers(client, admin, ["database:write", "database:owner-sql"], "root")
+    return lambda query, **extra: client.post(OWNER_SQL, headers=headers, json={"query": query, **extra})
+
+
+@pytest.fixture(params=WHOLESALE, ids=WHOLESALE_IDS)
+def wholesale(request: pytest.FixtureRequest, three_rows: str) -> tuple[str, str]:
+    """A `three_rows` table and SQL that changes every row of it."""
+    return three_rows, str(request.param).format(table=three_rows)
+
+
+def test_an_agents_owner_sql_that_changes_every_row_waits_for_approval(
+    client: TestClient, admin: dict[str, str], owner_post: OwnerPost, owner_sql: OwnerSql, wholesale: Any
+) -> None:
+    """`database:owner-sql` lets a key run SQL as the owner, not past a person: held as on /advance/rawsql,
+    with the same answer, and an approval runs it as the owner."""
+    table, query = wholesale
+    held = owner_post(query)
+    assert held.status_code == 202, held.text
+    body = held.json()
+    assert body["status"] == "pending_approval"
+    assert body["reason"] == f"deletes or updates every row of public.{table} (all 3 rows it held)"
+    assert table_notes(owner_sql, table) == KEPT
+
+    listed = client.get("/api/approvals?status=pending&limit=100", headers=admin).json()
+    request = next(r for r in listed if r["id"] == body["changeRequestId"])
+    assert request["tool"] == "run-owner-sql" and request["arguments"] == {"query": query, "params": []}
+    approve(client, admin, body["changeRequestId"])
+    assert all(note != "keep" for _, note in table_notes(owner_sql, table))
+    entries = owner_sql(
+        "select details from system.audit_logs where action = 'EXECUTE_RAW_SQL_UNRESTRICTED' "
+        "and details->>'query' = %s and outcome = 'success'",
+        query[:300],
+    )
+    assert [e["details"]["executionRole"] for e in entries] == ["owner"]  # the approved call, once
+
+
+def test_an_agents_ordinary_owner_sql_still_runs_at_once(
+    client: TestClient, admin: dict[str, str], owner_post: OwnerPost, three_rows: str, owner_sql: OwnerSql
+) -> None:
+    """Some rows of three, a table's only row, reads and explains: each answers 200 at once, as the owner."""
+
+    def run(query: str, **extra: object) -> dict[str, Any]:
+        response = owner_post(query, **extra)
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    run(f"UPDATE public.{three_rows} SET note = 'seen' WHERE id <= 2")
+    run(f"DELETE FROM public.{three_rows} WHERE id = 1")
+    assert table_notes(owner_sql, three_rows) == [(2, "seen"), (3, "keep")]
+    single = admin_table(client, admin, "single", ["old"])
+    run(f"UPDATE public.{single} SET note = 'backfilled' WHERE id IS NOT NULL")
+    assert table_notes(owner_sql, single) == [(1, "backfilled")]
+    assert run("select current_user <> 'project_admin' as owner")["rows"] == [{"owner": True}]
+    assert run(f"SELECT * FROM public.{three_rows}", explain=True)["rowCount"] == 1
+
+
+def test_owner_sql_by_a_person_is_not_held_and_its_tool_is_not_on_mcp(
+    client: TestClient, admin: dict[str, str], writer: dict[str, str], three_rows: str, owner_sql: OwnerSql
+) -> None:
+    """The API key's owner SQL that changes every row commits at once; `run-owner-sql` exists only for an
+    approval to run, so no MCP client can call it (owner-level SQL stays off the MCP server)."""
+    query = f"UPDATE public.{three_rows} SET note = 'all' WHERE id > 0"
+    response = client.post(OWNER_SQL, headers=admin, json={"query": query})
+    assert response.status_code == 200, response.text
+    assert table_notes(owner_sql, three_rows) == [(1, "all"), (2, "all"), (3, "all")]
+    for caller in (admin, writer):
+        assert "Unknown tool: run-owner-sql" in mcp_call(client, caller, "run-owner-sql", {"query": query})
 
 
 @pytest.fixture(scope="module")

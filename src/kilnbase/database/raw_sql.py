@@ -4,7 +4,8 @@
 steps out of the role finds no privileges), behind the parser guard as defence in depth, with the admin's
 statement timeout. `/advance/rawsql/unrestricted` is the only owner path: a separate pool, refused to
 credentials whose scopes leave it out (agent keys). `database/admin.py` audits every attempt, refused and
-failed ones too, with the role the SQL really ran as.
+failed ones too, with the role the SQL really ran as. An agent key's SQL on either path that deleted or
+updated every row of a table is rolled back and held for a person (`run`).
 
 Not through `Database.as_caller`: that helper pipelines, and a pipeline cannot carry a multi-statement
 script.
@@ -117,23 +118,27 @@ async def run(
     admin_timeout: str,
 ) -> RawSqlResult:
     """Run checked statements: as project_admin on the request pool, or as the owner on its own pool."""
+    # An agent's SQL that deleted or updated every row of a table waits for a person, whatever its WHERE
+    # says (`whole_table_changes`): rolled back here, held as its tool's call by the edge that took it
+    # (owner-level SQL as `run-owner-sql`'s). An explained SELECT changes nothing; people, and an approved
+    # call, pay nothing.
+    wholesale = actor.is_unapproved_agent and not explain
     try:
         if unrestricted:
             async with database.owner_pool.connection() as conn, conn.transaction(force_rollback=explain):
                 await conn.execute("select set_config('statement_timeout', %s, true)", (admin_timeout,))
                 if explain:
                     await conn.execute("set transaction read only")
+                before = await whole_table_changes.counts(conn) if wholesale else None
                 result = await _execute(conn, statements, params, explain=explain)
+                if before is not None and (reasons := await whole_table_changes.wholesale(conn, before)):
+                    raise HeldForApproval("; ".join(reasons))
                 if not explain:
                     await conn.execute("select system.reassign_public_objects_to_project_admin()")
             return result
         # EXPLAIN ANALYZE runs the statement: keep nothing of it. Rolling back is not enough: a SELECT can
         # move a sequence (nextval, setval), which no rollback undoes, and explain is a read (the MCP tool
         # reaches read-scoped agent keys, and read-only mode): a read-only transaction refuses every write.
-        # An agent's SQL that deleted or updated every row of a table waits for a person, whatever its WHERE
-        # says (`whole_table_changes`): rolled back here, held as its tool's call by the edge that took it.
-        # An explained SELECT changes nothing; people, and an approved call, pay nothing.
-        wholesale = actor.is_unapproved_agent and not explain
         async with database.transaction_as(
             actor.principal, read_only=explain, statement_timeout=admin_timeout, force_rollback=explain
         ) as conn:

@@ -110,6 +110,10 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
         result = await admin.raw_sql(actor, query, list(params or []))
         return result.as_json()
 
+    async def run_owner_sql(actor: Actor, query: str, params: list[Any] | None = None) -> dict[str, Any]:
+        result = await admin.raw_sql(actor, query, list(params or []), unrestricted=True)
+        return result.as_json()
+
     async def explain_sql(actor: Actor, query: str) -> dict[str, Any]:
         result = await admin.raw_sql(actor, query, [], explain=True)
         return result.as_json()
@@ -187,6 +191,15 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
             run_raw_sql,
             read_only=False,
             needs_approval=lambda arguments: dangerous_sql(arguments.get("query")),
+        ),
+        Tool(
+            "run-owner-sql",
+            "Run SQL as the database owner (POST /api/database/advance/rawsql/unrestricted), once approved.",
+            run_owner_sql,
+            read_only=False,
+            # Not on `/mcp`: an agent key's owner-level SQL (`database:owner-sql`) that changed every row of
+            # a table is held as this tool's call by the REST approval gate, and an approval runs it here.
+            offered=False,
         ),
         Tool("explain-sql", "Show the query plan of a statement without running it.", explain_sql),
         Tool("create-table", "Create a table (RLS on unless rlsEnabled is false).", create_table, False),

@@ -162,7 +162,7 @@ class ToolAccessMiddleware:
         if ctx.method == "tools/call":
             name = str((ctx.params or {}).get("name", ""))
             entry = self.listed.get(name)
-            if entry is None:
+            if entry is None or not entry.tool.offered:
                 return CallToolResult(
                     content=[TextContent(type="text", text=f"Unknown tool: {name}")], is_error=True
                 )
@@ -573,6 +573,8 @@ def build_server(
             mime_type=resource_entry.resource.mime_type,
         )(resource_reader(resource_entry))
     for entry in listed.values():
+        if not entry.tool.offered:
+            continue  # (in `listed` still: an approval runs it)
         server.add_tool(
             runner.adapt(entry),
             name=entry.tool.name,
@@ -588,4 +590,4 @@ def build_server(
 
 def catalogue(offered: Sequence[Capability]) -> list[tuple[str, Tool]]:
     """Every tool with its feature group, in the app's order (for docs and `kilnbase mcp --list`)."""
-    return [(capability.name, tool) for capability in offered for tool in capability.tools]
+    return [(capability.name, tool) for capability in offered for tool in capability.tools if tool.offered]
