@@ -19,6 +19,9 @@ Postgres's counts also hold those of the connection's earlier transactions that 
 partition's rows count with its partitioned table's. Kilnbase's own schemas are left out: SQL that changes
 their rows is held by its text already (`database.custom_migrations.agent_risks`).
 
+Also read around an agent key's call of a routine on the records API (`records.service._WholeTableCall`),
+whose body may do the same: hence in `db/`, below both capabilities.
+
 Cheap: people never pay (the callers check `Actor.is_unapproved_agent`); an agent's SQL pays one catalog
 read before and one after, and, for each table where it changed at least `MIN_ROWS` rows, one count that
 reads at most one row more than the SQL itself inserted and changed there (`limit`).

@@ -21,6 +21,7 @@ import psycopg
 from psycopg.rows import DictRow
 
 from kilnbase.config import RecordsSettings
+from kilnbase.db import whole_table_changes
 from kilnbase.db.schema_cache import SchemaCache, SchemaSnapshot
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
@@ -256,14 +257,20 @@ class RecordsEngine:
             )
 
         # A write is answered before COMMIT: a bad response GUC or too many rows must still roll it back.
+        rollback = self._rollback(api)
+        filled = prepared.statement.fill(args_json)
+        guard = None
+        if api.principal.agent is not None and not plan.read_only and not rollback:
+            guard = _WholeTableCall(plan)
         return await run(
             self.database,
             api.principal,
-            prepared.statement.fill(args_json),
+            filled if guard is None else guard.before(filled),
             answer,
             read_only=plan.read_only,
             check_first=not plan.read_only,
-            rollback=self._rollback(api),
+            rollback=rollback,
+            guard=guard.check if guard is not None else None,
         )
 
     async def _planned_count_read(
@@ -280,10 +287,17 @@ class RecordsEngine:
         estimate is small)."""
         planned: int | None = None
         estimated = api.shape.prefs.count == "estimated"
+        read_only = call is None or call.read_only
+        rollback = self._rollback(api)
+        guard = None
+        if call is not None and api.principal.agent is not None and not read_only and not rollback:
+            guard = _WholeTableCall(call)
 
         async def statement(cur: Cursor) -> Sql:
             nonlocal planned
             planned = await planned_rows(cur, explain)
+            if guard is not None:
+                await guard.count(cur)
             return render(estimated and planned is not None and planned <= ESTIMATE_THRESHOLD)
 
         def answer(_cur: Cursor, row: DictRow | None) -> RecordsResponse:
@@ -292,7 +306,6 @@ class RecordsEngine:
                 api, one_row(row), offset, planned, single_value=single_value, call=bool(call)
             )
 
-        read_only = call is None or call.read_only
         return await run(
             self.database,
             api.principal,
@@ -300,7 +313,8 @@ class RecordsEngine:
             answer,
             read_only=read_only,
             check_first=not read_only,
-            rollback=self._rollback(api),
+            rollback=rollback,
+            guard=guard.check if guard is not None else None,
         )
 
     def _rollback(self, api: ApiRequest) -> bool:
@@ -469,6 +483,56 @@ class _WholeTableGuard:
             if self.plan.kind == "insert":
                 raise _agent_upsert_of_every_row(self.plan, self.affected)
             raise _unfiltered_agent_write(self.plan, every=self.affected)
+
+
+def _agent_call_of_every_row(plan: CallPlan, reasons: list[str]) -> ApiError:
+    """An agent key's call of a routine (`/rpc/`) that deleted or updated every row of a table
+    (`_WholeTableCall`): rolled back and refused as the records write of every row is."""
+    routine = plan.routine
+    return ApiError(
+        403,
+        "FORBIDDEN",
+        f"An agent key may not change every row of a table through {routine.schema}.{routine.name}: the "
+        f"call {'; '.join(reasons)}, so nothing was changed.",
+        "Call it with arguments that leave a row as it was; to change every row, run the call as SQL "
+        f"(select {routine.schema}.{routine.name}(...)) with run-raw-sql (POST "
+        "/api/database/advance/rawsql), which waits for a person's approval.",
+    )
+
+
+class _WholeTableCall:
+    """An agent key's call of a routine that may write (`/rpc/`, not READ ONLY) that deleted or updated
+    every row of a table of two or more: what `_WholeTableGuard` refuses of a PATCH or DELETE, done by the
+    routine's body, which only the data can tell. The call's transaction reads Postgres's counts of the
+    rows it changed before and after the call (`db.whole_table_changes`, as for an agent's raw SQL), and
+    before COMMIT the call is rolled back and refused with the same 403 (no tool runs a records call for
+    an approval to run; the same call as SQL through run-raw-sql waits for a person).
+
+    People never pay for it (one attribute check); nor do an agent's reads (GET, or a STABLE or IMMUTABLE
+    routine: READ ONLY) and calls that end in ROLLBACK (`Prefer: tx=rollback`). An agent's other call pays
+    one catalog read before and one after, and a count for each table where it changed two rows or more."""
+
+    def __init__(self, plan: CallPlan) -> None:
+        self.plan = plan
+        self.counted: whole_table_changes.Counts = {}
+
+    async def count(self, cur: Cursor) -> None:
+        """Read the counts before the call, in its transaction."""
+        self.counted = await whole_table_changes.counts(cur.connection)
+
+    def before(self, statement: Sql) -> Callable[[Cursor], Awaitable[Sql]]:
+        """`statement`, rendered in the transaction after the counts are read (`execution.run`)."""
+
+        async def counted_first(cur: Cursor) -> Sql:
+            await self.count(cur)
+            return statement
+
+        return counted_first
+
+    async def check(self, cur: Cursor) -> None:
+        reasons = await whole_table_changes.wholesale(cur.connection, self.counted)
+        if reasons:
+            raise _agent_call_of_every_row(self.plan, reasons)
 
 
 def _prepare_write(
