@@ -1,7 +1,8 @@
-"""No door around approvals by SQL that names a column: an agent key's raw SQL, migration or import that
-deletes or updates every row of a table of two rows or more waits for a person (or, for an import, which no
-tool runs, is refused), whatever its WHERE says; the records API's upsert that updates every row is refused
-as its PATCH is. Ordinary agent SQL, and everything people run, commits at once."""
+"""No door around approvals by SQL that names a column: an agent key's raw SQL (owner-level too), migration
+or import that deletes or updates every row of a table of two rows or more waits for a person (or, for an
+import, which no tool runs, is refused), whatever its WHERE says; the records API's upsert that updates every
+row, in any form, is refused as its PATCH is. Ordinary agent SQL, and everything people run, commits at
+once."""
 
 from __future__ import annotations
 
@@ -268,3 +269,31 @@ def test_an_agents_upsert_that_updates_every_row_is_refused(
     single = admin_table(client, admin, "single", ["old"])
     only = client.post(f"/api/database/records/{single}", headers=merge, json=[{"id": 1, "note": "new"}])
     assert only.status_code == 200, only.text  # a table's only row
+
+
+#: (query, Prefer, body as CSV): a bulk upsert of every row, in the forms the records API takes.
+Bulk = tuple[str, str, bool]
+BULK: list[Bulk] = [
+    ("?on_conflict=id", "resolution=merge-duplicates", False),
+    ("?on_conflict=id&columns=id,note", "resolution=merge-duplicates,return=representation", False),
+    ("?columns=note,id", "resolution=merge-duplicates,return=minimal", False),
+    ("?on_conflict=id", "resolution=merge-duplicates,return=headers-only", False),
+    ("?on_conflict=id&columns=id,note", "resolution=merge-duplicates", True),
+]
+
+
+@pytest.mark.parametrize("bulk", BULK, ids=["on-conflict", "columns", "minimal", "headers-only", "csv"])
+def test_an_agents_bulk_upsert_of_every_row_is_refused_in_every_form(
+    client: TestClient, record_writer: dict[str, str], three_rows: str, owner_sql: OwnerSql, bulk: Bulk
+) -> None:
+    """The single-upsert check covers an array body however it is named (`on_conflict=`, `columns=`), sent
+    (JSON or CSV) or answered (`return=`): one guard, on every upsert that merges."""
+    query, prefer, csv = bulk
+    url, headers = f"/api/database/records/{three_rows}{query}", {**record_writer, "Prefer": prefer}
+    if csv:
+        rows = "id,note\n1,gone\n2,gone\n3,gone\n"
+        refused = client.post(url, headers={**headers, "Content-Type": "text/csv"}, content=rows)
+    else:
+        refused = client.post(url, headers=headers, json=[{"id": n, "note": "gone"} for n in (1, 2, 3)])
+    assert_forbidden(refused, "updated all 3 rows", "run-raw-sql")
+    assert table_notes(owner_sql, three_rows) == KEPT
