@@ -163,3 +163,61 @@ def test_a_server_that_is_not_there_is_said_plainly(
     assert body["message"] == "Failed to send email via SMTP: could not connect to the server."
     assert "host and port" in body["nextActions"]
     assert "Errno" not in body["message"]
+
+
+class PickyRelay(SmtpServer):
+    """A relay that takes the email for every recipient but those in `refusing`, which it refuses with a
+    reply full of its internals."""
+
+    refusing: frozenset[str] = frozenset()
+
+    async def handle_RCPT(  # aiosmtpd hook name
+        self, _server: Any, _session: Any, envelope: Any, address: str, _options: Any
+    ) -> str:
+        if address in self.refusing:
+            return RELAY_INTERNALS
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+@pytest.fixture
+def picky(smtp: SmtpServer, configure: Any) -> Iterator[PickyRelay]:
+    relay = PickyRelay(username=smtp.username, password=smtp.password)
+    relay.start()
+    configure(relay, minIntervalSeconds=60)
+    yield relay
+    relay.stop()
+
+
+def test_recipients_refused_among_others_are_named_without_the_relays_words(
+    client: TestClient, admin_headers: dict[str, str], picky: PickyRelay
+) -> None:
+    taken, refused, copied, hidden = new_email(), new_email(), new_email(), new_email()
+    picky.refusing = frozenset({refused, hidden})
+    body = {**_email(taken, refused), "cc": [copied], "bcc": [hidden]}
+    response = client.post(PATH, json=body, headers=admin_headers)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer == {
+        "refusedRecipients": [{"email": refused, "smtpCode": 550}, {"email": hidden, "smtpCode": 550}]
+    }
+    assert sorted(picky.last_for(taken).to) == sorted([taken, copied])
+    for private in ("mx-internal", "postfix", "r3l4y-s3cr3t", "5.7.1"):
+        assert private not in response.text
+    # An email every recipient took answers as InsForge does.
+    assert client.post(PATH, json=_email(new_email()), headers=admin_headers).json() == {}
+
+
+def test_a_refused_recipients_interval_is_not_used_up(
+    client: TestClient, admin_headers: dict[str, str], picky: PickyRelay
+) -> None:
+    taken, refused = new_email(), new_email()
+    picky.refusing = frozenset({refused})
+    first = client.post(PATH, json=_email(taken, refused), headers=admin_headers)
+    assert first.json()["refusedRecipients"] == [{"email": refused, "smtpCode": 550}]
+    picky.refusing = frozenset()
+    retry = client.post(PATH, json=_email(refused), headers=admin_headers)
+    assert retry.status_code == 200 and retry.json() == {}
+    assert picky.last_for(refused).to == [refused]
+    again = client.post(PATH, json=_email(taken), headers=admin_headers)
+    assert again.status_code == 429  # the interval holds for the one the email went to

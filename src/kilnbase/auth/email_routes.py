@@ -101,11 +101,15 @@ class EmailRoutes:
         return _redirect(target, "Invalid or expired verification token")
 
     async def send_raw(self, request: Request) -> Response:
-        """InsForge's `verifyUser` gate (a key or a token, not the anon role), then the body, then `{}`."""
+        """InsForge's `verifyUser` gate (a key or a token, not the anon role), then the body, then `{}`, or
+        the recipients the SMTP server refused while it took the email for the others."""
         actor = caller_actor(request)
         self.raw.check_sender(actor)
-        await self.raw.send(actor, await read_body(request, RawEmail))
-        return json_response({})
+        refused = await self.raw.send(actor, await read_body(request, RawEmail))
+        if not refused:
+            return json_response({})
+        recipients = [{"email": item.address, "smtpCode": item.code} for item in refused]
+        return json_response({"refusedRecipients": recipients})
 
     async def get_smtp_config(self, request: Request) -> Response:
         return json_response(await self.admin.smtp_config(admin_actor(request)))

@@ -8,6 +8,11 @@ between two emails, counted only for an email that went out (a send the SMTP ser
 up by another recipient's interval, does not hold up the retry); the answer is `{}` once the server has
 taken the message. `from` is a display name only:
 the address is always the configured sender, so an app cannot send as someone else.
+
+An SMTP server may take the message for some recipients and refuse others (InsForge, through nodemailer,
+answers `{}` then, and the caller never learns). Here the answer names them, `{"refusedRecipients":
+[{"email", "smtpCode"}]}`, with the reply code and not the server's words; a refused recipient's interval
+is not used up (nothing went to them). A server that refuses every recipient is a 502, as any failed send.
 """
 
 from __future__ import annotations
@@ -115,8 +120,9 @@ class RawEmails:
                 "Sign in as a user (or use the API key from a server) to send emails.",
             )
 
-    async def send(self, actor: Actor, body: RawEmail) -> None:
-        """Send now and wait for the SMTP server's answer: the caller learns whether the email went out."""
+    async def send(self, actor: Actor, body: RawEmail) -> tuple[smtp.Refused, ...]:
+        """Send now and wait for the SMTP server's answer: the caller learns whether the email went out, and
+        to whom it did not (the recipients refused while others were taken)."""
         self.check_sender(actor)
         async with self.parts.database.as_owner() as cur:
             row = await smtp_settings.load(cur)
@@ -128,14 +134,20 @@ class RawEmails:
             for recipient in dict.fromkeys(body.to):  # (an address named twice is one recipient)
                 if await self._cooldown(recipient, row["min_interval_seconds"]):
                     taken.append(recipient)
-            await self._deliver(server, body)
+            refused = await self._deliver(server, body)
         except Exception:
             # Nothing went out: the intervals this attempt took must not hold up the retry.
             for recipient in taken:
                 await self.parts.limiter.forget(_cooldown_key(recipient))
             raise
-        details = {"recipients": len(body.to) + len(body.cc) + len(body.bcc)}
+        # Nor does the interval of a recipient the server refused: nothing went to them either.
+        not_sent = {item.address.lower() for item in refused}
+        for recipient in taken:
+            if recipient.lower() in not_sent:
+                await self.parts.limiter.forget(_cooldown_key(recipient))
+        details = {"recipients": len(body.to) + len(body.cc) + len(body.bcc), "refused": len(refused)}
         await audit.record(self.parts.database, actor, "SEND_EMAIL", MODULE, details)
+        return refused
 
     async def _cooldown(self, recipient: str, seconds: int) -> bool:
         """InsForge's per-recipient spacing, counted across processes, in its words: True when this send
@@ -152,7 +164,7 @@ class RawEmails:
             )
         return True
 
-    async def _deliver(self, server: smtp.SmtpServer, body: RawEmail) -> None:
+    async def _deliver(self, server: smtp.SmtpServer, body: RawEmail) -> tuple[smtp.Refused, ...]:
         email = smtp.OutgoingEmail(
             to=", ".join(body.to),
             subject=body.subject,
@@ -163,7 +175,7 @@ class RawEmails:
             sender_name=body.sender_name or None,
         )
         try:
-            await smtp.send(server, email)
+            refused = await smtp.send(server, email)
         except OSError as exc:  # (smtplib's errors are OSErrors)
             # The SMTP server (not the caller) failed: an upstream error, never a 500. Its reply text stays
             # out of the answer (`smtp.failure_of`); the log has the kind of error, for the operator.
@@ -177,3 +189,8 @@ class RawEmails:
                 f"Failed to send email via SMTP: {failure.summary}{reply}.",
                 _SEND_FAILED_NEXT[failure.kind],
             ) from None
+        if refused:
+            codes = " ".join(str(code) for code in sorted({item.code for item in refused}))
+            sent = {"smtp_host": server.host, "refused": len(refused), "codes": codes}
+            log.warning("email sent, but the SMTP server refused some recipients", extra={"fields": sent})
+        return refused

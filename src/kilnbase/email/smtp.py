@@ -5,7 +5,8 @@ Port 465 speaks TLS from the first byte; any other port upgrades with STARTTLS w
 
 A failed send is described by `failure_of` in words of our own, with the server's reply code: never with the
 server's reply text or the exception's, which can carry the server's host names and configuration, the login
-it refused, or whatever a misconfigured relay chooses to echo.
+it refused, or whatever a misconfigured relay chooses to echo. A send the server took for some recipients
+but not others returns the refused ones (`Refused`), likewise with the reply code only.
 """
 
 from __future__ import annotations
@@ -62,7 +63,18 @@ def _message(server: SmtpServer, email: OutgoingEmail) -> EmailMessage:
     return message
 
 
-def send_sync(server: SmtpServer, email: OutgoingEmail) -> None:
+@dataclass(frozen=True)
+class Refused:
+    """A recipient the server refused while it took the email for others: the address, as it was sent, and
+    the reply code (the reply's text stays out, as in `failure_of`)."""
+
+    address: str
+    code: int
+
+
+def send_sync(server: SmtpServer, email: OutgoingEmail) -> tuple[Refused, ...]:
+    """Send `email`; the recipients the server refused, when it took the email for at least one (when it
+    refuses every one, `smtplib.SMTPRecipientsRefused` is raised)."""
     context = ssl.create_default_context()
     client: smtplib.SMTP
     if server.port == 465:
@@ -76,11 +88,12 @@ def send_sync(server: SmtpServer, email: OutgoingEmail) -> None:
             client.ehlo()
         if server.username and server.password:
             client.login(server.username, server.password)
-        client.send_message(_message(server, email))
+        refused = client.send_message(_message(server, email))
+    return tuple(Refused(address, code) for address, (code, _reply) in refused.items())
 
 
-async def send(server: SmtpServer, email: OutgoingEmail) -> None:
-    await anyio.to_thread.run_sync(send_sync, server, email)
+async def send(server: SmtpServer, email: OutgoingEmail) -> tuple[Refused, ...]:
+    return await anyio.to_thread.run_sync(send_sync, server, email)
 
 
 @dataclass(frozen=True)
