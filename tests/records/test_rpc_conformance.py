@@ -325,3 +325,35 @@ def test_a_function_raising_a_connection_sqlstate_answers_with_its_own_error(
     assert response.status_code == 503, response.text
     body = response.json()
     assert (body["code"], body["message"]) == ("08006", "could not reach the remote server")
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "status"),
+    [
+        ("53100", 503),  # disk_full: insufficient resources
+        ("53200", 503),  # out_of_memory
+        ("53400", 500),  # configuration_limit_exceeded, the one code of class 53 that is not
+        ("54001", 500),  # statement_too_complex
+        ("55P03", 500),  # lock_not_available
+        ("57000", 500),  # operator_intervention
+        ("57P01", 503),  # admin_shutdown, raised by a statement: the session goes on
+        ("58030", 500),  # io_error
+        ("XX000", 500),  # internal_error
+        ("XX001", 500),  # data_corrupted
+        ("40001", 500),  # serialization_failure
+        ("42P17", 500),  # infinite recursion (in a policy)
+        ("P0002", 500),  # no_data_found: a PL/pgSQL error other than RAISE's default
+        ("PTABC", 500),  # RAISE SQLSTATE 'PT...' without a status
+    ],
+)
+def test_server_side_sqlstates_get_postgrests_status_and_body(
+    client: TestClient, admin: dict[str, str], sqlstate: str, status: int
+) -> None:
+    """PostgREST's table (errors.rst, `mapSQLtoHTTP`): a failure on the server's side is a 5xx, with the
+    same body PostgREST shows (code, message, details, hint), and no `Retry-After`: the database is there."""
+    response = client.post(f"{RPC}/fail_with", json={"code": sqlstate}, headers=admin)
+    assert response.status_code == status, response.text
+    body = {"code": sqlstate, "message": "custom failure", "details": None, "hint": "a hint"}
+    assert response.json() == body
+    assert "retry-after" not in response.headers
+    assert response.headers["proxy-status"] == f"PostgREST; error={sqlstate}"

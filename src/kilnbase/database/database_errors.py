@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+
 import psycopg
 
 from kilnbase.db.availability import is_unavailable
+from kilnbase.db.sqlstate import status_for
 from kilnbase.http.errors import ApiError, database_unavailable
+
+log = logging.getLogger("kilnbase.database")
 
 #: For a table that does not exist.
 LIST_TABLES = "List the tables with GET /api/database/tables."
+#: The SQLSTATE classes that say the server failed, not the statement: connection (08, a statement's: a
+#: dblink's, a foreign server's), insufficient resources (53), operator intervention (57), system (58) and
+#: internal (XX) errors. These follow PostgREST's statuses; the other classes PostgREST answers 500 for
+#: (a PL/pgSQL error, a subquery of two rows) are, in the SQL an admin sent, that SQL's mistake: a 400.
+_SERVER_SIDE = ("08", "53", "57", "58", "XX")
+_SERVER_SIDE_NEXT = {
+    503: "The database lacks a resource right now (disk, memory, connections) or could not reach another "
+    "server; retry shortly. If it lasts, the server's log and PostgreSQL's say which.",
+    500: "The database failed on its side, not because of the request; the server's log has the SQLSTATE. "
+    "Retry once; if it persists, check PostgreSQL's log and the server's health.",
+}
 
 
 class DatabaseFailure(ApiError):
@@ -80,13 +96,20 @@ def api_error_from(exc: psycopg.Error, sql: str | None = None) -> DatabaseFailur
         return DatabaseFailure(
             400, "DATABASE_VALIDATION_ERROR", message, "The statement ran past its statement timeout."
         )
-    if sqlstate.startswith(("08", "53", "57", "58", "XX")):
-        return DatabaseFailure(
-            503, "DATABASE_INTERNAL_ERROR", "The database is unavailable", "Retry shortly."
-        )
+    if sqlstate.startswith(_SERVER_SIDE):
+        return _server_side(sqlstate, message)
     return DatabaseFailure(
         400,
         "DATABASE_VALIDATION_ERROR",
         message,
         exc.diag.message_hint or "Fix the SQL as the message says and retry.",
     )
+
+
+def _server_side(sqlstate: str, message: str) -> DatabaseFailure:
+    """A statement the server failed (`_SERVER_SIDE`): PostgREST's status (503 for insufficient resources
+    and a connection's error, 500 else) with Postgres's message, as PostgREST shows it, and never its
+    detail or context, which can name files and internals."""
+    status = status_for(sqlstate, message, is_anonymous=False)
+    log.error("database error %s (answered %d): %s", sqlstate, status, message)
+    return DatabaseFailure(status, "DATABASE_INTERNAL_ERROR", message, _SERVER_SIDE_NEXT[status])

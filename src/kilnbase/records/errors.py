@@ -1,4 +1,5 @@
-"""PostgREST's error body `{code, message, details, hint}` and its SQLSTATE -> HTTP status mapping.
+"""PostgREST's error body `{code, message, details, hint}`, with its SQLSTATE -> HTTP status mapping
+(`db/sqlstate.py`).
 
 Everything the records engine refuses is a `RecordsError`; a database error is translated by
 `from_database_error`, so a client mistake (bad column, bad value, policy violation) is never a 500.
@@ -13,6 +14,7 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 from kilnbase.db.availability import RETRY_AFTER, DatabaseUnavailable, is_unavailable
+from kilnbase.db.sqlstate import status_for
 
 
 class RecordsError(Exception):
@@ -41,27 +43,6 @@ class RecordsError(Exception):
 def parse_error(message: str, details: str | None = None) -> RecordsError:
     """PGRST100: the query string does not follow the grammar."""
     return RecordsError(400, "PGRST100", message, details)
-
-
-def status_for_sqlstate(sqlstate: str, is_anonymous: bool) -> int:
-    """PostgREST's table (errors.rst), applied to the SQLSTATE of a failed statement."""
-    if sqlstate in ("23505", "23503"):
-        return 409
-    if sqlstate == "42501":
-        return 401 if is_anonymous else 403
-    if sqlstate in ("42P01", "42883"):
-        return 404
-    if sqlstate == "25006":
-        return 405
-    if sqlstate == "P0001":
-        return 400
-    if sqlstate.startswith(("08", "53")):
-        return 503
-    if sqlstate in ("57014", "XX000") or sqlstate.startswith(("58", "F0", "P0", "XX")):
-        return 500
-    if sqlstate.startswith("PT") and sqlstate[2:].isascii() and sqlstate[2:].isdigit():
-        return int(sqlstate[2:])
-    return 400
 
 
 def from_statement_error(exc: psycopg.Error, *, is_anonymous: bool) -> RecordsError:
@@ -99,7 +80,7 @@ def from_database_error(exc: psycopg.Error, *, is_anonymous: bool) -> RecordsErr
     if sqlstate == "PGRST":
         return _raised_pgrst(message, diag.message_detail)
     return RecordsError(
-        status_for_sqlstate(sqlstate, is_anonymous),
+        status_for(sqlstate, message, is_anonymous=is_anonymous),
         sqlstate,
         message,
         diag.message_detail,
