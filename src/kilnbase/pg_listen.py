@@ -3,7 +3,8 @@
 Several things a request checks on its hot path (ended sessions, agent keys) live in the database but must
 not cost a round trip per request. Each process keeps a view in memory: it LISTENs on a channel of its own
 connection, then (after LISTEN, so nothing that changes from then on can be missed) loads what it needs,
-and applies every notification. A lost connection is retried every second and reloads on reconnect.
+and applies every notification. A lost connection is retried, less and less often (`ConnectionLoss`), and
+reloads on reconnect.
 
 Every listener of the server (these views, the schema cache, realtime delivery, the functions runtime) reads
 its notifications through `notifications`, which sleeps until Postgres sends something.
@@ -21,45 +22,78 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection, Notify
+from redis.backoff import AbstractBackoff, EqualJitterBackoff
 
 log = logging.getLogger("kilnbase.listen")
 
-_RETRY_SECONDS = 1.0
 #: While a connection stays lost, how often its listener says so again.
 STILL_LOST_LOG_SECONDS = 60.0
+#: The pause before a lost listener's first try, doubled after each failed one up to `RETRY_MOST_SECONDS`.
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MOST_SECONDS = 30.0
+
+
+def retry_backoff() -> AbstractBackoff:
+    """The pauses between a lost listener's tries: `compute(n)`, after n failed tries, is between half and
+    all of `RETRY_FIRST_SECONDS * 2**n`, capped at `RETRY_MOST_SECONDS` (redis-py's equal jitter: a
+    dependency already, and the formula of AWS's "Exponential Backoff And Jitter"). The jitter keeps the
+    five listeners of each worker, and the workers, from all knocking at the same moment."""
+    # (EqualJitterBackoff halves the bound: the first pause is between 0.5 and 1 s.)
+    return EqualJitterBackoff(cap=RETRY_MOST_SECONDS, base=RETRY_FIRST_SECONDS)
 
 
 class ConnectionLoss:
-    """What one of the server's own connections (a listener's) says in the log when it is lost: once when
-    it goes, once a minute while it stays away, once when it is back. A listener retries every second, and
-    there are five in each worker: logging every retry was five lines a second for the whole of an outage,
-    which buried the one line that says what happened (`db/availability.py` says when the database went
-    and came back)."""
+    """What one of the server's own connections (a listener's) does when it is lost: when to try again, and
+    what to say in the log. The pause grows from a second to 30 s (`retry_backoff`) while the tries fail and
+    starts over once one connects: tried every second, an outage of minutes cost the database five
+    connection attempts a second from each worker, for nothing. The log says it once when the connection
+    goes, once a minute while it stays away, once when it is back: logging every retry was five lines a
+    second for the whole of an outage, which buried the one line that says what happened
+    (`db/availability.py` says when the database went and came back)."""
 
     def __init__(
-        self, name: str, logger: logging.Logger, still_lost_every: float = STILL_LOST_LOG_SECONDS
+        self,
+        name: str,
+        logger: logging.Logger,
+        still_lost_every: float = STILL_LOST_LOG_SECONDS,
+        backoff: AbstractBackoff | None = None,
     ) -> None:
         self.name = name
         self._log = logger
         self._still_lost_every = still_lost_every
+        self._backoff = backoff or retry_backoff()
+        self._failures = 0
         self._lost_at: float | None = None
         self._logged_at = 0.0
 
-    def lost(self, exc: BaseException) -> None:
+    def lost(self, exc: BaseException) -> float:
+        """Note a failed or broken connection; the seconds to wait before trying again."""
+        delay = self._backoff.compute(self._failures)
+        self._failures += 1
         now = time.monotonic()
         if self._lost_at is None:
             self._lost_at = self._logged_at = now
-            self._log.warning("%s lost its connection (%s); retrying every second", self.name, _named(exc))
+            self._log.warning(
+                "%s lost its connection (%s); retrying in %.1f s, then less often (every %g s at most)",
+                self.name,
+                _named(exc),
+                delay,
+                RETRY_MOST_SECONDS,
+            )
         elif now - self._logged_at >= self._still_lost_every:
             self._logged_at = now
             self._log.warning(
-                "%s has had no connection for %.0f s (%s); still retrying",
+                "%s has had no connection for %.0f s (%s); still retrying, next in %.0f s",
                 self.name,
                 now - self._lost_at,
                 _named(exc),
+                delay,
             )
+        return delay
 
     def connected(self) -> None:
+        """A connection was made: the next loss starts over from the shortest pause."""
+        self._failures = 0
         if self._lost_at is not None:
             self._log.warning("%s connected again after %.1f s", self.name, time.monotonic() - self._lost_at)
             self._lost_at = None
@@ -153,6 +187,6 @@ class ListenedView(ABC):
                         if follow_up is not None:
                             await follow_up
             except (psycopg.Error, OSError) as exc:
-                self._loss.lost(exc)
+                pause = self._loss.lost(exc)
                 self._listening.set()  # start() must not wait for a database that is away
-                await asyncio.sleep(_RETRY_SECONDS)
+                await asyncio.sleep(pause)

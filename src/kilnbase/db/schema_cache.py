@@ -409,5 +409,4 @@ class SchemaCache:
             except asyncio.CancelledError:
                 raise
             except (psycopg.Error, OSError) as exc:
-                self._loss.lost(exc)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(self._loss.lost(exc))

@@ -196,9 +196,9 @@ class Runtime:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._loss.lost(exc)
+                pause = self._loss.lost(exc)
                 listening.set()
-                await asyncio.sleep(1)
+                await asyncio.sleep(pause)
 
     def forget(self, slug: str) -> None:
         self._definitions.pop(slug, None)

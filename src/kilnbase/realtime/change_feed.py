@@ -340,8 +340,7 @@ class ChangeFeed:
                     finally:
                         self._leading.clear()
             except (psycopg.Error, OSError) as exc:
-                self._loss.lost(exc)
-                await asyncio.sleep(_RETRY_SECONDS)
+                await asyncio.sleep(self._loss.lost(exc))
 
     async def _read_slot(self, conn: AsyncConnection[Any]) -> None:
         slot = str(self.slot)

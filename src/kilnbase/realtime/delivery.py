@@ -5,9 +5,10 @@ transaction commits and never when it rolls back. Every process listens on a con
 broadcasts each message to its own sockets in the channel's room (so processes need nothing between them to
 fan a message out), adding its audience to `ws_audience_count`. One process, the first to claim the row,
 sends the channel's webhooks and writes `wh_audience_count` and `wh_delivered_count` back. Notifications that
-arrive together are read in one query. A lost connection is retried every second; once it is back, the
-messages stored since shortly before it was lost are read, and those this process has not delivered yet
-(it remembers the last `_REMEMBERED` ids) are delivered then.
+arrive together are read in one query. A lost connection is retried, from every second to every 30 s
+(`pg_listen.ConnectionLoss`); once it is back, the messages stored since shortly before it was lost are
+read, and those this process has not delivered yet (it remembers the last `_REMEMBERED` ids) are delivered
+then.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ log = logging.getLogger("kilnbase.realtime.delivery")
 
 CHANNEL = "realtime_message"
 APPLICATION_NAME = "kilnbase-realtime"
-_RETRY_SECONDS = 1.0
 _BATCH = 500
 _REMEMBERED = 20_000
 #: How far before a lost connection to look for messages it may have missed (a message's `created_at` is its
@@ -119,11 +119,11 @@ class MessageDelivery:
                     async for notify in notifications(conn):
                         self._queue.put_nowait(notify.payload)
             except (psycopg.Error, OSError) as exc:
-                self._loss.lost(exc)
+                pause = self._loss.lost(exc)
                 if self._lost_at is None:
                     self._lost_at = time.time()
                 self._listening.set()
-                await asyncio.sleep(_RETRY_SECONDS)
+                await asyncio.sleep(pause)
 
     async def _catch_up(self, conn: AsyncConnection[Any], lost_at: float) -> None:
         """Queue what was stored while the connection was away and has not been delivered here."""
