@@ -204,6 +204,43 @@ def test_an_agents_owner_sql_that_changes_every_row_waits_for_approval(
     assert [e["details"]["executionRole"] for e in entries] == ["owner"]  # the approved call, once
 
 
+@pytest.mark.parametrize(
+    ("sql", "reason"),
+    [
+        ("DROP TABLE public.{table}", "DROP TABLE"),
+        ("TRUNCATE public.{table}", "TRUNCATE"),
+        ("DELETE FROM public.{table}", "DELETE without WHERE"),
+    ],
+    ids=["drop", "truncate", "delete-without-where"],
+)
+def test_an_agents_dangerous_owner_sql_waits_before_it_runs(
+    client: TestClient,
+    admin: dict[str, str],
+    owner_post: OwnerPost,
+    owner_sql: OwnerSql,
+    three_rows: str,
+    sql: str,
+    reason: str,
+) -> None:
+    """What run-raw-sql holds by its text (a drop, TRUNCATE, a write without WHERE) the owner-level route
+    holds too, before it runs: the scope gives the owner's privileges, not a way around a person."""
+    query = sql.format(table=three_rows)
+    held = owner_post(query)
+    assert held.status_code == 202, held.text
+    body = held.json()
+    assert body["status"] == "pending_approval" and reason in body["reason"], body
+    assert table_notes(owner_sql, three_rows) == KEPT  # the table is there, its rows as they were
+
+    request = client.get(f"/api/approvals/{body['changeRequestId']}", headers=admin).json()
+    assert request["tool"] == "run-owner-sql" and request["arguments"] == {"query": query, "params": []}
+    approve(client, admin, body["changeRequestId"])
+    left = owner_sql("select count(*) as n from pg_catalog.pg_class where relname = %s", three_rows)
+    if sql.startswith("DROP"):
+        assert left == [{"n": 0}]
+    else:
+        assert table_notes(owner_sql, three_rows) == []
+
+
 def test_an_agents_ordinary_owner_sql_still_runs_at_once(
     client: TestClient, admin: dict[str, str], owner_post: OwnerPost, three_rows: str, owner_sql: OwnerSql
 ) -> None:

@@ -197,8 +197,12 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
             "Run SQL as the database owner (POST /api/database/advance/rawsql/unrestricted), once approved.",
             run_owner_sql,
             read_only=False,
-            # Not on `/mcp`: an agent key's owner-level SQL (`database:owner-sql`) that changed every row of
-            # a table is held as this tool's call by the REST approval gate, and an approval runs it here.
+            # The scope grants the owner's privileges, not a way around a person: the SQL run-raw-sql would
+            # hold (a drop, TRUNCATE, a write without WHERE, Kilnbase's own tables) is held here too.
+            needs_approval=lambda arguments: dangerous_sql(arguments.get("query")),
+            # Not on `/mcp`: an agent key's owner-level SQL (`database:owner-sql`) is held as this tool's
+            # call by the REST approval gate, before it runs (as above) or once it changed every row of a
+            # table, and an approval runs it here.
             offered=False,
         ),
         Tool("explain-sql", "Show the query plan of a statement without running it.", explain_sql),

@@ -63,8 +63,8 @@ def _body(body: Any) -> dict[str, Any]:
 HELD_ROUTES = (
     _route("POST", "/api/database/advance/rawsql", "run-raw-sql",
            lambda p, b: {"query": _body(b).get("query"), "params": _body(b).get("params") or []}),
-    # Owner-level SQL is held only once it ran (every row of a table changed), as the approval-only tool
-    # `run-owner-sql`: it has no needs_approval rule, so every other request passes as it is.
+    # Owner-level SQL is held as the approval-only tool `run-owner-sql`: by its text as run-raw-sql's, or
+    # once it ran and changed every row of a table.
     _route("POST", "/api/database/advance/rawsql/unrestricted", "run-owner-sql",
            lambda p, b: {"query": _body(b).get("query"), "params": _body(b).get("params") or []}),
     _route("POST", "/api/database/migrations", "apply-migration",
