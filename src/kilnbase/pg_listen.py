@@ -30,7 +30,10 @@ log = logging.getLogger("kilnbase.listen")
 STILL_LOST_LOG_SECONDS = 60.0
 #: The pause before a lost listener's first try, doubled after each failed one up to `RETRY_MOST_SECONDS`.
 RETRY_FIRST_SECONDS = 1.0
-RETRY_MOST_SECONDS = 30.0
+#: Kept short: once the database is back, a listener still in its pause misses what happens meanwhile
+#: (another worker's revocation of a session, a realtime message) until it connects and reloads, so the
+#: pause bounds how long a revoked token may still pass here and how long delivery lags the database.
+RETRY_MOST_SECONDS = 5.0
 
 
 def retry_backoff() -> AbstractBackoff:
@@ -44,9 +47,10 @@ def retry_backoff() -> AbstractBackoff:
 
 class ConnectionLoss:
     """What one of the server's own connections (a listener's) does when it is lost: when to try again, and
-    what to say in the log. The pause grows from a second to 30 s (`retry_backoff`) while the tries fail and
+    what to say in the log. The pause grows from a second to 5 s (`retry_backoff`) while the tries fail and
     starts over once one connects: tried every second, an outage of minutes cost the database five
-    connection attempts a second from each worker, for nothing. The log says it once when the connection
+    connection attempts a second from each worker, for nothing; a pause of minutes would leave the process
+    behind the database for as long once it is back. The log says it once when the connection
     goes, once a minute while it stays away, once when it is back: logging every retry was five lines a
     second for the whole of an outage, which buried the one line that says what happened
     (`db/availability.py` says when the database went and came back)."""

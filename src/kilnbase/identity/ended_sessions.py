@@ -10,7 +10,7 @@ The set is filled three ways: at start and after every reconnect from the databa
 (`auth.recently_ended_sessions`), from `NOTIFY kilnbase_sessions_ended`, sent by triggers on `auth.sessions`
 when a session is revoked or deleted (migration 0051) and heard on a connection of its own, and at once by
 this process's own revocations (`add`), so the caller's very next request is refused even before the
-notification arrives. A lost connection is retried (from every second to every 30 s); what ended meanwhile is
+notification arrives. A lost connection is retried (from every second to every 5 s); what ended meanwhile is
 read on reconnect (`pg_listen.py`).
 """
 

@@ -5,7 +5,7 @@ transaction commits and never when it rolls back. Every process listens on a con
 broadcasts each message to its own sockets in the channel's room (so processes need nothing between them to
 fan a message out), adding its audience to `ws_audience_count`. One process, the first to claim the row,
 sends the channel's webhooks and writes `wh_audience_count` and `wh_delivered_count` back. Notifications that
-arrive together are read in one query. A lost connection is retried, from every second to every 30 s
+arrive together are read in one query. A lost connection is retried, from every second to every 5 s
 (`pg_listen.ConnectionLoss`); once it is back, the messages stored since shortly before it was lost are
 read, and those this process has not delivered yet (it remembers the last `_REMEMBERED` ids) are delivered
 then.
