@@ -15,7 +15,7 @@ from psycopg import AsyncCursor
 from kilnbase.db.session import Database
 from kilnbase.identity.actor import Actor
 
-Outcome = Literal["success", "refused", "failed"]
+Outcome = Literal["success", "refused", "failed", "held"]
 
 _INSERT = (
     "insert into system.audit_logs (actor, action, module, details, ip_address, user_agent, agent_key, tool, "

@@ -66,6 +66,13 @@ def test_an_agents_raw_sql_that_changes_every_row_waits_for_approval(
     assert body["status"] == "pending_approval"
     assert f"public.{three_rows}" in body["reason"] and "3 rows" in body["reason"], body
     assert table_notes(owner_sql, three_rows) == KEPT
+    # The attempt is in the audit trail, as held, beside the change request it became.
+    tried = owner_sql(
+        "select outcome, agent_key is not null as by_agent, details->>'heldFor' as held_for "
+        "from system.audit_logs where action = 'EXECUTE_RAW_SQL' and details->>'query' = %s",
+        query[:300],
+    )
+    assert tried == [{"outcome": "held", "by_agent": True, "held_for": body["reason"]}]
 
     over_mcp = json.loads(mcp_call(client, writer, "run-raw-sql", {"query": query}))
     assert over_mcp["status"] == "pending_approval", over_mcp

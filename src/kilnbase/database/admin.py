@@ -73,10 +73,16 @@ class DatabaseAdmin:
         self, actor: Actor, action: str, details: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
         """Record `action` once the block ends: a success (with what the block added to `details`), a
-        failure in the database, or a refusal before anything ran."""
+        failure in the database, a refusal before anything ran, or an agent's SQL held for a person once
+        it ran (rolled back: the trail shows the attempt, not only the change request it became)."""
         try:
             _require_admin(actor)
             yield details
+        except HeldForApproval as exc:
+            await audit.record(
+                self.database, actor, action, MODULE, {**details, "heldFor": exc.reason}, outcome="held"
+            )
+            raise
         except DatabaseFailure as exc:
             await audit.record(
                 self.database, actor, action, MODULE, {**details, "error": exc.message}, outcome="failed"
