@@ -109,6 +109,9 @@ class ChangeFeed:
         self._host = uuid.uuid4().hex
         self.available = False
         self._loss = ConnectionLoss("change feed", log)
+        #: The Redis subscription that brings other processes' changes: tried again less and less often
+        #: while Redis is away, and said in the log once, once a minute, and once back (not every second).
+        self._redis_loss = ConnectionLoss("change feed's Redis subscription", log)
         #: Set while this process holds the leader's lock (reads the slot).
         self._leading = asyncio.Event()
         #: Set when a change subscription arrives (here, or on another process): wakes an idle reader.
@@ -415,6 +418,7 @@ class ChangeFeed:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(self._channel, self._wake_channel)
+                    self._redis_loss.connected()
                     async for message in pubsub.listen():
                         if message.get("type") != "message":
                             continue
@@ -423,8 +427,7 @@ class ChangeFeed:
                         else:
                             await self.handle(orjson.loads(message["data"]))
             except REDIS_DOWN as exc:
-                log.warning("change feed lost Redis: %s", type(exc).__name__)
-                await asyncio.sleep(_RETRY_SECONDS)
+                await asyncio.sleep(self._redis_loss.lost(exc))
 
     # --- every process: filter, check RLS, emit ------------------------------------------------------------
 
