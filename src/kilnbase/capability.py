@@ -99,7 +99,8 @@ class HeldForApproval(Exception):
     tool's (the MCP tool runner, the REST approval gate) stores it as a change request of that tool, as if
     `needs_approval` had held it, so an approval runs it for real. Services raise it only for an agent's call
     that no person approved (`Actor.is_unapproved_agent`), and only on paths that are a tool's call; where
-    no tool runs the call for an approval to run (an import), they refuse it instead."""
+    no tool runs the call for an approval to run (an import, a multipart bulk upsert), they refuse it
+    instead."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

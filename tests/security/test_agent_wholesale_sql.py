@@ -1,8 +1,8 @@
-"""No door around approvals by SQL that names a column: an agent key's raw SQL (owner-level too), migration
-or import that deletes or updates every row of a table of two rows or more waits for a person (or, for an
-import, which no tool runs, is refused), whatever its WHERE says; the records API's upsert that updates every
-row, in any form, is refused as its PATCH is. Ordinary agent SQL, and everything people run, commits at
-once."""
+"""No door around approvals by SQL that names a column: an agent key's raw SQL (owner-level too), migration,
+import or bulk upsert that deletes or updates every row of a table of two rows or more waits for a person (or,
+for an import or a multipart bulk upload, which no tool runs, is refused), whatever its WHERE says; the
+records API's upsert that updates every row, in any form, is refused as its PATCH is. Ordinary agent SQL and
+upserts, and everything people run, commit at once."""
 
 from __future__ import annotations
 
@@ -341,3 +341,123 @@ def test_an_agents_bulk_upsert_of_every_row_is_refused_in_every_form(
         refused = client.post(url, headers=headers, json=[{"id": n, "note": "gone"} for n in (1, 2, 3)])
     assert_forbidden(refused, "updated all 3 rows", "run-raw-sql")
     assert table_notes(owner_sql, three_rows) == KEPT
+
+
+BULK_UPSERT = "/api/database/advance/bulk-upsert"
+#: Rows as the bulk upsert takes them: (format, content). `EVERY` rewrites each row of a `three_rows` table.
+Upload = tuple[str, str]
+EVERY: Upload = ("json", json.dumps([{"id": n, "note": "gone"} for n in (1, 2, 3)]))
+EVERY_AND_NEW: Upload = ("json", json.dumps([{"id": n, "note": "gone"} for n in (1, 2, 3, 4)]))
+EVERY_AS_CSV: Upload = ("csv", "id,note\n1,gone\n2,gone\n3,gone\n")
+
+
+def upload(
+    client: TestClient, headers: dict[str, str], table: str, rows: Upload, upsert_key: str | None = "id"
+) -> Any:
+    """`POST /advance/bulk-upsert` of `rows` as a file, by `upsert_key` (None: insert them)."""
+    fmt, content = rows
+    form = {"table": table} if upsert_key is None else {"table": table, "upsertKey": upsert_key}
+    files = {"file": (f"rows.{fmt}", content.encode(), f"text/{fmt}")}
+    return client.post(BULK_UPSERT, headers=headers, data=form, files=files)
+
+
+def tool_upsert(
+    client: TestClient, headers: dict[str, str], table: str, rows: Upload, upsert_key: str | None = "id"
+) -> dict[str, Any]:
+    """The `bulk-upsert` tool's call over `/mcp`: its answer as JSON."""
+    fmt, content = rows
+    arguments: dict[str, object] = {"table": table, "content": content, "format": fmt}
+    if upsert_key is not None:
+        arguments["upsertKey"] = upsert_key
+    answer: dict[str, Any] = json.loads(mcp_call(client, headers, "bulk-upsert", arguments))
+    return answer
+
+
+@pytest.mark.parametrize("rows", [EVERY, EVERY_AND_NEW, EVERY_AS_CSV], ids=["json", "and-new", "csv"])
+def test_an_agents_bulk_upload_that_updates_every_row_is_refused(
+    client: TestClient, writer: dict[str, str], three_rows: str, owner_sql: OwnerSql, rows: Upload
+) -> None:
+    """No approval holds a multipart upload: rolled back and refused, and the agent sent to the tool that
+    waits for a person (or to send only the rows to change)."""
+    refused = upload(client, writer, three_rows, rows)
+    assert_forbidden(
+        refused, f"every row of public.{three_rows} (all 3 rows it held)", "bulk-upsert MCP tool"
+    )
+    message = refused.json()["message"]
+    assert message.startswith("An agent key may not update every row of a table by bulk upsert")
+    assert message.endswith("so nothing was changed.")
+    assert "Send only the rows to change" in refused.json()["nextActions"]
+    assert table_notes(owner_sql, three_rows) == KEPT
+    outcomes = owner_sql(
+        "select outcome from system.audit_logs where action = 'BULK_UPSERT' and details->>'table' = %s",
+        three_rows,
+    )
+    assert outcomes == [{"outcome": "refused"}]
+
+
+def test_an_agents_bulk_upsert_tool_that_updates_every_row_waits_for_approval(
+    client: TestClient, admin: dict[str, str], writer: dict[str, str], three_rows: str, owner_sql: OwnerSql
+) -> None:
+    """The tool takes its rows inline, so its call is held as it was made, listed, and run once approved."""
+    held = tool_upsert(client, writer, three_rows, EVERY)
+    assert held["status"] == "pending_approval", held
+    assert held["reason"] == f"deletes or updates every row of public.{three_rows} (all 3 rows it held)"
+    assert table_notes(owner_sql, three_rows) == KEPT
+
+    listed = client.get("/api/approvals?status=pending&limit=100", headers=admin).json()
+    request = next(r for r in listed if r["id"] == held["changeRequestId"])
+    assert request["tool"] == "bulk-upsert"
+    assert request["arguments"] == {
+        "table": three_rows,
+        "content": EVERY[1],
+        "format": "json",
+        "upsertKey": "id",
+    }
+    decided = approve(client, admin, held["changeRequestId"])
+    assert "Successfully upserted 3 rows" in json.dumps(decided["result"]), decided
+    assert table_notes(owner_sql, three_rows) == [(1, "gone"), (2, "gone"), (3, "gone")]
+    runs = owner_sql(
+        "select outcome from system.audit_logs where action = 'BULK_UPSERT' and details->>'table' = %s",
+        three_rows,
+    )
+    assert runs == [{"outcome": "success"}]  # the approved call, once; the held one left no upsert
+
+
+def test_an_agents_ordinary_bulk_upserts_run_at_once(
+    client: TestClient, admin: dict[str, str], writer: dict[str, str], three_rows: str, owner_sql: OwnerSql
+) -> None:
+    """Some rows of three (new ones beside them), new rows only, a table's only row: by upload and by the
+    tool, each commits at once."""
+    some: Upload = (
+        "json",
+        json.dumps([{"id": 1, "note": "seen"}, {"id": 2, "note": "seen"}, {"id": 4, "note": "new"}]),
+    )
+    answered = upload(client, writer, three_rows, some)
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["rowsAffected"] == 3
+    assert table_notes(owner_sql, three_rows) == [(1, "seen"), (2, "seen"), (3, "keep"), (4, "new")]
+    fresh: Upload = ("csv", "id,note\n5,new\n6,new\n")
+    assert upload(client, writer, three_rows, fresh, upsert_key=None).status_code == 200
+    by_tool: Upload = ("json", json.dumps([{"id": n, "note": "tool"} for n in (3, 4, 7)]))
+    assert tool_upsert(client, writer, three_rows, by_tool)["rowsAffected"] == 3
+    assert table_notes(owner_sql, three_rows) == [
+        (1, "seen"), (2, "seen"), (3, "tool"), (4, "tool"), (5, "new"), (6, "new"), (7, "tool")
+    ]  # fmt: skip
+
+    single = admin_table(client, admin, "single", ["old"])
+    only: Upload = ("json", json.dumps([{"id": 1, "note": "backfilled"}]))
+    assert upload(client, writer, single, only).status_code == 200
+    assert tool_upsert(client, writer, single, only)["rowsAffected"] == 1
+    assert table_notes(owner_sql, single) == [(1, "backfilled")]
+
+
+def test_a_persons_bulk_upsert_of_every_row_runs_at_once(
+    client: TestClient, admin: dict[str, str], three_rows: str, owner_sql: OwnerSql
+) -> None:
+    """The API key's upload and tool call that rewrite every row commit at once."""
+    answered = upload(client, admin, three_rows, EVERY)
+    assert answered.status_code == 200, answered.text
+    assert table_notes(owner_sql, three_rows) == [(1, "gone"), (2, "gone"), (3, "gone")]
+    again: Upload = ("json", json.dumps([{"id": n, "note": "again"} for n in (1, 2, 3)]))
+    assert tool_upsert(client, admin, three_rows, again)["rowsAffected"] == 3
+    assert table_notes(owner_sql, three_rows) == [(1, "again"), (2, "again"), (3, "again")]

@@ -62,6 +62,25 @@ def _agent_import_refused(reasons: list[str]) -> ApiError:
     )
 
 
+def _agent_bulk_upsert_refused(reason: str) -> ApiError:
+    """An agent key's multipart bulk upsert (`POST /api/database/advance/bulk-upsert`) that updated every row
+    of a table of two or more: rolled back and refused, as the records API's upsert of every row is, rather
+    than held. The REST approval gate holds a request by storing it as a tool's call, and it could store
+    this one only by buffering every agent upload (up to the upload limit, 100 MB by default) in case it
+    turns out to need a person, since only the upsert itself tells; and the route takes any `schema`,
+    where the `bulk-upsert` tool takes the public schema's tables. The tool, which takes the rows inline,
+    is held and replayed exactly: the agent is sent there, or to send only the rows to change."""
+    return ApiError(
+        403,
+        "FORBIDDEN",
+        f"An agent key may not update every row of a table by bulk upsert: the upload {reason}, so nothing "
+        "was changed.",
+        "Send only the rows to change, so that a row is left as it was (or leave upsertKey out to insert "
+        "new rows only); to rewrite every row, call the bulk-upsert MCP tool with the same rows, which "
+        "waits for a person's approval.",
+    )
+
+
 class DatabaseAdmin:
     def __init__(self, settings: Settings, database: Database, schema_cache: SchemaCache) -> None:
         self.database = database
@@ -222,16 +241,27 @@ class DatabaseAdmin:
         content: bytes,
         filename: str,
         upsert_key: str | None,
+        as_tool: bool = False,
     ) -> dict[str, Any]:
+        """Upsert the file's rows. An agent's upsert that updated every row of a table of two or more is
+        rolled back: as the `bulk-upsert` tool's call (`as_tool`), which an approval runs again, it is held
+        (`HeldForApproval`, as an agent's SQL is); as the multipart route's, it is refused
+        (`_agent_bulk_upsert_refused` says why no approval holds it)."""
         async with self._audited(actor, "BULK_UPSERT", {"table": table, "filename": filename}) as details:
-            result = await bulk_data.bulk_upsert(
-                self.database,
-                actor.principal,
-                schema=schema,
-                table_name=table,
-                rows=bulk_data.parse_rows(content, filename),
-                upsert_key=upsert_key,
-            )
+            try:
+                result = await bulk_data.bulk_upsert(
+                    self.database,
+                    actor.principal,
+                    schema=schema,
+                    table_name=table,
+                    rows=bulk_data.parse_rows(content, filename),
+                    upsert_key=upsert_key,
+                    hold_wholesale=actor.is_unapproved_agent,
+                )
+            except HeldForApproval as exc:
+                if as_tool:
+                    raise
+                raise _agent_bulk_upsert_refused(exc.reason) from None
             details["rowsAffected"] = result["rowsAffected"]
         return result
 

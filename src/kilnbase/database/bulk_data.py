@@ -1,7 +1,8 @@
 """Bulk data for admins: upsert rows from a CSV/JSON file, export tables as SQL or JSON, import a SQL file.
 
 An upsert is one `INSERT ... SELECT FROM jsonb_array_elements(...)`, so a file of any size is one bound
-parameter. Imports go through the raw SQL guard and run in one transaction: a failing file imports nothing.
+parameter; an agent's that rewrote every row of a table is rolled back (`whole_table_changes`). Imports go
+through the raw SQL guard and run in one transaction: a failing file imports nothing.
 Everything here runs as the calling admin (project_admin) on the request pool, exports included: a table's
 data passes through casts and functions an admin defined, which must never run with the owner's rights.
 """
@@ -74,7 +75,12 @@ async def bulk_upsert(
     table_name: str,
     rows: list[dict[str, Any]],
     upsert_key: str | None,
+    hold_wholesale: bool = False,
 ) -> dict[str, Any]:
+    """Insert the rows, or with `upsert_key` update those whose key is taken, in one statement; with
+    `hold_wholesale` (an agent's, not yet approved), roll it back and raise `HeldForApproval` when it
+    updated (or, through a trigger, deleted) every row of a table (`whole_table_changes`), as an agent's SQL
+    is held."""
     identifier(schema, "schema")
     identifier(table_name, "table")
     columns = list(dict.fromkeys(key for row in rows for key in row))
@@ -112,8 +118,11 @@ async def bulk_upsert(
             affected = 0
             if rows:
                 statement = _upsert_statement(target, columns, known, upsert_key)
+                before = await whole_table_changes.counts(conn) if hold_wholesale else None
                 await cur.execute(statement, (orjson.dumps(rows).decode(),))
                 affected = max(cur.rowcount, 0)
+                if before is not None and (reasons := await whole_table_changes.wholesale(conn, before)):
+                    raise HeldForApproval("; ".join(reasons))
     except psycopg.Error as exc:
         raise api_error_from(exc) from None
     return {

@@ -171,6 +171,7 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
             content=content.encode(),
             filename=f"rows.{format}",
             upsert_key=upsertKey,
+            as_tool=True,  # an agent's that rewrote every row is held, and an approval runs it again
         )
 
     return [
@@ -234,5 +235,11 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
             read_only=False,
             needs_approval=lambda arguments: dangerous_sql(arguments.get("sql")),
         ),
-        Tool("bulk-upsert", "Insert or update many rows from CSV or JSON text.", bulk_upsert, False),
+        Tool(
+            "bulk-upsert",
+            "Insert or update many rows from CSV or JSON text (an agent's that updates every row of a table "
+            "waits for approval).",
+            bulk_upsert,
+            False,
+        ),
     ]
