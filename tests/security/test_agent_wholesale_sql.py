@@ -417,10 +417,11 @@ def test_an_agents_bulk_upsert_tool_that_updates_every_row_waits_for_approval(
     assert "Successfully upserted 3 rows" in json.dumps(decided["result"]), decided
     assert table_notes(owner_sql, three_rows) == [(1, "gone"), (2, "gone"), (3, "gone")]
     runs = owner_sql(
-        "select outcome from system.audit_logs where action = 'BULK_UPSERT' and details->>'table' = %s",
+        "select outcome from system.audit_logs where action = 'BULK_UPSERT' and details->>'table' = %s "
+        "order by created_at, id",
         three_rows,
     )
-    assert runs == [{"outcome": "success"}]  # the approved call, once; the held one left no upsert
+    assert runs == [{"outcome": "held"}, {"outcome": "success"}]  # the attempt, then the approved call once
 
 
 def test_an_agents_ordinary_bulk_upserts_run_at_once(
