@@ -39,7 +39,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
 #: The fewest rows a table holds for a change of all of them to wait: the only row of a table is what SQL
-#: naming one row changes (as `records.service.WHOLE_TABLE_MIN_ROWS`).
+#: naming one row changes. The records API's checks of an agent's writes use it too.
 MIN_ROWS = 2
 #: Kilnbase's own schemas, whose rows the SQL's text decides about.
 OWN_SCHEMAS = ("auth", "system", "ai", "storage", "realtime")

@@ -434,11 +434,6 @@ def _agent_analyzed_write() -> ApiError:
     )
 
 
-#: The fewest rows a table holds for an agent's write of all of them to be refused: the only row of a
-#: table is what a filter naming one row changes, and refusing that would refuse ordinary work.
-WHOLE_TABLE_MIN_ROWS = 2
-
-
 class _WholeTableGuard:
     """An agent key's filtered PATCH or DELETE that changed every row of a table holding more than one: a
     filter that is always true (`?id=not.is.null`, `?id=gte.0`) is the unfiltered write that
@@ -468,7 +463,7 @@ class _WholeTableGuard:
         self.inserted = 0
 
     async def check(self, cur: Cursor) -> None:
-        if self.affected < WHOLE_TABLE_MIN_ROWS:
+        if self.affected < whole_table_changes.MIN_ROWS:
             return
         table = qualified(self.plan.table)
         deleted = self.plan.kind == "delete"
