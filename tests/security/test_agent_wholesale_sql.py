@@ -6,6 +6,7 @@ upserts, and everything people run, commit at once."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Callable
@@ -404,15 +405,22 @@ def test_an_agents_bulk_upsert_tool_that_updates_every_row_waits_for_approval(
     assert held["reason"] == f"deletes or updates every row of public.{three_rows} (all 3 rows it held)"
     assert table_notes(owner_sql, three_rows) == KEPT
 
+    # Listed by the size and hash of its rows (up to 10 MB each, 200 to a list); in full by its id.
     listed = client.get("/api/approvals?status=pending&limit=100", headers=admin).json()
     request = next(r for r in listed if r["id"] == held["changeRequestId"])
     assert request["tool"] == "bulk-upsert"
-    assert request["arguments"] == {
+    assert request["arguments"] == {"table": three_rows, "format": "json", "upsertKey": "id"}
+    rows = EVERY[1].encode()
+    summary = {"argument": "content", "bytes": len(rows), "sha256": hashlib.sha256(rows).hexdigest()}
+    assert request["file"] == summary
+    in_full = client.get(f"/api/approvals/{held['changeRequestId']}", headers=admin).json()
+    assert in_full["arguments"] == {
         "table": three_rows,
         "content": EVERY[1],
         "format": "json",
         "upsertKey": "id",
     }
+    assert in_full["file"] == summary
     decided = approve(client, admin, held["changeRequestId"])
     assert "Successfully upserted 3 rows" in json.dumps(decided["result"]), decided
     assert table_notes(owner_sql, three_rows) == [(1, "gone"), (2, "gone"), (3, "gone")]

@@ -41,18 +41,19 @@ _OTHER_COLUMNS = (
     "id::text, status, tool, reason, dry_run, requested_by, agent_key::text, session, created_at, "
     "expires_at, decided_by, decided_at, decision_note, result"
 )
-#: A held upload's file, by its size and SHA-256 (`system.held_file_summary`), as the request was stored with
-#: it: summarised once, when the call was held, not on each listing. A request held by a server from before
-#: migration 0202 (several API processes on one database, upgraded one by one) has none stored: summarised
-#: as it is read.
+#: A held upload's file (or a held bulk upsert's rows), by its size and SHA-256 (`system.held_file_summary`),
+#: as the request was stored with it: summarised once, when the call was held, not on each listing. A request
+#: held by a server from before migration 0202 (several API processes on one database, upgraded one by one)
+#: has none stored: summarised as it is read.
 _FILE = "coalesce(file_summary, system.held_file_summary(tool, arguments)) as file"
 #: A request with its call in full: what an approval runs, and what `GET /api/approvals/:id` shows.
 _COLUMNS = f"{_OTHER_COLUMNS}, arguments, {_FILE}"
-#: A request as lists, polls and decisions show it: a held upload's file by its size and hash (`file`), not
-#: its bytes (up to 4 MB, 5.6 MB as base64, for each request listed).
+#: A request as lists, polls and decisions show it: a held upload's file, or a held bulk upsert's rows, by
+#: size and hash (`file`), not in full (up to 4 MB, 5.6 MB as base64, or 10 MB of rows, for each request
+#: listed).
 _SHOWN_COLUMNS = (
     f"{_OTHER_COLUMNS}, case when tool = 'upload-object' then arguments - 'base64Data' - 'text' "
-    f"else arguments end as arguments, {_FILE}"
+    f"when tool = 'bulk-upsert' then arguments - 'content' else arguments end as arguments, {_FILE}"
 )
 
 
