@@ -278,6 +278,21 @@ def test_password_reset_with_a_link(client: TestClient, smtp: SmtpServer, config
     client.cookies.clear()
 
 
+def test_a_reset_link_cannot_be_sent_to_another_host_through_a_backslash(
+    client: TestClient, smtp: SmtpServer, config: Any
+) -> None:
+    """A browser ends an http(s) URL's host at a backslash: `http://evil.example\\@localhost:3000/auth` is
+    evil.example to it, so a reset link to there would hand the reset token to evil.example."""
+    config(resetPasswordMethod="link", allowedRedirectUrls=["http://localhost:3000/auth"])
+    email = new_email()
+    sign_up(client, email)
+    crafted = "http://evil.example\\@localhost:3000/auth/done"
+    sent = client.post("/api/auth/email/send-reset-password", json={"email": email, "redirectTo": crafted})
+    assert sent.status_code == 400, sent.text
+    assert sent.json()["error"] == "INVALID_INPUT"
+    assert smtp.mail_for(email, timeout=0.5) == []
+
+
 def test_reset_for_an_unknown_address_looks_the_same_and_sends_nothing(
     client: TestClient, smtp: SmtpServer
 ) -> None:

@@ -33,6 +33,12 @@ ALLOW = [
         ("http://localhost:3000/anything", True),
         ("http://localhost:3001/anything", False),
         ("not a url", False),
+        # A browser reads a backslash in an http(s) URL as a slash, so the host ends before it: these go to
+        # evil.example, though Python's parser reads the host after the '@'.
+        ("https://evil.example\\@app.example.com/auth", False),
+        ("https://evil.example\\.pr-12.preview.example.com/cb", False),
+        ("http://evil.example\\@localhost:3000/x", False),
+        ("https://app.example.com/auth\\..\\..\\x", False),
     ],
 )
 def test_allow_list(url: str, allowed: bool) -> None:
@@ -43,3 +49,4 @@ def test_empty_allow_list_admits_only_localhost() -> None:
     assert is_allowed_redirect("http://localhost:5173/cb", [])
     assert is_allowed_redirect("http://127.0.0.1:8080/cb", [])
     assert not is_allowed_redirect("https://example.com/cb", [])
+    assert not is_allowed_redirect("http://evil.example\\@localhost:5173/cb", [])

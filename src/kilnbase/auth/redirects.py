@@ -3,6 +3,11 @@
 An entry matches by origin and path prefix; `*.` in the host allows exactly one or more subdomain labels
 (`https://*.example.com` matches `https://app.example.com`, not `https://example.com.evil.io`). An empty
 allow-list allows any http(s) URL on localhost only, so a fresh project works in development.
+
+An http(s) URL with a backslash is refused: a browser reads it as a slash, so the host ends there
+(`https://evil.example\\@app.example.com` goes to evil.example), while Python's `urlsplit` reads the host
+after the `@`. Matching what Python sees would send the browser, with the reset token or the OAuth code the
+redirect carries, to another host.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ def is_allowed_redirect(url: str, allow_list: list[str]) -> bool:
     if not target.scheme or (target.scheme in ("http", "https") and not target.hostname):
         return False
     if target.scheme.lower() in ("javascript", "data", "file", "vbscript"):
+        return False
+    if target.scheme in ("http", "https") and "\\" in url:
         return False
     if not allow_list:
         return target.scheme in ("http", "https") and (target.hostname or "") in _LOCAL_HOSTS
