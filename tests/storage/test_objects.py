@@ -140,6 +140,12 @@ def test_ranges_and_validators(client: TestClient, admin: dict[str, str], new_bu
     )
 
 
+XHTML_IN_XML = (
+    b'<feed xmlns="http://www.w3.org/2005/Atom"><h:script xmlns:h="http://www.w3.org/1999/xhtml">'
+    b"alert(document.domain)</h:script></feed>"
+)
+
+
 @pytest.mark.parametrize(
     ("content", "claimed", "stored_type", "attachment"),
     [
@@ -147,6 +153,12 @@ def test_ranges_and_validators(client: TestClient, admin: dict[str, str], new_bu
         (b'<svg xmlns="http://www.w3.org/2000/svg"></svg>', "image/png", "image/svg+xml", True),
         (b"<?xml version='1.0'?><a/>", "text/plain", "application/xml", True),
         (b"alert(1)", "application/javascript", "application/javascript", True),
+        # Browsers render every XML type as a document, and run its XHTML-namespaced scripts (a prefix keeps
+        # `<script` out of the bytes the sniffer reads).
+        (XHTML_IN_XML, "application/atom+xml", "application/atom+xml", True),
+        (XHTML_IN_XML, "application/rss+xml", "application/rss+xml", True),
+        (XHTML_IN_XML, "application/vnd.mozilla.xul+xml", "application/vnd.mozilla.xul+xml", True),
+        (XHTML_IN_XML, "text/xsl", "text/xsl", True),
         (PNG, "text/html", "image/png", False),
         (b"plain words", "text/plain", "text/plain", False),
     ],

@@ -27,6 +27,7 @@ UNSAFE_TYPES = frozenset(
         "application/xhtml+xml",
         "application/x-xhtml+xml",
         "text/xml",
+        "text/xsl",
         "application/xml",
     }
 )
@@ -53,7 +54,11 @@ def essence(content_type: str | None) -> str:
 
 
 def is_unsafe(content_type: str | None) -> bool:
-    return essence(content_type) in UNSAFE_TYPES
+    """A type a browser would run if shown inline: those listed, and every XML type (`*/*+xml`, `text/xsl`),
+    which a browser renders as an XML document whose XHTML-namespaced `<script>` runs in the origin that
+    served it (`application/atom+xml`, `application/rss+xml`, `application/vnd.mozilla.xul+xml`, ...)."""
+    kind = essence(content_type)
+    return kind in UNSAFE_TYPES or kind.endswith("+xml")
 
 
 def detect(head: bytes, claimed: str | None) -> str:
