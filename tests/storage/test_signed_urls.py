@@ -51,6 +51,8 @@ def test_signed_url_needs_no_credential(
     tampered = query["signature"][:-1] + ("0" if query["signature"][-1] != "0" else "1")
     assert client.get(path, params={**query, "signature": tampered}).status_code == 403
     assert client.get(path, params={"expires": query["expires"]}).status_code == 403
+    superscript = client.get(path, params={**query, "expires": "\u00b2"})  # a digit to str.isdigit only
+    assert superscript.status_code == 403 and superscript.json()["error"] == "STORAGE_PERMISSION_DENIED"
     refused = client.get(path, params={**query, "signature": "zz"})
     assert refused.status_code == 403 and refused.json()["error"] == "STORAGE_PERMISSION_DENIED"
     # Bob may not mint one for Alice's object.

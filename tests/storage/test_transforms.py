@@ -88,6 +88,8 @@ def test_private_transforms_follow_access(
         {"width": "0"},
         {"width": "5000"},
         {"height": "x"},
+        {"width": "\u00b2"},  # a digit to str.isdigit, not to int()
+        {"quality": "\u00b9"},
         {"resize": "stretch"},
         {"format": "gif"},
         {"quality": "0"},

@@ -10,6 +10,7 @@ import secrets
 import uuid
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from starlette.testclient import TestClient
@@ -83,6 +84,20 @@ def test_interrupted_upload_resumes(client: TestClient, alice: dict[str, str], n
     assert done.status_code == 200 and done.headers["upload-offset"] == str(len(data))
 
 
+def _with_raw_headers(
+    client: TestClient, method: str, url: str, headers: dict[str, Any], content: bytes = b""
+) -> httpx.Response:
+    """A request whose header bytes reach the app as sent (the TestClient re-encodes them as UTF-8)."""
+
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=client.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as raw:
+            return await raw.request(method, url, headers=headers, content=content)
+
+    assert client.portal is not None, "inside the client's `with` block"
+    return client.portal.call(send)
+
+
 def test_protocol_rules(
     client: TestClient, alice: dict[str, str], bob: dict[str, str], new_bucket: NewBucket
 ) -> None:
@@ -110,6 +125,11 @@ def test_protocol_rules(
         == 415
     )
     assert client.patch(url, headers={**patch, "Upload-Offset": "0"}, content=b"x" * 11).status_code == 400
+    # A superscript two (Latin-1 0xB2) is a digit to str.isdigit, not to int(): refused, not a 500.
+    odd_offset = _with_raw_headers(client, "PATCH", url, {**patch, "Upload-Offset": b"\xb2"}, b"a")
+    assert odd_offset.status_code == 400, odd_offset.text
+    odd_length = _with_raw_headers(client, "POST", base, {**alice, **TUS, "Upload-Length": b"\xb2"})
+    assert odd_length.status_code == 400, odd_length.text
     done = client.patch(url, headers={**patch, "Upload-Offset": "0"}, content=b"0123456789")
     assert done.status_code == 204 and done.headers["upload-offset"] == "10"
     assert client.get(f"{BUCKETS}/{bucket}/objects/notes.txt", headers=alice).content == b"0123456789"

@@ -137,7 +137,7 @@ def _check_time(signed: SignedRequest, query: Mapping[str, str], now: datetime) 
     age = (now - moment).total_seconds()
     if signed.presigned:
         expires = query.get("X-Amz-Expires", "")
-        if not expires.isdigit() or not 1 <= int(expires) <= MAX_PRESIGN_SECONDS:
+        if not (expires.isascii() and expires.isdigit()) or not 1 <= int(expires) <= MAX_PRESIGN_SECONDS:
             raise SignatureError(
                 "AuthorizationQueryParametersError", "X-Amz-Expires must be 1 to 604800.", 400
             )

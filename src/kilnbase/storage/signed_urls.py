@@ -47,7 +47,7 @@ class UrlSigner:
         self, bucket: str, key: str, expires: str, signature: str, now: float | None = None
     ) -> str | None:
         """None when the URL is good; else why it is not."""
-        if not expires.isdigit() or len(expires) > 12:
+        if not (expires.isascii() and expires.isdigit()) or len(expires) > 12:
             return "The signed URL is malformed."
         expected = self._mac(bucket, key, int(expires))
         if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):

@@ -75,7 +75,7 @@ class Transform:
             raw = query.get(name)
             if raw is None or raw == "":
                 return None
-            if not raw.isdigit() or not 1 <= int(raw) <= MAX_DIMENSION:
+            if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_DIMENSION:
                 raise _bad(
                     f"'{name}' must be an integer from 1 to {MAX_DIMENSION}.",
                     f"Send {name} in pixels, or leave it out to keep the image's proportions.",
@@ -95,7 +95,7 @@ class Transform:
                 "Send one of those, or leave format out to keep the image's own.",
             )
         quality_raw = query.get("quality") or "80"
-        if not quality_raw.isdigit() or not 1 <= int(quality_raw) <= 100:
+        if not (quality_raw.isascii() and quality_raw.isdigit()) or not 1 <= int(quality_raw) <= 100:
             raise _bad(
                 "'quality' must be an integer from 1 to 100.", "Send one, or leave quality out for 80."
             )
