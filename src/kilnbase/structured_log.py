@@ -1,7 +1,7 @@
 """JSON log lines, one object per line, with credentials scrubbed from whatever is logged.
 
 Routes never log headers or bodies; the scrubber is the second line of defence, so that an API key, an
-anon key, a JWT or a password in a URL cannot reach a log file even by mistake.
+anon key, an agent key, a JWT or a password in a URL cannot reach a log file even by mistake.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import orjson
 _SECRET_PATTERNS = [
     re.compile(r"ik_[0-9a-fA-F]{16,}"),
     re.compile(r"anon_[0-9a-fA-F]{16,}"),
+    re.compile(r"kba_[0-9a-fA-F]{16,}"),
     re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+"),
     re.compile(r"(?i)(password|passwd|secret|api[_-]?key|token)=([^&\s\"\\]+)"),
     re.compile(r"(?i)(postgres(?:ql)?://[^:/\s]+:)([^@\s]+)(@)"),
@@ -28,7 +29,7 @@ _SECRET_PATTERNS = [
 
 #: Every pattern above needs one of these substrings (the last ones in any case), so a line with none of them,
 #: which is most lines, is returned as it is: plain substring tests cost a tenth of the patterns.
-_EXACT_HINTS = ("ik_", "anon_", "eyJ")
+_EXACT_HINTS = ("ik_", "anon_", "kba_", "eyJ")
 _FOLDED_HINTS = ("password", "passwd", "secret", "apikey", "api_key", "api-key", "token", "postgres")
 
 

@@ -23,13 +23,14 @@ from kilnbase.structured_log import JsonFormatter, scrub
 def test_scrub_removes_keys_tokens_and_passwords() -> None:
     api_key = "ik_" + "a1" * 32
     anon_key = "anon_" + "b2" * 32
+    agent_key = "kba_" + "c3" * 32
     jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
     text = (
-        f"key={api_key} anon {anon_key} bearer {jwt} /x?password=hunter2&a=1 "
+        f"key={api_key} anon {anon_key} agent {agent_key} bearer {jwt} /x?password=hunter2&a=1 "
         "postgresql://postgres:s3cret@127.0.0.1/db"
     )
     cleaned = scrub(text)
-    for secret in (api_key, anon_key, jwt, "hunter2", "s3cret"):
+    for secret in (api_key, anon_key, agent_key, jwt, "hunter2", "s3cret"):
         assert secret not in cleaned
     assert "a=1" in cleaned and "127.0.0.1/db" in cleaned
 
@@ -57,6 +58,7 @@ _PIECES = st.sampled_from(
     [
         "ik_",
         "anon_",
+        "kba_",
         "eyJ",
         "a1b2c3d4e5f6a7b8c9",
         ".",

@@ -55,7 +55,7 @@ async def body_at_most(request: Request, limit: int, too_large: Callable[[], Api
     the route never holds more than `limit` (the surface's limit alone would let it read megabytes only to
     refuse them)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:  # (`isdigit` alone takes "²")
         raise too_large()
     body = await read_at_most(request.receive, limit)
     if body is None:
