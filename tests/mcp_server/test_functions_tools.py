@@ -72,10 +72,11 @@ async def test_bad_code_is_refused_and_an_agents_delete_waits(
     slug = f"mcp-{secrets.token_hex(4)}"
     agent = agent_key(live_server, live_keys["apiKey"], ["functions:write"])
     async with http_client(live_server, agent) as client:
+        # (`secrets: []`: a key without secrets:read deploys only functions that see no secret.)
         broken = await client.call_tool(
-            "create-function", {"name": slug, "code": "export default async function ( {"}
+            "create-function", {"name": slug, "code": "export default async function ( {", "secrets": []}
         )
-        await call(client, "create-function", {"name": slug, "code": HELLO})
+        await call(client, "create-function", {"name": slug, "code": HELLO, "secrets": []})
         held = await call(client, "delete-function", {"slug": slug})
         still = await call(client, "get-function", {"slug": slug})
     assert error_of(broken)["statusCode"] == 400

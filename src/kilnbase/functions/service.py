@@ -125,6 +125,7 @@ class FunctionsService:
         async with self._audited(actor, "CREATE_FUNCTION", details):
             new = NewFunction.parse(body, self.settings.functions.max_code_bytes)
             details.update(slug=new.slug, status=new.status)
+            _check_secrets_reach(actor, new.secrets, new.slug)
             async with self.database.as_owner() as cur:
                 await cur.execute("select 1 from functions.definitions where slug = %s", (new.slug,))
                 if await cur.fetchone() is not None:
@@ -170,10 +171,16 @@ class FunctionsService:
                 "code": changes.code is not None
             }
             async with self.database.as_owner() as cur:
-                await cur.execute("select code, status from functions.definitions where slug = %s", (slug,))
+                await cur.execute(
+                    "select code, status, secrets from functions.definitions where slug = %s", (slug,)
+                )
                 existing = await cur.fetchone()
             if existing is None:
                 raise _not_found(slug)
+            if changes.code is not None or changes.secrets_given:
+                _check_secrets_reach(
+                    actor, changes.secrets if changes.secrets_given else existing["secrets"], slug
+                )
             status = changes.status or existing["status"]
             code = changes.code if changes.code is not None else existing["code"]
             redeploy = changes.code is not None or changes.status is not None or changes.secrets_given
@@ -241,3 +248,23 @@ class FunctionsService:
                 if await cur.fetchone() is None:
                     raise _not_found(slug)
         return {"slug": slug, "logs": [{k: v for k, v in row.items() if k != "id"} for row in rows]}
+
+
+def _check_secrets_reach(actor: Actor, secrets: list[str] | None, slug: str) -> None:
+    """An agent key may write a function's code, or choose its secrets, only for a function that reads no
+    secret, unless it may read secrets itself (`secrets:read`): a function sees its secrets' values
+    (`secrets` null: every active secret), so its code can answer them to whoever calls it, and writing it
+    is reading them. People, and agents that may read secrets, pass; so does a function deployed with
+    `secrets: []`."""
+    principal = actor.principal
+    if principal.agent is None or secrets == [] or principal.allows("secrets", "read"):
+        return
+    sees = "every secret" if secrets is None else "the secrets " + ", ".join(secrets)
+    raise ApiError(
+        403,
+        "FORBIDDEN",
+        f"This agent key may not deploy code for {slug} that sees {sees}: its scopes do not reach "
+        "secrets:read, and a function's code can answer the values of the secrets it sees.",
+        'Deploy it with "secrets": [] (it then sees no secret), or ask an admin for a key with '
+        "secrets:read (POST /api/agents/keys).",
+    )
