@@ -384,6 +384,11 @@ class Settings(BaseSettings):
     def keys_path(self) -> Path:
         return self.data_dir / "keys.json"
 
+    @property
+    def local_storage_dir(self) -> Path:
+        """Where the local storage backend keeps object bytes (and uploads under way, on either backend)."""
+        return self.storage.dir or self.data_dir / "storage"
+
 
 def settings_problems(error: ValidationError) -> list[str]:
     """What is wrong with the settings, a line each, named by environment variable (as a person sets them)

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError, _wheel_bin_dir
+from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError, wheel_bin_dir
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def parent() -> Iterator[Path]:
 def test_binaries_the_postgres_user_cannot_reach_are_copied_into_the_data_dir(parent: Path) -> None:
     hidden = parent / "hidden"
     hidden.mkdir(mode=0o700)  # like a venv under /root
-    site_packages = _wheel_bin_dir().parents[2]
+    site_packages = wheel_bin_dir().parents[2]
     for name in ("embedded_postgres", "embedded_postgres.libs"):
         shutil.copytree(site_packages / name, hidden / name, symlinks=True)
     hidden_bin = hidden / "embedded_postgres" / "pginstall" / "bin"

@@ -67,24 +67,34 @@ def prepare(
         progress(
             f"Applied {len(applied)} migration(s): " + ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
         )
+    prepare_request_roles(settings, keys, conninfo)
+    return applied
+
+
+def prepare_request_roles(settings: Settings, keys: ProjectKeys, conninfo: str) -> None:
+    """Give the authenticator its password (and check it) and project_admin the right to create schemas."""
     prepare_authenticator(
         conninfo,
         authenticator_password(settings, keys, conninfo),
         managed_by_operator=settings.db_authenticator_password is not None,
     )
     grant_schema_creation(conninfo)
-    return applied
+
+
+def start_database(
+    settings: Settings, keys: ProjectKeys, progress: Callable[[str], None]
+) -> tuple[str, EmbeddedPostgres | None]:
+    """Start the embedded cluster, or check `DATABASE_URL`'s; its conninfo, and the cluster if embedded."""
+    if settings.database_url:
+        check_external_database(settings.database_url)
+        return settings.database_url, None
+    embedded = EmbeddedPostgres(settings.data_dir, keys.postgres_password, progress=progress)
+    return embedded.start(), embedded
 
 
 def open_database(settings: Settings, keys: ProjectKeys, progress: Callable[[str], None]) -> OpenedDatabase:
     """Start (or check) the database and prepare it; return its conninfo and the embedded cluster, if any."""
-    embedded: EmbeddedPostgres | None = None
-    if settings.database_url:
-        conninfo = settings.database_url
-        check_external_database(conninfo)
-    else:
-        embedded = EmbeddedPostgres(settings.data_dir, keys.postgres_password, progress=progress)
-        conninfo = embedded.start()
+    conninfo, embedded = start_database(settings, keys, progress)
     try:
         applied = prepare(settings, keys, conninfo, progress)
     except BaseException as exc:

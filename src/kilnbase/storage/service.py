@@ -253,7 +253,7 @@ class StorageService:
         self.s3_keys = S3AccessKeys(database, secret_box)
         self.base_url = settings.base_url
         self.env_max_file_size = settings.storage.max_file_size
-        storage_dir = settings.storage.dir or settings.data_dir / "storage"
+        storage_dir = settings.local_storage_dir
         #: Where resumable (TUS) uploads keep their bytes until they complete, on either backend.
         self.tus_dir = storage_dir / "tus"
         self.transforms = TransformCache(storage_dir / "transforms")
