@@ -12,7 +12,7 @@ import shutil
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +24,7 @@ import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn
 from typer._click import Context as CommandContext  # (typer's own copy of click: TyperGroup's type)
 from typer.core import TyperGroup
 
@@ -37,10 +38,13 @@ from kilnbase.http.bind_check import bind_error
 from kilnbase.keys.project_keys import KeyConfigurationError, ProjectKeys, RotatedKeys, load_project_keys
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.secrets import project_key_rotation
+from kilnbase.server.backup import BackupError, BackupProgress, create_backup, default_file_name
+from kilnbase.server.backup_archive import BackupRefused
 from kilnbase.server.data_dir_errors import data_dir_error_message, data_dir_unwritable_message
 from kilnbase.server.database_startup import DatabaseStartupError, open_database
 from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
 from kilnbase.server.quiet_uvicorn import QuietServer
+from kilnbase.server.restore import RestoreError, restore_backup
 
 #: The data dir of the command being run, as `_settings` found it, for `_Commands` to name in an error.
 _data_dir_in_use: ContextVar[Path | None] = ContextVar("data_dir_in_use", default=None)
@@ -79,7 +83,11 @@ app = typer.Typer(
 db_app = typer.Typer(
     no_args_is_help=True,
     help="Database maintenance.",
-    epilog=examples("kilnbase db migrate --data-dir ./shop"),
+    epilog=examples(
+        "kilnbase db migrate --data-dir ./shop",
+        "kilnbase db backup --data-dir ./shop --output shop.tar",
+        "kilnbase db restore shop.tar --data-dir ./shop-restored",
+    ),
 )
 app.add_typer(db_app, name="db")
 console = Console(stderr=True, soft_wrap=True)
@@ -382,13 +390,15 @@ def keys(data_dir: DataDir = None) -> None:
 
 
 @contextlib.contextmanager
-def _owner_conninfo(settings: Settings, project_keys: ProjectKeys) -> Iterator[str | None]:
+def _owner_conninfo(
+    settings: Settings, project_keys: ProjectKeys, progress: Callable[[str], None] | None = None
+) -> Iterator[str | None]:
     """The owner's conninfo for a short read: `DATABASE_URL`, the running server's cluster, or the embedded
     one started for the while; None for a project that never started."""
     if settings.database_url:
         yield settings.database_url
         return
-    cluster = EmbeddedPostgres(settings.data_dir, project_keys.postgres_password)
+    cluster = EmbeddedPostgres(settings.data_dir, project_keys.postgres_password, progress=progress)
     if not cluster.initialised:
         yield None
         return
@@ -399,6 +409,8 @@ def _owner_conninfo(settings: Settings, project_keys: ProjectKeys) -> Iterator[s
     try:
         yield cluster.start()
     finally:
+        if progress is not None:
+            progress("Stopping PostgreSQL")
         cluster.stop()
 
 
@@ -440,6 +452,111 @@ def migrate(data_dir: DataDir = None) -> None:
             opened.close()
     if not opened.applied:
         console.print("The database is up to date.")
+
+
+@db_app.command(
+    "backup",
+    epilog=examples(
+        "kilnbase db backup",
+        "kilnbase db backup --data-dir ./shop --output /backups/shop.tar",
+        "DATABASE_URL=postgresql://app@db/app kilnbase db backup --output app.tar",
+    ),
+)
+def backup(
+    data_dir: DataDir = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="The file to write [./kilnbase-backup-<UTC time>.tar]."),
+    ] = None,
+) -> None:
+    """Back up the project into one file: its database, roles, keys and local storage (running or not)."""
+    settings = _settings(data_dir)
+    if not settings.keys_path.is_file():
+        _fail(
+            f"No project in {settings.data_dir} (no {settings.keys_path.name} there): nothing to back up. "
+            "Check --data-dir."
+        )
+    target = (output or Path(default_file_name())).absolute()
+    try:
+        project_keys = load_project_keys(settings)
+        with _byte_progress() as count_bytes:
+            progress = BackupProgress(step=_progress, bytes=count_bytes)
+            with _owner_conninfo(settings, project_keys, _progress) as conninfo:
+                if conninfo is None:
+                    _fail(f"No database in {settings.data_dir} yet: nothing to back up. Check --data-dir.")
+                    return
+                result = create_backup(
+                    settings, conninfo, target, progress, embedded=not settings.database_url
+                )
+    except (*_KNOWN_ERRORS, BackupError) as exc:
+        _fail(str(exc))
+        return
+    storage = result.manifest["storage"]
+    if storage["included"]:
+        _progress(f"Storage: {storage['files']} file(s), {_size(storage['bytes'])}")
+    else:
+        console.print(
+            f"[bold yellow]Storage is on S3[/] (bucket {storage['bucket']}): its objects are not in this "
+            "file. Back the bucket up with the store's own tools."
+        )
+    console.print(f"[bold green]Backup written:[/] {escape(str(result.path))} ({_size(result.size)})")
+    console.print(
+        "  It holds the project's keys and secrets, so it was created with mode 0600: keep it as safe as "
+        "keys.json."
+    )
+    console.print(f"  Restore it with: {command_path()} db restore {_shell_path(result.path)} --data-dir DIR")
+
+
+@db_app.command(
+    "restore",
+    epilog=examples(
+        "kilnbase db restore kilnbase-backup-20260101T120000Z.tar --data-dir ./restored",
+        "DATABASE_URL=postgresql://app@db/new kilnbase db restore app.tar --data-dir ./app",
+    ),
+)
+def restore(
+    file: Annotated[Path, typer.Argument(help="A file written by kilnbase db backup.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Restore a backup into an empty data dir (and an empty DATABASE_URL database); never overwrites."""
+    settings = _settings(data_dir)
+    try:
+        with console.status("Restoring"):
+            result = restore_backup(settings, file, _progress)
+    except (*_KNOWN_ERRORS, BackupRefused, RestoreError) as exc:
+        _fail(str(exc))
+        return
+    manifest = result.manifest
+    console.print(
+        f"[bold green]Restored[/] the backup of {manifest['created_at']} (Kilnbase "
+        f"{manifest['kilnbase_version']}) into {escape(str(settings.data_dir))}"
+    )
+    if manifest["storage"]["backend"] == "s3":
+        console.print(f"  Its storage was on S3 (bucket {manifest['storage']['bucket']}), not in the file.")
+    if result.newer_migrations:
+        console.print(f"  The first start applies {result.newer_migrations} newer migration(s).")
+    console.print(f"  Start it with: {command_path()} serve --data-dir {_shell_path(settings.data_dir)}")
+
+
+@contextlib.contextmanager
+def _byte_progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """A progress bar of bytes copied, for each count started with the function yielded."""
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+
+        def count(description: str, total: int) -> Callable[[int], None]:
+            task = bar.add_task(description, total=total)
+            return lambda done: bar.advance(task, done)
+
+        yield count
+
+
+def _size(size: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:,} {unit}" if unit == "bytes" else f"{size:,.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return f"{size:,.1f} TB"
 
 
 @app.command(

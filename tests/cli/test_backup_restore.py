@@ -1,0 +1,302 @@
+"""`kilnbase db backup` and `kilnbase db restore` as a user runs them: a project with a table, an RLS policy,
+a user, a stored object, a secret and a function is backed up while its server runs, restored into a new
+data dir and served again; and every file `restore` must refuse is refused, changing nothing.
+
+One backup (module fixture) serves every test; each restores into a data dir of its own."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.support.servers import ServerProcess
+
+PASSWORD = "correct horse 1"
+OBJECT = secrets.token_bytes(3000) + b"\x00 the end"
+
+
+def kilnbase(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kilnbase", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def postgres_processes(data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info["name"] == "postgres" and str(data_dir / "pgdata") in (proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+@dataclass(frozen=True)
+class Project:
+    parent: Path
+    data_dir: Path
+    backup: Path
+    backup_output: str
+    api_key: str
+    email: str
+    user_id: str
+    access_token: str
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _populate(url: str, api_key: str, anon_key: str) -> tuple[str, str, str]:
+    """A user, a table of notes only their owner reads, an object, a secret and a function."""
+    admin = _bearer(api_key)
+    email = f"ada-{secrets.token_hex(4)}@example.com"
+    session = httpx.post(
+        f"{url}/api/auth/users?client_type=mobile",
+        headers=_bearer(anon_key),
+        json={"email": email, "password": PASSWORD, "name": "Ada"},
+    ).json()
+    user_id, access = session["user"]["id"], session["accessToken"]
+    sql = [
+        "create table public.notes (id int primary key, owner uuid not null, body text not null)",
+        "create policy own_notes on public.notes for select to authenticated using (owner = auth.uid())",
+        "grant select on public.notes to authenticated",
+        "insert into public.notes values (1, $1::uuid, 'mine'), (2, gen_random_uuid(), 'not mine')",
+    ]
+    for query in sql:
+        params = [user_id] if "$1" in query else []
+        answer = httpx.post(
+            f"{url}/api/database/advance/rawsql", headers=admin, json={"query": query, "params": params}
+        )
+        assert answer.status_code == 200, answer.text
+    assert httpx.post(
+        f"{url}/api/storage/buckets", headers=admin, json={"bucketName": "files", "isPublic": False}
+    ).is_success
+    uploaded = httpx.put(
+        f"{url}/api/storage/buckets/files/objects/deep/blob.bin",
+        headers=admin,
+        files={"file": ("blob.bin", OBJECT, "application/octet-stream")},
+    )
+    assert uploaded.is_success, uploaded.text
+    assert httpx.post(
+        f"{url}/api/secrets", headers=admin, json={"key": "GREETING", "value": "bonjour"}
+    ).is_success
+    created = httpx.post(
+        f"{url}/api/functions",
+        headers=admin,
+        json={"name": "greet", "code": "export default () => new Response('hi');"},
+    )
+    assert created.is_success, created.text
+    return email, user_id, access
+
+
+@pytest.fixture(scope="module")
+def project() -> Iterator[Project]:
+    # Not pytest's tmp_path: that is mode 0700, which the unprivileged Postgres user (as root) cannot enter.
+    parent = Path(tempfile.mkdtemp(prefix="kbbackup-", dir="/tmp"))
+    parent.chmod(0o755)
+    data_dir = parent / "original"
+    server = ServerProcess(data_dir)
+    try:
+        server.start()
+        keys = json.loads((data_dir / "keys.json").read_text())
+        email, user_id, access = _populate(server.url, keys["api_key"], keys["anon_key"])
+        backup = parent / "project.tar"
+        made = kilnbase("db", "backup", "--data-dir", str(data_dir), "--output", str(backup))
+        assert made.returncode == 0, made.stderr
+        assert server.stop() in (0, -signal.SIGTERM)
+        yield Project(parent, data_dir, backup, made.stderr, keys["api_key"], email, user_id, access)
+    finally:
+        server.kill()
+        for data in parent.iterdir():
+            for proc in postgres_processes(data):
+                proc.kill()
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def _members(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+
+
+def test_the_backup_is_one_private_file_that_says_what_it_holds(project: Project) -> None:
+    assert project.backup.stat().st_mode & 0o777 == 0o600
+    assert "mode 0600" in project.backup_output
+    assert f"Backup written: {project.backup}" in project.backup_output
+    members = _members(project.backup)
+    names = list(members)
+    assert names[0] == "manifest.json" and names[-1] == "SHA256SUMS"
+    assert {"database.dump", "roles.json", "keys.json"} <= set(names)
+    assert [name for name in names if name.startswith("storage/blobs/")], names
+    assert members["keys.json"] == (project.data_dir / "keys.json").read_bytes()
+    manifest = json.loads(members["manifest.json"])
+    assert manifest["format"] == "kilnbase-backup" and manifest["format_version"] == 1
+    assert manifest["postgres_server_version"].startswith("18")
+    assert manifest["migrations"] and all(
+        {"version", "name", "checksum"} <= set(m) for m in manifest["migrations"]
+    )
+    assert manifest["storage"]["backend"] == "local" and manifest["storage"]["files"] >= 1
+    assert {"anon", "authenticated", "project_admin", "kilnbase_authenticator"} <= set(manifest["roles"])
+
+
+def test_a_restored_project_serves_what_the_backup_held(project: Project) -> None:
+    target = project.parent / f"restored-{secrets.token_hex(3)}"
+    restored = kilnbase("db", "restore", str(project.backup), "--data-dir", str(target))
+    assert restored.returncode == 0, restored.stderr
+    assert f"serve --data-dir {target}" in restored.stderr
+    assert (target / "keys.json").read_bytes() == (project.data_dir / "keys.json").read_bytes()
+    assert (target / "keys.json").stat().st_mode & 0o777 == 0o600
+    assert postgres_processes(target) == []  # (stopped after the restore)
+
+    server = ServerProcess(target)
+    server.start()
+    try:
+        url, admin = server.url, _bearer(project.api_key)
+        assert "Applied" not in server.output()  # (the backup's migrations are this version's: none to apply)
+        # The session issued before the backup is still valid, and the password signs in.
+        current = httpx.get(f"{url}/api/auth/sessions/current", headers=_bearer(project.access_token))
+        assert current.status_code == 200 and current.json()["user"]["id"] == project.user_id
+        signed_in = httpx.post(
+            f"{url}/api/auth/sessions?client_type=mobile", json={"email": project.email, "password": PASSWORD}
+        )
+        assert signed_in.status_code == 200, signed_in.text
+        # The policy decides as before: the user reads their own note only; the admin reads both.
+        mine = httpx.get(
+            f"{url}/api/database/records/notes", headers=_bearer(signed_in.json()["accessToken"])
+        )
+        assert mine.json() == [{"id": 1, "owner": project.user_id, "body": "mine"}]
+        every = httpx.get(f"{url}/api/database/records/notes?order=id", headers=admin)
+        assert [row["body"] for row in every.json()] == ["mine", "not mine"]
+        object_url = f"{url}/api/storage/buckets/files/objects/deep/blob.bin"
+        assert httpx.get(object_url, headers=admin, follow_redirects=True).content == OBJECT
+        assert httpx.get(f"{url}/api/secrets/GREETING", headers=admin).json()["value"] == "bonjour"
+        functions = httpx.get(f"{url}/api/functions", headers=admin).json()
+        assert "greet" in json.dumps(functions)
+        owner = httpx.post(
+            f"{url}/api/database/advance/rawsql",
+            headers=admin,
+            json={"query": "select tableowner::text, rowsecurity from pg_tables where tablename = 'notes'"},
+        )
+        assert owner.json()["rows"] == [{"tableowner": "project_admin", "rowsecurity": True}]
+    finally:
+        server.stop()
+
+
+def test_a_backup_of_a_stopped_project_starts_and_stops_its_database(project: Project) -> None:
+    output = project.parent / f"stopped-{secrets.token_hex(3)}.tar"
+    made = kilnbase("db", "backup", "--data-dir", str(project.data_dir), "--output", str(output))
+    assert made.returncode == 0, made.stderr
+    assert "Stopping PostgreSQL" in made.stderr
+    assert postgres_processes(project.data_dir) == []
+    first = json.loads(_members(project.backup)["manifest.json"])
+    assert json.loads(_members(output)["manifest.json"])["migrations"] == first["migrations"]
+    output.unlink()
+
+
+def test_the_default_file_name_is_in_the_current_directory(project: Project, tmp_path: Path) -> None:
+    made = kilnbase("db", "backup", "--data-dir", str(project.data_dir), cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    [written] = list(tmp_path.iterdir())
+    assert written.name.startswith("kilnbase-backup-") and written.name.endswith("Z.tar")
+
+
+def _rewritten(source: Path, target: Path, change: Any) -> Path:
+    """`source` with its manifest changed by `change` (the other members as they were)."""
+    members = _members(source)
+    manifest = json.loads(members["manifest.json"])
+    change(manifest)
+    members["manifest.json"] = json.dumps(manifest).encode()
+    with tarfile.open(target, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return target
+
+
+def _garbage(project: Project, path: Path) -> Path:
+    path.write_bytes(secrets.token_bytes(5000))
+    return path
+
+
+def _truncated(project: Project, path: Path) -> Path:
+    data = project.backup.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    return path
+
+
+def _newer(project: Project, path: Path) -> Path:
+    def add(manifest: dict[str, Any]) -> None:
+        manifest["migrations"].append({"version": 9999, "name": "from_the_future", "checksum": "0" * 64})
+
+    return _rewritten(project.backup, path, add)
+
+
+def _unknown_format(project: Project, path: Path) -> Path:
+    return _rewritten(project.backup, path, lambda manifest: manifest.update(format_version=99))
+
+
+def _damaged(project: Project, path: Path) -> Path:
+    data = bytearray(project.backup.read_bytes())
+    middle = data.index(b"PGDMP") + 2000  # inside the dump's bytes: the tar's headers are intact
+    data[middle] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_garbage, "is not a Kilnbase backup (not a tar file)"),
+        (_truncated, "is incomplete or damaged"),
+        (_damaged, "database.dump does not match SHA256SUMS"),
+        (_newer, "was made by a newer Kilnbase"),
+        (_unknown_format, "format version 99, which this Kilnbase (format version 1) does not know"),
+    ],
+)
+def test_a_file_that_cannot_be_restored_is_refused_changing_nothing(
+    project: Project, make: Any, message: str
+) -> None:
+    bad = make(project, project.parent / f"bad-{secrets.token_hex(3)}.tar")
+    target = project.parent / f"never-{secrets.token_hex(3)}"
+    refused = kilnbase("db", "restore", str(bad), "--data-dir", str(target))
+    assert refused.returncode == 1
+    assert message in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not target.exists()
+    bad.unlink()
+
+
+def test_a_data_dir_that_holds_anything_is_refused_and_left_alone(project: Project) -> None:
+    target = project.parent / f"busy-{secrets.token_hex(3)}"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    refused = kilnbase("db", "restore", str(project.backup), "--data-dir", str(target))
+    assert refused.returncode == 1
+    assert "is not empty: a restore never overwrites. Pick an empty or new --data-dir." in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]
+    # The project's own data dir, above all:
+    before = sorted(p.name for p in project.data_dir.iterdir())
+    again = kilnbase("db", "restore", str(project.backup), "--data-dir", str(project.data_dir))
+    assert again.returncode == 1 and "is not empty" in again.stderr
+    assert sorted(p.name for p in project.data_dir.iterdir()) == before
