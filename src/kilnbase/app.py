@@ -46,6 +46,7 @@ from kilnbase.mcp_server.rest_gate import RestApprovalGate
 from kilnbase.metadata import routes as metadata_routes
 from kilnbase.realtime import routes as realtime_routes
 from kilnbase.records import routes as records_routes
+from kilnbase.schedules import routes as schedules_routes
 from kilnbase.secrets import routes as secrets_routes
 from kilnbase.server.database_startup import OpenedDatabase, prepare
 from kilnbase.services import Services, build_core, build_services
@@ -70,6 +71,7 @@ def capabilities(services: Services) -> list[Capability]:
         metadata_routes.capability(services.metadata),
         agent_docs_routes.capability(services.docs),
         functions_routes.capability(services.functions),
+        schedules_routes.capability(services.schedules, services.schedule_runner),
         realtime_routes.capability(services.realtime),
         dashboard_routes.capability(services.core),
     ]

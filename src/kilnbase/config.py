@@ -273,6 +273,20 @@ class RealtimeSettings(BaseSettings):
     session_check_seconds: float = Field(default=2.0, gt=0)
 
 
+class SchedulesSettings(BaseSettings):
+    """Schedules' own tunables (`KILNBASE_SCHEDULES_*`): the time limits of one scheduled HTTP call (InsForge:
+    5 minutes in all, 5 s to connect), and how often job logs past their retention are deleted."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_SCHEDULES_", extra="ignore")
+
+    #: A scheduled call's whole time limit (a slower target is logged as failed).
+    request_timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
+    #: ... and its time limit to connect.
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    #: How often each process deletes job logs older than the configured retention.
+    retention_sweep_seconds: float = Field(default=3600.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KILNBASE_", extra="ignore", populate_by_name=True)
 
@@ -332,6 +346,7 @@ class Settings(BaseSettings):
     records: RecordsSettings = Field(default_factory=RecordsSettings)
     functions: FunctionsSettings = Field(default_factory=FunctionsSettings)
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
+    schedules: SchedulesSettings = Field(default_factory=SchedulesSettings)
 
     # Model gateway (ai/). OpenRouter by default; its key is the last of the credential sources.
     openrouter_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENROUTER_API_KEY"))
@@ -435,6 +450,7 @@ _SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (
     RecordsSettings,
     FunctionsSettings,
     RealtimeSettings,
+    SchedulesSettings,
 )
 
 

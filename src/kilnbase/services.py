@@ -29,6 +29,8 @@ from kilnbase.logs.service import LogsService
 from kilnbase.metadata.service import MetadataService
 from kilnbase.realtime.service import RealtimeService
 from kilnbase.records.service import RecordsEngine
+from kilnbase.schedules.runner import ScheduleRunner
+from kilnbase.schedules.service import Schedules
 from kilnbase.secrets.project_key_rotation import KeyRotation
 from kilnbase.secrets.project_secrets import ProjectSecrets
 from kilnbase.storage.service import StorageService
@@ -50,6 +52,8 @@ class Services:
     agents: Agents
     functions: FunctionsService
     realtime: RealtimeService
+    schedules: Schedules
+    schedule_runner: ScheduleRunner
 
 
 def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
@@ -101,4 +105,13 @@ def build_services(core: Core) -> Services:
         agents=Agents(core.database, core.agent_keys, core.tokens),
         functions=FunctionsService(core.settings, core.database, runtime),
         realtime=RealtimeService.build(core),
+        # Schedules read the secrets their headers name as the functions runtime does: at each run.
+        schedules=Schedules(core.database, core.secret_box, secrets.values),
+        schedule_runner=ScheduleRunner(
+            core.settings,
+            core.database,
+            str(core.database.owner_pool.conninfo),
+            core.secret_box,
+            secrets.values,
+        ),
     )

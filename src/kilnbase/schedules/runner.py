@@ -1,0 +1,342 @@
+"""The runner: one task in each API process that makes the schedules' HTTP calls when they are due.
+
+InsForge hands this to pg_cron and pgsql-http inside Postgres; the embedded Postgres has neither, so each
+Kilnbase process runs this loop instead, and the database decides which process makes which run.
+
+**Claiming a run.** Due jobs are read with `SELECT ... FOR UPDATE SKIP LOCKED`, and in the same transaction
+each one's `next_run_at` is moved to its next run and `running_until` set to the end of its time limit. A
+second process reading at the same moment skips the rows the first has locked; one that reads them just
+after the first committed sees (Postgres re-checks a locked row's new version against the WHERE clause)
+that they are no longer due. So each run is claimed by exactly one process, and different processes can
+claim different jobs at once, which one advisory lock over the whole table would not allow. A job whose
+run is still under way (`running_until` ahead) is not claimed again: like pg_cron, at most one run of a
+job at a time. A process that dies mid-run frees its job when `running_until` passes. A run missed while
+no process was up is made once, when one is, and the job goes on from then (no backlog of missed runs).
+
+**Sleeping.** The loop sleeps until the soonest due run, by the database's clock, and is woken early by
+`NOTIFY kilnbase_schedules` (from a trigger, when a run becomes due sooner: a new job, a job switched on, a
+new cadence) or by one of its own runs ending. Nothing polls: an idle server with no schedules wakes only
+to delete old logs (`retention_sweep_seconds`, hourly by default).
+
+**A run.** The stored headers are opened, `${{secrets.KEY}}` replaced with the secret's current value, and
+the request sent with httpx (connect and total time limits; redirects are not followed; at most
+`MAX_RESPONSE_BYTES` of the answer read). One log row per run: the status (500 when no answer came, as
+InsForge logs it), success (a 2xx answer), the duration and a short message; a secret's value is cut out
+of any message. A failure of any kind is logged, never raised: the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+import orjson
+import psycopg
+from psycopg import AsyncConnection
+
+from kilnbase.config import Settings
+from kilnbase.db.session import Database
+from kilnbase.http.errors import ApiError
+from kilnbase.keys.secret_box import SecretBox
+from kilnbase.pg_listen import ConnectionLoss, ListenedView
+from kilnbase.schedules import cadence as cadences
+from kilnbase.schedules.definitions import SECRET_PLACEHOLDER, secret_keys
+from kilnbase.schedules.service import SecretValues, open_headers
+
+log = logging.getLogger("kilnbase.schedules")
+
+CHANNEL = "kilnbase_schedules"
+#: Runs one process has under way at once, at most; more due jobs wait for the next claim.
+MAX_RUNS_IN_FLIGHT = 64
+#: The most of a target's answer read (and dropped: the log keeps only its status).
+MAX_RESPONSE_BYTES = 64 * 1024
+#: A log message's length, at most.
+MAX_MESSAGE = 500
+#: Added to a run's time limit for its claim: the log is written after the call ends.
+LEASE_MARGIN_SECONDS = 30.0
+#: Log rows deleted per statement by the retention sweep.
+PRUNE_BATCH = 10_000
+_WAKE_MARGIN_SECONDS = 0.005
+_SECRET_MASK = "[secret]"  # noqa: S105 (what replaces a secret in a message)
+_AFTER_ERROR_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    id: str
+    function_url: str
+    http_method: str
+    headers_ciphertext: str | None
+    body: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int
+    success: bool
+    message: str
+
+
+class _Wakeups(ListenedView):
+    """Sets the runner's event on every `kilnbase_schedules` notification, and on every (re)connect (what
+    changed while the connection was away is then looked at)."""
+
+    channel = CHANNEL
+    application_name = "kilnbase-schedules"
+
+    def __init__(self, conninfo: str, wake: asyncio.Event) -> None:
+        super().__init__(conninfo)
+        self._wake = wake
+
+    async def load(self, conn: AsyncConnection[Any]) -> None:
+        self._wake.set()
+
+    def heard(self, payload: str) -> None:
+        self._wake.set()
+
+
+def target_url(function_url: str, base_url: str) -> str:
+    """An absolute URL as it is; a path (`/functions/report`) on this server, by its local address."""
+    return urljoin(base_url + "/", function_url) if function_url.startswith("/") else function_url
+
+
+def _masked(text: str, secrets: Mapping[str, str]) -> str:
+    for value in secrets.values():
+        if value:
+            text = text.replace(value, _SECRET_MASK)
+    return text[:MAX_MESSAGE]
+
+
+class ScheduleRunner:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        conninfo: str,
+        box: SecretBox,
+        secret_values: SecretValues,
+    ) -> None:
+        self._settings = settings.schedules
+        self._base_url = f"http://{settings.local_host}:{settings.port}"
+        self._database = database
+        self._box = box
+        self._secret_values = secret_values
+        self._wake = asyncio.Event()
+        self._wakeups = _Wakeups(conninfo, self._wake)
+        self._loss = ConnectionLoss("schedules runner", log)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._next_prune = 0.0
+        self._client: httpx.AsyncClient | None = None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The capability's lifespan: the loop and its listener, stopped (runs under way cancelled: their
+        claims lapse) on the way out."""
+        limits = httpx.Timeout(
+            self._settings.request_timeout_seconds, connect=self._settings.connect_timeout_seconds
+        )
+        self._client = httpx.AsyncClient(timeout=limits, follow_redirects=False, trust_env=False)
+        await self._wakeups.start()
+        loop = asyncio.create_task(self._loop(), name="kilnbase-schedules-runner")
+        try:
+            yield
+        finally:
+            for task in (loop, *self._in_flight):
+                task.cancel()
+            await asyncio.gather(loop, *self._in_flight, return_exceptions=True)
+            await self._wakeups.stop()
+            await self._client.aclose()
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self._prune_when_due()
+                claimed = await self.claim(MAX_RUNS_IN_FLIGHT - len(self._in_flight))
+                for run in claimed:
+                    task = asyncio.create_task(self._run(run), name=f"kilnbase-schedule-{run.id}")
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._ran)
+                delay = await self._seconds_to_next()
+                self._loss.connected()
+            except (psycopg.Error, OSError) as exc:
+                delay = self._loss.lost(exc)
+            except Exception:  # a bug must not stop every schedule of this process for good
+                log.exception(
+                    "schedules runner: unexpected error; trying again in %g s", _AFTER_ERROR_SECONDS
+                )
+                delay = _AFTER_ERROR_SECONDS
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    def _ran(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._wake.set()  # (its job may be due again already; and a place is free)
+
+    async def claim(self, most: int) -> list[ClaimedRun]:
+        """Claim up to `most` due runs (see the module's docstring): each moved on to its next run and
+        leased for its time limit, in one transaction."""
+        if most <= 0:
+            return []
+        lease = self._settings.request_timeout_seconds + LEASE_MARGIN_SECONDS
+        claimed = []
+        async with self._database.as_owner() as cur:
+            await cur.execute(
+                "select id::text, cron_schedule, function_url, http_method, headers_ciphertext, body, "
+                "now() as now from schedules.jobs "
+                "where is_active and next_run_at <= now() "
+                "and (running_until is null or running_until <= now()) "
+                "order by next_run_at limit %s for update skip locked",
+                (most,),
+            )
+            for row in await cur.fetchall():
+                try:
+                    next_run = cadences.parse(row["cron_schedule"]).next_after(row["now"])
+                except ApiError:  # (only a hand edit of the table stores one: switched off, and said)
+                    log.warning("schedule %s has an invalid cron schedule; switched off", row["id"])
+                    await cur.execute(
+                        "update schedules.jobs set is_active = false, next_run_at = null, cron_job_id = null "
+                        "where id = %s",
+                        (row["id"],),
+                    )
+                    continue
+                await cur.execute(
+                    "update schedules.jobs set next_run_at = %s, "
+                    "running_until = now() + make_interval(secs => %s) where id = %s",
+                    (next_run, lease, row["id"]),
+                )
+                claimed.append(
+                    ClaimedRun(
+                        row["id"],
+                        row["function_url"],
+                        row["http_method"],
+                        row["headers_ciphertext"],
+                        row["body"],
+                    )
+                )
+        return claimed
+
+    async def _seconds_to_next(self) -> float:
+        """Until the soonest run that may be claimed, or the next retention sweep, whichever comes first."""
+        async with self._database.as_owner() as cur:
+            await cur.execute(
+                "select extract(epoch from min(greatest(next_run_at, coalesce(running_until, next_run_at))) "
+                "- clock_timestamp())::float8 as seconds from schedules.jobs where is_active"
+            )
+            row = await cur.fetchone()
+        until_prune = max(0.0, self._next_prune - time.monotonic())
+        seconds: float | None = row["seconds"] if row is not None else None
+        if seconds is None:
+            return until_prune
+        return min(until_prune, max(0.0, seconds) + _WAKE_MARGIN_SECONDS)
+
+    async def _run(self, run: ClaimedRun) -> None:
+        started = time.monotonic()
+        secrets: dict[str, str] = {}
+        try:
+            headers = open_headers(self._box, run.id, run.headers_ciphertext) or {}
+            secrets = await self._secrets_named(headers)
+            outcome = await self._call(run, headers, secrets)
+        except Exception as exc:  # the run fails, the runner goes on
+            outcome = Outcome(500, False, _masked(_describe(exc), secrets))
+        duration_ms = int((time.monotonic() - started) * 1000)
+        try:
+            await self._record(run.id, outcome, duration_ms)
+        except psycopg.Error as exc:
+            log.warning("schedule %s ran but its log was not written: %s", run.id, type(exc).__name__)
+
+    async def _secrets_named(self, headers: Mapping[str, str]) -> dict[str, str]:
+        wanted = secret_keys(headers)
+        if not wanted:
+            return {}
+        found, _expiry = await self._secret_values(wanted)
+        return {key: found[key] for key in wanted if key in found}
+
+    async def _call(self, run: ClaimedRun, headers: Mapping[str, str], secrets: Mapping[str, str]) -> Outcome:
+        resolved: dict[str, str] = {}
+        for name, value in headers.items():
+            for key in secret_keys({name: value}):
+                if key not in secrets:
+                    return Outcome(
+                        500, False, f'Secret with key "{key}" not found for schedule header "{name}".'
+                    )
+            resolved[name] = SECRET_PLACEHOLDER.sub(lambda match: secrets[match.group(1)], value)
+        content = None
+        if run.http_method != "GET":
+            content = orjson.dumps(run.body if run.body is not None else {})
+            if not any(name.lower() == "content-type" for name in resolved):
+                resolved["Content-Type"] = "application/json"
+        assert self._client is not None
+        url = target_url(run.function_url, self._base_url)
+        try:
+            async with asyncio.timeout(self._settings.request_timeout_seconds):
+                async with self._client.stream(
+                    run.http_method, url, headers=resolved, content=content
+                ) as answer:
+                    read = 0
+                    async for chunk in answer.aiter_raw():
+                        read += len(chunk)
+                        if read >= MAX_RESPONSE_BYTES:
+                            break
+        except (TimeoutError, httpx.TimeoutException):
+            limit = self._settings.request_timeout_seconds
+            return Outcome(500, False, f"No answer within the time limit ({limit:g} s)")
+        except httpx.HTTPError as exc:
+            return Outcome(500, False, _masked(_describe(exc), secrets))
+        status = answer.status_code
+        success = 200 <= status < 300
+        return Outcome(status, success, "Success" if success else f"HTTP {status}")
+
+    async def _record(self, job_id: str, outcome: Outcome, duration_ms: int) -> None:
+        """The run's log row, and the job freed for its next run (nothing when it was deleted meanwhile)."""
+        async with self._database.as_owner() as cur:
+            await cur.execute(
+                "update schedules.jobs set last_executed_at = now(), running_until = null where id = %s "
+                "returning id",
+                (job_id,),
+            )
+            if await cur.fetchone() is None:
+                return
+            await cur.execute(
+                "insert into schedules.job_logs (job_id, status_code, success, duration_ms, message) "
+                "values (%s, %s, %s, %s, %s)",
+                (job_id, outcome.status_code, outcome.success, duration_ms, outcome.message[:MAX_MESSAGE]),
+            )
+
+    async def _prune_when_due(self) -> None:
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self._settings.retention_sweep_seconds
+        await self.prune()
+
+    async def prune(self) -> int:
+        """Delete the job logs older than the configured retention (none when it is null); how many."""
+        deleted = 0
+        while True:
+            async with self._database.as_owner() as cur:
+                await cur.execute(
+                    "delete from schedules.job_logs where id in (select l.id from schedules.job_logs l, "
+                    "schedules.config c where c.retention_days is not null "
+                    "and l.executed_at < now() - make_interval(days => c.retention_days) limit %s)",
+                    (PRUNE_BATCH,),
+                )
+                batch = cur.rowcount
+            deleted += batch
+            if batch < PRUNE_BATCH:
+                return deleted
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong, briefly: the error's class and first line."""
+    if isinstance(exc, httpx.ConnectError):
+        return f"Connection failed: {str(exc).strip() or 'refused'}".splitlines()[0]
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
