@@ -7,8 +7,9 @@ import hashlib
 import hmac
 import http.server
 import threading
-from types import TracebackType
 from typing import Any
+
+from tests.support.loopback_http import LoopbackHttp
 
 
 def signed_with(secret: str, request: dict[str, Any]) -> bool:
@@ -19,7 +20,7 @@ def signed_with(secret: str, request: dict[str, Any]) -> bool:
     return hmac.compare_digest(headers["x-insforge-signature"], expected)
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackHttp):
     def __init__(self, *, fail_first: bool = False) -> None:
         self.requests: list[dict[str, Any]] = []
         self.arrived = threading.Condition()
@@ -46,26 +47,13 @@ class WebhookReceiver:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        return f"{self.origin}/hook"
 
     def wait_for(self, count: int, timeout: float = 20) -> list[dict[str, Any]]:
         with self.arrived:
             assert self.arrived.wait_for(lambda: len(self.requests) >= count, timeout=timeout)
             return list(self.requests)
-
-    def __enter__(self) -> WebhookReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(
-        self, _type: type[BaseException] | None, _value: BaseException | None, _tb: TracebackType | None
-    ) -> None:
-        self.server.shutdown()
-        self.server.server_close()
