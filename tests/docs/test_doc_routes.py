@@ -1,5 +1,5 @@
-"""Every route of the public API (auth, database and records, the gateway, secrets, storage, functions,
-realtime, metadata, logs, docs, agents, approvals, MCP) has a runnable example in `docs/` (one that
+"""Every route of the public API (auth, database and records, the gateway, secrets, schedules, storage,
+functions, realtime, metadata, logs, docs, agents, approvals, MCP) has a runnable example in `docs/` (one that
 `test_doc_examples.py` runs): a new route without one fails here, naming it."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ DOCUMENTED = (
     "/api/ai",
     "/v1/",
     "/api/secrets",
+    "/api/schedules",
     "/.well-known",
     "/api/.well-known",
     "/api/storage",
