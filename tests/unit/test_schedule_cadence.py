@@ -3,7 +3,7 @@ and where a `functionUrl` that is a path on this server goes."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -70,3 +70,8 @@ def test_a_path_is_called_on_this_server() -> None:
     assert target_url("/functions/report", base) == "http://127.0.0.1:7130/functions/report"
     assert target_url("/functions/report?x=1", base) == "http://127.0.0.1:7130/functions/report?x=1"
     assert target_url("https://example.com/f", base) == "https://example.com/f"
+
+
+def test_cron_is_read_in_utc_whatever_the_moments_zone() -> None:
+    paris_morning = datetime(2026, 3, 2, 8, 0, tzinfo=timezone(timedelta(hours=2)))  # 06:00 UTC
+    assert cadence.parse("0 9 * * *").next_after(paris_morning) == datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

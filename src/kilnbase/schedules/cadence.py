@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cronsim import CronSim, CronSimError
 
@@ -45,7 +45,9 @@ class Cadence:
     expression: str | None = None
 
     def next_after(self, moment: datetime) -> datetime:
-        """The first run strictly after `moment` (an aware datetime; the answer is in UTC)."""
+        """The first run strictly after `moment` (an aware datetime), in UTC: cron fields are read in UTC
+        whatever the database session's time zone."""
+        moment = moment.astimezone(UTC)
         if self.every_seconds is not None:
             return moment + timedelta(seconds=self.every_seconds)
         assert self.expression is not None

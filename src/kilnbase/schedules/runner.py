@@ -66,6 +66,8 @@ PRUNE_BATCH = 10_000
 _WAKE_MARGIN_SECONDS = 0.005
 _SECRET_MASK = "[secret]"  # noqa: S105 (what replaces a secret in a message)
 _AFTER_ERROR_SECONDS = 5.0
+#: The pause when a run is due but was not claimed here: another process is claiming it.
+_BUSY_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,7 @@ class ScheduleRunner:
             await self._client.aclose()
 
     async def _loop(self) -> None:
+        delay: float | None
         while True:
             self._wake.clear()
             try:
@@ -165,6 +168,10 @@ class ScheduleRunner:
                     self._in_flight.add(task)
                     task.add_done_callback(self._ran)
                 delay = await self._seconds_to_next()
+                if len(self._in_flight) >= MAX_RUNS_IN_FLIGHT:
+                    delay = None  # (woken when a run ends and frees a place)
+                elif not claimed and delay < _BUSY_SECONDS:
+                    delay = _BUSY_SECONDS  # (due, but another process holds it for a moment)
                 self._loss.connected()
             except (psycopg.Error, OSError) as exc:
                 delay = self._loss.lost(exc)

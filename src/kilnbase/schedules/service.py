@@ -204,8 +204,6 @@ class Schedules:
             job_id = _job_id(schedule_id)
             changes = read(body, creating=False)
             details = {"id": job_id, **changes.summary()}
-            if changes.headers is not None:
-                await self._check_secrets(changes.headers)
             async with self._database.as_owner() as cur:
                 await cur.execute(
                     "select is_active, cron_schedule, cron_job_id::text from schedules.jobs "
@@ -215,6 +213,8 @@ class Schedules:
                 existing = await cur.fetchone()
                 if existing is None:
                     raise not_found("Schedule not found")
+                if changes.headers is not None:
+                    await self._check_secrets(changes.headers)
                 cron_job_id = await self._apply(cur, job_id, changes, existing)
                 await audit.record(cur, actor, "UPDATE_SCHEDULE", MODULE, details)
         except ApiError as exc:
