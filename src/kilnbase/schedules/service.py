@@ -164,6 +164,7 @@ class Schedules:
             require_admin_actor(actor)
             changes = read(body, creating=True)
             details = changes.summary()
+            _check_secrets_reach(actor, changes.secret_keys())
             await self._check_secrets(changes.headers or {})
             assert changes.cadence is not None
             job_id = str(uuid.uuid4())
@@ -206,13 +207,17 @@ class Schedules:
             details = {"id": job_id, **changes.summary()}
             async with self._database.as_owner() as cur:
                 await cur.execute(
-                    "select is_active, cron_schedule, cron_job_id::text from schedules.jobs "
-                    "where id = %s for update",
+                    "select is_active, cron_schedule, cron_job_id::text, headers_ciphertext "
+                    "from schedules.jobs where id = %s for update",
                     (job_id,),
                 )
                 existing = await cur.fetchone()
                 if existing is None:
                     raise not_found("Schedule not found")
+                _check_secrets_reach(actor, changes.secret_keys())
+                if changes.function_url is not None:  # (the secrets its headers send would go elsewhere)
+                    headers = open_headers(self._box, job_id, existing["headers_ciphertext"])
+                    _check_secrets_reach(actor, secret_keys(headers or {}))
                 if changes.headers is not None:
                     await self._check_secrets(changes.headers)
                 cron_job_id = await self._apply(cur, job_id, changes, existing)
@@ -377,3 +382,22 @@ async def _first_run(cur: AsyncCursor[Any], cadence: cadences.Cadence) -> dateti
     row = await cur.fetchone()
     assert row is not None
     return cadence.next_after(row["now"])
+
+
+def _check_secrets_reach(actor: Actor, keys: Sequence[str]) -> None:
+    """An agent key may send secrets with a schedule's request, or choose where a request that sends them
+    goes, only if it may read secrets itself (`secrets:read`): a header `${{secrets.KEY}}` pointed at a URL
+    of the agent's choosing delivers the value to it. People, and agents that may read secrets, pass; so
+    does every schedule whose headers name no secret."""
+    principal = actor.principal
+    if not keys or principal.agent is None or principal.allows("secrets", "read"):
+        return
+    raise ApiError(
+        403,
+        "FORBIDDEN",
+        "This agent key may not send secrets with a schedule's request ("
+        + ", ".join(keys)
+        + "), nor choose where such a request goes: its scopes do not reach secrets:read.",
+        "Leave ${{secrets.*}} out of the headers, or ask an admin for a key with secrets:read "
+        "(POST /api/agents/keys).",
+    )
