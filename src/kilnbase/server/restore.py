@@ -332,8 +332,10 @@ def run_script_pipeline(
             with contextlib.suppress(BrokenPipeError):
                 reader.stdin.close()
             consumer_code = reader.wait()
-            writer.stdout.close()
+            # Asked before its pipe closes, which would fail its next write: still running then, the producer
+            # did not fail on its own, and its code would only say that it was stopped.
             stopped = consumer_code != 0 and writer.poll() is None
+            writer.stdout.close()
             if stopped:
                 writer.kill()  # (its output has nowhere to go)
             producer_code = writer.wait()
