@@ -34,6 +34,8 @@ RETRY_FIRST_SECONDS = 1.0
 #: (another worker's revocation of a session, a realtime message) until it connects and reloads, so the
 #: pause bounds how long a revoked token may still pass here and how long delivery lags the database.
 RETRY_MOST_SECONDS = 5.0
+#: Failed tries past this many pause as long as this many (the cap, well before then).
+_MOST_COUNTED_FAILURES = 32
 
 
 def retry_backoff() -> AbstractBackoff:
@@ -73,7 +75,9 @@ class ConnectionLoss:
     def lost(self, exc: BaseException) -> float:
         """Note a failed or broken connection; the seconds to wait before trying again."""
         delay = self._backoff.compute(self._failures)
-        self._failures += 1
+        # (Counted no further than the cap needs: after ~1,000 failed tries, an hour of outage, the backoff's
+        # `2**failures` no longer fits in a float, and the OverflowError would end the listener for good.)
+        self._failures = min(self._failures + 1, _MOST_COUNTED_FAILURES)
         now = time.monotonic()
         if self._lost_at is None:
             self._lost_at = self._logged_at = now

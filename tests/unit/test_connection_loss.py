@@ -31,6 +31,14 @@ def test_a_loss_waits_longer_each_time_and_starts_over_once_connected() -> None:
     assert loss.lost(error) <= 1.0
 
 
+def test_an_outage_of_hours_still_gets_a_pause() -> None:
+    """Tries at most 5 s apart fail about a thousand times an hour; 2**1024 seconds is more than a float
+    holds, and the listener whose `lost` raised there would stop for good."""
+    loss = ConnectionLoss("test listener", logging.getLogger("kilnbase.test"), still_lost_every=3600)
+    pauses = [loss.lost(OSError("connection refused")) for _ in range(5000)]
+    assert all(0 < pause <= RETRY_MOST_SECONDS for pause in pauses)
+
+
 def test_the_log_says_it_once_once_a_minute_and_once_back(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="kilnbase.test")
     loss = ConnectionLoss("test listener", logging.getLogger("kilnbase.test"), still_lost_every=3600)
