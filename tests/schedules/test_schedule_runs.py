@@ -202,6 +202,31 @@ def test_a_secret_deleted_after_create_fails_the_run_without_calling(
     client.delete(f"/api/schedules/{job_id}", headers=admin)
 
 
+@pytest.mark.parametrize("value", ["line-one\nline-two", "tøp-secret"])
+def test_a_secret_no_header_can_carry_fails_the_run_without_showing_it(
+    client: TestClient, admin: dict[str, str], target: HttpTarget, database_url: str, value: str
+) -> None:
+    """A secret may hold a line break (a PEM key) or non-ASCII text, which no header value can carry: the
+    HTTP client's error quotes the value escaped (`b'...\\n...'`), which masking the value itself missed,
+    and the job's log, read by any key with schedules:read, showed it."""
+    key = f"ODD_{secrets.token_hex(4).upper()}"
+    value += secrets.token_hex(8)
+    assert client.post("/api/secrets", json={"key": key, "value": value}, headers=admin).status_code == 201
+    where = path()
+    job_id = create(
+        client, admin, functionUrl=target.url + where, headers={"X-Key": f"v ${{{{secrets.{key}}}}}"}
+    )
+    make_due(database_url, job_id)
+    [log] = logs_of(client, admin, job_id, 1)
+    assert log["success"] is False and log["statusCode"] == 500
+    assert key in log["message"] and "X-Key" in log["message"], log
+    for part in value.split("\n"):
+        assert part[-8:] not in log["message"], log
+    assert target.to(where) == []
+    client.delete(f"/api/schedules/{job_id}", headers=admin)
+    client.delete(f"/api/secrets/{key}", headers=admin)
+
+
 def test_two_app_instances_make_each_due_run_once(
     client: TestClient, admin: dict[str, str], target: HttpTarget, settings: Settings, database_url: str
 ) -> None:

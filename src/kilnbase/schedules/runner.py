@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -65,6 +66,8 @@ LEASE_MARGIN_SECONDS = 30.0
 PRUNE_BATCH = 10_000
 _WAKE_MARGIN_SECONDS = 0.005
 _SECRET_MASK = "[secret]"  # noqa: S105 (what replaces a secret in a message)
+#: What a header value can carry: printable ASCII and tabs (httpx sends ASCII only; h11 refuses line breaks).
+_HEADER_TEXT = re.compile(r"[\t\x20-\x7e]*")
 _AFTER_ERROR_SECONDS = 5.0
 #: The pause when a run is due but was not claimed here: another process is claiming it.
 _BUSY_SECONDS = 0.05
@@ -273,6 +276,14 @@ class ScheduleRunner:
                 if key not in secrets:
                     return Outcome(
                         500, False, f'Secret with key "{key}" not found for schedule header "{name}".'
+                    )
+                if not _HEADER_TEXT.fullmatch(secrets[key]):
+                    # (Sent, the HTTP client's error would quote the value escaped, past `_masked`.)
+                    return Outcome(
+                        500,
+                        False,
+                        f'Secret with key "{key}" holds a line break, a control or non-ASCII character: '
+                        f'schedule header "{name}" cannot carry it.',
                     )
             resolved[name] = SECRET_PLACEHOLDER.sub(lambda match: secrets[match.group(1)], value)
         content = None
