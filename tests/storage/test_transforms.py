@@ -90,6 +90,8 @@ def test_private_transforms_follow_access(
         {"height": "x"},
         {"width": "\u00b2"},  # a digit to str.isdigit, not to int()
         {"quality": "\u00b9"},
+        {"width": "9" * 5000},  # ASCII digits past int()'s 4,300-digit limit
+        {"quality": "1" * 5000},
         {"resize": "stretch"},
         {"format": "gif"},
         {"quality": "0"},

@@ -130,6 +130,11 @@ def test_protocol_rules(
     assert odd_offset.status_code == 400, odd_offset.text
     odd_length = _with_raw_headers(client, "POST", base, {**alice, **TUS, "Upload-Length": b"\xb2"})
     assert odd_length.status_code == 400, odd_length.text
+    # ASCII digits past int()'s 4,300-digit limit: refused too.
+    long_length = client.post(base, headers={**alice, **TUS, "Upload-Length": "9" * 5000})
+    assert long_length.status_code == 400, long_length.text
+    long_offset = client.patch(url, headers={**patch, "Upload-Offset": "9" * 5000}, content=b"a")
+    assert long_offset.status_code == 400, long_offset.text
     done = client.patch(url, headers={**patch, "Upload-Offset": "0"}, content=b"0123456789")
     assert done.status_code == 204 and done.headers["upload-offset"] == "10"
     assert client.get(f"{BUCKETS}/{bucket}/objects/notes.txt", headers=alice).content == b"0123456789"

@@ -35,6 +35,7 @@ from kilnbase.storage.downloads import object_response
 from kilnbase.storage.s3_access_keys import S3AccessKeys
 from kilnbase.storage.s3_objects import S3Error, S3Objects, no_such_bucket
 from kilnbase.storage.service import StorageService, StoredObject
+from kilnbase.storage.whole_numbers import is_whole_number
 
 log = logging.getLogger("kilnbase.storage")
 
@@ -207,7 +208,7 @@ class S3Gateway:
             if "partNumber" in query and "uploadId" in query:
                 body, check = self._body(request, signed, key)
                 number = query["partNumber"]
-                if not (number.isascii() and number.isdigit()):
+                if not is_whole_number(number):
                     raise S3Error(
                         "InvalidArgument", "Part number must be an integer between 1 and 10000.", 400
                     )
@@ -311,7 +312,7 @@ class S3Gateway:
         prefix = query.get("prefix", "")
         delimiter = query.get("delimiter", "")
         max_keys_text = query.get("max-keys", "1000")
-        if not (max_keys_text.isascii() and max_keys_text.isdigit()):
+        if not is_whole_number(max_keys_text):
             raise S3Error("InvalidArgument", "max-keys must be an integer from 0 to 1000.", 400)
         max_keys = min(int(max_keys_text), 1000)
         token = query.get("continuation-token")
@@ -416,7 +417,7 @@ class S3Gateway:
         chosen = []
         for part in _children(root, "Part"):
             number = _text(part, "PartNumber")
-            if not (number.isascii() and number.isdigit()):
+            if not is_whole_number(number):
                 raise S3Error("MalformedXML", "The XML you provided was not well-formed.", 400)
             chosen.append((int(number), _text(part, "ETag")))
         stored = await self.objects.complete(actor, bucket, key, upload_id, chosen)
@@ -429,11 +430,9 @@ class S3Gateway:
     async def list_parts(self, bucket: str, key: str, query: dict[str, str]) -> Response:
         parts = await self.objects.parts(bucket, key, query["uploadId"])
         marker_text = query.get("part-number-marker", "0")
-        marker = int(marker_text) if marker_text.isascii() and marker_text.isdigit() else 0
+        marker = int(marker_text) if is_whole_number(marker_text) else 0
         max_parts_text = query.get("max-parts", "1000")
-        max_parts = (
-            min(int(max_parts_text), 1000) if max_parts_text.isascii() and max_parts_text.isdigit() else 1000
-        )
+        max_parts = min(int(max_parts_text), 1000) if is_whole_number(max_parts_text) else 1000
         after = [p for p in parts if p.number > marker]
         page = after[:max_parts]
         truncated = len(after) > max_parts

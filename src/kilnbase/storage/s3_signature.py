@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote, unquote
 
+from kilnbase.storage.whole_numbers import is_whole_number
+
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED = "UNSIGNED-PAYLOAD"
 STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
@@ -137,7 +139,7 @@ def _check_time(signed: SignedRequest, query: Mapping[str, str], now: datetime) 
     age = (now - moment).total_seconds()
     if signed.presigned:
         expires = query.get("X-Amz-Expires", "")
-        if not (expires.isascii() and expires.isdigit()) or not 1 <= int(expires) <= MAX_PRESIGN_SECONDS:
+        if not is_whole_number(expires) or not 1 <= int(expires) <= MAX_PRESIGN_SECONDS:
             raise SignatureError(
                 "AuthorizationQueryParametersError", "X-Amz-Expires must be 1 to 604800.", 400
             )

@@ -29,6 +29,7 @@ import anyio.to_thread
 from PIL import Image, ImageOps
 
 from kilnbase.http.errors import ApiError
+from kilnbase.storage.whole_numbers import is_whole_number
 
 MAX_SOURCE_BYTES = 32 * 1024 * 1024
 MAX_INPUT_PIXELS = 50_000_000
@@ -75,7 +76,7 @@ class Transform:
             raw = query.get(name)
             if raw is None or raw == "":
                 return None
-            if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_DIMENSION:
+            if not is_whole_number(raw) or not 1 <= int(raw) <= MAX_DIMENSION:
                 raise _bad(
                     f"'{name}' must be an integer from 1 to {MAX_DIMENSION}.",
                     f"Send {name} in pixels, or leave it out to keep the image's proportions.",
@@ -95,7 +96,7 @@ class Transform:
                 "Send one of those, or leave format out to keep the image's own.",
             )
         quality_raw = query.get("quality") or "80"
-        if not (quality_raw.isascii() and quality_raw.isdigit()) or not 1 <= int(quality_raw) <= 100:
+        if not is_whole_number(quality_raw) or not 1 <= int(quality_raw) <= 100:
             raise _bad(
                 "'quality' must be an integer from 1 to 100.", "Send one, or leave quality out for 80."
             )

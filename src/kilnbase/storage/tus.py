@@ -61,6 +61,7 @@ from kilnbase.storage.service import (
     bucket_missing,
     upload_not_found,
 )
+from kilnbase.storage.whole_numbers import is_whole_number
 
 VERSION = "1.0.0"
 EXTENSIONS = "creation,termination,expiration"
@@ -71,11 +72,6 @@ _RESUME = "Send HEAD on the upload's URL for its Upload-Offset, then PATCH from 
 def _tus_error(status: int, message: str, next_actions: str) -> ApiError:
     code = "STORAGE_INVALID_PARAMETER" if status < 404 else "STORAGE_NOT_FOUND"
     return ApiError(status, code, message, next_actions)
-
-
-def _whole_number(header: str) -> bool:
-    """ASCII digits only: `str.isdigit` is true of `²` (Latin-1 0xB2 in a header), which `int` refuses."""
-    return header.isascii() and header.isdigit()
 
 
 def parse_metadata(header: str | None) -> dict[str, str]:
@@ -124,7 +120,7 @@ class TusUploads:
         self, actor: Actor, bucket: str, length_header: str | None, metadata_header: str | None
     ) -> tuple[uuid.UUID, datetime]:
         names.bucket_name(bucket)
-        if length_header is None or not _whole_number(length_header):
+        if length_header is None or not is_whole_number(length_header):
             raise _tus_error(
                 400,
                 "Upload-Length is required (a whole number of bytes).",
@@ -254,7 +250,7 @@ class TusUploads:
         and the object once the upload is complete. 404 for an upload made into its object already (as after
         a normal finish; what the server left of it when it died is removed now)."""
         row = await self._row(actor, bucket, upload_id)
-        if offset_header is None or not _whole_number(offset_header):
+        if offset_header is None or not is_whole_number(offset_header):
             raise _tus_error(400, "Upload-Offset is required.", _RESUME)
         if row["finished_at"] is not None:
             raise upload_not_found()
