@@ -276,6 +276,18 @@ def _damaged(project: Project, path: Path) -> Path:
     return path
 
 
+def _repacked(project: Project, path: Path) -> Path:
+    """Unpacked (to check with `sha256sum -c`, as the format invites) and packed again with `tar -C dir .`:
+    a first member `./`, whose path has no parts."""
+    unpacked = path.with_suffix(".d")
+    with tarfile.open(project.backup) as tar:
+        tar.extractall(unpacked, filter="data")
+    with tarfile.open(path, "w") as tar:
+        tar.add(unpacked, arcname=".")
+    shutil.rmtree(unpacked)
+    return path
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -284,6 +296,7 @@ def _damaged(project: Project, path: Path) -> Path:
         (_damaged, "database.dump does not match SHA256SUMS"),
         (_newer, "was made by a newer Kilnbase"),
         (_unknown_format, "format version 99, which this Kilnbase (format version 1) does not know"),
+        (_repacked, "has a member this format does not have ('.')"),
     ],
 )
 def test_a_file_that_cannot_be_restored_is_refused_changing_nothing(

@@ -132,6 +132,8 @@ def _member_problem(member: tarfile.TarInfo) -> str | None:
         return f"has a member with an unsafe path ({member.name!r})"
     if not (member.isfile() or member.isdir()):
         return f"has a member that is not a plain file ({member.name!r})"
+    if not path.parts:  # (`.` or `./`: a backup unpacked and packed again with `tar -C dir .`)
+        return f"has a member this format does not have ({member.name!r})"
     if member.isdir() and path.parts[0] != STORAGE:
         return f"has a member this format does not have ({member.name!r})"
     if member.isfile() and member.name not in _TOP_LEVEL_FILES and path.parts[0] != STORAGE:
