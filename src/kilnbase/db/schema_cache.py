@@ -36,6 +36,7 @@ HIDDEN_SCHEMAS = (
     "functions",
     "storage",
     "realtime",
+    "schedules",
 )
 
 
