@@ -270,6 +270,39 @@ def test_an_agents_ordinary_owner_sql_still_runs_at_once(
     assert run(f"SELECT * FROM public.{three_rows}", explain=True)["rowCount"] == 1
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM schedules.jobs WHERE id = '{id}'",
+        "UPDATE schedules.jobs SET function_url = 'https://elsewhere.example/' WHERE id = '{id}'",
+    ],
+    ids=["delete", "update"],
+)
+def test_an_agents_owner_sql_on_a_schedule_waits_as_its_tool_does(
+    client: TestClient, admin: dict[str, str], owner_post: OwnerPost, owner_sql: OwnerSql, sql: str
+) -> None:
+    """Schedules are Kilnbase's own rows, with tools of their own (`delete-schedule` waits for a person):
+    owner-level SQL that deletes or changes one waits too, as it does for a user or a file."""
+    created = client.post(
+        "/api/schedules",
+        headers=admin,
+        json={
+            "name": f"kept-{secrets.token_hex(3)}",
+            "cronSchedule": "0 0 1 1 *",
+            "functionUrl": "https://example.com/hook",
+            "httpMethod": "POST",
+        },
+    )
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    held = owner_post(sql.format(id=job_id))
+    assert held.status_code == 202, held.text
+    assert "schedules.jobs" in held.json()["reason"], held.json()
+    kept = owner_sql("select function_url from schedules.jobs where id = %s", job_id)
+    assert kept == [{"function_url": "https://example.com/hook"}]
+    client.delete(f"/api/schedules/{job_id}", headers=admin)
+
+
 def test_owner_sql_by_a_person_is_not_held_and_its_tool_is_not_on_mcp(
     client: TestClient, admin: dict[str, str], writer: dict[str, str], three_rows: str, owner_sql: OwnerSql
 ) -> None:

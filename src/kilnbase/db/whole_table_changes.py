@@ -42,7 +42,7 @@ from psycopg.rows import dict_row
 #: naming one row changes. The records API's checks of an agent's writes use it too.
 MIN_ROWS = 2
 #: Kilnbase's own schemas, whose rows the SQL's text decides about.
-OWN_SCHEMAS = ("auth", "system", "ai", "storage", "realtime")
+OWN_SCHEMAS = ("auth", "system", "ai", "storage", "realtime", "schedules")
 
 # Each table with a change counted, and the table whose rows it counts towards: itself, or the partitioned
 # table at the root of its partition tree (a partitioned table holds no rows of its own). `countable`: the
