@@ -303,6 +303,31 @@ def test_an_agents_owner_sql_on_a_schedule_waits_as_its_tool_does(
     client.delete(f"/api/schedules/{job_id}", headers=admin)
 
 
+def test_an_agents_owner_sql_on_a_function_waits(
+    client: TestClient, admin: dict[str, str], owner_post: OwnerPost, owner_sql: OwnerSql
+) -> None:
+    """A function's code is Kilnbase's own row too: writing it by SQL would pass the rule that an agent
+    without secrets:read deploys only functions that see no secret, so owner-level SQL that changes it
+    waits for a person."""
+    slug = f"kept-{secrets.token_hex(3)}"
+    created = client.post(
+        "/api/functions",
+        headers=admin,
+        json={"name": slug, "slug": slug, "code": "export default () => new Response('kept');"},
+    )
+    assert created.status_code == 201, created.text
+    query = (
+        "UPDATE functions.definitions SET code = 'export default () => new Response(1);' "
+        f"WHERE slug = '{slug}'"
+    )
+    held = owner_post(query)
+    assert held.status_code == 202, held.text
+    assert "functions.definitions" in held.json()["reason"], held.json()
+    kept = owner_sql("select code from functions.definitions where slug = %s", slug)
+    assert kept == [{"code": "export default () => new Response('kept');"}]
+    client.delete(f"/api/functions/{slug}", headers=admin)
+
+
 def test_owner_sql_by_a_person_is_not_held_and_its_tool_is_not_on_mcp(
     client: TestClient, admin: dict[str, str], writer: dict[str, str], three_rows: str, owner_sql: OwnerSql
 ) -> None:
