@@ -268,6 +268,11 @@ def _unknown_format(project: Project, path: Path) -> Path:
     return _rewritten(project.backup, path, lambda manifest: manifest.update(format_version=99))
 
 
+def _edited(project: Project, path: Path) -> Path:
+    """A manifest edited by hand into a shape Kilnbase never writes."""
+    return _rewritten(project.backup, path, lambda manifest: manifest["database"].update(owner=5))
+
+
 def _damaged(project: Project, path: Path) -> Path:
     data = bytearray(project.backup.read_bytes())
     middle = data.index(b"PGDMP") + 2000  # inside the dump's bytes: the tar's headers are intact
@@ -297,6 +302,7 @@ def _repacked(project: Project, path: Path) -> Path:
         (_newer, "was made by a newer Kilnbase"),
         (_unknown_format, "format version 99, which this Kilnbase (format version 1) does not know"),
         (_repacked, "has a member this format does not have ('.')"),
+        (_edited, "has a damaged manifest.json (database.owner: Input should be a valid string)"),
     ],
 )
 def test_a_file_that_cannot_be_restored_is_refused_changing_nothing(

@@ -28,7 +28,9 @@ import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kilnbase.db.migrate import Migration
 
@@ -97,8 +99,40 @@ class ArchiveWriter:
         return info
 
 
+class _Shape(BaseModel):
+    """What a restore reads of a manifest, as `backup.py` writes it (other fields are allowed)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _MigrationEntry(_Shape):
+    version: int
+    name: str
+    checksum: str
+
+
+class _DatabaseEntry(_Shape):
+    owner: str
+
+
+class _StorageEntry(_Shape):
+    backend: Literal["local", "s3"]
+    bucket: str | None = None
+
+
+class _Manifest(_Shape):
+    kilnbase_version: str
+    postgres_server_version: str
+    created_at: str
+    database: _DatabaseEntry
+    migrations: list[_MigrationEntry]
+    storage: _StorageEntry
+
+
 def manifest_problem(manifest: Any, known: list[Migration]) -> str | None:
-    """Why this Kilnbase cannot restore a backup with `manifest`; None when it can."""
+    """Why this Kilnbase cannot restore a backup with `manifest`; None when it can. Its shape is checked
+    once here, so that what the restore reads of it is there and of its type: a manifest edited or made by
+    hand is refused with the field that is wrong, not a traceback."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         return "is not a Kilnbase backup (its manifest.json is not one Kilnbase writes)."
     version = manifest.get("format_version")
@@ -108,6 +142,14 @@ def manifest_problem(manifest: Any, known: list[Migration]) -> str | None:
             f"(format version {FORMAT_VERSION}) does not know: restore it with the Kilnbase that made it "
             f"({manifest.get('kilnbase_version', 'unknown')}) or a newer one."
         )
+    try:
+        _Manifest.model_validate(manifest)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"has a damaged manifest.json ({where}: {first['msg']}): it is not as Kilnbase wrote it."
+    if not manifest["postgres_server_version"].split(".")[0].isdecimal():
+        return "has a damaged manifest.json (postgres_server_version is not a PostgreSQL version)."
     by_version = {migration.version: migration for migration in known}
     unknown = [m for m in manifest.get("migrations", []) if m.get("version") not in by_version]
     if unknown:
