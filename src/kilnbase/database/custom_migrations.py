@@ -23,8 +23,8 @@ from kilnbase.http.errors import ApiError
 _VERSION = re.compile(r"[0-9]{1,20}")
 _NAME = re.compile(r"[a-z0-9-]{1,200}")
 #: Kilnbase's own schemas (the catalogs apart): an agent's SQL that deletes or changes their rows waits.
-_KILNBASE_SCHEMAS = frozenset(whole_table_changes.OWN_SCHEMAS)
-_RESERVED_SCHEMAS = _KILNBASE_SCHEMAS | {"pg_catalog", "information_schema"}
+_OWNED_SCHEMAS = frozenset(whole_table_changes.OWN_SCHEMAS)
+_RESERVED_SCHEMAS = _OWNED_SCHEMAS | {"pg_catalog", "information_schema"}
 
 
 def _already_applied(version: str) -> ApiError:
@@ -83,7 +83,7 @@ def _kilnbase_rows_changed(nodes: tuple[Any, ...]) -> list[str]:
                 continue
             for relation in relations:
                 schema = getattr(relation, "schemaname", None)
-                if isinstance(schema, str) and schema.lower() in _KILNBASE_SCHEMAS:
+                if isinstance(schema, str) and schema.lower() in _OWNED_SCHEMAS:
                     targets[f"{schema}.{relation.relname}"] = None
     return list(targets)
 

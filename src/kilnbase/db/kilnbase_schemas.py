@@ -8,4 +8,4 @@ creates goes here; `tests/records/test_exposed_schemas.py` fails until it does.
 
 from __future__ import annotations
 
-KILNBASE_SCHEMAS = ("system", "auth", "ai", "functions", "storage", "realtime", "schedules")
+OWNED_SCHEMAS = ("system", "auth", "ai", "functions", "storage", "realtime", "schedules")

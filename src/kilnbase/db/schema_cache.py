@@ -19,7 +19,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from kilnbase.db.kilnbase_schemas import KILNBASE_SCHEMAS
+from kilnbase.db.kilnbase_schemas import OWNED_SCHEMAS
 from kilnbase.pg_listen import ConnectionLoss, notifications
 
 log = logging.getLogger("kilnbase.records.schema")
@@ -27,7 +27,7 @@ log = logging.getLogger("kilnbase.records.schema")
 CHANNEL = "kilnbase_schema"
 #: Schemas the records API never exposes (nor names in a PGRST106 hint): Postgres's own and every schema of
 #: Kilnbase's (`tests/records/test_exposed_schemas.py` checks the migrations create no other).
-HIDDEN_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", *KILNBASE_SCHEMAS)
+HIDDEN_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", *OWNED_SCHEMAS)
 
 
 @dataclass(frozen=True)

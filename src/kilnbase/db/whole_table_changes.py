@@ -38,13 +38,13 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
-from kilnbase.db.kilnbase_schemas import KILNBASE_SCHEMAS
+from kilnbase.db.kilnbase_schemas import OWNED_SCHEMAS
 
 #: The fewest rows a table holds for a change of all of them to wait: the only row of a table is what SQL
 #: naming one row changes. The records API's checks of an agent's writes use it too.
 MIN_ROWS = 2
 #: Kilnbase's own schemas, whose rows the SQL's text decides about.
-OWN_SCHEMAS = KILNBASE_SCHEMAS
+OWN_SCHEMAS = OWNED_SCHEMAS
 
 # Each table with a change counted, and the table whose rows it counts towards: itself, or the partitioned
 # table at the root of its partition tree (a partitioned table holds no rows of its own). `countable`: the
