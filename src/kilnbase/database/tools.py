@@ -41,6 +41,11 @@ def dangerous_sql(sql: Any) -> str | None:
     return "; ".join(custom_migrations.agent_risks(sql)) or None
 
 
+def dangerous_query(arguments: Mapping[str, Any]) -> str | None:
+    """`dangerous_sql` of a tool call's `query`: what run-raw-sql and run-owner-sql both hold."""
+    return dangerous_sql(arguments.get("query"))
+
+
 #: What `update-table-schema`'s `changes` may hold (PATCH /api/database/tables/:t/schema's body).
 SCHEMA_CHANGES = (
     "addColumns",
@@ -191,7 +196,7 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
             "Run SQL as project_admin (audited; DDL reloads the schema).",
             run_raw_sql,
             read_only=False,
-            needs_approval=lambda arguments: dangerous_sql(arguments.get("query")),
+            needs_approval=dangerous_query,
         ),
         Tool(
             "run-owner-sql",
@@ -200,7 +205,7 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
             read_only=False,
             # The scope grants the owner's privileges, not a way around a person: the SQL run-raw-sql would
             # hold (a drop, TRUNCATE, a write without WHERE, Kilnbase's own tables) is held here too.
-            needs_approval=lambda arguments: dangerous_sql(arguments.get("query")),
+            needs_approval=dangerous_query,
             # Not on `/mcp`: an agent key's owner-level SQL (`database:owner-sql`) is held as this tool's
             # call by the REST approval gate, before it runs (as above) or once it changed every row of a
             # table, and an approval runs it here.

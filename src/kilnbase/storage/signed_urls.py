@@ -13,6 +13,8 @@ import hmac
 import time
 from dataclasses import dataclass
 
+from kilnbase.storage.whole_numbers import is_whole_number
+
 MIN_SECONDS = 1
 MAX_SECONDS = 7 * 24 * 3600
 DEFAULT_SECONDS = 3600
@@ -47,7 +49,7 @@ class UrlSigner:
         self, bucket: str, key: str, expires: str, signature: str, now: float | None = None
     ) -> str | None:
         """None when the URL is good; else why it is not."""
-        if not (expires.isascii() and expires.isdigit()) or len(expires) > 12:
+        if not is_whole_number(expires) or len(expires) > 12:
             return "The signed URL is malformed."
         expected = self._mac(bucket, key, int(expires))
         if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
