@@ -2,17 +2,20 @@
 
 A service records inside the transaction that makes the change (pass its cursor), so the entry commits or
 rolls back with it; a refused or failed action is recorded on its own (pass the `Database`), with its outcome.
+Every service records its refusals the same way, with `refusals`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
 import orjson
 from psycopg import AsyncCursor
 
 from kilnbase.db.session import Database
+from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
 
 Outcome = Literal["success", "refused", "failed", "held"]
@@ -22,6 +25,8 @@ _INSERT = (
     "outcome) values (%s, %s, %s, %s::jsonb, %s::inet, %s, %s, %s, %s)"
 )
 _USER_AGENT_LIMIT = 512
+#: The most of an error's message kept in an entry (a type check's output can run to pages).
+_ERROR_LIMIT = 2000
 
 
 async def record(
@@ -50,6 +55,26 @@ async def record(
             await cur.execute(_INSERT, params)
     else:
         await target.execute(_INSERT, params)
+
+
+@contextlib.asynccontextmanager
+async def refusals(
+    database: Database, actor: Actor, action: str, module: str, details: Mapping[str, Any]
+) -> AsyncIterator[None]:
+    """Record `action` as refused when the block raises an `ApiError`, then let the error go on.
+
+    The entry gets a transaction of its own, since the block's rolled back with the error; it holds `details`
+    as they stand when the error is raised (a block may add to them as it learns more) and the error's
+    message. An error that says the action was tried and failed (`ApiError.failed`: the database or a check
+    of the code failed it) is recorded as failed. A success is the block's to record, inside its own
+    transaction, so the entry commits with the change.
+    """
+    try:
+        yield
+    except ApiError as exc:
+        entry = {**details, "error": exc.message[:_ERROR_LIMIT]}
+        await record(database, actor, action, module, entry, outcome="failed" if exc.failed else "refused")
+        raise
 
 
 async def search(

@@ -122,6 +122,26 @@ def test_failed_check_leaves_the_previous_version_serving(
     assert syntax.status_code == 400
 
 
+def test_the_trail_tells_a_failed_check_from_a_refusal(
+    client: TestClient, admin: dict[str, str], deploy: Deploy
+) -> None:
+    """A deploy that deno check fails was tried and failed; one with a bad field was refused before it ran."""
+    slug = deploy(HELLO)
+    broken = client.put(f"/api/functions/{slug}", json={"code": "export default ((("}, headers=admin)
+    assert broken.json()["error"] == "FUNCTION_CHECK_FAILED"
+    refused = client.put(f"/api/functions/{slug}", json={"status": "sleeping"}, headers=admin)
+    assert refused.status_code == 400
+    audits = client.get(
+        "/api/logs/audits", params={"module": "FUNCTIONS", "limit": 1000}, headers=admin
+    ).json()
+    ours = [
+        row for row in audits if row["details"].get("slug") == slug and row["action"] == "UPDATE_FUNCTION"
+    ]
+    assert sorted(row["outcome"] for row in ours) == ["failed", "refused"]
+    failed = next(row for row in ours if row["outcome"] == "failed")
+    assert "deno check" in failed["details"]["error"]
+
+
 def test_draft_is_stored_not_served(client: TestClient, admin: dict[str, str], deploy: Deploy) -> None:
     slug = deploy(HELLO, status="draft")
     assert client.get(f"/api/functions/{slug}", headers=admin).json()["status"] == "draft"

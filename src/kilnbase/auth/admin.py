@@ -81,15 +81,11 @@ class AuthAdmin:
     ) -> AsyncIterator[AsyncCursor[DictRow]]:
         """A transaction whose change is recorded as `action` inside it (with what the block added to
         `details`); a refusal is recorded on its own."""
-        try:
+        async with audit.refusals(self.parts.database, actor, action, MODULE, details):
             require_admin(actor)
             async with self.parts.database.as_owner() as cur:
                 yield cur
                 await audit.record(cur, actor, action, MODULE, details)
-        except ApiError as exc:
-            failed = {**details, "error": exc.message}
-            await audit.record(self.parts.database, actor, action, MODULE, failed, outcome="refused")
-            raise
 
     # --- config --------------------------------------------------------------------------------------------
 

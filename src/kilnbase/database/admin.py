@@ -16,7 +16,6 @@ from kilnbase import audit
 from kilnbase.capability import HeldForApproval
 from kilnbase.config import Settings
 from kilnbase.database import bulk_data, catalog, custom_migrations, raw_sql
-from kilnbase.database.database_errors import DatabaseFailure
 from kilnbase.database.tables import TableService
 from kilnbase.db.schema_cache import SchemaCache
 from kilnbase.db.session import Database
@@ -95,21 +94,12 @@ class DatabaseAdmin:
         failure in the database, a refusal before anything ran, or an agent's SQL held for a person once
         it ran (rolled back: the trail shows the attempt, not only the change request it became)."""
         try:
-            _require_admin(actor)
-            yield details
+            async with audit.refusals(self.database, actor, action, MODULE, details):
+                _require_admin(actor)
+                yield details
         except HeldForApproval as exc:
             await audit.record(
                 self.database, actor, action, MODULE, {**details, "heldFor": exc.reason}, outcome="held"
-            )
-            raise
-        except DatabaseFailure as exc:
-            await audit.record(
-                self.database, actor, action, MODULE, {**details, "error": exc.message}, outcome="failed"
-            )
-            raise
-        except ApiError as exc:
-            await audit.record(
-                self.database, actor, action, MODULE, {**details, "error": exc.message}, outcome="refused"
             )
             raise
         await audit.record(self.database, actor, action, MODULE, details)

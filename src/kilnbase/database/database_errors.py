@@ -30,6 +30,8 @@ _SERVER_SIDE_NEXT = {
 class DatabaseFailure(ApiError):
     """A statement that ran and failed in the database (as opposed to a request refused before it ran)."""
 
+    failed = True
+
 
 class StatementFailed(Exception):
     """A statement's failure with the statement's text, so that a syntax error's position can be shown."""

@@ -21,6 +21,15 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 MAX_MESSAGE = 4000
 
 
+class CheckFailed(ApiError):
+    """400 `FUNCTION_CHECK_FAILED`: the code was checked and did not pass (audited as failed, not refused)."""
+
+    failed = True
+
+    def __init__(self, message: str, next_actions: str) -> None:
+        super().__init__(400, "FUNCTION_CHECK_FAILED", message, next_actions)
+
+
 def _compiler_message(output: str, code_path: Path) -> str:
     text = _ANSI.sub("", output)
     text = text.split("Stack backtrace:", 1)[0]
@@ -62,21 +71,17 @@ async def check_code(code: str, deno_dir: Path, work_dir: Path, seconds: float) 
             await asyncio.shield(process.wait())
             close_transport(process)
             if isinstance(exc, TimeoutError):
-                raise ApiError(
-                    400,
-                    "FUNCTION_CHECK_FAILED",
+                raise CheckFailed(
                     f"deno check did not finish within {seconds:g} s (an import that cannot be fetched?).",
-                    "Check the import specifiers; the previous version, if any, keeps serving.",
+                    next_actions="Check the import specifiers; the previous version, if any, keeps serving.",
                 ) from None
             raise
         close_transport(process)
         if process.returncode != 0:
             message = _compiler_message(output.decode(errors="replace"), code_path)
-            raise ApiError(
-                400,
-                "FUNCTION_CHECK_FAILED",
+            raise CheckFailed(
                 f"The function's code does not pass deno check:\n{message}",
-                "Fix the code and deploy again; the previous version, if any, keeps serving.",
+                next_actions="Fix the code and deploy again; the previous version, if any, keeps serving.",
             )
     finally:
         shutil.rmtree(build, ignore_errors=True)

@@ -68,20 +68,9 @@ class FunctionsService:
 
     @contextlib.asynccontextmanager
     async def _audited(self, actor: Actor, action: str, details: dict[str, Any]) -> AsyncIterator[None]:
-        try:
+        async with audit.refusals(self.database, actor, action, MODULE, details):
             _require_admin(actor)
             yield
-        except ApiError as exc:
-            failed = exc.code == "FUNCTION_CHECK_FAILED"
-            await audit.record(
-                self.database,
-                actor,
-                action,
-                MODULE,
-                {**details, "error": exc.message[:2000]},
-                outcome="failed" if failed else "refused",
-            )
-            raise
 
     async def _check(self, code: str) -> None:
         config = self.settings.functions

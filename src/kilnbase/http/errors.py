@@ -39,7 +39,13 @@ ADMIN_ONLY = "Use the project's API key (kilnbase keys) or sign in as the projec
 
 
 class ApiError(Exception):
-    """Raise from a route or a service to answer with InsForge's error shape."""
+    """Raise from a route or a service to answer with InsForge's error shape.
+
+    `failed` says the action was tried and failed (the database failed the statement, a check of the code
+    failed), as opposed to being refused before it ran: the subclasses for those set it, and the audit trail
+    tells the two apart."""
+
+    failed = False
 
     def __init__(
         self,

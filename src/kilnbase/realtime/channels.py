@@ -155,13 +155,9 @@ class RealtimeAdmin:
     @contextlib.asynccontextmanager
     async def _audited(self, actor: Actor, action: str, details: dict[str, Any]) -> AsyncIterator[None]:
         try:
-            require_admin(actor)
-            yield
-        except ApiError as exc:
-            await audit.record(
-                self.database, actor, action, MODULE, {**details, "error": exc.message}, outcome="refused"
-            )
-            raise
+            async with audit.refusals(self.database, actor, action, MODULE, details):
+                require_admin(actor)
+                yield
         except psycopg.Error as exc:
             await audit.record(
                 self.database,

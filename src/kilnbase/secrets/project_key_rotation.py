@@ -97,12 +97,10 @@ class KeyRotation:
     async def rotate(self, actor: Actor, kind: KeyKind, grace_hours: float) -> Rotated:
         """A new current key; the old one expires after `grace_hours`."""
         action = "ROTATE_API_KEY" if kind == "api_key" else "ROTATE_ANON_KEY"
-        try:
+        async with audit.refusals(
+            self._database, actor, action, "SECRETS", {"gracePeriodHours": grace_hours}
+        ):
             self._check_allowed(actor, kind)
-        except ApiError as exc:
-            refused = {"gracePeriodHours": grace_hours, "error": exc.message}
-            await audit.record(self._database, actor, action, "SECRETS", refused, outcome="refused")
-            raise
         new_key = _PREFIX[kind] + secrets.token_hex(32)
         box = self._box
         async with self._database.as_owner() as cur:

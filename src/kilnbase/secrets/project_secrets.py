@@ -180,11 +180,6 @@ class ProjectSecrets:
         self._database = database
         self._box = box
 
-    async def _refused(self, actor: Actor, action: str, details: dict[str, Any], exc: ApiError) -> None:
-        await audit.record(
-            self._database, actor, action, MODULE, {**details, "error": exc.message}, outcome="refused"
-        )
-
     async def list(self, actor: Actor) -> list[dict[str, Any]]:
         _require_admin(actor)
         async with self._database.as_owner() as cur:
@@ -193,11 +188,8 @@ class ProjectSecrets:
 
     async def get(self, actor: Actor, key: str) -> dict[str, str]:
         """The decrypted value of an active, unexpired secret (404 otherwise); the read is audited."""
-        try:
+        async with audit.refusals(self._database, actor, "GET_SECRET", MODULE, {"key": key}):
             _require_admin(actor)
-        except ApiError as exc:
-            await self._refused(actor, "GET_SECRET", {"key": key}, exc)
-            raise
         async with self._database.as_owner() as cur:
             await cur.execute(
                 f"update system.secrets set last_used_at = now() where key = %s and {_USABLE} "
@@ -214,7 +206,7 @@ class ProjectSecrets:
         """A new secret, or an inactive one revived with the new value (InsForge's rule; not for an agent,
         `_revive_refused`); its id."""
         details: dict[str, Any] = {"key": body.get("key")}
-        try:
+        async with audit.refusals(self._database, actor, "CREATE_SECRET", MODULE, details):
             _require_admin(actor)
             key = check_key(body.get("key"))
             value = _check_value(body.get("value"))
@@ -261,9 +253,6 @@ class ProjectSecrets:
                     )
                 details["id"] = row["id"]
                 await audit.record(cur, actor, "CREATE_SECRET", MODULE, details)
-        except ApiError as exc:
-            await self._refused(actor, "CREATE_SECRET", details, exc)
-            raise
         secret_id: str = row["id"]
         return secret_id
 
@@ -277,7 +266,7 @@ class ProjectSecrets:
 
     async def update(self, actor: Actor, key: str, body: dict[str, Any]) -> None:
         details: dict[str, Any] = {"key": key}
-        try:
+        async with audit.refusals(self._database, actor, "UPDATE_SECRET", MODULE, details):
             _require_admin(actor)
             _refuse_agents_delete_by_update(actor, body)
             _refuse_agents_overwrite(actor, body)
@@ -315,14 +304,11 @@ class ProjectSecrets:
                     (*params, existing["id"]),
                 )
                 await audit.record(cur, actor, "UPDATE_SECRET", MODULE, details)
-        except ApiError as exc:
-            await self._refused(actor, "UPDATE_SECRET", details, exc)
-            raise
 
     async def delete(self, actor: Actor, key: str) -> None:
         """Soft delete: the secret stops being served, and creating it again revives it."""
         details = {"key": key}
-        try:
+        async with audit.refusals(self._database, actor, "DELETE_SECRET", MODULE, details):
             _require_admin(actor)
             existing = await self._existing(key)
             if existing["is_reserved"]:
@@ -333,9 +319,6 @@ class ProjectSecrets:
                     (existing["id"],),
                 )
                 await audit.record(cur, actor, "DELETE_SECRET", MODULE, details)
-        except ApiError as exc:
-            await self._refused(actor, "DELETE_SECRET", details, exc)
-            raise
 
     async def values(self, allow: Sequence[str] | None = None) -> tuple[dict[str, str], float | None]:
         """Every active, unexpired secret (only those named in `allow` when it is given), decrypted, and
