@@ -515,7 +515,10 @@ class StorageService:
         """Stream `body` (a multipart form with a `file` field, or, when not a form or when `raw`, the bytes
         themselves) into the object at `key`, or at a generated key when `key` is None. Created, or (with
         `replace`, as InsForge's PUT and S3's PutObject) replaced, atomically with its row; `verify` runs
-        once every byte is in, before anything is committed."""
+        once every byte is in, before anything is committed. An unknown bucket, or a write the caller's
+        policies forbid, is refused before the file's bytes are read, with the answer the commit would give
+        (else anyone could have the server receive and store gigabytes only to throw them away); the commit
+        still decides, as policies and objects may change while the bytes stream."""
         names.bucket_name(bucket)
         if key is not None:
             names.object_key(key)
@@ -532,12 +535,17 @@ class StorageService:
             received, chunks = ReceivedFile(filename, content_type), body
         else:
             received, chunks = await open_upload(body, content_type, filename)
+        if key is None:
+            # The generated key is made from the file's name, known once the form's part headers are read:
+            # the caller's policies decide on it then, before the file is read on (at most the network
+            # chunk that brought those headers has arrived) or any of it is stored.
+            key = names.generated_key(received.filename)
+            if not principal.is_admin:
+                await self._probe_write(principal, bucket, key, replace=replace)
         final_key = key
         s3 = via == "s3"  # S3's PutObject: its ETag is the MD5 of the bytes
 
         async def commit(blob_id: uuid.UUID, meter: Meter, mime: str) -> StoredObject:
-            nonlocal final_key
-            final_key = final_key if final_key is not None else names.generated_key(received.filename)
             etag = meter.md5 if s3 else version_etag(blob_id)
             return await self.commit_row(
                 actor, bucket, final_key, blob_id, meter.size, etag, mime, via, replace=replace
