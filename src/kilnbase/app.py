@@ -67,7 +67,7 @@ def capabilities(services: Services) -> list[Capability]:
         database_routes.capability(services.database),
         agents_routes.capability(services.agents),
         ai_routes.capability(services.ai),
-        storage_routes.capability(services.storage),
+        storage_routes.capability(services.storage, services.core.agent_keys),
         metadata_routes.capability(services.metadata),
         agent_docs_routes.capability(services.docs),
         functions_routes.capability(services.functions),

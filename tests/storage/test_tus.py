@@ -308,7 +308,7 @@ def _restart_storage(client: TestClient) -> None:
     storage = services_of(client).storage
     assert client.portal is not None
     client.portal.call(storage.start)
-    client.portal.call(TusUploads(storage, storage.tus_dir).start)
+    client.portal.call(TusUploads(storage, storage.tus_dir, services_of(client).core.agent_keys).start)
 
 
 @pytest.mark.parametrize("resumed_by", ["head", "patch", "head-after-restart"])

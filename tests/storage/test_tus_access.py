@@ -1,16 +1,28 @@
 """Who may continue a resumable (TUS) upload: the kind of caller that created it, through its URL. A user's
 upload is that user's; an anon upload (the anon key, where a bucket's policies let anon write) is the anon
 role's, whose unguessable URL is all that tells one anon client from another; an admin's is the admin's.
-Create, HEAD, PATCH and DELETE apply the one rule, and nobody else learns the upload exists (404)."""
+Create, HEAD, PATCH and DELETE apply the one rule, and nobody else learns the upload exists (404). A HEAD
+that finishes a complete upload writes its object, so it does so only for a caller who may write."""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
-from tests.storage.conftest import BUCKETS, TUS, NewBucket, let_anon_write, new_tus_upload, owner_sql
+from tests.storage.conftest import (
+    BUCKETS,
+    TUS,
+    NewBucket,
+    let_anon_write,
+    local_blobs,
+    new_tus_upload,
+    owner_sql,
+)
+from tests.support.app import agent_headers, services_of
 
 PATCH = {**TUS, "Content-Type": "application/offset+octet-stream"}
 
@@ -114,3 +126,74 @@ def test_anon_upload_finishes_only_while_the_policy_allows(
     owner_sql(client, f'drop policy "anon_write_{anon_bucket}" on storage.objects')
     assert _patch(client, url, anon, 0, b"abc") == 403
     assert client.get(f"{BUCKETS}/{anon_bucket}/objects/drop/late.bin", headers=admin).status_code == 404
+
+
+def _stored_files(client: TestClient) -> set[Path]:
+    blobs = local_blobs(client)
+    return {p for root in (blobs.blobs, blobs.incoming) for p in root.rglob("*") if p.is_file()}
+
+
+def _complete_but_never_made(
+    client: TestClient, admin: dict[str, str], bucket: str, key: str, data: bytes
+) -> str:
+    """The admin's upload of `data` to `key` as a server that died while writing its last PATCH leaves it:
+    every byte in its file, no object made. The upload's URL."""
+    url = new_tus_upload(client, admin, bucket, key, len(data))
+    half = len(data) // 2
+    assert _patch(client, url, admin, 0, data[:half]) == 204
+    with (services_of(client).storage.tus_dir / url.rsplit("/", 1)[1]).open("ab") as file:
+        file.write(data[half:])
+    return url
+
+
+def _only_told_the_offset(
+    client: TestClient, url: str, headers: dict[str, str], bucket: str, key: str, length: int
+) -> None:
+    """`headers`' HEAD says the upload is complete, and makes nothing: no object, no row, no stored file."""
+    before = _stored_files(client)
+    head = client.head(url, headers={**headers, **TUS})
+    assert head.status_code == 200 and head.headers["upload-offset"] == str(length)
+    rows = owner_sql(client, "select 1 from storage.objects where bucket = %s and key = %s", (bucket, key))
+    assert rows == []
+    assert _stored_files(client) == before
+
+
+@pytest.fixture
+def agents_read_only(client: TestClient, admin: dict[str, str]) -> Iterator[None]:
+    """The project in read-only mode for agents, for one test."""
+    assert client.put("/api/agents/settings", headers=admin, json={"readOnly": True}).status_code == 200
+    try:
+        yield
+    finally:
+        client.put("/api/agents/settings", headers=admin, json={"readOnly": False})
+
+
+def test_a_read_only_agent_key_cannot_finish_an_upload_by_head(
+    client: TestClient, admin: dict[str, str], new_bucket: NewBucket
+) -> None:
+    """An admin's upload is any admin credential's to continue, an agent key's too; but an agent key with
+    only `storage:read` may not write, and finishing the upload writes its object. Its HEAD only reports
+    the offset; the admin's next HEAD still makes the object."""
+    bucket = new_bucket(public=False)
+    data = secrets.token_bytes(20_000)
+    url = _complete_but_never_made(client, admin, bucket, "report.bin", data)
+    reader = agent_headers(client, admin, ["storage:read"], "reader")
+    _only_told_the_offset(client, url, reader, bucket, "report.bin", len(data))
+    finished = client.head(url, headers={**admin, **TUS})
+    assert finished.status_code == 200 and finished.headers["upload-offset"] == str(len(data))
+    got = client.get(f"{BUCKETS}/{bucket}/objects/report.bin", headers=reader)
+    assert got.status_code == 200 and got.content == data
+
+
+def test_no_agent_finishes_an_upload_by_head_in_read_only_mode(
+    client: TestClient, admin: dict[str, str], new_bucket: NewBucket, agents_read_only: None
+) -> None:
+    """Read-only mode refuses every agent's change: a `storage:write` key's PATCH is refused, and its HEAD,
+    which the mode lets through as a read, does not make the object either."""
+    bucket = new_bucket(public=False)
+    data = secrets.token_bytes(20_000)
+    url = _complete_but_never_made(client, admin, bucket, "ledger.bin", data)
+    writer = agent_headers(client, admin, ["storage:write"], "writer")
+    refused = client.patch(url, content=b"", headers={**writer, **PATCH, "Upload-Offset": str(len(data))})
+    assert refused.status_code == 403 and refused.json()["error"] == "AGENT_READ_ONLY"
+    _only_told_the_offset(client, url, writer, bucket, "ledger.bin", len(data))

@@ -25,13 +25,20 @@ from kilnbase.http.json_body import FIX_FIELDS, parse, read_json, read_object
 from kilnbase.http.query_params import int_param
 from kilnbase.http.request_context import actor_of, admin_actor, principal_of, require_credential
 from kilnbase.http.responses import json_response
+from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.principal import ANONYMOUS, Principal
 from kilnbase.storage import names
 from kilnbase.storage.downloads import object_response
 from kilnbase.storage.s3_gateway import PREFIX as S3_PREFIX
 from kilnbase.storage.s3_gateway import S3Gateway
 from kilnbase.storage.s3_objects import S3Objects
-from kilnbase.storage.service import LIST_OBJECTS, StorageService, StoredObject, upload_not_found
+from kilnbase.storage.service import (
+    FEATURE_GROUP,
+    LIST_OBJECTS,
+    StorageService,
+    StoredObject,
+    upload_not_found,
+)
 from kilnbase.storage.signed_urls import MAX_SECONDS
 from kilnbase.storage.tools import storage_tools
 from kilnbase.storage.transforms import Transform
@@ -481,8 +488,8 @@ class CreateAccessKey(BaseModel):
     description: str | None = Field(default=None, max_length=256)
 
 
-def capability(service: StorageService) -> Capability:
-    tus = TusUploads(service, service.tus_dir)
+def capability(service: StorageService, agent_keys: AgentKeys) -> Capability:
+    tus = TusUploads(service, service.tus_dir, agent_keys)
 
     @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
@@ -494,7 +501,7 @@ def capability(service: StorageService) -> Capability:
             await service.stop()
 
     return Capability(
-        "storage",
+        FEATURE_GROUP,
         [*TusRoutes(tus).routes(), *StorageRoutes(service).routes(), *S3Routes(service).routes()],
         lifespan=lifespan,
         tools=storage_tools(service),

@@ -41,6 +41,8 @@ from kilnbase.storage.transforms import AS_STORED, MAX_SOURCE_BYTES, TRANSFORMAB
 from kilnbase.storage.upload_body import ReceivedFile, open_upload
 
 MODULE = "STORAGE"
+#: Storage's feature group, as agent keys' scopes name it (`storage:read`, `storage:write`).
+FEATURE_GROUP = "storage"
 T = TypeVar("T")
 MIB = 1024 * 1024
 DEFAULT_MAX_FILE_MB = 50

@@ -16,7 +16,10 @@ upload's random id is then what sets one anon client's upload apart from another
 Storage), any admin credential for an admin's. Anyone else is told it does not exist (404). The database
 decides, from the request's own role and claims (`storage.callers_tus_upload`, migration 0201), so the rule
 is written once, in SQL, for the reads and for the finish; the object is still written as the caller, so the
-policies that allowed the creation must still allow the write when the last byte arrives.
+policies that allowed the creation must still allow the write when the last byte arrives. A HEAD that
+finishes an upload writes its object, so it does that only for a caller who may write: an agent key with
+only `storage:read` (or any agent key in read-only mode) is told the offset, and nothing more happens
+(`TusUploads._may_finish`).
 
 An upload becomes its object at most once, whenever the server dies: the transaction that writes the object's
 row (as the caller) also marks the upload's row finished (`storage.finish_tus_upload`, migration 0103), and a
@@ -50,10 +53,12 @@ import anyio.to_thread
 
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
+from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.storage import names
 from kilnbase.storage.blob_store import Meter, version_etag
 from kilnbase.storage.local_blobs import try_lock
 from kilnbase.storage.service import (
+    FEATURE_GROUP,
     START_UPLOAD,
     TOO_LARGE,
     StorageService,
@@ -95,10 +100,12 @@ def parse_metadata(header: str | None) -> dict[str, str]:
 
 
 class TusUploads:
-    def __init__(self, storage: StorageService, root: Path) -> None:
+    def __init__(self, storage: StorageService, root: Path, agent_keys: AgentKeys) -> None:
         self.storage = storage
         self.database = storage.database
         self.root = root
+        #: For the project's read-only mode for agents (`_may_finish`).
+        self.agent_keys = agent_keys
 
     def _path(self, upload_id: uuid.UUID) -> Path:
         return self.root / str(upload_id)
@@ -205,17 +212,29 @@ class TusUploads:
         """The upload's headers (404 unless the caller's). With `finish`, an upload whose every byte is in
         but which never became its object (the request that brought the last byte failed at the commit, or
         the server died) becomes it now: a client resuming sees a complete offset and sends nothing more,
-        so its HEAD is the last chance (a failure to commit is then its answer). An upload that was made
-        into its object already is complete (its file is gone, or goes now: the server died before removing
-        it)."""
+        so its HEAD is the last chance (a failure to commit is then its answer). Only a caller who may write
+        finishes it (`_may_finish`); anyone else who may see the upload is told only its offset, and the
+        upload waits for its writer's HEAD. An upload that was made into its object already is complete (its
+        file is gone, or goes now: the server died before removing it)."""
         row = await self._row(actor, bucket, upload_id)
         if row["finished_at"] is not None:
             await anyio.to_thread.run_sync(self._remove_file, upload_id)
             return self._headers(row, int(row["length"]))
         offset = await anyio.to_thread.run_sync(self.offset, upload_id)
-        if finish and offset == int(row["length"]):
+        if finish and offset == int(row["length"]) and self._may_finish(actor):
             await self._finish_if_idle(actor, row)
         return self._headers(row, offset)
+
+    def _may_finish(self, actor: Actor) -> bool:
+        """May this caller's HEAD make an upload into its object? The finish writes the object, but the REST
+        guard lets a HEAD through as a read: an admin's upload is continued by any admin credential, agent
+        keys included, so without this an agent key with only `storage:read`, or any agent while the project
+        is read-only for agents, could write the object by asking for the offset. Other callers are refused
+        by their policies, at the commit, as for a PATCH."""
+        principal = actor.principal
+        if principal.agent is None:
+            return True
+        return principal.allows(FEATURE_GROUP, "write") and not self.agent_keys.read_only
 
     async def _finish_if_idle(self, actor: Actor, row: dict[str, Any]) -> None:
         """`_finish`, unless another request holds the upload (writing to it, or finishing it) or finished
