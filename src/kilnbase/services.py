@@ -29,6 +29,7 @@ from kilnbase.logs.service import LogsService
 from kilnbase.metadata.service import MetadataService
 from kilnbase.realtime.service import RealtimeService
 from kilnbase.records.service import RecordsEngine
+from kilnbase.schedules.reach import Reach
 from kilnbase.schedules.runner import ScheduleRunner
 from kilnbase.schedules.service import Schedules
 from kilnbase.secrets.project_key_rotation import KeyRotation
@@ -90,6 +91,7 @@ def build_services(core: Core) -> Services:
         secrets.values,
         lambda: core.keys.ring.current("anon_key"),
     )
+    reach = Reach.of(core.settings)  # (where an agent key's schedules may call: the service and runner agree)
     return Services(
         core=core,
         auth=Auth.build(core),
@@ -106,12 +108,13 @@ def build_services(core: Core) -> Services:
         functions=FunctionsService(core.settings, core.database, runtime),
         realtime=RealtimeService.build(core),
         # Schedules read the secrets their headers name as the functions runtime does: at each run.
-        schedules=Schedules(core.database, core.secret_box, secrets.values),
+        schedules=Schedules(core.database, core.secret_box, secrets.values, reach),
         schedule_runner=ScheduleRunner(
             core.settings,
             core.database,
             str(core.database.owner_pool.conninfo),
             core.secret_box,
             secrets.values,
+            reach,
         ),
     )

@@ -23,6 +23,11 @@ the request sent with httpx (connect and total time limits; redirects are not fo
 `MAX_RESPONSE_BYTES` of the answer read). One log row per run: the status (500 when no answer came, as
 InsForge logs it), success (a 2xx answer), the duration and a short message; a secret's value is cut out
 of any message. A failure of any kind is logged, never raised: the loop goes on.
+
+**An agent's URL.** A job whose URL an agent key set (`url_set_by_agent`) calls only public addresses and
+this project's own URL: its host is resolved at each run, every address checked, and the request sent to a
+checked address (`reach.py` says how, and why not otherwise). A run refused so is logged as not called,
+with the host and the address it resolved to.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from kilnbase.keys.secret_box import SecretBox
 from kilnbase.pg_listen import ConnectionLoss, ListenedView
 from kilnbase.schedules import cadence as cadences
 from kilnbase.schedules.definitions import SECRET_PLACEHOLDER, secret_keys
+from kilnbase.schedules.reach import OutOfReach, Reach, Unresolved, dialled
 from kilnbase.schedules.service import SecretValues, open_headers
 
 log = logging.getLogger("kilnbase.schedules")
@@ -80,6 +86,8 @@ class ClaimedRun:
     http_method: str
     headers_ciphertext: str | None
     body: dict[str, Any] | None
+    #: An agent key set the URL: only public addresses and the project's own URL, checked at the run.
+    url_set_by_agent: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,8 +135,10 @@ class ScheduleRunner:
         conninfo: str,
         box: SecretBox,
         secret_values: SecretValues,
+        reach: Reach,
     ) -> None:
         self._settings = settings.schedules
+        self._reach = reach
         self._base_url = f"http://{settings.local_host}:{settings.port}"
         self._database = database
         self._box = box
@@ -144,10 +154,7 @@ class ScheduleRunner:
     async def running(self) -> AsyncIterator[None]:
         """The capability's lifespan: the loop and its listener, stopped (runs under way cancelled: their
         claims lapse) on the way out."""
-        limits = httpx.Timeout(
-            self._settings.request_timeout_seconds, connect=self._settings.connect_timeout_seconds
-        )
-        self._client = httpx.AsyncClient(timeout=limits, follow_redirects=False, trust_env=False)
+        self._client = self._new_client()
         await self._wakeups.start()
         loop = asyncio.create_task(self._loop(), name="kilnbase-schedules-runner")
         try:
@@ -158,6 +165,13 @@ class ScheduleRunner:
             await asyncio.gather(loop, *self._in_flight, return_exceptions=True)
             await self._wakeups.stop()
             await self._client.aclose()
+
+    def _new_client(self) -> httpx.AsyncClient:
+        """Time limits from the settings; no redirects followed; no proxy from the environment."""
+        limits = httpx.Timeout(
+            self._settings.request_timeout_seconds, connect=self._settings.connect_timeout_seconds
+        )
+        return httpx.AsyncClient(timeout=limits, follow_redirects=False, trust_env=False)
 
     async def _loop(self) -> None:
         delay: float | None
@@ -200,7 +214,7 @@ class ScheduleRunner:
         async with self._database.as_owner() as cur:
             await cur.execute(
                 "select id::text, cron_schedule, function_url, http_method, headers_ciphertext, body, "
-                "now() as now from schedules.jobs "
+                "url_set_by_agent, now() as now from schedules.jobs "
                 "where is_active and next_run_at <= now() "
                 "and (running_until is null or running_until <= now()) "
                 "order by next_run_at limit %s for update skip locked",
@@ -229,6 +243,7 @@ class ScheduleRunner:
                         row["http_method"],
                         row["headers_ciphertext"],
                         row["body"],
+                        row["url_set_by_agent"],
                     )
                 )
         return claimed
@@ -295,22 +310,45 @@ class ScheduleRunner:
         url = target_url(run.function_url, self._base_url)
         try:
             async with asyncio.timeout(self._settings.request_timeout_seconds):
-                async with self._client.stream(
-                    run.http_method, url, headers=resolved, content=content
-                ) as answer:
-                    read = 0
-                    async for chunk in answer.aiter_raw():
-                        read += len(chunk)
-                        if read >= MAX_RESPONSE_BYTES:
-                            break
+                if run.url_set_by_agent:
+                    status = await self._send_within_reach(run.http_method, url, resolved, content)
+                else:
+                    status = await _send(self._client, run.http_method, httpx.URL(url), resolved, content)
+        except OutOfReach as exc:
+            return Outcome(
+                500,
+                False,
+                f"Not called: an agent key set this schedule's URL, and {exc}. A schedule an agent key sets "
+                f"may call public addresses and this project's own URL ({self._reach.own_url}) only; "
+                "an admin setting the URL lifts that.",
+            )
+        except Unresolved as exc:
+            return Outcome(500, False, f"Connection failed: {exc}")
         except (TimeoutError, httpx.TimeoutException):
             limit = self._settings.request_timeout_seconds
             return Outcome(500, False, f"No answer within the time limit ({limit:g} s)")
         except httpx.HTTPError as exc:
             return Outcome(500, False, _masked(_describe(exc), secrets))
-        status = answer.status_code
         success = 200 <= status < 300
         return Outcome(status, success, "Success" if success else f"HTTP {status}")
+
+    async def _send_within_reach(
+        self, method: str, url: str, headers: Mapping[str, str], content: bytes | None
+    ) -> int:
+        """The call of a job whose URL an agent key set: the project's own URL as any; else the host
+        resolved now, every address checked (`OutOfReach` if one is not public), and the request sent to the
+        checked addresses in turn (the next one when one refuses the connection), by a client of its own."""
+        addresses = await self._reach.checked(url)
+        if addresses is None:
+            assert self._client is not None
+            return await _send(self._client, method, httpx.URL(url), headers, content)
+        async with self._new_client() as client:
+            for address in addresses[:-1]:
+                with contextlib.suppress(httpx.ConnectError):
+                    at, sent, extensions = dialled(url, address, headers)
+                    return await _send(client, method, at, sent, content, extensions)
+            at, sent, extensions = dialled(url, addresses[-1], headers)
+            return await _send(client, method, at, sent, content, extensions)
 
     async def _record(self, job_id: str, outcome: Outcome, duration_ms: int) -> None:
         """The run's log row, and the job freed for its next run (nothing when it was deleted meanwhile)."""
@@ -350,6 +388,26 @@ class ScheduleRunner:
             deleted += batch
             if batch < PRUNE_BATCH:
                 return deleted
+
+
+async def _send(
+    client: httpx.AsyncClient,
+    method: str,
+    url: httpx.URL,
+    headers: Mapping[str, str],
+    content: bytes | None,
+    extensions: Mapping[str, str] | None = None,
+) -> int:
+    """Send the request; read at most `MAX_RESPONSE_BYTES` of the answer (and drop it); its status."""
+    async with client.stream(
+        method, url, headers=headers, content=content, extensions=dict(extensions or {})
+    ) as answer:
+        read = 0
+        async for chunk in answer.aiter_raw():
+            read += len(chunk)
+            if read >= MAX_RESPONSE_BYTES:
+                break
+    return answer.status_code
 
 
 def _describe(exc: BaseException) -> str:

@@ -10,6 +10,10 @@ value is put in only when a run sends the request (`runner.py`), so it is never 
 and a rotated secret takes effect at the next run. Where InsForge differs between its routes (logs of an
 unknown schedule answer an empty page there), Kilnbase answers 404 as for the schedule itself.
 
+An agent key may point a schedule only at public addresses and at this project's own URL (`reach.py`);
+the job's row remembers that an agent set its URL (`url_set_by_agent`), so that each run checks again. An
+admin setting the URL lifts the mark.
+
 Every change, and every refused one, is audited (module `SCHEDULES`), with header names but never their
 values, in the transaction that makes it.
 """
@@ -33,6 +37,7 @@ from kilnbase.identity.actor import Actor
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.schedules import cadence as cadences
 from kilnbase.schedules.definitions import Changes, read, secret_keys
+from kilnbase.schedules.reach import OutOfReach, Reach, Unresolved
 
 MODULE = "SCHEDULES"
 #: The most schedules one list answers with.
@@ -95,10 +100,11 @@ def _job_id(value: str) -> str:
 
 
 class Schedules:
-    def __init__(self, database: Database, box: SecretBox, secret_values: SecretValues) -> None:
+    def __init__(self, database: Database, box: SecretBox, secret_values: SecretValues, reach: Reach) -> None:
         self._database = database
         self._box = box
         self._secret_values = secret_values
+        self._reach = reach
 
     def _schedule(self, row: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -138,6 +144,25 @@ class Schedules:
                         "Create it with POST /api/secrets {key, value}, or change the header.",
                     )
 
+    async def _check_url_reach(self, actor: Actor, url: str) -> None:
+        """An agent key's URL reaches only public addresses and this project (see `reach.py`); a name
+        that does not resolve now is taken, since every run of the job checks again."""
+        if actor.principal.agent is None:
+            return
+        try:
+            await self._reach.checked(url)
+        except Unresolved:
+            return
+        except OutOfReach as exc:
+            raise ApiError(
+                403,
+                "FORBIDDEN",
+                f"This agent key may not point a schedule at {exc}: a schedule an agent key sets may call "
+                f"public addresses and this project's own URL ({self._reach.own_url}) only.",
+                "Use a public URL, or a path on this project such as /functions/<slug>; or ask the project "
+                "admin to create the schedule with the admin key (an admin's schedule may call any address).",
+            ) from None
+
     async def list(self, actor: Actor) -> list[dict[str, Any]]:
         require_admin_actor(actor)
         async with self._database.as_owner() as cur:
@@ -165,15 +190,16 @@ class Schedules:
             changes = read(body, creating=True)
             details = changes.summary()
             _check_secrets_reach(actor, changes.secret_keys())
+            assert changes.cadence is not None and changes.function_url is not None
+            await self._check_url_reach(actor, changes.function_url)
             await self._check_secrets(changes.headers or {})
-            assert changes.cadence is not None
             job_id = str(uuid.uuid4())
             async with self._database.as_owner() as cur:
                 first = await _first_run(cur, changes.cadence)
                 await cur.execute(
                     "insert into schedules.jobs (id, name, cron_schedule, function_url, http_method, "
-                    "headers_ciphertext, body, cron_job_id, next_run_at) "
-                    "values (%s, %s, %s, %s, %s, %s, %s, nextval('schedules.cron_job_ids'), %s) "
+                    "headers_ciphertext, body, cron_job_id, next_run_at, url_set_by_agent) "
+                    "values (%s, %s, %s, %s, %s, %s, %s, nextval('schedules.cron_job_ids'), %s, %s) "
                     "returning cron_job_id::text",
                     (
                         job_id,
@@ -184,6 +210,7 @@ class Schedules:
                         seal_headers(self._box, job_id, changes.headers),
                         Jsonb(changes.body) if changes.body is not None else None,
                         first,
+                        actor.principal.agent is not None,
                     ),
                 )
                 row = await cur.fetchone()
@@ -205,6 +232,8 @@ class Schedules:
             job_id = _job_id(schedule_id)
             changes = read(body, creating=False)
             details = {"id": job_id, **changes.summary()}
+            if changes.function_url is not None:  # (resolved outside the transaction: no row waits on DNS)
+                await self._check_url_reach(actor, changes.function_url)
             async with self._database.as_owner() as cur:
                 await cur.execute(
                     "select is_active, cron_schedule, cron_job_id::text, headers_ciphertext "
@@ -220,7 +249,7 @@ class Schedules:
                     _check_secrets_reach(actor, secret_keys(headers or {}))
                 if changes.headers is not None:
                     await self._check_secrets(changes.headers)
-                cron_job_id = await self._apply(cur, job_id, changes, existing)
+                cron_job_id = await self._apply(cur, job_id, changes, existing, actor)
                 await audit.record(cur, actor, "UPDATE_SCHEDULE", MODULE, details)
         except ApiError as exc:
             await self._refused(actor, "UPDATE_SCHEDULE", details, exc)
@@ -231,7 +260,12 @@ class Schedules:
         return answer
 
     async def _apply(
-        self, cur: AsyncCursor[Any], job_id: str, changes: Changes, existing: Mapping[str, Any]
+        self,
+        cur: AsyncCursor[Any],
+        job_id: str,
+        changes: Changes,
+        existing: Mapping[str, Any],
+        actor: Actor,
     ) -> str | None:
         assignments: list[str] = []
         params: list[Any] = []
@@ -244,6 +278,9 @@ class Schedules:
             if value is not None:
                 assignments.append(f"{column} = %s")
                 params.append(value)
+        if changes.function_url is not None:  # (an agent's URL is checked at each run; an admin's is not)
+            assignments.append("url_set_by_agent = %s")
+            params.append(actor.principal.agent is not None)
         if changes.headers is not None:
             assignments.append("headers_ciphertext = %s")
             params.append(seal_headers(self._box, job_id, changes.headers))
