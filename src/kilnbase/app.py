@@ -166,7 +166,7 @@ def create_app(
             stack.push_async_callback(_close_database, opened, report)
             if not prepared:
                 await anyio.to_thread.run_sync(prepare, settings, keys, opened.conninfo, report)
-            await stack.enter_async_context(running(services, offered))
+            await stack.enter_async_context(running(services, offered, background=True))
             # Everything built so far lives as long as the process: keep it out of every later collection,
             # which would otherwise walk it again and again under load. The young generations are collected
             # first (1 ms); a full collection would find a few dozen more unreachable objects among some
@@ -206,12 +206,18 @@ def resolver_of(keys: ProjectKeys, services: Services) -> CredentialResolver:
 
 
 @contextlib.asynccontextmanager
-async def running(services: Services, offered: Sequence[Capability]) -> AsyncIterator[None]:
-    """The core, then each capability's lifespan in order; left in reverse."""
+async def running(
+    services: Services, offered: Sequence[Capability], *, background: bool
+) -> AsyncIterator[None]:
+    """The core, then each capability's lifespan in order, then (in the server: `background`) each one's
+    background work; left in reverse."""
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(services.core.running())
         for capability in offered:
             await stack.enter_async_context(capability.lifespan())
+        if background:
+            for capability in offered:
+                await stack.enter_async_context(capability.background())
         yield
 
 
@@ -230,7 +236,8 @@ async def serve_mcp_stdio(
     def principal() -> Principal:
         return API_KEY_HOLDER if credential is None else resolver.resolve(f"Bearer {credential}", None)
 
-    async with running(services, offered):
+    # A tool process: the capabilities' background work (scheduled calls, sweeps) is the server's.
+    async with running(services, offered, background=False):
         principal()  # a credential that is wrong from the start stops the command here
         approvals = Approvals(services.core.database, services.core.agent_keys)
         fingerprint = services.metadata.schema_fingerprint

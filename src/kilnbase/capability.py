@@ -5,7 +5,16 @@
 fields: settings, keys, tokens, the secret box, the database, the schema cache, the rate limiter, and the
 views of ended sessions and live agent keys that the credential resolver consults. A capability builds
 its service from it, then offers a `Capability`: its routes, its lifespan (started in the app's order,
-stopped in reverse, through one exit stack) and its MCP tools. `app.py` is the list of them.
+stopped in reverse, through one exit stack), its background work and its MCP tools. `app.py` is the list of
+them.
+
+Two kinds of process enter capabilities: the server (`kilnbase serve`, and every app `create_app` builds),
+and a tool process (`kilnbase mcp` over stdio, which an editor starts and stops with a session). The
+`lifespan` is what any process needs to serve the calls it takes itself (pools, caches kept fresh, the
+function runtime, delivering what its calls publish, flushing its own log lines). The `background` is work
+on the process's own clock, done for the whole project by whichever server process gets to it (scheduled
+HTTP calls, periodic sweeps and pruning): only the server enters it, so an editor's process makes no
+scheduled calls and deletes nothing on its own.
 """
 
 from __future__ import annotations
@@ -129,8 +138,10 @@ def _no_lifespan() -> AbstractAsyncContextManager[None]:
 class Capability:
     name: str
     routes: Sequence[BaseRoute]
-    #: Entered when the server starts (in the app's order), left when it stops (in reverse).
+    #: Entered when the server or a tool process starts (in the app's order), left when it stops (in reverse).
     lifespan: Callable[[], AbstractAsyncContextManager[None]] = _no_lifespan
+    #: Entered only by the server, after every lifespan, and left before them (see the module's docstring).
+    background: Callable[[], AbstractAsyncContextManager[None]] = _no_lifespan
     tools: Sequence[Tool] = ()
     #: MCP resources (`resources/list`, `resources/read`) beside the tools.
     resources: Sequence[McpResource] = ()

@@ -27,7 +27,7 @@ async def services(database_url: str, tmp_path: Path) -> AsyncIterator[Services]
         database_url=database_url, data_dir=tmp_path, mcp=McpSettings(tool_calls_per_minute=3)
     )
     built = build_services(build_core(settings, load_project_keys(settings), database_url))
-    async with running(built, capabilities(built)):
+    async with running(built, capabilities(built), background=False):  # (as `kilnbase mcp` does)
         yield built
 
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.anyio
 async def services(database_url: str, tmp_path: Path) -> AsyncIterator[Services]:
     settings = Settings(database_url=database_url, data_dir=tmp_path)
     built = build_services(build_core(settings, load_project_keys(settings), database_url))
-    async with running(built, capabilities(built)):
+    async with running(built, capabilities(built), background=False):  # (as `kilnbase mcp` does)
         yield built
 
 

@@ -249,4 +249,4 @@ class AuthRoutes:
 
 def capability(auth: Auth) -> Capability:
     routes = [*AuthRoutes(auth).routes(), *EmailRoutes(auth).routes(), *OAuthRoutes(auth).routes()]
-    return Capability("auth", routes, lifespan=auth.running, tools=auth_tools(auth))
+    return Capability("auth", routes, lifespan=auth.running, background=auth.sweeping, tools=auth_tools(auth))

@@ -55,8 +55,15 @@ class Auth:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """While the server runs: expired sessions pruned now and then; on the way out, emails still on
-        their way get a few seconds."""
+        """On the way out, emails still on their way get a few seconds."""
+        try:
+            yield
+        finally:
+            await self.parts.mailer.drain()
+
+    @contextlib.asynccontextmanager
+    async def sweeping(self) -> AsyncIterator[None]:
+        """While the server runs (its background work): expired sessions pruned now and then."""
         stopping = asyncio.Event()
         sweeping = asyncio.create_task(self._prune_sessions(stopping))
         try:
@@ -66,7 +73,6 @@ class Auth:
             # connection waiting on the server); the wait between sweeps ends at once.
             stopping.set()
             await sweeping
-            await self.parts.mailer.drain()
 
     async def _prune_sessions(self, stopping: asyncio.Event) -> None:
         """A minute after start, then every `SESSION_SWEEP_SECONDS` (each process; deleting twice is

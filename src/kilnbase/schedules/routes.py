@@ -1,6 +1,6 @@
 """`/api/schedules` (admin): schedules that call a URL on a cron expression or every N seconds, their run
 logs, and how long those logs are kept. InsForge's routes, shapes and messages; `/config` is matched before
-`/:id`, as there. The runner that makes the calls is this capability's lifespan."""
+`/:id`, as there. The runner that makes the calls is this capability's background work (the server's)."""
 
 from __future__ import annotations
 
@@ -83,6 +83,6 @@ def capability(schedules: Schedules, runner: ScheduleRunner) -> Capability:
     return Capability(
         "schedules",
         ScheduleRoutes(schedules).routes(),
-        lifespan=runner.running,
+        background=runner.running,
         tools=schedules_tools(schedules),
     )

@@ -28,6 +28,9 @@ of any message. A failure of any kind is logged, never raised: the loop goes on.
 this project's own URL: its host is resolved at each run, every address checked, and the request sent to a
 checked address (`reach.py` says how, and why not otherwise). A run refused so is logged as not called,
 with the host and the address it resolved to.
+
+**Only in the server.** The runner is the capability's `background` work: `kilnbase serve` runs it; a
+`kilnbase mcp` process over stdio (an editor's) offers the tools and makes no scheduled calls.
 """
 
 from __future__ import annotations
