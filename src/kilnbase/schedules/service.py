@@ -123,11 +123,6 @@ class Schedules:
             "updatedAt": row["updated_at"],
         }
 
-    async def _refused(self, actor: Actor, action: str, details: dict[str, Any], exc: ApiError) -> None:
-        await audit.record(
-            self._database, actor, action, MODULE, {**details, "error": exc.message}, outcome="refused"
-        )
-
     async def _check_secrets(self, headers: Mapping[str, str]) -> None:
         """Every secret the headers name exists and is active (InsForge checks at create and update too)."""
         wanted = secret_keys(headers)
@@ -185,10 +180,10 @@ class Schedules:
     async def create(self, actor: Actor, body: Mapping[str, Any]) -> dict[str, Any]:
         """A new, active schedule; `{id, cronJobId}`."""
         details: dict[str, Any] = {"name": body.get("name")}
-        try:
+        async with audit.refusals(self._database, actor, "CREATE_SCHEDULE", MODULE, details):
             require_admin_actor(actor)
             changes = read(body, creating=True)
-            details = changes.summary()
+            details.update(changes.summary())
             _check_secrets_reach(actor, changes.secret_keys())
             assert changes.cadence is not None and changes.function_url is not None
             await self._check_url_reach(actor, changes.function_url)
@@ -217,9 +212,6 @@ class Schedules:
                 assert row is not None
                 details["id"] = job_id
                 await audit.record(cur, actor, "CREATE_SCHEDULE", MODULE, details)
-        except ApiError as exc:
-            await self._refused(actor, "CREATE_SCHEDULE", details, exc)
-            raise
         return {"id": job_id, "cronJobId": row["cron_job_id"]}
 
     async def update(self, actor: Actor, schedule_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -227,11 +219,11 @@ class Schedules:
         when anything else changes (a new `cronJobId`, as in InsForge); its next run moves only when its
         cadence does. `{id, cronJobId}` (cronJobId left out while the job is off)."""
         details: dict[str, Any] = {"id": schedule_id}
-        try:
+        async with audit.refusals(self._database, actor, "UPDATE_SCHEDULE", MODULE, details):
             require_admin_actor(actor)
             job_id = _job_id(schedule_id)
             changes = read(body, creating=False)
-            details = {"id": job_id, **changes.summary()}
+            details.update(id=job_id, **changes.summary())
             if changes.function_url is not None:  # (resolved outside the transaction: no row waits on DNS)
                 await self._check_url_reach(actor, changes.function_url)
             async with self._database.as_owner() as cur:
@@ -251,9 +243,6 @@ class Schedules:
                     await self._check_secrets(changes.headers)
                 cron_job_id = await self._apply(cur, job_id, changes, existing, actor)
                 await audit.record(cur, actor, "UPDATE_SCHEDULE", MODULE, details)
-        except ApiError as exc:
-            await self._refused(actor, "UPDATE_SCHEDULE", details, exc)
-            raise
         answer: dict[str, Any] = {"id": job_id}
         if cron_job_id is not None:
             answer["cronJobId"] = cron_job_id
@@ -314,7 +303,7 @@ class Schedules:
     async def delete(self, actor: Actor, schedule_id: str) -> None:
         """The schedule and its logs; a run under way finishes, and its log is dropped."""
         details: dict[str, Any] = {"id": schedule_id}
-        try:
+        async with audit.refusals(self._database, actor, "DELETE_SCHEDULE", MODULE, details):
             require_admin_actor(actor)
             job_id = _job_id(schedule_id)
             async with self._database.as_owner() as cur:
@@ -324,9 +313,6 @@ class Schedules:
                     raise not_found("Schedule not found")
                 details["name"] = row["name"]
                 await audit.record(cur, actor, "DELETE_SCHEDULE", MODULE, details)
-        except ApiError as exc:
-            await self._refused(actor, "DELETE_SCHEDULE", details, exc)
-            raise
 
     async def logs(self, actor: Actor, schedule_id: str, limit: int, offset: int) -> dict[str, Any]:
         """A page of the schedule's runs, newest first: `{logs, totalCount, limit, offset}`."""
@@ -378,7 +364,7 @@ class Schedules:
     async def update_config(self, actor: Actor, body: Mapping[str, Any]) -> None:
         """`{retentionDays}`: a whole number of days (1 to 3650), or null to keep logs for ever."""
         details: dict[str, Any] = {"retentionDays": body.get("retentionDays")}
-        try:
+        async with audit.refusals(self._database, actor, "UPDATE_SCHEDULES_CONFIG", MODULE, details):
             require_admin_actor(actor)
             days = _retention_days(body)
             async with self._database.as_owner() as cur:
@@ -392,9 +378,6 @@ class Schedules:
                         (days,),
                     )
                 await audit.record(cur, actor, "UPDATE_SCHEDULES_CONFIG", MODULE, details)
-        except ApiError as exc:
-            await self._refused(actor, "UPDATE_SCHEDULES_CONFIG", details, exc)
-            raise
 
 
 def _retention_days(body: Mapping[str, Any]) -> int | None:
