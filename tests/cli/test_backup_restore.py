@@ -8,6 +8,7 @@ that the tests create and drop: the bundled pg_restore (18) cannot restore into 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,18 +233,22 @@ def test_the_default_file_name_is_in_the_current_directory(project: Project, tmp
     assert written.name.startswith("kilnbase-backup-") and written.name.endswith("Z.tar")
 
 
-def _rewritten(source: Path, target: Path, change: Any) -> Path:
-    """`source` with its manifest changed by `change` (the other members as they were)."""
-    members = _members(source)
-    manifest = json.loads(members["manifest.json"])
-    change(manifest)
-    members["manifest.json"] = json.dumps(manifest).encode()
+def _packed(members: dict[str, bytes], target: Path) -> Path:
     with tarfile.open(target, "w") as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return target
+
+
+def _rewritten(source: Path, target: Path, change: Any) -> Path:
+    """`source` with its manifest changed by `change` (the other members as they were)."""
+    members = _members(source)
+    manifest = json.loads(members["manifest.json"])
+    change(manifest)
+    members["manifest.json"] = json.dumps(manifest).encode()
+    return _packed(members, target)
 
 
 def _garbage(project: Project, path: Path) -> Path:
@@ -332,6 +337,128 @@ def test_a_data_dir_that_holds_anything_is_refused_and_left_alone(project: Proje
     again = kilnbase("db", "restore", str(project.backup), "--data-dir", str(project.data_dir))
     assert again.returncode == 1 and "is not empty" in again.stderr
     assert sorted(p.name for p in project.data_dir.iterdir()) == before
+
+
+# --- A restore that fails on the way leaves nothing behind ------------------------------------------------
+
+
+def _repacked_with(source: Path, target: Path, changes: dict[str, Callable[[bytes], bytes]]) -> Path:
+    """`source` with members changed (by name, a function of their bytes) and its SHA256SUMS written again
+    to match: a file whose every check passes."""
+    members = _members(source)
+    for name, change in changes.items():
+        members[name] = change(members[name])
+    del members["SHA256SUMS"]
+    sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in members.items())
+    members["SHA256SUMS"] = sums.encode()
+    return _packed(members, target)
+
+
+def _cut(dump: bytes) -> bytes:
+    """The dump without its last bytes: pg_restore creates the schema and most rows, then fails on the last
+    table's (the table data comes last), after the roles were created."""
+    return dump[:-16]
+
+
+def _blocked_storage(parent: Path) -> tuple[Path, dict[str, str]]:
+    """A storage dir (STORAGE_DIR) that cannot be made: below a file, where a folder should be."""
+    blocker = parent / f"blocker-{secrets.token_hex(3)}"
+    blocker.write_text("a file, not a folder")
+    return blocker, {"STORAGE_DIR": str(blocker / "storage")}
+
+
+def _leftovers(parent: Path, before: set[str]) -> set[str]:
+    return {path.name for path in parent.iterdir()} - before
+
+
+def test_a_restore_whose_storage_cannot_be_put_back_leaves_nothing_behind(project: Project) -> None:
+    """The storage dir cannot be made: refused before the embedded cluster is created, and the data dir
+    made for the restore (keys.json was in it) is removed. Once the path is fixed, the same command works."""
+    blocker, env = _blocked_storage(project.parent)
+    target = project.parent / f"blocked-{secrets.token_hex(3)}"
+    before = {path.name for path in project.parent.iterdir()}
+    failed = kilnbase("db", "restore", str(project.backup), "--data-dir", str(target), env=env)
+    assert failed.returncode == 1
+    assert (
+        f"The storage dir (KILNBASE_STORAGE_DIR) {blocker / 'storage'} cannot be made (Not a directory)"
+        in (failed.stderr)
+    ), failed.stderr
+    assert "Nothing was left behind: the data dir and the storage dir are as found." in failed.stderr
+    assert "Traceback" not in failed.stderr and len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert not target.exists() and blocker.is_file()
+    assert _leftovers(project.parent, before) == set()
+
+    blocker.unlink()
+    blocker.mkdir()
+    retried = kilnbase("db", "restore", str(project.backup), "--data-dir", str(target), env=env)
+    assert retried.returncode == 0, retried.stderr
+    assert [p for p in (blocker / "storage").rglob("*") if p.is_file()]
+    assert (target / "keys.json").is_file()
+    shutil.rmtree(target)
+    shutil.rmtree(blocker)
+
+
+def _inheriting_authenticator(roles: bytes) -> bytes:
+    """roles.json with the authenticator INHERIT, which it must never be: it is created so, then refused."""
+    edited = json.loads(roles)
+    for role in edited:
+        if role["name"] == "kilnbase_authenticator":
+            role["inherit"] = True
+    return json.dumps(edited).encode()
+
+
+@pytest.mark.parametrize(
+    ("member", "change", "message"),
+    [
+        ("database.dump", _cut, "pg_restore failed (1), and rolled back"),
+        ("roles.json", _inheriting_authenticator, "The role kilnbase_authenticator must be a NOINHERIT"),
+    ],
+)
+def test_a_restore_that_fails_in_the_embedded_cluster_leaves_no_data_dir(
+    project: Project, member: str, change: Callable[[bytes], bytes], message: str
+) -> None:
+    """It fails after the cluster was created, the roles made and keys and storage put back: pg_restore
+    stops halfway, or the authenticator (checked before the dump is restored now, once after the commit)
+    is not what it must be. The data dir (cluster, keys and storage) goes, and the cluster is stopped."""
+    file = project.parent / f"late-{secrets.token_hex(3)}.tar"
+    changed = _repacked_with(project.backup, file, {member: change})
+    target = project.parent / f"late-{secrets.token_hex(3)}"
+    failed = kilnbase("db", "restore", str(changed), "--data-dir", str(target))
+    assert failed.returncode == 1
+    assert message in failed.stderr, failed.stderr
+    assert "Nothing was left behind: the data dir is as found." in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert "Putting back" in failed.stderr and "Created 4 role(s)" in failed.stderr  # (it failed late)
+    assert not target.exists()
+    assert postgres_processes(target) == []
+    changed.unlink()
+    retried = kilnbase("db", "restore", str(project.backup), "--data-dir", str(target))
+    assert retried.returncode == 0, retried.stderr
+    shutil.rmtree(target)
+
+
+def test_a_dump_whose_migrations_are_not_the_manifests_is_refused_before_the_database(
+    project: Project,
+) -> None:
+    """The migrations are checked from the file, before the cluster is created (not after the commit)."""
+
+    manifest = json.loads(_members(project.backup)["manifest.json"])
+    manifest["migrations"].pop()
+    edited = _repacked_with(
+        project.backup,
+        project.parent / f"fewer-{secrets.token_hex(3)}.tar",
+        {"manifest.json": lambda _data: json.dumps(manifest).encode()},
+    )
+    target = project.parent / f"fewer-{secrets.token_hex(3)}"
+    refused = kilnbase("db", "restore", str(edited), "--data-dir", str(target))
+    assert refused.returncode == 1
+    count = len(manifest["migrations"])
+    assert f"the migrations in its database.dump ({count + 1}) are not its manifest's ({count})" in (
+        refused.stderr
+    ), refused.stderr
+    assert "Starting PostgreSQL" not in refused.stderr and "Traceback" not in refused.stderr
+    assert not target.exists()
+    edited.unlink()
 
 
 # --- DATABASE_URL on PostgreSQL 15 ------------------------------------------------------------------------
@@ -450,6 +577,9 @@ def test_a_restore_into_postgres_15_that_fails_midway_changes_nothing(
     assert failed.returncode == 1
     assert "The restore failed, and was rolled back: psql stopped (3)" in failed.stderr, failed.stderr
     assert 'relation "notes" already exists' in failed.stderr
+    assert "Nothing was left behind: the data dir, DATABASE_URL's database and the server's roles" in (
+        failed.stderr
+    )
     assert "Traceback" not in failed.stderr
     assert not target.exists()
     assert _state(database) == before
@@ -470,3 +600,93 @@ def test_a_dump_pg_restore_cannot_finish_commits_nothing(project_on_15: Project,
         _restore_through_psql(database, cut)
     assert _state(database) == before
     cut.unlink()
+
+
+@pytest.mark.external_postgres
+def test_a_restore_into_postgres_15_whose_storage_cannot_be_put_back_leaves_nothing_behind(
+    project_on_15: Project, new_database: Any
+) -> None:
+    """The case that once left the restored schema in the database: storage is put back before the
+    database is touched now, so the database is as it was, and the same command works once fixed."""
+    database = new_database()
+    before = _state(database)
+    blocker, env = _blocked_storage(project_on_15.parent)
+    env["DATABASE_URL"] = database
+    target = project_on_15.parent / f"blocked-{secrets.token_hex(3)}"
+    failed = kilnbase("db", "restore", str(project_on_15.backup), "--data-dir", str(target), env=env)
+    assert failed.returncode == 1
+    assert "cannot be made (Not a directory): pick another path." in failed.stderr, failed.stderr
+    assert (
+        "Nothing was left behind: the data dir, the storage dir, DATABASE_URL's database and the server's "
+        "roles are as found."
+    ) in failed.stderr
+    assert "Traceback" not in failed.stderr and len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert not target.exists() and blocker.is_file()
+    assert _state(database) == before
+
+    blocker.unlink()
+    blocker.mkdir()
+    retried = kilnbase("db", "restore", str(project_on_15.backup), "--data-dir", str(target), env=env)
+    assert retried.returncode == 0, retried.stderr
+    assert [p for p in (blocker / "storage").rglob("*") if p.is_file()]
+    shutil.rmtree(target)
+    shutil.rmtree(blocker)
+
+
+@pytest.mark.external_postgres
+def test_a_restore_into_postgres_15_that_fails_late_drops_the_roles_it_created(
+    project_on_15: Project, new_database: Any
+) -> None:
+    """pg_restore fails after the roles were created (one this cluster lacks, kb_restore_role_*), keys.json
+    written and storage put back: the transaction rolls back, the role is dropped, the files go. The roles
+    that were there before (the request roles, the authenticator) are left as they were."""
+    role = f"kb_restore_role_{secrets.token_hex(4)}"
+
+    def add_role(data: bytes) -> bytes:
+        roles = json.loads(data)
+        words = ("superuser", "inherit", "createrole", "createdb", "login", "replication", "bypassrls")
+        roles.append(
+            {
+                "name": role,
+                **dict.fromkeys(words, False),
+                "connlimit": -1,
+                "password": None,
+                "member_of": ["anon"],
+            }
+        )
+        return json.dumps(roles).encode()
+
+    parent = project_on_15.parent
+    cut = _repacked_with(
+        project_on_15.backup, parent / f"cut-{role}.tar", {"roles.json": add_role, "database.dump": _cut}
+    )
+    whole = _repacked_with(project_on_15.backup, parent / f"whole-{role}.tar", {"roles.json": add_role})
+    database = new_database()
+    before = _state(database)
+    target = parent / f"late-{secrets.token_hex(3)}"
+    try:
+        failed = kilnbase(
+            "db", "restore", str(cut), "--data-dir", str(target), env={"DATABASE_URL": database}
+        )
+        assert failed.returncode == 1
+        assert f"Created 1 role(s): {role}" in failed.stderr, failed.stderr
+        assert "The restore failed, and was rolled back: pg_restore failed (1)" in failed.stderr
+        assert (
+            "Nothing was left behind: the data dir, DATABASE_URL's database and the server's roles are as "
+            "found."
+        ) in failed.stderr
+        assert "Traceback" not in failed.stderr
+        assert not target.exists()
+        assert _state(database) == before  # (schemas, relations, functions, and the cluster's roles)
+
+        retried = kilnbase(
+            "db", "restore", str(whole), "--data-dir", str(target), env={"DATABASE_URL": database}
+        )
+        assert retried.returncode == 0, retried.stderr
+        assert f"Created 1 role(s): {role}" in retried.stderr
+    finally:
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
+        shutil.rmtree(target, ignore_errors=True)
+        cut.unlink()
+        whole.unlink()
