@@ -287,6 +287,27 @@ class SchedulesSettings(BaseSettings):
     retention_sweep_seconds: float = Field(default=3600.0, gt=0)
 
 
+class DatabaseWebhooksSettings(BaseSettings):
+    """Database webhooks' own tunables (`KILNBASE_DATABASE_WEBHOOKS_*`): the time limits of one delivery, how
+    often a failed one is tried again, and how long delivery logs are kept."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_DATABASE_WEBHOOKS_", extra="ignore")
+
+    #: A delivery attempt's whole time limit (a slower receiver is logged as failed, and tried again).
+    request_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    #: ... and its time limit to connect.
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    #: Attempts per event, the first included (network errors, timeouts, 408, 429 and 5xx are tried again).
+    max_attempts: int = Field(default=8, ge=1, le=30)
+    #: The pause before the first retry; each later one doubles it, up to `max_retry_delay_seconds`.
+    retry_delay_seconds: float = Field(default=1.0, ge=0, le=3600)
+    max_retry_delay_seconds: float = Field(default=600.0, ge=0, le=86400)
+    #: How long delivery logs are kept.
+    log_retention_days: int = Field(default=7, ge=1, le=3650)
+    #: How often each process deletes delivery logs older than that.
+    retention_sweep_seconds: float = Field(default=3600.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KILNBASE_", extra="ignore", populate_by_name=True)
 
@@ -347,6 +368,7 @@ class Settings(BaseSettings):
     functions: FunctionsSettings = Field(default_factory=FunctionsSettings)
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
     schedules: SchedulesSettings = Field(default_factory=SchedulesSettings)
+    database_webhooks: DatabaseWebhooksSettings = Field(default_factory=DatabaseWebhooksSettings)
 
     # Model gateway (ai/). OpenRouter by default; its key is the last of the credential sources.
     openrouter_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENROUTER_API_KEY"))
@@ -451,6 +473,7 @@ _SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (
     FunctionsSettings,
     RealtimeSettings,
     SchedulesSettings,
+    DatabaseWebhooksSettings,
 )
 
 

@@ -13,6 +13,8 @@ from kilnbase.auth.services import Auth
 from kilnbase.capability import Core
 from kilnbase.config import Settings
 from kilnbase.database.admin import DatabaseAdmin
+from kilnbase.database_webhooks.runner import DeliveryRunner
+from kilnbase.database_webhooks.service import DatabaseWebhooks
 from kilnbase.db.pool import create_database
 from kilnbase.db.roles import request_conninfo
 from kilnbase.db.schema_cache import SchemaCache
@@ -55,6 +57,8 @@ class Services:
     realtime: RealtimeService
     schedules: Schedules
     schedule_runner: ScheduleRunner
+    database_webhooks: DatabaseWebhooks
+    webhook_runner: DeliveryRunner
 
 
 def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
@@ -116,5 +120,12 @@ def build_services(core: Core) -> Services:
             core.secret_box,
             secrets.values,
             reach,
+        ),
+        database_webhooks=DatabaseWebhooks(core.database, core.secret_box),
+        webhook_runner=DeliveryRunner(
+            core.settings.database_webhooks,
+            core.database,
+            str(core.database.owner_pool.conninfo),
+            core.secret_box,
         ),
     )

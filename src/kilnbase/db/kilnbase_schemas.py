@@ -8,4 +8,13 @@ creates goes here; `tests/records/test_exposed_schemas.py` fails until it does.
 
 from __future__ import annotations
 
-OWNED_SCHEMAS = ("system", "auth", "ai", "functions", "storage", "realtime", "schedules")
+OWNED_SCHEMAS = (
+    "system",
+    "auth",
+    "ai",
+    "functions",
+    "storage",
+    "realtime",
+    "schedules",
+    "database_webhooks",
+)

@@ -10,8 +10,6 @@ answers (a 4xx answer is final, as in InsForge).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import time
 from typing import Any
@@ -20,14 +18,14 @@ import httpx2
 import orjson
 
 from kilnbase.config import RealtimeSettings
+from kilnbase.http.outbound import hmac_sha256
 
 log = logging.getLogger("kilnbase.realtime.webhooks")
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
     """`sha256=<hex>` of HMAC-SHA256(secret, `<timestamp>.<body>`): what `X-InsForge-Signature` carries."""
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
+    return hmac_sha256(secret, timestamp.encode() + b"." + body)
 
 
 class WebhookSender:

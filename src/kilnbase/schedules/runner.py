@@ -52,6 +52,7 @@ from psycopg import AsyncConnection
 
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
+from kilnbase.http import outbound
 from kilnbase.http.errors import ApiError
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.pg_listen import ConnectionLoss, ListenedView
@@ -170,11 +171,7 @@ class ScheduleRunner:
             await self._client.aclose()
 
     def _new_client(self) -> httpx.AsyncClient:
-        """Time limits from the settings; no redirects followed; no proxy from the environment."""
-        limits = httpx.Timeout(
-            self._settings.request_timeout_seconds, connect=self._settings.connect_timeout_seconds
-        )
-        return httpx.AsyncClient(timeout=limits, follow_redirects=False, trust_env=False)
+        return outbound.client(self._settings.request_timeout_seconds, self._settings.connect_timeout_seconds)
 
     async def _loop(self) -> None:
         delay: float | None
@@ -273,7 +270,7 @@ class ScheduleRunner:
             secrets = await self._secrets_named(headers)
             outcome = await self._call(run, headers, secrets)
         except Exception as exc:  # the run fails, the runner goes on
-            outcome = Outcome(500, False, _masked(_describe(exc), secrets))
+            outcome = Outcome(500, False, _masked(outbound.describe(exc), secrets))
         duration_ms = int((time.monotonic() - started) * 1000)
         try:
             await self._record(run.id, outcome, duration_ms)
@@ -316,7 +313,7 @@ class ScheduleRunner:
                 if run.url_set_by_agent:
                     status = await self._send_within_reach(run.http_method, url, resolved, content)
                 else:
-                    status = await _send(self._client, run.http_method, httpx.URL(url), resolved, content)
+                    status = await self._send(self._client, run.http_method, url, resolved, content)
         except OutOfReach as exc:
             return Outcome(
                 500,
@@ -331,7 +328,7 @@ class ScheduleRunner:
             limit = self._settings.request_timeout_seconds
             return Outcome(500, False, f"No answer within the time limit ({limit:g} s)")
         except httpx.HTTPError as exc:
-            return Outcome(500, False, _masked(_describe(exc), secrets))
+            return Outcome(500, False, _masked(outbound.describe(exc), secrets))
         success = 200 <= status < 300
         return Outcome(status, success, "Success" if success else f"HTTP {status}")
 
@@ -344,14 +341,34 @@ class ScheduleRunner:
         addresses = await self._reach.checked(url)
         if addresses is None:
             assert self._client is not None
-            return await _send(self._client, method, httpx.URL(url), headers, content)
+            return await self._send(self._client, method, url, headers, content)
         async with self._new_client() as client:
             for address in addresses[:-1]:
                 with contextlib.suppress(httpx.ConnectError):
                     at, sent, extensions = dialled(url, address, headers)
-                    return await _send(client, method, at, sent, content, extensions)
+                    return await self._send(client, method, at, sent, content, extensions)
             at, sent, extensions = dialled(url, addresses[-1], headers)
-            return await _send(client, method, at, sent, content, extensions)
+            return await self._send(client, method, at, sent, content, extensions)
+
+    @staticmethod
+    async def _send(
+        client: httpx.AsyncClient,
+        method: str,
+        url: str | httpx.URL,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        extensions: Mapping[str, str] | None = None,
+    ) -> int:
+        """The call, its answer read up to `MAX_RESPONSE_BYTES` (the run's time limit bounds it outside)."""
+        return await outbound.send(
+            client,
+            method,
+            url,
+            headers=headers,
+            content=content,
+            max_response_bytes=MAX_RESPONSE_BYTES,
+            extensions=extensions,
+        )
 
     async def _record(self, job_id: str, outcome: Outcome, duration_ms: int) -> None:
         """The run's log row, and the job freed for its next run (nothing when it was deleted meanwhile)."""
@@ -391,31 +408,3 @@ class ScheduleRunner:
             deleted += batch
             if batch < PRUNE_BATCH:
                 return deleted
-
-
-async def _send(
-    client: httpx.AsyncClient,
-    method: str,
-    url: httpx.URL,
-    headers: Mapping[str, str],
-    content: bytes | None,
-    extensions: Mapping[str, str] | None = None,
-) -> int:
-    """Send the request; read at most `MAX_RESPONSE_BYTES` of the answer (and drop it); its status."""
-    async with client.stream(
-        method, url, headers=headers, content=content, extensions=dict(extensions or {})
-    ) as answer:
-        read = 0
-        async for chunk in answer.aiter_raw():
-            read += len(chunk)
-            if read >= MAX_RESPONSE_BYTES:
-                break
-    return answer.status_code
-
-
-def _describe(exc: BaseException) -> str:
-    """What went wrong, briefly: the error's class and first line."""
-    if isinstance(exc, httpx.ConnectError):
-        return f"Connection failed: {str(exc).strip() or 'refused'}".splitlines()[0]
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
