@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -428,7 +429,8 @@ def test_a_restore_that_fails_in_the_embedded_cluster_leaves_no_data_dir(
     assert message in failed.stderr, failed.stderr
     assert "Nothing was left behind: the data dir is as found." in failed.stderr
     assert "Traceback" not in failed.stderr
-    assert "Putting back" in failed.stderr and "Created 4 role(s)" in failed.stderr  # (it failed late)
+    # (it failed late: after the storage went back and the roles the database needs were made)
+    assert "Putting back" in failed.stderr and re.search(r"Created [1-9][0-9]* role\(s\)", failed.stderr)
     assert not target.exists()
     assert postgres_processes(target) == []
     changed.unlink()

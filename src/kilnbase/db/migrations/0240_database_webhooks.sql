@@ -125,7 +125,7 @@ BEGIN
     GRANT INSERT (webhook_id, event_type, table_name, payload) ON database_webhooks.outbox
         TO kilnbase_webhook_capture;
     GRANT USAGE ON SEQUENCE database_webhooks.outbox_id_seq TO kilnbase_webhook_capture;
-    IF NOT pg_has_role(current_user, 'kilnbase_webhook_capture', 'SET') THEN
+    IF NOT pg_has_role(current_user, 'kilnbase_webhook_capture', 'MEMBER') THEN
         EXECUTE format('GRANT kilnbase_webhook_capture TO %I', current_user);
     END IF;
     ALTER FUNCTION database_webhooks.capture() OWNER TO kilnbase_webhook_capture;
