@@ -20,6 +20,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
+from kilnbase.advisor import routes as advisor_routes
 from kilnbase.agent_docs import routes as agent_docs_routes
 from kilnbase.agents import routes as agents_routes
 from kilnbase.ai import routes as ai_routes
@@ -74,6 +75,7 @@ def capabilities(services: Services) -> list[Capability]:
         agent_docs_routes.capability(services.docs),
         functions_routes.capability(services.functions),
         schedules_routes.capability(services.schedules, services.schedule_runner),
+        advisor_routes.capability(services.advisor),
         realtime_routes.capability(services.realtime),
         dashboard_routes.capability(services.core),
     ]

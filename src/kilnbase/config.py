@@ -306,6 +306,17 @@ class DatabaseWebhooksSettings(BaseSettings):
     log_retention_days: int = Field(default=7, ge=1, le=3650)
     #: How often each process deletes delivery logs older than that.
     retention_sweep_seconds: float = Field(default=3600.0, gt=0)
+class AdvisorSettings(BaseSettings):
+    """The advisor's own tunables (`KILNBASE_ADVISOR_*`): how long a transaction may sit idle, or a query run,
+    before a scan reports it (InsForge: 5 minutes), and the time limit of each of a scan's queries (InsForge:
+    15 s)."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_ADVISOR_", extra="ignore")
+
+    #: A session idle in a transaction, or a query running, longer than this is reported.
+    activity_threshold_seconds: float = Field(default=300.0, gt=0, le=86400)
+    #: Each rule's query is cancelled past this (the rule is then reported as failed).
+    statement_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
 
 
 class Settings(BaseSettings):
@@ -369,6 +380,7 @@ class Settings(BaseSettings):
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
     schedules: SchedulesSettings = Field(default_factory=SchedulesSettings)
     database_webhooks: DatabaseWebhooksSettings = Field(default_factory=DatabaseWebhooksSettings)
+    advisor: AdvisorSettings = Field(default_factory=AdvisorSettings)
 
     # Model gateway (ai/). OpenRouter by default; its key is the last of the credential sources.
     openrouter_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENROUTER_API_KEY"))
@@ -474,6 +486,7 @@ _SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (
     RealtimeSettings,
     SchedulesSettings,
     DatabaseWebhooksSettings,
+    AdvisorSettings,
 )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kilnbase.advisor.service import Advisor
 from kilnbase.agent_docs.service import AgentDocs
 from kilnbase.agents.service import Agents
 from kilnbase.ai.service import AiService
@@ -59,6 +60,7 @@ class Services:
     schedule_runner: ScheduleRunner
     database_webhooks: DatabaseWebhooks
     webhook_runner: DeliveryRunner
+    advisor: Advisor
 
 
 def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
@@ -128,4 +130,5 @@ def build_services(core: Core) -> Services:
             str(core.database.owner_pool.conninfo),
             core.secret_box,
         ),
+        advisor=Advisor(core.database, core.settings.advisor),
     )

@@ -86,6 +86,7 @@ HELD_ROUTES = (
     _route("DELETE", "/api/realtime/messages", "purge-messages", lambda p, b: {}),
     _route("DELETE", "/api/secrets/{key}", "delete-secret", lambda p, b: {"key": p["key"]}),
     _route("DELETE", "/api/schedules/{id}", "delete-schedule", lambda p, b: {"id": p["id"]}),
+    _route("POST", "/api/advisor/suppressions", "suppress-advisor-finding", lambda p, b: _body(b)),
     # Not POST /api/database/advance/bulk-upsert: an agent's upload that updated every row is refused by the
     # service instead (`database.admin._agent_bulk_upsert_refused` says why), and sent to the `bulk-upsert`
     # tool, which is held.
