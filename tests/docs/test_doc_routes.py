@@ -1,6 +1,6 @@
-"""Every route of the public API (auth, database and records, the gateway, secrets, schedules, storage,
-functions, realtime, metadata, logs, docs, agents, approvals, MCP) has a runnable example in `docs/` (one that
-`test_doc_examples.py` runs): a new route without one fails here, naming it."""
+"""Every route of the public API (auth, database and records, the gateway, secrets, schedules, advisor,
+storage, functions, realtime, metadata, logs, docs, agents, approvals, MCP) has a runnable example in
+`docs/` (one that `test_doc_examples.py` runs): a new route without one fails here, naming it."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ DOCUMENTED = (
     "/v1/",
     "/api/secrets",
     "/api/schedules",
+    "/api/advisor",
     "/.well-known",
     "/api/.well-known",
     "/api/storage",
