@@ -306,6 +306,8 @@ class DatabaseWebhooksSettings(BaseSettings):
     log_retention_days: int = Field(default=7, ge=1, le=3650)
     #: How often each process deletes delivery logs older than that.
     retention_sweep_seconds: float = Field(default=3600.0, gt=0)
+
+
 class AdvisorSettings(BaseSettings):
     """The advisor's own tunables (`KILNBASE_ADVISOR_*`): how long a transaction may sit idle, or a query run,
     before a scan reports it (InsForge: 5 minutes), and the time limit of each of a scan's queries (InsForge:
