@@ -45,6 +45,7 @@ from kilnbase.mcp_server.access import EVERYTHING, Listed, Narrowing
 from kilnbase.mcp_server.approvals import Approvals
 from kilnbase.mcp_server.endpoint import mcp_capability
 from kilnbase.mcp_server.rest_gate import RestApprovalGate
+from kilnbase.memory import routes as memory_routes
 from kilnbase.metadata import routes as metadata_routes
 from kilnbase.realtime import routes as realtime_routes
 from kilnbase.records import routes as records_routes
@@ -76,6 +77,7 @@ def capabilities(services: Services) -> list[Capability]:
         functions_routes.capability(services.functions),
         schedules_routes.capability(services.schedules, services.schedule_runner),
         advisor_routes.capability(services.advisor),
+        memory_routes.capability(services.memory),
         realtime_routes.capability(services.realtime),
         dashboard_routes.capability(services.core),
     ]
@@ -157,7 +159,13 @@ def create_app(
     offered = capabilities(services)
     for capability in offered:  # agent keys reach only the feature groups their scopes name
         if capability.agent_scoped:
-            guard_routes(capability.routes, capability.name, services.core.agent_keys, capability.invocations)
+            guard_routes(
+                capability.routes,
+                capability.name,
+                services.core.agent_keys,
+                capability.invocations,
+                capability.reads,
+            )
     # The MCP server over every other capability's tools; mutating calls can check the schema's version.
     approvals = Approvals(services.core.database, services.core.agent_keys)
     offered.append(mcp_capability(offered, services.core, services.metadata.schema_fingerprint, approvals))

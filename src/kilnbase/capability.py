@@ -153,3 +153,6 @@ class Capability:
     #: Path prefix of the routes that run the project's own code (functions' `/functions/`): agent keys
     #: reach them with `<name>:invoke` whatever the method, apart from the right to change the capability.
     invocations: str | None = None
+    #: Paths that only read whatever their method (a query sent in a POST body: memory's recall): agent keys
+    #: reach them with `<name>:read`, in read-only mode too.
+    reads: Sequence[str] = ()

@@ -319,6 +319,17 @@ class AdvisorSettings(BaseSettings):
     activity_threshold_seconds: float = Field(default=300.0, gt=0, le=86400)
     #: Each rule's query is cancelled past this (the rule is then reported as failed).
     statement_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
+class MemorySettings(BaseSettings):
+    """Agent memory's models (`KILNBASE_MEMORY_*`), InsForge's by default, called through the model gateway
+    (so its credentials, policy, limits and usage ledger apply). The embedding model must answer 1536
+    dimensions (or take `dimensions`): that is what `memory.memories` stores."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_MEMORY_", extra="ignore")
+
+    #: Embeds what is remembered and what is recalled.
+    embedding_model: str = Field(default="openai/text-embedding-3-small", min_length=1, max_length=200)
+    #: Extracts memories from a transcript, and decides ADD, UPDATE or NOOP against near-duplicates.
+    chat_model: str = Field(default="openai/gpt-4o-mini", min_length=1, max_length=200)
 
 
 class Settings(BaseSettings):
@@ -383,6 +394,7 @@ class Settings(BaseSettings):
     schedules: SchedulesSettings = Field(default_factory=SchedulesSettings)
     database_webhooks: DatabaseWebhooksSettings = Field(default_factory=DatabaseWebhooksSettings)
     advisor: AdvisorSettings = Field(default_factory=AdvisorSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
 
     # Model gateway (ai/). OpenRouter by default; its key is the last of the credential sources.
     openrouter_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENROUTER_API_KEY"))
@@ -489,6 +501,7 @@ _SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (
     SchedulesSettings,
     DatabaseWebhooksSettings,
     AdvisorSettings,
+    MemorySettings,
 )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from kilnbase.advisor.service import Advisor
 from kilnbase.agent_docs.service import AgentDocs
 from kilnbase.agents.service import Agents
+from kilnbase.ai.model_calls import ModelCalls
 from kilnbase.ai.service import AiService
 from kilnbase.auth.services import Auth
 from kilnbase.capability import Core
@@ -29,6 +30,7 @@ from kilnbase.keys.access_tokens import TokenService
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.logs.service import LogsService
+from kilnbase.memory.service import Memory
 from kilnbase.metadata.service import MetadataService
 from kilnbase.realtime.service import RealtimeService
 from kilnbase.records.service import RecordsEngine
@@ -61,6 +63,7 @@ class Services:
     database_webhooks: DatabaseWebhooks
     webhook_runner: DeliveryRunner
     advisor: Advisor
+    memory: Memory
 
 
 def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
@@ -98,6 +101,7 @@ def build_services(core: Core) -> Services:
         lambda: core.keys.ring.current("anon_key"),
     )
     reach = Reach.of(core.settings)  # (where an agent key's schedules may call: the service and runner agree)
+    ai = AiService.build(core.settings, core.secret_box, core.database)
     return Services(
         core=core,
         auth=Auth.build(core),
@@ -105,7 +109,7 @@ def build_services(core: Core) -> Services:
         database=DatabaseAdmin(core.settings, core.database, core.schema_cache),
         key_rotation=KeyRotation(core.settings, core.database, core.secret_box, core.keys.ring),
         secrets=secrets,
-        ai=AiService.build(core.settings, core.secret_box, core.database),
+        ai=ai,
         storage=StorageService(core.settings, core.database, core.keys.jwt_secret, core.secret_box),
         metadata=MetadataService(core.settings, core.database, core.keys.ring),
         logs=LogsService(core.settings, core.database),
@@ -131,4 +135,6 @@ def build_services(core: Core) -> Services:
             core.secret_box,
         ),
         advisor=Advisor(core.database, core.settings.advisor),
+        # Memory calls its models through the gateway, as its caller (limits, credentials, usage ledger).
+        memory=Memory(core.database, ModelCalls(ai.gateway), core.settings.memory),
     )

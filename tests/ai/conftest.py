@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2
-import psycopg
 import pytest
 import uvicorn
-from psycopg.rows import dict_row
 
 from kilnbase.app import create_app
 from kilnbase.config import Settings
 from tests.support.fake_openrouter import FakeOpenRouter
 from tests.support.servers import free_port
+from tests.support.side_sql import Sql, sql_runner
+from tests.support.side_sql import wait_for as wait_for  # (the gateway tests import it from here)
 
 T = TypeVar("T")
 
@@ -131,16 +131,10 @@ def admin(
 
 
 @pytest.fixture(scope="module")
-def sql(database_url: str) -> Iterator[Callable[..., list[dict[str, Any]]]]:
+def sql(database_url: str) -> Iterator[Sql]:
     """Run SQL against the module's database (autocommit) and return the rows."""
-    conn = psycopg.connect(database_url, autocommit=True, row_factory=dict_row)
-
-    def run(query: str, *params: Any) -> list[dict[str, Any]]:
-        cur = conn.execute(query, params)
-        return cur.fetchall() if cur.description else []
-
-    yield run
-    conn.close()
+    with sql_runner(database_url) as run:
+        yield run
 
 
 #: The ledger's `key_source` of each provider kind `use_provider_kind` sets up.
@@ -177,13 +171,3 @@ def a_fresh_minute(seconds: float = 10.0) -> None:
     left = 60 - time.time() % 60
     if left < seconds:
         time.sleep(left + 0.05)
-
-
-def wait_for(check: Callable[[], T], timeout: float = 10.0) -> T:
-    """Poll until `check()` is truthy (the ledger is written off the request path)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.02)

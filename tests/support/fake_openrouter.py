@@ -5,7 +5,9 @@ fragments by index, `: OPENROUTER PROCESSING` comment lines, a final usage chunk
 and which carries `usage.cost`, `data: [DONE]`; and its failures: 429 with `Retry-After`, 402 with
 `metadata.limit_source`, 401, 502, an error frame at HTTP 200 in the middle of a stream, slow chunks,
 malformed bytes. What each call does is scripted: `script(...)` queues behaviours for the next calls,
-`rule(model, ...)` fixes a model's behaviour; otherwise a call is answered with a deterministic reply.
+`script_model(model, ...)` for the next calls of one model, `rule(model, ...)` fixes a model's behaviour;
+otherwise a call is answered with a deterministic reply. Embeddings are deterministic too, and texts that
+share words get close vectors (`embedding`).
 
 Run it on its own (for the benchmark) with `python -m tests.support.fake_openrouter --port N`.
 """
@@ -16,6 +18,8 @@ import argparse
 import asyncio
 import base64
 import hashlib
+import math
+import re
 import threading
 import time
 from collections import deque
@@ -172,6 +176,26 @@ def _reply_text(body: dict[str, Any]) -> str:
     return f"Hello from {model}: you said {last!r}."
 
 
+_WORD = re.compile(r"[a-z0-9]{3,}")
+
+
+def embedding(text: str, dims: int) -> list[float]:
+    """A deterministic vector in which texts that share words are close, as a real model's would be: each
+    word of three characters or more (lower-cased) adds one to a dimension its hash picks, with a sign its
+    hash picks, and the vector is normalised, so the cosine similarity of two texts grows with the words they
+    share. A text with no such word gets a vector from its hash, as unlike any other as chance makes it."""
+    words = _WORD.findall(text.lower())
+    if not words:
+        digest = hashlib.sha256(text.encode()).digest()
+        return [round((digest[i % 32] - 128) / 128, 6) for i in range(dims)]
+    vector = [0.0] * dims
+    for word in words:
+        digest = hashlib.sha256(word.encode()).digest()
+        vector[int.from_bytes(digest[:4], "big") % dims] += 1.0 if digest[4] % 2 else -1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [round(v / norm, 6) for v in vector]
+
+
 def _prompt_tokens(body: dict[str, Any]) -> int:
     return max(1, len(orjson.dumps(body.get("messages") or [])) // 4)
 
@@ -197,6 +221,7 @@ class FakeOpenRouter:
         self.managed_key: str | None = None
         self.managed_token = "cloud-token"
         self._queue: deque[Behaviour] = deque()
+        self._model_queues: dict[str, deque[Behaviour]] = {}
         self._rules: dict[str, Behaviour] = {}
         self._lock = threading.Lock()
         self._sequence = 0
@@ -222,6 +247,11 @@ class FakeOpenRouter:
         with self._lock:
             self._queue.extend(behaviours)
 
+    def script_model(self, model: str, *behaviours: Behaviour) -> None:
+        """The next calls for `model` behave like these, in order (before its rule and the shared script)."""
+        with self._lock:
+            self._model_queues.setdefault(model, deque()).extend(behaviours)
+
     def rule(self, model: str, behaviour: Behaviour | None) -> None:
         """Every call for `model` behaves like this (None removes the rule)."""
         with self._lock:
@@ -233,6 +263,7 @@ class FakeOpenRouter:
     def reset(self) -> None:
         with self._lock:
             self._queue.clear()
+            self._model_queues.clear()
             self._rules.clear()
             self.calls.clear()
             self.stream_outcomes.clear()
@@ -247,6 +278,8 @@ class FakeOpenRouter:
 
     def _next(self, model: str) -> Behaviour:
         with self._lock:
+            if self._model_queues.get(model):
+                return self._model_queues[model].popleft()
             if model in self._rules:
                 return self._rules[model]
             if self._queue:
@@ -332,14 +365,7 @@ class FakeOpenRouter:
         data = []
         tokens = 0
         for index, item in enumerate(inputs):
-            digest = hashlib.sha256(str(item).encode()).digest()
-            data.append(
-                {
-                    "object": "embedding",
-                    "index": index,
-                    "embedding": [round((digest[i % 32] - 128) / 128, 6) for i in range(dims)],
-                }
-            )
+            data.append({"object": "embedding", "index": index, "embedding": embedding(str(item), dims)})
             tokens += max(1, len(str(item)) // 4)
         cost = float(Decimal(tokens) * _PRICES.get(body.get("model", ""), (Decimal(0), Decimal(0)))[0])
         return Response(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kilnbase.ai.limits import Subject
+from kilnbase.identity.principal import CredentialKind, Principal
 
 
 @dataclass(frozen=True)
@@ -40,3 +41,14 @@ class Caller:
         if self.anonymous:
             return f"anon:{self.client_address or 'unknown'}"
         return f"principal:{self.principal}"
+
+
+def caller_of_principal(principal: Principal, client_address: str | None) -> Caller:
+    """The caller a credential the rest of the API accepts stands for (the API key, the anon key, a user's
+    token, an agent key), for the HTTP surfaces and for other capabilities' calls (`model_calls`)."""
+    if principal.db_role == "anon":
+        return Caller(principal=principal.actor, anonymous=True, client_address=client_address)
+    if principal.agent is not None:
+        return Caller(principal=principal.actor, agent_id=principal.agent.id)
+    user_id = principal.user_id if principal.kind is CredentialKind.JWT else None
+    return Caller(principal=principal.actor, user_id=user_id)

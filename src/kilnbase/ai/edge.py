@@ -9,13 +9,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from kilnbase.ai.caller import Caller
+from kilnbase.ai.caller import Caller, caller_of_principal
 from kilnbase.ai.errors import GatewayError, insforge_code, insforge_next_actions, openai_error_body
 from kilnbase.ai.service import AiService
 from kilnbase.http.errors import ApiError, error_response
 from kilnbase.http.request_context import client_ip, require_credential
 from kilnbase.http.responses import json_response
-from kilnbase.identity.principal import CredentialKind
 
 #: Gateway (virtual) keys: handed to an agent or an app, scoped to models and limits.
 GATEWAY_KEY_PREFIX = "kbk_"
@@ -54,12 +53,7 @@ async def caller_of(ai: AiService, request: Request) -> Caller:
         principal = require_credential(request)
     except ApiError as exc:
         raise GatewayError(401, exc.message, type_="authentication_error", code="invalid_api_key") from None
-    if principal.db_role == "anon":
-        return Caller(principal=principal.actor, anonymous=True, client_address=client_address(request))
-    if principal.agent is not None:
-        return Caller(principal=principal.actor, agent_id=principal.agent.id)
-    user_id = principal.user_id if principal.kind is CredentialKind.JWT else None
-    return Caller(principal=principal.actor, user_id=user_id)
+    return caller_of_principal(principal, client_address(request))
 
 
 def client_address(request: Request) -> str | None:

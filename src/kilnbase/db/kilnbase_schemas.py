@@ -17,4 +17,5 @@ OWNED_SCHEMAS = (
     "realtime",
     "schedules",
     "database_webhooks",
+    "memory",
 )

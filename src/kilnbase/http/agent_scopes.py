@@ -2,7 +2,8 @@
 anything while the project is in read-only mode.
 
 Each capability's routes are wrapped with the capability's name as their feature group; a request is a
-read when its method is GET, HEAD or OPTIONS and a write otherwise. Routes that run the project's own code
+read when its method is GET, HEAD or OPTIONS, or its route only reads whatever the method (a capability's
+`reads`: a query sent in a POST body), and a write otherwise. Routes that run the project's own code
 (a capability's `invocations`: functions' `/functions/:slug`) are invocations instead, whatever the method:
 what a function does with a POST is the function's business, not a write of Kilnbase's, so they need
 `<group>:invoke` (which a write scope grants too), apart from the right to change the functions themselves.
@@ -52,12 +53,22 @@ def scope_refusal(group: str, wanted: Access, tool: str | None = None) -> ApiErr
 
 
 class AgentScopeGuard:
-    def __init__(self, app: ASGIApp, group: str, agent_keys: AgentKeys, *, invocation: bool = False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        group: str,
+        agent_keys: AgentKeys,
+        *,
+        invocation: bool = False,
+        reads_only: bool = False,
+    ) -> None:
         self.app = app
         self.group = group
         self.agent_keys = agent_keys
         #: The route runs the project's own code: `<group>:invoke`, whatever the method.
         self.invocation = invocation
+        #: The route changes nothing, whatever the method: `<group>:read`.
+        self.reads_only = reads_only
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """Not a coroutine: the check needs no `await`, and the route's app is handed on as it is, so the
@@ -65,7 +76,7 @@ class AgentScopeGuard:
         raises here, where the caller awaits the result: to it, the same as raising from a coroutine.)"""
         if scope["type"] == "http" and agent_in(scope) is not None:
             principal = principal_in(scope)
-            safe = scope["method"] in _READS
+            safe = self.reads_only or scope["method"] in _READS
             if not safe and self.agent_keys.read_only:
                 raise read_only_refusal()
             wanted: Access = "invoke" if self.invocation else "read" if safe else "write"
@@ -80,11 +91,18 @@ class AgentScopeGuard:
 
 
 def guard_routes(
-    routes: Sequence[BaseRoute], group: str, agent_keys: AgentKeys, invocations: str | None = None
+    routes: Sequence[BaseRoute],
+    group: str,
+    agent_keys: AgentKeys,
+    invocations: str | None = None,
+    reads: Sequence[str] = (),
 ) -> None:
     """Wrap each route's app in place (the router keeps matching them as before); routes whose path starts
-    with `invocations` are guarded as invocations."""
+    with `invocations` are guarded as invocations, those whose path is one of `reads` as reads."""
     for route in routes:
         if isinstance(route, Route | Mount):
             invocation = invocations is not None and route.path.startswith(invocations)
-            route.app = AgentScopeGuard(route.app, group, agent_keys, invocation=invocation)
+            reads_only = route.path in reads
+            route.app = AgentScopeGuard(
+                route.app, group, agent_keys, invocation=invocation, reads_only=reads_only
+            )
