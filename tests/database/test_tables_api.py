@@ -335,6 +335,7 @@ def test_functions_listing_shows_the_projects_own(
     listed = client.get("/api/database/functions", headers=admin).json()["functions"]
     mine = [f for f in listed if f["functionName"] == function]
     assert len(mine) == 1
+    assert "cosine_distance" not in {f["functionName"] for f in listed}  # (pgvector's, in public: not listed)
     assert {k: v for k, v in mine[0].items() if k != "functionDef"} == {
         "functionName": function,
         "arguments": "n integer",

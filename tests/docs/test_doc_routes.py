@@ -1,5 +1,5 @@
 """Every route of the public API (auth, database and records, the gateway, secrets, schedules, advisor,
-storage, functions, realtime, metadata, logs, docs, agents, approvals, MCP) has a runnable example in
+memory, storage, functions, realtime, metadata, logs, docs, agents, approvals, MCP) has a runnable example in
 `docs/` (one that `test_doc_examples.py` runs): a new route without one fails here, naming it."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ DOCUMENTED = (
     "/api/secrets",
     "/api/schedules",
     "/api/advisor",
+    "/api/memory",
     "/.well-known",
     "/api/.well-known",
     "/api/storage",

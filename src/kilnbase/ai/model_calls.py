@@ -50,11 +50,11 @@ async def _as_api_error(model: str, call: Awaitable[T]) -> T:
     try:
         return await call
     except GatewayError as exc:
-        answer = (exc.status, insforge_code(exc), exc.message, insforge_next_actions(exc))
+        code, advice = insforge_code(exc), insforge_next_actions(exc)
         if exc.status >= 500:
-            raise ModelCallFailed(*answer) from None
+            raise ModelCallFailed(exc.status, code, exc.message, advice) from None
         if exc.status in _PASSED_ON:
-            raise ApiError(*answer) from None
+            raise ApiError(exc.status, code, exc.message, advice) from None
         raise ModelCallFailed(
             503,
             "AI_INVALID_MODEL",

@@ -20,6 +20,8 @@ select p.proname as "functionName", pg_get_function_identity_arguments(p.oid) as
        p.prosecdef as "securityDefiner", pg_get_functiondef(p.oid) as "functionDef"
 from pg_proc p join pg_namespace n on n.oid = p.pronamespace join pg_language l on l.oid = p.prolang
 where n.nspname = %s and p.prokind = 'f'
+  -- an extension's functions (pgvector's, in public) are not the project's, as InsForge lists them
+  and not exists (select 1 from pg_depend d where d.objid = p.oid and d.deptype = 'e')
 order by p.proname
 """
 

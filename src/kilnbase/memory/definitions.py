@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 Kind = Literal["fact", "decision", "preference", "reference"]
 _KINDS: dict[str, Kind] = {
@@ -58,7 +59,7 @@ class RememberRequest(BaseModel):
     @model_validator(mode="after")
     def one_form(self) -> Self:
         if not self.transcript and not (self.title and self.content):
-            raise ValueError("Provide either { transcript } or { title, content }")
+            raise PydanticCustomError("one_form", "Provide either { transcript } or { title, content }")
         return self
 
 
