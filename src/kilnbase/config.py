@@ -319,6 +319,8 @@ class AdvisorSettings(BaseSettings):
     activity_threshold_seconds: float = Field(default=300.0, gt=0, le=86400)
     #: Each rule's query is cancelled past this (the rule is then reported as failed).
     statement_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
+
+
 class MemorySettings(BaseSettings):
     """Agent memory's models (`KILNBASE_MEMORY_*`), InsForge's by default, called through the model gateway
     (so its credentials, policy, limits and usage ledger apply). The embedding model must answer 1536

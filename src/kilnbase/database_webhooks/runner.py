@@ -25,10 +25,8 @@ up to the configured attempts; any other answer (4xx, 3xx) is final. Each attemp
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,15 +34,14 @@ from typing import Any
 import httpx
 import orjson
 import psycopg
-from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from kilnbase.config import DatabaseWebhooksSettings
 from kilnbase.database_webhooks.service import secret_context
+from kilnbase.db.claim_loop import ClaimLoop
 from kilnbase.db.session import Database
 from kilnbase.http import outbound
 from kilnbase.keys.secret_box import SecretBox
-from kilnbase.pg_listen import ConnectionLoss, ListenedView
 
 log = logging.getLogger("kilnbase.database_webhooks")
 
@@ -61,9 +58,6 @@ PRUNE_BATCH = 10_000
 #: Answers tried again besides 5xx: the receiver timed out, or asks to slow down.
 RETRIED_STATUSES = frozenset({408, 429})
 _WAKE_MARGIN_SECONDS = 0.005
-_AFTER_ERROR_SECONDS = 5.0
-#: The pause when a row is due but was not claimed here: another process is claiming it.
-_BUSY_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -87,24 +81,6 @@ class Attempt:
     retry: bool
 
 
-class _Wakeups(ListenedView):
-    """Sets the runner's event on every notification, and on every (re)connect (what was queued while the
-    connection was away is then looked at)."""
-
-    channel = CHANNEL
-    application_name = "kilnbase-database-webhooks"
-
-    def __init__(self, conninfo: str, wake: asyncio.Event) -> None:
-        super().__init__(conninfo)
-        self._wake = wake
-
-    async def load(self, conn: AsyncConnection[Any]) -> None:
-        self._wake.set()
-
-    def heard(self, payload: str) -> None:
-        self._wake.set()
-
-
 def request_headers(claimed: Claimed, body: bytes, secret: str | None) -> dict[str, str]:
     headers = {
         "Content-Type": "application/json",
@@ -117,68 +93,35 @@ def request_headers(claimed: Claimed, body: bytes, secret: str | None) -> dict[s
     return headers
 
 
-class DeliveryRunner:
+class DeliveryRunner(ClaimLoop[Claimed]):
     def __init__(
         self, settings: DatabaseWebhooksSettings, database: Database, conninfo: str, box: SecretBox
     ) -> None:
+        super().__init__(
+            name="database-webhooks",
+            channel=CHANNEL,
+            conninfo=conninfo,
+            max_in_flight=MAX_IN_FLIGHT,
+            prune_seconds=settings.retention_sweep_seconds,
+            log=log,
+        )
         self._settings = settings
         self._database = database
         self._box = box
-        self._wake = asyncio.Event()
-        self._wakeups = _Wakeups(conninfo, self._wake)
-        self._loss = ConnectionLoss("database webhooks runner", log)
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._next_prune = 0.0
         self._client: httpx.AsyncClient | None = None
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """The capability's background work: the loop and its listener, stopped (deliveries under way
-        cancelled: their leases lapse, and another attempt is made) on the way out."""
-        self._client = outbound.client(
+        """The capability's background work: the claiming loop, with its HTTP client (closed once the
+        deliveries under way were cancelled: their leases lapse, and another attempt is made)."""
+        client = outbound.client(
             self._settings.request_timeout_seconds, self._settings.connect_timeout_seconds
         )
-        await self._wakeups.start()
-        loop = asyncio.create_task(self._loop(), name="kilnbase-database-webhooks-runner")
-        try:
+        async with client as self._client, self.claiming():
             yield
-        finally:
-            for task in (loop, *self._in_flight):
-                task.cancel()
-            await asyncio.gather(loop, *self._in_flight, return_exceptions=True)
-            await self._wakeups.stop()
-            await self._client.aclose()
 
-    async def _loop(self) -> None:
-        delay: float | None
-        while True:
-            self._wake.clear()
-            try:
-                await self._prune_when_due()
-                claimed = await self.claim(MAX_IN_FLIGHT - len(self._in_flight))
-                for item in claimed:
-                    task = asyncio.create_task(self._deliver(item), name=f"kilnbase-webhook-{item.id}")
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._delivered)
-                delay = await self._seconds_to_next()
-                if len(self._in_flight) >= MAX_IN_FLIGHT:
-                    delay = None  # (woken when a delivery ends and frees a place)
-                elif not claimed and delay < _BUSY_SECONDS:
-                    delay = _BUSY_SECONDS  # (due, but another process holds it for a moment)
-                self._loss.connected()
-            except (psycopg.Error, OSError) as exc:
-                delay = self._loss.lost(exc)
-            except Exception:  # a bug must not stop every webhook of this process for good
-                log.exception(
-                    "database webhooks runner: unexpected error; trying again in %g s", _AFTER_ERROR_SECONDS
-                )
-                delay = _AFTER_ERROR_SECONDS
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
-
-    def _delivered(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        self._wake.set()
+    def task_name(self, claimed: Claimed) -> str:
+        return f"kilnbase-webhook-{claimed.id}"
 
     async def claim(self, most: int) -> list[Claimed]:
         """Claim up to `most` due rows, oldest first: each one's attempt counted and leased, in one
@@ -212,7 +155,7 @@ class DeliveryRunner:
             for row in sorted(rows, key=lambda row: int(row["id"]))
         ]
 
-    async def _seconds_to_next(self) -> float:
+    async def seconds_to_next(self) -> float:
         """Until the soonest row that may be claimed, or the next retention sweep, whichever comes first."""
         async with self._database.as_owner() as cur:
             await cur.execute(
@@ -220,13 +163,13 @@ class DeliveryRunner:
                 "from database_webhooks.outbox"
             )
             row = await cur.fetchone()
-        until_prune = max(0.0, self._next_prune - time.monotonic())
+        until_prune = self.seconds_to_prune()
         seconds: float | None = row["seconds"] if row is not None else None
         if seconds is None:
             return until_prune
         return min(until_prune, max(0.0, seconds) + _WAKE_MARGIN_SECONDS)
 
-    async def _deliver(self, claimed: Claimed) -> None:
+    async def handle(self, claimed: Claimed) -> None:
         try:
             attempt = await self._post(claimed)
         except Exception as exc:  # the delivery fails, the runner goes on
@@ -298,13 +241,6 @@ class DeliveryRunner:
                     claimed.webhook_id,
                 ),
             )
-
-    async def _prune_when_due(self) -> None:
-        now = time.monotonic()
-        if now < self._next_prune:
-            return
-        self._next_prune = now + self._settings.retention_sweep_seconds
-        await self.prune()
 
     async def prune(self) -> int:
         """Delete the delivery logs older than the retention; how many. (The outbox needs no sweep: each

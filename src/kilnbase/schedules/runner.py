@@ -48,14 +48,13 @@ from urllib.parse import urljoin
 import httpx
 import orjson
 import psycopg
-from psycopg import AsyncConnection
 
 from kilnbase.config import Settings
+from kilnbase.db.claim_loop import ClaimLoop
 from kilnbase.db.session import Database
 from kilnbase.http import outbound
 from kilnbase.http.errors import ApiError
 from kilnbase.keys.secret_box import SecretBox
-from kilnbase.pg_listen import ConnectionLoss, ListenedView
 from kilnbase.schedules import cadence as cadences
 from kilnbase.schedules.definitions import SECRET_PLACEHOLDER, secret_keys
 from kilnbase.schedules.reach import OutOfReach, Reach, Unresolved, dialled
@@ -78,9 +77,6 @@ _WAKE_MARGIN_SECONDS = 0.005
 _SECRET_MASK = "[secret]"  # noqa: S105 (what replaces a secret in a message)
 #: What a header value can carry: printable ASCII and tabs (httpx sends ASCII only; h11 refuses line breaks).
 _HEADER_TEXT = re.compile(r"[\t\x20-\x7e]*")
-_AFTER_ERROR_SECONDS = 5.0
-#: The pause when a run is due but was not claimed here: another process is claiming it.
-_BUSY_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -101,24 +97,6 @@ class Outcome:
     message: str
 
 
-class _Wakeups(ListenedView):
-    """Sets the runner's event on every `kilnbase_schedules` notification, and on every (re)connect (what
-    changed while the connection was away is then looked at)."""
-
-    channel = CHANNEL
-    application_name = "kilnbase-schedules"
-
-    def __init__(self, conninfo: str, wake: asyncio.Event) -> None:
-        super().__init__(conninfo)
-        self._wake = wake
-
-    async def load(self, conn: AsyncConnection[Any]) -> None:
-        self._wake.set()
-
-    def heard(self, payload: str) -> None:
-        self._wake.set()
-
-
 def target_url(function_url: str, base_url: str) -> str:
     """An absolute URL as it is; a path (`/functions/report`) on this server, by its local address."""
     return urljoin(base_url + "/", function_url) if function_url.startswith("/") else function_url
@@ -131,7 +109,7 @@ def _masked(text: str, secrets: Mapping[str, str]) -> str:
     return text[:MAX_MESSAGE]
 
 
-class ScheduleRunner:
+class ScheduleRunner(ClaimLoop[ClaimedRun]):
     def __init__(
         self,
         settings: Settings,
@@ -141,68 +119,34 @@ class ScheduleRunner:
         secret_values: SecretValues,
         reach: Reach,
     ) -> None:
+        super().__init__(
+            name="schedules",
+            channel=CHANNEL,
+            conninfo=conninfo,
+            max_in_flight=MAX_RUNS_IN_FLIGHT,
+            prune_seconds=settings.schedules.retention_sweep_seconds,
+            log=log,
+        )
         self._settings = settings.schedules
         self._reach = reach
         self._base_url = f"http://{settings.local_host}:{settings.port}"
         self._database = database
         self._box = box
         self._secret_values = secret_values
-        self._wake = asyncio.Event()
-        self._wakeups = _Wakeups(conninfo, self._wake)
-        self._loss = ConnectionLoss("schedules runner", log)
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._next_prune = 0.0
         self._client: httpx.AsyncClient | None = None
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """The capability's lifespan: the loop and its listener, stopped (runs under way cancelled: their
-        claims lapse) on the way out."""
-        self._client = self._new_client()
-        await self._wakeups.start()
-        loop = asyncio.create_task(self._loop(), name="kilnbase-schedules-runner")
-        try:
+        """The capability's background work: the claiming loop, with its HTTP client (closed once the runs
+        under way were cancelled: their claims lapse)."""
+        async with self._new_client() as self._client, self.claiming():
             yield
-        finally:
-            for task in (loop, *self._in_flight):
-                task.cancel()
-            await asyncio.gather(loop, *self._in_flight, return_exceptions=True)
-            await self._wakeups.stop()
-            await self._client.aclose()
 
     def _new_client(self) -> httpx.AsyncClient:
         return outbound.client(self._settings.request_timeout_seconds, self._settings.connect_timeout_seconds)
 
-    async def _loop(self) -> None:
-        delay: float | None
-        while True:
-            self._wake.clear()
-            try:
-                await self._prune_when_due()
-                claimed = await self.claim(MAX_RUNS_IN_FLIGHT - len(self._in_flight))
-                for run in claimed:
-                    task = asyncio.create_task(self._run(run), name=f"kilnbase-schedule-{run.id}")
-                    self._in_flight.add(task)
-                    task.add_done_callback(self._ran)
-                delay = await self._seconds_to_next()
-                if len(self._in_flight) >= MAX_RUNS_IN_FLIGHT:
-                    delay = None  # (woken when a run ends and frees a place)
-                elif not claimed and delay < _BUSY_SECONDS:
-                    delay = _BUSY_SECONDS  # (due, but another process holds it for a moment)
-                self._loss.connected()
-            except (psycopg.Error, OSError) as exc:
-                delay = self._loss.lost(exc)
-            except Exception:  # a bug must not stop every schedule of this process for good
-                log.exception(
-                    "schedules runner: unexpected error; trying again in %g s", _AFTER_ERROR_SECONDS
-                )
-                delay = _AFTER_ERROR_SECONDS
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
-
-    def _ran(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        self._wake.set()  # (its job may be due again already; and a place is free)
+    def task_name(self, run: ClaimedRun) -> str:
+        return f"kilnbase-schedule-{run.id}"
 
     async def claim(self, most: int) -> list[ClaimedRun]:
         """Claim up to `most` due runs (see the module's docstring): each moved on to its next run and
@@ -248,7 +192,7 @@ class ScheduleRunner:
                 )
         return claimed
 
-    async def _seconds_to_next(self) -> float:
+    async def seconds_to_next(self) -> float:
         """Until the soonest run that may be claimed, or the next retention sweep, whichever comes first."""
         async with self._database.as_owner() as cur:
             await cur.execute(
@@ -256,13 +200,13 @@ class ScheduleRunner:
                 "- clock_timestamp())::float8 as seconds from schedules.jobs where is_active"
             )
             row = await cur.fetchone()
-        until_prune = max(0.0, self._next_prune - time.monotonic())
+        until_prune = self.seconds_to_prune()
         seconds: float | None = row["seconds"] if row is not None else None
         if seconds is None:
             return until_prune
         return min(until_prune, max(0.0, seconds) + _WAKE_MARGIN_SECONDS)
 
-    async def _run(self, run: ClaimedRun) -> None:
+    async def handle(self, run: ClaimedRun) -> None:
         started = time.monotonic()
         secrets: dict[str, str] = {}
         try:
@@ -385,13 +329,6 @@ class ScheduleRunner:
                 "values (%s, %s, %s, %s, %s)",
                 (job_id, outcome.status_code, outcome.success, duration_ms, outcome.message[:MAX_MESSAGE]),
             )
-
-    async def _prune_when_due(self) -> None:
-        now = time.monotonic()
-        if now < self._next_prune:
-            return
-        self._next_prune = now + self._settings.retention_sweep_seconds
-        await self.prune()
 
     async def prune(self) -> int:
         """Delete the job logs older than the configured retention (none when it is null); how many."""
