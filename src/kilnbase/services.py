@@ -106,7 +106,7 @@ def build_services(core: Core) -> Services:
         core=core,
         auth=Auth.build(core),
         records=RecordsEngine(core.database, core.schema_cache, core.settings.records),
-        database=DatabaseAdmin(core.settings, core.database, core.schema_cache),
+        database=DatabaseAdmin(core.settings, core.database, core.schema_cache, core.agent_keys),
         key_rotation=KeyRotation(core.settings, core.database, core.secret_box, core.keys.ring),
         secrets=secrets,
         ai=ai,

@@ -16,11 +16,14 @@ from kilnbase import audit
 from kilnbase.capability import HeldForApproval
 from kilnbase.config import Settings
 from kilnbase.database import bulk_data, catalog, custom_migrations, raw_sql
+from kilnbase.database.policy_simulator import PolicySimulator, SimulationRequest
 from kilnbase.database.tables import TableService
 from kilnbase.db.schema_cache import SchemaCache
 from kilnbase.db.session import Database
+from kilnbase.http.agent_scopes import read_only_refusal, scope_refusal
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
+from kilnbase.identity.agent_keys import AgentKeys
 
 MODULE = "DATABASE"
 CatalogKind = Literal["schemas", "functions", "indexes", "policies", "triggers"]
@@ -80,11 +83,28 @@ def _agent_bulk_upsert_refused(reason: str) -> ApiError:
     )
 
 
+def _refuse_agents_simulated_write(actor: Actor, request: SimulationRequest, agent_keys: AgentKeys) -> None:
+    """An agent's INSERT, UPDATE or DELETE simulation needs what the write itself would: `database:write`,
+    and read-only mode off. It is rolled back, but it runs: an INSERT draws sequence values, and triggers
+    run, which no rollback undoes, and a read scope changes nothing (`tests/security/test_read_scopes.py`).
+    A SELECT simulation runs in a read-only transaction, so `database:read` reaches it."""
+    if not actor.is_unapproved_agent or request.operation == "SELECT":
+        return
+    if agent_keys.read_only:
+        raise read_only_refusal()
+    if not actor.principal.allows("database", "write"):
+        raise scope_refusal("database", "write", "simulate-policy")
+
+
 class DatabaseAdmin:
-    def __init__(self, settings: Settings, database: Database, schema_cache: SchemaCache) -> None:
+    def __init__(
+        self, settings: Settings, database: Database, schema_cache: SchemaCache, agent_keys: AgentKeys
+    ) -> None:
         self.database = database
         self.schema_cache = schema_cache
+        self.agent_keys = agent_keys
         self.admin_timeout = settings.db_admin_statement_timeout
+        self.policy_simulator = PolicySimulator(database)
 
     @contextlib.asynccontextmanager
     async def _audited(
@@ -161,6 +181,24 @@ class DatabaseAdmin:
             "triggers": catalog.triggers,
         }[kind]
         return await listing(self.database, schema)
+
+    async def simulate_policy(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
+        """Run one data operation as a request role and report what RLS decided (`policy_simulator`),
+        audited as InsForge audits it (`SIMULATE_RLS_POLICY`). Sample rows are the table's data, which
+        `database:read` does not reach otherwise (its tools show schemas, policies, counts and plans): an
+        agent key gets them only with a scope that reads rows (`records:read`)."""
+        details: dict[str, Any] = {
+            key: str(body.get(key))[:63] if body.get(key) is not None else None
+            for key in ("schema", "table", "operation", "role")
+        }
+        async with self._audited(actor, "SIMULATE_RLS_POLICY", details):
+            request = SimulationRequest.of(body)
+            details["schema"] = request.schema_name
+            _refuse_agents_simulated_write(actor, request, self.agent_keys)
+            sample_rows = actor.principal.agent is None or actor.principal.allows("records", "read")
+            result = await self.policy_simulator.simulate(request, sample_rows=sample_rows)
+            details["decision"] = result["decision"]
+        return result
 
     # --- SQL -----------------------------------------------------------------------------------------------
 

@@ -21,6 +21,9 @@ from kilnbase.http.responses import json_response
 
 #: The upload endpoints, whose bodies fall under the upload limit.
 UPLOAD_PATHS = ("/api/database/advance/bulk-upsert", "/api/database/advance/import")
+#: Changes nothing (rolled back): agent keys reach it with `database:read` (the service asks more of an
+#: agent's simulated writes).
+SIMULATE_PATH = "/api/database/policies/simulate"
 _CATALOG_KINDS: tuple[CatalogKind, ...] = ("schemas", "functions", "indexes", "policies", "triggers")
 
 
@@ -78,6 +81,10 @@ class DatabaseRoutes:
         actor = admin_actor(request)
         kind = cast(CatalogKind, request.url.path.rsplit("/", 1)[-1])
         return json_response(await self.admin.catalog(actor, kind, _schema(request)))
+
+    async def simulate_policy(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        return json_response(await self.admin.simulate_policy(actor, await read_object(request)))
 
     async def _raw_sql(self, request: Request, *, unrestricted: bool) -> Response:
         actor = admin_actor(request)
@@ -154,6 +161,7 @@ class DatabaseRoutes:
             Route("/api/database/tables/{table}/schema", self.table_schema, methods=["GET"]),
             Route("/api/database/tables/{table}/schema", self.update_table, methods=["PATCH"]),
             Route("/api/database/tables/{table}", self.delete_table, methods=["DELETE"]),
+            Route(SIMULATE_PATH, self.simulate_policy, methods=["POST"]),
             *(Route(f"/api/database/{kind}", self.list_catalog, methods=["GET"]) for kind in _CATALOG_KINDS),
             Route("/api/database/advance/rawsql", self.rawsql, methods=["POST"]),
             Route("/api/database/advance/rawsql/unrestricted", self.rawsql_unrestricted, methods=["POST"]),
@@ -172,4 +180,5 @@ def capability(admin: DatabaseAdmin) -> Capability:
         DatabaseRoutes(admin).routes(),
         tools=database_tools(admin),
         body_limits=dict.fromkeys(UPLOAD_PATHS, "upload"),
+        reads=(SIMULATE_PATH,),
     )

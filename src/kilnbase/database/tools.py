@@ -12,6 +12,7 @@ from pydantic import Field
 from kilnbase.capability import Tool
 from kilnbase.database import custom_migrations
 from kilnbase.database.admin import CatalogKind, DatabaseAdmin
+from kilnbase.database.policy_simulator import DEFAULT_SAMPLE_LIMIT, MAX_SAMPLE_LIMIT, Operation, Role
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
 
@@ -146,6 +147,29 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
     async def delete_table(actor: Actor, tableName: Table) -> dict[str, Any]:
         return await admin.delete_table(actor, tableName)
 
+    async def simulate_policy(
+        actor: Actor,
+        table: Annotated[str, Field(description="The table, in `schema`", min_length=1, max_length=63)],
+        operation: Operation,
+        role: Annotated[Role, Field(description="The request role the operation runs as")],
+        claims: Annotated[
+            dict[str, Any] | None,
+            Field(description='JWT claims, e.g. {"sub": "<user id>"} for auth.uid(); role is set for you'),
+        ] = None,
+        row: Annotated[
+            dict[str, Any] | None, Field(description="INSERT's values, or UPDATE's SET (required for UPDATE)")
+        ] = None,
+        match: Annotated[
+            dict[str, Any] | None,
+            Field(description="WHERE column = value (null: IS NULL) for SELECT, UPDATE and DELETE"),
+        ] = None,
+        sampleLimit: Annotated[int, Field(ge=0, le=MAX_SAMPLE_LIMIT)] = DEFAULT_SAMPLE_LIMIT,
+        schema: Schema = "public",
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"schema": schema, "table": table, "operation": operation, "role": role}
+        body |= {"claims": claims, "row": row, "match": match, "sampleLimit": sampleLimit}
+        return await admin.simulate_policy(actor, body)
+
     async def list_migrations(actor: Actor) -> dict[str, Any]:
         return await admin.list_migrations(actor)
 
@@ -212,6 +236,14 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
             offered=False,
         ),
         Tool("explain-sql", "Show the query plan of a statement without running it.", explain_sql),
+        Tool(
+            "simulate-policy",
+            "Check RLS policies: run a SELECT, INSERT, UPDATE or DELETE as anon, authenticated or "
+            "project_admin with the JWT claims given, always rolled back, and get the decision (bypass, "
+            "denied, partial, allowed), rows visible/total/affected, the applicable policies and why. "
+            "Simulated writes need database:write.",
+            simulate_policy,
+        ),
         Tool("create-table", "Create a table (RLS on unless rlsEnabled is false).", create_table, False),
         Tool(
             "update-table-schema",
