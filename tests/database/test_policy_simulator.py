@@ -361,3 +361,25 @@ def test_agent_keys_with_database_read(
     writer = agent_headers(client, admin, ["database:write"])
     assert json.loads(mcp_call(client, writer, "simulate-policy", insert))["decision"] == "allowed"
     assert len(contents(run_sql, owned_table)) == 3
+
+
+def test_the_baseline_never_runs_the_apps_code_as_the_owner(
+    client: TestClient, admin: dict[str, str], run_sql: Sql, new_name: NewName
+) -> None:
+    """A column of the app's own type, compared with the app's own `=`: the total is counted with the app's
+    rights, so that function runs as a request role, never as the owner (which would hand the app the
+    owner's rights). The function refuses to run as anyone else, so a count as the owner would fail."""
+    table, mood = new_name("moods"), new_name("mood")
+    run_sql(f"create type {mood} as enum ('calm', 'cross')")
+    run_sql(
+        f"create function {mood}_eq(a {mood}, b {mood}) returns boolean language plpgsql as $$ "
+        "begin if current_user not in ('project_admin', 'authenticated', 'anon') then "
+        "raise exception 'ran as %', current_user; end if; return a::text = b::text; end $$"
+    )
+    run_sql(f"create operator = (leftarg = {mood}, rightarg = {mood}, function = {mood}_eq)")
+    run_sql(f"create table {table} (id serial primary key, feeling {mood} not null)")
+    run_sql(f"insert into {table} (feeling) values ('calm'), ('cross'), ('calm')")
+    result = simulate(
+        client, admin, table=table, operation="DELETE", role="authenticated", match={"feeling": "calm"}
+    )
+    assert result["rowsTotal"] == 2

@@ -6,10 +6,11 @@ Postgres is the oracle: nothing here re-implements how policies combine. The ope
 `Database.transaction_as` runs a caller's SQL (the request pool's authenticator, `role` and
 `request.jwt.claims` set transaction-locally, values bound, identifiers quoted), under a statement timeout
 of its own, and ends in ROLLBACK whatever happens; then the outcome is compared with a baseline, the rows the
-same WHERE matches with RLS out of the way. The baseline is counted on the owner pool with `row_security`
-off, in a read-only transaction: Postgres then refuses (42501) rather than filters when RLS would still apply
-to the owner, and the baseline is reported as unknown (`rowsTotal: null`) instead of wrong. Catalog facts
-(the table's kind and RLS flags, the role's BYPASSRLS and ownership, `pg_policies`) are read as the owner too.
+same WHERE matches with RLS out of the way. The baseline is counted as `project_admin` (never as the owner:
+the WHERE may run the app's own operators) with `row_security` off, in a read-only transaction: Postgres then
+refuses (42501) rather than filters when RLS would still apply to it, and the baseline is reported as
+unknown (`rowsTotal: null`) instead of wrong. Catalog facts (the table's kind and RLS flags, the role's
+BYPASSRLS and ownership, `pg_policies`) are read as the owner, which runs no app code.
 
 Decisions, as InsForge classifies them:
 
@@ -460,16 +461,18 @@ class PolicySimulator:
 
     async def _baseline(self, request: SimulationRequest, table: sql.Composable) -> int | None:
         """The rows the WHERE matches with RLS out of the way, or None when Postgres will not count them so
-        (the owner lacks the privilege, or RLS would still apply to it: `row_security` off makes that an
-        error rather than a filtered count)."""
+        (`project_admin` lacks the privilege, or RLS would still apply to it: `row_security` off makes that
+        an error rather than a filtered count). Counted as `project_admin`, never as the owner: the WHERE
+        compares the app's columns with the app's operators, and a column of a type the app defined may
+        run the app's code (its `=` operator, a domain's CHECK on the bound value), which must not run with
+        the owner's rights."""
         values = _Values(literal=False)
         count = sql.SQL("select count(*) as n from {}{}").format(table, _where(request.match, values))
-        async with self.database.owner_pool.connection() as conn, conn.transaction(force_rollback=True):
-            await conn.execute(
-                "select set_config('statement_timeout', %s, true), set_config('row_security', 'off', true), "
-                "set_config('transaction_read_only', 'on', true)",
-                (self.statement_timeout,),
-            )
+        admin = _Identity("project_admin", {"role": "project_admin"})
+        async with self.database.transaction_as(
+            admin, read_only=True, statement_timeout=self.statement_timeout, force_rollback=True
+        ) as conn:
+            await conn.execute("select set_config('row_security', 'off', true)")
             try:
                 async with conn.transaction():  # a savepoint: a refusal leaves the transaction usable
                     cur = await conn.execute(count, values.params)
