@@ -79,3 +79,9 @@ def test_an_extraction_is_capped() -> None:
 )
 def test_a_reconciliation_is_an_add_unless_it_can_be_used(answer: str, expected: Decision) -> None:
     assert decision(answer, SHOWN) == expected
+
+
+def test_a_models_nul_characters_are_dropped() -> None:
+    """A model may write `\\u0000` as any client may; Postgres's text cannot hold it."""
+    found = candidates('{"memories": [{"kind": "fact", "title": "a\\u0000b", "content": "c\\u0000"}]}')
+    assert found == [Candidate("fact", "ab", "c")]

@@ -163,10 +163,26 @@ async def handle_database_error(request: Request, exc: Exception) -> Response:
     return await handle_api_error(request, database_unavailable(exc))
 
 
+async def handle_data_error(request: Request, exc: Exception) -> Response:
+    """A value the database cannot take, that no route turned into an answer: a client's mistake (text
+    with NUL, which psycopg refuses before sending; a class-22 data exception), so 400 with the database's
+    reason, as PostgREST answers class 22, never a 500."""
+    assert isinstance(exc, psycopg.DataError)
+    reason = (exc.diag.message_primary if exc.sqlstate else None) or str(exc).splitlines()[0]
+    log.info("%s %s: a value the database cannot take (%s)", request.method, request.url.path, exc.sqlstate)
+    return error_response(
+        400,
+        "INVALID_INPUT",
+        f"A value cannot be stored: {reason}",
+        "Fix the value the message names and retry.",
+    )
+
+
 EXCEPTION_HANDLERS = {
     ApiError: handle_api_error,
     HTTPException: handle_http_exception,
     psycopg.OperationalError: handle_database_error,
+    psycopg.DataError: handle_data_error,
     Exception: handle_unexpected,
 }
 

@@ -83,7 +83,9 @@ def first_object(text: str) -> dict[str, Any] | None:
 
 
 def _text(value: Any, limit: int) -> str:
-    return value.strip()[:limit].strip() if isinstance(value, str) else ""
+    """A model's text, trimmed and bounded; without NUL, which Postgres's text cannot hold (a model may
+    write `\\u0000` as any client may, and its answer is not checked on the way in as a request is)."""
+    return value.replace("\x00", "").strip()[:limit].strip() if isinstance(value, str) else ""
 
 
 def candidates(answer: str) -> list[Candidate]:
