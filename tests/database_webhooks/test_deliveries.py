@@ -296,3 +296,70 @@ def test_old_logs_are_pruned(client: TestClient, admin: dict[str, str], database
     assert client.portal is not None
     assert client.portal.call(runner.prune) >= 1
     assert len(client.get(f"/api/database/webhooks/{hook['id']}/logs", headers=admin).json()) == 1
+
+
+def raw_sql(client: TestClient, admin: dict[str, str], query: str) -> None:
+    """As the project admin (project_admin's rights), as an app or an agent would run it."""
+    answer = client.post("/api/database/advance/rawsql", json={"query": query}, headers=admin)
+    assert answer.status_code == 200, answer.text
+
+
+def test_the_apps_casts_to_json_never_run_in_the_trigger(
+    client: TestClient, admin: dict[str, str], receiver: Receiver, database_url: str
+) -> None:
+    """The trigger function runs with rights the app lacks; a cast to json the app wrote for its own type
+    would run inside it if the row went through to_jsonb. Here the cast refuses to run at all, so a change
+    would fail if it were called: the change goes through, and the column is sent as its text."""
+    table, mood = f"moods_{secrets.token_hex(4)}", f"mood_{secrets.token_hex(4)}"
+    raw_sql(client, admin, f"create table {table} (id int primary key)")
+    path = receiver.new_path()
+    create(client, admin, tableName=table, url=receiver.origin + path, events=["INSERT"])
+    raw_sql(
+        client,
+        admin,
+        f"create type {mood} as enum ('calm', 'cross'); "
+        f"create domain {mood}_level as int check (value > 0); "
+        f"create function {mood}_json(v {mood}) returns json language plpgsql as $$ "
+        "begin raise exception 'the app''s cast ran as %', current_user; end $$; "
+        f"create cast ({mood} as json) with function {mood}_json({mood}); "
+        f"alter table {table} add column feeling {mood}, add column feelings {mood}[], "
+        f"add column level {mood}_level, add column note text; "
+        f"insert into {table} values (1, 'calm', '{{calm,cross}}', 3, null)",
+    )
+    [inserted] = receiver.wait_for(path, 1)
+    assert inserted["json"]["record"] == {
+        "id": 1,
+        "feeling": "calm",
+        "feelings": "{calm,cross}",
+        "level": 3,
+        "note": None,
+    }
+
+
+def test_no_webhook_while_the_trigger_function_runs_as_the_changing_role(
+    client: TestClient, admin: dict[str, str], database_url: str
+) -> None:
+    """Where the owner could not set up the trigger's role, the migration leaves the function SECURITY
+    INVOKER (never the owner's own definer function): creating a webhook is then refused, since its trigger
+    would fail every change to the table."""
+    table = new_table(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("alter function database_webhooks.capture() security invoker")
+        try:
+            refused = client.post(
+                "/api/database/webhooks",
+                json={
+                    "name": "off",
+                    "tableName": table,
+                    "events": ["INSERT"],
+                    "url": "https://example.com/x",
+                },
+                headers=admin,
+            )
+        finally:
+            conn.execute("alter function database_webhooks.capture() security definer")
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"] == "DATABASE_WEBHOOKS_UNAVAILABLE"
+    listed = client.get("/api/database/webhooks", headers=admin).json()
+    assert all(hook["tableName"] != table for hook in listed)
+    run(database_url, "insert into {} values (1, 'tea', 2)", table)  # (no trigger was left behind)

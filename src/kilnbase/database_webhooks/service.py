@@ -161,6 +161,7 @@ class DatabaseWebhooks:
                 secret = self._box.encrypt(fields.secret, context=secret_context(hook_id))
             try:
                 async with self._database.as_owner() as cur:
+                    await _require_capture_role(cur)
                     schema, table = await _app_table(cur, fields.table_name)
                     await cur.execute("select count(*) as n from database_webhooks.hooks")
                     counted = await cur.fetchone()
@@ -362,4 +363,26 @@ async def _drop_triggers(cur: AsyncCursor[Any], hook_id: str) -> None:
                 sql.Identifier(found["nspname"]),
                 sql.Identifier(found["relname"]),
             )
+        )
+
+
+async def _require_capture_role(cur: AsyncCursor[Any]) -> None:
+    """A webhook's trigger queues through `database_webhooks.capture()`, which must run as the role that may
+    only queue (migration 0240). Where the database's owner could not set that role up, the migration left
+    the function SECURITY INVOKER, so that it never runs with the owner's rights; a trigger would then fail
+    every change to its table (the app's roles may not write the outbox), so no webhook is made."""
+    await cur.execute(
+        "select p.prosecdef and p.proowner = r.oid as ready from pg_proc p "
+        "left join pg_roles r on r.rolname = 'kilnbase_webhook_capture' "
+        "where p.oid = 'database_webhooks.capture()'::regprocedure"
+    )
+    found = await cur.fetchone()
+    if found is None or not found["ready"]:
+        raise ApiError(
+            503,
+            "DATABASE_WEBHOOKS_UNAVAILABLE",
+            "Database webhooks are off on this database: its owner could not set up the role "
+            "kilnbase_webhook_capture that their trigger runs as.",
+            "An operator sets it up once (docs/database-webhooks.md, 'When the owner may not create "
+            "roles'), then creating a webhook works.",
         )

@@ -60,11 +60,52 @@ CREATE INDEX logs_delivered_at ON database_webhooks.logs (delivered_at);
 REVOKE ALL ON ALL TABLES IN SCHEMA database_webhooks FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA database_webhooks FROM PUBLIC;
 
+-- A row as JSON, without running the app's code. `capture()` runs with rights the app does not have, and
+-- to_jsonb converts a value of a type Postgres does not ship (an enum, a domain over one, an extension's
+-- type) with the type's cast to json when one exists: a function the app may have written. So only columns
+-- of built-in types (a domain over one included: to_jsonb looks through it) go through to_jsonb; any other
+-- column goes as its text output (output functions are built in, or C that only a superuser can add),
+-- which is also what to_jsonb sends for such a type when it has no cast. Composite and array columns of
+-- the app's types are then sent as their text form rather than as JSON objects and arrays.
+CREATE FUNCTION database_webhooks.row_json(r anyelement, rel oid) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog
+AS $$
+DECLARE
+    v_values text;
+    v_out jsonb;
+BEGIN
+    IF num_nulls(r) = 1 THEN
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+          AND (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END) >= 16384
+    ) THEN
+        RETURN to_jsonb(r);
+    END IF;
+    SELECT string_agg(
+        CASE WHEN (CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END) < 16384
+            THEN format('(%1$L, to_jsonb(($1).%2$I))', a.attname, a.attname)
+            ELSE format(
+                '(%1$L, CASE WHEN num_nulls(($1).%2$I) = 1 THEN ''null''::jsonb '
+                'ELSE to_jsonb(format(''%%s'', ($1).%2$I)) END)', a.attname, a.attname)
+        END, ', ' ORDER BY a.attnum)
+    INTO v_values
+    FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+    WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped;
+    EXECUTE 'SELECT jsonb_object_agg(k, v) FROM (VALUES ' || v_values || ') AS c(k, v)' INTO v_out USING r;
+    RETURN v_out;
+END
+$$;
+REVOKE ALL ON FUNCTION database_webhooks.row_json(anyelement, oid) FROM PUBLIC;
+
 -- The trigger on an app table, one per webhook (named for it, given its id). It fires for every change, and
 -- queues one only while the webhook is enabled and wants that event: switching a webhook off or changing its
 -- events is then a row update, with no lock on the app's table. The row goes as `record` (new) and
--- `old_record` (old), InsForge's payload; a payload over 256 KiB of JSON keeps only the rows' primary key
--- columns, with `"truncated": true`. Identical notifications of one transaction are sent once, on commit.
+-- `old_record` (old), InsForge's payload (`row_json`: no app code runs here); a payload over 256 KiB of JSON
+-- keeps only the rows' primary key columns, with `"truncated": true`. Identical notifications of one
+-- transaction are sent once, on commit.
 CREATE FUNCTION database_webhooks.capture() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog
 AS $$
@@ -81,10 +122,10 @@ BEGIN
         RETURN NULL;
     END IF;
     IF TG_OP <> 'DELETE' THEN
-        v_record := to_jsonb(NEW);
+        v_record := database_webhooks.row_json(NEW, TG_RELID);
     END IF;
     IF TG_OP <> 'INSERT' THEN
-        v_old := to_jsonb(OLD);
+        v_old := database_webhooks.row_json(OLD, TG_RELID);
     END IF;
     v_payload := jsonb_build_object('event', TG_OP, 'table', TG_TABLE_NAME, 'record', v_record,
                                     'old_record', v_old);
@@ -109,7 +150,9 @@ REVOKE ALL ON FUNCTION database_webhooks.capture() FROM PUBLIC;
 
 -- The role the trigger function runs as: it reads whether a webhook wants an event and adds to the outbox,
 -- nothing more (roles are cluster-wide, so creation tolerates one that exists). An owner that may neither
--- create it nor hand the function to it keeps the function (still fixed to pg_catalog, with no dynamic SQL).
+-- create it nor hand the function to it never keeps it as a SECURITY DEFINER function of its own (the
+-- owner may be a superuser): the function becomes SECURITY INVOKER, and creating a webhook is refused
+-- until an operator sets the role up (docs/database-webhooks.md says what to run).
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'kilnbase_webhook_capture') THEN
@@ -125,11 +168,13 @@ BEGIN
     GRANT INSERT (webhook_id, event_type, table_name, payload) ON database_webhooks.outbox
         TO kilnbase_webhook_capture;
     GRANT USAGE ON SEQUENCE database_webhooks.outbox_id_seq TO kilnbase_webhook_capture;
+    GRANT EXECUTE ON FUNCTION database_webhooks.row_json(anyelement, oid) TO kilnbase_webhook_capture;
     IF NOT pg_has_role(current_user, 'kilnbase_webhook_capture', 'MEMBER') THEN
         EXECUTE format('GRANT kilnbase_webhook_capture TO %I', current_user);
     END IF;
     ALTER FUNCTION database_webhooks.capture() OWNER TO kilnbase_webhook_capture;
 EXCEPTION WHEN insufficient_privilege THEN
-    RAISE NOTICE 'cannot hand database_webhooks.capture() to kilnbase_webhook_capture: the owner keeps it';
+    ALTER FUNCTION database_webhooks.capture() SECURITY INVOKER;
+    RAISE WARNING 'database webhooks are off: the role kilnbase_webhook_capture could not be set up';
 END
 $$;
