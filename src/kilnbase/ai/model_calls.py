@@ -78,8 +78,7 @@ class ModelCalls:
         data = result.body.get("data")
         if not isinstance(data, list) or len(data) != len(texts):
             raise upstream_failed("Embedding provider returned no vector")
-        ordered = sorted(data, key=lambda item: item.get("index", 0) if isinstance(item, dict) else 0)
-        return [_vector(item, dimensions) for item in ordered]
+        return [_vector(item, dimensions) for item in sorted(data, key=_index)]
 
     async def complete(
         self, actor: Actor, endpoint: str, model: str, messages: Sequence[Mapping[str, str]]
@@ -88,11 +87,24 @@ class ModelCalls:
         caller = caller_of_principal(actor.principal, actor.ip)
         raw = {"model": model, "messages": [dict(m) for m in messages], "temperature": 0}
         result = await _as_api_error(model, self._gateway.chat(caller, raw, endpoint=endpoint))
-        choices = result.body.get("choices") or []
-        content = choices[0].get("message", {}).get("content") if choices else None
-        if not isinstance(content, str):
+        content = _first_text(result.body.get("choices"))
+        if content is None:
             raise upstream_failed("The model returned no text")
         return content
+
+
+def _index(item: Any) -> int:
+    """Where an embedding goes in the answer's order; a provider's odd `index` counts as 0 (never a 500)."""
+    index = item.get("index", 0) if isinstance(item, dict) else 0
+    return index if isinstance(index, int) and not isinstance(index, bool) else 0
+
+
+def _first_text(choices: Any) -> str | None:
+    """The first choice's message text, whatever shape the provider gave the rest of its answer."""
+    first = choices[0] if isinstance(choices, list) and choices else None
+    message = first.get("message") if isinstance(first, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else None
 
 
 def _vector(item: Any, dimensions: int) -> list[float]:
