@@ -151,6 +151,10 @@ class ClaimLoop(ABC, Generic[T]):
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
         self._wake.set()  # (a place is free, and the item may be due again already)
+        if not task.cancelled() and task.exception() is not None:  # (`handle` records its item's failures)
+            self._log.error(
+                "%s: %s failed unexpectedly", self._name, task.get_name(), exc_info=task.exception()
+            )
 
     async def _prune_when_due(self) -> None:
         now = time.monotonic()
