@@ -5,7 +5,7 @@ token on the records API (which never asks the database about sessions) well bef
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -69,6 +69,10 @@ def notes(project: LiveProject, server: int, token: str) -> int:
     return httpx.get(
         f"{project.url(server)}{NOTES}", headers={"Authorization": f"Bearer {token}"}, timeout=30
     ).status_code
+
+
+def refuses(project: LiveProject, server: int, token: str) -> Callable[[], bool]:
+    return lambda: notes(project, server, token) == 401
 
 
 def refused_everywhere(project: LiveProject, token: str) -> None:
@@ -175,5 +179,13 @@ def test_a_listener_that_lost_its_connection_catches_up(project: LiveProject) ->
             "update auth.sessions set revoked_at = now() where user_id = %s and revoked_at is null",
             (session["user"]["id"],),
         )
-        refused_everywhere(project, session["accessToken"])
+        # (Neither process ended it, and each listener reconnects after its own jittered pause: each is
+        # waited for, where `refused_everywhere` expects process 0, which ended it, to refuse at once.)
+        started = time.monotonic()
+        token = session["accessToken"]
+        for server in range(len(project.servers)):
+            assert eventually(refuses(project, server, token), timeout=WITHIN_SECONDS), (
+                f"process {server} still accepts the token"
+            )
+        assert time.monotonic() - started < WITHIN_SECONDS
         assert eventually(lambda: listeners(conn) == len(project.servers))
