@@ -40,6 +40,7 @@ from kilnbase.http.request_context import BodyLimit, RequestContextMiddleware
 from kilnbase.http.routing import IndexedRouter
 from kilnbase.identity.principal import API_KEY_HOLDER, CredentialResolver, Principal
 from kilnbase.keys.project_keys import ProjectKeys, load_project_keys
+from kilnbase.kv import routes as kv_routes
 from kilnbase.logs import routes as logs_routes
 from kilnbase.mcp_server.access import EVERYTHING, Listed, Narrowing
 from kilnbase.mcp_server.approvals import Approvals
@@ -78,6 +79,7 @@ def capabilities(services: Services) -> list[Capability]:
         schedules_routes.capability(services.schedules, services.schedule_runner),
         advisor_routes.capability(services.advisor),
         memory_routes.capability(services.memory),
+        kv_routes.capability(services.kv),
         realtime_routes.capability(services.realtime),
         dashboard_routes.capability(services.core),
     ]

@@ -29,6 +29,7 @@ from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.keys.access_tokens import TokenService
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.keys.secret_box import SecretBox
+from kilnbase.kv.service import KvStore
 from kilnbase.logs.service import LogsService
 from kilnbase.memory.service import Memory
 from kilnbase.metadata.service import MetadataService
@@ -64,6 +65,7 @@ class Services:
     webhook_runner: DeliveryRunner
     advisor: Advisor
     memory: Memory
+    kv: KvStore
 
 
 def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
@@ -137,4 +139,5 @@ def build_services(core: Core) -> Services:
         advisor=Advisor(core.database, core.settings.advisor),
         # Memory calls its models through the gateway, as its caller (limits, credentials, usage ledger).
         memory=Memory(core.database, ModelCalls(ai.gateway), core.settings.memory),
+        kv=KvStore(core.database),
     )

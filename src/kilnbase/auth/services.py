@@ -8,13 +8,10 @@ object.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-
-import psycopg
 
 from kilnbase.auth.accounts import Accounts
 from kilnbase.auth.admin import AuthAdmin
@@ -23,6 +20,7 @@ from kilnbase.auth.oauth_flow import OAuthSignIn
 from kilnbase.auth.parts import AuthParts
 from kilnbase.auth.raw_email import RawEmails
 from kilnbase.capability import Core
+from kilnbase.db.periodic import repeating
 
 log = logging.getLogger("kilnbase.auth")
 #: How often each process deletes the sessions that expired (they can never be used again).
@@ -61,32 +59,13 @@ class Auth:
         finally:
             await self.parts.mailer.drain()
 
-    @contextlib.asynccontextmanager
-    async def sweeping(self) -> AsyncIterator[None]:
-        """While the server runs (its background work): expired sessions pruned now and then."""
-        stopping = asyncio.Event()
-        sweeping = asyncio.create_task(self._prune_sessions(stopping))
-        try:
-            yield
-        finally:
-            # Not cancelled: a sweep under way finishes (a query cancelled midway can leave its pooled
-            # connection waiting on the server); the wait between sweeps ends at once.
-            stopping.set()
-            await sweeping
-
-    async def _prune_sessions(self, stopping: asyncio.Event) -> None:
-        """A minute after start, then every `SESSION_SWEEP_SECONDS` (each process; deleting twice is
-        harmless), until `stopping` is set."""
-        wait = SESSION_SWEEP_FIRST_SECONDS
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), wait)
-            if stopping.is_set():
-                return
-            wait = SESSION_SWEEP_SECONDS
-            try:
-                pruned = await self.parts.sessions.prune_expired()
-                if pruned:
-                    log.info("pruned %d expired sessions", pruned)
-            except psycopg.Error as exc:
-                log.warning("could not prune expired sessions: %s", type(exc).__name__)
+    def sweeping(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """While the server runs (its background work): expired sessions pruned a minute after start, then
+        every `SESSION_SWEEP_SECONDS`."""
+        return repeating(
+            self.parts.sessions.prune_expired,
+            first=SESSION_SWEEP_FIRST_SECONDS,
+            every=SESSION_SWEEP_SECONDS,
+            what="expired sessions",
+            log=log,
+        )

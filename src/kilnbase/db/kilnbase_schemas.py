@@ -18,4 +18,5 @@ OWNED_SCHEMAS = (
     "schedules",
     "database_webhooks",
     "memory",
+    "kv",
 )
