@@ -6,38 +6,20 @@ table is not reachable through the records API. End users' writes are not audite
 from __future__ import annotations
 
 import json
-import secrets
 import uuid
 from typing import Any
 
 import psycopg
-import pytest
 from starlette.testclient import TestClient
 
 from kilnbase.identity.principal import CredentialKind, Principal
-from tests.support.app import admin_headers, agent_headers, anon_headers, mcp_call, services_of, user_headers
-
-
-@pytest.fixture(scope="module")
-def admin(client: TestClient) -> dict[str, str]:
-    return admin_headers(client)
-
-
-@pytest.fixture
-def ns() -> str:
-    return f"test-{secrets.token_hex(4)}"
+from tests.kv.entries import put
+from tests.support.app import agent_headers, anon_headers, mcp_call, services_of, user_headers
 
 
 def new_user(client: TestClient) -> tuple[str, dict[str, str]]:
     user_id = str(uuid.uuid4())
     return user_id, user_headers(client, user_id, f"{user_id[:8]}@example.com")
-
-
-def put(client: TestClient, headers: dict[str, str], ns: str, key: str, **body: Any) -> dict[str, Any]:
-    response = client.put(f"/api/kv/entries/{ns}/{key}", headers=headers, json=body)
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
 
 
 def value_of(client: TestClient, headers: dict[str, str], ns: str, key: str) -> Any:

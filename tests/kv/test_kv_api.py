@@ -14,27 +14,10 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from tests.support.app import admin_headers, services_of
+from tests.kv.entries import put
+from tests.support.app import services_of
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-@pytest.fixture(scope="module")
-def admin(client: TestClient) -> dict[str, str]:
-    return admin_headers(client)
-
-
-@pytest.fixture
-def ns() -> str:
-    """A namespace of this test's own."""
-    return f"test-{secrets.token_hex(4)}"
-
-
-def put(client: TestClient, headers: dict[str, str], ns: str, key: str, **body: Any) -> dict[str, Any]:
-    response = client.put(f"/api/kv/entries/{ns}/{key}", headers=headers, json=body)
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
 
 
 def age(database_url: str, ns: str, key: str) -> None:
