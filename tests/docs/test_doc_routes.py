@@ -1,6 +1,6 @@
 """Every route of the public API (auth, database and records, the gateway, secrets, schedules, advisor,
-memory, storage, functions, realtime, metadata, logs, docs, agents, approvals, MCP) has a runnable example in
-`docs/` (one that `test_doc_examples.py` runs): a new route without one fails here, naming it."""
+memory, kv, storage, functions, realtime, metadata, logs, docs, agents, approvals, MCP) has a runnable
+example in `docs/` (one that `test_doc_examples.py` runs): a new route without one fails here, naming it."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ DOCUMENTED = (
     "/api/schedules",
     "/api/advisor",
     "/api/memory",
+    "/api/kv",
     "/.well-known",
     "/api/.well-known",
     "/api/storage",

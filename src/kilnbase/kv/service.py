@@ -126,7 +126,8 @@ class _Statements:
             ),
             mget=(
                 "select e.key, e.value::text as value from kv.entries e "
-                f"where e.namespace = %(namespace)s and e.key = any(%(keys)s::text[]) and {mine} and {_LIVE}"
+                f"where e.namespace = %(namespace)s and e.key = any(%(keys)s::text[]) and {mine} and {_LIVE} "
+                "order by e.key"
             ),
             drop_expired=f"delete from kv.entries e where {key} and e.expires_at <= now()",
             set=f"{insert}{overwrite}returning (e.xmax = 0) as created, {_ENTRY}",
