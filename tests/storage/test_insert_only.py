@@ -164,3 +164,34 @@ def test_resumable_upload_under_insert_policy_alone(
     assert _row(client, bucket, "raced.bin") == kept
     assert client.get(f"{BUCKETS}/{bucket}/objects/raced.bin", headers=admin).content == b"admin's"
     assert _orphans(client) == set()
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_policy_on_the_type_decides_before_the_body_as_at_the_commit(
+    client: TestClient, anon: dict[str, str], alice: dict[str, str], new_bucket: NewBucket, role: str
+) -> None:
+    """A policy that admits only images: the early check (made before the body is read) is made with the
+    type the client claims, so an image is taken by POST and PUT alike, and anything else refused."""
+    bucket = new_bucket(public=False)
+    owner_sql(
+        client,
+        f'create policy "{role}_images_{bucket}" on storage.objects for insert to {role} '
+        f"with check (bucket = '{bucket}' and left(mime_type, 6) = 'image/')",
+    )
+    caller = _caller(role, anon, alice)
+    image = {"file": ("photo.png", PNG, "image/png")}
+    posted = client.post(f"{BUCKETS}/{bucket}/objects", files=image, headers=caller)
+    assert posted.status_code == 201, posted.text
+    put = client.put(f"{BUCKETS}/{bucket}/objects/put.png", files=image, headers=caller)
+    assert put.status_code == 200, put.text
+    text = {"file": ("notes.txt", b"plain words", "text/plain")}
+    refused = client.post(f"{BUCKETS}/{bucket}/objects", files=text, headers=caller)
+    assert refused.status_code == 403, refused.text
+    keys = {
+        row["key"]
+        for row in owner_sql(client, "select key from storage.objects where bucket = %s", (bucket,))
+    }
+    assert keys == {posted.json()["key"], "put.png"}

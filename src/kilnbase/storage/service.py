@@ -480,10 +480,13 @@ class StorageService:
         except pg_errors.NoDataFound:
             raise upload_not_found() from None
 
-    async def _probe_write(self, principal: Principal, bucket: str, key: str, *, replace: bool) -> None:
+    async def _probe_write(
+        self, principal: Principal, bucket: str, key: str, *, replace: bool, mime: str | None = None
+    ) -> None:
         """Refuse before any byte is received when the caller's policies forbid this write: the same write,
-        of an empty object, rolled back."""
-        row = _object_row(principal, bucket, key, uuid.uuid4(), 0, None, None, "rest", datetime.now(UTC))
+        of an empty object of the type the client claims (`mime`, when it is known: a policy may admit only
+        images), rolled back."""
+        row = _object_row(principal, bucket, key, uuid.uuid4(), 0, None, mime, "rest", datetime.now(UTC))
         await self._write_row(principal, row, replace=replace, rollback=True)
 
     async def _refuse_agent_replacing(self, actor: Actor, bucket: str, key: str) -> None:
@@ -529,8 +532,6 @@ class StorageService:
         if taken and replace and actor.is_unapproved_agent:
             assert key is not None
             raise agent_replace_refused(bucket, key)
-        if not principal.is_admin and key is not None:
-            await self._probe_write(principal, bucket, key, replace=replace)
         if limit is None:
             limit = configured_limit
         if raw:
@@ -538,12 +539,12 @@ class StorageService:
         else:
             received, chunks = await open_upload(body, content_type, filename)
         if key is None:
-            # The generated key is made from the file's name, known once the form's part headers are read:
-            # the caller's policies decide on it then, before the file is read on (at most the network
-            # chunk that brought those headers has arrived) or any of it is stored.
             key = names.generated_key(received.filename)
-            if not principal.is_admin:
-                await self._probe_write(principal, bucket, key, replace=replace)
+        if not principal.is_admin:
+            # Once the form's part headers are read, the file's name (a generated key is made from it) and
+            # claimed type are known: the caller's policies decide on them then, before the file is read on
+            # (at most the network chunk that brought those headers has arrived) or any of it is stored.
+            await self._probe_write(principal, bucket, key, replace=replace, mime=received.claimed_type)
         final_key = key
         s3 = via == "s3"  # S3's PutObject: its ETag is the MD5 of the bytes
 
