@@ -75,3 +75,23 @@ def test_a_nul_in_a_query_parameter_is_a_400(client: TestClient) -> None:
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == "INVALID_INPUT"
     assert "NUL" in answer.json()["message"]
+
+
+def test_a_deeply_nested_body_is_walked_without_recursion(client: TestClient) -> None:
+    """The JSON parser takes 1,024 levels, more than Python's recursion allows: the NUL check must not
+    turn such a body into a 500."""
+    deep = "[" * 1000 + '"a\\u0000"' + "]" * 1000
+    answer = client.post(
+        "/api/schedules",
+        headers={**admin_headers(client), "Content-Type": "application/json"},
+        content=deep,
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["message"].startswith("0." * 999 + "0: text cannot contain")
+    harmless = "[" * 1000 + '"a\\\\u0000"' + "]" * 1000  # (an escaped backslash, then u0000: no NUL)
+    answer = client.post(
+        "/api/schedules",
+        headers={**admin_headers(client), "Content-Type": "application/json"},
+        content=harmless,
+    )
+    assert answer.status_code == 400 and "JSON object" in answer.json()["message"], answer.text

@@ -42,7 +42,7 @@ def decode_json(raw: bytes, *, optional: bool = False) -> Any:
             "Send valid JSON (double-quoted names and strings, no trailing commas).",
         ) from None
     if b"\\u0000" in raw:  # (JSON writes NUL only so: the walk runs for the bodies that may hold one)
-        where = _nul_at(value, "")
+        where = _nul_at(value)
         if where is not None:
             raise ApiError(
                 400,
@@ -53,23 +53,24 @@ def decode_json(raw: bytes, *, optional: bool = False) -> Any:
     return value
 
 
-def _nul_at(value: Any, path: str) -> str | None:
-    """The path (`a.b.0`) of the first name or string in `value` holding NUL, if any."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for name, item in value.items():
-            here = f"{path}.{name}" if path else str(name)
-            if "\x00" in name:
-                return here
-            found = _nul_at(item, here)
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _nul_at(item, f"{path}.{index}" if path else str(index))
-            if found is not None:
-                return found
+def _nul_at(value: Any) -> str | None:
+    """The path (`a.b.0`) of the first name or string in `value` holding NUL, if any. A walk with a stack of
+    its own: a body may nest as deep as the JSON parser allows (1,024 levels), past Python's recursion."""
+    pending: list[tuple[Any, str]] = [(value, "")]
+    while pending:
+        item, path = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path
+        elif isinstance(item, dict):
+            named = [(f"{path}.{name}" if path else str(name), name, inner) for name, inner in item.items()]
+            for here, name, _ in named:
+                if "\x00" in name:
+                    return here
+            pending.extend((inner, here) for here, _, inner in reversed(named))
+        elif isinstance(item, list):
+            for index in range(len(item) - 1, -1, -1):
+                pending.append((item[index], f"{path}.{index}" if path else str(index)))
     return None
 
 
