@@ -17,7 +17,7 @@ from kilnbase.config import Settings
 from kilnbase.database.admin import DatabaseAdmin
 from kilnbase.database_webhooks.runner import DeliveryRunner
 from kilnbase.database_webhooks.service import DatabaseWebhooks
-from kilnbase.db.pool import create_database
+from kilnbase.db.pool import catalog_only, create_database
 from kilnbase.db.roles import request_conninfo
 from kilnbase.db.schema_cache import SchemaCache
 from kilnbase.db.session import Database
@@ -69,8 +69,11 @@ class Services:
 
 
 def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
-    """The core, its pools created but not yet opened (`Core.running` opens them)."""
-    database = create_database(settings, owner_conninfo, request_conninfo(settings, keys, owner_conninfo))
+    """The core, its pools created but not yet opened (`Core.running` opens them). The owner's connections
+    resolve names in `pg_catalog` alone (`catalog_only` says why); requests keep Postgres's search path."""
+    requests = request_conninfo(settings, keys, owner_conninfo)
+    owner_conninfo = catalog_only(owner_conninfo)
+    database = create_database(settings, owner_conninfo, requests)
     return Core(
         settings=settings,
         keys=keys,

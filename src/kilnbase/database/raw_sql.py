@@ -130,7 +130,12 @@ async def run(
                 if explain:
                     await conn.execute("set transaction read only")
                 before = await whole_table_changes.counts(conn) if wholesale else None
+                # The admin's own SQL names the app's objects as Postgres's default path does; Kilnbase's
+                # statements around it resolve in pg_catalog alone, as every owner session does
+                # (`db/pool.catalog_only`).
+                await conn.execute("select set_config('search_path', '\"$user\", public', true)")
                 result = await _execute(conn, statements, params, explain=explain)
+                await conn.execute("select set_config('search_path', 'pg_catalog', true)")
                 if before is not None and (reasons := await whole_table_changes.wholesale(conn, before)):
                     raise HeldForApproval("; ".join(reasons))
                 if not explain:

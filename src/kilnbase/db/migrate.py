@@ -62,6 +62,9 @@ def apply_migrations(conninfo: str, migrations: list[Migration] | None = None) -
     pending = discover() if migrations is None else migrations
     applied_now: list[Migration] = []
     with psycopg.connect(conninfo, autocommit=True) as conn:
+        # Migrations name what they create and call with its schema; built-ins resolve in pg_catalog alone, so
+        # no function an app created in `public` runs with the owner's rights (`db/pool.catalog_only`).
+        conn.execute("select set_config('search_path', 'pg_catalog', false)")
         conn.execute("select pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
             conn.execute(_BOOTSTRAP)

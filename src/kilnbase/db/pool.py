@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from kilnbase.config import Settings
@@ -21,6 +22,21 @@ from kilnbase.db.session import Database
 #: default, 5 minutes, let its backoff grow to two minutes between attempts: long after the database was back,
 #: no connection came).
 RECONNECT_SECONDS = 5.0
+
+
+def catalog_only(conninfo: str) -> str:
+    """`conninfo` with its sessions' search_path set to `pg_catalog` alone: for every connection the owner
+    makes at run time (its pool, its listeners).
+
+    The app's admins, and agent keys that may write the schema, create objects in `public` as project_admin.
+    A function there whose argument types match a call exactly wins over a built-in one that needs a cast or
+    takes a polymorphic argument (`public.make_interval(secs integer)` over `pg_catalog.make_interval`,
+    `public.unnest(name[])` over `pg_catalog.unnest(anyarray)`). With `public` in the owner's search path,
+    Kilnbase's own statements would call such a function with the owner's rights (a superuser's, in the
+    embedded cluster). Kilnbase names its own objects with their schema; built-ins resolve in `pg_catalog`,
+    which no app can write; an extension's objects are named with the extension's schema where used."""
+    options = conninfo_to_dict(conninfo).get("options") or ""
+    return make_conninfo(conninfo, options=f"{options} -c search_path=pg_catalog".strip())
 
 
 async def _configure(conn: AsyncConnection[object]) -> None:

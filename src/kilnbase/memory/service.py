@@ -120,15 +120,28 @@ class Memory:
         self._models = models
         self._settings = settings
         self._available = False
+        #: pgvector's schema, quoted: its type and operator are named with it (`_with_vector`).
+        self._vector_schema = ""
+
+    def _with_vector(self, statement: str) -> str:
+        """`statement` with pgvector's type and distance operator named with their schema: the owner's
+        sessions resolve names in `pg_catalog` alone (`db/pool.catalog_only`), and pgvector lives where the
+        app's admins may create functions and operators of their own."""
+        schema = self._vector_schema
+        return statement.replace("::vector", f"::{schema}.vector").replace("<=>", f"OPERATOR({schema}.<=>)")
 
     async def _require_table(self) -> None:
         """503 when the database had no pgvector when it was migrated (see migration 0230)."""
         if self._available:
             return
         async with self._database.as_owner() as cur:
-            await cur.execute("select to_regclass('memory.memories') is not null as present")
+            await cur.execute(
+                "select to_regclass('memory.memories') is not null as present, (select n.nspname "
+                "from pg_extension e join pg_namespace n on n.oid = e.extnamespace "
+                "where e.extname = 'vector') as vector_schema"
+            )
             row = await cur.fetchone()
-        if row is None or not row["present"]:
+        if row is None or not row["present"] or row["vector_schema"] is None:
             raise ApiError(
                 503,
                 "MEMORY_UNAVAILABLE",
@@ -137,6 +150,7 @@ class Memory:
                 "Use the embedded PostgreSQL, or install pgvector on the server before Kilnbase first "
                 "migrates its database.",
             )
+        self._vector_schema = '"' + str(row["vector_schema"]).replace('"', '""') + '"'
         self._available = True
 
     # --- remember ---------------------------------------------------------------------------------------
@@ -201,13 +215,15 @@ class Memory:
         async with self._database.as_owner() as cur:
             await cur.execute(_ITERATIVE_SCAN)
             await cur.execute(
-                "with q as (select %(v)s::vector as v) "
-                "select m.id::text as id, m.kind, m.title, m.content, "
-                "(1 - (m.embedding <=> q.v))::float8 as similarity "
-                "from memory.memories m, q "
-                "where m.scope = %(scope)s and m.embedding_model = %(model)s "
-                "and 1 - (m.embedding <=> q.v) > %(floor)s "
-                "order by m.embedding <=> q.v limit %(k)s",
+                self._with_vector(
+                    "with q as (select %(v)s::vector as v) "
+                    "select m.id::text as id, m.kind, m.title, m.content, "
+                    "(1 - (m.embedding <=> q.v))::float8 as similarity "
+                    "from memory.memories m, q "
+                    "where m.scope = %(scope)s and m.embedding_model = %(model)s "
+                    "and 1 - (m.embedding <=> q.v) > %(floor)s "
+                    "order by m.embedding <=> q.v limit %(k)s"
+                ),
                 {
                     "v": _vector(vector),
                     "scope": scope,
@@ -247,9 +263,11 @@ class Memory:
         [vector] = await self._embed(actor, [_embedded(title, content)])
         async with self._database.as_owner() as cur:
             await cur.execute(
-                "update memory.memories set kind = %s, title = %s, content = %s, embedding = %s::vector, "
-                "embedding_model = %s, source = %s, updated_at = now() "
-                "where id = %s and scope = %s returning id::text as id",
+                self._with_vector(
+                    "update memory.memories set kind = %s, title = %s, content = %s, embedding = %s::vector, "
+                    "embedding_model = %s, source = %s, updated_at = now() "
+                    "where id = %s and scope = %s returning id::text as id"
+                ),
                 (
                     candidate.kind,
                     title,
@@ -273,9 +291,11 @@ class Memory:
     ) -> dict[str, Any]:
         async with self._database.as_owner() as cur:
             await cur.execute(
-                "insert into memory.memories "
-                "(scope, kind, title, content, embedding, embedding_model, source) "
-                "values (%s, %s, %s, %s, %s::vector, %s, %s) returning id::text as id",
+                self._with_vector(
+                    "insert into memory.memories "
+                    "(scope, kind, title, content, embedding, embedding_model, source) "
+                    "values (%s, %s, %s, %s, %s::vector, %s, %s) returning id::text as id"
+                ),
                 (
                     request.scope,
                     candidate.kind,
@@ -305,7 +325,7 @@ class Memory:
         async with self._database.as_owner() as cur:
             await cur.execute(_ITERATIVE_SCAN)
             await cur.execute(
-                _RECALL_SQL,
+                self._with_vector(_RECALL_SQL),
                 {
                     "v": _vector(vector),
                     "query": request.query,
