@@ -2,7 +2,9 @@
 
 Per table: its columns in one line (type, `?` when nullable, `=default`, `->` a foreign key), RLS state and
 each policy's command, roles and expressions, and what `anon` may do; then the auth settings that change
-client code, buckets, functions, realtime channels and the models the gateway serves. A project with more
+client code, buckets, functions, realtime channels and the models the gateway serves; then schedules,
+database webhooks, the advisor's latest scan, the KV store's global namespaces and memory's scopes, each
+only for a caller whose scopes reach it (the rest named at the end). A project with more
 tables than `FULL_DETAIL_TABLES` gets one line per table and the advice to ask for one table's schema (MCP
 `get-table-schema`, `GET /api/metadata/<table>`), so it stays readable at any size.
 """
@@ -16,6 +18,7 @@ from typing import Any
 
 from psycopg.rows import DictRow
 
+from kilnbase.metadata.summaries import ADVISOR, KV, MEMORY, SCHEDULES, WEBHOOKS, Section
 from kilnbase.metadata.tables import ForeignKeyEdge
 
 #: Up to this many tables, each is described in full; past it, one line each.
@@ -52,6 +55,11 @@ class ProjectView:
     functions: list[dict[str, Any]] | None
     realtime: dict[str, Any] | None
     ai: dict[str, Any]
+    #: The summaries this caller may see, by key (`summaries.read`), and those its scopes leave out.
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hidden: list[Section] = field(default_factory=list)
+    #: The optional tables this database has (`project_state.installed`).
+    installed: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
 
 
@@ -291,6 +299,111 @@ def _ai(ai: dict[str, Any]) -> list[str]:
     ]
 
 
+def _moment(iso: str) -> str:
+    """`2025-03-01T09:30:12.345Z` as `2025-03-01 09:30 UTC`."""
+    return f"{iso[:16].replace('T', ' ')} UTC"
+
+
+def _named(text: str) -> str:
+    """A name someone chose (a schedule's, a namespace), on one line whatever it holds."""
+    return _SPACES.sub(" ", text).strip()
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _more(total: int, listed: int, what: str, tool: str | None = None) -> list[str]:
+    if total <= listed:
+        return []
+    return [f"- {total - listed} more {what}" + (f": `{tool}`" if tool else " (not listed)")]
+
+
+def _closing(items: Sequence[Any], total: int, what: str, tool: str, empty: str) -> list[str]:
+    """The end of a list section: what makes one when there is none, or how many more there are."""
+    return [f"- none ({empty})"] if not items else _more(total, len(items), what, tool)
+
+
+def _schedules(section: dict[str, Any]) -> list[str]:
+    lines = ["## Schedules"]
+    for job in section["jobs"]:
+        run = job["lastRun"]
+        if run is None:
+            last = "not run yet"
+        else:
+            outcome = "ok" if run["success"] else "FAILED"
+            last = f"last run {outcome} ({run['statusCode']}) {_moment(run['at'])}"
+        state = "active" if job["isActive"] else "off"
+        call = f"{job['httpMethod']} {job['target'] or '?'}"
+        lines.append(f"- {_named(job['name'])}: `{job['cronSchedule']}` {call}; {state}; {last}")
+    empty = "`create-schedule` calls a URL or a function on a cron cadence"
+    return lines + _closing(section["jobs"], section["total"], "schedules", "list-schedules", empty)
+
+
+def _webhooks(section: dict[str, Any]) -> list[str]:
+    lines = ["## Database webhooks"]
+    window = section["recentFailuresWindowHours"]
+    for hook in section["webhooks"]:
+        parts = ["enabled" if hook["enabled"] else "disabled", "signed" if hook["hasSecret"] else "unsigned"]
+        if hook["recentFailures"]:
+            failed = _count(hook["recentFailures"], "failed delivery", "failed deliveries")
+            parts.append(f"{failed} in {window}h")
+        events = ",".join(hook["events"])
+        target = f"{hook['tableName']} {events} -> {hook['urlHost'] or '?'}"
+        lines.append(f"- {_named(hook['name'])}: {target}; " + "; ".join(parts))
+    hooks, empty = section["webhooks"], "`create-database-webhook` POSTs a table's row changes to a URL"
+    return lines + _closing(hooks, section["total"], "webhooks", "list-database-webhooks", empty)
+
+
+def _advisor(section: dict[str, Any]) -> list[str]:
+    lines = ["## Advisor"]
+    scan = section["latestScan"]
+    if scan is not None:
+        counts = scan["summary"]
+        lines.append(
+            f"- latest scan {_moment(scan['scannedAt'])} ({scan['status']}): {counts['critical']} critical, "
+            f"{counts['warning']} warning, {counts['info']} info (`get-advisor-issues`)"
+        )
+    if section["hint"]:
+        lines.append(f"- {section['hint']}")
+    return lines
+
+
+def _counted(items: list[str], total: int, what: str) -> list[str]:
+    return [f"- {what}: {_list(items)}", *_more(total, len(items), what)]
+
+
+def _kv(section: dict[str, Any]) -> list[str]:
+    names = [f"{_named(n['namespace'])} ({_count(n['keys'], 'key', 'keys')})" for n in section["namespaces"]]
+    return [
+        "## Key-value store",
+        *_counted(names, section["totalNamespaces"], "global namespaces"),
+    ]
+
+
+def _memory(section: dict[str, Any], installed: bool) -> list[str]:
+    if not installed:
+        return ["## Agent memory", "Not available in this server (its database lacks pgvector)."]
+    scopes = [
+        f"{_named(s['scope'])} ({_count(s['memories'], 'memory', 'memories')})" for s in section["scopes"]
+    ]
+    return ["## Agent memory", *_counted(scopes, section["totalScopes"], "scopes")]
+
+
+def _summaries(view: ProjectView) -> list[str]:
+    lines: list[str] = []
+    found = view.summaries
+    for section, write in ((SCHEDULES, _schedules), (WEBHOOKS, _webhooks), (ADVISOR, _advisor), (KV, _kv)):
+        if section.key in found:
+            lines += ["", *write(found[section.key])]
+    if MEMORY.key in found:
+        lines += ["", *_memory(found[MEMORY.key], MEMORY.table in view.installed)]
+    if view.hidden:
+        needed = ", ".join(f"{s.key} ({s.group}:read)" for s in view.hidden)
+        lines += ["", "## Not shown", f"- this key's scopes do not reach: {needed}"]
+    return lines
+
+
 def render(view: ProjectView) -> str:
     lines = [
         f"# Kilnbase backend (InsForge API {view.version})",
@@ -308,5 +421,6 @@ def render(view: ProjectView) -> str:
         *_realtime(view.realtime),
         "",
         *_ai(view.ai),
+        *_summaries(view),
     ]
     return "\n".join(lines) + "\n"

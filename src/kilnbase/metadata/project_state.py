@@ -1,6 +1,7 @@
 """The project's configuration as the other capabilities keep it, read on the owner pool (it lives in
 Kilnbase's own schemas, which no request role can read): auth settings, storage buckets, edge functions,
-realtime channels and permissions, and the model gateway's configurations.
+realtime channels and permissions, the model gateway's configurations, and the summaries of schedules,
+database webhooks, the advisor, the KV store and agent memory (`summaries`).
 
 Nothing here imports another capability: each is read from its tables. A capability that is not installed
 in this server has no tables (`to_regclass(...)` is null), and its slice is empty, never an error. Secrets
@@ -16,12 +17,15 @@ from typing import Any
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
+from kilnbase.metadata import summaries
+
 #: The tables read here that a capability creates when it is installed.
 _OPTIONAL_TABLES = (
     "storage.buckets",
     "functions.definitions",
     "realtime.channels",
     "realtime.messages",
+    *summaries.TABLES,
 )
 
 _EXISTING = "select name from unnest(%s::text[]) as name where to_regclass(name) is not null"
@@ -197,9 +201,11 @@ class ProjectState:
     functions: list[dict[str, Any]]
     realtime: dict[str, Any]
     ai: dict[str, Any]
+    #: The summaries asked for (those the caller may see), by their key in the JSON.
+    summaries: dict[str, dict[str, Any]]
 
 
-async def read(cur: AsyncCursor[DictRow]) -> ProjectState:
+async def read(cur: AsyncCursor[DictRow], sections: tuple[summaries.Section, ...]) -> ProjectState:
     tables = await installed(cur)
     return ProjectState(
         installed=tables,
@@ -208,4 +214,5 @@ async def read(cur: AsyncCursor[DictRow]) -> ProjectState:
         functions=await functions(cur, tables),
         realtime=await realtime(cur, tables),
         ai=await ai(cur),
+        summaries=await summaries.read(cur, sections, tables),
     )

@@ -3,7 +3,8 @@
 The database part is read as the caller (the admin's `project_admin` role, on the request pool), so it shows
 what that role sees; the configuration other capabilities keep in Kilnbase's own schemas (auth settings,
 buckets, functions, channels, models) is read on the owner pool, without its secrets. Handing out the API key
-is audited.
+is audited. The summaries of schedules, webhooks, the advisor, the KV store and memory are Kilnbase's
+additions, each shown only to a caller with its feature group's read scope (`summaries.visible`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.project_keys import KeyRing
-from kilnbase.metadata import catalog, project_state
+from kilnbase.metadata import catalog, project_state, summaries
 from kilnbase.metadata.markdown import FULL_DETAIL_TABLES, ProjectView, render
 from kilnbase.metadata.tables import edges, table_detail
 
@@ -118,14 +119,15 @@ class MetadataService:
 
     # --- the whole ---------------------------------------------------------------------------------------
 
-    async def _project_state(self) -> project_state.ProjectState:
+    async def _project_state(self, actor: Actor) -> project_state.ProjectState:
         async with self.database.as_owner() as cur:
-            return await project_state.read(cur)
+            return await project_state.read(cur, summaries.visible(actor.principal))
 
     async def overview(self, actor: Actor) -> dict[str, Any]:
-        """InsForge's `GET /api/metadata` JSON, with Kilnbase's additions (`ai`, the schema fingerprint)."""
+        """InsForge's `GET /api/metadata` JSON, with Kilnbase's additions (`ai`, the schema fingerprint, and
+        the summaries this caller may see: `schedules`, `databaseWebhooks`, `advisor`, `kv`, `memory`)."""
         _require_admin(actor)
-        state, database = await asyncio.gather(self._project_state(), self.database_slice(actor))
+        state, database = await asyncio.gather(self._project_state(actor), self.database_slice(actor))
         return {
             "auth": state.auth,
             "database": database,
@@ -133,6 +135,7 @@ class MetadataService:
             "functions": state.functions,
             "realtime": state.realtime,
             "ai": state.ai,
+            **state.summaries,
             "version": INSFORGE_API_VERSION,
             "schemaFingerprint": database["schemaFingerprint"],
         }
@@ -153,7 +156,7 @@ class MetadataService:
                 routines = await catalog.routines(cur, SCHEMA, MAX_ROUTINES)
             return relations, fingerprint, details, schema_edges, routines
 
-        state, database = await asyncio.gather(self._project_state(), database_part())
+        state, database = await asyncio.gather(self._project_state(actor), database_part())
         installed = state.installed
         relations, fingerprint, details, schema_edges, routines = database
         return render(
@@ -170,6 +173,9 @@ class MetadataService:
                 functions=state.functions if "functions.definitions" in installed else None,
                 realtime=state.realtime if "realtime.channels" in installed else None,
                 ai=state.ai,
+                summaries=state.summaries,
+                hidden=[s for s in summaries.SECTIONS if s.key not in state.summaries],
+                installed=installed,
             )
         )
 

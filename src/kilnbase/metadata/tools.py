@@ -22,7 +22,8 @@ def metadata_tools(service: MetadataService) -> list[Tool]:
         Tool(
             "get-backend-metadata",
             "The backend for an agent, in compact markdown lines: tables with columns, foreign keys, RLS and "
-            "policies, what anon may do, auth settings, buckets, functions, channels, models, and the schema "
+            "policies, what anon may do, auth settings, buckets, functions, channels, models, schedules, "
+            "database webhooks, the latest advisor scan, KV namespaces, memory scopes, and the schema "
             "fingerprint. Read it before writing code against the backend.",
             get_backend_metadata,
         ),
@@ -48,7 +49,8 @@ def metadata_resources(service: MetadataService) -> list[McpResource]:
             "kilnbase://metadata",
             "backend-metadata",
             "The backend for an agent, in compact markdown: tables, policies, auth, buckets, functions, "
-            "channels, models and the schema fingerprint.",
+            "channels, models, schedules, webhooks, the advisor's latest scan, KV namespaces, memory scopes "
+            "and the schema fingerprint.",
             backend,
         ),
         McpResource(
