@@ -203,6 +203,13 @@ def test_agent_scopes_on_rest_and_mcp(
     assert "kv:write" in refused
     written = json.loads(mcp_call(client, writer, "set-kv-value", {"namespace": ns, "key": "n", "value": 41}))
     assert written["created"] is True
+    kept = {"namespace": ns, "key": "kept", "value": "v", "neverExpires": True}
+    assert json.loads(mcp_call(client, writer, "set-kv-value", kept))["created"] is True
+    assert (
+        json.loads(mcp_call(client, writer, "get-kv-value", {"namespace": ns, "key": "kept"}))["ttl"] is None
+    )
+    both = mcp_call(client, writer, "set-kv-value", {**kept, "ttl": 60})
+    assert "give ttl or neverExpires, not both" in both
     counted = json.loads(mcp_call(client, writer, "increment-kv-value", {"namespace": ns, "key": "n"}))
     assert counted == {"value": 42}
     values = json.loads(mcp_call(client, writer, "get-kv-values", {"namespace": ns, "keys": ["n", "flag"]}))

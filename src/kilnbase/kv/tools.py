@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from kilnbase.capability import Tool
+from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
 from kilnbase.kv.definitions import MAX_KEY, MAX_LISTED, MAX_NAMESPACE, MAX_TTL_SECONDS, Visibility, path_part
 from kilnbase.kv.service import KvStore
@@ -25,7 +26,7 @@ Key = Annotated[
 Ttl = Annotated[
     int | None,
     Field(
-        description="Seconds until it expires; null: never (set-kv-value: omitted, 30 days)",
+        description="Seconds until it expires (set-kv-value: omitted, 30 days; neverExpires for none)",
         ge=1,
         le=MAX_TTL_SECONDS,
     ),
@@ -61,10 +62,18 @@ def kv_tools(kv: KvStore) -> list[Tool]:
         ttl: Ttl = None,
         visibility: Visibility = "private",
         ifNotExists: Annotated[bool, Field(description="Only if the key is absent (created: false)")] = False,
+        neverExpires: Annotated[bool, Field(description="Keep it until deleted (REST: ttl null)")] = False,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"value": value, "visibility": visibility, "ifNotExists": ifNotExists}
-        if ttl is not None:
-            body["ttl"] = ttl
+        if neverExpires and ttl is not None:
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                "Validation error: give ttl or neverExpires, not both",
+                "Send ttl (seconds) for an entry that expires, or neverExpires: true for one that does not.",
+            )
+        if neverExpires or ttl is not None:
+            body["ttl"] = ttl  # (None: never, as REST's ttl null; a tool's arguments cannot tell null apart)
         return await kv.set(actor, path_part("namespace", namespace), path_part("key", key), body)
 
     async def delete_kv_key(actor: Actor, namespace: Namespace, key: Key) -> dict[str, Any]:
