@@ -321,6 +321,16 @@ class AdvisorSettings(BaseSettings):
     statement_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
 
 
+class KvSettings(BaseSettings):
+    """The key-value store's bounds (`KILNBASE_KV_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_KV_", extra="ignore")
+
+    #: Live entries one signed-in user may hold (the project's own entries, the API key's, are not counted):
+    #: without a bound, one account could fill the database with values that never expire.
+    max_user_entries: int = Field(default=10_000, ge=1, le=10_000_000)
+
+
 class MemorySettings(BaseSettings):
     """Agent memory's models (`KILNBASE_MEMORY_*`), InsForge's by default, called through the model gateway
     (so its credentials, policy, limits and usage ledger apply). The embedding model must answer 1536
@@ -397,6 +407,7 @@ class Settings(BaseSettings):
     database_webhooks: DatabaseWebhooksSettings = Field(default_factory=DatabaseWebhooksSettings)
     advisor: AdvisorSettings = Field(default_factory=AdvisorSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    kv: KvSettings = Field(default_factory=KvSettings)
 
     # Model gateway (ai/). OpenRouter by default; its key is the last of the credential sources.
     openrouter_api_key: str | None = Field(None, validation_alias=AliasChoices("OPENROUTER_API_KEY"))
@@ -504,6 +515,7 @@ _SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (
     DatabaseWebhooksSettings,
     AdvisorSettings,
     MemorySettings,
+    KvSettings,
 )
 
 

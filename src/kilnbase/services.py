@@ -142,5 +142,5 @@ def build_services(core: Core) -> Services:
         advisor=Advisor(core.database, core.settings.advisor),
         # Memory calls its models through the gateway, as its caller (limits, credentials, usage ledger).
         memory=Memory(core.database, ModelCalls(ai.gateway), core.settings.memory),
-        kv=KvStore(core.database),
+        kv=KvStore(core.database, core.settings.kv),
     )

@@ -39,6 +39,7 @@ from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
 from kilnbase import audit
+from kilnbase.config import KvSettings
 from kilnbase.db.periodic import repeating
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
@@ -230,8 +231,9 @@ def _decimal(number: int | float) -> str:
 
 
 class KvStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, settings: KvSettings) -> None:
         self._database = database
+        self._max_user_entries = str(settings.max_user_entries)
 
     # --- sessions ---------------------------------------------------------------------------------------
 
@@ -248,9 +250,24 @@ class KvStore:
         statements = _OWN if actor.principal.db_role == "authenticated" else _GLOBAL
         try:
             async with self._database.as_caller(actor.principal, read_only=read_only) as cur:
+                if not read_only:  # (the bound `kv.bound_user_entries` holds a user's entries to)
+                    await cur.execute(
+                        "select set_config('kilnbase.kv_max_user_entries', %s, true)",
+                        (self._max_user_entries,),
+                    )
                 yield cur, statements
         except psycopg.errors.InsufficientPrivilege:
             raise _forbidden(actor) from None
+        except psycopg.errors.ProgramLimitExceeded as exc:
+            if not str(exc).startswith("kilnbase.kv:"):
+                raise
+            raise ApiError(
+                409,
+                "KV_LIMIT_EXCEEDED",
+                f"This user already holds {self._max_user_entries} entries, the most one user may hold.",
+                "Delete entries the user no longer needs, or give them a TTL; the project's own entries "
+                "(the API key's) are not counted.",
+            ) from None
 
     def _refusals(self, actor: Actor, action: str, details: dict[str, Any]) -> Any:
         """Admins' refused changes are audited; end users' calls are not (see the module's docstring)."""

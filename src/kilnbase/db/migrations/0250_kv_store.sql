@@ -67,3 +67,36 @@ CREATE POLICY kv_entries_update ON kv.entries FOR UPDATE TO authenticated
     WITH CHECK (owner_id = (SELECT auth.uid()));
 CREATE POLICY kv_entries_delete ON kv.entries FOR DELETE TO authenticated
     USING (owner_id = (SELECT auth.uid()));
+
+-- A signed-in user's live entries are bounded: without a bound, one account could fill the database with
+-- values that never expire. The bound is the request's `kilnbase.kv_max_user_entries` (the KV service sets
+-- it from KILNBASE_KV_MAX_USER_ENTRIES in every user's transaction), 10,000 when unset. Counted under a lock
+-- of the user's own, so that concurrent writes cannot pass it together; writing a key the user already holds
+-- (an upsert's update) is never refused. The project's own entries (no owner) are the API key's, unbounded.
+CREATE FUNCTION kv.bound_user_entries() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog
+AS $$
+DECLARE
+    v_most int := coalesce(nullif(current_setting('kilnbase.kv_max_user_entries', true), '')::int, 10000);
+BEGIN
+    IF NEW.owner_id IS NULL THEN
+        RETURN NEW;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('kilnbase.kv:' || NEW.owner_id::text, 0));
+    IF EXISTS (
+        SELECT 1 FROM kv.entries e
+        WHERE e.owner_id = NEW.owner_id AND e.namespace = NEW.namespace AND e.key = NEW.key
+    ) THEN
+        RETURN NEW;
+    END IF;
+    IF (SELECT count(*) FROM kv.entries e
+        WHERE e.owner_id = NEW.owner_id AND (e.expires_at IS NULL OR e.expires_at > now())) >= v_most THEN
+        RAISE EXCEPTION 'kilnbase.kv: a user may hold at most % entries', v_most
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION kv.bound_user_entries() FROM PUBLIC;
+CREATE TRIGGER entries_bound_user_entries BEFORE INSERT ON kv.entries
+    FOR EACH ROW EXECUTE FUNCTION kv.bound_user_entries();
