@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -70,6 +70,12 @@ class Core:
             await self.agent_keys.start()
             stack.push_async_callback(self.agent_keys.stop)
             yield
+
+
+def given_fields(arguments: Mapping[str, Any], fields: Collection[str]) -> dict[str, Any]:
+    """A tool's arguments (its `locals()`) as the body its route takes: those of `fields` that were given
+    (not None), so that a tool and a request are read by one validation."""
+    return {name: value for name, value in arguments.items() if name in fields and value is not None}
 
 
 @dataclass(frozen=True)

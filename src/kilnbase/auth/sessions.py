@@ -138,13 +138,7 @@ class SessionService:
         """Delete the sessions that expired over an hour ago (signed out or not), in batches of `batch` so
         no one statement holds many rows; how many went. Without it the table keeps every session ever
         started."""
-        pruned = 0
-        while True:
-            async with self._database.as_owner() as cur:
-                await cur.execute(_PRUNE, (batch,))
-                pruned += cur.rowcount
-                if cur.rowcount < batch:
-                    return pruned
+        return await self._database.delete_in_batches(_PRUNE, batch=batch)
 
     def access_token(self, who: Subject, session_id: str) -> str:
         claims: dict[str, Any] = {

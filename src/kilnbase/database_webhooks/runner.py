@@ -57,7 +57,6 @@ LEASE_MARGIN_SECONDS = 30.0
 PRUNE_BATCH = 10_000
 #: Answers tried again besides 5xx: the receiver timed out, or asks to slow down.
 RETRIED_STATUSES = frozenset({408, 429})
-_WAKE_MARGIN_SECONDS = 0.005
 
 
 @dataclass(frozen=True)
@@ -163,11 +162,7 @@ class DeliveryRunner(ClaimLoop[Claimed]):
                 "from database_webhooks.outbox"
             )
             row = await cur.fetchone()
-        until_prune = self.seconds_to_prune()
-        seconds: float | None = row["seconds"] if row is not None else None
-        if seconds is None:
-            return until_prune
-        return min(until_prune, max(0.0, seconds) + _WAKE_MARGIN_SECONDS)
+        return self.wake_in(row["seconds"] if row is not None else None)
 
     async def handle(self, claimed: Claimed) -> None:
         try:
@@ -245,15 +240,9 @@ class DeliveryRunner(ClaimLoop[Claimed]):
     async def prune(self) -> int:
         """Delete the delivery logs older than the retention; how many. (The outbox needs no sweep: each
         row leaves it when delivered or given up.)"""
-        deleted = 0
-        while True:
-            async with self._database.as_owner() as cur:
-                await cur.execute(
-                    "delete from database_webhooks.logs where id in (select id from database_webhooks.logs "
-                    "where delivered_at < now() - make_interval(days => %s) limit %s)",
-                    (self._settings.log_retention_days, PRUNE_BATCH),
-                )
-                batch = cur.rowcount
-            deleted += batch
-            if batch < PRUNE_BATCH:
-                return deleted
+        return await self._database.delete_in_batches(
+            "delete from database_webhooks.logs where id in (select id from database_webhooks.logs "
+            "where delivered_at < now() - make_interval(days => %s) limit %s)",
+            (self._settings.log_retention_days,),
+            batch=PRUNE_BATCH,
+        )

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from kilnbase.capability import Tool
+from kilnbase.capability import Tool, given_fields
 from kilnbase.database_webhooks import definitions
 from kilnbase.database_webhooks.service import DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT, DatabaseWebhooks
 from kilnbase.identity.actor import Actor
@@ -30,15 +30,6 @@ Secret = Annotated[
         max_length=definitions.MAX_SECRET,
     ),
 ]
-
-
-def _given(arguments: dict[str, Any]) -> dict[str, Any]:
-    """A tool's arguments (its `locals()`) as a request body: the webhook's fields that were given."""
-    return {
-        name: value
-        for name, value in arguments.items()
-        if name in definitions.CREATE_FIELDS and value is not None
-    }
 
 
 def webhooks_tools(webhooks: DatabaseWebhooks) -> list[Tool]:
@@ -65,7 +56,7 @@ def webhooks_tools(webhooks: DatabaseWebhooks) -> list[Tool]:
         secret: Secret = None,
         enabled: bool = True,
     ) -> dict[str, Any]:
-        return await webhooks.create(actor, _given(locals()))
+        return await webhooks.create(actor, given_fields(locals(), definitions.CREATE_FIELDS))
 
     async def update_database_webhook(
         actor: Actor,
@@ -76,7 +67,7 @@ def webhooks_tools(webhooks: DatabaseWebhooks) -> list[Tool]:
         secret: Secret = None,
         enabled: Annotated[bool | None, Field(description="false: stop sending; true: send again")] = None,
     ) -> dict[str, Any]:
-        return await webhooks.update(actor, id, _given(locals()))
+        return await webhooks.update(actor, id, given_fields(locals(), definitions.CREATE_FIELDS))
 
     async def delete_database_webhook(actor: Actor, id: WebhookId) -> dict[str, Any]:
         await webhooks.delete(actor, id)

@@ -36,6 +36,8 @@ from kilnbase.pg_listen import ConnectionLoss, ListenedView
 T = TypeVar("T")
 
 _AFTER_ERROR_SECONDS = 5.0
+#: Added to a sleep until an item is due, so that it is due by the time the loop claims.
+_WAKE_MARGIN_SECONDS = 0.005
 #: The pause when an item is due but was not claimed here: another process is claiming it.
 _BUSY_SECONDS = 0.05
 
@@ -92,8 +94,8 @@ class ClaimLoop(ABC, Generic[T]):
 
     @abstractmethod
     async def seconds_to_next(self) -> float:
-        """How long until the soonest item that may be claimed (the next prune at the latest: see
-        `seconds_to_prune`)."""
+        """How long until the soonest item that may be claimed (the next prune at the latest:
+        `wake_in` makes the one from the other)."""
 
     @abstractmethod
     async def prune(self) -> int:
@@ -103,8 +105,14 @@ class ClaimLoop(ABC, Generic[T]):
     def task_name(self, item: T) -> str:
         """The name of the task that handles `item` (seen in task dumps)."""
 
-    def seconds_to_prune(self) -> float:
-        return max(0.0, self._next_prune - time.monotonic())
+    def wake_in(self, seconds: float | None) -> float:
+        """The sleep for `seconds_to_next`: until the soonest item (`seconds` from now by the database's
+        clock, a moment later so that it is due when the loop claims; None when there is none) or the next
+        prune, whichever comes first."""
+        until_prune = max(0.0, self._next_prune - time.monotonic())
+        if seconds is None:
+            return until_prune
+        return min(until_prune, max(0.0, seconds) + _WAKE_MARGIN_SECONDS)
 
     @contextlib.asynccontextmanager
     async def claiming(self) -> AsyncIterator[None]:

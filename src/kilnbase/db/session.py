@@ -176,6 +176,19 @@ class Database:
         async with self.owner_pool.connection() as conn, conn.transaction():
             yield conn.cursor(row_factory=dict_row)
 
+    async def delete_in_batches(self, statement: str, params: Sequence[Any] = (), *, batch: int) -> int:
+        """Run `statement`, a DELETE of at most `batch` rows whose last parameter is that limit, as the owner,
+        until a run deletes fewer: each batch in a transaction of its own, so no one statement holds many
+        rows or locks for long (the retention sweeps of logs, sessions and expired entries). How many went."""
+        deleted = 0
+        while True:
+            async with self.as_owner() as cur:
+                await cur.execute(statement, (*params, batch))
+                done = max(cur.rowcount, 0)
+            deleted += done
+            if done < batch:
+                return deleted
+
     async def ping(self) -> None:
         """One round trip on each pool: the server answers for requests and for its own work."""
         for pool in (self.request_pool, self.owner_pool):

@@ -478,14 +478,7 @@ class KvStore:
 
     async def prune_expired(self) -> int:
         """Delete every expired entry, of every owner, in batches; how many."""
-        pruned = 0
-        while True:
-            async with self._database.as_owner() as cur:
-                await cur.execute(_PRUNE, (PRUNE_BATCH,))
-                deleted = cur.rowcount
-            pruned += max(deleted, 0)
-            if deleted < PRUNE_BATCH:
-                return pruned
+        return await self._database.delete_in_batches(_PRUNE, batch=PRUNE_BATCH)
 
     def pruning(self) -> contextlib.AbstractAsyncContextManager[None]:
         """The server's background work: expired entries pruned every minute while it runs."""

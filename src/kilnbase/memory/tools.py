@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from kilnbase.capability import Tool
+from kilnbase.capability import Tool, given_fields
 from kilnbase.identity.actor import Actor
 from kilnbase.memory import definitions
 from kilnbase.memory.definitions import Kind
@@ -29,11 +29,6 @@ Scope = Annotated[
 _FIELDS = frozenset(
     {"scope", "title", "content", "kind", "transcript", "source", "query", "limit", "threshold"}
 )
-
-
-def _given(arguments: dict[str, Any]) -> dict[str, Any]:
-    """A tool's arguments (its `locals()`) as the route's body: the fields that were given."""
-    return {name: value for name, value in arguments.items() if name in _FIELDS and value is not None}
 
 
 def memory_tools(memory: Memory) -> list[Tool]:
@@ -57,7 +52,7 @@ def memory_tools(memory: Memory) -> list[Tool]:
             str | None, Field(description="Where it comes from", max_length=definitions.MAX_SOURCE)
         ] = None,
     ) -> dict[str, Any]:
-        return await memory.remember(actor, _given(locals()))
+        return await memory.remember(actor, given_fields(locals(), _FIELDS))
 
     async def recall_memories(
         actor: Actor,
@@ -70,7 +65,7 @@ def memory_tools(memory: Memory) -> list[Tool]:
             float | None, Field(ge=0, le=1, description="Cosine similarity floor (default 0.45)")
         ] = None,
     ) -> dict[str, Any]:
-        return await memory.recall(actor, _given(locals()))
+        return await memory.recall(actor, given_fields(locals(), _FIELDS))
 
     async def get_memory_index(actor: Actor, scope: Scope = "default") -> dict[str, Any]:
         return await memory.index(actor, {"scope": scope})

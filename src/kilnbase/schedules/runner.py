@@ -73,7 +73,6 @@ MAX_MESSAGE = 500
 LEASE_MARGIN_SECONDS = 30.0
 #: Log rows deleted per statement by the retention sweep.
 PRUNE_BATCH = 10_000
-_WAKE_MARGIN_SECONDS = 0.005
 _SECRET_MASK = "[secret]"  # noqa: S105 (what replaces a secret in a message)
 #: What a header value can carry: printable ASCII and tabs (httpx sends ASCII only; h11 refuses line breaks).
 _HEADER_TEXT = re.compile(r"[\t\x20-\x7e]*")
@@ -200,11 +199,7 @@ class ScheduleRunner(ClaimLoop[ClaimedRun]):
                 "- clock_timestamp())::float8 as seconds from schedules.jobs where is_active"
             )
             row = await cur.fetchone()
-        until_prune = self.seconds_to_prune()
-        seconds: float | None = row["seconds"] if row is not None else None
-        if seconds is None:
-            return until_prune
-        return min(until_prune, max(0.0, seconds) + _WAKE_MARGIN_SECONDS)
+        return self.wake_in(row["seconds"] if row is not None else None)
 
     async def handle(self, run: ClaimedRun) -> None:
         started = time.monotonic()
@@ -332,16 +327,9 @@ class ScheduleRunner(ClaimLoop[ClaimedRun]):
 
     async def prune(self) -> int:
         """Delete the job logs older than the configured retention (none when it is null); how many."""
-        deleted = 0
-        while True:
-            async with self._database.as_owner() as cur:
-                await cur.execute(
-                    "delete from schedules.job_logs where id in (select l.id from schedules.job_logs l, "
-                    "schedules.config c where c.retention_days is not null "
-                    "and l.executed_at < now() - make_interval(days => c.retention_days) limit %s)",
-                    (PRUNE_BATCH,),
-                )
-                batch = cur.rowcount
-            deleted += batch
-            if batch < PRUNE_BATCH:
-                return deleted
+        return await self._database.delete_in_batches(
+            "delete from schedules.job_logs where id in (select l.id from schedules.job_logs l, "
+            "schedules.config c where c.retention_days is not null "
+            "and l.executed_at < now() - make_interval(days => c.retention_days) limit %s)",
+            batch=PRUNE_BATCH,
+        )

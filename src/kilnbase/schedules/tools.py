@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from kilnbase.capability import Tool
+from kilnbase.capability import Tool, given_fields
 from kilnbase.identity.actor import Actor
 from kilnbase.schedules import definitions
 from kilnbase.schedules.service import DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT, Schedules
@@ -40,15 +40,6 @@ Headers = Annotated[
 Body = Annotated[dict[str, Any] | None, Field(description="The JSON object sent (not with GET)")]
 
 
-def _given(arguments: dict[str, Any]) -> dict[str, Any]:
-    """A tool's arguments (its `locals()`) as a request body: the schedule's fields that were given."""
-    return {
-        name: value
-        for name, value in arguments.items()
-        if name in definitions.UPDATE_FIELDS and value is not None
-    }
-
-
 def schedules_tools(schedules: Schedules) -> list[Tool]:
     async def list_schedules(actor: Actor) -> dict[str, Any]:
         return {"schedules": await schedules.list(actor)}
@@ -65,7 +56,7 @@ def schedules_tools(schedules: Schedules) -> list[Tool]:
         headers: Headers = None,
         body: Body = None,
     ) -> dict[str, Any]:
-        fields = _given(locals())
+        fields = given_fields(locals(), definitions.UPDATE_FIELDS)
         created = await schedules.create(actor, fields)
         return {**created, "message": "Schedule created successfully"}
 
@@ -80,7 +71,7 @@ def schedules_tools(schedules: Schedules) -> list[Tool]:
         body: Body = None,
         isActive: Annotated[bool | None, Field(description="false: stop running it; true: run again")] = None,
     ) -> dict[str, Any]:
-        fields = _given(locals())
+        fields = given_fields(locals(), definitions.UPDATE_FIELDS)
         updated = await schedules.update(actor, id, fields)
         return {**updated, "message": "Schedule updated successfully"}
 
