@@ -44,7 +44,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kilnbase.database.database_errors import DatabaseFailure, api_error_from
-from kilnbase.db.kilnbase_schemas import OWNED_SCHEMAS
+from kilnbase.db.schema_cache import HIDDEN_SCHEMAS
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
 from kilnbase.http.json_body import parse
@@ -63,8 +63,6 @@ MAX_CLAIMS_BYTES = 8192
 
 _INSUFFICIENT_PRIVILEGE = "42501"
 _QUERY_CANCELED = "57014"
-#: Schemas the simulator never reaches into: Kilnbase's own, and Postgres's.
-_CLOSED_SCHEMAS = frozenset(OWNED_SCHEMAS) | {"information_schema"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -485,7 +483,7 @@ class PolicySimulator:
 
 
 def _refuse_closed_schema(schema: str) -> None:
-    if schema in _CLOSED_SCHEMAS or schema.startswith("pg_"):
+    if schema in HIDDEN_SCHEMAS or schema.startswith("pg_"):  # (Kilnbase's own, and Postgres's)
         raise ApiError(
             403,
             "FORBIDDEN",
