@@ -216,7 +216,7 @@ def create_app(
 
 def resolver_of(keys: ProjectKeys, services: Services) -> CredentialResolver:
     core = services.core
-    return CredentialResolver(keys, core.tokens, core.ended_sessions, core.agent_keys)
+    return CredentialResolver(keys, core.tokens, core.ended_sessions, core.agent_keys, core.external_tokens)
 
 
 @contextlib.asynccontextmanager

@@ -3,10 +3,10 @@
 
 `Core` is what a running server holds that every capability may use, built once at startup with no optional
 fields: settings, keys, tokens, the secret box, the database, the schema cache, the rate limiter, and the
-views of ended sessions and live agent keys that the credential resolver consults. A capability builds
-its service from it, then offers a `Capability`: its routes, its lifespan (started in the app's order,
-stopped in reverse, through one exit stack), its background work and its MCP tools. `app.py` is the list of
-them.
+views of ended sessions, live agent keys and external JWT providers that the credential resolver consults.
+A capability builds its service from it, then offers a `Capability`: its routes, its lifespan (started in
+the app's order, stopped in reverse, through one exit stack), its background work and its MCP tools.
+`app.py` is the list of them.
 
 Two kinds of process enter capabilities: the server (`kilnbase serve`, and every app `create_app` builds),
 and a tool process (`kilnbase mcp` over stdio, which an editor starts and stops with a session). The
@@ -34,6 +34,7 @@ from kilnbase.db.session import Database
 from kilnbase.http.rate_limit import RateLimiter
 from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.ended_sessions import EndedSessions
+from kilnbase.identity.external_tokens import ExternalTokens
 from kilnbase.keys.access_tokens import TokenService
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.keys.secret_box import SecretBox
@@ -53,6 +54,7 @@ class Core:
     rate_limiter: RateLimiter
     ended_sessions: EndedSessions
     agent_keys: AgentKeys
+    external_tokens: ExternalTokens
     started_at: float = field(default_factory=time.time)
 
     @contextlib.asynccontextmanager
@@ -69,6 +71,8 @@ class Core:
             stack.push_async_callback(self.ended_sessions.stop)
             await self.agent_keys.start()
             stack.push_async_callback(self.agent_keys.stop)
+            await self.external_tokens.start()
+            stack.push_async_callback(self.external_tokens.stop)
             yield
 
 

@@ -26,6 +26,7 @@ from kilnbase.functions.service import FunctionsService
 from kilnbase.http.rate_limit import PostgresRateLimiter, RateLimiter, RedisRateLimiter, redis_prefix
 from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.ended_sessions import EndedSessions
+from kilnbase.identity.external_tokens import ExternalTokens
 from kilnbase.keys.access_tokens import TokenService
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.keys.secret_box import SecretBox
@@ -84,6 +85,7 @@ def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Co
         rate_limiter=rate_limiter(settings, keys, database),
         ended_sessions=EndedSessions(owner_conninfo, settings.auth.access_token_seconds),
         agent_keys=AgentKeys(owner_conninfo),
+        external_tokens=ExternalTokens(owner_conninfo),
     )
 
 

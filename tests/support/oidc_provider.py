@@ -50,6 +50,9 @@ class OidcProvider:
     next_user: ProviderUser = field(default_factory=lambda: ProviderUser("sub-1", "someone@example.com"))
     sign_with_wrong_key: bool = False
     wrong_nonce: bool = False
+    #: The JWKS endpoint answers 503 (a provider that is down).
+    jwks_down: bool = False
+    jwks_requests: int = 0
     token_requests: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -192,7 +195,34 @@ class OidcProvider:
         key = self._other_key if self.sign_with_wrong_key else self._key
         return jwt.encode(claims, key, algorithm="RS256", headers={"kid": self._kid})
 
+    def sign(
+        self,
+        claims: dict[str, Any],
+        *,
+        algorithm: str = "RS256",
+        kid: str | None = "",
+        other_key: bool = False,
+    ) -> str:
+        """Any token, as an external identity provider (Clerk, Auth0) would issue an access token: `claims`
+        as given, signed by the published key (`other_key`: by one it never published), with its `kid`
+        (`kid=None`: no kid; any other text: that kid). HS* tokens are signed with a fixed text (any would
+        do: Kilnbase must accept none)."""
+        headers = {} if kid is None else {"kid": kid or self._kid}
+        if algorithm.startswith("HS"):
+            return jwt.encode(claims, "not-a-secret-" * 6, algorithm=algorithm, headers=headers)
+        return jwt.encode(
+            claims, self._other_key if other_key else self._key, algorithm=algorithm, headers=headers
+        )
+
+    def claims(self, sub: str, email: str, *, lifetime: int = 300, **extra: Any) -> dict[str, Any]:
+        """An access token's usual claims from this issuer."""
+        now = int(time.time())
+        return {"iss": self.issuer, "sub": sub, "email": email, "iat": now, "exp": now + lifetime, **extra}
+
     async def _jwks(self, _request: Request) -> Response:
+        self.jwks_requests += 1
+        if self.jwks_down:
+            return JSONResponse({"error": "unavailable"}, status_code=503)
         jwk: dict[str, Any] = RSAAlgorithm.to_jwk(self._key.public_key(), as_dict=True)
         jwk.update({"kid": self._kid, "use": "sig", "alg": "RS256"})
         return JSONResponse({"keys": [jwk]})

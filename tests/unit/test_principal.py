@@ -7,6 +7,7 @@ import pytest
 from kilnbase.config import Settings
 from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.ended_sessions import EndedSessions
+from kilnbase.identity.external_tokens import ExternalTokens
 from kilnbase.identity.principal import (
     ANONYMOUS,
     CredentialError,
@@ -36,7 +37,8 @@ def ended() -> EndedSessions:
 
 @pytest.fixture(scope="module")
 def resolver(keys: ProjectKeys, tokens: TokenService, ended: EndedSessions) -> CredentialResolver:
-    return CredentialResolver(keys, tokens, ended, AgentKeys("postgresql://unused"))
+    unused = "postgresql://unused"
+    return CredentialResolver(keys, tokens, ended, AgentKeys(unused), ExternalTokens(unused))
 
 
 def test_no_credential_is_anonymous(resolver: CredentialResolver) -> None:

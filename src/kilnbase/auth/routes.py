@@ -28,6 +28,8 @@ from kilnbase.auth.auth_config import AuthConfigUpdate
 from kilnbase.auth.edge import REFRESH_HINT, SessionEdge, client_type_of, public_actor
 from kilnbase.auth.email_routes import EmailRoutes
 from kilnbase.auth.gate import admin_actor, api_key_presented, caller_actor, token_actor, user_actor
+from kilnbase.auth.jwt_provider_routes import JwtProviderRoutes
+from kilnbase.auth.jwt_provider_tools import jwt_provider_tools
 from kilnbase.auth.oauth_routes import OAuthRoutes
 from kilnbase.auth.services import Auth
 from kilnbase.auth.sessions import SessionKind
@@ -248,5 +250,11 @@ class AuthRoutes:
 
 
 def capability(auth: Auth) -> Capability:
-    routes = [*AuthRoutes(auth).routes(), *EmailRoutes(auth).routes(), *OAuthRoutes(auth).routes()]
-    return Capability("auth", routes, lifespan=auth.running, background=auth.sweeping, tools=auth_tools(auth))
+    routes = [
+        *AuthRoutes(auth).routes(),
+        *EmailRoutes(auth).routes(),
+        *OAuthRoutes(auth).routes(),
+        *JwtProviderRoutes(auth.jwt_providers).routes(),
+    ]
+    tools = [*auth_tools(auth), *jwt_provider_tools(auth.jwt_providers)]
+    return Capability("auth", routes, lifespan=auth.running, background=auth.sweeping, tools=tools)

@@ -1,6 +1,6 @@
 """Auth's services, built once at startup from the core (`Auth.build`): accounts, email flows, an app's own
-emails, OAuth sign-in and the admin service, over one shared `AuthParts`. Routes are given this; so will
-the MCP tools and the CLI.
+emails, OAuth sign-in, the admin service and the external JWT providers, over one shared `AuthParts`.
+Routes are given this; so will the MCP tools and the CLI.
 
 Tests choose auth's tunables through `Settings(auth=AuthSettings(...))`, never by swapping fields on a live
 object.
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from kilnbase.auth.accounts import Accounts
 from kilnbase.auth.admin import AuthAdmin
 from kilnbase.auth.email_flows import EmailFlows
+from kilnbase.auth.jwt_providers import JwtProviders
 from kilnbase.auth.oauth_flow import OAuthSignIn
 from kilnbase.auth.parts import AuthParts
 from kilnbase.auth.raw_email import RawEmails
@@ -37,6 +38,7 @@ class Auth:
     raw_email: RawEmails
     oauth: OAuthSignIn
     admin: AuthAdmin
+    jwt_providers: JwtProviders
 
     @classmethod
     def build(cls, core: Core) -> Auth:
@@ -49,6 +51,7 @@ class Auth:
             raw_email=RawEmails(parts),
             oauth=OAuthSignIn(parts, accounts),
             admin=AuthAdmin(parts),
+            jwt_providers=JwtProviders(core.database, core.external_tokens),
         )
 
     @contextlib.asynccontextmanager

@@ -77,6 +77,9 @@ FIELD_MESSAGES: dict[tuple[str, str], str] = {
     ("subject", "string_too_short"): "Subject is required",
     ("bodyHtml", "string_too_short"): "Template body is required",
     ("provider", "string_pattern_mismatch"): "Invalid discriminator value. Expected 'google' | 'apple'",
+    ("provider_key", "string_pattern_mismatch"): (
+        "provider_key must be lowercase alphanumeric with hyphens/underscores"
+    ),
 }
 
 

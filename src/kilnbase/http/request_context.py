@@ -34,7 +34,13 @@ from kilnbase.http.errors import EXCEPTION_HANDLERS, ApiError, ErrorBoundary, Ha
 from kilnbase.http.responses import send_body
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.agent_keys import AgentKey
-from kilnbase.identity.principal import ANONYMOUS, CredentialError, CredentialResolver, Principal
+from kilnbase.identity.principal import (
+    ANONYMOUS,
+    CredentialError,
+    CredentialResolver,
+    KeysToFetch,
+    Principal,
+)
 from kilnbase.structured_log import log_request
 
 _PRINCIPAL = "kilnbase.principal"
@@ -175,10 +181,13 @@ class RequestContextMiddleware:
                 bounded = _bounded(receive, limit)
             authorization, api_key = named.get(b"authorization"), named.get(b"x-api-key")
             try:
-                principal = self.resolver.resolve(
-                    None if authorization is None else authorization.decode("latin-1"),
-                    None if api_key is None else api_key.decode("latin-1"),
-                )
+                try:
+                    principal = self.resolver.resolve(
+                        None if authorization is None else authorization.decode("latin-1"),
+                        None if api_key is None else api_key.decode("latin-1"),
+                    )
+                except KeysToFetch as pending:  # (an external provider's token: see `principal.py`)
+                    principal = await pending.resolved()
             except CredentialError as exc:
                 scope[_CREDENTIAL_ERROR] = str(exc)
             scope[_PRINCIPAL] = principal

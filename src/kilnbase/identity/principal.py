@@ -6,18 +6,25 @@ closed (401); it is never downgraded to anon. API and anon keys are checked agai
 which holds the current keys and, after a rotation, the previous ones until their grace period ends. A user
 or admin token whose session has ended (signed out, revoked, reset, deleted) fails closed too, within moments
 of the change in any process (`EndedSessions`).
+
+A token that is not signed by a project key may be an external JWT provider's (`ExternalTokens`): its caller
+acts as the provider's default role in the database, but is never an admin of Kilnbase's API, whatever
+that role (InsForge's `verifyAdmin` takes only its own tokens too). When the provider's keys must be fetched
+first, `KeysToFetch` hands the request edge an awaitable that fetches them and resolves again, so the
+synchronous path stays free of I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
 from kilnbase.identity.agent_keys import KEY_PATTERN, AgentKey, AgentKeys
 from kilnbase.identity.ended_sessions import EndedSessions
-from kilnbase.keys.access_tokens import InvalidToken, TokenService
+from kilnbase.identity.external_tokens import ExternalRefused, ExternalTokens, KeysNeeded, NotExternal
+from kilnbase.keys.access_tokens import ForeignToken, InvalidToken, TokenService
 from kilnbase.keys.project_keys import ProjectKeys
 
 
@@ -28,6 +35,8 @@ class CredentialKind(StrEnum):
     JWT = "jwt"
     #: A coding agent's key (`kba_...`), or an access token minted from one for an agent's session.
     AGENT_KEY = "agent_key"
+    #: An access token an external JWT provider issued (`/api/auth/jwt-providers`).
+    EXTERNAL_JWT = "external_jwt"
     #: Kilnbase itself acting (CLI commands, startup work), never a credential presented by a client.
     SYSTEM = "system"
 
@@ -53,7 +62,9 @@ class Principal:
 
     @property
     def is_admin(self) -> bool:
-        return self.db_role == "project_admin"
+        """Admin rights over Kilnbase's API. An external provider's token never has them, even when the
+        provider makes its users project_admin in the database."""
+        return self.db_role == "project_admin" and self.kind is not CredentialKind.EXTERNAL_JWT
 
     def has_scope(self, scope: str) -> bool:
         """An exact scope (`database:owner-sql`): granted only by name, never by a wildcard."""
@@ -122,12 +133,28 @@ class CredentialError(Exception):
     """A credential was presented and is not valid."""
 
 
+class KeysToFetch(CredentialError):
+    """The credential is an external provider's token whose signing keys this process must fetch first:
+    `await resolved()` fetches them and resolves again (the Principal, or CredentialError). Left unawaited,
+    it is a refusal like any other."""
+
+    def __init__(self, resolved: Callable[[], Awaitable[Principal]]) -> None:
+        super().__init__("the signing keys of the token's provider are not fetched yet")
+        self.resolved = resolved
+
+
 class CredentialResolver:
     def __init__(
-        self, keys: ProjectKeys, tokens: TokenService, ended_sessions: EndedSessions, agent_keys: AgentKeys
+        self,
+        keys: ProjectKeys,
+        tokens: TokenService,
+        ended_sessions: EndedSessions,
+        agent_keys: AgentKeys,
+        external: ExternalTokens,
     ) -> None:
         self._keys = keys
         self._tokens = tokens
+        self._external = external
         self._ended_sessions = ended_sessions
         self._agent_keys = agent_keys
         self._admin = API_KEY_HOLDER
@@ -151,6 +178,8 @@ class CredentialResolver:
             raise CredentialError("invalid anon key")
         try:
             claims = self._tokens.verify(credential)
+        except ForeignToken as exc:
+            return self._external_principal(credential, authorization, api_key_header, exc)
         except InvalidToken as exc:
             raise CredentialError(str(exc)) from exc
         role = claims.get("role")
@@ -173,6 +202,44 @@ class CredentialResolver:
             email=claims.get("email"),
             claims=claims,
         )
+
+    def _external_principal(
+        self, token: str, authorization: str | None, api_key_header: str | None, ours: ForeignToken
+    ) -> Principal:
+        """The caller of a token an enabled external provider issued; our own refusal when none claims it."""
+        try:
+            identity = self._external.verify(token)
+        except NotExternal:
+            raise CredentialError(str(ours)) from None
+        except ExternalRefused as exc:
+            raise CredentialError(str(exc)) from None
+        except KeysNeeded as needed:
+            url = needed.url
+
+            async def resolved() -> Principal:
+                await self._external.fetch(url)
+                try:
+                    return self.resolve(authorization, api_key_header)
+                except KeysToFetch:  # (fetched once: a second ask is a provider that will not answer)
+                    unavailable = "the signing keys of the token's provider could not be fetched"
+                    raise CredentialError(unavailable) from None
+
+            raise KeysToFetch(resolved) from None
+        return Principal(
+            db_role=identity.role,
+            kind=CredentialKind.EXTERNAL_JWT,
+            user_id=identity.user_id,
+            email=identity.email,
+            claims=identity.claims,
+        )
+
+    async def resolve_fetching(self, authorization: str | None, api_key_header: str | None) -> Principal:
+        """`resolve`, fetching an external provider's keys when the token needs them: for callers that
+        may wait (a realtime handshake, a tool process)."""
+        try:
+            return self.resolve(authorization, api_key_header)
+        except KeysToFetch as pending:
+            return await pending.resolved()
 
     def _agent(self, credential: str) -> Principal:
         key = self._agent_keys.find(credential) if KEY_PATTERN.fullmatch(credential) else None

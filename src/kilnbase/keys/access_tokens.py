@@ -31,6 +31,12 @@ class InvalidToken(Exception):
     """The token is malformed, tampered with, expired, or signed by a key we do not know."""
 
 
+class ForeignToken(InvalidToken):
+    """The token is not signed by any of the project's keys: an algorithm or key id that is not ours. Only
+    such a token may be another issuer's (an external JWT provider's, `identity.external_tokens`); one that
+    names our key and fails is ours and tampered with, or expired, and nobody else's."""
+
+
 class TokenService:
     def __init__(self, keys: ProjectKeys) -> None:
         self._keys = keys
@@ -86,9 +92,9 @@ class TokenService:
         elif algorithm in ("ES256", "RS256"):
             key = self._verify_keys.get((algorithm, header.get("kid")))
             if key is None:
-                raise InvalidToken("unknown signing key")
+                raise ForeignToken("unknown signing key")
         else:
-            raise InvalidToken(f"unsupported algorithm {algorithm!r}")
+            raise ForeignToken(f"unsupported algorithm {algorithm!r}")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,

@@ -48,7 +48,9 @@ class RealtimeService:
         sockets = RealtimeSocketServer(
             settings,
             core.keys,
-            CredentialResolver(core.keys, core.tokens, core.ended_sessions, core.agent_keys),
+            CredentialResolver(
+                core.keys, core.tokens, core.ended_sessions, core.agent_keys, core.external_tokens
+            ),
             core.ended_sessions,
             access,
             presence,

@@ -177,6 +177,10 @@ class RealtimeSocketServer:
             raise Refused(f"Invalid token: {exc}", code, CHECK_TOKEN) from None
 
     async def _on_connect(self, sid: str, _environ: dict[str, Any], auth: Any = None) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if isinstance(token, str) and token:  # (an external provider's keys, fetched before the sync check)
+            with contextlib.suppress(CredentialError):
+                await self.resolver.resolve_fetching(f"Bearer {token}", None)
         try:
             principal = self.authenticate(auth)
         except Refused as exc:

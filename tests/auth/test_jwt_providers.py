@@ -1,0 +1,426 @@
+"""External JWT providers (`/api/auth/jwt-providers`), end to end against a loopback OpenID provider: the
+admin's CRUD in InsForge's shapes with every validation failure, agent keys kept to reading, and tokens the
+provider signs reading a table under RLS as their user; every way such a token must be refused is a 401
+(wrong issuer or audience, expired, unknown key, HS256 or none, provider off or deleted, JWKS unreachable).
+Each test configures its own provider: its own issuer, and a JWKS URL of its own, so its key cache is too."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from starlette.testclient import TestClient
+
+from tests.support.app import agent_headers, mcp_call, user_headers
+from tests.support.oidc_provider import OidcProvider
+from tests.support.servers import free_port
+
+PATH = "/api/auth/jwt-providers"
+
+
+@pytest.fixture(scope="module")
+def idp() -> Iterator[OidcProvider]:
+    server = OidcProvider()
+    server.start()
+    yield server
+    server.stop()
+
+
+def configure(client: TestClient, admin: dict[str, str], idp: OidcProvider, **fields: Any) -> dict[str, Any]:
+    """A provider of its own: a fresh issuer and JWKS URL (same keys), enabled."""
+    tag = secrets.token_hex(4)
+    body = {
+        "name": f"IdP {tag}",
+        "provider_key": f"idp-{tag}",
+        "issuer": f"{idp.issuer}/{tag}",
+        "jwks_url": f"{idp.issuer}/jwks?for={tag}",
+        **fields,
+    }
+    created = client.post(PATH, json=body, headers=admin)
+    assert created.status_code == 201, created.text
+    provider: dict[str, Any] = created.json()
+    return provider
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def token_for(idp: OidcProvider, provider: dict[str, Any], sub: str = "user_2xAlice", **extra: Any) -> str:
+    return idp.sign(idp.claims(sub, f"{sub.lower()}@example.com", iss=provider["issuer"], **extra))
+
+
+@pytest.fixture(scope="module")
+def notes(client: TestClient, database_url: str) -> str:
+    """A table under RLS: each row readable by its owner only, the owner being the token's subject."""
+    name = f"notes_{secrets.token_hex(3)}"
+    with psycopg.connect(database_url) as conn:
+        table = sql.Identifier(name)
+        conn.execute(sql.SQL("create table {} (id int primary key, owner text, body text)").format(table))
+        conn.execute(sql.SQL("alter table {} enable row level security").format(table))
+        conn.execute(
+            sql.SQL("create policy own on {} for select using (owner = auth.uid_text())").format(table)
+        )
+        conn.execute(sql.SQL("grant select on {} to anon, authenticated, project_admin").format(table))
+        conn.execute(
+            sql.SQL(
+                "insert into {} values (1, 'user_2xAlice', 'alice note'), (2, 'user_2xBob', 'bob note')"
+            ).format(table)
+        )
+    return name
+
+
+def read_notes(client: TestClient, table: str, headers: dict[str, str]) -> Any:
+    return client.get(f"/api/database/records/{table}?order=id", headers=headers)
+
+
+# --- CRUD ---------------------------------------------------------------------------------------------------
+
+
+def test_create_get_list_update_delete(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider
+) -> None:
+    provider = configure(client, admin_headers, idp, audience="my-app")
+    key = provider["provider_key"]
+    assert provider["claim_mappings"] == {"sub": "sub", "email": "email"}
+    assert provider["default_role"] == "authenticated"
+    assert provider["subject_type"] == "text"
+    assert provider["is_enabled"] is True
+    assert provider["audience"] == "my-app"
+    assert {"id", "created_at", "updated_at", "jwks_url", "issuer", "name"} <= set(provider)
+
+    fetched = client.get(f"{PATH}/{key}", headers=admin_headers)
+    assert fetched.status_code == 200 and fetched.json() == provider
+    listed = client.get(PATH, headers=admin_headers).json()
+    assert key in [p["provider_key"] for p in listed["providers"]]
+
+    changed = client.patch(
+        f"{PATH}/{key}",
+        json={"is_enabled": False, "audience": None, "subject_type": "uuid"},
+        headers=admin_headers,
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["is_enabled"] is False and changed.json()["audience"] is None
+    assert changed.json()["subject_type"] == "uuid" and changed.json()["name"] == provider["name"]
+
+    deleted = client.delete(f"{PATH}/{key}", headers=admin_headers)
+    assert deleted.status_code == 200
+    assert deleted.json() == {"message": "JWT provider deleted successfully"}
+    gone = client.get(f"{PATH}/{key}", headers=admin_headers)
+    assert gone.status_code == 404
+    assert gone.json()["error"] == "NOT_FOUND" and gone.json()["message"] == "JWT provider not found"
+
+    audits = client.get("/api/logs/audits", params={"limit": 1000}, headers=admin_headers).text
+    for action in ("CREATE_JWT_PROVIDER", "UPDATE_JWT_PROVIDER", "DELETE_JWT_PROVIDER"):
+        assert action in audits
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"provider_key": "Not Valid"},
+            "provider_key must be lowercase alphanumeric with hyphens/underscores",
+        ),
+        ({"provider_key": "k" * 65}, "provider_key: String must contain at most 64 character(s)"),
+        ({"name": ""}, "name: Name is required"),  # (auth's wording for every name)
+        ({"name": None}, "name: Expected string, received null"),
+        ({"issuer": 7}, "issuer: Expected string, received number"),
+        ({"jwks_url": "not a url"}, "jwks_url: Invalid url"),
+        ({"jwks_url": "http://idp.example.com/jwks"}, "JWKS URL must use HTTPS"),
+        ({"default_role": "service_role"}, "default_role: Invalid enum value"),
+        ({"subject_type": "int"}, "subject_type: Invalid enum value"),
+        ({"is_enabled": "yes"}, "is_enabled: Expected boolean, received string"),
+        ({"claim_mappings": {"sub": "sub"}}, "email: Required"),
+        (
+            {"claim_mappings": {"sub": "sub", "email": "email", "role": "custom_role"}},
+            "role: is set by Kilnbase",
+        ),
+        ({"claim_mappings": {"sub": "sub", "email": 3}}, "claim_mappings.email: Expected string"),
+    ],
+)
+def test_invalid_bodies_are_refused_and_change_nothing(
+    client: TestClient, admin_headers: dict[str, str], change: dict[str, Any], message: str
+) -> None:
+    key = change.get("provider_key") if isinstance(change.get("provider_key"), str) else None
+    body = {
+        "name": "Bad",
+        "provider_key": "bad-provider",
+        "issuer": "https://bad.example.com",
+        "jwks_url": "https://bad.example.com/jwks",
+        **change,
+    }
+    refused = client.post(PATH, json=body, headers=admin_headers)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"] == "INVALID_INPUT"
+    assert message in refused.json()["message"]
+    assert client.get(f"{PATH}/{key or 'bad-provider'}", headers=admin_headers).status_code == 404
+
+
+def test_missing_fields_and_bad_updates(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider
+) -> None:
+    refused = client.post(PATH, json={}, headers=admin_headers)
+    assert refused.status_code == 400
+    for field in ("name", "provider_key", "issuer", "jwks_url"):
+        assert f"{field}: Required" in refused.json()["message"]
+    provider = configure(client, admin_headers, idp)
+    key = provider["provider_key"]
+    for change, message in (
+        ({"jwks_url": "ftp://idp.example.com/jwks"}, "Invalid JWKS URL format"),
+        ({"jwks_url": "http://idp.example.com/jwks"}, "JWKS URL must use HTTPS"),
+        ({"issuer": None}, "issuer: Expected string, received null"),
+        ({"default_role": "root"}, "default_role: Invalid enum value"),
+    ):
+        answer = client.patch(f"{PATH}/{key}", json=change, headers=admin_headers)
+        assert answer.status_code == 400 and message in answer.json()["message"], answer.text
+    assert client.get(f"{PATH}/{key}", headers=admin_headers).json() == provider
+    unchanged = client.patch(f"{PATH}/{key}", json={}, headers=admin_headers)
+    assert unchanged.status_code == 200 and unchanged.json() == provider
+
+
+def test_duplicate_and_unknown_keys(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider
+) -> None:
+    provider = configure(client, admin_headers, idp)
+    again = {k: provider[k] for k in ("name", "provider_key", "issuer", "jwks_url")}
+    duplicate = client.post(PATH, json=again, headers=admin_headers)
+    assert duplicate.status_code == 409 and duplicate.json()["error"] == "ALREADY_EXISTS"
+    for method in ("get", "patch", "delete"):
+        kwargs: dict[str, Any] = {"json": {"name": "x"}} if method == "patch" else {}
+        answer = getattr(client, method)(f"{PATH}/no-such-provider", headers=admin_headers, **kwargs)
+        assert answer.status_code == 404, (method, answer.text)
+        assert answer.json()["message"] == "JWT provider not found"
+
+
+def test_only_admins_manage_providers(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider
+) -> None:
+    assert client.get(PATH).status_code == 401
+    user = user_headers(client, "00000000-0000-4000-8000-000000000001", "someone@example.com")
+    assert client.get(PATH, headers=user).status_code == 403
+    body = {
+        "name": "U",
+        "provider_key": "by-user",
+        "issuer": "https://u.example",
+        "jwks_url": "https://u.example/j",
+    }
+    assert client.post(PATH, json=body, headers=user).status_code == 403
+
+
+def test_agent_keys_read_but_never_change(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider
+) -> None:
+    provider = configure(client, admin_headers, idp)
+    key = provider["provider_key"]
+    reader = agent_headers(client, admin_headers, ["auth:read"])
+    assert client.get(f"{PATH}/{key}", headers=reader).status_code == 200
+    assert key in mcp_call(client, reader, "list-jwt-providers", {})
+    writer = agent_headers(client, admin_headers, ["*:write"])
+    body = {
+        "name": "A",
+        "provider_key": "by-agent",
+        "issuer": "https://a.example",
+        "jwks_url": "https://a.example/j",
+    }
+    created = client.post(PATH, json=body, headers=writer)
+    assert created.status_code == 403, created.text
+    assert "Agent keys may not create, change or delete JWT providers" in created.json()["message"]
+    assert client.patch(f"{PATH}/{key}", json={"is_enabled": False}, headers=writer).status_code == 403
+    assert client.delete(f"{PATH}/{key}", headers=writer).status_code == 403
+    assert "may not" in mcp_call(client, writer, "delete-jwt-provider", {"provider_key": key})
+    assert client.get(f"{PATH}/{key}", headers=admin_headers).json() == provider
+    assert client.get(f"{PATH}/by-agent", headers=admin_headers).status_code == 404
+    audits = client.get("/api/logs/audits", params={"limit": 1000}, headers=admin_headers).text
+    assert "by-agent" in audits and "refused" in audits
+
+
+# --- tokens -------------------------------------------------------------------------------------------------
+
+
+def test_a_provider_token_reads_under_rls_as_its_user(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider, notes: str
+) -> None:
+    provider = configure(
+        client,
+        admin_headers,
+        idp,
+        audience="notes-app",
+        claim_mappings={"sub": "sub", "email": "email", "org_id": "org.id"},
+    )
+    token = token_for(idp, provider, aud="notes-app", org={"id": "org_42"})
+    answer = read_notes(client, notes, bearer(token))
+    assert answer.status_code == 200, answer.text
+    assert [row["body"] for row in answer.json()] == ["alice note"]
+    again = read_notes(client, notes, bearer(token))  # (from the cache of verified tokens)
+    assert [row["body"] for row in again.json()] == ["alice note"]
+    bob = token_for(idp, provider, sub="user_2xBob", aud="notes-app")
+    assert [row["body"] for row in read_notes(client, notes, bearer(bob)).json()] == ["bob note"]
+
+
+def test_what_the_database_sees(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider, database_url: str
+) -> None:
+    name = f"whoami_{secrets.token_hex(3)}"
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            sql.SQL(
+                "create view {} with (security_invoker = true) as select auth.uid_text() as uid_text, "
+                "auth.uid() as uid, auth.role() as role, auth.email() as email, "
+                "auth.jwt() ->> 'org_id' as org_id, auth.jwt() ->> 'provider' as provider, "
+                "current_user as db_role"
+            ).format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("grant select on {} to authenticated, anon").format(sql.Identifier(name)))
+    provider = configure(
+        client, admin_headers, idp, claim_mappings={"sub": "user.id", "email": "user.mail", "org_id": "org"}
+    )
+    token = idp.sign(
+        {
+            **idp.claims("ignored", "ignored@example.com", iss=provider["issuer"]),
+            "user": {"id": "auth0|abc", "mail": "a@b.co"},
+            "org": "org_7",
+        }
+    )
+    answer = client.get(f"/api/database/records/{name}", headers=bearer(token))
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == [
+        {
+            "uid_text": "auth0|abc",
+            "uid": None,
+            "role": "authenticated",
+            "email": "a@b.co",
+            "org_id": "org_7",
+            "provider": provider["provider_key"],
+            "db_role": "authenticated",
+        }
+    ]
+
+
+def _refusal(client: TestClient, table: str, token: str) -> str:
+    answer = read_notes(client, table, bearer(token))
+    assert answer.status_code == 401, answer.text
+    return str(answer.json()["message"])
+
+
+def test_wrong_issuer_audience_expiry_and_subject(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider, notes: str
+) -> None:
+    provider = configure(client, admin_headers, idp, audience="notes-app")
+    assert read_notes(client, notes, bearer(token_for(idp, provider, aud="notes-app"))).status_code == 200
+    other_issuer = idp.sign(
+        idp.claims("user_2xAlice", "a@example.com", iss="https://elsewhere.example", aud="notes-app")
+    )
+    _refusal(client, notes, other_issuer)
+    assert "audience" in _refusal(client, notes, token_for(idp, provider, aud="another-app"))
+    assert "aud" in _refusal(client, notes, token_for(idp, provider))  # (none at all)
+    expired = idp.sign(
+        idp.claims("user_2xAlice", "a@example.com", lifetime=-60, iss=provider["issuer"], aud="notes-app")
+    )
+    assert "expired" in _refusal(client, notes, expired)
+    no_email = idp.sign(
+        {
+            k: v
+            for k, v in idp.claims("u", "x", iss=provider["issuer"], aud="notes-app").items()
+            if k != "email"
+        }
+    )
+    assert "email" in _refusal(client, notes, no_email)
+    uuid_only = configure(client, admin_headers, idp, subject_type="uuid")
+    assert "UUID" in _refusal(client, notes, token_for(idp, uuid_only))
+    user_id = "3f9c1d52-6a57-4c43-9d8e-0f4d1b9b7a10"
+    assert read_notes(client, notes, bearer(token_for(idp, uuid_only, sub=user_id))).status_code == 200
+
+
+def test_unknown_key_is_refused_after_one_refetch(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider, notes: str
+) -> None:
+    provider = configure(client, admin_headers, idp)
+    claims = idp.claims("user_2xAlice", "a@example.com", iss=provider["issuer"])
+    fetched_before = idp.jwks_requests
+    assert "unknown signing key" in _refusal(
+        client, notes, idp.sign(claims, kid="not-published", other_key=True)
+    )
+    assert "unknown signing key" in _refusal(client, notes, idp.sign(claims, kid="also-not-published"))
+    assert idp.jwks_requests - fetched_before == 1  # (a made-up kid cannot make Kilnbase hammer the provider)
+    # The published kid, signed by another key: a forgery.
+    assert "invalid token" in _refusal(client, notes, idp.sign(claims, other_key=True))
+
+
+@pytest.mark.parametrize("algorithm", ["HS256", "HS512", "none"])
+def test_symmetric_and_unsigned_tokens_are_refused(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider, notes: str, algorithm: str
+) -> None:
+    provider = configure(client, admin_headers, idp)
+    claims = idp.claims("user_2xAlice", "a@example.com", iss=provider["issuer"])
+    if algorithm == "none":
+        encode = lambda part: base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()  # noqa: E731
+        token = f"{encode({'alg': 'none', 'typ': 'JWT'})}.{encode(claims)}."
+    else:
+        token = idp.sign(claims, algorithm=algorithm)
+    _refusal(client, notes, token)
+
+
+def test_disabled_and_deleted_providers_are_refused(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider, notes: str
+) -> None:
+    provider = configure(client, admin_headers, idp)
+    key = provider["provider_key"]
+    token = token_for(idp, provider)
+    assert read_notes(client, notes, bearer(token)).status_code == 200  # (now cached as verified)
+    client.patch(f"{PATH}/{key}", json={"is_enabled": False}, headers=admin_headers)
+    _refusal(client, notes, token)
+    client.patch(f"{PATH}/{key}", json={"is_enabled": True}, headers=admin_headers)
+    assert read_notes(client, notes, bearer(token)).status_code == 200
+    client.delete(f"{PATH}/{key}", headers=admin_headers)
+    _refusal(client, notes, token)
+
+
+def test_unreachable_jwks_is_a_401(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider, notes: str
+) -> None:
+    nowhere = configure(client, admin_headers, idp, jwks_url=f"http://127.0.0.1:{free_port()}/jwks")
+    started = time.monotonic()
+    assert "could not be fetched" in _refusal(client, notes, token_for(idp, nowhere))
+    assert "could not be fetched" in _refusal(client, notes, token_for(idp, nowhere))  # (in its cooldown)
+    assert time.monotonic() - started < 10
+    idp.jwks_down = True
+    try:
+        down = configure(client, admin_headers, idp)
+        _refusal(client, notes, token_for(idp, down))
+    finally:
+        idp.jwks_down = False
+
+
+def test_project_admin_tokens_are_never_api_admins(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider, notes: str
+) -> None:
+    provider = configure(client, admin_headers, idp, default_role="project_admin")
+    token = bearer(token_for(idp, provider))
+    assert client.get(PATH, headers=token).status_code == 403
+    assert client.get("/api/auth/users", headers=token).status_code == 403
+    assert read_notes(client, notes, token).status_code == 200
+    audits = client.get("/api/logs/audits", params={"limit": 1000}, headers=admin_headers).json()
+    entries = audits if isinstance(audits, list) else audits.get("data", audits.get("logs", []))
+    created = [
+        e
+        for e in entries
+        if e["action"] == "CREATE_JWT_PROVIDER"
+        and e["details"].get("provider_key") == provider["provider_key"]
+    ]
+    assert created and created[0]["details"]["grantsProjectAdmin"] is True
+
+
+def test_signed_in_user_endpoints_refuse_external_tokens_cleanly(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider
+) -> None:
+    provider = configure(client, admin_headers, idp)
+    answer = client.get("/api/auth/sessions/current", headers=bearer(token_for(idp, provider)))
+    assert answer.status_code == 401 and answer.json()["message"] == "User not authenticated"
