@@ -49,6 +49,10 @@ def configure(client: TestClient, admin: dict[str, str], idp: OidcProvider, **fi
     return provider
 
 
+def _segment(part: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -361,8 +365,7 @@ def test_symmetric_and_unsigned_tokens_are_refused(
     provider = configure(client, admin_headers, idp)
     claims = idp.claims("user_2xAlice", "a@example.com", iss=provider["issuer"])
     if algorithm == "none":
-        encode = lambda part: base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()  # noqa: E731
-        token = f"{encode({'alg': 'none', 'typ': 'JWT'})}.{encode(claims)}."
+        token = f"{_segment({'alg': 'none', 'typ': 'JWT'})}.{_segment(claims)}."
     else:
         token = idp.sign(claims, algorithm=algorithm)
     _refusal(client, notes, token)

@@ -110,7 +110,28 @@ def _jwks_url(value: str | None) -> str | None:
     return value
 
 
-class _ProviderFields(StrictBody):
+class ProviderCreate(StrictBody):
+    """InsForge's create schema, its fields in its order (a refusal lists problems in that order)."""
+
+    name: str = Field(min_length=1, max_length=255)
+    provider_key: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")
+    issuer: str = Field(min_length=1, max_length=2048)
+    audience: str | None = Field(None, max_length=2048)
+    jwks_url: str = Field(max_length=2048)
+    claim_mappings: dict[str, str] | None = None
+    default_role: Role | None = None
+    subject_type: SubjectType | None = None
+    is_enabled: bool | None = None
+
+    _mappings = field_validator("claim_mappings")(_claim_mappings)
+    _url = field_validator("jwks_url")(_jwks_url)
+    _text = field_validator("name", "issuer", "audience")(storable)
+
+
+class ProviderUpdate(StrictBody):
+    """Only the fields sent change; `audience: null` removes the audience check. `provider_key` is not
+    among them (InsForge's update schema leaves it out too): it names the provider."""
+
     name: str | None = Field(None, min_length=1, max_length=255)
     issuer: str | None = Field(None, min_length=1, max_length=2048)
     audience: str | None = Field(None, max_length=2048)
@@ -123,17 +144,6 @@ class _ProviderFields(StrictBody):
     _mappings = field_validator("claim_mappings")(_claim_mappings)
     _url = field_validator("jwks_url")(_jwks_url)
     _text = field_validator("name", "issuer", "audience")(storable)
-
-
-class ProviderCreate(_ProviderFields):
-    name: str = Field(min_length=1, max_length=255)
-    provider_key: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")
-    issuer: str = Field(min_length=1, max_length=2048)
-    jwks_url: str = Field(max_length=2048)
-
-
-class ProviderUpdate(_ProviderFields):
-    """Only the fields sent change; `audience: null` removes the audience check."""
 
 
 def _check_jwks_url(url: str) -> None:
