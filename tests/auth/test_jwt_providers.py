@@ -18,6 +18,9 @@ import pytest
 from psycopg import sql
 from starlette.testclient import TestClient
 
+from kilnbase.app import create_app
+from kilnbase.config import Settings
+from tests.auth.conftest import auth_settings, eventually
 from tests.support.app import agent_headers, mcp_call, user_headers
 from tests.support.oidc_provider import OidcProvider
 from tests.support.servers import free_port
@@ -427,3 +430,16 @@ def test_signed_in_user_endpoints_refuse_external_tokens_cleanly(
     provider = configure(client, admin_headers, idp)
     answer = client.get("/api/auth/sessions/current", headers=bearer(token_for(idp, provider)))
     assert answer.status_code == 401 and answer.json()["message"] == "User not authenticated"
+
+
+def test_another_process_sees_changes_promptly(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider, notes: str, settings: Settings
+) -> None:
+    """A second app on the same database (as a second server process) learns of a provider, and of its
+    deletion, from the table's notification, not from its own calls."""
+    with TestClient(create_app(settings.model_copy(update={"auth": auth_settings()}))) as other:
+        provider = configure(client, admin_headers, idp)
+        token = bearer(token_for(idp, provider))
+        eventually(lambda: read_notes(other, notes, token).status_code == 200)
+        client.delete(f"{PATH}/{provider['provider_key']}", headers=admin_headers)
+        eventually(lambda: read_notes(other, notes, token).status_code == 401)
