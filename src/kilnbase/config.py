@@ -69,6 +69,14 @@ class AuthSettings(BaseSettings):
     oauth_limit: int = Field(default=60, ge=1)
     #: Sign-ups per client address per window (InsForge has none; behind a proxy, see `trusted_proxies`).
     sign_up_limit: int = Field(default=100, ge=1)
+    #: Device authorizations started per client address per window (InsForge's 5 per 15 minutes).
+    device_authorization_limit: int = Field(default=5, ge=1)
+    #: User codes looked up, approved or denied per client address per window, together (InsForge's 10 per
+    #: 15 minutes): what keeps a short user code from being guessed.
+    device_user_code_limit: int = Field(default=10, ge=1)
+    #: Device polls per client address per window, whatever the device code (one device polling every 5
+    #: seconds for the 15 minutes of its code makes 180): bounds a client spraying device codes.
+    device_poll_ip_limit: int = Field(default=600, ge=1)
 
     #: Wrong guesses allowed on one emailed code before it is burnt.
     otp_max_attempts: int = Field(default=5, ge=1, le=100)

@@ -118,3 +118,27 @@ def caller_actor(request: Request) -> Actor:
         message = "Use the project's anon key (kilnbase keys prints it)."
         raise _refused("AUTH_INVALID_CREDENTIALS", "Invalid anon key", request, message)
     raise _invalid_token(request, _SIGN_IN)
+
+
+def optional_token_actor(request: Request) -> Actor:
+    """An optional credential on a public route (the device code lookup, where InsForge reads a bearer if one
+    is sent): none is the anonymous caller, a valid one is its caller, and one that fails verification is
+    refused as `verifyToken` refuses it rather than silently read as none."""
+    principal = _principal(request)
+    if principal is not None:
+        return actor_of(request, principal)
+    if api_key_presented(request):
+        raise ApiError(401, "AUTH_INVALID_API_KEY", "Invalid API key", _API_KEY)
+    raise _invalid_token(request, _SIGN_IN)
+
+
+def person_actor(request: Request) -> Actor:
+    """`token_actor`, except that a valid key (the API key, an agent key) comes through as its caller, for
+    the service to refuse in its own words: what only a person may do (approving a device) tells a key
+    so, instead of calling it an invalid token."""
+    if api_key_presented(request):
+        principal = _principal(request)
+        if principal is None:
+            raise ApiError(401, "AUTH_INVALID_API_KEY", "Invalid API key", _API_KEY)
+        return actor_of(request, principal)
+    return token_actor(request)

@@ -1,7 +1,8 @@
 """Auth endpoints under `/api/auth` (InsForge's contract), plus the public JWKS.
 
 Users, sessions, profiles, the auth config and the root admin live here; email flows in `email_routes`,
-OAuth in `oauth_routes`. Handlers parse the request, call the service (`Auth`), and shape the answer.
+OAuth in `oauth_routes`, device authorization in `device_routes`. Handlers parse the request, call the
+service (`Auth`), and shape the answer.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from kilnbase.auth.accounts import (
 )
 from kilnbase.auth.admin import AdminSignIn
 from kilnbase.auth.auth_config import AuthConfigUpdate
+from kilnbase.auth.device_routes import DeviceRoutes
 from kilnbase.auth.edge import REFRESH_HINT, SessionEdge, client_type_of, public_actor
 from kilnbase.auth.email_routes import EmailRoutes
 from kilnbase.auth.gate import admin_actor, api_key_presented, caller_actor, token_actor, user_actor
@@ -255,6 +257,7 @@ def capability(auth: Auth) -> Capability:
         *EmailRoutes(auth).routes(),
         *OAuthRoutes(auth).routes(),
         *JwtProviderRoutes(auth.jwt_providers).routes(),
+        *DeviceRoutes(auth.parts, auth.devices).routes(),
     ]
     tools = [*auth_tools(auth), *jwt_provider_tools(auth.jwt_providers)]
     return Capability("auth", routes, lifespan=auth.running, background=auth.sweeping, tools=tools)

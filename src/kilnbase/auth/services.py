@@ -1,6 +1,6 @@
 """Auth's services, built once at startup from the core (`Auth.build`): accounts, email flows, an app's own
-emails, OAuth sign-in, the admin service and the external JWT providers, over one shared `AuthParts`.
-Routes are given this; so will the MCP tools and the CLI.
+emails, OAuth sign-in, device authorization, the admin service and the external JWT providers, over one
+shared `AuthParts`. Routes are given this; so will the MCP tools and the CLI.
 
 Tests choose auth's tunables through `Settings(auth=AuthSettings(...))`, never by swapping fields on a live
 object.
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from kilnbase.auth.accounts import Accounts
 from kilnbase.auth.admin import AuthAdmin
+from kilnbase.auth.device_authorizations import DeviceAuthorizations
 from kilnbase.auth.email_flows import EmailFlows
 from kilnbase.auth.jwt_providers import JwtProviders
 from kilnbase.auth.oauth_flow import OAuthSignIn
@@ -28,6 +29,9 @@ log = logging.getLogger("kilnbase.auth")
 SESSION_SWEEP_SECONDS = 3600.0
 #: The first sweep waits this long, off the busy start of a process.
 SESSION_SWEEP_FIRST_SECONDS = 60.0
+#: How often each process deletes the device codes that expired (at most a few a minute, each 15 minutes
+#: long: a sweep every 10 minutes keeps the table to the codes of the last hour or so).
+DEVICE_SWEEP_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class Auth:
     email: EmailFlows
     raw_email: RawEmails
     oauth: OAuthSignIn
+    devices: DeviceAuthorizations
     admin: AuthAdmin
     jwt_providers: JwtProviders
 
@@ -50,6 +55,7 @@ class Auth:
             email=EmailFlows(parts, accounts),
             raw_email=RawEmails(parts),
             oauth=OAuthSignIn(parts, accounts),
+            devices=DeviceAuthorizations(parts),
             admin=AuthAdmin(parts),
             jwt_providers=JwtProviders(core.database, core.external_tokens),
         )
@@ -62,13 +68,24 @@ class Auth:
         finally:
             await self.parts.mailer.drain()
 
-    def sweeping(self) -> contextlib.AbstractAsyncContextManager[None]:
+    @contextlib.asynccontextmanager
+    async def sweeping(self) -> AsyncIterator[None]:
         """While the server runs (its background work): expired sessions pruned a minute after start, then
-        every `SESSION_SWEEP_SECONDS`."""
-        return repeating(
-            self.parts.sessions.prune_expired,
-            first=SESSION_SWEEP_FIRST_SECONDS,
-            every=SESSION_SWEEP_SECONDS,
-            what="expired sessions",
-            log=log,
-        )
+        every `SESSION_SWEEP_SECONDS`; expired device codes every `DEVICE_SWEEP_SECONDS`."""
+        async with (
+            repeating(
+                self.parts.sessions.prune_expired,
+                first=SESSION_SWEEP_FIRST_SECONDS,
+                every=SESSION_SWEEP_SECONDS,
+                what="expired sessions",
+                log=log,
+            ),
+            repeating(
+                self.devices.prune_expired,
+                first=SESSION_SWEEP_FIRST_SECONDS,
+                every=DEVICE_SWEEP_SECONDS,
+                what="expired device codes",
+                log=log,
+            ),
+        ):
+            yield
