@@ -29,6 +29,7 @@ from kilnbase.capability import BodySurface, Capability
 from kilnbase.config import Settings
 from kilnbase.dashboard import routes as dashboard_routes
 from kilnbase.database import routes as database_routes
+from kilnbase.database_backups import routes as database_backups_routes
 from kilnbase.database_webhooks import routes as database_webhooks_routes
 from kilnbase.db.idempotency import IdempotencyKeys
 from kilnbase.functions import routes as functions_routes
@@ -69,6 +70,7 @@ def capabilities(services: Services) -> list[Capability]:
         secrets_routes.capability(services.key_rotation, services.secrets),
         records_routes.capability(services.records),
         database_routes.capability(services.database),
+        database_backups_routes.capability(services.database_backups, services.backup_scheduler),
         database_webhooks_routes.capability(services.database_webhooks, services.webhook_runner),
         agents_routes.capability(services.agents),
         ai_routes.capability(services.ai),

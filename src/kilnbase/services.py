@@ -15,6 +15,8 @@ from kilnbase.auth.services import Auth
 from kilnbase.capability import Core
 from kilnbase.config import Settings
 from kilnbase.database.admin import DatabaseAdmin
+from kilnbase.database_backups.scheduler import ScheduledBackups
+from kilnbase.database_backups.service import DatabaseBackups
 from kilnbase.database_webhooks.runner import DeliveryRunner
 from kilnbase.database_webhooks.service import DatabaseWebhooks
 from kilnbase.db.pool import catalog_only, create_database
@@ -41,6 +43,7 @@ from kilnbase.schedules.runner import ScheduleRunner
 from kilnbase.schedules.service import Schedules
 from kilnbase.secrets.project_key_rotation import KeyRotation
 from kilnbase.secrets.project_secrets import ProjectSecrets
+from kilnbase.server.live_backups import LiveBackups
 from kilnbase.storage.service import StorageService
 
 
@@ -67,6 +70,8 @@ class Services:
     advisor: Advisor
     memory: Memory
     kv: KvStore
+    database_backups: DatabaseBackups
+    backup_scheduler: ScheduledBackups
 
 
 def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
@@ -109,6 +114,9 @@ def build_services(core: Core) -> Services:
     )
     reach = Reach.of(core.settings)  # (where an agent key's schedules may call: the service and runner agree)
     ai = AiService.build(core.settings, core.secret_box, core.database)
+    # Backup files are the CLI's (`server/`): written and restored by the same code as `kilnbase db backup`.
+    files = LiveBackups(core.settings, str(core.database.owner_pool.conninfo))
+    backups = DatabaseBackups(core.database, files, core.schema_cache)
     return Services(
         core=core,
         auth=Auth.build(core),
@@ -145,4 +153,6 @@ def build_services(core: Core) -> Services:
         # Memory calls its models through the gateway, as its caller (limits, credentials, usage ledger).
         memory=Memory(core.database, ModelCalls(ai.gateway), core.settings.memory),
         kv=KvStore(core.database, core.settings.kv),
+        database_backups=backups,
+        backup_scheduler=ScheduledBackups(backups),
     )

