@@ -1,0 +1,250 @@
+"""`/api/database/backups` over a real database: backups made, renamed, deleted with their file, restored in
+place (and refused, or rolled back whole), the schedule's config, and agents' reach."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+from kilnbase.config import Settings
+from tests.support.app import admin_headers, agent_headers
+
+API = "/api/database/backups"
+
+
+@pytest.fixture(scope="module")
+def admin(client: TestClient) -> dict[str, str]:
+    return admin_headers(client)
+
+
+def _sql(settings: Settings, statement: str) -> list[tuple[Any, ...]]:
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        cur = conn.execute(statement)
+        return cur.fetchall() if cur.description else []
+
+
+def _finished(client: TestClient, admin: dict[str, str], backup_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = client.get(API, headers=admin).json()["backups"]
+        row: dict[str, Any] = next(r for r in rows if r["id"] == backup_id)
+        if row["status"] != "running":
+            return row
+        time.sleep(0.2)
+    raise AssertionError("the backup did not finish")
+
+
+def _table_backed_up(
+    client: TestClient, admin: dict[str, str], settings: Settings, rows: str
+) -> tuple[str, str]:
+    """A new table holding `rows` (ids), and the id of a completed backup made then."""
+    table = f"t_{secrets.token_hex(3)}"
+    _sql(settings, f"create table public.{table} (id int primary key)")
+    _sql(settings, f"insert into public.{table} values {rows}")
+    return table, _backup(client, admin)["id"]
+
+
+def _backup(client: TestClient, admin: dict[str, str], name: str | None = None) -> dict[str, Any]:
+    created = client.post(API, headers=admin, json={} if name is None else {"name": name})
+    assert created.status_code == 201, created.text
+    assert created.json()["status"] == "running"
+    return _finished(client, admin, created.json()["id"])
+
+
+def test_create_completes_with_size_and_file(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    name = f"before-{secrets.token_hex(3)}"
+    row = _backup(client, admin, name)
+    assert row["status"] == "completed", row
+    assert row["name"] == name and row["triggerSource"] == "manual" and row["sizeBytes"] > 0
+    assert row["completedAt"] and row["expiresAt"] is None
+    files = list((settings.data_dir / "backups").glob("*.tar"))
+    assert any(f.stat().st_size == row["sizeBytes"] for f in files)
+
+
+def test_rename_and_duplicate_names(client: TestClient, admin: dict[str, str]) -> None:
+    first = _backup(client, admin, f"a-{secrets.token_hex(3)}")
+    second = _backup(client, admin)
+    renamed = client.patch(f"{API}/{second['id']}", headers=admin, json={"name": "  renamed-x  "})
+    assert renamed.status_code == 200 and renamed.json()["name"] == "renamed-x"
+    taken = client.patch(f"{API}/{second['id']}", headers=admin, json={"name": first["name"]})
+    assert taken.status_code == 409 and taken.json()["message"] == "A backup with this name already exists."
+    duplicate = client.post(API, headers=admin, json={"name": first["name"]})
+    assert duplicate.status_code == 409 and duplicate.json()["error"] == "DATABASE_DUPLICATE"
+    cleared = client.patch(f"{API}/{second['id']}", headers=admin, json={"name": None})
+    assert cleared.json()["name"] is None
+    assert client.patch(f"{API}/{second['id']}", headers=admin, json={"name": ""}).status_code == 400
+    assert client.patch(f"{API}/{second['id']}", headers=admin, json={"name": "x" * 65}).status_code == 400
+
+
+def test_bad_and_unknown_ids(client: TestClient, admin: dict[str, str]) -> None:
+    bad = client.delete(f"{API}/not-a-uuid", headers=admin)
+    assert bad.status_code == 400 and bad.json()["message"] == "Invalid backup ID"
+    unknown = uuid.uuid4()
+    for response in (
+        client.delete(f"{API}/{unknown}", headers=admin),
+        client.post(f"{API}/{unknown}/restore", headers=admin),
+        client.patch(f"{API}/{unknown}", headers=admin, json={"name": "n"}),
+    ):
+        assert response.status_code == 404 and response.json()["message"] == "Backup not found."
+
+
+def test_delete_removes_row_and_file(client: TestClient, admin: dict[str, str], settings: Settings) -> None:
+    row = _backup(client, admin)
+    before = set((settings.data_dir / "backups").glob("*.tar"))
+    deleted = client.delete(f"{API}/{row['id']}", headers=admin)
+    assert deleted.status_code == 200 and deleted.json() == {"message": "Backup deleted successfully"}
+    after = set((settings.data_dir / "backups").glob("*.tar"))
+    assert len(before - after) == 1
+    assert all(r["id"] != row["id"] for r in client.get(API, headers=admin).json()["backups"])
+
+
+def test_restore_brings_back_rows_and_table(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    table = f"t_{secrets.token_hex(3)}"
+    _sql(settings, f"create table public.{table} (id int primary key, v text)")
+    _sql(settings, f"insert into public.{table} values (1, 'one'), (2, 'two')")
+    row = _backup(client, admin)
+    later = _backup(client, admin, f"later-{secrets.token_hex(3)}")
+    _sql(settings, f"delete from public.{table} where id = 2")
+    _sql(settings, f"create table public.{table}_gone (x int)")
+    _sql(settings, f"drop table public.{table}_gone")
+    dropped = f"{table}_d"
+    _sql(settings, f"create table public.{dropped} (x int)")
+    restored = client.post(f"{API}/{row['id']}/restore", headers=admin)
+    assert restored.status_code == 200, restored.text
+    assert restored.json() == {"message": "Database restored successfully"}
+    assert _sql(settings, f"select id, v from public.{table} order by id") == [(1, "one"), (2, "two")]
+    # Backups made after the one restored are kept, as is the audit trail (with the restore in it).
+    ids = {r["id"] for r in client.get(API, headers=admin).json()["backups"]}
+    assert later["id"] in ids
+    assert (
+        _sql(settings, "select count(*) from system.audit_logs where action = 'RESTORE_DATABASE_BACKUP'")[0][
+            0
+        ]
+        >= 1
+    )
+    # The records API sees the table again (the schema cache was reloaded).
+    assert client.get(f"/api/database/records/{table}", headers=admin).status_code == 200
+
+
+def test_restore_brings_back_a_dropped_table(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    table, backup_id = _table_backed_up(client, admin, settings, "(7)")
+    _sql(settings, f"drop table public.{table}")
+    assert client.post(f"{API}/{backup_id}/restore", headers=admin).status_code == 200
+    assert _sql(settings, f"select id from public.{table}") == [(7,)]
+
+
+def test_failed_restore_changes_nothing(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    table, backup_id = _table_backed_up(client, admin, settings, "(1)")
+    _sql(settings, f"insert into public.{table} values (2)")
+    # A view made since depends on the table: dropping it fails, and the whole restore rolls back.
+    _sql(settings, f"create view public.{table}_v as select * from public.{table}")
+    failed = client.post(f"{API}/{backup_id}/restore", headers=admin)
+    assert failed.status_code == 500, failed.text
+    assert "rolled back" in failed.json()["message"]
+    assert _sql(settings, f"select id from public.{table} order by id") == [(1,), (2,)]
+    assert _sql(settings, f"select count(*) from public.{table}_v") == [(2,)]
+    _sql(settings, f"drop view public.{table}_v")
+
+
+def test_restore_refused_unless_completed(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    failed_id = _sql(
+        settings,
+        "insert into system.database_backups (status, error_message) "
+        "values ('failed', 'x') returning id::text",
+    )[0][0]
+    refused = client.post(f"{API}/{failed_id}/restore", headers=admin)
+    assert refused.status_code == 409
+    assert (
+        refused.json()["message"] == "This backup is not restorable. Only completed backups can be restored."
+    )
+
+
+def test_interrupted_running_row_shows_failed(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    left = _sql(settings, "insert into system.database_backups default values returning id::text")[0][0]
+    refused = client.post(f"{API}/{left}/restore", headers=admin)
+    assert refused.status_code == 409
+    row = next(r for r in client.get(API, headers=admin).json()["backups"] if r["id"] == left)
+    assert row["status"] == "failed" and row["errorMessage"] == "Interrupted by a server restart."
+
+
+def test_a_backup_while_another_runs_is_refused(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url, autocommit=True) as holder:
+        holder.execute("select pg_advisory_lock(hashtext('kilnbase.database_backups'))")
+        busy = client.post(API, headers=admin, json={})
+        assert busy.status_code == 409
+        assert busy.json()["message"] == "A restore is currently in progress. Try again once it finishes."
+
+
+def test_restore_refuses_other_migrations(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    row = _backup(client, admin)
+    _sql(settings, "insert into system.migrations (version, name, checksum) values (99999, 'extra', 'x')")
+    try:
+        refused = client.post(f"{API}/{row['id']}/restore", headers=admin)
+    finally:
+        _sql(settings, "delete from system.migrations where version = 99999")
+    assert refused.status_code == 409 and "other migrations" in refused.json()["message"]
+
+
+def test_config_defaults_and_validation(client: TestClient, admin: dict[str, str]) -> None:
+    config = client.get(f"{API}/config", headers=admin).json()
+    assert set(config) == {"enabled", "cronSchedule", "retentionDays", "nextBackupAt"}
+    for body, message in (
+        ({}, "At least one field must be provided"),
+        ({"cronSchedule": "* * *"}, "cronSchedule must be a standard 5-field cron expression"),
+        ({"cronSchedule": "*/5 * * * *"}, "Scheduled backups can run at most once per hour"),
+        ({"cronSchedule": "5 99 * * *"}, "cronSchedule is not a valid cron expression."),
+        ({"retentionDays": 0}, "retentionDays: Number must be greater than 0"),
+        ({"enabled": "yes"}, "enabled: Expected boolean"),
+    ):
+        response = client.patch(f"{API}/config", headers=admin, json=body)
+        assert response.status_code == 400, body
+        assert response.json()["message"].startswith(message), response.json()
+    assert client.get(f"{API}/config", headers=admin).json() == config
+    updated = client.patch(
+        f"{API}/config",
+        headers=admin,
+        json={"enabled": True, "cronSchedule": "30 2 * * *", "retentionDays": None},
+    ).json()
+    assert updated["enabled"] is True and updated["retentionDays"] is None
+    assert updated["nextBackupAt"].endswith("02:30:00Z")
+    off = client.patch(f"{API}/config", headers=admin, json={"enabled": False}).json()
+    assert off["nextBackupAt"] is None and off["cronSchedule"] == "30 2 * * *"
+
+
+def test_agent_keys(client: TestClient, admin: dict[str, str]) -> None:
+    reader = agent_headers(client, admin, ["database:read"])
+    assert client.get(API, headers=reader).status_code == 200
+    assert client.post(API, headers=reader, json={}).status_code == 403
+    writer = agent_headers(client, admin, ["database:write"])
+    row = _backup(client, writer)
+    assert row["status"] == "completed"
+    held = client.post(f"{API}/{row['id']}/restore", headers=writer)
+    assert held.status_code == 202, held.text
+    assert client.delete(f"{API}/{row['id']}", headers=writer).status_code == 202
+    assert any(r["id"] == row["id"] for r in client.get(API, headers=admin).json()["backups"])
+    other = agent_headers(client, admin, ["storage:write"])
+    assert client.get(API, headers=other).status_code == 403
