@@ -49,6 +49,7 @@ from kilnbase.mcp_server.endpoint import mcp_capability
 from kilnbase.mcp_server.rest_gate import RestApprovalGate
 from kilnbase.memory import routes as memory_routes
 from kilnbase.metadata import routes as metadata_routes
+from kilnbase.project_config import routes as project_config_routes
 from kilnbase.realtime import routes as realtime_routes
 from kilnbase.records import routes as records_routes
 from kilnbase.schedules import routes as schedules_routes
@@ -82,6 +83,7 @@ def capabilities(services: Services) -> list[Capability]:
         advisor_routes.capability(services.advisor),
         memory_routes.capability(services.memory),
         kv_routes.capability(services.kv),
+        project_config_routes.capability(services.project_config),
         realtime_routes.capability(services.realtime),
         dashboard_routes.capability(services.core),
     ]

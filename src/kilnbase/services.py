@@ -36,6 +36,7 @@ from kilnbase.kv.service import KvStore
 from kilnbase.logs.service import LogsService
 from kilnbase.memory.service import Memory
 from kilnbase.metadata.service import MetadataService
+from kilnbase.project_config.service import ProjectConfig
 from kilnbase.realtime.service import RealtimeService
 from kilnbase.records.service import RecordsEngine
 from kilnbase.schedules.reach import Reach
@@ -72,6 +73,7 @@ class Services:
     kv: KvStore
     database_backups: DatabaseBackups
     backup_scheduler: ScheduledBackups
+    project_config: ProjectConfig
 
 
 def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
@@ -117,15 +119,17 @@ def build_services(core: Core) -> Services:
     # Backup files are the CLI's (`server/`): written and restored by the same code as `kilnbase db backup`.
     files = LiveBackups(core.settings, str(core.database.owner_pool.conninfo))
     backups = DatabaseBackups(core.database, files, core.schema_cache)
+    auth = Auth.build(core)
+    storage = StorageService(core.settings, core.database, core.keys.jwt_secret, core.secret_box)
     return Services(
         core=core,
-        auth=Auth.build(core),
+        auth=auth,
         records=RecordsEngine(core.database, core.schema_cache, core.settings.records),
         database=DatabaseAdmin(core.settings, core.database, core.schema_cache, core.agent_keys),
         key_rotation=KeyRotation(core.settings, core.database, core.secret_box, core.keys.ring),
         secrets=secrets,
         ai=ai,
-        storage=StorageService(core.settings, core.database, core.keys.jwt_secret, core.secret_box),
+        storage=storage,
         metadata=MetadataService(core.settings, core.database, core.keys.ring),
         logs=LogsService(core.settings, core.database),
         docs=AgentDocs(),
@@ -155,4 +159,6 @@ def build_services(core: Core) -> Services:
         kv=KvStore(core.database, core.settings.kv),
         database_backups=backups,
         backup_scheduler=ScheduledBackups(backups),
+        # The project config changes auth's and storage's settings through their own services.
+        project_config=ProjectConfig(core.database, core.agent_keys, auth.admin, storage),
     )

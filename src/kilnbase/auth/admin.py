@@ -11,7 +11,7 @@ password, not a rate-limited one: those are counted, not written).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from psycopg import AsyncCursor
@@ -71,6 +71,23 @@ def _found(row: DictRow | None, provider: str) -> DictRow:
     return row
 
 
+def _changed_fields(change: auth_config.AuthConfigUpdate) -> dict[str, Any]:
+    return {"updatedFields": sorted(change.model_dump(exclude_unset=True))}
+
+
+async def _change_config(cur: AsyncCursor[DictRow], change: auth_config.AuthConfigUpdate) -> DictRow:
+    """The change, refused while it would require verification no one could do (no SMTP server)."""
+    if change.requireEmailVerification and not smtp_settings.is_usable(await smtp_settings.load(cur)):
+        raise ApiError(
+            400,
+            "EMAIL_PROVIDER_NOT_CONFIGURED",
+            "Email verification cannot be required while no SMTP server is configured: "
+            "no new user could ever verify.",
+            "Configure SMTP first. " + smtp_settings.CONFIGURE_SMTP,
+        )
+    return await auth_config.update(cur, change)
+
+
 class AuthAdmin:
     def __init__(self, parts: AuthParts) -> None:
         self.parts = parts
@@ -105,18 +122,36 @@ class AuthAdmin:
         return auth_config.config_json(await auth_config.read(self.parts.database))
 
     async def update_config(self, actor: Actor, change: auth_config.AuthConfigUpdate) -> dict[str, Any]:
-        details = {"updatedFields": sorted(change.model_dump(exclude_unset=True))}
-        async with self._audited(actor, "UPDATE_AUTH_CONFIG", details) as cur:
-            if change.requireEmailVerification and not smtp_settings.is_usable(await smtp_settings.load(cur)):
-                raise ApiError(
-                    400,
-                    "EMAIL_PROVIDER_NOT_CONFIGURED",
-                    "Email verification cannot be required while no SMTP server is configured: "
-                    "no new user could ever verify.",
-                    "Configure SMTP first. " + smtp_settings.CONFIGURE_SMTP,
-                )
-            row = await auth_config.update(cur, change)
+        async with self._audited(actor, "UPDATE_AUTH_CONFIG", _changed_fields(change)) as cur:
+            row = await _change_config(cur, change)
         return auth_config.config_json(row)
+
+    # --- config, inside a caller's transaction (the declarative project config, `config/`) -----------------
+
+    @property
+    def access_token_seconds(self) -> int:
+        """How long the access tokens signed here live (`KILNBASE_AUTH_ACCESS_TOKEN_SECONDS`)."""
+        return self.parts.settings.access_token_seconds
+
+    def check_config_change(self, change: Mapping[str, Any]) -> None:
+        """Raise pydantic's `ValidationError` where `PUT /api/auth/config` would refuse `change` (InsForge's
+        field names): the caller reports each problem in its own words, before anything changes."""
+        auth_config.AuthConfigUpdate.model_validate(change)
+
+    async def config_in(self, cur: AsyncCursor[DictRow]) -> dict[str, Any]:
+        """The config as `GET /api/auth/config` answers it, read in the caller's transaction."""
+        return auth_config.config_json(await auth_config.load(cur))
+
+    async def update_config_in(
+        self, cur: AsyncCursor[DictRow], actor: Actor, change: Mapping[str, Any]
+    ) -> None:
+        """`update_config` inside the caller's transaction, so that it commits or rolls back with the rest
+        of the caller's changes; its audit entry goes in that transaction too. The caller records a refusal
+        (the transaction that would hold this one's is rolled back)."""
+        require_admin(actor)
+        parsed = auth_config.AuthConfigUpdate.model_validate(change)
+        await _change_config(cur, parsed)
+        await audit.record(cur, actor, "UPDATE_AUTH_CONFIG", MODULE, _changed_fields(parsed))
 
     # --- users ---------------------------------------------------------------------------------------------
 

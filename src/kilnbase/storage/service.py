@@ -378,16 +378,35 @@ class StorageService:
         return [{"name": r["name"], "public": r["public"], "createdAt": iso(r["created_at"])} for r in rows]
 
     async def create_bucket(self, actor: Actor, bucket: str, is_public: bool) -> None:
+        async with self.database.as_owner() as cur:
+            await self.create_bucket_in(cur, actor, bucket, is_public)
+
+    async def update_bucket(self, actor: Actor, bucket: str, is_public: bool) -> None:
+        async with self.database.as_owner() as cur:
+            await self.update_bucket_in(cur, actor, bucket, is_public)
+
+    # --- buckets, inside a caller's transaction (the declarative project config, `config/`) ----------------
+
+    @staticmethod
+    def check_bucket_name(bucket: str) -> None:
+        """Raise the 400 the bucket routes answer for a name they refuse."""
+        names.bucket_name(bucket)
+
+    async def buckets_in(self, cur: AsyncCursor[DictRow]) -> dict[str, bool]:
+        """Every bucket's name and public flag, read in the caller's transaction."""
+        await cur.execute("select name, public from storage.buckets order by name limit 10000")
+        return {row["name"]: bool(row["public"]) for row in await cur.fetchall()}
+
+    async def create_bucket_in(
+        self, cur: AsyncCursor[DictRow], actor: Actor, bucket: str, is_public: bool
+    ) -> None:
+        """A new bucket and its audit entry, in the caller's transaction (409 for a name taken)."""
         _require_admin(actor)
         names.bucket_name(bucket)
         try:
-            async with self.database.as_owner() as cur:
-                await cur.execute(
-                    "insert into storage.buckets (name, public) values (%s, %s)", (bucket, is_public)
-                )
-                await audit.record(
-                    cur, actor, "CREATE_BUCKET", MODULE, {"bucketName": bucket, "isPublic": is_public}
-                )
+            await cur.execute(
+                "insert into storage.buckets (name, public) values (%s, %s)", (bucket, is_public)
+            )
         except pg_errors.UniqueViolation:
             raise ApiError(
                 409,
@@ -395,20 +414,53 @@ class StorageService:
                 f'Bucket "{bucket}" already exists',
                 "Choose another bucket name, or use the existing bucket.",
             ) from None
+        await audit.record(cur, actor, "CREATE_BUCKET", MODULE, {"bucketName": bucket, "isPublic": is_public})
 
-    async def update_bucket(self, actor: Actor, bucket: str, is_public: bool) -> None:
+    async def update_bucket_in(
+        self, cur: AsyncCursor[DictRow], actor: Actor, bucket: str, is_public: bool
+    ) -> None:
+        """A bucket made public or private, audited, in the caller's transaction (404 for none)."""
         _require_admin(actor)
         names.bucket_name(bucket)
-        async with self.database.as_owner() as cur:
-            await cur.execute(
-                "update storage.buckets set public = %s, updated_at = now() where name = %s",
-                (is_public, bucket),
+        await cur.execute(
+            "update storage.buckets set public = %s, updated_at = now() where name = %s", (is_public, bucket)
+        )
+        if cur.rowcount == 0:
+            raise bucket_missing(bucket)
+        await audit.record(cur, actor, "UPDATE_BUCKET", MODULE, {"bucketName": bucket, "isPublic": is_public})
+
+    async def delete_empty_bucket_in(self, cur: AsyncCursor[DictRow], actor: Actor, bucket: str) -> None:
+        """Delete a bucket that holds nothing (no object, no upload in progress), audited, in the caller's
+        transaction; 409 for one that holds something. Nothing is left to remove from the blob store, so
+        the deletion is whole inside the transaction, unlike `delete_bucket`'s.
+
+        The bucket's row is locked first: an upload's object row takes a key-share lock on it (its foreign
+        key), so an upload still committing is waited for and then counted, and one that starts later waits
+        for this transaction, then finds no bucket."""
+        _require_admin(actor)
+        names.bucket_name(bucket)
+        await cur.execute("select 1 from storage.buckets where name = %s for update", (bucket,))
+        if await cur.fetchone() is None:
+            raise bucket_missing(bucket)
+        await cur.execute(
+            "select (select count(*) from storage.objects where bucket = %(b)s) as objects, "
+            "(select count(*) from storage.tus_uploads where bucket = %(b)s) "
+            "+ (select count(*) from storage.s3_multipart_uploads where bucket = %(b)s) as uploads",
+            {"b": bucket},
+        )
+        held = await cur.fetchone()
+        assert held is not None
+        if held["objects"] or held["uploads"]:
+            raise ApiError(
+                409,
+                "STORAGE_BUCKET_NOT_EMPTY",
+                f'Bucket "{bucket}" holds {held["objects"]} object(s) and {held["uploads"]} upload(s) in '
+                "progress: only an empty bucket is deleted here.",
+                f"Delete its objects first, or delete the bucket with everything in it by DELETE "
+                f"/api/storage/buckets/{bucket}, or keep the bucket.",
             )
-            if cur.rowcount == 0:
-                raise bucket_missing(bucket)
-            await audit.record(
-                cur, actor, "UPDATE_BUCKET", MODULE, {"bucketName": bucket, "isPublic": is_public}
-            )
+        await cur.execute("delete from storage.buckets where name = %s", (bucket,))
+        await audit.record(cur, actor, "DELETE_BUCKET", MODULE, {"bucketName": bucket})
 
     async def delete_bucket(self, actor: Actor, bucket: str) -> None:
         """The bucket and every object in it (InsForge's behaviour): rows at once, bytes right after."""
