@@ -105,9 +105,9 @@ class Tool:
     #: It runs the project's own code (a function): agent keys reach it with `<group>:invoke`, as they reach
     #: the capability's `invocations` on REST (it still changes what the code changes: not `read_only`).
     invokes: bool = False
-    #: Its service checks an agent key's scopes itself, per part of the call (the project config's sections:
-    #: `auth:*`, `storage:*`), so the catalogue shows it to every admin credential rather than by its group.
-    scoped_by_service: bool = False
+    #: Groups whose scopes reach it in place of its own: shown to a key that may read any of them, while its
+    #: service checks, per part of the call, the rest (the project config's sections: `auth`, `storage`).
+    reached_by: tuple[str, ...] = ()
     #: Offered to MCP clients (listed and callable on `/mcp`). False: only an approval runs it, for a REST
     #: route that the approval gate holds as its call when no tool does that route's work (owner-level
     #: SQL, which stays off the MCP server); its group and scopes apply to the approved call as to any.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -78,7 +79,7 @@ def test_read_only_mode_refuses_an_agent_s_change_not_its_dry_run(
     client: TestClient, admin: dict[str, str], name: Callable[[str], str], read_only_mode: None
 ) -> None:
     writer = agent_headers(client, admin, ["*:write"])
-    file = {"storage": {"buckets": {name("frozen"): {}}}}
+    file: dict[str, Any] = {"storage": {"buckets": {name("frozen"): {}}}}
     refused = apply(client, writer, file)
     assert refused.status_code == 403
     assert refused.json()["error"] == "AGENT_READ_ONLY"
@@ -108,3 +109,22 @@ def test_mcp_tools_are_the_same_calls(
     assert "auth:write" in refused
     invalid = mcp_call(client, agent, "apply-config", {"config": {"auth": {"site_url": "https://x.example"}}})
     assert "config.auth.site_url: is not supported by Kilnbase" in invalid
+
+
+def test_mcp_tools_are_shown_to_keys_that_read_a_section(client: TestClient, admin: dict[str, str]) -> None:
+    for scopes, shown in ((["storage:read"], True), (["auth:write"], True), (["tool:list-tables"], False)):
+        agent = agent_headers(client, admin, scopes)
+        listed = client.post(
+            "/mcp",
+            headers={
+                **agent,
+                "Content-Type": "application/json",
+                "Accept": "application/json, text/event-stream",
+            },
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
+        )
+        names = {tool["name"] for tool in listed.json()["result"]["tools"]}
+        assert ({"get-config", "apply-config"} <= names) is shown, scopes
+        assert not shown or "list-tables" not in names
+    hidden = mcp_call(client, agent_headers(client, admin, ["database:read"]), "get-config", {})
+    assert "do not reach" in hidden

@@ -1,5 +1,5 @@
 """Every route of the public API (auth, database and records, the gateway, secrets, schedules, advisor,
-memory, kv, storage, functions, realtime, metadata, logs, docs, agents, approvals, MCP) has a runnable
+memory, kv, config, storage, functions, realtime, metadata, logs, docs, agents, approvals, MCP) has a runnable
 example in `docs/` (one that `test_doc_examples.py` runs): a new route without one fails here, naming it."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ DOCUMENTED = (
     "/api/advisor",
     "/api/memory",
     "/api/kv",
+    "/api/config",
     "/.well-known",
     "/api/.well-known",
     "/api/storage",

@@ -63,8 +63,8 @@ def visible(principal: Principal, narrowing: Narrowing, listed: Listed) -> bool:
         return False
     if listed.group in UNSCOPED_READS and listed.tool.read_only:
         return True
-    if listed.tool.scoped_by_service:
-        return True
+    if listed.tool.reached_by:
+        return any(principal.allows(group, "read", listed.tool.name) for group in listed.tool.reached_by)
     return principal.allows(listed.group, listed.kind, listed.tool.name)
 
 

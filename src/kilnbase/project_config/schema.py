@@ -40,12 +40,16 @@ FIX_CONFIG = "Fix the value at `path` in the config and apply it again; GET /api
 
 
 class ConfigValidationError(ApiError):
-    """A file the schema refuses, with where (`path`, empty for the whole file)."""
+    """A file the schema refuses, with where (`path`, empty for the whole file): made by `invalid`."""
 
-    def __init__(self, path: str, problem: str) -> None:
-        where = f"config.{path}" if path else "config"
-        super().__init__(400, "config_validation", f"{where}: {problem}", FIX_CONFIG)
+    def __init__(self, status: int, code: str, message: str, next_actions: str | None, *, path: str) -> None:
+        super().__init__(status, code, message, next_actions)
         self.path = path
+
+
+def invalid(path: str, problem: str, next_actions: str = FIX_CONFIG) -> ConfigValidationError:
+    where = f"config.{path}" if path else "config"
+    return ConfigValidationError(400, "config_validation", f"{where}: {problem}", next_actions, path=path)
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,11 @@ class Checks:
 
 def _object(value: Any, path: str, known: tuple[str, ...], what: str = "an object") -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ConfigValidationError(path, f"must be {what}")
+        raise invalid(path, f"must be {what}")
     for key in value:
         if key not in known:
             where = f"{path}.{key}" if path else key
-            raise ConfigValidationError(where, f"is not a known key (known here: {', '.join(known)})")
+            raise invalid(where, f"is not a known key (known here: {', '.join(known)})")
     return value
 
 
@@ -77,7 +81,7 @@ def validate_config(raw: Any, checks: Checks) -> dict[str, Any]:
     if "project_id" in given:
         project_id = given["project_id"]
         if not isinstance(project_id, str) or len(project_id) > MAX_PROJECT_ID_LENGTH:
-            raise ConfigValidationError("project_id", f"must be a string of at most {MAX_PROJECT_ID_LENGTH}")
+            raise invalid("project_id", f"must be a string of at most {MAX_PROJECT_ID_LENGTH}")
         out["project_id"] = project_id
     if "auth" in given:
         out["auth"] = _auth(given["auth"], checks)
@@ -92,9 +96,9 @@ def _auth(raw: Any, checks: Checks) -> dict[str, Any]:
     if "jwt_expiry" in given:
         expiry = given["jwt_expiry"]
         if isinstance(expiry, bool) or not isinstance(expiry, int) or expiry <= 0:
-            raise ConfigValidationError("auth.jwt_expiry", "must be a positive integer")
+            raise invalid("auth.jwt_expiry", "must be a positive integer")
         if expiry != checks.access_token_seconds:
-            raise ConfigValidationError(
+            raise invalid(
                 "auth.jwt_expiry",
                 f"Kilnbase signs access tokens for KILNBASE_AUTH_ACCESS_TOKEN_SECONDS "
                 f"({checks.access_token_seconds} here), a setting of the server, not of the config: "
@@ -103,7 +107,7 @@ def _auth(raw: Any, checks: Checks) -> dict[str, Any]:
         out["jwt_expiry"] = expiry
     _copy_boolean(given, "enable_signup", "auth", out)
     if "site_url" in given:
-        raise ConfigValidationError(
+        raise invalid(
             "auth.site_url",
             "is not supported by Kilnbase, which has no site URL: list the URLs that sign-in, sign-up and "
             "password-reset flows may redirect to in auth.additional_redirect_urls",
@@ -117,12 +121,12 @@ def _auth(raw: Any, checks: Checks) -> dict[str, Any]:
 def _redirect_urls(raw: Any) -> list[str]:
     path = "auth.additional_redirect_urls"
     if not isinstance(raw, list) or not all(isinstance(url, str) for url in raw):
-        raise ConfigValidationError(path, "must be an array of strings")
+        raise invalid(path, "must be an array of strings")
     if len(raw) > MAX_REDIRECT_URLS:
-        raise ConfigValidationError(path, f"must list at most {MAX_REDIRECT_URLS} URLs")
+        raise invalid(path, f"must list at most {MAX_REDIRECT_URLS} URLs")
     for index, url in enumerate(raw):
         if len(url) > MAX_URL_LENGTH:
-            raise ConfigValidationError(f"{path}.{index}", f"must be at most {MAX_URL_LENGTH} characters")
+            raise invalid(f"{path}.{index}", f"must be at most {MAX_URL_LENGTH} characters")
     return list(raw)
 
 
@@ -136,7 +140,7 @@ def _check_auth_values(auth: Mapping[str, Any], checks: Checks) -> None:
         field, *rest = error["loc"]
         name = next(key for key, api_name in AUTH_FIELDS.items() if api_name == field)
         path = ".".join(["auth", name, *(str(part) for part in rest)])
-        raise ConfigValidationError(path, str(error["msg"]).removeprefix("Value error, ")) from None
+        raise invalid(path, str(error["msg"]).removeprefix("Value error, ")) from None
 
 
 def auth_change(auth: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,14 +160,14 @@ def _storage(raw: Any, checks: Checks) -> dict[str, Any]:
     if "buckets" in given:
         buckets = _object_map(given["buckets"], "storage.buckets")
         if len(buckets) > MAX_BUCKETS:
-            raise ConfigValidationError("storage.buckets", f"must hold at most {MAX_BUCKETS} buckets")
+            raise invalid("storage.buckets", f"must hold at most {MAX_BUCKETS} buckets")
         out["buckets"] = {name: _bucket(name, value, checks) for name, value in buckets.items()}
     return out
 
 
 def _object_map(value: Any, path: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ConfigValidationError(path, "must be an object map")
+        raise invalid(path, "must be an object map")
     return value
 
 
@@ -172,7 +176,7 @@ def _bucket(name: str, raw: Any, checks: Checks) -> dict[str, Any]:
     try:
         checks.bucket_name(name)
     except ApiError as exc:
-        raise ConfigValidationError(path, exc.message) from None
+        raise invalid(path, exc.message) from None
     given = _object(raw, path, _BUCKET_KEYS)
     out: dict[str, Any] = {}
     _copy_boolean(given, "public", path, out)
@@ -183,5 +187,5 @@ def _copy_boolean(given: Mapping[str, Any], key: str, path: str, out: dict[str, 
     """`given[key]`, when there, into `out`: a boolean, else refused at `path.key`."""
     if key in given:
         if not isinstance(given[key], bool):
-            raise ConfigValidationError(f"{path}.{key}", "must be a boolean")
+            raise invalid(f"{path}.{key}", "must be a boolean")
         out[key] = given[key]

@@ -1,6 +1,7 @@
 """The project config's MCP tools: `get-config` and `apply-config` (with `dry_run` to see the plan first),
 the same `ProjectConfig` calls as `/api/config`. Agent keys reach them by the scopes of the sections a call
-reads or changes (`auth:*`, `storage:*`), which the service checks, not by a `config` group of their own.
+reads or changes (`auth:*`, `storage:*`), not by a `config` group of their own: a key that may read either
+section sees both tools, and the service checks each call's sections.
 
 No call waits for a person's approval: the plan is there to read first (`dry_run`), pruning deletes only
 empty buckets, and every change is audited by the service that makes it."""
@@ -13,7 +14,7 @@ from pydantic import Field
 
 from kilnbase.capability import Tool
 from kilnbase.identity.actor import Actor
-from kilnbase.project_config.service import ApplyRequest, ProjectConfig
+from kilnbase.project_config.service import SECTIONS, ApplyRequest, ProjectConfig
 
 APPLY_CONFIG = (
     "Apply a project config, as POST /api/config/apply: {auth?: {enable_signup?, additional_redirect_urls?, "
@@ -43,7 +44,7 @@ def config_tools(project_config: ProjectConfig) -> list[Tool]:
             "get-config",
             "The project's config (auth settings, storage buckets) in insforge.toml's shape.",
             get_config,
-            scoped_by_service=True,
+            reached_by=SECTIONS,
         ),
-        Tool("apply-config", APPLY_CONFIG, apply_config, read_only=False, scoped_by_service=True),
+        Tool("apply-config", APPLY_CONFIG, apply_config, read_only=False, reached_by=SECTIONS),
     ]
