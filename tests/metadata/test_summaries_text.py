@@ -11,7 +11,8 @@ from psycopg.rows import DictRow
 
 from kilnbase.identity.principal import API_KEY_HOLDER, CredentialKind, Principal
 from kilnbase.metadata.markdown import _memory
-from kilnbase.metadata.summaries import SECTIONS, read, schedule_target, url_host, visible
+from kilnbase.metadata.sections import SECTIONS, visible
+from kilnbase.metadata.summaries import SUMMARIES, read, schedule_target, url_host
 
 
 @pytest.mark.parametrize(
@@ -40,10 +41,8 @@ def _agent(*scopes: str) -> Principal:
 def test_each_section_needs_its_groups_read_scope() -> None:
     assert visible(API_KEY_HOLDER) == SECTIONS
     assert visible(_agent("metadata:read")) == ()
-    assert [s.key for s in visible(_agent("metadata:read", "webhooks:read", "memory:write"))] == [
-        "databaseWebhooks",
-        "memory",
-    ]
+    scoped = _agent("metadata:read", "storage:read", "webhooks:read", "memory:write")
+    assert [s.key for s in visible(scoped)] == ["storage", "databaseWebhooks", "memory"]
     assert visible(_agent("*:read")) == SECTIONS
 
 
@@ -57,6 +56,7 @@ async def test_a_missing_table_gives_an_empty_section_never_an_error() -> None:
     """Agent memory is left out of a database without pgvector: its section is empty, and says why."""
     cursor = cast(AsyncCursor[DictRow], _NoDatabase())
     found = await read(cursor, SECTIONS, installed=set())
+    assert set(found) == {section.key for section in SUMMARIES}
     assert found["memory"] == {"totalScopes": 0, "scopes": []}
     assert found["schedules"] == {"total": 0, "jobs": []} and found["advisor"]["latestScan"] is None
     assert _memory(found["memory"], installed=False) == [

@@ -3,8 +3,9 @@
 Per table: its columns in one line (type, `?` when nullable, `=default`, `->` a foreign key), RLS state and
 each policy's command, roles and expressions, and what `anon` may do; then the auth settings that change
 client code, buckets, functions, realtime channels and the models the gateway serves; then schedules,
-database webhooks, the advisor's latest scan, the KV store's global namespaces and memory's scopes, each
-only for a caller whose scopes reach it (the rest named at the end). A project with more
+database webhooks, the advisor's latest scan, the KV store's global namespaces and memory's scopes. Each
+section is written only for a caller whose scopes reach it (`sections.visible`); the rest are named at the
+end. A project with more
 tables than `FULL_DETAIL_TABLES` gets one line per table and the advice to ask for one table's schema (MCP
 `get-table-schema`, `GET /api/metadata/<table>`), so it stays readable at any size.
 """
@@ -12,13 +13,27 @@ tables than `FULL_DETAIL_TABLES` gets one line per table and the advice to ask f
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg.rows import DictRow
 
-from kilnbase.metadata.summaries import ADVISOR, KV, MEMORY, SCHEDULES, WEBHOOKS, Section
+from kilnbase.metadata.sections import (
+    ADVISOR,
+    AI,
+    AUTH,
+    DATABASE,
+    FUNCTIONS,
+    KV,
+    MEMORY,
+    REALTIME,
+    SCHEDULES,
+    SECTIONS,
+    STORAGE,
+    WEBHOOKS,
+    Section,
+)
 from kilnbase.metadata.tables import ForeignKeyEdge
 
 #: Up to this many tables, each is described in full; past it, one line each.
@@ -40,24 +55,25 @@ _ADMIN_POLICY = "project_admin_policy"
 
 
 @dataclass
+class DatabaseView:
+    """The database section: the caller's tables and views in one schema, as the service read them."""
+
+    schema: str
+    relations: list[DictRow]
+    details: dict[str, list[DictRow]] | None
+    edges: list[ForeignKeyEdge]
+    routines: list[DictRow]
+
+
+@dataclass
 class ProjectView:
     """Everything the markdown says, gathered by the service."""
 
     version: str
     fingerprint: str
-    schema: str
-    auth: dict[str, Any]
-    relations: list[DictRow]
-    details: dict[str, list[DictRow]] | None
-    edges: list[ForeignKeyEdge]
-    routines: list[DictRow]
-    storage: dict[str, Any] | None
-    functions: list[dict[str, Any]] | None
-    realtime: dict[str, Any] | None
-    ai: dict[str, Any]
-    #: The summaries this caller may see, by key (`summaries.read`), and those its scopes leave out.
-    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
-    hidden: list[Section] = field(default_factory=list)
+    #: The sections this caller may see, by key (`sections.visible`): the database's a `DatabaseView`, the
+    #: others as `project_state.read` gives them. The rest are named at the end, with the scope they need.
+    sections: dict[str, Any]
     #: The optional tables this database has (`project_state.installed`).
     installed: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
@@ -164,7 +180,7 @@ def _relation_header(relation: DictRow) -> str:
     return f"### {relation['name']} ({'; '.join(parts)})"
 
 
-def _table_lines(view: ProjectView, relation: DictRow) -> list[str]:
+def _table_lines(view: DatabaseView, relation: DictRow) -> list[str]:
     assert view.details is not None
     name = relation["name"]
     constraints = [row for row in view.details["constraints"] if row["table"] == name]
@@ -205,7 +221,7 @@ def _table_lines(view: ProjectView, relation: DictRow) -> list[str]:
     return lines
 
 
-def _database(view: ProjectView) -> list[str]:
+def _database(view: DatabaseView) -> list[str]:
     tables = [r for r in view.relations if r["kind"] == "table"]
     others = [r for r in view.relations if r["kind"] != "table"]
     lines = [
@@ -390,37 +406,42 @@ def _memory(section: dict[str, Any], installed: bool) -> list[str]:
     return ["## Agent memory", *_counted(scopes, section["totalScopes"], "scopes")]
 
 
-def _summaries(view: ProjectView) -> list[str]:
-    lines: list[str] = []
-    found = view.summaries
-    for section, write in ((SCHEDULES, _schedules), (WEBHOOKS, _webhooks), (ADVISOR, _advisor), (KV, _kv)):
-        if section.key in found:
-            lines += ["", *write(found[section.key])]
-    if MEMORY.key in found:
-        lines += ["", *_memory(found[MEMORY.key], MEMORY.table in view.installed)]
-    if view.hidden:
-        needed = ", ".join(f"{s.key} ({s.group}:read)" for s in view.hidden)
-        lines += ["", "## Not shown", f"- this key's scopes do not reach: {needed}"]
-    return lines
+def _installed(write: Callable[[Any], list[str]]) -> Callable[[Any, bool], list[str]]:
+    """A section's writer that says the capability is absent when its table is (`write(None)`)."""
+    return lambda found, installed: write(found if installed else None)
+
+
+def _always(write: Callable[[Any], list[str]]) -> Callable[[Any, bool], list[str]]:
+    return lambda found, _installed: write(found)
+
+
+#: Each section's lines, from what was read for it and whether its capability's table exists.
+_WRITERS: dict[Section, Callable[[Any, bool], list[str]]] = {
+    AUTH: _always(_auth),
+    DATABASE: _always(_database),
+    STORAGE: _installed(_storage),
+    FUNCTIONS: _installed(_functions),
+    REALTIME: _installed(_realtime),
+    AI: _always(_ai),
+    SCHEDULES: _always(_schedules),
+    WEBHOOKS: _always(_webhooks),
+    ADVISOR: _always(_advisor),
+    KV: _always(_kv),
+    MEMORY: _memory,
+}
 
 
 def render(view: ProjectView) -> str:
-    lines = [
-        f"# Kilnbase backend (InsForge API {view.version})",
-        f"schema fingerprint: {view.fingerprint}",
-        *view.notes,
-        "",
-        *_auth(view.auth),
-        "",
-        *_database(view),
-        "",
-        *_storage(view.storage),
-        "",
-        *_functions(view.functions),
-        "",
-        *_realtime(view.realtime),
-        "",
-        *_ai(view.ai),
-        *_summaries(view),
-    ]
+    lines = [f"# Kilnbase backend (InsForge API {view.version})", f"schema fingerprint: {view.fingerprint}"]
+    lines += view.notes
+    hidden = []
+    for section in SECTIONS:
+        if section.key not in view.sections:
+            hidden.append(section)
+            continue
+        installed = section.table is None or section.table in view.installed
+        lines += ["", *_WRITERS[section](view.sections[section.key], installed)]
+    if hidden:
+        needed = ", ".join(f"{s.key} ({s.group}:read)" for s in hidden)
+        lines += ["", "## Not shown", f"- this key's scopes do not reach: {needed}"]
     return "\n".join(lines) + "\n"

@@ -1,7 +1,8 @@
 """The project's configuration as the other capabilities keep it, read on the owner pool (it lives in
 Kilnbase's own schemas, which no request role can read): auth settings, storage buckets, edge functions,
 realtime channels and permissions, the model gateway's configurations, and the summaries of schedules,
-database webhooks, the advisor, the KV store and agent memory (`summaries`).
+database webhooks, the advisor, the KV store and agent memory (`summaries`): only the sections the caller
+may see (`sections.visible`), so a section hidden from it is never read.
 
 Nothing here imports another capability: each is read from its tables. A capability that is not installed
 in this server has no tables (`to_regclass(...)` is null), and its slice is empty, never an error. Secrets
@@ -10,6 +11,7 @@ never leave: the SMTP password and OAuth client secrets are reported only as pre
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +20,7 @@ from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
 from kilnbase.metadata import summaries
+from kilnbase.metadata.sections import AI, AUTH, FUNCTIONS, REALTIME, STORAGE, Section
 
 #: The tables read here that a capability creates when it is installed.
 _OPTIONAL_TABLES = (
@@ -191,28 +194,28 @@ async def ai(cur: AsyncCursor[DictRow]) -> dict[str, Any]:
     return {"configurations": configurations, "allowedModels": None if allowed is None else list(allowed)}
 
 
+#: How each of the sections above is read, given the optional tables this database has.
+_READERS: dict[Section, Callable[[AsyncCursor[DictRow], set[str]], Awaitable[Any]]] = {
+    AUTH: lambda cur, _tables: auth(cur),
+    STORAGE: storage,
+    FUNCTIONS: functions,
+    REALTIME: realtime,
+    AI: lambda cur, _tables: ai(cur),
+}
+
+
 @dataclass(frozen=True)
 class ProjectState:
-    """Everything above, read in one transaction."""
+    """The sections asked for, read in one transaction."""
 
     installed: set[str]
-    auth: dict[str, Any]
-    storage: dict[str, Any]
-    functions: list[dict[str, Any]]
-    realtime: dict[str, Any]
-    ai: dict[str, Any]
-    #: The summaries asked for (those the caller may see), by their key in the JSON.
-    summaries: dict[str, dict[str, Any]]
+    #: Each section asked for (those the caller may see) but the database's, by its key in the JSON.
+    sections: dict[str, Any]
 
 
-async def read(cur: AsyncCursor[DictRow], sections: tuple[summaries.Section, ...]) -> ProjectState:
+async def read(cur: AsyncCursor[DictRow], shown: tuple[Section, ...]) -> ProjectState:
+    """The sections in `shown` kept here and in `summaries`; the rest are not read at all."""
     tables = await installed(cur)
-    return ProjectState(
-        installed=tables,
-        auth=await auth(cur),
-        storage=await storage(cur, tables),
-        functions=await functions(cur, tables),
-        realtime=await realtime(cur, tables),
-        ai=await ai(cur),
-        summaries=await summaries.read(cur, sections, tables),
-    )
+    found = {section.key: await _READERS[section](cur, tables) for section in shown if section in _READERS}
+    found.update(await summaries.read(cur, shown, tables))
+    return ProjectState(installed=tables, sections=found)

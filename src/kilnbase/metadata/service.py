@@ -3,8 +3,10 @@
 The database part is read as the caller (the admin's `project_admin` role, on the request pool), so it shows
 what that role sees; the configuration other capabilities keep in Kilnbase's own schemas (auth settings,
 buckets, functions, channels, models) is read on the owner pool, without its secrets. Handing out the API key
-is audited. The summaries of schedules, webhooks, the advisor, the KV store and memory are Kilnbase's
-additions, each shown only to a caller with its feature group's read scope (`summaries.visible`).
+is audited. Every section, InsForge's and Kilnbase's additions alike, is shown only to a caller with its
+feature group's read scope (`sections`): the whole leaves the others out (and never reads them), a slice or a
+table's schema refuses a caller who may not see its section. The schema fingerprint stays in the whole for
+every caller: a digest that names nothing, which an agent's mutating tool calls are checked against.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.project_keys import KeyRing
-from kilnbase.metadata import catalog, project_state, summaries
-from kilnbase.metadata.markdown import FULL_DETAIL_TABLES, ProjectView, render
+from kilnbase.metadata import catalog, project_state, sections
+from kilnbase.metadata.markdown import FULL_DETAIL_TABLES, DatabaseView, ProjectView, render
+from kilnbase.metadata.sections import AUTH, DATABASE, FUNCTIONS, REALTIME, SECTIONS, STORAGE, Section
 from kilnbase.metadata.tables import edges, table_detail
 
 SCHEMA = "public"
@@ -32,6 +35,12 @@ _GB = 1024**3
 def _require_admin(actor: Actor) -> None:
     if not actor.is_admin:
         raise ApiError(403, "FORBIDDEN", "This endpoint needs admin rights.", "Use the project's API key.")
+
+
+def _require_section(actor: Actor, section: Section) -> None:
+    """An admin who may see `section` (an agent key needs its group's read scope)."""
+    _require_admin(actor)
+    sections.require(actor.principal, section)
 
 
 def table_name(raw: str) -> tuple[str, str]:
@@ -56,7 +65,7 @@ class MetadataService:
     # --- slices ------------------------------------------------------------------------------------------
 
     async def auth(self, actor: Actor) -> dict[str, Any]:
-        _require_admin(actor)
+        _require_section(actor, AUTH)
         async with self.database.as_owner() as cur:
             return await project_state.auth(cur)
 
@@ -68,7 +77,7 @@ class MetadataService:
             return await catalog.fingerprint(cur)
 
     async def database_slice(self, actor: Actor) -> dict[str, Any]:
-        _require_admin(actor)
+        _require_section(actor, DATABASE)
         async with self.database.as_caller(actor.principal, read_only=True) as cur:
             relations = await catalog.relations(cur, SCHEMA, MAX_RELATIONS + 1)
             size = await catalog.size_in_bytes(cur)
@@ -103,79 +112,74 @@ class MetadataService:
         return body
 
     async def storage(self, actor: Actor) -> dict[str, Any]:
-        _require_admin(actor)
+        _require_section(actor, STORAGE)
         async with self.database.as_owner() as cur:
             return await project_state.storage(cur, await project_state.installed(cur))
 
     async def functions(self, actor: Actor) -> list[dict[str, Any]]:
-        _require_admin(actor)
+        _require_section(actor, FUNCTIONS)
         async with self.database.as_owner() as cur:
             return await project_state.functions(cur, await project_state.installed(cur))
 
     async def realtime(self, actor: Actor) -> dict[str, Any]:
-        _require_admin(actor)
+        _require_section(actor, REALTIME)
         async with self.database.as_owner() as cur:
             return await project_state.realtime(cur, await project_state.installed(cur))
 
     # --- the whole ---------------------------------------------------------------------------------------
 
-    async def _project_state(self, actor: Actor) -> project_state.ProjectState:
+    async def _project_state(self, shown: tuple[Section, ...]) -> project_state.ProjectState:
         async with self.database.as_owner() as cur:
-            return await project_state.read(cur, summaries.visible(actor.principal))
+            return await project_state.read(cur, shown)
 
     async def overview(self, actor: Actor) -> dict[str, Any]:
         """InsForge's `GET /api/metadata` JSON, with Kilnbase's additions (`ai`, the schema fingerprint, and
-        the summaries this caller may see: `schedules`, `databaseWebhooks`, `advisor`, `kv`, `memory`)."""
+        the summaries: `schedules`, `databaseWebhooks`, `advisor`, `kv`, `memory`): the sections this caller
+        may see."""
         _require_admin(actor)
-        state, database = await asyncio.gather(self._project_state(actor), self.database_slice(actor))
+        shown = sections.visible(actor.principal)
+
+        async def database_part() -> tuple[dict[str, Any] | None, str]:
+            if DATABASE not in shown:
+                return None, await self.schema_fingerprint(actor)
+            found = await self.database_slice(actor)
+            return found, found["schemaFingerprint"]
+
+        state, (database, fingerprint) = await asyncio.gather(self._project_state(shown), database_part())
+        found = state.sections if database is None else {**state.sections, DATABASE.key: database}
         return {
-            "auth": state.auth,
-            "database": database,
-            "storage": state.storage,
-            "functions": state.functions,
-            "realtime": state.realtime,
-            "ai": state.ai,
-            **state.summaries,
+            **{section.key: found[section.key] for section in SECTIONS if section.key in found},
             "version": INSFORGE_API_VERSION,
-            "schemaFingerprint": database["schemaFingerprint"],
+            "schemaFingerprint": fingerprint,
         }
 
     async def markdown(self, actor: Actor) -> str:
-        """The backend described for an agent (`markdown.py`)."""
+        """The backend described for an agent (`markdown.py`): the sections this caller may see."""
         _require_admin(actor)
+        shown = sections.visible(actor.principal)
 
-        async def database_part() -> tuple[Any, ...]:
+        async def database_part() -> tuple[DatabaseView | None, str]:
             async with self.database.as_caller(actor.principal, read_only=True) as cur:
-                relations = await catalog.relations(cur, SCHEMA, MAX_RELATIONS)
                 fingerprint = await catalog.fingerprint(cur)
+                if DATABASE not in shown:
+                    return None, fingerprint
+                relations = await catalog.relations(cur, SCHEMA, MAX_RELATIONS)
                 names = [r["name"] for r in relations]
                 details = (
                     await catalog.details(cur, SCHEMA, names) if len(names) <= FULL_DETAIL_TABLES else None
                 )
                 schema_edges = edges(await catalog.schema_foreign_keys(cur, SCHEMA))
                 routines = await catalog.routines(cur, SCHEMA, MAX_ROUTINES)
-            return relations, fingerprint, details, schema_edges, routines
+            return DatabaseView(SCHEMA, relations, details, schema_edges, routines), fingerprint
 
-        state, database = await asyncio.gather(self._project_state(actor), database_part())
-        installed = state.installed
-        relations, fingerprint, details, schema_edges, routines = database
+        state, (database, fingerprint) = await asyncio.gather(self._project_state(shown), database_part())
+        found = state.sections if database is None else {**state.sections, DATABASE.key: database}
         return render(
             ProjectView(
                 version=INSFORGE_API_VERSION,
                 fingerprint=fingerprint,
-                schema=SCHEMA,
-                auth=state.auth,
-                relations=relations,
-                details=details,
-                edges=schema_edges,
-                routines=routines,
-                storage=state.storage if "storage.buckets" in installed else None,
-                functions=state.functions if "functions.definitions" in installed else None,
-                realtime=state.realtime if "realtime.channels" in installed else None,
-                ai=state.ai,
-                summaries=state.summaries,
-                hidden=[s for s in summaries.SECTIONS if s.key not in state.summaries],
-                installed=installed,
+                sections=found,
+                installed=state.installed,
             )
         )
 
@@ -193,8 +197,9 @@ class MetadataService:
         }
 
     async def table(self, actor: Actor, raw_name: str) -> dict[str, Any]:
-        """`GET /api/metadata/:table`: `{<table>: {...}}` as InsForge answers `get-table-schema`."""
-        _require_admin(actor)
+        """`GET /api/metadata/:table`: `{<table>: {...}}` as InsForge answers `get-table-schema`; part of the
+        database section, so an agent key needs `database:read`."""
+        _require_section(actor, DATABASE)
         schema, name = table_name(raw_name)
         async with self.database.as_caller(actor.principal, read_only=True) as cur:
             relations = await catalog.relations(cur, schema, 1, name)

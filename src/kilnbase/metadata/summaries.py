@@ -4,8 +4,7 @@ scopes. Read on the owner pool from each capability's tables (no capability is i
 per section, in the transaction that reads the rest of the project's state.
 
 Each section belongs to the capability's feature group, and an agent key sees a section only with that
-group's read scope (`schedules:read`, `webhooks:read`, `advisor:read`, `kv:read`, `memory:read`, or
-`*:read`): what it could not list through the capability's own API, it does not learn here either. A
+group's read scope (`sections.visible`, the rule every section of the metadata follows). A
 section whose table is absent (agent memory is left out of a database without pgvector) answers empty, as a
 capability that is not installed does in `project_state`; the table's presence is asked in the query that
 asks for the others', so a missing one can never fail the whole call.
@@ -18,14 +17,13 @@ server shows its path, which names the function it calls), KV values and memory 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
-from kilnbase.identity.principal import Principal
+from kilnbase.metadata.sections import ADVISOR, KV, MEMORY, SCHEDULES, WEBHOOKS, Section
 
 #: The most schedules and webhooks listed (each section says how many there are in all).
 MAX_LISTED = 100
@@ -37,22 +35,9 @@ STALE_SCAN_HOURS = 24
 FAILURE_WINDOW_HOURS = 24
 
 
-@dataclass(frozen=True)
-class Section:
-    """One summary: its key in the JSON, the feature group whose read scope shows it, its table."""
-
-    key: str
-    group: str
-    table: str
-
-
-SCHEDULES = Section("schedules", "schedules", "schedules.jobs")
-WEBHOOKS = Section("databaseWebhooks", "webhooks", "database_webhooks.hooks")
-ADVISOR = Section("advisor", "advisor", "system.advisor_scans")
-KV = Section("kv", "kv", "kv.entries")
-MEMORY = Section("memory", "memory", "memory.memories")
-SECTIONS = (SCHEDULES, WEBHOOKS, ADVISOR, KV, MEMORY)
-TABLES = tuple(section.table for section in SECTIONS)
+#: The summaries, each a section of the metadata whose table its capability creates.
+SUMMARIES = (SCHEDULES, WEBHOOKS, ADVISOR, KV, MEMORY)
+TABLES = tuple(section.table for section in SUMMARIES if section.table is not None)
 
 _SCHEDULES = f"""
 select j.name, j.cron_schedule, j.is_active, j.http_method, j.function_url, j.next_run_at,
@@ -111,11 +96,6 @@ _SCAN_HINT = "Run `run-advisor-scan` (POST /api/advisor/scan) before you finish"
 _NO_SCAN_HINT = (
     f"No scan yet. {_SCAN_HINT}: it names tables left without RLS or with policies open to everyone."
 )
-
-
-def visible(principal: Principal) -> tuple[Section, ...]:
-    """The sections this caller may see: all of them, but for an agent key without the group's read scope."""
-    return tuple(section for section in SECTIONS if principal.allows(section.group, "read"))
 
 
 def url_host(url: str) -> str | None:
@@ -258,8 +238,9 @@ def _empty(section: Section) -> dict[str, Any]:
 async def read(
     cur: AsyncCursor[DictRow], sections: Iterable[Section], installed: set[str]
 ) -> dict[str, dict[str, Any]]:
-    """Each section asked for, by its JSON key: read when its table exists, else empty."""
+    """Each summary among `sections`, by its JSON key: read when its table exists, else empty."""
     return {
         section.key: await _READERS[section.key](cur) if section.table in installed else _empty(section)
         for section in sections
+        if section in SUMMARIES
     }
