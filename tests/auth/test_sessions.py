@@ -116,6 +116,32 @@ def test_web_refresh_needs_the_csrf_header(client: TestClient) -> None:
     client.cookies.clear()
 
 
+def test_a_csrf_token_keyed_with_the_raw_jwt_secret_is_refused(client: TestClient) -> None:
+    """The CSRF key is derived from the JWT secret (HKDF, labelled), never the secret itself: an HMAC of the
+    refresh cookie under the raw secret (what servers before the derived key handed out) is refused, and
+    changes nothing: the token the server gave still refreshes."""
+    import hmac
+
+    from tests.support.app import services_of
+
+    email = new_email()
+    sign_up(client, email)
+    signed_in = web_sign_in(client, email)
+    cookie = client.cookies["insforge_refresh_token"]
+    secret = services_of(client).core.keys.jwt_secret
+    raw = hmac.digest(secret.encode(), cookie.encode(), "sha256").hex()
+    assert raw != signed_in.json()["csrfToken"]
+    refused = client.post("/api/auth/refresh", headers={"X-CSRF-Token": raw})
+    assert (refused.status_code, refused.json()["error"]) == (403, "FORBIDDEN")
+    assert "set-cookie" not in refused.headers
+    out = client.post("/api/auth/logout", headers={"X-CSRF-Token": raw})
+    assert out.status_code == 403
+    ok = client.post("/api/auth/refresh", headers={"X-CSRF-Token": signed_in.json()["csrfToken"]})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["user"]["email"] == email
+    client.cookies.clear()
+
+
 def test_refresh_without_any_token_is_401(client: TestClient) -> None:
     client.cookies.clear()
     assert client.post("/api/auth/refresh").status_code == 401

@@ -18,7 +18,8 @@ per token, found by the token's hash) are rotated once the old way and continue 
 The refresh token is an HS256 JWT (the SSR helpers of `@insforge/sdk` read its `exp`) signed with a key
 derived from the JWT secret for this purpose only, so it can never pass as an access token. The CSRF token
 for web clients is an HMAC of the refresh token, as InsForge computes it: a cross-site page can make the
-browser send the cookie but cannot read it, so it cannot produce the header.
+browser send the cookie but cannot read it, so it cannot produce the header. Its key is derived from the JWT
+secret too (`csrf_key`), never the secret itself, so one secret is not used for two purposes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow, dict_row
 
@@ -45,6 +48,20 @@ from kilnbase.keys.project_keys import ProjectKeys
 
 SessionKind = Literal["user", "admin"]
 CLIENT_TYPES = frozenset({"web", "mobile", "desktop", "server"})
+#: HKDF's `info` for the CSRF key: names the purpose, so no other key derived from the secret can equal it.
+CSRF_KEY_LABEL = b"kilnbase:csrf-token:v1"
+
+
+def csrf_key(jwt_secret: str) -> bytes:
+    """The key of web clients' CSRF tokens, derived from the JWT secret (HKDF-SHA256, labelled).
+
+    Until this key existed, the CSRF HMAC was keyed with the JWT secret itself, which also signs HS256
+    tokens. A server upgraded past that change refuses the CSRF tokens it handed out before it: a web client
+    holding one in flight gets 403 on its next refresh or logout, until it signs in again. Sessions and
+    refresh tokens themselves stay valid."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=CSRF_KEY_LABEL).derive(
+        jwt_secret.encode()
+    )
 
 
 def unauthorized(reason: str) -> ApiError:
@@ -132,7 +149,7 @@ class SessionService:
         self._refresh_key = hmac.new(
             keys.jwt_secret.encode(), b"kilnbase:refresh-token:v1", "sha256"
         ).digest()
-        self._csrf_key = keys.jwt_secret.encode()
+        self._csrf_key = csrf_key(keys.jwt_secret)
 
     async def prune_expired(self, batch: int = 10_000) -> int:
         """Delete the sessions that expired over an hour ago (signed out or not), in batches of `batch` so
