@@ -164,3 +164,52 @@ def test_upload_to_an_unknown_bucket_is_refused_before_the_body(served: Served, 
     assert (status, error["error"]) == (404, "STORAGE_NOT_FOUND")
     assert error["message"] == 'Bucket "no-such-bucket" does not exist'
     assert served.stored_files() == before
+
+
+def test_a_tus_patch_the_callers_policies_no_longer_allow_is_refused_before_the_chunk(
+    served: Served, private_bucket: str, database_url: str
+) -> None:
+    """Anon starts a resumable upload while a policy lets it write, sends a first chunk, and loses the right
+    to write (the policy is dropped): its next PATCH is answered 403 while the chunk is still coming, and the
+    upload's stored size stays where it was."""
+    import base64
+
+    import psycopg
+
+    anon = served.headers("anon_key")
+    tus = {**anon, "Tus-Resumable": "1.0.0"}
+    first = 1000
+    policy = f"anon_tus_write_{private_bucket}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            f'create policy "{policy}" on storage.objects for insert to anon '
+            f"with check (bucket = '{private_bucket}')"
+        )
+    meta = "key " + base64.b64encode(b"drop/resumed.bin").decode()
+    created = httpx.post(
+        f"{served.url}{BUCKETS}/{private_bucket}/tus",
+        headers={**tus, "Upload-Length": str(first + FILE_SIZE), "Upload-Metadata": meta},
+    )
+    assert created.status_code == 201, created.text
+    url = f"{served.url}{created.headers['location']}"
+    patch = {**tus, "Content-Type": "application/offset+octet-stream"}
+    sent = httpx.patch(url, content=b"x" * first, headers={**patch, "Upload-Offset": "0"})
+    assert sent.status_code == 204, sent.text
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f'drop policy "{policy}" on storage.objects')
+
+    status, error = _answer_to_a_partial_body(
+        served,
+        "PATCH",
+        created.headers["location"],
+        {**tus, "Upload-Offset": str(first)},
+        "application/offset+octet-stream",
+        b"",
+    )
+    assert (status, error["error"]) == (403, "STORAGE_PERMISSION_DENIED")
+    assert (
+        error["message"]
+        == f'You do not have permission to write "drop/resumed.bin" in bucket "{private_bucket}"'
+    )
+    offset = httpx.head(url, headers=tus)
+    assert offset.status_code == 200 and offset.headers["upload-offset"] == str(first)

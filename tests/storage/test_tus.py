@@ -8,6 +8,7 @@ import io
 import os
 import secrets
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -221,11 +222,16 @@ def test_finished_upload_becomes_the_object_without_a_copy(
 
 
 def test_finish_refused_by_policy_leaves_no_blob_and_resumes_later(
-    client: TestClient, alice: dict[str, str], bob: dict[str, str], new_bucket: NewBucket
+    client: TestClient,
+    alice: dict[str, str],
+    bob: dict[str, str],
+    new_bucket: NewBucket,
+    database_url: str,
 ) -> None:
-    """The key was free when Alice began; Bob took it before her last byte, and the owner policy keeps her
-    from replacing his object. Her finish is refused, Bob's object stays, and her bytes left no blob; once
-    Bob's object is gone, her client's next HEAD makes hers."""
+    """The key was free when Alice's last PATCH began (so it was let through before its body), but Bob's
+    object took it while her bytes streamed (renamed onto it), and the owner policy keeps her from replacing
+    his object. Her finish is refused, Bob's object stays, and her bytes left no blob; once Bob's object is
+    gone, her client's next HEAD makes hers."""
     bucket = new_bucket(public=False)
     data = secrets.token_bytes(10_000)
     meta = "key " + base64.b64encode(b"contested.bin").decode()
@@ -233,12 +239,24 @@ def test_finish_refused_by_policy_leaves_no_blob_and_resumes_later(
         f"{BUCKETS}/{bucket}/tus",
         headers={**alice, **TUS, "Upload-Length": str(len(data)), "Upload-Metadata": meta},
     ).headers["location"]
-    taken = client.put(f"{BUCKETS}/{bucket}/objects/contested.bin", content=b"bob's", headers=bob)
-    assert taken.status_code == 200, taken.text
+    seeded = client.put(f"{BUCKETS}/{bucket}/objects/bob-seed.bin", content=b"bob's", headers=bob)
+    assert seeded.status_code == 200, seeded.text
     blobs = local_blobs(client)
     before = {p for p in blobs.blobs.rglob("*") if p.is_file()}
+
+    def body() -> Iterator[bytes]:
+        """The bytes, with Bob taking the key between the first half and the second (read once the
+        server has let the PATCH through)."""
+        yield data[:5_000]
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "update storage.objects set key = 'contested.bin' where bucket = %s and key = 'bob-seed.bin'",
+                (bucket,),
+            )
+        yield data[5_000:]
+
     patch = {**alice, **TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
-    refused = client.patch(url, content=data, headers=patch)
+    refused = client.patch(url, content=body(), headers=patch)
     assert refused.status_code == 403, refused.text
     assert client.get(f"{BUCKETS}/{bucket}/objects/contested.bin", headers=bob).content == b"bob's"
     assert {p for p in blobs.blobs.rglob("*") if p.is_file()} == before

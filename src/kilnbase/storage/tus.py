@@ -267,12 +267,18 @@ class TusUploads:
     ) -> tuple[dict[str, str], dict[str, Any] | None]:
         """Append the body at `Upload-Offset` (409 when it is not where the upload stands); the new headers,
         and the object once the upload is complete. 404 for an upload made into its object already (as after
-        a normal finish; what the server left of it when it died is removed now)."""
+        a normal finish; what the server left of it when it died is removed now).
+
+        A caller whose policies no longer let it write the upload's key (they changed since the upload was
+        created) is refused before a byte of the body is read, as a POST or PUT is: else it could have the
+        server receive and keep every chunk up to the last, which the finish would then refuse. The finish
+        still decides, as policies may change while the bytes stream."""
         row = await self._row(actor, bucket, upload_id)
         if offset_header is None or not is_whole_number(offset_header):
             raise _tus_error(400, "Upload-Offset is required.", _RESUME)
         if row["finished_at"] is not None:
             raise upload_not_found()
+        await self.storage.check_write(actor, row["bucket"], row["key"], replace=True)
         path = self._path(upload_id)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
