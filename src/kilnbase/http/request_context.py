@@ -13,7 +13,10 @@ CORS is Starlette's middleware, consulted only when the request has an `Origin` 
 headers are read here anyway, and a request without an origin needs nothing from CORS but `Vary: Origin`.
 
 An exception a route raises is answered here (`http.errors.ErrorBoundary`), inside CORS for a browser's
-request, so that its answer is readable there too; the app has no error layers of Starlette's own.
+request, so that its answer is readable there too; the app has no error layers of Starlette's own. A client
+that closes the connection while its body is still coming (Starlette's `ClientDisconnect`) is no error of
+the server's: nothing is answered (no one is left to read it), nothing is raised for the server to log with
+a traceback, and the request line says 499, nginx's "client closed request".
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 
 import orjson
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kilnbase.http.client_address import Network, client_address, forwarded_chain
@@ -50,6 +53,8 @@ _CLIENT_IP = "kilnbase.client_ip"
 _TRUSTED_PROXIES = "kilnbase.trusted_proxies"
 #: Where Starlette's request/response routes look for the exception handlers.
 _HANDLERS = "starlette.exception_handlers"
+#: The status a request whose client left before its answer is logged with (nginx's; never sent).
+CLIENT_CLOSED_REQUEST = 499
 #: Response headers a browser's script may read (beyond the safelisted ones): PostgREST's own list, with
 #: Preference-Applied (the records API); what tus-js-client reads (resumable uploads); and Kilnbase's
 #: (validators and downloads, limits, idempotent replays, a function's log id, the model gateway's cache
@@ -200,6 +205,9 @@ class RequestContextMiddleware:
                 if status:  # the response had started: nothing more can be said
                     raise
                 await _refuse_body(send_wrapper, scope, exc.limit)
+        except ClientDisconnect:
+            # The client left: an INFO request line with 499 (or the status already sent) says so.
+            status = status or CLIENT_CLOSED_REQUEST
         except Exception as exc:
             # Once the response has started nothing more can be said: the server drops the connection. An
             # unexpected error is raised on in any case, for the server to log.
@@ -230,6 +238,8 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, sender)
+        except ClientDisconnect:
+            raise  # (nothing to answer: `__call__` logs it)
         except Exception as exc:
             if started or await self.errors.answer(scope, receive, sender, exc):
                 raise
