@@ -381,6 +381,11 @@ class Settings(BaseSettings):
     db_anon_statement_timeout: str = "3s"
     db_authenticated_statement_timeout: str = "8s"
     db_admin_statement_timeout: str = "30s"
+    #: `GET /api/database/browse/{table}`: the most rows a page holds (a larger `limit` is clamped, as
+    #: InsForge clamps it), and the largest cell answered as it is; a larger one is answered as
+    #: `{"__GuardedValue": true, ...}`, so a page of 1,000 rows stays a few MB at most for a narrow table.
+    db_browse_max_rows: int = Field(1000, ge=1, le=100_000)
+    db_browse_cell_max_bytes: int = Field(4096, ge=64, le=16 * MIB)
 
     #: Request body limits, enforced while the body streams in (413 beyond them).
     max_json_body_bytes: int = Field(10 * MIB, ge=1024)

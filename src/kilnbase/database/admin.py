@@ -15,9 +15,9 @@ from typing import Any, Literal
 from kilnbase import audit
 from kilnbase.capability import HeldForApproval
 from kilnbase.config import Settings
-from kilnbase.database import bulk_data, catalog, custom_migrations, raw_sql
+from kilnbase.database import browse, bulk_data, catalog, custom_migrations, raw_sql
 from kilnbase.database.policy_simulator import PolicySimulator, SimulationRequest
-from kilnbase.database.tables import TableService
+from kilnbase.database.tables import TableService, identifier
 from kilnbase.db.schema_cache import SchemaCache
 from kilnbase.db.session import Database
 from kilnbase.http.agent_scopes import read_only_refusal, scope_refusal
@@ -104,6 +104,8 @@ class DatabaseAdmin:
         self.schema_cache = schema_cache
         self.agent_keys = agent_keys
         self.admin_timeout = settings.db_admin_statement_timeout
+        self.browse_max_rows = settings.db_browse_max_rows
+        self.browse_cell_max_bytes = settings.db_browse_cell_max_bytes
         self.policy_simulator = PolicySimulator(database)
 
     @contextlib.asynccontextmanager
@@ -149,6 +151,13 @@ class DatabaseAdmin:
     async def table_schema(self, actor: Actor, table: str) -> dict[str, Any]:
         _require_admin(actor)
         return await TableService(self.database, actor.principal).table_schema(table)
+
+    async def browse_table(self, actor: Actor, table: str, params: dict[str, str]) -> browse.BrowsePage:
+        """A page of a table's rows for a person looking at it (`database/browse.py`), as the admin."""
+        _require_admin(actor)
+        request = browse.BrowseRequest.parse(params, self.browse_max_rows)
+        async with TableService(self.database, actor.principal).cursor() as cur:
+            return await browse.browse(cur, identifier(table, "table"), request, self.browse_cell_max_bytes)
 
     async def create_table(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
         async with self._audited(actor, "CREATE_TABLE", {"table": body.get("tableName")}) as details:

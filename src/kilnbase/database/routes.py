@@ -17,7 +17,7 @@ from kilnbase.database.tools import database_tools
 from kilnbase.http.errors import ApiError
 from kilnbase.http.json_body import read_object
 from kilnbase.http.request_context import admin_actor
-from kilnbase.http.responses import json_response
+from kilnbase.http.responses import json_response, paginated_response
 
 #: The upload endpoints, whose bodies fall under the upload limit.
 UPLOAD_PATHS = ("/api/database/advance/bulk-upsert", "/api/database/advance/import")
@@ -76,6 +76,12 @@ class DatabaseRoutes:
     async def delete_table(self, request: Request) -> Response:
         actor = admin_actor(request)
         return json_response(await self.admin.delete_table(actor, request.path_params["table"]))
+
+    async def browse_table(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        params = dict(request.query_params)
+        page = await self.admin.browse_table(actor, request.path_params["table"], params)
+        return paginated_response(page.rows, page.total, page.offset)
 
     async def list_catalog(self, request: Request) -> Response:
         actor = admin_actor(request)
@@ -161,6 +167,7 @@ class DatabaseRoutes:
             Route("/api/database/tables/{table}/schema", self.table_schema, methods=["GET"]),
             Route("/api/database/tables/{table}/schema", self.update_table, methods=["PATCH"]),
             Route("/api/database/tables/{table}", self.delete_table, methods=["DELETE"]),
+            Route("/api/database/browse/{table}", self.browse_table, methods=["GET"]),
             Route(SIMULATE_PATH, self.simulate_policy, methods=["POST"]),
             *(Route(f"/api/database/{kind}", self.list_catalog, methods=["GET"]) for kind in _CATALOG_KINDS),
             Route("/api/database/advance/rawsql", self.rawsql, methods=["POST"]),

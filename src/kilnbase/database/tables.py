@@ -255,7 +255,8 @@ class TableService:
         self.identity = identity
 
     @asynccontextmanager
-    async def _as_admin(self) -> AsyncIterator[AsyncCursor[DictRow]]:
+    async def cursor(self) -> AsyncIterator[AsyncCursor[DictRow]]:
+        """A cursor in a transaction as the calling admin; a database error becomes its API error."""
         try:
             async with self.database.transaction_as(self.identity) as conn:
                 yield conn.cursor(row_factory=dict_row)
@@ -263,7 +264,7 @@ class TableService:
             raise api_error_from(exc) from None
 
     async def list_tables(self, schema: str = "public") -> list[str]:
-        async with self._as_admin() as cur:
+        async with self.cursor() as cur:
             await cur.execute(
                 "select table_name from information_schema.tables where table_schema = %s "
                 "and table_type = 'BASE TABLE' order by table_name",
@@ -312,7 +313,7 @@ class TableService:
             constraints.append(foreign_key_clause(fk, f"foreignKeys.{index}")[2])
         definitions.append(sql.SQL("created_at TIMESTAMPTZ DEFAULT now()"))
         definitions.append(sql.SQL("updated_at TIMESTAMPTZ DEFAULT now()"))
-        async with self._as_admin() as cur:
+        async with self.cursor() as cur:
             await cur.execute("select to_regclass(%s) is not null as found", (f'public."{table}"',))
             row = await cur.fetchone()
             if row and row["found"]:
@@ -345,7 +346,7 @@ class TableService:
         }
 
     async def table_schema(self, table: str) -> dict[str, Any]:
-        async with self._as_admin() as cur:
+        async with self.cursor() as cur:
             return await self._schema(cur, table)
 
     async def _schema(self, cur: AsyncCursor[DictRow], table: str) -> dict[str, Any]:
@@ -440,7 +441,7 @@ class TableService:
         identifier(table, "table")
         target = sql.Identifier("public", table)
         done: list[str] = []
-        async with self._as_admin() as cur:
+        async with self.cursor() as cur:
             current = await self._schema(cur, table)
             by_column = {c["columnName"]: c["foreignKey"] for c in current["columns"] if "foreignKey" in c}
             names = {fk["constraintName"] for fk in current["foreignKeys"]}
@@ -532,7 +533,7 @@ class TableService:
 
     async def delete_table(self, table: str) -> dict[str, Any]:
         identifier(table, "table")
-        async with self._as_admin() as cur:
+        async with self.cursor() as cur:
             await cur.execute(
                 "select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace "
                 "where n.nspname = 'public' and c.relname = %s and c.relkind in ('r', 'p')",

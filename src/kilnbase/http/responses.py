@@ -19,6 +19,14 @@ def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | Non
     return Response(orjson.dumps(body, default=str), status_code=status, media_type=JSON, headers=headers)
 
 
+def paginated_response(rows: list[Any], total: int, offset: int) -> Response:
+    """InsForge's paginatedResponse: the rows as they are, the range in PostgREST's header, 206 for a part."""
+    end = min(offset + len(rows) - 1, total - 1)
+    span = f"{offset}-{end}" if rows else "*"  # (PostgREST's form for an empty page)
+    headers = {"Content-Range": f"{span}/{total}", "Preference-Applied": "count=exact"}
+    return json_response(rows, 206 if len(rows) < total else 200, headers)
+
+
 def encode_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     """ASGI's form: names in lower case, latin-1 bytes."""
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,7 +16,7 @@ from kilnbase.http.errors import ApiError
 from kilnbase.http.json_body import read_object
 from kilnbase.http.query_params import int_param, timestamp_param
 from kilnbase.http.request_context import actor_of, admin_actor, require_credential
-from kilnbase.http.responses import json_response
+from kilnbase.http.responses import json_response, paginated_response
 from kilnbase.logs.service import LogsService
 from kilnbase.logs.sources import LogQuery
 from kilnbase.logs.tools import logs_tools, source_tools
@@ -30,14 +29,6 @@ def _moment(request: Request, *names: str) -> datetime | None:
             moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
             return moment if moment.tzinfo else moment.astimezone()
     return None
-
-
-def _page(rows: list[dict[str, Any]], total: int, offset: int) -> Response:
-    """InsForge's paginatedResponse: the rows as they are, the range in PostgREST's header, 206 for a part."""
-    end = min(offset + len(rows) - 1, total - 1)
-    span = f"{offset}-{end}" if rows else "*"  # (PostgREST's form for an empty page)
-    headers = {"Content-Range": f"{span}/{total}", "Preference-Applied": "count=exact"}
-    return json_response(rows, 206 if len(rows) < total else 200, headers)
 
 
 class LogRoutes:
@@ -58,7 +49,7 @@ class LogRoutes:
             start_date=timestamp_param(request, "start_date"),
             end_date=timestamp_param(request, "end_date"),
         )
-        return _page(rows, total, offset)
+        return paginated_response(rows, total, offset)
 
     async def audit_stats(self, request: Request) -> Response:
         actor = admin_actor(request)
@@ -90,7 +81,7 @@ class LogRoutes:
         rows, total = await self.service.search(
             actor, text, request.query_params.get("source"), limit, offset
         )
-        return _page(rows, total, offset)
+        return paginated_response(rows, total, offset)
 
     async def source_logs(self, request: Request) -> Response:
         actor = admin_actor(request)
