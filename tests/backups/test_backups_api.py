@@ -209,6 +209,44 @@ def test_restore_refuses_other_migrations(
     assert refused.status_code == 409 and "other migrations" in refused.json()["message"]
 
 
+def test_restore_runs_app_functions_as_the_table_owner(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    """An in-place restore runs the backup's own SQL: the app's functions there (a CHECK constraint's) run as
+    the role owning the table they guard, never as the superuser running the restore. Otherwise SQL an agent
+    key ran as project_admin plants a function a later restore runs as a superuser."""
+    agent = agent_headers(client, admin, ["database:read", "database:write"])
+    name = f"t_{secrets.token_hex(3)}"
+    # As project_admin (the agent's SQL): a CHECK whose function records who runs it, and would do anything a
+    # superuser can (here it only proves it could, by writing where project_admin may not).
+    planted = client.post(
+        "/api/database/advance/rawsql",
+        headers=agent,
+        json={
+            "query": f"""
+create function public.{name}_check(v int) returns boolean language plpgsql as $f$
+begin
+  if (select rolsuper or rolcreaterole from pg_catalog.pg_roles where rolname = current_user) then
+    create table if not exists system.{name}_escalated (who text);
+  end if;
+  return v > 0;
+end $f$;
+create table public.{name} (v int check (public.{name}_check(v)));
+insert into public.{name} values (1), (2);
+"""
+        },
+    )
+    assert planted.status_code == 200, planted.text
+    backup_id = _backup(client, agent)["id"]
+    restored = client.post(f"{API}/{backup_id}/restore", headers=admin)
+    assert restored.status_code == 200, restored.text
+    assert _sql(settings, f"select v from public.{name} order by v") == [(1,), (2,)]
+    # The function ran during the restore, as project_admin: nothing was written as the owner.
+    assert _sql(settings, f"select to_regclass('system.{name}_escalated') is null") == [(True,)]
+    owner = _sql(settings, f"select tableowner from pg_tables where tablename = '{name}'")
+    assert owner == [("project_admin",)]
+
+
 def test_config_defaults_and_validation(client: TestClient, admin: dict[str, str]) -> None:
     config = client.get(f"{API}/config", headers=admin).json()
     assert set(config) == {"enabled", "cronSchedule", "retentionDays", "nextBackupAt"}

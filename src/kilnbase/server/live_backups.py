@@ -22,6 +22,14 @@ What an in-place restore decides, and why:
   restored, is revoked in the same transaction, and its notification ends their access tokens at once.
 - **Every process reloads** what it caches of the database: the schema, functions and secrets, schedules and
   webhooks are notified in the transaction (delivered when it commits).
+- **Rows go in as their table's owner.** The script runs as the owner pool's superuser, which is what its
+  DDL needs; but copying a table's rows runs that table's CHECK constraints, domains and generated columns,
+  whose functions the app wrote (project_admin's SQL: an agent key's). Each table's data is therefore copied
+  as the role that owns the table (`SET ROLE`, before the entry's header, `RESET ROLE` before the next), with
+  the rights it has on every insert, never the superuser's. The headers are read from the script's text,
+  where the app's own strings could imitate one: every real header is acted on (the COPY blocks are not
+  tracked, so no text can hide one), and what an imitation adds is inert wherever it lands (no quote
+  characters; an owner's name only of `[a-z0-9_]`, or the restore is refused).
 - **Roles** are the cluster's and stay as they are: a backup that needs a role dropped since fails (and is
   rolled back) with pg_restore's message naming it.
 - **Storage files** of the local backend that the backup has and the folder lacks are put back (blob names
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -94,6 +103,13 @@ COMMIT;
 _LOCK_TIMEOUT_LINE = b"SET lock_timeout = 0;\n"
 _TRANSACTION_TIMEOUT_LINE = b"SET transaction_timeout = 0;\n"
 _CHUNK = 1024 * 1024
+#: The header pg_restore writes before an entry's statements (`-- Name: ...`, `-- Data for Name: ...`).
+_ENTRY_HEADERS = (b"-- Name: ", b"-- Data for Name: ")
+_TABLE_DATA = re.compile(
+    rb"-- Data for Name: .*; Type: TABLE DATA; Schema: (?P<schema>[^;\n]*); Owner: (?P<owner>[^;\n]*)\n"
+)
+#: A role or schema name written into the script as it is: nothing that could close a string or identifier.
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 class LiveBackups:
@@ -125,11 +141,12 @@ class LiveBackups:
                 applied = conn.execute("select version, checksum from system.migrations").fetchall()
                 kept = [row[0] for row in conn.execute(_KEPT_NAMES, {"kept": list(KEPT_TABLES)})]
                 server_version = conn.info.server_version
+                owner = str(conn.info.parameter_status("session_authorization") or "")
             _refuse_other_migrations(manifest, {(int(v), str(c)) for v, c in applied})
             listing = staging / "restore.list"
             listing.write_text(_listing(staging / archive.DUMP, set(kept)))
             self._put_back_storage(staging)
-            _run(self.conninfo, staging / archive.DUMP, listing, server_version)
+            _run(self.conninfo, staging / archive.DUMP, listing, server_version, owner)
 
     def _put_back_storage(self, staging: Path) -> None:
         unpacked = staging / archive.STORAGE
@@ -186,7 +203,7 @@ def _is_kept(line: str, kept: set[str]) -> bool:
     return bool(after) and after[0].split(".")[0].split("(")[0] in kept
 
 
-def _run(conninfo: str, dump: Path, listing: Path, server_version: int) -> None:
+def _run(conninfo: str, dump: Path, listing: Path, server_version: int, owner: str) -> None:
     """The restore's one transaction: our statements, pg_restore's script, ours again, and COMMIT only when
     the script was written whole (see the module's docstring)."""
     target, environment = pg_tool_environment(conninfo)
@@ -229,7 +246,7 @@ def _run(conninfo: str, dump: Path, listing: Path, server_version: int) -> None:
             )
             assert producer.stdout is not None
             with contextlib.suppress(BrokenPipeError):
-                _copy(producer.stdout, psql.stdin, server_version)
+                _copy(producer.stdout, psql.stdin, server_version, owner)
             written = producer.wait() == 0
             with contextlib.suppress(BrokenPipeError):
                 if written:
@@ -251,20 +268,45 @@ def _run(conninfo: str, dump: Path, listing: Path, server_version: int) -> None:
             raise BackupFileFailed(f"The restore failed, and was rolled back: {_read(psql_errors)}")
 
 
-def _copy(source: IO[bytes], sink: IO[bytes], server_version: int) -> None:
-    """pg_restore's script, with two of its opening settings changed: no lock waits forever (`LOCK_TIMEOUT`),
-    and PostgreSQL 15 and 16 are not sent `transaction_timeout`, which they lack."""
-    while line := source.readline(64 * 1024):
-        if line == _LOCK_TIMEOUT_LINE:
-            sink.write(f"SET lock_timeout = '{LOCK_TIMEOUT}';\n".encode())
+def _copy(source: IO[bytes], sink: IO[bytes], server_version: int, owner: str) -> None:
+    """pg_restore's script, with two of its opening settings changed (no lock waits forever: `LOCK_TIMEOUT`;
+    PostgreSQL 15 and 16 are not sent `transaction_timeout`, which they lack), and each table's rows copied
+    as the table's owner rather than as `owner`, the superuser running the script (see the module's
+    docstring)."""
+    opening = True
+    at_line_start = True
+    after_rows = b""
+    while line := source.readline(_CHUNK):
+        starts_line, at_line_start = at_line_start, line.endswith(b"\n")
+        if opening and line == _LOCK_TIMEOUT_LINE:
+            line = f"SET lock_timeout = '{LOCK_TIMEOUT}';\n".encode()
+        elif opening and line == _TRANSACTION_TIMEOUT_LINE and server_version < 170000:
             continue
-        if line == _TRANSACTION_TIMEOUT_LINE and server_version < 170000:
-            continue
+        elif starts_line and line.startswith(_ENTRY_HEADERS):
+            opening = False
+            sink.write(after_rows)
+            after_rows = b""
+            if (data := _TABLE_DATA.fullmatch(line)) and data["owner"].decode(errors="replace") != owner:
+                role = _plain_name(data["owner"], "role")
+                schema = _plain_name(data["schema"], "schema")
+                # (The schema's grants come back after the data: until then the owner may need this one.)
+                sink.write(f"GRANT USAGE ON SCHEMA {schema} TO {role};\nSET ROLE {role};\n".encode())
+                after_rows = f"RESET ROLE;\nREVOKE USAGE ON SCHEMA {schema} FROM {role};\n".encode()
         sink.write(line)
-        if line.startswith((b"CREATE", b"DROP", b"ALTER", b"COPY")):
-            break
-    while chunk := source.read(_CHUNK):
-        sink.write(chunk)
+    sink.write(after_rows)
+
+
+def _plain_name(name: bytes, what: str) -> str:
+    """`name` as the script may carry it unquoted, or the restore is refused."""
+    text = name.decode(errors="replace")
+    reserved = what == "role" and text in ("none", "public", "current_user", "session_user", "current_role")
+    if not _PLAIN_NAME.fullmatch(text) or reserved:
+        raise BackupFileFailed(
+            f"A table of this backup is owned by, or in, the {what} {text[:63]!r}, a name this restore "
+            "cannot write unquoted; nothing was changed. Restore it into a new data dir with "
+            "`kilnbase db restore`."
+        )
+    return text
 
 
 def _read(file: IO[bytes]) -> str:
