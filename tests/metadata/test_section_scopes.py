@@ -85,3 +85,15 @@ def test_a_slice_or_a_table_refuses_an_agent_without_its_sections_scope(
     reader = agent_headers(client, admin, ["metadata:read", "database:read"])
     assert client.get(f"/api/metadata/{table}", headers=reader).status_code == 200
     assert client.get("/api/metadata/storage", headers=reader).status_code == 403
+
+
+def test_no_agent_key_reads_the_projects_api_key(client: TestClient, admin: dict[str, str]) -> None:
+    """The API key has every right with none of an agent key's limits (scopes, approvals, read-only mode):
+    `metadata:read`, or any scope, must not hand it to an agent."""
+    for scopes in (["metadata:read"], ["*:read", "*:write"]):
+        agent = agent_headers(client, admin, scopes)
+        refused = client.get("/api/metadata/api-key", headers=agent)
+        assert refused.status_code == 403, refused.text
+        assert "ik_" not in refused.text
+        assert refused.json()["error"] == "FORBIDDEN"
+    assert client.get("/api/metadata/api-key", headers=admin).json()["apiKey"].startswith("ik_")

@@ -217,7 +217,18 @@ class MetadataService:
     # --- keys --------------------------------------------------------------------------------------------
 
     async def api_key(self, actor: Actor) -> dict[str, str]:
-        _require_admin(actor)
+        """The project's API key, for an admin, never for an agent key: it holds every right without an agent
+        key's limits (scopes, approvals, read-only mode), so no scope reaches it. A refusal is audited too."""
+        async with audit.refusals(self.database, actor, "READ_API_KEY", "METADATA", {}):
+            _require_admin(actor)
+            if actor.principal.agent is not None:
+                raise ApiError(
+                    403,
+                    "FORBIDDEN",
+                    "An agent key may not read the project's API key: it would lift the key's scopes, "
+                    "approvals and read-only mode.",
+                    "Act with this agent key; ask an admin for a key with the scopes the work needs.",
+                )
         await audit.record(self.database, actor, "READ_API_KEY", "METADATA")
         return {"apiKey": self.keys.current("api_key")}
 
