@@ -247,6 +247,42 @@ insert into public.{name} values (1), (2);
     assert owner == [("project_admin",)]
 
 
+def test_restore_keeps_credentials_as_they_are_now(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    """S3 access keys, gateway keys and external JWT providers deleted or revoked after the backup stay so,
+    and those made after it stay too: a restore brings back data, never a credential no longer trusted."""
+    tag = secrets.token_hex(4)
+    s3_gone, s3_new = f"GONE{tag}", f"NEW{tag}"
+    inserts = {
+        "s3": "insert into storage.s3_access_keys (access_key_id, secret_access_key_encrypted) "
+        "values ('{}', 'x')",
+        "gateway": "insert into ai.gateway_keys (name, key_hash, key_prefix) values ('{0}', '{0}', 'p')",
+        "jwt": "insert into auth.jwt_providers (name, provider_key, issuer, jwks_url) "
+        "values ('{0}', '{0}', 'https://{0}.example', 'https://{0}.example/jwks')",
+    }
+    _sql(settings, inserts["s3"].format(s3_gone))
+    _sql(settings, inserts["gateway"].format(f"gw-{tag}"))
+    _sql(settings, inserts["jwt"].format(f"gone-{tag}"))
+    backup_id = _backup(client, admin)["id"]
+    _sql(settings, f"delete from storage.s3_access_keys where access_key_id = '{s3_gone}'")
+    _sql(settings, f"update ai.gateway_keys set revoked_at = now() where name = 'gw-{tag}'")
+    _sql(settings, f"delete from auth.jwt_providers where provider_key = 'gone-{tag}'")
+    _sql(settings, inserts["s3"].format(s3_new))
+    _sql(settings, inserts["jwt"].format(f"new-{tag}"))
+    restored = client.post(f"{API}/{backup_id}/restore", headers=admin)
+    assert restored.status_code == 200, restored.text
+    assert _sql(
+        settings, f"select access_key_id from storage.s3_access_keys where access_key_id like '%{tag}'"
+    ) == [(s3_new,)]
+    assert _sql(settings, f"select revoked_at is not null from ai.gateway_keys where name = 'gw-{tag}'") == [
+        (True,)
+    ]
+    assert _sql(
+        settings, f"select provider_key from auth.jwt_providers where provider_key like '%-{tag}'"
+    ) == [(f"new-{tag}",)]
+
+
 def test_config_defaults_and_validation(client: TestClient, admin: dict[str, str]) -> None:
     config = client.get(f"{API}/config", headers=admin).json()
     assert set(config) == {"enabled", "cronSchedule", "retentionDays", "nextBackupAt"}

