@@ -322,3 +322,19 @@ def test_agent_keys(client: TestClient, admin: dict[str, str]) -> None:
     assert any(r["id"] == row["id"] for r in client.get(API, headers=admin).json()["backups"])
     other = agent_headers(client, admin, ["storage:write"])
     assert client.get(API, headers=other).status_code == 403
+
+
+def test_an_agent_may_not_shorten_retention(client: TestClient, admin: dict[str, str]) -> None:
+    """Retention deletes scheduled backups: an agent key, which deletes a backup only with approval, may
+    not shorten it on its own (it may lengthen it, or change the rest)."""
+    assert client.patch(f"{API}/config", headers=admin, json={"retentionDays": 30}).status_code == 200
+    writer = agent_headers(client, admin, ["database:write"])
+    for days in (1, 29):
+        refused = client.patch(f"{API}/config", headers=writer, json={"retentionDays": days})
+        assert refused.status_code == 403, refused.text
+        assert "retention" in refused.json()["message"]
+    assert client.get(f"{API}/config", headers=admin).json()["retentionDays"] == 30
+    assert client.patch(f"{API}/config", headers=writer, json={"retentionDays": 60}).status_code == 200
+    assert client.patch(f"{API}/config", headers=writer, json={"retentionDays": None}).status_code == 200
+    assert client.patch(f"{API}/config", headers=writer, json={"enabled": False}).status_code == 200
+    assert client.patch(f"{API}/config", headers=admin, json={"retentionDays": 7}).status_code == 200

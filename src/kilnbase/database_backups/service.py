@@ -92,6 +92,20 @@ def _agent_needs_approval(actor: Actor, what: str) -> None:
         )
 
 
+def _agent_may_not_shorten(actor: Actor, current: int | None, wanted: int | None) -> None:
+    """A shorter retention deletes the scheduled backups it lets expire, so an agent key may not set one on
+    its own: deleting a backup waits for a person's approval, and retention must not be the way around it."""
+    shorter = wanted is not None and (current is None or wanted < current)
+    if shorter and actor.is_unapproved_agent:
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            "An agent key may not shorten the retention of scheduled backups: it would delete backups, "
+            "which needs a person's approval.",
+            "Leave retentionDays out (or lengthen it), or ask an admin to change it.",
+        )
+
+
 class DatabaseBackups:
     def __init__(self, database: Database, files: BackupFiles, schema_cache: SchemaCache) -> None:
         self.database = database
@@ -260,6 +274,7 @@ class DatabaseBackups:
             enabled = current["enabled"] if patch.enabled is None else patch.enabled
             cron = patch.cron_schedule or current["cronSchedule"]
             retention = patch.retention_days if patch.retention_given else current["retentionDays"]
+            _agent_may_not_shorten(actor, current["retentionDays"], retention)
             moved = enabled != current["enabled"] or cron != current["cronSchedule"]
             await cur.execute(
                 "update system.database_config set backup_enabled = %s, backup_cron_schedule = %s, "
