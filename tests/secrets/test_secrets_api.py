@@ -7,7 +7,7 @@ import secrets
 import pytest
 from starlette.testclient import TestClient
 
-from tests.support.app import admin_headers, anon_headers
+from tests.support.app import admin_headers, agent_headers, anon_headers
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +142,17 @@ def test_rotation_routes_still_match(client: TestClient, admin: dict[str, str]) 
     response = client.post("/api/secrets/anon-key/rotate", json={"gracePeriodHours": 1}, headers=admin)
     assert response.status_code == 200
     assert response.json()["anonKey"].startswith("anon_")
+
+
+@pytest.mark.parametrize("path", ["/api/secrets/api-key/rotate", "/api/secrets/anon-key/rotate"])
+def test_no_agent_key_rotates_the_project_keys(client: TestClient, admin: dict[str, str], path: str) -> None:
+    """A rotation answers the new key: the API key passes every scope, approval and read-only mode, so an
+    agent key, whatever its scopes, must not mint one (nor cut the apps off by rotating the anon key)."""
+    agent = agent_headers(client, admin, ["*:write"])
+    before = client.get("/api/metadata/api-key", headers=admin).json()
+    refused = client.post(path, json={"gracePeriodHours": 0}, headers=agent)
+    assert refused.status_code == 403, refused.text
+    assert "ik_" not in refused.text and "anon_" not in refused.text
+    assert client.get("/api/metadata/api-key", headers=admin).json() == before
+    audits = client.get("/api/logs/audits", params={"module": "SECRETS", "limit": 50}, headers=admin).json()
+    assert any(row["action"].startswith("ROTATE_") and row["outcome"] == "refused" for row in audits)

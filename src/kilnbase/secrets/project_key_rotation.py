@@ -84,6 +84,16 @@ class KeyRotation:
     def _check_allowed(self, actor: Actor, kind: KeyKind) -> None:
         if not actor.is_admin:
             raise ApiError(403, "FORBIDDEN", "Rotating keys needs admin rights.", ADMIN_ONLY)
+        if actor.principal.agent is not None:
+            # The answer is the new key: the API key holds every right without an agent key's scopes,
+            # approvals and read-only mode, and rotating either key cuts off whoever holds the old one.
+            raise ApiError(
+                403,
+                "FORBIDDEN",
+                "An agent key may not rotate the project's keys: the new key would lift the agent key's "
+                "scopes, approvals and read-only mode, and the old one would stop working for its holders.",
+                "Ask the project admin to rotate the key (with the API key or the dashboard).",
+            )
         pinned = self._settings.access_api_key if kind == "api_key" else self._settings.access_anon_key
         if pinned:
             variable = _VARIABLE[kind]
