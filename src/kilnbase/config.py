@@ -386,6 +386,9 @@ class Settings(BaseSettings):
     #: `{"__GuardedValue": true, ...}`, so a page of 1,000 rows stays a few MB at most for a narrow table.
     db_browse_max_rows: int = Field(1000, ge=1, le=100_000)
     db_browse_cell_max_bytes: int = Field(4096, ge=64, le=16 * MIB)
+    #: The most backups one agent key may keep (`/api/database/backups`): it makes one without a person, and
+    #: each is a full copy of the database on disk, while deleting one waits for a person's approval.
+    backups_agent_max: int = Field(10, ge=0, le=1000)
 
     #: Request body limits, enforced while the body streams in (413 beyond them).
     max_json_body_bytes: int = Field(10 * MIB, ge=1024)

@@ -118,7 +118,7 @@ def build_services(core: Core) -> Services:
     ai = AiService.build(core.settings, core.secret_box, core.database)
     # Backup files are the CLI's (`server/`): written and restored by the same code as `kilnbase db backup`.
     files = LiveBackups(core.settings, str(core.database.owner_pool.conninfo))
-    backups = DatabaseBackups(core.database, files, core.schema_cache)
+    backups = DatabaseBackups(core.database, files, core.schema_cache, core.settings.backups_agent_max)
     auth = Auth.build(core)
     storage = StorageService(core.settings, core.database, core.keys.jwt_secret, core.secret_box)
     return Services(

@@ -107,8 +107,12 @@ def _agent_may_not_shorten(actor: Actor, current: int | None, wanted: int | None
 
 
 class DatabaseBackups:
-    def __init__(self, database: Database, files: BackupFiles, schema_cache: SchemaCache) -> None:
+    def __init__(
+        self, database: Database, files: BackupFiles, schema_cache: SchemaCache, agent_max: int = 10
+    ) -> None:
         self.database = database
+        #: The most backups (running or completed) one agent key keeps: `KILNBASE_BACKUPS_AGENT_MAX`.
+        self.agent_max = agent_max
         self.files = files
         self.schema_cache = schema_cache
         self._conninfo = str(database.owner_pool.conninfo)
@@ -137,6 +141,8 @@ class DatabaseBackups:
         conn = await self._work_lock(for_restore=False)
         try:
             async with self.database.as_owner() as cur:
+                if trigger == "manual" and actor.principal.agent is not None:
+                    await self._refuse_past_agent_max(cur, actor)
                 try:
                     await cur.execute(
                         "insert into system.database_backups (name, trigger_source, created_by) "
@@ -156,6 +162,30 @@ class DatabaseBackups:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         return _backup(row), task
+
+    async def _refuse_past_agent_max(self, cur: psycopg.AsyncCursor[Any], actor: Actor) -> None:
+        """An agent key makes backups without a person (a full copy of the database each) and deletes them
+        only with one: it keeps at most `agent_max`. Counted under the work lock, so two calls cannot both
+        pass."""
+        await cur.execute(
+            "select count(*) as n from system.database_backups "
+            "where trigger_source = 'manual' and status <> 'failed' and created_by = %s",
+            (actor.name,),
+        )
+        kept = await cur.fetchone()
+        if kept is None or kept["n"] < self.agent_max:
+            return
+        async with audit.refusals(
+            self.database, actor, "CREATE_DATABASE_BACKUP", MODULE, {"kept": kept["n"]}
+        ):
+            raise ApiError(
+                403,
+                "FORBIDDEN",
+                f"This agent key already keeps {kept['n']} backups, the most it may "
+                f"(KILNBASE_BACKUPS_AGENT_MAX={self.agent_max}).",
+                "Ask for old backups to be deleted (delete-database-backup waits for a person's approval), "
+                "or go on without a new one.",
+            )
 
     async def _make(self, backup_id: str, conn: AsyncConnection[Any]) -> None:
         key = f"kilnbase-backup-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{backup_id[:8]}.tar"

@@ -2,7 +2,7 @@
 -- schedule of the scheduled ones. The files are Kilnbase backups (`server/backup.py`, the format
 -- `kilnbase db restore` reads), kept in the data dir's `backups` folder, never under the storage API.
 --
--- An in-place restore (`server/live_restore.py`) leaves both tables as they are: restoring an old backup
+-- An in-place restore (`server/live_backups.py`) leaves both tables as they are: restoring an old backup
 -- must neither bring back backups deleted since nor lose newer ones whose files exist, nor undo the schedule.
 -- Neither table has a trigger or a foreign key, so nothing of theirs depends on what a restore drops.
 CREATE TABLE system.database_backups (
