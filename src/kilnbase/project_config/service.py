@@ -9,7 +9,8 @@ deletes only empty buckets (no stored bytes to remove, which no transaction coul
 that holds objects or uploads in progress refuses the whole apply with 409.
 
 A dry run makes the same changes in the same transaction and rolls it back, so it answers exactly what the
-apply would (its plan, or the refusal the apply would meet) and changes nothing, its audit entries included.
+apply would (its plan, or the refusal the apply would meet) and changes nothing, its audit entries included;
+a refused dry run is recorded as refused (with `dryRun: true`), as every refusal is.
 
 The lock is a transaction-level advisory lock, so applies from any number of processes run one after the
 other, each planning against what the one before it committed; it goes with the transaction, however that
