@@ -309,6 +309,32 @@ def test_config_defaults_and_validation(client: TestClient, admin: dict[str, str
     assert off["nextBackupAt"] is None and off["cronSchedule"] == "30 2 * * *"
 
 
+def test_database_config_holds_the_backup_schedule(client: TestClient, admin: dict[str, str]) -> None:
+    """InsForge's newer route, `/api/database/config`: the same schedule as `{backup: {...}}`."""
+    config = client.get("/api/database/config", headers=admin)
+    assert config.status_code == 200, config.text
+    assert config.json() == {"backup": client.get(f"{API}/config", headers=admin).json()}
+    for body, message in (
+        ({}, "backup: Required"),
+        ({"backup": 1}, "backup: Expected object"),
+        ({"backup": {"enabled": True}, "other": {}}, "Unknown field 'other'."),
+        ({"backup": {"retentionDays": 0}}, "retentionDays: Number must be greater than 0"),
+    ):
+        refused = client.patch("/api/database/config", headers=admin, json=body)
+        assert refused.status_code == 400, body
+        assert refused.json()["message"] == message or refused.json()["message"].startswith(message)
+    assert client.get("/api/database/config", headers=admin).json() == config.json()
+    body = {"backup": {"enabled": True, "cronSchedule": "15 3 * * *", "retentionDays": 9}}
+    updated = client.patch("/api/database/config", headers=admin, json=body)
+    assert updated.status_code == 200, updated.text
+    backup = updated.json()["backup"]
+    assert (backup["enabled"], backup["cronSchedule"], backup["retentionDays"]) == (True, "15 3 * * *", 9)
+    assert client.get(f"{API}/config", headers=admin).json() == backup
+    audits = client.get("/api/logs/audits", params={"module": "DATABASE"}, headers=admin).json()
+    assert any(a["action"] == "UPDATE_DATABASE_CONFIG" and a["details"]["retentionDays"] == 9 for a in audits)
+    client.patch("/api/database/config", headers=admin, json={"backup": {"enabled": False}})
+
+
 def test_agent_keys(client: TestClient, admin: dict[str, str]) -> None:
     reader = agent_headers(client, admin, ["database:read"])
     assert client.get(API, headers=reader).status_code == 200

@@ -6,6 +6,8 @@ gate holds it as the tool's call)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -14,11 +16,35 @@ from kilnbase.capability import Capability
 from kilnbase.database_backups.scheduler import ScheduledBackups
 from kilnbase.database_backups.service import DatabaseBackups
 from kilnbase.database_backups.tools import backups_tools
+from kilnbase.http.errors import ApiError
 from kilnbase.http.json_body import read_object
 from kilnbase.http.request_context import admin_actor
 from kilnbase.http.responses import json_response
 
 PREFIX = "/api/database/backups"
+#: InsForge's newer home for the schedule: the database module's settings, `{backup: {...}}`.
+DATABASE_CONFIG = "/api/database/config"
+
+
+def _backup_section(body: dict[str, Any]) -> dict[str, Any]:
+    """The `backup` section of a `PATCH /api/database/config` body, the only one there is."""
+    unknown = sorted(set(body) - {"backup"})
+    if unknown:
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            f"Unknown field {unknown[0]!r}.",
+            "Send {backup: {enabled?, cronSchedule?, retentionDays?}}.",
+        )
+    section = body.get("backup")
+    if not isinstance(section, dict):
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "backup: Required" if section is None else "backup: Expected object",
+            "Send {backup: {enabled?, cronSchedule?, retentionDays?}}.",
+        )
+    return section
 
 
 class BackupRoutes:
@@ -38,6 +64,15 @@ class BackupRoutes:
     async def update_config(self, request: Request) -> Response:
         actor = admin_actor(request)
         return json_response(await self.backups.update_config(actor, await read_object(request)))
+
+    async def get_database_config(self, request: Request) -> Response:
+        return json_response({"backup": await self.backups.config(admin_actor(request))})
+
+    async def update_database_config(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        section = _backup_section(await read_object(request))
+        backup = await self.backups.update_config(actor, section, action="UPDATE_DATABASE_CONFIG")
+        return json_response({"backup": backup})
 
     async def rename_backup(self, request: Request) -> Response:
         actor = admin_actor(request)
@@ -62,6 +97,8 @@ class BackupRoutes:
             Route(PREFIX + "/{id}", self.rename_backup, methods=["PATCH"]),
             Route(PREFIX + "/{id}", self.delete_backup, methods=["DELETE"]),
             Route(PREFIX + "/{id}/restore", self.restore_backup, methods=["POST"]),
+            Route(DATABASE_CONFIG, self.get_database_config, methods=["GET"]),
+            Route(DATABASE_CONFIG, self.update_database_config, methods=["PATCH"]),
         ]
 
 

@@ -294,7 +294,10 @@ class DatabaseBackups:
         assert row is not None  # (the migration inserts the one row)
         return _config(row)
 
-    async def update_config(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
+    async def update_config(
+        self, actor: Actor, body: dict[str, Any], action: str = "UPDATE_DATABASE_BACKUP_CONFIG"
+    ) -> dict[str, Any]:
+        """Change the schedule; `action` names the audit entry (`/api/database/config` records its own)."""
         require_admin_actor(actor)
         patch = definitions.config_patch(body)
         async with self.database.as_owner() as cur:
@@ -314,7 +317,7 @@ class DatabaseBackups:
             )
             await cur.execute("select pg_notify(%s, '')", (CHANNEL,))
             result = {"enabled": enabled, "cronSchedule": cron, "retentionDays": retention}
-            await audit.record(cur, actor, "UPDATE_DATABASE_BACKUP_CONFIG", MODULE, result)
+            await audit.record(cur, actor, action, MODULE, result)
         return _config(result)
 
     async def prune_expired(self) -> int:
