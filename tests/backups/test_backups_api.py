@@ -13,7 +13,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from kilnbase.config import Settings
-from tests.support.app import admin_headers, agent_headers
+from kilnbase.identity.actor import SYSTEM
+from tests.support.app import admin_headers, agent_headers, services_of
 
 API = "/api/database/backups"
 
@@ -135,6 +136,39 @@ def test_restore_brings_back_rows_and_table(
     )
     # The records API sees the table again (the schema cache was reloaded).
     assert client.get(f"/api/database/records/{table}", headers=admin).status_code == 200
+
+
+def test_a_restore_whose_caller_leaves_finishes_and_is_audited(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    """The restore's thread cannot be stopped once it runs: when the request is cancelled (the client
+    left), the restore still ends in its commit, is audited, and holds the work lock until then."""
+    table, backup_id = _table_backed_up(client, admin, settings, "(1), (2)")
+    _sql(settings, f"delete from public.{table} where id = 2")
+    assert client.portal is not None
+    backups = services_of(client).database_backups
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url) as blocker:
+        blocker.execute(f"lock table public.{table} in access share mode")  # (the restore waits for it)
+        request = client.portal.start_task_soon(backups.restore, SYSTEM, backup_id)
+        deadline = time.monotonic() + 30
+        while not _sql(settings, "select 1 from pg_stat_activity where wait_event_type = 'Lock'"):
+            assert time.monotonic() < deadline, "the restore never reached the table"
+            time.sleep(0.1)
+        request.cancel()
+        time.sleep(0.3)
+        # Still under way: another restore (or backup) is refused, the lock being held.
+        assert client.post(API, headers=admin, json={}).status_code == 409
+    deadline = time.monotonic() + 30
+    query = (
+        "select outcome from system.audit_logs where action = 'RESTORE_DATABASE_BACKUP' "
+        f"and details->>'id' = '{backup_id}'"
+    )
+    while not _sql(settings, query):
+        assert time.monotonic() < deadline, "the restore's outcome was never audited"
+        time.sleep(0.1)
+    assert _sql(settings, query) == [("success",)]
+    assert _sql(settings, f"select id from public.{table} order by id") == [(1,), (2,)]
 
 
 def test_restore_brings_back_a_dropped_table(
@@ -314,14 +348,15 @@ def test_database_config_holds_the_backup_schedule(client: TestClient, admin: di
     config = client.get("/api/database/config", headers=admin)
     assert config.status_code == 200, config.text
     assert config.json() == {"backup": client.get(f"{API}/config", headers=admin).json()}
-    for body, message in (
+    bad: list[tuple[dict[str, Any], str]] = [
         ({}, "backup: Required"),
         ({"backup": 1}, "backup: Expected object"),
         ({"backup": {"enabled": True}, "other": {}}, "Unknown field 'other'."),
         ({"backup": {"retentionDays": 0}}, "retentionDays: Number must be greater than 0"),
-    ):
-        refused = client.patch("/api/database/config", headers=admin, json=body)
-        assert refused.status_code == 400, body
+    ]
+    for sent, message in bad:
+        refused = client.patch("/api/database/config", headers=admin, json=sent)
+        assert refused.status_code == 400, sent
         assert refused.json()["message"] == message or refused.json()["message"].startswith(message)
     assert client.get("/api/database/config", headers=admin).json() == config.json()
     body = {"backup": {"enabled": True, "cronSchedule": "15 3 * * *", "retentionDays": 9}}

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -117,7 +118,7 @@ class DatabaseBackups:
         self.schema_cache = schema_cache
         self._conninfo = str(database.owner_pool.conninfo)
         #: The backups this process is making (kept referenced until done).
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Future[None]] = set()
 
     async def list(self, actor: Actor) -> dict[str, Any]:
         require_admin_actor(actor)
@@ -269,6 +270,18 @@ class DatabaseBackups:
                 "Restore a backup whose status is completed (GET /api/database/backups).",
             )
         conn = await self._work_lock(for_restore=True)
+        # Shielded: a client that leaves (or a proxy's timeout) cancels the request, but the restore's
+        # thread runs on to its commit or rollback whatever happens here, and its outcome must still be
+        # audited and the lock held until then.
+        work = asyncio.ensure_future(self._restore_holding(conn, actor, backup_id, path))
+        self._running.add(work)
+        work.add_done_callback(self._running.discard)
+        await asyncio.shield(work)
+
+    async def _restore_holding(
+        self, conn: AsyncConnection[Any], actor: Actor, backup_id: str, path: Path
+    ) -> None:
+        """The restore itself, while `conn` holds the work lock (released at the end, however it ends)."""
         try:
             await anyio.to_thread.run_sync(self.files.restore, path)
         except (BackupFileRefused, BackupFileFailed) as exc:
