@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from tests.support.app import agent_headers, mcp_call
 
 #: InsForge's keys, then Kilnbase's.
 _INSFORGE_KEYS = {"auth", "database", "storage", "functions", "realtime", "version"}
-_SUMMARY_KEYS = {"schedules", "databaseWebhooks", "advisor", "kv", "memory"}
+_SUMMARY_KEYS = {"schedules", "databaseWebhooks", "databaseBackups", "advisor", "kv", "memory"}
 
 
 def _everything(client: TestClient, headers: dict[str, str]) -> tuple[dict[str, Any], str, str]:
@@ -208,15 +209,19 @@ def test_an_agent_sees_only_the_sections_its_scopes_reach(
     assert (
         "- this key's scopes do not reach: auth (auth:read), database (database:read), storage "
         "(storage:read), functions (functions:read), realtime (realtime:read), ai (ai:read), schedules "
-        "(schedules:read), databaseWebhooks (webhooks:read), advisor (advisor:read), kv (kv:read), memory "
-        "(memory:read)"
+        "(schedules:read), databaseWebhooks (webhooks:read), databaseBackups (database:read), advisor "
+        "(advisor:read), kv (kv:read), memory (memory:read)"
     ) in markdown
 
     some = agent_headers(client, admin, ["metadata:read", "schedules:read", "kv:read"])
     body, _, markdown = _everything(client, some)
-    assert {"schedules", "kv"} <= set(body) and {"databaseWebhooks", "advisor", "memory"}.isdisjoint(body)
+    hidden = {"databaseWebhooks", "databaseBackups", "advisor", "memory"}
+    assert {"schedules", "kv"} <= set(body) and hidden.isdisjoint(body)
     assert "## Schedules" in markdown and f"{namespace} (1 key)" in markdown
-    assert "databaseWebhooks (webhooks:read), advisor (advisor:read), memory (memory:read)" in markdown
+    assert (
+        "databaseWebhooks (webhooks:read), databaseBackups (database:read), advisor (advisor:read), memory "
+        "(memory:read)"
+    ) in markdown
     # The MCP tool writes the same markdown, as lines.
     lines = json.loads(mcp_call(client, some, "get-backend-metadata", {}))["backend"]
     assert "## Key-value store" in lines and "## Agent memory" not in lines
@@ -224,6 +229,27 @@ def test_an_agent_sees_only_the_sections_its_scopes_reach(
     everything = agent_headers(client, admin, ["*:read"])
     body, _, markdown = _everything(client, everything)
     assert set(body) >= _SUMMARY_KEYS and "## Not shown" not in markdown
+
+
+def test_backups_show_the_latest_and_the_schedule(client: TestClient, admin: dict[str, str]) -> None:
+    made = client.post("/api/database/backups", headers=admin, json={})
+    assert made.status_code == 201, made.text
+    deadline = time.monotonic() + 60
+    while True:
+        rows = client.get("/api/database/backups", headers=admin).json()["backups"]
+        row = next(r for r in rows if r["id"] == made.json()["id"])
+        if row["status"] != "running":
+            break
+        assert time.monotonic() < deadline, "the backup did not finish"
+        time.sleep(0.2)
+    assert row["status"] == "completed", row
+    body, _, markdown = _everything(client, admin)
+    section = body["databaseBackups"]
+    assert section["completed"] >= 1 and section["latestCompletedAt"] >= row["completedAt"]
+    schedule = client.get("/api/database/backups/config", headers=admin).json()
+    assert section["schedule"] == {key: schedule[key] for key in ("enabled", "cronSchedule", "nextBackupAt")}
+    assert "## Database backups" in markdown and "completed backup" in markdown
+    assert "## Database backups" in json.loads(mcp_call(client, admin, "get-backend-metadata", {}))["backend"]
 
 
 def test_insforge_fields_are_unchanged(client: TestClient, admin: dict[str, str]) -> None:

@@ -23,6 +23,7 @@ from kilnbase.metadata.sections import (
     ADVISOR,
     AI,
     AUTH,
+    BACKUPS,
     DATABASE,
     FUNCTIONS,
     KV,
@@ -371,6 +372,24 @@ def _webhooks(section: dict[str, Any]) -> list[str]:
     return lines + _closing(hooks, section["total"], "webhooks", "list-database-webhooks", empty)
 
 
+def _backups(section: dict[str, Any]) -> list[str]:
+    lines = ["## Database backups"]
+    if section["latestCompletedAt"] is None:
+        lines.append("- none yet: `create-database-backup` before a change that loses data")
+    else:
+        lines.append(
+            f"- {_count(section['completed'], 'completed backup', 'completed backups')}, the latest "
+            f"{_moment(section['latestCompletedAt'])} (`list-database-backups`)"
+        )
+    if section["running"]:
+        lines.append("- a backup or restore is under way")
+    schedule = section["schedule"]
+    if schedule is not None:
+        state = f"`{schedule['cronSchedule']}` (UTC)" if schedule["enabled"] else "off"
+        lines.append(f"- schedule: {state}")
+    return lines
+
+
 def _advisor(section: dict[str, Any]) -> list[str]:
     lines = ["## Advisor"]
     scan = section["latestScan"]
@@ -425,6 +444,7 @@ _WRITERS: dict[Section, Callable[[Any, bool], list[str]]] = {
     AI: _always(_ai),
     SCHEDULES: _always(_schedules),
     WEBHOOKS: _always(_webhooks),
+    BACKUPS: _always(_backups),
     ADVISOR: _always(_advisor),
     KV: _always(_kv),
     MEMORY: _memory,

@@ -1,6 +1,7 @@
 """The sections of the metadata, and the one rule for who sees each: InsForge's (auth settings, the database's
 tables, storage buckets, edge functions, realtime channels) and Kilnbase's (the model gateway's models, and
-the summaries of schedules, database webhooks, the advisor, the KV store and agent memory).
+the summaries of schedules, database webhooks, database backups, the advisor, the KV store and agent
+memory).
 
 Each section belongs to a feature group, and an agent key sees it only with that group's read scope
 (`auth:read`, `database:read`, `storage:read`, ..., or `*:read`): what it could not list through the
@@ -36,11 +37,25 @@ REALTIME = Section("realtime", "realtime", "realtime.channels")
 AI = Section("ai", "ai")
 SCHEDULES = Section("schedules", "schedules", "schedules.jobs")
 WEBHOOKS = Section("databaseWebhooks", "webhooks", "database_webhooks.hooks")
+BACKUPS = Section("databaseBackups", "database", "system.database_backups")
 ADVISOR = Section("advisor", "advisor", "system.advisor_scans")
 KV = Section("kv", "kv", "kv.entries")
 MEMORY = Section("memory", "memory", "memory.memories")
 #: Every section, in the order the JSON and the markdown give them.
-SECTIONS = (AUTH, DATABASE, STORAGE, FUNCTIONS, REALTIME, AI, SCHEDULES, WEBHOOKS, ADVISOR, KV, MEMORY)
+SECTIONS = (
+    AUTH,
+    DATABASE,
+    STORAGE,
+    FUNCTIONS,
+    REALTIME,
+    AI,
+    SCHEDULES,
+    WEBHOOKS,
+    BACKUPS,
+    ADVISOR,
+    KV,
+    MEMORY,
+)
 
 
 def visible(principal: Principal) -> tuple[Section, ...]:

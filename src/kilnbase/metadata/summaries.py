@@ -1,7 +1,8 @@
 """What the capabilities beyond InsForge's metadata hold, summed up for an agent's first read: schedules,
-database webhooks, the advisor's latest scan, the key-value store's global namespaces and agent memory's
-scopes. Read on the owner pool from each capability's tables (no capability is imported), one bounded query
-per section, in the transaction that reads the rest of the project's state.
+database webhooks, database backups (the latest, and the schedule), the advisor's latest scan, the
+key-value store's global namespaces and agent memory's scopes. Read on the owner pool from each
+capability's tables (no capability is imported), one bounded query per section, in the transaction that
+reads the rest of the project's state.
 
 Each section belongs to the capability's feature group, and an agent key sees a section only with that
 group's read scope (`sections.visible`, the rule every section of the metadata follows). A
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
-from kilnbase.metadata.sections import ADVISOR, KV, MEMORY, SCHEDULES, WEBHOOKS, Section
+from kilnbase.metadata.sections import ADVISOR, BACKUPS, KV, MEMORY, SCHEDULES, WEBHOOKS, Section
 
 #: The most schedules and webhooks listed (each section says how many there are in all).
 MAX_LISTED = 100
@@ -36,7 +37,7 @@ FAILURE_WINDOW_HOURS = 24
 
 
 #: The summaries, each a section of the metadata whose table its capability creates.
-SUMMARIES = (SCHEDULES, WEBHOOKS, ADVISOR, KV, MEMORY)
+SUMMARIES = (SCHEDULES, WEBHOOKS, BACKUPS, ADVISOR, KV, MEMORY)
 TABLES = tuple(section.table for section in SUMMARIES if section.table is not None)
 
 _SCHEDULES = f"""
@@ -61,6 +62,14 @@ from (select id, name, table_schema, table_name, events, url, secret_ciphertext 
              enabled
       from database_webhooks.hooks order by table_schema, table_name, name, id limit {MAX_LISTED}) h
 order by h.table_schema, h.table_name, h.name, h.id
+"""
+# Whether an agent can roll back: the newest completed backup, one under way, and the schedule.
+_BACKUPS = """
+select (select count(*) from system.database_backups where status = 'completed')::int as completed,
+       (select max(completed_at) from system.database_backups where status = 'completed') as latest,
+       exists (select 1 from system.database_backups where status = 'running') as running,
+       c.backup_enabled as enabled, c.backup_cron_schedule as cron, c.backup_next_at as next_at
+from system.database_config c
 """
 # The latest scan, with the counts of the latest completed one less what is suppressed (as the advisor's own
 # summary counts them).
@@ -174,6 +183,23 @@ async def _webhooks(cur: AsyncCursor[DictRow]) -> dict[str, Any]:
     }
 
 
+async def _backups(cur: AsyncCursor[DictRow]) -> dict[str, Any]:
+    await cur.execute(_BACKUPS)
+    row = await cur.fetchone()
+    if row is None:
+        return _empty(BACKUPS)
+    return {
+        "completed": row["completed"],
+        "latestCompletedAt": _iso(row["latest"]),
+        "running": row["running"],
+        "schedule": {
+            "enabled": row["enabled"],
+            "cronSchedule": row["cron"],
+            "nextBackupAt": _iso(row["next_at"]),
+        },
+    }
+
+
 async def _advisor(cur: AsyncCursor[DictRow]) -> dict[str, Any]:
     await cur.execute(_ADVISOR)
     row = await cur.fetchone()
@@ -216,6 +242,7 @@ async def _memory(cur: AsyncCursor[DictRow]) -> dict[str, Any]:
 _READERS = {
     SCHEDULES.key: _schedules,
     WEBHOOKS.key: _webhooks,
+    BACKUPS.key: _backups,
     ADVISOR.key: _advisor,
     KV.key: _kv,
     MEMORY.key: _memory,
@@ -228,6 +255,8 @@ def _empty(section: Section) -> dict[str, Any]:
         return {"total": 0, "jobs": []}
     if section is WEBHOOKS:
         return {"total": 0, "webhooks": [], "recentFailuresWindowHours": FAILURE_WINDOW_HOURS}
+    if section is BACKUPS:
+        return {"completed": 0, "latestCompletedAt": None, "running": False, "schedule": None}
     if section is ADVISOR:
         return {"latestScan": None, "hint": None}
     if section is KV:
