@@ -443,3 +443,15 @@ def test_another_process_sees_changes_promptly(
         eventually(lambda: read_notes(other, notes, token).status_code == 200)
         client.delete(f"{PATH}/{provider['provider_key']}", headers=admin_headers)
         eventually(lambda: read_notes(other, notes, token).status_code == 401)
+
+
+@pytest.mark.parametrize("algorithm", [["RS256"], {"alg": "RS256"}, 256, None])
+def test_a_header_whose_algorithm_is_not_text_is_a_401(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider, notes: str, algorithm: Any
+) -> None:
+    """A token naming a provider's issuer with an `alg` that is a list, an object, a number or null: a
+    refusal like any other, not a 500."""
+    provider = configure(client, admin_headers, idp)
+    claims = idp.claims("user_2xAlice", "a@example.com", iss=provider["issuer"])
+    token = f"{_segment({'alg': algorithm, 'typ': 'JWT'})}.{_segment(claims)}.c2lnbmF0dXJl"
+    assert "algorithm" in _refusal(client, notes, token)

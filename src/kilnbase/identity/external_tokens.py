@@ -237,7 +237,7 @@ class ExternalTokens(ListenedView):
         if not providers:
             raise NotExternal("the token's issuer is not a configured JWT provider")
         algorithm = _segment(header_text).get("alg")
-        if algorithm not in ALGORITHMS:
+        if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:  # (a list is not hashable)
             raise ExternalRefused(
                 f"algorithm {algorithm!r} is not accepted from JWT providers (RS*, ES* and PS* only)"
             )
@@ -245,7 +245,7 @@ class ExternalTokens(ListenedView):
         refusal = ExternalRefused("the token is not signed by a key of its provider")
         for provider in providers:
             try:
-                identity = self._verify_with(token, provider, str(algorithm), kid)
+                identity = self._verify_with(token, provider, algorithm, kid)
             except ExternalRefused as exc:
                 refusal = exc
                 continue
