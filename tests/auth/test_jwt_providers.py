@@ -455,3 +455,26 @@ def test_a_header_whose_algorithm_is_not_text_is_a_401(
     claims = idp.claims("user_2xAlice", "a@example.com", iss=provider["issuer"])
     token = f"{_segment({'alg': algorithm, 'typ': 'JWT'})}.{_segment(claims)}.c2lnbmF0dXJl"
     assert "algorithm" in _refusal(client, notes, token)
+
+
+def test_an_external_caller_is_named_by_provider_and_subject_not_by_its_email(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider, database_url: str
+) -> None:
+    """A provider's `email` is whatever its token says (an IdP may let users choose it, unverified): a token
+    whose email is `api-key` must not be logged as the API key. The audit names it by provider and subject."""
+    provider = configure(client, admin_headers, idp)
+    sub = f"user_{secrets.token_hex(4)}"
+    token = idp.sign(idp.claims(sub, "api-key", iss=provider["issuer"]))
+    agent = f"spoof-test-{secrets.token_hex(4)}"
+    refused = client.post(
+        "/api/auth/device/authorizations/approve",
+        json={"userCode": "ABCDE-FGHJK"},
+        headers={**bearer(token), "User-Agent": agent},
+    )
+    assert refused.status_code == 403, refused.text
+    with psycopg.connect(database_url) as conn:
+        actors = [
+            row[0]
+            for row in conn.execute("select actor from system.audit_logs where user_agent = %s", (agent,))
+        ]
+    assert actors == [f"jwt:{provider['provider_key']}:{sub}"]

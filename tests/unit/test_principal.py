@@ -136,3 +136,20 @@ def test_scopes_in_the_functions_group(scopes: set[str], reads: bool, writes: bo
     assert principal.allows("functions", "read") is reads
     assert principal.allows("functions", "write") is writes
     assert principal.allows("functions", "invoke") is invokes
+
+
+def test_an_external_caller_never_shares_the_api_keys_ai_cache_or_ledger_name() -> None:
+    """The AI gateway keys its response cache and ledger by the caller's name: an external provider's token
+    whose email claims to be `api-key` (or another provider's user's address) gets a name of its own."""
+    from kilnbase.ai.caller import caller_of_principal
+    from kilnbase.identity.principal import API_KEY_HOLDER
+
+    def external(provider: str, sub: str) -> Principal:
+        claims = {"sub": sub, "email": "api-key", "role": "project_admin", "provider": provider}
+        return Principal("project_admin", CredentialKind.EXTERNAL_JWT, sub, "api-key", claims)
+
+    api_key = caller_of_principal(API_KEY_HOLDER, None)
+    first = caller_of_principal(external("clerk", "user_1"), None)
+    other = caller_of_principal(external("auth0", "user_2"), None)
+    assert len({api_key.cache_owner, first.cache_owner, other.cache_owner}) == 3
+    assert first.principal == "jwt:clerk:user_1"

@@ -93,7 +93,11 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        """How the audit log names this caller."""
+        """How the audit log (and the AI gateway's ledger and response cache) names this caller. An external
+        provider's caller by provider and subject: its `email` is whatever the provider's token says, which
+        may be `api-key`, the root admin's name or another provider's user's address."""
+        if self.kind is CredentialKind.EXTERNAL_JWT:
+            return f"jwt:{self.claims.get('provider')}:{self.user_id}"
         if self.kind is CredentialKind.API_KEY:
             return "api-key"
         if self.kind is CredentialKind.SYSTEM:
