@@ -314,6 +314,15 @@ class ExternalTokens(ListenedView):
                     claims[name] = value
         return ExternalIdentity(provider.default_role, subject, email, claims, float(payload["exp"]))
 
+    def still_accepts(self, claims: Mapping[str, Any], role: str) -> bool:
+        """Whether an identity this view verified (its request claims, its role) still stands: its provider
+        is enabled, with the same issuer and default role. What outlives a request (a realtime socket) asks
+        this, since a provider switched off, deleted or given another role must end its callers' access
+        as it ends a new request's."""
+        issuer, key = claims.get("iss"), claims.get("provider")
+        found = self._by_issuer.get(issuer, ()) if isinstance(issuer, str) else ()
+        return any(p.provider_key == key and p.default_role == role for p in found)
+
     # --- keys (async: fetched off the request's path when it must wait) ------------------------------------
 
     async def fetch(self, url: str) -> None:

@@ -237,6 +237,13 @@ class CredentialResolver:
             claims=identity.claims,
         )
 
+    def withdrawn(self, principal: Principal) -> bool:
+        """Whether an external provider's caller has lost its standing since it was resolved (the provider
+        switched off, deleted, or given another role): for what outlives one request (a realtime socket)."""
+        if principal.kind is not CredentialKind.EXTERNAL_JWT:
+            return False
+        return not self._external.still_accepts(principal.claims, principal.db_role)
+
     async def resolve_fetching(self, authorization: str | None, api_key_header: str | None) -> Principal:
         """`resolve`, fetching an external provider's keys when the token needs them: for callers that
         may wait (a realtime handshake, a tool process)."""

@@ -234,9 +234,12 @@ class RealtimeSocketServer:
                     await self.expire(sid, signed_out=True)
 
     def _has_ended(self, principal: Principal) -> bool:
-        """The credential's session was signed out, or its agent key revoked or expired."""
+        """The credential's session was signed out, its agent key revoked or expired, or its external JWT
+        provider switched off, deleted or given another role."""
         session = principal.claims.get("sid")
         if isinstance(session, str) and self.ended_sessions.has_ended(session):
+            return True
+        if self.resolver.withdrawn(principal):
             return True
         return principal.agent is not None and self.agent_keys.by_id(principal.agent.id) is None
 
