@@ -18,6 +18,7 @@ from kilnbase.ai.limits import PostgresCounters
 from kilnbase.db.session import Database
 from tests.ai.conftest import AppServer, a_fresh_minute, wait_for
 from tests.support.fake_openrouter import FakeOpenRouter, Reply
+from tests.support.oidc_provider import OidcProvider
 
 SQL = Callable[..., list[dict[str, Any]]]
 MODEL = "openai/gpt-4o-mini"
@@ -151,6 +152,37 @@ def test_per_user_limits_count_each_user_separately(admin: httpx2.Client, server
     with pytest.raises(openai.RateLimitError):
         ask(sdk(server, first))
     ask(sdk(server, second))
+
+
+def test_per_user_limits_hold_external_providers_users(admin: httpx2.Client, server: AppServer) -> None:
+    """A user of an external JWT provider (`/api/auth/jwt-providers`) is an end user like a Kilnbase one:
+    `user/*` caps each of them, counted by provider and subject, and the ledger names them so."""
+    a_fresh_minute()
+    idp = OidcProvider()
+    idp.start()
+    try:
+        tag = uuid.uuid4().hex[:8]
+        provider = {
+            "name": tag,
+            "provider_key": f"idp-{tag}",
+            "issuer": f"{idp.issuer}/{tag}",
+            "jwks_url": f"{idp.issuer}/jwks",
+        }
+        assert admin.post("/api/auth/jwt-providers", json=provider).status_code == 201
+        admin.put("/api/ai/limits/user/*", json={"rpm": 1})
+        first, second = (
+            idp.sign(idp.claims(f"user_{tag}_{n}", "same@example.com", iss=provider["issuer"])) for n in "ab"
+        )
+        ask(sdk(server, first))
+        with pytest.raises(openai.RateLimitError):
+            ask(sdk(server, first))
+        ask(sdk(server, second))
+    finally:
+        idp.stop()
+        admin.delete(f"/api/auth/jwt-providers/idp-{tag}")
+    usage = admin.get("/api/ai/usage", params={"limit": 10}).json()
+    rows = usage if isinstance(usage, list) else usage.get("data", usage.get("records", []))
+    assert f"jwt:idp-{tag}:user_{tag}_a" in {row.get("userId") for row in rows}
 
 
 def test_allow_list_and_max_tokens_cap(

@@ -50,5 +50,9 @@ def caller_of_principal(principal: Principal, client_address: str | None) -> Cal
         return Caller(principal=principal.actor, anonymous=True, client_address=client_address)
     if principal.agent is not None:
         return Caller(principal=principal.actor, agent_id=principal.agent.id)
+    if principal.kind is CredentialKind.EXTERNAL_JWT:
+        # An external provider's user is an end user too (`user/*` caps it), named by provider and subject
+        # (`jwt:<provider>:<sub>`), which no Kilnbase user id (a UUID) nor another provider's user can equal.
+        return Caller(principal=principal.actor, user_id=principal.actor)
     user_id = principal.user_id if principal.kind is CredentialKind.JWT else None
     return Caller(principal=principal.actor, user_id=user_id)
