@@ -171,6 +171,26 @@ def test_a_device_signs_in_as_the_user_who_approved_it(client: TestClient, sql: 
     ]
 
 
+def test_signing_out_everywhere_withdraws_an_approval_not_yet_redeemed(client: TestClient, sql: Sql) -> None:
+    """A person who approved a device by mistake and signs out everywhere (or resets their password) ends
+    every session: the device must not get a new one afterwards from the approval still waiting."""
+    device = start(client)
+    user = new_user(client)
+    approved = decide(client, "approve", device["userCode"], user["accessToken"])
+    assert approved.status_code == 200, approved.text
+    signed_out = client.post(
+        "/api/auth/logout?client_type=desktop&scope=global", json={"refreshToken": user["refreshToken"]}
+    )
+    assert signed_out.status_code == 200, signed_out.text
+    waited(sql)
+    assert error_of(poll(client, device["deviceCode"])) == (
+        403,
+        "access_denied",
+        "Device authorization was denied.",
+    )
+    assert row_of(sql, device)["status"] == "denied"
+
+
 def test_codes_are_stored_hashed_only(client: TestClient, sql: Sql) -> None:
     device = start(client)
     stored = sql(

@@ -434,7 +434,19 @@ async def revoke_family(cur: AsyncCursor[DictRow], family_id: str) -> list[str]:
 
 
 async def revoke_all_for_subject(cur: AsyncCursor[DictRow], subject: str) -> list[str]:
-    """Revoke every live session of `subject`; the families ended."""
+    """Revoke every live session of `subject`; the families ended. A device approval of theirs that no
+    device has redeemed yet (`device_authorizations.py`) is a session still to come, so it is denied too:
+    signing out everywhere, or a password reset, must not be followed by a device's new session."""
+    try:
+        user_id = uuid.UUID(subject)
+    except ValueError:  # (the root admin's subject: no device approves as it)
+        user_id = None
+    if user_id is not None:
+        await cur.execute(
+            "update auth.device_authorizations set status = 'denied' where approved_by_user_id = %s "
+            "and status = 'approved' and consumed_at is null",
+            (user_id,),
+        )
     await cur.execute(
         "update auth.sessions set revoked_at = now() where subject = %s and revoked_at is null "
         "returning family_id::text",
