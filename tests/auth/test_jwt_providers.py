@@ -478,3 +478,14 @@ def test_an_external_caller_is_named_by_provider_and_subject_not_by_its_email(
             for row in conn.execute("select actor from system.audit_logs where user_agent = %s", (agent,))
         ]
     assert actors == [f"jwt:{provider['provider_key']}:{sub}"]
+
+
+def test_an_empty_audience_checks_no_audience(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider, notes: str
+) -> None:
+    """InsForge takes `audience: ""` (what a form with the field left blank sends) and checks no audience
+    then, as for null; the provider is answered as stored."""
+    provider = configure(client, admin_headers, idp, audience="")
+    assert provider["audience"] == ""
+    assert read_notes(client, notes, bearer(token_for(idp, provider))).status_code == 200
+    assert read_notes(client, notes, bearer(token_for(idp, provider, aud="any-app"))).status_code == 200

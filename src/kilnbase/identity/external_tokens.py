@@ -349,7 +349,9 @@ class ExternalTokens(ListenedView):
         cur = await conn.execute(_LOAD)
         by_issuer: dict[str, list[JwtProvider]] = {}
         for key, issuer, audience, jwks_url, mappings, role, subject_type in await cur.fetchall():
-            provider = JwtProvider(key, issuer, audience, jwks_url, dict(mappings), role, subject_type)
+            # (An empty audience checks none, as InsForge's `if (provider.audience)`: a blank field sends it.)
+            checked = audience or None
+            provider = JwtProvider(key, issuer, checked, jwks_url, dict(mappings), role, subject_type)
             by_issuer.setdefault(issuer, []).append(provider)
         self._by_issuer = {issuer: tuple(found) for issuer, found in by_issuer.items()}
         # A provider switched off, deleted or changed: no token it verified before may pass on a cache.
