@@ -256,7 +256,10 @@ async def serve_mcp_stdio(
 
     # A tool process: the capabilities' background work (scheduled calls, sweeps) is the server's.
     async with running(services, offered, background=False):
-        principal()  # a credential that is wrong from the start stops the command here
+        # A credential that is wrong from the start stops the command here (an external provider's token
+        # has its keys fetched first).
+        if credential is not None:
+            await resolver.resolve_fetching(f"Bearer {credential}", None)
         approvals = Approvals(services.core.database, services.core.agent_keys)
         fingerprint = services.metadata.schema_fingerprint
         server = build_server(

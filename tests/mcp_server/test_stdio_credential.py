@@ -4,9 +4,11 @@ process (the `mcp` client connects to it directly): services, database and agent
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
 from mcp import Client
 
@@ -20,6 +22,7 @@ from kilnbase.mcp_server.approvals import Approvals
 from kilnbase.mcp_server.server import build_server
 from kilnbase.services import Services, build_core, build_services
 from tests.mcp_server.test_mcp_server import text_of
+from tests.support.oidc_provider import OidcProvider
 
 pytestmark = pytest.mark.anyio
 
@@ -56,3 +59,37 @@ async def test_a_revoked_agent_key_stops_working_mid_session(services: Services)
     assert after.is_error
     assert "no longer valid" in text_of(after)
     assert "revoked" in text_of(after)
+
+
+async def test_an_external_providers_token_works_from_the_first_call(services: Services) -> None:
+    """A token of an external JWT provider whose keys this process has not fetched yet: the call fetches
+    them (as a request over HTTP does), rather than calling the credential invalid."""
+    idp = OidcProvider()
+    await anyio.to_thread.run_sync(idp.start)
+    try:
+        tag = secrets.token_hex(4)
+        body = {
+            "name": tag,
+            "provider_key": f"idp-{tag}",
+            "issuer": f"{idp.issuer}/{tag}",
+            "jwks_url": f"{idp.issuer}/jwks?for={tag}",
+        }
+        await services.auth.jwt_providers.create(ADMIN, body)
+        token = idp.sign(idp.claims("user_2xAlice", "alice@example.com", iss=body["issuer"]))
+        resolver = resolver_of(services.core.keys, services)
+
+        def principal() -> Principal:
+            return resolver.resolve(f"Bearer {token}", None)
+
+        server = build_server(
+            capabilities(services),
+            services.core,
+            Approvals(services.core.database, services.core.agent_keys),
+            services.metadata.schema_fingerprint,
+            stdio_principal=principal,
+        )
+        async with Client(server) as client:
+            answer = await client.call_tool("fetch-docs", {"docType": "instructions"})
+        assert not answer.is_error, text_of(answer)
+    finally:
+        await anyio.to_thread.run_sync(idp.stop)

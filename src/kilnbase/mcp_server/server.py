@@ -39,7 +39,7 @@ from kilnbase.http.errors import ApiError
 from kilnbase.http.request_context import client_ip_in, principal_in
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.agent_keys import AgentKeys
-from kilnbase.identity.principal import CredentialError, Principal
+from kilnbase.identity.principal import CredentialError, KeysToFetch, Principal
 from kilnbase.mcp_server.access import (
     EVERYTHING,
     Listed,
@@ -106,7 +106,7 @@ class Caller:
         #: Every call of one `kilnbase mcp` process is one session.
         self.stdio_session = f"stdio-{uuid.uuid4()}"
 
-    def of(self, request: Any) -> Call:
+    async def of(self, request: Any) -> Call:
         scope = getattr(request, "scope", None)
         if scope is None:  # stdio: one local agent, the credential the command was started with
             if self.stdio_principal is None:
@@ -114,7 +114,10 @@ class Caller:
                     INVALID_REQUEST, "No credential: start `kilnbase mcp` with --api-key or KILNBASE_API_KEY."
                 )
             try:
-                principal = self.stdio_principal()
+                try:
+                    principal = self.stdio_principal()
+                except KeysToFetch as pending:  # (an external provider's keys, fetched as HTTP does)
+                    principal = await pending.resolved()
             except CredentialError as exc:
                 raise MCPError(
                     INVALID_REQUEST,
@@ -152,7 +155,7 @@ class ToolAccessMiddleware:
         if ctx.method not in ("tools/list", "tools/call"):
             return await call_next(ctx)
         try:
-            call = self.caller.of(ctx.request)
+            call = await self.caller.of(ctx.request)
         except MCPError as exc:
             if ctx.method != "tools/call":
                 raise
@@ -197,14 +200,14 @@ class ResourceAccessMiddleware:
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method == "resources/read":
-            token = _RESOURCE_CALL.set(self.caller.of(ctx.request))
+            token = _RESOURCE_CALL.set(await self.caller.of(ctx.request))
             try:
                 return await call_next(ctx)
             finally:
                 _RESOURCE_CALL.reset(token)
         if ctx.method not in ("resources/list", "resources/templates/list"):
             return await call_next(ctx)
-        call = self.caller.of(ctx.request)
+        call = await self.caller.of(ctx.request)
         allowed = {e.resource.uri for e in self.listed if resource_visible(call.principal, call.narrowing, e)}
         result = await call_next(ctx)
         if isinstance(result, dict):
@@ -475,7 +478,7 @@ class ToolRunner:
         parameters = tool_parameters(tool)
 
         async def call(ctx: Context, **arguments: Any) -> str:
-            who = self.caller.of(ctx.request_context.request)
+            who = await self.caller.of(ctx.request_context.request)
             principal = who.principal
             actor = Actor(principal, ip=who.ip, user_agent=who.user_agent, tool=tool.name)
             key = arguments.pop(IDEMPOTENCY_ARGUMENT, None)
