@@ -489,3 +489,42 @@ def test_an_empty_audience_checks_no_audience(
     assert provider["audience"] == ""
     assert read_notes(client, notes, bearer(token_for(idp, provider))).status_code == 200
     assert read_notes(client, notes, bearer(token_for(idp, provider, aud="any-app"))).status_code == 200
+
+
+@pytest.mark.parametrize("url", ["https://idp.example.com:abc/jwks", "https://[::1]x/jwks"])
+def test_a_jwks_url_no_client_can_fetch_is_refused(
+    client: TestClient, admin_headers: dict[str, str], url: str
+) -> None:
+    """A URL whose port is not a number parses as a URL but can never be fetched: refused, nothing stored."""
+    key = f"bad-url-{secrets.token_hex(3)}"
+    body = {"name": "x", "provider_key": key, "issuer": f"https://{key}.example", "jwks_url": url}
+    refused = client.post(PATH, json=body, headers=admin_headers)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["message"] == "Invalid JWKS URL format"
+    assert client.get(f"{PATH}/{key}", headers=admin_headers).status_code == 404
+
+
+def test_a_stored_jwks_url_no_client_can_fetch_is_a_401(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider, notes: str, database_url: str
+) -> None:
+    """A provider written by SQL with such a URL: its tokens are refused as a JWKS that cannot be fetched,
+    never a 500."""
+    provider = configure(client, admin_headers, idp)
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "update auth.jwt_providers set jwks_url = 'https://idp.example.com:abc/jwks' "
+            "where provider_key = %s",
+            (provider["provider_key"],),
+        )
+    token = token_for(idp, provider)
+    answers: list[Any] = []
+
+    def refused() -> bool:
+        answers.append(read_notes(client, notes, bearer(token)))
+        return bool(answers[-1].status_code != 200)
+
+    # Until this process has heard of the change, the old URL serves; then the new one must be fetched.
+    eventually(refused)
+    answers += [read_notes(client, notes, bearer(token)) for _ in range(2)]
+    failed = [(a.status_code, a.json()["message"]) for a in answers if a.status_code != 200]
+    assert all(code == 401 and "could not be fetched" in message for code, message in failed), failed

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import httpx
 import orjson
 import psycopg
 from psycopg.rows import DictRow
@@ -146,10 +147,20 @@ class ProviderUpdate(StrictBody):
     _text = field_validator("name", "issuer", "audience")(storable)
 
 
+def _fetchable(url: str) -> bool:
+    """Whether the HTTP client can address `url` at all: a port that is not a number (`host:abc`) passes
+    `urlsplit`, and would fail every fetch of the provider's keys."""
+    try:
+        httpx.URL(url)
+    except (httpx.InvalidURL, ValueError):
+        return False
+    return True
+
+
 def _check_jwks_url(url: str) -> None:
     """InsForge's rule: HTTPS, except on this machine (a provider run locally for development)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.hostname or not _fetchable(url):
         raise ApiError(400, "INVALID_INPUT", "Invalid JWKS URL format", "Send the provider's JWKS URL.")
     if parts.scheme != "https" and parts.hostname not in ("localhost", "127.0.0.1"):
         raise ApiError(

@@ -337,7 +337,7 @@ class ExternalTokens(ListenedView):
             key_set.tried_at = time.monotonic()
             try:
                 keys = _parse_keys(await _get_json(url))
-            except (httpx.HTTPError, TimeoutError, ValueError) as exc:
+            except (httpx.HTTPError, httpx.InvalidURL, TimeoutError, ValueError) as exc:
                 log.warning("the JWKS at %s could not be fetched: %s", url, _described(exc))
                 return
             key_set.keys = keys
