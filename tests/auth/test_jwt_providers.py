@@ -528,3 +528,17 @@ def test_a_stored_jwks_url_no_client_can_fetch_is_a_401(
     answers += [read_notes(client, notes, bearer(token)) for _ in range(2)]
     failed = [(a.status_code, a.json()["message"]) for a in answers if a.status_code != 200]
     assert all(code == 401 and "could not be fetched" in message for code, message in failed), failed
+
+
+def test_malformed_entries_of_a_jwks_are_skipped(
+    client: TestClient, admin_headers: dict[str, str], notes: str
+) -> None:
+    """A provider's JWKS with entries that are not keys (an `alg` that is a list, a bare string): they are
+    skipped and its real key still verifies, rather than every request being a 500."""
+    odd = OidcProvider(jwks_extra=[{"kty": "RSA", "alg": ["RS256"], "kid": "odd"}, "not-a-key", {"kty": 7}])
+    odd.start()
+    try:
+        provider = configure(client, admin_headers, odd)
+        assert read_notes(client, notes, bearer(token_for(odd, provider))).status_code == 200
+    finally:
+        odd.stop()

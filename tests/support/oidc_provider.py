@@ -53,6 +53,8 @@ class OidcProvider:
     #: The JWKS endpoint answers 503 (a provider that is down).
     jwks_down: bool = False
     jwks_requests: int = 0
+    #: Further entries the JWKS lists before the real key (a test's malformed ones).
+    jwks_extra: list[Any] = field(default_factory=list)
     token_requests: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -225,7 +227,7 @@ class OidcProvider:
             return JSONResponse({"error": "unavailable"}, status_code=503)
         jwk: dict[str, Any] = RSAAlgorithm.to_jwk(self._key.public_key(), as_dict=True)
         jwk.update({"kid": self._kid, "use": "sig", "alg": "RS256"})
-        return JSONResponse({"keys": [jwk]})
+        return JSONResponse({"keys": [*self.jwks_extra, jwk]})
 
     def _user(self, request: Request) -> ProviderUser | None:
         header = request.headers.get("authorization", "")

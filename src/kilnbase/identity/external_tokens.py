@@ -188,14 +188,15 @@ def _parse_keys(document: Any) -> dict[str | None, tuple[Any, str | None]]:
     for data in document["keys"][:JWKS_MAX_KEYS]:
         if not isinstance(data, dict) or data.get("kty") not in ("RSA", "EC") or data.get("use") == "enc":
             continue
-        if data.get("alg") is not None and data.get("alg") not in ALGORITHMS:
+        algorithm = data.get("alg")
+        if algorithm is not None and (not isinstance(algorithm, str) or algorithm not in ALGORITHMS):
             continue
         try:
             key = jwt.PyJWK(data)
         except (jwt.PyJWTError, ValueError, TypeError, KeyError):
             continue
         kid = data.get("kid")
-        keys[kid if isinstance(kid, str) else None] = (key.key, data.get("alg"))
+        keys[kid if isinstance(kid, str) else None] = (key.key, algorithm)
     if not keys:
         raise ValueError("the JWKS holds no usable signing key")
     return keys
