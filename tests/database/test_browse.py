@@ -178,3 +178,17 @@ def test_agent_keys_need_database_read(client: TestClient, admin: dict[str, str]
     storage_only = agent_headers(client, admin, ["storage:read"])
     refused = client.get(f"{BROWSE}/{notes}", headers=storage_only)
     assert refused.status_code == 403, refused.text
+
+
+def test_a_number_too_long_to_read_is_clamped_not_a_500(
+    client: TestClient, admin: dict[str, str], notes: str
+) -> None:
+    """Python refuses to read an integer of more than 4,300 digits: such a `limit` or `offset` is clamped as
+    any other too large number is, not a server error."""
+    digits = "9" * 5000
+    far = client.get(f"{BROWSE}/{notes}", params={"offset": digits}, headers=admin)
+    assert far.status_code == 206, far.text
+    assert far.json() == [] and far.headers["content-range"] == "*/25"
+    wide = client.get(f"{BROWSE}/{notes}", params={"limit": digits, "offset": f"-{digits}"}, headers=admin)
+    assert wide.status_code == 200, wide.text
+    assert len(wide.json()) == 25

@@ -35,7 +35,10 @@ DEFAULT_LIMIT = 10
 #: `jsonb_build_object` takes at most 100 arguments: a name and a value per column.
 _COLUMNS_PER_CALL = 50
 #: A number as JavaScript's `parseInt` reads one (leading digits); anything else is refused.
-_NUMBER = re.compile(r"\s*([+-]?\d+)")
+_NUMBER = re.compile(r"\s*([+-]?)(\d+)")
+#: More digits than any bound here needs: a longer number is clamped unread, since Python refuses to read
+#: one of over 4,300 digits (a ValueError, a 500) and reading a long one costs time quadratic in its length.
+_DIGITS_READ = 30
 #: Postgres' bigint; a larger offset could only be a mistake (and would overflow the parameter).
 _MAX_OFFSET = 2**62
 #: Types whose size is their own length; any other is measured as the JSON it is answered as.
@@ -78,7 +81,9 @@ def _number(raw: str | None, default: int) -> int:
             f"Invalid numeric query parameter: {raw}",
             "Please provide numeric values for limit and offset.",
         )
-    return int(match.group(1))
+    sign, digits = match.group(1), match.group(2).lstrip("0") or "0"
+    value = int(digits) if len(digits) <= _DIGITS_READ else 10**_DIGITS_READ
+    return -value if sign == "-" else value
 
 
 def _order(order: str | None, columns: dict[str, str]) -> sql.Composable:
