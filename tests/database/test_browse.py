@@ -192,3 +192,25 @@ def test_a_number_too_long_to_read_is_clamped_not_a_500(
     wide = client.get(f"{BROWSE}/{notes}", params={"limit": digits, "offset": f"-{digits}"}, headers=admin)
     assert wide.status_code == 200, wide.text
     assert len(wide.json()) == 25
+
+
+def test_a_page_changes_nothing(client: TestClient, admin: dict[str, str], new_name: NewName) -> None:
+    """Browsing is a read (`database:read` reaches it): it runs in a read-only transaction, so code a cell's
+    value runs on its way to JSON (an app type's cast to json) cannot write, as an explained statement or a
+    SELECT simulation cannot."""
+    table, mood, seen = new_name("moods"), new_name("mood"), new_name("seen")
+    sql(
+        client,
+        admin,
+        f"create type {mood} as enum ('happy'); create table {seen} (at timestamptz);"
+        f" create function {mood}_json(v {mood}) returns json language plpgsql as $f$"
+        f" begin insert into public.{seen} values (now()); return to_json(v::text); end $f$;"
+        f" create cast ({mood} as json) with function {mood}_json({mood});"
+        f" create table {table} (id int primary key, m {mood}); insert into {table} values (1, 'happy')",
+    )
+    reader = agent_headers(client, admin, ["database:read"])
+    response = client.get(f"{BROWSE}/{table}", headers=reader)
+    assert 400 <= response.status_code < 500, response.text
+    assert "read-only" in response.json()["message"]
+    count = client.post(RAW, json={"query": f"select count(*) as n from {seen}"}, headers=admin)
+    assert count.json()["rows"] == [{"n": 0}], count.text

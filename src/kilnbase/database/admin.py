@@ -153,10 +153,13 @@ class DatabaseAdmin:
         return await TableService(self.database, actor.principal).table_schema(table)
 
     async def browse_table(self, actor: Actor, table: str, params: dict[str, str]) -> browse.BrowsePage:
-        """A page of a table's rows for a person looking at it (`database/browse.py`), as the admin."""
+        """A page of a table's rows for a person looking at it (`database/browse.py`), as the admin, in a
+        read-only transaction: `database:read` (and read-only mode) reach it, and a page runs the app's code
+        (an app type's cast to json, a sort's comparison), which must not write, as an explained statement
+        or a SELECT simulation cannot."""
         _require_admin(actor)
         request = browse.BrowseRequest.parse(params, self.browse_max_rows)
-        async with TableService(self.database, actor.principal).cursor() as cur:
+        async with TableService(self.database, actor.principal).cursor(read_only=True) as cur:
             return await browse.browse(cur, identifier(table, "table"), request, self.browse_cell_max_bytes)
 
     async def create_table(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:

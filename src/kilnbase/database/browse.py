@@ -12,8 +12,9 @@ InsForge's contract (`routes/database/browse.routes.ts`, `services/database/data
 - The answer is the rows, with the total in `Content-Range` (206 when it is a part).
 
 Where Kilnbase differs: the page runs as the calling admin (project_admin, on the request pool, under its
-statement timeout), not as the database owner; rows are built in groups of 50 columns, since
-`jsonb_build_object` takes at most 100 arguments and InsForge's single call fails on a wider table.
+statement timeout, in a read-only transaction), not as the database owner; rows are built in groups of
+50 columns, since `jsonb_build_object` takes at most 100 arguments and InsForge's single call fails on a
+wider table.
 """
 
 from __future__ import annotations

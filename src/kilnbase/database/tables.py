@@ -255,10 +255,11 @@ class TableService:
         self.identity = identity
 
     @asynccontextmanager
-    async def cursor(self) -> AsyncIterator[AsyncCursor[DictRow]]:
-        """A cursor in a transaction as the calling admin; a database error becomes its API error."""
+    async def cursor(self, *, read_only: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
+        """A cursor in a transaction as the calling admin (a read-only one for a read that `database:read`
+        reaches); a database error becomes its API error."""
         try:
-            async with self.database.transaction_as(self.identity) as conn:
+            async with self.database.transaction_as(self.identity, read_only=read_only) as conn:
                 yield conn.cursor(row_factory=dict_row)
         except psycopg.Error as exc:
             raise api_error_from(exc) from None
