@@ -399,3 +399,46 @@ def test_an_agent_may_not_shorten_retention(client: TestClient, admin: dict[str,
     assert client.patch(f"{API}/config", headers=writer, json={"retentionDays": None}).status_code == 200
     assert client.patch(f"{API}/config", headers=writer, json={"enabled": False}).status_code == 200
     assert client.patch(f"{API}/config", headers=admin, json={"retentionDays": 7}).status_code == 200
+
+
+def test_an_agent_may_not_make_scheduled_backups_more_frequent(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    """An agent key keeps at most KILNBASE_BACKUPS_AGENT_MAX manual backups, since each is a full copy of the
+    database; the schedule must not be the way around it. On its own it may not make scheduled backups fire
+    more often than they do, or than once a day: an hourly schedule kept forever fills the disk as surely.
+    It may keep the admin's schedule, switch it off, or make it rarer."""
+    daily = {"enabled": False, "cronSchedule": "0 3 * * *", "retentionDays": 7}
+    assert client.patch(f"{API}/config", headers=admin, json=daily).status_code == 200
+    writer = agent_headers(client, admin, ["database:write"])
+    for body in (
+        {"cronSchedule": "0 * * * *", "enabled": True},
+        {"enabled": True, "cronSchedule": "0 3,15 * * *"},
+    ):
+        refused = client.patch(f"{API}/config", headers=writer, json=body)
+        assert refused.status_code == 403, refused.text
+        assert "more often" in refused.json()["message"]
+        refused_too = client.patch("/api/database/config", headers=writer, json={"backup": body})
+        assert refused_too.status_code == 403, refused_too.text
+    audits = client.get(
+        "/api/logs/audits", params={"module": "DATABASE", "limit": "100"}, headers=admin
+    ).json()
+    refusals = [
+        a
+        for a in audits
+        if a["action"] == "UPDATE_DATABASE_BACKUP_CONFIG"
+        and a["outcome"] == "refused"
+        and "more often" in a["details"]["error"]
+    ]
+    assert refusals, audits
+    kept = client.get(f"{API}/config", headers=admin).json()
+    assert {key: kept[key] for key in daily} == daily
+    assert client.patch(f"{API}/config", headers=writer, json={"enabled": True}).status_code == 200
+    weekly = client.patch(f"{API}/config", headers=writer, json={"cronSchedule": "0 3 * * 1"})
+    assert weekly.status_code == 200, weekly.text
+    # An admin's hourly schedule stays the agent's to keep or move within the hour's bound.
+    hourly = {"enabled": True, "cronSchedule": "0 * * * *"}
+    assert client.patch(f"{API}/config", headers=admin, json=hourly).status_code == 200
+    moved = client.patch(f"{API}/config", headers=writer, json={"cronSchedule": "30 * * * *"})
+    assert moved.status_code == 200, moved.text
+    assert client.patch(f"{API}/config", headers=admin, json=daily).status_code == 200

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cronsim import CronSim, CronSimError
@@ -113,6 +113,20 @@ def check_cron(text: str) -> None:
         next(CronSim(" ".join(fields), datetime(2000, 1, 1, tzinfo=UTC)))
     except (CronSimError, ValueError, StopIteration):
         raise invalid("cronSchedule is not a valid cron expression.", _CONFIG_HELP) from None
+
+
+def fires_in_a_week(enabled: bool, cron: str, after: datetime) -> int:
+    """How many backups the schedule makes in the week after `after` (none while it is off). A valid
+    schedule fires at most once an hour, so this reads at most 169 fires."""
+    if not enabled:
+        return 0
+    end = after + timedelta(days=7)
+    fires = 0
+    for moment in CronSim(" ".join(cron.split()), after.astimezone(UTC)):
+        if moment > end:
+            break
+        fires += 1
+    return fires
 
 
 def next_fire(cron: str, after: datetime) -> datetime:

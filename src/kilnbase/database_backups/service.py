@@ -107,6 +107,34 @@ def _agent_may_not_shorten(actor: Actor, current: int | None, wanted: int | None
         )
 
 
+#: Scheduled backups an agent key may set up on its own in a week: a daily schedule's.
+_AGENT_WEEKLY_FIRES = 7
+
+
+def _agent_may_not_make_more_frequent(
+    actor: Actor, current: dict[str, Any], enabled: bool, cron: str
+) -> None:
+    """An agent key keeps at most `KILNBASE_BACKUPS_AGENT_MAX` manual backups, since each is a full copy of
+    the database, and the schedule must not be the way around it: on its own it may not make scheduled
+    backups fire more often than they do, nor than once a day (an hourly schedule kept forever would fill
+    the disk). Keeping the admin's schedule, switching it off or making it rarer needs no one."""
+    if not actor.is_unapproved_agent:
+        return
+    now = datetime.now(UTC)
+    wanted = definitions.fires_in_a_week(enabled, cron, now)
+    allowed = max(
+        definitions.fires_in_a_week(current["enabled"], current["cronSchedule"], now), _AGENT_WEEKLY_FIRES
+    )
+    if wanted > allowed:
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            f"An agent key may not make scheduled backups run more often on its own: this schedule makes "
+            f"{wanted} a week, and each is a full copy of the database.",
+            "Keep the current schedule or a daily one (or rarer), or ask an admin to change it.",
+        )
+
+
 class DatabaseBackups:
     def __init__(
         self, database: Database, files: BackupFiles, schema_cache: SchemaCache, agent_max: int = 10
@@ -320,7 +348,10 @@ class DatabaseBackups:
             enabled = current["enabled"] if patch.enabled is None else patch.enabled
             cron = patch.cron_schedule or current["cronSchedule"]
             retention = patch.retention_days if patch.retention_given else current["retentionDays"]
-            _agent_may_not_shorten(actor, current["retentionDays"], retention)
+            wanted = {"enabled": enabled, "cronSchedule": cron, "retentionDays": retention}
+            async with audit.refusals(self.database, actor, action, MODULE, wanted):
+                _agent_may_not_shorten(actor, current["retentionDays"], retention)
+                _agent_may_not_make_more_frequent(actor, current, enabled, cron)
             moved = enabled != current["enabled"] or cron != current["cronSchedule"]
             await cur.execute(
                 "update system.database_config set backup_enabled = %s, backup_cron_schedule = %s, "
