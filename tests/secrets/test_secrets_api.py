@@ -149,10 +149,12 @@ def test_no_agent_key_rotates_the_project_keys(client: TestClient, admin: dict[s
     """A rotation answers the new key: the API key passes every scope, approval and read-only mode, so an
     agent key, whatever its scopes, must not mint one (nor cut the apps off by rotating the anon key)."""
     agent = agent_headers(client, admin, ["*:write"])
-    before = client.get("/api/metadata/api-key", headers=admin).json()
+    # Both keys, since each path rotates its own: comparing the API key alone proves nothing of the anon key.
+    keys = ("/api/metadata/api-key", "/api/metadata/anon-key")
+    before = [client.get(key, headers=admin).json() for key in keys]
     refused = client.post(path, json={"gracePeriodHours": 0}, headers=agent)
     assert refused.status_code == 403, refused.text
     assert "ik_" not in refused.text and "anon_" not in refused.text
-    assert client.get("/api/metadata/api-key", headers=admin).json() == before
+    assert [client.get(key, headers=admin).json() for key in keys] == before
     audits = client.get("/api/logs/audits", params={"module": "SECRETS", "limit": 50}, headers=admin).json()
     assert any(row["action"].startswith("ROTATE_") and row["outcome"] == "refused" for row in audits)
