@@ -231,6 +231,22 @@ def test_a_backup_while_another_runs_is_refused(
         assert busy.json()["message"] == "A restore is currently in progress. Try again once it finishes."
 
 
+def test_listing_leaves_a_backup_under_way_running(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    """A row `running` while a process holds the work lock is under way, not interrupted: listing reads the
+    lock in `pg_locks` (it no longer takes it, which made a backup starting at that moment answer 409)."""
+    assert settings.database_url is not None
+    insert = "insert into system.database_backups default values returning id::text"
+    with psycopg.connect(settings.database_url, autocommit=True) as holder:
+        holder.execute("select pg_advisory_lock(hashtext('kilnbase.database_backups'))")
+        running = _sql(settings, insert)[0][0]
+        row = next(r for r in client.get(API, headers=admin).json()["backups"] if r["id"] == running)
+        assert row["status"] == "running"
+    row = next(r for r in client.get(API, headers=admin).json()["backups"] if r["id"] == running)
+    assert row["status"] == "failed" and row["errorMessage"] == "Interrupted by a server restart."
+
+
 def test_restore_refuses_other_migrations(
     client: TestClient, admin: dict[str, str], settings: Settings
 ) -> None:

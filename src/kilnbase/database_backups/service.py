@@ -303,8 +303,15 @@ class DatabaseBackups:
         # audited and the lock held until then.
         work = asyncio.ensure_future(self._restore_holding(conn, actor, backup_id, path))
         self._running.add(work)
-        work.add_done_callback(self._running.discard)
+        work.add_done_callback(self._settled)
         await asyncio.shield(work)
+
+    def _settled(self, work: asyncio.Future[None]) -> None:
+        """A restore's task ended. When its caller left, no one awaits it: its refusal or failure is already
+        audited, and taking it here keeps asyncio from logging it as an exception never retrieved."""
+        self._running.discard(work)
+        if not work.cancelled():
+            work.exception()
 
     async def _restore_holding(
         self, conn: AsyncConnection[Any], actor: Actor, backup_id: str, path: Path
@@ -381,10 +388,18 @@ class DatabaseBackups:
         return len(pruned)
 
     async def _fail_interrupted(self, cur: psycopg.AsyncCursor[Any]) -> None:
-        """Rows `running` while no process holds the work lock: their process stopped midway."""
+        """Rows `running` while no process holds the work lock: their process stopped midway.
+
+        The lock is looked up in `pg_locks` (a one-key advisory lock is its two halves, `classid` and
+        `objid`, with `objsubid` 1), not taken: taking it, even for the moment of this statement, made a
+        backup or restore that started in that moment find it held and answer 409, and made a scheduled
+        fire wait a minute, whenever someone listed the backups."""
         await cur.execute(
             "update system.database_backups set status = 'failed', error_message = %s, updated_at = now() "
-            f"where status = 'running' and pg_try_advisory_xact_lock({_WORK_LOCK})",
+            "where status = 'running' and not exists (select from pg_catalog.pg_locks l "
+            "where l.locktype = 'advisory' and l.granted and l.objsubid = 1 "
+            "and l.database = (select oid from pg_catalog.pg_database where datname = current_database()) "
+            f"and ((l.classid::int8 << 32) | l.objid::int8) = ({_WORK_LOCK})::int8)",
             (_INTERRUPTED,),
         )
 
