@@ -227,6 +227,7 @@ def test_a_backup_while_another_runs_is_refused(
     with psycopg.connect(settings.database_url, autocommit=True) as holder:
         holder.execute("select pg_advisory_lock(hashtext('kilnbase.database_backups'))")
         busy = client.post(API, headers=admin, json={})
+        holder.execute("select pg_advisory_unlock(hashtext('kilnbase.database_backups'))")  # (at once)
         assert busy.status_code == 409
         assert busy.json()["message"] == "A restore is currently in progress. Try again once it finishes."
 
@@ -243,6 +244,8 @@ def test_listing_leaves_a_backup_under_way_running(
         running = _sql(settings, insert)[0][0]
         row = next(r for r in client.get(API, headers=admin).json()["backups"] if r["id"] == running)
         assert row["status"] == "running"
+        # (Released here, not by closing: a closed session's locks go when its backend has exited.)
+        holder.execute("select pg_advisory_unlock(hashtext('kilnbase.database_backups'))")
     row = next(r for r in client.get(API, headers=admin).json()["backups"] if r["id"] == running)
     assert row["status"] == "failed" and row["errorMessage"] == "Interrupted by a server restart."
 
