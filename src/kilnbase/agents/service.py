@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kilnbase import audit
 from kilnbase.db.session import Database
-from kilnbase.http.errors import ApiError, require_admin_actor
+from kilnbase.http.errors import ApiError, require_admin_actor, require_person
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.agent_keys import AgentKeys, secret_digest
 from kilnbase.keys.access_tokens import TokenService
@@ -81,14 +81,9 @@ def _key_json(row: dict[str, Any]) -> dict[str, Any]:
 
 def _require_person(actor: Actor) -> None:
     """An admin who is not an agent: agents never manage agent keys."""
-    require_admin_actor(actor)
-    if actor.principal.agent is not None:
-        raise ApiError(
-            403,
-            "FORBIDDEN",
-            "Agent keys cannot manage agent keys or agent settings.",
-            "Ask a person with admin rights.",
-        )
+    require_person(
+        actor, "Agent keys cannot manage agent keys or agent settings.", "Ask a person with admin rights."
+    )
 
 
 class Agents:

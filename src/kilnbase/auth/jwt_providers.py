@@ -43,7 +43,7 @@ from kilnbase import audit
 from kilnbase.auth.auth_config import iso
 from kilnbase.auth.validation import StrictBody, parse_body, storable
 from kilnbase.db.session import Database
-from kilnbase.http.errors import ApiError, require_admin_actor
+from kilnbase.http.errors import ApiError, require_admin_actor, require_person
 from kilnbase.http.json_body import FIX_FIELDS
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.external_tokens import RESERVED_CLAIMS, ExternalTokens
@@ -69,14 +69,12 @@ def not_found() -> ApiError:
     return ApiError(404, "NOT_FOUND", "JWT provider not found", LIST_HINT)
 
 
-def agent_refusal() -> ApiError:
-    return ApiError(
-        403,
-        "FORBIDDEN",
-        "Agent keys may not create, change or delete JWT providers: a provider decides who may sign in "
-        "and as which role.",
-        "Ask the project admin to make this change (with the project's API key or the dashboard).",
-    )
+#: Why an agent key may not manage these, whatever its scopes (`require_person`).
+_AGENT_REFUSAL = (
+    "Agent keys may not create, change or delete JWT providers: a provider decides who may sign in "
+    "and as which role.",
+    "Ask the project admin to make this change (with the project's API key or the dashboard).",
+)
 
 
 def _claim_mappings(value: dict[str, str] | None) -> dict[str, str] | None:
@@ -193,12 +191,6 @@ class JwtProviders:
         self._database = database
         self._external = external
 
-    @staticmethod
-    def _require_person(actor: Actor) -> None:
-        require_admin_actor(actor)
-        if actor.principal.agent is not None:
-            raise agent_refusal()
-
     async def list(self, actor: Actor) -> list[dict[str, Any]]:
         require_admin_actor(actor)
         async with self._database.as_owner() as cur:
@@ -225,7 +217,7 @@ class JwtProviders:
         if isinstance(body, Mapping):
             details = {"provider_key": body.get("provider_key"), "issuer": body.get("issuer")}
         async with audit.refusals(self._database, actor, "CREATE_JWT_PROVIDER", MODULE, details):
-            self._require_person(actor)
+            require_person(actor, *_AGENT_REFUSAL)
             fields = parse_body(ProviderCreate, body)
             _check_jwks_url(fields.jwks_url)
             role = fields.default_role or "authenticated"
@@ -276,7 +268,7 @@ class JwtProviders:
         """Change the fields sent (even to `false` or `null`); sending none answers the provider as is."""
         details: dict[str, Any] = {"provider_key": provider_key}
         async with audit.refusals(self._database, actor, "UPDATE_JWT_PROVIDER", MODULE, details):
-            self._require_person(actor)
+            require_person(actor, *_AGENT_REFUSAL)
             fields = parse_body(ProviderUpdate, body)
             given = {name: getattr(fields, name) for name in fields.model_fields_set}
             details["updatedFields"] = sorted(given)
@@ -320,7 +312,7 @@ class JwtProviders:
         moments: the table's notification)."""
         details: dict[str, Any] = {"provider_key": provider_key}
         async with audit.refusals(self._database, actor, "DELETE_JWT_PROVIDER", MODULE, details):
-            self._require_person(actor)
+            require_person(actor, *_AGENT_REFUSAL)
             async with self._database.as_owner() as cur:
                 await cur.execute(
                     "delete from auth.jwt_providers where provider_key = %s returning issuer", (provider_key,)

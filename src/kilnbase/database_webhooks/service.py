@@ -35,7 +35,7 @@ from kilnbase import audit
 from kilnbase.database_webhooks.definitions import WebhookFields, read
 from kilnbase.db.schema_cache import HIDDEN_SCHEMAS
 from kilnbase.db.session import Database
-from kilnbase.http.errors import ApiError, require_admin_actor
+from kilnbase.http.errors import ApiError, require_admin_actor, require_person
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.secret_box import SecretBox
 
@@ -79,14 +79,12 @@ def not_found() -> ApiError:
     )
 
 
-def agent_refusal() -> ApiError:
-    return ApiError(
-        403,
-        "FORBIDDEN",
-        "Agent keys may not create, change or delete database webhooks: a webhook sends every row change "
-        "of a table to the URL it names.",
-        "Ask the project admin to make this change (with the project's API key or the dashboard).",
-    )
+#: Why an agent key may not manage these, whatever its scopes (`require_person`).
+_AGENT_REFUSAL = (
+    "Agent keys may not create, change or delete database webhooks: a webhook sends every row change "
+    "of a table to the URL it names.",
+    "Ask the project admin to make this change (with the project's API key or the dashboard).",
+)
 
 
 def _webhook_id(value: str) -> str:
@@ -121,11 +119,6 @@ class DatabaseWebhooks:
         self._database = database
         self._box = box
 
-    def _require_person(self, actor: Actor) -> None:
-        require_admin_actor(actor)
-        if actor.principal.agent is not None:
-            raise agent_refusal()
-
     async def list(self, actor: Actor) -> list[dict[str, Any]]:
         require_admin_actor(actor)
         async with self._database.as_owner() as cur:
@@ -150,7 +143,7 @@ class DatabaseWebhooks:
         """A new webhook, and its trigger on the table, in one transaction."""
         details: dict[str, Any] = {"name": body.get("name"), "tableName": body.get("tableName")}
         async with audit.refusals(self._database, actor, "CREATE_DATABASE_WEBHOOK", MODULE, details):
-            self._require_person(actor)
+            require_person(actor, *_AGENT_REFUSAL)
             fields = read(body, creating=True)
             details.update(fields.summary())
             assert fields.table_name is not None and fields.events is not None
@@ -211,7 +204,7 @@ class DatabaseWebhooks:
         table."""
         details: dict[str, Any] = {"id": webhook_id}
         async with audit.refusals(self._database, actor, "UPDATE_DATABASE_WEBHOOK", MODULE, details):
-            self._require_person(actor)
+            require_person(actor, *_AGENT_REFUSAL)
             hook_id = _webhook_id(webhook_id)
             fields = read(body, creating=False)
             details.update({"id": hook_id, **fields.summary()})
@@ -254,7 +247,7 @@ class DatabaseWebhooks:
         """The webhook, its trigger (when its table still has it), its queued deliveries and its logs."""
         details: dict[str, Any] = {"id": webhook_id}
         async with audit.refusals(self._database, actor, "DELETE_DATABASE_WEBHOOK", MODULE, details):
-            self._require_person(actor)
+            require_person(actor, *_AGENT_REFUSAL)
             hook_id = _webhook_id(webhook_id)
             try:
                 async with self._database.as_owner() as cur:

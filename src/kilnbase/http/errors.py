@@ -198,6 +198,19 @@ def require_admin_actor(actor: Actor) -> None:
         )
 
 
+def refuse_agent_keys(actor: Actor, message: str, next_actions: str) -> None:
+    """403 for an agent key, whatever its scopes: for what would hand an agent a credential or an identity
+    past its scopes (the API key, a provider, an S3 key, another agent key), or send data where it chooses."""
+    if actor.principal.agent is not None:
+        raise ApiError(403, "FORBIDDEN", message, next_actions)
+
+
+def require_person(actor: Actor, message: str, next_actions: str) -> None:
+    """An admin who is not an agent key (`require_admin_actor`, then `refuse_agent_keys`)."""
+    require_admin_actor(actor)
+    refuse_agent_keys(actor, message, next_actions)
+
+
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 

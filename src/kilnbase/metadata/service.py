@@ -17,7 +17,7 @@ from typing import Any
 from kilnbase import INSFORGE_API_VERSION, audit
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
-from kilnbase.http.errors import ApiError
+from kilnbase.http.errors import ApiError, refuse_agent_keys
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.project_keys import KeyRing
 from kilnbase.metadata import catalog, project_state, sections
@@ -221,14 +221,12 @@ class MetadataService:
         key's limits (scopes, approvals, read-only mode), so no scope reaches it. A refusal is audited too."""
         async with audit.refusals(self.database, actor, "READ_API_KEY", "METADATA", {}):
             _require_admin(actor)
-            if actor.principal.agent is not None:
-                raise ApiError(
-                    403,
-                    "FORBIDDEN",
-                    "An agent key may not read the project's API key: it would lift the key's scopes, "
-                    "approvals and read-only mode.",
-                    "Act with this agent key; ask an admin for a key with the scopes the work needs.",
-                )
+            refuse_agent_keys(
+                actor,
+                "An agent key may not read the project's API key: it would lift the key's scopes, "
+                "approvals and read-only mode.",
+                "Act with this agent key; ask an admin for a key with the scopes the work needs.",
+            )
         await audit.record(self.database, actor, "READ_API_KEY", "METADATA")
         return {"apiKey": self.keys.current("api_key")}
 

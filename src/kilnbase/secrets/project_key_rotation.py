@@ -18,7 +18,7 @@ from functools import partial
 from kilnbase import audit
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
-from kilnbase.http.errors import ADMIN_ONLY, ApiError
+from kilnbase.http.errors import ADMIN_ONLY, ApiError, refuse_agent_keys
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.project_keys import KeyKind, KeyRing, RotatedKeys
 from kilnbase.keys.secret_box import SecretBox
@@ -84,16 +84,14 @@ class KeyRotation:
     def _check_allowed(self, actor: Actor, kind: KeyKind) -> None:
         if not actor.is_admin:
             raise ApiError(403, "FORBIDDEN", "Rotating keys needs admin rights.", ADMIN_ONLY)
-        if actor.principal.agent is not None:
-            # The answer is the new key: the API key holds every right without an agent key's scopes,
-            # approvals and read-only mode, and rotating either key cuts off whoever holds the old one.
-            raise ApiError(
-                403,
-                "FORBIDDEN",
-                "An agent key may not rotate the project's keys: the new key would lift the agent key's "
-                "scopes, approvals and read-only mode, and the old one would stop working for its holders.",
-                "Ask the project admin to rotate the key (with the API key or the dashboard).",
-            )
+        # The answer is the new key: the API key holds every right without an agent key's scopes,
+        # approvals and read-only mode, and rotating either key cuts off whoever holds the old one.
+        refuse_agent_keys(
+            actor,
+            "An agent key may not rotate the project's keys: the new key would lift the agent key's "
+            "scopes, approvals and read-only mode, and the old one would stop working for its holders.",
+            "Ask the project admin to rotate the key (with the API key or the dashboard).",
+        )
         pinned = self._settings.access_api_key if kind == "api_key" else self._settings.access_anon_key
         if pinned:
             variable = _VARIABLE[kind]

@@ -11,7 +11,7 @@ from typing import Any
 
 from kilnbase import audit
 from kilnbase.db.session import Database
-from kilnbase.http.errors import ApiError
+from kilnbase.http.errors import ApiError, refuse_agent_keys
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.secret_box import SecretBox
 
@@ -39,13 +39,11 @@ def _require_person(actor: Actor) -> None:
     approval an agent's deletion waits for. Agents may list the keys (no secret is shown), not make or
     delete them."""
     _require_admin(actor)
-    if actor.principal.agent is not None:
-        raise ApiError(
-            403,
-            "FORBIDDEN",
-            "Agent keys cannot create or delete S3 access keys.",
-            "Ask a person with admin rights (the project's API key).",
-        )
+    refuse_agent_keys(
+        actor,
+        "Agent keys cannot create or delete S3 access keys.",
+        "Ask a person with admin rights (the project's API key).",
+    )
 
 
 class S3AccessKeys:
