@@ -38,6 +38,16 @@ MODULE = "DATABASE"
 CHANNEL = "kilnbase_database_backups"
 #: The advisory lock a backup or a restore holds while it runs (session-level, on its own connection).
 _WORK_LOCK = "hashtext('kilnbase.database_backups')"
+#: Whether some process holds the work lock, read from `pg_locks` (a one-key advisory lock is its two halves,
+#: `classid` and `objid`, with `objsubid` 1) rather than by taking it: taking it, even for the moment of a
+#: statement, made a backup or restore that started in that moment find it held and answer 409, and made a
+#: scheduled fire wait a minute, whenever someone listed or deleted backups.
+_WORK_LOCK_HELD = (
+    "exists (select from pg_catalog.pg_locks l "
+    "where l.locktype = 'advisory' and l.granted and l.objsubid = 1 "
+    "and l.database = (select oid from pg_catalog.pg_database where datname = current_database()) "
+    f"and ((l.classid::int8 << 32) | l.objid::int8) = ({_WORK_LOCK})::int8)"
+)
 _INTERRUPTED = "Interrupted by a server restart."
 #: The most of an error kept on a failed backup's row.
 _ERROR_LIMIT = 4000
@@ -266,14 +276,14 @@ class DatabaseBackups:
         _agent_needs_approval(actor, "delete")
         async with self.database.as_owner() as cur:
             await cur.execute(
-                f"select status, storage_key, pg_try_advisory_xact_lock({_WORK_LOCK}) as idle "
+                f"select status, storage_key, {_WORK_LOCK_HELD} as busy "
                 "from system.database_backups where id = %s for update",
                 (backup_id,),
             )
             row = await cur.fetchone()
             if row is None:
                 raise _not_found()
-            if row["status"] == "running" and not row["idle"]:
+            if row["status"] == "running" and row["busy"]:
                 raise _conflict("This backup is still running and cannot be deleted yet.")
             await cur.execute("delete from system.database_backups where id = %s", (backup_id,))
             await audit.record(cur, actor, "DELETE_DATABASE_BACKUP", MODULE, {"id": backup_id})
@@ -388,18 +398,10 @@ class DatabaseBackups:
         return len(pruned)
 
     async def _fail_interrupted(self, cur: psycopg.AsyncCursor[Any]) -> None:
-        """Rows `running` while no process holds the work lock: their process stopped midway.
-
-        The lock is looked up in `pg_locks` (a one-key advisory lock is its two halves, `classid` and
-        `objid`, with `objsubid` 1), not taken: taking it, even for the moment of this statement, made a
-        backup or restore that started in that moment find it held and answer 409, and made a scheduled
-        fire wait a minute, whenever someone listed the backups."""
+        """Rows `running` while no process holds the work lock: their process stopped midway."""
         await cur.execute(
             "update system.database_backups set status = 'failed', error_message = %s, updated_at = now() "
-            "where status = 'running' and not exists (select from pg_catalog.pg_locks l "
-            "where l.locktype = 'advisory' and l.granted and l.objsubid = 1 "
-            "and l.database = (select oid from pg_catalog.pg_database where datname = current_database()) "
-            f"and ((l.classid::int8 << 32) | l.objid::int8) = ({_WORK_LOCK})::int8)",
+            f"where status = 'running' and not {_WORK_LOCK_HELD}",
             (_INTERRUPTED,),
         )
 

