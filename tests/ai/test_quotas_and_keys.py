@@ -162,12 +162,7 @@ def test_per_user_limits_hold_external_providers_users(admin: httpx2.Client, ser
     idp.start()
     try:
         tag = uuid.uuid4().hex[:8]
-        provider = {
-            "name": tag,
-            "provider_key": f"idp-{tag}",
-            "issuer": f"{idp.issuer}/{tag}",
-            "jwks_url": f"{idp.issuer}/jwks",
-        }
+        provider = idp.provider_body(tag)
         assert admin.post("/api/auth/jwt-providers", json=provider).status_code == 201
         admin.put("/api/ai/limits/user/*", json={"rpm": 1})
         first, second = (

@@ -38,14 +38,7 @@ def idp() -> Iterator[OidcProvider]:
 
 def configure(client: TestClient, admin: dict[str, str], idp: OidcProvider, **fields: Any) -> dict[str, Any]:
     """A provider of its own: a fresh issuer and JWKS URL (same keys), enabled."""
-    tag = secrets.token_hex(4)
-    body = {
-        "name": f"IdP {tag}",
-        "provider_key": f"idp-{tag}",
-        "issuer": f"{idp.issuer}/{tag}",
-        "jwks_url": f"{idp.issuer}/jwks?for={tag}",
-        **fields,
-    }
+    body = {**idp.provider_body(secrets.token_hex(4)), **fields}
     created = client.post(PATH, json=body, headers=admin)
     assert created.status_code == 201, created.text
     provider: dict[str, Any] = created.json()

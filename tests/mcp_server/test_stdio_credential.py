@@ -5,12 +5,13 @@ process (the `mcp` client connects to it directly): services, database and agent
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import anyio
 import pytest
 from mcp import Client
+from mcp.server.mcpserver import MCPServer
 
 from kilnbase.agents.service import NewAgentKey
 from kilnbase.app import capabilities, resolver_of, running
@@ -37,6 +38,17 @@ async def services(database_url: str, tmp_path: Path) -> AsyncIterator[Services]
         yield built
 
 
+def stdio_server(services: Services, principal: Callable[[], Principal]) -> MCPServer:
+    """The MCP server as `kilnbase mcp` builds it, acting as `principal()` on every call."""
+    return build_server(
+        capabilities(services),
+        services.core,
+        Approvals(services.core.database, services.core.agent_keys),
+        services.metadata.schema_fingerprint,
+        stdio_principal=principal,
+    )
+
+
 async def test_a_revoked_agent_key_stops_working_mid_session(services: Services) -> None:
     created = await services.agents.create_key(ADMIN, NewAgentKey(name="stdio agent", scopes=["*:read"]))
     resolver = resolver_of(services.core.keys, services)
@@ -44,14 +56,7 @@ async def test_a_revoked_agent_key_stops_working_mid_session(services: Services)
     def principal() -> Principal:
         return resolver.resolve(f"Bearer {created['key']}", None)
 
-    server = build_server(
-        capabilities(services),
-        services.core,
-        Approvals(services.core.database, services.core.agent_keys),
-        services.metadata.schema_fingerprint,
-        stdio_principal=principal,
-    )
-    async with Client(server) as client:
+    async with Client(stdio_server(services, principal)) as client:
         before = await client.call_tool("list-tables", {})
         assert not before.is_error, text_of(before)
         await services.agents.revoke_key(ADMIN, created["id"])
@@ -67,13 +72,7 @@ async def test_an_external_providers_token_works_from_the_first_call(services: S
     idp = OidcProvider()
     await anyio.to_thread.run_sync(idp.start)
     try:
-        tag = secrets.token_hex(4)
-        body = {
-            "name": tag,
-            "provider_key": f"idp-{tag}",
-            "issuer": f"{idp.issuer}/{tag}",
-            "jwks_url": f"{idp.issuer}/jwks?for={tag}",
-        }
+        body = idp.provider_body(secrets.token_hex(4))
         await services.auth.jwt_providers.create(ADMIN, body)
         token = idp.sign(idp.claims("user_2xAlice", "alice@example.com", iss=body["issuer"]))
         resolver = resolver_of(services.core.keys, services)
@@ -81,14 +80,7 @@ async def test_an_external_providers_token_works_from_the_first_call(services: S
         def principal() -> Principal:
             return resolver.resolve(f"Bearer {token}", None)
 
-        server = build_server(
-            capabilities(services),
-            services.core,
-            Approvals(services.core.database, services.core.agent_keys),
-            services.metadata.schema_fingerprint,
-            stdio_principal=principal,
-        )
-        async with Client(server) as client:
+        async with Client(stdio_server(services, principal)) as client:
             answer = await client.call_tool("fetch-docs", {"docType": "instructions"})
         assert not answer.is_error, text_of(answer)
     finally:

@@ -36,13 +36,7 @@ def channels(realtime_server: RealtimeServer) -> None:
 
 
 def provider(server: RealtimeServer, idp: OidcProvider) -> dict[str, Any]:
-    tag = secrets.token_hex(4)
-    body = {
-        "name": f"IdP {tag}",
-        "provider_key": f"idp-{tag}",
-        "issuer": f"{idp.issuer}/{tag}",
-        "jwks_url": f"{idp.issuer}/jwks?for={tag}",
-    }
+    body = idp.provider_body(secrets.token_hex(4))
     created = httpx.post(f"{server.url}{PATH}", headers=server.admin, json=body, timeout=30)
     assert created.status_code == 201, created.text
     found: dict[str, Any] = created.json()

@@ -216,6 +216,16 @@ class OidcProvider:
             claims, self._other_key if other_key else self._key, algorithm=algorithm, headers=headers
         )
 
+    def provider_body(self, tag: str) -> dict[str, str]:
+        """A `POST /api/auth/jwt-providers` body for a provider of its own: this server's keys behind an
+        issuer and a JWKS URL that `tag` makes unique (its tokens: `claims(..., iss=body["issuer"])`)."""
+        return {
+            "name": f"IdP {tag}",
+            "provider_key": f"idp-{tag}",
+            "issuer": f"{self.issuer}/{tag}",
+            "jwks_url": f"{self.issuer}/jwks?for={tag}",
+        }
+
     def claims(self, sub: str, email: str, *, lifetime: int = 300, **extra: Any) -> dict[str, Any]:
         """An access token's usual claims from this issuer."""
         now = int(time.time())
