@@ -72,9 +72,9 @@ def not_found() -> ApiError:
 #: Why an agent key may not manage these, whatever its scopes (`require_person`).
 _AGENT_REFUSAL = (
     "Agent keys may not create, change or delete JWT providers: a provider decides who may sign in "
-    "and as which role.",
-    "Ask the project admin to make this change (with the project's API key or the dashboard).",
+    "and as which role."
 )
+_ASK_A_PERSON = "Ask the project admin to make this change (with the project's API key or the dashboard)."
 
 
 def _claim_mappings(value: dict[str, str] | None) -> dict[str, str] | None:
@@ -217,7 +217,7 @@ class JwtProviders:
         if isinstance(body, Mapping):
             details = {"provider_key": body.get("provider_key"), "issuer": body.get("issuer")}
         async with audit.refusals(self._database, actor, "CREATE_JWT_PROVIDER", MODULE, details):
-            require_person(actor, *_AGENT_REFUSAL)
+            require_person(actor, _AGENT_REFUSAL, _ASK_A_PERSON)
             fields = parse_body(ProviderCreate, body)
             _check_jwks_url(fields.jwks_url)
             role = fields.default_role or "authenticated"
@@ -268,7 +268,7 @@ class JwtProviders:
         """Change the fields sent (even to `false` or `null`); sending none answers the provider as is."""
         details: dict[str, Any] = {"provider_key": provider_key}
         async with audit.refusals(self._database, actor, "UPDATE_JWT_PROVIDER", MODULE, details):
-            require_person(actor, *_AGENT_REFUSAL)
+            require_person(actor, _AGENT_REFUSAL, _ASK_A_PERSON)
             fields = parse_body(ProviderUpdate, body)
             given = {name: getattr(fields, name) for name in fields.model_fields_set}
             details["updatedFields"] = sorted(given)
@@ -312,7 +312,7 @@ class JwtProviders:
         moments: the table's notification)."""
         details: dict[str, Any] = {"provider_key": provider_key}
         async with audit.refusals(self._database, actor, "DELETE_JWT_PROVIDER", MODULE, details):
-            require_person(actor, *_AGENT_REFUSAL)
+            require_person(actor, _AGENT_REFUSAL, _ASK_A_PERSON)
             async with self._database.as_owner() as cur:
                 await cur.execute(
                     "delete from auth.jwt_providers where provider_key = %s returning issuer", (provider_key,)

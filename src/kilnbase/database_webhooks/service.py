@@ -82,9 +82,9 @@ def not_found() -> ApiError:
 #: Why an agent key may not manage these, whatever its scopes (`require_person`).
 _AGENT_REFUSAL = (
     "Agent keys may not create, change or delete database webhooks: a webhook sends every row change "
-    "of a table to the URL it names.",
-    "Ask the project admin to make this change (with the project's API key or the dashboard).",
+    "of a table to the URL it names."
 )
+_ASK_A_PERSON = "Ask the project admin to make this change (with the project's API key or the dashboard)."
 
 
 def _webhook_id(value: str) -> str:
@@ -143,7 +143,7 @@ class DatabaseWebhooks:
         """A new webhook, and its trigger on the table, in one transaction."""
         details: dict[str, Any] = {"name": body.get("name"), "tableName": body.get("tableName")}
         async with audit.refusals(self._database, actor, "CREATE_DATABASE_WEBHOOK", MODULE, details):
-            require_person(actor, *_AGENT_REFUSAL)
+            require_person(actor, _AGENT_REFUSAL, _ASK_A_PERSON)
             fields = read(body, creating=True)
             details.update(fields.summary())
             assert fields.table_name is not None and fields.events is not None
@@ -204,7 +204,7 @@ class DatabaseWebhooks:
         table."""
         details: dict[str, Any] = {"id": webhook_id}
         async with audit.refusals(self._database, actor, "UPDATE_DATABASE_WEBHOOK", MODULE, details):
-            require_person(actor, *_AGENT_REFUSAL)
+            require_person(actor, _AGENT_REFUSAL, _ASK_A_PERSON)
             hook_id = _webhook_id(webhook_id)
             fields = read(body, creating=False)
             details.update({"id": hook_id, **fields.summary()})
@@ -247,7 +247,7 @@ class DatabaseWebhooks:
         """The webhook, its trigger (when its table still has it), its queued deliveries and its logs."""
         details: dict[str, Any] = {"id": webhook_id}
         async with audit.refusals(self._database, actor, "DELETE_DATABASE_WEBHOOK", MODULE, details):
-            require_person(actor, *_AGENT_REFUSAL)
+            require_person(actor, _AGENT_REFUSAL, _ASK_A_PERSON)
             hook_id = _webhook_id(webhook_id)
             try:
                 async with self._database.as_owner() as cur:
