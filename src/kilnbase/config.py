@@ -196,6 +196,41 @@ class RecordsSettings(BaseSettings):
     max_rows: int | None = Field(default=None, ge=1)
 
 
+def deno_net_entry(entry: str) -> str:
+    """`entry` if Deno takes it as a `--deny-net` host: an IPv4 address or CIDR range, an IPv6 address in
+    brackets (Deno takes no IPv6 range), or a name; each with an optional `:port`. Else ValueError saying
+    how to write it."""
+    host, port = entry, None
+    if entry.startswith("["):
+        host, _, rest = entry.partition("]")
+        host += "]"
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{entry!r}: an IPv6 address goes in brackets, then an optional :port")
+            port = rest[1:]
+    elif entry.count(":") == 1:
+        host, port = entry.split(":")
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{entry!r}: an IPv6 address goes in brackets, no range: [fd00::1]") from None
+    elif ":" in host and "/" in host:
+        raise ValueError(f"{entry!r}: Deno takes no IPv6 range; list addresses in brackets: [fd00::1]")
+    elif ":" in host:
+        raise ValueError(f"{entry!r}: write an IPv6 address in brackets: [{host}]")
+    elif "/" in host:
+        try:
+            ipaddress.IPv4Network(host, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r}: a range must be IPv4 CIDR, such as 10.0.0.0/8") from None
+    elif not host or not all(char.isalnum() or char in "-." for char in host):
+        raise ValueError(f"{entry!r}: not an address, a range or a host name")
+    return entry
+
+
 class FunctionsSettings(BaseSettings):
     """Edge functions' own tunables, read from `KILNBASE_FUNCTIONS_*` (and InsForge's `WORKER_TIMEOUT_MS`)."""
 
@@ -236,6 +271,16 @@ class FunctionsSettings(BaseSettings):
     #: ... or once its resident memory passes this many MiB while it holds at least one such version
     #: (unset: three quarters of `host_memory_mb`; 0: never for this reason).
     host_recycle_memory_mb: int | None = Field(default=None, ge=0)
+    #: Addresses functions may not reach, besides the cloud metadata service and Kilnbase's own Postgres and
+    #: Redis (always denied, see functions/egress.py): Deno `--deny-net` entries, comma-separated in the
+    #: environment (`10.0.0.0/8,127.0.0.0/8:3306,[fd00::1],internal.example.com:443`).
+    deny_net: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("deny_net", mode="before")
+    @classmethod
+    def _deny_net(cls, value: Any) -> Any:
+        parts = value.split(",") if isinstance(value, str) else value
+        return tuple(deno_net_entry(str(part).strip()) for part in parts if str(part).strip())
 
     @property
     def drain_seconds(self) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -29,6 +30,7 @@ from psycopg import AsyncConnection
 
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
+from kilnbase.functions.egress import denied_hosts
 from kilnbase.functions.host import FunctionsHost, HostConfig
 from kilnbase.functions.log_sink import LogSink
 from kilnbase.functions.sandbox import ROUTER, Sandbox, deno_binary, deno_command
@@ -108,7 +110,9 @@ class Runtime:
         self.host_code_dir.mkdir(parents=True, exist_ok=True)
         # Unix socket paths are short (108 bytes): a directory of its own under the system's temp dir.
         self.socket_dir = Path(tempfile.mkdtemp(prefix="kilnbase-fn-"))
-        self.sandbox = await anyio.to_thread.run_sync(Sandbox.probe, self.config.sandbox, self.deno_dir)
+        probed = await anyio.to_thread.run_sync(Sandbox.probe, self.config.sandbox, self.deno_dir)
+        denied = await anyio.to_thread.run_sync(denied_hosts, self.settings, self.owner_conninfo)
+        self.sandbox = dataclasses.replace(probed, deny_net=denied)
         if not self.sandbox.enabled:
             log.warning(
                 "functions: bubblewrap is off (%s); Deno's permissions are the only wall", self.sandbox.reason

@@ -1,11 +1,12 @@
 """How a Deno worker is started: Deno's own default-deny permissions, inside bubblewrap when the kernel
 allows it.
 
-Deno's permissions: network allowed; reading only the function's code, the router, and the module cache;
-writing only the worker's socket; environment variables only the names the function was given; no
-subprocesses, no FFI, no system information. bubblewrap adds namespaces (pid, ipc, uts, mount; the network is
-shared, since functions may call out) so that only the paths a worker needs exist at all: a second wall,
-since Deno's permissions alone are one bug away from the host when the server runs as root.
+Deno's permissions: the network but for what `egress.denied_hosts` lists; reading only the function's code,
+the router, and the module cache; writing only the worker's socket; environment variables only the names the
+function was given; no subprocesses, no FFI, no system information. bubblewrap adds namespaces (pid, ipc,
+uts, mount; the network is shared, since functions may call out) so that only the paths a worker needs exist
+at all: a second wall, since Deno's permissions alone are one bug away from the host when the server runs as
+root.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class Sandbox:
 
     bwrap: str | None
     reason: str
+    #: Deno `--deny-net` entries: what no function may reach (see egress.py).
+    deny_net: tuple[str, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -127,12 +130,14 @@ def deno_command(
     unstable: Sequence[str] = (),
 ) -> tuple[list[str], dict[str, str]]:
     """(command, environment) that runs `entry` (router.js or host.js) with Deno's default-deny permissions:
-    the network; reading `code` (a directory), the entry and its globals, and the module cache; writing only
-    `socket` (a path, and the directory it is in); the environment variables of `env`, by name; inside
-    bubblewrap when the sandbox is on; Deno's `unstable` features named (`net`: the host's `reusePort`). The
-    environment returned is the process's whole environment."""
+    the network but for the sandbox's `deny_net`; reading `code` (a directory), the entry and its globals,
+    and the module cache; writing only `socket` (a path, and the directory it is in); the environment
+    variables of `env`, by name; inside bubblewrap when the sandbox is on; Deno's `unstable` features named
+    (`net`: the host's `reusePort`). The environment returned is the process's whole environment."""
     readable = [str(code), str(entry), str(GLOBALS), str(deno_dir)]
     deno_args = [deno_binary(), "run", "--no-prompt", "--no-config", "--allow-net"]
+    if sandbox.deny_net:
+        deno_args.append(f"--deny-net={','.join(sandbox.deny_net)}")
     deno_args += [f"--unstable-{feature}" for feature in unstable]
     if env:
         deno_args.append(f"--allow-env={','.join(sorted(env))}")

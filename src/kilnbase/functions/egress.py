@@ -1,0 +1,117 @@
+"""What a function may not reach over the network: the `--deny-net` list its Deno process starts with.
+
+Functions call out (calling APIs is most of what they are for), so the network is allowed; but a function's
+code is written by whoever deploys it, an agent key included, and some addresses are never its business:
+
+- **The services Kilnbase itself stands on**: its Postgres and its Redis (rate limits, quotas, realtime). A
+  function reaches the project's data through the API, as its caller (`createClient`), where RLS and the
+  guardrails apply. Straight to Redis it could reset rate limits and quotas; the machine's Postgres often
+  trusts local connections. Each is denied on every address of this machine where its port could answer
+  (`127.0.0.0/8:<port>`, `[::1]:<port>`, each interface's address), and on the addresses its host names
+  resolve to when the server starts.
+- **The cloud's metadata service** (`169.254.0.0/16`, AWS's `[fd00:ec2::254]`): the machine's own cloud
+  credentials, which no function should hold.
+- Whatever the operator adds with `KILNBASE_FUNCTIONS_DENY_NET` (another local service's port, `10.0.0.0/8`).
+
+Deno checks a connection's resolved address against the list when it connects, not only the name in the
+URL, so a name that resolves to a denied address (DNS rebinding included) is refused too, and an IPv4-mapped
+IPv6 address is judged as its IPv4 address. Deno takes IPv4 CIDR ranges, single IPv6 addresses in brackets
+and names, each with an optional port; it does not take IPv6 ranges, so those cannot be listed.
+
+The rest of loopback stays open: the functions host listens on it, functions call this project's API at its
+local address, and Deno cannot deny a range but for one port. `docs/functions.md` says what that leaves.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+import psutil
+from psycopg.conninfo import conninfo_to_dict
+
+from kilnbase.config import Settings
+
+#: Link-local (the metadata service of most clouds, at 169.254.169.254) and AWS's IPv6 metadata address.
+ALWAYS_DENIED = ("169.254.0.0/16", "[fd00:ec2::254]")
+_REDIS_PORT = 6379
+_POSTGRES_PORT = 5432
+
+
+def denied_hosts(settings: Settings, database_conninfo: str) -> tuple[str, ...]:
+    """The `--deny-net` entries for this server: the metadata service, the addresses where the database and
+    each configured Redis answer, and the operator's own. Resolves names (it blocks: call it in a thread)."""
+    entries: dict[str, None] = dict.fromkeys(ALWAYS_DENIED)
+    for host, port in _backing_services(settings, database_conninfo):
+        entries.update(dict.fromkeys(_entries_for(host, port)))
+    entries.update(dict.fromkeys(settings.functions.deny_net))
+    return tuple(entries)
+
+
+def _backing_services(settings: Settings, database_conninfo: str) -> list[tuple[str, int]]:
+    found: list[tuple[str, int]] = []
+    params = conninfo_to_dict(database_conninfo)
+    hosts = str(params.get("hostaddr") or params.get("host") or "").split(",")
+    ports = str(params.get("port") or _POSTGRES_PORT).split(",")
+    for index, host in enumerate(hosts):
+        port = ports[index] if index < len(ports) else ports[-1]
+        if port.strip().isdigit():
+            # A path is a Unix socket; its server may listen on loopback too (the embedded one does).
+            found.append(("127.0.0.1" if not host or host.startswith("/") else host.strip(), int(port)))
+    for url in (settings.rate_limit_redis_url, settings.ai_redis_url, settings.realtime.redis_url):
+        if url:
+            parts = urlsplit(url)
+            if parts.scheme in ("redis", "rediss") and parts.hostname:
+                found.append((parts.hostname, parts.port or _REDIS_PORT))
+    return found
+
+
+def _entries_for(host: str, port: int) -> list[str]:
+    """`host:port` as Deno writes it, for every address a connection to it could use."""
+    addresses = _addresses(host, port)
+    entries = [] if _literal(host) else [f"{host}:{port}"]
+    if any(address.is_loopback or address.is_unspecified or _is_local(address) for address in addresses):
+        addresses += [*_local_addresses(), ipaddress.ip_address("::1")]
+        entries += [f"127.0.0.0/8:{port}", f"0.0.0.0/8:{port}"]
+    entries += [f"{_deno_host(address)}:{port}" for address in addresses if not address.is_loopback]
+    entries += [f"[::1]:{port}"] if any(a.is_loopback for a in addresses) else []
+    return entries
+
+
+def _addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    literal = _literal(host)
+    if literal is not None:
+        return [literal]
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []  # (it does not resolve now: its name is denied all the same)
+    return list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+
+
+def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def _local_addresses() -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """This machine's addresses (a service bound to every interface answers on each), link-local aside."""
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for addresses in psutil.net_if_addrs().values():
+        for entry in addresses:
+            if entry.family in (socket.AF_INET, socket.AF_INET6):
+                address = _literal(entry.address.split("%", 1)[0])
+                if address is not None and not address.is_link_local:
+                    found.append(address)
+    return found
+
+
+def _is_local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return address in _local_addresses()
+
+
+def _deno_host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return f"[{address}]" if address.version == 6 else str(address)
