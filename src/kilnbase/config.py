@@ -90,6 +90,9 @@ class AuthSettings(BaseSettings):
     oauth_endpoints: dict[str, dict[str, str]] = Field(default_factory=dict)
     #: How long an OAuth flow (provider round trip) and the one-time `insforge_code` stay valid.
     oauth_flow_seconds: int = Field(default=600, ge=30)
+    #: The clock skew allowed when checking an external JWT provider's token (`exp`, `nbf`, `iat`), as OIDC
+    #: libraries allow: a provider's clock a little ahead or behind is not a refusal.
+    jwt_provider_leeway_seconds: int = Field(default=30, ge=0, le=300)
 
     @field_validator("oauth_endpoints")
     @classmethod

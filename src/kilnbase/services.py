@@ -92,7 +92,7 @@ def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Co
         rate_limiter=rate_limiter(settings, keys, database),
         ended_sessions=EndedSessions(owner_conninfo, settings.auth.access_token_seconds),
         agent_keys=AgentKeys(owner_conninfo),
-        external_tokens=ExternalTokens(owner_conninfo),
+        external_tokens=ExternalTokens(owner_conninfo, settings.auth.jwt_provider_leeway_seconds),
     )
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from psycopg import sql
 from starlette.testclient import TestClient
 
@@ -535,3 +537,81 @@ def test_malformed_entries_of_a_jwks_are_skipped(
         assert read_notes(client, notes, bearer(token_for(odd, provider))).status_code == 200
     finally:
         odd.stop()
+
+
+# --- clock skew, tokens without a kid, credentials in JWKS URLs -------------------------------------------
+
+
+def test_a_clock_a_little_off_is_within_the_leeway(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider, notes: str
+) -> None:
+    """A provider's clock a few seconds off ours (`exp` just past, `iat` and `nbf` just ahead) is accepted,
+    as OIDC libraries accept it; past the leeway (30 s by default) the token is refused."""
+    provider = configure(client, admin_headers, idp)
+    now = int(time.time())
+    just_expired = token_for(idp, provider, exp=now - 10)
+    assert read_notes(client, notes, bearer(just_expired)).json() == [
+        {"id": 1, "owner": "user_2xAlice", "body": "alice note"}
+    ]
+    ahead = token_for(idp, provider, iat=now + 15, nbf=now + 15)
+    assert read_notes(client, notes, bearer(ahead)).status_code == 200
+    assert "expired" in _refusal(client, notes, token_for(idp, provider, exp=now - 120))
+    assert "not yet valid" in _refusal(client, notes, token_for(idp, provider, nbf=now + 120))
+    assert "not yet valid" in _refusal(client, notes, token_for(idp, provider, iat=now + 120))
+
+
+def test_a_token_without_a_kid_is_tried_against_the_keys_that_fit(
+    client: TestClient, admin_headers: dict[str, str], notes: str
+) -> None:
+    """An RS256 token naming no key (as a provider publishing one key without a kid issues): tried against
+    the provider's keys of its type (here an EC key and another RSA key come first), not refused because
+    the project's own RSA key does not verify it; a forged one, HS256 and none still are refused."""
+    other_rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    ec_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    extra = [RSAAlgorithm.to_jwk(other_rsa, as_dict=True), ECAlgorithm.to_jwk(ec_key, as_dict=True)]
+    bare = OidcProvider(jwks_without_kid=True, jwks_extra=extra)
+    bare.start()
+    try:
+        provider = configure(client, admin_headers, bare)
+        claims = bare.claims("user_2xAlice", "a@example.com", iss=provider["issuer"])
+        answer = read_notes(client, notes, bearer(bare.sign(claims, kid=None)))
+        assert answer.status_code == 200, answer.text
+        assert [row["id"] for row in answer.json()] == [1]
+        assert "invalid token" in _refusal(client, notes, bare.sign(claims, kid=None, other_key=True))
+        _refusal(client, notes, bare.sign(claims, kid=None, algorithm="HS256"))
+        unsigned = f"{_segment({'alg': 'none'})}.{_segment(claims)}."
+        _refusal(client, notes, unsigned)
+    finally:
+        bare.stop()
+
+
+def test_a_jwks_url_credential_reaches_neither_the_log_nor_the_audit(
+    client: TestClient,
+    admin_headers: dict[str, str],
+    idp: OidcProvider,
+    notes: str,
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A JWKS URL holding a password and a token in its query (a provider behind a gateway): when its keys
+    cannot be fetched the warning names the URL with both hidden, and the audit entry of its creation too."""
+    url = f"http://jwks-user:pw-s3cr3t@127.0.0.1:{free_port()}/jwks?token=tk-s3cr3t&tenant=acme"
+    with caplog.at_level("WARNING", logger="kilnbase.external_tokens"):
+        provider = configure(client, admin_headers, idp, jwks_url=url)
+        assert "could not be fetched" in _refusal(client, notes, token_for(idp, provider))
+    logged = [r.getMessage() for r in caplog.records if "could not be fetched" in r.getMessage()]
+    assert logged and all("s3cr3t" not in line and "jwks-user" not in line for line in logged), logged
+    assert "http://***@127.0.0.1:" in logged[0] and "/jwks?token=***&tenant=***" in logged[0]
+    with psycopg.connect(database_url) as conn:
+        details = [
+            row[0]
+            for row in conn.execute(
+                "select details from system.audit_logs where action = 'CREATE_JWT_PROVIDER' "
+                "and details ->> 'provider_key' = %s",
+                (provider["provider_key"],),
+            )
+        ]
+    assert len(details) == 1 and "s3cr3t" not in json.dumps(details)
+    assert details[0]["jwks_url"].endswith("/jwks?token=***&tenant=***")
+    # The admin who configured it still reads it back as it was written.
+    assert client.get(f"{PATH}/{provider['provider_key']}", headers=admin_headers).json()["jwks_url"] == url

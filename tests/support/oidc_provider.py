@@ -55,6 +55,8 @@ class OidcProvider:
     jwks_requests: int = 0
     #: Further entries the JWKS lists before the real key (a test's malformed ones).
     jwks_extra: list[Any] = field(default_factory=list)
+    #: The JWKS lists the real key without its `kid` (as some providers publish a single key).
+    jwks_without_kid: bool = False
     token_requests: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -236,7 +238,11 @@ class OidcProvider:
         if self.jwks_down:
             return JSONResponse({"error": "unavailable"}, status_code=503)
         jwk: dict[str, Any] = RSAAlgorithm.to_jwk(self._key.public_key(), as_dict=True)
-        jwk.update({"kid": self._kid, "use": "sig", "alg": "RS256"})
+        jwk.update(
+            {"use": "sig", "alg": "RS256"}
+            if self.jwks_without_kid
+            else {"kid": self._kid, "use": "sig", "alg": "RS256"}
+        )
         return JSONResponse({"keys": [*self.jwks_extra, jwk]})
 
     def _user(self, request: Request) -> ProviderUser | None:

@@ -46,7 +46,7 @@ from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError, require_admin_actor, require_person
 from kilnbase.http.json_body import FIX_FIELDS
 from kilnbase.identity.actor import Actor
-from kilnbase.identity.external_tokens import RESERVED_CLAIMS, ExternalTokens
+from kilnbase.identity.external_tokens import RESERVED_CLAIMS, ExternalTokens, redacted_url
 
 MODULE = "AUTH"
 MAX_PROVIDERS = 100
@@ -222,7 +222,9 @@ class JwtProviders:
             _check_jwks_url(fields.jwks_url)
             role = fields.default_role or "authenticated"
             details.update(
-                jwks_url=fields.jwks_url, default_role=role, grantsProjectAdmin=role == "project_admin"
+                jwks_url=redacted_url(fields.jwks_url),
+                default_role=role,
+                grantsProjectAdmin=role == "project_admin",
             )
             try:
                 async with self._database.as_owner() as cur:
@@ -283,6 +285,7 @@ class JwtProviders:
                 )
             if "jwks_url" in given:
                 _check_jwks_url(given["jwks_url"])
+                details["jwks_url"] = redacted_url(given["jwks_url"])
             if given.get("default_role") == "project_admin":
                 details["grantsProjectAdmin"] = True
             assignments = "".join(

@@ -19,7 +19,11 @@ token's `kid` (the provider rotated its keys), `KeysNeeded` says which URL to fe
 `fetch` and resolves again. A fetch is bounded in time and size, follows no redirect, takes no proxy from
 the environment (`http/outbound.py`'s conventions, which this layer cannot import), and is made at most once
 per `REFETCH_COOLDOWN_SECONDS` per URL, so tokens with made-up key ids cannot make Kilnbase hammer a
-provider, and a provider that is down costs each request nothing but its 401.
+provider, and a provider that is down costs each request nothing but its 401. A token without a `kid` is
+tried against the provider's keys that fit its algorithm (at most `KIDLESS_CANDIDATES`), as jose and other
+common verifiers do; `exp`, `nbf` and `iat` are checked with a small leeway for clock skew
+(`KILNBASE_AUTH_JWT_PROVIDER_LEEWAY_SECONDS`). A JWKS URL may carry a credential (userinfo, a token in its
+query): it is logged only as `redacted_url` shows it.
 
 The providers are loaded on start and reloaded on `NOTIFY kilnbase_jwt_providers` (a trigger on the table,
 migration 0260), so a provider switched off or deleted stops working in every process within moments
@@ -35,8 +39,9 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import jwt
@@ -60,6 +65,24 @@ JWKS_CONNECT_SECONDS = 3.0
 #: A JWKS is a few keys of a few hundred bytes; anything larger is not one.
 JWKS_MAX_BYTES = 256 * 1024
 JWKS_MAX_KEYS = 100
+#: The most keys a token without a `kid` is tried against (each a signature check).
+KIDLESS_CANDIDATES = 8
+#: The clock skew allowed on `exp`, `nbf` and `iat` unless the settings say otherwise.
+DEFAULT_LEEWAY_SECONDS = 30.0
+#: The key type (and curve) each algorithm's keys have.
+_KEY_SHAPES = {
+    "RS256": ("RSA", None),
+    "RS384": ("RSA", None),
+    "RS512": ("RSA", None),
+    "PS256": ("RSA", None),
+    "PS384": ("RSA", None),
+    "PS512": ("RSA", None),
+    "ES256": ("EC", "P-256"),
+    "ES384": ("EC", "P-384"),
+    "ES512": ("EC", "P-521"),
+}
+#: The latest `exp` a verified token is cached until (year 9999): a larger one is kept until then.
+MAX_EXPIRY = 253402300799
 #: Verified external tokens kept (cleared whole when full, as `TokenService` does).
 CACHE_LIMIT = 10_000
 #: Claims the request's identity keeps for itself: a mapping may not name them (`auth/jwt_providers.py`).
@@ -116,12 +139,25 @@ class ExternalIdentity:
     expires_at: float
 
 
+@dataclass(frozen=True)
+class _Key:
+    """One signing key of a provider's JWKS: its id (if any), the public key, the algorithm it declares (if
+    any), and its type and curve."""
+
+    kid: str | None
+    key: Any
+    algorithm: str | None
+    shape: tuple[str, str | None]
+
+    def fits(self, algorithm: str) -> bool:
+        return self.algorithm in (None, algorithm) and self.shape == _KEY_SHAPES[algorithm]
+
+
 @dataclass
 class _KeySet:
-    """A provider's keys by key id, as last fetched, and when."""
+    """A provider's keys, as last fetched, and when."""
 
-    #: Key id -> (public key, the algorithm the key declares, if any).
-    keys: dict[str | None, tuple[Any, str | None]] = field(default_factory=dict)
+    keys: tuple[_Key, ...] = ()
     #: When the keys were last fetched (monotonic); None: never successfully.
     fetched_at: float | None = None
     #: When a fetch was last tried, successful or not (monotonic).
@@ -133,18 +169,15 @@ class _KeySet:
     def may_fetch(self, now: float) -> bool:
         return now - self.tried_at >= REFETCH_COOLDOWN_SECONDS
 
-    def key_for(self, kid: Any, algorithm: str) -> Any:
-        """The public key the token's `kid` names (a token without one is taken only by a set of one key),
-        unless the key declares another algorithm than the token's."""
+    def keys_for(self, kid: Any, algorithm: str) -> list[Any]:
+        """The public keys the token may be signed with: the one its `kid` names, or for a token without a
+        `kid`, those of the algorithm's type (at most `KIDLESS_CANDIDATES`); none when the key declares
+        another algorithm or is of another type."""
         if isinstance(kid, str):
-            found = self.keys.get(kid)
-        elif kid is None and len(self.keys) == 1:
-            found = next(iter(self.keys.values()))
-        else:
-            found = None
-        if found is None or found[1] not in (None, algorithm):
-            return None
-        return found[0]
+            return [k.key for k in self.keys if k.kid == kid and k.fits(algorithm)][:1]
+        if kid is None:
+            return [k.key for k in self.keys if k.fits(algorithm)][:KIDLESS_CANDIDATES]
+        return []
 
 
 def _segment(text: str) -> dict[str, Any]:
@@ -179,35 +212,57 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-def _parse_keys(document: Any) -> dict[str | None, tuple[Any, str | None]]:
+def _parse_keys(document: Any) -> tuple[_Key, ...]:
     """The signing keys of a JWKS document: asymmetric ones only (an `oct` key is a shared secret, and
     never verifies anything here), not those marked for encryption; unreadable keys are skipped."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ValueError("not a JWKS document (no keys array)")
-    keys: dict[str | None, tuple[Any, str | None]] = {}
+    keys: list[_Key] = []
     for data in document["keys"][:JWKS_MAX_KEYS]:
         if not isinstance(data, dict) or data.get("kty") not in ("RSA", "EC") or data.get("use") == "enc":
             continue
         algorithm = data.get("alg")
         if algorithm is not None and (not isinstance(algorithm, str) or algorithm not in ALGORITHMS):
             continue
+        curve = data.get("crv") if data["kty"] == "EC" else None
+        if curve is not None and not isinstance(curve, str):
+            continue
         try:
             key = jwt.PyJWK(data)
         except (jwt.PyJWTError, ValueError, TypeError, KeyError):
             continue
         kid = data.get("kid")
-        keys[kid if isinstance(kid, str) else None] = (key.key, algorithm)
+        keys.append(_Key(kid if isinstance(kid, str) else None, key.key, algorithm, (data["kty"], curve)))
     if not keys:
         raise ValueError("the JWKS holds no usable signing key")
-    return keys
+    return tuple(keys)
+
+
+def redacted_url(url: str) -> str:
+    """`url` as it may be logged or shown: its userinfo and the values of its query replaced by `***` (a JWKS
+    URL may carry a credential: `https://user:pass@idp/jwks`, `.../jwks?token=...`)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "(a URL that cannot be read)"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = ("***@" if "@" in parts.netloc else "") + host + (f":{port}" if port is not None else "")
+    # (A field without `=` is a bare value: `?<token>`.)
+    fields = [field.partition("=") for field in parts.query.split("&") if field]
+    query = "&".join(f"{name}=***" if equals else "***" for name, equals, _ in fields)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 class ExternalTokens(ListenedView):
     channel = CHANNEL
     application_name = "kilnbase-jwt-providers"
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, leeway_seconds: float = DEFAULT_LEEWAY_SECONDS) -> None:
         super().__init__(conninfo)
+        self._leeway = leeway_seconds
         self._by_issuer: dict[str, tuple[JwtProvider, ...]] = {}
         self._key_sets: dict[str, _KeySet] = {}
         self._fetching: dict[str, asyncio.Lock] = {}
@@ -264,27 +319,40 @@ class ExternalTokens(ListenedView):
                 raise KeysNeeded(provider.jwks_url)
             name = provider.provider_key
             raise ExternalRefused(f"the signing keys of JWT provider {name!r} could not be fetched")
-        key = key_set.key_for(kid, algorithm)
-        if key is None:
+        keys = key_set.keys_for(kid, algorithm)
+        if not keys:
             if key_set.may_fetch(now):  # (the provider may have rotated its keys since the last fetch)
                 raise KeysNeeded(provider.jwks_url)
             raise ExternalRefused(f"unknown signing key for JWT provider {provider.provider_key!r}")
-        try:
-            payload: dict[str, Any] = jwt.decode(
-                token,
-                key,
-                algorithms=[algorithm],
-                issuer=provider.issuer,
-                audience=provider.audience,
-                options={"require": ["exp", "iss"], "verify_aud": provider.audience is not None},
-            )
-        except jwt.ExpiredSignatureError:
-            raise ExternalRefused("token expired") from None
-        except jwt.InvalidAudienceError:
-            raise ExternalRefused("the token's audience is not the one its JWT provider expects") from None
-        except jwt.PyJWTError as exc:
-            raise ExternalRefused(f"invalid token: {exc}") from None
+        payload = self._decoded(token, provider, algorithm, keys)
         return self._identity(provider, payload)
+
+    def _decoded(self, token: str, provider: JwtProvider, algorithm: str, keys: list[Any]) -> dict[str, Any]:
+        """The token's claims, checked against the first of `keys` its signature verifies with (the one its
+        `kid` names, or each that fits a token without one)."""
+        for key in keys:
+            try:
+                payload: dict[str, Any] = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[algorithm],
+                    issuer=provider.issuer,
+                    audience=provider.audience,
+                    leeway=self._leeway,
+                    options={"require": ["exp", "iss"], "verify_aud": provider.audience is not None},
+                )
+            except jwt.InvalidSignatureError:
+                continue  # (a token without a kid: the next key that fits)
+            except jwt.ExpiredSignatureError:
+                raise ExternalRefused("token expired") from None
+            except jwt.InvalidAudienceError:
+                raise ExternalRefused(
+                    "the token's audience is not the one its JWT provider expects"
+                ) from None
+            except jwt.PyJWTError as exc:
+                raise ExternalRefused(f"invalid token: {exc}") from None
+            return payload
+        raise ExternalRefused("invalid token: Signature verification failed")
 
     @staticmethod
     def _identity(provider: JwtProvider, payload: Mapping[str, Any]) -> ExternalIdentity:
@@ -313,7 +381,9 @@ class ExternalTokens(ListenedView):
                 value = _claim(payload, path)
                 if value is not None:
                     claims[name] = value
-        return ExternalIdentity(provider.default_role, subject, email, claims, float(payload["exp"]))
+        # (PyJWT read `exp` as an integer; one past any float is kept no longer than the longest cache.)
+        expires_at = float(min(int(payload["exp"]), MAX_EXPIRY))
+        return ExternalIdentity(provider.default_role, subject, email, claims, expires_at)
 
     def still_accepts(self, claims: Mapping[str, Any], role: str) -> bool:
         """Whether an identity this view verified (its request claims, its role) still stands: its provider
@@ -339,7 +409,8 @@ class ExternalTokens(ListenedView):
             try:
                 keys = _parse_keys(await _get_json(url))
             except (httpx.HTTPError, httpx.InvalidURL, TimeoutError, ValueError) as exc:
-                log.warning("the JWKS at %s could not be fetched: %s", url, _described(exc))
+                shown = redacted_url(url)
+                log.warning("the JWKS at %s could not be fetched: %s", shown, _described(exc, url, shown))
                 return
             key_set.keys = keys
             key_set.fetched_at = time.monotonic()
@@ -390,6 +461,15 @@ async def _get_json(url: str) -> Any:
     return orjson.loads(body)
 
 
-def _described(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def _described(exc: BaseException, url: str, shown: str) -> str:
+    """The error's first line, with the URL (and any credential it carries) as `shown`."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    text = lines[0].replace(url, shown)
+    userinfo = url.partition("//")[2].partition("/")[0].rpartition("@")[0]
+    query = url.partition("?")[2].partition("#")[0]
+    hidden = [userinfo, *(field.partition("=")[2] if "=" in field else field for field in query.split("&"))]
+    for secret in sorted(filter(None, hidden), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return f"{type(exc).__name__}: {text}"

@@ -32,9 +32,10 @@ class InvalidToken(Exception):
 
 
 class ForeignToken(InvalidToken):
-    """The token is not signed by any of the project's keys: an algorithm or key id that is not ours. Only
-    such a token may be another issuer's (an external JWT provider's, `identity.external_tokens`); one that
-    names our key and fails is ours and tampered with, or expired, and nobody else's."""
+    """The token is not signed by any of the project's keys: an algorithm or key id that is not ours, or an
+    RS256 or ES256 token naming no key whose signature our key does not verify. Only such a token may be
+    another issuer's (an external JWT provider's, `identity.external_tokens`); one that names our key and
+    fails is ours and tampered with, or expired, and nobody else's."""
 
 
 class TokenService:
@@ -102,6 +103,11 @@ class TokenService:
                 algorithms=[algorithm],
                 options={"require": ["exp"], "verify_aud": False},
             )
+        except jwt.InvalidSignatureError as exc:
+            if header.get("kid") is None and algorithm != "HS256":
+                # (Our key was only a guess for a token naming none: it may be an external provider's.)
+                raise ForeignToken("invalid token") from exc
+            raise InvalidToken("invalid token") from exc
         except jwt.ExpiredSignatureError as exc:
             raise InvalidToken("token expired") from exc
         except jwt.PyJWTError as exc:
