@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +22,7 @@ from psycopg import sql
 from starlette.testclient import TestClient
 
 from kilnbase.app import create_app
+from kilnbase.auth.jwt_providers import MAX_PROVIDERS
 from kilnbase.config import Settings
 from tests.auth.conftest import auth_settings, eventually
 from tests.support.app import agent_headers, mcp_call, user_headers
@@ -539,7 +541,7 @@ def test_malformed_entries_of_a_jwks_are_skipped(
         odd.stop()
 
 
-# --- clock skew, tokens without a kid, credentials in JWKS URLs -------------------------------------------
+# --- clock skew, tokens without a kid, credentials in JWKS URLs, the provider limit -------------------------
 
 
 def test_a_clock_a_little_off_is_within_the_leeway(
@@ -615,3 +617,50 @@ def test_a_jwks_url_credential_reaches_neither_the_log_nor_the_audit(
     assert details[0]["jwks_url"].endswith("/jwks?token=***&tenant=***")
     # The admin who configured it still reads it back as it was written.
     assert client.get(f"{PATH}/{provider['provider_key']}", headers=admin_headers).json()["jwks_url"] == url
+
+
+def test_concurrent_creates_cannot_pass_the_provider_limit(
+    client: TestClient, admin_headers: dict[str, str], database_url: str
+) -> None:
+    """With one place left, a create that counts while another's insert is not yet committed waits for it,
+    then finds the limit reached (409), rather than both making it and the project holding one too many."""
+    tag = f"fill-{secrets.token_hex(3)}"
+    insert = (
+        "insert into auth.jwt_providers (name, provider_key, issuer, jwks_url) "
+        "select 'filler', %s || '-' || n, 'https://' || %s || n || '.example', 'https://idp.example/jwks' "
+        "from generate_series(1, %s) n"
+    )
+    body = {
+        "name": "late",
+        "provider_key": f"{tag}-late",
+        "issuer": "https://late.example",
+        "jwks_url": "https://late.example/jwks",
+    }
+    answers: list[Any] = []
+    with psycopg.connect(database_url, autocommit=True) as setup, psycopg.connect(database_url) as racer:
+        try:
+            (held,) = setup.execute("select count(*) from auth.jwt_providers").fetchone() or (0,)
+            setup.execute(insert, (tag, tag, MAX_PROVIDERS - 1 - held))
+            racer.execute(insert, (f"{tag}-racer", tag, 1))  # (the last place, not committed yet)
+            worker = threading.Thread(
+                target=lambda: answers.append(client.post(PATH, json=body, headers=admin_headers))
+            )
+            worker.start()
+
+            def create_waits() -> bool:
+                waiting = setup.execute(
+                    "select count(*) from pg_catalog.pg_locks "
+                    "where not granted and relation = 'auth.jwt_providers'::regclass"
+                ).fetchone()
+                return bool(answers) or bool(waiting and waiting[0])
+
+            assert eventually(create_waits)
+            racer.commit()
+            worker.join(timeout=30)
+            assert answers and answers[0].status_code == 409, answers[0].text if answers else "no answer"
+            assert answers[0].json()["error"] == "TOO_MANY_JWT_PROVIDERS"
+            (total,) = setup.execute("select count(*) from auth.jwt_providers").fetchone() or (0,)
+            assert total == MAX_PROVIDERS
+        finally:
+            racer.rollback()
+            setup.execute("delete from auth.jwt_providers where provider_key like %s", (f"{tag}-%",))

@@ -228,6 +228,9 @@ class JwtProviders:
             )
             try:
                 async with self._database.as_owner() as cur:
+                    # (Counted under a lock every create takes, so two at once cannot both pass the limit;
+                    # readers and token checks are not held up.)
+                    await cur.execute("lock table auth.jwt_providers in share row exclusive mode")
                     await cur.execute("select count(*) as n from auth.jwt_providers")
                     counted = await cur.fetchone()
                     if counted is not None and counted["n"] >= MAX_PROVIDERS:
