@@ -3,9 +3,13 @@ place (and refused, or rolled back whole), the schedule's config, and agents' re
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import psycopg
@@ -138,13 +142,12 @@ def test_restore_brings_back_rows_and_table(
     assert client.get(f"/api/database/records/{table}", headers=admin).status_code == 200
 
 
-def test_a_restore_whose_caller_leaves_finishes_and_is_audited(
-    client: TestClient, admin: dict[str, str], settings: Settings
-) -> None:
-    """The restore's thread cannot be stopped once it runs: when the request is cancelled (the client
-    left), the restore still ends in its commit, is audited, and holds the work lock until then."""
-    table, backup_id = _table_backed_up(client, admin, settings, "(1), (2)")
-    _sql(settings, f"delete from public.{table} where id = 2")
+@contextlib.contextmanager
+def _restore_held_up(
+    client: TestClient, settings: Settings, table: str, backup_id: str
+) -> Iterator[Future[None]]:
+    """A restore of `backup_id` started in the app, held up (until the block ends) by a lock on `table`,
+    which the restore must drop: the block runs while the restore is under way."""
     assert client.portal is not None
     backups = services_of(client).database_backups
     assert settings.database_url is not None
@@ -155,6 +158,17 @@ def test_a_restore_whose_caller_leaves_finishes_and_is_audited(
         while not _sql(settings, "select 1 from pg_stat_activity where wait_event_type = 'Lock'"):
             assert time.monotonic() < deadline, "the restore never reached the table"
             time.sleep(0.1)
+        yield request
+
+
+def test_a_restore_whose_caller_leaves_finishes_and_is_audited(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    """The restore's thread cannot be stopped once it runs: when the request is cancelled (the client
+    left), the restore still ends in its commit, is audited, and holds the work lock until then."""
+    table, backup_id = _table_backed_up(client, admin, settings, "(1), (2)")
+    _sql(settings, f"delete from public.{table} where id = 2")
+    with _restore_held_up(client, settings, table, backup_id) as request:
         request.cancel()
         time.sleep(0.3)
         # Still under way: another restore (or backup) is refused, the lock being held.
@@ -461,3 +475,64 @@ def test_an_agent_may_not_make_scheduled_backups_more_frequent(
     moved = client.patch(f"{API}/config", headers=writer, json={"cronSchedule": "30 * * * *"})
     assert moved.status_code == 200, moved.text
     assert client.patch(f"{API}/config", headers=admin, json=daily).status_code == 200
+
+
+def _waiting(settings: Settings, wait_type: str) -> bool:
+    return bool(_sql(settings, f"select 1 from pg_stat_activity where wait_event = '{wait_type}'"))
+
+
+def test_a_restore_that_starts_during_a_delete_of_its_backup_is_an_audited_404(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    """A delete of the backup under way (here held up by a row lock) when a restore of it starts: the
+    restore waits for the delete, then answers 404 and audits its refusal, instead of unpacking a file the
+    delete removes (a 500 nobody audited) or restoring a backup that is gone."""
+    _table, backup_id = _table_backed_up(client, admin, settings, "(1)")
+    answers: dict[str, Any] = {}
+
+    def call(name: str, method: str) -> None:
+        path = f"{API}/{backup_id}" + ("/restore" if name == "restore" else "")
+        answers[name] = client.request(method, path, headers=admin)
+
+    assert settings.database_url is not None
+    with psycopg.connect(settings.database_url) as holder:
+        holder.execute("select from system.database_backups where id = %s for update", (backup_id,))
+        deleting = threading.Thread(target=call, args=("delete", "DELETE"))
+        deleting.start()
+        _eventually(lambda: _waiting(settings, "transactionid") or "delete" in answers)
+        restoring = threading.Thread(target=call, args=("restore", "POST"))
+        restoring.start()
+        _eventually(lambda: _waiting(settings, "advisory") or "restore" in answers)
+        holder.rollback()
+    deleting.join(timeout=60)
+    restoring.join(timeout=60)
+    assert answers["delete"].status_code == 200, answers["delete"].text
+    assert answers["restore"].status_code == 404, answers["restore"].text
+    assert answers["restore"].json()["message"] == "Backup not found."
+    query = (
+        "select outcome from system.audit_logs where action = 'RESTORE_DATABASE_BACKUP' "
+        f"and details->>'id' = '{backup_id}'"
+    )
+    assert _sql(settings, query) == [("refused",)]
+
+
+def test_a_backup_being_restored_cannot_be_deleted(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    """While a restore runs (held up here by a table lock), deleting its backup is 409 and changes nothing;
+    the restore then completes, and the backup can be deleted."""
+    table, backup_id = _table_backed_up(client, admin, settings, "(1)")
+    with _restore_held_up(client, settings, table, backup_id) as request:
+        refused = client.delete(f"{API}/{backup_id}", headers=admin)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["message"] == "This backup is being restored and cannot be deleted yet."
+    request.result(timeout=60)
+    assert any(r["id"] == backup_id for r in client.get(API, headers=admin).json()["backups"])
+    assert client.delete(f"{API}/{backup_id}", headers=admin).status_code == 200
+
+
+def _eventually(probe: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, "the awaited state never came"
+        time.sleep(0.05)

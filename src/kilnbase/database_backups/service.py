@@ -48,6 +48,11 @@ _WORK_LOCK_HELD = (
     "and l.database = (select oid from pg_catalog.pg_database where datname = current_database()) "
     f"and ((l.classid::int8 << 32) | l.objid::int8) = ({_WORK_LOCK})::int8)"
 )
+#: The advisory lock (two keys: this, and the backup id's hash) a restore holds on the backup it restores
+#: from, on its work connection: a delete or the retention's prune of that backup takes it for its
+#: transaction first, so it is refused while the restore runs, and a restore that starts during a delete
+#: waits for it and then finds the backup gone.
+_HOLD_KEY = "hashtext('kilnbase.database_backups.restore')"
 _INTERRUPTED = "Interrupted by a server restart."
 #: The most of an error kept on a failed backup's row.
 _ERROR_LIMIT = 4000
@@ -276,7 +281,8 @@ class DatabaseBackups:
         _agent_needs_approval(actor, "delete")
         async with self.database.as_owner() as cur:
             await cur.execute(
-                f"select status, storage_key, {_WORK_LOCK_HELD} as busy "
+                f"select status, storage_key, {_WORK_LOCK_HELD} as busy, "
+                f"not pg_try_advisory_xact_lock({_HOLD_KEY}, hashtext(id::text)) as restoring "
                 "from system.database_backups where id = %s for update",
                 (backup_id,),
             )
@@ -285,6 +291,8 @@ class DatabaseBackups:
                 raise _not_found()
             if row["status"] == "running" and row["busy"]:
                 raise _conflict("This backup is still running and cannot be deleted yet.")
+            if row["restoring"]:
+                raise _conflict("This backup is being restored and cannot be deleted yet.")
             await cur.execute("delete from system.database_backups where id = %s", (backup_id,))
             await audit.record(cur, actor, "DELETE_DATABASE_BACKUP", MODULE, {"id": backup_id})
         if row["storage_key"]:
@@ -308,6 +316,11 @@ class DatabaseBackups:
                 "Restore a backup whose status is completed (GET /api/database/backups).",
             )
         conn = await self._work_lock(for_restore=True)
+        try:
+            await self._hold(conn, actor, backup_id)
+        except BaseException:
+            await conn.close()
+            raise
         # Shielded: a client that leaves (or a proxy's timeout) cancels the request, but the restore's
         # thread runs on to its commit or rollback whatever happens here, and its outcome must still be
         # audited and the lock held until then.
@@ -315,6 +328,23 @@ class DatabaseBackups:
         self._running.add(work)
         work.add_done_callback(self._settled)
         await asyncio.shield(work)
+
+    async def _hold(self, conn: AsyncConnection[Any], actor: Actor, backup_id: str) -> None:
+        """Hold the backup for the restore (`_HOLD_KEY`), on `conn`, and check again that it is there: a
+        delete under way when the check above ran has been waited for. Its absence is an audited refusal."""
+        await conn.execute(f"select pg_advisory_lock({_HOLD_KEY}, hashtext(%s))", (backup_id,))
+        cur = await conn.execute(
+            "select status, storage_key from system.database_backups where id = %s", (backup_id,)
+        )
+        row = await cur.fetchone()
+        async with audit.refusals(self.database, actor, "RESTORE_DATABASE_BACKUP", MODULE, {"id": backup_id}):
+            if row is None:
+                raise _not_found()
+            if row[0] != "completed" or not row[1] or not (self.files.folder / row[1]).is_file():
+                raise _conflict(
+                    "This backup is not restorable. Only completed backups can be restored.",
+                    "Restore a backup whose status is completed (GET /api/database/backups).",
+                )
 
     def _settled(self, work: asyncio.Future[None]) -> None:
         """A restore's task ended. When its caller left, no one awaits it: its refusal or failure is already
@@ -338,7 +368,22 @@ class DatabaseBackups:
             status = 409 if isinstance(exc, BackupFileRefused) else 500
             code = "DATABASE_CONSTRAINT_VIOLATION" if status == 409 else "DATABASE_INTERNAL_ERROR"
             raise ApiError(status, code, str(exc), "Nothing changed: the database is as it was.") from None
+        except Exception as exc:  # (the disk, the database gone away: audited too, never a bare 500)
+            log.warning("database restore from backup %s failed: %s", backup_id, type(exc).__name__)
+            details = {"id": backup_id, "error": type(exc).__name__}
+            await audit.record(
+                self.database, actor, "RESTORE_DATABASE_BACKUP", MODULE, details, outcome="failed"
+            )
+            raise ApiError(
+                500,
+                "DATABASE_INTERNAL_ERROR",
+                "The restore could not be carried out.",
+                "See the server's log, then try again.",
+            ) from None
         finally:
+            # (Unlocked before closing: a closed session's locks go only once its backend has exited.)
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute("select pg_advisory_unlock_all()")
             with contextlib.suppress(psycopg.Error):
                 await conn.close()
         await audit.record(self.database, actor, "RESTORE_DATABASE_BACKUP", MODULE, {"id": backup_id})
@@ -389,6 +434,7 @@ class DatabaseBackups:
                 "where b.trigger_source = 'scheduled' and b.status <> 'running' "
                 "and c.backup_retention_days is not null "
                 "and b.created_at < now() - make_interval(days => c.backup_retention_days) "
+                f"and pg_try_advisory_xact_lock({_HOLD_KEY}, hashtext(b.id::text)) "  # (none being restored)
                 "returning b.id::text, b.storage_key"
             )
             pruned = await cur.fetchall()
