@@ -664,3 +664,22 @@ def test_concurrent_creates_cannot_pass_the_provider_limit(
         finally:
             racer.rollback()
             setup.execute("delete from auth.jwt_providers where provider_key like %s", (f"{tag}-%",))
+
+
+def test_agent_keys_read_a_jwks_url_without_its_credential(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider
+) -> None:
+    """An agent key with auth:read lists and reads providers, but a credential the admin put in a JWKS URL
+    (userinfo, a token in the query) is shown to it as `***`; the admin still reads the URL as written."""
+    url = f"{idp.issuer}/jwks?access_token=agent-must-not-see"
+    url = url.replace("http://", "http://svc:pw-agent-must-not-see@")
+    provider = configure(client, admin_headers, idp, jwks_url=url)
+    key = provider["provider_key"]
+    reader = agent_headers(client, admin_headers, ["auth:read"])
+    read = client.get(f"{PATH}/{key}", headers=reader).json()
+    assert read["jwks_url"] == f"http://***@127.0.0.1:{idp.port}/jwks?access_token=***"
+    listed = client.get(PATH, headers=reader).json()["providers"]
+    assert [p["jwks_url"] for p in listed if p["provider_key"] == key] == [read["jwks_url"]]
+    assert "agent-must-not-see" not in mcp_call(client, reader, "list-jwt-providers", {})
+    assert "agent-must-not-see" not in mcp_call(client, reader, "get-jwt-provider", {"provider_key": key})
+    assert client.get(f"{PATH}/{key}", headers=admin_headers).json()["jwks_url"] == url

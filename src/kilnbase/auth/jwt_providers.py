@@ -11,7 +11,8 @@ first; a delete answers "JWT provider deleted successfully". How tokens are veri
 `identity/external_tokens.py`. Where Kilnbase differs, on purpose:
 
 - A provider mints identities, so agent keys may read providers (`auth:read`) but never create, change or
-  delete one, whatever their scopes (as database webhooks: `database_webhooks/service.py`).
+  delete one, whatever their scopes (as database webhooks: `database_webhooks/service.py`); what they read
+  shows a JWKS URL's userinfo and query values as `***` (a credential the admin put there).
 - A token of a provider whose `default_role` is `project_admin` acts as project_admin in the database only
   (the records API, storage, functions); it is never an admin of Kilnbase's API (`Principal.is_admin`), as
   InsForge's `verifyAdmin` takes only its own tokens. Kept because InsForge accepts it and a backend
@@ -169,14 +170,16 @@ def _check_jwks_url(url: str) -> None:
         )
 
 
-def provider_json(row: DictRow) -> dict[str, Any]:
+def provider_json(row: DictRow, *, for_agent: bool = False) -> dict[str, Any]:
+    """A provider as answered; to an agent key, its JWKS URL with any credential in it hidden
+    (`redacted_url`): an agent reads providers, and a secret the admin put in the URL is not its to see."""
     return {
         "id": str(row["id"]),
         "name": row["name"],
         "provider_key": row["provider_key"],
         "issuer": row["issuer"],
         "audience": row["audience"],
-        "jwks_url": row["jwks_url"],
+        "jwks_url": redacted_url(row["jwks_url"]) if for_agent else row["jwks_url"],
         "claim_mappings": row["claim_mappings"],
         "default_role": row["default_role"],
         "subject_type": row["subject_type"],
@@ -199,7 +202,7 @@ class JwtProviders:
                 f"limit {MAX_PROVIDERS}"
             )
             rows = await cur.fetchall()
-        return [provider_json(row) for row in rows]
+        return [provider_json(row, for_agent=actor.principal.agent is not None) for row in rows]
 
     async def get(self, actor: Actor, provider_key: str) -> dict[str, Any]:
         require_admin_actor(actor)
@@ -210,7 +213,7 @@ class JwtProviders:
             row = await cur.fetchone()
         if row is None:
             raise not_found()
-        return provider_json(row)
+        return provider_json(row, for_agent=actor.principal.agent is not None)
 
     async def create(self, actor: Actor, body: Any) -> dict[str, Any]:
         details: dict[str, Any] = {}
