@@ -48,6 +48,7 @@ from kilnbase.mcp_server.approvals import Approvals
 from kilnbase.mcp_server.endpoint import mcp_capability
 from kilnbase.mcp_server.rest_gate import RestApprovalGate
 from kilnbase.memory import routes as memory_routes
+from kilnbase.messaging import routes as messaging_routes
 from kilnbase.metadata import routes as metadata_routes
 from kilnbase.project_config import routes as project_config_routes
 from kilnbase.realtime import routes as realtime_routes
@@ -73,6 +74,7 @@ def capabilities(services: Services) -> list[Capability]:
         database_routes.capability(services.database),
         database_backups_routes.capability(services.database_backups, services.backup_scheduler),
         database_webhooks_routes.capability(services.database_webhooks, services.webhook_runner),
+        messaging_routes.capability(services.messaging, services.message_runner),
         agents_routes.capability(services.agents),
         ai_routes.capability(services.ai),
         storage_routes.capability(services.storage, services.core.agent_keys),

@@ -364,6 +364,37 @@ class DatabaseWebhooksSettings(BaseSettings):
     retention_sweep_seconds: float = Field(default=3600.0, gt=0)
 
 
+class MessagingSettings(BaseSettings):
+    """The messaging outbox's tunables (`KILNBASE_MESSAGING_*`): how often a message is tried before it goes
+    to the dead-letter table, the pause between tries, how long a worker holds a message it is sending, and
+    how long sent messages are kept."""
+
+    model_config = SettingsConfigDict(env_prefix="KILNBASE_MESSAGING_", extra="ignore")
+
+    #: Attempts per message, the first included (InsForge's `maxRetryAttempts`): a message whose attempts
+    #: reach it moves to the dead-letter table.
+    max_retries: int = Field(default=5, ge=1, le=50)
+    #: The pause after the first failed attempt; each later one doubles it, up to `max_backoff_seconds`.
+    backoff_base_seconds: float = Field(default=5.0, ge=0, le=3600)
+    max_backoff_seconds: float = Field(default=3600.0, ge=0, le=86400)
+    #: How long a worker holds a claimed message (renewed every half of it while it sends); a worker that
+    #: stops holding it (it crashed) loses it once the lease has run out, and another worker tries again.
+    lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    #: The longest the worker sleeps without looking at the outbox (a NOTIFY wakes it sooner): it finds
+    #: rows that arrived without one.
+    poll_seconds: float = Field(default=5.0, gt=0, le=3600)
+    #: How long sent messages and the attempts of every message are kept.
+    retention_days: int = Field(default=7, ge=1, le=3650)
+    #: How often each process deletes what is older than that.
+    retention_sweep_seconds: float = Field(default=3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _backoff_in_order(self) -> MessagingSettings:
+        if self.max_backoff_seconds < self.backoff_base_seconds:
+            raise ValueError("max_backoff_seconds must be at least backoff_base_seconds")
+        return self
+
+
 class AdvisorSettings(BaseSettings):
     """The advisor's own tunables (`KILNBASE_ADVISOR_*`): how long a transaction may sit idle, or a query run,
     before a scan reports it (InsForge: 5 minutes), and the time limit of each of a scan's queries (InsForge:
@@ -469,6 +500,7 @@ class Settings(BaseSettings):
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
     schedules: SchedulesSettings = Field(default_factory=SchedulesSettings)
     database_webhooks: DatabaseWebhooksSettings = Field(default_factory=DatabaseWebhooksSettings)
+    messaging: MessagingSettings = Field(default_factory=MessagingSettings)
     advisor: AdvisorSettings = Field(default_factory=AdvisorSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     kv: KvSettings = Field(default_factory=KvSettings)
@@ -577,6 +609,7 @@ _SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (
     RealtimeSettings,
     SchedulesSettings,
     DatabaseWebhooksSettings,
+    MessagingSettings,
     AdvisorSettings,
     MemorySettings,
     KvSettings,

@@ -35,6 +35,8 @@ from kilnbase.keys.secret_box import SecretBox
 from kilnbase.kv.service import KvStore
 from kilnbase.logs.service import LogsService
 from kilnbase.memory.service import Memory
+from kilnbase.messaging.runner import MessageRunner
+from kilnbase.messaging.service import Messaging
 from kilnbase.metadata.service import MetadataService
 from kilnbase.project_config.service import ProjectConfig
 from kilnbase.realtime.service import RealtimeService
@@ -68,6 +70,8 @@ class Services:
     schedule_runner: ScheduleRunner
     database_webhooks: DatabaseWebhooks
     webhook_runner: DeliveryRunner
+    messaging: Messaging
+    message_runner: MessageRunner
     advisor: Advisor
     memory: Memory
     kv: KvStore
@@ -152,6 +156,10 @@ def build_services(core: Core) -> Services:
             core.database,
             str(core.database.owner_pool.conninfo),
             core.secret_box,
+        ),
+        messaging=Messaging(core.database, core.settings.messaging),
+        message_runner=MessageRunner(
+            core.settings.messaging, core.database, str(core.database.owner_pool.conninfo), core.secret_box
         ),
         advisor=Advisor(core.database, core.settings.advisor),
         # Memory calls its models through the gateway, as its caller (limits, credentials, usage ledger).

@@ -26,8 +26,9 @@ from pydantic import Field, field_validator
 from kilnbase import audit
 from kilnbase.auth import smtp_settings
 from kilnbase.auth.parts import AuthParts
-from kilnbase.auth.validation import StrictBody, normalize_email
+from kilnbase.auth.validation import StrictBody
 from kilnbase.email import smtp
+from kilnbase.email.addresses import normalize_email
 from kilnbase.http.errors import ApiError
 from kilnbase.http.rate_limit import seconds_to_wait
 from kilnbase.identity.actor import Actor

@@ -1,5 +1,6 @@
 """The project's SMTP server (`auth.smtp_config`, one row). The password is write-only: stored encrypted with
-the project's SecretBox, reported only as `hasPassword`, and decrypted just before sending."""
+the project's SecretBox, reported only as `hasPassword`, and decrypted just before sending. Reading the row
+and the server from it is `email/smtp_config.py`'s (every sender's), named here as well for auth's modules."""
 
 from __future__ import annotations
 
@@ -10,12 +11,21 @@ from psycopg.rows import DictRow
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kilnbase.auth.auth_config import iso
-from kilnbase.auth.validation import normalize_email
-from kilnbase.email.smtp import SmtpServer
+from kilnbase.email.addresses import normalize_email
+from kilnbase.email.smtp_config import CONFIGURE_SMTP, PASSWORD_CONTEXT, is_usable, load, server_of
 from kilnbase.http.errors import ApiError
 from kilnbase.keys.secret_box import SecretBox
 
-_PASSWORD_CONTEXT = "auth.smtp_config.password"  # noqa: S105 (a label, not a password)
+__all__ = [
+    "CONFIGURE_SMTP",
+    "SmtpConfigUpdate",
+    "is_usable",
+    "load",
+    "not_configured",
+    "server_of",
+    "smtp_json",
+    "upsert",
+]
 
 
 class SmtpConfigUpdate(BaseModel):
@@ -85,13 +95,8 @@ def smtp_json(row: DictRow | None) -> dict[str, Any]:
     }
 
 
-async def load(cur: AsyncCursor[DictRow]) -> DictRow | None:
-    await cur.execute("select * from auth.smtp_config where singleton")
-    return await cur.fetchone()
-
-
 async def upsert(cur: AsyncCursor[DictRow], change: SmtpConfigUpdate, box: SecretBox) -> DictRow:
-    ciphertext = box.encrypt(change.password, context=_PASSWORD_CONTEXT) if change.password else None
+    ciphertext = box.encrypt(change.password, context=PASSWORD_CONTEXT) if change.password else None
     await cur.execute(
         "insert into auth.smtp_config (enabled, host, port, username, password_ciphertext, sender_email, "
         "sender_name, min_interval_seconds) values (%s, %s, %s, %s, %s, %s, %s, %s) "
@@ -116,18 +121,6 @@ async def upsert(cur: AsyncCursor[DictRow], change: SmtpConfigUpdate, box: Secre
     return row
 
 
-def is_usable(row: DictRow | None) -> bool:
-    """Whether auth's emails have a server to go through (configured and enabled)."""
-    return row is not None and bool(row["enabled"]) and bool(row["host"])
-
-
-#: What to configure, said wherever an email cannot go out for want of SMTP.
-CONFIGURE_SMTP = (
-    "An admin configures SMTP with PUT /api/auth/smtp-config "
-    "{enabled: true, host, port, username, password, senderEmail, senderName}."
-)
-
-
 def not_configured(what: str) -> ApiError:
     """503: `what` needs an email, and no SMTP server is configured to send it."""
     return ApiError(
@@ -135,21 +128,4 @@ def not_configured(what: str) -> ApiError:
         "EMAIL_PROVIDER_NOT_CONFIGURED",
         f"Email is not configured on this project, so {what} cannot be sent.",
         CONFIGURE_SMTP,
-    )
-
-
-def server_of(row: DictRow | None, box: SecretBox) -> SmtpServer | None:
-    """The server to send through, or None when SMTP is not configured and enabled."""
-    if row is None or not is_usable(row):
-        return None
-    password = None
-    if row["password_ciphertext"]:
-        password = box.decrypt(row["password_ciphertext"], context=_PASSWORD_CONTEXT)
-    return SmtpServer(
-        host=row["host"],
-        port=row["port"],
-        username=row["username"],
-        password=password,
-        sender_email=row["sender_email"],
-        sender_name=row["sender_name"],
     )

@@ -11,20 +11,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 from starlette.requests import Request
 
+from kilnbase.email.addresses import normalize_email
 from kilnbase.http.errors import ApiError
 from kilnbase.http.json_body import FIX_FIELDS, SEND_OBJECT, decode_json
 
-EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 M = TypeVar("M", bound=BaseModel)
-
-
-def normalize_email(value: str) -> str:
-    email = value.strip().lower()
-    if len(email) > 254 or not EMAIL_PATTERN.match(email) or _CONTROL.search(email):
-        raise ValueError("Invalid email format")
-    return email
 
 
 def storable(value: Any) -> Any:

@@ -19,4 +19,5 @@ OWNED_SCHEMAS = (
     "database_webhooks",
     "memory",
     "kv",
+    "messaging",
 )

@@ -30,6 +30,7 @@ from kilnbase.identity.actor import Actor
 from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.mcp_server.access import Listed, agent_refusal, session_of
 from kilnbase.mcp_server.approvals import Approvals
+from kilnbase.messaging.definitions import FIELDS as MESSAGE_FIELDS
 from kilnbase.storage.tools import MAX_HELD_BODY_BYTES, held_upload_arguments, held_upload_too_large
 
 Arguments = Callable[[Mapping[str, str], Any], dict[str, Any]]
@@ -94,6 +95,11 @@ HELD_ROUTES = (
     _route("POST", "/api/database/backups/{id}/restore", "restore-database-backup",
            lambda p, b: {"id": p["id"]}, bodiless=True),
     _route("DELETE", "/api/database/backups/{id}", "delete-database-backup", lambda p, b: {"id": p["id"]}),
+    # An email to someone outside the project: an agent's waits for a person, as its tool call does.
+    _route("POST", "/api/messaging/send", "send-message",
+           lambda p, b: {k: v for k, v in _body(b).items() if k in MESSAGE_FIELDS}),
+    _route("POST", "/api/messaging/dead-letter/{id}/retry", "retry-dead-letter-message",
+           lambda p, b: {"id": p["id"]}, bodiless=True),
     # Not POST /api/database/advance/bulk-upsert: an agent's upload that updated every row is refused by the
     # service instead (`database.admin._agent_bulk_upsert_refused` says why), and sent to the `bulk-upsert`
     # tool, which is held.
