@@ -172,6 +172,11 @@ def test_user_list_search_get_delete(
         client.get("/api/auth/users?limit=99999", headers=admin_headers).json()["pagination"]["limit"] == 1000
     )
     assert client.get("/api/auth/users?limit=ten", headers=admin_headers).json()["pagination"]["limit"] == 10
+    # Past the 4,300 digits Python's int reads (once a 500), and with digits JavaScript's parseInt does not
+    # read (Arabic-Indic twelve: the default), and leading zeros.
+    for raw, limit in (("9" * 5000, 1000), ("\u0661\u0662", 10), ("0" * 30 + "7", 7)):
+        answer = client.get("/api/auth/users", params={"limit": raw}, headers=admin_headers)
+        assert (answer.status_code, answer.json()["pagination"]["limit"]) == (200, limit), raw[:40]
     bad = client.request("DELETE", "/api/auth/users", json={"userIds": ["nope"]}, headers=admin_headers)
     assert bad.status_code == 400
     assert (

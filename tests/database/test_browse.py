@@ -143,6 +143,8 @@ def test_a_table_wider_than_fifty_columns(
     [
         ({"limit": "ten"}, 400, "Invalid numeric query parameter: ten"),
         ({"offset": "x1"}, 400, "Invalid numeric query parameter: x1"),
+        # Digits JavaScript's parseInt does not read (Arabic-Indic twelve), as InsForge answers them.
+        ({"limit": "\u0661\u0662"}, 400, "Invalid numeric query parameter: \u0661\u0662"),
         ({"order": "nope.asc"}, 400, "Invalid sort column: nope"),
         ({"order": "id.sideways"}, 400, "Invalid sort direction: sideways"),
         ({"order": "id;drop"}, 400, "Invalid column name: 'id;drop'"),

@@ -58,6 +58,8 @@ def test_shapes_insforge_refuses_before_parsing() -> None:
     assert not cadence.well_formed("every minute")
     assert not cadence.well_formed("* * * * * *")
     assert cadence.well_formed("61 * * * *")  # (five fields: parse names the bad one)
+    # InsForge's pattern reads ASCII digits only (JavaScript's \d): Arabic-Indic thirty is not an interval.
+    assert cadence.well_formed("30 seconds") and not cadence.well_formed("\u0663\u0660 seconds")
 
 
 def test_secret_placeholders() -> None:

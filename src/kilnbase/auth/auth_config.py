@@ -126,7 +126,7 @@ def password_problems(row: DictRow, password: str) -> list[str]:
         problems.append(f"at least {row['password_min_length']} characters")
     if len(password) > 256:
         problems.append("at most 256 characters")
-    if row["require_number"] and not re.search(r"\d", password):
+    if row["require_number"] and not re.search(r"[0-9]", password):
         problems.append("a number")
     if row["require_lowercase"] and not re.search(r"[a-z]", password):
         problems.append("a lowercase letter")

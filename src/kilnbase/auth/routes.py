@@ -49,11 +49,19 @@ def _user_id(value: str) -> str:
     return value
 
 
+#: More digits than any limit or offset the user list takes.
+_MOST_DIGITS = 18
+
+
 def _lenient_int(raw: str | None, default: int, low: int) -> int:
     """InsForge's reading of `limit` and `offset` on the user list: `parseInt`, the default when that
     fails or is 0, never below `low`; never an error. (Kilnbase also caps them, so a page stays bounded.)"""
-    match = re.match(r"\s*[-+]?\d+", raw or "")
-    parsed = int(match.group()) if match else 0
+    match = re.match(r"\s*([-+]?)(\d+)", raw or "", re.ASCII)  # (JavaScript's digits: ASCII only)
+    # (A number of thousands of digits is not read whole: `int` refuses past 4,300, and the caps below win.)
+    if match is None:
+        return max(low, default)
+    digits = match.group(2).lstrip("0")[:_MOST_DIGITS]
+    parsed = int(match.group(1) + digits) if digits else 0
     return max(low, parsed or default)  # (`parseInt(x) || default`: 0 is the default too)
 
 

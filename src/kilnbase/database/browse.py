@@ -36,7 +36,7 @@ DEFAULT_LIMIT = 10
 #: `jsonb_build_object` takes at most 100 arguments: a name and a value per column.
 _COLUMNS_PER_CALL = 50
 #: A number as JavaScript's `parseInt` reads one (leading digits); anything else is refused.
-_NUMBER = re.compile(r"\s*([+-]?)(\d+)")
+_NUMBER = re.compile(r"\s*([+-]?)(\d+)", re.ASCII)  # (`parseInt`'s digits: ASCII only)
 #: More digits than any bound here needs: a longer number is clamped unread, since Python refuses to read
 #: one of over 4,300 digits (a ValueError, a 500) and reading a long one costs time quadratic in its length.
 _DIGITS_READ = 30

@@ -50,7 +50,7 @@ _SQL_TO_TYPE = {
     "jsonb": "json",
     "json": "json",
 }
-_RAW_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_ ]{0,62}(\(\s*\d+\s*(,\s*\d+\s*)?\))?(\[\])*")
+_RAW_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_ ]{0,62}(\(\s*\d+\s*(,\s*\d+\s*)?\))?(\[\])*", re.ASCII)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SAFE_DEFAULT_FUNCTIONS = {"now()", "gen_random_uuid()"}
 _TYPES = "Use string, date, datetime, integer, float, boolean, uuid, json, or a Postgres type name."

@@ -20,7 +20,7 @@ from kilnbase.http.errors import ApiError
 
 #: The longest expression accepted (a cron line of lists and ranges stays far below it).
 MAX_CRON_LENGTH = 100
-_INTERVAL = re.compile(r"^\s*(\d+)\s+seconds?\s*$", re.IGNORECASE)
+_INTERVAL = re.compile(r"^\s*(\d+)\s+seconds?\s*$", re.IGNORECASE | re.ASCII)
 _CRON_HELP = (
     'Use a 5-field cron expression (minute hour day-of-month month day-of-week, e.g. "*/5 * * * *") or a '
     'sub-minute interval from "1 second" to "59 seconds".'

@@ -31,7 +31,7 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 #: How far a request's X-Amz-Date may be from now (AWS allows 15 minutes).
 CLOCK_SKEW_SECONDS = 15 * 60
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
-_CREDENTIAL = re.compile(r"^([^/]+)/(\d{8})/([^/]+)/s3/aws4_request$")
+_CREDENTIAL = re.compile(r"^([^/]+)/([0-9]{8})/([^/]+)/s3/aws4_request$")
 _MAX_CHUNK_HEADER = 4096
 #: The largest aws-chunked chunk accepted (a signed chunk is held until its signature is checked).
 MAX_CHUNK_BYTES = 16 * 1024 * 1024
