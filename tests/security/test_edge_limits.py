@@ -63,6 +63,15 @@ def test_a_body_over_its_surface_limit_is_413_in_insforge_shape(
     assert f"{limit} bytes" in payload["message"] and setting in payload["nextActions"]
 
 
+def test_a_content_length_of_thousands_of_digits_is_413_not_a_500(
+    client: TestClient, anon: dict[str, str]
+) -> None:
+    headers = {**anon, "content-type": "application/json", "content-length": "9" * 5000}
+    response = client.post("/api/auth/sessions", content=b"{}", headers=headers)
+    assert response.status_code == 413, response.text
+    assert response.json()["error"] == "PAYLOAD_TOO_LARGE"
+
+
 def test_a_body_at_the_limit_passes_the_edge(client: TestClient, anon: dict[str, str]) -> None:
     response = client.post(
         "/api/auth/sessions", content=chunks(JSON_LIMIT), headers={**anon, "content-type": "application/json"}

@@ -147,7 +147,7 @@ class Invocation:
                 chunked = chunked or name == b"transfer-encoding"
                 continue
             if name == b"content-length":
-                content_length = int(value) if value.isdigit() else None
+                content_length = int(value) if value.isdigit() and len(value) < 20 else None
                 continue
             has_host = has_host or name == b"host"
             headers.append((name, value))

@@ -177,7 +177,12 @@ class RequestContextMiddleware:
             limit = self.body_limit_for(scope["path"])
             content_length = named.get(b"content-length")
             if content_length is not None:
-                declared = int(content_length) if content_length.isdigit() else -1
+                # (Bytes: `isdigit` is ASCII. More than 19 digits is past any limit, and past 4,300 `int`
+                # refuses them: a 500.)
+                if not content_length.isdigit():
+                    declared = -1
+                else:
+                    declared = int(content_length) if len(content_length) < 20 else limit.bytes + 1
                 if declared > limit.bytes:
                     await _refuse_body(send_wrapper, scope, limit)
                     return
