@@ -113,6 +113,7 @@ def test_a_function_sets_status_and_headers() -> None:
     [
         ({"status": "²00"}, "PGRST112"),
         ({"status": "99"}, "PGRST112"),
+        ({"status": "2" * 5000}, "PGRST112"),  # (past int()'s 4,300 digits: once a ValueError)
         ({"headers": '{"a":"b"}'}, "PGRST111"),
         ({"headers": '[{"a":"b","c":"d"}]'}, "PGRST111"),
         ({"headers": '[{"a":"b\\r\\nSet-Cookie: x"}]'}, "PGRST111"),

@@ -150,7 +150,7 @@ def with_response_gucs(row: Mapping[str, Any], response: RecordsResponse) -> Rec
     PostgREST checks them (500 PGRST112 / PGRST111, never a guess)."""
     status: str | None = row["response_status"]
     if status is not None:
-        if not (status.isascii() and status.isdigit() and 100 <= int(status) <= 599):
+        if not (len(status) == 3 and status.isascii() and status.isdigit() and 100 <= int(status) <= 599):
             raise RecordsError(500, "PGRST112", "response.status guc must be a valid status code")
         response.status = int(status)
     headers: str | None = row["response_headers"]
