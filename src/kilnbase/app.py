@@ -30,6 +30,7 @@ from kilnbase.config import Settings
 from kilnbase.dashboard import routes as dashboard_routes
 from kilnbase.database import routes as database_routes
 from kilnbase.database_backups import routes as database_backups_routes
+from kilnbase.database_encryption import routes as database_encryption_routes
 from kilnbase.database_webhooks import routes as database_webhooks_routes
 from kilnbase.db.idempotency import IdempotencyKeys
 from kilnbase.functions import routes as functions_routes
@@ -73,6 +74,7 @@ def capabilities(services: Services) -> list[Capability]:
         records_routes.capability(services.records),
         database_routes.capability(services.database),
         database_backups_routes.capability(services.database_backups, services.backup_scheduler),
+        database_encryption_routes.capability(services.database_encryption),
         database_webhooks_routes.capability(services.database_webhooks, services.webhook_runner),
         messaging_routes.capability(services.messaging, services.message_runner),
         agents_routes.capability(services.agents),

@@ -36,6 +36,7 @@ from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.identity.external_tokens import ExternalTokens
 from kilnbase.keys.access_tokens import TokenService
+from kilnbase.keys.column_cipher import ColumnCipher
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.keys.secret_box import SecretBox
 
@@ -49,6 +50,8 @@ class Core:
     keys: ProjectKeys
     tokens: TokenService
     secret_box: SecretBox
+    #: The keys of encrypted columns (derived from the project's encryption key, one per key version).
+    column_cipher: ColumnCipher
     database: Database
     schema_cache: SchemaCache
     rate_limiter: RateLimiter

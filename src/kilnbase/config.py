@@ -468,6 +468,10 @@ class Settings(BaseSettings):
     #: The most backups one agent key may keep (`/api/database/backups`): it makes one without a person, and
     #: each is a full copy of the database on disk, while deleting one waits for a person's approval.
     backups_agent_max: int = Field(10, ge=0, le=1000)
+    #: The key version new values of encrypted columns are written with (`/api/database/encryption`). Each
+    #: version's key is derived from the project's encryption key (`keys/column_cipher.py`); raise it, restart
+    #: every process, then `POST /api/database/encryption/rotate` re-encrypts the values of older versions.
+    column_key_version: int = Field(1, ge=1, le=1_000_000)
 
     #: Request body limits, enforced while the body streams in (413 beyond them).
     max_json_body_bytes: int = Field(10 * MIB, ge=1024)

@@ -17,6 +17,7 @@ from kilnbase.config import Settings
 from kilnbase.database.admin import DatabaseAdmin
 from kilnbase.database_backups.scheduler import ScheduledBackups
 from kilnbase.database_backups.service import DatabaseBackups
+from kilnbase.database_encryption.service import ColumnEncryption
 from kilnbase.database_webhooks.runner import DeliveryRunner
 from kilnbase.database_webhooks.service import DatabaseWebhooks
 from kilnbase.db.pool import catalog_only, create_database
@@ -30,6 +31,7 @@ from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.identity.external_tokens import ExternalTokens
 from kilnbase.keys.access_tokens import TokenService
+from kilnbase.keys.column_cipher import ColumnCipher
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.kv.service import KvStore
@@ -68,6 +70,7 @@ class Services:
     realtime: RealtimeService
     schedules: Schedules
     schedule_runner: ScheduleRunner
+    database_encryption: ColumnEncryption
     database_webhooks: DatabaseWebhooks
     webhook_runner: DeliveryRunner
     messaging: Messaging
@@ -91,6 +94,7 @@ def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Co
         keys=keys,
         tokens=TokenService(keys),
         secret_box=SecretBox(keys.encryption_key),
+        column_cipher=ColumnCipher(keys.encryption_key, settings.column_key_version),
         database=database,
         schema_cache=SchemaCache(database.owner_pool),
         rate_limiter=rate_limiter(settings, keys, database),
@@ -128,7 +132,7 @@ def build_services(core: Core) -> Services:
     return Services(
         core=core,
         auth=auth,
-        records=RecordsEngine(core.database, core.schema_cache, core.settings.records),
+        records=RecordsEngine(core.database, core.schema_cache, core.column_cipher, core.settings.records),
         database=DatabaseAdmin(core.settings, core.database, core.schema_cache, core.agent_keys),
         key_rotation=KeyRotation(core.settings, core.database, core.secret_box, core.keys.ring),
         secrets=secrets,
@@ -150,6 +154,7 @@ def build_services(core: Core) -> Services:
             secrets.values,
             reach,
         ),
+        database_encryption=ColumnEncryption(core.database, core.column_cipher),
         database_webhooks=DatabaseWebhooks(core.database, core.secret_box),
         webhook_runner=DeliveryRunner(
             core.settings.database_webhooks,

@@ -18,6 +18,7 @@ import pytest
 from kilnbase.config import RecordsSettings
 from kilnbase.db.schema_cache import SchemaCache, SchemaSnapshot
 from kilnbase.db.session import Database
+from kilnbase.keys.column_cipher import ColumnCipher
 from kilnbase.records.api_request import MAX_REMEMBERED_URL, RecordsRequest
 from kilnbase.records.errors import RecordsError
 from kilnbase.records.plan_cache import PlanCache
@@ -114,7 +115,8 @@ def engine(
 ) -> tuple[RecordsEngine, RecordingDatabase]:
     database = RecordingDatabase(answer or (lambda text, params: page()))
     cache = SchemaCacheStandIn(*(snapshots or (memory_snapshot(),)))
-    return RecordsEngine(cast(Database, database), cast(SchemaCache, cache), settings), database
+    cipher = ColumnCipher(bytes(32), 1)
+    return RecordsEngine(cast(Database, database), cast(SchemaCache, cache), cipher, settings), database
 
 
 async def handle(records: RecordsEngine, request: RecordsRequest) -> RecordsResponse:

@@ -104,6 +104,7 @@ class DatabaseAdmin:
         self.schema_cache = schema_cache
         self.agent_keys = agent_keys
         self.admin_timeout = settings.db_admin_statement_timeout
+        self.column_key_version = settings.column_key_version
         self.browse_max_rows = settings.db_browse_max_rows
         self.browse_cell_max_bytes = settings.db_browse_cell_max_bytes
         self.policy_simulator = PolicySimulator(database)
@@ -164,14 +165,16 @@ class DatabaseAdmin:
 
     async def create_table(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
         async with self._audited(actor, "CREATE_TABLE", {"table": body.get("tableName")}) as details:
-            result = await TableService(self.database, actor.principal).create_table(body)
+            tables = TableService(self.database, actor.principal, self.column_key_version)
+            result = await tables.create_table(body)
             details["columns"] = [c.get("columnName") for c in result["columns"]]
         await self._schema_changed()
         return result
 
     async def update_table(self, actor: Actor, table: str, body: dict[str, Any]) -> dict[str, Any]:
         async with self._audited(actor, "UPDATE_TABLE", {"table": table}) as details:
-            result = await TableService(self.database, actor.principal).update_table(table, body)
+            tables = TableService(self.database, actor.principal, self.column_key_version)
+            result = await tables.update_table(table, body)
             details["operations"] = result["operations"]
         await self._schema_changed()
         return result

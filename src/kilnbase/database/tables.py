@@ -19,6 +19,7 @@ from psycopg.rows import DictRow, dict_row
 from kilnbase.database.database_errors import LIST_TABLES, api_error_from
 from kilnbase.db.session import Database, DatabaseIdentity
 from kilnbase.http.errors import ApiError
+from kilnbase.keys.column_cipher import ENCRYPTABLE_TYPES, STORED_FORMAT
 
 #: InsForge's column types and the SQL each becomes; any other Postgres type name is accepted as is.
 COLUMN_TYPES = {
@@ -38,6 +39,7 @@ _SQL_TO_TYPE = {
     "character": "string",
     "date": "date",
     "timestamp with time zone": "datetime",
+    "timestamptz": "datetime",
     "timestamp without time zone": "datetime",
     "integer": "integer",
     "bigint": "integer",
@@ -225,6 +227,76 @@ async def add_foreign_key(cur: AsyncCursor[DictRow], target: sql.Composable, fk:
     return f"Added foreign key constraint on column(s): {', '.join(sources)}"
 
 
+def encrypted_type(column: dict[str, Any]) -> str | None:
+    """The SQL type an encrypted column (`encrypted: true`) was declared with, which it is read back as; None
+    for a plain column. InsForge's rules: no primary key, unique constraint or foreign key (its ciphertext
+    differs each time it is written), and no default (a default would be stored as plaintext)."""
+    flag = column.get("encrypted", False)
+    if not isinstance(flag, bool):
+        raise ApiError(
+            400, "INVALID_INPUT", "encrypted: Expected boolean", "Send encrypted as true or false."
+        )
+    if not flag:
+        return None
+    name = column.get("columnName")
+    declared = column.get("type")
+    original = ENCRYPTABLE_TYPES.get(declared.lower()) if isinstance(declared, str) else None
+    if original is None:
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            f"Column '{name}' cannot be encrypted as type {declared!r}",
+            "An encrypted column takes one of string, date, datetime, integer, float, boolean, uuid, json.",
+        )
+    for key, message in (
+        ("isPrimaryKey", "Encrypted columns cannot be primary keys"),
+        ("isUnique", "Encrypted columns cannot have a unique constraint"),
+        ("foreignKey", "Encrypted columns cannot have foreign key references"),
+    ):
+        if column.get(key):
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                message,
+                f"Leave {key} out of column '{name}', or do not encrypt it: an encrypted value is never "
+                "compared by the database.",
+            )
+    if column.get("defaultValue") not in (None, ""):
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "Encrypted columns cannot have a default value",
+            f"Leave defaultValue out of column '{name}': a default would be stored unencrypted.",
+        )
+    return original
+
+
+async def mark_encrypted(
+    cur: AsyncCursor[DictRow], table: str, column: str, original_type: str, key_version: int
+) -> None:
+    """Register a new text column as encrypted (`system.encrypted_columns`), and install the CHECK that
+    refuses any value not in the ciphertext format, whoever writes it (raw SQL, RPC, imports): in the
+    transaction that creates the column."""
+    await cur.execute(
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} IS NULL OR {} ~ {})").format(
+            sql.Identifier("public", table),
+            sql.Identifier(encrypted_constraint_name(column)),
+            sql.Identifier(column),
+            sql.Identifier(column),
+            sql.Literal(STORED_FORMAT),
+        )
+    )
+    await cur.execute(
+        "select system.register_encrypted_column(%s::regclass, %s, %s, %s)",
+        (sql.Identifier("public", table).as_string(cur), column, original_type, key_version),
+    )
+
+
+def encrypted_constraint_name(column: str) -> str:
+    """InsForge's name for the ciphertext-format CHECK of a column (within Postgres's 63 characters)."""
+    return f"enc_fmt_{column[:50]}"
+
+
 def _column_definition(column: Any, *, adding: bool) -> tuple[str, sql.Composable, sql.Composable | None]:
     if not isinstance(column, dict):
         raise ApiError(
@@ -235,6 +307,13 @@ def _column_definition(column: Any, *, adding: bool) -> tuple[str, sql.Composabl
         )
     name = identifier(column.get("columnName"), "column")
     nullable = column.get("isNullable", True) is not False
+    if encrypted_type(column) is not None:
+        # Stored as text (the ciphertext), whatever type it was declared with.
+        return (
+            name,
+            sql.SQL("{} TEXT{}").format(sql.Identifier(name), sql.SQL("" if nullable else " NOT NULL")),
+            None,
+        )
     parts: list[sql.Composable] = [sql.Identifier(name), sql.SQL(" "), sql_type(column.get("type"))]
     if column.get("isPrimaryKey") and not adding:
         parts.append(sql.SQL(" PRIMARY KEY"))
@@ -250,9 +329,11 @@ def _column_definition(column: Any, *, adding: bool) -> tuple[str, sql.Composabl
 class TableService:
     """Table DDL and descriptions, run as the calling admin (project_admin) on the request pool."""
 
-    def __init__(self, database: Database, identity: DatabaseIdentity) -> None:
+    def __init__(self, database: Database, identity: DatabaseIdentity, column_key_version: int = 1) -> None:
         self.database = database
         self.identity = identity
+        #: The key version a column encrypted now is registered with (`Settings.column_key_version`).
+        self.column_key_version = column_key_version
 
     @asynccontextmanager
     async def cursor(self, *, read_only: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
@@ -309,7 +390,8 @@ class TableService:
             if fk is not None:
                 constraints.append(fk)
             type_name = str(column.get("type"))
-            described.append({**column, "sqlType": COLUMN_TYPES.get(type_name.lower(), type_name)})
+            sql_name = "TEXT" if column.get("encrypted") else COLUMN_TYPES.get(type_name.lower(), type_name)
+            described.append({**column, "sqlType": sql_name})
         for index, fk in enumerate(_list(body, "foreignKeys")):
             constraints.append(foreign_key_clause(fk, f"foreignKeys.{index}")[2])
         definitions.append(sql.SQL("created_at TIMESTAMPTZ DEFAULT now()"))
@@ -338,6 +420,10 @@ class TableService:
                     "FOR EACH ROW EXECUTE FUNCTION system.update_updated_at()"
                 ).format(sql.Identifier(f"{table}_update_timestamp"[:63]), sql.Identifier("public", table))
             )
+            for column in user_columns:
+                original = encrypted_type(column)
+                if original is not None:
+                    await mark_encrypted(cur, table, column["columnName"], original, self.column_key_version)
         return {
             "message": "table created successfully",
             "tableName": table,
@@ -416,6 +502,13 @@ class TableService:
             )
             pair = {"sourceColumn": row["column_name"], "referenceColumn": row["foreign_column"]}
             constraint["referenceColumns"].append(pair)
+        await cur.execute(
+            "select a.attname as name, e.original_type from system.encrypted_columns e "
+            "join pg_attribute a on a.attrelid = e.table_oid and a.attnum = e.column_num "
+            "where e.table_oid = %s::regclass",
+            (sql.Identifier("public", table).as_string(cur),),
+        )
+        encrypted = {row["name"]: row["original_type"] for row in await cur.fetchall()}
         await cur.execute(sql.SQL("select count(*) as n from {}").format(sql.Identifier("public", table)))
         count = await cur.fetchone()
         described = []
@@ -430,6 +523,10 @@ class TableService:
             }
             if column["name"] in foreign:
                 entry["foreignKey"] = foreign[column["name"]]
+            if column["name"] in encrypted:
+                # As InsForge describes it: the type it was declared with (stored as text), and the flag.
+                entry["type"] = _SQL_TO_TYPE[encrypted[column["name"]]]
+                entry["encrypted"] = True
             described.append(entry)
         return {
             "tableName": table,
@@ -507,6 +604,7 @@ class TableService:
                         statement.format(target, sql.Identifier(name), sql.Identifier(new_name))
                     )
                 done.append(f"Updated column: {name}")
+            encrypted_added: set[str] = set()
             for column in _list(body, "addColumns"):
                 name, definition, fk = _column_definition(column, adding=True)
                 if name in AUTO_FIELDS:
@@ -514,7 +612,12 @@ class TableService:
                 await cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(target, definition))
                 if fk is not None:
                     await cur.execute(sql.SQL("ALTER TABLE {} ADD {}").format(target, fk))
+                original = encrypted_type(column)
+                if original is not None:
+                    await mark_encrypted(cur, table, name, original, self.column_key_version)
+                    encrypted_added.add(name)
                 done.append(f"Added column: {name}")
+            _refuse_keys_on_encrypted(_list(body, "addForeignKeys"), encrypted_added)
             for index, item in enumerate(_list(body, "addForeignKeys")):
                 if isinstance(item, dict) and "foreignKey" in item and "referenceColumns" not in item:
                     # Kilnbase's older form: `{columnName, foreignKey: {referenceTable, referenceColumn}}`.
@@ -553,6 +656,24 @@ class TableService:
             "tableName": table,
             "nextActions": "Create a new table with POST /api/database/tables.",
         }
+
+
+def _refuse_keys_on_encrypted(foreign_keys: list[Any], encrypted: set[str]) -> None:
+    """InsForge's refusal of a foreign key on a column added encrypted in the same request."""
+    for index, item in enumerate(foreign_keys):
+        if not isinstance(item, dict):
+            continue
+        pairs = item.get("referenceColumns")
+        sources = (
+            [p.get("sourceColumn") for p in pairs if isinstance(p, dict)] if isinstance(pairs, list) else []
+        )
+        if item.get("columnName") in encrypted or encrypted & set(sources):
+            raise ApiError(
+                400,
+                "INVALID_INPUT",
+                f"addForeignKeys.{index}.columnName: Cannot add foreign key to an encrypted column",
+                "Point foreign keys at columns that are not encrypted.",
+            )
 
 
 def _list(body: dict[str, Any], key: str) -> list[Any]:

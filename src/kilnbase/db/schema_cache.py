@@ -65,6 +65,9 @@ class Table:
     unique_keys: list[tuple[str, ...]] = field(default_factory=list)
     outgoing: list[ForeignKey] = field(default_factory=list)
     incoming: list[ForeignKey] = field(default_factory=list)
+    #: Its encrypted columns (`system.encrypted_columns`), by name: the type each was declared with. Empty for
+    #: nearly every table, and then the records API does for it exactly what it did before encryption existed.
+    encrypted: dict[str, str] = field(default_factory=dict)
 
     @property
     def qualified(self) -> str:
@@ -191,6 +194,16 @@ where p.prokind = 'f' and n.nspname = any(%(schemas)s)
 """
 
 
+_ENCRYPTED_COLUMNS = """
+select n.nspname as schema, c.relname as table, a.attname as column, e.original_type
+from system.encrypted_columns e
+join pg_class c on c.oid = e.table_oid
+join pg_namespace n on n.oid = c.relnamespace
+join pg_attribute a on a.attrelid = e.table_oid and a.attnum = e.column_num and not a.attisdropped
+where n.nspname = any(%(schemas)s)
+"""
+
+
 _VIEW_SOURCES = """
 select distinct v.nspname as schema, vc.relname as view, tn.nspname as table_schema, t.relname as table
 from pg_class vc
@@ -294,6 +307,11 @@ async def load_snapshot(conn: AsyncConnection[Any]) -> SchemaSnapshot:
         table = snapshot.tables.get((row["schema"], row["table"]))
         if table is not None and tuple(row["columns"]) not in table.unique_keys:
             table.unique_keys.append(tuple(row["columns"]))
+    await cur.execute(_ENCRYPTED_COLUMNS, args)
+    for row in await cur.fetchall():
+        table = snapshot.tables.get((row["schema"], row["table"]))
+        if table is not None:
+            table.encrypted[row["column"]] = row["original_type"]
     await cur.execute(_VIEW_SOURCES, args)
     _inherit_view_keys(snapshot, await cur.fetchall())
     await cur.execute(_ROUTINES, args)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from kilnbase.db.schema_cache import SchemaSnapshot
+from kilnbase.db.schema_cache import SchemaSnapshot, Table
 from kilnbase.records.api_request import RequestShape, ShapeKey
 from kilnbase.records.call_plan import CallPlan, CallTarget
 from kilnbase.records.mutate_plan import MutatePlan
@@ -33,6 +33,8 @@ class PreparedRead:
 
     plan: ReadPlan
     statement: StatementTemplate
+    #: The encrypted values its answer decrypts (`records.encrypted_columns`): empty for nearly every read.
+    decrypt: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,10 @@ class PreparedWrite:
 
     plan: MutatePlan
     statement: StatementTemplate | None
+    #: The table whose encrypted columns the body's values go to, encrypted (None: it has none, or a DELETE).
+    encrypt: Table | None = None
+    #: The encrypted values the rows it answers with decrypt (`records.encrypted_columns`).
+    decrypt: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

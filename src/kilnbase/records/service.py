@@ -25,6 +25,7 @@ from kilnbase.db import whole_table_changes
 from kilnbase.db.schema_cache import SchemaCache, SchemaSnapshot
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
+from kilnbase.keys.column_cipher import ColumnCipher
 from kilnbase.records import media_type, statements
 from kilnbase.records.api_request import (
     ApiRequest,
@@ -36,6 +37,13 @@ from kilnbase.records.api_request import (
     shape_key,
 )
 from kilnbase.records.call_plan import BodyKind, CallPlan, CallTarget, call_plan, call_target, check_call
+from kilnbase.records.encrypted_columns import (
+    Decryption,
+    check_conditions,
+    decrypt_body,
+    encrypt_body,
+    read_decryption,
+)
 from kilnbase.records.errors import RecordsError, from_statement_error
 from kilnbase.records.execution import Cursor, one_row, planned_rows, run
 from kilnbase.records.mutate_plan import (
@@ -71,10 +79,16 @@ class RecordsEngine:
     `RecordsError` that is the response)."""
 
     def __init__(
-        self, database: Database, cache: SchemaCache, settings: RecordsSettings | None = None
+        self,
+        database: Database,
+        cache: SchemaCache,
+        cipher: ColumnCipher,
+        settings: RecordsSettings | None = None,
     ) -> None:
         self.database = database
         self.cache = cache
+        #: Encrypts and decrypts the values of encrypted columns (`records.encrypted_columns`).
+        self.cipher = cipher
         #: What is remembered for the current snapshot (replaced with it).
         self.plans = PlanCache(cache.snapshot)
         settings = settings or RecordsSettings()
@@ -139,18 +153,22 @@ class RecordsEngine:
                 plan.offset,
                 statements.table_read_explained(plan),
                 lambda exact: statements.table_read(plan, count_exact=exact),
+                decrypt=read_decryption(plan.node, csv=plan.csv),
             )
         prepared = plans.reads.get(shape)
         if prepared is None:
             plan = read_plan(shape, snapshot, table_target(shape, snapshot))
+            decrypt = read_decryption(plan.node, csv=plan.csv)
             statement = template(statements.table_read(plan, count_exact=shape.prefs.count == "exact"))
-            prepared = plans.reads.put(shape, PreparedRead(plan, statement))
+            prepared = plans.reads.put(shape, PreparedRead(plan, statement, decrypt))
         statement = prepared.statement
         cur = await self.database.statement_as_caller(
             api.principal, statement.text, statement.params, read_only=True
         )
         row = await cur.fetchone()  # after COMMIT: the whole transaction was one round trip
         assert row is not None
+        if prepared.decrypt:
+            row["body"] = decrypt_body(row["body"], prepared.decrypt, self.cipher)
         return read_response(api, row, prepared.plan.offset, None)
 
     async def _write(self, api: ApiRequest, snapshot: SchemaSnapshot, plans: PlanCache) -> RecordsResponse:
@@ -181,6 +199,8 @@ class RecordsEngine:
                 row = one_row(result)
                 affected = int(row["page_total"])
                 body = str(row["body"]) if plan.representation else "[]"
+                if prepared.decrypt and plan.representation:
+                    body = decrypt_body(body, prepared.decrypt, self.cipher)
                 if plan.counts_inserted:
                     inserted = int(row["inserted"])
             else:
@@ -190,7 +210,10 @@ class RecordsEngine:
                 guard.affected, guard.inserted = affected - (inserted or 0), inserted or 0
             return mutation_response(api, plan, body, affected, inserted)
 
-        statement = prepared.statement.fill(payload.json if payload is not None else "")
+        rows_json = payload.json if payload is not None else ""
+        if prepared.encrypt is not None:
+            rows_json = encrypt_body(rows_json, prepared.encrypt, self.cipher)
+        statement = prepared.statement.fill(rows_json)
         return await run(
             self.database,
             api.principal,
@@ -281,6 +304,7 @@ class RecordsEngine:
         render: Callable[[bool], Sql],
         *,
         call: CallPlan | None = None,
+        decrypt: Decryption = (),
     ) -> RecordsResponse:
         """A read with `Prefer: count=planned|estimated`: the planner's estimate first, in the transaction
         of the read itself, which `render(count_exact)` then renders (`estimated` counts exactly when the
@@ -302,9 +326,10 @@ class RecordsEngine:
 
         def answer(_cur: Cursor, row: DictRow | None) -> RecordsResponse:
             single_value = call is not None and call.single_value
-            return read_response(
-                api, one_row(row), offset, planned, single_value=single_value, call=bool(call)
-            )
+            result = one_row(row)
+            if decrypt:
+                result["body"] = decrypt_body(result["body"], decrypt, self.cipher)
+            return read_response(api, result, offset, planned, single_value=single_value, call=bool(call))
 
         return await run(
             self.database,
@@ -539,7 +564,17 @@ def _prepare_write(
         plan = update_plan(shape, snapshot, target, columns)
     else:
         plan = insert_plan(shape, snapshot, target, columns, upsert=shape.action == "upsert")
-    return PreparedWrite(plan, None if plan.is_noop else template(statements.mutation(plan, BODY)))
+    table = plan.table
+    if not table.encrypted:
+        return PreparedWrite(plan, None if plan.is_noop else template(statements.mutation(plan, BODY)))
+    check_conditions(table, plan.conditions)
+    decrypt = read_decryption(plan.returning, csv=plan.csv) if plan.returning is not None else ()
+    return PreparedWrite(
+        plan,
+        None if plan.is_noop else template(statements.mutation(plan, BODY)),
+        table if plan.kind != "delete" else None,
+        decrypt,
+    )
 
 
 def _prepare_call(
