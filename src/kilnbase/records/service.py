@@ -180,6 +180,9 @@ class RecordsEngine:
         prepared = plans.writes.get(key) or plans.writes.put(
             key, _prepare_write(shape, snapshot, target, columns)
         )
+        if prepared.encrypt:  # (a table with encrypted columns, and a body: never a DELETE)
+            assert payload is not None
+            payload = payload._replace(json=encrypt_body(payload.json, prepared.encrypt, self.cipher))
         plan = prepared.plan
         rollback = self._rollback(api)
         guard = None
@@ -210,10 +213,7 @@ class RecordsEngine:
                 guard.affected, guard.inserted = affected - (inserted or 0), inserted or 0
             return mutation_response(api, plan, body, affected, inserted)
 
-        rows_json = payload.json if payload is not None else ""
-        if prepared.encrypt is not None:
-            rows_json = encrypt_body(rows_json, prepared.encrypt, self.cipher)
-        statement = prepared.statement.fill(rows_json)
+        statement = prepared.statement.fill(payload.json if payload is not None else "")
         return await run(
             self.database,
             api.principal,
