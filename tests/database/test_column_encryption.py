@@ -302,3 +302,43 @@ def test_a_table_without_encrypted_columns_is_read_and_written_as_before(
     ]
     snapshot = services_of(client).core.schema_cache.snapshot
     assert snapshot.tables[("public", table)].encrypted == {}
+
+
+def test_an_embed_may_not_read_or_order_by_an_encrypted_column(
+    client: TestClient, admin: dict[str, str], people: str, new_name: NewName
+) -> None:
+    visits = new_name("visits")
+    columns = [
+        {
+            "columnName": "patient",
+            "type": "uuid",
+            "isNullable": True,
+            "isUnique": False,
+            "foreignKey": {"referenceTable": people, "referenceColumn": "id"},
+        }
+    ]
+    assert (
+        client.post(TABLES, json={"tableName": visits, "columns": columns}, headers=admin).status_code == 201
+    )
+    patient = insert(client, admin, people, {"name": "Di", "ssn": "s"})
+    insert(client, admin, visits, {"patient": patient["id"]})
+    allowed = client.get(f"{RECORDS}/{visits}?select=patient,{people}(name)", headers=admin)
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json() == [{"patient": patient["id"], people: {"name": "Di"}}]
+    for query in (
+        f"select=*,{people}(*)",
+        f"select=id,{people}(ssn)",
+        f"select=id,{people}(name)&order={people}(ssn)",
+    ):
+        refused = client.get(f"{RECORDS}/{visits}?{query}", headers=admin)
+        assert refused.status_code == 400, (query, refused.text)
+        assert "Column 'ssn'" in refused.json()["message"] or "Column 'age'" in refused.json()["message"]
+
+
+def test_a_read_with_a_planned_count_is_decrypted_too(
+    client: TestClient, admin: dict[str, str], people: str
+) -> None:
+    insert(client, admin, people, {"name": "Ed", "ssn": "e-1"})
+    read = client.get(f"{RECORDS}/{people}?select=ssn", headers={**admin, "Prefer": "count=estimated"})
+    assert read.status_code == 200, read.text
+    assert read.json() == [{"ssn": "e-1"}]

@@ -50,6 +50,8 @@ BEGIN
     VALUES (p_table, v_attnum, p_original_type, p_key_version)
     ON CONFLICT (table_oid, column_num) DO UPDATE
     SET original_type = excluded.original_type, key_version = excluded.key_version, updated_at = now();
+    -- Every process's schema cache learns of it (the records API encrypts by it), DDL or not.
+    PERFORM pg_notify('kilnbase_schema', 'ENCRYPT COLUMN');
 END
 $$;
 REVOKE ALL ON FUNCTION system.register_encrypted_column(regclass, name, text, integer) FROM PUBLIC;
