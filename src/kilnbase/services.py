@@ -154,7 +154,7 @@ def build_services(core: Core) -> Services:
             secrets.values,
             reach,
         ),
-        database_encryption=ColumnEncryption(core.database, core.column_cipher),
+        database_encryption=ColumnEncryption(core.database, core.column_cipher, core.schema_cache),
         database_webhooks=DatabaseWebhooks(core.database, core.secret_box),
         webhook_runner=DeliveryRunner(
             core.settings.database_webhooks,

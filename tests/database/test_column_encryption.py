@@ -342,3 +342,102 @@ def test_a_read_with_a_planned_count_is_decrypted_too(
     read = client.get(f"{RECORDS}/{people}?select=ssn", headers={**admin, "Prefer": "count=estimated"})
     assert read.status_code == 200, read.text
     assert read.json() == [{"ssn": "e-1"}]
+
+
+def test_an_existing_column_is_encrypted_with_its_values(
+    client: TestClient, admin: dict[str, str], new_name: NewName
+) -> None:
+    table = new_name("legacy")
+    columns = [
+        {"columnName": "label", "type": "string", "isNullable": True, "isUnique": False},
+        {
+            "columnName": "score",
+            "type": "integer",
+            "isNullable": True,
+            "isUnique": False,
+            "defaultValue": "7",
+        },
+        {"columnName": "doc", "type": "json", "isNullable": True, "isUnique": False},
+        {"columnName": "seen", "type": "datetime", "isNullable": True, "isUnique": False},
+    ]
+    assert (
+        client.post(TABLES, json={"tableName": table, "columns": columns}, headers=admin).status_code == 201
+    )
+    rows = [
+        {"label": "a", "score": 3, "doc": {"k": [1, "x"]}, "seen": "2024-02-29T10:00:00+00:00"},
+        {"label": "b", "score": None, "doc": "just text", "seen": None},
+    ]
+    assert client.post(f"{RECORDS}/{table}", json=rows, headers=admin).status_code == 201
+    before = client.get(f"{RECORDS}/{table}?select=label,score,doc,seen&order=label", headers=admin).json()
+
+    for column, migrated in (("score", 1), ("doc", 2), ("seen", 1)):
+        response = client.post(f"{TABLES}/{table}/encrypt-column", json={"column": column}, headers=admin)
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "success": True,
+            "message": f'Column "{column}" in table "{table}" has been encrypted',
+            "rowsMigrated": migrated,
+        }
+    stored = raw_rows(client, admin, f"select score, doc from {table} where label = 'a'")[0]
+    assert CIPHERTEXT.fullmatch(stored["score"]) and CIPHERTEXT.fullmatch(stored["doc"])
+    after = client.get(f"{RECORDS}/{table}?select=label,score,doc,seen&order=label", headers=admin).json()
+    assert after == before
+    # The default would have been stored as plaintext: it is gone, and a new row's score is null.
+    assert insert(client, admin, table, {"label": "c"})["score"] is None
+
+    again = client.post(f"{TABLES}/{table}/encrypt-column", json={"column": "score"}, headers=admin)
+    assert again.status_code == 409, again.text
+    assert again.json()["message"] == 'Column "score" is already encrypted'
+
+
+@pytest.mark.parametrize(
+    ("column", "status", "message"),
+    [
+        ("nope", 404, 'Column "nope" not found in table'),
+        ("id", 400, "cannot be encrypted: it is a system column, part of a key"),
+        ("code", 400, "cannot be encrypted: it is a system column, part of a key"),
+        ("big", 400, "cannot be encrypted as type bigint"),
+        ("", 400, "Column name is required"),
+    ],
+)
+def test_a_column_that_cannot_be_encrypted_in_place_is_refused_unchanged(
+    client: TestClient, admin: dict[str, str], new_name: NewName, column: str, status: int, message: str
+) -> None:
+    table = new_name("keep")
+    columns = [
+        {"columnName": "code", "type": "string", "isNullable": True, "isUnique": True},
+        {"columnName": "big", "type": "bigint", "isNullable": True, "isUnique": False},
+    ]
+    assert (
+        client.post(TABLES, json={"tableName": table, "columns": columns}, headers=admin).status_code == 201
+    )
+    insert(client, admin, table, {"code": "c1", "big": 5})
+    response = client.post(f"{TABLES}/{table}/encrypt-column", json={"column": column}, headers=admin)
+    assert response.status_code == status, response.text
+    assert message in response.json()["message"]
+    assert raw_rows(client, admin, f"select code, big from {table}") == [{"code": "c1", "big": 5}]
+
+
+def test_a_column_a_view_reads_is_refused_with_postgres_words(
+    client: TestClient, admin: dict[str, str], new_name: NewName
+) -> None:
+    table = new_name("viewed")
+    columns = [{"columnName": "n", "type": "integer", "isNullable": True, "isUnique": False}]
+    assert (
+        client.post(TABLES, json={"tableName": table, "columns": columns}, headers=admin).status_code == 201
+    )
+    raw_rows(client, admin, f"create view {table}_v as select n from {table}")
+    response = client.post(f"{TABLES}/{table}/encrypt-column", json={"column": "n"}, headers=admin)
+    assert response.status_code == 400, response.text
+    assert "used by a view" in response.json()["message"]
+
+
+def test_an_agent_key_may_not_encrypt_an_existing_column(
+    client: TestClient, admin: dict[str, str], people: str
+) -> None:
+    writer = agent_headers(client, admin, ["database:write"])
+    response = client.post(f"{TABLES}/{people}/encrypt-column", json={"column": "name"}, headers=writer)
+    assert response.status_code == 403, response.text
+    assert "may not encrypt an existing column" in response.json()["message"]
+    schema = client.get(f"{TABLES}/{people}/schema", headers=admin).json()["columns"]
+    assert "encrypted" not in next(c for c in schema if c["columnName"] == "name")

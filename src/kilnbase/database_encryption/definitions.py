@@ -6,9 +6,25 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from kilnbase.http.errors import ApiError
+
 MODULE = "DATABASE"
 ROTATE_ACTION = "ROTATE_ENCRYPTION_KEY"
+ENCRYPT_ACTION = "ENCRYPT_COLUMN"
 NOTHING_TO_ROTATE = "No encrypted columns found — nothing to rotate"
+
+
+def column_of(body: dict[str, Any]) -> str:
+    """The `column` of an `encrypt-column` body (InsForge's `{column: string, min 1}`)."""
+    column = body.get("column")
+    if not isinstance(column, str) or not column:
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "Column name is required",
+            'Send {"column": "<name>"}, the column of the table to encrypt.',
+        )
+    return column
 
 
 def listed_column(row: dict[str, Any]) -> dict[str, Any]:
