@@ -8,7 +8,7 @@ of the database, has its own module (`test_column_encryption_rotation.py`)."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from starlette.testclient import TestClient
@@ -24,16 +24,28 @@ REPRESENTATION = {"Prefer": "return=representation"}
 CIPHERTEXT = re.compile(r"v[0-9]+:[0-9a-f]{32}:[0-9a-f]{32}:[0-9a-f]*")
 
 
-def make_table(client: TestClient, headers: dict[str, str], table: str) -> None:
-    columns = [
-        {"columnName": "name", "type": "string", "isNullable": True, "isUnique": False},
-        {"columnName": "ssn", "type": "string", "isNullable": True, "isUnique": False, "encrypted": True},
-        {"columnName": "age", "type": "integer", "isNullable": True, "isUnique": False, "encrypted": True},
-        {"columnName": "meta", "type": "json", "isNullable": True, "isUnique": False, "encrypted": True},
-        {"columnName": "ok", "type": "boolean", "isNullable": True, "isUnique": False, "encrypted": True},
-    ]
+def column(name: str, kind: str, **extra: Any) -> dict[str, Any]:
+    """A nullable column that is not unique, as the tables API takes it, with `extra` fields."""
+    return {"columnName": name, "type": kind, "isNullable": True, "isUnique": False, **extra}
+
+
+def create_table(
+    client: TestClient, headers: dict[str, str], table: str, columns: list[dict[str, Any]]
+) -> str:
     created = client.post(TABLES, json={"tableName": table, "columns": columns}, headers=headers)
     assert created.status_code == 201, created.text
+    return table
+
+
+def make_table(client: TestClient, headers: dict[str, str], table: str) -> None:
+    columns = [
+        column("name", "string"),
+        column("ssn", "string", encrypted=True),
+        column("age", "integer", encrypted=True),
+        column("meta", "json", encrypted=True),
+        column("ok", "boolean", encrypted=True),
+    ]
+    create_table(client, headers, table, columns)
 
 
 def raw_rows(client: TestClient, admin: dict[str, str], query: str) -> list[dict[str, Any]]:
@@ -53,8 +65,7 @@ def people(client: TestClient, admin: dict[str, str], new_name: NewName) -> str:
 def insert(client: TestClient, admin: dict[str, str], table: str, row: dict[str, Any]) -> dict[str, Any]:
     response = client.post(f"{RECORDS}/{table}", json=row, headers={**admin, **REPRESENTATION})
     assert response.status_code == 201, response.text
-    inserted: dict[str, Any] = response.json()[0]
-    return inserted
+    return cast(dict[str, Any], response.json()[0])
 
 
 def test_values_round_trip_as_plaintext_and_are_stored_as_ciphertext(
@@ -205,12 +216,8 @@ def test_a_renamed_column_stays_encrypted_and_a_dropped_one_leaves_the_list(
 def test_a_column_added_encrypted_is_encrypted(
     client: TestClient, admin: dict[str, str], new_name: NewName
 ) -> None:
-    table = new_name("notes")
-    columns = [{"columnName": "title", "type": "string", "isNullable": True, "isUnique": False}]
-    assert (
-        client.post(TABLES, json={"tableName": table, "columns": columns}, headers=admin).status_code == 201
-    )
-    add = {"addColumns": [{"columnName": "body", "type": "string", "isNullable": True, "encrypted": True}]}
+    table = create_table(client, admin, new_name("notes"), [column("title", "string")])
+    add = {"addColumns": [column("body", "string", encrypted=True)]}
     assert client.patch(f"{TABLES}/{table}/schema", json=add, headers=admin).status_code == 200
     insert(client, admin, table, {"title": "t", "body": "secret words"})
     assert CIPHERTEXT.fullmatch(raw_rows(client, admin, f"select body from {table}")[0]["body"])
@@ -218,7 +225,7 @@ def test_a_column_added_encrypted_is_encrypted(
 
 
 @pytest.mark.parametrize(
-    ("column", "message"),
+    ("change", "message"),
     [
         ({"isUnique": True}, "Encrypted columns cannot have a unique constraint"),
         ({"isPrimaryKey": True}, "Encrypted columns cannot be primary keys"),
@@ -229,11 +236,11 @@ def test_a_column_added_encrypted_is_encrypted(
     ],
 )
 def test_a_column_that_cannot_be_encrypted_is_a_400_and_no_table_is_made(
-    client: TestClient, admin: dict[str, str], new_name: NewName, column: dict[str, Any], message: str
+    client: TestClient, admin: dict[str, str], new_name: NewName, change: dict[str, Any], message: str
 ) -> None:
     table = new_name("refused")
-    spec = {"columnName": "c", "type": "string", "isNullable": True, "isUnique": False, "encrypted": True}
-    response = client.post(TABLES, json={"tableName": table, "columns": [{**spec, **column}]}, headers=admin)
+    spec = column("c", "string", encrypted=True)
+    response = client.post(TABLES, json={"tableName": table, "columns": [{**spec, **change}]}, headers=admin)
     assert response.status_code == 400, response.text
     assert message in response.json()["message"]
     assert client.get(f"{TABLES}/{table}/schema", headers=admin).status_code == 404
@@ -243,7 +250,7 @@ def test_a_foreign_key_on_a_column_added_encrypted_is_refused(
     client: TestClient, admin: dict[str, str], people: str
 ) -> None:
     body = {
-        "addColumns": [{"columnName": "ref", "type": "string", "isNullable": True, "encrypted": True}],
+        "addColumns": [column("ref", "string", encrypted=True)],
         "addForeignKeys": [
             {"referenceTable": people, "referenceColumns": [{"sourceColumn": "ref", "referenceColumn": "id"}]}
         ],
@@ -258,9 +265,9 @@ def test_a_foreign_key_on_a_column_added_encrypted_is_refused(
 def test_agent_keys_list_with_database_read_and_never_rotate(
     client: TestClient, admin: dict[str, str], new_name: NewName
 ) -> None:
-    reader = agent_headers(client, admin, ["database:read"])
-    writer = agent_headers(client, admin, ["database:write"])
-    other = agent_headers(client, admin, ["storage:read"])
+    reader, writer, other = (
+        agent_headers(client, admin, [scope]) for scope in ("database:read", "database:write", "storage:read")
+    )
     assert client.get(ENCRYPTION, headers=reader).status_code == 200
     assert client.get(ENCRYPTION, headers=other).status_code == 403
     refused = client.post(f"{ENCRYPTION}/rotate", headers=writer)
@@ -287,11 +294,7 @@ def test_end_users_cannot_see_the_registry(
 def test_a_table_without_encrypted_columns_is_read_and_written_as_before(
     client: TestClient, admin: dict[str, str], new_name: NewName
 ) -> None:
-    table = new_name("plain")
-    columns = [{"columnName": "code", "type": "string", "isNullable": True, "isUnique": False}]
-    assert (
-        client.post(TABLES, json={"tableName": table, "columns": columns}, headers=admin).status_code == 201
-    )
+    table = create_table(client, admin, new_name("plain"), [column("code", "string")])
     insert(client, admin, table, {"code": "b"})
     insert(client, admin, table, {"code": "a"})
     read = client.get(f"{RECORDS}/{table}?select=code&code=in.(a,b)&order=code.asc", headers=admin)
@@ -308,18 +311,8 @@ def test_an_embed_may_not_read_or_order_by_an_encrypted_column(
     client: TestClient, admin: dict[str, str], people: str, new_name: NewName
 ) -> None:
     visits = new_name("visits")
-    columns = [
-        {
-            "columnName": "patient",
-            "type": "uuid",
-            "isNullable": True,
-            "isUnique": False,
-            "foreignKey": {"referenceTable": people, "referenceColumn": "id"},
-        }
-    ]
-    assert (
-        client.post(TABLES, json={"tableName": visits, "columns": columns}, headers=admin).status_code == 201
-    )
+    columns = [column("patient", "uuid", foreignKey={"referenceTable": people, "referenceColumn": "id"})]
+    create_table(client, admin, visits, columns)
     patient = insert(client, admin, people, {"name": "Di", "ssn": "s"})
     insert(client, admin, visits, {"patient": patient["id"]})
     allowed = client.get(f"{RECORDS}/{visits}?select=patient,{people}(name)", headers=admin)
@@ -347,22 +340,13 @@ def test_a_read_with_a_planned_count_is_decrypted_too(
 def test_an_existing_column_is_encrypted_with_its_values(
     client: TestClient, admin: dict[str, str], new_name: NewName
 ) -> None:
-    table = new_name("legacy")
     columns = [
-        {"columnName": "label", "type": "string", "isNullable": True, "isUnique": False},
-        {
-            "columnName": "score",
-            "type": "integer",
-            "isNullable": True,
-            "isUnique": False,
-            "defaultValue": "7",
-        },
-        {"columnName": "doc", "type": "json", "isNullable": True, "isUnique": False},
-        {"columnName": "seen", "type": "datetime", "isNullable": True, "isUnique": False},
+        column("label", "string"),
+        column("score", "integer", defaultValue="7"),
+        column("doc", "json"),
+        column("seen", "datetime"),
     ]
-    assert (
-        client.post(TABLES, json={"tableName": table, "columns": columns}, headers=admin).status_code == 201
-    )
+    table = create_table(client, admin, new_name("legacy"), columns)
     rows = [
         {"label": "a", "score": 3, "doc": {"k": [1, "x"]}, "seen": "2024-02-29T10:00:00+00:00"},
         {"label": "b", "score": None, "doc": "just text", "seen": None},
@@ -370,12 +354,12 @@ def test_an_existing_column_is_encrypted_with_its_values(
     assert client.post(f"{RECORDS}/{table}", json=rows, headers=admin).status_code == 201
     before = client.get(f"{RECORDS}/{table}?select=label,score,doc,seen&order=label", headers=admin).json()
 
-    for column, migrated in (("score", 1), ("doc", 2), ("seen", 1)):
-        response = client.post(f"{TABLES}/{table}/encrypt-column", json={"column": column}, headers=admin)
+    for name, migrated in (("score", 1), ("doc", 2), ("seen", 1)):
+        response = client.post(f"{TABLES}/{table}/encrypt-column", json={"column": name}, headers=admin)
         assert response.status_code == 200, response.text
         assert response.json() == {
             "success": True,
-            "message": f'Column "{column}" in table "{table}" has been encrypted',
+            "message": f'Column "{name}" in table "{table}" has been encrypted',
             "rowsMigrated": migrated,
         }
     stored = raw_rows(client, admin, f"select score, doc from {table} where label = 'a'")[0]
@@ -391,7 +375,7 @@ def test_an_existing_column_is_encrypted_with_its_values(
 
 
 @pytest.mark.parametrize(
-    ("column", "status", "message"),
+    ("target", "status", "message"),
     [
         ("nope", 404, 'Column "nope" not found in table'),
         ("id", 400, "cannot be encrypted: it is a system column, part of a key"),
@@ -401,18 +385,12 @@ def test_an_existing_column_is_encrypted_with_its_values(
     ],
 )
 def test_a_column_that_cannot_be_encrypted_in_place_is_refused_unchanged(
-    client: TestClient, admin: dict[str, str], new_name: NewName, column: str, status: int, message: str
+    client: TestClient, admin: dict[str, str], new_name: NewName, target: str, status: int, message: str
 ) -> None:
-    table = new_name("keep")
-    columns = [
-        {"columnName": "code", "type": "string", "isNullable": True, "isUnique": True},
-        {"columnName": "big", "type": "bigint", "isNullable": True, "isUnique": False},
-    ]
-    assert (
-        client.post(TABLES, json={"tableName": table, "columns": columns}, headers=admin).status_code == 201
-    )
+    columns = [column("code", "string", isUnique=True), column("big", "bigint")]
+    table = create_table(client, admin, new_name("keep"), columns)
     insert(client, admin, table, {"code": "c1", "big": 5})
-    response = client.post(f"{TABLES}/{table}/encrypt-column", json={"column": column}, headers=admin)
+    response = client.post(f"{TABLES}/{table}/encrypt-column", json={"column": target}, headers=admin)
     assert response.status_code == status, response.text
     assert message in response.json()["message"]
     assert raw_rows(client, admin, f"select code, big from {table}") == [{"code": "c1", "big": 5}]
@@ -421,11 +399,7 @@ def test_a_column_that_cannot_be_encrypted_in_place_is_refused_unchanged(
 def test_a_column_a_view_reads_is_refused_with_postgres_words(
     client: TestClient, admin: dict[str, str], new_name: NewName
 ) -> None:
-    table = new_name("viewed")
-    columns = [{"columnName": "n", "type": "integer", "isNullable": True, "isUnique": False}]
-    assert (
-        client.post(TABLES, json={"tableName": table, "columns": columns}, headers=admin).status_code == 201
-    )
+    table = create_table(client, admin, new_name("viewed"), [column("n", "integer")])
     raw_rows(client, admin, f"create view {table}_v as select n from {table}")
     response = client.post(f"{TABLES}/{table}/encrypt-column", json={"column": "n"}, headers=admin)
     assert response.status_code == 400, response.text
