@@ -7,6 +7,7 @@ of the database, has its own module (`test_column_encryption_rotation.py`)."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, cast
 
@@ -14,7 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.database.conftest import NewName
-from tests.support.app import agent_headers, services_of
+from tests.support.app import agent_headers, mcp_call, services_of
 
 TABLES = "/api/database/tables"
 RECORDS = "/api/database/records"
@@ -415,3 +416,50 @@ def test_an_agent_key_may_not_encrypt_an_existing_column(
     assert "may not encrypt an existing column" in response.json()["message"]
     schema = client.get(f"{TABLES}/{people}/schema", headers=admin).json()["columns"]
     assert "encrypted" not in next(c for c in schema if c["columnName"] == "name")
+
+
+def test_an_encrypted_column_takes_no_default_later_either(
+    client: TestClient, admin: dict[str, str], people: str
+) -> None:
+    body = {"updateColumns": [{"columnName": "ssn", "defaultValue": "000"}]}
+    response = client.patch(f"{TABLES}/{people}/schema", json=body, headers=admin)
+    assert response.status_code == 400, response.text
+    assert response.json()["message"] == "Encrypted columns cannot have a default value"
+    ssn = next(
+        c
+        for c in client.get(f"{TABLES}/{people}/schema", headers=admin).json()["columns"]
+        if c["columnName"] == "ssn"
+    )
+    assert ssn["defaultValue"] is None
+
+
+def test_the_registry_is_written_only_through_its_checks(
+    client: TestClient, admin: dict[str, str], people: str
+) -> None:
+    forged = client.post(
+        RAW,
+        json={
+            "query": "insert into system.encrypted_columns (table_oid, column_num, original_type, "
+            f"key_version) values ('{people}'::regclass, 1, 'text', 1)"
+        },
+        headers=admin,
+    )
+    assert forged.status_code in (400, 403), forged.text
+    assert "permission denied" in forged.json()["message"]
+    own_table = client.post(
+        RAW,
+        json={
+            "query": "select system.register_encrypted_column("
+            "'system.audit_logs'::regclass, 'action', 'text', 1)"
+        },
+        headers=admin,
+    )
+    assert own_table.status_code in (400, 403), own_table.text
+    assert "only a table project_admin owns" in own_table.json()["message"]
+
+
+def test_the_mcp_tool_lists_encrypted_columns(client: TestClient, admin: dict[str, str], people: str) -> None:
+    reader = agent_headers(client, admin, ["database:read"])
+    answer = mcp_call(client, reader, "list-encrypted-columns", {})
+    listed = [c["column_name"] for c in json.loads(answer)["encryptedColumns"] if c["table_name"] == people]
+    assert listed == ["age", "meta", "ok", "ssn"]

@@ -541,6 +541,7 @@ class TableService:
         done: list[str] = []
         async with self.cursor() as cur:
             current = await self._schema(cur, table)
+            encrypted = {c["columnName"] for c in current["columns"] if c.get("encrypted")}
             by_column = {c["columnName"]: c["foreignKey"] for c in current["columns"] if "foreignKey" in c}
             names = {fk["constraintName"] for fk in current["foreignKeys"]}
             for name in _list(body, "dropForeignKeys"):
@@ -587,6 +588,13 @@ class TableService:
                         400, "DATABASE_FORBIDDEN", "cannot update system columns", f"'{name}' is managed."
                     )
                 if "defaultValue" in column:
+                    if name in encrypted and column["defaultValue"] not in ("", None):
+                        raise ApiError(
+                            400,
+                            "INVALID_INPUT",
+                            "Encrypted columns cannot have a default value",
+                            f"Leave defaultValue out for '{name}': a default would be stored unencrypted.",
+                        )
                     if column["defaultValue"] in ("", None):
                         statement = sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT")
                         await cur.execute(statement.format(target, sql.Identifier(name)))
