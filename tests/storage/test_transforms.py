@@ -121,3 +121,26 @@ def test_pixel_bomb_refused(client: TestClient, admin: dict[str, str], new_bucke
     url = _upload(client, admin, bucket, "bomb.png", out.getvalue())
     response = client.get(url, params={"width": "10"})
     assert response.status_code == 400 and "pixels" in response.json()["message"]
+
+
+#: A thin image, and the one side asked for: the other follows from its proportions.
+THIN = [
+    ((1, 40), "width"),  # 4096 wide: 163,840 high
+    ((40, 1), "height"),
+    ((3, 1000), "width"),  # 4096 x 1,365,333
+]
+
+
+@pytest.mark.parametrize(("size", "side"), THIN)
+def test_a_side_that_follows_past_the_limit_is_refused(
+    client: TestClient, admin: dict[str, str], new_bucket: NewBucket, size: tuple[int, int], side: str
+) -> None:
+    """Given one side, the other follows from the image's proportions: from a thin image it would be far
+    past the limit of each side (gigabytes of pixels to allocate, from a file of a few hundred bytes)."""
+    bucket = new_bucket()
+    url = _upload(client, admin, bucket, "thin.png", _png(*size))
+    response = client.get(url, params={side: "4096"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "STORAGE_INVALID_PARAMETER"
+    assert "4096" in response.json()["message"]
+    assert client.get(url).content == _png(*size)

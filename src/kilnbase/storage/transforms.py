@@ -151,6 +151,13 @@ def render(source: bytes, transform: Transform, source_type: str) -> tuple[bytes
                 else (transform.height or 0) / image.height
             )
             size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            if max(size) > MAX_DIMENSION:
+                # The side that follows from a thin image's proportions: gigabytes of pixels otherwise.
+                raise _bad(
+                    f"The transformed image would be {size[0]}x{size[1]} pixels; each side may be at most "
+                    f"{MAX_DIMENSION}.",
+                    "Send a smaller width or height, or both with resize=contain to fit the image in a box.",
+                )
             image = image.resize(size, Image.Resampling.LANCZOS)
     out = io.BytesIO()
     options: dict[str, object] = (
