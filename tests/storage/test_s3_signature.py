@@ -134,3 +134,43 @@ async def test_unsigned_trailer_payload() -> None:
         ):
             pass
     assert refused.value.code == "BadDigest"
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("size", ["-1", "+5", "0x5", "5_0", " 5"])
+@pytest.mark.anyio
+async def test_a_chunk_size_not_in_plain_hex_is_refused(size: str) -> None:
+    """`int(text, 16)` takes a sign, a 0x prefix, underscores and spaces; a negative size made the decoder
+    spin without awaiting, which stopped the whole server's event loop."""
+    body = f"{size}\r\n".encode() + b"hello" * 20 + b"\r\n0\r\n\r\n"
+    with pytest.raises(sigv4.SignatureError) as refused:
+        async for _ in sigv4.decode_aws_chunked(_pieces(body, 9), signed=None, key=None):
+            pass
+    assert refused.value.code == "IncompleteBody"
+
+
+@pytest.mark.parametrize("signature", ["\u00e9" * 64, "0" * 63 + "\u00ff"])
+def test_a_signature_outside_ascii_is_refused_not_a_crash(signature: str) -> None:
+    """Header values arrive as Latin-1 and query values as UTF-8: `hmac.compare_digest` raises on str
+    that is not ASCII, which was a 500 for anyone who knew an access key id."""
+    headers = {**HEADERS, "authorization": HEADERS["authorization"].replace(SEED, signature)}
+    signed = sigv4.parse("PUT", headers, [])
+    with pytest.raises(sigv4.SignatureError) as refused:
+        sigv4.verify(
+            signed,
+            SECRET,
+            method="PUT",
+            raw_path="/examplebucket/chunkObject.txt",
+            query=[],
+            headers=headers,
+            now=WHEN,
+        )
+    assert refused.value.code == "SignatureDoesNotMatch"
+
+
+@pytest.mark.anyio
+async def test_a_chunk_signature_outside_ascii_is_refused_not_a_crash() -> None:
+    body = _body(CHUNK_SIGNATURES).replace(CHUNK_SIGNATURES[0].encode(), "\u00e9".encode("latin-1") * 64)
+    with pytest.raises(sigv4.SignatureError) as refused:
+        await _decode(body)
+    assert refused.value.code == "SignatureDoesNotMatch"

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import logging
 import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 from xml.sax.saxutils import escape
 
 import orjson
@@ -116,7 +115,7 @@ class S3Gateway:
         raw_path = (request.scope.get("raw_path") or request.scope["path"].encode()).decode("latin-1")
         resource = raw_path.removeprefix(PREFIX)
         try:
-            query = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
+            query = sigv4.query_pairs(request.scope["query_string"])
             signed = sigv4.parse(request.method, request.headers, query)
             secret = await self.keys.secret_for(signed.access_key_id)
             if secret is None:
@@ -164,7 +163,7 @@ class S3Gateway:
                 yield chunk
 
         def check() -> None:
-            if not hmac.compare_digest(digest.hexdigest(), payload.lower()):
+            if not sigv4.same_digest(digest.hexdigest(), payload.lower()):
                 raise S3Error(
                     "XAmzContentSHA256Mismatch",
                     "The provided 'x-amz-content-sha256' header does not match what was computed.",

@@ -33,6 +33,9 @@ CLOCK_SKEW_SECONDS = 15 * 60
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 _CREDENTIAL = re.compile(r"^([^/]+)/([0-9]{8})/([^/]+)/s3/aws4_request$")
 _MAX_CHUNK_HEADER = 4096
+#: A chunk's size, as aws-chunked writes it: hex digits alone (`int(text, 16)` also takes a sign, `0x`, `_`
+#: and spaces, and a negative size made the decoder spin without ever awaiting).
+_CHUNK_SIZE = re.compile(r"[0-9a-fA-F]{1,16}")
 #: The largest aws-chunked chunk accepted (a signed chunk is held until its signature is checked).
 MAX_CHUNK_BYTES = 16 * 1024 * 1024
 
@@ -65,6 +68,27 @@ class SignedRequest:
 
 def _uri_encode(value: str) -> str:
     return quote(value, safe="-_.~")
+
+
+def same_digest(expected: str, given: str) -> bool:
+    """Constant-time equality of an expected hex digest and what the client sent, as bytes:
+    `hmac.compare_digest` raises on str that is not ASCII, and a header arrives as Latin-1."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
+
+
+def query_pairs(raw_query: bytes) -> list[tuple[str, str]]:
+    """The query string's names and values, each percent-decoded once (strictly as UTF-8), in order: what the
+    signature is checked over (re-encoded once, as the client encoded them) and what the request then means.
+    `+` stays a plus sign, as in SigV4's encoding (a space is `%20`)."""
+    pairs = []
+    try:
+        for piece in raw_query.decode("latin-1").split("&"):
+            if piece:
+                name, _, value = piece.partition("=")
+                pairs.append((unquote(name, errors="strict"), unquote(value, errors="strict")))
+    except UnicodeDecodeError:
+        raise SignatureError("InvalidArgument", "The query string is not valid UTF-8.", 400) from None
+    return pairs
 
 
 def signing_key(secret: str, date: str, region: str) -> bytes:
@@ -163,10 +187,12 @@ def verify(
     headers: Mapping[str, str],
     now: datetime | None = None,
 ) -> bytes:
-    """Check the signature (and the request's time); the signing key, for chunk signatures."""
+    """Check the signature (and the request's time); the signing key, for chunk signatures. `query` is the
+    query string decoded once (`query_pairs`): decoding a value again would give `%2541` and `A` one
+    canonical form, so a URL signed for one would be good for the other."""
     _check_time(signed, dict(query), now or datetime.now(UTC))
     pairs = sorted(
-        (_uri_encode(unquote(name)), _uri_encode(unquote(value)))
+        (_uri_encode(name), _uri_encode(value))
         for name, value in query
         if not (signed.presigned and name == "X-Amz-Signature")
     )
@@ -192,7 +218,7 @@ def verify(
     )
     key = signing_key(secret, signed.date, signed.region)
     expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, signed.signature):
+    if not same_digest(expected, signed.signature):
         raise SignatureError(
             "SignatureDoesNotMatch",
             "The request signature we calculated does not match the signature you provided.",
@@ -244,10 +270,9 @@ async def decode_aws_chunked(
     while True:
         header = await line()
         size_text, _, extension = header.partition(";")
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise SignatureError("IncompleteBody", "The aws-chunked body is malformed.", 400) from None
+        if not _CHUNK_SIZE.fullmatch(size_text):
+            raise SignatureError("IncompleteBody", "The aws-chunked body is malformed.", 400)
+        size = int(size_text, 16)
         if size > MAX_CHUNK_BYTES:
             raise SignatureError("InvalidRequest", "An aws-chunked chunk is larger than 16 MiB.", 400)
         chunk_signature = extension.partition("chunk-signature=")[2] if extension else ""
@@ -270,7 +295,7 @@ async def decode_aws_chunked(
             expected = hmac.new(
                 key, chunk_string_to_sign(signed, previous, digest.hexdigest()).encode(), hashlib.sha256
             ).hexdigest()
-            if not hmac.compare_digest(expected, chunk_signature):
+            if not same_digest(expected, chunk_signature):
                 raise SignatureError("SignatureDoesNotMatch", "A chunk signature does not match.")
             previous = expected
             for piece in pieces:
