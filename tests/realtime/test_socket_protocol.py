@@ -214,6 +214,33 @@ async def test_malformed_and_unknown_events_get_realtime_error(realtime_server: 
     await client.sio.disconnect()
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"n": 2**70},  # past 64 bits: orjson refuses to write it
+        {"n": -(2**64)},
+        {"deep": orjson.loads(b"[" * 300 + b"]" * 300)},  # past orjson's nesting limit
+        {"text": "a\x00b"},  # Postgres's jsonb cannot hold NUL: it was refused as "not authorized"
+    ],
+)
+async def test_a_payload_json_cannot_store_gets_realtime_error(
+    realtime_server: RealtimeServer, payload: dict[str, Any]
+) -> None:
+    """Socket.IO's JSON takes integers of any size and any depth; measuring such a payload raised inside
+    the handler, so the client heard nothing at all."""
+    client = await connect(realtime_server, {"token": realtime_server.user_token()})
+    channel = unique("room")
+    await client.subscribe(channel)
+    seen = len(client.events)
+    await client.sio.emit("realtime:publish", {"channel": channel, "event": "odd", "payload": payload})
+    error = await client.next("realtime:error", after=seen)
+    assert error["code"] == "REALTIME_INVALID_EVENT" and error["channel"] == channel
+    await client.sio.emit("realtime:publish", {"channel": channel, "event": "ok", "payload": {"v": 1}})
+    assert (await client.next("ok"))["v"] == 1
+    assert not any(name == "odd" for name, _ in client.events)
+    await client.sio.disconnect()
+
+
 async def test_limits_on_subscriptions_payload_size_and_event_rate(realtime_server: RealtimeServer) -> None:
     client = await connect(realtime_server, {"token": realtime_server.user_token()})
     channels = [unique("room") for _ in range(6)]

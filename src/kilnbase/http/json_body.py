@@ -42,7 +42,7 @@ def decode_json(raw: bytes, *, optional: bool = False) -> Any:
             "Send valid JSON (double-quoted names and strings, no trailing commas).",
         ) from None
     if b"\\u0000" in raw:  # (JSON writes NUL only so: the walk runs for the bodies that may hold one)
-        where = _nul_at(value)
+        where = nul_at(value)
         if where is not None:
             raise ApiError(
                 400,
@@ -53,7 +53,7 @@ def decode_json(raw: bytes, *, optional: bool = False) -> Any:
     return value
 
 
-def _nul_at(value: Any) -> str | None:
+def nul_at(value: Any) -> str | None:
     """The path (`a.b.0`) of the first name or string in `value` holding NUL, if any. A walk with a stack of
     its own: a body may nest as deep as the JSON parser allows (1,024 levels), past Python's recursion."""
     pending: list[tuple[Any, str]] = [(value, "")]

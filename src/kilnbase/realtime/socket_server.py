@@ -37,6 +37,7 @@ import orjson
 import socketio  # type: ignore[import-untyped]
 
 from kilnbase.config import RealtimeSettings
+from kilnbase.http.json_body import nul_at
 from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.ended_sessions import EndedSessions
 from kilnbase.identity.principal import Access, CredentialError, CredentialKind, CredentialResolver, Principal
@@ -396,7 +397,25 @@ class RealtimeSocketServer:
                 channel,
             )
             return
-        size = len(orjson.dumps(payload))
+        try:
+            dumped = orjson.dumps(payload)
+        except TypeError:  # (orjson.JSONEncodeError) an integer past 64 bits, or nesting past 254 levels
+            await self._error(
+                sid,
+                "REALTIME_INVALID_EVENT",
+                "payload cannot be stored: integers must fit in 64 bits and nesting is at most 254 levels",
+                channel,
+            )
+            return
+        if b"\\u0000" in dumped and (where := nul_at(payload)) is not None:
+            await self._error(
+                sid,
+                "REALTIME_INVALID_EVENT",
+                f"payload.{where}: text cannot contain the NUL character (\\u0000)",
+                channel,
+            )
+            return
+        size = len(dumped)
         if size > self.settings.max_payload_bytes:
             await self._error(
                 sid,
