@@ -8,7 +8,7 @@ import uuid
 import psycopg
 from starlette.testclient import TestClient
 
-from tests.support.app import admin_headers, anon_headers, user_headers
+from tests.support.app import admin_headers, agent_headers, anon_headers, user_headers
 
 API = "/api/realtime"
 
@@ -186,3 +186,31 @@ def test_permissions_list_the_developers_policies(client: TestClient, database_u
     assert "channel_name()" in policy["using"]
     assert policy["withCheck"] is None
     assert all(p["policyName"] != "kilnbase_owner" for p in permissions["publish"]["policies"])
+
+
+def test_an_agent_key_may_not_point_a_channel_at_a_webhook(client: TestClient) -> None:
+    """A channel's webhooks receive every message published on it: an agent key (even with realtime:write)
+    choosing their URL could send the channel's traffic wherever it liked, which database webhooks refuse
+    it for the same reason. It may still create and change channels without webhooks."""
+    admin = admin_headers(client)
+    agent = agent_headers(client, admin, ["realtime:write"])
+    hook = ["https://receiver.example/hook"]
+    pattern = f"agent-hooks:{uuid.uuid4().hex[:8]}"
+    refused = client.post(f"{API}/channels", headers=agent, json={"pattern": pattern, "webhookUrls": hook})
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"] == "FORBIDDEN" and "webhook" in refused.json()["message"]
+    patterns = [c["pattern"] for c in client.get(f"{API}/channels", headers=admin).json()]
+    assert pattern not in patterns
+
+    created = client.post(f"{API}/channels", headers=agent, json={"pattern": pattern})
+    assert created.status_code == 201, created.text
+    channel_id = created.json()["id"]
+    changed = client.put(f"{API}/channels/{channel_id}", headers=agent, json={"webhookUrls": hook})
+    assert changed.status_code == 403, changed.text
+    assert client.get(f"{API}/channels/{channel_id}", headers=admin).json()["webhookUrls"] in (None, [])
+    cleared = client.put(f"{API}/channels/{channel_id}", headers=agent, json={"webhookUrls": None})
+    assert cleared.status_code == 200, cleared.text
+    by_admin = client.put(f"{API}/channels/{channel_id}", headers=admin, json={"webhookUrls": hook})
+    assert by_admin.json()["webhookUrls"] == hook
+    described = client.put(f"{API}/channels/{channel_id}", headers=agent, json={"description": "d"})
+    assert described.status_code == 200 and described.json()["webhookUrls"] == hook

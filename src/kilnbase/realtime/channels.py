@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from kilnbase import audit
 from kilnbase.db.session import Database
-from kilnbase.http.errors import ApiError
+from kilnbase.http.errors import ApiError, refuse_agent_keys
 from kilnbase.identity.actor import Actor
 
 MODULE = "REALTIME"
@@ -108,6 +108,19 @@ def _webhook_urls(value: Any) -> list[str]:
     return list(value)
 
 
+def _refuse_agents_choosing_webhooks(actor: Actor, fields: dict[str, Any]) -> None:
+    """A channel's webhooks receive every message published on it: an agent key may not choose where they go
+    (as for database webhooks), only take them away."""
+    if fields.get("webhook_urls"):
+        refuse_agent_keys(
+            actor,
+            "Agent keys may not set a channel's webhookUrls: a webhook receives every message published "
+            "on the channel.",
+            "Leave webhookUrls out (or null), and ask the project admin to set them (with the project's "
+            "API key or the dashboard).",
+        )
+
+
 def channel_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     """The columns a create or update body sets, checked as InsForge's schemas check them."""
     unknown = set(body) - {"pattern", "description", "webhookUrls", "enabled"}
@@ -194,6 +207,7 @@ class RealtimeAdmin:
     async def create_channel(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
         async with self._audited(actor, "CREATE_REALTIME_CHANNEL", {"pattern": body.get("pattern")}):
             fields = channel_fields(body, creating=True)
+            _refuse_agents_choosing_webhooks(actor, fields)
             columns = ", ".join(fields)
             placeholders = ", ".join(["%s"] * len(fields))
             try:
@@ -216,6 +230,7 @@ class RealtimeAdmin:
             if _uuid_or_none(channel_id) is None:
                 raise _not_found()
             fields = channel_fields(body, creating=False)
+            _refuse_agents_choosing_webhooks(actor, fields)
             if not fields:
                 return await self.get_channel(actor, channel_id)
             assignments = ", ".join(f"{column} = %s" for column in fields)
