@@ -214,3 +214,15 @@ def test_an_agent_key_may_not_point_a_channel_at_a_webhook(client: TestClient) -
     assert by_admin.json()["webhookUrls"] == hook
     described = client.put(f"{API}/channels/{channel_id}", headers=agent, json={"description": "d"})
     assert described.status_code == 200 and described.json()["webhookUrls"] == hook
+
+
+def test_an_agent_key_may_not_read_the_webhook_signing_secret(client: TestClient) -> None:
+    """With the secret that signs webhook deliveries, an agent could sign messages of its own to every
+    receiver the project's channels name, which trust a good signature as the server's."""
+    admin = admin_headers(client)
+    agent = agent_headers(client, admin, ["realtime:read", "realtime:write"])
+    refused = client.get(f"{API}/config/webhook-secret", headers=agent)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"] == "FORBIDDEN" and "secret" not in refused.json()
+    secret = client.get(f"{API}/config/webhook-secret", headers=admin).json()["secret"]
+    assert secret not in refused.text

@@ -399,8 +399,15 @@ class RealtimeAdmin:
         return {"message": "Retention config updated successfully"}
 
     async def webhook_secret(self, actor: Actor) -> str:
-        """The secret that signs webhook deliveries (`X-InsForge-Signature`), for the receiver to check."""
+        """The secret that signs webhook deliveries (`X-InsForge-Signature`), for the receiver to check. Not
+        for an agent key: with it, an agent could sign messages of its own to every receiver."""
         require_admin(actor)
+        refuse_agent_keys(
+            actor,
+            "An agent key may not read the webhook signing secret: with it, anyone can sign deliveries that "
+            "the project's webhook receivers trust.",
+            "Ask the project admin for it (with the project's API key or the dashboard).",
+        )
         async with self.database.as_owner() as cur:
             await cur.execute("select webhook_secret from realtime.config")
             row = await cur.fetchone()
