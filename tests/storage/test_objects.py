@@ -282,6 +282,36 @@ def test_form_without_file_is_400(client: TestClient, admin: dict[str, str], new
     assert client.get(objects(bucket), headers=admin).json()["data"] == []
 
 
+_FILE_PART = (
+    b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+    b"Content-Type: text/plain\r\n\r\nthe first half"
+)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _FILE_PART,  # cut inside the file: no boundary after it
+        _FILE_PART + b"\r\n--B\r\n",  # the file's part ends, the form never does
+        _FILE_PART + b'\r\n--B\r\nContent-Disposition: form-data; name="x"\r\n',
+    ],
+)
+def test_a_form_that_never_ends_stores_nothing(
+    client: TestClient, admin: dict[str, str], new_bucket: NewBucket, body: bytes
+) -> None:
+    """A form cut short (a client or proxy that stopped sending, with the request's length to match) was
+    stored as if whole: the parser's `finalize` does not check that the closing boundary came."""
+    bucket = new_bucket()
+    headers = {**admin, "Content-Type": "multipart/form-data; boundary=B"}
+    response = client.put(f"{objects(bucket)}/cut.txt", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "STORAGE_INVALID_PARAMETER"
+    assert client.get(objects(bucket), headers=admin).json()["data"] == []
+    whole = client.put(f"{objects(bucket)}/cut.txt", content=_FILE_PART + b"\r\n--B--\r\n", headers=headers)
+    assert whole.status_code == 200, whole.text
+    assert client.get(f"{objects(bucket)}/cut.txt").content == b"the first half"
+
+
 def test_unknown_bucket_is_404(client: TestClient, admin: dict[str, str]) -> None:
     missing = "missing-" + os.urandom(3).hex()
     put_response = client.put(f"{objects(missing)}/a", content=b"x", headers=admin)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from kilnbase.storage.names import invalid
 
@@ -145,5 +145,9 @@ async def open_upload(
             raise invalid(f"The multipart body is malformed: {exc}", _WELL_FORMED) from None
         for piece in reader.pending:
             yield piece
+        if parser.state != MultipartState.END:
+            # python-multipart's `finalize` does not check that the form ended: a form cut short would be
+            # stored as if whole. Raised after the last bytes, before the upload commits: nothing is kept.
+            raise invalid("The multipart body ended before its closing boundary.", _WELL_FORMED)
 
     return received, file_bytes()
