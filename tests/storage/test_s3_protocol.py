@@ -4,6 +4,7 @@ presigned GET and PUT URLs, S3's XML errors; on the local backend and on an S3 b
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -274,6 +275,26 @@ def test_a_presigned_signature_outside_ascii_is_refused_not_a_crash(s3: Any) -> 
     base, _, _signature = url.rpartition("X-Amz-Signature=")
     refused = httpx.get(f"{base}X-Amz-Signature=%C3%A9")
     assert refused.status_code == 403 and b"SignatureDoesNotMatch" in refused.content
+
+
+@pytest.mark.parametrize("after", [5, None, ["a"], {"a": 1}, "a\u0000b"])
+def test_a_continuation_token_not_made_here_is_invalid_argument(s3: Any, after: object) -> None:
+    """A continuation token is the client's to send back, so it is input like any other: one whose `after`
+    is not text was passed to SQL as it was (a 500)."""
+    bucket = _bucket(s3)
+    token = base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode()
+    with pytest.raises(ClientError) as refused:
+        s3.list_objects_v2(Bucket=bucket, ContinuationToken=token)
+    assert refused.value.response["Error"]["Code"] == "InvalidArgument"
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+@pytest.mark.parametrize("field", ["Prefix", "Delimiter", "StartAfter"])
+def test_a_listing_parameter_holding_nul_is_invalid_argument(s3: Any, field: str) -> None:
+    bucket = _bucket(s3)
+    with pytest.raises(ClientError) as refused:
+        s3.list_objects_v2(Bucket=bucket, **{field: "a\u0000b"})
+    assert refused.value.response["Error"]["Code"] == "InvalidArgument"
 
 
 def test_s3_endpoint_on_s3_backend(cluster: TestCluster, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ This is the HTTP edge of the S3 surface: it checks the SigV4 signature (`s3_sign
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -318,14 +319,16 @@ class S3Gateway:
         if v2:
             after = query.get("start-after", "")
             if token:
-                try:
-                    after = orjson.loads(base64.urlsafe_b64decode(token.encode()))["after"]
-                except (ValueError, KeyError, TypeError):
-                    raise S3Error(
-                        "InvalidArgument", "The continuation token provided is incorrect.", 400
-                    ) from None
+                decoded: object = None
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    decoded = orjson.loads(base64.urlsafe_b64decode(token.encode()))["after"]
+                if not isinstance(decoded, str):  # (a token is the client's to send: any JSON at all)
+                    raise S3Error("InvalidArgument", "The continuation token provided is incorrect.", 400)
+                after = decoded
         else:
             after = query.get("marker", "")
+        if any("\x00" in text for text in (prefix, delimiter, after)):
+            raise S3Error("InvalidArgument", "prefix, delimiter and markers cannot hold NUL.", 400)
         if max_keys == 0:
             await self.objects.require_bucket(bucket)
             listing_objects: list[dict[str, Any]] = []
