@@ -170,3 +170,28 @@ async def test_messages_stored_while_the_listener_reconnects_are_delivered(
     await client.until("gap", lambda message: message["n"] == 2)
     assert [m["n"] for m in client.received("gap")] == [1, 2]
     await client.sio.disconnect()
+
+
+def test_a_receiver_that_drips_its_answer_does_not_hold_the_delivery(
+    realtime_server: RealtimeServer, database_url: str
+) -> None:
+    """A 2xx status is the delivery: the answer's body is not read. It was, to its end, and a receiver that
+    sends it a byte at a time (each well within the read timeout) held the delivery, and the message's
+    counts, for as long as it liked."""
+    with WebhookReceiver(drip=True) as dripping:
+        name = unique("hooked")
+        realtime_server.channel(name, webhookUrls=[dripping.url])
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            row = conn.execute("select realtime.publish(%s, 'slow', '{}')", (name,)).fetchone()
+            assert row is not None
+            dripping.wait_for(1)
+            for _ in range(80):  # 4 s: less than the server's webhook timeout (5 s)
+                counts = conn.execute(
+                    "select wh_audience_count, wh_delivered_count from realtime.messages where id = %s",
+                    (row[0],),
+                ).fetchone()
+                if counts is not None and counts[0]:
+                    break
+                conn.execute("select pg_sleep(0.05)")
+        assert counts == (1, 1)
+        assert len(dripping.requests) == 1

@@ -1,5 +1,6 @@
 """A loopback webhook receiver that records each POST (headers lower-cased, raw body), optionally answering
-503 to the first attempt at each message so that retries can be seen."""
+503 to the first attempt at each message so that retries can be seen, or (`drip`) answering 200 with a body
+that arrives a byte at a time, for as long as the caller keeps reading."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 import hmac
 import http.server
 import threading
+import time
 from typing import Any
 
 from tests.support.loopback_http import LoopbackHttp
@@ -21,7 +23,7 @@ def signed_with(secret: str, request: dict[str, Any]) -> bool:
 
 
 class WebhookReceiver(LoopbackHttp):
-    def __init__(self, *, fail_first: bool = False) -> None:
+    def __init__(self, *, fail_first: bool = False, drip: bool = False) -> None:
         self.requests: list[dict[str, Any]] = []
         self.arrived = threading.Condition()
         receiver = self
@@ -41,8 +43,15 @@ class WebhookReceiver(LoopbackHttp):
                     )
                     receiver.arrived.notify_all()
                 self.send_response(503 if fail_first and first else 200)
-                self.send_header("content-length", "0")
+                self.send_header("content-length", "100000" if drip else "0")
                 self.end_headers()
+                for _ in range(100000 if drip else 0):  # (each byte well within any read timeout)
+                    try:
+                        self.wfile.write(b".")
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    time.sleep(0.5)
 
             def log_message(self, *_args: Any) -> None:
                 pass

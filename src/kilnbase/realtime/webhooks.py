@@ -5,6 +5,10 @@ InsForge's request (the payload as the body; `X-InsForge-Event`, `X-InsForge-Cha
 `X-InsForge-Signature: sha256=<hex>` with `X-InsForge-Timestamp` (Unix seconds), so a receiver can tell the
 message came from this project and is fresh; and retries with exponential backoff on network errors and 5xx
 answers (a 4xx answer is final, as in InsForge).
+
+An attempt is bounded as a whole (`webhook_timeout`, not only each read), and ends with the answer's status:
+its body is never read, so a receiver cannot hold a delivery by sending one slowly, nor fill memory with a
+large one.
 """
 
 from __future__ import annotations
@@ -68,12 +72,16 @@ class WebhookSender:
                 "x-insforge-signature": signature(secret, timestamp, body),
             }
             try:
-                response = await client.post(url, content=body, headers=headers)
-            except httpx2.HTTPError as exc:
+                async with (
+                    asyncio.timeout(self.settings.webhook_timeout),
+                    client.stream("POST", url, content=body, headers=headers) as response,
+                ):
+                    status = response.status_code
+            except (httpx2.HTTPError, TimeoutError) as exc:
                 log.info("webhook %s attempt %d failed: %s", url, attempt + 1, type(exc).__name__)
                 continue
-            if response.status_code < 500:
-                return 200 <= response.status_code < 300
-            log.info("webhook %s attempt %d answered %d", url, attempt + 1, response.status_code)
+            if status < 500:
+                return 200 <= status < 300
+            log.info("webhook %s attempt %d answered %d", url, attempt + 1, status)
         log.warning("webhook delivery to %s failed after %d attempts", url, self.settings.webhook_attempts)
         return False
