@@ -263,6 +263,23 @@ async def test_limits_on_subscriptions_payload_size_and_event_rate(realtime_serv
     await client.sio.disconnect()
 
 
+async def test_subscriptions_sent_at_once_stay_within_the_limit(realtime_server: RealtimeServer) -> None:
+    """Each subscription's policy check waits on the database, and the limit was checked before it: twenty
+    subscribes sent together each found room under the limit of five, and all twenty were let in."""
+    client = await connect(realtime_server, {"token": realtime_server.user_token()})
+    channels = [unique("room") for _ in range(20)]
+    acks = await asyncio.gather(*(client.subscribe(channel) for channel in channels))
+    admitted = [ack["channel"] for ack in acks if ack["ok"]]
+    assert len(admitted) == 5
+    refusals = {ack["error"]["code"] for ack in acks if not ack["ok"]}
+    assert refusals == {"REALTIME_SUBSCRIPTION_LIMIT"}
+    for channel in admitted:  # a place freed is a place to take again
+        await client.sio.emit("realtime:unsubscribe", {"channel": channel})
+    again = await client.subscribe(channels[0] if channels[0] not in admitted else unique("room"))
+    assert again["ok"] is True
+    await client.sio.disconnect()
+
+
 async def test_a_token_that_expires_ends_its_subscriptions(realtime_server: RealtimeServer) -> None:
     channel = unique("room")
     watcher = await connect(realtime_server, {"token": realtime_server.anon_key})

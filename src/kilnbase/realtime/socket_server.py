@@ -78,6 +78,9 @@ class Connection:
     principal: Principal
     #: Channels (not rooms) this connection is subscribed to.
     channels: set[str] = field(default_factory=set)
+    #: Channels whose subscription is being checked: they hold a place under the limit meanwhile (events
+    #: are handled concurrently, and the check waits on the database).
+    pending: set[str] = field(default_factory=set)
     tokens: float = 0.0
     refilled_at: float = field(default_factory=time.monotonic)
     expiry: asyncio.TimerHandle | None = None
@@ -294,12 +297,23 @@ class RealtimeSocketServer:
         connection = self.connections.get(sid)
         if connection is None or not self._allowed(connection):
             return self._refusal(channel, "RATE_LIMITED", "Too many realtime events; slow down.")
-        if channel not in connection.channels and len(connection.channels) >= self.settings.max_subscriptions:
+        new = channel not in connection.channels and channel not in connection.pending
+        if new and len(connection.channels) + len(connection.pending) >= self.settings.max_subscriptions:
             return self._refusal(
                 channel,
                 "REALTIME_SUBSCRIPTION_LIMIT",
                 f"At most {self.settings.max_subscriptions} subscriptions per connection.",
             )
+        if new:
+            connection.pending.add(channel)
+        try:
+            return await self._subscribe(sid, connection, channel, data)
+        finally:
+            if new:
+                connection.pending.discard(channel)
+
+    async def _subscribe(self, sid: str, connection: Connection, channel: str, data: Any) -> dict[str, Any]:
+        """`_on_subscribe` past the limits: the checks, then the room and presence."""
         agent_refusal = self._agent_refusal(connection.principal, "read")
         if agent_refusal is not None:
             return self._refusal(channel, *agent_refusal)
