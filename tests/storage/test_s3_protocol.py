@@ -17,6 +17,7 @@ from typing import Any
 
 import boto3
 import httpx
+import psycopg
 import pytest
 from botocore.client import Config
 from botocore.exceptions import ClientError
@@ -229,6 +230,45 @@ def test_multipart_upload(s3: Any) -> None:
     out = io.BytesIO()
     s3.download_fileobj(bucket, "managed.bin", out, Config=config)
     assert out.getvalue() == payload
+
+
+def test_a_multipart_upload_left_a_week_is_removed_with_its_parts(
+    local_server: ServerProcess, s3: Any
+) -> None:
+    """A client that dies mid-upload leaves its parts behind, and S3 clients cannot list uploads here to
+    abort them: an upload untouched for a week goes (as MinIO's stale uploads do), parts and bytes."""
+    bucket = _bucket(s3)
+    stale = s3.create_multipart_upload(Bucket=bucket, Key="left.bin")["UploadId"]
+    s3.upload_part(Bucket=bucket, Key="left.bin", UploadId=stale, PartNumber=1, Body=b"left behind")
+    slow = s3.create_multipart_upload(Bucket=bucket, Key="slow.bin")["UploadId"]
+    s3.upload_part(Bucket=bucket, Key="slow.bin", UploadId=slow, PartNumber=1, Body=b"still coming")
+    database_url = local_server.env["DATABASE_URL"]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "update storage.s3_multipart_uploads set created_at = now() - interval '8 days' "
+            "where upload_id = any(%s)",
+            ([stale, slow],),
+        )
+        conn.execute(  # the slow one's part came just now: it is not stale
+            "update storage.s3_multipart_parts set uploaded_at = now() - interval '8 days' "
+            "where upload_id = %s",
+            (stale,),
+        )
+        row = conn.execute(
+            "select blob_id::text from storage.s3_multipart_parts where upload_id = %s", (stale,)
+        ).fetchone()
+    assert row is not None
+    blob = local_server.data_dir / "storage" / "blobs" / row[0][:2] / row[0]
+    assert blob.exists()
+    fresh = s3.create_multipart_upload(Bucket=bucket, Key="fresh.bin")["UploadId"]
+    with pytest.raises(ClientError) as gone:
+        s3.list_parts(Bucket=bucket, Key="left.bin", UploadId=stale)
+    assert gone.value.response["Error"]["Code"] == "NoSuchUpload"
+    assert not blob.exists()
+    assert s3.list_parts(Bucket=bucket, Key="fresh.bin", UploadId=fresh)["UploadId"] == fresh
+    assert [
+        p["PartNumber"] for p in s3.list_parts(Bucket=bucket, Key="slow.bin", UploadId=slow)["Parts"]
+    ] == [1]
 
 
 def test_presigned_urls(s3: Any) -> None:

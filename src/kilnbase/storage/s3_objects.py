@@ -140,6 +140,8 @@ class S3Objects:
 
     async def create_upload(self, bucket: str, key: str, content_type: str | None, access_key_id: str) -> str:
         await self.require_bucket(bucket)
+        if await self.storage.remove_stale_multipart_uploads():  # (a server up for weeks keeps a week's)
+            await self.storage.collect_garbage()
         async with self.database.as_owner() as cur:
             await cur.execute(
                 "insert into storage.s3_multipart_uploads (bucket, key, content_type, access_key_id) "

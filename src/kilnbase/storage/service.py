@@ -47,6 +47,10 @@ T = TypeVar("T")
 MIB = 1024 * 1024
 DEFAULT_MAX_FILE_MB = 50
 _GARBAGE_BATCH = 500
+#: An S3 multipart upload untouched this long is removed with its parts (as MinIO removes stale uploads): a
+#: client that died mid-upload would otherwise leave its parts' bytes for good, with no way for an S3 client
+#: to find the upload (ListMultipartUploads is not offered).
+MULTIPART_EXPIRY = timedelta(days=7)
 
 #: An upload's row, new: needs only an INSERT policy. No conflict target on purpose: `ON CONFLICT (bucket,
 #: key)` makes Postgres require SELECT on those columns, and so apply the SELECT policies to the new row (as
@@ -269,8 +273,21 @@ class StorageService:
     async def start(self) -> None:
         """Prepare the backend, remove what uploads that died left behind, remove queued garbage."""
         await self.blobs.start(self.database)
+        await self.remove_stale_multipart_uploads()
         while await self.collect_garbage() == _GARBAGE_BATCH:
             pass
+
+    async def remove_stale_multipart_uploads(self) -> int:
+        """Remove the S3 multipart uploads no part has come to for `MULTIPART_EXPIRY`, and their parts (whose
+        blobs are queued for the next collection); how many went."""
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "delete from storage.s3_multipart_uploads u where u.created_at < now() - %(age)s "
+                "and not exists (select 1 from storage.s3_multipart_parts p where p.upload_id = u.upload_id "
+                "and p.uploaded_at >= now() - %(age)s)",
+                {"age": MULTIPART_EXPIRY},
+            )
+            return cur.rowcount
 
     async def stop(self) -> None:
         await self.blobs.stop()
