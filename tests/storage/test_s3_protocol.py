@@ -51,11 +51,16 @@ def _client(server: ServerProcess) -> Any:
     )
     assert created.status_code == 201, created.text
     key = created.json()
+    return _boto(server, key["accessKeyId"], key["secretAccessKey"])
+
+
+def _boto(server: ServerProcess, access_key_id: str, secret: str) -> Any:
+    """boto3's S3 client for the server's endpoint, signing with this key and secret."""
     return boto3.client(
         "s3",
         endpoint_url=f"{server.url}/storage/v1/s3",
-        aws_access_key_id=key["accessKeyId"],
-        aws_secret_access_key=key["secretAccessKey"],
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret,
         region_name="us-east-2",
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
     )
@@ -95,13 +100,7 @@ def test_access_keys_admin_api(local_server: ServerProcess) -> None:
     assert all("secretAccessKey" not in k for k in listed)
     gone = httpx.delete(f"{local_server.url}/api/storage/s3/access-keys/{created['id']}", headers=admin)
     assert gone.status_code == 204
-    revoked = boto3.client(
-        "s3",
-        endpoint_url=f"{local_server.url}/storage/v1/s3",
-        aws_access_key_id=created["accessKeyId"],
-        aws_secret_access_key=created["secretAccessKey"],
-        region_name="us-east-2",
-    )
+    revoked = _boto(local_server, created["accessKeyId"], created["secretAccessKey"])
     with pytest.raises(ClientError) as refused:
         revoked.list_buckets()
     assert refused.value.response["Error"]["Code"] == "InvalidAccessKeyId"
@@ -110,18 +109,32 @@ def test_access_keys_admin_api(local_server: ServerProcess) -> None:
 
 def test_bad_signatures_refused(local_server: ServerProcess, s3: Any) -> None:
     creds = s3._request_signer._credentials
-    wrong = boto3.client(
-        "s3",
-        endpoint_url=f"{local_server.url}/storage/v1/s3",
-        aws_access_key_id=creds.access_key,
-        aws_secret_access_key=creds.secret_key + "x",
-        region_name="us-east-2",
-    )
+    wrong = _boto(local_server, creds.access_key, creds.secret_key + "x")
     with pytest.raises(ClientError) as refused:
         wrong.list_buckets()
     assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
     unsigned = httpx.get(f"{local_server.url}/storage/v1/s3/")
     assert unsigned.status_code == 403 and b"<Code>AccessDenied</Code>" in unsigned.content
+
+
+def test_a_request_that_fails_its_signature_does_not_mark_the_key_used(local_server: ServerProcess) -> None:
+    """`lastUsedAt` says when a key was last used: a request anyone can send with a key's id (it is in every
+    presigned URL) and a wrong secret set it too, hiding whether the key is in use."""
+    api_key = json.loads((local_server.data_dir / "keys.json").read_text())["api_key"]
+    admin = {"Authorization": f"Bearer {api_key}"}
+    keys = f"{local_server.url}/api/storage/s3/access-keys"
+    created = httpx.post(keys, json={}, headers=admin).json()
+    forged = _boto(local_server, created["accessKeyId"], "not-the-secret")
+    with pytest.raises(ClientError):
+        forged.list_buckets()
+
+    def last_used() -> object:
+        listed = httpx.get(keys, headers=admin).json()
+        return next(k["lastUsedAt"] for k in listed if k["accessKeyId"] == created["accessKeyId"])
+
+    assert last_used() is None
+    _boto(local_server, created["accessKeyId"], created["secretAccessKey"]).list_buckets()
+    assert last_used() is not None
 
 
 def test_objects_round_trip(s3: Any) -> None:

@@ -51,6 +51,8 @@ class S3AccessKeys:
         self.database = database
         self.secret_box = secret_box
         self._cache: dict[str, tuple[float, str | None]] = {}
+        #: When this process last wrote each key's `last_used_at` (written at most every few seconds).
+        self._marked: dict[str, float] = {}
 
     async def create(self, actor: Actor, description: str | None) -> dict[str, Any]:
         _require_person(actor)
@@ -133,8 +135,7 @@ class S3AccessKeys:
             return cached[1]
         async with self.database.as_owner() as cur:
             await cur.execute(
-                "update storage.s3_access_keys set last_used_at = now() where access_key_id = %s "
-                "returning secret_access_key_encrypted",
+                "select secret_access_key_encrypted from storage.s3_access_keys where access_key_id = %s",
                 (access_key_id,),
             )
             row = await cur.fetchone()
@@ -147,3 +148,18 @@ class S3AccessKeys:
             self._cache.clear()
         self._cache[access_key_id] = (now, secret)
         return secret
+
+    async def mark_used(self, access_key_id: str) -> None:
+        """Note that the key signed a request: once its signature held, never before (a key's id is in every
+        presigned URL, so anyone could send one with a wrong signature). At most every few seconds a key."""
+        now = time.monotonic()
+        if now - self._marked.get(access_key_id, -_CACHE_SECONDS) < _CACHE_SECONDS:
+            return
+        if len(self._marked) > 1000:
+            self._marked.clear()
+        self._marked[access_key_id] = now
+        async with self.database.as_owner() as cur:
+            await cur.execute(
+                "update storage.s3_access_keys set last_used_at = now() where access_key_id = %s",
+                (access_key_id,),
+            )

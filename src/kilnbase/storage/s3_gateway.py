@@ -126,6 +126,7 @@ class S3Gateway:
             key = sigv4.verify(
                 signed, secret, method=request.method, raw_path=raw_path, query=query, headers=request.headers
             )
+            await self.keys.mark_used(signed.access_key_id)
             actor = Actor(
                 _S3_PRINCIPAL,
                 ip=request.client.host if request.client else None,
