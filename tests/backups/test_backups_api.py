@@ -197,6 +197,13 @@ def test_restore_brings_back_a_dropped_table(
 def test_failed_restore_changes_nothing(
     client: TestClient, admin: dict[str, str], settings: Settings
 ) -> None:
+    # Past the failure, the script still has more than a pipe holds (a megabyte of rows): psql stops at the
+    # error, and pg_restore, writing the rest to it, must be stopped too (it once waited forever).
+    filler = f"filler_{secrets.token_hex(3)}"
+    _sql(
+        settings,
+        f"create table public.{filler} as select repeat('x', 100) as x from generate_series(1, 10000)",
+    )
     table, backup_id = _table_backed_up(client, admin, settings, "(1)")
     _sql(settings, f"insert into public.{table} values (2)")
     # A view made since depends on the table: dropping it fails, and the whole restore rolls back.
@@ -207,6 +214,7 @@ def test_failed_restore_changes_nothing(
     assert _sql(settings, f"select id from public.{table} order by id") == [(1,), (2,)]
     assert _sql(settings, f"select count(*) from public.{table}_v") == [(2,)]
     _sql(settings, f"drop view public.{table}_v")
+    _sql(settings, f"drop table public.{filler}")
 
 
 def test_restore_refused_unless_completed(

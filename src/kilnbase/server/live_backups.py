@@ -256,9 +256,15 @@ def _run(conninfo: str, dump: Path, listing: Path, server_version: int, owner: s
                 env=environment,
             )
             assert producer.stdout is not None
-            with contextlib.suppress(BrokenPipeError):
+            stopped = False
+            try:
                 _copy(producer.stdout, psql.stdin, server_version, owner)
-            written = producer.wait() == 0
+            except BrokenPipeError:
+                stopped = True  # (psql stopped at an error: its message says why)
+            # (Closed whatever happened: pg_restore, still writing what psql will never read, would wait on a
+            # full pipe forever; it stops at its next write.)
+            producer.stdout.close()
+            written = producer.wait() == 0 and not stopped
             with contextlib.suppress(BrokenPipeError):
                 if written:
                     psql.stdin.write((_BEFORE_AND_AFTER + _AFTER).encode())
@@ -271,12 +277,12 @@ def _run(conninfo: str, dump: Path, listing: Path, server_version: int, owner: s
                 if process is not None and process.poll() is None:
                     process.kill()
                     process.wait()
+        if stopped or (written and code != 0):
+            raise BackupFileFailed(f"The restore failed, and was rolled back: {_read(psql_errors)}")
         if not written:
             raise BackupFileFailed(
                 f"pg_restore failed, and the restore was rolled back: {_read(restore_errors)}"
             )
-        if code != 0:
-            raise BackupFileFailed(f"The restore failed, and was rolled back: {_read(psql_errors)}")
 
 
 def _copy(source: IO[bytes], sink: IO[bytes], server_version: int, owner: str) -> None:
