@@ -51,6 +51,7 @@ from kilnbase.mcp_server.rest_gate import RestApprovalGate
 from kilnbase.memory import routes as memory_routes
 from kilnbase.messaging import routes as messaging_routes
 from kilnbase.metadata import routes as metadata_routes
+from kilnbase.payments import routes as payments_routes
 from kilnbase.project_config import routes as project_config_routes
 from kilnbase.realtime import routes as realtime_routes
 from kilnbase.records import routes as records_routes
@@ -88,6 +89,7 @@ def capabilities(services: Services) -> list[Capability]:
         memory_routes.capability(services.memory),
         kv_routes.capability(services.kv),
         project_config_routes.capability(services.project_config),
+        payments_routes.capability(services.payments),
         realtime_routes.capability(services.realtime),
         dashboard_routes.capability(services.core),
     ]

@@ -536,6 +536,12 @@ class Settings(BaseSettings):
     ai_default_max_tokens: int = Field(4096, ge=1)
     ai_stream_keepalive: float = Field(15.0, ge=0)
 
+    # Payments (payments/): Stripe's API, over HTTPS (a loopback stand-in in tests).
+    stripe_api_base: str = Field("https://api.stripe.com", min_length=1)
+    #: How old a webhook's `Stripe-Signature` timestamp may be (Stripe's libraries use 300 s).
+    stripe_webhook_tolerance_seconds: int = Field(300, ge=1, le=86_400)
+    stripe_timeout_seconds: float = Field(30.0, gt=0, le=300)
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _proxies(cls, value: Any) -> Any:

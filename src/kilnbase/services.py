@@ -40,6 +40,7 @@ from kilnbase.memory.service import Memory
 from kilnbase.messaging.runner import MessageRunner
 from kilnbase.messaging.service import Messaging
 from kilnbase.metadata.service import MetadataService
+from kilnbase.payments.service import Payments
 from kilnbase.project_config.service import ProjectConfig
 from kilnbase.realtime.service import RealtimeService
 from kilnbase.records.service import RecordsEngine
@@ -81,6 +82,7 @@ class Services:
     database_backups: DatabaseBackups
     backup_scheduler: ScheduledBackups
     project_config: ProjectConfig
+    payments: Payments
 
 
 def build_core(settings: Settings, keys: ProjectKeys, owner_conninfo: str) -> Core:
@@ -174,4 +176,5 @@ def build_services(core: Core) -> Services:
         backup_scheduler=ScheduledBackups(backups),
         # The project config changes auth's and storage's settings through their own services.
         project_config=ProjectConfig(core.database, core.agent_keys, auth.admin, storage),
+        payments=Payments(core.settings, core.database, core.secret_box),
     )

@@ -20,4 +20,5 @@ OWNED_SCHEMAS = (
     "memory",
     "kv",
     "messaging",
+    "payments",
 )

@@ -1,0 +1,1 @@
+"""Payments through Stripe: InsForge's `/api/payments/stripe/...` and its webhook receiver."""

@@ -1,0 +1,174 @@
+"""Stripe's HTTP API as the payments service calls it: form-encoded requests with the secret key as a bearer
+token, JSON answers, and Stripe's failures turned into InsForge's errors (`stripe-errors.ts`'s mapping).
+
+Our own client rather than the `stripe` package: the service makes a dozen calls, each a POST of a form or a
+GET, and a stand-in on loopback (`KILNBASE_STRIPE_API_BASE`) must receive exactly what Stripe would. The
+webhook signature check (`verify_signature`) is Stripe's documented scheme: HMAC-SHA256 of `t.payload` with
+the endpoint's signing secret, hex, in one of the header's `v1` entries, with a tolerance on `t`.
+
+The secret key is only ever in the Authorization header; no message made here repeats it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import orjson
+
+from kilnbase.http.errors import ApiError
+
+STRIPE_UNREACHABLE = (
+    "Try again in a moment; if it persists, check Stripe's status page and KILNBASE_STRIPE_API_BASE."
+)
+FIX_KEY = "Set a valid key for this environment with PUT /api/payments/stripe/:environment/config."
+#: Paging of Stripe's list endpoints (its largest page), and the most pages one listing reads.
+PAGE = 100
+MAX_PAGES = 50
+
+
+def form(params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Stripe's form encoding: `a[b]=c` for objects, `a[0][b]=c` for lists, booleans as true/false; None
+    is left out."""
+    pairs: list[tuple[str, str]] = []
+
+    def add(key: str, value: Any) -> None:
+        if value is None:
+            return
+        if isinstance(value, Mapping):
+            for name, inner in value.items():
+                add(f"{key}[{name}]", inner)
+        elif isinstance(value, Sequence) and not isinstance(value, str):
+            for index, inner in enumerate(value):
+                add(f"{key}[{index}]", inner)
+        elif isinstance(value, bool):
+            pairs.append((key, "true" if value else "false"))
+        else:
+            pairs.append((key, str(value)))
+
+    for name, value in params.items():
+        add(name, value)
+    return pairs
+
+
+def _stripe_error(status: int, body: Any) -> ApiError:
+    """InsForge's mapping of a Stripe error: rate limit 429, a rejected key PAYMENT_CONFIG_INVALID (400 here,
+    not Stripe's 401: the caller's own credential is fine), a declined card 402, anything else Stripe's
+    status and message as UPSTREAM_FAILURE (502 for its 5xx)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    message = str(error.get("message") or "Stripe request failed")[:1000]
+    kind = error.get("type")
+    if status == 429:
+        return ApiError(429, "RATE_LIMITED", message, "Wait a moment and try again.")
+    if status in (401, 403):
+        return ApiError(400, "PAYMENT_CONFIG_INVALID", message, FIX_KEY)
+    if kind == "card_error":
+        return ApiError(402, "PAYMENT_METHOD_DECLINED", message, "Use another payment method.")
+    if 400 <= status < 500:
+        return ApiError(
+            status, "UPSTREAM_FAILURE", message, "Check the ids and values sent against the Stripe dashboard."
+        )
+    return ApiError(502, "UPSTREAM_FAILURE", message, STRIPE_UNREACHABLE)
+
+
+class StripeApi:
+    """Calls with one secret key. `idempotency_key` on a POST makes Stripe answer a retry with the first
+    result."""
+
+    def __init__(self, base_url: str, secret_key: str, timeout_seconds: float) -> None:
+        self._base = base_url.rstrip("/")
+        self._key = secret_key
+        self._timeout = timeout_seconds
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self._key}", "Accept": "application/json"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        encoded = form(params or {})
+        try:
+            async with httpx.AsyncClient(
+                timeout=self._timeout, follow_redirects=False, trust_env=False
+            ) as client:
+                url = self._base + path
+                if method in ("GET", "DELETE"):
+                    response = await client.request(method, url, params=urlencode(encoded), headers=headers)
+                else:
+                    headers["Content-Type"] = "application/x-www-form-urlencoded"
+                    content = urlencode(encoded).encode()
+                    response = await client.request(method, url, content=content, headers=headers)
+        except httpx.HTTPError as exc:
+            raise ApiError(
+                502,
+                "UPSTREAM_FAILURE",
+                f"Stripe could not be reached ({type(exc).__name__}).",
+                STRIPE_UNREACHABLE,
+            ) from None
+        answer: Any
+        try:
+            answer = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            answer = None
+        if response.status_code >= 400:
+            raise _stripe_error(response.status_code, answer)
+        if not isinstance(answer, dict):
+            raise ApiError(
+                502, "UPSTREAM_FAILURE", "Stripe answered something that is not JSON.", STRIPE_UNREACHABLE
+            )
+        return answer
+
+    async def list_all(self, path: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Every object of a list endpoint, page by page (at most `MAX_PAGES` pages)."""
+        found: list[dict[str, Any]] = []
+        after: str | None = None
+        for _ in range(MAX_PAGES):
+            page = await self.request("GET", path, {**(params or {}), "limit": PAGE, "starting_after": after})
+            data = [item for item in page.get("data") or [] if isinstance(item, dict)]
+            found += data
+            if not page.get("has_more") or not data:
+                break
+            after = str(data[-1].get("id"))
+        return found
+
+
+class SignatureError(ValueError):
+    pass
+
+
+def verify_signature(
+    payload: bytes, header: str, secret: str, tolerance_seconds: int, now: float | None = None
+) -> None:
+    """Raise `SignatureError` (with Stripe's wording) unless one `v1` signature of `header` is
+    HMAC-SHA256(secret, `t.payload`) and `t` is within `tolerance_seconds` of now."""
+    timestamp: int | None = None
+    signatures: list[str] = []
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t":
+            try:
+                timestamp = int(value)
+            except ValueError:
+                timestamp = None
+        elif name == "v1":
+            signatures.append(value)
+    if timestamp is None or not signatures:
+        raise SignatureError("Unable to extract timestamp and signatures from header")
+    signed = str(timestamp).encode() + b"." + payload
+    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+        raise SignatureError("No signatures found matching the expected signature for payload")
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance_seconds:
+        raise SignatureError("Timestamp outside the tolerance zone")
