@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
+import httpx2
 from starlette.testclient import TestClient
 
 from tests.support.fake_stripe import sign
@@ -21,7 +21,7 @@ def post_event(
     environment: str = "test",
     secret: str = WEBHOOK_SECRET,
     timestamp: int | None = None,
-) -> httpx.Response:
+) -> httpx2.Response:
     """POST an event to the receiver as Stripe does: the raw JSON, signed."""
     payload = json.dumps(item).encode()
     return client.post(

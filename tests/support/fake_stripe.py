@@ -208,12 +208,12 @@ class FakeStripe:
             self.prices[price["id"]] = price
             return 200, price
         if segments[:2] == ["v1", "prices"] and len(segments) == 3:
-            price = self.prices.get(segments[2])
-            if price is None:
+            found = self.prices.get(segments[2])
+            if found is None:
                 return _missing("price", segments[2])
             if "active" in form:
-                price["active"] = form["active"] == "true"
-            return 200, price
+                found["active"] = form["active"] == "true"
+            return 200, found
         if path == "/v1/webhook_endpoints" and method == "GET":
             return 200, _page(list(self.endpoints.values()), form)
         if path == "/v1/webhook_endpoints" and method == "POST":

@@ -670,14 +670,14 @@ class Payments:
         session_id = str(uuid.uuid4())
         subject = request.subject or (None, None)
         try:
-            async with self._database.as_caller(actor.principal) as cur:
+            async with self._database.transaction_as(actor.principal) as conn:
+                cur = conn.cursor()
                 await cur.execute(
                     "insert into payments.stripe_checkout_sessions (id, environment, mode, subject_type, "
                     "subject_id, "
                     "customer_email, line_items, success_url, cancel_url, idempotency_key, request_hash, "
                     "metadata, "
-                    "created_by) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                    "on conflict (environment, idempotency_key) where idempotency_key is not null do nothing",
+                    "created_by) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     (
                         session_id,
                         environment,
@@ -694,7 +694,11 @@ class Payments:
                         user_id,
                     ),
                 )
-                inserted = cur.rowcount > 0
+            inserted = True
+        except psycopg.errors.UniqueViolation:
+            # (Not ON CONFLICT DO NOTHING: Postgres applies SELECT policies to its arbiter, and the anon key
+            # may not read checkout sessions.)
+            inserted = False
         except psycopg.errors.InsufficientPrivilege:
             raise ApiError(
                 403,
@@ -740,7 +744,8 @@ class Payments:
         session_id = str(uuid.uuid4())
         user_id = actor.principal.user_id if actor.principal.db_role == "authenticated" else None
         try:
-            async with self._database.as_caller(actor.principal) as cur:
+            async with self._database.transaction_as(actor.principal) as conn:
+                cur = conn.cursor()
                 await cur.execute(
                     "insert into payments.stripe_customer_portal_sessions (id, environment, subject_type, "
                     "subject_id, "
