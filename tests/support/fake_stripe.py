@@ -166,8 +166,9 @@ class FakeStripe:
         if path == "/v1/products" and method == "GET":
             return 200, _page(list(self.products.values()), form)
         if path == "/v1/products" and method == "POST":
-            product = {
-                "id": self._new_id("prod"),
+            product_id = self._new_id("prod")
+            created: dict[str, Any] = {
+                "id": product_id,
                 "object": "product",
                 "name": form["name"],
                 "description": form.get("description"),
@@ -175,8 +176,8 @@ class FakeStripe:
                 "default_price": None,
                 "metadata": _nested(form, "metadata"),
             }
-            self.products[product["id"]] = product
-            return 200, product
+            self.products[product_id] = created
+            return 200, created
         if segments[:2] == ["v1", "products"] and len(segments) == 3:
             product = self.products.get(segments[2])
             if product is None:
