@@ -24,7 +24,7 @@ def test_every_doc_type_answers_without_a_credential(client: TestClient, doc_typ
     assert body["type"] == doc_type and body["content"].startswith("# ")
 
 
-@pytest.mark.parametrize("feature", ["storage", "functions", "realtime"])
+@pytest.mark.parametrize("feature", ["storage", "functions", "realtime", "payments"])
 @pytest.mark.parametrize("language", ["typescript", "rest-api", "python"])
 def test_installed_capabilities_are_documented(client: TestClient, feature: str, language: str) -> None:
     content = client.get(f"/api/docs/{feature}/{language}").json()["content"]
@@ -37,9 +37,6 @@ def test_installed_capabilities_are_documented(client: TestClient, feature: str,
     ("path", "feature"),
     [
         ("/api/docs/deployment", "deployment"),
-        ("/api/docs/payments", "payments"),
-        ("/api/docs/payments/typescript", "payments"),
-        ("/api/docs/payments/python", "payments"),
     ],
 )
 def test_missing_capabilities_say_so(client: TestClient, path: str, feature: str) -> None:
@@ -63,7 +60,7 @@ def test_instructions_name_what_exists(client: TestClient) -> None:
         assert capability in available
     missing = [line for line in table if "**not in this server yet**" in line]
     assert missing == [
-        "| Site deployments, payments | **not in this server yet** | their docs say so; do not call them |"
+        "| Site deployments | **not in this server yet** | their docs say so; do not call them |"
     ]
 
 
@@ -82,8 +79,8 @@ def test_unknown_documents_are_404(client: TestClient) -> None:
 
 
 def test_an_absent_capability_route_says_what_is_missing(client: TestClient) -> None:
-    response = client.get("/api/payments/stripe/config")
+    response = client.get("/api/deployments/abc")
     assert response.status_code == 404
-    assert "this Kilnbase server has no payments API" in response.json()["message"]
+    assert "this Kilnbase server has no deployments API" in response.json()["message"]
     # A path under a module that exists is a plain 404.
     assert "no database API" not in client.get("/api/database/nope").json()["message"]

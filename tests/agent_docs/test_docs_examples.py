@@ -83,6 +83,11 @@ _SHELL_OUTPUT: dict[str, list[str | None]] = {
         "world",
         "running",
     ],
+    "/api/docs/payments/rest-api": [
+        '[{"environment":"test","status":"unconfigured"},{"environment":"live","status":"unconfigured"}]',
+        "PAYMENT_CONFIG_INVALID",
+        '{"transactions":[]}',
+    ],
     "/api/docs/realtime/rest-api": [
         "201",
         None,  # the policies' names: these two, beside those other documents' examples made
@@ -103,6 +108,7 @@ _SHELL_OUTPUT: dict[str, list[str | None]] = {
         "/api/docs/storage/rest-api",
         "/api/docs/functions/rest-api",
         "/api/docs/realtime/rest-api",
+        "/api/docs/payments/rest-api",
     ],
 )
 def test_shell_examples_run(live_keys: dict[str, str], path: str, tmp_path: Path) -> None:
@@ -127,6 +133,7 @@ def test_shell_examples_run(live_keys: dict[str, str], path: str, tmp_path: Path
         "/api/docs/storage/python",
         "/api/docs/functions/python",
         "/api/docs/realtime/python",
+        "/api/docs/payments/python",
     ],
 )
 def test_python_examples_run(live_keys: dict[str, str], path: str, tmp_path: Path) -> None:
@@ -143,6 +150,7 @@ def test_python_examples_run(live_keys: dict[str, str], path: str, tmp_path: Pat
         "/api/docs/storage-sdk",
         "/api/docs/functions-sdk",
         "/api/docs/real-time",
+        "/api/docs/payments",
     ],
 )
 def test_typescript_examples_run(live_keys: dict[str, str], path: str, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The documents behind `/api/docs` (InsForge's docs API, which `@insforge/mcp`'s `fetch-docs` and
 `fetch-sdk-docs` read): written for Kilnbase and true to what this server does.
 
-A document for a capability this server does not have (site deployments, payments) says so plainly instead
+A document for a capability this server does not have (site deployments) says so plainly instead
 of documenting calls that fail.
 """
 
@@ -45,10 +45,9 @@ _DOC_TYPE_DOCUMENT = {
     "payments": ("payments", "typescript"),
 }
 #: Features documented here; the others are absent from this server.
-_WRITTEN_FEATURES = ("db", "auth", "ai", "storage", "functions", "realtime")
+_WRITTEN_FEATURES = ("db", "auth", "ai", "storage", "functions", "realtime", "payments")
 _TITLES = {
     "deployment": "Site deployments",
-    "payments": "Payments (Stripe, Razorpay)",
 }
 
 
