@@ -176,5 +176,5 @@ def build_services(core: Core) -> Services:
         backup_scheduler=ScheduledBackups(backups),
         # The project config changes auth's and storage's settings through their own services.
         project_config=ProjectConfig(core.database, core.agent_keys, auth.admin, storage),
-        payments=Payments(core.settings, core.database, core.secret_box),
+        payments=Payments(core.settings, core.database, core.secret_box, core.rate_limiter),
     )

@@ -207,3 +207,25 @@ def test_an_unknown_environment_is_a_400_and_other_providers_say_they_are_not_he
         assert refused.status_code == 501
         assert refused.json()["error"] == "PAYMENT_PROVIDER_NOT_SUPPORTED"
         assert "Stripe only" in refused.json()["message"]
+
+
+def test_key_changes_and_refusals_are_audited_with_the_key_masked(
+    client: TestClient,
+    admin: dict[str, str],
+    unconfigured: Callable[[str], None],
+    sql: Sql,
+) -> None:
+    unconfigured("live")
+    agent = agent_headers(client, admin, ["payments:write"], name="auditor")
+    assert client.put(CONFIG, headers=agent, json={"secretKey": LIVE_KEY}).status_code == 403
+    assert client.put(CONFIG, headers=admin, json={"secretKey": LIVE_KEY}).status_code == 200
+    entries = sql(
+        "select actor, outcome, details from system.audit_logs where module = 'PAYMENTS' "
+        "and action = 'SET_STRIPE_CONFIG' order by created_at desc limit 2"
+    )
+    assert [(e["outcome"], e["actor"].startswith("agent:auditor")) for e in entries] == [
+        ("success", False),
+        ("refused", True),
+    ]
+    assert entries[0]["details"]["key"] == "sk_live_****0002"
+    assert LIVE_KEY not in str(sql("select details from system.audit_logs where module = 'PAYMENTS'"))

@@ -35,6 +35,7 @@ from kilnbase import audit
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError, require_admin_actor, require_person
+from kilnbase.http.rate_limit import RateLimiter
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.payments import definitions, events, mirror, shapes
@@ -79,10 +80,28 @@ def webhook_url(settings: Settings, environment: Environment) -> str:
 
 
 class Payments:
-    def __init__(self, settings: Settings, database: Database, box: SecretBox) -> None:
+    def __init__(self, settings: Settings, database: Database, box: SecretBox, limiter: RateLimiter) -> None:
         self._settings = settings
         self._database = database
         self._box = box
+        self._limiter = limiter
+
+    async def _limit_sessions(self, actor: Actor) -> None:
+        """At most `payments_sessions_per_minute` sessions a minute per user (per address for the anon key
+        and the API key)."""
+        who = actor.principal.user_id or actor.ip or "unknown"
+        limit = self._settings.payments_sessions_per_minute
+        retry_after = await self._limiter.hit(f"payments-sessions:{who}", limit, 60)
+        if retry_after is not None:
+            seconds = max(1, int(retry_after + 0.999))
+            raise ApiError(
+                429,
+                "RATE_LIMITED",
+                f"Too many payment sessions: at most {limit} a minute.",
+                f"Wait {seconds} seconds and try again (KILNBASE_PAYMENTS_SESSIONS_PER_MINUTE sets the "
+                "limit).",
+                headers={"Retry-After": str(seconds)},
+            )
 
     # -- keys ------------------------------------------------------------------------------------------------
 
@@ -588,6 +607,7 @@ class Payments:
         `idempotencyKey`, the same request again answers the same session."""
         request = definitions.checkout(body)
         api = await self.stripe(environment)
+        await self._limit_sessions(actor)
         metadata = {**request.metadata, mirror.CHECKOUT_MODE_KEY: request.mode}
         if request.subject is not None:
             metadata[mirror.SUBJECT_TYPE_KEY], metadata[mirror.SUBJECT_ID_KEY] = request.subject
@@ -741,6 +761,7 @@ class Payments:
             )
         request = definitions.portal(body)
         api = await self.stripe(environment)
+        await self._limit_sessions(actor)
         session_id = str(uuid.uuid4())
         user_id = actor.principal.user_id if actor.principal.db_role == "authenticated" else None
         try:
