@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from tests.payments.stripe_calls import LIVE_KEY, TEST_KEY
+from tests.payments.stripe_calls import LIVE_KEY, TEST_KEY, WEBHOOK_SECRET, post_event
 from tests.support.app import agent_headers, anon_headers
-from tests.support.fake_stripe import FakeStripe
+from tests.support.fake_stripe import FakeStripe, event
 from tests.support.side_sql import Sql
 
 CONFIG = "/api/payments/stripe/live/config"
@@ -229,3 +229,32 @@ def test_key_changes_and_refusals_are_audited_with_the_key_masked(
     ]
     assert entries[0]["details"]["key"] == "sk_live_****0002"
     assert LIVE_KEY not in str(sql("select details from system.audit_logs where module = 'PAYMENTS'"))
+
+
+def test_a_key_of_another_stripe_account_clears_what_was_recorded_for_the_first(
+    client: TestClient,
+    admin: dict[str, str],
+    stripe: FakeStripe,
+    unconfigured: Callable[[str], None],
+    sql: Sql,
+) -> None:
+    unconfigured("live")
+    first = {"secretKey": LIVE_KEY, "webhookSecret": WEBHOOK_SECRET}
+    assert client.put(CONFIG, headers=admin, json=first).status_code == 200
+    invoice = {"id": "in_first_account", "object": "invoice", "customer": "cus_1", "amount_paid": 100}
+    paid = post_event(client, event("invoice.paid", invoice, "evt_first_account"), environment="live")
+    assert paid.status_code == 200
+    recorded = "select count(*) as n from payments.transactions where environment = 'live'"
+    assert sql(recorded)[0]["n"] == 1
+    # The same account again (a rolled key) keeps it; another account's key clears it.
+    stripe.accounts["sk_live_rolled_key_0003"] = "acct_default"
+    assert client.put(CONFIG, headers=admin, json={"secretKey": "sk_live_rolled_key_0003"}).status_code == 200
+    assert sql(recorded)[0]["n"] == 1
+    stripe.accounts["sk_live_other_account_9999"] = "acct_other"
+    assert (
+        client.put(CONFIG, headers=admin, json={"secretKey": "sk_live_other_account_9999"}).status_code == 200
+    )
+    assert sql(recorded)[0]["n"] == 0
+    assert sql("select count(*) as n from payments.webhook_events where environment = 'live'")[0]["n"] == 0
+    status = client.get("/api/payments/stripe/status", headers=admin).json()["connections"]
+    assert next(c for c in status if c["environment"] == "live")["accountId"] == "acct_other"
