@@ -325,8 +325,9 @@ insert into public.{name} values (1), (2);
 def test_restore_keeps_credentials_as_they_are_now(
     client: TestClient, admin: dict[str, str], settings: Settings
 ) -> None:
-    """S3 access keys, gateway keys and external JWT providers deleted or revoked after the backup stay so,
-    and those made after it stay too: a restore brings back data, never a credential no longer trusted."""
+    """S3 access keys, gateway keys, external JWT providers and Stripe keys deleted or revoked after the
+    backup stay so, and those made after it stay too: a restore brings back data, never a credential no
+    longer trusted."""
     tag = secrets.token_hex(4)
     s3_gone, s3_new = f"GONE{tag}", f"NEW{tag}"
     inserts = {
@@ -339,7 +340,18 @@ def test_restore_keeps_credentials_as_they_are_now(
     _sql(settings, inserts["s3"].format(s3_gone))
     _sql(settings, inserts["gateway"].format(f"gw-{tag}"))
     _sql(settings, inserts["jwt"].format(f"gone-{tag}"))
+    _sql(
+        settings,
+        "insert into payments.provider_connections (environment, status) values ('live', 'connected')",
+    )
+    _sql(
+        settings,
+        "insert into payments.provider_secrets (environment, secret_key_ciphertext, secret_key_mask) "
+        "values ('live', 'x', 'abcd')",
+    )
     backup_id = _backup(client, admin)["id"]
+    _sql(settings, "delete from payments.provider_secrets where environment = 'live'")
+    _sql(settings, "delete from payments.provider_connections where environment = 'live'")
     _sql(settings, f"delete from storage.s3_access_keys where access_key_id = '{s3_gone}'")
     _sql(settings, f"update ai.gateway_keys set revoked_at = now() where name = 'gw-{tag}'")
     _sql(settings, f"delete from auth.jwt_providers where provider_key = 'gone-{tag}'")
@@ -356,6 +368,13 @@ def test_restore_keeps_credentials_as_they_are_now(
     assert _sql(
         settings, f"select provider_key from auth.jwt_providers where provider_key like '%-{tag}'"
     ) == [(f"new-{tag}",)]
+    # A Stripe key removed since (a leaked one, say) does not come back.
+    assert _sql(settings, "select count(*) from payments.provider_secrets where environment = 'live'") == [
+        (0,)
+    ]
+    assert _sql(
+        settings, "select count(*) from payments.provider_connections where environment = 'live'"
+    ) == [(0,)]
 
 
 def test_config_defaults_and_validation(client: TestClient, admin: dict[str, str]) -> None:

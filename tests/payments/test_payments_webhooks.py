@@ -120,6 +120,14 @@ def test_a_forged_or_old_signature_is_refused_before_anything_is_recorded(
     garbled = client.post("/api/webhooks/stripe/test", content=b"{}", headers={"stripe-signature": "v0=abc"})
     assert garbled.status_code == 400
     assert garbled.json()["message"] == "Unable to extract timestamp and signatures from header"
+    # A signature that is not ASCII (a header arrives as Latin-1): a mismatch, not a 500.
+    latin = client.post(
+        "/api/webhooks/stripe/test",
+        content=b"{}",
+        headers={b"stripe-signature": f"t={int(time.time())},v1=\u00e9\u00e9".encode("latin-1")},
+    )
+    assert latin.status_code == 400
+    assert latin.json()["message"] == "No signatures found matching the expected signature for payload"
     assert _events(sql) == before
 
 

@@ -167,7 +167,9 @@ def verify_signature(
         raise SignatureError("Unable to extract timestamp and signatures from header")
     signed = str(timestamp).encode() + b"." + payload
     expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+    # (As bytes: `compare_digest` raises on a str that is not ASCII, and a header arrives as Latin-1.)
+    wanted = expected.encode()
+    if not any(hmac.compare_digest(wanted, candidate.encode("utf-8", "replace")) for candidate in signatures):
         raise SignatureError("No signatures found matching the expected signature for payload")
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance_seconds:

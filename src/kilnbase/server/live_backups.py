@@ -80,6 +80,8 @@ KEPT_TABLES = (
     "storage.s3_access_keys",
     "ai.gateway_keys",
     "auth.jwt_providers",
+    "payments.provider_connections",
+    "payments.provider_secrets",
 )
 LOCK_TIMEOUT = "30s"
 _SESSION = "kilnbase live restore"
