@@ -322,6 +322,29 @@ insert into public.{name} values (1), (2);
     assert owner == [("project_admin",)]
 
 
+def test_restore_leaves_the_message_outbox_as_it_is_now(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    """A message queued when the backup was made, and sent since, is not queued again by a restore (it would
+    go out twice); one queued after the backup stays queued."""
+    queue = (
+        "insert into messaging.outbox (channel, payload, max_retries, next_attempt_at) "
+        "values ('email', '{}', 3, now() + interval '1 year') returning id::text"
+    )
+    sent_since = _sql(settings, queue)[0][0]
+    backup_id = _backup(client, admin)["id"]
+    _sql(settings, f"update messaging.outbox set status = 'sent', sent_at = now() where id = '{sent_since}'")
+    queued_after = _sql(settings, queue)[0][0]
+    restored = client.post(f"{API}/{backup_id}/restore", headers=admin)
+    assert restored.status_code == 200, restored.text
+    statuses = _sql(
+        settings,
+        f"select id::text, status from messaging.outbox where id in ('{sent_since}', '{queued_after}') "
+        "order by status",
+    )
+    assert statuses == [(queued_after, "pending"), (sent_since, "sent")]
+
+
 def test_restore_keeps_credentials_as_they_are_now(
     client: TestClient, admin: dict[str, str], settings: Settings
 ) -> None:

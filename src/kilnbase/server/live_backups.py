@@ -82,6 +82,10 @@ KEPT_TABLES = (
     "auth.jwt_providers",
     "payments.provider_connections",
     "payments.provider_secrets",
+    # What was sent to the outside world is not rewritten either: a message sent since would go out again.
+    "messaging.outbox",
+    "messaging.dead_letter",
+    "messaging.delivery_attempts",
 )
 LOCK_TIMEOUT = "30s"
 _SESSION = "kilnbase live restore"
