@@ -20,7 +20,16 @@ from tests.support.app import agent_headers, mcp_call
 
 #: InsForge's keys, then Kilnbase's.
 _INSFORGE_KEYS = {"auth", "database", "storage", "functions", "realtime", "version"}
-_SUMMARY_KEYS = {"schedules", "databaseWebhooks", "databaseBackups", "advisor", "kv", "memory"}
+_SUMMARY_KEYS = {
+    "schedules",
+    "databaseWebhooks",
+    "databaseBackups",
+    "advisor",
+    "kv",
+    "memory",
+    "messaging",
+    "payments",
+}
 
 
 def _everything(client: TestClient, headers: dict[str, str]) -> tuple[dict[str, Any], str, str]:
@@ -250,6 +259,71 @@ def test_backups_show_the_latest_and_the_schedule(client: TestClient, admin: dic
     assert section["schedule"] == {key: schedule[key] for key in ("enabled", "cronSchedule", "nextBackupAt")}
     assert "## Database backups" in markdown and "completed backup" in markdown
     assert "## Database backups" in json.loads(mcp_call(client, admin, "get-backend-metadata", {}))["backend"]
+
+
+def test_messaging_and_payments_are_counted_never_shown(
+    client: TestClient, admin: dict[str, str], database_url: str
+) -> None:
+    """The outbox's counts and each Stripe environment's state: never a recipient, a subject, a body, a key,
+    an account or a customer."""
+    body, _, markdown = _everything(client, admin)
+    assert body["payments"] == {"stripe": []} and "- not configured: a person sets a key" in markdown
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for status in ("pending", "pending", "sent"):
+            conn.execute(
+                "insert into messaging.outbox (channel, status, payload, max_retries, next_attempt_at, "
+                "sent_at) values ('email', %s, %s, 3, now() + interval '1 year', now())",
+                (status, json.dumps({"to": "secret-person@example.com", "subject": "Private", "body": "x"})),
+            )
+        conn.execute(
+            "insert into messaging.dead_letter (id, channel, payload, retry_count, max_retries, created_at) "
+            "values (gen_random_uuid(), 'email', '{}', 3, 3, now())"
+        )
+        conn.execute(
+            "insert into payments.provider_connections (environment, status, provider_account_id, "
+            "webhook_endpoint_id) values ('test', 'connected', 'acct_hidden', 'we_1')"
+        )
+        conn.execute(
+            "insert into payments.stripe_products (environment, product_id, name, active) "
+            "values ('test', 'prod_1', 'Pro', true), ('test', 'prod_2', 'Old', false)"
+        )
+        conn.execute(
+            "insert into payments.stripe_subscriptions (environment, subscription_id, customer_id, status) "
+            "values ('test', 'sub_1', 'cus_hidden', 'active'), ('test', 'sub_2', 'cus_hidden', 'canceled')"
+        )
+    body, raw, markdown = _everything(client, admin)
+    messaging = body["messaging"]
+    assert (
+        messaging["pending"],
+        messaging["sending"],
+        messaging["sentRecently"],
+        messaging["deadLetters"],
+    ) == (
+        2,
+        0,
+        1,
+        1,
+    )
+    assert body["payments"] == {
+        "stripe": [
+            {
+                "environment": "test",
+                "status": "connected",
+                "webhookConfigured": True,
+                "lastSyncedAt": None,
+                "activeProducts": 1,
+                "activeSubscriptions": 1,
+            }
+        ]
+    }
+    assert "- 2 messages queued, 1 sent in the last 24 hours" in markdown
+    assert "- test: connected, webhook configured, 1 active product, 1 active subscription" in markdown
+    for secret in ("secret-person", "Private", "acct_hidden", "cus_hidden"):
+        assert secret not in raw and secret not in markdown
+    # An agent key sees them with its read scopes only.
+    payments_only = agent_headers(client, admin, ["metadata:read", "payments:read"])
+    seen, _, _ = _everything(client, payments_only)
+    assert "payments" in seen and "messaging" not in seen
 
 
 def test_insforge_fields_are_unchanged(client: TestClient, admin: dict[str, str]) -> None:

@@ -25,6 +25,8 @@ _HEADINGS = {
     "advisor": "## Advisor",
     "kv": "## Key-value store",
     "memory": "## Agent memory",
+    "messaging": "## Messaging",
+    "payments": "## Payments (Stripe)",
 }
 
 

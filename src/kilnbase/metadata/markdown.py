@@ -28,6 +28,8 @@ from kilnbase.metadata.sections import (
     FUNCTIONS,
     KV,
     MEMORY,
+    MESSAGING,
+    PAYMENTS,
     REALTIME,
     SCHEDULES,
     SECTIONS,
@@ -425,6 +427,37 @@ def _memory(section: dict[str, Any], installed: bool) -> list[str]:
     return ["## Agent memory", *_counted(scopes, section["totalScopes"], "scopes")]
 
 
+def _messaging(section: dict[str, Any]) -> list[str]:
+    lines = ["## Messaging"]
+    waiting = section["pending"] + section["sending"]
+    if waiting == 0 and section["sentRecently"] == 0 and section["deadLetters"] == 0:
+        return [*lines, "- nothing queued: `send-message` queues a transactional email"]
+    lines.append(
+        f"- {_count(waiting, 'message', 'messages')} queued, {section['sentRecently']} sent in the last "
+        f"{section['recentWindowHours']} hours"
+    )
+    if section["deadLetters"]:
+        dead = _count(section["deadLetters"], "message", "messages")
+        lines.append(f"- {dead} gave up (`list-dead-letter-messages`, then retry one)")
+    return lines
+
+
+def _payments(section: dict[str, Any]) -> list[str]:
+    lines = ["## Payments (Stripe)"]
+    connected = [env for env in section["stripe"] if env["status"] != "unconfigured"]
+    if not connected:
+        return [*lines, "- not configured: a person sets a key (`PUT /api/payments/stripe/:env/config`)"]
+    for env in connected:
+        webhook = "webhook configured" if env["webhookConfigured"] else "no webhook yet"
+        lines.append(
+            f"- {env['environment']}: {env['status']}, {webhook}, "
+            f"{_count(env['activeProducts'], 'active product', 'active products')}, "
+            f"{_count(env['activeSubscriptions'], 'active subscription', 'active subscriptions')} "
+            "(`list-stripe-catalog`)"
+        )
+    return lines
+
+
 def _installed(write: Callable[[Any], list[str]]) -> Callable[[Any, bool], list[str]]:
     """A section's writer that says the capability is absent when its table is (`write(None)`)."""
     return lambda found, installed: write(found if installed else None)
@@ -448,6 +481,8 @@ _WRITERS: dict[Section, Callable[[Any, bool], list[str]]] = {
     ADVISOR: _always(_advisor),
     KV: _always(_kv),
     MEMORY: _memory,
+    MESSAGING: _always(_messaging),
+    PAYMENTS: _always(_payments),
 }
 
 

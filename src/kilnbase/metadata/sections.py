@@ -1,7 +1,7 @@
 """The sections of the metadata, and the one rule for who sees each: InsForge's (auth settings, the database's
 tables, storage buckets, edge functions, realtime channels) and Kilnbase's (the model gateway's models, and
-the summaries of schedules, database webhooks, database backups, the advisor, the KV store and agent
-memory).
+the summaries of schedules, database webhooks, database backups, the advisor, the KV store, agent memory,
+the messaging outbox and Stripe payments).
 
 Each section belongs to a feature group, and an agent key sees it only with that group's read scope
 (`auth:read`, `database:read`, `storage:read`, ..., or `*:read`): what it could not list through the
@@ -41,6 +41,8 @@ BACKUPS = Section("databaseBackups", "database", "system.database_backups")
 ADVISOR = Section("advisor", "advisor", "system.advisor_scans")
 KV = Section("kv", "kv", "kv.entries")
 MEMORY = Section("memory", "memory", "memory.memories")
+MESSAGING = Section("messaging", "messaging", "messaging.outbox")
+PAYMENTS = Section("payments", "payments", "payments.provider_connections")
 #: Every section, in the order the JSON and the markdown give them.
 SECTIONS = (
     AUTH,
@@ -55,6 +57,8 @@ SECTIONS = (
     ADVISOR,
     KV,
     MEMORY,
+    MESSAGING,
+    PAYMENTS,
 )
 
 

@@ -1,6 +1,7 @@
 """What the capabilities beyond InsForge's metadata hold, summed up for an agent's first read: schedules,
 database webhooks, database backups (the latest, and the schedule), the advisor's latest scan, the
-key-value store's global namespaces and agent memory's scopes. Read on the owner pool from each
+key-value store's global namespaces, agent memory's scopes, the messaging outbox's counts and each Stripe
+environment's state. Read on the owner pool from each
 capability's tables (no capability is imported), one bounded query per section, in the transaction that
 reads the rest of the project's state.
 
@@ -12,7 +13,9 @@ asks for the others', so a missing one can never fail the whole call.
 
 Never here: schedule headers (they hold credentials and `${{secrets.…}}` references), webhook secrets, any
 URL but its host (a URL may carry credentials in its userinfo, query or path: a schedule pointed at this
-server shows its path, which names the function it calls), KV values and memory content.
+server shows its path, which names the function it calls), KV values and memory content, message
+recipients, subjects and bodies, and anything of Stripe's but whether it is connected (no key, account,
+customer or amount).
 """
 
 from __future__ import annotations
@@ -24,7 +27,17 @@ from urllib.parse import urlsplit
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
 
-from kilnbase.metadata.sections import ADVISOR, BACKUPS, KV, MEMORY, SCHEDULES, WEBHOOKS, Section
+from kilnbase.metadata.sections import (
+    ADVISOR,
+    BACKUPS,
+    KV,
+    MEMORY,
+    MESSAGING,
+    PAYMENTS,
+    SCHEDULES,
+    WEBHOOKS,
+    Section,
+)
 
 #: The most schedules and webhooks listed (each section says how many there are in all).
 MAX_LISTED = 100
@@ -34,10 +47,12 @@ MAX_GROUPS = 50
 STALE_SCAN_HOURS = 24
 #: The window of a webhook's recent failed delivery attempts.
 FAILURE_WINDOW_HOURS = 24
+#: The messages counted as sent lately: sent within this many hours.
+RECENT_HOURS = 24
 
 
 #: The summaries, each a section of the metadata whose table its capability creates.
-SUMMARIES = (SCHEDULES, WEBHOOKS, BACKUPS, ADVISOR, KV, MEMORY)
+SUMMARIES = (SCHEDULES, WEBHOOKS, BACKUPS, ADVISOR, KV, MEMORY, MESSAGING, PAYMENTS)
 TABLES = tuple(section.table for section in SUMMARIES if section.table is not None)
 
 _SCHEDULES = f"""
@@ -62,6 +77,26 @@ from (select id, name, table_schema, table_name, events, url, secret_ciphertext 
              enabled
       from database_webhooks.hooks order by table_schema, table_name, name, id limit {MAX_LISTED}) h
 order by h.table_schema, h.table_name, h.name, h.id
+"""
+# Whether mail is going out: what waits, what is being sent, what went out lately, and what gave up.
+_MESSAGING = f"""
+select count(*) filter (where status = 'pending')::int as pending,
+       count(*) filter (where status = 'claimed')::int as sending,
+       count(*) filter (where status = 'sent'
+                        and sent_at > now() - interval '{RECENT_HOURS} hours')::int as sent_recently,
+       (select count(*) from messaging.dead_letter)::int as dead,
+       min(next_attempt_at) filter (where status = 'pending') as next_attempt
+from messaging.outbox
+"""
+# Whether payments can be taken, per Stripe environment (never its keys, its account or its customers).
+_PAYMENTS = """
+select c.environment, c.status, c.webhook_endpoint_id is not null as webhook_configured, c.last_synced_at,
+       (select count(*) from payments.stripe_products p
+        where p.environment = c.environment and p.active)::int as products,
+       (select count(*) from payments.stripe_subscriptions s
+        where s.environment = c.environment and s.status in ('active', 'trialing'))::int as subscriptions
+from payments.provider_connections c
+order by c.environment
 """
 # Whether an agent can roll back: the newest completed backup, one under way, and the schedule.
 _BACKUPS = """
@@ -239,6 +274,38 @@ async def _memory(cur: AsyncCursor[DictRow]) -> dict[str, Any]:
     }
 
 
+async def _messaging(cur: AsyncCursor[DictRow]) -> dict[str, Any]:
+    await cur.execute(_MESSAGING)
+    row = await cur.fetchone()
+    if row is None:
+        return _empty(MESSAGING)
+    return {
+        "pending": row["pending"],
+        "sending": row["sending"],
+        "sentRecently": row["sent_recently"],
+        "deadLetters": row["dead"],
+        "nextAttemptAt": _iso(row["next_attempt"]),
+        "recentWindowHours": RECENT_HOURS,
+    }
+
+
+async def _payments(cur: AsyncCursor[DictRow]) -> dict[str, Any]:
+    await cur.execute(_PAYMENTS)
+    return {
+        "stripe": [
+            {
+                "environment": row["environment"],
+                "status": row["status"],
+                "webhookConfigured": row["webhook_configured"],
+                "lastSyncedAt": _iso(row["last_synced_at"]),
+                "activeProducts": row["products"],
+                "activeSubscriptions": row["subscriptions"],
+            }
+            for row in await cur.fetchall()
+        ]
+    }
+
+
 _READERS = {
     SCHEDULES.key: _schedules,
     WEBHOOKS.key: _webhooks,
@@ -246,6 +313,8 @@ _READERS = {
     ADVISOR.key: _advisor,
     KV.key: _kv,
     MEMORY.key: _memory,
+    MESSAGING.key: _messaging,
+    PAYMENTS.key: _payments,
 }
 
 
@@ -261,6 +330,17 @@ def _empty(section: Section) -> dict[str, Any]:
         return {"latestScan": None, "hint": None}
     if section is KV:
         return {"totalNamespaces": 0, "namespaces": []}
+    if section is MESSAGING:
+        return {
+            "pending": 0,
+            "sending": 0,
+            "sentRecently": 0,
+            "deadLetters": 0,
+            "nextAttemptAt": None,
+            "recentWindowHours": RECENT_HOURS,
+        }
+    if section is PAYMENTS:
+        return {"stripe": []}
     return {"totalScopes": 0, "scopes": []}
 
 
