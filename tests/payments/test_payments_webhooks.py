@@ -228,3 +228,26 @@ def test_a_bad_list_query_is_a_400(
     answer = client.get(path, headers=admin, params=params)
     assert answer.status_code == 400
     assert answer.json()["message"] == message
+
+
+@pytest.mark.parametrize("when", [10**20, 1e18, 253_402_300_800])
+def test_a_time_out_of_any_calendar_is_read_as_no_time_not_a_500(
+    client: TestClient, configured: Callable[..., None], sql: Sql, when: float
+) -> None:
+    configured()
+    subscription = {
+        "id": _id("sub"),
+        "object": "subscription",
+        "status": "active",
+        "current_period_end": when,
+    }
+    updated = event("customer.subscription.updated", subscription, _id("evt"))
+    updated["created"] = when
+    answer = post_event(client, updated)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["handled"] is True
+    rows = sql(
+        "select status, current_period_end from payments.stripe_subscriptions where subscription_id = %s",
+        subscription["id"],
+    )
+    assert rows == [{"status": "active", "current_period_end": None}]

@@ -30,9 +30,14 @@ def object_id(value: Any) -> str | None:
 
 
 def timestamp(value: Any) -> datetime | None:
+    """A Unix time Stripe gives; None for anything else, a time past year 9999 included (no calendar
+    Postgres or Python keeps has it: it must not fail the event)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         return None
-    return datetime.fromtimestamp(value, UTC)
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def text(value: Any) -> str | None:
