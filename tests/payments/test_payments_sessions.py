@@ -271,3 +271,53 @@ def test_an_agent_key_starts_checkouts_only_with_payments_write(
     assert client.post(CHECKOUT, headers=reader, json=_body(price)).status_code == 403
     writer = agent_headers(client, admin, ["payments:write"])
     assert client.post(CHECKOUT, headers=writer, json=_body(price)).status_code == 201
+
+
+def test_an_agent_key_may_not_open_a_customers_billing_portal_whatever_its_scopes(
+    client: TestClient,
+    stripe: FakeStripe,
+    configured: Callable[..., None],
+    admin: dict[str, str],
+    user: tuple[str, dict[str, str]],
+    sql: Sql,
+) -> None:
+    configured()
+    user_id, headers = user
+    subject = {"type": "user", "id": user_id}
+    price = _price(stripe, "month")
+    started = client.post(CHECKOUT, headers=headers, json=_body(price, mode="subscription", subject=subject))
+    session = started.json()["checkoutSession"]
+    completed = {
+        "id": session["checkoutSessionId"],
+        "object": "checkout.session",
+        "mode": "subscription",
+        "customer": f"cus_{uuid.uuid4().hex[:10]}",
+        "metadata": {"insforge_subject_type": "user", "insforge_subject_id": user_id},
+    }
+    assert post_event(
+        client, event("checkout.session.completed", completed, f"evt_{uuid.uuid4().hex}")
+    ).is_success
+    portals = len(stripe.calls_to("POST", "/v1/billing_portal/sessions"))
+    rows = int(sql("select count(*) as n from payments.stripe_customer_portal_sessions")[0]["n"])
+    for scopes in (["payments:write"], ["*:write"]):
+        agent = agent_headers(client, admin, scopes)
+        refused = client.post(PORTAL, headers=agent, json={"subject": subject})
+        assert refused.status_code == 403, refused.text
+        assert "billing portal" in refused.json()["message"] and "url" not in refused.text
+    assert len(stripe.calls_to("POST", "/v1/billing_portal/sessions")) == portals
+    assert int(sql("select count(*) as n from payments.stripe_customer_portal_sessions")[0]["n"]) == rows
+    # The customer, signed in, still opens it.
+    assert client.post(PORTAL, headers=headers, json={"subject": subject}).status_code == 201
+
+
+def test_a_metadata_key_with_square_brackets_is_a_400_and_reaches_no_one(
+    client: TestClient, configured: Callable[..., None], stripe: FakeStripe, sql: Sql, user: tuple[str, Any]
+) -> None:
+    configured()
+    price = _price(stripe)
+    before, rows = len(stripe.calls), _rows(sql)
+    for key in ("a][insforge_subject_id", "b[", "]"):
+        answer = client.post(CHECKOUT, headers=user[1], json=_body(price, metadata={key: "x"}))
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["message"] == "metadata: keys without square brackets ([ or ])"
+    assert len(stripe.calls) == before and _rows(sql) == rows

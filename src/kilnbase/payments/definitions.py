@@ -2,8 +2,9 @@
 problem named at once as `field: reason` in one 400 `INVALID_INPUT`; a field the API does not know is refused
 (InsForge's schemas are strict).
 
-Beyond InsForge's: metadata follows Stripe's own limits (50 keys, keys of at most 40 characters, values of at
-most 500), so Stripe never refuses what was accepted here; URLs are http or https with a host.
+Beyond InsForge's: metadata follows Stripe's own limits (50 keys, keys of at most 40 characters and without
+square brackets, values of at most 500), so Stripe never refuses what was accepted here; URLs are http or
+https with a host.
 """
 
 from __future__ import annotations
@@ -151,6 +152,10 @@ class _Reader:
             return None
         if any(not 1 <= len(k) <= 40 or len(v) > 500 for k, v in value.items()):
             self.problem(key, "keys of 1 to 40 characters, values of at most 500")
+            return None
+        if any("[" in k or "]" in k for k in value):
+            # (Stripe's form names a key `metadata[<key>]`: a bracket in it nests what Stripe reads)
+            self.problem(key, "keys without square brackets ([ or ])")
             return None
         if any(k.startswith(RESERVED_PREFIX) for k in value):
             self.problem(key, "Metadata keys starting with insforge_ are reserved")

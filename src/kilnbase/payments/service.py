@@ -12,7 +12,9 @@ Paths, shapes, codes and messages are InsForge's. Where Kilnbase differs, on pur
   own. Without it, Kilnbase makes its managed endpoint, as InsForge does.
 - Users' checkout and portal sessions are written as the user, under Row Level Security that by default
   lets a user pay only for no billing subject or for their own (`{type: 'user', id: <their id>}`), and the
-  anon key only for none: InsForge leaves every subject open until the project adds policies.
+  anon key only for none: InsForge leaves every subject open until the project adds policies. An agent key
+  may start a checkout (`payments:write`) but never open a customer portal, whose link signs in to a
+  customer's billing.
 - The webhook receiver answers 503 (Stripe retries) while no signing secret is set, where InsForge answers
   500; an event is recorded and applied in one transaction, so a retry of a processed event changes nothing.
 
@@ -34,7 +36,7 @@ from psycopg.types.json import Jsonb
 from kilnbase import audit
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
-from kilnbase.http.errors import ApiError, require_admin_actor, require_person
+from kilnbase.http.errors import ApiError, refuse_agent_keys, require_admin_actor, require_person
 from kilnbase.http.rate_limit import RateLimiter
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.secret_box import SecretBox
@@ -759,6 +761,12 @@ class Payments:
                 "Customer portal sessions require an authenticated user",
                 "Sign in, and send the user's access token.",
             )
+        refuse_agent_keys(
+            actor,
+            "Agent keys may not open a customer's billing portal: its link signs in to that customer's "
+            "Stripe billing (payment methods, invoices, subscriptions).",
+            "Let the customer open it, signed in (their access token), or ask the project admin.",
+        )
         request = definitions.portal(body)
         api = await self.stripe(environment)
         await self._limit_sessions(actor)
