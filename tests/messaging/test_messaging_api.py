@@ -52,6 +52,11 @@ def test_sms_and_push_are_not_implemented(
         ({"channel": "email", "to": "a@example.com", "subject": "Hi"}, "Missing required fields: body"),
         ({"channel": "email", "to": "a@example.com", "body": "x"}, "Missing required fields: subject"),
         ({"channel": "email", "to": "a@example.com, b@example.com", "subject": "s", "body": "b"}, "to: one"),
+        # (one @, but a mail header reads two recipients, or another one: `root`, and b@example.com)
+        ({**email("root,b@example.com")}, "to: one"),
+        ({**email("a;b@example.com")}, "to: one"),
+        ({**email("group:b@example.com;")}, "to: one"),
+        ({**email("a(comment)b@example.com")}, "to: one"),
         ({"channel": "email", "to": "a@example.com", "subject": "s\r\nBcc: x@y.z", "body": "b"}, "subject:"),
         ({"channel": "email", "to": "a@example.com", "subject": "s" * 501, "body": "b"}, "subject:"),
         ({"channel": "email", "to": "a@example.com", "subject": "s", "body": "b" * 262145}, "body:"),

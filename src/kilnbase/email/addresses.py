@@ -4,6 +4,7 @@ its domain, no spaces or control characters, and at most 254 characters (RFC 532
 from __future__ import annotations
 
 import re
+from email.utils import getaddresses
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -15,3 +16,10 @@ def normalize_email(value: str) -> str:
     if len(email) > MAX_ADDRESS or not EMAIL_PATTERN.match(email) or _CONTROL.search(email):
         raise ValueError("Invalid email format")
     return email
+
+
+def is_one_mailbox(email: str) -> bool:
+    """Whether a mail header reads `email` as exactly that one address. The pattern above takes a comma, a
+    semicolon, a colon or a parenthesis in the part before the `@`, where a header reads a list, a group or
+    a comment: `root,b@x.io` is two recipients (`root`, a mailbox of the relay's own, and `b@x.io`)."""
+    return getaddresses([email]) == [("", email)]

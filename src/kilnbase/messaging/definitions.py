@@ -7,7 +7,8 @@ are 501 `NOT_IMPLEMENTED` ("Channel 'sms' is not supported in Phase 1"); then an
 `subject` or `body` (400 "Missing required fields"). Beyond InsForge's:
 
 - `to` is one valid email address (InsForge sends whatever string it is given: `a@x.io, b@y.io` would reach
-  both), stored trimmed and lower-cased; at most 254 characters.
+  both), one that a mail header reads as itself (not `root,b@y.io`, two recipients), stored trimmed and
+  lower-cased; at most 254 characters.
 - `subject` is one line of at most 500 characters (a line break could start a header of the caller's
   choosing); `body` at most 256 KiB of text; `metadata` a JSON object of at most 16 KiB; `idempotencyKey`
   1 to 255 printable characters.
@@ -24,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from kilnbase.email.addresses import normalize_email
+from kilnbase.email.addresses import is_one_mailbox, normalize_email
 from kilnbase.http.errors import ApiError
 from kilnbase.http.json_body import FIX_FIELDS
 
@@ -113,6 +114,7 @@ def _bounded(to: str, subject: str, text: str, key: str | None, metadata: dict[s
         address = normalize_email(to)
     except ValueError:
         address = ""
+    if not address or not is_one_mailbox(address):
         problems.append("to: one valid email address (at most 254 characters)")
     if len(subject) > MAX_SUBJECT or _CONTROL.search(subject):
         problems.append(f"subject: one line of at most {MAX_SUBJECT} characters")
