@@ -1,5 +1,6 @@
 """Email addresses as every sender reads them: one address, trimmed and lower-cased, with an `@`, a dot in
-its domain, no spaces or control characters, and at most 254 characters (RFC 5321's limit for a path)."""
+its domain, no spaces or control characters, at most 254 characters (RFC 5321's limit for a path), and one
+mailbox as a mail header reads it (`is_one_mailbox`; InsForge's zod check refuses these characters too)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ MAX_ADDRESS = 254
 def normalize_email(value: str) -> str:
     email = value.strip().lower()
     if len(email) > MAX_ADDRESS or not EMAIL_PATTERN.match(email) or _CONTROL.search(email):
+        raise ValueError("Invalid email format")
+    if not is_one_mailbox(email):
         raise ValueError("Invalid email format")
     return email
 
