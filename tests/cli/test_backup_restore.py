@@ -110,6 +110,7 @@ def _populate(url: str, api_key: str, anon_key: str) -> tuple[str, str, str]:
     assert httpx.post(
         f"{url}/api/secrets", headers=admin, json={"key": "GREETING", "value": "bonjour"}
     ).is_success
+    _populate_encrypted(url, admin)
     created = httpx.post(
         f"{url}/api/functions",
         headers=admin,
@@ -117,6 +118,33 @@ def _populate(url: str, api_key: str, anon_key: str) -> tuple[str, str, str]:
     )
     assert created.is_success, created.text
     return email, user_id, access
+
+
+def _populate_encrypted(url: str, admin: dict[str, str]) -> None:
+    """A table with an encrypted column (its registry names the column by the table's oid) and a row."""
+    column = {"columnName": "ssn", "type": "string", "isNullable": True, "isUnique": False, "encrypted": True}
+    created = httpx.post(
+        f"{url}/api/database/tables", headers=admin, json={"tableName": "patients", "columns": [column]}
+    )
+    assert created.status_code == 201, created.text
+    inserted = httpx.post(f"{url}/api/database/records/patients", headers=admin, json={"ssn": "123-45-6789"})
+    assert inserted.status_code == 201, inserted.text
+
+
+def _reads_and_writes_encrypted_values(url: str, admin: dict[str, str]) -> None:
+    """The restored table's encrypted column reads as plaintext and takes a new value (as ciphertext)."""
+    records = f"{url}/api/database/records/patients"
+    assert httpx.get(f"{records}?select=ssn", headers=admin).json() == [{"ssn": "123-45-6789"}]
+    written = httpx.post(records, headers=admin, json={"ssn": "987-65-4321"})
+    assert written.status_code == 201, written.text
+    read = httpx.get(f"{records}?select=ssn", headers=admin).json()
+    assert sorted(row["ssn"] for row in read) == ["123-45-6789", "987-65-4321"]
+    stored = httpx.post(
+        f"{url}/api/database/advance/rawsql",
+        headers=admin,
+        json={"query": "select count(*) as n from patients where ssn like 'v1:%'"},
+    )
+    assert stored.json()["rows"] == [{"n": 2}]
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +212,7 @@ def _serves_what_the_backup_held(url: str, project: Project) -> None:
     object_url = f"{url}/api/storage/buckets/files/objects/deep/blob.bin"
     assert httpx.get(object_url, headers=admin, follow_redirects=True).content == OBJECT
     assert httpx.get(f"{url}/api/secrets/GREETING", headers=admin).json()["value"] == "bonjour"
+    _reads_and_writes_encrypted_values(url, admin)
 
 
 def test_a_restored_project_serves_what_the_backup_held(project: Project) -> None:

@@ -68,7 +68,18 @@ def prepare(
             f"Applied {len(applied)} migration(s): " + ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
         )
     prepare_request_roles(settings, keys, conninfo)
+    if repoint_encrypted_columns(conninfo):
+        progress("Found the encrypted columns again by their names (the database was restored)")
     return applied
+
+
+def repoint_encrypted_columns(owner_conninfo: str) -> bool:
+    """Point the registry of encrypted columns at the columns its names name (migration 0320), at every
+    start: a database restored by `kilnbase db restore`, or by any other `pg_restore`, has its tables made
+    anew, under other oids. Whether anything changed (nothing, on every other start)."""
+    with psycopg.connect(owner_conninfo, autocommit=True, connect_timeout=10) as conn:
+        row = conn.execute("select system.repoint_encrypted_columns()").fetchone()
+    return bool(row and row[0])
 
 
 def prepare_request_roles(settings: Settings, keys: ProjectKeys, conninfo: str) -> None:

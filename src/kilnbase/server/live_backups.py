@@ -108,11 +108,21 @@ union select p.pronamespace::regnamespace::text, p.proname::text
     from pg_trigger t join pg_proc p on p.oid = t.tgfoid join kept k on k.oid = t.tgrelid
     where not t.tgisinternal and p.pronamespace = k.relnamespace
 """
+#: The encrypted columns registered now, by name: the backup's registry replaces the table, and the columns of
+#: the tables the backup does not hold (which the restore leaves as they are) are added back from this.
+_BEFORE = """
+CREATE TEMPORARY TABLE kilnbase_encrypted_columns_now ON COMMIT DROP AS
+    SELECT id, table_schema, table_name, column_name, original_type, key_version, created_at, updated_at
+    FROM system.encrypted_columns;
+"""
 _BEFORE_AND_AFTER = """
 UPDATE auth.sessions SET revoked_at = now() WHERE revoked_at IS NULL;
 SELECT pg_catalog.pg_notify('kilnbase_functions', 'function:' || slug) FROM functions.definitions;
 """
 _AFTER = """
+SELECT system.repoint_encrypted_columns(
+    (SELECT coalesce(pg_catalog.jsonb_agg(e), '[]') FROM pg_temp.kilnbase_encrypted_columns_now e)
+);
 SELECT pg_catalog.pg_notify('kilnbase_functions', 'secrets');
 SELECT pg_catalog.pg_notify('kilnbase_schedules', id::text) FROM schedules.jobs;
 SELECT pg_catalog.pg_notify('kilnbase_database_webhooks', '');
@@ -245,7 +255,7 @@ def _run(conninfo: str, dump: Path, listing: Path, server_version: int, owner: s
         try:
             assert psql.stdin is not None
             with contextlib.suppress(BrokenPipeError):
-                psql.stdin.write(b"BEGIN;\n" + _BEFORE_AND_AFTER.encode())
+                psql.stdin.write(("BEGIN;\n" + _BEFORE + _BEFORE_AND_AFTER).encode())
             producer = subprocess.Popen(
                 [
                     str(bin_dir / "pg_restore"),
