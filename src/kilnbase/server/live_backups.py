@@ -112,7 +112,8 @@ union select p.pronamespace::regnamespace::text, p.proname::text
 #: the tables the backup does not hold (which the restore leaves as they are) are added back from this.
 _BEFORE = """
 CREATE TEMPORARY TABLE kilnbase_encrypted_columns_now ON COMMIT DROP AS
-    SELECT id, table_schema, table_name, column_name, original_type, key_version, created_at, updated_at
+    SELECT id, table_oid, column_num, table_schema, table_name, column_name, original_type, key_version,
+           created_at, updated_at
     FROM system.encrypted_columns;
 """
 _BEFORE_AND_AFTER = """

@@ -43,8 +43,10 @@ CREATE TRIGGER name_encrypted_column BEFORE INSERT OR UPDATE OF table_oid, colum
 -- (Also when the writer runs with `session_replication_role = replica`, as encrypt-column does.)
 ALTER TABLE system.encrypted_columns ENABLE ALWAYS TRIGGER name_encrypted_column;
 
--- A renamed schema, table or column: its entries take the new names, in the rename's transaction. (An
--- `ALTER TABLE` that renames nothing changes no row.)
+-- A renamed schema, table or column: its entries take the new names, in the rename's transaction. Only an
+-- entry whose names find no column any more is renamed: one whose oid is stale and whose names are right (a
+-- restore's, until `repoint_encrypted_columns` runs) keeps them. (An `ALTER TABLE` that renames nothing
+-- changes no row.)
 CREATE FUNCTION system.rename_encrypted_columns() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog
 AS $$
@@ -55,7 +57,13 @@ BEGIN
     JOIN pg_namespace n ON n.oid = c.relnamespace
     JOIN pg_attribute a ON a.attrelid = c.oid
     WHERE c.oid = e.table_oid AND a.attnum = e.column_num
-      AND (e.table_schema, e.table_name, e.column_name) IS DISTINCT FROM (n.nspname, c.relname, a.attname);
+      AND (e.table_schema, e.table_name, e.column_name) IS DISTINCT FROM (n.nspname, c.relname, a.attname)
+      AND NOT EXISTS (
+          SELECT 1 FROM pg_namespace n2
+          JOIN pg_class c2 ON c2.relnamespace = n2.oid
+          JOIN pg_attribute a2 ON a2.attrelid = c2.oid AND NOT a2.attisdropped
+          WHERE n2.nspname = e.table_schema AND c2.relname = e.table_name AND a2.attname = e.column_name
+      );
 END
 $$;
 REVOKE ALL ON FUNCTION system.rename_encrypted_columns() FROM PUBLIC;
@@ -66,11 +74,12 @@ ALTER EVENT TRIGGER kilnbase_rename_encrypted_columns ENABLE ALWAYS;
 
 -- Point every entry at the column its names name now, after a restore made the tables anew (the in-place
 -- restore calls it in its transaction; every start calls it, for `kilnbase db restore` and any other). An
--- entry whose names no longer find a text column with its `enc_fmt_` CHECK is dropped: its values, if any,
--- are not ciphertext (the column came back from before it was encrypted) and the CHECK is what refuses any
--- other. `p_also` adds entries of columns registered before the restore (rows of the registry, as JSON), for
--- the tables that the backup did not hold and the restore left as they were; the backup's own entries come
--- first. Changes nothing when every entry is where its names are; returns whether it changed anything.
+-- entry found elsewhere than where it pointed is kept only if that column is text with its `enc_fmt_` CHECK,
+-- and dropped otherwise: its values, if any, are not ciphertext (the column came back from before it was
+-- encrypted), and the CHECK is what refuses any other. An entry whose names find nothing is dropped. `p_also`
+-- adds entries registered before an in-place restore (rows of the registry, as JSON), for the tables that
+-- the backup did not hold and the restore left as they were; the backup's own entries come first. Changes
+-- nothing when every entry is where its names are; returns whether it changed anything.
 CREATE FUNCTION system.repoint_encrypted_columns(p_also jsonb DEFAULT '[]') RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog
 AS $$
@@ -84,10 +93,11 @@ BEGIN
         FROM system.encrypted_columns e
         UNION ALL
         SELECT 2, r.id, r.table_schema, r.table_name, r.column_name, r.original_type, r.key_version,
-               r.created_at, r.updated_at, NULL, NULL
+               r.created_at, r.updated_at, r.table_oid, r.column_num
         FROM jsonb_to_recordset(coalesce(p_also, '[]')) AS r(
             id uuid, table_schema name, table_name name, column_name name, original_type text,
-            key_version integer, created_at timestamptz, updated_at timestamptz)
+            key_version integer, created_at timestamptz, updated_at timestamptz, table_oid oid,
+            column_num smallint)
     ), found AS (
         SELECT DISTINCT ON (c.oid, a.attnum)
                k.rank, k.id, k.original_type, k.key_version, k.created_at, k.updated_at,
@@ -97,7 +107,7 @@ BEGIN
         JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = k.table_name AND c.relkind IN ('r', 'p')
         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = k.column_name AND a.attnum > 0
             AND NOT a.attisdropped AND a.atttypid = 'text'::regtype
-        WHERE EXISTS (
+        WHERE (k.table_oid, k.column_num) = (c.oid, a.attnum) OR EXISTS (
             SELECT 1 FROM pg_constraint x
             WHERE x.conrelid = c.oid AND x.contype = 'c' AND x.conkey = ARRAY[a.attnum]
               AND x.conname LIKE 'enc\_fmt\_%'
