@@ -22,6 +22,9 @@ What an in-place restore decides, and why:
 - **Everyone signs in again.** `auth.users` and `auth.sessions` come from the backup (they refer to each
   other), so sessions ended since the backup would come back: every session, those of now and those
   restored, is revoked in the same transaction, and its notification ends their access tokens at once.
+- **Encrypted columns** are found again by their names (`system.repoint_encrypted_columns`, migration 0320)
+  at the end of the transaction: the restored tables have new oids. The backup's registry comes first; the
+  entries of tables it does not hold, which stay, are added back from the registry as it was (`_BEFORE`).
 - **Every process reloads** what it caches of the database: the schema, functions and secrets, schedules and
   webhooks are notified in the transaction (delivered when it commits).
 - **Rows go in as their table's owner.** The script runs as the owner pool's superuser, which is what its
