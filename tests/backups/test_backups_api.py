@@ -185,6 +185,32 @@ def test_a_restore_whose_caller_leaves_finishes_and_is_audited(
     assert _sql(settings, f"select id from public.{table} order by id") == [(1,), (2,)]
 
 
+def test_a_table_made_since_with_kilnbases_helpers_does_not_stop_a_restore(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    """A table made after the backup stays, and uses what Kilnbase's migrations made: the tables API's
+    `updated_at` trigger (`system.update_updated_at()`), a policy calling `auth.uid()`. The restore must not
+    drop and remake those (the same in any backup of these migrations): it could not, while they are used."""
+    table = f"since_{secrets.token_hex(3)}"
+    backup_id = _backup(client, admin)["id"]
+    made = client.post(
+        "/api/database/tables",
+        headers=admin,
+        json={
+            "tableName": table,
+            "columns": [{"columnName": "owner", "type": "uuid", "isNullable": True, "isUnique": False}],
+            "rlsEnabled": True,
+        },
+    )
+    assert made.status_code == 201, made.text
+    _sql(settings, f"create policy mine on public.{table} using (owner = auth.uid())")
+    restored = client.post(f"{API}/{backup_id}/restore", headers=admin)
+    assert restored.status_code == 200, restored.text
+    triggers = _sql(settings, f"select count(*) from pg_trigger where tgrelid = 'public.{table}'::regclass")
+    assert triggers[0][0] >= 1
+    assert ("mine",) in _sql(settings, f"select policyname from pg_policies where tablename = '{table}'")
+
+
 def test_restore_brings_back_a_dropped_table(
     client: TestClient, admin: dict[str, str], settings: Settings
 ) -> None:

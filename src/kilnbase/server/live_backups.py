@@ -57,6 +57,7 @@ import psycopg
 
 from kilnbase.config import Settings
 from kilnbase.database_backups.files import BackupFileFailed, BackupFileRefused
+from kilnbase.db.kilnbase_schemas import OWNED_SCHEMAS
 from kilnbase.db.migrate import discover
 from kilnbase.server import backup_archive as archive
 from kilnbase.server.backup import (
@@ -90,6 +91,12 @@ KEPT_TABLES = (
     "messaging.dead_letter",
     "messaging.delivery_attempts",
 )
+#: Kilnbase's own schemas, and the functions in them, are the same in every backup this server restores (its
+#: migrations are the backup's): the restore leaves them as they are rather than dropping and remaking them,
+#: which it could not do while a table made since the backup uses one (the tables API's `updated_at`
+#: trigger calls `system.update_updated_at()`, a policy `auth.uid()`). Their tables are restored as any.
+_MIGRATED_SCHEMAS = frozenset(OWNED_SCHEMAS)
+_ROUTINES = frozenset({"FUNCTION", "PROCEDURE"})
 LOCK_TIMEOUT = "30s"
 _SESSION = "kilnbase live restore"
 _QUIET = BackupProgress(step=lambda _text: None, bytes=lambda _what, _total: lambda _n: None)
@@ -222,11 +229,12 @@ def _listing(dump: Path, kept: set[tuple[str, str]]) -> str:
 
 
 def _is_kept(line: str, kept: set[tuple[str, str]]) -> bool:
-    """Whether a listing entry (`id; catalog oid TYPE schema name owner`) is of a kept table, or is a schema
-    holding one (its entry, comment or grants)."""
+    """Whether a listing entry (`id; catalog oid TYPE schema name owner`) is of a kept table, of a schema
+    holding one or made by Kilnbase's migrations (its entry, comment or grants), or of a function in such a
+    schema (`_MIGRATED_SCHEMAS`)."""
     if line.startswith(";") or "; " not in line:
         return False
-    schemas = {schema for schema, _name in kept}
+    schemas = {schema for schema, _name in kept} | _MIGRATED_SCHEMAS
     words = line.split("; ", 1)[1].split(" ")[2:]
     if words[:2] == ["SCHEMA", "-"]:
         return len(words) > 2 and words[2] in schemas
@@ -236,6 +244,8 @@ def _is_kept(line: str, kept: set[tuple[str, str]]) -> bool:
     at = next((i for i, word in enumerate(words) if not word.isupper()), len(words))
     if at >= len(words) or words[at] not in schemas:
         return False
+    if words[at] in _MIGRATED_SCHEMAS and _ROUTINES.intersection(words[: at + 2]):
+        return True  # (FUNCTION auth uid(), ACL auth FUNCTION uid(), COMMENT auth FUNCTION uid())
     after = words[at + 1 :]
     while after and after[0].isupper():  # (ACL system TABLE audit_logs, COMMENT system COLUMN t.c)
         after = after[1:]
