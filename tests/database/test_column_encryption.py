@@ -11,6 +11,7 @@ import json
 import re
 from typing import Any, cast
 
+import psycopg
 import pytest
 from starlette.testclient import TestClient
 
@@ -373,6 +374,20 @@ def test_an_existing_column_is_encrypted_with_its_values(
     again = client.post(f"{TABLES}/{table}/encrypt-column", json={"column": "score"}, headers=admin)
     assert again.status_code == 409, again.text
     assert again.json()["message"] == 'Column "score" is already encrypted'
+
+
+def test_every_process_hears_that_an_existing_column_is_now_encrypted(
+    client: TestClient, admin: dict[str, str], new_name: NewName, database_url: str
+) -> None:
+    """Another server process learns of an encrypted column from `NOTIFY kilnbase_schema` (until it does, it
+    would answer ciphertext): the rewrite runs with triggers off, event triggers included, so it says so."""
+    table = create_table(client, admin, new_name("heard"), [column("label", "string")])
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("listen kilnbase_schema")
+        response = client.post(f"{TABLES}/{table}/encrypt-column", json={"column": "label"}, headers=admin)
+        assert response.status_code == 200, response.text
+        heard = [n.payload for n in listener.notifies(timeout=2, stop_after=20)]
+    assert "ENCRYPT COLUMN" in heard
 
 
 @pytest.mark.parametrize(

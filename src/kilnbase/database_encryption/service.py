@@ -151,8 +151,11 @@ class ColumnEncryption:
                     "(table_oid, column_num, original_type, key_version) values (%s, %s, %s, %s)",
                     (found["table_oid"], found["column_num"], original, self.cipher.current_version),
                 )
+                # Said here: in `replica` mode the event trigger that tells every schema cache of DDL does not
+                # fire, and a process that did not hear would answer the column's ciphertext.
+                await cur.execute("select pg_notify('kilnbase_schema', 'ENCRYPT COLUMN')")
                 await audit.record(cur, actor, ENCRYPT_ACTION, MODULE, details)
-        await self.schema_cache.reload()  # (other processes hear of it from the DDL's notification)
+        await self.schema_cache.reload()
         return {
             "success": True,
             "message": f'Column "{column}" in table "{table}" has been encrypted',
