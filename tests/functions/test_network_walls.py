@@ -5,6 +5,7 @@ lists in `KILNBASE_FUNCTIONS_DENY_NET`; anything else stays reachable, other loc
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,8 @@ from pydantic import ValidationError
 from starlette.testclient import TestClient
 
 from kilnbase.config import FunctionsSettings, Settings
+from kilnbase.functions.egress import denied_hosts
+from kilnbase.functions.sandbox import deno_binary
 from tests.functions.conftest import Deploy
 from tests.functions.hosting import served
 
@@ -133,3 +136,37 @@ def test_a_deny_list_deno_would_refuse_is_refused_at_start_saying_how_to_write_i
 def test_a_deny_list_in_the_environment_is_read_entry_by_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KILNBASE_FUNCTIONS_DENY_NET", " 10.0.0.0/8, [fd00::1]:443 ,,db.internal ")
     assert FunctionsSettings().deny_net == ("10.0.0.0/8", "[fd00::1]:443", "db.internal")
+
+
+@pytest.mark.parametrize(
+    ("conninfo", "denies"),
+    [
+        # (libpq: a host starting with @ is a Unix socket in the abstract namespace)
+        ("host=@kilnbase port=5432 dbname=kilnbase", "127.0.0.0/8:5432"),
+        ("host=/tmp,@kilnbase,::1 port=5432,5433,5434 dbname=kilnbase", "127.0.0.0/8:5433"),
+        ("host=fd00::5 port=6543 dbname=kilnbase", "[fd00::5]:6543"),
+    ],
+)
+def test_every_database_host_libpq_takes_gives_a_deny_list_deno_starts_with(
+    settings: Settings, conninfo: str, denies: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Deno refuses to start on an entry it cannot read: every function would fail."""
+    script = tmp_path_factory.mktemp("deny") / "ok.js"
+    script.write_text('console.log("started");')
+    denied = denied_hosts(settings, conninfo)
+    started = subprocess.run(
+        [
+            deno_binary(),
+            "run",
+            "--no-prompt",
+            "--no-config",
+            "--allow-net",
+            f"--deny-net={','.join(denied)}",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.stdout.strip() == "started", started.stderr
+    assert denies in denied

@@ -56,9 +56,11 @@ def _backing_services(settings: Settings, database_conninfo: str) -> list[tuple[
     ports = str(params.get("port") or _POSTGRES_PORT).split(",")
     for index, host in enumerate(hosts):
         port = ports[index] if index < len(ports) else ports[-1]
+        host = host.strip()
         if port.strip().isdigit():
-            # A path is a Unix socket; its server may listen on loopback too (the embedded one does).
-            found.append(("127.0.0.1" if not host or host.startswith("/") else host.strip(), int(port)))
+            # A path (or, to libpq, `@name`: the abstract namespace) is a Unix socket, which no `--deny-net`
+            # entry can name; its server may listen on loopback too (the embedded one does).
+            found.append(("127.0.0.1" if not host or host.startswith(("/", "@")) else host, int(port)))
     for url in (settings.rate_limit_redis_url, settings.ai_redis_url, settings.realtime.redis_url):
         if url:
             parts = urlsplit(url)
