@@ -211,6 +211,26 @@ def test_a_table_made_since_with_kilnbases_helpers_does_not_stop_a_restore(
     assert ("mine",) in _sql(settings, f"select policyname from pg_policies where tablename = '{table}'")
 
 
+def test_a_function_the_admin_made_in_kilnbases_schema_and_dropped_since_comes_back(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    """Owner-level SQL may make a function in one of Kilnbase's schemas (a policy helper in `auth`, as many
+    apps do): it is the app's, not the migrations', so a backup holding it brings it back, with the policy
+    that calls it."""
+    helper = f"is_staff_{secrets.token_hex(3)}"
+    table = f"t_{secrets.token_hex(3)}"
+    _sql(settings, f"create function auth.{helper}() returns boolean language sql stable as 'select true'")
+    _sql(settings, f"create table public.{table} (id int primary key)")
+    _sql(settings, f"alter table public.{table} enable row level security")
+    _sql(settings, f"create policy staff on public.{table} using (auth.{helper}())")
+    backup_id = _backup(client, admin)["id"]
+    _sql(settings, f"drop function auth.{helper}() cascade")
+    restored = client.post(f"{API}/{backup_id}/restore", headers=admin)
+    assert restored.status_code == 200, restored.text
+    assert _sql(settings, f"select auth.{helper}()") == [(True,)]
+    assert ("staff",) in _sql(settings, f"select policyname from pg_policies where tablename = '{table}'")
+
+
 def test_restore_brings_back_a_dropped_table(
     client: TestClient, admin: dict[str, str], settings: Settings
 ) -> None:

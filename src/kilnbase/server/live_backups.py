@@ -95,6 +95,8 @@ KEPT_TABLES = (
 #: migrations are the backup's): the restore leaves them as they are rather than dropping and remaking them,
 #: which it could not do while a table made since the backup uses one (the tables API's `updated_at`
 #: trigger calls `system.update_updated_at()`, a policy `auth.uid()`). Their tables are restored as any.
+#: Only the functions there now are left (`_ROUTINES_NOW`): one the backup holds and the database no longer
+#: does is the app's (owner-level SQL may make a policy helper in `auth`), and is made again.
 _MIGRATED_SCHEMAS = frozenset(OWNED_SCHEMAS)
 _ROUTINES = frozenset({"FUNCTION", "PROCEDURE"})
 LOCK_TIMEOUT = "30s"
@@ -117,6 +119,18 @@ union select s.relnamespace::regnamespace::text, s.relname::text
 union select p.pronamespace::regnamespace::text, p.proname::text
     from pg_trigger t join pg_proc p on p.oid = t.tgfoid join kept k on k.oid = t.tgrelid
     where not t.tgisinternal and p.pronamespace = k.relnamespace
+"""
+#: The functions and procedures in `_MIGRATED_SCHEMAS` now, as the listing names them: by their argument
+#: types (`FUNCTION auth recently_ended_sessions(integer)`) and with their names (`ACL auth FUNCTION
+#: recently_ended_sessions(seconds integer)`); types named as pg_dump names them, with no search path.
+_ROUTINES_NOW = """
+select n.nspname::text, format('%%s(%%s)', p.proname, pg_catalog.oidvectortypes(p.proargtypes))
+    from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+    where n.nspname = any(%(schemas)s)
+union select n.nspname::text,
+        format('%%s(%%s)', p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid))
+    from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+    where n.nspname = any(%(schemas)s)
 """
 #: The encrypted columns registered now, by name: the backup's registry replaces the table, and the columns of
 #: the tables the backup does not hold (which the restore leaves as they are) are added back from this.
@@ -181,11 +195,16 @@ class LiveBackups:
             with psycopg.connect(self.conninfo, connect_timeout=10) as conn:
                 applied = conn.execute("select version, checksum from system.migrations").fetchall()
                 kept = {(row[0], row[1]) for row in conn.execute(_KEPT_NAMES, {"kept": list(KEPT_TABLES)})}
+                conn.execute("select pg_catalog.set_config('search_path', '', false)")
+                routines = {
+                    (row[0], row[1])
+                    for row in conn.execute(_ROUTINES_NOW, {"schemas": sorted(_MIGRATED_SCHEMAS)})
+                }
                 server_version = conn.info.server_version
                 owner = str(conn.info.parameter_status("session_authorization") or "")
             _refuse_other_migrations(manifest, {(int(v), str(c)) for v, c in applied})
             listing = staging / "restore.list"
-            listing.write_text(_listing(staging / archive.DUMP, kept))
+            listing.write_text(_listing(staging / archive.DUMP, kept, routines))
             self._put_back_storage(staging)
             _run(self.conninfo, staging / archive.DUMP, listing, server_version, owner)
 
@@ -213,9 +232,10 @@ def _refuse_other_migrations(manifest: dict[str, object], applied: set[tuple[int
         )
 
 
-def _listing(dump: Path, kept: set[tuple[str, str]]) -> str:
+def _listing(dump: Path, kept: set[tuple[str, str]], routines: set[tuple[str, str]]) -> str:
     """pg_restore's table of contents of `dump`, without the entries of the kept tables and of the schemas
-    that hold one (which must not be dropped: the kept tables stay in them)."""
+    that hold one (which must not be dropped: the kept tables stay in them), nor of the functions of
+    Kilnbase's schemas there now (`routines`)."""
     result = subprocess.run(
         [str(wheel_bin_dir() / "pg_restore"), "--list", str(dump)],
         capture_output=True,
@@ -225,13 +245,13 @@ def _listing(dump: Path, kept: set[tuple[str, str]]) -> str:
     )
     if result.returncode != 0:
         raise BackupFileRefused(f"pg_restore cannot read the backup's dump: {result.stderr.strip()}")
-    return "".join(line + "\n" for line in result.stdout.splitlines() if not _is_kept(line, kept))
+    return "".join(line + "\n" for line in result.stdout.splitlines() if not _is_kept(line, kept, routines))
 
 
-def _is_kept(line: str, kept: set[tuple[str, str]]) -> bool:
+def _is_kept(line: str, kept: set[tuple[str, str]], routines: set[tuple[str, str]]) -> bool:
     """Whether a listing entry (`id; catalog oid TYPE schema name owner`) is of a kept table, of a schema
     holding one or made by Kilnbase's migrations (its entry, comment or grants), or of a function in such a
-    schema (`_MIGRATED_SCHEMAS`)."""
+    schema (`_MIGRATED_SCHEMAS`) that is in `routines` (schema, `name(arguments)`)."""
     if line.startswith(";") or "; " not in line:
         return False
     schemas = {schema for schema, _name in kept} | _MIGRATED_SCHEMAS
@@ -245,7 +265,11 @@ def _is_kept(line: str, kept: set[tuple[str, str]]) -> bool:
     if at >= len(words) or words[at] not in schemas:
         return False
     if words[at] in _MIGRATED_SCHEMAS and _ROUTINES.intersection(words[: at + 2]):
-        return True  # (FUNCTION auth uid(), ACL auth FUNCTION uid(), COMMENT auth FUNCTION uid())
+        # (FUNCTION auth uid() owner, ACL auth FUNCTION uid() owner, COMMENT auth FUNCTION uid() owner)
+        signature = words[at + 1 : -1]
+        if signature and signature[0] in _ROUTINES:
+            signature = signature[1:]
+        return (words[at], " ".join(signature)) in routines
     after = words[at + 1 :]
     while after and after[0].isupper():  # (ACL system TABLE audit_logs, COMMENT system COLUMN t.c)
         after = after[1:]
