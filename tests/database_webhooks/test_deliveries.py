@@ -108,8 +108,13 @@ def test_insert_update_delete_arrive_signed_with_insforge_payload(
     assert inserted["headers"]["x-insforge-delivery-id"]
     assert signature_valid(secret, inserted)
     assert not signature_valid("another secret", inserted)
+    # (Each attempt's log row is written once the receiver has answered: waited for, so that the log's
+    # order below is the events' own, not that of the runner's writes on a loaded machine.)
+    logs_of(client, admin, hook["id"], 1)
 
     run(database_url, "update {} set qty = 3 where id = 1", table)
+    receiver.wait_for(path, 2)
+    logs_of(client, admin, hook["id"], 2)
     run(database_url, "delete from {} where id = 1", table)
     _, updated, deleted = receiver.wait_for(path, 3)
     assert updated["json"]["event"] == "UPDATE"
