@@ -80,7 +80,9 @@ class Serve:
             return self.process.returncode
         os.killpg(self.process.pid, signal.SIGINT)
         try:
-            return self.process.wait(timeout=60)
+            # (Stopped while `pg_ctl start` waits, serve lets it end, up to its 60 s, then stops Postgres, up
+            # to 30 s: on a loaded machine more than a minute is not a hang.)
+            return self.process.wait(timeout=180)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
