@@ -73,8 +73,9 @@ def _entries_for(host: str, port: int) -> list[str]:
     """`host:port` as Deno writes it, for every address a connection to it could use."""
     addresses = _addresses(host, port)
     entries = [] if _literal(host) else [f"{host}:{port}"]
-    if any(address.is_loopback or address.is_unspecified or _is_local(address) for address in addresses):
-        addresses += [*_local_addresses(), ipaddress.ip_address("::1")]
+    local = _local_addresses()
+    if any(address.is_loopback or address.is_unspecified or address in local for address in addresses):
+        addresses += [*local, ipaddress.ip_address("::1")]
         entries += [f"127.0.0.0/8:{port}", f"0.0.0.0/8:{port}"]
     entries += [f"{_deno_host(address)}:{port}" for address in addresses if not address.is_loopback]
     entries += [f"[::1]:{port}"] if any(a.is_loopback for a in addresses) else []
@@ -109,10 +110,6 @@ def _local_addresses() -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
                 if address is not None and not address.is_link_local:
                     found.append(address)
     return found
-
-
-def _is_local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return address in _local_addresses()
 
 
 def _deno_host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
