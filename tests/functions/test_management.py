@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from starlette.testclient import TestClient
 
 from kilnbase.app import create_app
 from kilnbase.config import Settings
 from tests.functions.conftest import Deploy, new_slug
-from tests.support.app import anon_headers
+from tests.support.app import anon_headers, services_of
 
 HELLO = "export default () => new Response('v1');"
 
@@ -198,3 +199,24 @@ def test_a_second_server_warms_and_follows_changes(
         while restarted.get(f"/functions/{slug}").status_code != 404:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+
+
+def test_the_check_cannot_read_the_servers_files(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    """`deno check` runs before the code is trusted and quotes what it reads: an import of the server's own
+    key file finds nothing, so its fields never reach the error (bubblewrap is on wherever it can run)."""
+    if not services_of(client).functions.runtime.sandbox.enabled:
+        pytest.skip("bubblewrap cannot run here")
+    keys = settings.data_dir / "keys.json"
+    assert "api_key" in keys.read_text()
+    code = (
+        f'import data from "{keys.as_uri()}" with {{ type: "json" }};\n'
+        "const n: number = data;\n"
+        "export default () => new Response(String(n));\n"
+    )
+    response = client.post("/api/functions", json={"name": "peek", "code": code}, headers=admin)
+    assert response.status_code == 400
+    assert response.json()["error"] == "FUNCTION_CHECK_FAILED"
+    assert "Cannot find module" in response.json()["message"]
+    assert "api_key" not in response.text

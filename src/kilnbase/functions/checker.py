@@ -1,5 +1,6 @@
 """`deno check` before a function's code is accepted: syntax, types and imports (which it also fetches into
-the module cache, so the first invocation does not wait for the registry)."""
+the module cache, so the first invocation does not wait for the registry). It runs in the workers' sandbox
+(`sandbox.check_command`): the code is not trusted yet, and the check reads what it imports."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from kilnbase.functions.sandbox import deno_binary, deno_environment
+from kilnbase.functions.sandbox import Sandbox, check_command
 from kilnbase.functions.workers import close_transport
 from kilnbase.http.errors import ApiError
 
 _CONFIG = Path(__file__).with_name("check.json")
+#: The types `check.json` names (what every function sees besides Deno's own).
+_TYPES = Path(__file__).with_name("globals.d.ts")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 MAX_MESSAGE = 4000
 
@@ -45,20 +48,16 @@ def _build_dir(work_dir: Path, code: str) -> Path:
     return build
 
 
-async def check_code(code: str, deno_dir: Path, work_dir: Path, seconds: float) -> None:
+async def check_code(code: str, deno_dir: Path, work_dir: Path, seconds: float, sandbox: Sandbox) -> None:
     """Raise a 400 with the compiler's message when `code` does not pass `deno check`."""
     build = await anyio.to_thread.run_sync(_build_dir, work_dir, code)
     try:
         code_path = build / "index.ts"
+        command, env = check_command(sandbox, deno_dir, code_path, _CONFIG, _TYPES)
         process = await asyncio.create_subprocess_exec(
-            deno_binary(),
-            "check",
-            "--quiet",
-            "--config",
-            str(_CONFIG),
-            str(code_path),
+            *command,
             cwd=build,
-            env=deno_environment(deno_dir),
+            env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,

@@ -166,6 +166,26 @@ def deno_command(
     return command, full_env
 
 
+def check_command(
+    sandbox: Sandbox, deno_dir: Path, code: Path, config: Path, types: Path
+) -> tuple[list[str], dict[str, str]]:
+    """(command, environment) that type-checks `code` (a file) with `config` and the `types` it names.
+
+    `deno check` takes no permissions: it reads every module the code imports, and its errors quote what it
+    read (a JSON file's keys, a script's literals and lines). Inside bubblewrap, only the code, the config,
+    the types, the module cache and the system's libraries exist, so an import of the server's own files
+    finds nothing; remote imports keep Deno's default list of hosts."""
+    command = [deno_binary(), "check", "--quiet", "--config", str(config), str(code)]
+    env = deno_environment(deno_dir)
+    if sandbox.bwrap is None:
+        return command, env
+    cert = (Path(env["DENO_CERT"]),) if "DENO_CERT" in env else ()
+    wrapped = wrap(
+        sandbox.bwrap, command, read_only=(code.parent, config, types, *cert), writable=(deno_dir,)
+    )
+    return wrapped, env
+
+
 def deno_environment(deno_dir: Path) -> dict[str, str]:
     """What Deno itself needs: its cache under the data dir, no colours, and the registry overrides."""
     env = {"DENO_DIR": str(deno_dir), "NO_COLOR": "1", "DENO_NO_UPDATE_CHECK": "1"}

@@ -75,7 +75,11 @@ class FunctionsService:
     async def _check(self, code: str) -> None:
         config = self.settings.functions
         await check_code(
-            code, self.runtime.deno_dir, self.runtime.base_dir / "build", config.check_timeout_seconds
+            code,
+            self.runtime.deno_dir,
+            self.runtime.base_dir / "build",
+            config.check_timeout_seconds,
+            self.runtime.sandbox,
         )
 
     def _warm(self, slug: str) -> None:
