@@ -39,9 +39,13 @@ class WebhookSender:
 
     def _client_now(self) -> httpx2.AsyncClient:
         """The client, made for the first delivery rather than at start: making one loads the system's CA
-        certificates (65 ms here), which a project without webhooks need never pay for."""
+        certificates (65 ms here), which a project without webhooks need never pay for. No proxy is taken
+        from the environment, as for database webhooks and schedules (`http/outbound.py`): a receiver is
+        called where it was configured to be."""
         if self._client is None:
-            self._client = httpx2.AsyncClient(timeout=self.settings.webhook_timeout, follow_redirects=False)
+            self._client = httpx2.AsyncClient(
+                timeout=self.settings.webhook_timeout, follow_redirects=False, trust_env=False
+            )
         return self._client
 
     async def close(self) -> None:
