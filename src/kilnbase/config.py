@@ -541,6 +541,9 @@ class Settings(BaseSettings):
     #: How old a webhook's `Stripe-Signature` timestamp may be (Stripe's libraries use 300 s).
     stripe_webhook_tolerance_seconds: int = Field(300, ge=1, le=86_400)
     stripe_timeout_seconds: float = Field(30.0, gt=0, le=300)
+    #: Razorpay's API (`/v1/orders`, `/v1/plans`, ...), over HTTPS (a loopback stand-in in tests).
+    razorpay_api_base: str = Field("https://api.razorpay.com", min_length=1)
+    razorpay_timeout_seconds: float = Field(30.0, gt=0, le=300)
     #: Checkout and portal sessions one caller (a user, else a client address) may start a minute: each
     #: one is a call to Stripe on the project's account, and the anon key starts them too.
     payments_sessions_per_minute: int = Field(30, ge=1, le=100_000)

@@ -1,4 +1,5 @@
-"""Fixtures of the payments tests: an app whose Stripe is the loopback fake (`tests/support/fake_stripe.py`),
+"""Fixtures of the payments tests: an app whose Stripe and Razorpay are loopback fakes
+(`tests/support/fake_stripe.py`, `fake_razorpay.py`),
 the API key's headers, and helpers that give an environment its key (each test sets what it needs: tests
 never depend on one another's state)."""
 
@@ -14,6 +15,7 @@ from starlette.testclient import TestClient
 from kilnbase.config import Settings
 from tests.payments.stripe_calls import LIVE_KEY, TEST_KEY, WEBHOOK_SECRET
 from tests.support.app import admin_headers, user_headers
+from tests.support.fake_razorpay import FakeRazorpay
 from tests.support.fake_stripe import FakeStripe
 from tests.support.side_sql import Sql, sql_runner
 
@@ -26,9 +28,21 @@ def stripe() -> Iterator[FakeStripe]:
 
 
 @pytest.fixture(scope="module")
-def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory, stripe: FakeStripe) -> Settings:
+def razorpay() -> Iterator[FakeRazorpay]:
+    fake = FakeRazorpay().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def settings(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, stripe: FakeStripe, razorpay: FakeRazorpay
+) -> Settings:
     return Settings(
-        database_url=database_url, data_dir=tmp_path_factory.mktemp("data"), stripe_api_base=stripe.url
+        database_url=database_url,
+        data_dir=tmp_path_factory.mktemp("data"),
+        stripe_api_base=stripe.url,
+        razorpay_api_base=razorpay.url,
     )
 
 

@@ -199,14 +199,14 @@ def test_an_unknown_environment_is_a_400_and_other_providers_say_they_are_not_he
         == "environment: Invalid enum value. Expected 'test' | 'live', received 'prod'"
     )
     for path in (
-        "/api/payments/razorpay/test/orders",
         "/api/payments/paystack/config",
-        "/api/webhooks/razorpay/test",
+        "/api/payments/paystack/test/orders",
+        "/api/webhooks/paystack/test",
     ):
         refused = client.post(path, headers=admin, json={})
         assert refused.status_code == 501
         assert refused.json()["error"] == "PAYMENT_PROVIDER_NOT_SUPPORTED"
-        assert "Stripe only" in refused.json()["message"]
+        assert "Stripe and Razorpay" in refused.json()["message"]
 
 
 def test_key_changes_and_refusals_are_audited_with_the_key_masked(

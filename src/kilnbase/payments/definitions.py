@@ -33,7 +33,7 @@ DEFAULT_LIST = 50
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def environment_of(value: str) -> Environment:
+def environment_of(value: str, provider: str = "stripe") -> Environment:
     """The path's `:environment` (InsForge's zod message for anything else)."""
     if value == "test":
         return "test"
@@ -43,7 +43,7 @@ def environment_of(value: str) -> Environment:
         400,
         "INVALID_INPUT",
         f"environment: Invalid enum value. Expected 'test' | 'live', received '{value[:40]}'",
-        "Use /api/payments/stripe/test/... or /api/payments/stripe/live/....",
+        f"Use /api/payments/{provider}/test/... or /api/payments/{provider}/live/....",
     )
 
 
@@ -182,6 +182,10 @@ class _Reader:
     def done(self) -> None:
         if self.problems:
             raise ApiError(400, "INVALID_INPUT", ", ".join(self.problems), FIX_FIELDS)
+
+
+#: The same reader for Razorpay's requests (`razorpay_definitions`).
+Reader = _Reader
 
 
 def _is_url(value: str) -> bool:

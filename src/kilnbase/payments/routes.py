@@ -6,7 +6,8 @@ purchase, the API key) starts checkout and portal sessions; everything else is t
 reaching it as their `payments:read` / `payments:write` scopes say, apart from the Stripe keys, which the
 service refuses to every agent key. The webhook receiver takes no credential: Stripe's signature is its proof.
 
-Razorpay and Paystack are not here: their paths answer 501 `PAYMENT_PROVIDER_NOT_SUPPORTED`, saying so.
+Razorpay's routes are `razorpay_routes.py`'s. Paystack is not here: its paths answer 501
+`PAYMENT_PROVIDER_NOT_SUPPORTED`, saying so.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from kilnbase.http.responses import json_response
 from kilnbase.identity.actor import Actor
 from kilnbase.payments import definitions
 from kilnbase.payments.definitions import Environment
+from kilnbase.payments.razorpay_routes import RazorpayRoutes
 from kilnbase.payments.service import Payments
 from kilnbase.payments.tools import payments_tools
 
 PREFIX = "/api/payments/stripe"
 ENV = PREFIX + "/{environment}"
-UNSUPPORTED = ("razorpay", "paystack")
+UNSUPPORTED = ("paystack",)
 
 
 def _caller(request: Request) -> Actor:
@@ -184,8 +186,9 @@ class PaymentsRoutes:
             501,
             "PAYMENT_PROVIDER_NOT_SUPPORTED",
             f"{provider.capitalize()} payments are not available on this server: Kilnbase offers Stripe "
-            "only.",
-            "Use Stripe: /api/payments/stripe/:environment/... (docs/payments.md).",
+            "and Razorpay.",
+            "Use Stripe or Razorpay: /api/payments/stripe/:environment/... or "
+            "/api/payments/razorpay/:environment/... (docs/payments.md).",
         )
 
     def routes(self) -> list[BaseRoute]:
@@ -225,4 +228,5 @@ _ALL = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 def capability(payments: Payments) -> Capability:
-    return Capability("payments", PaymentsRoutes(payments).routes(), tools=payments_tools(payments))
+    routes = PaymentsRoutes(payments).routes() + RazorpayRoutes(payments).routes()
+    return Capability("payments", routes, tools=payments_tools(payments))

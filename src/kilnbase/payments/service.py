@@ -27,7 +27,7 @@ import contextlib
 import hashlib
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import psycopg
@@ -42,6 +42,7 @@ from kilnbase.identity.actor import Actor
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.payments import definitions, events, mirror, shapes
 from kilnbase.payments.definitions import ENVIRONMENTS, Environment
+from kilnbase.payments.razorpay_service import Razorpay
 from kilnbase.payments.stripe_api import SignatureError, StripeApi, verify_signature
 
 MODULE = "PAYMENTS"
@@ -87,6 +88,8 @@ class Payments:
         self._database = database
         self._box = box
         self._limiter = limiter
+        #: Razorpay, on the same tables, keys and limits (`razorpay_service.py`).
+        self.razorpay = Razorpay(settings, database, box, self._limit_sessions)
 
     async def _limit_sessions(self, actor: Actor) -> None:
         """At most `payments_sessions_per_minute` sessions a minute per user (per address for the anon key
@@ -566,15 +569,20 @@ class Payments:
     # -- history ---------------------------------------------------------------------------------------------
 
     async def transactions(
-        self, actor: Actor, environment: Environment, query: definitions.ListQuery
+        self,
+        actor: Actor,
+        environment: Environment,
+        query: definitions.ListQuery,
+        provider: Literal["stripe", "razorpay"] = "stripe",
     ) -> list[dict[str, Any]]:
+        """The payment history of one provider (the table is shared), newest first."""
         require_admin_actor(actor)
         subject = query.subject or (None, None)
         rows = await self._rows(
-            "select * from payments.transactions where provider = 'stripe' and environment = %s "
+            "select * from payments.transactions where provider = %s and environment = %s "
             "and (%s::text is null or (subject_type = %s and subject_id = %s)) "
             "order by coalesce(provider_created_at, created_at) desc, id limit %s",
-            (environment, subject[0], subject[0], subject[1], query.limit),
+            (provider, environment, subject[0], subject[0], subject[1], query.limit),
         )
         return [shapes.transaction(row) for row in rows]
 
@@ -977,12 +985,14 @@ async def _clear_environment(cur: Any, environment: Environment) -> None:
     for table in (
         "stripe_subscription_items",
         "stripe_subscriptions",
-        "transactions",
         "stripe_checkout_sessions",
         "stripe_customer_portal_sessions",
-        "customer_mappings",
-        "webhook_events",
         "stripe_prices",
         "stripe_products",
     ):
         await cur.execute(f"delete from payments.{table} where environment = %s", (environment,))
+    for table in ("transactions", "customer_mappings", "webhook_events"):
+        # (Shared with Razorpay: only Stripe's rows go.)
+        await cur.execute(
+            f"delete from payments.{table} where provider = 'stripe' and environment = %s", (environment,)
+        )

@@ -1,0 +1,139 @@
+"""Razorpay's HTTP API as the Razorpay service calls it: JSON requests with HTTP basic auth
+(`key_id:key_secret`), JSON answers, list pages of `{count, items}` walked with `count`/`skip`, and
+Razorpay's failures (`{error: {code, description}}`) turned into InsForge's errors
+(`razorpay-errors.ts`'s mapping).
+
+Our own client rather than the `razorpay` package: a dozen calls, each a GET or a JSON POST/PATCH, and a
+stand-in on loopback (`KILNBASE_RAZORPAY_API_BASE`) must receive exactly what Razorpay would.
+
+The signature checks are Razorpay's documented schemes, compared in constant time: a webhook's
+`X-Razorpay-Signature` is hex HMAC-SHA256 of the raw body with the webhook secret; Checkout's
+`razorpay_signature` is hex HMAC-SHA256 with the key secret of `order_id|payment_id` (an order) or of
+`payment_id|subscription_id` (a subscription's authorization).
+
+The key secret is only ever in the Authorization header; no message made here repeats it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import orjson
+
+from kilnbase.http.errors import ApiError
+
+RAZORPAY_UNREACHABLE = (
+    "Try again in a moment; if it persists, check Razorpay's status page and KILNBASE_RAZORPAY_API_BASE."
+)
+FIX_KEYS = "Set valid keys for this environment with PUT /api/payments/razorpay/:environment/config."
+#: Razorpay's largest page, and the most pages one listing reads.
+PAGE = 100
+MAX_PAGES = 50
+_HEX_SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _razorpay_error(status: int, body: Any) -> ApiError:
+    """InsForge's mapping: 429 RATE_LIMITED; a refused key PAYMENT_CONFIG_INVALID (400 here, as for Stripe:
+    the caller's own credential is fine); anything else Razorpay's status and description as
+    UPSTREAM_FAILURE (502 for its 5xx)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    message = str(error.get("description") or "Razorpay request failed")[:1000]
+    if status == 429:
+        return ApiError(429, "RATE_LIMITED", message, "Wait a moment and try again.")
+    if status in (401, 403):
+        return ApiError(400, "PAYMENT_CONFIG_INVALID", message, FIX_KEYS)
+    if 400 <= status < 500:
+        return ApiError(
+            status,
+            "UPSTREAM_FAILURE",
+            message,
+            "Check the ids and values sent against the Razorpay dashboard.",
+        )
+    return ApiError(502, "UPSTREAM_FAILURE", message, RAZORPAY_UNREACHABLE)
+
+
+class RazorpayApi:
+    """Calls with one key pair; `key_id` is also what Razorpay Checkout is given in the browser."""
+
+    def __init__(self, base_url: str, key_id: str, key_secret: str, timeout_seconds: float) -> None:
+        self._base = base_url.rstrip("/")
+        self.key_id = key_id
+        self._secret = key_secret
+        self._timeout = timeout_seconds
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        try:
+            async with httpx.AsyncClient(
+                timeout=self._timeout, follow_redirects=False, trust_env=False
+            ) as client:
+                response = await client.request(
+                    method,
+                    self._base + path,
+                    params=dict(query) if query else None,
+                    content=None if body is None else orjson.dumps(body),
+                    headers={"Accept": "application/json", "Content-Type": "application/json"},
+                    auth=(self.key_id, self._secret),
+                )
+        except httpx.HTTPError as exc:
+            raise ApiError(
+                502,
+                "UPSTREAM_FAILURE",
+                f"Razorpay could not be reached ({type(exc).__name__}).",
+                RAZORPAY_UNREACHABLE,
+            ) from None
+        answer: Any
+        try:
+            answer = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            answer = None
+        if response.status_code >= 400:
+            raise _razorpay_error(response.status_code, answer)
+        if not isinstance(answer, dict):
+            raise ApiError(
+                502, "UPSTREAM_FAILURE", "Razorpay answered something that is not JSON.", RAZORPAY_UNREACHABLE
+            )
+        return answer
+
+    async def list_all(self, path: str) -> list[dict[str, Any]]:
+        """Every entity of a list endpoint: Razorpay gives no total, so pages are read until a short one."""
+        found: list[dict[str, Any]] = []
+        for page in range(MAX_PAGES):
+            answer = await self.request("GET", path, query={"count": PAGE, "skip": page * PAGE})
+            items = [item for item in answer.get("items") or [] if isinstance(item, dict)]
+            found += items
+            if len(items) < PAGE:
+                break
+        return found
+
+
+def _matches(secret: str, message: bytes, signature: str) -> bool:
+    if not _HEX_SIGNATURE.fullmatch(signature):
+        return False
+    expected = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), signature.lower().encode())
+
+
+def webhook_signature_matches(payload: bytes, signature: str, webhook_secret: str) -> bool:
+    return _matches(webhook_secret, payload, signature)
+
+
+def order_signature_matches(key_secret: str, order_id: str, payment_id: str, signature: str) -> bool:
+    return _matches(key_secret, f"{order_id}|{payment_id}".encode(), signature)
+
+
+def subscription_signature_matches(
+    key_secret: str, subscription_id: str, payment_id: str, signature: str
+) -> bool:
+    return _matches(key_secret, f"{payment_id}|{subscription_id}".encode(), signature)
