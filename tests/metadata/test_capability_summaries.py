@@ -267,7 +267,8 @@ def test_messaging_and_payments_are_counted_never_shown(
     """The outbox's counts and each Stripe environment's state: never a recipient, a subject, a body, a key,
     an account or a customer."""
     body, _, markdown = _everything(client, admin)
-    assert body["payments"] == {"stripe": []} and "- not configured: a person sets a key" in markdown
+    assert body["payments"] == {"stripe": [], "razorpay": []}
+    assert "- not configured: a person sets a key" in markdown
     with psycopg.connect(database_url, autocommit=True) as conn:
         for status in ("pending", "pending", "sent"):
             conn.execute(
@@ -290,6 +291,14 @@ def test_messaging_and_payments_are_counted_never_shown(
         conn.execute(
             "insert into payments.stripe_subscriptions (environment, subscription_id, customer_id, status) "
             "values ('test', 'sub_1', 'cus_hidden', 'active'), ('test', 'sub_2', 'cus_hidden', 'canceled')"
+        )
+        conn.execute(
+            "insert into payments.provider_connections (provider, environment, status, provider_account_id) "
+            "values ('razorpay', 'live', 'connected', 'rzp_live_hidden')"
+        )
+        conn.execute(
+            "insert into payments.razorpay_plans (environment, plan_id, item_id, period, interval, currency) "
+            "values ('live', 'plan_1', 'item_1', 'monthly', 1, 'INR')"
         )
     body, raw, markdown = _everything(client, admin)
     messaging = body["messaging"]
@@ -314,11 +323,22 @@ def test_messaging_and_payments_are_counted_never_shown(
                 "activeProducts": 1,
                 "activeSubscriptions": 1,
             }
-        ]
+        ],
+        "razorpay": [
+            {
+                "environment": "live",
+                "status": "connected",
+                "webhookConfigured": False,
+                "lastSyncedAt": None,
+                "activePlans": 1,
+                "activeSubscriptions": 0,
+            }
+        ],
     }
     assert "- 2 messages queued, 1 sent in the last 24 hours" in markdown
     assert "- test: connected, webhook configured, 1 active product, 1 active subscription" in markdown
-    for secret in ("secret-person", "Private", "acct_hidden", "cus_hidden"):
+    assert "- Razorpay live: connected, no webhook yet, 1 active plan, 0 active subscriptions" in markdown
+    for secret in ("secret-person", "Private", "acct_hidden", "cus_hidden", "rzp_live_hidden"):
         assert secret not in raw and secret not in markdown
     # An agent key sees them with its read scopes only.
     payments_only = agent_headers(client, admin, ["metadata:read", "payments:read"])

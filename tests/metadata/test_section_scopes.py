@@ -26,7 +26,7 @@ _HEADINGS = {
     "kv": "## Key-value store",
     "memory": "## Agent memory",
     "messaging": "## Messaging",
-    "payments": "## Payments (Stripe)",
+    "payments": "## Payments (Stripe, Razorpay)",
 }
 
 

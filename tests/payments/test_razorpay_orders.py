@@ -4,6 +4,7 @@ subscription and transaction lists."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.payments.razorpay_calls import TEST_KEY_ID, TEST_KEY_SECRET, configure
-from tests.support.app import agent_headers, anon_headers
+from tests.support.app import agent_headers, anon_headers, mcp_call
 from tests.support.fake_razorpay import FakeRazorpay, sign, subscription_entity
 from tests.support.side_sql import Sql
 
@@ -426,3 +427,41 @@ def test_agent_keys_create_orders_with_payments_write(
     assert client.post(ORDERS, headers=reader, json={"amount": 100, "currency": "INR"}).status_code == 403
     listed = client.get(BASE + "/transactions", headers=reader)
     assert listed.status_code == 200 and "transactions" in listed.json()
+
+
+def test_the_mcp_tools_reach_the_same_catalog_and_never_the_keys(
+    client: TestClient, admin: dict[str, str], razorpay: FakeRazorpay, keys: None
+) -> None:
+    item = json.loads(
+        mcp_call(
+            client,
+            admin,
+            "create-razorpay-item",
+            {"environment": "test", "name": "Poster", "amount": 9900, "currency": "INR"},
+        )
+    )["item"]
+    plan = json.loads(
+        mcp_call(
+            client,
+            admin,
+            "create-razorpay-plan",
+            {"environment": "test", "period": "yearly", "name": "Annual", "amount": 99900, "currency": "INR"},
+        )
+    )["plan"]
+    assert razorpay.calls_to("POST", "/v1/plans")[-1].body["interval"] == 1
+    listed = json.loads(mcp_call(client, admin, "list-razorpay-catalog", {"environment": "test"}))
+    assert item["itemId"] in {i["itemId"] for i in listed["items"]}
+    assert plan["planId"] in {p["planId"] for p in listed["plans"]}
+    synced = json.loads(mcp_call(client, admin, "sync-razorpay-payments", {"environment": "test"}))
+    assert synced["results"][0]["status"] == "succeeded"
+    status = mcp_call(client, admin, "get-razorpay-status", {})
+    assert (
+        TEST_KEY_SECRET not in status
+        and json.loads(status)["razorpayConnections"][0]["status"] == "connected"
+    )
+    history = json.loads(mcp_call(client, admin, "list-razorpay-transactions", {"environment": "test"}))
+    assert "transactions" in history
+    subscriptions = json.loads(
+        mcp_call(client, admin, "list-razorpay-subscriptions", {"environment": "test"})
+    )
+    assert "subscriptions" in subscriptions

@@ -443,17 +443,30 @@ def _messaging(section: dict[str, Any]) -> list[str]:
 
 
 def _payments(section: dict[str, Any]) -> list[str]:
-    lines = ["## Payments (Stripe)"]
-    connected = [env for env in section["stripe"] if env["status"] != "unconfigured"]
-    if not connected:
-        return [*lines, "- not configured: a person sets a key (`PUT /api/payments/stripe/:env/config`)"]
-    for env in connected:
+    lines = ["## Payments (Stripe, Razorpay)"]
+    stripe = [env for env in section["stripe"] if env["status"] != "unconfigured"]
+    razorpay = [env for env in section.get("razorpay", []) if env["status"] != "unconfigured"]
+    if not stripe and not razorpay:
+        return [
+            *lines,
+            "- not configured: a person sets a key (`PUT /api/payments/stripe/:env/config` or "
+            "`/api/payments/razorpay/:env/config`)",
+        ]
+    for env in stripe:
         webhook = "webhook configured" if env["webhookConfigured"] else "no webhook yet"
         lines.append(
             f"- {env['environment']}: {env['status']}, {webhook}, "
             f"{_count(env['activeProducts'], 'active product', 'active products')}, "
             f"{_count(env['activeSubscriptions'], 'active subscription', 'active subscriptions')} "
             "(`list-stripe-catalog`)"
+        )
+    for env in razorpay:
+        webhook = "webhook configured" if env["webhookConfigured"] else "no webhook yet"
+        lines.append(
+            f"- Razorpay {env['environment']}: {env['status']}, {webhook}, "
+            f"{_count(env['activePlans'], 'active plan', 'active plans')}, "
+            f"{_count(env['activeSubscriptions'], 'active subscription', 'active subscriptions')} "
+            "(`list-razorpay-catalog`)"
         )
     return lines
 

@@ -88,15 +88,22 @@ select count(*) filter (where status = 'pending')::int as pending,
        min(next_attempt_at) filter (where status = 'pending') as next_attempt
 from messaging.outbox
 """
-# Whether payments can be taken, per Stripe environment (never its keys, its account or its customers).
+# Whether payments can be taken, per provider and environment (never its keys, its account or its customers).
 _PAYMENTS = """
-select c.environment, c.status, c.webhook_endpoint_id is not null as webhook_configured, c.last_synced_at,
-       (select count(*) from payments.stripe_products p
-        where p.environment = c.environment and p.active)::int as products,
-       (select count(*) from payments.stripe_subscriptions s
-        where s.environment = c.environment and s.status in ('active', 'trialing'))::int as subscriptions
+select c.provider, c.environment, c.status, c.webhook_endpoint_id is not null as webhook_configured,
+       c.last_synced_at,
+       case when c.provider = 'stripe' then
+            (select count(*) from payments.stripe_products p where p.environment = c.environment and p.active)
+       else (select count(*) from payments.razorpay_plans p where p.environment = c.environment and p.active)
+       end::int as products,
+       case when c.provider = 'stripe' then
+            (select count(*) from payments.stripe_subscriptions s
+             where s.environment = c.environment and s.status in ('active', 'trialing'))
+       else (select count(*) from payments.razorpay_subscriptions s
+             where s.environment = c.environment and s.status in ('active', 'authenticated'))
+       end::int as subscriptions
 from payments.provider_connections c
-order by c.environment
+order by c.provider desc, c.environment
 """
 # Whether an agent can roll back: the newest completed backup, one under way, and the schedule.
 _BACKUPS = """
@@ -290,20 +297,22 @@ async def _messaging(cur: AsyncCursor[DictRow]) -> dict[str, Any]:
 
 
 async def _payments(cur: AsyncCursor[DictRow]) -> dict[str, Any]:
+    """Each provider's environments: Stripe's active products, Razorpay's active plans."""
     await cur.execute(_PAYMENTS)
-    return {
-        "stripe": [
+    found: dict[str, list[dict[str, Any]]] = {"stripe": [], "razorpay": []}
+    for row in await cur.fetchall():
+        catalog = "activeProducts" if row["provider"] == "stripe" else "activePlans"
+        found[row["provider"]].append(
             {
                 "environment": row["environment"],
                 "status": row["status"],
                 "webhookConfigured": row["webhook_configured"],
                 "lastSyncedAt": _iso(row["last_synced_at"]),
-                "activeProducts": row["products"],
+                catalog: row["products"],
                 "activeSubscriptions": row["subscriptions"],
             }
-            for row in await cur.fetchall()
-        ]
-    }
+        )
+    return found
 
 
 _READERS = {
@@ -340,7 +349,7 @@ def _empty(section: Section) -> dict[str, Any]:
             "recentWindowHours": RECENT_HOURS,
         }
     if section is PAYMENTS:
-        return {"stripe": []}
+        return {"stripe": [], "razorpay": []}
     return {"totalScopes": 0, "scopes": []}
 
 

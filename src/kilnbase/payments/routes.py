@@ -25,6 +25,7 @@ from kilnbase.identity.actor import Actor
 from kilnbase.payments import definitions
 from kilnbase.payments.definitions import Environment
 from kilnbase.payments.razorpay_routes import RazorpayRoutes
+from kilnbase.payments.razorpay_tools import razorpay_tools
 from kilnbase.payments.service import Payments
 from kilnbase.payments.tools import payments_tools
 
@@ -229,4 +230,4 @@ _ALL = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 def capability(payments: Payments) -> Capability:
     routes = PaymentsRoutes(payments).routes() + RazorpayRoutes(payments).routes()
-    return Capability("payments", routes, tools=payments_tools(payments))
+    return Capability("payments", routes, tools=payments_tools(payments) + razorpay_tools(payments))
