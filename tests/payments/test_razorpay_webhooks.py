@@ -255,3 +255,53 @@ def test_refunds_have_their_own_row_and_mark_the_payment_refunded(
     post_event(client, event("refund.processed", refund=rest), event_id="evt_ref2")
     assert _transaction(sql, "pay_refunded01")["status"] == "refunded"
     assert _transaction(sql, "pay_refunded01")["amount_refunded"] == 50000
+
+
+def test_an_event_with_an_amount_past_bigint_is_recorded_failed_and_acknowledged(
+    client: TestClient, keys: None, sql: Sql
+) -> None:
+    body = event("payment.captured", payment=_payment("pay_huge000001", amount=2**63))
+    for attempt in (1, 2):
+        answer = post_event(client, body, event_id="evt_huge_rzp")
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"received": True, "handled": False}
+        row = sql(
+            "select processing_status, attempt_count, last_error from payments.webhook_events "
+            "where provider = 'razorpay' and provider_event_id = 'evt_huge_rzp'"
+        )[0]
+        assert (row["processing_status"], row["attempt_count"]) == ("failed", attempt)
+        assert "bigint out of range" in row["last_error"]
+    assert sql("select * from payments.transactions where provider_object_id = 'pay_huge000001'") == []
+
+
+def test_stored_keys_that_no_longer_decrypt_ask_the_admin_to_set_them_again(
+    client: TestClient, admin: dict[str, str], keys: None, sql: Sql, user: tuple[str, dict[str, str]]
+) -> None:
+    sql(
+        "update payments.provider_secrets set secret_key_ciphertext = webhook_secret_ciphertext, "
+        "webhook_secret_ciphertext = key_id_ciphertext where provider = 'razorpay' and environment = 'test'"
+    )
+    order = client.post(
+        "/api/payments/razorpay/test/orders", headers=user[1], json={"amount": 100, "currency": "INR"}
+    )
+    assert order.status_code == 400
+    assert order.json()["message"].startswith(
+        "The stored RAZORPAY_TEST_KEY_SECRET can no longer be decrypted"
+    )
+    assert "PUT /api/payments/razorpay/test/config" in order.json()["nextActions"]
+    payload = json.dumps(event("payment.captured", payment=_payment("pay_undecrypt1"))).encode()
+    hook = client.post(
+        RECEIVER, content=payload, headers={"x-razorpay-signature": sign(WEBHOOK_SECRET, payload)}
+    )
+    assert hook.status_code == 503
+    assert hook.json()["message"].startswith(
+        "The stored RAZORPAY_TEST_WEBHOOK_SECRET can no longer be decrypted"
+    )
+    setup = client.get("/api/payments/razorpay/test/webhook", headers=admin)
+    assert setup.status_code == 400 and "rotate-secret" in setup.json()["nextActions"]
+    assert client.post("/api/payments/razorpay/test/webhook/rotate-secret", headers=admin).status_code == 200
+    assert configure(client, admin, "test").status_code == 200
+    again = client.post(
+        "/api/payments/razorpay/test/orders", headers=user[1], json={"amount": 100, "currency": "INR"}
+    )
+    assert again.status_code == 201

@@ -37,8 +37,8 @@ from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError, require_admin_actor, require_person
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.secret_box import SecretBox
+from kilnbase.payments import event_outcome, razorpay_events, razorpay_mirror, razorpay_shapes, stored_secrets
 from kilnbase.payments import razorpay_definitions as rules
-from kilnbase.payments import razorpay_events, razorpay_mirror, razorpay_shapes
 from kilnbase.payments.definitions import ENVIRONMENTS, Environment
 from kilnbase.payments.mirror import integer, text
 from kilnbase.payments.razorpay_api import (
@@ -118,9 +118,33 @@ class Razorpay:
         stored = await self._secrets(environment)
         if stored is None:
             raise not_configured(environment)
+        fix = f"Set the keys again with PUT /api/payments/razorpay/{environment}/config {{keyId, keySecret}}."
         return (
-            self._box.decrypt(stored["key_id_ciphertext"], context=_context(environment, "key_id")),
-            self._box.decrypt(stored["secret_key_ciphertext"], context=_context(environment, "key_secret")),
+            stored_secrets.decrypt(
+                self._box,
+                stored["key_id_ciphertext"],
+                _context(environment, "key_id"),
+                name=rules.key_id_name(environment),
+                fix=fix,
+            ),
+            stored_secrets.decrypt(
+                self._box,
+                stored["secret_key_ciphertext"],
+                _context(environment, "key_secret"),
+                name=f"RAZORPAY_{environment.upper()}_KEY_SECRET",
+                fix=fix,
+            ),
+        )
+
+    def _webhook_secret(self, environment: Environment, ciphertext: str, status: int) -> str:
+        return stored_secrets.decrypt(
+            self._box,
+            ciphertext,
+            _context(environment, "webhook_secret"),
+            name=f"RAZORPAY_{environment.upper()}_WEBHOOK_SECRET",
+            fix=f"Make a new one with POST /api/payments/razorpay/{environment}/webhook/rotate-secret, and "
+            "enter it in Razorpay's dashboard.",
+            status=status,
         )
 
     async def api(self, environment: Environment) -> RazorpayApi:
@@ -364,7 +388,7 @@ class Razorpay:
                 ciphertext = self._box.encrypt(secret, context=context)
             else:
                 ciphertext = stored["webhook_secret_ciphertext"]
-                secret = self._box.decrypt(ciphertext, context=context)
+                secret = self._webhook_secret(environment, ciphertext, 400)
             async with self._database.as_owner() as cur:
                 await cur.execute(
                     "update payments.provider_secrets set webhook_secret_ciphertext = %s, updated_at = now() "
@@ -787,9 +811,7 @@ class Razorpay:
                 f"GET /api/payments/razorpay/{environment}/webhook gives the URL and secret to enter in "
                 "Razorpay's dashboard.",
             )
-        secret = self._box.decrypt(
-            stored["webhook_secret_ciphertext"], context=_context(environment, "webhook_secret")
-        )
+        secret = self._webhook_secret(environment, stored["webhook_secret_ciphertext"], 503)
         if not webhook_signature_matches(payload, signature, secret):
             raise ApiError(
                 400,
@@ -821,14 +843,16 @@ class Razorpay:
             assert recorded is not None
             if not recorded["inserted"] and recorded["processing_status"] in ("processed", "ignored"):
                 return {"received": True, "handled": False}
-            handled = await razorpay_events.apply(cur, environment, event)
+            status, error = await event_outcome.apply(
+                cur, lambda: razorpay_events.apply(cur, environment, event)
+            )
             await cur.execute(
                 "update payments.webhook_events set processing_status = %s, processed_at = now(), "
-                "last_error = null, updated_at = now() "
+                "last_error = %s, updated_at = now() "
                 "where provider = 'razorpay' and environment = %s and provider_event_id = %s",
-                ("processed" if handled else "ignored", environment, event_id),
+                (status, error, environment, event_id),
             )
-        return {"received": True, "handled": handled}
+        return {"received": True, "handled": status == "processed"}
 
 
 def _checkout_options(

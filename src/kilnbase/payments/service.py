@@ -40,7 +40,7 @@ from kilnbase.http.errors import ApiError, refuse_agent_keys, require_admin_acto
 from kilnbase.http.rate_limit import RateLimiter
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.secret_box import SecretBox
-from kilnbase.payments import definitions, events, mirror, shapes
+from kilnbase.payments import definitions, event_outcome, events, mirror, shapes, stored_secrets
 from kilnbase.payments.definitions import ENVIRONMENTS, Environment
 from kilnbase.payments.razorpay_service import Razorpay
 from kilnbase.payments.stripe_api import SignatureError, StripeApi, verify_signature
@@ -124,8 +124,15 @@ class Payments:
         stored = await self._secrets(environment)
         if stored is None:
             raise not_configured(environment)
-        return self._api(
-            self._box.decrypt(stored["secret_key_ciphertext"], context=_key_context(environment))
+        return self._api(self._stored_key(environment, stored["secret_key_ciphertext"]))
+
+    def _stored_key(self, environment: Environment, ciphertext: str) -> str:
+        return stored_secrets.decrypt(
+            self._box,
+            ciphertext,
+            _key_context(environment),
+            name=definitions.secret_key_name(environment),
+            fix=f"Set the key again with PUT /api/payments/stripe/{environment}/config {{secretKey}}.",
         )
 
     def _api(self, key: str) -> StripeApi:
@@ -240,9 +247,7 @@ class Payments:
                 )
             details["key"] = stored["secret_key_mask"]
             try:
-                api = self._api(
-                    self._box.decrypt(stored["secret_key_ciphertext"], context=_key_context(environment))
-                )
+                api = self._api(self._stored_key(environment, stored["secret_key_ciphertext"]))
                 await self._delete_managed_endpoints(api, environment)
             except ApiError:
                 details["endpoint"] = "left in Stripe (Stripe refused or could not be reached)"
@@ -864,7 +869,15 @@ class Payments:
                 f"{definitions.webhook_secret_name(environment)} is not configured",
                 f"POST /api/payments/stripe/{environment}/webhook, or PUT .../config with webhookSecret.",
             )
-        secret = self._box.decrypt(stored["webhook_secret_ciphertext"], context=_webhook_context(environment))
+        secret = stored_secrets.decrypt(
+            self._box,
+            stored["webhook_secret_ciphertext"],
+            _webhook_context(environment),
+            name=definitions.webhook_secret_name(environment),
+            fix=f"Set it again: POST /api/payments/stripe/{environment}/webhook, or PUT .../config with "
+            "webhookSecret.",
+            status=503,
+        )
         try:
             verify_signature(payload, signature, secret, self._settings.stripe_webhook_tolerance_seconds)
         except SignatureError as exc:
@@ -899,12 +912,13 @@ class Payments:
             replay = not recorded["inserted"] and recorded["processing_status"] in ("processed", "ignored")
             handled = False
             if not replay:
-                handled = await events.apply(cur, environment, event)
+                status, error = await event_outcome.apply(cur, lambda: events.apply(cur, environment, event))
+                handled = status == "processed"
                 await cur.execute(
                     "update payments.webhook_events set processing_status = %s, processed_at = now(), "
-                    "last_error = null, updated_at = now() "
+                    "last_error = %s, updated_at = now() "
                     "where provider = 'stripe' and environment = %s and provider_event_id = %s",
-                    ("processed" if handled else "ignored", environment, event["id"]),
+                    (status, error, environment, event["id"]),
                 )
             await cur.execute(
                 "select * from payments.webhook_events where provider = 'stripe' and environment = %s "
