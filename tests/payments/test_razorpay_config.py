@@ -13,6 +13,8 @@ from tests.payments.razorpay_calls import (
     TEST_KEY_SECRET,
     WEBHOOK_SECRET,
     configure,
+    event,
+    post_event,
 )
 from tests.support.app import agent_headers, anon_headers
 from tests.support.fake_razorpay import FakeRazorpay
@@ -249,3 +251,35 @@ def test_a_sync_razorpay_fails_is_recorded_on_the_connection(
     assert result["status"] == "failed" and result["error"] == "Razorpay is down"
     assert result["connection"]["lastSyncStatus"] == "failed"
     assert result["connection"]["lastSyncError"] == "Razorpay is down"
+
+
+def test_keys_of_another_razorpay_account_clear_what_was_recorded_for_the_first(
+    client: TestClient, admin: dict[str, str], sql: Sql
+) -> None:
+    _remove(client, admin, "live")
+    assert configure(client, admin, "live").status_code == 200
+    payment = {
+        "id": "pay_first_account",
+        "entity": "payment",
+        "amount": 100,
+        "currency": "INR",
+        "status": "captured",
+    }
+    captured = post_event(
+        client, event("payment.captured", payment=payment), environment="live", event_id="evt_a1"
+    )
+    assert captured.status_code == 200
+    recorded = (
+        "select count(*) as n from payments.transactions where provider = 'razorpay' and environment = 'live'"
+    )
+    assert sql(recorded)[0]["n"] == 1
+    # The same key id again (a new secret) keeps it; another account's key id clears it.
+    assert configure(client, admin, "live", keySecret="rotated_secret").status_code == 200
+    assert sql(recorded)[0]["n"] == 1
+    assert configure(client, admin, "live", keyId="rzp_live_otheraccount").status_code == 200
+    assert sql(recorded)[0]["n"] == 0
+    events = (
+        "select count(*) as n from payments.webhook_events "
+        "where provider = 'razorpay' and environment = 'live'"
+    )
+    assert sql(events)[0]["n"] == 0
