@@ -74,3 +74,22 @@ def test_an_event_with_an_amount_past_bigint_is_recorded_failed_and_acknowledged
         assert answer.json()["event"]["attemptCount"] == attempt
         assert "bigint out of range" in answer.json()["event"]["lastError"]
     assert sql("select * from payments.transactions where provider_object_id = 'in_huge_amount'") == []
+
+
+def test_a_signed_event_with_a_nul_character_is_recorded_with_the_replacement_character(
+    client: TestClient, configured: Callable[..., None], sql: Sql
+) -> None:
+    configured()
+    invoice = {
+        "id": "in_nul",
+        "object": "invoice",
+        "customer": "cus_1",
+        "amount_paid": 100,
+        "description": "a\u0000b",
+    }
+    answer = post_event(client, event("invoice.paid", invoice, "evt_nul_stripe"))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["event"]["processingStatus"] == "processed"
+    assert sql("select description from payments.transactions where provider_object_id = 'in_nul'") == [
+        {"description": "a\ufffdb"}
+    ]

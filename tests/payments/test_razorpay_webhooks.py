@@ -305,3 +305,15 @@ def test_stored_keys_that_no_longer_decrypt_ask_the_admin_to_set_them_again(
         "/api/payments/razorpay/test/orders", headers=user[1], json={"amount": 100, "currency": "INR"}
     )
     assert again.status_code == 201
+
+
+def test_a_signed_event_with_a_nul_character_is_recorded_not_a_server_error(
+    client: TestClient, keys: None, sql: Sql
+) -> None:
+    body = event("payment.captured", payment=_payment("pay_nul0000001", description="a\u0000b"))
+    answer = post_event(client, body, event_id="evt_nul_rzp")
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"received": True, "handled": True}
+    assert sql(
+        "select processing_status from payments.webhook_events where provider_event_id = 'evt_nul_rzp'"
+    ) == [{"processing_status": "processed"}]

@@ -1,5 +1,5 @@
 """Applying a verified webhook event without refusing it for ever: a value the tables cannot hold (an amount
-past bigint, a text with a NUL byte) fails that event alone. Its changes are rolled back to a savepoint, the
+past bigint) fails that event alone. Its changes are rolled back to a savepoint, the
 event is recorded `failed` with the reason, and the provider is answered 2xx: refusing it would only make
 Stripe or Razorpay send the same event again for days, with the same outcome."""
 
@@ -20,3 +20,9 @@ async def apply(cur: AsyncCursor[Any], project: Callable[[], Awaitable[bool]]) -
     except psycopg.errors.DataError as exc:
         return "failed", f"The event holds a value Kilnbase cannot store: {exc.diag.message_primary or exc}"
     return ("processed" if handled else "ignored"), None
+
+
+def storable(payload: bytes) -> bytes:
+    """A verified body whose JSON Postgres can keep: `jsonb` refuses the NUL character (`\\u0000`), which
+    JSON allows, so it becomes U+FFFD (the replacement character) rather than failing the event's record."""
+    return payload.replace(b"\\u0000", b"\\ufffd")

@@ -821,7 +821,7 @@ class Razorpay:
                 f"/api/webhooks/razorpay/{environment}.",
                 f"GET /api/payments/razorpay/{environment}/webhook shows the secret to enter in Razorpay.",
             )
-        event = _event(payload)
+        event = _event(event_outcome.storable(payload))
         event_id = razorpay_events.event_id(event, header_event_id)
         async with self._database.as_owner() as cur:
             await cur.execute(

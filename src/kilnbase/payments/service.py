@@ -884,7 +884,7 @@ class Payments:
             raise ApiError(
                 400, "INVALID_INPUT", str(exc), "Send the raw body Stripe signed, within 5 minutes."
             ) from None
-        event = _event(payload)
+        event = _event(event_outcome.storable(payload))
         data = event.get("data")
         item = data.get("object") if isinstance(data, dict) else None
         item = item if isinstance(item, dict) else {}
