@@ -270,7 +270,8 @@ def test_keys_of_another_razorpay_account_clear_what_was_recorded_for_the_first(
     )
     assert captured.status_code == 200
     recorded = (
-        "select count(*) as n from payments.transactions where provider = 'razorpay' and environment = 'live'"
+        "select count(*) as n from payments.transactions where environment = 'live' "
+        "and provider_object_id = 'pay_first_account'"
     )
     assert sql(recorded)[0]["n"] == 1
     # The same key id again (a new secret) keeps it; another account's key id clears it.
@@ -283,3 +284,35 @@ def test_keys_of_another_razorpay_account_clear_what_was_recorded_for_the_first(
         "where provider = 'razorpay' and environment = 'live'"
     )
     assert sql(events)[0]["n"] == 0
+
+
+def test_sync_maps_customers_and_records_payments_and_names_a_stage_that_failed(
+    client: TestClient, admin: dict[str, str], razorpay: FakeRazorpay, sql: Sql
+) -> None:
+    assert configure(client, admin, "test").status_code == 200
+    notes = {"insforge_subject_type": "team", "insforge_subject_id": "t-sync"}
+    razorpay.customers["cust_synced0001"] = {"id": "cust_synced0001", "entity": "customer", "notes": notes}
+    razorpay.payments["pay_synced0001"] = {
+        "id": "pay_synced0001",
+        "entity": "payment",
+        "amount": 1200,
+        "currency": "INR",
+        "status": "captured",
+        "customer_id": "cust_synced0001",
+        "created_at": 1_767_225_600,
+    }
+    (result,) = client.post(f"{BASE}/test/sync", headers=admin).json()["results"]
+    assert result["status"] == "succeeded" and result["error"] is None
+    assert result["syncCounts"]["customers"] == len(razorpay.customers)
+    assert result["syncCounts"]["payments"] == len(razorpay.payments)
+    assert sql(
+        "select status, subject_type, subject_id from payments.transactions where provider_object_id = %s",
+        "pay_synced0001",
+    ) == [{"status": "succeeded", "subject_type": "team", "subject_id": "t-sync"}]
+    razorpay.fail_next("/v1/payments", 500, "Payments listing is down")
+    (failed,) = client.post(f"{BASE}/test/sync", headers=admin).json()["results"]
+    assert failed["status"] == "failed" and failed["error"] == "payments: Payments listing is down"
+    assert (
+        failed["syncCounts"]["customers"] == len(razorpay.customers) and failed["syncCounts"]["payments"] == 0
+    )
+    assert failed["connection"]["lastSyncError"] == "payments: Payments listing is down"

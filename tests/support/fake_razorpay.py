@@ -83,6 +83,8 @@ class FakeRazorpay:
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    payments: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -155,11 +157,9 @@ class FakeRazorpay:
     def _route(self, call: Call) -> tuple[int, dict[str, Any]]:
         parts = call.path.strip("/").split("/")[1:]
         collections = {"items": self.items, "plans": self.plans, "orders": self.orders}
-        collections["subscriptions"] = self.subscriptions
+        collections.update(subscriptions=self.subscriptions, customers=self.customers, payments=self.payments)
         if call.method == "GET" and len(parts) == 1 and parts[0] in collections:
             return 200, _page(list(collections[parts[0]].values()), call.query)
-        if call.method == "GET" and len(parts) == 1 and parts[0] in ("customers", "payments", "invoices"):
-            return 200, _page([], call.query)
         now = int(time.time())
         body = call.body
         if call.method == "POST" and parts == ["items"]:

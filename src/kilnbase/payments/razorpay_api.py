@@ -107,12 +107,15 @@ class RazorpayApi:
         return answer
 
     async def list_all(self, path: str) -> list[dict[str, Any]]:
-        """Every entity of a list endpoint: Razorpay gives no total, so pages are read until a short one."""
+        """Every entity (with an id) of a list endpoint: Razorpay gives no total, so pages are read until a
+        short one."""
         found: list[dict[str, Any]] = []
         for page in range(MAX_PAGES):
             answer = await self.request("GET", path, query={"count": PAGE, "skip": page * PAGE})
-            items = [item for item in answer.get("items") or [] if isinstance(item, dict)]
-            found += items
+            listed = answer.get("items")
+            items: list[Any] = listed if isinstance(listed, list) else []
+            # (An entity without an id names nothing Kilnbase could keep.)
+            found += [item for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)]
             if len(items) < PAGE:
                 break
         return found

@@ -294,8 +294,9 @@ class Razorpay:
         return {"razorpayConnections": [await self._connection(env) for env in ENVIRONMENTS]}
 
     async def sync(self, actor: Actor, environment: Environment | None) -> dict[str, Any]:
-        """Mirror items, plans and subscriptions of one environment (or of both: `None`) from Razorpay;
-        an environment that cannot be read is a `failed` result, not an error (InsForge's `syncAll`)."""
+        """Mirror items, plans, customers' subjects, subscriptions and payments of one environment (or of
+        both: `None`) from Razorpay; an environment that cannot be read is a `failed` result, not an error
+        (InsForge's `syncAll`)."""
         details: dict[str, Any] = {"environment": environment or "all"}
         async with audit.refusals(self._database, actor, "SYNC_RAZORPAY_PAYMENTS", MODULE, details):
             require_admin_actor(actor)
@@ -303,7 +304,7 @@ class Razorpay:
             for env in (environment,) if environment else ENVIRONMENTS:
                 counts, error = dict(_EMPTY_COUNTS), None
                 try:
-                    counts = await self._sync(await self.api(env), env)
+                    counts, error = await self._sync(await self.api(env), env)
                 except ApiError as exc:
                     error = exc.message
                     if exc.code == "PAYMENT_CONFIG_NOT_FOUND":
@@ -332,29 +333,23 @@ class Razorpay:
                 (environment, status, message, status),
             )
 
-    async def _sync(self, api: RazorpayApi, environment: Environment) -> dict[str, int]:
-        """The catalog and subscriptions as Razorpay has them now, in one transaction; a failure is recorded
-        on the connection and raised."""
+    async def _sync(self, api: RazorpayApi, environment: Environment) -> tuple[dict[str, int], str | None]:
+        """Mirror the catalog (items, plans) as Razorpay has it now, in one transaction: a failure there is
+        recorded on the connection and raised. Then InsForge's later stages, each on its own (customers'
+        billing subjects, subscriptions, payments into the history): a stage that fails is named in the
+        error answered and recorded (`stage: reason; ...`) while the others still count."""
         try:
             items = await api.list_all("/v1/items")
             plans = await api.list_all("/v1/plans")
-            subscriptions = await api.list_all("/v1/subscriptions")
         except ApiError as exc:
             await self._record_failure(environment, "error", exc.message)
             raise
-        counts = {
-            **_EMPTY_COUNTS,
-            "items": len(items),
-            "plans": len(plans),
-            "subscriptions": len(subscriptions),
-        }
+        counts = {**_EMPTY_COUNTS, "items": len(items), "plans": len(plans)}
         async with self._database.as_owner() as cur:
             for entity in items:
                 await razorpay_mirror.upsert_item(cur, environment, entity)
             for entity in plans:
                 await razorpay_mirror.upsert_plan(cur, environment, entity)
-            for entity in subscriptions:
-                await razorpay_mirror.upsert_subscription(cur, environment, entity)
             await cur.execute(
                 "delete from payments.razorpay_plans where environment = %s and not (plan_id = any(%s))",
                 (environment, [str(p["id"]) for p in plans]),
@@ -363,13 +358,43 @@ class Razorpay:
                 "delete from payments.razorpay_items where environment = %s and not (item_id = any(%s))",
                 (environment, [str(i["id"]) for i in items]),
             )
+        failures = []
+        for stage in ("customers", "subscriptions", "payments"):
+            try:
+                counts[stage] = await self._sync_stage(api, environment, stage)
+            except ApiError as exc:
+                failures.append(f"{stage}: {exc.message}")
+        error = "; ".join(failures) or None
+        async with self._database.as_owner() as cur:
             await cur.execute(
                 "update payments.provider_connections set status = 'connected', last_synced_at = now(), "
-                "last_sync_status = 'succeeded', last_sync_error = null, last_sync_counts = %s, "
+                "last_sync_status = %s, last_sync_error = %s, last_sync_counts = %s, "
                 "updated_at = now() where provider = 'razorpay' and environment = %s",
-                (Jsonb(counts), environment),
+                ("failed" if error else "succeeded", error, Jsonb(counts), environment),
             )
-        return counts
+        return counts, error
+
+    async def _sync_stage(self, api: RazorpayApi, environment: Environment, stage: str) -> int:
+        """One stage's entities, upserted in a transaction of its own; how many Razorpay listed."""
+        entities = await api.list_all(f"/v1/{stage}")
+        async with self._database.as_owner() as cur:
+            for entity in entities:
+                if stage == "subscriptions":
+                    await razorpay_mirror.upsert_subscription(cur, environment, entity)
+                elif stage == "payments":
+                    await razorpay_mirror.upsert_payment(
+                        cur,
+                        environment,
+                        entity,
+                        subscription_id=None,
+                        invoice_id=text(entity.get("invoice_id")),
+                        subject=None,
+                    )
+                else:
+                    subject = razorpay_mirror.subject_of(razorpay_mirror.notes_of(entity.get("notes")))
+                    if subject is not None:
+                        await razorpay_mirror.map_customer(cur, environment, subject, str(entity["id"]))
+        return len(entities)
 
     async def webhook_setup(self, actor: Actor, environment: Environment, *, rotate: bool) -> dict[str, Any]:
         """What to enter in Razorpay's dashboard (Razorpay has no API for webhooks): the URL and the secret,
