@@ -316,3 +316,21 @@ def test_sync_maps_customers_and_records_payments_and_names_a_stage_that_failed(
         failed["syncCounts"]["customers"] == len(razorpay.customers) and failed["syncCounts"]["payments"] == 0
     )
     assert failed["connection"]["lastSyncError"] == "payments: Payments listing is down"
+
+
+def test_a_razorpay_answer_kilnbase_cannot_store_fails_the_sync_not_the_server(
+    client: TestClient, admin: dict[str, str], razorpay: FakeRazorpay
+) -> None:
+    assert configure(client, admin, "test").status_code == 200
+    huge = {"id": "item_huge0001", "name": "Huge", "amount": 2**63, "currency": "INR", "active": True}
+    razorpay.items[huge["id"]] = huge
+    try:
+        answer = client.post(f"{BASE}/test/sync", headers=admin)
+    finally:
+        del razorpay.items[huge["id"]]
+    assert answer.status_code == 200, answer.text
+    (result,) = answer.json()["results"]
+    assert result["status"] == "failed"
+    assert result["error"] == "Razorpay answered a value Kilnbase cannot store: bigint out of range"
+    catalog = client.get(f"{BASE}/test/catalog", headers=admin).json()
+    assert all(item["itemId"] != "item_huge0001" for item in catalog["items"])

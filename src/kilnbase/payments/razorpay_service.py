@@ -24,11 +24,13 @@ from __future__ import annotations
 import contextlib
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 import psycopg
+from psycopg import AsyncCursor
+from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from kilnbase import audit
@@ -99,6 +101,21 @@ class Razorpay:
         self._limit_sessions = limit_sessions
 
     # -- keys ------------------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _mirroring(self) -> AsyncIterator[AsyncCursor[DictRow]]:
+        """The owner's cursor for writing what Razorpay answered: a value the tables cannot hold (an amount
+        past bigint) makes Razorpay's answer unusable, a 502 naming it, not a server error."""
+        try:
+            async with self._database.as_owner() as cur:
+                yield cur
+        except psycopg.errors.DataError as exc:
+            raise ApiError(
+                502,
+                "UPSTREAM_FAILURE",
+                f"Razorpay answered a value Kilnbase cannot store: {exc.diag.message_primary or exc}",
+                "Check the entity in Razorpay's dashboard (its amounts and counts), then try again.",
+            ) from None
 
     async def _secrets(self, environment: Environment) -> Mapping[str, Any] | None:
         async with self._database.as_owner() as cur:
@@ -345,7 +362,7 @@ class Razorpay:
             await self._record_failure(environment, "error", exc.message)
             raise
         counts = {**_EMPTY_COUNTS, "items": len(items), "plans": len(plans)}
-        async with self._database.as_owner() as cur:
+        async with self._mirroring() as cur:
             for entity in items:
                 await razorpay_mirror.upsert_item(cur, environment, entity)
             for entity in plans:
@@ -377,7 +394,7 @@ class Razorpay:
     async def _sync_stage(self, api: RazorpayApi, environment: Environment, stage: str) -> int:
         """One stage's entities, upserted in a transaction of its own; how many Razorpay listed."""
         entities = await api.list_all(f"/v1/{stage}")
-        async with self._database.as_owner() as cur:
+        async with self._mirroring() as cur:
             for entity in entities:
                 if stage == "subscriptions":
                     await razorpay_mirror.upsert_subscription(cur, environment, entity)
@@ -472,7 +489,7 @@ class Razorpay:
                     502, "UPSTREAM_FAILURE", "Razorpay answered without an id", "Try again in a moment."
                 )
             details["id"] = answer["id"]
-            async with self._database.as_owner() as cur:
+            async with self._mirroring() as cur:
                 if where.startswith("/v1/plans"):
                     shaped = {"plan": await razorpay_mirror.upsert_plan(cur, environment, answer)}
                 else:
@@ -596,7 +613,7 @@ class Razorpay:
                 )
             raise
         status = created.get("status")
-        async with self._database.as_owner() as cur:
+        async with self._mirroring() as cur:
             await cur.execute(
                 "update payments.razorpay_orders set status = %s, order_id = %s, "
                 "receipt = coalesce(%s, receipt), "
@@ -736,7 +753,7 @@ class Razorpay:
                 "Razorpay answered without a subscription id",
                 "Try again in a moment.",
             )
-        async with self._database.as_owner() as cur:
+        async with self._mirroring() as cur:
             return await razorpay_mirror.upsert_subscription(cur, environment, entity, subject)
 
     async def verify_subscription(
