@@ -322,12 +322,18 @@ def test_a_razorpay_answer_kilnbase_cannot_store_fails_the_sync_not_the_server(
     client: TestClient, admin: dict[str, str], razorpay: FakeRazorpay
 ) -> None:
     assert configure(client, admin, "test").status_code == 200
-    huge = {"id": "item_huge0001", "name": "Huge", "amount": 2**63, "currency": "INR", "active": True}
-    razorpay.items[huge["id"]] = huge
+    item_id = "item_huge0001"
+    razorpay.items[item_id] = {
+        "id": item_id,
+        "name": "Huge",
+        "amount": 2**63,
+        "currency": "INR",
+        "active": True,
+    }
     try:
         answer = client.post(f"{BASE}/test/sync", headers=admin)
     finally:
-        del razorpay.items[huge["id"]]
+        del razorpay.items[item_id]
     assert answer.status_code == 200, answer.text
     (result,) = answer.json()["results"]
     assert result["status"] == "failed"
