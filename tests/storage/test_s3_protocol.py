@@ -19,6 +19,8 @@ import boto3
 import httpx
 import psycopg
 import pytest
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.client import Config
 from botocore.exceptions import ClientError
 
@@ -115,6 +117,67 @@ def test_bad_signatures_refused(local_server: ServerProcess, s3: Any) -> None:
     assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
     unsigned = httpx.get(f"{local_server.url}/storage/v1/s3/")
     assert unsigned.status_code == 403 and b"<Code>AccessDenied</Code>" in unsigned.content
+
+
+class _HostUnsignedAuth(S3SigV4Auth):  # type: ignore[misc]  # (botocore has no types)
+    """botocore's own SigV4 signer, leaving `host` out of the signed headers (the request still sends it)."""
+
+    def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
+        headers = super().headers_to_sign(request)
+        del headers["host"]
+        return headers
+
+
+class _HostUnsignedQueryAuth(S3SigV4QueryAuth):  # type: ignore[misc]
+    def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
+        headers = super().headers_to_sign(request)
+        del headers["host"]
+        return headers
+
+
+def _hand_signed(
+    s3: Any, auth: type[S3SigV4Auth], method: str, url: str, body: bytes = b""
+) -> httpx.Response:
+    """The request signed by `auth` with the client's key, sent as signed."""
+    request = AWSRequest(method=method, url=url, data=body)
+    auth(s3._request_signer._credentials, "s3", "us-east-2").add_auth(request)
+    headers = {name: value for name, value in request.headers.items() if name.lower() != "host"}
+    return httpx.request(method, request.url, headers=headers, content=body)
+
+
+def test_a_signature_that_does_not_sign_host_is_refused_and_changes_nothing(
+    local_server: ServerProcess, s3: Any
+) -> None:
+    """SigV4 requires `host` among the signed headers; AWS S3 answers AccessDenied and names it. The same
+    request with host signed (the signer boto3 uses) goes through, so the refusal is about host alone."""
+    bucket = _bucket(s3)
+    url = f"{local_server.url}/storage/v1/s3/{bucket}/unsigned-host.txt"
+    refused = _hand_signed(s3, _HostUnsignedAuth, "PUT", url, b"written?")
+    assert refused.status_code == 403, refused.text
+    assert b"<Code>AccessDenied</Code>" in refused.content
+    assert b"There were headers present in the request which were not signed" in refused.content
+    assert b"<HeadersNotSigned>host</HeadersNotSigned>" in refused.content
+    with pytest.raises(ClientError) as missing:
+        s3.head_object(Bucket=bucket, Key="unsigned-host.txt")
+    assert missing.value.response["Error"]["Code"] == "404"
+    accepted = _hand_signed(s3, S3SigV4Auth, "PUT", url, b"written")
+    assert accepted.status_code == 200, accepted.text
+    assert s3.get_object(Bucket=bucket, Key="unsigned-host.txt")["Body"].read() == b"written"
+
+
+def test_a_presigned_url_that_does_not_sign_host_is_refused(local_server: ServerProcess, s3: Any) -> None:
+    bucket = _bucket(s3)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"secret")
+    url = f"{local_server.url}/storage/v1/s3/{bucket}/k"
+    request = AWSRequest(method="GET", url=url)
+    _HostUnsignedQueryAuth(s3._request_signer._credentials, "s3", "us-east-2", expires=60).add_auth(request)
+    assert "X-Amz-SignedHeaders=&" in request.url
+    refused = httpx.get(request.url)
+    assert refused.status_code == 403 and b"<HeadersNotSigned>host</HeadersNotSigned>" in refused.content
+    assert b"secret" not in refused.content
+    signed = AWSRequest(method="GET", url=url)
+    S3SigV4QueryAuth(s3._request_signer._credentials, "s3", "us-east-2", expires=60).add_auth(signed)
+    assert httpx.get(signed.url).content == b"secret"
 
 
 def test_a_request_that_fails_its_signature_does_not_mark_the_key_used(local_server: ServerProcess) -> None:

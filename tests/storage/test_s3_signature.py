@@ -174,3 +174,29 @@ async def test_a_chunk_signature_outside_ascii_is_refused_not_a_crash() -> None:
     with pytest.raises(sigv4.SignatureError) as refused:
         await _decode(body)
     assert refused.value.code == "SignatureDoesNotMatch"
+
+
+def test_a_header_signature_that_does_not_sign_host_is_refused_as_s3_does() -> None:
+    """SigV4 requires `host` among the signed headers: unsigned, a signature made for one endpoint would be
+    good at any other that shares the key. S3 refuses it before checking the signature."""
+    authorization = HEADERS["authorization"].replace("content-length;host;", "content-length;")
+    with pytest.raises(sigv4.SignatureError) as refused:
+        sigv4.parse("PUT", {**HEADERS, "authorization": authorization}, [])
+    assert (refused.value.code, refused.value.status) == ("AccessDenied", 403)
+    assert refused.value.message == "There were headers present in the request which were not signed"
+    assert refused.value.headers_not_signed == "host"
+
+
+@pytest.mark.parametrize("signed_headers", ["", "x-amz-date", "hostname"])
+def test_a_presigned_url_that_does_not_sign_host_is_refused(signed_headers: str) -> None:
+    query = [
+        ("X-Amz-Algorithm", "AWS4-HMAC-SHA256"),
+        ("X-Amz-Credential", "AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request"),
+        ("X-Amz-Date", "20130524T000000Z"),
+        ("X-Amz-Expires", "60"),
+        ("X-Amz-SignedHeaders", signed_headers),
+        ("X-Amz-Signature", "0" * 64),
+    ]
+    with pytest.raises(sigv4.SignatureError) as refused:
+        sigv4.parse("GET", {"host": "s3.amazonaws.com"}, query)
+    assert (refused.value.code, refused.value.headers_not_signed) == ("AccessDenied", "host")

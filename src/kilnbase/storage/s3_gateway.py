@@ -58,10 +58,15 @@ def _xml(body: str, status: int = 200, headers: dict[str, str] | None = None) ->
     )
 
 
-def _error(code: str, message: str, status: int, resource: str = "") -> Response:
+def _error(
+    code: str, message: str, status: int, resource: str = "", headers_not_signed: str = ""
+) -> Response:
     request_id = secrets.token_hex(8).upper()
+    not_signed = (
+        f"<HeadersNotSigned>{escape(headers_not_signed)}</HeadersNotSigned>" if headers_not_signed else ""
+    )
     body = (
-        f"<Error><Code>{escape(code)}</Code><Message>{escape(message)}</Message>"
+        f"<Error><Code>{escape(code)}</Code><Message>{escape(message)}</Message>{not_signed}"
         f"<Resource>{escape(resource)}</Resource><RequestId>{request_id}</RequestId></Error>"
     )
     return _xml(body, status, {"x-amz-request-id": request_id})
@@ -134,7 +139,7 @@ class S3Gateway:
             )
             return await self._dispatch(request, actor, resource, dict(query), signed, key)
         except sigv4.SignatureError as exc:
-            return _error(exc.code, exc.message, exc.status, resource)
+            return _error(exc.code, exc.message, exc.status, resource, exc.headers_not_signed)
         except S3Error as exc:
             return _error(exc.code, exc.message, exc.status, resource)
         except ApiError as exc:

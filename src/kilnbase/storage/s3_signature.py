@@ -41,13 +41,15 @@ MAX_CHUNK_BYTES = 16 * 1024 * 1024
 
 
 class SignatureError(Exception):
-    """The request is not signed as S3 requires; `code` is S3's error code."""
+    """The request is not signed as S3 requires; `code` is S3's error code. `headers_not_signed` names the
+    headers S3 wanted signed and were not (S3 lists them in its error, as `HeadersNotSigned`)."""
 
-    def __init__(self, code: str, message: str, status: int = 403) -> None:
+    def __init__(self, code: str, message: str, status: int = 403, headers_not_signed: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.headers_not_signed = headers_not_signed
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ def parse(method: str, headers: Mapping[str, str], query: list[tuple[str, str]])
     matched = _CREDENTIAL.match(credential)
     if not matched:
         raise SignatureError("AuthorizationHeaderMalformed", "The credential scope is malformed.", 400)
+    _require_host_signed(signed_headers)
     return SignedRequest(
         matched.group(1),
         matched.group(2),
@@ -151,6 +154,18 @@ def parse(method: str, headers: Mapping[str, str], query: list[tuple[str, str]])
         payload,
         presigned,
     )
+
+
+def _require_host_signed(signed_headers: list[str]) -> None:
+    """SigV4 requires `host` among the signed headers, in the header and in a presigned URL alike: unsigned, a
+    signature made for one endpoint is good for any other that shares the key (another Kilnbase, a proxy's
+    upstream). AWS S3 refuses it before checking the signature, with this code and message."""
+    if "host" not in signed_headers:
+        raise SignatureError(
+            "AccessDenied",
+            "There were headers present in the request which were not signed",
+            headers_not_signed="host",
+        )
 
 
 def _check_time(signed: SignedRequest, query: Mapping[str, str], now: datetime) -> None:
