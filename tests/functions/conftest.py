@@ -4,8 +4,10 @@ short time limit, so the runtime's limits show quickly. Each test deploys functi
 from __future__ import annotations
 
 import secrets
+import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from kilnbase.config import FunctionsSettings, Settings
+from kilnbase.functions.sandbox import deno_binary
 from tests.support.app import admin_headers, services_of
 from tests.support.servers import free_port
 
@@ -69,6 +72,28 @@ def deploy(client: TestClient, admin: dict[str, str]) -> Deploy:
         return slug
 
     return make
+
+
+def deno_starts_with(deny_net: tuple[str, ...], directory: Path) -> None:
+    """Deno starts with this `--deny-net` list: it refuses to start on an entry it cannot read, and every
+    function would fail."""
+    script = directory / "ok.js"
+    script.write_text('console.log("started");')
+    started = subprocess.run(
+        [
+            deno_binary(),
+            "run",
+            "--no-prompt",
+            "--no-config",
+            "--allow-net",
+            f"--deny-net={','.join(deny_net)}",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.stdout.strip() == "started", started.stderr
 
 
 def function_logs(client: TestClient, slug: str) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ lists in `KILNBASE_FUNCTIONS_DENY_NET`; anything else stays reachable, other loc
 from __future__ import annotations
 
 import socket
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,8 +16,7 @@ from starlette.testclient import TestClient
 
 from kilnbase.config import FunctionsSettings, Settings
 from kilnbase.functions.egress import denied_hosts
-from kilnbase.functions.sandbox import deno_binary
-from tests.functions.conftest import Deploy
+from tests.functions.conftest import Deploy, deno_starts_with
 from tests.functions.hosting import served
 
 #: Tries a TCP connection to each `host:port` of the request's body; answers what happened to each:
@@ -150,23 +148,6 @@ def test_a_deny_list_in_the_environment_is_read_entry_by_entry(monkeypatch: pyte
 def test_every_database_host_libpq_takes_gives_a_deny_list_deno_starts_with(
     settings: Settings, conninfo: str, denies: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """Deno refuses to start on an entry it cannot read: every function would fail."""
-    script = tmp_path_factory.mktemp("deny") / "ok.js"
-    script.write_text('console.log("started");')
     denied = denied_hosts(settings, conninfo)
-    started = subprocess.run(
-        [
-            deno_binary(),
-            "run",
-            "--no-prompt",
-            "--no-config",
-            "--allow-net",
-            f"--deny-net={','.join(denied)}",
-            str(script),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert started.stdout.strip() == "started", started.stderr
+    deno_starts_with(denied, tmp_path_factory.mktemp("deny"))
     assert denies in denied

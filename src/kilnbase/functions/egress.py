@@ -20,6 +20,14 @@ and names, each with an optional port; it does not take IPv6 ranges, so those ca
 
 The rest of loopback stays open: the functions host listens on it, functions call this project's API at its
 local address, and Deno cannot deny a range but for one port. `docs/functions.md` says what that leaves.
+
+**A function an agent key deployed** (or changed last: `deployed_by_agent`) gets `private_networks` besides:
+loopback, RFC 1918, CGNAT, link-local and `0.0.0.0/8` (which reaches this machine), all but the address
+functions call this API at (`Settings.local_host`), and `[::1]` unless that is it. An agent key is narrower
+than an admin, as for schedules (`schedules/reach.py`): its code could map and reach the internal network,
+and answer what it finds to its caller. IPv6 ULA and link-local ranges stay open: Deno takes no IPv6 range.
+Such functions run in workers of their own, never in the shared functions host, whose one process has one
+list. An admin deploying the function again lifts it.
 """
 
 from __future__ import annotations
@@ -47,6 +55,43 @@ def denied_hosts(settings: Settings, database_conninfo: str) -> tuple[str, ...]:
         entries.update(dict.fromkeys(_entries_for(host, port)))
     entries.update(dict.fromkeys(settings.functions.deny_net))
     return tuple(entries)
+
+
+#: The IPv4 networks that are not the public internet and reach hosts (this machine included): "this
+#: network" (0.0.0.0 connects to this machine), RFC 1918, CGNAT (RFC 6598), loopback, link-local.
+PRIVATE_NETWORKS = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+)
+_IPV6_LOOPBACK = ipaddress.IPv6Address("::1")
+
+
+def private_networks(settings: Settings) -> tuple[str, ...]:
+    """The `--deny-net` entries added for functions an agent key deployed: `PRIVATE_NETWORKS` and `[::1]`,
+    less the addresses of `Settings.local_host` (where functions call this project's API, as
+    `INSFORGE_INTERNAL_URL`), each range cut around them. Resolves a name (it blocks: call it in a thread)."""
+    kept = _addresses(settings.local_host, settings.port)
+    entries: list[str] = []
+    for cidr in PRIVATE_NETWORKS:
+        pieces = [ipaddress.IPv4Network(cidr)]
+        for address in kept:
+            if isinstance(address, ipaddress.IPv4Address):
+                pieces = [piece for network in pieces for piece in _without(network, address)]
+        entries += [str(p.network_address) if p.prefixlen == 32 else str(p) for p in sorted(pieces)]
+    if _IPV6_LOOPBACK not in kept:
+        entries.append(f"[{_IPV6_LOOPBACK}]")
+    return tuple(entries)
+
+
+def _without(network: ipaddress.IPv4Network, address: ipaddress.IPv4Address) -> list[ipaddress.IPv4Network]:
+    if address not in network:
+        return [network]
+    return list(network.address_exclude(ipaddress.IPv4Network(address)))
 
 
 def _backing_services(settings: Settings, database_conninfo: str) -> list[tuple[str, int]]:

@@ -6,8 +6,9 @@ bounds it to the API's own request rate (a few thousand a second on two cores). 
 functions URL directly when one is configured (`createClient({ functionsUrl })`), and falls back to
 `/functions/:slug` when that URL answers 404; the host is that URL. It runs the functions in one isolate, as
 InsForge's cloud does, so it serves only the functions that share one environment: active ones without a
-secrets allow-list (those see every active secret anyway). A function with an allow-list is not hosted (404,
-so the SDK uses the API path, where it runs in workers of its own).
+secrets allow-list (those see every active secret anyway) that no agent key deployed. A function with an
+allow-list, or one an agent deployed (it may not reach private networks: egress.py), is not hosted (404, so
+the SDK uses the API path, where it runs in workers of its own).
 
 One API process owns the host: whichever finds the port free starts it (the others check again now and
 then, and take over if the owner goes). The owner sends the configuration (functions, secrets as the

@@ -30,7 +30,7 @@ from psycopg import AsyncConnection
 
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
-from kilnbase.functions.egress import denied_hosts
+from kilnbase.functions.egress import denied_hosts, private_networks
 from kilnbase.functions.host import FunctionsHost, HostConfig
 from kilnbase.functions.log_sink import LogSink
 from kilnbase.functions.sandbox import ROUTER, Sandbox, deno_binary, deno_command
@@ -48,7 +48,7 @@ SecretValues = Callable[[list[str] | None], Awaitable[tuple[dict[str, str], floa
 
 
 #: The columns of `Definition`, as selected from `functions.definitions`.
-_DEFINITION = "slug, revision, status, code, secrets"
+_DEFINITION = "slug, revision, status, code, secrets, deployed_by_agent"
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ class Definition:
     status: str
     code: str
     secrets: list[str] | None
+    #: An agent key deployed it or changed it last: its workers may not reach private networks (egress.py).
+    deployed_by_agent: bool = False
 
 
 class Runtime:
@@ -82,6 +84,8 @@ class Runtime:
         self.host_code_dir = self.base_dir / "host-code"
         self.socket_dir = Path("/nonexistent")
         self.sandbox = Sandbox(None, "not started")
+        #: The sandbox of functions an agent deployed: `sandbox` that also denies private networks.
+        self.agent_sandbox = self.sandbox
         self.logs = LogSink(database)
         self.host = FunctionsHost(
             settings, self.host_code_dir, self.deno_dir, lambda: self.sandbox, self.host_config, self.logs
@@ -113,6 +117,8 @@ class Runtime:
         probed = await anyio.to_thread.run_sync(Sandbox.probe, self.config.sandbox, self.deno_dir)
         denied = await anyio.to_thread.run_sync(denied_hosts, self.settings, self.owner_conninfo)
         self.sandbox = dataclasses.replace(probed, deny_net=denied)
+        private = await anyio.to_thread.run_sync(private_networks, self.settings)
+        self.agent_sandbox = dataclasses.replace(probed, deny_net=tuple(dict.fromkeys((*denied, *private))))
         if not self.sandbox.enabled:
             log.warning(
                 "functions: bubblewrap is off (%s); Deno's permissions are the only wall", self.sandbox.reason
@@ -240,6 +246,7 @@ class Runtime:
             self._secrets_generation,
             self.anon_key(),
             tuple(definition.secrets or ()),
+            definition.deployed_by_agent,
         )
 
     async def pool_for(self, definition: Definition) -> FunctionPool:
@@ -313,12 +320,13 @@ class Runtime:
         return path
 
     async def host_config(self) -> HostConfig:
-        """What the functions host serves: every active function without a secrets allow-list, with every
-        active secret and the platform's values as their shared environment."""
+        """What the functions host serves: every active function without a secrets allow-list that no agent
+        key deployed (those run in workers denied private networks), with every active secret and the
+        platform's values as their shared environment."""
         async with self.database.as_owner() as cur:
             await cur.execute(
                 f"select {_DEFINITION} from functions.definitions "
-                "where status = 'active' and secrets is null order by slug"
+                "where status = 'active' and secrets is null and not deployed_by_agent order by slug"
             )
             definitions = [Definition(**row) for row in await cur.fetchall()]
         root = self.host_code_dir
@@ -354,7 +362,7 @@ class Runtime:
         values, expires_at = await self.secret_values(definition.secrets)
         function_env = {**values, **self._platform_env()}
         command, env = deno_command(
-            self.sandbox,
+            self.agent_sandbox if definition.deployed_by_agent else self.sandbox,
             self.deno_dir,
             ROUTER,
             [code_path.as_uri(), "{socket}", ",".join(sorted(function_env))],

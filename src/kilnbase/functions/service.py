@@ -30,7 +30,7 @@ log = logging.getLogger("kilnbase.functions")
 MODULE = "FUNCTIONS"
 _ISO = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
 _FIELDS = (
-    "id::text, slug, name, description, status, secrets, "
+    'id::text, slug, name, description, status, secrets, deployed_by_agent as "deployedByAgent", '
     f"to_char(created_at at time zone 'UTC', '{_ISO}') as \"createdAt\", "
     f"to_char(updated_at at time zone 'UTC', '{_ISO}') as \"updatedAt\", "
     f"to_char(deployed_at at time zone 'UTC', '{_ISO}') as \"deployedAt\""
@@ -129,7 +129,8 @@ class FunctionsService:
                 async with self.database.as_owner() as cur:
                     await cur.execute(
                         "insert into functions.definitions (slug, name, description, code, status, secrets, "
-                        "deployed_at) values (%s, %s, %s, %s, %s, %s, case when %s then now() end) "
+                        "deployed_at, deployed_by_agent) "
+                        "values (%s, %s, %s, %s, %s, %s, case when %s then now() end, %s) "
                         f"returning {_FIELDS}, code",
                         (
                             new.slug,
@@ -139,6 +140,7 @@ class FunctionsService:
                             new.status,
                             new.secrets,
                             new.status == "active",
+                            actor.agent_key is not None,
                         ),
                     )
                     created = await cur.fetchone()
@@ -185,7 +187,9 @@ class FunctionsService:
                     "description = coalesce(%s, description), code = %s, status = %s, "
                     "secrets = case when %s then %s else secrets end, "
                     "revision = revision + case when %s then 1 else 0 end, updated_at = now(), "
-                    "deployed_at = case when %s then now() else deployed_at end "
+                    "deployed_at = case when %s then now() else deployed_at end, "
+                    "deployed_by_agent = case when %s then true when %s then false "
+                    "else deployed_by_agent end "
                     f"where slug = %s returning {_FIELDS}, code",
                     (
                         changes.name,
@@ -196,6 +200,8 @@ class FunctionsService:
                         changes.secrets,
                         redeploy,
                         redeploy and status == "active",
+                        actor.agent_key is not None,
+                        redeploy,
                         slug,
                     ),
                 )
