@@ -367,7 +367,7 @@ class DatabaseWebhooksSettings(BaseSettings):
 class MessagingSettings(BaseSettings):
     """The messaging outbox's tunables (`KILNBASE_MESSAGING_*`): how often a message is tried before it goes
     to the dead-letter table, the pause between tries, how long a worker holds a message it is sending, and
-    how long sent messages are kept."""
+    how long sent messages and dead letters are kept."""
 
     model_config = SettingsConfigDict(env_prefix="KILNBASE_MESSAGING_", extra="ignore")
 
@@ -385,7 +385,10 @@ class MessagingSettings(BaseSettings):
     poll_seconds: float = Field(default=5.0, gt=0, le=3600)
     #: How long sent messages and the attempts of every message are kept.
     retention_days: int = Field(default=7, ge=1, le=3650)
-    #: How often each process deletes what is older than that.
+    #: How long a dead letter is kept after it moved to the dead-letter table, for a person to look at and
+    #: retry: longer than `retention_days`, since a dead one waits for someone and a sent one does not.
+    dead_letter_retention_days: int = Field(default=30, ge=1, le=3650)
+    #: How often each process deletes what is older than these.
     retention_sweep_seconds: float = Field(default=3600.0, gt=0)
 
     @model_validator(mode="after")

@@ -1,7 +1,8 @@
 """The worker, for real: a queued email reaches a loopback SMTP server and is marked sent; a server that says
 "try later" gets the email again after a growing pause, and once out of attempts it moves to the dead-letter
 table, whence a retry sends it; a permanent refusal goes there at once; an idempotency key answers the first
-message (dead or not) or a 409; a crashed worker's message is taken again once its lease has run out."""
+message (dead or not) or a 409; a crashed worker's message is taken again once its lease has run out; dead
+letters older than their retention are deleted by the worker's retention sweep."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from psycopg.types.json import Jsonb
 from starlette.testclient import TestClient
 
 from tests.messaging.conftest import SEND, RefusingSmtp, email, new_address, send, wait_for_status
+from tests.support.app import services_of
 
 
 def test_a_queued_email_is_sent_and_marked_sent(
@@ -149,3 +151,32 @@ def test_retrying_what_is_not_dead_is_404(client: TestClient, admin: dict[str, s
         response = client.post(f"/api/messaging/dead-letter/{unknown}/retry", headers=admin)
         assert response.status_code == 404, response.text
         assert response.json()["error"] == "NOT_FOUND"
+
+
+def test_dead_letters_past_their_retention_are_pruned_and_younger_ones_stay(
+    client: TestClient, admin: dict[str, str], smtp: RefusingSmtp, database_url: str
+) -> None:
+    """`dead_letter_retention_days` (30 here, the default) counts from when a message moved to the
+    dead-letter table; the sweep the worker runs every `retention_sweep_seconds` deletes what is older."""
+    assert services_of(client).core.settings.messaging.dead_letter_retention_days == 30
+    old_to, young_to = new_address("old"), new_address("young")
+    smtp.never.update({old_to, young_to})
+    old = send(client, admin, email(old_to))["messageId"]
+    young = send(client, admin, email(young_to))["messageId"]
+    for message_id in (old, young):
+        wait_for_status(client, admin, message_id, "dead")
+    with psycopg.connect(database_url) as conn:
+        for message_id, days in ((old, 31), (young, 29)):
+            conn.execute(
+                "update messaging.dead_letter set moved_at = now() - make_interval(days => %s) where id = %s",
+                (days, message_id),
+            )
+    portal = client.portal
+    assert portal is not None
+    assert portal.call(services_of(client).message_runner.prune) >= 1
+    gone = client.get(f"/api/messaging/messages/{old}", headers=admin)
+    assert gone.status_code == 404 and gone.json()["error"] == "NOT_FOUND", gone.text
+    assert client.post(f"/api/messaging/dead-letter/{old}/retry", headers=admin).status_code == 404
+    assert client.get(f"/api/messaging/messages/{young}", headers=admin).json()["status"] == "dead"
+    listed = client.get("/api/messaging/dead-letter?limit=500", headers=admin).json()
+    assert young in [row["id"] for row in listed] and old not in [row["id"] for row in listed]

@@ -301,9 +301,16 @@ class MessageRunner(ClaimLoop[Claimed]):
             )
 
     async def prune(self) -> int:
-        """Delete sent messages and attempts older than the retention; how many. (Pending and dead
-        messages stay until they are sent or retried.)"""
+        """Delete sent messages and attempts older than the retention, and dead letters older than theirs
+        (`dead_letter_retention_days`, counted from when they moved there); how many. Pending messages stay
+        until they are sent or dead: nobody could retry a message that no table holds any more."""
         days = (self._settings.retention_days,)
+        dead = await self._database.delete_in_batches(
+            "delete from messaging.dead_letter where id in (select id from messaging.dead_letter "
+            "where moved_at < now() - make_interval(days => %s) limit %s)",
+            (self._settings.dead_letter_retention_days,),
+            batch=PRUNE_BATCH,
+        )
         sent = await self._database.delete_in_batches(
             "delete from messaging.outbox where id in (select id from messaging.outbox where status = 'sent' "
             "and sent_at < now() - make_interval(days => %s) limit %s)",
@@ -316,4 +323,4 @@ class MessageRunner(ClaimLoop[Claimed]):
             days,
             batch=PRUNE_BATCH,
         )
-        return sent + attempts
+        return sent + attempts + dead
