@@ -170,6 +170,25 @@ def test_a_value_the_declared_type_refuses_is_a_400_and_nothing_is_written(
     assert client.get(f"{RECORDS}/{people}?select=id", headers=admin).json() == []
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [(b'[{"name": "x"}, 5]', "All object keys must match"), (b'[{"ssn": "1"', "Empty or invalid json")],
+)
+def test_a_body_that_is_not_objects_is_a_400_not_a_crash_before_encrypting(
+    client: TestClient, admin: dict[str, str], people: str, body: bytes, message: str
+) -> None:
+    """With `?columns=` an array body is not parsed before the statement, but a table with encrypted
+    columns parses it to encrypt: an item that is not an object, or JSON that does not parse, was a 500."""
+    refused = client.post(
+        f"{RECORDS}/{people}?columns=name,ssn",
+        headers={**admin, "Content-Type": "application/json"},
+        content=body,
+    )
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["code"] == "PGRST102" and refused.json()["message"] == message
+    assert raw_rows(client, admin, f"select count(*) as n from {people}") == [{"n": 0}]
+
+
 def test_the_table_schema_and_the_list_describe_encrypted_columns(
     client: TestClient, admin: dict[str, str], people: str
 ) -> None:

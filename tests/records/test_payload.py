@@ -10,7 +10,13 @@ import pytest
 from kilnbase.records.api_request import ApiRequest
 from kilnbase.records.call_plan import call_target
 from kilnbase.records.errors import RecordsError
-from kilnbase.records.payload import Payload, call_arguments, insert_payload, single_row_payload
+from kilnbase.records.payload import (
+    Payload,
+    call_arguments,
+    insert_payload,
+    single_row_payload,
+    unparsed_body_error,
+)
 from kilnbase.records.read_plan import table_target
 from tests.records.memory_schema import api_of, memory_snapshot, records_request, rpc_request
 
@@ -41,7 +47,16 @@ def test_columns_of_every_row_first_seen_first() -> None:
 
 def test_named_columns_pass_an_array_unparsed() -> None:
     body = b'[{"title": "a", "ignored": 1}, 5]'  # Postgres checks it
-    assert inserted(body, "columns=title,score") == Payload(("title", "score"), body.decode())
+    payload = inserted(body, "columns=title,score")
+    assert payload == Payload(("title", "score"), body.decode(), None, unparsed=True)
+    # Once Postgres refused it, the body's shape is said as the parsed path says it.
+    refused = unparsed_body_error(payload)
+    assert refused is not None and (refused.code, refused.message) == (
+        "PGRST102",
+        "All object keys must match",
+    )
+    assert unparsed_body_error(inserted(b'[{"title": "a"}]', "columns=title")) is None
+    assert unparsed_body_error(inserted(b'[{"title": 5}]')) is None  # (parsed here: not this check's)
 
 
 def test_the_empty_string_quirk_drops_non_text_values() -> None:

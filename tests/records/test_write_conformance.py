@@ -192,6 +192,34 @@ def test_named_columns_send_the_body_unparsed_and_postgres_checks_it(
     assert unknown.status_code == 400 and unknown.json()["code"] == "PGRST204"
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'[{"slug": "b1"}, 5]', "All object keys must match"),
+        (b"[5]", "All object keys must match"),
+        (b"[[1]]", "All object keys must match"),
+        (b'["x"]', "All object keys must match"),
+        (b"[null]", "All object keys must match"),
+        (b"7", "All object keys must match"),
+        (b"null", "All object keys must match"),
+        (b'[{"slug": "b2"', "Empty or invalid json"),
+    ],
+)
+@pytest.mark.parametrize("query", ["notes?columns=slug", "notes"])
+def test_a_body_that_is_not_objects_is_pgrst102_with_or_without_columns(
+    client: TestClient, admin: dict[str, str], body: bytes, message: str, query: str
+) -> None:
+    """PostgREST's PGRST102 (an invalid body), as the parsed path answers; with `?columns=` an array goes
+    to Postgres unparsed, whose own refusal (22023 "cannot call populate_composite on a scalar", 22P02)
+    was answered instead. Nothing of the body is written."""
+    refused = client.post(
+        f"{RECORDS}/{query}", headers={**admin, "Content-Type": "application/json"}, content=body
+    )
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["code"] == "PGRST102" and refused.json()["message"] == message, refused.text
+    assert rows(client, admin, "notes?select=slug&slug=in.(b1,b2)") == []
+
+
 def test_unknown_payload_column_is_pgrst204(client: TestClient, admin: dict[str, str]) -> None:
     response = write(client, "POST", "notes", admin, {"slug": "x", "nope": 1})
     assert response.status_code == 400

@@ -41,6 +41,8 @@ class Payload(NamedTuple):
     columns: tuple[str, ...]
     json: str
     row: dict[str, Any] | None = None
+    #: The body went to Postgres as it came (`?columns=` and an array): nothing here checked its shape.
+    unparsed: bool = False
 
 
 def insert_payload(api: ApiRequest, target: TableTarget) -> Payload:
@@ -145,19 +147,14 @@ def _decode(
             try:
                 rows = orjson.loads(body or b"{}")
             except orjson.JSONDecodeError as exc:
-                raise RecordsError(400, "PGRST102", "Empty or invalid json", str(exc)) from None
+                raise _invalid_json(exc) from None
         # orjson gives plain dicts and lists: one object (the usual write) needs no check, and an array's
         # items are checked in C, not one by one.
         is_array = rows.__class__ is list
         if rows.__class__ is dict:
             rows = [rows]
         elif not is_array or not set(map(type, rows)) <= {dict}:
-            raise RecordsError(
-                400,
-                "PGRST102",
-                "All object keys must match",
-                "The body must be an object or an array of objects",
-            )
+            raise _not_objects()
     else:
         raise RecordsError(415, "PGRST102", f"Content-Type not acceptable: {content_type}")
     if is_array and not allow_array:
@@ -212,7 +209,34 @@ def _unparsed_rows(api: ApiRequest, target: TableTarget) -> Payload | None:
     except UnicodeDecodeError:
         return None
     check_columns(target.table, columns)
-    return Payload(columns, text)
+    return Payload(columns, text, None, True)
+
+
+def unparsed_body_error(payload: Payload) -> RecordsError | None:
+    """What the parsed path answers for a body that went to Postgres unparsed, when it is not an array of
+    objects (PGRST102: not JSON, or an item that is not an object), else None. Called only once Postgres
+    refused the statement (`cannot call populate_composite on a scalar`, 22023, or 22P02 for JSON that
+    does not parse) or before the body is parsed anyway (encrypted columns): so the same bad body gets the
+    same answer with `?columns=` as without, and the common insert is still never parsed here."""
+    if not payload.unparsed:
+        return None
+    try:
+        rows = orjson.loads(payload.json)
+    except orjson.JSONDecodeError as exc:
+        return _invalid_json(exc)
+    if rows.__class__ is not list or not set(map(type, rows)) <= {dict}:
+        return _not_objects()
+    return None
+
+
+def _invalid_json(exc: orjson.JSONDecodeError) -> RecordsError:
+    return RecordsError(400, "PGRST102", "Empty or invalid json", str(exc))
+
+
+def _not_objects() -> RecordsError:
+    return RecordsError(
+        400, "PGRST102", "All object keys must match", "The body must be an object or an array of objects"
+    )
 
 
 def check_columns(table: Table, columns: Sequence[str]) -> None:

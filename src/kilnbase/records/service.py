@@ -54,7 +54,13 @@ from kilnbase.records.mutate_plan import (
     update_plan,
     upsert_key,
 )
-from kilnbase.records.payload import Payload, call_arguments, insert_payload, single_row_payload
+from kilnbase.records.payload import (
+    Payload,
+    call_arguments,
+    insert_payload,
+    single_row_payload,
+    unparsed_body_error,
+)
 from kilnbase.records.plan_cache import PlanCache, PreparedCall, PreparedRead, PreparedWrite
 from kilnbase.records.read_plan import TableTarget, read_plan, table_target
 from kilnbase.records.response import (
@@ -182,6 +188,9 @@ class RecordsEngine:
         )
         if prepared.encrypt:  # (a table with encrypted columns, and a body: never a DELETE)
             assert payload is not None
+            refused = unparsed_body_error(payload)  # (parsed to be encrypted anyway: checked first)
+            if refused is not None:
+                raise refused
             payload = payload._replace(json=encrypt_body(payload.json, prepared.encrypt, self.cipher))
         plan = prepared.plan
         rollback = self._rollback(api)
@@ -214,16 +223,24 @@ class RecordsEngine:
             return mutation_response(api, plan, body, affected, inserted)
 
         statement = prepared.statement.fill(payload.json if payload is not None else "")
-        return await run(
-            self.database,
-            api.principal,
-            statement,
-            answer,
-            read_only=False,
-            check_first=plan.check_first or guard is not None,
-            rollback=rollback,
-            guard=guard.check if guard is not None else None,
-        )
+        try:
+            return await run(
+                self.database,
+                api.principal,
+                statement,
+                answer,
+                read_only=False,
+                check_first=plan.check_first or guard is not None,
+                rollback=rollback,
+                guard=guard.check if guard is not None else None,
+            )
+        except psycopg.Error:
+            # A body sent unparsed that is not an array of objects fails in Postgres: say so as without
+            # `?columns=` (PGRST102), not as the statement's own 22023 or 22P02.
+            refused = unparsed_body_error(payload) if payload is not None else None
+            if refused is not None:
+                raise refused from None
+            raise
 
     @staticmethod
     def _payload(api: ApiRequest, target: TableTarget) -> Payload | None:
