@@ -20,6 +20,9 @@ MAX_KEYS = 50
 _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _CONTEXT = "storage.s3_access_keys"
 _CACHE_SECONDS = 5.0
+#: Held by a creation from its count to its commit: under READ COMMITTED two creations would otherwise both
+#: count `MAX_KEYS - 1` and both insert (in any process: the lock is the database's).
+_ONE_CREATION_AT_A_TIME = "select pg_advisory_xact_lock(hashtext('storage.s3_access_keys.create'))"
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -60,6 +63,7 @@ class S3AccessKeys:
         secret = secrets.token_urlsafe(30)
         encrypted = self.secret_box.encrypt(secret, context=f"{_CONTEXT}:{access_key_id}")
         async with self.database.as_owner() as cur:
+            await cur.execute(_ONE_CREATION_AT_A_TIME)
             await cur.execute("select count(*) as n from storage.s3_access_keys")
             counted = await cur.fetchone()
             if counted is not None and int(counted["n"]) >= MAX_KEYS:
