@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+import kilnbase.db
 from kilnbase.config import Settings
 from kilnbase.functions.egress import private_networks
 from tests.functions.conftest import deno_starts_with, new_slug
@@ -22,6 +24,14 @@ from tests.functions.hosting import host_health, host_settings, served
 from tests.support.app import agent_headers
 
 settings = host_settings()
+
+#: The migration's marking of functions deployed before the column, from the audit trail.
+BACKFILL = (
+    "UPDATE"
+    + (Path(kilnbase.db.__file__).parent / "migrations" / "0340_functions_deployed_by_agent.sql")
+    .read_text()
+    .split("\nUPDATE", 1)[1]
+)
 
 #: Fetches each URL of the request's body; answers each one's text, or the error's name (`NotCapable`:
 #: Deno's permissions refused the connection before any packet went).
@@ -133,3 +143,25 @@ def test_the_private_deny_list_is_one_deno_starts_with(host: str, tmp_path: Path
     assert ("127.0.0.0/8" in entries) == (host != "0.0.0.0")
     assert ("10.0.0.0/8" in entries) == (host != "10.1.2.3")
     assert ("[::1]" in entries) == (host != "::1")
+
+
+def test_functions_deployed_before_the_mark_existed_are_marked_from_the_audit_trail(
+    client: TestClient, admin: dict[str, str], agent: dict[str, str], database_url: str
+) -> None:
+    """Migration 0340 marks a function whose latest deploy (or agent change) the audit trail gives to an
+    agent key; an admin's rename does not count as a deploy, an admin's new code does."""
+    by_agent, by_admin, renamed, redeployed = (_deploy(client, h) for h in (agent, admin, agent, agent))
+    assert client.put(f"/api/functions/{renamed}", headers=admin, json={"name": "n"}).status_code == 200
+    assert client.put(f"/api/functions/{redeployed}", headers=admin, json={"code": FETCH}).status_code == 200
+    slugs = [by_agent, by_admin, renamed, redeployed]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "update functions.definitions set deployed_by_agent = false where slug = any(%s)", (slugs,)
+        )
+        conn.execute(BACKFILL)
+        marked: dict[str, bool] = dict(
+            conn.execute(
+                "select slug, deployed_by_agent from functions.definitions where slug = any(%s)", (slugs,)
+            ).fetchall()
+        )
+    assert marked == {by_agent: True, by_admin: False, renamed: True, redeployed: False}
