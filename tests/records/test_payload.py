@@ -49,7 +49,7 @@ def test_named_columns_pass_an_array_unparsed() -> None:
     body = b'[{"title": "a", "ignored": 1}, 5]'  # Postgres checks it
     payload = inserted(body, "columns=title,score")
     assert payload == Payload(("title", "score"), body.decode(), None, unparsed=True)
-    # Once Postgres refused it, the body's shape is said as the parsed path says it.
+    # A table with encrypted columns parses it to encrypt it: its shape is said as the parsed path says it.
     refused = unparsed_body_error(payload)
     assert refused is not None and (refused.code, refused.message) == (
         "PGRST102",

@@ -213,11 +213,11 @@ def _unparsed_rows(api: ApiRequest, target: TableTarget) -> Payload | None:
 
 
 def unparsed_body_error(payload: Payload) -> RecordsError | None:
-    """What the parsed path answers for a body that went to Postgres unparsed, when it is not an array of
-    objects (PGRST102: not JSON, or an item that is not an object), else None. Called only once Postgres
-    refused the statement (`cannot call populate_composite on a scalar`, 22023, or 22P02 for JSON that
-    does not parse) or before the body is parsed anyway (encrypted columns): so the same bad body gets the
-    same answer with `?columns=` as without, and the common insert is still never parsed here."""
+    """For a table with encrypted columns, which parses even a `?columns=` body to encrypt it: what the
+    parsed path answers for one that is not an array of objects (PGRST102: not JSON, or an item that is
+    not an object), else None. Elsewhere such a body goes to Postgres as sent and its refusal is the answer
+    (22023, or 22P02 for JSON that does not parse), as PostgREST sends it unparsed to `json_to_recordset`;
+    parsed here, it would otherwise fail inside the encryption (a 500)."""
     if not payload.unparsed:
         return None
     try:

@@ -223,24 +223,16 @@ class RecordsEngine:
             return mutation_response(api, plan, body, affected, inserted)
 
         statement = prepared.statement.fill(payload.json if payload is not None else "")
-        try:
-            return await run(
-                self.database,
-                api.principal,
-                statement,
-                answer,
-                read_only=False,
-                check_first=plan.check_first or guard is not None,
-                rollback=rollback,
-                guard=guard.check if guard is not None else None,
-            )
-        except psycopg.Error:
-            # A body sent unparsed that is not an array of objects fails in Postgres: say so as without
-            # `?columns=` (PGRST102), not as the statement's own 22023 or 22P02.
-            refused = unparsed_body_error(payload) if payload is not None else None
-            if refused is not None:
-                raise refused from None
-            raise
+        return await run(
+            self.database,
+            api.principal,
+            statement,
+            answer,
+            read_only=False,
+            check_first=plan.check_first or guard is not None,
+            rollback=rollback,
+            guard=guard.check if guard is not None else None,
+        )
 
     @staticmethod
     def _payload(api: ApiRequest, target: TableTarget) -> Payload | None:
