@@ -12,7 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from kilnbase.config import Settings
-from tests.support.app import admin_headers, anon_headers
+from tests.support.app import admin_headers, agent_headers, anon_headers
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +195,28 @@ def test_search_across_sources_and_stats(client: TestClient, admin: dict[str, st
     assert set(stats) == {"insforge.logs", "postgREST.logs", "postgres.logs", "function.logs"}
     assert stats["insforge.logs"]["count"] >= 3 and stats["insforge.logs"]["lastActivity"]
     assert stats["function.logs"] == {"source": "function.logs", "count": 0, "lastActivity": None}
+
+
+def test_an_agent_key_cannot_prune_the_audit_trail(
+    client: TestClient, admin: dict[str, str], database_url: str
+) -> None:
+    """The audit trail is how people review (and replay) what agents did: no agent key may erase it, whatever
+    its scopes; the API key still can."""
+    marker = f"OLD_{secrets.token_hex(4)}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into system.audit_logs (actor, action, module, details, created_at) "
+            "values ('agent:someone', %s, 'DATABASE', '{}', now() - interval '30 days')",
+            (marker,),
+        )
+    agent = agent_headers(client, admin, ["*:write"])
+    refused = client.delete("/api/logs/audits", params={"days_to_keep": 1}, headers=agent)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"] == "FORBIDDEN"
+    assert refused.json()["nextActions"]
+    kept = client.get("/api/logs/audits", params={"action": marker}, headers=admin).json()
+    assert [row["action"] for row in kept] == [marker]
+
+    pruned = client.delete("/api/logs/audits", params={"days_to_keep": 1}, headers=admin)
+    assert pruned.status_code == 200, pruned.text
+    assert client.get("/api/logs/audits", params={"action": marker}, headers=admin).json() == []

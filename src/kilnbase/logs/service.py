@@ -13,7 +13,7 @@ import anyio.to_thread
 from kilnbase import audit
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
-from kilnbase.http.errors import ApiError
+from kilnbase.http.errors import ApiError, require_person
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.principal import CredentialKind
 from kilnbase.logs import sources
@@ -71,8 +71,14 @@ class LogsService:
         }
 
     async def prune_audits(self, actor: Actor, days_to_keep: int) -> dict[str, Any]:
-        """`DELETE /api/logs/audits?days_to_keep=N`: entries older than N days go; the pruning is recorded."""
-        _require_admin(actor)
+        """`DELETE /api/logs/audits?days_to_keep=N`: entries older than N days go; the pruning is recorded.
+        Not by an agent key, whatever its scopes: the trail is how people review and replay what agents did,
+        and an agent that could prune it could erase the record of its own calls."""
+        require_person(
+            actor,
+            "An agent key may not prune the audit trail.",
+            "Ask a person with admin rights to prune it (DELETE /api/logs/audits with the API key).",
+        )
         async with self.database.as_owner() as cur:
             await cur.execute(
                 "delete from system.audit_logs where created_at < now() - make_interval(days => %s)",
