@@ -139,3 +139,32 @@ def _bounds(prop: Mapping[str, Any]) -> str:
     if "exclusiveMinimum" in prop:
         return f"greater than {prop['exclusiveMinimum']}"
     return ""
+
+
+def nul_characters(tool: str, arguments: Any) -> ApiError | None:
+    """The refusal of arguments holding a NUL character (None: none does). PostgreSQL text and jsonb cannot
+    store one, so such a call could neither run nor be audited: left to run, its audit entry failed after
+    the tool's own error, and the agent read only the SDK's bare "Error executing tool". A JSON string holds
+    NUL only as `\\u0000`, which no argument of text needs; binary data goes base64-encoded."""
+    if not isinstance(arguments, Mapping):
+        return None
+    named = [str(name) for name, value in arguments.items() if _holds_nul(name) or _holds_nul(value)]
+    if not named:
+        return None
+    return ApiError(
+        400,
+        "INVALID_INPUT",
+        f"{tool} was called with a NUL character (\\u0000) in {', '.join(named)}, which the database cannot "
+        "store. Nothing was done.",
+        "Remove the NUL characters; send binary content base64-encoded (upload-object's base64Data).",
+    )
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False

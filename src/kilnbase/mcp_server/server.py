@@ -52,7 +52,7 @@ from kilnbase.mcp_server.access import (
     visible,
 )
 from kilnbase.mcp_server.approvals import Approvals
-from kilnbase.mcp_server.argument_errors import ArgumentCheck
+from kilnbase.mcp_server.argument_errors import ArgumentCheck, nul_characters
 from kilnbase.mcp_server.results import bounded_text, masked_arguments, summary
 from kilnbase.mcp_server.text_arguments import keep_text_arguments
 from kilnbase.mcp_server.tool_routes import for_tools
@@ -142,7 +142,8 @@ class Caller:
 class ToolAccessMiddleware:
     """Hides from `tools/list` what the caller may not use, and refuses a `tools/call` of such a tool
     before it runs (so a hidden tool cannot be called by name: the call is refused with the reason), or one
-    with arguments the tool does not take (`unknown_arguments`) or that do not fit its schema (`checked`)."""
+    with arguments the tool does not take (`unknown_arguments`), that do not fit its schema (`checked`) or
+    that hold text the database cannot store (`nul_characters`)."""
 
     def __init__(self, listed: Mapping[str, Listed], caller: Caller, checked: ArgumentCheck) -> None:
         self.listed = listed
@@ -173,8 +174,10 @@ class ToolAccessMiddleware:
                 read_only_mode = self.caller.agent_keys.read_only
                 return _refused(name, hidden_reason(principal, narrowing, entry, read_only_mode))
             arguments = (ctx.params or {}).get("arguments")
-            refusal = unknown_arguments(name, self.taken[name], arguments) or self.checked.refusal(
-                name, arguments
+            refusal = (
+                unknown_arguments(name, self.taken[name], arguments)
+                or self.checked.refusal(name, arguments)
+                or nul_characters(name, arguments)
             )
             if refusal is not None:
                 return _refused(name, refusal)
