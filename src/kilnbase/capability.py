@@ -111,6 +111,10 @@ class Tool:
     #: Groups whose scopes reach it in place of its own: shown to a key that may read any of them, while its
     #: service checks, per part of the call, the rest (the project config's sections: `auth`, `storage`).
     reached_by: tuple[str, ...] = ()
+    #: An exact scope an agent key needs besides its group's (`Principal.has_scope`: never granted by a
+    #: wildcard), as `database:owner-sql` for owner-level SQL. Checked where an agent's call is held, so that
+    #: a key without it is refused at once, not given a change request that could only fail once approved.
+    needs_scope: str | None = None
     #: Offered to MCP clients (listed and callable on `/mcp`). False: only an approval runs it, for a REST
     #: route that the approval gate holds as its call when no tool does that route's work (owner-level
     #: SQL, which stays off the MCP server); its group and scopes apply to the approved call as to any.

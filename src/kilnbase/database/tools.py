@@ -13,6 +13,7 @@ from kilnbase.capability import Tool
 from kilnbase.database import custom_migrations
 from kilnbase.database.admin import CatalogKind, DatabaseAdmin
 from kilnbase.database.policy_simulator import DEFAULT_SAMPLE_LIMIT, MAX_SAMPLE_LIMIT, Operation, Role
+from kilnbase.database.raw_sql import OWNER_SQL_SCOPE
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
 
@@ -230,6 +231,7 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
             # The scope grants the owner's privileges, not a way around a person: the SQL run-raw-sql would
             # hold (a drop, TRUNCATE, a write without WHERE, Kilnbase's own tables) is held here too.
             needs_approval=dangerous_query,
+            needs_scope=OWNER_SQL_SCOPE,
             # Not on `/mcp`: an agent key's owner-level SQL (`database:owner-sql`) is held as this tool's
             # call by the REST approval gate, before it runs (as above) or once it changed every row of a
             # table, and an approval runs it here.

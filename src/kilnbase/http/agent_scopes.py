@@ -52,6 +52,16 @@ def scope_refusal(group: str, wanted: Access, tool: str | None = None) -> ApiErr
     )
 
 
+def exact_scope_refusal(scope: str, tool: str) -> ApiError:
+    """An agent's call of `tool`, which needs `scope` by name (no wildcard grants it), by a key without it."""
+    return ApiError(
+        403,
+        "FORBIDDEN",
+        f"This agent key's scopes do not reach {scope} ({tool}).",
+        f"Ask an admin for a key with {scope} (POST /api/agents/keys).",
+    )
+
+
 class AgentScopeGuard:
     def __init__(
         self,

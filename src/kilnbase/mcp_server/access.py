@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kilnbase.capability import McpResource, Tool
-from kilnbase.http.agent_scopes import read_only_refusal, scope_refusal
+from kilnbase.http.agent_scopes import exact_scope_refusal, read_only_refusal, scope_refusal
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.principal import Access, Principal
 
@@ -61,6 +61,8 @@ def visible(principal: Principal, narrowing: Narrowing, listed: Listed) -> bool:
         return False
     if narrowing.groups is not None and listed.group not in narrowing.groups:
         return False
+    if listed.tool.needs_scope is not None and not principal.has_scope(listed.tool.needs_scope):
+        return False
     if listed.group in UNSCOPED_READS and listed.tool.read_only:
         return True
     if listed.tool.reached_by:
@@ -102,17 +104,22 @@ def hidden_reason(
             f"{listed.group}.",
             f"Connect with features including {listed.group} to use it.",
         )
+    if listed.tool.needs_scope is not None and not principal.has_scope(listed.tool.needs_scope):
+        return exact_scope_refusal(listed.tool.needs_scope, tool)
     return scope_refusal(listed.group, listed.kind, tool)
 
 
 def agent_refusal(principal: Principal, listed: Listed, read_only_mode: bool) -> ApiError | None:
     """Why an agent may not make this tool call now (None: it may): the project's read-only mode, or its
-    key's scopes, as `visible` decides on `/mcp`. Asked where an agent's call is about to be held for
-    approval on REST (so that a request the agent could never make does not become a change request a
-    person might approve) and again when an approved call runs, with the key as it is then (its scopes may
-    have been narrowed, or read-only mode turned on, while the request waited)."""
+    key's scopes (an exact scope the tool needs among them), as `visible` decides on `/mcp`. Asked where an
+    agent's call is about to be held for approval on REST (so that a request the agent could never make
+    does not become a change request a person might approve) and again when an approved call runs, with
+    the key as it is then (its scopes may have been narrowed, or read-only mode turned on, while the
+    request waited)."""
     if read_only_mode and not listed.tool.read_only:
         return read_only_refusal()
+    if listed.tool.needs_scope is not None and not principal.has_scope(listed.tool.needs_scope):
+        return exact_scope_refusal(listed.tool.needs_scope, listed.tool.name)
     if not visible(principal, EVERYTHING, listed):
         return scope_refusal(listed.group, listed.kind, listed.tool.name)
     return None
