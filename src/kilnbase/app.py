@@ -206,6 +206,7 @@ def create_app(
             gc.set_threshold(YOUNG_GENERATION_OBJECTS, middle, old)
             yield
 
+    core = services.core
     middleware = [
         Middleware(
             RequestContextMiddleware,
@@ -216,7 +217,7 @@ def create_app(
             on_request=services.logs.request_log.append,
             exception_handlers=EXCEPTION_HANDLERS,
         ),
-        Middleware(IdempotencyMiddleware, keys=IdempotencyKeys(services.core.database)),
+        Middleware(IdempotencyMiddleware, keys=IdempotencyKeys(core.database, core.secret_box)),
         # An agent key's high-risk REST request is held for approval, as its tool call would be.
         Middleware(RestApprovalGate, approvals=approvals, tools=tools, agent_keys=services.core.agent_keys),
     ]

@@ -12,6 +12,8 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from kilnbase.db.idempotency import request_digest
+from kilnbase.identity.principal import API_KEY_HOLDER
 from tests.support.app import admin_headers, anon_headers
 
 Headers = dict[str, str]
@@ -148,3 +150,53 @@ def test_a_cookie_session_is_never_replayed_to_another_anonymous_caller(client: 
         assert "idempotent-replayed" not in attacker.headers
         assert attacker.json()["error"] == "AUTH_UNAUTHORIZED"
         assert attacker.headers.get("set-cookie", "").startswith('insforge_refresh_token=""')  # cleared
+
+
+def test_a_kept_response_does_not_keep_the_secret_it_shows(
+    client: TestClient, admin: Headers, database_url: str
+) -> None:
+    """A new agent key is shown once and only its SHA-256 is kept: the response a retry replays is kept
+    sealed with the project's encryption key, so the store (and every database backup) holds no usable
+    secret, and the retry still gets the key."""
+    headers = keyed(admin)
+    body = {"name": f"sealed-{secrets.token_hex(3)}", "scopes": ["database:read"]}
+    first = client.post("/api/agents/keys", headers=headers, json=body)
+    again = client.post("/api/agents/keys", headers=headers, json=body)
+    assert first.status_code == again.status_code == 201, first.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    secret = first.json()["key"]
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "select convert_from(body, 'LATIN1') || coalesce(headers::text, '') from system.idempotency_keys"
+        ).fetchall()
+    assert rows and not [row for row in rows if secret in row[0]]
+
+
+def test_a_response_kept_in_the_clear_by_an_older_server_still_replays(
+    client: TestClient, admin: Headers, database_url: str
+) -> None:
+    """Several API processes upgraded one by one: a response an older process kept (headers and body in the
+    clear) is replayed by a newer one."""
+    key = secrets.token_hex(8)
+    body = b'{"query":"select 1"}'
+    path = "/api/database/advance/rawsql"
+    digest = request_digest(b"POST", path.encode(), b"", body)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into system.idempotency_keys (owner, key, request_sha256, status, headers, body) "
+            "values (%s, %s, %s, 200, %s::jsonb, %s)",
+            (
+                API_KEY_HOLDER.credential_id,
+                key,
+                digest,
+                '[["content-type", "application/json"]]',
+                b'{"kept": "by an older server"}',
+            ),
+        )
+    replayed = client.post(
+        path, headers={**keyed(admin, key), "Content-Type": "application/json"}, content=body
+    )
+    assert replayed.status_code == 200
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.json() == {"kept": "by an older server"}

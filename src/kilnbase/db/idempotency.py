@@ -5,10 +5,17 @@ A claim is an INSERT that only one caller can win; the winner runs the work and 
 releases the claim when the work failed in a way a retry may fix (a 5xx, an exception, a response too large
 to keep). A key is bound to the request it was first used with (its SHA-256): the same key with another
 request is the caller's mistake. Keys live 24 hours, as Stripe's do.
+
+A kept response is sealed with the project's encryption key (`SecretBox`, bound to its owner and key), its
+headers with it: it may be what must never be stored in the clear (a new agent key, shown once and kept
+only as a hash; a rotated API key; a session's tokens and refresh cookie), and the table is in every
+database backup. A sealed row has no `headers` of its own; a row a server from before the sealing kept
+(several API processes upgraded one by one) has them, and its body in the clear, and is replayed as it is.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -16,6 +23,7 @@ from typing import Any, Literal
 import orjson
 
 from kilnbase.db.session import Database
+from kilnbase.keys.secret_box import SecretBox
 
 #: How long a key is remembered.
 LIFETIME = "24 hours"
@@ -48,9 +56,27 @@ class Claim:
     stored: Stored | None = None
 
 
+def _context(owner: str, key: str) -> str:
+    """What a sealed response is bound to: a row copied to another owner or key does not open."""
+    return f"idempotency\n{owner}\n{key}"
+
+
 class IdempotencyKeys:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, box: SecretBox) -> None:
         self.database = database
+        self.box = box
+
+    def _seal(self, owner: str, key: str, stored: Stored) -> bytes:
+        payload = {"headers": stored.headers, "body": base64.b64encode(stored.body).decode()}
+        return self.box.encrypt(orjson.dumps(payload).decode(), context=_context(owner, key)).encode()
+
+    def _opened(self, owner: str, key: str, row: dict[str, Any]) -> Stored:
+        if row["headers"] is not None:  # kept in the clear, by a server from before the sealing
+            headers = [(str(name), str(value)) for name, value in row["headers"]]
+            return Stored(row["status"], headers, bytes(row["body"]))
+        payload = orjson.loads(self.box.decrypt(bytes(row["body"]).decode(), context=_context(owner, key)))
+        headers = [(str(name), str(value)) for name, value in payload["headers"]]
+        return Stored(row["status"], headers, base64.b64decode(payload["body"]))
 
     async def claim(self, owner: str, key: str, digest: bytes) -> Claim:
         async with self.database.as_owner() as cur:
@@ -78,15 +104,14 @@ class IdempotencyKeys:
             return Claim("mismatch")
         if row["status"] is None:
             return Claim("running")
-        headers = [(str(name), str(value)) for name, value in row["headers"]]
-        return Claim("replay", Stored(row["status"], headers, bytes(row["body"])))
+        return Claim("replay", self._opened(owner, key, row))
 
     async def save(self, owner: str, key: str, stored: Stored) -> None:
         async with self.database.as_owner() as cur:
             await cur.execute(
-                "update system.idempotency_keys set status = %s, headers = %s::jsonb, body = %s "
+                "update system.idempotency_keys set status = %s, headers = null, body = %s "
                 "where owner = %s and key = %s",
-                (stored.status, orjson.dumps(stored.headers).decode(), stored.body, owner, key),
+                (stored.status, self._seal(owner, key, stored), owner, key),
             )
             # Housekeeping while here: a few dead keys at a time, never a long delete.
             await cur.execute(

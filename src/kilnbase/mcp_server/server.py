@@ -389,7 +389,7 @@ class ToolRunner:
         self.listed = listed
         self.caller = caller
         self.database = core.database
-        self.keys = IdempotencyKeys(core.database)
+        self.keys = IdempotencyKeys(core.database, core.secret_box)
         self.rate_limiter = core.rate_limiter
         self.calls_per_minute = core.settings.mcp.tool_calls_per_minute
         self.approvals = approvals
