@@ -14,16 +14,20 @@ from the access middleware, as `unknown_arguments` refuses misnamed ones there.
 
 from __future__ import annotations
 
+import inspect
 import reprlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError, create_model
 from pydantic_core import ErrorDetails
 
+from kilnbase.capability import Tool
 from kilnbase.http.errors import ApiError
+
+if TYPE_CHECKING:  # (the SDK is imported once the MCP server is built: `mcp_server.endpoint`)
+    from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 
 #: How much of a wrong value the message repeats.
 _SHOWN_INPUT_CHARS = 60
@@ -52,9 +56,31 @@ class ArgumentCheck:
         return None
 
 
-def invalid_arguments(tool: str, errors: Sequence[ErrorDetails], schema: Mapping[str, Any]) -> ApiError:
+def arguments_model(tool: Tool) -> type[BaseModel]:
+    """The model of a tool's arguments, read from its `run` without the actor, as the SDK reads it: for a
+    request that is held as the tool's call without passing through the MCP server (`rest_gate.py`)."""
+    parameters = list(inspect.signature(tool.run, eval_str=True).parameters.values())[1:]
+    fields: dict[str, Any] = {
+        p.name: (p.annotation, ... if p.default is inspect.Parameter.empty else p.default) for p in parameters
+    }
+    return create_model(f"{tool.name.replace('-', '_')}_arguments", **fields)
+
+
+def arguments_refusal(tool: str, model: type[BaseModel], arguments: Any, subject: str) -> ApiError | None:
+    """Why `arguments` do not fit `model` (None: they do), worded about `subject` (what was sent)."""
+    try:
+        model.model_validate(arguments)
+    except ValidationError as exc:
+        return invalid_arguments(tool, exc.errors(), model.model_json_schema(), subject)
+    return None
+
+
+def invalid_arguments(
+    tool: str, errors: Sequence[ErrorDetails], schema: Mapping[str, Any], subject: str | None = None
+) -> ApiError:
     """One 400 for every problem pydantic found: `argument: what is wrong (got value)`, then what each
-    argument named takes (`limit as an integer from 1 to 100`)."""
+    argument named takes (`limit as an integer from 1 to 100`). `subject` names what was sent, when it was
+    not a call of the tool itself."""
     problems = [_problem(error) for error in errors]
     properties = schema.get("properties", {})
     named = dict.fromkeys(str(error["loc"][0]) for error in errors if error["loc"])
@@ -62,7 +88,7 @@ def invalid_arguments(tool: str, errors: Sequence[ErrorDetails], schema: Mapping
     return ApiError(
         400,
         "INVALID_INPUT",
-        f"{tool} was called with invalid arguments: {'; '.join(problems)}. Nothing was done.",
+        f"{subject or f'{tool} was called with'} invalid arguments: {'; '.join(problems)}. Nothing was done.",
         f"Call it again with {'; '.join(takes) or 'the arguments its input schema lists'}.",
     )
 

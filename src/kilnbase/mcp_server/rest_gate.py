@@ -7,7 +7,9 @@ a person (it rolled the call back and raised `HeldForApproval`, which the route'
 alone), it becomes a change request (`approvals.py`) and the agent gets `202` with `pending_approval` and
 the request's id; an approval runs the tool, as the agent, once.
 A call the agent may not make at all (its scopes, read-only mode) is refused here with 403, as on `/mcp`,
-rather than held: a person approving it would otherwise grant the key what its scopes deny.
+rather than held: a person approving it would otherwise grant the key what its scopes deny. So is, with 400,
+a call the gate would hold whose arguments its tool cannot take (`{"userIds": "abc"}`), as `/mcp` refuses
+them: a person would be asked to approve a call that could only fail, described by what it was not.
 Everything else, and every request by a person, passes untouched (one attribute check).
 """
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kilnbase.capability import HeldForApproval
@@ -30,6 +33,7 @@ from kilnbase.identity.actor import Actor
 from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.mcp_server.access import Listed, agent_refusal, session_of
 from kilnbase.mcp_server.approvals import Approvals
+from kilnbase.mcp_server.argument_errors import arguments_model, arguments_refusal
 from kilnbase.messaging.definitions import FIELDS as MESSAGE_FIELDS
 from kilnbase.storage.tools import MAX_HELD_BODY_BYTES, held_upload_arguments, held_upload_too_large
 
@@ -115,6 +119,8 @@ class RestApprovalGate:
         self.routes = [route for route in HELD_ROUTES if route.tool in tools]
         self.tools = tools
         self.agent_keys = agent_keys
+        #: Each held tool's argument model, made when its first request comes.
+        self._models: dict[str, type[BaseModel]] = {}
 
     def _match(self, scope: Scope) -> tuple[HeldRoute, dict[str, str]] | None:
         for route in self.routes:
@@ -148,7 +154,7 @@ class RestApprovalGate:
         arguments = route.arguments(path_params, body)
         reason = None
         if body is not None or route.method == "DELETE" or route.bodiless:
-            reason = await _reason(listed, arguments)
+            reason = await self._checked_reason(scope, listed, arguments)
         if reason is not None:
             await self._hold(scope, receive, send, route, arguments, reason)
             return
@@ -157,6 +163,24 @@ class RestApprovalGate:
         except HeldForApproval as exc:
             # The service found, once it ran the call and rolled it back, that it needs a person.
             await self._hold(scope, receive, send, route, arguments, exc.reason)
+
+    async def _checked_reason(self, scope: Scope, listed: Listed, arguments: dict[str, Any]) -> str | None:
+        """Why the call waits for approval (None: it does not), once its arguments fit its tool; a call that
+        would wait (or whose reason cannot be read from them) and does not fit is refused with 400. One
+        that would not wait goes on to its route, which answers its body as for anyone."""
+        name = listed.tool.name
+        model = self._models.get(name) or self._models.setdefault(name, arguments_model(listed.tool))
+        subject = f"{scope['method']} {scope['path']}, held for approval as {name}'s call, has"
+        refusal = arguments_refusal(name, model, arguments, subject)
+        if refusal is None:
+            return await _reason(listed, arguments)
+        try:
+            reason = await _reason(listed, arguments)
+        except Exception:  # (a reason read from arguments of the wrong kind: held, so refused)
+            raise refusal from None
+        if reason is not None:
+            raise refusal
+        return None
 
     async def _held_upload(
         self, scope: Scope, receive: Receive, send: Send, route: HeldRoute, path_params: dict[str, str]
