@@ -81,6 +81,11 @@ class KeyRotation:
         """The anon key in force (after any rotation), which client apps embed."""
         return self._ring.current("anon_key")
 
+    @property
+    def base_url(self) -> str:
+        """The URL client apps reach this server by (`API_BASE_URL`), which they embed beside the anon key."""
+        return self._settings.base_url
+
     def _check_allowed(self, actor: Actor, kind: KeyKind) -> None:
         if not actor.is_admin:
             raise ApiError(403, "FORBIDDEN", "Rotating keys needs admin rights.", ADMIN_ONLY)
