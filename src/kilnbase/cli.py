@@ -758,6 +758,7 @@ def audit_sessions(data_dir: DataDir = None, limit: int = 20) -> None:
     epilog=examples(
         "kilnbase audit replay SESSION",
         "kilnbase audit replay SESSION --against http://staging:7130 --key ik_... --dry-run",
+        "kilnbase audit replay SESSION --against http://staging:7130 --key ik_... --actor agent:builder",
     ),
 )
 def audit_replay(
@@ -770,8 +771,15 @@ def audit_replay(
         str | None, typer.Option("--key", envvar="KILNBASE_REPLAY_KEY", help="The credential to use there.")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would run; run nothing.")] = False,
+    actor: Annotated[
+        str | None, typer.Option("--actor", help="Only this caller's calls (as printed after each call).")
+    ] = None,
 ) -> None:
-    """Print a session as its sequence of tool calls; with --against, re-run its writes there, in order."""
+    """Print a session as its sequence of tool calls; with --against, re-run its writes there, in order.
+
+    A client names its own session (`X-Agent-Session`), so another credential may have named the same one:
+    each call is printed with its caller, and a session of several callers is replayed one caller at a time
+    (`--actor`), so that nobody's writes ride along in another's replay."""
     from kilnbase.mcp_server.replay import RecordedCall, replay_writes, session_calls
 
     database = _audit_conninfo(data_dir)
@@ -779,16 +787,27 @@ def audit_replay(
         calls = session_calls(conninfo, session) if conninfo else []
     if not calls:
         _fail(f"No tool calls recorded for session {session!r}. List sessions with: kilnbase audit sessions")
+    if actor is not None:
+        calls = [call for call in calls if call.actor == actor]
+        if not calls:
+            _fail(f"No tool calls of {actor!r} in session {session!r}: each call is printed with its caller.")
     for number, call in enumerate(calls, 1):
         mark = "W" if call.write else "R"
         console.print(
             f"{number:>3}. {call.at:%H:%M:%S} [{mark}] {call.tool} {json.dumps(call.arguments)} -> "
-            f"{call.outcome}: {call.detail[:120]}"
+            f"{call.outcome}: {call.detail[:120]} (by {call.actor})"
         )
     if against is None:
         return
     if key is None:
         _fail("--against needs --key (or KILNBASE_REPLAY_KEY): the credential to act as on that server.")
+    callers = sorted({call.actor for call in calls})
+    if len(callers) > 1:
+        _fail(
+            f"Session {session!r} holds the calls of {len(callers)} callers ({', '.join(callers)}): a client "
+            "names its own session, so another may have named this one. Replay one caller's calls with "
+            "--actor NAME."
+        )
 
     def report(call: RecordedCall, what: str) -> None:
         console.print(f"  {call.tool}: {what}")

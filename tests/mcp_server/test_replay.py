@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.mcp_server.test_mcp_server import call, http_client, table_name
+from tests.mcp_server.test_mcp_server import agent_key, call, http_client, table_name
 from tests.support.postgres import TestCluster
 from tests.support.servers import ServerProcess
 
@@ -104,3 +104,33 @@ async def test_replay_against_needs_a_key(live_server: ServerProcess, live_keys:
     result = kilnbase(live_server, "audit", "replay", session, "--against", "http://127.0.0.1:9")
     assert result.returncode == 1
     assert "--against needs --key" in result.stderr
+
+
+async def test_a_session_two_credentials_named_replays_one_credential_at_a_time(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """A client names its session (`X-Agent-Session`), so another credential can name the same one: its
+    writes must not ride along when a person replays the session with their own key elsewhere."""
+    session = f"test-{uuid.uuid4().hex[:8]}"
+    columns = [{"columnName": "title", "type": "string", "isNullable": True}]
+    mine, theirs = table_name(), table_name()
+    async with http_client(live_server, live_keys["apiKey"], session=session) as client:
+        await call(client, "create-table", {"tableName": mine, "columns": columns})
+    intruder = agent_key(live_server, live_keys["apiKey"], ["database:write"])
+    async with http_client(live_server, intruder, session=session) as client:
+        await call(client, "create-table", {"tableName": theirs, "columns": columns})
+
+    printed = kilnbase(live_server, "audit", "replay", session)
+    assert printed.returncode == 0, printed.stderr
+    assert "api-key" in printed.stderr and "agent:mcp-" in printed.stderr  # who made each call
+
+    target = ("--against", "http://127.0.0.1:9", "--key", "ik_elsewhere", "--dry-run")
+    mixed = kilnbase(live_server, "audit", "replay", session, *target)
+    assert mixed.returncode == 1
+    assert "--actor" in mixed.stderr and "agent:mcp-" in mixed.stderr
+    assert "would run" not in mixed.stderr
+
+    one = kilnbase(live_server, "audit", "replay", session, *target, "--actor", "api-key")
+    assert one.returncode == 0, one.stderr
+    would_run = [line for line in one.stderr.splitlines() if "would run" in line]
+    assert would_run == ["  create-table: would run"]
