@@ -331,9 +331,19 @@ def _with_guess(name: str, taken: Sequence[str]) -> str:
 
 
 async def _idempotent(
-    keys: IdempotencyKeys, owner: str, key: str, tool: str, arguments: dict[str, Any], run: Run
+    keys: IdempotencyKeys,
+    owner: str,
+    key: str,
+    tool: str,
+    arguments: dict[str, Any],
+    run: Run,
+    check: Callable[[], Awaitable[None]] | None = None,
 ) -> str:
-    """Run a mutating tool once per (credential, key): a retry gets the first result (or error) back."""
+    """Run a mutating tool once per (credential, key): a retry gets the first result (or error) back.
+
+    `check` (the schema version the call names) is asked only of a first call, once the key is claimed: a
+    retry is the same call, answered as it was, though the change it made moved the schema past that
+    version; and a call it refuses keeps nothing under the key, so the call with the current version runs."""
     digest = request_digest(
         b"tool", tool.encode(), orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS, default=str)
     )
@@ -358,6 +368,12 @@ async def _idempotent(
         if claim.stored.status == 200:
             return claim.stored.body.decode()
         raise ToolError(claim.stored.body.decode())
+    if check is not None:
+        try:
+            await check()
+        except BaseException:
+            await keys.release(owner, stored_key)
+            raise
     try:
         text = await run()
     except ApiError as exc:
@@ -486,15 +502,16 @@ class ToolRunner:
             actor = Actor(principal, ip=who.ip, user_agent=who.user_agent, tool=tool.name)
             key = arguments.pop(IDEMPOTENCY_ARGUMENT, None)
             expected = arguments.pop(SCHEMA_VERSION_ARGUMENT, None)
+            check = None if expected is None else partial(self._check_schema, actor, expected)
             try:
                 await self._count(principal)
-                if expected is not None:
-                    await self._check_schema(actor, expected)
                 if key is None:
+                    if check is not None:
+                        await check()
                     return await self._run(tool, actor, arguments, session=who.session)
                 owner = principal.credential_id
                 run = partial(self._run, tool, actor, arguments, session=who.session)
-                return await _idempotent(self.keys, owner, key, tool.name, arguments, run)
+                return await _idempotent(self.keys, owner, key, tool.name, arguments, run, check)
             except ApiError as exc:
                 raise ToolError(_error_text(exc)) from None
 
