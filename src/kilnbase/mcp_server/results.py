@@ -16,7 +16,22 @@ import orjson
 #: The largest result a tool returns, in characters of JSON (about 12,000 tokens).
 MAX_RESULT_CHARS = 48_000
 _ROW_KEYS = ("rows", "data", "records")
-_SECRET_WORDS = ("password", "secret", "token", "apikey", "api_key", "privatekey", "private_key")
+#: Names whose values are masked. Beside the words of secret fields, those of request headers that carry a
+#: credential, however its value is spelt (`Authorization: Bearer ...`, `Cookie`, `X-Api-Key`), as a
+#: schedule's or a function call's `headers` name them.
+_SECRET_WORDS = (
+    "password",
+    "secret",
+    "token",
+    "apikey",
+    "api_key",
+    "api-key",
+    "privatekey",
+    "private_key",
+    "authorization",
+    "cookie",
+    "credential",
+)
 #: Arguments are kept whole for replay, up to this length (longer ones are cut, and cannot be replayed).
 _MAX_ARGUMENT_CHARS = 20_000
 MASKED = "***"
