@@ -192,6 +192,17 @@ def _plpgsql_queries(tree: Any) -> Iterator[str]:
             yield from _plpgsql_queries(item)
 
 
+def _reads_column(expression: Any, column: str) -> bool:
+    """Whether an expression names `column` (bare or qualified): a type change's USING that does not sets
+    every row's value from something else (`USING ''`, `USING null`), losing what the column held."""
+    for node in walk(expression):
+        if isinstance(node, ast.ColumnRef) and node.fields:
+            last = node.fields[-1]
+            if isinstance(last, ast.String) and last.sval == column:
+                return True
+    return False
+
+
 def _assess_alter(command: Any, report: RiskReport) -> None:
     if not isinstance(command, ast.AlterTableCmd):
         return
@@ -203,7 +214,16 @@ def _assess_alter(command: Any, report: RiskReport) -> None:
     elif subtype == "AT_NoForceRowSecurity":
         report.add("WARNING", "the table owner is no longer subject to Row Level Security")
     elif subtype == "AT_AlterColumnType":
-        report.add("WARNING", f"changing the type of {command.name} rewrites the table and may fail on data")
+        using = getattr(command.def_, "raw_default", None)
+        if using is not None and not _reads_column(using, str(command.name)):
+            report.add(
+                "DANGER",
+                f"changing the type of {command.name} with a USING expression that does not read it replaces "
+                "every value of the column, as dropping it loses them",
+            )
+        else:
+            rewrite = f"changing the type of {command.name} rewrites the table and may fail on data"
+            report.add("WARNING", rewrite)
     elif subtype == "AT_SetNotNull":
         report.add("WARNING", f"SET NOT NULL on {command.name} fails if existing rows hold NULL")
     elif subtype == "AT_DropConstraint":
