@@ -44,7 +44,8 @@ def test_a_producer_that_fails_never_gets_the_closing_sent(tmp_path: Path) -> No
         opening=b"BEGIN;\n",
         closing=b"COMMIT;\n",
     )
-    assert b"COMMIT" not in out.read_bytes()
+    # (Stopped early, the consumer may not even have opened its file.)
+    assert b"COMMIT" not in (out.read_bytes() if out.exists() else b"")
     # The consumer was stopped, not left to read to the end of its input (the server rolls back).
     assert not (tmp_path / "finished").exists()
     assert result.producer_failed
