@@ -1,7 +1,7 @@
 """A scripted Stripe-compatible API on loopback: the endpoints the payments service calls, answered as Stripe
 answers them (form-encoded requests, JSON objects, `{error: {type, message}}` failures, list pages with
-`has_more`), with a catalog, webhook endpoints and sessions kept in memory. Every request is recorded
-(`calls`), so a test asserts what Kilnbase sent to Stripe.
+`has_more`), with a catalog, customers, webhook endpoints and sessions kept in memory. Every request is
+recorded (`calls`), so a test asserts what Kilnbase sent to Stripe.
 
 A key that starts with `sk_test_bad` or `sk_live_bad` is refused as Stripe refuses an invalid key (401);
 `fail_next(path, status, error)` makes the next call of a path fail; `refuse_webhook_endpoints` makes Stripe
@@ -56,6 +56,8 @@ class FakeStripe:
     calls: list[Call] = field(default_factory=list)
     products: dict[str, dict[str, Any]] = field(default_factory=dict)
     prices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The customers `GET /v1/customers` lists (a test puts them here, as Stripe's own objects).
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     sessions_by_key: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
@@ -191,6 +193,8 @@ class FakeStripe:
             if "active" in form:
                 product["active"] = form["active"] == "true"
             return 200, product
+        if path == "/v1/customers" and method == "GET":
+            return 200, _page(list(self.customers.values()), form)
         if path == "/v1/prices" and method == "GET":
             wanted = form.get("active")
             listed = [p for p in self.prices.values() if wanted is None or str(p["active"]).lower() == wanted]

@@ -403,13 +403,7 @@ class ListQuery:
 def list_query(params: Mapping[str, str]) -> ListQuery:
     """`?limit=&subjectType=&subjectId=` of the transactions and subscriptions lists."""
     read = _Reader(params, frozenset({"limit", "subjectType", "subjectId"}))
-    limit = DEFAULT_LIST
-    if "limit" in params:
-        raw = params["limit"]
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
-            read.problem("limit", f"an integer from 1 to {MAX_LIST}")
-        else:
-            limit = int(raw)
+    limit = read_limit(read, params)
     subject_type = read.text("subjectType", 100)
     subject_id = read.text("subjectId", 255)
     if ("subjectType" in params) != ("subjectId" in params):
@@ -417,6 +411,25 @@ def list_query(params: Mapping[str, str]) -> ListQuery:
     read.done()
     subject = (subject_type, subject_id) if subject_type is not None and subject_id is not None else None
     return ListQuery(limit, subject)
+
+
+def read_limit(read: _Reader, params: Mapping[str, str]) -> int:
+    """A list's `?limit=`: 1 to `MAX_LIST` rows, `DEFAULT_LIST` when not given (InsForge's zod bounds)."""
+    raw = params.get("limit")
+    if raw is None:
+        return DEFAULT_LIST
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
+        read.problem("limit", f"an integer from 1 to {MAX_LIST}")
+        return DEFAULT_LIST
+    return int(raw)
+
+
+def customer_list_query(params: Mapping[str, str]) -> int:
+    """`?limit=` of the customers lists, the only parameter InsForge takes there (others are refused)."""
+    read = _Reader(params, frozenset({"limit"}))
+    limit = read_limit(read, params)
+    read.done()
+    return limit
 
 
 def price_list_query(params: Mapping[str, str]) -> str | None:

@@ -8,6 +8,8 @@ endpoint to. Only the event's own payload is read: no call back to Stripe, so on
   a one-time one), and the customer's billing subject when the invoice names it.
 - `customer.subscription.*`: the subscription and its items.
 - `charge.refunded`: the refunded amount and state of the payment's history row.
+- `customer.created`, `.updated`, `.deleted`: the customer as the customers list shows it; a deleted one
+  keeps its last known details, marked deleted, and no longer pays for any billing subject.
 
 Anything else is recorded and answered `handled: false`.
 """
@@ -19,7 +21,7 @@ from typing import Any
 
 from psycopg import AsyncCursor
 
-from kilnbase.payments import mirror
+from kilnbase.payments import customer_mirror, mirror
 from kilnbase.payments.definitions import Environment
 from kilnbase.payments.mirror import object_id, subject_of, text, timestamp
 
@@ -37,6 +39,9 @@ EVENTS = (
     "customer.subscription.deleted",
     "customer.subscription.paused",
     "customer.subscription.resumed",
+    "customer.created",
+    "customer.updated",
+    "customer.deleted",
 )
 
 
@@ -63,6 +68,12 @@ async def apply(cur: AsyncCursor[Any], environment: Environment, event: Mapping[
         return True
     if kind == "charge.refunded":
         return await _refund(cur, environment, item)
+    if kind in ("customer.created", "customer.updated", "customer.deleted"):
+        if kind == "customer.deleted" and isinstance(item.get("id"), str):
+            await customer_mirror.forget_stripe_customer(cur, environment, str(item["id"]))
+        return await customer_mirror.upsert_stripe_customer(
+            cur, environment, {**item, "deleted": kind == "customer.deleted" or item.get("deleted") is True}
+        )
     return False
 
 

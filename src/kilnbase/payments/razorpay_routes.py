@@ -134,6 +134,11 @@ class RazorpayRoutes:
             await self.razorpay.subscriptions(actor, environment, query.subject, query.limit)
         )
 
+    async def customers(self, request: Request) -> Response:
+        actor, environment = admin_actor(request), _environment(request)
+        limit = definitions.customer_list_query(dict(request.query_params))
+        return json_response(await self.payments.customers.list(actor, "razorpay", environment, limit))
+
     # -- Razorpay --------------------------------------------------------------------------------------------
     async def receive(self, request: Request) -> Response:
         environment = request.path_params["environment"]
@@ -178,5 +183,6 @@ class RazorpayRoutes:
             Route(ENV + "/catalog/plans", self.create_plan, methods=["POST"]),
             Route(ENV + "/transactions", self.transactions, methods=["GET"]),
             Route(ENV + "/subscriptions", self.subscriptions, methods=["GET"]),
+            Route(ENV + "/customers", self.customers, methods=["GET"]),
             Route("/api/webhooks/razorpay/{environment}", self.receive, methods=["POST"]),
         ]

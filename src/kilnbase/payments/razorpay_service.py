@@ -39,7 +39,14 @@ from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError, require_admin_actor, require_person
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.secret_box import SecretBox
-from kilnbase.payments import event_outcome, razorpay_events, razorpay_mirror, razorpay_shapes, stored_secrets
+from kilnbase.payments import (
+    customer_mirror,
+    event_outcome,
+    razorpay_events,
+    razorpay_mirror,
+    razorpay_shapes,
+    stored_secrets,
+)
 from kilnbase.payments import razorpay_definitions as rules
 from kilnbase.payments.definitions import ENVIRONMENTS, Environment
 from kilnbase.payments.mirror import integer, text
@@ -408,6 +415,7 @@ class Razorpay:
                         subject=None,
                     )
                 else:
+                    await customer_mirror.upsert_razorpay_customer(cur, environment, entity)
                     subject = razorpay_mirror.subject_of(razorpay_mirror.notes_of(entity.get("notes")))
                     if subject is not None:
                         await razorpay_mirror.map_customer(cur, environment, subject, str(entity["id"]))
@@ -929,7 +937,7 @@ async def _clear_environment(cur: Any, environment: Environment) -> None:
     """What was mirrored from another Razorpay account: none of it belongs to the new one."""
     for table in ("razorpay_subscriptions", "razorpay_orders", "razorpay_plans", "razorpay_items"):
         await cur.execute(f"delete from payments.{table} where environment = %s", (environment,))
-    for table in ("transactions", "customer_mappings", "webhook_events"):
+    for table in ("transactions", "customer_mappings", "customers", "webhook_events"):
         await cur.execute(
             f"delete from payments.{table} where provider = 'razorpay' and environment = %s", (environment,)
         )

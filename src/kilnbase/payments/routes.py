@@ -164,6 +164,12 @@ class PaymentsRoutes:
         query = definitions.list_query(dict(request.query_params))
         return json_response({"subscriptions": await self.payments.subscriptions(actor, environment, query)})
 
+    async def customers(self, request: Request) -> Response:
+        actor = admin_actor(request)
+        environment = _environment(request)
+        limit = definitions.customer_list_query(dict(request.query_params))
+        return json_response(await self.payments.customers.list(actor, "stripe", environment, limit))
+
     # -- Stripe ----------------------------------------------------------------------------------------------
     async def receive(self, request: Request) -> Response:
         environment = request.path_params["environment"]
@@ -216,6 +222,7 @@ class PaymentsRoutes:
             Route(ENV + "/catalog/prices/{id}", self.archive_price, methods=["DELETE"]),
             Route(ENV + "/transactions", self.transactions, methods=["GET"]),
             Route(ENV + "/subscriptions", self.subscriptions, methods=["GET"]),
+            Route(ENV + "/customers", self.customers, methods=["GET"]),
             Route("/api/webhooks/stripe/{environment}", self.receive, methods=["POST"]),
             *(
                 Route(f"/api/{area}/{provider}/{{rest:path}}", self.other_provider, methods=_ALL)

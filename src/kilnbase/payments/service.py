@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -40,12 +41,22 @@ from kilnbase.http.errors import ApiError, refuse_agent_keys, require_admin_acto
 from kilnbase.http.rate_limit import RateLimiter
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.secret_box import SecretBox
-from kilnbase.payments import definitions, event_outcome, events, mirror, shapes, stored_secrets
+from kilnbase.payments import (
+    customer_mirror,
+    definitions,
+    event_outcome,
+    events,
+    mirror,
+    shapes,
+    stored_secrets,
+)
+from kilnbase.payments.customers import Customers
 from kilnbase.payments.definitions import ENVIRONMENTS, Environment
 from kilnbase.payments.razorpay_service import Razorpay
 from kilnbase.payments.stripe_api import SignatureError, StripeApi, verify_signature
 
 MODULE = "PAYMENTS"
+log = logging.getLogger("kilnbase.payments")
 #: How Kilnbase's own webhook endpoints are marked in Stripe, so a new key or a new endpoint replaces them.
 MANAGED_METADATA = {"managed_by": "kilnbase", "kilnbase_webhook": "stripe_payments"}
 
@@ -54,6 +65,8 @@ _AGENT_REFUSAL = (
     "payments."
 )
 _ASK_A_PERSON = "Ask the project admin to do it (with the project's API key or the dashboard)."
+#: What a customers listing expands, so the list shows each customer's default card.
+_CUSTOMER_EXPANSIONS = ["data.invoice_settings.default_payment_method", "data.default_source"]
 _CONNECTION_COLUMNS = (
     "environment, status, provider_account_id, account_email, account_livemode, webhook_endpoint_id, "
     "webhook_endpoint_url, webhook_configured_at, last_synced_at, last_sync_status, last_sync_error, "
@@ -90,6 +103,8 @@ class Payments:
         self._limiter = limiter
         #: Razorpay, on the same tables, keys and limits (`razorpay_service.py`).
         self.razorpay = Razorpay(settings, database, box, self._limit_sessions)
+        #: The customers lists of both providers (`customers.py`).
+        self.customers = Customers(database)
 
     async def _limit_sessions(self, actor: Actor) -> None:
         """At most `payments_sessions_per_minute` sessions a minute per user (per address for the anon key
@@ -336,6 +351,21 @@ class Payments:
                 "where provider = 'stripe' and environment = %s",
                 (Jsonb({"products": len(products), "prices": len(prices)}), environment),
             )
+        await self._sync_customers(api, environment)
+
+    async def _sync_customers(self, api: StripeApi, environment: Environment) -> None:
+        """The customers as Stripe has them now, with their default card (for the customers list), in one
+        transaction. As in InsForge, a failure here leaves the catalog's sync standing: the customers wait
+        for the next sync, and `customer.*` events keep them current meanwhile."""
+        try:
+            customers = await api.list_all("/v1/customers", {"expand": _CUSTOMER_EXPANSIONS})
+            async with self._database.as_owner() as cur:
+                for customer in customers:
+                    await customer_mirror.upsert_stripe_customer(cur, environment, customer)
+                listed = [str(c["id"]) for c in customers if isinstance(c.get("id"), str)]
+                await customer_mirror.mark_missing_stripe_customers(cur, environment, listed)
+        except (ApiError, psycopg.errors.DataError) as exc:
+            log.warning("Stripe %s customers were not synced: %s", environment, exc)
 
     async def configure_webhook(self, actor: Actor, environment: Environment) -> dict[str, Any]:
         """(Re)make Kilnbase's endpoint in Stripe for this environment and keep its signing secret."""
@@ -1005,7 +1035,7 @@ async def _clear_environment(cur: Any, environment: Environment) -> None:
         "stripe_products",
     ):
         await cur.execute(f"delete from payments.{table} where environment = %s", (environment,))
-    for table in ("transactions", "customer_mappings", "webhook_events"):
+    for table in ("transactions", "customer_mappings", "customers", "webhook_events"):
         # (Shared with Razorpay: only Stripe's rows go.)
         await cur.execute(
             f"delete from payments.{table} where provider = 'stripe' and environment = %s", (environment,)
