@@ -7,6 +7,7 @@ on one another."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from starlette.testclient import TestClient
 
 from tests.payments import razorpay_calls
 from tests.payments.stripe_calls import post_event
-from tests.support.app import agent_headers, anon_headers
+from tests.support.app import agent_headers, anon_headers, mcp_call
 from tests.support.fake_razorpay import FakeRazorpay
 from tests.support.fake_stripe import FakeStripe, event
 from tests.support.side_sql import Sql
@@ -322,3 +323,19 @@ def test_a_razorpay_sync_lists_its_customers_apart_from_stripes(
     assert (row["paymentsCount"], row["totalSpend"], row["totalSpendCurrency"]) == (2, 2000, "inr")
     assert (row["paymentMethodBrand"], row["countryCode"], row["deleted"]) == (None, None, False)
     assert customer not in _listed(client, admin, STRIPE)
+
+
+def test_the_mcp_tools_list_the_same_customers_and_keep_the_limit_bounds(
+    client: TestClient, admin: dict[str, str], configured: Callable[..., None]
+) -> None:
+    configured()
+    customer = _id("cus")
+    created = event("customer.created", _customer(customer, f"{customer}@example.com"), _id("evt"))
+    assert post_event(client, created).status_code == 200
+    arguments = {"environment": "test", "limit": 100}
+    listed = json.loads(mcp_call(client, admin, "list-stripe-customers", arguments))
+    assert customer in {row["providerCustomerId"] for row in listed["customers"]}
+    razorpay = json.loads(mcp_call(client, admin, "list-razorpay-customers", {"environment": "test"}))
+    assert customer not in {row["providerCustomerId"] for row in razorpay["customers"]}
+    refused = mcp_call(client, admin, "list-stripe-customers", {"environment": "test", "limit": 101})
+    assert "less than or equal to 100" in refused

@@ -63,6 +63,11 @@ def razorpay_tools(payments: Payments) -> list[Tool]:
         query = _query(limit, subjectType, subjectId)
         return await razorpay.subscriptions(actor, environment, query.subject, query.limit)
 
+    async def list_razorpay_customers(
+        actor: Actor, environment: EnvironmentArg, limit: Limit = definitions.DEFAULT_LIST
+    ) -> dict[str, Any]:
+        return await payments.customers.list(actor, "razorpay", environment, limit)
+
     async def sync_razorpay_payments(actor: Actor, environment: EnvironmentArg) -> dict[str, Any]:
         return await razorpay.sync(actor, environment)
 
@@ -114,6 +119,11 @@ def razorpay_tools(payments: Payments) -> list[Tool]:
             list_razorpay_transactions,
         ),
         Tool("list-razorpay-subscriptions", "The Razorpay subscriptions.", list_razorpay_subscriptions),
+        Tool(
+            "list-razorpay-customers",
+            "The Razorpay customers, with their payment count, last payment and total spend.",
+            list_razorpay_customers,
+        ),
         Tool(
             "sync-razorpay-payments",
             "Mirror an environment's Razorpay items, plans and subscriptions again.",

@@ -60,6 +60,11 @@ def payments_tools(payments: Payments) -> list[Tool]:
         query = _query(limit, subjectType, subjectId)
         return {"subscriptions": await payments.subscriptions(actor, environment, query)}
 
+    async def list_stripe_customers(
+        actor: Actor, environment: EnvironmentArg, limit: Limit = definitions.DEFAULT_LIST
+    ) -> dict[str, Any]:
+        return await payments.customers.list(actor, "stripe", environment, limit)
+
     async def sync_stripe_payments(actor: Actor, environment: EnvironmentArg) -> dict[str, Any]:
         return await payments.sync(actor, environment)
 
@@ -112,8 +117,13 @@ def payments_tools(payments: Payments) -> list[Tool]:
             list_stripe_subscriptions,
         ),
         Tool(
+            "list-stripe-customers",
+            "The Stripe customers, with their payment count, last payment, total spend and default card.",
+            list_stripe_customers,
+        ),
+        Tool(
             "sync-stripe-payments",
-            "Mirror an environment's Stripe catalog again (products and prices).",
+            "Mirror an environment's Stripe catalog (products and prices) and customers again.",
             sync_stripe_payments,
             read_only=False,
         ),
