@@ -49,6 +49,7 @@ from kilnbase.payments import (
     mirror,
     shapes,
     stored_secrets,
+    stripe_api,
 )
 from kilnbase.payments.customers import Customers
 from kilnbase.payments.definitions import ENVIRONMENTS, Environment
@@ -362,8 +363,10 @@ class Payments:
             async with self._database.as_owner() as cur:
                 for customer in customers:
                     await customer_mirror.upsert_stripe_customer(cur, environment, customer)
-                listed = [str(c["id"]) for c in customers if isinstance(c.get("id"), str)]
-                await customer_mirror.mark_missing_stripe_customers(cur, environment, listed)
+                # Past `MAX_PAGES` the listing stops short: a customer not read then is not a deleted one.
+                if len(customers) < stripe_api.PAGE * stripe_api.MAX_PAGES:
+                    listed = [str(c["id"]) for c in customers if isinstance(c.get("id"), str)]
+                    await customer_mirror.mark_missing_stripe_customers(cur, environment, listed)
         except (ApiError, psycopg.errors.DataError) as exc:
             log.warning("Stripe %s customers were not synced: %s", environment, exc)
 
