@@ -244,8 +244,14 @@ def test_a_key_of_another_stripe_account_clears_what_was_recorded_for_the_first(
     invoice = {"id": "in_first_account", "object": "invoice", "customer": "cus_1", "amount_paid": 100}
     paid = post_event(client, event("invoice.paid", invoice, "evt_first_account"), environment="live")
     assert paid.status_code == 200
+    customer = {"id": "cus_first_account", "object": "customer", "email": "first@example.com"}
+    created = post_event(client, event("customer.created", customer, "evt_customer"), environment="live")
+    assert created.status_code == 200
     recorded = "select count(*) as n from payments.transactions where environment = 'live'"
     assert sql(recorded)[0]["n"] == 1
+    customers = "/api/payments/stripe/live/customers"
+    listed = client.get(customers, headers=admin).json()["customers"]
+    assert [c["email"] for c in listed] == ["first@example.com"]
     # The same account again (a rolled key) keeps it; another account's key clears it.
     stripe.accounts["sk_live_rolled_key_0003"] = "acct_default"
     assert client.put(CONFIG, headers=admin, json={"secretKey": "sk_live_rolled_key_0003"}).status_code == 200
@@ -256,5 +262,6 @@ def test_a_key_of_another_stripe_account_clears_what_was_recorded_for_the_first(
     )
     assert sql(recorded)[0]["n"] == 0
     assert sql("select count(*) as n from payments.webhook_events where environment = 'live'")[0]["n"] == 0
+    assert client.get(customers, headers=admin).json() == {"customers": []}
     status = client.get("/api/payments/stripe/status", headers=admin).json()["connections"]
     assert next(c for c in status if c["environment"] == "live")["accountId"] == "acct_other"
