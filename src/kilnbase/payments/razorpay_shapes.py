@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kilnbase.payments import shapes
 from kilnbase.payments.definitions import Environment
 from kilnbase.payments.shapes import iso
 
@@ -13,22 +14,7 @@ from kilnbase.payments.shapes import iso
 def connection(
     environment: Environment, row: Mapping[str, Any] | None, masked_key: str | None
 ) -> dict[str, Any]:
-    row = row or {}
-    return {
-        "environment": environment,
-        "status": row.get("status", "unconfigured"),
-        "accountId": row.get("provider_account_id"),
-        "merchantName": row.get("account_name"),
-        "accountLivemode": row.get("account_livemode"),
-        "webhookEndpointId": row.get("webhook_endpoint_id"),
-        "webhookEndpointUrl": row.get("webhook_endpoint_url"),
-        "webhookConfiguredAt": iso(row.get("webhook_configured_at")),
-        "maskedKey": masked_key,
-        "lastSyncedAt": iso(row.get("last_synced_at")),
-        "lastSyncStatus": row.get("last_sync_status"),
-        "lastSyncError": row.get("last_sync_error"),
-        "lastSyncCounts": row.get("last_sync_counts") or {},
-    }
+    return shapes.connection(environment, row, masked_key, ("merchantName", "account_name"))
 
 
 def item(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,14 +18,20 @@ def iso(value: datetime | None) -> str | None:
 
 
 def connection(
-    environment: Environment, row: Mapping[str, Any] | None, masked_key: str | None
+    environment: Environment,
+    row: Mapping[str, Any] | None,
+    masked_key: str | None,
+    account: tuple[str, str] = ("accountEmail", "account_email"),
 ) -> dict[str, Any]:
+    """A provider connection as InsForge answers it; `account` names the field that describes the account
+    and its column (Stripe's email; Razorpay's merchant name)."""
     row = row or {}
+    field, column = account
     return {
         "environment": environment,
         "status": row.get("status", "unconfigured"),
         "accountId": row.get("provider_account_id"),
-        "accountEmail": row.get("account_email"),
+        field: row.get(column),
         "accountLivemode": row.get("account_livemode"),
         "webhookEndpointId": row.get("webhook_endpoint_id"),
         "webhookEndpointUrl": row.get("webhook_endpoint_url"),
