@@ -39,14 +39,15 @@ def statement_params(case: dict[str, Any], body: bytes) -> list[Any]:
     return params
 
 
-def kilnbase_app() -> Any:
-    """As `kilnbase serve` builds it, logging included (one JSON line per request at the default level)."""
+def kilnbase_app(*, background: bool = True) -> Any:
+    """As `kilnbase serve` builds it, logging included (one JSON line per request at the default level);
+    without its background work where `background` is false (see `create_app`)."""
     from kilnbase.app import create_app
     from kilnbase.structured_log import configure_logging
 
     settings = Settings(data_dir=Path(os.environ["KB_BENCH_DATA"]), database_url=os.environ["DATABASE_URL"])
     configure_logging(settings.log_level)
-    return create_app(settings)
+    return create_app(settings, background=background)
 
 
 def bare_app() -> Starlette:

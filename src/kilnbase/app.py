@@ -155,10 +155,12 @@ def create_app(
     *,
     progress: Callable[[str], None] | None = None,
     database: OpenedDatabase | None = None,
+    background: bool = True,
 ) -> KilnbaseApp:
     """The whole server, over a database the caller opened (the CLI does, to report startup errors before
     the HTTP server starts), or over `DATABASE_URL`, which the lifespan migrates. Either way the lifespan
-    closes it."""
+    closes it. Without `background`, the capabilities' background work (claim loops, sweeps, listeners) does
+    not run: `bench.instructions` counts a request's own work, and that work would be counted with it."""
     report = progress or (lambda message: log.info(message))
     keys = load_project_keys(settings)
     prepared = database is not None
@@ -190,7 +192,7 @@ def create_app(
             stack.push_async_callback(_close_database, opened, report)
             if not prepared:
                 await anyio.to_thread.run_sync(prepare, settings, keys, opened.conninfo, report)
-            await stack.enter_async_context(running(services, offered, background=True))
+            await stack.enter_async_context(running(services, offered, background=background))
             # Everything built so far lives as long as the process: keep it out of every later collection,
             # which would otherwise walk it again and again under load. The young generations are collected
             # first (1 ms); a full collection would find a few dozen more unreachable objects among some
