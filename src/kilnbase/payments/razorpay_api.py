@@ -1,7 +1,7 @@
 """Razorpay's HTTP API as the Razorpay service calls it: JSON requests with HTTP basic auth
 (`key_id:key_secret`), JSON answers, list pages of `{count, items}` walked with `count`/`skip`, and
 Razorpay's failures (`{error: {code, description}}`) turned into InsForge's errors
-(`razorpay-errors.ts`'s mapping).
+(`razorpay-errors.ts`'s mapping, the one every provider shares in `provider_http.py`).
 
 Our own client rather than the `razorpay` package: a dozen calls, each a GET or a JSON POST/PATCH, and a
 stand-in on loopback (`KILNBASE_RAZORPAY_API_BASE`) must receive exactly what Razorpay would.
@@ -22,10 +22,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
 import orjson
 
-from kilnbase.http.errors import ApiError
+from kilnbase.payments.provider_http import ProviderHttp
 
 RAZORPAY_UNREACHABLE = (
     "Try again in a moment; if it persists, check Razorpay's status page and KILNBASE_RAZORPAY_API_BASE."
@@ -37,25 +36,9 @@ MAX_PAGES = 50
 _HEX_SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
 
 
-def _razorpay_error(status: int, body: Any) -> ApiError:
-    """InsForge's mapping: 429 RATE_LIMITED; a refused key PAYMENT_CONFIG_INVALID (400 here, as for Stripe:
-    the caller's own credential is fine); anything else Razorpay's status and description as
-    UPSTREAM_FAILURE (502 for its 5xx)."""
-    error = body.get("error") if isinstance(body, dict) else None
-    error = error if isinstance(error, dict) else {}
-    message = str(error.get("description") or "Razorpay request failed")[:1000]
-    if status == 429:
-        return ApiError(429, "RATE_LIMITED", message, "Wait a moment and try again.")
-    if status in (401, 403):
-        return ApiError(400, "PAYMENT_CONFIG_INVALID", message, FIX_KEYS)
-    if 400 <= status < 500:
-        return ApiError(
-            status,
-            "UPSTREAM_FAILURE",
-            message,
-            "Check the ids and values sent against the Razorpay dashboard.",
-        )
-    return ApiError(502, "UPSTREAM_FAILURE", message, RAZORPAY_UNREACHABLE)
+_HTTP = ProviderHttp(
+    "Razorpay", error_text="description", fix_keys=FIX_KEYS, unreachable=RAZORPAY_UNREACHABLE
+)
 
 
 class RazorpayApi:
@@ -74,37 +57,15 @@ class RazorpayApi:
         body: Mapping[str, Any] | None = None,
         query: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        try:
-            async with httpx.AsyncClient(
-                timeout=self._timeout, follow_redirects=False, trust_env=False
-            ) as client:
-                response = await client.request(
-                    method,
-                    self._base + path,
-                    params=dict(query) if query else None,
-                    content=None if body is None else orjson.dumps(body),
-                    headers={"Accept": "application/json", "Content-Type": "application/json"},
-                    auth=(self.key_id, self._secret),
-                )
-        except httpx.HTTPError as exc:
-            raise ApiError(
-                502,
-                "UPSTREAM_FAILURE",
-                f"Razorpay could not be reached ({type(exc).__name__}).",
-                RAZORPAY_UNREACHABLE,
-            ) from None
-        answer: Any
-        try:
-            answer = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            answer = None
-        if response.status_code >= 400:
-            raise _razorpay_error(response.status_code, answer)
-        if not isinstance(answer, dict):
-            raise ApiError(
-                502, "UPSTREAM_FAILURE", "Razorpay answered something that is not JSON.", RAZORPAY_UNREACHABLE
-            )
-        return answer
+        return await _HTTP.send(
+            method,
+            self._base + path,
+            timeout_seconds=self._timeout,
+            params=dict(query) if query else None,
+            content=None if body is None else orjson.dumps(body),
+            headers={"Accept": "application/json", "Content-Type": "application/json"},
+            auth=(self.key_id, self._secret),
+        )
 
     async def list_all(self, path: str) -> list[dict[str, Any]]:
         """Every entity (with an id) of a list endpoint: Razorpay gives no total, so pages are read until a

@@ -1,5 +1,6 @@
 """Stripe's HTTP API as the payments service calls it: form-encoded requests with the secret key as a bearer
-token, JSON answers, and Stripe's failures turned into InsForge's errors (`stripe-errors.ts`'s mapping).
+token, JSON answers, and Stripe's failures turned into InsForge's errors (`stripe-errors.ts`'s mapping, the
+one every provider shares in `provider_http.py`, and a declined card's 402).
 
 Our own client rather than the `stripe` package: the service makes a dozen calls, each a POST of a form or a
 GET, and a stand-in on loopback (`KILNBASE_STRIPE_API_BASE`) must receive exactly what Stripe would. The
@@ -18,10 +19,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
-import orjson
-
 from kilnbase.http.errors import ApiError
+from kilnbase.payments.provider_http import ProviderHttp, error_of
 
 STRIPE_UNREACHABLE = (
     "Try again in a moment; if it persists, check Stripe's status page and KILNBASE_STRIPE_API_BASE."
@@ -56,25 +55,16 @@ def form(params: Mapping[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _stripe_error(status: int, body: Any) -> ApiError:
-    """InsForge's mapping of a Stripe error: rate limit 429, a rejected key PAYMENT_CONFIG_INVALID (400 here,
-    not Stripe's 401: the caller's own credential is fine), a declined card 402, anything else Stripe's
-    status and message as UPSTREAM_FAILURE (502 for its 5xx)."""
-    error = body.get("error") if isinstance(body, dict) else None
-    error = error if isinstance(error, dict) else {}
-    message = str(error.get("message") or "Stripe request failed")[:1000]
-    kind = error.get("type")
-    if status == 429:
-        return ApiError(429, "RATE_LIMITED", message, "Wait a moment and try again.")
-    if status in (401, 403):
-        return ApiError(400, "PAYMENT_CONFIG_INVALID", message, FIX_KEY)
-    if kind == "card_error":
-        return ApiError(402, "PAYMENT_METHOD_DECLINED", message, "Use another payment method.")
-    if 400 <= status < 500:
-        return ApiError(
-            status, "UPSTREAM_FAILURE", message, "Check the ids and values sent against the Stripe dashboard."
-        )
-    return ApiError(502, "UPSTREAM_FAILURE", message, STRIPE_UNREACHABLE)
+class _StripeHttp(ProviderHttp):
+    """Stripe's refusals as every provider's, but for a declined card: 402 PAYMENT_METHOD_DECLINED."""
+
+    def refusal(self, status: int, body: Any) -> ApiError:
+        if status not in (401, 403, 429) and error_of(body).get("type") == "card_error":
+            return ApiError(402, "PAYMENT_METHOD_DECLINED", self.message(body), "Use another payment method.")
+        return super().refusal(status, body)
+
+
+_HTTP = _StripeHttp("Stripe", error_text="message", fix_keys=FIX_KEY, unreachable=STRIPE_UNREACHABLE)
 
 
 class StripeApi:
@@ -97,37 +87,16 @@ class StripeApi:
         headers = {"Authorization": f"Bearer {self._key}", "Accept": "application/json"}
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
-        encoded = form(params or {})
-        try:
-            async with httpx.AsyncClient(
-                timeout=self._timeout, follow_redirects=False, trust_env=False
-            ) as client:
-                url = self._base + path
-                if method in ("GET", "DELETE"):
-                    response = await client.request(method, url, params=urlencode(encoded), headers=headers)
-                else:
-                    headers["Content-Type"] = "application/x-www-form-urlencoded"
-                    content = urlencode(encoded).encode()
-                    response = await client.request(method, url, content=content, headers=headers)
-        except httpx.HTTPError as exc:
-            raise ApiError(
-                502,
-                "UPSTREAM_FAILURE",
-                f"Stripe could not be reached ({type(exc).__name__}).",
-                STRIPE_UNREACHABLE,
-            ) from None
-        answer: Any
-        try:
-            answer = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            answer = None
-        if response.status_code >= 400:
-            raise _stripe_error(response.status_code, answer)
-        if not isinstance(answer, dict):
-            raise ApiError(
-                502, "UPSTREAM_FAILURE", "Stripe answered something that is not JSON.", STRIPE_UNREACHABLE
+        encoded = urlencode(form(params or {}))
+        url = self._base + path
+        if method in ("GET", "DELETE"):
+            return await _HTTP.send(
+                method, url, timeout_seconds=self._timeout, params=encoded, headers=headers
             )
-        return answer
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        return await _HTTP.send(
+            method, url, timeout_seconds=self._timeout, content=encoded.encode(), headers=headers
+        )
 
     async def list_all(self, path: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Every object of a list endpoint, page by page (at most `MAX_PAGES` pages)."""
