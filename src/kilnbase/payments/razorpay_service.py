@@ -45,17 +45,18 @@ from kilnbase.payments import (
     razorpay_events,
     razorpay_mirror,
     razorpay_shapes,
-    stored_secrets,
 )
 from kilnbase.payments import razorpay_definitions as rules
 from kilnbase.payments.definitions import ENVIRONMENTS, Environment
 from kilnbase.payments.mirror import integer, text
+from kilnbase.payments.provider_state import Profile, ProviderState
 from kilnbase.payments.razorpay_api import (
     RazorpayApi,
     order_signature_matches,
     subscription_signature_matches,
     webhook_signature_matches,
 )
+from kilnbase.payments.webhook_log import ReceivedEvent, record_and_apply
 
 MODULE = "PAYMENTS"
 _AGENT_REFUSAL = (
@@ -63,17 +64,14 @@ _AGENT_REFUSAL = (
     "Razorpay account takes the payments, and the webhook secret lets its holder forge payment events."
 )
 _ASK_A_PERSON = "Ask the project admin to do it (with the project's API key or the dashboard)."
-_CONNECTION_COLUMNS = (
-    "environment, status, provider_account_id, account_name, account_livemode, webhook_endpoint_id, "
-    "webhook_endpoint_url, webhook_configured_at, last_synced_at, last_sync_status, last_sync_error, "
-    "last_sync_counts"
+RAZORPAY = Profile(
+    name="razorpay",
+    account=("merchantName", "account_name"),
+    api_key_context="key_secret",
+    own_tables=("razorpay_subscriptions", "razorpay_orders", "razorpay_plans", "razorpay_items"),
 )
 _EMPTY_COUNTS = {"plans": 0, "items": 0, "customers": 0, "subscriptions": 0, "invoices": 0, "payments": 0}
 _NO_USER = "Sign in and send the user's access token (or call it server-side with the project's API key)."
-
-
-def _context(environment: Environment, kind: str) -> str:
-    return f"payments.razorpay.{environment}.{kind}"
 
 
 def not_configured(environment: Environment) -> ApiError:
@@ -106,6 +104,7 @@ class Razorpay:
         self._database = database
         self._box = box
         self._limit_sessions = limit_sessions
+        self._state = ProviderState(database, box, RAZORPAY)
 
     # -- keys ------------------------------------------------------------------------------------------------
 
@@ -124,47 +123,38 @@ class Razorpay:
                 "Check the entity in Razorpay's dashboard (its amounts and counts), then try again.",
             ) from None
 
-    async def _secrets(self, environment: Environment) -> Mapping[str, Any] | None:
-        async with self._database.as_owner() as cur:
-            await cur.execute(
-                "select key_id_ciphertext, secret_key_ciphertext, secret_key_mask, webhook_secret_ciphertext "
-                "from payments.provider_secrets where provider = 'razorpay' and environment = %s",
-                (environment,),
-            )
-            return await cur.fetchone()
-
     def _api(self, key_id: str, key_secret: str) -> RazorpayApi:
         return RazorpayApi(
             self._settings.razorpay_api_base, key_id, key_secret, self._settings.razorpay_timeout_seconds
         )
 
     async def _keys(self, environment: Environment) -> tuple[str, str]:
-        stored = await self._secrets(environment)
+        stored = await self._state.secrets(environment)
         if stored is None:
             raise not_configured(environment)
         fix = f"Set the keys again with PUT /api/payments/razorpay/{environment}/config {{keyId, keySecret}}."
         return (
-            stored_secrets.decrypt(
-                self._box,
+            self._state.open(
+                environment,
+                "key_id",
                 stored["key_id_ciphertext"],
-                _context(environment, "key_id"),
                 name=rules.key_id_name(environment),
                 fix=fix,
             ),
-            stored_secrets.decrypt(
-                self._box,
+            self._state.open(
+                environment,
+                "key_secret",
                 stored["secret_key_ciphertext"],
-                _context(environment, "key_secret"),
                 name=f"RAZORPAY_{environment.upper()}_KEY_SECRET",
                 fix=fix,
             ),
         )
 
     def _webhook_secret(self, environment: Environment, ciphertext: str, status: int) -> str:
-        return stored_secrets.decrypt(
-            self._box,
+        return self._state.open(
+            environment,
+            "webhook_secret",
             ciphertext,
-            _context(environment, "webhook_secret"),
             name=f"RAZORPAY_{environment.upper()}_WEBHOOK_SECRET",
             fix=f"Make a new one with POST /api/payments/razorpay/{environment}/webhook/rotate-secret, and "
             "enter it in Razorpay's dashboard.",
@@ -179,12 +169,7 @@ class Razorpay:
         """`{keys: [{environment, keyType, value}]}` for each environment's api_key, api_secret and
         webhook_secret: the key id masked, a secret `****` (null: not set)."""
         require_person(actor, _AGENT_REFUSAL, _ASK_A_PERSON)
-        async with self._database.as_owner() as cur:
-            await cur.execute(
-                "select environment, secret_key_mask, webhook_secret_ciphertext is not null as has_webhook "
-                "from payments.provider_secrets where provider = 'razorpay'"
-            )
-            stored = {row["environment"]: row for row in await cur.fetchall()}
+        stored = await self._state.stored_keys()
         keys = []
         for env in ENVIRONMENTS:
             row = stored.get(env)
@@ -216,36 +201,15 @@ class Razorpay:
             details["webhookSecret"] = "given" if given.webhook_secret else "kept or made"
             webhook_secret = given.webhook_secret or secrets.token_hex(32)
             async with self._database.as_owner() as cur:
-                await cur.execute(
-                    "select provider_account_id from payments.provider_connections "
-                    "where provider = 'razorpay' and environment = %s for update",
-                    (environment,),
-                )
-                previous = await cur.fetchone()
-                account_changed = previous is not None and previous["provider_account_id"] not in (
-                    None,
-                    given.key_id,
-                )
-                if account_changed:
-                    await _clear_environment(cur, environment)
-                await cur.execute(
-                    "insert into payments.provider_secrets (provider, environment, key_id_ciphertext, "
-                    "secret_key_ciphertext, secret_key_mask, webhook_secret_ciphertext) "
-                    "values ('razorpay', %s, %s, %s, %s, %s) on conflict (provider, environment) do update "
-                    "set key_id_ciphertext = excluded.key_id_ciphertext, "
-                    "secret_key_ciphertext = excluded.secret_key_ciphertext, "
-                    "secret_key_mask = excluded.secret_key_mask, webhook_secret_ciphertext = case when %s "
-                    "then excluded.webhook_secret_ciphertext else coalesce("
-                    "payments.provider_secrets.webhook_secret_ciphertext, "
-                    "excluded.webhook_secret_ciphertext) end, updated_at = now()",
-                    (
-                        environment,
-                        self._box.encrypt(given.key_id, context=_context(environment, "key_id")),
-                        self._box.encrypt(given.key_secret, context=_context(environment, "key_secret")),
-                        mask,
-                        self._box.encrypt(webhook_secret, context=_context(environment, "webhook_secret")),
-                        given.webhook_secret is not None,
-                    ),
+                account_changed = await self._state.take_account(cur, environment, given.key_id)
+                await self._state.store_keys(
+                    cur,
+                    environment,
+                    key_id=given.key_id,
+                    secret_key=given.key_secret,
+                    mask=mask,
+                    webhook_secret=webhook_secret,
+                    replace_webhook_secret=given.webhook_secret is not None,
                 )
                 await cur.execute(
                     "insert into payments.provider_connections (provider, environment, status, "
@@ -275,12 +239,8 @@ class Razorpay:
         async with audit.refusals(self._database, actor, "REMOVE_RAZORPAY_CONFIG", MODULE, details):
             require_person(actor, _AGENT_REFUSAL, _ASK_A_PERSON)
             async with self._database.as_owner() as cur:
-                await cur.execute(
-                    "delete from payments.provider_secrets where provider = 'razorpay' and environment = %s "
-                    "returning secret_key_mask",
-                    (environment,),
-                )
-                removed = await cur.fetchone()
+                reason = f"Razorpay {environment} keys are not configured"
+                removed = await self._state.remove_keys(cur, environment, reason)
                 if removed is None:
                     raise ApiError(
                         404,
@@ -288,34 +248,15 @@ class Razorpay:
                         "No Razorpay keys configured for this environment",
                         "GET /api/payments/razorpay/config shows which environments have keys.",
                     )
-                details["key"] = removed["secret_key_mask"]
-                await cur.execute(
-                    "update payments.provider_connections set status = 'unconfigured', webhook_endpoint_id "
-                    "= null, webhook_endpoint_url = null, webhook_configured_at = null, "
-                    "last_synced_at = null, "
-                    "last_sync_status = 'failed', last_sync_error = %s, last_sync_counts = '{}'::jsonb, "
-                    "updated_at = now() where provider = 'razorpay' and environment = %s",
-                    (f"Razorpay {environment} keys are not configured", environment),
-                )
+                details["key"] = removed
                 await audit.record(cur, actor, "REMOVE_RAZORPAY_CONFIG", MODULE, details)
         return await self.config(actor)
 
     # -- status, sync, webhook setup -------------------------------------------------------------------------
 
-    async def _connection(self, environment: Environment) -> dict[str, Any]:
-        async with self._database.as_owner() as cur:
-            await cur.execute(
-                f"select {_CONNECTION_COLUMNS}, (select secret_key_mask from payments.provider_secrets s "
-                "where s.provider = 'razorpay' and s.environment = c.environment) as mask "
-                "from payments.provider_connections c where provider = 'razorpay' and environment = %s",
-                (environment,),
-            )
-            row = await cur.fetchone()
-        return razorpay_shapes.connection(environment, row, row["mask"] if row else None)
-
     async def status(self, actor: Actor) -> dict[str, Any]:
         require_admin_actor(actor)
-        return {"razorpayConnections": [await self._connection(env) for env in ENVIRONMENTS]}
+        return {"razorpayConnections": await self._state.connections()}
 
     async def sync(self, actor: Actor, environment: Environment | None) -> dict[str, Any]:
         """Mirror items, plans, customers' subjects, subscriptions and payments of one environment (or of
@@ -337,7 +278,7 @@ class Razorpay:
                     {
                         "environment": env,
                         "status": "failed" if error else "succeeded",
-                        "connection": await self._connection(env),
+                        "connection": await self._state.connection(env),
                         "syncCounts": counts,
                         "error": error,
                     }
@@ -429,45 +370,34 @@ class Razorpay:
         details: dict[str, Any] = {"environment": environment, "url": url}
         async with audit.refusals(self._database, actor, action, MODULE, details):
             require_person(actor, _AGENT_REFUSAL, _ASK_A_PERSON)
-            stored = await self._secrets(environment)
+            stored = await self._state.secrets(environment)
             if stored is None:
                 raise not_configured(environment)
-            context = _context(environment, "webhook_secret")
             if rotate or stored["webhook_secret_ciphertext"] is None:
                 secret = secrets.token_hex(32)
-                ciphertext = self._box.encrypt(secret, context=context)
+                ciphertext = self._state.seal(environment, "webhook_secret", secret)
             else:
                 ciphertext = stored["webhook_secret_ciphertext"]
                 secret = self._webhook_secret(environment, ciphertext, 400)
             async with self._database.as_owner() as cur:
-                await cur.execute(
-                    "update payments.provider_secrets set webhook_secret_ciphertext = %s, updated_at = now() "
-                    "where provider = 'razorpay' and environment = %s",
-                    (ciphertext, environment),
-                )
-                await cur.execute(
-                    "update payments.provider_connections set webhook_endpoint_id = 'manual', "
-                    "webhook_endpoint_url = %s, webhook_configured_at = now(), updated_at = now() "
-                    "where provider = 'razorpay' and environment = %s",
-                    (url, environment),
-                )
+                await self._state.store_webhook_secret(cur, environment, ciphertext)
+                await self._state.set_webhook_endpoint(cur, environment, "manual", url)
                 await audit.record(cur, actor, action, MODULE, details)
-        return {"connection": await self._connection(environment), "webhookUrl": url, "webhookSecret": secret}
+        return {
+            "connection": await self._state.connection(environment),
+            "webhookUrl": url,
+            "webhookSecret": secret,
+        }
 
     # -- catalog ---------------------------------------------------------------------------------------------
 
-    async def _rows(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-        async with self._database.as_owner() as cur:
-            await cur.execute(query, params)
-            return list(await cur.fetchall())
-
     async def catalog(self, actor: Actor, environment: Environment) -> dict[str, Any]:
         require_admin_actor(actor)
-        items = await self._rows(
+        items = await self._state.rows(
             "select * from payments.razorpay_items where environment = %s order by name, item_id",
             (environment,),
         )
-        plans = await self._rows(
+        plans = await self._state.rows(
             "select * from payments.razorpay_plans where environment = %s order by created_at, plan_id",
             (environment,),
         )
@@ -549,7 +479,7 @@ class Razorpay:
     ) -> dict[str, Any]:
         require_admin_actor(actor)
         pair = subject or (None, None)
-        rows = await self._rows(
+        rows = await self._state.rows(
             "select * from payments.razorpay_subscriptions where environment = %s "
             "and (%s::text is null or (subject_type = %s and subject_id = %s)) "
             "order by updated_at desc, subscription_id limit %s",
@@ -852,7 +782,7 @@ class Razorpay:
                 "Missing X-Razorpay-Signature header",
                 "Only Razorpay calls this endpoint; it signs every request.",
             )
-        stored = await self._secrets(environment)
+        stored = await self._state.secrets(environment)
         if stored is None or stored["webhook_secret_ciphertext"] is None:
             raise ApiError(
                 503,
@@ -873,36 +803,20 @@ class Razorpay:
             )
         event = _event(event_outcome.storable(payload))
         event_id = razorpay_events.event_id(event, header_event_id)
+        received = ReceivedEvent(
+            event_id=event_id,
+            event_type=str(event["event"])[:255],
+            livemode=environment == "live",
+            account_id=text(event.get("account_id")),
+            object_type=None,
+            object_id=None,
+            payload=event,
+        )
         async with self._database.as_owner() as cur:
-            await cur.execute(
-                "insert into payments.webhook_events as e (provider, environment, provider_event_id, "
-                "event_type, livemode, account_id, payload) values ('razorpay', %s, %s, %s, %s, %s, %s) "
-                "on conflict (provider, environment, provider_event_id) do update set "
-                "attempt_count = e.attempt_count + 1, received_at = now(), updated_at = now() "
-                "returning processing_status, (xmax = 0) as inserted",
-                (
-                    environment,
-                    event_id,
-                    str(event["event"])[:255],
-                    environment == "live",
-                    text(event.get("account_id")),
-                    Jsonb(event),
-                ),
+            handled = await record_and_apply(
+                cur, "razorpay", environment, received, lambda: razorpay_events.apply(cur, environment, event)
             )
-            recorded = await cur.fetchone()
-            assert recorded is not None
-            if not recorded["inserted"] and recorded["processing_status"] in ("processed", "ignored"):
-                return {"received": True, "handled": False}
-            status, error = await event_outcome.apply(
-                cur, lambda: razorpay_events.apply(cur, environment, event)
-            )
-            await cur.execute(
-                "update payments.webhook_events set processing_status = %s, processed_at = now(), "
-                "last_error = %s, updated_at = now() "
-                "where provider = 'razorpay' and environment = %s and provider_event_id = %s",
-                (status, error, environment, event_id),
-            )
-        return {"received": True, "handled": status == "processed"}
+        return {"received": True, "handled": handled}
 
 
 def _checkout_options(
@@ -931,13 +845,3 @@ def _event(payload: bytes) -> dict[str, Any]:
             "Only Razorpay calls this endpoint.",
         )
     return event
-
-
-async def _clear_environment(cur: Any, environment: Environment) -> None:
-    """What was mirrored from another Razorpay account: none of it belongs to the new one."""
-    for table in ("razorpay_subscriptions", "razorpay_orders", "razorpay_plans", "razorpay_items"):
-        await cur.execute(f"delete from payments.{table} where environment = %s", (environment,))
-    for table in ("transactions", "customer_mappings", "customers", "webhook_events"):
-        await cur.execute(
-            f"delete from payments.{table} where provider = 'razorpay' and environment = %s", (environment,)
-        )

@@ -48,13 +48,14 @@ from kilnbase.payments import (
     events,
     mirror,
     shapes,
-    stored_secrets,
     stripe_api,
 )
 from kilnbase.payments.customers import Customers
 from kilnbase.payments.definitions import ENVIRONMENTS, Environment
+from kilnbase.payments.provider_state import Profile, ProviderState
 from kilnbase.payments.razorpay_service import Razorpay
 from kilnbase.payments.stripe_api import SignatureError, StripeApi, verify_signature
+from kilnbase.payments.webhook_log import ReceivedEvent, record_and_apply
 
 MODULE = "PAYMENTS"
 log = logging.getLogger("kilnbase.payments")
@@ -68,19 +69,19 @@ _AGENT_REFUSAL = (
 _ASK_A_PERSON = "Ask the project admin to do it (with the project's API key or the dashboard)."
 #: What a customers listing expands, so the list shows each customer's default card.
 _CUSTOMER_EXPANSIONS = ["data.invoice_settings.default_payment_method", "data.default_source"]
-_CONNECTION_COLUMNS = (
-    "environment, status, provider_account_id, account_email, account_livemode, webhook_endpoint_id, "
-    "webhook_endpoint_url, webhook_configured_at, last_synced_at, last_sync_status, last_sync_error, "
-    "last_sync_counts"
+STRIPE = Profile(
+    name="stripe",
+    account=("accountEmail", "account_email"),
+    api_key_context="secret_key",
+    own_tables=(
+        "stripe_subscription_items",
+        "stripe_subscriptions",
+        "stripe_checkout_sessions",
+        "stripe_customer_portal_sessions",
+        "stripe_prices",
+        "stripe_products",
+    ),
 )
-
-
-def _key_context(environment: Environment) -> str:
-    return f"payments.stripe.{environment}.secret_key"
-
-
-def _webhook_context(environment: Environment) -> str:
-    return f"payments.stripe.{environment}.webhook_secret"
 
 
 def not_configured(environment: Environment) -> ApiError:
@@ -102,6 +103,7 @@ class Payments:
         self._database = database
         self._box = box
         self._limiter = limiter
+        self._state = ProviderState(database, box, STRIPE)
         #: Razorpay, on the same tables, keys and limits (`razorpay_service.py`).
         self.razorpay = Razorpay(settings, database, box, self._limit_sessions)
         #: The customers lists of both providers (`customers.py`).
@@ -126,27 +128,18 @@ class Payments:
 
     # -- keys ------------------------------------------------------------------------------------------------
 
-    async def _secrets(self, environment: Environment) -> Mapping[str, Any] | None:
-        async with self._database.as_owner() as cur:
-            await cur.execute(
-                "select secret_key_ciphertext, secret_key_mask, webhook_secret_ciphertext "
-                "from payments.provider_secrets where provider = 'stripe' and environment = %s",
-                (environment,),
-            )
-            return await cur.fetchone()
-
     async def stripe(self, environment: Environment) -> StripeApi:
         """Stripe, with the environment's key (400 PAYMENT_CONFIG_INVALID while none is set)."""
-        stored = await self._secrets(environment)
+        stored = await self._state.secrets(environment)
         if stored is None:
             raise not_configured(environment)
         return self._api(self._stored_key(environment, stored["secret_key_ciphertext"]))
 
     def _stored_key(self, environment: Environment, ciphertext: str) -> str:
-        return stored_secrets.decrypt(
-            self._box,
+        return self._state.open(
+            environment,
+            "secret_key",
             ciphertext,
-            _key_context(environment),
             name=definitions.secret_key_name(environment),
             fix=f"Set the key again with PUT /api/payments/stripe/{environment}/config {{secretKey}}.",
         )
@@ -155,11 +148,7 @@ class Payments:
         return StripeApi(self._settings.stripe_api_base, key, self._settings.stripe_timeout_seconds)
 
     async def _masks(self) -> dict[str, str]:
-        async with self._database.as_owner() as cur:
-            await cur.execute(
-                "select environment, secret_key_mask from payments.provider_secrets where provider = 'stripe'"
-            )
-            return {row["environment"]: row["secret_key_mask"] for row in await cur.fetchall()}
+        return {env: row["secret_key_mask"] for env, row in (await self._state.stored_keys()).items()}
 
     async def config(self, actor: Actor) -> dict[str, Any]:
         """`{keys: [{environment, value}]}`, each value masked (null: no key)."""
@@ -189,31 +178,14 @@ class Payments:
             details["accountId"] = account.get("id")
             details["webhook"] = "given" if given.webhook_secret else ("created" if endpoint else "none")
             async with self._database.as_owner() as cur:
-                await cur.execute(
-                    "select provider_account_id from payments.provider_connections "
-                    "where provider = 'stripe' and environment = %s for update",
-                    (environment,),
-                )
-                previous = await cur.fetchone()
-                if previous is not None and previous["provider_account_id"] not in (None, account.get("id")):
-                    await _clear_environment(cur, environment)
-                await cur.execute(
-                    "insert into payments.provider_secrets (environment, secret_key_ciphertext, "
-                    "secret_key_mask, "
-                    "webhook_secret_ciphertext) values (%s, %s, %s, %s) on conflict (provider, "
-                    "environment) do "
-                    "update set secret_key_ciphertext = excluded.secret_key_ciphertext, "
-                    "secret_key_mask = excluded.secret_key_mask, "
-                    "webhook_secret_ciphertext = coalesce(excluded.webhook_secret_ciphertext, "
-                    "payments.provider_secrets.webhook_secret_ciphertext), updated_at = now()",
-                    (
-                        environment,
-                        self._box.encrypt(given.secret_key, context=_key_context(environment)),
-                        mask,
-                        None
-                        if webhook_secret is None
-                        else self._box.encrypt(webhook_secret, context=_webhook_context(environment)),
-                    ),
+                await self._state.take_account(cur, environment, mirror.text(account.get("id")))
+                await self._state.store_keys(
+                    cur,
+                    environment,
+                    secret_key=given.secret_key,
+                    mask=mask,
+                    webhook_secret=webhook_secret,
+                    replace_webhook_secret=webhook_secret is not None,
                 )
                 await cur.execute(
                     "insert into payments.provider_connections (environment, status, provider_account_id, "
@@ -253,7 +225,7 @@ class Payments:
         details: dict[str, Any] = {"environment": environment}
         async with audit.refusals(self._database, actor, "REMOVE_STRIPE_CONFIG", MODULE, details):
             require_person(actor, _AGENT_REFUSAL, _ASK_A_PERSON)
-            stored = await self._secrets(environment)
+            stored = await self._state.secrets(environment)
             if stored is None:
                 raise ApiError(
                     404,
@@ -268,37 +240,16 @@ class Payments:
             except ApiError:
                 details["endpoint"] = "left in Stripe (Stripe refused or could not be reached)"
             async with self._database.as_owner() as cur:
-                await cur.execute(
-                    "delete from payments.provider_secrets where provider = 'stripe' and environment = %s",
-                    (environment,),
-                )
-                await cur.execute(
-                    "update payments.provider_connections set status = 'unconfigured', webhook_endpoint_id "
-                    "= null, "
-                    "webhook_endpoint_url = null, webhook_configured_at = null, last_synced_at = null, "
-                    "last_sync_status = 'failed', last_sync_error = %s, last_sync_counts = '{}'::jsonb, "
-                    "updated_at = now() where provider = 'stripe' and environment = %s",
-                    (f"{definitions.secret_key_name(environment)} is not configured", environment),
-                )
+                reason = f"{definitions.secret_key_name(environment)} is not configured"
+                await self._state.remove_keys(cur, environment, reason)
                 await audit.record(cur, actor, "REMOVE_STRIPE_CONFIG", MODULE, details)
         return await self.config(actor)
 
     # -- status, sync, webhook endpoint ----------------------------------------------------------------------
 
-    async def _connection(self, environment: Environment) -> dict[str, Any]:
-        masks = await self._masks()
-        async with self._database.as_owner() as cur:
-            await cur.execute(
-                f"select {_CONNECTION_COLUMNS} from payments.provider_connections "
-                "where provider = 'stripe' and environment = %s",
-                (environment,),
-            )
-            row = await cur.fetchone()
-        return shapes.connection(environment, row, masks.get(environment))
-
     async def status(self, actor: Actor) -> dict[str, Any]:
         require_admin_actor(actor)
-        return {"connections": [await self._connection(env) for env in ENVIRONMENTS]}
+        return {"connections": await self._state.connections()}
 
     async def sync(self, actor: Actor, environment: Environment | None) -> dict[str, Any]:
         """Mirror the catalog of one environment (or each one with a key: `None`) from Stripe."""
@@ -311,7 +262,11 @@ class Payments:
                 if environment is not None or env in masks:
                     await self._sync(await self.stripe(env), env)
                 results.append(
-                    {"environment": env, "connection": await self._connection(env), "subscriptions": None}
+                    {
+                        "environment": env,
+                        "connection": await self._state.connection(env),
+                        "subscriptions": None,
+                    }
                 )
             await audit.record(self._database, actor, "SYNC_PAYMENTS", MODULE, details)
         return {"results": results}
@@ -382,23 +337,11 @@ class Payments:
             endpoint = await self._managed_endpoint(api, environment, strict=True)
             assert endpoint is not None
             async with self._database.as_owner() as cur:
-                await cur.execute(
-                    "update payments.provider_secrets set webhook_secret_ciphertext = %s, updated_at = now() "
-                    "where provider = 'stripe' and environment = %s",
-                    (
-                        self._box.encrypt(endpoint["secret"], context=_webhook_context(environment)),
-                        environment,
-                    ),
-                )
-                await cur.execute(
-                    "update payments.provider_connections set webhook_endpoint_id = %s, "
-                    "webhook_endpoint_url = %s, "
-                    "webhook_configured_at = now(), updated_at = now() where provider = 'stripe' and "
-                    "environment = %s",
-                    (endpoint["id"], endpoint["url"], environment),
-                )
+                sealed = self._state.seal(environment, "webhook_secret", endpoint["secret"])
+                await self._state.store_webhook_secret(cur, environment, sealed)
+                await self._state.set_webhook_endpoint(cur, environment, endpoint["id"], endpoint["url"])
                 await audit.record(cur, actor, "CONFIGURE_STRIPE_WEBHOOK", MODULE, details)
-        return {"connection": await self._connection(environment)}
+        return {"connection": await self._state.connection(environment)}
 
     async def _managed_endpoint(
         self, api: StripeApi, environment: Environment, *, strict: bool
@@ -442,14 +385,9 @@ class Payments:
 
     # -- catalog ---------------------------------------------------------------------------------------------
 
-    async def _rows(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-        async with self._database.as_owner() as cur:
-            await cur.execute(query, params)
-            return list(await cur.fetchall())
-
     async def products(self, actor: Actor, environment: Environment) -> list[dict[str, Any]]:
         require_admin_actor(actor)
-        rows = await self._rows(
+        rows = await self._state.rows(
             "select * from payments.stripe_products where environment = %s order by name, product_id",
             (environment,),
         )
@@ -459,7 +397,7 @@ class Payments:
         self, actor: Actor, environment: Environment, product_id: str | None = None
     ) -> list[dict[str, Any]]:
         require_admin_actor(actor)
-        rows = await self._rows(
+        rows = await self._state.rows(
             "select * from payments.stripe_prices where environment = %s "
             "and (%s::text is null or product_id = %s) order by product_id, unit_amount nulls last, price_id",
             (environment, product_id, product_id),
@@ -468,7 +406,7 @@ class Payments:
 
     async def product(self, actor: Actor, environment: Environment, product_id: str) -> dict[str, Any]:
         require_admin_actor(actor)
-        rows = await self._rows(
+        rows = await self._state.rows(
             "select * from payments.stripe_products where environment = %s and product_id = %s",
             (environment, product_id),
         )
@@ -481,7 +419,7 @@ class Payments:
 
     async def price(self, actor: Actor, environment: Environment, price_id: str) -> dict[str, Any]:
         require_admin_actor(actor)
-        rows = await self._rows(
+        rows = await self._state.rows(
             "select * from payments.stripe_prices where environment = %s and price_id = %s",
             (environment, price_id),
         )
@@ -596,7 +534,7 @@ class Payments:
             return checked
 
     async def _mirrored_product(self, environment: Environment, product_id: str) -> dict[str, Any]:
-        rows = await self._rows(
+        rows = await self._state.rows(
             "select * from payments.stripe_products where environment = %s and product_id = %s",
             (environment, product_id),
         )
@@ -616,7 +554,7 @@ class Payments:
         """The payment history of one provider (the table is shared), newest first."""
         require_admin_actor(actor)
         subject = query.subject or (None, None)
-        rows = await self._rows(
+        rows = await self._state.rows(
             "select * from payments.transactions where provider = %s and environment = %s "
             "and (%s::text is null or (subject_type = %s and subject_id = %s)) "
             "order by coalesce(provider_created_at, created_at) desc, id limit %s",
@@ -629,13 +567,13 @@ class Payments:
     ) -> list[dict[str, Any]]:
         require_admin_actor(actor)
         subject = query.subject or (None, None)
-        rows = await self._rows(
+        rows = await self._state.rows(
             "select * from payments.stripe_subscriptions where environment = %s "
             "and (%s::text is null or (subject_type = %s and subject_id = %s)) "
             "order by created_at desc, subscription_id limit %s",
             (environment, subject[0], subject[0], subject[1], query.limit),
         )
-        items = await self._rows(
+        items = await self._state.rows(
             "select * from payments.stripe_subscription_items where environment = %s "
             "and subscription_id = any(%s) order by created_at, subscription_item_id",
             (environment, [row["subscription_id"] for row in rows]),
@@ -894,7 +832,7 @@ class Payments:
                 "Missing stripe-signature header",
                 "Only Stripe calls this endpoint; it signs every request.",
             )
-        stored = await self._secrets(environment)
+        stored = await self._state.secrets(environment)
         if stored is None or stored["webhook_secret_ciphertext"] is None:
             raise ApiError(
                 503,
@@ -902,10 +840,10 @@ class Payments:
                 f"{definitions.webhook_secret_name(environment)} is not configured",
                 f"POST /api/payments/stripe/{environment}/webhook, or PUT .../config with webhookSecret.",
             )
-        secret = stored_secrets.decrypt(
-            self._box,
+        secret = self._state.open(
+            environment,
+            "webhook_secret",
             stored["webhook_secret_ciphertext"],
-            _webhook_context(environment),
             name=definitions.webhook_secret_name(environment),
             fix=f"Set it again: POST /api/payments/stripe/{environment}/webhook, or PUT .../config with "
             "webhookSecret.",
@@ -921,38 +859,19 @@ class Payments:
         data = event.get("data")
         item = data.get("object") if isinstance(data, dict) else None
         item = item if isinstance(item, dict) else {}
+        received = ReceivedEvent(
+            event_id=event["id"],
+            event_type=event["type"],
+            livemode=bool(event.get("livemode")),
+            account_id=mirror.text(event.get("account")),
+            object_type=mirror.text(item.get("object")),
+            object_id=mirror.object_id(item.get("id")),
+            payload=event,
+        )
         async with self._database.as_owner() as cur:
-            await cur.execute(
-                "insert into payments.webhook_events as e (environment, provider_event_id, event_type, "
-                "livemode, "
-                "account_id, object_type, object_id, payload) values (%s, %s, %s, %s, %s, %s, %s, %s) "
-                "on conflict (provider, environment, provider_event_id) do update set "
-                "attempt_count = e.attempt_count + 1, received_at = now(), updated_at = now() "
-                "returning processing_status, (xmax = 0) as inserted",
-                (
-                    environment,
-                    event["id"],
-                    event["type"],
-                    bool(event.get("livemode")),
-                    mirror.text(event.get("account")),
-                    mirror.text(item.get("object")),
-                    mirror.object_id(item.get("id")),
-                    Jsonb(event),
-                ),
+            handled = await record_and_apply(
+                cur, "stripe", environment, received, lambda: events.apply(cur, environment, event)
             )
-            recorded = await cur.fetchone()
-            assert recorded is not None
-            replay = not recorded["inserted"] and recorded["processing_status"] in ("processed", "ignored")
-            handled = False
-            if not replay:
-                status, error = await event_outcome.apply(cur, lambda: events.apply(cur, environment, event))
-                handled = status == "processed"
-                await cur.execute(
-                    "update payments.webhook_events set processing_status = %s, processed_at = now(), "
-                    "last_error = %s, updated_at = now() "
-                    "where provider = 'stripe' and environment = %s and provider_event_id = %s",
-                    (status, error, environment, event["id"]),
-                )
             await cur.execute(
                 "select * from payments.webhook_events where provider = 'stripe' and environment = %s "
                 "and provider_event_id = %s",
@@ -1025,21 +944,3 @@ def _price_not_found(environment: Environment) -> ApiError:
         "Stripe price not found",
         f"List the prices with GET /api/payments/stripe/{environment}/catalog/prices (POST .../sync first).",
     )
-
-
-async def _clear_environment(cur: Any, environment: Environment) -> None:
-    """What was mirrored from another Stripe account: none of it belongs to the new one."""
-    for table in (
-        "stripe_subscription_items",
-        "stripe_subscriptions",
-        "stripe_checkout_sessions",
-        "stripe_customer_portal_sessions",
-        "stripe_prices",
-        "stripe_products",
-    ):
-        await cur.execute(f"delete from payments.{table} where environment = %s", (environment,))
-    for table in ("transactions", "customer_mappings", "customers", "webhook_events"):
-        # (Shared with Razorpay: only Stripe's rows go.)
-        await cur.execute(
-            f"delete from payments.{table} where provider = 'stripe' and environment = %s", (environment,)
-        )
