@@ -21,7 +21,7 @@ from typing import Any
 
 from psycopg import AsyncCursor
 
-from kilnbase.payments import customer_mirror, mirror
+from kilnbase.payments import customer_mappings, customer_mirror, mirror
 from kilnbase.payments.definitions import Environment
 from kilnbase.payments.mirror import object_id, subject_of, text, timestamp
 
@@ -61,9 +61,9 @@ async def apply(cur: AsyncCursor[Any], environment: Environment, event: Mapping[
         subject = subject_of(item.get("metadata"))
         customer = object_id(item.get("customer"))
         if subject is None:
-            subject = await mirror.subject_of_customer(cur, environment, customer)
+            subject = await customer_mappings.subject_of_customer(cur, "stripe", environment, customer)
         elif customer is not None:
-            await mirror.map_customer(cur, environment, subject, customer)
+            await customer_mappings.map_customer(cur, "stripe", environment, subject, customer)
         await mirror.upsert_subscription(cur, environment, item, subject)
         return True
     if kind == "charge.refunded":
@@ -110,7 +110,7 @@ async def _checkout(
     handled = cur.rowcount > 0
     subject = subject_of(session.get("metadata"))
     if subject is not None and customer is not None and status == "completed":
-        await mirror.map_customer(cur, environment, subject, customer)
+        await customer_mappings.map_customer(cur, "stripe", environment, subject, customer)
         handled = True
     if status == "expired" or session.get("mode") != "payment":
         return handled
@@ -170,9 +170,9 @@ async def _invoice(
     customer = object_id(invoice.get("customer"))
     subject = subject_of(subscription_metadata) or subject_of(invoice.get("metadata"))
     if subject is not None and customer is not None:
-        await mirror.map_customer(cur, environment, subject, customer)
+        await customer_mappings.map_customer(cur, "stripe", environment, subject, customer)
     elif subject is None:
-        subject = await mirror.subject_of_customer(cur, environment, customer)
+        subject = await customer_mappings.subject_of_customer(cur, "stripe", environment, customer)
     payment_intent = object_id(invoice.get("payment_intent"))
     transitions = invoice.get("status_transitions")
     paid_at = timestamp(transitions.get("paid_at")) if isinstance(transitions, Mapping) else None

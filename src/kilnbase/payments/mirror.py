@@ -13,6 +13,7 @@ from psycopg import AsyncCursor
 from psycopg.types.json import Jsonb
 
 from kilnbase.payments.definitions import Environment
+from kilnbase.payments.mirror_upsert import upsert
 
 SUBJECT_TYPE_KEY = "insforge_subject_type"
 SUBJECT_ID_KEY = "insforge_subject_id"
@@ -62,98 +63,50 @@ def subject_of(metadata: Any) -> tuple[str, str] | None:
 
 
 async def upsert_product(cur: AsyncCursor[Any], environment: Environment, item: Mapping[str, Any]) -> None:
-    await cur.execute(
-        "insert into payments.stripe_products (environment, product_id, name, description, active, "
-        "default_price_id, metadata, raw, synced_at) values (%s, %s, %s, %s, %s, %s, %s, %s, now()) "
-        "on conflict (environment, product_id) do update set name = excluded.name, "
-        "description = excluded.description, active = excluded.active, "
-        "default_price_id = excluded.default_price_id, metadata = excluded.metadata, raw = excluded.raw, "
-        "synced_at = now()",
-        (
-            environment,
-            str(item["id"]),
-            text(item.get("name")) or "",
-            text(item.get("description")) or None,
-            bool(item.get("active", True)),
-            object_id(item.get("default_price")),
-            Jsonb(string_map(item.get("metadata"))),
-            Jsonb(dict(item)),
-        ),
+    await upsert(
+        cur,
+        "stripe_products",
+        ("environment", "product_id"),
+        {
+            "environment": environment,
+            "product_id": str(item["id"]),
+            "name": text(item.get("name")) or "",
+            "description": text(item.get("description")) or None,
+            "active": bool(item.get("active", True)),
+            "default_price_id": object_id(item.get("default_price")),
+            "metadata": Jsonb(string_map(item.get("metadata"))),
+            "raw": Jsonb(dict(item)),
+        },
+        touched=("synced_at",),
     )
 
 
 async def upsert_price(cur: AsyncCursor[Any], environment: Environment, item: Mapping[str, Any]) -> None:
     recurring = item.get("recurring") if isinstance(item.get("recurring"), Mapping) else {}
     decimal = item.get("unit_amount_decimal")
-    await cur.execute(
-        "insert into payments.stripe_prices (environment, price_id, product_id, active, currency, "
-        "unit_amount, "
-        "unit_amount_decimal, type, lookup_key, billing_scheme, tax_behavior, recurring_interval, "
-        "recurring_interval_count, metadata, raw, synced_at) "
-        "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
-        "on conflict (environment, price_id) do update set product_id = excluded.product_id, "
-        "active = excluded.active, currency = excluded.currency, unit_amount = excluded.unit_amount, "
-        "unit_amount_decimal = excluded.unit_amount_decimal, type = excluded.type, "
-        "lookup_key = excluded.lookup_key, billing_scheme = excluded.billing_scheme, "
-        "tax_behavior = excluded.tax_behavior, recurring_interval = excluded.recurring_interval, "
-        "recurring_interval_count = excluded.recurring_interval_count, metadata = excluded.metadata, "
-        "raw = excluded.raw, synced_at = now()",
-        (
-            environment,
-            str(item["id"]),
-            object_id(item.get("product")),
-            bool(item.get("active", True)),
-            text(item.get("currency")) or "",
-            integer(item.get("unit_amount")),
-            None if decimal is None else str(decimal),
-            text(item.get("type")) or ("recurring" if recurring else "one_time"),
-            text(item.get("lookup_key")),
-            text(item.get("billing_scheme")),
-            text(item.get("tax_behavior")),
-            text(recurring.get("interval")) if recurring else None,
-            integer(recurring.get("interval_count")) if recurring else None,
-            Jsonb(string_map(item.get("metadata"))),
-            Jsonb(dict(item)),
-        ),
+    await upsert(
+        cur,
+        "stripe_prices",
+        ("environment", "price_id"),
+        {
+            "environment": environment,
+            "price_id": str(item["id"]),
+            "product_id": object_id(item.get("product")),
+            "active": bool(item.get("active", True)),
+            "currency": text(item.get("currency")) or "",
+            "unit_amount": integer(item.get("unit_amount")),
+            "unit_amount_decimal": None if decimal is None else str(decimal),
+            "type": text(item.get("type")) or ("recurring" if recurring else "one_time"),
+            "lookup_key": text(item.get("lookup_key")),
+            "billing_scheme": text(item.get("billing_scheme")),
+            "tax_behavior": text(item.get("tax_behavior")),
+            "recurring_interval": text(recurring.get("interval")) if recurring else None,
+            "recurring_interval_count": integer(recurring.get("interval_count")) if recurring else None,
+            "metadata": Jsonb(string_map(item.get("metadata"))),
+            "raw": Jsonb(dict(item)),
+        },
+        touched=("synced_at",),
     )
-
-
-async def map_customer(
-    cur: AsyncCursor[Any], environment: Environment, subject: tuple[str, str], customer_id: str
-) -> None:
-    await cur.execute(
-        "insert into payments.customer_mappings (environment, subject_type, subject_id, "
-        "provider_customer_id) "
-        "values (%s, %s, %s, %s) on conflict (provider, environment, subject_type, subject_id) do update set "
-        "provider_customer_id = excluded.provider_customer_id, updated_at = now()",
-        (environment, subject[0], subject[1], customer_id),
-    )
-
-
-async def subject_of_customer(
-    cur: AsyncCursor[Any], environment: Environment, customer_id: str | None
-) -> tuple[str, str] | None:
-    if customer_id is None:
-        return None
-    await cur.execute(
-        "select subject_type, subject_id from payments.customer_mappings where provider = 'stripe' "
-        "and environment = %s and provider_customer_id = %s order by updated_at desc limit 1",
-        (environment, customer_id),
-    )
-    row = await cur.fetchone()
-    return (row["subject_type"], row["subject_id"]) if row else None
-
-
-async def customer_of_subject(
-    cur: AsyncCursor[Any], environment: Environment, subject: tuple[str, str]
-) -> str | None:
-    await cur.execute(
-        "select provider_customer_id from payments.customer_mappings where provider = 'stripe' "
-        "and environment = %s and subject_type = %s and subject_id = %s",
-        (environment, subject[0], subject[1]),
-    )
-    row = await cur.fetchone()
-    return str(row["provider_customer_id"]) if row else None
 
 
 async def upsert_transaction(
@@ -219,39 +172,30 @@ async def upsert_subscription(
     start = item.get("current_period_start") or first.get("current_period_start")
     end = item.get("current_period_end") or first.get("current_period_end")
     subscription_id = str(item["id"])
-    await cur.execute(
-        "insert into payments.stripe_subscriptions (environment, subscription_id, customer_id, subject_type, "
-        "subject_id, status, current_period_start, current_period_end, cancel_at_period_end, cancel_at, "
-        "canceled_at, trial_start, trial_end, latest_invoice_id, metadata, raw, synced_at) "
-        "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
-        "on conflict (environment, subscription_id) do update set customer_id = excluded.customer_id, "
-        "subject_type = coalesce(excluded.subject_type, payments.stripe_subscriptions.subject_type), "
-        "subject_id = coalesce(excluded.subject_id, payments.stripe_subscriptions.subject_id), "
-        "status = excluded.status, current_period_start = excluded.current_period_start, "
-        "current_period_end = excluded.current_period_end, cancel_at_period_end = "
-        "excluded.cancel_at_period_end, "
-        "cancel_at = excluded.cancel_at, canceled_at = excluded.canceled_at, trial_start = "
-        "excluded.trial_start, "
-        "trial_end = excluded.trial_end, latest_invoice_id = excluded.latest_invoice_id, "
-        "metadata = excluded.metadata, raw = excluded.raw, synced_at = now(), updated_at = now()",
-        (
-            environment,
-            subscription_id,
-            object_id(item.get("customer")),
-            subject[0] if subject else None,
-            subject[1] if subject else None,
-            text(item.get("status")) or "incomplete",
-            timestamp(start),
-            timestamp(end),
-            bool(item.get("cancel_at_period_end", False)),
-            timestamp(item.get("cancel_at")),
-            timestamp(item.get("canceled_at")),
-            timestamp(item.get("trial_start")),
-            timestamp(item.get("trial_end")),
-            object_id(item.get("latest_invoice")),
-            Jsonb(string_map(item.get("metadata"))),
-            Jsonb(dict(item)),
-        ),
+    await upsert(
+        cur,
+        "stripe_subscriptions",
+        ("environment", "subscription_id"),
+        {
+            "environment": environment,
+            "subscription_id": subscription_id,
+            "customer_id": object_id(item.get("customer")),
+            "subject_type": subject[0] if subject else None,
+            "subject_id": subject[1] if subject else None,
+            "status": text(item.get("status")) or "incomplete",
+            "current_period_start": timestamp(start),
+            "current_period_end": timestamp(end),
+            "cancel_at_period_end": bool(item.get("cancel_at_period_end", False)),
+            "cancel_at": timestamp(item.get("cancel_at")),
+            "canceled_at": timestamp(item.get("canceled_at")),
+            "trial_start": timestamp(item.get("trial_start")),
+            "trial_end": timestamp(item.get("trial_end")),
+            "latest_invoice_id": object_id(item.get("latest_invoice")),
+            "metadata": Jsonb(string_map(item.get("metadata"))),
+            "raw": Jsonb(dict(item)),
+        },
+        touched=("synced_at", "updated_at"),
+        kept=("subject_type", "subject_id"),
     )
     kept = [str(i["id"]) for i in items if isinstance(i.get("id"), str)]
     await cur.execute(
@@ -263,21 +207,18 @@ async def upsert_subscription(
         if not isinstance(entry.get("id"), str):
             continue
         price = entry.get("price") if isinstance(entry.get("price"), Mapping) else {}
-        await cur.execute(
-            "insert into payments.stripe_subscription_items (environment, subscription_item_id, "
-            "subscription_id, "
-            "product_id, price_id, quantity, metadata) values (%s, %s, %s, %s, %s, %s, %s) "
-            "on conflict (environment, subscription_item_id) do update set subscription_id = "
-            "excluded.subscription_id, "
-            "product_id = excluded.product_id, price_id = excluded.price_id, quantity = excluded.quantity, "
-            "metadata = excluded.metadata, updated_at = now()",
-            (
-                environment,
-                str(entry["id"]),
-                subscription_id,
-                object_id(price.get("product")) if price else None,
-                object_id(entry.get("price")),
-                integer(entry.get("quantity")),
-                Jsonb(string_map(entry.get("metadata"))),
-            ),
+        await upsert(
+            cur,
+            "stripe_subscription_items",
+            ("environment", "subscription_item_id"),
+            {
+                "environment": environment,
+                "subscription_item_id": str(entry["id"]),
+                "subscription_id": subscription_id,
+                "product_id": object_id(price.get("product")) if price else None,
+                "price_id": object_id(entry.get("price")),
+                "quantity": integer(entry.get("quantity")),
+                "metadata": Jsonb(string_map(entry.get("metadata"))),
+            },
+            touched=("updated_at",),
         )

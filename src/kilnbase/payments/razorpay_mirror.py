@@ -11,9 +11,10 @@ from typing import Any
 from psycopg import AsyncCursor
 from psycopg.types.json import Jsonb
 
-from kilnbase.payments import razorpay_shapes
+from kilnbase.payments import customer_mappings, razorpay_shapes
 from kilnbase.payments.definitions import Environment
 from kilnbase.payments.mirror import SUBJECT_ID_KEY, SUBJECT_TYPE_KEY, integer, text, timestamp
+from kilnbase.payments.mirror_upsert import upsert
 
 SUBSCRIPTION_STATUSES = frozenset(
     {"created", "authenticated", "active", "pending", "halted", "cancelled", "completed", "expired", "paused"}
@@ -47,31 +48,26 @@ def stamped(notes: Mapping[str, str], subject: tuple[str, str] | None) -> dict[s
 async def upsert_item(
     cur: AsyncCursor[Any], environment: Environment, entity: Mapping[str, Any]
 ) -> dict[str, Any]:
-    await cur.execute(
-        "insert into payments.razorpay_items (environment, item_id, name, description, active, amount, "
-        "unit_amount, currency, type, raw, provider_created_at, synced_at) "
-        "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
-        "on conflict (environment, item_id) do update set name = excluded.name, "
-        "description = excluded.description, active = excluded.active, amount = excluded.amount, "
-        "unit_amount = excluded.unit_amount, currency = excluded.currency, type = excluded.type, "
-        "raw = excluded.raw, provider_created_at = excluded.provider_created_at, synced_at = now(), "
-        "updated_at = now() returning *",
-        (
-            environment,
-            str(entity["id"]),
-            text(entity.get("name")) or "",
-            text(entity.get("description")) or None,
-            entity.get("active") is not False,
-            integer(entity.get("amount")),
-            integer(entity.get("unit_amount")),
-            (text(entity.get("currency")) or "").upper(),
-            text(entity.get("type")),
-            Jsonb(dict(entity)),
-            timestamp(entity.get("created_at")),
-        ),
+    row = await upsert(
+        cur,
+        "razorpay_items",
+        ("environment", "item_id"),
+        {
+            "environment": environment,
+            "item_id": str(entity["id"]),
+            "name": text(entity.get("name")) or "",
+            "description": text(entity.get("description")) or None,
+            "active": entity.get("active") is not False,
+            "amount": integer(entity.get("amount")),
+            "unit_amount": integer(entity.get("unit_amount")),
+            "currency": (text(entity.get("currency")) or "").upper(),
+            "type": text(entity.get("type")),
+            "raw": Jsonb(dict(entity)),
+            "provider_created_at": timestamp(entity.get("created_at")),
+        },
+        touched=("synced_at", "updated_at"),
+        returning=True,
     )
-    row = await cur.fetchone()
-    assert row is not None
     return razorpay_shapes.item(row)
 
 
@@ -80,59 +76,28 @@ async def upsert_plan(
 ) -> dict[str, Any]:
     found = entity.get("item")
     plan_item: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
-    await cur.execute(
-        "insert into payments.razorpay_plans (environment, plan_id, item_id, period, interval, amount, "
-        "unit_amount, currency, active, notes, raw, provider_created_at, synced_at) "
-        "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now()) "
-        "on conflict (environment, plan_id) do update set item_id = excluded.item_id, "
-        "period = excluded.period, interval = excluded.interval, amount = excluded.amount, "
-        "unit_amount = excluded.unit_amount, currency = excluded.currency, active = excluded.active, "
-        "notes = excluded.notes, raw = excluded.raw, provider_created_at = excluded.provider_created_at, "
-        "synced_at = now(), updated_at = now() returning *",
-        (
-            environment,
-            str(entity["id"]),
-            text(plan_item.get("id")) or "",
-            text(entity.get("period")) or "",
-            integer(entity.get("interval")) or 1,
-            integer(plan_item.get("amount")),
-            integer(plan_item.get("unit_amount")),
-            (text(plan_item.get("currency")) or "").upper(),
-            plan_item.get("active") is not False,
-            Jsonb(notes_of(entity.get("notes"))),
-            Jsonb(dict(entity)),
-            timestamp(entity.get("created_at")),
-        ),
+    row = await upsert(
+        cur,
+        "razorpay_plans",
+        ("environment", "plan_id"),
+        {
+            "environment": environment,
+            "plan_id": str(entity["id"]),
+            "item_id": text(plan_item.get("id")) or "",
+            "period": text(entity.get("period")) or "",
+            "interval": integer(entity.get("interval")) or 1,
+            "amount": integer(plan_item.get("amount")),
+            "unit_amount": integer(plan_item.get("unit_amount")),
+            "currency": (text(plan_item.get("currency")) or "").upper(),
+            "active": plan_item.get("active") is not False,
+            "notes": Jsonb(notes_of(entity.get("notes"))),
+            "raw": Jsonb(dict(entity)),
+            "provider_created_at": timestamp(entity.get("created_at")),
+        },
+        touched=("synced_at", "updated_at"),
+        returning=True,
     )
-    row = await cur.fetchone()
-    assert row is not None
     return razorpay_shapes.plan(row)
-
-
-async def map_customer(
-    cur: AsyncCursor[Any], environment: Environment, subject: tuple[str, str], customer_id: str
-) -> None:
-    await cur.execute(
-        "insert into payments.customer_mappings (provider, environment, subject_type, subject_id, "
-        "provider_customer_id) values ('razorpay', %s, %s, %s, %s) "
-        "on conflict (provider, environment, subject_type, subject_id) do update set "
-        "provider_customer_id = excluded.provider_customer_id, updated_at = now()",
-        (environment, subject[0], subject[1], customer_id),
-    )
-
-
-async def subject_of_customer(
-    cur: AsyncCursor[Any], environment: Environment, customer_id: str | None
-) -> tuple[str, str] | None:
-    if customer_id is None:
-        return None
-    await cur.execute(
-        "select subject_type, subject_id from payments.customer_mappings where provider = 'razorpay' "
-        "and environment = %s and provider_customer_id = %s order by updated_at desc limit 1",
-        (environment, customer_id),
-    )
-    row = await cur.fetchone()
-    return (row["subject_type"], row["subject_id"]) if row else None
 
 
 async def upsert_subscription(
@@ -145,60 +110,49 @@ async def upsert_subscription(
     its notes, else its customer's."""
     notes = notes_of(entity.get("notes"))
     customer = text(entity.get("customer_id"))
-    subject = subject or subject_of(notes) or await subject_of_customer(cur, environment, customer)
-    status = text(entity.get("status"))
-    await cur.execute(
-        "insert into payments.razorpay_subscriptions (environment, subscription_id, plan_id, customer_id, "
-        "subject_type, subject_id, status, current_start, current_end, ended_at, quantity, charge_at, "
-        "start_at, end_at, total_count, auth_attempts, paid_count, remaining_count, short_url, "
-        "has_scheduled_changes, change_scheduled_at, offer_id, notes, raw, provider_created_at, synced_at) "
-        "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-        "%s, %s, %s, now()) "
-        "on conflict (environment, subscription_id) do update set plan_id = excluded.plan_id, "
-        "customer_id = excluded.customer_id, "
-        "subject_type = coalesce(excluded.subject_type, payments.razorpay_subscriptions.subject_type), "
-        "subject_id = coalesce(excluded.subject_id, payments.razorpay_subscriptions.subject_id), "
-        "status = excluded.status, current_start = excluded.current_start, "
-        "current_end = excluded.current_end, ended_at = excluded.ended_at, quantity = excluded.quantity, "
-        "charge_at = excluded.charge_at, start_at = excluded.start_at, end_at = excluded.end_at, "
-        "total_count = excluded.total_count, auth_attempts = excluded.auth_attempts, "
-        "paid_count = excluded.paid_count, remaining_count = excluded.remaining_count, "
-        "short_url = excluded.short_url, has_scheduled_changes = excluded.has_scheduled_changes, "
-        "change_scheduled_at = excluded.change_scheduled_at, offer_id = excluded.offer_id, "
-        "notes = excluded.notes, raw = excluded.raw, provider_created_at = excluded.provider_created_at, "
-        "synced_at = now(), updated_at = now() returning *",
-        (
-            environment,
-            str(entity["id"]),
-            text(entity.get("plan_id")) or "",
-            customer,
-            subject[0] if subject else None,
-            subject[1] if subject else None,
-            status if status in SUBSCRIPTION_STATUSES else "created",
-            timestamp(entity.get("current_start")),
-            timestamp(entity.get("current_end")),
-            timestamp(entity.get("ended_at")),
-            integer(entity.get("quantity")),
-            timestamp(entity.get("charge_at")),
-            timestamp(entity.get("start_at")),
-            timestamp(entity.get("end_at")),
-            integer(entity.get("total_count")),
-            integer(entity.get("auth_attempts")),
-            integer(entity.get("paid_count")),
-            integer(entity.get("remaining_count")),
-            text(entity.get("short_url")),
-            bool(entity.get("has_scheduled_changes")),
-            timestamp(entity.get("change_scheduled_at")),
-            text(entity.get("offer_id")),
-            Jsonb(notes),
-            Jsonb(dict(entity)),
-            timestamp(entity.get("created_at")),
-        ),
+    subject = (
+        subject
+        or subject_of(notes)
+        or await customer_mappings.subject_of_customer(cur, "razorpay", environment, customer)
     )
-    row = await cur.fetchone()
-    assert row is not None
+    status = text(entity.get("status"))
+    row = await upsert(
+        cur,
+        "razorpay_subscriptions",
+        ("environment", "subscription_id"),
+        {
+            "environment": environment,
+            "subscription_id": str(entity["id"]),
+            "plan_id": text(entity.get("plan_id")) or "",
+            "customer_id": customer,
+            "subject_type": subject[0] if subject else None,
+            "subject_id": subject[1] if subject else None,
+            "status": status if status in SUBSCRIPTION_STATUSES else "created",
+            "current_start": timestamp(entity.get("current_start")),
+            "current_end": timestamp(entity.get("current_end")),
+            "ended_at": timestamp(entity.get("ended_at")),
+            "quantity": integer(entity.get("quantity")),
+            "charge_at": timestamp(entity.get("charge_at")),
+            "start_at": timestamp(entity.get("start_at")),
+            "end_at": timestamp(entity.get("end_at")),
+            "total_count": integer(entity.get("total_count")),
+            "auth_attempts": integer(entity.get("auth_attempts")),
+            "paid_count": integer(entity.get("paid_count")),
+            "remaining_count": integer(entity.get("remaining_count")),
+            "short_url": text(entity.get("short_url")),
+            "has_scheduled_changes": bool(entity.get("has_scheduled_changes")),
+            "change_scheduled_at": timestamp(entity.get("change_scheduled_at")),
+            "offer_id": text(entity.get("offer_id")),
+            "notes": Jsonb(notes),
+            "raw": Jsonb(dict(entity)),
+            "provider_created_at": timestamp(entity.get("created_at")),
+        },
+        touched=("synced_at", "updated_at"),
+        kept=("subject_type", "subject_id"),
+        returning=True,
+    )
     if subject is not None and customer is not None:
-        await map_customer(cur, environment, subject, customer)
+        await customer_mappings.map_customer(cur, "razorpay", environment, subject, customer)
     return razorpay_shapes.subscription(row)
 
 
@@ -230,7 +184,11 @@ async def upsert_payment(
     """One history row per payment; the order it paid (if any) follows it."""
     notes = notes_of(payment.get("notes"))
     customer = text(payment.get("customer_id"))
-    subject = subject or subject_of(notes) or await subject_of_customer(cur, environment, customer)
+    subject = (
+        subject
+        or subject_of(notes)
+        or await customer_mappings.subject_of_customer(cur, "razorpay", environment, customer)
+    )
     order_id = text(payment.get("order_id"))
     if subject is None and order_id is not None:
         await cur.execute(

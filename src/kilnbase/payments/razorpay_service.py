@@ -40,6 +40,7 @@ from kilnbase.http.errors import ApiError, require_admin_actor, require_person
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.payments import (
+    customer_mappings,
     customer_mirror,
     event_outcome,
     razorpay_events,
@@ -359,7 +360,9 @@ class Razorpay:
                     await customer_mirror.upsert_razorpay_customer(cur, environment, entity)
                     subject = razorpay_mirror.subject_of(razorpay_mirror.notes_of(entity.get("notes")))
                     if subject is not None:
-                        await razorpay_mirror.map_customer(cur, environment, subject, str(entity["id"]))
+                        await customer_mappings.map_customer(
+                            cur, "razorpay", environment, subject, str(entity["id"])
+                        )
         return len(entities)
 
     async def webhook_setup(self, actor: Actor, environment: Environment, *, rotate: bool) -> dict[str, Any]:

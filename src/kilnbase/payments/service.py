@@ -42,6 +42,7 @@ from kilnbase.http.rate_limit import RateLimiter
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.payments import (
+    customer_mappings,
     customer_mirror,
     definitions,
     event_outcome,
@@ -606,7 +607,7 @@ class Payments:
             return {"checkoutSession": existing}
         async with self._database.as_owner() as cur:
             customer = (
-                await mirror.customer_of_subject(cur, environment, request.subject)
+                await customer_mappings.customer_of_subject(cur, "stripe", environment, request.subject)
                 if request.subject
                 else None
             )
@@ -783,7 +784,9 @@ class Payments:
                 "the project's (docs/payments.md).",
             ) from None
         async with self._database.as_owner() as cur:
-            customer = await mirror.customer_of_subject(cur, environment, request.subject)
+            customer = await customer_mappings.customer_of_subject(
+                cur, "stripe", environment, request.subject
+            )
         if customer is None:
             message = "No Stripe customer is mapped to this billing subject"
             await self._fail("stripe_customer_portal_sessions", session_id, message)
