@@ -12,26 +12,11 @@ from kilnbase.capability import Tool
 from kilnbase.identity.actor import Actor
 from kilnbase.payments import definitions
 from kilnbase.payments.service import Payments
+from kilnbase.payments.tool_arguments import Limit, SubjectId, SubjectType, list_query
 
 EnvironmentArg = Annotated[Literal["test", "live"], Field(description="Razorpay's test mode or live mode")]
-Limit = Annotated[int, Field(ge=1, le=definitions.MAX_LIST)]
-SubjectType = Annotated[
-    str | None, Field(description="A billing subject's type (user, team...)", max_length=100)
-]
-SubjectId = Annotated[
-    str | None, Field(description="The billing subject's id (with subjectType)", max_length=255)
-]
 Amount = Annotated[int, Field(description="In the currency's smallest unit (paise for INR)", ge=1)]
 Currency = Annotated[str, Field(description="ISO code, as INR", min_length=3, max_length=3)]
-
-
-def _query(limit: int, subject_type: str | None, subject_id: str | None) -> definitions.ListQuery:
-    given = {"limit": str(limit)}
-    if subject_type is not None:
-        given["subjectType"] = subject_type
-    if subject_id is not None:
-        given["subjectId"] = subject_id
-    return definitions.list_query(given)
 
 
 def razorpay_tools(payments: Payments) -> list[Tool]:
@@ -50,7 +35,7 @@ def razorpay_tools(payments: Payments) -> list[Tool]:
         subjectType: SubjectType = None,
         subjectId: SubjectId = None,
     ) -> dict[str, Any]:
-        query = _query(limit, subjectType, subjectId)
+        query = list_query(limit, subjectType, subjectId)
         return {"transactions": await payments.transactions(actor, environment, query, "razorpay")}
 
     async def list_razorpay_subscriptions(
@@ -60,7 +45,7 @@ def razorpay_tools(payments: Payments) -> list[Tool]:
         subjectType: SubjectType = None,
         subjectId: SubjectId = None,
     ) -> dict[str, Any]:
-        query = _query(limit, subjectType, subjectId)
+        query = list_query(limit, subjectType, subjectId)
         return await razorpay.subscriptions(actor, environment, query.subject, query.limit)
 
     async def list_razorpay_customers(

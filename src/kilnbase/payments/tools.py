@@ -12,24 +12,9 @@ from kilnbase.capability import Tool
 from kilnbase.identity.actor import Actor
 from kilnbase.payments import definitions
 from kilnbase.payments.service import Payments
+from kilnbase.payments.tool_arguments import Limit, SubjectId, SubjectType, list_query
 
 EnvironmentArg = Annotated[Literal["test", "live"], Field(description="Stripe's test mode or live mode")]
-Limit = Annotated[int, Field(ge=1, le=definitions.MAX_LIST)]
-SubjectType = Annotated[
-    str | None, Field(description="A billing subject's type (user, team...)", max_length=100)
-]
-SubjectId = Annotated[
-    str | None, Field(description="The billing subject's id (with subjectType)", max_length=255)
-]
-
-
-def _query(limit: int, subject_type: str | None, subject_id: str | None) -> definitions.ListQuery:
-    given = {"limit": str(limit)}
-    if subject_type is not None:
-        given["subjectType"] = subject_type
-    if subject_id is not None:
-        given["subjectId"] = subject_id
-    return definitions.list_query(given)
 
 
 def payments_tools(payments: Payments) -> list[Tool]:
@@ -47,7 +32,7 @@ def payments_tools(payments: Payments) -> list[Tool]:
         subjectType: SubjectType = None,
         subjectId: SubjectId = None,
     ) -> dict[str, Any]:
-        query = _query(limit, subjectType, subjectId)
+        query = list_query(limit, subjectType, subjectId)
         return {"transactions": await payments.transactions(actor, environment, query)}
 
     async def list_stripe_subscriptions(
@@ -57,7 +42,7 @@ def payments_tools(payments: Payments) -> list[Tool]:
         subjectType: SubjectType = None,
         subjectId: SubjectId = None,
     ) -> dict[str, Any]:
-        query = _query(limit, subjectType, subjectId)
+        query = list_query(limit, subjectType, subjectId)
         return {"subscriptions": await payments.subscriptions(actor, environment, query)}
 
     async def list_stripe_customers(
