@@ -1,11 +1,12 @@
-"""The one statement every mirror write is: a provider's object upserted into its table, keyed by the
+"""The statements every mirror write is: a provider's object upserted into its table, keyed by the
 provider's id, so that a retried event or a second sync leaves the same row. Each provider's mirror
 (`mirror.py`, `razorpay_mirror.py`) says only which columns take which of the object's values; the SQL is
-written here once, with psycopg's own quoting of the table and column names."""
+written here once, with psycopg's own quoting of the table and column names. A sync that read a whole
+listing then deletes the rows the provider no longer lists (`delete_unlisted`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from psycopg import AsyncCursor, sql
@@ -46,3 +47,20 @@ async def upsert(
     )
     await cur.execute(statement, tuple(values.values()))
     return await cur.fetchone() if returning else None
+
+
+async def delete_unlisted(
+    cur: AsyncCursor[Any],
+    table: str,
+    id_column: str,
+    environment: str,
+    listed: Sequence[Mapping[str, Any]],
+) -> None:
+    """Delete the environment's rows of `payments.<table>` whose `id_column` is no `id` of `listed` (a
+    whole listing of the provider's: what it no longer has, it deleted)."""
+    await cur.execute(
+        sql.SQL("delete from payments.{} where environment = %s and not ({} = any(%s))").format(
+            sql.Identifier(table), sql.Identifier(id_column)
+        ),
+        (environment, [str(entity["id"]) for entity in listed]),
+    )

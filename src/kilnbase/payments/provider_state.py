@@ -12,16 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from psycopg import AsyncCursor
 
 from kilnbase.db.session import Database
+from kilnbase.http.errors import ApiError
 from kilnbase.keys.secret_box import SecretBox
 from kilnbase.payments import shapes, stored_secrets
+from kilnbase.payments.customers import Provider
 from kilnbase.payments.definitions import ENVIRONMENTS, Environment
 
-ProviderName = Literal["stripe", "razorpay"]
 #: The tables every provider writes its rows into, told apart by their `provider` column.
 SHARED_TABLES = ("transactions", "customer_mappings", "customers", "webhook_events")
 _CONNECTION_COLUMNS = (
@@ -36,7 +37,7 @@ class Profile:
     """One provider as the shared tables know it."""
 
     #: The `provider` column's value.
-    name: ProviderName
+    name: Provider
     #: The connection's field that describes the account, and its column (Stripe's email, Razorpay's
     #: merchant name).
     account: tuple[str, str]
@@ -78,6 +79,14 @@ class ProviderState:
                 (self.profile.name, environment),
             )
             return await cur.fetchone()
+
+    async def webhook_ciphertext(self, environment: Environment, unset: str, fix: str) -> str:
+        """The environment's stored webhook secret, for a delivery to be verified with; while none is set,
+        503 PAYMENT_CONFIG_INVALID (`unset`, `fix`), so that the provider retries it once one is."""
+        stored = await self.secrets(environment)
+        if stored is None or stored["webhook_secret_ciphertext"] is None:
+            raise ApiError(503, "PAYMENT_CONFIG_INVALID", unset, fix)
+        return str(stored["webhook_secret_ciphertext"])
 
     async def stored_keys(self) -> dict[str, Mapping[str, Any]]:
         """Each environment with keys: its key mask, and whether it has a webhook secret."""

@@ -1,7 +1,8 @@
 """The service behind `/api/payments/razorpay/...` and `/api/webhooks/razorpay/:environment`: Razorpay
 payments as InsForge offers them (`backend/src/services/payments/razorpay/`), for the test and live
-environments, on the layers Stripe's service uses (`service.py`): the same encrypted key table,
-connection rows, payment history, customer mappings, webhook event log, audit module and access rules.
+environments, on the layers every provider shares (`provider_state.py`, `webhook_log.py`, `mirror_upsert.py`,
+`customer_mappings.py`): the same encrypted key table, connection rows, payment history, customer
+mappings, webhook event log, audit module and access rules as Stripe's.
 
 Paths, shapes, codes and messages are InsForge's. Where Kilnbase differs, on purpose (as for Stripe):
 
@@ -25,7 +26,7 @@ import contextlib
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import psycopg
@@ -50,6 +51,7 @@ from kilnbase.payments import (
 from kilnbase.payments import razorpay_definitions as rules
 from kilnbase.payments.definitions import ENVIRONMENTS, Environment
 from kilnbase.payments.mirror import integer, text
+from kilnbase.payments.mirror_upsert import delete_unlisted
 from kilnbase.payments.provider_state import Profile, ProviderState
 from kilnbase.payments.razorpay_api import (
     RazorpayApi,
@@ -316,14 +318,8 @@ class Razorpay:
                 await razorpay_mirror.upsert_item(cur, environment, entity)
             for entity in plans:
                 await razorpay_mirror.upsert_plan(cur, environment, entity)
-            await cur.execute(
-                "delete from payments.razorpay_plans where environment = %s and not (plan_id = any(%s))",
-                (environment, [str(p["id"]) for p in plans]),
-            )
-            await cur.execute(
-                "delete from payments.razorpay_items where environment = %s and not (item_id = any(%s))",
-                (environment, [str(i["id"]) for i in items]),
-            )
+            await delete_unlisted(cur, "razorpay_plans", "plan_id", environment, plans)
+            await delete_unlisted(cur, "razorpay_items", "item_id", environment, items)
         failures = []
         for stage in ("customers", "subscriptions", "payments"):
             try:
@@ -597,33 +593,49 @@ class Razorpay:
         """Razorpay Checkout's `razorpay_signature` for an order, checked with the key secret; the order
         is then `attempted` (a webhook makes it `paid`) and remembers the payment."""
         del actor  # (any credential: the signature is the proof)
-        given = rules.verification(body, "orderId")
+        row = await self._verified(
+            environment,
+            body,
+            "order",
+            "update payments.razorpay_orders set status = case when status = 'paid' then status else "
+            "'attempted' end, verified_payment_id = %s, verified_at = now(), last_error = null, "
+            "updated_at = now() where environment = %s and order_id = %s "
+            f"returning {razorpay_shapes.ORDER_COLUMNS}",
+        )
+        return {"verified": True, "order": razorpay_shapes.order(row)}
+
+    async def _verified(
+        self,
+        environment: Environment,
+        body: Mapping[str, Any],
+        kind: Literal["order", "subscription"],
+        update: str,
+    ) -> Any:
+        """Check what Razorpay Checkout handed the browser for an order or a subscription (its signature,
+        with the key secret), then record the payment with `update` (parameters: the payment id, the
+        environment, the order's or subscription's id); the row it returns (404 when there is none)."""
+        given = rules.verification(body, f"{kind}Id")
         _, key_secret = await self._keys(environment)
-        if not order_signature_matches(key_secret, given.object_id, given.payment_id, given.signature):
+        matches = order_signature_matches if kind == "order" else subscription_signature_matches
+        if not matches(key_secret, given.object_id, given.payment_id, given.signature):
             raise ApiError(
                 400,
                 "INVALID_INPUT",
-                "Invalid Razorpay payment signature",
-                "Send razorpay_order_id, razorpay_payment_id and razorpay_signature exactly as Razorpay "
+                f"Invalid Razorpay {'payment' if kind == 'order' else kind} signature",
+                f"Send razorpay_{kind}_id, razorpay_payment_id and razorpay_signature exactly as Razorpay "
                 "Checkout's handler received them.",
             )
         async with self._database.as_owner() as cur:
-            await cur.execute(
-                "update payments.razorpay_orders set status = case when status = 'paid' then status else "
-                "'attempted' end, verified_payment_id = %s, verified_at = now(), last_error = null, "
-                "updated_at = now() where environment = %s and order_id = %s "
-                f"returning {razorpay_shapes.ORDER_COLUMNS}",
-                (given.payment_id, environment, given.object_id),
-            )
+            await cur.execute(update, (given.payment_id, environment, given.object_id))
             row = await cur.fetchone()
         if row is None:
             raise ApiError(
                 404,
                 "PAYMENT_NOT_FOUND",
-                f"Razorpay {environment} order not found: {given.object_id[:255]}",
-                f"Use the orderId that POST /api/payments/razorpay/{environment}/orders answered.",
+                f"Razorpay {environment} {kind} not found: {given.object_id[:255]}",
+                f"Use the {kind}Id that POST /api/payments/razorpay/{environment}/{kind}s answered.",
             )
-        return {"verified": True, "order": razorpay_shapes.order(row)}
+        return row
 
     def _require_user(self, actor: Actor, what: str) -> None:
         if actor.principal.db_role not in ("authenticated", "project_admin"):
@@ -703,33 +715,15 @@ class Razorpay:
         """Razorpay Checkout's signature of a subscription's authorization payment, checked with the key
         secret; a `created` subscription is then `authenticated`."""
         del actor  # (any credential: the signature is the proof)
-        given = rules.verification(body, "subscriptionId")
-        _, key_secret = await self._keys(environment)
-        if not subscription_signature_matches(key_secret, given.object_id, given.payment_id, given.signature):
-            raise ApiError(
-                400,
-                "INVALID_INPUT",
-                "Invalid Razorpay subscription signature",
-                "Send razorpay_subscription_id, razorpay_payment_id and razorpay_signature exactly as "
-                "Razorpay Checkout's handler received them.",
-            )
-        async with self._database.as_owner() as cur:
-            await cur.execute(
-                "update payments.razorpay_subscriptions set authorization_payment_id = %s, "
-                "authorization_verified_at = now(), status = case when status = 'created' then "
-                "'authenticated' else status end, updated_at = now() where environment = %s and "
-                "subscription_id = %s returning *",
-                (given.payment_id, environment, given.object_id),
-            )
-            row = await cur.fetchone()
-        if row is None:
-            raise ApiError(
-                404,
-                "PAYMENT_NOT_FOUND",
-                f"Razorpay {environment} subscription not found: {given.object_id[:255]}",
-                f"Use the subscriptionId that POST /api/payments/razorpay/{environment}/subscriptions "
-                "answered.",
-            )
+        row = await self._verified(
+            environment,
+            body,
+            "subscription",
+            "update payments.razorpay_subscriptions set authorization_payment_id = %s, "
+            "authorization_verified_at = now(), status = case when status = 'created' then "
+            "'authenticated' else status end, updated_at = now() where environment = %s and "
+            "subscription_id = %s returning *",
+        )
         return {"verified": True, "subscription": razorpay_shapes.subscription(row)}
 
     async def manage_subscription(
@@ -785,16 +779,13 @@ class Razorpay:
                 "Missing X-Razorpay-Signature header",
                 "Only Razorpay calls this endpoint; it signs every request.",
             )
-        stored = await self._state.secrets(environment)
-        if stored is None or stored["webhook_secret_ciphertext"] is None:
-            raise ApiError(
-                503,
-                "PAYMENT_CONFIG_INVALID",
-                f"Razorpay {environment} webhook secret is not configured",
-                f"GET /api/payments/razorpay/{environment}/webhook gives the URL and secret to enter in "
-                "Razorpay's dashboard.",
-            )
-        secret = self._webhook_secret(environment, stored["webhook_secret_ciphertext"], 503)
+        ciphertext = await self._state.webhook_ciphertext(
+            environment,
+            f"Razorpay {environment} webhook secret is not configured",
+            f"GET /api/payments/razorpay/{environment}/webhook gives the URL and secret to enter in "
+            "Razorpay's dashboard.",
+        )
+        secret = self._webhook_secret(environment, ciphertext, 503)
         if not webhook_signature_matches(payload, signature, secret):
             raise ApiError(
                 400,

@@ -53,6 +53,7 @@ from kilnbase.payments import (
 )
 from kilnbase.payments.customers import Customers
 from kilnbase.payments.definitions import ENVIRONMENTS, Environment
+from kilnbase.payments.mirror_upsert import delete_unlisted
 from kilnbase.payments.provider_state import Profile, ProviderState
 from kilnbase.payments.razorpay_service import Razorpay
 from kilnbase.payments.stripe_api import SignatureError, StripeApi, verify_signature
@@ -293,14 +294,8 @@ class Payments:
                 await mirror.upsert_product(cur, environment, product)
             for price in prices:
                 await mirror.upsert_price(cur, environment, price)
-            await cur.execute(
-                "delete from payments.stripe_prices where environment = %s and not (price_id = any(%s))",
-                (environment, [str(p["id"]) for p in prices]),
-            )
-            await cur.execute(
-                "delete from payments.stripe_products where environment = %s and not (product_id = any(%s))",
-                (environment, [str(p["id"]) for p in products]),
-            )
+            await delete_unlisted(cur, "stripe_prices", "price_id", environment, prices)
+            await delete_unlisted(cur, "stripe_products", "product_id", environment, products)
             await cur.execute(
                 "update payments.provider_connections set last_synced_at = now(), last_sync_status = "
                 "'succeeded', "
@@ -835,18 +830,15 @@ class Payments:
                 "Missing stripe-signature header",
                 "Only Stripe calls this endpoint; it signs every request.",
             )
-        stored = await self._state.secrets(environment)
-        if stored is None or stored["webhook_secret_ciphertext"] is None:
-            raise ApiError(
-                503,
-                "PAYMENT_CONFIG_INVALID",
-                f"{definitions.webhook_secret_name(environment)} is not configured",
-                f"POST /api/payments/stripe/{environment}/webhook, or PUT .../config with webhookSecret.",
-            )
+        ciphertext = await self._state.webhook_ciphertext(
+            environment,
+            f"{definitions.webhook_secret_name(environment)} is not configured",
+            f"POST /api/payments/stripe/{environment}/webhook, or PUT .../config with webhookSecret.",
+        )
         secret = self._state.open(
             environment,
             "webhook_secret",
-            stored["webhook_secret_ciphertext"],
+            ciphertext,
             name=definitions.webhook_secret_name(environment),
             fix=f"Set it again: POST /api/payments/stripe/{environment}/webhook, or PUT .../config with "
             "webhookSecret.",
