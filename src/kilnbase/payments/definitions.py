@@ -55,15 +55,20 @@ def webhook_secret_name(environment: Environment) -> str:
     return f"STRIPE_{environment.upper()}_WEBHOOK_SECRET"
 
 
+#: How a Stripe secret key of each environment starts.
+KEY_PREFIXES: Mapping[Environment, str] = {"test": "sk_test_", "live": "sk_live_"}
+
+
 def key_prefix(environment: Environment) -> str:
-    return "sk_live_" if environment == "live" else "sk_test_"
+    return KEY_PREFIXES[environment]
 
 
-def mask_key(key: str) -> str:
-    """InsForge's mask: the prefix, four stars and the last four characters."""
+def mask_key(key: str, prefixes: Mapping[Environment, str] = KEY_PREFIXES) -> str:
+    """InsForge's mask of a provider's key (Stripe's unless `prefixes` names another's): its environment's
+    prefix (else its first four characters), four stars and its last four characters."""
     if len(key) <= 8:
         return "****"
-    prefix = next((p for p in ("sk_test_", "sk_live_") if key.startswith(p)), key[:4])
+    prefix = next((p for p in prefixes.values() if key.startswith(p)), key[:4])
     return f"{prefix}****{key[-4:]}"
 
 

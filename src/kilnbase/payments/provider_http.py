@@ -21,14 +21,18 @@ from kilnbase.http.errors import ApiError
 
 class ProviderHttp:
     """The exchange with one provider, named in its messages (`name`), whose refusals carry their text in
-    `{error: {<error_text>}}`; `fix_keys` and `unreachable` tell the admin what to do about a refused key
-    and about a provider that cannot be reached (or answers something that is not JSON)."""
+    `{error: {<error_text>}}`; `fix_keys` tells the admin what to do about a refused key. A provider that
+    cannot be reached (or answers something that is not JSON) sends the admin to its status page and to
+    `base_setting`, the setting that points Kilnbase at it (named in full, so the check that every
+    setting the code names is real sees it)."""
 
-    def __init__(self, name: str, *, error_text: str, fix_keys: str, unreachable: str) -> None:
+    def __init__(self, name: str, *, error_text: str, fix_keys: str, base_setting: str) -> None:
         self.name = name
         self._error_text = error_text
         self._fix_keys = fix_keys
-        self._unreachable = unreachable
+        self._unreachable = (
+            f"Try again in a moment; if it persists, check {name}'s status page and {base_setting}."
+        )
 
     def message(self, body: Any) -> str:
         """The text of the provider's refusal (its first thousand characters)."""

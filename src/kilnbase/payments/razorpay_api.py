@@ -26,9 +26,6 @@ import orjson
 
 from kilnbase.payments.provider_http import ProviderHttp
 
-RAZORPAY_UNREACHABLE = (
-    "Try again in a moment; if it persists, check Razorpay's status page and KILNBASE_RAZORPAY_API_BASE."
-)
 FIX_KEYS = "Set valid keys for this environment with PUT /api/payments/razorpay/:environment/config."
 #: Razorpay's largest page, and the most pages one listing reads.
 PAGE = 100
@@ -37,7 +34,7 @@ _HEX_SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
 
 
 _HTTP = ProviderHttp(
-    "Razorpay", error_text="description", fix_keys=FIX_KEYS, unreachable=RAZORPAY_UNREACHABLE
+    "Razorpay", error_text="description", fix_keys=FIX_KEYS, base_setting="KILNBASE_RAZORPAY_API_BASE"
 )
 
 

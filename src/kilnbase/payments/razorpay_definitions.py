@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kilnbase.http.errors import ApiError
+from kilnbase.payments import definitions
 from kilnbase.payments.definitions import Environment, Reader
 
 PERIODS = ("daily", "weekly", "monthly", "yearly")
@@ -29,16 +30,13 @@ def key_id_name(environment: Environment) -> str:
     return f"RAZORPAY_{environment.upper()}_KEY_ID"
 
 
-def key_prefix(environment: Environment) -> str:
-    return "rzp_live_" if environment == "live" else "rzp_test_"
+#: How a Razorpay key id of each environment starts.
+KEY_PREFIXES: Mapping[Environment, str] = {"test": "rzp_test_", "live": "rzp_live_"}
 
 
 def mask_key(key: str) -> str:
-    """InsForge's mask of a key id: its prefix, four stars and its last four characters."""
-    if len(key) <= 8:
-        return "****"
-    prefix = next((p for p in ("rzp_test_", "rzp_live_") if key.startswith(p)), key[:4])
-    return f"{prefix}****{key[-4:]}"
+    """InsForge's mask of a key id (`definitions.mask_key` with Razorpay's prefixes)."""
+    return definitions.mask_key(key, KEY_PREFIXES)
 
 
 def _notes(read: Reader) -> dict[str, str] | None:
@@ -96,11 +94,12 @@ def config(environment: Environment, body: Mapping[str, Any]) -> KeyConfig:
         webhook_secret = read.text("webhookSecret", 255)
     read.done()
     assert key_id is not None and key_secret is not None
-    if not key_id.startswith(key_prefix(environment)):
+    prefix = KEY_PREFIXES[environment]
+    if not key_id.startswith(prefix):
         raise ApiError(
             400,
             "PAYMENT_CONFIG_INVALID",
-            f'Razorpay key ID must start with "{key_prefix(environment)}" for the {environment} environment',
+            f'Razorpay key ID must start with "{prefix}" for the {environment} environment',
             "Copy the key id of this environment from the Razorpay dashboard (Account & Settings, API Keys).",
         )
     return KeyConfig(key_id, key_secret, webhook_secret)

@@ -22,9 +22,6 @@ from urllib.parse import urlencode
 from kilnbase.http.errors import ApiError
 from kilnbase.payments.provider_http import ProviderHttp, error_of
 
-STRIPE_UNREACHABLE = (
-    "Try again in a moment; if it persists, check Stripe's status page and KILNBASE_STRIPE_API_BASE."
-)
 FIX_KEY = "Set a valid key for this environment with PUT /api/payments/stripe/:environment/config."
 #: Paging of Stripe's list endpoints (its largest page), and the most pages one listing reads.
 PAGE = 100
@@ -64,7 +61,7 @@ class _StripeHttp(ProviderHttp):
         return super().refusal(status, body)
 
 
-_HTTP = _StripeHttp("Stripe", error_text="message", fix_keys=FIX_KEY, unreachable=STRIPE_UNREACHABLE)
+_HTTP = _StripeHttp("Stripe", error_text="message", fix_keys=FIX_KEY, base_setting="KILNBASE_STRIPE_API_BASE")
 
 
 class StripeApi:
