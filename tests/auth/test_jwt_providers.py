@@ -308,6 +308,36 @@ def test_what_the_database_sees(
     ]
 
 
+def test_users_of_two_providers_with_one_subject_keep_their_own_idempotency_keys(
+    client: TestClient, admin_headers: dict[str, str], idp: OidcProvider, database_url: str
+) -> None:
+    """Two providers may each have a user `user_2xShared`: a retry key one of them used must not replay its
+    response to the other, whose request runs on its own (and here meets the row the first one wrote)."""
+    name = f"drafts_{secrets.token_hex(3)}"
+    with psycopg.connect(database_url) as conn:
+        table = sql.Identifier(name)
+        conn.execute(sql.SQL("create table {} (id int primary key, owner text)").format(table))
+        conn.execute(sql.SQL("alter table {} enable row level security").format(table))
+        conn.execute(
+            sql.SQL("create policy own on {} for insert with check (owner = auth.uid_text())").format(table)
+        )
+        conn.execute(sql.SQL("grant insert on {} to authenticated").format(table))
+    first, second = configure(client, admin_headers, idp), configure(client, admin_headers, idp)
+    key = secrets.token_hex(8)
+    body = {"id": 1, "owner": "user_2xShared"}
+
+    def insert(provider: dict[str, Any]) -> Any:
+        headers = {**bearer(token_for(idp, provider, sub="user_2xShared")), "Idempotency-Key": key}
+        return client.post(f"/api/database/records/{name}", json=body, headers=headers)
+
+    assert insert(first).status_code == 201
+    retried = insert(first)
+    assert (retried.status_code, retried.headers.get("idempotent-replayed")) == (201, "true")
+    other = insert(second)
+    assert other.status_code == 409, other.text  # it ran: the id is taken
+    assert "idempotent-replayed" not in other.headers
+
+
 def _refusal(client: TestClient, table: str, token: str) -> str:
     answer = read_notes(client, table, bearer(token))
     assert answer.status_code == 401, answer.text

@@ -86,9 +86,13 @@ class Principal:
 
     @property
     def credential_id(self) -> str:
-        """Which credential this is, for things kept per credential (idempotency keys): its kind, and the
-        user or agent key it stands for."""
+        """Which credential this is, for things kept per credential (idempotency keys, MCP rate limits): its
+        kind, and the user or agent key it stands for. An external provider's user by provider too: two
+        providers may each have a user whose subject is `42`, and one must never be replayed the other's
+        response."""
         agent = self.agent.id if self.agent is not None else ""
+        if self.kind is CredentialKind.EXTERNAL_JWT:
+            return f"{self.kind}:{self.claims.get('provider')}:{self.user_id or ''}:{agent}"
         return f"{self.kind}:{self.user_id or ''}:{agent}"
 
     @property
