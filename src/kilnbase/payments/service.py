@@ -113,8 +113,10 @@ class Payments:
 
     async def _limit_sessions(self, actor: Actor) -> None:
         """At most `payments_sessions_per_minute` sessions a minute per user (per address for the anon key
-        and the API key)."""
-        who = actor.principal.user_id or actor.ip or "unknown"
+        and the API key). A user by credential: an external provider's subject is the provider's to choose,
+        so it could be another provider's user's, or one of Kilnbase's own user ids."""
+        principal = actor.principal
+        who = principal.credential_id if principal.user_id else (actor.ip or "unknown")
         limit = self._settings.payments_sessions_per_minute
         retry_after = await self._limiter.hit(f"payments-sessions:{who}", limit, 60)
         if retry_after is not None:
