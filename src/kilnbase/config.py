@@ -26,7 +26,8 @@ class McpSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="KILNBASE_MCP_", extra="ignore")
 
-    #: Tool calls per credential per minute, counted across every process (as auth's limits are).
+    #: Tool calls per credential per minute (the anon key's: per client address too), counted across every
+    #: process (as auth's limits are).
     tool_calls_per_minute: int = Field(default=120, ge=1, le=100_000)
 
 

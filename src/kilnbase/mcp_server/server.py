@@ -39,7 +39,7 @@ from kilnbase.http.errors import ApiError
 from kilnbase.http.request_context import client_ip_in, principal_in
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.agent_keys import AgentKeys
-from kilnbase.identity.principal import CredentialError, KeysToFetch, Principal
+from kilnbase.identity.principal import CredentialError, CredentialKind, KeysToFetch, Principal
 from kilnbase.mcp_server.access import (
     EVERYTHING,
     Listed,
@@ -422,10 +422,15 @@ class ToolRunner:
                 f"expectedSchemaVersion {current} if the call still makes sense.",
             )
 
-    async def _count(self, principal: Principal) -> None:
-        retry_after = await self.rate_limiter.hit(
-            f"mcp-tools:{principal.credential_id}", self.calls_per_minute, 60
-        )
+    async def _count(self, principal: Principal, ip: str | None) -> None:
+        """One tool call against the caller's minute. A caller is its credential; a credential with no user
+        and no agent key behind it, other than the API key, is the anon key: every visitor's, so there a
+        caller is also its address, and one visitor's calls do not use up everyone's."""
+        bucket = f"mcp-tools:{principal.credential_id}"
+        shared = principal.user_id is None and principal.agent is None
+        if shared and principal.kind is not CredentialKind.API_KEY:
+            bucket += f":{ip or ''}"
+        retry_after = await self.rate_limiter.hit(bucket, self.calls_per_minute, 60)
         if retry_after is not None:
             raise ApiError(
                 429,
@@ -504,7 +509,7 @@ class ToolRunner:
             expected = arguments.pop(SCHEMA_VERSION_ARGUMENT, None)
             check = None if expected is None else partial(self._check_schema, actor, expected)
             try:
-                await self._count(principal)
+                await self._count(principal, who.ip)
                 if key is None:
                     if check is not None:
                         await check()
