@@ -57,6 +57,19 @@ async def held_drop(server: ServerProcess, keys: dict[str, str]) -> tuple[str, s
     return name, agent, held
 
 
+async def test_an_agents_drop_of_a_table_that_is_not_there_fails_at_once(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """Nothing would be dropped, so no one is asked: the call is the API's 404, and no request is made."""
+    name = table_name()
+    agent = agent_key(live_server, live_keys["apiKey"], ["database:write"])
+    async with http_client(live_server, agent) as client:
+        result = await client.call_tool("delete-table", {"tableName": name})
+    assert result.is_error and "DATABASE_NOT_FOUND" in text_of(result)
+    requests = admin_api(live_server, live_keys, "GET", "/api/approvals").json()
+    assert [r for r in requests if r["arguments"] == {"tableName": name}] == []
+
+
 async def test_an_agents_drop_waits_for_approval_then_runs_once(
     live_server: ServerProcess, live_keys: dict[str, str]
 ) -> None:

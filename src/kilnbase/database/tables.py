@@ -646,12 +646,7 @@ class TableService:
     async def delete_table(self, table: str) -> dict[str, Any]:
         identifier(table, "table")
         async with self.cursor() as cur:
-            await cur.execute(
-                "select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace "
-                "where n.nspname = 'public' and c.relname = %s and c.relkind in ('r', 'p')",
-                (table,),
-            )
-            if await cur.fetchone() is None:
+            if not await table_exists(cur, table):
                 raise ApiError(
                     404,
                     "DATABASE_NOT_FOUND",
@@ -664,6 +659,16 @@ class TableService:
             "tableName": table,
             "nextActions": "Create a new table with POST /api/database/tables.",
         }
+
+
+async def table_exists(cur: AsyncCursor[Any], table: str) -> bool:
+    """Whether `public.<table>` is a table (plain or partitioned), as the tables API knows tables."""
+    await cur.execute(
+        "select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+        "where n.nspname = 'public' and c.relname = %s and c.relkind in ('r', 'p')",
+        (table,),
+    )
+    return await cur.fetchone() is not None
 
 
 def _refuse_keys_on_encrypted(foreign_keys: list[Any], encrypted: set[str]) -> None:
