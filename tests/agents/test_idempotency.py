@@ -14,7 +14,8 @@ from starlette.testclient import TestClient
 
 from kilnbase.db.idempotency import request_digest
 from kilnbase.identity.principal import API_KEY_HOLDER
-from tests.support.app import admin_headers, anon_headers
+from kilnbase.keys.secret_box import SecretBox
+from tests.support.app import admin_headers, anon_headers, mcp_call
 
 Headers = dict[str, str]
 
@@ -200,3 +201,46 @@ def test_a_response_kept_in_the_clear_by_an_older_server_still_replays(
     assert replayed.status_code == 200
     assert replayed.headers["idempotent-replayed"] == "true"
     assert replayed.json() == {"kept": "by an older server"}
+
+
+def reseal(database_url: str, key: str) -> None:
+    """Seal the response kept under `key` with another encryption key, as a server whose ENCRYPTION_KEY
+    changed since finds it."""
+    other_box = SecretBox(secrets.token_bytes(32))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "update system.idempotency_keys set body = %s where key = %s",
+            (other_box.encrypt("{}", context="idempotency").encode(), key),
+        )
+
+
+def test_a_response_sealed_with_another_encryption_key_is_409_and_runs_nothing(
+    client: TestClient, admin: Headers, database_url: str
+) -> None:
+    """After ENCRYPTION_KEY changed, a kept response cannot be opened: its retry is told so, and the
+    request, which did run, does not run a second time (here: no second agent key)."""
+    key = secrets.token_hex(8)
+    name = f"lost-{secrets.token_hex(3)}"
+    body = {"name": name, "scopes": ["database:read"]}
+    assert client.post("/api/agents/keys", headers=keyed(admin, key), json=body).status_code == 201
+    reseal(database_url, key)
+    retried = client.post("/api/agents/keys", headers=keyed(admin, key), json=body)
+    assert retried.status_code == 409, retried.text
+    assert retried.json()["error"] == "IDEMPOTENCY_RESPONSE_LOST"
+    listed = client.get("/api/agents/keys", headers=admin).json()
+    assert [k["name"] for k in listed if k["name"] == name] == [name]
+
+
+def test_a_tool_result_sealed_with_another_encryption_key_is_told_and_not_run_again(
+    client: TestClient, admin: Headers, database_url: str
+) -> None:
+    key = secrets.token_hex(8)
+    call: dict[str, object] = {
+        "query": f"create table lost_{secrets.token_hex(4)} (id int)",
+        "idempotencyKey": key,
+    }
+    first = mcp_call(client, admin, "run-raw-sql", call)
+    assert not first.startswith("Error"), first
+    reseal(database_url, f"mcp:{key}")
+    again = mcp_call(client, admin, "run-raw-sql", call)  # run again, it would say the table exists
+    assert "IDEMPOTENCY_RESPONSE_LOST" in again and "already exists" not in again

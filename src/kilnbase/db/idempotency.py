@@ -23,7 +23,7 @@ from typing import Any, Literal
 import orjson
 
 from kilnbase.db.session import Database
-from kilnbase.keys.secret_box import SecretBox
+from kilnbase.keys.secret_box import DecryptionError, SecretBox
 
 #: How long a key is remembered.
 LIFETIME = "24 hours"
@@ -50,9 +50,11 @@ class Stored:
 @dataclass(frozen=True)
 class Claim:
     """What a caller found: `run` (it owns the key now), `replay` (with the stored response),
-    `mismatch` (the key was used for another request) or `running` (the first call has not finished)."""
+    `mismatch` (the key was used for another request), `running` (the first call has not finished) or
+    `lost` (the first call finished, but what it answered was sealed with an encryption key this server no
+    longer has: it cannot be replayed, and running the call again would not be a retry)."""
 
-    outcome: Literal["run", "replay", "mismatch", "running"]
+    outcome: Literal["run", "replay", "mismatch", "running", "lost"]
     stored: Stored | None = None
 
 
@@ -104,7 +106,10 @@ class IdempotencyKeys:
             return Claim("mismatch")
         if row["status"] is None:
             return Claim("running")
-        return Claim("replay", self._opened(owner, key, row))
+        try:
+            return Claim("replay", self._opened(owner, key, row))
+        except DecryptionError:
+            return Claim("lost")
 
     async def save(self, owner: str, key: str, stored: Stored) -> None:
         async with self.database.as_owner() as cur:

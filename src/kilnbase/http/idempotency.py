@@ -99,6 +99,15 @@ class IdempotencyMiddleware:
                 "Retry in a moment: you will get its response.",
                 headers={"Retry-After": "1"},
             )(scope, receive, send)
+        elif claim.outcome == "lost":
+            await error_response(
+                409,
+                "IDEMPOTENCY_RESPONSE_LOST",
+                "The request with this Idempotency-Key ran, but its response can no longer be read: the "
+                "server's ENCRYPTION_KEY changed since.",
+                "Check what the first request did (read what it created or changed) rather than retrying it; "
+                "send a new key only to run the request again.",
+            )(scope, receive, send)
         elif claim.stored is not None:
             await _replay(claim.stored, send)
         else:

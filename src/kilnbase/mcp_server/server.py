@@ -364,6 +364,15 @@ async def _idempotent(
             "A call with this idempotencyKey is still running.",
             "Wait for that call to finish, then repeat it with the same idempotencyKey to get its result.",
         )
+    if claim.outcome == "lost":
+        raise ApiError(
+            409,
+            "IDEMPOTENCY_RESPONSE_LOST",
+            "The call with this idempotencyKey ran, but its result can no longer be read: the server's "
+            "ENCRYPTION_KEY changed since.",
+            "Check what the first call did (read what it created or changed) rather than repeating it; use "
+            "a new idempotencyKey only to make the call again.",
+        )
     if claim.stored is not None:
         if claim.stored.status == 200:
             return claim.stored.body.decode()
