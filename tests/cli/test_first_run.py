@@ -77,7 +77,9 @@ def made(scratch: Path) -> Iterator[MadeServer]:
     server = MadeServer(port, data_dir, log)
     try:
         deadline = time.monotonic() + 90
-        while "is ready" not in server.output():
+        # The announcement's last line, not its first ("is ready"): its lines are printed one by one, and a
+        # test that read the log as soon as the first was there could find the rest not yet written.
+        while "  Keys:" not in server.output():
             assert process.poll() is None, f"make run exited with {process.returncode}:\n{server.output()}"
             assert time.monotonic() < deadline, f"make run was not ready in time:\n{server.output()}"
             time.sleep(0.05)
