@@ -4,8 +4,9 @@ Razorpay answers them (JSON bodies, HTTP basic auth, `{entity: "collection", cou
 memory. Every request is recorded (`calls`), so a test asserts what Kilnbase sent to Razorpay.
 
 A key secret that starts with `bad` is refused as Razorpay refuses a wrong key (401);
-`fail_next(path, status, description)` makes the next call of a path fail. `sign(secret, text)` makes a
-signature as Razorpay does: hex HMAC-SHA256.
+`fail_next(path, status, description)` makes the next call of a path fail; `garble_next(path, status, body)`
+makes it answer a body that is not JSON (or, with `body` None, hang up without answering).
+`sign(secret, text)` makes a signature as Razorpay does: hex HMAC-SHA256.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class FakeRazorpay:
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
     payments: dict[str, dict[str, Any]] = field(default_factory=dict)
-    failures: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    failures: dict[str, tuple[int, dict[str, Any] | bytes | None]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _http: LoopbackHttp | None = None
@@ -115,7 +116,10 @@ class FakeRazorpay:
                     {k.lower(): v for k, v in self.headers.items()},
                 )
                 status, answer = fake.handle(call)
-                data = json.dumps(answer).encode()
+                if answer is None:
+                    self.close_connection = True
+                    return
+                data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
@@ -134,6 +138,9 @@ class FakeRazorpay:
     def fail_next(self, path: str, status: int, description: str) -> None:
         self.failures[path] = (status, {"error": {"code": "BAD_REQUEST_ERROR", "description": description}})
 
+    def garble_next(self, path: str, status: int, body: bytes | None) -> None:
+        self.failures[path] = (status, body)
+
     def calls_to(self, method: str, path: str) -> list[Call]:
         return [call for call in self.calls if call.method == method and call.path == path]
 
@@ -143,7 +150,7 @@ class FakeRazorpay:
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):014d}"
 
-    def handle(self, call: Call) -> tuple[int, dict[str, Any]]:
+    def handle(self, call: Call) -> tuple[int, dict[str, Any] | bytes | None]:
         with self._lock:
             self.calls.append(call)
             encoded = call.headers.get("authorization", "").removeprefix("Basic ")

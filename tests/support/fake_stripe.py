@@ -4,9 +4,10 @@ answers them (form-encoded requests, JSON objects, `{error: {type, message}}` fa
 recorded (`calls`), so a test asserts what Kilnbase sent to Stripe.
 
 A key that starts with `sk_test_bad` or `sk_live_bad` is refused as Stripe refuses an invalid key (401);
-`fail_next(path, status, error)` makes the next call of a path fail; `refuse_webhook_endpoints` makes Stripe
-refuse to create an endpoint (as it refuses a URL it cannot reach). `sign(secret, payload)` makes a
-`Stripe-Signature` header as Stripe does.
+`fail_next(path, status, error)` makes the next call of a path fail; `garble_next(path, status, body)` makes
+it answer a body that is not JSON (or, with `body` None, hang up without answering);
+`refuse_webhook_endpoints` makes Stripe refuse to create an endpoint (as it refuses a URL it cannot reach).
+`sign(secret, payload)` makes a `Stripe-Signature` header as Stripe does.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class FakeStripe:
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     sessions_by_key: dict[str, dict[str, Any]] = field(default_factory=dict)
-    failures: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    failures: dict[str, tuple[int, dict[str, Any] | bytes | None]] = field(default_factory=dict)
     refuse_webhook_endpoints: bool = False
     #: The account each key belongs to (a key not listed: `acct_default`).
     accounts: dict[str, str] = field(default_factory=dict)
@@ -91,7 +92,10 @@ class FakeStripe:
                     self.command, parts.path, dict(pairs), {k.lower(): v for k, v in self.headers.items()}
                 )
                 status, body = fake.handle(call)
-                data = json.dumps(body).encode()
+                if body is None:
+                    self.close_connection = True
+                    return
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
@@ -109,6 +113,9 @@ class FakeStripe:
 
     def fail_next(self, path: str, status: int, error: dict[str, Any]) -> None:
         self.failures[path] = (status, {"error": error})
+
+    def garble_next(self, path: str, status: int, body: bytes | None) -> None:
+        self.failures[path] = (status, body)
 
     def calls_to(self, method: str, path: str) -> list[Call]:
         return [call for call in self.calls if call.method == method and call.path == path]
@@ -141,7 +148,7 @@ class FakeStripe:
             "metadata": {},
         }
 
-    def handle(self, call: Call) -> tuple[int, dict[str, Any]]:
+    def handle(self, call: Call) -> tuple[int, dict[str, Any] | bytes | None]:
         with self._lock:
             self.calls.append(call)
             key = call.headers.get("authorization", "").removeprefix("Bearer ")
