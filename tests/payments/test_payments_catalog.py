@@ -215,3 +215,90 @@ def test_the_mcp_tools_read_and_change_the_catalog(
     assert product_id in {p["productId"] for p in listed["products"]}
     status = json.loads(mcp_call(client, admin, "get-payments-status", {}))
     assert "sk_test_kilnbase_payments_0001" not in json.dumps(status)
+
+
+_STRIPE_DOWN = (
+    "Try again in a moment; if it persists, check Stripe's status page and KILNBASE_STRIPE_API_BASE."
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "answered"),
+    [
+        (
+            429,
+            {"type": "invalid_request_error", "message": "Too many requests"},
+            (429, "RATE_LIMITED", "Too many requests", "Wait a moment and try again."),
+        ),
+        (
+            401,
+            {"type": "invalid_request_error", "message": "Expired API Key provided"},
+            (
+                400,
+                "PAYMENT_CONFIG_INVALID",
+                "Expired API Key provided",
+                "Set a valid key for this environment with PUT /api/payments/stripe/:environment/config.",
+            ),
+        ),
+        (
+            402,
+            {"type": "card_error", "message": "Your card was declined."},
+            (402, "PAYMENT_METHOD_DECLINED", "Your card was declined.", "Use another payment method."),
+        ),
+        (
+            404,
+            {"type": "invalid_request_error", "message": "No such tax code: txcd_0"},
+            (
+                404,
+                "UPSTREAM_FAILURE",
+                "No such tax code: txcd_0",
+                "Check the ids and values sent against the Stripe dashboard.",
+            ),
+        ),
+        (500, {"type": "api_error"}, (502, "UPSTREAM_FAILURE", "Stripe request failed", _STRIPE_DOWN)),
+    ],
+)
+def test_a_refusal_of_stripe_is_answered_with_insforges_code_and_stripes_message(
+    client: TestClient,
+    admin: dict[str, str],
+    stripe: FakeStripe,
+    configured: Callable[..., None],
+    status: int,
+    error: dict[str, Any],
+    answered: tuple[int, str, str, str],
+) -> None:
+    configured()
+    stripe.fail_next("/v1/products", status, error)
+    answer = client.post(f"{CATALOG}/products", headers=admin, json={"name": f"Mug {uuid.uuid4().hex[:6]}"})
+    body = answer.json()
+    assert (answer.status_code, body["error"], body["message"], body["nextActions"]) == answered
+    assert body["statusCode"] == answered[0]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "message"),
+    [
+        (200, b"<html>maintenance</html>", "Stripe answered something that is not JSON."),
+        (503, b"upstream connect error", "Stripe request failed"),
+        (200, None, "Stripe could not be reached (RemoteProtocolError)."),
+    ],
+)
+def test_a_stripe_that_answers_no_json_or_hangs_up_is_a_502_that_names_no_key(
+    client: TestClient,
+    admin: dict[str, str],
+    stripe: FakeStripe,
+    configured: Callable[..., None],
+    status: int,
+    body: bytes | None,
+    message: str,
+) -> None:
+    configured()
+    stripe.garble_next("/v1/products", status, body)
+    answer = client.post(f"{CATALOG}/products", headers=admin, json={"name": f"Mug {uuid.uuid4().hex[:6]}"})
+    assert answer.status_code == 502, answer.text
+    assert answer.json() == {
+        "error": "UPSTREAM_FAILURE",
+        "message": message,
+        "statusCode": 502,
+        "nextActions": _STRIPE_DOWN,
+    }

@@ -465,3 +465,74 @@ def test_the_mcp_tools_reach_the_same_catalog_and_never_the_keys(
         mcp_call(client, admin, "list-razorpay-subscriptions", {"environment": "test"})
     )
     assert "subscriptions" in subscriptions
+
+
+_RAZORPAY_DOWN = (
+    "Try again in a moment; if it persists, check Razorpay's status page and KILNBASE_RAZORPAY_API_BASE."
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "answered"),
+    [
+        (429, (429, "RATE_LIMITED", "Wait a moment and try again.")),
+        (
+            401,
+            (
+                400,
+                "PAYMENT_CONFIG_INVALID",
+                "Set valid keys for this environment with PUT /api/payments/razorpay/:environment/config.",
+            ),
+        ),
+        (400, (400, "UPSTREAM_FAILURE", "Check the ids and values sent against the Razorpay dashboard.")),
+        (502, (502, "UPSTREAM_FAILURE", _RAZORPAY_DOWN)),
+    ],
+)
+def test_a_refusal_of_razorpay_is_answered_with_insforges_code_and_razorpays_description(
+    client: TestClient,
+    admin: dict[str, str],
+    razorpay: FakeRazorpay,
+    keys: None,
+    status: int,
+    answered: tuple[int, str, str],
+) -> None:
+    razorpay.fail_next("/v1/items", status, "The item could not be created right now")
+    answer = client.post(
+        BASE + "/catalog/items", headers=admin, json={"name": "Mug", "amount": 29900, "currency": "inr"}
+    )
+    assert answer.json() == {
+        "error": answered[1],
+        "message": "The item could not be created right now",
+        "statusCode": answered[0],
+        "nextActions": answered[2],
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "message"),
+    [
+        (200, b"<html>maintenance</html>", "Razorpay answered something that is not JSON."),
+        (500, b"upstream connect error", "Razorpay request failed"),
+        (200, None, "Razorpay could not be reached (RemoteProtocolError)."),
+    ],
+)
+def test_a_razorpay_that_answers_no_json_or_hangs_up_is_a_502_that_names_no_key(
+    client: TestClient,
+    admin: dict[str, str],
+    razorpay: FakeRazorpay,
+    keys: None,
+    status: int,
+    body: bytes | None,
+    message: str,
+) -> None:
+    razorpay.garble_next("/v1/items", status, body)
+    answer = client.post(
+        BASE + "/catalog/items", headers=admin, json={"name": "Mug", "amount": 29900, "currency": "inr"}
+    )
+    assert answer.status_code == 502, answer.text
+    assert answer.json() == {
+        "error": "UPSTREAM_FAILURE",
+        "message": message,
+        "statusCode": 502,
+        "nextActions": _RAZORPAY_DOWN,
+    }
