@@ -251,3 +251,28 @@ def test_a_time_out_of_any_calendar_is_read_as_no_time_not_a_500(
         subscription["id"],
     )
     assert rows == [{"status": "active", "current_period_end": None}]
+
+
+def test_a_subscription_keeps_its_billing_subject_when_a_later_event_names_none(
+    client: TestClient, admin: dict[str, str], configured: Callable[..., None]
+) -> None:
+    configured()
+    team, subscription = f"team-{uuid.uuid4().hex[:6]}", _id("sub")
+    item = {
+        "id": subscription,
+        "object": "subscription",
+        "customer": _id("cus"),
+        "status": "active",
+        "metadata": {"insforge_subject_type": "team", "insforge_subject_id": team},
+        "items": {"data": []},
+    }
+    assert post_event(client, event("customer.subscription.created", item, _id("evt"))).status_code == 200
+    # Moved to a customer Kilnbase has never seen, its metadata cleared: nothing names a subject now.
+    moved = {**item, "customer": _id("cus"), "status": "past_due", "metadata": {}}
+    assert post_event(client, event("customer.subscription.updated", moved, _id("evt"))).status_code == 200
+    query = {"subjectType": "team", "subjectId": team}
+    listed = client.get(SUBSCRIPTIONS, headers=admin, params=query).json()["subscriptions"]
+    assert [(s["subscriptionId"], s["status"], s["customerId"]) for s in listed] == [
+        (subscription, "past_due", moved["customer"])
+    ]
+    assert (listed[0]["subjectType"], listed[0]["subjectId"]) == ("team", team)

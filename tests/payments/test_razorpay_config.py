@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient
 
+from tests.payments import stripe_calls
 from tests.payments.razorpay_calls import (
     LIVE_KEY_ID,
     LIVE_KEY_SECRET,
@@ -18,6 +19,7 @@ from tests.payments.razorpay_calls import (
 )
 from tests.support.app import agent_headers, anon_headers
 from tests.support.fake_razorpay import FakeRazorpay
+from tests.support.fake_stripe import FakeStripe
 from tests.support.side_sql import Sql
 
 BASE = "/api/payments/razorpay"
@@ -340,3 +342,32 @@ def test_a_razorpay_answer_kilnbase_cannot_store_fails_the_sync_not_the_server(
     assert result["error"] == "Razorpay answered a value Kilnbase cannot store: bigint out of range"
     catalog = client.get(f"{BASE}/test/catalog", headers=admin).json()
     assert all(item["itemId"] != "item_huge0001" for item in catalog["items"])
+
+
+def test_a_key_of_another_stripe_account_leaves_what_razorpay_recorded(
+    client: TestClient, admin: dict[str, str], stripe: FakeStripe, sql: Sql
+) -> None:
+    _remove(client, admin, "live")
+    assert configure(client, admin, "live").status_code == 200
+    payment = {"id": "pay_beside_stripe", "entity": "payment", "amount": 100, "currency": "INR"}
+    captured = post_event(
+        client,
+        event("payment.captured", payment={**payment, "status": "captured"}),
+        environment="live",
+        event_id="evt_beside_stripe",
+    )
+    assert captured.status_code == 200, captured.text
+    stripe_config = "/api/payments/stripe/live/config"
+    first = client.put(stripe_config, headers=admin, json={"secretKey": stripe_calls.LIVE_KEY})
+    assert first.status_code == 200, first.text
+    stripe.accounts["sk_live_third_account_7777"] = "acct_third"
+    changed = client.put(stripe_config, headers=admin, json={"secretKey": "sk_live_third_account_7777"})
+    assert changed.status_code == 200, changed.text
+    history = client.get(f"{BASE}/live/transactions", headers=admin).json()["transactions"]
+    assert "pay_beside_stripe" in [t["providerReferenceId"] for t in history]
+    events = "select provider from payments.webhook_events where provider_event_id = 'evt_beside_stripe'"
+    assert sql(events) == [{"provider": "razorpay"}]
+    assert len(_secrets(sql, "live")) == 1
+    status = client.get(f"{BASE}/status", headers=admin).json()["razorpayConnections"]
+    live = next(c for c in status if c["environment"] == "live")
+    assert (live["status"], live["accountId"]) == ("connected", LIVE_KEY_ID)

@@ -317,3 +317,25 @@ def test_a_signed_event_with_a_nul_character_is_recorded_not_a_server_error(
     assert sql(
         "select processing_status from payments.webhook_events where provider_event_id = 'evt_nul_rzp'"
     ) == [{"processing_status": "processed"}]
+
+
+def test_a_subscription_keeps_its_billing_subject_when_a_later_event_names_none(
+    client: TestClient, admin: dict[str, str], keys: None
+) -> None:
+    team = f"team-{uuid.uuid4().hex[:6]}"
+    subscription_id = f"sub_{uuid.uuid4().hex[:14]}"
+    notes = {"insforge_subject_type": "team", "insforge_subject_id": team}
+    first = subscription_entity(subscription_id, "plan_kept", "active", notes=notes, customer_id=None)
+    activated = event("subscription.activated", subscription=first)
+    assert post_event(client, activated, event_id=f"evt_{uuid.uuid4().hex[:12]}").status_code == 200
+    # No notes and no customer: nothing in this event names a subject.
+    paused = event("subscription.paused", subscription={**first, "status": "paused", "notes": {}})
+    assert post_event(client, paused, event_id=f"evt_{uuid.uuid4().hex[:12]}").status_code == 200
+    listed = client.get(
+        "/api/payments/razorpay/test/subscriptions",
+        headers=admin,
+        params={"subjectType": "team", "subjectId": team},
+    ).json()["subscriptions"]
+    assert [(s["subscriptionId"], s["status"], s["subjectId"]) for s in listed] == [
+        (subscription_id, "paused", team)
+    ]
