@@ -18,7 +18,9 @@ CONFIG = "/api/payments/stripe/live/config"
 
 
 def _stored(sql: Sql, environment: str) -> dict[str, Any] | None:
-    rows = sql("select * from payments.provider_secrets where environment = %s", environment)
+    rows = sql(
+        "select * from payments.provider_secrets where provider = 'stripe' and environment = %s", environment
+    )
     return rows[0] if rows else None
 
 
@@ -247,7 +249,9 @@ def test_a_key_of_another_stripe_account_clears_what_was_recorded_for_the_first(
     customer = {"id": "cus_first_account", "object": "customer", "email": "first@example.com"}
     created = post_event(client, event("customer.created", customer, "evt_customer"), environment="live")
     assert created.status_code == 200
-    recorded = "select count(*) as n from payments.transactions where environment = 'live'"
+    recorded = (
+        "select count(*) as n from payments.transactions where provider = 'stripe' and environment = 'live'"
+    )
     assert sql(recorded)[0]["n"] == 1
     customers = "/api/payments/stripe/live/customers"
     listed = client.get(customers, headers=admin).json()["customers"]
@@ -261,7 +265,10 @@ def test_a_key_of_another_stripe_account_clears_what_was_recorded_for_the_first(
         client.put(CONFIG, headers=admin, json={"secretKey": "sk_live_other_account_9999"}).status_code == 200
     )
     assert sql(recorded)[0]["n"] == 0
-    assert sql("select count(*) as n from payments.webhook_events where environment = 'live'")[0]["n"] == 0
+    events = (
+        "select count(*) as n from payments.webhook_events where provider = 'stripe' and environment = 'live'"
+    )
+    assert sql(events)[0]["n"] == 0
     assert client.get(customers, headers=admin).json() == {"customers": []}
     status = client.get("/api/payments/stripe/status", headers=admin).json()["connections"]
     assert next(c for c in status if c["environment"] == "live")["accountId"] == "acct_other"
