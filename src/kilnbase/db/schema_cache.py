@@ -65,8 +65,9 @@ class Table:
     unique_keys: list[tuple[str, ...]] = field(default_factory=list)
     outgoing: list[ForeignKey] = field(default_factory=list)
     incoming: list[ForeignKey] = field(default_factory=list)
-    #: Its encrypted columns (`system.encrypted_columns`), by name: the type each was declared with. Empty for
-    #: nearly every table, and then the records API does for it exactly what it did before encryption existed.
+    #: Its encrypted columns (`system.encrypted_columns`), by name, in the table's column order (a refusal
+    #: names the first): the type each was declared with. Empty for nearly every table, and then the records
+    #: API does for it exactly what it did before encryption existed.
     encrypted: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -201,6 +202,7 @@ join pg_class c on c.oid = e.table_oid
 join pg_namespace n on n.oid = c.relnamespace
 join pg_attribute a on a.attrelid = e.table_oid and a.attnum = e.column_num and not a.attisdropped
 where n.nspname = any(%(schemas)s)
+order by c.oid, a.attnum
 """
 
 
