@@ -198,6 +198,10 @@ def test_named_columns_send_the_body_unparsed_and_postgres_checks_it(
         (b'[{"slug": "b1"}, 5]', "22023"),
         (b"[5]", "22023"),
         (b'["x"]', "22023"),
+        # Not an array: wrapped in one (`json_build_array`), so refused as `[7]` is.
+        (b"7", "22023"),
+        (b"null", "22023"),
+        (b'"x"', "22023"),
         (b'[{"slug": "b2"', "22P02"),
     ],
 )

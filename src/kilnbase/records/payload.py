@@ -191,16 +191,17 @@ def _unparsed_rows(api: ApiRequest, target: TableTarget) -> Payload | None:
 
     PostgREST's documented shortcut: with `?columns=` an array body goes to Postgres as it is, and Postgres
     checks it (`@supabase/postgrest-js`, and so `@insforge/sdk`, name the columns of every array insert).
-    Anything else takes the parsed path: a body that is not an array (it would have to be wrapped in one,
-    which could turn `{..},{..}` into valid JSON), that is not UTF-8, or that holds `""` somewhere (InsForge's
-    quirk needs the rows)."""
+    A JSON scalar (`7`, `null`, `"x"`) goes too, in an array, as PostgREST wraps any body that is not one
+    (`json_build_array`): Postgres refuses it as it refuses `[7]` (22023). Anything else takes the parsed
+    path: an object (the usual single insert), a body that is not JSON (wrapped unparsed, `{..},{..}` would
+    turn into valid JSON), not UTF-8, or that holds `""` somewhere (InsForge's quirk needs the rows)."""
     columns = target.query.columns
     content_type = api.content_type
     body = api.body.strip()
     if (
         columns is None
         or not (content_type in ("application/json", "") or content_type.endswith("+json"))
-        or not body.startswith(b"[")
+        or body.startswith(b"{")
         or _has_empty_string(body)
     ):
         return None
@@ -208,6 +209,12 @@ def _unparsed_rows(api: ApiRequest, target: TableTarget) -> Payload | None:
         text = body.decode()
     except UnicodeDecodeError:
         return None
+    if not body.startswith(b"["):
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        text = f"[{text}]"
     check_columns(target.table, columns)
     return Payload(columns, text, None, True)
 
