@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from kilnbase.http.errors import ApiError
+from kilnbase.http.request_context import client_ip
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.principal import CredentialKind, Principal
 from kilnbase.storage import names
@@ -132,9 +133,13 @@ class S3Gateway:
                 signed, secret, method=request.method, raw_path=raw_path, query=query, headers=request.headers
             )
             await self.keys.mark_used(signed.access_key_id)
+            # The client's address by the rule every other route follows (the peer, or the client a trusted
+            # proxy names; None for a peer that is not an IP), never the socket's text as it stands: the audit
+            # column is an `inet`, and behind a proxy the peer is the proxy.
             actor = Actor(
                 _S3_PRINCIPAL,
-                ip=request.client.host if request.client else None,
+                ip=client_ip(request),
+                user_agent=request.headers.get("user-agent"),
                 tool=f"s3:{signed.access_key_id}",
             )
             return await self._dispatch(request, actor, resource, dict(query), signed, key)
