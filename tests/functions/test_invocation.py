@@ -108,3 +108,14 @@ def test_console_output_errors_and_invocations_are_logged(client: TestClient, de
     failed_rows = [row for row in rows if row["request_id"] == failed.headers["x-kilnbase-request-id"]]
     assert any(row["level"] == "error" and "kaboom" in row["message"] for row in failed_rows)
     assert failed_rows[-1]["status"] == 500
+
+
+def test_the_function_sees_the_path_as_the_client_encoded_it(client: TestClient, deploy: Deploy) -> None:
+    """Not decoded on the way: an encoded slash stays in its segment, and bytes that decode to no Latin-1
+    character (`%FF`) or to NUL (`%00`) reach the function as sent, instead of a 500 or the worker's bare
+    400."""
+    slug = deploy("export default (req: Request) => new Response(new URL(req.url).pathname);")
+    for rest in ("a%2Fb", "%FF", "x%00y", "caf%C3%A9"):
+        response = client.get(f"/functions/{slug}/{rest}")
+        assert response.status_code == 200, (rest, response.text)
+        assert response.text == f"/{slug}/{rest}"

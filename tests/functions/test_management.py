@@ -103,6 +103,17 @@ def test_missing_fields_and_oversized_code(client: TestClient, admin: dict[str, 
     assert status.status_code == 400
 
 
+def test_a_null_status_is_refused_not_a_crash(client: TestClient, admin: dict[str, str]) -> None:
+    """As InsForge's schema refuses it: a 400 that names the field, and no function."""
+    slug = new_slug()
+    body = {"name": "s", "slug": slug, "code": HELLO, "status": None}
+    response = client.post("/api/functions", json=body, headers=admin)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "INVALID_INPUT"
+    assert "status" in response.json()["message"]
+    assert client.get(f"/api/functions/{slug}", headers=admin).status_code == 404
+
+
 def test_failed_check_leaves_the_previous_version_serving(
     client: TestClient, admin: dict[str, str], deploy: Deploy
 ) -> None:

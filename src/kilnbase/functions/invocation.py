@@ -21,6 +21,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -52,7 +53,22 @@ _HOP_BY_HOP = frozenset(
 _CLIENT_ADDRESS = frozenset(
     {b"x-forwarded-for", b"x-real-ip", b"forwarded", b"x-client-ip", b"true-client-ip", b"cf-connecting-ip"}
 )
+#: What a path keeps as it is when it has to be percent-encoded: RFC 3986's path characters, and `%`.
+_PATH_SAFE = "/%!$&'()*+,;=:@~"
 _RESPONSE_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"trailer"})
+
+
+def _forwarded_path(scope: Scope) -> str:
+    """The path the function is given, `/slug[/rest]`, as the client wrote it: percent-encoded, not decoded.
+
+    Decoded, it would not be the client's path (`a%2Fb` would become two segments, `%3F` the start of a
+    query), and could not even be written on the request line to the worker (a `%FF` decodes to a character
+    outside Latin-1, a `%00` to NUL, which the worker refuses with a bare 400). A scope made in process (the
+    MCP tool) has no raw path: its path is percent-encoded where it must be."""
+    raw: bytes = scope.get("raw_path") or quote(scope["path"], safe=_PATH_SAFE).encode()
+    _, _, after_root = raw.partition(b"/")
+    _, _, after_prefix = after_root.partition(b"/")  # past `functions`, however the client spelt it
+    return "/" + after_prefix.decode("latin-1")
 
 
 class Invocation:
@@ -61,7 +77,7 @@ class Invocation:
         self.config = runtime.config
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        slug, has_rest, rest = scope["path"][len(PREFIX) :].partition("/")
+        slug = scope["path"][len(PREFIX) :].partition("/")[0]
         definition = await self.runtime.definition(slug) if SLUG.match(slug) else None
         if definition is None or definition.status != "active":
             await _error(
@@ -83,7 +99,7 @@ class Invocation:
             )
             return
         self.runtime.inflight[slug] = inflight + 1
-        path = "/" + slug + ("/" + rest if has_rest else "")
+        path = _forwarded_path(scope)
         request_id = uuid.uuid4().hex
         started = time.perf_counter()
         status = 500
