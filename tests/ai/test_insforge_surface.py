@@ -88,6 +88,15 @@ def test_errors_take_insforge_shape(http: httpx2.Client, server: AppServer) -> N
     )
 
 
+def test_a_role_that_is_no_string_is_a_400_in_insforge_shape(http: httpx2.Client) -> None:
+    response = http.post(
+        "/api/ai/chat/completion", json={"model": MODEL, "messages": [{"role": {"a": 1}, "content": "x"}]}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "INVALID_INPUT"
+    assert "messages[0]" in response.json()["message"]
+
+
 def test_images_and_embeddings(http: httpx2.Client) -> None:
     image = http.post(
         "/api/ai/image/generation",

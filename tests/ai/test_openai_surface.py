@@ -242,6 +242,31 @@ def test_client_errors_are_400_in_openai_shape(
     assert bad_type.json()["error"]["param"] == "temperature"
 
 
+@pytest.mark.parametrize(
+    ("field", "body"),
+    [
+        ("messages[0]", {"messages": [{"role": ["user"], "content": "x"}]}),
+        (
+            "response_format",
+            {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": {}}},
+        ),
+    ],
+)
+def test_a_role_or_format_type_that_is_no_string_is_a_400(
+    server: AppServer, api_key: str, fake: FakeOpenRouter, field: str, body: dict[str, Any]
+) -> None:
+    """A list or an object where a name is expected: refused in OpenAI's shape, never sent upstream."""
+    fake.reset()
+    response = httpx2.post(
+        server.url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {api_key}"},
+        json={"model": MODEL, **body},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == field
+    assert fake.chat_calls() == []
+
+
 def test_callers_without_a_valid_credential_get_401(server: AppServer) -> None:
     for key in ("kbk_not-a-key", "ik_" + "0" * 64):
         with (

@@ -59,6 +59,11 @@ STANDARD_CHAT_FIELDS = frozenset(
 )
 
 
+def _one_of(value: Any, choices: frozenset[str]) -> bool:
+    """`value` is one of `choices`: a string first, as a JSON list or object cannot be looked up in a set."""
+    return isinstance(value, str) and value in choices
+
+
 def _positive_int(body: dict[str, Any], name: str, path: str | None = None) -> int | None:
     value = body.get(name)
     if value is None:
@@ -85,7 +90,7 @@ def validate_chat(raw: Any) -> dict[str, Any]:
     if not isinstance(messages, list) or not messages:
         raise invalid("'messages' must be a non-empty array.", param="messages")
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+        if not isinstance(message, dict) or not _one_of(message.get("role"), _ROLES):
             raise invalid(
                 f"messages[{index}] must be an object with a role among {sorted(_ROLES)}.",
                 param=f"messages[{index}]",
@@ -120,7 +125,7 @@ def validate_chat(raw: Any) -> dict[str, Any]:
         raise invalid("'tool_choice' must be a string or an object.", param="tool_choice")
     response_format = body.get("response_format")
     if response_format is not None and (
-        not isinstance(response_format, dict) or response_format.get("type") not in _RESPONSE_FORMATS
+        not isinstance(response_format, dict) or not _one_of(response_format.get("type"), _RESPONSE_FORMATS)
     ):
         raise invalid(
             f"'response_format.type' must be one of {sorted(_RESPONSE_FORMATS)}.", param="response_format"
