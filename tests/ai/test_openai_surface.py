@@ -267,6 +267,21 @@ def test_a_role_or_format_type_that_is_no_string_is_a_400(
     assert fake.chat_calls() == []
 
 
+def test_an_unknown_path_or_method_under_v1_answers_in_openai_shape(server: AppServer, api_key: str) -> None:
+    """What no route answers (an endpoint this gateway lacks, a method a path does not take) still reads as
+    an OpenAI error to OpenAI's SDKs, not as InsForge's."""
+    headers = {"authorization": f"Bearer {api_key}"}
+    missing = httpx2.post(server.url + "/v1/responses", headers=headers, json={"model": MODEL, "input": "x"})
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "invalid_request_error"
+    assert missing.json()["error"]["code"] == "not_found"
+    assert "/v1/responses" in missing.json()["error"]["message"]
+    wrong_method = httpx2.delete(server.url + "/v1/models/" + MODEL, headers=headers)
+    assert wrong_method.status_code == 405
+    assert set(wrong_method.json()["error"]) == {"message", "type", "param", "code"}
+    assert "GET" in wrong_method.json()["error"]["message"]
+
+
 def test_callers_without_a_valid_credential_get_401(server: AppServer) -> None:
     for key in ("kbk_not-a-key", "ik_" + "0" * 64):
         with (

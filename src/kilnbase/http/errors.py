@@ -1,7 +1,9 @@
 """InsForge's error shape for everything under `/api`: `{error, message, statusCode, nextActions?}`.
 
 A client mistake gets a 4xx with a message that says what to do; an unexpected failure gets a bare 500
-(logged with its traceback on the server, never sent to the client).
+(logged with its traceback on the server, never sent to the client). What no route answered itself (an
+unknown path, a method the path does not take, an unexpected error) under the OpenAI-compatible `/v1/` is
+answered in OpenAI's shape instead, `{error: {message, type, param, code}}`, which OpenAI's SDKs read.
 """
 
 from __future__ import annotations
@@ -86,9 +88,37 @@ def error_response(
     )
 
 
-async def handle_api_error(_request: Request, exc: Exception) -> Response:
+#: The prefix of the OpenAI-compatible surface, whose errors take OpenAI's shape.
+OPENAI_PREFIX = "/v1/"
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+    503: "service_unavailable_error",
+}
+
+
+def _answer(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    next_actions: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """`error_response`, or the same error in OpenAI's shape for a path under `/v1/` (the code in lower
+    case, the next actions after the message, as OpenAI's messages say what to do)."""
+    if not request.scope["path"].startswith(OPENAI_PREFIX):
+        return error_response(status, code, message, next_actions, headers)
+    kind = _OPENAI_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    text = f"{message} {next_actions}" if next_actions else message
+    body = {"error": {"message": text, "type": kind, "param": None, "code": code.lower()}}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.next_actions, headers=exc.headers or None)
+    return _answer(request, exc.status, exc.code, exc.message, exc.next_actions, exc.headers or None)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
@@ -101,14 +131,14 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
         if missing is not None:
             message += f": this Kilnbase server has no {missing} API (nothing is served under /api/{missing})"
             hint = f"The {missing} capability is not part of this server yet; see GET /api/docs for what is."
-        return error_response(404, code, message, hint)
+        return _answer(request, 404, code, message, hint)
     message = exc.detail if isinstance(exc.detail, str) else "Request failed"
     allowed = (exc.headers or {}).get("Allow")
     if exc.status_code == 405 and allowed:
         hint = f"This path takes {allowed} (the Allow header); check the method {_AGAINST_REFERENCE}"
     else:
         hint = f"Check the request {_AGAINST_REFERENCE}"
-    return error_response(exc.status_code, code, message, hint, headers=exc.headers)
+    return _answer(request, exc.status_code, code, message, hint, exc.headers)
 
 
 def _missing_module(request: Request) -> str | None:
@@ -127,7 +157,8 @@ def _missing_module(request: Request) -> str | None:
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(
+    return _answer(
+        request,
         500,
         "INTERNAL_ERROR",
         "An unexpected error occurred; it has been logged.",
@@ -170,7 +201,8 @@ async def handle_data_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, psycopg.DataError)
     reason = (exc.diag.message_primary if exc.sqlstate else None) or str(exc).splitlines()[0]
     log.info("%s %s: a value the database cannot take (%s)", request.method, request.url.path, exc.sqlstate)
-    return error_response(
+    return _answer(
+        request,
         400,
         "INVALID_INPUT",
         f"A value cannot be stored: {reason}",
