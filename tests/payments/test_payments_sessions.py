@@ -184,6 +184,23 @@ def test_an_idempotency_key_answers_the_same_session_and_refuses_another_request
     assert other.json()["error"] == "PAYMENT_CHECKOUT_ALREADY_EXISTS"
 
 
+def test_an_idempotency_key_in_any_script_reaches_stripe_as_a_header_it_can_carry(
+    client: TestClient, stripe: FakeStripe, configured: Callable[..., None], user: tuple[str, dict[str, str]]
+) -> None:
+    """A key outside ASCII (InsForge's schema takes any text) is sent as its digest, the same every time, so
+    a retry still answers the first session."""
+    configured()
+    price = _price(stripe)
+    key = f"commande-été-{uuid.uuid4()}"
+    first = client.post(CHECKOUT, headers=user[1], json=_body(price, idempotencyKey=key))
+    assert first.status_code == 201, first.text
+    header = stripe.calls_to("POST", "/v1/checkout/sessions")[-1].headers["idempotency-key"]
+    assert header.isascii() and header.startswith("sha256-")
+    again = client.post(CHECKOUT, headers=user[1], json=_body(price, idempotencyKey=key))
+    assert again.status_code == 201
+    assert again.json()["checkoutSession"] == first.json()["checkoutSession"]
+
+
 def test_without_a_key_for_the_environment_a_checkout_is_a_400(
     client: TestClient,
     stripe: FakeStripe,

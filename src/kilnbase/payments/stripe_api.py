@@ -64,6 +64,17 @@ class _StripeHttp(ProviderHttp):
 _HTTP = _StripeHttp("Stripe", error_text="message", fix_keys=FIX_KEY, base_setting="KILNBASE_STRIPE_API_BASE")
 
 
+def header_safe_key(key: str) -> str:
+    """An idempotency key as a header can carry it: as it is when it is printable ASCII, else its SHA-256.
+
+    The API takes any text as `idempotencyKey` (InsForge's schema: a string of 1 to 200 characters), and a
+    header holds only ASCII: sent as it is, a key like `commande-été` failed the call (a 500). Its digest
+    keeps what the key is for: the same text is always the same header, different texts different ones."""
+    if key.isascii() and key.isprintable():
+        return key
+    return "sha256-" + hashlib.sha256(key.encode()).hexdigest()
+
+
 class StripeApi:
     """Calls with one secret key. `idempotency_key` on a POST makes Stripe answer a retry with the first
     result."""
@@ -83,7 +94,7 @@ class StripeApi:
     ) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self._key}", "Accept": "application/json"}
         if idempotency_key is not None:
-            headers["Idempotency-Key"] = idempotency_key
+            headers["Idempotency-Key"] = header_safe_key(idempotency_key)
         encoded = urlencode(form(params or {}))
         url = self._base + path
         if method in ("GET", "DELETE"):
