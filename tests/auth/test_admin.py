@@ -60,6 +60,14 @@ def test_config_needs_admin(client: TestClient) -> None:
             {"allowedRedirectUrls": ["javascript:alert(1)"]},
             "allowedRedirectUrls.0: Invalid URL or wildcard URL",
         ),
+        # A null setting is refused as zod refuses it (it was a 500: every column is NOT NULL).
+        ({"requireEmailVerification": None}, "requireEmailVerification: Expected boolean, received null"),
+        ({"disableSignup": None}, "disableSignup: Expected boolean, received null"),
+        (
+            {"passwordMinLength": None, "resetPasswordMethod": None},
+            "passwordMinLength: Expected number, received null, "
+            "resetPasswordMethod: Expected 'code' | 'link', received null",
+        ),
     ],
 )
 def test_bad_config_is_refused_in_insforges_words_and_changes_nothing(
@@ -73,6 +81,15 @@ def test_bad_config_is_refused_in_insforges_words_and_changes_nothing(
         message,
     )
     assert client.get("/api/auth/config", headers=admin_headers).json() == before
+
+
+def test_a_null_redirect_allow_list_empties_it(client: TestClient, admin_headers: dict[str, str]) -> None:
+    """InsForge's schema takes `allowedRedirectUrls: null` and reads a null list as an empty one."""
+    listed = {"allowedRedirectUrls": ["https://app.example.com/*"]}
+    assert client.put("/api/auth/config", json=listed, headers=admin_headers).status_code == 200
+    emptied = client.put("/api/auth/config", json={"allowedRedirectUrls": None}, headers=admin_headers)
+    assert (emptied.status_code, emptied.json()["allowedRedirectUrls"]) == (200, [])
+    assert client.get("/api/auth/config", headers=admin_headers).json()["allowedRedirectUrls"] == []
 
 
 def test_a_config_read_back_can_be_put_as_it_is(client: TestClient, admin_headers: dict[str, str]) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from kilnbase.db.session import Database
 
@@ -40,6 +40,20 @@ def _redirect_url(url: str) -> str:
     return url
 
 
+#: What each setting but the allow-list must be, in zod's words (for a `null` sent in its place).
+_NOT_NULL = {
+    "requireEmailVerification": "boolean",
+    "passwordMinLength": "number",
+    "requireNumber": "boolean",
+    "requireLowercase": "boolean",
+    "requireUppercase": "boolean",
+    "requireSpecialChar": "boolean",
+    "verifyEmailMethod": "'code' | 'link'",
+    "resetPasswordMethod": "'code' | 'link'",
+    "disableSignup": "boolean",
+}
+
+
 class AuthConfigUpdate(BaseModel):
     """InsForge's partial config: unknown fields (`id`, `createdAt`, from a config read back) are ignored."""
 
@@ -55,6 +69,19 @@ class AuthConfigUpdate(BaseModel):
     resetPasswordMethod: Literal["code", "link"] | None = None
     allowedRedirectUrls: list[Annotated[str, AfterValidator(_redirect_url)]] | None = None
     disableSignup: bool | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _null(cls, value: Any, info: ValidationInfo) -> Any:
+        """`null` sent for a setting: InsForge's schema takes it for the allow-list only (an empty list, as
+        InsForge reads a null one); for any other setting it is refused as zod refuses it, never stored (each
+        column is NOT NULL). (A setting left out is not validated: it stays None and is not changed.)"""
+        if value is not None:
+            return value
+        if info.field_name == "allowedRedirectUrls":
+            return []
+        expected = _NOT_NULL[info.field_name or ""]
+        raise ValueError(f"Expected {expected}, received null")
 
 
 def iso(moment: datetime) -> str:
