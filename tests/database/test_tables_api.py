@@ -5,6 +5,7 @@ tests hold in any order. Shapes follow InsForge's `/api/database/tables` contrac
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -213,6 +214,9 @@ def test_alter_table_operations(
         ("{table}", [{"columnName": "id", "type": "uuid"}], "DATABASE_VALIDATION_ERROR"),
         ("{table}", [{"columnName": "x", "type": "nosuchtype"}], "DATABASE_VALIDATION_ERROR"),
         ("{table}", [{"columnName": "bad column", "type": "string"}], "DATABASE_INVALID_PARAMETER"),
+        # A name that is not text is refused by name (it was a 500: a list or object cannot be looked up).
+        ("{table}", [{"columnName": ["id"], "type": "string"}], "DATABASE_INVALID_PARAMETER"),
+        ("{table}", [{"columnName": {"name": "x"}, "type": "string"}], "DATABASE_INVALID_PARAMETER"),
     ],
 )
 def test_create_table_errors(
@@ -269,6 +273,51 @@ def test_missing_table_and_system_columns(
         assert response.status_code == 400, response.text
         assert response.json()["error"] == "DATABASE_FORBIDDEN"
     assert {"id", "created_at", "updated_at"} <= set(columns_of(client, admin, authors))
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "message"),
+    [
+        (
+            {"dropForeignKeys": [{"constraintName": "fk"}]},
+            "INVALID_INPUT",
+            "dropForeignKeys.0: Expected string, received object",
+        ),
+        (
+            {"dropForeignKeys": [["fk"]]},
+            "INVALID_INPUT",
+            "dropForeignKeys.0: Expected string, received array",
+        ),
+        (
+            {"addForeignKeys": [{"columnName": ["karma"], "foreignKey": {"referenceTable": "{table}"}}]},
+            "DATABASE_INVALID_PARAMETER",
+            "Invalid column name: ['karma']",
+        ),
+        (
+            {
+                "addForeignKeys": [
+                    {
+                        "referenceTable": "{table}",
+                        "referenceColumns": [{"sourceColumn": {"name": "karma"}, "referenceColumn": "id"}],
+                    }
+                ]
+            },
+            "DATABASE_INVALID_PARAMETER",
+            "Invalid source column name: {'name': 'karma'}",
+        ),
+    ],
+)
+def test_alter_refuses_names_that_are_not_text(
+    client: TestClient, admin: dict[str, str], authors: str, change: dict[str, Any], code: str, message: str
+) -> None:
+    """A constraint or column named by a list or an object is a 400 that says so (it was a 500), and the
+    table is left as it was."""
+    before = client.get(f"{TABLES}/{authors}/schema", headers=admin).json()
+    body = json.loads(json.dumps(change).replace("{table}", authors))
+    response = client.patch(f"{TABLES}/{authors}/schema", json=body, headers=admin)
+    refusal = (response.status_code, response.json()["error"], response.json()["message"])
+    assert refusal == (400, code, message)
+    assert client.get(f"{TABLES}/{authors}/schema", headers=admin).json() == before
 
 
 def test_delete_table(client: TestClient, admin: dict[str, str], authors: str) -> None:

@@ -60,6 +60,20 @@ _FK_ACTIONS = ("CASCADE", "SET NULL", "SET DEFAULT", "RESTRICT", "NO ACTION")
 _ACTION_NAMES = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
 
+def _json_type(value: Any) -> str:
+    """The name zod (InsForge's validator) gives a JSON value's type, as in "Expected string, received
+    object"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
 def identifier(value: Any, what: str) -> str:
     if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         raise ApiError(
@@ -144,7 +158,7 @@ def foreign_key_clause(fk: Any, where: str) -> tuple[list[str], str, sql.Composa
         raise ApiError(
             400,
             "INVALID_INPUT",
-            f"{where}: Expected object, received {type(fk).__name__}",
+            f"{where}: Expected object, received {_json_type(fk)}",
             "Send each foreign key as {referenceTable, referenceColumns: [{sourceColumn, "
             "referenceColumn}], onDelete?, onUpdate?}.",
         )
@@ -364,7 +378,7 @@ class TableService:
         user_columns = []
         for column in columns:
             name = column.get("columnName") if isinstance(column, dict) else None
-            if name in AUTO_FIELDS:
+            if isinstance(name, str) and name in AUTO_FIELDS:  # (any other name is checked further on)
                 if str(column.get("type", "")).lower() != AUTO_FIELDS[name]:
                     raise ApiError(
                         400,
@@ -544,11 +558,19 @@ class TableService:
             encrypted = {c["columnName"] for c in current["columns"] if c.get("encrypted")}
             by_column = {c["columnName"]: c["foreignKey"] for c in current["columns"] if "foreignKey" in c}
             names = {fk["constraintName"] for fk in current["foreignKeys"]}
-            for name in _list(body, "dropForeignKeys"):
+            for index, name in enumerate(_list(body, "dropForeignKeys")):
                 # A constraint's name (InsForge), or a column with a foreign key (Kilnbase's older form).
+                if not isinstance(name, str):
+                    raise ApiError(
+                        400,
+                        "INVALID_INPUT",
+                        f"dropForeignKeys.{index}: Expected string, received {_json_type(name)}",
+                        "Send dropForeignKeys as the names of the constraints (GET the table's schema "
+                        "lists them under foreignKeys).",
+                    )
                 if name in names:
                     constraint = name
-                elif isinstance(name, str) and name in by_column:
+                elif name in by_column:
                     constraint = by_column[name]["constraintName"]
                 else:
                     raise ApiError(
@@ -677,10 +699,11 @@ def _refuse_keys_on_encrypted(foreign_keys: list[Any], encrypted: set[str]) -> N
         if not isinstance(item, dict):
             continue
         pairs = item.get("referenceColumns")
-        sources = (
-            [p.get("sourceColumn") for p in pairs if isinstance(p, dict)] if isinstance(pairs, list) else []
-        )
-        if item.get("columnName") in encrypted or encrypted & set(sources):
+        pairs = pairs if isinstance(pairs, list) else []
+        named = [p.get("sourceColumn") for p in pairs if isinstance(p, dict)]
+        named.append(item.get("columnName"))
+        # (only text can name a column: anything else is refused by name when the key is built)
+        if encrypted & {name for name in named if isinstance(name, str)}:
             raise ApiError(
                 400,
                 "INVALID_INPUT",
