@@ -83,6 +83,28 @@ def test_bulk_upsert_csv_and_json(client: TestClient, admin: dict[str, str], ite
     )
 
 
+def test_bulk_upsert_csv_with_a_large_cell_and_lone_carriage_returns(
+    client: TestClient, admin: dict[str, str], items: str
+) -> None:
+    """A cell past Python's default 128 KiB, and lines ended by a lone \r (old Mac files), are read as the
+    file says (each was a 500)."""
+    long_name = "n" * 200_000
+    csv_file = f"sku,name\rb-2,{long_name}\rc-3,Crate\r".encode()
+    response = client.post(
+        f"{ADVANCE}/bulk-upsert",
+        headers=admin,
+        files={"file": ("items.csv", csv_file, "text/csv")},
+        data={"table": items},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["rowsAffected"] == 2
+    assert [(r["sku"], r["name"]) for r in records(client, admin, items)] == [
+        ("a-1", "Anvil"),
+        ("b-2", long_name),
+        ("c-3", "Crate"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("files", "data", "status", "code"),
     [

@@ -56,7 +56,12 @@ def parse_rows(content: bytes, filename: str) -> list[dict[str, Any]]:
             )
         return rows
     if lower.endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(text))
+        # A cell may be as large as the file (InsForge's parser has no limit of its own; the upload limit
+        # bounds the file): Python's reader refuses a cell past 128 KiB unless its process-wide limit is
+        # raised, which is only ever raised here. `newline=""`: lines may end in \n, \r\n or a lone \r.
+        csv.field_size_limit(max(csv.field_size_limit(), len(text)))
+        # (With both, Python's reader, which is not strict, has nothing left to refuse.)
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         # An empty cell takes the column's default, as an absent key does.
         return [{k: v for k, v in row.items() if k is not None and v != ""} for row in reader]
     raise ApiError(
