@@ -162,6 +162,25 @@ def test_bulk_upsert_errors_change_nothing(
     assert records(client, admin, items) == before
 
 
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("rows.json", b"[]"), ("rows.csv", b"sku,name\n"), ("rows.csv", b""), ("rows.csv", b"\n\n")],
+)
+def test_a_file_without_rows_is_refused_as_insforge_refuses_it(
+    client: TestClient, admin: dict[str, str], items: str, name: str, content: bytes
+) -> None:
+    """InsForge: 400 INVALID_INPUT "No records found in file" (its parser skips empty lines)."""
+    response = client.post(
+        f"{ADVANCE}/bulk-upsert",
+        headers=admin,
+        files={"file": (name, content, "text/plain")},
+        data={"table": items},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "INVALID_INPUT"
+    assert response.json()["message"] == "No records found in file"
+
+
 def test_export_json(
     client: TestClient, admin: dict[str, str], items: str, new_name: NewName, database_url: str
 ) -> None:

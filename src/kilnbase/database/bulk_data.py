@@ -32,7 +32,21 @@ MAX_EXPORT_ROWS = 10_000
 
 
 def parse_rows(content: bytes, filename: str) -> list[dict[str, Any]]:
-    """Rows of a `.json` (array of objects) or `.csv` (header row) file."""
+    """Rows of a `.json` (array of objects) or `.csv` (header row) file; a file with none (`[]`, a header
+    alone, nothing) is refused, as InsForge refuses it: an upload that changes nothing is a mistake to say."""
+    rows = _rows_of(content, filename)
+    if not rows:
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            "No records found in file",
+            "Send a file with at least one row: a .json array of objects, or a .csv with a header row and "
+            "rows under it.",
+        )
+    return rows
+
+
+def _rows_of(content: bytes, filename: str) -> list[dict[str, Any]]:
     lower = filename.lower()
     text = content.decode("utf-8-sig", errors="replace")
     if lower.endswith(".json"):
