@@ -126,6 +126,23 @@ def test_rawsql_runs_as_project_admin(client: TestClient, admin: dict[str, str])
     assert body["fields"][2]["dataTypeID"] == 23
 
 
+def test_rawsql_takes_an_object_param_as_json_as_insforge_does(
+    client: TestClient, admin: dict[str, str], new_name: NewName
+) -> None:
+    """node-postgres (InsForge's driver) sends an object parameter as its JSON text."""
+    table = new_name("docs")
+    rawsql(client, admin, f"create table {table} (id int, body jsonb, tags text[])")
+    written = rawsql(
+        client,
+        admin,
+        f"insert into {table} values ($1, $2, $3) returning body->>'title' as title, body",
+        params=[1, {"title": "Hi", "n": [1, 2]}, ["a", "b"]],
+    )
+    assert written["rows"] == [{"title": "Hi", "body": {"title": "Hi", "n": [1, 2]}}]
+    read = rawsql(client, admin, "select $1::jsonb -> 'k' as k", params=[{"k": {"deep": None}}])
+    assert read["rows"] == [{"k": {"deep": None}}]
+
+
 def test_rawsql_ddl_is_visible_to_records_at_once(
     client: TestClient, admin: dict[str, str], new_name: NewName
 ) -> None:

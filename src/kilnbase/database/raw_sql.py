@@ -158,9 +158,22 @@ async def run(
         raise api_error_from(exc) from None
 
 
+def _as_node_pg_sends(value: Any) -> Any:
+    """A parameter as InsForge's driver (node-postgres) sends it where psycopg would not take it: an object
+    as its JSON text, also inside an array (psycopg cannot adapt a dict), so that `insert ... values ($1)`
+    into a json column works as it does on InsForge. Text goes untyped: Postgres reads it as the column's
+    type."""
+    if isinstance(value, dict):
+        return orjson.dumps(value).decode()
+    if isinstance(value, list):
+        return [_as_node_pg_sends(item) for item in value]
+    return value
+
+
 async def _execute(
     conn: AsyncConnection[Any], statements: list[str], params: list[Any], *, explain: bool
 ) -> RawSqlResult:
+    params = [_as_node_pg_sends(value) for value in params]
     result = RawSqlResult([], 0, [])
     cur = psycopg.AsyncRawCursor(conn, row_factory=dict_row)
     for statement in statements:
