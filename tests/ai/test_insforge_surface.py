@@ -236,6 +236,11 @@ def test_a_registered_openai_compatible_provider_is_routed_by_prefix(
         == 400
     )
     assert http.put("/api/ai/providers/Bad Name", json={"baseUrl": fake.url}).status_code == 400
+    # A name that cannot be saved is refused before the key is tried: no call out.
+    calls = len(fake.calls)
+    bad_name = http.put("/api/ai/providers/Bad Name", json={"baseUrl": fake.url, "apiKey": "sk-or-v1-x"})
+    assert bad_name.status_code == 400 and "provider name" in bad_name.json()["message"], bad_name.text
+    assert len(fake.calls) == calls
     assert http.put("/api/ai/providers/x", json={"baseUrl": "ftp://x"}).status_code == 400
     assert http.delete("/api/ai/providers/local").status_code == 200
     models = http.get("/api/ai/models").json()

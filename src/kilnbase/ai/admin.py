@@ -4,6 +4,7 @@ cached policy so the next request sees it."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from decimal import Decimal
 from typing import Any
@@ -29,6 +30,10 @@ _LIMIT_NAMES = {
     "usdPerDay": "usd_per_day",
     "usdPerMonth": "usd_per_month",
 }
+
+#: A provider's name, as the table's CHECK has it (`ai.providers.name`).
+_PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+_PROVIDER_NAME_RULE = "A provider name is lowercase letters, digits, '.', '_' or '-'."
 
 #: What an agent key cannot do with the gateway's money controls (`Admin._refuse_agents_money_control`).
 _CREDENTIALS = (
@@ -443,6 +448,10 @@ class Admin:
     async def put_provider(self, name: str, base_url: str, api_key: str | None) -> dict[str, Any]:
         details = {"name": name, "baseUrl": base_url, "withKey": api_key is not None}
         await self._refuse_agents_money_control("PUT_AI_PROVIDER", details, _PROVIDERS)
+        if not _PROVIDER_NAME.fullmatch(name):
+            # Before the key is tried: a call that cannot be saved makes no call out. (The table's CHECK
+            # says the same, below, for anything that writes the table another way.)
+            raise invalid(_PROVIDER_NAME_RULE, param="name")
         provider = OpenAICompatibleProvider(name, base_url, self.gateway.client)
         if api_key:
             try:
@@ -479,9 +488,7 @@ class Admin:
                     {"name": name, "baseUrl": base_url, "withKey": api_key is not None},
                 )
         except pg_errors.CheckViolation:
-            raise invalid(
-                "A provider name is lowercase letters, digits, '.', '_' or '-'.", param="name"
-            ) from None
+            raise invalid(_PROVIDER_NAME_RULE, param="name") from None
         self._changed()
         return {
             "name": name,
