@@ -140,6 +140,27 @@ def test_gateway_keys_are_scoped_to_models_max_tokens_and_their_own_limits(
     assert admin.post("/api/ai/gateway/keys", json={"name": "x", "limits": {"rpm": -1}}).status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("path", "method", "body", "named"),
+    [
+        ("/api/ai/gateway/keys", "POST", {"name": "past-int", "maxTokens": 2**31}, "maxTokens"),
+        ("/api/ai/gateway/keys", "POST", {"name": "past-int", "limits": {"rpm": 2**31}}, "rpm"),
+        ("/api/ai/limits/project/*", "PUT", {"rpm": 2**31}, "rpm"),
+        ("/api/ai/limits/project/*", "PUT", {"tokensPerDay": 2**63}, "tokensPerDay"),
+    ],
+)
+def test_a_limit_past_what_its_column_holds_is_a_400_not_a_500(
+    admin: httpx2.Client, path: str, method: str, body: dict[str, Any], named: str
+) -> None:
+    """`rpm` and `maxTokens` are `integer` columns, the token limits `bigint`: a larger number is the
+    client's mistake, named in the refusal, and nothing is stored."""
+    refused = admin.request(method, path, json=body)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"] == "INVALID_INPUT" and named in refused.json()["message"]
+    assert admin.get("/api/ai/limits").json() == []
+    assert not [key for key in admin.get("/api/ai/gateway/keys").json() if key["name"] == "past-int"]
+
+
 def test_per_user_limits_count_each_user_separately(admin: httpx2.Client, server: AppServer) -> None:
     a_fresh_minute()
     admin.put("/api/ai/limits/user/*", json={"rpm": 1})

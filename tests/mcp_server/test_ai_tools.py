@@ -69,7 +69,7 @@ async def test_gateway_keys_and_limits_through_tools(
     assert any(entry["subject"] == created["id"] and entry["tpm"] == 1000 for entry in all_limits)
     assert error_of(bad_scope)["statusCode"] == 400
     assert error_of(negative)["statusCode"] == 400  # checked against the tool's schema, before it runs
-    assert "rpm as an integer at least 0" in error_of(negative)["nextActions"]
+    assert "rpm as an integer from 0 to 2147483647" in error_of(negative)["nextActions"]
     assert error_of(twice)["statusCode"] == 404
     assert [k["revokedAt"] is not None for k in revoked if k["id"] == created["id"]] == [True]
     audits = admin_api(

@@ -19,7 +19,11 @@ ModelId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, 
 ApiKey = Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=500)]
 Modality = Literal["text", "image", "audio", "video", "file"]
 ClientSystemMessages = Literal["append", "drop", "refuse"]
-Count = Annotated[int, Field(ge=0)]
+#: Counts as their columns hold them: `rpm` and a key's `maxTokens` are `integer`, the token limits `bigint`;
+#: past that, the insert failed (a 500) instead of the field being refused.
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
+SmallCount = Annotated[int, Field(ge=0, le=2**31 - 1)]
+MaxTokens = Annotated[int, Field(gt=0, le=2**31 - 1)]
 Usd = Annotated[float, Field(ge=0)]
 #: A request field name as OpenAI and OpenRouter spell them (`plugins`, `web_search_options`).
 RequestField = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
@@ -102,7 +106,7 @@ class InsforgeConfig(_Body):
 class Limits(_Body):
     """Each optional; null (or absent) means no such limit."""
 
-    rpm: Count | None = None
+    rpm: SmallCount | None = None
     tpm: Count | None = None
     tokensPerDay: Count | None = None
     usdPerDay: Usd | None = None
@@ -121,7 +125,7 @@ class Limits(_Body):
 class KeyCreate(_Body):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
     models: Annotated[list[ModelId], Field(max_length=500)] | None = None
-    maxTokens: Annotated[int, Field(gt=0)] | None = None
+    maxTokens: MaxTokens | None = None
     limits: Limits | None = None
 
 

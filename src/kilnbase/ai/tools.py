@@ -30,7 +30,8 @@ Modalities = Annotated[
 ]
 SystemPrompt = Annotated[str | None, Field(max_length=100_000)]
 Fallbacks = Annotated[list[ModelId] | None, Field(max_length=10, description="Models tried in order")]
-Count = Annotated[int | None, Field(ge=0)]
+Count = admin_requests.Count | None
+SmallCount = admin_requests.SmallCount | None
 Usd = Annotated[float | None, Field(ge=0)]
 DateArgument = Annotated[
     str | None, Field(description="ISO 8601 date or timestamp, e.g. 2026-04-18 or 2026-04-18T09:15:00Z")
@@ -140,8 +141,8 @@ def ai_tools(ai: AiService) -> list[Tool]:
         models: Annotated[
             list[ModelId] | None, Field(max_length=500, description="Models it may call (default: all)")
         ] = None,
-        maxTokens: Annotated[int | None, Field(gt=0)] = None,
-        rpm: Count = None,
+        maxTokens: admin_requests.MaxTokens | None = None,
+        rpm: SmallCount = None,
         tpm: Count = None,
         tokensPerDay: Count = None,
         usdPerDay: Usd = None,
@@ -179,7 +180,7 @@ def ai_tools(ai: AiService) -> list[Tool]:
                 max_length=200,
             ),
         ],
-        rpm: Count = None,
+        rpm: SmallCount = None,
         tpm: Count = None,
         tokensPerDay: Count = None,
         usdPerDay: Usd = None,

@@ -50,7 +50,7 @@ def auth_tools(auth: Auth) -> list[Tool]:
     async def list_users(
         actor: Actor,
         limit: Annotated[int, Field(ge=1, le=100)] = 20,
-        offset: Annotated[int, Field(ge=0)] = 0,
+        offset: Annotated[int, Field(ge=0, le=100_000_000)] = 0,
         search: Annotated[str | None, Field(description="Part of an email or a name", max_length=200)] = None,
     ) -> dict[str, Any]:
         return await admin.list_users(actor, limit=limit, offset=offset, search=search)

@@ -21,7 +21,7 @@ def logs_tools(database: Database) -> list[Tool]:
         action: str | None = None,
         module: Annotated[str | None, Field(description="DATABASE, AUTH, AI, SECRETS, MCP, ...")] = None,
         limit: Annotated[int, Field(ge=1, le=200)] = 50,
-        offset: Annotated[int, Field(ge=0)] = 0,
+        offset: Annotated[int, Field(ge=0, le=10_000_000)] = 0,
     ) -> dict[str, Any]:
         require_admin_actor(actor)
         rows, total = await audit.search(database, limit=limit, offset=offset, action=action, module=module)

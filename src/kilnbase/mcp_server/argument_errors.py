@@ -15,6 +15,7 @@ from the access middleware, as `unknown_arguments` refuses misnamed ones there.
 from __future__ import annotations
 
 import inspect
+import math
 import reprlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -45,15 +46,16 @@ class ArgumentCheck:
         self.metadata.update(metadata)
 
     def refusal(self, tool: str, arguments: Any) -> ApiError | None:
-        """Why `arguments` do not fit `tool` (None: they do, or the tool is not known here)."""
+        """Why `arguments` do not fit `tool`, or hold a number JSON cannot carry once validated (None: they
+        fit, or the tool is not known here)."""
         metadata = self.metadata.get(tool)
         if metadata is None or not isinstance(arguments, Mapping | None):
             return None
         try:
-            metadata.validate_arguments(dict(arguments or {}))
+            values = metadata.validate_arguments(dict(arguments or {}))
         except ValidationError as exc:
             return invalid_arguments(tool, exc.errors(), metadata.arg_model.model_json_schema())
-        return None
+        return unsendable_numbers(tool, values)
 
 
 def arguments_model(tool: Tool) -> type[BaseModel]:
@@ -193,4 +195,42 @@ def _holds_nul(value: Any) -> bool:
         return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
     if isinstance(value, list):
         return any(_holds_nul(item) for item in value)
+    return False
+
+
+#: The integers JSON carries here (what `orjson`, which writes the audit entry and every stored JSON value,
+#: can write): a signed or an unsigned 64-bit one.
+_SMALLEST_INTEGER, _LARGEST_INTEGER = -(2**63), 2**64 - 1
+
+
+def unsendable_numbers(tool: str, values: Mapping[str, Any]) -> ApiError | None:
+    """The refusal of validated arguments holding a number that cannot be written back as JSON (None: none
+    does): an integer past 64 bits (as sent, or as a numeric string an integer argument read) or a float
+    that is not finite (`1e400`, `NaN`, which the SDK's parser reads as infinity or NaN). Left to run, such
+    a call failed where its value was first written as JSON (a KV value, a function's body, the audit
+    entry), after the tool may have acted, and the agent read only the SDK's bare "Error executing tool";
+    an infinity stored as a JSON value became null."""
+    named = [str(name) for name, value in values.items() if _unsendable(value)]
+    if not named:
+        return None
+    return ApiError(
+        400,
+        "INVALID_INPUT",
+        f"{tool} was called with a number JSON cannot carry in {', '.join(named)}: integers must fit in 64 "
+        f"bits ({_SMALLEST_INTEGER} to {_LARGEST_INTEGER}) and numbers must be finite. Nothing was done.",
+        "Send a number in that range (a larger one as a string, where the argument takes text).",
+    )
+
+
+def _unsendable(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return not _SMALLEST_INTEGER <= value <= _LARGEST_INTEGER
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, Mapping):
+        return any(_unsendable(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_unsendable(item) for item in value)
     return False

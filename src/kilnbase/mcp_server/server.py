@@ -142,8 +142,8 @@ class Caller:
 class ToolAccessMiddleware:
     """Hides from `tools/list` what the caller may not use, and refuses a `tools/call` of such a tool
     before it runs (so a hidden tool cannot be called by name: the call is refused with the reason), or one
-    with arguments the tool does not take (`unknown_arguments`), that do not fit its schema (`checked`) or
-    that hold text the database cannot store (`nul_characters`)."""
+    with arguments the tool does not take (`unknown_arguments`), that do not fit its schema or hold a number
+    JSON cannot carry (`checked`) or that hold text the database cannot store (`nul_characters`)."""
 
     def __init__(self, listed: Mapping[str, Listed], caller: Caller, checked: ArgumentCheck) -> None:
         self.listed = listed

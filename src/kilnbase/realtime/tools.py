@@ -74,7 +74,7 @@ def realtime_tools(admin: RealtimeAdmin) -> list[Tool]:
         channelId: Annotated[str | None, Field(max_length=36)] = None,
         eventName: Annotated[str | None, Field(max_length=255)] = None,
         limit: Annotated[int, Field(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Field(ge=0)] = 0,
+        offset: Annotated[int, Field(ge=0, le=10_000_000)] = 0,
     ) -> list[dict[str, Any]]:
         if channelId is not None:
             # A mistyped id would list nothing, which an agent reads as "nothing was ever sent on it". (The

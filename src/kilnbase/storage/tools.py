@@ -158,7 +158,7 @@ def storage_tools(service: StorageService) -> list[Tool]:
         prefix: Annotated[str | None, Field(max_length=1024, description="Keys starting with this")] = None,
         search: Annotated[str | None, Field(max_length=200, description="Keys containing this")] = None,
         limit: Annotated[int, Field(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Field(ge=0)] = 0,
+        offset: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0,
     ) -> dict[str, Any]:
         return await service.list_objects(
             actor.principal, bucketName, prefix=prefix, search=search, limit=limit, offset=offset
