@@ -29,7 +29,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_REQUEST, CallToolResult, TextContent, ToolAnnotations
+from mcp.types import INVALID_PARAMS, INVALID_REQUEST, CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from kilnbase import audit
@@ -222,18 +222,25 @@ class ResourceAccessMiddleware:
 
 def resource_reader(entry: ListedResource) -> Callable[..., Awaitable[str]]:
     """The function the SDK calls to read `entry`: its URI's parts as keyword arguments, the caller from
-    `_RESOURCE_CALL`; a refusal in the API's words."""
+    `_RESOURCE_CALL`; a refusal in the API's words.
+
+    A client's mistake (a table that does not exist, a resource the caller may not read) is the protocol's
+    invalid params (-32602), as the SDK answers a URI no resource matches; only the server's own failure is
+    an internal error (-32603), what the SDK makes of a `ResourceError`."""
     parts = re.findall(r"\{(\w+)\}", entry.resource.uri)
 
     async def read(**arguments: str) -> str:
+        uri = entry.resource.uri.format(**arguments)
         call = _RESOURCE_CALL.get()
         if call is None or not resource_visible(call.principal, call.narrowing, entry):
-            raise ResourceError(f"Unknown resource: {entry.resource.uri}")
+            raise MCPError(INVALID_PARAMS, f"Unknown resource: {uri}", {"uri": uri})
         actor = Actor(call.principal, ip=call.ip, user_agent=call.user_agent, tool=entry.resource.name)
         try:
             return await entry.resource.read(actor, **arguments)
         except ApiError as exc:
-            raise ResourceError(_error_text(exc)) from None
+            if exc.status >= 500:
+                raise ResourceError(_error_text(exc)) from None
+            raise MCPError(INVALID_PARAMS, _error_text(exc), {"uri": uri}) from None
 
     read.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter(part, inspect.Parameter.KEYWORD_ONLY, annotation=str) for part in parts],
