@@ -3,13 +3,19 @@ and limits, checked as `/api/ai` checks them, with the new key kept out of the a
 
 from __future__ import annotations
 
+import json
 import secrets
+from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
+from kilnbase.app import create_app
+from kilnbase.config import Settings
 from tests.mcp_server.test_approvals import admin_api
 from tests.mcp_server.test_mcp_server import call, error_of, http_client, tool_names
-from tests.support.servers import ServerProcess
+from tests.support.app import admin_headers, mcp_call
+from tests.support.servers import ServerProcess, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -84,3 +90,25 @@ async def test_the_anon_key_sees_no_gateway_administration(
     async with http_client(live_server, live_keys["anonKey"]) as client:
         names = await tool_names(client)
     assert not ({"create-gateway-key", "put-ai-limits", "create-ai-configuration"} & names)
+
+
+def test_a_model_catalog_out_of_reach_is_the_gateways_error_not_an_unexpected_one(
+    database_url: str, tmp_path: Path
+) -> None:
+    """OpenRouter does not answer (nothing listens on its port) and no catalog is cached: `list-models`
+    says so as `GET /api/ai/models` does (502, retry, check the credentials), not as a fault of the server's
+    logged as an unexpected error."""
+    settings = Settings(
+        database_url=database_url,
+        data_dir=tmp_path,
+        openrouter_base_url=f"http://127.0.0.1:{free_port()}",
+        openrouter_api_key="sk-or-v1-unreachable",
+        ai_retry_base_delay=0.01,
+        ai_retry_max_delay=0.05,
+    )
+    with TestClient(create_app(settings)) as client:
+        text = mcp_call(client, admin_headers(client), "list-models", {})
+    error = json.loads(text.removeprefix("Error executing tool list-models: "))
+    assert error["statusCode"] == 502 and error["error"] != "INTERNAL_ERROR"
+    assert "catalog" in error["message"]
+    assert "Gateway Credentials" in error["nextActions"]

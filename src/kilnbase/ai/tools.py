@@ -76,7 +76,7 @@ def ai_tools(ai: AiService) -> list[Tool]:
 
     async def list_models(actor: Actor) -> list[dict[str, Any]]:
         require_admin_actor(actor)
-        return await ai.gateway.models()
+        return await _gateway(ai.gateway.models())
 
     async def get_ai_usage_summary(
         actor: Actor, startDate: DateArgument = None, endDate: DateArgument = None
