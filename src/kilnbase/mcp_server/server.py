@@ -167,8 +167,11 @@ class ToolAccessMiddleware:
             name = str((ctx.params or {}).get("name", ""))
             entry = self.listed.get(name)
             if entry is None or not entry.tool.offered:
+                offered = [
+                    n for n, e in self.listed.items() if e.tool.offered and visible(principal, narrowing, e)
+                ]
                 return CallToolResult(
-                    content=[TextContent(type="text", text=f"Unknown tool: {name}")], is_error=True
+                    content=[TextContent(type="text", text=unknown_tool(name, offered))], is_error=True
                 )
             if not visible(principal, narrowing, entry):
                 read_only_mode = self.caller.agent_keys.read_only
@@ -330,6 +333,21 @@ def unknown_arguments(tool: str, taken: Sequence[str], arguments: Any) -> ApiErr
         f"{tool} does not take {', '.join(_with_guess(name, taken) for name in unknown)}; nothing was done.",
         f"Call it again with only the arguments it takes: {', '.join(taken) or 'none'}.",
     )
+
+
+#: How much of an unknown tool's name its refusal repeats (and looks for a near match of).
+_SHOWN_NAME_CHARS = 100
+
+
+def unknown_tool(name: str, offered: Sequence[str]) -> str:
+    """The text of a call of a tool the server does not offer: the name (cut, so that a huge one is not
+    echoed back whole), the nearest tool this caller may call, and where the others are listed; the SDK's
+    bare "Unknown tool: x" left a misspelt name with no way on."""
+    if len(name) > _SHOWN_NAME_CHARS:
+        return f"Unknown tool: {name[:_SHOWN_NAME_CHARS]}… (tools/list lists the tools you may call)"
+    close = difflib.get_close_matches(name, offered, n=1, cutoff=0.6)
+    guess = f"did you mean {close[0]}? " if close else ""
+    return f"Unknown tool: {name} ({guess}tools/list lists the tools you may call)"
 
 
 def _with_guess(name: str, taken: Sequence[str]) -> str:
