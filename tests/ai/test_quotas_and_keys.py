@@ -221,6 +221,10 @@ def test_allow_list_and_max_tokens_cap(
         ask(client, max_tokens=65)
     assert [m.id for m in client.models.list()] == [MODEL]
     assert admin.put("/api/ai/policy", json={"maxTokensCap": 0}).status_code == 400
+    # Past what its `integer` column holds: refused by name, before anything is written.
+    big = admin.put("/api/ai/policy", json={"maxTokensCap": 2**31})
+    assert big.status_code == 400 and "maxTokensCap" in big.json()["message"], big.text
+    assert admin.get("/api/ai/policy").json()["maxTokensCap"] == 64
     assert admin.put("/api/ai/policy", json={"allowedModels": "all"}).status_code == 400
 
 

@@ -133,7 +133,7 @@ class PolicyUpdate(_Body):
     """The whole policy (a field left out takes its default)."""
 
     allowedModels: Annotated[list[ModelId], Field(max_length=500)] | None = None
-    maxTokensCap: Annotated[int, Field(gt=0)] | None = None
+    maxTokensCap: MaxTokens | None = None
     cacheEnabled: bool = False
     anonAccess: bool = False
     allowedRequestFields: list[RequestField] = Field(default_factory=list, max_length=100)
