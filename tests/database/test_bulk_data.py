@@ -162,6 +162,24 @@ def test_bulk_upsert_errors_change_nothing(
     assert records(client, admin, items) == before
 
 
+def test_a_cell_its_column_cannot_read_is_named_as_the_files_mistake(
+    client: TestClient, admin: dict[str, str], items: str
+) -> None:
+    before = records(client, admin, items)
+    response = client.post(
+        f"{ADVANCE}/bulk-upsert",
+        headers=admin,
+        files={"file": ("rows.csv", b"sku,name,qty\nz-9,Zip,many\n", "text/csv")},
+        data={"table": items},
+    )
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["error"] == "DATABASE_VALIDATION_ERROR" and '"many"' in body["message"], body
+    # No SQL of the caller's is involved: the next step is about the file.
+    assert "SQL" not in body["nextActions"] and "file" in body["nextActions"], body
+    assert records(client, admin, items) == before
+
+
 @pytest.mark.parametrize(
     ("name", "content"),
     [("rows.json", b"[]"), ("rows.csv", b"sku,name\n"), ("rows.csv", b""), ("rows.csv", b"\n\n")],

@@ -29,6 +29,11 @@ from kilnbase.db.session import Database, DatabaseIdentity
 from kilnbase.http.errors import ApiError
 
 MAX_EXPORT_ROWS = 10_000
+#: A row's value the table refused (no SQL of the caller's is involved in an upload).
+_FIX_THE_FILE = (
+    "Fix the value the message names in the file (each cell must read as its column's type), then upload "
+    "it again; nothing was written."
+)
 
 
 def parse_rows(content: bytes, filename: str) -> list[dict[str, Any]]:
@@ -143,7 +148,7 @@ async def bulk_upsert(
                 if before is not None and (reasons := await whole_table_changes.wholesale(conn, before)):
                     raise HeldForApproval("; ".join(reasons))
     except psycopg.Error as exc:
-        raise api_error_from(exc) from None
+        raise api_error_from(exc, fix=_FIX_THE_FILE) from None
     return {
         "success": True,
         "message": f"Successfully upserted {affected} rows into {table_name}",

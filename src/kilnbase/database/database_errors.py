@@ -57,8 +57,13 @@ def syntax_error(message: str, position: int, sql: str) -> DatabaseFailure:
     )
 
 
-def api_error_from(exc: psycopg.Error, sql: str | None = None) -> DatabaseFailure:
-    """`exc` as InsForge's error shape; `sql` (the statement that failed) places a syntax error."""
+#: What to do about a statement Postgres refused for a reason no rule below names, for SQL the caller wrote.
+FIX_THE_SQL = "Fix the SQL as the message says and retry."
+
+
+def api_error_from(exc: psycopg.Error, sql: str | None = None, *, fix: str = FIX_THE_SQL) -> DatabaseFailure:
+    """`exc` as InsForge's error shape; `sql` (the statement that failed) places a syntax error; `fix`: what
+    to do about a refusal no rule names, where the caller sent values rather than SQL (a file's rows)."""
     if is_unavailable(exc):
         unavailable = database_unavailable(exc)
         return DatabaseFailure(
@@ -104,7 +109,7 @@ def api_error_from(exc: psycopg.Error, sql: str | None = None) -> DatabaseFailur
         400,
         "DATABASE_VALIDATION_ERROR",
         message,
-        exc.diag.message_hint or "Fix the SQL as the message says and retry.",
+        exc.diag.message_hint or fix,
     )
 
 
