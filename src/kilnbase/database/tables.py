@@ -410,18 +410,22 @@ class TableService:
             constraints.append(foreign_key_clause(fk, f"foreignKeys.{index}")[2])
         definitions.append(sql.SQL("created_at TIMESTAMPTZ DEFAULT now()"))
         definitions.append(sql.SQL("updated_at TIMESTAMPTZ DEFAULT now()"))
+        create = sql.SQL("CREATE TABLE {} ({})").format(
+            sql.Identifier("public", table), sql.SQL(", ").join(definitions + constraints)
+        )
         async with self.cursor() as cur:
-            await cur.execute("select to_regclass(%s) is not null as found", (f'public."{table}"',))
-            row = await cur.fetchone()
-            if row and row["found"]:
-                raise ApiError(
-                    400, "DATABASE_DUPLICATE", f"table {table} already exists", "Choose a unique table name."
-                )
-            await cur.execute(
-                sql.SQL("CREATE TABLE {} ({})").format(
-                    sql.Identifier("public", table), sql.SQL(", ").join(definitions + constraints)
-                )
-            )
+            if await _relation_exists(cur, table):
+                raise _duplicate_table(table)
+            try:
+                async with cur.connection.transaction():
+                    await cur.execute(create)
+            except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
+                # Another transaction made the table between the check above and this statement (Postgres
+                # says so in its own words, or as a unique violation in its catalog when that transaction
+                # had not yet committed): the caller gets the answer the check gives, not the catalog's.
+                if await _relation_exists(cur, table):
+                    raise _duplicate_table(table) from None
+                raise
             if body.get("rlsEnabled", True) is False:
                 await cur.execute(
                     sql.SQL("ALTER TABLE {} DISABLE ROW LEVEL SECURITY").format(
@@ -681,6 +685,18 @@ class TableService:
             "tableName": table,
             "nextActions": "Create a new table with POST /api/database/tables.",
         }
+
+
+async def _relation_exists(cur: AsyncCursor[DictRow], table: str) -> bool:
+    """Whether `public.<table>` names any relation (a table, view, sequence...): what a new table's name
+    may not be."""
+    await cur.execute("select to_regclass(%s) is not null as found", (f'public."{table}"',))
+    row = await cur.fetchone()
+    return bool(row and row["found"])
+
+
+def _duplicate_table(table: str) -> ApiError:
+    return ApiError(400, "DATABASE_DUPLICATE", f"table {table} already exists", "Choose a unique table name.")
 
 
 async def table_exists(cur: AsyncCursor[Any], table: str) -> bool:
