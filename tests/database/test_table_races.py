@@ -1,4 +1,5 @@
-"""Two requests on one table at once: each gets the answer it would get alone.
+"""Two requests on one table at once: each gets the answer it would get alone, and no agent's drop runs
+unapproved because of what changed between the approval check and the drop.
 
 The interleavings are driven, not hoped for: a side connection holds a lock that one request must take, and
 the test waits until the requests are queued on it (`pg_stat_activity`) before it lets go."""
@@ -6,6 +7,7 @@ the test waits until the requests are queued on it (`pg_stat_activity`) before i
 from __future__ import annotations
 
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -14,7 +16,12 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from kilnbase.capability import HeldForApproval
+from kilnbase.identity.actor import Actor
+from kilnbase.identity.agent_keys import AgentKey
+from kilnbase.identity.principal import agent_principal
 from tests.database.conftest import NewName
+from tests.support.app import services_of
 from tests.support.side_sql import Sql, sql_runner
 
 TABLES = "/api/database/tables"
@@ -84,3 +91,30 @@ def test_two_creates_of_one_table_at_once_get_one_table_and_the_duplicate_answer
     }
     schema = client.get(f"{TABLES}/{table}/schema", headers=admin).json()
     assert [c["columnName"] for c in schema["columns"]] == ["id", "parent_id", "created_at", "updated_at"]
+
+
+def _agent() -> Actor:
+    key = AgentKey(
+        str(uuid.uuid4()), "racer", frozenset({"database:write"}), can_approve=False, expires_at=None
+    )
+    return Actor(agent_principal(key), tool="delete-table")
+
+
+def test_an_agents_drop_of_a_table_made_after_the_approval_check_is_held_not_run(
+    client: TestClient, admin: dict[str, str], new_name: NewName, sql: Sql
+) -> None:
+    """The approval gate found no table (so did not hold the call), then someone made it before the drop
+    ran: the drop's own transaction finds it and holds the call, as the gate would have."""
+    table = new_name("late")
+    made = create(client, admin, {"tableName": table, "columns": [{"columnName": "note", "type": "string"}]})
+    assert made.status_code == 201, made.text
+    assert client.portal is not None
+    database = services_of(client).database
+    with pytest.raises(HeldForApproval) as held:
+        client.portal.call(database.delete_table, _agent(), table)
+    assert held.value.reason == f"drops table {table} and its data"
+    assert sql("select to_regclass(%s) is not null as found", f"public.{table}")[0]["found"]
+    # Once a person approved it, the same call drops the table.
+    approved = Actor(_agent().principal, tool="delete-table", approved_request=str(uuid.uuid4()))
+    assert client.portal.call(database.delete_table, approved, table)["tableName"] == table
+    assert not sql("select to_regclass(%s) is not null as found", f"public.{table}")[0]["found"]

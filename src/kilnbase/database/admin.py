@@ -181,7 +181,8 @@ class DatabaseAdmin:
 
     async def delete_table(self, actor: Actor, table: str) -> dict[str, Any]:
         async with self._audited(actor, "DELETE_TABLE", {"table": table}):
-            result = await TableService(self.database, actor.principal).delete_table(table)
+            tables = TableService(self.database, actor.principal)
+            result = await tables.delete_table(table, hold=actor.is_unapproved_agent)
         await self._schema_changed()
         return result
 

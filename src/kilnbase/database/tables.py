@@ -16,6 +16,7 @@ import psycopg
 from psycopg import AsyncCursor, sql
 from psycopg.rows import DictRow, dict_row
 
+from kilnbase.capability import HeldForApproval
 from kilnbase.database.database_errors import LIST_TABLES, api_error_from
 from kilnbase.db.session import Database, DatabaseIdentity
 from kilnbase.http.errors import ApiError
@@ -669,7 +670,11 @@ class TableService:
                 done.append(f"Renamed table from {table} to {new_table}")
         return {"message": "table schema updated successfully", "tableName": table, "operations": done}
 
-    async def delete_table(self, table: str) -> dict[str, Any]:
+    async def delete_table(self, table: str, *, hold: bool = False) -> dict[str, Any]:
+        """Drop the table; with `hold` (an agent's call no person approved), raise `HeldForApproval` instead
+        when it is there. The approval gate asks the same before the call runs (`database.tools`), but in a
+        transaction of its own: a table made after it looked and before this one would be dropped unasked.
+        Here the check and the drop are one transaction."""
         identifier(table, "table")
         async with self.cursor() as cur:
             if not await table_exists(cur, table):
@@ -679,6 +684,8 @@ class TableService:
                     "table not found",
                     f"There is no table {table!r}; list tables with GET /api/database/tables.",
                 )
+            if hold:
+                raise HeldForApproval(drop_reason(table))
             await cur.execute(sql.SQL("DROP TABLE {} CASCADE").format(sql.Identifier("public", table)))
         return {
             "message": "table deleted successfully",
@@ -693,6 +700,11 @@ async def _relation_exists(cur: AsyncCursor[DictRow], table: str) -> bool:
     await cur.execute("select to_regclass(%s) is not null as found", (f'public."{table}"',))
     row = await cur.fetchone()
     return bool(row and row["found"])
+
+
+def drop_reason(table: str) -> str:
+    """Why an agent's drop of `table` waits for a person."""
+    return f"drops table {table} and its data"
 
 
 def _duplicate_table(table: str) -> ApiError:

@@ -14,7 +14,7 @@ from kilnbase.database import custom_migrations
 from kilnbase.database.admin import CatalogKind, DatabaseAdmin
 from kilnbase.database.policy_simulator import DEFAULT_SAMPLE_LIMIT, MAX_SAMPLE_LIMIT, Operation, Role
 from kilnbase.database.raw_sql import OWNER_SQL_SCOPE
-from kilnbase.database.tables import table_exists
+from kilnbase.database.tables import drop_reason, table_exists
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
 
@@ -207,13 +207,14 @@ def database_tools(admin: DatabaseAdmin) -> list[Tool]:
 
     async def table_dropped(arguments: Mapping[str, Any]) -> str | None:
         """Why an agent's delete-table waits for a person: it drops the table and its data. A table that
-        is not there is not held: the call fails on its own with 404, and no one is asked to approve it."""
+        is not there is not held: the call fails on its own with 404, and no one is asked to approve it. (Nor
+        dropped if made in the meantime: the service looks again, in the drop's transaction, and holds it.)"""
         table = arguments.get("tableName")
         if isinstance(table, str) and "\x00" not in table:
             async with admin.database.as_owner() as cur:
                 if not await table_exists(cur, table):
                     return None
-        return f"drops table {table} and its data"
+        return drop_reason(str(table))
 
     return [
         Tool("list-tables", "List the tables of a schema.", list_tables),
