@@ -25,6 +25,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import DictRow
 
 from kilnbase import audit
+from kilnbase.capability import HeldForApproval
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
 from kilnbase.http.errors import ApiError
@@ -161,6 +162,16 @@ def _replace_denied(bucket: str, key: str) -> ApiError:
         "Upload to another key, or add UPDATE and SELECT policies on storage.objects that cover this object "
         "(creating an object needs only an INSERT policy; replacing one needs all three).",
     )
+
+
+def bucket_deletion_reason(bucket: str, count: int) -> str:
+    """Why an agent's deletion of a bucket holding `count` objects waits for a person."""
+    return f"deletes bucket {bucket} and the {count} object(s) in it"
+
+
+def objects_deletion_reason(bucket: str, count: int) -> str:
+    """Why an agent's deletion of `count` existing objects waits for a person."""
+    return f"deletes {count} object(s) from bucket {bucket}"
 
 
 def agent_replace_refused(bucket: str, key: str) -> ApiError:
@@ -480,10 +491,22 @@ class StorageService:
         await audit.record(cur, actor, "DELETE_BUCKET", MODULE, {"bucketName": bucket})
 
     async def delete_bucket(self, actor: Actor, bucket: str) -> None:
-        """The bucket and every object in it (InsForge's behaviour): rows at once, bytes right after."""
+        """The bucket and every object in it (InsForge's behaviour): rows at once, bytes right after.
+
+        An agent's call no person approved deletes only an empty bucket, and raises `HeldForApproval` for
+        one with objects: the approval gate counted them before the call ran (`storage.tools`), but objects
+        uploaded since would go unasked. The bucket's row is locked first, so no upload lands in it between
+        this count and the delete (an upload's row checks its bucket's, and waits)."""
         _require_admin(actor)
         names.bucket_name(bucket)
         async with self.database.as_owner() as cur:
+            if actor.is_unapproved_agent:
+                # Two statements: the count must see what committed while the lock was awaited.
+                await cur.execute("select from storage.buckets where name = %s for update", (bucket,))
+                await cur.execute("select count(*) as n from storage.objects where bucket = %s", (bucket,))
+                held = await cur.fetchone()
+                if held is not None and held["n"]:
+                    raise HeldForApproval(bucket_deletion_reason(bucket, held["n"]))
             await cur.execute("delete from storage.buckets where name = %s", (bucket,))
             if cur.rowcount == 0:
                 raise not_found(
@@ -854,7 +877,11 @@ class StorageService:
         }
 
     async def delete_objects(self, actor: Actor, bucket: str, keys: Sequence[str]) -> list[dict[str, Any]]:
-        """Delete what the caller's policies allow; one outcome per key (`deleted` or `notFound`)."""
+        """Delete what the caller's policies allow; one outcome per key (`deleted` or `notFound`).
+
+        An agent's call no person approved that would delete any object is rolled back and raises
+        `HeldForApproval`: the approval gate looked for the keys before the call ran (`storage.tools`), and
+        found none, but an object uploaded since would go unasked."""
         names.bucket_name(bucket)
         unique = list(dict.fromkeys(keys))
         for key in unique:
@@ -868,6 +895,8 @@ class StorageService:
                     (bucket, unique),
                 )
                 deleted = {row["key"] for row in await cur.fetchall()}
+                if deleted and actor.is_unapproved_agent:
+                    raise HeldForApproval(objects_deletion_reason(bucket, len(deleted)))
         except pg_errors.InsufficientPrivilege:
             raise _denied(bucket, unique[0], "delete") from None
         if actor.is_admin and deleted:

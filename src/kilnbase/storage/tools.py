@@ -15,7 +15,7 @@ from pydantic import Field
 from kilnbase.capability import Tool
 from kilnbase.http.errors import ApiError
 from kilnbase.identity.actor import Actor
-from kilnbase.storage.service import StorageService
+from kilnbase.storage.service import StorageService, bucket_deletion_reason, objects_deletion_reason
 from kilnbase.storage.signed_urls import MAX_SECONDS, MIN_SECONDS
 from kilnbase.storage.upload_body import open_upload
 
@@ -125,7 +125,7 @@ def storage_tools(service: StorageService) -> list[Tool]:
     async def holds_objects(arguments: Mapping[str, Any]) -> str | None:
         bucket = str(arguments.get("bucketName", ""))
         count = await service.object_count(bucket)
-        return f"deletes bucket {bucket} and the {count} object(s) in it" if count else None
+        return bucket_deletion_reason(bucket, count) if count else None
 
     async def deletes_objects(arguments: Mapping[str, Any]) -> str | None:
         """Any deletion of a stored object by an agent waits for a person; a call that names only keys
@@ -139,7 +139,7 @@ def storage_tools(service: StorageService) -> list[Tool]:
         bucket, keys = str(arguments.get("bucketName", "")), arguments.get("keys")
         named = [key for key in keys if isinstance(key, str)] if isinstance(keys, list) else []
         count = await service.existing_objects(bucket, named) if named else 0
-        return f"deletes {count} object(s) from bucket {bucket}" if count else None
+        return objects_deletion_reason(bucket, count) if count else None
 
     async def replaces_object(arguments: Mapping[str, Any]) -> str | None:
         """An agent's upload over an object already at the key waits for a person, as its deletion does:
