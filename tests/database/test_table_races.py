@@ -118,3 +118,33 @@ def test_an_agents_drop_of_a_table_made_after_the_approval_check_is_held_not_run
     approved = Actor(_agent().principal, tool="delete-table", approved_request=str(uuid.uuid4()))
     assert client.portal.call(database.delete_table, approved, table)["tableName"] == table
     assert not sql("select to_regclass(%s) is not null as found", f"public.{table}")[0]["found"]
+
+
+def test_two_drops_of_one_table_at_once_get_one_drop_and_the_not_found_answer(
+    client: TestClient, admin: dict[str, str], new_name: NewName, database_url: str, sql: Sql
+) -> None:
+    """Both drops find the table, then queue on its lock: the second finds it gone once the first let go,
+    and answers as a drop of a missing table does, not in Postgres's words."""
+    table = new_name("dropped")
+    made = create(client, admin, {"tableName": table, "columns": [{"columnName": "note", "type": "string"}]})
+    assert made.status_code == 201, made.text
+
+    def drop() -> httpx2.Response:
+        return client.delete(f"{TABLES}/{table}", headers=admin)
+
+    with ThreadPoolExecutor(2) as pool:
+        with psycopg.connect(database_url) as blocker:
+            blocker.execute(f'lock table public."{table}" in access exclusive mode')
+            first = pool.submit(drop)
+            wait_for_lock_waiters(sql, 1, table)
+            second = pool.submit(drop)
+            wait_for_lock_waiters(sql, 2, table)
+        answers = sorted([first.result(), second.result()], key=lambda answer: answer.status_code)
+    assert answers[0].status_code == 200, answers[0].text
+    assert answers[1].status_code == 404, answers[1].text
+    assert answers[1].json() == {
+        "error": "DATABASE_NOT_FOUND",
+        "message": "table not found",
+        "statusCode": 404,
+        "nextActions": f"There is no table {table!r}; list tables with GET /api/database/tables.",
+    }

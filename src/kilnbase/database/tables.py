@@ -678,15 +678,15 @@ class TableService:
         identifier(table, "table")
         async with self.cursor() as cur:
             if not await table_exists(cur, table):
-                raise ApiError(
-                    404,
-                    "DATABASE_NOT_FOUND",
-                    "table not found",
-                    f"There is no table {table!r}; list tables with GET /api/database/tables.",
-                )
+                raise _no_table(table)
             if hold:
                 raise HeldForApproval(drop_reason(table))
-            await cur.execute(sql.SQL("DROP TABLE {} CASCADE").format(sql.Identifier("public", table)))
+            try:
+                await cur.execute(sql.SQL("DROP TABLE {} CASCADE").format(sql.Identifier("public", table)))
+            except psycopg.errors.UndefinedTable:
+                # Dropped by another request between the check and this statement (which waited for it):
+                # the answer the check gives, not Postgres's own words for it.
+                raise _no_table(table) from None
         return {
             "message": "table deleted successfully",
             "tableName": table,
@@ -705,6 +705,15 @@ async def _relation_exists(cur: AsyncCursor[DictRow], table: str) -> bool:
 def drop_reason(table: str) -> str:
     """Why an agent's drop of `table` waits for a person."""
     return f"drops table {table} and its data"
+
+
+def _no_table(table: str) -> ApiError:
+    return ApiError(
+        404,
+        "DATABASE_NOT_FOUND",
+        "table not found",
+        f"There is no table {table!r}; list tables with GET /api/database/tables.",
+    )
 
 
 def _duplicate_table(table: str) -> ApiError:
