@@ -73,6 +73,36 @@ def test_csv_and_form_bodies() -> None:
 
 
 @pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"title\na,b\n", "All lines must have same number of fields"),  # a key of None: no JSON has one
+        (b"title,score\na\n", "All lines must have same number of fields"),  # a null nobody sent
+        (b"title\nx\ry\n", "Invalid CSV body"),  # a bare carriage return inside a field
+    ],
+    ids=["longer-line", "shorter-line", "bare-carriage-return"],
+)
+def test_a_csv_body_that_does_not_hold_rows_is_refused(body: bytes, message: str) -> None:
+    """Each was an exception other than `RecordsError` out of the parse (a 500)."""
+    refusals = []
+    for query_string in ("", "columns=title"):
+        with pytest.raises(RecordsError) as caught:
+            inserted(body, query_string, content_type="text/csv")
+        refusals.append(caught.value)
+    with pytest.raises(RecordsError) as call:
+        arguments("POST", body, content_type="text/csv")
+    refusals.append(call.value)
+    for refused in refusals:
+        assert (refused.status, refused.code, refused.message) == (400, "PGRST102", message)
+
+
+def test_a_csv_field_may_be_longer_than_the_csv_modules_limit() -> None:
+    """The csv module refuses a field over 128 kB (an exception, so a 500); JSON takes the same text."""
+    long_text = "y" * 200_000
+    payload = inserted(f"title\n{long_text}\n".encode(), content_type="text/csv")
+    assert payload == Payload(("title",), orjson.dumps([{"title": long_text}]).decode())
+
+
+@pytest.mark.parametrize(
     ("body", "headers", "status", "code"),
     [
         (b"{not json", {}, 400, "PGRST102"),

@@ -187,6 +187,20 @@ def test_an_unsupported_content_type_falls_back_to_nothing(client: TestClient, a
     )
 
 
+def test_a_csv_body_with_a_line_longer_than_its_header_is_refused(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    """Its extra field was keyed by None, which no JSON object holds: a 500."""
+    response = client.post(
+        f"{RPC}/overloaded_unnamed_param",
+        headers={**admin, "Content-Type": "text/csv"},
+        content=b"x,y\n1,2,3\n",
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "PGRST102"
+    assert response.json()["message"] == "All lines must have same number of fields"
+
+
 def test_two_unnamed_json_overloads_are_300_with_the_candidates(
     client: TestClient, admin: dict[str, str]
 ) -> None:

@@ -427,6 +427,36 @@ def test_csv_body_inserts_rows(client: TestClient, admin: dict[str, str]) -> Non
     assert response.json() == [{"slug": "csv1", "score": 1}, {"slug": "csv2", "score": 2}]
 
 
+@pytest.mark.parametrize("query", ["notes", "notes?columns=slug,score"])
+def test_a_csv_line_of_another_length_than_the_header_is_refused_and_nothing_is_written(
+    client: TestClient, admin: dict[str, str], query: str
+) -> None:
+    """A longer line was a 500 (its extra fields keyed by no column); a shorter one wrote nulls unsent."""
+    for body in (b"slug,score\nok,1\nlong,2,3\n", b"slug,score\nok,1\nshort\n"):
+        response = client.post(
+            f"{RECORDS}/{query}", headers={**admin, "Content-Type": "text/csv"}, content=body
+        )
+        assert response.status_code == 400, response.text
+        assert response.json() == {
+            "code": "PGRST102",
+            "details": None,
+            "hint": None,
+            "message": "All lines must have same number of fields",
+        }
+    assert rows(client, admin, "notes") == []
+
+
+def test_a_csv_field_longer_than_128_kb_is_written(client: TestClient, admin: dict[str, str]) -> None:
+    long_title = "t" * 150_000
+    response = client.post(
+        f"{RECORDS}/notes",
+        headers={**admin, "Content-Type": "text/csv"},
+        content=f"slug,title\nlong,{long_title}\n".encode(),
+    )
+    assert response.status_code == 201, response.text
+    assert rows(client, admin, "notes?select=title") == [{"title": long_title}]
+
+
 def test_bad_values_are_client_errors(client: TestClient, admin: dict[str, str]) -> None:
     response = write(client, "POST", "notes", admin, {"slug": "bad", "score": "many"})
     assert response.status_code == 400

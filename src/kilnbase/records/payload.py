@@ -109,7 +109,7 @@ def call_arguments(api: ApiRequest, target: CallTarget) -> CallArguments:
         if kind == "form":
             args = dict(parse_qsl(text, keep_blank_values=True))
         else:
-            args = dict(next(iter(csv.DictReader(io.StringIO(text))), {}))
+            args = dict(next(iter(csv_rows(text)), {}))
         text = orjson.dumps(args).decode()
         return CallArguments(args, text, text, kind)
     if api.content_type not in ("application/json", "") and not api.content_type.endswith("+json"):
@@ -133,8 +133,7 @@ def _decode(
     body = api.body
     rows: Any
     if content_type == "text/csv":
-        text = body.decode("utf-8", errors="replace")
-        rows = [dict(r) for r in csv.DictReader(io.StringIO(text))]
+        rows = csv_rows(body.decode("utf-8", errors="replace"))
         is_array = True
     elif content_type in (
         "application/json",
@@ -184,6 +183,32 @@ def _decode(
     else:
         rows_json = orjson.dumps(rows).decode()
     return rows, columns, rows_json
+
+
+def csv_rows(text: str) -> list[dict[str, Any]]:
+    """A CSV body's rows, each keyed by the header line (PostgREST's `csvToJson`); blank lines are skipped.
+
+    A line with more or fewer fields than the header is refused (PGRST102, PostgREST's message): Python's
+    reader would key the extra fields by None (which no JSON object can hold: a 500) and fill the missing
+    ones with None (a null the client never sent). PostgREST refuses the short line and drops the extra
+    fields; both are the client's mistake, and dropping data silently is not an answer. A field may be as
+    long as the body (the csv module's own limit, 128 kB, refused a long text that JSON takes): the body is
+    already bounded by the records route's body limit, so the limit is raised to its length when needed."""
+    if len(text) > csv.field_size_limit():
+        csv.field_size_limit(len(text))
+    reader = csv.reader(io.StringIO(text))
+    rows: list[dict[str, Any]] = []
+    try:
+        header = next(reader, [])
+        for record in reader:
+            if not record:
+                continue
+            if len(record) != len(header):
+                raise RecordsError(400, "PGRST102", "All lines must have same number of fields")
+            rows.append(dict(zip(header, record, strict=True)))
+    except csv.Error as exc:  # (the default dialect is lenient: kept for what it still refuses)
+        raise RecordsError(400, "PGRST102", "Invalid CSV body", str(exc)) from None
+    return rows
 
 
 def _unparsed_rows(api: ApiRequest, target: TableTarget) -> Payload | None:
