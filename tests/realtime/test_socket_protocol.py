@@ -360,3 +360,115 @@ async def test_signing_out_ends_the_sessions_subscriptions(realtime_server: Real
     await client.next("disconnect")
     refused_again = await refused(realtime_server, {"token": realtime_server.user_token(sid=session)})
     assert "signed out" in refused_again["message"]
+
+
+async def test_an_event_named_like_socketios_own_does_not_reach_its_handler(
+    realtime_server: RealtimeServer,
+) -> None:
+    """A client's event named `disconnect` ran the server's disconnect handler: the connection was forgotten
+    (no more answers, no expiry or sign-out ends it) while its rooms kept delivering to it. One named
+    `connect` ran the handshake again, with whatever credentials it carried."""
+    client = await connect(realtime_server, {"token": realtime_server.user_token()})
+    channel = unique("room")
+    await client.subscribe(channel)
+    for name, data in (("disconnect", "transport close"), ("connect", {"apiKey": realtime_server.api_key})):
+        seen = len(client.events)
+        await client.sio.emit(name, data)
+        error = await client.next("realtime:error", after=seen)
+        assert error["code"] == "REALTIME_INVALID_EVENT"
+        assert "Socket.IO's own" in error["message"]
+    # Still known to the server, as the same caller: a user may publish here, and is answered.
+    await client.sio.emit("realtime:publish", {"channel": channel, "event": "ok", "payload": {"v": 1}})
+    assert (await client.next("ok"))["meta"]["senderType"] == "user"
+    await client.sio.disconnect()
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        "2[5]",  # an event name that is not a string
+        "2[null,{}]",
+        "2[]",  # no event name
+        "2",
+        '2["realtime:subscribe",{',  # JSON that does not parse
+        "2" + "[" * 5000,  # nesting past the JSON parser's recursion
+        "4",  # CONNECT_ERROR: the server's packet, never a client's
+        "9",  # no such packet type
+    ],
+    ids=[
+        "int-name",
+        "null-name",
+        "empty-list",
+        "no-data",
+        "bad-json",
+        "deep-json",
+        "connect-error",
+        "type-9",
+    ],
+)
+async def test_a_malformed_socketio_packet_gets_realtime_error(
+    realtime_server: RealtimeServer, packet: str
+) -> None:
+    """Each raised inside python-socketio (a logged traceback) and the client heard nothing."""
+    client = await connect(realtime_server, {"token": realtime_server.user_token()})
+    await client.sio.eio.send(packet)
+    error = await client.next("realtime:error", timeout=5)
+    assert error["code"] == "REALTIME_INVALID_EVENT"
+    assert error["message"].startswith("Malformed packet")
+    assert (await client.subscribe(unique("room")))["ok"] is True  # the connection carries on
+    await client.sio.disconnect()
+
+
+async def test_arguments_past_the_first_are_ignored(realtime_server: RealtimeServer) -> None:
+    """They raised a TypeError in the handler: a subscription asked for with an acknowledgement got none."""
+    client = await connect(realtime_server, {"token": realtime_server.user_token()})
+    channel = unique("room")
+    ack = await client.sio.call("realtime:subscribe", ({"channel": channel}, "extra", 3), timeout=5)
+    assert ack["ok"] is True and ack["channel"] == channel
+    await client.sio.disconnect()
+
+
+async def test_a_message_cannot_be_published_under_a_socketio_event_name(
+    realtime_server: RealtimeServer,
+) -> None:
+    """A message named `disconnect` reached every subscriber as its own client's disconnect event; an event
+    name with NUL was refused as 'not authorized' (Postgres cannot store it)."""
+    listener = await connect(realtime_server, {"token": realtime_server.anon_key})
+    sender = await connect(realtime_server, {"token": realtime_server.user_token()})
+    channel = unique("room")
+    await listener.subscribe(channel)
+    await sender.subscribe(channel)
+    for event in ("disconnect", "connect", "a\x00b"):
+        seen = len(sender.events)
+        await sender.sio.emit("realtime:publish", {"channel": channel, "event": event, "payload": {}})
+        error = await sender.next("realtime:error", after=seen)
+        assert error["code"] == "REALTIME_INVALID_EVENT" and error["channel"] == channel
+    await sender.sio.emit("realtime:publish", {"channel": channel, "event": "ok", "payload": {}})
+    await listener.next("ok")
+    assert listener.sio.connected
+    assert [name for name, _ in listener.events if name in ("disconnect", "connect", "a\x00b")] == []
+    stored = realtime_server.sql(
+        "select count(*)::int as n from realtime.messages "
+        f"where channel_name = '{channel}' and event_name <> 'ok'"
+    )
+    assert stored["rows"] == [{"n": 0}]
+    await listener.sio.disconnect()
+    await sender.sio.disconnect()
+
+
+async def test_a_websocket_frame_that_is_no_engineio_packet_ends_the_connection_at_once(
+    realtime_server: RealtimeServer,
+) -> None:
+    """Engine.IO raised out of its handler (a traceback per frame) and skipped its cleanup: the socket stayed
+    a member of its rooms until the ping timeout (45 s) found it."""
+    channel = unique("room")
+    watcher = await connect(realtime_server, {"token": realtime_server.user_token()})
+    await watcher.subscribe(channel)
+    garbled = await connect(realtime_server, {"token": realtime_server.anon_key})
+    await garbled.subscribe(channel)
+    garbled_sid = garbled.sio.get_sid()
+    await garbled.sio.eio.ws.send_str("x")
+    left = await watcher.next("presence:leave", timeout=5)
+    assert left["member"]["presenceId"] == garbled_sid
+    await garbled.next("disconnect", timeout=5)
+    await watcher.sio.disconnect()

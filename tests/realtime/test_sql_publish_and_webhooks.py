@@ -49,6 +49,23 @@ async def test_sql_publish_is_delivered_after_commit_only(
     await client.sio.disconnect()
 
 
+async def test_a_sql_message_named_like_socketios_own_events_is_not_sent_to_sockets(
+    realtime_server: RealtimeServer, database_url: str
+) -> None:
+    """Delivered, a message named `disconnect` ran every subscriber's own disconnect handler (the Python and
+    JavaScript Socket.IO clients take it for their own event). InsForge's server throws on it."""
+    channel = unique("sql")
+    client = await connect(realtime_server, {"token": realtime_server.anon_key})
+    assert (await client.subscribe(channel))["ok"] is True
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("select realtime.publish(%s, 'disconnect', '{}')", (channel,))
+        conn.execute("select realtime.publish(%s, 'after', '{}')", (channel,))
+    await client.next("after")
+    assert client.sio.connected
+    assert [name for name, _ in client.events if name != "after"] == []
+    await client.sio.disconnect()
+
+
 async def test_a_message_counts_the_sockets_it_reached(
     realtime_server: RealtimeServer, database_url: str
 ) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -30,6 +31,7 @@ import engineio  # type: ignore[import-untyped]
 import engineio.exceptions  # type: ignore[import-untyped]
 import socketio  # type: ignore[import-untyped]
 from engineio import packet as eio_packet
+from engineio.async_drivers import asgi as eio_asgi  # type: ignore[import-untyped]
 from socketio import packet
 
 from kilnbase.redis_client import connect_redis
@@ -226,7 +228,45 @@ class Poller:
             self._timer = None
 
 
+#: Socket.IO's own event names. A client may not send them (Socket.IO's JavaScript parser refuses them), nor
+#: may a message be emitted under one (its JavaScript server throws): python-socketio would run the server's
+#: `connect` or `disconnect` handler for a client's event of that name, and a client's for a message.
+RESERVED_EVENTS = frozenset(
+    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+)
+#: The Socket.IO packet types a client sends (CONNECT_ERROR is the server's).
+_CLIENT_PACKETS = frozenset(
+    {packet.CONNECT, packet.DISCONNECT, packet.EVENT, packet.ACK, packet.BINARY_EVENT, packet.BINARY_ACK}
+)
+
+
+class CheckedWebSocket(eio_asgi.WebSocket):  # type: ignore[misc]
+    """Engine.IO's ASGI WebSocket, whose frames that are no Engine.IO packet end the connection.
+
+    Engine.IO's handler decodes each frame outside its error handling: an empty or garbled frame raised
+    out of the ASGI app (a traceback per frame) and left the socket registered, its writer running and its
+    Socket.IO `disconnect` never run, until the ping timeout found it. Such a frame now reads as the
+    client closing (what Engine.IO's JavaScript server does on a parse error): the handler closes the
+    socket, and its subscriptions and presence end at once."""
+
+    async def wait(self) -> Any:
+        data = await super().wait()
+        try:
+            eio_packet.Packet(encoded_packet=data)
+        except (ValueError, IndexError):  # (a bad base64 payload is a ValueError too)
+            return None
+        return data
+
+
 class HandOffEngineServer(engineio.AsyncServer):  # type: ignore[misc]
+    #: The async driver's parts (Engine.IO's own attribute): its WebSocket is `CheckedWebSocket`.
+    _async: dict[str, Any]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # (A copy: the driver's table is the module's, shared by every server.)
+        self._async = {**self._async, "websocket": CheckedWebSocket}
+
     def create_queue(self, *args: Any, **kwargs: Any) -> Any:
         """Sockets' packet queues (the only queues Engine.IO's server makes) are `HandOffQueue`s."""
         if args or kwargs:
@@ -244,7 +284,51 @@ class HandOffEngineServer(engineio.AsyncServer):  # type: ignore[misc]
 
 
 class FanOutServer(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's ASGI server over `HandOffEngineServer`."""
+    """python-socketio's ASGI server over `HandOffEngineServer`, which hands a client's malformed packet to
+    `on_malformed(sid)` instead of raising.
+
+    python-socketio decodes and dispatches a client's packets without checking them: a packet that does not
+    decode, a packet type a client never sends, or an event whose name is missing, not a string or one of
+    Socket.IO's own raised inside the library (a logged traceback per packet, and no answer), and an event
+    named `connect` or `disconnect` ran the server's own handler of that name (the connection forgotten
+    while its rooms still delivered to it). Each is now answered through `on_malformed` (with an empty
+    acknowledgement when the client asked for one); before the client has joined the namespace there is
+    no one to answer, and the connection is closed, as Socket.IO's JavaScript server does."""
+
+    def __init__(
+        self, *args: Any, on_malformed: Callable[[str], Awaitable[None]] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_malformed = on_malformed
 
     def _engineio_server_class(self) -> type[Any]:
         return HandOffEngineServer
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        if eio_sid not in self._binary_packet:  # (an attachment is raw bytes, taken as they come)
+            try:
+                decoded = self.packet_class(encoded_packet=data)
+            except (ValueError, RecursionError):  # (invalid JSON is a ValueError; deep nesting recurses)
+                decoded = None
+            if decoded is None or decoded.packet_type not in _CLIENT_PACKETS:
+                await self._malformed(eio_sid, "/", None)
+                return
+        await super()._handle_eio_message(eio_sid, data)
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: Any) -> None:
+        if isinstance(data, list) and data and isinstance(data[0], str) and data[0] not in RESERVED_EVENTS:
+            await super()._handle_event(eio_sid, namespace, id, data)
+            return
+        await self._malformed(eio_sid, namespace or "/", id)
+
+    async def _malformed(self, eio_sid: str, namespace: str, id: int | None) -> None:
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None or not self.manager.is_connected(sid, namespace):
+            await self.eio.disconnect(eio_sid)
+            return
+        if id is not None:
+            await self._send_packet(
+                eio_sid, self.packet_class(packet.ACK, namespace=namespace, id=id, data=[])
+            )
+        if self.on_malformed is not None:
+            await self.on_malformed(sid)

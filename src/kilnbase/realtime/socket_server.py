@@ -16,7 +16,10 @@
   the key's `realtime:read`, publishing `realtime:write` and read-only mode off, as on the REST routes; a key
   revoked or expired since the handshake does neither.
 - Limits: subscriptions per connection, client events per second (a token bucket), payload size. A malformed
-  or unknown event is answered with `realtime:error`, never an exception.
+  or unknown event is answered with `realtime:error`, never an exception: a packet that does not decode,
+  an event name that is not a string or is one of Socket.IO's own (`connect`, `disconnect`, ...: see
+  `direct_emit.FanOutServer`), arguments past the first. Nor is a message published under one of those
+  names: Socket.IO's clients would take it for their own event.
 
 Rooms are `realtime:<channel>`, as in InsForge. With `REDIS_URL` set, python-socketio's Redis manager shares
 rooms between processes.
@@ -44,7 +47,7 @@ from kilnbase.identity.principal import Access, CredentialError, CredentialKind,
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.realtime.access import ChannelAccess
 from kilnbase.realtime.change_feed import ChangeFeed
-from kilnbase.realtime.direct_emit import FanOutServer
+from kilnbase.realtime.direct_emit import RESERVED_EVENTS, FanOutServer
 from kilnbase.realtime.presence import Presence
 
 log = logging.getLogger("kilnbase.realtime")
@@ -143,6 +146,7 @@ class RealtimeSocketServer:
             max_http_buffer_size=max(1_000_000, settings.max_payload_bytes * 2),
             logger=False,
             engineio_logger=False,
+            on_malformed=self._on_malformed,
         )
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
@@ -286,7 +290,7 @@ class RealtimeSocketServer:
 
     # --- client events -------------------------------------------------------------------------------------
 
-    async def _on_subscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
+    async def _on_subscribe(self, sid: str, data: Any = None, *_extra: Any) -> dict[str, Any]:
         channel = _channel_of(data)
         if channel is None:
             return {
@@ -364,7 +368,7 @@ class RealtimeSocketServer:
     def _refusal(channel: str, code: str, message: str) -> dict[str, Any]:
         return {"ok": False, "channel": channel, "error": {"code": code, "message": message}}
 
-    async def _on_unsubscribe(self, sid: str, data: Any = None) -> None:
+    async def _on_unsubscribe(self, sid: str, data: Any = None, *_extra: Any) -> None:
         channel = _channel_of(data)
         connection = await self._gate(sid, channel)
         if connection is None:
@@ -388,7 +392,7 @@ class RealtimeSocketServer:
         if not left_room:
             await self.sio.leave_room(sid, room)
 
-    async def _on_publish(self, sid: str, data: Any = None) -> None:
+    async def _on_publish(self, sid: str, data: Any = None, *_extra: Any) -> None:
         channel = _channel_of(data)
         connection = await self._gate(sid, channel)
         if connection is None:
@@ -399,6 +403,15 @@ class RealtimeSocketServer:
         event, payload = data.get("event"), data.get("payload")
         if not isinstance(event, str) or not event or len(event) > MAX_EVENT_LENGTH:
             await self._error(sid, "REALTIME_INVALID_EVENT", "event must be a non-empty string", channel)
+            return
+        if event in RESERVED_EVENTS or "\x00" in event:
+            await self._error(
+                sid,
+                "REALTIME_INVALID_EVENT",
+                "event cannot contain the NUL character, nor be one of Socket.IO's own: "
+                + ", ".join(sorted(RESERVED_EVENTS)),
+                channel,
+            )
             return
         if not isinstance(payload, dict):
             await self._error(sid, "REALTIME_INVALID_EVENT", "payload must be a JSON object", channel)
@@ -452,6 +465,16 @@ class RealtimeSocketServer:
         if connection is not None and event not in CLIENT_EVENTS:
             await self._error(sid, "REALTIME_INVALID_EVENT", f"Unknown event: {event[:100]}")
 
+    async def _on_malformed(self, sid: str) -> None:
+        """A packet that is no event this server takes (`direct_emit.FanOutServer`)."""
+        if await self._gate(sid, None) is not None:
+            await self._error(
+                sid,
+                "REALTIME_INVALID_EVENT",
+                "Malformed packet: send an event as [name, data], its name a string other than Socket.IO's "
+                "own (" + ", ".join(sorted(RESERVED_EVENTS)) + ")",
+            )
+
     # --- delivery ------------------------------------------------------------------------------------------
 
     @staticmethod
@@ -471,6 +494,13 @@ class RealtimeSocketServer:
 
     async def broadcast(self, message: dict[str, Any]) -> None:
         """A stored message to its room, in InsForge's shape: the payload's fields plus `meta`."""
+        if message["eventName"] in RESERVED_EVENTS:
+            # Published by SQL under a name of Socket.IO's own: its clients would take it for their own
+            # event (a `disconnect` they never had). InsForge's server cannot emit it either (it throws).
+            log.warning(
+                "realtime message %s not sent to sockets: its event name is Socket.IO's own", message["id"]
+            )
+            return
         meta: dict[str, Any] = {
             "channel": room_of(message["channelName"]),
             "messageId": message["id"],
