@@ -427,6 +427,21 @@ def test_csv_body_inserts_rows(client: TestClient, admin: dict[str, str]) -> Non
     assert response.json() == [{"slug": "csv1", "score": 1}, {"slug": "csv2", "score": 2}]
 
 
+def test_a_csv_field_null_is_sql_null(client: TestClient, admin: dict[str, str]) -> None:
+    """PostgREST: "the reserved word NULL is mapped to the SQL null value" (an empty field is an empty
+    string)."""
+    response = client.post(
+        f"{RECORDS}/notes?select=slug,score,due",
+        headers={**admin, "Content-Type": "text/csv", "Prefer": "return=representation"},
+        content=b"slug,score,due\nnull1,NULL,NULL\nnull2,2,2026-01-02\n",
+    )
+    assert response.status_code == 201, response.text
+    assert response.json() == [
+        {"slug": "null1", "score": None, "due": None},
+        {"slug": "null2", "score": 2, "due": "2026-01-02"},
+    ]
+
+
 @pytest.mark.parametrize("query", ["notes", "notes?columns=slug,score"])
 def test_a_csv_line_of_another_length_than_the_header_is_refused_and_nothing_is_written(
     client: TestClient, admin: dict[str, str], query: str

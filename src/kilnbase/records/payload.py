@@ -186,7 +186,8 @@ def _decode(
 
 
 def csv_rows(text: str) -> list[dict[str, Any]]:
-    """A CSV body's rows, each keyed by the header line (PostgREST's `csvToJson`); blank lines are skipped.
+    """A CSV body's rows, each keyed by the header line (PostgREST's `csvToJson`), a field `NULL` as null;
+    blank lines are skipped.
 
     A line with more or fewer fields than the header is refused (PGRST102, PostgREST's message): Python's
     reader would key the extra fields by None (which no JSON object can hold: a 500) and fill the missing
@@ -205,7 +206,9 @@ def csv_rows(text: str) -> list[dict[str, Any]]:
                 continue
             if len(record) != len(header):
                 raise RecordsError(400, "PGRST102", "All lines must have same number of fields")
-            rows.append(dict(zip(header, record, strict=True)))
+            # PostgREST's reserved word: `NULL` is SQL null (an empty field stays an empty string).
+            fields = zip(header, record, strict=True)
+            rows.append({name: None if value == "NULL" else value for name, value in fields})
     except csv.Error as exc:  # (the default dialect is lenient: kept for what it still refuses)
         raise RecordsError(400, "PGRST102", "Invalid CSV body", str(exc)) from None
     return rows
