@@ -12,9 +12,8 @@ from starlette.responses import Response
 from kilnbase.auth.accounts import SessionResult
 from kilnbase.auth.parts import AuthParts
 from kilnbase.auth.sessions import CLIENT_TYPES, IssuedTokens, SessionKind
-from kilnbase.auth.validation import zod_type
 from kilnbase.http.errors import ApiError
-from kilnbase.http.json_body import read_json
+from kilnbase.http.json_body import read_json, zod_type
 from kilnbase.http.request_context import actor_of, principal_of
 from kilnbase.http.responses import json_response
 from kilnbase.identity.actor import Actor

@@ -13,7 +13,7 @@ from starlette.requests import Request
 
 from kilnbase.email.addresses import normalize_email
 from kilnbase.http.errors import ApiError
-from kilnbase.http.json_body import FIX_FIELDS, SEND_OBJECT, decode_json
+from kilnbase.http.json_body import FIX_FIELDS, SEND_OBJECT, decode_json, zod_type
 
 UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 M = TypeVar("M", bound=BaseModel)
@@ -73,23 +73,6 @@ FIELD_MESSAGES: dict[tuple[str, str], str] = {
         "provider_key must be lowercase alphanumeric with hyphens/underscores"
     ),
 }
-
-
-def zod_type(value: Any) -> str:
-    """The name zod gives a JSON value's type in "Expected string, received number"."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "undefined"
 
 
 _EXPECTED = {

@@ -20,6 +20,7 @@ from kilnbase.capability import HeldForApproval
 from kilnbase.database.database_errors import LIST_TABLES, api_error_from
 from kilnbase.db.session import Database, DatabaseIdentity
 from kilnbase.http.errors import ApiError
+from kilnbase.http.json_body import zod_type
 from kilnbase.keys.column_cipher import ENCRYPTABLE_TYPES, STORED_FORMAT
 
 #: InsForge's column types and the SQL each becomes; any other Postgres type name is accepted as is.
@@ -59,20 +60,6 @@ _SAFE_DEFAULT_FUNCTIONS = {"now()", "gen_random_uuid()"}
 _TYPES = "Use string, date, datetime, integer, float, boolean, uuid, json, or a Postgres type name."
 _FK_ACTIONS = ("CASCADE", "SET NULL", "SET DEFAULT", "RESTRICT", "NO ACTION")
 _ACTION_NAMES = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
-
-
-def _json_type(value: Any) -> str:
-    """The name zod (InsForge's validator) gives a JSON value's type, as in "Expected string, received
-    object"."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
 
 
 def identifier(value: Any, what: str) -> str:
@@ -159,7 +146,7 @@ def foreign_key_clause(fk: Any, where: str) -> tuple[list[str], str, sql.Composa
         raise ApiError(
             400,
             "INVALID_INPUT",
-            f"{where}: Expected object, received {_json_type(fk)}",
+            f"{where}: Expected object, received {zod_type(fk)}",
             "Send each foreign key as {referenceTable, referenceColumns: [{sourceColumn, "
             "referenceColumn}], onDelete?, onUpdate?}.",
         )
@@ -569,7 +556,7 @@ class TableService:
                     raise ApiError(
                         400,
                         "INVALID_INPUT",
-                        f"dropForeignKeys.{index}: Expected string, received {_json_type(name)}",
+                        f"dropForeignKeys.{index}: Expected string, received {zod_type(name)}",
                         "Send dropForeignKeys as the names of the constraints (GET the table's schema "
                         "lists them under foreignKeys).",
                     )

@@ -53,6 +53,24 @@ def decode_json(raw: bytes, *, optional: bool = False) -> Any:
     return value
 
 
+def zod_type(value: Any) -> str:
+    """The name zod (InsForge's validator) gives a JSON value's type, as in "Expected string, received
+    number": InsForge's messages for a field of the wrong type are worded with it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "undefined"
+
+
 def nul_at(value: Any) -> str | None:
     """The path (`a.b.0`) of the first name or string in `value` holding NUL, if any. A walk with a stack of
     its own: a body may nest as deep as the JSON parser allows (1,024 levels), past Python's recursion."""
