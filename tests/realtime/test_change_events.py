@@ -145,6 +145,9 @@ async def test_bad_or_forbidden_change_subscriptions_are_refused(changes_server:
         "postgres_changes:public:secrets_table": "REALTIME_UNAUTHORIZED",
         "postgres_changes:public:no_such_table": "REALTIME_UNAUTHORIZED",
         "postgres_changes:public:notes:body=like.x": "REALTIME_INVALID_CHANNEL_REQUEST",
+        # A filter on a column the table does not have would never match: refused, not silent.
+        "postgres_changes:public:notes:nope=eq.1": "REALTIME_INVALID_CHANNEL_REQUEST",
+        "postgres_changes:public:secrets_table:nope=eq.1": "REALTIME_UNAUTHORIZED",
         "postgres_changes:auth:users": "REALTIME_INVALID_CHANNEL_REQUEST",
         "postgres_changes:public": "REALTIME_INVALID_CHANNEL_REQUEST",
     }

@@ -151,18 +151,30 @@ class ChangeFeed:
             )
         if subscription.schema != "public":
             return "REALTIME_INVALID_CHANNEL_REQUEST", "Change events are published for tables in public."
+        column = subscription.filter.column if subscription.filter is not None else None
         try:
             async with self.database.as_caller(principal, read_only=True) as cur:
+                # (Whether the filter's column is there: a filter on no column would never match, and the
+                # subscriber would wait for events that cannot come. Asked of a caller who may read the
+                # table only, as Supabase's check of a filter's column is.)
                 await cur.execute(
-                    "select has_table_privilege(t, 'SELECT') as ok from (select to_regclass("
-                    "quote_ident(%s) || '.' || quote_ident(%s)) as t) r where t is not null",
-                    (subscription.schema, subscription.table),
+                    "select has_table_privilege(t, 'SELECT') as ok, %s::text is null or exists (select from "
+                    "pg_attribute a where a.attrelid = t and a.attname = %s and a.attnum > 0 and not "
+                    "a.attisdropped) as column_ok from (select to_regclass(quote_ident(%s) || '.' || "
+                    "quote_ident(%s)) as t) r where t is not null",
+                    (column, column, subscription.schema, subscription.table),
                 )
             row = await cur.fetchone()
         except psycopg.Error:
             row = None
         if row is None or not row["ok"]:
             return "REALTIME_UNAUTHORIZED", "Not authorized to subscribe to this channel"
+        if not row["column_ok"]:
+            return (
+                "REALTIME_INVALID_CHANNEL_REQUEST",
+                f"The filter's column {column} is not a column of {subscription.table}: filter on one of its "
+                "columns, or leave the filter out.",
+            )
         if self._redis is not None:  # counted before the slot is made, so the reader cannot drop it meanwhile
             with contextlib.suppress(*REDIS_DOWN):
                 await self._announce(self.local_count() + 1)
