@@ -175,11 +175,28 @@ def test_only_admins_browse(
 
 
 def test_agent_keys_need_database_read(client: TestClient, admin: dict[str, str], notes: str) -> None:
-    reader = agent_headers(client, admin, ["database:read"])
+    reader = agent_headers(client, admin, ["database:read", "records:read"])
     assert client.get(f"{BROWSE}/{notes}", headers=reader).status_code == 206
+    every_read = agent_headers(client, admin, ["*:read"])
+    assert client.get(f"{BROWSE}/{notes}", headers=every_read).status_code == 206
     storage_only = agent_headers(client, admin, ["storage:read"])
     refused = client.get(f"{BROWSE}/{notes}", headers=storage_only)
     assert refused.status_code == 403, refused.text
+
+
+@pytest.mark.parametrize("scopes", [["database:read"], ["database:write"]], ids=["read", "write"])
+def test_a_database_scope_alone_does_not_read_rows(
+    client: TestClient, admin: dict[str, str], notes: str, scopes: list[str]
+) -> None:
+    """A page is the table's data, which `database:read` does not reach (its tools show schemas, policies,
+    counts and plans; a policy simulation withholds its sample rows from it): an agent key browses only
+    when its scopes read rows too (`records:read`). (`database:write` runs SQL, but through the approval
+    gate and the audit trail, not a page of rows.)"""
+    refused = client.get(f"{BROWSE}/{notes}", headers=agent_headers(client, admin, scopes))
+    assert refused.status_code == 403, refused.text
+    body = refused.json()
+    assert body["error"] == "FORBIDDEN" and "records:read" in body["message"], body
+    assert "note 1" not in refused.text
 
 
 def test_a_number_too_long_to_read_is_clamped_not_a_500(
@@ -197,9 +214,9 @@ def test_a_number_too_long_to_read_is_clamped_not_a_500(
 
 
 def test_a_page_changes_nothing(client: TestClient, admin: dict[str, str], new_name: NewName) -> None:
-    """Browsing is a read (`database:read` reaches it): it runs in a read-only transaction, so code a cell's
-    value runs on its way to JSON (an app type's cast to json) cannot write, as an explained statement or a
-    SELECT simulation cannot."""
+    """Browsing is a read (`database:read` with `records:read` reaches it): it runs in a read-only
+    transaction, so code a cell's value runs on its way to JSON (an app type's cast to json) cannot write, as
+    an explained statement or a SELECT simulation cannot."""
     table, mood, seen = new_name("moods"), new_name("mood"), new_name("seen")
     sql(
         client,
@@ -210,7 +227,7 @@ def test_a_page_changes_nothing(client: TestClient, admin: dict[str, str], new_n
         f" create cast ({mood} as json) with function {mood}_json({mood});"
         f" create table {table} (id int primary key, m {mood}); insert into {table} values (1, 'happy')",
     )
-    reader = agent_headers(client, admin, ["database:read"])
+    reader = agent_headers(client, admin, ["database:read", "records:read"])
     response = client.get(f"{BROWSE}/{table}", headers=reader)
     assert 400 <= response.status_code < 500, response.text
     assert "read-only" in response.json()["message"]

@@ -155,10 +155,14 @@ class DatabaseAdmin:
 
     async def browse_table(self, actor: Actor, table: str, params: dict[str, str]) -> browse.BrowsePage:
         """A page of a table's rows for a person looking at it (`database/browse.py`), as the admin, in a
-        read-only transaction: `database:read` (and read-only mode) reach it, and a page runs the app's code
-        (an app type's cast to json, a sort's comparison), which must not write, as an explained statement
-        or a SELECT simulation cannot."""
+        read-only transaction: it is a read (read-only mode reaches it), and a page runs the app's code (an
+        app type's cast to json, a sort's comparison), which must not write, as an explained statement or a
+        SELECT simulation cannot. The rows are the table's data, which `database:read` does not reach (its
+        tools show schemas, policies, counts and plans; a simulation withholds its sample rows): an agent
+        key browses only with a scope that reads rows too (`records:read`, `*:read`)."""
         _require_admin(actor)
+        if actor.principal.agent is not None and not actor.principal.allows("records", "read"):
+            raise scope_refusal("records", "read")
         request = browse.BrowseRequest.parse(params, self.browse_max_rows)
         async with TableService(self.database, actor.principal).cursor(read_only=True) as cur:
             return await browse.browse(cur, identifier(table, "table"), request, self.browse_cell_max_bytes)
