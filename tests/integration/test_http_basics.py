@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from kilnbase.app import create_app
 from kilnbase.config import Settings
-from tests.support.app import services_of
+from tests.support.app import admin_headers, agent_headers, services_of
 from tests.support.servers import free_port
 
 
@@ -26,6 +26,16 @@ def test_health_reports_insforge_shape_and_checks_the_database(client: TestClien
     assert body["kilnbaseVersion"]
     assert body["timestamp"].endswith("Z")
     assert body["checks"]["database"]["status"] == "ok"
+
+
+def test_health_answers_an_agent_key_whatever_its_scopes(client: TestClient) -> None:
+    """The health check is public (no credential needed), so an agent key whose scopes name other groups
+    reaches it too, as the anon key and no credential do: a client asks it before anything else."""
+    admin = admin_headers(client)
+    for scopes in (["database:write"], ["tool:list-tables"]):
+        response = client.get("/api/health", headers=agent_headers(client, admin, scopes))
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "ok"
 
 
 def test_unknown_route_is_404_in_insforge_shape(client: TestClient) -> None:

@@ -93,4 +93,6 @@ def _iso(seconds: float) -> str:
 
 def capability(core: Core) -> Capability:
     routes = HealthRoutes(core)
-    return Capability("health", routes.routes(), lifespan=routes.running)
+    # Public, as InsForge's is: a client checks the server is up before anything else, with whatever
+    # credential it holds, and an agent key's scopes name no `health` group to grant it.
+    return Capability("health", routes.routes(), lifespan=routes.running, agent_scoped=False)
