@@ -104,6 +104,27 @@ def test_only_admins_who_are_not_agents_manage_keys(client: TestClient, admin: H
     )
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/agents/keys", {}),
+        ("POST", "/api/agents/keys", {"name": "wider", "scopes": "*:write"}),
+        ("PUT", "/api/agents/settings", {"readOnly": "no"}),
+    ],
+    ids=["create-empty", "create-bad-scopes", "settings-bad-type"],
+)
+def test_an_agents_malformed_key_request_is_refused_not_sent_to_fix_its_body(
+    client: TestClient, admin: Headers, method: str, path: str, body: dict[str, Any]
+) -> None:
+    """An agent key may not manage agent keys or the settings whatever it sends: its request is a 403 that
+    says so, not a 400 listing fields to fix (which, fixed, would only meet the 403)."""
+    agent = new_key(client, admin, ["*:write"])
+    refused = client.request(method, path, headers=bearer(agent["key"]), json=body)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"] == "FORBIDDEN"
+    assert "Agent keys cannot manage" in refused.json()["message"]
+
+
 def test_scopes_decide_what_a_key_reaches_on_rest(client: TestClient, admin: Headers) -> None:
     reader = new_key(client, admin, ["database:read"])
     writer = new_key(client, admin, ["database:write"])

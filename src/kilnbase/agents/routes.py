@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from kilnbase.agents.service import MAX_TOKEN_SECONDS, Agents, AgentSettings, NewAgentKey
+from kilnbase.agents.service import MAX_TOKEN_SECONDS, Agents, AgentSettings, NewAgentKey, require_manager
 from kilnbase.capability import Capability
 from kilnbase.http.json_body import parse, read_json, read_object
 from kilnbase.http.request_context import actor_of, admin_actor, require_credential
@@ -26,6 +26,7 @@ class AgentRoutes:
 
     async def create_key(self, request: Request) -> Response:
         actor = admin_actor(request)
+        require_manager(actor)
         body = parse(NewAgentKey, await read_json(request))
         return json_response(await self.agents.create_key(actor, body), status=201)
 
@@ -40,6 +41,7 @@ class AgentRoutes:
 
     async def update_settings(self, request: Request) -> Response:
         actor = admin_actor(request)
+        require_manager(actor)
         return json_response(
             await self.agents.update_settings(actor, parse(AgentSettings, await read_json(request)))
         )

@@ -79,8 +79,9 @@ def _key_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _require_person(actor: Actor) -> None:
-    """An admin who is not an agent: agents never manage agent keys."""
+def require_manager(actor: Actor) -> None:
+    """An admin who is not an agent: agents never manage agent keys. The routes ask it before they read a
+    body, so that an agent's request is refused as such (403), not sent to fix a body it may not send."""
     require_person(
         actor, "Agent keys cannot manage agent keys or agent settings.", "Ask a person with admin rights."
     )
@@ -93,7 +94,7 @@ class Agents:
         self.tokens = tokens
 
     async def create_key(self, actor: Actor, request: NewAgentKey) -> dict[str, Any]:
-        _require_person(actor)
+        require_manager(actor)
         secret = "kba_" + secrets.token_hex(32)
         expires_at = (
             datetime.now(UTC) + timedelta(hours=request.expiresInHours) if request.expiresInHours else None
@@ -125,13 +126,13 @@ class Agents:
         return {**_key_json(row), "key": secret}
 
     async def list_keys(self, actor: Actor) -> list[dict[str, Any]]:
-        _require_person(actor)
+        require_manager(actor)
         async with self.database.as_owner() as cur:
             await cur.execute(f"select {_KEY_COLUMNS} from system.agent_keys order by created_at desc")
             return [_key_json(row) for row in await cur.fetchall()]
 
     async def revoke_key(self, actor: Actor, key_id: str) -> dict[str, Any]:
-        _require_person(actor)
+        require_manager(actor)
         async with self.database.as_owner() as cur:
             await cur.execute(
                 f"update system.agent_keys set revoked_at = coalesce(revoked_at, now()) "
@@ -152,7 +153,7 @@ class Agents:
         return {"readOnly": self.keys.read_only}
 
     async def update_settings(self, actor: Actor, change: AgentSettings) -> dict[str, Any]:
-        _require_person(actor)
+        require_manager(actor)
         async with self.database.as_owner() as cur:
             await cur.execute(
                 "update system.agent_settings set read_only = %s, updated_at = now()", (change.readOnly,)
