@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.auth.conftest import new_email, sign_up, smtp_body
-from tests.support.app import anon_headers
+from tests.support.app import agent_headers, anon_headers
 from tests.support.servers import free_port
 from tests.support.smtp_server import SmtpServer
 
@@ -44,6 +44,23 @@ def test_the_credential_is_checked_before_the_body(client: TestClient) -> None:
         assert response.json()["error"] == "AUTH_INVALID_CREDENTIALS"
     user = {"Authorization": f"Bearer {sign_up(client)['accessToken']}"}
     assert client.post(PATH, json=INVALID, headers=user).status_code == 400
+
+
+@pytest.mark.parametrize("scopes", [["auth:write"], ["*:write"]], ids=["auth-write", "every-write"])
+def test_an_agent_key_sends_nothing_here(
+    client: TestClient, admin_headers: dict[str, str], smtp: SmtpServer, scopes: list[str]
+) -> None:
+    """An email reaches people outside the project in its name, so an agent's send waits for a person
+    (messaging's `POST /api/messaging/send` holds it for approval): here, where nothing could hold it, an
+    agent key is refused whatever its scopes, and no email goes out."""
+    recipient = new_email()
+    agent = agent_headers(client, admin_headers, scopes)
+    refused = client.post(PATH, json=_email(recipient), headers=agent)
+    assert refused.status_code == 403, refused.text
+    body = refused.json()
+    assert body["error"] == "FORBIDDEN" and "/api/messaging/send" in body["nextActions"], body
+    assert smtp.mail_for(recipient, timeout=0.5) == []
+    assert client.post(PATH, json=INVALID, headers=agent).status_code == 403  # (before the body)
 
 
 def test_a_failed_send_does_not_hold_up_the_retry(

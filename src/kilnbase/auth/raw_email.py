@@ -112,13 +112,25 @@ class RawEmails:
 
     @staticmethod
     def check_sender(actor: Actor) -> None:
-        """InsForge's order: the credential, before anything about the body (the route calls this first)."""
+        """InsForge's order: the credential, before anything about the body (the route calls this first).
+        An agent key may not send at all, whatever its scopes: an email reaches people outside the project
+        in its name, so an agent's waits for a person (`send-message`, `POST /api/messaging/send`, held for
+        approval). Refused rather than held here: no tool runs this call for an approval to run."""
         if actor.principal.db_role == "anon":
             raise ApiError(
                 401,
                 "AUTH_INVALID_CREDENTIALS",
                 "Sending emails requires an authenticated user",
                 "Sign in as a user (or use the API key from a server) to send emails.",
+            )
+        if actor.principal.agent is not None:
+            raise ApiError(
+                403,
+                "FORBIDDEN",
+                "An agent key may not send emails here: an email reaches people outside the project in its "
+                "name, so an agent's waits for a person's approval.",
+                "Send it with POST /api/messaging/send (the send-message tool), which holds it until a "
+                "person approves.",
             )
 
     async def send(self, actor: Actor, body: RawEmail) -> tuple[smtp.Refused, ...]:
