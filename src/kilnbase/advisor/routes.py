@@ -82,4 +82,8 @@ class AdvisorRoutes:
 
 
 def capability(advisor: Advisor) -> Capability:
-    return Capability("advisor", AdvisorRoutes(advisor).routes(), tools=advisor_tools(advisor))
+    # A scan changes nothing in the project (it records what it found): a read on REST as its tool is on MCP,
+    # though a POST.
+    return Capability(
+        "advisor", AdvisorRoutes(advisor).routes(), tools=advisor_tools(advisor), reads=("/api/advisor/scan",)
+    )
