@@ -41,7 +41,7 @@ from kilnbase.secrets import project_key_rotation
 from kilnbase.server.backup import BackupError, BackupProgress, create_backup, default_file_name
 from kilnbase.server.backup_archive import BackupRefused
 from kilnbase.server.data_dir_errors import data_dir_error_message, data_dir_unwritable_message
-from kilnbase.server.database_startup import DatabaseStartupError, open_database
+from kilnbase.server.database_startup import DatabaseStartupError, connect_database_url, open_database
 from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
 from kilnbase.server.quiet_uvicorn import QuietServer
 from kilnbase.server.restore import RestoreError, restore_backup
@@ -394,8 +394,10 @@ def _owner_conninfo(
     settings: Settings, project_keys: ProjectKeys, progress: Callable[[str], None] | None = None
 ) -> Iterator[str | None]:
     """The owner's conninfo for a short read: `DATABASE_URL`, the running server's cluster, or the embedded
-    one started for the while; None for a project that never started."""
+    one started for the while; None for a project that never started. A database that cannot be reached or
+    started is said as `_fail` says it, whichever command asked."""
     if settings.database_url:
+        _check_database_url(settings.database_url)
         yield settings.database_url
         return
     cluster = EmbeddedPostgres(settings.data_dir, project_keys.postgres_password, progress=progress)
@@ -407,11 +409,25 @@ def _owner_conninfo(
         yield running
         return
     try:
-        yield cluster.start()
+        conninfo = cluster.start()
+    except _KNOWN_ERRORS as exc:
+        _fail(str(exc))
+        return
+    try:
+        yield conninfo
     finally:
         if progress is not None:
             progress("Stopping PostgreSQL")
         cluster.stop()
+
+
+def _check_database_url(conninfo: str) -> None:
+    """Connect to `DATABASE_URL` once before using it: a refusal is then said in one line, with what to
+    check, and a URL libpq cannot parse is never quoted (its text holds the password)."""
+    try:
+        connect_database_url(conninfo).close()
+    except DatabaseStartupError as exc:
+        _fail(str(exc))
 
 
 def _rotated_keys(settings: Settings, project_keys: ProjectKeys) -> RotatedKeys | None:
@@ -598,6 +614,8 @@ def mcp_stdio(
         _fail(str(exc))
         return
     opened = None
+    if settings.database_url:
+        _check_database_url(settings.database_url)
     conninfo = (
         settings.database_url
         or EmbeddedPostgres(settings.data_dir, project_keys.postgres_password).running_conninfo()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from kilnbase.config import Settings
 from kilnbase.db.migrate import Migration, apply_migrations
@@ -21,17 +23,35 @@ class DatabaseStartupError(RuntimeError):
     pass
 
 
-def check_external_database(conninfo: str) -> None:
-    """Kilnbase needs Postgres >= 15 and a superuser (it creates roles and event triggers)."""
-    try:
-        with psycopg.connect(conninfo, connect_timeout=10) as conn:
-            version = conn.info.server_version
-            row = conn.execute("select rolsuper from pg_roles where rolname = current_user").fetchone()
-    except psycopg.OperationalError as exc:
-        raise DatabaseStartupError(
+def database_url_error(exc: psycopg.Error) -> DatabaseStartupError:
+    """What to say when `DATABASE_URL` cannot be used: libpq's reason for a refused connection (which never
+    holds the password), but never the text of a connection string it could not parse, since that text
+    quotes the URL, password and all."""
+    if isinstance(exc, psycopg.OperationalError):
+        return DatabaseStartupError(
             f"Cannot connect to DATABASE_URL: {str(exc).strip().splitlines()[0]}. "
             "Check host, port and credentials."
-        ) from None
+        )
+    return DatabaseStartupError(
+        "DATABASE_URL is not a PostgreSQL connection string Kilnbase can read. Write it as "
+        "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (percent-encode @, :, / and % in the password)."
+    )
+
+
+def connect_database_url(conninfo: str) -> psycopg.Connection[tuple[Any, ...]]:
+    """A connection to `DATABASE_URL`, or `DatabaseStartupError` saying why there is none."""
+    try:
+        conninfo_to_dict(conninfo)  # (a string libpq cannot parse: said without quoting it)
+        return psycopg.connect(conninfo, connect_timeout=10)
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
+        raise database_url_error(exc) from None
+
+
+def check_external_database(conninfo: str) -> None:
+    """Kilnbase needs Postgres >= 15 and a superuser (it creates roles and event triggers)."""
+    with connect_database_url(conninfo) as conn:
+        version = conn.info.server_version
+        row = conn.execute("select rolsuper from pg_roles where rolname = current_user").fetchone()
     if version < MIN_SERVER_VERSION:
         raise DatabaseStartupError(
             f"DATABASE_URL points at PostgreSQL {version // 10000}; Kilnbase needs 15 or newer."

