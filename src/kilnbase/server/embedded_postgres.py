@@ -141,6 +141,7 @@ class EmbeddedPostgres:
         try:
             self._check_reachable()
             self._bin_dir = self._usable_bin_dir()
+            self._refuse_damaged()
             if self.initialised and not self._configured():
                 aside = self._set_aside_incomplete()
                 self._progress(
@@ -324,6 +325,25 @@ class EmbeddedPostgres:
         conf = self.pgdata / "postgresql.conf"
         return conf.exists() and _INCLUDE_LINE in conf.read_text(errors="replace")
 
+    def _refuse_damaged(self) -> None:
+        """Refuse a `pgdata/` that has run (Postgres wrote `postmaster.opts` when it started) but now lacks
+        what Kilnbase takes for a finished cluster: such a folder holds the project's data, so it is neither
+        set aside as half-made nor made again (which deletes it), but named, with what to put back."""
+        if not (self.pgdata / "postmaster.opts").exists():
+            return
+        if not self.initialised:
+            raise EmbeddedPostgresError(
+                f"{self.pgdata} holds a PostgreSQL cluster that has run, but its PG_VERSION file is "
+                "missing, so it cannot start. Put that file back (it holds the major version, e.g. 18), or "
+                "restore the project into a new data dir with kilnbase db restore. Nothing in it was changed."
+            )
+        if not self._configured():
+            raise EmbeddedPostgresError(
+                f"{self.pgdata / 'postgresql.conf'} no longer has the line {_INCLUDE_LINE}, which Kilnbase's "
+                "settings for this cluster (its port and socket) need. Add that line back at the end of the "
+                f"file and start again. Nothing in {self.pgdata} was changed."
+            )
+
     def _set_aside_incomplete(self) -> Path:
         """Move a `pgdata/` that initdb never finished out of the way (before `pgdata.init/` existed, a
         stopped first start left one in place, which every later start took as ready and failed on). It
@@ -425,6 +445,15 @@ class EmbeddedPostgres:
         try:
             self._create_database()
         except psycopg.Error as exc:
+            if "password authentication failed" in str(exc):
+                # The cluster's superuser password is the key file's `postgres_password`: a key file from
+                # another project (or a new one, after keys.json was moved away) cannot log in.
+                raise EmbeddedPostgresError(
+                    f"PostgreSQL in {self.pgdata} refused the password in {self.data_dir / 'keys.json'}: "
+                    "that key file is not the one this database was made with. Put back the keys.json that "
+                    "belongs with it (a backup made by kilnbase db backup holds it), or choose another "
+                    "--data-dir."
+                ) from None
             full = self.full_disk_error_for(exc)
             if full is None:
                 raise

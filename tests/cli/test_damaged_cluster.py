@@ -1,0 +1,91 @@
+"""A project's PostgreSQL folder that was damaged after it ran, as an operator meets it: `postgresql.conf`
+rewritten without Kilnbase's include line, `PG_VERSION` lost, or a `keys.json` that is not this database's.
+Each is said in one line with what to put back, and the folder, which holds the project's data, is left as it
+was: never set aside as half-made, never made again."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+INCLUDE_LINE = "include_if_exists = 'kilnbase.conf'"
+
+
+def kilnbase(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KILNBASE_", "DATABASE_URL", "PORT"))}
+    return subprocess.run(
+        [sys.executable, "-m", "kilnbase", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env | {"COLUMNS": "80"},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def project() -> Iterator[Path]:
+    """A data dir whose database was made and has run (`db migrate` starts and stops it)."""
+    parent = Path(tempfile.mkdtemp(prefix="kbdamaged-", dir="/tmp"))
+    parent.chmod(0o755)  # (as root, Postgres runs as `nobody`, who must reach a data dir in it)
+    data_dir = parent / "project"
+    made = kilnbase("db", "migrate", "--data-dir", str(data_dir))
+    assert made.returncode == 0, made.stderr
+    yield data_dir
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+def assert_refused(data_dir: Path, *said: str) -> None:
+    result = kilnbase("db", "migrate", "--data-dir", str(data_dir))
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: "), result.stderr
+    for text in said:
+        assert text in last, last
+    assert not list(data_dir.glob("pgdata.incomplete-*")), "the project's database was set aside"
+
+
+def assert_same_database_again(data_dir: Path) -> None:
+    """Once put right, the database is the one made before: a new one would need its migrations again."""
+    result = kilnbase("db", "migrate", "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    assert "The database is up to date." in result.stderr, result.stderr
+
+
+def test_a_postgresql_conf_rewritten_without_the_include_line(project: Path) -> None:
+    conf = project / "pgdata" / "postgresql.conf"
+    original = conf.read_text()
+    conf.write_text(original.replace(INCLUDE_LINE, "# (an operator's edit dropped the include)"))
+    assert_refused(project, str(conf), INCLUDE_LINE, "Add that line back", "Nothing in")
+    conf.write_text(original)
+    assert_same_database_again(project)
+
+
+def test_a_cluster_that_lost_its_pg_version_file(project: Path) -> None:
+    version_file = project / "pgdata" / "PG_VERSION"
+    version = version_file.read_bytes()
+    version_file.unlink()
+    assert_refused(project, str(project / "pgdata"), "PG_VERSION file is missing", "Put that file back")
+    assert (project / "pgdata" / "global" / "pg_control").exists(), "the project's database was deleted"
+    version_file.write_bytes(version)
+    assert_same_database_again(project)
+
+
+def test_a_key_file_that_is_not_this_databases(project: Path) -> None:
+    keys_file = project / "keys.json"
+    original = keys_file.read_text()
+    keys_file.write_text(json.dumps(json.loads(original) | {"postgres_password": "0" * 48}))
+    assert_refused(project, f"refused the password in {keys_file}", "Put back the keys.json")
+    keys_file.write_text(original)
+    assert_same_database_again(project)
