@@ -357,7 +357,7 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, worker
 def keys(data_dir: DataDir = None) -> None:
     """Print the project's URL, its current keys (after any rotation) and the dashboard's sign-in, as JSON."""
     settings = _settings(data_dir)
-    if not settings.keys_path.is_file():
+    if not settings.keys_path.exists():  # (a key file that is damaged is said by loading it)
         # Loading would create a new project's keys here, which is never what `keys` is asked for.
         _fail(
             f"No keys exist in {settings.data_dir} (no {settings.keys_path.name} there). Kilnbase creates "
@@ -487,7 +487,7 @@ def backup(
 ) -> None:
     """Back up the project into one file: its database, roles, keys and local storage (running or not)."""
     settings = _settings(data_dir)
-    if not settings.keys_path.is_file():
+    if not settings.keys_path.exists():
         _fail(
             f"No project in {settings.data_dir} (no {settings.keys_path.name} there): nothing to back up. "
             "Check --data-dir."

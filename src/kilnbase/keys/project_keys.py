@@ -255,12 +255,28 @@ def _add_ec_key(path: Path) -> dict[str, str]:
         return stored
 
 
+#: What to do about a key file that cannot be used, the same whatever is wrong with it.
+_REPAIR = (
+    "restore it from a backup, or move it away to generate new keys (existing tokens and encrypted secrets "
+    "will stop working)."
+)
+
+
 def _read(path: Path) -> dict[str, str]:
+    """The key file's keys. A file that is not the JSON object of text Kilnbase writes (cut short, edited, a
+    directory) is said as such, never quoted: it holds the project's secrets."""
+    if path.is_dir():
+        raise KeyConfigurationError(f"{path} is a directory, not the project's key file; {_REPAIR}")
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         os.chmod(path, 0o600)
-    with path.open() as f:
-        stored: dict[str, str] = json.load(f)
+    try:
+        with path.open() as f:
+            stored = json.load(f)
+    except ValueError:  # (not UTF-8, or not JSON: cut short, or written over)
+        raise KeyConfigurationError(f"{path} is damaged (not valid JSON); {_REPAIR}") from None
+    if not isinstance(stored, dict) or not all(isinstance(value, str) for value in stored.values()):
+        raise KeyConfigurationError(f"{path} is damaged (not an object of text values); {_REPAIR}")
     return stored
 
 
@@ -273,10 +289,7 @@ def load_stored_keys(path: Path) -> dict[str, str]:
         stored = fresh if _write_exclusive(path, fresh) else _read(path)
     missing = set(STORED_FIELDS) - set(stored) - set(_EC_FIELDS)
     if missing:
-        raise KeyConfigurationError(
-            f"{path} lacks {', '.join(sorted(missing))}; restore it from a backup, or move it away to "
-            "generate new keys (existing tokens and encrypted secrets will stop working)."
-        )
+        raise KeyConfigurationError(f"{path} lacks {', '.join(sorted(missing))}; {_REPAIR}")
     if not set(_EC_FIELDS) <= set(stored):
         stored = _add_ec_key(path)
     return stored

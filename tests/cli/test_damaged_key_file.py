@@ -1,0 +1,107 @@
+"""A `keys.json` that is not the file Kilnbase wrote, as an operator meets it: cut short by a full disk or a
+copy, written over, edited into something else, or a directory. Every command says in one line that the file
+is damaged and what to do, with no traceback and without quoting what the file holds (the project's
+secrets)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kilnbase.config import Settings
+from kilnbase.keys.project_keys import load_project_keys
+from tests.support.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+COMMANDS = {
+    "serve": ["serve"],
+    "keys": ["keys"],
+    "db migrate": ["db", "migrate"],
+    "db backup": ["db", "backup"],
+    "audit sessions": ["audit", "sessions"],
+}
+
+
+def _cut_short(text: str) -> bytes:
+    return text[: len(text) // 2].encode()
+
+
+def _values_not_text(text: str) -> bytes:
+    return json.dumps({name: 1234 for name in json.loads(text)}).encode()
+
+
+#: What the key file holds instead of its keys, made from the keys it held.
+DAMAGE: dict[str, Callable[[str], bytes]] = {
+    "cut short": _cut_short,
+    "empty": lambda _text: b"",
+    "not JSON": lambda _text: b"api_key=ik_...\n",
+    "not UTF-8": lambda _text: b"\xff\xfe{\x00",
+    "JSON null": lambda _text: b"null",
+    "values not text": _values_not_text,
+}
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    parent = Path(tempfile.mkdtemp(prefix="kbkeyfile-", dir="/tmp"))
+    parent.chmod(0o755)
+    data_dir = parent / "project"
+    load_project_keys(Settings(data_dir=data_dir))
+    yield data_dir
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+def kilnbase(args: list[str], data_dir: Path) -> subprocess.CompletedProcess[str]:
+    if args == ["serve"]:
+        args = ["serve", "--port", str(free_port())]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KILNBASE_", "DATABASE_URL", "PORT"))}
+    return subprocess.run(
+        [sys.executable, "-m", "kilnbase", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env | {"KILNBASE_FUNCTIONS_HOST_PORT": "0", "COLUMNS": "80"},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def assert_said_in_one_line(result: subprocess.CompletedProcess[str], *said: str) -> None:
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for text in (*said, "restore it from a backup", "move it away"):
+        assert text in lines[0], lines[0]
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_damaged_key_file(data_dir: Path, command: str, damage: str) -> None:
+    keys_file = data_dir / "keys.json"
+    held = keys_file.read_text()
+    keys_file.write_bytes(DAMAGE[damage](held))
+    result = kilnbase(COMMANDS[command], data_dir)
+    assert_said_in_one_line(result, f"{keys_file} is damaged")
+    for secret in json.loads(held).values():
+        assert secret[:16] not in result.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_key_file_that_is_a_directory(data_dir: Path, command: str) -> None:
+    keys_file = data_dir / "keys.json"
+    keys_file.unlink()
+    keys_file.mkdir(mode=0o755)
+    result = kilnbase(COMMANDS[command], data_dir)
+    assert_said_in_one_line(result, f"{keys_file} is a directory")
+    assert keys_file.stat().st_mode & 0o777 == 0o755  # (not made 0600 as the key file would be)
