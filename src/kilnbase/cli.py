@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import importlib
 import json
 import os
@@ -22,6 +23,7 @@ import psycopg
 import typer
 import uvicorn
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn
@@ -29,7 +31,7 @@ from typer._click import Context as CommandContext  # (typer's own copy of click
 from typer.core import TyperGroup
 
 from kilnbase import __version__
-from kilnbase.config import Settings, settings_problems, unknown_variables
+from kilnbase.config import Settings, settings_problems, settings_source_problem, unknown_variables
 from kilnbase.db.migrate import MigrationError
 from kilnbase.db.pool import create_pool
 from kilnbase.db.roles import AuthenticatorError
@@ -98,7 +100,9 @@ DataDir = Annotated[
     typer.Option("--data-dir", readable=False, help="Where the database and keys live [./.kilnbase]."),
 ]
 Host = Annotated[str | None, typer.Option("--host", help="Interface to listen on [127.0.0.1].")]
-Port = Annotated[int | None, typer.Option("--port", help="Port to listen on [7130, or $PORT].")]
+Port = Annotated[
+    int | None, typer.Option("--port", min=1, max=65535, help="Port to listen on [7130, or $PORT].")
+]
 Workers = Annotated[
     int,
     typer.Option(
@@ -125,8 +129,9 @@ def _settings(data_dir: Path | None = None, host: str | None = None, port: int |
         overrides["port"] = port
     try:
         settings = Settings(**overrides)
-    except ValidationError as exc:
-        problems = "\n".join(f"  {line}" for line in settings_problems(exc))
+    except (ValidationError, SettingsError) as exc:
+        found = settings_problems(exc) if isinstance(exc, ValidationError) else [settings_source_problem(exc)]
+        problems = "\n".join(f"  {line}" for line in found)
         _fail(f"The settings are not valid:\n{problems}\nSet them right in the environment and try again.")
         raise  # (not reached: `_fail` exits)
     _data_dir_in_use.set(settings.data_dir)
@@ -152,8 +157,15 @@ def _fail(message: str) -> None:
 
 def _check_port_free(host: str, port: int) -> None:
     error = bind_error(host, port)
-    if error is not None:
+    if error is None:
+        return
+    if error.errno in (errno.EADDRINUSE, errno.EACCES):
         _fail(f"Cannot listen on {host}:{port} ({error.strerror}). Stop what uses it, or pass --port.")
+    # (a name that does not resolve, or an address this machine does not have: the host is what is wrong)
+    _fail(
+        f"Cannot listen on {host}:{port} ({error.strerror}): it is not an address of this machine. Pass "
+        "--host (or set KILNBASE_HOST) to one it has: 127.0.0.1, or 0.0.0.0 for every interface."
+    )
 
 
 def _check_data_dir_writable(data_dir: Path) -> None:

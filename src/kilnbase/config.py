@@ -11,14 +11,25 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 MIB = 1024 * 1024
+
+#: The schemes redis-py connects with: any other URL fails when the server builds the client, after the
+#: database has started, as a traceback.
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _redis_url(value: str | None) -> str | None:
+    if value is not None and not value.lower().startswith(_REDIS_SCHEMES):
+        raise ValueError("must start with redis://, rediss:// or unix:// (e.g. redis://127.0.0.1:6379/0)")
+    return value
 
 
 class McpSettings(BaseSettings):
@@ -307,6 +318,7 @@ class RealtimeSettings(BaseSettings):
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("KILNBASE_REALTIME_REDIS_URL", "REDIS_URL")
     )
+    _redis_url = field_validator("redis_url")(_redis_url)
 
     #: Channels one connection may be subscribed to at once.
     max_subscriptions: int = Field(default=100, ge=1)
@@ -435,6 +447,10 @@ class MemorySettings(BaseSettings):
     chat_model: str = Field(default="openai/gpt-4o-mini", min_length=1, max_length=200)
 
 
+#: The log levels `KILNBASE_LOG_LEVEL` takes.
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KILNBASE_", extra="ignore", populate_by_name=True)
 
@@ -552,6 +568,26 @@ class Settings(BaseSettings):
     #: one is a call to Stripe on the project's account, and the anon key starts them too.
     payments_sessions_per_minute: int = Field(30, ge=1, le=100_000)
 
+    _redis_urls = field_validator("rate_limit_redis_url", "ai_redis_url")(_redis_url)
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        """A level Python's logging knows: any other name fails where logging is configured, as a
+        traceback."""
+        if value.upper() not in _LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(level.lower() for level in _LOG_LEVELS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _pools_in_order(self) -> Settings:
+        """A pool's least size may not pass its greatest: psycopg-pool refuses such a pool only once the
+        database has started."""
+        for least, greatest in (("db_pool_min", "db_pool_max"), ("db_owner_pool_min", "db_owner_pool_max")):
+            if getattr(self, least) > getattr(self, greatest):
+                raise ValueError(f"KILNBASE_{least.upper()} must be at most KILNBASE_{greatest.upper()}")
+        return self
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _proxies(cls, value: Any) -> Any:
@@ -596,6 +632,18 @@ def settings_problems(error: ValidationError) -> list[str]:
         name = _aliases_set(model, field) or f"{prefix}{field}"
         lines.append(f"{name}: {message}" if field else message)
     return lines
+
+
+def settings_source_problem(error: SettingsError) -> str:
+    """What is wrong when a setting that takes JSON (`KILNBASE_AUTH`, `KILNBASE_AUTH_OAUTH_ENDPOINTS`, ...)
+    holds something else: pydantic-settings names the field only, so the variables set for it are found by
+    name. Without the value, which may hold secrets."""
+    match = re.search(r'field "([^"]+)"', str(error))
+    field = match.group(1).upper() if match else ""
+    known = known_variables()
+    names = sorted(name for name in os.environ if name.upper() in known and name.upper().endswith(field))
+    named = " / ".join(names) if field and names else "A setting that takes JSON"
+    return f"{named}: is not valid JSON (this setting takes a JSON value)"
 
 
 def _aliases_set(model: Any, field: str) -> str | None:
