@@ -264,6 +264,31 @@ def test_the_default_file_name_is_in_the_current_directory(project: Project, tmp
     assert written.name.startswith("kilnbase-backup-") and written.name.endswith("Z.tar")
 
 
+#: An --output that cannot be written, made in the test's folder, and how the error says so.
+_UNWRITABLE_OUTPUTS: dict[str, tuple[Callable[[Path], Path], str]] = {
+    "below a file": (lambda parent: parent / "a-file" / "backup.tar", "a part of that path is a file"),
+    "a name too long": (lambda parent: parent / ("b" * 300 + ".tar"), "File name too long"),
+    "in /proc": (lambda _parent: Path("/proc/backup.tar"), "No such file or directory"),
+}
+
+
+@pytest.mark.parametrize("where", _UNWRITABLE_OUTPUTS)
+def test_an_output_that_cannot_be_written_is_said_of_output(
+    project: Project, tmp_path: Path, where: str
+) -> None:
+    """Said of --output, in one line, with what to change: not as a traceback, nor as the data dir's disk."""
+    (tmp_path / "a-file").write_text("")
+    make, reason = _UNWRITABLE_OUTPUTS[where]
+    output = make(tmp_path)
+    made = kilnbase("db", "backup", "--data-dir", str(project.data_dir), "--output", str(output))
+    assert made.returncode == 1, made.stderr
+    assert "Traceback" not in made.stderr, made.stderr
+    said = made.stderr.strip().splitlines()[-1]
+    assert said.startswith(f"Error: Cannot write {output}"), said
+    assert reason in said and "Choose another --output" in said and "--data-dir" not in said, said
+    assert postgres_processes(project.data_dir) == []
+
+
 def _packed(members: dict[str, bytes], target: Path) -> Path:
     with tarfile.open(target, "w") as tar:
         for name, data in members.items():

@@ -192,3 +192,19 @@ def test_a_disk_that_fills_once_postgres_has_started(tmpfs: Path, monkeypatch: p
         left = cluster.postmaster_pid()
         if left is not None:  # (so that a failure here leaves no Postgres behind either)
             psutil.Process(left).kill()
+
+
+@pytest.mark.parametrize("command", [name for name in COMMANDS if name != "keys"])
+def test_a_data_dir_that_is_a_file(scratch: Path, command: str) -> None:
+    """(`keys` says that no keys exist there, as for any path that holds none.)"""
+    data_dir = scratch / "project"
+    data_dir.write_text("not a directory\n")
+    result = kilnbase(COMMANDS[command], data_dir)
+    assert_said_in_one_line(result, str(data_dir), "it is a file, not a directory")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_data_dir_whose_name_is_too_long(scratch: Path, command: str) -> None:
+    data_dir = scratch / ("p" * 300)
+    result = kilnbase(COMMANDS[command], data_dir)
+    assert_said_in_one_line(result, str(data_dir), "File name too long", "shorter")

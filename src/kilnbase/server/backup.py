@@ -123,11 +123,21 @@ def create_backup(
 ) -> BackupResult:
     """Write the backup of the database at `conninfo` and the data dir of `settings` to `output` (which must
     not exist), mode 0600. The file appears under its name only when complete."""
-    if output.exists():
-        raise BackupError(f"{output} already exists: choose another --output (a backup never overwrites).")
+    try:
+        if output.exists():
+            raise BackupError(
+                f"{output} already exists: choose another --output (a backup never overwrites)."
+            )
+        output.parent.mkdir(parents=True, exist_ok=True)
+        scratch_dir = tempfile.TemporaryDirectory(dir=output.parent, prefix=".kilnbase-backup-")
+    except (FileExistsError, NotADirectoryError):
+        raise BackupError(
+            f"Cannot write {output}: a part of that path is a file. Choose another --output."
+        ) from None
+    except OSError as exc:  # (said of --output here: the data dir's refusals name the data dir)
+        raise BackupError(f"Cannot write {output} ({exc.strerror}). Choose another --output.") from None
     keys = settings.keys_path.read_bytes()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".kilnbase-backup-") as scratch:
+    with scratch_dir as scratch:
         dump = Path(scratch) / archive.DUMP
         manifest, roles = _dump(conninfo, dump, progress, embedded=embedded)
         storage = _storage_files(settings)

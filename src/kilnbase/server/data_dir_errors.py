@@ -3,7 +3,8 @@
 These reach the command line as an `OSError` from whichever step touched the disk first (reading the key
 file, taking the data dir's lock, writing a new key file), often with no file name (a full disk fails the
 `write` or `flush`, not the `open`). One sentence per kind of refusal, with the one thing to do about it,
-instead of a traceback that ends in `[Errno 28]`.
+instead of a traceback that ends in `[Errno 28]`. A path the data dir cannot be at (too long, or a file)
+is said the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 #: `OSError` is a bug or something unforeseen, and keeps its traceback.
 _PERMISSION = {errno.EACCES, errno.EPERM}
 _FULL = {errno.ENOSPC, errno.EDQUOT}
-_EXPLAINED = _PERMISSION | _FULL | {errno.EROFS, errno.ENOTDIR}
+_EXPLAINED = _PERMISSION | _FULL | {errno.EROFS, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EEXIST}
 
 
 #: The other way out, the same for every refusal.
@@ -38,7 +39,7 @@ def _reason(exc: OSError) -> str:
 def data_dir_error_message(exc: OSError, data_dir: Path | None) -> str | None:
     """One line for `exc`, naming the path it happened at (the data dir when the error names none) and what
     to do; None when `exc` is not a refusal of the disk's."""
-    if exc.errno not in _EXPLAINED:
+    if exc.errno not in _EXPLAINED or (exc.errno == errno.EEXIST and not _is_a_file(exc)):
         return None
     named, reason, elsewhere = _named(exc, data_dir), _reason(exc), _ELSEWHERE
     if exc.errno in _PERMISSION:
@@ -56,7 +57,20 @@ def data_dir_error_message(exc: OSError, data_dir: Path | None) -> str | None:
             f"The disk that holds{named} is full ({reason}). Free some space on it (df -h shows how much "
             f"is left), {elsewhere}, and try again."
         )
+    if exc.errno == errno.ENAMETOOLONG:
+        return (
+            f"Kilnbase cannot use{named} ({reason}): the path is longer than the file system allows. "
+            "Choose a shorter data dir with --data-dir (or KILNBASE_DATA_DIR)."
+        )
+    if exc.errno == errno.EEXIST:
+        return f"Kilnbase cannot use{named} ({reason}): it is a file, not a directory. Fix it, {elsewhere}."
     return f"Kilnbase cannot use{named} ({reason}): a part of that path is a file. Fix the path, {elsewhere}."
+
+
+def _is_a_file(exc: OSError) -> bool:
+    """Whether `exc` (a directory that could not be made, as it exists) names something that is not a
+    directory: the data dir given is a file. Any other `EEXIST` is not the disk's doing."""
+    return exc.filename is not None and os.path.lexists(exc.filename) and not os.path.isdir(exc.filename)
 
 
 def data_dir_unwritable_message(exc: OSError, data_dir: Path) -> str:
