@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import httpx
 import psycopg
@@ -662,9 +663,17 @@ app.add_typer(approvals_app, name="approvals")
 Url = Annotated[str | None, typer.Option("--url", help="The running server \\[the data dir's URL].")]
 
 
-def _approvals_call(data_dir: Path | None, url: str | None, method: str, path: str, body: Any = None) -> Any:
+def _approvals_call(
+    data_dir: Path | None,
+    url: str | None,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    not_found: str | None = None,
+) -> Any:
     """One call to the running server's `/api/approvals`, as the project's API key (a person at this
-    machine: the same trust as reading the keys file)."""
+    machine: the same trust as reading the keys file). `not_found` is what a 404 means to the person."""
     settings = _settings(data_dir)
     try:
         project_keys = load_project_keys(settings)
@@ -682,9 +691,21 @@ def _approvals_call(data_dir: Path | None, url: str | None, method: str, path: s
             f"Could not reach the server at {base} ({type(exc).__name__}). "
             "Is it running? Pass --url when it runs elsewhere."
         )
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, (dict, list)) or (response.status_code >= 400 and not isinstance(answer, dict)):
+        _fail(
+            f"{base} answered {response.status_code} without Kilnbase's JSON: it is not a Kilnbase server's "
+            "URL. Pass --url with the URL kilnbase serve printed (e.g. http://127.0.0.1:7130)."
+        )
+    if response.status_code == 404 and not_found is not None and answer.get("error") == "NOT_FOUND":
+        _fail(not_found)
     if response.status_code >= 400:
-        _fail(f"{response.status_code}: {response.json().get('message', response.text)}")
-    return response.json()
+        next_actions = f" {answer['nextActions']}" if answer.get("nextActions") else ""
+        _fail(f"{response.status_code}: {answer.get('message', response.text)}{next_actions}")
+    return answer
 
 
 @approvals_app.command(
@@ -701,7 +722,7 @@ def approvals_list(
     ] = "pending",
 ) -> None:
     """List change requests (pending ones by default)."""
-    query = "" if status == "all" else f"?status={status}"
+    query = "" if status == "all" else f"?status={quote(status)}"
     requests = _approvals_call(data_dir, url, "GET", f"/api/approvals{query}")
     if not requests:
         console.print(f"No {'' if status == 'all' else status + ' '}change requests.")
@@ -722,6 +743,19 @@ def _held_file(file: dict[str, Any]) -> str:
     return f"{file['bytes']:,} bytes, sha256 {file['sha256']} (from {file['argument']})"
 
 
+def _decision_path(request_id: str, decision: str) -> str:
+    """The id as one path segment: an id holding `/`, `..`, `?` or `#` would otherwise reach another route
+    with the project's API key."""
+    return f"/api/approvals/{quote(request_id, safe='')}/{decision}"
+
+
+def _no_such(request_id: str) -> str:
+    return (
+        f"No change request has the id {request_id!r}. List them, with their ids, with: "
+        f"{command_path()} approvals list --status all"
+    )
+
+
 @approvals_app.command(
     "approve",
     epilog=examples(
@@ -732,7 +766,14 @@ def approvals_approve(
     request_id: str, data_dir: DataDir = None, url: Url = None, note: str | None = None
 ) -> None:
     """Approve a change request: its stored call runs once, as the agent that asked."""
-    decided = _approvals_call(data_dir, url, "POST", f"/api/approvals/{request_id}/approve", {"note": note})
+    decided = _approvals_call(
+        data_dir,
+        url,
+        "POST",
+        _decision_path(request_id, "approve"),
+        {"note": note},
+        not_found=_no_such(request_id),
+    )
     console.print(f"{decided['status']}: {escape(json.dumps(decided['result']))}")
 
 
@@ -743,7 +784,14 @@ def approvals_reject(
     request_id: str, data_dir: DataDir = None, url: Url = None, note: str | None = None
 ) -> None:
     """Reject a change request: nothing runs."""
-    decided = _approvals_call(data_dir, url, "POST", f"/api/approvals/{request_id}/reject", {"note": note})
+    decided = _approvals_call(
+        data_dir,
+        url,
+        "POST",
+        _decision_path(request_id, "reject"),
+        {"note": note},
+        not_found=_no_such(request_id),
+    )
     console.print(decided["status"])
 
 
