@@ -434,6 +434,19 @@ def _owner_conninfo(
         cluster.stop()
 
 
+def _require_project(settings: Settings) -> None:
+    """Commands that read a project (`approvals`, `audit`) refuse a data dir that holds none: loading its keys
+    would make a new project there, and the command would then answer as if the path were right ("no tool
+    calls recorded") or call the default URL with a key no server knows. With `DATABASE_URL`, the keys may
+    come from the environment and the database is elsewhere, so an empty data dir is a real project's."""
+    if settings.database_url or settings.keys_path.exists():
+        return
+    _fail(
+        f"No project in {settings.data_dir} (no {settings.keys_path.name} there). Pass the --data-dir "
+        "(or KILNBASE_DATA_DIR) that kilnbase serve was started with."
+    )
+
+
 def _check_database_url(conninfo: str) -> None:
     """Connect to `DATABASE_URL` once before using it: a refusal is then said in one line, with what to
     check, and a URL libpq cannot parse is never quoted (its text holds the password)."""
@@ -675,6 +688,7 @@ def _approvals_call(
     """One call to the running server's `/api/approvals`, as the project's API key (a person at this
     machine: the same trust as reading the keys file). `not_found` is what a 404 means to the person."""
     settings = _settings(data_dir)
+    _require_project(settings)
     try:
         project_keys = load_project_keys(settings)
         rotated = _rotated_keys(settings, project_keys)
@@ -805,6 +819,7 @@ app.add_typer(audit_app, name="audit")
 
 def _audit_conninfo(data_dir: Path | None) -> contextlib.AbstractContextManager[str | None]:
     settings = _settings(data_dir)
+    _require_project(settings)
     try:
         project_keys = load_project_keys(settings)
     except _KNOWN_ERRORS as exc:
@@ -815,7 +830,10 @@ def _audit_conninfo(data_dir: Path | None) -> contextlib.AbstractContextManager[
 @audit_app.command(
     "sessions", epilog=examples("kilnbase audit sessions", "kilnbase audit sessions --limit 5")
 )
-def audit_sessions(data_dir: DataDir = None, limit: int = 20) -> None:
+def audit_sessions(
+    data_dir: DataDir = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many sessions, the latest first.")] = 20,
+) -> None:
     """The latest sessions of tool calls: who, how many calls and writes, when."""
     from kilnbase.mcp_server.replay import recent_sessions
 
