@@ -28,6 +28,8 @@ from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn
+from rich.style import Style
+from rich.text import Text
 from typer._click import Context as CommandContext  # (typer's own copy of click: TyperGroup's type)
 from typer.core import TyperGroup
 
@@ -148,11 +150,13 @@ def _warn_unknown_variables() -> None:
 
 
 def _progress(message: str) -> None:
-    console.print(f"[dim]•[/] {message}")
+    """A step, said as text: messages name paths and URLs (`[draft] shop`, `http://[::1]:7130`), which rich
+    would otherwise take for its markup and drop."""
+    console.print(f"[dim]•[/] {escape(message)}")
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]Error:[/] {message}")
+    console.print(f"[bold red]Error:[/] {escape(message)}")
     raise typer.Exit(1)
 
 
@@ -278,16 +282,23 @@ def _functions_host_port_free(settings: Settings) -> bool:
 def _announce(settings: Settings, how: str = "", *, functions_host: bool = True) -> None:
     _remember_url(settings)
     url = settings.base_url
-    console.print(f"[bold green]Kilnbase {__version__} is ready[/] at [link={url}]{url}[/] {how}".rstrip())
-    console.print(f"  Dashboard: {url}/dashboard")
+    # (The URL and paths are text, not markup: `http://[::1]:7130` or a data dir named `[draft]` would be read
+    # as rich's tags, and a link tag cannot hold brackets at all, so the link is a style.)
+    ready = Text.assemble(
+        (f"Kilnbase {__version__} is ready", "bold green"), " at ", (url, Style(link=url)), f" {how}".rstrip()
+    )
+    console.print(ready)
+    console.print(f"  Dashboard: {escape(url)}/dashboard")
     host_port = settings.functions.host_port
     if host_port and functions_host:
-        functions_url = f"http://{settings.local_host}:{host_port}"
-        console.print(f"  Functions: {functions_url} (the functions host: createClient({{ functionsUrl }}))")
+        functions_url = f"http://{settings.local_url_host}:{host_port}"
+        console.print(
+            f"  Functions: {escape(functions_url)} (the functions host: createClient({{ functionsUrl }}))"
+        )
     console.print(
-        f"  Keys:      {settings.keys_path.resolve()}"
+        f"  Keys:      {escape(str(settings.keys_path.resolve()))}"
         f" (print them, and the root admin's password, with: "
-        f"{command_path()} keys --data-dir {_shell_path(settings.data_dir)})"
+        f"{escape(command_path())} keys --data-dir {escape(_shell_path(settings.data_dir))})"
     )
 
 

@@ -603,10 +603,16 @@ class Settings(BaseSettings):
         return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
 
     @property
+    def local_url_host(self) -> str:
+        """`local_host` as a URL writes it: an IPv6 address (`--host ::1`) in brackets, or its colons would be
+        read as the port's."""
+        return f"[{self.local_host}]" if ":" in self.local_host else self.local_host
+
+    @property
     def base_url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
-        return f"http://{self.local_host}:{self.port}"
+        return f"http://{self.local_url_host}:{self.port}"
 
     @property
     def keys_path(self) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import kilnbase
 from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,9 @@ def _environment() -> dict[str, str]:
 class Serve:
     """`kilnbase serve` in its own process group, as a terminal runs it (Ctrl-C reaches the group)."""
 
-    def __init__(self, data_dir: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, log: Path, env: dict[str, str] | None = None, options: tuple[str, ...] = ()
+    ) -> None:
         self.port, self.log = free_port(), log
         with log.open("w") as out:
             self.process = subprocess.Popen(
@@ -54,6 +57,7 @@ class Serve:
                     str(self.port),
                     "--data-dir",
                     str(data_dir),
+                    *options,
                 ],
                 cwd=ROOT,
                 stdout=out,
@@ -117,6 +121,27 @@ def test_the_keys_hint_for_a_data_dir_with_spaces_can_be_pasted(scratch: Path) -
         assert command[-2:] == ["--data-dir", str(data_dir)], hint
     finally:
         serve.interrupt()
+
+
+def test_an_ipv6_host_and_a_data_dir_named_in_brackets_are_served_and_said_as_they_are(scratch: Path) -> None:
+    """`--host ::1` is a URL's `[::1]`, and neither it nor a data dir named `[draft] shop` is taken for the
+    terminal's markup: the server starts, and every line names them as they are."""
+    data_dir = scratch / "[draft] shop"
+    serve = Serve(data_dir, scratch / "serve.log", options=("--host", "::1"))
+    try:
+        serve.wait_for("keys --data-dir")
+        serve.wait_for(")\n", seconds=10)  # (the whole line)
+        url = f"http://[::1]:{serve.port}"
+        assert httpx.get(f"{url}/api/health", timeout=10).status_code == 200
+        lines = serve.output().splitlines()
+        assert f"• Initialising PostgreSQL in {data_dir / 'pgdata'}" in lines, lines
+        assert f"Kilnbase {kilnbase.__version__} is ready at {url}" in lines, lines
+        assert f"  Dashboard: {url}/dashboard" in lines, lines
+        assert any(line.startswith(f"  Keys:      {data_dir / 'keys.json'} (") for line in lines), lines
+        assert "Traceback" not in serve.output()
+    finally:
+        serve.interrupt()
+    assert (data_dir / "served-url").read_text().strip() == url  # (what `keys` and `approvals` call)
 
 
 def test_a_data_dir_that_cannot_be_written_is_named_without_a_traceback(scratch: Path) -> None:
