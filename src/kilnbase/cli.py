@@ -7,6 +7,7 @@ import contextlib
 import errno
 import importlib
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -204,17 +205,40 @@ def _import_early(module: str) -> None:
     threading.Thread(target=load, name=f"import {module}", daemon=True).start()
 
 
+class _LastError(logging.Handler):
+    """The last error uvicorn logged. When the app's startup fails, uvicorn logs the traceback (to the JSON
+    log on standard output) and exits; the traceback's last line is the cause, for the terminal."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.cause: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lines = [line for line in record.getMessage().strip().splitlines() if line.strip()]
+        if lines and lines[-1] != "Application startup failed. Exiting.":
+            self.cause = lines[-1].strip()
+
+
 class _AnnouncingServer(QuietServer):
     """uvicorn (woken only when there is something to do), plus a banner once the socket is really
-    listening."""
+    listening, and the cause when the app could not start (`startup_error`)."""
 
     def __init__(self, config: uvicorn.Config, settings: Settings, functions_host: bool) -> None:
         super().__init__(config)
         self.settings = settings
         self.functions_host = functions_host
+        self.startup_error: str | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        witness = _LastError()
+        logging.getLogger("uvicorn.error").addHandler(witness)
+        try:
+            await super().startup(sockets)
+        except SystemExit:  # (uvicorn's way out of a failed startup)
+            self.startup_error = witness.cause or "see the errors logged above"
+            raise
+        finally:
+            logging.getLogger("uvicorn.error").removeHandler(witness)
         if self.started:
             _announce(self.settings, functions_host=self.functions_host)
 
@@ -367,7 +391,16 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, worker
         timeout_graceful_shutdown=10,
     )
     server = _AnnouncingServer(config, settings, functions_host)
-    server.run()
+    try:
+        server.run()
+    except SystemExit:
+        if server.startup_error is None:
+            raise
+    if server.startup_error is not None:
+        _fail(
+            f"Kilnbase could not start: {server.startup_error}. The server's log (standard output) holds the "
+            "whole traceback; fix what it names and start again."
+        )
     if not server.started:
         raise typer.Exit(1)
 

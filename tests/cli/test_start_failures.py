@@ -144,6 +144,29 @@ def test_an_ipv6_host_and_a_data_dir_named_in_brackets_are_served_and_said_as_th
     assert (data_dir / "served-url").read_text().strip() == url  # (what `keys` and `approvals` call)
 
 
+def test_an_app_that_fails_to_start_says_why_on_the_terminal(scratch: Path) -> None:
+    """A failure in the app's own startup (here the storage dir, below a file) was logged as a traceback in
+    the JSON log on standard output, and the terminal saw only Postgres start and stop, exit 3. The cause is
+    now the last line on the terminal, and the embedded Postgres is stopped."""
+    blocked = scratch / "a-file"
+    blocked.write_text("not a folder")
+    data_dir = scratch / "project"
+    serve = Serve(data_dir, scratch / "serve.log", env={"KILNBASE_STORAGE_DIR": str(blocked / "storage")})
+    try:
+        assert serve.process.wait(timeout=120) == 1, serve.output()
+    finally:
+        serve.interrupt()
+    terminal = [line for line in serve.output().splitlines() if not line.startswith("{")]  # (not the log)
+    cause = f"NotADirectoryError: [Errno 20] Not a directory: '{blocked / 'storage' / 'incoming'}'"
+    assert terminal[-2:] == [
+        "• Stopping PostgreSQL",
+        f"Error: Kilnbase could not start: {cause}. The server's log (standard output) holds the whole "
+        "traceback; fix what it names and start again.",
+    ], terminal
+    assert "Traceback" not in "\n".join(terminal)
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "Postgres was left running"
+
+
 def test_a_data_dir_that_cannot_be_written_is_named_without_a_traceback(scratch: Path) -> None:
     blocked = scratch / "a-file"
     blocked.write_text("not a folder")
