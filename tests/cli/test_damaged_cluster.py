@@ -89,3 +89,21 @@ def test_a_key_file_that_is_not_this_databases(project: Path) -> None:
     assert_refused(project, f"refused the password in {keys_file}", "Put back the keys.json")
     keys_file.write_text(original)
     assert_same_database_again(project)
+
+
+def test_a_cluster_given_to_another_owner(project: Path) -> None:
+    """(As root, Postgres runs as `nobody`.) pg_ctl alone says why, and the error said Postgres's log from
+    the run before instead, which reads as the cause: only this attempt's lines are said now."""
+    if os.geteuid() != 0:
+        pytest.skip("Postgres runs as this user: a folder of root's is one it cannot be kept from")
+    pgdata = project / "pgdata"
+    owner = pgdata.stat()
+    subprocess.run(["chown", "-R", "root:root", str(pgdata)], check=True)
+    result = kilnbase("db", "migrate", "--data-dir", str(project))
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    said = result.stderr.split("Error: ", 1)[1]
+    assert "Permission denied" in said and f"{pgdata} must be nobody's alone (chown -R" in said, said
+    assert "database system is shut down" not in said, said  # (the fixture's run, not this one)
+    subprocess.run(["chown", "-R", f"{owner.st_uid}:{owner.st_gid}", str(pgdata)], check=True)
+    assert_same_database_again(project)

@@ -413,15 +413,37 @@ class EmbeddedPostgres:
         for attempt in range(3):
             self.port = _free_port()
             self._write_runtime_conf()
+            logged_before = self._log_size()
             result = self._pg_ctl(["start", "-w", "-t", "60", "-l", str(self.log_file)], check=False)
             if result.returncode == 0:
                 return
             if attempt == 2 or "could not bind" not in self._log_tail():
                 if _says_disk_full(self._log_tail()):
                     raise self.full_disk_error()
-                raise EmbeddedPostgresError(
-                    f"PostgreSQL did not start (see {self.log_file}):\n{self._log_tail()}"
-                )
+                raise self._start_error(result.stderr, logged_before)
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_file.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _start_error(self, pg_ctl_said: str, logged_before: int) -> EmbeddedPostgresError:
+        """Why this start failed: what pg_ctl said (it alone speaks when Postgres never ran, e.g. a pgdata it
+        may not read) and the lines Postgres logged in this attempt, never an earlier run's, which would
+        read as the cause."""
+        try:
+            with self.log_file.open("rb") as log_file:
+                log_file.seek(logged_before)
+                logged = log_file.read().decode(errors="replace").splitlines()[-15:]
+        except FileNotFoundError:
+            logged = []
+        said = "\n".join([*pg_ctl_said.strip().splitlines(), *logged]) or "(nothing was logged)"
+        hint = ""
+        if "Permission denied" in said or "wrong ownership" in said:
+            owner = f"{UNPRIVILEGED_USER}'s" if self.run_as is not None else "this user's"
+            hint = f"\n{self.pgdata} must be {owner} alone (chown -R, chmod 700), as Kilnbase made it."
+        return EmbeddedPostgresError(f"PostgreSQL did not start (see {self.log_file}):\n{said}{hint}")
 
     def _write_runtime_conf(self) -> None:
         settings = {
