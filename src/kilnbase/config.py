@@ -447,6 +447,9 @@ class MemorySettings(BaseSettings):
     chat_model: str = Field(default="openai/gpt-4o-mini", min_length=1, max_length=200)
 
 
+#: Postgres's form of a `statement_timeout`: a number (milliseconds) or a number and a unit.
+_STATEMENT_TIMEOUT = re.compile(r"\s*\d+(\.\d+)?\s*(us|ms|s|min|h|d)?\s*")
+
 #: The log levels `KILNBASE_LOG_LEVEL` takes.
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -569,6 +572,17 @@ class Settings(BaseSettings):
     payments_sessions_per_minute: int = Field(30, ge=1, le=100_000)
 
     _redis_urls = field_validator("rate_limit_redis_url", "ai_redis_url")(_redis_url)
+
+    @field_validator(
+        "db_anon_statement_timeout", "db_authenticated_statement_timeout", "db_admin_statement_timeout"
+    )
+    @classmethod
+    def _statement_timeout(cls, value: str) -> str:
+        """A value Postgres's `statement_timeout` takes: any other is refused by `set_config` in the first
+        statement of every request of that role, which then fails, while the server looks healthy."""
+        if not _STATEMENT_TIMEOUT.fullmatch(value):
+            raise ValueError("must be a duration such as 3s, 500ms, 2min or 0 (no limit)")
+        return value
 
     @field_validator("log_level")
     @classmethod

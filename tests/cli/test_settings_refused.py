@@ -1,7 +1,7 @@
 """Settings a server cannot start with, as an operator meets them: a variable that takes JSON holding
-something else, an unknown log level, a pool whose least size passes its greatest, a Redis URL of another
-scheme, a port out of range, an address this machine does not have. `kilnbase serve` names the setting and
-what it takes, before it starts anything, with no traceback."""
+something else, a statement timeout Postgres does not take, an unknown log level, a pool whose least size
+passes its greatest, a Redis URL of another scheme, a port out of range, an address this machine does not
+have. `kilnbase serve` names the setting and what it takes, before it starts anything, with no traceback."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 WRONG = {
     "KILNBASE_AUTH": ("{not json", "KILNBASE_AUTH: is not valid JSON"),
     "KILNBASE_AUTH_OAUTH_ENDPOINTS": ("{'google':", "KILNBASE_AUTH_OAUTH_ENDPOINTS: is not valid JSON"),
+    "KILNBASE_DB_ANON_STATEMENT_TIMEOUT": (
+        "three seconds",
+        "KILNBASE_DB_ANON_STATEMENT_TIMEOUT: must be a duration such as 3s",
+    ),
     "KILNBASE_LOG_LEVEL": ("verbose", "KILNBASE_LOG_LEVEL: must be one of debug, info, warning"),
     "KILNBASE_DB_POOL_MIN": ("40", "KILNBASE_DB_POOL_MIN must be at most KILNBASE_DB_POOL_MAX"),
     "KILNBASE_DB_OWNER_POOL_MIN": (
