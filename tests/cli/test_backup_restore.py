@@ -379,6 +379,28 @@ def test_a_file_that_cannot_be_restored_is_refused_changing_nothing(
     bad.unlink()
 
 
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("missing.tar", "does not exist"),
+        ("a-file/backup.tar", "cannot be read (Not a directory)"),
+        ("b" * 300 + ".tar", "cannot be read (File name too long)"),
+    ],
+)
+def test_a_backup_path_that_cannot_be_read_is_said_with_what_to_check(
+    tmp_path: Path, where: str, reason: str
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    target = tmp_path / "restored"
+    refused = kilnbase("db", "restore", str(tmp_path / where), "--data-dir", str(target))
+    assert refused.returncode == 1, refused.stderr
+    assert "Traceback" not in refused.stderr, refused.stderr
+    said = refused.stderr.strip().splitlines()[-1]
+    assert said.startswith(f"Error: {tmp_path / where} {reason}"), said
+    assert "check the backup file's path" in said and "Nothing was left behind" in said, said
+    assert not target.exists()
+
+
 def test_a_data_dir_that_holds_anything_is_refused_and_left_alone(project: Project) -> None:
     target = project.parent / f"busy-{secrets.token_hex(3)}"
     target.mkdir()

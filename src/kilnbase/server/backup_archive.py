@@ -191,9 +191,13 @@ def unpack(archive: Path, into: Path, known: list[Migration]) -> dict[str, Any]:
         # (Not `with`: an error opening it, not a tar file, is told apart from one reading it, cut short.)
         tar = tarfile.open(archive, mode="r:")  # noqa: SIM115
     except FileNotFoundError:
-        raise BackupRefused(f"{name} does not exist.") from None
+        raise BackupRefused(f"{name} does not exist: check the backup file's path.") from None
     except (tarfile.TarError, IsADirectoryError):
         raise BackupRefused(f"{name} is not a Kilnbase backup (not a tar file).") from None
+    except OSError as exc:  # (a name too long, a path through a file, no permission)
+        raise BackupRefused(
+            f"{name} cannot be read ({exc.strerror}): check the backup file's path."
+        ) from None
     truncated = f"{name} is incomplete or damaged (cut short, or changed since it was written): "
     sums: dict[str, str] = {}
     manifest: dict[str, Any] | None = None
