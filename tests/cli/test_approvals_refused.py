@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from tests.support.cli import assert_said_in_one_line
 from tests.support.loopback_http import LoopbackHttp
 from tests.support.servers import ServerProcess
 
@@ -26,15 +27,6 @@ def approvals(
         timeout=60,
         check=False,
     )
-
-
-def assert_said_in_one_line(result: subprocess.CompletedProcess[str], *said: str) -> None:
-    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for text in said:
-        assert text in lines[0], lines[0]
 
 
 #: Ids that name no change request; the last three would reach `/api/health`, or leave the path, unquoted.

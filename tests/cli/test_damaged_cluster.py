@@ -9,28 +9,19 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.cli import run_kilnbase
+
 INCLUDE_LINE = "include_if_exists = 'kilnbase.conf'"
 
 
 def kilnbase(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KILNBASE_", "DATABASE_URL", "PORT"))}
-    return subprocess.run(
-        [sys.executable, "-m", "kilnbase", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=env | {"COLUMNS": "80"},
-        stdin=subprocess.DEVNULL,
-    )
+    return run_kilnbase(args, columns=80)
 
 
 @pytest.fixture

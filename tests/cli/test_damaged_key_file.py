@@ -6,10 +6,8 @@ secrets)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,9 +16,7 @@ import pytest
 
 from kilnbase.config import Settings
 from kilnbase.keys.project_keys import load_project_keys
-from tests.support.servers import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.cli import assert_said_in_one_line, run_kilnbase
 
 COMMANDS = {
     "serve": ["serve"],
@@ -60,28 +56,8 @@ def data_dir() -> Iterator[Path]:
     shutil.rmtree(parent, ignore_errors=True)
 
 
-def kilnbase(args: list[str], data_dir: Path) -> subprocess.CompletedProcess[str]:
-    if args == ["serve"]:
-        args = ["serve", "--port", str(free_port())]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KILNBASE_", "DATABASE_URL", "PORT"))}
-    return subprocess.run(
-        [sys.executable, "-m", "kilnbase", *args, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=env | {"KILNBASE_FUNCTIONS_HOST_PORT": "0", "COLUMNS": "80"},
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def assert_said_in_one_line(result: subprocess.CompletedProcess[str], *said: str) -> None:
-    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for text in (*said, "restore it from a backup", "move it away"):
-        assert text in lines[0], lines[0]
+def assert_refused(result: subprocess.CompletedProcess[str], *said: str) -> None:
+    assert_said_in_one_line(result, *said, "restore it from a backup", "move it away")
     assert result.stdout == ""
 
 
@@ -91,8 +67,8 @@ def test_a_damaged_key_file(data_dir: Path, command: str, damage: str) -> None:
     keys_file = data_dir / "keys.json"
     held = keys_file.read_text()
     keys_file.write_bytes(DAMAGE[damage](held))
-    result = kilnbase(COMMANDS[command], data_dir)
-    assert_said_in_one_line(result, f"{keys_file} is damaged")
+    result = run_kilnbase(COMMANDS[command], data_dir=data_dir)
+    assert_refused(result, f"{keys_file} is damaged")
     for secret in json.loads(held).values():
         assert secret[:16] not in result.stderr
 
@@ -102,6 +78,6 @@ def test_a_key_file_that_is_a_directory(data_dir: Path, command: str) -> None:
     keys_file = data_dir / "keys.json"
     keys_file.unlink()
     keys_file.mkdir(mode=0o755)
-    result = kilnbase(COMMANDS[command], data_dir)
-    assert_said_in_one_line(result, f"{keys_file} is a directory")
+    result = run_kilnbase(COMMANDS[command], data_dir=data_dir)
+    assert_refused(result, f"{keys_file} is a directory")
     assert keys_file.stat().st_mode & 0o777 == 0o755  # (not made 0600 as the key file would be)

@@ -11,7 +11,6 @@ import secrets
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +21,7 @@ import pytest
 from kilnbase.config import Settings
 from kilnbase.keys.project_keys import load_project_keys
 from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
-from tests.support.servers import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.cli import assert_said_in_one_line, run_kilnbase
 
 #: Each command as a user types it, with a data dir appended.
 COMMANDS = {
@@ -47,32 +44,13 @@ def _without_root_privileges() -> list[str]:
 def kilnbase(
     args: list[str], data_dir: Path, *, prefix: list[str] | None = None, by_environment: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    if args == ["serve"]:
-        args = ["serve", "--port", str(free_port())]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KILNBASE_", "DATABASE_URL", "PORT"))}
-    env |= {"KILNBASE_FUNCTIONS_HOST_PORT": "0", "COLUMNS": "80"}
     if by_environment:
-        env["KILNBASE_DATA_DIR"] = str(data_dir)
-    else:
-        args = [*args, "--data-dir", str(data_dir)]
-    return subprocess.run(
-        [*(prefix or []), sys.executable, "-m", "kilnbase", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
+        return run_kilnbase(args, env={"KILNBASE_DATA_DIR": str(data_dir)}, prefix=prefix or ())
+    return run_kilnbase(args, data_dir=data_dir, prefix=prefix or ())
 
 
-def assert_said_in_one_line(result: subprocess.CompletedProcess[str], *said: str) -> None:
-    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for text in (*said, "--data-dir"):
-        assert text in lines[0], lines[0]
+def assert_refused(result: subprocess.CompletedProcess[str], *said: str) -> None:
+    assert_said_in_one_line(result, *said, "--data-dir")
     assert result.stdout == ""
 
 
@@ -128,14 +106,14 @@ def test_a_data_dir_it_may_not_read(scratch: Path, command: str, by_environment:
     result = kilnbase(
         COMMANDS[command], data_dir, prefix=_without_root_privileges(), by_environment=by_environment
     )
-    assert_said_in_one_line(result, str(data_dir), "Permission denied")
+    assert_refused(result, str(data_dir), "Permission denied")
 
 
 def test_a_key_file_it_may_not_read(scratch: Path) -> None:
     data_dir = _with_keys(scratch / "project")
     (data_dir / "keys.json").chmod(0)
     result = kilnbase(COMMANDS["keys"], data_dir, prefix=_without_root_privileges())
-    assert_said_in_one_line(result, str(data_dir / "keys.json"), "Permission denied", "chmod")
+    assert_refused(result, str(data_dir / "keys.json"), "Permission denied", "chmod")
 
 
 @pytest.mark.parametrize("command", ["serve", "db migrate", "mcp"])
@@ -143,7 +121,7 @@ def test_a_data_dir_on_a_read_only_file_system(tmpfs: Path, command: str) -> Non
     data_dir = _with_keys(tmpfs / "project")
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
     result = kilnbase(COMMANDS[command], data_dir)
-    assert_said_in_one_line(result, str(data_dir), "Read-only file system")
+    assert_refused(result, str(data_dir), "Read-only file system")
     assert ".write-check" not in result.stderr  # (serve's own probe: the data dir is what is named)
 
 
@@ -153,7 +131,7 @@ def test_a_data_dir_on_a_full_disk(tmpfs: Path, command: str) -> None:
     data_dir = tmpfs / "new-project" if command == "serve" else _with_keys(tmpfs / "project")
     _fill(tmpfs)
     result = kilnbase(COMMANDS[command], data_dir)
-    assert_said_in_one_line(result, str(data_dir), "No space left on device", "df -h")
+    assert_refused(result, str(data_dir), "No space left on device", "df -h")
     assert not list(data_dir.glob(".keys-*")), "a half-written key file was left behind"
 
 
@@ -200,11 +178,11 @@ def test_a_data_dir_that_is_a_file(scratch: Path, command: str) -> None:
     data_dir = scratch / "project"
     data_dir.write_text("not a directory\n")
     result = kilnbase(COMMANDS[command], data_dir)
-    assert_said_in_one_line(result, str(data_dir), "it is a file, not a directory")
+    assert_refused(result, str(data_dir), "it is a file, not a directory")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_data_dir_whose_name_is_too_long(scratch: Path, command: str) -> None:
     data_dir = scratch / ("p" * 300)
     result = kilnbase(COMMANDS[command], data_dir)
-    assert_said_in_one_line(result, str(data_dir), "File name too long", "shorter")
+    assert_refused(result, str(data_dir), "File name too long", "shorter")

@@ -5,10 +5,8 @@ password."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +15,9 @@ import pytest
 
 from kilnbase.config import Settings
 from kilnbase.keys.project_keys import load_project_keys
+from tests.support.cli import run_kilnbase
 from tests.support.servers import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cr3t-db-password"
 
 #: Each command as a user types it; the data dir (and a backup file for `db restore`) is appended.
@@ -54,22 +52,10 @@ def scratch() -> Iterator[Path]:
 def kilnbase(args: list[str], scratch: Path, database_url: str) -> subprocess.CompletedProcess[str]:
     data_dir = scratch / "project"
     load_project_keys(Settings(data_dir=data_dir))  # (a project's keys, as every command but restore needs)
-    if args == ["serve"]:
-        args = ["serve", "--port", str(free_port())]
     if args == ["db", "restore"]:
         (scratch / "backup.tar").write_bytes(b"")
         args, data_dir = [*args, str(scratch / "backup.tar")], scratch / "restored"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KILNBASE_", "DATABASE_URL", "PORT"))}
-    env |= {"KILNBASE_FUNCTIONS_HOST_PORT": "0", "COLUMNS": "80", "DATABASE_URL": database_url}
-    return subprocess.run(
-        [sys.executable, "-m", "kilnbase", *args, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_kilnbase(args, data_dir=data_dir, env={"DATABASE_URL": database_url})
 
 
 @pytest.mark.parametrize("url", URLS)

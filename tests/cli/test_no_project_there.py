@@ -3,17 +3,15 @@ create nothing there, rather than make a new project's keys and answer as if the
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.cli import run_kilnbase
 
 COMMANDS = {
     "audit sessions": ["audit", "sessions"],
@@ -32,16 +30,7 @@ def scratch() -> Iterator[Path]:
 
 
 def kilnbase(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KILNBASE_", "DATABASE_URL", "PORT"))}
-    return subprocess.run(
-        [sys.executable, "-m", "kilnbase", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=env | {"COLUMNS": "200"},
-        stdin=subprocess.DEVNULL,
-    )
+    return run_kilnbase(args, columns=200)
 
 
 @pytest.mark.parametrize("made", [False, True], ids=["missing", "empty"])
