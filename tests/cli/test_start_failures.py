@@ -90,7 +90,8 @@ class Serve:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-            raise
+            # (What serve said last tells which stage did not stop: its progress lines and its JSON log.)
+            raise AssertionError(f"serve did not stop on Ctrl-C; it said:\n{self.output()[-4000:]}") from None
 
 
 def test_ctrl_c_while_postgres_is_initialised_leaves_a_data_dir_that_starts(scratch: Path) -> None:
