@@ -34,6 +34,13 @@ def scratch() -> Iterator[Path]:
     shutil.rmtree(parent, ignore_errors=True)
 
 
+def _as_a_terminal_starts_it() -> None:
+    """In the child, before `kilnbase` runs: Ctrl-C at its default. A process inherits an ignored SIGINT
+    (a test runner's worker, or a non-interactive shell's background job, may ignore it), and Python then
+    leaves it ignored: the Ctrl-C these tests send would be lost until uvicorn installs its own handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KILNBASE_", "DATABASE_URL", "PORT"))}
     return env | {"KILNBASE_FUNCTIONS_HOST_PORT": "0"}
@@ -64,6 +71,7 @@ class Serve:
                 stderr=subprocess.STDOUT,
                 env=_environment() | (env or {}),
                 start_new_session=True,
+                preexec_fn=_as_a_terminal_starts_it,
             )
 
     def output(self) -> str:
