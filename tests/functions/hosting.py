@@ -38,8 +38,9 @@ def host_settings(upload_limit: int | None = None, **functions: Any) -> Any:
 
 
 def until(host: httpx.Client, path: str, wanted: Callable[[httpx.Response], bool]) -> httpx.Response:
-    """The host's answer once `wanted` holds (changes reach it through NOTIFY, within moments)."""
-    deadline = time.monotonic() + 20
+    """The host's answer once `wanted` holds (changes reach it through NOTIFY, within moments; on a loaded
+    2-core machine a deploy's `deno check` and a host restart behind it took more than 20 s once)."""
+    deadline = time.monotonic() + 60
     while True:
         try:
             response: httpx.Response | None = host.get(path)
