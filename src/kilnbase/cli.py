@@ -36,7 +36,7 @@ from typer.core import TyperGroup
 
 from kilnbase import __version__
 from kilnbase.config import Settings, settings_problems, settings_source_problem, unknown_variables
-from kilnbase.db.migrate import MigrationError
+from kilnbase.db.migrate import MigrationError, apply_migrations
 from kilnbase.db.pool import create_pool
 from kilnbase.db.roles import AuthenticatorError
 from kilnbase.db.session import Database
@@ -49,6 +49,7 @@ from kilnbase.server.backup_archive import BackupRefused
 from kilnbase.server.data_dir_errors import data_dir_error_message, data_dir_unwritable_message
 from kilnbase.server.database_startup import DatabaseStartupError, connect_database_url, open_database
 from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
+from kilnbase.server.encryption_key_check import adopt_encryption_key, check_encryption_key
 from kilnbase.server.quiet_uvicorn import QuietServer
 from kilnbase.server.restore import RestoreError, restore_backup
 
@@ -503,7 +504,10 @@ def _check_database_url(conninfo: str) -> None:
 def _rotated_keys(settings: Settings, project_keys: ProjectKeys) -> RotatedKeys | None:
     """Keys rotated through the API live in the database. A project that never started has none."""
     with _owner_conninfo(settings, project_keys) as conninfo:
-        return None if conninfo is None else asyncio.run(_load_rotated_keys(conninfo, settings, project_keys))
+        if conninfo is None:
+            return None
+        check_encryption_key(conninfo, project_keys, settings)  # (they are sealed with it)
+        return asyncio.run(_load_rotated_keys(conninfo, settings, project_keys))
 
 
 async def _load_rotated_keys(
@@ -538,6 +542,40 @@ def migrate(data_dir: DataDir = None) -> None:
             opened.close()
     if not opened.applied:
         console.print("The database is up to date.")
+
+
+@db_app.command(
+    "adopt-encryption-key",
+    epilog=examples(
+        "ENCRYPTION_KEY=$(openssl rand -hex 32) kilnbase db adopt-encryption-key --data-dir ./shop",
+    ),
+)
+def adopt_key(data_dir: DataDir = None) -> None:
+    """Make the encryption key in force the project's when the key it was started with is lost (serve refuses
+    any other): what the old key sealed stays unreadable until set again; nothing is rewritten or removed."""
+    settings = _settings(data_dir)
+    _require_project(settings)
+    try:
+        project_keys = load_project_keys(settings)
+        with _owner_conninfo(settings, project_keys, _progress) as conninfo:
+            if conninfo is None:
+                _fail(f"The project in {settings.data_dir} never started: it has no key to replace.")
+                return
+            apply_migrations(conninfo)  # (a database from before the check has no place for it yet)
+            try:
+                check_encryption_key(conninfo, project_keys, settings)
+            except KeyConfigurationError:
+                adopt_encryption_key(conninfo, project_keys)
+            else:
+                console.print("The encryption key in force is already the project's: nothing changed.")
+                return
+    except _KNOWN_ERRORS as exc:
+        _fail(str(exc))
+        return
+    console.print(
+        "The encryption key in force is now the project's. Set again what the old key sealed: each secret, "
+        "AI provider key, OAuth and webhook secret, and the values of encrypted columns."
+    )
 
 
 @db_app.command(
@@ -690,13 +728,15 @@ def mcp_stdio(
         settings.database_url
         or EmbeddedPostgres(settings.data_dir, project_keys.postgres_password).running_conninfo()
     )
-    if conninfo is None:  # no server running on this data dir: start the database for this session
-        try:
+    try:
+        if conninfo is None:  # no server running on this data dir: start the database for this session
             opened = open_database(settings, project_keys, _progress)
-        except _KNOWN_ERRORS as exc:
-            _fail(str(exc))
-            return
-        conninfo = opened.conninfo
+            conninfo = opened.conninfo
+        else:  # (the start that made the server checked its key, not this process's)
+            check_encryption_key(conninfo, project_keys, settings)
+    except _KNOWN_ERRORS as exc:
+        _fail(str(exc))
+        return
     if api_key is None:
         console.print("[dim]•[/] acting with the project's API key; pass --api-key for a narrower credential")
     narrowing = Narrowing.parse(read_only, features.split(",") if features else None)

@@ -43,7 +43,7 @@ def test_the_stdio_mcp_process_makes_no_scheduled_calls(
         errors = process.stderr.read().decode(errors="replace")
     assert returncode == 0, errors
 
-    # The server, over the same database, does call it.
-    settings = Settings(database_url=database_url, data_dir=tmp_path / "server")
+    # The server, of the same project, does call it.
+    settings = Settings(database_url=database_url, data_dir=tmp_path / "data")
     with TestClient(create_app(settings), raise_server_exceptions=False):
         target.wait_for("/ok/stdio", 1, timeout=10)

@@ -28,7 +28,9 @@ _VARIABLE = {"api_key": "ACCESS_API_KEY", "anon_key": "ACCESS_ANON_KEY"}
 _LOCK = "select pg_advisory_xact_lock(hashtext('kilnbase.project_keys'))"
 
 
-def _context(kind: str) -> str:
+def sealing_context(kind: str) -> str:
+    """What a rotated key is sealed with besides the key: its kind, so an anon key never opens as the API
+    key."""
     return f"system.project_keys.{kind}"
 
 
@@ -45,7 +47,7 @@ async def load(db: Database, box: SecretBox) -> RotatedKeys | None:
     current: dict[str, str] = {}
     previous: dict[str, list[tuple[str, float]]] = {"api_key": [], "anon_key": []}
     for row in rows:
-        key = box.decrypt(row["key_ciphertext"], context=_context(row["kind"]))
+        key = box.decrypt(row["key_ciphertext"], context=sealing_context(row["kind"]))
         if row["is_current"]:
             current[row["kind"]] = key
         else:
@@ -131,13 +133,17 @@ class KeyRotation:
                 await cur.execute(
                     "insert into system.project_keys (kind, key_ciphertext, is_current, expires_at) "
                     "values (%s, %s, false, now() + make_interval(secs => %s)) returning expires_at",
-                    (kind, box.encrypt(self._ring.current(kind), context=_context(kind)), grace_hours * 3600),
+                    (
+                        kind,
+                        box.encrypt(self._ring.current(kind), context=sealing_context(kind)),
+                        grace_hours * 3600,
+                    ),
                 )
                 demoted = await cur.fetchone()
             assert demoted is not None
             await cur.execute(
                 "insert into system.project_keys (kind, key_ciphertext, is_current) values (%s, %s, true)",
-                (kind, box.encrypt(new_key, context=_context(kind))),
+                (kind, box.encrypt(new_key, context=sealing_context(kind))),
             )
             await audit.record(cur, actor, action, "SECRETS", {"gracePeriodHours": grace_hours})
         await self._ring.refresh_now()

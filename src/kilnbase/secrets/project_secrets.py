@@ -45,7 +45,9 @@ _KEY_AND_VALUE = (
 _RESERVED = "A reserved secret cannot be changed or deleted through the API; use another key for a new value."
 
 
-def _context(key: str) -> str:
+def sealing_context(key: str) -> str:
+    """What a secret's value is sealed with besides the key: its name, so a value copied under another name
+    does not open."""
     return f"system.secrets.{key}"
 
 
@@ -200,7 +202,7 @@ class ProjectSecrets:
             if row is None:
                 raise _not_found(key)
             await audit.record(cur, actor, "GET_SECRET", MODULE, {"key": key})
-        return {"key": key, "value": self._box.decrypt(row["value_ciphertext"], context=_context(key))}
+        return {"key": key, "value": self._box.decrypt(row["value_ciphertext"], context=sealing_context(key))}
 
     async def create(self, actor: Actor, body: dict[str, Any]) -> str:
         """A new secret, or an inactive one revived with the new value (InsForge's rule; not for an agent,
@@ -227,7 +229,7 @@ class ProjectSecrets:
                     f"{key} is set by the platform and cannot be a project secret.",
                     "Pick another name; functions already see this value.",
                 )
-            ciphertext = self._box.encrypt(value, context=_context(key))
+            ciphertext = self._box.encrypt(value, context=sealing_context(key))
             async with self._database.as_owner() as cur:
                 await cur.execute(
                     "insert into system.secrets as s (key, value_ciphertext, is_reserved, expires_at) "
@@ -274,7 +276,7 @@ class ProjectSecrets:
             params: list[Any] = []
             if "value" in body:
                 assignments.append("value_ciphertext = %s")
-                params.append(self._box.encrypt(_check_value(body["value"]), context=_context(key)))
+                params.append(self._box.encrypt(_check_value(body["value"]), context=sealing_context(key)))
             for field, column in (("isActive", "is_active"), ("isReserved", "is_reserved")):
                 flag = _flag(body, field)
                 if flag is not None:
@@ -337,7 +339,7 @@ class ProjectSecrets:
             rows = await cur.fetchall()
         expiries = [row["expires_at"] for row in rows if row["expires_at"] is not None]
         decrypted = {
-            row["key"]: self._box.decrypt(row["value_ciphertext"], context=_context(row["key"]))
+            row["key"]: self._box.decrypt(row["value_ciphertext"], context=sealing_context(row["key"]))
             for row in rows
         }
         return decrypted, (min(expiries) if expiries else None)

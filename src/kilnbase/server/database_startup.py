@@ -15,6 +15,7 @@ from kilnbase.db.migrate import Migration, apply_migrations
 from kilnbase.db.roles import authenticator_password, grant_schema_creation, prepare_authenticator
 from kilnbase.keys.project_keys import ProjectKeys
 from kilnbase.server.embedded_postgres import EmbeddedPostgres
+from kilnbase.server.encryption_key_check import check_encryption_key
 
 MIN_SERVER_VERSION = 150000
 
@@ -80,13 +81,14 @@ class OpenedDatabase:
 def prepare(
     settings: Settings, keys: ProjectKeys, conninfo: str, progress: Callable[[str], None]
 ) -> list[Migration]:
-    """Migrate, then give the authenticator role its password (and check it) and project_admin the right to
-    create schemas, as the owner. Returns the migrations applied now."""
+    """Migrate, check the encryption key, then give the authenticator role its password (and check it) and
+    project_admin the right to create schemas, as the owner. Returns the migrations applied now."""
     applied = apply_migrations(conninfo)
     if applied:
         progress(
             f"Applied {len(applied)} migration(s): " + ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
         )
+    check_encryption_key(conninfo, keys, settings)
     prepare_request_roles(settings, keys, conninfo)
     if repoint_encrypted_columns(conninfo):
         progress("Found the encrypted columns again by their names (the database was restored)")
