@@ -480,10 +480,11 @@ def _owner_conninfo(
 
 
 def _require_project(settings: Settings) -> None:
-    """Commands that read a project (`approvals`, `audit`) refuse a data dir that holds none: loading its keys
-    would make a new project there, and the command would then answer as if the path were right ("no tool
-    calls recorded") or call the default URL with a key no server knows. With `DATABASE_URL`, the keys may
-    come from the environment and the database is elsewhere, so an empty data dir is a real project's."""
+    """Commands that read a project (`approvals`, `audit`, `mcp`) refuse a data dir that holds none: loading
+    its keys would make a new project there, and the command would then answer as if the path were right ("no
+    tool calls recorded"), call the default URL with a key no server knows, or offer an agent an empty
+    project. With `DATABASE_URL`, the keys may come from the environment and the database is elsewhere, so an
+    empty data dir is a real project's."""
     if settings.database_url or settings.keys_path.exists():
         return
     _fail(
@@ -716,6 +717,7 @@ def mcp_stdio(
 
     settings = _settings(data_dir)
     configure_logging("warning", sys.stderr)  # standard output carries the protocol
+    _require_project(settings)  # (an agent given a mistyped path would otherwise work on a new, empty one)
     try:
         project_keys = load_project_keys(settings)
     except _KNOWN_ERRORS as exc:

@@ -172,9 +172,9 @@ def test_a_disk_that_fills_once_postgres_has_started(tmpfs: Path, monkeypatch: p
             psutil.Process(left).kill()
 
 
-@pytest.mark.parametrize("command", ["serve", "db migrate", "mcp"])
+@pytest.mark.parametrize("command", ["serve", "db migrate"])
 def test_a_data_dir_that_is_a_file(scratch: Path, command: str) -> None:
-    """(`keys` and `audit` say that no project is there, as for any path that holds none.)"""
+    """(`keys`, `mcp` and `audit` say that no project is there, as for any path that holds none.)"""
     data_dir = scratch / "project"
     data_dir.write_text("not a directory\n")
     result = kilnbase(COMMANDS[command], data_dir)

@@ -30,9 +30,7 @@ def project(cluster: TestCluster, tmp_path: Path) -> tuple[Path, str]:
     return data_dir, cluster.create_database()
 
 
-def kilnbase(
-    args: list[str], project: tuple[Path, str], key: str | None
-) -> subprocess.CompletedProcess[str]:
+def kilnbase(args: list[str], project: tuple[Path, str], key: str | None) -> subprocess.CompletedProcess[str]:
     data_dir, database_url = project
     env = {"DATABASE_URL": database_url} | ({"ENCRYPTION_KEY": key} if key else {})
     return run_kilnbase(args, data_dir=data_dir, env=env)
@@ -84,7 +82,9 @@ def test_an_environment_key_dropped_for_the_one_in_keys_json_is_refused(project:
 
     refused = kilnbase(["db", "migrate"], project, None)
 
-    assert_said_in_one_line(refused, "The encryption key in", "keys.json is not the key", "set ENCRYPTION_KEY to it")
+    assert_said_in_one_line(
+        refused, "The encryption key in", "keys.json is not the key", "set ENCRYPTION_KEY to it"
+    )
 
 
 def test_secrets_sealed_before_the_check_existed_decide_its_first_start(project: tuple[Path, str]) -> None:
@@ -116,10 +116,3 @@ def test_adopting_the_key_already_in_force_changes_nothing(project: tuple[Path, 
     again = kilnbase(["db", "adopt-encryption-key"], project, KEY_A)
 
     assert again.returncode == 0 and "already the project's: nothing changed" in again.stderr
-
-
-def test_adopting_a_key_for_a_data_dir_without_a_project_is_refused(tmp_path: Path) -> None:
-    refused = run_kilnbase(["db", "adopt-encryption-key"], data_dir=tmp_path / "nothing")
-
-    assert_said_in_one_line(refused, "No project in")
-    assert not (tmp_path / "nothing").exists()

@@ -19,6 +19,8 @@ COMMANDS = {
     "approvals list": ["approvals", "list"],
     "approvals approve": ["approvals", "approve", "some-id"],
     "approvals reject": ["approvals", "reject", "some-id"],
+    "mcp": ["mcp"],
+    "db adopt-encryption-key": ["db", "adopt-encryption-key"],
 }
 
 
