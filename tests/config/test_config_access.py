@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.config.conftest import apply, bucket_names, live
-from tests.support.app import agent_headers, mcp_call
+from tests.support.app import agent_headers, mcp_call, mcp_tool_names
 
 
 def test_reading_shows_the_sections_the_key_may_read(client: TestClient, admin: dict[str, str]) -> None:
@@ -114,16 +114,7 @@ def test_mcp_tools_are_the_same_calls(
 def test_mcp_tools_are_shown_to_keys_that_read_a_section(client: TestClient, admin: dict[str, str]) -> None:
     for scopes, shown in ((["storage:read"], True), (["auth:write"], True), (["tool:list-tables"], False)):
         agent = agent_headers(client, admin, scopes)
-        listed = client.post(
-            "/mcp",
-            headers={
-                **agent,
-                "Content-Type": "application/json",
-                "Accept": "application/json, text/event-stream",
-            },
-            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
-        )
-        names = {tool["name"] for tool in listed.json()["result"]["tools"]}
+        names = mcp_tool_names(client, agent)
         assert ({"get-config", "apply-config"} <= names) is shown, scopes
         assert not shown or "list-tables" not in names
     hidden = mcp_call(client, agent_headers(client, admin, ["database:read"]), "get-config", {})

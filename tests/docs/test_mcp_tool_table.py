@@ -8,7 +8,7 @@ from pathlib import Path
 
 from starlette.testclient import TestClient
 
-from tests.support.app import admin_headers
+from tests.support.app import admin_headers, mcp_tool_names
 
 MCP_DOC = Path(__file__).resolve().parents[2] / "docs" / "mcp.md"
 #: A row of the table: `| \`group\` | tools... |`.
@@ -21,16 +21,6 @@ def documented_tools() -> set[str]:
 
 
 def test_every_offered_tool_is_in_the_scope_table(client: TestClient) -> None:
-    listed = client.post(
-        "/mcp",
-        headers={
-            **admin_headers(client),
-            "Content-Type": "application/json",
-            "Accept": "application/json, text/event-stream",
-        },
-        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
-    )
-    assert listed.status_code == 200, listed.text
-    offered = {tool["name"] for tool in listed.json()["result"]["tools"]}
+    offered = mcp_tool_names(client, admin_headers(client))
     assert len(offered) > 50, offered  # (the API key sees every tool)
     assert offered - documented_tools() == set()

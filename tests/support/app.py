@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from starlette.testclient import TestClient
 
@@ -41,8 +42,8 @@ def agent_headers(
     return {"Authorization": f"Bearer {created.json()['key']}"}
 
 
-def mcp_call(client: TestClient, headers: dict[str, str], name: str, arguments: dict[str, object]) -> str:
-    """A tool call over `/mcp`; the text of its result (the tool's JSON, or its error)."""
+def mcp_request(client: TestClient, headers: dict[str, str], method: str, params: dict[str, object]) -> Any:
+    """One JSON-RPC request over `/mcp`, as an MCP client sends it; its `result`."""
     response = client.post(
         "/mcp",
         headers={
@@ -50,13 +51,19 @@ def mcp_call(client: TestClient, headers: dict[str, str], name: str, arguments: 
             "Content-Type": "application/json",
             "Accept": "application/json, text/event-stream",
         },
-        json={
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "tools/call",
-            "params": {"name": name, "arguments": arguments},
-        },
+        json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
     )
     assert response.status_code == 200, response.text
-    text: str = response.json()["result"]["content"][0]["text"]
+    return response.json()["result"]
+
+
+def mcp_call(client: TestClient, headers: dict[str, str], name: str, arguments: dict[str, object]) -> str:
+    """A tool call over `/mcp`; the text of its result (the tool's JSON, or its error)."""
+    result = mcp_request(client, headers, "tools/call", {"name": name, "arguments": arguments})
+    text: str = result["content"][0]["text"]
     return text
+
+
+def mcp_tool_names(client: TestClient, headers: dict[str, str]) -> set[str]:
+    """The names of the tools `/mcp` lists for a credential."""
+    return {tool["name"] for tool in mcp_request(client, headers, "tools/list", {})["tools"]}
