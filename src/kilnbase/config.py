@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -454,6 +455,10 @@ _STATEMENT_TIMEOUT = re.compile(r"\s*\d+(\.\d+)?\s*(us|ms|s|min|h|d)?\s*")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+#: A URL's characters: printable, no spaces (which would end it in an email or a header).
+_URL_TEXT = re.compile(r"[^\s\x00-\x1f\x7f]+")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KILNBASE_", extra="ignore", populate_by_name=True)
 
@@ -582,6 +587,26 @@ class Settings(BaseSettings):
         statement of every request of that role, which then fails, while the server looks healthy."""
         if not _STATEMENT_TIMEOUT.fullmatch(value):
             raise ValueError("must be a duration such as 3s, 500ms, 2min or 0 (no limit)")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        """The URL every link Kilnbase hands out starts with (emails, OAuth redirects, storage and function
+        URLs): anything but an absolute http(s) URL with a host would make each of them broken, far from
+        here. A path is kept (a proxy may serve Kilnbase under one); credentials, a query or a fragment
+        would be copied into every link, and are refused."""
+        if value is None:
+            return None
+        parsed = urlsplit(value)
+        try:
+            parsed.port  # noqa: B018 (reading it checks it)
+        except ValueError:
+            raise ValueError("has a port that is not a number from 0 to 65535") from None
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or not _URL_TEXT.fullmatch(value):
+            raise ValueError("must be an absolute http(s) URL with a host, such as https://api.example.com")
+        if parsed.username is not None or parsed.query or parsed.fragment or "#" in value or "?" in value:
+            raise ValueError("must hold no user name, password, query or fragment: scheme, host, port, path")
         return value
 
     @field_validator("log_level")

@@ -1,7 +1,8 @@
 """Settings a server cannot start with, as an operator meets them: a variable that takes JSON holding
 something else, a statement timeout Postgres does not take, an unknown log level, a pool whose least size
-passes its greatest, a Redis URL of another scheme, a port out of range, an address this machine does not
-have. `kilnbase serve` names the setting and what it takes, before it starts anything, with no traceback."""
+passes its greatest, a Redis URL of another scheme, a public URL that is not one, a port out of range, an
+address this machine does not have. `kilnbase serve` names the setting and what it takes, before it starts
+anything, with no traceback."""
 
 from __future__ import annotations
 
@@ -40,6 +41,15 @@ WRONG = {
     "KILNBASE_REALTIME_REDIS_URL": (
         "http://cache:6379",
         "KILNBASE_REALTIME_REDIS_URL: must start with redis://",
+    ),
+    # Every link the server hands out (emails, OAuth redirects, storage URLs) starts with it.
+    "KILNBASE_PUBLIC_URL": (
+        "backend.shop.internal",
+        "KILNBASE_PUBLIC_URL: must be an absolute http(s) URL with a host, such as https://",
+    ),
+    "API_BASE_URL": (
+        "https://deploy:hunter2@api.example.com",
+        "API_BASE_URL: must hold no user name, password, query or fragment",
     ),
 }
 
