@@ -712,7 +712,7 @@ def mcp_stdio(
     """Serve the MCP tools over stdio for a local coding agent (beside a running server, or on its own)."""
     from kilnbase.app import serve_mcp_stdio
     from kilnbase.identity.principal import CredentialError
-    from kilnbase.mcp_server.access import Narrowing
+    from kilnbase.mcp_server.access import Narrowing, UnknownFeatureGroups
     from kilnbase.structured_log import configure_logging
 
     settings = _settings(data_dir)
@@ -746,6 +746,8 @@ def mcp_stdio(
         asyncio.run(serve_mcp_stdio(settings, conninfo, api_key, narrowing))
     except CredentialError as exc:
         _fail(f"The credential given with --api-key (or KILNBASE_API_KEY) is not valid: {exc}.")
+    except UnknownFeatureGroups as exc:
+        _fail(f"--features: {exc}.")
     finally:
         if opened is not None:
             opened.close()

@@ -8,6 +8,8 @@ import json
 
 import httpx
 import pytest
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS
 
 from kilnbase.mcp_server.tool_routes import ROUTE_TOOLS
 from tests.mcp_server.test_mcp_server import agent_key, error_of, http_client, text_of, tool_names
@@ -266,3 +268,19 @@ async def test_every_tool_the_advice_names_is_one_the_admin_can_call(
         names = await tool_names(client)
     named = {advice.split(" tool")[0] for advice in ROUTE_TOOLS.values()}
     assert named - names == set()
+
+
+async def test_features_naming_no_group_are_refused_naming_the_groups_there_are(
+    live_server: ServerProcess, live_keys: dict[str, str]
+) -> None:
+    """A mistyped group would leave the agent with none of its tools and no word why (Supabase's MCP server
+    refuses an unknown feature too)."""
+    async with http_client(live_server, live_keys["apiKey"], "?features=database,storgae") as client:
+        with pytest.raises(MCPError) as refused:
+            await client.list_tools()
+        called = await client.call_tool("list-buckets", {})
+    assert refused.value.error.code == INVALID_PARAMS
+    said = refused.value.error.message
+    assert said.startswith("?features=: no feature group is named storgae; the groups are "), said
+    assert {"database", "storage", "auth"} <= set(said.split("the groups are ")[1].rstrip(".").split(", "))
+    assert called.is_error and "no feature group is named storgae" in text_of(called)

@@ -9,7 +9,7 @@ are hidden from everyone else), its scopes (an agent key's `database:read`, `*:r
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from kilnbase.capability import McpResource, Tool
@@ -32,6 +32,11 @@ class Listed:
         return "read" if self.tool.read_only else "write"
 
 
+class UnknownFeatureGroups(ValueError):
+    """`--features` (or `?features=`) named a group no capability offers, whose tools the connection would
+    silently never see (Supabase's MCP server refuses an unknown feature too)."""
+
+
 @dataclass(frozen=True)
 class Narrowing:
     """What a connection asked to see: only read tools, and only some feature groups (None: all)."""
@@ -43,6 +48,14 @@ class Narrowing:
     def parse(cls, read_only: bool, features: Iterable[str] | None) -> Narrowing:
         groups = frozenset(f.strip() for f in features if f.strip()) if features is not None else None
         return cls(read_only=read_only, groups=groups or None)
+
+    def check_groups(self, known: Collection[str]) -> None:
+        """Refuse a group that is not among `known`: `UnknownFeatureGroups`, naming the ones there are."""
+        unknown = sorted((self.groups or frozenset()) - set(known))
+        if unknown:
+            raise UnknownFeatureGroups(
+                f"no feature group is named {', '.join(unknown)}; the groups are {', '.join(sorted(known))}"
+            )
 
 
 #: Groups whose read tools every admin credential sees whatever its scopes: an agent can always read what

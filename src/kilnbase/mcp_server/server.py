@@ -18,7 +18,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from functools import partial
@@ -45,6 +45,7 @@ from kilnbase.mcp_server.access import (
     Listed,
     ListedResource,
     Narrowing,
+    UnknownFeatureGroups,
     agent_refusal,
     hidden_reason,
     resource_visible,
@@ -97,8 +98,11 @@ class Caller:
         agent_keys: AgentKeys,
         stdio_principal: Callable[[], Principal] | None,
         stdio_narrowing: Narrowing,
+        feature_groups: Collection[str],
     ) -> None:
         self.agent_keys = agent_keys
+        #: The groups `?features=` may name.
+        self.feature_groups = feature_groups
         #: Resolved again on every call, so a credential that expires, is revoked or whose session is
         #: signed out stops working mid-session, as it would over HTTP.
         self.stdio_principal = stdio_principal
@@ -131,6 +135,10 @@ class Caller:
                 query.get("read_only", "").lower() in ("1", "true", "yes"),
                 query["features"].split(",") if "features" in query else None,
             )
+            try:
+                narrowing.check_groups(self.feature_groups)
+            except UnknownFeatureGroups as exc:
+                raise MCPError(INVALID_PARAMS, f"?features=: {exc}.") from None
             principal = principal_in(scope)
             session = session_of(principal, request.headers.get(SESSION_HEADER))
             call = Call(principal, client_ip_in(scope), request.headers.get("user-agent"), narrowing, session)
@@ -615,7 +623,9 @@ def build_server(
         for capability in offered
         for resource in capability.resources
     ]
-    caller = Caller(core.agent_keys, stdio_principal, stdio_narrowing)
+    feature_groups = {entry.group for entry in listed.values()} | {entry.group for entry in resources}
+    stdio_narrowing.check_groups(feature_groups)
+    caller = Caller(core.agent_keys, stdio_principal, stdio_narrowing, feature_groups)
     runner = ToolRunner(listed, caller, core, approvals, fingerprint)
     checked = ArgumentCheck()
     server: MCPServer = MCPServer(
