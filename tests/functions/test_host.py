@@ -423,19 +423,16 @@ def test_console_lines_and_invocations_are_logged_with_the_request_id(
     assert theirs[-1]["status"] == 500
 
 
-def test_a_port_in_use_is_left_alone(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_a_port_in_use_is_left_alone(settings: Settings) -> None:
     from kilnbase.app import create_app
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        settings = Settings(
-            database_url=database_url,
-            data_dir=tmp_path_factory.mktemp("other"),
-            functions=FunctionsSettings(host_port=port),
-        )
-        with TestClient(create_app(settings)) as other:
+        # A second server of this project, told to host functions on the port something else holds.
+        taken_port = settings.model_copy(update={"functions": FunctionsSettings(host_port=port)})
+        with TestClient(create_app(taken_port)) as other:
             deadline = time.monotonic() + 10
             while (health := host_health(other))["status"] == "starting":
                 assert time.monotonic() < deadline

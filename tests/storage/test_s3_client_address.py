@@ -4,6 +4,7 @@ can be chosen (the test transport's peer is `testclient`, as a Unix socket's has
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from collections.abc import Iterator
 
@@ -59,14 +60,10 @@ def test_a_peer_that_is_no_ip_can_still_write(client: TestClient) -> None:
 
 
 @pytest.fixture(scope="module")
-def proxied(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """An app behind a trusted proxy at 10.0.0.0/8, reached from that proxy."""
-    settings = Settings(
-        database_url=database_url,
-        data_dir=tmp_path_factory.mktemp("proxied"),
-        trusted_proxies=("10.0.0.0/8",),
-    )
-    with TestClient(create_app(settings), raise_server_exceptions=False, client=PROXY) as test_client:
+def proxied(settings: Settings) -> Iterator[TestClient]:
+    """The project's app behind a trusted proxy at 10.0.0.0/8, reached from that proxy."""
+    behind = settings.model_copy(update={"trusted_proxies": (ipaddress.ip_network("10.0.0.0/8"),)})
+    with TestClient(create_app(behind), raise_server_exceptions=False, client=PROXY) as test_client:
         yield test_client
 
 
