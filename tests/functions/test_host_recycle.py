@@ -75,7 +75,9 @@ def redeploy_until(
     raise AssertionError(f"not after {3 * BOUND} versions: {host_health(client)}")
 
 
-def eventually(condition: Callable[[], bool], what: str, seconds: float = 20) -> None:
+def eventually(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    """Wait for an eventual state: a replacement host that stalls while loading is found out only once it has
+    stalled, after `deno check` and the load of every function, which on a loaded machine took over 20 s."""
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, what
