@@ -89,7 +89,7 @@ def test_keys_belong_to_one_credential(client: TestClient, admin: Headers) -> No
     key = secrets.token_hex(8)
     assert client.post("/api/database/tables", headers=keyed(admin, key), json=table()).status_code == 201
     other = client.post("/api/database/tables", headers=keyed(anon_headers(client), key), json=table())
-    assert other.status_code == 403  # ran (and was refused as anon), not replayed nor 409
+    assert other.status_code == 401  # ran (and was refused as anon), not replayed nor 409
     assert "idempotent-replayed" not in other.headers
 
 

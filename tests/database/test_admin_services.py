@@ -332,7 +332,9 @@ async def test_non_admin_is_refused_and_the_refusal_audited(
     actor = actor_for(principal)
     with pytest.raises(ApiError) as refused:
         await MUTATIONS[action](services.database, actor, table, new)
-    assert (refused.value.status, refused.value.code) == (403, "FORBIDDEN")
+    # As InsForge's `verifyAdmin` refuses each (`http.errors.not_admin`): no credential, a user's token.
+    wanted = (401, "AUTH_INVALID_CREDENTIALS") if principal is ANONYMOUS else (403, "AUTH_UNAUTHORIZED")
+    assert (refused.value.status, refused.value.code) == wanted
     assert not isinstance(refused.value, DatabaseFailure)
     details = await the_entry(services, actor, action, "DATABASE", "refused")
     assert details["error"] == refused.value.message

@@ -169,7 +169,7 @@ def test_unknown_and_invalid_tables(client: TestClient, admin: dict[str, str], n
 def test_only_admins_browse(
     client: TestClient, admin: dict[str, str], anon: dict[str, str], user: dict[str, str], notes: str
 ) -> None:
-    assert client.get(f"{BROWSE}/{notes}", headers=anon).status_code == 403
+    assert client.get(f"{BROWSE}/{notes}", headers=anon).status_code == 401
     assert client.get(f"{BROWSE}/{notes}", headers=user).status_code == 403
     assert client.get(f"{BROWSE}/{notes}").status_code == 401
 

@@ -293,7 +293,7 @@ def test_admins_only(
 ) -> None:
     body = {"table": owned_table, "operation": "SELECT", "role": "anon"}
     assert client.post(PATH, json=body).status_code == 401
-    assert client.post(PATH, headers=anon, json=body).status_code == 403
+    assert client.post(PATH, headers=anon, json=body).status_code == 401
     assert client.post(PATH, headers=user, json=body).status_code == 403
 
 

@@ -178,8 +178,8 @@ def test_unknown_function(client: TestClient, admin: dict[str, str]) -> None:
 
 def test_management_needs_admin(client: TestClient) -> None:
     anon = anon_headers(client)
-    assert client.get("/api/functions", headers=anon).status_code == 403
-    assert client.post("/api/functions", json={"name": "x", "code": HELLO}, headers=anon).status_code == 403
+    assert client.get("/api/functions", headers=anon).status_code == 401
+    assert client.post("/api/functions", json={"name": "x", "code": HELLO}, headers=anon).status_code == 401
     assert client.get("/api/functions").status_code == 401
 
 

@@ -169,7 +169,7 @@ async def test_who_may_decide(live_server: ServerProcess, live_keys: dict[str, s
     assert admin_api(live_server, live_keys, "POST", path, json={}, credential=requester).status_code == 403
     assert (
         admin_api(live_server, live_keys, "POST", path, json={}, credential=live_keys["anonKey"]).status_code
-        == 403
+        == 401
     )
     decided = admin_api(live_server, live_keys, "POST", path, json={}, credential=approver)
     assert decided.status_code == 200
@@ -187,7 +187,7 @@ def test_bad_approval_requests(live_server: ServerProcess, live_keys: dict[str, 
         admin_api(
             live_server, live_keys, "GET", "/api/approvals", credential=live_keys["anonKey"]
         ).status_code
-        == 403
+        == 401
     )
 
 

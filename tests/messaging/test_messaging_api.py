@@ -78,8 +78,8 @@ def test_bad_input_is_400_and_queues_nothing(
 
 def test_callers_that_are_not_admins_are_refused(client: TestClient, smtp: RefusingSmtp) -> None:
     assert client.post(SEND, json=email(new_address())).status_code == 401
-    assert client.post(SEND, json=email(new_address()), headers=anon_headers(client)).status_code == 403
-    assert client.get("/api/messaging/dead-letter", headers=anon_headers(client)).status_code == 403
+    assert client.post(SEND, json=email(new_address()), headers=anon_headers(client)).status_code == 401
+    assert client.get("/api/messaging/dead-letter", headers=anon_headers(client)).status_code == 401
     assert client.get(f"/api/messaging/messages/{uuid.uuid4()}").status_code == 401
 
 

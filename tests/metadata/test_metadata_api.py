@@ -165,7 +165,7 @@ def test_keys_and_project_id(client: TestClient, admin: dict[str, str]) -> None:
 
 def test_admin_only(client: TestClient, anon: dict[str, str]) -> None:
     for path in ("/api/metadata", "/api/metadata/api-key", "/api/metadata/database", "/api/metadata/x"):
-        assert client.get(path, headers=anon).status_code == 403
+        assert client.get(path, headers=anon).status_code == 401
         assert client.get(path).status_code == 401
 
 

@@ -283,7 +283,7 @@ def test_the_customers_are_the_admins(
     client: TestClient, admin: dict[str, str], user: tuple[str, dict[str, str]], path: str
 ) -> None:
     assert client.get(path).status_code == 401
-    assert client.get(path, headers=anon_headers(client)).status_code == 403
+    assert client.get(path, headers=anon_headers(client)).status_code == 401
     assert client.get(path, headers=user[1]).status_code == 403
     assert client.get(path, headers=agent_headers(client, admin, ["schedules:read"])).status_code == 403
     reader = client.get(path, headers=agent_headers(client, admin, ["payments:read"]))

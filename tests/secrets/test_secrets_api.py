@@ -130,8 +130,8 @@ def test_expired_secret_reads_as_absent(client: TestClient, admin: dict[str, str
 
 def test_needs_admin(client: TestClient) -> None:
     anon = anon_headers(client)
-    assert client.get("/api/secrets", headers=anon).status_code == 403
-    assert client.post("/api/secrets", json={"key": new_key(), "value": "x"}, headers=anon).status_code == 403
+    assert client.get("/api/secrets", headers=anon).status_code == 401
+    assert client.post("/api/secrets", json={"key": new_key(), "value": "x"}, headers=anon).status_code == 401
     assert client.get("/api/secrets").status_code == 401
     assert client.get("/api/secrets/ANY_KEY").status_code == 401
     assert client.post("/api/secrets", json={"key": new_key(), "value": "x"}).status_code == 401

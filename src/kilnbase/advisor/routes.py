@@ -10,15 +10,9 @@ from starlette.routing import BaseRoute, Route
 from kilnbase.advisor.service import DEFAULT_ISSUE_LIMIT, Advisor, check_filters, invalid
 from kilnbase.advisor.tools import advisor_tools
 from kilnbase.capability import Capability
+from kilnbase.http.admin_gate import admin_actor, audited_admin_caller
 from kilnbase.http.json_body import read_object
-from kilnbase.http.request_context import actor_of, admin_actor, require_credential
 from kilnbase.http.responses import json_response
-from kilnbase.identity.actor import Actor
-
-
-def _caller(request: Request) -> Actor:
-    """Any valid credential (401 without one); the service refuses, and audits, a caller that is no admin."""
-    return actor_of(request, require_credential(request))
 
 
 def _whole_number(request: Request, name: str, default: int, message: str) -> int:
@@ -38,7 +32,7 @@ class AdvisorRoutes:
         self.advisor = advisor
 
     async def scan(self, request: Request) -> Response:
-        return json_response(await self.advisor.scan(_caller(request)), 201)
+        return json_response(await self.advisor.scan(audited_admin_caller(request)), 201)
 
     async def latest(self, request: Request) -> Response:
         return json_response(await self.advisor.latest(admin_actor(request)))
@@ -62,12 +56,12 @@ class AdvisorRoutes:
         return json_response({"suppressions": await self.advisor.suppressions(admin_actor(request))})
 
     async def suppress(self, request: Request) -> Response:
-        actor = _caller(request)
+        actor = audited_admin_caller(request)
         created = await self.advisor.suppress(actor, await read_object(request, optional=False))
         return json_response(created, 201)
 
     async def unsuppress(self, request: Request) -> Response:
-        await self.advisor.unsuppress(_caller(request), request.path_params["id"])
+        await self.advisor.unsuppress(audited_admin_caller(request), request.path_params["id"])
         return json_response({"deleted": True})
 
     def routes(self) -> list[BaseRoute]:

@@ -9,8 +9,9 @@ from starlette.routing import BaseRoute, Route
 
 from kilnbase.agents.service import MAX_TOKEN_SECONDS, Agents, AgentSettings, NewAgentKey, require_manager
 from kilnbase.capability import Capability
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.json_body import parse, read_json, read_object
-from kilnbase.http.request_context import actor_of, admin_actor, require_credential
+from kilnbase.http.request_context import actor_of, require_credential
 from kilnbase.http.responses import json_response
 
 

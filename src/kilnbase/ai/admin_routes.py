@@ -14,9 +14,9 @@ from kilnbase.ai.admin import Admin, usage_records, usage_summary
 from kilnbase.ai.edge import insforge_errors
 from kilnbase.ai.errors import invalid
 from kilnbase.ai.service import AiService
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.json_body import read_model
 from kilnbase.http.query_params import int_param, timestamp_param
-from kilnbase.http.request_context import admin_actor
 from kilnbase.http.responses import json_response
 
 

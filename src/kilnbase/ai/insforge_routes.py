@@ -22,8 +22,8 @@ from kilnbase.ai.errors import invalid
 from kilnbase.ai.event_stream import EventStreamResponse
 from kilnbase.ai.providers import StreamBroken
 from kilnbase.ai.service import AiService
+from kilnbase.http.admin_gate import require_admin
 from kilnbase.http.disconnect import unless_client_leaves
-from kilnbase.http.request_context import require_admin
 from kilnbase.http.responses import json_response
 
 

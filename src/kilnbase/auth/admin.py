@@ -25,7 +25,7 @@ from kilnbase.auth.oauth_providers import KNOWN_PROVIDERS
 from kilnbase.auth.parts import AuthParts
 from kilnbase.auth.root_admin import admin_subject, admin_user_json, credentials_match
 from kilnbase.auth.validation import StrictBody
-from kilnbase.http.errors import ApiError
+from kilnbase.http.errors import ApiError, require_admin_actor
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.principal import CredentialKind, Principal
 
@@ -36,16 +36,6 @@ class AdminSignIn(StrictBody):
     email: str | None = Field(None, max_length=256)
     username: str | None = Field(None, max_length=256)
     password: str = Field(max_length=1024)
-
-
-def require_admin(actor: Actor) -> None:
-    if not actor.is_admin:
-        raise ApiError(
-            403,
-            "AUTH_UNAUTHORIZED",
-            "Admin access required",
-            "Use the project's API key (kilnbase keys) or sign in as the project admin.",
-        )
 
 
 def _provider(provider: str) -> str:
@@ -99,7 +89,7 @@ class AuthAdmin:
         """A transaction whose change is recorded as `action` inside it (with what the block added to
         `details`); a refusal is recorded on its own."""
         async with audit.refusals(self.parts.database, actor, action, MODULE, details):
-            require_admin(actor)
+            require_admin_actor(actor)
             async with self.parts.database.as_owner() as cur:
                 yield cur
                 await audit.record(cur, actor, action, MODULE, details)
@@ -118,7 +108,7 @@ class AuthAdmin:
         }
 
     async def config(self, actor: Actor) -> dict[str, Any]:
-        require_admin(actor)
+        require_admin_actor(actor)
         return auth_config.config_json(await auth_config.read(self.parts.database))
 
     async def update_config(self, actor: Actor, change: auth_config.AuthConfigUpdate) -> dict[str, Any]:
@@ -148,7 +138,7 @@ class AuthAdmin:
         """`update_config` inside the caller's transaction, so that it commits or rolls back with the rest
         of the caller's changes; its audit entry goes in that transaction too. The caller records a refusal
         (the transaction that would hold this one's is rolled back)."""
-        require_admin(actor)
+        require_admin_actor(actor)
         parsed = auth_config.AuthConfigUpdate.model_validate(change)
         await _change_config(cur, parsed)
         await audit.record(cur, actor, "UPDATE_AUTH_CONFIG", MODULE, _changed_fields(parsed))
@@ -158,7 +148,7 @@ class AuthAdmin:
     async def list_users(
         self, actor: Actor, *, limit: int, offset: int, search: str | None
     ) -> dict[str, Any]:
-        require_admin(actor)
+        require_admin_actor(actor)
         async with self.parts.database.as_owner() as cur:
             rows, total = await users.list_page(cur, limit=limit, offset=offset, search=search)
         return {
@@ -167,7 +157,7 @@ class AuthAdmin:
         }
 
     async def user(self, actor: Actor, user_id: str) -> dict[str, Any]:
-        require_admin(actor)
+        require_admin_actor(actor)
         async with self.parts.database.as_owner() as cur:
             row = await users.by_id(cur, user_id_of(user_id))
         if row is None:
@@ -188,7 +178,7 @@ class AuthAdmin:
     # --- email ---------------------------------------------------------------------------------------------
 
     async def smtp_config(self, actor: Actor) -> dict[str, Any]:
-        require_admin(actor)
+        require_admin_actor(actor)
         async with self.parts.database.as_owner() as cur:
             row = await smtp_settings.load(cur)
         return smtp_settings.smtp_json(row)
@@ -211,7 +201,7 @@ class AuthAdmin:
         return smtp_settings.smtp_json(row)
 
     async def templates(self, actor: Actor) -> list[dict[str, Any]]:
-        require_admin(actor)
+        require_admin_actor(actor)
         async with self.parts.database.as_owner() as cur:
             rows = await email_templates.list_all(cur)
         return [email_templates.template_json(r) for r in rows]
@@ -234,13 +224,13 @@ class AuthAdmin:
     # --- OAuth providers -----------------------------------------------------------------------------------
 
     async def list_oauth_configs(self, actor: Actor) -> list[dict[str, Any]]:
-        require_admin(actor)
+        require_admin_actor(actor)
         async with self.parts.database.as_owner() as cur:
             rows = await oauth_configs.list_built_in(cur)
         return [oauth_configs.config_json(r) for r in rows]
 
     async def oauth_config(self, actor: Actor, provider: str) -> dict[str, Any]:
-        require_admin(actor)
+        require_admin_actor(actor)
         async with self.parts.database.as_owner() as cur:
             row = await oauth_configs.get_built_in(cur, _provider(provider))
         return oauth_configs.config_json(_found(row, provider))
@@ -300,13 +290,13 @@ class AuthAdmin:
         )
 
     async def list_custom_oauth_configs(self, actor: Actor) -> list[dict[str, Any]]:
-        require_admin(actor)
+        require_admin_actor(actor)
         async with self.parts.database.as_owner() as cur:
             rows = await oauth_configs.list_custom(cur)
         return [oauth_configs.custom_json(r) for r in rows]
 
     async def custom_oauth_config(self, actor: Actor, key: str) -> dict[str, Any]:
-        require_admin(actor)
+        require_admin_actor(actor)
         async with self.parts.database.as_owner() as cur:
             row = await oauth_configs.get_custom(cur, key)
         if row is None:
@@ -349,7 +339,7 @@ class AuthAdmin:
 
     def anon_key(self, actor: Actor) -> str:
         """The anon key in force (InsForge's deprecated `POST /tokens/anon`, still called by its MCP)."""
-        require_admin(actor)
+        require_admin_actor(actor)
         return self.parts.keys.ring.current("anon_key")
 
     # --- the root admin ------------------------------------------------------------------------------------
@@ -398,6 +388,6 @@ class AuthAdmin:
         return SessionResult(admin_user_json(who, self.parts.started_at), sessions.tokens_for(who, rotation))
 
     def current(self, actor: Actor) -> dict[str, Any]:
-        require_admin(actor)
+        require_admin_actor(actor)
         principal = actor.principal
         return {"sub": principal.user_id or "api-key", "email": principal.email}

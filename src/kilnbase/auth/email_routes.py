@@ -14,11 +14,12 @@ from starlette.routing import BaseRoute, Route
 from kilnbase.auth.edge import SessionEdge, client_type_of, public_actor
 from kilnbase.auth.email_flows import EmailCode, EmailOnly, PasswordReset, ResetCodeExchange
 from kilnbase.auth.email_templates import TemplateUpdate
-from kilnbase.auth.gate import admin_actor, caller_actor
+from kilnbase.auth.gate import caller_actor
 from kilnbase.auth.raw_email import RawEmail
 from kilnbase.auth.services import Auth
 from kilnbase.auth.smtp_settings import SmtpConfigUpdate
 from kilnbase.auth.validation import read_body
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.errors import ApiError
 from kilnbase.http.responses import json_response
 

@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from kilnbase.auth.gate import admin_actor
 from kilnbase.auth.jwt_providers import JwtProviders
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.json_body import decode_json
 from kilnbase.http.responses import json_response
 

@@ -10,7 +10,6 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from kilnbase.auth.edge import SessionEdge, client_type_of, public_actor
-from kilnbase.auth.gate import admin_actor
 from kilnbase.auth.oauth_configs import (
     CustomConfigCreate,
     CustomConfigFields,
@@ -20,6 +19,7 @@ from kilnbase.auth.oauth_configs import (
 from kilnbase.auth.oauth_flow import CodeExchange, IdTokenSignIn
 from kilnbase.auth.services import Auth
 from kilnbase.auth.validation import read_body
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.responses import json_response
 
 

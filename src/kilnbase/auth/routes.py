@@ -29,7 +29,7 @@ from kilnbase.auth.auth_config import AuthConfigUpdate
 from kilnbase.auth.device_routes import DeviceRoutes
 from kilnbase.auth.edge import REFRESH_HINT, SessionEdge, client_type_of, public_actor
 from kilnbase.auth.email_routes import EmailRoutes
-from kilnbase.auth.gate import admin_actor, api_key_presented, caller_actor, token_actor, user_actor
+from kilnbase.auth.gate import caller_actor, token_actor, user_actor
 from kilnbase.auth.jwt_provider_routes import JwtProviderRoutes
 from kilnbase.auth.jwt_provider_tools import jwt_provider_tools
 from kilnbase.auth.oauth_routes import OAuthRoutes
@@ -38,6 +38,7 @@ from kilnbase.auth.sessions import SessionKind
 from kilnbase.auth.tools import auth_tools
 from kilnbase.auth.validation import UUID_PATTERN, StrictBody, parse_body, read_body
 from kilnbase.capability import Capability
+from kilnbase.http.admin_gate import admin_actor, api_key_presented
 from kilnbase.http.errors import ApiError, error_response
 from kilnbase.http.json_body import body_at_most, decode_json
 from kilnbase.http.responses import json_response

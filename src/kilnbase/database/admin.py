@@ -21,22 +21,12 @@ from kilnbase.database.tables import TableService, identifier
 from kilnbase.db.schema_cache import SchemaCache
 from kilnbase.db.session import Database
 from kilnbase.http.agent_scopes import read_only_refusal, scope_refusal
-from kilnbase.http.errors import ApiError
+from kilnbase.http.errors import ApiError, require_admin_actor
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.agent_keys import AgentKeys
 
 MODULE = "DATABASE"
 CatalogKind = Literal["schemas", "functions", "indexes", "policies", "triggers"]
-
-
-def _require_admin(actor: Actor) -> None:
-    if not actor.is_admin:
-        raise ApiError(
-            403,
-            "FORBIDDEN",
-            "The database admin API needs admin rights.",
-            "Use the project's API key or an admin session.",
-        )
 
 
 def _refuse_agents_destructive_import(actor: Actor, content: bytes, truncate: bool) -> None:
@@ -118,7 +108,7 @@ class DatabaseAdmin:
         it ran (rolled back: the trail shows the attempt, not only the change request it became)."""
         try:
             async with audit.refusals(self.database, actor, action, MODULE, details):
-                _require_admin(actor)
+                require_admin_actor(actor)
                 yield details
         except HeldForApproval as exc:
             await audit.record(
@@ -146,11 +136,11 @@ class DatabaseAdmin:
             )
 
     async def list_tables(self, actor: Actor, schema: str = "public") -> list[str]:
-        _require_admin(actor)
+        require_admin_actor(actor)
         return await TableService(self.database, actor.principal).list_tables(schema)
 
     async def table_schema(self, actor: Actor, table: str) -> dict[str, Any]:
-        _require_admin(actor)
+        require_admin_actor(actor)
         return await TableService(self.database, actor.principal).table_schema(table)
 
     async def browse_table(self, actor: Actor, table: str, params: dict[str, str]) -> browse.BrowsePage:
@@ -160,7 +150,7 @@ class DatabaseAdmin:
         SELECT simulation cannot. The rows are the table's data, which `database:read` does not reach (its
         tools show schemas, policies, counts and plans; a simulation withholds its sample rows): an agent
         key browses only with a scope that reads rows too (`records:read`, `*:read`)."""
-        _require_admin(actor)
+        require_admin_actor(actor)
         if actor.principal.agent is not None and not actor.principal.allows("records", "read"):
             raise scope_refusal("records", "read")
         request = browse.BrowseRequest.parse(params, self.browse_max_rows)
@@ -191,7 +181,7 @@ class DatabaseAdmin:
         return result
 
     async def catalog(self, actor: Actor, kind: CatalogKind, schema: str) -> dict[str, Any]:
-        _require_admin(actor)
+        require_admin_actor(actor)
         if kind == "schemas":
             return await catalog.schemas(self.database)
         listing = {
@@ -258,7 +248,7 @@ class DatabaseAdmin:
         return result
 
     async def list_migrations(self, actor: Actor) -> dict[str, Any]:
-        _require_admin(actor)
+        require_admin_actor(actor)
         return await custom_migrations.list_migrations(self.database)
 
     async def apply_migration(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
@@ -275,7 +265,7 @@ class DatabaseAdmin:
         return result
 
     def dry_run_migration(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
-        _require_admin(actor)
+        require_admin_actor(actor)
         return custom_migrations.dry_run(body)
 
     # --- bulk data -----------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ from kilnbase.capability import Capability
 from kilnbase.database.admin import CatalogKind, DatabaseAdmin
 from kilnbase.database.tables import identifier
 from kilnbase.database.tools import database_tools
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.errors import ApiError
 from kilnbase.http.json_body import read_object
-from kilnbase.http.request_context import admin_actor
 from kilnbase.http.responses import json_response, paginated_response
 
 #: The upload endpoints, whose bodies fall under the upload limit.

@@ -16,9 +16,9 @@ from kilnbase.capability import Capability
 from kilnbase.database_backups.scheduler import ScheduledBackups
 from kilnbase.database_backups.service import DatabaseBackups
 from kilnbase.database_backups.tools import backups_tools
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.errors import ApiError
 from kilnbase.http.json_body import read_object
-from kilnbase.http.request_context import admin_actor
 from kilnbase.http.responses import json_response
 
 PREFIX = "/api/database/backups"

@@ -13,8 +13,8 @@ from starlette.routing import BaseRoute, Route
 from kilnbase.capability import Capability
 from kilnbase.database_encryption.service import ColumnEncryption
 from kilnbase.database_encryption.tools import encryption_tools
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.json_body import read_object
-from kilnbase.http.request_context import admin_actor
 from kilnbase.http.responses import json_response
 
 PREFIX = "/api/database/encryption"

@@ -15,20 +15,14 @@ from kilnbase.capability import Capability
 from kilnbase.database_webhooks.runner import DeliveryRunner
 from kilnbase.database_webhooks.service import DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT, DatabaseWebhooks
 from kilnbase.database_webhooks.tools import webhooks_tools
+from kilnbase.http.admin_gate import admin_actor, audited_admin_caller
 from kilnbase.http.json_body import read_object
 from kilnbase.http.query_params import int_param
-from kilnbase.http.request_context import actor_of, admin_actor, require_credential
 from kilnbase.http.responses import json_response
-from kilnbase.identity.actor import Actor
 
 #: The furthest into a webhook's logs a page may start.
 MAX_LOG_OFFSET = 10_000_000
 PREFIX = "/api/database/webhooks"
-
-
-def _caller(request: Request) -> Actor:
-    """Any valid credential (401 without one); the service refuses, and audits, a caller that is no admin."""
-    return actor_of(request, require_credential(request))
 
 
 class WebhookRoutes:
@@ -39,7 +33,7 @@ class WebhookRoutes:
         return json_response(await self.webhooks.list(admin_actor(request)))
 
     async def create_webhook(self, request: Request) -> Response:
-        actor = _caller(request)
+        actor = audited_admin_caller(request)
         created = await self.webhooks.create(actor, await read_object(request, optional=False))
         return json_response(created, 201)
 
@@ -47,12 +41,12 @@ class WebhookRoutes:
         return json_response(await self.webhooks.get(admin_actor(request), request.path_params["id"]))
 
     async def update_webhook(self, request: Request) -> Response:
-        actor = _caller(request)
+        actor = audited_admin_caller(request)
         body = await read_object(request, optional=False)
         return json_response(await self.webhooks.update(actor, request.path_params["id"], body))
 
     async def delete_webhook(self, request: Request) -> Response:
-        await self.webhooks.delete(_caller(request), request.path_params["id"])
+        await self.webhooks.delete(audited_admin_caller(request), request.path_params["id"])
         return json_response({"message": "Webhook deleted"})
 
     async def webhook_logs(self, request: Request) -> Response:

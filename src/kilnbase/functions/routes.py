@@ -14,8 +14,8 @@ from kilnbase.functions.invocation import PREFIX as INVOCATIONS
 from kilnbase.functions.invocation import Invocation
 from kilnbase.functions.service import FunctionsService
 from kilnbase.functions.tools import functions_tools
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.json_body import read_object
-from kilnbase.http.request_context import admin_actor
 from kilnbase.http.responses import json_response
 
 

@@ -22,7 +22,7 @@ from kilnbase.functions.checker import check_code
 from kilnbase.functions.definitions import FunctionChanges, NewFunction
 from kilnbase.functions.runtime import Runtime
 from kilnbase.functions.workers import FunctionLoadError
-from kilnbase.http.errors import ApiError
+from kilnbase.http.errors import ApiError, require_admin_actor
 from kilnbase.identity.actor import Actor
 
 log = logging.getLogger("kilnbase.functions")
@@ -35,13 +35,6 @@ _FIELDS = (
     f"to_char(updated_at at time zone 'UTC', '{_ISO}') as \"updatedAt\", "
     f"to_char(deployed_at at time zone 'UTC', '{_ISO}') as \"deployedAt\""
 )
-
-
-def _require_admin(actor: Actor) -> None:
-    if not actor.is_admin:
-        raise ApiError(
-            403, "FORBIDDEN", "Managing functions needs admin rights.", "Use the project's API key."
-        )
 
 
 def _not_found(slug: str) -> ApiError:
@@ -69,7 +62,7 @@ class FunctionsService:
     @contextlib.asynccontextmanager
     async def _audited(self, actor: Actor, action: str, details: dict[str, Any]) -> AsyncIterator[None]:
         async with audit.refusals(self.database, actor, action, MODULE, details):
-            _require_admin(actor)
+            require_admin_actor(actor)
             yield
 
     async def _check(self, code: str) -> None:
@@ -96,7 +89,7 @@ class FunctionsService:
         task.add_done_callback(self._warming.discard)
 
     async def list(self, actor: Actor) -> dict[str, Any]:
-        _require_admin(actor)
+        require_admin_actor(actor)
         async with self.database.as_owner() as cur:
             await cur.execute(
                 f"select {_FIELDS} from functions.definitions order by created_at desc limit 1000"
@@ -105,7 +98,7 @@ class FunctionsService:
         return {"functions": rows, "runtime": await self.runtime.health(), "deploymentUrl": None}
 
     async def get(self, actor: Actor, slug: str) -> dict[str, Any]:
-        _require_admin(actor)
+        require_admin_actor(actor)
         async with self.database.as_owner() as cur:
             await cur.execute(f"select {_FIELDS}, code from functions.definitions where slug = %s", (slug,))
             row = await cur.fetchone()
@@ -231,7 +224,7 @@ class FunctionsService:
         queued are written first, so an invocation that has returned is in them. No lines for a slug no
         function has is 404, not an empty list that reads as a function never called (a deleted
         function's lines are still shown)."""
-        _require_admin(actor)
+        require_admin_actor(actor)
         await self.runtime.logs.flush()
         async with self.database.as_owner() as cur:
             await cur.execute(

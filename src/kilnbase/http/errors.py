@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from kilnbase.db.availability import RETRY_AFTER, DatabaseUnavailable, is_unavailable
 from kilnbase.identity.actor import Actor
+from kilnbase.identity.principal import CredentialKind, Principal
 
 log = logging.getLogger("kilnbase.errors")
 
@@ -219,15 +220,21 @@ EXCEPTION_HANDLERS = {
 }
 
 
+def not_admin(principal: Principal) -> ApiError:
+    """A valid credential that is no admin's, refused as InsForge's `verifyAdmin` refuses it (see
+    `http.admin_gate`): none at all 401 "No admin token provided"; the anon key, which is no access token,
+    401 "Invalid token"; a signed-in user's token 403 "Admin access required"."""
+    if principal.kind is CredentialKind.NONE:
+        return ApiError(401, "AUTH_INVALID_CREDENTIALS", "No admin token provided", ADMIN_ONLY)
+    if principal.kind is CredentialKind.ANON_KEY:
+        return ApiError(401, "AUTH_UNAUTHORIZED", "Invalid token", ADMIN_ONLY)
+    return ApiError(403, "AUTH_UNAUTHORIZED", "Admin access required", ADMIN_ONLY)
+
+
 def require_admin_actor(actor: Actor) -> None:
     """For services and tools whose every call needs admin rights."""
     if not actor.is_admin:
-        raise ApiError(
-            403,
-            "FORBIDDEN",
-            "This needs admin rights.",
-            ADMIN_ONLY,
-        )
+        raise not_admin(actor.principal)
 
 
 def refuse_agent_keys(actor: Actor, message: str, next_actions: str) -> None:

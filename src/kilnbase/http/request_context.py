@@ -383,21 +383,3 @@ def credential_in(scope: Scope) -> Principal:
             "Send the anon key, an access token, or the API key as 'Authorization: Bearer ...'.",
         )
     return principal
-
-
-def require_admin(request: Request) -> Principal:
-    """The API key or a project_admin JWT (InsForge's `verifyAdmin`)."""
-    principal = require_credential(request)
-    if not principal.is_admin:
-        raise ApiError(
-            403,
-            "FORBIDDEN",
-            "This endpoint needs admin rights.",
-            "Use the project's API key (kilnbase keys) or sign in as the project admin.",
-        )
-    return principal
-
-
-def admin_actor(request: Request) -> Actor:
-    """`require_admin`, as an Actor for the service call."""
-    return actor_of(request, require_admin(request))

@@ -12,10 +12,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from kilnbase.capability import Capability
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.errors import ApiError
 from kilnbase.http.json_body import read_object
 from kilnbase.http.query_params import int_param, timestamp_param
-from kilnbase.http.request_context import actor_of, admin_actor, require_credential
+from kilnbase.http.request_context import actor_of, require_credential
 from kilnbase.http.responses import json_response, paginated_response
 from kilnbase.logs.service import LogsService
 from kilnbase.logs.sources import LogQuery

@@ -13,7 +13,7 @@ import anyio.to_thread
 from kilnbase import audit
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
-from kilnbase.http.errors import ApiError, require_person
+from kilnbase.http.errors import ApiError, require_admin_actor, require_person
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.principal import CredentialKind
 from kilnbase.logs import sources
@@ -22,11 +22,6 @@ from kilnbase.logs.sources import LogQuery
 
 MCP_MODULE = "MCP"
 _TOOL_NAME_CHARS = 128
-
-
-def _require_admin(actor: Actor) -> None:
-    if not actor.is_admin:
-        raise ApiError(403, "FORBIDDEN", "This endpoint needs admin rights.", "Use the project's API key.")
 
 
 class LogsService:
@@ -39,13 +34,13 @@ class LogsService:
 
     async def audits(self, caller: Actor, **filters: Any) -> tuple[list[dict[str, Any]], int]:
         """A page of the audit trail (`filters` as `audit.search` takes them) and the total that match."""
-        _require_admin(caller)
+        require_admin_actor(caller)
         return await audit.search(self.database, **filters)
 
     async def audit_stats(self, actor: Actor, days: int) -> dict[str, Any]:
         """InsForge's `{totalLogs, uniqueActors, uniqueModules, actionsByModule, recentActivity}` over the
         last `days` days."""
-        _require_admin(actor)
+        require_admin_actor(actor)
         since = datetime.now(UTC) - timedelta(days=days)
         async with self.database.as_owner() as cur:
             await cur.execute(
@@ -93,7 +88,7 @@ class LogsService:
     # --- log sources -------------------------------------------------------------------------------------
 
     def sources(self, actor: Actor) -> list[dict[str, str]]:
-        _require_admin(actor)
+        require_admin_actor(actor)
         tokens = {
             "insforge.logs": "request-log",
             "postgREST.logs": "records-request-log",
@@ -111,7 +106,7 @@ class LogsService:
 
     async def source_logs(self, actor: Actor, source: str, query: LogQuery) -> dict[str, Any]:
         """`{logs, total}` of one source (InsForge's `GET /api/logs/:source`)."""
-        _require_admin(actor)
+        require_admin_actor(actor)
         if source not in sources.SOURCES:
             raise ApiError(
                 404,
@@ -191,7 +186,7 @@ class LogsService:
     async def mcp_usage(self, actor: Actor, limit: int, success: bool) -> dict[str, Any]:
         """`GET /api/usage/mcp`: the latest reported tool calls,
         `{records: [{tool_name, success, created_at}]}`."""
-        _require_admin(actor)
+        require_admin_actor(actor)
         async with self.database.as_owner() as cur:
             await cur.execute(
                 "select id::text, tool, outcome = 'success' as success, created_at from system.audit_logs "

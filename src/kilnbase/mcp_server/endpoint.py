@@ -30,10 +30,11 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kilnbase.capability import Capability, Core
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.errors import ApiError
 from kilnbase.http.json_body import parse, read_object
 from kilnbase.http.query_params import int_param
-from kilnbase.http.request_context import admin_actor, credential_in
+from kilnbase.http.request_context import credential_in
 from kilnbase.http.responses import json_response
 from kilnbase.mcp_server.approvals import STATUSES, Approvals
 

@@ -13,9 +13,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from kilnbase.capability import Capability
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.json_body import read_object
 from kilnbase.http.query_params import int_param
-from kilnbase.http.request_context import actor_of, admin_actor, require_credential
+from kilnbase.http.request_context import actor_of, require_credential
 from kilnbase.http.responses import json_response, paginated_response
 from kilnbase.messaging.runner import MessageRunner
 from kilnbase.messaging.service import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, Messaging

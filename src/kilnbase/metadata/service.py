@@ -17,7 +17,7 @@ from typing import Any
 from kilnbase import INSFORGE_API_VERSION, audit
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
-from kilnbase.http.errors import ApiError, refuse_agent_keys
+from kilnbase.http.errors import ApiError, refuse_agent_keys, require_admin_actor
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.project_keys import KeyRing
 from kilnbase.metadata import catalog, project_state, sections
@@ -32,14 +32,9 @@ MAX_ROUTINES = 50
 _GB = 1024**3
 
 
-def _require_admin(actor: Actor) -> None:
-    if not actor.is_admin:
-        raise ApiError(403, "FORBIDDEN", "This endpoint needs admin rights.", "Use the project's API key.")
-
-
 def _require_section(actor: Actor, section: Section) -> None:
     """An admin who may see `section` (an agent key needs its group's read scope)."""
-    _require_admin(actor)
+    require_admin_actor(actor)
     sections.require(actor.principal, section)
 
 
@@ -72,7 +67,7 @@ class MetadataService:
     async def schema_fingerprint(self, actor: Actor) -> str:
         """The schema's fingerprint as the metadata reports it, for contract checks (an agent's mutating tool
         call names the version it read; a changed schema refuses the call)."""
-        _require_admin(actor)
+        require_admin_actor(actor)
         async with self.database.as_caller(actor.principal, read_only=True) as cur:
             return await catalog.fingerprint(cur)
 
@@ -136,7 +131,7 @@ class MetadataService:
         """InsForge's `GET /api/metadata` JSON, with Kilnbase's additions (`ai`, the schema fingerprint, and
         the summaries: `schedules`, `databaseWebhooks`, `advisor`, `kv`, `memory`): the sections this caller
         may see."""
-        _require_admin(actor)
+        require_admin_actor(actor)
         shown = sections.visible(actor.principal)
 
         async def database_part() -> tuple[dict[str, Any] | None, str]:
@@ -155,7 +150,7 @@ class MetadataService:
 
     async def markdown(self, actor: Actor) -> str:
         """The backend described for an agent (`markdown.py`): the sections this caller may see."""
-        _require_admin(actor)
+        require_admin_actor(actor)
         shown = sections.visible(actor.principal)
 
         async def database_part() -> tuple[DatabaseView | None, str]:
@@ -220,7 +215,7 @@ class MetadataService:
         """The project's API key, for an admin, never for an agent key: it holds every right without an agent
         key's limits (scopes, approvals, read-only mode), so no scope reaches it. A refusal is audited too."""
         async with audit.refusals(self.database, actor, "READ_API_KEY", "METADATA", {}):
-            _require_admin(actor)
+            require_admin_actor(actor)
             refuse_agent_keys(
                 actor,
                 "An agent key may not read the project's API key: it would lift the key's scopes, "
@@ -231,9 +226,9 @@ class MetadataService:
         return {"apiKey": self.keys.current("api_key")}
 
     def anon_key(self, actor: Actor) -> dict[str, str]:
-        _require_admin(actor)
+        require_admin_actor(actor)
         return {"anonKey": self.keys.current("anon_key")}
 
     def project_id(self, actor: Actor) -> dict[str, str | None]:
-        _require_admin(actor)
+        require_admin_actor(actor)
         return {"projectId": self.settings.metadata.project_id}

@@ -13,8 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.json_body import read_object
-from kilnbase.http.request_context import actor_of, admin_actor, require_credential
+from kilnbase.http.request_context import actor_of, require_credential
 from kilnbase.http.responses import json_response
 from kilnbase.identity.actor import Actor
 from kilnbase.payments import definitions

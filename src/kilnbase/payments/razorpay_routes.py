@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.errors import ApiError
 from kilnbase.http.json_body import read_object
-from kilnbase.http.request_context import admin_actor
 from kilnbase.http.responses import json_response
 from kilnbase.payments import definitions
 from kilnbase.payments.provider_routes import (

@@ -19,8 +19,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from kilnbase.capability import Capability
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.errors import ApiError
-from kilnbase.http.request_context import admin_actor
 from kilnbase.http.responses import json_response
 from kilnbase.payments import definitions
 from kilnbase.payments.provider_routes import (

@@ -13,9 +13,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from kilnbase.capability import Capability
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.errors import error_body
 from kilnbase.http.json_body import read_json
-from kilnbase.http.request_context import admin_actor
 from kilnbase.http.responses import json_response
 from kilnbase.project_config.schema import ConfigValidationError
 from kilnbase.project_config.service import ApplyRequest, ProjectConfig

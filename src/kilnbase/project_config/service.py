@@ -37,7 +37,7 @@ from psycopg.rows import DictRow
 from kilnbase import audit
 from kilnbase.db.session import Database
 from kilnbase.http.agent_scopes import read_only_refusal, scope_refusal
-from kilnbase.http.errors import ADMIN_ONLY, ApiError
+from kilnbase.http.errors import ApiError, require_admin_actor
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.principal import Access
@@ -87,11 +87,6 @@ class _DryRun(psycopg.Rollback):
     """Ends a dry run's transaction (or one with nothing to change): rolled back, the block left quietly."""
 
 
-def _require_admin(actor: Actor) -> None:
-    if not actor.is_admin:
-        raise ApiError(403, "FORBIDDEN", "The project config needs admin rights.", ADMIN_ONLY)
-
-
 def _require(actor: Actor, sections: set[str], access: Access) -> None:
     """The caller's scopes reach `access` in each of `sections` (an agent key's; others reach everything)."""
     for section in SECTIONS:
@@ -138,7 +133,7 @@ class ProjectConfig:
 
     async def read(self, actor: Actor) -> dict[str, Any]:
         """The live config, of the sections the caller may read (403 when it may read none)."""
-        _require_admin(actor)
+        require_admin_actor(actor)
         readable = {section for section in SECTIONS if actor.principal.allows(section, "read")}
         if not readable:
             raise scope_refusal("auth", "read")
@@ -150,7 +145,7 @@ class ProjectConfig:
         nothing."""
         details: dict[str, Any] = {"dryRun": request.dry_run, "prune": request.prune}
         async with audit.refusals(self.database, actor, "APPLY_CONFIG", MODULE, details):
-            _require_admin(actor)
+            require_admin_actor(actor)
             file = validate_config(request.config, self._checks())
             named = {section for section in SECTIONS if section in file}
             _require(actor, named, "read")

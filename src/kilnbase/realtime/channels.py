@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 
 from kilnbase import audit
 from kilnbase.db.session import Database
-from kilnbase.http.errors import ApiError, refuse_agent_keys
+from kilnbase.http.errors import ApiError, refuse_agent_keys, require_admin_actor
 from kilnbase.identity.actor import Actor
 
 MODULE = "REALTIME"
@@ -50,16 +50,6 @@ select coalesce(json_agg(json_build_object('policyName', policyname, 'tableName'
 from pg_policies
 where schemaname = 'realtime' and tablename = %s and policyname <> 'kilnbase_owner'
 """
-
-
-def require_admin(actor: Actor) -> None:
-    if not actor.is_admin:
-        raise ApiError(
-            403,
-            "FORBIDDEN",
-            "The realtime admin API needs admin rights.",
-            "Use the project's API key or an admin session.",
-        )
 
 
 def _invalid_request(message: str, next_actions: str) -> ApiError:
@@ -169,7 +159,7 @@ class RealtimeAdmin:
     async def _audited(self, actor: Actor, action: str, details: dict[str, Any]) -> AsyncIterator[None]:
         try:
             async with audit.refusals(self.database, actor, action, MODULE, details):
-                require_admin(actor)
+                require_admin_actor(actor)
                 yield
         except psycopg.Error as exc:
             await audit.record(
@@ -186,13 +176,13 @@ class RealtimeAdmin:
     # --- channels ------------------------------------------------------------------------------------------
 
     async def list_channels(self, actor: Actor) -> list[dict[str, Any]]:
-        require_admin(actor)
+        require_admin_actor(actor)
         async with self.database.as_caller(actor.principal, read_only=True) as cur:
             await cur.execute(f"select {CHANNEL_JSON} as c from realtime.channels order by created_at desc")
         return [row["c"] for row in await cur.fetchall()]
 
     async def get_channel(self, actor: Actor, channel_id: str) -> dict[str, Any]:
-        require_admin(actor)
+        require_admin_actor(actor)
         if _uuid_or_none(channel_id) is None:
             raise _not_found()
         async with self.database.as_caller(actor.principal, read_only=True) as cur:
@@ -265,7 +255,7 @@ class RealtimeAdmin:
     async def list_messages(
         self, actor: Actor, *, channel_id: str | None, event_name: str | None, limit: int, offset: int
     ) -> list[dict[str, Any]]:
-        require_admin(actor)
+        require_admin_actor(actor)
         conditions, params = ["true"], []
         if _uuid(channel_id, "channelId"):
             conditions.append("channel_id = %s")
@@ -319,7 +309,7 @@ class RealtimeAdmin:
     async def message_stats(
         self, actor: Actor, *, channel_id: str | None, since: str | None
     ) -> dict[str, Any]:
-        require_admin(actor)
+        require_admin_actor(actor)
         conditions, params = ["true"], []
         if _uuid(channel_id, "channelId"):
             conditions.append("channel_id = %s")
@@ -370,7 +360,7 @@ class RealtimeAdmin:
         return {"retentionDays": row["retention_days"] if row else None}
 
     async def get_config(self, actor: Actor) -> dict[str, Any]:
-        require_admin(actor)
+        require_admin_actor(actor)
         return await self._config()
 
     async def update_config(self, actor: Actor, body: dict[str, Any]) -> dict[str, str]:
@@ -401,7 +391,7 @@ class RealtimeAdmin:
     async def webhook_secret(self, actor: Actor) -> str:
         """The secret that signs webhook deliveries (`X-InsForge-Signature`), for the receiver to check. Not
         for an agent key: with it, an agent could sign messages of its own to every receiver."""
-        require_admin(actor)
+        require_admin_actor(actor)
         refuse_agent_keys(
             actor,
             "An agent key may not read the webhook signing secret: with it, anyone can sign deliveries that "
@@ -415,7 +405,7 @@ class RealtimeAdmin:
         return str(row["webhook_secret"])
 
     async def permissions(self, actor: Actor) -> dict[str, Any]:
-        require_admin(actor)
+        require_admin_actor(actor)
         async with self.database.as_owner() as cur:
             await cur.execute(_POLICIES, ("channels",))
             subscribe = await cur.fetchone()

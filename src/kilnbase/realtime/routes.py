@@ -9,9 +9,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from kilnbase.capability import Capability
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.json_body import read_object
 from kilnbase.http.query_params import int_param, timestamp_param
-from kilnbase.http.request_context import admin_actor
 from kilnbase.http.responses import json_response
 from kilnbase.realtime.channels import RealtimeAdmin
 from kilnbase.realtime.service import RealtimeService

@@ -9,22 +9,16 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from kilnbase.capability import Capability
+from kilnbase.http.admin_gate import admin_actor, audited_admin_caller
 from kilnbase.http.json_body import read_object
 from kilnbase.http.query_params import int_param
-from kilnbase.http.request_context import actor_of, admin_actor, require_credential
 from kilnbase.http.responses import json_response
-from kilnbase.identity.actor import Actor
 from kilnbase.schedules.runner import ScheduleRunner
 from kilnbase.schedules.service import DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT, Schedules
 from kilnbase.schedules.tools import schedules_tools
 
 #: The furthest into a schedule's logs a page may start.
 MAX_LOG_OFFSET = 10_000_000
-
-
-def _caller(request: Request) -> Actor:
-    """Any valid credential (401 without one); the service refuses, and audits, a caller that is no admin."""
-    return actor_of(request, require_credential(request))
 
 
 class ScheduleRoutes:
@@ -35,7 +29,7 @@ class ScheduleRoutes:
         return json_response(await self.schedules.list(admin_actor(request)))
 
     async def create_schedule(self, request: Request) -> Response:
-        actor = _caller(request)
+        actor = audited_admin_caller(request)
         created = await self.schedules.create(actor, await read_object(request, optional=False))
         return json_response({**created, "message": "Schedule created successfully"}, 201)
 
@@ -43,7 +37,7 @@ class ScheduleRoutes:
         return json_response(await self.schedules.config(admin_actor(request)))
 
     async def update_config(self, request: Request) -> Response:
-        actor = _caller(request)
+        actor = audited_admin_caller(request)
         await self.schedules.update_config(actor, await read_object(request, optional=False))
         return json_response({"message": "Schedules config updated successfully"})
 
@@ -51,13 +45,13 @@ class ScheduleRoutes:
         return json_response(await self.schedules.get(admin_actor(request), request.path_params["id"]))
 
     async def update_schedule(self, request: Request) -> Response:
-        actor = _caller(request)
+        actor = audited_admin_caller(request)
         body = await read_object(request, optional=False)
         updated = await self.schedules.update(actor, request.path_params["id"], body)
         return json_response({**updated, "message": "Schedule updated successfully"})
 
     async def delete_schedule(self, request: Request) -> Response:
-        await self.schedules.delete(_caller(request), request.path_params["id"])
+        await self.schedules.delete(audited_admin_caller(request), request.path_params["id"])
         return json_response({"message": "Schedule deleted successfully."})
 
     async def schedule_logs(self, request: Request) -> Response:

@@ -17,7 +17,7 @@ from typing import Any
 
 from kilnbase import audit
 from kilnbase.db.session import Database
-from kilnbase.http.errors import ApiError
+from kilnbase.http.errors import ApiError, require_admin_actor
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.secret_box import SecretBox
 
@@ -58,11 +58,6 @@ def _not_found(key: str) -> ApiError:
         f"Secret not found: {key}",
         "List the secrets with GET /api/secrets; create one with POST /api/secrets {key, value}.",
     )
-
-
-def _require_admin(actor: Actor) -> None:
-    if not actor.is_admin:
-        raise ApiError(403, "FORBIDDEN", "Secrets need admin rights.", "Use the project's API key.")
 
 
 def check_key(key: Any) -> str:
@@ -183,7 +178,7 @@ class ProjectSecrets:
         self._box = box
 
     async def list(self, actor: Actor) -> list[dict[str, Any]]:
-        _require_admin(actor)
+        require_admin_actor(actor)
         async with self._database.as_owner() as cur:
             await cur.execute(f"select {_METADATA} from system.secrets order by created_at desc limit 10000")
             return list(await cur.fetchall())
@@ -191,7 +186,7 @@ class ProjectSecrets:
     async def get(self, actor: Actor, key: str) -> dict[str, str]:
         """The decrypted value of an active, unexpired secret (404 otherwise); the read is audited."""
         async with audit.refusals(self._database, actor, "GET_SECRET", MODULE, {"key": key}):
-            _require_admin(actor)
+            require_admin_actor(actor)
         async with self._database.as_owner() as cur:
             await cur.execute(
                 f"update system.secrets set last_used_at = now() where key = %s and {_USABLE} "
@@ -209,7 +204,7 @@ class ProjectSecrets:
         `_revive_refused`); its id."""
         details: dict[str, Any] = {"key": body.get("key")}
         async with audit.refusals(self._database, actor, "CREATE_SECRET", MODULE, details):
-            _require_admin(actor)
+            require_admin_actor(actor)
             key = check_key(body.get("key"))
             value = _check_value(body.get("value"))
             reserved = _flag(body, "isReserved") or False
@@ -269,7 +264,7 @@ class ProjectSecrets:
     async def update(self, actor: Actor, key: str, body: dict[str, Any]) -> None:
         details: dict[str, Any] = {"key": key}
         async with audit.refusals(self._database, actor, "UPDATE_SECRET", MODULE, details):
-            _require_admin(actor)
+            require_admin_actor(actor)
             _refuse_agents_delete_by_update(actor, body)
             _refuse_agents_overwrite(actor, body)
             assignments: list[str] = []
@@ -311,7 +306,7 @@ class ProjectSecrets:
         """Soft delete: the secret stops being served, and creating it again revives it."""
         details = {"key": key}
         async with audit.refusals(self._database, actor, "DELETE_SECRET", MODULE, details):
-            _require_admin(actor)
+            require_admin_actor(actor)
             existing = await self._existing(key)
             if existing["is_reserved"]:
                 raise ApiError(403, "FORBIDDEN", f"Cannot delete reserved secret: {key}", _RESERVED)

@@ -10,10 +10,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from kilnbase.capability import Capability
+from kilnbase.http.admin_gate import admin_actor, audited_admin_caller
 from kilnbase.http.json_body import parse, read_json, read_object
-from kilnbase.http.request_context import actor_of, admin_actor, require_credential
 from kilnbase.http.responses import json_response
-from kilnbase.identity.actor import Actor
 from kilnbase.keys.project_keys import KeyKind
 from kilnbase.secrets.project_key_rotation import KeyRotation
 from kilnbase.secrets.project_secrets import ProjectSecrets
@@ -26,11 +25,6 @@ class Rotation(BaseModel):
     gracePeriodHours: float = Field(default=24, ge=0, le=168)
 
 
-def _caller(request: Request) -> Actor:
-    """Any valid credential (401 without one); the service refuses, and audits, a caller that is no admin."""
-    return actor_of(request, require_credential(request))
-
-
 class SecretRoutes:
     def __init__(self, rotation: KeyRotation, secrets: ProjectSecrets) -> None:
         self.rotation = rotation
@@ -40,10 +34,12 @@ class SecretRoutes:
         return json_response({"secrets": await self.secrets.list(admin_actor(request))})
 
     async def get_secret(self, request: Request) -> Response:
-        return json_response(await self.secrets.get(_caller(request), request.path_params["key"]))
+        return json_response(
+            await self.secrets.get(audited_admin_caller(request), request.path_params["key"])
+        )
 
     async def create_secret(self, request: Request) -> Response:
-        actor = _caller(request)
+        actor = audited_admin_caller(request)
         body = await read_object(request, optional=False)
         secret_id = await self.secrets.create(actor, body)
         message = f"Secret {body['key']} has been created successfully"
@@ -51,12 +47,14 @@ class SecretRoutes:
 
     async def update_secret(self, request: Request) -> Response:
         key = request.path_params["key"]
-        await self.secrets.update(_caller(request), key, await read_object(request, optional=False))
+        await self.secrets.update(
+            audited_admin_caller(request), key, await read_object(request, optional=False)
+        )
         return json_response({"success": True, "message": f"Secret {key} has been updated successfully"})
 
     async def delete_secret(self, request: Request) -> Response:
         key = request.path_params["key"]
-        await self.secrets.delete(_caller(request), key)
+        await self.secrets.delete(audited_admin_caller(request), key)
         return json_response({"success": True, "message": f"Secret {key} has been deleted successfully"})
 
     async def _rotate(self, request: Request, kind: KeyKind, default_grace: float) -> Response:

@@ -20,10 +20,11 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from kilnbase.capability import Capability
+from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.errors import ApiError
 from kilnbase.http.json_body import FIX_FIELDS, parse, read_json, read_object
 from kilnbase.http.query_params import int_param
-from kilnbase.http.request_context import actor_of, admin_actor, principal_of, require_credential
+from kilnbase.http.request_context import actor_of, principal_of, require_credential
 from kilnbase.http.responses import json_response
 from kilnbase.identity.agent_keys import AgentKeys
 from kilnbase.identity.principal import ANONYMOUS, Principal

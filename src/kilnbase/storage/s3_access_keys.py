@@ -11,7 +11,7 @@ from typing import Any
 
 from kilnbase import audit
 from kilnbase.db.session import Database
-from kilnbase.http.errors import ApiError, refuse_agent_keys
+from kilnbase.http.errors import ApiError, refuse_agent_keys, require_admin_actor
 from kilnbase.identity.actor import Actor
 from kilnbase.keys.secret_box import SecretBox
 
@@ -31,17 +31,12 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _require_admin(actor: Actor) -> None:
-    if not actor.is_admin:
-        raise ApiError(403, "FORBIDDEN", "This endpoint needs admin rights.", "Use the project's API key.")
-
-
 def _require_person(actor: Actor) -> None:
     """An admin who is not an agent. An S3 access key is a credential of its own: one minted by an agent
     key would outlive that key's revocation, reach storage past its scopes, and delete objects past the
     approval an agent's deletion waits for. Agents may list the keys (no secret is shown), not make or
     delete them."""
-    _require_admin(actor)
+    require_admin_actor(actor)
     refuse_agent_keys(
         actor,
         "Agent keys cannot create or delete S3 access keys.",
@@ -93,7 +88,7 @@ class S3AccessKeys:
         }
 
     async def list(self, actor: Actor) -> list[dict[str, Any]]:
-        _require_admin(actor)
+        require_admin_actor(actor)
         async with self.database.as_owner() as cur:
             await cur.execute(
                 "select id::text, access_key_id, description, created_at, last_used_at "

@@ -28,7 +28,7 @@ from kilnbase import audit
 from kilnbase.capability import HeldForApproval
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
-from kilnbase.http.errors import ApiError
+from kilnbase.http.errors import ApiError, require_admin_actor
 from kilnbase.identity.actor import SYSTEM_PRINCIPAL, Actor
 from kilnbase.identity.principal import Principal
 from kilnbase.keys.secret_box import SecretBox
@@ -123,16 +123,6 @@ def bucket_missing(bucket: str) -> ApiError:
     return not_found(
         f'Bucket "{bucket}" does not exist', "Create the bucket first using POST /api/storage/buckets"
     )
-
-
-def _require_admin(actor: Actor) -> None:
-    if not actor.is_admin:
-        raise ApiError(
-            403,
-            "FORBIDDEN",
-            "This endpoint needs admin rights.",
-            "Use the project's API key or an admin session.",
-        )
 
 
 def _denied(bucket: str, key: str, verb: str = "write") -> ApiError:
@@ -346,11 +336,11 @@ class StorageService:
         }
 
     async def get_config(self, actor: Actor) -> dict[str, Any]:
-        _require_admin(actor)
+        require_admin_actor(actor)
         return self._config_json(await self._config_row())
 
     async def update_config(self, actor: Actor, max_file_size_mb: int) -> dict[str, Any]:
-        _require_admin(actor)
+        require_admin_actor(actor)
         async with self.database.as_owner() as cur:
             await cur.execute("select id from storage.config limit 1 for update")
             if await cur.fetchone():
@@ -397,7 +387,7 @@ class StorageService:
         return int(row["n"]) if row else 0
 
     async def list_buckets(self, actor: Actor) -> list[dict[str, Any]]:
-        _require_admin(actor)
+        require_admin_actor(actor)
         async with self.database.as_owner() as cur:
             await cur.execute(
                 "select name, public, created_at from storage.buckets order by name limit 10000"
@@ -429,7 +419,7 @@ class StorageService:
         self, cur: AsyncCursor[DictRow], actor: Actor, bucket: str, is_public: bool
     ) -> None:
         """A new bucket and its audit entry, in the caller's transaction (409 for a name taken)."""
-        _require_admin(actor)
+        require_admin_actor(actor)
         names.bucket_name(bucket)
         try:
             await cur.execute(
@@ -448,7 +438,7 @@ class StorageService:
         self, cur: AsyncCursor[DictRow], actor: Actor, bucket: str, is_public: bool
     ) -> None:
         """A bucket made public or private, audited, in the caller's transaction (404 for none)."""
-        _require_admin(actor)
+        require_admin_actor(actor)
         names.bucket_name(bucket)
         await cur.execute(
             "update storage.buckets set public = %s, updated_at = now() where name = %s", (is_public, bucket)
@@ -465,7 +455,7 @@ class StorageService:
         The bucket's row is locked first: an upload's object row takes a key-share lock on it (its foreign
         key), so an upload still committing is waited for and then counted, and one that starts later waits
         for this transaction, then finds no bucket."""
-        _require_admin(actor)
+        require_admin_actor(actor)
         names.bucket_name(bucket)
         await cur.execute("select 1 from storage.buckets where name = %s for update", (bucket,))
         if await cur.fetchone() is None:
@@ -497,7 +487,7 @@ class StorageService:
         one with objects: the approval gate counted them before the call ran (`storage.tools`), but objects
         uploaded since would go unasked. The bucket's row is locked first, so no upload lands in it between
         this count and the delete (an upload's row checks its bucket's, and waits)."""
-        _require_admin(actor)
+        require_admin_actor(actor)
         names.bucket_name(bucket)
         async with self.database.as_owner() as cur:
             if actor.is_unapproved_agent:
