@@ -69,12 +69,19 @@ def invalid_api_key() -> ApiError:
     return ApiError(401, "AUTH_INVALID_API_KEY", "Invalid API key", CHECK_API_KEY)
 
 
-def require_admin(request: Request) -> Principal:
-    """The API key (or an agent key, whose scopes are checked where its route is), or a project admin's access
-    token; anything else refused as `verifyAdmin` refuses it."""
+def _presented(request: Request) -> Principal:
+    """The caller (no credential at all is the anonymous one), or a credential that failed verification
+    refused: a key as a key, anything else as a token."""
     principal = valid_principal(request)
     if principal is None:
         raise invalid_api_key() if api_key_presented(request) else invalid_token(request, ADMIN_CREDENTIAL)
+    return principal
+
+
+def require_admin(request: Request) -> Principal:
+    """The API key (or an agent key, whose scopes are checked where its route is), or a project admin's access
+    token; anything else refused as `verifyAdmin` refuses it."""
+    principal = _presented(request)
     if not principal.is_admin:
         raise not_admin(principal)
     return principal
@@ -89,9 +96,7 @@ def audited_admin_caller(request: Request) -> Actor:
     """Any valid credential, for a service that refuses (and audits) a caller who is no admin; none at all
     is refused here, unaudited (a stranger's requests would otherwise fill the audit log), in `verifyAdmin`'s
     words."""
-    principal = valid_principal(request)
-    if principal is None:
-        raise invalid_api_key() if api_key_presented(request) else invalid_token(request, ADMIN_CREDENTIAL)
+    principal = _presented(request)
     if principal.kind is CredentialKind.NONE:
         raise not_admin(principal)
     return actor_of(request, principal)
