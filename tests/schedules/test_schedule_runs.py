@@ -232,7 +232,12 @@ def test_two_app_instances_make_each_due_run_once(
 ) -> None:
     with TestClient(create_app(settings), raise_server_exceptions=False) as other:
         wheres = [path() for _ in range(6)]
-        jobs = [create(client, admin, functionUrl=target.url + where) for where in wheres]
+        # Due once, by `make_due`, and next on 1 January: every minute, a run the test crossed a minute's
+        # turn during would be a second run of its own right.
+        jobs = [
+            create(client, admin, functionUrl=target.url + where, cronSchedule="0 0 1 1 *")
+            for where in wheres
+        ]
         make_due(database_url, *jobs)
         for where in wheres:
             target.wait_for(where, 1)
