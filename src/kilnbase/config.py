@@ -648,10 +648,15 @@ class Settings(BaseSettings):
         return f"[{self.local_host}]" if ":" in self.local_host else self.local_host
 
     @property
+    def local_url(self) -> str:
+        """The server's URL for a client on this machine (the functions host, the schedules runner)."""
+        return f"http://{self.local_url_host}:{self.port}"
+
+    @property
     def base_url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
-        return f"http://{self.local_url_host}:{self.port}"
+        return self.local_url
 
     @property
     def keys_path(self) -> Path:

@@ -355,7 +355,7 @@ class Runtime:
         }
 
     def internal_url(self) -> str:
-        return f"http://{self.settings.local_url_host}:{self.settings.port}"
+        return self.settings.local_url
 
     async def _spec(self, definition: Definition) -> WorkerSpec:
         code_path = await anyio.to_thread.run_sync(self._code_file, definition)

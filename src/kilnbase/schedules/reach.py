@@ -124,7 +124,7 @@ class Reach:
     def of(cls, settings: Settings) -> Reach:
         """The project's public URL and its local address (where a path is called) are its own; a name
         resolves within the schedules' connect time limit."""
-        own = (settings.base_url, f"http://{settings.local_url_host}:{settings.port}")
+        own = (settings.base_url, settings.local_url)
         return cls(own, settings.schedules.connect_timeout_seconds)
 
     @property

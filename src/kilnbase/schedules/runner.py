@@ -128,7 +128,7 @@ class ScheduleRunner(ClaimLoop[ClaimedRun]):
         )
         self._settings = settings.schedules
         self._reach = reach
-        self._base_url = f"http://{settings.local_url_host}:{settings.port}"
+        self._base_url = settings.local_url
         self._database = database
         self._box = box
         self._secret_values = secret_values
