@@ -845,17 +845,15 @@ def _held_file(file: dict[str, Any]) -> str:
     return f"{file['bytes']:,} bytes, sha256 {file['sha256']} (from {file['argument']})"
 
 
-def _decision_path(request_id: str, decision: str) -> str:
-    """The id as one path segment: an id holding `/`, `..`, `?` or `#` would otherwise reach another route
-    with the project's API key."""
-    return f"/api/approvals/{quote(request_id, safe='')}/{decision}"
-
-
-def _no_such(request_id: str) -> str:
-    return (
+def _decide(data_dir: Path | None, url: str | None, request_id: str, decision: str, note: str | None) -> Any:
+    """Approve or reject one change request. The id goes in as one path segment: an id holding `/`, `..`,
+    `?` or `#` would otherwise reach another route with the project's API key."""
+    no_such = (
         f"No change request has the id {request_id!r}. List them, with their ids, with: "
         f"{command_path()} approvals list --status all"
     )
+    path = f"/api/approvals/{quote(request_id, safe='')}/{decision}"
+    return _approvals_call(data_dir, url, "POST", path, {"note": note}, not_found=no_such)
 
 
 @approvals_app.command(
@@ -868,14 +866,7 @@ def approvals_approve(
     request_id: str, data_dir: DataDir = None, url: Url = None, note: str | None = None
 ) -> None:
     """Approve a change request: its stored call runs once, as the agent that asked."""
-    decided = _approvals_call(
-        data_dir,
-        url,
-        "POST",
-        _decision_path(request_id, "approve"),
-        {"note": note},
-        not_found=_no_such(request_id),
-    )
+    decided = _decide(data_dir, url, request_id, "approve", note)
     console.print(f"{decided['status']}: {escape(json.dumps(decided['result']))}")
 
 
@@ -886,14 +877,7 @@ def approvals_reject(
     request_id: str, data_dir: DataDir = None, url: Url = None, note: str | None = None
 ) -> None:
     """Reject a change request: nothing runs."""
-    decided = _approvals_call(
-        data_dir,
-        url,
-        "POST",
-        _decision_path(request_id, "reject"),
-        {"note": note},
-        not_found=_no_such(request_id),
-    )
+    decided = _decide(data_dir, url, request_id, "reject", note)
     console.print(decided["status"])
 
 

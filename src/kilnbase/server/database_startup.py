@@ -24,7 +24,7 @@ class DatabaseStartupError(RuntimeError):
     pass
 
 
-def database_url_error(exc: psycopg.Error) -> DatabaseStartupError:
+def _database_url_error(exc: psycopg.Error) -> DatabaseStartupError:
     """What to say when `DATABASE_URL` cannot be used: libpq's reason for a refused connection (which never
     holds the password), but never the text of a connection string it could not parse, since that text
     quotes the URL, password and all."""
@@ -45,7 +45,7 @@ def connect_database_url(conninfo: str) -> psycopg.Connection[tuple[Any, ...]]:
         conninfo_to_dict(conninfo)  # (a string libpq cannot parse: said without quoting it)
         return psycopg.connect(conninfo, connect_timeout=10)
     except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
-        raise database_url_error(exc) from None
+        raise _database_url_error(exc) from None
 
 
 def check_external_database(conninfo: str) -> None:
