@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.cli import run_kilnbase
+from tests.support.postgres import reachable_scratch
 
 INCLUDE_LINE = "include_if_exists = 'kilnbase.conf'"
 
@@ -27,13 +26,11 @@ def kilnbase(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def project() -> Iterator[Path]:
     """A data dir whose database was made and has run (`db migrate` starts and stops it)."""
-    parent = Path(tempfile.mkdtemp(prefix="kbdamaged-", dir="/tmp"))
-    parent.chmod(0o755)  # (as root, Postgres runs as `nobody`, who must reach a data dir in it)
-    data_dir = parent / "project"
-    made = kilnbase("db", "migrate", "--data-dir", str(data_dir))
-    assert made.returncode == 0, made.stderr
-    yield data_dir
-    shutil.rmtree(parent, ignore_errors=True)
+    with reachable_scratch("kbdamaged-") as parent:
+        data_dir = parent / "project"
+        made = kilnbase("db", "migrate", "--data-dir", str(data_dir))
+        assert made.returncode == 0, made.stderr
+        yield data_dir
 
 
 def assert_refused(data_dir: Path, *said: str) -> None:

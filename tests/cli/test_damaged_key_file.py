@@ -6,9 +6,7 @@ secrets)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import pytest
 from kilnbase.config import Settings
 from kilnbase.keys.project_keys import load_project_keys
 from tests.support.cli import assert_said_in_one_line, run_kilnbase
+from tests.support.postgres import reachable_scratch
 
 COMMANDS = {
     "serve": ["serve"],
@@ -48,12 +47,10 @@ DAMAGE: dict[str, Callable[[str], bytes]] = {
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    parent = Path(tempfile.mkdtemp(prefix="kbkeyfile-", dir="/tmp"))
-    parent.chmod(0o755)
-    data_dir = parent / "project"
-    load_project_keys(Settings(data_dir=data_dir))
-    yield data_dir
-    shutil.rmtree(parent, ignore_errors=True)
+    with reachable_scratch("kbkeyfile-") as parent:
+        data_dir = parent / "project"
+        load_project_keys(Settings(data_dir=data_dir))
+        yield data_dir
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], *said: str) -> None:

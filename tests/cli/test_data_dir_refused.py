@@ -11,7 +11,6 @@ import secrets
 import shutil
 import stat
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from kilnbase.config import Settings
 from kilnbase.keys.project_keys import load_project_keys
 from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError
 from tests.support.cli import assert_said_in_one_line, run_kilnbase
+from tests.support.postgres import reachable_scratch
 
 #: Each command as a user types it, with a data dir appended.
 COMMANDS = {
@@ -62,13 +62,11 @@ def _with_keys(data_dir: Path) -> Path:
 
 @pytest.fixture
 def scratch() -> Iterator[Path]:
-    parent = Path(tempfile.mkdtemp(prefix="kbrefused-", dir="/tmp"))
-    parent.chmod(0o755)  # (as root, Postgres runs as `nobody`, who must reach a data dir in it)
-    yield parent
-    for path in parent.rglob("*"):  # (chmod 000 stops rmtree as an unprivileged user)
-        if path.is_dir() and not path.is_symlink():
-            path.chmod(stat.S_IRWXU)
-    shutil.rmtree(parent, ignore_errors=True)
+    with reachable_scratch("kbrefused-") as parent:
+        yield parent
+        for path in parent.rglob("*"):  # (chmod 000 stops rmtree as an unprivileged user)
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(stat.S_IRWXU)
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ password."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 from kilnbase.config import Settings
 from kilnbase.keys.project_keys import load_project_keys
 from tests.support.cli import run_kilnbase
+from tests.support.postgres import reachable_scratch
 from tests.support.servers import free_port
 
 PASSWORD = "s3cr3t-db-password"
@@ -43,10 +42,8 @@ URLS = {
 
 @pytest.fixture
 def scratch() -> Iterator[Path]:
-    parent = Path(tempfile.mkdtemp(prefix="kbdburl-", dir="/tmp"))
-    parent.chmod(0o755)
-    yield parent
-    shutil.rmtree(parent, ignore_errors=True)
+    with reachable_scratch("kbdburl-") as parent:
+        yield parent
 
 
 def kilnbase(args: list[str], scratch: Path, database_url: str) -> subprocess.CompletedProcess[str]:

@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.postgres import reachable_scratch
 from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,11 +31,8 @@ def kilnbase(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def scratch() -> Iterator[Path]:
-    # Not pytest's tmp_path: that is mode 0700, which the unprivileged Postgres user (as root) cannot enter.
-    parent = Path(tempfile.mkdtemp(prefix="kbcli-", dir="/tmp"))
-    parent.chmod(0o755)
-    yield parent
-    shutil.rmtree(parent, ignore_errors=True)
+    with reachable_scratch("kbcli-") as parent:
+        yield parent
 
 
 class MadeServer:

@@ -7,15 +7,14 @@ anything, with no traceback."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import reachable_scratch
 from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,10 +55,8 @@ WRONG = {
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    parent = Path(tempfile.mkdtemp(prefix="kbsettings-", dir="/tmp"))
-    parent.chmod(0o755)
-    yield parent / "project"
-    shutil.rmtree(parent, ignore_errors=True)
+    with reachable_scratch("kbsettings-") as parent:
+        yield parent / "project"
 
 
 def serve(

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +18,7 @@ import httpx
 import pytest
 
 import kilnbase
+from tests.support.postgres import reachable_scratch
 from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,11 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def scratch() -> Iterator[Path]:
-    # Not pytest's tmp_path: that is mode 0700, which the unprivileged Postgres user (as root) cannot enter.
-    parent = Path(tempfile.mkdtemp(prefix="kbstart-", dir="/tmp"))
-    parent.chmod(0o755)
-    yield parent
-    shutil.rmtree(parent, ignore_errors=True)
+    with reachable_scratch("kbstart-") as parent:
+        yield parent
 
 
 def _as_a_terminal_starts_it() -> None:

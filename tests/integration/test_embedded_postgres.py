@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,14 +12,13 @@ import psycopg
 import pytest
 
 from kilnbase.server.embedded_postgres import EmbeddedPostgres, EmbeddedPostgresError, wheel_bin_dir
+from tests.support.postgres import reachable_scratch
 
 
 @pytest.fixture
 def parent() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="kbpg-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with reachable_scratch("kbpg-") as path:
+        yield path
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs Postgres as another user")

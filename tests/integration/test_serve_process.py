@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
@@ -21,6 +19,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from tests.support.postgres import reachable_scratch
 from tests.support.servers import ServerProcess, free_port
 
 EXTERNAL = make_conninfo(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
@@ -61,14 +60,11 @@ def kilnbase(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    # Not pytest's tmp_path: that is mode 0700, which the unprivileged Postgres user (as root) cannot enter.
-    parent = Path(tempfile.mkdtemp(prefix="kbserve-", dir="/tmp"))
-    parent.chmod(0o755)
-    path = parent / "data"
-    yield path
-    for proc in postgres_processes(path):  # never leave a cluster behind, whatever the test did
-        proc.kill()
-    shutil.rmtree(parent, ignore_errors=True)
+    with reachable_scratch("kbserve-") as parent:
+        path = parent / "data"
+        yield path
+        for proc in postgres_processes(path):  # never leave a cluster behind, whatever the test did
+            proc.kill()
 
 
 def test_first_start_then_restart_keeps_data_and_keys(data_dir: Path) -> None:

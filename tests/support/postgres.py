@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -22,6 +24,18 @@ TEMPLATE = "kb_template"
 #: the kernel before it is answered (`synchronous_commit` stays on), so a Postgres killed by a test loses
 #: nothing it had answered; only a crash of the machine could.
 _THROWAWAY = ("fsync", "full_page_writes")
+
+
+@contextlib.contextmanager
+def reachable_scratch(prefix: str) -> Iterator[Path]:
+    """A new folder under /tmp for a test's data dirs, removed after. Not pytest's `tmp_path`: that is mode
+    0700, and as root Kilnbase runs Postgres as `nobody`, who must reach a data dir in it."""
+    parent = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    parent.chmod(0o755)
+    try:
+        yield parent
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 class TestCluster:
