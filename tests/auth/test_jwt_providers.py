@@ -339,9 +339,12 @@ def test_users_of_two_providers_with_one_subject_keep_their_own_idempotency_keys
 
 
 def _refusal(client: TestClient, table: str, token: str) -> str:
+    """Why the token was refused: InsForge's words ("Invalid token", on which the SDK refreshes), and
+    Kilnbase's reason in `nextActions`."""
     answer = read_notes(client, table, bearer(token))
     assert answer.status_code == 401, answer.text
-    return str(answer.json()["message"])
+    assert (answer.json()["error"], answer.json()["message"]) == ("AUTH_UNAUTHORIZED", "Invalid token")
+    return str(answer.json()["nextActions"])
 
 
 def test_wrong_issuer_audience_expiry_and_subject(
@@ -553,7 +556,7 @@ def test_a_stored_jwks_url_no_client_can_fetch_is_a_401(
     # Until this process has heard of the change, the old URL serves; then the new one must be fetched.
     eventually(refused)
     answers += [read_notes(client, notes, bearer(token)) for _ in range(2)]
-    failed = [(a.status_code, a.json()["message"]) for a in answers if a.status_code != 200]
+    failed = [(a.status_code, a.json()["nextActions"]) for a in answers if a.status_code != 200]
     assert all(code == 401 and "could not be fetched" in message for code, message in failed), failed
 
 

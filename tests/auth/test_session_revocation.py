@@ -97,7 +97,8 @@ def test_signing_out_ends_the_access_token_in_every_process(project: LiveProject
     body = httpx.get(
         f"{project.url(1)}{NOTES}", headers={"Authorization": f"Bearer {session['accessToken']}"}
     )
-    assert body.json()["error"] == "AUTH_UNAUTHORIZED" and "signed out" in body.json()["message"]
+    assert (body.json()["error"], body.json()["message"]) == ("AUTH_UNAUTHORIZED", "Invalid token")
+    assert "signed out" in body.json()["nextActions"]
 
 
 def test_signing_out_everywhere_ends_every_session_of_the_user(project: LiveProject) -> None:

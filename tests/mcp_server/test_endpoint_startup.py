@@ -130,7 +130,7 @@ def test_no_credential_is_401_even_before_the_server_is_ready(
     try:
         response = client.post("/mcp", json=LIST_TOOLS, headers=MCP_HEADERS)
         assert response.status_code == 401
-        assert response.json()["error"] == "AUTH_UNAUTHORIZED"
+        assert response.json()["error"] == "AUTH_INVALID_CREDENTIALS"
     finally:
         release.set()
 

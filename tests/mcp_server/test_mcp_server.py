@@ -109,7 +109,7 @@ def test_no_credential_is_401_before_mcp_reads_anything(live_server: ServerProce
         headers={"Accept": "application/json, text/event-stream"},
     )
     assert response.status_code == 401
-    assert response.json()["error"] == "AUTH_UNAUTHORIZED"
+    assert response.json()["error"] == "AUTH_INVALID_CREDENTIALS"
 
 
 async def test_a_table_made_through_tools_works_and_is_audited_with_its_tool(

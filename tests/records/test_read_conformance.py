@@ -366,11 +366,17 @@ def test_new_table_is_usable_at_once(client: TestClient, admin: dict[str, str], 
 
 
 def test_records_need_a_credential(client: TestClient) -> None:
+    """InsForge's records proxy sits behind its `verifyUser`: no credential is no token, and an anon key
+    that is not the project's is refused as one."""
     response = client.get(f"{RECORDS}/posts")
     assert response.status_code == 401
-    assert response.json()["error"] == "AUTH_UNAUTHORIZED"
+    assert (response.json()["error"], response.json()["message"]) == (
+        "AUTH_INVALID_CREDENTIALS",
+        "No token provided",
+    )
     bad = client.get(f"{RECORDS}/posts", headers={"Authorization": "Bearer anon_nope"})
     assert bad.status_code == 401
+    assert (bad.json()["error"], bad.json()["message"]) == ("AUTH_INVALID_CREDENTIALS", "Invalid anon key")
 
 
 def test_rpc_calls(client: TestClient, admin: dict[str, str]) -> None:

@@ -14,13 +14,13 @@ from starlette.routing import BaseRoute, Route
 from kilnbase.auth.edge import SessionEdge, client_type_of, public_actor
 from kilnbase.auth.email_flows import EmailCode, EmailOnly, PasswordReset, ResetCodeExchange
 from kilnbase.auth.email_templates import TemplateUpdate
-from kilnbase.auth.gate import caller_actor
 from kilnbase.auth.raw_email import RawEmail
 from kilnbase.auth.services import Auth
 from kilnbase.auth.smtp_settings import SmtpConfigUpdate
 from kilnbase.auth.validation import read_body
 from kilnbase.http.admin_gate import admin_actor
 from kilnbase.http.errors import ApiError
+from kilnbase.http.request_context import actor_of, require_credential
 from kilnbase.http.responses import json_response
 
 _TOKEN_LENGTH = 64
@@ -104,7 +104,7 @@ class EmailRoutes:
     async def send_raw(self, request: Request) -> Response:
         """InsForge's `verifyUser` gate (a key or a token, not the anon role), then the body, then `{}`, or
         the recipients the SMTP server refused while it took the email for the others."""
-        actor = caller_actor(request)
+        actor = actor_of(request, require_credential(request))
         self.raw.check_sender(actor)
         refused = await self.raw.send(actor, await read_body(request, RawEmail))
         if not refused:

@@ -9,8 +9,9 @@ last code matters: `@insforge/sdk` refreshes the session and retries only on a 4
 `AUTH_UNAUTHORIZED`, so any other code signs a browser user out when their 15-minute token expires.
 
 The request edge has already turned the credential into a `Principal` (or remembered why it is invalid);
-these gates only decide which of those answers applies, from the credential's shape, as InsForge does. The
-reason Kilnbase knows (an expired token, a session signed out) goes into `nextActions`.
+these gates only decide which of those answers applies, from the credential's shape, as InsForge does
+(`http.credential_refusals`, which every route that needs a credential shares). The reason Kilnbase knows
+(an expired token, a session signed out) goes into `nextActions`.
 
 `verifyAdmin`'s answers are `http.admin_gate`'s, which every admin route of the API shares. Public flows
 (sign-in, refresh, sign-out, the email flows, OAuth callbacks) ignore the credential, as InsForge's do: see
@@ -21,14 +22,16 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from kilnbase.http.admin_gate import (
+from kilnbase.http.admin_gate import valid_principal
+from kilnbase.http.credential_refusals import (
+    ANON_KEY_PREFIX,
     KEY_PREFIXES,
-    api_key_presented,
-    bearer_of,
-    credential_refused,
+    bearer_in,
     invalid_api_key,
     invalid_token,
-    valid_principal,
+    key_presented,
+    no_token,
+    refused_as_verify_user,
 )
 from kilnbase.http.errors import ApiError
 from kilnbase.http.request_context import actor_of
@@ -39,12 +42,12 @@ _SIGN_IN = "Send an access token as 'Authorization: Bearer <token>' (POST /api/a
 
 def token_actor(request: Request) -> Actor:
     """InsForge's `verifyToken`: a valid access token (a JWT, not a key) of any role, or 401."""
-    bearer = bearer_of(request)
+    bearer = bearer_in(request.scope)
     if bearer is None:
-        raise ApiError(401, "AUTH_INVALID_CREDENTIALS", "No token provided", _SIGN_IN)
+        raise no_token(_SIGN_IN)
     principal = valid_principal(request)
-    if principal is None or bearer.startswith((*KEY_PREFIXES, "anon_")):
-        raise invalid_token(request, _SIGN_IN)
+    if principal is None or bearer.startswith((*KEY_PREFIXES, ANON_KEY_PREFIX)):
+        raise invalid_token(request.scope, _SIGN_IN)
     return actor_of(request, principal)
 
 
@@ -62,15 +65,9 @@ def caller_actor(request: Request) -> Actor:
     words when invalid. Unlike InsForge, no credential at all is the anonymous caller (a sign-up from a
     bare `curl` works), not "No token provided"."""
     principal = valid_principal(request)
-    if principal is not None:
-        return actor_of(request, principal)
-    if api_key_presented(request):
-        raise invalid_api_key()
-    bearer = bearer_of(request)
-    if bearer is not None and bearer.startswith("anon_"):
-        message = "Use the project's anon key (kilnbase keys prints it)."
-        raise credential_refused("AUTH_INVALID_CREDENTIALS", "Invalid anon key", request, message)
-    raise invalid_token(request, _SIGN_IN)
+    if principal is None:
+        raise refused_as_verify_user(request.scope)
+    return actor_of(request, principal)
 
 
 def optional_token_actor(request: Request) -> Actor:
@@ -80,16 +77,16 @@ def optional_token_actor(request: Request) -> Actor:
     principal = valid_principal(request)
     if principal is not None:
         return actor_of(request, principal)
-    if api_key_presented(request):
+    if key_presented(request.scope):
         raise invalid_api_key()
-    raise invalid_token(request, _SIGN_IN)
+    raise invalid_token(request.scope, _SIGN_IN)
 
 
 def person_actor(request: Request) -> Actor:
     """`token_actor`, except that a valid key (the API key, an agent key) comes through as its caller, for
     the service to refuse in its own words: what only a person may do (approving a device) tells a key
     so, instead of calling it an invalid token."""
-    if api_key_presented(request):
+    if key_presented(request.scope):
         principal = valid_principal(request)
         if principal is None:
             raise invalid_api_key()

@@ -38,7 +38,8 @@ from kilnbase.auth.sessions import SessionKind
 from kilnbase.auth.tools import auth_tools
 from kilnbase.auth.validation import UUID_PATTERN, StrictBody, parse_body, read_body
 from kilnbase.capability import Capability
-from kilnbase.http.admin_gate import admin_actor, api_key_presented
+from kilnbase.http.admin_gate import admin_actor
+from kilnbase.http.credential_refusals import key_presented
 from kilnbase.http.errors import ApiError, error_response
 from kilnbase.http.json_body import body_at_most, decode_json
 from kilnbase.http.responses import json_response
@@ -232,7 +233,7 @@ class AuthRoutes:
 
     async def admin_current_session(self, request: Request) -> Response:
         """InsForge's `verifyToken` and a role check; Kilnbase takes the API key too."""
-        actor = admin_actor(request) if api_key_presented(request) else token_actor(request)
+        actor = admin_actor(request) if key_presented(request.scope) else token_actor(request)
         return json_response({"admin": self.auth.admin.current(actor)})
 
     def routes(self) -> list[BaseRoute]:

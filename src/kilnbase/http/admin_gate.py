@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from kilnbase.http.credential_refusals import invalid_api_key, invalid_token, key_presented
 from kilnbase.http.errors import ApiError, not_admin
-from kilnbase.http.request_context import actor_of, credential_error_of, principal_of
+from kilnbase.http.request_context import actor_of, principal_of
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.principal import CredentialKind, Principal
 
@@ -27,22 +28,6 @@ ADMIN_CREDENTIAL = (
     "Send the project's API key (kilnbase keys) or a project admin's access token as "
     "'Authorization: Bearer ...'."
 )
-CHECK_API_KEY = "Check the API key (kilnbase keys prints it; it may have been rotated)."
-#: Keys rather than tokens: the project's API key and (Kilnbase's) agent keys.
-KEY_PREFIXES = ("ik_", "kba_")
-
-
-def bearer_of(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header is None or not header.startswith("Bearer "):
-        return None
-    return header[len("Bearer ") :]
-
-
-def api_key_presented(request: Request) -> bool:
-    """Whether the credential is a key (the API key, an agent key) rather than a token or the anon key."""
-    bearer = bearer_of(request)
-    return (bearer is not None and bearer.startswith(KEY_PREFIXES)) or bool(request.headers.get("x-api-key"))
 
 
 def valid_principal(request: Request) -> Principal | None:
@@ -53,28 +38,14 @@ def valid_principal(request: Request) -> Principal | None:
         return None
 
 
-def credential_refused(code: str, message: str, request: Request, fallback: str) -> ApiError:
-    """A 401, with why the credential was refused (when the edge knows) before what to do."""
-    reason = credential_error_of(request)
-    hint = f"The credential was refused: {reason}. {fallback}" if reason else fallback
-    return ApiError(401, code, message, hint)
-
-
-def invalid_token(request: Request, fallback: str) -> ApiError:
-    """A bearer that is not a valid access token: the code the SDK answers with a refresh and a retry."""
-    return credential_refused("AUTH_UNAUTHORIZED", "Invalid token", request, fallback)
-
-
-def invalid_api_key() -> ApiError:
-    return ApiError(401, "AUTH_INVALID_API_KEY", "Invalid API key", CHECK_API_KEY)
-
-
 def _presented(request: Request) -> Principal:
     """The caller (no credential at all is the anonymous one), or a credential that failed verification
     refused: a key as a key, anything else as a token."""
     principal = valid_principal(request)
     if principal is None:
-        raise invalid_api_key() if api_key_presented(request) else invalid_token(request, ADMIN_CREDENTIAL)
+        if key_presented(request.scope):
+            raise invalid_api_key()
+        raise invalid_token(request.scope, ADMIN_CREDENTIAL)
     return principal
 
 

@@ -33,7 +33,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kilnbase.http.client_address import Network, client_address, forwarded_chain
-from kilnbase.http.errors import EXCEPTION_HANDLERS, ApiError, ErrorBoundary, Handler, error_body
+from kilnbase.http.credential_refusals import (
+    ANY_CREDENTIAL,
+    CREDENTIAL_ERROR,
+    no_token,
+    refused_as_verify_user,
+)
+from kilnbase.http.errors import EXCEPTION_HANDLERS, ErrorBoundary, Handler, error_body
 from kilnbase.http.responses import send_body
 from kilnbase.identity.actor import Actor
 from kilnbase.identity.agent_keys import AgentKey
@@ -48,7 +54,6 @@ from kilnbase.structured_log import log_request
 
 _PRINCIPAL = "kilnbase.principal"
 _HEADERS = "kilnbase.headers"
-_CREDENTIAL_ERROR = "kilnbase.credential_error"
 _CLIENT_IP = "kilnbase.client_ip"
 _TRUSTED_PROXIES = "kilnbase.trusted_proxies"
 #: Where Starlette's request/response routes look for the exception handlers.
@@ -199,7 +204,7 @@ class RequestContextMiddleware:
                 except KeysToFetch as pending:  # (an external provider's token: see `principal.py`)
                     principal = await pending.resolved()
             except CredentialError as exc:
-                scope[_CREDENTIAL_ERROR] = str(exc)
+                scope[CREDENTIAL_ERROR] = str(exc)
             scope[_PRINCIPAL] = principal
             scope[_HANDLERS] = self.route_handlers
             if self.trusted_proxies:  # (decided on first use: most requests never ask)
@@ -307,22 +312,17 @@ def principal_of(request: Request) -> Principal:
 
 
 def principal_in(scope: Scope) -> Principal:
-    """`principal_of` for plain ASGI endpoints."""
+    """`principal_of` for plain ASGI endpoints: a credential that failed verification is refused in the words
+    of InsForge's `verifyUser` (`http.credential_refusals`)."""
     principal: Principal | None = scope.get(_PRINCIPAL, ANONYMOUS)
     if principal is None:
-        reason = scope.get(_CREDENTIAL_ERROR, "invalid credential")
-        raise ApiError(
-            401,
-            "AUTH_UNAUTHORIZED",
-            f"Authentication failed: {reason}.",
-            "Send a valid API key, anon key or access token; sign in again if the token expired.",
-        )
+        raise refused_as_verify_user(scope)
     return principal
 
 
 def credential_error_of(request: Request) -> str | None:
     """Why the credential presented was refused (None when it was valid or absent)."""
-    reason: str | None = request.scope.get(_CREDENTIAL_ERROR)
+    reason: str | None = request.scope.get(CREDENTIAL_ERROR)
     return reason
 
 
@@ -373,13 +373,8 @@ def require_credential(request: Request) -> Principal:
 
 
 def credential_in(scope: Scope) -> Principal:
-    """`require_credential` for plain ASGI endpoints."""
+    """`require_credential` for plain ASGI endpoints: none at all is refused as `verifyUser` refuses it."""
     principal = principal_in(scope)
     if principal is ANONYMOUS:
-        raise ApiError(
-            401,
-            "AUTH_UNAUTHORIZED",
-            "Authentication required.",
-            "Send the anon key, an access token, or the API key as 'Authorization: Bearer ...'.",
-        )
+        raise no_token(ANY_CREDENTIAL)
     return principal

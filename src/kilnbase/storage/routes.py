@@ -112,13 +112,15 @@ def _object_key(request: Request, *, after: str = "/objects/", drop_suffix: str 
     return names.object_key(key)
 
 
-def _reader(request: Request) -> Principal | None:
-    """The caller for a download, None when there is none (or an invalid one: a public bucket needs none,
-    a private one answers 401 either way)."""
-    with contextlib.suppress(ApiError):
+def _reader(request: Request) -> tuple[Principal | None, ApiError | None]:
+    """The caller for a download, None when there is none valid, and then the refusal of the credential
+    presented, if one was: a public bucket ignores it, a private one answers with it (InsForge's
+    `verifyUser`, which guards only a private bucket's downloads)."""
+    try:
         principal = principal_of(request)
-        return None if principal is ANONYMOUS else principal
-    return None
+    except ApiError as refused:
+        return None, refused
+    return (None if principal is ANONYMOUS else principal), None
 
 
 class StorageRoutes:
@@ -236,7 +238,8 @@ class StorageRoutes:
             if Transform.wanted(query):
                 return await self._transformed(request, stored, Transform.parse(query), private=True)
             return object_response(request, stored, self.service.read, private=True)
-        stored = await self.service.visible_object(_reader(request), bucket, key)
+        reader, refused = _reader(request)
+        stored = await self.service.visible_object(reader, bucket, key, refused=refused)
         public = bool(await self.service.bucket_is_public(bucket))
         if Transform.wanted(query):
             return await self._transformed(request, stored, Transform.parse(query), private=not public)
@@ -290,8 +293,9 @@ class StorageRoutes:
                     "expiresIn must be a finite number of seconds",
                     f"Send expiresIn in seconds (at most {MAX_SECONDS}), or leave it out for the default.",
                 )
+        reader, refused = _reader(request)
         strategy = await self.service.download_strategy(
-            _reader(request), request.path_params["bucket"], key, seconds
+            reader, request.path_params["bucket"], key, seconds, refused=refused
         )
         return _json(strategy, headers={"cache-control": "no-store"})
 

@@ -28,6 +28,7 @@ from kilnbase import audit
 from kilnbase.capability import HeldForApproval
 from kilnbase.config import Settings
 from kilnbase.db.session import Database
+from kilnbase.http.credential_refusals import no_token
 from kilnbase.http.errors import ApiError, require_admin_actor
 from kilnbase.identity.actor import SYSTEM_PRINCIPAL, Actor
 from kilnbase.identity.principal import Principal
@@ -761,21 +762,23 @@ class StorageService:
             await audit.record(self.database, actor, "UPLOAD_OBJECT", MODULE, details)
         return StoredObject(bucket, key, size, mime, etag, blob_id, now)
 
-    async def visible_object(self, principal: Principal | None, bucket: str, key: str) -> StoredObject:
+    async def visible_object(
+        self, principal: Principal | None, bucket: str, key: str, *, refused: ApiError | None = None
+    ) -> StoredObject:
         """The object as the caller may see it: a public bucket's to anyone, even without a credential
         (`principal` None), else as RLS decides. 404 when missing or not visible (a caller learns nothing of
-        objects a policy hides)."""
+        objects a policy hides). A private bucket with no caller answers `refused`, the refusal of the
+        credential presented, if one was."""
         names.bucket_name(bucket)
         names.object_key(key)
         is_public = await self.bucket_is_public(bucket)
         if is_public is None:
             raise bucket_missing(bucket)
         if not is_public and principal is None:
-            raise ApiError(
-                401,
-                "AUTH_UNAUTHORIZED",
-                "Authentication required to read objects of a private bucket.",
-                "Send the anon key, an access token or the API key, or use a signed URL.",
+            # (InsForge's `verifyUser`, which guards a private bucket's downloads.)
+            raise refused or no_token(
+                "A private bucket's objects need a credential: send the anon key, an access token "
+                "or the API key, or use a signed URL."
             )
         reader = SYSTEM_PRINCIPAL if is_public or principal is None else principal
         async with self.database.as_caller(reader, read_only=True) as cur:
@@ -999,12 +1002,18 @@ class StorageService:
         return await self.blobs.presigned_get(stored.bucket, stored.blob_id, seconds)
 
     async def download_strategy(
-        self, principal: Principal | None, bucket: str, key: str, expires_in: float | None
+        self,
+        principal: Principal | None,
+        bucket: str,
+        key: str,
+        expires_in: float | None,
+        *,
+        refused: ApiError | None = None,
     ) -> dict[str, Any]:
         """A URL to download the object with, checked against the caller's policies first: a presigned URL
         of the S3 store (presigned mode), else this server's URL: plain for a public bucket (valid for as
         long as the bucket stays public), signed and expiring for a private one."""
-        stored = await self.visible_object(principal, bucket, key)
+        stored = await self.visible_object(principal, bucket, key, refused=refused)
         public = bool(await self.bucket_is_public(bucket))
         seconds = MAX_SECONDS if public else clamp_expiry(expires_in)
         presigned = await self.download_redirect(stored, seconds)
