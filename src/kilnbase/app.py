@@ -156,11 +156,13 @@ def create_app(
     progress: Callable[[str], None] | None = None,
     database: OpenedDatabase | None = None,
     background: bool = True,
+    on_ready: Callable[[], None] | None = None,
 ) -> KilnbaseApp:
     """The whole server, over a database the caller opened (the CLI does, to report startup errors before
     the HTTP server starts), or over `DATABASE_URL`, which the lifespan migrates. Either way the lifespan
     closes it. Without `background`, the capabilities' background work (claim loops, sweeps, listeners) does
-    not run: `bench.instructions` counts a request's own work, and that work would be counted with it."""
+    not run: `bench.instructions` counts a request's own work, and that work would be counted with it.
+    `on_ready` is called once every capability has started (a worker tells its supervisor so)."""
     report = progress or (lambda message: log.info(message))
     keys = load_project_keys(settings)
     prepared = database is not None
@@ -206,6 +208,8 @@ def create_app(
             # they mostly die young; a young collection takes about 4 ms.
             _young, middle, old = gc.get_threshold()
             gc.set_threshold(YOUNG_GENERATION_OBJECTS, middle, old)
+            if on_ready is not None:
+                on_ready()
             yield
 
     core = services.core

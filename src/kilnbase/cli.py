@@ -357,9 +357,12 @@ def serve(data_dir: DataDir = None, host: Host = None, port: Port = None, worker
     if workers > 1:
         from kilnbase.workers import serve_with_workers
 
-        _announce(settings, f"with {workers} workers (granian)", functions_host=functions_host)
+        report(f"Starting {workers} API workers")
+        how = f"with {workers} workers (granian)"
         try:
-            serve_with_workers(settings, database, workers)
+            serve_with_workers(
+                settings, database, workers, lambda: _announce(settings, how, functions_host=functions_host)
+            )
         finally:
             if database.embedded is not None:
                 report("Stopping PostgreSQL")

@@ -714,7 +714,14 @@ def _aliases_set(model: Any, field: str) -> str | None:
 _PREFIX = "KILNBASE_"
 #: `KILNBASE_*` variables read outside the settings models: the CLI's credentials (typer reads them), and what
 #: `kilnbase serve --workers N` hands its workers.
-_READ_ELSEWHERE = frozenset({"KILNBASE_API_KEY", "KILNBASE_REPLAY_KEY", "KILNBASE_SUPERVISED_CONNINFO"})
+_READ_ELSEWHERE = frozenset(
+    {
+        "KILNBASE_API_KEY",
+        "KILNBASE_REPLAY_KEY",
+        "KILNBASE_SUPERVISED_CONNINFO",
+        "KILNBASE_SUPERVISED_READY_DIR",
+    }
+)
 _SETTINGS_MODELS: tuple[type[BaseSettings], ...] = (
     Settings,
     McpSettings,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -116,7 +117,16 @@ def test_workers_mode_serves_from_several_processes_and_stops_cleanly(data_dir: 
     assert len(workers) == 2
     for _ in range(20):
         assert httpx.get(server.url + "/api/health").json()["checks"]["database"]["status"] == "ok"
-    assert "with 2 workers" in server.output()
+    # It says it is ready once both workers' apps have started, not when granian has started their
+    # processes (seconds earlier).
+    deadline = time.monotonic() + 60
+    while "is ready at" not in server.output():
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.1)
+    output = server.output()
+    started = [found.start() for found in re.finditer(r"API worker \d+ has started", output)]
+    assert len(started) == 2 and max(started) < output.index("is ready at"), output
+    assert "with 2 workers" in output
     assert server.stop() in (0, -signal.SIGTERM)
     assert "Stopping PostgreSQL" in server.output()
     assert postgres_processes(data_dir) == []
