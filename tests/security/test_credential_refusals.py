@@ -25,6 +25,7 @@ CREDENTIAL_ROUTES = [
     ("PUT", "/api/kv/entries/notes/a"),
     ("POST", "/api/usage/mcp"),
     ("POST", "/api/agents/tokens"),
+    ("POST", "/api/ai/chat/completion"),
     # (Its service then refuses a caller who is no admin, the anon key included, as `verifyAdmin` does.)
     ("POST", "/api/messaging/send"),
 ]

@@ -35,7 +35,16 @@ def _bearer(request: Request) -> str | None:
 
 
 async def caller_of(ai: AiService, request: Request) -> Caller:
-    """A gateway key, or any credential the rest of the API accepts (API key, anon key, user token)."""
+    """`api_caller_of` for the OpenAI-shaped routes (`/v1`): a refused credential in OpenAI's shape."""
+    try:
+        return await api_caller_of(ai, request)
+    except ApiError as exc:
+        raise GatewayError(401, exc.message, type_="authentication_error", code="invalid_api_key") from None
+
+
+async def api_caller_of(ai: AiService, request: Request) -> Caller:
+    """A gateway key, or any credential the rest of the API accepts (API key, anon key, user token), any
+    other refused as InsForge's `verifyUser` refuses it (an ApiError: `/api/ai` answers it as such)."""
     token = _bearer(request)
     if token and token.startswith(GATEWAY_KEY_PREFIX):
         key = await ai.gateway.policy.gateway_key(ai.database, token)
@@ -49,11 +58,7 @@ async def caller_of(ai: AiService, request: Request) -> Caller:
             key_models=key.models,
             key_max_tokens=key.max_tokens,
         )
-    try:
-        principal = require_credential(request)
-    except ApiError as exc:
-        raise GatewayError(401, exc.message, type_="authentication_error", code="invalid_api_key") from None
-    return caller_of_principal(principal, client_address(request))
+    return caller_of_principal(require_credential(request), client_address(request))
 
 
 def client_address(request: Request) -> str | None:

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from kilnbase.ai.chat_stream import ChatStream
-from kilnbase.ai.edge import cache_mode, caller_of, insforge_errors, json_body
+from kilnbase.ai.edge import api_caller_of, cache_mode, insforge_errors, json_body
 from kilnbase.ai.errors import invalid
 from kilnbase.ai.event_stream import EventStreamResponse
 from kilnbase.ai.providers import StreamBroken
@@ -135,7 +135,7 @@ class InsForgeAiRoutes:
     @insforge_errors
     async def chat_completion(self, request: Request) -> Response:
         gateway = self.ai.gateway
-        caller = await caller_of(self.ai, request)
+        caller = await api_caller_of(self.ai, request)
         body = _chat_request(await json_body(request))
         if body.get("stream"):
             stream = await gateway.open_chat_stream(caller, body, endpoint="/api/ai/chat/completion")
@@ -162,7 +162,7 @@ class InsForgeAiRoutes:
     @insforge_errors
     async def image_generation(self, request: Request) -> Response:
         gateway = self.ai.gateway
-        caller = await caller_of(self.ai, request)
+        caller = await api_caller_of(self.ai, request)
         body = await json_body(request)
         inputs = body.get("images") if isinstance(body, dict) else None
         if inputs is not None and (
@@ -188,7 +188,7 @@ class InsForgeAiRoutes:
     @insforge_errors
     async def embeddings(self, request: Request) -> Response:
         gateway = self.ai.gateway
-        caller = await caller_of(self.ai, request)
+        caller = await api_caller_of(self.ai, request)
         result = await gateway.embeddings(
             caller, await json_body(request), endpoint="/api/ai/embeddings", cache_mode=cache_mode(request)
         )
