@@ -181,6 +181,7 @@ def create_app(
                 services.core.agent_keys,
                 capability.invocations,
                 capability.reads,
+                capability.public,
             )
     # The MCP server over every other capability's tools; mutating calls can check the schema's version.
     approvals = Approvals(services.core.database, services.core.agent_keys)

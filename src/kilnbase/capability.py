@@ -176,3 +176,6 @@ class Capability:
     #: Paths that only read whatever their method (a query sent in a POST body: memory's recall): agent keys
     #: reach them with `<name>:read`, in read-only mode too.
     reads: Sequence[str] = ()
+    #: Paths whose answer never depends on the caller (the auth config a sign-in page reads, the JWKS):
+    #: anyone reaches them, agent keys whatever their scopes, since the same request without the key would.
+    public: Sequence[str] = ()

@@ -141,6 +141,25 @@ def test_scopes_decide_what_a_key_reaches_on_rest(client: TestClient, admin: Hea
     assert body["tableName"] in client.get("/api/database/tables", headers=admin).json()
 
 
+def test_what_anyone_may_read_an_agent_key_reads_whatever_its_scopes(
+    client: TestClient, admin: Headers
+) -> None:
+    """The auth config a sign-in page reads and the JWKS answer everyone alike: a key without `auth` in its
+    scopes reaches them (the same request without the key would), and still no other auth route."""
+    reader = bearer(new_key(client, admin, ["database:read"])["key"])
+    for path in ("/api/auth/public-config", "/.well-known/jwks.json", "/api/.well-known/jwks.json"):
+        answered = client.get(path, headers=reader)
+        assert answered.status_code == 200, answered.text
+        assert answered.json() == client.get(path).json()
+    assert client.get("/api/auth/users", headers=reader).status_code == 403
+    assert (
+        client.get(
+            "/api/auth/profiles/" + "0" * 8 + "-0000-0000-0000-" + "0" * 12, headers=reader
+        ).status_code
+        == 403
+    )
+
+
 def test_owner_sql_needs_its_own_scope(client: TestClient, admin: Headers) -> None:
     writer = new_key(client, admin, ["*:write"])
     refused = client.post(

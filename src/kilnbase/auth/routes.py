@@ -53,6 +53,8 @@ def _user_id(value: str) -> str:
 
 #: More digits than any limit or offset the user list takes.
 _MOST_DIGITS = 18
+JWKS_PATH = "/.well-known/jwks.json"
+PUBLIC_CONFIG_PATH = "/api/auth/public-config"
 
 
 def _lenient_int(raw: str | None, default: int, low: int) -> int:
@@ -238,9 +240,9 @@ class AuthRoutes:
 
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/.well-known/jwks.json", self.jwks, methods=["GET"]),
-            Route("/api/.well-known/jwks.json", self.jwks, methods=["GET"]),
-            Route("/api/auth/public-config", self.public_config, methods=["GET"]),
+            Route(JWKS_PATH, self.jwks, methods=["GET"]),
+            Route(f"/api{JWKS_PATH}", self.jwks, methods=["GET"]),
+            Route(PUBLIC_CONFIG_PATH, self.public_config, methods=["GET"]),
             Route("/api/auth/config", self.get_config, methods=["GET"]),
             Route("/api/auth/config", self.put_config, methods=["PUT"]),
             Route("/api/auth/users", self.create_user, methods=["POST"]),
@@ -270,4 +272,11 @@ def capability(auth: Auth) -> Capability:
         *DeviceRoutes(auth.parts, auth.devices).routes(),
     ]
     tools = [*auth_tools(auth), *jwt_provider_tools(auth.jwt_providers)]
-    return Capability("auth", routes, lifespan=auth.running, background=auth.sweeping, tools=tools)
+    return Capability(
+        "auth",
+        routes,
+        lifespan=auth.running,
+        background=auth.sweeping,
+        tools=tools,
+        public=(JWKS_PATH, f"/api{JWKS_PATH}", PUBLIC_CONFIG_PATH),
+    )

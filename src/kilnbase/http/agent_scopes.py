@@ -106,11 +106,13 @@ def guard_routes(
     agent_keys: AgentKeys,
     invocations: str | None = None,
     reads: Sequence[str] = (),
+    public: Sequence[str] = (),
 ) -> None:
     """Wrap each route's app in place (the router keeps matching them as before); routes whose path starts
-    with `invocations` are guarded as invocations, those whose path is one of `reads` as reads."""
+    with `invocations` are guarded as invocations, those whose path is one of `reads` as reads, and those
+    whose path is one of `public` not at all."""
     for route in routes:
-        if isinstance(route, Route | Mount):
+        if isinstance(route, Route | Mount) and route.path not in public:
             invocation = invocations is not None and route.path.startswith(invocations)
             reads_only = route.path in reads
             route.app = AgentScopeGuard(
