@@ -9,6 +9,7 @@ from typing import Any
 from starlette.testclient import TestClient
 
 from tests.metadata.conftest import NewName
+from tests.support.app import services_of
 
 
 def _make_blog(sql: Callable[[str], Any], new_name: NewName) -> tuple[str, str, str, str]:
@@ -161,6 +162,23 @@ def test_keys_and_project_id(client: TestClient, admin: dict[str, str]) -> None:
     assert client.get("/api/metadata/project-id", headers=admin).json() == {"projectId": None}
     audits = client.get("/api/logs/audits?action=READ_API_KEY", headers=admin).json()
     assert audits and audits[0]["module"] == "METADATA"
+
+
+def test_the_databases_credentials_are_refused_not_read_as_a_table(
+    client: TestClient, admin: dict[str, str], anon: dict[str, str]
+) -> None:
+    """InsForge Cloud answers these with the database's own login; Kilnbase refuses them in words (they are
+    no tables), and never answers with the database's password."""
+    password = services_of(client).core.keys.postgres_password
+    for path in ("/api/metadata/database-connection-string", "/api/metadata/database-password"):
+        refused = client.get(path, headers=admin)
+        assert refused.status_code == 403, refused.text
+        assert (refused.json()["error"], refused.json()["message"]) == (
+            "FORBIDDEN",
+            "Kilnbase does not hand out the database's credentials over its API.",
+        )
+        assert password not in refused.text
+        assert client.get(path, headers=anon).json()["message"] == "Invalid token"
 
 
 def test_admin_only(client: TestClient, anon: dict[str, str]) -> None:

@@ -57,6 +57,21 @@ class MetadataRoutes:
     async def project_id(self, request: Request) -> Response:
         return json_response(self.service.project_id(admin_actor(request)))
 
+    async def database_credentials(self, request: Request) -> Response:
+        """InsForge Cloud's `database-connection-string` and `database-password`: its cloud hands an admin
+        the database's own login. Kilnbase does not: that login is the cluster's superuser (the embedded
+        one) or the owner of every table, far past what the API key is (`project_admin`, under RLS), and
+        the API key is what agents hold. Refused plainly, not read as a table of that name."""
+        admin_actor(request)
+        raise ApiError(
+            403,
+            "FORBIDDEN",
+            "Kilnbase does not hand out the database's credentials over its API.",
+            "Run SQL with POST /api/database/advance/rawsql (MCP run-raw-sql); the server's operator "
+            "connects directly with DATABASE_URL, or with the embedded database's credentials in the data "
+            "dir (keys.json).",
+        )
+
     async def table(self, request: Request) -> Response:
         return json_response(await self.service.table(admin_actor(request), request.path_params["table"]))
 
@@ -70,6 +85,8 @@ class MetadataRoutes:
             "api-key": self.api_key,
             "anon-key": self.anon_key,
             "project-id": self.project_id,
+            "database-connection-string": self.database_credentials,
+            "database-password": self.database_credentials,
         }
         return [
             Route("/api/metadata", self.overview, methods=["GET"]),
