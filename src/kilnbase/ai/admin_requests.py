@@ -14,8 +14,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
+#: The longest model id (its characters).
+MAX_MODEL_ID = 200
 #: A model id, or a pattern ending in `*` (`openai/*`).
-ModelId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ModelId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_MODEL_ID)]
 ApiKey = Annotated[str, StringConstraints(strip_whitespace=True, min_length=10, max_length=500)]
 Modality = Literal["text", "image", "audio", "video", "file"]
 ClientSystemMessages = Literal["append", "drop", "refuse"]

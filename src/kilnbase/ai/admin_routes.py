@@ -27,12 +27,20 @@ def _scope(request: Request) -> tuple[str, str]:
     return check_scope(request.path_params["scope"], request.path_params["subject"])
 
 
+#: The longest limits subject (an id, an address, `*`): it is part of the key of the limits' index, which
+#: refuses some 2,700 bytes and more (that was a 500).
+MAX_SUBJECT = 200
+
+
 def check_scope(scope: str, subject: str) -> tuple[str, str]:
     """A limits scope and subject as `_scope` describes them (400 otherwise)."""
     if scope not in ("project", "key", "user", "agent", "anon"):
         raise invalid("The scope is one of project, key, user, agent, anon.", param="scope")
     if scope == "project" and subject != "*":
         raise invalid("Project limits use the subject '*'.", param="subject")
+    if len(subject) > MAX_SUBJECT:
+        message = f"A subject is at most {MAX_SUBJECT} characters: an id, an address or '*'."
+        raise invalid(message, param="subject")
     return scope, subject
 
 
@@ -202,8 +210,13 @@ class AiAdminRoutes:
     @insforge_errors
     async def put_price(self, request: Request) -> Response:
         admin = self._admin(request)
+        model_id = request.path_params["model_id"]
+        # (the key of the prices' index, which refuses some 2,700 bytes and more: that was a 500)
+        if len(model_id) > admin_requests.MAX_MODEL_ID:
+            longest = admin_requests.MAX_MODEL_ID
+            raise invalid(f"A model id is at most {longest} characters.", param="model_id")
         body = await read_model(request, admin_requests.PricePut)
-        return json_response(await admin.put_price(request.path_params["model_id"], body.columns()))
+        return json_response(await admin.put_price(model_id, body.columns()))
 
     @insforge_errors
     async def delete_price(self, request: Request) -> Response:

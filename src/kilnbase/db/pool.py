@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from kilnbase.config import Settings
@@ -42,6 +44,10 @@ def catalog_only(conninfo: str) -> str:
 async def _configure(conn: AsyncConnection[object]) -> None:
     # Connections are handed out outside a transaction; the session helpers open one explicitly.
     await conn.set_autocommit(True)
+    # JSON from the database is read as request bodies are, with orjson: a number past 64 bits, which jsonb
+    # keeps exactly (1e30 arrives as 1000...0), becomes a float, as InsForge's JSON.parse reads it. Python's
+    # json made it an int that orjson cannot write, and every answer holding it was a 500.
+    set_json_loads(orjson.loads, conn)
 
 
 class WatchedPool(AsyncConnectionPool[AsyncConnection[Any]]):

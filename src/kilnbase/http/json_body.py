@@ -22,6 +22,10 @@ M = TypeVar("M", bound=BaseModel)
 FIX_FIELDS = "Fix each field the message names (as field: reason) and send the request again."
 #: For a body that is not a JSON object.
 SEND_OBJECT = "Send the body as a JSON object, {...}, with Content-Type: application/json."
+#: How deep a body's objects and arrays may nest. The parser takes 1,024 levels, but orjson writes at most
+#: 254, and routes write what they read (an audit entry, a stored value, a measured size), often inside an
+#: object of their own: a body nested past that could only fail later, as a 500. Half leaves the room.
+MAX_NESTING = 128
 
 
 def decode_json(raw: bytes, *, optional: bool = False) -> Any:
@@ -50,7 +54,30 @@ def decode_json(raw: bytes, *, optional: bool = False) -> Any:
                 f"{where or 'The body'}: text cannot contain the NUL character (\\u0000).",
                 "Remove the NUL characters from the text and send the request again.",
             )
+    # (each level opens a bracket: the walk runs for the bodies that may nest that deep)
+    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and nests_past(value, MAX_NESTING):
+        raise ApiError(
+            400,
+            "INVALID_INPUT",
+            f"The request body nests JSON objects and arrays more than {MAX_NESTING} levels deep.",
+            f"Send the data with at most {MAX_NESTING} levels of objects and arrays.",
+        )
     return value
+
+
+def nests_past(value: Any, limit: int) -> bool:
+    """Whether `value` has objects and arrays nested more than `limit` deep (the value itself is level 1).
+    A walk with a stack of its own, as `nul_at`."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        inner = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if inner is None:
+            continue
+        if level > limit:
+            return True
+        pending.extend((each, level + 1) for each in inner)
+    return False
 
 
 def zod_type(value: Any) -> str:
