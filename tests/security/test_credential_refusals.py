@@ -40,6 +40,14 @@ def bearer(credential: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {credential}"}
 
 
+def private_bucket(client: TestClient, admin: dict[str, str]) -> str:
+    bucket = f"private-{uuid.uuid4().hex[:8]}"
+    body = {"bucketName": bucket, "isPublic": False}
+    created = client.post("/api/storage/buckets", json=body, headers=admin)
+    assert created.status_code == 201, created.text
+    return bucket
+
+
 def refusal(client: TestClient, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, str]:
     response = client.request(method, path, headers=headers, json={})
     body = response.json()
@@ -67,10 +75,7 @@ def test_a_route_for_any_caller_refuses_a_credential_as_verify_user_does(
 
 def test_a_private_buckets_object_needs_a_credential_as_verify_user_says(client: TestClient) -> None:
     admin = admin_headers(client)
-    bucket = f"private-{uuid.uuid4().hex[:8]}"
-    body = {"bucketName": bucket, "isPublic": False}
-    created = client.post("/api/storage/buckets", json=body, headers=admin)
-    assert created.status_code == 201, created.text
+    bucket = private_bucket(client, admin)
     put = client.put(f"/api/storage/buckets/{bucket}/objects/a.txt", files={"file": b"hi"}, headers=admin)
     assert put.status_code in (200, 201), put.text
     url = f"/api/storage/buckets/{bucket}/objects/a.txt"
@@ -85,3 +90,19 @@ def test_a_private_buckets_object_needs_a_credential_as_verify_user_says(client:
     # A public bucket's objects are anyone's: a credential that fails is not even looked at, as in InsForge.
     assert client.patch(f"/api/storage/buckets/{bucket}", json={"isPublic": True}, headers=admin).is_success
     assert client.get(url, headers=bearer("not-a-jwt")).content == b"hi"
+
+
+def test_a_stranger_cannot_tell_a_missing_bucket_from_a_private_one(client: TestClient) -> None:
+    """With no valid credential, a bucket that does not exist is refused as a private one is: a 404 would
+    tell a stranger which private buckets exist."""
+    admin = admin_headers(client)
+    private = private_bucket(client, admin)
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+    for bucket in (private, missing):
+        for path in ("objects/a.txt", "download-strategy/objects/a.txt"):
+            url = f"/api/storage/buckets/{bucket}/{path}"
+            assert refusal(client, "GET", url, {}) == NO_TOKEN
+            assert refusal(client, "GET", url, bearer("not-a-jwt")) == INVALID_TOKEN
+    # A caller with a credential is told the bucket is missing.
+    answer = client.get(f"/api/storage/buckets/{missing}/objects/a.txt", headers=admin)
+    assert answer.status_code == 404, answer.text

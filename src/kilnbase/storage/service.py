@@ -768,18 +768,19 @@ class StorageService:
         """The object as the caller may see it: a public bucket's to anyone, even without a credential
         (`principal` None), else as RLS decides. 404 when missing or not visible (a caller learns nothing of
         objects a policy hides). A private bucket with no caller answers `refused`, the refusal of the
-        credential presented, if one was."""
+        credential presented, if one was; so does a bucket that does not exist, so that a caller with no
+        credential cannot tell which private buckets exist (InsForge's `verifyUser` answers first too)."""
         names.bucket_name(bucket)
         names.object_key(key)
         is_public = await self.bucket_is_public(bucket)
-        if is_public is None:
-            raise bucket_missing(bucket)
         if not is_public and principal is None:
             # (InsForge's `verifyUser`, which guards a private bucket's downloads.)
             raise refused or no_token(
                 "A private bucket's objects need a credential: send the anon key, an access token "
                 "or the API key, or use a signed URL."
             )
+        if is_public is None:
+            raise bucket_missing(bucket)
         reader = SYSTEM_PRINCIPAL if is_public or principal is None else principal
         async with self.database.as_caller(reader, read_only=True) as cur:
             await cur.execute(
