@@ -13,6 +13,7 @@ and hands them nothing but the environment.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -53,7 +54,9 @@ def _worker_ready() -> None:
     log.info("API worker %d has started", os.getpid())
     ready_dir = os.environ.get(_READY_DIR_ENV)
     if ready_dir:
-        (Path(ready_dir) / str(os.getpid())).touch()
+        # (Only the banner waits for it: a folder gone, with its supervisor, never stops a worker.)
+        with contextlib.suppress(OSError):
+            (Path(ready_dir) / str(os.getpid())).touch()
 
 
 def _announce_when_ready(ready_dir: Path, workers: int, announce: Callable[[], None]) -> threading.Event:
