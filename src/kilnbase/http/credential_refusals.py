@@ -39,20 +39,27 @@ ANY_CREDENTIAL = (
 CHECK_ANON_KEY = "Use the project's anon key (kilnbase keys prints it)."
 
 
+def _presented(scope: Scope) -> tuple[str | None, bool]:
+    """The `Authorization: Bearer` credential (None: no header, or another scheme), and whether an
+    `x-api-key` was sent, from one read of the headers."""
+    headers = Headers(scope=scope)
+    header = headers.get("authorization")
+    bearer = header[len("Bearer ") :] if header is not None and header.startswith("Bearer ") else None
+    return bearer, bool(headers.get("x-api-key"))
+
+
 def bearer_in(scope: Scope) -> str | None:
     """The `Authorization: Bearer` credential, or None (no header, or another scheme)."""
-    header = Headers(scope=scope).get("authorization")
-    if header is None or not header.startswith("Bearer "):
-        return None
-    return header[len("Bearer ") :]
+    return _presented(scope)[0]
+
+
+def _is_key(bearer: str | None, api_key_header: bool) -> bool:
+    return (bearer is not None and bearer.startswith(KEY_PREFIXES)) or api_key_header
 
 
 def key_presented(scope: Scope) -> bool:
     """Whether the credential is a key (the API key, an agent key) rather than a token or the anon key."""
-    bearer = bearer_in(scope)
-    return (bearer is not None and bearer.startswith(KEY_PREFIXES)) or bool(
-        Headers(scope=scope).get("x-api-key")
-    )
+    return _is_key(*_presented(scope))
 
 
 def credential_refused(code: str, message: str, scope: Scope, fallback: str) -> ApiError:
@@ -78,9 +85,9 @@ def no_token(fallback: str) -> ApiError:
 def refused_as_verify_user(scope: Scope) -> ApiError:
     """What `verifyUser` answers for the credential of a request that presented none valid: a key as a key,
     the anon key's shape as the anon key, no bearer as no token, and anything else as a token."""
-    if key_presented(scope):
+    bearer, api_key_header = _presented(scope)
+    if _is_key(bearer, api_key_header):
         return invalid_api_key()
-    bearer = bearer_in(scope)
     if bearer is None:
         return no_token(ANY_CREDENTIAL)
     if bearer.startswith(ANON_KEY_PREFIX):
