@@ -512,10 +512,10 @@ class Sweep:
 
 
 def cases() -> Iterator[Any]:
+    """Every route but those `NOT_SWEPT` (each with the reason it is left out)."""
     for method, path in ROUTES:
-        reason = NOT_SWEPT.get((method, path))
-        marks = [pytest.mark.skip(reason=reason)] if reason else []
-        yield pytest.param(method, path, marks=marks, id=f"{method} {path}")
+        if (method, path) not in NOT_SWEPT:
+            yield pytest.param(method, path, id=f"{method} {path}")
 
 
 @pytest.mark.parametrize(("method", "path"), list(cases()))
